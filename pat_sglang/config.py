@@ -1,0 +1,143 @@
+"""Head, device and tile configuration, and the one place that says what PAT supports.
+
+Role in pack-forward-merge: the planner sizes packs and splits from ``HeadConfig`` and ``DeviceSpec``;
+the tile table (``configs/tiles/sm*.json``) lists the (query rows x KV tokens) shapes the pack-forward
+kernel is compiled for. ``check_supported`` raises a ``ValueError`` naming the problem for anything the
+kernels do not serve, so callers (the SGLang backend) can fall back to another backend.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+SUPPORTED_HEAD_DIMS = (64, 128, 256)
+SUPPORTED_DTYPES = (torch.bfloat16, torch.float16)
+MAX_GQA_GROUP = 8
+MAX_BATCH = 1024
+MAX_KV_TOKENS = 128 * 1024
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+# Bytes the merge moves per (request, partial, q head) beyond the KV: an fp32 output row written by
+# pack-forward and read back by merge, plus its fp32 log-sum-exp.
+PARTIAL_ACCUM_BYTES = 4
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    num_q_heads: int
+    num_kv_heads: int
+    head_dim: int
+    dtype: torch.dtype = torch.bfloat16
+
+    def __post_init__(self) -> None:
+        if self.num_q_heads <= 0 or self.num_kv_heads <= 0 or self.head_dim <= 0:
+            raise ValueError(f"head counts and head_dim must be positive: {self}")
+        if self.num_q_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_q_heads ({self.num_q_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
+            )
+
+    @property
+    def group(self) -> int:
+        """Query heads per KV head (the GQA ratio)."""
+        return self.num_q_heads // self.num_kv_heads
+
+    @property
+    def elem_bytes(self) -> int:
+        return torch.tensor([], dtype=self.dtype).element_size()
+
+    @property
+    def kv_token_bytes(self) -> int:
+        """K plus V bytes of one token over all KV heads."""
+        return 2 * self.num_kv_heads * self.head_dim * self.elem_bytes
+
+    @property
+    def partial_bytes(self) -> int:
+        """Bytes one extra partial of one request costs: written once, read once, all q heads."""
+        return 2 * self.num_q_heads * (self.head_dim + 1) * PARTIAL_ACCUM_BYTES
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """What the planner needs to know of the GPU."""
+
+    sm_count: int = 132
+    ctas_per_sm: int = 2
+    arch: str = "sm90"
+
+    @staticmethod
+    def from_torch(device: torch.device | None = None) -> DeviceSpec:
+        props = torch.cuda.get_device_properties(device)
+        arch = f"sm{props.major}{props.minor}"
+        return DeviceSpec(sm_count=props.multi_processor_count, arch=arch)
+
+    @property
+    def target_ctas(self) -> int:
+        return self.sm_count * self.ctas_per_sm
+
+
+@dataclass(frozen=True)
+class Tile:
+    m: int  # query rows per CTA
+    n: int  # KV tokens per shared-memory stage
+    warps: int
+
+    @property
+    def row_warps(self) -> int:
+        return min(self.warps, self.m // 16)
+
+    @property
+    def kv_warps(self) -> int:
+        return self.warps // self.row_warps
+
+
+@dataclass(frozen=True)
+class TileTable:
+    tiles: tuple[Tile, ...]
+    stages: int
+
+    def tile_for(self, rows: int) -> int:
+        """Index of the smallest tile whose m holds ``rows`` query rows (the largest if none does)."""
+        for i, t in enumerate(self.tiles):
+            if t.m >= rows:
+                return i
+        return len(self.tiles) - 1
+
+    @property
+    def max_m(self) -> int:
+        return self.tiles[-1].m
+
+
+@lru_cache(maxsize=None)
+def load_tile_table(arch: str = "sm90") -> TileTable:
+    """The tile table for ``arch``; archs newer than the newest table use the newest."""
+    tables = sorted(CONFIG_DIR.glob("tiles/sm*.json"), key=lambda p: int(p.stem[2:]))
+    if not tables:
+        raise FileNotFoundError(f"no tile tables under {CONFIG_DIR / 'tiles'}")
+    want = int(arch.removeprefix("sm").rstrip("a"))
+    usable = [p for p in tables if int(p.stem[2:]) <= want]
+    if not usable:
+        raise ValueError(f"unsupported GPU arch {arch}: PAT kernels need sm_80 or newer")
+    data = json.loads(usable[-1].read_text())
+    tiles = tuple(Tile(int(t["m"]), int(t["n"]), int(t["warps"])) for t in data["tiles"])
+    if list(tiles) != sorted(tiles, key=lambda t: t.m):
+        raise ValueError(f"{usable[-1]}: tiles must be sorted by m")
+    for t in tiles:
+        if t.m % 16 or t.n % 16 or t.warps % t.row_warps or (t.n // t.kv_warps) % 16:
+            raise ValueError(f"{usable[-1]}: tile {t} does not fit the 16x16 MMA layout")
+    return TileTable(tiles, int(data.get("stages", 2)))
+
+
+def check_supported(heads: HeadConfig) -> None:
+    """Raise ``ValueError`` if the kernels cannot serve this head configuration."""
+    if heads.head_dim not in SUPPORTED_HEAD_DIMS:
+        raise ValueError(f"unsupported head_dim {heads.head_dim}: PAT kernels support {SUPPORTED_HEAD_DIMS}")
+    if heads.dtype not in SUPPORTED_DTYPES:
+        raise ValueError(f"unsupported dtype {heads.dtype}: PAT kernels support bfloat16 and float16")
+    if heads.group > MAX_GQA_GROUP:
+        raise ValueError(f"unsupported GQA ratio {heads.group}: PAT kernels support 1 to {MAX_GQA_GROUP}")

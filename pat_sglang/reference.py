@@ -1,0 +1,89 @@
+"""Torch reference executor: runs a ``PackPlan`` exactly as the kernels do, in any dtype (float64 for tests).
+
+Role in pack-forward-merge: the oracle. *forward* = per item, attention of the item's query rows over the
+item's KV slots, giving a normalised partial output and its log-sum-exp; *merge* = per request, the
+softmax-weighted combination of its partials. Also holds ``naive_decode``, plain per-request attention,
+which the plan's result must equal.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .planner import ITEM_KV_BEGIN, ITEM_KV_END, ITEM_REQ_BEGIN, ITEM_REQ_END, PackPlan
+
+
+def naive_decode(
+    q: torch.Tensor,
+    k_buffer: torch.Tensor,
+    v_buffer: torch.Tensor,
+    kv_indptr: torch.Tensor,
+    kv_indices: torch.Tensor,
+    sm_scale: float,
+    compute_dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
+    """Plain softmax attention per request: the definition PAT must match."""
+    batch, hq, _ = q.shape
+    group = hq // k_buffer.shape[1]
+    out = torch.empty(q.shape, dtype=compute_dtype, device=q.device)
+    for b in range(batch):
+        idx = kv_indices[int(kv_indptr[b]) : int(kv_indptr[b + 1])].long()
+        k = k_buffer[idx].to(compute_dtype).repeat_interleave(group, dim=1)  # [T, hq, d]
+        v = v_buffer[idx].to(compute_dtype).repeat_interleave(group, dim=1)
+        s = torch.einsum("hd,thd->ht", q[b].to(compute_dtype), k) * sm_scale
+        out[b] = torch.einsum("ht,thd->hd", torch.softmax(s, dim=-1), v)
+    return out
+
+
+def run_reference(
+    plan: PackPlan,
+    q: torch.Tensor,
+    k_buffer: torch.Tensor,
+    v_buffer: torch.Tensor,
+    sm_scale: float,
+    compute_dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
+    """Execute ``plan`` in torch; returns ``[batch, num_q_heads, head_dim]`` in ``compute_dtype``."""
+    heads = plan.heads
+    group = heads.group
+    batch = q.shape[0]
+    items = plan.items.cpu()
+    kv_slots = plan.kv_slots.cpu().long()
+    item_req = plan.item_req.cpu().long()
+    item_dst = plan.item_dst.cpu().long()
+    qc = q.to(compute_dtype)
+
+    nan = float("nan")
+    out = torch.full((batch, heads.num_q_heads, heads.head_dim), nan, dtype=compute_dtype, device=q.device)
+    part_o = torch.full(
+        (plan.num_partials, heads.num_q_heads, heads.head_dim), nan, dtype=compute_dtype, device=q.device
+    )
+    part_lse = torch.full((plan.num_partials, heads.num_q_heads), nan, dtype=compute_dtype, device=q.device)
+
+    for it in items.tolist():
+        slots = kv_slots[it[ITEM_KV_BEGIN] : it[ITEM_KV_END]].to(q.device)
+        reqs = item_req[it[ITEM_REQ_BEGIN] : it[ITEM_REQ_END]]
+        dsts = item_dst[it[ITEM_REQ_BEGIN] : it[ITEM_REQ_END]]
+        k = k_buffer[slots].to(compute_dtype).repeat_interleave(group, dim=1)  # [T, hq, d]
+        v = v_buffer[slots].to(compute_dtype).repeat_interleave(group, dim=1)
+        qs = qc[reqs.to(q.device)]  # [R, hq, d]
+        s = torch.einsum("rhd,thd->rht", qs, k) * sm_scale
+        lse = torch.logsumexp(s, dim=-1)  # [R, hq]
+        o = torch.einsum("rht,thd->rhd", torch.exp(s - lse[..., None]), v)
+        for j, (r, dst) in enumerate(zip(reqs.tolist(), dsts.tolist())):
+            if dst < 0:
+                out[r] = o[j]
+            else:
+                part_o[dst] = o[j]
+                part_lse[dst] = lse[j]
+
+    indptr = plan.merge_indptr.cpu().tolist()
+    partials = plan.merge_partials.cpu().long()
+    for r in range(batch):
+        lo, hi = indptr[r], indptr[r + 1]
+        if hi == lo:
+            continue
+        sel = partials[lo:hi].to(q.device)
+        w = torch.softmax(part_lse[sel], dim=0)  # [P, hq]
+        out[r] = torch.einsum("ph,phd->hd", w, part_o[sel])
+    return out
