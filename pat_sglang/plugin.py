@@ -1,0 +1,36 @@
+"""SGLang plugin entry point: ``[project.entry-points."sglang.srt.plugins"] pat = "pat_sglang.plugin:register"``.
+
+Role in pack-forward-merge: wires the whole pipeline into SGLang. ``register()`` applies the
+version-checked patch layer (publishing radix chains into *pack*), adds ``pat`` to the choices of
+``--attention-backend`` / ``--decode-attention-backend`` / ``--prefill-attention-backend`` and registers
+the factory that builds ``PATAttnBackend`` from the model runner. Idempotent: SGLang loads plugins in
+several processes and may call it more than once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+BACKEND_NAME = "pat"
+
+
+def create_pat_backend(model_runner: Any) -> Any:
+    """Attention-backend factory (SGLang calls it with the model runner)."""
+    from .backend import PATAttnBackend  # imported lazily: only processes that select PAT pay for it
+
+    return PATAttnBackend(model_runner)
+
+
+def register() -> None:
+    # Patches first: on an unsupported SGLang this raises before anything is registered.
+    from patches import apply_patches
+
+    apply_patches()
+
+    from sglang.srt.layers.attention.attention_registry import ATTENTION_BACKENDS, register_attention_backend
+    from sglang.srt.server_args import ATTENTION_BACKEND_CHOICES, add_attention_backend_choices
+
+    if BACKEND_NAME not in ATTENTION_BACKEND_CHOICES:
+        add_attention_backend_choices([BACKEND_NAME])
+    if ATTENTION_BACKENDS.get(BACKEND_NAME) is not create_pat_backend:
+        register_attention_backend(BACKEND_NAME)(create_pat_backend)

@@ -1,0 +1,121 @@
+"""The version-checked runtime patch layer: what SGLang's plugin API does not expose.
+
+Role in pack-forward-merge: infrastructure for the hand-off into *pack*. ``PATCH_SETS`` maps each
+supported SGLang release to the patches it needs; ``apply_patches`` refuses any other installed release
+(a wrapped method can change meaning between releases, so nothing is patched blindly). Each patch names
+the attribute it wraps, checks it exists, and marks its wrapper, so applying twice does nothing.
+
+Adding a release: check the wrapped attributes still mean the same there, add ``"X.Y.Z": (...)`` to
+``PATCH_SETS`` (reusing the patches that still apply), and run ``tests/test_plugin.py``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .publish import wrap_forward_batch_init_new
+
+PATCH_MARKER = "__pat_sglang_patch__"
+
+
+class UnsupportedSGLangVersion(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Patch:
+    """Wrap ``module.owner.attr`` (a function, method or classmethod) with ``make_wrapper(original)``."""
+
+    name: str
+    module: str
+    owner: str
+    attr: str
+    make_wrapper: Callable[[Callable[..., Any]], Callable[..., Any]]
+
+    @property
+    def target(self) -> str:
+        return f"{self.module}.{self.owner}.{self.attr}"
+
+    def _owner(self) -> Any:
+        try:
+            return getattr(importlib.import_module(self.module), self.owner)
+        except (ImportError, AttributeError) as e:
+            raise RuntimeError(f"PAT patch {self.name!r}: cannot find {self.module}.{self.owner}") from e
+
+    def is_applied(self) -> bool:
+        raw = self._owner().__dict__.get(self.attr)
+        func = raw.__func__ if isinstance(raw, (classmethod, staticmethod)) else raw
+        return getattr(func, PATCH_MARKER, None) == self.name
+
+    def apply(self) -> bool:
+        """Install the wrapper; ``False`` if it was already installed."""
+        owner = self._owner()
+        if self.attr not in owner.__dict__:
+            raise RuntimeError(f"PAT patch {self.name!r}: {self.target} does not exist in the installed SGLang")
+        if self.is_applied():
+            return False
+        raw = owner.__dict__[self.attr]
+        kind = type(raw) if isinstance(raw, (classmethod, staticmethod)) else None
+        original = raw.__func__ if kind is not None else raw
+        if not callable(original):
+            raise RuntimeError(f"PAT patch {self.name!r}: {self.target} is not callable")
+        wrapper = self.make_wrapper(original)
+        setattr(wrapper, PATCH_MARKER, self.name)
+        wrapper.__pat_sglang_original__ = original  # type: ignore[attr-defined]
+        setattr(owner, self.attr, kind(wrapper) if kind is not None else wrapper)
+        return True
+
+    def remove(self) -> None:
+        """Restore the original (tests only)."""
+        owner = self._owner()
+        if not self.is_applied():
+            return
+        raw = owner.__dict__[self.attr]
+        kind = type(raw) if isinstance(raw, (classmethod, staticmethod)) else None
+        wrapper = raw.__func__ if kind is not None else raw
+        original = wrapper.__pat_sglang_original__
+        setattr(owner, self.attr, kind(original) if kind is not None else original)
+
+
+PUBLISH_DECODE_CHAINS = Patch(
+    name="publish-decode-chains",
+    module="sglang.srt.model_executor.forward_batch_info",
+    owner="ForwardBatch",
+    attr="init_new",
+    make_wrapper=wrap_forward_batch_init_new,
+)
+
+# Installed SGLang release -> the patches it needs.
+PATCH_SETS: dict[str, tuple[Patch, ...]] = {
+    "0.5.17": (PUBLISH_DECODE_CHAINS,),
+}
+SUPPORTED_SGLANG_VERSIONS: tuple[str, ...] = tuple(PATCH_SETS)
+
+
+def installed_sglang_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sglang")
+    except PackageNotFoundError:
+        from sglang.version import __version__  # source checkouts without metadata
+
+        return str(__version__)
+
+
+def patches_for(version: str) -> tuple[Patch, ...]:
+    if version not in PATCH_SETS:
+        raise UnsupportedSGLangVersion(
+            f"pat-sglang supports SGLang {', '.join(SUPPORTED_SGLANG_VERSIONS)}, but SGLang {version} is "
+            f"installed: install a supported release (e.g. pip install sglang=={SUPPORTED_SGLANG_VERSIONS[-1]})"
+        )
+    return PATCH_SETS[version]
+
+
+def apply_patches(version: str | None = None) -> list[str]:
+    """Apply the patch set of the installed SGLang; returns the names newly applied (empty the 2nd time)."""
+    patches = patches_for(version or installed_sglang_version())
+    return [p.name for p in patches if p.apply()]
