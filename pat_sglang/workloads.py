@@ -1,0 +1,347 @@
+"""Synthetic decode batches: prefix trees laid out in a KV pool, exactly as the benchmark anchors define them.
+
+Role in pack-forward-merge: none at run time. Tests and benchmarks build the *input* of the pack stage here:
+the flat ``kv_indptr`` / ``kv_indices`` of one decode step (SGLang/FlashInfer convention) whose requests share
+KV prefixes in a known tree shape, plus random ``q`` and KV pools in SGLang's layout.
+
+Workload definition (``/work/shared/anchors/flashinfer-h100-*.txt``): ``levels`` lists (nodes, tokens per node)
+from the root level down; node ``j`` of a level with ``n`` nodes hangs under node ``j * n_parent // n`` of the
+level above; one request per node of the last level, whose KV is the concatenation of its root-to-leaf path.
+
+KV slots come from a pool: with ``page_size == 1`` every token gets a slot drawn from a random permutation of
+the pool; with ``page_size > 1`` every node gets whole pages (the pool's pages in a random permutation; the
+slots of one page are contiguous, consecutive pages of a node are scattered). Interior nodes must then be a
+whole number of pages (a radix cache shares whole pages only); leaves, the private tails, may end mid-page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+Levels = list[tuple[int, int]]
+
+# The named workloads of the anchors file (a and d take the batch size / length as parameters).
+STANDARD_WORKLOADS: dict[str, Levels] = {
+    "a32": [(1, 4096), (32, 256)],
+    "a64": [(1, 4096), (64, 256)],
+    "a128": [(1, 4096), (128, 256)],
+    "a256": [(1, 4096), (256, 256)],
+    "b": [(1, 2048), (8, 1024), (128, 512)],
+    "c": [(16, 1024), (256, 1024)],
+    "d64x4096": [(64, 4096)],
+    "d256x1024": [(256, 1024)],
+    "e": [(1, 1024), (2, 512), (4, 512), (8, 256), (32, 128), (128, 64)],
+}
+
+# Human-readable labels, as the anchors file prints them.
+WORKLOAD_LABELS: dict[str, str] = {
+    "a32": "a: 4096 shared + 256 own, bs 32",
+    "a64": "a: 4096 shared + 256 own, bs 64",
+    "a128": "a: 4096 shared + 256 own, bs 128",
+    "a256": "a: 4096 shared + 256 own, bs 256",
+    "b": "b: 2048 / 8x1024 / 512 own, bs 128",
+    "c": "c: 16 prompts x16 samples, 1024+1024",
+    "d64x4096": "d: no sharing, 64 x 4096",
+    "d256x1024": "d: no sharing, 256 x 1024",
+    "e": "e: 6 levels",
+}
+
+
+def workload_a(bs: int) -> Levels:
+    """A 4096-token shared prefix and 256 private tokens per request."""
+    return [(1, 4096), (bs, 256)]
+
+
+def workload_d(bs: int, length: int) -> Levels:
+    """No sharing: ``bs`` requests of ``length`` private tokens."""
+    return [(bs, length)]
+
+
+@dataclass
+class Tree:
+    """A prefix tree: node ``i`` has ``parents[i]`` (-1 = root; parents precede children) and ``lengths[i]``
+    tokens; request ``r`` reads the path from a root down to node ``request_nodes[r]`` (a leaf or not)."""
+
+    parents: list[int]
+    lengths: list[int]
+    request_nodes: list[int]
+
+    def __post_init__(self) -> None:
+        if len(self.parents) != len(self.lengths):
+            raise ValueError(f"parents ({len(self.parents)}) and lengths ({len(self.lengths)}) differ in length")
+        for i, p in enumerate(self.parents):
+            if not -1 <= p < i:
+                raise ValueError(f"node {i}: parent {p} must be -1 or an earlier node")
+        if any(n < 0 for n in self.lengths):
+            raise ValueError("node lengths must be >= 0")
+        if not self.request_nodes:
+            raise ValueError("a tree needs at least one request")
+        for r, n in enumerate(self.request_nodes):
+            if not 0 <= n < len(self.parents):
+                raise ValueError(f"request {r} ends at node {n}, which does not exist")
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.parents)
+
+    @property
+    def num_requests(self) -> int:
+        return len(self.request_nodes)
+
+    def path(self, node: int) -> list[int]:
+        """Node ids from the root down to ``node``."""
+        out = []
+        while node >= 0:
+            out.append(node)
+            node = self.parents[node]
+        return out[::-1]
+
+    def has_children(self) -> list[bool]:
+        out = [False] * self.num_nodes
+        for p in self.parents:
+            if p >= 0:
+                out[p] = True
+        return out
+
+    def request_lengths(self) -> list[int]:
+        return [sum(self.lengths[n] for n in self.path(r)) for r in self.request_nodes]
+
+    def unique_tokens(self) -> int:
+        """Tokens of the nodes some request reads (each once)."""
+        used: set[int] = set()
+        for r in self.request_nodes:
+            used.update(self.path(r))
+        return sum(self.lengths[n] for n in used)
+
+    def request_tokens(self) -> int:
+        return sum(self.request_lengths())
+
+
+def tree_from_levels(levels: Sequence[tuple[int, int]]) -> Tree:
+    """The anchors' level tree: node ``j`` of a level with ``n`` nodes under node ``j * n_parent // n``."""
+    if not levels:
+        raise ValueError("levels must not be empty")
+    parents: list[int] = []
+    lengths: list[int] = []
+    prev_base, prev_n = -1, 0
+    for depth, (n, tokens) in enumerate(levels):
+        if n < 1 or tokens < 0:
+            raise ValueError(f"level {depth}: need >= 1 nodes and >= 0 tokens, got ({n}, {tokens})")
+        if depth and n < prev_n:
+            raise ValueError(f"level {depth} has {n} nodes, fewer than the {prev_n} above it")
+        base = len(parents)
+        for j in range(n):
+            parents.append(-1 if depth == 0 else prev_base + j * prev_n // n)
+            lengths.append(int(tokens))
+        prev_base, prev_n = base, n
+    return Tree(parents, lengths, list(range(prev_base, prev_base + prev_n)))
+
+
+@dataclass
+class DecodeBatch:
+    """One decode step's KV layout. ``node_slots[i]`` are the slots of tree node ``i`` (int64)."""
+
+    kv_indptr: torch.Tensor  # int32 [batch + 1]
+    kv_indices: torch.Tensor  # int32 [total request tokens]
+    num_slots: int  # pool size: every index is < num_slots
+    tree: Tree
+    node_slots: list[np.ndarray]
+    page_size: int
+
+    @property
+    def batch(self) -> int:
+        return int(self.kv_indptr.shape[0] - 1)
+
+    def unique_tokens(self) -> int:
+        return self.tree.unique_tokens()
+
+    def request_tokens(self) -> int:
+        return int(self.kv_indptr[-1])
+
+    def chains(self) -> tuple[list[list[tuple[int, np.ndarray]]], list[np.ndarray]]:
+        """Radix-like view for ``PrefixForest.from_chains``: per request, (node id, slots) for every node of its
+        path but the last, which becomes the request's private tail."""
+        chains, tails = [], []
+        for r in self.tree.request_nodes:
+            path = self.tree.path(r)
+            chains.append([(n, self.node_slots[n]) for n in path[:-1]])
+            tails.append(self.node_slots[path[-1]])
+        return chains, tails
+
+
+def _rng(rng: np.random.Generator | int | None) -> np.random.Generator:
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+
+def layout_tree(
+    tree: Tree,
+    page_size: int = 1,
+    rng: np.random.Generator | int | None = 0,
+    num_slots: int | None = None,
+) -> DecodeBatch:
+    """Allocate KV slots for every node of ``tree`` from a pool (see the module docstring) and flatten."""
+    if page_size < 1:
+        raise ValueError(f"page_size must be >= 1, got {page_size}")
+    gen = _rng(rng)
+    interior = tree.has_children()
+    if page_size > 1:
+        for i, (n, inner) in enumerate(zip(tree.lengths, interior)):
+            if inner and n % page_size:
+                raise ValueError(f"node {i} has children but {n} tokens, not a multiple of page_size {page_size}")
+    pages_of = [-(-n // page_size) for n in tree.lengths]
+    need = sum(pages_of) * page_size
+    if num_slots is None:
+        num_slots = need
+    if num_slots < need:
+        raise ValueError(f"pool of {num_slots} slots cannot hold {need} slots of pages")
+    perm = gen.permutation(num_slots // page_size).astype(np.int64)
+    node_slots: list[np.ndarray] = []
+    at = 0
+    within = np.arange(page_size, dtype=np.int64)
+    for n, pages in zip(tree.lengths, pages_of):
+        mine = perm[at : at + pages]
+        at += pages
+        node_slots.append((mine[:, None] * page_size + within[None, :]).reshape(-1)[:n])
+    seqs = [np.concatenate([node_slots[n] for n in tree.path(r)]) for r in tree.request_nodes]
+    lens = np.array([s.shape[0] for s in seqs], dtype=np.int64)
+    indptr = np.zeros(len(seqs) + 1, dtype=np.int64)
+    indptr[1:] = np.cumsum(lens)
+    indices = np.concatenate(seqs) if seqs else np.zeros(0, dtype=np.int64)
+    if num_slots > np.iinfo(np.int32).max:
+        raise ValueError("pool too large for int32 indices")
+    return DecodeBatch(
+        kv_indptr=torch.from_numpy(indptr.astype(np.int32)),
+        kv_indices=torch.from_numpy(indices.astype(np.int32)),
+        num_slots=int(num_slots),
+        tree=tree,
+        node_slots=node_slots,
+        page_size=page_size,
+    )
+
+
+def tree_batch(
+    levels: Sequence[tuple[int, int]],
+    page_size: int = 1,
+    rng: np.random.Generator | int | None = 0,
+    num_slots: int | None = None,
+) -> DecodeBatch:
+    """The anchors' workload ``levels`` as one decode batch (``.kv_indptr``, ``.kv_indices``, ``.num_slots``)."""
+    return layout_tree(tree_from_levels(levels), page_size, rng, num_slots)
+
+
+def standard_batch(name: str, page_size: int = 1, rng: np.random.Generator | int | None = 0) -> DecodeBatch:
+    if name not in STANDARD_WORKLOADS:
+        raise ValueError(f"unknown workload {name!r}; known: {sorted(STANDARD_WORKLOADS)}")
+    return tree_batch(STANDARD_WORKLOADS[name], page_size, rng)
+
+
+def random_tree(
+    rng: np.random.Generator | int | None,
+    max_depth: int = 4,
+    max_requests: int = 32,
+    max_len: int = 256,
+    page_size: int = 1,
+    max_request_tokens: int | None = None,
+    p_inner_request: float = 0.1,
+    p_duplicate: float = 0.05,
+) -> Tree:
+    """A random, generally asymmetric prefix forest for tests.
+
+    Depth 1..``max_depth`` (siblings may end at different depths), 1..``max_requests`` requests with differing
+    query counts per subtree, node lengths 0..``max_len`` (interior ones a multiple of ``page_size``; a node may
+    be empty). Some requests end at an interior node (their KV is a prefix of another request's) and some leaves
+    hold two requests (identical KV), both legal inputs. If ``max_request_tokens`` is given, the sum of all
+    requests' KV lengths stays under about that (lengths are scaled down). Every request has >= 1 token.
+    """
+    gen = _rng(rng)
+    depth = int(gen.integers(1, max_depth + 1))
+    target = int(gen.integers(1, max_requests + 1))
+    parents: list[int] = []
+    level_of: list[int] = []
+    frontier: list[int] = []
+    for _ in range(int(gen.integers(1, 4))):
+        parents.append(-1)
+        level_of.append(0)
+        frontier.append(len(parents) - 1)
+    # Grow: pick random frontier nodes to extend until the depth or the leaf budget is reached.
+    leaves_budget = max(1, target)
+    while frontier and len(frontier) < leaves_budget:
+        i = int(gen.integers(0, len(frontier)))
+        node = frontier[i]
+        if level_of[node] + 1 >= depth:
+            if all(level_of[f] + 1 >= depth for f in frontier):
+                break
+            continue
+        frontier.pop(i)
+        kids = int(gen.integers(1, 5))
+        for _ in range(kids):
+            parents.append(node)
+            level_of.append(level_of[node] + 1)
+            frontier.append(len(parents) - 1)
+    has_kids = [False] * len(parents)
+    for p in parents:
+        if p >= 0:
+            has_kids[p] = True
+    lengths: list[int] = []
+    for i in range(len(parents)):
+        n = int(gen.integers(0, max_len + 1))
+        if has_kids[i] and page_size > 1:
+            n = (n // page_size) * page_size
+        lengths.append(n)
+    leaves = [i for i in range(len(parents)) if not has_kids[i]][:max_requests]
+    request_nodes = list(leaves)
+    inner = [i for i in range(len(parents)) if has_kids[i]]
+    for i in inner:
+        if len(request_nodes) < max_requests and gen.random() < p_inner_request:
+            request_nodes.append(i)
+    for leaf in leaves:
+        if len(request_nodes) < max_requests and gen.random() < p_duplicate:
+            request_nodes.append(leaf)
+    gen.shuffle(request_nodes)
+    tree = Tree(parents, lengths, request_nodes)
+    if max_request_tokens is not None:
+        total = tree.request_tokens()
+        if total > max_request_tokens:
+            scale = max_request_tokens / total
+            for i in range(len(lengths)):
+                n = int(lengths[i] * scale)
+                if has_kids[i] and page_size > 1:
+                    n = (n // page_size) * page_size
+                lengths[i] = n
+    # Every request needs KV: give an empty path a token in its last node (a tail if it is a leaf, else a page).
+    for r in request_nodes:
+        if sum(lengths[n] for n in tree.path(r)) == 0:
+            lengths[r] = page_size if has_kids[r] else 1
+    return Tree(parents, lengths, request_nodes)
+
+
+def make_qkv(
+    batch: int,
+    num_q_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+    num_slots: int,
+    dtype: torch.dtype = torch.bfloat16,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random (standard normal, never zero-filled) ``q [batch, hq, d]`` and KV pools ``[num_slots, hkv, d]``."""
+    if num_q_heads % num_kv_heads:
+        raise ValueError(f"num_q_heads ({num_q_heads}) must be a multiple of num_kv_heads ({num_kv_heads})")
+    device = torch.device(device)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    low = dtype in (torch.bfloat16, torch.float16)
+    make = torch.float32 if low else dtype
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen, dtype=make, device=device).to(dtype)
+
+    q = randn(batch, num_q_heads, head_dim)
+    k = randn(num_slots, num_kv_heads, head_dim)
+    v = randn(num_slots, num_kv_heads, head_dim)
+    return q, k, v
