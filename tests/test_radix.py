@@ -1,0 +1,109 @@
+"""The radix chains of a real SGLang RadixCache describe the same sharing as the req_to_token rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sglang_harness import RadixHarness, shared_prompts
+
+from pat_sglang.forest import PrefixForest
+from pat_sglang.radix import chain_tail, forest_from_radix, request_chain
+from patches.chain_table import ChainTable
+from patches.publish import publish_decode_batch
+
+
+def flat_key(h: RadixHarness) -> frozenset:
+    return PrefixForest.from_flat(*h.rows()).canonical_key()
+
+
+def radix_key(h: RadixHarness) -> frozenset:
+    return forest_from_radix(h.reqs, h.cache.root_node, h.req_to_token, h.seq_lens).canonical_key()
+
+
+@pytest.mark.parametrize("page_size", [1, 16])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_radix_forest_matches_flat_rows(page_size: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    h = RadixHarness(page_size=page_size)
+    for prompt in shared_prompts(rng):
+        h.add_request(prompt)
+    assert radix_key(h) == flat_key(h)
+    h.decode(steps=int(rng.integers(1, 20)))
+    h.decode(steps=5, only=[0, 3])  # uneven tails
+    assert radix_key(h) == flat_key(h)
+    forest = forest_from_radix(h.reqs, h.cache.root_node, h.req_to_token, h.seq_lens)
+    assert forest.shared_tokens() > 0  # the system prompt is shared
+    if page_size == 1:
+        # every request through the system prompt shares it (the 37 tokens are one node or a chain of them)
+        assert any(len(n.requests) >= len(h.reqs) - 1 for n in forest.nodes)
+
+
+@pytest.mark.parametrize("page_size", [1, 16])
+def test_chain_is_prefix_of_row(page_size: int) -> None:
+    h = RadixHarness(page_size=page_size)
+    for prompt in shared_prompts(np.random.default_rng(7)):
+        h.add_request(prompt)
+    h.decode(steps=3)
+    for req, n in zip(h.reqs, h.seq_lens, strict=True):
+        chain = request_chain(req.last_node, h.cache.root_node)
+        cached = np.concatenate([s for _, s in chain]) if chain else np.zeros(0, np.int64)
+        row = h.req_to_token[req.req_pool_idx, :n].numpy()
+        assert np.array_equal(cached, row[: cached.shape[0]])
+        assert cached.shape[0] % page_size == 0
+        assert np.array_equal(chain_tail(chain, h.req_to_token[req.req_pool_idx], n), row[cached.shape[0] :])
+
+
+@pytest.mark.parametrize("page_size", [1, 16])
+def test_published_chains(page_size: int) -> None:
+    """The patch's publisher copies the same chains, reuses unchanged ones, and follows node splits."""
+    rng = np.random.default_rng(3)
+    h = RadixHarness(page_size=page_size)
+    prompts = shared_prompts(rng)
+    for prompt in prompts:
+        h.add_request(prompt)
+    h.decode(steps=2)
+    table = ChainTable(enabled=True)
+    publish_decode_batch(h.schedule_batch(), table)
+    gens = h.req_to_token_pool.req_generation
+
+    def check() -> None:
+        for req in h.reqs:
+            entry = table.lookup(req.req_pool_idx, int(gens[req.req_pool_idx]), req.rid)
+            assert entry is not None
+            want = request_chain(req.last_node, h.cache.root_node)
+            assert [i for i, _ in entry.chain] == [i for i, _ in want]
+            assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(entry.chain, want, strict=True))
+
+    check()
+    copies = table.published
+    assert copies == len(h.reqs)
+    h.decode(steps=1)
+    publish_decode_batch(h.schedule_batch(), table)
+    assert table.published == copies  # chains unchanged: nothing copied again
+
+    # A new prompt that diverges inside the system prompt splits the node the others hang below.
+    h.add_request(prompts[0][:21] + [1] * 40)
+    publish_decode_batch(h.schedule_batch(), table)
+    check()
+    assert table.published > copies
+    # The published chains, with the rows' tails, still give the flat rows' forest.
+    chains = [table.lookup(r.req_pool_idx, None).chain for r in h.reqs]
+    rows = [h.req_to_token[r.req_pool_idx] for r in h.reqs]
+    tails = [chain_tail(c, row, n) for c, row, n in zip(chains, rows, h.seq_lens, strict=True)]
+    assert PrefixForest.from_chains(chains, tails).canonical_key() == flat_key(h)
+
+
+def test_stale_entries_are_refused() -> None:
+    h = RadixHarness()
+    for prompt in shared_prompts(np.random.default_rng(5))[:3]:
+        h.add_request(prompt)
+    table = ChainTable(enabled=True)
+    publish_decode_batch(h.schedule_batch(), table)
+    req = h.reqs[0]
+    gen = int(h.req_to_token_pool.req_generation[req.req_pool_idx])
+    assert table.lookup(req.req_pool_idx, gen, req.rid) is not None
+    assert table.lookup(req.req_pool_idx, gen + 1, req.rid) is None  # row handed to a new request
+    assert table.lookup(req.req_pool_idx, gen, "someone-else") is None
+    disabled = ChainTable(enabled=False)
+    publish_decode_batch(h.schedule_batch(), disabled)
+    assert not disabled.entries
