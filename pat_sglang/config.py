@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
+from importlib import resources
 
 import torch
 
@@ -20,7 +20,6 @@ SUPPORTED_DTYPES = (torch.bfloat16, torch.float16)
 MAX_GQA_GROUP = 8
 MAX_BATCH = 1024
 MAX_KV_TOKENS = 128 * 1024
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 # Bytes the merge moves per (request, partial, q head) beyond the KV: an fp32 output row written by
 # pack-forward and read back by merge, plus its fp32 log-sum-exp.
@@ -81,56 +80,64 @@ class DeviceSpec:
         return self.sm_count * self.ctas_per_sm
 
 
-@dataclass(frozen=True)
-class Tile:
-    m: int  # query rows per CTA
-    n: int  # KV tokens per shared-memory stage
-    warps: int
-
-    @property
-    def row_warps(self) -> int:
-        return min(self.warps, self.m // 16)
-
-    @property
-    def kv_warps(self) -> int:
-        return self.warps // self.row_warps
+KERNEL_WARPS = 8  # the pack-forward kernel's CTA size is fixed; tile m only changes the warp layout
+KERNEL_TILE_MS = (16, 32, 64, 128)
 
 
 @dataclass(frozen=True)
 class TileTable:
-    tiles: tuple[Tile, ...]
+    """Per-arch tile table (``configs/tiles/sm*.json``)."""
+
+    tile_ms: tuple[int, ...]  # query rows per CTA, ascending
+    kv_tile_tokens: dict[int, int]  # head_dim -> KV tokens per shared-memory stage
+    min_ctas_per_sm: dict[int, int]  # head_dim -> CTAs per SM the register budget is built for
     stages: int
+    arch: str
 
     def tile_for(self, rows: int) -> int:
         """Index of the smallest tile whose m holds ``rows`` query rows (the largest if none does)."""
-        for i, t in enumerate(self.tiles):
-            if t.m >= rows:
+        for i, m in enumerate(self.tile_ms):
+            if m >= rows:
                 return i
-        return len(self.tiles) - 1
+        return len(self.tile_ms) - 1
 
     @property
     def max_m(self) -> int:
-        return self.tiles[-1].m
+        return self.tile_ms[-1]
+
+    def kv_tile(self, head_dim: int) -> int:
+        if head_dim not in self.kv_tile_tokens:
+            raise ValueError(f"unsupported head_dim {head_dim}: the {self.arch} tile table has {self.kv_tile_tokens}")
+        return self.kv_tile_tokens[head_dim]
 
 
 @lru_cache(maxsize=None)
 def load_tile_table(arch: str = "sm90") -> TileTable:
     """The tile table for ``arch``; archs newer than the newest table use the newest."""
-    tables = sorted(CONFIG_DIR.glob("tiles/sm*.json"), key=lambda p: int(p.stem[2:]))
+    tile_dir = resources.files("pat_sglang.configs").joinpath("tiles")
+    tables = sorted(
+        (p for p in tile_dir.iterdir() if p.name.startswith("sm") and p.name.endswith(".json")),
+        key=lambda p: int(p.name[2:-5]),
+    )
     if not tables:
-        raise FileNotFoundError(f"no tile tables under {CONFIG_DIR / 'tiles'}")
+        raise FileNotFoundError(f"no tile tables under {tile_dir}")
     want = int(arch.removeprefix("sm").rstrip("a"))
-    usable = [p for p in tables if int(p.stem[2:]) <= want]
+    usable = [p for p in tables if int(p.name[2:-5]) <= want]
     if not usable:
         raise ValueError(f"unsupported GPU arch {arch}: PAT kernels need sm_80 or newer")
-    data = json.loads(usable[-1].read_text())
-    tiles = tuple(Tile(int(t["m"]), int(t["n"]), int(t["warps"])) for t in data["tiles"])
-    if list(tiles) != sorted(tiles, key=lambda t: t.m):
-        raise ValueError(f"{usable[-1]}: tiles must be sorted by m")
-    for t in tiles:
-        if t.m % 16 or t.n % 16 or t.warps % t.row_warps or (t.n // t.kv_warps) % 16:
-            raise ValueError(f"{usable[-1]}: tile {t} does not fit the 16x16 MMA layout")
-    return TileTable(tiles, int(data.get("stages", 2)))
+    path = usable[-1]
+    data = json.loads(path.read_text())
+    if int(data.get("warps", KERNEL_WARPS)) != KERNEL_WARPS:
+        raise ValueError(f"{path}: the kernel is built for {KERNEL_WARPS} warps")
+    tile_ms = tuple(int(m) for m in data["tile_m"])
+    if list(tile_ms) != sorted(tile_ms) or not set(tile_ms) <= set(KERNEL_TILE_MS):
+        raise ValueError(f"{path}: tile_m must be ascending and drawn from {KERNEL_TILE_MS}")
+    kv_tiles = {int(d): int(n) for d, n in data["kv_tile_tokens"].items()}
+    for d, n in kv_tiles.items():
+        if n % 16 or (n * d // 8) % (KERNEL_WARPS * 32):
+            raise ValueError(f"{path}: kv tile {n} for head_dim {d} does not fit the kernel's load layout")
+    min_ctas = {int(d): int(n) for d, n in data.get("min_ctas_per_sm", {}).items()}
+    return TileTable(tile_ms, kv_tiles, min_ctas, int(data.get("stages", 2)), path.name[:-5])
 
 
 def check_supported(heads: HeadConfig) -> None:

@@ -29,7 +29,8 @@ so that every item carries about the same KV and no CTA runs much longer than th
 Partials. Every (item, request) writes either straight to the output (the request's only partial) or
 to its own partial slot; two items never share a slot. The merge map lists each request's slots.
 
-Tiles. Each item gets the smallest tile m (from ``configs/tiles``) that holds its rows.
+Tiles. Each item gets the smallest tile m (from ``configs/tiles``) that holds its rows; items are
+ordered longest KV first for the single forward launch.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from .config import DeviceSpec, HeadConfig, TileTable, load_tile_table
 from .forest import PrefixForest
 
 # Columns of PackPlan.items (one int32 row per work item).
-ITEM_KV_BEGIN, ITEM_KV_END, ITEM_REQ_BEGIN, ITEM_REQ_END, ITEM_TILE = range(5)
+ITEM_KV_BEGIN, ITEM_KV_END, ITEM_REQ_BEGIN, ITEM_REQ_END, ITEM_TILE, ITEM_TILE_M = range(6)
 ITEM_FIELDS = 8  # padded to 32 bytes: one aligned load per CTA
 
 MIN_SPLIT_TOKENS = 256
@@ -151,15 +152,16 @@ def plan_forest(
         kv_slots.append(np.concatenate([forest.nodes[n].slots for n in nodes]))
         kv_offset.append(kv_offset[-1] + kv_slots[-1].shape[0])
 
-    item_rows: list[tuple[int, int, int, int, int, int]] = []  # tile, -tokens, kv_b, kv_e, pack, block
+    item_rows: list[tuple[int, int, int, int, int, int]] = []  # -tokens, tile, kv_b, kv_e, pack, block
     for blk, (p, reqs) in enumerate(blocks):
         tile = tiles.tile_for(len(reqs) * heads.group)
         n_tok = pack_tokens[p]
         for s in range(splits[p]):
             b = kv_offset[p] + (n_tok * s) // splits[p]
             e = kv_offset[p] + (n_tok * (s + 1)) // splits[p]
-            item_rows.append((tile, -(e - b), b, e, p, blk))
-    # Group by tile for the kernel's dispatch, longest KV first within a tile so the tail is short.
+            item_rows.append((-(e - b), tile, b, e, p, blk))
+    # Longest KV first: the one launch schedules CTAs in order, so long items start early and the
+    # tail is short (largest-processing-time-first).
     item_rows.sort()
 
     items = np.zeros((len(item_rows), ITEM_FIELDS), dtype=np.int32)
@@ -167,13 +169,14 @@ def plan_forest(
     item_dst: list[int] = []
     slots_of: list[list[int]] = [[] for _ in range(forest.num_requests)]
     next_partial = 0
-    for i, (tile, _, b, e, _, blk) in enumerate(item_rows):
+    for i, (_, tile, b, e, _, blk) in enumerate(item_rows):
         reqs = blocks[blk][1]
         items[i, ITEM_KV_BEGIN] = b
         items[i, ITEM_KV_END] = e
         items[i, ITEM_REQ_BEGIN] = len(item_req)
         items[i, ITEM_REQ_END] = len(item_req) + len(reqs)
         items[i, ITEM_TILE] = tile
+        items[i, ITEM_TILE_M] = tiles.tile_ms[tile]
         for r in reqs:
             item_req.append(r)
             if partials_of[r] == 1:
@@ -203,7 +206,7 @@ def plan_forest(
     infos = []
     for p, (nodes, _, reqs) in enumerate(packs):
         n_blocks = math.ceil(len(reqs) / reqs_per_block)
-        tile_m = tiles.tiles[tiles.tile_for(min(len(reqs), reqs_per_block) * heads.group)].m
+        tile_m = tiles.tile_ms[tiles.tile_for(min(len(reqs), reqs_per_block) * heads.group)]
         infos.append(PackInfo(nodes, pack_tokens[p], reqs, splits[p], n_blocks, tile_m))
 
     def i32(a: np.ndarray | list[int]) -> torch.Tensor:
@@ -212,7 +215,7 @@ def plan_forest(
     return PackPlan(
         heads=heads,
         num_requests=forest.num_requests,
-        tile_ms=tuple(t.m for t in tiles.tiles),
+        tile_ms=tiles.tile_ms,
         items=torch.from_numpy(items),
         kv_slots=i32(all_slots),
         item_req=i32(item_req),

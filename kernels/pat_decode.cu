@@ -1,0 +1,431 @@
+// pat_decode.cu: the forward and merge stages of pack-forward-merge decode attention.
+//
+// Compiled at run time with NVRTC (pat_sglang/kernels.py), one module per (dtype, head dim):
+//   -DPAT_DTYPE_BF16 or -DPAT_DTYPE_FP16, -DHEAD_DIM=64|128|256, -DKV_TILE=N, -DSTAGES=S.
+//
+// pat_pack_forward: one CTA per (work item, KV head); grid = (items, num_kv_heads), 256 threads.
+//   A work item is a run of KV slots of one pack plus up to TILE_M/G requests of it (G = q heads per KV
+//   head). Its query rows are (request, q head of this KV group) pairs: M = requests * G rows, the M of
+//   an MMA tile, so a shared KV tile is read from HBM once for every request and every head of the group.
+//
+//   Tiling. The item's tile m (16/32/64/128, chosen per item by the planner) sets the warp layout at run
+//   time: ROW_WARPS = m/16 warps each own 16 query rows; KV_WARPS = min(8/ROW_WARPS, KV_TILE/16) warps
+//   split every KV tile's columns between them. All 8 warps load; warps beyond ROW_WARPS*KV_WARPS only
+//   load. The four layouts are four instantiations behind one switch on the item's tile m. KV streams through shared memory in tiles of KV_TILE tokens, STAGES deep, with cp.async 16-byte
+//   gathers (each token row of one KV head is HEAD_DIM*2 contiguous bytes in SGLang's pool
+//   [num_slots, num_kv_heads, head_dim]; rows are gathered through the slot indices, so paged and
+//   unpaged pools read the same way). Out-of-range rows are zero-filled, never read.
+//   S = Q K^T and O += P V run on tensor cores (mma.sync m16n8k16, fp32 accumulate); Q, K, V come
+//   from shared memory through ldmatrix (V transposed; each warp walks its columns 32 at a time so the
+//   S fragment stays at 16 registers), rows XOR-swizzled in 16-byte chunks so the
+//   ldmatrix phases hit distinct banks. Softmax is online, in the log2 domain.
+//   At the end the KV_WARPS partial states are combined in shared memory, and each row goes either to
+//   the output (dtype, the request's only partial) or to its partial slot (fp32 row + log2-sum-exp).
+//
+// pat_merge: one CTA per request; combines the request's partial rows with softmax weights
+//   2^(lse_i - max lse) into the output. Requests with a direct output have no partials and exit.
+
+#if defined(PAT_DTYPE_BF16)
+#include <cuda_bf16.h>
+typedef __nv_bfloat16 elem_t;
+typedef __nv_bfloat162 elem2_t;
+#define PAT_MMA_TYPE "bf16"
+__device__ __forceinline__ elem2_t pat_float2_to_elem2(float a, float b) { return __floats2bfloat162_rn(a, b); }
+__device__ __forceinline__ elem_t pat_float_to_elem(float a) { return __float2bfloat16_rn(a); }
+#elif defined(PAT_DTYPE_FP16)
+#include <cuda_fp16.h>
+typedef __half elem_t;
+typedef __half2 elem2_t;
+#define PAT_MMA_TYPE "f16"
+__device__ __forceinline__ elem2_t pat_float2_to_elem2(float a, float b) { return __floats2half2_rn(a, b); }
+__device__ __forceinline__ elem_t pat_float_to_elem(float a) { return __float2half_rn(a); }
+#else
+#error "define PAT_DTYPE_BF16 or PAT_DTYPE_FP16"
+#endif
+
+#ifndef HEAD_DIM
+#error "define HEAD_DIM"
+#endif
+#ifndef KV_TILE
+#define KV_TILE 64
+#endif
+#ifndef STAGES
+#define STAGES 2
+#endif
+
+#define PAT_NEG_INF __int_as_float(0xff800000)
+#define PAT_THREADS 256
+// CTAs per SM the register allocation must allow (2 caps registers at 128/thread). -DPAT_MIN_BLOCKS
+// comes from the tile table; 1 where 128 registers would spill.
+#ifndef PAT_MIN_BLOCKS
+#define PAT_MIN_BLOCKS 1
+#endif
+#define PAT_WARPS 8
+#define MAX_TILE_M 128
+#define CHUNKS_PER_ROW (HEAD_DIM / 8)  // 16-byte chunks in one head row
+
+// Item columns: must match pat_sglang/planner.py.
+#define ITEM_FIELDS 8
+#define ITEM_KV_BEGIN 0
+#define ITEM_KV_END 1
+#define ITEM_REQ_BEGIN 2
+#define ITEM_REQ_END 3
+#define ITEM_TILE_M 5
+
+struct PatForwardParams {
+    const elem_t* q;        // [batch, q_heads, head_dim], request stride q_stride
+    const elem_t* k;        // pool, token stride kv_stride_slot, head stride kv_stride_head
+    const elem_t* v;
+    elem_t* out;            // [batch, q_heads, head_dim], request stride out_stride
+    float* part_o;          // [num_partials, q_heads, head_dim]
+    float* part_lse;        // [num_partials, q_heads], log2 domain
+    const int* items;       // [num_items, ITEM_FIELDS]
+    const int* kv_slots;
+    const int* item_req;
+    const int* item_dst;
+    const int* num_items;   // device count (CUDA-graph mode) or null: then gridDim.x items
+    long long q_stride;
+    long long out_stride;
+    long long kv_stride_slot;
+    long long kv_stride_head;
+    int num_q_heads;
+    int num_kv_heads;
+    float scale_log2;       // softmax scale * log2(e)
+    int pad;
+};
+
+struct PatMergeParams {
+    elem_t* out;
+    const float* part_o;
+    const float* part_lse;
+    const int* merge_indptr;
+    const int* merge_partials;
+    long long out_stride;
+    int num_q_heads;
+    int num_requests;
+};
+
+// Shared memory (dynamic): Q [128][D] | K [STAGES][KV_TILE][D] | V [STAGES][KV_TILE][D]; after the KV
+// loop the K/V region is reused for the cross-warp combine.
+constexpr int SMEM_Q_ELEMS = MAX_TILE_M * HEAD_DIM;
+constexpr int SMEM_KV_ELEMS = STAGES * KV_TILE * HEAD_DIM;
+constexpr int SMEM_MAIN_BYTES = (SMEM_Q_ELEMS + 2 * SMEM_KV_ELEMS) * 2;
+// The cross-warp combine (fp32) at TILE_M = 128, where KV_WARPS = 1: O rows, row maxima, row sums.
+constexpr int SMEM_COMBINE_BYTES = (MAX_TILE_M * HEAD_DIM + 2 * MAX_TILE_M) * 4;
+constexpr int SMEM_BYTES = SMEM_MAIN_BYTES > SMEM_COMBINE_BYTES ? SMEM_MAIN_BYTES : SMEM_COMBINE_BYTES;
+// Read by the host at module load to check its own copy of this formula.
+extern "C" __device__ const int pat_forward_smem_bytes = SMEM_BYTES;
+
+// Offset (elements) of the 16-byte chunk `chunk` of row `row` in a swizzled [rows][HEAD_DIM] tile.
+__device__ __forceinline__ int swz(int row, int chunk) { return row * HEAD_DIM + ((chunk ^ (row & 7)) << 3); }
+
+__device__ __forceinline__ unsigned smem_addr(const void* p) {
+    return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool valid) {
+    const int src_bytes = valid ? 16 : 0;  // 0: zero-fill, nothing is read
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ void ldmatrix_x4(unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3, const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3,
+                                                  const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(smem_addr(p)));
+}
+
+__device__ __forceinline__ void mma_16816(float* c, unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0,
+                                          unsigned b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." PAT_MMA_TYPE "." PAT_MMA_TYPE
+                 ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ unsigned pack_elem2(float a, float b) {
+    elem2_t h = pat_float2_to_elem2(a, b);
+    return *reinterpret_cast<unsigned*>(&h);
+}
+
+// Gather one KV tile (KV_TILE tokens from kv position `tok0`) of one KV head into stage buffers.
+__device__ __forceinline__ void load_kv_tile(const PatForwardParams& p, elem_t* sk, elem_t* sv, int tok0, int kv_end,
+                                             int kvh) {
+    constexpr int CHUNKS = KV_TILE * CHUNKS_PER_ROW;
+    static_assert(CHUNKS % PAT_THREADS == 0, "KV tile chunks must divide evenly among the threads");
+#pragma unroll 2
+    for (int i = 0; i < CHUNKS / PAT_THREADS; ++i) {
+        const int c = threadIdx.x + i * PAT_THREADS;
+        const int row = c / CHUNKS_PER_ROW;
+        const int chunk = c % CHUNKS_PER_ROW;
+        const int tok = tok0 + row;
+        const bool valid = tok < kv_end;
+        long long off = 0;
+        if (valid) off = (long long)p.kv_slots[tok] * p.kv_stride_slot + (long long)kvh * p.kv_stride_head + chunk * 8;
+        cp_async_16(sk + swz(row, chunk), p.k + off, valid);
+        cp_async_16(sv + swz(row, chunk), p.v + off, valid);
+    }
+}
+
+template <int ROW_WARPS>
+__device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, const int* item, int kvh, elem_t* smem) {
+    constexpr int KV_WARPS = (PAT_WARPS / ROW_WARPS) < (KV_TILE / 16) ? (PAT_WARPS / ROW_WARPS) : (KV_TILE / 16);
+    constexpr int COLS = KV_TILE / KV_WARPS;  // KV columns per warp per tile, a multiple of 16
+    constexpr int TILE_M = ROW_WARPS * 16;
+    constexpr int SUB = 16;       // KV columns per S sub-block (one k16 step of P V)
+    constexpr int NBS = SUB / 8;  // n8 blocks of S per sub-block
+    constexpr int DB = HEAD_DIM / 8;  // n8 blocks of O per warp
+
+    const int kv_begin = item[ITEM_KV_BEGIN];
+    const int kv_end = item[ITEM_KV_END];
+    const int req_begin = item[ITEM_REQ_BEGIN];
+    const int n_req = item[ITEM_REQ_END] - req_begin;
+    const int group = p.num_q_heads / p.num_kv_heads;
+    const int n_rows = n_req * group;
+
+    elem_t* sq = smem;
+    elem_t* sk = smem + SMEM_Q_ELEMS;
+    elem_t* sv = sk + SMEM_KV_ELEMS;
+
+    // Q rows -> shared memory (zero rows past n_rows: they give finite scores and are never written).
+    for (int c = threadIdx.x; c < TILE_M * CHUNKS_PER_ROW; c += PAT_THREADS) {
+        const int row = c / CHUNKS_PER_ROW;
+        const int chunk = c % CHUNKS_PER_ROW;
+        const bool valid = row < n_rows;
+        long long off = 0;
+        if (valid) {
+            const int req = p.item_req[req_begin + row / group];
+            const int head = kvh * group + row % group;
+            off = (long long)req * p.q_stride + (long long)head * HEAD_DIM + chunk * 8;
+        }
+        cp_async_16(sq + swz(row, chunk), p.q + off, valid);
+    }
+    const int n_tiles = (kv_end - kv_begin + KV_TILE - 1) / KV_TILE;
+    load_kv_tile(p, sk, sv, kv_begin, kv_end, kvh);
+    cp_async_commit();
+
+    const int warp = threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    const bool computes = warp < ROW_WARPS * KV_WARPS;
+    const int rw = warp / KV_WARPS;  // row group
+    const int kw = warp % KV_WARPS;  // column group
+
+    float o[DB][4];
+#pragma unroll
+    for (int j = 0; j < DB; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+    float m_run[2] = {PAT_NEG_INF, PAT_NEG_INF};  // running max of rows lane/4 and lane/4+8 (log2 units)
+    float l_run[2] = {0.f, 0.f};
+
+    for (int t = 0; t < n_tiles; ++t) {
+        if (STAGES > 1 && t + 1 < n_tiles) {
+            const int s = (t + 1) % STAGES;
+            load_kv_tile(p, sk + s * KV_TILE * HEAD_DIM, sv + s * KV_TILE * HEAD_DIM, kv_begin + (t + 1) * KV_TILE,
+                         kv_end, kvh);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+
+        if (computes) {
+            const elem_t* tk = sk + (t % STAGES) * KV_TILE * HEAD_DIM;
+            const elem_t* tv = sv + (t % STAGES) * KV_TILE * HEAD_DIM;
+            // The warp's COLS columns go SUB at a time so S stays small in registers.
+#pragma unroll 2
+            for (int c0 = kw * COLS; c0 < (kw + 1) * COLS; c0 += SUB) {
+            float s[NBS][4];
+#pragma unroll
+            for (int j = 0; j < NBS; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+            // S = Q K^T over HEAD_DIM in k16 steps.
+#pragma unroll
+            for (int kk = 0; kk < HEAD_DIM / 16; ++kk) {
+                unsigned a0, a1, a2, a3;
+                {
+                    const int mat = lane / 8;
+                    const int row = rw * 16 + (mat % 2) * 8 + lane % 8;
+                    ldmatrix_x4(a0, a1, a2, a3, sq + swz(row, kk * 2 + mat / 2));
+                }
+#pragma unroll
+                for (int j = 0; j < NBS; j += 2) {
+                    unsigned b0, b1, b2, b3;
+                    const int mat = lane / 8;
+                    const int row = c0 + j * 8 + (mat / 2) * 8 + lane % 8;
+                    ldmatrix_x4(b0, b1, b2, b3, tk + swz(row, kk * 2 + mat % 2));
+                    mma_16816(s[j], a0, a1, a2, a3, b0, b1);
+                    mma_16816(s[j + 1], a0, a1, a2, a3, b2, b3);
+                }
+            }
+            // Online softmax (log2 domain); columns past kv_end are masked.
+            const int tok_base = kv_begin + t * KV_TILE + c0;
+            float tile_max[2] = {PAT_NEG_INF, PAT_NEG_INF};
+#pragma unroll
+            for (int j = 0; j < NBS; ++j) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int tok = tok_base + j * 8 + (lane % 4) * 2 + (e & 1);
+                    s[j][e] = tok < kv_end ? s[j][e] * p.scale_log2 : PAT_NEG_INF;
+                    tile_max[e / 2] = fmaxf(tile_max[e / 2], s[j][e]);
+                }
+            }
+            float rescale[2];
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffff, tile_max[h], 1));
+                tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffff, tile_max[h], 2));
+                const float m_new = fmaxf(m_run[h], tile_max[h]);
+                // A row with nothing seen yet keeps m = -inf; use 0 so exp2 gives 0, not NaN.
+                const float m_use = m_new == PAT_NEG_INF ? 0.f : m_new;
+                rescale[h] = exp2f(m_run[h] - m_use);
+                m_run[h] = m_new;
+                float sum = 0.f;
+#pragma unroll
+                for (int j = 0; j < NBS; ++j) {
+                    s[j][2 * h] = exp2f(s[j][2 * h] - m_use);
+                    s[j][2 * h + 1] = exp2f(s[j][2 * h + 1] - m_use);
+                    sum += s[j][2 * h] + s[j][2 * h + 1];
+                }
+                l_run[h] = l_run[h] * rescale[h] + sum;  // per-thread partial sum, reduced at the end
+            }
+#pragma unroll
+            for (int j = 0; j < DB; ++j) {
+                o[j][0] *= rescale[0];
+                o[j][1] *= rescale[0];
+                o[j][2] *= rescale[1];
+                o[j][3] *= rescale[1];
+            }
+            // O += P V: P from the S accumulators (two n8 blocks = one k16 A fragment), V transposed.
+#pragma unroll
+            for (int kk = 0; kk < NBS / 2; ++kk) {
+                const unsigned a0 = pack_elem2(s[2 * kk][0], s[2 * kk][1]);
+                const unsigned a1 = pack_elem2(s[2 * kk][2], s[2 * kk][3]);
+                const unsigned a2 = pack_elem2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+                const unsigned a3 = pack_elem2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+                for (int j = 0; j < DB; j += 2) {
+                    unsigned b0, b1, b2, b3;
+                    const int mat = lane / 8;
+                    const int row = c0 + kk * 16 + (mat % 2) * 8 + lane % 8;
+                    ldmatrix_x4_trans(b0, b1, b2, b3, tv + swz(row, j + mat / 2));
+                    mma_16816(o[j], a0, a1, a2, a3, b0, b1);
+                    mma_16816(o[j + 1], a0, a1, a2, a3, b2, b3);
+                }
+            }
+            }
+        }
+        __syncthreads();  // this stage is overwritten by the load two iterations on
+    }
+
+    // Combine the KV_WARPS column groups. Shared layout (reusing the whole Q/K/V region, fp32; the loop
+    // ended on a barrier, so nobody reads Q/K/V any more):
+    //   comb_o [TILE_M][HEAD_DIM], comb_m [KV_WARPS][TILE_M], comb_l [TILE_M].
+    float* comb_o = reinterpret_cast<float*>(smem);
+    float* comb_m = comb_o + TILE_M * HEAD_DIM;
+    float* comb_l = comb_m + KV_WARPS * TILE_M;
+    for (int i = threadIdx.x; i < TILE_M * HEAD_DIM; i += PAT_THREADS) comb_o[i] = 0.f;
+    for (int i = threadIdx.x; i < TILE_M; i += PAT_THREADS) comb_l[i] = 0.f;
+    const int r_lo = rw * 16 + lane / 4;  // this thread's two rows
+    const int r_hi = r_lo + 8;
+    if (computes && lane % 4 == 0) {
+        comb_m[kw * TILE_M + r_lo] = m_run[0];
+        comb_m[kw * TILE_M + r_hi] = m_run[1];
+    }
+    __syncthreads();
+    if (computes) {
+        float w[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int r = h ? r_hi : r_lo;
+            float mx = PAT_NEG_INF;
+#pragma unroll
+            for (int g = 0; g < KV_WARPS; ++g) mx = fmaxf(mx, comb_m[g * TILE_M + r]);
+            w[h] = m_run[h] == PAT_NEG_INF ? 0.f : exp2f(m_run[h] - mx);
+            float l = l_run[h];
+            l += __shfl_xor_sync(0xffffffff, l, 1);
+            l += __shfl_xor_sync(0xffffffff, l, 2);
+            if (lane % 4 == 0) atomicAdd(&comb_l[r], l * w[h]);
+        }
+#pragma unroll
+        for (int j = 0; j < DB; ++j) {
+            const int d = j * 8 + (lane % 4) * 2;
+            atomicAdd(&comb_o[r_lo * HEAD_DIM + d], o[j][0] * w[0]);
+            atomicAdd(&comb_o[r_lo * HEAD_DIM + d + 1], o[j][1] * w[0]);
+            atomicAdd(&comb_o[r_hi * HEAD_DIM + d], o[j][2] * w[1]);
+            atomicAdd(&comb_o[r_hi * HEAD_DIM + d + 1], o[j][3] * w[1]);
+        }
+    }
+    __syncthreads();
+
+    // Write rows: 2 elements per thread per step, rows spread over the block.
+    for (int i = threadIdx.x; i < n_rows * (HEAD_DIM / 2); i += PAT_THREADS) {
+        const int r = i / (HEAD_DIM / 2);
+        const int d = (i % (HEAD_DIM / 2)) * 2;
+        const int ri = req_begin + r / group;
+        const int req = p.item_req[ri];
+        const int dst = p.item_dst[ri];
+        const int head = kvh * group + r % group;
+        const float inv_l = 1.f / comb_l[r];
+        const float v0 = comb_o[r * HEAD_DIM + d] * inv_l;
+        const float v1 = comb_o[r * HEAD_DIM + d + 1] * inv_l;
+        if (dst < 0) {
+            *reinterpret_cast<elem2_t*>(p.out + (long long)req * p.out_stride + head * HEAD_DIM + d) =
+                pat_float2_to_elem2(v0, v1);
+        } else {
+            *reinterpret_cast<float2*>(p.part_o + ((long long)dst * p.num_q_heads + head) * HEAD_DIM + d) =
+                make_float2(v0, v1);
+            if (d == 0) {
+                float mx = PAT_NEG_INF;
+                for (int g = 0; g < KV_WARPS; ++g) mx = fmaxf(mx, comb_m[g * TILE_M + r]);
+                p.part_lse[(long long)dst * p.num_q_heads + head] = mx + log2f(comb_l[r]);
+            }
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(PAT_THREADS, PAT_MIN_BLOCKS) pat_pack_forward(const PatForwardParams p) {
+    extern __shared__ __align__(128) unsigned char pat_smem_raw[];
+    elem_t* smem = reinterpret_cast<elem_t*>(pat_smem_raw);
+    const int item_idx = blockIdx.x;
+    if (p.num_items != nullptr && item_idx >= *p.num_items) return;
+    const int* item = p.items + item_idx * ITEM_FIELDS;
+    const int kvh = blockIdx.y;
+    switch (item[ITEM_TILE_M]) {
+        case 16: pack_forward_tile<1>(p, item, kvh, smem); break;
+        case 32: pack_forward_tile<2>(p, item, kvh, smem); break;
+        case 64: pack_forward_tile<4>(p, item, kvh, smem); break;
+        default: pack_forward_tile<8>(p, item, kvh, smem); break;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256) pat_merge(const PatMergeParams p) {
+    const int req = blockIdx.x;
+    if (req >= p.num_requests) return;
+    const int lo = p.merge_indptr[req];
+    const int hi = p.merge_indptr[req + 1];
+    if (hi == lo) return;  // written directly by pat_pack_forward
+    for (int i = threadIdx.x; i < p.num_q_heads * (HEAD_DIM / 2); i += blockDim.x) {
+        const int head = i / (HEAD_DIM / 2);
+        const int d = (i % (HEAD_DIM / 2)) * 2;
+        float mx = PAT_NEG_INF;
+        for (int k = lo; k < hi; ++k) mx = fmaxf(mx, p.part_lse[(long long)p.merge_partials[k] * p.num_q_heads + head]);
+        float den = 0.f, acc0 = 0.f, acc1 = 0.f;
+        for (int k = lo; k < hi; ++k) {
+            const long long slot = p.merge_partials[k];
+            const float w = exp2f(p.part_lse[slot * p.num_q_heads + head] - mx);
+            const float2 v = *reinterpret_cast<const float2*>(p.part_o + (slot * p.num_q_heads + head) * HEAD_DIM + d);
+            den += w;
+            acc0 += w * v.x;
+            acc1 += w * v.y;
+        }
+        *reinterpret_cast<elem2_t*>(p.out + (long long)req * p.out_stride + head * HEAD_DIM + d) =
+            pat_float2_to_elem2(acc0 / den, acc1 / den);
+    }
+}

@@ -1,0 +1,593 @@
+"""NVRTC runtime for the forward and merge kernels (``kernels/pat_decode.cu``).
+
+Role in pack-forward-merge: *forward* and *merge* on the GPU. Compiles one module per
+(arch, dtype, head dim) with NVRTC through cuda-python, caches the cubin on disk keyed by the hash of
+source + options + arch + NVRTC version (a second process start does not recompile), loads it with the
+driver's library API (context-independent), and launches on torch's current stream with the tensors'
+pointers: one forward launch for all work items of the step, one merge launch.
+
+``launch_plan`` is the eager path (allocates partial buffers per call). ``StaticPlanBuffers`` is the
+CUDA-graph path: fixed-capacity device buffers loaded from a plan outside the graph, and a launch-only
+``run`` whose grid sizes depend only on the capacities.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import math
+import os
+import re
+import threading
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import SUPPORTED_HEAD_DIMS, HeadConfig, check_supported, load_tile_table
+from .planner import ITEM_FIELDS, PackPlan
+
+KERNEL_THREADS = 256
+MERGE_THREADS = 256
+MAX_TILE_M = 128
+DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+CI_ARCHS = ("sm_80", "sm_90")
+
+
+class KernelBuildError(RuntimeError):
+    """NVRTC failed; the message carries the compiler log."""
+
+
+def kernel_source() -> str:
+    return resources.files("pat_sglang.kernels_src").joinpath("pat_decode.cu").read_text()
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("PAT_SGLANG_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pat-sglang"
+    )
+    return Path(root) / "cubin"
+
+
+@dataclass(frozen=True)
+class KernelVariant:
+    """One compiled module: both kernels for one (arch, dtype, head dim)."""
+
+    arch: str  # "sm_90"
+    dtype: str  # "bf16" | "fp16"
+    head_dim: int
+    kv_tile: int
+    stages: int
+    min_ctas_per_sm: int = 1
+
+    @staticmethod
+    def for_config(
+        heads: HeadConfig, arch: str, kv_tile: int | None = None, min_ctas_per_sm: int | None = None
+    ) -> KernelVariant:
+        """The table's variant for these heads; ``kv_tile``/``min_ctas_per_sm`` override it (benchmarks)."""
+        check_supported(heads)
+        d = heads.head_dim
+        table = load_tile_table(arch.replace("_", ""))
+        return KernelVariant(
+            arch,
+            DTYPE_NAMES[heads.dtype],
+            d,
+            kv_tile or table.kv_tile(d),
+            table.stages,
+            min_ctas_per_sm or table.min_ctas_per_sm.get(d, 1),
+        )
+
+    def options(self, include_dir: str) -> list[str]:
+        return [
+            f"--gpu-architecture={self.arch}",
+            "-std=c++17",
+            f"-I{include_dir}",
+            f"-DPAT_DTYPE_{self.dtype.upper()}",
+            f"-DHEAD_DIM={self.head_dim}",
+            f"-DKV_TILE={self.kv_tile}",
+            f"-DSTAGES={self.stages}",
+            f"-DPAT_MIN_BLOCKS={self.min_ctas_per_sm}",
+            "--ptxas-options=-v",
+        ]
+
+    @property
+    def smem_bytes(self) -> int:
+        """Dynamic shared memory of pat_pack_forward; the kernel holds the same formula (and the host checks
+        it against the kernel's constant at load): Q + K/V stages in the element type, or the fp32 combine
+        buffer of the largest tile, whichever is larger."""
+        main = (MAX_TILE_M * self.head_dim + 2 * self.stages * self.kv_tile * self.head_dim) * 2
+        combine = (MAX_TILE_M * self.head_dim + 2 * MAX_TILE_M) * 4
+        return max(main, combine)
+
+
+def all_variants(arch: str) -> list[KernelVariant]:
+    """Every module the tile table for ``arch`` asks for (both dtypes, all head dims)."""
+    table = load_tile_table(arch.replace("_", ""))
+    return [
+        KernelVariant(arch, dt, d, table.kv_tile(d), table.stages, table.min_ctas_per_sm.get(d, 1))
+        for dt in DTYPE_NAMES.values()
+        for d in SUPPORTED_HEAD_DIMS
+    ]
+
+
+@dataclass(frozen=True)
+class CompiledVariant:
+    variant: KernelVariant
+    cubin: bytes
+    log: str
+    from_cache: bool
+
+    def resource_usage(self) -> dict[str, dict[str, int]]:
+        """Per kernel: registers, spill bytes and stack frame, from the ptxas report."""
+        out: dict[str, dict[str, int]] = {}
+        current = None
+        for line in self.log.splitlines():
+            m = re.search(r"Compiling entry function '(\w+)'", line) or re.search(r"Function properties for (\w+)", line)
+            if m:
+                current = m.group(1)
+                out.setdefault(current, {})
+            if current is None:
+                continue
+            for key, pat in (
+                ("stack_bytes", r"(\d+) bytes stack frame"),
+                ("spill_store_bytes", r"(\d+) bytes spill stores"),
+                ("spill_load_bytes", r"(\d+) bytes spill loads"),
+                ("registers", r"Used (\d+) registers"),
+            ):
+                m = re.search(pat, line)
+                if m:
+                    out[current][key] = int(m.group(1))
+        return out
+
+
+def _nvrtc():
+    try:
+        from cuda.bindings import nvrtc
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise KernelBuildError("cuda-python (cuda-bindings) is needed to build the PAT kernels") from e
+    return nvrtc
+
+
+def _check(result, what: str):
+    err = result[0]
+    if int(err) != 0:
+        raise KernelBuildError(f"{what} failed: {err!r}")
+    return result[1:] if len(result) > 2 else (result[1] if len(result) == 2 else None)
+
+
+def include_dir() -> str:
+    try:
+        from cuda import pathfinder
+
+        found = pathfinder.find_nvidia_header_directory("cudart")
+        if found:
+            return str(found)
+    except Exception:  # noqa: BLE001 - fall through to the toolkit folder
+        pass
+    for cand in (os.environ.get("CUDA_HOME", ""), "/usr/local/cuda"):
+        if cand and Path(cand, "include", "cuda_bf16.h").exists():
+            return str(Path(cand, "include"))
+    raise KernelBuildError("cuda_bf16.h not found: install cuda-toolkit[nvrtc,cudart]==13.* or set CUDA_HOME")
+
+
+_compile_lock = threading.Lock()
+
+
+def compile_variant(variant: KernelVariant, use_cache: bool = True) -> CompiledVariant:
+    """NVRTC-compile ``variant`` to a cubin (or take it from the disk cache)."""
+    nvrtc = _nvrtc()
+    src = kernel_source()
+    inc = include_dir()
+    opts = variant.options(inc)
+    major, minor = _check(nvrtc.nvrtcVersion(), "nvrtcVersion")
+    # The include path differs between machines but not what it holds; key on the options without it.
+    key_opts = [o for o in opts if not o.startswith("-I")]
+    key = hashlib.sha256("\0".join([src, *key_opts, f"nvrtc{major}.{minor}"]).encode()).hexdigest()[:24]
+    path = cache_dir() / f"pat_{variant.arch}_{variant.dtype}_d{variant.head_dim}_n{variant.kv_tile}_{key}.cubin"
+    if use_cache and path.exists():
+        meta = path.with_suffix(".json")
+        log = json.loads(meta.read_text())["log"] if meta.exists() else ""
+        return CompiledVariant(variant, path.read_bytes(), log, True)
+
+    with _compile_lock:
+        prog = _check(nvrtc.nvrtcCreateProgram(src.encode(), b"pat_decode.cu", 0, [], []), "nvrtcCreateProgram")
+        try:
+            res = nvrtc.nvrtcCompileProgram(prog, len(opts), [o.encode() for o in opts])
+            size = _check(nvrtc.nvrtcGetProgramLogSize(prog), "nvrtcGetProgramLogSize")
+            buf = b" " * size
+            _check((nvrtc.nvrtcGetProgramLog(prog, buf)[0], None), "nvrtcGetProgramLog")
+            log = buf.decode(errors="replace").rstrip("\0")
+            if int(res[0]) != 0:
+                raise KernelBuildError(f"NVRTC failed to compile {variant}:\n{log}")
+            size = _check(nvrtc.nvrtcGetCUBINSize(prog), "nvrtcGetCUBINSize")
+            cubin = b" " * size
+            _check((nvrtc.nvrtcGetCUBIN(prog, cubin)[0], None), "nvrtcGetCUBIN")
+        finally:
+            nvrtc.nvrtcDestroyProgram(prog)
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(cubin)
+        tmp.replace(path)
+        path.with_suffix(".json").write_text(json.dumps({"variant": str(variant), "log": log}))
+    return CompiledVariant(variant, cubin, log, False)
+
+
+# ---------------------------------------------------------------------------------------------- launch
+class _ForwardParams(ctypes.Structure):
+    _fields_ = [
+        ("q", ctypes.c_void_p),
+        ("k", ctypes.c_void_p),
+        ("v", ctypes.c_void_p),
+        ("out", ctypes.c_void_p),
+        ("part_o", ctypes.c_void_p),
+        ("part_lse", ctypes.c_void_p),
+        ("items", ctypes.c_void_p),
+        ("kv_slots", ctypes.c_void_p),
+        ("item_req", ctypes.c_void_p),
+        ("item_dst", ctypes.c_void_p),
+        ("num_items", ctypes.c_void_p),
+        ("q_stride", ctypes.c_longlong),
+        ("out_stride", ctypes.c_longlong),
+        ("kv_stride_slot", ctypes.c_longlong),
+        ("kv_stride_head", ctypes.c_longlong),
+        ("num_q_heads", ctypes.c_int),
+        ("num_kv_heads", ctypes.c_int),
+        ("scale_log2", ctypes.c_float),
+        ("pad", ctypes.c_int),
+    ]
+
+
+class _MergeParams(ctypes.Structure):
+    _fields_ = [
+        ("out", ctypes.c_void_p),
+        ("part_o", ctypes.c_void_p),
+        ("part_lse", ctypes.c_void_p),
+        ("merge_indptr", ctypes.c_void_p),
+        ("merge_partials", ctypes.c_void_p),
+        ("out_stride", ctypes.c_longlong),
+        ("num_q_heads", ctypes.c_int),
+        ("num_requests", ctypes.c_int),
+    ]
+
+
+def _driver():
+    from cuda.bindings import driver
+
+    return driver
+
+
+def _drv(result, what: str):
+    err = result[0]
+    if int(err) != 0:
+        raise RuntimeError(f"CUDA driver call {what} failed: {err!r}")
+    return result[1] if len(result) == 2 else result[1:]
+
+
+class _LoadedKernels:
+    """Both kernels of one variant, loaded as a context-independent CUlibrary."""
+
+    def __init__(self, compiled: CompiledVariant) -> None:
+        driver = _driver()
+        self.variant = compiled.variant
+        self._cubin = compiled.cubin  # the library may reference the image lazily
+        self.library = _drv(driver.cuLibraryLoadData(compiled.cubin, None, None, 0, None, None, 0), "cuLibraryLoadData")
+        self.forward = _drv(driver.cuLibraryGetKernel(self.library, b"pat_pack_forward"), "cuLibraryGetKernel")
+        self.merge = _drv(driver.cuLibraryGetKernel(self.library, b"pat_merge"), "cuLibraryGetKernel")
+        self._configured: set[int] = set()
+
+    def configure(self, device_index: int) -> None:
+        if device_index in self._configured:
+            return
+        driver = _driver()
+        dev = _drv(driver.cuDeviceGet(device_index), "cuDeviceGet")
+        attr = driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+        _drv((driver.cuKernelSetAttribute(attr, self.variant.smem_bytes, self.forward, dev)[0], None), "smem attr")
+        # Check the host's smem formula against the kernel's own constant (one copy at load).
+        ptr, size = _drv(driver.cuLibraryGetGlobal(self.library, b"pat_forward_smem_bytes"), "cuLibraryGetGlobal")
+        host = np.zeros(1, dtype=np.int32)
+        _drv((driver.cuMemcpyDtoH(host.ctypes.data, ptr, 4)[0], None), "cuMemcpyDtoH")
+        if int(host[0]) != self.variant.smem_bytes:
+            raise RuntimeError(f"shared-memory size mismatch: kernel {int(host[0])}, host {self.variant.smem_bytes}")
+        self._configured.add(device_index)
+
+
+_loaded: dict[KernelVariant, _LoadedKernels] = {}
+_load_lock = threading.Lock()
+_ctx_ready = threading.local()
+
+
+def _ensure_context(device_index: int) -> None:
+    """The driver API needs a current context on this thread; torch's primary context is the one."""
+    if getattr(_ctx_ready, "device", None) == device_index:
+        return
+    driver = _driver()
+    torch.cuda.init()
+    ctx = _drv(driver.cuCtxGetCurrent(), "cuCtxGetCurrent")
+    if int(ctx) == 0:
+        dev = _drv(driver.cuDeviceGet(device_index), "cuDeviceGet")
+        ctx = _drv(driver.cuDevicePrimaryCtxRetain(dev), "cuDevicePrimaryCtxRetain")
+        _drv((driver.cuCtxSetCurrent(ctx)[0], None), "cuCtxSetCurrent")
+    _ctx_ready.device = device_index
+
+
+def device_arch(device: torch.device) -> str:
+    major, minor = torch.cuda.get_device_capability(device)
+    if major < 8:
+        raise ValueError(f"unsupported GPU (sm_{major}{minor}): PAT kernels need sm_80 or newer")
+    return f"sm_{major}{minor}"
+
+
+def kernels_for(
+    heads: HeadConfig, device: torch.device, kv_tile: int | None = None, min_ctas_per_sm: int | None = None
+) -> _LoadedKernels:
+    variant = KernelVariant.for_config(heads, device_arch(device), kv_tile, min_ctas_per_sm)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    _ensure_context(index)
+    with _load_lock:
+        k = _loaded.get(variant)
+        if k is None:
+            k = _LoadedKernels(compile_variant(variant))
+            _loaded[variant] = k
+        k.configure(index)
+    return k
+
+
+def _ptr(t: torch.Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def _check_layout(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Tensor, out: torch.Tensor) -> None:
+    d = q.shape[2]
+    for name, t in (("q", q), ("out", out)):
+        if t.stride(2) != 1 or t.stride(1) != d or t.stride(0) % 8:
+            raise ValueError(f"{name} must have contiguous heads ([*, heads, head_dim] rows, 16-byte aligned)")
+    if k_buffer.stride() != v_buffer.stride():
+        raise ValueError("k_buffer and v_buffer must have the same strides")
+    if k_buffer.stride(2) != 1 or k_buffer.stride(1) % 8 or k_buffer.stride(0) % 8:
+        raise ValueError("KV pools must be [num_slots, num_kv_heads, head_dim] with contiguous, aligned head rows")
+    for t in (q, k_buffer, v_buffer, out):
+        if t.data_ptr() % 16:
+            raise ValueError("q, out and the KV pools must be 16-byte aligned")
+
+
+def _launch(
+    kern: _LoadedKernels,
+    heads: HeadConfig,
+    q: torch.Tensor,
+    k_buffer: torch.Tensor,
+    v_buffer: torch.Tensor,
+    out: torch.Tensor,
+    sm_scale: float,
+    tensors: dict[str, torch.Tensor | None],
+    grid_items: int,
+    num_requests: int,
+    merge: bool,
+) -> None:
+    driver = _driver()
+    stream = driver.CUstream(torch.cuda.current_stream(q.device).cuda_stream)
+    fwd = _ForwardParams(
+        _ptr(q),
+        _ptr(k_buffer),
+        _ptr(v_buffer),
+        _ptr(out),
+        _ptr(tensors["part_o"]),
+        _ptr(tensors["part_lse"]),
+        _ptr(tensors["items"]),
+        _ptr(tensors["kv_slots"]),
+        _ptr(tensors["item_req"]),
+        _ptr(tensors["item_dst"]),
+        _ptr(tensors.get("num_items")),
+        q.stride(0),
+        out.stride(0),
+        k_buffer.stride(0),
+        k_buffer.stride(1),
+        heads.num_q_heads,
+        heads.num_kv_heads,
+        sm_scale * math.log2(math.e),
+        0,
+    )
+    args = (ctypes.c_void_p * 1)(ctypes.addressof(fwd))
+    if grid_items > 0:
+        _drv(
+            (
+                driver.cuLaunchKernel(
+                    driver.CUfunction(int(kern.forward)),
+                    grid_items,
+                    heads.num_kv_heads,
+                    1,
+                    KERNEL_THREADS,
+                    1,
+                    1,
+                    kern.variant.smem_bytes,
+                    stream,
+                    ctypes.addressof(args),
+                    0,
+                )[0],
+                None,
+            ),
+            "cuLaunchKernel(pat_pack_forward)",
+        )
+    if merge:
+        mp = _MergeParams(
+            _ptr(out),
+            _ptr(tensors["part_o"]),
+            _ptr(tensors["part_lse"]),
+            _ptr(tensors["merge_indptr"]),
+            _ptr(tensors["merge_partials"]),
+            out.stride(0),
+            heads.num_q_heads,
+            num_requests,
+        )
+        margs = (ctypes.c_void_p * 1)(ctypes.addressof(mp))
+        _drv(
+            (
+                driver.cuLaunchKernel(
+                    driver.CUfunction(int(kern.merge)),
+                    num_requests,
+                    1,
+                    1,
+                    MERGE_THREADS,
+                    1,
+                    1,
+                    0,
+                    stream,
+                    ctypes.addressof(margs),
+                    0,
+                )[0],
+                None,
+            ),
+            "cuLaunchKernel(pat_merge)",
+        )
+
+
+_PLAN_TENSORS = ("items", "kv_slots", "item_req", "item_dst", "merge_indptr", "merge_partials")
+
+
+def launch_plan(
+    plan: PackPlan,
+    q: torch.Tensor,
+    k_buffer: torch.Tensor,
+    v_buffer: torch.Tensor,
+    sm_scale: float,
+    out: torch.Tensor | None = None,
+    kv_tile: int | None = None,
+    min_ctas_per_sm: int | None = None,
+) -> torch.Tensor:
+    """Eager forward + merge of ``plan`` (its tensors must already be on ``q``'s device). ``kv_tile`` and
+    ``min_ctas_per_sm`` override the tile table (for benchmark sweeps)."""
+    heads = plan.heads
+    for name in _PLAN_TENSORS:
+        if getattr(plan, name).device != q.device:
+            raise ValueError(f"plan.{name} is on {getattr(plan, name).device}, q on {q.device}: call plan.to(device)")
+    if out is None:
+        out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    if out.shape != q.shape or out.dtype != q.dtype or out.device != q.device:
+        raise ValueError(f"out must match q: {tuple(out.shape)} {out.dtype} vs {tuple(q.shape)} {q.dtype}")
+    _check_layout(q, k_buffer, v_buffer, out)
+    kern = kernels_for(heads, q.device, kv_tile, min_ctas_per_sm)
+    n_part = max(plan.num_partials, 1)
+    tensors: dict[str, torch.Tensor | None] = {name: getattr(plan, name) for name in _PLAN_TENSORS}
+    tensors["part_o"] = torch.empty((n_part, heads.num_q_heads, heads.head_dim), dtype=torch.float32, device=q.device)
+    tensors["part_lse"] = torch.empty((n_part, heads.num_q_heads), dtype=torch.float32, device=q.device)
+    _launch(
+        kern, heads, q, k_buffer, v_buffer, out, sm_scale, tensors, plan.num_items, plan.num_requests,
+        merge=plan.num_partials > 0,
+    )
+    return out
+
+
+class StaticPlanBuffers:
+    """Fixed-capacity plan buffers for CUDA-graph capture and replay.
+
+    ``load(plan)`` runs outside the graph (host staging in pinned memory, then async copies on the
+    current stream); ``run`` only launches, with grids fixed by the capacities: the forward grid is
+    ``max_items`` CTAs per KV head (items past the plan's count exit at once) and the merge grid is
+    ``max_batch`` (requests with no partials, and padding, exit at once).
+    """
+
+    def __init__(
+        self,
+        heads: HeadConfig,
+        max_batch: int,
+        max_items: int,
+        max_kv_tokens: int,
+        max_partials: int,
+        device: torch.device | str,
+    ) -> None:
+        check_supported(heads)
+        self.heads = heads
+        self.device = torch.device(device)
+        self.max_batch = max_batch
+        self.max_items = max_items
+        self.max_kv_tokens = max_kv_tokens
+        self.max_partials = max_partials
+        self.max_entries = max_partials + max_batch  # (item, request) pairs: partial slots + direct rows
+        sizes = {
+            "items": (max_items, ITEM_FIELDS),
+            "kv_slots": (max_kv_tokens,),
+            "item_req": (self.max_entries,),
+            "item_dst": (self.max_entries,),
+            "merge_indptr": (max_batch + 1,),
+            "merge_partials": (max(max_partials, 1),),
+            "num_items": (1,),
+        }
+        pin = self.device.type == "cuda"
+        self.dev = {n: torch.zeros(s, dtype=torch.int32, device=self.device) for n, s in sizes.items()}
+        self.host = {n: torch.zeros(s, dtype=torch.int32, pin_memory=pin) for n, s in sizes.items()}
+        self.part_o = torch.empty(
+            (max(max_partials, 1), heads.num_q_heads, heads.head_dim), dtype=torch.float32, device=self.device
+        )
+        self.part_lse = torch.empty((max(max_partials, 1), heads.num_q_heads), dtype=torch.float32, device=self.device)
+        self._copied = torch.cuda.Event() if pin else None
+        self.plan: PackPlan | None = None
+
+    def load(self, plan: PackPlan) -> None:
+        """Copy ``plan`` into the fixed buffers; ``ValueError`` if it exceeds a capacity."""
+        h = plan.heads
+        if (h.num_q_heads, h.num_kv_heads, h.head_dim, h.dtype) != (
+            self.heads.num_q_heads,
+            self.heads.num_kv_heads,
+            self.heads.head_dim,
+            self.heads.dtype,
+        ):
+            raise ValueError(f"plan heads {h} differ from the buffers' {self.heads}")
+        need = {
+            "batch": (plan.num_requests, self.max_batch),
+            "items": (plan.num_items, self.max_items),
+            "kv tokens": (int(plan.kv_slots.shape[0]), self.max_kv_tokens),
+            "partials": (plan.num_partials, self.max_partials),
+            "entries": (int(plan.item_req.shape[0]), self.max_entries),
+        }
+        for what, (n, cap) in need.items():
+            if n > cap:
+                raise ValueError(f"plan has {n} {what}, the static buffers hold {cap}")
+        if self._copied is not None:
+            self._copied.synchronize()  # the previous step's copies have left the staging buffers
+        host = self.host
+        b = plan.num_requests
+        host["items"][: plan.num_items].copy_(plan.items)
+        host["kv_slots"][: plan.kv_slots.shape[0]].copy_(plan.kv_slots)
+        host["item_req"][: plan.item_req.shape[0]].copy_(plan.item_req)
+        host["item_dst"][: plan.item_dst.shape[0]].copy_(plan.item_dst)
+        host["merge_indptr"][: b + 1].copy_(plan.merge_indptr)
+        host["merge_indptr"][b + 1 :] = int(plan.merge_indptr[-1])  # padding requests: no partials
+        host["merge_partials"][: plan.merge_partials.shape[0]].copy_(plan.merge_partials)
+        host["num_items"][0] = plan.num_items
+        for name, t in self.dev.items():
+            t.copy_(host[name], non_blocking=True)
+        if self._copied is not None:
+            self._copied.record()
+        self.plan = plan
+
+    def run(
+        self,
+        q: torch.Tensor,
+        k_buffer: torch.Tensor,
+        v_buffer: torch.Tensor,
+        sm_scale: float,
+        out: torch.Tensor,
+    ) -> torch.Tensor:
+        """Launch-only forward + merge over the loaded plan (capturable in a CUDA graph)."""
+        if self.plan is None:
+            raise RuntimeError("StaticPlanBuffers.run before load()")
+        if not q.is_cuda:
+            from .reference import run_reference
+
+            b = self.plan.num_requests
+            compute = torch.float64 if q.dtype == torch.float64 else torch.float32
+            out[:b].copy_(run_reference(self.plan, q[:b], k_buffer, v_buffer, sm_scale, compute).to(out.dtype))
+            return out
+        _check_layout(q, k_buffer, v_buffer, out)
+        kern = kernels_for(self.heads, q.device)
+        tensors: dict[str, torch.Tensor | None] = dict(self.dev)
+        tensors["part_o"] = self.part_o
+        tensors["part_lse"] = self.part_lse
+        _launch(
+            kern, self.heads, q, k_buffer, v_buffer, out, sm_scale, tensors, self.max_items,
+            min(self.max_batch, q.shape[0]), merge=True,
+        )
+        return out
