@@ -163,13 +163,20 @@ class DecodeBatch:
         return int(self.kv_indptr[-1])
 
     def chains(self) -> tuple[list[list[tuple[int, np.ndarray]]], list[np.ndarray]]:
-        """Radix-like view for ``PrefixForest.from_chains``: per request, (node id, slots) for every node of its
-        path but the last, which becomes the request's private tail."""
+        """Radix-like view for ``PrefixForest.from_chains``: per request, (node id, slots) of the nodes of its path;
+        the last node becomes the request's private tail when it is a leaf that no other request ends at (a radix
+        cache never shares a tail), otherwise it stays in the chain and the tail is empty."""
+        inner = self.tree.has_children()
+        ends = np.bincount(np.asarray(self.tree.request_nodes), minlength=self.tree.num_nodes)
         chains, tails = [], []
         for r in self.tree.request_nodes:
             path = self.tree.path(r)
-            chains.append([(n, self.node_slots[n]) for n in path[:-1]])
-            tails.append(self.node_slots[path[-1]])
+            if inner[r] or ends[r] > 1:
+                chains.append([(n, self.node_slots[n]) for n in path])
+                tails.append(np.zeros(0, dtype=np.int64))
+            else:
+                chains.append([(n, self.node_slots[n]) for n in path[:-1]])
+                tails.append(self.node_slots[path[-1]])
         return chains, tails
 
 
