@@ -1,0 +1,218 @@
+"""Pack planner invariants on random forests: exact KV coverage, partial bookkeeping, profit model, tiles."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pat_sglang.config import DeviceSpec, HeadConfig, load_tile_table
+from pat_sglang.forest import PrefixForest
+from pat_sglang.planner import (
+    ITEM_FIELDS,
+    ITEM_KV_BEGIN,
+    ITEM_KV_END,
+    ITEM_REQ_BEGIN,
+    ITEM_REQ_END,
+    ITEM_TILE,
+    ITEM_TILE_M,
+    PackPlan,
+    plan_forest,
+)
+from pat_sglang.workloads import layout_tree, random_tree, tree_batch
+
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+GQA = [1, 2, 4, 8]
+HEAD_DIMS = [64, 128, 256]
+
+
+def check_plan(plan: PackPlan, forest: PrefixForest, heads: HeadConfig, device: DeviceSpec | None = None) -> None:
+    tiles = load_tile_table((device or DeviceSpec()).arch)
+    reqs_per_block = max(1, tiles.max_m // heads.group)
+    items = plan.items.numpy()
+    kv_slots = plan.kv_slots.numpy().astype(np.int64)
+    item_req = plan.item_req.numpy()
+    item_dst = plan.item_dst.numpy()
+    for name in ("items", "kv_slots", "item_req", "item_dst", "merge_indptr", "merge_partials"):
+        assert getattr(plan, name).dtype == torch.int32, name
+    assert items.ndim == 2 and items.shape[1] == ITEM_FIELDS
+    assert item_req.shape == item_dst.shape
+    assert plan.num_requests == forest.num_requests
+
+    # --- items: non-empty KV, request ranges tile item_req in order, tiles are the smallest that fit
+    seen: list[list[np.ndarray]] = [[] for _ in range(forest.num_requests)]
+    entries_of: list[list[int]] = [[] for _ in range(forest.num_requests)]
+    at = 0
+    for it in items:
+        b, e, rb, re_ = (int(it[c]) for c in (ITEM_KV_BEGIN, ITEM_KV_END, ITEM_REQ_BEGIN, ITEM_REQ_END))
+        assert 0 <= b < e <= kv_slots.shape[0], "empty or out-of-range KV run"
+        assert rb == at and re_ > rb, "item request ranges must tile item_req"
+        at = re_
+        rows = (re_ - rb) * heads.group
+        assert re_ - rb <= reqs_per_block
+        tile = int(it[ITEM_TILE])
+        assert tile == tiles.tile_for(rows), "not the smallest tile holding the rows"
+        assert int(it[ITEM_TILE_M]) == tiles.tile_ms[tile] >= rows
+        reqs = item_req[rb:re_].tolist()
+        assert len(set(reqs)) == len(reqs), "a request twice in one item"
+        for j, r in enumerate(reqs):
+            seen[r].append(kv_slots[b:e])
+            entries_of[r].append(rb + j)
+    assert at == item_req.shape[0]
+    # Longest KV first (one launch, largest-processing-time-first); equal lengths grouped by tile.
+    keys = [(-(int(it[ITEM_KV_END]) - int(it[ITEM_KV_BEGIN])), int(it[ITEM_TILE])) for it in items]
+    assert keys == sorted(keys), "items are not ordered longest KV first, then by tile"
+
+    # --- every request sees exactly its own KV (as a multiset) across the items that list it
+    for r in range(forest.num_requests):
+        got = np.sort(np.concatenate(seen[r])) if seen[r] else np.zeros(0, dtype=np.int64)
+        want = np.sort(forest.request_slots(r))
+        np.testing.assert_array_equal(got, want, err_msg=f"request {r}: KV not covered exactly once")
+
+    # --- partials: each written once, merged once by its own request; single-partial requests write direct
+    written = item_dst[item_dst >= 0]
+    assert sorted(written.tolist()) == list(range(plan.num_partials)), "partial slots not a dense unique range"
+    writer = {int(d): int(r) for d, r in zip(item_dst, item_req) if d >= 0}
+    indptr = plan.merge_indptr.numpy()
+    partials = plan.merge_partials.numpy()
+    assert indptr.shape[0] == forest.num_requests + 1 and indptr[0] == 0 and indptr[-1] == partials.shape[0]
+    assert np.all(np.diff(indptr) >= 0)
+    assert sorted(partials.tolist()) == list(range(plan.num_partials)), "a partial merged twice or never"
+    for r in range(forest.num_requests):
+        mine = partials[indptr[r] : indptr[r + 1]].tolist()
+        assert all(writer[p] == r for p in mine), f"request {r} merges another request's partial"
+        dsts = item_dst[entries_of[r]].tolist()
+        if len(entries_of[r]) == 1:
+            assert dsts == [-1] and mine == [], f"request {r}: one partial must write the output directly"
+        else:
+            assert -1 not in dsts and sorted(dsts) == sorted(mine)
+    assert plan.num_partials == (plan.stats.num_partials if plan.stats else plan.num_partials)
+
+    # --- byte accounting
+    stats = plan.stats
+    assert stats is not None
+    tok = heads.kv_token_bytes
+    assert stats.kv_bytes_planned == int(sum(int(it[1]) - int(it[0]) for it in items)) * tok
+    assert stats.kv_bytes_planned <= stats.kv_bytes_per_request == forest.request_tokens() * tok
+    assert stats.kv_bytes_unique == forest.unique_tokens() * tok <= stats.kv_bytes_planned
+    assert stats.num_items == items.shape[0]
+    assert plan.max_slot == (int(kv_slots.max()) if kv_slots.shape[0] else -1)
+
+    # --- profit model: a shared node is its own pack iff (q - row_blocks) * tokens * tok > q * partial_bytes,
+    # tokens counting the inlined ancestors it inherits.
+    nodes = forest.nodes
+    last_of_pack = {}
+    for p in plan.packs:
+        assert p.nodes[-1] not in last_of_pack, "two packs end at one node"
+        last_of_pack[p.nodes[-1]] = p
+        assert p.num_tokens == sum(nodes[n].num_tokens for n in p.nodes)
+        # the pack's nodes form a chain from an ancestor down to its last node
+        for up, down in zip(p.nodes, p.nodes[1:]):
+            assert nodes[down].parent == up
+    inherited: dict[int, list[int]] = {}
+    for i, n in enumerate(nodes):
+        path = inherited.get(i, []) + [i]
+        tokens = sum(nodes[x].num_tokens for x in path)
+        q = len(n.requests)
+        profitable = q == 1 or (q - math.ceil(q / reqs_per_block)) * tokens * tok > q * heads.partial_bytes
+        if profitable:
+            assert i in last_of_pack, f"node {i}: the profit model says pack it, the plan does not"
+            assert last_of_pack[i].requests == n.requests and last_of_pack[i].nodes == path
+            continue
+        for c in n.children:
+            inherited[c] = path
+        ending = sorted(set(n.requests) - {r for c in n.children for r in nodes[c].requests})
+        if ending:  # requests that end at an inlined node still need a pack of it
+            assert last_of_pack[i].requests == ending and last_of_pack[i].nodes == path
+        else:
+            assert i not in last_of_pack, f"node {i}: shared pack although the profit model says inline"
+
+
+def _heads(group: int, head_dim: int, num_kv_heads: int = 8) -> HeadConfig:
+    return HeadConfig(num_kv_heads * group, num_kv_heads, head_dim, torch.bfloat16)
+
+
+@SETTINGS
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    group=st.sampled_from(GQA),
+    head_dim=st.sampled_from(HEAD_DIMS),
+    page_size=st.sampled_from([1, 16]),
+    num_kv_heads=st.sampled_from([1, 2, 8]),
+)
+def test_plan_invariants_random(seed: int, group: int, head_dim: int, page_size: int, num_kv_heads: int) -> None:
+    rng = np.random.default_rng(seed)
+    tree = random_tree(
+        rng, max_depth=6, max_requests=256, max_len=4096, page_size=page_size, max_request_tokens=300_000
+    )
+    batch = layout_tree(tree, page_size=page_size, rng=rng)
+    forest = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
+    heads = _heads(group, head_dim, num_kv_heads)
+    check_plan(plan_forest(forest, heads), forest, heads)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**31 - 1), group=st.sampled_from(GQA), sm_count=st.sampled_from([8, 78, 132]))
+def test_plan_invariants_small_trees(seed: int, group: int, sm_count: int) -> None:
+    """Short nodes (so the profit model goes both ways) on devices of several sizes."""
+    rng = np.random.default_rng(seed)
+    tree = random_tree(rng, max_depth=6, max_requests=64, max_len=48, p_inner_request=0.3, p_duplicate=0.2)
+    batch = layout_tree(tree, rng=rng)
+    forest = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
+    heads = _heads(group, 128)
+    device = DeviceSpec(sm_count=sm_count)
+    check_plan(plan_forest(forest, heads, device), forest, heads, device)
+
+
+@pytest.mark.parametrize("levels", [[(1, 4096), (256, 256)], [(1, 4096), (256, 1)], [(1, 1024), (4, 512), (256, 64)]])
+@pytest.mark.parametrize("group", GQA)
+def test_long_shared_prefix_is_packed(levels: list[tuple[int, int]], group: int) -> None:
+    batch = tree_batch(levels, rng=1)
+    forest = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
+    heads = _heads(group, 128)
+    plan = plan_forest(forest, heads)
+    check_plan(plan, forest, heads)
+    root = [p for p in plan.packs if p.nodes == [0]]
+    assert len(root) == 1 and len(root[0].requests) == 256 and root[0].num_tokens == levels[0][1]
+    if levels[0][1] == 4096:
+        assert root[0].splits > 1, "a long shared prefix must be split across CTAs"
+    stats = plan.stats
+    assert stats is not None
+    # The 4096 (or 1024) shared tokens are read once per row block, not once per request.
+    reqs_per_block = load_tile_table("sm90").max_m // group
+    want = sum(n * math.ceil(256 // n / reqs_per_block) * t for n, t in levels)
+    assert stats.kv_bytes_planned == want * heads.kv_token_bytes
+    assert stats.kv_bytes_planned < 0.2 * stats.kv_bytes_per_request
+
+
+def test_no_sharing_plan() -> None:
+    batch = tree_batch([(64, 1000)], rng=2)
+    forest = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
+    heads = _heads(4, 128)
+    plan = plan_forest(forest, heads)
+    check_plan(plan, forest, heads)
+    assert plan.stats is not None and plan.stats.kv_bytes_planned == plan.stats.kv_bytes_per_request
+    assert all(len(p.requests) == 1 for p in plan.packs)
+
+
+def test_tiny_shared_node_is_inlined() -> None:
+    # Two requests sharing one token: saving one token read cannot pay for two partials.
+    forest = PrefixForest.from_flat([0, 3, 6], [7, 1, 2, 7, 3, 4])
+    heads = _heads(1, 128)
+    plan = plan_forest(forest, heads)
+    check_plan(plan, forest, heads)
+    assert all(len(p.requests) == 1 for p in plan.packs)
+    assert plan.num_partials == 0 and (plan.item_dst.numpy() == -1).all()
+
+
+def test_batch_one() -> None:
+    forest = PrefixForest.from_flat([0, 5000], np.arange(5000))
+    heads = _heads(8, 64)
+    plan = plan_forest(forest, heads)
+    check_plan(plan, forest, heads)
+    assert plan.num_items > 1  # split to fill the GPU
