@@ -12,8 +12,18 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from importlib.resources.abc import Traversable
 
 import torch
+
+def data_dir(package: str, repo_folder: str) -> Traversable:
+    """A data folder shipped inside the package when installed (``pat_sglang.configs`` <- ``configs/``),
+    or the repository's own folder when the source tree is used through PYTHONPATH."""
+    try:
+        return resources.files(package)
+    except ModuleNotFoundError:
+        return resources.files("pat_sglang").joinpath("..", repo_folder)
+
 
 SUPPORTED_HEAD_DIMS = (64, 128, 256)
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float16)
@@ -114,7 +124,7 @@ class TileTable:
 @lru_cache(maxsize=None)
 def load_tile_table(arch: str = "sm90") -> TileTable:
     """The tile table for ``arch``; archs newer than the newest table use the newest."""
-    tile_dir = resources.files("pat_sglang.configs").joinpath("tiles")
+    tile_dir = data_dir("pat_sglang.configs", "configs").joinpath("tiles")
     tables = sorted(
         (p for p in tile_dir.iterdir() if p.name.startswith("sm") and p.name.endswith(".json")),
         key=lambda p: int(p.name[2:-5]),

@@ -21,13 +21,12 @@ import os
 import re
 import threading
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .config import SUPPORTED_HEAD_DIMS, HeadConfig, check_supported, load_tile_table
+from .config import SUPPORTED_HEAD_DIMS, HeadConfig, check_supported, data_dir, load_tile_table
 from .planner import ITEM_FIELDS, PackPlan
 
 KERNEL_THREADS = 256
@@ -42,7 +41,7 @@ class KernelBuildError(RuntimeError):
 
 
 def kernel_source() -> str:
-    return resources.files("pat_sglang.kernels_src").joinpath("pat_decode.cu").read_text()
+    return data_dir("pat_sglang.kernels_src", "kernels").joinpath("pat_decode.cu").read_text()
 
 
 def cache_dir() -> Path:

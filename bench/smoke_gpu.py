@@ -1,0 +1,90 @@
+"""Quick GPU smoke check of the PAT kernels: build every variant, check against float64, time one case.
+
+Run on the GPU machine: ``python bench/smoke_gpu.py``. It prints one line per check and exits non-zero
+on any failure; the full suite is ``pytest -m gpu tests/gpu`` and the full benchmark bench/bench_kernels.py.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import torch
+
+from pat_sglang import HeadConfig, naive_decode, plan_forest
+from pat_sglang.config import DeviceSpec
+from pat_sglang.forest import PrefixForest
+from pat_sglang.kernels import all_variants, compile_variant, device_arch, launch_plan
+
+
+def tree_indices(levels: list[tuple[int, int]], gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One request per last-level node; node j of a level hangs under node j*n_parent/n above."""
+    total = sum(n * t for n, t in levels)
+    perm = torch.randperm(total, generator=gen)
+    pos = 0
+    paths: list[torch.Tensor] = []
+    prev: list[torch.Tensor] = [torch.zeros(0, dtype=torch.long)]
+    for n, t in levels:
+        cur = []
+        for j in range(n):
+            parent = prev[j * len(prev) // n]
+            cur.append(torch.cat([parent, perm[pos : pos + t]]))
+            pos += t
+        prev = cur
+    paths = prev
+    indptr = torch.tensor([0] + [len(p) for p in paths]).cumsum(0)
+    return indptr, torch.cat(paths), total
+
+
+def check(levels, hq, hkv, d, dtype, gen, dev_spec) -> float:
+    indptr, indices, num_slots = tree_indices(levels, gen)
+    heads = HeadConfig(hq, hkv, d, dtype)
+    plan = plan_forest(PrefixForest.from_flat(indptr, indices), heads, dev_spec)
+    q = torch.randn(len(indptr) - 1, hq, d, generator=gen).to(dtype).cuda()
+    k = torch.randn(num_slots, hkv, d, generator=gen).to(dtype).cuda()
+    v = torch.randn(num_slots, hkv, d, generator=gen).to(dtype).cuda()
+    out = torch.full_like(q, float("nan"))
+    scale = 1 / math.sqrt(d)
+    launch_plan(plan.to("cuda"), q, k, v, scale, out)
+    torch.cuda.synchronize()
+    ref = naive_decode(q.cpu(), k.cpu(), v.cpu(), indptr, indices, scale)
+    o = out.cpu().double()
+    if torch.isnan(o).any():
+        return float("nan")
+    return float((o - ref).norm() / ref.norm())
+
+
+def main() -> int:
+    arch = device_arch(torch.device("cuda"))
+    t0 = time.time()
+    for v in all_variants(arch):
+        c = compile_variant(v)
+        print(f"built {v} cached={c.from_cache} {c.resource_usage().get('pat_pack_forward')}")
+    print(f"build time {time.time() - t0:.1f}s")
+    gen = torch.Generator().manual_seed(0)
+    dev_spec = DeviceSpec.from_torch()
+    cases = [
+        ([(1, 300), (4, 40), (8, 17)], 32, 8, 128, torch.bfloat16),
+        ([(1, 300), (4, 40), (8, 17)], 32, 8, 128, torch.float16),
+        ([(1, 1000), (40, 33)], 32, 8, 128, torch.bfloat16),
+        ([(1, 5000), (3, 7)], 8, 1, 64, torch.bfloat16),
+        ([(2, 77), (6, 130)], 16, 16, 64, torch.bfloat16),
+        ([(1, 513), (5, 9)], 8, 2, 256, torch.bfloat16),
+        ([(1, 513), (5, 9)], 8, 2, 256, torch.float16),
+        ([(7, 1)], 8, 4, 128, torch.bfloat16),
+        ([(64, 700)], 32, 8, 128, torch.bfloat16),
+        ([(1, 2048), (2, 512), (4, 100), (300, 20)], 32, 8, 128, torch.bfloat16),
+    ]
+    fails = 0
+    for levels, hq, hkv, d, dtype in cases:
+        err = check(levels, hq, hkv, d, dtype, gen, dev_spec)
+        ok = err < 2e-2
+        fails += not ok
+        print(f"{'OK  ' if ok else 'FAIL'} rel_err={err:.2e} levels={levels} heads={hq}/{hkv} d={d} {dtype}")
+    print(f"{len(cases) - fails} passed, {fails} failed")
+    return 1 if fails else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
