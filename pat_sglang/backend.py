@@ -1,0 +1,424 @@
+"""``--attention-backend pat``: SGLang attention backend running decode through pack-forward-merge.
+
+Role in pack-forward-merge: the SGLang host of all three stages. Once per decode step
+(``init_forward_metadata``, not per layer) it builds the prefix forest of the batch from the radix
+chains the scheduler patch published (``patches.chain_table``), plus each request's private tail read
+from ``req_to_token``, and *packs* it with ``plan_forest``. Every layer's ``forward_decode`` then
+stores the new token's K/V and runs *forward* + *merge* over that one plan (``pat_sglang.api.run``: the
+CUDA kernels on GPU tensors, the torch reference on CPU tensors).
+
+Prefill/extend, and decode batches PAT cannot plan, go to a delegate SGLang backend (``triton`` unless
+``PAT_SGLANG_DELEGATE`` names another), built through SGLang's backend registry. Models PAT cannot serve
+(MLA, sliding windows, logit caps, cross attention, fp8 KV, unsupported head dims, ...) are refused at
+start-up with the reason, never served wrongly.
+
+CUDA graphs: ``init_forward_metadata_out_graph`` plans outside the graph and loads the plan into the
+fixed-capacity ``pat_sglang.kernels.StaticPlanBuffers``; the captured ``forward_decode`` only launches.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from sglang.srt.layers.attention.base_attn_backend import AttentionBackend
+
+from patches.chain_table import CHAIN_TABLE, ChainTable
+
+from .api import run as run_plan
+from .config import DeviceSpec, HeadConfig, check_supported
+from .forest import PrefixForest
+from .planner import PackPlan, plan_forest
+
+logger = logging.getLogger(__name__)
+
+DELEGATE_ENV = "PAT_SGLANG_DELEGATE"  # SGLang backend serving prefill/extend and declined decode batches
+DEFAULT_DELEGATE = "triton"
+VALIDATE_ENV = "PAT_SGLANG_VALIDATE_CHAINS"  # "1": check every radix forest against the flat rows (debug)
+LOG_INTERVAL_S = 60.0
+
+# The one switch for CUDA graphs. With it on, graphs run through pat_sglang.kernels.StaticPlanBuffers
+# (refused with a clear message if that runtime is missing); with it off, PAT always asks for
+# --disable-cuda-graph.
+CUDA_GRAPHS_ENABLED = True
+
+PADDING_ROW = 0  # ReqToTokenPool row 0 is SGLang's padding row: CUDA-graph padding and dummy batches use it
+
+
+# ----------------------------------------------------------------------------------------------- start-up
+def model_problems(model_runner: Any, kernels: bool) -> tuple[HeadConfig | None, list[str]]:
+    """Per-rank head configuration of the model's attention layers, and why PAT cannot serve it (if so).
+
+    ``kernels``: the CUDA kernels will run (GPU); on the CPU the reference executor serves any dtype.
+    """
+    from sglang.srt.layers.radix_attention import RadixAttention
+
+    problems: list[str] = []
+    server_args = model_runner.server_args
+    if getattr(model_runner, "use_mla_backend", False):
+        problems.append("MLA attention")
+    if getattr(model_runner.model_config, "is_encoder_decoder", False):
+        problems.append("encoder-decoder models (cross attention)")
+    if getattr(model_runner, "sliding_window_size", None) is not None:
+        problems.append("sliding-window attention")
+    if getattr(server_args, "speculative_algorithm", None):
+        problems.append("speculative decoding (target verify is not plain decode)")
+    if (getattr(server_args, "dcp_size", 1) or 1) > 1:
+        problems.append("decode context parallelism")
+    if getattr(model_runner.token_to_kv_pool_allocator, "translate_kv_loc", None) is not None:
+        problems.append("the unified KV pool (req_to_token holds virtual slots)")
+    if getattr(model_runner.token_to_kv_pool, "use_hnd", False):
+        problems.append("the HND KV cache layout")
+
+    layers = [m for m in model_runner.model.modules() if isinstance(m, RadixAttention)]
+    if not layers:
+        return None, problems + ["no RadixAttention layers found in the model"]
+    for layer in layers:
+        where = f"layer {layer.layer_id}"
+        if layer.logit_cap and layer.logit_cap > 0:
+            problems.append(f"attention logit cap ({where})")
+        if layer.sliding_window_size is not None and layer.sliding_window_size > -1:
+            problems.append(f"sliding-window attention ({where})")
+        if layer.is_cross_attention:
+            problems.append(f"cross attention ({where})")
+        if layer.qk_head_dim != layer.v_head_dim:
+            problems.append(f"qk head dim {layer.qk_head_dim} != v head dim {layer.v_head_dim} ({where})")
+    shapes = {(layer.tp_q_head_num, layer.tp_k_head_num, layer.qk_head_dim) for layer in layers}
+    if len(shapes) > 1:
+        problems.append(f"layers with different head shapes {sorted(shapes)}")
+    num_q, num_kv, head_dim = layers[0].tp_q_head_num, layers[0].tp_k_head_num, layers[0].qk_head_dim
+
+    kv_dtype = getattr(model_runner, "kv_cache_dtype", None) or model_runner.dtype
+    model_dtype = getattr(model_runner, "dtype", kv_dtype)
+    if kv_dtype != model_dtype:
+        problems.append(f"KV cache dtype {kv_dtype} differs from the model dtype {model_dtype} (quantized KV)")
+    try:
+        heads = HeadConfig(num_q, num_kv, head_dim, kv_dtype)
+    except ValueError as e:
+        return None, problems + [str(e)]
+    if kernels:
+        try:
+            check_supported(heads)
+        except ValueError as e:
+            problems.append(str(e))
+    k_shape = tuple(model_runner.token_to_kv_pool.get_key_buffer(layers[0].layer_id).shape)
+    if len(k_shape) != 3 or k_shape[1:] != (num_kv, head_dim):
+        problems.append(f"KV pool buffers of shape {k_shape}, expected [slots, {num_kv}, {head_dim}]")
+    return heads, problems
+
+
+def build_delegate(model_runner: Any) -> AttentionBackend:
+    """The SGLang backend that serves what PAT does not, built through SGLang's registry."""
+    from sglang.srt.layers.attention.attention_registry import ATTENTION_BACKENDS
+
+    name = os.environ.get(DELEGATE_ENV, DEFAULT_DELEGATE)
+    if name == "pat" or name not in ATTENTION_BACKENDS:
+        raise ValueError(f"{DELEGATE_ENV}={name!r}: name a registered SGLang attention backend other than pat")
+    return ATTENTION_BACKENDS[name](model_runner)
+
+
+# ----------------------------------------------------------------------------------------------- per step
+def gather_spans(
+    req_to_token: torch.Tensor, rows: np.ndarray, begins: np.ndarray, ends: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``req_to_token[rows[i], begins[i]:ends[i]]`` for all i, as host (indptr, values): one gather and one
+    device-to-host copy however many requests."""
+    lengths = ends - begins
+    if np.any(lengths < 0) or np.any(ends > req_to_token.shape[1]):
+        raise ValueError("request spans outside the req_to_token rows")
+    indptr = np.zeros(rows.shape[0] + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    if not req_to_token.is_contiguous():
+        raise ValueError("req_to_token must be contiguous")
+    starts = rows * req_to_token.stride(0) + begins
+    flat_pos = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1], dtype=np.int64)
+    idx = torch.from_numpy(flat_pos).to(req_to_token.device, non_blocking=True)
+    values = req_to_token.reshape(-1)[idx].cpu().numpy().astype(np.int64)
+    return indptr, values
+
+
+@dataclass(frozen=True)
+class GraphCapacity:
+    max_batch: int
+    max_items: int
+    max_kv_tokens: int
+    max_partials: int
+
+
+def graph_capacity(max_bs: int, context_len: int, device: DeviceSpec) -> GraphCapacity:
+    """Static-buffer capacities. Typical plans fit the item/partial headroom; any batch fits the last
+    re-plan of ``_load_static`` (one item per request, no partials, every request's KV read once), which
+    needs only ``max_bs`` items and ``max_bs * context_len`` KV tokens (the plan never reads more KV than
+    per-request decode)."""
+    return GraphCapacity(
+        max_batch=max_bs,
+        max_items=2 * max_bs + 2 * device.target_ctas,
+        max_kv_tokens=max_bs * context_len,
+        max_partials=4 * max_bs + 2 * device.target_ctas,
+    )
+
+
+@dataclass
+class PATMetadata:
+    """One decode step's plan, shared by all layers."""
+
+    plan: PackPlan  # on the compute device (eager), or the host copy loaded into the static buffers
+    forest_source: str  # "radix": published chains; "flat": req_to_token rows (a chain was missing)
+    static: bool  # run through the CUDA-graph static buffers
+
+
+@dataclass
+class StepStats:
+    steps: int = 0
+    plan_s_total: float = 0.0
+    plan_s_max: float = 0.0
+    radix_steps: int = 0
+    flat_fallbacks: int = 0  # steps with a missing/stale chain: forest from the flat rows
+    delegated: int = 0  # decode batches PAT could not plan, served by the delegate
+    graph_replans: int = 0  # graph steps re-planned coarser to fit the static buffers
+    last_log: float = field(default_factory=lambda: float("-inf"))
+
+    def record(self, seconds: float, source: str) -> None:
+        self.steps += 1
+        self.plan_s_total += seconds
+        self.plan_s_max = max(self.plan_s_max, seconds)
+        if source == "radix":
+            self.radix_steps += 1
+        else:
+            self.flat_fallbacks += 1
+
+    @property
+    def plan_ms_mean(self) -> float:
+        return 1e3 * self.plan_s_total / max(self.steps, 1)
+
+    def summary(self) -> str:
+        return (
+            f"PAT: {self.steps} decode steps, host planning {self.plan_ms_mean:.3f} ms mean / "
+            f"{1e3 * self.plan_s_max:.3f} ms max; forests from radix chains {self.radix_steps}, from flat "
+            f"rows (chain missing) {self.flat_fallbacks}; delegated batches {self.delegated}; "
+            f"graph re-plans {self.graph_replans}"
+        )
+
+    def maybe_log(self, now: float) -> None:
+        if now - self.last_log >= LOG_INTERVAL_S:
+            self.last_log = now
+            logger.info(self.summary())
+
+
+# ----------------------------------------------------------------------------------------------- backend
+class PATAttnBackend(AttentionBackend):
+    def __init__(
+        self,
+        model_runner: Any,
+        delegate: AttentionBackend | None = None,
+        chain_table: ChainTable = CHAIN_TABLE,
+    ) -> None:
+        super().__init__()
+        self.device = torch.device(model_runner.device)
+        heads, problems = model_problems(model_runner, kernels=self.device.type == "cuda")
+        if problems or heads is None:
+            raise ValueError(
+                "the pat attention backend cannot serve this model: " + "; ".join(problems) + ". Use another "
+                "backend (e.g. --attention-backend triton), or pat for decode only where it applies."
+            )
+        self.heads = heads  # per TP rank: the layers' tp_q_head_num / tp_k_head_num
+        self.device_spec = DeviceSpec.from_torch(self.device) if self.device.type == "cuda" else DeviceSpec()
+        self.req_to_token_pool = model_runner.req_to_token_pool
+        self.token_to_kv_pool = model_runner.token_to_kv_pool
+        self.context_len = int(model_runner.model_config.context_len)
+        self.delegate = delegate if delegate is not None else build_delegate(model_runner)
+        self.chain_table = chain_table
+        chain_table.enabled = True  # the scheduler patch publishes only once a PAT backend exists
+        self.validate = os.environ.get(VALIDATE_ENV) == "1"
+        self.forward_metadata: PATMetadata | None = None
+        self.graph_buffers: Any = None  # pat_sglang.kernels.StaticPlanBuffers once graphs are set up
+        self.stats = StepStats()
+        self._warned: set[str] = set()
+
+    # -------------------------------------------------------------------- metadata (once per step)
+    def init_forward_metadata(self, forward_batch: Any) -> None:
+        """Eager entry point: plan decode batches, hand everything else to the delegate."""
+        self.forward_metadata = None
+        if forward_batch.forward_mode.is_decode():
+            try:
+                self.forward_metadata = self._prepare(forward_batch, static=False)
+                return
+            except ValueError as e:  # a batch PAT cannot plan is served by the delegate, never guessed at
+                self.stats.delegated += 1
+                self._warn_once("delegated", f"PAT could not plan a decode batch ({e}); the delegate serves it")
+        self.delegate.init_forward_metadata(forward_batch)
+
+    def init_cuda_graph_state(self, max_bs: int, max_num_tokens: int) -> None:
+        cls = _static_plan_buffers()
+        if cls is None:
+            raise RuntimeError(
+                "the pat attention backend cannot run in CUDA graphs in this build (pat_sglang.kernels."
+                "StaticPlanBuffers is unavailable or CUDA_GRAPHS_ENABLED is off): pass --disable-cuda-graph"
+            )
+        cap = graph_capacity(max_bs, self.context_len, self.device_spec)
+        self.graph_buffers = cls(
+            self.heads, cap.max_batch, cap.max_items, cap.max_kv_tokens, cap.max_partials, self.device
+        )
+
+    def get_cuda_graph_seq_len_fill_value(self) -> int:
+        return 1  # padded requests read one token of the padding row (slot 0); their outputs are dropped
+
+    def init_forward_metadata_out_graph(self, forward_batch: Any, in_capture: bool = False) -> None:
+        """Capture and replay: plan on the host and load it into the static buffers, outside the graph."""
+        if not forward_batch.forward_mode.is_decode():
+            self.forward_metadata = None
+            self.delegate.init_forward_metadata_out_graph(forward_batch, in_capture=in_capture)
+            return
+        if self.graph_buffers is None:
+            raise RuntimeError("PAT: init_cuda_graph_state must run before CUDA-graph metadata")
+        self.forward_metadata = self._prepare(forward_batch, static=True)
+
+    def init_forward_metadata_in_graph(self, forward_batch: Any) -> None:
+        if not forward_batch.forward_mode.is_decode():
+            self.delegate.init_forward_metadata_in_graph(forward_batch)
+        # decode: nothing to record; StaticPlanBuffers.load already staged the plan before capture/replay
+
+    def _prepare(self, forward_batch: Any, static: bool) -> PATMetadata:
+        start = time.perf_counter()
+        forest, source = self._forest(forward_batch)
+        plan = plan_forest(forest, self.heads, self.device_spec)
+        if static:
+            plan = self._load_static(forest, plan)
+        elif self.device.type != "cpu":
+            plan = plan.to(self.device)
+        now = time.perf_counter()
+        self.stats.record(now - start, source)
+        self.stats.maybe_log(now)
+        return PATMetadata(plan, source, static)
+
+    def _forest(self, forward_batch: Any) -> tuple[PrefixForest, str]:
+        """The batch's forest: published radix chains + private tails, or the flat rows if a chain is missing."""
+        rows = forward_batch.req_pool_indices.detach().cpu().numpy().astype(np.int64)
+        seq_lens_t = forward_batch.seq_lens_cpu if forward_batch.seq_lens_cpu is not None else forward_batch.seq_lens
+        seq_lens = seq_lens_t.detach().cpu().numpy().astype(np.int64)[: rows.shape[0]]
+        rids = getattr(forward_batch, "rids", None)
+        if rids is not None and len(rids) != rows.shape[0]:
+            rids = None
+        generations = getattr(self.req_to_token_pool, "req_generation", None)
+        req_to_token = self.req_to_token_pool.req_to_token
+
+        chains: list[list[tuple[int, np.ndarray]]] = []
+        cached = np.zeros(rows.shape[0], dtype=np.int64)
+        missing = 0
+        for r, row in enumerate(rows.tolist()):
+            if row == PADDING_ROW:
+                chains.append([])  # padding: a private run of the padding row
+                continue
+            gen = int(generations[row]) if generations is not None else None
+            entry = self.chain_table.lookup(row, gen, rids[r] if rids is not None else None)
+            if entry is None or entry.cached_len > seq_lens[r]:
+                missing += 1
+                chains.append([])
+                continue
+            chains.append(entry.chain)
+            cached[r] = entry.cached_len
+
+        if missing:
+            self._warn_once(
+                "flat",
+                f"PAT: {missing} of {rows.shape[0]} requests had no published radix chain; building this step's "
+                "forest from the req_to_token rows (counted in the periodic PAT stats line)",
+            )
+            indptr, flat = gather_spans(req_to_token, rows, np.zeros_like(seq_lens), seq_lens)
+            return PrefixForest.from_flat(indptr, flat), "flat"
+
+        indptr, flat = gather_spans(req_to_token, rows, cached, seq_lens)
+        tails = [flat[indptr[r] : indptr[r + 1]] for r in range(rows.shape[0])]
+        forest = PrefixForest.from_chains(chains, tails)
+        if self.validate:
+            full_ptr, full = gather_spans(req_to_token, rows, np.zeros_like(seq_lens), seq_lens)
+            if forest.canonical_key() != PrefixForest.from_flat(full_ptr, full).canonical_key():
+                raise RuntimeError("PAT: published radix chains disagree with the req_to_token rows")
+        return forest, "radix"
+
+    def _load_static(self, forest: PrefixForest, plan: PackPlan) -> PackPlan:
+        """Load ``plan`` into the static buffers; if it does not fit, re-plan coarser until it does."""
+        try:
+            self.graph_buffers.load(plan)
+            return plan
+        except ValueError as first:
+            reason = first
+        self.stats.graph_replans += 1
+        self._warn_once("replan", f"PAT: a decode plan exceeded the CUDA-graph buffers ({reason}); re-planning")
+        # One KV split per pack: fewer items and partials, same sharing.
+        coarse = plan_forest(forest, self.heads, self.device_spec, min_split_tokens=self.context_len)
+        try:
+            self.graph_buffers.load(coarse)
+            return coarse
+        except ValueError:
+            pass
+        # No sharing: one item per request, no partials; graph_capacity guarantees this fits.
+        n = forest.num_requests
+        private = PrefixForest.from_chains([[] for _ in range(n)], [forest.request_slots(r) for r in range(n)])
+        last = plan_forest(private, self.heads, self.device_spec, min_split_tokens=self.context_len)
+        self.graph_buffers.load(last)
+        return last
+
+    # -------------------------------------------------------------------- per layer
+    def forward_decode(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        layer: Any,
+        forward_batch: Any,
+        save_kv_cache: bool = True,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        md = self.forward_metadata
+        if md is None:
+            return self.delegate.forward_decode(q, k, v, layer, forward_batch, save_kv_cache, **kwargs)
+        extra = sorted(name for name, value in kwargs.items() if value is not None)
+        if extra:
+            raise ValueError(f"the pat attention backend does not support {extra} (layer {layer.layer_id})")
+        hq, d = self.heads.num_q_heads, self.heads.head_dim
+        if (layer.tp_q_head_num, layer.tp_k_head_num, layer.qk_head_dim) != (hq, self.heads.num_kv_heads, d):
+            raise ValueError(f"layer {layer.layer_id} heads differ from the planned {self.heads}")
+        if save_kv_cache and k is not None:
+            # Same store as SGLang's triton backend: the step's new token, before attention reads it.
+            self.token_to_kv_pool.set_kv_buffer(layer, forward_batch.out_cache_loc, k, v)
+        k_buffer = self.token_to_kv_pool.get_key_buffer(layer.layer_id)
+        v_buffer = self.token_to_kv_pool.get_value_buffer(layer.layer_id)
+        q3 = q.reshape(-1, hq, d).contiguous()
+        if md.static:
+            out = self.graph_buffers.run(q3, k_buffer, v_buffer, layer.scaling, torch.empty_like(q3))
+        else:
+            out = run_plan(md.plan, q3, k_buffer, v_buffer, layer.scaling)
+        return out.reshape(-1, hq * d)
+
+    def forward_extend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        layer: Any,
+        forward_batch: Any,
+        save_kv_cache: bool = True,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        return self.delegate.forward_extend(q, k, v, layer, forward_batch, save_kv_cache, **kwargs)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(message)
+
+
+def _static_plan_buffers() -> type | None:
+    if not CUDA_GRAPHS_ENABLED:
+        return None
+    try:
+        from .kernels import StaticPlanBuffers
+    except ImportError:
+        return None
+    return StaticPlanBuffers
