@@ -196,7 +196,7 @@ def layout_tree(
     gen = _rng(rng)
     interior = tree.has_children()
     if page_size > 1:
-        for i, (n, inner) in enumerate(zip(tree.lengths, interior)):
+        for i, (n, inner) in enumerate(zip(tree.lengths, interior, strict=False)):
             if inner and n % page_size:
                 raise ValueError(f"node {i} has children but {n} tokens, not a multiple of page_size {page_size}")
     pages_of = [-(-n // page_size) for n in tree.lengths]
@@ -209,7 +209,7 @@ def layout_tree(
     node_slots: list[np.ndarray] = []
     at = 0
     within = np.arange(page_size, dtype=np.int64)
-    for n, pages in zip(tree.lengths, pages_of):
+    for n, pages in zip(tree.lengths, pages_of, strict=False):
         mine = perm[at : at + pages]
         at += pages
         node_slots.append((mine[:, None] * page_size + within[None, :]).reshape(-1)[:n])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -77,7 +76,7 @@ def check_plan(plan: PackPlan, forest: PrefixForest, heads: HeadConfig, device: 
     # --- partials: each written once, merged once by its own request; single-partial requests write direct
     written = item_dst[item_dst >= 0]
     assert sorted(written.tolist()) == list(range(plan.num_partials)), "partial slots not a dense unique range"
-    writer = {int(d): int(r) for d, r in zip(item_dst, item_req) if d >= 0}
+    writer = {int(d): int(r) for d, r in zip(item_dst, item_req, strict=False) if d >= 0}
     indptr = plan.merge_indptr.numpy()
     partials = plan.merge_partials.numpy()
     assert indptr.shape[0] == forest.num_requests + 1 and indptr[0] == 0 and indptr[-1] == partials.shape[0]
@@ -112,7 +111,7 @@ def check_plan(plan: PackPlan, forest: PrefixForest, heads: HeadConfig, device: 
         last_of_pack[p.nodes[-1]] = p
         assert p.num_tokens == sum(nodes[n].num_tokens for n in p.nodes)
         # the pack's nodes form a chain from an ancestor down to its last node
-        for up, down in zip(p.nodes, p.nodes[1:]):
+        for up, down in zip(p.nodes, p.nodes[1:], strict=False):
             assert nodes[down].parent == up
     inherited: dict[int, list[int]] = {}
     for i, n in enumerate(nodes):

@@ -29,7 +29,8 @@ def _check(
 ) -> None:
     batch = layout_tree(tree, page_size=page_size, rng=seed, num_slots=None)
     heads = HeadConfig(num_kv_heads * group, num_kv_heads, head_dim, torch.float64)
-    q, k, v = make_qkv(batch.batch, heads.num_q_heads, num_kv_heads, head_dim, batch.num_slots, torch.float64, seed=seed)
+    hq = heads.num_q_heads
+    q, k, v = make_qkv(batch.batch, hq, num_kv_heads, head_dim, batch.num_slots, torch.float64, seed=seed)
     forest = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
     plan = plan_forest(forest, heads, DeviceSpec(sm_count=sm_count))
     scale = 1.0 / math.sqrt(head_dim)

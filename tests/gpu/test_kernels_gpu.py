@@ -1,0 +1,134 @@
+"""PAT CUDA kernels vs plain per-request attention in float64 (run on the GPU machine: ``pytest -m gpu tests/gpu``).
+
+Every check draws fresh random inputs, poisons ``out`` with NaN, and requires every element written and
+``||out - ref|| / ||ref|| < 2e-2`` against ``naive_decode`` in float64 on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import pat_sglang
+from pat_sglang.config import DeviceSpec, HeadConfig
+from pat_sglang.reference import naive_decode
+from pat_sglang.workloads import DecodeBatch, Tree, layout_tree, make_qkv, random_tree, tree_batch
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+DTYPES = [torch.bfloat16, torch.float16]
+TOL = 2e-2
+_seed = [1000]
+
+
+def _next_seed() -> int:
+    _seed[0] += 1
+    return _seed[0]
+
+
+def check_batch(batch: DecodeBatch, num_q_heads: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype) -> None:
+    seed = _next_seed()
+    q, k, v = make_qkv(batch.batch, num_q_heads, num_kv_heads, head_dim, batch.num_slots, dtype, "cuda", seed=seed)
+    heads = HeadConfig(num_q_heads, num_kv_heads, head_dim, dtype)
+    plan = pat_sglang.plan(batch.kv_indptr, batch.kv_indices, heads, DeviceSpec.from_torch(q.device))
+    out = torch.full_like(q, float("nan"))
+    res = pat_sglang.run(plan.to("cuda"), q, k, v, out=out)
+    torch.cuda.synchronize()
+    assert res.data_ptr() == out.data_ptr()
+    got = out.double().cpu()
+    assert not torch.isnan(got).any(), f"{int(torch.isnan(got).sum())} output elements not written"
+    scale = 1.0 / math.sqrt(head_dim)
+    ref = naive_decode(q.cpu(), k.cpu(), v.cpu(), batch.kv_indptr, batch.kv_indices, scale)
+    err = float((got - ref).norm() / ref.norm())
+    assert err < TOL, f"relative error {err:.3e}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("heads", [(8, 8), (16, 8), (32, 8), (64, 8), (32, 32)])
+@pytest.mark.parametrize("page_size", [1, 16])
+def test_random_forests(dtype: torch.dtype, head_dim: int, heads: tuple[int, int], page_size: int) -> None:
+    rng = np.random.default_rng(_next_seed())
+    for _ in range(2):
+        tree = random_tree(
+            rng, max_depth=6, max_requests=64, max_len=1024, page_size=page_size, max_request_tokens=20_000,
+            p_inner_request=0.2, p_duplicate=0.1,
+        )
+        check_batch(layout_tree(tree, page_size, rng), heads[0], heads[1], head_dim, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("group", [1, 2, 4, 8])
+@pytest.mark.parametrize("page_size", [1, 16])
+def test_asymmetric_tree(dtype: torch.dtype, group: int, page_size: int) -> None:
+    parents = [-1, 0, 1, 2, 2, 3, 3, 3, 4, 0, 9, 9, 9, 1, -1]
+    lengths = [2048, 512, 256, 128, 96, 5, 17, 33, 80, 320, 3, 600, 1, 7, 3000]
+    request_nodes = [5, 6, 7, 8, 8, 4, 10, 11, 12, 1, 13, 14] + [7] * 20 + [11] * 3
+    tree = Tree(parents, lengths, request_nodes)
+    check_batch(layout_tree(tree, page_size, _next_seed()), 4 * group, 4, 128, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("levels", [[(1, 32768), (4, 64)], [(1, 65536), (2, 16)], [(1, 8192), (1, 1)]])
+def test_long_prefix_small_batch(dtype: torch.dtype, levels: list[tuple[int, int]]) -> None:
+    """One pack split across many CTAs."""
+    check_batch(tree_batch(levels, rng=_next_seed()), 32, 8, 128, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("page_size", [1, 16])
+def test_no_sharing(dtype: torch.dtype, page_size: int) -> None:
+    check_batch(tree_batch([(48, 700)], page_size, _next_seed()), 32, 8, 128, dtype)
+    rng = np.random.default_rng(_next_seed())
+    ragged = Tree([-1] * 40, [int(x) for x in rng.integers(1, 3000, 40)], list(range(40)))
+    check_batch(layout_tree(ragged, page_size, rng), 32, 8, 128, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+def test_batch_one(dtype: torch.dtype, head_dim: int) -> None:
+    check_batch(tree_batch([(1, 777)], rng=_next_seed()), 32, 8, head_dim, dtype)
+    check_batch(tree_batch([(1, 1)], rng=_next_seed()), 32, 8, head_dim, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_1024_short_kv(dtype: torch.dtype) -> None:
+    check_batch(tree_batch([(1024, 24)], rng=_next_seed()), 32, 8, 128, dtype)
+    check_batch(tree_batch([(8, 64), (1024, 9)], rng=_next_seed()), 32, 8, 128, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kv_128k_one_request(dtype: torch.dtype) -> None:
+    check_batch(tree_batch([(1, 128 * 1024)], rng=_next_seed()), 32, 8, 128, dtype)
+    check_batch(tree_batch([(1, 128 * 1024 - 64), (2, 32)], page_size=16, rng=_next_seed()), 32, 8, 128, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_standard_workloads_small_heads(dtype: torch.dtype) -> None:
+    for levels in ([(1, 4096), (64, 256)], [(1, 2048), (8, 1024), (128, 512)], [(1, 1024), (2, 512), (4, 512),
+                                                                                 (8, 256), (32, 128), (128, 64)]):
+        check_batch(tree_batch(levels, rng=_next_seed()), 8, 2, 128, dtype)
+
+
+def test_unsupported_head_dim_raises() -> None:
+    batch = tree_batch([(1, 64), (2, 8)], rng=0)
+    q, k, v = make_qkv(batch.batch, 8, 2, 96, batch.num_slots, torch.bfloat16, "cuda")
+    heads = HeadConfig(8, 2, 96, torch.bfloat16)
+    plan = pat_sglang.plan(batch.kv_indptr, batch.kv_indices, heads).to("cuda")
+    with pytest.raises(ValueError, match="head_dim"):
+        pat_sglang.run(plan, q, k, v)
+
+
+def test_float32_on_cuda_raises() -> None:
+    batch = tree_batch([(1, 64), (2, 8)], rng=0)
+    q, k, v = make_qkv(batch.batch, 8, 2, 128, batch.num_slots, torch.float32, "cuda")
+    heads = HeadConfig(8, 2, 128, torch.float32)
+    plan = pat_sglang.plan(batch.kv_indptr, batch.kv_indices, heads).to("cuda")
+    with pytest.raises(ValueError, match="dtype"):
+        pat_sglang.run(plan, q, k, v)
