@@ -77,3 +77,22 @@ def test_patch_wraps_classmethod_and_restores() -> None:
 def test_entry_point_declared() -> None:
     eps = {ep.name: ep.value for ep in entry_points(group="sglang.srt.plugins")}
     assert eps.get("pat") == "pat_sglang.plugin:register"
+
+
+def test_init_new_wrapper_publishes_decode_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+    from sglang_harness import RadixHarness, shared_prompts
+
+    from patches.publish import wrap_forward_batch_init_new
+
+    h = RadixHarness()
+    for prompt in shared_prompts(np.random.default_rng(0))[:4]:
+        h.add_request(prompt)
+    monkeypatch.setattr(patches.CHAIN_TABLE, "enabled", True)
+    monkeypatch.setattr(patches.CHAIN_TABLE, "entries", {})
+    wrapped = wrap_forward_batch_init_new(lambda cls, batch, runner, **kw: ("forward-batch", kw))
+    assert wrapped(ForwardBatch, h.schedule_batch(), None, return_hidden_states_before_norm=False) == (
+        "forward-batch",
+        {"return_hidden_states_before_norm": False},
+    )
+    assert set(patches.CHAIN_TABLE.entries) == {r.req_pool_idx for r in h.reqs}

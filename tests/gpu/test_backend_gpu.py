@@ -1,0 +1,207 @@
+"""PATAttnBackend.forward_decode vs SGLang's own TritonAttnBackend on the same GPU pools and batch (bf16),
+eager and through a captured CUDA graph (StaticPlanBuffers) replayed on a second batch."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+HQ, HKV, D = 32, 8, 128
+CONTEXT = 4096
+MAX_REQS = 64
+NUM_SLOTS = 1 << 16
+
+
+@pytest.fixture()
+def env(monkeypatch: pytest.MonkeyPatch):
+    """A model runner stand-in with real SGLang GPU pools; TritonAttnBackend built without a process group."""
+    from sglang.srt.configs.model_config import AttentionArch
+    from sglang.srt.layers.attention import triton_backend
+    from sglang.srt.layers.radix_attention import RadixAttention
+    from sglang.srt.mem_cache.allocator.token import TokenToKVPoolAllocator
+    from sglang.srt.mem_cache.memory_pool import MHATokenToKVPool, ReqToTokenPool
+    from sglang.srt.runtime_context import get_context
+
+    # Single GPU, no TP group: what TritonAttnBackend asks of the parallel state and model architecture.
+    monkeypatch.setattr(
+        triton_backend, "get_parallel", lambda: SimpleNamespace(attn_tp_size=1, attn_dcp_size=1, attn_dcp_rank=0)
+    )
+    for name in ("hybrid_gdn_config", "kimi_linear_config", "linear_attn_model_spec"):
+        monkeypatch.setattr(triton_backend, name, lambda *a, **k: None)
+    override = get_context().override_server_args()
+    server_args = override.install()
+    layers = [RadixAttention(HQ, D, D**-0.5, HKV, layer_id=i) for i in range(2)]
+    pool = MHATokenToKVPool(
+        size=NUM_SLOTS, page_size=1, dtype=torch.bfloat16, head_num=HKV, head_dim=D, layer_num=2,
+        device="cuda", enable_memory_saver=False,
+    )
+    for buf in (*pool.k_buffer, *pool.v_buffer):
+        buf.normal_()
+    runner = SimpleNamespace(
+        device="cuda",
+        gpu_id=torch.cuda.current_device(),
+        server_args=server_args,
+        model_config=SimpleNamespace(
+            attention_arch=AttentionArch.MHA,
+            context_len=CONTEXT,
+            get_max_num_attention_heads=lambda: HQ,
+            get_num_kv_heads=lambda tp: HKV // tp,
+            v_head_dim=D,
+            swa_v_head_dim=None,
+            is_encoder_decoder=False,
+        ),
+        req_to_token_pool=ReqToTokenPool(MAX_REQS, CONTEXT, device="cuda", enable_memory_saver=False),
+        token_to_kv_pool=pool,
+        token_to_kv_pool_allocator=TokenToKVPoolAllocator(
+            NUM_SLOTS, dtype=torch.bfloat16, device="cuda", kvcache=pool, need_sort=False
+        ),
+        model=torch.nn.ModuleList(layers),
+        use_mla_backend=False,
+        sliding_window_size=None,
+        is_draft_worker=False,
+        page_size=1,
+        kv_cache_dtype=torch.bfloat16,
+        dtype=torch.bfloat16,
+    )
+    yield runner
+    override.restore()
+
+
+def make_batch(runner, rng: np.random.Generator, bs: int):
+    """Rows with a shared system prompt, two templates and private tails; the step's token slot last."""
+    from sglang.srt.model_executor.forward_batch_info import ForwardBatch, ForwardMode
+
+    r2t = runner.req_to_token_pool.req_to_token
+    free = iter(rng.permutation(np.arange(1, NUM_SLOTS)).tolist())
+    system = [next(free) for _ in range(700)]
+    templates = [[next(free) for _ in range(int(rng.integers(50, 400)))] for _ in range(2)]
+    rows, lens = [], []
+    for r in range(bs):
+        tail = [next(free) for _ in range(int(rng.integers(1, 300)))]
+        slots = system + templates[r % 2] + tail
+        row = r + 1
+        r2t[row, : len(slots)] = torch.tensor(slots, dtype=torch.int32, device="cuda")
+        rows.append(row)
+        lens.append(len(slots))
+    rows_t = torch.tensor(rows, dtype=torch.int64, device="cuda")
+    lens_t = torch.tensor(lens, dtype=torch.int64)
+    return ForwardBatch(
+        forward_mode=ForwardMode.DECODE,
+        batch_size=bs,
+        input_ids=torch.zeros(bs, dtype=torch.int64, device="cuda"),
+        req_pool_indices=rows_t,
+        seq_lens=lens_t.cuda(),
+        out_cache_loc=r2t[rows_t, lens_t.cuda() - 1].to(torch.int64),
+        seq_lens_sum=int(lens_t.sum()),
+        seq_lens_cpu=lens_t,
+    )
+
+
+def qkv(bs: int, seed: int):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    q = torch.randn(bs, HQ * D, generator=g, device="cuda").bfloat16()
+    k = torch.randn(bs, HKV, D, generator=g, device="cuda").bfloat16()
+    v = torch.randn(bs, HKV, D, generator=g, device="cuda").bfloat16()
+    return q, k, v
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def triton_reference(runner, fb, layer, q, k, v) -> torch.Tensor:
+    from sglang.srt.layers.attention.triton_backend import TritonAttnBackend
+
+    tb = TritonAttnBackend(runner)
+    tb.init_forward_metadata(fb)
+    return tb.forward_decode(q, k, v, layer, fb)
+
+
+def test_forward_decode_matches_triton(env) -> None:
+    from pat_sglang.backend import PATAttnBackend
+    from patches.chain_table import ChainTable
+
+    fb = make_batch(env, np.random.default_rng(0), bs=24)
+    layer = env.model[1]
+    q, k, v = qkv(fb.batch_size, 1)
+    want = triton_reference(env, fb, layer, q, k, v)
+    be = PATAttnBackend(env, delegate=object(), chain_table=ChainTable())  # type: ignore[arg-type]
+    be.init_forward_metadata(fb)
+    assert be.forward_metadata is not None and be.forward_metadata.plan.stats.kv_bytes_planned < (
+        be.forward_metadata.plan.stats.kv_bytes_per_request
+    )
+    got = be.forward_decode(q, k, v, layer, fb)
+    assert got.shape == want.shape and torch.isfinite(got).all()
+    assert rel_err(got, want) < 2e-2
+
+
+def test_forward_decode_in_cuda_graph_matches_triton(env) -> None:
+    kernels = pytest.importorskip("pat_sglang.kernels")
+    if not hasattr(kernels, "StaticPlanBuffers"):
+        pytest.skip("pat_sglang.kernels has no StaticPlanBuffers")
+    from types import SimpleNamespace as View
+
+    from pat_sglang.backend import PATAttnBackend
+    from patches.chain_table import ChainTable
+
+    max_bs = 32
+    be = PATAttnBackend(env, delegate=object(), chain_table=ChainTable())  # type: ignore[arg-type]
+    be.init_cuda_graph_state(max_bs, max_bs)
+    fill = be.get_cuda_graph_seq_len_fill_value()
+    layer = env.model[0]
+    # Static like SGLang's graph buffers: the captured K/V store reads this step's slots from here.
+    loc_s = torch.zeros(max_bs, dtype=torch.int64, device="cuda")
+
+    def view(fb):
+        pad = max_bs - fb.batch_size
+        z = torch.zeros(pad, dtype=torch.int64)
+        loc_s.zero_()
+        loc_s[: fb.batch_size].copy_(fb.out_cache_loc)
+        return View(
+            forward_mode=fb.forward_mode,
+            batch_size=max_bs,
+            req_pool_indices=torch.cat([fb.req_pool_indices, z.cuda()]),
+            seq_lens=torch.cat([fb.seq_lens, (z + fill).cuda()]),
+            seq_lens_cpu=torch.cat([fb.seq_lens_cpu, z + fill]),
+            out_cache_loc=loc_s,
+        )
+
+    fb1 = make_batch(env, np.random.default_rng(1), bs=20)
+    q_s, k_s, v_s = (torch.zeros((max_bs, *t.shape[1:]), dtype=t.dtype, device="cuda") for t in qkv(1, 0))
+    v1 = view(fb1)
+    be.init_forward_metadata_out_graph(v1, in_capture=True)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        be.init_forward_metadata_in_graph(v1)
+        be.forward_decode(q_s, k_s, v_s, layer, v1)  # warm-up (compiles and loads the kernels)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        be.init_forward_metadata_in_graph(v1)
+        out_s = be.forward_decode(q_s, k_s, v_s, layer, v1)
+
+    for seed, bs in ((2, 20), (3, 29), (4, 7)):  # replay: new batches, new plans, same graph
+        fb = make_batch(env, np.random.default_rng(seed), bs=bs)
+        q, k, v = qkv(bs, seed)
+        want = triton_reference(env, fb, layer, q, k, v)  # also stores this step's K/V
+        vb = view(fb)
+        be.init_forward_metadata_out_graph(vb)
+        q_s.zero_()
+        q_s[:bs].copy_(q)
+        k_s.zero_()
+        v_s.zero_()
+        k_s[:bs].copy_(k)
+        v_s[:bs].copy_(v)
+        graph.replay()
+        got = out_s[:bs]
+        assert torch.isfinite(got).all()
+        assert rel_err(got, want) < 2e-2
