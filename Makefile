@@ -32,3 +32,4 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV)
+-include mk/serving.mk

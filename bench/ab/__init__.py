@@ -1,0 +1,1 @@
+"""Helpers of bench/ab_serving.py: workloads, server launcher, client/metrics, report."""

@@ -1,0 +1,230 @@
+"""A token-id client for SGLang's ``/generate`` (127.0.0.1 only) and the metrics of one run.
+
+Requests are streamed so that each one yields TTFT (time to the first generated token) and TPOT (mean time per
+further output token). A closed loop keeps ``concurrency`` requests in flight; a deadline bounds the whole run (a
+request not yet sent when it passes is skipped and counted). Server step times come from its "Decode batch" log
+lines (``#running-req / gen throughput``).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import re
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from .workload import Request
+
+LOCALHOST = "127.0.0.1"
+
+
+@dataclass
+class Result:
+    """Outcome of one request."""
+
+    ok: bool
+    prompt_len: int
+    output_len: int = 0
+    ttft_s: float = math.nan
+    latency_s: float = math.nan
+    error: str = ""
+    output_ids: list[int] = field(default_factory=list)
+
+    @property
+    def tpot_s(self) -> float:
+        if not self.ok or self.output_len < 2:
+            return math.nan
+        return (self.latency_s - self.ttft_s) / (self.output_len - 1)
+
+
+def _payload(req: Request, stream: bool, temperature: float = 0.0) -> dict:
+    return {
+        "input_ids": list(req.input_ids),
+        "sampling_params": {"max_new_tokens": req.max_new_tokens, "temperature": temperature, "ignore_eos": True},
+        "stream": stream,
+    }
+
+
+def _conn(port: int, timeout: float) -> http.client.HTTPConnection:
+    return http.client.HTTPConnection(LOCALHOST, port, timeout=timeout)
+
+
+def generate_stream(port: int, req: Request, timeout_s: float = 300.0) -> Result:
+    """One streamed request; TTFT at the first chunk that reports a generated token."""
+    res = Result(ok=False, prompt_len=len(req.input_ids))
+    t0 = time.perf_counter()
+    conn = _conn(port, timeout_s)
+    try:
+        body = json.dumps(_payload(req, stream=True))
+        conn.request("POST", "/generate", body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        if resp.status != 200:
+            res.error = f"HTTP {resp.status}: {resp.read(500)!r}"
+            return res
+        n_out = 0
+        for _ in range(req.max_new_tokens + 1_000):  # bounded: one chunk a token plus slack
+            line = resp.readline()
+            if not line:
+                break
+            line = line.strip()
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                break
+            chunk = json.loads(data)
+            if "error" in chunk:
+                res.error = str(chunk["error"])[:300]
+                return res
+            meta = chunk.get("meta_info", {})
+            n = int(meta.get("completion_tokens", n_out))
+            if n > n_out:
+                if n_out == 0:
+                    res.ttft_s = time.perf_counter() - t0
+                n_out = n
+            if time.perf_counter() - t0 > timeout_s:
+                res.error = "timeout while streaming"
+                return res
+        res.latency_s = time.perf_counter() - t0
+        res.output_len = n_out
+        res.ok = n_out > 0
+        if not res.ok:
+            res.error = "no tokens"
+    except (OSError, http.client.HTTPException, json.JSONDecodeError, ValueError) as err:
+        res.error = f"{type(err).__name__}: {err}"[:300]
+    finally:
+        conn.close()
+    return res
+
+
+def generate_batch(port: int, reqs: Sequence[Request], timeout_s: float = 300.0) -> list[list[int]]:
+    """One non-streamed batched ``/generate`` call (greedy); the output token ids of each request."""
+    max_new = max(r.max_new_tokens for r in reqs)
+    body = json.dumps({
+        "input_ids": [list(r.input_ids) for r in reqs],
+        "sampling_params": {"max_new_tokens": max_new, "temperature": 0.0, "ignore_eos": True},
+    })
+    conn = _conn(port, timeout_s)
+    try:
+        conn.request("POST", "/generate", body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        raw = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"HTTP {resp.status}: {raw[:500]!r}")
+    finally:
+        conn.close()
+    out = json.loads(raw)
+    if isinstance(out, dict):
+        out = [out]
+    return [list(o.get("output_ids", [])) for o in out]
+
+
+def run_closed_loop(
+    port: int, reqs: Sequence[Request], concurrency: int, deadline_s: float, timeout_s: float = 300.0
+) -> tuple[list[Result], float]:
+    """Send ``reqs`` keeping ``concurrency`` in flight; returns (results in request order, wall seconds).
+
+    Requests not started before ``deadline_s`` (from the start) are returned as failed with error "skipped".
+    """
+    t0 = time.perf_counter()
+    lock = threading.Lock()
+    results: list[Result | None] = [None] * len(reqs)
+
+    def one(i: int) -> None:
+        if time.perf_counter() - t0 > deadline_s:
+            res = Result(ok=False, prompt_len=len(reqs[i].input_ids), error="skipped")
+        else:
+            left = max(1.0, deadline_s - (time.perf_counter() - t0))
+            res = generate_stream(port, reqs[i], timeout_s=min(timeout_s, left))
+        with lock:
+            results[i] = res
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        list(pool.map(one, range(len(reqs))))
+    wall = time.perf_counter() - t0
+    return [r if r is not None else Result(ok=False, prompt_len=0, error="lost") for r in results], wall
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (``q`` in 0..100) of the finite values; NaN if none."""
+    xs = sorted(v for v in values if not math.isnan(v))
+    if not xs:
+        return math.nan
+    pos = (len(xs) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def mean(values: Sequence[float]) -> float:
+    xs = [v for v in values if not math.isnan(v)]
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+DECODE_RE = re.compile(r"Decode batch(?: \[\d+\])?, #running-req: (\d+),.*?gen throughput \(token/s\): ([0-9.]+)")
+
+
+def decode_steps(log_text: str) -> list[tuple[int, float]]:
+    """(running requests, step ms) for each "Decode batch" log line (step = running / gen throughput)."""
+    out = []
+    for m in DECODE_RE.finditer(log_text):
+        running, tput = int(m.group(1)), float(m.group(2))
+        if tput > 0:
+            out.append((running, 1000.0 * running / tput))
+    return out
+
+
+def summarize(results: Sequence[Result], wall_s: float, steps: Sequence[tuple[int, float]]) -> dict[str, float]:
+    """The metrics row of one (backend, workload) run."""
+    ok = [r for r in results if r.ok]
+    out_tokens = sum(r.output_len for r in ok)
+    full = max((n for n, _ in steps), default=0)
+    full_steps = [ms for n, ms in steps if n == full]
+    return {
+        "requests": float(len(results)),
+        "ok": float(len(ok)),
+        "wall_s": wall_s,
+        "input_tok": float(sum(r.prompt_len for r in ok)),
+        "output_tok": float(out_tokens),
+        "out_tok_per_s": out_tokens / wall_s if wall_s > 0 else math.nan,
+        "req_per_s": len(ok) / wall_s if wall_s > 0 else math.nan,
+        "ttft_mean_ms": 1000 * mean([r.ttft_s for r in ok]),
+        "ttft_p50_ms": 1000 * percentile([r.ttft_s for r in ok], 50),
+        "ttft_p99_ms": 1000 * percentile([r.ttft_s for r in ok], 99),
+        "tpot_mean_ms": 1000 * mean([r.tpot_s for r in ok]),
+        "tpot_p50_ms": 1000 * percentile([r.tpot_s for r in ok], 50),
+        "tpot_p99_ms": 1000 * percentile([r.tpot_s for r in ok], 99),
+        "step_full_bs": float(full),
+        "step_ms_p50_full": percentile(full_steps, 50),
+        "step_ms_p50_all": percentile([ms for _, ms in steps], 50),
+        "decode_log_lines": float(len(steps)),
+    }
+
+
+def agreement(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]]) -> tuple[float, float]:
+    """(% of positions with equal tokens, % of sequences fully equal) over the common length of each pair."""
+    same = total = seq_same = 0
+    for x, y in zip(a, b, strict=False):
+        n = min(len(x), len(y))
+        s = sum(1 for i in range(n) if x[i] == y[i])
+        same += s
+        total += max(len(x), len(y))
+        seq_same += int(s == n and len(x) == len(y))
+    pairs = min(len(a), len(b))
+    return (100.0 * same / total if total else math.nan, 100.0 * seq_same / pairs if pairs else math.nan)
+
+
+def prefix_agreement(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]]) -> float:
+    """Mean length (tokens) of the common leading run of each pair: greedy divergence point."""
+    runs = []
+    for x, y in zip(a, b, strict=False):
+        k = 0
+        while k < min(len(x), len(y)) and x[k] == y[k]:
+            k += 1
+        runs.append(float(k))
+    return mean(runs)

@@ -1,0 +1,199 @@
+"""Start and stop SGLang servers (and any child process) safely for the serving A/B.
+
+* ``server_command`` builds the ``python -m sglang.launch_server`` argument list for one backend.
+* ``ManagedProcess`` starts a command in its own process group (new session) with stdout+stderr to a log file and
+  kills the whole group on ``stop()`` (SIGTERM, bounded wait, then SIGKILL); it is a context manager and also
+  registers an ``atexit`` hook, so a server never outlives the harness.
+* ``wait_ready`` polls ``/health_generate`` (then ``/health``) on 127.0.0.1 with a bounded number of tries and time,
+  giving up early if the process died.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LOCALHOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """What distinguishes one server launch; everything else is the same across backends."""
+
+    model_path: str
+    attention_backend: str
+    port: int
+    cuda_graph: bool = True
+    cuda_graph_max_bs: int = 64
+    mem_fraction_static: float = 0.80
+    context_length: int | None = None
+    max_running_requests: int | None = None
+    decode_log_interval: int = 10
+    random_seed: int = 0
+    extra_args: tuple[str, ...] = ()
+    python: str = sys.executable
+
+
+def server_command(cfg: ServerConfig) -> list[str]:
+    """The ``launch_server`` argument list: dummy weights, no tokenizer, 127.0.0.1 only, no prefill CUDA graphs
+    (65 s start-up instead of 327 s); decode CUDA graphs on unless ``cfg.cuda_graph`` is false."""
+    cmd = [
+        cfg.python, "-m", "sglang.launch_server",
+        "--model-path", cfg.model_path,
+        "--load-format", "dummy",
+        "--skip-tokenizer-init",
+        "--host", LOCALHOST,
+        "--port", str(cfg.port),
+        "--attention-backend", cfg.attention_backend,
+        "--disable-prefill-cuda-graph",
+        "--mem-fraction-static", f"{cfg.mem_fraction_static:g}",
+        "--decode-log-interval", str(cfg.decode_log_interval),
+        "--random-seed", str(cfg.random_seed),
+        "--log-level", "info",
+    ]
+    if cfg.cuda_graph:
+        cmd += ["--cuda-graph-max-bs", str(cfg.cuda_graph_max_bs)]
+    else:
+        cmd += ["--disable-cuda-graph"]
+    if cfg.context_length is not None:
+        cmd += ["--context-length", str(cfg.context_length)]
+    if cfg.max_running_requests is not None:
+        cmd += ["--max-running-requests", str(cfg.max_running_requests)]
+    return cmd + list(cfg.extra_args)
+
+
+_LIVE: set[ManagedProcess] = set()
+
+
+def _stop_all() -> None:
+    for proc in list(_LIVE):
+        proc.stop()
+
+
+atexit.register(_stop_all)
+
+
+@dataclass(eq=False)
+class ManagedProcess:
+    """A child process in its own session, logged to ``log_path``, whose whole process group is killed on stop."""
+
+    cmd: Sequence[str]
+    log_path: Path
+    env: Mapping[str, str] | None = None
+    cwd: str | None = None
+    term_timeout_s: float = 20.0
+    popen: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    started_at: float = field(default=0.0, init=False)
+
+    def start(self) -> ManagedProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        env = dict(os.environ if self.env is None else self.env)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        self.started_at = time.monotonic()
+        self.popen = subprocess.Popen(
+            list(self.cmd), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=self.cwd,
+            start_new_session=True,
+        )
+        self._log = log
+        _LIVE.add(self)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def _group_alive(self) -> bool:
+        try:
+            os.killpg(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def stop(self) -> int | None:
+        """Terminate the process group (SIGTERM, then SIGKILL after ``term_timeout_s``); returns the exit code."""
+        if self.popen is None:
+            return None
+        pgid = self.pid  # start_new_session: the child leads its own group
+        for sig, wait_s in ((signal.SIGTERM, self.term_timeout_s), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline:
+                self.popen.poll()
+                if self.popen.returncode is not None and not self._group_alive():
+                    break
+                time.sleep(0.1)
+            else:
+                continue
+            break
+        try:
+            self.popen.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        _LIVE.discard(self)
+        if not self._log.closed:
+            self._log.close()
+        return self.popen.returncode
+
+    def __enter__(self) -> ManagedProcess:
+        return self.start() if self.popen is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def http_get(url: str, timeout: float) -> int:
+    """Status code of a GET (0 when the connection failed)."""
+    if not url.startswith(f"http://{LOCALHOST}:"):
+        raise ValueError(f"refusing non-local URL {url}")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except (urllib.error.URLError, OSError, TimeoutError):
+        return 0
+
+
+def wait_ready(proc: ManagedProcess, port: int, timeout_s: float, poll_s: float = 1.0) -> float:
+    """Seconds until the server answered ``/health_generate`` with 200; raises if it died or timed out."""
+    base = f"http://{LOCALHOST}:{port}"
+    t0 = time.monotonic()
+    tries = int(timeout_s / poll_s) + 1
+    for _ in range(tries):
+        if not proc.alive():
+            raise RuntimeError(f"server exited with code {proc.popen.returncode if proc.popen else None} "
+                               f"before it was ready; see {proc.log_path}")
+        if http_get(base + "/health_generate", timeout=min(30.0, timeout_s)) == 200:
+            return time.monotonic() - proc.started_at
+        if time.monotonic() - t0 > timeout_s:
+            break
+        time.sleep(poll_s)
+    raise TimeoutError(f"server not ready after {timeout_s:.0f} s; see {proc.log_path}")
+
+
+def tail(path: Path, n: int = 30) -> str:
+    """Last ``n`` lines of a log file (empty string if missing)."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(lines[-n:])

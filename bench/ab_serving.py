@@ -1,0 +1,275 @@
+"""Serving A/B: the same token-id workloads against SGLang servers with different attention backends.
+
+For each backend (default: flashinfer, pat, triton) the harness starts ``python -m sglang.launch_server`` on
+127.0.0.1 with a local dummy-weight model (``configs/models/``), waits until it answers, then
+
+1. sends a shared-prefix batch greedily (non-streamed) and keeps its output tokens (correctness: agreement with the
+   first backend that started, reported in %);
+2. drives each workload (``shared``: G groups x P prompts with a common system prompt; ``mooncake``: the first N
+   requests of the Mooncake conversation trace) with the same seed and concurrency, streaming each request for
+   TTFT/TPOT, and reads the server's "Decode batch" step times from its log;
+3. stops the server (its whole process group), whatever happened.
+
+Results: ``results.csv``, ``results.md``, ``ab.png``, ``run.json`` and the server logs under ``--out``
+(default ``docs/perf/ab/<date>/``). All traffic goes to 127.0.0.1; every wait is bounded, and ``--budget-s`` bounds the
+whole run (backends that no longer fit are reported as skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from ab import client, report  # noqa: E402
+from ab.server import ManagedProcess, ServerConfig, server_command, tail, wait_ready  # noqa: E402
+from ab.workload import Workload, mooncake, shared_prefix, shared_token_fraction  # noqa: E402
+
+TRACE_CANDIDATES = (
+    Path("/work/shared/traces/mooncake_conversation_trace.jsonl"),
+    REPO / ".wheelhouse/extra/mooncake_head.jsonl",
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=str(REPO / "configs/models/llama3-8b-4l"))
+    ap.add_argument("--backends", default="flashinfer,pat,triton", help="comma-separated; the first is the reference")
+    ap.add_argument("--workloads", default="shared,mooncake")
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--port", type=int, default=31000, help="first port tried (127.0.0.1)")
+    ap.add_argument("--budget-s", type=float, default=510.0, help="wall-clock bound of the whole run")
+    ap.add_argument("--startup-timeout-s", type=float, default=240.0)
+    ap.add_argument("--request-timeout-s", type=float, default=120.0)
+    ap.add_argument("--workload-timeout-s", type=float, default=90.0, help="bound per workload run")
+    ap.add_argument("--disable-cuda-graph", action="store_true")
+    ap.add_argument("--cuda-graph-max-bs", type=int, default=64)
+    ap.add_argument("--mem-fraction-static", type=float, default=0.80)
+    ap.add_argument("--context-length", type=int, default=None)
+    ap.add_argument("--server-args", default="", help="extra launch_server arguments (one string, split on spaces)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--concurrency", type=int, default=64)
+    # shared-prefix workload
+    ap.add_argument("--groups", type=int, default=4)
+    ap.add_argument("--prompts-per-group", type=int, default=16)
+    ap.add_argument("--system-len", type=int, default=4096)
+    ap.add_argument("--question-len", type=int, default=256)
+    ap.add_argument("--output-len", type=int, default=128)
+    # Mooncake replay
+    ap.add_argument("--trace", type=Path, default=None)
+    ap.add_argument("--trace-n", type=int, default=64)
+    ap.add_argument("--trace-max-input", type=int, default=7936, help="prompt cap (the model's context is 8192)")
+    ap.add_argument("--trace-output-len", type=int, default=128, help="fixed output length for the replay")
+    # greedy agreement
+    ap.add_argument("--check-groups", type=int, default=2)
+    ap.add_argument("--check-prompts", type=int, default=8)
+    ap.add_argument("--check-system-len", type=int, default=1024)
+    ap.add_argument("--check-tokens", type=int, default=32)
+    ap.add_argument("--no-check", action="store_true")
+    return ap.parse_args(argv)
+
+
+def free_port(start: int, tries: int = 50) -> int:
+    """First port >= ``start`` that 127.0.0.1 can bind (and the next 5 too; SGLang uses neighbours)."""
+    for port in range(start, start + tries * 10, 10):
+        ok = True
+        for p in range(port, port + 6):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return port
+    raise RuntimeError("no free port")
+
+
+def build_workloads(args: argparse.Namespace) -> list[Workload]:
+    names = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    out: list[Workload] = []
+    for name in names:
+        if name == "shared":
+            out.append(shared_prefix(args.groups, args.prompts_per_group, args.system_len, args.question_len,
+                                     args.output_len, seed=args.seed))
+        elif name == "mooncake":
+            trace = args.trace or next((p for p in TRACE_CANDIDATES if p.exists()), None)
+            if trace is None:
+                print("ab: no Mooncake trace found; skipping that workload", flush=True)
+                continue
+            out.append(mooncake(trace, args.trace_n, max_input_len=args.trace_max_input,
+                                output_len=args.trace_output_len))
+        else:
+            raise SystemExit(f"unknown workload {name}")
+    return out
+
+
+def gpu_name() -> str:
+    try:
+        res = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        return res.stdout.strip().splitlines()[0] if res.returncode == 0 and res.stdout.strip() else "unknown"
+    except (OSError, subprocess.TimeoutExpired, IndexError):
+        return "unknown"
+
+
+def log_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def read_from(path: Path, offset: int) -> str:
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        return fh.read().decode("utf-8", errors="replace")
+
+
+def run_backend(backend: str, args: argparse.Namespace, workloads: list[Workload], check: Workload | None,
+                out: Path, deadline: float) -> tuple[list[dict], list[list[int]] | None, dict]:
+    """Start one server, run everything against it, stop it. Returns (rows, greedy outputs, info)."""
+    port = free_port(args.port)
+    cfg = ServerConfig(
+        model_path=args.model, attention_backend=backend, port=port, cuda_graph=not args.disable_cuda_graph,
+        cuda_graph_max_bs=args.cuda_graph_max_bs, mem_fraction_static=args.mem_fraction_static,
+        context_length=args.context_length, random_seed=args.seed,
+        extra_args=tuple(args.server_args.split()) if args.server_args else (),
+    )
+    cmd = server_command(cfg)
+    log = out / f"server-{backend}.log"
+    if log.exists():
+        log.unlink()
+    info: dict = {"backend": backend, "cmd": cmd, "status": "ok"}
+    rows: list[dict] = []
+    greedy: list[list[int]] | None = None
+    print(f"ab: [{backend}] starting: {' '.join(cmd)}", flush=True)
+    proc = ManagedProcess(cmd, log)
+    try:
+        proc.start()
+        left = deadline - time.monotonic()
+        try:
+            startup = wait_ready(proc, port, timeout_s=max(10.0, min(args.startup_timeout_s, left - 20)))
+        except (RuntimeError, TimeoutError) as err:
+            info["status"] = f"start failed: {err}"
+            print(f"ab: [{backend}] START FAILED: {err}\n--- log tail ---\n{tail(log, 40)}\n---", flush=True)
+            return [{"backend": backend, "workload": w.name, "status": "start failed"} for w in workloads], None, info
+        info["startup_s"] = startup
+        print(f"ab: [{backend}] ready in {startup:.1f} s", flush=True)
+        if check is not None and time.monotonic() < deadline - 15:
+            try:
+                for w in check.warmup:
+                    client.generate_batch(port, [w], timeout_s=args.request_timeout_s)
+                greedy = client.generate_batch(port, check.requests, timeout_s=args.request_timeout_s)
+            except (OSError, RuntimeError, ValueError) as err:
+                info["check_error"] = str(err)[:300]
+                print(f"ab: [{backend}] greedy check failed: {err}", flush=True)
+        for w in workloads:
+            left = deadline - time.monotonic()
+            if left < 15:
+                rows.append({"backend": backend, "workload": w.name, "status": "skipped (budget)",
+                             "startup_s": startup})
+                continue
+            for r in w.warmup:
+                client.run_closed_loop(port, [r], 1, deadline_s=min(30.0, left), timeout_s=args.request_timeout_s)
+            offset = log_size(log)
+            results, wall = client.run_closed_loop(
+                port, w.requests, args.concurrency, deadline_s=min(args.workload_timeout_s, left - 10),
+                timeout_s=args.request_timeout_s)
+            time.sleep(0.5)  # let the last log lines land
+            steps = client.decode_steps(read_from(log, offset))
+            row: dict = {"backend": backend, "workload": w.name, "startup_s": startup}
+            row.update(client.summarize(results, wall, steps))
+            errors = [r.error for r in results if not r.ok]
+            row["status"] = "ok" if not errors else f"{len(errors)} failed: {errors[0][:80]}"
+            rows.append(row)
+            print(f"ab: [{backend}] {w.name}: {int(row['ok'])}/{len(results)} ok, {wall:.1f} s, "
+                  f"TPOT {row['tpot_mean_ms']:.2f} ms, step@{int(row['step_full_bs'])} "
+                  f"{row['step_ms_p50_full']:.2f} ms", flush=True)
+    finally:
+        code = proc.stop()
+        info["exit_code"] = code
+        print(f"ab: [{backend}] server stopped (exit {code})", flush=True)
+    return rows, greedy, info
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run finally blocks, stop servers
+    t_start = time.monotonic()
+    deadline = t_start + args.budget_s
+    date = dt.date.today().isoformat()
+    out: Path = args.out or REPO / "docs/perf/ab" / date
+    out.mkdir(parents=True, exist_ok=True)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    workloads = build_workloads(args)
+    check = None
+    if not args.no_check:
+        check = shared_prefix(args.check_groups, args.check_prompts, args.check_system_len, 16, args.check_tokens,
+                              seed=args.seed + 1)
+    for w in workloads:
+        print(f"ab: workload {w.name}: {len(w.requests)} requests, {w.input_tokens} prompt tokens, "
+              f"block-level sharing {100 * shared_token_fraction(w.requests):.0f}%", flush=True)
+
+    all_rows: list[dict] = []
+    infos: list[dict] = []
+    outputs: dict[str, list[list[int]]] = {}
+    for backend in backends:
+        if deadline - time.monotonic() < 60:
+            print(f"ab: [{backend}] skipped: budget spent", flush=True)
+            all_rows += [{"backend": backend, "workload": w.name, "status": "skipped (budget)"} for w in workloads]
+            infos.append({"backend": backend, "status": "skipped (budget)"})
+            continue
+        rows, greedy, info = run_backend(backend, args, workloads, check, out, deadline)
+        all_rows += rows
+        infos.append(info)
+        if greedy is not None:
+            outputs[backend] = greedy
+
+    correctness: list[dict] = []
+    ref = next((b for b in backends if b in outputs), None)
+    if ref is not None:
+        for b in backends:
+            if b == ref or b not in outputs:
+                continue
+            tok, seq = client.agreement(outputs[b], outputs[ref])
+            correctness.append({"backend": b, "reference": ref, "token_agree_pct": tok, "seq_agree_pct": seq,
+                                "mean_common_prefix": client.prefix_agreement(outputs[b], outputs[ref]),
+                                "new_tokens": args.check_tokens, "sequences": len(outputs[b])})
+
+    gpu = gpu_name()
+    cg = "off" if args.disable_cuda_graph else f"decode on (max bs {args.cuda_graph_max_bs})"
+    preamble = [
+        f"- date: {date}; GPU: {gpu}; model: `{os.path.relpath(args.model, REPO)}` (dummy weights, no tokenizer)",
+        f"- CUDA graphs: {cg}; prefill CUDA graphs off; concurrency {args.concurrency}; seed {args.seed}",
+        *[f"- workload `{w.name}`: {json.dumps(w.params)}" for w in workloads],
+        "- step ms @full bs: median of `#running-req / gen throughput` over the server's 'Decode batch' lines "
+        "with the largest running batch seen",
+        f"- command: `{' '.join([sys.executable, *sys.argv])}`",
+    ]
+    report.write_csv(all_rows, out / "results.csv")
+    text = report.write_markdown(all_rows, out / "results.md", f"Serving A/B {date}", preamble, correctness)
+    plotted = report.plot([r for r in all_rows if "ok" in r], out / "ab.png") if any("ok" in r for r in all_rows) \
+        else False
+    (out / "run.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "gpu": gpu,
+                                              "servers": infos, "correctness": correctness,
+                                              "elapsed_s": time.monotonic() - t_start}, indent=1, default=str))
+    print("\n" + text, flush=True)
+    print(f"ab: wrote {out} (plot: {plotted}) in {time.monotonic() - t_start:.0f} s", flush=True)
+    bad = [i for i in infos if i.get("status") != "ok"]
+    return 1 if bad or not all_rows else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
