@@ -1,0 +1,723 @@
+"""PAT decode attention vs FlashInfer, SGLang's Triton decode kernel and torch SDPA on the anchors' workloads.
+
+One call on the GPU machine builds, checks and times everything, then prints a table and writes
+``results.json``, ``results.csv``, ``results.md`` and ``results.png`` into ``--out``.
+
+Workloads (``pat_sglang.workloads``, defined as in ``/work/shared/anchors/flashinfer-h100-*.txt``): a (bs
+32/64/128/256), b, c, d (64x4096, 256x1024), e with Llama-3-8B heads (32 q / 8 kv, d=128, bf16), plus 64/8 and
+32/32 heads on a subset. Page size 1, KV slots in a random permutation of the pool.
+
+Method (``/work/.library/device/METHOD.md``): every implementation is checked against float64 attention on a
+sample of requests before it is timed (relative error < 2e-2, no NaN; outputs poisoned first where the API
+takes ``out=``); timing is the median over many calls with CUDA events around each call, after warm-up,
+rotating among ``--sets`` input sets (different q and KV pools) so the KV does not sit in L2; PAT is also timed
+as CUDA-graph replays. The floor is unique KV bytes / device-to-device copy bandwidth measured in the same run
+(bytes read + written). PAT's plan is built once outside the timed region (its CPU time is reported apart).
+
+Robustness: the peers and PAT run in separate child processes (``--phase peers`` / ``--phase pat``), each
+writing its JSON as it goes, so a PAT kernel fault (a sticky CUDA error, a crash) cannot lose the peers'
+numbers; inside a phase, every implementation x workload is in its own try/except and a failure is recorded
+as 'not run: <reason>'.
+
+CPU only: ``--dry-run`` lists the workloads and checks their byte counts against the anchors file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+import types
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from pat_sglang.workloads import (  # noqa: E402
+    STANDARD_WORKLOADS,
+    WORKLOAD_LABELS,
+    DecodeBatch,
+    make_qkv,
+    tree_batch,
+)
+
+ANCHORS = Path("/work/shared/anchors/flashinfer-h100-2026-11-24.txt")
+PEERS = ("fi_dec", "fi_dec_tc", "fi_casc", "sgl_triton", "sdpa")
+PEER_LABELS = {
+    "fi_dec": "FI dec",
+    "fi_dec_tc": "FI decTC",
+    "fi_casc": "FI casc",
+    "sgl_triton": "SGL triton",
+    "sdpa": "SDPA/req",
+}
+TOL = 2e-2
+
+
+@dataclass(frozen=True)
+class Case:
+    workload: str  # key of STANDARD_WORKLOADS
+    num_q_heads: int
+    num_kv_heads: int
+    head_dim: int = 128
+    dtype: str = "bf16"
+
+    @property
+    def key(self) -> str:
+        return f"{self.workload}/{self.num_q_heads}q{self.num_kv_heads}kv/d{self.head_dim}"
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}[self.dtype]
+
+    @property
+    def kv_token_bytes(self) -> int:
+        return 2 * self.num_kv_heads * self.head_dim * 2
+
+
+def all_cases() -> list[Case]:
+    cases = [Case(w, 32, 8) for w in STANDARD_WORKLOADS]
+    for hq, hkv in ((64, 8), (32, 32)):
+        cases += [Case(w, hq, hkv) for w in ("a128", "b", "d256x1024", "e")]
+    return cases
+
+
+# ---------------------------------------------------------------------------------------------- dry run (CPU)
+def parse_anchors(path: Path = ANCHORS) -> dict[str, dict[str, float]]:
+    """Rows of the anchors file keyed by label: bs, uniq Ktok, req Ktok, floor, FI columns (us)."""
+    rows: dict[str, dict[str, float]] = {}
+    if not path.exists():
+        return rows
+    for line in path.read_text().splitlines():
+        if not line or line.startswith("#") or line.startswith("workload"):
+            continue
+        label, rest = line[:40].strip(), line[40:].split()
+        if len(rest) < 8:
+            continue
+        cols = ("bs", "uniq_ktok", "req_ktok", "floor_us", "fi_dec", "fi_dec_tc", "fi_casc", "best_fi_over_floor")
+        rows[label] = {c: float(v) for c, v in zip(cols, rest, strict=False)}
+    return rows
+
+
+def dry_run(cases: list[Case]) -> int:
+    anchors = parse_anchors()
+    bad = 0
+    print(f"{'case':<28} {'bs':>4} {'uniq Ktok':>9} {'req Ktok':>9} {'uniq MB':>8}  anchors")
+    for c in cases:
+        batch = tree_batch(STANDARD_WORKLOADS[c.workload])
+        uniq, req = batch.unique_tokens() / 1e3, batch.request_tokens() / 1e3
+        row = anchors.get(WORKLOAD_LABELS[c.workload])
+        note = "no anchor row"
+        if row is not None:
+            ok = abs(row["uniq_ktok"] - uniq) <= 0.051 and abs(row["req_ktok"] - req) <= 0.051
+            ok = ok and row["bs"] == batch.batch
+            note = "matches" if ok else f"MISMATCH anchors bs {row['bs']} uniq {row['uniq_ktok']} req {row['req_ktok']}"
+            bad += not ok
+        mb = batch.unique_tokens() * c.kv_token_bytes / 1e6
+        print(f"{c.key:<28} {batch.batch:>4} {uniq:>9.1f} {req:>9.1f} {mb:>8.1f}  {note}")
+    return bad
+
+
+# ---------------------------------------------------------------------------------------------- GPU helpers
+def measure_copy_bandwidth(nbytes: int = 1 << 30) -> float:
+    """Device-to-device copy bandwidth in bytes/s, counting bytes read + written (median of 20)."""
+    src = torch.empty(nbytes // 2, dtype=torch.float16, device="cuda").normal_()
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    times = []
+    for _ in range(20):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        dst.copy_(src)
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) / 1e3)
+    return 2 * src.numel() * 2 / statistics.median(times)
+
+
+def time_eager(fn: Callable[[int], Any], n_sets: int, reps: int, warmup: int = 5) -> float:
+    """Median microseconds of one call, CUDA events around each call, rotating input sets."""
+    for i in range(warmup):
+        fn(i % n_sets)
+    torch.cuda.synchronize()
+    events = []
+    for r in range(reps):
+        for s in range(n_sets):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn(s)
+            b.record()
+            events.append((a, b))
+        if r == 0:
+            torch.cuda.synchronize()
+    torch.cuda.synchronize()
+    return statistics.median(a.elapsed_time(b) * 1e3 for a, b in events)
+
+
+def time_graph(fn: Callable[[int], Any], n_sets: int, reps: int) -> float:
+    """Median microseconds per call over CUDA-graph replays of one call per input set."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for s in range(n_sets):
+            fn(s)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for s in range(n_sets):
+            fn(s)
+    for _ in range(3):
+        graph.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        graph.replay()
+        b.record()
+        times.append((a, b))
+    torch.cuda.synchronize()
+    return statistics.median(a.elapsed_time(b) * 1e3 for a, b in times) / n_sets
+
+
+class Inputs:
+    """``n_sets`` independent (q, k, v) sets on the GPU for one case, plus the batch layout and a float64
+    reference for a sample of requests (computed on the GPU in float64)."""
+
+    def __init__(self, case: Case, n_sets: int, n_sample: int = 8, seed: int = 0) -> None:
+        self.case = case
+        self.batch: DecodeBatch = tree_batch(STANDARD_WORKLOADS[case.workload], rng=seed)
+        b = self.batch
+        self.sets = [
+            make_qkv(b.batch, case.num_q_heads, case.num_kv_heads, case.head_dim, b.num_slots, case.torch_dtype,
+                     "cuda", seed=seed * 101 + s + 1)
+            for s in range(n_sets)
+        ]
+        self.indptr = b.kv_indptr.cuda()
+        self.indices = b.kv_indices.cuda()
+        self.sm_scale = 1.0 / math.sqrt(case.head_dim)
+        rng = np.random.default_rng(seed)
+        self.sample = sorted(rng.choice(b.batch, size=min(n_sample, b.batch), replace=False).tolist())
+        self.ref = self._reference(0)
+
+    def _reference(self, s: int) -> torch.Tensor:
+        q, k, v = self.sets[s]
+        ip = self.batch.kv_indptr.tolist()
+        group = self.case.num_q_heads // self.case.num_kv_heads
+        out = []
+        for r in self.sample:
+            idx = self.indices[ip[r] : ip[r + 1]].long()
+            kk = k[idx].double().repeat_interleave(group, dim=1)
+            vv = v[idx].double().repeat_interleave(group, dim=1)
+            sc = torch.einsum("hd,thd->ht", q[r].double(), kk) * self.sm_scale
+            out.append(torch.einsum("ht,thd->hd", torch.softmax(sc, dim=-1), vv))
+        return torch.stack(out)
+
+    def check(self, out: torch.Tensor) -> float:
+        """Relative error of ``out`` (set 0) on the sample; raises on NaN or error >= TOL."""
+        got = out[self.sample].double()
+        if torch.isnan(got).any():
+            raise RuntimeError("output has NaN (unwritten elements?)")
+        err = float((got - self.ref).norm() / self.ref.norm())
+        if not err < TOL:
+            raise RuntimeError(f"relative error {err:.3e} >= {TOL}")
+        return err
+
+
+# ---------------------------------------------------------------------------------------------- peers
+def _fi_workspace() -> torch.Tensor:
+    return torch.empty(256 * 1024 * 1024, dtype=torch.uint8, device="cuda")
+
+
+def peer_fi_decode(inp: Inputs, tensor_cores: bool) -> Callable[[int], Any]:
+    import flashinfer
+
+    c, b = inp.case, inp.batch
+    wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(_fi_workspace(), "NHD", use_tensor_cores=tensor_cores)
+    wrapper.plan(
+        inp.indptr, inp.indices, torch.ones(b.batch, dtype=torch.int32, device="cuda"),
+        c.num_q_heads, c.num_kv_heads, c.head_dim, 1,
+        q_data_type=c.torch_dtype, kv_data_type=c.torch_dtype, sm_scale=inp.sm_scale,
+    )
+    caches = [(k.view(-1, 1, c.num_kv_heads, c.head_dim), v.view(-1, 1, c.num_kv_heads, c.head_dim))
+              for _, k, v in inp.sets]
+    outs = [torch.full_like(q, float("nan")) for q, _, _ in inp.sets]
+
+    def fn(s: int) -> torch.Tensor:
+        return wrapper.run(inp.sets[s][0], caches[s], out=outs[s])
+
+    return fn
+
+
+def cascade_levels(
+    batch: DecodeBatch, device: str = "cuda"
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """Per tree level: qo_indptr (requests under each node, contiguous), kv_indptr, kv_indices."""
+    tree = batch.tree
+    depth = [0] * tree.num_nodes
+    for i, p in enumerate(tree.parents):
+        depth[i] = 0 if p < 0 else depth[p] + 1
+    req_pos = {n: r for r, n in enumerate(tree.request_nodes)}
+    qo, kvp, kvi = [], [], []
+    for d in range(max(depth) + 1):
+        nodes = [i for i in range(tree.num_nodes) if depth[i] == d]
+        q_counts, kv_counts, idx = [], [], []
+        for n in nodes:
+            reqs = [req_pos[x] for x in tree.request_nodes if n in tree.path(x)]
+            if reqs != list(range(min(reqs), max(reqs) + 1)):
+                raise ValueError("cascade needs each node's requests contiguous")
+            q_counts.append(len(reqs))
+            kv_counts.append(tree.lengths[n])
+            idx.append(batch.node_slots[n])
+        qo.append(torch.tensor(np.concatenate([[0], np.cumsum(q_counts)]), dtype=torch.int32, device=device))
+        kvp.append(torch.tensor(np.concatenate([[0], np.cumsum(kv_counts)]), dtype=torch.int32, device=device))
+        kvi.append(torch.from_numpy(np.concatenate(idx).astype(np.int32)).to(device))
+    return qo, kvp, kvi
+
+
+def peer_fi_cascade(inp: Inputs) -> Callable[[int], Any]:
+    import flashinfer
+
+    c = inp.case
+    qo, kvp, kvi = cascade_levels(inp.batch)
+    wrapper = flashinfer.MultiLevelCascadeAttentionWrapper(len(qo), _fi_workspace(), "NHD")
+    last = [torch.ones(p.shape[0] - 1, dtype=torch.int32, device="cuda") for p in kvp]
+    wrapper.plan(qo, kvp, kvi, last, c.num_q_heads, c.num_kv_heads, c.head_dim, 1, causal=False,
+                 sm_scale=inp.sm_scale, q_data_type=c.torch_dtype, kv_data_type=c.torch_dtype)
+    caches = [(k.view(-1, 1, c.num_kv_heads, c.head_dim), v.view(-1, 1, c.num_kv_heads, c.head_dim))
+              for _, k, v in inp.sets]
+
+    def fn(s: int) -> torch.Tensor:
+        return wrapper.run(inp.sets[s][0], caches[s])
+
+    return fn
+
+
+def _load_sglang_triton() -> tuple[types.ModuleType, types.ModuleType]:
+    """SGLang 0.5.17's Triton decode kernel (``sglang/kernels/ops/attention/decode_attention.py``) and its
+    split heuristic (``metadata.py``), loaded by path: importing the ``sglang`` package pulls in transformers
+    and the server. The files come from an installed sglang (found without importing it) or the wheel."""
+    rel = "sglang/kernels/ops/attention/"
+    files = ("score_mod.py", "metadata.py", "decode_attention.py")
+    src: dict[str, str] = {}
+    spec = importlib.util.find_spec("sglang")
+    if spec is not None and spec.submodule_search_locations:
+        base = Path(list(spec.submodule_search_locations)[0]) / "kernels/ops/attention"
+        if all((base / f).exists() for f in files):
+            src = {f: (base / f).read_text() for f in files}
+    if not src:
+        wheels = sorted((REPO / ".whl").glob("sglang-*.whl"))
+        if not wheels:
+            raise RuntimeError("sglang not installed and no sglang wheel in .whl/")
+        with zipfile.ZipFile(wheels[-1]) as z:
+            src = {f: z.read(rel + f).decode() for f in files}
+    stubs = {
+        "sglang": types.ModuleType("sglang"),
+        "sglang.srt": types.ModuleType("sglang.srt"),
+        "sglang.srt.utils": types.ModuleType("sglang.srt.utils"),
+        "sglang.kernels": types.ModuleType("sglang.kernels"),
+        "sglang.kernels.ops": types.ModuleType("sglang.kernels.ops"),
+        "sglang.kernels.ops.attention": types.ModuleType("sglang.kernels.ops.attention"),
+    }
+    stubs["sglang.srt.utils"].is_hip = lambda: False  # type: ignore[attr-defined]
+    saved = {name: sys.modules.get(name) for name in stubs}
+    sys.modules.update(stubs)
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / "pat_bench_sgl"
+    tmp.mkdir(parents=True, exist_ok=True)
+    mods = {}
+    try:
+        for f in files:
+            name = "sglang.kernels.ops.attention." + f[:-3]
+            path = tmp / f
+            path.write_text(src[f])  # triton.jit needs the source on disk (inspect.getsource)
+            spec_f = importlib.util.spec_from_file_location(name, path)
+            assert spec_f is not None and spec_f.loader is not None
+            mod = importlib.util.module_from_spec(spec_f)
+            sys.modules[name] = mod
+            spec_f.loader.exec_module(mod)
+            mods[f] = mod
+    finally:
+        for name, mod in saved.items():
+            if mod is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = mod
+    return mods["decode_attention.py"], mods["metadata.py"]
+
+
+def peer_sgl_triton(inp: Inputs, max_kv_splits: int = 8) -> Callable[[int], Any]:
+    dec, meta = _load_sglang_triton()
+    c, b = inp.case, inp.batch
+    bs = b.batch
+    indices64 = inp.indices.long()  # SGLang's triton backend keeps kv_indices in int64
+    seq_lens = (inp.indptr[1:] - inp.indptr[:-1]).to(torch.int32)
+    num_kv_splits = torch.empty(bs, dtype=torch.int32, device="cuda")
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    meta.get_num_kv_splits_triton[(1,)](
+        num_kv_splits, seq_lens, bs, 1, c.num_q_heads, c.num_kv_heads, max_kv_splits, sms,
+        MAX_NUM_SEQ=max(256, 1 << (bs - 1).bit_length()),
+    )
+    logits = torch.empty(bs, c.num_q_heads, max_kv_splits, c.head_dim, dtype=torch.float32, device="cuda")
+    lse = torch.empty(bs, c.num_q_heads, max_kv_splits, dtype=torch.float32, device="cuda")
+    outs = [torch.full_like(q, float("nan")) for q, _, _ in inp.sets]
+
+    def fn(s: int) -> torch.Tensor:
+        q, k, v = inp.sets[s]
+        dec.decode_attention_fwd(q, k, v, outs[s], inp.indptr, indices64, logits, lse, num_kv_splits,
+                                 max_kv_splits, inp.sm_scale, 1.0, 1.0)
+        return outs[s]
+
+    return fn
+
+
+def peer_sdpa(inp: Inputs) -> Callable[[int], Any]:
+    import torch.nn.functional as F
+
+    c = inp.case
+    ip = inp.batch.kv_indptr.tolist()
+    idx = [inp.indices[ip[r] : ip[r + 1]].long() for r in range(inp.batch.batch)]
+    outs = [torch.full_like(q, float("nan")) for q, _, _ in inp.sets]
+
+    def fn(s: int) -> torch.Tensor:
+        q, k, v = inp.sets[s]
+        for r, ix in enumerate(idx):
+            kk = k[ix].transpose(0, 1)[None]  # [1, hkv, T, d]
+            vv = v[ix].transpose(0, 1)[None]
+            o = F.scaled_dot_product_attention(q[r][None, :, None], kk, vv, scale=inp.sm_scale,
+                                               enable_gqa=c.num_q_heads != c.num_kv_heads)
+            outs[s][r] = o[0, :, 0]
+        return outs[s]
+
+    return fn
+
+
+PEER_BUILDERS: dict[str, Callable[[Inputs], Callable[[int], Any]]] = {
+    "fi_dec": lambda inp: peer_fi_decode(inp, False),
+    "fi_dec_tc": lambda inp: peer_fi_decode(inp, True),
+    "fi_casc": peer_fi_cascade,
+    "sgl_triton": peer_sgl_triton,
+    "sdpa": peer_sdpa,
+}
+
+
+# ---------------------------------------------------------------------------------------------- phases
+def _save(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
+def _short(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+
+
+def run_phase(phase: str, cases: list[Case], args: argparse.Namespace, out: Path) -> None:
+    """Time ``phase`` ('peers' or 'pat') on every case; results go to ``out/phase_<phase>.json`` as they come."""
+    res: dict[str, Any] = {"phase": phase, "device": torch.cuda.get_device_name(0), "cases": {}}
+    path = out / f"phase_{phase}.json"
+    if phase == "pat":
+        res["copy_bw"] = measure_copy_bandwidth()
+        print(f"copy bandwidth (read+write): {res['copy_bw'] / 1e12:.3f} TB/s", flush=True)
+    _save(path, res)
+    deadline = time.monotonic() + args.phase_budget
+    for case in cases:
+        entry: dict[str, Any] = {}
+        res["cases"][case.key] = entry
+        if time.monotonic() > deadline:
+            entry["error"] = "not run: phase time budget spent"
+            _save(path, res)
+            continue
+        try:
+            inp = Inputs(case, args.sets)
+        except Exception as e:  # noqa: BLE001
+            entry["error"] = f"inputs: {_short(e)}"
+            _save(path, res)
+            continue
+        names = PEERS if phase == "peers" else ("pat",)
+        for name in names:
+            if phase == "peers" and name not in args.peers:
+                continue
+            if name == "sdpa" and inp.batch.batch > args.sdpa_max_batch:
+                entry[name] = {"error": f"not run: batch > --sdpa-max-batch {args.sdpa_max_batch}"}
+                continue
+            if time.monotonic() > deadline:
+                entry[name] = {"error": "not run: phase time budget spent"}
+                continue
+            t0 = time.monotonic()
+            try:
+                entry[name] = time_impl(name, inp, args)
+            except Exception as e:  # noqa: BLE001
+                entry[name] = {"error": f"not run: {_short(e)}"}
+                if args.verbose:
+                    traceback.print_exc()
+            entry[name]["wall_s"] = round(time.monotonic() - t0, 2)
+            print(f"[{phase}] {case.key:<26} {name:<10} {_fmt_entry(entry[name])}", flush=True)
+            _save(path, res)
+        del inp
+        torch.cuda.empty_cache()
+    _save(path, res)
+
+
+def _fmt_entry(e: dict) -> str:
+    if "us" in e:
+        g = f" graph {e['graph_us']:.1f}" if e.get("graph_us") else ""
+        return f"{e['us']:.1f} us{g} err {e['err']:.1e} (build {e.get('build_s', 0):.1f} s)"
+    return e.get("error", "?")
+
+
+def time_impl(name: str, inp: Inputs, args: argparse.Namespace) -> dict[str, Any]:
+    t0 = time.monotonic()
+    if name == "pat":
+        fn, extra = build_pat(inp)
+    else:
+        fn, extra = PEER_BUILDERS[name](inp), {}
+    out = fn(0)  # first call: JIT compile / module load
+    torch.cuda.synchronize()
+    build_s = time.monotonic() - t0
+    if name == "pat":
+        out.fill_(float("nan"))
+        out = fn(0)
+        torch.cuda.synchronize()
+    err = inp.check(out)
+    reps = args.reps if name != "sdpa" else max(3, args.reps // 10)
+    us = time_eager(fn, len(inp.sets), reps)
+    r: dict[str, Any] = {"us": us, "err": err, "build_s": round(build_s, 2), **extra}
+    if name == "pat" and not args.no_graph:
+        try:
+            r["graph_us"] = time_graph(fn, len(inp.sets), reps)
+        except Exception as e:  # noqa: BLE001
+            r["graph_error"] = _short(e)
+    return r
+
+
+def build_pat(inp: Inputs) -> tuple[Callable[[int], Any], dict[str, Any]]:
+    import pat_sglang
+    from pat_sglang.config import DeviceSpec, HeadConfig
+
+    c = inp.case
+    heads = HeadConfig(c.num_q_heads, c.num_kv_heads, c.head_dim, c.torch_dtype)
+    dev = DeviceSpec.from_torch(torch.device("cuda"))
+    host_ip, host_ix = inp.batch.kv_indptr, inp.batch.kv_indices
+    plan_times = []
+    plan = None
+    for _ in range(5):
+        t0 = time.perf_counter()
+        plan = pat_sglang.plan(host_ip, host_ix, heads, dev)
+        plan_times.append(time.perf_counter() - t0)
+    assert plan is not None
+    gplan = plan.to("cuda")
+    torch.cuda.synchronize()
+    outs = [torch.full_like(q, float("nan")) for q, _, _ in inp.sets]
+
+    def fn(s: int) -> torch.Tensor:
+        q, k, v = inp.sets[s]
+        return pat_sglang.run(gplan, q, k, v, inp.sm_scale, out=outs[s])
+
+    st = plan.stats
+    extra = {
+        "plan_us": statistics.median(plan_times) * 1e6,
+        "num_items": plan.num_items,
+        "num_partials": plan.num_partials,
+        "kv_bytes_planned": st.kv_bytes_planned if st else None,
+        "partial_bytes": st.partial_bytes if st else None,
+    }
+    return fn, extra
+
+
+# ---------------------------------------------------------------------------------------------- report
+def build_rows(cases: list[Case], peers: dict, pat: dict) -> list[dict[str, Any]]:
+    bw = pat.get("copy_bw") or peers.get("copy_bw")
+    anchors = parse_anchors()
+    rows = []
+    for c in cases:
+        batch = tree_batch(STANDARD_WORKLOADS[c.workload])
+        uniq = batch.unique_tokens() * c.kv_token_bytes
+        row: dict[str, Any] = {
+            "case": c.key, "label": WORKLOAD_LABELS[c.workload], "bs": batch.batch,
+            "uniq_MB": uniq / 1e6, "req_MB": batch.request_tokens() * c.kv_token_bytes / 1e6,
+            "floor_us": uniq / bw * 1e6 if bw else None,
+        }
+        pe = peers.get("cases", {}).get(c.key, {})
+        for p in PEERS:
+            e = pe.get(p, {"error": pe.get("error", "not run: peers phase missing")})
+            row[p] = e.get("us")
+            row[p + "_note"] = e.get("error", "")
+        pa = pat.get("cases", {}).get(c.key, {})
+        e = pa.get("pat", {"error": pa.get("error", "not run: PAT phase missing")})
+        row["pat"] = e.get("us")
+        row["pat_graph"] = e.get("graph_us")
+        row["pat_note"] = e.get("error", "")
+        row["plan_us"] = e.get("plan_us")
+        anchor = anchors.get(WORKLOAD_LABELS[c.workload]) if (c.num_q_heads, c.num_kv_heads) == (32, 8) else None
+        row["anchor_fi_best"] = min(anchor[k] for k in ("fi_dec", "fi_dec_tc", "fi_casc") if anchor[k] == anchor[k]) \
+            if anchor else None
+        fi = [row[p] for p in ("fi_dec", "fi_dec_tc", "fi_casc") if row[p]]
+        row["fi_best"] = min(fi) if fi else None
+        row["pat_over_floor"] = row["pat"] / row["floor_us"] if row["pat"] and row["floor_us"] else None
+        row["speedup_vs_fi"] = row["fi_best"] / row["pat"] if row["pat"] and row["fi_best"] else None
+        row["bw_frac"] = row["floor_us"] / row["pat"] if row["pat"] and row["floor_us"] else None
+        rows.append(row)
+    return rows
+
+
+def _f(x: float | None, fmt: str = ".1f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+COLS = [("case", "case", "<26"), ("bs", "bs", ">4"), ("uniq_MB", "uniqMB", ">7"), ("floor_us", "floor", ">7")]
+COLS += [(p, PEER_LABELS[p], ">10") for p in PEERS]
+COLS += [("pat", "PAT", ">8"), ("pat_graph", "PATgraph", ">8"), ("pat_over_floor", "PAT/flr", ">7"),
+         ("speedup_vs_fi", "xFIbest", ">7"), ("bw_frac", "bwfrac", ">6"), ("plan_us", "plan_us", ">8"),
+         ("anchor_fi_best", "anchorFI", ">8")]
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    head = " ".join(format(t, a) for _, t, a in COLS)
+    lines = [head]
+    for r in rows:
+        cells = []
+        for k, _, a in COLS:
+            v = r[k]
+            if isinstance(v, str) or k == "bs":
+                cells.append(format(str(v), a))
+            else:
+                fmt = ".2f" if k in ("pat_over_floor", "speedup_vs_fi", "bw_frac") else ".1f"
+                cells.append(format(_f(v, fmt), a))
+        lines.append(" ".join(cells))
+    return "\n".join(lines)
+
+
+def write_reports(out: Path, cases: list[Case], peers: dict, pat: dict) -> str:
+    rows = build_rows(cases, peers, pat)
+    table = format_table(rows)
+    notes = []
+    for r in rows:
+        for k in (*PEERS, "pat"):
+            if r[k + "_note"]:
+                notes.append(f"{r['case']} {k}: {r[k + '_note']}")
+    bw = pat.get("copy_bw")
+    header = (
+        f"device: {pat.get('device') or peers.get('device')}; copy bandwidth (read+write) "
+        f"{_f(bw / 1e12 if bw else None, '.3f')} TB/s; times in us, median per call, CUDA events, "
+        f"rotating input sets; PATgraph = CUDA-graph replay"
+    )
+    (out / "results.json").write_text(json.dumps({"rows": rows, "peers": peers, "pat": pat}, indent=1))
+    keys = list(rows[0].keys()) if rows else []
+    with open(out / "results.csv", "w") as f:
+        f.write(",".join(keys) + "\n")
+        for r in rows:
+            f.write(",".join("" if r[k] is None else str(r[k]).replace(",", ";") for k in keys) + "\n")
+    md = [header, "", "| " + " | ".join(t for _, t, _ in COLS) + " |", "|" + "---|" * len(COLS)]
+    for line in table.splitlines()[1:]:
+        md.append("| " + " | ".join(line.split()) + " |")
+    md += ["", "Not run / failures:", ""] + [f"- {n}" for n in notes]
+    (out / "results.md").write_text("\n".join(md) + "\n")
+    try:
+        plot(out / "results.png", rows)
+    except Exception as e:  # noqa: BLE001
+        notes.append(f"plot: {_short(e)}")
+    return header + "\n" + table + ("\n" + "\n".join(notes) if notes else "")
+
+
+def plot(path: Path, rows: list[dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    impls = [*PEERS, "pat"]
+    fig, ax = plt.subplots(figsize=(max(8, len(rows) * 0.9), 5))
+    width = 0.8 / len(impls)
+    for j, k in enumerate(impls):
+        ys = [(r[k] / r["floor_us"]) if r[k] and r["floor_us"] else 0 for r in rows]
+        ax.bar([i + j * width for i in range(len(rows))], ys, width, label=PEER_LABELS.get(k, "PAT"))
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_ylabel("time / unique-bytes floor")
+    ax.set_xticks([i + 0.4 for i in range(len(rows))])
+    ax.set_xticklabels([r["case"] for r in rows], rotation=60, ha="right", fontsize=7)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+# ---------------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "out/bench")))
+    ap.add_argument("--dry-run", action="store_true", help="CPU only: list workloads, check them against anchors")
+    ap.add_argument("--phase", choices=("all", "peers", "pat", "report"), default="all")
+    ap.add_argument("--cases", default="", help="comma-separated case-key prefixes to keep (e.g. a128,e/32q8kv)")
+    ap.add_argument("--peers", default=",".join(PEERS), help=f"subset of {','.join(PEERS)}")
+    ap.add_argument("--sets", type=int, default=3, help="rotated input sets (>= 3 so the KV leaves L2)")
+    ap.add_argument("--reps", type=int, default=50)
+    ap.add_argument("--sdpa-max-batch", type=int, default=256)
+    ap.add_argument("--no-graph", action="store_true")
+    ap.add_argument("--peers-timeout", type=int, default=330, help="seconds for the peers child (FlashInfer JIT)")
+    ap.add_argument("--pat-timeout", type=int, default=180, help="seconds for the PAT child")
+    ap.add_argument("--phase-budget", type=float, default=1e9, help="inside a phase: stop starting cases after this")
+    ap.add_argument("--verbose", action="store_true")
+    args = ap.parse_args(argv)
+    args.peers = tuple(p for p in args.peers.split(",") if p)
+    cases = all_cases()
+    if args.cases:
+        keep = [k for k in args.cases.split(",") if k]
+        cases = [c for c in cases if any(c.key.startswith(k) for k in keep)]
+    if args.dry_run:
+        return 1 if dry_run(cases) else 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.phase in ("peers", "pat"):
+        if not torch.cuda.is_available():
+            print("no CUDA device", file=sys.stderr)
+            return 2
+        run_phase(args.phase, cases, args, args.out)
+        return 0
+    if args.phase == "all":
+        base = [sys.executable, str(Path(__file__).resolve()), "--out", str(args.out), "--sets", str(args.sets),
+                "--reps", str(args.reps), "--sdpa-max-batch", str(args.sdpa_max_batch), "--peers", ",".join(args.peers)]
+        if args.cases:
+            base += ["--cases", args.cases]
+        if args.no_graph:
+            base.append("--no-graph")
+        if args.verbose:
+            base.append("--verbose")
+        for phase, limit in (("peers", args.peers_timeout), ("pat", args.pat_timeout)):
+            if phase == "peers" and not args.peers:
+                continue
+            t0 = time.monotonic()
+            cmd = base + ["--phase", phase, "--phase-budget", str(max(10, limit - 30))]
+            try:
+                rc = subprocess.run(cmd, timeout=limit).returncode
+            except subprocess.TimeoutExpired:
+                rc = "timeout"
+            print(f"[{phase}] child finished: rc={rc} in {time.monotonic() - t0:.0f} s", flush=True)
+    peers = _load(args.out / "phase_peers.json")
+    pat = _load(args.out / "phase_pat.json")
+    report = write_reports(args.out, cases, peers, pat)
+    print(report)
+    return 0
+
+
+def _load(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
