@@ -1,0 +1,149 @@
+"""Workload builders match the anchors file, and the benchmark script's CPU-only parts work."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pat_sglang.forest import PrefixForest
+from pat_sglang.workloads import (
+    STANDARD_WORKLOADS,
+    WORKLOAD_LABELS,
+    layout_tree,
+    make_qkv,
+    random_tree,
+    tree_batch,
+    tree_from_levels,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_kernels", REPO / "bench" / "bench_kernels.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_kernels"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# (bs, uniq Ktok, req Ktok) as printed in /work/shared/anchors/flashinfer-h100-2026-11-24.txt
+ANCHOR_COUNTS = {
+    "a32": (32, 12.3, 139.3),
+    "a64": (64, 20.5, 278.5),
+    "a128": (128, 36.9, 557.1),
+    "a256": (256, 69.6, 1114.1),
+    "b": (128, 75.8, 458.8),
+    "c": (256, 278.5, 524.3),
+    "d64x4096": (64, 262.1, 262.1),
+    "d256x1024": (256, 262.1, 262.1),
+    "e": (128, 18.4, 319.5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STANDARD_WORKLOADS))
+def test_standard_workload_counts(name: str) -> None:
+    batch = tree_batch(STANDARD_WORKLOADS[name], rng=0)
+    bs, uniq, req = ANCHOR_COUNTS[name]
+    assert batch.batch == bs
+    assert round(batch.unique_tokens() / 1e3, 1) == uniq
+    assert round(batch.request_tokens() / 1e3, 1) == req
+    assert batch.kv_indptr.dtype == torch.int32 and batch.kv_indices.dtype == torch.int32
+    assert batch.num_slots == batch.unique_tokens()  # page size 1: the pool is exactly the unique KV
+    # every slot of the pool is used, each by exactly one tree node
+    assert sorted(np.concatenate(batch.node_slots).tolist()) == list(range(batch.num_slots))
+
+
+def test_anchor_file_rows_match() -> None:
+    bench = _bench()
+    rows = bench.parse_anchors()
+    if not rows:
+        pytest.skip("anchors file not present")
+    for name, (bs, uniq, req) in ANCHOR_COUNTS.items():
+        row = rows[WORKLOAD_LABELS[name]]
+        assert (row["bs"], row["uniq_ktok"], row["req_ktok"]) == (bs, uniq, req)
+    assert bench.dry_run(bench.all_cases()) == 0
+
+
+def test_level_parent_rule() -> None:
+    tree = tree_from_levels([(2, 10), (3, 5), (6, 1)])
+    # level 1: node j under j*2//3 -> 0, 0, 1; level 2: node j under j*3//6 -> 0,0,1,1,2,2 (+ level offsets)
+    assert tree.parents == [-1, -1, 0, 0, 1, 2, 2, 3, 3, 4, 4]
+    assert tree.request_nodes == list(range(5, 11))
+    with pytest.raises(ValueError):
+        tree_from_levels([(4, 10), (2, 10)])
+    with pytest.raises(ValueError):
+        tree_from_levels([])
+
+
+def test_pool_and_pages() -> None:
+    batch = tree_batch([(1, 32), (3, 20)], page_size=16, rng=1, num_slots=1024)
+    assert batch.num_slots == 1024
+    assert int(batch.kv_indices.max()) < 1024
+    for slots in batch.node_slots:
+        starts = slots[::16]
+        assert (starts % 16 == 0).all()
+    with pytest.raises(ValueError, match="cannot hold"):
+        tree_batch([(1, 32), (3, 20)], page_size=16, num_slots=64)
+
+
+def test_random_tree_properties() -> None:
+    for seed in range(50):
+        tree = random_tree(seed, max_depth=6, max_requests=40, max_len=100, page_size=16, max_request_tokens=5000)
+        assert 1 <= tree.num_requests <= 40
+        assert min(tree.request_lengths()) >= 1
+        inner = tree.has_children()
+        assert all(n % 16 == 0 for n, i in zip(tree.lengths, inner, strict=True) if i)
+        batch = layout_tree(tree, 16, seed)
+        PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
+
+
+def test_make_qkv() -> None:
+    q, k, v = make_qkv(3, 8, 2, 64, 100, torch.bfloat16, seed=1)
+    assert q.shape == (3, 8, 64) and k.shape == v.shape == (100, 2, 64) and q.dtype == torch.bfloat16
+    assert (k != 0).float().mean() > 0.99 and not torch.equal(k, v)
+    q2, _, _ = make_qkv(3, 8, 2, 64, 100, torch.bfloat16, seed=2)
+    assert not torch.equal(q, q2)
+
+
+def test_bench_cascade_levels() -> None:
+    bench = _bench()
+    batch = tree_batch(STANDARD_WORKLOADS["b"], rng=0)
+    qo, kvp, kvi = bench.cascade_levels(batch, device="cpu")
+    assert [int(x[-1]) for x in qo] == [128, 128, 128]
+    assert [x.shape[0] - 1 for x in kvp] == [1, 8, 128]
+    assert [int(x[-1]) for x in kvp] == [2048, 8192, 65536]
+    # level by level, each request's KV is the concatenation of its nodes' runs
+    ip = batch.kv_indptr.tolist()
+    for r in (0, 77, 127):
+        parts = []
+        for q_ip, k_ip, k_ix in zip(qo, kvp, kvi, strict=True):
+            node = int(torch.searchsorted(q_ip, torch.tensor(r, dtype=torch.int32), right=True)) - 1
+            parts.append(k_ix[int(k_ip[node]) : int(k_ip[node + 1])])
+        assert torch.equal(torch.cat(parts), batch.kv_indices[ip[r] : ip[r + 1]])
+
+
+def test_bench_loads_sglang_triton_kernel() -> None:
+    pytest.importorskip("triton")
+    bench = _bench()
+    try:
+        dec, meta = bench._load_sglang_triton()
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    assert callable(dec.decode_attention_fwd) and hasattr(meta, "get_num_kv_splits_triton")
+    assert "sglang.srt.utils" not in sys.modules or hasattr(sys.modules["sglang.srt.utils"], "__file__")
+
+
+def test_bench_report_without_gpu(tmp_path: Path) -> None:
+    bench = _bench()
+    cases = bench.all_cases()[:2]
+    text = bench.write_reports(tmp_path, cases, {}, {})
+    assert "not run" in text
+    for f in ("results.json", "results.csv", "results.md", "results.png"):
+        assert (tmp_path / f).exists()
