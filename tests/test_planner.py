@@ -178,8 +178,8 @@ def test_long_shared_prefix_is_packed(levels: list[tuple[int, int]], group: int)
     check_plan(plan, forest, heads)
     root = [p for p in plan.packs if p.nodes == [0]]
     assert len(root) == 1 and len(root[0].requests) == 256 and root[0].num_tokens == levels[0][1]
-    if levels[0][1] == 4096:
-        assert root[0].splits > 1, "a long shared prefix must be split across CTAs"
+    if levels[0][1] == 4096 and root[0].row_blocks * heads.num_kv_heads < DeviceSpec().target_ctas // 4:
+        assert root[0].splits > 1, "a long shared prefix on few CTAs must be split across more"
     stats = plan.stats
     assert stats is not None
     # The 4096 (or 1024) shared tokens are read once per row block, not once per request.
