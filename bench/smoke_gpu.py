@@ -15,7 +15,7 @@ import torch
 from pat_sglang import HeadConfig, naive_decode, plan_forest
 from pat_sglang.config import DeviceSpec
 from pat_sglang.forest import PrefixForest
-from pat_sglang.kernels import all_variants, compile_variant, device_arch, launch_plan
+from pat_sglang.kernels import KernelTune, all_variants, compile_variant, device_arch, launch_plan
 
 
 def tree_indices(levels: list[tuple[int, int]], gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -55,6 +55,53 @@ def check(levels, hq, hkv, d, dtype, gen, dev_spec) -> float:
     return float((o - ref).norm() / ref.norm())
 
 
+TIMED = {
+    "a bs64": [(1, 4096), (64, 256)],
+    "a bs256": [(1, 4096), (256, 256)],
+    "b": [(1, 2048), (8, 1024), (128, 512)],
+    "c": [(16, 1024), (256, 1024)],
+    "d 64x4096": [(64, 4096)],
+    "d 256x1024": [(256, 1024)],
+    "e": [(1, 1024), (2, 512), (4, 512), (8, 256), (32, 128), (128, 64)],
+}
+COPY_TBPS = 3.0  # measured device-to-device copy on the H100 (read+write), bench_kernels measures it anew
+
+
+def time_variants(gen: torch.Generator, dev_spec: DeviceSpec, overrides: list[KernelTune]) -> None:
+    """PAT time per workload (Llama-3-8B heads, bf16) against the unique-bytes floor, per kernel variant."""
+    hq, hkv, d, dtype = 32, 8, 128, torch.bfloat16
+    heads = HeadConfig(hq, hkv, d, dtype)
+    for i, o in enumerate(overrides):
+        print(f"variant {i}: {o}")
+    print(f"{'workload':<12} {'floor_us':>8} " + " ".join(f"{'variant ' + str(i):>14}" for i in range(len(overrides))))
+    for name, levels in TIMED.items():
+        indptr, indices, num_slots = tree_indices(levels, gen)
+        plan = plan_forest(PrefixForest.from_flat(indptr, indices), heads, dev_spec).to("cuda")
+        sets = []
+        for _ in range(3):
+            q = torch.randn(len(indptr) - 1, hq, d, device="cuda", dtype=dtype)
+            k = torch.randn(num_slots, hkv, d, device="cuda", dtype=dtype)
+            v = torch.randn(num_slots, hkv, d, device="cuda", dtype=dtype)
+            sets.append((q, k, v, torch.empty_like(q)))
+        floor_us = plan.stats.kv_bytes_unique / (COPY_TBPS * 1e12) * 1e6
+        row = f"{name:<12} {floor_us:>8.1f} "
+        for tune in overrides:
+            for q, k, v, out in sets:
+                launch_plan(plan, q, k, v, 0.1, out, tune)
+            times = []
+            for i in range(60):
+                q, k, v, out = sets[i % 3]
+                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                s.record()
+                launch_plan(plan, q, k, v, 0.1, out, tune)
+                e.record()
+                times.append((s, e))
+            torch.cuda.synchronize()
+            us = sorted(s.elapsed_time(e) * 1e3 for s, e in times)[len(times) // 2]
+            row += f"{us:>8.1f} ({us / floor_us:>3.1f}x)"
+        print(row + f"  items={plan.num_items} partials={plan.num_partials}")
+
+
 def main() -> int:
     arch = device_arch(torch.device("cuda"))
     t0 = time.time()
@@ -82,6 +129,18 @@ def main() -> int:
         ok = err < 2e-2
         fails += not ok
         print(f"{'OK  ' if ok else 'FAIL'} rel_err={err:.2e} levels={levels} heads={hq}/{hkv} d={d} {dtype}")
+    if "--time" in sys.argv:
+        time_variants(
+            gen,
+            dev_spec,
+            [
+                KernelTune(),
+                KernelTune(32, 3, 3, 4),
+                KernelTune(16, 4, 4, 4),
+                KernelTune(32, 4, 2, 4),
+                KernelTune(64, 2, 2, 8),
+            ],
+        )
     print(f"{len(cases) - fails} passed, {fails} failed")
     return 1 if fails else 0
 

@@ -1,20 +1,23 @@
 // pat_decode.cu: the forward and merge stages of pack-forward-merge decode attention.
 //
 // Compiled at run time with NVRTC (pat_sglang/kernels.py), one module per (dtype, head dim):
-//   -DPAT_DTYPE_BF16 or -DPAT_DTYPE_FP16, -DHEAD_DIM=64|128|256, -DKV_TILE=N, -DSTAGES=S.
+//   -DPAT_DTYPE_BF16 or -DPAT_DTYPE_FP16, -DHEAD_DIM=64|128|256, -DKV_TILE=N, -DSTAGES=S, -DPAT_WARPS=W,
+//   -DPAT_MIN_BLOCKS=B (the tile table in configs/tiles/ picks them per arch and head dim).
 //
-// pat_pack_forward: one CTA per (work item, KV head); grid = (items, num_kv_heads), 256 threads.
+// pat_pack_forward: one CTA per (work item, KV head); grid = (num_kv_heads, items), PAT_WARPS warps.
 //   A work item is a run of KV slots of one pack plus up to TILE_M/G requests of it (G = q heads per KV
 //   head). Its query rows are (request, q head of this KV group) pairs: M = requests * G rows, the M of
 //   an MMA tile, so a shared KV tile is read from HBM once for every request and every head of the group.
 //
-//   Tiling. The item's tile m (16/32/64/128, chosen per item by the planner) sets the warp layout at run
-//   time: ROW_WARPS = m/16 warps each own 16 query rows; KV_WARPS = min(8/ROW_WARPS, KV_TILE/16) warps
-//   split every KV tile's columns between them. All 8 warps load; warps beyond ROW_WARPS*KV_WARPS only
-//   load. The four layouts are four instantiations behind one switch on the item's tile m. KV streams through shared memory in tiles of KV_TILE tokens, STAGES deep, with cp.async 16-byte
-//   gathers (each token row of one KV head is HEAD_DIM*2 contiguous bytes in SGLang's pool
-//   [num_slots, num_kv_heads, head_dim]; rows are gathered through the slot indices, so paged and
-//   unpaged pools read the same way). Out-of-range rows are zero-filled, never read.
+//   Tiling. The item's tile m (16..16*PAT_WARPS, chosen per item by the planner) sets the warp layout at
+//   run time: ROW_WARPS = m/16 warps each own 16 query rows; KV_WARPS = min(PAT_WARPS/ROW_WARPS,
+//   KV_TILE/16) warps split every KV tile's columns between them. All warps load; warps beyond
+//   ROW_WARPS*KV_WARPS only load. The four layouts are four instantiations behind one switch on the item's tile m.
+//   KV streams through shared memory in tiles of KV_TILE tokens, STAGES deep (STAGES-1 tiles in flight
+//   while one is computed on), with cp.async 16-byte gathers: each token row of one KV head is
+//   HEAD_DIM*2 contiguous bytes in SGLang's pool [num_slots, num_kv_heads, head_dim], gathered through
+//   the slot indices, so paged and unpaged pools read the same way. Rows past the end are zero-filled,
+//   never read.
 //   S = Q K^T and O += P V run on tensor cores (mma.sync m16n8k16, fp32 accumulate); Q, K, V come
 //   from shared memory through ldmatrix (V transposed; each warp walks its columns 32 at a time so the
 //   S fragment stays at 16 registers), rows XOR-swizzled in 16-byte chunks so the
@@ -54,14 +57,16 @@ __device__ __forceinline__ elem_t pat_float_to_elem(float a) { return __float2ha
 #endif
 
 #define PAT_NEG_INF __int_as_float(0xff800000)
-#define PAT_THREADS 256
 // CTAs per SM the register allocation must allow (2 caps registers at 128/thread). -DPAT_MIN_BLOCKS
 // comes from the tile table; 1 where 128 registers would spill.
 #ifndef PAT_MIN_BLOCKS
 #define PAT_MIN_BLOCKS 1
 #endif
-#define PAT_WARPS 8
-#define MAX_TILE_M 128
+#ifndef PAT_WARPS
+#define PAT_WARPS 4  // warps per CTA (-DPAT_WARPS from the tile table)
+#endif
+#define PAT_THREADS (PAT_WARPS * 32)
+#define MAX_TILE_M (PAT_WARPS * 16)  // the largest tile m: every warp owns 16 rows
 #define CHUNKS_PER_ROW (HEAD_DIM / 8)  // 16-byte chunks in one head row
 
 // Item columns: must match pat_sglang/planner.py.
@@ -105,12 +110,12 @@ struct PatMergeParams {
     int num_requests;
 };
 
-// Shared memory (dynamic): Q [128][D] | K [STAGES][KV_TILE][D] | V [STAGES][KV_TILE][D]; after the KV
+// Shared memory (dynamic): Q [MAX_TILE_M][D] | K [STAGES][KV_TILE][D] | V [STAGES][KV_TILE][D]; after the KV
 // loop the K/V region is reused for the cross-warp combine.
 constexpr int SMEM_Q_ELEMS = MAX_TILE_M * HEAD_DIM;
 constexpr int SMEM_KV_ELEMS = STAGES * KV_TILE * HEAD_DIM;
 constexpr int SMEM_MAIN_BYTES = (SMEM_Q_ELEMS + 2 * SMEM_KV_ELEMS) * 2;
-// The cross-warp combine (fp32) at TILE_M = 128, where KV_WARPS = 1: O rows, row maxima, row sums.
+// The cross-warp combine (fp32) at TILE_M = MAX_TILE_M, where KV_WARPS = 1: O rows, row maxima, row sums.
 constexpr int SMEM_COMBINE_BYTES = (MAX_TILE_M * HEAD_DIM + 2 * MAX_TILE_M) * 4;
 constexpr int SMEM_BYTES = SMEM_MAIN_BYTES > SMEM_COMBINE_BYTES ? SMEM_MAIN_BYTES : SMEM_COMBINE_BYTES;
 // Read by the host at module load to check its own copy of this formula.
@@ -156,22 +161,30 @@ __device__ __forceinline__ unsigned pack_elem2(float a, float b) {
     return *reinterpret_cast<unsigned*>(&h);
 }
 
-// Gather one KV tile (KV_TILE tokens from kv position `tok0`) of one KV head into stage buffers.
-__device__ __forceinline__ void load_kv_tile(const PatForwardParams& p, elem_t* sk, elem_t* sv, int tok0, int kv_end,
-                                             int kvh) {
-    constexpr int CHUNKS = KV_TILE * CHUNKS_PER_ROW;
-    static_assert(CHUNKS % PAT_THREADS == 0, "KV tile chunks must divide evenly among the threads");
-#pragma unroll 2
-    for (int i = 0; i < CHUNKS / PAT_THREADS; ++i) {
-        const int c = threadIdx.x + i * PAT_THREADS;
-        const int row = c / CHUNKS_PER_ROW;
-        const int chunk = c % CHUNKS_PER_ROW;
-        const int tok = tok0 + row;
-        const bool valid = tok < kv_end;
-        long long off = 0;
-        if (valid) off = (long long)p.kv_slots[tok] * p.kv_stride_slot + (long long)kvh * p.kv_stride_head + chunk * 8;
-        cp_async_16(sk + swz(row, chunk), p.k + off, valid);
-        cp_async_16(sv + swz(row, chunk), p.v + off, valid);
+// KV loading: each thread owns one token row of every tile (THREADS_PER_ROW threads share a row, each
+// taking CHUNKS_PER_THREAD consecutive 16-byte chunks), so a tile needs one slot index per thread. That
+// index is fetched a tile ahead into a register, keeping the dependent index load off the issue path.
+constexpr int THREADS_PER_ROW = PAT_THREADS / KV_TILE;
+constexpr int CHUNKS_PER_THREAD = CHUNKS_PER_ROW / THREADS_PER_ROW;
+static_assert(PAT_THREADS % KV_TILE == 0 && CHUNKS_PER_ROW % THREADS_PER_ROW == 0, "KV tile does not fit the loader");
+
+// The slot of this thread's row in the tile starting at kv position tok0 (-1: past the end).
+__device__ __forceinline__ int row_slot(const PatForwardParams& p, int tok0, int kv_end) {
+    const int tok = tok0 + threadIdx.x / THREADS_PER_ROW;
+    return tok < kv_end ? __ldg(p.kv_slots + tok) : -1;
+}
+
+// Gather this thread's row of one KV tile of one KV head into a stage (zero-filled past the end).
+__device__ __forceinline__ void load_kv_row(const PatForwardParams& p, elem_t* sk, elem_t* sv, int slot, int kvh) {
+    const int row = threadIdx.x / THREADS_PER_ROW;
+    const int chunk0 = (threadIdx.x % THREADS_PER_ROW) * CHUNKS_PER_THREAD;
+    const bool valid = slot >= 0;
+    const long long off = valid ? (long long)slot * p.kv_stride_slot + (long long)kvh * p.kv_stride_head : 0;
+#pragma unroll
+    for (int i = 0; i < CHUNKS_PER_THREAD; ++i) {
+        const int chunk = chunk0 + i;
+        cp_async_16(sk + swz(row, chunk), p.k + off + chunk * 8, valid);
+        cp_async_16(sv + swz(row, chunk), p.v + off + chunk * 8, valid);
     }
 }
 
@@ -208,9 +221,17 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
         }
         cp_async_16(sq + swz(row, chunk), p.q + off, valid);
     }
+    // Prologue: the first STAGES-1 tiles go out at once (group 0 also carries Q). Every iteration commits
+    // exactly one group (possibly empty), so "tile t has landed" is always wait_group<STAGES-1> after the
+    // commit of iteration t.
     const int n_tiles = (kv_end - kv_begin + KV_TILE - 1) / KV_TILE;
-    load_kv_tile(p, sk, sv, kv_begin, kv_end, kvh);
-    cp_async_commit();
+    constexpr int STAGE_ELEMS = KV_TILE * HEAD_DIM;
+#pragma unroll
+    for (int t = 0; t < STAGES - 1; ++t) {
+        if (t < n_tiles) load_kv_row(p, sk + t * STAGE_ELEMS, sv + t * STAGE_ELEMS, row_slot(p, kv_begin + t * KV_TILE, kv_end), kvh);
+        cp_async_commit();
+    }
+    int next_slot = row_slot(p, kv_begin + (STAGES - 1) * KV_TILE, kv_end);
 
     const int warp = threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
@@ -225,20 +246,20 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     float l_run[2] = {0.f, 0.f};
 
     for (int t = 0; t < n_tiles; ++t) {
-        if (STAGES > 1 && t + 1 < n_tiles) {
-            const int s = (t + 1) % STAGES;
-            load_kv_tile(p, sk + s * KV_TILE * HEAD_DIM, sv + s * KV_TILE * HEAD_DIM, kv_begin + (t + 1) * KV_TILE,
-                         kv_end, kvh);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
+        // Refill the stage consumed at iteration t-1 (the barrier that ended it makes this safe).
+        const int ahead = t + STAGES - 1;
+        if (ahead < n_tiles) {
+            const int st = ahead % STAGES;
+            load_kv_row(p, sk + st * STAGE_ELEMS, sv + st * STAGE_ELEMS, next_slot, kvh);
+            next_slot = row_slot(p, kv_begin + (ahead + 1) * KV_TILE, kv_end);
         }
+        cp_async_commit();
+        cp_async_wait<STAGES - 1>();
         __syncthreads();
 
         if (computes) {
-            const elem_t* tk = sk + (t % STAGES) * KV_TILE * HEAD_DIM;
-            const elem_t* tv = sv + (t % STAGES) * KV_TILE * HEAD_DIM;
+            const elem_t* tk = sk + (t % STAGES) * STAGE_ELEMS;
+            const elem_t* tv = sv + (t % STAGES) * STAGE_ELEMS;
             // The warp's COLS columns go SUB at a time so S stays small in registers.
 #pragma unroll 2
             for (int c0 = kw * COLS; c0 < (kw + 1) * COLS; c0 += SUB) {
@@ -246,7 +267,7 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
 #pragma unroll
             for (int j = 0; j < NBS; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
             // S = Q K^T over HEAD_DIM in k16 steps.
-#pragma unroll
+#pragma unroll 2  // partial: fully unrolled, the compiler hoists every K fragment into registers
             for (int kk = 0; kk < HEAD_DIM / 16; ++kk) {
                 unsigned a0, a1, a2, a3;
                 {
@@ -321,8 +342,9 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
             }
             }
         }
-        __syncthreads();  // this stage is overwritten by the load two iterations on
+        __syncthreads();  // the next iteration refills this stage
     }
+    cp_async_wait<0>();  // no copy may land in shared memory after the loop: the combine reuses it
 
     // Combine the KV_WARPS column groups. Shared layout (reusing the whole Q/K/V region, fp32; the loop
     // ended on a barrier, so nobody reads Q/K/V any more):
@@ -393,15 +415,24 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
 extern "C" __global__ void __launch_bounds__(PAT_THREADS, PAT_MIN_BLOCKS) pat_pack_forward(const PatForwardParams p) {
     extern __shared__ __align__(128) unsigned char pat_smem_raw[];
     elem_t* smem = reinterpret_cast<elem_t*>(pat_smem_raw);
-    const int item_idx = blockIdx.x;
+    // blockIdx.x = KV head, so the CTAs of one item's heads are scheduled together and read the adjacent
+    // head rows of each token (one DRAM page, shared L2 sectors) at about the same time.
+    const int item_idx = blockIdx.y;
     if (p.num_items != nullptr && item_idx >= *p.num_items) return;
     const int* item = p.items + item_idx * ITEM_FIELDS;
-    const int kvh = blockIdx.y;
+    const int kvh = blockIdx.x;
     switch (item[ITEM_TILE_M]) {
         case 16: pack_forward_tile<1>(p, item, kvh, smem); break;
+#if PAT_WARPS >= 2
         case 32: pack_forward_tile<2>(p, item, kvh, smem); break;
+#endif
+#if PAT_WARPS >= 4
         case 64: pack_forward_tile<4>(p, item, kvh, smem); break;
-        default: pack_forward_tile<8>(p, item, kvh, smem); break;
+#endif
+#if PAT_WARPS >= 8
+        case 128: pack_forward_tile<8>(p, item, kvh, smem); break;
+#endif
+        default: break;  // the host never plans a tile m this build lacks (checked against the table)
     }
 }
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
 
 import torch
+
 
 def data_dir(package: str, repo_folder: str) -> Traversable:
     """A data folder shipped inside the package when installed (``pat_sglang.configs`` <- ``configs/``),
@@ -90,8 +91,7 @@ class DeviceSpec:
         return self.sm_count * self.ctas_per_sm
 
 
-KERNEL_WARPS = 8  # the pack-forward kernel's CTA size is fixed; tile m only changes the warp layout
-KERNEL_TILE_MS = (16, 32, 64, 128)
+KERNEL_TILE_MS = (16, 32, 64, 128)  # tile m = 16 * row warps
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,8 @@ class TileTable:
     tile_ms: tuple[int, ...]  # query rows per CTA, ascending
     kv_tile_tokens: dict[int, int]  # head_dim -> KV tokens per shared-memory stage
     min_ctas_per_sm: dict[int, int]  # head_dim -> CTAs per SM the register budget is built for
-    stages: int
+    stages: dict[int, int]  # head_dim -> shared-memory pipeline depth
+    warps: dict[int, int]  # head_dim -> warps per CTA (tile m can be at most 16 * warps)
     arch: str
 
     def tile_for(self, rows: int) -> int:
@@ -121,7 +122,7 @@ class TileTable:
         return self.kv_tile_tokens[head_dim]
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_tile_table(arch: str = "sm90") -> TileTable:
     """The tile table for ``arch``; archs newer than the newest table use the newest."""
     tile_dir = data_dir("pat_sglang.configs", "configs").joinpath("tiles")
@@ -137,17 +138,23 @@ def load_tile_table(arch: str = "sm90") -> TileTable:
         raise ValueError(f"unsupported GPU arch {arch}: PAT kernels need sm_80 or newer")
     path = usable[-1]
     data = json.loads(path.read_text())
-    if int(data.get("warps", KERNEL_WARPS)) != KERNEL_WARPS:
-        raise ValueError(f"{path}: the kernel is built for {KERNEL_WARPS} warps")
     tile_ms = tuple(int(m) for m in data["tile_m"])
     if list(tile_ms) != sorted(tile_ms) or not set(tile_ms) <= set(KERNEL_TILE_MS):
         raise ValueError(f"{path}: tile_m must be ascending and drawn from {KERNEL_TILE_MS}")
-    kv_tiles = {int(d): int(n) for d, n in data["kv_tile_tokens"].items()}
+    def per_head_dim(key: str) -> dict[int, int]:
+        return {int(d): int(n) for d, n in data[key].items()}
+
+    kv_tiles, min_ctas, stages, warps = (
+        per_head_dim(k) for k in ("kv_tile_tokens", "min_ctas_per_sm", "stages", "warps")
+    )
     for d, n in kv_tiles.items():
-        if n % 16 or (n * d // 8) % (KERNEL_WARPS * 32):
+        threads = 32 * warps[d]
+        if n % 16 or threads % n or (d // 8) % (threads // n):
             raise ValueError(f"{path}: kv tile {n} for head_dim {d} does not fit the kernel's load layout")
-    min_ctas = {int(d): int(n) for d, n in data.get("min_ctas_per_sm", {}).items()}
-    return TileTable(tile_ms, kv_tiles, min_ctas, int(data.get("stages", 2)), path.name[:-5])
+        if tile_ms[-1] > 16 * warps[d]:
+            need = tile_ms[-1] // 16
+            raise ValueError(f"{path}: tile m {tile_ms[-1]} needs {need} warps; head_dim {d} has {warps[d]}")
+    return TileTable(tile_ms, kv_tiles, min_ctas, stages, warps, path.name[:-5])
 
 
 def check_supported(heads: HeadConfig) -> None:

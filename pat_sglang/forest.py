@@ -73,7 +73,7 @@ class PrefixForest:
         builder = _Builder(num_requests)
         by_id: dict[tuple[int, Hashable], int] = {}
         lengths = np.zeros(num_requests, dtype=np.int64)
-        for r, (chain, tail) in enumerate(zip(chains, tails)):
+        for r, (chain, tail) in enumerate(zip(chains, tails, strict=True)):
             parent = -1
             for node_id, slots in chain:
                 slots = _as_int64(slots, f"chain slots of request {r}")

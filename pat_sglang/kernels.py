@@ -29,9 +29,7 @@ import torch
 from .config import SUPPORTED_HEAD_DIMS, HeadConfig, check_supported, data_dir, load_tile_table
 from .planner import ITEM_FIELDS, PackPlan
 
-KERNEL_THREADS = 256
 MERGE_THREADS = 256
-MAX_TILE_M = 128
 DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 CI_ARCHS = ("sm_80", "sm_90")
 
@@ -52,6 +50,16 @@ def cache_dir() -> Path:
 
 
 @dataclass(frozen=True)
+class KernelTune:
+    """Overrides of the tile table for one run (benchmark sweeps); None keeps the table's value."""
+
+    kv_tile: int | None = None
+    stages: int | None = None
+    min_ctas_per_sm: int | None = None
+    warps: int | None = None
+
+
+@dataclass(frozen=True)
 class KernelVariant:
     """One compiled module: both kernels for one (arch, dtype, head dim)."""
 
@@ -61,22 +69,44 @@ class KernelVariant:
     kv_tile: int
     stages: int
     min_ctas_per_sm: int = 1
+    warps: int = 4
+
+    @property
+    def threads(self) -> int:
+        return 32 * self.warps
+
+    @property
+    def max_tile_m(self) -> int:
+        return 16 * self.warps
 
     @staticmethod
-    def for_config(
-        heads: HeadConfig, arch: str, kv_tile: int | None = None, min_ctas_per_sm: int | None = None
-    ) -> KernelVariant:
-        """The table's variant for these heads; ``kv_tile``/``min_ctas_per_sm`` override it (benchmarks)."""
+    def for_config(heads: HeadConfig, arch: str, tune: KernelTune | None = None) -> KernelVariant:
+        """The tile table's variant for these heads; ``tune`` overrides it (benchmark sweeps)."""
         check_supported(heads)
-        d = heads.head_dim
+        v = KernelVariant.from_table(arch, DTYPE_NAMES[heads.dtype], heads.head_dim)
+        if tune is not None:
+            v = KernelVariant(
+                arch,
+                v.dtype,
+                v.head_dim,
+                tune.kv_tile or v.kv_tile,
+                tune.stages or v.stages,
+                tune.min_ctas_per_sm or v.min_ctas_per_sm,
+                tune.warps or v.warps,
+            )
+        return v
+
+    @staticmethod
+    def from_table(arch: str, dtype: str, head_dim: int) -> KernelVariant:
         table = load_tile_table(arch.replace("_", ""))
         return KernelVariant(
             arch,
-            DTYPE_NAMES[heads.dtype],
-            d,
-            kv_tile or table.kv_tile(d),
-            table.stages,
-            min_ctas_per_sm or table.min_ctas_per_sm.get(d, 1),
+            dtype,
+            head_dim,
+            table.kv_tile(head_dim),
+            table.stages[head_dim],
+            table.min_ctas_per_sm[head_dim],
+            table.warps[head_dim],
         )
 
     def options(self, include_dir: str) -> list[str]:
@@ -89,6 +119,7 @@ class KernelVariant:
             f"-DKV_TILE={self.kv_tile}",
             f"-DSTAGES={self.stages}",
             f"-DPAT_MIN_BLOCKS={self.min_ctas_per_sm}",
+            f"-DPAT_WARPS={self.warps}",
             "--ptxas-options=-v",
         ]
 
@@ -97,19 +128,15 @@ class KernelVariant:
         """Dynamic shared memory of pat_pack_forward; the kernel holds the same formula (and the host checks
         it against the kernel's constant at load): Q + K/V stages in the element type, or the fp32 combine
         buffer of the largest tile, whichever is larger."""
-        main = (MAX_TILE_M * self.head_dim + 2 * self.stages * self.kv_tile * self.head_dim) * 2
-        combine = (MAX_TILE_M * self.head_dim + 2 * MAX_TILE_M) * 4
+        m = self.max_tile_m
+        main = (m * self.head_dim + 2 * self.stages * self.kv_tile * self.head_dim) * 2
+        combine = (m * self.head_dim + 2 * m) * 4
         return max(main, combine)
 
 
 def all_variants(arch: str) -> list[KernelVariant]:
     """Every module the tile table for ``arch`` asks for (both dtypes, all head dims)."""
-    table = load_tile_table(arch.replace("_", ""))
-    return [
-        KernelVariant(arch, dt, d, table.kv_tile(d), table.stages, table.min_ctas_per_sm.get(d, 1))
-        for dt in DTYPE_NAMES.values()
-        for d in SUPPORTED_HEAD_DIMS
-    ]
+    return [KernelVariant.from_table(arch, dt, d) for dt in DTYPE_NAMES.values() for d in SUPPORTED_HEAD_DIMS]
 
 
 @dataclass(frozen=True)
@@ -124,7 +151,8 @@ class CompiledVariant:
         out: dict[str, dict[str, int]] = {}
         current = None
         for line in self.log.splitlines():
-            m = re.search(r"Compiling entry function '(\w+)'", line) or re.search(r"Function properties for (\w+)", line)
+            m = re.search(r"Compiling entry function '(\w+)'", line)
+            m = m or re.search(r"Function properties for (\w+)", line)
             if m:
                 current = m.group(1)
                 out.setdefault(current, {})
@@ -185,7 +213,8 @@ def compile_variant(variant: KernelVariant, use_cache: bool = True) -> CompiledV
     # The include path differs between machines but not what it holds; key on the options without it.
     key_opts = [o for o in opts if not o.startswith("-I")]
     key = hashlib.sha256("\0".join([src, *key_opts, f"nvrtc{major}.{minor}"]).encode()).hexdigest()[:24]
-    path = cache_dir() / f"pat_{variant.arch}_{variant.dtype}_d{variant.head_dim}_n{variant.kv_tile}_{key}.cubin"
+    v = variant
+    path = cache_dir() / f"pat_{v.arch}_{v.dtype}_d{v.head_dim}_n{v.kv_tile}_s{v.stages}_w{v.warps}_{key}.cubin"
     if use_cache and path.exists():
         meta = path.with_suffix(".json")
         log = json.loads(meta.read_text())["log"] if meta.exists() else ""
@@ -320,10 +349,8 @@ def device_arch(device: torch.device) -> str:
     return f"sm_{major}{minor}"
 
 
-def kernels_for(
-    heads: HeadConfig, device: torch.device, kv_tile: int | None = None, min_ctas_per_sm: int | None = None
-) -> _LoadedKernels:
-    variant = KernelVariant.for_config(heads, device_arch(device), kv_tile, min_ctas_per_sm)
+def kernels_for(heads: HeadConfig, device: torch.device, tune: KernelTune | None = None) -> _LoadedKernels:
+    variant = KernelVariant.for_config(heads, device_arch(device), tune)
     index = device.index if device.index is not None else torch.cuda.current_device()
     _ensure_context(index)
     with _load_lock:
@@ -395,10 +422,10 @@ def _launch(
             (
                 driver.cuLaunchKernel(
                     driver.CUfunction(int(kern.forward)),
-                    grid_items,
                     heads.num_kv_heads,
+                    grid_items,
                     1,
-                    KERNEL_THREADS,
+                    kern.variant.threads,
                     1,
                     1,
                     kern.variant.smem_bytes,
@@ -453,11 +480,10 @@ def launch_plan(
     v_buffer: torch.Tensor,
     sm_scale: float,
     out: torch.Tensor | None = None,
-    kv_tile: int | None = None,
-    min_ctas_per_sm: int | None = None,
+    tune: KernelTune | None = None,
 ) -> torch.Tensor:
-    """Eager forward + merge of ``plan`` (its tensors must already be on ``q``'s device). ``kv_tile`` and
-    ``min_ctas_per_sm`` override the tile table (for benchmark sweeps)."""
+    """Eager forward + merge of ``plan`` (its tensors must already be on ``q``'s device). ``tune``
+    overrides the tile table (benchmark sweeps)."""
     heads = plan.heads
     for name in _PLAN_TENSORS:
         if getattr(plan, name).device != q.device:
@@ -467,7 +493,9 @@ def launch_plan(
     if out.shape != q.shape or out.dtype != q.dtype or out.device != q.device:
         raise ValueError(f"out must match q: {tuple(out.shape)} {out.dtype} vs {tuple(q.shape)} {q.dtype}")
     _check_layout(q, k_buffer, v_buffer, out)
-    kern = kernels_for(heads, q.device, kv_tile, min_ctas_per_sm)
+    kern = kernels_for(heads, q.device, tune)
+    if max(plan.tile_ms) > kern.variant.max_tile_m:
+        raise ValueError(f"plan uses tile m {max(plan.tile_ms)}; the kernel is built for {kern.variant.max_tile_m}")
     n_part = max(plan.num_partials, 1)
     tensors: dict[str, torch.Tensor | None] = {name: getattr(plan, name) for name in _PLAN_TENSORS}
     tensors["part_o"] = torch.empty((n_part, heads.num_q_heads, heads.head_dim), dtype=torch.float32, device=q.device)

@@ -49,6 +49,7 @@ ITEM_KV_BEGIN, ITEM_KV_END, ITEM_REQ_BEGIN, ITEM_REQ_END, ITEM_TILE, ITEM_TILE_M
 ITEM_FIELDS = 8  # padded to 32 bytes: one aligned load per CTA
 
 MIN_SPLIT_TOKENS = 256
+MAX_ITEMS = 65535  # the forward grid's y dimension
 
 
 @dataclass
@@ -186,6 +187,8 @@ def plan_forest(
                 slots_of[r].append(next_partial)
                 next_partial += 1
 
+    if len(item_rows) > MAX_ITEMS:
+        raise ValueError(f"plan has {len(item_rows)} work items; the forward grid holds at most {MAX_ITEMS}")
     merge_indptr = np.zeros(forest.num_requests + 1, dtype=np.int32)
     merge_indptr[1:] = np.cumsum([len(s) for s in slots_of])
     merge_partials = np.array([s for lst in slots_of for s in lst], dtype=np.int32)

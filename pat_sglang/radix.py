@@ -48,5 +48,7 @@ def forest_from_radix(
 ) -> PrefixForest:
     """Forest of a decode batch from real SGLang ``Req`` objects and the cache's ``root_node``."""
     chains = [request_chain(r.last_node, root) for r in reqs]
-    tails = [chain_tail(c, req_to_token[r.req_pool_idx], int(n)) for c, r, n in zip(chains, reqs, seq_lens)]
+    tails = [
+        chain_tail(c, req_to_token[r.req_pool_idx], int(n)) for c, r, n in zip(chains, reqs, seq_lens, strict=True)
+    ]
     return PrefixForest.from_chains(chains, tails)

@@ -70,7 +70,7 @@ def run_reference(
         s = torch.einsum("rhd,thd->rht", qs, k) * sm_scale
         lse = torch.logsumexp(s, dim=-1)  # [R, hq]
         o = torch.einsum("rht,thd->rhd", torch.exp(s - lse[..., None]), v)
-        for j, (r, dst) in enumerate(zip(reqs.tolist(), dsts.tolist())):
+        for j, (r, dst) in enumerate(zip(reqs.tolist(), dsts.tolist(), strict=True)):
             if dst < 0:
                 out[r] = o[j]
             else:
