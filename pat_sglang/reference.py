@@ -13,6 +13,13 @@ import torch
 from .planner import ITEM_KV_BEGIN, ITEM_KV_END, ITEM_REQ_BEGIN, ITEM_REQ_END, PackPlan
 
 
+def _expand_heads(x: torch.Tensor, group: int) -> torch.Tensor:
+    """[T, hkv, d] -> [T, hkv * group, d], each KV head repeated for its group (a view-based expand:
+    repeat_interleave with an int count is very slow on the CPU)."""
+    t, hkv, d = x.shape
+    return x[:, :, None, :].expand(t, hkv, group, d).reshape(t, hkv * group, d)
+
+
 def naive_decode(
     q: torch.Tensor,
     k_buffer: torch.Tensor,
@@ -28,8 +35,8 @@ def naive_decode(
     out = torch.empty(q.shape, dtype=compute_dtype, device=q.device)
     for b in range(batch):
         idx = kv_indices[int(kv_indptr[b]) : int(kv_indptr[b + 1])].long()
-        k = k_buffer[idx].to(compute_dtype).repeat_interleave(group, dim=1)  # [T, hq, d]
-        v = v_buffer[idx].to(compute_dtype).repeat_interleave(group, dim=1)
+        k = _expand_heads(k_buffer[idx].to(compute_dtype), group)  # [T, hq, d]
+        v = _expand_heads(v_buffer[idx].to(compute_dtype), group)
         s = torch.einsum("hd,thd->ht", q[b].to(compute_dtype), k) * sm_scale
         out[b] = torch.einsum("ht,thd->hd", torch.softmax(s, dim=-1), v)
     return out
@@ -64,8 +71,8 @@ def run_reference(
         slots = kv_slots[it[ITEM_KV_BEGIN] : it[ITEM_KV_END]].to(q.device)
         reqs = item_req[it[ITEM_REQ_BEGIN] : it[ITEM_REQ_END]]
         dsts = item_dst[it[ITEM_REQ_BEGIN] : it[ITEM_REQ_END]]
-        k = k_buffer[slots].to(compute_dtype).repeat_interleave(group, dim=1)  # [T, hq, d]
-        v = v_buffer[slots].to(compute_dtype).repeat_interleave(group, dim=1)
+        k = _expand_heads(k_buffer[slots].to(compute_dtype), group)  # [T, hq, d]
+        v = _expand_heads(v_buffer[slots].to(compute_dtype), group)
         qs = qc[reqs.to(q.device)]  # [R, hq, d]
         s = torch.einsum("rhd,thd->rht", qs, k) * sm_scale
         lse = torch.logsumexp(s, dim=-1)  # [R, hq]

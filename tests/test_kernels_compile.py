@@ -1,0 +1,65 @@
+"""CPU: every kernel variant the tile tables ask for compiles with NVRTC to a cubin for sm_80 and sm_90,
+with no spills to local memory, and the runtime's cache and error paths behave."""
+
+from __future__ import annotations
+
+import pytest
+
+from pat_sglang.config import load_tile_table
+from pat_sglang.kernels import (
+    CI_ARCHS,
+    KernelBuildError,
+    KernelVariant,
+    all_variants,
+    compile_variant,
+)
+
+VARIANTS = [v for arch in CI_ARCHS for v in all_variants(arch)]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"{v.arch}-{v.dtype}-d{v.head_dim}")
+def test_variant_compiles_without_spills(variant: KernelVariant) -> None:
+    built = compile_variant(variant, use_cache=False)
+    assert built.cubin[:4] == b"\x7fELF", "NVRTC must hand back a cubin (ELF), not PTX"
+    usage = built.resource_usage()
+    assert set(usage) == {"pat_pack_forward", "pat_merge"}, built.log
+    for kernel, report in usage.items():
+        assert report.get("spill_store_bytes", 0) == 0, f"{kernel} spills: {report}"
+        assert report.get("spill_load_bytes", 0) == 0, f"{kernel} spills: {report}"
+        assert report.get("stack_bytes", 0) == 0, f"{kernel} has a stack frame: {report}"
+        assert 0 < report["registers"] <= 255
+    # the register cap the tile table promises holds (registers per thread for min_ctas_per_sm CTAs)
+    cap = 65536 // (variant.threads * variant.min_ctas_per_sm)
+    assert usage["pat_pack_forward"]["registers"] <= cap
+
+
+@pytest.mark.parametrize("arch", CI_ARCHS)
+def test_shared_memory_fits_the_arch(arch: str) -> None:
+    limit = {"sm_80": 163 * 1024, "sm_90": 227 * 1024}[arch]
+    for v in all_variants(arch):
+        assert v.smem_bytes * v.min_ctas_per_sm <= limit + 1024 * (v.min_ctas_per_sm - 1), v
+
+
+def test_cache_reuses_cubin(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("PAT_SGLANG_CACHE_DIR", str(tmp_path))
+    v = all_variants("sm_90")[0]
+    first = compile_variant(v)
+    second = compile_variant(v)
+    assert not first.from_cache and second.from_cache
+    assert first.cubin == second.cubin
+    assert second.resource_usage() == first.resource_usage()
+
+
+def test_compile_error_shows_the_log(monkeypatch) -> None:
+    import pat_sglang.kernels as k
+
+    monkeypatch.setattr(k, "kernel_source", lambda: "this is not CUDA;")
+    with pytest.raises(KernelBuildError, match="(?s)NVRTC failed.*error"):
+        compile_variant(all_variants("sm_90")[0], use_cache=False)
+
+
+def test_unsupported_arch_and_head_dim() -> None:
+    with pytest.raises(ValueError, match="sm_80 or newer"):
+        load_tile_table("sm75")
+    with pytest.raises(ValueError, match="head_dim"):
+        load_tile_table("sm90").kv_tile(96)
