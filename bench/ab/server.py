@@ -61,7 +61,7 @@ def server_command(cfg: ServerConfig) -> list[str]:
         "--log-level", "info",
     ]
     if cfg.cuda_graph:
-        cmd += ["--cuda-graph-max-bs", str(cfg.cuda_graph_max_bs)]
+        cmd += ["--cuda-graph-max-bs-decode", str(cfg.cuda_graph_max_bs)]
     else:
         cmd += ["--disable-cuda-graph"]
     if cfg.context_length is not None:
