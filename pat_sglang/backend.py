@@ -14,6 +14,17 @@ start-up with the reason, never served wrongly.
 
 CUDA graphs: ``init_forward_metadata_out_graph`` plans outside the graph and loads the plan into the
 fixed-capacity ``pat_sglang.kernels.StaticPlanBuffers``; the captured ``forward_decode`` only launches.
+
+Tensor parallelism (``--tp N``) needs nothing across ranks. Every rank builds its own backend from its
+own model runner and plans the same batch independently: the forest depends only on the radix tree and
+``req_to_token``, which every rank's scheduler keeps identical, so the ranks' plans have the same
+items and partials and differ only in ``plan.heads``, the rank's ``tp_q_head_num`` / ``tp_k_head_num``
+(heads split over ranks; KV heads replicated where ``tp > num_kv_heads``), which its KV pools hold. The
+rank's attention output is its heads' slice; the model's o_proj all-reduce combines them as with any
+backend. Per backend instance, never per process: the device (``model_runner.device`` is only the type;
+the index is ``model_runner.gpu_id``), the plan, the CUDA-graph buffers, the stats, and the chain table,
+which is bound to the runner's ``ReqToTokenPool`` (``patches.chain_table.chain_table_for``), so even two
+ranks in one process would not read each other's rows.
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ import numpy as np
 import torch
 from sglang.srt.layers.attention.base_attn_backend import AttentionBackend
 
-from patches.chain_table import CHAIN_TABLE, ChainTable
+from patches.chain_table import ChainTable, chain_table_for
 
 from .api import run as run_plan
 from .config import DeviceSpec, HeadConfig, check_supported
@@ -110,6 +121,17 @@ def model_problems(model_runner: Any, kernels: bool) -> tuple[HeadConfig | None,
     if len(k_shape) != 3 or k_shape[1:] != (num_kv, head_dim):
         problems.append(f"KV pool buffers of shape {k_shape}, expected [slots, {num_kv}, {head_dim}]")
     return heads, problems
+
+
+def runner_device(model_runner: Any) -> torch.device:
+    """The rank's device. ``model_runner.device`` is ``server_args.device``, a bare type (``"cuda"``); the
+    rank's GPU is ``model_runner.gpu_id``. Spelled out so plans, static buffers and the planner's SM count
+    never depend on which device happens to be current."""
+    device = torch.device(model_runner.device)
+    gpu_id = getattr(model_runner, "gpu_id", None)
+    if device.type != "cpu" and device.index is None and gpu_id is not None:
+        device = torch.device(device.type, int(gpu_id))
+    return device
 
 
 def build_delegate(model_runner: Any) -> AttentionBackend:
@@ -216,10 +238,10 @@ class PATAttnBackend(AttentionBackend):
         self,
         model_runner: Any,
         delegate: AttentionBackend | None = None,
-        chain_table: ChainTable = CHAIN_TABLE,
+        chain_table: ChainTable | None = None,
     ) -> None:
         super().__init__()
-        self.device = torch.device(model_runner.device)
+        self.device = runner_device(model_runner)
         heads, problems = model_problems(model_runner, kernels=self.device.type == "cuda")
         if problems or heads is None:
             raise ValueError(
@@ -232,8 +254,13 @@ class PATAttnBackend(AttentionBackend):
         self.token_to_kv_pool = model_runner.token_to_kv_pool
         self.context_len = int(model_runner.model_config.context_len)
         self.delegate = delegate if delegate is not None else build_delegate(model_runner)
-        self.chain_table = chain_table
-        chain_table.enabled = True  # the scheduler patch publishes only once a PAT backend exists
+        # This rank's chains: the table bound to its ReqToTokenPool (the scheduler patch publishes each batch
+        # into its pool's table), a fresh one unless this pool already has one or one is passed in.
+        pool = self.req_to_token_pool
+        if chain_table is None:
+            chain_table = chain_table_for(pool) or ChainTable()
+        self.chain_table = chain_table_for(pool, chain_table)
+        self.chain_table.enabled = True  # publishing costs scheduler time: on only for pools a PAT backend reads
         self.validate = os.environ.get(VALIDATE_ENV) == "1"
         self.forward_metadata: PATMetadata | None = None
         self.graph_buffers: Any = None  # pat_sglang.kernels.StaticPlanBuffers once graphs are set up

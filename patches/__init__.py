@@ -1,10 +1,11 @@
 """Version-checked runtime patches of SGLang for pat-sglang (see ``patches.core``).
 
 Role in pack-forward-merge: publishes the radix chains of each decode batch (``patches.publish``) into
-``CHAIN_TABLE`` (``patches.chain_table``), which the PAT attention backend reads to build its forest.
+the chain table of the batch's ``ReqToTokenPool`` (``patches.chain_table``; one per TP/DP rank), which
+the PAT attention backend reads to build its forest.
 """
 
-from .chain_table import CHAIN_TABLE, ChainEntry, ChainTable
+from .chain_table import CHAIN_TABLE, ChainEntry, ChainTable, chain_table_for
 from .core import (
     PATCH_SETS,
     SUPPORTED_SGLANG_VERSIONS,
@@ -24,6 +25,7 @@ __all__ = [
     "Patch",
     "UnsupportedSGLangVersion",
     "apply_patches",
+    "chain_table_for",
     "installed_sglang_version",
     "publish_decode_batch",
 ]

@@ -10,11 +10,18 @@ Entries hold copies (numpy arrays), never live ``TreeNode`` references: radix no
 evicted after the step. An entry is only trusted for the request it was published for: it carries the
 request id and ``ReqToTokenPool.req_generation`` of its row, which SGLang bumps whenever the row is
 handed to a new request.
+
+One table per ``ReqToTokenPool``: a ``req_pool_idx`` only means something within its pool, and every
+TP/DP rank's scheduler has its own pool (and radix tree). SGLang 0.5.17 runs each rank in its own
+process, but nothing here relies on that: ``chain_table_for`` keys tables by the pool object, the PAT
+backend binds one to its model runner's pool, and the publishing patch routes each batch by its
+``ScheduleBatch.req_to_token_pool``, so two ranks in one process never see each other's rows.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,10 +63,10 @@ def chain_signature(last_node: Any, root: Any) -> Signature | None:
 
 @dataclass
 class ChainTable:
-    """Process-wide table; each scheduler process (one per TP/DP rank) has its own."""
+    """The chains of the requests of one ``ReqToTokenPool`` (see ``chain_table_for``)."""
 
-    # Publishing costs scheduler time, so it is off until a PAT backend is constructed in this process
-    # (the plugin is loaded into every SGLang process of the environment, PAT in use or not).
+    # Publishing costs scheduler time, so it is off until a PAT backend binds the table to its pool (the
+    # plugin is loaded into every SGLang process of the environment, PAT in use or not).
     enabled: bool = False
     entries: dict[int, ChainEntry] = field(default_factory=dict)
     published: int = 0  # chains copied (cache misses), for tests and logs
@@ -103,3 +110,38 @@ class ChainTable:
 
 
 CHAIN_TABLE = ChainTable()
+"""The table of batches whose pool no PAT backend has bound (off unless enabled by hand, e.g. in tests)."""
+
+# id(pool) -> (reference to the pool, its table). Weak where the pool allows it, so a pool's table goes
+# with the pool and a new pool at a recycled address is never handed a dead pool's table.
+_POOL_TABLES: dict[int, tuple[Any, ChainTable]] = {}
+_POOL_LOCK = threading.Lock()
+
+
+def _ref(pool: Any) -> Any:
+    try:
+        return weakref.ref(pool)
+    except TypeError:  # not weak-referenceable: keep it alive (pools live as long as their scheduler anyway)
+        return lambda: pool
+
+
+def chain_table_for(pool: Any, table: ChainTable | None = None) -> ChainTable | None:
+    """The chain table of the ``ReqToTokenPool`` ``pool``, or ``None`` if none is bound.
+
+    With ``table`` given, bind it to ``pool`` (replacing any earlier binding) and return it; the PAT
+    backend does this for its model runner's pool, with a fresh table unless one was passed in.
+    """
+    if pool is None:
+        return table
+    key = id(pool)
+    with _POOL_LOCK:
+        found = _POOL_TABLES.get(key)
+        if found is not None and found[0]() is not pool:
+            del _POOL_TABLES[key]  # a dead pool's address, reused
+            found = None
+        if table is None:
+            return found[1] if found is not None else None
+        for k in [k for k, (ref, _) in _POOL_TABLES.items() if ref() is None]:
+            del _POOL_TABLES[k]
+        _POOL_TABLES[key] = (_ref(pool), table)
+        return table

@@ -5,7 +5,8 @@ Role in pack-forward-merge: the scheduler half of the hand-off into *pack* (see 
 ``.reqs`` and ``.tree_cache``) meets the model runner: the TP worker, the pipeline-parallel path and the
 speculative workers all build their batches through it, right before ``model_runner.forward`` on the
 same thread. Wrapping it (rather than a scheduler method) publishes exactly the batches that reach the
-attention backend, in order.
+attention backend, in order. Each batch goes to the table bound to its own ``req_to_token_pool`` (one per
+TP/DP rank, see ``chain_table.chain_table_for``).
 """
 
 from __future__ import annotations
@@ -15,15 +16,22 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .chain_table import CHAIN_TABLE, ChainTable
+from .chain_table import CHAIN_TABLE, ChainTable, chain_table_for
 
 logger = logging.getLogger(__name__)
 _warned = False
 
 
-def publish_decode_batch(batch: Any, table: ChainTable = CHAIN_TABLE) -> None:
-    """Publish the chain of every request of ``batch`` if it is a decode batch; never raises."""
+def publish_decode_batch(batch: Any, table: ChainTable | None = None) -> None:
+    """Publish the chain of every request of ``batch`` if it is a decode batch; never raises.
+
+    ``table``: by default the one bound to ``batch.req_to_token_pool`` (``CHAIN_TABLE`` if none is).
+    """
     global _warned
+    if table is None:
+        table = chain_table_for(getattr(batch, "req_to_token_pool", None))
+    if table is None:
+        table = CHAIN_TABLE
     if not table.enabled:
         return
     mode = getattr(batch, "forward_mode", None)
