@@ -6,6 +6,10 @@ Used by the SGLang-integration tests: real ``Req`` objects go through ``init_nex
 private decode tails. Slot allocation follows SGLang's paged allocators (a request's new tokens start
 on a fresh page; a decode token takes the next slot of its last page, or a fresh page); their triton
 kernels do not run on the CPU, so the page arithmetic lives here.
+
+Also the pieces a ``PATAttnBackend`` is built from on the CPU: a model runner with real ``RadixAttention``
+layers and ``MHATokenToKVPool`` (``fake_model_runner``), a stand-in delegate, and the decode
+``ForwardBatch`` of one scheduler step (``decode_batch``).
 """
 
 from __future__ import annotations
@@ -13,16 +17,18 @@ from __future__ import annotations
 from array import array
 from dataclasses import dataclass, field
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import torch
+from sglang.srt.layers.radix_attention import RadixAttention
 from sglang.srt.managers.schedule_batch import Req
 from sglang.srt.mem_cache.allocator.paged import PagedTokenToKVPoolAllocator
 from sglang.srt.mem_cache.allocator.token import TokenToKVPoolAllocator
 from sglang.srt.mem_cache.cache_init_params import CacheInitParams
-from sglang.srt.mem_cache.memory_pool import ReqToTokenPool
+from sglang.srt.mem_cache.memory_pool import MHATokenToKVPool, ReqToTokenPool
 from sglang.srt.mem_cache.radix_cache import RadixCache
-from sglang.srt.model_executor.forward_batch_info import ForwardMode
+from sglang.srt.model_executor.forward_batch_info import ForwardBatch, ForwardMode
 from sglang.srt.sampling.sampling_params import SamplingParams
 
 
@@ -109,11 +115,11 @@ class RadixHarness:
         ).astype(np.int64)
         return indptr, indices
 
-    def schedule_batch(self) -> SimpleNamespace:
-        """The ``ScheduleBatch`` attributes the publishing patch reads."""
+    def schedule_batch(self, only: list[int] | None = None) -> SimpleNamespace:
+        """The ``ScheduleBatch`` attributes the publishing patch reads (requests ``only``, or all)."""
         return SimpleNamespace(
             forward_mode=ForwardMode.DECODE,
-            reqs=list(self.reqs),
+            reqs=[self.reqs[i] for i in only] if only is not None else list(self.reqs),
             tree_cache=self.cache,
             req_to_token_pool=self.req_to_token_pool,
         )
@@ -130,3 +136,91 @@ def shared_prompts(rng: np.random.Generator, num_templates: int = 3, per_templat
     prompts.append(rng.integers(9000, 9999, size=23).tolist())  # shares nothing
     prompts.append(list(prompts[0]))  # an exact repeat of a prompt
     return prompts
+
+
+class RecordingDelegate:
+    """Stands in for the triton delegate (which needs a GPU): records what PAT hands it."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def init_forward_metadata(self, fb: Any) -> None:
+        self.calls.append("init_forward_metadata")
+
+    def forward_extend(self, *args: Any, **kwargs: Any) -> str:
+        self.calls.append("forward_extend")
+        return "delegate-extend"
+
+    def forward_decode(self, *args: Any, **kwargs: Any) -> str:
+        self.calls.append("forward_decode")
+        return "delegate-decode"
+
+
+def fake_model_runner(
+    h: RadixHarness,
+    num_q: int,
+    num_kv: int,
+    head_dim: int,
+    num_layers: int,
+    dtype: torch.dtype = torch.float32,
+    layers: list | None = None,
+    seed: int = 0,
+    **over: Any,
+) -> SimpleNamespace:
+    """The model-runner attributes PAT reads: ``h``'s pools, real ``RadixAttention`` layers with these (per-rank)
+    head counts, and an ``MHATokenToKVPool`` of ``num_kv`` heads filled with random K/V (``seed``)."""
+    pool = MHATokenToKVPool(
+        size=h.num_slots, page_size=h.page_size, dtype=dtype, head_num=num_kv, head_dim=head_dim,
+        layer_num=num_layers, device="cpu", enable_memory_saver=False,
+    )
+    gen = torch.Generator().manual_seed(seed)
+    for i in range(num_layers):
+        pool.k_buffer[i].copy_(torch.randn(pool.k_buffer[i].shape, generator=gen))
+        pool.v_buffer[i].copy_(torch.randn(pool.v_buffer[i].shape, generator=gen))
+    if layers is None:
+        layers = [RadixAttention(num_q, head_dim, head_dim**-0.5, num_kv, layer_id=i) for i in range(num_layers)]
+    runner = SimpleNamespace(
+        device="cpu",
+        server_args=SimpleNamespace(speculative_algorithm=None, dcp_size=1),
+        model_config=SimpleNamespace(is_encoder_decoder=False, context_len=h.max_context),
+        use_mla_backend=False,
+        sliding_window_size=None,
+        token_to_kv_pool_allocator=h.allocator,
+        token_to_kv_pool=pool,
+        req_to_token_pool=h.req_to_token_pool,
+        model=torch.nn.ModuleList(layers),
+        kv_cache_dtype=dtype,
+        dtype=dtype,
+    )
+    for key, value in over.items():
+        setattr(runner, key, value)
+    return runner
+
+
+def decode_batch(
+    h: RadixHarness,
+    table: Any = None,
+    mode: ForwardMode = ForwardMode.DECODE,
+    only: list[int] | None = None,
+) -> ForwardBatch:
+    """One decode step of requests ``only`` (or all) as the scheduler makes it: new token slots, publish (into
+    ``table``, or the table bound to ``h``'s ReqToTokenPool), then the ForwardBatch."""
+    from patches.publish import publish_decode_batch
+
+    idx = only if only is not None else list(range(len(h.reqs)))
+    h.decode(steps=1, only=idx)  # prepare_for_decode: allocate the step's token and write it into req_to_token
+    publish_decode_batch(h.schedule_batch(idx), table)
+    rows = torch.tensor([h.reqs[i].req_pool_idx for i in idx], dtype=torch.int64)
+    seq_lens = torch.tensor([h.seq_lens[i] for i in idx], dtype=torch.int64)
+    out_loc = h.req_to_token[rows, seq_lens - 1].to(torch.int64)
+    return ForwardBatch(
+        forward_mode=mode,
+        batch_size=len(idx),
+        input_ids=torch.zeros(len(idx), dtype=torch.int64),
+        req_pool_indices=rows,
+        seq_lens=seq_lens,
+        out_cache_loc=out_loc,
+        seq_lens_sum=int(seq_lens.sum()),
+        seq_lens_cpu=seq_lens.clone(),
+        rids=[h.reqs[i].rid for i in idx],
+    )

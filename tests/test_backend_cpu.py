@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 from sglang.srt.layers.radix_attention import RadixAttention
-from sglang.srt.mem_cache.memory_pool import MHATokenToKVPool
 from sglang.srt.model_executor.forward_batch_info import ForwardBatch, ForwardMode
-from sglang_harness import RadixHarness, shared_prompts
+from sglang_harness import RadixHarness, RecordingDelegate, decode_batch, fake_model_runner, shared_prompts
 
 import pat_sglang
 import pat_sglang.backend as backend_mod
@@ -19,28 +18,9 @@ from pat_sglang.backend import PATAttnBackend, model_problems
 from pat_sglang.config import HeadConfig
 from pat_sglang.reference import naive_decode
 from patches.chain_table import ChainTable
-from patches.publish import publish_decode_batch
 
 HQ, HKV, D, LAYERS = 8, 2, 64, 2
 PLAN_TENSORS = ("items", "kv_slots", "item_req", "item_dst", "merge_indptr", "merge_partials")
-
-
-class RecordingDelegate:
-    """Stands in for the triton delegate (which needs a GPU): records what PAT hands it."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def init_forward_metadata(self, fb: Any) -> None:
-        self.calls.append("init_forward_metadata")
-
-    def forward_extend(self, *args: Any, **kwargs: Any) -> str:
-        self.calls.append("forward_extend")
-        return "delegate-extend"
-
-    def forward_decode(self, *args: Any, **kwargs: Any) -> str:
-        self.calls.append("forward_decode")
-        return "delegate-decode"
 
 
 def make_layers(**kw: Any) -> list[RadixAttention]:
@@ -48,30 +28,7 @@ def make_layers(**kw: Any) -> list[RadixAttention]:
 
 
 def fake_runner(h: RadixHarness, dtype: torch.dtype = torch.float32, layers: list | None = None, **over: Any):
-    pool = MHATokenToKVPool(
-        size=h.num_slots, page_size=h.page_size, dtype=dtype, head_num=HKV, head_dim=D, layer_num=LAYERS,
-        device="cpu", enable_memory_saver=False,
-    )
-    gen = torch.Generator().manual_seed(0)
-    for i in range(LAYERS):
-        pool.k_buffer[i].copy_(torch.randn(pool.k_buffer[i].shape, generator=gen))
-        pool.v_buffer[i].copy_(torch.randn(pool.v_buffer[i].shape, generator=gen))
-    runner = SimpleNamespace(
-        device="cpu",
-        server_args=SimpleNamespace(speculative_algorithm=None, dcp_size=1),
-        model_config=SimpleNamespace(is_encoder_decoder=False, context_len=h.max_context),
-        use_mla_backend=False,
-        sliding_window_size=None,
-        token_to_kv_pool_allocator=h.allocator,
-        token_to_kv_pool=pool,
-        req_to_token_pool=h.req_to_token_pool,
-        model=torch.nn.ModuleList(layers if layers is not None else make_layers()),
-        kv_cache_dtype=dtype,
-        dtype=dtype,
-    )
-    for key, value in over.items():
-        setattr(runner, key, value)
-    return runner
+    return fake_model_runner(h, HQ, HKV, D, LAYERS, dtype, layers if layers is not None else make_layers(), **over)
 
 
 def build(page_size: int = 1, seed: int = 0) -> RadixHarness:
@@ -81,26 +38,6 @@ def build(page_size: int = 1, seed: int = 0) -> RadixHarness:
     h.decode(steps=4)
     h.decode(steps=3, only=[1, 2])
     return h
-
-
-def decode_batch(h: RadixHarness, table: ChainTable, mode: ForwardMode = ForwardMode.DECODE) -> ForwardBatch:
-    """One decode step as the scheduler makes it: new token slots, publish, then the ForwardBatch."""
-    h.decode(steps=1)  # prepare_for_decode: allocate the step's token and write it into req_to_token
-    publish_decode_batch(h.schedule_batch(), table)
-    rows = torch.tensor([r.req_pool_idx for r in h.reqs], dtype=torch.int64)
-    seq_lens = torch.tensor(h.seq_lens, dtype=torch.int64)
-    out_loc = h.req_to_token[rows, seq_lens - 1].to(torch.int64)
-    return ForwardBatch(
-        forward_mode=mode,
-        batch_size=len(h.reqs),
-        input_ids=torch.zeros(len(h.reqs), dtype=torch.int64),
-        req_pool_indices=rows,
-        seq_lens=seq_lens,
-        out_cache_loc=out_loc,
-        seq_lens_sum=int(seq_lens.sum()),
-        seq_lens_cpu=seq_lens.clone(),
-        rids=[r.rid for r in h.reqs],
-    )
 
 
 def assert_same_plan(a: pat_sglang.PackPlan, b: pat_sglang.PackPlan) -> None:
