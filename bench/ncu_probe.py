@@ -1,16 +1,19 @@
-"""Run one PAT workload a few times, for Nsight Compute: ``ncu --set detailed python bench/ncu_probe.py d``."""
+"""Run one PAT workload a few times, for Nsight Compute (``ncu ... python bench/ncu_probe.py "a bs64"``), or
+with ``--timing``: a -DPAT_TIMING build, printing per-CTA phase durations grouped by tile m and KV length."""
 
 from __future__ import annotations
 
 import sys
 
+import numpy as np
 import torch
 
 from bench.smoke_gpu import TIMED, tree_indices
 from pat_sglang import HeadConfig, plan_forest
 from pat_sglang.config import DeviceSpec
 from pat_sglang.forest import PrefixForest
-from pat_sglang.kernels import launch_plan
+from pat_sglang.kernels import KernelTune, kernels_for, launch_plan
+from pat_sglang.planner import ITEM_KV_BEGIN, ITEM_KV_END, ITEM_TILE_M
 
 
 def main() -> None:
@@ -22,9 +25,29 @@ def main() -> None:
     q = torch.randn(len(indptr) - 1, 32, 128, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(num_slots, 8, 128, device="cuda", dtype=torch.bfloat16)
     v = torch.randn(num_slots, 8, 128, device="cuda", dtype=torch.bfloat16)
+    tune = KernelTune(timing=True) if "--timing" in sys.argv else None
     for _ in range(3):
-        launch_plan(plan, q, k, v, 0.1)
+        launch_plan(plan, q, k, v, 0.1, tune=tune)
     torch.cuda.synchronize()
+    if tune is None:
+        return
+    stamps = kernels_for(heads, q.device, tune).read_timing(plan.num_items * 8).astype("int64")
+    t0 = stamps[:, 0].min()
+    items = plan.items.cpu().numpy()
+    groups: dict[tuple[int, int], list] = {}
+    for cta, st in enumerate(stamps):
+        it = items[cta // 8]
+        key = (int(it[ITEM_TILE_M]), int(it[ITEM_KV_END] - it[ITEM_KV_BEGIN]))
+        groups.setdefault(key, []).append(st - t0)
+    print(f"{name}: kernel span {(stamps[:, 3].max() - t0) / 1e3:.1f} us, {len(stamps)} CTAs")
+    cols = ("tile_m", "kv", "ctas", "start_us", "first_tile", "loop", "epilogue", "end_us")
+    print(" ".join(f"{c:>10}" for c in cols))
+    for (m, kv), rows in sorted(groups.items()):
+        r = torch.from_numpy(np.stack(rows)).double() / 1e3
+        print(
+            f"{m:>10} {kv:>10} {len(rows):>10} {r[:, 0].median():>10.1f} {(r[:, 1] - r[:, 0]).median():>10.2f} "
+            f"{(r[:, 2] - r[:, 1]).median():>10.2f} {(r[:, 3] - r[:, 2]).median():>10.2f} {r[:, 3].max():>10.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -22,10 +22,11 @@
 //   from shared memory through ldmatrix (V transposed; each warp walks its columns 32 at a time so the
 //   S fragment stays at 16 registers), rows XOR-swizzled in 16-byte chunks so the
 //   ldmatrix phases hit distinct banks. Softmax is online, in the log2 domain.
-//   At the end the KV_WARPS partial states are combined in shared memory, and each row goes either to
-//   the output (dtype, the request's only partial) or to its partial slot (fp32 row + log2-sum-exp).
+//   At the end, with KV_WARPS = 1 each warp writes its rows straight from registers; otherwise the
+//   KV_WARPS partial states are combined through fp32 slabs in shared memory. Each row goes either to the
+//   output (dtype, the request's only partial) or to its partial slot (fp32 row + log2-sum-exp).
 //
-// pat_merge: one CTA per request; combines the request's partial rows with softmax weights
+// pat_merge: one warp per (request, q head); combines the request's partial rows with softmax weights
 //   2^(lse_i - max lse) into the output. Requests with a direct output have no partials and exit.
 
 #if defined(PAT_DTYPE_BF16)
@@ -68,6 +69,24 @@ __device__ __forceinline__ elem_t pat_float_to_elem(float a) { return __float2ha
 #define PAT_THREADS (PAT_WARPS * 32)
 #define MAX_TILE_M (PAT_WARPS * 16)  // the largest tile m: every warp owns 16 rows
 #define CHUNKS_PER_ROW (HEAD_DIM / 8)  // 16-byte chunks in one head row
+
+// -DPAT_TIMING: each CTA records %globaltimer at start, after its first tile landed, after the KV loop
+// and at the end into pat_timing (profiling builds only; bench/ncu_probe.py reads it).
+#ifdef PAT_TIMING
+#define PAT_TIMING_SLOTS 65536
+extern "C" __device__ unsigned long long pat_timing[PAT_TIMING_SLOTS][4];
+__device__ unsigned long long pat_timing[PAT_TIMING_SLOTS][4];
+__device__ __forceinline__ void pat_stamp(int which) {
+    if (threadIdx.x == 0) {
+        const int cta = blockIdx.y * gridDim.x + blockIdx.x;
+        unsigned long long t;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+        if (cta < PAT_TIMING_SLOTS) pat_timing[cta][which] = t;
+    }
+}
+#else
+__device__ __forceinline__ void pat_stamp(int) {}
+#endif
 
 // Item columns: must match pat_sglang/planner.py.
 #define ITEM_FIELDS 8
@@ -115,7 +134,7 @@ struct PatMergeParams {
 constexpr int SMEM_Q_ELEMS = MAX_TILE_M * HEAD_DIM;
 constexpr int SMEM_KV_ELEMS = STAGES * KV_TILE * HEAD_DIM;
 constexpr int SMEM_MAIN_BYTES = (SMEM_Q_ELEMS + 2 * SMEM_KV_ELEMS) * 2;
-// The cross-warp combine (fp32) at TILE_M = MAX_TILE_M, where KV_WARPS = 1: O rows, row maxima, row sums.
+// The cross-warp combine slabs (fp32): KV_WARPS * TILE_M <= MAX_TILE_M rows of O, row maxima, row sums.
 constexpr int SMEM_COMBINE_BYTES = (MAX_TILE_M * HEAD_DIM + 2 * MAX_TILE_M) * 4;
 constexpr int SMEM_BYTES = SMEM_MAIN_BYTES > SMEM_COMBINE_BYTES ? SMEM_MAIN_BYTES : SMEM_COMBINE_BYTES;
 // Read by the host at module load to check its own copy of this formula.
@@ -188,6 +207,19 @@ __device__ __forceinline__ void load_kv_row(const PatForwardParams& p, elem_t* s
     }
 }
 
+// Two adjacent output elements of one (request, q head) row: to the output (dtype) when the request has
+// no other partial (dst < 0), else to its fp32 partial slot.
+__device__ __forceinline__ void write_pair(const PatForwardParams& p, int req, int dst, int head, int d, float v0,
+                                           float v1) {
+    if (dst < 0) {
+        *reinterpret_cast<elem2_t*>(p.out + (long long)req * p.out_stride + head * HEAD_DIM + d) =
+            pat_float2_to_elem2(v0, v1);
+    } else {
+        *reinterpret_cast<float2*>(p.part_o + ((long long)dst * p.num_q_heads + head) * HEAD_DIM + d) =
+            make_float2(v0, v1);
+    }
+}
+
 template <int ROW_WARPS>
 __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, const int* item, int kvh, elem_t* smem) {
     constexpr int KV_WARPS = (PAT_WARPS / ROW_WARPS) < (KV_TILE / 16) ? (PAT_WARPS / ROW_WARPS) : (KV_TILE / 16);
@@ -256,6 +288,7 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
         cp_async_commit();
         cp_async_wait<STAGES - 1>();
         __syncthreads();
+        if (t == 0) pat_stamp(1);
 
         if (computes) {
             const elem_t* tk = sk + (t % STAGES) * STAGE_ELEMS;
@@ -345,70 +378,84 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
         __syncthreads();  // the next iteration refills this stage
     }
     cp_async_wait<0>();  // no copy may land in shared memory after the loop: the combine reuses it
+    pat_stamp(2);
 
-    // Combine the KV_WARPS column groups. Shared layout (reusing the whole Q/K/V region, fp32; the loop
-    // ended on a barrier, so nobody reads Q/K/V any more):
-    //   comb_o [TILE_M][HEAD_DIM], comb_m [KV_WARPS][TILE_M], comb_l [TILE_M].
-    float* comb_o = reinterpret_cast<float*>(smem);
-    float* comb_m = comb_o + TILE_M * HEAD_DIM;
-    float* comb_l = comb_m + KV_WARPS * TILE_M;
-    for (int i = threadIdx.x; i < TILE_M * HEAD_DIM; i += PAT_THREADS) comb_o[i] = 0.f;
-    for (int i = threadIdx.x; i < TILE_M; i += PAT_THREADS) comb_l[i] = 0.f;
-    const int r_lo = rw * 16 + lane / 4;  // this thread's two rows
-    const int r_hi = r_lo + 8;
-    if (computes && lane % 4 == 0) {
-        comb_m[kw * TILE_M + r_lo] = m_run[0];
-        comb_m[kw * TILE_M + r_hi] = m_run[1];
+    // Each thread holds rows r_lo and r_lo + 8 of its warp's 16, columns j*8 + (lane%4)*2 + {0,1}.
+    const int r_lo = rw * 16 + lane / 4;
+    float l_full[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        float l = l_run[h];
+        l += __shfl_xor_sync(0xffffffff, l, 1);
+        l += __shfl_xor_sync(0xffffffff, l, 2);
+        l_full[h] = l;
     }
-    __syncthreads();
+    if (KV_WARPS == 1) {
+        // One warp saw every column of its rows: write them straight from registers.
+        if (computes) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int r = r_lo + 8 * h;
+                if (r >= n_rows) continue;
+                const int ri = req_begin + r / group;
+                const int req = p.item_req[ri];
+                const int dst = p.item_dst[ri];
+                const int head = kvh * group + r % group;
+                const float inv_l = 1.f / l_full[h];
+#pragma unroll
+                for (int j = 0; j < DB; ++j) {
+                    const int d = j * 8 + (lane % 4) * 2;
+                    write_pair(p, req, dst, head, d, o[j][2 * h] * inv_l, o[j][2 * h + 1] * inv_l);
+                }
+                if (dst >= 0 && lane % 4 == 0) p.part_lse[(long long)dst * p.num_q_heads + head] = m_run[h] + log2f(l_full[h]);
+            }
+        }
+        return;
+    }
+
+    // KV_WARPS column groups: each parks its raw state in its own fp32 slab (reusing the Q/K/V region; the
+    // loop ended on a barrier), then the block combines the slabs row by row. No atomics.
+    //   slab_o [KV_WARPS][TILE_M][HEAD_DIM], slab_m [KV_WARPS][TILE_M], slab_l [KV_WARPS][TILE_M]
+    float* slab_o = reinterpret_cast<float*>(smem);
+    float* slab_m = slab_o + KV_WARPS * TILE_M * HEAD_DIM;
+    float* slab_l = slab_m + KV_WARPS * TILE_M;
     if (computes) {
-        float w[2];
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-            const int r = h ? r_hi : r_lo;
-            float mx = PAT_NEG_INF;
+            const int r = r_lo + 8 * h;
+            float* row = slab_o + (kw * TILE_M + r) * HEAD_DIM;
 #pragma unroll
-            for (int g = 0; g < KV_WARPS; ++g) mx = fmaxf(mx, comb_m[g * TILE_M + r]);
-            w[h] = m_run[h] == PAT_NEG_INF ? 0.f : exp2f(m_run[h] - mx);
-            float l = l_run[h];
-            l += __shfl_xor_sync(0xffffffff, l, 1);
-            l += __shfl_xor_sync(0xffffffff, l, 2);
-            if (lane % 4 == 0) atomicAdd(&comb_l[r], l * w[h]);
-        }
-#pragma unroll
-        for (int j = 0; j < DB; ++j) {
-            const int d = j * 8 + (lane % 4) * 2;
-            atomicAdd(&comb_o[r_lo * HEAD_DIM + d], o[j][0] * w[0]);
-            atomicAdd(&comb_o[r_lo * HEAD_DIM + d + 1], o[j][1] * w[0]);
-            atomicAdd(&comb_o[r_hi * HEAD_DIM + d], o[j][2] * w[1]);
-            atomicAdd(&comb_o[r_hi * HEAD_DIM + d + 1], o[j][3] * w[1]);
+            for (int j = 0; j < DB; ++j)
+                *reinterpret_cast<float2*>(row + j * 8 + (lane % 4) * 2) = make_float2(o[j][2 * h], o[j][2 * h + 1]);
+            if (lane % 4 == 0) {
+                slab_m[kw * TILE_M + r] = m_run[h];
+                slab_l[kw * TILE_M + r] = l_full[h];
+            }
         }
     }
     __syncthreads();
-
-    // Write rows: 2 elements per thread per step, rows spread over the block.
     for (int i = threadIdx.x; i < n_rows * (HEAD_DIM / 2); i += PAT_THREADS) {
         const int r = i / (HEAD_DIM / 2);
         const int d = (i % (HEAD_DIM / 2)) * 2;
+        float mx = PAT_NEG_INF;
+#pragma unroll
+        for (int g = 0; g < KV_WARPS; ++g) mx = fmaxf(mx, slab_m[g * TILE_M + r]);
+        float den = 0.f, v0 = 0.f, v1 = 0.f;
+#pragma unroll
+        for (int g = 0; g < KV_WARPS; ++g) {
+            const float m = slab_m[g * TILE_M + r];
+            const float w = m == PAT_NEG_INF ? 0.f : exp2f(m - mx);  // a group that saw no column adds 0
+            const float2 x = *reinterpret_cast<const float2*>(slab_o + (g * TILE_M + r) * HEAD_DIM + d);
+            den += w * slab_l[g * TILE_M + r];
+            v0 += w * x.x;
+            v1 += w * x.y;
+        }
         const int ri = req_begin + r / group;
         const int req = p.item_req[ri];
         const int dst = p.item_dst[ri];
         const int head = kvh * group + r % group;
-        const float inv_l = 1.f / comb_l[r];
-        const float v0 = comb_o[r * HEAD_DIM + d] * inv_l;
-        const float v1 = comb_o[r * HEAD_DIM + d + 1] * inv_l;
-        if (dst < 0) {
-            *reinterpret_cast<elem2_t*>(p.out + (long long)req * p.out_stride + head * HEAD_DIM + d) =
-                pat_float2_to_elem2(v0, v1);
-        } else {
-            *reinterpret_cast<float2*>(p.part_o + ((long long)dst * p.num_q_heads + head) * HEAD_DIM + d) =
-                make_float2(v0, v1);
-            if (d == 0) {
-                float mx = PAT_NEG_INF;
-                for (int g = 0; g < KV_WARPS; ++g) mx = fmaxf(mx, comb_m[g * TILE_M + r]);
-                p.part_lse[(long long)dst * p.num_q_heads + head] = mx + log2f(comb_l[r]);
-            }
-        }
+        write_pair(p, req, dst, head, d, v0 / den, v1 / den);
+        if (dst >= 0 && d == 0) p.part_lse[(long long)dst * p.num_q_heads + head] = mx + log2f(den);
     }
 }
 
@@ -421,6 +468,7 @@ extern "C" __global__ void __launch_bounds__(PAT_THREADS, PAT_MIN_BLOCKS) pat_pa
     if (p.num_items != nullptr && item_idx >= *p.num_items) return;
     const int* item = p.items + item_idx * ITEM_FIELDS;
     const int kvh = blockIdx.x;
+    pat_stamp(0);
     switch (item[ITEM_TILE_M]) {
         case 16: pack_forward_tile<1>(p, item, kvh, smem); break;
 #if PAT_WARPS >= 2
@@ -434,29 +482,44 @@ extern "C" __global__ void __launch_bounds__(PAT_THREADS, PAT_MIN_BLOCKS) pat_pa
 #endif
         default: break;  // the host never plans a tile m this build lacks (checked against the table)
     }
+    pat_stamp(3);
 }
 
-extern "C" __global__ void __launch_bounds__(256) pat_merge(const PatMergeParams p) {
+// One warp per (request, q head): grid = (requests, ceil(q_heads / MERGE_WARPS)), MERGE_WARPS warps.
+#define MERGE_WARPS 4
+extern "C" __global__ void __launch_bounds__(MERGE_WARPS * 32) pat_merge(const PatMergeParams p) {
     const int req = blockIdx.x;
-    if (req >= p.num_requests) return;
+    const int head = blockIdx.y * MERGE_WARPS + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (req >= p.num_requests || head >= p.num_q_heads) return;
     const int lo = p.merge_indptr[req];
     const int hi = p.merge_indptr[req + 1];
     if (hi == lo) return;  // written directly by pat_pack_forward
-    for (int i = threadIdx.x; i < p.num_q_heads * (HEAD_DIM / 2); i += blockDim.x) {
-        const int head = i / (HEAD_DIM / 2);
-        const int d = (i % (HEAD_DIM / 2)) * 2;
-        float mx = PAT_NEG_INF;
-        for (int k = lo; k < hi; ++k) mx = fmaxf(mx, p.part_lse[(long long)p.merge_partials[k] * p.num_q_heads + head]);
-        float den = 0.f, acc0 = 0.f, acc1 = 0.f;
-        for (int k = lo; k < hi; ++k) {
-            const long long slot = p.merge_partials[k];
-            const float w = exp2f(p.part_lse[slot * p.num_q_heads + head] - mx);
-            const float2 v = *reinterpret_cast<const float2*>(p.part_o + (slot * p.num_q_heads + head) * HEAD_DIM + d);
-            den += w;
-            acc0 += w * v.x;
-            acc1 += w * v.y;
+    float mx = PAT_NEG_INF;
+    for (int k = lo + lane; k < hi; k += 32)
+        mx = fmaxf(mx, p.part_lse[(long long)p.merge_partials[k] * p.num_q_heads + head]);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, off));
+    constexpr int PER_LANE = HEAD_DIM / 32;  // 2, 4 or 8 consecutive elements per lane
+    float acc[PER_LANE];
+#pragma unroll
+    for (int i = 0; i < PER_LANE; ++i) acc[i] = 0.f;
+    float den = 0.f;
+    for (int k = lo; k < hi; ++k) {
+        const long long row = (long long)p.merge_partials[k] * p.num_q_heads + head;
+        const float w = exp2f(p.part_lse[row] - mx);
+        const float* src = p.part_o + row * HEAD_DIM + lane * PER_LANE;
+        den += w;
+#pragma unroll
+        for (int i = 0; i < PER_LANE; i += 2) {
+            const float2 v = *reinterpret_cast<const float2*>(src + i);
+            acc[i] += w * v.x;
+            acc[i + 1] += w * v.y;
         }
-        *reinterpret_cast<elem2_t*>(p.out + (long long)req * p.out_stride + head * HEAD_DIM + d) =
-            pat_float2_to_elem2(acc0 / den, acc1 / den);
     }
+    const float inv = 1.f / den;
+    elem_t* dst = p.out + (long long)req * p.out_stride + head * HEAD_DIM + lane * PER_LANE;
+#pragma unroll
+    for (int i = 0; i < PER_LANE; i += 2)
+        *reinterpret_cast<elem2_t*>(dst + i) = pat_float2_to_elem2(acc[i] * inv, acc[i + 1] * inv);
 }

@@ -29,7 +29,7 @@ import torch
 from .config import SUPPORTED_HEAD_DIMS, HeadConfig, check_supported, data_dir, load_tile_table
 from .planner import ITEM_FIELDS, PackPlan
 
-MERGE_THREADS = 256
+MERGE_WARPS = 4  # the merge kernel's warps per CTA, one q head each (kernels/pat_decode.cu)
 DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 CI_ARCHS = ("sm_80", "sm_90")
 
@@ -57,6 +57,7 @@ class KernelTune:
     stages: int | None = None
     min_ctas_per_sm: int | None = None
     warps: int | None = None
+    timing: bool = False  # build with -DPAT_TIMING (per-CTA timestamps; profiling only)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class KernelVariant:
     stages: int
     min_ctas_per_sm: int = 1
     warps: int = 4
+    timing: bool = False
 
     @property
     def threads(self) -> int:
@@ -93,6 +95,7 @@ class KernelVariant:
                 tune.stages or v.stages,
                 tune.min_ctas_per_sm or v.min_ctas_per_sm,
                 tune.warps or v.warps,
+                tune.timing,
             )
         return v
 
@@ -121,7 +124,7 @@ class KernelVariant:
             f"-DPAT_MIN_BLOCKS={self.min_ctas_per_sm}",
             f"-DPAT_WARPS={self.warps}",
             "--ptxas-options=-v",
-        ]
+        ] + (["-DPAT_TIMING"] if self.timing else [])
 
     @property
     def smem_bytes(self) -> int:
@@ -215,6 +218,7 @@ def compile_variant(variant: KernelVariant, use_cache: bool = True) -> CompiledV
     key = hashlib.sha256("\0".join([src, *key_opts, f"nvrtc{major}.{minor}"]).encode()).hexdigest()[:24]
     v = variant
     path = cache_dir() / f"pat_{v.arch}_{v.dtype}_d{v.head_dim}_n{v.kv_tile}_s{v.stages}_w{v.warps}_{key}.cubin"
+
     if use_cache and path.exists():
         meta = path.with_suffix(".json")
         log = json.loads(meta.read_text())["log"] if meta.exists() else ""
@@ -306,6 +310,14 @@ class _LoadedKernels:
         self.forward = _drv(driver.cuLibraryGetKernel(self.library, b"pat_pack_forward"), "cuLibraryGetKernel")
         self.merge = _drv(driver.cuLibraryGetKernel(self.library, b"pat_merge"), "cuLibraryGetKernel")
         self._configured: set[int] = set()
+
+    def read_timing(self, num_ctas: int) -> np.ndarray:
+        """[num_ctas, 4] globaltimer stamps (ns) of a -DPAT_TIMING build: start, first tile, loop end, end."""
+        driver = _driver()
+        ptr, size = _drv(driver.cuLibraryGetGlobal(self.library, b"pat_timing"), "cuLibraryGetGlobal")
+        host = np.zeros((size // 32, 4), dtype=np.uint64)
+        _drv((driver.cuMemcpyDtoH(host.ctypes.data, ptr, size)[0], None), "cuMemcpyDtoH")
+        return host[:num_ctas]
 
     def configure(self, device_index: int) -> None:
         if device_index in self._configured:
@@ -454,9 +466,9 @@ def _launch(
                 driver.cuLaunchKernel(
                     driver.CUfunction(int(kern.merge)),
                     num_requests,
+                    -(-heads.num_q_heads // MERGE_WARPS),
                     1,
-                    1,
-                    MERGE_THREADS,
+                    32 * MERGE_WARPS,
                     1,
                     1,
                     0,
