@@ -19,6 +19,7 @@ chains are fused), and no node is empty. Two forests describing the same sharing
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
@@ -40,6 +41,81 @@ class ForestNode:
         return int(self.slots.shape[0])
 
 
+@dataclass(eq=False)
+class ForestArrays:
+    """The forest as flat int64 arrays (node ``i`` of ``PrefixForest.nodes`` is index ``i``), for the planner.
+
+    Built once per forest (by the vectorised builders, or on first use from ``nodes``); the nodes are treated as
+    read-only afterwards."""
+
+    tok: np.ndarray  # [N] tokens per node
+    parent: np.ndarray  # [N] parent node, -1 for roots
+    depth: np.ndarray  # [N]
+    q: np.ndarray  # [N] requests per node
+    req_ptr: np.ndarray  # [N + 1] indptr into req_flat
+    req_flat: np.ndarray  # [E] each node's sorted requests, nodes in order
+    entry_node: np.ndarray  # [E] the node of each req_flat entry
+    ends_here: np.ndarray  # bool [E]: the entry's node is the request's last (deepest) node
+    ending: np.ndarray  # [N] requests whose last node this is
+    slot_ptr: np.ndarray  # [N + 1] indptr into slots_flat
+    slots_flat: np.ndarray  # every node's slots, nodes in order
+    slot_max: int  # -1 if there are no slots
+    req32: np.ndarray  # req_flat as int32
+    slots32: np.ndarray | None  # slots_flat as int32; None if a slot does not fit
+    shared_q: np.ndarray  # q of the nodes with more than one request
+    shared_tok: np.ndarray  # tok of those nodes
+    unique_tokens: int
+    request_tokens: int
+    nodes: list[ForestNode] = field(repr=False, default_factory=list)  # the list these arrays describe
+
+    @staticmethod
+    def from_nodes(nodes: list[ForestNode], num_requests: int, request_lengths: np.ndarray) -> ForestArrays:
+        n = len(nodes)
+        tok = np.fromiter((x.slots.shape[0] for x in nodes), dtype=np.int64, count=n)
+        parent = np.fromiter((x.parent for x in nodes), dtype=np.int64, count=n)
+        depth = np.fromiter((x.depth for x in nodes), dtype=np.int64, count=n)
+        q = np.fromiter((len(x.requests) for x in nodes), dtype=np.int64, count=n)
+        req_ptr = _indptr(q)
+        every_request = itertools.chain.from_iterable(x.requests for x in nodes)
+        req_flat = np.fromiter(every_request, dtype=np.int64, count=int(req_ptr[-1]))
+        slots_flat = (
+            np.concatenate([x.slots for x in nodes]).astype(np.int64, copy=False) if n else np.zeros(0, np.int64)
+        )
+        return ForestArrays.build(tok, parent, depth, q, req_ptr, req_flat, slots_flat, num_requests,
+                                  request_lengths, nodes)
+
+    @staticmethod
+    def build(tok, parent, depth, q, req_ptr, req_flat, slots_flat, num_requests, request_lengths, nodes):
+        entry_node = np.repeat(np.arange(tok.shape[0]), q)
+        last = np.full(num_requests, -1, dtype=np.int64)
+        np.maximum.at(last, req_flat, entry_node)  # nodes are topological: the deepest has the largest index
+        ends_here = last[req_flat] == entry_node
+        ending = np.bincount(entry_node[ends_here], minlength=tok.shape[0])
+        slot_max = int(slots_flat.max()) if slots_flat.shape[0] else -1
+        shared = q > 1
+        return ForestArrays(
+            tok=tok,
+            parent=parent,
+            depth=depth,
+            q=q,
+            req_ptr=req_ptr,
+            req_flat=req_flat,
+            entry_node=entry_node,
+            ends_here=ends_here,
+            ending=ending,
+            slot_ptr=_indptr(tok),
+            slots_flat=slots_flat,
+            slot_max=slot_max,
+            req32=req_flat.astype(np.int32),
+            slots32=slots_flat.astype(np.int32) if slot_max <= np.iinfo(np.int32).max else None,
+            shared_q=q[shared],
+            shared_tok=tok[shared],
+            unique_tokens=int(tok.sum()),
+            request_tokens=int(np.asarray(request_lengths).sum()),
+            nodes=nodes,
+        )
+
+
 @dataclass
 class PrefixForest:
     """Nodes in topological order (a parent always precedes its children)."""
@@ -52,12 +128,13 @@ class PrefixForest:
     @staticmethod
     def from_flat(kv_indptr: Sequence[int] | np.ndarray, kv_indices: Sequence[int] | np.ndarray) -> PrefixForest:
         indptr = _as_int64(kv_indptr, "kv_indptr")
-        indices = _as_int64(kv_indices, "kv_indices")
+        indices = _as_index_array(kv_indices, "kv_indices")
         num_requests = _check_indptr(indptr, indices.shape[0])
-        seqs = [indices[indptr[r] : indptr[r + 1]] for r in range(num_requests)]
-        builder = _Builder(num_requests)
-        builder.split(seqs, list(range(num_requests)), start=0, parent=-1)
-        return builder.finish(np.diff(indptr))
+        lengths = np.diff(indptr)
+        empty = np.flatnonzero(lengths == 0)
+        if empty.shape[0]:
+            raise ValueError(f"request {int(empty[0])} has no KV tokens (sequence length 0)")
+        return _flat_forest(indices, indptr[: num_requests + 1], lengths)
 
     @staticmethod
     def from_chains(
@@ -116,6 +193,14 @@ class PrefixForest:
 
     def request_tokens(self) -> int:
         return int(self.request_lengths.sum())
+
+    def _arrays(self) -> ForestArrays:
+        """The forest as flat arrays (cached; the nodes must not be edited after the first call)."""
+        arrays = self.__dict__.get("_arrays_cache")
+        if arrays is None or arrays.nodes is not self.nodes or len(arrays.nodes) != arrays.tok.shape[0]:
+            arrays = ForestArrays.from_nodes(self.nodes, self.num_requests, self.request_lengths)
+            self.__dict__["_arrays_cache"] = arrays
+        return arrays
 
     def canonical_key(self) -> frozenset:
         """A value equal for two forests that describe the same sharing of the same slots."""
@@ -208,6 +293,12 @@ def _fuse_chains(nodes: list[ForestNode]) -> list[ForestNode]:
     return out
 
 
+def _indptr(counts: np.ndarray) -> np.ndarray:
+    out = np.zeros(counts.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=out[1:])
+    return out
+
+
 def _as_int64(x: Sequence[int] | np.ndarray, name: str) -> np.ndarray:
     if hasattr(x, "detach"):  # torch tensor, any device
         x = x.detach().cpu().numpy()
@@ -232,3 +323,157 @@ def _check_indptr(indptr: np.ndarray, num_indices: int) -> int:
     if indptr[-1] > num_indices:
         raise ValueError(f"kv_indptr ends at {int(indptr[-1])} but kv_indices has {num_indices} entries")
     return int(indptr.shape[0] - 1)
+
+
+def _as_index_array(x: Sequence[int] | np.ndarray, name: str) -> np.ndarray:
+    """``_as_int64`` (same checks and errors) that keeps int32 and int64 arrays as they are."""
+    if hasattr(x, "detach"):  # torch tensor, any device
+        x = x.detach().cpu().numpy()
+    arr = np.asarray(x)
+    if arr.dtype != np.int32 and arr.dtype != np.int64:
+        return _as_int64(arr, name)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.shape[0] and int(arr.min()) < 0:
+        raise ValueError(f"{name} holds a negative index ({int(arr.min())})")
+    return np.ascontiguousarray(arr)
+
+
+def _flat_forest(ind: np.ndarray, indptr: np.ndarray, lengths: np.ndarray) -> PrefixForest:
+    """The canonical forest of the rows ``ind[indptr[r]:indptr[r + 1]]`` (all non-empty), built one tree level
+    at a time over all groups at once.
+
+    A group is a set of requests that agree on their first ``start`` slots and share the slot at ``start``; it is
+    one node, which ends at the first position where two of its rows differ or a row ends. Members are kept in
+    request order, so a group's first member is its smallest request. Two rows agree on ``[start, x)`` for all
+    pairs iff every two neighbours (in any order) do, so the node end is the minimum over neighbouring rows of
+    their first difference: one shifted comparison of the gathered rows. The rows of a node's children are then
+    grouped by their slot at the node end."""
+    num_requests = lengths.shape[0]
+    starts = indptr[:-1]
+    first = ind[starts]
+    members = first.argsort(kind="stable")
+    keys = first[members]
+    gptr = _boundaries(keys[1:] != keys[:-1], num_requests)
+    gstart = np.zeros(gptr.shape[0] - 1, dtype=np.int64)
+    gparent = np.full(gptr.shape[0] - 1, -1, dtype=np.int64)
+    levels = []  # per level: (start, end, parent, members, member indptr)
+    num_nodes = 0
+    while gstart.shape[0]:
+        num_groups = gstart.shape[0]
+        gsize = np.diff(gptr)
+        gid = np.arange(num_groups).repeat(gsize)
+        row_start = starts[members] + gstart[gid]  # where each member's run in this group begins in ind
+        end = np.minimum.reduceat(lengths[members], gptr[:-1])
+        multi = gsize > 1
+        if multi.any():
+            sel = np.flatnonzero(multi[gid])
+            width = int((end - gstart)[multi].max())
+            src = ind
+            need = int(row_start[sel].max()) + width
+            if need > ind.shape[0]:
+                src = np.concatenate([ind, np.zeros(need - ind.shape[0], dtype=ind.dtype)])
+            view = np.lib.stride_tricks.as_strided(
+                src, shape=(src.shape[0] - width + 1, width), strides=(src.strides[0], src.strides[0])
+            )
+            rows = view[row_start[sel]]
+            diff = rows[1:] != rows[:-1]
+            at = diff.argmax(axis=1)
+            at[~diff[np.arange(at.shape[0]), at]] = width  # no difference within the window
+            pair_gid = gid[sel]
+            same = pair_gid[1:] == pair_gid[:-1]
+            pg = pair_gid[1:][same]
+            np.minimum.at(end, pg, gstart[pg] + at[same])
+        node_ids = num_nodes + np.arange(num_groups)
+        levels.append((gstart, end, gparent, members, gptr))
+        num_nodes += num_groups
+        # children: members that go on past the node end, grouped by (node, slot at the end)
+        cont = lengths[members] > end[gid]
+        members, cgid = members[cont], gid[cont]
+        cend = end[cgid]
+        slot = ind[starts[members] + cend]
+        order = np.lexsort((slot, cgid))
+        members, cgid, slot = members[order], cgid[order], slot[order]
+        gptr = _boundaries((cgid[1:] != cgid[:-1]) | (slot[1:] != slot[:-1]), members.shape[0])
+        head = cgid[gptr[:-1]]
+        gstart = end[head]
+        gparent = node_ids[head]
+
+    # --- canonical order: depth-first, children by their smallest request (= a lexicographic sort of the
+    # smallest requests along each node's root path)
+    depth_count = len(levels)
+    path_key = np.full((depth_count, num_nodes), -1, dtype=np.int64)
+    n_start, n_end, n_parent, n_depth, n_q, m_flat = [], [], [], [], [], []
+    at = 0
+    for d, (gs, ge, gp, mem, gp_ptr) in enumerate(levels):
+        ids = np.arange(at, at + gs.shape[0])
+        rep = mem[gp_ptr[:-1]]
+        if d:
+            path_key[:d, ids] = path_key[:d, gp]
+        path_key[d, ids] = rep
+        n_start.append(starts[rep] + gs)
+        n_end.append(starts[rep] + ge)
+        n_parent.append(gp)
+        n_depth.append(np.full(gs.shape[0], d, dtype=np.int64))
+        n_q.append(np.diff(gp_ptr))
+        m_flat.append(mem)
+        at += gs.shape[0]
+    order = np.lexsort(path_key[::-1])
+    new_id = np.empty(num_nodes, dtype=np.int64)
+    new_id[order] = np.arange(num_nodes)
+    parent = np.concatenate(n_parent)[order]
+    parent = np.where(parent >= 0, new_id[parent], -1)
+    depth = np.concatenate(n_depth)[order]
+    q_all = np.concatenate(n_q)
+    q = q_all[order]
+    req_flat = np.concatenate(m_flat)[_ranges(_indptr(q_all)[:-1][order], q)].astype(np.int64)
+    seg_start = np.concatenate(n_start)[order]
+    tok = np.concatenate(n_end)[order] - seg_start
+    slots_flat = ind[_ranges(seg_start, tok)].astype(np.int64)
+    req_ptr = _indptr(q)
+    slot_ptr = _indptr(tok)
+
+    # --- the nodes
+    parents = parent.tolist()
+    children: list[list[int]] = [[] for _ in range(num_nodes)]
+    for i, p in enumerate(parents):
+        if p >= 0:
+            children[p].append(i)
+    sp = slot_ptr.tolist()
+    rp = req_ptr.tolist()
+    reqs = req_flat.tolist()
+    nodes = list(
+        map(
+            ForestNode,
+            [slots_flat[a:b] for a, b in zip(sp[:-1], sp[1:], strict=True)],
+            [reqs[a:b] for a, b in zip(rp[:-1], rp[1:], strict=True)],
+            parents,
+            children,
+            depth.tolist(),
+        )
+    )
+    forest = PrefixForest(nodes, num_requests, lengths)
+    forest.__dict__["_arrays_cache"] = ForestArrays.build(
+        tok, parent, depth, q, req_ptr, req_flat, slots_flat, num_requests, lengths, nodes
+    )
+    return forest
+
+
+def _boundaries(change: np.ndarray, n: int) -> np.ndarray:
+    """indptr of the runs of a sorted sequence of length ``n`` whose neighbour changes are ``change``."""
+    if n == 0:
+        return np.zeros(1, dtype=np.int64)
+    out = np.empty(int(change.sum()) + 2, dtype=np.int64)
+    out[0] = 0
+    out[1:-1] = np.flatnonzero(change) + 1
+    out[-1] = n
+    return out
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, s + n)`` over (starts, lengths)."""
+    ends = lengths.cumsum()
+    total = int(ends[-1]) if ends.shape[0] else 0
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.arange(total) + (starts - (ends - lengths)).repeat(lengths)
