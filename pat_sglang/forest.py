@@ -147,33 +147,10 @@ class PrefixForest:
         num_requests = len(chains)
         if num_requests == 0:
             raise ValueError("empty batch: no requests")
-        builder = _Builder(num_requests)
-        by_id: dict[tuple[int, Hashable], int] = {}
-        lengths = np.zeros(num_requests, dtype=np.int64)
-        for r, (chain, tail) in enumerate(zip(chains, tails, strict=True)):
-            parent = -1
-            for node_id, slots in chain:
-                slots = _as_int64(slots, f"chain slots of request {r}")
-                if slots.shape[0] == 0:
-                    continue
-                key = (parent, node_id)
-                idx = by_id.get(key)
-                if idx is None:
-                    idx = builder.add(slots, parent)
-                    by_id[key] = idx
-                elif not np.array_equal(builder.nodes[idx].slots, slots):
-                    raise ValueError(f"radix node {node_id!r} has different slots for request {r}")
-                builder.nodes[idx].requests.append(r)
-                lengths[r] += slots.shape[0]
-                parent = idx
-            tail = _as_int64(tail, f"tail of request {r}")
-            if tail.shape[0] > 0:
-                idx = builder.add(tail, parent)
-                builder.nodes[idx].requests.append(r)
-                lengths[r] += tail.shape[0]
-            if lengths[r] == 0:
-                raise ValueError(f"request {r} has no KV tokens (sequence length 0)")
-        return builder.finish(lengths)
+        forest = _chains_forest(chains, tails)
+        if forest is None:  # inputs the fast path does not take (or bad ones): the checked path, exact errors
+            forest = _chains_forest_checked(chains, tails)
+        return forest
 
     # ------------------------------------------------------------------ queries
     def request_slots(self, r: int) -> np.ndarray:
@@ -213,6 +190,100 @@ class PrefixForest:
             return tuple(reversed(out))
 
         return frozenset((path_key(i), tuple(n.requests)) for i, n in enumerate(self.nodes))
+
+
+def _chains_forest_checked(
+    chains: Sequence[Sequence[tuple[Hashable, np.ndarray]]], tails: Sequence[np.ndarray]
+) -> PrefixForest:
+    """``from_chains`` for any input: converts and checks every run as it goes, raising the first problem."""
+    num_requests = len(chains)
+    builder = _Builder(num_requests)
+    by_id: dict[tuple[int, Hashable], int] = {}
+    lengths = np.zeros(num_requests, dtype=np.int64)
+    for r, (chain, tail) in enumerate(zip(chains, tails, strict=True)):
+        parent = -1
+        for node_id, slots in chain:
+            slots = _as_int64(slots, f"chain slots of request {r}")
+            if slots.shape[0] == 0:
+                continue
+            key = (parent, node_id)
+            idx = by_id.get(key)
+            if idx is None:
+                idx = builder.add(slots, parent)
+                by_id[key] = idx
+            elif not np.array_equal(builder.nodes[idx].slots, slots):
+                raise ValueError(f"radix node {node_id!r} has different slots for request {r}")
+            builder.nodes[idx].requests.append(r)
+            lengths[r] += slots.shape[0]
+            parent = idx
+        tail = _as_int64(tail, f"tail of request {r}")
+        if tail.shape[0] > 0:
+            idx = builder.add(tail, parent)
+            builder.nodes[idx].requests.append(r)
+            lengths[r] += tail.shape[0]
+        if lengths[r] == 0:
+            raise ValueError(f"request {r} has no KV tokens (sequence length 0)")
+    return builder.finish(lengths)
+
+
+_FAST_DTYPES = (np.dtype(np.int64), np.dtype(np.int32))
+
+
+def _chains_forest(
+    chains: Sequence[Sequence[tuple[Hashable, np.ndarray]]], tails: Sequence[np.ndarray]
+) -> PrefixForest | None:
+    """``from_chains`` for 1-D int32/int64 numpy runs with cheap checks (a repeated node's runs compared as
+    bytes, negatives checked once at the end); None if the input is anything else or fails a check (the caller
+    then takes the checked path, which raises the error)."""
+    num_requests = len(chains)
+    builder = _Builder(num_requests)
+    nodes = builder.nodes
+    by_id: dict[tuple[int, Hashable], int] = {}
+    lengths = np.zeros(num_requests, dtype=np.int64)
+    stored_bytes: dict[int, bytes] = {}  # node -> its slots' bytes, once another request repeats the node
+    ndarray = np.ndarray
+    for r, (chain, tail) in enumerate(zip(chains, tails, strict=True)):
+        parent = -1
+        total = 0
+        for node_id, slots in chain:
+            if type(slots) is not ndarray or slots.ndim != 1 or slots.dtype not in _FAST_DTYPES:
+                return None
+            n = slots.shape[0]
+            if n == 0:
+                continue
+            key = (parent, node_id)
+            idx = by_id.get(key)
+            if idx is None:
+                idx = builder.add(slots.astype(np.int64, copy=False), parent)
+                by_id[key] = idx
+            else:
+                stored = nodes[idx].slots
+                if stored is not slots:
+                    if stored.shape[0] != n:
+                        return None
+                    if slots.dtype is stored.dtype or slots.dtype == stored.dtype:  # memcmp of the runs
+                        raw = stored_bytes.get(idx)
+                        if raw is None:
+                            raw = stored_bytes[idx] = stored.tobytes()
+                        if slots.tobytes() != raw:
+                            return None
+                    elif not np.array_equal(stored, slots):
+                        return None
+            nodes[idx].requests.append(r)
+            total += n
+            parent = idx
+        if type(tail) is not ndarray or tail.ndim != 1 or tail.dtype not in _FAST_DTYPES:
+            return None
+        if tail.shape[0]:
+            idx = builder.add(tail.astype(np.int64, copy=False), parent)
+            nodes[idx].requests.append(r)
+            total += tail.shape[0]
+        if total == 0:
+            return None
+        lengths[r] = total
+    if nodes and int(np.concatenate([n.slots for n in nodes]).min()) < 0:
+        return None
+    return builder.finish(lengths)
 
 
 class _Builder:

@@ -9,6 +9,7 @@ order, slots, requests, parents, children and depths).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Hashable, Sequence
 
 import numpy as np
@@ -443,3 +444,28 @@ def test_split_radix_chains() -> None:
             for chain in chains
         ]
         assert_same_forest(PrefixForest.from_chains(finer, tails), _ref_from_chains(finer, tails))
+
+
+def test_chains_copied_int32_and_conflicts() -> None:
+    """Per-request copies (as radix.py makes them), int32 runs, list tails, and bad chains raise the same errors."""
+    rng = np.random.default_rng(12)
+    for _ in range(10):
+        tree = random_tree(rng, max_depth=5, max_requests=40, max_len=40)
+        batch = layout_tree(tree, rng=rng)
+        chains, tails = batch.chains()
+        copied = [[(nid, s.astype(np.int32) if k % 2 else s.copy()) for k, (nid, s) in enumerate(c)] for c in chains]
+        assert_same_forest(PrefixForest.from_chains(copied, tails), _ref_from_chains(copied, tails))
+        listed = [t.tolist() for t in tails]
+        assert_same_forest(PrefixForest.from_chains(copied, listed), _ref_from_chains(copied, listed))
+    bad = [
+        ([[("x", np.array([1, 2]))], [("x", np.array([1, 3]))]], [np.array([5]), np.array([6])]),
+        ([[("x", np.array([1, 2]))], [("x", np.array([1, 2, 3]))]], [np.array([5]), np.array([6])]),
+        ([[("x", np.array([1, 2]))], [("x", np.array([1, 2]))]], [np.array([5]), np.array([-6])]),
+        ([[("x", np.array([1, 2]))], []], [np.array([5]), np.zeros(0, dtype=np.int64)]),
+        ([[("x", np.array([1.0, 2.0]))]], [np.array([5])]),
+    ]
+    for chains, tails in bad:
+        with pytest.raises(ValueError) as want:
+            _ref_from_chains(chains, tails)
+        with pytest.raises(ValueError, match=re.escape(str(want.value))):
+            PrefixForest.from_chains(chains, tails)
