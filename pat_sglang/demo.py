@@ -94,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"     ... and {len(plan.packs) - len(shared)} single-request packs")
     mb = 1e6
     print(
-        f"KV bytes per layer: per-request decode {s.kv_bytes_per_request / mb:.1f} MB, PAT {s.kv_bytes_planned / mb:.1f}"
-        f" MB (+{s.partial_bytes / mb:.2f} MB partials), unique floor {s.kv_bytes_unique / mb:.1f} MB: "
+        f"KV bytes per layer: per-request decode {s.kv_bytes_per_request / mb:.1f} MB, "
+        f"PAT {s.kv_bytes_planned / mb:.1f} MB (+{s.partial_bytes / mb:.2f} MB partials), "
+        f"unique floor {s.kv_bytes_unique / mb:.1f} MB: "
         f"{s.kv_bytes_per_request / (s.kv_bytes_planned + s.partial_bytes):.1f}x fewer bytes"
     )
     tol = 2e-2 if dtype in (torch.bfloat16, torch.float16) else 1e-5

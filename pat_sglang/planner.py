@@ -23,8 +23,10 @@ Items. A pack is cut into work items, one CTA each per KV head: row blocks of at
 KV splits so the grid fills the GPU without a long tail. The split length is
 
     split_tokens = max(min_split_tokens, ceil(sum_items(tokens) * num_kv_heads / target_ctas))
+    target_ctas  = sm_count * min_ctas_per_sm(head_dim)   (the kernel variant's occupancy, tile table)
 
-so that every item carries about the same KV and no CTA runs much longer than the average wave.
+so that every item carries about the same KV and no CTA runs much longer than one resident wave (the
+forward kernel streams KV at about the same rate per CTA whatever its tile m, so tokens are the cost).
 
 Partials. Every (item, request) writes either straight to the output (the request's only partial) or
 to its own partial slot; two items never share a slot. The merge map lists each request's slots.
@@ -149,6 +151,11 @@ class PackPlan:
         return "\n".join(lines)
 
 
+def target_ctas(device: DeviceSpec, tiles: TileTable, heads: HeadConfig) -> int:
+    """CTAs the forward launch keeps resident: SMs x the occupancy its variant is built for."""
+    return device.sm_count * tiles.min_ctas_per_sm.get(heads.head_dim, device.ctas_per_sm)
+
+
 def plan_forest(
     forest: PrefixForest,
     heads: HeadConfig,
@@ -183,7 +190,7 @@ def plan_forest(
     # --- row blocks, then one split length for the whole step
     pack_blocks = (pack_req_count + (reqs_per_block - 1)) // reqs_per_block
     planned_tokens = int(pack_tokens @ pack_blocks)  # KV tokens the items read (before splitting)
-    split_tokens = max(min_split_tokens, math.ceil(planned_tokens * num_kv_heads / device.target_ctas))
+    split_tokens = max(min_split_tokens, math.ceil(planned_tokens * num_kv_heads / target_ctas(device, tiles, heads)))
     splits = np.maximum(1, (pack_tokens + (split_tokens - 1)) // split_tokens)
     one_split = int(splits.max()) == 1
     num_blocks = int(pack_blocks.sum())

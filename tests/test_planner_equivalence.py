@@ -34,6 +34,7 @@ from pat_sglang.planner import (
     PackPlan,
     PlanStats,
     plan_forest,
+    target_ctas,
 )
 from pat_sglang.workloads import STANDARD_WORKLOADS, layout_tree, random_tree, tree_batch
 
@@ -60,7 +61,7 @@ def _ref_plan_forest(
             blocks.append((p, reqs[b : b + reqs_per_block]))
     pack_tokens = [sum(forest.nodes[n].num_tokens for n in nodes) for nodes, _, _ in packs]
     work_tokens = sum(pack_tokens[p] for p, _ in blocks) * heads.num_kv_heads
-    split_tokens = max(min_split_tokens, math.ceil(work_tokens / device.target_ctas))
+    split_tokens = max(min_split_tokens, math.ceil(work_tokens / target_ctas(device, tiles, heads)))
     splits = [max(1, math.ceil(t / split_tokens)) for t in pack_tokens]
 
     partials_of = np.zeros(forest.num_requests, dtype=np.int64)
