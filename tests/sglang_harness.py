@@ -165,16 +165,18 @@ def fake_model_runner(
     dtype: torch.dtype = torch.float32,
     layers: list | None = None,
     seed: int = 0,
+    fill: bool = True,
     **over: Any,
 ) -> SimpleNamespace:
     """The model-runner attributes PAT reads: ``h``'s pools, real ``RadixAttention`` layers with these (per-rank)
-    head counts, and an ``MHATokenToKVPool`` of ``num_kv`` heads filled with random K/V (``seed``)."""
+    head counts, and an ``MHATokenToKVPool`` of ``num_kv`` heads filled with random K/V (``seed``; left as allocated
+    when ``fill`` is off, for host-time benchmarks that never read it)."""
     pool = MHATokenToKVPool(
         size=h.num_slots, page_size=h.page_size, dtype=dtype, head_num=num_kv, head_dim=head_dim,
         layer_num=num_layers, device="cpu", enable_memory_saver=False,
     )
     gen = torch.Generator().manual_seed(seed)
-    for i in range(num_layers):
+    for i in range(num_layers if fill else 0):
         pool.k_buffer[i].copy_(torch.randn(pool.k_buffer[i].shape, generator=gen))
         pool.v_buffer[i].copy_(torch.randn(pool.v_buffer[i].shape, generator=gen))
     if layers is None:

@@ -1,0 +1,179 @@
+"""Per-step host time of the PAT attention backend on the CPU, through SGLang's real RadixCache.
+
+Builds decode batches the way the scheduler does (``tests/sglang_harness.py``: real ``Req`` objects, radix
+match, ``ReqToTokenPool``, KV slot allocation, ``RadixCache.cache_unfinished_req``), then runs consecutive decode
+steps in which every request grows by one token, and times each phase of the backend's per-step host path:
+
+* ``publish``: the ``ForwardBatch.init_new`` patch publishing the batch's radix chains (``patches.publish``);
+* ``forest``: everything in ``init_forward_metadata_out_graph`` other than planning and loading: host rows and
+  sequence lengths, chain lookups, the private tails, the forest;
+* ``plan``: ``plan_forest``;
+* ``load``: ``StaticPlanBuffers.load`` (on the CPU the staging copies only; no device, so no transfers);
+* ``total``: publish + ``init_forward_metadata_out_graph``.
+
+Also counted per step: ``reads``, the calls that read ``req_to_token`` rows (each a device-to-host copy, so a
+stream synchronisation, on the GPU). Shapes: ``A<bs>``: ``bs`` requests on a 4096-token system prompt + 256 own
+prompt tokens; ``gsp<bs>``: the generated-shared-prefix shape (G groups x P prompts, 2048-token group system
+prompt + 128-token question). Heads: Llama-3-8B (32 q / 8 kv, d=128, bf16). Medians over the timed steps.
+
+    .venv/bin/python bench/backend_host_time.py [--steps 20] [--shapes A64 A256 gsp64 gsp256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from sglang.srt.model_executor.forward_batch_info import ForwardMode  # noqa: E402
+from sglang_harness import RadixHarness, RecordingDelegate, fake_model_runner  # noqa: E402
+
+import pat_sglang.backend as backend_mod  # noqa: E402
+from pat_sglang.backend import PATAttnBackend  # noqa: E402
+from patches.chain_table import ChainTable  # noqa: E402
+from patches.publish import publish_decode_batch  # noqa: E402
+
+HQ, HKV, D = 32, 8, 128
+PHASES = ("publish", "forest", "plan", "load", "total")
+
+
+def prompts(shape: str, rng: np.random.Generator) -> list[list[int]]:
+    """The prompts of ``A<bs>`` or ``gsp<bs>`` (interleaved groups, as the A/B workload sends them)."""
+    kind, bs = shape.rstrip("0123456789"), int(shape[len(shape.rstrip("0123456789")):])
+    if kind == "A":
+        system = rng.integers(1000, 100_000, size=4096).tolist()
+        return [system + rng.integers(1000, 100_000, size=256).tolist() for _ in range(bs)]
+    if kind == "gsp":
+        groups = {64: 8, 256: 16}.get(bs, max(1, int(round(bs**0.5))))
+        per = bs // groups
+        systems = [rng.integers(1000, 100_000, size=2048).tolist() for _ in range(groups)]
+        return [systems[g] + rng.integers(1000, 100_000, size=128).tolist() for i in range(per) for g in range(groups)]
+    raise ValueError(f"unknown shape {shape!r} (A<bs> or gsp<bs>)")
+
+
+class Timer:
+    """Wraps ``plan_forest``, ``StaticPlanBuffers.load`` and ``gather_spans`` to time / count them per step."""
+
+    def __init__(self) -> None:
+        self.plan = self.load = 0.0
+        self.reads = 0
+
+    def install(self, be: PATAttnBackend) -> None:
+        plan_forest, gather = backend_mod.plan_forest, backend_mod.gather_spans
+        load = be.graph_buffers.load
+
+        def timed_plan(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return plan_forest(*a, **k)
+            finally:
+                self.plan += time.perf_counter() - t0
+
+        def timed_load(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return load(*a, **k)
+            finally:
+                self.load += time.perf_counter() - t0
+
+        def counted_gather(*a, **k):
+            self.reads += 1
+            return gather(*a, **k)
+
+        backend_mod.plan_forest = timed_plan
+        backend_mod.gather_spans = counted_gather
+        be.graph_buffers.load = timed_load
+        self._restore = (plan_forest, gather)
+
+    def uninstall(self) -> None:
+        backend_mod.plan_forest, backend_mod.gather_spans = self._restore
+
+    def reset(self) -> None:
+        self.plan = self.load = 0.0
+        self.reads = 0
+
+
+def run_shape(shape: str, steps: int, warm_tokens: int, seed: int) -> dict[str, float]:
+    rng = np.random.default_rng(seed)
+    ps = prompts(shape, rng)
+    bs = len(ps)
+    longest = max(len(p) for p in ps)
+    ctx = 1 << int(np.ceil(np.log2(longest + warm_tokens + steps + 8)))
+    unique = len({tuple(p[:2048]) for p in ps}) * 4096 + sum(len(p) for p in ps) // 8
+    h = RadixHarness(page_size=1, num_slots=unique + bs * (512 + warm_tokens + steps), max_reqs=bs + 2,
+                     max_context=ctx)
+    for p in ps:
+        h.add_request(p)
+    h.decode(steps=warm_tokens)
+    table = ChainTable()
+    runner = fake_model_runner(h, HQ, HKV, D, 1, torch.bfloat16, fill=False)
+    be = PATAttnBackend(runner, delegate=RecordingDelegate(), chain_table=table)
+    be.init_cuda_graph_state(bs, bs)
+    timer = Timer()
+    timer.install(be)
+    rows_all = [r.req_pool_idx for r in h.reqs]
+    samples: dict[str, list[float]] = {k: [] for k in PHASES}
+    reads: list[int] = []
+    try:
+        for step in range(steps + 3):  # 3 warm-up steps
+            h.decode(steps=1)  # prepare_for_decode: the step's new slot written into req_to_token
+            sched = h.schedule_batch()
+            t0 = time.perf_counter()
+            publish_decode_batch(sched, table)
+            t1 = time.perf_counter()
+            rows = torch.tensor(rows_all, dtype=torch.int64)
+            seq_lens = torch.tensor(h.seq_lens, dtype=torch.int64)
+            view = SimpleNamespace(  # what DecodeCudaGraphRunner hands the backend at replay (no padding)
+                forward_mode=ForwardMode.DECODE, batch_size=bs, req_pool_indices=rows, seq_lens=seq_lens,
+                seq_lens_cpu=seq_lens.clone(), out_cache_loc=h.req_to_token[rows, seq_lens - 1].to(torch.int64),
+                num_padding=0, rids=None, batch=sched,
+            )
+            timer.reset()
+            t2 = time.perf_counter()
+            be.init_forward_metadata_out_graph(view)
+            t3 = time.perf_counter()
+            if step < 3:
+                continue
+            meta = t3 - t2
+            samples["publish"].append(t1 - t0)
+            samples["plan"].append(timer.plan)
+            samples["load"].append(timer.load)
+            samples["forest"].append(meta - timer.plan - timer.load)
+            samples["total"].append(t1 - t0 + meta)
+            reads.append(timer.reads)
+    finally:
+        timer.uninstall()
+    out = {k: 1e6 * statistics.median(v) for k, v in samples.items()}
+    out["reads"] = statistics.mean(reads)
+    out["bs"] = bs
+    out["kv_per_req"] = float(np.mean(h.seq_lens))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=20, help="timed decode steps per shape (after 3 warm-up steps)")
+    ap.add_argument("--warm-tokens", type=int, default=32, help="decode tokens per request before the first step")
+    ap.add_argument("--shapes", nargs="+", default=["A64", "A256", "gsp64", "gsp256"])
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    print(f"{'shape':>8} {'bs':>4} {'kv/req':>7} " + " ".join(f"{p + '_us':>10}" for p in PHASES) + f" {'reads':>6}")
+    for shape in args.shapes:
+        r = run_shape(shape, args.steps, args.warm_tokens, args.seed)
+        print(f"{shape:>8} {int(r['bs']):>4} {r['kv_per_req']:>7.0f} " + " ".join(f"{r[p]:>10.1f}" for p in PHASES)
+              + f" {r['reads']:>6.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
