@@ -12,6 +12,16 @@ Prefill/extend, and decode batches PAT cannot plan, go to a delegate SGLang back
 (MLA, sliding windows, logit caps, cross attention, fp8 KV, unsupported head dims, ...) are refused at
 start-up with the reason, never served wrongly.
 
+Host cost per step (``bench/backend_host_time.py``, CPU only, 2026-11-24, 2-core AMD EPYC dev VM, Llama-3-8B heads,
+medians of 20 consecutive decode steps, microseconds publish/forest/plan/load = total): before, 64 requests on a
+4096-token prompt + 256 own tokens 208/921/249/137 = 1524 with one req_to_token read-back per step (a stream sync on
+the GPU) plus ``req_pool_indices`` read back, 256 requests 1138/4212/532/736 = 6604; after, 131/259/113/85 = 596 and
+601/746/178/129 = 1694, with no device-to-host read in steady state: rows come from the published batch, tails from
+the host mirror (``HostTails``; new tokens enter as placeholders filled on the device from ``out_cache_loc``), the
+forest is last step's with each private leaf one token longer when nothing else changed, and the static-buffer load
+copies only used prefixes from double-buffered pinned staging. Generated-shared-prefix (8x8, 16x16 on 2048 + 128):
+1547 -> 571 and 6768 -> 1464.
+
 CUDA graphs: ``init_forward_metadata_out_graph`` plans outside the graph and loads the plan into the
 fixed-capacity ``pat_sglang.kernels.StaticPlanBuffers``; the captured ``forward_decode`` only launches.
 
@@ -30,6 +40,7 @@ ranks in one process would not read each other's rows.
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import time
 from dataclasses import dataclass, field
@@ -43,7 +54,7 @@ from patches.chain_table import ChainTable, chain_table_for
 
 from .api import run as run_plan
 from .config import DeviceSpec, HeadConfig, check_supported
-from .forest import PrefixForest
+from .forest import ForestArrays, PrefixForest
 from .planner import PackPlan, plan_forest
 
 logger = logging.getLogger(__name__)
@@ -58,6 +69,7 @@ LOG_INTERVAL_S = 60.0
 # --disable-cuda-graph.
 CUDA_GRAPHS_ENABLED = True
 
+SENTINEL = 1 << 30  # placeholder slot of a newest token not yet known on the host: SENTINEL + batch index
 PADDING_ROW = 0  # ReqToTokenPool row 0 is SGLang's padding row: CUDA-graph padding and dummy batches use it
 
 
@@ -164,6 +176,111 @@ def gather_spans(
     return indptr, values
 
 
+class HostTails:
+    """A host mirror of the ``req_to_token`` positions PAT needs: each running request's private tail.
+
+    A row's tail is read from the device once (a new request, or a row whose cached part changed below what the
+    mirror holds), then grown by each step's new token (``out_cache_loc``): taken directly when it is a host
+    tensor; on the GPU written as a placeholder (``SENTINEL + batch index``, which the plan's device copy fills from
+    ``out_cache_loc``) and resolved from an asynchronous device-to-host copy at the next step. Within one request a
+    position beyond its cached prefix never changes, so the mirror stays valid while (generation, rid) match.
+    ``np.empty``: only the touched rows and positions cost memory."""
+
+    def __init__(self, req_to_token: torch.Tensor) -> None:
+        self.req_to_token = req_to_token
+        shape = tuple(req_to_token.shape)
+        self.mirror = np.empty(shape, dtype=np.int64)
+        self.gen = np.full(shape[0], -(1 << 62), dtype=np.int64)
+        self.rid: list[Any] = [None] * shape[0]
+        self.lo = np.zeros(shape[0], dtype=np.int64)  # mirror[row, lo:hi] holds req_to_token[row, lo:hi]
+        self.hi = np.zeros(shape[0], dtype=np.int64)
+        self.pending: Any = None  # (rows, positions, placeholder values, pinned host copy, event)
+        self.deferred_now = False  # this step's tails hold placeholders
+        self._pinned: list[torch.Tensor] = []
+        self._flip = 0
+
+    def resolve(self) -> None:
+        """Write the newest tokens of the last deferred step into the mirror (their copy was queued a step ago)."""
+        self.deferred_now = False
+        p = self.pending
+        if p is None:
+            return
+        self.pending = None
+        rows, pos, placeholder, host, event = p
+        if event is not None:
+            event.synchronize()  # normally already complete: queued before the last step's forward
+        vals = host.numpy()
+        still = self.mirror[rows, pos] == placeholder  # rows handed to another request meanwhile are re-read
+        self.mirror[rows[still], pos[still]] = vals[still]
+
+    def update(self, rows, seq_lens, cached, gens, rids, loc: torch.Tensor | None, defer: bool) -> bool:
+        """Make ``mirror[rows[i], cached[i]:seq_lens[i]]`` the requests' tails; True if req_to_token was read."""
+        n = rows.shape[0]
+        gen = np.asarray([g if g is not None else -1 for g in gens], dtype=np.int64)
+        own = self.gen[rows] == gen
+        if rids is not None:
+            mine = self.rid
+            same = (mine[r] == rid for r, rid in zip(rows.tolist(), rids, strict=True))
+            own &= np.fromiter(same, dtype=bool, count=n)
+        ok = own & (self.lo[rows] <= cached) & (self.hi[rows] >= seq_lens - 1)
+        read = not ok.all()
+        if read:
+            bad = np.flatnonzero(~ok)
+            b_rows, b_lo, b_hi = rows[bad], cached[bad], seq_lens[bad]
+            indptr, flat = gather_spans(self.req_to_token, b_rows, b_lo, b_hi)
+            dst = np.repeat(b_rows, np.diff(indptr)), flat_positions(b_lo, indptr)
+            self.mirror[dst] = flat
+            self.gen[b_rows] = gen[bad]
+            for r, i in zip(b_rows.tolist(), bad.tolist(), strict=True):
+                self.rid[r] = rids[i] if rids is not None else None
+            self.lo[b_rows], self.hi[b_rows] = b_lo, b_hi
+        new = np.flatnonzero(self.hi[rows] < seq_lens)  # the step's new token, not yet in the mirror
+        if new.shape[0]:
+            n_rows, n_pos = rows[new], seq_lens[new] - 1
+            if not defer or loc is None:
+                self.mirror[n_rows, n_pos] = loc.numpy()[new] if loc is not None else self._read(n_rows, n_pos)
+            else:
+                placeholder = SENTINEL + new
+                self.mirror[n_rows, n_pos] = placeholder
+                host = self._host_buffer(n)
+                host[:n].copy_(loc[:n], non_blocking=True)
+                event = torch.cuda.Event() if loc.is_cuda else None
+                if event is not None:
+                    event.record()
+                self.pending = (n_rows, n_pos, placeholder, _Gathered(host, new), event)
+                self.deferred_now = True
+            self.hi[n_rows] = seq_lens[new]
+        return read
+
+    def _read(self, rows: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        return gather_spans(self.req_to_token, rows, pos, pos + 1)[1]
+
+    def _host_buffer(self, n: int) -> torch.Tensor:
+        """One of two pinned buffers, alternating: the one a pending copy may still be filling is never reused."""
+        if len(self._pinned) < 2 or self._pinned[0].shape[0] < n:
+            size = max(n, 256)
+            pin = torch.cuda.is_available()
+            self._pinned = [torch.empty(size, dtype=torch.int64, pin_memory=pin) for _ in range(2)]
+        self._flip ^= 1
+        return self._pinned[self._flip]
+
+
+class _Gathered:
+    """``host[idx]`` of a pinned buffer, evaluated only when read (after its copy's event)."""
+
+    def __init__(self, host: torch.Tensor, idx: np.ndarray) -> None:
+        self.host, self.idx = host, idx
+
+    def numpy(self) -> np.ndarray:
+        return self.host.numpy()[self.idx].astype(np.int64)
+
+
+def flat_positions(begins: np.ndarray, indptr: np.ndarray) -> np.ndarray:
+    """Positions ``begins[i] + 0, 1, ...`` of each span of ``indptr``, concatenated."""
+    lengths = np.diff(indptr)
+    return np.repeat(begins - indptr[:-1], lengths) + np.arange(indptr[-1], dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class GraphCapacity:
     max_batch: int
@@ -203,6 +320,9 @@ class StepStats:
     flat_fallbacks: int = 0  # steps with a missing/stale chain: forest from the flat rows
     delegated: int = 0  # decode batches PAT could not plan, served by the delegate
     graph_replans: int = 0  # graph steps re-planned coarser to fit the static buffers
+    incremental: int = 0  # steps whose forest was last step's with every private tail one token longer
+    tail_reads: int = 0  # steps that read private tails from req_to_token (new requests, changed rows)
+    row_reads: int = 0  # steps that read req_pool_indices back (no published batch of the right size)
     last_log: float = field(default_factory=lambda: float("-inf"))
 
     def record(self, seconds: float, source: str) -> None:
@@ -223,7 +343,8 @@ class StepStats:
             f"PAT: {self.steps} decode steps, host planning {self.plan_ms_mean:.3f} ms mean / "
             f"{1e3 * self.plan_s_max:.3f} ms max; forests from radix chains {self.radix_steps}, from flat "
             f"rows (chain missing) {self.flat_fallbacks}; delegated batches {self.delegated}; "
-            f"graph re-plans {self.graph_replans}"
+            f"graph re-plans {self.graph_replans}; incremental forests {self.incremental}, steps reading tails "
+            f"{self.tail_reads}, reading rows {self.row_reads}"
         )
 
     def maybe_log(self, now: float) -> None:
@@ -262,6 +383,11 @@ class PATAttnBackend(AttentionBackend):
         self.chain_table = chain_table_for(pool, chain_table)
         self.chain_table.enabled = True  # publishing costs scheduler time: on only for pools a PAT backend reads
         self.validate = os.environ.get(VALIDATE_ENV) == "1"
+        # On the GPU the step's new KV slots (out_cache_loc) are not read back: they enter the plan as placeholders
+        # filled on the device, and reach the host tails through an asynchronous copy read the next step.
+        self.defer = self.device.type != "cpu" and not self.validate
+        self._tails = HostTails(self.req_to_token_pool.req_to_token)
+        self._inc: Any = None  # last step's forest structure (see _incremental)
         self.forward_metadata: PATMetadata | None = None
         self.graph_buffers: Any = None  # pat_sglang.kernels.StaticPlanBuffers once graphs are set up
         self.stats = StepStats()
@@ -314,64 +440,164 @@ class PATAttnBackend(AttentionBackend):
         start = time.perf_counter()
         forest, source = self._forest(forward_batch)
         plan = plan_forest(forest, self.heads, self.device_spec)
+        loc = forward_batch.out_cache_loc
         if static:
-            plan = self._load_static(forest, plan)
-        elif self.device.type != "cpu":
-            plan = plan.to(self.device)
+            plan = self._load_static(forest, plan, loc)
+        else:
+            patch = self._patch(plan)
+            if self.device.type != "cpu":
+                plan = plan.to(self.device)
+            if patch is not None:
+                pos, src = (torch.from_numpy(a).to(loc.device, non_blocking=True) for a in patch)
+                plan.kv_slots[pos] = loc[src].to(torch.int32)
         now = time.perf_counter()
         self.stats.record(now - start, source)
         self.stats.maybe_log(now)
         return PATMetadata(plan, source, static)
 
+    # ---------------------------------------------------------------- host batch, tails, forest (no device reads)
+    def _host_batch(self, fb: Any) -> tuple[np.ndarray, np.ndarray, list | None, int]:
+        """(rows, seq_lens, rids or None, real requests) on the host. Rows and rids come from the batch the scheduler
+        patch published (``ChainTable.batch``), so ``req_pool_indices`` (a GPU tensor) is read back only when no
+        batch of this size was published; ``seq_lens_cpu`` is SGLang's host copy."""
+        bs = int(fb.batch_size)
+        pad = int(getattr(fb, "num_padding", 0) or 0)
+        n_real = bs - pad
+        seq_t = fb.seq_lens_cpu if getattr(fb, "seq_lens_cpu", None) is not None else fb.seq_lens
+        seq_lens = seq_t.detach().cpu().numpy().astype(np.int64)[:bs]
+        rids = getattr(fb, "rids", None)
+        if rids is not None and len(rids) != n_real:
+            rids = None
+        pb = self.chain_table.batch
+        if pb is not None and pb.rows.shape[0] == n_real and (rids is None or tuple(rids) == pb.rids):
+            rows = pb.rows if not pad else np.concatenate([pb.rows, np.full(pad, PADDING_ROW, dtype=np.int64)])
+            return rows, seq_lens, list(pb.rids), n_real
+        self.stats.row_reads += 1
+        rows = fb.req_pool_indices.detach().cpu().numpy().astype(np.int64)[:bs]
+        return rows, seq_lens, list(rids) if rids is not None else None, n_real
+
     def _forest(self, forward_batch: Any) -> tuple[PrefixForest, str]:
         """The batch's forest: published radix chains + private tails, or the flat rows if a chain is missing."""
-        rows = forward_batch.req_pool_indices.detach().cpu().numpy().astype(np.int64)
-        seq_lens_t = forward_batch.seq_lens_cpu if forward_batch.seq_lens_cpu is not None else forward_batch.seq_lens
-        seq_lens = seq_lens_t.detach().cpu().numpy().astype(np.int64)[: rows.shape[0]]
-        rids = getattr(forward_batch, "rids", None)
-        if rids is not None and len(rids) != rows.shape[0]:
-            rids = None
+        tails = self._tails
+        tails.resolve()  # the newest tokens of earlier steps, copied back asynchronously since
+        rows, seq_lens, rids, n_real = self._host_batch(forward_batch)
         generations = getattr(self.req_to_token_pool, "req_generation", None)
-        req_to_token = self.req_to_token_pool.req_to_token
-
-        chains: list[list[tuple[int, np.ndarray]]] = []
+        gens = generations.numpy()[rows].tolist() if generations is not None else [None] * rows.shape[0]
+        lookup = self.chain_table.lookup
+        entries: list[Any] = []
         cached = np.zeros(rows.shape[0], dtype=np.int64)
         missing = 0
-        for r, row in enumerate(rows.tolist()):
-            if row == PADDING_ROW:
-                chains.append([])  # padding: a private run of the padding row
-                continue
-            gen = int(generations[row]) if generations is not None else None
-            entry = self.chain_table.lookup(row, gen, rids[r] if rids is not None else None)
+        rows_l = rows.tolist()
+        for r in range(n_real):
+            entry = lookup(rows_l[r], gens[r], rids[r] if rids is not None else None)
             if entry is None or entry.cached_len > seq_lens[r]:
                 missing += 1
-                chains.append([])
-                continue
-            chains.append(entry.chain)
-            cached[r] = entry.cached_len
+                entry = None
+            else:
+                cached[r] = entry.cached_len
+            entries.append(entry)
 
         if missing:
+            self._inc = None
             self._warn_once(
                 "flat",
                 f"PAT: {missing} of {rows.shape[0]} requests had no published radix chain; building this step's "
                 "forest from the req_to_token rows (counted in the periodic PAT stats line)",
             )
+            req_to_token = self.req_to_token_pool.req_to_token
             indptr, flat = gather_spans(req_to_token, rows, np.zeros_like(seq_lens), seq_lens)
             return PrefixForest.from_flat(indptr, flat), "flat"
 
-        indptr, flat = gather_spans(req_to_token, rows, cached, seq_lens)
-        tails = [flat[indptr[r] : indptr[r + 1]] for r in range(rows.shape[0])]
-        forest = PrefixForest.from_chains(chains, tails)
+        real_rows, real_seq = rows[:n_real], seq_lens[:n_real]
+        loc = forward_batch.out_cache_loc
+        read = tails.update(real_rows, real_seq, cached[:n_real], gens[:n_real], rids, loc, self.defer)
+        if read:
+            self.stats.tail_reads += 1
+        forest = self._incremental(rows, seq_lens, entries, n_real, read)
+        if forest is None:
+            mirror = tails.mirror
+            chains = [e.chain for e in entries] + [[] for _ in range(rows.shape[0] - n_real)]
+            spans = zip(real_rows.tolist(), cached[:n_real].tolist(), real_seq.tolist(), strict=True)
+            tail_views = [mirror[row, c:n] for row, c, n in spans]
+            tail_views += [np.zeros(int(n), dtype=np.int64) for n in seq_lens[n_real:]]  # padding: slot 0
+            forest = PrefixForest.from_chains(chains, tail_views)
+            self._remember(forest, rows, seq_lens, entries, n_real)
         if self.validate:
+            req_to_token = self.req_to_token_pool.req_to_token
             full_ptr, full = gather_spans(req_to_token, rows, np.zeros_like(seq_lens), seq_lens)
             if forest.canonical_key() != PrefixForest.from_flat(full_ptr, full).canonical_key():
                 raise RuntimeError("PAT: published radix chains disagree with the req_to_token rows")
         return forest, "radix"
 
-    def _load_static(self, forest: PrefixForest, plan: PackPlan) -> PackPlan:
-        """Load ``plan`` into the static buffers; if it does not fit, re-plan coarser until it does."""
+    def _remember(self, forest: PrefixForest, rows, seq_lens, entries, n_real) -> None:
+        """Keep the structure of a freshly built forest for the next step's incremental update."""
+        fa = forest._arrays()
+        last = np.full(forest.num_requests, -1, dtype=np.int64)
+        last[fa.req_flat[fa.ends_here]] = fa.entry_node[fa.ends_here]
+        leaf = last[:n_real]
+        if (leaf < 0).any() or (fa.q[leaf] != 1).any():
+            self._inc = None  # a request ends in a shared node (no private tail): no incremental update
+            return
+        self._inc = (rows.copy(), seq_lens.copy(), entries, forest, leaf, n_real)
+
+    def _incremental(self, rows, seq_lens, entries, n_real, read: bool) -> PrefixForest | None:
+        """Last step's forest with every request's private leaf grown by its new token, if nothing else changed:
+        same rows, same published chain entries, every real request one token longer (padding unchanged)."""
+        inc = self._inc
+        if inc is None or read:
+            return None
+        p_rows, p_seq, p_entries, forest, leaf, p_real = inc
+        if (
+            p_real != n_real
+            or not np.array_equal(p_rows, rows)
+            or not np.array_equal(p_seq[:n_real] + 1, seq_lens[:n_real])
+            or not np.array_equal(p_seq[n_real:], seq_lens[n_real:])
+            or not all(map(operator.is_, p_entries, entries))
+        ):
+            return None
+        fa = forest._arrays()
+        real_rows, real_seq = rows[:n_real], seq_lens[:n_real]
+        mirror = self._tails.mirror
+        ends = fa.slot_ptr[leaf + 1]
+        flat = fa.slots_flat.copy()
+        flat[ends - 1] = mirror[real_rows, real_seq - 2]  # last step's newest token, now known (was a placeholder)
+        flat = np.insert(flat, ends, mirror[real_rows, real_seq - 1])
+        tok = fa.tok.copy()
+        tok[leaf] += 1
+        lengths = forest.request_lengths.copy()
+        lengths[:n_real] += 1
+        nodes = forest.nodes
+        ptr = np.zeros(tok.shape[0] + 1, dtype=np.int64)
+        np.cumsum(tok, out=ptr[1:])
+        for i, a, b in zip(leaf.tolist(), ptr[leaf].tolist(), ptr[leaf + 1].tolist(), strict=True):
+            nodes[i].slots = flat[a:b]  # the backend's own forest, updated in place with its arrays below
+        new = PrefixForest(nodes, forest.num_requests, lengths)
+        new.__dict__["_arrays_cache"] = ForestArrays.build(
+            tok, fa.parent, fa.depth, fa.q, fa.req_ptr, fa.req_flat, flat, forest.num_requests, lengths, nodes
+        )
+        self._inc = (rows.copy(), seq_lens.copy(), entries, new, leaf, n_real)
+        self.stats.incremental += 1
+        return new
+
+    def _patch(self, plan: PackPlan) -> tuple[np.ndarray, np.ndarray] | None:
+        """Where the plan reads placeholder slots (newest tokens not yet copied back): (kv_slots positions, batch
+        indices into ``out_cache_loc``); fixes ``plan.max_slot`` to the largest known slot."""
+        if not self._tails.deferred_now:
+            return None
+        kv = plan.kv_slots.numpy()
+        mask = kv >= SENTINEL
+        pos = np.flatnonzero(mask)
+        if pos.shape[0] == 0:
+            return None
+        known = kv[~mask]
+        plan.max_slot = int(known.max()) if known.shape[0] else 0
+        return pos, kv[pos].astype(np.int64) - SENTINEL
+
+    def _load_static(self, forest: PrefixForest, plan: PackPlan, loc: torch.Tensor | None = None) -> PackPlan:
+        """Load ``plan`` into the static buffers; if it does not fit, re-plan coarser until it does. Placeholder
+        slots (``_patch``) are filled on the device from ``loc`` (``out_cache_loc``)."""
         try:
-            self.graph_buffers.load(plan)
+            self.graph_buffers.load(plan, self._kv_patch(plan, loc))
             return plan
         except ValueError as first:
             reason = first
@@ -380,7 +606,7 @@ class PATAttnBackend(AttentionBackend):
         # One KV split per pack: fewer items and partials, same sharing.
         coarse = plan_forest(forest, self.heads, self.device_spec, min_split_tokens=self.context_len)
         try:
-            self.graph_buffers.load(coarse)
+            self.graph_buffers.load(coarse, self._kv_patch(coarse, loc))
             return coarse
         except ValueError:
             pass
@@ -388,8 +614,16 @@ class PATAttnBackend(AttentionBackend):
         n = forest.num_requests
         private = PrefixForest.from_chains([[] for _ in range(n)], [forest.request_slots(r) for r in range(n)])
         last = plan_forest(private, self.heads, self.device_spec, min_split_tokens=self.context_len)
-        self.graph_buffers.load(last)
+        self.graph_buffers.load(last, self._kv_patch(last, loc))
         return last
+
+    def _kv_patch(self, plan: PackPlan, loc: torch.Tensor | None) -> Any:
+        patch = self._patch(plan)
+        if patch is None:
+            return None
+        if loc is None:
+            raise RuntimeError("PAT: placeholder slots but no out_cache_loc")
+        return patch[0], patch[1], loc
 
     # -------------------------------------------------------------------- per layer
     def forward_decode(

@@ -556,16 +556,28 @@ class StaticPlanBuffers:
         }
         pin = self.device.type == "cuda"
         self.dev = {n: torch.zeros(s, dtype=torch.int32, device=self.device) for n, s in sizes.items()}
-        self.host = {n: torch.zeros(s, dtype=torch.int32, pin_memory=pin) for n, s in sizes.items()}
+        # Two pinned staging sets, alternating per load: a set is overwritten only after the copies of two loads
+        # ago have left it, which is long done, so the event wait before writing is normally a no-op.
+        self._stages = [
+            {n: torch.zeros(s, dtype=torch.int32, pin_memory=pin) for n, s in sizes.items()} for _ in range(2)
+        ]
+        self._patch_stages = [torch.zeros((2, max(max_batch, 1)), dtype=torch.int64, pin_memory=pin) for _ in range(2)]
+        self._events = [torch.cuda.Event() if pin else None for _ in range(2)]
+        self._stage = 1
+        self.host = self._stages[0]
         self.part_o = torch.empty(
             (max(max_partials, 1), heads.num_q_heads, heads.head_dim), dtype=torch.float32, device=self.device
         )
         self.part_lse = torch.empty((max(max_partials, 1), heads.num_q_heads), dtype=torch.float32, device=self.device)
-        self._copied = torch.cuda.Event() if pin else None
         self.plan: PackPlan | None = None
 
-    def load(self, plan: PackPlan) -> None:
-        """Copy ``plan`` into the fixed buffers; ``ValueError`` if it exceeds a capacity."""
+    def load(self, plan: PackPlan, kv_patch: tuple | None = None) -> None:
+        """Copy ``plan`` into the fixed buffers; ``ValueError`` if it exceeds a capacity.
+
+        Only the used prefix of each buffer is copied (the kernels read nothing past the plan's counts), from one of
+        two pinned staging sets; nothing here waits on the device unless the set's copies from two loads ago are
+        still in flight. ``kv_patch`` = (positions, indices, ``src``): then ``kv_slots[positions] =
+        src[indices]`` on the device after the copy (placeholder slots whose values only the device knows)."""
         h = plan.heads
         if (h.num_q_heads, h.num_kv_heads, h.head_dim, h.dtype) != (
             self.heads.num_q_heads,
@@ -584,22 +596,48 @@ class StaticPlanBuffers:
         for what, (n, cap) in need.items():
             if n > cap:
                 raise ValueError(f"plan has {n} {what}, the static buffers hold {cap}")
-        if self._copied is not None:
-            self._copied.synchronize()  # the previous step's copies have left the staging buffers
-        host = self.host
+        self._stage ^= 1
+        stage = self._stage
+        event = self._events[stage]
+        if event is not None:
+            event.synchronize()  # this set's copies (two loads ago) have left it: normally already true
+        host = self._stages[stage]
+        self.host = host
         b = plan.num_requests
+        used = {
+            "items": plan.num_items,
+            "kv_slots": int(plan.kv_slots.shape[0]),
+            "item_req": int(plan.item_req.shape[0]),
+            "item_dst": int(plan.item_dst.shape[0]),
+            "merge_indptr": self.max_batch + 1,
+            "merge_partials": int(plan.merge_partials.shape[0]),
+            "num_items": 1,
+        }
         host["items"][: plan.num_items].copy_(plan.items)
-        host["kv_slots"][: plan.kv_slots.shape[0]].copy_(plan.kv_slots)
-        host["item_req"][: plan.item_req.shape[0]].copy_(plan.item_req)
-        host["item_dst"][: plan.item_dst.shape[0]].copy_(plan.item_dst)
+        host["kv_slots"][: used["kv_slots"]].copy_(plan.kv_slots)
+        host["item_req"][: used["item_req"]].copy_(plan.item_req)
+        host["item_dst"][: used["item_dst"]].copy_(plan.item_dst)
         host["merge_indptr"][: b + 1].copy_(plan.merge_indptr)
         host["merge_indptr"][b + 1 :] = int(plan.merge_indptr[-1])  # padding requests: no partials
-        host["merge_partials"][: plan.merge_partials.shape[0]].copy_(plan.merge_partials)
+        host["merge_partials"][: used["merge_partials"]].copy_(plan.merge_partials)
         host["num_items"][0] = plan.num_items
         for name, t in self.dev.items():
-            t.copy_(host[name], non_blocking=True)
-        if self._copied is not None:
-            self._copied.record()
+            n = used[name]
+            if n:
+                t[:n].copy_(host[name][:n], non_blocking=True)
+        if kv_patch is not None:
+            pos, idx, src = kv_patch
+            k = int(pos.shape[0])
+            staged = self._patch_stages[stage]
+            if k > staged.shape[1]:
+                staged = torch.zeros((2, k), dtype=torch.int64, pin_memory=event is not None)
+                self._patch_stages[stage] = staged
+            staged[0, :k].copy_(torch.as_tensor(pos))
+            staged[1, :k].copy_(torch.as_tensor(idx))
+            dev = staged[:, :k].to(self.device, non_blocking=True)
+            self.dev["kv_slots"][dev[0]] = src[dev[1]].to(torch.int32)
+        if event is not None:
+            event.record()
         self.plan = plan
 
     def run(

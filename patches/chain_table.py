@@ -20,11 +20,14 @@ backend binds one to its model runner's pool, and the publishing patch routes ea
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from pat_sglang.radix import Chain, request_chain
 
@@ -41,24 +44,51 @@ class ChainEntry:
     signature: Signature
     chain: Chain
 
-    @property
-    def cached_len(self) -> int:
+    @functools.cached_property
+    def cached_len(self) -> int:  # computed once per entry (the backend asks every step)
         return sum(int(slots.shape[0]) for _, slots in self.chain)
 
 
-def chain_signature(last_node: Any, root: Any) -> Signature | None:
-    """Cheap identity of the chain (no device copies); ``None`` when it cannot be read as a chain."""
-    sig = []
+def chain_signature(last_node: Any, root: Any, memo: dict[int, Signature | None] | None = None) -> Signature | None:
+    """Cheap identity of the chain (no device copies); ``None`` when it cannot be read as a chain.
+
+    ``memo`` (one dict per batch, keyed by ``id(node)``) shares the signatures of common ancestors between the
+    requests of one batch, so a shared system prompt is read once per batch, not once per request."""
+    if memo is None:
+        memo = {}
+    path = []
     node = last_node
+    tail: Signature | None = ()
     while node is not None and node is not root:
-        value = getattr(node, "value", None)
-        if value is None or not hasattr(value, "data_ptr"):
-            return None  # evicted, or not a classic RadixCache node
-        sig.append((int(node.id), int(value.data_ptr()), int(value.numel())))
+        known = memo.get(id(node), False)
+        if known is not False:
+            tail = known
+            break
+        path.append(node)
         node = getattr(node, "parent", None)
-    if node is not root:
-        return None
-    return tuple(sig)
+    else:
+        if node is not root:
+            tail = None
+    for n in reversed(path):  # root side first, each signature = own entry + its parent's
+        if tail is not None:
+            value = getattr(n, "value", None)
+            if value is None or not hasattr(value, "data_ptr"):
+                tail = None  # evicted, or not a classic RadixCache node
+            else:
+                tail = ((int(n.id), int(value.data_ptr()), int(value.numel())),) + tail
+        memo[id(n)] = tail
+    return tail
+
+
+@dataclass(frozen=True)
+class PublishedBatch:
+    """The rows of the last decode batch published into a table, in batch order, as host data: the backend takes
+    its rows and request ids from here instead of reading ``ForwardBatch.req_pool_indices`` back from the GPU (a
+    stream synchronisation), and checks the batch size matches."""
+
+    rows: np.ndarray  # int64 [bs] req_pool_idx of each request
+    rids: tuple  # request id of each request
+    serial: int  # bumped per published batch
 
 
 @dataclass
@@ -70,7 +100,32 @@ class ChainTable:
     enabled: bool = False
     entries: dict[int, ChainEntry] = field(default_factory=dict)
     published: int = 0  # chains copied (cache misses), for tests and logs
+    batch: PublishedBatch | None = None  # the last published decode batch (see PublishedBatch)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def publish_batch(
+        self, idxs: list[int], rids: list[Hashable], generations: list[int | None], last_nodes: list[Any], root: Any
+    ) -> None:
+        """``publish`` for every request of one decode batch (one lock round, ancestors' signatures shared), then
+        record the batch's rows (``PublishedBatch``)."""
+        memo: dict[int, Signature | None] = {}
+        sigs = [chain_signature(n, root, memo) if root is not None else None for n in last_nodes]
+        changed = []
+        with self.lock:
+            entries = self.entries
+            for idx, rid, gen, sig, node in zip(idxs, rids, generations, sigs, last_nodes, strict=True):
+                old = entries.get(idx)
+                if sig is None:
+                    entries.pop(idx, None)
+                elif old is None or old.rid != rid or old.generation != gen or old.signature != sig:
+                    changed.append((idx, rid, gen, sig, node))
+        fresh = [(idx, ChainEntry(rid, gen, sig, request_chain(node, root))) for idx, rid, gen, sig, node in changed]
+        with self.lock:
+            for idx, entry in fresh:
+                self.entries[idx] = entry
+            self.published += len(fresh)
+            serial = self.batch.serial + 1 if self.batch is not None else 0
+            self.batch = PublishedBatch(np.asarray(idxs, dtype=np.int64), tuple(rids), serial)
 
     def publish(self, req_pool_idx: int, rid: Hashable, generation: int | None, last_node: Any, root: Any) -> None:
         """Record the request's chain; drop the entry if it cannot be read (the backend then falls back)."""
@@ -107,6 +162,7 @@ class ChainTable:
         with self.lock:
             self.entries.clear()
             self.published = 0
+            self.batch = None
 
 
 CHAIN_TABLE = ChainTable()

@@ -16,6 +16,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from .chain_table import CHAIN_TABLE, ChainTable, chain_table_for
 
 logger = logging.getLogger(__name__)
@@ -27,7 +29,6 @@ def publish_decode_batch(batch: Any, table: ChainTable | None = None) -> None:
 
     ``table``: by default the one bound to ``batch.req_to_token_pool`` (``CHAIN_TABLE`` if none is).
     """
-    global _warned
     if table is None:
         table = chain_table_for(getattr(batch, "req_to_token_pool", None))
     if table is None:
@@ -40,6 +41,21 @@ def publish_decode_batch(batch: Any, table: ChainTable | None = None) -> None:
     root = getattr(getattr(batch, "tree_cache", None), "root_node", None)  # None: no radix cache
     pool = getattr(batch, "req_to_token_pool", None)
     generations = getattr(pool, "req_generation", None)
+    try:
+        reqs = [req for req in batch.reqs if req.req_pool_idx is not None]
+        idxs = [int(req.req_pool_idx) for req in reqs]
+        if generations is not None:
+            gen_np = generations.numpy() if hasattr(generations, "numpy") else np.asarray(generations)
+            gens = gen_np[idxs].tolist()
+        else:
+            gens = [None] * len(idxs)
+        table.publish_batch(idxs, [req.rid for req in reqs], gens, [req.last_node for req in reqs], root)
+        if len(reqs) != len(batch.reqs):
+            table.batch = None  # rows without a pool index: the backend reads req_pool_indices instead
+        return
+    except Exception as e:  # a publishing bug must not take the scheduler down: fall back to one request at a time
+        _warn(f"PAT: could not publish a decode batch's radix chains at once ({e!r}); publishing one by one")
+    table.batch = None
     for req in batch.reqs:
         idx = req.req_pool_idx
         if idx is None:
@@ -47,11 +63,16 @@ def publish_decode_batch(batch: Any, table: ChainTable | None = None) -> None:
         try:
             gen = int(generations[idx]) if generations is not None else None
             table.publish(int(idx), req.rid, gen, req.last_node, root)
-        except Exception as e:  # a publishing bug must not take the scheduler down: the backend falls back
+        except Exception as e:  # the backend falls back to the flat rows for this request
             table.drop(int(idx))
-            if not _warned:
-                _warned = True
-                logger.warning("PAT: could not publish the radix chain of request %s (%r); falling back", req.rid, e)
+            _warn(f"PAT: could not publish the radix chain of request {req.rid} ({e!r}); falling back")
+
+
+def _warn(message: str) -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        logger.warning(message)
 
 
 def wrap_forward_batch_init_new(original: Callable[..., Any]) -> Callable[..., Any]:
