@@ -1,4 +1,4 @@
-"""Run one PAT workload a few times, for Nsight Compute (``ncu ... python bench/ncu_probe.py "a bs64"``), or
+"""Run one PAT workload a few times, for Nsight Compute (``ncu ... python bench/ncu_probe.py a64``), or
 with ``--timing``: a -DPAT_TIMING build, printing per-CTA phase durations grouped by tile m and KV length."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pat_sglang.planner import ITEM_KV_BEGIN, ITEM_KV_END, ITEM_TILE_M
 
 
 def main() -> None:
-    name = sys.argv[1] if len(sys.argv) > 1 else "d 64x4096"
+    name = sys.argv[1] if len(sys.argv) > 1 else "d64x4096"
     gen = torch.Generator().manual_seed(0)
     indptr, indices, num_slots = tree_indices(TIMED[name], gen)
     heads = HeadConfig(32, 8, 128, torch.bfloat16)

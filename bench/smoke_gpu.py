@@ -16,25 +16,13 @@ from pat_sglang import HeadConfig, naive_decode, plan_forest
 from pat_sglang.config import DeviceSpec
 from pat_sglang.forest import PrefixForest
 from pat_sglang.kernels import KernelTune, all_variants, compile_variant, device_arch, launch_plan
+from pat_sglang.workloads import STANDARD_WORKLOADS, tree_batch
 
 
 def tree_indices(levels: list[tuple[int, int]], gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """One request per last-level node; node j of a level hangs under node j*n_parent/n above."""
-    total = sum(n * t for n, t in levels)
-    perm = torch.randperm(total, generator=gen)
-    pos = 0
-    paths: list[torch.Tensor] = []
-    prev: list[torch.Tensor] = [torch.zeros(0, dtype=torch.long)]
-    for n, t in levels:
-        cur = []
-        for j in range(n):
-            parent = prev[j * len(prev) // n]
-            cur.append(torch.cat([parent, perm[pos : pos + t]]))
-            pos += t
-        prev = cur
-    paths = prev
-    indptr = torch.tensor([0] + [len(p) for p in paths]).cumsum(0)
-    return indptr, torch.cat(paths), total
+    """kv_indptr, kv_indices and pool size of an anchors-style level tree (pat_sglang.workloads)."""
+    batch = tree_batch(levels, rng=int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+    return batch.kv_indptr.long(), batch.kv_indices.long(), batch.num_slots
 
 
 def check(levels, hq, hkv, d, dtype, gen, dev_spec) -> float:
@@ -55,15 +43,7 @@ def check(levels, hq, hkv, d, dtype, gen, dev_spec) -> float:
     return float((o - ref).norm() / ref.norm())
 
 
-TIMED = {
-    "a bs64": [(1, 4096), (64, 256)],
-    "a bs256": [(1, 4096), (256, 256)],
-    "b": [(1, 2048), (8, 1024), (128, 512)],
-    "c": [(16, 1024), (256, 1024)],
-    "d 64x4096": [(64, 4096)],
-    "d 256x1024": [(256, 1024)],
-    "e": [(1, 1024), (2, 512), (4, 512), (8, 256), (32, 128), (128, 64)],
-}
+TIMED = {name: STANDARD_WORKLOADS[name] for name in ("a64", "a256", "b", "c", "d64x4096", "d256x1024", "e")}
 COPY_TBPS = 3.0  # measured device-to-device copy on the H100 (read+write), bench_kernels measures it anew
 
 
