@@ -12,15 +12,17 @@
 //   Tiling. The item's tile m (16..16*PAT_WARPS, chosen per item by the planner) sets the warp layout at
 //   run time: ROW_WARPS = m/16 warps each own 16 query rows; KV_WARPS = min(PAT_WARPS/ROW_WARPS,
 //   KV_TILE/16) warps split every KV tile's columns between them. All warps load; warps beyond
-//   ROW_WARPS*KV_WARPS only load. The four layouts are four instantiations behind one switch on the item's tile m.
+//   ROW_WARPS*KV_WARPS only load. Each layout is one template instantiation behind a switch on the item's
+//   tile m. CTAs of one item's KV heads are adjacent in the grid, so they read the neighbouring head rows
+//   of each token at about the same time.
 //   KV streams through shared memory in tiles of KV_TILE tokens, STAGES deep (STAGES-1 tiles in flight
 //   while one is computed on), with cp.async 16-byte gathers: each token row of one KV head is
 //   HEAD_DIM*2 contiguous bytes in SGLang's pool [num_slots, num_kv_heads, head_dim], gathered through
 //   the slot indices, so paged and unpaged pools read the same way. Rows past the end are zero-filled,
 //   never read.
 //   S = Q K^T and O += P V run on tensor cores (mma.sync m16n8k16, fp32 accumulate); Q, K, V come
-//   from shared memory through ldmatrix (V transposed; each warp walks its columns 32 at a time so the
-//   S fragment stays at 16 registers), rows XOR-swizzled in 16-byte chunks so the
+//   from shared memory through ldmatrix (V transposed; each warp walks its columns 16 at a time, one k16
+//   step of P V, so the S fragment stays at 8 registers), rows XOR-swizzled in 16-byte chunks so the
 //   ldmatrix phases hit distinct banks. Softmax is online, in the log2 domain.
 //   At the end, with KV_WARPS = 1 each warp writes its rows straight from registers; otherwise the
 //   KV_WARPS partial states are combined through fp32 slabs in shared memory. Each row goes either to the
@@ -35,14 +37,12 @@ typedef __nv_bfloat16 elem_t;
 typedef __nv_bfloat162 elem2_t;
 #define PAT_MMA_TYPE "bf16"
 __device__ __forceinline__ elem2_t pat_float2_to_elem2(float a, float b) { return __floats2bfloat162_rn(a, b); }
-__device__ __forceinline__ elem_t pat_float_to_elem(float a) { return __float2bfloat16_rn(a); }
 #elif defined(PAT_DTYPE_FP16)
 #include <cuda_fp16.h>
 typedef __half elem_t;
 typedef __half2 elem2_t;
 #define PAT_MMA_TYPE "f16"
 __device__ __forceinline__ elem2_t pat_float2_to_elem2(float a, float b) { return __floats2half2_rn(a, b); }
-__device__ __forceinline__ elem_t pat_float_to_elem(float a) { return __float2half_rn(a); }
 #else
 #error "define PAT_DTYPE_BF16 or PAT_DTYPE_FP16"
 #endif
