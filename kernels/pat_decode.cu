@@ -129,6 +129,14 @@ struct PatMergeParams {
     int num_requests;
 };
 
+// The host packs these structs with ctypes (pat_sglang/kernels.py) and passes their sizes in; a field
+// added or dropped on one side fails the build instead of reading garbage parameters (NVRTC has no
+// offsetof, so field order is kept by hand: same order, same types).
+#ifdef PAT_HOST_FWD_SIZE
+static_assert(sizeof(PatForwardParams) == PAT_HOST_FWD_SIZE, "PatForwardParams differs from the host layout");
+static_assert(sizeof(PatMergeParams) == PAT_HOST_MERGE_SIZE, "PatMergeParams differs from the host layout");
+#endif
+
 // Shared memory (dynamic): Q [MAX_TILE_M][D] | K [STAGES][KV_TILE][D] | V [STAGES][KV_TILE][D]; after the KV
 // loop the K/V region is reused for the cross-warp combine.
 constexpr int SMEM_Q_ELEMS = MAX_TILE_M * HEAD_DIM;

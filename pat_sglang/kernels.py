@@ -124,6 +124,7 @@ class KernelVariant:
             f"-DPAT_MIN_BLOCKS={self.min_ctas_per_sm}",
             f"-DPAT_WARPS={self.warps}",
             "--ptxas-options=-v",
+            *host_layout_defines(),
         ] + (["-DPAT_TIMING"] if self.timing else [])
 
     @property
@@ -283,6 +284,14 @@ class _MergeParams(ctypes.Structure):
         ("out_stride", ctypes.c_longlong),
         ("num_q_heads", ctypes.c_int),
         ("num_requests", ctypes.c_int),
+    ]
+
+
+def host_layout_defines() -> list[str]:
+    """Sizes of the ctypes launch-parameter structs, checked by static_asserts in the kernel source."""
+    return [
+        f"-DPAT_HOST_FWD_SIZE={ctypes.sizeof(_ForwardParams)}",
+        f"-DPAT_HOST_MERGE_SIZE={ctypes.sizeof(_MergeParams)}",
     ]
 
 

@@ -58,6 +58,17 @@ def test_compile_error_shows_the_log(monkeypatch) -> None:
         compile_variant(all_variants("sm_90")[0], use_cache=False)
 
 
+def test_host_parameter_layout_is_checked_by_the_build(monkeypatch) -> None:
+    """A ctypes struct that drifts from the kernel's parameter struct must fail the NVRTC build."""
+    import pat_sglang.kernels as k
+
+    good = k.host_layout_defines()
+    bad = [d.replace("PAT_HOST_FWD_SIZE=", "PAT_HOST_FWD_SIZE=8+") for d in good]  # one field more
+    monkeypatch.setattr(k, "host_layout_defines", lambda: bad)
+    with pytest.raises(KernelBuildError, match="host layout"):
+        compile_variant(all_variants("sm_90")[0], use_cache=False)
+
+
 def test_unsupported_arch_and_head_dim() -> None:
     with pytest.raises(ValueError, match="sm_80 or newer"):
         load_tile_table("sm75")
