@@ -54,7 +54,7 @@ from patches.chain_table import ChainTable, chain_table_for
 
 from .api import run as run_plan
 from .config import DeviceSpec, HeadConfig, check_supported
-from .forest import ForestArrays, PrefixForest
+from .forest import PrefixForest
 from .planner import PackPlan, plan_forest
 
 logger = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ class HostTails:
         shape = tuple(req_to_token.shape)
         self.mirror = np.empty(shape, dtype=np.int64)
         self.gen = np.full(shape[0], -(1 << 62), dtype=np.int64)
-        self.rid: list[Any] = [None] * shape[0]
+        self.rid = np.full(shape[0], None, dtype=object)  # request id of each row's mirror
         self.lo = np.zeros(shape[0], dtype=np.int64)  # mirror[row, lo:hi] holds req_to_token[row, lo:hi]
         self.hi = np.zeros(shape[0], dtype=np.int64)
         self.pending: Any = None  # (rows, positions, placeholder values, pinned host copy, event)
@@ -214,14 +214,13 @@ class HostTails:
         self.mirror[rows[still], pos[still]] = vals[still]
 
     def update(self, rows, seq_lens, cached, gens, rids, loc: torch.Tensor | None, defer: bool) -> bool:
-        """Make ``mirror[rows[i], cached[i]:seq_lens[i]]`` the requests' tails; True if req_to_token was read."""
+        """Make ``mirror[rows[i], cached[i]:seq_lens[i]]`` the requests' tails; True if req_to_token was read.
+        ``gens``: int64 generations of the rows (None: the pool has none)."""
         n = rows.shape[0]
-        gen = np.asarray([g if g is not None else -1 for g in gens], dtype=np.int64)
+        gen = gens if gens is not None else np.full(n, -1, dtype=np.int64)
         own = self.gen[rows] == gen
         if rids is not None:
-            mine = self.rid
-            same = (mine[r] == rid for r, rid in zip(rows.tolist(), rids, strict=True))
-            own &= np.fromiter(same, dtype=bool, count=n)
+            own &= self.rid[rows] == np.fromiter(rids, dtype=object, count=n)
         ok = own & (self.lo[rows] <= cached) & (self.hi[rows] >= seq_lens - 1)
         read = not ok.all()
         if read:
@@ -231,8 +230,7 @@ class HostTails:
             dst = np.repeat(b_rows, np.diff(indptr)), flat_positions(b_lo, indptr)
             self.mirror[dst] = flat
             self.gen[b_rows] = gen[bad]
-            for r, i in zip(b_rows.tolist(), bad.tolist(), strict=True):
-                self.rid[r] = rids[i] if rids is not None else None
+            self.rid[b_rows] = np.fromiter(rids, dtype=object, count=n)[bad] if rids is not None else None
             self.lo[b_rows], self.hi[b_rows] = b_lo, b_hi
         new = np.flatnonzero(self.hi[rows] < seq_lens)  # the step's new token, not yet in the mirror
         if new.shape[0]:
@@ -456,10 +454,10 @@ class PATAttnBackend(AttentionBackend):
         return PATMetadata(plan, source, static)
 
     # ---------------------------------------------------------------- host batch, tails, forest (no device reads)
-    def _host_batch(self, fb: Any) -> tuple[np.ndarray, np.ndarray, list | None, int]:
-        """(rows, seq_lens, rids or None, real requests) on the host. Rows and rids come from the batch the scheduler
-        patch published (``ChainTable.batch``), so ``req_pool_indices`` (a GPU tensor) is read back only when no
-        batch of this size was published; ``seq_lens_cpu`` is SGLang's host copy."""
+    def _host_batch(self, fb: Any) -> tuple[np.ndarray, np.ndarray, Any, int, Any]:
+        """(rows, seq_lens, rids or None, real requests, the published batch used or None) on the host. Rows and rids
+        come from the batch the scheduler patch published (``ChainTable.batch``), so ``req_pool_indices`` (a GPU
+        tensor) is read back only when no batch of this size was published; ``seq_lens_cpu`` is SGLang's host copy."""
         bs = int(fb.batch_size)
         pad = int(getattr(fb, "num_padding", 0) or 0)
         n_real = bs - pad
@@ -471,31 +469,30 @@ class PATAttnBackend(AttentionBackend):
         pb = self.chain_table.batch
         if pb is not None and pb.rows.shape[0] == n_real and (rids is None or tuple(rids) == pb.rids):
             rows = pb.rows if not pad else np.concatenate([pb.rows, np.full(pad, PADDING_ROW, dtype=np.int64)])
-            return rows, seq_lens, list(pb.rids), n_real
+            return rows, seq_lens, pb.rids, n_real, pb
         self.stats.row_reads += 1
         rows = fb.req_pool_indices.detach().cpu().numpy().astype(np.int64)[:bs]
-        return rows, seq_lens, list(rids) if rids is not None else None, n_real
+        return rows, seq_lens, tuple(rids) if rids is not None else None, n_real, None
 
     def _forest(self, forward_batch: Any) -> tuple[PrefixForest, str]:
         """The batch's forest: published radix chains + private tails, or the flat rows if a chain is missing."""
         tails = self._tails
         tails.resolve()  # the newest tokens of earlier steps, copied back asynchronously since
-        rows, seq_lens, rids, n_real = self._host_batch(forward_batch)
+        rows, seq_lens, rids, n_real, pb = self._host_batch(forward_batch)
         generations = getattr(self.req_to_token_pool, "req_generation", None)
-        gens = generations.numpy()[rows].tolist() if generations is not None else [None] * rows.shape[0]
-        lookup = self.chain_table.lookup
-        entries: list[Any] = []
-        cached = np.zeros(rows.shape[0], dtype=np.int64)
-        missing = 0
-        rows_l = rows.tolist()
-        for r in range(n_real):
-            entry = lookup(rows_l[r], gens[r], rids[r] if rids is not None else None)
-            if entry is None or entry.cached_len > seq_lens[r]:
-                missing += 1
-                entry = None
-            else:
-                cached[r] = entry.cached_len
-            entries.append(entry)
+        gens = generations.numpy()[rows].astype(np.int64, copy=False) if generations is not None else None
+        if pb is not None and pb.entries is not None and (
+            gens is None or pb.gens is None or np.array_equal(gens[:n_real], pb.gens)
+        ):
+            # The published batch's own entries: published for these rows, request ids and generations.
+            entries = pb.entries
+            cached = np.zeros(rows.shape[0], dtype=np.int64)
+            cached[:n_real] = pb.cached
+            bad = cached[:n_real] > seq_lens[:n_real]
+            missing = int(bad.sum()) + entries.count(None)
+            cached[:n_real][bad] = 0
+        else:
+            entries, cached, missing = self._lookup(rows, seq_lens, gens, rids, n_real)
 
         if missing:
             self._inc = None
@@ -510,13 +507,14 @@ class PATAttnBackend(AttentionBackend):
 
         real_rows, real_seq = rows[:n_real], seq_lens[:n_real]
         loc = forward_batch.out_cache_loc
-        read = tails.update(real_rows, real_seq, cached[:n_real], gens[:n_real], rids, loc, self.defer)
+        real_gens = gens[:n_real] if gens is not None else None
+        read = tails.update(real_rows, real_seq, cached[:n_real], real_gens, rids, loc, self.defer)
         if read:
             self.stats.tail_reads += 1
         forest = self._incremental(rows, seq_lens, entries, n_real, read)
         if forest is None:
             mirror = tails.mirror
-            chains = [e.chain for e in entries] + [[] for _ in range(rows.shape[0] - n_real)]
+            chains = [e.chain for e in entries[:n_real]] + [[] for _ in range(rows.shape[0] - n_real)]
             spans = zip(real_rows.tolist(), cached[:n_real].tolist(), real_seq.tolist(), strict=True)
             tail_views = [mirror[row, c:n] for row, c, n in spans]
             tail_views += [np.zeros(int(n), dtype=np.int64) for n in seq_lens[n_real:]]  # padding: slot 0
@@ -528,6 +526,25 @@ class PATAttnBackend(AttentionBackend):
             if forest.canonical_key() != PrefixForest.from_flat(full_ptr, full).canonical_key():
                 raise RuntimeError("PAT: published radix chains disagree with the req_to_token rows")
         return forest, "radix"
+
+    def _lookup(self, rows, seq_lens, gens, rids, n_real) -> tuple[tuple, np.ndarray, int]:
+        """(chain entry per real request or None, cached lengths, requests without a usable entry), one lookup per
+        request (when the published batch's entries cannot be used)."""
+        lookup = self.chain_table.lookup
+        entries: list[Any] = []
+        cached = np.zeros(rows.shape[0], dtype=np.int64)
+        missing = 0
+        rows_l = rows.tolist()
+        gens_l = gens.tolist() if gens is not None else [None] * rows.shape[0]
+        for r in range(n_real):
+            entry = lookup(rows_l[r], gens_l[r], rids[r] if rids is not None else None)
+            if entry is None or entry.cached_len > seq_lens[r]:
+                missing += 1
+                entry = None
+            else:
+                cached[r] = entry.cached_len
+            entries.append(entry)
+        return tuple(entries), cached, missing
 
     def _remember(self, forest: PrefixForest, rows, seq_lens, entries, n_real) -> None:
         """Keep the structure of a freshly built forest for the next step's incremental update."""
@@ -541,8 +558,9 @@ class PATAttnBackend(AttentionBackend):
         self._inc = (rows.copy(), seq_lens.copy(), entries, forest, leaf, n_real)
 
     def _incremental(self, rows, seq_lens, entries, n_real, read: bool) -> PrefixForest | None:
-        """Last step's forest with every request's private leaf grown by its new token, if nothing else changed:
-        same rows, same published chain entries, every real request one token longer (padding unchanged)."""
+        """Last step's forest with every request's private leaf grown by its new token
+        (``PrefixForest.with_grown_leaves``), if nothing else changed: same rows, same published chain entries, every
+        real request one token longer (padding unchanged)."""
         inc = self._inc
         if inc is None or read:
             return None
@@ -552,29 +570,14 @@ class PATAttnBackend(AttentionBackend):
             or not np.array_equal(p_rows, rows)
             or not np.array_equal(p_seq[:n_real] + 1, seq_lens[:n_real])
             or not np.array_equal(p_seq[n_real:], seq_lens[n_real:])
-            or not all(map(operator.is_, p_entries, entries))
+            or (p_entries is not entries and not all(map(operator.is_, p_entries, entries)))
         ):
             return None
-        fa = forest._arrays()
         real_rows, real_seq = rows[:n_real], seq_lens[:n_real]
         mirror = self._tails.mirror
-        ends = fa.slot_ptr[leaf + 1]
-        flat = fa.slots_flat.copy()
-        flat[ends - 1] = mirror[real_rows, real_seq - 2]  # last step's newest token, now known (was a placeholder)
-        flat = np.insert(flat, ends, mirror[real_rows, real_seq - 1])
-        tok = fa.tok.copy()
-        tok[leaf] += 1
-        lengths = forest.request_lengths.copy()
-        lengths[:n_real] += 1
-        nodes = forest.nodes
-        ptr = np.zeros(tok.shape[0] + 1, dtype=np.int64)
-        np.cumsum(tok, out=ptr[1:])
-        for i, a, b in zip(leaf.tolist(), ptr[leaf].tolist(), ptr[leaf + 1].tolist(), strict=True):
-            nodes[i].slots = flat[a:b]  # the backend's own forest, updated in place with its arrays below
-        new = PrefixForest(nodes, forest.num_requests, lengths)
-        new.__dict__["_arrays_cache"] = ForestArrays.build(
-            tok, fa.parent, fa.depth, fa.q, fa.req_ptr, fa.req_flat, flat, forest.num_requests, lengths, nodes
-        )
+        # Last step's newest tokens are known now: they replace the placeholders the forest may still hold.
+        last = mirror[real_rows, real_seq - 2] if forest._arrays().slot_max >= SENTINEL else None
+        new = forest.with_grown_leaves(leaf, mirror[real_rows, real_seq - 1], last)
         self._inc = (rows.copy(), seq_lens.copy(), entries, new, leaf, n_real)
         self.stats.incremental += 1
         return new

@@ -66,7 +66,7 @@ class ForestArrays:
     shared_tok: np.ndarray  # tok of those nodes
     unique_tokens: int
     request_tokens: int
-    nodes: list[ForestNode] = field(repr=False, default_factory=list)  # the list these arrays describe
+    nodes: list[ForestNode] | None = field(repr=False, default=None)  # the list these arrays describe, once made
 
     @staticmethod
     def from_nodes(nodes: list[ForestNode], num_requests: int, request_lengths: np.ndarray) -> ForestArrays:
@@ -83,6 +83,28 @@ class ForestArrays:
         )
         return ForestArrays.build(tok, parent, depth, q, req_ptr, req_flat, slots_flat, num_requests,
                                   request_lengths, nodes)
+
+    def to_nodes(self) -> list[ForestNode]:
+        """The ``ForestNode`` list these arrays describe (slots are views of ``slots_flat``)."""
+        parents = self.parent.tolist()
+        children: list[list[int]] = [[] for _ in parents]
+        for i, p in enumerate(parents):
+            if p >= 0:
+                children[p].append(i)
+        sp = self.slot_ptr.tolist()
+        rp = self.req_ptr.tolist()
+        reqs = self.req_flat.tolist()
+        flat = self.slots_flat
+        return list(
+            map(
+                ForestNode,
+                [flat[a:b] for a, b in zip(sp[:-1], sp[1:], strict=True)],
+                [reqs[a:b] for a, b in zip(rp[:-1], rp[1:], strict=True)],
+                parents,
+                children,
+                self.depth.tolist(),
+            )
+        )
 
     @staticmethod
     def build(tok, parent, depth, q, req_ptr, req_flat, slots_flat, num_requests, request_lengths, nodes):
@@ -116,13 +138,42 @@ class ForestArrays:
         )
 
 
-@dataclass
 class PrefixForest:
-    """Nodes in topological order (a parent always precedes its children)."""
+    """Nodes in topological order (a parent always precedes its children).
 
-    nodes: list[ForestNode]
-    num_requests: int
-    request_lengths: np.ndarray  # int64 [num_requests], KV tokens per request
+    The vectorised builders (``from_flat``, ``from_chains``, ``with_grown_leaves``) make the flat arrays
+    (``ForestArrays``) first and the ``ForestNode`` list only when ``nodes`` is first read; the planner and the
+    backend's per-step path never read it. A forest built from a node list (``PrefixForest(nodes, ...)``) makes
+    its arrays on first use. Either way the forest is read-only once both exist."""
+
+    __slots__ = ("_nodes", "_fa", "num_requests", "request_lengths")
+
+    def __init__(self, nodes: list[ForestNode] | None, num_requests: int, request_lengths: np.ndarray) -> None:
+        self._nodes = nodes
+        self._fa: ForestArrays | None = None
+        self.num_requests = num_requests
+        self.request_lengths = request_lengths  # int64 [num_requests], KV tokens per request
+
+    @classmethod
+    def _of_arrays(cls, fa: ForestArrays, num_requests: int, request_lengths: np.ndarray) -> PrefixForest:
+        forest = cls(None, num_requests, request_lengths)
+        forest._fa = fa
+        return forest
+
+    @property
+    def nodes(self) -> list[ForestNode]:
+        if self._nodes is None:
+            self._nodes = self._fa.to_nodes()
+            self._fa.nodes = self._nodes
+        return self._nodes
+
+    @nodes.setter
+    def nodes(self, value: list[ForestNode]) -> None:
+        self._nodes = value
+
+    def __repr__(self) -> str:
+        n = len(self._nodes) if self._nodes is not None else self._fa.tok.shape[0]
+        return f"PrefixForest({n} nodes, {self.num_requests} requests, {int(self.request_lengths.sum())} tokens)"
 
     # ------------------------------------------------------------------ construction
     @staticmethod
@@ -173,11 +224,92 @@ class PrefixForest:
 
     def _arrays(self) -> ForestArrays:
         """The forest as flat arrays (cached; the nodes must not be edited after the first call)."""
-        arrays = self.__dict__.get("_arrays_cache")
-        if arrays is None or arrays.nodes is not self.nodes or len(arrays.nodes) != arrays.tok.shape[0]:
-            arrays = ForestArrays.from_nodes(self.nodes, self.num_requests, self.request_lengths)
-            self.__dict__["_arrays_cache"] = arrays
+        arrays = self._fa
+        nodes = self._nodes
+        if arrays is None or (
+            nodes is not None and (arrays.nodes is not nodes or len(nodes) != arrays.tok.shape[0])
+        ):
+            arrays = ForestArrays.from_nodes(nodes, self.num_requests, self.request_lengths)
+            self._fa = arrays
         return arrays
+
+    def with_grown_leaves(
+        self, leaf_nodes: np.ndarray, new_slots: np.ndarray, last_slots: np.ndarray | None = None
+    ) -> PrefixForest:
+        """A new forest: this one with ``new_slots[i]`` appended to node ``leaf_nodes[i]`` (a node of exactly one
+        request, which in canonical form is a leaf) and that request one token longer. The common decode step.
+
+        ``last_slots`` (optional): first replace each leaf's current last slot with ``last_slots[i]`` (the backend's
+        placeholders for tokens not yet known on the host when the leaf was grown). Equal to ``from_flat`` on the
+        grown rows; the flat arrays are updated with numpy (no per-leaf Python) and this forest is not changed."""
+        fa = self._arrays()
+        leaf = np.asarray(leaf_nodes, dtype=np.int64)
+        k = leaf.shape[0]
+        new = _as_int64(new_slots, "new_slots")
+        if new.shape[0] != k:
+            raise ValueError(f"{k} leaves but {new.shape[0]} new slots")
+        n_nodes = fa.tok.shape[0]
+        if k and (int(leaf.min()) < 0 or int(leaf.max()) >= n_nodes):
+            raise ValueError(f"leaf node index outside 0..{n_nodes - 1}")
+        if k and (fa.q[leaf] != 1).any():
+            raise ValueError("with_grown_leaves: every grown node must hold exactly one request")
+        grow = np.zeros(n_nodes, dtype=np.int64)
+        np.add.at(grow, leaf, 1)
+        if k and int(grow.max()) > 1:
+            raise ValueError("with_grown_leaves: a leaf node is listed twice")
+        old_ends = fa.slot_ptr[leaf + 1]
+        slots = fa.slots_flat
+        gone = False  # the largest slot was replaced
+        top = int(new.max()) if k else -1  # the largest slot written
+        if last_slots is not None:
+            last = _as_int64(last_slots, "last_slots")
+            if last.shape[0] != k:
+                raise ValueError(f"{k} leaves but {last.shape[0]} last slots")
+            if k:
+                gone = bool((slots[old_ends - 1] == fa.slot_max).any())
+                top = max(top, int(last.max()))
+                slots = slots.copy()
+                slots[old_ends - 1] = last
+        tok = fa.tok + grow
+        slot_ptr = _indptr(tok)
+        total = slots.shape[0] + k
+        flat = np.empty(total, dtype=np.int64)
+        new_pos = slot_ptr[leaf + 1] - 1
+        keep = np.ones(total, dtype=bool)
+        keep[new_pos] = False
+        flat[keep] = slots
+        flat[new_pos] = new
+        if not gone:
+            slot_max = max(fa.slot_max, top)
+        elif top >= fa.slot_max:  # every slot kept is at most the old largest
+            slot_max = top
+        else:
+            slot_max = int(flat.max())
+        lengths = self.request_lengths.copy()
+        reqs = fa.req_flat[fa.req_ptr[leaf]]
+        lengths[reqs] += 1
+        grown = ForestArrays(
+            tok=tok,
+            parent=fa.parent,
+            depth=fa.depth,
+            q=fa.q,
+            req_ptr=fa.req_ptr,
+            req_flat=fa.req_flat,
+            entry_node=fa.entry_node,
+            ends_here=fa.ends_here,
+            ending=fa.ending,
+            slot_ptr=slot_ptr,
+            slots_flat=flat,
+            slot_max=slot_max,
+            req32=fa.req32,
+            slots32=flat.astype(np.int32) if slot_max <= np.iinfo(np.int32).max else None,
+            shared_q=fa.shared_q,
+            shared_tok=fa.shared_tok,
+            unique_tokens=fa.unique_tokens + k,
+            request_tokens=fa.request_tokens + k,
+            nodes=None,
+        )
+        return PrefixForest._of_arrays(grown, self.num_requests, lengths)
 
     def canonical_key(self) -> frozenset:
         """A value equal for two forests that describe the same sharing of the same slots."""
@@ -330,7 +462,11 @@ class _Builder:
             raise ValueError(f"request {int(empty[0])} has no KV tokens (sequence length 0)")
         for n in self.nodes:
             n.requests.sort()
-        return PrefixForest(_fuse_chains(self.nodes), self.num_requests, lengths)
+        nodes = _fuse_chains(self.nodes)
+        # The planner's flat arrays, made here from the fused nodes (the first plan_forest does not rebuild them).
+        forest = PrefixForest(nodes, self.num_requests, lengths)
+        forest._fa = ForestArrays.from_nodes(nodes, self.num_requests, lengths)
+        return forest
 
 
 def _fuse_chains(nodes: list[ForestNode]) -> list[ForestNode]:
@@ -502,32 +638,9 @@ def _flat_forest(ind: np.ndarray, indptr: np.ndarray, lengths: np.ndarray) -> Pr
     tok = np.concatenate(n_end)[order] - seg_start
     slots_flat = ind[_ranges(seg_start, tok)].astype(np.int64)
     req_ptr = _indptr(q)
-    slot_ptr = _indptr(tok)
 
-    # --- the nodes
-    parents = parent.tolist()
-    children: list[list[int]] = [[] for _ in range(num_nodes)]
-    for i, p in enumerate(parents):
-        if p >= 0:
-            children[p].append(i)
-    sp = slot_ptr.tolist()
-    rp = req_ptr.tolist()
-    reqs = req_flat.tolist()
-    nodes = list(
-        map(
-            ForestNode,
-            [slots_flat[a:b] for a, b in zip(sp[:-1], sp[1:], strict=True)],
-            [reqs[a:b] for a, b in zip(rp[:-1], rp[1:], strict=True)],
-            parents,
-            children,
-            depth.tolist(),
-        )
-    )
-    forest = PrefixForest(nodes, num_requests, lengths)
-    forest.__dict__["_arrays_cache"] = ForestArrays.build(
-        tok, parent, depth, q, req_ptr, req_flat, slots_flat, num_requests, lengths, nodes
-    )
-    return forest
+    fa = ForestArrays.build(tok, parent, depth, q, req_ptr, req_flat, slots_flat, num_requests, lengths, None)
+    return PrefixForest._of_arrays(fa, num_requests, lengths)
 
 
 def _boundaries(change: np.ndarray, n: int) -> np.ndarray:

@@ -21,6 +21,7 @@ backend binds one to its model runner's pool, and the publishing patch routes ea
 from __future__ import annotations
 
 import functools
+import operator
 import threading
 import weakref
 from collections.abc import Hashable
@@ -84,11 +85,41 @@ def chain_signature(last_node: Any, root: Any, memo: dict[int, Signature | None]
 class PublishedBatch:
     """The rows of the last decode batch published into a table, in batch order, as host data: the backend takes
     its rows and request ids from here instead of reading ``ForwardBatch.req_pool_indices`` back from the GPU (a
-    stream synchronisation), and checks the batch size matches."""
+    stream synchronisation), and checks the batch size matches.
 
-    rows: np.ndarray  # int64 [bs] req_pool_idx of each request
+    ``entries`` are the requests' chain entries as published (``None`` where a chain could not be read), with
+    ``cached`` their cached lengths and ``gens`` the generations they were published for (``None`` if the pool has
+    none). When a batch's chains are all unchanged since the previous batch, ``entries`` is the previous batch's
+    very tuple, so the backend can tell "nothing changed" with one identity check."""
+
+    rows: np.ndarray  # int64 [bs] req_pool_idx of each request (read-only)
     rids: tuple  # request id of each request
     serial: int  # bumped per published batch
+    entries: tuple | None = None  # ChainEntry or None per request; None: not recorded (look entries up)
+    cached: np.ndarray | None = None  # int64 [bs] cached_len of each entry (0 where there is none)
+    gens: np.ndarray | None = None  # int64 [bs] the generations the entries were published for
+
+
+@dataclass
+class _Snapshot:
+    """What ``publish_batch`` saw last, to tell a batch whose chains cannot have changed with identity checks only:
+    same rows, request ids, generations and root, and every request's ``last_node`` with the same ``value`` and
+    ``parent`` objects, and so every ancestor (``anc``: (node, value, parent) once per distinct ancestor). A radix
+    split replaces the split node's ``value`` and ``parent``; eviction never touches nodes a running request locks."""
+
+    root: Any
+    idxs: list
+    rids: list
+    gens: list
+    nodes: list
+    values: list
+    parents: list
+    anc: list
+    batch: PublishedBatch
+
+
+_VALUE = operator.attrgetter("value")
+_PARENT = operator.attrgetter("parent")
 
 
 @dataclass
@@ -102,12 +133,24 @@ class ChainTable:
     published: int = 0  # chains copied (cache misses), for tests and logs
     batch: PublishedBatch | None = None  # the last published decode batch (see PublishedBatch)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    reused: int = 0  # batches whose chains were all unchanged (identity checks only), for tests and logs
+    _snap: _Snapshot | None = field(default=None, repr=False)
 
     def publish_batch(
         self, idxs: list[int], rids: list[Hashable], generations: list[int | None], last_nodes: list[Any], root: Any
     ) -> None:
         """``publish`` for every request of one decode batch (one lock round, ancestors' signatures shared), then
-        record the batch's rows (``PublishedBatch``)."""
+        record the batch's rows and entries (``PublishedBatch``). A batch equal to the previous one whose radix
+        nodes are all untouched (``_Snapshot``, identity checks in C loops) costs no per-request Python."""
+        snap = self._snap
+        if snap is not None and snap.root is root and _unchanged(snap, idxs, rids, generations, last_nodes):
+            with self.lock:
+                if self._snap is snap:
+                    old = snap.batch
+                    snap.batch = PublishedBatch(old.rows, old.rids, old.serial + 1, old.entries, old.cached, old.gens)
+                    self.batch = snap.batch
+                    self.reused += 1
+                    return
         memo: dict[int, Signature | None] = {}
         sigs = [chain_signature(n, root, memo) if root is not None else None for n in last_nodes]
         changed = []
@@ -121,16 +164,28 @@ class ChainTable:
                     changed.append((idx, rid, gen, sig, node))
         fresh = [(idx, ChainEntry(rid, gen, sig, request_chain(node, root))) for idx, rid, gen, sig, node in changed]
         with self.lock:
+            entries = self.entries
             for idx, entry in fresh:
-                self.entries[idx] = entry
+                entries[idx] = entry
             self.published += len(fresh)
             serial = self.batch.serial + 1 if self.batch is not None else 0
-            self.batch = PublishedBatch(np.asarray(idxs, dtype=np.int64), tuple(rids), serial)
+            batch_entries = tuple(map(entries.get, idxs))
+            cached = np.fromiter((e.cached_len if e is not None else 0 for e in batch_entries), dtype=np.int64,
+                                 count=len(idxs))
+            known = all(g is not None for g in generations)
+            gens = np.asarray(generations, dtype=np.int64) if known and generations else None
+            rows = np.asarray(idxs, dtype=np.int64)
+            for a in (rows, cached, gens):
+                if a is not None:
+                    a.setflags(write=False)
+            self.batch = PublishedBatch(rows, tuple(rids), serial, batch_entries, cached, gens)
+            self._snap = _snapshot(root, idxs, rids, generations, last_nodes, self.batch)
 
     def publish(self, req_pool_idx: int, rid: Hashable, generation: int | None, last_node: Any, root: Any) -> None:
         """Record the request's chain; drop the entry if it cannot be read (the backend then falls back)."""
         sig = chain_signature(last_node, root) if root is not None else None
         with self.lock:
+            self._snap = None
             old = self.entries.get(req_pool_idx)
             if sig is None:
                 self.entries.pop(req_pool_idx, None)
@@ -144,6 +199,7 @@ class ChainTable:
 
     def drop(self, req_pool_idx: int) -> None:
         with self.lock:
+            self._snap = None
             self.entries.pop(req_pool_idx, None)
 
     def lookup(self, req_pool_idx: int, generation: int | None, rid: Hashable | None = None) -> ChainEntry | None:
@@ -160,9 +216,40 @@ class ChainTable:
 
     def clear(self) -> None:
         with self.lock:
+            self._snap = None
             self.entries.clear()
             self.published = 0
             self.batch = None
+
+
+def _unchanged(snap: _Snapshot, idxs: list, rids: list, gens: list, nodes: list) -> bool:
+    """True if the batch (idxs, rids, gens, last nodes) is the snapshot's and no radix node on its chains changed."""
+    if idxs != snap.idxs or rids != snap.rids or gens != snap.gens or not all(map(operator.is_, nodes, snap.nodes)):
+        return False
+    try:
+        values, parents = list(map(_VALUE, nodes)), list(map(_PARENT, nodes))
+    except AttributeError:
+        return False
+    if not all(map(operator.is_, values, snap.values)) or not all(map(operator.is_, parents, snap.parents)):
+        return False
+    return all(getattr(n, "value", None) is v and getattr(n, "parent", None) is p for n, v, p in snap.anc)
+
+
+def _snapshot(root: Any, idxs: list, rids: list, gens: list, nodes: list, batch: PublishedBatch) -> _Snapshot | None:
+    """The snapshot of a batch just published (None if its nodes are not radix nodes with value and parent)."""
+    try:
+        values, parents = list(map(_VALUE, nodes)), list(map(_PARENT, nodes))
+    except AttributeError:
+        return None
+    anc: list[tuple[Any, Any, Any]] = []
+    seen: set[int] = set()
+    for node in parents:
+        while node is not None and node is not root and id(node) not in seen:
+            seen.add(id(node))
+            parent = getattr(node, "parent", None)
+            anc.append((node, getattr(node, "value", None), parent))
+            node = parent
+    return _Snapshot(root, list(idxs), list(rids), list(gens), list(nodes), values, parents, anc, batch)
 
 
 CHAIN_TABLE = ChainTable()
