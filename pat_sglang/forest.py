@@ -58,7 +58,7 @@ class ForestArrays:
     ends_here: np.ndarray  # bool [E]: the entry's node is the request's last (deepest) node
     ending: np.ndarray  # [N] requests whose last node this is
     slot_ptr: np.ndarray  # [N + 1] indptr into slots_flat
-    slots_flat: np.ndarray  # every node's slots, nodes in order
+    slots_flat: np.ndarray | None  # int64, every node's slots, nodes in order; None: made from slots32 on first use
     slot_max: int  # -1 if there are no slots
     req32: np.ndarray  # req_flat as int32
     slots32: np.ndarray | None  # slots_flat as int32; None if a slot does not fit
@@ -84,6 +84,12 @@ class ForestArrays:
         return ForestArrays.build(tok, parent, depth, q, req_ptr, req_flat, slots_flat, num_requests,
                                   request_lengths, nodes)
 
+    def slots64(self) -> np.ndarray:
+        """``slots_flat``, made from ``slots32`` the first time if the forest was built without it."""
+        if self.slots_flat is None:
+            self.slots_flat = self.slots32.astype(np.int64)
+        return self.slots_flat
+
     def to_nodes(self) -> list[ForestNode]:
         """The ``ForestNode`` list these arrays describe (slots are views of ``slots_flat``)."""
         parents = self.parent.tolist()
@@ -94,7 +100,7 @@ class ForestArrays:
         sp = self.slot_ptr.tolist()
         rp = self.req_ptr.tolist()
         reqs = self.req_flat.tolist()
-        flat = self.slots_flat
+        flat = self.slots64()
         return list(
             map(
                 ForestNode,
@@ -254,30 +260,34 @@ class PrefixForest:
         if k and (fa.q[leaf] != 1).any():
             raise ValueError("with_grown_leaves: every grown node must hold exactly one request")
         grow = np.zeros(n_nodes, dtype=np.int64)
-        np.add.at(grow, leaf, 1)
-        if k and int(grow.max()) > 1:
+        grow[leaf] = 1
+        if int(grow.sum()) != k:
             raise ValueError("with_grown_leaves: a leaf node is listed twice")
-        old_ends = fa.slot_ptr[leaf + 1]
-        slots = fa.slots_flat
-        gone = False  # the largest slot was replaced
         top = int(new.max()) if k else -1  # the largest slot written
+        last = None
         if last_slots is not None:
             last = _as_int64(last_slots, "last_slots")
             if last.shape[0] != k:
                 raise ValueError(f"{k} leaves but {last.shape[0]} last slots")
             if k:
-                gone = bool((slots[old_ends - 1] == fa.slot_max).any())
                 top = max(top, int(last.max()))
-                slots = slots.copy()
-                slots[old_ends - 1] = last
+        # Work on the int32 slots (what the planner reads) while everything fits; int64 only beyond.
+        narrow = fa.slots32 is not None and top <= _INT32_MAX
+        src = fa.slots32 if narrow else fa.slots64()
+        gone = False  # the largest slot was replaced
+        if last is not None and k:
+            old_last = fa.slot_ptr[leaf + 1] - 1
+            gone = bool((src[old_last] == fa.slot_max).any())
+            src = src.copy()
+            src[old_last] = last
         tok = fa.tok + grow
         slot_ptr = _indptr(tok)
-        total = slots.shape[0] + k
-        flat = np.empty(total, dtype=np.int64)
+        total = src.shape[0] + k
+        flat = np.empty(total, dtype=src.dtype)
         new_pos = slot_ptr[leaf + 1] - 1
         keep = np.ones(total, dtype=bool)
         keep[new_pos] = False
-        flat[keep] = slots
+        flat[keep] = src
         flat[new_pos] = new
         if not gone:
             slot_max = max(fa.slot_max, top)
@@ -285,6 +295,10 @@ class PrefixForest:
             slot_max = top
         else:
             slot_max = int(flat.max())
+        if narrow:
+            slots32, slots64 = flat, None
+        else:
+            slots32, slots64 = (flat.astype(np.int32) if slot_max <= _INT32_MAX else None), flat
         lengths = self.request_lengths.copy()
         reqs = fa.req_flat[fa.req_ptr[leaf]]
         lengths[reqs] += 1
@@ -299,10 +313,10 @@ class PrefixForest:
             ends_here=fa.ends_here,
             ending=fa.ending,
             slot_ptr=slot_ptr,
-            slots_flat=flat,
+            slots_flat=slots64,
             slot_max=slot_max,
             req32=fa.req32,
-            slots32=flat.astype(np.int32) if slot_max <= np.iinfo(np.int32).max else None,
+            slots32=slots32,
             shared_q=fa.shared_q,
             shared_tok=fa.shared_tok,
             unique_tokens=fa.unique_tokens + k,
@@ -359,6 +373,7 @@ def _chains_forest_checked(
 
 
 _FAST_DTYPES = (np.dtype(np.int64), np.dtype(np.int32))
+_INT32_MAX = int(np.iinfo(np.int32).max)
 
 
 def _chains_forest(

@@ -100,3 +100,39 @@ def test_static_buffers_double_buffered_and_patched() -> None:
         assert torch.equal(be.graph_buffers.dev["kv_slots"][:n], want.kv_slots)  # placeholders filled
         assert torch.equal(be.graph_buffers.dev["items"][: want.num_items], want.items)
     assert len(stages) == 2
+
+
+def test_radix_splits_under_an_unchanged_batch() -> None:
+    """The same batch step after step, while prompts outside it split the radix nodes its chains run through (an
+    ancestor, and a request's own last node): the chain table must see the change although rows, ids and last nodes
+    are the same objects, and every step's plan must equal a fresh one."""
+    rng = np.random.default_rng(11)
+    h = RadixHarness(max_reqs=16, max_context=512, num_slots=1 << 12)
+    system = rng.integers(1000, 2000, size=48).tolist()
+    prompts = [system + rng.integers(2000, 9000, size=12).tolist() for _ in range(5)]
+    for p in prompts:
+        h.add_request(p)
+    live = list(range(5))
+    table = ChainTable()
+    be = PATAttnBackend(fake_model_runner(h, HQ, HKV, D, 1), delegate=RecordingDelegate(), chain_table=table)
+    heads = HeadConfig(HQ, HKV, D, torch.float32)
+    splits = {4: system[:20], 9: prompts[2][:53], 13: system[:33]}  # ancestor, last node, ancestor again
+    published = []
+    for step in range(18):
+        if step in splits:
+            h.add_request(splits[step] + [9999, 9998])  # cached into the tree, never decoded in this batch
+        fb = decode_batch(h, table, only=live)
+        be.init_forward_metadata(fb)
+        md = be.forward_metadata
+        assert md is not None and md.forest_source == "radix", step
+        indptr, flat = flat_rows(h, live)
+        fresh = PrefixForest.from_flat(indptr, flat)
+        assert be._inc[3].canonical_key() == fresh.canonical_key(), step
+        want = plan_forest(fresh, heads, be.device_spec)
+        for name in PLAN_TENSORS:
+            assert torch.equal(getattr(md.plan, name), getattr(want, name)), (step, name)
+        published.append(table.published)
+    for step in splits:
+        assert published[step] > published[step - 1], step  # the split chains were copied again
+    assert table.reused >= 18 - 1 - 2 * len(splits)  # the other steps reused the entries with identity checks only
+    assert be.stats.incremental >= 18 - 1 - 2 * len(splits)
