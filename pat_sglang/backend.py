@@ -196,6 +196,8 @@ class HostTails:
         self.hi = np.zeros(shape[0], dtype=np.int64)
         self.pending: Any = None  # (rows, positions, placeholder values, pinned host copy, event)
         self.deferred_now = False  # this step's tails hold placeholders
+        self._verified: tuple | None = None  # (id(rows' base), len, id(rids)) of the last step that read nothing
+        self._keep: Any = None
         self._pinned: list[torch.Tensor] = []
         self._flip = 0
 
@@ -219,10 +221,15 @@ class HostTails:
         n = rows.shape[0]
         gen = gens if gens is not None else np.full(n, -1, dtype=np.int64)
         own = self.gen[rows] == gen
-        if rids is not None:
+        base = rows.base if rows.base is not None else rows  # rows[:n] of the published batch's rows
+        key = (id(base), n, id(rids))
+        if rids is not None and self._verified != key:
             own &= self.rid[rows] == np.fromiter(rids, dtype=object, count=n)
         ok = own & (self.lo[rows] <= cached) & (self.hi[rows] >= seq_lens - 1)
         read = not ok.all()
+        # Same published rows and ids objects as a step that read nothing: the row ids are already checked.
+        self._verified = key if not read and rids is not None else None
+        self._keep = (base, rids)  # keeps the ids above from being reused by other objects
         if read:
             bad = np.flatnonzero(~ok)
             b_rows, b_lo, b_hi = rows[bad], cached[bad], seq_lens[bad]
@@ -489,7 +496,7 @@ class PATAttnBackend(AttentionBackend):
             cached = np.zeros(rows.shape[0], dtype=np.int64)
             cached[:n_real] = pb.cached
             bad = cached[:n_real] > seq_lens[:n_real]
-            missing = int(bad.sum()) + entries.count(None)
+            missing = int(bad.sum()) + pb.absent
             cached[:n_real][bad] = 0
         else:
             entries, cached, missing = self._lookup(rows, seq_lens, gens, rids, n_real)

@@ -20,6 +20,7 @@ backend binds one to its model runner's pool, and the publishing patch routes ea
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import operator
 import threading
@@ -98,6 +99,7 @@ class PublishedBatch:
     entries: tuple | None = None  # ChainEntry or None per request; None: not recorded (look entries up)
     cached: np.ndarray | None = None  # int64 [bs] cached_len of each entry (0 where there is none)
     gens: np.ndarray | None = None  # int64 [bs] the generations the entries were published for
+    absent: int = 0  # requests without an entry (None in ``entries``)
 
 
 @dataclass
@@ -147,10 +149,11 @@ class ChainTable:
             with self.lock:
                 if self._snap is snap:
                     old = snap.batch
-                    snap.batch = PublishedBatch(old.rows, old.rids, old.serial + 1, old.entries, old.cached, old.gens)
+                    snap.batch = dataclasses.replace(old, serial=old.serial + 1)
                     self.batch = snap.batch
                     self.reused += 1
                     return
+        idxs = list(map(int, idxs))
         memo: dict[int, Signature | None] = {}
         sigs = [chain_signature(n, root, memo) if root is not None else None for n in last_nodes]
         changed = []
@@ -178,7 +181,8 @@ class ChainTable:
             for a in (rows, cached, gens):
                 if a is not None:
                     a.setflags(write=False)
-            self.batch = PublishedBatch(rows, tuple(rids), serial, batch_entries, cached, gens)
+            absent = sum(map(operator.not_, batch_entries))
+            self.batch = PublishedBatch(rows, tuple(rids), serial, batch_entries, cached, gens, absent)
             self._snap = _snapshot(root, idxs, rids, generations, last_nodes, self.batch)
 
     def publish(self, req_pool_idx: int, rid: Hashable, generation: int | None, last_node: Any, root: Any) -> None:

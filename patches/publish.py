@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,9 @@ from .chain_table import CHAIN_TABLE, ChainTable, chain_table_for
 
 logger = logging.getLogger(__name__)
 _warned = False
+_POOL_IDX = operator.attrgetter("req_pool_idx")
+_RID = operator.attrgetter("rid")
+_LAST_NODE = operator.attrgetter("last_node")
 
 
 def publish_decode_batch(batch: Any, table: ChainTable | None = None) -> None:
@@ -42,14 +46,18 @@ def publish_decode_batch(batch: Any, table: ChainTable | None = None) -> None:
     pool = getattr(batch, "req_to_token_pool", None)
     generations = getattr(pool, "req_generation", None)
     try:
-        reqs = [req for req in batch.reqs if req.req_pool_idx is not None]
-        idxs = [int(req.req_pool_idx) for req in reqs]
+        reqs = batch.reqs
+        pool_idx = list(map(_POOL_IDX, reqs))  # C loops over the requests: no per-request Python per step
+        if None in pool_idx:
+            reqs = [req for req in reqs if req.req_pool_idx is not None]
+            pool_idx = list(map(_POOL_IDX, reqs))
+        idxs = pool_idx  # ints (publish_batch converts them where it keeps them)
         if generations is not None:
             gen_np = generations.numpy() if hasattr(generations, "numpy") else np.asarray(generations)
             gens = gen_np[idxs].tolist()
         else:
             gens = [None] * len(idxs)
-        table.publish_batch(idxs, [req.rid for req in reqs], gens, [req.last_node for req in reqs], root)
+        table.publish_batch(idxs, list(map(_RID, reqs)), gens, list(map(_LAST_NODE, reqs)), root)
         if len(reqs) != len(batch.reqs):
             table.batch = None  # rows without a pool index: the backend reads req_pool_indices instead
         return
