@@ -12,15 +12,21 @@ Prefill/extend, and decode batches PAT cannot plan, go to a delegate SGLang back
 (MLA, sliding windows, logit caps, cross attention, fp8 KV, unsupported head dims, ...) are refused at
 start-up with the reason, never served wrongly.
 
-Host cost per step (``bench/backend_host_time.py``, CPU only, 2026-11-24, 2-core AMD EPYC dev VM, Llama-3-8B heads,
-medians of 20 consecutive decode steps, microseconds publish/forest/plan/load = total): before, 64 requests on a
-4096-token prompt + 256 own tokens 208/921/249/137 = 1524 with one req_to_token read-back per step (a stream sync on
-the GPU) plus ``req_pool_indices`` read back, 256 requests 1138/4212/532/736 = 6604; after, 131/259/113/85 = 596 and
-601/746/178/129 = 1694, with no device-to-host read in steady state: rows come from the published batch, tails from
-the host mirror (``HostTails``; new tokens enter as placeholders filled on the device from ``out_cache_loc``), the
-forest is last step's with each private leaf one token longer when nothing else changed, and the static-buffer load
-copies only used prefixes from double-buffered pinned staging. Generated-shared-prefix (8x8, 16x16 on 2048 + 128):
-1547 -> 571 and 6768 -> 1464.
+Host cost per step (``bench/backend_host_time.py``, CPU only, 2-core AMD EPYC dev VM, Llama-3-8B heads, medians of 20
+consecutive decode steps, microseconds publish/forest/plan/load = total). 64 requests on a 4096-token prompt + 256 own
+tokens: originally 208/921/249/137 = 1524 with one req_to_token read-back per step (a stream sync on the GPU) plus
+``req_pool_indices`` read back; 256 requests 1138/4212/532/736 = 6604. Then (2026-11-24) no device-to-host read in
+steady state: rows come from the published batch, tails from the host mirror (``HostTails``; new tokens enter as
+placeholders filled on the device from ``out_cache_loc``), and the static-buffer load copies only used prefixes from
+double-buffered pinned staging: 135/283/122/90 = 644 and 565/671/175/129 = 1556 (re-measured before the next change).
+Now (2026-11-24, ``.venv/bin/python bench/backend_host_time.py``, three runs, the middle one): 48/142/112/81 = 383 and
+197/224/159/110 = 690 (runs 690-717; one run with gc.freeze() at start gave 584, so collection pauses in the timed
+steps are much of the spread). The steady-state step has no
+per-request Python: the chain table tells an unchanged batch by identity checks over the requests' radix nodes in C
+loops and hands over last step's entries (``PublishedBatch.entries``, the same tuple); the forest is last step's grown
+by ``PrefixForest.with_grown_leaves`` (numpy on the planner's int32 arrays, no node objects). Generated-shared-prefix
+(8x8, 16x16 on 2048 + 128): 574 -> 362 and 1692 -> 620 (runs 620-757). ``bench/plan_speed.py`` (256 requests,
+4 levels): ``from_flat`` 1236 -> 1097 us (node lists now made on first read only), ``plan_forest`` 101 us.
 
 CUDA graphs: ``init_forward_metadata_out_graph`` plans outside the graph and loads the plan into the
 fixed-capacity ``pat_sglang.kernels.StaticPlanBuffers``; the captured ``forward_decode`` only launches.
