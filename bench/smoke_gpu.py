@@ -12,7 +12,8 @@ import time
 
 import torch
 
-from pat_sglang import HeadConfig, naive_decode, plan_forest
+from bench.bench_kernels import time_graph
+from pat_sglang import HeadConfig, PackPlan, naive_decode, plan_forest
 from pat_sglang.config import DeviceSpec
 from pat_sglang.forest import PrefixForest
 from pat_sglang.kernels import KernelTune, all_variants, compile_variant, device_arch, launch_plan
@@ -66,25 +67,11 @@ def time_variants(gen: torch.Generator, dev_spec: DeviceSpec, overrides: list[Ke
         floor_us = plan.stats.kv_bytes_unique / (COPY_TBPS * 1e12) * 1e6
         row = f"{name:<12} {floor_us:>8.1f} "
         for tune in overrides:
-            for q, k, v, out in sets:  # compile + load outside the capture
+            def launch(i: int, tune: KernelTune = tune, sets: list = sets, plan: PackPlan = plan) -> None:
+                q, k, v, out = sets[i]
                 launch_plan(plan, q, k, v, 0.1, out, tune)
-            torch.cuda.synchronize()
-            # Time CUDA-graph replays of 9 launches over the rotated sets: the GPU never waits for Python.
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                for i in range(9):
-                    q, k, v, out = sets[i % 3]
-                    launch_plan(plan, q, k, v, 0.1, out, tune)
-            graph.replay()
-            times = []
-            for _ in range(15):
-                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                s.record()
-                graph.replay()
-                e.record()
-                times.append((s, e))
-            torch.cuda.synchronize()
-            us = sorted(s.elapsed_time(e) * 1e3 / 9 for s, e in times)[len(times) // 2]
+
+            us = time_graph(launch, len(sets), reps=15)  # CUDA-graph replays: the GPU never waits for Python
             row += f"{us:>8.1f} ({us / floor_us:>3.1f}x)"
         print(row + f"  items={plan.num_items} partials={plan.num_partials}")
 
