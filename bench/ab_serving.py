@@ -36,8 +36,11 @@ from ab import client, report  # noqa: E402
 from ab.server import ManagedProcess, ServerConfig, server_command, tail, wait_ready  # noqa: E402
 from ab.workload import Workload, mooncake, shared_prefix, shared_token_fraction  # noqa: E402
 
+# Same repo-relative default as pat_sglang.experiments.workloads.DEFAULT_MOONCAKE_TRACE (not imported: that package
+# pulls in torch, which this client-side harness does not need); the wheelhouse's trace head is the fallback.
+DEFAULT_TRACE = REPO / "data" / "traces" / "mooncake_conversation_trace.jsonl"
 TRACE_CANDIDATES = (
-    Path("/work/shared/traces/mooncake_conversation_trace.jsonl"),
+    DEFAULT_TRACE,
     REPO / ".wheelhouse/extra/mooncake_head.jsonl",
 )
 
@@ -68,7 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--question-len", type=int, default=256)
     ap.add_argument("--output-len", type=int, default=128)
     # Mooncake replay
-    ap.add_argument("--trace", type=Path, default=None)
+    ap.add_argument("--trace", type=Path, default=None,
+                    help="Mooncake-format JSONL (default: data/traces/mooncake_conversation_trace.jsonl of this "
+                         "repository, else .wheelhouse/extra/mooncake_head.jsonl)")
     ap.add_argument("--trace-n", type=int, default=64)
     ap.add_argument("--trace-max-input", type=int, default=7936, help="prompt cap (the model's context is 8192)")
     ap.add_argument("--trace-output-len", type=int, default=128, help="fixed output length for the replay")
@@ -105,9 +110,12 @@ def build_workloads(args: argparse.Namespace) -> list[Workload]:
             out.append(shared_prefix(args.groups, args.prompts_per_group, args.system_len, args.question_len,
                                      args.output_len, seed=args.seed))
         elif name == "mooncake":
+            if args.trace is not None and not args.trace.exists():
+                raise FileNotFoundError(f"Mooncake trace not found: {args.trace} (given with --trace PATH)")
             trace = args.trace or next((p for p in TRACE_CANDIDATES if p.exists()), None)
             if trace is None:
-                print("ab: no Mooncake trace found; skipping that workload", flush=True)
+                print(f"ab: no Mooncake trace found ({DEFAULT_TRACE} is missing; pass --trace PATH); "
+                      "skipping that workload", flush=True)
                 continue
             out.append(mooncake(trace, args.trace_n, max_input_len=args.trace_max_input,
                                 output_len=args.trace_output_len))

@@ -3,7 +3,7 @@
 One call on the GPU machine builds, checks and times everything, then prints a table and writes
 ``results.json``, ``results.csv``, ``results.md`` and ``results.png`` into ``--out``.
 
-Workloads (``pat_sglang.workloads``, defined as in ``/work/shared/anchors/flashinfer-h100-*.txt``): a (bs
+Workloads (``pat_sglang.workloads``, defined as in the FlashInfer H100 anchor run of 2026-11-24, docs/perf/): a (bs
 32/64/128/256), b, c, d (64x4096, 256x1024), e with Llama-3-8B heads (32 q / 8 kv, d=128, bf16), plus 64/8 and
 32/32 heads on a subset. Page size 1, KV slots in a random permutation of the pool.
 
@@ -19,7 +19,9 @@ writing its JSON as it goes, so a PAT kernel fault (a sticky CUDA error, a crash
 numbers; inside a phase, every implementation x workload is in its own try/except and a failure is recorded
 as 'not run: <reason>'.
 
-CPU only: ``--dry-run`` lists the workloads and checks their byte counts against the anchors file.
+CPU only: ``--dry-run`` lists the workloads and checks their byte counts against the anchors file. That file (our
+FlashInfer H100 reference measurement) is not shipped: pass it with ``--anchors PATH``; without it the anchor
+comparison (dry-run check, ``anchorFI`` column) is skipped.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from pat_sglang.workloads import (  # noqa: E402
     tree_batch,
 )
 
-ANCHORS = Path("/work/shared/anchors/flashinfer-h100-2026-11-24.txt")
+ANCHORS: Path | None = None  # the anchors file is not shipped; ``--anchors PATH`` (None: no anchor comparison)
 PEERS = ("fi_dec", "fi_dec_tc", "fi_casc", "sgl_triton", "sdpa")
 PEER_LABELS = {
     "fi_dec": "FI dec",
@@ -96,11 +98,14 @@ def all_cases() -> list[Case]:
 
 
 # ---------------------------------------------------------------------------------------------- dry run (CPU)
-def parse_anchors(path: Path = ANCHORS) -> dict[str, dict[str, float]]:
-    """Rows of the anchors file keyed by label: bs, uniq Ktok, req Ktok, floor, FI columns (us)."""
+def parse_anchors(path: Path | None = ANCHORS) -> dict[str, dict[str, float]]:
+    """Rows of the anchors file keyed by label: bs, uniq Ktok, req Ktok, floor, FI columns (us); {} for None."""
     rows: dict[str, dict[str, float]] = {}
-    if not path.exists():
+    if path is None:
         return rows
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"anchors file not found: {path} (given with --anchors PATH)")
     for line in path.read_text().splitlines():
         if not line or line.startswith("#") or line.startswith("workload"):
             continue
@@ -112,15 +117,15 @@ def parse_anchors(path: Path = ANCHORS) -> dict[str, dict[str, float]]:
     return rows
 
 
-def dry_run(cases: list[Case]) -> int:
-    anchors = parse_anchors()
+def dry_run(cases: list[Case], anchors_path: Path | None = ANCHORS) -> int:
+    anchors = parse_anchors(anchors_path)
     bad = 0
     print(f"{'case':<28} {'bs':>4} {'uniq Ktok':>9} {'req Ktok':>9} {'uniq MB':>8}  anchors")
     for c in cases:
         batch = tree_batch(STANDARD_WORKLOADS[c.workload])
         uniq, req = batch.unique_tokens() / 1e3, batch.request_tokens() / 1e3
         row = anchors.get(WORKLOAD_LABELS[c.workload])
-        note = "no anchor row"
+        note = "no anchor row" if anchors else "-"
         if row is not None:
             ok = abs(row["uniq_ktok"] - uniq) <= 0.051 and abs(row["req_ktok"] - req) <= 0.051
             ok = ok and row["bs"] == batch.batch
@@ -539,9 +544,9 @@ def build_pat(inp: Inputs) -> tuple[Callable[[int], Any], dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------- report
-def build_rows(cases: list[Case], peers: dict, pat: dict) -> list[dict[str, Any]]:
+def build_rows(cases: list[Case], peers: dict, pat: dict, anchors_path: Path | None = ANCHORS) -> list[dict[str, Any]]:
     bw = pat.get("copy_bw") or peers.get("copy_bw")
-    anchors = parse_anchors()
+    anchors = parse_anchors(anchors_path)
     rows = []
     for c in cases:
         batch = tree_batch(STANDARD_WORKLOADS[c.workload])
@@ -601,8 +606,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_reports(out: Path, cases: list[Case], peers: dict, pat: dict) -> str:
-    rows = build_rows(cases, peers, pat)
+def write_reports(out: Path, cases: list[Case], peers: dict, pat: dict, anchors_path: Path | None = ANCHORS) -> str:
+    rows = build_rows(cases, peers, pat, anchors_path)
     table = format_table(rows)
     notes = []
     for r in rows:
@@ -671,14 +676,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pat-timeout", type=int, default=180, help="seconds for the PAT child")
     ap.add_argument("--phase-budget", type=float, default=1e9, help="inside a phase: stop starting cases after this")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--anchors", type=Path, default=None,
+                    help="FlashInfer H100 anchors file (our reference run, not shipped); default: no anchor comparison")
     args = ap.parse_args(argv)
+    if args.anchors is None and (args.dry_run or args.phase in ("all", "report")):
+        print("no --anchors file given: skipping the comparison with the FlashInfer H100 anchor run", flush=True)
     args.peers = tuple(p for p in args.peers.split(",") if p)
     cases = all_cases()
     if args.cases:
         keep = [k for k in args.cases.split(",") if k]
         cases = [c for c in cases if any(c.key.startswith(k) for k in keep)]
     if args.dry_run:
-        return 1 if dry_run(cases) else 0
+        return 1 if dry_run(cases, args.anchors) else 0
     args.out.mkdir(parents=True, exist_ok=True)
     if args.phase in ("peers", "pat"):
         if not torch.cuda.is_available():
@@ -707,7 +716,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{phase}] child finished: rc={rc} in {time.monotonic() - t0:.0f} s", flush=True)
     peers = _load(args.out / "phase_peers.json")
     pat = _load(args.out / "phase_pat.json")
-    report = write_reports(args.out, cases, peers, pat)
+    report = write_reports(args.out, cases, peers, pat, args.anchors)
     print(report)
     return 0
 

@@ -4,9 +4,10 @@ Role in pack-forward-merge: none at run time. Tests and benchmarks build the *in
 the flat ``kv_indptr`` / ``kv_indices`` of one decode step (SGLang/FlashInfer convention) whose requests share
 KV prefixes in a known tree shape, plus random ``q`` and KV pools in SGLang's layout.
 
-Workload definition (``/work/shared/anchors/flashinfer-h100-*.txt``): ``levels`` lists (nodes, tokens per node)
-from the root level down; node ``j`` of a level with ``n`` nodes hangs under node ``j * n_parent // n`` of the
-level above; one request per node of the last level, whose KV is the concatenation of its root-to-leaf path.
+Workload definition (as in the FlashInfer H100 anchor run of 2026-11-24, docs/perf/): ``levels`` lists (nodes,
+tokens per node) from the root level down; node ``j`` of a level with ``n`` nodes hangs under node
+``j * n_parent // n`` of the level above; one request per node of the last level, whose KV is the concatenation of
+its root-to-leaf path.
 
 KV slots come from a pool: with ``page_size == 1`` every token gets a slot drawn from a random permutation of
 the pool; with ``page_size > 1`` every node gets whole pages (the pool's pages in a random permutation; the

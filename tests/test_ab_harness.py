@@ -168,6 +168,15 @@ def test_sleep_child_killed_with_context_manager(tmp_path: Path) -> None:
     assert not proc.alive() and not _pid_alive(pid)
 
 
+def test_trace_default_and_missing_trace(tmp_path: Path) -> None:
+    import ab_serving
+
+    assert ab_serving.DEFAULT_TRACE == REPO / "data" / "traces" / "mooncake_conversation_trace.jsonl"
+    args = ab_serving.parse_args(["--workloads", "mooncake", "--trace", str(tmp_path / "absent.jsonl")])
+    with pytest.raises(FileNotFoundError, match="--trace"):
+        ab_serving.build_workloads(args)
+
+
 def test_end_to_end_against_fake_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import ab_serving
 

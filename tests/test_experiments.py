@@ -74,6 +74,18 @@ def test_mooncake_blocks_to_tokens(four_requests):
     assert load_mooncake(four_requests, time_scale=2.0, block_tokens=4)[0].arrival_ms == 0.0
 
 
+def test_shipped_trace_and_missing_trace(tmp_path: Path):
+    from pat_sglang.experiments.workloads import DEFAULT_MOONCAKE_TRACE
+
+    repo = Path(__file__).resolve().parent.parent
+    assert DEFAULT_MOONCAKE_TRACE == repo / "data" / "traces" / "mooncake_conversation_trace.jsonl"
+    assert DEFAULT_MOONCAKE_TRACE.exists()  # shipped in the repository (data/traces/README.md)
+    specs = load_mooncake(limit=3)
+    assert len(specs) == 3 and all(s.input_len > 0 for s in specs)
+    with pytest.raises(FileNotFoundError, match="--trace"):
+        load_mooncake(tmp_path / "absent.jsonl")
+
+
 def test_hand_counted_step(four_requests):
     specs = load_mooncake(four_requests, block_tokens=4)
     recs, summary = _run(specs, _cfg())

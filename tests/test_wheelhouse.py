@@ -158,6 +158,16 @@ def test_write_part_roundtrip(tmp_path: Path) -> None:
         assert tar.extractfile(w.name).read() == w.read_bytes()
 
 
+def test_trace_default_and_head(tmp_path: Path) -> None:
+    assert build.TRACE == REPO / "data" / "traces" / "mooncake_conversation_trace.jsonl"
+    src = tmp_path / "t.jsonl"
+    src.write_text("".join(f'{{"timestamp": {i}}}\n' for i in range(5)))
+    build.copy_trace_head(src, tmp_path / "extra" / "head.jsonl", lines=3)
+    assert (tmp_path / "extra" / "head.jsonl").read_text().splitlines() == [f'{{"timestamp": {i}}}' for i in range(3)]
+    with pytest.raises(FileNotFoundError, match="--trace"):
+        build.copy_trace_head(tmp_path / "absent.jsonl", tmp_path / "x.jsonl")
+
+
 PART_LIMIT_MIB = 55.0
 BUILT = sorted((REPO / ".wheelhouse").glob("part*/wheels-*.tar.xz"))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def _bench():
     return mod
 
 
-# (bs, uniq Ktok, req Ktok) as printed in /work/shared/anchors/flashinfer-h100-2026-11-24.txt
+# (bs, uniq Ktok, req Ktok) as printed by the FlashInfer H100 anchor run of 2026-11-24 (docs/perf/)
 ANCHOR_COUNTS = {
     "a32": (32, 12.3, 139.3),
     "a64": (64, 20.5, 278.5),
@@ -61,14 +62,24 @@ def test_standard_workload_counts(name: str) -> None:
 
 
 def test_anchor_file_rows_match() -> None:
+    # the anchors file is our reference measurement, not shipped: point PAT_BENCH_ANCHORS at it to run this check
+    anchors = os.environ.get("PAT_BENCH_ANCHORS")
+    if not anchors:
+        pytest.skip("anchors file not given (set PAT_BENCH_ANCHORS=PATH)")
     bench = _bench()
-    rows = bench.parse_anchors()
-    if not rows:
-        pytest.skip("anchors file not present")
+    rows = bench.parse_anchors(Path(anchors))
     for name, (bs, uniq, req) in ANCHOR_COUNTS.items():
         row = rows[WORKLOAD_LABELS[name]]
         assert (row["bs"], row["uniq_ktok"], row["req_ktok"]) == (bs, uniq, req)
-    assert bench.dry_run(bench.all_cases()) == 0
+    assert bench.dry_run(bench.all_cases(), Path(anchors)) == 0
+
+
+def test_bench_without_anchors() -> None:
+    bench = _bench()
+    assert bench.parse_anchors(None) == {}
+    assert bench.dry_run(bench.all_cases()[:2]) == 0  # no anchors: listed, nothing compared
+    with pytest.raises(FileNotFoundError, match="--anchors"):
+        bench.parse_anchors(REPO / "no-such-anchors.txt")
 
 
 def test_level_parent_rule() -> None:

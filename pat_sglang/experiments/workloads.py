@@ -25,7 +25,9 @@ SEGMENT_STRIDE_TOKENS = 1 << 24  # token-id space of one segment id: segments ar
 # private KV exactly as in a real server (sampled text does not match another request's prompt here).
 OUTPUT_TOKEN_BASE = 1 << 52
 MOONCAKE_BLOCK_TOKENS = 512  # tokens behind one hash id in the Mooncake trace release
-DEFAULT_MOONCAKE_TRACE = Path("/work/shared/traces/mooncake_conversation_trace.jsonl")
+# The trace ships in the repository (data/traces/, Apache-2.0, see its README); an installed wheel does not carry it,
+# so from an installed package pass the path explicitly (``--trace`` / ``load_mooncake(path)``).
+DEFAULT_MOONCAKE_TRACE = Path(__file__).resolve().parents[2] / "data" / "traces" / "mooncake_conversation_trace.jsonl"
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,13 @@ def load_mooncake(
     partial). Arrival times are multiplied by ``time_scale`` (0.5 = arrivals twice as dense)."""
     if time_scale <= 0:
         raise ValueError(f"time_scale must be positive, got {time_scale}")
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"Mooncake trace not found: {path} (the repository ships it as "
+            f"data/traces/mooncake_conversation_trace.jsonl; pass another file with --trace PATH, "
+            f"or load_mooncake(path=...))"
+        )
     specs: list[RequestSpec] = []
     with open(path) as f:
         for line in f:

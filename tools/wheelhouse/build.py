@@ -7,7 +7,8 @@ Runs where PyPI is reachable. Steps:
 2. Trim ``sglang-kernel`` (FA3 ``flash_ops``, sm100 ops, FlashMLA, InfLLM ops) and ``xgrammar`` (static library),
    rewriting RECORD (``wheeltrim.py``).
 3. Build the pat-sglang wheel of this repository (``pip wheel --no-deps``) into ``.wheelhouse/extra/``, and copy the
-   head of the Mooncake conversation trace there too (the device machine only sees the repository).
+   head of the Mooncake conversation trace (``data/traces/``, or ``--trace``) there too as ``mooncake_head.jsonl``
+   (the wheel does not carry the trace; the serving A/B harness falls back to this head).
 4. Rewrite every wheel uncompressed and pack them into ``.wheelhouse/partN/wheels-N.tar.xz`` (solid xz compresses
    across wheels: ~104 MB of deflated wheels become ~56 MiB), each part below ``--max-part-mib``; write
    ``.wheelhouse/extra/MANIFEST.tsv`` (wheel, part, sha256).
@@ -52,8 +53,21 @@ TRIMS: dict[str, list[str]] = {
     "xgrammar": ["xgrammar/lib/libxgrammar.a"],
 }
 
-TRACE = Path("/work/shared/traces/mooncake_conversation_trace.jsonl")
+#: the Mooncake conversation trace shipped in the repository (data/traces/, see its README); ``--trace`` overrides
+TRACE = REPO / "data" / "traces" / "mooncake_conversation_trace.jsonl"
 TRACE_HEAD_LINES = 2000
+
+
+def copy_trace_head(src: Path, dst: Path, lines: int = TRACE_HEAD_LINES) -> None:
+    """The first ``lines`` lines of the trace ``src`` into ``dst``."""
+    if not src.exists():
+        raise FileNotFoundError(f"Mooncake trace not found: {src} (pass --trace PATH)")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with open(src) as fin, open(dst, "w") as fout:
+        for i, line in enumerate(fin):
+            if i >= lines:
+                break
+            fout.write(line)
 
 
 def platform_args() -> list[str]:
@@ -168,6 +182,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--xz-preset", type=int, default=9)
     ap.add_argument("--pip", default=f"{sys.executable} -m pip")
     ap.add_argument("--only-pat", action="store_true", help="rebuild only extra/ (pat wheel, trace head)")
+    ap.add_argument("--trace", type=Path, default=None,
+                    help=f"Mooncake trace whose first {TRACE_HEAD_LINES} lines go to extra/mooncake_head.jsonl "
+                         "(default: data/traces/ of this repository, skipped with a note if missing; a given path "
+                         "must exist)")
     args = ap.parse_args(argv)
     pip = args.pip.split()
     out: Path = args.out
@@ -176,12 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     extra = out / "extra"
     pat = build_pat_wheel(extra, pip)
     print(f"pat wheel: {pat.name}")
-    if TRACE.exists():
-        with open(TRACE) as src, open(extra / "mooncake_head.jsonl", "w") as dst:
-            for i, line in enumerate(src):
-                if i >= TRACE_HEAD_LINES:
-                    break
-                dst.write(line)
+    if args.trace is not None or TRACE.exists():
+        copy_trace_head(args.trace or TRACE, extra / "mooncake_head.jsonl")
+    else:
+        print(f"no Mooncake trace at {TRACE} (pass --trace PATH); extra/mooncake_head.jsonl not written")
     if args.only_pat:
         return 0
 
