@@ -21,11 +21,11 @@ demo: $(STAMP)
 	$(VPY) -m pat_sglang.demo
 
 test: $(STAMP)
-	$(VPY) -m ruff check pat_sglang patches tests bench
+	$(VPY) -m ruff check pat_sglang tests bench tools
 	$(VPY) -m pytest -q -p no:cacheprovider tests
 
 lint: $(STAMP)
-	$(VPY) -m ruff check pat_sglang patches tests bench
+	$(VPY) -m ruff check pat_sglang tests bench tools
 
 bench: $(STAMP)
 	$(VPY) bench/plan_speed.py

@@ -4,15 +4,14 @@ Builds decode batches the way the scheduler does (``tests/sglang_harness.py``: r
 match, ``ReqToTokenPool``, KV slot allocation, ``RadixCache.cache_unfinished_req``), then runs consecutive decode
 steps in which every request grows by one token, and times each phase of the backend's per-step host path:
 
-* ``publish``: the ``ForwardBatch.init_new`` patch publishing the batch's radix chains (``patches.publish``);
-* ``forest``: everything in ``init_forward_metadata_out_graph`` other than planning and loading: host rows and
-  sequence lengths, chain lookups, the private tails, the forest;
+* ``publish``: the ``ForwardBatch.init_new`` patch publishing the batch's radix chains (``pat_sglang.sglang_patches.publish``);
+* ``forest``: ``DecodeStepPlanner.forest`` (reuse with grown leaves, or a rebuild from the published paths);
 * ``plan``: ``plan_forest``;
 * ``load``: ``StaticPlanBuffers.load`` (on the CPU the staging copies only; no device, so no transfers);
 * ``total``: publish + ``init_forward_metadata_out_graph``.
 
-Also counted per step: ``reads``, the calls that read ``req_to_token`` rows (each a device-to-host copy, so a
-stream synchronisation, on the GPU). Shapes: ``A<bs>``: ``bs`` requests on a 4096-token system prompt + 256 own
+Also counted: ``reads``, the steps that read ``req_pool_indices`` back from the device (none expected: the
+plan addresses KV as ranges of ``req_to_token`` rows, which the kernel reads on the device). Shapes: ``A<bs>``: ``bs`` requests on a 4096-token system prompt + 256 own
 prompt tokens; ``gsp<bs>``: the generated-shared-prefix shape (G groups x P prompts, 2048-token group system
 prompt + 128-token question). Heads: Llama-3-8B (32 q / 8 kv, d=128, bf16). Medians over the timed steps.
 
@@ -38,10 +37,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 from sglang.srt.model_executor.forward_batch_info import ForwardMode  # noqa: E402
 from sglang_harness import RadixHarness, RecordingDelegate, fake_model_runner  # noqa: E402
 
-import pat_sglang.backend as backend_mod  # noqa: E402
+import pat_sglang.decode_step as step_mod  # noqa: E402
 from pat_sglang.backend import PATAttnBackend  # noqa: E402
-from patches.chain_table import ChainTable  # noqa: E402
-from patches.publish import publish_decode_batch  # noqa: E402
+from pat_sglang.sglang_patches.chain_table import ChainTable  # noqa: E402
+from pat_sglang.sglang_patches.publish import publish_decode_batch  # noqa: E402
 
 HQ, HKV, D = 32, 8, 128
 PHASES = ("publish", "forest", "plan", "load", "total")
@@ -62,45 +61,35 @@ def prompts(shape: str, rng: np.random.Generator) -> list[list[int]]:
 
 
 class Timer:
-    """Wraps ``plan_forest``, ``StaticPlanBuffers.load`` and ``gather_spans`` to time / count them per step."""
+    """Wraps the step planner's ``forest``, ``plan_forest`` and ``StaticPlanBuffers.load`` to time them per step."""
 
     def __init__(self) -> None:
-        self.plan = self.load = 0.0
-        self.reads = 0
+        self.forest = self.plan = self.load = 0.0
 
     def install(self, be: PATAttnBackend) -> None:
-        plan_forest, gather = backend_mod.plan_forest, backend_mod.gather_spans
-        load = be.graph_buffers.load
+        plan_forest = step_mod.plan_forest
+        forest, load = be.planner.forest, be.graph_buffers.load
 
-        def timed_plan(*a, **k):
-            t0 = time.perf_counter()
-            try:
-                return plan_forest(*a, **k)
-            finally:
-                self.plan += time.perf_counter() - t0
+        def timed(fn, field):
+            def run(*a, **k):
+                t0 = time.perf_counter()
+                try:
+                    return fn(*a, **k)
+                finally:
+                    setattr(self, field, getattr(self, field) + time.perf_counter() - t0)
 
-        def timed_load(*a, **k):
-            t0 = time.perf_counter()
-            try:
-                return load(*a, **k)
-            finally:
-                self.load += time.perf_counter() - t0
+            return run
 
-        def counted_gather(*a, **k):
-            self.reads += 1
-            return gather(*a, **k)
-
-        backend_mod.plan_forest = timed_plan
-        backend_mod.gather_spans = counted_gather
-        be.graph_buffers.load = timed_load
-        self._restore = (plan_forest, gather)
+        step_mod.plan_forest = timed(plan_forest, "plan")
+        be.planner.forest = timed(forest, "forest")
+        be.graph_buffers.load = timed(load, "load")
+        self._restore = plan_forest
 
     def uninstall(self) -> None:
-        backend_mod.plan_forest, backend_mod.gather_spans = self._restore
+        step_mod.plan_forest = self._restore
 
     def reset(self) -> None:
-        self.plan = self.load = 0.0
-        self.reads = 0
+        self.forest = self.plan = self.load = 0.0
 
 
 def run_shape(shape: str, steps: int, warm_tokens: int, seed: int) -> dict[str, float]:
@@ -123,7 +112,6 @@ def run_shape(shape: str, steps: int, warm_tokens: int, seed: int) -> dict[str, 
     timer.install(be)
     rows_all = [r.req_pool_idx for r in h.reqs]
     samples: dict[str, list[float]] = {k: [] for k in PHASES}
-    reads: list[int] = []
     try:
         for step in range(steps + 3):  # 3 warm-up steps
             h.decode(steps=1)  # prepare_for_decode: the step's new slot written into req_to_token
@@ -148,13 +136,12 @@ def run_shape(shape: str, steps: int, warm_tokens: int, seed: int) -> dict[str, 
             samples["publish"].append(t1 - t0)
             samples["plan"].append(timer.plan)
             samples["load"].append(timer.load)
-            samples["forest"].append(meta - timer.plan - timer.load)
+            samples["forest"].append(timer.forest)
             samples["total"].append(t1 - t0 + meta)
-            reads.append(timer.reads)
     finally:
         timer.uninstall()
     out = {k: 1e6 * statistics.median(v) for k, v in samples.items()}
-    out["reads"] = statistics.mean(reads)
+    out["reads"] = be.stats.row_reads
     out["bs"] = bs
     out["kv_per_req"] = float(np.mean(h.seq_lens))
     return out

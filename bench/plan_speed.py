@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     t_plan = median_us(lambda: plan_forest(forest, heads, device), args.reps)
     t_forest = median_us(lambda: PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices), args.reps)
     t_all = median_us(lambda: pat_sglang.plan(batch.kv_indptr, batch.kv_indices, heads, device), args.reps)
-    print(f"tree {LEVELS}: {batch.batch} requests, {len(forest.nodes)} forest nodes, "
+    print(f"tree {LEVELS}: {batch.batch} requests, {forest.num_nodes} forest nodes, "
           f"{batch.request_tokens()} request tokens")
     verdict = "met" if t_plan < TARGET_US else "NOT met"
     print(f"plan_forest          {t_plan:10.1f} us  (target < {TARGET_US:.0f} us: {verdict})")

@@ -5,8 +5,9 @@
 //   -DPAT_MIN_BLOCKS=B (the tile table in configs/tiles/ picks them per arch and head dim).
 //
 // pat_pack_forward: one CTA per (work item, KV head); grid = (num_kv_heads, items), PAT_WARPS warps.
-//   A work item is a run of KV slots of one pack plus up to TILE_M/G requests of it (G = q heads per KV
-//   head). Its query rows are (request, q head of this KV group) pairs: M = requests * G rows, the M of
+//   A work item is a range [kv_begin, kv_end) of positions in the slot table (one member's row of SGLang's
+//   req_to_token, or of the caller's kv_indices) plus up to TILE_M/G requests of its pack (G = q heads per
+//   KV head); the slot indices are read here, on the device, a tile ahead of the gathers. Its query rows are (request, q head of this KV group) pairs: M = requests * G rows, the M of
 //   an MMA tile, so a shared KV tile is read from HBM once for every request and every head of the group.
 //
 //   Tiling. The item's tile m (16..16*PAT_WARPS, chosen per item by the planner) sets the warp layout at
@@ -88,13 +89,12 @@ __device__ __forceinline__ void pat_stamp(int which) {
 __device__ __forceinline__ void pat_stamp(int) {}
 #endif
 
-// Item columns: must match pat_sglang/planner.py.
-#define ITEM_FIELDS 8
-#define ITEM_KV_BEGIN 0
-#define ITEM_KV_END 1
-#define ITEM_REQ_BEGIN 2
-#define ITEM_REQ_END 3
-#define ITEM_TILE_M 5
+// Item columns and the merge CTA width come from the host (pat_sglang/planner.py ITEM_COLUMNS,
+// pat_sglang/kernels.py MERGE_WARPS) as -D options: the layout has one definition.
+#if !defined(ITEM_FIELDS) || !defined(ITEM_KV_BEGIN) || !defined(ITEM_KV_END) || !defined(ITEM_REQ_BEGIN) || \
+    !defined(ITEM_REQ_END) || !defined(ITEM_TILE_M) || !defined(MERGE_WARPS)
+#error "build through pat_sglang.kernels: the item layout and MERGE_WARPS are passed as -D options"
+#endif
 
 struct PatForwardParams {
     const elem_t* q;        // [batch, q_heads, head_dim], request stride q_stride
@@ -104,7 +104,7 @@ struct PatForwardParams {
     float* part_o;          // [num_partials, q_heads, head_dim]
     float* part_lse;        // [num_partials, q_heads], log2 domain
     const int* items;       // [num_items, ITEM_FIELDS]
-    const int* kv_slots;
+    const int* slot_table;  // KV slot of each (row, position): SGLang's req_to_token, or kv_indices
     const int* item_req;
     const int* item_dst;
     const int* num_items;   // device count (CUDA-graph mode) or null: then gridDim.x items
@@ -198,7 +198,7 @@ static_assert(PAT_THREADS % KV_TILE == 0 && CHUNKS_PER_ROW % THREADS_PER_ROW == 
 // The slot of this thread's row in the tile starting at kv position tok0 (-1: past the end).
 __device__ __forceinline__ int row_slot(const PatForwardParams& p, int tok0, int kv_end) {
     const int tok = tok0 + threadIdx.x / THREADS_PER_ROW;
-    return tok < kv_end ? __ldg(p.kv_slots + tok) : -1;
+    return tok < kv_end ? __ldg(p.slot_table + tok) : -1;
 }
 
 // Gather this thread's row of one KV tile of one KV head into a stage (zero-filled past the end).
@@ -488,13 +488,12 @@ extern "C" __global__ void __launch_bounds__(PAT_THREADS, PAT_MIN_BLOCKS) pat_pa
 #if PAT_WARPS >= 8
         case 128: pack_forward_tile<8>(p, item, kvh, smem); break;
 #endif
-        default: break;  // the host never plans a tile m this build lacks (checked against the table)
+        default: __trap();  // the host never plans a tile m this build lacks (checked at launch): fail loudly
     }
     pat_stamp(3);
 }
 
 // One warp per (request, q head): grid = (requests, ceil(q_heads / MERGE_WARPS)), MERGE_WARPS warps.
-#define MERGE_WARPS 4
 extern "C" __global__ void __launch_bounds__(MERGE_WARPS * 32) pat_merge(const PatMergeParams p) {
     const int req = blockIdx.x;
     const int head = blockIdx.y * MERGE_WARPS + threadIdx.x / 32;

@@ -53,7 +53,7 @@ def check_run_inputs(plan: PackPlan, q: torch.Tensor, k_buffer: torch.Tensor, v_
         raise ValueError(f"tensors have heads {heads}, but the plan was made for {plan.heads}")
     if q.shape[0] != plan.num_requests:
         raise ValueError(f"q has batch {q.shape[0]}, the plan has {plan.num_requests} requests")
-    if plan.max_slot >= k_buffer.shape[0]:
+    if plan.max_slot is not None and plan.max_slot >= k_buffer.shape[0]:
         raise ValueError(f"plan reads KV slot {plan.max_slot}, but the pools hold {k_buffer.shape[0]} slots")
     if not (q.device == k_buffer.device == v_buffer.device):
         raise ValueError("q, k_buffer and v_buffer must be on one device")
@@ -67,12 +67,21 @@ def run(
     sm_scale: float | None = None,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Attention of ``q`` over the KV the plan describes; returns ``[batch, num_q_heads, head_dim]``."""
-    check_run_inputs(plan, q, k_buffer, v_buffer)
+    """Attention of ``q`` over the KV the plan describes; returns ``[batch, num_q_heads, head_dim]``.
+
+    Launch-only on CUDA tensors: the inputs are checked in full the first time a plan meets a given set of shapes,
+    dtypes and devices, and the kernels and launch arguments are resolved once per plan (``kernels.plan_launch``)."""
+    key = (q.shape, k_buffer.shape, v_buffer.shape, q.dtype, k_buffer.dtype, v_buffer.dtype, q.device,
+           k_buffer.device, v_buffer.device)
+    checked = plan.__dict__.setdefault("_checked_inputs", set())
+    if key not in checked:
+        check_run_inputs(plan, q, k_buffer, v_buffer)
+        if q.is_cuda:
+            check_supported(heads_of(q, k_buffer))
+        checked.add(key)
     if sm_scale is None:
         sm_scale = 1.0 / math.sqrt(q.shape[2])
     if q.is_cuda:
-        check_supported(heads_of(q, k_buffer))
         from .kernels import launch_plan  # imported lazily: needs cuda-python and a GPU
 
         return launch_plan(plan, q, k_buffer, v_buffer, sm_scale, out)

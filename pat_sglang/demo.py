@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         f"tree: system prompt {args.system_tokens} tokens -> {args.templates} tool templates of "
         f"{args.template_tokens} -> own suffixes up to {args.own_tokens}"
     )
-    print(f"forest: {len(forest.nodes)} nodes, {forest.unique_tokens()} unique tokens, {forest.request_tokens()} "
+    print(f"forest: {forest.num_nodes} nodes, {forest.unique_tokens()} unique tokens, {forest.request_tokens()} "
           f"request tokens; planned in {plan_us:.0f} us")
     print(f"plan: {len(plan.packs)} packs, {s.num_items} work items, {s.num_partials} partials; shared packs:")
     shared = [p for p in plan.packs if len(p.requests) > 1]

@@ -1,187 +1,327 @@
-"""The prefix forest: which KV runs the decode requests of one step share.
+"""The prefix forest: which KV token ranges the decode requests of one step share.
 
-Role in pack-forward-merge: this is the input of the *pack* stage. Each node owns a run of KV token
-slots (indices into SGLang's per-layer token pools) and knows which requests of the batch pass through
-it; a request's KV is the concatenation of the slots on its root-to-leaf path. The planner turns nodes
-into packs (one KV read serving many queries).
+Role in pack-forward-merge: the input of the *pack* stage. Every request's KV is a row of slot indices
+in a *slot table* (SGLang's ``req_to_token[req_pool_idx]``, or the caller's
+``kv_indices[kv_indptr[b]:kv_indptr[b + 1]]``). A node is a token range ``[start, start + tok)`` that all
+its requests hold with the same slots at the same positions of their rows; a request's KV is the union of
+the ranges on its root-to-leaf path (consecutive, from position 0). Nodes never carry slots: the planner
+addresses KV as ranges of one member's row (``kv_begin``, positions in the slot table) and the forward
+kernel reads the slot indices there, on the device. Host work is per node and request, never per token.
 
-Two ways in:
-* ``PrefixForest.from_flat(kv_indptr, kv_indices)``: the FlashInfer/SGLang flat convention. Sharing is
-  detected by identical leading slots (requests that share a cached prefix hold the same physical
-  slots at the front of their ``req_to_token`` rows).
-* ``PrefixForest.from_chains(chains)``: per request, a chain of (node id, slots) from the radix tree
-  followed by a private tail. Nodes with the same id are one node.
+Three ways in:
+* ``PrefixForest.from_paths(...)``: the serving path. Per request, the radix nodes of its cached prefix as
+  (node key, tokens) from the root down; nodes with the same key are one node. Beyond its cached prefix a
+  request owns a private leaf up to its sequence length. No slot is read.
+* ``PrefixForest.from_flat(kv_indptr, kv_indices)``: the FlashInfer/SGLang flat convention. Sharing is found
+  from identical leading slots (requests that share a cached prefix hold the same physical slots at the
+  front of their rows); the forest keeps the host copy of the table for queries.
+* ``PrefixForest.from_chains(chains, tails)``: per request, (node id, slots) runs plus a private tail (tests,
+  the trace replay); the slots are laid out into a table and the runs checked against each other.
 
-Both produce the canonical form: a node never has exactly one child with the same request set (such
-chains are fused), and no node is empty. Two forests describing the same sharing compare equal with
-``canonical_key()``.
+All produce the canonical form: a node never has exactly one child with the same requests (such chains
+are fused: their ranges are contiguous in every member's row), and no node is empty. ``canonical_key()``
+is equal for two forests that describe the same sharing.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+_INT32_MAX = int(np.iinfo(np.int32).max)
 
-@dataclass
+
+@dataclass(frozen=True)
 class ForestNode:
-    """One KV segment shared by ``requests`` (sorted request indices of the batch)."""
+    """A read-only view of one node (printing, tests); the forest itself is its arrays."""
 
-    slots: np.ndarray  # int64 token-slot indices, in sequence order
+    start: int  # position of the node's first token in each member's row
+    num_tokens: int
     requests: list[int]
-    parent: int = -1
-    children: list[int] = field(default_factory=list)
-    depth: int = 0
+    parent: int
+    children: list[int]
+    depth: int
+    slots: np.ndarray | None  # the node's slot indices when the forest holds a host slot table
+
+
+class PrefixForest:
+    """Nodes as flat int64 arrays in topological order (a parent precedes its children).
+
+    ``tok``, ``start``, ``parent``, ``depth``: per node. ``req_ptr``/``req_flat``: each node's requests, sorted.
+    ``row_base``: per request, the position of its row's first entry in the slot table. ``request_lengths``: KV
+    tokens per request. ``slot_table``: the host copy of the table, when the forest was built from slots.
+    Immutable: a step with grown sequences makes a new forest (``with_lengths``) that shares the structure."""
+
+    __slots__ = (
+        "tok", "start", "parent", "depth", "req_ptr", "req_flat", "row_base", "request_lengths", "slot_table",
+        "_derived",
+    )
+
+    def __init__(
+        self,
+        tok: np.ndarray,
+        start: np.ndarray,
+        parent: np.ndarray,
+        depth: np.ndarray,
+        req_ptr: np.ndarray,
+        req_flat: np.ndarray,
+        row_base: np.ndarray,
+        request_lengths: np.ndarray,
+        slot_table: np.ndarray | None = None,
+        _derived: dict | None = None,
+    ) -> None:
+        self.tok = tok
+        self.start = start
+        self.parent = parent
+        self.depth = depth
+        self.req_ptr = req_ptr
+        self.req_flat = req_flat
+        self.row_base = row_base
+        self.request_lengths = request_lengths
+        self.slot_table = slot_table
+        self._derived = {} if _derived is None else _derived  # structure-only values, shared by with_lengths
+
+    # ------------------------------------------------------------------ sizes and derived arrays
+    @property
+    def num_requests(self) -> int:
+        return int(self.row_base.shape[0])
 
     @property
-    def num_tokens(self) -> int:
-        return int(self.slots.shape[0])
+    def num_nodes(self) -> int:
+        return int(self.tok.shape[0])
 
+    def _get(self, name: str):
+        d = self._derived
+        if name not in d:
+            q = np.diff(self.req_ptr)
+            entry_node = np.repeat(np.arange(self.num_nodes), q)
+            last = np.full(self.num_requests, -1, dtype=np.int64)
+            np.maximum.at(last, self.req_flat, entry_node)  # topological: the deepest node has the largest index
+            ends_here = last[self.req_flat] == entry_node
+            d.update(
+                q=q,
+                rep=self.req_flat[self.req_ptr[:-1]],
+                entry_node=entry_node,
+                ends_here=ends_here,
+                ending=np.bincount(entry_node[ends_here], minlength=self.num_nodes),
+                last_node=last,
+                req32=self.req_flat.astype(np.int32),
+                shared=q > 1,
+            )
+        return d[name]
 
-@dataclass(eq=False)
-class ForestArrays:
-    """The forest as flat int64 arrays (node ``i`` of ``PrefixForest.nodes`` is index ``i``), for the planner.
+    @property
+    def q(self) -> np.ndarray:
+        """Requests per node."""
+        return self._get("q")
 
-    Built once per forest (by the vectorised builders, or on first use from ``nodes``); the nodes are treated as
-    read-only afterwards."""
+    @property
+    def rep(self) -> np.ndarray:
+        """A member request of each node (its smallest), whose row the planner reads the node through."""
+        return self._get("rep")
 
-    tok: np.ndarray  # [N] tokens per node
-    parent: np.ndarray  # [N] parent node, -1 for roots
-    depth: np.ndarray  # [N]
-    q: np.ndarray  # [N] requests per node
-    req_ptr: np.ndarray  # [N + 1] indptr into req_flat
-    req_flat: np.ndarray  # [E] each node's sorted requests, nodes in order
-    entry_node: np.ndarray  # [E] the node of each req_flat entry
-    ends_here: np.ndarray  # bool [E]: the entry's node is the request's last (deepest) node
-    ending: np.ndarray  # [N] requests whose last node this is
-    slot_ptr: np.ndarray  # [N + 1] indptr into slots_flat
-    slots_flat: np.ndarray | None  # int64, every node's slots, nodes in order; None: made from slots32 on first use
-    slot_max: int  # -1 if there are no slots
-    req32: np.ndarray  # req_flat as int32
-    slots32: np.ndarray | None  # slots_flat as int32; None if a slot does not fit
-    shared_q: np.ndarray  # q of the nodes with more than one request
-    shared_tok: np.ndarray  # tok of those nodes
-    unique_tokens: int
-    request_tokens: int
-    nodes: list[ForestNode] | None = field(repr=False, default=None)  # the list these arrays describe, once made
+    @property
+    def entry_node(self) -> np.ndarray:
+        return self._get("entry_node")
 
-    @staticmethod
-    def from_nodes(nodes: list[ForestNode], num_requests: int, request_lengths: np.ndarray) -> ForestArrays:
-        n = len(nodes)
-        tok = np.fromiter((x.slots.shape[0] for x in nodes), dtype=np.int64, count=n)
-        parent = np.fromiter((x.parent for x in nodes), dtype=np.int64, count=n)
-        depth = np.fromiter((x.depth for x in nodes), dtype=np.int64, count=n)
-        q = np.fromiter((len(x.requests) for x in nodes), dtype=np.int64, count=n)
-        req_ptr = _indptr(q)
-        every_request = itertools.chain.from_iterable(x.requests for x in nodes)
-        req_flat = np.fromiter(every_request, dtype=np.int64, count=int(req_ptr[-1]))
-        slots_flat = (
-            np.concatenate([x.slots for x in nodes]).astype(np.int64, copy=False) if n else np.zeros(0, np.int64)
-        )
-        return ForestArrays.build(tok, parent, depth, q, req_ptr, req_flat, slots_flat, num_requests,
-                                  request_lengths, nodes)
+    @property
+    def ends_here(self) -> np.ndarray:
+        """Per ``req_flat`` entry: the entry's node is the request's last (deepest) node."""
+        return self._get("ends_here")
 
-    def slots64(self) -> np.ndarray:
-        """``slots_flat``, made from ``slots32`` the first time if the forest was built without it."""
-        if self.slots_flat is None:
-            self.slots_flat = self.slots32.astype(np.int64)
-        return self.slots_flat
+    @property
+    def ending(self) -> np.ndarray:
+        """Per node: the requests whose last node it is."""
+        return self._get("ending")
 
-    def to_nodes(self) -> list[ForestNode]:
-        """The ``ForestNode`` list these arrays describe (slots are views of ``slots_flat``)."""
+    @property
+    def last_node(self) -> np.ndarray:
+        """Per request: its deepest node."""
+        return self._get("last_node")
+
+    @property
+    def req32(self) -> np.ndarray:
+        return self._get("req32")
+
+    @property
+    def shared(self) -> np.ndarray:
+        return self._get("shared")
+
+    def kv_begin(self) -> np.ndarray:
+        """Per node: the slot-table position of its first token, read through its ``rep`` row."""
+        return self.row_base[self.rep] + self.start
+
+    # ------------------------------------------------------------------ queries (tests, printing, statistics)
+    def unique_tokens(self) -> int:
+        return int(self.tok.sum())
+
+    def shared_tokens(self) -> int:
+        """Tokens in nodes with more than one request."""
+        return int(self.tok[self.shared].sum())
+
+    def request_tokens(self) -> int:
+        return int(self.request_lengths.sum())
+
+    def shared_reads(self) -> int:
+        """Token reads per-request decode spends on shared nodes."""
+        return int((self.tok * self.q)[self.shared].sum())
+
+    def node_slots(self, i: int) -> np.ndarray | None:
+        if self.slot_table is None:
+            return None
+        b = int(self.row_base[self.rep[i]] + self.start[i])
+        return self.slot_table[b : b + int(self.tok[i])].astype(np.int64)
+
+    def request_slots(self, r: int) -> np.ndarray:
+        """Slots of request ``r`` in order (the host slot table's row; needs a forest built from slots)."""
+        if self.slot_table is None:
+            raise ValueError("this forest holds no slot table (built from radix paths): slots live on the device")
+        b = int(self.row_base[r])
+        return self.slot_table[b : b + int(self.request_lengths[r])].astype(np.int64)
+
+    @property
+    def nodes(self) -> list[ForestNode]:
+        """Read-only node views, made on each read (not for the per-step path)."""
         parents = self.parent.tolist()
         children: list[list[int]] = [[] for _ in parents]
         for i, p in enumerate(parents):
             if p >= 0:
                 children[p].append(i)
-        sp = self.slot_ptr.tolist()
-        rp = self.req_ptr.tolist()
-        reqs = self.req_flat.tolist()
-        flat = self.slots64()
-        return list(
-            map(
-                ForestNode,
-                [flat[a:b] for a, b in zip(sp[:-1], sp[1:], strict=True)],
-                [reqs[a:b] for a, b in zip(rp[:-1], rp[1:], strict=True)],
-                parents,
-                children,
-                self.depth.tolist(),
-            )
+        rp, reqs = self.req_ptr.tolist(), self.req_flat.tolist()
+        return [
+            ForestNode(s, t, reqs[rp[i] : rp[i + 1]], parents[i], children[i], d, self.node_slots(i))
+            for i, (s, t, d) in enumerate(zip(self.start.tolist(), self.tok.tolist(), self.depth.tolist(), strict=True))
+        ]
+
+    def canonical_key(self) -> frozenset:
+        """Equal for two forests that describe the same sharing: per node its requests, its token range and (when
+        the forest holds slots) its slots."""
+        rp, reqs = self.req_ptr.tolist(), self.req_flat.tolist()
+        out = []
+        for i, (s, t) in enumerate(zip(self.start.tolist(), self.tok.tolist(), strict=True)):
+            slots = self.node_slots(i)
+            out.append((tuple(reqs[rp[i] : rp[i + 1]]), s, s + t, None if slots is None else tuple(slots.tolist())))
+        return frozenset(out)
+
+    def __repr__(self) -> str:
+        return f"PrefixForest({self.num_nodes} nodes, {self.num_requests} requests, {self.request_tokens()} tokens)"
+
+    # ------------------------------------------------------------------ the decode step
+    def with_lengths(self, lengths: np.ndarray) -> PrefixForest | None:
+        """This forest with every request's private leaf ending at ``lengths[r]`` (the next decode step: one token
+        longer), sharing all structure; ``None`` if some request has no private leaf (ends in a shared node) or
+        a leaf would be empty. O(requests) numpy, independent of context length."""
+        lengths = np.asarray(lengths, dtype=np.int64)
+        if lengths.shape[0] != self.num_requests:
+            raise ValueError(f"{lengths.shape[0]} lengths for {self.num_requests} requests")
+        leaf = self.last_node
+        if (self.q[leaf] != 1).any():
+            return None
+        tok = self.tok.copy()
+        tok[leaf] = lengths - self.start[leaf]
+        if (tok[leaf] < 1).any():
+            return None
+        return PrefixForest(
+            tok, self.start, self.parent, self.depth, self.req_ptr, self.req_flat, self.row_base, lengths,
+            None, self._derived,
+        )
+
+    # ------------------------------------------------------------------ construction
+    @staticmethod
+    def private(lengths: np.ndarray, row_base: np.ndarray) -> PrefixForest:
+        """No sharing: one node per request, its whole row."""
+        lengths = np.asarray(lengths, dtype=np.int64)
+        n = lengths.shape[0]
+        if n == 0:
+            raise ValueError("empty batch: no requests")
+        if (lengths < 1).any():
+            raise ValueError(f"request {int(np.flatnonzero(lengths < 1)[0])} has no KV tokens (sequence length 0)")
+        ar = np.arange(n, dtype=np.int64)
+        return PrefixForest(
+            lengths.copy(), np.zeros(n, np.int64), np.full(n, -1, np.int64), np.zeros(n, np.int64),
+            np.arange(n + 1, dtype=np.int64), ar, np.asarray(row_base, dtype=np.int64), lengths,
         )
 
     @staticmethod
-    def build(tok, parent, depth, q, req_ptr, req_flat, slots_flat, num_requests, request_lengths, nodes):
-        entry_node = np.repeat(np.arange(tok.shape[0]), q)
-        last = np.full(num_requests, -1, dtype=np.int64)
-        np.maximum.at(last, req_flat, entry_node)  # nodes are topological: the deepest has the largest index
-        ends_here = last[req_flat] == entry_node
-        ending = np.bincount(entry_node[ends_here], minlength=tok.shape[0])
-        slot_max = int(slots_flat.max()) if slots_flat.shape[0] else -1
-        shared = q > 1
-        return ForestArrays(
-            tok=tok,
-            parent=parent,
-            depth=depth,
-            q=q,
-            req_ptr=req_ptr,
-            req_flat=req_flat,
-            entry_node=entry_node,
-            ends_here=ends_here,
-            ending=ending,
-            slot_ptr=_indptr(tok),
-            slots_flat=slots_flat,
-            slot_max=slot_max,
-            req32=req_flat.astype(np.int32),
-            slots32=slots_flat.astype(np.int32) if slot_max <= np.iinfo(np.int32).max else None,
-            shared_q=q[shared],
-            shared_tok=tok[shared],
-            unique_tokens=int(tok.sum()),
-            request_tokens=int(np.asarray(request_lengths).sum()),
-            nodes=nodes,
-        )
+    def from_paths(
+        entry_req: np.ndarray,
+        entry_key: np.ndarray,
+        entry_len: np.ndarray,
+        seq_lens: np.ndarray,
+        row_base: np.ndarray,
+        slot_table: np.ndarray | None = None,
+    ) -> PrefixForest:
+        """Build from radix paths: entry ``e`` says request ``entry_req[e]`` passes through the node with integer key
+        ``entry_key[e]`` of ``entry_len[e]`` tokens; a request's entries are consecutive, root first, and requests
+        in increasing order. What lies beyond a request's entries (up to ``seq_lens[r]``) is its private leaf.
+        Numpy over the entries: cost grows with nodes and requests, not tokens."""
+        seq = np.asarray(seq_lens, dtype=np.int64)
+        n_req = seq.shape[0]
+        if n_req == 0:
+            raise ValueError("empty batch: no requests")
+        if (seq < 1).any():
+            raise ValueError(f"request {int(np.flatnonzero(seq < 1)[0])} has no KV tokens (sequence length 0)")
+        e_req = np.asarray(entry_req, dtype=np.int64)
+        e_key = np.asarray(entry_key, dtype=np.int64)
+        e_len = np.asarray(entry_len, dtype=np.int64)
+        keep = e_len > 0
+        if not keep.all():
+            e_req, e_key, e_len = e_req[keep], e_key[keep], e_len[keep]
+        n_ent = e_req.shape[0]
+        if n_ent and ((np.diff(e_req) < 0).any() or e_req[0] < 0 or e_req[-1] >= n_req):
+            raise ValueError("path entries must be grouped by request, in request order")
+        counts = np.bincount(e_req, minlength=n_req)
+        first = np.cumsum(counts) - counts  # first entry of each request
+        csum = np.cumsum(e_len)
+        before = (csum - e_len)[first[e_req]] if n_ent else np.zeros(0, np.int64)
+        e_start = csum - e_len - before
+        e_depth = np.arange(n_ent) - first[e_req]
+        cached = np.bincount(e_req, weights=e_len, minlength=n_req).astype(np.int64)
+        if (cached > seq).any():
+            r = int(np.flatnonzero(cached > seq)[0])
+            raise ValueError(f"request {r}: cached path of {int(cached[r])} tokens exceeds its length {int(seq[r])}")
+        # Shared (radix) nodes: one per key, ordered by depth so parents come first.
+        keys, inv = np.unique(e_key, return_inverse=True)
+        n_rad = keys.shape[0]
+        n_depth = np.zeros(n_rad, np.int64)
+        n_depth[inv] = e_depth
+        n_start = np.zeros(n_rad, np.int64)
+        n_start[inv] = e_start
+        n_tok = np.zeros(n_rad, np.int64)
+        n_tok[inv] = e_len
+        e_parent = np.where(e_depth > 0, np.r_[-1, inv[:-1]] if n_ent else inv, -1)
+        n_parent = np.full(n_rad, -1, np.int64)
+        n_parent[inv] = e_parent
+        if (n_depth[inv] != e_depth).any() or (n_start[inv] != e_start).any() or (n_tok[inv] != e_len).any() or (
+            n_parent[inv] != e_parent
+        ).any():
+            raise ValueError("radix paths disagree: a node key has two positions, lengths or parents")
+        order = np.lexsort((keys, n_depth))
+        new_id = np.empty(n_rad, np.int64)
+        new_id[order] = np.arange(n_rad)
+        node_of_entry = new_id[inv]
+        r_parent = n_parent[order]
+        r_parent = np.where(r_parent >= 0, new_id[np.maximum(r_parent, 0)], -1)
+        # Private leaves: positions [cached, seq) of each request that has any.
+        has_leaf = seq > cached
+        leaf_req = np.flatnonzero(has_leaf)
+        last_entry = first + counts - 1
+        leaf_parent = np.full(leaf_req.shape[0], -1, np.int64)
+        if n_ent:
+            with_chain = counts[leaf_req] > 0
+            leaf_parent[with_chain] = node_of_entry[last_entry[leaf_req[with_chain]]]
+        tok = np.concatenate([n_tok[order], seq[leaf_req] - cached[leaf_req]])
+        start = np.concatenate([n_start[order], cached[leaf_req]])
+        parent = np.concatenate([r_parent, leaf_parent])
+        depth = np.concatenate([n_depth[order], counts[leaf_req]])
+        # Requests per node: radix entries grouped by node (stable: request order), then one per leaf.
+        by_node = np.argsort(node_of_entry, kind="stable")
+        q = np.concatenate([np.bincount(node_of_entry, minlength=n_rad), np.ones(leaf_req.shape[0], np.int64)])
+        req_flat = np.concatenate([e_req[by_node], leaf_req])
+        return _fused(tok, start, parent, depth, q, req_flat, np.asarray(row_base, np.int64), seq, slot_table)
 
-
-class PrefixForest:
-    """Nodes in topological order (a parent always precedes its children).
-
-    The vectorised builders (``from_flat``, ``from_chains``, ``with_grown_leaves``) make the flat arrays
-    (``ForestArrays``) first and the ``ForestNode`` list only when ``nodes`` is first read; the planner and the
-    backend's per-step path never read it. A forest built from a node list (``PrefixForest(nodes, ...)``) makes
-    its arrays on first use. Either way the forest is read-only once both exist."""
-
-    __slots__ = ("_nodes", "_fa", "num_requests", "request_lengths")
-
-    def __init__(self, nodes: list[ForestNode] | None, num_requests: int, request_lengths: np.ndarray) -> None:
-        self._nodes = nodes
-        self._fa: ForestArrays | None = None
-        self.num_requests = num_requests
-        self.request_lengths = request_lengths  # int64 [num_requests], KV tokens per request
-
-    @classmethod
-    def _of_arrays(cls, fa: ForestArrays, num_requests: int, request_lengths: np.ndarray) -> PrefixForest:
-        forest = cls(None, num_requests, request_lengths)
-        forest._fa = fa
-        return forest
-
-    @property
-    def nodes(self) -> list[ForestNode]:
-        if self._nodes is None:
-            self._nodes = self._fa.to_nodes()
-            self._fa.nodes = self._nodes
-        return self._nodes
-
-    @nodes.setter
-    def nodes(self, value: list[ForestNode]) -> None:
-        self._nodes = value
-
-    def __repr__(self) -> str:
-        n = len(self._nodes) if self._nodes is not None else self._fa.tok.shape[0]
-        return f"PrefixForest({n} nodes, {self.num_requests} requests, {int(self.request_lengths.sum())} tokens)"
-
-    # ------------------------------------------------------------------ construction
     @staticmethod
     def from_flat(kv_indptr: Sequence[int] | np.ndarray, kv_indices: Sequence[int] | np.ndarray) -> PrefixForest:
         indptr = _as_int64(kv_indptr, "kv_indptr")
@@ -198,369 +338,93 @@ class PrefixForest:
         chains: Sequence[Sequence[tuple[Hashable, np.ndarray]]], tails: Sequence[np.ndarray]
     ) -> PrefixForest:
         """Build from radix-tree chains: ``chains[r]`` lists (node id, slots) from the root down for request
-        ``r``; ``tails[r]`` holds its private slots beyond the last cached node."""
+        ``r``; ``tails[r]`` holds its private slots beyond the last cached node. Runs of one node id must hold
+        the same slots (checked)."""
         if len(chains) != len(tails):
             raise ValueError(f"chains ({len(chains)}) and tails ({len(tails)}) differ in length")
         num_requests = len(chains)
         if num_requests == 0:
             raise ValueError("empty batch: no requests")
-        forest = _chains_forest(chains, tails)
-        if forest is None:  # inputs the fast path does not take (or bad ones): the checked path, exact errors
-            forest = _chains_forest_checked(chains, tails)
-        return forest
-
-    # ------------------------------------------------------------------ queries
-    def request_slots(self, r: int) -> np.ndarray:
-        """Slots of request ``r`` in order (concatenation of its path)."""
-        path = [i for i, n in enumerate(self.nodes) if r in n.requests]
-        path.sort(key=lambda i: self.nodes[i].depth)
-        if not path:
-            return np.zeros(0, dtype=np.int64)
-        return np.concatenate([self.nodes[i].slots for i in path])
-
-    def unique_tokens(self) -> int:
-        return int(sum(n.num_tokens for n in self.nodes))
-
-    def shared_tokens(self) -> int:
-        """Tokens in nodes with more than one request."""
-        return int(sum(n.num_tokens for n in self.nodes if len(n.requests) > 1))
-
-    def request_tokens(self) -> int:
-        return int(self.request_lengths.sum())
-
-    def _arrays(self) -> ForestArrays:
-        """The forest as flat arrays (cached; the nodes must not be edited after the first call)."""
-        arrays = self._fa
-        nodes = self._nodes
-        if arrays is None or (
-            nodes is not None and (arrays.nodes is not nodes or len(nodes) != arrays.tok.shape[0])
-        ):
-            arrays = ForestArrays.from_nodes(nodes, self.num_requests, self.request_lengths)
-            self._fa = arrays
-        return arrays
-
-    def with_grown_leaves(
-        self, leaf_nodes: np.ndarray, new_slots: np.ndarray, last_slots: np.ndarray | None = None
-    ) -> PrefixForest:
-        """A new forest: this one with ``new_slots[i]`` appended to node ``leaf_nodes[i]`` (a node of exactly one
-        request, which in canonical form is a leaf) and that request one token longer. The common decode step.
-
-        ``last_slots`` (optional): first replace each leaf's current last slot with ``last_slots[i]`` (the backend's
-        placeholders for tokens not yet known on the host when the leaf was grown). Equal to ``from_flat`` on the
-        grown rows; the flat arrays are updated with numpy (no per-leaf Python) and this forest is not changed."""
-        fa = self._arrays()
-        leaf = np.asarray(leaf_nodes, dtype=np.int64)
-        k = leaf.shape[0]
-        new = _as_int64(new_slots, "new_slots")
-        if new.shape[0] != k:
-            raise ValueError(f"{k} leaves but {new.shape[0]} new slots")
-        n_nodes = fa.tok.shape[0]
-        if k and (int(leaf.min()) < 0 or int(leaf.max()) >= n_nodes):
-            raise ValueError(f"leaf node index outside 0..{n_nodes - 1}")
-        if k and (fa.q[leaf] != 1).any():
-            raise ValueError("with_grown_leaves: every grown node must hold exactly one request")
-        grow = np.zeros(n_nodes, dtype=np.int64)
-        grow[leaf] = 1
-        if int(grow.sum()) != k:
-            raise ValueError("with_grown_leaves: a leaf node is listed twice")
-        top = int(new.max()) if k else -1  # the largest slot written
-        last = None
-        if last_slots is not None:
-            last = _as_int64(last_slots, "last_slots")
-            if last.shape[0] != k:
-                raise ValueError(f"{k} leaves but {last.shape[0]} last slots")
-            if k:
-                top = max(top, int(last.max()))
-        # Work on the int32 slots (what the planner reads) while everything fits; int64 only beyond.
-        narrow = fa.slots32 is not None and top <= _INT32_MAX
-        src = fa.slots32 if narrow else fa.slots64()
-        gone = False  # the largest slot was replaced
-        if last is not None and k:
-            old_last = fa.slot_ptr[leaf + 1] - 1
-            gone = bool((src[old_last] == fa.slot_max).any())
-            src = src.copy()
-            src[old_last] = last
-        tok = fa.tok + grow
-        slot_ptr = _indptr(tok)
-        total = src.shape[0] + k
-        flat = np.empty(total, dtype=src.dtype)
-        new_pos = slot_ptr[leaf + 1] - 1
-        keep = np.ones(total, dtype=bool)
-        keep[new_pos] = False
-        flat[keep] = src
-        flat[new_pos] = new
-        if not gone:
-            slot_max = max(fa.slot_max, top)
-        elif top >= fa.slot_max:  # every slot kept is at most the old largest
-            slot_max = top
-        else:
-            slot_max = int(flat.max())
-        if narrow:
-            slots32, slots64 = flat, None
-        else:
-            slots32, slots64 = (flat.astype(np.int32) if slot_max <= _INT32_MAX else None), flat
-        lengths = self.request_lengths.copy()
-        reqs = fa.req_flat[fa.req_ptr[leaf]]
-        lengths[reqs] += 1
-        grown = ForestArrays(
-            tok=tok,
-            parent=fa.parent,
-            depth=fa.depth,
-            q=fa.q,
-            req_ptr=fa.req_ptr,
-            req_flat=fa.req_flat,
-            entry_node=fa.entry_node,
-            ends_here=fa.ends_here,
-            ending=fa.ending,
-            slot_ptr=slot_ptr,
-            slots_flat=slots64,
-            slot_max=slot_max,
-            req32=fa.req32,
-            slots32=slots32,
-            shared_q=fa.shared_q,
-            shared_tok=fa.shared_tok,
-            unique_tokens=fa.unique_tokens + k,
-            request_tokens=fa.request_tokens + k,
-            nodes=None,
+        key_of: dict[tuple[int, Hashable], int] = {}  # (parent key, node id) -> key: ids are per parent
+        e_req, e_key, e_len, rows = [], [], [], []
+        for r, (chain, tail) in enumerate(zip(chains, tails, strict=True)):
+            parent = -1
+            runs = []
+            for node_id, slots in chain:
+                slots = _as_int64(slots, f"chain slots of request {r}")
+                if slots.shape[0] == 0:
+                    continue
+                key = key_of.setdefault((parent, node_id), len(key_of))
+                e_req.append(r)
+                e_key.append(key)
+                e_len.append(slots.shape[0])
+                runs.append(slots)
+                parent = key
+            runs.append(_as_int64(tail, f"tail of request {r}"))
+            row = np.concatenate(runs)
+            if row.shape[0] == 0:
+                raise ValueError(f"request {r} has no KV tokens (sequence length 0)")
+            rows.append(row)
+        lengths = np.array([x.shape[0] for x in rows], dtype=np.int64)
+        row_base = np.cumsum(lengths) - lengths
+        table = np.concatenate(rows)
+        forest = PrefixForest.from_paths(
+            np.array(e_req, np.int64), np.array(e_key, np.int64), np.array(e_len, np.int64), lengths, row_base, table
         )
-        return PrefixForest._of_arrays(grown, self.num_requests, lengths)
-
-    def canonical_key(self) -> frozenset:
-        """A value equal for two forests that describe the same sharing of the same slots."""
-
-        def path_key(i: int) -> tuple:
-            out = []
-            while i >= 0:
-                out.append(tuple(self.nodes[i].slots.tolist()))
-                i = self.nodes[i].parent
-            return tuple(reversed(out))
-
-        return frozenset((path_key(i), tuple(n.requests)) for i, n in enumerate(self.nodes))
-
-
-def _chains_forest_checked(
-    chains: Sequence[Sequence[tuple[Hashable, np.ndarray]]], tails: Sequence[np.ndarray]
-) -> PrefixForest:
-    """``from_chains`` for any input: converts and checks every run as it goes, raising the first problem."""
-    num_requests = len(chains)
-    builder = _Builder(num_requests)
-    by_id: dict[tuple[int, Hashable], int] = {}
-    lengths = np.zeros(num_requests, dtype=np.int64)
-    for r, (chain, tail) in enumerate(zip(chains, tails, strict=True)):
-        parent = -1
-        for node_id, slots in chain:
-            slots = _as_int64(slots, f"chain slots of request {r}")
-            if slots.shape[0] == 0:
-                continue
-            key = (parent, node_id)
-            idx = by_id.get(key)
-            if idx is None:
-                idx = builder.add(slots, parent)
-                by_id[key] = idx
-            elif not np.array_equal(builder.nodes[idx].slots, slots):
-                raise ValueError(f"radix node {node_id!r} has different slots for request {r}")
-            builder.nodes[idx].requests.append(r)
-            lengths[r] += slots.shape[0]
-            parent = idx
-        tail = _as_int64(tail, f"tail of request {r}")
-        if tail.shape[0] > 0:
-            idx = builder.add(tail, parent)
-            builder.nodes[idx].requests.append(r)
-            lengths[r] += tail.shape[0]
-        if lengths[r] == 0:
-            raise ValueError(f"request {r} has no KV tokens (sequence length 0)")
-    return builder.finish(lengths)
-
-
-_FAST_DTYPES = (np.dtype(np.int64), np.dtype(np.int32))
-_INT32_MAX = int(np.iinfo(np.int32).max)
-
-
-def _chains_forest(
-    chains: Sequence[Sequence[tuple[Hashable, np.ndarray]]], tails: Sequence[np.ndarray]
-) -> PrefixForest | None:
-    """``from_chains`` for 1-D int32/int64 numpy runs with cheap checks (a repeated node's runs compared as
-    bytes, negatives checked once at the end); None if the input is anything else or fails a check (the caller
-    then takes the checked path, which raises the error)."""
-    num_requests = len(chains)
-    builder = _Builder(num_requests)
-    nodes = builder.nodes
-    by_id: dict[tuple[int, Hashable], int] = {}
-    lengths = np.zeros(num_requests, dtype=np.int64)
-    stored_bytes: dict[int, bytes] = {}  # node -> its slots' bytes, once another request repeats the node
-    ndarray = np.ndarray
-    for r, (chain, tail) in enumerate(zip(chains, tails, strict=True)):
-        parent = -1
-        total = 0
-        for node_id, slots in chain:
-            if type(slots) is not ndarray or slots.ndim != 1 or slots.dtype not in _FAST_DTYPES:
-                return None
-            n = slots.shape[0]
-            if n == 0:
-                continue
-            key = (parent, node_id)
-            idx = by_id.get(key)
-            if idx is None:
-                idx = builder.add(slots.astype(np.int64, copy=False), parent)
-                by_id[key] = idx
-            else:
-                stored = nodes[idx].slots
-                if stored is not slots:
-                    if stored.shape[0] != n:
-                        return None
-                    if slots.dtype is stored.dtype or slots.dtype == stored.dtype:  # memcmp of the runs
-                        raw = stored_bytes.get(idx)
-                        if raw is None:
-                            raw = stored_bytes[idx] = stored.tobytes()
-                        if slots.tobytes() != raw:
-                            return None
-                    elif not np.array_equal(stored, slots):
-                        return None
-            nodes[idx].requests.append(r)
-            total += n
-            parent = idx
-        if type(tail) is not ndarray or tail.ndim != 1 or tail.dtype not in _FAST_DTYPES:
-            return None
-        if tail.shape[0]:
-            idx = builder.add(tail.astype(np.int64, copy=False), parent)
-            nodes[idx].requests.append(r)
-            total += tail.shape[0]
-        if total == 0:
-            return None
-        lengths[r] = total
-    if nodes and int(np.concatenate([n.slots for n in nodes]).min()) < 0:
-        return None
-    return builder.finish(lengths)
-
-
-class _Builder:
-    def __init__(self, num_requests: int) -> None:
-        self.num_requests = num_requests
-        self.nodes: list[ForestNode] = []
-
-    def add(self, slots: np.ndarray, parent: int) -> int:
-        depth = 0 if parent < 0 else self.nodes[parent].depth + 1
-        self.nodes.append(ForestNode(slots=slots, requests=[], parent=parent, depth=depth))
-        idx = len(self.nodes) - 1
-        if parent >= 0:
-            self.nodes[parent].children.append(idx)
-        return idx
-
-    def split(self, seqs: list[np.ndarray], reqs: list[int], start: int, parent: int) -> None:
-        """All of ``reqs`` agree on ``seqs[r][:start]``; emit the common run after it, then recurse."""
-        live = [r for r in reqs if seqs[r].shape[0] > start]
-        if not live:
-            return
-        first = seqs[live[0]]
-        end = min(seqs[r].shape[0] for r in live)
-        for r in live[1:]:
-            diff = np.flatnonzero(seqs[r][start:end] != first[start:end])
-            if diff.shape[0]:
-                end = start + int(diff[0])
-        node = parent
-        if end > start:
-            node = self.add(first[start:end].copy(), parent)
-            self.nodes[node].requests.extend(live)
-        groups: dict[int, list[int]] = {}
-        for r in live:
-            if seqs[r].shape[0] > end:
-                groups.setdefault(int(seqs[r][end]), []).append(r)
-        for group in groups.values():
-            self.split(seqs, group, end, node)
-
-    def finish(self, lengths: np.ndarray) -> PrefixForest:
-        if self.num_requests == 0:
-            raise ValueError("empty batch: no requests")
-        lengths = np.asarray(lengths, dtype=np.int64)
-        empty = np.flatnonzero(lengths == 0)
-        if empty.shape[0]:
-            raise ValueError(f"request {int(empty[0])} has no KV tokens (sequence length 0)")
-        for n in self.nodes:
-            n.requests.sort()
-        nodes = _fuse_chains(self.nodes)
-        # The planner's flat arrays, made here from the fused nodes (the first plan_forest does not rebuild them).
-        forest = PrefixForest(nodes, self.num_requests, lengths)
-        forest._fa = ForestArrays.from_nodes(nodes, self.num_requests, lengths)
+        # Every member of a node must hold the node's slots where its rep does.
+        pos = _ranges(forest.start[forest.entry_node], forest.tok[forest.entry_node])
+        reps = forest.rep[forest.entry_node]
+        mine = np.repeat(forest.row_base[forest.req_flat], forest.tok[forest.entry_node]) + pos
+        theirs = np.repeat(forest.row_base[reps], forest.tok[forest.entry_node]) + pos
+        bad = np.flatnonzero(table[mine] != table[theirs])
+        if bad.shape[0]:
+            raise ValueError("a radix node has different slots for two requests")
         return forest
 
 
-def _fuse_chains(nodes: list[ForestNode]) -> list[ForestNode]:
-    """Canonical form: fuse a node into its only child when both hold the same requests, and renumber in
-    topological order."""
-    alive = [True] * len(nodes)
-    for i, n in enumerate(nodes):
-        if not alive[i]:
-            continue
-        while len(n.children) == 1 and nodes[n.children[0]].requests == n.requests:
-            c = n.children[0]
-            child = nodes[c]
-            n.slots = np.concatenate([n.slots, child.slots])
-            n.children = child.children
-            for g in n.children:
-                nodes[g].parent = i
-            alive[c] = False
-    order: list[int] = []
-    stack = [i for i, n in enumerate(nodes) if alive[i] and n.parent < 0][::-1]
-    while stack:
-        i = stack.pop()
-        order.append(i)
-        stack.extend(reversed(nodes[i].children))
-    new_id = {old: new for new, old in enumerate(order)}
-    out = []
-    for old in order:
-        n = nodes[old]
-        parent = new_id[n.parent] if n.parent >= 0 else -1
-        depth = 0 if parent < 0 else out[parent].depth + 1
-        out.append(ForestNode(n.slots, n.requests, parent, [new_id[c] for c in n.children], depth))
-    return out
+# ---------------------------------------------------------------------------------------------- canonical form
+def _fused(tok, start, parent, depth, q, req_flat, row_base, lengths, slot_table) -> PrefixForest:
+    """The canonical forest of nodes in topological order: a node whose only child holds the same requests is
+    merged into that child (the two ranges are contiguous in every member's row)."""
+    n = tok.shape[0]
+    has_parent = parent >= 0
+    child_count = np.bincount(parent[has_parent], minlength=n)
+    only_child = np.full(n, -1, np.int64)
+    single = has_parent & (child_count[np.maximum(parent, 0)] == 1)
+    only_child[parent[single]] = np.flatnonzero(single)
+    absorbed = (only_child >= 0) & (q[np.maximum(only_child, 0)] == q)
+    if not absorbed.any():
+        req_ptr = _indptr(q)
+        return PrefixForest(tok, start, parent, depth, req_ptr, req_flat, row_base, lengths, slot_table)
+    # Each kept node takes over the range of its chain of absorbed ancestors.
+    top = np.arange(n)
+    while True:
+        p = parent[top]
+        up = (p >= 0) & absorbed[np.maximum(p, 0)]
+        if not up.any():
+            break
+        top = np.where(up, p, top)
+    # Depth: minus the absorbed nodes above (parents precede children, so one pass in node order by depth).
+    above = np.zeros(n, np.int64)
+    for d in range(1, int(depth.max()) + 1 if n else 1):
+        at = np.flatnonzero(depth == d)
+        pa = parent[at]
+        above[at] = above[pa] + absorbed[pa]
+    keep = ~absorbed
+    new_id = np.cumsum(keep) - 1
+    old_parent = parent[top]
+    new_parent = np.where(old_parent >= 0, new_id[np.maximum(old_parent, 0)], -1)[keep]
+    new_start = start[top][keep]
+    new_tok = (start + tok - start[top])[keep]
+    new_depth = (depth - above)[keep]
+    entry_keep = np.repeat(keep, q)
+    return PrefixForest(
+        new_tok, new_start, new_parent, new_depth, _indptr(q[keep]), req_flat[entry_keep], row_base, lengths,
+        slot_table,
+    )
 
 
-def _indptr(counts: np.ndarray) -> np.ndarray:
-    out = np.zeros(counts.shape[0] + 1, dtype=np.int64)
-    np.cumsum(counts, out=out[1:])
-    return out
-
-
-def _as_int64(x: Sequence[int] | np.ndarray, name: str) -> np.ndarray:
-    if hasattr(x, "detach"):  # torch tensor, any device
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    if arr.shape[0] and not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"{name} must hold integers, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64, copy=False)
-    if arr.shape[0] and int(arr.min()) < 0:
-        raise ValueError(f"{name} holds a negative index ({int(arr.min())})")
-    return arr
-
-
-def _check_indptr(indptr: np.ndarray, num_indices: int) -> int:
-    if indptr.shape[0] < 2:
-        raise ValueError("empty batch: kv_indptr needs at least two entries")
-    if indptr[0] != 0:
-        raise ValueError(f"kv_indptr must start at 0, got {int(indptr[0])}")
-    if np.any(np.diff(indptr) < 0):
-        raise ValueError("kv_indptr must be non-decreasing")
-    if indptr[-1] > num_indices:
-        raise ValueError(f"kv_indptr ends at {int(indptr[-1])} but kv_indices has {num_indices} entries")
-    return int(indptr.shape[0] - 1)
-
-
-def _as_index_array(x: Sequence[int] | np.ndarray, name: str) -> np.ndarray:
-    """``_as_int64`` (same checks and errors) that keeps int32 and int64 arrays as they are."""
-    if hasattr(x, "detach"):  # torch tensor, any device
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x)
-    if arr.dtype != np.int32 and arr.dtype != np.int64:
-        return _as_int64(arr, name)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    if arr.shape[0] and int(arr.min()) < 0:
-        raise ValueError(f"{name} holds a negative index ({int(arr.min())})")
-    return np.ascontiguousarray(arr)
-
-
+# ---------------------------------------------------------------------------------------------- flat rows
 def _flat_forest(ind: np.ndarray, indptr: np.ndarray, lengths: np.ndarray) -> PrefixForest:
     """The canonical forest of the rows ``ind[indptr[r]:indptr[r + 1]]`` (all non-empty), built one tree level
     at a time over all groups at once.
@@ -633,8 +497,8 @@ def _flat_forest(ind: np.ndarray, indptr: np.ndarray, lengths: np.ndarray) -> Pr
         if d:
             path_key[:d, ids] = path_key[:d, gp]
         path_key[d, ids] = rep
-        n_start.append(starts[rep] + gs)
-        n_end.append(starts[rep] + ge)
+        n_start.append(gs)
+        n_end.append(ge)
         n_parent.append(gp)
         n_depth.append(np.full(gs.shape[0], d, dtype=np.int64))
         n_q.append(np.diff(gp_ptr))
@@ -649,15 +513,12 @@ def _flat_forest(ind: np.ndarray, indptr: np.ndarray, lengths: np.ndarray) -> Pr
     q_all = np.concatenate(n_q)
     q = q_all[order]
     req_flat = np.concatenate(m_flat)[_ranges(_indptr(q_all)[:-1][order], q)].astype(np.int64)
-    seg_start = np.concatenate(n_start)[order]
-    tok = np.concatenate(n_end)[order] - seg_start
-    slots_flat = ind[_ranges(seg_start, tok)].astype(np.int64)
-    req_ptr = _indptr(q)
-
-    fa = ForestArrays.build(tok, parent, depth, q, req_ptr, req_flat, slots_flat, num_requests, lengths, None)
-    return PrefixForest._of_arrays(fa, num_requests, lengths)
+    start = np.concatenate(n_start)[order]
+    tok = np.concatenate(n_end)[order] - start
+    return PrefixForest(tok, start, parent, depth, _indptr(q), req_flat, starts.astype(np.int64), lengths, ind)
 
 
+# ---------------------------------------------------------------------------------------------- helpers
 def _boundaries(change: np.ndarray, n: int) -> np.ndarray:
     """indptr of the runs of a sorted sequence of length ``n`` whose neighbour changes are ``change``."""
     if n == 0:
@@ -669,6 +530,12 @@ def _boundaries(change: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+def _indptr(counts: np.ndarray) -> np.ndarray:
+    out = np.zeros(counts.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=out[1:])
+    return out
+
+
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Concatenation of ``arange(s, s + n)`` over (starts, lengths)."""
     ends = lengths.cumsum()
@@ -676,3 +543,44 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     if total == 0:
         return np.zeros(0, dtype=np.int64)
     return np.arange(total) + (starts - (ends - lengths)).repeat(lengths)
+
+
+def _as_int64(x: Sequence[int] | np.ndarray, name: str) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch tensor, any device
+        x = x.detach().cpu().numpy()
+    arr = np.asarray(x)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.shape[0] and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} must hold integers, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64, copy=False)
+    if arr.shape[0] and int(arr.min()) < 0:
+        raise ValueError(f"{name} holds a negative index ({int(arr.min())})")
+    return arr
+
+
+def _check_indptr(indptr: np.ndarray, num_indices: int) -> int:
+    if indptr.shape[0] < 2:
+        raise ValueError("empty batch: kv_indptr needs at least two entries")
+    if indptr[0] != 0:
+        raise ValueError(f"kv_indptr must start at 0, got {int(indptr[0])}")
+    if np.any(np.diff(indptr) < 0):
+        raise ValueError("kv_indptr must be non-decreasing")
+    if indptr[-1] > num_indices:
+        raise ValueError(f"kv_indptr ends at {int(indptr[-1])} but kv_indices has {num_indices} entries")
+    return int(indptr.shape[0] - 1)
+
+
+def _as_index_array(x: Sequence[int] | np.ndarray, name: str) -> np.ndarray:
+    """``_as_int64`` (same checks and errors) that keeps int32 and int64 arrays as they are."""
+    if hasattr(x, "detach"):  # torch tensor, any device
+        x = x.detach().cpu().numpy()
+    arr = np.asarray(x)
+    if arr.dtype != np.int32 and arr.dtype != np.int64:
+        return _as_int64(arr, name)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.shape[0] and int(arr.min()) < 0:
+        raise ValueError(f"{name} holds a negative index ({int(arr.min())})")
+    return np.ascontiguousarray(arr)
+

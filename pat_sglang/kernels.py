@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from .config import SUPPORTED_HEAD_DIMS, HeadConfig, check_supported, data_dir, load_tile_table
-from .planner import ITEM_FIELDS, PackPlan
+from .planner import ITEM_FIELDS, PackPlan, PlanLimits, item_layout_defines
 
-MERGE_WARPS = 4  # the merge kernel's warps per CTA, one q head each (kernels/pat_decode.cu)
+MERGE_WARPS = 4  # the merge kernel's warps per CTA, one q head each (passed to kernels/pat_decode.cu as -D)
 DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 CI_ARCHS = ("sm_80", "sm_90")
 
@@ -123,8 +123,10 @@ class KernelVariant:
             f"-DSTAGES={self.stages}",
             f"-DPAT_MIN_BLOCKS={self.min_ctas_per_sm}",
             f"-DPAT_WARPS={self.warps}",
+            f"-DMERGE_WARPS={MERGE_WARPS}",
             "--ptxas-options=-v",
             *host_layout_defines(),
+            *item_layout_defines(),
         ] + (["-DPAT_TIMING"] if self.timing else [])
 
     @property
@@ -259,7 +261,7 @@ class _ForwardParams(ctypes.Structure):
         ("part_o", ctypes.c_void_p),
         ("part_lse", ctypes.c_void_p),
         ("items", ctypes.c_void_p),
-        ("kv_slots", ctypes.c_void_p),
+        ("slot_table", ctypes.c_void_p),
         ("item_req", ctypes.c_void_p),
         ("item_dst", ctypes.c_void_p),
         ("num_items", ctypes.c_void_p),
@@ -401,97 +403,113 @@ def _check_layout(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Tenso
             raise ValueError("q, out and the KV pools must be 16-byte aligned")
 
 
-def _launch(
-    kern: _LoadedKernels,
-    heads: HeadConfig,
-    q: torch.Tensor,
-    k_buffer: torch.Tensor,
-    v_buffer: torch.Tensor,
-    out: torch.Tensor,
-    sm_scale: float,
-    tensors: dict[str, torch.Tensor | None],
-    grid_items: int,
-    num_requests: int,
-    merge: bool,
-) -> None:
-    driver = _driver()
-    stream = driver.CUstream(torch.cuda.current_stream(q.device).cuda_stream)
-    fwd = _ForwardParams(
-        _ptr(q),
-        _ptr(k_buffer),
-        _ptr(v_buffer),
-        _ptr(out),
-        _ptr(tensors["part_o"]),
-        _ptr(tensors["part_lse"]),
-        _ptr(tensors["items"]),
-        _ptr(tensors["kv_slots"]),
-        _ptr(tensors["item_req"]),
-        _ptr(tensors["item_dst"]),
-        _ptr(tensors.get("num_items")),
-        q.stride(0),
-        out.stride(0),
-        k_buffer.stride(0),
-        k_buffer.stride(1),
-        heads.num_q_heads,
-        heads.num_kv_heads,
-        sm_scale * math.log2(math.e),
-        0,
-    )
-    args = (ctypes.c_void_p * 1)(ctypes.addressof(fwd))
-    if grid_items > 0:
-        _drv(
-            (
-                driver.cuLaunchKernel(
-                    driver.CUfunction(int(kern.forward)),
-                    heads.num_kv_heads,
-                    grid_items,
-                    1,
-                    kern.variant.threads,
-                    1,
-                    1,
-                    kern.variant.smem_bytes,
-                    stream,
-                    ctypes.addressof(args),
-                    0,
-                )[0],
-                None,
-            ),
-            "cuLaunchKernel(pat_pack_forward)",
-        )
-    if merge:
-        mp = _MergeParams(
-            _ptr(out),
-            _ptr(tensors["part_o"]),
-            _ptr(tensors["part_lse"]),
-            _ptr(tensors["merge_indptr"]),
-            _ptr(tensors["merge_partials"]),
-            out.stride(0),
-            heads.num_q_heads,
-            num_requests,
-        )
-        margs = (ctypes.c_void_p * 1)(ctypes.addressof(mp))
-        _drv(
-            (
-                driver.cuLaunchKernel(
-                    driver.CUfunction(int(kern.merge)),
-                    num_requests,
-                    -(-heads.num_q_heads // MERGE_WARPS),
-                    1,
-                    32 * MERGE_WARPS,
-                    1,
-                    1,
-                    0,
-                    stream,
-                    ctypes.addressof(margs),
-                    0,
-                )[0],
-                None,
-            ),
-            "cuLaunchKernel(pat_merge)",
-        )
+class PlanLaunch:
+    """One plan's launches, resolved once: the kernels, the partial workspace, both parameter structs and their
+    argument arrays, the grids. A call writes only the q/k/v/out pointers, strides and scale, and launches
+    (eager ``run`` per layer costs two driver calls and a few field writes, not a plan walk).
+
+    ``tensors``: the plan's device tensors by name (``items``, ``slot_table``, ``item_req``, ``item_dst``,
+    ``merge_indptr``, ``merge_partials``, optionally ``num_items``), ``part_o``/``part_lse`` the workspace."""
+
+    def __init__(
+        self,
+        kern: _LoadedKernels,
+        heads: HeadConfig,
+        tensors: dict[str, torch.Tensor | None],
+        grid_items: int,
+        merge_requests: int,
+        merge: bool,
+    ) -> None:
+        driver = _driver()
+        self.kern = kern
+        self.heads = heads
+        self.tensors = tensors  # keeps the buffers alive while the structs point at them
+        self.grid_items = grid_items
+        self.merge_requests = merge_requests
+        self.merge = merge
+        self.fwd = _ForwardParams()
+        for name in ("part_o", "part_lse", "items", "slot_table", "item_req", "item_dst", "num_items"):
+            setattr(self.fwd, name, _ptr(tensors.get(name)))
+        self.fwd.num_q_heads = heads.num_q_heads
+        self.fwd.num_kv_heads = heads.num_kv_heads
+        self.fwd_args = (ctypes.c_void_p * 1)(ctypes.addressof(self.fwd))
+        self.mp = _MergeParams()
+        for name in ("part_o", "part_lse", "merge_indptr", "merge_partials"):
+            setattr(self.mp, name, _ptr(tensors.get(name)))
+        self.mp.num_q_heads = heads.num_q_heads
+        self.mp.num_requests = merge_requests
+        self.merge_args = (ctypes.c_void_p * 1)(ctypes.addressof(self.mp))
+        self.f_forward = driver.CUfunction(int(kern.forward))
+        self.f_merge = driver.CUfunction(int(kern.merge))
+        self.smem = kern.variant.smem_bytes
+        self.threads = kern.variant.threads
+        self.merge_grid_y = -(-heads.num_q_heads // MERGE_WARPS)
+        self._checked: tuple | None = None
+        self._stream_key: int | None = None
+        self._stream = None
+
+    def __call__(
+        self, q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Tensor, out: torch.Tensor, sm_scale: float
+    ) -> torch.Tensor:
+        key = (q.shape, q.stride(), out.stride(), k_buffer.stride(), v_buffer.stride(), q.dtype, k_buffer.dtype,
+               v_buffer.dtype, out.dtype)
+        if key != self._checked:
+            _check_layout(q, k_buffer, v_buffer, out)
+            self._checked = key
+        elif (q.data_ptr() | k_buffer.data_ptr() | v_buffer.data_ptr() | out.data_ptr()) % 16:
+            raise ValueError("q, out and the KV pools must be 16-byte aligned")
+        driver = _driver()
+        raw = torch.cuda.current_stream(q.device).cuda_stream
+        if raw != self._stream_key:
+            self._stream_key, self._stream = raw, driver.CUstream(raw)
+        f = self.fwd
+        f.q, f.k, f.v, f.out = q.data_ptr(), k_buffer.data_ptr(), v_buffer.data_ptr(), out.data_ptr()
+        f.q_stride, f.out_stride = q.stride(0), out.stride(0)
+        f.kv_stride_slot, f.kv_stride_head = k_buffer.stride(0), k_buffer.stride(1)
+        f.scale_log2 = sm_scale * _LOG2E
+        if self.grid_items > 0:
+            err = driver.cuLaunchKernel(
+                self.f_forward, self.heads.num_kv_heads, self.grid_items, 1, self.threads, 1, 1, self.smem,
+                self._stream, ctypes.addressof(self.fwd_args), 0,
+            )[0]
+            if int(err) != 0:
+                raise RuntimeError(f"CUDA driver call cuLaunchKernel(pat_pack_forward) failed: {err!r}")
+        if self.merge:
+            self.mp.out, self.mp.out_stride = out.data_ptr(), out.stride(0)
+            err = driver.cuLaunchKernel(
+                self.f_merge, self.merge_requests, self.merge_grid_y, 1, 32 * MERGE_WARPS, 1, 1, 0, self._stream,
+                ctypes.addressof(self.merge_args), 0,
+            )[0]
+            if int(err) != 0:
+                raise RuntimeError(f"CUDA driver call cuLaunchKernel(pat_merge) failed: {err!r}")
+        return out
 
 
-_PLAN_TENSORS = ("items", "kv_slots", "item_req", "item_dst", "merge_indptr", "merge_partials")
+_LOG2E = math.log2(math.e)
+_PLAN_TENSORS = ("items", "slot_table", "item_req", "item_dst", "merge_indptr", "merge_partials")
+
+
+def plan_launch(plan: PackPlan, device: torch.device, tune: KernelTune | None = None) -> PlanLaunch:
+    """The plan's resolved launch on ``device`` (made on first use, then cached with the plan)."""
+    cache = plan.__dict__.setdefault("_launch", {})
+    key = (device, tune)
+    launch = cache.get(key)
+    if launch is not None:
+        return launch
+    heads = plan.heads
+    for name in _PLAN_TENSORS:
+        if getattr(plan, name).device != device:
+            raise ValueError(f"plan.{name} is on {getattr(plan, name).device}, q on {device}: call plan.to(device)")
+    kern = kernels_for(heads, device, tune)
+    if max(plan.tile_ms) > kern.variant.max_tile_m:
+        raise ValueError(f"plan uses tile m {max(plan.tile_ms)}; the kernel is built for {kern.variant.max_tile_m}")
+    n_part = max(plan.num_partials, 1)
+    tensors: dict[str, torch.Tensor | None] = {name: getattr(plan, name) for name in _PLAN_TENSORS}
+    tensors["part_o"] = torch.empty((n_part, heads.num_q_heads, heads.head_dim), dtype=torch.float32, device=device)
+    tensors["part_lse"] = torch.empty((n_part, heads.num_q_heads), dtype=torch.float32, device=device)
+    launch = PlanLaunch(kern, heads, tensors, plan.num_items, plan.num_requests, merge=plan.num_partials > 0)
+    cache[key] = launch
+    return launch
 
 
 def launch_plan(
@@ -505,36 +523,22 @@ def launch_plan(
 ) -> torch.Tensor:
     """Eager forward + merge of ``plan`` (its tensors must already be on ``q``'s device). ``tune``
     overrides the tile table (benchmark sweeps)."""
-    heads = plan.heads
-    for name in _PLAN_TENSORS:
-        if getattr(plan, name).device != q.device:
-            raise ValueError(f"plan.{name} is on {getattr(plan, name).device}, q on {q.device}: call plan.to(device)")
     if out is None:
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    if out.shape != q.shape or out.dtype != q.dtype or out.device != q.device:
+    elif out.shape != q.shape or out.dtype != q.dtype or out.device != q.device:
         raise ValueError(f"out must match q: {tuple(out.shape)} {out.dtype} vs {tuple(q.shape)} {q.dtype}")
-    _check_layout(q, k_buffer, v_buffer, out)
-    kern = kernels_for(heads, q.device, tune)
-    if max(plan.tile_ms) > kern.variant.max_tile_m:
-        raise ValueError(f"plan uses tile m {max(plan.tile_ms)}; the kernel is built for {kern.variant.max_tile_m}")
-    n_part = max(plan.num_partials, 1)
-    tensors: dict[str, torch.Tensor | None] = {name: getattr(plan, name) for name in _PLAN_TENSORS}
-    tensors["part_o"] = torch.empty((n_part, heads.num_q_heads, heads.head_dim), dtype=torch.float32, device=q.device)
-    tensors["part_lse"] = torch.empty((n_part, heads.num_q_heads), dtype=torch.float32, device=q.device)
-    _launch(
-        kern, heads, q, k_buffer, v_buffer, out, sm_scale, tensors, plan.num_items, plan.num_requests,
-        merge=plan.num_partials > 0,
-    )
-    return out
+    return plan_launch(plan, q.device, tune)(q, k_buffer, v_buffer, out, sm_scale)
 
 
 class StaticPlanBuffers:
     """Fixed-capacity plan buffers for CUDA-graph capture and replay.
 
-    ``load(plan)`` runs outside the graph (host staging in pinned memory, then async copies on the
-    current stream); ``run`` only launches, with grids fixed by the capacities: the forward grid is
-    ``max_items`` CTAs per KV head (items past the plan's count exit at once) and the merge grid is
-    ``max_batch`` (requests with no partials, and padding, exit at once).
+    ``limits`` is what the planner must fit (``plan_forest(..., limits=buffers.limits)``); ``load(plan)`` runs
+    outside the graph (host staging in pinned memory, then async copies on the current stream); ``run`` only
+    launches, with grids fixed by the capacities: the forward grid is ``max_items`` CTAs per KV head (items past
+    the plan's count exit at once) and the merge grid is ``max_batch`` (requests with no partials, and padding,
+    exit at once). The slot table (SGLang's ``req_to_token``) is the same tensor for every plan: its address is
+    captured in the graph.
     """
 
     def __init__(
@@ -542,7 +546,6 @@ class StaticPlanBuffers:
         heads: HeadConfig,
         max_batch: int,
         max_items: int,
-        max_kv_tokens: int,
         max_partials: int,
         device: torch.device | str,
     ) -> None:
@@ -550,13 +553,12 @@ class StaticPlanBuffers:
         self.heads = heads
         self.device = torch.device(device)
         self.max_batch = max_batch
-        self.max_items = max_items
-        self.max_kv_tokens = max_kv_tokens
+        self.max_items = max(max_items, max_batch)  # the no-sharing plan (one item per request) always fits
         self.max_partials = max_partials
         self.max_entries = max_partials + max_batch  # (item, request) pairs: partial slots + direct rows
+        self.limits = PlanLimits(self.max_items, self.max_partials, self.max_entries)
         sizes = {
-            "items": (max_items, ITEM_FIELDS),
-            "kv_slots": (max_kv_tokens,),
+            "items": (self.max_items, ITEM_FIELDS),
             "item_req": (self.max_entries,),
             "item_dst": (self.max_entries,),
             "merge_indptr": (max_batch + 1,),
@@ -570,7 +572,6 @@ class StaticPlanBuffers:
         self._stages = [
             {n: torch.zeros(s, dtype=torch.int32, pin_memory=pin) for n, s in sizes.items()} for _ in range(2)
         ]
-        self._patch_stages = [torch.zeros((2, max(max_batch, 1)), dtype=torch.int64, pin_memory=pin) for _ in range(2)]
         self._events = [torch.cuda.Event() if pin else None for _ in range(2)]
         self._stage = 1
         self.host = self._stages[0]
@@ -579,14 +580,16 @@ class StaticPlanBuffers:
         )
         self.part_lse = torch.empty((max(max_partials, 1), heads.num_q_heads), dtype=torch.float32, device=self.device)
         self.plan: PackPlan | None = None
+        self.slot_table: torch.Tensor | None = None
+        self._launch: PlanLaunch | None = None
 
-    def load(self, plan: PackPlan, kv_patch: tuple | None = None) -> None:
-        """Copy ``plan`` into the fixed buffers; ``ValueError`` if it exceeds a capacity.
+    def load(self, plan: PackPlan) -> None:
+        """Copy ``plan`` into the fixed buffers; ``ValueError`` if it exceeds a capacity or reads another slot
+        table than the one the graphs were captured with.
 
         Only the used prefix of each buffer is copied (the kernels read nothing past the plan's counts), from one of
         two pinned staging sets; nothing here waits on the device unless the set's copies from two loads ago are
-        still in flight. ``kv_patch`` = (positions, indices, ``src``): then ``kv_slots[positions] =
-        src[indices]`` on the device after the copy (placeholder slots whose values only the device knows)."""
+        still in flight."""
         h = plan.heads
         if (h.num_q_heads, h.num_kv_heads, h.head_dim, h.dtype) != (
             self.heads.num_q_heads,
@@ -598,13 +601,31 @@ class StaticPlanBuffers:
         need = {
             "batch": (plan.num_requests, self.max_batch),
             "items": (plan.num_items, self.max_items),
-            "kv tokens": (int(plan.kv_slots.shape[0]), self.max_kv_tokens),
             "partials": (plan.num_partials, self.max_partials),
             "entries": (int(plan.item_req.shape[0]), self.max_entries),
         }
         for what, (n, cap) in need.items():
             if n > cap:
                 raise ValueError(f"plan has {n} {what}, the static buffers hold {cap}")
+        table = plan.slot_table
+        if table.device != self.device:
+            raise ValueError(f"plan.slot_table is on {table.device}, the buffers on {self.device}")
+        if self.slot_table is None:
+            self.slot_table = table
+        elif table.data_ptr() != self.slot_table.data_ptr():
+            raise ValueError("the plan reads another slot table than the one the CUDA graphs were captured with")
+        # Tensors the previous load already put on the device (a re-made plan shares all but its items) are not
+        # copied again: the device buffers hold them, and later copies on this stream are ordered after the
+        # kernels that read them.
+        last = self.plan
+        fresh = {
+            "items": True,
+            "item_req": last is None or plan.item_req is not last.item_req,
+            "item_dst": last is None or plan.item_dst is not last.item_dst,
+            "merge_indptr": last is None or plan.merge_indptr is not last.merge_indptr,
+            "merge_partials": last is None or plan.merge_partials is not last.merge_partials,
+            "num_items": last is None or plan.num_items != last.num_items,
+        }
         self._stage ^= 1
         stage = self._stage
         event = self._events[stage]
@@ -615,7 +636,6 @@ class StaticPlanBuffers:
         b = plan.num_requests
         used = {
             "items": plan.num_items,
-            "kv_slots": int(plan.kv_slots.shape[0]),
             "item_req": int(plan.item_req.shape[0]),
             "item_dst": int(plan.item_dst.shape[0]),
             "merge_indptr": self.max_batch + 1,
@@ -623,28 +643,20 @@ class StaticPlanBuffers:
             "num_items": 1,
         }
         host["items"][: plan.num_items].copy_(plan.items)
-        host["kv_slots"][: used["kv_slots"]].copy_(plan.kv_slots)
-        host["item_req"][: used["item_req"]].copy_(plan.item_req)
-        host["item_dst"][: used["item_dst"]].copy_(plan.item_dst)
-        host["merge_indptr"][: b + 1].copy_(plan.merge_indptr)
-        host["merge_indptr"][b + 1 :] = int(plan.merge_indptr[-1])  # padding requests: no partials
-        host["merge_partials"][: used["merge_partials"]].copy_(plan.merge_partials)
+        if fresh["item_req"]:
+            host["item_req"][: used["item_req"]].copy_(plan.item_req)
+        if fresh["item_dst"]:
+            host["item_dst"][: used["item_dst"]].copy_(plan.item_dst)
+        if fresh["merge_indptr"]:
+            host["merge_indptr"][: b + 1].copy_(plan.merge_indptr)
+            host["merge_indptr"][b + 1 :] = int(plan.merge_indptr[-1])  # padding requests: no partials
+        if fresh["merge_partials"]:
+            host["merge_partials"][: used["merge_partials"]].copy_(plan.merge_partials)
         host["num_items"][0] = plan.num_items
         for name, t in self.dev.items():
             n = used[name]
-            if n:
+            if n and fresh[name]:
                 t[:n].copy_(host[name][:n], non_blocking=True)
-        if kv_patch is not None:
-            pos, idx, src = kv_patch
-            k = int(pos.shape[0])
-            staged = self._patch_stages[stage]
-            if k > staged.shape[1]:
-                staged = torch.zeros((2, k), dtype=torch.int64, pin_memory=event is not None)
-                self._patch_stages[stage] = staged
-            staged[0, :k].copy_(torch.as_tensor(pos))
-            staged[1, :k].copy_(torch.as_tensor(idx))
-            dev = staged[:, :k].to(self.device, non_blocking=True)
-            self.dev["kv_slots"][dev[0]] = src[dev[1]].to(torch.int32)
         if event is not None:
             event.record()
         self.plan = plan
@@ -667,13 +679,15 @@ class StaticPlanBuffers:
             compute = torch.float64 if q.dtype == torch.float64 else torch.float32
             out[:b].copy_(run_reference(self.plan, q[:b], k_buffer, v_buffer, sm_scale, compute).to(out.dtype))
             return out
-        _check_layout(q, k_buffer, v_buffer, out)
-        kern = kernels_for(self.heads, q.device)
-        tensors: dict[str, torch.Tensor | None] = dict(self.dev)
-        tensors["part_o"] = self.part_o
-        tensors["part_lse"] = self.part_lse
-        _launch(
-            kern, self.heads, q, k_buffer, v_buffer, out, sm_scale, tensors, self.max_items,
-            min(self.max_batch, q.shape[0]), merge=True,
-        )
-        return out
+        launch = self._launch
+        if launch is None or launch.merge_requests != min(self.max_batch, q.shape[0]):
+            tensors: dict[str, torch.Tensor | None] = dict(self.dev)
+            tensors["slot_table"] = self.slot_table
+            tensors["part_o"] = self.part_o
+            tensors["part_lse"] = self.part_lse
+            launch = PlanLaunch(
+                kernels_for(self.heads, q.device), self.heads, tensors, self.max_items,
+                min(self.max_batch, q.shape[0]), merge=True,
+            )
+            self._launch = launch
+        return launch(q, k_buffer, v_buffer, out, sm_scale)

@@ -3,9 +3,14 @@
 Role in pack-forward-merge: this is *pack*. It runs once per decode step on the CPU and does all the
 data-dependent work, so that the forward and merge launches only read flat int32 tensors.
 
-Packs. A pack is a run of KV slots plus the requests that read it. Every forest node is either packed
-on its own (its KV leaves HBM once for all its requests) or inlined into its children (each child's pack
-reads it again). The decision is a memory-centric profit model, in bytes per decode step per layer:
+Packs. A pack is a range of KV token positions plus the requests that read it. Every forest node is
+either packed on its own (its KV leaves HBM once for all its requests) or inlined into its children (each
+child's pack reads it again). A pack's range (its node plus its inlined ancestors) is contiguous in every
+member's row, so an item names it as ``[kv_begin, kv_end)``, positions in the slot table (SGLang's
+``req_to_token``, or the caller's ``kv_indices``) through one member's row: the kernel reads the slot indices
+there, on the device, and the plan never holds one index per token.
+
+The decision is a memory-centric profit model, in bytes per decode step per layer:
 
     kv_token_bytes = 2 * num_kv_heads * head_dim * elem_bytes            (K and V of one token)
     row_blocks     = ceil(q / requests_per_block)   q = requests through the node,
@@ -34,7 +39,11 @@ to its own partial slot; two items never share a slot. The merge map lists each 
 Tiles. Each item gets the smallest tile m (from ``configs/tiles``) that holds its rows; items are
 ordered longest KV first for the single forward launch.
 
-Implementation. All of this is numpy over the forest's flat arrays (``PrefixForest._arrays``): the profit
+Limits. ``PlanLimits`` (the CUDA-graph buffers' capacities) is an input: a plan that would exceed it is made
+with one KV split per pack, and if that still does not fit, without sharing (one item per request, no
+partials), which fits any buffers sized for the batch. A plan is never edited after it is made.
+
+Implementation. All of this is numpy over the forest's flat arrays: the profit
 model for every node at once (iterated only where inlining passes tokens down), then packs, row blocks,
 splits, items, partial numbering and the merge map as array ops, with no per-item Python. ``PackInfo``
 records are built on the first read of ``PackPlan.packs`` (they are for printing and statistics only).
@@ -44,22 +53,29 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from .config import DeviceSpec, HeadConfig, TileTable, load_tile_table
-from .forest import ForestArrays, PrefixForest
+from .forest import PrefixForest
 
-# Columns of PackPlan.items (one int32 row per work item).
-ITEM_KV_BEGIN, ITEM_KV_END, ITEM_REQ_BEGIN, ITEM_REQ_END, ITEM_TILE, ITEM_TILE_M = range(6)
+# Columns of PackPlan.items (one int32 row per work item). The one definition of the layout: the kernel
+# build receives it as -D defines (``item_layout_defines``) and the CUDA source has no copy of its own.
+ITEM_COLUMNS = ("ITEM_KV_BEGIN", "ITEM_KV_END", "ITEM_REQ_BEGIN", "ITEM_REQ_END", "ITEM_TILE", "ITEM_TILE_M")
+ITEM_KV_BEGIN, ITEM_KV_END, ITEM_REQ_BEGIN, ITEM_REQ_END, ITEM_TILE, ITEM_TILE_M = range(len(ITEM_COLUMNS))
 ITEM_FIELDS = 8  # padded to 32 bytes: one aligned load per CTA
 
 MIN_SPLIT_TOKENS = 256
 MAX_ITEMS = 65535  # the forward grid's y dimension
 INT32_MAX = int(np.iinfo(np.int32).max)
 INT16_MAX = int(np.iinfo(np.int16).max)
+
+
+def item_layout_defines() -> list[str]:
+    """NVRTC options carrying the item layout into kernels/pat_decode.cu."""
+    return [f"-D{name}={i}" for i, name in enumerate(ITEM_COLUMNS)] + [f"-DITEM_FIELDS={ITEM_FIELDS}"]
 
 
 @dataclass
@@ -106,30 +122,44 @@ class _LazyPacks:
         obj.__dict__[self.attr] = [] if value is None else value
 
 
+@dataclass(frozen=True)
+class PlanLimits:
+    """Capacities a plan must fit (the CUDA-graph static buffers): work items, partial slots, (item, request)
+    entries. ``max_entries`` >= the batch size and ``max_items`` >= the batch size guarantee the no-sharing
+    fallback fits."""
+
+    max_items: int
+    max_partials: int
+    max_entries: int
+
+
 @dataclass
 class PackPlan:
     heads: HeadConfig
     num_requests: int
     tile_ms: tuple[int, ...]
     items: torch.Tensor  # int32 [num_items, ITEM_FIELDS]
-    kv_slots: torch.Tensor  # int32 [total pack tokens]
+    slot_table: torch.Tensor  # int32, 1-D: the KV slot of each (row, position); items address it
     item_req: torch.Tensor  # int32: request index of each (item, request) entry
     item_dst: torch.Tensor  # int32: partial slot, or -1 = write the output directly
     merge_indptr: torch.Tensor  # int32 [num_requests + 1]
     merge_partials: torch.Tensor  # int32: partial slots of each request, in merge_indptr order
     num_partials: int
-    max_slot: int  # largest KV slot index the plan reads
+    max_slot: int | None  # largest KV slot the plan can read (None: the table is SGLang's own req_to_token)
     packs: list[PackInfo] = _LazyPacks()  # type: ignore[assignment]  # built on first read
     stats: PlanStats | None = None
+    fallback: str = ""  # "" or why the plan is coarser than asked (limits): "one split", "no sharing"
+    regrow: _Regrow | None = field(default=None, repr=False, compare=False)  # see plan_forest(previous=...)
 
     @property
     def num_items(self) -> int:
         return int(self.items.shape[0])
 
     def to(self, device: torch.device | str) -> PackPlan:
+        """The plan with its tensors on ``device`` (the slot table too, unless it is there already)."""
         moved = {
             name: getattr(self, name).to(device, non_blocking=True)
-            for name in ("items", "kv_slots", "item_req", "item_dst", "merge_indptr", "merge_partials")
+            for name in ("items", "slot_table", "item_req", "item_dst", "merge_indptr", "merge_partials")
         }
         return PackPlan(
             heads=self.heads,
@@ -139,6 +169,8 @@ class PackPlan:
             max_slot=self.max_slot,
             packs=self.__dict__["_packs"],  # keep it lazy
             stats=self.stats,
+            fallback=self.fallback,
+            regrow=self.regrow,
             **moved,
         )
 
@@ -162,14 +194,75 @@ def plan_forest(
     device: DeviceSpec | None = None,
     tiles: TileTable | None = None,
     min_split_tokens: int = MIN_SPLIT_TOKENS,
+    limits: PlanLimits | None = None,
+    slot_table: torch.Tensor | None = None,
+    previous: PackPlan | None = None,
 ) -> PackPlan:
+    """Pack ``forest`` for one decode step. ``slot_table``: the 1-D int32 table the forest's rows live in (the
+    forest's own host table by default, for forests built from slots). ``limits``: capacities the plan must fit.
+
+    ``previous``: last step's plan. When ``forest`` is that plan's forest with longer private leaves
+    (``PrefixForest.with_lengths``: same structure object) and made with the same arguments, the packs cannot
+    change (leaves are always their own packs; shared nodes keep their tokens); if every pack also keeps its
+    number of KV splits, the new plan is the old one with its items' KV ranges recomputed (a few array ops) and
+    everything else shared. Otherwise it is planned from scratch. Either way the result is the plan of ``forest``."""
     device = device or DeviceSpec()
     tiles = tiles or load_tile_table(device.arch)
+    if previous is not None and previous.regrow is not None:
+        rg = previous.regrow
+        if (
+            rg.structure is forest._derived
+            and rg.args == (heads, device, tiles, min_split_tokens, limits)
+            and (slot_table is previous.slot_table or (slot_table is None and forest.slot_table is None))
+        ):
+            plan = _regrown(previous, forest)
+            if plan is not None:
+                return plan
+    if slot_table is None:
+        if forest.slot_table is None:
+            raise ValueError("plan_forest needs slot_table: the forest was built from radix paths, not slots")
+        table = forest.slot_table
+        if table.shape[0] and int(table.max()) > INT32_MAX:
+            raise ValueError("KV slot index does not fit in int32")
+        slot_table = torch.from_numpy(table.astype(np.int32, copy=False))
+        max_slot: int | None = int(table.max()) if table.shape[0] else -1
+    else:
+        if slot_table.dim() != 1 or slot_table.dtype != torch.int32:
+            raise ValueError(f"slot_table must be a 1-D int32 tensor, got {slot_table.dtype} {tuple(slot_table.shape)}")
+        max_slot = None
+    if slot_table.shape[0] > INT32_MAX:
+        raise ValueError(f"the slot table has {slot_table.shape[0]} entries; items address at most {INT32_MAX}")
+    plan = _plan(forest, heads, device, tiles, min_split_tokens, limits, slot_table, max_slot, "")
+    if plan is not None and plan.regrow is not None:
+        plan.regrow.args = (heads, device, tiles, min_split_tokens, limits)
+    if plan is None:  # over the limits: one split per pack
+        plan = _plan(forest, heads, device, tiles, INT32_MAX, limits, slot_table, max_slot, "one split")
+    if plan is None:  # still over: no sharing (one item per request, no partials)
+        private = PrefixForest.private(forest.request_lengths, forest.row_base)
+        plan = _plan(private, heads, device, tiles, INT32_MAX, None, slot_table, max_slot, "no sharing")
+        if limits is not None and (plan.num_items > limits.max_items or plan.num_requests > limits.max_entries):
+            raise ValueError(f"a batch of {plan.num_requests} requests exceeds the plan limits {limits}")
+    return plan
+
+
+def _plan(
+    forest: PrefixForest,
+    heads: HeadConfig,
+    device: DeviceSpec,
+    tiles: TileTable,
+    min_split_tokens: int,
+    limits: PlanLimits | None,
+    slot_table: torch.Tensor,
+    max_slot: int | None,
+    fallback: str,
+) -> PackPlan | None:
+    """One planning pass; ``None`` if the plan would exceed ``limits`` (counted before any item is built)."""
     group, num_kv_heads, tok_bytes, partial_bytes = _head_numbers(heads)
     reqs_per_block = max(1, tiles.max_m // group)
     tile_of_size, tile_m_of_size = _tile_lut(tiles.tile_ms, group, reqs_per_block)
-    fa = forest._arrays()
+    fa = forest
     num_requests = forest.num_requests
+    node_kv_begin = forest.kv_begin()
 
     # --- packs, in node order: every packed node, and every inlined node that some requests end at
     tokens, top, packed = _choose_packs(fa, reqs_per_block, tok_bytes, partial_bytes)
@@ -179,13 +272,19 @@ def plan_forest(
         pack_ptr = fa.req_ptr
         pack_req_count = fa.q
         pack_tokens = fa.tok
+        kv_offset = node_kv_begin
     else:
         pack_node = np.flatnonzero(packed | (fa.ending > 0))
         pack_req = fa.req32[packed[fa.entry_node] | fa.ends_here]
         pack_req_count = np.where(packed, fa.q, fa.ending)[pack_node]
         pack_ptr = _indptr(pack_req_count)
         pack_tokens = tokens[pack_node]
+        # The pack's range ends where its node ends and reaches back over its inlined ancestors.
+        kv_offset = node_kv_begin[pack_node] + fa.tok[pack_node] - pack_tokens
     num_packs = pack_tokens.shape[0]
+    kv_limit = int((kv_offset + pack_tokens).max())
+    if kv_limit > slot_table.shape[0]:
+        raise ValueError(f"the forest reads slot-table position {kv_limit - 1}, the table has {slot_table.shape[0]}")
 
     # --- row blocks, then one split length for the whole step
     pack_blocks = (pack_req_count + (reqs_per_block - 1)) // reqs_per_block
@@ -211,8 +310,15 @@ def plan_forest(
     else:
         weights = splits.repeat(pack_req_count).astype(np.float64)
         partials_of = np.bincount(pack_req, weights=weights, minlength=num_requests).astype(np.int64)
-
-    kv_offset = _starts(pack_tokens)
+    block_items = splits if block_pack is None else splits[block_pack]
+    num_items = int(block_items.sum())
+    num_entries = int(block_items @ block_size)
+    if limits is not None:
+        num_partials = num_entries - int((partials_of == 1).sum())
+        if num_items > limits.max_items or num_partials > limits.max_partials or num_entries > limits.max_entries:
+            return None
+    if num_items > MAX_ITEMS:
+        raise ValueError(f"plan has {num_items} work items; the forward grid holds at most {MAX_ITEMS}")
 
     # --- items: row blocks x KV splits
     if one_split:
@@ -221,8 +327,6 @@ def plan_forest(
         kv_len = pack_tokens if block_pack is None else pack_tokens[block_pack]
         item_tile = block_tile
     else:
-        block_items = splits if block_pack is None else splits[block_pack]
-        num_items = int(block_items.sum())
         item_block = np.arange(num_blocks).repeat(block_items)
         split_idx = np.arange(num_items) - _starts(block_items).repeat(block_items)
         item_pack = item_block if block_pack is None else block_pack[item_block]
@@ -232,13 +336,10 @@ def plan_forest(
         kv_begin = base + (n_tok * split_idx) // n_split
         kv_len = base + (n_tok * (split_idx + 1)) // n_split - kv_begin
         item_tile = block_tile[item_block]
-    num_items = kv_begin.shape[0]
-    if num_items > MAX_ITEMS:
-        raise ValueError(f"plan has {num_items} work items; the forward grid holds at most {MAX_ITEMS}")
     # Longest KV first: the one launch schedules CTAs in order, so long items start early and the tail is
     # short (largest-processing-time-first). Ties: tile, then KV begin, then row block (items are generated
     # in block order and the sort is stable).
-    order = _item_order(kv_len, item_tile, kv_begin, len(tiles.tile_ms), int(kv_offset[-1] + pack_tokens[-1]))
+    order = _item_order(kv_len, item_tile, kv_begin, len(tiles.tile_ms), kv_limit)
     item_block = order if item_block is None else item_block[order]
     item_tile = item_tile[order]
     kv_begin = kv_begin[order]
@@ -262,6 +363,10 @@ def plan_forest(
         item_dst = np.arange(num_partials, dtype=np.int32)
         np.cumsum(partials_of, out=merge_indptr[1:])
         merge_partials = _stable_argsort(item_req, num_requests).astype(np.int32)
+    elif not multi.any():  # every request has one partial: all write the output directly
+        num_partials = 0
+        item_dst = np.full(multi.shape[0], -1, dtype=np.int32)
+        merge_partials = np.zeros(0, dtype=np.int32)
     else:
         slot_ids = multi.cumsum() - 1
         num_partials = int(slot_ids[-1]) + 1
@@ -270,42 +375,98 @@ def plan_forest(
         np.cumsum(np.bincount(multi_req, minlength=num_requests), out=merge_indptr[1:])
         merge_partials = slot_ids[multi][_stable_argsort(multi_req, num_requests)].astype(np.int32)
 
-    # --- the packs' KV, each the concatenation of its inlined ancestors' and its own node slots
-    if fa.slots32 is None:
-        raise ValueError("KV slot index does not fit in int32")
-    if pack_node is None:
-        seg_ptr = seg_node = None
-        all_slots = fa.slots32.copy()
-    else:
-        seg_ptr, seg_node = _pack_paths(fa, pack_node, top)
-        all_slots = fa.slots32[_ranges(fa.slot_ptr[seg_node], fa.tok[seg_node])]
-
     stats = PlanStats(
         kv_bytes_planned=planned_tokens * tok_bytes,
-        kv_bytes_per_request=fa.request_tokens * tok_bytes,
-        kv_bytes_unique=fa.unique_tokens * tok_bytes,
+        kv_bytes_per_request=fa.request_tokens() * tok_bytes,
+        kv_bytes_unique=fa.unique_tokens() * tok_bytes,
         partial_bytes=num_partials * partial_bytes,
         num_items=num_items,
         num_partials=num_partials,
     )
-    infos = _PackBuilder(
-        pack_node, seg_ptr, seg_node, pack_tokens, pack_ptr, pack_req, splits, pack_blocks, tiles, group, reqs_per_block
+    pack_args = (fa, pack_node, top, pack_tokens, pack_ptr, pack_req, splits, pack_blocks, tiles, group, reqs_per_block)
+    infos = _PackBuilder(*pack_args)
+    if one_split:
+        item_pack = item_block if block_pack is None else block_pack[item_block]
+        item_split = np.zeros(num_items, dtype=np.int64)
+    else:
+        item_pack = item_pack[order]
+        item_split = split_idx[order]
+    regrow = _Regrow(
+        structure=fa._derived, pack_node=pack_node, pack_tokens=pack_tokens, kv_offset=kv_offset,
+        pack_blocks=pack_blocks, splits=splits, item_pack=item_pack, item_split=item_split, tok=fa.tok,
+        target=target_ctas(device, tiles, heads), min_split_tokens=min_split_tokens, pack_args=pack_args,
     )
     return PackPlan(
         heads=heads,
         num_requests=num_requests,
         tile_ms=tiles.tile_ms,
         items=torch.from_numpy(items),
-        kv_slots=torch.from_numpy(all_slots),
+        slot_table=slot_table,
         item_req=torch.from_numpy(item_req),
         item_dst=torch.from_numpy(item_dst),
         merge_indptr=torch.from_numpy(merge_indptr),
         merge_partials=torch.from_numpy(merge_partials),
         num_partials=num_partials,
-        max_slot=fa.slot_max,
+        max_slot=max_slot,
         packs=infos,
         stats=stats,
+        fallback=fallback,
+        regrow=regrow,
     )
+
+
+@dataclass(eq=False)
+class _Regrow:
+    """What re-making a plan for the same forest structure with longer private leaves needs (``_regrown``)."""
+
+    structure: dict  # the forest's structure (PrefixForest._derived), shared by with_lengths
+    pack_node: np.ndarray | None  # node of each pack (None: pack i is node i)
+    pack_tokens: np.ndarray
+    kv_offset: np.ndarray  # slot-table position of each pack's first token: unchanged when leaves grow
+    pack_blocks: np.ndarray
+    splits: np.ndarray
+    item_pack: np.ndarray  # per item (plan order): its pack and split index
+    item_split: np.ndarray
+    tok: np.ndarray  # the forest's node tokens when planned
+    target: int
+    min_split_tokens: int
+    pack_args: tuple  # _PackBuilder's arguments (``PackPlan.packs`` on demand)
+    args: tuple = ()
+
+
+def _regrown(previous: PackPlan, forest: PrefixForest) -> PackPlan | None:
+    """``previous`` re-made for ``forest`` (its forest with longer leaves), or None if a pack's split count
+    changes (then the caller plans from scratch). Items keep their order and request lists; their KV ranges are
+    recomputed exactly as ``_plan`` makes them."""
+    rg = previous.regrow
+    grown = forest.tok - rg.tok
+    pack_tokens = rg.pack_tokens + (grown if rg.pack_node is None else grown[rg.pack_node])
+    planned_tokens = int(pack_tokens @ rg.pack_blocks)
+    heads = previous.heads
+    split_tokens = max(rg.min_split_tokens, math.ceil(planned_tokens * heads.num_kv_heads / rg.target))
+    splits = np.maximum(1, (pack_tokens + (split_tokens - 1)) // split_tokens)
+    if not np.array_equal(splits, rg.splits):
+        return None
+    n_tok = pack_tokens[rg.item_pack]
+    base = rg.kv_offset[rg.item_pack]
+    items = previous.items.numpy().copy()
+    if int(splits.max()) == 1:
+        items[:, ITEM_KV_BEGIN] = base
+        items[:, ITEM_KV_END] = base + n_tok
+    else:
+        n_split = splits[rg.item_pack]
+        items[:, ITEM_KV_BEGIN] = base + (n_tok * rg.item_split) // n_split
+        items[:, ITEM_KV_END] = base + (n_tok * (rg.item_split + 1)) // n_split
+    tok_bytes = _head_numbers(heads)[2]
+    stats = replace(
+        previous.stats,
+        kv_bytes_planned=planned_tokens * tok_bytes,
+        kv_bytes_per_request=forest.request_tokens() * tok_bytes,
+        kv_bytes_unique=forest.unique_tokens() * tok_bytes,
+    )
+    pack_args = (forest, *rg.pack_args[1:3], pack_tokens, *rg.pack_args[4:])
+    regrow = replace(rg, pack_tokens=pack_tokens, tok=forest.tok, pack_args=pack_args)
+    return replace(previous, items=torch.from_numpy(items), stats=stats, packs=_PackBuilder(*pack_args), regrow=regrow)
 
 
 def _item_order(
@@ -320,7 +481,7 @@ def _item_order(
 
 
 def _choose_packs(
-    fa: ForestArrays, reqs_per_block: int, tok_bytes: int, partial_bytes: int
+    fa: PrefixForest, reqs_per_block: int, tok_bytes: int, partial_bytes: int
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """The profit model over all nodes at once: (tokens incl. inherited, first node of each node's pack
     path or None when nothing is inlined, packed mask).
@@ -329,9 +490,9 @@ def _choose_packs(
     more profitable, so iterating "decide, then inherit" from the nodes' own tokens reaches the top-down
     answer after at most (depth of the deepest inlined chain + 1) rounds."""
     # Fast check on the shared nodes alone: single-request nodes are always packed.
-    q = fa.shared_q
+    q = fa.q[fa.shared]
     saved_per_token = (q - (q + (reqs_per_block - 1)) // reqs_per_block) * tok_bytes
-    if (saved_per_token * fa.shared_tok > q * partial_bytes).all():
+    if (saved_per_token * fa.tok[fa.shared] > q * partial_bytes).all():
         return fa.tok, None, None
     q = fa.q
     tok = fa.tok
@@ -358,7 +519,7 @@ def _choose_packs(
         tokens, top, packed = new_tokens, new_top, new_packed
 
 
-def _pack_paths(fa: ForestArrays, pack_node: np.ndarray, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _pack_paths(fa: PrefixForest, pack_node: np.ndarray, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per pack, its node path from the first inlined ancestor down to its node: (indptr, flat node ids)."""
     first = top[pack_node]
     length = fa.depth[pack_node] - fa.depth[first] + 1
@@ -376,16 +537,17 @@ def _pack_paths(fa: ForestArrays, pack_node: np.ndarray, top: np.ndarray) -> tup
 class _PackBuilder:
     """Makes ``PackPlan.packs`` (a list of ``PackInfo``) from the planner's arrays, once."""
 
-    def __init__(self, pack_node, seg_ptr, seg_node, tokens, req_ptr, reqs, splits, blocks, tiles, group, rpb) -> None:
-        self.args = (pack_node, seg_ptr, seg_node, tokens, req_ptr, reqs, splits, blocks, tiles, group, rpb)
+    def __init__(self, forest, pack_node, top, tokens, req_ptr, reqs, splits, blocks, tiles, group, rpb) -> None:
+        self.args = (forest, pack_node, top, tokens, req_ptr, reqs, splits, blocks, tiles, group, rpb)
         self.value: list[PackInfo] | None = None
 
     def __call__(self) -> list[PackInfo]:
         if self.value is None:
-            pack_node, seg_ptr, seg_node, tokens, req_ptr, reqs, splits, blocks, tiles, group, rpb = self.args
+            forest, pack_node, top, tokens, req_ptr, reqs, splits, blocks, tiles, group, rpb = self.args
             if pack_node is None:
                 paths = [[n] for n in range(tokens.shape[0])]
             else:
+                seg_ptr, seg_node = _pack_paths(forest, pack_node, top)
                 flat, ptr = seg_node.tolist(), seg_ptr.tolist()
                 paths = [flat[a:b] for a, b in zip(ptr[:-1], ptr[1:], strict=True)]
             flat, ptr = reqs.tolist(), req_ptr.tolist()

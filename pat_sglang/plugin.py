@@ -23,7 +23,7 @@ def create_pat_backend(model_runner: Any) -> Any:
 
 def register() -> None:
     # Patches first: on an unsupported SGLang this raises before anything is registered.
-    from patches import apply_patches
+    from pat_sglang.sglang_patches import apply_patches
 
     apply_patches()
 

@@ -1,9 +1,9 @@
 """Torch reference executor: runs a ``PackPlan`` exactly as the kernels do, in any dtype (float64 for tests).
 
 Role in pack-forward-merge: the oracle. *forward* = per item, attention of the item's query rows over the
-item's KV slots, giving a normalised partial output and its log-sum-exp; *merge* = per request, the
-softmax-weighted combination of its partials. Also holds ``naive_decode``, plain per-request attention,
-which the plan's result must equal.
+item's KV range (slot indices read from the plan's slot table), giving a normalised partial output and its
+log-sum-exp; *merge* = per request, the softmax-weighted combination of its partials. Also holds
+``naive_decode``, plain per-request attention, which the plan's result must equal.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def run_reference(
     group = heads.group
     batch = q.shape[0]
     items = plan.items.cpu()
-    kv_slots = plan.kv_slots.cpu().long()
+    slot_table = plan.slot_table.cpu().long()
     item_req = plan.item_req.cpu().long()
     item_dst = plan.item_dst.cpu().long()
     qc = q.to(compute_dtype)
@@ -68,7 +68,7 @@ def run_reference(
     part_lse = torch.full((plan.num_partials, heads.num_q_heads), nan, dtype=compute_dtype, device=q.device)
 
     for it in items.tolist():
-        slots = kv_slots[it[ITEM_KV_BEGIN] : it[ITEM_KV_END]].to(q.device)
+        slots = slot_table[it[ITEM_KV_BEGIN] : it[ITEM_KV_END]].to(q.device)
         reqs = item_req[it[ITEM_REQ_BEGIN] : it[ITEM_REQ_END]]
         dsts = item_dst[it[ITEM_REQ_BEGIN] : it[ITEM_REQ_END]]
         k = _expand_heads(k_buffer[slots].to(compute_dtype), group)  # [T, hq, d]

@@ -10,8 +10,8 @@ from sglang.srt.layers.attention.attention_registry import ATTENTION_BACKENDS
 from sglang.srt.model_executor.forward_batch_info import ForwardBatch
 from sglang.srt.server_args import ATTENTION_BACKEND_CHOICES, ServerArgs
 
-import patches
-import patches.core as core
+import pat_sglang.sglang_patches as patches
+import pat_sglang.sglang_patches.core as core
 from pat_sglang import plugin
 
 
@@ -83,7 +83,7 @@ def test_init_new_wrapper_publishes_decode_batches(monkeypatch: pytest.MonkeyPat
     import numpy as np
     from sglang_harness import RadixHarness, shared_prompts
 
-    from patches.publish import wrap_forward_batch_init_new
+    from pat_sglang.sglang_patches.publish import wrap_forward_batch_init_new
 
     h = RadixHarness()
     for prompt in shared_prompts(np.random.default_rng(0))[:4]:

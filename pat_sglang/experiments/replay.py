@@ -391,7 +391,7 @@ def measure_step(forest: PrefixForest, cfg: ReplayConfig) -> tuple[dict[str, Any
     req_tok = forest.request_tokens()
     uniq = forest.unique_tokens()
     shared = forest.shared_tokens()
-    shared_reads = sum(n.num_tokens * len(n.requests) for n in forest.nodes if len(n.requests) > 1)
+    shared_reads = forest.shared_reads()
     pat = st.kv_bytes_planned + st.partial_bytes
     tiles = Counter(p.tile_m for p in plan.packs)
     out = dict(
@@ -402,7 +402,7 @@ def measure_step(forest: PrefixForest, cfg: ReplayConfig) -> tuple[dict[str, Any
         shared_token_ratio=shared / req_tok,
         shared_read_ratio=shared_reads / req_tok,
         dedup_ratio=1.0 - uniq / req_tok,
-        forest_nodes=len(forest.nodes),
+        forest_nodes=forest.num_nodes,
         bytes_per_request=st.kv_bytes_per_request * layers,
         bytes_pat=pat * layers,
         bytes_pat_kv=st.kv_bytes_planned * layers,

@@ -1,7 +1,7 @@
 """Version-checked runtime patches of SGLang for pat-sglang (see ``patches.core``).
 
-Role in pack-forward-merge: publishes the radix chains of each decode batch (``patches.publish``) into
-the chain table of the batch's ``ReqToTokenPool`` (``patches.chain_table``; one per TP/DP rank), which
+Role in pack-forward-merge: publishes the radix chains of each decode batch (``pat_sglang.sglang_patches.publish``) into
+the chain table of the batch's ``ReqToTokenPool`` (``pat_sglang.sglang_patches.chain_table``; one per TP/DP rank), which
 the PAT attention backend reads to build its forest.
 """
 

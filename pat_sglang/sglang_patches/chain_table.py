@@ -1,13 +1,14 @@
-"""The published radix chains of running decode requests, keyed by ``req_pool_idx``.
+"""The published radix paths of running decode requests, keyed by ``req_pool_idx``.
 
 Role in pack-forward-merge: the hand-off into *pack*. SGLang's attention backends only see a
-``ForwardBatch`` (no requests, no radix tree), so the scheduler-side patch (``patches.publish``) copies,
-per running request, its radix chain ``[(node id, KV slots), ...]`` into this table when a decode batch
-is built; ``PATAttnBackend`` reads it once per step to build the prefix forest without re-discovering
-the sharing from flat KV indices.
+``ForwardBatch`` (no requests, no radix tree), so the scheduler-side patch (``sglang_patches.publish``)
+records, per running request, the radix nodes of its cached prefix as (node id, tokens) from the root
+down, when a decode batch is built; ``PATAttnBackend`` reads them once per step to build the prefix
+forest. Only node ids and lengths are recorded, never slot indices: the KV slots stay on the device
+(in ``req_to_token``), where the forward kernel reads them, so publishing copies nothing from the GPU.
 
-Entries hold copies (numpy arrays), never live ``TreeNode`` references: radix nodes can be split or
-evicted after the step. An entry is only trusted for the request it was published for: it carries the
+Entries hold plain numbers, never live ``TreeNode`` references: radix nodes can be split or evicted
+after the step. An entry is only trusted for the request it was published for: it carries the
 request id and ``ReqToTokenPool.req_generation`` of its row, which SGLang bumps whenever the row is
 handed to a new request.
 
@@ -31,8 +32,6 @@ from typing import Any
 
 import numpy as np
 
-from pat_sglang.radix import Chain, request_chain
-
 # (node id, data pointer, length) per node from ``last_node`` up: changes whenever the chain does. A
 # split gives the upper half a new id and shrinks the lower half, and nodes a running request holds are
 # locked against eviction, so an unchanged signature means unchanged slots.
@@ -43,12 +42,21 @@ Signature = tuple[tuple[int, int, int], ...]
 class ChainEntry:
     rid: Hashable
     generation: int | None  # ReqToTokenPool.req_generation[req_pool_idx] when published; None if unknown
-    signature: Signature
-    chain: Chain
+    signature: Signature  # (node id, data pointer, tokens) per node from the request's last node up
+
+    @functools.cached_property
+    def keys(self) -> np.ndarray:
+        """int64 node ids from the root down."""
+        return np.array([n[0] for n in reversed(self.signature)], dtype=np.int64)
+
+    @functools.cached_property
+    def lengths(self) -> np.ndarray:
+        """int64 tokens per node from the root down."""
+        return np.array([n[2] for n in reversed(self.signature)], dtype=np.int64)
 
     @functools.cached_property
     def cached_len(self) -> int:  # computed once per entry (the backend asks every step)
-        return sum(int(slots.shape[0]) for _, slots in self.chain)
+        return sum(n[2] for n in self.signature)
 
 
 def chain_signature(last_node: Any, root: Any, memo: dict[int, Signature | None] | None = None) -> Signature | None:
@@ -101,6 +109,20 @@ class PublishedBatch:
     gens: np.ndarray | None = None  # int64 [bs] the generations the entries were published for
     absent: int = 0  # requests without an entry (None in ``entries``)
 
+    @functools.cached_property
+    def paths(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The batch's radix paths as flat int64 arrays (request index, node id, tokens), requests in batch order,
+        each root first: ``PrefixForest.from_paths``'s input. Made once per published batch (a reused batch keeps
+        its arrays)."""
+        entries = self.entries or ()
+        keys = [e.keys if e is not None else _EMPTY for e in entries]
+        counts = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
+        if not keys or not counts.any():
+            return _EMPTY, _EMPTY, _EMPTY
+        req = np.repeat(np.arange(len(keys), dtype=np.int64), counts)
+        lens = [e.lengths if e is not None else _EMPTY for e in entries]
+        return req, np.concatenate(keys), np.concatenate(lens)
+
 
 @dataclass
 class _Snapshot:
@@ -120,6 +142,8 @@ class _Snapshot:
     batch: PublishedBatch
 
 
+_EMPTY = np.zeros(0, dtype=np.int64)
+_EMPTY.setflags(write=False)
 _VALUE = operator.attrgetter("value")
 _PARENT = operator.attrgetter("parent")
 
@@ -150,6 +174,8 @@ class ChainTable:
                 if self._snap is snap:
                     old = snap.batch
                     snap.batch = dataclasses.replace(old, serial=old.serial + 1)
+                    if "paths" in old.__dict__:
+                        snap.batch.__dict__["paths"] = old.__dict__["paths"]
                     self.batch = snap.batch
                     self.reused += 1
                     return
@@ -165,7 +191,7 @@ class ChainTable:
                     entries.pop(idx, None)
                 elif old is None or old.rid != rid or old.generation != gen or old.signature != sig:
                     changed.append((idx, rid, gen, sig, node))
-        fresh = [(idx, ChainEntry(rid, gen, sig, request_chain(node, root))) for idx, rid, gen, sig, node in changed]
+        fresh = [(idx, ChainEntry(rid, gen, sig)) for idx, rid, gen, sig, _ in changed]
         with self.lock:
             entries = self.entries
             for idx, entry in fresh:
@@ -196,9 +222,8 @@ class ChainTable:
                 return
             if old is not None and old.rid == rid and old.generation == generation and old.signature == sig:
                 return  # unchanged since the last step: no device copies
-        chain = request_chain(last_node, root)
         with self.lock:
-            self.entries[req_pool_idx] = ChainEntry(rid, generation, sig, chain)
+            self.entries[req_pool_idx] = ChainEntry(rid, generation, sig)
             self.published += 1
 
     def drop(self, req_pool_idx: int) -> None:

@@ -75,14 +75,26 @@ def env(monkeypatch: pytest.MonkeyPatch):
     override.restore()
 
 
-def make_batch(runner, rng: np.random.Generator, bs: int):
-    """Rows with a shared system prompt, two templates and private tails; the step's token slot last."""
+_node_ids = iter(range(1, 1 << 30))
+
+
+def _radix_node(value: torch.Tensor, parent: object) -> SimpleNamespace:
+    """A radix-tree node as the publish patch reads it: id, value (its slots), parent."""
+    return SimpleNamespace(id=next(_node_ids), value=value, parent=parent)
+
+
+def make_batch(runner, rng: np.random.Generator, bs: int, table=None):
+    """Rows with a shared system prompt, two templates and private tails; the step's token slot last. With
+    ``table`` (a ChainTable), the batch's radix paths are published into it as the scheduler patch does."""
     from sglang.srt.model_executor.forward_batch_info import ForwardBatch, ForwardMode
 
     r2t = runner.req_to_token_pool.req_to_token
     free = iter(rng.permutation(np.arange(1, NUM_SLOTS)).tolist())
     system = [next(free) for _ in range(700)]
     templates = [[next(free) for _ in range(int(rng.integers(50, 400)))] for _ in range(2)]
+    root = SimpleNamespace(id=0, value=None, parent=None)
+    sys_node = _radix_node(torch.tensor(system), root)
+    tmpl_nodes = [_radix_node(torch.tensor(t), sys_node) for t in templates]
     rows, lens = [], []
     for r in range(bs):
         tail = [next(free) for _ in range(int(rng.integers(1, 300)))]
@@ -91,6 +103,10 @@ def make_batch(runner, rng: np.random.Generator, bs: int):
         r2t[row, : len(slots)] = torch.tensor(slots, dtype=torch.int32, device="cuda")
         rows.append(row)
         lens.append(len(slots))
+    if table is not None:
+        table.enabled = True
+        table.publish_batch(rows, [f"r{r}" for r in range(bs)], [None] * bs, [tmpl_nodes[r % 2] for r in range(bs)],
+                            root)
     rows_t = torch.tensor(rows, dtype=torch.int64, device="cuda")
     lens_t = torch.tensor(lens, dtype=torch.int64)
     return ForwardBatch(
@@ -127,14 +143,16 @@ def triton_reference(runner, fb, layer, q, k, v) -> torch.Tensor:
 
 def test_forward_decode_matches_triton(env) -> None:
     from pat_sglang.backend import PATAttnBackend
-    from patches.chain_table import ChainTable
+    from pat_sglang.sglang_patches.chain_table import ChainTable
 
-    fb = make_batch(env, np.random.default_rng(0), bs=24)
+    table = ChainTable()
+    be = PATAttnBackend(env, delegate=object(), chain_table=table)  # type: ignore[arg-type]
+    fb = make_batch(env, np.random.default_rng(0), bs=24, table=table)
     layer = env.model[1]
     q, k, v = qkv(fb.batch_size, 1)
     want = triton_reference(env, fb, layer, q, k, v)
-    be = PATAttnBackend(env, delegate=object(), chain_table=ChainTable())  # type: ignore[arg-type]
     be.init_forward_metadata(fb)
+    assert be.stats.row_reads == 0 and be.planner.counters.unshared == 0
     assert be.forward_metadata is not None and be.forward_metadata.plan.stats.kv_bytes_planned < (
         be.forward_metadata.plan.stats.kv_bytes_per_request
     )
@@ -150,10 +168,11 @@ def test_forward_decode_in_cuda_graph_matches_triton(env) -> None:
     from types import SimpleNamespace as View
 
     from pat_sglang.backend import PATAttnBackend
-    from patches.chain_table import ChainTable
+    from pat_sglang.sglang_patches.chain_table import ChainTable
 
     max_bs = 32
-    be = PATAttnBackend(env, delegate=object(), chain_table=ChainTable())  # type: ignore[arg-type]
+    table = ChainTable()
+    be = PATAttnBackend(env, delegate=object(), chain_table=table)  # type: ignore[arg-type]
     be.init_cuda_graph_state(max_bs, max_bs)
     fill = be.get_cuda_graph_seq_len_fill_value()
     layer = env.model[0]
@@ -172,9 +191,10 @@ def test_forward_decode_in_cuda_graph_matches_triton(env) -> None:
             seq_lens=torch.cat([fb.seq_lens, (z + fill).cuda()]),
             seq_lens_cpu=torch.cat([fb.seq_lens_cpu, z + fill]),
             out_cache_loc=loc_s,
+            num_padding=pad,
         )
 
-    fb1 = make_batch(env, np.random.default_rng(1), bs=20)
+    fb1 = make_batch(env, np.random.default_rng(1), bs=20, table=table)
     q_s, k_s, v_s = (torch.zeros((max_bs, *t.shape[1:]), dtype=t.dtype, device="cuda") for t in qkv(1, 0))
     v1 = view(fb1)
     be.init_forward_metadata_out_graph(v1, in_capture=True)
@@ -190,7 +210,7 @@ def test_forward_decode_in_cuda_graph_matches_triton(env) -> None:
         out_s = be.forward_decode(q_s, k_s, v_s, layer, v1)
 
     for seed, bs in ((2, 20), (3, 29), (4, 7)):  # replay: new batches, new plans, same graph
-        fb = make_batch(env, np.random.default_rng(seed), bs=bs)
+        fb = make_batch(env, np.random.default_rng(seed), bs=bs, table=table)
         q, k, v = qkv(bs, seed)
         want = triton_reference(env, fb, layer, q, k, v)  # also stores this step's K/V
         vb = view(fb)
@@ -201,7 +221,11 @@ def test_forward_decode_in_cuda_graph_matches_triton(env) -> None:
         v_s.zero_()
         k_s[:bs].copy_(k)
         v_s[:bs].copy_(v)
+        plan = be.forward_metadata.plan
+        assert plan.stats.kv_bytes_planned < plan.stats.kv_bytes_per_request  # the shared prefix is packed
+        out_s.fill_(float("nan"))  # poison: every real row must be written by this replay
         graph.replay()
         got = out_s[:bs]
         assert torch.isfinite(got).all()
         assert rel_err(got, want) < 2e-2
+    assert be.stats.row_reads == 0 and be.planner.counters.unshared == 0

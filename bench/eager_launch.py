@@ -1,0 +1,79 @@
+"""Host time of one eager ``pat_sglang.run`` call (the path SGLang takes per layer with ``--disable-cuda-graph``).
+
+Plans a decode batch once, then calls ``pat_sglang.run`` ``--calls`` times in a row with no synchronisation and
+reports the host seconds per call (``perf_counter`` around the loop: the CPU cost of checks, argument writes and the
+two driver launches; the GPU runs behind). Also the GPU time per call (CUDA events around a synchronised loop) for
+scale, and the same two numbers for a CUDA-graph replay of the same call. Target (issue 9): <= 15 us host per call.
+
+    python3 bench/eager_launch.py [--workload a32] [--calls 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pat_sglang  # noqa: E402
+from pat_sglang.config import DeviceSpec, HeadConfig  # noqa: E402
+from pat_sglang.workloads import make_qkv, standard_batch  # noqa: E402
+
+TARGET_US = 15.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workload", default="a32")
+    ap.add_argument("--calls", type=int, default=2000)
+    args = ap.parse_args(argv)
+    batch = standard_batch(args.workload)
+    heads = HeadConfig(32, 8, 128, torch.bfloat16)
+    q, k, v = make_qkv(batch.batch, 32, 8, 128, batch.num_slots, torch.bfloat16, "cuda", seed=0)
+    plan = pat_sglang.plan(batch.kv_indptr, batch.kv_indices, heads, DeviceSpec.from_torch(q.device)).to("cuda")
+    out = torch.empty_like(q)
+    for _ in range(20):
+        pat_sglang.run(plan, q, k, v, out=out)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(args.calls):
+        pat_sglang.run(plan, q, k, v, out=out)
+    host_us = (time.perf_counter() - t0) / args.calls * 1e6
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(200):
+        pat_sglang.run(plan, q, k, v, out=out)
+    end.record()
+    torch.cuda.synchronize()
+    eager_gpu_us = start.elapsed_time(end) / 200 * 1e3
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        pat_sglang.run(plan, q, k, v, out=out)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(args.calls):
+        graph.replay()
+    replay_host_us = (time.perf_counter() - t0) / args.calls * 1e6
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(200):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    graph_gpu_us = start.elapsed_time(end) / 200 * 1e3
+    verdict = "met" if host_us <= TARGET_US else "NOT met"
+    print(f"device: {torch.cuda.get_device_name()}; workload {args.workload} ({batch.batch} requests), "
+          f"{plan.num_items} items, {plan.num_partials} partials")
+    print(f"eager run: host {host_us:.1f} us/call (target <= {TARGET_US:.0f}: {verdict}); "
+          f"back-to-back GPU {eager_gpu_us:.1f} us/call")
+    print(f"graph replay: host {replay_host_us:.1f} us/call; back-to-back GPU {graph_gpu_us:.1f} us/call")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Re-made plans (``plan_forest(previous=...)``): the plan of a forest whose private leaves grew equals a fresh plan
+of it (same KV ranges, requests and tiles per item; same bytes), is exact against float64 attention, and is only
+re-made when the structure and arguments are the same."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pat_sglang.config import HeadConfig
+from pat_sglang.forest import PrefixForest
+from pat_sglang.planner import PlanLimits, plan_forest
+from pat_sglang.reference import naive_decode, run_reference
+from pat_sglang.workloads import layout_tree, random_tree
+
+HEADS = HeadConfig(8, 2, 64, torch.bfloat16)
+
+
+def grown_batch(seed: int, room: int = 64):
+    """A random forest whose requests all own a private leaf, laid out in a slot table with ``room`` free positions
+    after each row (where later decode tokens go), plus the table and row bases."""
+    rng = np.random.default_rng(seed)
+    tree = random_tree(rng, max_depth=5, max_requests=40, max_len=200)
+    batch = layout_tree(tree, rng=rng)
+    chains, tails = batch.chains()
+    n, base = len(chains), batch.num_slots
+    tails = [np.concatenate([t, [base + i]]) for i, t in enumerate(tails)]  # every request owns a private token
+    forest = PrefixForest.from_chains(chains, tails)
+    rows = [np.concatenate([forest.request_slots(r), base + n + r * room + np.arange(room)]) for r in range(n)]
+    widths = np.array([x.shape[0] for x in rows])
+    row_base = np.cumsum(widths) - widths
+    table = np.concatenate(rows)
+    laid = PrefixForest(
+        forest.tok, forest.start, forest.parent, forest.depth, forest.req_ptr, forest.req_flat, row_base,
+        forest.request_lengths.copy(), table,
+    )
+    return rng, laid, table, row_base
+
+
+def item_key(plan) -> list:
+    items, req = plan.items.numpy(), plan.item_req.numpy()
+    return sorted((int(a[0]), int(a[1]), tuple(sorted(req[a[2] : a[3]].tolist())), int(a[5])) for a in items)
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("tight", [False, True])
+def test_regrown_plans_equal_fresh_plans_and_are_exact(seed: int, tight: bool) -> None:
+    rng, forest0, table, row_base = grown_batch(seed)
+    n = forest0.num_requests
+    limits = PlanLimits(n + 3, n, 4 * n) if tight else None
+    slot_table = torch.from_numpy(table.astype(np.int32))
+    k = torch.randn(int(table.max()) + 1, 2, 64, dtype=torch.float64)
+    v = torch.randn_like(k)
+    lengths = forest0.request_lengths.copy()
+    previous = None
+    regrown = 0
+    for step in range(16):
+        lengths = lengths + (1 if step % 4 else rng.integers(0, 4, n))  # mostly one token, sometimes more
+        forest = forest0.with_lengths(lengths)
+        plan = plan_forest(forest, HEADS, min_split_tokens=16, limits=limits, slot_table=slot_table,
+                           previous=previous)
+        fresh = plan_forest(forest, HEADS, min_split_tokens=16, limits=limits, slot_table=slot_table)
+        if previous is not None and plan.item_req is previous.item_req:
+            regrown += 1
+        assert item_key(plan) == item_key(fresh)
+        assert plan.stats.kv_bytes_planned == fresh.stats.kv_bytes_planned
+        assert plan.num_partials == fresh.num_partials and plan.fallback == fresh.fallback
+        assert [p.num_tokens for p in plan.packs] == [p.num_tokens for p in fresh.packs]
+        indptr = torch.from_numpy(np.r_[0, np.cumsum(lengths)])
+        indices = torch.from_numpy(np.concatenate([table[row_base[r] : row_base[r] + lengths[r]] for r in range(n)]))
+        q = torch.randn(n, 8, 64, dtype=torch.float64)
+        got = run_reference(plan, q, k, v, 0.125)
+        want = naive_decode(q, k, v, indptr, indices, 0.125)
+        assert float((got - want).abs().max()) < 1e-9
+        previous = plan
+    assert regrown > 0, "no step re-made its plan"
+
+
+def test_no_regrow_across_structures_or_arguments() -> None:
+    _, forest, table, _ = grown_batch(3)
+    slot_table = torch.from_numpy(table.astype(np.int32))
+    plan = plan_forest(forest, HEADS, slot_table=slot_table)
+    rebuilt = PrefixForest(  # same arrays, another structure object: not a with_lengths of the planned forest
+        forest.tok, forest.start, forest.parent, forest.depth, forest.req_ptr, forest.req_flat, forest.row_base,
+        forest.request_lengths + 1, table,
+    )
+    assert plan_forest(rebuilt, HEADS, slot_table=slot_table, previous=plan).item_req is not plan.item_req
+    grown = forest.with_lengths(forest.request_lengths + 1)
+    other = HeadConfig(16, 2, 64, torch.bfloat16)
+    assert plan_forest(grown, other, slot_table=slot_table, previous=plan).heads == other
+    assert plan_forest(grown, HEADS, slot_table=slot_table, previous=plan).item_req is plan.item_req
