@@ -8,7 +8,12 @@ For each backend (default: flashinfer, pat, triton) the harness starts ``python 
 2. drives each workload (``shared``: G groups x P prompts with a common system prompt; ``mooncake``: the first N
    requests of the Mooncake conversation trace) with the same seed and concurrency, streaming each request for
    TTFT/TPOT, and reads the server's "Decode batch" step times from its log;
-3. stops the server (its whole process group), whatever happened.
+3. with ``--profile-steps N``: runs the Mooncake workload (else the first) once more, unmeasured, and once every
+   request of its first wave decodes, asks the server (``POST /start_profile``) for a torch-profiler trace (CPU + GPU)
+   of the next N forward steps; the trace lands in ``<out>/profile/<backend>/<backend>-TP-0.trace.json.gz`` and
+   ``bench/timeline.py`` draws ``timeline.png`` + ``timeline.md`` beside it (host planning vs GPU kernels). A
+   failing profile is logged and never fails the run;
+4. stops the server (its whole process group), whatever happened.
 
 Results: ``results.csv``, ``results.md``, ``ab.png``, ``run.json`` and the server logs under ``--out``
 (default ``docs/perf/ab/<date>/``). All traffic goes to 127.0.0.1; every wait is bounded, and ``--budget-s`` bounds the
@@ -32,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from ab import client, report  # noqa: E402
+from ab import client, profile, report  # noqa: E402
 from ab.server import ManagedProcess, ServerConfig, server_command, tail, wait_ready  # noqa: E402
 from ab.workload import Workload, mooncake, shared_prefix, shared_token_fraction  # noqa: E402
 
@@ -83,6 +88,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--check-system-len", type=int, default=1024)
     ap.add_argument("--check-tokens", type=int, default=32)
     ap.add_argument("--no-check", action="store_true")
+    # torch-profiler timeline (issue 9: the host plans step N+1 while the GPU runs step N)
+    ap.add_argument("--profile-steps", type=int, default=0,
+                    help="N > 0: per backend, trace N forward steps (SGLang /start_profile, CPU+GPU, no stacks) "
+                         "during an extra, unmeasured pass of the mooncake workload (else the first one) and draw "
+                         "the timeline; files under <out>/profile/<backend>/ (0 = off)")
+    ap.add_argument("--profile-wait-s", type=float, default=30.0,
+                    help="start the profile at the latest this many seconds into that pass")
     return ap.parse_args(argv)
 
 
@@ -146,6 +158,74 @@ def read_from(path: Path, offset: int) -> str:
         return fh.read().decode("utf-8", errors="replace")
 
 
+def profile_workload(workloads: list[Workload]) -> Workload | None:
+    """The workload whose steady state is profiled: Mooncake if it runs, else the first."""
+    return next((w for w in workloads if w.name == "mooncake"), workloads[0] if workloads else None)
+
+
+def profile_pass(backend: str, port: int, w: Workload, args: argparse.Namespace, out: Path,
+                 deadline: float) -> dict:
+    """Run ``w`` once more (closed loop, not measured) and trace ``--profile-steps`` forward steps of its steady
+    state; then draw the timeline. Returns what happened (for run.json / results.md); never raises."""
+    folder = out / "profile" / backend
+    res: dict = {"workload": w.name, "steps": args.profile_steps, "dir": os.path.relpath(folder, out)}
+    left = deadline - time.monotonic()
+    if left < 40:
+        res["status"] = "skipped (budget)"
+        return res
+    folder.mkdir(parents=True, exist_ok=True)
+    stale = folder / profile.trace_name(backend)
+    if stale.exists():
+        stale.unlink()
+    body = profile.profile_request(folder, args.profile_steps, profile_id=backend)
+    progress = client.Progress()
+    trigger = profile.ProfileTrigger(port, body, progress, target_first_tokens=min(len(w.requests), args.concurrency),
+                                     max_wait_s=max(1.0, min(args.profile_wait_s, left - 35)))
+    since = time.time() - 2.0
+    print(f"ab: [{backend}] profile pass over {w.name} ({args.profile_steps} steps)", flush=True)
+    trigger.start()
+    try:
+        results, wall = client.run_closed_loop(
+            port, w.requests, args.concurrency, deadline_s=min(args.workload_timeout_s, left - 30),
+            timeout_s=args.request_timeout_s, progress=progress)
+    finally:
+        trigger.cancel()  # no-op once posted
+        trigger.join(timeout=trigger.timeout_s + 5)
+    res.update(trigger=trigger.reason, start_profile=trigger.message, pass_ok=sum(r.ok for r in results),
+               pass_requests=len(results), pass_wall_s=round(wall, 2))
+    if not trigger.ok:
+        res["status"] = f"start_profile failed: {trigger.message}" if trigger.posted_at else "start_profile not sent"
+        print(f"ab: [{backend}] profile: {res['status']} (continuing)", flush=True)
+        return res
+    wait_s = max(5.0, min(60.0, deadline - time.monotonic() - 20))
+    trace = profile.wait_for_trace(folder, since, timeout_s=min(10.0, wait_s))
+    if trace is None:  # the pass ended before N steps: the profile is still open
+        ok, msg = profile.stop_profile(port, timeout_s=wait_s)
+        res["stop_profile"] = msg
+        trace = profile.wait_for_trace(folder, since, timeout_s=wait_s)
+    if trace is None:
+        res["status"] = "no trace written"
+        print(f"ab: [{backend}] profile: no trace in {folder} (continuing)", flush=True)
+        return res
+    res["trace"] = os.path.relpath(trace, out)
+    res["status"] = "ok"
+    try:
+        import timeline  # bench/timeline.py
+
+        png = folder / "timeline.png"
+        # SGLang stops the profiler as the step after the N-th is launched, so the last step's GPU tail can be
+        # cut; the first follows the profiler's start: show the middle steps
+        shown = args.profile_steps - 2 if args.profile_steps > 3 else args.profile_steps
+        summary, _, plotted = timeline.render(trace, png, steps=shown)
+        res["timeline"] = os.path.relpath(png if plotted else png.with_suffix(".md"), out)
+        res.update({k: v for k, v in summary.as_dict().items() if k != "trace"})
+    except Exception as err:  # the trace is kept; a timeline problem must not end the run
+        res["timeline_error"] = f"{type(err).__name__}: {err}"[:300]
+    print(f"ab: [{backend}] profile: {res['trace']}; timeline {res.get('timeline', res.get('timeline_error'))}",
+          flush=True)
+    return res
+
+
 def run_backend(backend: str, args: argparse.Namespace, workloads: list[Workload], check: Workload | None,
                 out: Path, deadline: float) -> tuple[list[dict], list[list[int]] | None, dict]:
     """Start one server, run everything against it, stop it. Returns (rows, greedy outputs, info)."""
@@ -163,8 +243,10 @@ def run_backend(backend: str, args: argparse.Namespace, workloads: list[Workload
     info: dict = {"backend": backend, "cmd": cmd, "status": "ok"}
     rows: list[dict] = []
     greedy: list[list[int]] | None = None
+    profiled = profile_workload(workloads) if args.profile_steps > 0 else None
+    env = profile.profile_env(out / "profile" / backend) if profiled is not None else None
     print(f"ab: [{backend}] starting: {' '.join(cmd)}", flush=True)
-    proc = ManagedProcess(cmd, log)
+    proc = ManagedProcess(cmd, log, env=env)
     try:
         proc.start()
         left = deadline - time.monotonic()
@@ -206,11 +288,39 @@ def run_backend(backend: str, args: argparse.Namespace, workloads: list[Workload
             print(f"ab: [{backend}] {w.name}: {int(row['ok'])}/{len(results)} ok, {wall:.1f} s, "
                   f"TPOT {row['tpot_mean_ms']:.2f} ms, step@{int(row['step_full_bs'])} "
                   f"{row['step_ms_p50_full']:.2f} ms", flush=True)
+            if w is profiled:
+                try:
+                    info["profile"] = profile_pass(backend, port, w, args, out, deadline)
+                except Exception as err:  # profiling is optional: log and go on
+                    info["profile"] = {"status": f"error: {type(err).__name__}: {err}"[:300]}
+                    print(f"ab: [{backend}] profile error (continuing): {err}", flush=True)
     finally:
         code = proc.stop()
         info["exit_code"] = code
         print(f"ab: [{backend}] server stopped (exit {code})", flush=True)
     return rows, greedy, info
+
+
+def profile_notes(infos: list[dict], steps: int) -> list[str]:
+    """results.md lines about the profiles (empty without ``--profile-steps``)."""
+    done = [(i["backend"], i["profile"]) for i in infos if isinstance(i.get("profile"), dict)]
+    if steps <= 0 or not done:
+        return []
+    lines = [f"- profile: {steps} forward steps per backend traced with SGLang's torch profiler (CPU + GPU) in an "
+             "extra, unmeasured pass of the workload below; timeline: `python bench/timeline.py TRACE PNG`"]
+    for backend, p in done:
+        if p.get("status") != "ok":
+            lines.append(f"  - {backend}: {p.get('status')}")
+            continue
+        extra = ""
+        if "steps_shown" in p:
+            busy, gap, gap_max = (report.fmt(p.get(k), ".0f") for k in ("busy_median_pct", "gap_median_us",
+                                                                         "gap_max_us"))
+            extra = (f"; {p.get('steps_shown')} steps marked by `{p.get('step_source') or '-'}`, GPU busy during them "
+                     f"median {busy}%, GPU gap between steps median {gap} us / max {gap_max} us")
+        lines.append(f"  - {backend} ({p.get('workload')}): `{p.get('trace')}`, timeline "
+                     f"`{p.get('timeline', p.get('timeline_error', '-'))}`{extra}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         "with the largest running batch seen",
         f"- command: `{' '.join([sys.executable, *sys.argv])}`",
     ]
+    preamble += profile_notes(infos, args.profile_steps)
     report.write_csv(all_rows, out / "results.csv")
     text = report.write_markdown(all_rows, out / "results.md", f"Serving A/B {date}", preamble, correctness)
     plotted = report.plot([r for r in all_rows if "ok" in r], out / "ab.png") if any("ok" in r for r in all_rows) \

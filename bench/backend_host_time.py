@@ -4,16 +4,18 @@ Builds decode batches the way the scheduler does (``tests/sglang_harness.py``: r
 match, ``ReqToTokenPool``, KV slot allocation, ``RadixCache.cache_unfinished_req``), then runs consecutive decode
 steps in which every request grows by one token, and times each phase of the backend's per-step host path:
 
-* ``publish``: the ``ForwardBatch.init_new`` patch publishing the batch's radix chains (``pat_sglang.sglang_patches.publish``);
+* ``publish``: the ``ForwardBatch.init_new`` patch publishing the batch's radix paths
+  (``pat_sglang.sglang_patches.publish``);
 * ``forest``: ``DecodeStepPlanner.forest`` (reuse with grown leaves, or a rebuild from the published paths);
 * ``plan``: ``plan_forest``;
 * ``load``: ``StaticPlanBuffers.load`` (on the CPU the staging copies only; no device, so no transfers);
 * ``total``: publish + ``init_forward_metadata_out_graph``.
 
 Also counted: ``reads``, the steps that read ``req_pool_indices`` back from the device (none expected: the
-plan addresses KV as ranges of ``req_to_token`` rows, which the kernel reads on the device). Shapes: ``A<bs>``: ``bs`` requests on a 4096-token system prompt + 256 own
-prompt tokens; ``gsp<bs>``: the generated-shared-prefix shape (G groups x P prompts, 2048-token group system
-prompt + 128-token question). Heads: Llama-3-8B (32 q / 8 kv, d=128, bf16). Medians over the timed steps.
+plan addresses KV as ranges of ``req_to_token`` rows, which the kernel reads on the device).
+Shapes: ``A<bs>``: ``bs`` requests on a 4096-token system prompt + 256 own prompt tokens; ``gsp<bs>``: the
+generated-shared-prefix shape (G groups x P prompts, 2048-token group system prompt + 128-token question).
+Heads: Llama-3-8B (32 q / 8 kv, d=128, bf16). Medians over the timed steps.
 
     .venv/bin/python bench/backend_host_time.py [--steps 20] [--shapes A64 A256 gsp64 gsp256]
 """
@@ -39,6 +41,7 @@ from sglang_harness import RadixHarness, RecordingDelegate, fake_model_runner  #
 
 import pat_sglang.decode_step as step_mod  # noqa: E402
 from pat_sglang.backend import PATAttnBackend  # noqa: E402
+from pat_sglang.sglang_patches import apply_patches  # noqa: E402
 from pat_sglang.sglang_patches.chain_table import ChainTable  # noqa: E402
 from pat_sglang.sglang_patches.publish import publish_decode_batch  # noqa: E402
 
@@ -154,6 +157,7 @@ def main() -> None:
     ap.add_argument("--shapes", nargs="+", default=["A64", "A256", "gsp64", "gsp256"])
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    apply_patches()  # as the plugin does in a server: publishing and the radix split counter
     torch.set_num_threads(1)
     print(f"{'shape':>8} {'bs':>4} {'kv/req':>7} " + " ".join(f"{p + '_us':>10}" for p in PHASES) + f" {'reads':>6}")
     for shape in args.shapes:

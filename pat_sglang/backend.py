@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 DELEGATE_ENV = "PAT_SGLANG_DELEGATE"  # SGLang backend serving prefill/extend and declined decode batches
 FALLBACK_DELEGATES = ("flashinfer", "triton")  # when SGLang's own pick is not usable here, in this order
-LOG_INTERVAL_S = 60.0
+LOG_INTERVAL_S = float(os.environ.get("PAT_SGLANG_LOG_INTERVAL_S", "60"))  # the periodic PAT stats line
 PROFILE_RANGE = "pat::plan_step"  # name of the per-step host range in torch profiler traces
 
 # The one switch for CUDA graphs. With it on, graphs run through pat_sglang.kernels.StaticPlanBuffers
@@ -303,6 +303,18 @@ class PATAttnBackend(AttentionBackend):
             return
         if self.graph_buffers is None:
             raise RuntimeError("PAT: init_cuda_graph_state must run before CUDA-graph metadata")
+        if in_capture:
+            # Graph capture runs dummy batches (padding rows, fill lengths) that the scheduler never published: a
+            # no-sharing plan of their shape, nothing read back, not counted as serving steps.
+            bs = int(forward_batch.batch_size)
+            seq_t = getattr(forward_batch, "seq_lens_cpu", None)
+            seq_t = seq_t if seq_t is not None else forward_batch.seq_lens
+            seq = seq_t.cpu().numpy()[:bs].astype(np.int64)
+            batch = StepBatch(np.full(bs, PADDING_ROW, dtype=np.int64), seq, bs, None)
+            plan = self.planner.plan(batch, self.graph_buffers.limits, count=False)
+            self.graph_buffers.load(plan)
+            self.forward_metadata = PATMetadata(plan, static=True)
+            return
         self.forward_metadata = self._prepare(forward_batch, static=True)
 
     def init_forward_metadata_in_graph(self, forward_batch: Any) -> None:

@@ -92,6 +92,7 @@ class DecodeStepPlanner:
             and last.entries is entries
             and last.n_real == batch.n_real
             and np.array_equal(last.rows, rows)
+            and not (pb.cached > seq[: batch.n_real]).any()  # a stale path is never trusted, reused or not
         ):
             grown = last.forest.with_lengths(seq)
             if grown is not None:
@@ -120,9 +121,13 @@ class DecodeStepPlanner:
         self.counters.unshared += pb.absent + int(stale.shape[0])
         return PrefixForest.from_paths(req, key, length, seq, row_base)
 
-    def plan(self, batch: StepBatch, limits: PlanLimits | None = None) -> PackPlan:
+    def plan(self, batch: StepBatch, limits: PlanLimits | None = None, count: bool = True) -> PackPlan:
         """The step's plan; last step's is handed to the planner, which re-makes it cheaply when only the private
-        leaves grew (``plan_forest(previous=...)``)."""
+        leaves grew (``plan_forest(previous=...)``). ``count=False``: a dummy batch (CUDA-graph capture), planned
+        without sharing, not counted and not kept for reuse."""
+        if not count:
+            forest = PrefixForest.private(batch.seq_lens, batch.rows * self.row_stride)
+            return plan_forest(forest, self.heads, self.device_spec, limits=limits, slot_table=self.slot_table)
         forest = self.forest(batch)
         plan = plan_forest(
             forest, self.heads, self.device_spec, limits=limits, slot_table=self.slot_table, previous=self._last_plan

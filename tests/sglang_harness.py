@@ -207,7 +207,7 @@ def decode_batch(
 ) -> ForwardBatch:
     """One decode step of requests ``only`` (or all) as the scheduler makes it: new token slots, publish (into
     ``table``, or the table bound to ``h``'s ReqToTokenPool), then the ForwardBatch."""
-    from patches.publish import publish_decode_batch
+    from pat_sglang.sglang_patches.publish import publish_decode_batch
 
     idx = only if only is not None else list(range(len(h.reqs)))
     h.decode(steps=1, only=idx)  # prepare_for_decode: allocate the step's token and write it into req_to_token
@@ -226,3 +226,157 @@ def decode_batch(
         seq_lens_cpu=seq_lens.clone(),
         rids=[h.reqs[i].rid for i in idx],
     )
+
+
+# ----------------------------------------------------------------------------------------------- per-step checks
+# Helpers for the tests of the per-step host path (published radix paths -> forest -> plan over req_to_token).
+
+
+def slot_free_key(forest: Any) -> tuple:
+    """The sharing a ``PrefixForest`` describes, without slots: sorted (requests, start, end) per node (a sorted
+    tuple, not a set, so a duplicated node is not hidden)."""
+    rp, reqs = forest.req_ptr.tolist(), forest.req_flat.tolist()
+    ends = (forest.start + forest.tok).tolist()
+    nodes = ((tuple(reqs[rp[i] : rp[i + 1]]), s, e) for i, (s, e) in enumerate(zip(forest.start.tolist(), ends,
+                                                                                     strict=True)))
+    return tuple(sorted(nodes))
+
+
+def rows_flat(req_to_token: torch.Tensor, rows: Any, seq_lens: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(kv_indptr, kv_indices) of ``req_to_token[row, :seq_len]`` per request, int64."""
+    rows, seq_lens = np.asarray(rows, dtype=np.int64), np.asarray(seq_lens, dtype=np.int64)
+    indptr = np.concatenate([[0], np.cumsum(seq_lens)]).astype(np.int64)
+    parts = [req_to_token[int(r), : int(n)].numpy().astype(np.int64) for r, n in zip(rows, seq_lens, strict=True)]
+    return indptr, np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def naive_rows(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, req_to_token: torch.Tensor, rows: Any, seq_lens: Any,
+    sm_scale: float,
+) -> torch.Tensor:
+    """Plain float64 attention of each request over the KV slots ``req_to_token[row, :seq_len]``."""
+    from pat_sglang.reference import naive_decode
+
+    indptr, indices = rows_flat(req_to_token, rows, seq_lens)
+    return naive_decode(q, k, v, torch.from_numpy(indptr), torch.from_numpy(indices), sm_scale)
+
+
+def random_pools(
+    num_slots: int, num_kv: int, head_dim: int, seed: int, batch: int = 0, num_q: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fresh float64 K/V pools ``[num_slots, num_kv, head_dim]`` and q ``[batch, num_q, head_dim]``."""
+    gen = torch.Generator().manual_seed(seed)
+    k = torch.randn(num_slots, num_kv, head_dim, generator=gen, dtype=torch.float64)
+    v = torch.randn(num_slots, num_kv, head_dim, generator=gen, dtype=torch.float64)
+    q = torch.randn(batch, num_q, head_dim, generator=gen, dtype=torch.float64)
+    return q, k, v
+
+
+def assert_plan_exact(plan: Any, req_to_token: torch.Tensor, rows: Any, seq_lens: Any, seed: int,
+                      num_slots: int | None = None, tol: float = 1e-9) -> None:
+    """``run_reference(plan)`` in float64 on fresh random q/k/v equals naive attention over the rows
+    ``req_to_token[row, :seq_len]`` (the reference poisons its outputs with NaN: every row must be written)."""
+    from pat_sglang.reference import run_reference
+
+    heads = plan.heads
+    if num_slots is None:
+        num_slots = int(req_to_token.max()) + 1
+    q, k, v = random_pools(num_slots, heads.num_kv_heads, heads.head_dim, seed, plan.num_requests, heads.num_q_heads)
+    scale = heads.head_dim**-0.5
+    got = run_reference(plan, q, k, v, scale)
+    want = naive_rows(q, k, v, req_to_token, rows, seq_lens, scale)
+    assert torch.isfinite(got).all(), "a request's output was never written"
+    err = (got - want).abs().max().item()
+    assert err < tol, f"plan differs from naive attention by {err}"
+
+
+def assert_reads_within_rows(plan: Any, rows: Any, seq_lens: Any, row_stride: int) -> None:
+    """Every item reads positions ``[p, p')`` of one row of the slot table, inside ``[0, seq_len)`` of each request
+    it lists, and each of those requests holds the same slots at ``[p, p')`` of its own row (an item reads shared KV
+    through one member's row)."""
+    from pat_sglang.planner import ITEM_KV_BEGIN, ITEM_KV_END, ITEM_REQ_BEGIN, ITEM_REQ_END
+
+    rows, seq_lens = np.asarray(rows, dtype=np.int64), np.asarray(seq_lens, dtype=np.int64)
+    table = plan.slot_table.numpy()
+    item_req = plan.item_req.numpy()
+    for it in plan.items.numpy():
+        b, e = int(it[ITEM_KV_BEGIN]), int(it[ITEM_KV_END])
+        reqs = item_req[int(it[ITEM_REQ_BEGIN]) : int(it[ITEM_REQ_END])]
+        row, pos = divmod(b, row_stride)
+        assert b < e and (e - 1) // row_stride == row, "an item crosses a row"
+        assert e - row * row_stride <= int(seq_lens[reqs].min()), "an item reads past a request's sequence"
+        for r in reqs.tolist():
+            own = int(rows[r]) * row_stride + pos
+            assert np.array_equal(table[own : own + e - b], table[b:e]), f"request {r} holds other slots there"
+
+
+def plan_work(plan: Any, table: Any) -> list:
+    """A plan's work independent of how it addresses KV and orders items: per item, (its KV slots resolved through
+    ``table`` (the plan's slot table, as numpy), its requests, its tile m), sorted; then the partials per request."""
+    from pat_sglang.planner import ITEM_KV_BEGIN, ITEM_KV_END, ITEM_REQ_BEGIN, ITEM_REQ_END, ITEM_TILE_M
+
+    table = np.asarray(table)
+    item_req = plan.item_req.numpy()
+    work = sorted(
+        (
+            tuple(table[int(it[ITEM_KV_BEGIN]) : int(it[ITEM_KV_END])].tolist()),
+            tuple(item_req[int(it[ITEM_REQ_BEGIN]) : int(it[ITEM_REQ_END])].tolist()),
+            int(it[ITEM_TILE_M]),
+        )
+        for it in plan.items.numpy()
+    )
+    return [work, np.diff(plan.merge_indptr.numpy()).tolist(), plan.num_partials]
+
+
+def plan_of_buffers(buffers: Any) -> Any:
+    """The plan the CUDA-graph kernels would read: ``StaticPlanBuffers``' device buffers (the used prefixes) and the
+    slot table the graphs were captured with, as a ``PackPlan`` the reference executor can run."""
+    import dataclasses
+
+    from pat_sglang.planner import ITEM_REQ_END
+
+    loaded = buffers.plan
+    dev = buffers.dev
+    n = int(dev["num_items"][0])
+    items = dev["items"][:n].clone()
+    entries = int(items[:, ITEM_REQ_END].max()) if n else 0
+    b = loaded.num_requests
+    indptr = dev["merge_indptr"][: b + 1].clone()
+    # Padding beyond the plan's requests (up to the buffers' batch): no partials to merge.
+    tail = dev["merge_indptr"][b + 1 : buffers.max_batch + 1]
+    assert (tail == indptr[-1]).all(), "padding requests of the merge map hold partials"
+    return dataclasses.replace(
+        loaded,
+        items=items,
+        slot_table=buffers.slot_table,
+        item_req=dev["item_req"][:entries].clone(),
+        item_dst=dev["item_dst"][:entries].clone(),
+        merge_indptr=indptr,
+        merge_partials=dev["merge_partials"][: int(indptr[-1])].clone(),
+    )
+
+
+def one_torch_thread() -> Any:
+    """Generator for an autouse fixture: torch on one CPU thread for the test (the small float64 einsums of the
+    reference executor run many times slower when two threads contend on a loaded 2-core machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def record_forests(planner: Any) -> list:
+    """Wraps ``planner.forest`` (a ``DecodeStepPlanner``; ``plan`` calls ``self.forest``) to record the forest of
+    every planned step, as the planner returns it."""
+    seen: list = []
+    original = planner.forest
+
+    def forest(batch: Any) -> Any:
+        f = original(batch)
+        seen.append(f)
+        return f
+
+    planner.forest = forest
+    return seen

@@ -205,3 +205,259 @@ def test_end_to_end_against_fake_server(tmp_path: Path, monkeypatch: pytest.Monk
     md = (out / "results.md").read_text()
     assert "| pat | flashinfer | 100.0 | 100.0 |" in md
     assert (out / "server-broken.log").read_text().strip().endswith("failing on purpose")
+
+
+# ------------------------------------------------------------------------------------------- profile + timeline
+def _synthetic_trace(with_plan: bool = True) -> dict:
+    """Four overlapped decode steps, 1000 us apart (T = 1000 * i):
+
+    host: plan_step [T+100, T+400], cudaGraphLaunch [T+410, T+420] (correlation i+1);
+    GPU: step 0: pat_pack_forward [450, 1000], pat_merge [1000, 1250]; step 1: [1450, 2000], [2000, 2300];
+    step 2: [2500, 3000], [3000, 3100]; step 3: a GEMM [3400, 3900] and a memcpy without a launch record
+    [3950, 3960]. GPU busy during plan_step: 0, 150/300, 200/300, 0; gaps before steps 1..3: 200, 200, 300 us.
+    """
+    pid, tid = 4242, 4242
+    ev: list[dict] = [
+        {"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": "python"}},
+        {"ph": "i", "name": "instant", "pid": pid, "tid": tid, "ts": 5.0},
+    ]
+    gpu = {0: [("pat_pack_forward", 450, 1000), ("pat_merge", 1000, 1250)],
+           1: [("pat_pack_forward", 1450, 2000), ("pat_merge", 2000, 2300)],
+           2: [("pat_pack_forward", 2500, 3000), ("pat_merge", 3000, 3100)],
+           3: [("ampere_bf16_gemm", 3400, 3900)]}
+    base = 1_000_000.0  # absolute microseconds, as in real traces
+    for i in range(4):
+        t = base + 1000 * i
+        if with_plan:
+            ev.append({"ph": "X", "cat": "user_annotation", "name": "pat::plan_step", "pid": pid, "tid": tid,
+                       "ts": t + 100, "dur": 300.0, "args": {"External id": i}})
+            ev.append({"ph": "X", "cat": "cpu_op", "name": "aten::copy_", "pid": pid, "tid": tid, "ts": t + 150,
+                       "dur": 10.0})
+            # the profiler mirrors record_function ranges on the GPU lane: not GPU work
+            ev.append({"ph": "X", "cat": "gpu_user_annotation", "name": "pat::plan_step", "pid": 0, "tid": 7,
+                       "ts": t + 100, "dur": 2000.0})
+        ev.append({"ph": "X", "cat": "cuda_runtime", "name": "cudaGraphLaunch", "pid": pid, "tid": tid,
+                   "ts": t + 410, "dur": 10.0, "args": {"correlation": i + 1}})
+        for name, s, e in gpu[i]:
+            ev.append({"ph": "X", "cat": "kernel", "name": name, "pid": 0, "tid": 7, "ts": base + s,
+                       "dur": float(e - s), "args": {"correlation": i + 1, "stream": 7, "device": 0}})
+    ev.append({"ph": "X", "cat": "gpu_memcpy", "name": "Memcpy DtoH", "pid": 0, "tid": 7, "ts": base + 3950,
+               "dur": 10.0, "args": {"stream": 7}})
+    return {"schemaVersion": 1, "traceEvents": ev}
+
+
+def test_timeline_overlap_and_gaps(tmp_path: Path) -> None:
+    import timeline
+
+    trace = timeline.parse(_synthetic_trace()["traceEvents"])
+    assert trace.step_source == "pat::plan_step" and len(trace.steps) == 4 and len(trace.gpu) == 8
+    assert timeline.assign_steps(trace) == [0, 0, 1, 1, 2, 2, 3, 3]
+    s = timeline.analyze(trace, steps=4, first=0, path="x")
+    assert [r.step for r in s.rows] == [0, 1, 2, 3]
+    assert [r.busy_frac for r in s.rows] == pytest.approx([0.0, 0.5, 2 / 3, 0.0])
+    assert [r.events for r in s.rows] == [2, 2, 2, 2] and [r.pat_kernels for r in s.rows] == [2, 2, 2, 0]
+    assert s.gaps == pytest.approx([200.0, 200.0, 300.0])
+    d = s.as_dict()
+    assert d["gap_median_us"] == pytest.approx(200.0) and d["gap_max_us"] == pytest.approx(300.0)
+    assert d["busy_median_pct"] == pytest.approx(25.0) and d["busy_min_pct"] == pytest.approx(0.0)
+    assert d["gpu_span_us"] == pytest.approx(3510.0) and d["gpu_idle_us"] == pytest.approx(750.0)
+    assert s.rows[0].host_start == pytest.approx(1_000_100.0) and s.t0 == s.rows[0].host_start
+    # default window: centred, clamped to the steps present
+    assert [r.step for r in timeline.analyze(trace, steps=2).rows] == [1, 2]
+    assert len(timeline.analyze(trace, steps=10).rows) == 4
+    table = timeline.format_table(s)
+    assert "| 1 | 1.000 | 1.300 | 300.0 | 50.0 | 2 | 2 |" in table and "max 300.0 us" in table
+
+
+def test_timeline_interval_helpers() -> None:
+    import timeline
+
+    merged = timeline.merge_intervals([(5, 7), (0, 2), (1, 3), (7, 8)])
+    assert merged == [(0, 3), (5, 8)]
+    assert timeline.covered(merged, 2, 6) == pytest.approx(2.0)
+    assert timeline.covered(merged, -5, 100) == pytest.approx(6.0)
+    assert timeline.covered(merged, 3, 5) == 0.0
+
+
+def test_timeline_without_plan_ranges_uses_graph_launches() -> None:
+    import timeline
+
+    trace = timeline.parse(_synthetic_trace(with_plan=False)["traceEvents"])
+    assert trace.step_source == "cudaGraphLaunch" and len(trace.steps) == 4
+    s = timeline.analyze(trace, steps=4, first=0)
+    assert s.gaps == pytest.approx([200.0, 200.0, 300.0])
+    assert timeline.analyze(timeline.parse([]), steps=3).rows == []
+
+
+def test_timeline_cli_writes_png_and_table(tmp_path: Path) -> None:
+    import gzip
+
+    import timeline
+
+    folder = tmp_path / "prof"
+    folder.mkdir()
+    old = folder / "old-TP-0.trace.json.gz"
+    with gzip.open(old, "wt") as fh:
+        json.dump({"traceEvents": []}, fh)
+    os.utime(old, (time.time() - 100, time.time() - 100))
+    new = folder / "pat-TP-0.trace.json.gz"
+    with gzip.open(new, "wt") as fh:
+        json.dump(_synthetic_trace(), fh)
+    assert timeline.find_trace(folder) == new
+    png = tmp_path / "tl" / "timeline.png"
+    rc = timeline.main([str(folder), str(png), "--steps", "3"])
+    assert rc == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = png.with_suffix(".md").read_text()
+    assert "pat-TP-0.trace.json.gz" in md and "GPU gap between consecutive steps" in md
+    plain = tmp_path / "t.json"
+    plain.write_text(json.dumps(_synthetic_trace()["traceEvents"]))  # a bare event list
+    assert timeline.main([str(plain), str(tmp_path / "p.png"), "--first", "1", "--steps", "2"]) == 0
+    assert timeline.main([str(tmp_path / "missing"), str(tmp_path / "m.png")]) == 2
+
+
+def test_start_profile_request_body(tmp_path: Path) -> None:
+    from ab import profile
+
+    body = profile.profile_request(tmp_path / "profile" / "pat", 8, profile_id="pat")
+    assert body == {
+        "output_dir": str((tmp_path / "profile" / "pat").resolve()),
+        "num_steps": 8,
+        "activities": ["CPU", "GPU"],
+        "with_stack": False,
+        "record_shapes": False,
+        "profile_by_stage": False,
+        "merge_profiles": False,
+        "profile_id": "pat",
+    }
+    assert json.loads(json.dumps(body)) == body
+    assert Path(profile.profile_request(Path("rel"), 2)["output_dir"]).is_absolute()
+    assert "profile_id" not in profile.profile_request(tmp_path, 2)
+    with pytest.raises(ValueError):
+        profile.profile_request(tmp_path, 0)
+    assert profile.trace_name("pat") == "pat-TP-0.trace.json.gz"
+    assert profile.profile_env(tmp_path)["SGLANG_TORCH_PROFILER_DIR"] == str(tmp_path.resolve())
+    # SGLang's HTTP server parses the body into its ProfileReq through pydantic (FastAPI Body): same path here
+    try:
+        import pydantic
+        from sglang.srt.managers.io_struct import ProfileReq
+    except Exception:  # CPU installs without all of SGLang's deps
+        return
+    req = pydantic.TypeAdapter(ProfileReq).validate_json(json.dumps(body))
+    assert req.num_steps == 8 and req.activities == ["CPU", "GPU"] and req.with_stack is False
+    assert req.output_dir == body["output_dir"] and req.profile_id == "pat" and req.start_step is None
+
+
+def test_profile_trigger_waits_for_steady_state() -> None:
+    from ab import profile
+
+    posted: list[tuple[int, dict]] = []
+
+    def poster(port: int, body: dict, timeout: float) -> tuple[bool, str]:
+        posted.append((port, body))
+        return True, "Start profiling."
+
+    progress = client.Progress()
+    trig = profile.ProfileTrigger(1234, {"num_steps": 3}, progress, target_first_tokens=3, max_wait_s=30,
+                                  poster=poster)
+    trig.start()
+    progress.on_first_token()
+    progress.on_first_token()
+    time.sleep(0.1)
+    assert not posted and trig.is_alive()
+    progress.on_first_token()
+    trig.join(5)
+    assert posted == [(1234, {"num_steps": 3})] and trig.ok and "3 first tokens" in trig.reason
+
+    # cancelled before the steady state: nothing is posted
+    trig2 = profile.ProfileTrigger(1, {}, client.Progress(), 5, max_wait_s=30, poster=poster)
+    trig2.start()
+    trig2.cancel()
+    trig2.join(5)
+    assert not trig2.is_alive() and trig2.reason == "cancelled" and len(posted) == 1
+
+    # a poster that raises is reported, not raised
+    def bad(*_: object) -> tuple[bool, str]:
+        raise RuntimeError("boom")
+
+    trig3 = profile.ProfileTrigger(1, {}, client.Progress(), 1, max_wait_s=0.05, poster=bad)
+    trig3.start()
+    trig3.join(5)
+    assert not trig3.ok and "boom" in trig3.message and trig3.reason.startswith("waited")
+
+
+def test_profile_post_to_closed_port_and_trace_wait(tmp_path: Path) -> None:
+    import gzip
+    import socket
+
+    from ab import profile
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ok, msg = profile.start_profile(port, {"num_steps": 1}, timeout_s=2)
+    assert not ok and msg
+    assert profile.wait_for_trace(tmp_path, 0.0, timeout_s=0.2, poll_s=0.05) is None
+    p = tmp_path / "x-TP-0.trace.json.gz"
+    with gzip.open(p, "wt") as fh:
+        json.dump({"traceEvents": []}, fh)
+    assert profile.wait_for_trace(tmp_path, 0.0, timeout_s=5, poll_s=0.05) == p
+    assert profile.wait_for_trace(tmp_path, time.time() + 60, timeout_s=0.1, poll_s=0.05) is None
+    p.write_bytes(gzip.compress(b'{"traceEvents": [' * 50)[:-8])  # truncated gzip: not complete
+    assert profile.wait_for_trace(tmp_path, 0.0, timeout_s=0.3, poll_s=0.05) is None
+
+
+def _tiny_ab_args(tmp_path: Path, backends: str, port: int) -> list[str]:
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("\n".join(json.dumps({"timestamp": i, "input_length": 600, "output_length": 3,
+                                           "hash_ids": [1, i]}) for i in range(4)) + "\n")
+    return ["--backends", backends, "--out", str(tmp_path / "ab"), "--groups", "1", "--prompts-per-group", "2",
+            "--system-len", "16", "--question-len", "4", "--output-len", "3", "--trace", str(trace), "--trace-n", "4",
+            "--concurrency", "4", "--budget-s", "120", "--no-check", "--port", str(port)]
+
+
+def test_end_to_end_profile_failure_does_not_break_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ab_serving
+
+    fake = str(REPO / "tests" / "fake_sglang_server.py")
+    monkeypatch.setattr(ab_serving, "server_command", lambda cfg: [sys.executable, fake, "--port", str(cfg.port)])
+    rc = ab_serving.main(_tiny_ab_args(tmp_path, "pat", 32400) + ["--profile-steps", "4"])
+    assert rc == 0  # the fake server has no /start_profile
+    run = json.loads((tmp_path / "ab" / "run.json").read_text())
+    prof = run["servers"][0]["profile"]
+    assert prof["workload"] == "mooncake" and prof["status"].startswith("start_profile failed")
+    assert prof["pass_ok"] == prof["pass_requests"] == 4
+    rows = list(csv.DictReader(open(tmp_path / "ab" / "results.csv")))
+    assert all(r["status"] == "ok" for r in rows) and len(rows) == 2
+    assert "start_profile failed" in (tmp_path / "ab" / "results.md").read_text()
+
+
+def test_end_to_end_profile_writes_timeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gzip
+
+    import ab_serving
+    from ab import profile
+
+    fake = str(REPO / "tests" / "fake_sglang_server.py")
+    monkeypatch.setattr(ab_serving, "server_command", lambda cfg: [sys.executable, fake, "--port", str(cfg.port)])
+    bodies: list[dict] = []
+
+    def fake_start(port: int, body: dict, timeout_s: float = 60.0) -> tuple[bool, str]:
+        # what the SGLang scheduler does: write <output_dir>/<profile_id>-TP-0.trace.json.gz after N steps
+        bodies.append(body)
+        out = Path(body["output_dir"]) / profile.trace_name(body["profile_id"])
+        with gzip.open(out, "wt") as fh:
+            json.dump(_synthetic_trace(), fh)
+        return True, "Start profiling."
+
+    monkeypatch.setattr(profile, "start_profile", fake_start)
+    rc = ab_serving.main(_tiny_ab_args(tmp_path, "pat", 32500) + ["--profile-steps", "3", "--workloads", "shared"])
+    assert rc == 0
+    out = tmp_path / "ab"
+    assert bodies and bodies[0]["num_steps"] == 3 and bodies[0]["output_dir"] == str((out / "profile/pat").resolve())
+    prof = json.loads((out / "run.json").read_text())["servers"][0]["profile"]
+    assert prof["status"] == "ok" and prof["workload"] == "shared_prefix"
+    assert prof["trace"] == "profile/pat/pat-TP-0.trace.json.gz" and prof["steps_shown"] == 3
+    assert (out / "profile/pat/timeline.png").exists() and (out / "profile/pat/timeline.md").exists()
+    md = (out / "results.md").read_text()
+    assert "profile/pat/timeline.png" in md and "GPU gap between steps median 200 us" in md

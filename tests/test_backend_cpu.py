@@ -10,17 +10,38 @@ import pytest
 import torch
 from sglang.srt.layers.radix_attention import RadixAttention
 from sglang.srt.model_executor.forward_batch_info import ForwardBatch, ForwardMode
-from sglang_harness import RadixHarness, RecordingDelegate, decode_batch, fake_model_runner, shared_prompts
+from sglang_harness import (
+    RadixHarness,
+    RecordingDelegate,
+    assert_plan_exact,
+    assert_reads_within_rows,
+    decode_batch,
+    fake_model_runner,
+    naive_rows,
+    one_torch_thread,
+    plan_of_buffers,
+    plan_work,
+    random_pools,
+    shared_prompts,
+)
 
 import pat_sglang
 import pat_sglang.backend as backend_mod
 from pat_sglang.backend import PATAttnBackend, model_problems
 from pat_sglang.config import HeadConfig
+from pat_sglang.decode_step import PADDING_ROW
+from pat_sglang.forest import PrefixForest
+from pat_sglang.kernels import StaticPlanBuffers
+from pat_sglang.planner import ITEM_REQ_BEGIN, ITEM_REQ_END, plan_forest
 from pat_sglang.reference import naive_decode
-from patches.chain_table import ChainTable
+from pat_sglang.sglang_patches.chain_table import ChainTable
 
 HQ, HKV, D, LAYERS = 8, 2, 64, 2
-PLAN_TENSORS = ("items", "kv_slots", "item_req", "item_dst", "merge_indptr", "merge_partials")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    yield from one_torch_thread()
 
 
 def make_layers(**kw: Any) -> list[RadixAttention]:
@@ -40,29 +61,51 @@ def build(page_size: int = 1, seed: int = 0) -> RadixHarness:
     return h
 
 
-def assert_same_plan(a: pat_sglang.PackPlan, b: pat_sglang.PackPlan) -> None:
-    assert a.num_partials == b.num_partials and a.num_requests == b.num_requests
-    for name in PLAN_TENSORS:
-        assert torch.equal(getattr(a, name).cpu(), getattr(b, name).cpu()), name
+def batch_rows(h: RadixHarness) -> tuple[np.ndarray, np.ndarray]:
+    return np.array([r.req_pool_idx for r in h.reqs], np.int64), np.array(h.seq_lens, np.int64)
 
 
 @pytest.mark.parametrize("page_size", [1, 16])
 @pytest.mark.parametrize("published", [True, False])
 def test_metadata_plan_equals_standalone_plan(page_size: int, published: bool) -> None:
+    """The backend's plan addresses KV as ranges of SGLang's own req_to_token (no copy): resolved to slots, it is
+    the work of a standalone plan of the flat rows (radix paths give the same sharing), or of the no-sharing plan
+    when nothing was published (rows read back, counted); and it is exact."""
     h = build(page_size)
     table = ChainTable()
     be = PATAttnBackend(fake_runner(h), delegate=RecordingDelegate(), chain_table=table)
     fb = decode_batch(h, table)
     if not published:
-        table.clear()  # e.g. a cache PAT cannot read: the forest comes from the flat rows
+        table.clear()  # no published batch: the backend reads req_pool_indices back and plans without sharing
     be.init_forward_metadata(fb)
     md = be.forward_metadata
-    assert md is not None and md.forest_source == ("radix" if published else "flat")
+    assert md is not None and not md.static
+    plan = md.plan
+    r2t = h.req_to_token
+    assert plan.slot_table.data_ptr() == r2t.data_ptr() and plan.slot_table.numel() == r2t.numel()
+    assert plan.max_slot is None and plan.fallback == ""
+    heads = HeadConfig(HQ, HKV, D, torch.float32)
     indptr, indices = h.rows()
-    want = pat_sglang.plan(torch.from_numpy(indptr), torch.from_numpy(indices), HeadConfig(HQ, HKV, D, torch.float32))
-    assert want.stats.kv_bytes_planned < want.stats.kv_bytes_per_request  # the batch really shares KV
-    assert_same_plan(md.plan, want)
-    assert be.stats.steps == 1 and be.stats.flat_fallbacks == (0 if published else 1)
+    flat = torch.from_numpy(indices.astype(np.int32))
+    if published:
+        want = pat_sglang.plan(torch.from_numpy(indptr), flat, heads)
+        assert want.stats.kv_bytes_planned < want.stats.kv_bytes_per_request  # the batch really shares KV
+    else:
+        private = PrefixForest.private(np.diff(indptr), indptr[:-1])
+        want = plan_forest(private, heads, slot_table=flat)
+        items = plan.items.numpy()
+        assert ((items[:, ITEM_REQ_END] - items[:, ITEM_REQ_BEGIN]) == 1).all()  # nothing shared
+        assert plan.stats.kv_bytes_planned == plan.stats.kv_bytes_per_request
+    assert plan_work(plan, r2t.view(-1).numpy()) == plan_work(want, indices)
+    assert plan.stats.kv_bytes_planned == want.stats.kv_bytes_planned
+    assert plan.stats.kv_bytes_per_request == want.stats.kv_bytes_per_request
+    rows, seq = batch_rows(h)
+    assert_reads_within_rows(plan, rows, seq, r2t.shape[1])
+    assert_plan_exact(plan, r2t, rows, seq, seed=page_size, num_slots=h.num_slots)
+    counters = be.planner.counters
+    assert be.stats.steps == 1 and be.stats.row_reads == (0 if published else 1)
+    assert (counters.built, counters.reused, counters.coarse) == (1, 0, 0)
+    assert counters.unshared == (0 if published else fb.batch_size)
     assert be.delegate.calls == []
 
 
@@ -158,37 +201,70 @@ def graph_view(fb: ForwardBatch, padded_bs: int, fill: int) -> SimpleNamespace:
 
 @pytest.mark.parametrize("tiny", [False, True])
 def test_cuda_graph_path_on_cpu(monkeypatch: pytest.MonkeyPatch, tiny: bool) -> None:
-    """Out-of-graph planning into StaticPlanBuffers (its CPU fallback runs the reference), with padding; a
-    plan too big for the buffers is re-planned until it fits, never served wrong."""
-    kernels = pytest.importorskip("pat_sglang.kernels")
-    if not hasattr(kernels, "StaticPlanBuffers"):
-        pytest.skip("pat_sglang.kernels has no StaticPlanBuffers yet")
+    """Out-of-graph planning into StaticPlanBuffers (on the CPU ``run`` executes the loaded plan with the
+    reference), with padding, for two padded sizes sharing one set of buffers: the plan fits the buffers' limits
+    (over them, it is coarsened: ``plan.fallback``, counted), the device buffers hold exactly the loaded plan, and
+    the graph path gives naive attention and the eager path's output."""
     h = build(seed=4)
     table = ChainTable()
     runner = fake_runner(h, dtype=torch.bfloat16)
     be = PATAttnBackend(runner, delegate=RecordingDelegate(), chain_table=table)
     fb = decode_batch(h, table)
-    padded = fb.batch_size + 3
-    if tiny:  # room for the last-resort plan only: one item per request, no partials
-        tiny_cap = backend_mod.GraphCapacity(padded, padded, padded * h.max_context, 0)
-        monkeypatch.setattr(backend_mod, "graph_capacity", lambda *a: tiny_cap)
-    be.init_cuda_graph_state(padded, padded)
-    view = graph_view(fb, padded, be.get_cuda_graph_seq_len_fill_value())
-    be.init_forward_metadata_out_graph(view)
-    be.init_forward_metadata_in_graph(view)
-    assert be.forward_metadata.static and be.stats.graph_replans == int(tiny)
-    layer = runner.model[1]
-    gen = torch.Generator().manual_seed(5)
-    q = torch.randn(padded, HQ * D, generator=gen).bfloat16()
-    k = torch.randn(padded, HKV, D, generator=gen).bfloat16()
-    v = torch.randn(padded, HKV, D, generator=gen).bfloat16()
-    out = be.forward_decode(q, k, v, layer, view)
     bs = fb.batch_size
+    max_bs = bs + 3
+    if tiny:  # room for the no-sharing plan only: one item per request, no partials
+        tiny_cap = backend_mod.GraphCapacity(max_bs, max_bs, 0)
+        monkeypatch.setattr(backend_mod, "graph_capacity", lambda *a: tiny_cap)
+    be.init_cuda_graph_state(max_bs, max_bs)
+    buffers = be.graph_buffers
+    assert isinstance(buffers, StaticPlanBuffers)
+    limits = buffers.limits
+    assert limits.max_items >= max_bs and limits.max_entries >= max_bs
+    layer = runner.model[1]
     pool = runner.token_to_kv_pool
-    indptr, indices = (torch.from_numpy(a) for a in h.rows())
-    want = naive_decode(
-        q[:bs].view(bs, HQ, D), pool.get_key_buffer(1), pool.get_value_buffer(1), indptr, indices, layer.scaling
-    )
-    got = out.view(padded, HQ, D)[:bs].double()
-    assert torch.isfinite(got).all()
-    assert ((got - want).norm() / want.norm()).item() < 2e-2
+    fill = be.get_cuda_graph_seq_len_fill_value()
+    r2t = h.req_to_token
+    gen = torch.Generator().manual_seed(5)
+    for step, padded in enumerate((max_bs, bs + 1)):  # SGLang pads to the nearest captured batch size
+        view = graph_view(fb, padded, fill)
+        be.init_forward_metadata_out_graph(view)
+        be.init_forward_metadata_in_graph(view)
+        md = be.forward_metadata
+        plan = md.plan
+        assert md.static and buffers.plan is plan and plan.num_requests == padded
+        assert plan.num_items <= limits.max_items and plan.num_partials <= limits.max_partials
+        assert plan.item_req.shape[0] <= limits.max_entries
+        assert plan.fallback == ("no sharing" if tiny else "")
+        assert be.planner.counters.coarse == (step + 1 if tiny else 0)
+        if not tiny:
+            assert plan.stats.kv_bytes_planned < plan.stats.kv_bytes_per_request  # shared, within the limits
+        assert plan.slot_table.data_ptr() == buffers.slot_table.data_ptr() == r2t.data_ptr()
+        rows, seq = view.req_pool_indices.numpy(), view.seq_lens_cpu.numpy()
+        assert (rows[bs:] == PADDING_ROW).all() and (seq[bs:] == fill).all()
+        loaded = plan_of_buffers(buffers)
+        assert_reads_within_rows(loaded, rows, seq, r2t.shape[1])
+        assert_plan_exact(loaded, r2t, rows, seq, seed=10 + step, num_slots=h.num_slots)
+        # StaticPlanBuffers.run in float64 (its CPU path) over fresh pools: naive attention of the real rows
+        q64, k64, v64 = random_pools(h.num_slots, HKV, D, 20 + step, padded, HQ)
+        out64 = torch.full((padded, HQ, D), float("nan"), dtype=torch.float64)
+        buffers.run(q64, k64, v64, layer.scaling, out64)
+        want64 = naive_rows(q64[:bs], k64, v64, r2t, rows[:bs], seq[:bs], layer.scaling)
+        assert (out64[:bs] - want64).abs().max().item() < 1e-9
+
+        # The backend's forward_decode (bf16 pools) in the graph path, then the eager path on the same step.
+        q = torch.randn(padded, HQ * D, generator=gen).bfloat16()
+        k = torch.randn(padded, HKV, D, generator=gen).bfloat16()
+        v = torch.randn(padded, HKV, D, generator=gen).bfloat16()
+        out = torch.full((padded, HQ * D), float("nan"), dtype=torch.bfloat16)
+        out.copy_(be.forward_decode(q, k, v, layer, view))
+        graph = out.view(padded, HQ, D)[:bs].double()
+        be.init_forward_metadata(fb)
+        assert not be.forward_metadata.static and be.forward_metadata.plan.num_requests == bs
+        eager = be.forward_decode(q[:bs], k[:bs], v[:bs], layer, fb).view(bs, HQ, D).double()
+        k_buf, v_buf = pool.get_key_buffer(1), pool.get_value_buffer(1)
+        want = naive_rows(q[:bs].view(bs, HQ, D), k_buf, v_buf, r2t, rows[:bs], seq[:bs], layer.scaling)
+        assert torch.isfinite(graph).all() and torch.isfinite(eager).all()
+        assert ((graph - want).norm() / want.norm()).item() < 2e-2
+        assert ((eager - want).norm() / want.norm()).item() < 2e-2
+        assert ((graph - eager).norm() / eager.norm()).item() < 1e-2
+    assert be.stats.steps == 4 and be.stats.row_reads == 0 and be.planner.counters.unshared == 0

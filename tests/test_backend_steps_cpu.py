@@ -1,35 +1,93 @@
-"""PATAttnBackend over many consecutive decode steps: the cached host tails, the incremental forest and the
-deferred newest-token slots must give, every step, the forest and plan a fresh ``from_flat`` + ``plan_forest`` of
-the ``req_to_token`` rows gives; with requests finishing (their rows reused by new ones), new requests admitted,
-and radix-node splits between steps."""
+"""PATAttnBackend over many consecutive decode steps: the reused forest (last step's, with every private leaf grown
+by ``with_lengths``) and the forests rebuilt from the published radix paths must, every step, describe the sharing
+``from_flat`` finds in the ``req_to_token`` rows, and the plan over ``req_to_token`` must do a fresh flat plan's work
+and be exact; with requests finishing (their rows reused by new ones), new requests admitted, radix-node splits
+between steps, eagerly and through the CUDA-graph buffers (padded batches)."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from sglang_harness import RadixHarness, RecordingDelegate, decode_batch, fake_model_runner
+from sglang_harness import (
+    RadixHarness,
+    RecordingDelegate,
+    assert_plan_exact,
+    assert_reads_within_rows,
+    decode_batch,
+    fake_model_runner,
+    one_torch_thread,
+    plan_of_buffers,
+    plan_work,
+    record_forests,
+    rows_flat,
+    slot_free_key,
+)
 
 from pat_sglang.backend import PATAttnBackend
 from pat_sglang.config import HeadConfig
+from pat_sglang.decode_step import PADDING_ROW
 from pat_sglang.forest import PrefixForest
+from pat_sglang.kernels import StaticPlanBuffers
 from pat_sglang.planner import plan_forest
-from patches.chain_table import ChainTable
+from pat_sglang.sglang_patches.chain_table import ChainTable
 
 HQ, HKV, D = 8, 2, 64
-PLAN_TENSORS = ("items", "kv_slots", "item_req", "item_dst", "merge_indptr", "merge_partials")
 
 
-def flat_rows(h: RadixHarness, idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    lens = [h.seq_lens[i] for i in idx]
-    indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-    rows = [h.req_to_token[h.reqs[i].req_pool_idx, : h.seq_lens[i]].numpy() for i in idx]
-    return indptr, np.concatenate(rows).astype(np.int64)
+@pytest.fixture(autouse=True)
+def _one_thread():
+    yield from one_torch_thread()
 
 
-@pytest.mark.parametrize("defer", [False, True])
+def padded_view(fb, padded: int) -> SimpleNamespace:
+    """The ForwardBatch as DecodeCudaGraphRunner replays it: padding rows ``PADDING_ROW`` with seq_len 1, no rids."""
+    pad = padded - fb.batch_size
+    return SimpleNamespace(
+        forward_mode=fb.forward_mode,
+        batch_size=padded,
+        req_pool_indices=torch.cat([fb.req_pool_indices, torch.full((pad,), PADDING_ROW, dtype=torch.int64)]),
+        seq_lens=torch.cat([fb.seq_lens, torch.ones(pad, dtype=torch.int64)]),
+        seq_lens_cpu=torch.cat([fb.seq_lens_cpu, torch.ones(pad, dtype=torch.int64)]),
+        out_cache_loc=torch.cat([fb.out_cache_loc, torch.zeros(pad, dtype=torch.int64)]),
+        num_padding=pad,
+    )
+
+
+def check_step(be: PATAttnBackend, h: RadixHarness, forest: PrefixForest, rows: np.ndarray, seq: np.ndarray,
+               heads: HeadConfig, seed: int, graph: bool) -> None:
+    """One step's forest and plan against the flat rows: same sharing, a fresh flat plan's work, exact."""
+    r2t = h.req_to_token
+    indptr, flat = rows_flat(r2t, rows, seq)
+    apart = flat.copy()
+    if graph:  # padding requests (all reading row PADDING_ROW) share no KV with anyone: each is a private leaf
+        pad = rows == PADDING_ROW
+        apart[indptr[:-1][pad]] = h.num_slots + np.arange(int(pad.sum()))
+    fresh = PrefixForest.from_flat(indptr, apart)
+    assert slot_free_key(forest) == slot_free_key(fresh)
+    assert forest.request_lengths.tolist() == seq.tolist()
+    assert (forest.row_base == rows * r2t.shape[1]).all()
+    md = be.forward_metadata
+    assert md is not None and md.static == graph
+    plan = plan_of_buffers(be.graph_buffers) if graph else md.plan
+    assert plan.num_requests == rows.shape[0]
+    assert plan.slot_table.data_ptr() == r2t.data_ptr() and plan.fallback == ""
+    limits = be.graph_buffers.limits if graph else None
+    if graph:
+        assert plan.num_items <= limits.max_items and plan.num_partials <= limits.max_partials
+        assert plan.item_req.shape[0] <= limits.max_entries
+    want = plan_forest(fresh, heads, be.device_spec, limits=limits)
+    assert want.fallback == ""
+    assert plan_work(plan, r2t.view(-1).numpy()) == plan_work(want, flat)  # padding resolved to its real slot
+    assert_reads_within_rows(plan, rows, seq, r2t.shape[1])
+    assert_plan_exact(plan, r2t, rows, seq, seed=seed, num_slots=h.num_slots)
+
+
+@pytest.mark.parametrize("graph", [False, True])
 @pytest.mark.parametrize("page_size", [1, 4])
-def test_many_steps_equal_fresh_plan(defer: bool, page_size: int) -> None:
+def test_many_steps_equal_fresh_plan(graph: bool, page_size: int) -> None:
     rng = np.random.default_rng(7)
     h = RadixHarness(page_size=page_size, max_reqs=24, max_context=1024, num_slots=1 << 13)
     system = rng.integers(1000, 2000, size=64).tolist()
@@ -38,10 +96,17 @@ def test_many_steps_equal_fresh_plan(defer: bool, page_size: int) -> None:
         h.add_request(system + rng.integers(2000, 9000, size=int(rng.integers(3, 20))).tolist())
         live.append(len(h.reqs) - 1)
     table = ChainTable()
-    be = PATAttnBackend(fake_model_runner(h, HQ, HKV, D, 1), delegate=RecordingDelegate(), chain_table=table)
-    be.defer = defer  # placeholders for the newest tokens, filled from out_cache_loc (the GPU path), on the CPU
-    heads = HeadConfig(HQ, HKV, D, torch.float32)
+    be = PATAttnBackend(fake_model_runner(h, HQ, HKV, D, 1, torch.bfloat16), delegate=RecordingDelegate(),
+                        chain_table=table)
+    max_bs = 8
+    if graph:
+        be.init_cuda_graph_state(max_bs, max_bs)
+    forests = record_forests(be.planner)
+    heads = HeadConfig(HQ, HKV, D, torch.bfloat16)
     pool = h.req_to_token_pool
+    changed = 0
+    reused_steps = []
+    previous, regrown = None, 0
     for step in range(40):
         if step in (8, 21, 30):  # a request finishes; its row goes to the next new request
             done = live.pop(1)
@@ -55,28 +120,32 @@ def test_many_steps_equal_fresh_plan(defer: bool, page_size: int) -> None:
             live.append(len(h.reqs) - 1)
         if step == 33:
             live = live[::-1]  # same requests, another batch order
+        changed += step in (0, 8, 14, 21, 27, 30, 33)
         fb = decode_batch(h, table, only=list(live))
-        be.init_forward_metadata(fb)
-        md = be.forward_metadata
-        assert md is not None and md.forest_source == "radix", step
-        indptr, flat = flat_rows(h, live)
-        fresh = PrefixForest.from_flat(indptr, flat)
-        want = plan_forest(fresh, heads, be.device_spec)
-        if not defer:
-            assert be._inc is not None
-            assert be._inc[3].canonical_key() == fresh.canonical_key(), step
-        got = md.plan
-        assert got.num_partials == want.num_partials and got.num_requests == want.num_requests, step
-        assert got.max_slot <= want.max_slot, step
-        for name in PLAN_TENSORS:
-            assert torch.equal(getattr(got, name), getattr(want, name)), (step, name)
-    assert be.stats.incremental > 20  # most steps only grew the tails
-    assert be.stats.tail_reads <= 8  # the first step and the admissions; never the plain growing steps
-    assert be.stats.row_reads == 0
+        reused = be.planner.counters.reused
+        if graph:
+            view = padded_view(fb, max_bs)
+            be.init_forward_metadata_out_graph(view)
+            rows, seq = view.req_pool_indices.numpy(), view.seq_lens_cpu.numpy()
+        else:
+            be.init_forward_metadata(fb)
+            rows, seq = fb.req_pool_indices.numpy(), fb.seq_lens_cpu.numpy()
+        if be.planner.counters.reused > reused:
+            reused_steps.append(step)
+        assert len(forests) == step + 1
+        check_step(be, h, forests[-1], rows, seq, heads, seed=step, graph=graph)
+        plan = be.forward_metadata.plan
+        regrown += previous is not None and plan.item_req is previous.item_req  # re-made from last step's plan
+        previous = plan
+    counters = be.planner.counters
+    assert counters.built + counters.reused == 40
+    assert counters.built <= changed and counters.reused > 20  # most steps only grew the private leaves
+    assert not {0, 8, 14, 21, 27, 30, 33} & set(reused_steps)  # a changed batch is never planned from a stale forest
+    assert counters.unshared == 0 and counters.coarse == 0 and regrown > 20
+    assert be.stats.row_reads == 0 and be.stats.delegated == 0 and be.stats.steps == 40
 
 
-def test_static_buffers_double_buffered_and_patched() -> None:
-    kernels = pytest.importorskip("pat_sglang.kernels")
+def test_static_buffers_double_buffered_and_loaded() -> None:
     h = RadixHarness(max_reqs=8, max_context=256, num_slots=1 << 11)
     rng = np.random.default_rng(3)
     system = rng.integers(1000, 2000, size=40).tolist()
@@ -86,26 +155,44 @@ def test_static_buffers_double_buffered_and_patched() -> None:
     be = PATAttnBackend(fake_model_runner(h, HQ, HKV, D, 1, torch.bfloat16), delegate=RecordingDelegate(),
                         chain_table=table)
     be.init_cuda_graph_state(4, 4)
-    assert isinstance(be.graph_buffers, kernels.StaticPlanBuffers)
-    be.defer = True
+    buffers = be.graph_buffers
+    assert isinstance(buffers, StaticPlanBuffers)
     heads = HeadConfig(HQ, HKV, D, torch.bfloat16)
-    stages = set()
-    for _ in range(5):
+    r2t = h.req_to_token
+    stages = []
+    for step in range(5):
         fb = decode_batch(h, table)
         be.init_forward_metadata_out_graph(fb)
-        stages.add(id(be.graph_buffers.host))
-        indptr, flat = flat_rows(h, list(range(4)))
+        stages.append(id(buffers.host))
+        plan = be.forward_metadata.plan
+        rows, seq = fb.req_pool_indices.numpy(), fb.seq_lens_cpu.numpy()
+        indptr, flat = rows_flat(r2t, rows, seq)
         want = plan_forest(PrefixForest.from_flat(indptr, flat), heads, be.device_spec)
-        n = int(want.kv_slots.shape[0])
-        assert torch.equal(be.graph_buffers.dev["kv_slots"][:n], want.kv_slots)  # placeholders filled
-        assert torch.equal(be.graph_buffers.dev["items"][: want.num_items], want.items)
-    assert len(stages) == 2
+        n, e = plan.num_items, int(plan.item_req.shape[0])
+        assert int(buffers.dev["num_items"][0]) == n
+        assert torch.equal(buffers.dev["items"][:n], plan.items)
+        assert torch.equal(buffers.dev["item_req"][:e], plan.item_req)
+        assert torch.equal(buffers.dev["item_dst"][:e], plan.item_dst)
+        assert torch.equal(buffers.dev["merge_indptr"][:5], plan.merge_indptr)
+        assert torch.equal(buffers.dev["merge_partials"][: plan.merge_partials.shape[0]], plan.merge_partials)
+        assert torch.equal(buffers.host["items"][:n], plan.items)  # the staging set just written
+        loaded = plan_of_buffers(buffers)
+        assert plan_work(loaded, r2t.view(-1).numpy()) == plan_work(want, flat)
+        assert_plan_exact(loaded, r2t, rows, seq, seed=step, num_slots=h.num_slots)
+    assert len(set(stages)) == 2 and all(a != b for a, b in zip(stages, stages[1:], strict=False))  # alternating
+    assert be.planner.counters.reused == 4
+    # The graphs captured req_to_token's address: a plan over another table is refused, not served.
+    other = plan_forest(PrefixForest.from_flat(indptr, flat), heads, be.device_spec)
+    with pytest.raises(ValueError, match="another slot table"):
+        buffers.load(other)
+    assert buffers.plan is plan
 
 
 def test_radix_splits_under_an_unchanged_batch() -> None:
     """The same batch step after step, while prompts outside it split the radix nodes its chains run through (an
     ancestor, and a request's own last node): the chain table must see the change although rows, ids and last nodes
-    are the same objects, and every step's plan must equal a fresh one."""
+    are the same objects, the planner must rebuild the forest then, and every step's forest and plan must equal a
+    fresh one of the flat rows."""
     rng = np.random.default_rng(11)
     h = RadixHarness(max_reqs=16, max_context=512, num_slots=1 << 12)
     system = rng.integers(1000, 2000, size=48).tolist()
@@ -115,24 +202,22 @@ def test_radix_splits_under_an_unchanged_batch() -> None:
     live = list(range(5))
     table = ChainTable()
     be = PATAttnBackend(fake_model_runner(h, HQ, HKV, D, 1), delegate=RecordingDelegate(), chain_table=table)
+    forests = record_forests(be.planner)
     heads = HeadConfig(HQ, HKV, D, torch.float32)
     splits = {4: system[:20], 9: prompts[2][:53], 13: system[:33]}  # ancestor, last node, ancestor again
-    published = []
+    published, built = [], []
     for step in range(18):
         if step in splits:
             h.add_request(splits[step] + [9999, 9998])  # cached into the tree, never decoded in this batch
         fb = decode_batch(h, table, only=live)
         be.init_forward_metadata(fb)
-        md = be.forward_metadata
-        assert md is not None and md.forest_source == "radix", step
-        indptr, flat = flat_rows(h, live)
-        fresh = PrefixForest.from_flat(indptr, flat)
-        assert be._inc[3].canonical_key() == fresh.canonical_key(), step
-        want = plan_forest(fresh, heads, be.device_spec)
-        for name in PLAN_TENSORS:
-            assert torch.equal(getattr(md.plan, name), getattr(want, name)), (step, name)
+        rows, seq = fb.req_pool_indices.numpy(), fb.seq_lens_cpu.numpy()
+        check_step(be, h, forests[-1], rows, seq, heads, seed=100 + step, graph=False)
         published.append(table.published)
+        built.append(be.planner.counters.built)
     for step in splits:
         assert published[step] > published[step - 1], step  # the split chains were copied again
+        assert built[step] == built[step - 1] + 1, step  # and the forest rebuilt from them
     assert table.reused >= 18 - 1 - 2 * len(splits)  # the other steps reused the entries with identity checks only
-    assert be.stats.incremental >= 18 - 1 - 2 * len(splits)
+    assert be.planner.counters.reused >= 18 - 1 - 2 * len(splits)
+    assert be.planner.counters.built == 1 + len(splits)

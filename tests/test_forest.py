@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from pat_sglang.forest import PrefixForest
@@ -209,3 +209,213 @@ def test_bad_chain_inputs() -> None:
         PrefixForest.from_chains([[], [("a", np.array([1]))]], [np.array([], dtype=np.int64), []])
     with pytest.raises(ValueError, match="negative"):
         PrefixForest.from_chains([[("a", np.array([1, -2]))]], [[]])
+
+
+# ---------------------------------------------------------------------------------------------- radix paths
+def slot_free_key(forest: PrefixForest) -> tuple:
+    """(requests, start, end) per node, sorted: the sharing, without slots (a forest from radix paths has none)."""
+    rp, reqs = forest.req_ptr.tolist(), forest.req_flat.tolist()
+    ends = (forest.start + forest.tok).tolist()
+    return tuple(sorted((tuple(reqs[rp[i] : rp[i + 1]]), s, e) for i, (s, e) in enumerate(zip(forest.start.tolist(),
+                                                                                                ends, strict=True))))
+
+
+def check_structure(forest: PrefixForest) -> None:
+    """Topological order, depths, non-empty nodes, children's requests within their parent's, canonical (fused)."""
+    parent, q = forest.parent, forest.q
+    assert (forest.tok > 0).all() and (q > 0).all()
+    members = [set(forest.req_flat[forest.req_ptr[i] : forest.req_ptr[i + 1]].tolist()) for i in range(len(q))]
+    kids: dict[int, list[int]] = {}
+    for i, p in enumerate(parent.tolist()):
+        if p < 0:
+            assert forest.depth[i] == 0 and forest.start[i] == 0
+            continue
+        assert p < i and forest.depth[i] == forest.depth[p] + 1
+        assert members[i] <= members[p] and forest.start[i] == forest.start[p] + forest.tok[p]
+        kids.setdefault(p, []).append(i)
+    for p, ks in kids.items():
+        assert not (len(ks) == 1 and members[ks[0]] == members[p]), "unfused chain"
+    # every request's nodes cover [0, length) once
+    for r, n in enumerate(forest.request_lengths.tolist()):
+        spans = sorted((int(forest.start[i]), int(forest.start[i] + forest.tok[i])) for i in range(len(q))
+                       if r in members[i])
+        assert spans[0][0] == 0 and spans[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+
+
+def paths_of(batch, split: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``DecodeBatch.chains()`` as ``from_paths`` entries: each (node id, slots) of a chain -> (request, integer key,
+    length); ``split`` cuts every node of two or more tokens into two keys (a radix tree split finer than needed)."""
+    chains, _ = batch.chains()
+    req, key, length = [], [], []
+    for r, chain in enumerate(chains):
+        for node_id, slots in chain:
+            n = int(slots.shape[0])
+            if n == 0:
+                continue
+            parts = [(2 * node_id, n // 2), (2 * node_id + 1, n - n // 2)] if split and n >= 2 else [(2 * node_id, n)]
+            for k, m in parts:
+                req.append(r)
+                key.append(k)
+                length.append(m)
+    return np.array(req, np.int64), np.array(key, np.int64), np.array(length, np.int64)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**31 - 1), page_size=st.sampled_from([1, 16]), split=st.booleans())
+def test_from_paths_equals_from_flat(seed: int, page_size: int, split: bool) -> None:
+    rng = np.random.default_rng(seed)
+    tree = random_tree(rng, max_depth=6, max_requests=48, max_len=48, page_size=page_size, max_request_tokens=20000,
+                       p_inner_request=0.2, p_duplicate=0.1)
+    batch = layout_tree(tree, page_size=page_size, rng=rng)
+    flat = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
+    indptr = batch.kv_indptr.numpy().astype(np.int64)
+    seq, row_base = np.diff(indptr), indptr[:-1]
+    req, key, length = paths_of(batch, split)
+    forest = PrefixForest.from_paths(req, key, length, seq, row_base)
+    assert forest.slot_table is None
+    check_structure(forest)
+    assert slot_free_key(forest) == slot_free_key(flat)
+    assert forest.request_lengths.tolist() == seq.tolist() and forest.row_base.tolist() == row_base.tolist()
+    assert forest.unique_tokens() == flat.unique_tokens() == tree.unique_tokens()
+    # with the slot table, node slots are read through the rows: the full key (slots included) is the flat one's
+    table = batch.kv_indices.numpy().astype(np.int64)
+    with_slots = PrefixForest.from_paths(req, key, length, seq, row_base, table)
+    assert with_slots.canonical_key() == flat.canonical_key()
+    check_forest(with_slots, _seqs(batch.kv_indptr, batch.kv_indices), pairs=50, seed=seed)
+
+
+@SETTINGS
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    extra=st.booleans(),
+    growth=st.lists(st.integers(-3, 6), min_size=1, max_size=4),
+)
+def test_with_lengths_equals_rebuild(seed: int, extra: bool, growth: list[int]) -> None:
+    """Growing the private leaves (``with_lengths``) gives the forest ``from_paths`` builds at the new lengths, step
+    after step; ``None`` exactly when a request has no private leaf (it ends in a shared node) or a leaf would be
+    emptied. ``extra``: every request holds tokens beyond its path (the decode steps' private tail)."""
+    rng = np.random.default_rng(seed)
+    tree = random_tree(rng, max_depth=5, max_requests=32, max_len=40, max_request_tokens=10000, p_inner_request=0.2,
+                       p_duplicate=0.1)
+    batch = layout_tree(tree, rng=rng)
+    req, key, length = paths_of(batch)
+    n = batch.batch
+    cached = np.bincount(req, weights=length, minlength=n).astype(np.int64)
+    seq = np.diff(batch.kv_indptr.numpy().astype(np.int64))
+    if extra:
+        seq = seq + rng.integers(1, 4, size=n)
+    row_base = np.arange(n, dtype=np.int64) * 100_000
+    forest = PrefixForest.from_paths(req, key, length, seq, row_base)
+    for g in growth:
+        new = np.maximum(1, seq + rng.integers(min(g, 0), max(g, 0) + 1, size=n))
+        grown = forest.with_lengths(new)
+        leaf = forest.last_node
+        assert (forest.start[leaf] <= cached).all()  # a request's last node starts within its path (or where it ends)
+        expect_none = bool((forest.q[leaf] != 1).any() or (new - forest.start[leaf] < 1).any())
+        assert (grown is None) == expect_none
+        if extra and (new >= seq).all():
+            assert grown is not None  # every request has a private leaf that only grows
+        if grown is None:
+            return
+        rebuilt = PrefixForest.from_paths(req, key, length, new, row_base)
+        assert slot_free_key(grown) == slot_free_key(rebuilt)
+        assert grown.request_lengths.tolist() == new.tolist() and grown.row_base is forest.row_base
+        assert grown.req_flat is forest.req_flat and grown.parent is forest.parent  # structure shared, not rebuilt
+        check_structure(grown)
+        assert forest.request_lengths.tolist() == seq.tolist()  # the old forest is unchanged
+        forest, seq = grown, new
+
+
+def test_with_lengths_small() -> None:
+    # r0, r1 share a radix node of 4 tokens, each with a private tail.
+    f = PrefixForest.from_paths([0, 1], [7, 7], [4, 4], [6, 5], [0, 10])
+    g = f.with_lengths(np.array([7, 6]))
+    assert g is not None and slot_free_key(g) == (((0,), 4, 7), ((0, 1), 0, 4), ((1,), 4, 6))
+    assert f.with_lengths(np.array([4, 6])) is None  # r0's leaf would be empty
+    with pytest.raises(ValueError, match="lengths for"):
+        f.with_lengths(np.array([7]))
+    h = PrefixForest.from_paths([0, 1], [7, 7], [4, 4], [4, 5], [0, 10])  # r0 ends in the shared node
+    assert h.with_lengths(np.array([5, 6])) is None
+
+
+def _corrupt_inputs(seed: int) -> tuple:
+    rng = np.random.default_rng(seed)
+    tree = random_tree(rng, max_depth=4, max_requests=24, max_len=24, max_request_tokens=5000)
+    batch = layout_tree(tree, rng=rng)
+    req, key, length = paths_of(batch)
+    seq = np.diff(batch.kv_indptr.numpy().astype(np.int64))
+    return rng, req, key, length, seq, np.arange(batch.batch, dtype=np.int64) * 10_000
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**31 - 1), kind=st.sampled_from(["length", "depth"]))
+def test_from_paths_rejects_inconsistent_paths(seed: int, kind: str) -> None:
+    """One radix node (key) must have one position, length and parent in every path through it."""
+    rng, req, key, length, seq, row_base = _corrupt_inputs(seed)
+    PrefixForest.from_paths(req, key, length, seq, row_base)  # the valid paths are accepted
+    seq = seq.copy()
+    if kind == "length":  # a node two requests pass through, with another length in one of them
+        keys, counts = np.unique(key, return_counts=True)
+        assume(bool((counts > 1).any()))
+        k = int(rng.choice(keys[counts > 1]))
+        e = int(rng.choice(np.flatnonzero(key == k)))
+        length = length.copy()
+        length[e] += 1
+        seq[req[e]] += 1  # room for it: only the disagreement is wrong
+    else:  # a root node appended again at the end of some request's path (a deeper position)
+        assume(req.shape[0] > 0)
+        roots = np.flatnonzero(np.r_[True, req[1:] != req[:-1]])  # each request's first entry
+        e = int(rng.choice(roots))
+        r = int(rng.choice(np.unique(req)))
+        at = int(np.flatnonzero(req == r)[-1]) + 1
+        req, key, length = (np.insert(a, at, v) for a, v in ((req, r), (key, key[e]), (length, length[e])))
+        seq[r] += length[at]
+    with pytest.raises(ValueError, match="disagree"):
+        PrefixForest.from_paths(req, key, length, seq, row_base)
+
+
+@pytest.mark.parametrize(
+    ("req", "key", "length", "seq", "message"),
+    [
+        ([0, 0, 1], [1, 2, 2], [4, 3, 3], [9, 9], "disagree"),  # key 2 at depth 1 and depth 0
+        ([0, 1], [1, 1], [4, 5], [9, 9], "disagree"),  # key 1 with 4 and 5 tokens
+        ([0, 0, 1, 1], [1, 3, 2, 3], [4, 2, 4, 2], [9, 9], "disagree"),  # key 3 below two parents
+        ([1, 0], [1, 1], [4, 4], [9, 9], "grouped by request"),
+        ([0, 2], [1, 1], [4, 4], [9, 9], "grouped by request"),  # request 2 of a batch of 2
+        ([0, 1], [1, 1], [4, 4], [9, 3], "exceeds its length"),
+        ([0], [1], [4], [9, 0], "no KV tokens"),
+        ([], [], [], [], "empty batch"),
+    ],
+)
+def test_from_paths_bad_inputs(req: list, key: list, length: list, seq: list, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        PrefixForest.from_paths(
+            np.array(req, np.int64), np.array(key, np.int64), np.array(length, np.int64), np.array(seq, np.int64),
+            np.arange(len(seq), dtype=np.int64) * 100,
+        )
+
+
+# ---------------------------------------------------------------------------------------------- no sharing
+@SETTINGS
+@given(lengths=st.lists(st.integers(1, 5000), min_size=1, max_size=64), seed=st.integers(0, 2**31 - 1))
+def test_private_covers_each_row_once(lengths: list[int], seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = len(lengths)
+    row_base = rng.permutation(n).astype(np.int64) * 8192  # rows in any order
+    forest = PrefixForest.private(np.array(lengths), row_base)
+    check_structure(forest)
+    assert forest.num_requests == forest.num_nodes == n
+    assert slot_free_key(forest) == tuple(sorted(((r,), 0, m) for r, m in enumerate(lengths)))
+    assert sorted(forest.req_flat.tolist()) == list(range(n)) and (forest.q == 1).all()
+    assert forest.kv_begin().tolist() == row_base[forest.rep].tolist()  # each node read through its own row
+    assert forest.shared_tokens() == 0 and forest.unique_tokens() == forest.request_tokens() == sum(lengths)
+    grown = forest.with_lengths(np.array(lengths) + 1)  # every node is a private leaf
+    assert grown is not None and slot_free_key(grown) == tuple(sorted(((r,), 0, m + 1) for r, m in enumerate(lengths)))
+
+
+def test_private_bad_inputs() -> None:
+    with pytest.raises(ValueError, match="empty batch"):
+        PrefixForest.private(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    with pytest.raises(ValueError, match="no KV tokens"):
+        PrefixForest.private(np.array([3, 0]), np.array([0, 10]))

@@ -44,11 +44,13 @@ def item_key(plan) -> list:
 
 
 @pytest.mark.parametrize("seed", range(12))
-@pytest.mark.parametrize("tight", [False, True])
-def test_regrown_plans_equal_fresh_plans_and_are_exact(seed: int, tight: bool) -> None:
+@pytest.mark.parametrize("limited", [False, True])
+def test_regrown_plans_equal_fresh_plans_and_are_exact(seed: int, limited: bool) -> None:
+    """Only plans of the first planning pass are re-made (a coarsened plan could differ from a fresh plan once the
+    leaves grew), so the limited case uses limits that fit with room."""
     rng, forest0, table, row_base = grown_batch(seed)
     n = forest0.num_requests
-    limits = PlanLimits(n + 3, n, 4 * n) if tight else None
+    limits = PlanLimits(64 * n, 64 * n, 256 * n) if limited else None
     slot_table = torch.from_numpy(table.astype(np.int32))
     k = torch.randn(int(table.max()) + 1, 2, 64, dtype=torch.float64)
     v = torch.randn_like(k)
@@ -65,7 +67,7 @@ def test_regrown_plans_equal_fresh_plans_and_are_exact(seed: int, tight: bool) -
             regrown += 1
         assert item_key(plan) == item_key(fresh)
         assert plan.stats.kv_bytes_planned == fresh.stats.kv_bytes_planned
-        assert plan.num_partials == fresh.num_partials and plan.fallback == fresh.fallback
+        assert plan.num_partials == fresh.num_partials and plan.fallback == fresh.fallback == ""
         assert [p.num_tokens for p in plan.packs] == [p.num_tokens for p in fresh.packs]
         indptr = torch.from_numpy(np.r_[0, np.cumsum(lengths)])
         indices = torch.from_numpy(np.concatenate([table[row_base[r] : row_base[r] + lengths[r]] for r in range(n)]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -21,8 +22,10 @@ from pat_sglang.planner import (
     ITEM_TILE,
     ITEM_TILE_M,
     PackPlan,
+    PlanLimits,
     plan_forest,
 )
+from pat_sglang.reference import naive_decode, run_reference
 from pat_sglang.workloads import layout_tree, random_tree, tree_batch
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -34,10 +37,10 @@ def check_plan(plan: PackPlan, forest: PrefixForest, heads: HeadConfig, device: 
     tiles = load_tile_table((device or DeviceSpec()).arch)
     reqs_per_block = max(1, tiles.max_m // heads.group)
     items = plan.items.numpy()
-    kv_slots = plan.kv_slots.numpy().astype(np.int64)
+    kv_slots = plan.slot_table.numpy().astype(np.int64)  # items address KV as ranges of this table
     item_req = plan.item_req.numpy()
     item_dst = plan.item_dst.numpy()
-    for name in ("items", "kv_slots", "item_req", "item_dst", "merge_indptr", "merge_partials"):
+    for name in ("items", "slot_table", "item_req", "item_dst", "merge_indptr", "merge_partials"):
         assert getattr(plan, name).dtype == torch.int32, name
     assert items.ndim == 2 and items.shape[1] == ITEM_FIELDS
     assert item_req.shape == item_dst.shape
@@ -215,3 +218,129 @@ def test_batch_one() -> None:
     plan = plan_forest(forest, heads)
     check_plan(plan, forest, heads)
     assert plan.num_items > 1  # split to fill the GPU
+
+
+# ---------------------------------------------------------------------------------------------- limits
+PLAN_TENSORS = ("items", "slot_table", "item_req", "item_dst", "merge_indptr", "merge_partials")
+
+
+def fits(plan: PackPlan, limits: PlanLimits) -> bool:
+    return (
+        plan.num_items <= limits.max_items
+        and plan.num_partials <= limits.max_partials
+        and int(plan.item_req.shape[0]) <= limits.max_entries
+    )
+
+
+def same_plan(a: PackPlan, b: PackPlan) -> bool:
+    return a.num_partials == b.num_partials and all(torch.equal(getattr(a, n), getattr(b, n)) for n in PLAN_TENSORS)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """torch on one CPU thread (the reference executor's small einsums crawl when two threads contend)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def assert_exact(plan: PackPlan, batch, seed: int) -> None:
+    """run_reference(plan) in float64 on fresh random q/k/v == naive per-request attention (< 1e-9)."""
+    heads = plan.heads
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(plan.num_requests, heads.num_q_heads, heads.head_dim, generator=gen, dtype=torch.float64)
+    k = torch.randn(batch.num_slots, heads.num_kv_heads, heads.head_dim, generator=gen, dtype=torch.float64)
+    v = torch.randn(batch.num_slots, heads.num_kv_heads, heads.head_dim, generator=gen, dtype=torch.float64)
+    scale = heads.head_dim**-0.5
+    got = run_reference(plan, q, k, v, scale)
+    want = naive_decode(q, k, v, batch.kv_indptr, batch.kv_indices, scale)
+    assert torch.isfinite(got).all()
+    assert (got - want).abs().max().item() < 1e-9
+
+
+@settings(max_examples=35, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), group=st.sampled_from(GQA), sm_count=st.sampled_from([8, 132]))
+def test_plans_fit_limits(seed: int, group: int, sm_count: int) -> None:
+    """Under random limits (often tight: exactly what one of the plans needs, the batch size, or less) a plan fits
+    them whenever max_items and max_entries hold the batch; it is the unconstrained plan if that fits, else the
+    one-split plan if that fits (``fallback`` "one split"), else one whole-row item per request ("no sharing");
+    and it is exact."""
+    with one_thread():
+        _plans_fit_limits(seed, group, sm_count)
+
+
+def _plans_fit_limits(seed: int, group: int, sm_count: int) -> None:
+    rng = np.random.default_rng(seed)
+    tree = random_tree(rng, max_depth=5, max_requests=24, max_len=400, p_inner_request=0.2, max_request_tokens=6000)
+    batch = layout_tree(tree, rng=rng)
+    forest = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
+    heads = _heads(group, 64, num_kv_heads=2)
+    device = DeviceSpec(sm_count=sm_count)
+    free = plan_forest(forest, heads, device)
+    one = plan_forest(forest, heads, device, min_split_tokens=2**31 - 1)
+    bs = forest.num_requests
+
+    def pick(*tight: int) -> int:
+        return int(rng.choice([*tight, int(rng.integers(0, 2 * max(tight) + 2)), 2 * max(tight) + 2]))
+
+    limits = PlanLimits(
+        max_items=pick(free.num_items, one.num_items, bs, max(bs - 1, 0)),
+        max_partials=pick(free.num_partials, one.num_partials, 0),
+        max_entries=pick(int(free.item_req.shape[0]), int(one.item_req.shape[0]), bs, max(bs - 1, 0)),
+    )
+    try:
+        plan = plan_forest(forest, heads, device, limits=limits)
+    except ValueError as e:
+        assert "exceeds the plan limits" in str(e)
+        assert limits.max_items < bs or limits.max_entries < bs  # the no-sharing plan always fits the batch
+        assert not fits(free, limits) and not fits(one, limits)
+        return
+    assert fits(plan, limits)
+    if fits(free, limits):
+        assert plan.fallback == "" and same_plan(plan, free)
+        check_plan(plan, forest, heads, device)
+    elif fits(one, limits):
+        assert plan.fallback == "one split" and same_plan(plan, one)
+        assert all(p.splits == 1 for p in plan.packs)
+        check_plan(plan, forest, heads, device)
+    else:
+        assert plan.fallback == "no sharing" and plan.num_partials == 0
+        items = plan.items.numpy()
+        indptr = batch.kv_indptr.numpy()
+        reqs = plan.item_req.numpy()
+        assert sorted(reqs.tolist()) == list(range(bs)) and (plan.item_dst.numpy() == -1).all()
+        for it in items:  # one item per request: its whole row
+            assert it[ITEM_REQ_END] - it[ITEM_REQ_BEGIN] == 1
+            r = int(reqs[it[ITEM_REQ_BEGIN]])
+            assert (int(it[ITEM_KV_BEGIN]), int(it[ITEM_KV_END])) == (int(indptr[r]), int(indptr[r + 1]))
+    assert_exact(plan, batch, seed)
+
+
+def test_one_split_fallback() -> None:
+    """One long request split across the GPU; room for one item only: the plan keeps it in one piece."""
+    batch = tree_batch([(1, 5000)], rng=0)
+    forest = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
+    heads = _heads(4, 128)
+    free = plan_forest(forest, heads)
+    assert free.num_items > 1 and free.fallback == ""
+    plan = plan_forest(forest, heads, limits=PlanLimits(max_items=1, max_partials=0, max_entries=1))
+    assert plan.fallback == "one split" and plan.num_items == 1 and plan.num_partials == 0
+    check_plan(plan, forest, heads)
+    assert_exact(plan, batch, 0)
+
+
+def test_no_sharing_fallback_and_limits_below_the_batch() -> None:
+    batch = tree_batch([(1, 512), (8, 32)], rng=0)
+    forest = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
+    heads = _heads(2, 128)
+    free = plan_forest(forest, heads)
+    assert free.num_partials > 0  # the shared prefix is its own pack: every request merges two partials
+    plan = plan_forest(forest, heads, limits=PlanLimits(max_items=8, max_partials=0, max_entries=8))
+    assert plan.fallback == "no sharing" and plan.num_items == 8 and plan.num_partials == 0
+    assert plan.stats.kv_bytes_planned == plan.stats.kv_bytes_per_request
+    assert_exact(plan, batch, 1)
+    with pytest.raises(ValueError, match="exceeds the plan limits"):
+        plan_forest(forest, heads, limits=PlanLimits(max_items=7, max_partials=0, max_entries=8))

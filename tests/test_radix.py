@@ -8,8 +8,8 @@ from sglang_harness import RadixHarness, shared_prompts
 
 from pat_sglang.forest import PrefixForest
 from pat_sglang.radix import chain_tail, forest_from_radix, request_chain
-from patches.chain_table import ChainTable
-from patches.publish import publish_decode_batch
+from pat_sglang.sglang_patches.chain_table import ChainTable
+from pat_sglang.sglang_patches.publish import publish_decode_batch
 
 
 def flat_key(h: RadixHarness) -> frozenset:
@@ -55,7 +55,9 @@ def test_chain_is_prefix_of_row(page_size: int) -> None:
 
 @pytest.mark.parametrize("page_size", [1, 16])
 def test_published_chains(page_size: int) -> None:
-    """The patch's publisher copies the same chains, reuses unchanged ones, and follows node splits."""
+    """The patch's publisher records each request's radix path as (node id, tokens) root first, reuses unchanged
+    entries, follows node splits; the path's token ranges of the request's req_to_token row hold the radix nodes'
+    slots, and the batch's paths (``PublishedBatch.paths``) give the flat rows' forest."""
     rng = np.random.default_rng(3)
     h = RadixHarness(page_size=page_size)
     prompts = shared_prompts(rng)
@@ -67,30 +69,47 @@ def test_published_chains(page_size: int) -> None:
     gens = h.req_to_token_pool.req_generation
 
     def check() -> None:
-        for req in h.reqs:
+        for req, n in zip(h.reqs, h.seq_lens, strict=True):
             entry = table.lookup(req.req_pool_idx, int(gens[req.req_pool_idx]), req.rid)
             assert entry is not None
             want = request_chain(req.last_node, h.cache.root_node)
-            assert [i for i, _ in entry.chain] == [i for i, _ in want]
-            assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(entry.chain, want, strict=True))
+            assert entry.keys.tolist() == [i for i, _ in want]
+            assert entry.lengths.tolist() == [s.shape[0] for _, s in want]
+            assert entry.cached_len == sum(s.shape[0] for _, s in want) <= n
+            row = h.req_to_token[req.req_pool_idx].numpy()
+            at = 0
+            for _, slots in want:  # the node's slots are where the path says, in the request's own row
+                assert np.array_equal(row[at : at + slots.shape[0]], slots)
+                at += slots.shape[0]
+
+    def check_paths() -> None:
+        pb = table.batch
+        assert pb is not None and pb.rows.tolist() == [r.req_pool_idx for r in h.reqs] and pb.absent == 0
+        assert pb.cached.tolist() == [e.cached_len for e in pb.entries]
+        req, key, length = pb.paths
+        for i, e in enumerate(pb.entries):  # request i's entries, root first
+            assert key[req == i].tolist() == e.keys.tolist() and length[req == i].tolist() == e.lengths.tolist()
+        stride = h.req_to_token.shape[1]
+        forest = PrefixForest.from_paths(
+            req, key, length, np.array(h.seq_lens), pb.rows * stride, h.req_to_token.view(-1).numpy()
+        )
+        assert forest.canonical_key() == flat_key(h)  # same ranges, requests and (read through the rows) slots
 
     check()
+    check_paths()
     copies = table.published
     assert copies == len(h.reqs)
     h.decode(steps=1)
     publish_decode_batch(h.schedule_batch(), table)
     assert table.published == copies  # chains unchanged: nothing copied again
+    check_paths()
 
     # A new prompt that diverges inside the system prompt splits the node the others hang below.
     h.add_request(prompts[0][:21] + [1] * 40)
     publish_decode_batch(h.schedule_batch(), table)
     check()
     assert table.published > copies
-    # The published chains, with the rows' tails, still give the flat rows' forest.
-    chains = [table.lookup(r.req_pool_idx, None).chain for r in h.reqs]
-    rows = [h.req_to_token[r.req_pool_idx] for r in h.reqs]
-    tails = [chain_tail(c, row, n) for c, row, n in zip(chains, rows, h.seq_lens, strict=True)]
-    assert PrefixForest.from_chains(chains, tails).canonical_key() == flat_key(h)
+    check_paths()
 
 
 def test_stale_entries_are_refused() -> None:

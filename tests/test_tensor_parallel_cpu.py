@@ -13,18 +13,31 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from sglang_harness import RadixHarness, RecordingDelegate, decode_batch, fake_model_runner, shared_prompts
+from sglang_harness import (
+    RadixHarness,
+    RecordingDelegate,
+    assert_reads_within_rows,
+    decode_batch,
+    fake_model_runner,
+    one_torch_thread,
+    shared_prompts,
+)
 
 from pat_sglang.backend import PATAttnBackend, runner_device
 from pat_sglang.config import HeadConfig
 from pat_sglang.planner import PackPlan
 from pat_sglang.reference import naive_decode
-from patches.chain_table import chain_signature, chain_table_for
+from pat_sglang.sglang_patches.chain_table import chain_signature, chain_table_for
 
 D, LAYERS = 64, 2
-PLAN_TENSORS = ("items", "kv_slots", "item_req", "item_dst", "merge_indptr", "merge_partials")
+PLAN_TENSORS = ("items", "slot_table", "item_req", "item_dst", "merge_indptr", "merge_partials")
 # (q heads, kv heads, tp): heads split evenly; and tp > kv heads, where SGLang replicates each KV head
 SHAPES = [(32, 8, 2), (32, 2, 4)]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    yield from one_torch_thread()
 
 
 def scheduler(page_size: int, seed: int = 3) -> RadixHarness:
@@ -108,8 +121,11 @@ def test_ranks_plan_local_heads_and_concatenate_to_tp1(page_size: int, hq: int, 
 
     for be, fb in zip([full, *ranks], fbs, strict=True):
         be.init_forward_metadata(fb)
-        assert be.forward_metadata is not None and be.forward_metadata.forest_source == "radix"
-        assert be.delegate.calls == []
+        md = be.forward_metadata
+        assert md is not None and not md.static and be.delegate.calls == []
+        # planned from the published paths (no rows read back, nobody without sharing), over the rank's req_to_token
+        assert be.stats.row_reads == 0 and be.planner.counters.unshared == 0 and be.planner.counters.built == 1
+        assert md.plan.slot_table.data_ptr() == be.req_to_token_pool.req_to_token.data_ptr()
     # (a) each rank plans for its local heads
     assert full.forward_metadata.plan.heads == HeadConfig(hq, hkv, D, torch.float32)
     for r, be in enumerate(ranks):
@@ -144,8 +160,10 @@ def test_ranks_plan_local_heads_and_concatenate_to_tp1(page_size: int, hq: int, 
         k_buf, v_buf = pool.get_key_buffer(layer_id), pool.get_value_buffer(layer_id)
         want = naive_decode(q, k_buf, v_buf, indptr, indices, full_runner.model[layer_id].scaling)
         assert rel_err(got, want) < 1e-5 and rel_err(want_tp1, want) < 1e-5
-    for be in [full, *ranks]:
-        assert be.stats.steps == 1 and be.stats.flat_fallbacks == 0
+    for be, h in zip([full, *ranks], hs, strict=True):
+        assert be.stats.steps == 1 and be.stats.row_reads == 0 and be.stats.delegated == 0
+        rows = np.array([r.req_pool_idx for r in h.reqs], np.int64)
+        assert_reads_within_rows(be.forward_metadata.plan, rows, np.array(h.seq_lens), h.req_to_token.shape[1])
 
 
 def test_ranks_share_no_plan_state() -> None:

@@ -14,7 +14,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -54,8 +54,41 @@ def _conn(port: int, timeout: float) -> http.client.HTTPConnection:
     return http.client.HTTPConnection(LOCALHOST, port, timeout=timeout)
 
 
-def generate_stream(port: int, req: Request, timeout_s: float = 300.0) -> Result:
-    """One streamed request; TTFT at the first chunk that reports a generated token."""
+class Progress:
+    """Thread-safe counters of a closed-loop run (first tokens seen, requests finished), for a side thread that waits
+    for a point of the run (e.g. every in-flight request decoding) without polling."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self.first_tokens = 0
+        self.finished = 0
+
+    def on_first_token(self) -> None:
+        with self._cv:
+            self.first_tokens += 1
+            self._cv.notify_all()
+
+    def on_finished(self) -> None:
+        with self._cv:
+            self.finished += 1
+            self._cv.notify_all()
+
+    def notify(self) -> None:
+        """Wake the waiters (to re-check a predicate that depends on something else)."""
+        with self._cv:
+            self._cv.notify_all()
+
+    def wait_for(self, predicate: Callable[[Progress], bool], timeout_s: float) -> bool:
+        """Block until ``predicate(self)`` holds (True) or ``timeout_s`` passed (False)."""
+        with self._cv:
+            return self._cv.wait_for(lambda: predicate(self), timeout=max(0.0, timeout_s))
+
+
+def generate_stream(
+    port: int, req: Request, timeout_s: float = 300.0, on_first_token: Callable[[], None] | None = None
+) -> Result:
+    """One streamed request; TTFT at the first chunk that reports a generated token (``on_first_token`` is called
+    then)."""
     res = Result(ok=False, prompt_len=len(req.input_ids))
     t0 = time.perf_counter()
     conn = _conn(port, timeout_s)
@@ -86,6 +119,8 @@ def generate_stream(port: int, req: Request, timeout_s: float = 300.0) -> Result
             if n > n_out:
                 if n_out == 0:
                     res.ttft_s = time.perf_counter() - t0
+                    if on_first_token is not None:
+                        on_first_token()
                 n_out = n
             if time.perf_counter() - t0 > timeout_s:
                 res.error = "timeout while streaming"
@@ -125,11 +160,13 @@ def generate_batch(port: int, reqs: Sequence[Request], timeout_s: float = 300.0)
 
 
 def run_closed_loop(
-    port: int, reqs: Sequence[Request], concurrency: int, deadline_s: float, timeout_s: float = 300.0
+    port: int, reqs: Sequence[Request], concurrency: int, deadline_s: float, timeout_s: float = 300.0,
+    progress: Progress | None = None,
 ) -> tuple[list[Result], float]:
     """Send ``reqs`` keeping ``concurrency`` in flight; returns (results in request order, wall seconds).
 
     Requests not started before ``deadline_s`` (from the start) are returned as failed with error "skipped".
+    ``progress`` (optional) counts first tokens and finished requests (skipped ones count as finished).
     """
     t0 = time.perf_counter()
     lock = threading.Lock()
@@ -140,9 +177,12 @@ def run_closed_loop(
             res = Result(ok=False, prompt_len=len(reqs[i].input_ids), error="skipped")
         else:
             left = max(1.0, deadline_s - (time.perf_counter() - t0))
-            res = generate_stream(port, reqs[i], timeout_s=min(timeout_s, left))
+            res = generate_stream(port, reqs[i], timeout_s=min(timeout_s, left),
+                                  on_first_token=progress.on_first_token if progress is not None else None)
         with lock:
             results[i] = res
+        if progress is not None:
+            progress.on_finished()
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         list(pool.map(one, range(len(reqs))))

@@ -140,6 +140,7 @@ class _Snapshot:
     parents: list
     anc: list
     batch: PublishedBatch
+    splits: int | None  # the cache's split count when taken (None: unknown, ``anc`` is checked instead)
 
 
 _EMPTY = np.zeros(0, dtype=np.int64)
@@ -161,15 +162,28 @@ class ChainTable:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     reused: int = 0  # batches whose chains were all unchanged (identity checks only), for tests and logs
     _snap: _Snapshot | None = field(default=None, repr=False)
+    _last_node: dict[int, Any] = field(default_factory=dict, repr=False)  # row -> last_node its entry was read from
 
     def publish_batch(
-        self, idxs: list[int], rids: list[Hashable], generations: list[int | None], last_nodes: list[Any], root: Any
+        self,
+        idxs: list[int],
+        rids: list[Hashable],
+        generations: list[int | None],
+        last_nodes: list[Any],
+        root: Any,
+        splits: int | None = None,
     ) -> None:
         """``publish`` for every request of one decode batch (one lock round, ancestors' signatures shared), then
         record the batch's rows and entries (``PublishedBatch``). A batch equal to the previous one whose radix
-        nodes are all untouched (``_Snapshot``, identity checks in C loops) costs no per-request Python."""
+        nodes are all untouched (``_Snapshot``, identity checks in C loops) costs no per-request Python.
+
+        ``splits``: the radix cache's split count (``sglang_patches.publish.radix_splits``), or None if unknown.
+        Radix nodes change only when split (inserts add nodes, eviction never touches locked ones), so while the
+        count stands still a request's chain changed only if its ``last_node`` did: then only new requests and
+        requests with a new last node are read, and the rest keep their entries (cost in proportion to the change)."""
         snap = self._snap
-        if snap is not None and snap.root is root and _unchanged(snap, idxs, rids, generations, last_nodes):
+        stable = splits is not None and snap is not None and snap.root is root and snap.splits == splits
+        if snap is not None and snap.root is root and _unchanged(snap, idxs, rids, generations, last_nodes, stable):
             with self.lock:
                 if self._snap is snap:
                     old = snap.batch
@@ -181,14 +195,26 @@ class ChainTable:
                     return
         idxs = list(map(int, idxs))
         memo: dict[int, Signature | None] = {}
-        sigs = [chain_signature(n, root, memo) if root is not None else None for n in last_nodes]
+        if stable:
+            known = self._last_node
+            entries = self.entries
+            todo = [
+                i for i, (idx, rid, gen, node) in enumerate(zip(idxs, rids, generations, last_nodes, strict=True))
+                if known.get(idx) is not node or (e := entries.get(idx)) is None or e.rid != rid or e.generation != gen
+            ]
+        else:
+            todo = range(len(idxs))
         changed = []
         with self.lock:
             entries = self.entries
-            for idx, rid, gen, sig, node in zip(idxs, rids, generations, sigs, last_nodes, strict=True):
+            for i in todo:
+                idx, rid, gen, node = idxs[i], rids[i], generations[i], last_nodes[i]
+                sig = chain_signature(node, root, memo) if root is not None else None
                 old = entries.get(idx)
+                self._last_node[idx] = node
                 if sig is None:
                     entries.pop(idx, None)
+                    self._last_node.pop(idx, None)
                 elif old is None or old.rid != rid or old.generation != gen or old.signature != sig:
                     changed.append((idx, rid, gen, sig, node))
         fresh = [(idx, ChainEntry(rid, gen, sig)) for idx, rid, gen, sig, _ in changed]
@@ -209,7 +235,7 @@ class ChainTable:
                     a.setflags(write=False)
             absent = sum(map(operator.not_, batch_entries))
             self.batch = PublishedBatch(rows, tuple(rids), serial, batch_entries, cached, gens, absent)
-            self._snap = _snapshot(root, idxs, rids, generations, last_nodes, self.batch)
+            self._snap = _snapshot(root, idxs, rids, generations, last_nodes, self.batch, splits)
 
     def publish(self, req_pool_idx: int, rid: Hashable, generation: int | None, last_node: Any, root: Any) -> None:
         """Record the request's chain; drop the entry if it cannot be read (the backend then falls back)."""
@@ -224,12 +250,14 @@ class ChainTable:
                 return  # unchanged since the last step: no device copies
         with self.lock:
             self.entries[req_pool_idx] = ChainEntry(rid, generation, sig)
+            self._last_node[req_pool_idx] = last_node
             self.published += 1
 
     def drop(self, req_pool_idx: int) -> None:
         with self.lock:
             self._snap = None
             self.entries.pop(req_pool_idx, None)
+            self._last_node.pop(req_pool_idx, None)
 
     def lookup(self, req_pool_idx: int, generation: int | None, rid: Hashable | None = None) -> ChainEntry | None:
         """The entry for the request now in row ``req_pool_idx``, or ``None`` if missing or stale."""
@@ -247,14 +275,18 @@ class ChainTable:
         with self.lock:
             self._snap = None
             self.entries.clear()
+            self._last_node.clear()
             self.published = 0
             self.batch = None
 
 
-def _unchanged(snap: _Snapshot, idxs: list, rids: list, gens: list, nodes: list) -> bool:
-    """True if the batch (idxs, rids, gens, last nodes) is the snapshot's and no radix node on its chains changed."""
+def _unchanged(snap: _Snapshot, idxs: list, rids: list, gens: list, nodes: list, stable: bool) -> bool:
+    """True if the batch (idxs, rids, gens, last nodes) is the snapshot's and no radix node on its chains changed
+    (``stable``: the cache split no node since the snapshot, so the last nodes' identity is enough)."""
     if idxs != snap.idxs or rids != snap.rids or gens != snap.gens or not all(map(operator.is_, nodes, snap.nodes)):
         return False
+    if stable:
+        return True
     try:
         values, parents = list(map(_VALUE, nodes)), list(map(_PARENT, nodes))
     except AttributeError:
@@ -264,12 +296,17 @@ def _unchanged(snap: _Snapshot, idxs: list, rids: list, gens: list, nodes: list)
     return all(getattr(n, "value", None) is v and getattr(n, "parent", None) is p for n, v, p in snap.anc)
 
 
-def _snapshot(root: Any, idxs: list, rids: list, gens: list, nodes: list, batch: PublishedBatch) -> _Snapshot | None:
-    """The snapshot of a batch just published (None if its nodes are not radix nodes with value and parent)."""
+def _snapshot(
+    root: Any, idxs: list, rids: list, gens: list, nodes: list, batch: PublishedBatch, splits: int | None = None
+) -> _Snapshot | None:
+    """The snapshot of a batch just published (None if its nodes are not radix nodes with value and parent). With a
+    split count the ancestors need no record (nothing changes them until the count moves)."""
     try:
         values, parents = list(map(_VALUE, nodes)), list(map(_PARENT, nodes))
     except AttributeError:
         return None
+    if splits is not None:
+        return _Snapshot(root, list(idxs), list(rids), list(gens), list(nodes), values, parents, [], batch, splits)
     anc: list[tuple[Any, Any, Any]] = []
     seen: set[int] = set()
     for node in parents:
@@ -278,7 +315,7 @@ def _snapshot(root: Any, idxs: list, rids: list, gens: list, nodes: list, batch:
             parent = getattr(node, "parent", None)
             anc.append((node, getattr(node, "value", None), parent))
             node = parent
-    return _Snapshot(root, list(idxs), list(rids), list(gens), list(nodes), values, parents, anc, batch)
+    return _Snapshot(root, list(idxs), list(rids), list(gens), list(nodes), values, parents, anc, batch, None)
 
 
 CHAIN_TABLE = ChainTable()

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .publish import wrap_forward_batch_init_new
+from .publish import wrap_forward_batch_init_new, wrap_split_node
 
 PATCH_MARKER = "__pat_sglang_patch__"
 
@@ -88,9 +88,17 @@ PUBLISH_DECODE_CHAINS = Patch(
     make_wrapper=wrap_forward_batch_init_new,
 )
 
+COUNT_RADIX_SPLITS = Patch(
+    name="count-radix-splits",
+    module="sglang.srt.mem_cache.radix_cache",
+    owner="RadixCache",
+    attr="_split_node",
+    make_wrapper=wrap_split_node,
+)
+
 # Installed SGLang release -> the patches it needs.
 PATCH_SETS: dict[str, tuple[Patch, ...]] = {
-    "0.5.17": (PUBLISH_DECODE_CHAINS,),
+    "0.5.17": (PUBLISH_DECODE_CHAINS, COUNT_RADIX_SPLITS),
 }
 SUPPORTED_SGLANG_VERSIONS: tuple[str, ...] = tuple(PATCH_SETS)
 

@@ -42,7 +42,8 @@ def publish_decode_batch(batch: Any, table: ChainTable | None = None) -> None:
     mode = getattr(batch, "forward_mode", None)
     if mode is None or not mode.is_decode():
         return
-    root = getattr(getattr(batch, "tree_cache", None), "root_node", None)  # None: no radix cache
+    cache = getattr(batch, "tree_cache", None)
+    root = getattr(cache, "root_node", None)  # None: no radix cache
     pool = getattr(batch, "req_to_token_pool", None)
     generations = getattr(pool, "req_generation", None)
     try:
@@ -57,7 +58,7 @@ def publish_decode_batch(batch: Any, table: ChainTable | None = None) -> None:
             gens = gen_np[idxs].tolist()
         else:
             gens = [None] * len(idxs)
-        table.publish_batch(idxs, list(map(_RID, reqs)), gens, list(map(_LAST_NODE, reqs)), root)
+        table.publish_batch(idxs, list(map(_RID, reqs)), gens, list(map(_LAST_NODE, reqs)), root, radix_splits(cache))
         if len(reqs) != len(batch.reqs):
             table.batch = None  # rows without a pool index: the backend reads req_pool_indices instead
         return
@@ -74,6 +75,30 @@ def publish_decode_batch(batch: Any, table: ChainTable | None = None) -> None:
         except Exception as e:  # the backend falls back to the flat rows for this request
             table.drop(int(idx))
             _warn(f"PAT: could not publish the radix chain of request {req.rid} ({e!r}); falling back")
+
+
+SPLITS_ATTR = "_pat_radix_splits"  # per cache instance: how often it split a node (see wrap_split_node)
+
+
+def radix_splits(cache: Any) -> int | None:
+    """The cache's split count, or None when its class's ``_split_node`` is not the counting wrapper (another
+    cache, or a subclass that overrides it): then nothing is known and every chain is checked."""
+    func = getattr(type(cache), "_split_node", None)
+    if getattr(func, "__pat_sglang_patch__", None) != "count-radix-splits":
+        return None
+    return cache.__dict__.get(SPLITS_ATTR, 0)
+
+
+def wrap_split_node(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrapper for ``RadixCache._split_node``: the one place where existing radix nodes change (a split gives the
+    node a new parent and a shorter value), so a count of splits tells the publisher when chains can have moved."""
+
+    @functools.wraps(original)
+    def _split_node(self: Any, *args: Any, **kwargs: Any) -> Any:
+        self.__dict__[SPLITS_ATTR] = self.__dict__.get(SPLITS_ATTR, 0) + 1
+        return original(self, *args, **kwargs)
+
+    return _split_node
 
 
 def _warn(message: str) -> None:

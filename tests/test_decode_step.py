@@ -1,0 +1,289 @@
+"""DecodeStepPlanner directly over a real SGLang RadixCache: batches published by the scheduler patch
+(``publish_decode_batch`` into an enabled ``ChainTable``) -> forest (reused with grown leaves, or rebuilt from the
+published paths) -> plan over ``req_to_token``. Every step's forest must describe the sharing ``from_flat`` finds in
+the ``req_to_token`` rows (requests without a usable path, and padding, sharing nothing), and every plan, run by the
+float64 reference executor on fresh random pools, must equal naive attention over ``req_to_token[row, :seq_len]``."""
+
+from __future__ import annotations
+
+import dataclasses
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from sglang_harness import (
+    RadixHarness,
+    assert_plan_exact,
+    assert_reads_within_rows,
+    one_torch_thread,
+    plan_work,
+    record_forests,
+    rows_flat,
+    slot_free_key,
+)
+
+from pat_sglang.config import DeviceSpec, HeadConfig
+from pat_sglang.decode_step import PADDING_ROW, DecodeStepPlanner, StepBatch
+from pat_sglang.forest import PrefixForest
+from pat_sglang.planner import PlanLimits, plan_forest
+from pat_sglang.sglang_patches.chain_table import ChainTable
+from pat_sglang.sglang_patches.publish import publish_decode_batch
+
+HEADS = HeadConfig(8, 2, 64, torch.bfloat16)
+PLAN_TENSORS = ("items", "item_req", "item_dst", "merge_indptr", "merge_partials")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    yield from one_torch_thread()
+
+
+@dataclasses.dataclass
+class Setup:
+    h: RadixHarness
+    table: ChainTable
+    planner: DecodeStepPlanner
+    forests: list
+    rng: np.random.Generator
+    system: list[int]
+    live: list[int]
+
+
+def setup(page_size: int = 1, seed: int = 0, n: int = 6) -> Setup:
+    rng = np.random.default_rng(seed)
+    h = RadixHarness(page_size=page_size, max_reqs=32, max_context=512, num_slots=1 << 13)
+    system = rng.integers(1000, 2000, size=48).tolist()
+    for _ in range(n):
+        h.add_request(system + rng.integers(2000, 9000, size=int(rng.integers(3, 25))).tolist())
+    planner = DecodeStepPlanner(HEADS, DeviceSpec(), h.req_to_token)
+    return Setup(h, ChainTable(enabled=True), planner, record_forests(planner), rng, system, list(range(n)))
+
+
+def step(s: Setup, pad: int = 0) -> StepBatch:
+    """One scheduler step of the live requests: a new token each, publish, the host view (padded with ``pad``
+    requests of row ``PADDING_ROW``, seq_len 1, as CUDA-graph replay pads)."""
+    s.h.decode(steps=1, only=s.live)
+    publish_decode_batch(s.h.schedule_batch(s.live), s.table)
+    pb = s.table.batch
+    assert pb is not None and pb.rows.tolist() == [s.h.reqs[i].req_pool_idx for i in s.live]
+    seq = np.array([s.h.seq_lens[i] for i in s.live], dtype=np.int64)
+    rows = np.asarray(pb.rows, dtype=np.int64)
+    if pad:
+        rows = np.concatenate([rows, np.full(pad, PADDING_ROW, dtype=np.int64)])
+        seq = np.concatenate([seq, np.ones(pad, dtype=np.int64)])
+    return StepBatch(rows, seq, len(s.live), pb)
+
+
+def expected_key(s: Setup, batch: StepBatch, apart: set[int]) -> tuple:
+    """The sharing of the batch's req_to_token rows (``from_flat``), with the requests in ``apart`` and padding
+    sharing nothing (their slots replaced by unique ones)."""
+    indptr, flat = rows_flat(s.h.req_to_token, batch.rows, batch.seq_lens)
+    fake = s.h.num_slots
+    for r in sorted(apart | set(range(batch.n_real, batch.rows.shape[0]))):
+        n = int(indptr[r + 1] - indptr[r])
+        flat[indptr[r] : indptr[r + 1]] = fake + np.arange(n)
+        fake += n
+    return slot_free_key(PrefixForest.from_flat(indptr, flat))
+
+
+def plan_and_check(s: Setup, batch: StepBatch, seed: int, apart: frozenset[int] = frozenset(), limits=None):
+    """Plan ``batch``; its forest has the expected sharing and the plan reads only the batch's rows, exactly."""
+    plan = s.planner.plan(batch, limits)
+    forest = s.forests[-1]
+    assert slot_free_key(forest) == expected_key(s, batch, set(apart))
+    assert forest.request_lengths.tolist() == batch.seq_lens.tolist()
+    r2t = s.h.req_to_token
+    assert plan.slot_table.data_ptr() == r2t.data_ptr() and plan.max_slot is None
+    assert plan.num_requests == batch.rows.shape[0]
+    assert_reads_within_rows(plan, batch.rows, batch.seq_lens, r2t.shape[1])
+    assert_plan_exact(plan, r2t, batch.rows, batch.seq_lens, seed=seed, num_slots=s.h.num_slots)
+    return plan
+
+
+def shares(forest: PrefixForest, r: int) -> bool:
+    return bool((forest.q[forest.entry_node[forest.req_flat == r]] > 1).any())
+
+
+@pytest.mark.parametrize("page_size", [1, 16])
+def test_unchanged_batch_reuses_the_forest(page_size: int) -> None:
+    """Same batch step after step: one forest built, then grown (``with_lengths``); the plans are re-made from last
+    step's (``plan_forest(previous=...)``) and do a fresh plan's work."""
+    s = setup(page_size)
+    first = None
+    previous = None
+    regrown = 0
+    for i in range(25):
+        batch = step(s)
+        plan = plan_and_check(s, batch, seed=i)
+        fresh = plan_forest(s.forests[-1], HEADS, DeviceSpec(), slot_table=s.planner.slot_table)
+        table = s.h.req_to_token.view(-1).numpy()
+        assert plan_work(plan, table) == plan_work(fresh, table) and plan.stats == fresh.stats
+        regrown += previous is not None and plan.item_req is previous.item_req
+        previous = plan
+        if first is None:
+            first = s.forests[-1]
+            assert first.shared_tokens() > 0  # the system prompt is shared
+        else:  # the same structure, grown leaves: no rebuild
+            assert s.forests[-1].req_flat is first.req_flat and s.forests[-1].parent is first.parent
+        assert (s.planner.counters.built, s.planner.counters.reused) == (1, i)
+    assert s.table.reused == 24  # the publisher saw the same chains, identity checks only
+    assert regrown > 12  # most plans re-made from the previous one (a split count change plans afresh)
+    assert s.planner.counters.unshared == 0 and s.planner.counters.coarse == 0
+
+
+def test_arrival_finish_reorder_rebuild() -> None:
+    s = setup(seed=1)
+    c = s.planner.counters
+    plan_and_check(s, step(s), seed=0)
+    plan_and_check(s, step(s), seed=1)
+    assert (c.built, c.reused) == (1, 1)
+    # An arrival that splits the system prompt's radix node.
+    s.h.add_request(s.system[:30] + s.rng.integers(9000, 9999, size=9).tolist())
+    s.live.append(len(s.h.reqs) - 1)
+    plan_and_check(s, step(s), seed=2)
+    assert (c.built, c.reused) == (2, 1)
+    assert shares(s.forests[-1], len(s.live) - 1)  # the newcomer shares the first 30 tokens
+    plan_and_check(s, step(s), seed=3)
+    assert (c.built, c.reused) == (2, 2)
+    # A finish: the row is freed and goes to the next arrival (same row, another request and generation).
+    done = s.live.pop(2)
+    row = s.h.reqs[done].req_pool_idx
+    s.h.req_to_token_pool.free(s.h.reqs[done])
+    plan_and_check(s, step(s), seed=4)
+    assert (c.built, c.reused) == (3, 2)
+    s.h.req_to_token_pool.free_slots.remove(row)
+    s.h.req_to_token_pool.free_slots.insert(0, row)
+    s.h.add_request(s.system + s.rng.integers(9000, 9999, size=5).tolist())
+    assert s.h.reqs[-1].req_pool_idx == row
+    s.live.append(len(s.h.reqs) - 1)
+    plan_and_check(s, step(s), seed=5)
+    assert (c.built, c.reused) == (4, 2)
+    # The same requests in another order: other rows per batch index.
+    s.live = s.live[::-1]
+    plan_and_check(s, step(s), seed=6)
+    assert (c.built, c.reused) == (5, 2)
+    plan_and_check(s, step(s), seed=7)
+    assert (c.built, c.reused) == (5, 3) and c.unshared == 0
+
+
+def test_missing_entry_planned_without_sharing() -> None:
+    """A request whose radix chain cannot be read when the batch is published (here: a last node cut off from the
+    tree) has no entry; the planner gives it its whole row as a private leaf, counts it, and stays exact."""
+    s = setup(seed=2)
+    plan_and_check(s, step(s), seed=0)
+    victim = 3
+    req = s.h.reqs[s.live[victim]]
+    real = req.last_node
+    req.last_node = SimpleNamespace(id=-1, parent=None, value=None)  # reaches no root: unreadable
+    try:
+        batch = step(s)
+    finally:
+        req.last_node = real
+    assert batch.published.entries[victim] is None and batch.published.absent == 1
+    plan_and_check(s, batch, seed=1, apart=frozenset({victim}))
+    c = s.planner.counters
+    assert c.unshared == 1 and c.built == 2 and not shares(s.forests[-1], victim)
+    assert any(shares(s.forests[-1], r) for r in range(len(s.live)) if r != victim)  # the others still share
+    plan_and_check(s, step(s), seed=2)  # published again: shares again
+    assert c.unshared == 1 and c.built == 3 and shares(s.forests[-1], victim)
+    # A batch the table did not record entries for (``entries`` None): nobody shares, everybody counted.
+    batch = step(s)
+    bare = StepBatch(batch.rows, batch.seq_lens, batch.n_real, dataclasses.replace(batch.published, entries=None))
+    plan = plan_and_check(s, bare, seed=3, apart=frozenset(range(len(s.live))))
+    assert c.unshared == 1 + len(s.live) and plan.stats.kv_bytes_planned == plan.stats.kv_bytes_per_request
+    # No published batch at all (rows read back by the backend): the same.
+    plan_and_check(s, StepBatch(batch.rows, batch.seq_lens, batch.n_real, None), seed=4,
+                   apart=frozenset(range(len(s.live))))
+    assert c.unshared == 1 + 2 * len(s.live)
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+def test_stale_entry_not_trusted(reuse: bool) -> None:
+    """A published path longer than the request (cached_len > seq_len) is not used: the request is planned over its
+    ``seq_len`` tokens without sharing, exactly; the other requests keep their paths."""
+    s = setup(seed=3)
+    if reuse:  # the last forest was made from the same entries and rows: with_lengths must not stretch it
+        plan_and_check(s, step(s), seed=0)
+    batch = step(s)
+    victim = 1
+    cached = int(batch.published.cached[victim])
+    assert cached >= 8
+    seq = batch.seq_lens.copy()
+    seq[victim] = cached - 5
+    stale = StepBatch(batch.rows, seq, batch.n_real, batch.published)
+    built = s.planner.counters.built
+    plan_and_check(s, stale, seed=1, apart=frozenset({victim}))
+    assert s.planner.counters.unshared == 1 and s.planner.counters.built == built + 1
+    assert s.forests[-1].num_nodes > len(s.live)  # the others still share
+
+
+def test_padding_requests() -> None:
+    s = setup(seed=4)
+    for i in range(4):
+        batch = step(s, pad=3)
+        assert batch.rows.shape[0] == len(s.live) + 3
+        plan_and_check(s, batch, seed=i)
+        forest = s.forests[-1]
+        for r in range(batch.n_real, batch.rows.shape[0]):  # one private token of the padding row
+            assert not shares(forest, r) and int(forest.request_lengths[r]) == 1
+    c = s.planner.counters
+    assert (c.built, c.reused, c.unshared) == (1, 3, 0)
+
+
+def test_planner_never_reads_req_to_token_values() -> None:
+    """Planning is host work over published paths and lengths only: a planner over a req_to_token of all -1 makes
+    the same plan, and so does one over the real table scribbled (-1) everywhere the plan's kernels do not read
+    (positions >= seq_len of the batch's rows, and every other row); the plan then still runs exactly."""
+    s = setup(seed=5)
+    batch = step(s, pad=2)
+    plan = plan_and_check(s, batch, seed=0)
+    r2t = s.h.req_to_token
+    blank = torch.full_like(r2t, -1)
+    other = DecodeStepPlanner(HEADS, DeviceSpec(), blank).plan(batch)
+    assert other.slot_table.data_ptr() == blank.data_ptr()
+    for name in PLAN_TENSORS:
+        assert torch.equal(getattr(other, name), getattr(plan, name)), name
+    assert other.num_partials == plan.num_partials
+    keep = torch.zeros_like(r2t, dtype=torch.bool)
+    for row, n in zip(batch.rows.tolist(), batch.seq_lens.tolist(), strict=True):
+        keep[row, :n] = True
+    before = r2t.clone()
+    r2t[~keep] = -1
+    assert not torch.equal(r2t, before)
+    again = DecodeStepPlanner(HEADS, DeviceSpec(), r2t).plan(batch)
+    for name in PLAN_TENSORS:
+        assert torch.equal(getattr(again, name), getattr(plan, name)), name
+    assert_plan_exact(plan, r2t, batch.rows, batch.seq_lens, seed=1, num_slots=s.h.num_slots)
+
+
+def test_plans_fit_limits() -> None:
+    """Under limits too small for the shared plan the planner coarsens (``plan.fallback``, counted), and the plan
+    still fits and is exact; the forest is reused all the same."""
+    s = setup(seed=6)
+    batch = step(s)
+    shared = plan_and_check(s, batch, seed=0)
+    assert shared.num_partials > 0 and shared.fallback == ""
+    bs = batch.rows.shape[0]
+    limits = PlanLimits(max_items=bs, max_partials=0, max_entries=bs)
+    plan = plan_and_check(s, step(s), seed=1, limits=limits)
+    assert plan.fallback == "no sharing" and s.planner.counters.coarse == 1 and s.planner.counters.reused == 1
+    assert plan.num_items <= bs and plan.num_partials == 0 and plan.item_req.shape[0] <= bs
+    roomy = PlanLimits(max_items=10_000, max_partials=10_000, max_entries=10_000)
+    plan = plan_and_check(s, step(s), seed=2, limits=roomy)
+    assert plan.fallback == "" and s.planner.counters.coarse == 1
+
+
+def test_bad_inputs() -> None:
+    s = setup(seed=7, n=2)
+    r2t = s.h.req_to_token
+    with pytest.raises(ValueError, match="int32"):
+        DecodeStepPlanner(HEADS, DeviceSpec(), r2t.long())
+    with pytest.raises(ValueError, match="contiguous"):
+        DecodeStepPlanner(HEADS, DeviceSpec(), r2t.t())
+    batch = step(s)
+    for bad in (0, r2t.shape[1] + 1):
+        seq = batch.seq_lens.copy()
+        seq[0] = bad
+        with pytest.raises(ValueError, match="sequence lengths"):
+            s.planner.plan(StepBatch(batch.rows, seq, batch.n_real, batch.published))

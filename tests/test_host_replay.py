@@ -1,0 +1,127 @@
+"""bench/host_replay.py in its --quick shape (batch 8, context 1k, chunks of 256): the Mooncake trace through SGLang's
+real RadixCache with arrivals, finishes and chunked prefill, and the PAT backend planning every decode step. The plans
+are checked against plain per-request attention (``pat_sglang.reference``) on random q / K / V."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+
+import host_replay as hr  # noqa: E402
+
+from pat_sglang.reference import naive_decode, run_reference  # noqa: E402
+
+SMALL_HEADS = (4, 2, 128)  # q heads, kv heads (GQA group 2), head dim: K/V pools of a few MB
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """As the bench runs (the scheduler's one host thread); also keeps the reference's small einsums fast."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def specs() -> list:
+    if not hr.DEFAULT_TRACE.exists():
+        pytest.skip(f"trace not found: {hr.DEFAULT_TRACE}")
+    return hr.load_mooncake(hr.DEFAULT_TRACE, limit=2000)
+
+
+def test_quick_replay_times_every_decode_step(specs: list) -> None:
+    cfg = hr.quick_config()
+    seen: list[tuple[int, int, int]] = []
+
+    def check(sim, be, view, rec) -> None:
+        md = be.forward_metadata
+        assert md is not None, "the backend did not plan a decode step"
+        seen.append((md.plan.num_requests, int(view.batch_size), len(sim.running)))
+
+    res = hr.run_point(cfg, specs, on_step=check)
+    recs = res.records
+    assert len(recs) == cfg.steps
+    assert all(r.host_us > 0 and r.publish_us >= 0 for r in recs)
+    # the server really ran: the batch full, requests arriving, joining, finishing, prompts chunked
+    assert np.mean([r.batch_size for r in recs]) > 0.9 * cfg.batch
+    assert max(r.batch_size for r in recs) == cfg.batch
+    assert sum(r.arrivals for r in recs) > 0
+    assert sum(r.joined for r in recs) > 0 and sum(r.left for r in recs) > 0
+    assert res.admitted > cfg.batch and res.finished > 0
+    assert res.chunked_prompts >= 1 and res.chunked_iterations >= 1  # prompts longer than the 256-token chunk
+    assert res.cache_hit_tokens > 0  # the trace's shared hash-id prefixes hit the radix cache
+    # --scale blocks: the mean prompt is --context tokens, none longer than clip_factor x context
+    assert all(r.context_tokens <= r.batch_size * (cfg.clip_factor * cfg.context + cfg.max_output) for r in recs)
+    assert 0.25 * cfg.context < np.mean([r.context_tokens / r.batch_size for r in recs]) < 4 * cfg.context
+    # every decode step, timed or not, was planned once, for the whole (padded) batch
+    be = res.backend
+    assert be.stats.steps == len(recs) + res.untimed_steps == len(seen)
+    assert all(n == padded for n, padded, _ in seen)
+    assert all(padded in hr.capture_sizes(cfg.batch) and padded >= raw for _, padded, raw in seen)
+    s = res.summary()
+    assert s["p50"] <= s["p99"] <= s["max"]
+    assert res.verdict() in ("yes",) or res.verdict().startswith("no: ")
+
+
+def test_prompt_scaling_keeps_the_trace_sharing() -> None:
+    """A later conversation turn (hash ids extending an earlier turn's) still extends the earlier prompt token for token
+    under --scale blocks; --scale exact gives exactly --context tokens and keeps the common hash-id prefix."""
+    a = hr.RequestSpec(0, 0.0, ((0, 512), (1, 512), (2, 300)), 10)
+    b = hr.RequestSpec(1, 0.0, ((0, 512), (1, 512), (2, 512), (3, 100)), 10)
+    for factor in (0.1, 1.0, 2.7):
+        ta = hr.RequestSpec(0, 0.0, hr.block_segments(a, factor, 1 << 20), 10).prompt_tokens()
+        tb = hr.RequestSpec(1, 0.0, hr.block_segments(b, factor, 1 << 20), 10).prompt_tokens()
+        assert len(tb) > len(ta) and tb[: len(ta)] == ta
+    cut = hr.block_segments(b, 2.0, 1500)
+    assert sum(n for _, n in cut) == 1500 and cut[0] == (0, 1024)
+    for context in (100, 1024, 5000):
+        ea = hr.RequestSpec(0, 0.0, hr.exact_segments(a, context), 10).prompt_tokens()
+        eb = hr.RequestSpec(1, 0.0, hr.exact_segments(b, context), 10).prompt_tokens()
+        assert len(ea) == len(eb) == context
+        common = min(context, 1024 + 300)
+        assert ea[:common] == eb[:common]
+
+
+@pytest.mark.parametrize("path", ["eager", "graph"])
+def test_quick_replay_plans_equal_plain_attention(specs: list, path: str) -> None:
+    """Every step's plan, run by the torch reference, equals per-request attention over the request's whole
+    req_to_token row (prompt, cached prefix and every decoded token), so the plans cover each full sequence: steps
+    whose batch changed (arrivals, finishes) and unchanged steps (the reused forest) alike."""
+    cfg = hr.quick_config(path=path, heads=SMALL_HEADS, steps=16, warmup=2)
+    hq, hkv, d = SMALL_HEADS
+    gen = torch.Generator().manual_seed(0)
+    pools: dict[str, torch.Tensor] = {}
+    checked = {"changed": 0, "unchanged": 0}
+    last: list[tuple] = [()]
+
+    def check(sim, be, view, rec) -> None:
+        ids = tuple(r.rid for r in sim.running)
+        checked["changed" if ids != last[0] else "unchanged"] += 1
+        last[0] = ids
+        if not pools:
+            pools["k"] = torch.randn(sim.num_slots + 1, hkv, d, generator=gen, dtype=torch.float64)
+            pools["v"] = torch.randn(sim.num_slots + 1, hkv, d, generator=gen, dtype=torch.float64)
+        plan = be.forward_metadata.plan
+        raw = len(sim.running)
+        rows = view.req_pool_indices[:raw].numpy()
+        lens = view.seq_lens_cpu[:raw].numpy()
+        assert plan.num_requests == int(view.batch_size)
+        indptr = torch.from_numpy(np.concatenate([[0], np.cumsum(lens)]).astype(np.int64))
+        flat = torch.from_numpy(np.concatenate([sim.r2t[r, :n] for r, n in zip(rows, lens, strict=True)]))
+        q = torch.randn(int(view.batch_size), hq, d, generator=gen, dtype=torch.float64)
+        scale = d**-0.5
+        want = naive_decode(q[:raw], pools["k"], pools["v"], indptr, flat.long(), scale)
+        got = run_reference(plan, q, pools["k"], pools["v"], scale)
+        torch.testing.assert_close(got[:raw], want, rtol=1e-9, atol=1e-9)
+
+    res = hr.run_point(cfg, specs, on_step=check)
+    assert checked["changed"] + checked["unchanged"] == res.backend.stats.steps == len(res.records) + res.untimed_steps
+    assert checked["changed"] >= 2 and checked["unchanged"] >= 2, checked
