@@ -11,6 +11,7 @@ scale, and the same two numbers for a CUDA-graph replay of the same call. Target
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pat_sglang  # noqa: E402
 from pat_sglang.config import DeviceSpec, HeadConfig  # noqa: E402
+from pat_sglang.reference import naive_decode  # noqa: E402
 from pat_sglang.workloads import make_qkv, standard_batch  # noqa: E402
 
 TARGET_US = 15.0
@@ -39,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(20):
         pat_sglang.run(plan, q, k, v, out=out)
     torch.cuda.synchronize()
+    eager_out = out.clone()
+    scale = 1.0 / math.sqrt(128)
+    ref = naive_decode(q.cpu(), k.cpu(), v.cpu(), batch.kv_indptr, batch.kv_indices, scale)
+    err = float((eager_out.double().cpu() - ref).norm() / ref.norm())
+    if not err < 2e-2:
+        raise SystemExit(f"eager output differs from float64 attention: relative error {err:.3e}")
     t0 = time.perf_counter()
     for _ in range(args.calls):
         pat_sglang.run(plan, q, k, v, out=out)
@@ -55,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     with torch.cuda.graph(graph):
         pat_sglang.run(plan, q, k, v, out=out)
     torch.cuda.synchronize()
+    out.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    if not torch.equal(out, eager_out):
+        raise SystemExit("graph replay output differs from the eager output")
     t0 = time.perf_counter()
     for _ in range(args.calls):
         graph.replay()
@@ -68,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     graph_gpu_us = start.elapsed_time(end) / 200 * 1e3
     verdict = "met" if host_us <= TARGET_US else "NOT met"
     print(f"device: {torch.cuda.get_device_name()}; workload {args.workload} ({batch.batch} requests), "
-          f"{plan.num_items} items, {plan.num_partials} partials")
+          f"{plan.num_items} items, {plan.num_partials} partials; eager vs float64 rel. err {err:.1e}, graph == eager")
     print(f"eager run: host {host_us:.1f} us/call (target <= {TARGET_US:.0f}: {verdict}); "
           f"back-to-back GPU {eager_gpu_us:.1f} us/call")
     print(f"graph replay: host {replay_host_us:.1f} us/call; back-to-back GPU {graph_gpu_us:.1f} us/call")

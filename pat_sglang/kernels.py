@@ -441,48 +441,81 @@ class PlanLaunch:
         self.merge_args = (ctypes.c_void_p * 1)(ctypes.addressof(self.mp))
         self.f_forward = driver.CUfunction(int(kern.forward))
         self.f_merge = driver.CUfunction(int(kern.merge))
+        self.h_forward = int(kern.forward)  # the same handles as raw pointers, for the ctypes launch
+        self.h_merge = int(kern.merge)
+        self.fwd_args_ptr = ctypes.addressof(self.fwd_args)
+        self.merge_args_ptr = ctypes.addressof(self.merge_args)
         self.smem = kern.variant.smem_bytes
         self.threads = kern.variant.threads
         self.merge_grid_y = -(-heads.num_q_heads // MERGE_WARPS)
         self._checked: tuple | None = None
-        self._stream_key: int | None = None
-        self._stream = None
 
     def __call__(
         self, q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Tensor, out: torch.Tensor, sm_scale: float
     ) -> torch.Tensor:
         key = (q.shape, q.stride(), out.stride(), k_buffer.stride(), v_buffer.stride(), q.dtype, k_buffer.dtype,
-               v_buffer.dtype, out.dtype)
+               v_buffer.dtype, out.dtype, q.device)
         if key != self._checked:
             _check_layout(q, k_buffer, v_buffer, out)
             self._checked = key
-        elif (q.data_ptr() | k_buffer.data_ptr() | v_buffer.data_ptr() | out.data_ptr()) % 16:
-            raise ValueError("q, out and the KV pools must be 16-byte aligned")
-        driver = _driver()
-        raw = torch.cuda.current_stream(q.device).cuda_stream
-        if raw != self._stream_key:
-            self._stream_key, self._stream = raw, driver.CUstream(raw)
         f = self.fwd
         f.q, f.k, f.v, f.out = q.data_ptr(), k_buffer.data_ptr(), v_buffer.data_ptr(), out.data_ptr()
-        f.q_stride, f.out_stride = q.stride(0), out.stride(0)
-        f.kv_stride_slot, f.kv_stride_head = k_buffer.stride(0), k_buffer.stride(1)
+        if (f.q | f.k | f.v | f.out) % 16:
+            raise ValueError("q, out and the KV pools must be 16-byte aligned")
+        f.q_stride, f.out_stride = key[1][0], key[2][0]
+        f.kv_stride_slot, f.kv_stride_head = key[3][0], key[3][1]
         f.scale_log2 = sm_scale * _LOG2E
+        stream = _raw_stream(q.device.index)
+        launch = _raw_launch()
         if self.grid_items > 0:
-            err = driver.cuLaunchKernel(
-                self.f_forward, self.heads.num_kv_heads, self.grid_items, 1, self.threads, 1, 1, self.smem,
-                self._stream, ctypes.addressof(self.fwd_args), 0,
-            )[0]
+            if launch is not None:
+                err = launch(self.h_forward, self.heads.num_kv_heads, self.grid_items, 1, self.threads, 1, 1,
+                             self.smem, stream, self.fwd_args_ptr, None)
+            else:
+                err = _driver().cuLaunchKernel(
+                    self.f_forward, self.heads.num_kv_heads, self.grid_items, 1, self.threads, 1, 1, self.smem,
+                    _driver().CUstream(stream), self.fwd_args_ptr, 0,
+                )[0]
             if int(err) != 0:
                 raise RuntimeError(f"CUDA driver call cuLaunchKernel(pat_pack_forward) failed: {err!r}")
         if self.merge:
-            self.mp.out, self.mp.out_stride = out.data_ptr(), out.stride(0)
-            err = driver.cuLaunchKernel(
-                self.f_merge, self.merge_requests, self.merge_grid_y, 1, 32 * MERGE_WARPS, 1, 1, 0, self._stream,
-                ctypes.addressof(self.merge_args), 0,
-            )[0]
+            self.mp.out, self.mp.out_stride = f.out, f.out_stride
+            if launch is not None:
+                err = launch(self.h_merge, self.merge_requests, self.merge_grid_y, 1, 32 * MERGE_WARPS, 1, 1, 0,
+                             stream, self.merge_args_ptr, None)
+            else:
+                err = _driver().cuLaunchKernel(
+                    self.f_merge, self.merge_requests, self.merge_grid_y, 1, 32 * MERGE_WARPS, 1, 1, 0,
+                    _driver().CUstream(stream), self.merge_args_ptr, 0,
+                )[0]
             if int(err) != 0:
                 raise RuntimeError(f"CUDA driver call cuLaunchKernel(pat_merge) failed: {err!r}")
         return out
+
+
+_RAW_LAUNCH: list = []
+
+
+def _raw_launch():
+    """``cuLaunchKernel`` from libcuda through ctypes (about a microsecond a call; cuda-python converts every
+    argument), or None where libcuda cannot be loaded (then cuda-python launches)."""
+    if not _RAW_LAUNCH:
+        try:
+            fn = ctypes.CDLL("libcuda.so.1").cuLaunchKernel
+            fn.restype = ctypes.c_int
+            u = ctypes.c_uint
+            fn.argtypes = [ctypes.c_void_p, u, u, u, u, u, u, u, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+            _RAW_LAUNCH.append(fn)
+        except (OSError, AttributeError):
+            _RAW_LAUNCH.append(None)
+    return _RAW_LAUNCH[0]
+
+
+def _raw_stream(device_index: int | None) -> int:
+    """torch's current stream on the device, as the raw ``CUstream`` value."""
+    if device_index is None:
+        device_index = torch.cuda.current_device()
+    return torch._C._cuda_getCurrentRawStream(device_index)
 
 
 _LOG2E = math.log2(math.e)
