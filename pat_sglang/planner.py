@@ -27,11 +27,16 @@ Items. A pack is cut into work items, one CTA each per KV head: row blocks of at
 ``requests_per_block`` requests (the tile's query rows are requests x the q heads of one KV group), and
 KV splits so the grid fills the GPU without a long tail. The split length is
 
-    split_tokens = max(min_split_tokens, ceil(sum_items(tokens) * num_kv_heads / target_ctas))
+    split_tokens = max(min_split_tokens, ceil(sum_items(tokens) * num_kv_heads / (waves * target_ctas)))
     target_ctas  = sm_count * min_ctas_per_sm(head_dim)   (the kernel variant's occupancy, tile table)
 
-so that every item carries about the same KV and no CTA runs much longer than one resident wave (the
-forward kernel streams KV at about the same rate per CTA whatever its tile m, so tokens are the cost).
+so that every item carries about the same KV (the forward kernel streams KV at about the same rate per CTA
+whatever its tile m, so tokens are the cost). ``waves`` is 1 unless the batch is mostly private KV and one wave's
+split leaves the last wave of CTAs mostly empty: equal-length private rows then run as whole waves plus a
+fraction (96 rows of ~6k tokens: 768 CTAs on 528 slots = 1.45 waves, the second 45% full). Then the split is
+made finer, up to ``MAX_WAVES``, until the CTAs fill their last wave to ``WAVE_FILL`` (H200, ``bench/
+split_waves.py``: that batch 751 -> 609 us at 4 waves; shared-prefix trees, whose items differ in length,
+get slower with more splits, hence only for mostly-private batches).
 
 Partials. Every (item, request) writes either straight to the output (the request's only partial) or
 to its own partial slot; two items never share a slot. The merge map lists each request's slots.
@@ -68,6 +73,10 @@ ITEM_KV_BEGIN, ITEM_KV_END, ITEM_REQ_BEGIN, ITEM_REQ_END, ITEM_TILE, ITEM_TILE_M
 ITEM_FIELDS = 8  # padded to 32 bytes: one aligned load per CTA
 
 MIN_SPLIT_TOKENS = 256
+MAX_WAVES = 4  # finest split: CTAs for this many resident waves
+WAVE_FILL = 0.9  # a split is fine enough once the CTAs fill this fraction of their whole waves
+LOW_WAVE_FILL = 0.85  # below this fill with one wave's split, a mostly-private batch is split finer
+PRIVATE_SHARE = 0.75  # "mostly private": packs of one request hold at least this share of the planned tokens
 MAX_ITEMS = 65535  # the forward grid's y dimension
 INT32_MAX = int(np.iinfo(np.int32).max)
 INT16_MAX = int(np.iinfo(np.int16).max)
@@ -289,8 +298,8 @@ def _plan(
     # --- row blocks, then one split length for the whole step
     pack_blocks = (pack_req_count + (reqs_per_block - 1)) // reqs_per_block
     planned_tokens = int(pack_tokens @ pack_blocks)  # KV tokens the items read (before splitting)
-    split_tokens = max(min_split_tokens, math.ceil(planned_tokens * num_kv_heads / target_ctas(device, tiles, heads)))
-    splits = np.maximum(1, (pack_tokens + (split_tokens - 1)) // split_tokens)
+    target = target_ctas(device, tiles, heads)
+    splits = _splits(pack_tokens, pack_blocks, pack_req_count, planned_tokens, num_kv_heads, target, min_split_tokens)
     one_split = int(splits.max()) == 1
     num_blocks = int(pack_blocks.sum())
     if num_blocks == num_packs:
@@ -394,7 +403,7 @@ def _plan(
     regrow = _Regrow(
         structure=fa._derived, pack_node=pack_node, pack_tokens=pack_tokens, kv_offset=kv_offset,
         pack_blocks=pack_blocks, splits=splits, item_pack=item_pack, item_split=item_split, tok=fa.tok,
-        target=target_ctas(device, tiles, heads), min_split_tokens=min_split_tokens, pack_args=pack_args,
+        target=target, min_split_tokens=min_split_tokens, pack_args=pack_args, pack_req_count=pack_req_count,
     )
     return PackPlan(
         heads=heads,
@@ -431,6 +440,7 @@ class _Regrow:
     target: int
     min_split_tokens: int
     pack_args: tuple  # _PackBuilder's arguments (``PackPlan.packs`` on demand)
+    pack_req_count: np.ndarray
     args: tuple = ()
 
 
@@ -443,8 +453,8 @@ def _regrown(previous: PackPlan, forest: PrefixForest) -> PackPlan | None:
     pack_tokens = rg.pack_tokens + (grown if rg.pack_node is None else grown[rg.pack_node])
     planned_tokens = int(pack_tokens @ rg.pack_blocks)
     heads = previous.heads
-    split_tokens = max(rg.min_split_tokens, math.ceil(planned_tokens * heads.num_kv_heads / rg.target))
-    splits = np.maximum(1, (pack_tokens + (split_tokens - 1)) // split_tokens)
+    splits = _splits(pack_tokens, rg.pack_blocks, rg.pack_req_count, planned_tokens, heads.num_kv_heads, rg.target,
+                     rg.min_split_tokens)
     if not np.array_equal(splits, rg.splits):
         return None
     n_tok = pack_tokens[rg.item_pack]
@@ -467,6 +477,33 @@ def _regrown(previous: PackPlan, forest: PrefixForest) -> PackPlan | None:
     pack_args = (forest, *rg.pack_args[1:3], pack_tokens, *rg.pack_args[4:])
     regrow = replace(rg, pack_tokens=pack_tokens, tok=forest.tok, pack_args=pack_args)
     return replace(previous, items=torch.from_numpy(items), stats=stats, packs=_PackBuilder(*pack_args), regrow=regrow)
+
+
+def _splits(
+    pack_tokens: np.ndarray,
+    pack_blocks: np.ndarray,
+    pack_req_count: np.ndarray,
+    planned_tokens: int,
+    num_kv_heads: int,
+    target: int,
+    min_split_tokens: int,
+) -> np.ndarray:
+    """KV splits per pack (see the module docstring: one wave's split, finer for mostly-private batches whose CTAs
+    would leave their last wave mostly empty)."""
+    private_share = int(pack_tokens[pack_req_count == 1] @ pack_blocks[pack_req_count == 1]) / max(planned_tokens, 1)
+    splits = None
+    for waves in range(1, MAX_WAVES + 1):
+        split_tokens = max(min_split_tokens, math.ceil(planned_tokens * num_kv_heads / (waves * target)))
+        splits = np.maximum(1, (pack_tokens + (split_tokens - 1)) // split_tokens)
+        ctas = int(splits @ pack_blocks) * num_kv_heads
+        fill = ctas / (math.ceil(ctas / target) * target)
+        if waves == 1 and (fill >= LOW_WAVE_FILL or private_share < PRIVATE_SHARE):
+            break
+        if waves > 1 and fill >= WAVE_FILL:
+            break
+        if split_tokens == min_split_tokens:  # no finer split exists
+            break
+    return splits
 
 
 def _item_order(

@@ -344,3 +344,45 @@ def test_no_sharing_fallback_and_limits_below_the_batch() -> None:
     assert_exact(plan, batch, 1)
     with pytest.raises(ValueError, match="exceeds the plan limits"):
         plan_forest(forest, heads, limits=PlanLimits(max_items=7, max_partials=0, max_entries=8))
+
+
+def _cta_fill(plan: PackPlan, heads: HeadConfig, target: int) -> float:
+    ctas = plan.num_items * heads.num_kv_heads
+    return ctas / (math.ceil(ctas / target) * target)
+
+
+def test_mostly_private_batches_split_to_fill_their_last_wave() -> None:
+    """96 equal private rows of 6000 tokens: one wave's split leaves 768 CTAs on 528 slots (fill 0.73); the planner
+    splits finer until the CTAs fill their waves to WAVE_FILL, and the plan stays exact. A shared-prefix tree keeps
+    one wave's split."""
+    from pat_sglang.planner import LOW_WAVE_FILL, WAVE_FILL, target_ctas
+    from pat_sglang.reference import naive_decode, run_reference
+
+    heads = HeadConfig(32, 8, 128, torch.bfloat16)
+    device = DeviceSpec()
+    target = target_ctas(device, load_tile_table(device.arch), heads)
+    n, length = 96, 6000
+    indptr = np.arange(n + 1) * length
+    indices = np.random.default_rng(0).permutation(n * length)
+    plan = plan_forest(PrefixForest.from_flat(indptr, indices), heads, device)
+    assert plan.num_items > n and _cta_fill(plan, heads, target) >= WAVE_FILL
+    one_wave = plan_forest(PrefixForest.from_flat(indptr, indices), heads, device, min_split_tokens=length)
+    assert _cta_fill(one_wave, heads, target) < LOW_WAVE_FILL  # the case the rule is for
+    small = HeadConfig(8, 2, 64, torch.bfloat16)
+    sub_ptr, sub_idx = np.arange(9) * 700, np.random.default_rng(1).permutation(8 * 700)
+    sub = plan_forest(PrefixForest.from_flat(sub_ptr, sub_idx), small, DeviceSpec(sm_count=2), min_split_tokens=16)
+    q = torch.randn(8, 8, 64, dtype=torch.float64)
+    k = torch.randn(8 * 700, 2, 64, dtype=torch.float64)
+    v = torch.randn_like(k)
+    got = run_reference(sub, q, k, v, 0.125)
+    want = naive_decode(q, k, v, torch.from_numpy(sub_ptr), torch.from_numpy(sub_idx), 0.125)
+    assert float((got - want).abs().max()) < 1e-9
+    shared = tree_batch([(1, 4096), (128, 256)])
+    tree_plan = plan_forest(PrefixForest.from_flat(shared.kv_indptr, shared.kv_indices), heads, device)
+    tokens = 4096 * 8 + 128 * 256  # row blocks x shared tokens + private tokens
+    one_wave_split = math.ceil(tokens * heads.num_kv_heads / target)
+    assert all(p.num_tokens <= one_wave_split * p.splits for p in tree_plan.packs)
+    assert sum(p.splits * p.row_blocks for p in tree_plan.packs) == tree_plan.num_items
+    assert tree_plan.num_items == sum(
+        p.row_blocks * max(1, math.ceil(p.num_tokens / max(256, one_wave_split))) for p in tree_plan.packs
+    )

@@ -1,0 +1,114 @@
+"""How finely the planner should split KV: forward+merge time against the number of CTA waves it plans for.
+
+The planner cuts every pack's KV into splits of ``ceil(planned tokens * KV heads / (waves * resident CTAs))``
+tokens (at least ``MIN_SPLIT_TOKENS``). With ``waves = 1`` a batch of equal-length private rows becomes ~1-2 items
+per request, and the grid is a whole number of waves plus a partial one: with 96 rows of ~6k tokens, 768 CTAs on
+528 resident slots run as a full wave and a 45% one. More waves make the last one a small fraction, at the cost of
+a ~5 us prologue per extra CTA and more merge traffic. This times PAT (CUDA-graph replays, median of ``--reps``)
+for ``waves`` in ``--waves`` on:
+
+* ``mooncake96``: the first 96 requests of the Mooncake conversation trace as private rows (input length capped at
+  7936 + 64 decoded tokens; the trace's ~8% sharing left out), Llama-3-8B heads;
+* the kernel benchmark's ``a128`` (4096 shared + 256 own, bs 128) and ``d64x4096`` (no sharing) trees.
+
+    python3 bench/split_waves.py [--waves 1 2 4 8] [--reps 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import pat_sglang  # noqa: E402
+from pat_sglang.config import DeviceSpec, HeadConfig  # noqa: E402
+from pat_sglang.experiments.workloads import DEFAULT_MOONCAKE_TRACE, load_mooncake  # noqa: E402
+from pat_sglang.forest import PrefixForest  # noqa: E402
+from pat_sglang.planner import plan_forest  # noqa: E402
+from pat_sglang.reference import naive_decode  # noqa: E402
+from pat_sglang.workloads import make_qkv, standard_batch  # noqa: E402
+
+
+def mooncake_rows(n: int, cap: int, decoded: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
+    specs = load_mooncake(DEFAULT_MOONCAKE_TRACE, limit=n)
+    lens = np.array([min(sum(t for _, t in spec.segments), cap) + decoded for spec in specs], dtype=np.int64)
+    total = int(lens.sum())
+    indices = rng.permutation(total).astype(np.int32)
+    indptr = np.zeros(n + 1, dtype=np.int32)
+    indptr[1:] = np.cumsum(lens)
+    return torch.from_numpy(indptr), torch.from_numpy(indices), total
+
+
+def time_graph(fn, reps: int) -> float:
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    for _ in range(3):
+        graph.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        graph.replay()
+        b.record()
+        times.append((a, b))
+    torch.cuda.synchronize()
+    return float(np.median([a.elapsed_time(b) for a, b in times]) * 1e3)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--waves", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--reps", type=int, default=30)
+    args = ap.parse_args(argv)
+    rng = np.random.default_rng(0)
+    heads = HeadConfig(32, 8, 128, torch.bfloat16)
+    real = DeviceSpec.from_torch(torch.device("cuda"))
+    cases = {"mooncake96": mooncake_rows(96, 7936, 64, rng)}
+    for name in ("a128", "d64x4096"):
+        b = standard_batch(name)
+        cases[name] = (b.kv_indptr, b.kv_indices, b.num_slots)
+    print(f"device: {torch.cuda.get_device_name()}; SMs {real.sm_count}; times in us (graph replay, median)")
+    print(f"{'case':>12} " + " ".join(f"{'w=' + str(w):>16}" for w in args.waves))
+    for name, (indptr, indices, slots) in cases.items():
+        q, k, v = make_qkv(indptr.shape[0] - 1, 32, 8, 128, slots, torch.bfloat16, "cuda", seed=1)
+        ref = None
+        cells = []
+        forest = PrefixForest.from_flat(indptr, indices)
+        for w in args.waves:
+            spec = DeviceSpec(sm_count=real.sm_count * w, ctas_per_sm=real.ctas_per_sm, arch=real.arch)
+            plan = plan_forest(forest, heads, spec).to("cuda")
+            out = torch.full_like(q, float("nan"))
+            pat_sglang.run(plan, q, k, v, out=out)
+            torch.cuda.synchronize()
+            if ref is None:
+                sel = np.linspace(0, q.shape[0] - 1, 8).astype(int)
+                ip = indptr.tolist()
+                sub_ptr = torch.tensor([0] + list(np.cumsum([ip[i + 1] - ip[i] for i in sel])), dtype=torch.int64)
+                sub_idx = torch.cat([indices[ip[i] : ip[i + 1]] for i in sel])
+                ref = (sel, naive_decode(q[sel].cpu(), k.cpu(), v.cpu(), sub_ptr, sub_idx, 1 / math.sqrt(128)))
+            err = float((out[ref[0]].double().cpu() - ref[1]).norm() / ref[1].norm())
+            if not err < 2e-2:
+                raise SystemExit(f"{name} waves {w}: relative error {err:.2e}")
+            us = time_graph(lambda plan=plan, out=out, q=q, k=k, v=v: pat_sglang.run(plan, q, k, v, out=out), args.reps)
+            cells.append(f"{us:8.1f} ({plan.num_items:4d}it)")
+        print(f"{name:>12} " + " ".join(f"{c:>16}" for c in cells), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
