@@ -22,7 +22,6 @@ backend binds one to its model runner's pool, and the publishing patch routes ea
 from __future__ import annotations
 
 import dataclasses
-import functools
 import operator
 import threading
 import weakref
@@ -40,23 +39,25 @@ Signature = tuple[tuple[int, int, int], ...]
 
 @dataclass(frozen=True)
 class ChainEntry:
+    """One request's published path. ``keys``/``lengths`` (int64 node ids and tokens, root first) and
+    ``cached_len`` are made once, with the entry: the backend reads them every step, and (in Python 3.11)
+    ``functools.cached_property`` takes a lock on every read."""
+
     rid: Hashable
     generation: int | None  # ReqToTokenPool.req_generation[req_pool_idx] when published; None if unknown
     signature: Signature  # (node id, data pointer, tokens) per node from the request's last node up
+    keys: np.ndarray = field(init=False, repr=False, compare=False)
+    lengths: np.ndarray = field(init=False, repr=False, compare=False)
+    cached_len: int = field(init=False, repr=False, compare=False)
 
-    @functools.cached_property
-    def keys(self) -> np.ndarray:
-        """int64 node ids from the root down."""
-        return np.array([n[0] for n in reversed(self.signature)], dtype=np.int64)
-
-    @functools.cached_property
-    def lengths(self) -> np.ndarray:
-        """int64 tokens per node from the root down."""
-        return np.array([n[2] for n in reversed(self.signature)], dtype=np.int64)
-
-    @functools.cached_property
-    def cached_len(self) -> int:  # computed once per entry (the backend asks every step)
-        return sum(n[2] for n in self.signature)
+    def __post_init__(self) -> None:
+        table = np.array(self.signature[::-1], dtype=np.int64).reshape(-1, 3)
+        keys, lengths = table[:, 0], table[:, 2]
+        keys.setflags(write=False)
+        lengths.setflags(write=False)
+        object.__setattr__(self, "keys", keys)
+        object.__setattr__(self, "lengths", lengths)
+        object.__setattr__(self, "cached_len", int(lengths.sum()))
 
 
 def chain_signature(last_node: Any, root: Any, memo: dict[int, Signature | None] | None = None) -> Signature | None:
@@ -109,19 +110,16 @@ class PublishedBatch:
     gens: np.ndarray | None = None  # int64 [bs] the generations the entries were published for
     absent: int = 0  # requests without an entry (None in ``entries``)
 
-    @functools.cached_property
+    @property
     def paths(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The batch's radix paths as flat int64 arrays (request index, node id, tokens), requests in batch order,
         each root first: ``PrefixForest.from_paths``'s input. Made once per published batch (a reused batch keeps
         its arrays)."""
-        entries = self.entries or ()
-        keys = [e.keys if e is not None else _EMPTY for e in entries]
-        counts = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
-        if not keys or not counts.any():
-            return _EMPTY, _EMPTY, _EMPTY
-        req = np.repeat(np.arange(len(keys), dtype=np.int64), counts)
-        lens = [e.lengths if e is not None else _EMPTY for e in entries]
-        return req, np.concatenate(keys), np.concatenate(lens)
+        made = self.__dict__.get("_paths")
+        if made is None:
+            made = _paths(self.entries or ())
+            self.__dict__["_paths"] = made
+        return made
 
 
 @dataclass
@@ -145,6 +143,21 @@ class _Snapshot:
 
 _EMPTY = np.zeros(0, dtype=np.int64)
 _EMPTY.setflags(write=False)
+_NO_ENTRY = ChainEntry(None, None, ())  # stands in for a missing entry: no path, nothing cached
+_CACHED = operator.attrgetter("cached_len")
+_KEYS = operator.attrgetter("keys")
+_LENGTHS = operator.attrgetter("lengths")
+
+
+def _paths(entries: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if None in entries:
+        entries = tuple(e if e is not None else _NO_ENTRY for e in entries)
+    keys = list(map(_KEYS, entries))
+    counts = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
+    if not keys or not counts.any():
+        return _EMPTY, _EMPTY, _EMPTY
+    req = np.repeat(np.arange(len(keys), dtype=np.int64), counts)
+    return req, np.concatenate(keys), np.concatenate(list(map(_LENGTHS, entries)))
 _VALUE = operator.attrgetter("value")
 _PARENT = operator.attrgetter("parent")
 
@@ -188,8 +201,8 @@ class ChainTable:
                 if self._snap is snap:
                     old = snap.batch
                     snap.batch = dataclasses.replace(old, serial=old.serial + 1)
-                    if "paths" in old.__dict__:
-                        snap.batch.__dict__["paths"] = old.__dict__["paths"]
+                    if "_paths" in old.__dict__:
+                        snap.batch.__dict__["_paths"] = old.__dict__["_paths"]
                     self.batch = snap.batch
                     self.reused += 1
                     return
@@ -225,8 +238,10 @@ class ChainTable:
             self.published += len(fresh)
             serial = self.batch.serial + 1 if self.batch is not None else 0
             batch_entries = tuple(map(entries.get, idxs))
-            cached = np.fromiter((e.cached_len if e is not None else 0 for e in batch_entries), dtype=np.int64,
-                                 count=len(idxs))
+            present = batch_entries if None not in batch_entries else tuple(
+                e if e is not None else _NO_ENTRY for e in batch_entries
+            )
+            cached = np.fromiter(map(_CACHED, present), dtype=np.int64, count=len(idxs))
             known = all(g is not None for g in generations)
             gens = np.asarray(generations, dtype=np.int64) if known and generations else None
             rows = np.asarray(idxs, dtype=np.int64)
