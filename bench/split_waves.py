@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from bench_kernels import time_graph  # noqa: E402
+
 import pat_sglang  # noqa: E402
 from pat_sglang.config import DeviceSpec, HeadConfig  # noqa: E402
 from pat_sglang.experiments.workloads import DEFAULT_MOONCAKE_TRACE, load_mooncake  # noqa: E402
@@ -45,29 +47,6 @@ def mooncake_rows(n: int, cap: int, decoded: int, rng: np.random.Generator) -> t
     indptr = np.zeros(n + 1, dtype=np.int32)
     indptr[1:] = np.cumsum(lens)
     return torch.from_numpy(indptr), torch.from_numpy(indices), total
-
-
-def time_graph(fn, reps: int) -> float:
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    for _ in range(3):
-        graph.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        graph.replay()
-        b.record()
-        times.append((a, b))
-    torch.cuda.synchronize()
-    return float(np.median([a.elapsed_time(b) for a, b in times]) * 1e3)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             err = float((out[ref[0]].double().cpu() - ref[1]).norm() / ref[1].norm())
             if not err < 2e-2:
                 raise SystemExit(f"{name} waves {w}: relative error {err:.2e}")
-            us = time_graph(lambda plan=plan, out=out, q=q, k=k, v=v: pat_sglang.run(plan, q, k, v, out=out), args.reps)
+            us = time_graph(lambda _, plan=plan, out=out, q=q, k=k, v=v: pat_sglang.run(plan, q, k, v, out=out), 1,
+                            args.reps)
             cells.append(f"{us:8.1f} ({plan.num_items:4d}it)")
         print(f"{name:>12} " + " ".join(f"{c:>16}" for c in cells), flush=True)
     return 0

@@ -356,17 +356,6 @@ def plan_of_buffers(buffers: Any) -> Any:
     )
 
 
-def one_torch_thread() -> Any:
-    """Generator for an autouse fixture: torch on one CPU thread for the test (the small float64 einsums of the
-    reference executor run many times slower when two threads contend on a loaded 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 def record_forests(planner: Any) -> list:
     """Wraps ``planner.forest`` (a ``DecodeStepPlanner``; ``plan`` calls ``self.forest``) to record the forest of
     every planned step, as the planner returns it."""

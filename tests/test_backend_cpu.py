@@ -18,12 +18,12 @@ from sglang_harness import (
     decode_batch,
     fake_model_runner,
     naive_rows,
-    one_torch_thread,
     plan_of_buffers,
     plan_work,
     random_pools,
     shared_prompts,
 )
+from threads import one_torch_thread
 
 import pat_sglang
 import pat_sglang.backend as backend_mod
@@ -41,7 +41,8 @@ HQ, HKV, D, LAYERS = 8, 2, 64, 2
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    yield from one_torch_thread()
+    with one_torch_thread():
+        yield
 
 
 def make_layers(**kw: Any) -> list[RadixAttention]:

@@ -18,13 +18,13 @@ from sglang_harness import (
     assert_reads_within_rows,
     decode_batch,
     fake_model_runner,
-    one_torch_thread,
     plan_of_buffers,
     plan_work,
     record_forests,
     rows_flat,
     slot_free_key,
 )
+from threads import one_torch_thread
 
 from pat_sglang.backend import PATAttnBackend
 from pat_sglang.config import HeadConfig
@@ -39,7 +39,8 @@ HQ, HKV, D = 8, 2, 64
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    yield from one_torch_thread()
+    with one_torch_thread():
+        yield
 
 
 def padded_view(fb, padded: int) -> SimpleNamespace:

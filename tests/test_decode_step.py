@@ -16,12 +16,12 @@ from sglang_harness import (
     RadixHarness,
     assert_plan_exact,
     assert_reads_within_rows,
-    one_torch_thread,
     plan_work,
     record_forests,
     rows_flat,
     slot_free_key,
 )
+from threads import one_torch_thread
 
 from pat_sglang.config import DeviceSpec, HeadConfig
 from pat_sglang.decode_step import PADDING_ROW, DecodeStepPlanner, StepBatch
@@ -36,7 +36,8 @@ PLAN_TENSORS = ("items", "item_req", "item_dst", "merge_indptr", "merge_partials
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    yield from one_torch_thread()
+    with one_torch_thread():
+        yield
 
 
 @dataclasses.dataclass

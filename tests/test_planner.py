@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from threads import one_torch_thread
 
 from pat_sglang.config import DeviceSpec, HeadConfig, load_tile_table
 from pat_sglang.forest import PrefixForest
@@ -236,17 +236,6 @@ def same_plan(a: PackPlan, b: PackPlan) -> bool:
     return a.num_partials == b.num_partials and all(torch.equal(getattr(a, n), getattr(b, n)) for n in PLAN_TENSORS)
 
 
-@contextlib.contextmanager
-def one_thread():
-    """torch on one CPU thread (the reference executor's small einsums crawl when two threads contend)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 def assert_exact(plan: PackPlan, batch, seed: int) -> None:
     """run_reference(plan) in float64 on fresh random q/k/v == naive per-request attention (< 1e-9)."""
     heads = plan.heads
@@ -268,7 +257,7 @@ def test_plans_fit_limits(seed: int, group: int, sm_count: int) -> None:
     them whenever max_items and max_entries hold the batch; it is the unconstrained plan if that fits, else the
     one-split plan if that fits (``fallback`` "one split"), else one whole-row item per request ("no sharing");
     and it is exact."""
-    with one_thread():
+    with one_torch_thread():
         _plans_fit_limits(seed, group, sm_count)
 
 

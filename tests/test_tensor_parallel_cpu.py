@@ -19,9 +19,9 @@ from sglang_harness import (
     assert_reads_within_rows,
     decode_batch,
     fake_model_runner,
-    one_torch_thread,
     shared_prompts,
 )
+from threads import one_torch_thread
 
 from pat_sglang.backend import PATAttnBackend, runner_device
 from pat_sglang.config import HeadConfig
@@ -37,7 +37,8 @@ SHAPES = [(32, 8, 2), (32, 2, 4)]
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    yield from one_torch_thread()
+    with one_torch_thread():
+        yield
 
 
 def scheduler(page_size: int, seed: int = 3) -> RadixHarness:
