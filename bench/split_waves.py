@@ -11,7 +11,10 @@ for ``waves`` in ``--waves`` on:
   7936 + 64 decoded tokens; the trace's ~8% sharing left out), Llama-3-8B heads;
 * the kernel benchmark's ``a128`` (4096 shared + 256 own, bs 128) and ``d64x4096`` (no sharing) trees.
 
-    python3 bench/split_waves.py [--waves 1 2 4 8] [--reps 30]
+    python3 bench/split_waves.py [--waves 1 2 4 8] [--reps 30] [--flashinfer]
+
+``rule`` is the planner's own choice (``pat_sglang.planner._splits``); ``--flashinfer`` adds FlashInfer's paged
+decode (tensor cores off/on) on the same inputs, checked against the same float64 sample (needs flashinfer).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_kernels import time_graph  # noqa: E402
 
 import pat_sglang  # noqa: E402
+import pat_sglang.planner as planner  # noqa: E402
 from pat_sglang.config import DeviceSpec, HeadConfig  # noqa: E402
 from pat_sglang.experiments.workloads import DEFAULT_MOONCAKE_TRACE, load_mooncake  # noqa: E402
 from pat_sglang.forest import PrefixForest  # noqa: E402
@@ -49,10 +53,40 @@ def mooncake_rows(n: int, cap: int, decoded: int, rng: np.random.Generator) -> t
     return torch.from_numpy(indptr), torch.from_numpy(indices), total
 
 
+def fi_time(indptr, indices, q, k, v, tensor_cores: bool, ref, reps: int) -> float:
+    """FlashInfer's paged decode (page size 1) on the same batch and inputs: checked against the float64 sample, then
+    the median of ``reps`` eager calls timed with CUDA events (kernels of hundreds of us: the launch is hidden)."""
+    import flashinfer
+
+    n, hkv, d = indptr.shape[0] - 1, k.shape[1], k.shape[2]
+    workspace = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
+    wrapper = flashinfer.BatchDecodeWithPagedKVCacheWrapper(workspace, "NHD", use_tensor_cores=tensor_cores)
+    wrapper.plan(indptr.cuda(), indices.cuda(), torch.ones(n, dtype=torch.int32, device="cuda"), q.shape[1], hkv, d,
+                 1, q_data_type=q.dtype, kv_data_type=k.dtype, sm_scale=1 / math.sqrt(d))
+    cache = (k.view(-1, 1, hkv, d), v.view(-1, 1, hkv, d))
+    out = torch.full_like(q, float("nan"))
+    wrapper.run(q, cache, out=out)
+    torch.cuda.synchronize()
+    err = float((out[ref[0]].double().cpu() - ref[1]).norm() / ref[1].norm())
+    if not err < 2e-2:
+        raise SystemExit(f"flashinfer (tensor cores {tensor_cores}): relative error {err:.2e}")
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        wrapper.run(q, cache, out=out)
+        b.record()
+        times.append((a, b))
+    torch.cuda.synchronize()
+    return float(np.median([a.elapsed_time(b) for a, b in times]) * 1e3)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--waves", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--flashinfer", action="store_true",
+                    help="also time FlashInfer's paged decode (tensor cores on and off) on each case, same inputs")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     heads = HeadConfig(32, 8, 128, torch.bfloat16)
@@ -62,15 +96,24 @@ def main(argv: list[str] | None = None) -> int:
         b = standard_batch(name)
         cases[name] = (b.kv_indptr, b.kv_indices, b.num_slots)
     print(f"device: {torch.cuda.get_device_name()}; SMs {real.sm_count}; times in us (graph replay, median)")
-    print(f"{'case':>12} " + " ".join(f"{'w=' + str(w):>16}" for w in args.waves))
+    cols = [f"w={w}" for w in args.waves] + ["rule"]
+    fi_cols = ["fi_dec", "fi_dec_tc"] if args.flashinfer else []
+    print(f"{'case':>12} " + " ".join(f"{c:>16}" for c in cols) + "".join(f"{c:>12}" for c in fi_cols))
     for name, (indptr, indices, slots) in cases.items():
         q, k, v = make_qkv(indptr.shape[0] - 1, 32, 8, 128, slots, torch.bfloat16, "cuda", seed=1)
         ref = None
         cells = []
         forest = PrefixForest.from_flat(indptr, indices)
-        for w in args.waves:
-            spec = DeviceSpec(sm_count=real.sm_count * w, ctas_per_sm=real.ctas_per_sm, arch=real.arch)
-            plan = plan_forest(forest, heads, spec).to("cuda")
+        for w in [*args.waves, None]:  # None: the planner's own rule on the real device
+            if w is None:
+                plan = plan_forest(forest, heads, real).to("cuda")
+            else:  # exactly w waves' split: the rule off, the target scaled
+                spec = DeviceSpec(sm_count=real.sm_count * w, ctas_per_sm=real.ctas_per_sm, arch=real.arch)
+                rule, planner.MAX_WAVES = planner.MAX_WAVES, 1
+                try:
+                    plan = plan_forest(forest, heads, spec).to("cuda")
+                finally:
+                    planner.MAX_WAVES = rule
             out = torch.full_like(q, float("nan"))
             pat_sglang.run(plan, q, k, v, out=out)
             torch.cuda.synchronize()
@@ -86,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
             us = time_graph(lambda _, plan=plan, out=out, q=q, k=k, v=v: pat_sglang.run(plan, q, k, v, out=out), 1,
                             args.reps)
             cells.append(f"{us:8.1f} ({plan.num_items:4d}it)")
-        print(f"{name:>12} " + " ".join(f"{c:>16}" for c in cells), flush=True)
+        fi_cells = [f"{fi_time(indptr, indices, q, k, v, tc, ref, args.reps):12.1f}" for tc in (False, True)] \
+            if args.flashinfer else []
+        print(f"{name:>12} " + " ".join(f"{c:>16}" for c in cells) + "".join(fi_cells), flush=True)
     return 0
 
 
