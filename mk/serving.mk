@@ -15,13 +15,22 @@ AB_MODEL   ?= configs/models/llama3-8b-4l
 AB_BACKENDS ?= flashinfer,pat,triton
 AB_ARGS    ?=
 
-.PHONY: wheelhouse wheelhouse-pat ab-install ab
+# FA3 (SGLang's default on Hopper) needs sgl_kernel/flash_ops.abi3.so, which the wheelhouse trims (1.12 GB unpacked):
+#   make fa3-pieces          here: .fa3/pNN/piece.xz + .fa3/manifest.json (xz stream cut into <= 56 MiB pieces)
+#   there, one device call per piece (carry .fa3/pNN and .fa3/manifest.json), within the warm window:
+#     python3 tools/wheelhouse/pieces.py stash --src .fa3 --store /tmp/fa3
+#   then: python3 tools/wheelhouse/pieces.py assemble --store /tmp/fa3 --dest $(AB_SITE)/sgl_kernel/flash_ops.abi3.so
+
+.PHONY: wheelhouse wheelhouse-pat ab-install ab fa3-pieces
 
 wheelhouse: $(STAMP)
 	$(VPY) tools/wheelhouse/build.py
 
 wheelhouse-pat: $(STAMP)
 	$(VPY) tools/wheelhouse/build.py --only-pat
+
+fa3-pieces: $(STAMP)
+	$(VPY) tools/wheelhouse/pieces.py split --wheel $(wildcard .wheelhouse/dl/sglang_kernel-*.whl) --out .fa3
 
 $(AB_SITE)/.installed:
 	PYTHON=$(AB_PY) bash tools/wheelhouse/install_offline.sh $(AB_SITE)

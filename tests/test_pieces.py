@@ -1,0 +1,73 @@
+"""tools/wheelhouse/pieces.py: a member split into compressed pieces, stashed piece by piece (one per device call)
+and assembled, byte for byte; damaged, missing and short pieces are refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools" / "wheelhouse"))
+
+import pieces  # noqa: E402
+
+
+def make_wheel(tmp: Path, payload: bytes) -> Path:
+    wheel = tmp / "demo-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("demo/big.so", payload)
+        zf.writestr("demo/__init__.py", "")
+    return wheel
+
+
+@pytest.fixture()
+def payload() -> bytes:
+    # incompressible bytes so that several pieces of 1 MiB come out
+    return os.urandom(3 * pieces.MIB + 12345)
+
+
+def test_split_stash_assemble_roundtrip(tmp_path: Path, payload: bytes) -> None:
+    out = tmp_path / "fa3"
+    manifest = pieces.split_wheel(make_wheel(tmp_path, payload), "demo/big.so", out, piece_mib=1, preset=0)
+    assert len(manifest["pieces"]) >= 3 and manifest["bytes"] == len(payload)
+    assert all(p["bytes"] <= pieces.MIB for p in manifest["pieces"])
+    store = tmp_path / "store"
+    folders = [p["folder"] for p in manifest["pieces"]]
+    # one call per piece: each carries its own folder and the manifest
+    for i, folder in enumerate(folders):
+        carried = tmp_path / f"call{i}"
+        (carried / folder).mkdir(parents=True)
+        (carried / folder / pieces.PIECE).write_bytes((out / folder / pieces.PIECE).read_bytes())
+        (carried / pieces.MANIFEST).write_text((out / pieces.MANIFEST).read_text())
+        lacking = pieces.stash(carried, store)
+        assert lacking == folders[i + 1 :]
+        if lacking:
+            with pytest.raises(FileNotFoundError, match=lacking[0]):
+                pieces.assemble(store, tmp_path / "dest" / "big.so")
+    dest = pieces.assemble(store, tmp_path / "dest" / "big.so")
+    assert dest.read_bytes() == payload
+
+
+def test_damaged_and_short_pieces_refused(tmp_path: Path, payload: bytes) -> None:
+    out = tmp_path / "fa3"
+    manifest = pieces.split_wheel(make_wheel(tmp_path, payload), "demo/big.so", out, piece_mib=1, preset=0)
+    first = out / manifest["pieces"][0]["folder"] / pieces.PIECE
+    data = bytearray(first.read_bytes())
+    data[100] ^= 0xFF
+    first.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="differs from the manifest"):
+        pieces.stash(out, tmp_path / "store")
+    # a manifest that lies about the member's hash: assembled bytes are checked too
+    out2 = tmp_path / "fa3b"
+    m2 = pieces.split_wheel(make_wheel(tmp_path, payload), "demo/big.so", out2, piece_mib=1, preset=0)
+    m2["sha256"] = "0" * 64
+    (out2 / pieces.MANIFEST).write_text(json.dumps(m2))
+    store = tmp_path / "store2"
+    assert pieces.stash(out2, store) == []
+    with pytest.raises(ValueError, match="differs from the original"):
+        pieces.assemble(store, tmp_path / "dest2" / "big.so")
+    assert not (tmp_path / "dest2" / "big.so").exists()

@@ -1,0 +1,172 @@
+"""Carry a file larger than one device transfer (64 MiB) as compressed pieces, one piece per call, and assemble it
+on the far side: here for FA3's kernels (``sgl_kernel/flash_ops.abi3.so``, 1.12 GB unpacked), which the wheelhouse
+trims because no single transfer can take them, so that fa3, SGLang's default attention backend on Hopper, can be
+measured beside pat.
+
+Here (PyPI side)::
+
+    python tools/wheelhouse/pieces.py split --wheel .wheelhouse/dl/sglang_kernel-*.whl \\
+        --member sgl_kernel/flash_ops.abi3.so --out .fa3 [--piece-mib 56]
+
+writes ``.fa3/p00/piece.xz``, ``.fa3/p01/piece.xz``, ... (the xz stream of the member cut into pieces) and
+``.fa3/manifest.json`` (member, its size and sha256, each piece's size and sha256). The manifest travels with every
+call (put ``.fa3/manifest.json`` beside the piece in ``carry``).
+
+There (the GPU machine), one device call per piece, each within the warm window of the last (files outside the
+copied tree survive between calls while the machine stays up)::
+
+    python3 tools/wheelhouse/pieces.py stash --src .fa3 --store /tmp/fa3      # copies what this call carried
+    python3 tools/wheelhouse/pieces.py assemble --store /tmp/fa3 --dest /tmp/pat-site/sgl_kernel/flash_ops.abi3.so
+
+``stash`` checks each carried piece against the manifest and says which are still missing; ``assemble`` refuses
+until all are there, then decompresses and checks the member's size and sha256 before moving it into place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import lzma
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+MIB = 1 << 20
+DEFAULT_PIECE_MIB = 56  # leaves room for the repository itself under the 64 MiB a call can carry
+MANIFEST = "manifest.json"
+PIECE = "piece.xz"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(8 * MIB), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _xz(src: Path, dst: Path, preset: int) -> None:
+    """xz-compress ``src`` into ``dst`` (the xz tool with all cores when present, else Python's lzma)."""
+    if shutil.which("xz"):
+        with dst.open("wb") as out:
+            subprocess.run(["xz", "-T0", f"-{preset}", "-c", str(src)], stdout=out, check=True)
+        return
+    with src.open("rb") as f, lzma.open(dst, "wb", preset=preset) as out:
+        shutil.copyfileobj(f, out, 8 * MIB)
+
+
+def split(member_file: Path, member: str, out: Path, piece_mib: int = DEFAULT_PIECE_MIB, preset: int = 6) -> dict:
+    """Compress ``member_file`` and cut the stream into ``out/pNN/piece.xz``; write and return the manifest."""
+    out.mkdir(parents=True, exist_ok=True)
+    stream = out / "stream.xz"
+    _xz(member_file, stream, preset)
+    pieces = []
+    limit = piece_mib * MIB
+    with stream.open("rb") as f:
+        for i, chunk in enumerate(iter(lambda: f.read(limit), b"")):
+            folder = out / f"p{i:02d}"
+            folder.mkdir(exist_ok=True)
+            (folder / PIECE).write_bytes(chunk)
+            pieces.append({"folder": folder.name, "bytes": len(chunk), "sha256": hashlib.sha256(chunk).hexdigest()})
+    stream.unlink()
+    manifest = {
+        "member": member,
+        "bytes": member_file.stat().st_size,
+        "sha256": _sha256(member_file),
+        "compressed_bytes": sum(p["bytes"] for p in pieces),
+        "pieces": pieces,
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def split_wheel(wheel: Path, member: str, out: Path, piece_mib: int = DEFAULT_PIECE_MIB, preset: int = 6) -> dict:
+    """``split`` for a member of a wheel (extracted to a temporary file beside ``out``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "member.tmp"
+    with zipfile.ZipFile(wheel) as zf, zf.open(member) as src, tmp.open("wb") as dst:
+        shutil.copyfileobj(src, dst, 8 * MIB)
+    try:
+        return split(tmp, member, out, piece_mib, preset)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def stash(src: Path, store: Path) -> list[str]:
+    """Copy the pieces carried under ``src`` (and the manifest) into ``store``, each checked; return the folders of
+    the pieces still missing from ``store``."""
+    manifest = json.loads((src / MANIFEST).read_text())
+    store.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src / MANIFEST, store / MANIFEST)
+    for p in manifest["pieces"]:
+        carried = src / p["folder"] / PIECE
+        if carried.exists():
+            if _sha256(carried) != p["sha256"]:
+                raise ValueError(f"piece {p['folder']} differs from the manifest (damaged in transfer?)")
+            shutil.copyfile(carried, store / f"{p['folder']}.xz")
+    return missing(store)
+
+
+def missing(store: Path) -> list[str]:
+    manifest = json.loads((store / MANIFEST).read_text())
+    return [p["folder"] for p in manifest["pieces"] if not (store / f"{p['folder']}.xz").exists()]
+
+
+def assemble(store: Path, dest: Path) -> Path:
+    """Join the stored pieces in order, decompress, check size and sha256, and move the member to ``dest``."""
+    manifest = json.loads((store / MANIFEST).read_text())
+    lacking = missing(store)
+    if lacking:
+        raise FileNotFoundError(f"pieces not carried yet: {', '.join(lacking)} (one device call per piece)")
+    tmp = dest.with_name(dest.name + ".assembling")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    decomp = lzma.LZMADecompressor()
+    with tmp.open("wb") as out:
+        for p in manifest["pieces"]:
+            data = (store / f"{p['folder']}.xz").read_bytes()
+            if hashlib.sha256(data).hexdigest() != p["sha256"]:
+                raise ValueError(f"stored piece {p['folder']} differs from the manifest")
+            out.write(decomp.decompress(data))
+    if not decomp.eof:
+        tmp.unlink()
+        raise ValueError("the xz stream ends early: a piece is short")
+    if tmp.stat().st_size != manifest["bytes"] or _sha256(tmp) != manifest["sha256"]:
+        tmp.unlink()
+        raise ValueError(f"assembled {manifest['member']} differs from the original (size or sha256)")
+    tmp.replace(dest)
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sp = sub.add_parser("split")
+    sp.add_argument("--wheel", type=Path, required=True)
+    sp.add_argument("--member", default="sgl_kernel/flash_ops.abi3.so")
+    sp.add_argument("--out", type=Path, default=Path(".fa3"))
+    sp.add_argument("--piece-mib", type=int, default=DEFAULT_PIECE_MIB)
+    sp.add_argument("--preset", type=int, default=6, help="xz preset (0-9)")
+    st = sub.add_parser("stash")
+    st.add_argument("--src", type=Path, default=Path(".fa3"))
+    st.add_argument("--store", type=Path, default=Path("/tmp/fa3"))
+    asm = sub.add_parser("assemble")
+    asm.add_argument("--store", type=Path, default=Path("/tmp/fa3"))
+    asm.add_argument("--dest", type=Path, required=True)
+    args = ap.parse_args(argv)
+    if args.cmd == "split":
+        m = split_wheel(args.wheel, args.member, args.out, args.piece_mib, args.preset)
+        print(f"{m['member']}: {m['bytes'] / MIB:.0f} MiB -> {m['compressed_bytes'] / MIB:.0f} MiB xz in "
+              f"{len(m['pieces'])} pieces of <= {args.piece_mib} MiB: one device call each")
+    elif args.cmd == "stash":
+        lacking = stash(args.src, args.store)
+        print(f"stored in {args.store}; still missing: {', '.join(lacking) or 'none'}")
+    else:
+        print(f"assembled {assemble(args.store, args.dest)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
