@@ -22,6 +22,7 @@ backend binds one to its model runner's pool, and the publishing patch routes ea
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import operator
 import threading
 import weakref
@@ -145,6 +146,8 @@ _EMPTY = np.zeros(0, dtype=np.int64)
 _EMPTY.setflags(write=False)
 _NO_ENTRY = ChainEntry(None, None, ())  # stands in for a missing entry: no path, nothing cached
 _CACHED = operator.attrgetter("cached_len")
+_RID_OF = operator.attrgetter("rid")
+_GEN_OF = operator.attrgetter("generation")
 _KEYS = operator.attrgetter("keys")
 _LENGTHS = operator.attrgetter("lengths")
 
@@ -209,12 +212,12 @@ class ChainTable:
         idxs = list(map(int, idxs))
         memo: dict[int, Signature | None] = {}
         if stable:
-            known = self._last_node
-            entries = self.entries
-            todo = [
-                i for i, (idx, rid, gen, node) in enumerate(zip(idxs, rids, generations, last_nodes, strict=True))
-                if known.get(idx) is not node or (e := entries.get(idx)) is None or e.rid != rid or e.generation != gen
-            ]
+            # C-level maps over the batch; Python only for the requests that changed
+            got = list(map(self.entries.get, idxs, itertools.repeat(_NO_ENTRY)))
+            same = map(operator.and_, map(operator.is_, map(self._last_node.get, idxs), last_nodes),
+                       map(operator.and_, map(operator.eq, map(_RID_OF, got), rids),
+                           map(operator.eq, map(_GEN_OF, got), generations)))
+            todo = list(itertools.compress(itertools.count(), map(operator.not_, same)))
         else:
             todo = range(len(idxs))
         changed = []
@@ -302,6 +305,8 @@ def _unchanged(snap: _Snapshot, idxs: list, rids: list, gens: list, nodes: list,
         return False
     if stable:
         return True
+    if snap.splits is not None:  # taken with a split count (no ancestors recorded), which has moved since
+        return False
     try:
         values, parents = list(map(_VALUE, nodes)), list(map(_PARENT, nodes))
     except AttributeError:
