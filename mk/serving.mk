@@ -16,7 +16,7 @@ AB_BACKENDS ?= flashinfer,pat,triton
 AB_ARGS    ?=
 
 # FA3 (SGLang's default on Hopper) needs sgl_kernel/flash_ops.abi3.so, which the wheelhouse trims (1.12 GB unpacked):
-#   make fa3-pieces          here: .fa3/pNN/piece.xz + .fa3/manifest.json (xz stream cut into <= 56 MiB pieces)
+#   make fa3-pieces          here: .fa3/pNN/piece.xz + .fa3/manifest.json (xz stream cut into <= 50 MiB pieces)
 #   there, one device call per piece (carry .fa3/pNN and .fa3/manifest.json), within the warm window:
 #     python3 tools/wheelhouse/pieces.py stash --src .fa3 --store /tmp/fa3
 #   then: python3 tools/wheelhouse/pieces.py assemble --store /tmp/fa3 --dest $(AB_SITE)/sgl_kernel/flash_ops.abi3.so

@@ -3,10 +3,14 @@ on the far side: here for FA3's kernels (``sgl_kernel/flash_ops.abi3.so``, 1.12 
 trims because no single transfer can take them, so that fa3, SGLang's default attention backend on Hopper, can be
 measured beside pat.
 
+Measured here (2026-11-29, this project's 2-core VM): sglang-kernel 0.4.5's ``flash_ops.abi3.so`` is 1,122,607,032
+bytes; ``xz -6`` makes it 148,187,072 bytes (141 MiB) in 306 s, so three pieces of <= 50 MiB: three device calls,
+beside the two that carry the trimmed wheelhouse, each within the warm window of the one before.
+
 Here (PyPI side)::
 
     python tools/wheelhouse/pieces.py split --wheel .wheelhouse/dl/sglang_kernel-*.whl \\
-        --member sgl_kernel/flash_ops.abi3.so --out .fa3 [--piece-mib 56]
+        --member sgl_kernel/flash_ops.abi3.so --out .fa3 [--piece-mib 50]
 
 writes ``.fa3/p00/piece.xz``, ``.fa3/p01/piece.xz``, ... (the xz stream of the member cut into pieces) and
 ``.fa3/manifest.json`` (member, its size and sha256, each piece's size and sha256). The manifest travels with every
@@ -35,7 +39,7 @@ import zipfile
 from pathlib import Path
 
 MIB = 1 << 20
-DEFAULT_PIECE_MIB = 56  # leaves room for the repository itself under the 64 MiB a call can carry
+DEFAULT_PIECE_MIB = 50  # leaves room for the repository itself (~7 MiB) under the 64 MiB a call can carry
 MANIFEST = "manifest.json"
 PIECE = "piece.xz"
 
