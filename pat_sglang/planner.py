@@ -27,11 +27,12 @@ Items. A pack is cut into work items, one CTA each per KV head: row blocks of at
 ``requests_per_block`` requests (the tile's query rows are requests x the q heads of one KV group), and
 KV splits so the grid fills the GPU without a long tail. The split length is
 
-    split_tokens = max(min_split_tokens, ceil(sum_items(tokens) * num_kv_heads / (waves * target_ctas)))
+    split_tokens = max(min_split_tokens, coarse(ceil(sum_items(tokens) * num_kv_heads / (waves * target_ctas))))
     target_ctas  = sm_count * min_ctas_per_sm(head_dim)   (the kernel variant's occupancy, tile table)
 
 so that every item carries about the same KV (the forward kernel streams KV at about the same rate per CTA
-whatever its tile m, so tokens are the cost). ``waves`` is 1 unless the batch is mostly private KV and one wave's
+whatever its tile m, so tokens are the cost). ``coarse`` rounds down to 8 steps per octave, so that the split
+length stays put from one decode step to the next and last step's plan can be re-made (see ``plan_forest``). ``waves`` is 1 unless the batch is mostly private KV and one wave's
 split leaves the last wave of CTAs mostly empty: equal-length private rows then run as whole waves plus a
 fraction (96 rows of ~6k tokens: 768 CTAs on 528 slots = 1.45 waves, the second 45% full). Then the split is
 made finer, up to ``MAX_WAVES``, until the CTAs fill their last wave to ``WAVE_FILL`` (H200, ``bench/
@@ -493,7 +494,7 @@ def _splits(
     private_share = int(pack_tokens[pack_req_count == 1] @ pack_blocks[pack_req_count == 1]) / max(planned_tokens, 1)
     splits = None
     for waves in range(1, MAX_WAVES + 1):
-        split_tokens = max(min_split_tokens, math.ceil(planned_tokens * num_kv_heads / (waves * target)))
+        split_tokens = max(min_split_tokens, _coarse(math.ceil(planned_tokens * num_kv_heads / (waves * target))))
         splits = np.maximum(1, (pack_tokens + (split_tokens - 1)) // split_tokens)
         ctas = int(splits @ pack_blocks) * num_kv_heads
         fill = ctas / (math.ceil(ctas / target) * target)
@@ -504,6 +505,16 @@ def _splits(
         if split_tokens == min_split_tokens:  # no finer split exists
             break
     return splits
+
+
+def _coarse(tokens: int) -> int:
+    """``tokens`` rounded down to 8 steps per octave (at most 12.5% less). The split length then stays put while a
+    step's total grows by a token per request, so split counts (and with them the re-made plans of
+    ``plan_forest(previous=...)``) change only when a pack itself crosses a multiple of it."""
+    if tokens < 16:
+        return tokens
+    grain = 1 << (tokens.bit_length() - 4)
+    return tokens // grain * grain
 
 
 def _item_order(
