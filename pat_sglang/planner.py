@@ -32,7 +32,8 @@ KV splits so the grid fills the GPU without a long tail. The split length is
 
 so that every item carries about the same KV (the forward kernel streams KV at about the same rate per CTA
 whatever its tile m, so tokens are the cost). ``coarse`` rounds down to 8 steps per octave, so that the split
-length stays put from one decode step to the next and last step's plan can be re-made (see ``plan_forest``). ``waves`` is 1 unless the batch is mostly private KV and one wave's
+length stays put from one decode step to the next and last step's plan can be re-made (see ``plan_forest``).
+``waves`` is 1 unless the batch is mostly private KV and one wave's
 split leaves the last wave of CTAs mostly empty: equal-length private rows then run as whole waves plus a
 fraction (96 rows of ~6k tokens: 768 CTAs on 528 slots = 1.45 waves, the second 45% full). Then the split is
 made finer, up to ``MAX_WAVES``, until the CTAs fill their last wave to ``WAVE_FILL`` (H200, ``bench/
