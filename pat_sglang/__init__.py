@@ -3,7 +3,7 @@
 from .api import decode_attention, plan, run
 from .config import DeviceSpec, HeadConfig, TileTable, load_tile_table
 from .forest import ForestNode, PrefixForest
-from .planner import PackPlan, plan_forest
+from .planner import PackPlan, PlanLimits, plan_forest
 from .reference import naive_decode, run_reference
 
 __version__ = "0.1.0"
@@ -13,6 +13,7 @@ __all__ = [
     "ForestNode",
     "HeadConfig",
     "PackPlan",
+    "PlanLimits",
     "PrefixForest",
     "TileTable",
     "decode_attention",

@@ -5,6 +5,10 @@ Role in pack-forward-merge: feeds *pack*. For each running request we follow ``T
 holds its KV slot indices, so the chain is the request's cached prefix. What lies beyond it (decode
 tokens, an uncached partial page) is the request's private tail in ``req_to_token``. Chains are copied
 into numpy arrays: radix nodes can be split or evicted after this step.
+
+Used by the CPU experiments (``pat_sglang.experiments``) and tests, which want the slots. The serving path
+never copies slots: the scheduler patch publishes node ids and lengths (``sglang_patches.chain_table``) and the
+kernel reads the slots from ``req_to_token`` on the device.
 """
 
 from __future__ import annotations
