@@ -7,7 +7,9 @@ addresses KV as token ranges of ``req_to_token`` rows, which the forward kernel 
 step reads anything back from the GPU and the work grows with nodes and requests, never with context length:
 
 * unchanged batch (same published entries and rows; the common decode step): last step's forest with every
-  private leaf ending at the new length (``PrefixForest.with_lengths``, O(requests) numpy);
+  private leaf ending at the new length (``PrefixForest.with_lengths``, O(requests) numpy), and last step's plan
+  re-made for it (``plan_forest(previous=...)``: new KV ranges for the same items) unless a pack's split count
+  changed;
 * changed batch (arrivals, finishes, radix splits): the forest again from the published paths
   (``PrefixForest.from_paths``, numpy over the paths' nodes);
 * a request without a usable path (nothing published for its row, or a stale entry) is planned without
