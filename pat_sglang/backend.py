@@ -357,8 +357,14 @@ class PATAttnBackend(AttentionBackend):
         seq_lens = seq_lens.astype(np.int64, copy=False)
         rids = getattr(fb, "rids", None)
         pb = self.chain_table.batch
-        if pb is not None and pb.rows.shape[0] == n_real and (rids is None or len(rids) != n_real or
-                                                               tuple(rids) == pb.rids):
+        # The published batch is this one when its size, request ids (where the batch has them) and host lengths
+        # agree; anything else is read back rather than guessed.
+        if (
+            pb is not None
+            and pb.rows.shape[0] == n_real
+            and (rids is None or tuple(rids) == pb.rids)
+            and (pb.seq_lens is None or np.array_equal(pb.seq_lens, seq_lens[:n_real]))
+        ):
             rows = pb.rows if not pad else np.concatenate([pb.rows, np.full(pad, PADDING_ROW, dtype=np.int64)])
             return StepBatch(rows, seq_lens, n_real, pb)
         self.stats.row_reads += 1

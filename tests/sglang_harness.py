@@ -117,11 +117,13 @@ class RadixHarness:
 
     def schedule_batch(self, only: list[int] | None = None) -> SimpleNamespace:
         """The ``ScheduleBatch`` attributes the publishing patch reads (requests ``only``, or all)."""
+        idx = only if only is not None else list(range(len(self.reqs)))
         return SimpleNamespace(
             forward_mode=ForwardMode.DECODE,
-            reqs=[self.reqs[i] for i in only] if only is not None else list(self.reqs),
+            reqs=[self.reqs[i] for i in idx],
             tree_cache=self.cache,
             req_to_token_pool=self.req_to_token_pool,
+            seq_lens_cpu=torch.tensor([self.seq_lens[i] for i in idx], dtype=torch.int64),
         )
 
 

@@ -269,3 +269,28 @@ def test_cuda_graph_path_on_cpu(monkeypatch: pytest.MonkeyPatch, tiny: bool) -> 
         assert ((eager - want).norm() / want.norm()).item() < 2e-2
         assert ((graph - eager).norm() / eager.norm()).item() < 1e-2
     assert be.stats.steps == 4 and be.stats.row_reads == 0 and be.planner.counters.unshared == 0
+
+
+@pytest.mark.parametrize("mismatch", ["seq_lens", "rids"])
+def test_a_batch_that_is_not_the_published_one_is_not_trusted(mismatch: str) -> None:
+    """The published batch is used only when its size, request ids and host lengths agree with the batch being
+    planned; otherwise the rows are read back and the batch is planned without sharing, and it is still exact."""
+    h = build(1)
+    table = ChainTable()
+    be = PATAttnBackend(fake_runner(h), delegate=RecordingDelegate(), chain_table=table)
+    fb = decode_batch(h, table)
+    if mismatch == "seq_lens":
+        # the batch that runs has a request one token longer than the one the scheduler published
+        h.decode(steps=1, only=[0])
+        rows, seq = batch_rows(h)
+        fb.seq_lens_cpu = torch.from_numpy(seq.copy())
+        fb.seq_lens = fb.seq_lens_cpu.clone()
+    else:
+        fb.rids = list(reversed(fb.rids))
+        rows, seq = batch_rows(h)
+        fb.req_pool_indices = torch.from_numpy(rows.copy())
+    be.init_forward_metadata(fb)
+    plan = be.forward_metadata.plan
+    assert be.stats.row_reads == 1 and be.planner.counters.unshared == fb.batch_size
+    assert plan.stats.kv_bytes_planned == plan.stats.kv_bytes_per_request  # nothing shared, nothing guessed
+    assert_plan_exact(plan, h.req_to_token, rows, seq, seed=3, num_slots=h.num_slots)

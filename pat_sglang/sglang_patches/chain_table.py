@@ -110,6 +110,7 @@ class PublishedBatch:
     cached: np.ndarray | None = None  # int64 [bs] cached_len of each entry (0 where there is none)
     gens: np.ndarray | None = None  # int64 [bs] the generations the entries were published for
     absent: int = 0  # requests without an entry (None in ``entries``)
+    seq_lens: np.ndarray | None = None  # int64 [bs] the batch's sequence lengths (None: the batch had none on the host)
 
     @property
     def paths(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -188,22 +189,25 @@ class ChainTable:
         last_nodes: list[Any],
         root: Any,
         splits: int | None = None,
+        seq_lens: np.ndarray | None = None,
     ) -> None:
         """``publish`` for every request of one decode batch (one lock round, ancestors' signatures shared), then
         record the batch's rows and entries (``PublishedBatch``). A batch equal to the previous one whose radix
         nodes are all untouched (``_Snapshot``, identity checks in C loops) costs no per-request Python.
 
-        ``splits``: the radix cache's split count (``sglang_patches.publish.radix_splits``), or None if unknown.
-        Radix nodes change only when split (inserts add nodes, eviction never touches locked ones), so while the
-        count stands still a request's chain changed only if its ``last_node`` did: then only new requests and
-        requests with a new last node are read, and the rest keep their entries (cost in proportion to the change)."""
+        ``seq_lens``: the batch's host sequence lengths, kept with it so the backend can tell that the batch it
+        plans is this one. ``splits``: the radix cache's split count (``sglang_patches.publish.radix_splits``), or
+        None if unknown. Radix nodes change only when split (inserts add nodes, eviction never touches locked
+        ones), so while the count stands still a request's chain changed only if its ``last_node`` did: then only
+        new requests and requests with a new last node are read, and the rest keep their entries (cost in
+        proportion to the change)."""
         snap = self._snap
         stable = splits is not None and snap is not None and snap.root is root and snap.splits == splits
         if snap is not None and snap.root is root and _unchanged(snap, idxs, rids, generations, last_nodes, stable):
             with self.lock:
                 if self._snap is snap:
                     old = snap.batch
-                    snap.batch = dataclasses.replace(old, serial=old.serial + 1)
+                    snap.batch = dataclasses.replace(old, serial=old.serial + 1, seq_lens=seq_lens)
                     if "_paths" in old.__dict__:
                         snap.batch.__dict__["_paths"] = old.__dict__["_paths"]
                     self.batch = snap.batch
@@ -252,7 +256,7 @@ class ChainTable:
                 if a is not None:
                     a.setflags(write=False)
             absent = sum(map(operator.not_, batch_entries))
-            self.batch = PublishedBatch(rows, tuple(rids), serial, batch_entries, cached, gens, absent)
+            self.batch = PublishedBatch(rows, tuple(rids), serial, batch_entries, cached, gens, absent, seq_lens)
             self._snap = _snapshot(root, idxs, rids, generations, last_nodes, self.batch, splits)
 
     def publish(self, req_pool_idx: int, rid: Hashable, generation: int | None, last_node: Any, root: Any) -> None:

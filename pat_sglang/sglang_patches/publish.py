@@ -58,7 +58,9 @@ def publish_decode_batch(batch: Any, table: ChainTable | None = None) -> None:
             gens = gen_np[idxs].tolist()
         else:
             gens = [None] * len(idxs)
-        table.publish_batch(idxs, list(map(_RID, reqs)), gens, list(map(_LAST_NODE, reqs)), root, radix_splits(cache))
+        table.publish_batch(
+            idxs, list(map(_RID, reqs)), gens, list(map(_LAST_NODE, reqs)), root, radix_splits(cache), _seq_lens(batch)
+        )
         if len(reqs) != len(batch.reqs):
             table.batch = None  # rows without a pool index: the backend reads req_pool_indices instead
         return
@@ -75,6 +77,15 @@ def publish_decode_batch(batch: Any, table: ChainTable | None = None) -> None:
         except Exception as e:  # the backend falls back to the flat rows for this request
             table.drop(int(idx))
             _warn(f"PAT: could not publish the radix chain of request {req.rid} ({e!r}); falling back")
+
+
+def _seq_lens(batch: Any) -> np.ndarray | None:
+    """The batch's host sequence lengths (``ScheduleBatch.seq_lens_cpu``) as int64, or None."""
+    lens = getattr(batch, "seq_lens_cpu", None)
+    if lens is None:
+        return None
+    arr = lens.numpy() if hasattr(lens, "numpy") else np.asarray(lens)
+    return arr.astype(np.int64)
 
 
 SPLITS_ATTR = "_pat_radix_splits"  # per cache instance: how often it split a node (see wrap_split_node)
