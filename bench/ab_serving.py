@@ -10,7 +10,7 @@ For each backend (default: flashinfer, pat, triton) the harness starts ``python 
    TTFT/TPOT, and reads the server's "Decode batch" step times from its log;
 3. with ``--profile-steps N``: runs the Mooncake workload (else the first) once more, unmeasured, and once every
    request of its first wave decodes, asks the server (``POST /start_profile``) for a torch-profiler trace (CPU + GPU)
-   of the next N forward steps; the trace lands in ``<out>/profile/<backend>/<backend>-TP-0.trace.json.gz`` and
+   of the next N forward steps; the trace lands in ``<out>/profile-<backend>/<backend>-TP-0.trace.json.gz`` and
    ``bench/timeline.py`` draws ``timeline.png`` + ``timeline.md`` beside it (host planning vs GPU kernels). A
    failing profile is logged and never fails the run;
 4. stops the server (its whole process group), whatever happened.
@@ -92,7 +92,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--profile-steps", type=int, default=0,
                     help="N > 0: per backend, trace N forward steps (SGLang /start_profile, CPU+GPU, no stacks) "
                          "during an extra, unmeasured pass of the mooncake workload (else the first one) and draw "
-                         "the timeline; files under <out>/profile/<backend>/ (0 = off)")
+                         "the timeline; files under <out>/profile-<backend>/ (0 = off; one folder deep: a device run "
+                         "returns them)")
     ap.add_argument("--profile-wait-s", type=float, default=30.0,
                     help="start the profile at the latest this many seconds into that pass")
     return ap.parse_args(argv)
@@ -167,7 +168,7 @@ def profile_pass(backend: str, port: int, w: Workload, args: argparse.Namespace,
                  deadline: float) -> dict:
     """Run ``w`` once more (closed loop, not measured) and trace ``--profile-steps`` forward steps of its steady
     state; then draw the timeline. Returns what happened (for run.json / results.md); never raises."""
-    folder = out / "profile" / backend
+    folder = out / f"profile-{backend}"
     res: dict = {"workload": w.name, "steps": args.profile_steps, "dir": os.path.relpath(folder, out)}
     left = deadline - time.monotonic()
     if left < 40:
@@ -244,7 +245,7 @@ def run_backend(backend: str, args: argparse.Namespace, workloads: list[Workload
     rows: list[dict] = []
     greedy: list[list[int]] | None = None
     profiled = profile_workload(workloads) if args.profile_steps > 0 else None
-    env = profile.profile_env(out / "profile" / backend) if profiled is not None else None
+    env = profile.profile_env(out / f"profile-{backend}") if profiled is not None else None
     print(f"ab: [{backend}] starting: {' '.join(cmd)}", flush=True)
     proc = ManagedProcess(cmd, log, env=env)
     try:

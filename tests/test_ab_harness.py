@@ -454,10 +454,10 @@ def test_end_to_end_profile_writes_timeline(tmp_path: Path, monkeypatch: pytest.
     rc = ab_serving.main(_tiny_ab_args(tmp_path, "pat", 32500) + ["--profile-steps", "3", "--workloads", "shared"])
     assert rc == 0
     out = tmp_path / "ab"
-    assert bodies and bodies[0]["num_steps"] == 3 and bodies[0]["output_dir"] == str((out / "profile/pat").resolve())
+    assert bodies and bodies[0]["num_steps"] == 3 and bodies[0]["output_dir"] == str((out / "profile-pat").resolve())
     prof = json.loads((out / "run.json").read_text())["servers"][0]["profile"]
     assert prof["status"] == "ok" and prof["workload"] == "shared_prefix"
-    assert prof["trace"] == "profile/pat/pat-TP-0.trace.json.gz" and prof["steps_shown"] == 3
-    assert (out / "profile/pat/timeline.png").exists() and (out / "profile/pat/timeline.md").exists()
+    assert prof["trace"] == "profile-pat/pat-TP-0.trace.json.gz" and prof["steps_shown"] == 3
+    assert (out / "profile-pat/timeline.png").exists() and (out / "profile-pat/timeline.md").exists()
     md = (out / "results.md").read_text()
-    assert "profile/pat/timeline.png" in md and "GPU gap between steps median 200 us" in md
+    assert "profile-pat/timeline.png" in md and "GPU gap between steps median 200 us" in md
