@@ -278,7 +278,7 @@ def run_backend(backend: str, args: argparse.Namespace, workloads: list[Workload
             offset = log_size(log)
             results, wall = client.run_closed_loop(
                 port, w.requests, args.concurrency, deadline_s=min(args.workload_timeout_s, left - 10),
-                timeout_s=args.request_timeout_s)
+                timeout_s=args.request_timeout_s, desc=f"[{backend}] {w.name}")
             time.sleep(0.5)  # let the last log lines land
             steps = client.decode_steps(read_from(log, offset))
             row: dict = {"backend": backend, "workload": w.name, "startup_s": startup}

@@ -461,3 +461,12 @@ def test_end_to_end_profile_writes_timeline(tmp_path: Path, monkeypatch: pytest.
     assert (out / "profile-pat/timeline.png").exists() and (out / "profile-pat/timeline.md").exists()
     md = (out / "results.md").read_text()
     assert "profile-pat/timeline.png" in md and "GPU gap between steps median 200 us" in md
+
+
+def test_workload_progress_bar_counts_requests() -> None:
+    """The measured workloads show a tqdm bar of finished requests (on a terminal; silent otherwise)."""
+    bar = client._bar(5, "[pat] shared_prefix")
+    assert bar is not None and bar.total == 5 and bar.desc.startswith("[pat] shared_prefix")
+    bar.update(2)
+    assert bar.n == 2
+    bar.close()

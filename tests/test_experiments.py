@@ -180,3 +180,11 @@ def test_cli_writes_csv_and_plots(tmp_path: Path):
     assert [int(r["step"]) for r in rows] == [0, 2]  # 4 decode steps, every 2nd recorded
     assert (out / "gsp_bytes.png").stat().st_size > 0 and (out / "gsp_sharing.png").stat().st_size > 0
     assert "PAT bytes saved" in (out / "gsp_summary.txt").read_text()
+
+
+def test_replay_progress_bar() -> None:
+    from pat_sglang.experiments.replay import _progress_bar
+
+    bar = _progress_bar(7, "mooncake")
+    assert bar is not None and bar.total == 7 and "mooncake" in bar.desc
+    bar.close()

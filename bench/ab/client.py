@@ -161,16 +161,18 @@ def generate_batch(port: int, reqs: Sequence[Request], timeout_s: float = 300.0)
 
 def run_closed_loop(
     port: int, reqs: Sequence[Request], concurrency: int, deadline_s: float, timeout_s: float = 300.0,
-    progress: Progress | None = None,
+    progress: Progress | None = None, desc: str | None = None,
 ) -> tuple[list[Result], float]:
     """Send ``reqs`` keeping ``concurrency`` in flight; returns (results in request order, wall seconds).
 
     Requests not started before ``deadline_s`` (from the start) are returned as failed with error "skipped".
     ``progress`` (optional) counts first tokens and finished requests (skipped ones count as finished).
+    ``desc``: show a tqdm bar of finished requests (rate, time left) on a terminal.
     """
     t0 = time.perf_counter()
     lock = threading.Lock()
     results: list[Result | None] = [None] * len(reqs)
+    bar = _bar(len(reqs), desc) if desc else None
 
     def one(i: int) -> None:
         if time.perf_counter() - t0 > deadline_s:
@@ -181,13 +183,26 @@ def run_closed_loop(
                                   on_first_token=progress.on_first_token if progress is not None else None)
         with lock:
             results[i] = res
+            if bar is not None:
+                bar.update(1)
         if progress is not None:
             progress.on_finished()
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         list(pool.map(one, range(len(reqs))))
+    if bar is not None:
+        bar.close()
     wall = time.perf_counter() - t0
     return [r if r is not None else Result(ok=False, prompt_len=0, error="lost") for r in results], wall
+
+
+def _bar(total: int, desc: str):
+    """tqdm over finished requests, shown only on a terminal (``disable=None``); None without tqdm."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, unit="req", disable=None)
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -64,7 +64,7 @@ DEFAULT_MAX_PREFILL_TOKENS = 16384  # SGLang's default --max-prefill-tokens
 DEFAULT_DECODE_STEP_MS = 20.0
 DEFAULT_PREFILL_TOKENS_PER_MS = 40.0  # 40k prompt tokens/s
 DEFAULT_RECORD_EVERY = 10
-PROGRESS_INTERVAL_S = 5.0
+PROGRESS_INTERVAL_S = 1.0  # seconds between progress-bar refreshes
 
 
 def _import_sglang() -> dict[str, Any]:
@@ -380,6 +380,16 @@ class _TooBig(Exception):
     pass
 
 
+def _progress_bar(total: int, workload: str):
+    """A tqdm bar over finished requests (rate and time left) on stderr; None without tqdm."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=f"[{workload}] requests", unit="req", file=sys.stderr,
+                mininterval=PROGRESS_INTERVAL_S)
+
+
 def measure_step(forest: PrefixForest, cfg: ReplayConfig) -> tuple[dict[str, Any], float]:
     """Plan ``forest`` and return (step statistics, planner milliseconds)."""
     t0 = time.perf_counter()
@@ -443,7 +453,8 @@ def run_replay(
     step = 0
     finished = dropped = 0
     acc = _Accumulator()
-    last_progress = wall0
+    bar = _progress_bar(len(specs), workload) if cfg.progress else None
+    done_shown = 0
 
     while pending or waiting or sim.running:
         while pending and pending[0].arrival_ms <= clock_ms:
@@ -497,14 +508,13 @@ def run_replay(
             clock_ms += cfg.decode_step_ms
             finished += sim.finish_done()
 
-        if cfg.progress and time.perf_counter() - last_progress > PROGRESS_INTERVAL_S:
-            last_progress = time.perf_counter()
-            print(
-                f"[{workload}] {finished + dropped}/{len(specs)} requests, step {step}, batch {len(sim.running)}, "
-                f"waiting {len(waiting)}, sim {clock_ms / 1e3:.0f} s, wall {last_progress - wall0:.0f} s",
-                file=sys.stderr,
-                flush=True,
-            )
+        if bar is not None and finished + dropped > done_shown:
+            bar.update(finished + dropped - done_shown)
+            done_shown = finished + dropped
+            bar.set_postfix(step=step, batch=len(sim.running), waiting=len(waiting), sim_s=f"{clock_ms / 1e3:.0f}",
+                            refresh=False)
+    if bar is not None:
+        bar.close()
 
     # Every pool slot is either free or held by the tree once all requests are done: the emulation of
     # cache_unfinished_req / cache_finished_req leaked nothing.
