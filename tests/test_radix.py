@@ -70,8 +70,8 @@ def test_published_chains(page_size: int) -> None:
 
     def check() -> None:
         for req, n in zip(h.reqs, h.seq_lens, strict=True):
-            entry = table.lookup(req.req_pool_idx, int(gens[req.req_pool_idx]), req.rid)
-            assert entry is not None
+            entry = table.entries.get(req.req_pool_idx)
+            assert entry is not None and (entry.rid, entry.generation) == (req.rid, int(gens[req.req_pool_idx]))
             want = request_chain(req.last_node, h.cache.root_node)
             assert entry.keys.tolist() == [i for i, _ in want]
             assert entry.lengths.tolist() == [s.shape[0] for _, s in want]
@@ -112,17 +112,28 @@ def test_published_chains(page_size: int) -> None:
     check_paths()
 
 
-def test_stale_entries_are_refused() -> None:
+def test_a_reused_row_gets_a_new_entry() -> None:
+    """A row handed to another request (new id, new generation) is re-read when the next batch is published; the
+    entry always names the request and generation it was read for."""
     h = RadixHarness()
     for prompt in shared_prompts(np.random.default_rng(5))[:3]:
         h.add_request(prompt)
     table = ChainTable(enabled=True)
     publish_decode_batch(h.schedule_batch(), table)
     req = h.reqs[0]
-    gen = int(h.req_to_token_pool.req_generation[req.req_pool_idx])
-    assert table.lookup(req.req_pool_idx, gen, req.rid) is not None
-    assert table.lookup(req.req_pool_idx, gen + 1, req.rid) is None  # row handed to a new request
-    assert table.lookup(req.req_pool_idx, gen, "someone-else") is None
+    row = req.req_pool_idx
+    pool = h.req_to_token_pool
+    before = table.entries[row]
+    assert (before.rid, before.generation) == (req.rid, int(pool.req_generation[row]))
+    pool.free(req)
+    pool.free_slots.remove(row)
+    pool.free_slots.insert(0, row)
+    newcomer = h.add_request(shared_prompts(np.random.default_rng(6))[0][:30])
+    assert newcomer.req_pool_idx == row
+    publish_decode_batch(h.schedule_batch([1, 2, len(h.reqs) - 1]), table)
+    after = table.entries[row]
+    assert after.rid == newcomer.rid and after.generation == int(pool.req_generation[row]) != before.generation
+    assert table.batch.rows.tolist() == [h.reqs[1].req_pool_idx, h.reqs[2].req_pool_idx, row]
     disabled = ChainTable(enabled=False)
     publish_decode_batch(h.schedule_batch(), disabled)
     assert not disabled.entries

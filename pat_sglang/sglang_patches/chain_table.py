@@ -281,18 +281,6 @@ class ChainTable:
             self.entries.pop(req_pool_idx, None)
             self._last_node.pop(req_pool_idx, None)
 
-    def lookup(self, req_pool_idx: int, generation: int | None, rid: Hashable | None = None) -> ChainEntry | None:
-        """The entry for the request now in row ``req_pool_idx``, or ``None`` if missing or stale."""
-        with self.lock:
-            entry = self.entries.get(req_pool_idx)
-        if entry is None:
-            return None
-        if generation is not None and entry.generation is not None and entry.generation != generation:
-            return None
-        if rid is not None and entry.rid != rid:
-            return None
-        return entry
-
     def clear(self) -> None:
         with self.lock:
             self._snap = None
