@@ -40,7 +40,7 @@ from sglang.srt.layers.attention.base_attn_backend import AttentionBackend
 
 from .api import run as run_plan
 from .config import DeviceSpec, HeadConfig, check_supported
-from .decode_step import PADDING_ROW, DecodeStepPlanner, StepBatch
+from .decode_step import PADDING_ROW, DecodeStepPlanner, StepBatch, host_lengths
 from .planner import PackPlan
 from .sglang_patches.chain_table import ChainTable, chain_table_for
 
@@ -55,7 +55,6 @@ PROFILE_RANGE = "pat::plan_step"  # name of the per-step host range in torch pro
 # (refused with a clear message if that runtime is missing); with it off, PAT always asks for
 # --disable-cuda-graph.
 CUDA_GRAPHS_ENABLED = True
-
 
 
 # ----------------------------------------------------------------------------------------------- start-up
@@ -307,10 +306,7 @@ class PATAttnBackend(AttentionBackend):
             # Graph capture runs dummy batches (padding rows, fill lengths) that the scheduler never published: a
             # no-sharing plan of their shape, nothing read back, not counted as serving steps.
             bs = int(forward_batch.batch_size)
-            seq_t = getattr(forward_batch, "seq_lens_cpu", None)
-            seq_t = seq_t if seq_t is not None else forward_batch.seq_lens
-            seq = seq_t.cpu().numpy()[:bs].astype(np.int64)
-            batch = StepBatch(np.full(bs, PADDING_ROW, dtype=np.int64), seq, bs, None)
+            batch = StepBatch(np.full(bs, PADDING_ROW, dtype=np.int64), _seq_lens(forward_batch, bs), bs, None)
             plan = self.planner.plan(batch, self.graph_buffers.limits, count=False)
             self.graph_buffers.load(plan)
             self.forward_metadata = PATMetadata(plan, static=True)
@@ -352,9 +348,7 @@ class PATAttnBackend(AttentionBackend):
         bs = int(fb.batch_size)
         pad = int(getattr(fb, "num_padding", 0) or 0)
         n_real = bs - pad
-        seq_t = fb.seq_lens_cpu if getattr(fb, "seq_lens_cpu", None) is not None else fb.seq_lens
-        seq_lens = seq_t.numpy()[:bs].astype(np.int64) if seq_t.device.type == "cpu" else seq_t.cpu().numpy()[:bs]
-        seq_lens = seq_lens.astype(np.int64, copy=False)
+        seq_lens = _seq_lens(fb, bs)
         rids = getattr(fb, "rids", None)
         pb = self.chain_table.batch
         # The published batch is this one when its size, request ids (where the batch has them) and host lengths
@@ -424,6 +418,12 @@ class PATAttnBackend(AttentionBackend):
         if key not in self._warned:
             self._warned.add(key)
             logger.warning(message)
+
+
+def _seq_lens(fb: Any, bs: int) -> np.ndarray:
+    """The batch's sequence lengths on the host: SGLang's ``seq_lens_cpu`` (``seq_lens`` only where it has none)."""
+    lengths = getattr(fb, "seq_lens_cpu", None)
+    return host_lengths(lengths if lengths is not None else fb.seq_lens)[:bs]
 
 
 def _static_plan_buffers() -> type | None:

@@ -31,6 +31,13 @@ from .planner import INT32_MAX, PackPlan, PlanLimits, plan_forest
 PADDING_ROW = 0  # ReqToTokenPool row 0 is SGLang's padding row: CUDA-graph padding and dummy batches use it
 
 
+def host_lengths(lengths: Any) -> np.ndarray:
+    """Sequence lengths (a host or device tensor, or a sequence) as a host int64 array."""
+    if isinstance(lengths, torch.Tensor):
+        lengths = lengths.detach().cpu().numpy()
+    return np.asarray(lengths).astype(np.int64, copy=False)
+
+
 @dataclass(frozen=True)
 class StepBatch:
     """The host view of one decode batch: ``rows`` and ``seq_lens`` for all ``bs`` entries (padding included, rows
@@ -87,6 +94,8 @@ class DecodeStepPlanner:
             raise ValueError(f"sequence lengths outside 1..{self.max_len} (req_to_token row width)")
         pb = batch.published
         entries = pb.entries if pb is not None else None
+        # a path longer than its request is stale: never trusted, reused or not
+        stale = pb.cached > seq[: batch.n_real] if entries is not None else None
         last = self._reuse
         if (
             last is not None
@@ -94,33 +103,31 @@ class DecodeStepPlanner:
             and last.entries is entries
             and last.n_real == batch.n_real
             and np.array_equal(last.rows, rows)
-            and not (pb.cached > seq[: batch.n_real]).any()  # a stale path is never trusted, reused or not
+            and not stale.any()
         ):
             grown = last.forest.with_lengths(seq)
             if grown is not None:
                 self.counters.reused += 1
                 last.forest = grown
                 return grown
-        forest = self._build(batch)
+        forest = self._build(batch, stale)
         self._reuse = _Reuse(entries, rows.copy(), batch.n_real, forest) if entries is not None else None
         return forest
 
-    def _build(self, batch: StepBatch) -> PrefixForest:
-        rows, seq, n_real = batch.rows, batch.seq_lens, batch.n_real
-        row_base = rows * self.row_stride
+    def _build(self, batch: StepBatch, stale: np.ndarray | None) -> PrefixForest:
+        """The forest from the published paths, without those of ``stale`` requests (bool per real request)."""
+        seq, n_real = batch.seq_lens, batch.n_real
+        row_base = batch.rows * self.row_stride
         self.counters.built += 1
-        pb = batch.published
-        if pb is None or pb.entries is None:
+        if stale is None:  # nothing published for this batch
             self.counters.unshared += n_real
             return PrefixForest.private(seq, row_base)
-        req, key, length = pb.paths
-        cached = np.zeros(rows.shape[0], dtype=np.int64)
-        cached[:n_real] = pb.cached
-        stale = np.flatnonzero(cached[:n_real] > seq[:n_real])  # a path longer than the request: do not trust it
-        if stale.shape[0]:
-            keep = ~np.isin(req, stale)
+        req, key, length = batch.published.paths
+        n_stale = int(stale.sum())
+        if n_stale:
+            keep = ~stale[req]
             req, key, length = req[keep], key[keep], length[keep]
-        self.counters.unshared += pb.absent + int(stale.shape[0])
+        self.counters.unshared += batch.published.absent + n_stale
         return PrefixForest.from_paths(req, key, length, seq, row_base)
 
     def plan(self, batch: StepBatch, limits: PlanLimits | None = None, count: bool = True) -> PackPlan:
@@ -136,9 +143,5 @@ class DecodeStepPlanner:
         )
         if plan.fallback:
             self.counters.coarse += 1
-        if plan.regrow is not None and plan.regrow.structure is not forest._derived:
-            plan_regrowable = None  # a fallback plan of another forest: nothing to re-make next step
-        else:
-            plan_regrowable = plan
-        self._last_plan = plan_regrowable
+        self._last_plan = plan  # plan_forest re-makes it only for this forest's structure and arguments
         return plan

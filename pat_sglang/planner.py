@@ -243,9 +243,9 @@ def plan_forest(
         max_slot = None
     if slot_table.shape[0] > INT32_MAX:
         raise ValueError(f"the slot table has {slot_table.shape[0]} entries; items address at most {INT32_MAX}")
-    plan = _plan(forest, heads, device, tiles, min_split_tokens, limits, slot_table, max_slot, "")
-    if plan is not None and plan.regrow is not None:
-        plan.regrow.args = (heads, device, tiles, min_split_tokens, limits)
+    # Only a first-pass plan can be re-made: a coarsened one could differ from a fresh plan once the leaves grew.
+    args = (heads, device, tiles, min_split_tokens, limits)
+    plan = _plan(forest, heads, device, tiles, min_split_tokens, limits, slot_table, max_slot, "", args)
     if plan is None:  # over the limits: one split per pack
         plan = _plan(forest, heads, device, tiles, INT32_MAX, limits, slot_table, max_slot, "one split")
     if plan is None:  # still over: no sharing (one item per request, no partials)
@@ -266,6 +266,7 @@ def _plan(
     slot_table: torch.Tensor,
     max_slot: int | None,
     fallback: str,
+    regrow_args: tuple = (),
 ) -> PackPlan | None:
     """One planning pass; ``None`` if the plan would exceed ``limits`` (counted before any item is built)."""
     group, num_kv_heads, tok_bytes, partial_bytes = _head_numbers(heads)
@@ -406,6 +407,7 @@ def _plan(
         structure=fa._derived, pack_node=pack_node, pack_tokens=pack_tokens, kv_offset=kv_offset,
         pack_blocks=pack_blocks, splits=splits, item_pack=item_pack, item_split=item_split, tok=fa.tok,
         target=target, min_split_tokens=min_split_tokens, pack_args=pack_args, pack_req_count=pack_req_count,
+        args=regrow_args,
     )
     return PackPlan(
         heads=heads,
@@ -443,7 +445,7 @@ class _Regrow:
     min_split_tokens: int
     pack_args: tuple  # _PackBuilder's arguments (``PackPlan.packs`` on demand)
     pack_req_count: np.ndarray
-    args: tuple = ()
+    args: tuple = ()  # plan_forest's arguments it was made with; () for a coarsened plan (never re-made)
 
 
 def _regrown(previous: PackPlan, forest: PrefixForest) -> PackPlan | None:

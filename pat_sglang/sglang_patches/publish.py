@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from pat_sglang.decode_step import host_lengths
+
 from .chain_table import CHAIN_TABLE, ChainTable, chain_table_for
 
 logger = logging.getLogger(__name__)
@@ -79,16 +81,13 @@ def publish_decode_batch(batch: Any, table: ChainTable | None = None) -> None:
             _warn(f"PAT: could not publish the radix chain of request {req.rid} ({e!r}); falling back")
 
 
+SPLITS_ATTR = "_pat_radix_splits"  # per cache instance: how often it split a node (see wrap_split_node)
+
+
 def _seq_lens(batch: Any) -> np.ndarray | None:
     """The batch's host sequence lengths (``ScheduleBatch.seq_lens_cpu``) as int64, or None."""
     lens = getattr(batch, "seq_lens_cpu", None)
-    if lens is None:
-        return None
-    arr = lens.numpy() if hasattr(lens, "numpy") else np.asarray(lens)
-    return arr.astype(np.int64)
-
-
-SPLITS_ATTR = "_pat_radix_splits"  # per cache instance: how often it split a node (see wrap_split_node)
+    return host_lengths(lens) if lens is not None else None
 
 
 def radix_splits(cache: Any) -> int | None:
