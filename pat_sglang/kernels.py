@@ -466,30 +466,13 @@ class PlanLaunch:
         f.kv_stride_slot, f.kv_stride_head = key[3][0], key[3][1]
         f.scale_log2 = sm_scale * _LOG2E
         stream = _raw_stream(q.device.index)
-        launch = _raw_launch()
         if self.grid_items > 0:
-            if launch is not None:
-                err = launch(self.h_forward, self.heads.num_kv_heads, self.grid_items, 1, self.threads, 1, 1,
-                             self.smem, stream, self.fwd_args_ptr, None)
-            else:
-                err = _driver().cuLaunchKernel(
-                    self.f_forward, self.heads.num_kv_heads, self.grid_items, 1, self.threads, 1, 1, self.smem,
-                    _driver().CUstream(stream), self.fwd_args_ptr, 0,
-                )[0]
-            if int(err) != 0:
-                raise RuntimeError(f"CUDA driver call cuLaunchKernel(pat_pack_forward) failed: {err!r}")
+            _launch_kernel(self.h_forward, self.f_forward, (self.heads.num_kv_heads, self.grid_items),
+                           self.threads, self.smem, stream, self.fwd_args_ptr, "pat_pack_forward")
         if self.merge:
             self.mp.out, self.mp.out_stride = f.out, f.out_stride
-            if launch is not None:
-                err = launch(self.h_merge, self.merge_requests, self.merge_grid_y, 1, 32 * MERGE_WARPS, 1, 1, 0,
-                             stream, self.merge_args_ptr, None)
-            else:
-                err = _driver().cuLaunchKernel(
-                    self.f_merge, self.merge_requests, self.merge_grid_y, 1, 32 * MERGE_WARPS, 1, 1, 0,
-                    _driver().CUstream(stream), self.merge_args_ptr, 0,
-                )[0]
-            if int(err) != 0:
-                raise RuntimeError(f"CUDA driver call cuLaunchKernel(pat_merge) failed: {err!r}")
+            _launch_kernel(self.h_merge, self.f_merge, (self.merge_requests, self.merge_grid_y), 32 * MERGE_WARPS, 0,
+                           stream, self.merge_args_ptr, "pat_merge")
         return out
 
 
@@ -509,6 +492,21 @@ def _raw_launch():
         except (OSError, AttributeError):
             _RAW_LAUNCH.append(None)
     return _RAW_LAUNCH[0]
+
+
+def _launch_kernel(
+    handle: int, func, grid: tuple[int, int], threads: int, smem: int, stream: int, args_ptr: int, name: str
+) -> None:
+    """One launch on ``stream``: ctypes ``cuLaunchKernel`` where libcuda loads, else cuda-python's (``func``)."""
+    launch = _raw_launch()
+    if launch is not None:
+        err = launch(handle, grid[0], grid[1], 1, threads, 1, 1, smem, stream, args_ptr, None)
+    else:
+        driver = _driver()
+        err = driver.cuLaunchKernel(func, grid[0], grid[1], 1, threads, 1, 1, smem, driver.CUstream(stream), args_ptr,
+                                    0)[0]
+    if int(err) != 0:
+        raise RuntimeError(f"CUDA driver call cuLaunchKernel({name}) failed: {err!r}")
 
 
 def _raw_stream(device_index: int | None) -> int:
