@@ -153,9 +153,13 @@ _KEYS = operator.attrgetter("keys")
 _LENGTHS = operator.attrgetter("lengths")
 
 
+def _filled(entries: tuple) -> tuple:
+    """``entries`` with ``_NO_ENTRY`` for each missing one, so attribute maps run over all of them."""
+    return entries if None not in entries else tuple(e if e is not None else _NO_ENTRY for e in entries)
+
+
 def _paths(entries: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    if None in entries:
-        entries = tuple(e if e is not None else _NO_ENTRY for e in entries)
+    entries = _filled(entries)
     keys = list(map(_KEYS, entries))
     counts = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
     if not keys or not counts.any():
@@ -245,10 +249,7 @@ class ChainTable:
             self.published += len(fresh)
             serial = self.batch.serial + 1 if self.batch is not None else 0
             batch_entries = tuple(map(entries.get, idxs))
-            present = batch_entries if None not in batch_entries else tuple(
-                e if e is not None else _NO_ENTRY for e in batch_entries
-            )
-            cached = np.fromiter(map(_CACHED, present), dtype=np.int64, count=len(idxs))
+            cached = np.fromiter(map(_CACHED, _filled(batch_entries)), dtype=np.int64, count=len(idxs))
             known = all(g is not None for g in generations)
             gens = np.asarray(generations, dtype=np.int64) if known and generations else None
             rows = np.asarray(idxs, dtype=np.int64)
