@@ -53,7 +53,8 @@ TRACE_CANDIDATES = (
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=str(REPO / "configs/models/llama3-8b-4l"))
-    ap.add_argument("--backends", default="flashinfer,pat,triton", help="comma-separated; the first is the reference")
+    ap.add_argument("--backends", default="flashinfer,pat,triton",
+                    help="comma-separated; the first is the reference; pat@NAME: pat with NAME serving prefill")
     ap.add_argument("--workloads", default="shared,mooncake")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--port", type=int, default=31000, help="first port tried (127.0.0.1)")
@@ -168,7 +169,7 @@ def profile_pass(backend: str, port: int, w: Workload, args: argparse.Namespace,
                  deadline: float) -> dict:
     """Run ``w`` once more (closed loop, not measured) and trace ``--profile-steps`` forward steps of its steady
     state; then draw the timeline. Returns what happened (for run.json / results.md); never raises."""
-    folder = out / f"profile-{backend}"
+    folder = out / f"profile-{file_tag(backend)}"
     res: dict = {"workload": w.name, "steps": args.profile_steps, "dir": os.path.relpath(folder, out)}
     left = deadline - time.monotonic()
     if left < 40:
@@ -227,25 +228,34 @@ def profile_pass(backend: str, port: int, w: Workload, args: argparse.Namespace,
     return res
 
 
+def file_tag(backend: str) -> str:
+    """The backend spec as a file-name part (letters, digits, '-', '_', '.' only): "pat@fa3" -> "pat-fa3"."""
+    return backend.replace("@", "-")
+
+
 def run_backend(backend: str, args: argparse.Namespace, workloads: list[Workload], check: Workload | None,
                 out: Path, deadline: float) -> tuple[list[dict], list[list[int]] | None, dict]:
     """Start one server, run everything against it, stop it. Returns (rows, greedy outputs, info)."""
     port = free_port(args.port)
+    # "pat@fa3": the pat backend with that delegate (prefill/extend); a bare "pat" gets SGLang's default.
+    attention_backend, _, delegate = backend.partition("@")
     cfg = ServerConfig(
-        model_path=args.model, attention_backend=backend, port=port, cuda_graph=not args.disable_cuda_graph,
+        model_path=args.model, attention_backend=attention_backend, port=port, cuda_graph=not args.disable_cuda_graph,
         cuda_graph_max_bs=args.cuda_graph_max_bs, mem_fraction_static=args.mem_fraction_static,
         context_length=args.context_length, random_seed=args.seed,
         extra_args=tuple(args.server_args.split()) if args.server_args else (),
     )
     cmd = server_command(cfg)
-    log = out / f"server-{backend}.log"
+    log = out / f"server-{file_tag(backend)}.log"
     if log.exists():
         log.unlink()
     info: dict = {"backend": backend, "cmd": cmd, "status": "ok"}
     rows: list[dict] = []
     greedy: list[list[int]] | None = None
     profiled = profile_workload(workloads) if args.profile_steps > 0 else None
-    env = profile.profile_env(out / f"profile-{backend}") if profiled is not None else None
+    env = profile.profile_env(out / f"profile-{file_tag(backend)}") if profiled is not None else dict(os.environ)
+    if delegate:
+        env["PAT_SGLANG_DELEGATE"] = delegate
     print(f"ab: [{backend}] starting: {' '.join(cmd)}", flush=True)
     proc = ManagedProcess(cmd, log, env=env)
     try:
