@@ -1,0 +1,166 @@
+"""Forward-kernel tile sweep on long private rows, beside fa3 and FlashInfer in the same run (GPU).
+
+A decode batch with little sharing is a stream of private KV rows; PAT must stream them at least as fast as
+the backend SGLang uses by default (fa3 on Hopper). This times PAT (CUDA-graph replays of forward + merge,
+median of ``--reps``) for several kernel variants (``KVTILE/STAGES/CTAS``: KV tokens per shared-memory stage,
+pipeline depth, CTAs per SM the register budget is built for) on:
+
+* ``mooncake96``: the first 96 requests of the Mooncake conversation trace as private rows (as in
+  ``bench/split_waves.py``), Llama-3-8B heads (32 q / 8 kv, d=128, bf16, page size 1);
+* ``d64x4096``, ``d256x1024`` (the kernel benchmark's no-sharing batches), ``d8x32768`` (small batch, long
+  context), and ``a128`` (a shared-prefix tree: a variant must not lose there).
+
+Each variant's plan is made for its own occupancy (the planner's wave target scaled by its CTAs per SM).
+Peers on the same inputs, when importable: fa3 (``sgl_kernel.flash_attn.flash_attn_with_kvcache`` with a page
+table, page size 1, scheduler metadata precomputed as SGLang's fa3 backend does, timed as graph replays) and
+FlashInfer's paged decode with tensor cores (eager; kernels of hundreds of us hide the launch). Every
+implementation is checked against float64 attention on 8 sampled requests first.
+
+    python3 bench/tile_sweep.py [--variants 32/2/4 32/3/3 16/6/3 32/4/2 64/2/2] [--cases ...] [--reps 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_kernels import time_graph  # noqa: E402
+from split_waves import fi_time, mooncake_rows  # noqa: E402
+
+from pat_sglang.config import DeviceSpec, HeadConfig, load_tile_table  # noqa: E402
+from pat_sglang.forest import PrefixForest  # noqa: E402
+from pat_sglang.kernels import KernelTune, launch_plan  # noqa: E402
+from pat_sglang.planner import plan_forest  # noqa: E402
+from pat_sglang.reference import naive_decode  # noqa: E402
+from pat_sglang.workloads import make_qkv, standard_batch  # noqa: E402
+
+HEADS = HeadConfig(32, 8, 128, torch.bfloat16)
+CASES = ("mooncake96", "d64x4096", "d256x1024", "d8x32768", "a128")
+
+
+def flat_private(n: int, tokens: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``n`` private rows of ``tokens`` each, slots a random permutation of the pool."""
+    total = n * tokens
+    indptr = torch.arange(0, total + 1, tokens, dtype=torch.int32)
+    return indptr, torch.from_numpy(rng.permutation(total).astype(np.int32)), total
+
+
+def case_batch(name: str, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
+    if name == "mooncake96":
+        return mooncake_rows(96, 7936, 64, rng)
+    if name == "d8x32768":
+        return flat_private(8, 32768, rng)
+    b = standard_batch(name)
+    return b.kv_indptr, b.kv_indices, b.num_slots
+
+
+def parse_variant(text: str) -> KernelTune:
+    kv_tile, stages, ctas = (int(x) for x in text.split("/"))
+    return KernelTune(kv_tile=kv_tile, stages=stages, min_ctas_per_sm=ctas)
+
+
+def fa3_time(indptr: torch.Tensor, indices: torch.Tensor, q, k, v, ref, reps: int) -> float:
+    """fa3 decode as SGLang's fa3 backend calls it for page size 1: a page table of slot indices per request."""
+    from sgl_kernel.flash_attn import flash_attn_with_kvcache, get_scheduler_metadata
+
+    n, hkv, d = indptr.shape[0] - 1, k.shape[1], k.shape[2]
+    lens = (indptr[1:] - indptr[:-1]).to(torch.int32)
+    max_len = int(lens.max())
+    table = torch.zeros((n, max_len), dtype=torch.int32)
+    for i in range(n):
+        table[i, : int(lens[i])] = indices[int(indptr[i]) : int(indptr[i + 1])]
+    table, seqlens = table.cuda(), lens.cuda()
+    cu_q = torch.arange(n + 1, dtype=torch.int32, device="cuda")
+    meta = get_scheduler_metadata(
+        batch_size=n, max_seqlen_q=1, max_seqlen_k=max_len, num_heads=q.shape[1], num_heads_k=hkv, headdim=d,
+        cache_seqlens=seqlens, qkv_dtype=q.dtype, cu_seqlens_q=cu_q, page_size=1, causal=True,
+    )
+    kc, vc = k.view(-1, 1, hkv, d), v.view(-1, 1, hkv, d)
+    out = torch.full_like(q, float("nan"))
+
+    def call(_: int) -> None:
+        flash_attn_with_kvcache(
+            q=q, k_cache=kc, v_cache=vc, page_table=table, cache_seqlens=seqlens, cu_seqlens_q=cu_q,
+            max_seqlen_q=1, softmax_scale=1 / math.sqrt(d), causal=True, scheduler_metadata=meta, out=out,
+        )
+
+    call(0)
+    torch.cuda.synchronize()
+    err = float((out[ref[0]].double().cpu() - ref[1]).norm() / ref[1].norm())
+    if not err < 2e-2:
+        raise SystemExit(f"fa3: relative error {err:.2e}")
+    return time_graph(call, 1, reps)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--variants", nargs="+", default=["32/2/4", "32/3/3", "16/6/3", "32/4/2", "64/2/2"],
+                    help="KVTILE/STAGES/CTAS per SM; the tile table's own variant always runs first")
+    ap.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
+    ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--no-peers", action="store_true")
+    args = ap.parse_args(argv)
+    rng = np.random.default_rng(0)
+    real = DeviceSpec.from_torch(torch.device("cuda"))
+    table_ctas = load_tile_table(real.arch).min_ctas_per_sm[HEADS.head_dim]
+    tunes = [None] + [parse_variant(t) for t in args.variants]
+    names = ["table"] + list(args.variants)
+    peers = [] if args.no_peers else ["fa3", "fi_tc"]
+    print(f"device: {torch.cuda.get_device_name()}; SMs {real.sm_count}; times in us (median); table variant "
+          f"{load_tile_table(real.arch).kv_tile(128)}/{load_tile_table(real.arch).stages[128]}/{table_ctas}")
+    print(f"{'case':>11} " + "".join(f"{c:>10}" for c in names + peers))
+    for name in args.cases:
+        indptr, indices, slots = case_batch(name, rng)
+        q, k, v = make_qkv(indptr.shape[0] - 1, 32, 8, 128, slots, torch.bfloat16, "cuda", seed=1)
+        sel = np.linspace(0, q.shape[0] - 1, 8).astype(int)
+        ip = indptr.tolist()
+        sub_ptr = torch.tensor([0] + list(np.cumsum([ip[i + 1] - ip[i] for i in sel])), dtype=torch.int64)
+        sub_idx = torch.cat([indices[ip[i] : ip[i + 1]] for i in sel])
+        ref = (sel, naive_decode(q[sel].cpu(), k.cpu(), v.cpu(), sub_ptr, sub_idx, 1 / math.sqrt(128)))
+        forest = PrefixForest.from_flat(indptr, indices)
+        cells = []
+        for tune in tunes:
+            ctas = table_ctas if tune is None else tune.min_ctas_per_sm
+            # plan for this variant's occupancy: the planner reads the table's CTAs per SM, so scale the SMs
+            spec = DeviceSpec(sm_count=max(1, real.sm_count * ctas // table_ctas), ctas_per_sm=real.ctas_per_sm,
+                              arch=real.arch)
+            plan = plan_forest(forest, HEADS, spec).to("cuda")
+            out = torch.full_like(q, float("nan"))
+            try:
+                launch_plan(plan, q, k, v, 1 / math.sqrt(128), out=out, tune=tune)
+                torch.cuda.synchronize()
+            except Exception as e:  # a variant that does not build or fit (shared memory, registers)
+                cells.append(f"{'n/a':>10}")
+                print(f"  {name} {tune}: {type(e).__name__}: {e}", flush=True)
+                continue
+            err = float((out[ref[0]].double().cpu() - ref[1]).norm() / ref[1].norm())
+            if not err < 2e-2:
+                raise SystemExit(f"{name} {tune}: relative error {err:.2e}")
+            us = time_graph(lambda _, plan=plan, out=out, tune=tune, q=q, k=k, v=v: launch_plan(
+                plan, q, k, v, 1 / math.sqrt(128), out=out, tune=tune), 1, args.reps)
+            cells.append(f"{us:10.1f}")
+        for peer in peers:
+            try:
+                if peer == "fa3":
+                    us = fa3_time(indptr, indices, q, k, v, ref, args.reps)
+                else:
+                    us = fi_time(indptr, indices, q, k, v, True, ref, args.reps)
+                cells.append(f"{us:10.1f}")
+            except (ImportError, OSError, RuntimeError) as e:
+                cells.append(f"{'n/a':>10}")
+                print(f"  {name} {peer}: {type(e).__name__}: {e}", flush=True)
+        print(f"{name:>11} " + "".join(cells), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
