@@ -79,6 +79,8 @@ MAX_WAVES = 4  # finest split: CTAs for this many resident waves
 WAVE_FILL = 0.9  # a split is fine enough once the CTAs fill this fraction of their whole waves
 LOW_WAVE_FILL = 0.85  # below this fill with one wave's split, a mostly-private batch is split finer
 PRIVATE_SHARE = 0.75  # "mostly private": packs of one request hold at least this share of the planned tokens
+SPLIT_STEPS_UP = 2  # mostly-private batches: also try split lengths this many coarse steps longer
+FILL_TIE = 0.01  # fills closer than this are a tie (then fewer CTAs win)
 MAX_ITEMS = 65535  # the forward grid's y dimension
 INT32_MAX = int(np.iinfo(np.int32).max)
 INT16_MAX = int(np.iinfo(np.int16).max)
@@ -493,21 +495,45 @@ def _splits(
     min_split_tokens: int,
 ) -> np.ndarray:
     """KV splits per pack (see the module docstring: one wave's split, finer for mostly-private batches whose CTAs
-    would leave their last wave mostly empty)."""
+    would leave their last wave mostly empty). For mostly-private batches each wave count also tries the split
+    lengths up to ``SPLIT_STEPS_UP`` coarse steps longer: rounding the length down can push the CTAs just past a
+    whole number of waves (8 rows x 32k tokens: 576 CTAs on 528 slots, where 512 fill one wave), and the best
+    fill wins (fewer CTAs on a tie: fewer partials to merge)."""
     private_share = int(pack_tokens[pack_req_count == 1] @ pack_blocks[pack_req_count == 1]) / max(planned_tokens, 1)
-    splits = None
+    mostly_private = private_share >= PRIVATE_SHARE
+    best: tuple[float, int, np.ndarray] | None = None  # (fill, -ctas, splits) over all wave counts tried
     for waves in range(1, MAX_WAVES + 1):
-        split_tokens = max(min_split_tokens, _coarse(math.ceil(planned_tokens * num_kv_heads / (waves * target))))
-        splits = np.maximum(1, (pack_tokens + (split_tokens - 1)) // split_tokens)
-        ctas = int(splits @ pack_blocks) * num_kv_heads
-        fill = ctas / (math.ceil(ctas / target) * target)
-        if waves == 1 and (fill >= LOW_WAVE_FILL or private_share < PRIVATE_SHARE):
-            break
+        base = max(min_split_tokens, _coarse(math.ceil(planned_tokens * num_kv_heads / (waves * target))))
+        lengths = [base]
+        for _ in range(SPLIT_STEPS_UP if mostly_private else 0):
+            lengths.append(_coarse_up(lengths[-1]))
+        fill, splits = -1.0, None
+        for split_tokens in lengths:
+            cand = np.maximum(1, (pack_tokens + (split_tokens - 1)) // split_tokens)
+            ctas = int(cand @ pack_blocks) * num_kv_heads
+            cand_fill = ctas / (math.ceil(ctas / target) * target)
+            if cand_fill > fill + FILL_TIE:
+                fill, splits, fewest = cand_fill, cand, ctas
+            elif cand_fill > fill - FILL_TIE and ctas < fewest:
+                splits, fewest = cand, ctas
+        assert splits is not None
+        if best is None or fill > best[0] + FILL_TIE:
+            best = (fill, -fewest, splits)
+        if waves == 1 and (fill >= LOW_WAVE_FILL or not mostly_private):
+            return splits
         if waves > 1 and fill >= WAVE_FILL:
+            return splits
+        if base == min_split_tokens:  # no finer split exists
             break
-        if split_tokens == min_split_tokens:  # no finer split exists
-            break
-    return splits
+    assert best is not None
+    return best[2]
+
+
+def _coarse_up(tokens: int) -> int:
+    """The next split length above ``tokens`` on the ``_coarse`` grid (one step: 1/8 of its octave)."""
+    if tokens < 16:
+        return tokens + 1
+    return _coarse(tokens + (1 << (tokens.bit_length() - 4)))
 
 
 def _coarse(tokens: int) -> int:

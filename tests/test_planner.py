@@ -375,3 +375,29 @@ def test_mostly_private_batches_split_to_fill_their_last_wave() -> None:
     assert tree_plan.num_items == sum(
         p.row_blocks * max(1, math.ceil(p.num_tokens / max(256, one_wave_split))) for p in tree_plan.packs
     )
+
+
+@pytest.mark.parametrize("n,length", [(8, 32768), (64, 4096), (24, 20000)])
+def test_private_rows_do_not_spill_into_a_nearly_empty_wave(n: int, length: int) -> None:
+    """Rounding the split length down to its coarse grid can push equal private rows just past a whole number of
+    waves (8 x 32768 tokens: a 3840-token split gives 576 CTAs on 528 slots, the extra wave 9% full). The planner
+    then takes a slightly longer split: the CTAs fill their waves to WAVE_FILL, never more waves than MAX_WAVES'
+    candidates would, and every request's KV is covered exactly once."""
+    from pat_sglang.planner import MAX_WAVES, WAVE_FILL, target_ctas
+
+    heads = HeadConfig(32, 8, 128, torch.bfloat16)
+    device = DeviceSpec()
+    target = target_ctas(device, load_tile_table(device.arch), heads)
+    indptr = np.arange(n + 1) * length
+    indices = np.random.default_rng(2).permutation(n * length)
+    plan = plan_forest(PrefixForest.from_flat(indptr, indices), heads, device)
+    assert _cta_fill(plan, heads, target) >= WAVE_FILL
+    assert plan.num_items * heads.num_kv_heads <= MAX_WAVES * target
+    from pat_sglang.planner import ITEM_KV_BEGIN, ITEM_KV_END, ITEM_REQ_BEGIN, ITEM_REQ_END
+
+    items = plan.items.cpu().numpy() if hasattr(plan.items, "cpu") else np.asarray(plan.items)
+    covered = np.zeros(n * length, dtype=np.int64)  # slot-table positions (private rows: row r at r * length)
+    for row in items[: plan.num_items]:
+        assert row[ITEM_REQ_END] - row[ITEM_REQ_BEGIN] == 1
+        covered[row[ITEM_KV_BEGIN] : row[ITEM_KV_END]] += 1
+    assert (covered == 1).all()
