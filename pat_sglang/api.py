@@ -55,7 +55,7 @@ def check_run_inputs(plan: PackPlan, q: torch.Tensor, k_buffer: torch.Tensor, v_
     if k_buffer.dtype != v_buffer.dtype:
         raise ValueError(f"k_buffer and v_buffer dtypes differ: {k_buffer.dtype}, {v_buffer.dtype}")
     if k_buffer.dtype != q.dtype and not heads.kv_fp8:
-        raise ValueError(f"q is {q.dtype} and the KV pools {k_buffer.dtype}: the pools must match q or be FP8")
+        raise ValueError(f"q and KV pool dtypes differ ({q.dtype}, {k_buffer.dtype}): the pools must match q or be FP8")
     if q.is_cuda and (heads.dtype, heads.kv_dtype) != (plan.heads.dtype, plan.heads.kv_dtype):
         want = f"{plan.heads.dtype}/{plan.heads.kv_dtype}"
         raise ValueError(f"q/KV dtypes {heads.dtype}/{heads.kv_dtype} differ from the plan's {want}")
