@@ -19,6 +19,11 @@ writing its JSON as it goes, so a PAT kernel fault (a sticky CUDA error, a crash
 numbers; inside a phase, every implementation x workload is in its own try/except and a failure is recorded
 as 'not run: <reason>'.
 
+FP8 KV (``--kv-dtype fp8_e4m3|fp8_e5m2``): every case reads FP8 pools (stored as ``(x / scale).to(fp8)`` with
+the non-unit per-tensor scales ``FP8_KV_SCALES``, bf16 q and out); PAT and FlashInfer's decode (``kv_data_type``
+FP8, ``k_scale``/``v_scale`` at run) and SGLang's Triton decode (k/v scale arguments) time the same FP8 inputs; the
+reference is float64 over the dequantised KV and the floor counts 1-byte KV. Cascade and SDPA are not run on FP8.
+
 CPU only: ``--dry-run`` lists the workloads and checks their byte counts against the anchors file. That file (our
 FlashInfer H100 reference measurement) is not shipped: pass it with ``--anchors PATH``; without it the anchor
 comparison (dry-run check, ``anchorFI`` column) is skipped.
@@ -39,7 +44,7 @@ import traceback
 import types
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +72,9 @@ PEER_LABELS = {
     "sdpa": "SDPA/req",
 }
 TOL = 2e-2
+KV_DTYPES = {"fp8_e4m3": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}  # --kv-dtype (besides auto)
+FP8_KV_SCALES = (0.5, 0.75)  # (k_scale, v_scale) of the FP8 inputs: dequantised = stored * scale
+FP8_PEERS = ("fi_dec", "fi_dec_tc", "sgl_triton")  # peers with an FP8-KV path here
 
 
 @dataclass(frozen=True)
@@ -76,18 +84,24 @@ class Case:
     num_kv_heads: int
     head_dim: int = 128
     dtype: str = "bf16"
+    kv_dtype: str = ""  # "": KV in dtype; a key of KV_DTYPES: FP8 pools
 
     @property
     def key(self) -> str:
-        return f"{self.workload}/{self.num_q_heads}q{self.num_kv_heads}kv/d{self.head_dim}"
+        kv = f"/kv{self.kv_dtype}" if self.kv_dtype else ""
+        return f"{self.workload}/{self.num_q_heads}q{self.num_kv_heads}kv/d{self.head_dim}{kv}"
 
     @property
     def torch_dtype(self) -> torch.dtype:
         return {"bf16": torch.bfloat16, "fp16": torch.float16}[self.dtype]
 
     @property
+    def torch_kv_dtype(self) -> torch.dtype:
+        return KV_DTYPES[self.kv_dtype] if self.kv_dtype else self.torch_dtype
+
+    @property
     def kv_token_bytes(self) -> int:
-        return 2 * self.num_kv_heads * self.head_dim * 2
+        return 2 * self.num_kv_heads * self.head_dim * self.torch_kv_dtype.itemsize
 
 
 def all_cases() -> list[Case]:
@@ -212,6 +226,11 @@ class Inputs:
                      "cuda", seed=seed * 101 + s + 1)
             for s in range(n_sets)
         ]
+        self.k_scale, self.v_scale = FP8_KV_SCALES if case.kv_dtype else (1.0, 1.0)
+        if case.kv_dtype:  # FP8 pools as SGLang stores them: (x / scale) in the FP8 format
+            fp8 = case.torch_kv_dtype
+            self.sets = [(q, (k.float() / self.k_scale).to(fp8), (v.float() / self.v_scale).to(fp8))
+                         for q, k, v in self.sets]
         self.indptr = b.kv_indptr.cuda()
         self.indices = b.kv_indices.cuda()
         self.sm_scale = 1.0 / math.sqrt(case.head_dim)
@@ -226,8 +245,8 @@ class Inputs:
         out = []
         for r in self.sample:
             idx = self.indices[ip[r] : ip[r + 1]].long()
-            kk = k[idx].double().repeat_interleave(group, dim=1)
-            vv = v[idx].double().repeat_interleave(group, dim=1)
+            kk = _dequantised(k, idx, self.k_scale).repeat_interleave(group, dim=1)
+            vv = _dequantised(v, idx, self.v_scale).repeat_interleave(group, dim=1)
             sc = torch.einsum("hd,thd->ht", q[r].double(), kk) * self.sm_scale
             out.append(torch.einsum("ht,thd->hd", torch.softmax(sc, dim=-1), vv))
         return torch.stack(out)
@@ -243,6 +262,12 @@ class Inputs:
         return err
 
 
+def _dequantised(pool: torch.Tensor, idx: torch.Tensor, scale: float) -> torch.Tensor:
+    """Rows ``idx`` of a pool in float64, times ``scale`` (FP8 rows gathered as bytes)."""
+    rows = pool.view(torch.uint8)[idx].view(pool.dtype) if pool.element_size() == 1 else pool[idx]
+    return rows.double() * scale
+
+
 # ---------------------------------------------------------------------------------------------- peers
 def _fi_workspace() -> torch.Tensor:
     return torch.empty(256 * 1024 * 1024, dtype=torch.uint8, device="cuda")
@@ -256,14 +281,16 @@ def peer_fi_decode(inp: Inputs, tensor_cores: bool) -> Callable[[int], Any]:
     wrapper.plan(
         inp.indptr, inp.indices, torch.ones(b.batch, dtype=torch.int32, device="cuda"),
         c.num_q_heads, c.num_kv_heads, c.head_dim, 1,
-        q_data_type=c.torch_dtype, kv_data_type=c.torch_dtype, sm_scale=inp.sm_scale,
+        q_data_type=c.torch_dtype, kv_data_type=c.torch_kv_dtype, sm_scale=inp.sm_scale,
     )
     caches = [(k.view(-1, 1, c.num_kv_heads, c.head_dim), v.view(-1, 1, c.num_kv_heads, c.head_dim))
               for _, k, v in inp.sets]
     outs = [torch.full_like(q, float("nan")) for q, _, _ in inp.sets]
+    # FP8: the scales as SGLang's flashinfer backend passes them (floats, at run)
+    scales = {"k_scale": inp.k_scale, "v_scale": inp.v_scale} if c.kv_dtype else {}
 
     def fn(s: int) -> torch.Tensor:
-        return wrapper.run(inp.sets[s][0], caches[s], out=outs[s])
+        return wrapper.run(inp.sets[s][0], caches[s], out=outs[s], **scales)
 
     return fn
 
@@ -383,7 +410,7 @@ def peer_sgl_triton(inp: Inputs, max_kv_splits: int = 8) -> Callable[[int], Any]
     def fn(s: int) -> torch.Tensor:
         q, k, v = inp.sets[s]
         dec.decode_attention_fwd(q, k, v, outs[s], inp.indptr, indices64, logits, lse, num_kv_splits,
-                                 max_kv_splits, inp.sm_scale, 1.0, 1.0)
+                                 max_kv_splits, inp.sm_scale, inp.k_scale, inp.v_scale)
         return outs[s]
 
     return fn
@@ -456,6 +483,9 @@ def run_phase(phase: str, cases: list[Case], args: argparse.Namespace, out: Path
         for name in names:
             if phase == "peers" and name not in args.peers:
                 continue
+            if case.kv_dtype and name not in (*FP8_PEERS, "pat"):
+                entry[name] = {"error": "not run: no FP8-KV path in this bench"}
+                continue
             if name == "sdpa" and inp.batch.batch > args.sdpa_max_batch:
                 entry[name] = {"error": f"not run: batch > --sdpa-max-batch {args.sdpa_max_batch}"}
                 continue
@@ -514,7 +544,7 @@ def build_pat(inp: Inputs) -> tuple[Callable[[int], Any], dict[str, Any]]:
     from pat_sglang.config import DeviceSpec, HeadConfig
 
     c = inp.case
-    heads = HeadConfig(c.num_q_heads, c.num_kv_heads, c.head_dim, c.torch_dtype)
+    heads = HeadConfig(c.num_q_heads, c.num_kv_heads, c.head_dim, c.torch_dtype, c.torch_kv_dtype)
     dev = DeviceSpec.from_torch(torch.device("cuda"))
     host_ip, host_ix = inp.batch.kv_indptr, inp.batch.kv_indices
     plan_times = []
@@ -530,7 +560,7 @@ def build_pat(inp: Inputs) -> tuple[Callable[[int], Any], dict[str, Any]]:
 
     def fn(s: int) -> torch.Tensor:
         q, k, v = inp.sets[s]
-        return pat_sglang.run(gplan, q, k, v, inp.sm_scale, out=outs[s])
+        return pat_sglang.run(gplan, q, k, v, inp.sm_scale, out=outs[s], k_scale=inp.k_scale, v_scale=inp.v_scale)
 
     st = plan.stats
     extra = {
@@ -567,7 +597,8 @@ def build_rows(cases: list[Case], peers: dict, pat: dict, anchors_path: Path | N
         row["pat_graph"] = e.get("graph_us")
         row["pat_note"] = e.get("error", "")
         row["plan_us"] = e.get("plan_us")
-        anchor = anchors.get(WORKLOAD_LABELS[c.workload]) if (c.num_q_heads, c.num_kv_heads) == (32, 8) else None
+        bf16_llama = (c.num_q_heads, c.num_kv_heads) == (32, 8) and not c.kv_dtype  # what the anchor run measured
+        anchor = anchors.get(WORKLOAD_LABELS[c.workload]) if bf16_llama else None
         row["anchor_fi_best"] = min(anchor[k] for k in ("fi_dec", "fi_dec_tc", "fi_casc") if anchor[k] == anchor[k]) \
             if anchor else None
         fi = [row[p] for p in ("fi_dec", "fi_dec_tc", "fi_casc") if row[p]]
@@ -676,6 +707,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pat-timeout", type=int, default=180, help="seconds for the PAT child")
     ap.add_argument("--phase-budget", type=float, default=1e9, help="inside a phase: stop starting cases after this")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--kv-dtype", choices=("auto", *KV_DTYPES), default="auto",
+                    help="KV pool format of every case: auto = the q dtype (bf16); fp8_*: FP8 pools, FP8 peers only")
     ap.add_argument("--anchors", type=Path, default=None,
                     help="FlashInfer H100 anchors file (our reference run, not shipped); default: no anchor comparison")
     args = ap.parse_args(argv)
@@ -683,6 +716,8 @@ def main(argv: list[str] | None = None) -> int:
         print("no --anchors file given: skipping the comparison with the FlashInfer H100 anchor run", flush=True)
     args.peers = tuple(p for p in args.peers.split(",") if p)
     cases = all_cases()
+    if args.kv_dtype != "auto":
+        cases = [replace(c, kv_dtype=args.kv_dtype) for c in cases]
     if args.cases:
         keep = [k for k in args.cases.split(",") if k]
         cases = [c for c in cases if any(c.key.startswith(k) for k in keep)]
@@ -700,6 +735,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--reps", str(args.reps), "--sdpa-max-batch", str(args.sdpa_max_batch), "--peers", ",".join(args.peers)]
         if args.cases:
             base += ["--cases", args.cases]
+        base += ["--kv-dtype", args.kv_dtype]
         if args.no_graph:
             base.append("--no-graph")
         if args.verbose:

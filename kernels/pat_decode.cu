@@ -3,12 +3,21 @@
 // Compiled at run time with NVRTC (pat_sglang/kernels.py), one module per (dtype, head dim):
 //   -DPAT_DTYPE_BF16 or -DPAT_DTYPE_FP16, -DHEAD_DIM=64|128|256, -DKV_TILE=N, -DSTAGES=S, -DPAT_WARPS=W,
 //   -DPAT_MIN_BLOCKS=B (the tile table in configs/tiles/ picks them per arch and head dim).
+//   -DPAT_KV_FP8=__NV_E4M3|__NV_E5M2 (from pat_sglang/kernels.py FP8_KV_FORMATS): the KV pools hold FP8 bytes
+//   (SGLang's --kv-cache-dtype fp8_e4m3 / fp8_e5m2) while q and out stay in the 16-bit dtype; without it the
+//   pools hold the 16-bit dtype.
 //
 // pat_pack_forward: one CTA per (work item, KV head); grid = (num_kv_heads, items), PAT_WARPS warps.
 //   A work item is a range [kv_begin, kv_end) of positions in the slot table (one member's row of SGLang's
 //   req_to_token, or of the caller's kv_indices) plus up to TILE_M/G requests of its pack (G = q heads per
 //   KV head); the slot indices are read here, on the device, a tile ahead of the gathers. Its query rows are (request, q head of this KV group) pairs: M = requests * G rows, the M of
 //   an MMA tile, so a shared KV tile is read from HBM once for every request and every head of the group.
+//
+//   FP8 KV. The stages hold the pool's FP8 bytes (half the bytes of a 16-bit tile per cp.async); once a tile
+//   has landed, all threads convert it (exactly: every FP8 value is a 16-bit value) into one 16-bit K and V
+//   tile in the swizzled layout below, and the MMA code reads that tile as it reads a 16-bit stage. The
+//   scales are SGLang's (dequantised = stored * scale): the K scale is folded into scale_log2 on the host
+//   (q . (s_k k) = s_k (q . k)), the V scale multiplies each output row once (P (s_v V) = s_v (P V)).
 //
 //   Tiling. The item's tile m (16..16*PAT_WARPS, chosen per item by the planner) sets the warp layout at
 //   run time: ROW_WARPS = m/16 warps each own 16 query rows; KV_WARPS = min(PAT_WARPS/ROW_WARPS,
@@ -91,6 +100,16 @@ __device__ __forceinline__ void pat_stamp(int) {}
 
 // Item columns and the merge CTA width come from the host (pat_sglang/planner.py ITEM_COLUMNS,
 // pat_sglang/kernels.py MERGE_WARPS) as -D options: the layout has one definition.
+// KV element type in the pools and the stages: the 16-bit dtype, or the FP8 bytes (converted in shared memory).
+#ifdef PAT_KV_FP8
+#include <cuda_fp8.h>
+typedef unsigned char kv_t;
+#define KV_ELEM_BYTES 1
+#else
+typedef elem_t kv_t;
+#define KV_ELEM_BYTES 2
+#endif
+
 #if !defined(ITEM_FIELDS) || !defined(ITEM_KV_BEGIN) || !defined(ITEM_KV_END) || !defined(ITEM_REQ_BEGIN) || \
     !defined(ITEM_REQ_END) || !defined(ITEM_TILE_M) || !defined(MERGE_WARPS)
 #error "build through pat_sglang.kernels: the item layout and MERGE_WARPS are passed as -D options"
@@ -98,8 +117,8 @@ __device__ __forceinline__ void pat_stamp(int) {}
 
 struct PatForwardParams {
     const elem_t* q;        // [batch, q_heads, head_dim], request stride q_stride
-    const elem_t* k;        // pool, token stride kv_stride_slot, head stride kv_stride_head
-    const elem_t* v;
+    const kv_t* k;          // pool, token stride kv_stride_slot, head stride kv_stride_head (elements)
+    const kv_t* v;
     elem_t* out;            // [batch, q_heads, head_dim], request stride out_stride
     float* part_o;          // [num_partials, q_heads, head_dim]
     float* part_lse;        // [num_partials, q_heads], log2 domain
@@ -114,8 +133,8 @@ struct PatForwardParams {
     long long kv_stride_head;
     int num_q_heads;
     int num_kv_heads;
-    float scale_log2;       // softmax scale * log2(e)
-    int pad;
+    float scale_log2;       // softmax scale * K scale * log2(e)
+    float v_scale;          // V scale: multiplies every output row (1 for 16-bit pools)
 };
 
 struct PatMergeParams {
@@ -137,11 +156,17 @@ static_assert(sizeof(PatForwardParams) == PAT_HOST_FWD_SIZE, "PatForwardParams d
 static_assert(sizeof(PatMergeParams) == PAT_HOST_MERGE_SIZE, "PatMergeParams differs from the host layout");
 #endif
 
-// Shared memory (dynamic): Q [MAX_TILE_M][D] | K [STAGES][KV_TILE][D] | V [STAGES][KV_TILE][D]; after the KV
-// loop the K/V region is reused for the cross-warp combine.
+// Shared memory (dynamic): Q [MAX_TILE_M][D] | K [STAGES][KV_TILE][D] | V [STAGES][KV_TILE][D] (kv_t), and with
+// FP8 KV one converted 16-bit K [KV_TILE][D] and V [KV_TILE][D]; after the KV loop the region is reused for the
+// cross-warp combine.
 constexpr int SMEM_Q_ELEMS = MAX_TILE_M * HEAD_DIM;
 constexpr int SMEM_KV_ELEMS = STAGES * KV_TILE * HEAD_DIM;
-constexpr int SMEM_MAIN_BYTES = (SMEM_Q_ELEMS + 2 * SMEM_KV_ELEMS) * 2;
+#ifdef PAT_KV_FP8
+constexpr int SMEM_CVT_ELEMS = KV_TILE * HEAD_DIM;  // one converted tile (elem_t), K and V each
+#else
+constexpr int SMEM_CVT_ELEMS = 0;
+#endif
+constexpr int SMEM_MAIN_BYTES = SMEM_Q_ELEMS * 2 + 2 * SMEM_KV_ELEMS * KV_ELEM_BYTES + 2 * SMEM_CVT_ELEMS * 2;
 // The cross-warp combine slabs (fp32): KV_WARPS * TILE_M <= MAX_TILE_M rows of O, row maxima, row sums.
 constexpr int SMEM_COMBINE_BYTES = (MAX_TILE_M * HEAD_DIM + 2 * MAX_TILE_M) * 4;
 constexpr int SMEM_BYTES = SMEM_MAIN_BYTES > SMEM_COMBINE_BYTES ? SMEM_MAIN_BYTES : SMEM_COMBINE_BYTES;
@@ -191,9 +216,21 @@ __device__ __forceinline__ unsigned pack_elem2(float a, float b) {
 // KV loading: each thread owns one token row of every tile (THREADS_PER_ROW threads share a row, each
 // taking CHUNKS_PER_THREAD consecutive 16-byte chunks), so a tile needs one slot index per thread. That
 // index is fetched a tile ahead into a register, keeping the dependent index load off the issue path.
+constexpr int KV_CHUNKS_PER_ROW = HEAD_DIM * KV_ELEM_BYTES / 16;  // 16-byte chunks in one pool head row
+constexpr int KV_CHUNK_ELEMS = 16 / KV_ELEM_BYTES;
 constexpr int THREADS_PER_ROW = PAT_THREADS / KV_TILE;
-constexpr int CHUNKS_PER_THREAD = CHUNKS_PER_ROW / THREADS_PER_ROW;
-static_assert(PAT_THREADS % KV_TILE == 0 && CHUNKS_PER_ROW % THREADS_PER_ROW == 0, "KV tile does not fit the loader");
+constexpr int CHUNKS_PER_THREAD = KV_CHUNKS_PER_ROW / THREADS_PER_ROW;
+static_assert(PAT_THREADS % KV_TILE == 0 && KV_CHUNKS_PER_ROW % THREADS_PER_ROW == 0, "KV tile does not fit the loader");
+
+// Offset (kv_t elements) of a 16-byte chunk in a stage: the MMA layout (swizzled) for 16-bit pools; plain rows
+// for FP8 stages, which only the conversion reads, each thread one whole chunk, a warp contiguous bytes.
+__device__ __forceinline__ int stage_off(int row, int chunk) {
+#ifdef PAT_KV_FP8
+    return row * HEAD_DIM + chunk * KV_CHUNK_ELEMS;
+#else
+    return swz(row, chunk);
+#endif
+}
 
 // The slot of this thread's row in the tile starting at kv position tok0 (-1: past the end).
 __device__ __forceinline__ int row_slot(const PatForwardParams& p, int tok0, int kv_end) {
@@ -202,7 +239,7 @@ __device__ __forceinline__ int row_slot(const PatForwardParams& p, int tok0, int
 }
 
 // Gather this thread's row of one KV tile of one KV head into a stage (zero-filled past the end).
-__device__ __forceinline__ void load_kv_row(const PatForwardParams& p, elem_t* sk, elem_t* sv, int slot, int kvh) {
+__device__ __forceinline__ void load_kv_row(const PatForwardParams& p, kv_t* sk, kv_t* sv, int slot, int kvh) {
     const int row = threadIdx.x / THREADS_PER_ROW;
     const int chunk0 = (threadIdx.x % THREADS_PER_ROW) * CHUNKS_PER_THREAD;
     const bool valid = slot >= 0;
@@ -210,15 +247,55 @@ __device__ __forceinline__ void load_kv_row(const PatForwardParams& p, elem_t* s
 #pragma unroll
     for (int i = 0; i < CHUNKS_PER_THREAD; ++i) {
         const int chunk = chunk0 + i;
-        cp_async_16(sk + swz(row, chunk), p.k + off + chunk * 8, valid);
-        cp_async_16(sv + swz(row, chunk), p.v + off + chunk * 8, valid);
+        cp_async_16(sk + stage_off(row, chunk), p.k + off + chunk * KV_CHUNK_ELEMS, valid);
+        cp_async_16(sv + stage_off(row, chunk), p.v + off + chunk * KV_CHUNK_ELEMS, valid);
     }
 }
 
+#ifdef PAT_KV_FP8
+// Two FP8 values (low byte first) -> two packed 16-bit elements, exactly: FP8 values are fp16 values (hardware
+// cvt on sm_89+), and fp16 -> fp32 -> bf16 is exact for them (3 or 2 mantissa bits, exponents in range).
+__device__ __forceinline__ unsigned fp8x2_to_elem2(unsigned pair) {
+    const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(pair & 0xffffu), PAT_KV_FP8);
+#if defined(PAT_DTYPE_FP16)
+    return static_cast<unsigned>(h.x) | (static_cast<unsigned>(h.y) << 16);
+#else
+    const float2 f = __half22float2(__half2(h));
+    return pack_elem2(f.x, f.y);
+#endif
+}
+
+// One landed FP8 stage (K and V) -> the 16-bit K and V tiles the MMAs read (swizzled like a 16-bit stage).
+// Each 16-byte FP8 chunk (16 dims) becomes two 16-byte element chunks. Rows past the end were zero-filled
+// and convert to zeros.
+__device__ __forceinline__ void convert_kv_tile(const kv_t* sk8, const kv_t* sv8, elem_t* sk, elem_t* sv) {
+    for (int i = threadIdx.x; i < KV_TILE * KV_CHUNKS_PER_ROW; i += PAT_THREADS) {
+        const int row = i / KV_CHUNKS_PER_ROW;
+        const int chunk = i % KV_CHUNKS_PER_ROW;
+        const uint4 k8 = *reinterpret_cast<const uint4*>(sk8 + stage_off(row, chunk));
+        const uint4 v8 = *reinterpret_cast<const uint4*>(sv8 + stage_off(row, chunk));
+        const uint4 k_lo = make_uint4(fp8x2_to_elem2(k8.x), fp8x2_to_elem2(k8.x >> 16), fp8x2_to_elem2(k8.y),
+                                      fp8x2_to_elem2(k8.y >> 16));
+        const uint4 k_hi = make_uint4(fp8x2_to_elem2(k8.z), fp8x2_to_elem2(k8.z >> 16), fp8x2_to_elem2(k8.w),
+                                      fp8x2_to_elem2(k8.w >> 16));
+        const uint4 v_lo = make_uint4(fp8x2_to_elem2(v8.x), fp8x2_to_elem2(v8.x >> 16), fp8x2_to_elem2(v8.y),
+                                      fp8x2_to_elem2(v8.y >> 16));
+        const uint4 v_hi = make_uint4(fp8x2_to_elem2(v8.z), fp8x2_to_elem2(v8.z >> 16), fp8x2_to_elem2(v8.w),
+                                      fp8x2_to_elem2(v8.w >> 16));
+        *reinterpret_cast<uint4*>(sk + swz(row, 2 * chunk)) = k_lo;
+        *reinterpret_cast<uint4*>(sk + swz(row, 2 * chunk + 1)) = k_hi;
+        *reinterpret_cast<uint4*>(sv + swz(row, 2 * chunk)) = v_lo;
+        *reinterpret_cast<uint4*>(sv + swz(row, 2 * chunk + 1)) = v_hi;
+    }
+}
+#endif
+
 // Two adjacent output elements of one (request, q head) row: to the output (dtype) when the request has
-// no other partial (dst < 0), else to its fp32 partial slot.
+// no other partial (dst < 0), else to its fp32 partial slot. The V scale applies here, once per element.
 __device__ __forceinline__ void write_pair(const PatForwardParams& p, int req, int dst, int head, int d, float v0,
                                            float v1) {
+    v0 *= p.v_scale;
+    v1 *= p.v_scale;
     if (dst < 0) {
         *reinterpret_cast<elem2_t*>(p.out + (long long)req * p.out_stride + head * HEAD_DIM + d) =
             pat_float2_to_elem2(v0, v1);
@@ -245,8 +322,12 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     const int n_rows = n_req * group;
 
     elem_t* sq = smem;
-    elem_t* sk = smem + SMEM_Q_ELEMS;
-    elem_t* sv = sk + SMEM_KV_ELEMS;
+    kv_t* sk = reinterpret_cast<kv_t*>(smem + SMEM_Q_ELEMS);
+    kv_t* sv = sk + SMEM_KV_ELEMS;
+#ifdef PAT_KV_FP8
+    elem_t* sk_cvt = reinterpret_cast<elem_t*>(sv + SMEM_KV_ELEMS);
+    elem_t* sv_cvt = sk_cvt + SMEM_CVT_ELEMS;
+#endif
 
     // Q rows -> shared memory (zero rows past n_rows: they give finite scores and are never written).
     for (int c = threadIdx.x; c < TILE_M * CHUNKS_PER_ROW; c += PAT_THREADS) {
@@ -297,10 +378,17 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
         cp_async_wait<STAGES - 1>();
         __syncthreads();
         if (t == 0) pat_stamp(1);
+#ifdef PAT_KV_FP8
+        convert_kv_tile(sk + (t % STAGES) * STAGE_ELEMS, sv + (t % STAGES) * STAGE_ELEMS, sk_cvt, sv_cvt);
+        __syncthreads();
+        const elem_t* tk = sk_cvt;
+        const elem_t* tv = sv_cvt;
+#else
+        const elem_t* tk = sk + (t % STAGES) * STAGE_ELEMS;
+        const elem_t* tv = sv + (t % STAGES) * STAGE_ELEMS;
+#endif
 
         if (computes) {
-            const elem_t* tk = sk + (t % STAGES) * STAGE_ELEMS;
-            const elem_t* tv = sv + (t % STAGES) * STAGE_ELEMS;
             // The warp's COLS columns go SUB at a time so S stays small in registers.
 #pragma unroll 2
             for (int c0 = kw * COLS; c0 < (kw + 1) * COLS; c0 += SUB) {
@@ -383,7 +471,7 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
             }
             }
         }
-        __syncthreads();  // the next iteration refills this stage
+        __syncthreads();  // the next iteration refills this stage (and, with FP8 KV, rewrites the converted tile)
     }
     cp_async_wait<0>();  // no copy may land in shared memory after the loop: the combine reuses it
     pat_stamp(2);

@@ -12,8 +12,15 @@ GPU works on step N.
 Prefill/extend, and decode batches PAT cannot plan, go to a delegate SGLang backend: by default the one
 SGLang itself would pick for this GPU and model (0.5.17: fa3 on Hopper for MHA models when its kernels are
 installed, else flashinfer, else triton), or the one ``PAT_SGLANG_DELEGATE`` names. The log says which.
-Models PAT cannot serve (MLA, sliding windows, logit caps, cross attention, fp8 KV, unsupported head dims,
-...) are refused at start-up with the reason, never served wrongly.
+Models PAT cannot serve (MLA, sliding windows, logit caps, cross attention, unsupported head dims, KV formats
+other than the model dtype or per-tensor-scaled FP8, ...) are refused at start-up with the reason, never served
+wrongly.
+
+FP8 KV (``--kv-cache-dtype fp8_e4m3`` / ``fp8_e5m2``): the pool holds FP8 (uint8 storage, float8 views from
+``get_key_buffer``); the new token is stored with the layer's ``k_scale``/``v_scale`` as SGLang's Triton and
+FlashInfer backends store it (``set_kv_buffer`` divides by the scale), and read back with ``k_scale_float`` /
+``v_scale_float`` (1.0 when the checkpoint has none), which the kernels apply per tensor. Scales are applied
+only to FP8 pools, as fa3 does (a 16-bit pool stores values unscaled).
 
 CUDA graphs: ``init_cuda_graph_state`` sizes ``pat_sglang.kernels.StaticPlanBuffers``; every graph step is
 planned to fit their limits (``plan_forest(..., limits=...)``), loaded outside the graph, and the captured
@@ -39,7 +46,7 @@ import torch
 from sglang.srt.layers.attention.base_attn_backend import AttentionBackend
 
 from .api import run as run_plan
-from .config import DeviceSpec, HeadConfig, check_supported
+from .config import FP8_KV_DTYPES, DeviceSpec, HeadConfig, check_supported
 from .decode_step import PADDING_ROW, DecodeStepPlanner, StepBatch, host_lengths
 from .planner import PackPlan
 from .sglang_patches.chain_table import ChainTable, chain_table_for
@@ -102,10 +109,21 @@ def model_problems(model_runner: Any, kernels: bool) -> tuple[HeadConfig | None,
 
     kv_dtype = getattr(model_runner, "kv_cache_dtype", None) or model_runner.dtype
     model_dtype = getattr(model_runner, "dtype", kv_dtype)
-    if kv_dtype != model_dtype:
-        problems.append(f"KV cache dtype {kv_dtype} differs from the model dtype {model_dtype} (quantized KV)")
+    if kv_dtype != model_dtype and kv_dtype not in FP8_KV_DTYPES:
+        problems.append(
+            f"KV cache dtype {kv_dtype} (model dtype {model_dtype}): PAT reads KV in the model dtype or in FP8 "
+            f"({', '.join(str(d) for d in FP8_KV_DTYPES)}) with per-tensor scales"
+        )
+    if getattr(model_runner.token_to_kv_pool, "is_quantized_kv_cache", False):
+        problems.append("a quantized KV cache recipe (packed data with scale buffers, e.g. FP4/MXFP8)")
+    if kv_dtype in FP8_KV_DTYPES:
+        for layer in layers:
+            try:
+                layer_kv_scales(layer, fp8=True)
+            except ValueError as e:
+                problems.append(str(e))
     try:
-        heads = HeadConfig(num_q, num_kv, head_dim, kv_dtype)
+        heads = HeadConfig(num_q, num_kv, head_dim, model_dtype, kv_dtype)
     except ValueError as e:
         return None, problems + [str(e)]
     if kernels:
@@ -117,6 +135,25 @@ def model_problems(model_runner: Any, kernels: bool) -> tuple[HeadConfig | None,
     if len(k_shape) != 3 or k_shape[1:] != (num_kv, head_dim):
         problems.append(f"KV pool buffers of shape {k_shape}, expected [slots, {num_kv}, {head_dim}]")
     return heads, problems
+
+
+def layer_kv_scales(layer: Any, fp8: bool) -> tuple[float, float]:
+    """(k_scale, v_scale) the kernels apply when reading ``layer``'s KV: for FP8 pools the layer's per-tensor
+    ``k_scale_float``/``v_scale_float`` when it has scales (SGLang's Triton rule: both ``k_scale`` and ``v_scale``
+    set), else 1.0; for 16-bit pools 1.0 (stored unscaled). ``ValueError`` for scales PAT does not apply (per head
+    or per channel, or not yet resolved to floats)."""
+    if not fp8 or layer.k_scale is None or layer.v_scale is None:
+        return 1.0, 1.0
+    where = f"layer {layer.layer_id}"
+    for name in ("k_scale", "v_scale"):
+        scale = getattr(layer, name)
+        if isinstance(scale, torch.Tensor) and scale.numel() != 1:
+            raise ValueError(f"FP8 KV with per-head or per-channel {name} of shape {tuple(scale.shape)} ({where})")
+    k, v = layer.k_scale_float, layer.v_scale_float
+    if not isinstance(k, float) or not isinstance(v, float):
+        raise ValueError(f"FP8 KV scales that are not per-tensor floats: k_scale_float={k!r}, v_scale_float={v!r} "
+                         f"({where})")
+    return k, v
 
 
 def runner_device(model_runner: Any) -> torch.device:
@@ -391,15 +428,22 @@ class PATAttnBackend(AttentionBackend):
         if (layer.tp_q_head_num, layer.tp_k_head_num, layer.qk_head_dim) != (hq, self.heads.num_kv_heads, d):
             raise ValueError(f"layer {layer.layer_id} heads differ from the planned {self.heads}")
         if save_kv_cache and k is not None:
-            # Same store as SGLang's triton backend: the step's new token, before attention reads it.
-            self.token_to_kv_pool.set_kv_buffer(layer, forward_batch.out_cache_loc, k, v)
+            # Same store as SGLang's triton backend: the step's new token, before attention reads it; an FP8 pool
+            # stores k / k_scale (a 16-bit pool ignores the scales).
+            if layer.k_scale is None and layer.v_scale is None:
+                self.token_to_kv_pool.set_kv_buffer(layer, forward_batch.out_cache_loc, k, v)
+            else:
+                self.token_to_kv_pool.set_kv_buffer(
+                    layer, forward_batch.out_cache_loc, k, v, layer.k_scale, layer.v_scale
+                )
         k_buffer = self.token_to_kv_pool.get_key_buffer(layer.layer_id)
         v_buffer = self.token_to_kv_pool.get_value_buffer(layer.layer_id)
+        k_scale, v_scale = layer_kv_scales(layer, self.heads.kv_fp8)
         q3 = q.reshape(-1, hq, d).contiguous()
         if md.static:
-            out = self.graph_buffers.run(q3, k_buffer, v_buffer, layer.scaling, torch.empty_like(q3))
+            out = self.graph_buffers.run(q3, k_buffer, v_buffer, layer.scaling, torch.empty_like(q3), k_scale, v_scale)
         else:
-            out = run_plan(md.plan, q3, k_buffer, v_buffer, layer.scaling)
+            out = run_plan(md.plan, q3, k_buffer, v_buffer, layer.scaling, k_scale=k_scale, v_scale=v_scale)
         return out.reshape(-1, hq * d)
 
     def forward_extend(

@@ -28,6 +28,9 @@ def data_dir(package: str, repo_folder: str) -> Traversable:
 
 SUPPORTED_HEAD_DIMS = (64, 128, 256)
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float16)
+# KV pools in FP8 (SGLang's --kv-cache-dtype fp8_e4m3 / fp8_e5m2) with q and out in one of SUPPORTED_DTYPES; the
+# kernel dequantises with per-tensor scales (dequantised = stored * scale). fnuz (ROCm) formats are not served.
+FP8_KV_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 MAX_GQA_GROUP = 8
 # Batch and KV length have no kernel limit short of the grid (planner.MAX_ITEMS work items) and int32 slot
 # indices; tests/gpu covers batch 1-1024 and one request of 128k tokens.
@@ -42,9 +45,12 @@ class HeadConfig:
     num_q_heads: int
     num_kv_heads: int
     head_dim: int
-    dtype: torch.dtype = torch.bfloat16
+    dtype: torch.dtype = torch.bfloat16  # q and out
+    kv_dtype: torch.dtype | None = None  # the KV pools; None: the same as dtype (then set to it)
 
     def __post_init__(self) -> None:
+        if self.kv_dtype is None:
+            object.__setattr__(self, "kv_dtype", self.dtype)  # one spelling per config: equality and hashing agree
         if self.num_q_heads <= 0 or self.num_kv_heads <= 0 or self.head_dim <= 0:
             raise ValueError(f"head counts and head_dim must be positive: {self}")
         if self.num_q_heads % self.num_kv_heads:
@@ -59,12 +65,23 @@ class HeadConfig:
 
     @property
     def elem_bytes(self) -> int:
-        return torch.tensor([], dtype=self.dtype).element_size()
+        """Bytes of one q/out element."""
+        return self.dtype.itemsize
+
+    @property
+    def kv_elem_bytes(self) -> int:
+        """Bytes of one KV pool element (1 for FP8 pools)."""
+        assert self.kv_dtype is not None  # set in __post_init__
+        return self.kv_dtype.itemsize
+
+    @property
+    def kv_fp8(self) -> bool:
+        return self.kv_dtype in FP8_KV_DTYPES
 
     @property
     def kv_token_bytes(self) -> int:
-        """K plus V bytes of one token over all KV heads."""
-        return 2 * self.num_kv_heads * self.head_dim * self.elem_bytes
+        """K plus V bytes of one token over all KV heads, in the pool's element size."""
+        return 2 * self.num_kv_heads * self.head_dim * self.kv_elem_bytes
 
     @property
     def partial_bytes(self) -> int:
@@ -149,12 +166,23 @@ def load_tile_table(arch: str = "sm90") -> TileTable:
     )
     for d, n in kv_tiles.items():
         threads = 32 * warps[d]
-        if n % 16 or threads % n or (d // 8) % (threads // n):
+        # The loader splits a head row's 16-byte chunks between threads: d/8 of them for 16-bit pools, d/16 for
+        # FP8 pools (the same table serves both), so the FP8 count must divide too.
+        if n % 16 or threads % n or (d // 16) % (threads // n):
             raise ValueError(f"{path}: kv tile {n} for head_dim {d} does not fit the kernel's load layout")
         if tile_ms[-1] > 16 * warps[d]:
             need = tile_ms[-1] // 16
             raise ValueError(f"{path}: tile m {tile_ms[-1]} needs {need} warps; head_dim {d} has {warps[d]}")
     return TileTable(tile_ms, kv_tiles, min_ctas, stages, warps, path.name[:-5])
+
+
+def kv_pool_view(buffer: torch.Tensor, heads: HeadConfig) -> torch.Tensor:
+    """The KV pool as the kernels and the reference read it: SGLang stores FP8 pools as uint8 (``store_dtype``;
+    its ``get_key_buffer`` hands out float8 views), so a uint8 pool is viewed as the FP8 format ``heads``
+    declares. Anything else is returned as is (and checked by the caller)."""
+    if buffer.dtype == torch.uint8 and heads.kv_fp8:
+        return buffer.view(heads.kv_dtype)
+    return buffer
 
 
 def check_supported(heads: HeadConfig) -> None:
@@ -163,5 +191,10 @@ def check_supported(heads: HeadConfig) -> None:
         raise ValueError(f"unsupported head_dim {heads.head_dim}: PAT kernels support {SUPPORTED_HEAD_DIMS}")
     if heads.dtype not in SUPPORTED_DTYPES:
         raise ValueError(f"unsupported dtype {heads.dtype}: PAT kernels support bfloat16 and float16")
+    if heads.kv_dtype != heads.dtype and heads.kv_dtype not in FP8_KV_DTYPES:
+        raise ValueError(
+            f"unsupported KV dtype {heads.kv_dtype} with q dtype {heads.dtype}: PAT kernels read KV in the q dtype "
+            f"or in FP8 ({', '.join(str(d) for d in FP8_KV_DTYPES)})"
+        )
     if heads.group > MAX_GQA_GROUP:
         raise ValueError(f"unsupported GQA ratio {heads.group}: PAT kernels support 1 to {MAX_GQA_GROUP}")

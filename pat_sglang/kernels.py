@@ -26,11 +26,32 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import SUPPORTED_HEAD_DIMS, HeadConfig, check_supported, data_dir, load_tile_table
+from .config import (
+    FP8_KV_DTYPES,
+    SUPPORTED_HEAD_DIMS,
+    HeadConfig,
+    check_supported,
+    data_dir,
+    kv_pool_view,
+    load_tile_table,
+)
 from .planner import ITEM_FIELDS, PackPlan, PlanLimits, item_layout_defines
 
 MERGE_WARPS = 4  # the merge kernel's warps per CTA, one q head each (passed to kernels/pat_decode.cu as -D)
 DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+# FP8 KV pool formats: variant name and the cuda_fp8.h interpretation passed as -DPAT_KV_FP8 (the one table of
+# the KV-format contract between host and kernel).
+FP8_KV_FORMATS = {torch.float8_e4m3fn: ("fp8_e4m3", "__NV_E4M3"), torch.float8_e5m2: ("fp8_e5m2", "__NV_E5M2")}
+assert set(FP8_KV_FORMATS) == set(FP8_KV_DTYPES)
+FP8_KV_NAMES = {name: dtype for dtype, (name, _) in FP8_KV_FORMATS.items()}  # "fp8_e4m3" -> torch dtype
+_FP8_INTERPRETATION = dict(FP8_KV_FORMATS.values())  # "fp8_e4m3" -> "__NV_E4M3"
+
+
+def kv_dtype_name(heads: HeadConfig) -> str:
+    """The variant's KV name: the q dtype's name for 16-bit pools, else the FP8 format's."""
+    if heads.kv_dtype in FP8_KV_FORMATS:
+        return FP8_KV_FORMATS[heads.kv_dtype][0]
+    return DTYPE_NAMES[heads.dtype]
 CI_ARCHS = ("sm_80", "sm_90")
 
 
@@ -62,16 +83,31 @@ class KernelTune:
 
 @dataclass(frozen=True)
 class KernelVariant:
-    """One compiled module: both kernels for one (arch, dtype, head dim)."""
+    """One compiled module: both kernels for one (arch, dtype, KV dtype, head dim)."""
 
     arch: str  # "sm_90"
-    dtype: str  # "bf16" | "fp16"
+    dtype: str  # "bf16" | "fp16": q and out
     head_dim: int
     kv_tile: int
     stages: int
     min_ctas_per_sm: int = 1
     warps: int = 4
     timing: bool = False
+    kv_dtype: str = ""  # "" or dtype: 16-bit pools of the q dtype; "fp8_e4m3" | "fp8_e5m2": FP8 pools
+
+    def __post_init__(self) -> None:
+        if self.kv_dtype in ("", self.dtype):
+            object.__setattr__(self, "kv_dtype", self.dtype)
+        elif self.kv_dtype not in _FP8_INTERPRETATION:
+            raise ValueError(f"unknown KV dtype {self.kv_dtype!r} for a {self.dtype} variant")
+
+    @property
+    def kv_fp8(self) -> bool:
+        return self.kv_dtype in _FP8_INTERPRETATION
+
+    @property
+    def kv_elem_bytes(self) -> int:
+        return 1 if self.kv_fp8 else 2
 
     @property
     def threads(self) -> int:
@@ -85,7 +121,7 @@ class KernelVariant:
     def for_config(heads: HeadConfig, arch: str, tune: KernelTune | None = None) -> KernelVariant:
         """The tile table's variant for these heads; ``tune`` overrides it (benchmark sweeps)."""
         check_supported(heads)
-        v = KernelVariant.from_table(arch, DTYPE_NAMES[heads.dtype], heads.head_dim)
+        v = KernelVariant.from_table(arch, DTYPE_NAMES[heads.dtype], heads.head_dim, kv_dtype_name(heads))
         if tune is not None:
             v = KernelVariant(
                 arch,
@@ -96,11 +132,14 @@ class KernelVariant:
                 tune.min_ctas_per_sm or v.min_ctas_per_sm,
                 tune.warps or v.warps,
                 tune.timing,
+                v.kv_dtype,
             )
         return v
 
     @staticmethod
-    def from_table(arch: str, dtype: str, head_dim: int) -> KernelVariant:
+    def from_table(arch: str, dtype: str, head_dim: int, kv_dtype: str = "") -> KernelVariant:
+        """The tile table's entry; FP8 pools use the same tiles as 16-bit ones (their stages take half the
+        shared memory, plus one converted 16-bit tile)."""
         table = load_tile_table(arch.replace("_", ""))
         return KernelVariant(
             arch,
@@ -110,6 +149,7 @@ class KernelVariant:
             table.stages[head_dim],
             table.min_ctas_per_sm[head_dim],
             table.warps[head_dim],
+            kv_dtype=kv_dtype,
         )
 
     def options(self, include_dir: str) -> list[str]:
@@ -118,6 +158,7 @@ class KernelVariant:
             "-std=c++17",
             f"-I{include_dir}",
             f"-DPAT_DTYPE_{self.dtype.upper()}",
+            *([f"-DPAT_KV_FP8={_FP8_INTERPRETATION[self.kv_dtype]}"] if self.kv_fp8 else []),
             f"-DHEAD_DIM={self.head_dim}",
             f"-DKV_TILE={self.kv_tile}",
             f"-DSTAGES={self.stages}",
@@ -132,17 +173,26 @@ class KernelVariant:
     @property
     def smem_bytes(self) -> int:
         """Dynamic shared memory of pat_pack_forward; the kernel holds the same formula (and the host checks
-        it against the kernel's constant at load): Q + K/V stages in the element type, or the fp32 combine
-        buffer of the largest tile, whichever is larger."""
+        it against the kernel's constant at load): Q + K/V stages in the pool's element type (+ one converted
+        16-bit K/V tile for FP8 pools), or the fp32 combine buffer of the largest tile, whichever is larger."""
         m = self.max_tile_m
-        main = (m * self.head_dim + 2 * self.stages * self.kv_tile * self.head_dim) * 2
+        tile = self.kv_tile * self.head_dim
+        converted = 2 * tile * 2 if self.kv_fp8 else 0
+        main = m * self.head_dim * 2 + 2 * self.stages * tile * self.kv_elem_bytes + converted
         combine = (m * self.head_dim + 2 * m) * 4
         return max(main, combine)
 
 
 def all_variants(arch: str) -> list[KernelVariant]:
-    """Every module the tile table for ``arch`` asks for (both dtypes, all head dims)."""
-    return [KernelVariant.from_table(arch, dt, d) for dt in DTYPE_NAMES.values() for d in SUPPORTED_HEAD_DIMS]
+    """Every module the tile table for ``arch`` asks for (both dtypes x (16-bit and both FP8 KV formats), all
+    head dims)."""
+    kv_names = ("", *(name for name, _ in FP8_KV_FORMATS.values()))
+    return [
+        KernelVariant.from_table(arch, dt, d, kv)
+        for dt in DTYPE_NAMES.values()
+        for kv in kv_names
+        for d in SUPPORTED_HEAD_DIMS
+    ]
 
 
 @dataclass(frozen=True)
@@ -220,7 +270,8 @@ def compile_variant(variant: KernelVariant, use_cache: bool = True) -> CompiledV
     key_opts = [o for o in opts if not o.startswith("-I")]
     key = hashlib.sha256("\0".join([src, *key_opts, f"nvrtc{major}.{minor}"]).encode()).hexdigest()[:24]
     v = variant
-    path = cache_dir() / f"pat_{v.arch}_{v.dtype}_d{v.head_dim}_n{v.kv_tile}_s{v.stages}_w{v.warps}_{key}.cubin"
+    kv = "" if v.kv_dtype == v.dtype else f"_kv{v.kv_dtype}"
+    path = cache_dir() / f"pat_{v.arch}_{v.dtype}{kv}_d{v.head_dim}_n{v.kv_tile}_s{v.stages}_w{v.warps}_{key}.cubin"
 
     if use_cache and path.exists():
         meta = path.with_suffix(".json")
@@ -272,7 +323,7 @@ class _ForwardParams(ctypes.Structure):
         ("num_q_heads", ctypes.c_int),
         ("num_kv_heads", ctypes.c_int),
         ("scale_log2", ctypes.c_float),
-        ("pad", ctypes.c_int),
+        ("v_scale", ctypes.c_float),
     ]
 
 
@@ -389,14 +440,22 @@ def _ptr(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.data_ptr()
 
 
-def _check_layout(q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Tensor, out: torch.Tensor) -> None:
+def _check_layout(
+    heads: HeadConfig, q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Tensor, out: torch.Tensor
+) -> None:
+    """Dtypes and strides the variant for ``heads`` reads (pools already viewed through ``kv_pool_view``)."""
+    for name, t, want in (("q", q, heads.dtype), ("out", out, heads.dtype), ("k_buffer", k_buffer, heads.kv_dtype),
+                          ("v_buffer", v_buffer, heads.kv_dtype)):
+        if t.dtype != want:
+            raise ValueError(f"{name} is {t.dtype}; the kernels were built for {want} (heads {heads})")
     d = q.shape[2]
     for name, t in (("q", q), ("out", out)):
         if t.stride(2) != 1 or t.stride(1) != d or t.stride(0) % 8:
             raise ValueError(f"{name} must have contiguous heads ([*, heads, head_dim] rows, 16-byte aligned)")
     if k_buffer.stride() != v_buffer.stride():
         raise ValueError("k_buffer and v_buffer must have the same strides")
-    if k_buffer.stride(2) != 1 or k_buffer.stride(1) % 8 or k_buffer.stride(0) % 8:
+    align = 16 // k_buffer.element_size()  # elements in 16 bytes: every head row starts on a cp.async boundary
+    if k_buffer.stride(2) != 1 or k_buffer.stride(1) % align or k_buffer.stride(0) % align:
         raise ValueError("KV pools must be [num_slots, num_kv_heads, head_dim] with contiguous, aligned head rows")
     for t in (q, k_buffer, v_buffer, out):
         if t.data_ptr() % 16:
@@ -451,12 +510,21 @@ class PlanLaunch:
         self._checked: tuple | None = None
 
     def __call__(
-        self, q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Tensor, out: torch.Tensor, sm_scale: float
+        self,
+        q: torch.Tensor,
+        k_buffer: torch.Tensor,
+        v_buffer: torch.Tensor,
+        out: torch.Tensor,
+        sm_scale: float,
+        k_scale: float = 1.0,
+        v_scale: float = 1.0,
     ) -> torch.Tensor:
+        """``k_scale``/``v_scale``: dequantised KV = stored * scale (SGLang's per-tensor FP8 scales)."""
+        k_buffer, v_buffer = kv_pool_view(k_buffer, self.heads), kv_pool_view(v_buffer, self.heads)
         key = (q.shape, q.stride(), out.stride(), k_buffer.stride(), v_buffer.stride(), q.dtype, k_buffer.dtype,
                v_buffer.dtype, out.dtype, q.device)
         if key != self._checked:
-            _check_layout(q, k_buffer, v_buffer, out)
+            _check_layout(self.heads, q, k_buffer, v_buffer, out)
             self._checked = key
         f = self.fwd
         f.q, f.k, f.v, f.out = q.data_ptr(), k_buffer.data_ptr(), v_buffer.data_ptr(), out.data_ptr()
@@ -464,7 +532,8 @@ class PlanLaunch:
             raise ValueError("q, out and the KV pools must be 16-byte aligned")
         f.q_stride, f.out_stride = key[1][0], key[2][0]
         f.kv_stride_slot, f.kv_stride_head = key[3][0], key[3][1]
-        f.scale_log2 = sm_scale * _LOG2E
+        f.scale_log2 = sm_scale * k_scale * _LOG2E  # the K scale folds into the scores: q.(s k) = s (q.k)
+        f.v_scale = v_scale
         stream = _raw_stream(q.device.index)
         if self.grid_items > 0:
             _launch_kernel(self.h_forward, self.f_forward, (self.heads.num_kv_heads, self.grid_items),
@@ -551,14 +620,16 @@ def launch_plan(
     sm_scale: float,
     out: torch.Tensor | None = None,
     tune: KernelTune | None = None,
+    k_scale: float = 1.0,
+    v_scale: float = 1.0,
 ) -> torch.Tensor:
     """Eager forward + merge of ``plan`` (its tensors must already be on ``q``'s device). ``tune``
-    overrides the tile table (benchmark sweeps)."""
+    overrides the tile table (benchmark sweeps); ``k_scale``/``v_scale`` dequantise FP8 pools."""
     if out is None:
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
     elif out.shape != q.shape or out.dtype != q.dtype or out.device != q.device:
         raise ValueError(f"out must match q: {tuple(out.shape)} {out.dtype} vs {tuple(q.shape)} {q.dtype}")
-    return plan_launch(plan, q.device, tune)(q, k_buffer, v_buffer, out, sm_scale)
+    return plan_launch(plan, q.device, tune)(q, k_buffer, v_buffer, out, sm_scale, k_scale, v_scale)
 
 
 class StaticPlanBuffers:
@@ -622,11 +693,12 @@ class StaticPlanBuffers:
         two pinned staging sets; nothing here waits on the device unless the set's copies from two loads ago are
         still in flight."""
         h = plan.heads
-        if (h.num_q_heads, h.num_kv_heads, h.head_dim, h.dtype) != (
+        if (h.num_q_heads, h.num_kv_heads, h.head_dim, h.dtype, h.kv_dtype) != (
             self.heads.num_q_heads,
             self.heads.num_kv_heads,
             self.heads.head_dim,
             self.heads.dtype,
+            self.heads.kv_dtype,
         ):
             raise ValueError(f"plan heads {h} differ from the buffers' {self.heads}")
         need = {
@@ -699,8 +771,11 @@ class StaticPlanBuffers:
         v_buffer: torch.Tensor,
         sm_scale: float,
         out: torch.Tensor,
+        k_scale: float = 1.0,
+        v_scale: float = 1.0,
     ) -> torch.Tensor:
-        """Launch-only forward + merge over the loaded plan (capturable in a CUDA graph)."""
+        """Launch-only forward + merge over the loaded plan (capturable in a CUDA graph); the scales are captured
+        as values, like ``sm_scale`` (SGLang's per-layer ``k_scale_float``/``v_scale_float`` are constants)."""
         if self.plan is None:
             raise RuntimeError("StaticPlanBuffers.run before load()")
         if not q.is_cuda:
@@ -708,7 +783,8 @@ class StaticPlanBuffers:
 
             b = self.plan.num_requests
             compute = torch.float64 if q.dtype == torch.float64 else torch.float32
-            out[:b].copy_(run_reference(self.plan, q[:b], k_buffer, v_buffer, sm_scale, compute).to(out.dtype))
+            result = run_reference(self.plan, q[:b], k_buffer, v_buffer, sm_scale, compute, k_scale, v_scale)
+            out[:b].copy_(result.to(out.dtype))
             return out
         launch = self._launch
         if launch is None or launch.merge_requests != min(self.max_batch, q.shape[0]):
@@ -721,4 +797,4 @@ class StaticPlanBuffers:
                 min(self.max_batch, q.shape[0]), merge=True,
             )
             self._launch = launch
-        return launch(q, k_buffer, v_buffer, out, sm_scale)
+        return launch(q, k_buffer, v_buffer, out, sm_scale, k_scale, v_scale)

@@ -12,7 +12,7 @@ there, on the device, and the plan never holds one index per token.
 
 The decision is a memory-centric profit model, in bytes per decode step per layer:
 
-    kv_token_bytes = 2 * num_kv_heads * head_dim * elem_bytes            (K and V of one token)
+    kv_token_bytes = 2 * num_kv_heads * head_dim * kv_elem_bytes         (K and V of one token; FP8 pools: 1 byte)
     row_blocks     = ceil(q / requests_per_block)   q = requests through the node,
                                                      requests_per_block = max_tile_m // gqa_group
     saved_bytes    = (q - row_blocks) * tokens * kv_token_bytes          tokens = inherited + own slots

@@ -10,7 +10,22 @@ from __future__ import annotations
 
 import torch
 
+from .config import kv_pool_view
 from .planner import ITEM_KV_BEGIN, ITEM_KV_END, ITEM_REQ_BEGIN, ITEM_REQ_END, PackPlan
+
+
+def dequantised_rows(
+    buffer: torch.Tensor, slots: torch.Tensor, scale: float, compute_dtype: torch.dtype
+) -> torch.Tensor:
+    """Pool rows ``slots`` in ``compute_dtype``, times ``scale`` (dequantised = stored * scale, SGLang's FP8 KV
+    convention; 1 for 16-bit pools). FP8 rows are gathered as bytes: float8 indexing is not implemented everywhere
+    in torch."""
+    if buffer.element_size() == 1 and buffer.dtype != torch.uint8:
+        rows = buffer.view(torch.uint8)[slots].view(buffer.dtype)
+    else:
+        rows = buffer[slots]
+    rows = rows.to(compute_dtype)
+    return rows if scale == 1.0 else rows * scale
 
 
 def _expand_heads(x: torch.Tensor, group: int) -> torch.Tensor:
@@ -28,15 +43,17 @@ def naive_decode(
     kv_indices: torch.Tensor,
     sm_scale: float,
     compute_dtype: torch.dtype = torch.float64,
+    k_scale: float = 1.0,
+    v_scale: float = 1.0,
 ) -> torch.Tensor:
-    """Plain softmax attention per request: the definition PAT must match."""
+    """Plain softmax attention per request over the dequantised KV: the definition PAT must match."""
     batch, hq, _ = q.shape
     group = hq // k_buffer.shape[1]
     out = torch.empty(q.shape, dtype=compute_dtype, device=q.device)
     for b in range(batch):
         idx = kv_indices[int(kv_indptr[b]) : int(kv_indptr[b + 1])].long()
-        k = _expand_heads(k_buffer[idx].to(compute_dtype), group)  # [T, hq, d]
-        v = _expand_heads(v_buffer[idx].to(compute_dtype), group)
+        k = _expand_heads(dequantised_rows(k_buffer, idx, k_scale, compute_dtype), group)  # [T, hq, d]
+        v = _expand_heads(dequantised_rows(v_buffer, idx, v_scale, compute_dtype), group)
         s = torch.einsum("hd,thd->ht", q[b].to(compute_dtype), k) * sm_scale
         out[b] = torch.einsum("ht,thd->hd", torch.softmax(s, dim=-1), v)
     return out
@@ -49,8 +66,11 @@ def run_reference(
     v_buffer: torch.Tensor,
     sm_scale: float,
     compute_dtype: torch.dtype = torch.float64,
+    k_scale: float = 1.0,
+    v_scale: float = 1.0,
 ) -> torch.Tensor:
-    """Execute ``plan`` in torch; returns ``[batch, num_q_heads, head_dim]`` in ``compute_dtype``."""
+    """Execute ``plan`` in torch; returns ``[batch, num_q_heads, head_dim]`` in ``compute_dtype``. FP8 pools
+    (or their uint8 storage, read as the plan's KV dtype) are dequantised with ``k_scale``/``v_scale``."""
     heads = plan.heads
     group = heads.group
     batch = q.shape[0]
@@ -59,6 +79,7 @@ def run_reference(
     item_req = plan.item_req.cpu().long()
     item_dst = plan.item_dst.cpu().long()
     qc = q.to(compute_dtype)
+    k_buffer, v_buffer = kv_pool_view(k_buffer, heads), kv_pool_view(v_buffer, heads)
 
     nan = float("nan")
     out = torch.full((batch, heads.num_q_heads, heads.head_dim), nan, dtype=compute_dtype, device=q.device)
@@ -71,8 +92,8 @@ def run_reference(
         slots = slot_table[it[ITEM_KV_BEGIN] : it[ITEM_KV_END]].to(q.device)
         reqs = item_req[it[ITEM_REQ_BEGIN] : it[ITEM_REQ_END]]
         dsts = item_dst[it[ITEM_REQ_BEGIN] : it[ITEM_REQ_END]]
-        k = _expand_heads(k_buffer[slots].to(compute_dtype), group)  # [T, hq, d]
-        v = _expand_heads(v_buffer[slots].to(compute_dtype), group)
+        k = _expand_heads(dequantised_rows(k_buffer, slots, k_scale, compute_dtype), group)  # [T, hq, d]
+        v = _expand_heads(dequantised_rows(v_buffer, slots, v_scale, compute_dtype), group)
         qs = qc[reqs.to(q.device)]  # [R, hq, d]
         s = torch.einsum("rhd,thd->rht", qs, k) * sm_scale
         lse = torch.logsumexp(s, dim=-1)  # [R, hq]

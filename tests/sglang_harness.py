@@ -168,19 +168,22 @@ def fake_model_runner(
     layers: list | None = None,
     seed: int = 0,
     fill: bool = True,
+    kv_dtype: torch.dtype | None = None,
     **over: Any,
 ) -> SimpleNamespace:
     """The model-runner attributes PAT reads: ``h``'s pools, real ``RadixAttention`` layers with these (per-rank)
     head counts, and an ``MHATokenToKVPool`` of ``num_kv`` heads filled with random K/V (``seed``; left as allocated
-    when ``fill`` is off, for host-time benchmarks that never read it)."""
+    when ``fill`` is off, for host-time benchmarks that never read it). ``kv_dtype``: the pool's dtype
+    (``--kv-cache-dtype``; FP8 pools keep SGLang's uint8 storage), the model dtype when None."""
+    kv_dtype = kv_dtype or dtype
     pool = MHATokenToKVPool(
-        size=h.num_slots, page_size=h.page_size, dtype=dtype, head_num=num_kv, head_dim=head_dim,
+        size=h.num_slots, page_size=h.page_size, dtype=kv_dtype, head_num=num_kv, head_dim=head_dim,
         layer_num=num_layers, device="cpu", enable_memory_saver=False,
     )
     gen = torch.Generator().manual_seed(seed)
     for i in range(num_layers if fill else 0):
-        pool.k_buffer[i].copy_(torch.randn(pool.k_buffer[i].shape, generator=gen))
-        pool.v_buffer[i].copy_(torch.randn(pool.v_buffer[i].shape, generator=gen))
+        for buf in (pool.k_buffer[i], pool.v_buffer[i]):
+            buf.copy_(torch.randn(buf.shape, generator=gen).to(kv_dtype).view(buf.dtype))
     if layers is None:
         layers = [RadixAttention(num_q, head_dim, head_dim**-0.5, num_kv, layer_id=i) for i in range(num_layers)]
     runner = SimpleNamespace(
@@ -193,7 +196,7 @@ def fake_model_runner(
         token_to_kv_pool=pool,
         req_to_token_pool=h.req_to_token_pool,
         model=torch.nn.ModuleList(layers),
-        kv_cache_dtype=dtype,
+        kv_cache_dtype=kv_dtype,
         dtype=dtype,
     )
     for key, value in over.items():

@@ -159,7 +159,8 @@ def test_non_decode_batches_go_to_the_delegate() -> None:
         (make_layers(is_cross_attention=True), {}, "cross attention"),
         (None, {"use_mla_backend": True}, "MLA"),
         (None, {"sliding_window_size": 4096}, "sliding-window"),
-        (None, {"kv_cache_dtype": torch.float8_e4m3fn}, "KV cache dtype"),
+        (None, {"kv_cache_dtype": torch.float8_e4m3fnuz}, "KV cache dtype"),
+        (None, {"kv_cache_dtype": torch.int8}, "KV cache dtype"),
         (None, {"server_args": SimpleNamespace(speculative_algorithm="EAGLE", dcp_size=1)}, "speculative"),
     ],
 )
@@ -175,6 +176,88 @@ def test_kernel_constraints_checked_for_gpu() -> None:
     assert any("dtype" in p for p in problems)  # float32: the CUDA kernels serve bf16/fp16 only
     heads, problems = model_problems(fake_runner(h, dtype=torch.bfloat16), kernels=True)
     assert problems == [] and heads == HeadConfig(HQ, HKV, D, torch.bfloat16)
+
+
+FP8_KV = [torch.float8_e4m3fn, torch.float8_e5m2]
+
+
+def scaled_layers(k_scale: float, v_scale: float) -> list[RadixAttention]:
+    """Layers carrying per-tensor KV scales as SGLang's ``BaseKVCacheMethod`` leaves them after loading."""
+    layers = make_layers()
+    for layer in layers:
+        layer.k_scale = torch.nn.Parameter(torch.tensor(k_scale), requires_grad=False)
+        layer.v_scale = torch.nn.Parameter(torch.tensor(v_scale), requires_grad=False)
+        layer.k_scale_float, layer.v_scale_float = k_scale, v_scale
+    return layers
+
+
+@pytest.mark.parametrize("kv_dtype", FP8_KV)
+def test_fp8_kv_accepted_for_the_kernels(kv_dtype: torch.dtype) -> None:
+    """--kv-cache-dtype fp8_e4m3 / fp8_e5m2 with a bf16 model: served, the KV dtype in the heads (and so in the
+    planner's bytes: half of bf16's per token)."""
+    h = RadixHarness()
+    runner = fake_runner(h, dtype=torch.bfloat16, kv_dtype=kv_dtype, layers=scaled_layers(0.5, 2.0))
+    heads, problems = model_problems(runner, kernels=True)
+    assert problems == [] and heads == HeadConfig(HQ, HKV, D, torch.bfloat16, kv_dtype)
+    assert heads.kv_token_bytes * 2 == HeadConfig(HQ, HKV, D, torch.bfloat16).kv_token_bytes
+    be = PATAttnBackend(runner, delegate=RecordingDelegate(), chain_table=ChainTable())
+    assert be.planner is not None and be.heads.kv_fp8
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda layer: setattr(layer, "k_scale", torch.nn.Parameter(torch.ones(HKV), requires_grad=False)),
+         "per-head or per-channel k_scale"),
+        (lambda layer: setattr(layer, "v_scale", torch.nn.Parameter(torch.ones(HKV, D), requires_grad=False)),
+         "per-head or per-channel v_scale"),
+        (lambda layer: setattr(layer, "k_scale_float", None), "not per-tensor floats"),
+    ],
+)
+def test_fp8_kv_scales_pat_cannot_apply_are_refused(edit: Any, match: str) -> None:
+    h = RadixHarness()
+    layers = scaled_layers(0.5, 0.5)
+    edit(layers[1])
+    runner = fake_runner(h, dtype=torch.bfloat16, kv_dtype=torch.float8_e4m3fn, layers=layers)
+    with pytest.raises(ValueError, match=f"cannot serve this model.*{match}.*layer 1"):
+        PATAttnBackend(runner, delegate=RecordingDelegate(), chain_table=ChainTable())
+
+
+@pytest.mark.parametrize("page_size", [1, 16])
+@pytest.mark.parametrize("kv_dtype", FP8_KV)
+@pytest.mark.parametrize("scales", [None, (0.5, 3.0)])
+def test_fp8_forward_decode_equals_naive_over_dequantised_kv(
+    page_size: int, kv_dtype: torch.dtype, scales: tuple[float, float] | None
+) -> None:
+    """The new token is stored as SGLang's other backends store it (k / k_scale in FP8) and attention reads the
+    pool dequantised with the layer's scales (1.0 without scales): equal to float64 attention over stored * scale."""
+    h = build(page_size, seed=3)
+    table = ChainTable()
+    layers = make_layers() if scales is None else scaled_layers(*scales)
+    runner = fake_runner(h, kv_dtype=kv_dtype, layers=layers)
+    be = PATAttnBackend(runner, delegate=RecordingDelegate(), chain_table=table)
+    fb = decode_batch(h, table)
+    be.init_forward_metadata(fb)
+    bs = fb.batch_size
+    k_scale, v_scale = scales or (1.0, 1.0)
+    gen = torch.Generator().manual_seed(4)
+    indptr, indices = (torch.from_numpy(a) for a in h.rows())
+    for layer in runner.model:
+        q = torch.randn(bs, HQ * D, generator=gen)
+        k = torch.randn(bs, HKV, D, generator=gen)
+        v = torch.randn(bs, HKV, D, generator=gen)
+        k_stored, v_stored = (k / k_scale).to(kv_dtype), (v / v_scale).to(kv_dtype)  # before set_kv_buffer's div_
+        out = be.forward_decode(q, k, v, layer, fb)
+        pool = runner.token_to_kv_pool
+        k_buf, v_buf = pool.get_key_buffer(layer.layer_id), pool.get_value_buffer(layer.layer_id)
+        assert k_buf.dtype == kv_dtype and pool.k_buffer[layer.layer_id].dtype == torch.uint8
+        loc = fb.out_cache_loc
+        assert torch.equal(k_buf.view(torch.uint8)[loc], k_stored.view(torch.uint8))
+        assert torch.equal(v_buf.view(torch.uint8)[loc], v_stored.view(torch.uint8))
+        want = naive_decode(q.view(bs, HQ, D), k_buf, v_buf, indptr, indices, layer.scaling, torch.float64,
+                            k_scale, v_scale)
+        assert torch.isfinite(out).all()
+        torch.testing.assert_close(out.view(bs, HQ, D).double(), want, rtol=1e-5, atol=1e-5)
 
 
 def test_cuda_graphs_refused_behind_switch(monkeypatch: pytest.MonkeyPatch) -> None:

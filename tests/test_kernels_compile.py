@@ -1,5 +1,5 @@
-"""CPU: every kernel variant the tile tables ask for compiles with NVRTC to a cubin for sm_80 and sm_90,
-with no spills to local memory, and the runtime's cache and error paths behave."""
+"""CPU: every kernel variant the tile tables ask for (16-bit and FP8 KV pools) compiles with NVRTC to a cubin for
+sm_80 and sm_90, with no spills to local memory, and the runtime's cache and error paths behave."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pat_sglang.kernels import (
 VARIANTS = [v for arch in CI_ARCHS for v in all_variants(arch)]
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"{v.arch}-{v.dtype}-d{v.head_dim}")
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"{v.arch}-{v.dtype}-kv{v.kv_dtype}-d{v.head_dim}")
 def test_variant_compiles_without_spills(variant: KernelVariant) -> None:
     built = compile_variant(variant, use_cache=False)
     assert built.cubin[:4] == b"\x7fELF", "NVRTC must hand back a cubin (ELF), not PTX"
@@ -74,3 +74,32 @@ def test_unsupported_arch_and_head_dim() -> None:
         load_tile_table("sm75")
     with pytest.raises(ValueError, match="head_dim"):
         load_tile_table("sm90").kv_tile(96)
+
+
+def test_variants_cover_every_kv_format() -> None:
+    """CI builds the FP8 KV variants too: each (q dtype, KV format, head dim) once per arch."""
+    from pat_sglang.config import SUPPORTED_HEAD_DIMS
+    from pat_sglang.kernels import DTYPE_NAMES, FP8_KV_FORMATS
+
+    for arch in CI_ARCHS:
+        got = {(v.dtype, v.kv_dtype, v.head_dim) for v in all_variants(arch)}
+        kv_names = [name for name, _ in FP8_KV_FORMATS.values()]
+        want = {(dt, kv or dt, d) for dt in DTYPE_NAMES.values() for kv in ["", *kv_names] for d in SUPPORTED_HEAD_DIMS}
+        assert got == want
+
+
+def test_fp8_variant_options_and_shared_memory() -> None:
+    """An FP8 variant names its format for the kernel and stages half the KV bytes of the 16-bit one, plus one
+    converted 16-bit tile."""
+    bf16 = KernelVariant.from_table("sm_90", "bf16", 128)
+    fp8 = KernelVariant.from_table("sm_90", "bf16", 128, "fp8_e4m3")
+    assert "-DPAT_KV_FP8=__NV_E4M3" in fp8.options("/inc")
+    assert not any(o.startswith("-DPAT_KV_FP8") for o in bf16.options("/inc"))
+    assert "-DPAT_KV_FP8=__NV_E5M2" in KernelVariant.from_table("sm_90", "fp16", 64, "fp8_e5m2").options("/inc")
+    tile = fp8.kv_tile * fp8.head_dim
+    q_bytes = fp8.max_tile_m * fp8.head_dim * 2
+    m = fp8.max_tile_m
+    assert fp8.smem_bytes == max(q_bytes + 2 * fp8.stages * tile + 2 * tile * 2, (m * fp8.head_dim + 2 * m) * 4)
+    assert bf16.smem_bytes - q_bytes == 2 * fp8.stages * tile * 2
+    with pytest.raises(ValueError, match="KV dtype"):
+        KernelVariant("sm_90", "bf16", 128, 16, 4, kv_dtype="int8")

@@ -401,3 +401,22 @@ def test_private_rows_do_not_spill_into_a_nearly_empty_wave(n: int, length: int)
         assert row[ITEM_REQ_END] - row[ITEM_REQ_BEGIN] == 1
         covered[row[ITEM_KV_BEGIN] : row[ITEM_KV_END]] += 1
     assert (covered == 1).all()
+
+
+@pytest.mark.parametrize("kv_dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+def test_fp8_kv_halves_the_profit_model_bytes(kv_dtype: torch.dtype) -> None:
+    """FP8 pools: one byte per KV element in the profit model, the planned bytes and the floor; a node is packed
+    only where the halved saving still beats the (unchanged, fp32) partial cost, so a plan never packs more."""
+    bf16 = HeadConfig(32, 8, 128, torch.bfloat16)
+    fp8 = HeadConfig(32, 8, 128, torch.bfloat16, kv_dtype)
+    assert fp8.kv_token_bytes * 2 == bf16.kv_token_bytes == 2 * 8 * 128 * 2
+    assert fp8.partial_bytes == bf16.partial_bytes
+    for levels in ([(1, 4096), (64, 256)], [(1, 2048), (8, 1024), (128, 512)], [(1, 24), (48, 700)]):
+        batch = tree_batch(levels)
+        forest = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
+        p16, p8 = plan_forest(forest, bf16), plan_forest(forest, fp8)
+        check_plan(p8, forest, fp8)
+        s16, s8 = p16.stats, p8.stats
+        assert s8.kv_bytes_unique * 2 == s16.kv_bytes_unique
+        assert s8.kv_bytes_per_request * 2 == s16.kv_bytes_per_request
+        assert s8.kv_bytes_planned * 2 >= s16.kv_bytes_planned  # never more sharing than with bf16's bigger saving

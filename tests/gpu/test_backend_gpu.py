@@ -1,5 +1,6 @@
-"""PATAttnBackend.forward_decode vs SGLang's own TritonAttnBackend on the same GPU pools and batch (bf16),
-eager and through a captured CUDA graph (StaticPlanBuffers) replayed on a second batch."""
+"""PATAttnBackend.forward_decode vs SGLang's own TritonAttnBackend on the same GPU pools and batch (bf16 pools, and
+FP8 pools with per-tensor layer scales), eager and through a captured CUDA graph (StaticPlanBuffers) replayed on
+later batches."""
 
 from __future__ import annotations
 
@@ -20,9 +21,15 @@ MAX_REQS = 64
 NUM_SLOTS = 1 << 16
 
 
+# (KV cache dtype, layer k_scale, v_scale); None: no scales on the layers (SGLang reads 1.0)
+FP8_ENVS = [(torch.float8_e4m3fn, 0.6, 1.7), (torch.float8_e5m2, None, None)]
+
+
 @pytest.fixture()
-def env(monkeypatch: pytest.MonkeyPatch):
-    """A model runner stand-in with real SGLang GPU pools; TritonAttnBackend built without a process group."""
+def env(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest):
+    """A model runner stand-in with real SGLang GPU pools; TritonAttnBackend built without a process group.
+    Parametrized indirectly with an entry of FP8_ENVS for an FP8 pool; bf16 otherwise."""
+    kv_dtype, k_scale, v_scale = getattr(request, "param", (torch.bfloat16, None, None))
     from sglang.srt.configs.model_config import AttentionArch
     from sglang.srt.layers.attention import triton_backend
     from sglang.srt.layers.radix_attention import RadixAttention
@@ -39,12 +46,17 @@ def env(monkeypatch: pytest.MonkeyPatch):
     override = get_context().override_server_args()
     server_args = override.install()
     layers = [RadixAttention(HQ, D, D**-0.5, HKV, layer_id=i) for i in range(2)]
+    if k_scale is not None:  # per-tensor scales as SGLang's BaseKVCacheMethod leaves them after loading
+        for layer in layers:
+            layer.k_scale = torch.nn.Parameter(torch.tensor(k_scale, device="cuda"), requires_grad=False)
+            layer.v_scale = torch.nn.Parameter(torch.tensor(v_scale, device="cuda"), requires_grad=False)
+            layer.k_scale_float, layer.v_scale_float = k_scale, v_scale
     pool = MHATokenToKVPool(
-        size=NUM_SLOTS, page_size=1, dtype=torch.bfloat16, head_num=HKV, head_dim=D, layer_num=2,
+        size=NUM_SLOTS, page_size=1, dtype=kv_dtype, head_num=HKV, head_dim=D, layer_num=2,
         device="cuda", enable_memory_saver=False,
     )
-    for buf in (*pool.k_buffer, *pool.v_buffer):
-        buf.normal_()
+    for buf in (*pool.k_buffer, *pool.v_buffer):  # FP8 pools: uint8 storage, filled through a float8 view
+        buf.copy_(torch.randn(buf.shape, device="cuda").to(kv_dtype).view(buf.dtype))
     runner = SimpleNamespace(
         device="cuda",
         gpu_id=torch.cuda.current_device(),
@@ -68,7 +80,7 @@ def env(monkeypatch: pytest.MonkeyPatch):
         sliding_window_size=None,
         is_draft_worker=False,
         page_size=1,
-        kv_cache_dtype=torch.bfloat16,
+        kv_cache_dtype=kv_dtype,
         dtype=torch.bfloat16,
     )
     yield runner
@@ -134,13 +146,17 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def triton_reference(runner, fb, layer, q, k, v) -> torch.Tensor:
+    """SGLang's Triton decode of this step (it stores the step's K/V first; clones, since an FP8 store divides
+    them by the layer's scales in place)."""
     from sglang.srt.layers.attention.triton_backend import TritonAttnBackend
 
     tb = TritonAttnBackend(runner)
     tb.init_forward_metadata(fb)
-    return tb.forward_decode(q, k, v, layer, fb)
+    return tb.forward_decode(q, k.clone(), v.clone(), layer, fb)
 
 
+@pytest.mark.parametrize("env", [(torch.bfloat16, None, None), *FP8_ENVS], indirect=True,
+                         ids=["bf16", "fp8_e4m3-scaled", "fp8_e5m2"])
 def test_forward_decode_matches_triton(env) -> None:
     from pat_sglang.backend import PATAttnBackend
     from pat_sglang.sglang_patches.chain_table import ChainTable
@@ -156,11 +172,25 @@ def test_forward_decode_matches_triton(env) -> None:
     assert be.forward_metadata is not None and be.forward_metadata.plan.stats.kv_bytes_planned < (
         be.forward_metadata.plan.stats.kv_bytes_per_request
     )
-    got = be.forward_decode(q, k, v, layer, fb)
+    got = be.forward_decode(q, k.clone(), v.clone(), layer, fb)
     assert got.shape == want.shape and torch.isfinite(got).all()
     assert rel_err(got, want) < 2e-2
+    if env.kv_cache_dtype != torch.bfloat16:  # and both equal float64 attention over the dequantised pool
+        from pat_sglang.reference import run_reference
+
+        assert be.heads.kv_fp8 and be.heads.kv_dtype == env.kv_cache_dtype
+
+        pool = env.token_to_kv_pool
+        k_scale = layer.k_scale_float if layer.k_scale is not None else 1.0
+        v_scale = layer.v_scale_float if layer.v_scale is not None else 1.0
+        ref = run_reference(be.forward_metadata.plan.to("cpu"), q.view(-1, HQ, D).cpu(),
+                            pool.get_key_buffer(layer.layer_id).cpu(), pool.get_value_buffer(layer.layer_id).cpu(),
+                            layer.scaling, torch.float64, k_scale, v_scale)
+        assert rel_err(got.view(-1, HQ, D).cpu(), ref) < 2e-2
 
 
+@pytest.mark.parametrize("env", [(torch.bfloat16, None, None), FP8_ENVS[0]], indirect=True,
+                         ids=["bf16", "fp8_e4m3-scaled"])
 def test_forward_decode_in_cuda_graph_matches_triton(env) -> None:
     kernels = pytest.importorskip("pat_sglang.kernels")
     if not hasattr(kernels, "StaticPlanBuffers"):

@@ -1,0 +1,115 @@
+"""PAT CUDA kernels over FP8 KV pools vs plain per-request attention in float64 over the dequantised KV (run on
+the GPU machine: ``pytest -m gpu tests/gpu/test_kernels_fp8_gpu.py``).
+
+Pools are random normals quantised as SGLang stores them (``(x / scale).to(fp8)``), with non-unit per-tensor
+scales; every check draws fresh inputs, poisons ``out`` with NaN, and requires every element written and
+``||out - ref|| / ||ref|| < 2e-2`` (the bf16 bound) against ``naive_decode`` over ``stored * scale``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import pat_sglang
+from pat_sglang.config import DeviceSpec, HeadConfig
+from pat_sglang.reference import naive_decode
+from pat_sglang.workloads import DecodeBatch, Tree, layout_tree, make_qkv, random_tree, tree_batch
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+FP8 = [torch.float8_e4m3fn, torch.float8_e5m2]
+TOL = 2e-2
+_seed = [5000]
+
+
+def _next_seed() -> int:
+    _seed[0] += 1
+    return _seed[0]
+
+
+def fp8_inputs(batch: DecodeBatch, hq: int, hkv: int, d: int, dtype: torch.dtype, kv_dtype: torch.dtype, seed: int):
+    """q in ``dtype``; K/V pools stored in ``kv_dtype`` with random per-tensor scales (dequantised = stored * scale)."""
+    q, k, v = make_qkv(batch.batch, hq, hkv, d, batch.num_slots, torch.float32, "cuda", seed=seed)
+    rng = np.random.default_rng(seed)
+    k_scale, v_scale = float(rng.uniform(0.2, 3.0)), float(rng.uniform(0.2, 3.0))
+    return q.to(dtype), (k / k_scale).to(kv_dtype), (v / v_scale).to(kv_dtype), k_scale, v_scale
+
+
+def check_batch(batch: DecodeBatch, hq: int, hkv: int, d: int, kv_dtype: torch.dtype,
+                dtype: torch.dtype = torch.bfloat16, uint8_pools: bool = False) -> None:
+    q, k8, v8, k_scale, v_scale = fp8_inputs(batch, hq, hkv, d, dtype, kv_dtype, _next_seed())
+    heads = HeadConfig(hq, hkv, d, dtype, kv_dtype)
+    plan = pat_sglang.plan(batch.kv_indptr, batch.kv_indices, heads, DeviceSpec.from_torch(q.device)).to("cuda")
+    out = torch.full_like(q, float("nan"))
+    k_in, v_in = (k8.view(torch.uint8), v8.view(torch.uint8)) if uint8_pools else (k8, v8)  # SGLang's storage
+    res = pat_sglang.run(plan, q, k_in, v_in, out=out, k_scale=k_scale, v_scale=v_scale)
+    torch.cuda.synchronize()
+    assert res.data_ptr() == out.data_ptr()
+    got = out.double().cpu()
+    assert not torch.isnan(got).any(), f"{int(torch.isnan(got).sum())} output elements not written"
+    ref = naive_decode(q.cpu(), k8.cpu(), v8.cpu(), batch.kv_indptr, batch.kv_indices, 1.0 / math.sqrt(d),
+                       torch.float64, k_scale, v_scale)
+    err = float((got - ref).norm() / ref.norm())
+    assert err < TOL, f"relative error {err:.3e} (k_scale {k_scale:.3f}, v_scale {v_scale:.3f})"
+
+
+@pytest.mark.parametrize("kv_dtype", FP8)
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("heads", [(8, 8), (32, 8), (64, 8)])
+@pytest.mark.parametrize("page_size", [1, 16])
+def test_random_forests(kv_dtype: torch.dtype, head_dim: int, heads: tuple[int, int], page_size: int) -> None:
+    rng = np.random.default_rng(_next_seed())
+    tree = random_tree(
+        rng, max_depth=5, max_requests=32, max_len=512, page_size=page_size, max_request_tokens=4000,
+        p_inner_request=0.2, p_duplicate=0.1,
+    )
+    dtype = torch.float16 if page_size == 16 else torch.bfloat16  # both q dtypes over the matrix
+    check_batch(layout_tree(tree, page_size, rng), heads[0], heads[1], head_dim, kv_dtype, dtype)
+
+
+@pytest.mark.parametrize("kv_dtype", FP8)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("group", [1, 2, 4, 8])
+def test_asymmetric_tree(kv_dtype: torch.dtype, dtype: torch.dtype, group: int) -> None:
+    parents = [-1, 0, 1, 2, 2, 3, 3, 3, 4, 0, 9, 9, 9, 1, -1]
+    lengths = [2048, 512, 256, 128, 96, 5, 17, 33, 80, 320, 3, 600, 1, 7, 3000]
+    request_nodes = [5, 6, 7, 8, 8, 4, 10, 11, 12, 1, 13, 14] + [7] * 20 + [11] * 3
+    tree = Tree(parents, lengths, request_nodes)
+    check_batch(layout_tree(tree, 16, _next_seed()), 4 * group, 4, 128, kv_dtype, dtype)
+
+
+@pytest.mark.parametrize("kv_dtype", FP8)
+def test_long_prefix_split_and_no_sharing(kv_dtype: torch.dtype) -> None:
+    """One pack split across many CTAs (partials + merge), and a batch with nothing shared."""
+    check_batch(tree_batch([(1, 32768), (4, 64)], rng=_next_seed()), 32, 8, 128, kv_dtype)
+    check_batch(tree_batch([(48, 700)], 16, _next_seed()), 32, 8, 128, kv_dtype)
+    check_batch(tree_batch([(1, 1)], rng=_next_seed()), 32, 8, 128, kv_dtype)
+
+
+@pytest.mark.parametrize("kv_dtype", FP8)
+def test_uint8_storage_with_declared_format(kv_dtype: torch.dtype) -> None:
+    """SGLang's uint8 storage of an FP8 pool is read as the format the plan's heads declare."""
+    check_batch(tree_batch([(1, 2048), (16, 100)], rng=_next_seed()), 32, 8, 128, kv_dtype, uint8_pools=True)
+
+
+def test_unsupported_fp8_combinations_raise() -> None:
+    batch = tree_batch([(1, 64), (2, 8)], rng=0)
+    q, k8, v8, _, _ = fp8_inputs(batch, 8, 2, 128, torch.bfloat16, torch.float8_e4m3fn, 0)
+    fp8_heads = HeadConfig(8, 2, 128, torch.bfloat16, torch.float8_e4m3fn)
+    plan = pat_sglang.plan(batch.kv_indptr, batch.kv_indices, fp8_heads).to("cuda")
+    with pytest.raises(ValueError, match="dtype"):  # FP8 queries
+        pat_sglang.run(plan, q.to(torch.float8_e4m3fn), k8, v8)
+    bf16_plan = pat_sglang.plan(batch.kv_indptr, batch.kv_indices, HeadConfig(8, 2, 128)).to("cuda")
+    with pytest.raises(ValueError, match="uint8"):  # undeclared format
+        pat_sglang.run(bf16_plan, q, k8.view(torch.uint8), v8.view(torch.uint8))
+    with pytest.raises(ValueError, match="differ from the plan"):  # FP8 pools, a plan made for bf16 ones
+        pat_sglang.run(bf16_plan, q, k8, v8)
+    with pytest.raises(ValueError, match="dtypes differ"):
+        pat_sglang.run(plan, q, k8, v8.view(torch.float8_e5m2))
