@@ -174,19 +174,32 @@ def test_forward_decode_matches_triton(env) -> None:
     )
     got = be.forward_decode(q, k.clone(), v.clone(), layer, fb)
     assert got.shape == want.shape and torch.isfinite(got).all()
-    assert rel_err(got, want) < 2e-2
-    if env.kv_cache_dtype != torch.bfloat16:  # and both equal float64 attention over the dequantised pool
-        from pat_sglang.reference import run_reference
+    assert_matches_triton(env, be, layer, q, got, want)
 
-        assert be.heads.kv_fp8 and be.heads.kv_dtype == env.kv_cache_dtype
 
-        pool = env.token_to_kv_pool
-        k_scale = layer.k_scale_float if layer.k_scale is not None else 1.0
-        v_scale = layer.v_scale_float if layer.v_scale is not None else 1.0
-        ref = run_reference(be.forward_metadata.plan.to("cpu"), q.view(-1, HQ, D).cpu(),
-                            pool.get_key_buffer(layer.layer_id).cpu(), pool.get_value_buffer(layer.layer_id).cpu(),
-                            layer.scaling, torch.float64, k_scale, v_scale)
-        assert rel_err(got.view(-1, HQ, D).cpu(), ref) < 2e-2
+def assert_matches_triton(env, be, layer, q: torch.Tensor, got: torch.Tensor, want: torch.Tensor) -> None:
+    """``q``: every query row of the step's plan (padding included); ``got``/``want``: the real rows.
+    PAT's output against Triton's on the same pool. For FP8 pools both are first held against float64 attention over
+    the dequantised pool (the plan's reference executor): PAT within 2e-2 of it, and PAT within 2e-2 of Triton
+    beyond Triton's own distance from it (FP8 rounding inside Triton's kernel is Triton's, not PAT's to match)."""
+    if env.kv_cache_dtype == torch.bfloat16:
+        assert rel_err(got, want) < 2e-2
+        return
+    from pat_sglang.reference import run_reference
+
+    assert be.heads.kv_fp8 and be.heads.kv_dtype == env.kv_cache_dtype
+    pool = env.token_to_kv_pool
+    k_scale = layer.k_scale_float if layer.k_scale is not None else 1.0
+    v_scale = layer.v_scale_float if layer.v_scale is not None else 1.0
+    ref = run_reference(be.forward_metadata.plan.to("cpu"), q.view(-1, HQ, D).cpu(),
+                        pool.get_key_buffer(layer.layer_id).cpu(), pool.get_value_buffer(layer.layer_id).cpu(),
+                        layer.scaling, torch.float64, k_scale, v_scale)[: got.shape[0]]
+    pat_err = rel_err(got.view(-1, HQ, D).cpu(), ref)
+    triton_err = rel_err(want.view(-1, HQ, D).cpu(), ref)
+    print(f"fp8 {env.kv_cache_dtype}: PAT vs float64 {pat_err:.2e}, Triton vs float64 {triton_err:.2e}, "
+          f"PAT vs Triton {rel_err(got, want):.2e}")
+    assert pat_err < 2e-2
+    assert rel_err(got, want) < 2e-2 + triton_err
 
 
 @pytest.mark.parametrize("env", [(torch.bfloat16, None, None), FP8_ENVS[0]], indirect=True,
@@ -257,5 +270,5 @@ def test_forward_decode_in_cuda_graph_matches_triton(env) -> None:
         graph.replay()
         got = out_s[:bs]
         assert torch.isfinite(got).all()
-        assert rel_err(got, want) < 2e-2
+        assert_matches_triton(env, be, layer, q_s, got.reshape(bs, -1), want)
     assert be.stats.row_reads == 0 and be.planner.counters.unshared == 0
