@@ -1,18 +1,27 @@
-"""PAT decode attention vs FlashInfer, SGLang's Triton decode kernel and torch SDPA on the anchors' workloads.
+"""PAT decode attention vs fa3, FlashInfer, SGLang's Triton decode kernel and torch SDPA on named decode workloads.
 
 One call on the GPU machine builds, checks and times everything, then prints a table and writes
 ``results.json``, ``results.csv``, ``results.md`` and ``results.png`` into ``--out``.
 
 Workloads (``pat_sglang.workloads``, defined as in the FlashInfer H100 anchor run of 2026-11-24, docs/perf/): a (bs
 32/64/128/256), b, c, d (64x4096, 256x1024), e with Llama-3-8B heads (32 q / 8 kv, d=128, bf16), plus 64/8 and
-32/32 heads on a subset. Page size 1, KV slots in a random permutation of the pool.
+32/32 heads on a subset: the ``core`` case set (the default). Page size 1, KV slots in a random permutation of the
+pool. ``--set`` picks other named sets (``CASE_SETS``): the shapes of issue 10 (small batch x long context without
+sharing, MHA and GQA 8 there, head dims 64 and 256, fp16, page size 16); ``issue10`` is their union, ``all`` adds
+``core``. With page size 16 every tree node gets whole pages (slots of a page contiguous, pages scattered); fa3
+reads them through a page table of page indices, the other implementations through the per-token slot list (as
+SGLang's FlashInfer and Triton backends do at any page size).
 
-Method (``/work/.library/device/METHOD.md``): every implementation is checked against float64 attention on a
+Peers: fa3 (``sgl_kernel.flash_attn.flash_attn_with_kvcache``, called as SGLang 0.5.17's fa3 backend calls it for
+decode, timed as CUDA-graph replays), FlashInfer's paged decode (with and without tensor cores) and cascade, SGLang's
+Triton decode kernel, torch SDPA per request (these eager). A peer whose package is missing is 'not run: <reason>'.
+
+Method: every implementation is checked against float64 attention on a
 sample of requests before it is timed (relative error < 2e-2, no NaN; outputs poisoned first where the API
 takes ``out=``); timing is the median over many calls with CUDA events around each call, after warm-up,
 rotating among ``--sets`` input sets (different q and KV pools) so the KV does not sit in L2; PAT is also timed
-as CUDA-graph replays. The floor is unique KV bytes / device-to-device copy bandwidth measured in the same run
-(bytes read + written). PAT's plan is built once outside the timed region (its CPU time is reported apart).
+as CUDA-graph replays, fa3 only so. The floor is unique KV bytes / device-to-device copy bandwidth measured in the
+same run (bytes read + written). PAT's plan is built once outside the timed region (its CPU time is reported apart).
 
 Robustness: the peers and PAT run in separate child processes (``--phase peers`` / ``--phase pat``), each
 writing its JSON as it goes, so a PAT kernel fault (a sticky CUDA error, a crash) cannot lose the peers'
@@ -21,8 +30,10 @@ as 'not run: <reason>'.
 
 FP8 KV (``--kv-dtype fp8_e4m3|fp8_e5m2``): every case reads FP8 pools (stored as ``(x / scale).to(fp8)`` with
 the non-unit per-tensor scales ``FP8_KV_SCALES``, bf16 q and out); PAT and FlashInfer's decode (``kv_data_type``
-FP8, ``k_scale``/``v_scale`` at run) and SGLang's Triton decode (k/v scale arguments) time the same FP8 inputs; the
-reference is float64 over the dequantised KV and the floor counts 1-byte KV. Cascade and SDPA are not run on FP8.
+FP8, ``k_scale``/``v_scale`` at run), SGLang's Triton decode (k/v scale arguments) and fa3 (``k_descale`` /
+``v_descale`` of shape [batch, kv heads], q cast to the FP8 format inside the timed call, as SGLang's fa3 backend
+does) time the same FP8 inputs; the reference is float64 over the dequantised KV (for fa3, with q rounded to FP8 as
+fa3 sees it) and the floor counts 1-byte KV. Cascade and SDPA are not run on FP8.
 
 CPU only: ``--dry-run`` lists the workloads and checks their byte counts against the anchors file. That file (our
 FlashInfer H100 reference measurement) is not shipped: pass it with ``--anchors PATH``; without it the anchor
@@ -43,7 +54,7 @@ import time
 import traceback
 import types
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -60,36 +71,74 @@ from pat_sglang.workloads import (  # noqa: E402
     DecodeBatch,
     make_qkv,
     tree_batch,
+    workload_d,
 )
 
 ANCHORS: Path | None = None  # the anchors file is not shipped; ``--anchors PATH`` (None: no anchor comparison)
-PEERS = ("fi_dec", "fi_dec_tc", "fi_casc", "sgl_triton", "sdpa")
+PEERS = ("fi_dec", "fi_dec_tc", "fi_casc", "sgl_triton", "sdpa", "fa3")
 PEER_LABELS = {
     "fi_dec": "FI dec",
     "fi_dec_tc": "FI decTC",
     "fi_casc": "FI casc",
     "sgl_triton": "SGL triton",
     "sdpa": "SDPA/req",
+    "fa3": "fa3(g)",  # (g): timed as CUDA-graph replays, the others eager
 }
+GRAPH_PEERS = ("fa3",)  # peers timed as CUDA-graph replays (as SGLang serves decode); the rest eager
+FI_PEERS = ("fi_dec", "fi_dec_tc", "fi_casc")
 TOL = 2e-2
 KV_DTYPES = {"fp8_e4m3": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}  # --kv-dtype (besides auto)
 FP8_KV_SCALES = (0.5, 0.75)  # (k_scale, v_scale) of the FP8 inputs: dequantised = stored * scale
-FP8_PEERS = ("fi_dec", "fi_dec_tc", "sgl_triton")  # peers with an FP8-KV path here
+FP8_PEERS = ("fi_dec", "fi_dec_tc", "sgl_triton", "fa3")  # peers with an FP8-KV path here
+# Copy bandwidth (read + write) the dry run divides by for its floors: the H200's, measured by this bench on
+# 2026-11-29 (docs/perf/kernels/2026-11-29-h200-fp8/); a GPU run measures its own.
+DRY_RUN_COPY_BW = 4.144e12
+
+# The anchors' workloads plus no-sharing batches of the same 262k tokens at smaller batch x longer context (issue
+# 10: the no-sharing target spans bs 8-256 x 1k-32k; bs 64 x 4k and bs 256 x 1k are in the anchors already).
+BENCH_WORKLOADS: dict[str, list[tuple[int, int]]] = {
+    **STANDARD_WORKLOADS,
+    **{f"d{bs}x{ctx}": workload_d(bs, ctx) for bs, ctx in ((8, 32768), (16, 16384), (32, 8192), (128, 2048))},
+}
+
+
+def workload_label(name: str) -> str:
+    """The anchors file's label of a standard workload; a description of the bench's own ones."""
+    if name in WORKLOAD_LABELS:
+        return WORKLOAD_LABELS[name]
+    levels = BENCH_WORKLOADS[name]
+    if len(levels) == 1:
+        bs, ctx = levels[0]
+        return f"d: no sharing, {bs} x {ctx}"
+    return f"{name}: levels {levels}"
 
 
 @dataclass(frozen=True)
 class Case:
-    workload: str  # key of STANDARD_WORKLOADS
+    workload: str  # key of BENCH_WORKLOADS
     num_q_heads: int
     num_kv_heads: int
     head_dim: int = 128
     dtype: str = "bf16"
     kv_dtype: str = ""  # "": KV in dtype; a key of KV_DTYPES: FP8 pools
+    page_size: int = 1  # tokens per KV page: the pool's allocation unit (fa3 reads whole pages via a page table)
 
     @property
     def key(self) -> str:
+        # defaults (bf16, page size 1, KV in the q dtype) leave the key as it was before these fields existed, so
+        # the core set's keys still match earlier results
+        dtype = f"/{self.dtype}" if self.dtype != "bf16" else ""
+        page = f"/p{self.page_size}" if self.page_size != 1 else ""
         kv = f"/kv{self.kv_dtype}" if self.kv_dtype else ""
-        return f"{self.workload}/{self.num_q_heads}q{self.num_kv_heads}kv/d{self.head_dim}{kv}"
+        return f"{self.workload}/{self.num_q_heads}q{self.num_kv_heads}kv/d{self.head_dim}{dtype}{page}{kv}"
+
+    @property
+    def label(self) -> str:
+        return workload_label(self.workload)
+
+    def batch(self, rng: np.random.Generator | int | None = 0) -> DecodeBatch:
+        """The case's decode batch: its workload's tree laid out in pages of ``page_size`` slots."""
+        return tree_batch(BENCH_WORKLOADS[self.workload], page_size=self.page_size, rng=rng)
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -105,10 +154,67 @@ class Case:
 
 
 def all_cases() -> list[Case]:
+    """The ``core`` set: the anchors' workloads with Llama-3-8B heads, 64/8 and 32/32 heads on four of them."""
     cases = [Case(w, 32, 8) for w in STANDARD_WORKLOADS]
     for hq, hkv in ((64, 8), (32, 32)):
         cases += [Case(w, hq, hkv) for w in ("a128", "b", "d256x1024", "e")]
     return cases
+
+
+LONG_CONTEXT = ("d8x32768", "d16x16384", "d32x8192", "d128x2048")  # no sharing, 262k tokens each
+# one shared-prefix tree, one multi-level tree and three no-sharing batches (bs 64/256/8): each new head dim, dtype or
+# page size on both kinds of batch
+VARIANT_WORKLOADS = ("a128", "b", "d64x4096", "d256x1024", "d8x32768")
+
+
+def long_context_cases() -> list[Case]:
+    """No sharing, small batch x long context (Llama-3-8B heads), plus MHA (32/32) and GQA 8 (64/8) there."""
+    cases = [Case(w, 32, 8) for w in LONG_CONTEXT]
+    cases += [Case("d8x32768", 64, 8), Case("d8x32768", 32, 32), Case("d32x8192", 32, 32)]
+    return cases
+
+
+def page16_cases() -> list[Case]:
+    """Page size 16 (every tree node in whole pages); ``e``'s six levels are multiples of 16 too."""
+    return [Case(w, 32, 8, page_size=16) for w in ("a128", "b", "e", "d64x4096", "d8x32768")]
+
+
+# Named case sets (``--set``). Each of the issue-10 parts needs at most one new FlashInfer JIT family (head dim or
+# dtype), so a part fits one device call even on a cold JIT cache; ``issue10`` and ``all`` are for a warm one.
+CASE_SETS: dict[str, Callable[[], list[Case]]] = {
+    "core": all_cases,
+    "longctx": long_context_cases,
+    "page16": page16_cases,
+    "hd64": lambda: [Case(w, 32, 8, head_dim=64) for w in VARIANT_WORKLOADS],
+    "hd256": lambda: [Case(w, 32, 8, head_dim=256) for w in VARIANT_WORKLOADS],
+    "fp16": lambda: [Case(w, 32, 8, dtype="fp16") for w in VARIANT_WORKLOADS],
+}
+ISSUE10_SETS = ("longctx", "page16", "hd64", "hd256", "fp16")
+CASE_SETS["issue10"] = lambda: [c for name in ISSUE10_SETS for c in CASE_SETS[name]()]
+CASE_SETS["all"] = lambda: CASE_SETS["core"]() + CASE_SETS["issue10"]()
+
+
+def cases_for_sets(names: str) -> list[Case]:
+    """The cases of comma-separated set names, in order, each case once."""
+    cases: dict[str, Case] = {}
+    for name in (n for n in names.split(",") if n):
+        if name not in CASE_SETS:
+            raise ValueError(f"unknown case set {name!r}; known: {', '.join(CASE_SETS)}")
+        for c in CASE_SETS[name]():
+            cases.setdefault(c.key, c)
+    return list(cases.values())
+
+
+def unique_kv_bytes(case: Case, batch: DecodeBatch | None = None) -> int:
+    """Bytes of the KV the batch reads, each token once. Page size does not enter: every implementation reads the
+    tokens up to each request's length, not whole trailing pages."""
+    batch = batch if batch is not None else case.batch()
+    return batch.unique_tokens() * case.kv_token_bytes
+
+
+def floor_us(case: Case, copy_bw: float, batch: DecodeBatch | None = None) -> float:
+    """The bandwidth floor: unique KV bytes / copy bandwidth (bytes read + written per second), microseconds."""
+    return unique_kv_bytes(case, batch) / copy_bw * 1e6
 
 
 # ---------------------------------------------------------------------------------------------- dry run (CPU)
@@ -131,22 +237,29 @@ def parse_anchors(path: Path | None = ANCHORS) -> dict[str, dict[str, float]]:
     return rows
 
 
-def dry_run(cases: list[Case], anchors_path: Path | None = ANCHORS) -> int:
+def dry_run(cases: list[Case], anchors_path: Path | None = ANCHORS, n_sets: int = 3,
+            copy_bw: float = DRY_RUN_COPY_BW) -> int:
+    """List the cases (batch, tokens, unique KV, floor at ``copy_bw``, GPU memory of ``n_sets`` input pools) and
+    check the anchors' workloads against the anchors file; returns the number of mismatches."""
     anchors = parse_anchors(anchors_path)
     bad = 0
-    print(f"{'case':<28} {'bs':>4} {'uniq Ktok':>9} {'req Ktok':>9} {'uniq MB':>8}  anchors")
+    print(f"floors at {copy_bw / 1e12:.3f} TB/s copy bandwidth (read+write); pools = {n_sets} input sets of k+v")
+    print(f"{'case':<34} {'bs':>4} {'uniq Ktok':>9} {'req Ktok':>9} {'uniq MB':>8} {'floor us':>8} "
+          f"{'pools GB':>8}  anchors")
     for c in cases:
-        batch = tree_batch(STANDARD_WORKLOADS[c.workload])
+        batch = c.batch()
         uniq, req = batch.unique_tokens() / 1e3, batch.request_tokens() / 1e3
-        row = anchors.get(WORKLOAD_LABELS[c.workload])
+        row = anchors.get(WORKLOAD_LABELS[c.workload]) if c.workload in WORKLOAD_LABELS else None
         note = "no anchor row" if anchors else "-"
         if row is not None:
             ok = abs(row["uniq_ktok"] - uniq) <= 0.051 and abs(row["req_ktok"] - req) <= 0.051
             ok = ok and row["bs"] == batch.batch
             note = "matches" if ok else f"MISMATCH anchors bs {row['bs']} uniq {row['uniq_ktok']} req {row['req_ktok']}"
             bad += not ok
-        mb = batch.unique_tokens() * c.kv_token_bytes / 1e6
-        print(f"{c.key:<28} {batch.batch:>4} {uniq:>9.1f} {req:>9.1f} {mb:>8.1f}  {note}")
+        mb = unique_kv_bytes(c, batch) / 1e6
+        pools_gb = n_sets * batch.num_slots * c.kv_token_bytes / 1e9
+        print(f"{c.key:<34} {batch.batch:>4} {uniq:>9.1f} {req:>9.1f} {mb:>8.1f} {floor_us(c, copy_bw, batch):>8.1f} "
+              f"{pools_gb:>8.2f}  {note}")
     return bad
 
 
@@ -219,7 +332,7 @@ class Inputs:
 
     def __init__(self, case: Case, n_sets: int, n_sample: int = 8, seed: int = 0) -> None:
         self.case = case
-        self.batch: DecodeBatch = tree_batch(STANDARD_WORKLOADS[case.workload], rng=seed)
+        self.batch: DecodeBatch = case.batch(rng=seed)
         b = self.batch
         self.sets = [
             make_qkv(b.batch, case.num_q_heads, case.num_kv_heads, case.head_dim, b.num_slots, case.torch_dtype,
@@ -236,10 +349,15 @@ class Inputs:
         self.sm_scale = 1.0 / math.sqrt(case.head_dim)
         rng = np.random.default_rng(seed)
         self.sample = sorted(rng.choice(b.batch, size=min(n_sample, b.batch), replace=False).tolist())
-        self.ref = self._reference(0)
+        self.ref = self.reference(0)
+        # an implementation that computes from other inputs than set 0's as given (fa3 on FP8 pools rounds q to
+        # FP8) is checked against its own reference, computed from what it reads
+        self.refs: dict[str, torch.Tensor] = {}
 
-    def _reference(self, s: int) -> torch.Tensor:
-        q, k, v = self.sets[s]
+    def reference(self, s: int, q: torch.Tensor | None = None) -> torch.Tensor:
+        """Float64 attention of set ``s`` (its q, or ``q``) on the sampled requests."""
+        q_set, k, v = self.sets[s]
+        q = q_set if q is None else q
         ip = self.batch.kv_indptr.tolist()
         group = self.case.num_q_heads // self.case.num_kv_heads
         out = []
@@ -251,12 +369,14 @@ class Inputs:
             out.append(torch.einsum("ht,thd->hd", torch.softmax(sc, dim=-1), vv))
         return torch.stack(out)
 
-    def check(self, out: torch.Tensor) -> float:
-        """Relative error of ``out`` (set 0) on the sample; raises on NaN or error >= TOL."""
+    def check(self, out: torch.Tensor, impl: str = "") -> float:
+        """Relative error of ``out`` (set 0) on the sample against ``impl``'s reference (the common one unless the
+        implementation registered its own in ``refs``); raises on NaN or error >= TOL."""
+        ref = self.refs.get(impl, self.ref)
         got = out[self.sample].double()
         if torch.isnan(got).any():
             raise RuntimeError("output has NaN (unwritten elements?)")
-        err = float((got - self.ref).norm() / self.ref.norm())
+        err = float((got - ref).norm() / ref.norm())
         if not err < TOL:
             raise RuntimeError(f"relative error {err:.3e} >= {TOL}")
         return err
@@ -437,12 +557,116 @@ def peer_sdpa(inp: Inputs) -> Callable[[int], Any]:
     return fn
 
 
+def fa3_page_table(
+    kv_indptr: torch.Tensor, kv_indices: torch.Tensor, page_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """fa3's paged-KV view of a flat decode batch (host tensors in, host tensors out).
+
+    Returns ``page_table [batch, max pages]`` (int32: row ``r`` lists request ``r``'s pool pages in order, zero past
+    its last page) and ``cache_seqlens [batch]`` (int32 token counts). SGLang's fa3 backend derives the same from
+    ``req_to_token``: every ``page_size``-th token slot, divided by ``page_size``. fa3 then reads token ``t`` of a
+    request at slot ``page_table[t // page_size] * page_size + t % page_size``, so a request's slots must be whole
+    pages in order; a ValueError says when they are not (fa3 would read other slots than the flat list names).
+    """
+    if page_size < 1:
+        raise ValueError(f"page_size must be >= 1, got {page_size}")
+    indptr, indices = kv_indptr.long().cpu(), kv_indices.long().cpu()
+    lens = indptr[1:] - indptr[:-1]
+    if lens.numel() == 0 or int(lens.min()) < 1:
+        raise ValueError("fa3 page table: every request needs >= 1 KV token")
+    max_len = int(lens.max())
+    pos = torch.arange(max_len)
+    valid = pos[None, :] < lens[:, None]
+    at = (indptr[:-1, None] + pos[None, :]).clamp(max=indices.numel() - 1)
+    slots = torch.where(valid, indices[at], 0)  # [batch, max_len] token slots, 0 past each request's end
+    page_first = slots[:, ::page_size]  # slot of each page's first token
+    page_valid = valid[:, ::page_size]
+    if page_size > 1:
+        expect = page_first.repeat_interleave(page_size, dim=1)[:, :max_len] + pos % page_size
+        misaligned = (page_first % page_size != 0) & page_valid
+        if bool(misaligned.any()) or bool(((slots != expect) & valid).any()):
+            raise ValueError(f"fa3 page table: a request's KV slots are not whole pages of {page_size} in order")
+    table = torch.where(page_valid, page_first // page_size, 0).to(torch.int32)
+    return table, lens.to(torch.int32)
+
+
+def fa3_decode(
+    kv_indptr: torch.Tensor,
+    kv_indices: torch.Tensor,
+    sets: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    page_size: int,
+    sm_scale: float,
+    kv_scales: tuple[float, float] | None = None,
+) -> Callable[[int], torch.Tensor]:
+    """fa3's decode on input set ``s`` (``q [batch, hq, d]``, pools ``[slots, hkv, d]``), called as SGLang 0.5.17's
+    fa3 backend calls it in ``forward_decode``: one query token per request (``cu_seqlens_q`` = 0..batch,
+    ``max_seqlen_q`` 1, causal), the pools viewed ``[pages, page_size, hkv, d]`` with a page table of page indices,
+    and the scheduler metadata computed once for the batch (``get_scheduler_metadata``, as the backend does per
+    batch, not per layer). FP8 pools (``kv_scales`` given): ``k_descale``/``v_descale`` the per-tensor scales
+    expanded to ``[batch, hkv]`` and q cast to the pool's FP8 format inside the call, as the backend does; the output
+    is then bf16. Every output starts as NaN, so an unwritten element fails the check.
+
+    The one fa3 call of the benches (``tile_sweep.py`` imports it). Raises RuntimeError when ``sgl_kernel``'s fa3
+    (its ``flash_ops`` library) does not import."""
+    try:
+        from sgl_kernel.flash_attn import flash_attn_with_kvcache, get_scheduler_metadata
+    except (ImportError, OSError) as e:
+        raise RuntimeError(f"sgl_kernel fa3 does not import ({type(e).__name__}: {e})") from e
+
+    q0, k0, _ = sets[0]
+    device = q0.device
+    bs, hq, d = q0.shape
+    hkv = k0.shape[1]
+    fp8 = k0.element_size() == 1
+    if fp8 and kv_scales is None:
+        raise ValueError("FP8 pools need kv_scales")
+    table_host, seqlens_host = fa3_page_table(kv_indptr, kv_indices, page_size)
+    table, seqlens = table_host.to(device), seqlens_host.to(device)
+    cu_seqlens_q = torch.arange(bs + 1, dtype=torch.int32, device=device)
+    scheduler_metadata = get_scheduler_metadata(
+        batch_size=bs, max_seqlen_q=1, max_seqlen_k=int(seqlens_host.max()), num_heads=hq, num_heads_k=hkv,
+        headdim=d, cache_seqlens=seqlens, qkv_dtype=k0.dtype, cu_seqlens_q=cu_seqlens_q, page_size=page_size,
+        causal=True, has_softcap=False, num_splits=0,
+    )
+    caches = [(k.view(-1, page_size, hkv, d), v.view(-1, page_size, hkv, d)) for _, k, v in sets]
+    descale: dict[str, torch.Tensor] = {}
+    if fp8 and kv_scales is not None:
+        descale = {
+            name: torch.tensor([scale], dtype=torch.float32, device=device).expand(bs, hkv)
+            for name, scale in zip(("k_descale", "v_descale"), kv_scales, strict=True)
+        }
+    outs = [torch.full_like(q, float("nan"), dtype=torch.bfloat16 if fp8 else q.dtype) for q, _, _ in sets]
+
+    def fn(s: int) -> torch.Tensor:
+        q = sets[s][0]
+        flash_attn_with_kvcache(
+            q=q.to(k0.dtype) if fp8 else q, k_cache=caches[s][0], v_cache=caches[s][1], page_table=table,
+            cache_seqlens=seqlens, cu_seqlens_q=cu_seqlens_q, max_seqlen_q=1, softmax_scale=sm_scale, causal=True,
+            window_size=(-1, -1), softcap=0.0, num_splits=0, scheduler_metadata=scheduler_metadata, out=outs[s],
+            **descale,
+        )
+        return outs[s]
+
+    return fn
+
+
+def peer_fa3(inp: Inputs) -> Callable[[int], Any]:
+    c = inp.case
+    fn = fa3_decode(inp.batch.kv_indptr, inp.batch.kv_indices, inp.sets, c.page_size, inp.sm_scale,
+                    (inp.k_scale, inp.v_scale) if c.kv_dtype else None)
+    if c.kv_dtype:  # fa3 attends with q rounded to the FP8 format: hold it to float64 attention of that q
+        q0 = inp.sets[0][0]
+        inp.refs["fa3"] = inp.reference(0, q=q0.to(c.torch_kv_dtype).to(q0.dtype))
+    return fn
+
+
 PEER_BUILDERS: dict[str, Callable[[Inputs], Callable[[int], Any]]] = {
     "fi_dec": lambda inp: peer_fi_decode(inp, False),
     "fi_dec_tc": lambda inp: peer_fi_decode(inp, True),
     "fi_casc": peer_fi_cascade,
     "sgl_triton": peer_sgl_triton,
     "sdpa": peer_sdpa,
+    "fa3": peer_fa3,
 }
 
 
@@ -510,7 +734,9 @@ def run_phase(phase: str, cases: list[Case], args: argparse.Namespace, out: Path
 def _fmt_entry(e: dict) -> str:
     if "us" in e:
         g = f" graph {e['graph_us']:.1f}" if e.get("graph_us") else ""
-        return f"{e['us']:.1f} us{g} err {e['err']:.1e} (build {e.get('build_s', 0):.1f} s)"
+        g += f" (eager {e['eager_us']:.1f})" if e.get("eager_us") else ""
+        timing = " graph" if e.get("timing") == "graph" else ""
+        return f"{e['us']:.1f} us{timing}{g} err {e['err']:.1e} (build {e.get('build_s', 0):.1f} s)"
     return e.get("error", "?")
 
 
@@ -527,9 +753,13 @@ def time_impl(name: str, inp: Inputs, args: argparse.Namespace) -> dict[str, Any
         out.fill_(float("nan"))
         out = fn(0)
         torch.cuda.synchronize()
-    err = inp.check(out)
+    err = inp.check(out, name)
     reps = args.reps if name != "sdpa" else max(3, args.reps // 10)
-    us = time_eager(fn, len(inp.sets), reps)
+    if name in GRAPH_PEERS:  # the table's number is the graph replay; the eager time is kept beside it
+        us = time_graph(fn, len(inp.sets), reps)
+        extra = {**extra, "timing": "graph", "eager_us": time_eager(fn, len(inp.sets), reps)}
+    else:
+        us = time_eager(fn, len(inp.sets), reps)
     r: dict[str, Any] = {"us": us, "err": err, "build_s": round(build_s, 2), **extra}
     if name == "pat" and not args.no_graph:
         try:
@@ -579,12 +809,12 @@ def build_rows(cases: list[Case], peers: dict, pat: dict, anchors_path: Path | N
     anchors = parse_anchors(anchors_path)
     rows = []
     for c in cases:
-        batch = tree_batch(STANDARD_WORKLOADS[c.workload])
-        uniq = batch.unique_tokens() * c.kv_token_bytes
+        batch = c.batch()
+        uniq = unique_kv_bytes(c, batch)
         row: dict[str, Any] = {
-            "case": c.key, "label": WORKLOAD_LABELS[c.workload], "bs": batch.batch,
+            "case": c.key, "label": c.label, "bs": batch.batch, "page_size": c.page_size,
             "uniq_MB": uniq / 1e6, "req_MB": batch.request_tokens() * c.kv_token_bytes / 1e6,
-            "floor_us": uniq / bw * 1e6 if bw else None,
+            "floor_us": floor_us(c, bw, batch) if bw else None,
         }
         pe = peers.get("cases", {}).get(c.key, {})
         for p in PEERS:
@@ -597,28 +827,50 @@ def build_rows(cases: list[Case], peers: dict, pat: dict, anchors_path: Path | N
         row["pat_graph"] = e.get("graph_us")
         row["pat_note"] = e.get("error", "")
         row["plan_us"] = e.get("plan_us")
-        bf16_llama = (c.num_q_heads, c.num_kv_heads) == (32, 8) and not c.kv_dtype  # what the anchor run measured
-        anchor = anchors.get(WORKLOAD_LABELS[c.workload]) if bf16_llama else None
+        # what the anchor run measured: Llama-3-8B heads, d128, bf16, page size 1
+        anchor_shape = (c.num_q_heads, c.num_kv_heads, c.head_dim, c.dtype, c.page_size, c.kv_dtype)
+        anchor = anchors.get(WORKLOAD_LABELS.get(c.workload, "")) if anchor_shape == (32, 8, 128, "bf16", 1, "") \
+            else None
         row["anchor_fi_best"] = min(anchor[k] for k in ("fi_dec", "fi_dec_tc", "fi_casc") if anchor[k] == anchor[k]) \
             if anchor else None
-        fi = [row[p] for p in ("fi_dec", "fi_dec_tc", "fi_casc") if row[p]]
+        fi = [row[p] for p in FI_PEERS if row[p]]
         row["fi_best"] = min(fi) if fi else None
+        row["fi_best_peer"] = min((p for p in FI_PEERS if row[p]), key=lambda p: row[p]) if fi else None
         row["pat_over_floor"] = row["pat"] / row["floor_us"] if row["pat"] and row["floor_us"] else None
         row["speedup_vs_fi"] = row["fi_best"] / row["pat"] if row["pat"] and row["fi_best"] else None
+        row["pat_over_best"], row["best_base"] = pat_over_best(row)
         row["bw_frac"] = row["floor_us"] / row["pat"] if row["pat"] and row["floor_us"] else None
         rows.append(row)
     return rows
+
+
+def pat_over_best(row: dict[str, Any]) -> tuple[float | None, str | None]:
+    """PAT's time over the best baseline's (fa3 or FlashInfer), each pair timed alike: PAT eager / FlashInfer's best
+    (eager), PAT graph / fa3 (graph; PAT eager when its graph time is missing, which only makes PAT look slower).
+    Returns the larger ratio and the baseline it comes from: <= 1 means PAT is never slower than the best baseline.
+    (None, None) when PAT or both baselines are missing."""
+    ratios: list[tuple[float, str]] = []
+    if row.get("pat") and row.get("fi_best"):
+        ratios.append((row["pat"] / row["fi_best"], row.get("fi_best_peer") or "fi"))
+    pat_graph = row.get("pat_graph") or row.get("pat")
+    if pat_graph and row.get("fa3"):
+        ratios.append((pat_graph / row["fa3"], "fa3"))
+    if not ratios:
+        return None, None
+    ratio, base = max(ratios)
+    return ratio, base
 
 
 def _f(x: float | None, fmt: str = ".1f") -> str:
     return "-" if x is None else format(x, fmt)
 
 
-COLS = [("case", "case", "<26"), ("bs", "bs", ">4"), ("uniq_MB", "uniqMB", ">7"), ("floor_us", "floor", ">7")]
+COLS = [("case", "case", "<34"), ("bs", "bs", ">4"), ("uniq_MB", "uniqMB", ">7"), ("floor_us", "floor", ">7")]
 COLS += [(p, PEER_LABELS[p], ">10") for p in PEERS]
 COLS += [("pat", "PAT", ">8"), ("pat_graph", "PATgraph", ">8"), ("pat_over_floor", "PAT/flr", ">7"),
-         ("speedup_vs_fi", "xFIbest", ">7"), ("bw_frac", "bwfrac", ">6"), ("plan_us", "plan_us", ">8"),
-         ("anchor_fi_best", "anchorFI", ">8")]
+         ("speedup_vs_fi", "xFIbest", ">7"), ("pat_over_best", "PAT/best", ">8"), ("best_base", "bestBase", ">9"),
+         ("bw_frac", "bwfrac", ">6"), ("plan_us", "plan_us", ">8"), ("anchor_fi_best", "anchorFI", ">8")]
+RATIO_COLS = ("pat_over_floor", "speedup_vs_fi", "pat_over_best", "bw_frac")
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -627,11 +879,11 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         cells = []
         for k, _, a in COLS:
-            v = r[k]
+            v = r.get(k)
             if isinstance(v, str) or k == "bs":
                 cells.append(format(str(v), a))
             else:
-                fmt = ".2f" if k in ("pat_over_floor", "speedup_vs_fi", "bw_frac") else ".1f"
+                fmt = ".2f" if k in RATIO_COLS else ".1f"
                 cells.append(format(_f(v, fmt), a))
         lines.append(" ".join(cells))
     return "\n".join(lines)
@@ -643,13 +895,14 @@ def write_reports(out: Path, cases: list[Case], peers: dict, pat: dict, anchors_
     notes = []
     for r in rows:
         for k in (*PEERS, "pat"):
-            if r[k + "_note"]:
+            if r.get(k + "_note"):
                 notes.append(f"{r['case']} {k}: {r[k + '_note']}")
     bw = pat.get("copy_bw")
     header = (
         f"device: {pat.get('device') or peers.get('device')}; copy bandwidth (read+write) "
         f"{_f(bw / 1e12 if bw else None, '.3f')} TB/s; times in us, median per call, CUDA events, "
-        f"rotating input sets; PATgraph = CUDA-graph replay"
+        f"rotating input sets; CUDA-graph replays: fa3(g), PATgraph; eager: FI dec/decTC/casc, SGL triton, "
+        f"SDPA/req, PAT; PAT/best = max(PAT / FI best, PATgraph / fa3), bestBase = the baseline of that max"
     )
     (out / "results.json").write_text(json.dumps({"rows": rows, "peers": peers, "pat": pat}, indent=1))
     keys = list(rows[0].keys()) if rows else []
@@ -679,7 +932,7 @@ def plot(path: Path, rows: list[dict[str, Any]]) -> None:
     fig, ax = plt.subplots(figsize=(max(8, len(rows) * 0.9), 5))
     width = 0.8 / len(impls)
     for j, k in enumerate(impls):
-        ys = [(r[k] / r["floor_us"]) if r[k] and r["floor_us"] else 0 for r in rows]
+        ys = [(r[k] / r["floor_us"]) if r.get(k) and r["floor_us"] else 0 for r in rows]
         ax.bar([i + j * width for i in range(len(rows))], ys, width, label=PEER_LABELS.get(k, "PAT"))
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_yscale("log")
@@ -697,6 +950,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "out/bench")))
     ap.add_argument("--dry-run", action="store_true", help="CPU only: list workloads, check them against anchors")
     ap.add_argument("--phase", choices=("all", "peers", "pat", "report"), default="all")
+    ap.add_argument("--set", dest="case_set", default="core",
+                    help=f"comma-separated case sets: {', '.join(CASE_SETS)} (issue10 = {'+'.join(ISSUE10_SETS)}; "
+                         "all = core+issue10)")
     ap.add_argument("--cases", default="", help="comma-separated case-key prefixes to keep (e.g. a128,e/32q8kv)")
     ap.add_argument("--peers", default=",".join(PEERS), help=f"subset of {','.join(PEERS)}")
     ap.add_argument("--sets", type=int, default=3, help="rotated input sets (>= 3 so the KV leaves L2)")
@@ -715,14 +971,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.anchors is None and (args.dry_run or args.phase in ("all", "report")):
         print("no --anchors file given: skipping the comparison with the FlashInfer H100 anchor run", flush=True)
     args.peers = tuple(p for p in args.peers.split(",") if p)
-    cases = all_cases()
+    try:
+        cases = cases_for_sets(args.case_set)
+    except ValueError as e:
+        ap.error(str(e))
     if args.kv_dtype != "auto":
         cases = [replace(c, kv_dtype=args.kv_dtype) for c in cases]
     if args.cases:
         keep = [k for k in args.cases.split(",") if k]
         cases = [c for c in cases if any(c.key.startswith(k) for k in keep)]
     if args.dry_run:
-        return 1 if dry_run(cases, args.anchors) else 0
+        return 1 if dry_run(cases, args.anchors, args.sets) else 0
     args.out.mkdir(parents=True, exist_ok=True)
     if args.phase in ("peers", "pat"):
         if not torch.cuda.is_available():
@@ -732,7 +991,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.phase == "all":
         base = [sys.executable, str(Path(__file__).resolve()), "--out", str(args.out), "--sets", str(args.sets),
-                "--reps", str(args.reps), "--sdpa-max-batch", str(args.sdpa_max_batch), "--peers", ",".join(args.peers)]
+                "--reps", str(args.reps), "--sdpa-max-batch", str(args.sdpa_max_batch), "--peers", ",".join(args.peers),
+                "--set", args.case_set]
         if args.cases:
             base += ["--cases", args.cases]
         base += ["--kv-dtype", args.kv_dtype]
