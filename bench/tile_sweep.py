@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_kernels import time_graph  # noqa: E402
+from bench_kernels import fa3_decode, time_graph  # noqa: E402
 from split_waves import fi_time, mooncake_rows  # noqa: E402
 
 from pat_sglang.config import DeviceSpec, HeadConfig, load_tile_table  # noqa: E402
@@ -69,31 +69,9 @@ def parse_variant(text: str) -> KernelTune:
 
 
 def fa3_time(indptr: torch.Tensor, indices: torch.Tensor, q, k, v, ref, reps: int) -> float:
-    """fa3 decode as SGLang's fa3 backend calls it for page size 1: a page table of slot indices per request."""
-    from sgl_kernel.flash_attn import flash_attn_with_kvcache, get_scheduler_metadata
-
-    n, hkv, d = indptr.shape[0] - 1, k.shape[1], k.shape[2]
-    lens = (indptr[1:] - indptr[:-1]).to(torch.int32)
-    max_len = int(lens.max())
-    table = torch.zeros((n, max_len), dtype=torch.int32)
-    for i in range(n):
-        table[i, : int(lens[i])] = indices[int(indptr[i]) : int(indptr[i + 1])]
-    table, seqlens = table.cuda(), lens.cuda()
-    cu_q = torch.arange(n + 1, dtype=torch.int32, device="cuda")
-    meta = get_scheduler_metadata(
-        batch_size=n, max_seqlen_q=1, max_seqlen_k=max_len, num_heads=q.shape[1], num_heads_k=hkv, headdim=d,
-        cache_seqlens=seqlens, qkv_dtype=q.dtype, cu_seqlens_q=cu_q, page_size=1, causal=True,
-    )
-    kc, vc = k.view(-1, 1, hkv, d), v.view(-1, 1, hkv, d)
-    out = torch.full_like(q, float("nan"))
-
-    def call(_: int) -> None:
-        flash_attn_with_kvcache(
-            q=q, k_cache=kc, v_cache=vc, page_table=table, cache_seqlens=seqlens, cu_seqlens_q=cu_q,
-            max_seqlen_q=1, softmax_scale=1 / math.sqrt(d), causal=True, scheduler_metadata=meta, out=out,
-        )
-
-    call(0)
+    """fa3 on these inputs (page size 1) through the kernel bench's one fa3 call, checked, then graph replays."""
+    call = fa3_decode(indptr, indices, [(q, k, v)], 1, 1 / math.sqrt(k.shape[2]))
+    out = call(0)
     torch.cuda.synchronize()
     err = float((out[ref[0]].double().cpu() - ref[1]).norm() / ref[1].norm())
     if not err < 2e-2:
