@@ -65,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--loads", default=None,
                     help="comma-separated load labels for every selected workload (c<N>, x<F>, r<R>); default: "
                          "c64,c256 for all, plus x0.4,x0.7,x1.0 for gsp and mooncake")
+    ap.add_argument("--capacity-load", default=sweep.CAPACITY_LOAD,
+                    help="closed-loop point of the reference whose request throughput is the capacity of x-loads")
     ap.add_argument("--out", type=Path, default=None, help="default docs/perf/serving/<date>/")
     ap.add_argument("--prior", type=Path, action="append", default=[],
                     help="results.jsonl of earlier calls, merged into <out>/results.jsonl when that does not exist "
@@ -77,9 +79,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # model and server
     ap.add_argument("--model", type=Path, default=REPO / "configs/models/llama3-8b",
                     help="directory with the model's config.json (dummy weights)")
+    ap.add_argument("--cache-dir", type=Path, default=REPO / ".cache" / "serving",
+                    help="generated files (git-ignored; the device machine keeps them while warm): the served model "
+                         "directory, module stubs, bench_serving's HOME")
     ap.add_argument("--served-model-dir", type=Path, default=None,
-                    help="where config.json + the word-level tokenizer are written (default: .cache/serving/<model> "
-                         "of this repository, git-ignored)")
+                    help="where config.json + the word-level tokenizer are written (default: under --cache-dir)")
     ap.add_argument("--trace", type=Path, default=DEFAULT_TRACE, help="Mooncake-format JSONL for the replay")
     ap.add_argument("--mooncake-n", type=int, default=320, help="requests of the trace replayed (>= 300)")
     ap.add_argument("--cuda-graph-max-bs", type=int, default=256)
@@ -210,7 +214,7 @@ class Sweep:
         self.loads = selected_loads(args, self.workloads)
         self.points = sweep.plan(self.backends, self.workloads, self.loads)
         self.wids = {w.name: sweep.workload_id(w) for w in self.workloads}
-        cache = REPO / ".cache" / "serving"
+        cache: Path = args.cache_dir
         self.served = args.served_model_dir or cache / f"{args.model.name}-wordlevel-v{TOKENIZER_VERSION}"
         build_served_model(args.model, self.served)
         self.model_id = served_model_id(self.served)
@@ -233,7 +237,7 @@ class Sweep:
 
     def rate_of(self, point: sweep.Point) -> float | None:
         capacity = sweep.reference_capacity(self.store, self.reference, point.workload.name,
-                                            self.wids[point.workload.name], self.server_id)
+                                            self.wids[point.workload.name], self.server_id, self.args.capacity_load)
         return sweep.target_rate(point.load, capacity)
 
     def bench_command(self, point: sweep.Point, port: int, output_file: Path) -> tuple[list[str], dict[str, object]]:
@@ -245,7 +249,7 @@ class Sweep:
         else:
             rate = self.rate_of(point)
             if rate is None:
-                raise LookupError(f"needs {self.reference} {sweep.CAPACITY_LOAD} of {point.workload.name} first")
+                raise LookupError(f"needs {self.reference} {self.args.capacity_load} of {point.workload.name} first")
             load = bench_serving.Load(rate=rate)
             info["target_rate"] = rate
         trace_rate = None
@@ -416,7 +420,7 @@ class Sweep:
                            "server_id": self.server_id, "served_model": self.model_id})
         for backend in self.backends:
             self.run_backend(backend)
-        write_report(self.out, self.store, self.reference, self.workloads)
+        write_report(self.out, self.store, self.reference, self.workloads, self.args.capacity_load)
         left = [p for b in self.backends for p in self.pending(b)] if not self.args.warmup_only else []
         print(f"serving: {len(left)} selected point(s) still to measure; {time.monotonic() - self.t0:.0f} s; "
               f"results in {rel(self.out)}", flush=True)
@@ -443,7 +447,7 @@ def agreement_rows(store: sweep.ResultStore, reference: str) -> list[dict[str, o
 
 
 def write_report(out: Path, store: sweep.ResultStore, reference: str,
-                 workloads: list[sweep.SweepWorkload] | None = None) -> str:
+                 workloads: list[sweep.SweepWorkload] | None = None, capacity_load: str = sweep.CAPACITY_LOAD) -> str:
     """results.md / results.csv / serving.png from every point row in the store."""
     rows = report.with_ratios(store.points(), reference)
     order = {name: i for i, name in enumerate(sweep.default_workloads(DEFAULT_TRACE))}
@@ -461,7 +465,7 @@ def write_report(out: Path, store: sweep.ResultStore, reference: str,
         "- model: dummy weights, `configs/models/llama3-8b` shape, word-level tokenizer of `bench/ab/tokenizer.py` "
         "(every id decodes to one word, encode(decode(ids)) == ids)",
         "- loads: `cN` closed loop with N in flight; `xF` open loop (Poisson; Mooncake: the trace's own arrival "
-        f"times scaled) at F x the reference's `{sweep.CAPACITY_LOAD}` request throughput; `rR` R req/s",
+        f"times scaled) at F x the reference's `{capacity_load}` request throughput; `rR` R req/s",
         "- step ms @full bs: median of `#running-req / gen throughput` over the server's 'Decode batch' lines of "
         "that point with the largest running batch seen; `vs ref`: this backend / the reference at the same point",
         *[f"- workload `{w.name}`: {w.summary}; bench_serving `{' '.join(rel(a) for a in w.dataset_args)}`"
@@ -485,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or REPO / "docs/perf/serving" / dt.date.today().isoformat()
         store = sweep.ResultStore(out / "results.jsonl", prior=args.prior)
         reference = args.reference or args.backends.split(",")[0].strip()
-        print(write_report(out, store, reference))
+        print(write_report(out, store, reference, capacity_load=args.capacity_load))
         return 0
     run = Sweep(args)
     if args.dry_run:

@@ -233,11 +233,11 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def reference_capacity(store: ResultStore, reference: str, workload: str, workload_id: str,
-                       server_id: str) -> float | None:
-    """Requests/s the reference backend sustained in its ``CAPACITY_LOAD`` point of ``workload`` (None if not yet
+def reference_capacity(store: ResultStore, reference: str, workload: str, workload_id: str, server_id: str,
+                       capacity_load: str = CAPACITY_LOAD) -> float | None:
+    """Requests/s the reference backend sustained in its ``capacity_load`` point of ``workload`` (None if not yet
     measured)."""
-    row = store.measured(reference, workload, CAPACITY_LOAD, workload_id, server_id)
+    row = store.measured(reference, workload, capacity_load, workload_id, server_id)
     value = row.get("request_throughput") if row else None
     return float(value) if isinstance(value, (int, float)) and value > 0 else None
 
