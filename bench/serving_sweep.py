@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import signal
 import subprocess
 import sys
@@ -112,6 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-preflight", action="store_true", help="skip the 'import sglang.bench_serving' check")
     ap.add_argument("--python", default=sys.executable, help="interpreter of the server and of bench_serving")
     args = ap.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded with the run (results.md lists every call)
     if args.mooncake_n < 1:
         ap.error("--mooncake-n must be >= 1")
     return args
@@ -219,7 +219,7 @@ class Sweep:
         build_served_model(args.model, self.served)
         self.model_id = served_model_id(self.served)
         self.server_id = sweep.short_hash(server_settings(args, self.model_id))
-        stubs = bench_serving.stub_modules(cache / "stubs")
+        stubs = bench_serving.stub_modules(cache / "stubs", python=args.python)
         # HOME of bench_serving: its generated-shared-prefix cache is keyed by tokenizer class name only
         self.client_env = bench_serving.offline_env(
             pythonpath_first=[stubs] if stubs else [], home=cache / f"home-{self.model_id}",
@@ -416,7 +416,7 @@ class Sweep:
             if not ok:
                 print(f"serving: 'import sglang.bench_serving' fails in the client environment:\n{msg}", flush=True)
                 return 2
-        self.store.append({"kind": "run", "argv": sys.argv[1:], "date": self.date, "gpu": self.gpu,
+        self.store.append({"kind": "run", "argv": self.args.argv, "date": self.date, "gpu": self.gpu,
                            "server_id": self.server_id, "served_model": self.model_id})
         for backend in self.backends:
             self.run_backend(backend)
@@ -494,7 +494,6 @@ def main(argv: list[str] | None = None) -> int:
     run = Sweep(args)
     if args.dry_run:
         return run.dry_run()
-    os.environ.update(bench_serving.OFFLINE_ENV)  # this process too (the greedy check imports nothing, but be sure)
     return run.run()
 
 

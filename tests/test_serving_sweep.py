@@ -41,7 +41,7 @@ def tok(served: Path):
 @pytest.fixture(scope="module")
 def bench_module(tmp_path_factory: pytest.TempPathFactory):
     """sglang.benchmark.serving importable here (stubs for its module-level imports this venv lacks)."""
-    stubs = bench_serving.stub_modules(tmp_path_factory.mktemp("stubs"))
+    stubs = bench_serving.stub_modules(tmp_path_factory.mktemp("stubs"), names=bench_serving.missing_modules())
     if stubs is not None and str(stubs) not in sys.path:
         sys.path.insert(0, str(stubs))
     import sglang.benchmark.serving as serving
@@ -270,6 +270,7 @@ def test_offline_env_and_stubs(tmp_path: Path) -> None:
     assert env["HF_HUB_OFFLINE"] == env["TRANSFORMERS_OFFLINE"] == env["HF_DATASETS_OFFLINE"] == "1"
     assert env["PYTHONPATH"].split(":") == [str(tmp_path / "s"), "/a"] and env["HOME"] == str(tmp_path / "h")
     assert bench_serving.stub_modules(tmp_path / "none", names=[]) is None
+    assert bench_serving.missing_modules(names=["json", "no_such_module_here"]) == ["no_such_module_here"]
     root = bench_serving.stub_modules(tmp_path / "stubs", names=["datasets", "PIL"])
     import subprocess
 
@@ -319,10 +320,12 @@ def test_end_to_end_with_real_bench_serving(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(serving_sweep, "server_command",
                         lambda cfg: [sys.executable, str(FAKE), "--port", str(cfg.port), "--token-delay-s", "0.003"])
     monkeypatch.setattr(sweep, "default_workloads", tiny_workloads)
-    # any download attempt would go to a dead proxy (local traffic bypasses it)
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-        monkeypatch.setenv(var, "http://127.0.0.1:9")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    # in the children (server, bench_serving) any download attempt would go to a dead proxy; local traffic bypasses
+    # it (set for them only: urllib here caches the proxy settings of its first call)
+    dead = {var: "http://127.0.0.1:9" for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
+    monkeypatch.setattr(bench_serving, "OFFLINE_ENV", {**bench_serving.OFFLINE_ENV, **dead,
+                                                       "NO_PROXY": "127.0.0.1,localhost",
+                                                       "no_proxy": "127.0.0.1,localhost"})
     out = tmp_path / "sweep"
     common = ["--out", str(out), "--workloads", "tiny", "--cache-dir", str(tmp_path / "cache"),
               "--budget-s", "300", "--min-server-s", "20", "--default-point-s", "20", "--no-preflight",

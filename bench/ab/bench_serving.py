@@ -12,10 +12,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -54,14 +54,22 @@ OFFLINE_ENV: dict[str, str] = {
 }
 
 
-def missing_modules(names: Sequence[str] = tuple(STUBS)) -> list[str]:
-    """Top-level modules of ``names`` that this interpreter cannot import (same sys.path as the child)."""
-    return [n for n in names if importlib.util.find_spec(n) is None]
+def missing_modules(python: str = sys.executable, env: Mapping[str, str] | None = None,
+                    names: Sequence[str] = tuple(STUBS)) -> list[str]:
+    """Top-level modules of ``names`` that ``python`` cannot import with ``env`` (asked in a child process: this
+    process's sys.path need not be the child's)."""
+    probe = ("import importlib.util, sys\n"
+             "print(','.join(n for n in sys.argv[1:] if importlib.util.find_spec(n) is None))")
+    res = subprocess.run([python, "-c", probe, *names], env=None if env is None else dict(env), capture_output=True,
+                         text=True, timeout=60, check=True)
+    return [n for n in res.stdout.strip().split(",") if n]
 
 
-def stub_modules(root: Path, names: Sequence[str] | None = None) -> Path | None:
-    """Write stubs for the missing (or the given) modules under ``root``; returns ``root`` or None if none needed."""
-    names = missing_modules() if names is None else list(names)
+def stub_modules(root: Path, names: Sequence[str] | None = None, python: str = sys.executable,
+                 env: Mapping[str, str] | None = None) -> Path | None:
+    """Write stubs under ``root`` for the given modules, or for those ``python`` (with ``env``) cannot import;
+    returns ``root``, or None if none is needed."""
+    names = missing_modules(python, env) if names is None else list(names)
     if not names:
         return None
     for name in names:

@@ -191,17 +191,25 @@ def plot_sweep(rows: Sequence[Mapping[str, object]], path: Path, load_order) -> 
             if not pts:
                 continue
             color = f"C{j}"
-            xs = [_num(r.get("request_throughput")) for r in pts]
-            ax_tpot.plot(xs, [_num(r.get("median_tpot_ms")) for r in pts], "o-", color=color, label=f"{backend} p50")
-            ax_tpot.plot(xs, [_num(r.get("p99_tpot_ms")) for r in pts], "s--", color=color, alpha=0.6,
-                         label=f"{backend} p99")
-            for x, r in zip(xs, pts, strict=True):
-                ax_tpot.annotate(str(r["load"]), (x, _num(r.get("median_tpot_ms"))), fontsize=7,
-                                 textcoords="offset points", xytext=(3, 3))
+            # closed loops (c...) and open loops (x..., r...) are two curves, each in order of the rate reached
+            for marker, series in (("o", [r for r in pts if str(r["load"]).startswith("c")]),
+                                   ("^", [r for r in pts if not str(r["load"]).startswith("c")])):
+                if not series:
+                    continue
+                series.sort(key=lambda r: _num(r.get("request_throughput")))
+                xs = [_num(r.get("request_throughput")) for r in series]
+                first = marker == "o" or not any(str(r["load"]).startswith("c") for r in pts)
+                ax_tpot.plot(xs, [_num(r.get("median_tpot_ms")) for r in series], f"{marker}-", color=color,
+                             label=f"{backend} p50" if first else None)
+                ax_tpot.plot(xs, [_num(r.get("p99_tpot_ms")) for r in series], f"{marker}--", color=color, alpha=0.5,
+                             label=f"{backend} p99" if first else None)
+                for x, r in zip(xs, series, strict=True):
+                    ax_tpot.annotate(str(r["load"]), (x, _num(r.get("median_tpot_ms"))), fontsize=7,
+                                     textcoords="offset points", xytext=(3, 3))
             by_load = {str(r["load"]): _num(r.get("output_throughput")) for r in pts}
             ax_tput.plot(range(len(loads)), [by_load.get(lo, math.nan) for lo in loads], "o-", color=color,
                          label=backend)
-        ax_tpot.set_title(f"{workload}: TPOT vs load")
+        ax_tpot.set_title(f"{workload}: TPOT vs load (o closed loop, ^ open loop)")
         ax_tpot.set_xlabel("requests/s reached")
         ax_tpot.set_ylabel("TPOT (ms)")
         ax_tpot.legend(fontsize=7)
