@@ -91,7 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--mem-fraction-static", type=float, default=0.80)
     ap.add_argument("--context-length", type=int, default=40960,
                     help="bench_serving's Mooncake prompts reach ~31k tokens (+ up to 2000 output) in the first "
-                         "400 requests; above the config's 8192 (SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN=1 is set)")
+                         "400 requests; written as max_position_embeddings into the served config (8192 in "
+                         "configs/models: SGLang sizes the RoPE table by it)")
     ap.add_argument("--server-args", default="", help="extra launch_server arguments (one string, split on spaces)")
     ap.add_argument("--port", type=int, default=31000, help="first port tried (127.0.0.1)")
     ap.add_argument("--seed", type=int, default=42, help="bench_serving --seed (its default) and server seed")
@@ -216,7 +217,7 @@ class Sweep:
         self.wids = {w.name: sweep.workload_id(w) for w in self.workloads}
         cache: Path = args.cache_dir
         self.served = args.served_model_dir or cache / f"{args.model.name}-wordlevel-v{TOKENIZER_VERSION}"
-        build_served_model(args.model, self.served)
+        build_served_model(args.model, self.served, max_position_embeddings=args.context_length)
         self.model_id = served_model_id(self.served)
         self.server_id = sweep.short_hash(server_settings(args, self.model_id))
         stubs = bench_serving.stub_modules(cache / "stubs", python=args.python)
@@ -294,7 +295,6 @@ class Sweep:
         cmd = server_command(cfg)
         log = self.logs / f"server-{file_tag(backend)}.log"
         env = bench_serving.offline_env(tqdm_interval_s=args.tqdm_interval_s)
-        env["SGLANG_ALLOW_OVERWRITE_LONGER_CONTEXT_LEN"] = "1"
         delegate = backend.partition("@")[2]
         if delegate:
             env["PAT_SGLANG_DELEGATE"] = delegate

@@ -89,6 +89,11 @@ def test_tokenizer_covers_the_model_vocab_and_round_trips(served: Path, tok, tmp
     again = build_served_model(REPO / "configs/models/llama3-8b", tmp_path / "again")
     assert served_model_id(again) == served_model_id(served)
     assert (again / "tokenizer.json").read_bytes() == (served / "tokenizer.json").read_bytes()
+    longer = build_served_model(REPO / "configs/models/llama3-8b", tmp_path / "longer", max_position_embeddings=40960)
+    longer_config = json.loads((longer / "config.json").read_text())
+    assert longer_config["max_position_embeddings"] == 40960 and served_model_id(longer) != served_model_id(served)
+    assert {k: v for k, v in longer_config.items() if k not in ("max_position_embeddings", "transformers_version")} \
+        == {k: v for k, v in config.items() if k != "max_position_embeddings"}
 
 
 def test_tokenizer_keeps_trace_hash_ids_distinct(tok) -> None:

@@ -19,8 +19,8 @@ distinct). Decoding joins tokens with one space. Words outside the vocabulary ma
 word: no special tokens at all, so nothing is skipped on decode and nothing is added on encode).
 
 ``build_served_model(config_dir, out_dir)`` writes a model directory: the model's ``config.json`` (plus a
-``transformers_version`` key) and
-``tokenizer.json`` and ``tokenizer_config.json`` (about 2.6 MB, generated in about a second, never committed).
+``transformers_version`` key; optionally a longer ``max_position_embeddings``) and
+``tokenizer.json`` and ``tokenizer_config.json`` (about 2 MB, generated in about a second, never committed).
 """
 
 from __future__ import annotations
@@ -107,10 +107,16 @@ def _write_if_changed(path: Path, text: str) -> None:
         path.write_text(text)
 
 
-def build_served_model(config_dir: Path, out_dir: Path) -> Path:
+def build_served_model(config_dir: Path, out_dir: Path, max_position_embeddings: int | None = None) -> Path:
     """Write ``out_dir`` = ``config_dir/config.json`` + this tokenizer (vocab size from the config); returns
-    ``out_dir``. Idempotent: files already equal are left alone (their mtimes too)."""
+    ``out_dir``. Idempotent: files already equal are left alone (their mtimes too).
+
+    ``max_position_embeddings``: written into the config when given. SGLang sizes the model's RoPE table by it (a
+    ``--context-length`` above it, even when allowed, indexes past that table); with dummy weights and no RoPE
+    scaling, positions below the old value get the same rotation as before."""
     config = json.loads((Path(config_dir) / "config.json").read_text())
+    if max_position_embeddings is not None:
+        config["max_position_embeddings"] = int(max_position_embeddings)
     vocab_size = int(config["vocab_size"])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
