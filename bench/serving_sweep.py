@@ -236,6 +236,18 @@ class Sweep:
             self.args.redo or self.store.measured(backend, p.workload.name, p.load, self.wids[p.workload.name],
                                                   self.server_id) is None)]
 
+    def runnable(self, backend: str, todo: list[sweep.Point]) -> list[sweep.Point]:
+        """``todo`` less the x-loads that must wait: no reference capacity yet, and (for the reference itself) its
+        capacity point not among the points it is about to measure."""
+        own_capacity = {p.workload.name for p in todo if p.load == self.args.capacity_load}
+        return [p for p in todo if sweep.parse_load(p.load)[0] != "x" or self.rate_of(p) is not None
+                or (backend == self.reference and p.workload.name in own_capacity)]
+
+    def expected_start_s(self, backend: str) -> float:
+        """The last start-up time of this backend's server (90 s if never started)."""
+        row = self.store.latest("server", backend=backend, status="ok")
+        return float(row["startup_s"]) if row and isinstance(row.get("startup_s"), (int, float)) else 90.0
+
     def rate_of(self, point: sweep.Point) -> float | None:
         capacity = sweep.reference_capacity(self.store, self.reference, point.workload.name,
                                             self.wids[point.workload.name], self.server_id, self.args.capacity_load)
@@ -281,15 +293,24 @@ class Sweep:
     # ---------------------------------------------------------------------------------------------- one backend
     def run_backend(self, backend: str) -> None:
         args = self.args
-        todo = [] if args.warmup_only else self.pending(backend)
+        todo = [] if args.warmup_only else self.runnable(backend, self.pending(backend))
         need_check = not args.no_check and self.store.latest("check", backend=backend,
                                                              server_id=self.server_id) is None
         if not todo and not need_check and not args.warmup_only:
-            print(f"serving: [{backend}] nothing to do (all selected points measured)", flush=True)
+            print(f"serving: [{backend}] nothing to do now (selected points measured, or waiting for the "
+                  f"reference's {args.capacity_load})", flush=True)
             return
         if self.left() < args.min_server_s:
             print(f"serving: [{backend}] skipped: {self.left():.0f} s left < --min-server-s", flush=True)
             return
+        if todo and not need_check and not args.warmup_only:
+            shortest = min(sweep.estimate_s(self.store, p, self.wids[p.workload.name],
+                                            self.rate_of(p) if sweep.parse_load(p.load)[0] != "c" else None,
+                                            args.default_point_s) for p in todo)
+            if self.expected_start_s(backend) + 15 + shortest > self.left():
+                print(f"serving: [{backend}] skipped: no pending point fits the {self.left():.0f} s left after a "
+                      "server start", flush=True)
+                return
         port = free_port(args.port)
         cfg = server_config(args, backend, self.served, port)
         cmd = server_command(cfg)

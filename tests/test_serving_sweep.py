@@ -363,3 +363,25 @@ def test_end_to_end_with_real_bench_serving(tmp_path: Path, monkeypatch: pytest.
     assert serving_sweep.main(["--backends", "ref", "--loads", "c4,c2", *common]) == 0
     new = [r for r in sweep.read_jsonl(out / "results.jsonl")[n_rows:] if r["kind"] == "point"]
     assert [(r["backend"], r["load"]) for r in new] == [("ref", "c2")]
+
+
+def test_plan_defers_rate_points_until_the_reference_capacity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import serving_sweep
+
+    monkeypatch.setattr(sweep, "default_workloads", tiny_workloads)
+    argv = ["--backends", "ref,pat", "--workloads", "tiny", "--loads", "c4,x0.5", "--capacity-load", "c4",
+            "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    run = serving_sweep.Sweep(serving_sweep.parse_args(argv))
+    ref_todo, pat_todo = run.pending("ref"), run.pending("pat")
+    assert [p.load for p in run.runnable("ref", ref_todo)] == ["c4", "x0.5"]  # its own c4 comes first
+    assert [p.load for p in run.runnable("pat", pat_todo)] == ["c4"]  # waits for ref's c4
+    assert serving_sweep.main(["--dry-run", *argv]) == 0
+    assert "[pat] tiny x0.5: deferred (needs ref c4 of tiny first)" in capsys.readouterr().out
+    run.store.append({"kind": "point", "backend": "ref", "workload": "tiny", "load": "c4", "status": "ok",
+                      "workload_id": run.wids["tiny"], "server_id": run.server_id, "request_throughput": 10.0,
+                      "duration": 3.0})
+    assert [p.load for p in run.runnable("pat", run.pending("pat"))] == ["c4", "x0.5"]
+    cmd, info = run.bench_command(run.pending("pat")[1], 1234, tmp_path / "o.jsonl")
+    assert info["target_rate"] == 5.0 and bench_serving.arg_value(cmd, "--request-rate") == "5"
+    assert [p.load for p in run.pending("ref")] == ["x0.5"]  # measured points are not run again
