@@ -190,7 +190,8 @@ def check_workloads(seed: int, tokens: int) -> Workload:
 
 
 def warmup_workload(seed: int) -> Workload:
-    """Unmeasured: prefill on cached prefixes and decode batches up to 64 (JIT and first-use costs happen here)."""
+    """Unmeasured: prefill on cached prefixes, decode batches up to 64, then a sampled batch (JIT and first-use costs
+    happen here)."""
     return shared_prefix(4, 16, 1024, 64, 16, seed=seed + 2)
 
 
@@ -362,6 +363,8 @@ class Sweep:
             warm = warmup_workload(args.seed)
             results, wall = client.run_closed_loop(port, warm.requests, 64, deadline_s=min(90.0, self.left()),
                                                    timeout_s=90)
+            # sampling (the rollout workload's temperature 1) may JIT-compile its own kernels (FlashInfer sampling)
+            client.generate_batch(port, warm.requests[:8], timeout_s=90, temperature=1.0)
             print(f"serving: [{backend}] warm-up: {sum(r.ok for r in results)}/{len(results)} ok in {wall:.1f} s",
                   flush=True)
         except (OSError, RuntimeError, ValueError) as err:

@@ -137,12 +137,14 @@ def generate_stream(
     return res
 
 
-def generate_batch(port: int, reqs: Sequence[Request], timeout_s: float = 300.0) -> list[list[int]]:
-    """One non-streamed batched ``/generate`` call (greedy); the output token ids of each request."""
+def generate_batch(port: int, reqs: Sequence[Request], timeout_s: float = 300.0,
+                   temperature: float = 0.0) -> list[list[int]]:
+    """One non-streamed batched ``/generate`` call (greedy unless ``temperature`` > 0); the output token ids of each
+    request."""
     max_new = max(r.max_new_tokens for r in reqs)
     body = json.dumps({
         "input_ids": [list(r.input_ids) for r in reqs],
-        "sampling_params": {"max_new_tokens": max_new, "temperature": 0.0, "ignore_eos": True},
+        "sampling_params": {"max_new_tokens": max_new, "temperature": temperature, "ignore_eos": True},
     })
     conn = _conn(port, timeout_s)
     try:
