@@ -27,8 +27,6 @@ import datetime as dt
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,7 +36,18 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from ab import client, profile, report  # noqa: E402
-from ab.server import ManagedProcess, ServerConfig, server_command, tail, wait_ready  # noqa: E402
+from ab.server import (  # noqa: E402
+    ManagedProcess,
+    ServerConfig,
+    file_tag,
+    free_port,
+    gpu_name,
+    log_size,
+    read_from,
+    server_command,
+    tail,
+    wait_ready,
+)
 from ab.workload import Workload, mooncake, shared_prefix, shared_token_fraction  # noqa: E402
 
 # Same repo-relative default as pat_sglang.experiments.workloads.DEFAULT_MOONCAKE_TRACE (not imported: that package
@@ -100,22 +109,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def free_port(start: int, tries: int = 50) -> int:
-    """First port >= ``start`` that 127.0.0.1 can bind (and the next 5 too; SGLang uses neighbours)."""
-    for port in range(start, start + tries * 10, 10):
-        ok = True
-        for p in range(port, port + 6):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return port
-    raise RuntimeError("no free port")
-
-
 def build_workloads(args: argparse.Namespace) -> list[Workload]:
     names = [w.strip() for w in args.workloads.split(",") if w.strip()]
     out: list[Workload] = []
@@ -136,28 +129,6 @@ def build_workloads(args: argparse.Namespace) -> list[Workload]:
         else:
             raise SystemExit(f"unknown workload {name}")
     return out
-
-
-def gpu_name() -> str:
-    try:
-        res = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)
-        return res.stdout.strip().splitlines()[0] if res.returncode == 0 and res.stdout.strip() else "unknown"
-    except (OSError, subprocess.TimeoutExpired, IndexError):
-        return "unknown"
-
-
-def log_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-def read_from(path: Path, offset: int) -> str:
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        return fh.read().decode("utf-8", errors="replace")
 
 
 def profile_workload(workloads: list[Workload]) -> Workload | None:
@@ -226,11 +197,6 @@ def profile_pass(backend: str, port: int, w: Workload, args: argparse.Namespace,
     print(f"ab: [{backend}] profile: {res['trace']}; timeline {res.get('timeline', res.get('timeline_error'))}",
           flush=True)
     return res
-
-
-def file_tag(backend: str) -> str:
-    """The backend spec as a file-name part (letters, digits, '-', '_', '.' only): "pat@fa3" -> "pat-fa3"."""
-    return backend.replace("@", "-")
 
 
 def run_backend(backend: str, args: argparse.Namespace, workloads: list[Workload], check: Workload | None,

@@ -3,6 +3,11 @@
 #   make wheelhouse          here (PyPI reachable): .wheelhouse/part{1,2}/wheels-N.tar.xz + .wheelhouse/extra/
 #   make ab-install          there (GPU machine, no network): install the carried parts into $(AB_SITE)
 #   make ab                  there: ab-install, then bench/ab_serving.py (flashinfer, pat, triton) -> $(AB_OUT)
+#   make serving             there: ab-install, then bench/serving_sweep.py (sglang.bench_serving, issue 11): the
+#                            points of $(SERVING_WORKLOADS) x loads not yet in $(SERVING_OUT)/results.jsonl (or in
+#                            $(SERVING_PRIOR)) that fit $(SERVING_BUDGET) s; run it again to go on
+#   make serving-plan        here: what `make serving` would run (measured / pending / deferred), and the commands
+#   make serving-report      here: results.md, results.csv, serving.png from $(SERVING_OUT)/results.jsonl
 #
 # On the device tool: carry .wheelhouse/part1 .wheelhouse/part2 .wheelhouse/extra (about 58 MiB together) and run
 #   make ab AB_OUT=$OUT/ab
@@ -21,7 +26,21 @@ AB_ARGS    ?=
 #     python3 tools/wheelhouse/pieces.py stash --src .fa3 --store /tmp/fa3
 #   then: python3 tools/wheelhouse/pieces.py assemble --store /tmp/fa3 --dest $(AB_SITE)/sgl_kernel/flash_ops.abi3.so
 
-.PHONY: wheelhouse wheelhouse-pat ab-install ab fa3-pieces
+# Serving sweep (bench/serving_sweep.py; bench/README.md "Serving sweep"). On the device tool, e.g.
+#   make serving SERVING_OUT=$OUT/serving SERVING_PRIOR=docs/perf/serving/NAME/results.jsonl \
+#        SERVING_WORKLOADS=gsp,gsp-deep SERVING_LOADS=c64,c256
+# then copy $OUT/serving/ over docs/perf/serving/NAME/ (results.jsonl holds every point so far).
+SERVING_OUT       ?= docs/perf/serving/$(shell date +%F)
+SERVING_PRIOR     ?=
+SERVING_BACKENDS  ?= fa3,pat@fa3
+SERVING_WORKLOADS ?= gsp,gsp-deep,mooncake,rollout,random
+SERVING_LOADS     ?=
+SERVING_BUDGET    ?= 480
+SERVING_ARGS      ?=
+SERVING_SEL        = --backends $(SERVING_BACKENDS) --workloads $(SERVING_WORKLOADS) $(if $(SERVING_LOADS),--loads \
+                     $(SERVING_LOADS)) --out $(SERVING_OUT) $(addprefix --prior ,$(SERVING_PRIOR))
+
+.PHONY: wheelhouse wheelhouse-pat ab-install ab fa3-pieces serving serving-plan serving-report
 
 wheelhouse: $(STAMP)
 	$(VPY) tools/wheelhouse/build.py
@@ -41,3 +60,13 @@ ab-install: $(AB_SITE)/.installed
 ab: ab-install
 	PYTHONPATH=$(AB_SITE) PYTHONUNBUFFERED=1 $(AB_PY) bench/ab_serving.py --model $(AB_MODEL) \
 		--backends $(AB_BACKENDS) --out $(AB_OUT) $(AB_ARGS)
+
+serving: ab-install
+	PYTHONPATH=$(AB_SITE) PYTHONUNBUFFERED=1 $(AB_PY) bench/serving_sweep.py --budget-s $(SERVING_BUDGET) \
+		$(SERVING_SEL) $(SERVING_ARGS)
+
+serving-plan: $(STAMP)
+	$(VPY) bench/serving_sweep.py --dry-run $(SERVING_SEL) $(SERVING_ARGS)
+
+serving-report: $(STAMP)
+	$(VPY) bench/serving_sweep.py --report-only --backends $(SERVING_BACKENDS) --out $(SERVING_OUT) $(SERVING_ARGS)

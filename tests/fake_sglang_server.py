@@ -2,7 +2,11 @@
 
 Serves ``/health_generate`` and a token-id ``/generate`` (streamed SSE or a JSON batch) on 127.0.0.1, and prints
 "Decode batch" lines in SGLang's format. Output tokens are a function of the prompt (its last token + i), so two
-"backends" agree. Usage: ``python fake_sglang_server.py --port N [--die-after S]``.
+"backends" agree. For text clients (``sglang.bench_serving``): ``/generate`` also takes ``"text"`` (one token per
+white-space separated word) and streams the cumulative text, and ``/v1/models``, ``/model_info``, ``/server_info``
+and ``POST /flush_cache`` answer as SGLang's do; every request is logged as one JSON line ``REQUEST {...}`` (prompt
+tokens, max_new_tokens, temperature, arrival time) for the tests. Usage: ``python fake_sglang_server.py --port N
+[--die-after S] [--token-delay-s S]``.
 """
 
 from __future__ import annotations
@@ -19,13 +23,44 @@ def outputs(ids: list[int], n: int) -> list[int]:
     return [(ids[-1] + i) % 1000 for i in range(n)] if ids else list(range(n))
 
 
+TOKEN_DELAY_S = 0.001
+T0 = time.monotonic()
+_PRINT = threading.Lock()
+
+
+def log(line: str) -> None:
+    """One whole line to stdout (handler threads would interleave plain prints)."""
+    with _PRINT:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def words_to_ids(text: str) -> list[int]:
+    """A stand-in tokenization: one id per white-space separated word (a stable function of the word)."""
+    return [sum(map(ord, w)) % 1000 for w in text.split()]
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args: object) -> None:
         pass
 
+    def _json(self, obj: object, status: int = 200) -> None:
+        body = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def do_GET(self) -> None:  # noqa: N802
+        if self.path == "/v1/models":
+            self._json({"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+            return
+        if self.path in ("/model_info", "/server_info"):
+            self._json({"model_path": "fake-model", "internal_states": [{}]})
+            return
         body = b"ok"
         self.send_response(200 if self.path in ("/health", "/health_generate") else 404)
         self.send_header("Content-Length", str(len(body)))
@@ -33,9 +68,34 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_POST(self) -> None:  # noqa: N802
-        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        req = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        if self.path == "/flush_cache":
+            log("FLUSH")
+            self._json({"success": True})
+            return
         n = int(req["sampling_params"]["max_new_tokens"])
-        ids = req["input_ids"]
+        text_mode = "text" in req
+        ids = words_to_ids(req["text"]) if text_mode else req["input_ids"]
+        if text_mode or req.get("stream"):
+            log("REQUEST " + json.dumps({"prompt_tokens": len(ids), "max_new_tokens": n, "t": time.monotonic() - T0,
+                                         "temperature": req["sampling_params"].get("temperature")}))
+        if text_mode and req.get("stream"):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            for i in range(1, n + 1):
+                time.sleep(TOKEN_DELAY_S)
+                chunk = {"text": " ".join(f"w{t}" for t in outputs(ids, n)[:i]),
+                         "meta_info": {"completion_tokens": i, "prompt_tokens": len(ids)}}
+                self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+                self.wfile.flush()
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+            log(f"[2026-11-24 00:00:00] Decode batch, #running-req: {threading.active_count() - 2}, #token: 10, "
+                "token usage: 0.01, cuda graph: True, gen throughput (token/s): 100.00, #queue-req: 0,")
+            self.close_connection = True
+            return
         if req.get("stream"):
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
@@ -48,8 +108,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
             self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()
-            print("[2026-11-24 00:00:00] Decode batch, #running-req: 1, #token: 10, token usage: 0.01, "
-                  "cuda graph: True, gen throughput (token/s): 100.00, #queue-req: 0,", flush=True)
+            log("[2026-11-24 00:00:00] Decode batch, #running-req: 1, #token: 10, token usage: 0.01, "
+                "cuda graph: True, gen throughput (token/s): 100.00, #queue-req: 0,")
             self.close_connection = True
             return
         batch = ids if ids and isinstance(ids[0], list) else [ids]
@@ -67,12 +127,16 @@ def main() -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--die-after", type=float, default=0.0)
     ap.add_argument("--startup-delay", type=float, default=0.2)
+    ap.add_argument("--token-delay-s", type=float, default=0.001)
     args, _ = ap.parse_known_args()
+    global TOKEN_DELAY_S
+    TOKEN_DELAY_S = args.token_delay_s
     if args.die_after:
         time.sleep(args.die_after)
         print("fake server: failing on purpose", flush=True)
         sys.exit(3)
     time.sleep(args.startup_delay)
+    ThreadingHTTPServer.request_queue_size = 256  # the listen backlog (default 5 drops bursts of connections)
     srv = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     srv.daemon_threads = True
     threading.Timer(300, srv.shutdown).start()  # never outlive a test run

@@ -137,12 +137,14 @@ def generate_stream(
     return res
 
 
-def generate_batch(port: int, reqs: Sequence[Request], timeout_s: float = 300.0) -> list[list[int]]:
-    """One non-streamed batched ``/generate`` call (greedy); the output token ids of each request."""
+def generate_batch(port: int, reqs: Sequence[Request], timeout_s: float = 300.0,
+                   temperature: float = 0.0) -> list[list[int]]:
+    """One non-streamed batched ``/generate`` call (greedy unless ``temperature`` > 0); the output token ids of each
+    request."""
     max_new = max(r.max_new_tokens for r in reqs)
     body = json.dumps({
         "input_ids": [list(r.input_ids) for r in reqs],
-        "sampling_params": {"max_new_tokens": max_new, "temperature": 0.0, "ignore_eos": True},
+        "sampling_params": {"max_new_tokens": max_new, "temperature": temperature, "ignore_eos": True},
     })
     conn = _conn(port, timeout_s)
     try:
@@ -238,8 +240,6 @@ def summarize(results: Sequence[Result], wall_s: float, steps: Sequence[tuple[in
     """The metrics row of one (backend, workload) run."""
     ok = [r for r in results if r.ok]
     out_tokens = sum(r.output_len for r in ok)
-    full = max((n for n, _ in steps), default=0)
-    full_steps = [ms for n, ms in steps if n == full]
     return {
         "requests": float(len(results)),
         "ok": float(len(ok)),
@@ -254,6 +254,16 @@ def summarize(results: Sequence[Result], wall_s: float, steps: Sequence[tuple[in
         "tpot_mean_ms": 1000 * mean([r.tpot_s for r in ok]),
         "tpot_p50_ms": 1000 * percentile([r.tpot_s for r in ok], 50),
         "tpot_p99_ms": 1000 * percentile([r.tpot_s for r in ok], 99),
+        **step_stats(steps),
+    }
+
+
+def step_stats(steps: Sequence[tuple[int, float]]) -> dict[str, float]:
+    """Server decode step time from its "Decode batch" lines: the median at the largest running batch seen ("step ms
+    @full bs": the steady state of a closed loop), the median over all lines, and how many lines there were."""
+    full = max((n for n, _ in steps), default=0)
+    full_steps = [ms for n, ms in steps if n == full]
+    return {
         "step_full_bs": float(full),
         "step_ms_p50_full": percentile(full_steps, 50),
         "step_ms_p50_all": percentile([ms for _, ms in steps], 50),

@@ -1,4 +1,5 @@
-"""Results table (CSV + markdown) and plot of the serving A/B."""
+"""Results tables (CSV + markdown) and plots of the serving A/B (``ab_serving.py``) and of the serving sweep
+(``serving_sweep.py``: ``SWEEP_COLUMNS``, ``with_ratios``, ``plot_sweep``)."""
 
 from __future__ import annotations
 
@@ -42,9 +43,10 @@ def fmt(value: object, spec: str) -> str:
         return str(value)
 
 
-def write_csv(rows: Sequence[Mapping[str, object]], path: Path) -> None:
+def write_csv(rows: Sequence[Mapping[str, object]], path: Path,
+              columns: Sequence[tuple[str, str, str]] = COLUMNS) -> None:
     """All keys of all rows (table columns first), one line per row."""
-    keys = [k for k, _, _ in COLUMNS]
+    keys = [k for k, _, _ in columns]
     for row in rows:
         keys += [k for k in row if k not in keys]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,12 +67,12 @@ def markdown_table(rows: Sequence[Mapping[str, object]], columns: Sequence[tuple
 
 def write_markdown(
     rows: Sequence[Mapping[str, object]], path: Path, title: str, preamble: Sequence[str] = (),
-    correctness: Sequence[Mapping[str, object]] = (),
+    correctness: Sequence[Mapping[str, object]] = (), columns: Sequence[tuple[str, str, str]] = COLUMNS,
 ) -> str:
     """Write the report (title, notes, results table, greedy agreement table); returns the text."""
     parts = [f"# {title}", ""]
     parts += list(preamble) + [""] if preamble else []
-    parts += [markdown_table(rows), ""]
+    parts += [markdown_table(rows, columns), ""]
     if correctness:
         cols = [("backend", "backend", "s"), ("reference", "vs", "s"), ("token_agree_pct", "tokens equal %", ".1f"),
                 ("seq_agree_pct", "sequences equal %", ".1f"), ("mean_common_prefix", "mean common prefix", ".1f"),
@@ -112,5 +114,113 @@ def plot(rows: Sequence[Mapping[str, object]], path: Path) -> bool:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+#: columns of the sweep table (bench_serving's metric names; "vs ref" = this backend / the reference, same point)
+SWEEP_COLUMNS: list[tuple[str, str, str]] = [
+    ("workload", "workload", "s"),
+    ("load", "load", "s"),
+    ("backend", "backend", "s"),
+    ("target_rate", "target req/s", ".2f"),
+    ("request_throughput", "req/s", ".2f"),
+    ("completed", "done", ".0f"),
+    ("output_throughput", "out tok/s", ".0f"),
+    ("output_throughput_vs_ref", "tok/s vs ref", ".3f"),
+    ("median_ttft_ms", "TTFT p50 ms", ".1f"),
+    ("p99_ttft_ms", "TTFT p99", ".1f"),
+    ("median_tpot_ms", "TPOT p50 ms", ".2f"),
+    ("p99_tpot_ms", "TPOT p99", ".2f"),
+    ("median_tpot_ms_vs_ref", "TPOT p50 vs ref", ".3f"),
+    ("median_itl_ms", "ITL p50 ms", ".2f"),
+    ("p99_itl_ms", "ITL p99", ".2f"),
+    ("step_ms_p50_full", "step ms @full bs", ".2f"),
+    ("step_full_bs", "full bs", ".0f"),
+    ("duration", "s", ".0f"),
+    ("status", "status", "s"),
+]
+
+
+def _num(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    return float(value)
+
+
+def with_ratios(rows: Sequence[Mapping[str, object]], reference: str,
+                keys: Sequence[str] = ("output_throughput", "median_tpot_ms")) -> list[dict[str, object]]:
+    """Copies of ``rows`` with ``<key>_vs_ref`` = value / the reference backend's value at the same (workload, load,
+    workload_id, server_id); NaN where the reference has no such row."""
+    ref = {(r.get("workload"), r.get("load"), r.get("workload_id"), r.get("server_id")): r
+           for r in rows if r.get("backend") == reference}
+    out = []
+    for row in rows:
+        new = dict(row)
+        base = ref.get((row.get("workload"), row.get("load"), row.get("workload_id"), row.get("server_id")))
+        for key in keys:
+            num, den = _num(row.get(key)), _num(base.get(key)) if base else math.nan
+            new[f"{key}_vs_ref"] = num / den if den and not math.isnan(den) else math.nan
+        out.append(new)
+    return out
+
+
+def plot_sweep(rows: Sequence[Mapping[str, object]], path: Path, load_order) -> bool:
+    """One row of panels per workload: TPOT p50 (solid) and p99 (dashed) against the request throughput reached
+    (ms vs req/s, points labelled by load), and output tokens/s per load. False if matplotlib is missing or no row
+    has numbers."""
+    rows = [r for r in rows if not math.isnan(_num(r.get("request_throughput")))]
+    if not rows:
+        return False
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    workloads = list(dict.fromkeys(str(r["workload"]) for r in rows))
+    backends = list(dict.fromkeys(str(r["backend"]) for r in rows))
+    fig, axes = plt.subplots(len(workloads), 2, figsize=(12, 3.6 * len(workloads)), squeeze=False)
+    for i, workload in enumerate(workloads):
+        mine = [r for r in rows if r["workload"] == workload]
+        loads = sorted(dict.fromkeys(str(r["load"]) for r in mine), key=load_order)
+        ax_tpot, ax_tput = axes[i]
+        for j, backend in enumerate(backends):
+            pts = sorted((r for r in mine if r["backend"] == backend), key=lambda r: load_order(str(r["load"])))
+            if not pts:
+                continue
+            color = f"C{j}"
+            # closed loops (c...) and open loops (x..., r...) are two curves, each in order of the rate reached
+            for marker, series in (("o", [r for r in pts if str(r["load"]).startswith("c")]),
+                                   ("^", [r for r in pts if not str(r["load"]).startswith("c")])):
+                if not series:
+                    continue
+                series.sort(key=lambda r: _num(r.get("request_throughput")))
+                xs = [_num(r.get("request_throughput")) for r in series]
+                first = marker == "o" or not any(str(r["load"]).startswith("c") for r in pts)
+                ax_tpot.plot(xs, [_num(r.get("median_tpot_ms")) for r in series], f"{marker}-", color=color,
+                             label=f"{backend} p50" if first else None)
+                ax_tpot.plot(xs, [_num(r.get("p99_tpot_ms")) for r in series], f"{marker}--", color=color, alpha=0.5,
+                             label=f"{backend} p99" if first else None)
+                for x, r in zip(xs, series, strict=True):
+                    ax_tpot.annotate(str(r["load"]), (x, _num(r.get("median_tpot_ms"))), fontsize=7,
+                                     textcoords="offset points", xytext=(3, 3))
+            by_load = {str(r["load"]): _num(r.get("output_throughput")) for r in pts}
+            ax_tput.plot(range(len(loads)), [by_load.get(lo, math.nan) for lo in loads], "o-", color=color,
+                         label=backend)
+        ax_tpot.set_title(f"{workload}: TPOT vs load (o closed loop, ^ open loop)")
+        ax_tpot.set_xlabel("requests/s reached")
+        ax_tpot.set_ylabel("TPOT (ms)")
+        ax_tpot.legend(fontsize=7)
+        ax_tput.set_title(f"{workload}: output throughput vs load")
+        ax_tput.set_xticks(range(len(loads)))
+        ax_tput.set_xticklabels(loads)
+        ax_tput.set_xlabel("load (c = concurrency, x = fraction of reference capacity, r = req/s)")
+        ax_tput.set_ylabel("output tok/s")
+        ax_tput.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return True

@@ -4,6 +4,8 @@
 * ``ManagedProcess`` starts a command in its own process group (new session) with stdout+stderr to a log file and
   kills the whole group on ``stop()`` (SIGTERM, bounded wait, then SIGKILL); it is a context manager and also
   registers an ``atexit`` hook, so a server never outlives the harness.
+* ``free_port``, ``gpu_name``, ``log_size`` / ``read_from`` (a log from an offset), ``file_tag``: small helpers of
+  both serving harnesses.
 * ``wait_ready`` polls ``/health_generate`` (then ``/health``) on 127.0.0.1 with a bounded number of tries and time,
   giving up early if the process died.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import atexit
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,18 +42,22 @@ class ServerConfig:
     max_running_requests: int | None = None
     decode_log_interval: int = 10
     random_seed: int = 0
+    #: True: the client sends token ids and reads output ids (no tokenizer in the model directory); False: the
+    #: model directory holds a tokenizer (text clients such as sglang.bench_serving; see ab/tokenizer.py)
+    skip_tokenizer_init: bool = True
     extra_args: tuple[str, ...] = ()
     python: str = sys.executable
 
 
 def server_command(cfg: ServerConfig) -> list[str]:
-    """The ``launch_server`` argument list: dummy weights, no tokenizer, 127.0.0.1 only, no prefill CUDA graphs
-    (65 s start-up instead of 327 s); decode CUDA graphs on unless ``cfg.cuda_graph`` is false."""
+    """The ``launch_server`` argument list: dummy weights, no tokenizer (unless ``cfg.skip_tokenizer_init`` is
+    false), 127.0.0.1 only, no prefill CUDA graphs (65 s start-up instead of 327 s); decode CUDA graphs on unless
+    ``cfg.cuda_graph`` is false."""
     cmd = [
         cfg.python, "-m", "sglang.launch_server",
         "--model-path", cfg.model_path,
         "--load-format", "dummy",
-        "--skip-tokenizer-init",
+        *(["--skip-tokenizer-init"] if cfg.skip_tokenizer_init else []),
         "--host", LOCALHOST,
         "--port", str(cfg.port),
         "--attention-backend", cfg.attention_backend,
@@ -197,3 +204,49 @@ def tail(path: Path, n: int = 30) -> str:
     except OSError:
         return ""
     return "\n".join(lines[-n:])
+
+
+def free_port(start: int, tries: int = 50) -> int:
+    """First port >= ``start`` that 127.0.0.1 can bind (and the next 5 too; SGLang uses neighbours)."""
+    for port in range(start, start + tries * 10, 10):
+        ok = True
+        for p in range(port, port + 6):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return port
+    raise RuntimeError("no free port")
+
+
+def gpu_name() -> str:
+    """"NAME, DRIVER" of the first GPU (nvidia-smi), "unknown" without one."""
+    try:
+        res = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        return res.stdout.strip().splitlines()[0] if res.returncode == 0 and res.stdout.strip() else "unknown"
+    except (OSError, subprocess.TimeoutExpired, IndexError):
+        return "unknown"
+
+
+def log_size(path: Path) -> int:
+    """Bytes in ``path`` so far (0 if missing): where the next measurement's log lines start."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def read_from(path: Path, offset: int) -> str:
+    """The text of ``path`` from byte ``offset`` on."""
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        return fh.read().decode("utf-8", errors="replace")
+
+
+def file_tag(backend: str) -> str:
+    """The backend spec as a file-name part (letters, digits, '-', '_', '.' only): "pat@fa3" -> "pat-fa3"."""
+    return backend.replace("@", "-")

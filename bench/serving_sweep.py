@@ -1,0 +1,525 @@
+"""Serving sweep (issue 11): SGLang's own ``python -m sglang.bench_serving`` against one server per attention backend,
+over several workloads and loads, resumable across device calls.
+
+Per backend (default ``fa3,pat@fa3``; ``pat@NAME`` = pat with NAME serving prefill; the reference backend, default the
+first, runs first) the harness
+
+1. starts ``python -m sglang.launch_server`` on 127.0.0.1 with the dummy-weight model and the word-level tokenizer of
+   ``ab/tokenizer.py`` (written next to the model's config.json under ``--served-model-dir``), offline;
+2. sends the greedy check batch (token ids, temperature 0; kept in ``results.jsonl``, compared with the reference's
+   in the report) and a short unmeasured warm-up at concurrency 64, so that JIT compiles and first-use costs stay out
+   of every number;
+3. runs every selected point not measured yet: one ``python -m sglang.bench_serving`` process each (its tqdm bar shows
+   in our output; it flushes the prefix cache after its warm-up request), reads its JSON result and the server's
+   "Decode batch" lines written meanwhile (decode step time at the largest running batch), and appends one line to
+   ``<out>/results.jsonl``;
+4. stops the server (its whole process group).
+
+Then ``results.md``, ``results.csv`` and ``serving.png`` (TPOT and throughput against load) are written from all the
+rows in ``results.jsonl``. ``--budget-s`` bounds the call: a point whose expected time no longer fits is left for the
+next call (the same command again; measured points are skipped). ``--dry-run`` prints the plan and the bench_serving
+commands; ``--report-only`` rewrites the report; ``--warmup-only`` starts each server once (JIT) and measures nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from ab import bench_serving, client, report, sweep  # noqa: E402
+from ab.server import (  # noqa: E402
+    ManagedProcess,
+    ServerConfig,
+    file_tag,
+    free_port,
+    gpu_name,
+    log_size,
+    read_from,
+    server_command,
+    tail,
+    wait_ready,
+)
+from ab.tokenizer import TOKENIZER_VERSION, build_served_model, served_model_id  # noqa: E402
+from ab.workload import Workload, shared_prefix  # noqa: E402
+
+DEFAULT_TRACE = REPO / "data" / "traces" / "mooncake_conversation_trace.jsonl"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backends", default="fa3,pat@fa3", help="comma-separated attention backends")
+    ap.add_argument("--reference", default=None,
+                    help="backend whose c256 capacity sets the x-loads and whose greedy outputs the others must match "
+                         "(default: the first of --backends; give it explicitly when running the others alone)")
+    ap.add_argument("--workloads", default="gsp,gsp-deep,mooncake,rollout,random")
+    ap.add_argument("--loads", default=None,
+                    help="comma-separated load labels for every selected workload (c<N>, x<F>, r<R>); default: "
+                         "c64,c256 for all, plus x0.4,x0.7,x1.0 for gsp and mooncake")
+    ap.add_argument("--capacity-load", default=sweep.CAPACITY_LOAD,
+                    help="closed-loop point of the reference whose request throughput is the capacity of x-loads")
+    ap.add_argument("--out", type=Path, default=None, help="default docs/perf/serving/<date>/")
+    ap.add_argument("--prior", type=Path, action="append", default=[],
+                    help="results.jsonl of earlier calls, merged into <out>/results.jsonl when that does not exist "
+                         "yet (device calls write into a fresh folder)")
+    ap.add_argument("--redo", action="store_true", help="measure the selected points again even if measured")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan and commands; start nothing")
+    ap.add_argument("--report-only", action="store_true", help="rewrite results.md/csv/png from results.jsonl")
+    ap.add_argument("--warmup-only", action="store_true",
+                    help="start each backend's server once (JIT compiles, greedy check), measure nothing")
+    # model and server
+    ap.add_argument("--model", type=Path, default=REPO / "configs/models/llama3-8b",
+                    help="directory with the model's config.json (dummy weights)")
+    ap.add_argument("--cache-dir", type=Path, default=REPO / ".cache" / "serving",
+                    help="generated files (git-ignored; the device machine keeps them while warm): the served model "
+                         "directory, module stubs, bench_serving's HOME")
+    ap.add_argument("--served-model-dir", type=Path, default=None,
+                    help="where config.json + the word-level tokenizer are written (default: under --cache-dir)")
+    ap.add_argument("--trace", type=Path, default=DEFAULT_TRACE, help="Mooncake-format JSONL for the replay")
+    ap.add_argument("--mooncake-n", type=int, default=320, help="requests of the trace replayed (>= 300)")
+    ap.add_argument("--cuda-graph-max-bs", type=int, default=256)
+    ap.add_argument("--max-running-requests", type=int, default=256,
+                    help="server cap; with the CUDA-graph bs above, every decode step runs in a graph")
+    ap.add_argument("--mem-fraction-static", type=float, default=0.80)
+    ap.add_argument("--context-length", type=int, default=40960,
+                    help="bench_serving's Mooncake prompts reach ~31k tokens (+ up to 2000 output) in the first "
+                         "400 requests; written as max_position_embeddings into the served config (8192 in "
+                         "configs/models: SGLang sizes the RoPE table by it)")
+    ap.add_argument("--server-args", default="", help="extra launch_server arguments (one string, split on spaces)")
+    ap.add_argument("--port", type=int, default=31000, help="first port tried (127.0.0.1)")
+    ap.add_argument("--seed", type=int, default=42, help="bench_serving --seed (its default) and server seed")
+    # time
+    ap.add_argument("--budget-s", type=float, default=480.0, help="wall-clock bound of this call")
+    ap.add_argument("--startup-timeout-s", type=float, default=400.0,
+                    help="a first FlashInfer start on a fresh machine JIT-compiles for ~280 s")
+    ap.add_argument("--point-timeout-s", type=float, default=450.0, help="bound of one bench_serving run")
+    ap.add_argument("--default-point-s", type=float, default=120.0,
+                    help="expected time of a closed-loop point never measured by any backend")
+    ap.add_argument("--min-server-s", type=float, default=150.0,
+                    help="start a server only with this much budget left")
+    ap.add_argument("--tqdm-interval-s", type=float, default=5.0, help="bench_serving's progress bar refresh")
+    # greedy agreement (as ab_serving.py)
+    ap.add_argument("--no-check", action="store_true")
+    ap.add_argument("--check-tokens", type=int, default=32)
+    ap.add_argument("--no-preflight", action="store_true", help="skip the 'import sglang.bench_serving' check")
+    ap.add_argument("--python", default=sys.executable, help="interpreter of the server and of bench_serving")
+    args = ap.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded with the run (results.md lists every call)
+    if args.mooncake_n < 1:
+        ap.error("--mooncake-n must be >= 1")
+    return args
+
+
+# ------------------------------------------------------------------------------------------------------------ setup
+def selected_workloads(args: argparse.Namespace) -> list[sweep.SweepWorkload]:
+    known = sweep.default_workloads(args.trace, args.mooncake_n)
+    names = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown workload(s) {unknown}; known: {', '.join(known)}")
+    chosen = [known[n] for n in names]
+    for w in chosen:
+        if w.trace is not None and not w.trace.exists():
+            raise SystemExit(f"Mooncake trace not found: {w.trace} (--trace PATH); bench_serving would download "
+                             "one, which this harness never lets it do")
+    return chosen
+
+
+def selected_loads(args: argparse.Namespace, workloads: list[sweep.SweepWorkload]) -> dict[str, list[str]]:
+    if args.loads:
+        labels = [x.strip() for x in args.loads.split(",") if x.strip()]
+        for label in labels:
+            sweep.parse_load(label)
+        return {w.name: labels for w in workloads}
+    return {w.name: sweep.default_loads(w) for w in workloads}
+
+
+def server_settings(args: argparse.Namespace, model_id: str) -> dict[str, object]:
+    """What, besides the backend, shapes a measurement on the server side (hashed into every row's server_id)."""
+    return {"model": args.model.name, "served_model": model_id, "cuda_graph_max_bs": args.cuda_graph_max_bs,
+            "max_running_requests": args.max_running_requests, "mem_fraction_static": args.mem_fraction_static,
+            "context_length": args.context_length, "server_args": args.server_args, "seed": args.seed}
+
+
+def server_config(args: argparse.Namespace, backend: str, served: Path, port: int) -> ServerConfig:
+    return ServerConfig(
+        model_path=str(served), attention_backend=backend.partition("@")[0], port=port,
+        cuda_graph_max_bs=args.cuda_graph_max_bs, mem_fraction_static=args.mem_fraction_static,
+        context_length=args.context_length, max_running_requests=args.max_running_requests, random_seed=args.seed,
+        skip_tokenizer_init=False, extra_args=tuple(args.server_args.split()) if args.server_args else (),
+        python=args.python,
+    )
+
+
+def rel(path: Path | str) -> str:
+    """``path`` relative to the repository when inside it (commands in the report read the same on any machine)."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def shown(cmd: list[str]) -> str:
+    out = []
+    for part in cmd:
+        out.append(rel(part) if part.startswith("/") and Path(part).exists() else part)
+    return " ".join(out)
+
+
+def preflight(python: str, env: dict[str, str], timeout_s: float = 180.0) -> tuple[bool, str]:
+    """Does ``import sglang.bench_serving`` work in the client environment? (Checked before any server starts.)"""
+    try:
+        res = subprocess.run([python, "-c", "import sglang.bench_serving"], env=env, capture_output=True, text=True,
+                             timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return False, f"import took over {timeout_s:.0f} s"
+    return res.returncode == 0, (res.stderr or res.stdout)[-1500:]
+
+
+def check_workloads(seed: int, tokens: int) -> Workload:
+    """The greedy-agreement batch of ab_serving.py (2 groups x 8 prompts, 1024-token shared system prompt)."""
+    return shared_prefix(2, 8, 1024, 16, tokens, seed=seed + 1)
+
+
+def warmup_workload(seed: int) -> Workload:
+    """Unmeasured: prefill on cached prefixes, decode batches up to 64, then a sampled batch (JIT and first-use costs
+    happen here)."""
+    return shared_prefix(4, 16, 1024, 64, 16, seed=seed + 2)
+
+
+# ------------------------------------------------------------------------------------------------------------ runs
+class Sweep:
+    """One call: the plan, the results file, the clock."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.t0 = time.monotonic()
+        self.deadline = self.t0 + args.budget_s
+        self.date = dt.date.today().isoformat()
+        self.out: Path = args.out or REPO / "docs/perf/serving" / self.date
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.logs = self.out / "logs"
+        self.store = sweep.ResultStore(self.out / "results.jsonl", prior=args.prior)
+        self.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+        self.reference = args.reference or self.backends[0]
+        # the reference first: its c256 capacities set the x-loads of the others in the same call
+        self.backends.sort(key=lambda b: b != self.reference)
+        self.workloads = selected_workloads(args)
+        self.loads = selected_loads(args, self.workloads)
+        self.points = sweep.plan(self.backends, self.workloads, self.loads)
+        self.wids = {w.name: sweep.workload_id(w) for w in self.workloads}
+        cache: Path = args.cache_dir
+        self.served = args.served_model_dir or cache / f"{args.model.name}-wordlevel-v{TOKENIZER_VERSION}"
+        build_served_model(args.model, self.served, max_position_embeddings=args.context_length)
+        self.model_id = served_model_id(self.served)
+        self.server_id = sweep.short_hash(server_settings(args, self.model_id))
+        stubs = bench_serving.stub_modules(cache / "stubs", python=args.python)
+        # HOME of bench_serving: its generated-shared-prefix cache is keyed by tokenizer class name only
+        self.client_env = bench_serving.offline_env(
+            pythonpath_first=[stubs] if stubs else [], home=cache / f"home-{self.model_id}",
+            tqdm_interval_s=args.tqdm_interval_s)
+        self.gpu = gpu_name()
+        self.failed_backends: list[str] = []
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def pending(self, backend: str) -> list[sweep.Point]:
+        return [p for p in self.points if p.backend == backend and (
+            self.args.redo or self.store.measured(backend, p.workload.name, p.load, self.wids[p.workload.name],
+                                                  self.server_id) is None)]
+
+    def runnable(self, backend: str, todo: list[sweep.Point]) -> list[sweep.Point]:
+        """``todo`` less the x-loads that must wait: no reference capacity yet, and (for the reference itself) its
+        capacity point not among the points it is about to measure."""
+        own_capacity = {p.workload.name for p in todo if p.load == self.args.capacity_load}
+        return [p for p in todo if sweep.parse_load(p.load)[0] != "x" or self.rate_of(p) is not None
+                or (backend == self.reference and p.workload.name in own_capacity)]
+
+    def expected_start_s(self, backend: str) -> float:
+        """The last start-up time of this backend's server (90 s if never started)."""
+        row = self.store.latest("server", backend=backend, status="ok")
+        return float(row["startup_s"]) if row and isinstance(row.get("startup_s"), (int, float)) else 90.0
+
+    def rate_of(self, point: sweep.Point) -> float | None:
+        capacity = sweep.reference_capacity(self.store, self.reference, point.workload.name,
+                                            self.wids[point.workload.name], self.server_id, self.args.capacity_load)
+        return sweep.target_rate(point.load, capacity)
+
+    def bench_command(self, point: sweep.Point, port: int, output_file: Path) -> tuple[list[str], dict[str, object]]:
+        """bench_serving's argument list for ``point`` and what the row records about its load."""
+        kind, value = sweep.parse_load(point.load)
+        info: dict[str, object] = {}
+        if kind == "c":
+            load = bench_serving.Load(concurrency=int(value))
+        else:
+            rate = self.rate_of(point)
+            if rate is None:
+                raise LookupError(f"needs {self.reference} {self.args.capacity_load} of {point.workload.name} first")
+            load = bench_serving.Load(rate=rate)
+            info["target_rate"] = rate
+        trace_rate = None
+        if point.workload.trace is not None and load.rate is not None:
+            trace_rate = sweep.trace_rate(point.workload.trace, point.workload.requests)
+            info["trace_rate"] = trace_rate
+            info["mooncake_slowdown"] = trace_rate / load.rate
+        cmd = bench_serving.command(self.args.python, port, self.served, point.workload.dataset_args, load,
+                                    output_file, self.args.seed, mooncake_trace_rate=trace_rate)
+        return cmd, info
+
+    # -------------------------------------------------------------------------------------------------- dry run
+    def dry_run(self) -> int:
+        print(f"serving sweep plan: reference {self.reference}; out {rel(self.out)}; served model "
+              f"{rel(self.served)} (id {self.model_id}); server_id {self.server_id}")
+        for p in self.points:
+            done = self.store.measured(p.backend, p.workload.name, p.load, self.wids[p.workload.name], self.server_id)
+            try:
+                cmd, info = self.bench_command(p, self.args.port, self.logs / "DRY.jsonl")
+                est = sweep.estimate_s(self.store, p, self.wids[p.workload.name], info.get("target_rate"),
+                                       self.args.default_point_s)
+                state = "measured" if done and not self.args.redo else f"pending (~{est:.0f} s)"
+                print(f"  [{p.backend}] {p.workload.name} {p.load}: {state}\n    {shown(cmd)}")
+            except LookupError as err:
+                print(f"  [{p.backend}] {p.workload.name} {p.load}: deferred ({err})")
+        return 0
+
+    # ---------------------------------------------------------------------------------------------- one backend
+    def run_backend(self, backend: str) -> None:
+        args = self.args
+        todo = [] if args.warmup_only else self.runnable(backend, self.pending(backend))
+        need_check = not args.no_check and self.store.latest("check", backend=backend,
+                                                             server_id=self.server_id) is None
+        if not todo and not need_check and not args.warmup_only:
+            print(f"serving: [{backend}] nothing to do now (selected points measured, or waiting for the "
+                  f"reference's {args.capacity_load})", flush=True)
+            return
+        if self.left() < args.min_server_s:
+            print(f"serving: [{backend}] skipped: {self.left():.0f} s left < --min-server-s", flush=True)
+            return
+        if todo and not need_check and not args.warmup_only:
+            shortest = min(sweep.estimate_s(self.store, p, self.wids[p.workload.name],
+                                            self.rate_of(p) if sweep.parse_load(p.load)[0] != "c" else None,
+                                            args.default_point_s) for p in todo)
+            if self.expected_start_s(backend) + 15 + shortest > self.left():
+                print(f"serving: [{backend}] skipped: no pending point fits the {self.left():.0f} s left after a "
+                      "server start", flush=True)
+                return
+        port = free_port(args.port)
+        cfg = server_config(args, backend, self.served, port)
+        cmd = server_command(cfg)
+        log = self.logs / f"server-{file_tag(backend)}.log"
+        env = bench_serving.offline_env(tqdm_interval_s=args.tqdm_interval_s)
+        delegate = backend.partition("@")[2]
+        if delegate:
+            env["PAT_SGLANG_DELEGATE"] = delegate
+        print(f"serving: [{backend}] starting: {shown(cmd)}", flush=True)
+        proc = ManagedProcess(cmd, log, env=env)
+        try:
+            proc.start()
+            try:
+                startup = wait_ready(proc, port, timeout_s=max(10.0, min(args.startup_timeout_s, self.left() - 30)))
+            except (RuntimeError, TimeoutError) as err:
+                print(f"serving: [{backend}] START FAILED: {err}\n--- log tail ---\n{tail(log, 40)}\n---", flush=True)
+                self.failed_backends.append(backend)
+                self.store.append({"kind": "server", "backend": backend, "server_id": self.server_id,
+                                   "status": f"start failed: {err}"[:300], "cmd": shown(cmd), "gpu": self.gpu,
+                                   "date": self.date})
+                return
+            print(f"serving: [{backend}] ready in {startup:.1f} s", flush=True)
+            self.store.append({"kind": "server", "backend": backend, "server_id": self.server_id, "status": "ok",
+                               "startup_s": round(startup, 1), "cmd": shown(cmd), "gpu": self.gpu,
+                               "date": self.date, "settings": server_settings(args, self.model_id)})
+            self.warm_up(backend, port, need_check or args.warmup_only)
+            for point in todo:
+                if not proc.alive():
+                    print(f"serving: [{backend}] server died; see {rel(log)}\n{tail(log, 30)}", flush=True)
+                    self.failed_backends.append(backend)
+                    break
+                if not self.run_point(point, port, log):
+                    break
+        finally:
+            code = proc.stop()
+            print(f"serving: [{backend}] server stopped (exit {code})", flush=True)
+
+    def warm_up(self, backend: str, port: int, with_check: bool) -> None:
+        """Greedy check (recorded) and an unmeasured warm-up pass; failures are reported, never fatal."""
+        args = self.args
+        try:
+            if with_check and not args.no_check:
+                check = check_workloads(args.seed, args.check_tokens)
+                for w in check.warmup:
+                    client.generate_batch(port, [w], timeout_s=120)
+                outputs = client.generate_batch(port, check.requests, timeout_s=120)
+                self.store.append({"kind": "check", "backend": backend, "server_id": self.server_id,
+                                   "status": "ok", "outputs": outputs, "new_tokens": args.check_tokens})
+            warm = warmup_workload(args.seed)
+            results, wall = client.run_closed_loop(port, warm.requests, 64, deadline_s=min(90.0, self.left()),
+                                                   timeout_s=90)
+            # sampling (the rollout workload's temperature 1) may JIT-compile its own kernels (FlashInfer sampling)
+            client.generate_batch(port, warm.requests[:8], timeout_s=90, temperature=1.0)
+            print(f"serving: [{backend}] warm-up: {sum(r.ok for r in results)}/{len(results)} ok in {wall:.1f} s",
+                  flush=True)
+        except (OSError, RuntimeError, ValueError) as err:
+            print(f"serving: [{backend}] warm-up/check failed (continuing): {err}", flush=True)
+
+    def run_point(self, point: sweep.Point, port: int, server_log: Path) -> bool:
+        """Measure one point and append its row; False when the backend should stop (budget or a hung run)."""
+        args = self.args
+        name = f"{file_tag(point.backend)}-{point.workload.name}-{point.load}"
+        output_file = self.logs / f"bench-{name}.jsonl"
+        try:
+            cmd, info = self.bench_command(point, port, output_file)
+        except LookupError as err:
+            print(f"serving: [{point.backend}] {point.workload.name} {point.load}: deferred ({err})", flush=True)
+            return True
+        wid = self.wids[point.workload.name]
+        estimate = sweep.estimate_s(self.store, point, wid, info.get("target_rate"), args.default_point_s)
+        if estimate > self.left() - 10:
+            print(f"serving: [{point.backend}] {point.workload.name} {point.load}: left for the next call "
+                  f"(~{estimate:.0f} s expected, {self.left():.0f} s left)", flush=True)
+            return True  # a shorter point may still fit
+        if output_file.exists():
+            output_file.unlink()
+        print(f"serving: [{point.backend}] {point.workload.name} {point.load} ({point.workload.requests} requests, "
+              f"~{estimate:.0f} s): {shown(cmd)}", flush=True)
+        offset = log_size(server_log)
+        started = dt.datetime.now().isoformat(timespec="seconds")
+        t0 = time.monotonic()
+        code, timed_out = bench_serving.run(cmd, self.client_env, self.logs / f"bench-{name}.log",
+                                            timeout_s=min(args.point_timeout_s, self.left() - 5))
+        wall = time.monotonic() - t0
+        time.sleep(0.5)  # let the server's last log lines land
+        steps = client.decode_steps(read_from(server_log, offset)) if server_log.exists() else []
+        row: dict[str, object] = {
+            "kind": "point", "backend": point.backend, "workload": point.workload.name, "load": point.load,
+            "workload_id": wid, "server_id": self.server_id, "requests": point.workload.requests, **info,
+            "started": started, "wall_s": round(wall, 1), "gpu": self.gpu, "bench_cmd": shown(cmd),
+        }
+        if timed_out:
+            print(f"serving: [{point.backend}] {point.workload.name} {point.load}: killed after {wall:.0f} s "
+                  "(not recorded; the server may still be busy, so this backend stops here)", flush=True)
+            return False
+        try:
+            result = bench_serving.parse_result(output_file)
+        except (OSError, ValueError) as err:
+            row.update(status=f"failed: exit {code}: {err}"[:300])
+            self.store.append(row)
+            print(f"serving: [{point.backend}] {point.workload.name} {point.load}: FAILED (exit {code}); see "
+                  f"{rel(self.logs / f'bench-{name}.log')}", flush=True)
+            return True
+        row.update(result)
+        row.update(client.step_stats(steps))
+        completed = int(bench_serving.finite(result.get("completed")) or 0)
+        # "partial" counts as measured (a rerun would fail the same requests again, e.g. a prompt over the context)
+        if completed >= point.workload.requests:
+            row["status"] = "ok"
+        elif completed:
+            row["status"] = "partial"
+            row["status_detail"] = f"{completed}/{point.workload.requests} completed"
+        else:
+            row["status"] = "failed: no request completed"
+        self.store.append(row)
+        print(f"serving: [{point.backend}] {point.workload.name} {point.load}: {row['status']}, "
+              f"{bench_serving.finite(result.get('request_throughput')):.2f} req/s, "
+              f"{bench_serving.finite(result.get('output_throughput')):.0f} tok/s, TPOT p50 "
+              f"{bench_serving.finite(result.get('median_tpot_ms')):.2f} ms, step@{int(row['step_full_bs'])} "
+              f"{bench_serving.finite(row['step_ms_p50_full']):.2f} ms ({wall:.0f} s)", flush=True)
+        return True
+
+    def run(self) -> int:
+        if not self.args.no_preflight:
+            ok, msg = preflight(self.args.python, self.client_env)
+            if not ok:
+                print(f"serving: 'import sglang.bench_serving' fails in the client environment:\n{msg}", flush=True)
+                return 2
+        self.store.append({"kind": "run", "argv": self.args.argv, "date": self.date, "gpu": self.gpu,
+                           "server_id": self.server_id, "served_model": self.model_id})
+        for backend in self.backends:
+            self.run_backend(backend)
+        write_report(self.out, self.store, self.reference, self.workloads, self.args.capacity_load)
+        left = [p for b in self.backends for p in self.pending(b)] if not self.args.warmup_only else []
+        print(f"serving: {len(left)} selected point(s) still to measure; {time.monotonic() - self.t0:.0f} s; "
+              f"results in {rel(self.out)}", flush=True)
+        return 1 if self.failed_backends else 0
+
+
+# ---------------------------------------------------------------------------------------------------------- report
+def agreement_rows(store: sweep.ResultStore, reference: str) -> list[dict[str, object]]:
+    """Greedy agreement of every backend's latest check with the reference's (same server settings)."""
+    checks: dict[tuple[str, str], dict] = {}
+    for row in store.rows:
+        if row.get("kind") == "check" and row.get("status") == "ok":
+            checks[(str(row["backend"]), str(row["server_id"]))] = row
+    out = []
+    for (backend, sid), row in checks.items():
+        ref = checks.get((reference, sid))
+        if backend == reference or ref is None:
+            continue
+        tok, seq = client.agreement(row["outputs"], ref["outputs"])
+        out.append({"backend": backend, "reference": reference, "token_agree_pct": tok, "seq_agree_pct": seq,
+                    "mean_common_prefix": client.prefix_agreement(row["outputs"], ref["outputs"]),
+                    "new_tokens": row.get("new_tokens"), "sequences": len(row["outputs"])})
+    return out
+
+
+def write_report(out: Path, store: sweep.ResultStore, reference: str,
+                 workloads: list[sweep.SweepWorkload] | None = None, capacity_load: str = sweep.CAPACITY_LOAD) -> str:
+    """results.md / results.csv / serving.png from every point row in the store."""
+    rows = report.with_ratios(store.points(), reference)
+    order = {name: i for i, name in enumerate(sweep.default_workloads(DEFAULT_TRACE))}
+    rows.sort(key=lambda r: (order.get(str(r["workload"]), 99), str(r["workload"]), sweep.load_order(str(r["load"])),
+                             r["backend"] != reference, str(r["backend"])))
+    servers = [r for r in store.rows if r.get("kind") == "server" and r.get("status") == "ok"]
+    runs = [r for r in store.rows if r.get("kind") == "run"]
+    gpus = sorted({str(r.get("gpu")) for r in servers + runs if r.get("gpu")})
+    dates = sorted({str(r.get("date")) for r in runs if r.get("date")})
+    known = workloads or list(sweep.default_workloads(DEFAULT_TRACE).values())
+    preamble = [
+        f"- dates: {', '.join(dates) or '-'}; GPU: {'; '.join(gpus) or '-'}; reference backend: `{reference}`",
+        "- client: `python -m sglang.bench_serving --backend sglang` (SGLang's own benchmark), one process per point, "
+        "`--flush-cache` after its warm-up request, seed as in `bench_cmd` (results.csv)",
+        "- model: dummy weights, `configs/models/llama3-8b` shape, word-level tokenizer of `bench/ab/tokenizer.py` "
+        "(every id decodes to one word, encode(decode(ids)) == ids)",
+        "- loads: `cN` closed loop with N in flight; `xF` open loop (Poisson; Mooncake: the trace's own arrival "
+        f"times scaled) at F x the reference's `{capacity_load}` request throughput; `rR` R req/s",
+        "- step ms @full bs: median of `#running-req / gen throughput` over the server's 'Decode batch' lines of "
+        "that point with the largest running batch seen; `vs ref`: this backend / the reference at the same point",
+        *[f"- workload `{w.name}`: {w.summary}; bench_serving `{' '.join(rel(a) for a in w.dataset_args)}`"
+          for w in known],
+        *[f"- server `{r['backend']}` ({r.get('date')}, start {r.get('startup_s')} s): `{r.get('cmd')}`"
+          for r in {(r['backend'], r.get('server_id')): r for r in servers}.values()],
+        *[f"- call {r.get('date')}: `python bench/serving_sweep.py {' '.join(map(str, r.get('argv', [])))}`"
+          for r in runs],
+    ]
+    report.write_csv(rows, out / "results.csv", report.SWEEP_COLUMNS)
+    text = report.write_markdown(rows, out / "results.md", "Serving sweep (sglang.bench_serving)", preamble,
+                                 agreement_rows(store, reference), columns=report.SWEEP_COLUMNS)
+    report.plot_sweep(rows, out / "serving.png", sweep.load_order)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run finally blocks, stop servers
+    if args.report_only:
+        out = args.out or REPO / "docs/perf/serving" / dt.date.today().isoformat()
+        store = sweep.ResultStore(out / "results.jsonl", prior=args.prior)
+        reference = args.reference or args.backends.split(",")[0].strip()
+        print(write_report(out, store, reference, capacity_load=args.capacity_load))
+        return 0
+    run = Sweep(args)
+    if args.dry_run:
+        return run.dry_run()
+    return run.run()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
