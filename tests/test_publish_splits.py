@@ -4,11 +4,14 @@ chain. Either way every step's forest and plan are those of the req_to_token row
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from sglang_harness import RadixHarness
 from test_decode_step import plan_and_check, setup, step
 
+from pat_sglang.sglang_patches.chain_table import ChainTable
 from pat_sglang.sglang_patches.core import COUNT_RADIX_SPLITS
-from pat_sglang.sglang_patches.publish import radix_splits
+from pat_sglang.sglang_patches.publish import publish_decode_batch, radix_splits
 
 
 @pytest.fixture()
@@ -68,3 +71,40 @@ def test_without_the_patch_nothing_is_assumed() -> None:
     finally:
         if applied:
             COUNT_RADIX_SPLITS.apply()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_incremental_publish_equals_a_fresh_read(split_counter, seed: int) -> None:
+    """Random steps (arrivals that split radix nodes at random depths, finishes whose rows are reused, reorders):
+    the entries the table keeps incrementally are those a fresh table reads from every chain, and a step re-reads
+    only the requests that are new, or whose chains pass through a node split since the last step."""
+    rng = np.random.default_rng(seed)
+    h = RadixHarness(max_reqs=24, max_context=512, num_slots=1 << 14)
+    templates = [rng.integers(1000 * (t + 1), 1000 * (t + 2), size=64).tolist() for t in range(3)]
+    table = ChainTable(enabled=True)
+    live: list[int] = []
+    pool = h.req_to_token_pool
+    reads = fresh_reads = 0
+    for step_no in range(60):
+        for _ in range(int(rng.integers(0, 3)) if len(live) < 16 else 0):  # arrivals: a cut of a template + own tokens
+            t = templates[int(rng.integers(0, len(templates)))]
+            own = rng.integers(9000, 9999, size=int(rng.integers(1, 9))).tolist()
+            h.add_request(t[: int(rng.integers(4, 64))] + own)
+            live.append(len(h.reqs) - 1)
+        if len(live) > 3 and rng.random() < 0.5:  # a finish; its row goes to a later arrival
+            pool.free(h.reqs[live.pop(int(rng.integers(0, len(live))))])
+        if rng.random() < 0.1:
+            rng.shuffle(live)
+        h.decode(steps=1, only=live)
+        before = table.published
+        publish_decode_batch(h.schedule_batch(live), table)
+        reads += table.published - before
+        fresh = ChainTable(enabled=True)
+        publish_decode_batch(h.schedule_batch(live), fresh)
+        fresh_reads += fresh.published
+        got, want = table.batch, fresh.batch
+        assert got.rows.tolist() == want.rows.tolist() and got.rids == want.rids
+        assert [e.signature for e in got.entries] == [e.signature for e in want.entries], step_no
+        assert got.cached.tolist() == want.cached.tolist()
+        assert got.paths[1].tolist() == want.paths[1].tolist() and got.paths[2].tolist() == want.paths[2].tolist()
+    assert reads < fresh_reads / 3  # most steps read nothing or a few chains

@@ -26,7 +26,7 @@ import itertools
 import operator
 import threading
 import weakref
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -184,6 +184,7 @@ class ChainTable:
     reused: int = 0  # batches whose chains were all unchanged (identity checks only), for tests and logs
     _snap: _Snapshot | None = field(default=None, repr=False)
     _last_node: dict[int, Any] = field(default_factory=dict, repr=False)  # row -> last_node its entry was read from
+    _rows_of_node: dict[int, set[int]] = field(default_factory=dict, repr=False)  # radix node id -> rows through it
 
     def publish_batch(
         self,
@@ -194,6 +195,7 @@ class ChainTable:
         root: Any,
         splits: int | None = None,
         seq_lens: np.ndarray | None = None,
+        split_log: Sequence[int | None] | None = None,
     ) -> None:
         """``publish`` for every request of one decode batch (one lock round, ancestors' signatures shared), then
         record the batch's rows and entries (``PublishedBatch``). A batch equal to the previous one whose radix
@@ -201,21 +203,24 @@ class ChainTable:
 
         ``seq_lens``: the batch's host sequence lengths, kept with it so the backend can tell that the batch it
         plans is this one. ``splits``: the radix cache's split count (``sglang_patches.publish.radix_splits``), or
-        None if unknown. Radix nodes change only when split (inserts add nodes, eviction never touches locked
-        ones), so while the count stands still a request's chain changed only if its ``last_node`` did: then only
-        new requests and requests with a new last node are read, and the rest keep their entries (cost in
-        proportion to the change)."""
+        None if unknown; ``split_log``: the ids of the nodes split most recently, the last one being split number
+        ``splits`` (``radix_split_log``). Radix nodes change only when split (inserts add nodes, eviction never
+        touches locked ones), so a request's chain changed only if its ``last_node`` did or its chain passes
+        through a node split since the last batch: only those requests (and new ones) are read, and the rest keep
+        their entries (cost in proportion to the change). Without a log that covers the splits since the last
+        batch, every chain is read."""
         snap = self._snap
-        stable = splits is not None and snap is not None and snap.root is root and snap.splits == splits
-        if snap is not None and snap.root is root and _unchanged(snap, idxs, rids, generations, last_nodes, stable):
+        moved = self._split_since(snap, root, splits, split_log)
+        stable = moved is not None
+        if (
+            snap is not None
+            and snap.root is root
+            and not moved
+            and _unchanged(snap, idxs, rids, generations, last_nodes, stable)
+        ):
             with self.lock:
                 if self._snap is snap:
-                    old = snap.batch
-                    snap.batch = dataclasses.replace(old, serial=old.serial + 1, seq_lens=seq_lens)
-                    if "_paths" in old.__dict__:
-                        snap.batch.__dict__["_paths"] = old.__dict__["_paths"]
-                    self.batch = snap.batch
-                    self.reused += 1
+                    self._republish(snap, seq_lens)
                     return
         idxs = list(map(int, idxs))
         memo: dict[int, Signature | None] = {}
@@ -226,6 +231,14 @@ class ChainTable:
                        map(operator.and_, map(operator.eq, map(_RID_OF, got), rids),
                            map(operator.eq, map(_GEN_OF, got), generations)))
             todo = list(itertools.compress(itertools.count(), map(operator.not_, same)))
+            if moved:  # and the requests whose chains pass through a split node
+                rows_of_node = self._rows_of_node
+                hit = set().union(*(rows_of_node.get(node_id, ()) for node_id in moved))
+                if hit:
+                    todo = sorted(set(todo).union(i for i, idx in enumerate(idxs) if idx in hit))
+                    with self.lock:  # rows outside this batch: their entries are stale, read them when they return
+                        for idx in hit.difference(idxs):
+                            self._pop_entry(idx)
         else:
             todo = range(len(idxs))
         changed = []
@@ -237,18 +250,29 @@ class ChainTable:
                 old = entries.get(idx)
                 self._last_node[idx] = node
                 if sig is None:
-                    entries.pop(idx, None)
-                    self._last_node.pop(idx, None)
+                    self._pop_entry(idx)
                 elif old is None or old.rid != rid or old.generation != gen or old.signature != sig:
                     changed.append((idx, rid, gen, sig, node))
         fresh = [(idx, ChainEntry(rid, gen, sig)) for idx, rid, gen, sig, _ in changed]
         with self.lock:
-            entries = self.entries
             for idx, entry in fresh:
-                entries[idx] = entry
+                self._set_entry(idx, entry)
             self.published += len(fresh)
+            batch_entries = tuple(map(self.entries.get, idxs))
+            if (
+                snap is not None
+                and self._snap is snap
+                and snap.root is root
+                and idxs == snap.idxs
+                and rids == snap.rids
+                and generations == snap.gens
+                and all(map(operator.is_, batch_entries, snap.batch.entries or ()))
+            ):
+                # the same requests with the same entries (splits elsewhere in the tree): the same batch
+                self._snap = _snapshot(root, idxs, rids, generations, last_nodes, snap.batch, splits)
+                self._republish(self._snap, seq_lens)
+                return
             serial = self.batch.serial + 1 if self.batch is not None else 0
-            batch_entries = tuple(map(entries.get, idxs))
             cached = np.fromiter(map(_CACHED, _filled(batch_entries)), dtype=np.int64, count=len(idxs))
             known = all(g is not None for g in generations)
             gens = np.asarray(generations, dtype=np.int64) if known and generations else None
@@ -260,6 +284,56 @@ class ChainTable:
             self.batch = PublishedBatch(rows, tuple(rids), serial, batch_entries, cached, gens, absent, seq_lens)
             self._snap = _snapshot(root, idxs, rids, generations, last_nodes, self.batch, splits)
 
+    def _split_since(
+        self, snap: _Snapshot | None, root: Any, splits: int | None, split_log: Sequence[int | None] | None
+    ) -> tuple | None:
+        """Ids of the radix nodes split since ``snap`` (empty: none), or None if not known."""
+        if splits is None or snap is None or snap.root is not root or snap.splits is None:
+            return None
+        gap = splits - snap.splits
+        if gap == 0:
+            return ()
+        if split_log is None or not 0 < gap <= len(split_log):
+            return None
+        moved = tuple(itertools.islice(split_log, len(split_log) - gap, None))
+        return None if None in moved else moved
+
+    def _republish(self, snap: _Snapshot, seq_lens: np.ndarray | None) -> None:
+        """The snapshot's batch again (same entries tuple: the backend reuses its forest), with new lengths."""
+        old = snap.batch
+        snap.batch = dataclasses.replace(old, serial=old.serial + 1, seq_lens=seq_lens)
+        if "_paths" in old.__dict__:
+            snap.batch.__dict__["_paths"] = old.__dict__["_paths"]
+        self.batch = snap.batch
+        self.reused += 1
+
+    def _set_entry(self, idx: int, entry: ChainEntry) -> None:
+        """Record ``entry`` for row ``idx``, keeping the node -> rows index (under the lock)."""
+        self._pop_entry(idx, keep_last_node=True)
+        self.entries[idx] = entry
+        rows_of_node = self._rows_of_node
+        for node_id, _, _ in entry.signature:
+            rows = rows_of_node.get(node_id)
+            if rows is None:
+                rows_of_node[node_id] = {idx}
+            else:
+                rows.add(idx)
+
+    def _pop_entry(self, idx: int, keep_last_node: bool = False) -> None:
+        """Forget row ``idx``'s entry (under the lock)."""
+        old = self.entries.pop(idx, None)
+        if not keep_last_node:
+            self._last_node.pop(idx, None)
+        if old is None:
+            return
+        rows_of_node = self._rows_of_node
+        for node_id, _, _ in old.signature:
+            rows = rows_of_node.get(node_id)
+            if rows is not None:
+                rows.discard(idx)
+                if not rows:
+                    del rows_of_node[node_id]
+
     def publish(self, req_pool_idx: int, rid: Hashable, generation: int | None, last_node: Any, root: Any) -> None:
         """Record the request's chain; drop the entry if it cannot be read (the backend then falls back)."""
         sig = chain_signature(last_node, root) if root is not None else None
@@ -267,26 +341,26 @@ class ChainTable:
             self._snap = None
             old = self.entries.get(req_pool_idx)
             if sig is None:
-                self.entries.pop(req_pool_idx, None)
+                self._pop_entry(req_pool_idx)
                 return
             if old is not None and old.rid == rid and old.generation == generation and old.signature == sig:
                 return  # unchanged since the last step: no device copies
         with self.lock:
-            self.entries[req_pool_idx] = ChainEntry(rid, generation, sig)
+            self._set_entry(req_pool_idx, ChainEntry(rid, generation, sig))
             self._last_node[req_pool_idx] = last_node
             self.published += 1
 
     def drop(self, req_pool_idx: int) -> None:
         with self.lock:
             self._snap = None
-            self.entries.pop(req_pool_idx, None)
-            self._last_node.pop(req_pool_idx, None)
+            self._pop_entry(req_pool_idx)
 
     def clear(self) -> None:
         with self.lock:
             self._snap = None
             self.entries.clear()
             self._last_node.clear()
+            self._rows_of_node.clear()
             self.published = 0
             self.batch = None
 
