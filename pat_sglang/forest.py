@@ -218,12 +218,16 @@ class PrefixForest:
         if lengths.shape[0] != self.num_requests:
             raise ValueError(f"{lengths.shape[0]} lengths for {self.num_requests} requests")
         leaf = self.last_node
-        if (self.q[leaf] != 1).any():
+        private = self._derived.get("private_leaves")  # a structure value: once per structure, not per step
+        if private is None:
+            private = self._derived["private_leaves"] = bool((self.q[leaf] == 1).all())
+        if not private:
+            return None
+        leaf_tok = lengths - self.start[leaf]
+        if leaf_tok.min() < 1:
             return None
         tok = self.tok.copy()
-        tok[leaf] = lengths - self.start[leaf]
-        if (tok[leaf] < 1).any():
-            return None
+        tok[leaf] = leaf_tok
         return PrefixForest(
             tok, self.start, self.parent, self.depth, self.req_ptr, self.req_flat, self.row_base, lengths,
             None, self._derived,
