@@ -13,7 +13,7 @@ from test_decode_step import HEADS, plan_and_check, setup, step
 from pat_sglang.config import DeviceSpec
 from pat_sglang.decode_step import DecodeStepPlanner, StepBatch
 from pat_sglang.forest import PrefixForest
-from pat_sglang.sglang_patches.chain_table import ChainTable
+from pat_sglang.sglang_patches.chain_table import ChainEntry, ChainTable, _RowPaths
 from pat_sglang.sglang_patches.core import COUNT_RADIX_SPLITS
 from pat_sglang.sglang_patches.publish import publish_decode_batch, radix_splits
 
@@ -130,3 +130,28 @@ def test_incremental_publish_equals_a_fresh_read(split_counter, seed: int) -> No
             assert_plan_exact(plan, h.req_to_token, got.rows, seq, seed=step_no, num_slots=h.num_slots)
     assert reads < fresh_reads / 3  # most steps read nothing or a few chains
     assert planner.counters.reused > 10 and planner.counters.unshared == 0
+
+
+def test_row_paths_grow_and_gather_each_rows_path() -> None:
+    """The per-row path tables grow in rows and depth as entries arrive; a batch's gather is its entries' paths in
+    batch order (rows without an entry: none), whatever was written to the rows before."""
+    rng = np.random.default_rng(0)
+    paths = _RowPaths()
+    entries: dict[int, ChainEntry] = {}
+    for _ in range(200):
+        row = int(rng.integers(0, 300))
+        if rng.random() < 0.2:
+            paths.clear(row)
+            entries.pop(row, None)
+            continue
+        depth = int(rng.integers(1, 40))
+        sig = tuple((int(rng.integers(0, 1 << 40)), 0, int(rng.integers(1, 9000))) for _ in range(depth))
+        entries[row] = ChainEntry("r", 0, sig)
+        paths.set(row, entries[row])
+    rows = rng.permutation(320)[:150]
+    (req, key, length), cached = paths.gather(rows)
+    want = [entries.get(int(r)) for r in rows]
+    assert cached.tolist() == [e.cached_len if e is not None else 0 for e in want]
+    for i, e in enumerate(want):
+        assert key[req == i].tolist() == ([] if e is None else e.keys.tolist())
+        assert length[req == i].tolist() == ([] if e is None else e.lengths.tolist())
