@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
+_PER_NODE = frozenset(("q", "rep", "req32", "shared"))  # PrefixForest._get's first group of derived arrays
+_KEY_BITS = 48  # from_paths sorts entries by (depth, key) as one int64 when keys are below 2**48
 
 
 @dataclass(frozen=True)
@@ -95,21 +97,20 @@ class PrefixForest:
     def _get(self, name: str):
         d = self._derived
         if name not in d:
-            q = np.diff(self.req_ptr)
-            entry_node = np.repeat(np.arange(self.num_nodes), q)
-            last = np.full(self.num_requests, -1, dtype=np.int64)
-            np.maximum.at(last, self.req_flat, entry_node)  # topological: the deepest node has the largest index
-            ends_here = last[self.req_flat] == entry_node
-            d.update(
-                q=q,
-                rep=self.req_flat[self.req_ptr[:-1]],
-                entry_node=entry_node,
-                ends_here=ends_here,
-                ending=np.bincount(entry_node[ends_here], minlength=self.num_nodes),
-                last_node=last,
-                req32=self.req_flat.astype(np.int32),
-                shared=q > 1,
-            )
+            if name in _PER_NODE:
+                q = self.req_ptr[1:] - self.req_ptr[:-1]
+                d.update(q=q, rep=self.req_flat[self.req_ptr[:-1]], req32=self.req_flat.astype(np.int32), shared=q > 1)
+            else:  # where requests end: the planner needs these only when it inlines a node
+                entry_node = np.repeat(np.arange(self.num_nodes), self.q)
+                last = np.full(self.num_requests, -1, dtype=np.int64)
+                np.maximum.at(last, self.req_flat, entry_node)  # topological: the deepest node has the largest index
+                ends_here = last[self.req_flat] == entry_node
+                d.update(
+                    entry_node=entry_node,
+                    ends_here=ends_here,
+                    ending=np.bincount(entry_node[ends_here], minlength=self.num_nodes),
+                    last_node=last,
+                )
         return d[name]
 
     @property
@@ -217,12 +218,16 @@ class PrefixForest:
         if lengths.shape[0] != self.num_requests:
             raise ValueError(f"{lengths.shape[0]} lengths for {self.num_requests} requests")
         leaf = self.last_node
-        if (self.q[leaf] != 1).any():
+        private = self._derived.get("private_leaves")  # a structure value: once per structure, not per step
+        if private is None:
+            private = self._derived["private_leaves"] = bool((self.q[leaf] == 1).all())
+        if not private:
+            return None
+        leaf_tok = lengths - self.start[leaf]
+        if leaf_tok.min() < 1:
             return None
         tok = self.tok.copy()
-        tok[leaf] = lengths - self.start[leaf]
-        if (tok[leaf] < 1).any():
-            return None
+        tok[leaf] = leaf_tok
         return PrefixForest(
             tok, self.start, self.parent, self.depth, self.req_ptr, self.req_flat, self.row_base, lengths,
             None, self._derived,
@@ -270,57 +275,109 @@ class PrefixForest:
         if not keep.all():
             e_req, e_key, e_len = e_req[keep], e_key[keep], e_len[keep]
         n_ent = e_req.shape[0]
-        if n_ent and ((np.diff(e_req) < 0).any() or e_req[0] < 0 or e_req[-1] >= n_req):
+        if n_ent == 0:  # nothing cached: one private leaf per request
+            ar = np.arange(n_req, dtype=np.int64)
+            return PrefixForest(seq.copy(), np.zeros(n_req, np.int64), np.full(n_req, -1, np.int64),
+                                np.zeros(n_req, np.int64), np.arange(n_req + 1, dtype=np.int64), ar,
+                                np.asarray(row_base, np.int64), seq, slot_table)
+        if (e_req[1:] < e_req[:-1]).any() or e_req[0] < 0 or e_req[-1] >= n_req:
             raise ValueError("path entries must be grouped by request, in request order")
+        # Positions: a request's entries tile [0, cached) of its row, root first.
         counts = np.bincount(e_req, minlength=n_req)
         first = np.cumsum(counts) - counts  # first entry of each request
-        csum = np.cumsum(e_len)
-        before = (csum - e_len)[first[e_req]] if n_ent else np.zeros(0, np.int64)
-        e_start = csum - e_len - before
-        e_depth = np.arange(n_ent) - first[e_req]
-        cached = np.bincount(e_req, weights=e_len, minlength=n_req).astype(np.int64)
+        first_e = first[e_req]
+        e_end = np.cumsum(e_len)
+        e_end -= (e_end - e_len)[first_e]
+        e_depth = np.arange(n_ent) - first_e
+        with_path = counts > 0
+        last = np.maximum(first + counts - 1, 0)  # last entry of each request (where it has any)
+        first_c = np.minimum(first, n_ent - 1)
+        cached = np.where(with_path, e_end[last], 0)
         if (cached > seq).any():
             r = int(np.flatnonzero(cached > seq)[0])
             raise ValueError(f"request {r}: cached path of {int(cached[r])} tokens exceeds its length {int(seq[r])}")
-        # Shared (radix) nodes: one per key, ordered by depth so parents come first.
-        keys, inv = np.unique(e_key, return_inverse=True)
-        n_rad = keys.shape[0]
-        n_depth = np.zeros(n_rad, np.int64)
-        n_depth[inv] = e_depth
-        n_start = np.zeros(n_rad, np.int64)
-        n_start[inv] = e_start
-        n_tok = np.zeros(n_rad, np.int64)
-        n_tok[inv] = e_len
-        e_parent = np.where(e_depth > 0, np.r_[-1, inv[:-1]] if n_ent else inv, -1)
-        n_parent = np.full(n_rad, -1, np.int64)
-        n_parent[inv] = e_parent
-        if (n_depth[inv] != e_depth).any() or (n_start[inv] != e_start).any() or (n_tok[inv] != e_len).any() or (
-            n_parent[inv] != e_parent
-        ).any():
+
+        # Radix nodes: entries grouped by (depth, key), so parents come first and a node's requests are in order.
+        if int(e_key.max()) >= 1 << _KEY_BITS:
+            order = np.lexsort((e_key, e_depth))
+            sorted_key = np.stack([e_depth[order], e_key[order]], axis=1)
+            head = np.r_[True, (sorted_key[1:] != sorted_key[:-1]).any(axis=1)]
+        else:
+            sorted_key = (e_depth << _KEY_BITS) + e_key
+            order = sorted_key.argsort(kind="stable")
+            sorted_key = sorted_key[order]
+            head = np.empty(n_ent, dtype=bool)
+            head[:1] = True
+            np.not_equal(sorted_key[1:], sorted_key[:-1], out=head[1:])
+        node_sorted = np.cumsum(head) - 1  # node of each entry, in sorted order
+        node_of_entry = np.empty(n_ent, np.int64)
+        node_of_entry[order] = node_sorted
+        first_of_node = order[head]  # one entry of each node: its position, length and parent are the node's
+        e_parent = np.empty(n_ent, np.int64)  # the node of the entry before, on the same path
+        e_parent[0] = -1
+        e_parent[1:] = node_of_entry[:-1]
+        e_parent[e_depth == 0] = -1
+        at = first_of_node[node_sorted]
+        node_keys = np.sort(e_key[first_of_node])
+        if (e_end[at] != e_end[order]).any() or (e_len[at] != e_len[order]).any() or (
+            e_parent[at] != e_parent[order]
+        ).any() or (node_keys[1:] == node_keys[:-1]).any():
             raise ValueError("radix paths disagree: a node key has two positions, lengths or parents")
-        order = np.lexsort((keys, n_depth))
-        new_id = np.empty(n_rad, np.int64)
-        new_id[order] = np.arange(n_rad)
-        node_of_entry = new_id[inv]
-        r_parent = n_parent[order]
-        r_parent = np.where(r_parent >= 0, new_id[np.maximum(r_parent, 0)], -1)
-        # Private leaves: positions [cached, seq) of each request that has any.
-        has_leaf = seq > cached
-        leaf_req = np.flatnonzero(has_leaf)
-        last_entry = first + counts - 1
-        leaf_parent = np.full(leaf_req.shape[0], -1, np.int64)
-        if n_ent:
-            with_chain = counts[leaf_req] > 0
-            leaf_parent[with_chain] = node_of_entry[last_entry[leaf_req[with_chain]]]
-        tok = np.concatenate([n_tok[order], seq[leaf_req] - cached[leaf_req]])
-        start = np.concatenate([n_start[order], cached[leaf_req]])
-        parent = np.concatenate([r_parent, leaf_parent])
-        depth = np.concatenate([n_depth[order], counts[leaf_req]])
-        # Requests per node: radix entries grouped by node (stable: request order), then one per leaf.
-        by_node = np.argsort(node_of_entry, kind="stable")
-        q = np.concatenate([np.bincount(node_of_entry, minlength=n_rad), np.ones(leaf_req.shape[0], np.int64)])
-        req_flat = np.concatenate([e_req[by_node], leaf_req])
-        return _fused(tok, start, parent, depth, q, req_flat, np.asarray(row_base, np.int64), seq, slot_table)
+        bounds = np.flatnonzero(head)
+        q_node = np.empty(bounds.shape[0], np.int64)
+        q_node[:-1] = bounds[1:] - bounds[:-1]
+        q_node[-1] = n_ent - bounds[-1]
+
+        # Canonical form, read off the paths. A request's nodes are private (q = 1) from some depth on (a child's
+        # requests are among its parent's): they and its private tail are one leaf. A shared node is absorbed into
+        # its child when the child has all its requests (then it is its only child); what is kept are the other
+        # shared nodes ("kept"), each reaching back over its absorbed ancestors, and one leaf per request.
+        shared = q_node > 1
+        node_parent = e_parent[first_of_node]
+        has_parent = node_parent >= 0
+        absorbed = np.zeros(q_node.shape[0], dtype=bool)
+        absorbed[node_parent[has_parent & shared & (q_node == q_node[np.maximum(node_parent, 0)])]] = True
+        kept = shared & ~absorbed
+        kept_id = np.cumsum(kept) - 1
+        kept_e = kept[node_of_entry]
+        # Per entry, over the kept entries before it on its path (segmented scans: requests are consecutive and
+        # ends grow along a path, so one running maximum offset by request restarts at each request).
+        span = int(seq.max()) + 1
+        offset = e_req * span
+        end_scan = np.maximum.accumulate(np.where(kept_e, e_end, 0) + offset)  # end of the last kept entry so far
+        idx_scan = np.maximum.accumulate(np.where(kept_e, np.arange(n_ent), -1))  # index of the last kept entry
+        prev_end = np.empty(n_ent, np.int64)
+        prev_end[:1] = 0
+        prev_end[1:] = end_scan[:-1]
+        prev_end = np.where(e_depth > 0, prev_end, offset) - offset
+        prev_idx = np.empty(n_ent, np.int64)
+        prev_idx[:1] = -1
+        prev_idx[1:] = idx_scan[:-1]
+        kept_before = np.cumsum(kept_e)
+        kept_depth = kept_before - kept_e - (kept_before - kept_e)[first_e]
+        # kept shared nodes, read through their first entry
+        k_first = first_of_node[kept]
+        k_prev = prev_idx[k_first]
+        k_parent = np.where(k_prev >= first_e[k_first], kept_id[node_of_entry[np.maximum(k_prev, 0)]], -1)
+        k_start = prev_end[k_first]
+        # leaves: from the end of the request's last kept node (its last shared node, never absorbed)
+        leaf_start = np.where(with_path, end_scan[last] - offset[last], 0)
+        leaf_req = np.flatnonzero(seq > leaf_start)
+        l_path = with_path[leaf_req]
+        l_last = last[leaf_req]
+        l_first = first_c[leaf_req]
+        l_prev = idx_scan[l_last]
+        l_parent = np.where(l_path & (l_prev >= l_first), kept_id[node_of_entry[np.maximum(l_prev, 0)]], -1)
+        l_depth = np.where(l_path, kept_before[l_last] - (kept_before - kept_e)[l_first], 0)
+        l_start = leaf_start[leaf_req]
+        tok = np.concatenate([e_end[k_first] - k_start, seq[leaf_req] - l_start])
+        start = np.concatenate([k_start, l_start])
+        parent = np.concatenate([k_parent, l_parent])
+        depth = np.concatenate([kept_depth[k_first], l_depth])
+        q = np.concatenate([q_node[kept], np.ones(leaf_req.shape[0], np.int64)])
+        req_flat = np.concatenate([e_req[order[kept_e[order]]], leaf_req])
+        return PrefixForest(tok, start, parent, depth, _indptr(q), req_flat, np.asarray(row_base, np.int64), seq,
+                            slot_table)
 
     @staticmethod
     def from_flat(kv_indptr: Sequence[int] | np.ndarray, kv_indices: Sequence[int] | np.ndarray) -> PrefixForest:
@@ -380,48 +437,6 @@ class PrefixForest:
         if bad.shape[0]:
             raise ValueError("a radix node has different slots for two requests")
         return forest
-
-
-# ---------------------------------------------------------------------------------------------- canonical form
-def _fused(tok, start, parent, depth, q, req_flat, row_base, lengths, slot_table) -> PrefixForest:
-    """The canonical forest of nodes in topological order: a node whose only child holds the same requests is
-    merged into that child (the two ranges are contiguous in every member's row)."""
-    n = tok.shape[0]
-    has_parent = parent >= 0
-    child_count = np.bincount(parent[has_parent], minlength=n)
-    only_child = np.full(n, -1, np.int64)
-    single = has_parent & (child_count[np.maximum(parent, 0)] == 1)
-    only_child[parent[single]] = np.flatnonzero(single)
-    absorbed = (only_child >= 0) & (q[np.maximum(only_child, 0)] == q)
-    if not absorbed.any():
-        req_ptr = _indptr(q)
-        return PrefixForest(tok, start, parent, depth, req_ptr, req_flat, row_base, lengths, slot_table)
-    # Each kept node takes over the range of its chain of absorbed ancestors.
-    top = np.arange(n)
-    while True:
-        p = parent[top]
-        up = (p >= 0) & absorbed[np.maximum(p, 0)]
-        if not up.any():
-            break
-        top = np.where(up, p, top)
-    # Depth: minus the absorbed nodes above (parents precede children, so one pass in node order by depth).
-    above = np.zeros(n, np.int64)
-    for d in range(1, int(depth.max()) + 1 if n else 1):
-        at = np.flatnonzero(depth == d)
-        pa = parent[at]
-        above[at] = above[pa] + absorbed[pa]
-    keep = ~absorbed
-    new_id = np.cumsum(keep) - 1
-    old_parent = parent[top]
-    new_parent = np.where(old_parent >= 0, new_id[np.maximum(old_parent, 0)], -1)[keep]
-    new_start = start[top][keep]
-    new_tok = (start + tok - start[top])[keep]
-    new_depth = (depth - above)[keep]
-    entry_keep = np.repeat(keep, q)
-    return PrefixForest(
-        new_tok, new_start, new_parent, new_depth, _indptr(q[keep]), req_flat[entry_keep], row_base, lengths,
-        slot_table,
-    )
 
 
 # ---------------------------------------------------------------------------------------------- flat rows

@@ -675,6 +675,9 @@ class StaticPlanBuffers:
             {n: torch.zeros(s, dtype=torch.int32, pin_memory=pin) for n, s in sizes.items()} for _ in range(2)
         ]
         self._events = [torch.cuda.Event() if pin else None for _ in range(2)]
+        # numpy views of the staging sets: the host writes of a load are numpy copies (a torch op costs several
+        # times as much host time per call, and a load makes up to a dozen)
+        self._stages_np = [{n: t.numpy() for n, t in stage.items()} for stage in self._stages]
         self._stage = 1
         self.host = self._stages[0]
         self.part_o = torch.empty(
@@ -735,6 +738,7 @@ class StaticPlanBuffers:
         if event is not None:
             event.synchronize()  # this set's copies (two loads ago) have left it: normally already true
         host = self._stages[stage]
+        host_np = self._stages_np[stage]
         self.host = host
         b = plan.num_requests
         used = {
@@ -745,17 +749,18 @@ class StaticPlanBuffers:
             "merge_partials": int(plan.merge_partials.shape[0]),
             "num_items": 1,
         }
-        host["items"][: plan.num_items].copy_(plan.items)
+        host_np["items"][: plan.num_items] = plan.items.numpy()
         if fresh["item_req"]:
-            host["item_req"][: used["item_req"]].copy_(plan.item_req)
+            host_np["item_req"][: used["item_req"]] = plan.item_req.numpy()
         if fresh["item_dst"]:
-            host["item_dst"][: used["item_dst"]].copy_(plan.item_dst)
+            host_np["item_dst"][: used["item_dst"]] = plan.item_dst.numpy()
         if fresh["merge_indptr"]:
-            host["merge_indptr"][: b + 1].copy_(plan.merge_indptr)
-            host["merge_indptr"][b + 1 :] = int(plan.merge_indptr[-1])  # padding requests: no partials
+            merge_indptr = plan.merge_indptr.numpy()
+            host_np["merge_indptr"][: b + 1] = merge_indptr
+            host_np["merge_indptr"][b + 1 :] = merge_indptr[-1]  # padding requests: no partials
         if fresh["merge_partials"]:
-            host["merge_partials"][: used["merge_partials"]].copy_(plan.merge_partials)
-        host["num_items"][0] = plan.num_items
+            host_np["merge_partials"][: used["merge_partials"]] = plan.merge_partials.numpy()
+        host_np["num_items"][0] = plan.num_items
         for name, t in self.dev.items():
             n = used[name]
             if n and fresh[name]:

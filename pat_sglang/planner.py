@@ -60,7 +60,8 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -84,6 +85,7 @@ FILL_TIE = 0.01  # fills closer than this are a tie (then fewer CTAs win)
 MAX_ITEMS = 65535  # the forward grid's y dimension
 INT32_MAX = int(np.iinfo(np.int32).max)
 INT16_MAX = int(np.iinfo(np.int16).max)
+_T = TypeVar("_T")
 
 
 def item_layout_defines() -> list[str]:
@@ -474,15 +476,26 @@ def _regrown(previous: PackPlan, forest: PrefixForest) -> PackPlan | None:
         items[:, ITEM_KV_BEGIN] = base + (n_tok * rg.item_split) // n_split
         items[:, ITEM_KV_END] = base + (n_tok * (rg.item_split + 1)) // n_split
     tok_bytes = _head_numbers(heads)[2]
-    stats = replace(
+    stats = _copy_with(
         previous.stats,
         kv_bytes_planned=planned_tokens * tok_bytes,
         kv_bytes_per_request=forest.request_tokens() * tok_bytes,
         kv_bytes_unique=forest.unique_tokens() * tok_bytes,
     )
     pack_args = (forest, *rg.pack_args[1:3], pack_tokens, *rg.pack_args[4:])
-    regrow = replace(rg, pack_tokens=pack_tokens, tok=forest.tok, pack_args=pack_args)
-    return replace(previous, items=torch.from_numpy(items), stats=stats, packs=_PackBuilder(*pack_args), regrow=regrow)
+    regrow = _copy_with(rg, pack_tokens=pack_tokens, tok=forest.tok, pack_args=pack_args)
+    return _copy_with(previous, items=torch.from_numpy(items), stats=stats, packs=_PackBuilder(*pack_args),
+                      regrow=regrow)
+
+
+def _copy_with(obj: _T, **changes: object) -> _T:
+    """A shallow copy of a (non-frozen) dataclass instance with ``changes`` set: ``dataclasses.replace`` without its
+    ``__init__`` call, which costs more than the rest of a re-made plan."""
+    new = object.__new__(type(obj))
+    new.__dict__.update(obj.__dict__)
+    for name, value in changes.items():
+        setattr(new, name, value)
+    return new
 
 
 def _splits(

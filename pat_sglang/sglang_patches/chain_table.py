@@ -26,7 +26,7 @@ import itertools
 import operator
 import threading
 import weakref
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,8 @@ import numpy as np
 # split gives the upper half a new id and shrinks the lower half, and nodes a running request holds are
 # locked against eviction, so an unchanged signature means unchanged slots.
 Signature = tuple[tuple[int, int, int], ...]
+_EMPTY = np.zeros(0, dtype=np.int64)
+_EMPTY.setflags(write=False)
 
 
 @dataclass(frozen=True)
@@ -111,17 +113,9 @@ class PublishedBatch:
     gens: np.ndarray | None = None  # int64 [bs] the generations the entries were published for
     absent: int = 0  # requests without an entry (None in ``entries``)
     seq_lens: np.ndarray | None = None  # int64 [bs] the batch's sequence lengths (None: the batch had none on the host)
-
-    @property
-    def paths(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The batch's radix paths as flat int64 arrays (request index, node id, tokens), requests in batch order,
-        each root first: ``PrefixForest.from_paths``'s input. Made once per published batch (a reused batch keeps
-        its arrays)."""
-        made = self.__dict__.get("_paths")
-        if made is None:
-            made = _paths(self.entries or ())
-            self.__dict__["_paths"] = made
-        return made
+    # The radix paths as flat int64 arrays (request index, node id, tokens), requests in batch order, each root first:
+    # ``PrefixForest.from_paths``'s input (read-only; a reused batch keeps them).
+    paths: tuple[np.ndarray, np.ndarray, np.ndarray] = field(default=(_EMPTY, _EMPTY, _EMPTY), repr=False)
 
 
 @dataclass
@@ -143,31 +137,69 @@ class _Snapshot:
     splits: int | None  # the cache's split count when taken (None: unknown, ``anc`` is checked instead)
 
 
-_EMPTY = np.zeros(0, dtype=np.int64)
-_EMPTY.setflags(write=False)
-_NO_ENTRY = ChainEntry(None, None, ())  # stands in for a missing entry: no path, nothing cached
-_CACHED = operator.attrgetter("cached_len")
-_RID_OF = operator.attrgetter("rid")
-_GEN_OF = operator.attrgetter("generation")
-_KEYS = operator.attrgetter("keys")
-_LENGTHS = operator.attrgetter("lengths")
 
 
-def _filled(entries: tuple) -> tuple:
-    """``entries`` with ``_NO_ENTRY`` for each missing one, so attribute maps run over all of them."""
-    return entries if None not in entries else tuple(e if e is not None else _NO_ENTRY for e in entries)
+def _absent(entries: tuple) -> int:
+    """How many of ``entries`` are None, by identity (``None in entries`` calls ``ChainEntry.__eq__`` per entry)."""
+    return sum(map(operator.is_, entries, itertools.repeat(None)))
 
 
-def _paths(entries: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    entries = _filled(entries)
-    keys = list(map(_KEYS, entries))
-    counts = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
-    if not keys or not counts.any():
-        return _EMPTY, _EMPTY, _EMPTY
-    req = np.repeat(np.arange(len(keys), dtype=np.int64), counts)
-    return req, np.concatenate(keys), np.concatenate(list(map(_LENGTHS, entries)))
 _VALUE = operator.attrgetter("value")
 _PARENT = operator.attrgetter("parent")
+
+
+class _RowPaths:
+    """Every row's published path as rows of 2-D arrays (node ids, tokens, depth, cached length), written when its
+    entry changes, so a batch's flat paths are a few gathers by row instead of one array per request."""
+
+    def __init__(self) -> None:
+        self.keys = np.zeros((0, 4), dtype=np.int64)
+        self.lengths = np.zeros((0, 4), dtype=np.int64)
+        self.depth = np.zeros(0, dtype=np.int64)
+        self.cached = np.zeros(0, dtype=np.int64)
+
+    def _room(self, rows: int, depth: int) -> None:
+        have_rows, have_depth = self.keys.shape
+        if rows <= have_rows and depth <= have_depth:
+            return
+        rows = have_rows if rows <= have_rows else max(rows, 2 * have_rows, 64)
+        depth = have_depth if depth <= have_depth else max(depth, 2 * have_depth)
+        for name in ("keys", "lengths"):
+            grown = np.zeros((rows, depth), dtype=np.int64)
+            grown[:have_rows, :have_depth] = getattr(self, name)
+            setattr(self, name, grown)
+        for name in ("depth", "cached"):
+            grown = np.zeros(rows, dtype=np.int64)
+            grown[:have_rows] = getattr(self, name)
+            setattr(self, name, grown)
+
+    def set(self, row: int, entry: ChainEntry) -> None:
+        d = entry.keys.shape[0]
+        self._room(row + 1, d)
+        self.keys[row, :d] = entry.keys
+        self.lengths[row, :d] = entry.lengths
+        self.depth[row] = d
+        self.cached[row] = entry.cached_len
+
+    def clear(self, row: int) -> None:
+        if row < self.depth.shape[0]:
+            self.depth[row] = 0
+            self.cached[row] = 0
+
+    def gather(self, rows: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+        """(``PublishedBatch.paths``, cached lengths) of the batch ``rows`` (rows without an entry: no path)."""
+        if rows.shape[0]:
+            self._room(int(rows.max()) + 1, 1)
+        depth = self.depth[rows]
+        cached = self.cached[rows]
+        if not depth.any():
+            return (_EMPTY, _EMPTY, _EMPTY), cached
+        on_path = np.arange(self.keys.shape[1]) < depth[:, None]
+        req = np.repeat(np.arange(rows.shape[0], dtype=np.int64), depth)
+        paths = (req, self.keys[rows][on_path], self.lengths[rows][on_path])
+        for a in paths:
+            a.setflags(write=False)
+        return paths, cached
 
 
 @dataclass
@@ -183,7 +215,9 @@ class ChainTable:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     reused: int = 0  # batches whose chains were all unchanged (identity checks only), for tests and logs
     _snap: _Snapshot | None = field(default=None, repr=False)
-    _last_node: dict[int, Any] = field(default_factory=dict, repr=False)  # row -> last_node its entry was read from
+    _read_as: dict[int, tuple] = field(default_factory=dict, repr=False)  # row -> (rid, generation, last_node) read
+    _rows_of_node: dict[int, set[int]] = field(default_factory=dict, repr=False)  # radix node id -> rows through it
+    _row_paths: _RowPaths = field(default_factory=_RowPaths, repr=False)  # each row's entry as arrays
 
     def publish_batch(
         self,
@@ -194,6 +228,7 @@ class ChainTable:
         root: Any,
         splits: int | None = None,
         seq_lens: np.ndarray | None = None,
+        split_log: Sequence[int | None] | None = None,
     ) -> None:
         """``publish`` for every request of one decode batch (one lock round, ancestors' signatures shared), then
         record the batch's rows and entries (``PublishedBatch``). A batch equal to the previous one whose radix
@@ -201,31 +236,39 @@ class ChainTable:
 
         ``seq_lens``: the batch's host sequence lengths, kept with it so the backend can tell that the batch it
         plans is this one. ``splits``: the radix cache's split count (``sglang_patches.publish.radix_splits``), or
-        None if unknown. Radix nodes change only when split (inserts add nodes, eviction never touches locked
-        ones), so while the count stands still a request's chain changed only if its ``last_node`` did: then only
-        new requests and requests with a new last node are read, and the rest keep their entries (cost in
-        proportion to the change)."""
+        None if unknown; ``split_log``: the ids of the nodes split most recently, the last one being split number
+        ``splits`` (``radix_split_log``). Radix nodes change only when split (inserts add nodes, eviction never
+        touches locked ones), so a request's chain changed only if its ``last_node`` did or its chain passes
+        through a node split since the last batch: only those requests (and new ones) are read, and the rest keep
+        their entries (cost in proportion to the change). Without a log that covers the splits since the last
+        batch, every chain is read."""
         snap = self._snap
-        stable = splits is not None and snap is not None and snap.root is root and snap.splits == splits
-        if snap is not None and snap.root is root and _unchanged(snap, idxs, rids, generations, last_nodes, stable):
+        moved = self._split_since(snap, root, splits, split_log)
+        stable = moved is not None
+        if (
+            snap is not None
+            and snap.root is root
+            and not moved
+            and _unchanged(snap, idxs, rids, generations, last_nodes, stable)
+        ):
             with self.lock:
                 if self._snap is snap:
-                    old = snap.batch
-                    snap.batch = dataclasses.replace(old, serial=old.serial + 1, seq_lens=seq_lens)
-                    if "_paths" in old.__dict__:
-                        snap.batch.__dict__["_paths"] = old.__dict__["_paths"]
-                    self.batch = snap.batch
-                    self.reused += 1
+                    self._republish(snap, seq_lens)
                     return
         idxs = list(map(int, idxs))
         memo: dict[int, Signature | None] = {}
         if stable:
             # C-level maps over the batch; Python only for the requests that changed
-            got = list(map(self.entries.get, idxs, itertools.repeat(_NO_ENTRY)))
-            same = map(operator.and_, map(operator.is_, map(self._last_node.get, idxs), last_nodes),
-                       map(operator.and_, map(operator.eq, map(_RID_OF, got), rids),
-                           map(operator.eq, map(_GEN_OF, got), generations)))
+            same = map(operator.eq, map(self._read_as.get, idxs), zip(rids, generations, last_nodes, strict=True))
             todo = list(itertools.compress(itertools.count(), map(operator.not_, same)))
+            if moved:  # and the requests whose chains pass through a split node
+                rows_of_node = self._rows_of_node
+                hit = set().union(*(rows_of_node.get(node_id, ()) for node_id in moved))
+                if hit:
+                    todo = sorted(set(todo).union(i for i, idx in enumerate(idxs) if idx in hit))
+                    with self.lock:  # rows outside this batch: their entries are stale, read them when they return
+                        for idx in hit.difference(idxs):
+                            self._pop_entry(idx)
         else:
             todo = range(len(idxs))
         changed = []
@@ -235,30 +278,90 @@ class ChainTable:
                 idx, rid, gen, node = idxs[i], rids[i], generations[i], last_nodes[i]
                 sig = chain_signature(node, root, memo) if root is not None else None
                 old = entries.get(idx)
-                self._last_node[idx] = node
+                self._read_as[idx] = (rid, gen, node)
                 if sig is None:
-                    entries.pop(idx, None)
-                    self._last_node.pop(idx, None)
+                    self._pop_entry(idx)
                 elif old is None or old.rid != rid or old.generation != gen or old.signature != sig:
                     changed.append((idx, rid, gen, sig, node))
         fresh = [(idx, ChainEntry(rid, gen, sig)) for idx, rid, gen, sig, _ in changed]
         with self.lock:
-            entries = self.entries
             for idx, entry in fresh:
-                entries[idx] = entry
+                self._set_entry(idx, entry)
             self.published += len(fresh)
+            batch_entries = tuple(map(self.entries.get, idxs))
+            if (
+                snap is not None
+                and self._snap is snap
+                and snap.root is root
+                and idxs == snap.idxs
+                and rids == snap.rids
+                and generations == snap.gens
+                and all(map(operator.is_, batch_entries, snap.batch.entries or ()))
+            ):
+                # the same requests with the same entries (splits elsewhere in the tree): the same batch
+                self._snap = _snapshot(root, idxs, rids, generations, last_nodes, snap.batch, splits)
+                self._republish(self._snap, seq_lens)
+                return
             serial = self.batch.serial + 1 if self.batch is not None else 0
-            batch_entries = tuple(map(entries.get, idxs))
-            cached = np.fromiter(map(_CACHED, _filled(batch_entries)), dtype=np.int64, count=len(idxs))
-            known = all(g is not None for g in generations)
-            gens = np.asarray(generations, dtype=np.int64) if known and generations else None
-            rows = np.asarray(idxs, dtype=np.int64)
+            absent = _absent(batch_entries)
+            gens = np.array(generations, dtype=np.int64) if generations and None not in generations else None
+            rows = np.array(idxs, dtype=np.int64)
+            paths, cached = self._row_paths.gather(rows)
             for a in (rows, cached, gens):
                 if a is not None:
                     a.setflags(write=False)
-            absent = sum(map(operator.not_, batch_entries))
-            self.batch = PublishedBatch(rows, tuple(rids), serial, batch_entries, cached, gens, absent, seq_lens)
+            self.batch = PublishedBatch(rows, tuple(rids), serial, batch_entries, cached, gens, absent, seq_lens, paths)
             self._snap = _snapshot(root, idxs, rids, generations, last_nodes, self.batch, splits)
+
+    def _split_since(
+        self, snap: _Snapshot | None, root: Any, splits: int | None, split_log: Sequence[int | None] | None
+    ) -> tuple | None:
+        """Ids of the radix nodes split since ``snap`` (empty: none), or None if not known."""
+        if splits is None or snap is None or snap.root is not root or snap.splits is None:
+            return None
+        gap = splits - snap.splits
+        if gap == 0:
+            return ()
+        if split_log is None or not 0 < gap <= len(split_log):
+            return None
+        moved = tuple(itertools.islice(split_log, len(split_log) - gap, None))
+        return None if None in moved else moved
+
+    def _republish(self, snap: _Snapshot, seq_lens: np.ndarray | None) -> None:
+        """The snapshot's batch again (same entries tuple: the backend reuses its forest), with new lengths."""
+        old = snap.batch
+        snap.batch = dataclasses.replace(old, serial=old.serial + 1, seq_lens=seq_lens)
+        self.batch = snap.batch
+        self.reused += 1
+
+    def _set_entry(self, idx: int, entry: ChainEntry) -> None:
+        """Record ``entry`` for row ``idx``, keeping the node -> rows index (under the lock)."""
+        self._pop_entry(idx, keep_read_as=True)
+        self.entries[idx] = entry
+        self._row_paths.set(idx, entry)
+        rows_of_node = self._rows_of_node
+        for node_id, _, _ in entry.signature:
+            rows = rows_of_node.get(node_id)
+            if rows is None:
+                rows_of_node[node_id] = {idx}
+            else:
+                rows.add(idx)
+
+    def _pop_entry(self, idx: int, keep_read_as: bool = False) -> None:
+        """Forget row ``idx``'s entry (under the lock)."""
+        old = self.entries.pop(idx, None)
+        if not keep_read_as:
+            self._read_as.pop(idx, None)
+        if old is None:
+            return
+        self._row_paths.clear(idx)
+        rows_of_node = self._rows_of_node
+        for node_id, _, _ in old.signature:
+            rows = rows_of_node.get(node_id)
+            if rows is not None:
+                rows.discard(idx)
+                if not rows:
+                    del rows_of_node[node_id]
 
     def publish(self, req_pool_idx: int, rid: Hashable, generation: int | None, last_node: Any, root: Any) -> None:
         """Record the request's chain; drop the entry if it cannot be read (the backend then falls back)."""
@@ -267,26 +370,27 @@ class ChainTable:
             self._snap = None
             old = self.entries.get(req_pool_idx)
             if sig is None:
-                self.entries.pop(req_pool_idx, None)
+                self._pop_entry(req_pool_idx)
                 return
             if old is not None and old.rid == rid and old.generation == generation and old.signature == sig:
                 return  # unchanged since the last step: no device copies
         with self.lock:
-            self.entries[req_pool_idx] = ChainEntry(rid, generation, sig)
-            self._last_node[req_pool_idx] = last_node
+            self._set_entry(req_pool_idx, ChainEntry(rid, generation, sig))
+            self._read_as[req_pool_idx] = (rid, generation, last_node)
             self.published += 1
 
     def drop(self, req_pool_idx: int) -> None:
         with self.lock:
             self._snap = None
-            self.entries.pop(req_pool_idx, None)
-            self._last_node.pop(req_pool_idx, None)
+            self._pop_entry(req_pool_idx)
 
     def clear(self) -> None:
         with self.lock:
             self._snap = None
             self.entries.clear()
-            self._last_node.clear()
+            self._read_as.clear()
+            self._rows_of_node.clear()
+            self._row_paths = _RowPaths()
             self.published = 0
             self.batch = None
 
@@ -314,12 +418,12 @@ def _snapshot(
 ) -> _Snapshot | None:
     """The snapshot of a batch just published (None if its nodes are not radix nodes with value and parent). With a
     split count the ancestors need no record (nothing changes them until the count moves)."""
+    if splits is not None:  # nodes change only by splits, which the count and log track: no values or parents kept
+        return _Snapshot(root, list(idxs), list(rids), list(gens), list(nodes), [], [], [], batch, splits)
     try:
         values, parents = list(map(_VALUE, nodes)), list(map(_PARENT, nodes))
     except AttributeError:
         return None
-    if splits is not None:
-        return _Snapshot(root, list(idxs), list(rids), list(gens), list(nodes), values, parents, [], batch, splits)
     anc: list[tuple[Any, Any, Any]] = []
     seen: set[int] = set()
     for node in parents:

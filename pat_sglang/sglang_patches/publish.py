@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import operator
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -61,7 +62,8 @@ def publish_decode_batch(batch: Any, table: ChainTable | None = None) -> None:
         else:
             gens = [None] * len(idxs)
         table.publish_batch(
-            idxs, list(map(_RID, reqs)), gens, list(map(_LAST_NODE, reqs)), root, radix_splits(cache), _seq_lens(batch)
+            idxs, list(map(_RID, reqs)), gens, list(map(_LAST_NODE, reqs)), root, radix_splits(cache), _seq_lens(batch),
+            radix_split_log(cache),
         )
         if len(reqs) != len(batch.reqs):
             table.batch = None  # rows without a pool index: the backend reads req_pool_indices instead
@@ -82,6 +84,8 @@ def publish_decode_batch(batch: Any, table: ChainTable | None = None) -> None:
 
 
 SPLITS_ATTR = "_pat_radix_splits"  # per cache instance: how often it split a node (see wrap_split_node)
+SPLIT_LOG_ATTR = "_pat_radix_split_log"  # per cache instance: ids of the last SPLIT_LOG_LEN split nodes
+SPLIT_LOG_LEN = 4096  # splits between two published batches beyond this: every chain is re-read
 
 
 def _seq_lens(batch: Any) -> np.ndarray | None:
@@ -90,21 +94,39 @@ def _seq_lens(batch: Any) -> np.ndarray | None:
     return host_lengths(lens) if lens is not None else None
 
 
+def _counting(cache: Any) -> bool:
+    func = getattr(type(cache), "_split_node", None)
+    return getattr(func, "__pat_sglang_patch__", None) == "count-radix-splits"
+
+
 def radix_splits(cache: Any) -> int | None:
     """The cache's split count, or None when its class's ``_split_node`` is not the counting wrapper (another
     cache, or a subclass that overrides it): then nothing is known and every chain is checked."""
-    func = getattr(type(cache), "_split_node", None)
-    if getattr(func, "__pat_sglang_patch__", None) != "count-radix-splits":
+    if not _counting(cache):
         return None
     return cache.__dict__.get(SPLITS_ATTR, 0)
 
 
+def radix_split_log(cache: Any) -> deque | None:
+    """The ids of the nodes the cache split most recently, oldest first (the last one is split number
+    ``radix_splits(cache)``; ``None`` in it: a node without an id), or None when splits are not counted."""
+    if not _counting(cache):
+        return None
+    return cache.__dict__.get(SPLIT_LOG_ATTR)
+
+
 def wrap_split_node(original: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrapper for ``RadixCache._split_node``: the one place where existing radix nodes change (a split gives the
-    node a new parent and a shorter value), so a count of splits tells the publisher when chains can have moved."""
+    """Wrapper for ``RadixCache._split_node(key, child, split_len)``: the one place where existing radix nodes change
+    (the split ``child`` keeps its id but gets a new parent and a shorter value), so a count of splits tells the
+    publisher when chains can have moved, and the log of split ids which ones (the chains through them)."""
 
     @functools.wraps(original)
     def _split_node(self: Any, *args: Any, **kwargs: Any) -> Any:
+        child = args[1] if len(args) > 1 else kwargs.get("child")
+        log = self.__dict__.get(SPLIT_LOG_ATTR)
+        if log is None:
+            log = self.__dict__[SPLIT_LOG_ATTR] = deque(maxlen=SPLIT_LOG_LEN)
+        log.append(getattr(child, "id", None))
         self.__dict__[SPLITS_ATTR] = self.__dict__.get(SPLITS_ATTR, 0) + 1
         return original(self, *args, **kwargs)
 
