@@ -53,7 +53,7 @@ def bench_args(bench_module, monkeypatch: pytest.MonkeyPatch, cmd: list[str]) ->
     """The Namespace bench_serving's own CLI makes of ``cmd`` (its run_benchmark replaced by a catcher)."""
     caught: list[Namespace] = []
     monkeypatch.setattr(bench_module, "run_benchmark", caught.append)
-    monkeypatch.setattr(sys, "argv", ["bench_serving", *cmd[cmd.index("sglang.bench_serving") + 1:]])
+    monkeypatch.setattr(sys, "argv", ["bench_serving", *cmd[cmd.index(str(bench_serving.RUNNER)) + 1:]])
     bench_module.cli_main()
     return caught[0]
 
@@ -245,7 +245,7 @@ def test_commands_loads_and_offline_sources(tmp_path: Path) -> None:
     out = tmp_path / "o.jsonl"
     closed = bench_serving.command("py", 5, tmp_path, ws["gsp"].dataset_args, bench_serving.Load(concurrency=64),
                                    out, 1)
-    assert closed[:3] == ["py", "-m", "sglang.bench_serving"]
+    assert closed[:2] == ["py", str(bench_serving.RUNNER)]
     assert bench_serving.arg_value(closed, "--max-concurrency") == "64"
     assert bench_serving.arg_value(closed, "--request-rate") == "inf" and "--flush-cache" in closed
     assert bench_serving.arg_value(closed, "--host") == "127.0.0.1"
@@ -385,3 +385,39 @@ def test_plan_defers_rate_points_until_the_reference_capacity(tmp_path: Path, mo
     cmd, info = run.bench_command(run.pending("pat")[1], 1234, tmp_path / "o.jsonl")
     assert info["target_rate"] == 5.0 and bench_serving.arg_value(cmd, "--request-rate") == "5"
     assert [p.load for p in run.pending("ref")] == ["x0.5"]  # measured points are not run again
+
+
+def test_mooncake_replay_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Mooncake replay through the real bench_serving against the fake server. SGLang 0.5.17's own entry point
+    stops every Mooncake replay (its multi-turn check reads ``.prompt`` of the trace's dicts: the first H200 sweep
+    failed so); ours (``bench_serving.RUNNER``) runs it, every trace record becomes one request, and the records
+    sharing hash ids share their prompt's head."""
+    import serving_sweep
+
+    trace = tmp_path / "trace.jsonl"
+    records = [{"timestamp": 40 * i, "input_length": 512, "output_length": 3 + i % 3,
+                "hash_ids": [0, 1 + i % 2, 10 + i]} for i in range(6)]
+    trace.write_text("".join(json.dumps(r) + "\n" for r in records))
+    mc = sweep.SweepWorkload("mc", ("--dataset-name", "mooncake", "--dataset-path", str(trace),
+                                    "--mooncake-workload", "conversation", "--num-prompts", "6"), 6, "6 records")
+    monkeypatch.setattr(serving_sweep, "server_command",
+                        lambda cfg: [sys.executable, str(FAKE), "--port", str(cfg.port), "--token-delay-s", "0.003"])
+    monkeypatch.setattr(sweep, "default_workloads", lambda trace, mooncake_n=320: {"mc": mc})
+    out = tmp_path / "sweep"
+    rc = serving_sweep.main(["--backends", "ref", "--loads", "c4", "--out", str(out), "--workloads", "mc",
+                             "--cache-dir", str(tmp_path / "cache"), "--budget-s", "200", "--min-server-s", "20",
+                             "--default-point-s", "20", "--no-preflight", "--no-check", "--port", "32350",
+                             "--trace", str(trace)])
+    assert rc == 0
+    (point,) = sweep.ResultStore(out / "results.jsonl").points()
+    assert point["status"] == "ok" and point["completed"] == 6
+    log = (out / "logs" / "server-ref.log").read_text()
+    reqs = [json.loads(line[8:]) for line in log.splitlines() if line.startswith("REQUEST ")]
+    # after the greedy check: bench_serving's warm-up request (record 0, 512 words a block), then the 6 records
+    replay = [r for r in reqs if r["max_new_tokens"] in (3, 4, 5)]
+    assert len(replay) == 1 + 6
+    assert sorted(r["max_new_tokens"] for r in replay[1:]) == sorted(3 + i % 3 for i in range(6))
+    # three blocks of 128 words + the hash ids: equal shapes, equal token counts; the metrics count every request's
+    # prompt (bench_serving's tokenizer count; the fake server splits text its own way, a few tokens apart)
+    assert len({r["prompt_tokens"] for r in replay[1:]}) == 1
+    assert point["total_input_tokens"] == pytest.approx(6 * replay[1]["prompt_tokens"], rel=0.05)

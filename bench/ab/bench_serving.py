@@ -25,6 +25,9 @@ from pathlib import Path
 
 from .server import LOCALHOST, ManagedProcess
 
+#: bench_serving's command line, run through our entry point (SGLang 0.5.17's Mooncake replay fixed; see there).
+RUNNER = Path(__file__).with_name("bench_serving_main.py")
+
 #: Module-level imports of sglang.benchmark (0.5.17) that its datasets need only when used; stubbed when missing.
 STUBS: dict[str, dict[str, str]] = {
     "datasets": {
@@ -113,7 +116,7 @@ class Load:
 
 def command(python: str, port: int, model_dir: Path, dataset_args: Sequence[str], load: Load, output_file: Path,
             seed: int, mooncake_trace_rate: float | None = None, extra: Sequence[str] = ()) -> list[str]:
-    """``python -m sglang.bench_serving`` for one point.
+    """``python -m sglang.bench_serving`` for one point (through ``RUNNER``, same arguments).
 
     ``dataset_args`` choose and size the requests; the load becomes ``--max-concurrency`` (closed loop, all requests
     queued at t=0) or ``--request-rate``; for ``--dataset-name mooncake`` bench_serving always replays by the trace
@@ -122,7 +125,7 @@ def command(python: str, port: int, model_dir: Path, dataset_args: Sequence[str]
     bench_serving's one warm-up request), so no point depends on which ran before it on the same server.
     """
     cmd = [
-        python, "-m", "sglang.bench_serving",
+        python, str(RUNNER),
         "--backend", "sglang",
         "--host", LOCALHOST, "--port", str(port),
         "--model", str(model_dir), "--tokenizer", str(model_dir),
