@@ -48,11 +48,8 @@ from ab.server import (  # noqa: E402
     tail,
     wait_ready,
 )
-from ab.workload import Workload, mooncake, shared_prefix, shared_token_fraction  # noqa: E402
+from ab.workload import DEFAULT_TRACE, Workload, mooncake, shared_prefix, shared_token_fraction  # noqa: E402
 
-# Same repo-relative default as pat_sglang.experiments.workloads.DEFAULT_MOONCAKE_TRACE (not imported: that package
-# pulls in torch, which this client-side harness does not need); the wheelhouse's trace head is the fallback.
-DEFAULT_TRACE = REPO / "data" / "traces" / "mooncake_conversation_trace.jsonl"
 TRACE_CANDIDATES = (
     DEFAULT_TRACE,
     REPO / ".wheelhouse/extra/mooncake_head.jsonl",

@@ -96,6 +96,7 @@ with warnings.catch_warnings():
 
 from pat_sglang.backend import PATAttnBackend  # noqa: E402
 from pat_sglang.experiments.workloads import (  # noqa: E402
+    DEFAULT_MOONCAKE_TRACE,
     MOONCAKE_BLOCK_TOKENS,
     OUTPUT_TOKEN_BASE,
     SEGMENT_STRIDE_TOKENS,
@@ -108,7 +109,7 @@ try:  # the patch layer's new home; the old top-level package before the move
 except ImportError:  # pragma: no cover - depends on the checkout
     from patches.publish import publish_decode_batch  # type: ignore[no-redef]
 
-DEFAULT_TRACE = ROOT / "data" / "traces" / "mooncake_conversation_trace.jsonl"
+DEFAULT_TRACE = DEFAULT_MOONCAKE_TRACE
 DEFAULT_BATCHES = (64, 256)
 DEFAULT_CONTEXTS = (1024, 4096, 16384, 32768)
 TARGET_P50_US, TARGET_P99_US, TARGET_MAX_US = 100.0, 300.0, 1000.0

@@ -49,9 +49,7 @@ from ab.server import (  # noqa: E402
     wait_ready,
 )
 from ab.tokenizer import TOKENIZER_VERSION, build_served_model, served_model_id  # noqa: E402
-from ab.workload import Workload, shared_prefix  # noqa: E402
-
-DEFAULT_TRACE = REPO / "data" / "traces" / "mooncake_conversation_trace.jsonl"
+from ab.workload import DEFAULT_TRACE, Workload, shared_prefix  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -84,14 +84,22 @@ def write_markdown(
     return text
 
 
-def plot(rows: Sequence[Mapping[str, object]], path: Path) -> bool:
-    """Bar charts (TPOT mean, TTFT p50, output tok/s) per workload and backend; False if matplotlib is missing."""
+def _pyplot():  # noqa: ANN202 - matplotlib.pyplot, or None when matplotlib is missing
+    """matplotlib's pyplot on the file-only Agg backend, or None if matplotlib is not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def plot(rows: Sequence[Mapping[str, object]], path: Path) -> bool:
+    """Bar charts (TPOT mean, TTFT p50, output tok/s) per workload and backend; False if matplotlib is missing."""
+    plt = _pyplot()
+    if plt is None:
         return False
     workloads = list(dict.fromkeys(str(r["workload"]) for r in rows))
     backends = list(dict.fromkeys(str(r["backend"]) for r in rows))
@@ -172,12 +180,8 @@ def plot_sweep(rows: Sequence[Mapping[str, object]], path: Path, load_order) -> 
     rows = [r for r in rows if not math.isnan(_num(r.get("request_throughput")))]
     if not rows:
         return False
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         return False
     workloads = list(dict.fromkeys(str(r["workload"]) for r in rows))
     backends = list(dict.fromkeys(str(r["backend"]) for r in rows))

@@ -20,6 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+#: The conversation trace shipped in the repository (data/traces/, Apache-2.0). The same path as
+#: pat_sglang.experiments.workloads.DEFAULT_MOONCAKE_TRACE, not imported from there: that package pulls in torch,
+#: which this client-side harness does not need.
+DEFAULT_TRACE = Path(__file__).resolve().parents[2] / "data" / "traces" / "mooncake_conversation_trace.jsonl"
+
 TOKEN_LO = 1000
 TOKEN_HI = 127_000
 BLOCK_TOKENS = 512
