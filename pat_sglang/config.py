@@ -18,12 +18,17 @@ import torch
 
 
 def data_dir(package: str, repo_folder: str) -> Traversable:
-    """A data folder shipped inside the package when installed (``pat_sglang.configs`` <- ``configs/``),
-    or the repository's own folder when the source tree is used through PYTHONPATH."""
+    """A data folder: the repository's own (``configs/``, ``kernels/``) when ``pat_sglang`` is imported from a source
+    checkout, else the copy shipped inside the installed package (``pat_sglang.configs`` <- ``configs/``). The
+    checkout comes first so that an editable install of one checkout never hands another checkout (a worktree on
+    PYTHONPATH) its kernels or tile tables."""
+    checkout = resources.files("pat_sglang").joinpath("..")
+    if checkout.joinpath("pyproject.toml").is_file() and checkout.joinpath(repo_folder).is_dir():
+        return checkout.joinpath(repo_folder)
     try:
         return resources.files(package)
     except ModuleNotFoundError:
-        return resources.files("pat_sglang").joinpath("..", repo_folder)
+        return checkout.joinpath(repo_folder)
 
 
 SUPPORTED_HEAD_DIMS = (64, 128, 256)

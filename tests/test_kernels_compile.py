@@ -103,3 +103,20 @@ def test_fp8_variant_options_and_shared_memory() -> None:
     assert bf16.smem_bytes - q_bytes == 2 * fp8.stages * tile * 2
     with pytest.raises(ValueError, match="KV dtype"):
         KernelVariant("sm_90", "bf16", 128, 16, 4, kv_dtype="int8")
+
+
+def test_kernel_source_is_the_imported_checkouts() -> None:
+    """The kernels and tile tables come from the checkout whose pat_sglang is imported, never from another checkout
+    an editable install points at (a worktree on PYTHONPATH would otherwise build the main tree's kernel)."""
+    from pathlib import Path
+
+    import pat_sglang
+    from pat_sglang.config import data_dir
+    from pat_sglang.kernels import kernel_source
+
+    root = Path(pat_sglang.__file__).resolve().parent.parent
+    if not (root / "pyproject.toml").is_file():
+        pytest.skip("pat_sglang is an installed package here, not a checkout")
+    assert Path(str(data_dir("pat_sglang.kernels_src", "kernels"))).resolve() == root / "kernels"
+    assert Path(str(data_dir("pat_sglang.configs", "configs"))).resolve() == root / "configs"
+    assert kernel_source() == (root / "kernels" / "pat_decode.cu").read_text()
