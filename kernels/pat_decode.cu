@@ -38,6 +38,12 @@
 //   KV_WARPS partial states are combined through fp32 slabs in shared memory. Each row goes either to the
 //   output (dtype, the request's only partial) or to its partial slot (fp32 row + log2-sum-exp).
 //
+//   Warp streams (-DPAT_WARP_STREAMS; tiles of one stage per warp): items of tile m 16 (one request, or a few
+//   in a pack) are the whole of a no-sharing batch, and the CTA-wide loop gives them one computing warp and a CTA
+//   barrier per 16-token tile. With warp streams each warp attends its own tiles (w, w + PAT_WARPS, ...) from its
+//   own stage, loads them itself and waits on warp barriers only; the warps' states are combined once at the end
+//   through the fp32 slabs. Larger tiles keep the CTA-wide loop.
+//
 // pat_merge: one warp per (request, q head); combines the request's partial rows with softmax weights
 //   2^(lse_i - max lse) into the output. Requests with a direct output have no partials and exit.
 
@@ -232,24 +238,35 @@ __device__ __forceinline__ int stage_off(int row, int chunk) {
 #endif
 }
 
-// The slot of this thread's row in the tile starting at kv position tok0 (-1: past the end).
-__device__ __forceinline__ int row_slot(const PatForwardParams& p, int tok0, int kv_end) {
-    const int tok = tok0 + threadIdx.x / THREADS_PER_ROW;
+// The slot at kv position tok (-1: past the end).
+__device__ __forceinline__ int slot_at(const PatForwardParams& p, int tok, int kv_end) {
     return tok < kv_end ? __ldg(p.slot_table + tok) : -1;
 }
 
-// Gather this thread's row of one KV tile of one KV head into a stage (zero-filled past the end).
-__device__ __forceinline__ void load_kv_row(const PatForwardParams& p, kv_t* sk, kv_t* sv, int slot, int kvh) {
-    const int row = threadIdx.x / THREADS_PER_ROW;
-    const int chunk0 = (threadIdx.x % THREADS_PER_ROW) * CHUNKS_PER_THREAD;
+// The slot of this thread's row in the tile starting at kv position tok0 (CTA-wide loader).
+__device__ __forceinline__ int row_slot(const PatForwardParams& p, int tok0, int kv_end) {
+    return slot_at(p, tok0 + threadIdx.x / THREADS_PER_ROW, kv_end);
+}
+
+// Gather chunks [chunk0, chunk0 + N) of one token row of one KV head into a stage (zero-filled past the end),
+// UNROLL copies of K and V at a time.
+template <int N, int UNROLL = N>
+__device__ __forceinline__ void load_kv_chunks(const PatForwardParams& p, kv_t* sk, kv_t* sv, int slot, int kvh,
+                                               int row, int chunk0) {
     const bool valid = slot >= 0;
     const long long off = valid ? (long long)slot * p.kv_stride_slot + (long long)kvh * p.kv_stride_head : 0;
-#pragma unroll
-    for (int i = 0; i < CHUNKS_PER_THREAD; ++i) {
+#pragma unroll UNROLL
+    for (int i = 0; i < N; ++i) {
         const int chunk = chunk0 + i;
         cp_async_16(sk + stage_off(row, chunk), p.k + off + chunk * KV_CHUNK_ELEMS, valid);
         cp_async_16(sv + stage_off(row, chunk), p.v + off + chunk * KV_CHUNK_ELEMS, valid);
     }
+}
+
+// Gather this thread's row of one KV tile (CTA-wide loader: every thread of the CTA takes part).
+__device__ __forceinline__ void load_kv_row(const PatForwardParams& p, kv_t* sk, kv_t* sv, int slot, int kvh) {
+    load_kv_chunks<CHUNKS_PER_THREAD>(p, sk, sv, slot, kvh, threadIdx.x / THREADS_PER_ROW,
+                                      (threadIdx.x % THREADS_PER_ROW) * CHUNKS_PER_THREAD);
 }
 
 #ifdef PAT_KV_FP8
@@ -305,31 +322,10 @@ __device__ __forceinline__ void write_pair(const PatForwardParams& p, int req, i
     }
 }
 
-template <int ROW_WARPS>
-__device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, const int* item, int kvh, elem_t* smem) {
-    constexpr int KV_WARPS = (PAT_WARPS / ROW_WARPS) < (KV_TILE / 16) ? (PAT_WARPS / ROW_WARPS) : (KV_TILE / 16);
-    constexpr int COLS = KV_TILE / KV_WARPS;  // KV columns per warp per tile, a multiple of 16
-    constexpr int TILE_M = ROW_WARPS * 16;
-    constexpr int SUB = 16;       // KV columns per S sub-block (one k16 step of P V)
-    constexpr int NBS = SUB / 8;  // n8 blocks of S per sub-block
-    constexpr int DB = HEAD_DIM / 8;  // n8 blocks of O per warp
-
-    const int kv_begin = item[ITEM_KV_BEGIN];
-    const int kv_end = item[ITEM_KV_END];
-    const int req_begin = item[ITEM_REQ_BEGIN];
-    const int n_req = item[ITEM_REQ_END] - req_begin;
-    const int group = p.num_q_heads / p.num_kv_heads;
-    const int n_rows = n_req * group;
-
-    elem_t* sq = smem;
-    kv_t* sk = reinterpret_cast<kv_t*>(smem + SMEM_Q_ELEMS);
-    kv_t* sv = sk + SMEM_KV_ELEMS;
-#ifdef PAT_KV_FP8
-    elem_t* sk_cvt = reinterpret_cast<elem_t*>(sv + SMEM_KV_ELEMS);
-    elem_t* sv_cvt = sk_cvt + SMEM_CVT_ELEMS;
-#endif
-
-    // Q rows -> shared memory (zero rows past n_rows: they give finite scores and are never written).
+// Q rows of an item -> shared memory (zero rows past n_rows: they give finite scores and are never written).
+template <int TILE_M>
+__device__ __forceinline__ void load_q_rows(const PatForwardParams& p, elem_t* sq, int req_begin, int n_rows, int group,
+                                            int kvh) {
     for (int c = threadIdx.x; c < TILE_M * CHUNKS_PER_ROW; c += PAT_THREADS) {
         const int row = c / CHUNKS_PER_ROW;
         const int chunk = c % CHUNKS_PER_ROW;
@@ -342,152 +338,127 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
         }
         cp_async_16(sq + swz(row, chunk), p.q + off, valid);
     }
-    // Prologue: the first STAGES-1 tiles go out at once (group 0 also carries Q). Every iteration commits
-    // exactly one group (possibly empty), so "tile t has landed" is always wait_group<STAGES-1> after the
-    // commit of iteration t.
-    const int n_tiles = (kv_end - kv_begin + KV_TILE - 1) / KV_TILE;
-    constexpr int STAGE_ELEMS = KV_TILE * HEAD_DIM;
-#pragma unroll
-    for (int t = 0; t < STAGES - 1; ++t) {
-        if (t < n_tiles) load_kv_row(p, sk + t * STAGE_ELEMS, sv + t * STAGE_ELEMS, row_slot(p, kv_begin + t * KV_TILE, kv_end), kvh);
-        cp_async_commit();
-    }
-    int next_slot = row_slot(p, kv_begin + (STAGES - 1) * KV_TILE, kv_end);
+}
 
-    const int warp = threadIdx.x / 32;
+// One warp's online-softmax state for its 16 query rows: each thread holds rows lane/4 and lane/4 + 8 (log2 units),
+// O columns j*8 + (lane%4)*2 + {0,1}; l is a per-thread partial sum until the end.
+struct RowState {
+    float o[HEAD_DIM / 8][4];
+    float m[2];
+    float l[2];
+};
+
+__device__ __forceinline__ void init_rows(RowState& st) {
+#pragma unroll
+    for (int j = 0; j < HEAD_DIM / 8; ++j) st.o[j][0] = st.o[j][1] = st.o[j][2] = st.o[j][3] = 0.f;
+    st.m[0] = st.m[1] = PAT_NEG_INF;
+    st.l[0] = st.l[1] = 0.f;
+}
+
+// One 16-column block of a 16-bit KV tile against the warp's 16 query rows (rows rw*16.. of sq): S = Q K^T on
+// tensor cores, columns past kv_end masked, the online-softmax update, O += P V. c0: the block's first column in the
+// tile; tok_base: its kv position.
+__device__ __forceinline__ void attend_block(const PatForwardParams& p, const elem_t* sq, int rw, const elem_t* tk,
+                                             const elem_t* tv, int c0, int tok_base, int kv_end, RowState& st) {
+    constexpr int NBS = 2;            // n8 blocks of S in the 16 columns (one k16 step of P V)
+    constexpr int DB = HEAD_DIM / 8;  // n8 blocks of O
     const int lane = threadIdx.x % 32;
-    const bool computes = warp < ROW_WARPS * KV_WARPS;
-    const int rw = warp / KV_WARPS;  // row group
-    const int kw = warp % KV_WARPS;  // column group
-
-    float o[DB][4];
+    float s[NBS][4];
 #pragma unroll
-    for (int j = 0; j < DB; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
-    float m_run[2] = {PAT_NEG_INF, PAT_NEG_INF};  // running max of rows lane/4 and lane/4+8 (log2 units)
-    float l_run[2] = {0.f, 0.f};
-
-    for (int t = 0; t < n_tiles; ++t) {
-        // Refill the stage consumed at iteration t-1 (the barrier that ended it makes this safe).
-        const int ahead = t + STAGES - 1;
-        if (ahead < n_tiles) {
-            const int st = ahead % STAGES;
-            load_kv_row(p, sk + st * STAGE_ELEMS, sv + st * STAGE_ELEMS, next_slot, kvh);
-            next_slot = row_slot(p, kv_begin + (ahead + 1) * KV_TILE, kv_end);
-        }
-        cp_async_commit();
-        cp_async_wait<STAGES - 1>();
-        __syncthreads();
-        if (t == 0) pat_stamp(1);
-#ifdef PAT_KV_FP8
-        convert_kv_tile(sk + (t % STAGES) * STAGE_ELEMS, sv + (t % STAGES) * STAGE_ELEMS, sk_cvt, sv_cvt);
-        __syncthreads();
-        const elem_t* tk = sk_cvt;
-        const elem_t* tv = sv_cvt;
-#else
-        const elem_t* tk = sk + (t % STAGES) * STAGE_ELEMS;
-        const elem_t* tv = sv + (t % STAGES) * STAGE_ELEMS;
-#endif
-
-        if (computes) {
-            // The warp's COLS columns go SUB at a time so S stays small in registers.
-#pragma unroll 2
-            for (int c0 = kw * COLS; c0 < (kw + 1) * COLS; c0 += SUB) {
-            float s[NBS][4];
-#pragma unroll
-            for (int j = 0; j < NBS; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-            // S = Q K^T over HEAD_DIM in k16 steps.
+    for (int j = 0; j < NBS; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+    // S = Q K^T over HEAD_DIM in k16 steps.
 #pragma unroll 2  // partial: fully unrolled, the compiler hoists every K fragment into registers
-            for (int kk = 0; kk < HEAD_DIM / 16; ++kk) {
-                unsigned a0, a1, a2, a3;
-                {
-                    const int mat = lane / 8;
-                    const int row = rw * 16 + (mat % 2) * 8 + lane % 8;
-                    ldmatrix_x4(a0, a1, a2, a3, sq + swz(row, kk * 2 + mat / 2));
-                }
-#pragma unroll
-                for (int j = 0; j < NBS; j += 2) {
-                    unsigned b0, b1, b2, b3;
-                    const int mat = lane / 8;
-                    const int row = c0 + j * 8 + (mat / 2) * 8 + lane % 8;
-                    ldmatrix_x4(b0, b1, b2, b3, tk + swz(row, kk * 2 + mat % 2));
-                    mma_16816(s[j], a0, a1, a2, a3, b0, b1);
-                    mma_16816(s[j + 1], a0, a1, a2, a3, b2, b3);
-                }
-            }
-            // Online softmax (log2 domain); columns past kv_end are masked.
-            const int tok_base = kv_begin + t * KV_TILE + c0;
-            float tile_max[2] = {PAT_NEG_INF, PAT_NEG_INF};
-#pragma unroll
-            for (int j = 0; j < NBS; ++j) {
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int tok = tok_base + j * 8 + (lane % 4) * 2 + (e & 1);
-                    s[j][e] = tok < kv_end ? s[j][e] * p.scale_log2 : PAT_NEG_INF;
-                    tile_max[e / 2] = fmaxf(tile_max[e / 2], s[j][e]);
-                }
-            }
-            float rescale[2];
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffff, tile_max[h], 1));
-                tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffff, tile_max[h], 2));
-                const float m_new = fmaxf(m_run[h], tile_max[h]);
-                // A row with nothing seen yet keeps m = -inf; use 0 so exp2 gives 0, not NaN.
-                const float m_use = m_new == PAT_NEG_INF ? 0.f : m_new;
-                rescale[h] = exp2f(m_run[h] - m_use);
-                m_run[h] = m_new;
-                float sum = 0.f;
-#pragma unroll
-                for (int j = 0; j < NBS; ++j) {
-                    s[j][2 * h] = exp2f(s[j][2 * h] - m_use);
-                    s[j][2 * h + 1] = exp2f(s[j][2 * h + 1] - m_use);
-                    sum += s[j][2 * h] + s[j][2 * h + 1];
-                }
-                l_run[h] = l_run[h] * rescale[h] + sum;  // per-thread partial sum, reduced at the end
-            }
-#pragma unroll
-            for (int j = 0; j < DB; ++j) {
-                o[j][0] *= rescale[0];
-                o[j][1] *= rescale[0];
-                o[j][2] *= rescale[1];
-                o[j][3] *= rescale[1];
-            }
-            // O += P V: P from the S accumulators (two n8 blocks = one k16 A fragment), V transposed.
-#pragma unroll
-            for (int kk = 0; kk < NBS / 2; ++kk) {
-                const unsigned a0 = pack_elem2(s[2 * kk][0], s[2 * kk][1]);
-                const unsigned a1 = pack_elem2(s[2 * kk][2], s[2 * kk][3]);
-                const unsigned a2 = pack_elem2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-                const unsigned a3 = pack_elem2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-#pragma unroll
-                for (int j = 0; j < DB; j += 2) {
-                    unsigned b0, b1, b2, b3;
-                    const int mat = lane / 8;
-                    const int row = c0 + kk * 16 + (mat % 2) * 8 + lane % 8;
-                    ldmatrix_x4_trans(b0, b1, b2, b3, tv + swz(row, j + mat / 2));
-                    mma_16816(o[j], a0, a1, a2, a3, b0, b1);
-                    mma_16816(o[j + 1], a0, a1, a2, a3, b2, b3);
-                }
-            }
-            }
+    for (int kk = 0; kk < HEAD_DIM / 16; ++kk) {
+        unsigned a0, a1, a2, a3;
+        {
+            const int mat = lane / 8;
+            const int row = rw * 16 + (mat % 2) * 8 + lane % 8;
+            ldmatrix_x4(a0, a1, a2, a3, sq + swz(row, kk * 2 + mat / 2));
         }
-        __syncthreads();  // the next iteration refills this stage (and, with FP8 KV, rewrites the converted tile)
+#pragma unroll
+        for (int j = 0; j < NBS; j += 2) {
+            unsigned b0, b1, b2, b3;
+            const int mat = lane / 8;
+            const int row = c0 + j * 8 + (mat / 2) * 8 + lane % 8;
+            ldmatrix_x4(b0, b1, b2, b3, tk + swz(row, kk * 2 + mat % 2));
+            mma_16816(s[j], a0, a1, a2, a3, b0, b1);
+            mma_16816(s[j + 1], a0, a1, a2, a3, b2, b3);
+        }
     }
-    cp_async_wait<0>();  // no copy may land in shared memory after the loop: the combine reuses it
-    pat_stamp(2);
+    // Online softmax (log2 domain); columns past kv_end are masked.
+    float tile_max[2] = {PAT_NEG_INF, PAT_NEG_INF};
+#pragma unroll
+    for (int j = 0; j < NBS; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int tok = tok_base + j * 8 + (lane % 4) * 2 + (e & 1);
+            s[j][e] = tok < kv_end ? s[j][e] * p.scale_log2 : PAT_NEG_INF;
+            tile_max[e / 2] = fmaxf(tile_max[e / 2], s[j][e]);
+        }
+    }
+    float rescale[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffff, tile_max[h], 1));
+        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffff, tile_max[h], 2));
+        const float m_new = fmaxf(st.m[h], tile_max[h]);
+        // A row with nothing seen yet keeps m = -inf; use 0 so exp2 gives 0, not NaN.
+        const float m_use = m_new == PAT_NEG_INF ? 0.f : m_new;
+        rescale[h] = exp2f(st.m[h] - m_use);
+        st.m[h] = m_new;
+        float sum = 0.f;
+#pragma unroll
+        for (int j = 0; j < NBS; ++j) {
+            s[j][2 * h] = exp2f(s[j][2 * h] - m_use);
+            s[j][2 * h + 1] = exp2f(s[j][2 * h + 1] - m_use);
+            sum += s[j][2 * h] + s[j][2 * h + 1];
+        }
+        st.l[h] = st.l[h] * rescale[h] + sum;  // per-thread partial sum, reduced at the end
+    }
+#pragma unroll
+    for (int j = 0; j < DB; ++j) {
+        st.o[j][0] *= rescale[0];
+        st.o[j][1] *= rescale[0];
+        st.o[j][2] *= rescale[1];
+        st.o[j][3] *= rescale[1];
+    }
+    // O += P V: P from the S accumulators (two n8 blocks = one k16 A fragment), V transposed.
+    const unsigned a0 = pack_elem2(s[0][0], s[0][1]);
+    const unsigned a1 = pack_elem2(s[0][2], s[0][3]);
+    const unsigned a2 = pack_elem2(s[1][0], s[1][1]);
+    const unsigned a3 = pack_elem2(s[1][2], s[1][3]);
+#pragma unroll
+    for (int j = 0; j < DB; j += 2) {
+        unsigned b0, b1, b2, b3;
+        const int mat = lane / 8;
+        const int row = c0 + (mat % 2) * 8 + lane % 8;
+        ldmatrix_x4_trans(b0, b1, b2, b3, tv + swz(row, j + mat / 2));
+        mma_16816(st.o[j], a0, a1, a2, a3, b0, b1);
+        mma_16816(st.o[j + 1], a0, a1, a2, a3, b2, b3);
+    }
+}
 
-    // Each thread holds rows r_lo and r_lo + 8 of its warp's 16, columns j*8 + (lane%4)*2 + {0,1}.
+// The end of an item: the warps' row states -> outputs or partial slots. KV_GROUPS = 1 (one warp saw every column
+// of its rows): each computing warp writes its rows straight from registers. Otherwise each column group parks its
+// raw state in its own fp32 slab, reusing the Q/K/V region (the caller has passed a CTA barrier after its last
+// read of it), and the block combines the slabs row by row. No atomics.
+//   slab_o [KV_GROUPS][TILE_M][HEAD_DIM], slab_m [KV_GROUPS][TILE_M], slab_l [KV_GROUPS][TILE_M]
+template <int KV_GROUPS, int TILE_M>
+__device__ __forceinline__ void write_rows(const PatForwardParams& p, elem_t* smem, const RowState& st, bool computes,
+                                           int rw, int kw, int req_begin, int n_rows, int group, int kvh) {
+    constexpr int DB = HEAD_DIM / 8;
+    static_assert(KV_GROUPS * TILE_M <= MAX_TILE_M, "the combine slabs hold at most MAX_TILE_M rows");
+    const int lane = threadIdx.x % 32;
     const int r_lo = rw * 16 + lane / 4;
     float l_full[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-        float l = l_run[h];
+        float l = st.l[h];
         l += __shfl_xor_sync(0xffffffff, l, 1);
         l += __shfl_xor_sync(0xffffffff, l, 2);
         l_full[h] = l;
     }
-    if (KV_WARPS == 1) {
-        // One warp saw every column of its rows: write them straight from registers.
+    if constexpr (KV_GROUPS == 1) {
         if (computes) {
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
@@ -501,20 +472,16 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
 #pragma unroll
                 for (int j = 0; j < DB; ++j) {
                     const int d = j * 8 + (lane % 4) * 2;
-                    write_pair(p, req, dst, head, d, o[j][2 * h] * inv_l, o[j][2 * h + 1] * inv_l);
+                    write_pair(p, req, dst, head, d, st.o[j][2 * h] * inv_l, st.o[j][2 * h + 1] * inv_l);
                 }
-                if (dst >= 0 && lane % 4 == 0) p.part_lse[(long long)dst * p.num_q_heads + head] = m_run[h] + log2f(l_full[h]);
+                if (dst >= 0 && lane % 4 == 0) p.part_lse[(long long)dst * p.num_q_heads + head] = st.m[h] + log2f(l_full[h]);
             }
         }
         return;
     }
-
-    // KV_WARPS column groups: each parks its raw state in its own fp32 slab (reusing the Q/K/V region; the
-    // loop ended on a barrier), then the block combines the slabs row by row. No atomics.
-    //   slab_o [KV_WARPS][TILE_M][HEAD_DIM], slab_m [KV_WARPS][TILE_M], slab_l [KV_WARPS][TILE_M]
     float* slab_o = reinterpret_cast<float*>(smem);
-    float* slab_m = slab_o + KV_WARPS * TILE_M * HEAD_DIM;
-    float* slab_l = slab_m + KV_WARPS * TILE_M;
+    float* slab_m = slab_o + KV_GROUPS * TILE_M * HEAD_DIM;
+    float* slab_l = slab_m + KV_GROUPS * TILE_M;
     if (computes) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
@@ -522,9 +489,9 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
             float* row = slab_o + (kw * TILE_M + r) * HEAD_DIM;
 #pragma unroll
             for (int j = 0; j < DB; ++j)
-                *reinterpret_cast<float2*>(row + j * 8 + (lane % 4) * 2) = make_float2(o[j][2 * h], o[j][2 * h + 1]);
+                *reinterpret_cast<float2*>(row + j * 8 + (lane % 4) * 2) = make_float2(st.o[j][2 * h], st.o[j][2 * h + 1]);
             if (lane % 4 == 0) {
-                slab_m[kw * TILE_M + r] = m_run[h];
+                slab_m[kw * TILE_M + r] = st.m[h];
                 slab_l[kw * TILE_M + r] = l_full[h];
             }
         }
@@ -535,10 +502,10 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
         const int d = (i % (HEAD_DIM / 2)) * 2;
         float mx = PAT_NEG_INF;
 #pragma unroll
-        for (int g = 0; g < KV_WARPS; ++g) mx = fmaxf(mx, slab_m[g * TILE_M + r]);
+        for (int g = 0; g < KV_GROUPS; ++g) mx = fmaxf(mx, slab_m[g * TILE_M + r]);
         float den = 0.f, v0 = 0.f, v1 = 0.f;
 #pragma unroll
-        for (int g = 0; g < KV_WARPS; ++g) {
+        for (int g = 0; g < KV_GROUPS; ++g) {
             const float m = slab_m[g * TILE_M + r];
             const float w = m == PAT_NEG_INF ? 0.f : exp2f(m - mx);  // a group that saw no column adds 0
             const float2 x = *reinterpret_cast<const float2*>(slab_o + (g * TILE_M + r) * HEAD_DIM + d);
@@ -555,6 +522,151 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     }
 }
 
+// The CTA-wide loop: all threads load each KV tile, ROW_WARPS x KV_WARPS warps compute on it, one CTA barrier per
+// tile.
+template <int ROW_WARPS>
+__device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, const int* item, int kvh, elem_t* smem) {
+    constexpr int KV_WARPS = (PAT_WARPS / ROW_WARPS) < (KV_TILE / 16) ? (PAT_WARPS / ROW_WARPS) : (KV_TILE / 16);
+    constexpr int COLS = KV_TILE / KV_WARPS;  // KV columns per warp per tile, a multiple of 16
+    constexpr int TILE_M = ROW_WARPS * 16;
+
+    const int kv_begin = item[ITEM_KV_BEGIN];
+    const int kv_end = item[ITEM_KV_END];
+    const int req_begin = item[ITEM_REQ_BEGIN];
+    const int n_req = item[ITEM_REQ_END] - req_begin;
+    const int group = p.num_q_heads / p.num_kv_heads;
+    const int n_rows = n_req * group;
+
+    elem_t* sq = smem;
+    kv_t* sk = reinterpret_cast<kv_t*>(smem + SMEM_Q_ELEMS);
+    kv_t* sv = sk + SMEM_KV_ELEMS;
+#ifdef PAT_KV_FP8
+    elem_t* sk_cvt = reinterpret_cast<elem_t*>(sv + SMEM_KV_ELEMS);
+    elem_t* sv_cvt = sk_cvt + SMEM_CVT_ELEMS;
+#endif
+
+    load_q_rows<TILE_M>(p, sq, req_begin, n_rows, group, kvh);
+    // Prologue: the first STAGES-1 tiles go out at once (group 0 also carries Q). Every iteration commits
+    // exactly one group (possibly empty), so "tile t has landed" is always wait_group<STAGES-1> after the
+    // commit of iteration t.
+    const int n_tiles = (kv_end - kv_begin + KV_TILE - 1) / KV_TILE;
+    constexpr int STAGE_ELEMS = KV_TILE * HEAD_DIM;
+#pragma unroll
+    for (int t = 0; t < STAGES - 1; ++t) {
+        if (t < n_tiles) load_kv_row(p, sk + t * STAGE_ELEMS, sv + t * STAGE_ELEMS, row_slot(p, kv_begin + t * KV_TILE, kv_end), kvh);
+        cp_async_commit();
+    }
+    int next_slot = row_slot(p, kv_begin + (STAGES - 1) * KV_TILE, kv_end);
+
+    const int warp = threadIdx.x / 32;
+    const bool computes = warp < ROW_WARPS * KV_WARPS;
+    const int rw = warp / KV_WARPS;  // row group
+    const int kw = warp % KV_WARPS;  // column group
+
+    RowState st;
+    init_rows(st);
+
+    for (int t = 0; t < n_tiles; ++t) {
+        // Refill the stage consumed at iteration t-1 (the barrier that ended it makes this safe).
+        const int ahead = t + STAGES - 1;
+        if (ahead < n_tiles) {
+            const int stg = ahead % STAGES;
+            load_kv_row(p, sk + stg * STAGE_ELEMS, sv + stg * STAGE_ELEMS, next_slot, kvh);
+            next_slot = row_slot(p, kv_begin + (ahead + 1) * KV_TILE, kv_end);
+        }
+        cp_async_commit();
+        cp_async_wait<STAGES - 1>();
+        __syncthreads();
+        if (t == 0) pat_stamp(1);
+#ifdef PAT_KV_FP8
+        convert_kv_tile(sk + (t % STAGES) * STAGE_ELEMS, sv + (t % STAGES) * STAGE_ELEMS, sk_cvt, sv_cvt);
+        __syncthreads();
+        const elem_t* tk = sk_cvt;
+        const elem_t* tv = sv_cvt;
+#else
+        const elem_t* tk = sk + (t % STAGES) * STAGE_ELEMS;
+        const elem_t* tv = sv + (t % STAGES) * STAGE_ELEMS;
+#endif
+        if (computes) {
+            // The warp's COLS columns go 16 at a time so S stays small in registers.
+#pragma unroll 2
+            for (int c0 = kw * COLS; c0 < (kw + 1) * COLS; c0 += 16)
+                attend_block(p, sq, rw, tk, tv, c0, kv_begin + t * KV_TILE + c0, kv_end, st);
+        }
+        __syncthreads();  // the next iteration refills this stage (and, with FP8 KV, rewrites the converted tile)
+    }
+    cp_async_wait<0>();  // no copy may land in shared memory after the loop: the combine reuses it
+    pat_stamp(2);
+    write_rows<KV_WARPS, TILE_M>(p, smem, st, computes, rw, kw, req_begin, n_rows, group, kvh);
+}
+
+#ifdef PAT_WARP_STREAMS
+// Warp streams (-DPAT_WARP_STREAMS) for items of one 16-row block (tile m 16: one request, or a few sharing a
+// pack): the CTA-wide loop runs them on one computing warp with a CTA barrier per 16-token tile. Here the
+// PAT_WARPS warps are independent streams instead: warp w attends tiles w, w + PAT_WARPS, ... from its own stage
+// (stage w of the same shared memory), loads them itself and synchronises with warp barriers only; the warps' states
+// are combined once at the end through the slabs. Same bytes in flight per CTA (one tile per warp), PAT_WARPS times
+// the attention work in parallel, no CTA barrier inside the loop.
+#ifdef PAT_KV_FP8
+#error "warp streams read 16-bit stages; FP8 tiles are converted by the whole CTA"
+#endif
+static_assert(STAGES == PAT_WARPS, "warp streams: one stage per warp");
+static_assert(KV_TILE % 16 == 0 && 32 % KV_TILE == 0, "warp streams: one warp loads a whole tile, 32/KV_TILE lanes a row");
+constexpr int WS_LANES_PER_ROW = 32 / KV_TILE;
+constexpr int WS_CHUNKS_PER_LANE = KV_CHUNKS_PER_ROW / WS_LANES_PER_ROW;
+// A lane issues 2 x WS_CHUNKS_PER_LANE copies while its softmax state is live: unrolled two at a time (fully
+// unrolled, every address stays in a register and d=128 spills at 4 CTAs per SM).
+constexpr int WS_UNROLL = WS_CHUNKS_PER_LANE < 2 ? WS_CHUNKS_PER_LANE : 2;
+static_assert(KV_CHUNKS_PER_ROW % WS_LANES_PER_ROW == 0, "warp streams: a row's chunks split evenly between its lanes");
+
+__device__ __forceinline__ void warp_stream_forward(const PatForwardParams& p, const int* item, int kvh,
+                                                    elem_t* smem) {
+    const int kv_begin = item[ITEM_KV_BEGIN];
+    const int kv_end = item[ITEM_KV_END];
+    const int req_begin = item[ITEM_REQ_BEGIN];
+    const int n_req = item[ITEM_REQ_END] - req_begin;
+    const int group = p.num_q_heads / p.num_kv_heads;
+    const int n_rows = n_req * group;
+    const int warp = threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    constexpr int STAGE_ELEMS = KV_TILE * HEAD_DIM;
+    elem_t* sq = smem;
+    elem_t* sk = smem + SMEM_Q_ELEMS + warp * STAGE_ELEMS;  // this warp's stage
+    elem_t* sv = smem + SMEM_Q_ELEMS + SMEM_KV_ELEMS + warp * STAGE_ELEMS;
+    const int row = lane / WS_LANES_PER_ROW;  // the token row of the tile this lane loads
+    const int chunk0 = (lane % WS_LANES_PER_ROW) * WS_CHUNKS_PER_LANE;
+
+    load_q_rows<16>(p, sq, req_begin, n_rows, group, kvh);
+    const int n_tiles = (kv_end - kv_begin + KV_TILE - 1) / KV_TILE;
+    int t = warp;
+    if (t < n_tiles)
+        load_kv_chunks<WS_CHUNKS_PER_LANE, WS_UNROLL>(p, sk, sv, slot_at(p, kv_begin + t * KV_TILE + row, kv_end), kvh, row, chunk0);
+    cp_async_commit();
+    int next_slot = slot_at(p, kv_begin + (t + PAT_WARPS) * KV_TILE + row, kv_end);
+    cp_async_wait<0>();
+    __syncthreads();  // Q (loaded by the whole CTA) and every warp's first tile have landed
+    pat_stamp(1);
+
+    RowState st;
+    init_rows(st);
+    while (t < n_tiles) {
+#pragma unroll
+        for (int c0 = 0; c0 < KV_TILE; c0 += 16) attend_block(p, sq, 0, sk, sv, c0, kv_begin + t * KV_TILE + c0, kv_end, st);
+        t += PAT_WARPS;
+        if (t >= n_tiles) break;
+        __syncwarp();  // every lane is done reading the stage before it is refilled
+        load_kv_chunks<WS_CHUNKS_PER_LANE, WS_UNROLL>(p, sk, sv, next_slot, kvh, row, chunk0);
+        cp_async_commit();
+        next_slot = slot_at(p, kv_begin + (t + PAT_WARPS) * KV_TILE + row, kv_end);
+        cp_async_wait<0>();
+        __syncwarp();  // every lane's copies have landed and are visible to the warp
+    }
+    __syncthreads();  // every warp is done with shared memory: the combine slabs reuse it
+    pat_stamp(2);
+    write_rows<PAT_WARPS, 16>(p, smem, st, true, 0, warp, req_begin, n_rows, group, kvh);
+}
+#endif
+
 extern "C" __global__ void __launch_bounds__(PAT_THREADS, PAT_MIN_BLOCKS) pat_pack_forward(const PatForwardParams p) {
     extern __shared__ __align__(128) unsigned char pat_smem_raw[];
     elem_t* smem = reinterpret_cast<elem_t*>(pat_smem_raw);
@@ -566,7 +678,11 @@ extern "C" __global__ void __launch_bounds__(PAT_THREADS, PAT_MIN_BLOCKS) pat_pa
     const int kvh = blockIdx.x;
     pat_stamp(0);
     switch (item[ITEM_TILE_M]) {
+#ifdef PAT_WARP_STREAMS
+        case 16: warp_stream_forward(p, item, kvh, smem); break;
+#else
         case 16: pack_forward_tile<1>(p, item, kvh, smem); break;
+#endif
 #if PAT_WARPS >= 2
         case 32: pack_forward_tile<2>(p, item, kvh, smem); break;
 #endif
