@@ -489,7 +489,10 @@ class ServerSim:
         for r in reqs:
             r.kv.kv_allocated_len += 1
             r.kv_committed_len += 1
+        # ScheduleBatch's host mirrors of the rows and lengths (SGLang keeps both in step with ``reqs``)
         self.sched.reqs = reqs
+        self.sched.req_pool_indices_cpu = torch.from_numpy(rows)
+        self.sched.seq_lens_cpu = torch.from_numpy(cols + 1)
         return rows, cols + 1, loc
 
     def finish_decode(self) -> None:

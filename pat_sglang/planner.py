@@ -520,16 +520,18 @@ def _splits(
         lengths = [base]
         for _ in range(SPLIT_STEPS_UP if mostly_private else 0):
             lengths.append(_coarse_up(lengths[-1]))
-        fill, splits = -1.0, None
-        for split_tokens in lengths:
-            cand = np.maximum(1, (pack_tokens + (split_tokens - 1)) // split_tokens)
-            ctas = int(cand @ pack_blocks) * num_kv_heads
+        # a wave count's candidate lengths in one array op (a numpy round trip per candidate cost more than the
+        # rest of a re-made plan); the choice among them runs on Python scalars
+        split_tokens = np.array(lengths, dtype=np.int64)[:, None]
+        cands = np.maximum(1, (pack_tokens + (split_tokens - 1)) // split_tokens)
+        fill, pick, fewest = -1.0, 0, 0
+        for i, ctas in enumerate(((cands @ pack_blocks) * num_kv_heads).tolist()):
             cand_fill = ctas / (math.ceil(ctas / target) * target)
             if cand_fill > fill + FILL_TIE:
-                fill, splits, fewest = cand_fill, cand, ctas
+                fill, pick, fewest = cand_fill, i, ctas
             elif cand_fill > fill - FILL_TIE and ctas < fewest:
-                splits, fewest = cand, ctas
-        assert splits is not None
+                pick, fewest = i, ctas
+        splits = cands[pick]
         if best is None or fill > best[0] + FILL_TIE:
             best = (fill, -fewest, splits)
         if waves == 1 and (fill >= LOW_WAVE_FILL or not mostly_private):

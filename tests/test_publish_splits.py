@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from sglang_harness import RadixHarness, assert_plan_exact, plan_work, record_forests, rows_flat, slot_free_key
 from test_decode_step import HEADS, plan_and_check, setup, step
 
@@ -14,8 +15,8 @@ from pat_sglang.config import DeviceSpec
 from pat_sglang.decode_step import DecodeStepPlanner, StepBatch
 from pat_sglang.forest import PrefixForest
 from pat_sglang.sglang_patches.chain_table import ChainEntry, ChainTable, _RowPaths
-from pat_sglang.sglang_patches.core import COUNT_RADIX_SPLITS
-from pat_sglang.sglang_patches.publish import publish_decode_batch, radix_splits
+from pat_sglang.sglang_patches.core import COUNT_RADIX_RECACHING, COUNT_RADIX_SPLITS
+from pat_sglang.sglang_patches.publish import SPLITS_ATTR, publish_decode_batch, radix_recached, radix_splits
 
 
 @pytest.fixture()
@@ -24,6 +25,104 @@ def split_counter():
     yield
     if applied:
         COUNT_RADIX_SPLITS.remove()
+
+
+@pytest.fixture()
+def counters():
+    applied = [p for p in (COUNT_RADIX_SPLITS, COUNT_RADIX_RECACHING) if p.apply()]
+    yield
+    for p in applied:
+        p.remove()
+
+
+class RunningBatch:
+    """The running ``ScheduleBatch`` as SGLang 0.5.17 keeps it between decode steps: one object whose ``reqs`` list is
+    rebound when requests join or leave (never edited in place), with the host mirror of its rows
+    (``req_pool_indices_cpu``) and lengths kept in step with it."""
+
+    def __init__(self, h: RadixHarness) -> None:
+        self.h = h
+        self.batch = h.schedule_batch([])
+        self.live: list[int] = []
+
+    def set(self, live: list[int]) -> None:
+        """Requests joined, left or moved: a new list (``filter_batch`` / ``merge_batch``)."""
+        self.live = list(live)
+        self.batch.reqs = [self.h.reqs[i] for i in self.live]
+
+    def publish(self, table: ChainTable) -> None:
+        h, b = self.h, self.batch
+        b.req_pool_indices_cpu = torch.tensor([r.req_pool_idx for r in b.reqs], dtype=torch.int64)
+        b.seq_lens_cpu = torch.tensor([h.seq_lens[i] for i in self.live], dtype=torch.int64)
+        publish_decode_batch(b, table)
+
+
+def assert_fresh(h: RadixHarness, rb: RunningBatch, table: ChainTable) -> None:
+    """``table``'s batch is what a fresh table reads from every chain of the batch."""
+    fresh = ChainTable(enabled=True)
+    publish_decode_batch(h.schedule_batch(rb.live), fresh)
+    got, want = table.batch, fresh.batch
+    assert got.rows.tolist() == want.rows.tolist() and got.rids == want.rids
+    assert [e.signature for e in got.entries] == [e.signature for e in want.entries]
+    assert got.paths[1].tolist() == want.paths[1].tolist() and got.cached.tolist() == want.cached.tolist()
+    assert got.seq_lens.tolist() == [h.seq_lens[i] for i in rb.live]
+
+
+def test_unchanged_batch_is_republished_without_reading_requests(counters) -> None:
+    """The same list object, rows, generations and radix cache (no split, no re-caching): the last batch again with
+    the new lengths (``ChainTable.republish_same``). Each way the shortcut could be fooled falls back to reading
+    the batch: a request replaced in the very list (new row; or the same row handed to a new request), a running
+    request re-cached (its ``last_node`` moves), a radix split by a request outside the batch, a new list."""
+    rng = np.random.default_rng(3)
+    h = RadixHarness(max_reqs=16, max_context=512, num_slots=1 << 13)
+    system = rng.integers(1000, 2000, size=40).tolist()
+    for _ in range(7):  # five in the batch, two outside it
+        h.add_request(system + rng.integers(5000, 9000, size=int(rng.integers(2, 9))).tolist())
+    assert radix_splits(h.cache) is not None and radix_recached(h.cache) is not None
+    table = ChainTable(enabled=True)
+    rb = RunningBatch(h)
+    rb.set([0, 1, 2, 3, 4])
+
+    def step(expect_reused: bool) -> None:
+        h.decode(steps=1, only=rb.live)
+        unread = table.unread
+        rb.publish(table)
+        assert (table.unread > unread) == expect_reused
+        assert_fresh(h, rb, table)
+
+    step(False)
+    batch = table.batch
+    step(True)
+    assert table.batch.entries is batch.entries and table.batch.serial == batch.serial + 1
+    step(True)
+    counts = radix_splits(h.cache), radix_recached(h.cache)
+    # a request replaced inside the very list (not what SGLang does; must not be trusted): another row
+    rb.batch.reqs[4] = h.reqs[5]
+    rb.live[4] = 5
+    step(False)
+    step(True)
+    # a row handed to another request (its generation bumped) while the list stays the same
+    h.req_to_token_pool.req_generation[h.reqs[2].req_pool_idx] += 1
+    step(False)
+    step(True)
+    assert (radix_splits(h.cache), radix_recached(h.cache)) == counts  # each case above alone
+    # a running request re-cached (the overlap scheduler caches a prefill after merging it): its last node moves
+    h.cache.cache_unfinished_req(h.reqs[0])
+    assert radix_splits(h.cache) == counts[0]
+    step(False)
+    step(True)
+    # the split count alone moving (a split somewhere in the tree)
+    h.cache.__dict__[SPLITS_ATTR] += 1
+    step(False)
+    step(True)
+    # an arrival outside the batch that splits the system prompt's node: every chain through it moved
+    h.add_request(system[:13] + [4242])
+    step(False)
+    step(True)
+    # requests leave and join: a new list
+    rb.set([6, 0, 2, 7])  # 7: the arrival above
+    step(False)
+    step(True)
 
 
 def test_published_paths_follow_splits_arrivals_and_finishes(split_counter) -> None:

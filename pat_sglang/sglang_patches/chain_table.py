@@ -21,7 +21,6 @@ backend binds one to its model runner's pool, and the publishing patch routes ea
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import operator
 import threading
@@ -135,6 +134,8 @@ class _Snapshot:
     anc: list
     batch: PublishedBatch
     splits: int | None  # the cache's split count when taken (None: unknown, ``anc`` is checked instead)
+    reqs: list | None = None  # the ``ScheduleBatch.reqs`` list object it was read from (see ``republish_same``)
+    recached: int | None = None  # the cache's cache_unfinished_req count when taken (None: unknown)
 
 
 
@@ -214,6 +215,7 @@ class ChainTable:
     batch: PublishedBatch | None = None  # the last published decode batch (see PublishedBatch)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     reused: int = 0  # batches whose chains were all unchanged (identity checks only), for tests and logs
+    unread: int = 0  # of them, batches republished without reading any request (``republish_same``)
     _snap: _Snapshot | None = field(default=None, repr=False)
     _read_as: dict[int, tuple] = field(default_factory=dict, repr=False)  # row -> (rid, generation, last_node) read
     _rows_of_node: dict[int, set[int]] = field(default_factory=dict, repr=False)  # radix node id -> rows through it
@@ -229,6 +231,8 @@ class ChainTable:
         splits: int | None = None,
         seq_lens: np.ndarray | None = None,
         split_log: Sequence[int | None] | None = None,
+        reqs: list | None = None,
+        recached: int | None = None,
     ) -> None:
         """``publish`` for every request of one decode batch (one lock round, ancestors' signatures shared), then
         record the batch's rows and entries (``PublishedBatch``). A batch equal to the previous one whose radix
@@ -253,6 +257,7 @@ class ChainTable:
         ):
             with self.lock:
                 if self._snap is snap:
+                    snap.reqs, snap.recached = reqs, recached
                     self._republish(snap, seq_lens)
                     return
         idxs = list(map(int, idxs))
@@ -299,7 +304,7 @@ class ChainTable:
                 and all(map(operator.is_, batch_entries, snap.batch.entries or ()))
             ):
                 # the same requests with the same entries (splits elsewhere in the tree): the same batch
-                self._snap = _snapshot(root, idxs, rids, generations, last_nodes, snap.batch, splits)
+                self._snap = _snapshot(root, idxs, rids, generations, last_nodes, snap.batch, splits, reqs, recached)
                 self._republish(self._snap, seq_lens)
                 return
             serial = self.batch.serial + 1 if self.batch is not None else 0
@@ -311,7 +316,7 @@ class ChainTable:
                 if a is not None:
                     a.setflags(write=False)
             self.batch = PublishedBatch(rows, tuple(rids), serial, batch_entries, cached, gens, absent, seq_lens, paths)
-            self._snap = _snapshot(root, idxs, rids, generations, last_nodes, self.batch, splits)
+            self._snap = _snapshot(root, idxs, rids, generations, last_nodes, self.batch, splits, reqs, recached)
 
     def _split_since(
         self, snap: _Snapshot | None, root: Any, splits: int | None, split_log: Sequence[int | None] | None
@@ -327,11 +332,64 @@ class ChainTable:
         moved = tuple(itertools.islice(split_log, len(split_log) - gap, None))
         return None if None in moved else moved
 
+    def republish_same(
+        self,
+        reqs: list,
+        root: Any,
+        splits: int | None,
+        recached: int | None,
+        rows: np.ndarray,
+        generations: np.ndarray | None,
+        seq_lens: np.ndarray | None,
+    ) -> bool:
+        """Publish the last batch again, with new lengths, if nothing it was read from can have changed; False
+        (nothing done) otherwise, and ``publish_batch`` reads the batch. The common decode step, in O(1) Python and
+        three array ops: no request object is read.
+
+        What must hold, each checked: ``reqs`` is the very list object the last batch was read from (SGLang 0.5.17
+        rebinds ``ScheduleBatch.reqs`` to a new list whenever requests join or leave: ``filter_batch``,
+        ``merge_batch``, a new batch object; never edits it in place); ``rows`` (the batch's host
+        ``req_pool_indices_cpu``, the mirror of the rows the forward reads) equal the published rows; the rows'
+        ``generations`` (``ReqToTokenPool.req_generation``, bumped whenever a row is handed to another request)
+        equal the published ones; the radix cache split no node (``splits``) and re-cached no unfinished request
+        (``recached``: the one call that moves a running request's ``last_node``) since. Without either count
+        (another cache class) there is no shortcut."""
+        snap = self._snap
+        if (
+            snap is None
+            or snap.reqs is not reqs
+            or snap.root is not root
+            or splits is None
+            or snap.splits != splits
+            or recached is None
+            or snap.recached != recached
+        ):
+            return False
+        published = snap.batch
+        if not np.array_equal(rows, published.rows):
+            return False
+        if generations is not None:
+            if published.gens is None or not np.array_equal(generations[published.rows], published.gens):
+                return False
+        elif published.gens is not None:
+            return False
+        with self.lock:
+            if self._snap is not snap:
+                return False
+            self._republish(snap, seq_lens)
+            self.unread += 1
+        return True
+
     def _republish(self, snap: _Snapshot, seq_lens: np.ndarray | None) -> None:
-        """The snapshot's batch again (same entries tuple: the backend reuses its forest), with new lengths."""
+        """The snapshot's batch again (same entries tuple: the backend reuses its forest), with new lengths. A copy
+        of its fields, not ``dataclasses.replace`` (whose ``__init__`` costs ~10 us, every unchanged step)."""
         old = snap.batch
-        snap.batch = dataclasses.replace(old, serial=old.serial + 1, seq_lens=seq_lens)
-        self.batch = snap.batch
+        new = object.__new__(PublishedBatch)
+        new.__dict__.update(old.__dict__)
+        new.__dict__["serial"] = old.serial + 1
+        new.__dict__["seq_lens"] = seq_lens
+        snap.batch = new
+        self.batch = new
         self.reused += 1
 
     def _set_entry(self, idx: int, entry: ChainEntry) -> None:
@@ -414,12 +472,22 @@ def _unchanged(snap: _Snapshot, idxs: list, rids: list, gens: list, nodes: list,
 
 
 def _snapshot(
-    root: Any, idxs: list, rids: list, gens: list, nodes: list, batch: PublishedBatch, splits: int | None = None
+    root: Any,
+    idxs: list,
+    rids: list,
+    gens: list,
+    nodes: list,
+    batch: PublishedBatch,
+    splits: int | None = None,
+    reqs: list | None = None,
+    recached: int | None = None,
 ) -> _Snapshot | None:
     """The snapshot of a batch just published (None if its nodes are not radix nodes with value and parent). With a
     split count the ancestors need no record (nothing changes them until the count moves)."""
     if splits is not None:  # nodes change only by splits, which the count and log track: no values or parents kept
-        return _Snapshot(root, list(idxs), list(rids), list(gens), list(nodes), [], [], [], batch, splits)
+        return _Snapshot(
+            root, list(idxs), list(rids), list(gens), list(nodes), [], [], [], batch, splits, reqs, recached
+        )
     try:
         values, parents = list(map(_VALUE, nodes)), list(map(_PARENT, nodes))
     except AttributeError:

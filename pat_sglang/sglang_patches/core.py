@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .publish import wrap_forward_batch_init_new, wrap_split_node
+from .publish import wrap_cache_unfinished_req, wrap_forward_batch_init_new, wrap_split_node
 
 PATCH_MARKER = "__pat_sglang_patch__"
 
@@ -96,9 +96,17 @@ COUNT_RADIX_SPLITS = Patch(
     make_wrapper=wrap_split_node,
 )
 
+COUNT_RADIX_RECACHING = Patch(
+    name="count-radix-recaching",
+    module="sglang.srt.mem_cache.radix_cache",
+    owner="RadixCache",
+    attr="cache_unfinished_req",
+    make_wrapper=wrap_cache_unfinished_req,
+)
+
 # Installed SGLang release -> the patches it needs.
 PATCH_SETS: dict[str, tuple[Patch, ...]] = {
-    "0.5.17": (PUBLISH_DECODE_CHAINS, COUNT_RADIX_SPLITS),
+    "0.5.17": (PUBLISH_DECODE_CHAINS, COUNT_RADIX_SPLITS, COUNT_RADIX_RECACHING),
 }
 SUPPORTED_SGLANG_VERSIONS: tuple[str, ...] = tuple(PATCH_SETS)
 

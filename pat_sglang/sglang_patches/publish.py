@@ -51,19 +51,27 @@ def publish_decode_batch(batch: Any, table: ChainTable | None = None) -> None:
     generations = getattr(pool, "req_generation", None)
     try:
         reqs = batch.reqs
+        gen_np = None
+        if generations is not None:
+            gen_np = generations.numpy() if hasattr(generations, "numpy") else np.asarray(generations)
+        splits = radix_splits(cache)
+        seq_lens = _seq_lens(batch)
+        recached = radix_recached(cache)  # before any request is read: a later re-caching moves the count
+        rows_cpu = getattr(batch, "req_pool_indices_cpu", None)
+        if rows_cpu is not None and table.republish_same(
+            reqs, root, splits, recached, host_lengths(rows_cpu), gen_np, seq_lens
+        ):
+            return  # the common decode step: the same requests on the same radix nodes, no request read
+        whole = reqs
         pool_idx = list(map(_POOL_IDX, reqs))  # C loops over the requests: no per-request Python per step
         if None in pool_idx:
             reqs = [req for req in reqs if req.req_pool_idx is not None]
             pool_idx = list(map(_POOL_IDX, reqs))
         idxs = pool_idx  # ints (publish_batch converts them where it keeps them)
-        if generations is not None:
-            gen_np = generations.numpy() if hasattr(generations, "numpy") else np.asarray(generations)
-            gens = gen_np[idxs].tolist()
-        else:
-            gens = [None] * len(idxs)
+        gens = gen_np[idxs].tolist() if gen_np is not None else [None] * len(idxs)
         table.publish_batch(
-            idxs, list(map(_RID, reqs)), gens, list(map(_LAST_NODE, reqs)), root, radix_splits(cache), _seq_lens(batch),
-            radix_split_log(cache),
+            idxs, list(map(_RID, reqs)), gens, list(map(_LAST_NODE, reqs)), root, splits, seq_lens,
+            radix_split_log(cache), reqs=reqs if reqs is whole else None, recached=recached,
         )
         if len(reqs) != len(batch.reqs):
             table.batch = None  # rows without a pool index: the backend reads req_pool_indices instead
@@ -84,6 +92,7 @@ def publish_decode_batch(batch: Any, table: ChainTable | None = None) -> None:
 
 
 SPLITS_ATTR = "_pat_radix_splits"  # per cache instance: how often it split a node (see wrap_split_node)
+RECACHED_ATTR = "_pat_radix_recached"  # per cache instance: cache_unfinished_req calls (see wrap_cache_unfinished_req)
 SPLIT_LOG_ATTR = "_pat_radix_split_log"  # per cache instance: ids of the last SPLIT_LOG_LEN split nodes
 SPLIT_LOG_LEN = 4096  # splits between two published batches beyond this: every chain is re-read
 
@@ -105,6 +114,30 @@ def radix_splits(cache: Any) -> int | None:
     if not _counting(cache):
         return None
     return cache.__dict__.get(SPLITS_ATTR, 0)
+
+
+def radix_recached(cache: Any) -> int | None:
+    """How often the cache re-cached an unfinished request (``cache_unfinished_req``: the one call that moves a
+    running request's ``last_node``), or None when its class's method is not the counting wrapper."""
+    func = getattr(type(cache), "cache_unfinished_req", None)
+    if getattr(func, "__pat_sglang_patch__", None) != "count-radix-recaching":
+        return None
+    return cache.__dict__.get(RECACHED_ATTR, 0)
+
+
+def wrap_cache_unfinished_req(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrapper for ``RadixCache.cache_unfinished_req(req, chunked=False)``: inserts a prefilled request's tokens
+    and moves its ``req.last_node`` (and may rewrite its ``req_to_token`` row past the old prefix). Under the
+    overlap scheduler this runs for a prefill batch after its requests were merged into the running batch, so a
+    published decode batch can see its requests' chains move without any change to the batch's list: the count
+    tells ``ChainTable.republish_same`` to read the chains again."""
+
+    @functools.wraps(original)
+    def cache_unfinished_req(self: Any, *args: Any, **kwargs: Any) -> Any:
+        self.__dict__[RECACHED_ATTR] = self.__dict__.get(RECACHED_ATTR, 0) + 1
+        return original(self, *args, **kwargs)
+
+    return cache_unfinished_req
 
 
 def radix_split_log(cache: Any) -> deque | None:
