@@ -322,6 +322,22 @@ __device__ __forceinline__ void write_pair(const PatForwardParams& p, int req, i
     }
 }
 
+// One work item as the forward reads it: its KV positions [kv_begin, kv_end) in the slot table, its first request
+// (an index into item_req), its query rows (requests x q heads of the KV group) and the group size.
+struct ItemView {
+    int kv_begin;
+    int kv_end;
+    int req_begin;
+    int n_rows;
+    int group;
+};
+
+__device__ __forceinline__ ItemView read_item(const PatForwardParams& p, const int* item) {
+    const int group = p.num_q_heads / p.num_kv_heads;
+    return ItemView{item[ITEM_KV_BEGIN], item[ITEM_KV_END], item[ITEM_REQ_BEGIN],
+                    (item[ITEM_REQ_END] - item[ITEM_REQ_BEGIN]) * group, group};
+}
+
 // Q rows of an item -> shared memory (zero rows past n_rows: they give finite scores and are never written).
 template <int TILE_M>
 __device__ __forceinline__ void load_q_rows(const PatForwardParams& p, elem_t* sq, int req_begin, int n_rows, int group,
@@ -530,12 +546,7 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     constexpr int COLS = KV_TILE / KV_WARPS;  // KV columns per warp per tile, a multiple of 16
     constexpr int TILE_M = ROW_WARPS * 16;
 
-    const int kv_begin = item[ITEM_KV_BEGIN];
-    const int kv_end = item[ITEM_KV_END];
-    const int req_begin = item[ITEM_REQ_BEGIN];
-    const int n_req = item[ITEM_REQ_END] - req_begin;
-    const int group = p.num_q_heads / p.num_kv_heads;
-    const int n_rows = n_req * group;
+    const auto [kv_begin, kv_end, req_begin, n_rows, group] = read_item(p, item);
 
     elem_t* sq = smem;
     kv_t* sk = reinterpret_cast<kv_t*>(smem + SMEM_Q_ELEMS);
@@ -621,12 +632,7 @@ static_assert(KV_CHUNKS_PER_ROW % WS_LANES_PER_ROW == 0, "warp streams: a row's 
 
 __device__ __forceinline__ void warp_stream_forward(const PatForwardParams& p, const int* item, int kvh,
                                                     elem_t* smem) {
-    const int kv_begin = item[ITEM_KV_BEGIN];
-    const int kv_end = item[ITEM_KV_END];
-    const int req_begin = item[ITEM_REQ_BEGIN];
-    const int n_req = item[ITEM_REQ_END] - req_begin;
-    const int group = p.num_q_heads / p.num_kv_heads;
-    const int n_rows = n_req * group;
+    const auto [kv_begin, kv_end, req_begin, n_rows, group] = read_item(p, item);
     const int warp = threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
     constexpr int STAGE_ELEMS = KV_TILE * HEAD_DIM;
