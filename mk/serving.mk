@@ -25,6 +25,10 @@ AB_ARGS    ?=
 #   there, one device call per piece (carry .fa3/pNN and .fa3/manifest.json), within the warm window:
 #     python3 tools/wheelhouse/pieces.py stash --src .fa3 --store /tmp/fa3
 #   then: python3 tools/wheelhouse/pieces.py assemble --store /tmp/fa3 --dest $(AB_SITE)/sgl_kernel/flash_ops.abi3.so
+# FlashInfer's JIT cache (~280 s to compile on a fresh machine) can come back the same way, once compiled there:
+#   tar -C /tmp/fi-cache -cf /tmp/fi.tar . && python3 tools/wheelhouse/pieces.py split --file /tmp/fi.tar --out $OUT/fi
+#   --piece-mib 15 (at most 64 MiB come back a call); copy $OUT/fi here to .fi/ (git-ignored) and carry .fi/pNN
+#   like .fa3/pNN; assemble to /tmp/fi.tar and untar into FLASHINFER_WORKSPACE_BASE (same path as where it compiled).
 
 # Serving sweep (bench/serving_sweep.py; bench/README.md "Serving sweep"). On the device tool, e.g.
 #   make serving SERVING_OUT=$OUT/serving SERVING_PRIOR=docs/perf/serving/NAME/results.jsonl \

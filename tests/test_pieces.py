@@ -71,3 +71,20 @@ def test_damaged_and_short_pieces_refused(tmp_path: Path, payload: bytes) -> Non
     with pytest.raises(ValueError, match="differs from the original"):
         pieces.assemble(store, tmp_path / "dest2" / "big.so")
     assert not (tmp_path / "dest2" / "big.so").exists()
+
+
+def test_any_file_round_trips_through_the_command_line(tmp_path: Path, payload: bytes) -> None:
+    """``split --file`` (e.g. a JIT cache packed on the GPU machine to bring back), then stash and assemble."""
+    src = tmp_path / "cache.tar"
+    src.write_bytes(payload)
+    out = tmp_path / "fi"
+    assert pieces.main(["split", "--file", str(src), "--out", str(out), "--piece-mib", "1", "--preset", "0"]) == 0
+    manifest = json.loads((out / pieces.MANIFEST).read_text())
+    assert manifest["member"] == "cache.tar" and len(manifest["pieces"]) >= 3
+    store = tmp_path / "store"
+    assert pieces.main(["stash", "--src", str(out), "--store", str(store)]) == 0
+    dest = tmp_path / "back" / "cache.tar"
+    assert pieces.main(["assemble", "--store", str(store), "--dest", str(dest)]) == 0
+    assert dest.read_bytes() == payload
+    with pytest.raises(SystemExit):  # a source is required, and only one
+        pieces.main(["split", "--out", str(out)])

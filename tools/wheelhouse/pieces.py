@@ -24,6 +24,13 @@ copied tree survive between calls while the machine stays up)::
 
 ``stash`` checks each carried piece against the manifest and says which are still missing; ``assemble`` refuses
 until all are there, then decompresses and checks the member's size and sha256 before moving it into place.
+
+The other direction works the same way for any file (``split --file``): e.g. FlashInfer's JIT cache, compiled once
+on a fresh GPU machine (~280 s), packed there into pieces under ``$OUT`` (at most 16 MiB a file and 64 MiB a call
+come back), kept here in a git-ignored folder, and carried to the next machine like fa3's pieces::
+
+    tar -C /tmp/fi-cache -cf /tmp/fi-cache.tar . && \
+        python3 tools/wheelhouse/pieces.py split --file /tmp/fi-cache.tar --out $OUT/fi --piece-mib 15
 """
 
 from __future__ import annotations
@@ -148,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     sp = sub.add_parser("split")
-    sp.add_argument("--wheel", type=Path, required=True)
+    src = sp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--wheel", type=Path, help="split a member of this wheel (--member)")
+    src.add_argument("--file", type=Path, help="split this file (its name is the manifest's member)")
     sp.add_argument("--member", default="sgl_kernel/flash_ops.abi3.so")
     sp.add_argument("--out", type=Path, default=Path(".fa3"))
     sp.add_argument("--piece-mib", type=int, default=DEFAULT_PIECE_MIB)
@@ -161,7 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     asm.add_argument("--dest", type=Path, required=True)
     args = ap.parse_args(argv)
     if args.cmd == "split":
-        m = split_wheel(args.wheel, args.member, args.out, args.piece_mib, args.preset)
+        if args.file is not None:
+            m = split(args.file, args.file.name, args.out, args.piece_mib, args.preset)
+        else:
+            m = split_wheel(args.wheel, args.member, args.out, args.piece_mib, args.preset)
         print(f"{m['member']}: {m['bytes'] / MIB:.0f} MiB -> {m['compressed_bytes'] / MIB:.0f} MiB xz in "
               f"{len(m['pieces'])} pieces of <= {args.piece_mib} MiB: one device call each")
     elif args.cmd == "stash":
