@@ -44,7 +44,7 @@ SERVING_ARGS      ?=
 SERVING_SEL        = --backends $(SERVING_BACKENDS) --workloads $(SERVING_WORKLOADS) $(if $(SERVING_LOADS),--loads \
                      $(SERVING_LOADS)) --out $(SERVING_OUT) $(addprefix --prior ,$(SERVING_PRIOR))
 
-.PHONY: wheelhouse wheelhouse-pat ab-install ab fa3-pieces serving serving-plan serving-report
+.PHONY: wheelhouse wheelhouse-pat ab-install ab fa3-pieces gpu-check serving serving-plan serving-report
 
 wheelhouse: $(STAMP)
 	$(VPY) tools/wheelhouse/build.py
@@ -74,3 +74,13 @@ serving-plan: $(STAMP)
 
 serving-report: $(STAMP)
 	$(VPY) bench/serving_sweep.py --report-only --backends $(SERVING_BACKENDS) --out $(SERVING_OUT) $(SERVING_ARGS)
+
+# The GPU correctness suite and the long-private-row sweep (warp streams beside the table's build, fa3 and FlashInfer
+# when importable), into GPU_OUT (two files): the first call after kernel changes made without a GPU.
+GPU_OUT ?= /tmp/gpu-check
+gpu-check: ab-install
+	mkdir -p $(GPU_OUT)
+	PYTHONPATH=$(CURDIR):$(AB_SITE) $(AB_PY) -m pytest -q -p no:cacheprovider -m gpu tests/gpu > $(GPU_OUT)/gpu-tests.txt 2>&1; \
+		tail -3 $(GPU_OUT)/gpu-tests.txt
+	PYTHONPATH=$(CURDIR):$(AB_SITE) $(AB_PY) bench/tile_sweep.py --variants 16/4/4/ws --reps 30 > $(GPU_OUT)/tile-sweep.txt 2>&1; \
+		tail -8 $(GPU_OUT)/tile-sweep.txt

@@ -159,8 +159,9 @@ def test_warp_streams(dtype: torch.dtype, head_dim: int, page_size: int) -> None
         check_batch(layout_tree(ragged, page_size, rng), q_heads, kv_heads, head_dim, dtype, WARP_STREAMS)
     check_batch(tree_batch([(6, 40)], page_size, _next_seed()), 32, 8, head_dim, dtype, WARP_STREAMS)
     check_batch(tree_batch([(1, 1)], rng=_next_seed()), 32, 8, head_dim, dtype, WARP_STREAMS)
-    check_batch(tree_batch([(1, 32768), (4, 64)], page_size, _next_seed()), 32, 8, head_dim, dtype, WARP_STREAMS)
-    check_batch(tree_batch([(8, 100_000 // 8)], page_size, _next_seed()), 32, 8, head_dim, dtype, WARP_STREAMS)
+    if head_dim == 128:  # long rows once per dtype and page size (the float64 reference is the slow part)
+        check_batch(tree_batch([(1, 32768), (4, 64)], page_size, _next_seed()), 32, 8, head_dim, dtype, WARP_STREAMS)
+        check_batch(tree_batch([(8, 100_000 // 8)], page_size, _next_seed()), 32, 8, head_dim, dtype, WARP_STREAMS)
     for _ in range(2):
         tree = random_tree(rng, max_depth=5, max_requests=48, max_len=1024, page_size=page_size,
                            max_request_tokens=12_000, p_inner_request=0.2, p_duplicate=0.1)
