@@ -16,9 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .publish import wrap_cache_unfinished_req, wrap_forward_batch_init_new, wrap_split_node
-
-PATCH_MARKER = "__pat_sglang_patch__"
+from .publish import (
+    PATCH_MARKER,
+    RECACHING_PATCH,
+    SPLITS_PATCH,
+    wrap_cache_unfinished_req,
+    wrap_forward_batch_init_new,
+    wrap_split_node,
+)
 
 
 class UnsupportedSGLangVersion(RuntimeError):
@@ -89,7 +94,7 @@ PUBLISH_DECODE_CHAINS = Patch(
 )
 
 COUNT_RADIX_SPLITS = Patch(
-    name="count-radix-splits",
+    name=SPLITS_PATCH,
     module="sglang.srt.mem_cache.radix_cache",
     owner="RadixCache",
     attr="_split_node",
@@ -97,7 +102,7 @@ COUNT_RADIX_SPLITS = Patch(
 )
 
 COUNT_RADIX_RECACHING = Patch(
-    name="count-radix-recaching",
+    name=RECACHING_PATCH,
     module="sglang.srt.mem_cache.radix_cache",
     owner="RadixCache",
     attr="cache_unfinished_req",

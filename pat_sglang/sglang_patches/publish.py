@@ -91,6 +91,9 @@ def publish_decode_batch(batch: Any, table: ChainTable | None = None) -> None:
             _warn(f"PAT: could not publish the radix chain of request {req.rid} ({e!r}); falling back")
 
 
+PATCH_MARKER = "__pat_sglang_patch__"  # attribute naming the patch that installed a wrapper (set by core.Patch)
+SPLITS_PATCH = "count-radix-splits"  # core.COUNT_RADIX_SPLITS' name
+RECACHING_PATCH = "count-radix-recaching"  # core.COUNT_RADIX_RECACHING's name
 SPLITS_ATTR = "_pat_radix_splits"  # per cache instance: how often it split a node (see wrap_split_node)
 RECACHED_ATTR = "_pat_radix_recached"  # per cache instance: cache_unfinished_req calls (see wrap_cache_unfinished_req)
 SPLIT_LOG_ATTR = "_pat_radix_split_log"  # per cache instance: ids of the last SPLIT_LOG_LEN split nodes
@@ -103,9 +106,13 @@ def _seq_lens(batch: Any) -> np.ndarray | None:
     return host_lengths(lens) if lens is not None else None
 
 
+def _wrapped_by(cache: Any, attr: str, patch: str) -> bool:
+    """Whether ``type(cache).attr`` is the wrapper the patch named ``patch`` installed (``core.Patch``)."""
+    return getattr(getattr(type(cache), attr, None), PATCH_MARKER, None) == patch
+
+
 def _counting(cache: Any) -> bool:
-    func = getattr(type(cache), "_split_node", None)
-    return getattr(func, "__pat_sglang_patch__", None) == "count-radix-splits"
+    return _wrapped_by(cache, "_split_node", SPLITS_PATCH)
 
 
 def radix_splits(cache: Any) -> int | None:
@@ -119,8 +126,7 @@ def radix_splits(cache: Any) -> int | None:
 def radix_recached(cache: Any) -> int | None:
     """How often the cache re-cached an unfinished request (``cache_unfinished_req``: the one call that moves a
     running request's ``last_node``), or None when its class's method is not the counting wrapper."""
-    func = getattr(type(cache), "cache_unfinished_req", None)
-    if getattr(func, "__pat_sglang_patch__", None) != "count-radix-recaching":
+    if not _wrapped_by(cache, "cache_unfinished_req", RECACHING_PATCH):
         return None
     return cache.__dict__.get(RECACHED_ATTR, 0)
 
