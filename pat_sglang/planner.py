@@ -476,25 +476,25 @@ def _regrown(previous: PackPlan, forest: PrefixForest) -> PackPlan | None:
         items[:, ITEM_KV_BEGIN] = base + (n_tok * rg.item_split) // n_split
         items[:, ITEM_KV_END] = base + (n_tok * (rg.item_split + 1)) // n_split
     tok_bytes = _head_numbers(heads)[2]
-    stats = _copy_with(
+    stats = copy_with(
         previous.stats,
         kv_bytes_planned=planned_tokens * tok_bytes,
         kv_bytes_per_request=forest.request_tokens() * tok_bytes,
         kv_bytes_unique=forest.unique_tokens() * tok_bytes,
     )
     pack_args = (forest, *rg.pack_args[1:3], pack_tokens, *rg.pack_args[4:])
-    regrow = _copy_with(rg, pack_tokens=pack_tokens, tok=forest.tok, pack_args=pack_args)
-    return _copy_with(previous, items=torch.from_numpy(items), stats=stats, packs=_PackBuilder(*pack_args),
+    regrow = copy_with(rg, pack_tokens=pack_tokens, tok=forest.tok, pack_args=pack_args)
+    return copy_with(previous, items=torch.from_numpy(items), stats=stats, packs=_PackBuilder(*pack_args),
                       regrow=regrow)
 
 
-def _copy_with(obj: _T, **changes: object) -> _T:
-    """A shallow copy of a (non-frozen) dataclass instance with ``changes`` set: ``dataclasses.replace`` without its
-    ``__init__`` call, which costs more than the rest of a re-made plan."""
+def copy_with(obj: _T, **changes: object) -> _T:
+    """A shallow copy of a dataclass instance (frozen or not) with ``changes`` set: ``dataclasses.replace`` without
+    its ``__init__`` call, which costs more than the rest of a re-made plan (or of a republished batch)."""
     new = object.__new__(type(obj))
     new.__dict__.update(obj.__dict__)
     for name, value in changes.items():
-        setattr(new, name, value)
+        object.__setattr__(new, name, value)  # through descriptors (PackPlan.packs), past frozen dataclasses' guard
     return new
 
 
