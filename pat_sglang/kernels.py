@@ -160,6 +160,8 @@ class KernelVariant:
             table.min_ctas_per_sm[head_dim],
             table.warps[head_dim],
             kv_dtype=kv_dtype,
+            # FP8 stages are converted by the whole CTA: those variants keep the CTA-wide loop
+            warp_streams=table.warp_streams.get(head_dim, False) and kv_dtype in ("", dtype),
         )
 
     def options(self, include_dir: str) -> list[str]:

@@ -4,6 +4,8 @@ sm_80 and sm_90, with no spills to local memory, and the runtime's cache and err
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -140,11 +142,36 @@ def test_warp_streams_refuse_what_they_cannot_run() -> None:
         KernelVariant.for_config(fp8, "sm_90", KernelTune(warp_streams=True))
 
 
+def test_tile_table_warp_streams_reach_16_bit_variants_only(tmp_path, monkeypatch) -> None:
+    """A table entry ``warp_streams`` turns the warp-stream build on for its head dim, for 16-bit pools only (FP8
+    stages are converted by the whole CTA); an entry the kernel cannot run is refused when the table loads."""
+    import pat_sglang.config as config
+
+    configs = Path(str(config.data_dir("pat_sglang.configs", "configs")))
+    table = json.loads((configs / "tiles" / "sm90.json").read_text())
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    monkeypatch.setattr(config, "data_dir", lambda package, folder: tmp_path)
+    config.load_tile_table.cache_clear()
+    try:
+        table["warp_streams"] = {"128": True}
+        (tiles / "sm90.json").write_text(json.dumps(table))
+        assert KernelVariant.from_table("sm_90", "bf16", 128).warp_streams
+        assert not KernelVariant.from_table("sm_90", "bf16", 64).warp_streams
+        assert not KernelVariant.from_table("sm_90", "bf16", 128, "fp8_e4m3").warp_streams
+        assert "-DPAT_WARP_STREAMS" in KernelVariant.from_table("sm_90", "fp16", 128).options("/x")
+        config.load_tile_table.cache_clear()
+        table["warp_streams"] = {"256": True}  # d=256 has 3 stages for 4 warps
+        (tiles / "sm90.json").write_text(json.dumps(table))
+        with pytest.raises(ValueError, match="warp streams for head_dim 256"):
+            config.load_tile_table("sm90")
+    finally:
+        config.load_tile_table.cache_clear()
+
+
 def test_kernel_source_is_the_imported_checkouts() -> None:
     """The kernels and tile tables come from the checkout whose pat_sglang is imported, never from another checkout
     an editable install points at (a worktree on PYTHONPATH would otherwise build the main tree's kernel)."""
-    from pathlib import Path
-
     import pat_sglang
     from pat_sglang.config import data_dir
     from pat_sglang.kernels import kernel_source
