@@ -1,5 +1,6 @@
 """Run one PAT workload a few times, for Nsight Compute (``ncu ... python bench/ncu_probe.py a64``), or
-with ``--timing``: a -DPAT_TIMING build, printing per-CTA phase durations grouped by tile m and KV length."""
+with ``--timing``: a -DPAT_TIMING build, printing per-CTA phase durations grouped by tile m and KV length.
+``--ws``: the warp-stream build (16-token stage per warp) instead of the tile table's."""
 
 from __future__ import annotations
 
@@ -25,11 +26,13 @@ def main() -> None:
     q = torch.randn(len(indptr) - 1, 32, 128, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(num_slots, 8, 128, device="cuda", dtype=torch.bfloat16)
     v = torch.randn(num_slots, 8, 128, device="cuda", dtype=torch.bfloat16)
-    tune = KernelTune(timing=True) if "--timing" in sys.argv else None
+    timing = "--timing" in sys.argv
+    ws = dict(kv_tile=16, stages=4, warp_streams=True) if "--ws" in sys.argv else {}
+    tune = KernelTune(timing=timing, **ws) if timing or ws else None
     for _ in range(3):
         launch_plan(plan, q, k, v, 0.1, tune=tune)
     torch.cuda.synchronize()
-    if tune is None:
+    if not timing:
         return
     stamps = kernels_for(heads, q.device, tune).read_timing(plan.num_items * 8).astype("int64")
     t0 = stamps[:, 0].min()
