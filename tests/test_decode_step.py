@@ -51,13 +51,14 @@ class Setup:
     live: list[int]
 
 
-def setup(page_size: int = 1, seed: int = 0, n: int = 6) -> Setup:
+def setup(page_size: int = 1, seed: int = 0, n: int = 6, reuse_plans: bool = False) -> Setup:
+    """``reuse_plans`` off by default: these tests follow the forest of every step (a reused plan makes none)."""
     rng = np.random.default_rng(seed)
     h = RadixHarness(page_size=page_size, max_reqs=32, max_context=512, num_slots=1 << 13)
     system = rng.integers(1000, 2000, size=48).tolist()
     for _ in range(n):
         h.add_request(system + rng.integers(2000, 9000, size=int(rng.integers(3, 25))).tolist())
-    planner = DecodeStepPlanner(HEADS, DeviceSpec(), h.req_to_token)
+    planner = DecodeStepPlanner(HEADS, DeviceSpec(), h.req_to_token, reuse_plans=reuse_plans)
     return Setup(h, ChainTable(enabled=True), planner, record_forests(planner), rng, system, list(range(n)))
 
 
@@ -117,9 +118,11 @@ def test_unchanged_batch_reuses_the_forest(page_size: int) -> None:
     for i in range(25):
         batch = step(s)
         plan = plan_and_check(s, batch, seed=i)
-        fresh = plan_forest(s.forests[-1], HEADS, DeviceSpec(), slot_table=s.planner.slot_table)
+        fresh = plan_forest(s.forests[-1], HEADS, DeviceSpec(), slot_table=s.planner.slot_table,
+                            row_stride=s.planner.row_stride)
         table = s.h.req_to_token.view(-1).numpy()
-        assert plan_work(plan, table) == plan_work(fresh, table) and plan.stats == fresh.stats
+        at = (batch.seq_lens, batch.rows)
+        assert plan_work(plan, table, *at) == plan_work(fresh, table, *at) and plan.stats == fresh.stats
         regrown += previous is not None and plan.item_req is previous.item_req
         previous = plan
         if first is None:
