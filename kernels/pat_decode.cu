@@ -12,6 +12,10 @@
 //   req_to_token, or of the caller's kv_indices) plus up to TILE_M/G requests of its pack (G = q heads per
 //   KV head); the slot indices are read here, on the device, a tile ahead of the gathers. Its query rows are (request, q head of this KV group) pairs: M = requests * G rows, the M of
 //   an MMA tile, so a shared KV tile is read from HBM once for every request and every head of the group.
+//   Open items (kv_end == ITEM_OPEN_END: the last split of a request's private leaf, one request) end where that
+//   request's row ends now: kv_end = req_rows[r] * row_stride + seq_lens[r], read here from SGLang's own per-request
+//   arrays (forward_batch.req_pool_indices and seq_lens, int64; under CUDA graphs the runner's static buffers), so
+//   one plan serves the following decode steps while every request grows by a token per step.
 //
 //   FP8 KV. The stages hold the pool's FP8 bytes (half the bytes of a 16-bit tile per cp.async); once a tile
 //   has landed, all threads convert it (exactly: every FP8 value is a 16-bit value) into one 16-bit K and V
@@ -117,7 +121,7 @@ typedef elem_t kv_t;
 #endif
 
 #if !defined(ITEM_FIELDS) || !defined(ITEM_KV_BEGIN) || !defined(ITEM_KV_END) || !defined(ITEM_REQ_BEGIN) || \
-    !defined(ITEM_REQ_END) || !defined(ITEM_TILE_M) || !defined(MERGE_WARPS)
+    !defined(ITEM_REQ_END) || !defined(ITEM_TILE_M) || !defined(ITEM_OPEN_END) || !defined(MERGE_WARPS)
 #error "build through pat_sglang.kernels: the item layout and MERGE_WARPS are passed as -D options"
 #endif
 
@@ -133,10 +137,13 @@ struct PatForwardParams {
     const int* item_req;
     const int* item_dst;
     const int* num_items;   // device count (CUDA-graph mode) or null: then gridDim.x items
+    const long long* seq_lens;  // open items: each request's length now (SGLang's seq_lens), or null: no open items
+    const long long* req_rows;  // open items: each request's row of the slot table (SGLang's req_pool_indices)
     long long q_stride;
     long long out_stride;
     long long kv_stride_slot;
     long long kv_stride_head;
+    long long row_stride;   // open items: slot-table positions per row (req_to_token's row stride)
     int num_q_heads;
     int num_kv_heads;
     float scale_log2;       // softmax scale * K scale * log2(e)
@@ -326,8 +333,9 @@ __device__ __forceinline__ void write_pair(const PatForwardParams& p, int req, i
     }
 }
 
-// One work item as the forward reads it: its KV positions [kv_begin, kv_end) in the slot table, its first request
-// (an index into item_req), its query rows (requests x q heads of the KV group) and the group size.
+// One work item as the forward reads it: its KV positions [kv_begin, kv_end) in the slot table (an open end resolved
+// from its request's current row and length), its first request (an index into item_req), its query rows (requests x
+// q heads of the KV group) and the group size.
 struct ItemView {
     int kv_begin;
     int kv_end;
@@ -338,8 +346,13 @@ struct ItemView {
 
 __device__ __forceinline__ ItemView read_item(const PatForwardParams& p, const int* item) {
     const int group = p.num_q_heads / p.num_kv_heads;
-    return ItemView{item[ITEM_KV_BEGIN], item[ITEM_KV_END], item[ITEM_REQ_BEGIN],
-                    (item[ITEM_REQ_END] - item[ITEM_REQ_BEGIN]) * group, group};
+    const int req_begin = item[ITEM_REQ_BEGIN];
+    int kv_end = item[ITEM_KV_END];
+    if (kv_end == ITEM_OPEN_END) {  // the item's one request: its row's end now (< 2^31: the host checks the table)
+        const int req = p.item_req[req_begin];
+        kv_end = static_cast<int>(__ldg(p.req_rows + req) * p.row_stride + __ldg(p.seq_lens + req));
+    }
+    return ItemView{item[ITEM_KV_BEGIN], kv_end, req_begin, (item[ITEM_REQ_END] - req_begin) * group, group};
 }
 
 // Q rows of an item -> shared memory (zero rows past n_rows: they give finite scores and are never written).

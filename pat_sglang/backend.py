@@ -26,6 +26,12 @@ CUDA graphs: ``init_cuda_graph_state`` sizes ``pat_sglang.kernels.StaticPlanBuff
 planned to fit their limits (``plan_forest(..., limits=...)``), loaded outside the graph, and the captured
 ``forward_decode`` only launches.
 
+Unchanged steps: the planner hands out last step's plan object while the batch is the same and has not grown far
+(``decode_step``); its open items end where the requests end now, read by the kernel from the batch's
+``seq_lens`` and ``req_pool_indices`` on the device (eager: the ForwardBatch's; CUDA graphs: the graph runner's
+static buffers, whose addresses the captured launches hold, filled by the runner before each replay). Such a step
+copies nothing to the device: the static buffers (or the eager plan's device copy) hold the plan already.
+
 Tensor parallelism (``--tp N``) needs nothing across ranks: every rank plans the same batch from its own
 published paths (every rank's scheduler keeps an identical radix tree and ``req_to_token``), so the plans
 have the same items and partials and differ only in ``plan.heads`` (the rank's ``tp_q_head_num`` /
@@ -45,9 +51,8 @@ import numpy as np
 import torch
 from sglang.srt.layers.attention.base_attn_backend import AttentionBackend
 
-from .api import run as run_plan
 from .config import FP8_KV_DTYPES, DeviceSpec, HeadConfig, check_supported
-from .decode_step import PADDING_ROW, DecodeStepPlanner, StepBatch, host_lengths
+from .decode_step import PADDING_ROW, DecodeStepPlanner, StepBatch, host_lengths, run_step
 from .planner import PackPlan
 from .sglang_patches.chain_table import ChainTable, chain_table_for
 
@@ -264,7 +269,8 @@ class StepStats:
     def summary(self, counters: Any) -> str:
         return (
             f"PAT: {self.steps} decode steps, host planning {self.plan_ms_mean:.3f} ms mean / "
-            f"{1e3 * self.plan_s_max:.3f} ms max; forests built {counters.built}, reused {counters.reused}; "
+            f"{1e3 * self.plan_s_max:.3f} ms max; plans reused as they were {counters.plans_reused}; forests built "
+            f"{counters.built}, reused {counters.reused}; "
             f"requests planned without sharing (no published path) {counters.unshared}; plans coarsened to fit "
             f"the graph buffers {counters.coarse}; delegated batches {self.delegated}; steps reading rows back "
             f"{self.row_reads}"
@@ -302,6 +308,7 @@ class PATAttnBackend(AttentionBackend):
         self.chain_table.enabled = True  # publishing costs scheduler time: on only for pools a PAT backend reads
         self.forward_metadata: PATMetadata | None = None
         self.graph_buffers: Any = None  # pat_sglang.kernels.StaticPlanBuffers once graphs are set up
+        self._eager_plan: tuple[PackPlan, PackPlan] | None = None  # (host plan, its device copy), eager path
         self.stats = StepStats()
         self._warned: set[str] = set()
 
@@ -353,7 +360,8 @@ class PATAttnBackend(AttentionBackend):
     def init_forward_metadata_in_graph(self, forward_batch: Any) -> None:
         if not forward_batch.forward_mode.is_decode():
             self.delegate.init_forward_metadata_in_graph(forward_batch)
-        # decode: nothing to record; StaticPlanBuffers.load already staged the plan before capture/replay
+        # decode: nothing to record; StaticPlanBuffers.load staged the plan before capture/replay, and the open items
+        # end at the runner's static seq_lens / req_pool_indices, which it fills before each replay
 
     def _prepare(self, forward_batch: Any, static: bool) -> PATMetadata:
         if torch.autograd.profiler._is_profiler_enabled:  # a torch profiler trace shows the host step as one range
@@ -370,7 +378,12 @@ class PATAttnBackend(AttentionBackend):
         else:
             plan = self.planner.plan(batch)
             if self.device.type != "cpu":
-                plan = plan.to(self.device)
+                last = self._eager_plan
+                if last is not None and last[0] is plan:  # the same plan as last step: its device copy
+                    plan = last[1]
+                else:
+                    self._eager_plan = (plan, plan.to(self.device))
+                    plan = self._eager_plan[1]
         now = time.perf_counter()
         self.stats.record(now - start)
         if now - self.stats.last_log >= LOG_INTERVAL_S:
@@ -440,10 +453,13 @@ class PATAttnBackend(AttentionBackend):
         v_buffer = self.token_to_kv_pool.get_value_buffer(layer.layer_id)
         k_scale, v_scale = layer_kv_scales(layer, self.heads.kv_fp8)
         q3 = q.reshape(-1, hq, d).contiguous()
+        # open items end at the requests' lengths now (under CUDA graphs: the runner's static buffers)
+        seq_lens, rows = forward_batch.seq_lens, forward_batch.req_pool_indices
         if md.static:
-            out = self.graph_buffers.run(q3, k_buffer, v_buffer, layer.scaling, torch.empty_like(q3), k_scale, v_scale)
+            out = self.graph_buffers.run(q3, k_buffer, v_buffer, layer.scaling, torch.empty_like(q3), k_scale, v_scale,
+                                         seq_lens, rows)
         else:
-            out = run_plan(md.plan, q3, k_buffer, v_buffer, layer.scaling, k_scale=k_scale, v_scale=v_scale)
+            out = run_step(md.plan, q3, k_buffer, v_buffer, layer.scaling, seq_lens, rows, k_scale, v_scale)
         return out.reshape(-1, hq * d)
 
     def forward_extend(

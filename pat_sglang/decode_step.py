@@ -6,10 +6,14 @@ radix path of each request as (node id, tokens), and SGLang's host copy of the s
 addresses KV as token ranges of ``req_to_token`` rows, which the forward kernel reads on the device, so no
 step reads anything back from the GPU and the work grows with nodes and requests, never with context length:
 
-* unchanged batch (same published entries and rows; the common decode step): last step's forest with every
-  private leaf ending at the new length (``PrefixForest.with_lengths``, O(requests) numpy), and last step's plan
-  re-made for it (``plan_forest(previous=...)``: new KV ranges for the same items) unless a pack's split count
-  changed;
+* unchanged batch (same published entries and rows; the common decode step): last step's plan itself, the same
+  object, while no request has grown by more than ``replan_growth_tokens`` since it was made. Its items that end at
+  a request's growing end are open (``planner.ITEM_OPEN_END``): the kernel ends them at the request's length when
+  it runs, read from SGLang's ``seq_lens`` and ``req_pool_indices`` on the device, so the plan needs no change and
+  the backend no copy. A few numpy comparisons over the batch;
+* unchanged batch grown past the bound: last step's forest with every private leaf ending at the new length
+  (``PrefixForest.with_lengths``, O(requests) numpy), and last plan re-made for it (``plan_forest(previous=...)``:
+  new KV ranges for the same items) unless a pack's split count changed;
 * changed batch (arrivals, finishes, radix splits): the forest again from the published paths
   (``PrefixForest.from_paths``, numpy over the paths' nodes);
 * a request without a usable path (nothing published for its row, or a stale entry) is planned without
@@ -24,11 +28,31 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import DeviceSpec, HeadConfig
+from .api import check_run_inputs, heads_of
+from .config import DeviceSpec, HeadConfig, check_supported, kv_pool_view
 from .forest import PrefixForest
 from .planner import INT32_MAX, PackPlan, PlanLimits, plan_forest
+from .reference import run_reference
 
 PADDING_ROW = 0  # ReqToTokenPool row 0 is SGLang's padding row: CUDA-graph padding and dummy batches use it
+
+# How far the requests of an unchanged batch may grow (tokens since its plan was made) before the plan is made again:
+# the larger of REPLAN_MIN_GROWTH_TOKENS and the plan's longest item / REPLAN_GROWTH_DIVISOR (replan_growth_tokens).
+# Only open items grow (the last KV split of each request's own leaf), all by the same count (a token per step), and
+# the launch runs items longest first, so the step's tail is set by the longest item. Growth of at most 1/8 of the
+# longest item keeps every item within 9/8 of the plan's longest, the planner's own tolerance: its split length is
+# rounded down to 8 steps per octave (``planner._coarse``, at most 12.5% short), so a fresh plan's items already differ
+# from the ideal balance by that much. The floor, 64 tokens = 4 KV tiles of 16 (the tile table's KV tile), is for
+# short contexts, where an item is a few tiles and its CTA's fixed cost (Q load, pipeline prologue, write-out) is
+# comparable to its KV (re-planning every few steps there would buy nothing measurable).
+REPLAN_GROWTH_DIVISOR = 8
+REPLAN_MIN_GROWTH_TOKENS = 64
+
+
+def replan_growth_tokens(plan: PackPlan) -> int:
+    """Tokens each request may grow by, after ``plan`` was made, before its unchanged batch is planned again."""
+    longest = plan.stats.max_item_tokens if plan.stats is not None else 0
+    return max(REPLAN_MIN_GROWTH_TOKENS, longest // REPLAN_GROWTH_DIVISOR)
 
 
 def host_lengths(lengths: Any) -> np.ndarray:
@@ -65,6 +89,20 @@ class StepCounters:
     reused: int = 0  # forests reused with grown leaves
     unshared: int = 0  # requests planned without sharing (no usable published path)
     coarse: int = 0  # plans coarsened to fit the limits
+    plans_reused: int = 0  # steps that took the previous step's plan as it was (unchanged batch, within the bound)
+
+
+@dataclass(eq=False)
+class _Planned:
+    """The plan handed out last, and the batch it was made for: a step with the same batch takes it again."""
+
+    plan: PackPlan
+    entries: Any
+    rows: np.ndarray
+    n_real: int
+    seq_lens: np.ndarray  # the lengths it was made for
+    limits: PlanLimits | None
+    max_seq_lens: np.ndarray  # seq_lens + replan_growth_tokens(plan): beyond, plan again
 
 
 @dataclass
@@ -75,8 +113,10 @@ class DecodeStepPlanner:
     device_spec: DeviceSpec
     req_to_token: torch.Tensor
     counters: StepCounters = field(default_factory=StepCounters)
+    reuse_plans: bool = True  # False: every step is planned (tests and benchmarks of the forest and re-made plans)
     _reuse: _Reuse | None = None
     _last_plan: PackPlan | None = None
+    _planned: _Planned | None = None
 
     def __post_init__(self) -> None:
         table = self.req_to_token
@@ -131,17 +171,85 @@ class DecodeStepPlanner:
         return PrefixForest.from_paths(req, key, length, seq, row_base)
 
     def plan(self, batch: StepBatch, limits: PlanLimits | None = None, count: bool = True) -> PackPlan:
-        """The step's plan; last step's is handed to the planner, which re-makes it cheaply when only the private
-        leaves grew (``plan_forest(previous=...)``). ``count=False``: a dummy batch (CUDA-graph capture), planned
-        without sharing, not counted and not kept for reuse."""
+        """The step's plan, with open ends (run it with the batch's device ``seq_lens`` and ``req_pool_indices``).
+        The same object as last step's for an unchanged batch that has not grown past ``replan_growth_tokens``;
+        otherwise last step's is handed to the planner, which re-makes it cheaply when only the private leaves grew
+        (``plan_forest(previous=...)``). ``count=False``: a dummy batch (CUDA-graph capture), planned without
+        sharing, not counted and not kept for reuse."""
         if not count:
             forest = PrefixForest.private(batch.seq_lens, batch.rows * self.row_stride)
-            return plan_forest(forest, self.heads, self.device_spec, limits=limits, slot_table=self.slot_table)
+            return plan_forest(forest, self.heads, self.device_spec, limits=limits, slot_table=self.slot_table,
+                               row_stride=self.row_stride)
+        last = self._planned
+        if last is not None and self.reuse_plans and self._same_step_plan(last, batch, limits):
+            self.counters.plans_reused += 1
+            return last.plan
         forest = self.forest(batch)
         plan = plan_forest(
-            forest, self.heads, self.device_spec, limits=limits, slot_table=self.slot_table, previous=self._last_plan
+            forest, self.heads, self.device_spec, limits=limits, slot_table=self.slot_table, previous=self._last_plan,
+            row_stride=self.row_stride,
         )
         if plan.fallback:
             self.counters.coarse += 1
         self._last_plan = plan  # plan_forest re-makes it only for this forest's structure and arguments
+        pb = batch.published
+        # Kept for unchanged steps only if every request ends in an open item (each then has exactly one): a request
+        # ending in a shared node has a closed end, which its growth would outrun.
+        if pb is not None and pb.entries is not None and plan.num_open == plan.num_requests:
+            seq = batch.seq_lens.copy()
+            cap = np.minimum(seq + replan_growth_tokens(plan), self.max_len)  # never past the row's width
+            self._planned = _Planned(plan, pb.entries, batch.rows.copy(), batch.n_real, seq, limits, cap)
+        else:
+            self._planned = None
         return plan
+
+    @staticmethod
+    def _same_step_plan(last: _Planned, batch: StepBatch, limits: PlanLimits | None) -> bool:
+        """``last.plan`` serves ``batch``: the same published entries, rows and limits, no path stale, and every
+        request at least as long as planned and grown by at most the bound."""
+        pb = batch.published
+        if pb is None or pb.entries is not last.entries or batch.n_real != last.n_real:
+            return False
+        if limits is not last.limits and limits != last.limits:
+            return False
+        seq = batch.seq_lens
+        return bool(
+            np.array_equal(last.rows, batch.rows)
+            and (seq >= last.seq_lens).all()
+            and (seq <= last.max_seq_lens).all()
+            and not (pb.cached > seq[: batch.n_real]).any()
+        )
+
+
+def run_step(
+    plan: PackPlan,
+    q: torch.Tensor,
+    k_buffer: torch.Tensor,
+    v_buffer: torch.Tensor,
+    sm_scale: float,
+    seq_lens: torch.Tensor,
+    req_rows: torch.Tensor,
+    k_scale: float = 1.0,
+    v_scale: float = 1.0,
+) -> torch.Tensor:
+    """One layer's attention over a step's plan, eagerly: ``pat_sglang.run`` for plans with open items. ``seq_lens``,
+    ``req_rows``: the batch's lengths and ``req_to_token`` rows now (SGLang's ``forward_batch.seq_lens`` and
+    ``req_pool_indices``, int64, on q's device), which end the open items. The inputs are checked in full once per plan
+    and set of shapes (as ``pat_sglang.run`` does); then the kernels on CUDA tensors, the reference executor on the
+    CPU."""
+    key = (q.shape, k_buffer.shape, v_buffer.shape, q.dtype, k_buffer.dtype, v_buffer.dtype, q.device,
+           k_buffer.device, v_buffer.device)
+    checked = plan.__dict__.setdefault("_checked_inputs", set())
+    if key not in checked:
+        check_run_inputs(plan, q, k_buffer, v_buffer)
+        if q.is_cuda:
+            check_supported(heads_of(q, kv_pool_view(k_buffer, plan.heads)))
+        checked.add(key)
+    if q.is_cuda:
+        from .kernels import launch_plan  # imported lazily: needs cuda-python and a GPU
+
+        return launch_plan(plan, q, k_buffer, v_buffer, sm_scale, k_scale=k_scale, v_scale=v_scale,
+                           seq_lens=seq_lens, req_rows=req_rows)
+    compute = torch.float64 if q.dtype == torch.float64 else torch.float32
+    return run_reference(plan, q, k_buffer, v_buffer, sm_scale, compute, k_scale, v_scale, seq_lens,
+                         req_rows).to(q.dtype)

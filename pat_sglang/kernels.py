@@ -329,10 +329,13 @@ class _ForwardParams(ctypes.Structure):
         ("item_req", ctypes.c_void_p),
         ("item_dst", ctypes.c_void_p),
         ("num_items", ctypes.c_void_p),
+        ("seq_lens", ctypes.c_void_p),
+        ("req_rows", ctypes.c_void_p),
         ("q_stride", ctypes.c_longlong),
         ("out_stride", ctypes.c_longlong),
         ("kv_stride_slot", ctypes.c_longlong),
         ("kv_stride_head", ctypes.c_longlong),
+        ("row_stride", ctypes.c_longlong),
         ("num_q_heads", ctypes.c_int),
         ("num_kv_heads", ctypes.c_int),
         ("scale_log2", ctypes.c_float),
@@ -453,6 +456,17 @@ def _ptr(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.data_ptr()
 
 
+def _check_open_ends(seq_lens: torch.Tensor, req_rows: torch.Tensor, q: torch.Tensor) -> None:
+    """The per-request arrays open items are ended from: 1-D int64, contiguous, on q's device, one entry (at least)
+    per request of q."""
+    for name, t in (("seq_lens", seq_lens), ("req_rows", req_rows)):
+        if t.dtype != torch.int64 or t.dim() != 1 or t.stride(0) != 1 or t.device != q.device:
+            raise ValueError(f"{name} must be a contiguous 1-D int64 tensor on {q.device}, got {t.dtype} "
+                             f"{tuple(t.shape)} on {t.device}")
+        if t.shape[0] < q.shape[0]:
+            raise ValueError(f"{name} has {t.shape[0]} entries for a batch of {q.shape[0]}")
+
+
 def _check_layout(
     heads: HeadConfig, q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Tensor, out: torch.Tensor
 ) -> None:
@@ -481,7 +495,11 @@ class PlanLaunch:
     (eager ``run`` per layer costs two driver calls and a few field writes, not a plan walk).
 
     ``tensors``: the plan's device tensors by name (``items``, ``slot_table``, ``item_req``, ``item_dst``,
-    ``merge_indptr``, ``merge_partials``, optionally ``num_items``), ``part_o``/``part_lse`` the workspace."""
+    ``merge_indptr``, ``merge_partials``, optionally ``num_items``), ``part_o``/``part_lse`` the workspace.
+
+    ``row_stride``: the plan may have open items (``planner.ITEM_OPEN_END``); then every call passes ``seq_lens`` and
+    ``req_rows`` (per request: its length and slot-table row now, int64 on the device, SGLang's
+    ``forward_batch.seq_lens`` and ``req_pool_indices``), which the forward kernel reads to end them."""
 
     def __init__(
         self,
@@ -491,6 +509,7 @@ class PlanLaunch:
         grid_items: int,
         merge_requests: int,
         merge: bool,
+        row_stride: int | None = None,
     ) -> None:
         driver = _driver()
         self.kern = kern
@@ -504,6 +523,8 @@ class PlanLaunch:
             setattr(self.fwd, name, _ptr(tensors.get(name)))
         self.fwd.num_q_heads = heads.num_q_heads
         self.fwd.num_kv_heads = heads.num_kv_heads
+        self.open = row_stride is not None
+        self.fwd.row_stride = row_stride or 0
         self.fwd_args = (ctypes.c_void_p * 1)(ctypes.addressof(self.fwd))
         self.mp = _MergeParams()
         for name in ("part_o", "part_lse", "merge_indptr", "merge_partials"):
@@ -531,15 +552,26 @@ class PlanLaunch:
         sm_scale: float,
         k_scale: float = 1.0,
         v_scale: float = 1.0,
+        seq_lens: torch.Tensor | None = None,
+        req_rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``k_scale``/``v_scale``: dequantised KV = stored * scale (SGLang's per-tensor FP8 scales)."""
+        """``k_scale``/``v_scale``: dequantised KV = stored * scale (SGLang's per-tensor FP8 scales). ``seq_lens``,
+        ``req_rows``: where open items end (see the class)."""
         k_buffer, v_buffer = kv_pool_view(k_buffer, self.heads), kv_pool_view(v_buffer, self.heads)
         key = (q.shape, q.stride(), out.stride(), k_buffer.stride(), v_buffer.stride(), q.dtype, k_buffer.dtype,
                v_buffer.dtype, out.dtype, q.device)
+        f = self.fwd
+        if self.open:
+            if seq_lens is None or req_rows is None:
+                raise ValueError("the plan has open items: pass seq_lens and req_rows (per request, int64)")
+            key += (seq_lens.dtype, seq_lens.device, seq_lens.shape, seq_lens.stride(), req_rows.dtype,
+                    req_rows.device, req_rows.shape, req_rows.stride())
+            f.seq_lens, f.req_rows = seq_lens.data_ptr(), req_rows.data_ptr()
         if key != self._checked:
             _check_layout(self.heads, q, k_buffer, v_buffer, out)
+            if self.open:
+                _check_open_ends(seq_lens, req_rows, q)
             self._checked = key
-        f = self.fwd
         f.q, f.k, f.v, f.out = q.data_ptr(), k_buffer.data_ptr(), v_buffer.data_ptr(), out.data_ptr()
         if (f.q | f.k | f.v | f.out) % 16:
             raise ValueError("q, out and the KV pools must be 16-byte aligned")
@@ -620,7 +652,8 @@ def plan_launch(plan: PackPlan, device: torch.device, tune: KernelTune | None = 
     tensors: dict[str, torch.Tensor | None] = {name: getattr(plan, name) for name in _PLAN_TENSORS}
     tensors["part_o"] = torch.empty((n_part, heads.num_q_heads, heads.head_dim), dtype=torch.float32, device=device)
     tensors["part_lse"] = torch.empty((n_part, heads.num_q_heads), dtype=torch.float32, device=device)
-    launch = PlanLaunch(kern, heads, tensors, plan.num_items, plan.num_requests, merge=plan.num_partials > 0)
+    launch = PlanLaunch(kern, heads, tensors, plan.num_items, plan.num_requests, merge=plan.num_partials > 0,
+                        row_stride=plan.row_stride if plan.num_open else None)
     cache[key] = launch
     return launch
 
@@ -635,14 +668,18 @@ def launch_plan(
     tune: KernelTune | None = None,
     k_scale: float = 1.0,
     v_scale: float = 1.0,
+    seq_lens: torch.Tensor | None = None,
+    req_rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Eager forward + merge of ``plan`` (its tensors must already be on ``q``'s device). ``tune``
-    overrides the tile table (benchmark sweeps); ``k_scale``/``v_scale`` dequantise FP8 pools."""
+    overrides the tile table (benchmark sweeps); ``k_scale``/``v_scale`` dequantise FP8 pools; ``seq_lens``/
+    ``req_rows`` (per request, int64 on the device): where the plan's open items end (needed if it has any)."""
     if out is None:
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
     elif out.shape != q.shape or out.dtype != q.dtype or out.device != q.device:
         raise ValueError(f"out must match q: {tuple(out.shape)} {out.dtype} vs {tuple(q.shape)} {q.dtype}")
-    return plan_launch(plan, q.device, tune)(q, k_buffer, v_buffer, out, sm_scale, k_scale, v_scale)
+    return plan_launch(plan, q.device, tune)(q, k_buffer, v_buffer, out, sm_scale, k_scale, v_scale, seq_lens,
+                                             req_rows)
 
 
 class StaticPlanBuffers:
@@ -653,7 +690,10 @@ class StaticPlanBuffers:
     launches, with grids fixed by the capacities: the forward grid is ``max_items`` CTAs per KV head (items past
     the plan's count exit at once) and the merge grid is ``max_batch`` (requests with no partials, and padding,
     exit at once). The slot table (SGLang's ``req_to_token``) is the same tensor for every plan: its address is
-    captured in the graph.
+    captured in the graph, and so are those of the per-request arrays open items are ended from (``run``'s
+    ``seq_lens``/``req_rows``: the graph runner's static ``seq_lens``/``req_pool_indices`` buffers, which it fills
+    before every replay), and the row stride. A plan loaded again (the decode-step planner hands out the same plan
+    for unchanged batches) costs nothing: the device buffers hold it already.
     """
 
     def __init__(
@@ -699,6 +739,8 @@ class StaticPlanBuffers:
         self.part_lse = torch.empty((max(max_partials, 1), heads.num_q_heads), dtype=torch.float32, device=self.device)
         self.plan: PackPlan | None = None
         self.slot_table: torch.Tensor | None = None
+        self.row_stride: int | None = None  # of the plans with open items (one per slot table)
+        self._open_ptrs: tuple[int, int] | None = None  # seq_lens / req_rows addresses the launches read
         self._launch: PlanLaunch | None = None
 
     def load(self, plan: PackPlan) -> None:
@@ -707,7 +749,9 @@ class StaticPlanBuffers:
 
         Only the used prefix of each buffer is copied (the kernels read nothing past the plan's counts), from one of
         two pinned staging sets; nothing here waits on the device unless the set's copies from two loads ago are
-        still in flight."""
+        still in flight. The plan loaded last is not copied again (plans are never edited)."""
+        if plan is self.plan:
+            return
         h = plan.heads
         if (h.num_q_heads, h.num_kv_heads, h.head_dim, h.dtype, h.kv_dtype) != (
             self.heads.num_q_heads,
@@ -733,6 +777,11 @@ class StaticPlanBuffers:
             self.slot_table = table
         elif table.data_ptr() != self.slot_table.data_ptr():
             raise ValueError("the plan reads another slot table than the one the CUDA graphs were captured with")
+        if plan.row_stride is not None:
+            if self.row_stride is None:
+                self.row_stride = plan.row_stride
+            elif plan.row_stride != self.row_stride:
+                raise ValueError(f"the plan's row stride {plan.row_stride} differs from the buffers' {self.row_stride}")
         # Tensors the previous load already put on the device (a re-made plan shares all but its items) are not
         # copied again: the device buffers hold them, and later copies on this stream are ordered after the
         # kernels that read them.
@@ -791,9 +840,14 @@ class StaticPlanBuffers:
         out: torch.Tensor,
         k_scale: float = 1.0,
         v_scale: float = 1.0,
+        seq_lens: torch.Tensor | None = None,
+        req_rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Launch-only forward + merge over the loaded plan (capturable in a CUDA graph); the scales are captured
-        as values, like ``sm_scale`` (SGLang's per-layer ``k_scale_float``/``v_scale_float`` are constants)."""
+        as values, like ``sm_scale`` (SGLang's per-layer ``k_scale_float``/``v_scale_float`` are constants).
+        ``seq_lens``/``req_rows``: per request of ``q``, its length and row (int64; SGLang's graph-runner buffers),
+        read by the kernel where the plan's open items end; every call must pass the same buffers (their addresses
+        are captured)."""
         if self.plan is None:
             raise RuntimeError("StaticPlanBuffers.run before load()")
         if not q.is_cuda:
@@ -801,18 +855,31 @@ class StaticPlanBuffers:
 
             b = self.plan.num_requests
             compute = torch.float64 if q.dtype == torch.float64 else torch.float32
-            result = run_reference(self.plan, q[:b], k_buffer, v_buffer, sm_scale, compute, k_scale, v_scale)
+            result = run_reference(self.plan, q[:b], k_buffer, v_buffer, sm_scale, compute, k_scale, v_scale,
+                                   seq_lens, req_rows)
             out[:b].copy_(result.to(out.dtype))
             return out
+        if self.row_stride is not None:
+            if seq_lens is None or req_rows is None:
+                raise ValueError("the buffers serve plans with open items: pass seq_lens and req_rows")
+            ptrs = (seq_lens.data_ptr(), req_rows.data_ptr())
+            if self._open_ptrs is None:
+                self._open_ptrs = ptrs
+            elif ptrs != self._open_ptrs:
+                raise ValueError("seq_lens/req_rows are other tensors than the ones the CUDA graphs were captured with")
         launch = self._launch
-        if launch is None or launch.merge_requests != min(self.max_batch, q.shape[0]):
+        if (
+            launch is None
+            or launch.merge_requests != min(self.max_batch, q.shape[0])
+            or launch.open != (self.row_stride is not None)
+        ):
             tensors: dict[str, torch.Tensor | None] = dict(self.dev)
             tensors["slot_table"] = self.slot_table
             tensors["part_o"] = self.part_o
             tensors["part_lse"] = self.part_lse
             launch = PlanLaunch(
                 kernels_for(self.heads, q.device), self.heads, tensors, self.max_items,
-                min(self.max_batch, q.shape[0]), merge=True,
+                min(self.max_batch, q.shape[0]), merge=True, row_stride=self.row_stride,
             )
             self._launch = launch
-        return launch(q, k_buffer, v_buffer, out, sm_scale, k_scale, v_scale)
+        return launch(q, k_buffer, v_buffer, out, sm_scale, k_scale, v_scale, seq_lens, req_rows)

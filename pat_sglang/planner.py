@@ -74,6 +74,10 @@ from .forest import PrefixForest
 ITEM_COLUMNS = ("ITEM_KV_BEGIN", "ITEM_KV_END", "ITEM_REQ_BEGIN", "ITEM_REQ_END", "ITEM_TILE", "ITEM_TILE_M")
 ITEM_KV_BEGIN, ITEM_KV_END, ITEM_REQ_BEGIN, ITEM_REQ_END, ITEM_TILE, ITEM_TILE_M = range(len(ITEM_COLUMNS))
 ITEM_FIELDS = 8  # padded to 32 bytes: one aligned load per CTA
+# ITEM_KV_END of an open item: the item ends where its (one) request's row ends when the kernel runs, at
+# ``row * row_stride + seq_len`` of that request, read on the device (``PackPlan.items_at`` on the host). Closed ends
+# are >= 1, so the sentinel cannot be a real end. Passed to the kernel with the columns (``item_layout_defines``).
+ITEM_OPEN_END = -1
 
 MIN_SPLIT_TOKENS = 256
 MAX_WAVES = 4  # finest split: CTAs for this many resident waves
@@ -90,7 +94,10 @@ _T = TypeVar("_T")
 
 def item_layout_defines() -> list[str]:
     """NVRTC options carrying the item layout into kernels/pat_decode.cu."""
-    return [f"-D{name}={i}" for i, name in enumerate(ITEM_COLUMNS)] + [f"-DITEM_FIELDS={ITEM_FIELDS}"]
+    return [f"-D{name}={i}" for i, name in enumerate(ITEM_COLUMNS)] + [
+        f"-DITEM_FIELDS={ITEM_FIELDS}",
+        f"-DITEM_OPEN_END={ITEM_OPEN_END}",
+    ]
 
 
 @dataclass
@@ -113,6 +120,7 @@ class PlanStats:
     partial_bytes: int  # merge traffic: partial rows written and read back
     num_items: int
     num_partials: int
+    max_item_tokens: int = 0  # the longest item's KV tokens when planned (open items at the planned lengths)
 
 
 class _LazyPacks:
@@ -165,10 +173,34 @@ class PackPlan:
     stats: PlanStats | None = None
     fallback: str = ""  # "" or why the plan is coarser than asked (limits): "one split", "no sharing"
     regrow: _Regrow | None = field(default=None, repr=False, compare=False)  # see plan_forest(previous=...)
+    # Open items (``ITEM_OPEN_END``): the slot table's row stride they are resolved with (None: every item is
+    # closed), and how many there are (one per request whose KV ends in its own private leaf).
+    row_stride: int | None = None
+    num_open: int = 0
 
     @property
     def num_items(self) -> int:
         return int(self.items.shape[0])
+
+    def items_at(self, seq_lens: object, rows: object) -> np.ndarray:
+        """The items as the kernel resolves them when the batch's requests have lengths ``seq_lens`` and rows
+        ``rows`` (per request, host or device tensors or arrays): every open end replaced by its request's
+        ``rows[r] * row_stride + seq_lens[r]``. A new int32 array; the plan is not changed. ``ValueError`` if an
+        open item would be empty (a length below what the plan was made for)."""
+        items = self.items.cpu().numpy().copy()
+        if not self.num_open:
+            return items
+        seq = _host_int64(seq_lens)
+        row = _host_int64(rows)
+        if seq.shape[0] < self.num_requests or row.shape[0] < self.num_requests:
+            raise ValueError(f"open ends need lengths and rows of {self.num_requests} requests")
+        is_open = items[:, ITEM_KV_END] == ITEM_OPEN_END
+        req = self.item_req.cpu().numpy()[items[is_open, ITEM_REQ_BEGIN]]
+        end = row[req] * self.row_stride + seq[req]
+        if (end <= items[is_open, ITEM_KV_BEGIN]).any():
+            raise ValueError("a request is shorter than its plan's open item begins: the plan was made for longer")
+        items[is_open, ITEM_KV_END] = end
+        return items
 
     def to(self, device: torch.device | str) -> PackPlan:
         """The plan with its tensors on ``device`` (the slot table too, unless it is there already)."""
@@ -186,6 +218,8 @@ class PackPlan:
             stats=self.stats,
             fallback=self.fallback,
             regrow=self.regrow,
+            row_stride=self.row_stride,
+            num_open=self.num_open,
             **moved,
         )
 
@@ -196,6 +230,12 @@ class PackPlan:
                 f"{i:>4} {p.num_tokens:>7} {len(p.requests):>5} {p.row_blocks:>6} {p.splits:>6} {p.tile_m:>6}"
             )
         return "\n".join(lines)
+
+
+def _host_int64(x: object) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x).astype(np.int64, copy=False)
 
 
 def target_ctas(device: DeviceSpec, tiles: TileTable, heads: HeadConfig) -> int:
@@ -212,9 +252,16 @@ def plan_forest(
     limits: PlanLimits | None = None,
     slot_table: torch.Tensor | None = None,
     previous: PackPlan | None = None,
+    row_stride: int | None = None,
 ) -> PackPlan:
     """Pack ``forest`` for one decode step. ``slot_table``: the 1-D int32 table the forest's rows live in (the
     forest's own host table by default, for forests built from slots). ``limits``: capacities the plan must fit.
+
+    ``row_stride``: the forest's rows are rows of a 2-D table this many positions apart (SGLang's ``req_to_token``;
+    ``forest.row_base`` = row * row_stride). Then every item that ends where a request's private leaf ends (the last
+    KV split of each request's own leaf) gets an open end (``ITEM_OPEN_END``): the kernel ends it at the request's
+    length when it runs (``seq_lens[r]``, row ``rows[r]``; ``PackPlan.items_at``), so the plan stays valid while the
+    requests grow. Requests that end in a shared node get no open item. Without it every end is closed.
 
     ``previous``: last step's plan. When ``forest`` is that plan's forest with longer private leaves
     (``PrefixForest.with_lengths``: same structure object) and made with the same arguments, the packs cannot
@@ -227,7 +274,7 @@ def plan_forest(
         rg = previous.regrow
         if (
             rg.structure is forest._derived
-            and rg.args == (heads, device, tiles, min_split_tokens, limits)
+            and rg.args == (heads, device, tiles, min_split_tokens, limits, row_stride)
             and (slot_table is previous.slot_table or (slot_table is None and forest.slot_table is None))
         ):
             plan = _regrown(previous, forest)
@@ -247,14 +294,16 @@ def plan_forest(
         max_slot = None
     if slot_table.shape[0] > INT32_MAX:
         raise ValueError(f"the slot table has {slot_table.shape[0]} entries; items address at most {INT32_MAX}")
+    if row_stride is not None and (row_stride < 1 or (forest.row_base % row_stride).any()):
+        raise ValueError(f"open ends need rows at multiples of row_stride ({row_stride})")
     # Only a first-pass plan can be re-made: a coarsened one could differ from a fresh plan once the leaves grew.
-    args = (heads, device, tiles, min_split_tokens, limits)
-    plan = _plan(forest, heads, device, tiles, min_split_tokens, limits, slot_table, max_slot, "", args)
+    args = (heads, device, tiles, min_split_tokens, limits, row_stride)
+    plan = _plan(forest, heads, device, tiles, min_split_tokens, limits, slot_table, max_slot, "", row_stride, args)
     if plan is None:  # over the limits: one split per pack
-        plan = _plan(forest, heads, device, tiles, INT32_MAX, limits, slot_table, max_slot, "one split")
+        plan = _plan(forest, heads, device, tiles, INT32_MAX, limits, slot_table, max_slot, "one split", row_stride)
     if plan is None:  # still over: no sharing (one item per request, no partials)
         private = PrefixForest.private(forest.request_lengths, forest.row_base)
-        plan = _plan(private, heads, device, tiles, INT32_MAX, None, slot_table, max_slot, "no sharing")
+        plan = _plan(private, heads, device, tiles, INT32_MAX, None, slot_table, max_slot, "no sharing", row_stride)
         if limits is not None and (plan.num_items > limits.max_items or plan.num_requests > limits.max_entries):
             raise ValueError(f"a batch of {plan.num_requests} requests exceeds the plan limits {limits}")
     return plan
@@ -270,6 +319,7 @@ def _plan(
     slot_table: torch.Tensor,
     max_slot: int | None,
     fallback: str,
+    row_stride: int | None,
     regrow_args: tuple = (),
 ) -> PackPlan | None:
     """One planning pass; ``None`` if the plan would exceed ``limits`` (counted before any item is built)."""
@@ -362,9 +412,22 @@ def _plan(
     sizes = block_size[item_block]
     req_end = sizes.cumsum()
 
+    if one_split:
+        item_pack = item_block if block_pack is None else block_pack[item_block]
+        item_split = np.zeros(num_items, dtype=np.int64)
+    else:
+        item_pack = item_pack[order]
+        item_split = split_idx[order]
     items = np.zeros((num_items, ITEM_FIELDS), dtype=np.int32)
     items[:, ITEM_KV_BEGIN] = kv_begin
     items[:, ITEM_KV_END] = kv_begin + kv_len[order]
+    open_mask = None
+    if row_stride is not None:
+        # Open: the last split of a pack whose node has one request (in canonical form, that request's private leaf:
+        # its range ends where the request's row ends).
+        leaf_pack = (fa.q if pack_node is None else fa.q[pack_node]) == 1
+        open_mask = leaf_pack[item_pack] & (item_split == splits[item_pack] - 1)
+        items[open_mask, ITEM_KV_END] = ITEM_OPEN_END
     items[:, ITEM_REQ_BEGIN] = req_end - sizes
     items[:, ITEM_REQ_END] = req_end
     items[:, ITEM_TILE] = item_tile
@@ -398,20 +461,15 @@ def _plan(
         partial_bytes=num_partials * partial_bytes,
         num_items=num_items,
         num_partials=num_partials,
+        max_item_tokens=int(kv_len.max()),
     )
     pack_args = (fa, pack_node, top, pack_tokens, pack_ptr, pack_req, splits, pack_blocks, tiles, group, reqs_per_block)
     infos = _PackBuilder(*pack_args)
-    if one_split:
-        item_pack = item_block if block_pack is None else block_pack[item_block]
-        item_split = np.zeros(num_items, dtype=np.int64)
-    else:
-        item_pack = item_pack[order]
-        item_split = split_idx[order]
     regrow = _Regrow(
         structure=fa._derived, pack_node=pack_node, pack_tokens=pack_tokens, kv_offset=kv_offset,
         pack_blocks=pack_blocks, splits=splits, item_pack=item_pack, item_split=item_split, tok=fa.tok,
         target=target, min_split_tokens=min_split_tokens, pack_args=pack_args, pack_req_count=pack_req_count,
-        args=regrow_args,
+        open_mask=open_mask, args=regrow_args,
     )
     return PackPlan(
         heads=heads,
@@ -429,6 +487,8 @@ def _plan(
         stats=stats,
         fallback=fallback,
         regrow=regrow,
+        row_stride=row_stride,
+        num_open=0 if open_mask is None else int(open_mask.sum()),
     )
 
 
@@ -449,6 +509,7 @@ class _Regrow:
     min_split_tokens: int
     pack_args: tuple  # _PackBuilder's arguments (``PackPlan.packs`` on demand)
     pack_req_count: np.ndarray
+    open_mask: np.ndarray | None  # per item (plan order): its end is open (None: a plan without open ends)
     args: tuple = ()  # plan_forest's arguments it was made with; () for a coarsened plan (never re-made)
 
 
@@ -475,12 +536,16 @@ def _regrown(previous: PackPlan, forest: PrefixForest) -> PackPlan | None:
         n_split = splits[rg.item_pack]
         items[:, ITEM_KV_BEGIN] = base + (n_tok * rg.item_split) // n_split
         items[:, ITEM_KV_END] = base + (n_tok * (rg.item_split + 1)) // n_split
+    max_item_tokens = int((items[:, ITEM_KV_END] - items[:, ITEM_KV_BEGIN]).max())
+    if rg.open_mask is not None:
+        items[rg.open_mask, ITEM_KV_END] = ITEM_OPEN_END
     tok_bytes = _head_numbers(heads)[2]
     stats = copy_with(
         previous.stats,
         kv_bytes_planned=planned_tokens * tok_bytes,
         kv_bytes_per_request=forest.request_tokens() * tok_bytes,
         kv_bytes_unique=forest.unique_tokens() * tok_bytes,
+        max_item_tokens=max_item_tokens,
     )
     pack_args = (forest, *rg.pack_args[1:3], pack_tokens, *rg.pack_args[4:])
     regrow = copy_with(rg, pack_tokens=pack_tokens, tok=forest.tok, pack_args=pack_args)

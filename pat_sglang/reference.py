@@ -4,6 +4,10 @@ Role in pack-forward-merge: the oracle. *forward* = per item, attention of the i
 item's KV range (slot indices read from the plan's slot table), giving a normalised partial output and its
 log-sum-exp; *merge* = per request, the softmax-weighted combination of its partials. Also holds
 ``naive_decode``, plain per-request attention, which the plan's result must equal.
+
+Open items (``planner.ITEM_OPEN_END``) end where the kernel ends them: at ``rows[r] * row_stride + seq_lens[r]`` of
+their request, from the lengths and rows of the step the plan is run at (``PackPlan.items_at``), which may be longer
+than those it was made for.
 """
 
 from __future__ import annotations
@@ -68,13 +72,21 @@ def run_reference(
     compute_dtype: torch.dtype = torch.float64,
     k_scale: float = 1.0,
     v_scale: float = 1.0,
+    seq_lens: object = None,
+    rows: object = None,
 ) -> torch.Tensor:
     """Execute ``plan`` in torch; returns ``[batch, num_q_heads, head_dim]`` in ``compute_dtype``. FP8 pools
-    (or their uint8 storage, read as the plan's KV dtype) are dequantised with ``k_scale``/``v_scale``."""
+    (or their uint8 storage, read as the plan's KV dtype) are dequantised with ``k_scale``/``v_scale``.
+    ``seq_lens``/``rows``: per request, its length and slot-table row now (needed when the plan has open items)."""
     heads = plan.heads
     group = heads.group
     batch = q.shape[0]
-    items = plan.items.cpu()
+    if plan.num_open:
+        if seq_lens is None or rows is None:
+            raise ValueError("the plan has open items: pass the requests' seq_lens and rows")
+        items = torch.from_numpy(plan.items_at(seq_lens, rows))
+    else:
+        items = plan.items.cpu()
     slot_table = plan.slot_table.cpu().long()
     item_req = plan.item_req.cpu().long()
     item_dst = plan.item_dst.cpu().long()

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .forest import PrefixForest
+
 Levels = list[tuple[int, int]]
 
 # The named workloads of the anchors file (a and d take the batch size / length as parameters).
@@ -353,3 +355,72 @@ def make_qkv(
     k = randn(num_slots, num_kv_heads, head_dim)
     v = randn(num_slots, num_kv_heads, head_dim)
     return q, k, v
+
+
+@dataclass
+class RowBatch:
+    """A decode batch laid out the way SGLang holds it: request ``r``'s KV slots at the front of row ``rows[r]`` of
+    a 2-D slot table (``req_to_token``; row 0, SGLang's padding row, holds one slot), with room behind every request
+    for the tokens later decode steps append (``grow``). ``forest``: the batch's sharing at ``seq_lens``, rows at
+    ``row_base = rows * row_stride``, no host slot table (as the serving path builds it): plan it with
+    ``plan_forest(forest, ..., slot_table=batch.slot_table(), row_stride=batch.row_stride)``."""
+
+    table: np.ndarray  # int32 [num_rows, row_stride]
+    rows: np.ndarray  # int64 [batch]
+    seq_lens: np.ndarray  # int64 [batch]
+    forest: PrefixForest
+    num_slots: int  # every slot in the table is below this
+
+    @property
+    def row_stride(self) -> int:
+        return int(self.table.shape[1])
+
+    def slot_table(self) -> torch.Tensor:
+        """The table flattened (int32, 1-D), as the plan addresses it: a view of ``table``."""
+        return torch.from_numpy(self.table.reshape(-1))
+
+    def grow(self, counts: Sequence[int] | np.ndarray) -> RowBatch:
+        """Later decode steps: request ``r`` gets ``counts[r]`` new private slots (fresh, above ``num_slots``) after its
+        last token, written into the same table (so a plan over ``slot_table()`` sees them). The forest is kept
+        (the one planned); the lengths grow."""
+        counts = np.asarray(counts, dtype=np.int64)
+        fresh = self.num_slots
+        for r, (row, n, k) in enumerate(zip(self.rows.tolist(), self.seq_lens.tolist(), counts.tolist(), strict=True)):
+            if n + k > self.row_stride:
+                raise ValueError(f"request {r} would grow past its row ({n} + {k} > {self.row_stride})")
+            self.table[row, n : n + k] = fresh + np.arange(k)
+            fresh += k
+        return RowBatch(self.table, self.rows, self.seq_lens + counts, self.forest, fresh)
+
+    def kv_flat(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(kv_indptr, kv_indices) of the requests' rows at ``seq_lens`` (for ``naive_decode``)."""
+        indptr = np.zeros(self.rows.shape[0] + 1, dtype=np.int64)
+        np.cumsum(self.seq_lens, out=indptr[1:])
+        flat = np.concatenate([self.table[row, :n] for row, n in zip(self.rows, self.seq_lens, strict=True)])
+        return torch.from_numpy(indptr), torch.from_numpy(flat.astype(np.int64))
+
+
+def row_batch(
+    batch: DecodeBatch, room: int, rng: np.random.Generator | int | None = 0, private_tail: bool = True
+) -> RowBatch:
+    """``batch`` laid out in SGLang's rows (see ``RowBatch``), rows shuffled, ``room`` free positions behind the
+    longest request. ``private_tail``: every request also gets one slot of its own at its end (a decode step's new
+    token), so every request ends in a private leaf; without it requests may end in shared nodes, as in ``batch``."""
+    gen = _rng(rng)
+    chains, tails = batch.chains()
+    fresh = batch.num_slots
+    if private_tail:
+        tails = [np.concatenate([t, [fresh + i]]).astype(np.int64) for i, t in enumerate(tails)]
+        fresh += len(tails)
+    laid = PrefixForest.from_chains(chains, tails)
+    n = laid.num_requests
+    lengths = laid.request_lengths.astype(np.int64)
+    stride = int(lengths.max()) + room
+    rows = gen.permutation(np.arange(1, n + 1)).astype(np.int64)
+    table = np.zeros((n + 1, stride), dtype=np.int32)
+    for r in range(n):
+        table[rows[r], : lengths[r]] = laid.request_slots(r)
+    forest = PrefixForest(
+        laid.tok, laid.start, laid.parent, laid.depth, laid.req_ptr, laid.req_flat, rows * stride, lengths.copy()
+    )
+    return RowBatch(table, rows, lengths.copy(), forest, fresh)

@@ -288,7 +288,7 @@ def assert_plan_exact(plan: Any, req_to_token: torch.Tensor, rows: Any, seq_lens
         num_slots = int(req_to_token.max()) + 1
     q, k, v = random_pools(num_slots, heads.num_kv_heads, heads.head_dim, seed, plan.num_requests, heads.num_q_heads)
     scale = heads.head_dim**-0.5
-    got = run_reference(plan, q, k, v, scale)
+    got = run_reference(plan, q, k, v, scale, seq_lens=seq_lens, rows=rows)  # open items end at these lengths
     want = naive_rows(q, k, v, req_to_token, rows, seq_lens, scale)
     assert torch.isfinite(got).all(), "a request's output was never written"
     err = (got - want).abs().max().item()
@@ -304,7 +304,7 @@ def assert_reads_within_rows(plan: Any, rows: Any, seq_lens: Any, row_stride: in
     rows, seq_lens = np.asarray(rows, dtype=np.int64), np.asarray(seq_lens, dtype=np.int64)
     table = plan.slot_table.numpy()
     item_req = plan.item_req.numpy()
-    for it in plan.items.numpy():
+    for it in plan.items_at(seq_lens, rows):  # open items ended at these lengths
         b, e = int(it[ITEM_KV_BEGIN]), int(it[ITEM_KV_END])
         reqs = item_req[int(it[ITEM_REQ_BEGIN]) : int(it[ITEM_REQ_END])]
         row, pos = divmod(b, row_stride)
@@ -315,20 +315,22 @@ def assert_reads_within_rows(plan: Any, rows: Any, seq_lens: Any, row_stride: in
             assert np.array_equal(table[own : own + e - b], table[b:e]), f"request {r} holds other slots there"
 
 
-def plan_work(plan: Any, table: Any) -> list:
+def plan_work(plan: Any, table: Any, seq_lens: Any = None, rows: Any = None) -> list:
     """A plan's work independent of how it addresses KV and orders items: per item, (its KV slots resolved through
-    ``table`` (the plan's slot table, as numpy), its requests, its tile m), sorted; then the partials per request."""
+    ``table`` (the plan's slot table, as numpy), its requests, its tile m), sorted; then the partials per request.
+    ``seq_lens``/``rows``: where open items end (needed for plans with open items)."""
     from pat_sglang.planner import ITEM_KV_BEGIN, ITEM_KV_END, ITEM_REQ_BEGIN, ITEM_REQ_END, ITEM_TILE_M
 
     table = np.asarray(table)
     item_req = plan.item_req.numpy()
+    items = plan.items_at(seq_lens, rows) if plan.num_open else plan.items.numpy()
     work = sorted(
         (
             tuple(table[int(it[ITEM_KV_BEGIN]) : int(it[ITEM_KV_END])].tolist()),
             tuple(item_req[int(it[ITEM_REQ_BEGIN]) : int(it[ITEM_REQ_END])].tolist()),
             int(it[ITEM_TILE_M]),
         )
-        for it in plan.items.numpy()
+        for it in items
     )
     return [work, np.diff(plan.merge_indptr.numpy()).tolist(), plan.num_partials]
 

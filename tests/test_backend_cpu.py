@@ -97,10 +97,10 @@ def test_metadata_plan_equals_standalone_plan(page_size: int, published: bool) -
         items = plan.items.numpy()
         assert ((items[:, ITEM_REQ_END] - items[:, ITEM_REQ_BEGIN]) == 1).all()  # nothing shared
         assert plan.stats.kv_bytes_planned == plan.stats.kv_bytes_per_request
-    assert plan_work(plan, r2t.view(-1).numpy()) == plan_work(want, indices)
+    rows, seq = batch_rows(h)
+    assert plan_work(plan, r2t.view(-1).numpy(), seq, rows) == plan_work(want, indices)
     assert plan.stats.kv_bytes_planned == want.stats.kv_bytes_planned
     assert plan.stats.kv_bytes_per_request == want.stats.kv_bytes_per_request
-    rows, seq = batch_rows(h)
     assert_reads_within_rows(plan, rows, seq, r2t.shape[1])
     assert_plan_exact(plan, r2t, rows, seq, seed=page_size, num_slots=h.num_slots)
     counters = be.planner.counters
@@ -331,7 +331,7 @@ def test_cuda_graph_path_on_cpu(monkeypatch: pytest.MonkeyPatch, tiny: bool) -> 
         # StaticPlanBuffers.run in float64 (its CPU path) over fresh pools: naive attention of the real rows
         q64, k64, v64 = random_pools(h.num_slots, HKV, D, 20 + step, padded, HQ)
         out64 = torch.full((padded, HQ, D), float("nan"), dtype=torch.float64)
-        buffers.run(q64, k64, v64, layer.scaling, out64)
+        buffers.run(q64, k64, v64, layer.scaling, out64, seq_lens=view.seq_lens, req_rows=view.req_pool_indices)
         want64 = naive_rows(q64[:bs], k64, v64, r2t, rows[:bs], seq[:bs], layer.scaling)
         assert (out64[:bs] - want64).abs().max().item() < 1e-9
 

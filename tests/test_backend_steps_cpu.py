@@ -81,14 +81,17 @@ def check_step(be: PATAttnBackend, h: RadixHarness, forest: PrefixForest, rows: 
         assert plan.item_req.shape[0] <= limits.max_entries
     want = plan_forest(fresh, heads, be.device_spec, limits=limits)
     assert want.fallback == ""
-    assert plan_work(plan, r2t.view(-1).numpy()) == plan_work(want, flat)  # padding resolved to its real slot
+    assert plan_work(plan, r2t.view(-1).numpy(), seq, rows) == plan_work(want, flat)  # padding: its real slot
     assert_reads_within_rows(plan, rows, seq, r2t.shape[1])
     assert_plan_exact(plan, r2t, rows, seq, seed=seed, num_slots=h.num_slots)
 
 
 @pytest.mark.parametrize("graph", [False, True])
 @pytest.mark.parametrize("page_size", [1, 4])
-def test_many_steps_equal_fresh_plan(graph: bool, page_size: int) -> None:
+@pytest.mark.parametrize("reuse", [False, True])
+def test_many_steps_equal_fresh_plan(graph: bool, page_size: int, reuse: bool) -> None:
+    """``reuse``: unchanged steps take last step's plan object (open items); those are checked for exactness at the
+    new lengths (a fresh plan may split differently), every other step against a fresh plan."""
     rng = np.random.default_rng(7)
     h = RadixHarness(page_size=page_size, max_reqs=24, max_context=1024, num_slots=1 << 13)
     system = rng.integers(1000, 2000, size=64).tolist()
@@ -102,9 +105,11 @@ def test_many_steps_equal_fresh_plan(graph: bool, page_size: int) -> None:
     max_bs = 8
     if graph:
         be.init_cuda_graph_state(max_bs, max_bs)
+    be.planner.reuse_plans = reuse
     forests = record_forests(be.planner)
     heads = HeadConfig(HQ, HKV, D, torch.bfloat16)
     pool = h.req_to_token_pool
+    same_plan_steps = []
     changed = 0
     reused_steps = []
     previous, regrown = None, 0
@@ -133,16 +138,29 @@ def test_many_steps_equal_fresh_plan(graph: bool, page_size: int) -> None:
             rows, seq = fb.req_pool_indices.numpy(), fb.seq_lens_cpu.numpy()
         if be.planner.counters.reused > reused:
             reused_steps.append(step)
-        assert len(forests) == step + 1
-        check_step(be, h, forests[-1], rows, seq, heads, seed=step, graph=graph)
         plan = be.forward_metadata.plan
-        regrown += previous is not None and plan.item_req is previous.item_req  # re-made from last step's plan
+        if previous is not None and plan is previous:  # last step's plan, run at this step's lengths
+            same_plan_steps.append(step)
+            if graph:
+                assert be.graph_buffers.plan is plan
+            r2t = h.req_to_token
+            assert_reads_within_rows(plan_of_buffers(be.graph_buffers) if graph else plan, rows, seq, r2t.shape[1])
+            assert_plan_exact(plan, r2t, rows, seq, seed=step, num_slots=h.num_slots)
+        else:
+            assert len(forests) == len(set(range(step + 1)) - set(same_plan_steps))
+            check_step(be, h, forests[-1], rows, seq, heads, seed=step, graph=graph)
+            regrown += previous is not None and plan.item_req is previous.item_req  # re-made from last step's plan
         previous = plan
     counters = be.planner.counters
-    assert counters.built + counters.reused == 40
-    assert counters.built <= changed and counters.reused > 20  # most steps only grew the private leaves
+    assert counters.built + counters.reused + counters.plans_reused == 40
+    assert counters.plans_reused == len(same_plan_steps)
     assert not {0, 8, 14, 21, 27, 30, 33} & set(reused_steps)  # a changed batch is never planned from a stale forest
-    assert counters.unshared == 0 and counters.coarse == 0 and regrown > 20
+    assert not {0, 8, 14, 21, 27, 30, 33} & set(same_plan_steps)  # nor served last step's plan
+    assert counters.unshared == 0 and counters.coarse == 0
+    if reuse:  # every unchanged step (the batch grows 1 token a step, far below the re-plan bound)
+        assert counters.plans_reused == 40 - changed and counters.built == changed
+    else:
+        assert counters.built <= changed and counters.reused > 20 and regrown > 20  # most steps grew the leaves
     assert be.stats.row_reads == 0 and be.stats.delegated == 0 and be.stats.steps == 40
 
 
@@ -156,6 +174,7 @@ def test_static_buffers_double_buffered_and_loaded() -> None:
     be = PATAttnBackend(fake_model_runner(h, HQ, HKV, D, 1, torch.bfloat16), delegate=RecordingDelegate(),
                         chain_table=table)
     be.init_cuda_graph_state(4, 4)
+    be.planner.reuse_plans = False  # a new plan (re-made: new items) every step
     buffers = be.graph_buffers
     assert isinstance(buffers, StaticPlanBuffers)
     heads = HeadConfig(HQ, HKV, D, torch.bfloat16)
@@ -178,7 +197,7 @@ def test_static_buffers_double_buffered_and_loaded() -> None:
         assert torch.equal(buffers.dev["merge_partials"][: plan.merge_partials.shape[0]], plan.merge_partials)
         assert torch.equal(buffers.host["items"][:n], plan.items)  # the staging set just written
         loaded = plan_of_buffers(buffers)
-        assert plan_work(loaded, r2t.view(-1).numpy()) == plan_work(want, flat)
+        assert plan_work(loaded, r2t.view(-1).numpy(), seq, rows) == plan_work(want, flat)
         assert_plan_exact(loaded, r2t, rows, seq, seed=step, num_slots=h.num_slots)
     assert len(set(stages)) == 2 and all(a != b for a, b in zip(stages, stages[1:], strict=False))  # alternating
     assert be.planner.counters.reused == 4
@@ -203,6 +222,7 @@ def test_radix_splits_under_an_unchanged_batch() -> None:
     live = list(range(5))
     table = ChainTable()
     be = PATAttnBackend(fake_model_runner(h, HQ, HKV, D, 1), delegate=RecordingDelegate(), chain_table=table)
+    be.planner.reuse_plans = False  # the forest of every step
     forests = record_forests(be.planner)
     heads = HeadConfig(HQ, HKV, D, torch.float32)
     splits = {4: system[:20], 9: prompts[2][:53], 13: system[:33]}  # ancestor, last node, ancestor again

@@ -51,13 +51,14 @@ class Setup:
     live: list[int]
 
 
-def setup(page_size: int = 1, seed: int = 0, n: int = 6) -> Setup:
+def setup(page_size: int = 1, seed: int = 0, n: int = 6, reuse_plans: bool = False) -> Setup:
+    """``reuse_plans`` off by default: these tests follow the forest of every step (a reused plan makes none)."""
     rng = np.random.default_rng(seed)
     h = RadixHarness(page_size=page_size, max_reqs=32, max_context=512, num_slots=1 << 13)
     system = rng.integers(1000, 2000, size=48).tolist()
     for _ in range(n):
         h.add_request(system + rng.integers(2000, 9000, size=int(rng.integers(3, 25))).tolist())
-    planner = DecodeStepPlanner(HEADS, DeviceSpec(), h.req_to_token)
+    planner = DecodeStepPlanner(HEADS, DeviceSpec(), h.req_to_token, reuse_plans=reuse_plans)
     return Setup(h, ChainTable(enabled=True), planner, record_forests(planner), rng, system, list(range(n)))
 
 
@@ -117,9 +118,11 @@ def test_unchanged_batch_reuses_the_forest(page_size: int) -> None:
     for i in range(25):
         batch = step(s)
         plan = plan_and_check(s, batch, seed=i)
-        fresh = plan_forest(s.forests[-1], HEADS, DeviceSpec(), slot_table=s.planner.slot_table)
+        fresh = plan_forest(s.forests[-1], HEADS, DeviceSpec(), slot_table=s.planner.slot_table,
+                            row_stride=s.planner.row_stride)
         table = s.h.req_to_token.view(-1).numpy()
-        assert plan_work(plan, table) == plan_work(fresh, table) and plan.stats == fresh.stats
+        at = (batch.seq_lens, batch.rows)
+        assert plan_work(plan, table, *at) == plan_work(fresh, table, *at) and plan.stats == fresh.stats
         regrown += previous is not None and plan.item_req is previous.item_req
         previous = plan
         if first is None:
@@ -288,3 +291,124 @@ def test_bad_inputs() -> None:
         seq[0] = bad
         with pytest.raises(ValueError, match="sequence lengths"):
             s.planner.plan(StepBatch(batch.rows, seq, batch.n_real, batch.published))
+
+
+# ----------------------------------------------------------------------------------------------- plan reuse
+def test_unchanged_steps_take_the_same_plan_until_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unchanged batch gets the very plan object of the step it was planned at (no forest, no planning), exact at
+    every later step's lengths (its open items end there), while the requests have grown by at most
+    ``replan_growth_tokens``; one token more and it is planned again (then reused again)."""
+    import pat_sglang.decode_step as ds
+
+    monkeypatch.setattr(ds, "REPLAN_MIN_GROWTH_TOKENS", 5)
+    s = setup(seed=8, reuse_plans=True)
+    c = s.planner.counters
+    batch = step(s)
+    plan = plan_and_check(s, batch, seed=0)
+    assert plan.num_open == plan.num_requests and plan.row_stride == s.h.req_to_token.shape[1]
+    bound = ds.replan_growth_tokens(plan)
+    assert bound == max(5, plan.stats.max_item_tokens // ds.REPLAN_GROWTH_DIVISOR) < 10
+    items = plan.items.clone()
+    r2t = s.h.req_to_token
+    for i in range(1, bound + 1):
+        batch = step(s)
+        assert s.planner.plan(batch) is plan, i
+        assert_reads_within_rows(plan, batch.rows, batch.seq_lens, r2t.shape[1])
+        assert_plan_exact(plan, r2t, batch.rows, batch.seq_lens, seed=i, num_slots=s.h.num_slots)
+    assert c.plans_reused == bound and (c.built, c.reused) == (1, 0) and len(s.forests) == 1
+    batch = step(s)  # grown by bound + 1 since planned
+    again = plan_and_check(s, batch, seed=99)
+    assert again is not plan and c.plans_reused == bound and (c.built, c.reused) == (1, 1)
+    assert torch.equal(plan.items, items)  # never edited
+    assert s.planner.plan(step(s)) is again and c.plans_reused == bound + 1
+
+
+def test_default_bound_scales_with_the_longest_item() -> None:
+    from pat_sglang.decode_step import REPLAN_GROWTH_DIVISOR, REPLAN_MIN_GROWTH_TOKENS, replan_growth_tokens
+
+    s = setup(seed=9, reuse_plans=True)
+    plan = s.planner.plan(step(s))
+    assert replan_growth_tokens(plan) == REPLAN_MIN_GROWTH_TOKENS  # short rows
+    longer = dataclasses.replace(plan, stats=dataclasses.replace(plan.stats, max_item_tokens=8000))
+    assert replan_growth_tokens(longer) == 8000 // REPLAN_GROWTH_DIVISOR == 1000
+
+
+def test_changed_batches_are_planned_again() -> None:
+    """Arrivals, finishes, reordering, other limits, a stale path, another padding: never last step's plan."""
+    s = setup(seed=10, reuse_plans=True)
+    c = s.planner.counters
+    first = s.planner.plan(step(s))
+    assert s.planner.plan(step(s)) is first
+    # an arrival
+    s.h.add_request(s.system + s.rng.integers(9000, 9999, size=5).tolist())
+    s.live.append(len(s.h.reqs) - 1)
+    second = plan_and_check(s, step(s), seed=1)
+    assert second is not first and s.planner.plan(step(s)) is second
+    # a finish
+    s.live.pop(0)
+    third = plan_and_check(s, step(s), seed=2)
+    assert third is not second
+    # the same requests in another order
+    s.live = s.live[::-1]
+    fourth = plan_and_check(s, step(s), seed=3)
+    assert fourth is not third and s.planner.plan(step(s)) is fourth
+    # other limits (eager vs graph buffers)
+    limits = PlanLimits(10_000, 10_000, 10_000)
+    fifth = s.planner.plan(step(s), limits)
+    assert fifth is not fourth and s.planner.plan(step(s), limits) is fifth
+    assert s.planner.plan(step(s)) is not fifth  # no limits again
+    # lengths below the planned ones (never in decode): planned again
+    batch = step(s)
+    last = s.planner.plan(batch)
+    seq = s.planner._planned.seq_lens.copy()  # the lengths it was made for
+    seq[0] -= 1
+    shorter = StepBatch(batch.rows, seq, batch.n_real, batch.published)
+    assert s.planner.plan(shorter) is not last
+    # a stale path (cached beyond the length) is planned without sharing, never from the kept plan
+    batch = step(s)
+    kept = s.planner.plan(batch)
+    batch = step(s)
+    seq = batch.seq_lens.copy()
+    seq[1] = int(batch.published.cached[1]) - 3
+    stale = StepBatch(batch.rows, seq, batch.n_real, batch.published)
+    unshared = c.unshared
+    assert plan_and_check(s, stale, seed=4, apart=frozenset({1})) is not kept and c.unshared == unshared + 1
+    # capture plans (count=False) are neither reused nor kept
+    dummy = s.planner.plan(StepBatch(np.zeros(4, np.int64), np.ones(4, np.int64), 4, None), count=False)
+    assert dummy.num_open == 4 and s.planner.plan(StepBatch(np.zeros(4, np.int64), np.ones(4, np.int64), 4, None),
+                                                  count=False) is not dummy
+
+
+def test_padding_rows_reuse_and_change() -> None:
+    """Padded batches (CUDA-graph replay views) reuse their plan while the padding stays; the padding requests'
+    open items end at their one token of row ``PADDING_ROW``. Other padding: planned again."""
+    s = setup(seed=11, reuse_plans=True)
+    plan = plan_and_check(s, step(s, pad=3), seed=0)
+    assert plan.num_open == plan.num_requests == len(s.live) + 3
+    for i in range(3):
+        batch = step(s, pad=3)
+        assert s.planner.plan(batch) is plan
+        assert_plan_exact(plan, s.h.req_to_token, batch.rows, batch.seq_lens, seed=1 + i, num_slots=s.h.num_slots)
+    other = plan_and_check(s, step(s, pad=1), seed=5)
+    assert other is not plan
+    assert s.planner.counters.plans_reused == 3
+
+
+def test_a_request_ending_in_a_shared_node_keeps_nothing() -> None:
+    """A plan whose requests do not all end in open items (a request whose whole row is shared) is never handed out
+    again: that request's end is closed."""
+    s = setup(seed=12, reuse_plans=True)
+    batch = step(s)
+    plan = s.planner.plan(batch)
+    assert s.planner._planned is not None and s.planner._planned.plan is plan
+    # Two requests with the same row: both end in one shared node (no private leaf).
+    rows = np.concatenate([batch.rows, batch.rows[:1]])
+    seq = np.concatenate([batch.seq_lens, batch.seq_lens[:1]])
+    twin = StepBatch(rows, seq, batch.n_real + 1, None)
+    forest = PrefixForest.from_flat(*rows_flat(s.h.req_to_token, rows, seq))
+    shared = plan_forest(PrefixForest(forest.tok, forest.start, forest.parent, forest.depth, forest.req_ptr,
+                                      forest.req_flat, rows * s.planner.row_stride, seq),
+                         HEADS, DeviceSpec(), slot_table=s.planner.slot_table, row_stride=s.planner.row_stride)
+    assert shared.num_open == shared.num_requests - 2  # the twins end in a shared node: closed
+    assert s.planner.plan(twin).num_open == twin.rows.shape[0]  # unpublished: planned without sharing, all open
+    assert s.planner._planned is None  # nothing published: nothing kept

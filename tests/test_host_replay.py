@@ -119,7 +119,7 @@ def test_quick_replay_plans_equal_plain_attention(specs: list, path: str) -> Non
         q = torch.randn(int(view.batch_size), hq, d, generator=gen, dtype=torch.float64)
         scale = d**-0.5
         want = naive_decode(q[:raw], pools["k"], pools["v"], indptr, flat.long(), scale)
-        got = run_reference(plan, q, pools["k"], pools["v"], scale)
+        got = run_reference(plan, q, pools["k"], pools["v"], scale, seq_lens=view.seq_lens, rows=view.req_pool_indices)
         torch.testing.assert_close(got[:raw], want, rtol=1e-9, atol=1e-9)
 
     res = hr.run_point(cfg, specs, on_step=check)

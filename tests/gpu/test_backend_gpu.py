@@ -1,6 +1,10 @@
 """PATAttnBackend.forward_decode vs SGLang's own TritonAttnBackend on the same GPU pools and batch (bf16 pools, and
 FP8 pools with per-tensor layer scales), eager and through a captured CUDA graph (StaticPlanBuffers) replayed on
-later batches."""
+later batches; and decode sequences whose unchanged steps run last step's plan (open items ended at each step's
+lengths), eagerly and by graph replays.
+
+The graph views keep ``seq_lens`` and ``req_pool_indices`` in static buffers, as SGLang's DecodeCudaGraphRunner does
+(the captured kernels read open items' ends from there)."""
 
 from __future__ import annotations
 
@@ -98,7 +102,6 @@ def _radix_node(value: torch.Tensor, parent: object) -> SimpleNamespace:
 def make_batch(runner, rng: np.random.Generator, bs: int, table=None):
     """Rows with a shared system prompt, two templates and private tails; the step's token slot last. With
     ``table`` (a ChainTable), the batch's radix paths are published into it as the scheduler patch does."""
-    from sglang.srt.model_executor.forward_batch_info import ForwardBatch, ForwardMode
 
     r2t = runner.req_to_token_pool.req_to_token
     free = iter(rng.permutation(np.arange(1, NUM_SLOTS)).tolist())
@@ -115,10 +118,19 @@ def make_batch(runner, rng: np.random.Generator, bs: int, table=None):
         r2t[row, : len(slots)] = torch.tensor(slots, dtype=torch.int32, device="cuda")
         rows.append(row)
         lens.append(len(slots))
+    publish = (rows, [f"r{r}" for r in range(bs)], [None] * bs, [tmpl_nodes[r % 2] for r in range(bs)], root)
     if table is not None:
         table.enabled = True
-        table.publish_batch(rows, [f"r{r}" for r in range(bs)], [None] * bs, [tmpl_nodes[r % 2] for r in range(bs)],
-                            root)
+        table.publish_batch(*publish)
+    fb = _forward_batch(r2t, rows, lens)
+    fb._pat_next = (publish, free)  # for next_step: the same batch one token later
+    return fb
+
+
+def _forward_batch(r2t: torch.Tensor, rows: list[int], lens: list[int]):
+    from sglang.srt.model_executor.forward_batch_info import ForwardBatch, ForwardMode
+
+    bs = len(rows)
     rows_t = torch.tensor(rows, dtype=torch.int64, device="cuda")
     lens_t = torch.tensor(lens, dtype=torch.int64)
     return ForwardBatch(
@@ -131,6 +143,53 @@ def make_batch(runner, rng: np.random.Generator, bs: int, table=None):
         seq_lens_sum=int(lens_t.sum()),
         seq_lens_cpu=lens_t,
     )
+
+
+def next_step(runner, fb, table):
+    """The same batch one decode step later: every request's next token gets a fresh slot at the end of its row
+    (``req_to_token``), the batch is published again (same rows, ids and radix nodes: an unchanged batch)."""
+    publish, free = fb._pat_next
+    r2t = runner.req_to_token_pool.req_to_token
+    rows = publish[0]
+    lens = (fb.seq_lens_cpu + 1).tolist()
+    for row, n in zip(rows, lens, strict=True):
+        r2t[row, n - 1] = next(free)
+    table.publish_batch(*publish)
+    nxt = _forward_batch(r2t, rows, lens)
+    nxt._pat_next = fb._pat_next
+    return nxt
+
+
+class StaticView:
+    """What DecodeCudaGraphRunner hands the backend: ``seq_lens`` / ``req_pool_indices`` / ``out_cache_loc`` in
+    static buffers (padding: row 0, length ``fill``), refilled for every batch, so captured kernels read each replay's
+    values at the captured addresses."""
+
+    def __init__(self, max_bs: int, fill: int) -> None:
+        self.max_bs, self.fill = max_bs, fill
+        self.seq = torch.full((max_bs,), fill, dtype=torch.int64, device="cuda")
+        self.rows = torch.zeros(max_bs, dtype=torch.int64, device="cuda")
+        self.loc = torch.zeros(max_bs, dtype=torch.int64, device="cuda")
+
+    def __call__(self, fb):
+        from types import SimpleNamespace as View
+
+        bs, pad = fb.batch_size, self.max_bs - fb.batch_size
+        self.seq.fill_(self.fill)
+        self.rows.zero_()
+        self.loc.zero_()
+        self.seq[:bs].copy_(fb.seq_lens)
+        self.rows[:bs].copy_(fb.req_pool_indices)
+        self.loc[:bs].copy_(fb.out_cache_loc)
+        return View(
+            forward_mode=fb.forward_mode,
+            batch_size=self.max_bs,
+            req_pool_indices=self.rows,
+            seq_lens=self.seq,
+            seq_lens_cpu=torch.cat([fb.seq_lens_cpu, torch.full((pad,), self.fill, dtype=torch.int64)]),
+            out_cache_loc=self.loc,
+            num_padding=pad,
+        )
 
 
 def qkv(bs: int, seed: int):
@@ -174,10 +233,10 @@ def test_forward_decode_matches_triton(env) -> None:
     )
     got = be.forward_decode(q, k.clone(), v.clone(), layer, fb)
     assert got.shape == want.shape and torch.isfinite(got).all()
-    assert_matches_triton(env, be, layer, q, got, want)
+    assert_matches_triton(env, be, layer, q, got, want, fb)
 
 
-def assert_matches_triton(env, be, layer, q: torch.Tensor, got: torch.Tensor, want: torch.Tensor) -> None:
+def assert_matches_triton(env, be, layer, q: torch.Tensor, got: torch.Tensor, want: torch.Tensor, fb) -> None:
     """``q``: every query row of the step's plan (padding included); ``got``/``want``: the real rows.
     PAT's output against Triton's on the same pool. For FP8 pools both are first held against float64 attention over
     the dequantised pool (the plan's reference executor): PAT within 2e-2 of it, and PAT within 2e-2 of Triton
@@ -193,7 +252,8 @@ def assert_matches_triton(env, be, layer, q: torch.Tensor, got: torch.Tensor, wa
     v_scale = layer.v_scale_float if layer.v_scale is not None else 1.0
     ref = run_reference(be.forward_metadata.plan.to("cpu"), q.view(-1, HQ, D).cpu(),
                         pool.get_key_buffer(layer.layer_id).cpu(), pool.get_value_buffer(layer.layer_id).cpu(),
-                        layer.scaling, torch.float64, k_scale, v_scale)[: got.shape[0]]
+                        layer.scaling, torch.float64, k_scale, v_scale, fb.seq_lens.cpu(),
+                        fb.req_pool_indices.cpu())[: got.shape[0]]
     pat_err = rel_err(got.view(-1, HQ, D).cpu(), ref)
     triton_err = rel_err(want.view(-1, HQ, D).cpu(), ref)
     print(f"fp8 {env.kv_cache_dtype}: PAT vs float64 {pat_err:.2e}, Triton vs float64 {triton_err:.2e}, "
@@ -208,8 +268,6 @@ def test_forward_decode_in_cuda_graph_matches_triton(env) -> None:
     kernels = pytest.importorskip("pat_sglang.kernels")
     if not hasattr(kernels, "StaticPlanBuffers"):
         pytest.skip("pat_sglang.kernels has no StaticPlanBuffers")
-    from types import SimpleNamespace as View
-
     from pat_sglang.backend import PATAttnBackend
     from pat_sglang.sglang_patches.chain_table import ChainTable
 
@@ -217,25 +275,10 @@ def test_forward_decode_in_cuda_graph_matches_triton(env) -> None:
     table = ChainTable()
     be = PATAttnBackend(env, delegate=object(), chain_table=table)  # type: ignore[arg-type]
     be.init_cuda_graph_state(max_bs, max_bs)
-    fill = be.get_cuda_graph_seq_len_fill_value()
     layer = env.model[0]
-    # Static like SGLang's graph buffers: the captured K/V store reads this step's slots from here.
-    loc_s = torch.zeros(max_bs, dtype=torch.int64, device="cuda")
-
-    def view(fb):
-        pad = max_bs - fb.batch_size
-        z = torch.zeros(pad, dtype=torch.int64)
-        loc_s.zero_()
-        loc_s[: fb.batch_size].copy_(fb.out_cache_loc)
-        return View(
-            forward_mode=fb.forward_mode,
-            batch_size=max_bs,
-            req_pool_indices=torch.cat([fb.req_pool_indices, z.cuda()]),
-            seq_lens=torch.cat([fb.seq_lens, (z + fill).cuda()]),
-            seq_lens_cpu=torch.cat([fb.seq_lens_cpu, z + fill]),
-            out_cache_loc=loc_s,
-            num_padding=pad,
-        )
+    # Static like SGLang's graph buffers: the captured K/V store reads this step's slots from there, the captured
+    # forward the open items' ends.
+    view = StaticView(max_bs, be.get_cuda_graph_seq_len_fill_value())
 
     fb1 = make_batch(env, np.random.default_rng(1), bs=20, table=table)
     q_s, k_s, v_s = (torch.zeros((max_bs, *t.shape[1:]), dtype=t.dtype, device="cuda") for t in qkv(1, 0))
@@ -270,5 +313,82 @@ def test_forward_decode_in_cuda_graph_matches_triton(env) -> None:
         graph.replay()
         got = out_s[:bs]
         assert torch.isfinite(got).all()
-        assert_matches_triton(env, be, layer, q_s, got.reshape(bs, -1), want)
+        assert_matches_triton(env, be, layer, q_s, got.reshape(bs, -1), want, vb)
     assert be.stats.row_reads == 0 and be.planner.counters.unshared == 0
+
+
+@pytest.mark.parametrize("env", [(torch.bfloat16, None, None), FP8_ENVS[0]], indirect=True,
+                         ids=["bf16", "fp8_e4m3-scaled"])
+@pytest.mark.parametrize("graph", [False, True])
+def test_decode_steps_reuse_the_plan(env, graph: bool) -> None:
+    """One batch decoding step after step (a new token per request per step, the batch republished unchanged): the
+    first step plans, every later step runs that same plan object (no new plan, nothing loaded: its open items end
+    at the step's lengths on the device), and each step matches SGLang's Triton decode of that step. Past the
+    re-plan bound (lowered here to 3 tokens) a step plans again, and so on. ``graph``: one captured CUDA graph
+    replayed for every step."""
+    import pat_sglang.decode_step as ds
+    from pat_sglang.backend import PATAttnBackend
+    from pat_sglang.sglang_patches.chain_table import ChainTable
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(ds, "REPLAN_MIN_GROWTH_TOKENS", 3)
+    mp.setattr(ds, "REPLAN_GROWTH_DIVISOR", 1 << 20)  # the bound is the floor: 3 tokens
+    try:
+        table = ChainTable()
+        be = PATAttnBackend(env, delegate=object(), chain_table=table)  # type: ignore[arg-type]
+        layer = env.model[1]
+        max_bs, bs = 32, 24
+        fb = make_batch(env, np.random.default_rng(21), bs=bs, table=table)
+        if graph:
+            be.init_cuda_graph_state(max_bs, max_bs)
+            view = StaticView(max_bs, be.get_cuda_graph_seq_len_fill_value())
+            q_s, k_s, v_s = (torch.zeros((max_bs, *t.shape[1:]), dtype=t.dtype, device="cuda") for t in qkv(1, 0))
+            v0 = view(fb)
+            be.init_forward_metadata_out_graph(v0, in_capture=True)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                be.forward_decode(q_s, k_s, v_s, layer, v0)  # warm-up (compiles and loads the kernels)
+            torch.cuda.current_stream().wait_stream(side)
+            cuda_graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(cuda_graph):
+                out_s = be.forward_decode(q_s, k_s, v_s, layer, v0)
+        plans = []
+        for step in range(9):
+            if step:
+                fb = next_step(env, fb, table)
+            q, k, v = qkv(bs, 100 + step)
+            want = triton_reference(env, fb, layer, q, k, v)  # stores this step's K/V
+            if graph:
+                vb = view(fb)
+                be.init_forward_metadata_out_graph(vb)
+                staged = be.graph_buffers._stage
+                q_s.zero_()
+                k_s.zero_()
+                v_s.zero_()
+                q_s[:bs].copy_(q)
+                k_s[:bs].copy_(k)
+                v_s[:bs].copy_(v)
+                out_s.fill_(float("nan"))
+                cuda_graph.replay()
+                got = out_s[:bs].reshape(bs, -1)
+                q_all, at = q_s, vb
+            else:
+                be.init_forward_metadata(fb)
+                got = be.forward_decode(q, k.clone(), v.clone(), layer, fb)
+                q_all, at = q, fb
+            plan = be.forward_metadata.plan
+            plans.append(plan)
+            if step % 4:  # steps 1-3, 5-7: the batch grew by at most 3 tokens since step 0 / 4: the same plan
+                assert plan is plans[-2], step
+                if graph:
+                    assert be.graph_buffers.plan is plan and be.graph_buffers._stage == staged  # nothing loaded
+            else:
+                assert step == 0 or plan is not plans[-2], step
+            assert plan.num_open == plan.num_requests
+            assert torch.isfinite(got).all(), step
+            assert_matches_triton(env, be, layer, q_all, got, want, at)
+        assert be.planner.counters.plans_reused == 6
+        assert be.stats.row_reads == 0 and be.planner.counters.unshared == 0
+    finally:
+        mp.undo()

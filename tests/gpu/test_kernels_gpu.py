@@ -166,3 +166,103 @@ def test_warp_streams(dtype: torch.dtype, head_dim: int, page_size: int) -> None
         tree = random_tree(rng, max_depth=5, max_requests=48, max_len=1024, page_size=page_size,
                            max_request_tokens=12_000, p_inner_request=0.2, p_duplicate=0.1)
         check_batch(layout_tree(tree, page_size, rng), 32, 8, head_dim, dtype, WARP_STREAMS)
+
+
+# ----------------------------------------------------------------------------------------------- open ends
+def _grow_steps(rng: np.random.Generator, n: int, room: int) -> list[np.ndarray]:
+    """Per step, new tokens per request: none, one each, up to a few, up to two KV tiles (0 for some), and one row
+    far past its KV split (more than a KV tile of 16-64 tokens and more than the re-plan bound's floor)."""
+    steps = [np.zeros(n, np.int64), np.ones(n, np.int64), rng.integers(0, 4, n), rng.integers(0, 130, n)]
+    steps[3][rng.integers(0, n)] = 0
+    big = np.zeros(n, np.int64)
+    big[rng.integers(0, n)] = room // 2
+    steps.append(big)
+    return steps
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("mode", ["eager", "graph", "warp_streams"])
+def test_open_ends_follow_growing_rows(dtype: torch.dtype, head_dim: int, mode: str) -> None:
+    """A plan with open items made once (rows of a 2-D slot table, as SGLang's req_to_token), then every row grows by
+    k new tokens (0, 1, a few, more than a KV tile, one row by hundreds) and the same plan runs again with the new
+    seq_lens (int64 on the device): float64 attention over the new lengths, every output written (poisoned with NaN
+    before each run). ``graph``: through StaticPlanBuffers in one captured CUDA graph, replayed after the new lengths
+    are copied into its static seq_lens buffer (what SGLang's graph runner does), nothing reloaded."""
+    from pat_sglang.kernels import StaticPlanBuffers
+    from pat_sglang.planner import plan_forest
+    from pat_sglang.workloads import row_batch
+
+    rng = np.random.default_rng(_next_seed())
+    room = 600
+    tree = random_tree(rng, max_depth=5, max_requests=48, max_len=1024, max_request_tokens=12_000,
+                       p_inner_request=0.2, p_duplicate=0.1)
+    batch = row_batch(layout_tree(tree, 1, rng), room=room, rng=rng)
+    n = batch.forest.num_requests
+    steps = _grow_steps(rng, n, room)
+    num_slots = batch.num_slots + int(sum(int(k.sum()) for k in steps))
+    hq, hkv = 32, 8
+    heads = HeadConfig(hq, hkv, head_dim, dtype)
+    q, k, v = make_qkv(n, hq, hkv, head_dim, num_slots, dtype, "cuda", seed=_next_seed())
+    scale = 1.0 / math.sqrt(head_dim)
+    spec = DeviceSpec.from_torch(q.device)
+    table = batch.slot_table().cuda()  # req_to_token on the device: rows are written in place as they grow
+    seq_dev = torch.from_numpy(batch.seq_lens.copy()).cuda()
+    rows_dev = torch.from_numpy(batch.rows.copy()).cuda()
+    out = torch.empty_like(q)
+    if mode == "graph":
+        buffers = StaticPlanBuffers(heads, n, 2 * n + 2 * spec.sm_count, 4 * n + 2 * spec.sm_count, "cuda")
+        plan = plan_forest(batch.forest, heads, spec, slot_table=table, row_stride=batch.row_stride,
+                           limits=buffers.limits)
+        buffers.load(plan)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            buffers.run(q, k, v, scale, out, seq_lens=seq_dev, req_rows=rows_dev)  # warm-up: build and load
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            buffers.run(q, k, v, scale, out, seq_lens=seq_dev, req_rows=rows_dev)
+    else:
+        host = plan_forest(batch.forest, heads, spec, slot_table=table, row_stride=batch.row_stride)
+        plan = host.to("cuda")  # the slot table is there already: the same tensor
+        assert plan.slot_table.data_ptr() == table.data_ptr()
+        tune = WARP_STREAMS if mode == "warp_streams" else None
+    assert plan.num_open == n
+    items = plan.items.clone()
+    grown = batch
+    for i, ks in enumerate(steps):
+        grown = grown.grow(np.minimum(ks, grown.row_stride - grown.seq_lens))
+        table.copy_(grown.slot_table())  # the new tokens' slots, as SGLang writes them into req_to_token
+        seq_dev.copy_(torch.from_numpy(grown.seq_lens))
+        out.fill_(float("nan"))
+        if mode == "graph":
+            buffers.load(plan)  # the same plan: nothing copied
+            graph.replay()
+        else:
+            launch_plan(plan, q, k, v, scale, out=out, tune=tune, seq_lens=seq_dev, req_rows=rows_dev)
+        torch.cuda.synchronize()
+        got = out.double().cpu()
+        assert not torch.isnan(got).any(), f"step {i}: {int(torch.isnan(got).sum())} output elements not written"
+        indptr, flat = grown.kv_flat()
+        ref = naive_decode(q.cpu(), k.cpu(), v.cpu(), indptr, flat, scale)
+        err = float((got - ref).norm() / ref.norm())
+        assert err < TOL, f"step {i} (+{int(ks.max())} tokens max): relative error {err:.3e}"
+    assert torch.equal(plan.items, items)
+
+
+def test_open_plan_needs_lengths() -> None:
+    from pat_sglang.planner import plan_forest
+    from pat_sglang.workloads import row_batch
+
+    rng = np.random.default_rng(_next_seed())
+    batch = row_batch(tree_batch([(1, 300), (4, 40)], rng=rng), room=64, rng=rng)
+    heads = HeadConfig(32, 8, 128, torch.bfloat16)
+    q, k, v = make_qkv(4, 32, 8, 128, batch.num_slots, torch.bfloat16, "cuda")
+    plan = plan_forest(batch.forest, heads, DeviceSpec.from_torch(q.device), slot_table=batch.slot_table().cuda(),
+                       row_stride=batch.row_stride).to("cuda")
+    with pytest.raises(ValueError, match="seq_lens"):
+        launch_plan(plan, q, k, v, 0.1)
+    with pytest.raises(ValueError, match="int64"):
+        launch_plan(plan, q, k, v, 0.1, seq_lens=torch.from_numpy(batch.seq_lens).int().cuda(),
+                    req_rows=torch.from_numpy(batch.rows).cuda())
