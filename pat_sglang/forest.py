@@ -393,7 +393,7 @@ class PrefixForest:
         found over the forest's own ranges (each node once, through its ``rep`` row): every other position of a
         row was found equal to one of those, so this covers every slot a plan can read, in one pass over the
         unique tokens rather than all of them."""
-        indptr = _as_int64(kv_indptr, "kv_indptr")
+        indptr = _as_int64(kv_indptr, "kv_indptr", check_negative=False)
         indices = _as_index_array(kv_indices, "kv_indices")
         lengths = _check_indptr(indptr, indices.shape[0])
         forest = _flat_forest(indices, indptr, lengths)
@@ -579,7 +579,7 @@ def _node_ends(
     pair_ptr = _indptr(gsize[mg] - 1)[:-1]  # each multi group's first pair (pairs are in group order)
     span = end[sg[1:]] - gstart[sg[1:]]  # per neighbouring pair: slots up to its group's shortest row end (>= 1)
     n_samples = (int(span.max()) - 1) // _SAMPLE
-    if n_samples > 0:
+    if n_samples >= 4:  # below that the exact pass over the whole window costs less than the sampling
         vals = _gather_rows(ind, row + _SAMPLE, n_samples, _SAMPLE)
         mis = vals[1:] != vals[:-1]
         k = mis.argmax(axis=1)
@@ -651,16 +651,18 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.arange(total) + (starts - (ends - lengths)).repeat(lengths)
 
 
-def _as_int64(x: Sequence[int] | np.ndarray, name: str) -> np.ndarray:
+def _as_int64(x: Sequence[int] | np.ndarray, name: str, check_negative: bool = True) -> np.ndarray:
+    """``x`` as a 1-D int64 array; ``check_negative=False`` leaves the sign to the caller (``kv_indptr``: starts at
+    0 and never decreases, checked by ``_check_indptr``)."""
     if hasattr(x, "detach"):  # torch tensor, any device
         x = x.detach().cpu().numpy()
     arr = np.asarray(x)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    if arr.shape[0] and arr.dtype != np.int64 and not np.issubdtype(arr.dtype, np.integer):
+    if arr.shape[0] and arr.dtype != np.int64 and arr.dtype != np.int32 and not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"{name} must hold integers, got dtype {arr.dtype}")
     arr = arr.astype(np.int64, copy=False)
-    if arr.shape[0] and int(arr.min()) < 0:
+    if check_negative and arr.shape[0] and int(arr.min()) < 0:
         raise ValueError(f"{name} holds a negative index ({int(arr.min())})")
     return arr
 
