@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
+_INT64_MAX = int(np.iinfo(np.int64).max)
 _PER_NODE = frozenset(("q", "rep", "req32", "shared"))  # PrefixForest._get's first group of derived arrays
 _KEY_BITS = 48  # from_paths sorts entries by (depth, key) as one int64 when keys are below 2**48
 
@@ -725,6 +726,6 @@ def _read_max(forest: PrefixForest, ind: np.ndarray, name: str) -> int:
         if not long.all():
             short = ~long
             top = max(top, int(unsigned[_ranges(begin[short], tok[short])].max()))
-    if top > np.iinfo(ind.dtype).max:
+    if top > (_INT32_MAX if ind.dtype == np.int32 else _INT64_MAX):
         raise ValueError(f"{name} holds a negative index ({int(ind.min())})")
     return top
