@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
+_INT64_MAX = int(np.iinfo(np.int64).max)
 _PER_NODE = frozenset(("q", "rep", "req32", "shared"))  # PrefixForest._get's first group of derived arrays
 _KEY_BITS = 48  # from_paths sorts entries by (depth, key) as one int64 when keys are below 2**48
 
@@ -54,11 +55,13 @@ class PrefixForest:
     ``tok``, ``start``, ``parent``, ``depth``: per node. ``req_ptr``/``req_flat``: each node's requests, sorted.
     ``row_base``: per request, the position of its row's first entry in the slot table. ``request_lengths``: KV
     tokens per request. ``slot_table``: the host copy of the table, when the forest was built from slots.
-    Immutable: a step with grown sequences makes a new forest (``with_lengths``) that shares the structure."""
+    ``slot_max``: the largest slot the rows hold (what a plan can read) when the constructor found it (``from_flat``:
+    its input check), else ``None``. Immutable: a step with grown sequences makes a new forest (``with_lengths``) that
+    shares the structure."""
 
     __slots__ = (
         "tok", "start", "parent", "depth", "req_ptr", "req_flat", "row_base", "request_lengths", "slot_table",
-        "_derived",
+        "_derived", "slot_max",
     )
 
     def __init__(
@@ -73,6 +76,7 @@ class PrefixForest:
         request_lengths: np.ndarray,
         slot_table: np.ndarray | None = None,
         _derived: dict | None = None,
+        slot_max: int | None = None,
     ) -> None:
         self.tok = tok
         self.start = start
@@ -84,6 +88,7 @@ class PrefixForest:
         self.request_lengths = request_lengths
         self.slot_table = slot_table
         self._derived = {} if _derived is None else _derived  # structure-only values, shared by with_lengths
+        self.slot_max = slot_max if slot_table is not None else None
 
     # ------------------------------------------------------------------ sizes and derived arrays
     @property
@@ -381,14 +386,20 @@ class PrefixForest:
 
     @staticmethod
     def from_flat(kv_indptr: Sequence[int] | np.ndarray, kv_indices: Sequence[int] | np.ndarray) -> PrefixForest:
-        indptr = _as_int64(kv_indptr, "kv_indptr")
+        """Build from the flat convention: request ``r``'s row is ``kv_indices[kv_indptr[r]:kv_indptr[r + 1]]``.
+        The forest keeps ``kv_indices`` as its slot table (int32/int64 inputs without a copy) and ``slot_max``.
+
+        Cost: rows whose first slot no other row has are not compared at all; the others are compared over about
+        the tokens they share (``_flat_forest``). The slots are checked (no negative index) and their maximum
+        found over the forest's own ranges (each node once, through its ``rep`` row): every other position of a
+        row was found equal to one of those, so this covers every slot a plan can read, in one pass over the
+        unique tokens rather than all of them."""
+        indptr = _as_int64(kv_indptr, "kv_indptr", check_negative=False)
         indices = _as_index_array(kv_indices, "kv_indices")
-        num_requests = _check_indptr(indptr, indices.shape[0])
-        lengths = np.diff(indptr)
-        empty = np.flatnonzero(lengths == 0)
-        if empty.shape[0]:
-            raise ValueError(f"request {int(empty[0])} has no KV tokens (sequence length 0)")
-        return _flat_forest(indices, indptr[: num_requests + 1], lengths)
+        lengths = _check_indptr(indptr, indices.shape[0])
+        forest = _flat_forest(indices, indptr, lengths)
+        forest.slot_max = _read_max(forest, indices, "kv_indices")
+        return forest
 
     @staticmethod
     def from_chains(
@@ -440,97 +451,178 @@ class PrefixForest:
 
 
 # ---------------------------------------------------------------------------------------------- flat rows
-def _flat_forest(ind: np.ndarray, indptr: np.ndarray, lengths: np.ndarray) -> PrefixForest:
-    """The canonical forest of the rows ``ind[indptr[r]:indptr[r + 1]]`` (all non-empty), built one tree level
-    at a time over all groups at once.
+_SAMPLE = 64  # slots between the sampled positions that bound a node's end before the exact comparison
 
-    A group is a set of requests that agree on their first ``start`` slots and share the slot at ``start``; it is
-    one node, which ends at the first position where two of its rows differ or a row ends. Members are kept in
-    request order, so a group's first member is its smallest request. Two rows agree on ``[start, x)`` for all
-    pairs iff every two neighbours (in any order) do, so the node end is the minimum over neighbouring rows of
-    their first difference: one shifted comparison of the gathered rows. The rows of a node's children are then
-    grouped by their slot at the node end."""
+
+def _flat_forest(ind: np.ndarray, indptr: np.ndarray, lengths: np.ndarray) -> PrefixForest:
+    """The canonical forest of the rows ``ind[indptr[r]:indptr[r + 1]]`` (all non-empty; slots not yet checked),
+    built one tree level at a time over all groups at once.
+
+    Shared prefixes are identical slot runs from position 0, so rows whose first slot no other row has share
+    nothing: they are grouped by first slot (O(batch)) and, when every group is a single row, the forest is the
+    private one without reading further. Otherwise a group is a set of requests that agree on their first
+    ``start`` slots and share the slot at ``start``; it is one node, which ends where two of its rows first differ
+    or a row ends. Members are kept in request order, so a group's first member is its smallest request. Rows agree
+    on ``[start, x)`` pairwise iff every two neighbours (in any order) do, so the node end is the minimum over
+    neighbouring rows of their first difference (``_node_ends``: compares only rows of groups of two or more, over
+    about the node's tokens). The rows of a node's children are then grouped by their slot at the node end."""
     num_requests = lengths.shape[0]
     starts = indptr[:-1]
     first = ind[starts]
     members = first.argsort(kind="stable")
     keys = first[members]
-    gptr = _boundaries(keys[1:] != keys[:-1], num_requests)
+    change = keys[1:] != keys[:-1]
+    if change.all():  # no two rows start alike: one private node per request
+        return PrefixForest(
+            lengths.copy(), np.zeros(num_requests, np.int64), np.full(num_requests, -1, np.int64),
+            np.zeros(num_requests, np.int64), np.arange(num_requests + 1, dtype=np.int64),
+            np.arange(num_requests, dtype=np.int64), starts, lengths, ind,
+        )
+    gptr = _boundaries(change, num_requests)
     gstart = np.zeros(gptr.shape[0] - 1, dtype=np.int64)
     gparent = np.full(gptr.shape[0] - 1, -1, dtype=np.int64)
     levels = []  # per level: (start, end, parent, members, member indptr)
     num_nodes = 0
+    narrow = ind.dtype == np.int32
     while gstart.shape[0]:
         num_groups = gstart.shape[0]
-        gsize = np.diff(gptr)
+        gsize = gptr[1:] - gptr[:-1]
         gid = np.arange(num_groups).repeat(gsize)
-        row_start = starts[members] + gstart[gid]  # where each member's run in this group begins in ind
-        end = np.minimum.reduceat(lengths[members], gptr[:-1])
+        mlen = lengths[members]
+        end = np.minimum.reduceat(mlen, gptr[:-1])
         multi = gsize > 1
-        if multi.any():
-            sel = np.flatnonzero(multi[gid])
-            width = int((end - gstart)[multi].max())
-            src = ind
-            need = int(row_start[sel].max()) + width
-            if need > ind.shape[0]:
-                src = np.concatenate([ind, np.zeros(need - ind.shape[0], dtype=ind.dtype)])
-            view = np.lib.stride_tricks.as_strided(
-                src, shape=(src.shape[0] - width + 1, width), strides=(src.strides[0], src.strides[0])
-            )
-            rows = view[row_start[sel]]
-            diff = rows[1:] != rows[:-1]
-            at = diff.argmax(axis=1)
-            at[~diff[np.arange(at.shape[0]), at]] = width  # no difference within the window
-            pair_gid = gid[sel]
-            same = pair_gid[1:] == pair_gid[:-1]
-            pg = pair_gid[1:][same]
-            np.minimum.at(end, pg, gstart[pg] + at[same])
-        node_ids = num_nodes + np.arange(num_groups)
+        if num_groups < members.shape[0]:  # some group has two rows or more
+            _node_ends(ind, starts, members, gid, gsize, gstart, end, multi)
         levels.append((gstart, end, gparent, members, gptr))
-        num_nodes += num_groups
         # children: members that go on past the node end, grouped by (node, slot at the end)
-        cont = lengths[members] > end[gid]
+        cont = mlen > end[gid]
+        if not cont.any():
+            num_nodes += num_groups
+            break
         members, cgid = members[cont], gid[cont]
         cend = end[cgid]
         slot = ind[starts[members] + cend]
-        order = np.lexsort((slot, cgid))
-        members, cgid, slot = members[order], cgid[order], slot[order]
-        gptr = _boundaries((cgid[1:] != cgid[:-1]) | (slot[1:] != slot[:-1]), members.shape[0])
+        if narrow:  # one int64 key (node, slot as unsigned: slots are checked later)
+            key = (cgid << 32) | slot.view(np.uint32)
+            order = key.argsort(kind="stable")
+            key = key[order]
+            change = key[1:] != key[:-1]
+        else:
+            order = np.lexsort((slot, cgid))
+            slot = slot[order]
+            change = (cgid[order][1:] != cgid[order][:-1]) | (slot[1:] != slot[:-1])
+        members, cgid = members[order], cgid[order]
+        gptr = _boundaries(change, members.shape[0])
         head = cgid[gptr[:-1]]
         gstart = end[head]
-        gparent = node_ids[head]
+        gparent = num_nodes + head
+        num_nodes += num_groups
 
     # --- canonical order: depth-first, children by their smallest request (= a lexicographic sort of the
     # smallest requests along each node's root path)
     depth_count = len(levels)
+    if depth_count == 1:  # roots only: by smallest request
+        gs, ge, _gp, mem, gp_ptr = levels[0]
+        order = mem[gp_ptr[:-1]].argsort()
+        q = (gp_ptr[1:] - gp_ptr[:-1])[order]
+        req_flat = mem[_ranges(gp_ptr[:-1][order], q)]
+        start = gs[order]
+        return PrefixForest(
+            ge[order] - start, start, np.full(order.shape[0], -1, np.int64), np.zeros(order.shape[0], np.int64),
+            _indptr(q), req_flat, starts, lengths, ind,
+        )
     path_key = np.full((depth_count, num_nodes), -1, dtype=np.int64)
-    n_start, n_end, n_parent, n_depth, n_q, m_flat = [], [], [], [], [], []
+    n_depth = np.empty(num_nodes, dtype=np.int64)
     at = 0
-    for d, (gs, ge, gp, mem, gp_ptr) in enumerate(levels):
-        ids = np.arange(at, at + gs.shape[0])
-        rep = mem[gp_ptr[:-1]]
+    for d, (gs, _ge, gp, mem, gp_ptr) in enumerate(levels):
+        ids = slice(at, at + gs.shape[0])
         if d:
             path_key[:d, ids] = path_key[:d, gp]
-        path_key[d, ids] = rep
-        n_start.append(gs)
-        n_end.append(ge)
-        n_parent.append(gp)
-        n_depth.append(np.full(gs.shape[0], d, dtype=np.int64))
-        n_q.append(np.diff(gp_ptr))
-        m_flat.append(mem)
+        path_key[d, ids] = mem[gp_ptr[:-1]]
+        n_depth[ids] = d
         at += gs.shape[0]
     order = np.lexsort(path_key[::-1])
     new_id = np.empty(num_nodes, dtype=np.int64)
     new_id[order] = np.arange(num_nodes)
-    parent = np.concatenate(n_parent)[order]
+    parent = np.concatenate([lv[2] for lv in levels])[order]
     parent = np.where(parent >= 0, new_id[parent], -1)
-    depth = np.concatenate(n_depth)[order]
-    q_all = np.concatenate(n_q)
+    q_all = np.concatenate([lv[4][1:] - lv[4][:-1] for lv in levels])
     q = q_all[order]
-    req_flat = np.concatenate(m_flat)[_ranges(_indptr(q_all)[:-1][order], q)].astype(np.int64)
-    start = np.concatenate(n_start)[order]
-    tok = np.concatenate(n_end)[order] - start
-    return PrefixForest(tok, start, parent, depth, _indptr(q), req_flat, starts.astype(np.int64), lengths, ind)
+    req_flat = np.concatenate([lv[3] for lv in levels])[_ranges(_indptr(q_all)[:-1][order], q)]
+    start = np.concatenate([lv[0] for lv in levels])[order]
+    tok = np.concatenate([lv[1] for lv in levels])[order] - start
+    return PrefixForest(tok, start, parent, n_depth[order], _indptr(q), req_flat, starts, lengths, ind)
+
+
+def _node_ends(
+    ind: np.ndarray,
+    starts: np.ndarray,
+    members: np.ndarray,
+    gid: np.ndarray,
+    gsize: np.ndarray,
+    gstart: np.ndarray,
+    end: np.ndarray,
+    multi: np.ndarray,
+) -> None:
+    """Lower ``end`` (per group: its shortest row's end) of every group of two or more rows to the first position
+    where two of its neighbouring rows differ. Two passes over the rows of those groups, read from the group start:
+    their slots every ``_SAMPLE`` positions bound each group's end from above (a sampled difference is a real one),
+    then the rows are compared slot by slot up to that bound (the end is found there, or it is the bound). So each
+    row is read over about its group's node tokens (plus at most ``_SAMPLE``), not its whole length."""
+    if multi.all():
+        mem, sg = members, gid
+    else:
+        sel = multi[gid]
+        mem, sg = members[sel], gid[sel]
+    row = starts[mem] + gstart[sg]  # where each row's run in its group begins in ind
+    same = sg[1:] == sg[:-1]  # neighbouring rows in one group: the pairs compared
+    mg = np.flatnonzero(multi)
+    pair_ptr = _indptr(gsize[mg] - 1)[:-1]  # each multi group's first pair (pairs are in group order)
+    span = end[sg[1:]] - gstart[sg[1:]]  # per neighbouring pair: slots up to its group's shortest row end (>= 1)
+    n_samples = (int(span.max()) - 1) // _SAMPLE
+    if n_samples >= 4:  # below that the exact pass over the whole window costs less than the sampling
+        vals = _gather_rows(ind, row + _SAMPLE, n_samples, _SAMPLE)
+        mis = vals[1:] != vals[:-1]
+        k = mis.argmax(axis=1)
+        hit = mis[np.arange(k.shape[0]), k]
+        # samples past a pair's window (its group's shortest row) may read anything: the bound is at most span
+        bound = np.where(hit, np.minimum((k + 1) * _SAMPLE, span), span)
+    else:
+        bound = span
+    width = np.minimum.reduceat(bound[same], pair_ptr)  # per multi group: compare [start, start + width)
+    rows = _gather_rows(ind, row, int(width.max()))
+    diff = rows[1:] != rows[:-1]
+    k = diff.argmax(axis=1)
+    k[~diff[np.arange(k.shape[0]), k]] = rows.shape[1]  # no difference within the window
+    end[mg] = gstart[mg] + np.minimum(width, np.minimum.reduceat(k[same], pair_ptr))
+
+
+def _gather_rows(ind: np.ndarray, row_start: np.ndarray, width: int, step: int = 1) -> np.ndarray:
+    """``ind[s : s + width * step : step]`` for each ``s`` in ``row_start``, as rows of one array; entries past the
+    end of ``ind`` are 0 (callers ignore them)."""
+    n = ind.shape[0]
+    span = (width - 1) * step + 1  # slots a row covers
+    if int(row_start.max()) + span <= n:
+        return _windows(ind, n - span + 1, width, step)[row_start]
+    over = row_start + span > n  # rows that run past the end: read from a padded copy of the tail
+    tail_rows = row_start[over]
+    base = min(int(tail_rows.min()), n)
+    count = int(tail_rows.max()) - base + 1
+    tail = np.zeros(count + span - 1, dtype=ind.dtype)
+    tail[: n - base] = ind[base:]
+    out = np.empty((row_start.shape[0], width), dtype=ind.dtype)
+    if not over.all():
+        out[~over] = _windows(ind, n - span + 1, width, step)[row_start[~over]]
+    out[over] = _windows(tail, count, width, step)[tail_rows - base]
+    return out
+
+
+def _windows(arr: np.ndarray, count: int, width: int, step: int) -> np.ndarray:
+    """The read-only view ``w[i, j] = arr[i + j * step]``, ``i < count`` (``as_strided`` without its overhead)."""
+    item = arr.strides[0]
+    view = np.ndarray(shape=(count, width), dtype=arr.dtype, buffer=arr, strides=(item, item * step))
+    view.flags.writeable = False
+    return view
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -560,34 +652,42 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.arange(total) + (starts - (ends - lengths)).repeat(lengths)
 
 
-def _as_int64(x: Sequence[int] | np.ndarray, name: str) -> np.ndarray:
+def _as_int64(x: Sequence[int] | np.ndarray, name: str, check_negative: bool = True) -> np.ndarray:
+    """``x`` as a 1-D int64 array; ``check_negative=False`` leaves the sign to the caller (``kv_indptr``: starts at
+    0 and never decreases, checked by ``_check_indptr``)."""
     if hasattr(x, "detach"):  # torch tensor, any device
         x = x.detach().cpu().numpy()
     arr = np.asarray(x)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    if arr.shape[0] and not np.issubdtype(arr.dtype, np.integer):
+    if arr.shape[0] and arr.dtype != np.int64 and arr.dtype != np.int32 and not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"{name} must hold integers, got dtype {arr.dtype}")
     arr = arr.astype(np.int64, copy=False)
-    if arr.shape[0] and int(arr.min()) < 0:
+    if check_negative and arr.shape[0] and int(arr.min()) < 0:
         raise ValueError(f"{name} holds a negative index ({int(arr.min())})")
     return arr
 
 
-def _check_indptr(indptr: np.ndarray, num_indices: int) -> int:
+def _check_indptr(indptr: np.ndarray, num_indices: int) -> np.ndarray:
+    """The row lengths of a valid ``kv_indptr`` (all >= 1) over ``num_indices`` indices; ``ValueError`` otherwise."""
     if indptr.shape[0] < 2:
         raise ValueError("empty batch: kv_indptr needs at least two entries")
     if indptr[0] != 0:
         raise ValueError(f"kv_indptr must start at 0, got {int(indptr[0])}")
-    if np.any(np.diff(indptr) < 0):
+    lengths = indptr[1:] - indptr[:-1]
+    shortest = int(lengths.min())
+    if shortest < 0:
         raise ValueError("kv_indptr must be non-decreasing")
     if indptr[-1] > num_indices:
         raise ValueError(f"kv_indptr ends at {int(indptr[-1])} but kv_indices has {num_indices} entries")
-    return int(indptr.shape[0] - 1)
+    if shortest == 0:
+        raise ValueError(f"request {int(np.flatnonzero(lengths == 0)[0])} has no KV tokens (sequence length 0)")
+    return lengths
 
 
 def _as_index_array(x: Sequence[int] | np.ndarray, name: str) -> np.ndarray:
-    """``_as_int64`` (same checks and errors) that keeps int32 and int64 arrays as they are."""
+    """``_as_int64`` that keeps int32 and int64 arrays as they are and does not scan them: their values are checked
+    where they are read (``_read_max``)."""
     if hasattr(x, "detach"):  # torch tensor, any device
         x = x.detach().cpu().numpy()
     arr = np.asarray(x)
@@ -595,7 +695,37 @@ def _as_index_array(x: Sequence[int] | np.ndarray, name: str) -> np.ndarray:
         return _as_int64(arr, name)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    if arr.shape[0] and int(arr.min()) < 0:
-        raise ValueError(f"{name} holds a negative index ({int(arr.min())})")
     return np.ascontiguousarray(arr)
 
+
+_CHECK_BLOCK = 128  # slots per block when _read_max gathers a node range in blocks
+
+
+def _read_max(forest: PrefixForest, ind: np.ndarray, name: str) -> int:
+    """The largest slot in the forest's node ranges (read through each node's ``rep`` row); ``ValueError`` if one is
+    negative. The maximum of the unsigned view is the maximum when no slot is negative, and above the signed range
+    when one is. Reads the unique tokens only: the whole rows (which tile the table up to ``kv_indptr[-1]``) when
+    they are most of it, else each node's range in blocks (a range of ``n >= _CHECK_BLOCK`` slots as ``ceil(n /
+    _CHECK_BLOCK)`` blocks, the last one overlapping its neighbour; shorter ranges slot by slot)."""
+    unsigned = ind.view(np.uint32 if ind.dtype == np.int32 else np.uint64)
+    total = int(forest.request_lengths.sum())
+    tok = forest.tok
+    if 2 * int(tok.sum()) >= total:
+        top = int(unsigned[:total].max())
+    else:
+        begin = forest.kv_begin()
+        long = tok >= _CHECK_BLOCK
+        top = 0
+        if long.any():
+            lb, lt = begin[long], tok[long]
+            nblk = (lt + (_CHECK_BLOCK - 1)) // _CHECK_BLOCK
+            first = np.repeat(_indptr(nblk)[:-1], nblk)
+            at = np.arange(first.shape[0]) - first  # block index inside its range
+            blk = np.minimum(np.repeat(lb, nblk) + at * _CHECK_BLOCK, np.repeat(lb + lt - _CHECK_BLOCK, nblk))
+            top = int(_gather_rows(unsigned, blk, _CHECK_BLOCK).max())
+        if not long.all():
+            short = ~long
+            top = max(top, int(unsigned[_ranges(begin[short], tok[short])].max()))
+    if top > (_INT32_MAX if ind.dtype == np.int32 else _INT64_MAX):
+        raise ValueError(f"{name} holds a negative index ({int(ind.min())})")
+    return top

@@ -284,10 +284,12 @@ def plan_forest(
         if forest.slot_table is None:
             raise ValueError("plan_forest needs slot_table: the forest was built from radix paths, not slots")
         table = forest.slot_table
-        if table.shape[0] and int(table.max()) > INT32_MAX:
+        max_slot: int | None = forest.slot_max  # known when the forest's input check found it (from_flat)
+        if max_slot is None:
+            max_slot = int(table.max()) if table.shape[0] else -1
+        if max_slot > INT32_MAX:
             raise ValueError("KV slot index does not fit in int32")
         slot_table = torch.from_numpy(table.astype(np.int32, copy=False))
-        max_slot: int | None = int(table.max()) if table.shape[0] else -1
     else:
         if slot_table.dim() != 1 or slot_table.dtype != torch.int32:
             raise ValueError(f"slot_table must be a 1-D int32 tensor, got {slot_table.dtype} {tuple(slot_table.shape)}")
