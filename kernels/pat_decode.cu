@@ -226,18 +226,14 @@ __device__ __forceinline__ unsigned pack_elem2(float a, float b) {
     return *reinterpret_cast<unsigned*>(&h);
 }
 
-// KV loading: a warp loads whole token rows, one 16-byte chunk per lane and KV_CHUNKS_PER_ROW consecutive lanes per
-// row, so each cp.async of a warp covers whole 32-byte sectors of WARP_PASS_ROWS rows: every sector is asked of L2
-// once (a layout with a lane's chunks strided 32 bytes apart asks for each sector twice, and kept L2 busier than
-// DRAM). A warp loads a block of consecutive rows of a tile; lane j of the warp holds the slot of the block's row j,
-// fetched a tile ahead, and hands it to the lanes copying that row by a shuffle.
+// KV loading: each thread owns one token row of every tile (THREADS_PER_ROW threads share a row, each
+// taking CHUNKS_PER_THREAD consecutive 16-byte chunks), so a tile needs one slot index per thread. That
+// index is fetched a tile ahead into a register, keeping the dependent index load off the issue path.
 constexpr int KV_CHUNKS_PER_ROW = HEAD_DIM * KV_ELEM_BYTES / 16;  // 16-byte chunks in one pool head row
 constexpr int KV_CHUNK_ELEMS = 16 / KV_ELEM_BYTES;
-constexpr int WARP_PASS_ROWS = 32 / KV_CHUNKS_PER_ROW;  // rows one cp.async of a warp covers
-constexpr int CTA_BLOCK_ROWS = KV_TILE / PAT_WARPS;     // rows each warp loads of a tile (CTA-wide loop)
-static_assert(32 % KV_CHUNKS_PER_ROW == 0, "a head row is at most one warp's chunks");
-static_assert(KV_TILE % PAT_WARPS == 0 && CTA_BLOCK_ROWS % WARP_PASS_ROWS == 0 && CTA_BLOCK_ROWS <= 32,
-              "KV tile does not fit the loader: every warp loads whole passes of rows");
+constexpr int THREADS_PER_ROW = PAT_THREADS / KV_TILE;
+constexpr int CHUNKS_PER_THREAD = KV_CHUNKS_PER_ROW / THREADS_PER_ROW;
+static_assert(PAT_THREADS % KV_TILE == 0 && KV_CHUNKS_PER_ROW % THREADS_PER_ROW == 0, "KV tile does not fit the loader");
 
 // Offset (kv_t elements) of a 16-byte chunk in a stage: the MMA layout (swizzled) for 16-bit pools; plain rows
 // for FP8 stages, which only the conversion reads, each thread one whole chunk, a warp contiguous bytes.
@@ -254,30 +250,30 @@ __device__ __forceinline__ int slot_at(const PatForwardParams& p, int tok, int k
     return tok < kv_end ? __ldg(p.slot_table + tok) : -1;
 }
 
-// The slot this lane holds for a block of ROWS rows starting at kv position tok0: row `lane` of the block.
-template <int ROWS>
-__device__ __forceinline__ int block_slot(const PatForwardParams& p, int tok0, int kv_end) {
-    const int lane = threadIdx.x % 32;
-    return lane < ROWS ? slot_at(p, tok0 + lane, kv_end) : -1;
+// The slot of this thread's row in the tile starting at kv position tok0 (CTA-wide loader).
+__device__ __forceinline__ int row_slot(const PatForwardParams& p, int tok0, int kv_end) {
+    return slot_at(p, tok0 + threadIdx.x / THREADS_PER_ROW, kv_end);
 }
 
-// One warp gathers ROWS rows (stage rows row0..) of one KV head, K and V, zero-filled past the end; `slot` is this
-// lane's from block_slot. UNROLL passes at a time (fully unrolled, a long block keeps every address in a register).
-template <int ROWS, int UNROLL = ROWS / WARP_PASS_ROWS>
-__device__ __forceinline__ void load_kv_block(const PatForwardParams& p, kv_t* sk, kv_t* sv, int slot, int kvh,
-                                              int row0) {
-    const int lane = threadIdx.x % 32;
-    const int chunk = lane % KV_CHUNKS_PER_ROW;
+// Gather chunks [chunk0, chunk0 + N) of one token row of one KV head into a stage (zero-filled past the end),
+// UNROLL copies of K and V at a time.
+template <int N, int UNROLL = N>
+__device__ __forceinline__ void load_kv_chunks(const PatForwardParams& p, kv_t* sk, kv_t* sv, int slot, int kvh,
+                                               int row, int chunk0) {
+    const bool valid = slot >= 0;
+    const long long off = valid ? (long long)slot * p.kv_stride_slot + (long long)kvh * p.kv_stride_head : 0;
 #pragma unroll UNROLL
-    for (int r = lane / KV_CHUNKS_PER_ROW; r < ROWS; r += WARP_PASS_ROWS) {
-        const int row_slot = __shfl_sync(0xffffffff, slot, r);
-        const bool valid = row_slot >= 0;
-        const long long off =
-            valid ? (long long)row_slot * p.kv_stride_slot + (long long)kvh * p.kv_stride_head + chunk * KV_CHUNK_ELEMS
-                  : 0;
-        cp_async_16(sk + stage_off(row0 + r, chunk), p.k + off, valid);
-        cp_async_16(sv + stage_off(row0 + r, chunk), p.v + off, valid);
+    for (int i = 0; i < N; ++i) {
+        const int chunk = chunk0 + i;
+        cp_async_16(sk + stage_off(row, chunk), p.k + off + chunk * KV_CHUNK_ELEMS, valid);
+        cp_async_16(sv + stage_off(row, chunk), p.v + off + chunk * KV_CHUNK_ELEMS, valid);
     }
+}
+
+// Gather this thread's row of one KV tile (CTA-wide loader: every thread of the CTA takes part).
+__device__ __forceinline__ void load_kv_row(const PatForwardParams& p, kv_t* sk, kv_t* sv, int slot, int kvh) {
+    load_kv_chunks<CHUNKS_PER_THREAD>(p, sk, sv, slot, kvh, threadIdx.x / THREADS_PER_ROW,
+                                      (threadIdx.x % THREADS_PER_ROW) * CHUNKS_PER_THREAD);
 }
 
 #ifdef PAT_KV_FP8
@@ -579,18 +575,14 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     // commit of iteration t.
     const int n_tiles = (kv_end - kv_begin + KV_TILE - 1) / KV_TILE;
     constexpr int STAGE_ELEMS = KV_TILE * HEAD_DIM;
-    const int warp = threadIdx.x / 32;
-    const int block0 = warp * CTA_BLOCK_ROWS;  // the rows of each tile this warp loads
 #pragma unroll
     for (int t = 0; t < STAGES - 1; ++t) {
-        if (t < n_tiles)
-            load_kv_block<CTA_BLOCK_ROWS>(p, sk + t * STAGE_ELEMS, sv + t * STAGE_ELEMS,
-                                          block_slot<CTA_BLOCK_ROWS>(p, kv_begin + t * KV_TILE + block0, kv_end), kvh,
-                                          block0);
+        if (t < n_tiles) load_kv_row(p, sk + t * STAGE_ELEMS, sv + t * STAGE_ELEMS, row_slot(p, kv_begin + t * KV_TILE, kv_end), kvh);
         cp_async_commit();
     }
-    int next_slot = block_slot<CTA_BLOCK_ROWS>(p, kv_begin + (STAGES - 1) * KV_TILE + block0, kv_end);
+    int next_slot = row_slot(p, kv_begin + (STAGES - 1) * KV_TILE, kv_end);
 
+    const int warp = threadIdx.x / 32;
     const bool computes = warp < ROW_WARPS * KV_WARPS;
     const int rw = warp / KV_WARPS;  // row group
     const int kw = warp % KV_WARPS;  // column group
@@ -603,8 +595,8 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
         const int ahead = t + STAGES - 1;
         if (ahead < n_tiles) {
             const int stg = ahead % STAGES;
-            load_kv_block<CTA_BLOCK_ROWS>(p, sk + stg * STAGE_ELEMS, sv + stg * STAGE_ELEMS, next_slot, kvh, block0);
-            next_slot = block_slot<CTA_BLOCK_ROWS>(p, kv_begin + (ahead + 1) * KV_TILE + block0, kv_end);
+            load_kv_row(p, sk + stg * STAGE_ELEMS, sv + stg * STAGE_ELEMS, next_slot, kvh);
+            next_slot = row_slot(p, kv_begin + (ahead + 1) * KV_TILE, kv_end);
         }
         cp_async_commit();
         cp_async_wait<STAGES - 1>();
@@ -643,10 +635,13 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
 #error "warp streams read 16-bit stages; FP8 tiles are converted by the whole CTA"
 #endif
 static_assert(STAGES == PAT_WARPS, "warp streams: one stage per warp");
-static_assert(KV_TILE % 16 == 0 && KV_TILE <= 32 && KV_TILE % WARP_PASS_ROWS == 0,
-              "warp streams: one warp loads a whole tile, its lanes holding one row's slot each");
-// A warp's tile is many passes while its softmax state is live: two at a time (unrolled, d=128 spills at 4 CTAs/SM).
-constexpr int WS_UNROLL = 2;
+static_assert(KV_TILE % 16 == 0 && 32 % KV_TILE == 0, "warp streams: one warp loads a whole tile, 32/KV_TILE lanes a row");
+constexpr int WS_LANES_PER_ROW = 32 / KV_TILE;
+constexpr int WS_CHUNKS_PER_LANE = KV_CHUNKS_PER_ROW / WS_LANES_PER_ROW;
+// A lane issues 2 x WS_CHUNKS_PER_LANE copies while its softmax state is live: unrolled two at a time (fully
+// unrolled, every address stays in a register and d=128 spills at 4 CTAs per SM).
+constexpr int WS_UNROLL = WS_CHUNKS_PER_LANE < 2 ? WS_CHUNKS_PER_LANE : 2;
+static_assert(KV_CHUNKS_PER_ROW % WS_LANES_PER_ROW == 0, "warp streams: a row's chunks split evenly between its lanes");
 
 __device__ __forceinline__ void warp_stream_forward(const PatForwardParams& p, const int* item, int kvh,
                                                     elem_t* smem) {
@@ -657,13 +652,16 @@ __device__ __forceinline__ void warp_stream_forward(const PatForwardParams& p, c
     elem_t* sq = smem;
     elem_t* sk = smem + SMEM_Q_ELEMS + warp * STAGE_ELEMS;  // this warp's stage
     elem_t* sv = smem + SMEM_Q_ELEMS + SMEM_KV_ELEMS + warp * STAGE_ELEMS;
+    const int row = lane / WS_LANES_PER_ROW;  // the token row of the tile this lane loads
+    const int chunk0 = (lane % WS_LANES_PER_ROW) * WS_CHUNKS_PER_LANE;
 
     load_q_rows<16>(p, sq, req_begin, n_rows, group, kvh);
     const int n_tiles = (kv_end - kv_begin + KV_TILE - 1) / KV_TILE;
     int t = warp;
-    if (t < n_tiles) load_kv_block<KV_TILE, WS_UNROLL>(p, sk, sv, block_slot<KV_TILE>(p, kv_begin + t * KV_TILE, kv_end), kvh, 0);
+    if (t < n_tiles)
+        load_kv_chunks<WS_CHUNKS_PER_LANE, WS_UNROLL>(p, sk, sv, slot_at(p, kv_begin + t * KV_TILE + row, kv_end), kvh, row, chunk0);
     cp_async_commit();
-    int next_slot = block_slot<KV_TILE>(p, kv_begin + (t + PAT_WARPS) * KV_TILE, kv_end);
+    int next_slot = slot_at(p, kv_begin + (t + PAT_WARPS) * KV_TILE + row, kv_end);
     cp_async_wait<0>();
     __syncthreads();  // Q (loaded by the whole CTA) and every warp's first tile have landed
     pat_stamp(1);
@@ -676,9 +674,9 @@ __device__ __forceinline__ void warp_stream_forward(const PatForwardParams& p, c
         t += PAT_WARPS;
         if (t >= n_tiles) break;
         __syncwarp();  // every lane is done reading the stage before it is refilled
-        load_kv_block<KV_TILE, WS_UNROLL>(p, sk, sv, next_slot, kvh, 0);
+        load_kv_chunks<WS_CHUNKS_PER_LANE, WS_UNROLL>(p, sk, sv, next_slot, kvh, row, chunk0);
         cp_async_commit();
-        next_slot = block_slot<KV_TILE>(p, kv_begin + (t + PAT_WARPS) * KV_TILE, kv_end);
+        next_slot = slot_at(p, kv_begin + (t + PAT_WARPS) * KV_TILE + row, kv_end);
         cp_async_wait<0>();
         __syncwarp();  // every lane's copies have landed and are visible to the warp
     }

@@ -146,17 +146,6 @@ class TileTable:
         return self.kv_tile_tokens[head_dim]
 
 
-def loader_fits(kv_tile: int, warps: int, head_dim: int) -> bool:
-    """Whether the forward kernel's KV loader takes this tile (its static_asserts, checked here for a table before any
-    build): each warp loads kv_tile / warps consecutive rows (at most 32: one slot per lane), a cp.async of a warp
-    covering 32 / chunks whole rows, with chunks = head_dim / 8 sixteen-byte chunks per row for 16-bit pools and
-    head_dim / 16 for FP8 pools (the same table serves both)."""
-    if kv_tile % warps or kv_tile // warps > 32:
-        return False
-    block = kv_tile // warps
-    return all(32 % chunks == 0 and block % (32 // chunks) == 0 for chunks in (head_dim // 8, head_dim // 16))
-
-
 @cache
 def load_tile_table(arch: str = "sm90") -> TileTable:
     """The tile table for ``arch``; archs newer than the newest table use the newest."""
@@ -183,7 +172,10 @@ def load_tile_table(arch: str = "sm90") -> TileTable:
         per_head_dim(k) for k in ("kv_tile_tokens", "min_ctas_per_sm", "stages", "warps")
     )
     for d, n in kv_tiles.items():
-        if n % 16 or not loader_fits(n, warps[d], d):
+        threads = 32 * warps[d]
+        # The loader splits a head row's 16-byte chunks between threads: d/8 of them for 16-bit pools, d/16 for
+        # FP8 pools (the same table serves both), so the FP8 count must divide too.
+        if n % 16 or threads % n or (d // 16) % (threads // n):
             raise ValueError(f"{path}: kv tile {n} for head_dim {d} does not fit the kernel's load layout")
         if tile_ms[-1] > 16 * warps[d]:
             need = tile_ms[-1] // 16

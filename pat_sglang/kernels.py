@@ -707,6 +707,9 @@ class StaticPlanBuffers:
         check_supported(heads)
         self.heads = heads
         self.device = torch.device(device)
+        # "cuda" is the current device: name it, so that a plan's tensors (always on cuda:N) compare equal to it
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.max_batch = max_batch
         self.max_items = max(max_items, max_batch)  # the no-sharing plan (one item per request) always fits
         self.max_partials = max_partials
