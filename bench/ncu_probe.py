@@ -1,6 +1,5 @@
 """Run one PAT workload a few times, for Nsight Compute (``ncu ... python bench/ncu_probe.py a64``), or
-with ``--timing``: a -DPAT_TIMING build, printing per-CTA phase durations grouped by tile m and KV length.
-``--ws``: the warp-stream build (16-token stage per warp) instead of the tile table's."""
+with ``--timing``: a -DPAT_TIMING build, printing per-CTA phase durations grouped by tile m and KV length."""
 
 from __future__ import annotations
 
@@ -27,8 +26,7 @@ def main() -> None:
     k = torch.randn(num_slots, 8, 128, device="cuda", dtype=torch.bfloat16)
     v = torch.randn(num_slots, 8, 128, device="cuda", dtype=torch.bfloat16)
     timing = "--timing" in sys.argv
-    ws = dict(kv_tile=16, stages=4, warp_streams=True) if "--ws" in sys.argv else {}
-    tune = KernelTune(timing=timing, **ws) if timing or ws else None
+    tune = KernelTune(timing=True) if timing else None
     for _ in range(3):
         launch_plan(plan, q, k, v, 0.1, tune=tune)
     torch.cuda.synchronize()

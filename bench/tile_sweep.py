@@ -17,7 +17,6 @@ FlashInfer's paged decode with tensor cores (eager; kernels of hundreds of us hi
 implementation is checked against float64 attention on 8 sampled requests first.
 
     python3 bench/tile_sweep.py [--variants 32/2/4 32/3/3 16/6/3 32/4/2 64/2/2] [--cases ...] [--reps 30]
-    python3 bench/tile_sweep.py --variants 16/4/4/ws      # the warp-stream build beside the table's (same run)
 """
 
 from __future__ import annotations
@@ -65,12 +64,12 @@ def case_batch(name: str, rng: np.random.Generator) -> tuple[torch.Tensor, torch
 
 
 def parse_variant(text: str) -> KernelTune:
-    """``KVTILE/STAGES/CTAS`` or ``KVTILE/STAGES/CTAS/ws`` (warp streams for tile-m-16 items)."""
+    """``KVTILE/STAGES/CTAS``."""
     parts = text.split("/")
-    if len(parts) not in (3, 4) or (len(parts) == 4 and parts[3] != "ws"):
-        raise argparse.ArgumentTypeError(f"variant {text!r}: KVTILE/STAGES/CTAS[/ws]")
-    kv_tile, stages, ctas = (int(x) for x in parts[:3])
-    return KernelTune(kv_tile=kv_tile, stages=stages, min_ctas_per_sm=ctas, warp_streams=len(parts) == 4)
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"variant {text!r}: KVTILE/STAGES/CTAS")
+    kv_tile, stages, ctas = (int(x) for x in parts)
+    return KernelTune(kv_tile=kv_tile, stages=stages, min_ctas_per_sm=ctas)
 
 
 def fa3_time(indptr: torch.Tensor, indices: torch.Tensor, q, k, v, ref, reps: int) -> float:

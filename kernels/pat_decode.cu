@@ -42,12 +42,6 @@
 //   KV_WARPS partial states are combined through fp32 slabs in shared memory. Each row goes either to the
 //   output (dtype, the request's only partial) or to its partial slot (fp32 row + log2-sum-exp).
 //
-//   Warp streams (-DPAT_WARP_STREAMS; tiles of one stage per warp): items of tile m 16 (one request, or a few
-//   in a pack) are the whole of a no-sharing batch, and the CTA-wide loop gives them one computing warp and a CTA
-//   barrier per 16-token tile. With warp streams each warp attends its own tiles (w, w + PAT_WARPS, ...) from its
-//   own stage, loads them itself and waits on warp barriers only; the warps' states are combined once at the end
-//   through the fp32 slabs. Larger tiles keep the CTA-wide loop.
-//
 // pat_merge: one warp per (request, q head); combines the request's partial rows with softmax weights
 //   2^(lse_i - max lse) into the output. Requests with a direct output have no partials and exit.
 
@@ -624,68 +618,6 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     write_rows<KV_WARPS, TILE_M>(p, smem, st, computes, rw, kw, req_begin, n_rows, group, kvh);
 }
 
-#ifdef PAT_WARP_STREAMS
-// Warp streams (-DPAT_WARP_STREAMS) for items of one 16-row block (tile m 16: one request, or a few sharing a
-// pack): the CTA-wide loop runs them on one computing warp with a CTA barrier per 16-token tile. Here the
-// PAT_WARPS warps are independent streams instead: warp w attends tiles w, w + PAT_WARPS, ... from its own stage
-// (stage w of the same shared memory), loads them itself and synchronises with warp barriers only; the warps' states
-// are combined once at the end through the slabs. Same bytes in flight per CTA (one tile per warp), PAT_WARPS times
-// the attention work in parallel, no CTA barrier inside the loop.
-#ifdef PAT_KV_FP8
-#error "warp streams read 16-bit stages; FP8 tiles are converted by the whole CTA"
-#endif
-static_assert(STAGES == PAT_WARPS, "warp streams: one stage per warp");
-static_assert(KV_TILE % 16 == 0 && 32 % KV_TILE == 0, "warp streams: one warp loads a whole tile, 32/KV_TILE lanes a row");
-constexpr int WS_LANES_PER_ROW = 32 / KV_TILE;
-constexpr int WS_CHUNKS_PER_LANE = KV_CHUNKS_PER_ROW / WS_LANES_PER_ROW;
-// A lane issues 2 x WS_CHUNKS_PER_LANE copies while its softmax state is live: unrolled two at a time (fully
-// unrolled, every address stays in a register and d=128 spills at 4 CTAs per SM).
-constexpr int WS_UNROLL = WS_CHUNKS_PER_LANE < 2 ? WS_CHUNKS_PER_LANE : 2;
-static_assert(KV_CHUNKS_PER_ROW % WS_LANES_PER_ROW == 0, "warp streams: a row's chunks split evenly between its lanes");
-
-__device__ __forceinline__ void warp_stream_forward(const PatForwardParams& p, const int* item, int kvh,
-                                                    elem_t* smem) {
-    const auto [kv_begin, kv_end, req_begin, n_rows, group] = read_item(p, item);
-    const int warp = threadIdx.x / 32;
-    const int lane = threadIdx.x % 32;
-    constexpr int STAGE_ELEMS = KV_TILE * HEAD_DIM;
-    elem_t* sq = smem;
-    elem_t* sk = smem + SMEM_Q_ELEMS + warp * STAGE_ELEMS;  // this warp's stage
-    elem_t* sv = smem + SMEM_Q_ELEMS + SMEM_KV_ELEMS + warp * STAGE_ELEMS;
-    const int row = lane / WS_LANES_PER_ROW;  // the token row of the tile this lane loads
-    const int chunk0 = (lane % WS_LANES_PER_ROW) * WS_CHUNKS_PER_LANE;
-
-    load_q_rows<16>(p, sq, req_begin, n_rows, group, kvh);
-    const int n_tiles = (kv_end - kv_begin + KV_TILE - 1) / KV_TILE;
-    int t = warp;
-    if (t < n_tiles)
-        load_kv_chunks<WS_CHUNKS_PER_LANE, WS_UNROLL>(p, sk, sv, slot_at(p, kv_begin + t * KV_TILE + row, kv_end), kvh, row, chunk0);
-    cp_async_commit();
-    int next_slot = slot_at(p, kv_begin + (t + PAT_WARPS) * KV_TILE + row, kv_end);
-    cp_async_wait<0>();
-    __syncthreads();  // Q (loaded by the whole CTA) and every warp's first tile have landed
-    pat_stamp(1);
-
-    RowState st;
-    init_rows(st);
-    while (t < n_tiles) {
-#pragma unroll
-        for (int c0 = 0; c0 < KV_TILE; c0 += 16) attend_block(p, sq, 0, sk, sv, c0, kv_begin + t * KV_TILE + c0, kv_end, st);
-        t += PAT_WARPS;
-        if (t >= n_tiles) break;
-        __syncwarp();  // every lane is done reading the stage before it is refilled
-        load_kv_chunks<WS_CHUNKS_PER_LANE, WS_UNROLL>(p, sk, sv, next_slot, kvh, row, chunk0);
-        cp_async_commit();
-        next_slot = slot_at(p, kv_begin + (t + PAT_WARPS) * KV_TILE + row, kv_end);
-        cp_async_wait<0>();
-        __syncwarp();  // every lane's copies have landed and are visible to the warp
-    }
-    __syncthreads();  // every warp is done with shared memory: the combine slabs reuse it
-    pat_stamp(2);
-    write_rows<PAT_WARPS, 16>(p, smem, st, true, 0, warp, req_begin, n_rows, group, kvh);
-}
-#endif
-
 extern "C" __global__ void __launch_bounds__(PAT_THREADS, PAT_MIN_BLOCKS) pat_pack_forward(const PatForwardParams p) {
     extern __shared__ __align__(128) unsigned char pat_smem_raw[];
     elem_t* smem = reinterpret_cast<elem_t*>(pat_smem_raw);
@@ -697,11 +629,7 @@ extern "C" __global__ void __launch_bounds__(PAT_THREADS, PAT_MIN_BLOCKS) pat_pa
     const int kvh = blockIdx.x;
     pat_stamp(0);
     switch (item[ITEM_TILE_M]) {
-#ifdef PAT_WARP_STREAMS
-        case 16: warp_stream_forward(p, item, kvh, smem); break;
-#else
         case 16: pack_forward_tile<1>(p, item, kvh, smem); break;
-#endif
 #if PAT_WARPS >= 2
         case 32: pack_forward_tile<2>(p, item, kvh, smem); break;
 #endif

@@ -75,12 +75,12 @@ serving-plan: $(STAMP)
 serving-report: $(STAMP)
 	$(VPY) bench/serving_sweep.py --report-only --backends $(SERVING_BACKENDS) --out $(SERVING_OUT) $(SERVING_ARGS)
 
-# The GPU correctness suite and the long-private-row sweep (warp streams beside the table's build, fa3 and FlashInfer
+# The GPU correctness suite and the long-private-row sweep (the table's build beside fa3 and FlashInfer
 # when importable), into GPU_OUT (two files): the first call after kernel changes made without a GPU.
 GPU_OUT ?= /tmp/gpu-check
 gpu-check: ab-install
 	mkdir -p $(GPU_OUT)
 	PYTHONPATH=$(CURDIR):$(AB_SITE) $(AB_PY) -m pytest -q -p no:cacheprovider -m gpu tests/gpu > $(GPU_OUT)/gpu-tests.txt 2>&1; \
 		tail -3 $(GPU_OUT)/gpu-tests.txt
-	PYTHONPATH=$(CURDIR):$(AB_SITE) $(AB_PY) bench/tile_sweep.py --variants 16/4/4/ws --reps 30 > $(GPU_OUT)/tile-sweep.txt 2>&1; \
+	PYTHONPATH=$(CURDIR):$(AB_SITE) $(AB_PY) bench/tile_sweep.py --variants --reps 30 > $(GPU_OUT)/tile-sweep.txt 2>&1; \
 		tail -8 $(GPU_OUT)/tile-sweep.txt

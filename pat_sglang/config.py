@@ -9,7 +9,7 @@ kernels do not serve, so callers (the SGLang backend) can fall back to another b
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -126,8 +126,6 @@ class TileTable:
     stages: dict[int, int]  # head_dim -> shared-memory pipeline depth
     warps: dict[int, int]  # head_dim -> warps per CTA (tile m can be at most 16 * warps)
     arch: str
-    # head_dim -> tile-m-16 items run as one KV stream per warp (16-bit pools only; see pat_decode.cu)
-    warp_streams: dict[int, bool] = field(default_factory=dict)
 
     def tile_for(self, rows: int) -> int:
         """Index of the smallest tile whose m holds ``rows`` query rows (the largest if none does)."""
@@ -180,12 +178,7 @@ def load_tile_table(arch: str = "sm90") -> TileTable:
         if tile_ms[-1] > 16 * warps[d]:
             need = tile_ms[-1] // 16
             raise ValueError(f"{path}: tile m {tile_ms[-1]} needs {need} warps; head_dim {d} has {warps[d]}")
-    # Optional: absent means the CTA-wide loop everywhere.
-    warp_streams = {int(d): bool(on) for d, on in data.get("warp_streams", {}).items()}
-    for d, on in warp_streams.items():
-        if on and (stages.get(d) != warps.get(d) or kv_tiles.get(d) not in (16, 32)):
-            raise ValueError(f"{path}: warp streams for head_dim {d} need stages == warps and a KV tile of 16 or 32")
-    return TileTable(tile_ms, kv_tiles, min_ctas, stages, warps, path.name[:-5], warp_streams)
+    return TileTable(tile_ms, kv_tiles, min_ctas, stages, warps, path.name[:-5])
 
 
 def kv_pool_view(buffer: torch.Tensor, heads: HeadConfig) -> torch.Tensor:

@@ -79,7 +79,6 @@ class KernelTune:
     min_ctas_per_sm: int | None = None
     warps: int | None = None
     timing: bool = False  # build with -DPAT_TIMING (per-CTA timestamps; profiling only)
-    warp_streams: bool | None = None  # tile-m-16 items as one KV stream per warp (-DPAT_WARP_STREAMS)
 
 
 @dataclass(frozen=True)
@@ -95,20 +94,12 @@ class KernelVariant:
     warps: int = 4
     timing: bool = False
     kv_dtype: str = ""  # "" or dtype: 16-bit pools of the q dtype; "fp8_e4m3" | "fp8_e5m2": FP8 pools
-    # Items of tile m 16 run as one KV stream per warp, each warp with its own stage (see pat_decode.cu): needs
-    # one stage per warp, a KV tile one warp loads (16 or 32 tokens) and 16-bit pools.
-    warp_streams: bool = False
 
     def __post_init__(self) -> None:
         if self.kv_dtype in ("", self.dtype):
             object.__setattr__(self, "kv_dtype", self.dtype)
         elif self.kv_dtype not in _FP8_INTERPRETATION:
             raise ValueError(f"unknown KV dtype {self.kv_dtype!r} for a {self.dtype} variant")
-        if self.warp_streams and (self.stages != self.warps or self.kv_tile not in (16, 32) or self.kv_fp8):
-            raise ValueError(
-                f"warp streams need stages == warps ({self.stages} vs {self.warps}), a KV tile of 16 or 32 tokens "
-                f"({self.kv_tile}) and a 16-bit KV pool ({self.kv_dtype})"
-            )
 
     @property
     def kv_fp8(self) -> bool:
@@ -142,7 +133,6 @@ class KernelVariant:
                 tune.warps or v.warps,
                 tune.timing,
                 v.kv_dtype,
-                v.warp_streams if tune.warp_streams is None else tune.warp_streams,
             )
         return v
 
@@ -160,8 +150,6 @@ class KernelVariant:
             table.min_ctas_per_sm[head_dim],
             table.warps[head_dim],
             kv_dtype=kv_dtype,
-            # FP8 stages are converted by the whole CTA: those variants keep the CTA-wide loop
-            warp_streams=table.warp_streams.get(head_dim, False) and kv_dtype in ("", dtype),
         )
 
     def options(self, include_dir: str) -> list[str]:
@@ -180,7 +168,7 @@ class KernelVariant:
             "--ptxas-options=-v",
             *host_layout_defines(),
             *item_layout_defines(),
-        ] + (["-DPAT_TIMING"] if self.timing else []) + (["-DPAT_WARP_STREAMS"] if self.warp_streams else [])
+        ] + (["-DPAT_TIMING"] if self.timing else [])
 
     @property
     def smem_bytes(self) -> int:
@@ -283,8 +271,7 @@ def compile_variant(variant: KernelVariant, use_cache: bool = True) -> CompiledV
     key = hashlib.sha256("\0".join([src, *key_opts, f"nvrtc{major}.{minor}"]).encode()).hexdigest()[:24]
     v = variant
     kv = "" if v.kv_dtype == v.dtype else f"_kv{v.kv_dtype}"
-    ws = "_ws" if v.warp_streams else ""
-    path = cache_dir() / f"pat_{v.arch}_{v.dtype}{kv}_d{v.head_dim}_n{v.kv_tile}_s{v.stages}_w{v.warps}{ws}_{key}.cubin"
+    path = cache_dir() / f"pat_{v.arch}_{v.dtype}{kv}_d{v.head_dim}_n{v.kv_tile}_s{v.stages}_w{v.warps}_{key}.cubin"
 
     if use_cache and path.exists():
         meta = path.with_suffix(".json")

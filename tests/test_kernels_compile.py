@@ -3,18 +3,14 @@ sm_80 and sm_90, with no spills to local memory, and the runtime's cache and err
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 
 import pytest
-import torch
 
-from pat_sglang.config import HeadConfig, load_tile_table
+from pat_sglang.config import load_tile_table
 from pat_sglang.kernels import (
     CI_ARCHS,
     KernelBuildError,
-    KernelTune,
     KernelVariant,
     all_variants,
     compile_variant,
@@ -109,64 +105,6 @@ def test_fp8_variant_options_and_shared_memory() -> None:
     assert bf16.smem_bytes - q_bytes == 2 * fp8.stages * tile * 2
     with pytest.raises(ValueError, match="KV dtype"):
         KernelVariant("sm_90", "bf16", 128, 16, 4, kv_dtype="int8")
-
-
-# One 16-token stage per warp (the shape the GPU tests run; sm_90's table has it for d=128, the other head dims and
-# sm_80 get it forced: they must still build, for a table that picks it later).
-WARP_STREAM_VARIANTS = [
-    KernelVariant.for_config(HeadConfig(32, 8, d, dtype), arch, KernelTune(kv_tile=16, stages=4, warp_streams=True))
-    for arch in CI_ARCHS
-    for dtype in (torch.bfloat16, torch.float16)
-    for d in (64, 128, 256)
-]
-
-
-@pytest.mark.parametrize("variant", WARP_STREAM_VARIANTS, ids=lambda v: f"{v.arch}-{v.dtype}-d{v.head_dim}-ws")
-def test_warp_stream_variant_compiles_without_spills(variant: KernelVariant) -> None:
-    """The warp-stream build of tile-m-16 items (not in the tile table until measured) builds like the others: no
-    spills, within the table's register cap, and the build really is a different one."""
-    assert variant.warp_streams and "-DPAT_WARP_STREAMS" in variant.options("/x")
-    test_variant_compiles_without_spills(variant)
-    plain = dataclasses.replace(variant, warp_streams=False)
-    assert compile_variant(variant).cubin != compile_variant(plain).cubin
-
-
-def test_warp_streams_refuse_what_they_cannot_run() -> None:
-    heads = HeadConfig(32, 8, 128, torch.bfloat16)
-    with pytest.raises(ValueError, match="warp streams need"):
-        KernelVariant.for_config(heads, "sm_90", KernelTune(warp_streams=True, stages=3))
-    with pytest.raises(ValueError, match="warp streams need"):
-        KernelVariant.for_config(heads, "sm_90", KernelTune(warp_streams=True, kv_tile=64))
-    fp8 = HeadConfig(32, 8, 128, torch.bfloat16, kv_dtype=torch.float8_e4m3fn)
-    with pytest.raises(ValueError, match="warp streams need"):
-        KernelVariant.for_config(fp8, "sm_90", KernelTune(warp_streams=True))
-
-
-def test_tile_table_warp_streams_reach_16_bit_variants_only(tmp_path, monkeypatch) -> None:
-    """A table entry ``warp_streams`` turns the warp-stream build on for its head dim, for 16-bit pools only (FP8
-    stages are converted by the whole CTA); an entry the kernel cannot run is refused when the table loads."""
-    import pat_sglang.config as config
-
-    configs = Path(str(config.data_dir("pat_sglang.configs", "configs")))
-    table = json.loads((configs / "tiles" / "sm90.json").read_text())
-    tiles = tmp_path / "tiles"
-    tiles.mkdir()
-    monkeypatch.setattr(config, "data_dir", lambda package, folder: tmp_path)
-    config.load_tile_table.cache_clear()
-    try:
-        table["warp_streams"] = {"128": True}
-        (tiles / "sm90.json").write_text(json.dumps(table))
-        assert KernelVariant.from_table("sm_90", "bf16", 128).warp_streams
-        assert not KernelVariant.from_table("sm_90", "bf16", 64).warp_streams
-        assert not KernelVariant.from_table("sm_90", "bf16", 128, "fp8_e4m3").warp_streams
-        assert "-DPAT_WARP_STREAMS" in KernelVariant.from_table("sm_90", "fp16", 128).options("/x")
-        config.load_tile_table.cache_clear()
-        table["warp_streams"] = {"256": True}  # d=256 has 3 stages for 4 warps
-        (tiles / "sm90.json").write_text(json.dumps(table))
-        with pytest.raises(ValueError, match="warp streams for head_dim 256"):
-            config.load_tile_table("sm90")
-    finally:
-        config.load_tile_table.cache_clear()
 
 
 def test_kernel_source_is_the_imported_checkouts() -> None:

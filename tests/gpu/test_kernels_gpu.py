@@ -140,35 +140,6 @@ def test_float32_on_cuda_raises() -> None:
         pat_sglang.run(plan, q, k, v)
 
 
-# The warp-stream build: tile-m-16 items as one KV stream per warp (one 16-token stage each); not in the tile
-# table until it is measured faster, so built here through a tune.
-WARP_STREAMS = KernelTune(kv_tile=16, stages=4, warp_streams=True)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("head_dim", [64, 128, 256])
-@pytest.mark.parametrize("page_size", [1, 16])
-def test_warp_streams(dtype: torch.dtype, head_dim: int, page_size: int) -> None:
-    """What the warp streams change, against float64: private rows whole and split across CTAs, items of fewer
-    tiles than warps (warps that see no token), one token, a long prefix packed for four requests (16 rows), GQA 1,
-    4 and 8 (one, four or two requests a 16-row block), random forests mixing tile m 16 with larger ones."""
-    rng = np.random.default_rng(_next_seed())
-    for q_heads, kv_heads in ((8, 8), (32, 8), (64, 8)):
-        check_batch(tree_batch([(48, 700)], page_size, _next_seed()), q_heads, kv_heads, head_dim, dtype, WARP_STREAMS)
-        ragged = Tree([-1] * 40, [int(x) for x in rng.integers(1, 3000, 40)], list(range(40)))
-        check_batch(layout_tree(ragged, page_size, rng), q_heads, kv_heads, head_dim, dtype, WARP_STREAMS)
-    check_batch(tree_batch([(6, 40)], page_size, _next_seed()), 32, 8, head_dim, dtype, WARP_STREAMS)
-    check_batch(tree_batch([(1, 1)], rng=_next_seed()), 32, 8, head_dim, dtype, WARP_STREAMS)
-    if head_dim == 128:  # long rows once per dtype and page size (the float64 reference is the slow part)
-        check_batch(tree_batch([(1, 32768), (4, 64)], page_size, _next_seed()), 32, 8, head_dim, dtype, WARP_STREAMS)
-        check_batch(tree_batch([(8, 100_000 // 8)], page_size, _next_seed()), 32, 8, head_dim, dtype, WARP_STREAMS)
-    for _ in range(2):
-        tree = random_tree(rng, max_depth=5, max_requests=48, max_len=1024, page_size=page_size,
-                           max_request_tokens=12_000, p_inner_request=0.2, p_duplicate=0.1)
-        check_batch(layout_tree(tree, page_size, rng), 32, 8, head_dim, dtype, WARP_STREAMS)
-
-
-# ----------------------------------------------------------------------------------------------- open ends
 def _grow_steps(rng: np.random.Generator, n: int, room: int) -> list[np.ndarray]:
     """Per step, new tokens per request: none, one each, up to a few, up to two KV tiles (0 for some), and one row
     far past its KV split (more than a KV tile of 16-64 tokens and more than the re-plan bound's floor)."""
@@ -179,10 +150,9 @@ def _grow_steps(rng: np.random.Generator, n: int, room: int) -> list[np.ndarray]
     steps.append(big)
     return steps
 
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("head_dim", [64, 128, 256])
-@pytest.mark.parametrize("mode", ["eager", "graph", "warp_streams"])
+@pytest.mark.parametrize("mode", ["eager", "graph"])
 def test_open_ends_follow_growing_rows(dtype: torch.dtype, head_dim: int, mode: str) -> None:
     """A plan with open items made once (rows of a 2-D slot table, as SGLang's req_to_token), then every row grows by
     k new tokens (0, 1, a few, more than a KV tile, one row by hundreds) and the same plan runs again with the new
@@ -227,7 +197,6 @@ def test_open_ends_follow_growing_rows(dtype: torch.dtype, head_dim: int, mode: 
         host = plan_forest(batch.forest, heads, spec, slot_table=table, row_stride=batch.row_stride)
         plan = host.to("cuda")  # the slot table is there already: the same tensor
         assert plan.slot_table.data_ptr() == table.data_ptr()
-        tune = WARP_STREAMS if mode == "warp_streams" else None
     assert plan.num_open == n
     items = plan.items.clone()
     grown = batch
@@ -240,7 +209,7 @@ def test_open_ends_follow_growing_rows(dtype: torch.dtype, head_dim: int, mode: 
             buffers.load(plan)  # the same plan: nothing copied
             graph.replay()
         else:
-            launch_plan(plan, q, k, v, scale, out=out, tune=tune, seq_lens=seq_dev, req_rows=rows_dev)
+            launch_plan(plan, q, k, v, scale, out=out, seq_lens=seq_dev, req_rows=rows_dev)
         torch.cuda.synchronize()
         got = out.double().cpu()
         assert not torch.isnan(got).any(), f"step {i}: {int(torch.isnan(got).sum())} output elements not written"
