@@ -82,9 +82,14 @@ def run(
     out: torch.Tensor | None = None,
     k_scale: float = 1.0,
     v_scale: float = 1.0,
+    seq_lens: torch.Tensor | None = None,
+    req_rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention of ``q`` over the KV the plan describes; returns ``[batch, num_q_heads, head_dim]``.
     ``k_scale``/``v_scale``: per-tensor dequantisation scales of the pools (value = stored * scale).
+    ``seq_lens``/``req_rows``: for plans with open items (the SGLang backend's, made with ``row_stride``): each
+    request's length and slot-table row now (SGLang's ``forward_batch.seq_lens`` and ``req_pool_indices``, int64, on
+    q's device), which end its open item; plans from flat indices have none.
 
     Launch-only on CUDA tensors: the inputs are checked in full the first time a plan meets a given set of shapes,
     dtypes and devices, and the kernels and launch arguments are resolved once per plan (``kernels.plan_launch``)."""
@@ -101,9 +106,11 @@ def run(
     if q.is_cuda:
         from .kernels import launch_plan  # imported lazily: needs cuda-python and a GPU
 
-        return launch_plan(plan, q, k_buffer, v_buffer, sm_scale, out, k_scale=k_scale, v_scale=v_scale)
+        return launch_plan(plan, q, k_buffer, v_buffer, sm_scale, out, k_scale=k_scale, v_scale=v_scale,
+                           seq_lens=seq_lens, req_rows=req_rows)
     compute = torch.float64 if q.dtype == torch.float64 else torch.float32
-    result = run_reference(plan, q, k_buffer, v_buffer, sm_scale, compute, k_scale, v_scale).to(q.dtype)
+    result = run_reference(plan, q, k_buffer, v_buffer, sm_scale, compute, k_scale, v_scale, seq_lens,
+                           req_rows).to(q.dtype)
     if out is not None:
         out.copy_(result)
         return out

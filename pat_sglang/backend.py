@@ -51,8 +51,9 @@ import numpy as np
 import torch
 from sglang.srt.layers.attention.base_attn_backend import AttentionBackend
 
+from .api import run
 from .config import FP8_KV_DTYPES, DeviceSpec, HeadConfig, check_supported
-from .decode_step import PADDING_ROW, DecodeStepPlanner, StepBatch, host_lengths, run_step
+from .decode_step import PADDING_ROW, DecodeStepPlanner, StepBatch, host_lengths
 from .planner import PackPlan
 from .sglang_patches.chain_table import ChainTable, chain_table_for
 
@@ -459,7 +460,8 @@ class PATAttnBackend(AttentionBackend):
             out = self.graph_buffers.run(q3, k_buffer, v_buffer, layer.scaling, torch.empty_like(q3), k_scale, v_scale,
                                          seq_lens, rows)
         else:
-            out = run_step(md.plan, q3, k_buffer, v_buffer, layer.scaling, seq_lens, rows, k_scale, v_scale)
+            out = run(md.plan, q3, k_buffer, v_buffer, layer.scaling, k_scale=k_scale, v_scale=v_scale,
+                      seq_lens=seq_lens, req_rows=rows)
         return out.reshape(-1, hq * d)
 
     def forward_extend(

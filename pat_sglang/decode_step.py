@@ -28,11 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .api import check_run_inputs, heads_of
-from .config import DeviceSpec, HeadConfig, check_supported, kv_pool_view
+from .config import DeviceSpec, HeadConfig
 from .forest import PrefixForest
 from .planner import INT32_MAX, PackPlan, PlanLimits, plan_forest
-from .reference import run_reference
 
 PADDING_ROW = 0  # ReqToTokenPool row 0 is SGLang's padding row: CUDA-graph padding and dummy batches use it
 
@@ -220,36 +218,3 @@ class DecodeStepPlanner:
             and not (pb.cached > seq[: batch.n_real]).any()
         )
 
-
-def run_step(
-    plan: PackPlan,
-    q: torch.Tensor,
-    k_buffer: torch.Tensor,
-    v_buffer: torch.Tensor,
-    sm_scale: float,
-    seq_lens: torch.Tensor,
-    req_rows: torch.Tensor,
-    k_scale: float = 1.0,
-    v_scale: float = 1.0,
-) -> torch.Tensor:
-    """One layer's attention over a step's plan, eagerly: ``pat_sglang.run`` for plans with open items. ``seq_lens``,
-    ``req_rows``: the batch's lengths and ``req_to_token`` rows now (SGLang's ``forward_batch.seq_lens`` and
-    ``req_pool_indices``, int64, on q's device), which end the open items. The inputs are checked in full once per plan
-    and set of shapes (as ``pat_sglang.run`` does); then the kernels on CUDA tensors, the reference executor on the
-    CPU."""
-    key = (q.shape, k_buffer.shape, v_buffer.shape, q.dtype, k_buffer.dtype, v_buffer.dtype, q.device,
-           k_buffer.device, v_buffer.device)
-    checked = plan.__dict__.setdefault("_checked_inputs", set())
-    if key not in checked:
-        check_run_inputs(plan, q, k_buffer, v_buffer)
-        if q.is_cuda:
-            check_supported(heads_of(q, kv_pool_view(k_buffer, plan.heads)))
-        checked.add(key)
-    if q.is_cuda:
-        from .kernels import launch_plan  # imported lazily: needs cuda-python and a GPU
-
-        return launch_plan(plan, q, k_buffer, v_buffer, sm_scale, k_scale=k_scale, v_scale=v_scale,
-                           seq_lens=seq_lens, req_rows=req_rows)
-    compute = torch.float64 if q.dtype == torch.float64 else torch.float32
-    return run_reference(plan, q, k_buffer, v_buffer, sm_scale, compute, k_scale, v_scale, seq_lens,
-                         req_rows).to(q.dtype)
