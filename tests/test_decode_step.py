@@ -412,3 +412,90 @@ def test_a_request_ending_in_a_shared_node_keeps_nothing() -> None:
     assert shared.num_open == shared.num_requests - 2  # the twins end in a shared node: closed
     assert s.planner.plan(twin).num_open == twin.rows.shape[0]  # unpublished: planned without sharing, all open
     assert s.planner._planned is None  # nothing published: nothing kept
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_changed_batches_derived_from_last_forest(seed: int) -> None:
+    """Changed batches as SGLang 0.5.17 makes them (``filter_batch`` keeps the order of the requests that stay,
+    ``merge_batch`` appends the joining ones): finishes alone, arrivals alone, both at once, arrivals under a shared
+    system prompt or a shared template (some splitting radix nodes, some sharing a template with no running request),
+    arrivals that share nothing, a stale path, and an occasional reorder. Whenever the planner derives the forest from
+    last step's (``PrefixForest.with_requests``) instead of reading the paths, it must describe the sharing of the
+    req_to_token rows (``from_flat``) and equal a fresh planner's forest from the paths, the plan must do the same
+    work as the fresh plan and be exact in float64; and the derivation must cover most changed steps."""
+    from pat_sglang.sglang_patches.core import COUNT_RADIX_RECACHING, COUNT_RADIX_SPLITS
+
+    applied = [p for p in (COUNT_RADIX_SPLITS, COUNT_RADIX_RECACHING) if p.apply()]
+    try:
+        rng = np.random.default_rng(seed)
+        h = RadixHarness(max_reqs=40, max_context=512, num_slots=1 << 14)
+        system = rng.integers(1000, 2000, size=32).tolist()
+        templates = [system + rng.integers(3000 * (t + 1), 3000 * (t + 2), size=48).tolist() for t in range(3)]
+        table = ChainTable(enabled=True)
+        planner = DecodeStepPlanner(HEADS, DeviceSpec(), h.req_to_token, reuse_plans=False)
+        forests = record_forests(planner)
+        pool = h.req_to_token_pool
+        live: list[int] = []
+
+        def arrive() -> None:
+            kind = rng.random()
+            own = rng.integers(20000, 29999, size=int(rng.integers(1, 9))).tolist()
+            if kind < 0.2:  # shares nothing
+                prompt = own
+            elif kind < 0.5:  # the system prompt, then its own tokens
+                prompt = system + own
+            else:  # a whole template (its node exists once another used it) or a cut of it (a radix split)
+                t = templates[int(rng.integers(0, len(templates)))]
+                prompt = (t if rng.random() < 0.6 else t[: int(rng.integers(33, 80))]) + own
+            h.add_request(prompt)
+            live.append(len(h.reqs) - 1)
+
+        for _ in range(8):
+            arrive()
+        derived_steps = changed_steps = 0
+        prev_live: list[int] = []
+        for step_no in range(80):
+            if step_no:
+                r = rng.random()
+                finishes = int(rng.integers(1, 3)) if r < 0.7 and len(live) > 4 else 0
+                for _ in range(finishes):  # filter_batch: the others keep their order; the row goes to a later arrival
+                    pool.free(h.reqs[live.pop(int(rng.integers(0, len(live))))])
+                if (r > 0.35 or not finishes) and len(live) < 30:
+                    for _ in range(int(rng.integers(1, 3))):
+                        arrive()  # merge_batch: appended
+                if rng.random() < 0.05:
+                    rng.shuffle(live)
+            h.decode(steps=1, only=live)
+            publish_decode_batch(h.schedule_batch(live), table)
+            got = table.batch
+            seq = np.array([h.seq_lens[i] for i in live], dtype=np.int64)
+            rows = np.asarray(got.rows, np.int64)
+            if step_no == 40:  # a stale path: the table claims more cached tokens than the request has
+                got = dataclasses.replace(got, cached=got.cached + np.eye(1, len(live), 0, dtype=np.int64)[0] * 10**6)
+            before = planner.counters.derived
+            plan = planner.plan(StepBatch(rows, seq, len(live), got))
+            changed_steps += live != prev_live
+            derived_steps += planner.counters.derived > before
+            prev_live = list(live)
+
+            fresh_table = ChainTable(enabled=True)
+            publish_decode_batch(h.schedule_batch(live), fresh_table)
+            want = fresh_table.batch
+            if step_no == 40:
+                want = dataclasses.replace(want, cached=got.cached)
+            fresh = DecodeStepPlanner(HEADS, DeviceSpec(), h.req_to_token)
+            fresh_forests = record_forests(fresh)
+            want_plan = fresh.plan(StepBatch(rows, seq, len(live), want))
+            assert slot_free_key(forests[-1]) == slot_free_key(fresh_forests[-1]), step_no
+            if step_no != 40:
+                indptr, flat = rows_flat(h.req_to_token, rows, seq)
+                assert slot_free_key(forests[-1]) == slot_free_key(PrefixForest.from_flat(indptr, flat)), step_no
+            slots = h.req_to_token.view(-1).numpy()
+            assert plan_work(plan, slots, seq, rows) == plan_work(want_plan, slots, seq, rows), step_no
+            if planner.counters.derived > before or step_no % 10 == 9:
+                assert_plan_exact(plan, h.req_to_token, rows, seq, seed=step_no, num_slots=h.num_slots)
+        assert changed_steps > 40
+        assert derived_steps > changed_steps // 3, (derived_steps, changed_steps)
+    finally:
+        for p in applied:
+            p.remove()
