@@ -14,21 +14,14 @@ step reads anything back from the GPU and the work grows with nodes and requests
 * unchanged batch grown past the bound: last step's forest with every private leaf ending at the new length
   (``PrefixForest.with_lengths``, O(requests) numpy), and last plan re-made for it (``plan_forest(previous=...)``:
   new KV ranges for the same items) unless a pack's split count changed;
-* changed batch where only unshared requests left or joined (SGLang's ``filter_batch`` keeps the order of the
-  requests that stay, ``merge_batch`` appends): last step's forest with the leaving requests' root leaves dropped,
-  the rest renumbered and the joining ones appended as root leaves (``PrefixForest.with_requests``, ~20 numpy calls,
-  no path read), after checking that the staying requests kept their entries (identity) and that no joining
-  request's path shares a node with another request of the batch;
-* any other changed batch (arrivals into shared subtrees, finishes from them, radix splits, reorders): the forest
-  again from the published paths (``PrefixForest.from_paths``, numpy over the paths' nodes);
+* changed batch (arrivals, finishes, radix splits): the forest again from the published paths
+  (``PrefixForest.from_paths``, numpy over the paths' nodes);
 * a request without a usable path (nothing published for its row, or a stale entry) is planned without
   sharing (its whole row as a private leaf): never wrong, only slower, and counted.
 """
 
 from __future__ import annotations
 
-import itertools
-import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,13 +81,11 @@ class _Reuse:
     rows: np.ndarray
     n_real: int
     forest: PrefixForest
-    stale_free: bool = True  # no path was left out as stale (a stale request is a root leaf until rebuilt)
 
 
 @dataclass
 class StepCounters:
-    built: int = 0  # forests built for a changed batch (from the published paths, or derived: see ``derived``)
-    derived: int = 0  # of them, derived from last step's forest (only unshared requests left or joined)
+    built: int = 0  # forests built from the published paths
     reused: int = 0  # forests reused with grown leaves
     unshared: int = 0  # requests planned without sharing (no usable published path)
     coarse: int = 0  # plans coarsened to fit the limits
@@ -159,75 +150,8 @@ class DecodeStepPlanner:
                 self.counters.reused += 1
                 last.forest = grown
                 return grown
-        forest = self._derive(batch, stale, last) if last is not None and entries is not None else None
-        if forest is None:
-            forest = self._build(batch, stale)
-        self._reuse = (
-            _Reuse(entries, rows.copy(), batch.n_real, forest, not stale.any()) if entries is not None else None
-        )
-        return forest
-
-    def _derive(self, batch: StepBatch, stale: np.ndarray, last: _Reuse) -> PrefixForest | None:
-        """The forest of a changed batch made from last step's (``PrefixForest.with_requests``), or None when the
-        change is not one it covers. The requests that stay must be the first of the new batch, in their old order
-        (SGLang's ``filter_batch`` keeps it, ``merge_batch`` appends), with the very entries they had (so the same
-        paths); no path may be stale; each joining request's path must run through the batch's radix nodes exactly to
-        the end of one shared forest node (or share nothing) and then through nodes no other request of the batch
-        has. ``with_requests`` checks the rest (no shared node becomes private or absorbable)."""
-        if stale.any() or not last.stale_free:
-            return None
-        old = last.forest
-        radix_key = old.radix_key
-        if radix_key is None:
-            return None
-        n_real = batch.n_real
-        pb = batch.published
-        entries = pb.entries
-        old_rows = last.rows[: last.n_real]
-        new_rows = batch.rows[:n_real]
-        keep = np.isin(old_rows, new_rows)
-        n_keep = int(keep.sum())
-        if not np.array_equal(new_rows[:n_keep], old_rows[keep]):
-            return None
-        if not all(map(operator.is_, entries[:n_keep], itertools.compress(last.entries, keep.tolist()))):
-            return None
-        n_join = n_real - n_keep
-        join_parent = np.full(batch.rows.shape[0] - n_keep, -1, dtype=np.int64)  # joining, then padding: root leaves
-        req, key, length = pb.paths
-        joined = req >= n_keep
-        if joined.any():
-            if not (length > 0).all():
-                return None  # empty radix nodes: from_paths drops them; not worth covering here
-            j_req, j_key, j_len = req[joined] - n_keep, key[joined], length[joined]
-            shared = np.isin(j_key, key[~joined])
-            private_keys = np.sort(j_key[~shared])
-            if (private_keys[1:] == private_keys[:-1]).any():
-                return None  # two joining requests share a node no staying one has
-            n_ent = j_req.shape[0]
-            counts = np.bincount(j_req, minlength=n_join)
-            first = np.cumsum(counts) - counts
-            n_shared = np.bincount(j_req, weights=shared, minlength=n_join).astype(np.int64)
-            if not np.array_equal(shared, (np.arange(n_ent) - first[j_req]) < n_shared[j_req]):
-                return None  # shared nodes must be the path's first ones (a radix path is a prefix of the tree)
-            attach = np.flatnonzero(n_shared > 0)
-            if attach.shape[0]:
-                at = first[attach] + n_shared[attach] - 1  # each one's deepest shared radix node
-                match = radix_key[None, :] == j_key[at][:, None]
-                node = match.argmax(axis=1)
-                if not match[np.arange(attach.shape[0]), node].all():
-                    return None  # it ends inside a fused shared node or in another request's private leaf
-                ends = np.cumsum(j_len)
-                end_at = ends[at] - (ends[first[attach]] - j_len[first[attach]])
-                if not np.array_equal(end_at, old.start[node] + old.tok[node]):
-                    return None
-                join_parent[attach] = node
-        keep_all = np.zeros(old.num_requests, dtype=bool)
-        keep_all[: last.n_real] = keep  # padding requests (last.n_real ..) always leave
-        forest = old.with_requests(keep_all, batch.seq_lens, batch.rows * self.row_stride, join_parent)
-        if forest is not None:
-            self.counters.built += 1
-            self.counters.derived += 1
-            self.counters.unshared += pb.absent
+        forest = self._build(batch, stale)
+        self._reuse = _Reuse(entries, rows.copy(), batch.n_real, forest) if entries is not None else None
         return forest
 
     def _build(self, batch: StepBatch, stale: np.ndarray | None) -> PrefixForest:

@@ -238,132 +238,6 @@ class PrefixForest:
             None, self._derived,
         )
 
-    @property
-    def radix_key(self) -> np.ndarray | None:
-        """Per node, for a forest made from radix paths (``from_paths``, ``with_requests``): the key of the deepest
-        radix node of a shared node (its absorbed ancestors reach back above it), -1 for private leaves; else None."""
-        return self._derived.get("radix_key")
-
-    def with_requests(
-        self, keep: np.ndarray, lengths: np.ndarray, row_base: np.ndarray, join_parent: np.ndarray
-    ) -> PrefixForest | None:
-        """This forest after a batch change that leaves every shared node's sharing in place: the requests of ``keep``
-        (bool per request) stay, in order, as requests ``0 .. k-1`` with their private leaves ending at
-        ``lengths[:k]``; the others leave; requests ``k + i`` join, each with a private leaf under node
-        ``join_parent[i]`` of this forest (-1: a root leaf, it shares nothing), from that node's end to
-        ``lengths[k + i]``. ``row_base``: per request of the new batch.
-
-        ``None`` (the caller builds from the paths) unless the result is the canonical forest of the new batch: every
-        request here ends in a private leaf, every staying one's stays non-empty, every joining leaf is non-empty, and
-        each shared node that loses requests keeps at least two, none of them all in one child (no node becomes
-        private or absorbable). Then ``canonical_key`` equals a from-scratch build's; the node order is the staying
-        nodes' (renumbered), then the joining leaves. O(nodes + requests) numpy plus a walk up the tree per leaving or
-        joining request; no path is read."""
-        keep = np.asarray(keep, dtype=bool)
-        lengths = np.asarray(lengths, dtype=np.int64)
-        join_parent = np.asarray(join_parent, dtype=np.int64)
-        n_keep = int(keep.sum())
-        n_new = lengths.shape[0]
-        n_add = n_new - n_keep
-        if (
-            keep.shape[0] != self.num_requests or n_add < 0 or row_base.shape[0] != n_new
-            or join_parent.shape[0] != n_add
-        ):
-            raise ValueError("with_requests: keep must cover this forest's requests, lengths and rows the new batch's")
-        if n_new == 0 or (lengths < 1).any():
-            return None
-        private = self._derived.get("private_leaves")
-        if private is None:
-            private = self._derived["private_leaves"] = bool((self.q[self.last_node] == 1).all())
-        if not private:
-            return None
-        leaf = self.last_node
-        kept_leaf = leaf[keep]
-        kept_tok = lengths[:n_keep] - self.start[kept_leaf]
-        if n_keep and kept_tok.min() < 1:
-            return None
-        gone = leaf[~keep]
-        parents = self.parent.tolist()
-        delta: dict[int, int] = {}
-        for g in gone.tolist():  # every shared ancestor of a leaving request loses it
-            n = parents[g]
-            while n >= 0:
-                delta[n] = delta.get(n, 0) - 1
-                n = parents[n]
-        lost = list(delta)
-        join_nodes: list[int] = []  # per joining request, its shared ancestors (old numbering), then -1
-        join_req: list[int] = []
-        for i, p in enumerate(join_parent.tolist()):
-            n = p
-            while n >= 0:
-                delta[n] = delta.get(n, 0) + 1
-                join_nodes.append(n)
-                join_req.append(n_keep + i)
-                n = parents[n]
-        q = self.q
-        if delta:
-            q = q.copy()
-            q[list(delta)] += np.fromiter(delta.values(), dtype=np.int64, count=len(delta))
-        if lost:
-            lost_a = np.array(lost, dtype=np.int64)
-            q_lost = q[lost_a]
-            if (q_lost < 2).any():
-                return None  # a shared node would become private (or empty): its chain fuses
-            q_child = q.copy()
-            q_child[gone] = 0
-            child_max = np.zeros(self.num_nodes, dtype=np.int64)
-            has_parent = self.parent >= 0
-            np.maximum.at(child_max, self.parent[has_parent], q_child[has_parent])
-            if (child_max[lost_a] >= q_lost).any():
-                return None  # one child would hold all of a node's requests: it absorbs the node
-        jp = np.maximum(join_parent, 0)
-        join_start = np.where(join_parent >= 0, self.start[jp] + self.tok[jp], 0)
-        join_tok = lengths[n_keep:] - join_start
-        if n_add and join_tok.min() < 1:
-            return None
-        if n_add and (self.q[jp][join_parent >= 0] < 2).any():
-            return None  # joining under a private leaf: that leaf would split
-        node_keep = np.ones(self.num_nodes, dtype=bool)
-        node_keep[gone] = False  # private leaves: no node has one as parent
-        new_node = np.cumsum(node_keep) - 1
-        n_kept_nodes = int(new_node[-1]) + 1 if self.num_nodes else 0
-        new_req = np.cumsum(keep) - 1
-        tok = self.tok.copy()
-        tok[kept_leaf] = kept_tok
-        parent = self.parent[node_keep]
-        parent = np.where(parent >= 0, new_node[np.maximum(parent, 0)], -1)
-        leaf_parent = np.where(join_parent >= 0, new_node[jp], -1)
-        # requests per node: the staying ones renumbered (order kept), the joining ones after them in each node
-        in_kept = keep[self.req_flat]
-        entry_node = np.concatenate([
-            new_node[self.entry_node[in_kept]],
-            new_node[np.array(join_nodes, dtype=np.int64)],
-            np.arange(n_kept_nodes, n_kept_nodes + n_add, dtype=np.int64),
-        ])
-        entry_req = np.concatenate([
-            new_req[self.req_flat[in_kept]], np.array(join_req, dtype=np.int64),
-            np.arange(n_keep, n_new, dtype=np.int64),
-        ])
-        if join_nodes:
-            order = entry_node.argsort(kind="stable")
-            entry_node, entry_req = entry_node[order], entry_req[order]
-        counts = np.bincount(entry_node, minlength=n_kept_nodes + n_add)
-        depth = self.depth[node_keep]
-        out = PrefixForest(
-            np.concatenate([tok[node_keep], join_tok]),
-            np.concatenate([self.start[node_keep], join_start]),
-            np.concatenate([parent, leaf_parent]),
-            np.concatenate([depth, np.where(join_parent >= 0, self.depth[jp] + 1, 0)]),
-            _indptr(counts),
-            entry_req,
-            np.asarray(row_base, dtype=np.int64),
-            lengths,
-        )
-        key = self.radix_key
-        if key is not None:
-            out._derived["radix_key"] = np.concatenate([key[node_keep], np.full(n_add, -1, dtype=np.int64)])
-        return out
-
     # ------------------------------------------------------------------ construction
     @staticmethod
     def private(lengths: np.ndarray, row_base: np.ndarray) -> PrefixForest:
@@ -408,11 +282,9 @@ class PrefixForest:
         n_ent = e_req.shape[0]
         if n_ent == 0:  # nothing cached: one private leaf per request
             ar = np.arange(n_req, dtype=np.int64)
-            forest = PrefixForest(seq.copy(), np.zeros(n_req, np.int64), np.full(n_req, -1, np.int64),
-                                  np.zeros(n_req, np.int64), np.arange(n_req + 1, dtype=np.int64), ar,
-                                  np.asarray(row_base, np.int64), seq, slot_table)
-            forest._derived["radix_key"] = np.full(n_req, -1, np.int64)
-            return forest
+            return PrefixForest(seq.copy(), np.zeros(n_req, np.int64), np.full(n_req, -1, np.int64),
+                                np.zeros(n_req, np.int64), np.arange(n_req + 1, dtype=np.int64), ar,
+                                np.asarray(row_base, np.int64), seq, slot_table)
         if (e_req[1:] < e_req[:-1]).any() or e_req[0] < 0 or e_req[-1] >= n_req:
             raise ValueError("path entries must be grouped by request, in request order")
         # Positions: a request's entries tile [0, cached) of its row, root first.
@@ -509,10 +381,8 @@ class PrefixForest:
         depth = np.concatenate([kept_depth[k_first], l_depth])
         q = np.concatenate([q_node[kept], np.ones(leaf_req.shape[0], np.int64)])
         req_flat = np.concatenate([e_req[order[kept_e[order]]], leaf_req])
-        forest = PrefixForest(tok, start, parent, depth, _indptr(q), req_flat, np.asarray(row_base, np.int64), seq,
-                              slot_table)
-        forest._derived["radix_key"] = np.concatenate([e_key[k_first], np.full(leaf_req.shape[0], -1, np.int64)])
-        return forest
+        return PrefixForest(tok, start, parent, depth, _indptr(q), req_flat, np.asarray(row_base, np.int64), seq,
+                            slot_table)
 
     @staticmethod
     def from_flat(kv_indptr: Sequence[int] | np.ndarray, kv_indices: Sequence[int] | np.ndarray) -> PrefixForest:
