@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
+from scripts import load_script
 
 from pat_sglang.workloads import layout_tree, random_tree, tree_batch
 
@@ -23,12 +23,7 @@ CORE_KEYS = [
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_kernels", REPO / "bench" / "bench_kernels.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_kernels"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(REPO / "bench" / "bench_kernels.py")
 
 
 def test_core_set_keys_unchanged(bench: ModuleType) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
+from scripts import load_script
 
 REPO = Path(__file__).resolve().parent.parent
 WH = REPO / "tools" / "wheelhouse"
@@ -17,12 +17,7 @@ WH = REPO / "tools" / "wheelhouse"
 def _load(name: str):
     if str(WH) not in sys.path:
         sys.path.insert(0, str(WH))
-    spec = importlib.util.spec_from_file_location(name, WH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(WH / f"{name}.py")
 
 
 wheeltrim = _load("wheeltrim")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scripts import load_script
 
 from pat_sglang.forest import PrefixForest
 from pat_sglang.workloads import (
@@ -26,12 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_kernels", REPO / "bench" / "bench_kernels.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_kernels"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(REPO / "bench" / "bench_kernels.py")
 
 
 # (bs, uniq Ktok, req Ktok) as printed by the FlashInfer H100 anchor run of 2026-11-24 (docs/perf/)
