@@ -239,35 +239,25 @@ __device__ __forceinline__ int stage_off(int row, int chunk) {
 #endif
 }
 
-// The slot at kv position tok (-1: past the end).
-__device__ __forceinline__ int slot_at(const PatForwardParams& p, int tok, int kv_end) {
+// The slot of this thread's row in the tile starting at kv position tok0 (-1: past the end).
+__device__ __forceinline__ int row_slot(const PatForwardParams& p, int tok0, int kv_end) {
+    const int tok = tok0 + threadIdx.x / THREADS_PER_ROW;
     return tok < kv_end ? __ldg(p.slot_table + tok) : -1;
 }
 
-// The slot of this thread's row in the tile starting at kv position tok0 (CTA-wide loader).
-__device__ __forceinline__ int row_slot(const PatForwardParams& p, int tok0, int kv_end) {
-    return slot_at(p, tok0 + threadIdx.x / THREADS_PER_ROW, kv_end);
-}
-
-// Gather chunks [chunk0, chunk0 + N) of one token row of one KV head into a stage (zero-filled past the end),
-// UNROLL copies of K and V at a time.
-template <int N, int UNROLL = N>
-__device__ __forceinline__ void load_kv_chunks(const PatForwardParams& p, kv_t* sk, kv_t* sv, int slot, int kvh,
-                                               int row, int chunk0) {
+// Gather this thread's chunks of its row of one KV tile into a stage, K and V (zero-filled past the end; CTA-wide
+// loader: every thread of the CTA takes part).
+__device__ __forceinline__ void load_kv_row(const PatForwardParams& p, kv_t* sk, kv_t* sv, int slot, int kvh) {
+    const int row = threadIdx.x / THREADS_PER_ROW;
+    const int chunk0 = (threadIdx.x % THREADS_PER_ROW) * CHUNKS_PER_THREAD;
     const bool valid = slot >= 0;
     const long long off = valid ? (long long)slot * p.kv_stride_slot + (long long)kvh * p.kv_stride_head : 0;
-#pragma unroll UNROLL
-    for (int i = 0; i < N; ++i) {
+#pragma unroll CHUNKS_PER_THREAD
+    for (int i = 0; i < CHUNKS_PER_THREAD; ++i) {
         const int chunk = chunk0 + i;
         cp_async_16(sk + stage_off(row, chunk), p.k + off + chunk * KV_CHUNK_ELEMS, valid);
         cp_async_16(sv + stage_off(row, chunk), p.v + off + chunk * KV_CHUNK_ELEMS, valid);
     }
-}
-
-// Gather this thread's row of one KV tile (CTA-wide loader: every thread of the CTA takes part).
-__device__ __forceinline__ void load_kv_row(const PatForwardParams& p, kv_t* sk, kv_t* sv, int slot, int kvh) {
-    load_kv_chunks<CHUNKS_PER_THREAD>(p, sk, sv, slot, kvh, threadIdx.x / THREADS_PER_ROW,
-                                      (threadIdx.x % THREADS_PER_ROW) * CHUNKS_PER_THREAD);
 }
 
 #ifdef PAT_KV_FP8
