@@ -71,13 +71,34 @@ class StepBatch:
     published: Any = None  # sglang_patches.chain_table.PublishedBatch, or None
 
 
-@dataclass
-class _Reuse:
-    """What the last built forest was made from: a step with the same batch reuses its structure."""
+@dataclass(frozen=True, eq=False)
+class _BatchKey:
+    """Which batch a kept forest or plan was made for: the published entries (the same object while the scheduler's
+    batch is unchanged), the rows and the number of real requests."""
 
     entries: Any
     rows: np.ndarray
     n_real: int
+
+    @staticmethod
+    def of(batch: StepBatch) -> _BatchKey:
+        return _BatchKey(batch.published.entries, batch.rows.copy(), batch.n_real)
+
+    def matches(self, batch: StepBatch) -> bool:
+        pb = batch.published
+        return (
+            pb is not None
+            and pb.entries is self.entries
+            and batch.n_real == self.n_real
+            and np.array_equal(batch.rows, self.rows)
+        )
+
+
+@dataclass
+class _Reuse:
+    """What the last built forest was made from: a step with the same batch reuses its structure."""
+
+    key: _BatchKey
     forest: PrefixForest
 
 
@@ -95,9 +116,7 @@ class _Planned:
     """The plan handed out last, and the batch it was made for: a step with the same batch takes it again."""
 
     plan: PackPlan
-    entries: Any
-    rows: np.ndarray
-    n_real: int
+    key: _BatchKey
     seq_lens: np.ndarray  # the lengths it was made for
     limits: PlanLimits | None
     max_seq_lens: np.ndarray  # seq_lens + replan_growth_tokens(plan): beyond, plan again
@@ -127,7 +146,7 @@ class DecodeStepPlanner:
         self.max_len = int(table.shape[1])
 
     def forest(self, batch: StepBatch) -> PrefixForest:
-        rows, seq = batch.rows, batch.seq_lens
+        seq = batch.seq_lens
         if (seq < 1).any() or (seq > self.max_len).any():
             raise ValueError(f"sequence lengths outside 1..{self.max_len} (req_to_token row width)")
         pb = batch.published
@@ -135,21 +154,14 @@ class DecodeStepPlanner:
         # a path longer than its request is stale: never trusted, reused or not
         stale = pb.cached > seq[: batch.n_real] if entries is not None else None
         last = self._reuse
-        if (
-            last is not None
-            and entries is not None
-            and last.entries is entries
-            and last.n_real == batch.n_real
-            and np.array_equal(last.rows, rows)
-            and not stale.any()
-        ):
+        if last is not None and entries is not None and last.key.matches(batch) and not stale.any():
             grown = last.forest.with_lengths(seq)
             if grown is not None:
                 self.counters.reused += 1
                 last.forest = grown
                 return grown
         forest = self._build(batch, stale)
-        self._reuse = _Reuse(entries, rows.copy(), batch.n_real, forest) if entries is not None else None
+        self._reuse = _Reuse(_BatchKey.of(batch), forest) if entries is not None else None
         return forest
 
     def _build(self, batch: StepBatch, stale: np.ndarray | None) -> PrefixForest:
@@ -196,7 +208,7 @@ class DecodeStepPlanner:
         if pb is not None and pb.entries is not None and plan.num_open == plan.num_requests:
             seq = batch.seq_lens.copy()
             cap = np.minimum(seq + replan_growth_tokens(plan), self.max_len)  # never past the row's width
-            self._planned = _Planned(plan, pb.entries, batch.rows.copy(), batch.n_real, seq, limits, cap)
+            self._planned = _Planned(plan, _BatchKey.of(batch), seq, limits, cap)
         else:
             self._planned = None
         return plan
@@ -205,16 +217,14 @@ class DecodeStepPlanner:
     def _same_step_plan(last: _Planned, batch: StepBatch, limits: PlanLimits | None) -> bool:
         """``last.plan`` serves ``batch``: the same published entries, rows and limits, no path stale, and every
         request at least as long as planned and grown by at most the bound."""
-        pb = batch.published
-        if pb is None or pb.entries is not last.entries or batch.n_real != last.n_real:
+        if not last.key.matches(batch):
             return False
         if limits is not last.limits and limits != last.limits:
             return False
         seq = batch.seq_lens
         return bool(
-            np.array_equal(last.rows, batch.rows)
-            and (seq >= last.seq_lens).all()
+            (seq >= last.seq_lens).all()
             and (seq <= last.max_seq_lens).all()
-            and not (pb.cached > seq[: batch.n_real]).any()
+            and not (batch.published.cached > seq[: batch.n_real]).any()
         )
 
