@@ -53,8 +53,8 @@ from sglang.srt.layers.attention.base_attn_backend import AttentionBackend
 
 from .api import run
 from .config import FP8_KV_DTYPES, DeviceSpec, HeadConfig, check_supported
-from .decode_step import PADDING_ROW, DecodeStepPlanner, StepBatch, host_lengths
-from .planner import PackPlan
+from .decode_step import PADDING_ROW, DecodeStepPlanner, StepBatch
+from .planner import PackPlan, host_int64
 from .sglang_patches.chain_table import ChainTable, chain_table_for
 
 logger = logging.getLogger(__name__)
@@ -485,7 +485,7 @@ class PATAttnBackend(AttentionBackend):
 def _seq_lens(fb: Any, bs: int) -> np.ndarray:
     """The batch's sequence lengths on the host: SGLang's ``seq_lens_cpu`` (``seq_lens`` only where it has none)."""
     lengths = getattr(fb, "seq_lens_cpu", None)
-    return host_lengths(lengths if lengths is not None else fb.seq_lens)[:bs]
+    return host_int64(lengths if lengths is not None else fb.seq_lens)[:bs]
 
 
 def _static_plan_buffers() -> type | None:

@@ -53,13 +53,6 @@ def replan_growth_tokens(plan: PackPlan) -> int:
     return max(REPLAN_MIN_GROWTH_TOKENS, longest // REPLAN_GROWTH_DIVISOR)
 
 
-def host_lengths(lengths: Any) -> np.ndarray:
-    """Sequence lengths (a host or device tensor, or a sequence) as a host int64 array."""
-    if isinstance(lengths, torch.Tensor):
-        lengths = lengths.detach().cpu().numpy()
-    return np.asarray(lengths).astype(np.int64, copy=False)
-
-
 @dataclass(frozen=True)
 class StepBatch:
     """The host view of one decode batch: ``rows`` and ``seq_lens`` for all ``bs`` entries (padding included, rows

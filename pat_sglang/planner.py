@@ -190,8 +190,8 @@ class PackPlan:
         items = self.items.cpu().numpy().copy()
         if not self.num_open:
             return items
-        seq = _host_int64(seq_lens)
-        row = _host_int64(rows)
+        seq = host_int64(seq_lens)
+        row = host_int64(rows)
         if seq.shape[0] < self.num_requests or row.shape[0] < self.num_requests:
             raise ValueError(f"open ends need lengths and rows of {self.num_requests} requests")
         is_open = items[:, ITEM_KV_END] == ITEM_OPEN_END
@@ -232,7 +232,8 @@ class PackPlan:
         return "\n".join(lines)
 
 
-def _host_int64(x: object) -> np.ndarray:
+def host_int64(x: object) -> np.ndarray:
+    """Per-request integers (a host or device tensor, or a sequence) as a host int64 array."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     return np.asarray(x).astype(np.int64, copy=False)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from pat_sglang.decode_step import host_lengths
+from pat_sglang.planner import host_int64
 
 from .chain_table import CHAIN_TABLE, ChainTable, chain_table_for
 
@@ -59,7 +59,7 @@ def publish_decode_batch(batch: Any, table: ChainTable | None = None) -> None:
         recached = radix_recached(cache)  # before any request is read: a later re-caching moves the count
         rows_cpu = getattr(batch, "req_pool_indices_cpu", None)
         if rows_cpu is not None and table.republish_same(
-            reqs, root, splits, recached, host_lengths(rows_cpu), gen_np, seq_lens
+            reqs, root, splits, recached, host_int64(rows_cpu), gen_np, seq_lens
         ):
             return  # the common decode step: the same requests on the same radix nodes, no request read
         whole = reqs
@@ -103,7 +103,7 @@ SPLIT_LOG_LEN = 4096  # splits between two published batches beyond this: every 
 def _seq_lens(batch: Any) -> np.ndarray | None:
     """The batch's host sequence lengths (``ScheduleBatch.seq_lens_cpu``) as int64, or None."""
     lens = getattr(batch, "seq_lens_cpu", None)
-    return host_lengths(lens) if lens is not None else None
+    return host_int64(lens) if lens is not None else None
 
 
 def _wrapped_by(cache: Any, attr: str, patch: str) -> bool:
