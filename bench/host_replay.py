@@ -559,7 +559,7 @@ def make_backend(sim: ServerSim, cfg: PointConfig) -> PATAttnBackend:
                            req_to_token_pool=sim.pool)
     runner = fake_model_runner(stub, hq, hkv, d, 1, torch.bfloat16, fill=False,
                                token_to_kv_pool=HostOnlyKVPool(sim.num_slots, hkv, d, torch.bfloat16))
-    be = PATAttnBackend(runner, delegate=RecordingDelegate())
+    be = PATAttnBackend(runner, delegate=RecordingDelegate(), min_saved_fraction=0.0)
     if cfg.path == "graph":
         be.init_cuda_graph_state(cfg.batch, cfg.batch)  # DecodeCudaGraphRunner: max_bs, max_bs tokens
     return be

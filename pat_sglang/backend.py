@@ -9,9 +9,10 @@ scheduler patch published, lengths from ``seq_lens_cpu``, and the KV slots are r
 ``req_to_token`` on the device), so under SGLang's overlap scheduler the planning of step N+1 runs while the
 GPU works on step N.
 
-Prefill/extend, and decode batches PAT cannot plan, go to a delegate SGLang backend: by default the one
-SGLang itself would pick for this GPU and model (0.5.17: fa3 on Hopper for MHA models when its kernels are
-installed, else flashinfer, else triton), or the one ``PAT_SGLANG_DELEGATE`` names. The log says which.
+Prefill/extend, decode batches PAT cannot plan, and decode batches that share too little for packing to pay
+(``pat_sglang.dispatch``: PAT reads the bytes a plain decode kernel reads, only more slowly) go to a delegate SGLang
+backend: by default the one SGLang itself would pick for this GPU and model (0.5.17: fa3 on Hopper for MHA models when
+its kernels are installed, else flashinfer, else triton), or the one ``PAT_SGLANG_DELEGATE`` names. The log says which.
 Models PAT cannot serve (MLA, sliding windows, logit caps, cross attention, unsupported head dims, KV formats
 other than the model dtype or per-tensor-scaled FP8, ...) are refused at start-up with the reason, never served
 wrongly.
@@ -24,7 +25,10 @@ only to FP8 pools, as fa3 does (a 16-bit pool stores values unscaled).
 
 CUDA graphs: ``init_cuda_graph_state`` sizes ``pat_sglang.kernels.StaticPlanBuffers``; every graph step is
 planned to fit their limits (``plan_forest(..., limits=...)``), loaded outside the graph, and the captured
-``forward_decode`` only launches.
+``forward_decode`` only launches. With the graph-variant patch (``sglang_patches.graph_variants``) the runner captures
+every batch size twice, once per ``GRAPH_VARIANTS`` entry (PAT's kernels, the delegate's), and replays the one this
+step's metadata chose (``replay_variant``); the delegate's own graph state is set up beside PAT's. Without the patch
+every graph step runs PAT (said once in the log).
 
 Unchanged steps: the planner hands out last step's plan object while the batch is the same and has not grown far
 (``decode_step``); its open items end where the requests end now, read by the kernel from the batch's
@@ -54,8 +58,10 @@ from sglang.srt.layers.attention.base_attn_backend import AttentionBackend
 from .api import run
 from .config import FP8_KV_DTYPES, DeviceSpec, HeadConfig, check_supported
 from .decode_step import PADDING_ROW, DecodeStepPlanner, StepBatch
+from .dispatch import MIN_SAVED_FRACTION_ENV, configured_min_saved_fraction, pat_pays
 from .planner import PackPlan, host_int64
 from .sglang_patches.chain_table import ChainTable, chain_table_for
+from .sglang_patches.core import graph_variants_patched
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +74,11 @@ PROFILE_RANGE = "pat::plan_step"  # name of the per-step host range in torch pro
 # (refused with a clear message if that runtime is missing); with it off, PAT always asks for
 # --disable-cuda-graph.
 CUDA_GRAPHS_ENABLED = True
+
+# Decode CUDA-graph variants (sglang_patches.graph_variants): PAT's kernels, or the delegate's.
+PAT_VARIANT = "pat"
+DELEGATE_VARIANT = "delegate"
+GRAPH_VARIANTS = (PAT_VARIANT, DELEGATE_VARIANT)
 
 
 # ----------------------------------------------------------------------------------------------- start-up
@@ -255,6 +266,7 @@ class StepStats:
     plan_s_total: float = 0.0
     plan_s_max: float = 0.0
     delegated: int = 0  # decode batches PAT could not plan, served by the delegate
+    handed_over: int = 0  # decode batches sharing too little to pay (pat_sglang.dispatch), served by the delegate
     row_reads: int = 0  # steps that read req_pool_indices back from the GPU (no published batch matched)
     last_log: float = field(default_factory=lambda: float("-inf"))
 
@@ -273,8 +285,8 @@ class StepStats:
             f"{1e3 * self.plan_s_max:.3f} ms max; plans reused as they were {counters.plans_reused}; forests built "
             f"{counters.built}, reused {counters.reused}; "
             f"requests planned without sharing (no published path) {counters.unshared}; plans coarsened to fit "
-            f"the graph buffers {counters.coarse}; delegated batches {self.delegated}; steps reading rows back "
-            f"{self.row_reads}"
+            f"the graph buffers {counters.coarse}; batches sharing too little, served by the delegate "
+            f"{self.handed_over}; batches PAT could not plan {self.delegated}; steps reading rows back {self.row_reads}"
         )
 
 
@@ -285,7 +297,11 @@ class PATAttnBackend(AttentionBackend):
         model_runner: Any,
         delegate: AttentionBackend | None = None,
         chain_table: ChainTable | None = None,
+        min_saved_fraction: float | None = None,
     ) -> None:
+        """``min_saved_fraction``: decode batches whose plan saves less than this fraction of per-request KV bytes go
+        to the delegate (``pat_sglang.dispatch``; default: ``PAT_SGLANG_MIN_SAVED_FRACTION`` or the KV format's own;
+        0: PAT serves every decode batch it can plan)."""
         super().__init__()
         self.device = runner_device(model_runner)
         heads, problems = model_problems(model_runner, kernels=self.device.type == "cuda")
@@ -307,8 +323,26 @@ class PATAttnBackend(AttentionBackend):
             chain_table = chain_table_for(pool) or ChainTable()
         self.chain_table = chain_table_for(pool, chain_table)
         self.chain_table.enabled = True  # publishing costs scheduler time: on only for pools a PAT backend reads
-        self.forward_metadata: PATMetadata | None = None
+        # Decode batches whose plan saves less than this fraction of per-request KV bytes go to the delegate.
+        if min_saved_fraction is None:
+            min_saved_fraction = configured_min_saved_fraction(heads)
+        elif not 0.0 <= min_saved_fraction < 1.0:
+            raise ValueError(f"min_saved_fraction must be in [0, 1), got {min_saved_fraction}")
+        self.min_saved_fraction = min_saved_fraction
+        if min_saved_fraction > 0.0:
+            logger.info(
+                f"PAT: decode batches whose plan saves less than {100 * min_saved_fraction:.1f}% of per-request KV "
+                f"bytes run on the delegate ({MIN_SAVED_FRACTION_ENV}; 0: PAT serves every batch it can plan)"
+            )
+        else:
+            logger.info("PAT: serves every decode batch it can plan (min saved fraction 0)")
+        self.forward_metadata: PATMetadata | None = None  # None: the delegate serves the step
         self.graph_buffers: Any = None  # pat_sglang.kernels.StaticPlanBuffers once graphs are set up
+        # sglang_patches.graph_variants: the decode graphs captured per batch size (empty: one, running PAT), the one
+        # being captured, and the one the current step was prepared for.
+        self.graph_variants: tuple[str, ...] = ()
+        self.capture_variant: str | None = None
+        self.replay_variant: str = PAT_VARIANT
         self._eager_plan: tuple[PackPlan, PackPlan] | None = None  # (host plan, its device copy), eager path
         self.stats = StepStats()
         self._warned: set[str] = set()
@@ -320,10 +354,11 @@ class PATAttnBackend(AttentionBackend):
         if forward_batch.forward_mode.is_decode():
             try:
                 self.forward_metadata = self._prepare(forward_batch, static=False)
-                return
             except ValueError as e:  # a batch PAT cannot plan is served by the delegate, never guessed at
                 self.stats.delegated += 1
                 self._warn_once("delegated", f"PAT could not plan a decode batch ({e}); the delegate serves it")
+            if self.forward_metadata is not None:
+                return
         self.delegate.init_forward_metadata(forward_batch)
 
     def init_cuda_graph_state(self, max_bs: int, max_num_tokens: int) -> None:
@@ -335,6 +370,17 @@ class PATAttnBackend(AttentionBackend):
             )
         cap = graph_capacity(max_bs, self.device_spec)
         self.graph_buffers = cls(self.heads, cap.max_batch, cap.max_items, cap.max_partials, self.device)
+        if self.min_saved_fraction <= 0.0:
+            self.graph_variants = ()  # PAT serves every decode batch: one graph per batch size
+        elif graph_variants_patched():
+            self.graph_variants = GRAPH_VARIANTS
+            self.delegate.init_cuda_graph_state(max_bs, max_num_tokens)
+        else:
+            self.graph_variants = ()
+            logger.warning(
+                "PAT: the decode graph runner is not patched for per-variant graphs; under CUDA graphs PAT serves "
+                "every decode batch, also those that share too little to gain (eager steps still go to the delegate)"
+            )
 
     def get_cuda_graph_seq_len_fill_value(self) -> int:
         return 1  # padded requests read one token of the padding row; their outputs are dropped
@@ -347,6 +393,10 @@ class PATAttnBackend(AttentionBackend):
             return
         if self.graph_buffers is None:
             raise RuntimeError("PAT: init_cuda_graph_state must run before CUDA-graph metadata")
+        if in_capture and self.capture_variant == DELEGATE_VARIANT:
+            self.forward_metadata = None
+            self.delegate.init_forward_metadata_out_graph(forward_batch, in_capture=True)
+            return
         if in_capture:
             # Graph capture runs dummy batches (padding rows, fill lengths) that the scheduler never published: a
             # no-sharing plan of their shape, nothing read back, not counted as serving steps.
@@ -357,40 +407,51 @@ class PATAttnBackend(AttentionBackend):
             self.forward_metadata = PATMetadata(plan, static=True)
             return
         self.forward_metadata = self._prepare(forward_batch, static=True)
+        self.replay_variant = PAT_VARIANT if self.forward_metadata is not None else DELEGATE_VARIANT
+        if self.forward_metadata is None:
+            self.delegate.init_forward_metadata_out_graph(forward_batch)
 
     def init_forward_metadata_in_graph(self, forward_batch: Any) -> None:
-        if not forward_batch.forward_mode.is_decode():
+        if not forward_batch.forward_mode.is_decode() or self.forward_metadata is None:
             self.delegate.init_forward_metadata_in_graph(forward_batch)
-        # decode: nothing to record; StaticPlanBuffers.load staged the plan before capture/replay, and the open items
-        # end at the runner's static seq_lens / req_pool_indices, which it fills before each replay
+        # PAT decode: nothing to record; StaticPlanBuffers.load staged the plan before capture/replay, and the open
+        # items end at the runner's static seq_lens / req_pool_indices, which it fills before each replay
 
-    def _prepare(self, forward_batch: Any, static: bool) -> PATMetadata:
+    def _prepare(self, forward_batch: Any, static: bool) -> PATMetadata | None:
+        """The step's plan, loaded where the kernels read it; ``None`` when the delegate serves the step."""
         if torch.autograd.profiler._is_profiler_enabled:  # a torch profiler trace shows the host step as one range
             with torch.profiler.record_function(PROFILE_RANGE):
                 return self._prepare_step(forward_batch, static)
         return self._prepare_step(forward_batch, static)
 
-    def _prepare_step(self, forward_batch: Any, static: bool) -> PATMetadata:
+    def _prepare_step(self, forward_batch: Any, static: bool) -> PATMetadata | None:
         start = time.perf_counter()
         batch = self._step_batch(forward_batch)
-        if static:
-            plan = self.planner.plan(batch, self.graph_buffers.limits)
-            self.graph_buffers.load(plan)
+        plan = self.planner.plan(batch, self.graph_buffers.limits if static else None)
+        # Under CUDA graphs without per-variant graphs, the captured graph runs PAT whatever is decided here.
+        if (static and not self.graph_variants) or pat_pays(plan.stats, self.min_saved_fraction):
+            md: PATMetadata | None = PATMetadata(self._loaded(plan, static), static)
         else:
-            plan = self.planner.plan(batch)
-            if self.device.type != "cpu":
-                last = self._eager_plan
-                if last is not None and last[0] is plan:  # the same plan as last step: its device copy
-                    plan = last[1]
-                else:
-                    self._eager_plan = (plan, plan.to(self.device))
-                    plan = self._eager_plan[1]
+            md = None
+            self.stats.handed_over += 1
         now = time.perf_counter()
         self.stats.record(now - start)
         if now - self.stats.last_log >= LOG_INTERVAL_S:
             self.stats.last_log = now
             logger.info(self.stats.summary(self.planner.counters))
-        return PATMetadata(plan, static)
+        return md
+
+    def _loaded(self, plan: PackPlan, static: bool) -> PackPlan:
+        """``plan`` where the kernels read it: staged into the static buffers (CUDA graphs), or its device copy."""
+        if static:
+            self.graph_buffers.load(plan)
+        elif self.device.type != "cpu":
+            last = self._eager_plan
+            if last is not None and last[0] is plan:  # the same plan as last step: its device copy
+                return last[1]
+            self._eager_plan = (plan, plan.to(self.device))
+            return self._eager_plan[1]
+        return plan
 
     def _step_batch(self, fb: Any) -> StepBatch:
         """The batch on the host: rows and request ids from the batch the scheduler patch published

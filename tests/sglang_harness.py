@@ -157,6 +157,15 @@ class RecordingDelegate:
         self.calls.append("forward_decode")
         return "delegate-decode"
 
+    def init_cuda_graph_state(self, max_bs: int, max_num_tokens: int) -> None:
+        self.calls.append("init_cuda_graph_state")
+
+    def init_forward_metadata_out_graph(self, fb: Any, in_capture: bool = False) -> None:
+        self.calls.append("init_forward_metadata_out_graph" + (" (capture)" if in_capture else ""))
+
+    def init_forward_metadata_in_graph(self, fb: Any) -> None:
+        self.calls.append("init_forward_metadata_in_graph")
+
 
 def fake_model_runner(
     h: RadixHarness,

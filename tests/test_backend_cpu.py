@@ -74,7 +74,7 @@ def test_metadata_plan_equals_standalone_plan(page_size: int, published: bool) -
     when nothing was published (rows read back, counted); and it is exact."""
     h = build(page_size)
     table = ChainTable()
-    be = PATAttnBackend(fake_runner(h), delegate=RecordingDelegate(), chain_table=table)
+    be = PATAttnBackend(fake_runner(h), delegate=RecordingDelegate(), chain_table=table, min_saved_fraction=0.0)
     fb = decode_batch(h, table)
     if not published:
         table.clear()  # no published batch: the backend reads req_pool_indices back and plans without sharing
@@ -115,7 +115,7 @@ def test_forward_decode_equals_naive(page_size: int) -> None:
     h = build(page_size, seed=1)
     table = ChainTable()
     runner = fake_runner(h)
-    be = PATAttnBackend(runner, delegate=RecordingDelegate(), chain_table=table)
+    be = PATAttnBackend(runner, delegate=RecordingDelegate(), chain_table=table, min_saved_fraction=0.0)
     fb = decode_batch(h, table)
     be.init_forward_metadata(fb)
     bs = fb.batch_size
@@ -141,7 +141,7 @@ def test_non_decode_batches_go_to_the_delegate() -> None:
     table = ChainTable()
     runner = fake_runner(h)
     delegate = RecordingDelegate()
-    be = PATAttnBackend(runner, delegate=delegate, chain_table=table)
+    be = PATAttnBackend(runner, delegate=delegate, chain_table=table, min_saved_fraction=0.0)
     fb = decode_batch(h, table, mode=ForwardMode.EXTEND)
     be.init_forward_metadata(fb)
     assert be.forward_metadata is None and delegate.calls == ["init_forward_metadata"]
@@ -200,7 +200,7 @@ def test_fp8_kv_accepted_for_the_kernels(kv_dtype: torch.dtype) -> None:
     heads, problems = model_problems(runner, kernels=True)
     assert problems == [] and heads == HeadConfig(HQ, HKV, D, torch.bfloat16, kv_dtype)
     assert heads.kv_token_bytes * 2 == HeadConfig(HQ, HKV, D, torch.bfloat16).kv_token_bytes
-    be = PATAttnBackend(runner, delegate=RecordingDelegate(), chain_table=ChainTable())
+    be = PATAttnBackend(runner, delegate=RecordingDelegate(), chain_table=ChainTable(), min_saved_fraction=0.0)
     assert be.planner is not None and be.heads.kv_fp8
 
 
@@ -220,7 +220,7 @@ def test_fp8_kv_scales_pat_cannot_apply_are_refused(edit: Any, match: str) -> No
     edit(layers[1])
     runner = fake_runner(h, dtype=torch.bfloat16, kv_dtype=torch.float8_e4m3fn, layers=layers)
     with pytest.raises(ValueError, match=f"cannot serve this model.*{match}.*layer 1"):
-        PATAttnBackend(runner, delegate=RecordingDelegate(), chain_table=ChainTable())
+        PATAttnBackend(runner, delegate=RecordingDelegate(), chain_table=ChainTable(), min_saved_fraction=0.0)
 
 
 @pytest.mark.parametrize("page_size", [1, 16])
@@ -235,7 +235,7 @@ def test_fp8_forward_decode_equals_naive_over_dequantised_kv(
     table = ChainTable()
     layers = make_layers() if scales is None else scaled_layers(*scales)
     runner = fake_runner(h, kv_dtype=kv_dtype, layers=layers)
-    be = PATAttnBackend(runner, delegate=RecordingDelegate(), chain_table=table)
+    be = PATAttnBackend(runner, delegate=RecordingDelegate(), chain_table=table, min_saved_fraction=0.0)
     fb = decode_batch(h, table)
     be.init_forward_metadata(fb)
     bs = fb.batch_size
@@ -262,7 +262,7 @@ def test_fp8_forward_decode_equals_naive_over_dequantised_kv(
 
 def test_cuda_graphs_refused_behind_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     h = RadixHarness()
-    be = PATAttnBackend(fake_runner(h), delegate=RecordingDelegate(), chain_table=ChainTable())
+    be = PATAttnBackend(fake_runner(h), delegate=RecordingDelegate(), chain_table=ChainTable(), min_saved_fraction=0.0)
     monkeypatch.setattr(backend_mod, "CUDA_GRAPHS_ENABLED", False)
     with pytest.raises(RuntimeError, match="--disable-cuda-graph"):
         be.init_cuda_graph_state(8, 8)
@@ -292,7 +292,7 @@ def test_cuda_graph_path_on_cpu(monkeypatch: pytest.MonkeyPatch, tiny: bool) -> 
     h = build(seed=4)
     table = ChainTable()
     runner = fake_runner(h, dtype=torch.bfloat16)
-    be = PATAttnBackend(runner, delegate=RecordingDelegate(), chain_table=table)
+    be = PATAttnBackend(runner, delegate=RecordingDelegate(), chain_table=table, min_saved_fraction=0.0)
     fb = decode_batch(h, table)
     bs = fb.batch_size
     max_bs = bs + 3
@@ -360,7 +360,7 @@ def test_a_batch_that_is_not_the_published_one_is_not_trusted(mismatch: str) -> 
     planned; otherwise the rows are read back and the batch is planned without sharing, and it is still exact."""
     h = build(1)
     table = ChainTable()
-    be = PATAttnBackend(fake_runner(h), delegate=RecordingDelegate(), chain_table=table)
+    be = PATAttnBackend(fake_runner(h), delegate=RecordingDelegate(), chain_table=table, min_saved_fraction=0.0)
     fb = decode_batch(h, table)
     if mismatch == "seq_lens":
         # the batch that runs has a request one token longer than the one the scheduler published

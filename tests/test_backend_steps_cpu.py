@@ -101,7 +101,7 @@ def test_many_steps_equal_fresh_plan(graph: bool, page_size: int, reuse: bool) -
         live.append(len(h.reqs) - 1)
     table = ChainTable()
     be = PATAttnBackend(fake_model_runner(h, HQ, HKV, D, 1, torch.bfloat16), delegate=RecordingDelegate(),
-                        chain_table=table)
+                        chain_table=table, min_saved_fraction=0.0)
     max_bs = 8
     if graph:
         be.init_cuda_graph_state(max_bs, max_bs)
@@ -172,7 +172,7 @@ def test_static_buffers_double_buffered_and_loaded() -> None:
         h.add_request(system + rng.integers(2000, 9000, size=5).tolist())
     table = ChainTable()
     be = PATAttnBackend(fake_model_runner(h, HQ, HKV, D, 1, torch.bfloat16), delegate=RecordingDelegate(),
-                        chain_table=table)
+                        chain_table=table, min_saved_fraction=0.0)
     be.init_cuda_graph_state(4, 4)
     be.planner.reuse_plans = False  # a new plan (re-made: new items) every step
     buffers = be.graph_buffers
@@ -221,7 +221,8 @@ def test_radix_splits_under_an_unchanged_batch() -> None:
         h.add_request(p)
     live = list(range(5))
     table = ChainTable()
-    be = PATAttnBackend(fake_model_runner(h, HQ, HKV, D, 1), delegate=RecordingDelegate(), chain_table=table)
+    be = PATAttnBackend(fake_model_runner(h, HQ, HKV, D, 1), delegate=RecordingDelegate(), chain_table=table,
+                        min_saved_fraction=0.0)
     be.planner.reuse_plans = False  # the forest of every step
     forests = record_forests(be.planner)
     heads = HeadConfig(HQ, HKV, D, torch.float32)

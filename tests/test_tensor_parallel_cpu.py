@@ -106,8 +106,8 @@ def test_ranks_plan_local_heads_and_concatenate_to_tp1(page_size: int, hq: int, 
         assert torch.equal(h.req_to_token, hs[0].req_to_token) and h.seq_lens == hs[0].seq_lens
     full_runner = fake_model_runner(hs[0], hq, hkv, D, LAYERS, seed=5)
     runners = [rank_runner(hs[1 + r], full_runner, r, hq, hkv, tp) for r in range(tp)]
-    full = PATAttnBackend(full_runner, delegate=RecordingDelegate())
-    ranks = [PATAttnBackend(runner, delegate=RecordingDelegate()) for runner in runners]
+    full = PATAttnBackend(full_runner, delegate=RecordingDelegate(), min_saved_fraction=0.0)
+    ranks = [PATAttnBackend(runner, delegate=RecordingDelegate(), min_saved_fraction=0.0) for runner in runners]
 
     # One chain table per ReqToTokenPool, bound by the backend, filled by the default publishing route.
     tables = [be.chain_table for be in [full, *ranks]]
@@ -173,7 +173,7 @@ def test_ranks_share_no_plan_state() -> None:
     hs = [scheduler(1, seed=7) for _ in range(tp + 1)]
     full_runner = fake_model_runner(hs[0], hq, hkv, D, LAYERS, seed=9)
     runners = [rank_runner(hs[1 + r], full_runner, r, hq, hkv, tp) for r in range(tp)]
-    be0, be1 = (PATAttnBackend(runner, delegate=RecordingDelegate()) for runner in runners)
+    be0, be1 = (PATAttnBackend(runner, delegate=RecordingDelegate(), min_saved_fraction=0.0) for runner in runners)
     fb0 = decode_batch(hs[1])
     be0.init_forward_metadata(fb0)
     md0 = be0.forward_metadata

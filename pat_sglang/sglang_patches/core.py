@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .graph_variants import wrap_capture_one_shape, wrap_resolve_lora_variant
 from .publish import (
     PATCH_MARKER,
     RECACHING_PATCH,
@@ -109,10 +110,40 @@ COUNT_RADIX_RECACHING = Patch(
     make_wrapper=wrap_cache_unfinished_req,
 )
 
+_DECODE_GRAPH_RUNNER = "sglang.srt.model_executor.runner.decode_cuda_graph_runner"
+
+CAPTURE_GRAPH_VARIANTS = Patch(
+    name="capture-graph-variants",
+    module=_DECODE_GRAPH_RUNNER,
+    owner="DecodeCudaGraphRunner",
+    attr="capture_one_shape",
+    make_wrapper=wrap_capture_one_shape,
+)
+
+REPLAY_GRAPH_VARIANT = Patch(
+    name="replay-graph-variant",
+    module=_DECODE_GRAPH_RUNNER,
+    owner="DecodeCudaGraphRunner",
+    attr="_resolve_lora_variant",
+    make_wrapper=wrap_resolve_lora_variant,
+)
+
 # Installed SGLang release -> the patches it needs.
 PATCH_SETS: dict[str, tuple[Patch, ...]] = {
-    "0.5.17": (PUBLISH_DECODE_CHAINS, COUNT_RADIX_SPLITS, COUNT_RADIX_RECACHING),
+    "0.5.17": (
+        PUBLISH_DECODE_CHAINS, COUNT_RADIX_SPLITS, COUNT_RADIX_RECACHING, CAPTURE_GRAPH_VARIANTS, REPLAY_GRAPH_VARIANT,
+    ),
 }
+# Both graph-variant patches, or neither: the backend captures per-variant graphs only when both are in place.
+GRAPH_VARIANT_PATCHES: tuple[Patch, ...] = (CAPTURE_GRAPH_VARIANTS, REPLAY_GRAPH_VARIANT)
+
+
+def graph_variants_patched() -> bool:
+    """Whether the installed runner captures and replays per-variant decode graphs (both patches applied)."""
+    try:
+        return all(p.is_applied() for p in GRAPH_VARIANT_PATCHES)
+    except RuntimeError:  # the runner class is not there (another SGLang layout)
+        return False
 SUPPORTED_SGLANG_VERSIONS: tuple[str, ...] = tuple(PATCH_SETS)
 
 

@@ -99,9 +99,10 @@ def _radix_node(value: torch.Tensor, parent: object) -> SimpleNamespace:
     return SimpleNamespace(id=next(_node_ids), value=value, parent=parent)
 
 
-def make_batch(runner, rng: np.random.Generator, bs: int, table=None):
+def make_batch(runner, rng: np.random.Generator, bs: int, table=None, shared: bool = True):
     """Rows with a shared system prompt, two templates and private tails; the step's token slot last. With
-    ``table`` (a ChainTable), the batch's radix paths are published into it as the scheduler patch does."""
+    ``table`` (a ChainTable), the batch's radix paths are published into it as the scheduler patch does.
+    ``shared=False``: private rows of 200-1200 tokens only, published with empty radix paths."""
 
     r2t = runner.req_to_token_pool.req_to_token
     free = iter(rng.permutation(np.arange(1, NUM_SLOTS)).tolist())
@@ -112,13 +113,20 @@ def make_batch(runner, rng: np.random.Generator, bs: int, table=None):
     tmpl_nodes = [_radix_node(torch.tensor(t), sys_node) for t in templates]
     rows, lens = [], []
     for r in range(bs):
+        if not shared:
+            rows.append(r + 1)
+            lens.append(int(rng.integers(200, 1200)))
+            r2t[r + 1, : lens[-1]] = torch.tensor([next(free) for _ in range(lens[-1])], dtype=torch.int32,
+                                                  device="cuda")
+            continue
         tail = [next(free) for _ in range(int(rng.integers(1, 300)))]
         slots = system + templates[r % 2] + tail
         row = r + 1
         r2t[row, : len(slots)] = torch.tensor(slots, dtype=torch.int32, device="cuda")
         rows.append(row)
         lens.append(len(slots))
-    publish = (rows, [f"r{r}" for r in range(bs)], [None] * bs, [tmpl_nodes[r % 2] for r in range(bs)], root)
+    last_nodes = [tmpl_nodes[r % 2] if shared else root for r in range(bs)]
+    publish = (rows, [f"r{r}" for r in range(bs)], [None] * bs, last_nodes, root)
     if table is not None:
         table.enabled = True
         table.publish_batch(*publish)
@@ -189,6 +197,9 @@ class StaticView:
             seq_lens_cpu=torch.cat([fb.seq_lens_cpu, torch.full((pad,), self.fill, dtype=torch.int64)]),
             out_cache_loc=self.loc,
             num_padding=pad,
+            seq_lens_sum=int(fb.seq_lens_cpu.sum()) + pad * self.fill,
+            spec_info=None,
+            encoder_lens=None,
         )
 
 
@@ -221,7 +232,7 @@ def test_forward_decode_matches_triton(env) -> None:
     from pat_sglang.sglang_patches.chain_table import ChainTable
 
     table = ChainTable()
-    be = PATAttnBackend(env, delegate=object(), chain_table=table)  # type: ignore[arg-type]
+    be = PATAttnBackend(env, delegate=object(), chain_table=table, min_saved_fraction=0.0)  # type: ignore[arg-type]
     fb = make_batch(env, np.random.default_rng(0), bs=24, table=table)
     layer = env.model[1]
     q, k, v = qkv(fb.batch_size, 1)
@@ -273,7 +284,7 @@ def test_forward_decode_in_cuda_graph_matches_triton(env) -> None:
 
     max_bs = 32
     table = ChainTable()
-    be = PATAttnBackend(env, delegate=object(), chain_table=table)  # type: ignore[arg-type]
+    be = PATAttnBackend(env, delegate=object(), chain_table=table, min_saved_fraction=0.0)  # type: ignore[arg-type]
     be.init_cuda_graph_state(max_bs, max_bs)
     layer = env.model[0]
     # Static like SGLang's graph buffers: the captured K/V store reads this step's slots from there, the captured
@@ -335,7 +346,7 @@ def test_decode_steps_reuse_the_plan(env, graph: bool) -> None:
     mp.setattr(ds, "REPLAN_GROWTH_DIVISOR", 1 << 20)  # the bound is the floor: 3 tokens
     try:
         table = ChainTable()
-        be = PATAttnBackend(env, delegate=object(), chain_table=table)  # type: ignore[arg-type]
+        be = PATAttnBackend(env, delegate=object(), chain_table=table, min_saved_fraction=0.0)  # type: ignore[arg-type]
         layer = env.model[1]
         max_bs, bs = 32, 24
         fb = make_batch(env, np.random.default_rng(21), bs=bs, table=table)
@@ -392,3 +403,69 @@ def test_decode_steps_reuse_the_plan(env, graph: bool) -> None:
         assert be.stats.row_reads == 0 and be.planner.counters.unshared == 0
     finally:
         mp.undo()
+
+
+@pytest.mark.parametrize("graph", [False, True])
+def test_batches_sharing_too_little_run_on_the_delegate(env, graph: bool) -> None:
+    """With the default dispatch fraction and SGLang's Triton backend as the delegate: a batch with a shared prefix runs
+    PAT, a batch without sharing runs the delegate; both give Triton's attention. ``graph``: two graphs captured per
+    batch size (PAT's, the delegate's, as the graph-variant patch makes the runner do), each step replaying the one its
+    metadata chose."""
+    from sglang.srt.layers.attention.triton_backend import TritonAttnBackend
+
+    from pat_sglang.backend import DELEGATE_VARIANT, GRAPH_VARIANTS, PAT_VARIANT, PATAttnBackend
+    from pat_sglang.sglang_patches import apply_patches
+    from pat_sglang.sglang_patches.chain_table import ChainTable
+
+    apply_patches()
+    max_bs = 32
+    table = ChainTable()
+    be = PATAttnBackend(env, delegate=TritonAttnBackend(env), chain_table=table)
+    layer = env.model[0]
+    graphs = {}
+    if graph:
+        be.init_cuda_graph_state(max_bs, max_bs)
+        assert be.graph_variants == GRAPH_VARIANTS
+        view = StaticView(max_bs, be.get_cuda_graph_seq_len_fill_value())
+        q_s, k_s, v_s = (torch.zeros((max_bs, *t.shape[1:]), dtype=t.dtype, device="cuda") for t in qkv(1, 0))
+        v0 = view(make_batch(env, np.random.default_rng(1), bs=20, table=table))
+        for variant in GRAPH_VARIANTS:  # what the patched DecodeCudaGraphRunner.capture_one_shape does
+            be.capture_variant = variant
+            be.init_forward_metadata_out_graph(v0, in_capture=True)
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                be.init_forward_metadata_in_graph(v0)
+                be.forward_decode(q_s, k_s, v_s, layer, v0)  # warm-up
+            torch.cuda.current_stream().wait_stream(stream)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                be.init_forward_metadata_in_graph(v0)
+                out_s = be.forward_decode(q_s, k_s, v_s, layer, v0)
+            graphs[variant] = (g, out_s)
+        be.capture_variant = None
+    seen = []
+    for seed, bs, shared in ((2, 20, True), (3, 24, False), (4, 7, True), (5, 29, False)):
+        fb = make_batch(env, np.random.default_rng(seed), bs=bs, table=table, shared=shared)
+        q, k, v = qkv(bs, seed)
+        want = triton_reference(env, fb, layer, q, k, v)  # also stores this step's K/V
+        if graph:
+            vb = view(fb)
+            be.init_forward_metadata_out_graph(vb)
+            variant = be.replay_variant
+            g, out_s = graphs[variant]
+            for static, t in ((q_s, q), (k_s, k), (v_s, v)):
+                static.zero_()
+                static[:bs].copy_(t)
+            out_s.fill_(float("nan"))  # poison: every real row must be written by this replay
+            g.replay()
+            got = out_s[:bs].reshape(bs, -1)
+        else:
+            be.init_forward_metadata(fb)
+            variant = PAT_VARIANT if be.forward_metadata is not None else DELEGATE_VARIANT
+            got = be.forward_decode(q, k.clone(), v.clone(), layer, fb)
+        seen.append(variant)
+        assert torch.isfinite(got).all()
+        assert rel_err(got, want) < 2e-2
+    assert seen == [PAT_VARIANT, DELEGATE_VARIANT, PAT_VARIANT, DELEGATE_VARIANT]
+    assert be.stats.handed_over == 2 and be.stats.row_reads == 0

@@ -1,0 +1,209 @@
+"""The dispatch gate (``pat_sglang.dispatch``) and the backend's use of it, eagerly and under CUDA graphs through the
+graph-variant patch (``sglang_patches.graph_variants``) applied to SGLang's real DecodeCudaGraphRunner."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from sglang_harness import RadixHarness, RecordingDelegate, decode_batch, fake_model_runner, shared_prompts
+from threads import one_torch_thread
+
+from pat_sglang import dispatch
+from pat_sglang.backend import DELEGATE_VARIANT, GRAPH_VARIANTS, PAT_VARIANT, PATAttnBackend
+from pat_sglang.config import HeadConfig
+from pat_sglang.forest import PrefixForest
+from pat_sglang.planner import plan_forest
+from pat_sglang.sglang_patches import apply_patches
+from pat_sglang.sglang_patches.chain_table import ChainTable
+from pat_sglang.sglang_patches.core import CAPTURE_GRAPH_VARIANTS, REPLAY_GRAPH_VARIANT, graph_variants_patched
+from pat_sglang.sglang_patches.graph_variants import wrap_capture_one_shape, wrap_resolve_lora_variant
+
+HQ, HKV, D = 8, 2, 64
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_torch_thread():
+        yield
+
+
+def _flat_plan(lengths: list[int], shared: int, seed: int):
+    """Plan of requests with ``lengths`` whose first ``shared`` slots are the same (0: nothing shared)."""
+    rng = np.random.default_rng(seed)
+    prefix = rng.permutation(1 << 20)[:shared] + (1 << 20)
+    rows, next_slot = [], 0
+    for n in lengths:
+        own = np.arange(next_slot, next_slot + n - shared)
+        next_slot += n - shared
+        rows.append(np.concatenate([prefix, own]))
+    indptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+    indices = np.concatenate(rows).astype(np.int32)
+    forest = PrefixForest.from_flat(indptr, indices)
+    return plan_forest(forest, HeadConfig(HQ, HKV, D, torch.bfloat16), slot_table=torch.from_numpy(indices))
+
+
+def test_default_fractions_follow_the_measured_ratios() -> None:
+    bf16 = HeadConfig(HQ, HKV, D, torch.bfloat16)
+    fp8 = HeadConfig(HQ, HKV, D, torch.bfloat16, kv_dtype=torch.float8_e4m3fn)
+    f16 = dispatch.default_min_saved_fraction(bf16)
+    f8 = dispatch.default_min_saved_fraction(fp8)
+    assert f16 == pytest.approx(1 - 1 / (dispatch.NO_SHARING_TIME_RATIO_16BIT * dispatch.DISPATCH_MARGIN))
+    assert f8 == pytest.approx(1 - 1 / (dispatch.NO_SHARING_TIME_RATIO_FP8 * dispatch.DISPATCH_MARGIN))
+    assert 0.0 < f16 < f8 < 1.0
+
+
+def test_fraction_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    heads = HeadConfig(HQ, HKV, D, torch.bfloat16)
+    monkeypatch.setenv(dispatch.MIN_SAVED_FRACTION_ENV, "0.3")
+    assert dispatch.configured_min_saved_fraction(heads) == 0.3
+    for bad in ("x", "-0.1", "1"):
+        monkeypatch.setenv(dispatch.MIN_SAVED_FRACTION_ENV, bad)
+        with pytest.raises(ValueError, match=dispatch.MIN_SAVED_FRACTION_ENV):
+            dispatch.configured_min_saved_fraction(heads)
+    monkeypatch.setenv(dispatch.MIN_SAVED_FRACTION_ENV, "")
+    assert dispatch.configured_min_saved_fraction(heads) == dispatch.default_min_saved_fraction(heads)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gate_reads_the_plans_bytes(seed: int) -> None:
+    """No sharing: PAT moves at least per-request decode's bytes, so only a zero fraction keeps it. A prefix that
+    is most of every request: kept at the default. The gate's answer is exactly the byte inequality."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(300, 2000, size=12).tolist()
+    f = dispatch.default_min_saved_fraction(HeadConfig(HQ, HKV, D, torch.bfloat16))
+    alone = _flat_plan(lengths, 0, seed)
+    assert alone.stats.kv_bytes_planned == alone.stats.kv_bytes_per_request
+    assert not dispatch.pat_pays(alone.stats, f) and dispatch.pat_pays(alone.stats, 0.0)
+    for shared in (20, 100, 250, 290):
+        plan = _flat_plan(lengths, shared, seed)
+        s = plan.stats
+        saved = 1 - (s.kv_bytes_planned + s.partial_bytes) / s.kv_bytes_per_request
+        assert dispatch.pat_pays(s, f) == (saved >= f)
+    assert dispatch.pat_pays(_flat_plan(lengths, 290, seed).stats, f)  # 290 of >= 300 tokens shared by 12
+    assert dispatch.pat_pays(None, f)
+
+
+def _harness(shared: bool, seed: int = 0) -> RadixHarness:
+    h = RadixHarness()
+    rng = np.random.default_rng(seed)
+    if shared:
+        prompts = shared_prompts(rng)
+    else:  # distinct prompts: the radix tree shares nothing between them
+        prompts = [(rng.integers(0, 30000, size=int(rng.integers(40, 200))) + 100000 * i).tolist() for i in range(9)]
+    for prompt in prompts:
+        h.add_request(prompt)
+    h.decode(steps=2)
+    return h
+
+
+def _backend(h: RadixHarness, table: ChainTable, **kw) -> tuple[PATAttnBackend, RecordingDelegate, SimpleNamespace]:
+    runner = fake_model_runner(h, HQ, HKV, D, 2, torch.bfloat16)
+    delegate = RecordingDelegate()
+    return PATAttnBackend(runner, delegate=delegate, chain_table=table, **kw), delegate, runner
+
+
+def test_eager_steps_without_sharing_go_to_the_delegate() -> None:
+    table = ChainTable()
+    for shared in (True, False):
+        h = _harness(shared)
+        be, delegate, runner = _backend(h, table)
+        fb = decode_batch(h, table)
+        be.init_forward_metadata(fb)
+        assert be.stats.steps == 1 and be.stats.row_reads == 0
+        if shared:
+            assert be.forward_metadata is not None and be.stats.handed_over == 0 and delegate.calls == []
+        else:
+            assert be.forward_metadata is None and be.stats.handed_over == 1
+            assert delegate.calls == ["init_forward_metadata"]
+            assert be.forward_decode(None, None, None, runner.model[0], fb) == "delegate-decode"
+        assert ("served by the delegate " + str(be.stats.handed_over)) in be.stats.summary(be.planner.counters)
+    h = _harness(False)
+    be, delegate, _ = _backend(h, table, min_saved_fraction=0.0)  # 0: PAT serves every batch it can plan
+    be.init_forward_metadata(decode_batch(h, table))
+    assert be.forward_metadata is not None and be.stats.handed_over == 0 and delegate.calls == []
+    with pytest.raises(ValueError, match="min_saved_fraction"):
+        _backend(h, table, min_saved_fraction=1.0)
+
+
+def _graph_view(fb, padded_bs: int, fill: int) -> SimpleNamespace:
+    pad = padded_bs - fb.batch_size
+    return SimpleNamespace(
+        forward_mode=fb.forward_mode,
+        batch_size=padded_bs,
+        req_pool_indices=torch.cat([fb.req_pool_indices, torch.zeros(pad, dtype=torch.int64)]),
+        seq_lens=torch.cat([fb.seq_lens, torch.full((pad,), fill)]),
+        seq_lens_cpu=torch.cat([fb.seq_lens_cpu, torch.full((pad,), fill)]),
+        out_cache_loc=torch.cat([fb.out_cache_loc, torch.zeros(pad, dtype=torch.int64)]),
+        num_padding=pad,
+    )
+
+
+def test_graph_variants_captured_and_replayed_per_step() -> None:
+    """The runner's capture of one batch size runs once per variant, each capture preparing its own backend; each
+    replay's graph label is the variant the step's metadata chose, on top of the runner's own label."""
+    apply_patches()
+    assert graph_variants_patched() and CAPTURE_GRAPH_VARIANTS.is_applied() and REPLAY_GRAPH_VARIANT.is_applied()
+    table = ChainTable()
+    h_shared, h_alone = _harness(True), _harness(False, seed=3)
+    be, delegate, _ = _backend(h_shared, table)
+    max_bs = 16
+    be.init_cuda_graph_state(max_bs, max_bs)
+    assert be.graph_variants == GRAPH_VARIANTS and delegate.calls == ["init_cuda_graph_state"]
+    fill = be.get_cuda_graph_seq_len_fill_value()
+
+    captured: list[tuple[int, str | None, str | None, bool]] = []
+
+    def capture_one_shape(runner, size, forward, stream_idx=None, variant_label=None):  # the runner's, in short
+        view = _graph_view(decode_batch(h_shared, table), size, fill)
+        runner.attn_backend.init_forward_metadata_out_graph(view, in_capture=True)
+        runner.attn_backend.init_forward_metadata_in_graph(view)
+        captured.append((size, variant_label, be.capture_variant, be.forward_metadata is not None))
+
+    runner = SimpleNamespace(attn_backend=be)
+    delegate.calls.clear()
+    wrap_capture_one_shape(capture_one_shape)(runner, max_bs, None, None, None)
+    wrap_capture_one_shape(capture_one_shape)(runner, 12, None, None, "lora")
+    assert captured == [
+        (max_bs, PAT_VARIANT, PAT_VARIANT, True), (max_bs, DELEGATE_VARIANT, DELEGATE_VARIANT, False),
+        (12, "lora+" + PAT_VARIANT, PAT_VARIANT, True), (12, "lora+" + DELEGATE_VARIANT, DELEGATE_VARIANT, False),
+    ]
+    assert delegate.calls == ["init_forward_metadata_out_graph (capture)", "init_forward_metadata_in_graph"] * 2
+    assert be.capture_variant is None and be.stats.steps == 0  # capture batches are not serving steps
+
+    resolve = wrap_resolve_lora_variant(lambda runner, fb: None)
+    for h, want in ((h_shared, PAT_VARIANT), (h_alone, DELEGATE_VARIANT), (h_shared, PAT_VARIANT)):
+        be.chain_table = table
+        if h is h_alone:  # the other batch's runner: its own pools, the same backend code path
+            be_alone, delegate_alone, _ = _backend(h_alone, table)
+            be_alone.init_cuda_graph_state(max_bs, max_bs)
+            target, target_delegate = be_alone, delegate_alone
+        else:
+            target, target_delegate = be, delegate
+        target_delegate.calls.clear()
+        view = _graph_view(decode_batch(h, table), max_bs, fill)
+        target.init_forward_metadata_out_graph(view)
+        assert target.replay_variant == want
+        assert resolve(SimpleNamespace(attn_backend=target), view) == want
+        if want == DELEGATE_VARIANT:
+            assert target.forward_metadata is None and target.stats.handed_over == 1
+            assert target_delegate.calls == ["init_forward_metadata_out_graph"]
+        else:
+            assert target.forward_metadata is not None and target.graph_buffers.plan is target.forward_metadata.plan
+            assert target_delegate.calls == []
+    # A backend without variants (or another backend) leaves the runner's labels as they were.
+    plain = SimpleNamespace(attn_backend=SimpleNamespace())
+    assert wrap_resolve_lora_variant(lambda runner, fb: "nolora")(plain, None) == "nolora"
+    calls = []
+    wrap_capture_one_shape(lambda *a: calls.append(a[1:]))(plain, 8, None, None, None)
+    assert calls == [(8, None, None, None)]
+
+
+def test_zero_fraction_captures_one_graph() -> None:
+    table = ChainTable()
+    h = _harness(True)
+    be, delegate, _ = _backend(h, table, min_saved_fraction=0.0)
+    be.init_cuda_graph_state(8, 8)
+    assert be.graph_variants == () and delegate.calls == []
