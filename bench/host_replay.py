@@ -103,11 +103,8 @@ from pat_sglang.experiments.workloads import (  # noqa: E402
     RequestSpec,
     load_mooncake,
 )
-
-try:  # the patch layer's new home; the old top-level package before the move
-    from pat_sglang.sglang_patches.publish import publish_decode_batch
-except ImportError:  # pragma: no cover - depends on the checkout
-    from patches.publish import publish_decode_batch  # type: ignore[no-redef]
+from pat_sglang.sglang_patches import apply_patches  # noqa: E402
+from pat_sglang.sglang_patches.publish import publish_decode_batch  # noqa: E402
 
 DEFAULT_TRACE = DEFAULT_MOONCAKE_TRACE
 DEFAULT_BATCHES = (64, 256)
@@ -198,6 +195,9 @@ class PointConfig:
     stagger_fill: bool = True  # the first ``batch`` requests get a uniform fraction of their output length
     pool_headroom: float = 1.3  # KV slots = headroom * batch * (context + max_output) (+ slack): room for the cache
     progress: bool = False
+    # The dispatch gate (pat_sglang.dispatch): False times PAT's full host path on every step (each planned and loaded);
+    # True runs the server's default gate, under which batches that share too little get no plan and no load.
+    gate: bool = False
 
 
 @dataclass
@@ -559,7 +559,9 @@ def make_backend(sim: ServerSim, cfg: PointConfig) -> PATAttnBackend:
                            req_to_token_pool=sim.pool)
     runner = fake_model_runner(stub, hq, hkv, d, 1, torch.bfloat16, fill=False,
                                token_to_kv_pool=HostOnlyKVPool(sim.num_slots, hkv, d, torch.bfloat16))
-    be = PATAttnBackend(runner, delegate=RecordingDelegate(), min_saved_fraction=0.0)
+    if cfg.gate:
+        apply_patches()  # as the plugin does in the server: the decode runner's per-variant graphs
+    be = PATAttnBackend(runner, delegate=RecordingDelegate(), min_saved_fraction=None if cfg.gate else 0.0)
     if cfg.path == "graph":
         be.init_cuda_graph_state(cfg.batch, cfg.batch)  # DecodeCudaGraphRunner: max_bs, max_bs tokens
     return be
@@ -713,6 +715,8 @@ def legend(results: Sequence[PointResult], trace: Path) -> str:
             "capture sizes)" if c.path == "graph" else "publish_decode_batch + init_forward_metadata (eager)")
     return "\n".join([
         f"host time per decode step = {what}; heads {hq} q / {hkv} kv, d={d}, bf16; 1 torch thread",
+        "dispatch gate: " + ("on (the server's default: batches sharing too little get no plan)" if c.gate else
+                             "off (every step planned and loaded: PAT's full host path)"),
         f"trace {trace}; chunk {c.chunk} tokens; outputs capped at {c.max_output}; decode step {c.step_ms:g} ms, "
         f"prefill {c.prefill_tok_per_ms:g} tok/ms (simulated clock); tscale = factor on trace timestamps",
         f"gc.freeze() after the fill: {'yes' if frozen else 'no'}; timing starts when the batch first reaches "
@@ -777,6 +781,8 @@ def main(argv: list[str] | None = None) -> list[PointResult]:
     ap.add_argument("--no-stagger", action="store_true", help="full output lengths for the initial population too")
     ap.add_argument("--no-plan-speed", action="store_true", help="skip bench/plan_speed.py at the end")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--gate", action="store_true",
+                    help="the server's dispatch gate: too little sharing, no plan (default: plan every step)")
     ap.add_argument("--csv", type=Path, default=None, help="write every timed step here")
     ap.add_argument("--quick", action="store_true", help="batch 8, context 1k, chunk 256, 40 steps (tests)")
     args = ap.parse_args(argv)
@@ -792,7 +798,7 @@ def main(argv: list[str] | None = None) -> list[PointResult]:
         "prefill_tok_per_ms": args.prefill_tok_per_ms,
         "progress": not args.no_progress and not args.quick,
         "time_scale": None if args.time_scale == "auto" else float(args.time_scale),
-        "scale": args.scale, "clip_factor": args.clip_factor,
+        "scale": args.scale, "clip_factor": args.clip_factor, "gate": args.gate,
     }
     if not args.quick:
         over["gc_freeze"] = not args.no_gc_freeze

@@ -58,7 +58,7 @@ from sglang.srt.layers.attention.base_attn_backend import AttentionBackend
 from .api import run
 from .config import FP8_KV_DTYPES, DeviceSpec, HeadConfig, check_supported
 from .decode_step import PADDING_ROW, DecodeStepPlanner, StepBatch
-from .dispatch import MIN_SAVED_FRACTION_ENV, configured_min_saved_fraction, pat_pays
+from .dispatch import MIN_SAVED_FRACTION_ENV, configured_min_saved_fraction
 from .planner import PackPlan, host_int64
 from .sglang_patches.chain_table import ChainTable, chain_table_for
 from .sglang_patches.core import graph_variants_patched
@@ -266,7 +266,6 @@ class StepStats:
     plan_s_total: float = 0.0
     plan_s_max: float = 0.0
     delegated: int = 0  # decode batches PAT could not plan, served by the delegate
-    handed_over: int = 0  # decode batches sharing too little to pay (pat_sglang.dispatch), served by the delegate
     row_reads: int = 0  # steps that read req_pool_indices back from the GPU (no published batch matched)
     last_log: float = field(default_factory=lambda: float("-inf"))
 
@@ -286,7 +285,8 @@ class StepStats:
             f"{counters.built}, reused {counters.reused}; "
             f"requests planned without sharing (no published path) {counters.unshared}; plans coarsened to fit "
             f"the graph buffers {counters.coarse}; batches sharing too little, served by the delegate "
-            f"{self.handed_over}; batches PAT could not plan {self.delegated}; steps reading rows back {self.row_reads}"
+            f"{counters.declined} ({counters.declined_unplanned} decided without planning); batches PAT could not "
+            f"plan {self.delegated}; steps reading rows back {self.row_reads}"
         )
 
 
@@ -427,13 +427,10 @@ class PATAttnBackend(AttentionBackend):
     def _prepare_step(self, forward_batch: Any, static: bool) -> PATMetadata | None:
         start = time.perf_counter()
         batch = self._step_batch(forward_batch)
-        plan = self.planner.plan(batch, self.graph_buffers.limits if static else None)
-        # Under CUDA graphs without per-variant graphs, the captured graph runs PAT whatever is decided here.
-        if (static and not self.graph_variants) or pat_pays(plan.stats, self.min_saved_fraction):
-            md: PATMetadata | None = PATMetadata(self._loaded(plan, static), static)
-        else:
-            md = None
-            self.stats.handed_over += 1
+        # Under CUDA graphs without per-variant graphs, the captured graph runs PAT whatever the gate would say.
+        min_saved = 0.0 if static and not self.graph_variants else self.min_saved_fraction
+        plan = self.planner.plan(batch, self.graph_buffers.limits if static else None, min_saved=min_saved)
+        md = PATMetadata(self._loaded(plan, static), static) if plan is not None else None
         now = time.perf_counter()
         self.stats.record(now - start)
         if now - self.stats.last_log >= LOG_INTERVAL_S:

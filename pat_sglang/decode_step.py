@@ -18,6 +18,12 @@ step reads anything back from the GPU and the work grows with nodes and requests
   (``PrefixForest.from_paths``, numpy over the paths' nodes);
 * a request without a usable path (nothing published for its row, or a stale entry) is planned without
   sharing (its whole row as a private leaf): never wrong, only slower, and counted.
+
+With ``min_saved`` (the dispatch gate, ``pat_sglang.dispatch``) a batch that cannot save that fraction of per-request
+KV bytes gets no plan (``None``: the delegate serves it). The forest decides most such batches before any planning:
+no plan reads fewer bytes than the forest's unique tokens, so ``1 - unique / per-request tokens`` bounds every plan's
+saving. A declined batch stays declined while it is unchanged (its private leaves only grow, its saving only shrinks),
+so its next steps cost one batch comparison.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import numpy as np
 import torch
 
 from .config import DeviceSpec, HeadConfig
+from .dispatch import pat_pays
 from .forest import PrefixForest
 from .planner import INT32_MAX, PackPlan, PlanLimits, plan_forest
 
@@ -102,6 +109,8 @@ class StepCounters:
     unshared: int = 0  # requests planned without sharing (no usable published path)
     coarse: int = 0  # plans coarsened to fit the limits
     plans_reused: int = 0  # steps that took the previous step's plan as it was (unchanged batch, within the bound)
+    declined: int = 0  # steps given no plan: the batch saves too little (min_saved), decided on its forest or plan
+    declined_unplanned: int = 0  # of those, decided without planning (the forest's bound, or the same batch as before)
 
 
 @dataclass(eq=False)
@@ -127,6 +136,7 @@ class DecodeStepPlanner:
     _reuse: _Reuse | None = None
     _last_plan: PackPlan | None = None
     _planned: _Planned | None = None
+    _declined: _BatchKey | None = None  # the last batch given no plan by the gate
 
     def __post_init__(self) -> None:
         table = self.req_to_token
@@ -173,12 +183,15 @@ class DecodeStepPlanner:
         self.counters.unshared += batch.published.absent + n_stale
         return PrefixForest.from_paths(req, key, length, seq, row_base)
 
-    def plan(self, batch: StepBatch, limits: PlanLimits | None = None, count: bool = True) -> PackPlan:
+    def plan(
+        self, batch: StepBatch, limits: PlanLimits | None = None, count: bool = True, min_saved: float = 0.0
+    ) -> PackPlan | None:
         """The step's plan, with open ends (run it with the batch's device ``seq_lens`` and ``req_pool_indices``).
         The same object as last step's for an unchanged batch that has not grown past ``replan_growth_tokens``;
         otherwise last step's is handed to the planner, which re-makes it cheaply when only the private leaves grew
-        (``plan_forest(previous=...)``). ``count=False``: a dummy batch (CUDA-graph capture), planned without
-        sharing, not counted and not kept for reuse."""
+        (``plan_forest(previous=...)``). ``None`` when the batch cannot save ``min_saved`` of per-request KV bytes
+        (``dispatch.pat_pays``). ``count=False``: a dummy batch (CUDA-graph capture), planned without sharing, not
+        counted and not kept for reuse."""
         if not count:
             forest = PrefixForest.private(batch.seq_lens, batch.rows * self.row_stride)
             return plan_forest(forest, self.heads, self.device_spec, limits=limits, slot_table=self.slot_table,
@@ -187,7 +200,12 @@ class DecodeStepPlanner:
         if last is not None and self.reuse_plans and self._same_step_plan(last, batch, limits):
             self.counters.plans_reused += 1
             return last.plan
+        declined = self._declined
+        if min_saved > 0.0 and declined is not None and self.reuse_plans and declined.matches(batch):
+            return self._decline(batch, planned=False)
         forest = self.forest(batch)
+        if min_saved > 0.0 and forest.unique_tokens() > (1.0 - min_saved) * forest.request_tokens():
+            return self._decline(batch, planned=False)  # no plan of this forest could save min_saved
         plan = plan_forest(
             forest, self.heads, self.device_spec, limits=limits, slot_table=self.slot_table, previous=self._last_plan,
             row_stride=self.row_stride,
@@ -195,6 +213,9 @@ class DecodeStepPlanner:
         if plan.fallback:
             self.counters.coarse += 1
         self._last_plan = plan  # plan_forest re-makes it only for this forest's structure and arguments
+        if not pat_pays(plan.stats, min_saved):
+            return self._decline(batch, planned=True)
+        self._declined = None
         pb = batch.published
         # Kept for unchanged steps only if every request ends in an open item (each then has exactly one): a request
         # ending in a shared node has a closed end, which its growth would outrun.
@@ -205,6 +226,16 @@ class DecodeStepPlanner:
         else:
             self._planned = None
         return plan
+
+    def _decline(self, batch: StepBatch, planned: bool) -> None:
+        """Count a batch given no plan, and remember it (published batches only) so its next unchanged steps are
+        declined at once."""
+        self.counters.declined += 1
+        self.counters.declined_unplanned += not planned
+        self._planned = None
+        pb = batch.published
+        self._declined = _BatchKey.of(batch) if pb is not None and pb.entries is not None else None
+        return None
 
     @staticmethod
     def _same_step_plan(last: _Planned, batch: StepBatch, limits: PlanLimits | None) -> bool:

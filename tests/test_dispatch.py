@@ -114,16 +114,16 @@ def test_eager_steps_without_sharing_go_to_the_delegate() -> None:
         be.init_forward_metadata(fb)
         assert be.stats.steps == 1 and be.stats.row_reads == 0
         if shared:
-            assert be.forward_metadata is not None and be.stats.handed_over == 0 and delegate.calls == []
+            assert be.forward_metadata is not None and be.planner.counters.declined == 0 and delegate.calls == []
         else:
-            assert be.forward_metadata is None and be.stats.handed_over == 1
+            assert be.forward_metadata is None and be.planner.counters.declined == 1
             assert delegate.calls == ["init_forward_metadata"]
             assert be.forward_decode(None, None, None, runner.model[0], fb) == "delegate-decode"
-        assert ("served by the delegate " + str(be.stats.handed_over)) in be.stats.summary(be.planner.counters)
+        assert ("served by the delegate " + str(be.planner.counters.declined)) in be.stats.summary(be.planner.counters)
     h = _harness(False)
     be, delegate, _ = _backend(h, table, min_saved_fraction=0.0)  # 0: PAT serves every batch it can plan
     be.init_forward_metadata(decode_batch(h, table))
-    assert be.forward_metadata is not None and be.stats.handed_over == 0 and delegate.calls == []
+    assert be.forward_metadata is not None and be.planner.counters.declined == 0 and delegate.calls == []
     with pytest.raises(ValueError, match="min_saved_fraction"):
         _backend(h, table, min_saved_fraction=1.0)
 
@@ -188,7 +188,7 @@ def test_graph_variants_captured_and_replayed_per_step() -> None:
         assert target.replay_variant == want
         assert resolve(SimpleNamespace(attn_backend=target), view) == want
         if want == DELEGATE_VARIANT:
-            assert target.forward_metadata is None and target.stats.handed_over == 1
+            assert target.forward_metadata is None and target.planner.counters.declined == 1
             assert target_delegate.calls == ["init_forward_metadata_out_graph"]
         else:
             assert target.forward_metadata is not None and target.graph_buffers.plan is target.forward_metadata.plan
@@ -207,3 +207,56 @@ def test_zero_fraction_captures_one_graph() -> None:
     be, delegate, _ = _backend(h, table, min_saved_fraction=0.0)
     be.init_cuda_graph_state(8, 8)
     assert be.graph_variants == () and delegate.calls == []
+
+
+def _planner_steps(shared_len: int, seed: int, min_saved: float, steps: int = 4):
+    """A batch of 8 requests sharing ``shared_len`` radix tokens, decoded ``steps`` times (unchanged batch), planned
+    with the gate by one planner and without it by another (reuse off: every step planned); the gated planner's
+    answers, the ungated plans, and the gated planner."""
+    from sglang_harness import RadixHarness
+
+    from pat_sglang.config import DeviceSpec
+    from pat_sglang.decode_step import DecodeStepPlanner, StepBatch
+    from pat_sglang.sglang_patches.publish import publish_decode_batch
+
+    rng = np.random.default_rng(seed)
+    h = RadixHarness(max_reqs=32, max_context=1024, num_slots=1 << 14)
+    system = rng.integers(1000, 2000, size=shared_len).tolist()
+    for _ in range(8):
+        h.add_request(system + rng.integers(2000, 9000, size=int(rng.integers(60, 120))).tolist())
+    heads = HeadConfig(HQ, HKV, D, torch.bfloat16)
+    gated = DecodeStepPlanner(heads, DeviceSpec(), h.req_to_token)
+    plain = DecodeStepPlanner(heads, DeviceSpec(), h.req_to_token, reuse_plans=False)
+    table = ChainTable(enabled=True)
+    live = list(range(8))
+    got, want = [], []
+    for _ in range(steps):
+        h.decode(steps=1, only=live)
+        publish_decode_batch(h.schedule_batch(live), table)
+        pb = table.batch
+        batch = StepBatch(np.asarray(pb.rows, np.int64), np.array([h.seq_lens[i] for i in live], np.int64), 8, pb)
+        got.append(gated.plan(batch, min_saved=min_saved))
+        want.append(plain.plan(batch))
+    return got, want, gated
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("shared_len", [0, 6, 12, 24, 200])
+def test_planner_gate_equals_the_plan_bytes_rule(seed: int, shared_len: int) -> None:
+    """The planner's gate gives no plan exactly when the full plan would not pay (with any sharing: none, around the
+    threshold, most of each request); the first plan it gives is the plan. Declined unchanged steps are decided without
+    building a forest."""
+    f = dispatch.default_min_saved_fraction(HeadConfig(HQ, HKV, D, torch.bfloat16))
+    got, want, gated = _planner_steps(shared_len, seed, f)
+    for g, w in zip(got, want, strict=True):
+        assert (g is None) == (not dispatch.pat_pays(w.stats, f))
+    if got[0] is not None:  # later steps may take this same plan (open ends), the plain planner plans each anew
+        assert got[0].stats == want[0].stats and torch.equal(got[0].items, want[0].items)
+    c = gated.counters
+    assert c.declined == sum(g is None for g in got)
+    if got[0] is None:  # the batch is unchanged after the first step: declined again with no forest work
+        assert c.built == 1 and c.reused == 0 and c.declined_unplanned >= len(got) - 1
+    if shared_len == 0:
+        assert all(g is None for g in got) and c.declined_unplanned == len(got)  # the forest's bound, no plan
+    if shared_len == 200:
+        assert all(g is not None for g in got)

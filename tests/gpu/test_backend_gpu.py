@@ -468,4 +468,4 @@ def test_batches_sharing_too_little_run_on_the_delegate(env, graph: bool) -> Non
         assert torch.isfinite(got).all()
         assert rel_err(got, want) < 2e-2
     assert seen == [PAT_VARIANT, DELEGATE_VARIANT, PAT_VARIANT, DELEGATE_VARIANT]
-    assert be.stats.handed_over == 2 and be.stats.row_reads == 0
+    assert be.planner.counters.declined == 2 and be.stats.row_reads == 0
