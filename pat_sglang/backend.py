@@ -346,6 +346,8 @@ class PATAttnBackend(AttentionBackend):
         self._eager_plan: tuple[PackPlan, PackPlan] | None = None  # (host plan, its device copy), eager path
         self.stats = StepStats()
         self._warned: set[str] = set()
+        # (k_scale, v_scale) per layer id: fixed once the weights are loaded (checked at start-up by model_problems)
+        self._kv_scales: dict[int, tuple[float, float]] = {}
 
     # -------------------------------------------------------------------- metadata (once per step)
     def init_forward_metadata(self, forward_batch: Any) -> None:
@@ -510,7 +512,10 @@ class PATAttnBackend(AttentionBackend):
                 )
         k_buffer = self.token_to_kv_pool.get_key_buffer(layer.layer_id)
         v_buffer = self.token_to_kv_pool.get_value_buffer(layer.layer_id)
-        k_scale, v_scale = layer_kv_scales(layer, self.heads.kv_fp8)
+        scales = self._kv_scales.get(layer.layer_id)
+        if scales is None:
+            scales = self._kv_scales[layer.layer_id] = layer_kv_scales(layer, self.heads.kv_fp8)
+        k_scale, v_scale = scales
         q3 = q.reshape(-1, hq, d).contiguous()
         # open items end at the requests' lengths now (under CUDA graphs: the runner's static buffers)
         seq_lens, rows = forward_batch.seq_lens, forward_batch.req_pool_indices
