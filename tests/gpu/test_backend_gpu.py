@@ -13,11 +13,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from gpu_checks import GPU_ONLY
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
-]
+pytestmark = GPU_ONLY
 
 HQ, HKV, D = 32, 8, 128
 CONTEXT = 4096

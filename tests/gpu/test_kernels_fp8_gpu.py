@@ -13,25 +13,17 @@ import math
 import numpy as np
 import pytest
 import torch
+from gpu_checks import GPU_ONLY, assert_written_and_close, seed_counter
 
 import pat_sglang
 from pat_sglang.config import DeviceSpec, HeadConfig
 from pat_sglang.reference import naive_decode
 from pat_sglang.workloads import DecodeBatch, Tree, layout_tree, make_qkv, random_tree, tree_batch
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
-]
+pytestmark = GPU_ONLY
 
 FP8 = [torch.float8_e4m3fn, torch.float8_e5m2]
-TOL = 2e-2
-_seed = [5000]
-
-
-def _next_seed() -> int:
-    _seed[0] += 1
-    return _seed[0]
+_next_seed = seed_counter(5000)
 
 
 def fp8_inputs(batch: DecodeBatch, hq: int, hkv: int, d: int, dtype: torch.dtype, kv_dtype: torch.dtype, seed: int):
@@ -52,12 +44,9 @@ def check_batch(batch: DecodeBatch, hq: int, hkv: int, d: int, kv_dtype: torch.d
     res = pat_sglang.run(plan, q, k_in, v_in, out=out, k_scale=k_scale, v_scale=v_scale)
     torch.cuda.synchronize()
     assert res.data_ptr() == out.data_ptr()
-    got = out.double().cpu()
-    assert not torch.isnan(got).any(), f"{int(torch.isnan(got).sum())} output elements not written"
     ref = naive_decode(q.cpu(), k8.cpu(), v8.cpu(), batch.kv_indptr, batch.kv_indices, 1.0 / math.sqrt(d),
                        torch.float64, k_scale, v_scale)
-    err = float((got - ref).norm() / ref.norm())
-    assert err < TOL, f"relative error {err:.3e} (k_scale {k_scale:.3f}, v_scale {v_scale:.3f})"
+    assert_written_and_close(out, ref, f"k_scale {k_scale:.3f}, v_scale {v_scale:.3f}")
 
 
 @pytest.mark.parametrize("kv_dtype", FP8)
