@@ -385,3 +385,17 @@ def record_forests(planner: Any) -> list:
 
     planner.forest = forest
     return seen
+
+
+def graph_view(fb: ForwardBatch, padded_bs: int, fill: int) -> SimpleNamespace:
+    """What DecodeCudaGraphRunner passes at replay: padded buffers (row 0, seq_len ``fill``), no rids."""
+    pad = padded_bs - fb.batch_size
+    return SimpleNamespace(
+        forward_mode=ForwardMode.DECODE,
+        batch_size=padded_bs,
+        req_pool_indices=torch.cat([fb.req_pool_indices, torch.zeros(pad, dtype=torch.int64)]),
+        seq_lens=torch.cat([fb.seq_lens, torch.full((pad,), fill)]),
+        seq_lens_cpu=torch.cat([fb.seq_lens_cpu, torch.full((pad,), fill)]),
+        out_cache_loc=torch.cat([fb.out_cache_loc, torch.zeros(pad, dtype=torch.int64)]),
+        num_padding=pad,
+    )

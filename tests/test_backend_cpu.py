@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from sglang.srt.layers.radix_attention import RadixAttention
-from sglang.srt.model_executor.forward_batch_info import ForwardBatch, ForwardMode
+from sglang.srt.model_executor.forward_batch_info import ForwardMode
 from sglang_harness import (
     RadixHarness,
     RecordingDelegate,
@@ -17,6 +17,7 @@ from sglang_harness import (
     assert_reads_within_rows,
     decode_batch,
     fake_model_runner,
+    graph_view,
     naive_rows,
     plan_of_buffers,
     plan_work,
@@ -267,20 +268,6 @@ def test_cuda_graphs_refused_behind_switch(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(RuntimeError, match="--disable-cuda-graph"):
         be.init_cuda_graph_state(8, 8)
     assert be.get_cuda_graph_seq_len_fill_value() == 1
-
-
-def graph_view(fb: ForwardBatch, padded_bs: int, fill: int) -> SimpleNamespace:
-    """What DecodeCudaGraphRunner passes at replay: padded buffers (row 0, seq_len ``fill``), no rids."""
-    pad = padded_bs - fb.batch_size
-    return SimpleNamespace(
-        forward_mode=ForwardMode.DECODE,
-        batch_size=padded_bs,
-        req_pool_indices=torch.cat([fb.req_pool_indices, torch.zeros(pad, dtype=torch.int64)]),
-        seq_lens=torch.cat([fb.seq_lens, torch.full((pad,), fill)]),
-        seq_lens_cpu=torch.cat([fb.seq_lens_cpu, torch.full((pad,), fill)]),
-        out_cache_loc=torch.cat([fb.out_cache_loc, torch.zeros(pad, dtype=torch.int64)]),
-        num_padding=pad,
-    )
 
 
 @pytest.mark.parametrize("tiny", [False, True])

@@ -8,7 +8,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from sglang_harness import RadixHarness, RecordingDelegate, decode_batch, fake_model_runner, shared_prompts
+from sglang_harness import (
+    RadixHarness,
+    RecordingDelegate,
+    decode_batch,
+    fake_model_runner,
+    graph_view,
+    shared_prompts,
+)
 from threads import one_torch_thread
 
 from pat_sglang import dispatch
@@ -128,19 +135,6 @@ def test_eager_steps_without_sharing_go_to_the_delegate() -> None:
         _backend(h, table, min_saved_fraction=1.0)
 
 
-def _graph_view(fb, padded_bs: int, fill: int) -> SimpleNamespace:
-    pad = padded_bs - fb.batch_size
-    return SimpleNamespace(
-        forward_mode=fb.forward_mode,
-        batch_size=padded_bs,
-        req_pool_indices=torch.cat([fb.req_pool_indices, torch.zeros(pad, dtype=torch.int64)]),
-        seq_lens=torch.cat([fb.seq_lens, torch.full((pad,), fill)]),
-        seq_lens_cpu=torch.cat([fb.seq_lens_cpu, torch.full((pad,), fill)]),
-        out_cache_loc=torch.cat([fb.out_cache_loc, torch.zeros(pad, dtype=torch.int64)]),
-        num_padding=pad,
-    )
-
-
 def test_graph_variants_captured_and_replayed_per_step() -> None:
     """The runner's capture of one batch size runs once per variant, each capture preparing its own backend; each
     replay's graph label is the variant the step's metadata chose, on top of the runner's own label."""
@@ -157,7 +151,7 @@ def test_graph_variants_captured_and_replayed_per_step() -> None:
     captured: list[tuple[int, str | None, str | None, bool]] = []
 
     def capture_one_shape(runner, size, forward, stream_idx=None, variant_label=None):  # the runner's, in short
-        view = _graph_view(decode_batch(h_shared, table), size, fill)
+        view = graph_view(decode_batch(h_shared, table), size, fill)
         runner.attn_backend.init_forward_metadata_out_graph(view, in_capture=True)
         runner.attn_backend.init_forward_metadata_in_graph(view)
         captured.append((size, variant_label, be.capture_variant, be.forward_metadata is not None))
@@ -183,7 +177,7 @@ def test_graph_variants_captured_and_replayed_per_step() -> None:
         else:
             target, target_delegate = be, delegate
         target_delegate.calls.clear()
-        view = _graph_view(decode_batch(h, table), max_bs, fill)
+        view = graph_view(decode_batch(h, table), max_bs, fill)
         target.init_forward_metadata_out_graph(view)
         assert target.replay_variant == want
         assert resolve(SimpleNamespace(attn_backend=target), view) == want
