@@ -20,10 +20,11 @@ step reads anything back from the GPU and the work grows with nodes and requests
   sharing (its whole row as a private leaf): never wrong, only slower, and counted.
 
 With ``min_saved`` (the dispatch gate, ``pat_sglang.dispatch``) a batch that cannot save that fraction of per-request
-KV bytes gets no plan (``None``: the delegate serves it). The forest decides most such batches before any planning:
-no plan reads fewer bytes than the forest's unique tokens, so ``1 - unique / per-request tokens`` bounds every plan's
-saving. A declined batch stays declined while it is unchanged (its private leaves only grow, its saving only shrinks),
-so its next steps cost one batch comparison.
+KV bytes gets no plan (``None``: the delegate serves it). Most such batches are decided before any forest or plan: no
+plan reads fewer bytes than the batch's unique tokens, so ``1 - unique / per-request tokens`` bounds every plan's
+saving, and the unique tokens follow from the published paths alone (``unique_tokens``: each node's tokens once, plus
+every request's private part). A declined batch stays declined while it is unchanged (its private leaves only grow,
+its saving only shrinks), so its next steps cost one batch comparison.
 """
 
 from __future__ import annotations
@@ -148,14 +149,44 @@ class DecodeStepPlanner:
         self.row_stride = int(table.stride(0))
         self.max_len = int(table.shape[1])
 
-    def forest(self, batch: StepBatch) -> PrefixForest:
+    def _check_lengths(self, batch: StepBatch) -> None:
         seq = batch.seq_lens
         if (seq < 1).any() or (seq > self.max_len).any():
             raise ValueError(f"sequence lengths outside 1..{self.max_len} (req_to_token row width)")
+
+    @staticmethod
+    def _stale(batch: StepBatch) -> np.ndarray | None:
+        """Per real request, whether its published path is longer than the request (a path never trusted, reused or
+        not); ``None`` when nothing is published for the batch."""
+        pb = batch.published
+        if pb is None or pb.entries is None:
+            return None
+        return pb.cached > batch.seq_lens[: batch.n_real]
+
+    def unique_tokens(self, batch: StepBatch) -> int:
+        """The batch's distinct KV tokens, from its published paths alone: each radix node's tokens once, plus every
+        request's tokens past its path (a whole request where its path is missing or stale). Equals the unique tokens
+        of ``forest(batch)``, without building it."""
+        self._check_lengths(batch)
+        total = int(batch.seq_lens.sum())
+        stale = self._stale(batch)
+        if stale is None:
+            return total
+        req, key, length = batch.published.paths
+        if stale.any():
+            keep = ~stale[req]
+            req, key, length = req[keep], key[keep], length[keep]
+        if key.shape[0] == 0:
+            return total
+        _, first = np.unique(key, return_index=True)
+        return total - int(length.sum()) + int(length[first].sum())
+
+    def forest(self, batch: StepBatch) -> PrefixForest:
+        self._check_lengths(batch)
+        seq = batch.seq_lens
         pb = batch.published
         entries = pb.entries if pb is not None else None
-        # a path longer than its request is stale: never trusted, reused or not
-        stale = pb.cached > seq[: batch.n_real] if entries is not None else None
+        stale = self._stale(batch)
         last = self._reuse
         if last is not None and entries is not None and last.key.matches(batch) and not stale.any():
             grown = last.forest.with_lengths(seq)
@@ -203,9 +234,9 @@ class DecodeStepPlanner:
         declined = self._declined
         if min_saved > 0.0 and declined is not None and self.reuse_plans and declined.matches(batch):
             return self._decline(batch, planned=False)
+        if min_saved > 0.0 and self.unique_tokens(batch) > (1.0 - min_saved) * int(batch.seq_lens.sum()):
+            return self._decline(batch, planned=False)  # no plan of this batch could save min_saved
         forest = self.forest(batch)
-        if min_saved > 0.0 and forest.unique_tokens() > (1.0 - min_saved) * forest.request_tokens():
-            return self._decline(batch, planned=False)  # no plan of this forest could save min_saved
         plan = plan_forest(
             forest, self.heads, self.device_spec, limits=limits, slot_table=self.slot_table, previous=self._last_plan,
             row_stride=self.row_stride,

@@ -94,6 +94,7 @@ def plan_and_check(s: Setup, batch: StepBatch, seed: int, apart: frozenset[int] 
     plan = s.planner.plan(batch, limits)
     forest = s.forests[-1]
     assert slot_free_key(forest) == expected_key(s, batch, set(apart))
+    assert s.planner.unique_tokens(batch) == forest.unique_tokens()  # the gate's bound, without the forest
     assert forest.request_lengths.tolist() == batch.seq_lens.tolist()
     r2t = s.h.req_to_token
     assert plan.slot_table.data_ptr() == r2t.data_ptr() and plan.max_slot is None
