@@ -220,8 +220,9 @@ def default_delegate_name(model_runner: Any) -> tuple[str, str]:
     return "triton", why + "; using triton"
 
 
-def build_delegate(model_runner: Any) -> AttentionBackend:
-    """The SGLang backend that serves what PAT does not, built through SGLang's registry; logged once."""
+def build_delegate(model_runner: Any) -> tuple[AttentionBackend, str]:
+    """The SGLang backend that serves what PAT does not, built through SGLang's registry, and its name; logged
+    once."""
     from sglang.srt.layers.attention.attention_registry import ATTENTION_BACKENDS
 
     name = os.environ.get(DELEGATE_ENV)
@@ -232,7 +233,7 @@ def build_delegate(model_runner: Any) -> AttentionBackend:
     else:
         name, why = default_delegate_name(model_runner)
     logger.info(f"PAT: prefill/extend and declined decode batches go to the {name!r} attention backend ({why})")
-    return ATTENTION_BACKENDS[name](model_runner)
+    return ATTENTION_BACKENDS[name](model_runner), name
 
 
 @dataclass(frozen=True)
@@ -315,7 +316,11 @@ class PATAttnBackend(AttentionBackend):
         self.req_to_token_pool = model_runner.req_to_token_pool
         self.token_to_kv_pool = model_runner.token_to_kv_pool
         self.planner = DecodeStepPlanner(heads, self.device_spec, self.req_to_token_pool.req_to_token)
-        self.delegate = delegate if delegate is not None else build_delegate(model_runner)
+        # The delegate's name sets the dispatch gate's default (None: one passed in, judged as fa3)
+        delegate_name: str | None = None
+        if delegate is None:
+            delegate, delegate_name = build_delegate(model_runner)
+        self.delegate = delegate
         # This rank's paths: the table bound to its ReqToTokenPool (the scheduler patch publishes each batch
         # into its pool's table), a fresh one unless this pool already has one or one is passed in.
         pool = self.req_to_token_pool
@@ -325,7 +330,7 @@ class PATAttnBackend(AttentionBackend):
         self.chain_table.enabled = True  # publishing costs scheduler time: on only for pools a PAT backend reads
         # Decode batches whose plan saves less than this fraction of per-request KV bytes go to the delegate.
         if min_saved_fraction is None:
-            min_saved_fraction = configured_min_saved_fraction(heads)
+            min_saved_fraction = configured_min_saved_fraction(heads, delegate_name)
         elif not 0.0 <= min_saved_fraction < 1.0:
             raise ValueError(f"min_saved_fraction must be in [0, 1), got {min_saved_fraction}")
         self.min_saved_fraction = min_saved_fraction

@@ -8,9 +8,10 @@ faster by the delegate, which the backend already holds for prefill. The rule re
 most ``1 - min_saved_fraction`` of what per-request decode reads.
 
 ``min_saved_fraction`` follows from how much slower PAT's forward is than the delegate's decode on the same bytes
-(``NO_SHARING_TIME_RATIO``, by KV element size), with a margin so that a batch near the break-even point goes to the
-delegate: ``1 - 1 / (ratio * margin)``. ``PAT_SGLANG_MIN_SAVED_FRACTION`` overrides it (0 makes PAT serve every decode
-batch it can plan, for benchmarks of PAT's own kernels).
+(``NO_SHARING_TIME_RATIOS``, by delegate and KV element size), with a margin so that a batch near the break-even point
+goes to the delegate: ``1 - 1 / (ratio * margin)``, or 0 where PAT is the faster of the two even without sharing.
+``PAT_SGLANG_MIN_SAVED_FRACTION`` overrides it (0 makes PAT serve every decode batch it can plan, for benchmarks of
+PAT's own kernels).
 """
 
 from __future__ import annotations
@@ -22,26 +23,38 @@ from .planner import PlanStats
 
 MIN_SAVED_FRACTION_ENV = "PAT_SGLANG_MIN_SAVED_FRACTION"
 
-# PAT's decode time over fa3's on batches without sharing, attention alone (H200, 2026-11-29): bf16/fp16 pools from the
-# kernel benchmark (1.08x on the Mooncake head, 1.12x on 64 x 4096 tokens) and the serving A/B (decode step 1.07x, of
-# which attention is about 60%: 1.12x); FP8 pools from the FP8 serving A/B (decode step 1.32x: about 1.5x on attention).
-NO_SHARING_TIME_RATIO_16BIT = 1.12
-NO_SHARING_TIME_RATIO_FP8 = 1.55
+# PAT's decode time over the delegate's on batches without sharing, attention alone, as (16-bit KV, FP8 KV):
+# * fa3 (H200, 2026-11-29): 16-bit from the kernel benchmark (1.08x on the Mooncake head, 1.12x on 64 x 4096 tokens) and
+#   the serving A/B (decode step 1.07x, of which attention is about 60%: 1.12x); FP8 from the FP8 serving A/B (decode
+#   step 1.32x: about 1.5x on attention);
+# * flashinfer (H200, 2026-11-28/29 kernel benchmarks): 0.99-1.06x without sharing; FP8 private rows 1.16-1.30x;
+# * triton (H100, 2026-11-24 kernel benchmark): SGLang's Triton decode takes 1.17-1.35x PAT's time on private rows, so
+#   PAT serves every batch; its FP8 decode was not measured: fa3's ratio stands in (the largest measured).
+# A delegate not listed (or one passed in without a name) takes fa3's ratios, the largest measured.
+NO_SHARING_TIME_RATIOS: dict[str, tuple[float, float]] = {
+    "fa3": (1.12, 1.55),
+    "flashinfer": (1.06, 1.30),
+    "triton": (0.86, 1.55),
+}
+FALLBACK_RATIOS = NO_SHARING_TIME_RATIOS["fa3"]
 # Batches that would gain less than this factor go to the delegate: the ratios above vary by shape, by a few percent.
 DISPATCH_MARGIN = 1.05
 
 
-def default_min_saved_fraction(heads: HeadConfig) -> float:
-    """The fraction of per-request KV bytes a plan must save for PAT to serve its batch, for this KV format."""
-    ratio = NO_SHARING_TIME_RATIO_FP8 if heads.kv_fp8 else NO_SHARING_TIME_RATIO_16BIT
-    return 1.0 - 1.0 / (ratio * DISPATCH_MARGIN)
+def default_min_saved_fraction(heads: HeadConfig, delegate: str | None = None) -> float:
+    """The fraction of per-request KV bytes a plan must save for PAT to serve its batch, for this KV format and the
+    delegate backend named ``delegate`` (0: PAT serves every batch)."""
+    ratio_16bit, ratio_fp8 = NO_SHARING_TIME_RATIOS.get(delegate or "", FALLBACK_RATIOS)
+    ratio = ratio_fp8 if heads.kv_fp8 else ratio_16bit
+    return max(0.0, 1.0 - 1.0 / (ratio * DISPATCH_MARGIN))
 
 
-def configured_min_saved_fraction(heads: HeadConfig) -> float:
-    """``PAT_SGLANG_MIN_SAVED_FRACTION`` if set (a number in [0, 1)), else the default for ``heads``."""
+def configured_min_saved_fraction(heads: HeadConfig, delegate: str | None = None) -> float:
+    """``PAT_SGLANG_MIN_SAVED_FRACTION`` if set (a number in [0, 1)), else the default for ``heads`` and
+    ``delegate``."""
     raw = os.environ.get(MIN_SAVED_FRACTION_ENV)
     if raw is None or raw.strip() == "":
-        return default_min_saved_fraction(heads)
+        return default_min_saved_fraction(heads, delegate)
     try:
         value = float(raw)
     except ValueError:

@@ -52,14 +52,23 @@ def _flat_plan(lengths: list[int], shared: int, seed: int):
     return plan_forest(forest, HeadConfig(HQ, HKV, D, torch.bfloat16), slot_table=torch.from_numpy(indices))
 
 
-def test_default_fractions_follow_the_measured_ratios() -> None:
+@pytest.mark.parametrize("delegate", [None, "fa3", "flashinfer", "triton", "some_other_backend"])
+def test_default_fractions_follow_the_measured_ratios(delegate: str | None) -> None:
     bf16 = HeadConfig(HQ, HKV, D, torch.bfloat16)
     fp8 = HeadConfig(HQ, HKV, D, torch.bfloat16, kv_dtype=torch.float8_e4m3fn)
-    f16 = dispatch.default_min_saved_fraction(bf16)
-    f8 = dispatch.default_min_saved_fraction(fp8)
-    assert f16 == pytest.approx(1 - 1 / (dispatch.NO_SHARING_TIME_RATIO_16BIT * dispatch.DISPATCH_MARGIN))
-    assert f8 == pytest.approx(1 - 1 / (dispatch.NO_SHARING_TIME_RATIO_FP8 * dispatch.DISPATCH_MARGIN))
-    assert 0.0 < f16 < f8 < 1.0
+    f16 = dispatch.default_min_saved_fraction(bf16, delegate)
+    f8 = dispatch.default_min_saved_fraction(fp8, delegate)
+    r16, r8 = dispatch.NO_SHARING_TIME_RATIOS.get(delegate or "", dispatch.FALLBACK_RATIOS)
+    for f, r in ((f16, r16), (f8, r8)):
+        assert f == pytest.approx(max(0.0, 1 - 1 / (r * dispatch.DISPATCH_MARGIN)))
+        assert 0.0 <= f < 1.0
+    assert f16 <= f8  # FP8 pools: PAT's forward is further behind
+    if delegate == "triton":
+        assert f16 == 0.0  # SGLang's Triton decode is slower than PAT's forward without sharing: PAT serves all
+    if delegate in (None, "fa3", "some_other_backend"):  # fa3, the largest measured ratios, for unknown delegates
+        assert (f16, f8) == (dispatch.default_min_saved_fraction(bf16, "fa3"),
+                             dispatch.default_min_saved_fraction(fp8, "fa3"))
+        assert f16 > dispatch.default_min_saved_fraction(bf16, "flashinfer") > 0.0
 
 
 def test_fraction_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -256,3 +265,45 @@ def test_planner_gate_equals_the_plan_bytes_rule(seed: int, shared_len: int) -> 
         assert all(g is None for g in got) and c.declined_unplanned == len(got) and c.built == 0  # the bound
     if shared_len == 200:
         assert all(g is not None for g in got)
+
+
+@pytest.mark.parametrize("name", ["fa3", "flashinfer", "triton"])
+def test_named_delegate_built_through_the_registry_sets_the_gate(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """``PAT_SGLANG_DELEGATE`` names the delegate; the backend builds it from SGLang's registry and takes that
+    delegate's default fraction (triton: 0, PAT serves every batch)."""
+    from sglang.srt.layers.attention.attention_registry import ATTENTION_BACKENDS
+
+    from pat_sglang.backend import DELEGATE_ENV
+
+    built = []
+    monkeypatch.setitem(ATTENTION_BACKENDS, name, lambda runner: built.append(runner) or RecordingDelegate())
+    monkeypatch.setenv(DELEGATE_ENV, name)
+    h = _harness(True)
+    runner = fake_model_runner(h, HQ, HKV, D, 2, torch.bfloat16)
+    be = PATAttnBackend(runner, chain_table=ChainTable())
+    assert isinstance(be.delegate, RecordingDelegate) and built == [runner]
+    assert be.min_saved_fraction == dispatch.default_min_saved_fraction(be.heads, name)
+    if name == "triton":
+        assert be.min_saved_fraction == 0.0
+    for bad in ("pat", "no_such_backend"):
+        monkeypatch.setenv(DELEGATE_ENV, bad)
+        with pytest.raises(ValueError, match=DELEGATE_ENV):
+            PATAttnBackend(runner, chain_table=ChainTable())
+
+
+def test_default_delegate_built_and_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ``PAT_SGLANG_DELEGATE``: the backend SGLang would pick, or the first usable fallback (a CPU runner has
+    no SGLang default), and that delegate's fraction."""
+    from sglang.srt.layers.attention.attention_registry import ATTENTION_BACKENDS
+
+    from pat_sglang.backend import DELEGATE_ENV, default_delegate_name
+
+    monkeypatch.delenv(DELEGATE_ENV, raising=False)
+    h = _harness(True)
+    runner = fake_model_runner(h, HQ, HKV, D, 2, torch.bfloat16)
+    name, why = default_delegate_name(runner)
+    assert name in ATTENTION_BACKENDS and name != "pat" and why
+    monkeypatch.setitem(ATTENTION_BACKENDS, name, lambda runner: RecordingDelegate())
+    be = PATAttnBackend(runner, chain_table=ChainTable())
+    assert isinstance(be.delegate, RecordingDelegate)
+    assert be.min_saved_fraction == dispatch.default_min_saved_fraction(be.heads, name)
