@@ -413,7 +413,14 @@ class PATAttnBackend(AttentionBackend):
             self.graph_buffers.load(plan)
             self.forward_metadata = PATMetadata(plan, static=True)
             return
-        self.forward_metadata = self._prepare(forward_batch, static=True)
+        try:
+            self.forward_metadata = self._prepare(forward_batch, static=True)
+        except ValueError as e:  # with a delegate graph to replay, a batch PAT cannot plan is served by the delegate
+            if not self.graph_variants:
+                raise
+            self.forward_metadata = None
+            self.stats.delegated += 1
+            self._warn_once("delegated", f"PAT could not plan a decode batch ({e}); the delegate serves it")
         self.replay_variant = PAT_VARIANT if self.forward_metadata is not None else DELEGATE_VARIANT
         if self.forward_metadata is None:
             self.delegate.init_forward_metadata_out_graph(forward_batch)

@@ -307,3 +307,25 @@ def test_default_delegate_built_and_named(monkeypatch: pytest.MonkeyPatch) -> No
     be = PATAttnBackend(runner, chain_table=ChainTable())
     assert isinstance(be.delegate, RecordingDelegate)
     assert be.min_saved_fraction == dispatch.default_min_saved_fraction(be.heads, name)
+
+
+def test_graph_step_pat_cannot_plan_replays_the_delegate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under CUDA graphs with the delegate's graph captured, a batch the planner refuses is replayed on the delegate
+    (counted, logged once), as in eager mode; without variants the refusal is raised, never guessed at."""
+    table = ChainTable()
+    h = _harness(True)
+    be, delegate, _ = _backend(h, table)
+    be.init_cuda_graph_state(16, 16)
+    fill = be.get_cuda_graph_seq_len_fill_value()
+
+    def refuse(*args, **kwargs):
+        raise ValueError("over the plan limits")
+
+    monkeypatch.setattr(be.planner, "plan", refuse)
+    delegate.calls.clear()
+    be.init_forward_metadata_out_graph(graph_view(decode_batch(h, table), 16, fill))
+    assert be.replay_variant == DELEGATE_VARIANT and be.forward_metadata is None and be.stats.delegated == 1
+    assert delegate.calls == ["init_forward_metadata_out_graph"]
+    be.graph_variants = ()
+    with pytest.raises(ValueError, match="plan limits"):
+        be.init_forward_metadata_out_graph(graph_view(decode_batch(h, table), 16, fill))
