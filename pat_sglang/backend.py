@@ -301,8 +301,8 @@ class PATAttnBackend(AttentionBackend):
         min_saved_fraction: float | None = None,
     ) -> None:
         """``min_saved_fraction``: decode batches whose plan saves less than this fraction of per-request KV bytes go
-        to the delegate (``pat_sglang.dispatch``; default: ``PAT_SGLANG_MIN_SAVED_FRACTION`` or the KV format's own;
-        0: PAT serves every decode batch it can plan)."""
+        to the delegate (``pat_sglang.dispatch``; default: ``PAT_SGLANG_MIN_SAVED_FRACTION``, else the measured one
+        for the delegate and the KV format; 0: PAT serves every decode batch it can plan)."""
         super().__init__()
         self.device = runner_device(model_runner)
         heads, problems = model_problems(model_runner, kernels=self.device.type == "cuda")
