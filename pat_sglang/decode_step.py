@@ -82,8 +82,12 @@ class _BatchKey:
     n_real: int
 
     @staticmethod
-    def of(batch: StepBatch) -> _BatchKey:
-        return _BatchKey(batch.published.entries, batch.rows.copy(), batch.n_real)
+    def of(batch: StepBatch) -> _BatchKey | None:
+        """The key of ``batch``; ``None`` when nothing is published for it (such a batch is never kept)."""
+        pb = batch.published
+        if pb is None or pb.entries is None:
+            return None
+        return _BatchKey(pb.entries, batch.rows.copy(), batch.n_real)
 
     def matches(self, batch: StepBatch) -> bool:
         pb = batch.published
@@ -183,19 +187,18 @@ class DecodeStepPlanner:
 
     def forest(self, batch: StepBatch) -> PrefixForest:
         self._check_lengths(batch)
-        seq = batch.seq_lens
-        pb = batch.published
-        entries = pb.entries if pb is not None else None
         stale = self._stale(batch)
         last = self._reuse
-        if last is not None and entries is not None and last.key.matches(batch) and not stale.any():
-            grown = last.forest.with_lengths(seq)
+        # a matching key means the batch is published (stale is an array): the same entries, rows and real count
+        if last is not None and last.key.matches(batch) and not stale.any():
+            grown = last.forest.with_lengths(batch.seq_lens)
             if grown is not None:
                 self.counters.reused += 1
                 last.forest = grown
                 return grown
         forest = self._build(batch, stale)
-        self._reuse = _Reuse(_BatchKey.of(batch), forest) if entries is not None else None
+        key = _BatchKey.of(batch)
+        self._reuse = _Reuse(key, forest) if key is not None else None
         return forest
 
     def _build(self, batch: StepBatch, stale: np.ndarray | None) -> PrefixForest:
@@ -247,13 +250,13 @@ class DecodeStepPlanner:
         if not pat_pays(plan.stats, min_saved):
             return self._decline(batch, planned=True)
         self._declined = None
-        pb = batch.published
         # Kept for unchanged steps only if every request ends in an open item (each then has exactly one): a request
         # ending in a shared node has a closed end, which its growth would outrun.
-        if pb is not None and pb.entries is not None and plan.num_open == plan.num_requests:
+        key = _BatchKey.of(batch) if plan.num_open == plan.num_requests else None
+        if key is not None:
             seq = batch.seq_lens.copy()
             cap = np.minimum(seq + replan_growth_tokens(plan), self.max_len)  # never past the row's width
-            self._planned = _Planned(plan, _BatchKey.of(batch), seq, limits, cap)
+            self._planned = _Planned(plan, key, seq, limits, cap)
         else:
             self._planned = None
         return plan
@@ -264,12 +267,10 @@ class DecodeStepPlanner:
         self.counters.declined += 1
         self.counters.declined_unplanned += not planned
         self._planned = None
-        pb = batch.published
-        self._declined = _BatchKey.of(batch) if pb is not None and pb.entries is not None else None
+        self._declined = _BatchKey.of(batch)
         return None
 
-    @staticmethod
-    def _same_step_plan(last: _Planned, batch: StepBatch, limits: PlanLimits | None) -> bool:
+    def _same_step_plan(self, last: _Planned, batch: StepBatch, limits: PlanLimits | None) -> bool:
         """``last.plan`` serves ``batch``: the same published entries, rows and limits, no path stale, and every
         request at least as long as planned and grown by at most the bound."""
         if not last.key.matches(batch):
@@ -280,6 +281,6 @@ class DecodeStepPlanner:
         return bool(
             (seq >= last.seq_lens).all()
             and (seq <= last.max_seq_lens).all()
-            and not (batch.published.cached > seq[: batch.n_real]).any()
+            and not self._stale(batch).any()
         )
 
