@@ -58,7 +58,7 @@ from sglang.srt.layers.attention.base_attn_backend import AttentionBackend
 from .api import run
 from .config import FP8_KV_DTYPES, DeviceSpec, HeadConfig, check_supported
 from .decode_step import PADDING_ROW, DecodeStepPlanner, StepBatch
-from .dispatch import MIN_SAVED_FRACTION_ENV, configured_min_saved_fraction
+from .dispatch import MIN_SAVED_FRACTION_ENV, checked_fraction, configured_min_saved_fraction
 from .planner import PackPlan, host_int64
 from .sglang_patches.chain_table import ChainTable, chain_table_for
 from .sglang_patches.core import graph_variants_patched
@@ -331,13 +331,11 @@ class PATAttnBackend(AttentionBackend):
         # Decode batches whose plan saves less than this fraction of per-request KV bytes go to the delegate.
         if min_saved_fraction is None:
             min_saved_fraction = configured_min_saved_fraction(heads, delegate_name)
-        elif not 0.0 <= min_saved_fraction < 1.0:
-            raise ValueError(f"min_saved_fraction must be in [0, 1), got {min_saved_fraction}")
-        self.min_saved_fraction = min_saved_fraction
-        if min_saved_fraction > 0.0:
+        self.min_saved_fraction = checked_fraction(min_saved_fraction, "min_saved_fraction")
+        if self.min_saved_fraction > 0.0:
             logger.info(
-                f"PAT: decode batches whose plan saves less than {100 * min_saved_fraction:.1f}% of per-request KV "
-                f"bytes run on the delegate ({MIN_SAVED_FRACTION_ENV}; 0: PAT serves every batch it can plan)"
+                f"PAT: decode batches whose plan saves less than {100 * self.min_saved_fraction:.1f}% of per-request "
+                f"KV bytes run on the delegate ({MIN_SAVED_FRACTION_ENV}; 0: PAT serves every batch it can plan)"
             )
         else:
             logger.info("PAT: serves every decode batch it can plan (min saved fraction 0)")
@@ -359,11 +357,7 @@ class PATAttnBackend(AttentionBackend):
         """Eager entry point: plan decode batches, hand everything else to the delegate."""
         self.forward_metadata = None
         if forward_batch.forward_mode.is_decode():
-            try:
-                self.forward_metadata = self._prepare(forward_batch, static=False)
-            except ValueError as e:  # a batch PAT cannot plan is served by the delegate, never guessed at
-                self.stats.delegated += 1
-                self._warn_once("delegated", f"PAT could not plan a decode batch ({e}); the delegate serves it")
+            self.forward_metadata = self._prepare_or_hand_over(forward_batch, static=False)
             if self.forward_metadata is not None:
                 return
         self.delegate.init_forward_metadata(forward_batch)
@@ -413,14 +407,7 @@ class PATAttnBackend(AttentionBackend):
             self.graph_buffers.load(plan)
             self.forward_metadata = PATMetadata(plan, static=True)
             return
-        try:
-            self.forward_metadata = self._prepare(forward_batch, static=True)
-        except ValueError as e:  # with a delegate graph to replay, a batch PAT cannot plan is served by the delegate
-            if not self.graph_variants:
-                raise
-            self.forward_metadata = None
-            self.stats.delegated += 1
-            self._warn_once("delegated", f"PAT could not plan a decode batch ({e}); the delegate serves it")
+        self.forward_metadata = self._prepare_or_hand_over(forward_batch, static=True)
         self.replay_variant = PAT_VARIANT if self.forward_metadata is not None else DELEGATE_VARIANT
         if self.forward_metadata is None:
             self.delegate.init_forward_metadata_out_graph(forward_batch)
@@ -430,6 +417,19 @@ class PATAttnBackend(AttentionBackend):
             self.delegate.init_forward_metadata_in_graph(forward_batch)
         # PAT decode: nothing to record; StaticPlanBuffers.load staged the plan before capture/replay, and the open
         # items end at the runner's static seq_lens / req_pool_indices, which it fills before each replay
+
+    def _prepare_or_hand_over(self, forward_batch: Any, static: bool) -> PATMetadata | None:
+        """``_prepare``, with a batch PAT cannot plan handed to the delegate (``None``, counted, logged once) wherever
+        the delegate can take it: always eagerly, under CUDA graphs only with the delegate's graph captured (else the
+        error stands: never guessed at)."""
+        try:
+            return self._prepare(forward_batch, static)
+        except ValueError as e:
+            if static and not self.graph_variants:
+                raise
+            self.stats.delegated += 1
+            self._warn_once("delegated", f"PAT could not plan a decode batch ({e}); the delegate serves it")
+            return None
 
     def _prepare(self, forward_batch: Any, static: bool) -> PATMetadata | None:
         """The step's plan, loaded where the kernels read it; ``None`` when the delegate serves the step."""

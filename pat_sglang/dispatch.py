@@ -59,8 +59,14 @@ def configured_min_saved_fraction(heads: HeadConfig, delegate: str | None = None
         value = float(raw)
     except ValueError:
         raise ValueError(f"{MIN_SAVED_FRACTION_ENV}={raw!r} is not a number") from None
+    return checked_fraction(value, f"{MIN_SAVED_FRACTION_ENV}={raw!r}")
+
+
+def checked_fraction(value: float, what: str) -> float:
+    """``value`` if it is a fraction PAT can gate on ([0, 1): 1 would decline every batch); ``ValueError`` naming
+    ``what`` otherwise."""
     if not 0.0 <= value < 1.0:
-        raise ValueError(f"{MIN_SAVED_FRACTION_ENV}={raw!r}: the fraction must be in [0, 1)")
+        raise ValueError(f"{what}: the fraction must be in [0, 1), got {value}")
     return value
 
 
