@@ -177,14 +177,13 @@ def test_graph_variants_captured_and_replayed_per_step() -> None:
     assert be.capture_variant is None and be.stats.steps == 0  # capture batches are not serving steps
 
     resolve = wrap_resolve_lora_variant(lambda runner, fb: None)
-    for h, want in ((h_shared, PAT_VARIANT), (h_alone, DELEGATE_VARIANT), (h_shared, PAT_VARIANT)):
-        be.chain_table = table
-        if h is h_alone:  # the other batch's runner: its own pools, the same backend code path
-            be_alone, delegate_alone, _ = _backend(h_alone, table)
-            be_alone.init_cuda_graph_state(max_bs, max_bs)
-            target, target_delegate = be_alone, delegate_alone
-        else:
-            target, target_delegate = be, delegate
+    be_alone, delegate_alone, _ = _backend(h_alone, table)  # the unshared batch's runner: its own pools
+    be_alone.init_cuda_graph_state(max_bs, max_bs)
+    for target, target_delegate, h, want in (
+        (be, delegate, h_shared, PAT_VARIANT),
+        (be_alone, delegate_alone, h_alone, DELEGATE_VARIANT),
+        (be, delegate, h_shared, PAT_VARIANT),
+    ):
         target_delegate.calls.clear()
         view = graph_view(decode_batch(h, table), max_bs, fill)
         target.init_forward_metadata_out_graph(view)

@@ -134,6 +134,7 @@ PATCH_SETS: dict[str, tuple[Patch, ...]] = {
         PUBLISH_DECODE_CHAINS, COUNT_RADIX_SPLITS, COUNT_RADIX_RECACHING, CAPTURE_GRAPH_VARIANTS, REPLAY_GRAPH_VARIANT,
     ),
 }
+SUPPORTED_SGLANG_VERSIONS: tuple[str, ...] = tuple(PATCH_SETS)
 # Both graph-variant patches, or neither: the backend captures per-variant graphs only when both are in place.
 GRAPH_VARIANT_PATCHES: tuple[Patch, ...] = (CAPTURE_GRAPH_VARIANTS, REPLAY_GRAPH_VARIANT)
 
@@ -144,7 +145,6 @@ def graph_variants_patched() -> bool:
         return all(p.is_applied() for p in GRAPH_VARIANT_PATCHES)
     except RuntimeError:  # the runner class is not there (another SGLang layout)
         return False
-SUPPORTED_SGLANG_VERSIONS: tuple[str, ...] = tuple(PATCH_SETS)
 
 
 def installed_sglang_version() -> str:
