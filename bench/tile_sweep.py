@@ -16,6 +16,10 @@ table, page size 1, scheduler metadata precomputed as SGLang's fa3 backend does,
 FlashInfer's paged decode with tensor cores (eager; kernels of hundreds of us hide the launch). Every
 implementation is checked against float64 attention on 8 sampled requests first.
 
+``--kv-dtype fp8_e4m3`` (or ``fp8_e5m2``): the pools hold FP8 (the bf16 values / 0.5, so the K and V scales are 0.5)
+and the reference reads them dequantised; the peers are left out (their FP8 paths are the kernel benchmark's), and a
+``bf16`` column times the table's kernel on the bf16 pools the FP8 ones were made from (twice the bytes).
+
     python3 bench/tile_sweep.py [--variants 32/2/4 32/3/3 16/6/3 32/4/2 64/2/2] [--cases ...] [--reps 30]
 """
 
@@ -36,9 +40,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_kernels import fa3_decode, time_graph  # noqa: E402
 from split_waves import fi_time, mooncake_rows  # noqa: E402
 
-from pat_sglang.config import DeviceSpec, HeadConfig, load_tile_table  # noqa: E402
+from pat_sglang.config import FP8_KV_DTYPES, DeviceSpec, HeadConfig, load_tile_table  # noqa: E402
 from pat_sglang.forest import PrefixForest  # noqa: E402
-from pat_sglang.kernels import KernelTune, launch_plan  # noqa: E402
+from pat_sglang.kernels import FP8_KV_NAMES, KernelTune, launch_plan  # noqa: E402
 from pat_sglang.planner import plan_forest  # noqa: E402
 from pat_sglang.reference import naive_decode  # noqa: E402
 from pat_sglang.workloads import make_qkv, standard_batch  # noqa: E402
@@ -90,24 +94,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--kv-dtype", choices=("bf16", *FP8_KV_NAMES), default="bf16",
+                    help="KV pool dtype (FP8: scales 0.5, no peers, a bf16 column)")
     args = ap.parse_args(argv)
+    fp8 = args.kv_dtype != "bf16"
+    heads = HeadConfig(32, 8, 128, torch.bfloat16, FP8_KV_NAMES[args.kv_dtype]) if fp8 else HEADS
+    kv_scale = 0.5 if fp8 else 1.0
+    assert not fp8 or heads.kv_dtype in FP8_KV_DTYPES
     rng = np.random.default_rng(0)
     real = DeviceSpec.from_torch(torch.device("cuda"))
     table_ctas = load_tile_table(real.arch).min_ctas_per_sm[HEADS.head_dim]
     tunes = [None] + [parse_variant(t) for t in args.variants]
     names = ["table"] + list(args.variants)
-    peers = [] if args.no_peers else ["fa3", "fi_tc"]
+    peers = ["bf16"] if fp8 else [] if args.no_peers else ["fa3", "fi_tc"]
     print(f"device: {torch.cuda.get_device_name()}; SMs {real.sm_count}; times in us (median); table variant "
           f"{load_tile_table(real.arch).kv_tile(128)}/{load_tile_table(real.arch).stages[128]}/{table_ctas}")
     print(f"{'case':>11} " + "".join(f"{c:>10}" for c in names + peers))
     for name in args.cases:
         indptr, indices, slots = case_batch(name, rng)
-        q, k, v = make_qkv(indptr.shape[0] - 1, 32, 8, 128, slots, torch.bfloat16, "cuda", seed=1)
+        q, k16, v16 = make_qkv(indptr.shape[0] - 1, 32, 8, 128, slots, torch.bfloat16, "cuda", seed=1)
+        k, v = k16, v16
+        if fp8:  # stored = value / scale; the kernels and the reference read stored * scale
+            k, v = (k16.float() / kv_scale).to(heads.kv_dtype), (v16.float() / kv_scale).to(heads.kv_dtype)
         sel = np.linspace(0, q.shape[0] - 1, 8).astype(int)
         ip = indptr.tolist()
         sub_ptr = torch.tensor([0] + list(np.cumsum([ip[i + 1] - ip[i] for i in sel])), dtype=torch.int64)
         sub_idx = torch.cat([indices[ip[i] : ip[i + 1]] for i in sel])
-        ref = (sel, naive_decode(q[sel].cpu(), k.cpu(), v.cpu(), sub_ptr, sub_idx, 1 / math.sqrt(128)))
+        k_ref, v_ref = (k.cpu().float() * kv_scale, v.cpu().float() * kv_scale) if fp8 else (k.cpu(), v.cpu())
+        ref = (sel, naive_decode(q[sel].cpu(), k_ref, v_ref, sub_ptr, sub_idx, 1 / math.sqrt(128)))
         forest = PrefixForest.from_flat(indptr, indices)
         cells = []
         for tune in tunes:
@@ -115,10 +129,10 @@ def main(argv: list[str] | None = None) -> int:
             # plan for this variant's occupancy: the planner reads the table's CTAs per SM, so scale the SMs
             spec = DeviceSpec(sm_count=max(1, real.sm_count * ctas // table_ctas), ctas_per_sm=real.ctas_per_sm,
                               arch=real.arch)
-            plan = plan_forest(forest, HEADS, spec).to("cuda")
+            plan = plan_forest(forest, heads, spec).to("cuda")
             out = torch.full_like(q, float("nan"))
             try:
-                launch_plan(plan, q, k, v, 1 / math.sqrt(128), out=out, tune=tune)
+                launch_plan(plan, q, k, v, 1 / math.sqrt(128), out=out, tune=tune, k_scale=kv_scale, v_scale=kv_scale)
                 torch.cuda.synchronize()
             except Exception as e:  # a variant that does not build or fit (shared memory, registers)
                 cells.append(f"{'n/a':>10}")
@@ -128,11 +142,17 @@ def main(argv: list[str] | None = None) -> int:
             if not err < 2e-2:
                 raise SystemExit(f"{name} {tune}: relative error {err:.2e}")
             us = time_graph(lambda _, plan=plan, out=out, tune=tune, q=q, k=k, v=v: launch_plan(
-                plan, q, k, v, 1 / math.sqrt(128), out=out, tune=tune), 1, args.reps)
+                plan, q, k, v, 1 / math.sqrt(128), out=out, tune=tune, k_scale=kv_scale, v_scale=kv_scale), 1,
+                args.reps)
             cells.append(f"{us:10.1f}")
         for peer in peers:
             try:
-                if peer == "fa3":
+                if peer == "bf16":  # the table's kernel on the bf16 pools the FP8 ones were made from
+                    plan16 = plan_forest(forest, HEADS, real).to("cuda")
+                    out16 = torch.empty_like(q)
+                    us = time_graph(lambda _, plan16=plan16, out16=out16, q=q, k16=k16, v16=v16: launch_plan(
+                        plan16, q, k16, v16, 1 / math.sqrt(128), out=out16), 1, args.reps)
+                elif peer == "fa3":
                     us = fa3_time(indptr, indices, q, k, v, ref, args.reps)
                 else:
                     us = fi_time(indptr, indices, q, k, v, True, ref, args.reps)
