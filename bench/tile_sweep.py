@@ -49,6 +49,7 @@ from pat_sglang.workloads import make_qkv, standard_batch  # noqa: E402
 
 HEADS = HeadConfig(32, 8, 128, torch.bfloat16)
 CASES = ("mooncake96", "d64x4096", "d256x1024", "d8x32768", "a128")
+MORE_CASES = ("a64", "b", "c", "e")  # the kernel benchmark's other shared trees (--cases)
 
 
 def flat_private(n: int, tokens: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--variants", nargs="*", default=["32/2/4", "32/3/3", "16/6/3", "32/4/2", "64/2/2"],
                     help="KVTILE/STAGES/CTAS per SM; the tile table's own variant always runs first")
-    ap.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
+    ap.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES + MORE_CASES)
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--kv-dtype", choices=("bf16", *FP8_KV_NAMES), default="bf16",

@@ -9,7 +9,7 @@ kernels do not serve, so callers (the SGLang backend) can fall back to another b
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -126,6 +126,10 @@ class TileTable:
     stages: dict[int, int]  # head_dim -> shared-memory pipeline depth
     warps: dict[int, int]  # head_dim -> warps per CTA (tile m can be at most 16 * warps)
     arch: str
+    # FP8 KV pools: head_dim -> KV tokens per stage / pipeline depth where they differ from the 16-bit entries (an FP8
+    # token row is half the bytes, and the tile loop's time is set per tile, not per byte)
+    fp8_kv_tile_tokens: dict[int, int] = field(default_factory=dict)
+    fp8_stages: dict[int, int] = field(default_factory=dict)
 
     def tile_for(self, rows: int) -> int:
         """Index of the smallest tile whose m holds ``rows`` query rows (the largest if none does)."""
@@ -138,10 +142,19 @@ class TileTable:
     def max_m(self) -> int:
         return self.tile_ms[-1]
 
-    def kv_tile(self, head_dim: int) -> int:
+    def kv_tile(self, head_dim: int, fp8: bool = False) -> int:
+        """KV tokens per shared-memory stage for this head dim (``fp8``: for FP8 pools)."""
         if head_dim not in self.kv_tile_tokens:
             raise ValueError(f"unsupported head_dim {head_dim}: the {self.arch} tile table has {self.kv_tile_tokens}")
+        if fp8 and head_dim in self.fp8_kv_tile_tokens:
+            return self.fp8_kv_tile_tokens[head_dim]
         return self.kv_tile_tokens[head_dim]
+
+    def stages_for(self, head_dim: int, fp8: bool = False) -> int:
+        """Pipeline depth for this head dim (``fp8``: for FP8 pools)."""
+        if fp8 and head_dim in self.fp8_stages:
+            return self.fp8_stages[head_dim]
+        return self.stages[head_dim]
 
 
 @cache
@@ -169,6 +182,16 @@ def load_tile_table(arch: str = "sm90") -> TileTable:
     kv_tiles, min_ctas, stages, warps = (
         per_head_dim(k) for k in ("kv_tile_tokens", "min_ctas_per_sm", "stages", "warps")
     )
+    fp8 = data.get("fp8", {})
+    fp8_tiles = {int(d): int(n) for d, n in fp8.get("kv_tile_tokens", {}).items()}
+    fp8_stages = {int(d): int(n) for d, n in fp8.get("stages", {}).items()}
+    if not set(fp8_tiles) | set(fp8_stages) <= set(kv_tiles):
+        extra = sorted((set(fp8_tiles) | set(fp8_stages)) - set(kv_tiles))
+        raise ValueError(f"{path}: fp8 entries for head dims the table lacks: {extra}")
+    for d, n in fp8_tiles.items():  # FP8 rows: d/16 chunks of 16 bytes, split between the threads of a row
+        threads = 32 * warps[d]
+        if n % 16 or threads % n or (d // 16) % (threads // n):
+            raise ValueError(f"{path}: fp8 kv tile {n} for head_dim {d} does not fit the kernel's load layout")
     for d, n in kv_tiles.items():
         threads = 32 * warps[d]
         # The loader splits a head row's 16-byte chunks between threads: d/8 of them for 16-bit pools, d/16 for
@@ -178,7 +201,7 @@ def load_tile_table(arch: str = "sm90") -> TileTable:
         if tile_ms[-1] > 16 * warps[d]:
             need = tile_ms[-1] // 16
             raise ValueError(f"{path}: tile m {tile_ms[-1]} needs {need} warps; head_dim {d} has {warps[d]}")
-    return TileTable(tile_ms, kv_tiles, min_ctas, stages, warps, path.name[:-5])
+    return TileTable(tile_ms, kv_tiles, min_ctas, stages, warps, path.name[:-5], fp8_tiles, fp8_stages)
 
 
 def kv_pool_view(buffer: torch.Tensor, heads: HeadConfig) -> torch.Tensor:

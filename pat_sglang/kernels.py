@@ -138,15 +138,16 @@ class KernelVariant:
 
     @staticmethod
     def from_table(arch: str, dtype: str, head_dim: int, kv_dtype: str = "") -> KernelVariant:
-        """The tile table's entry; FP8 pools use the same tiles as 16-bit ones (their stages take half the
-        shared memory, plus one converted 16-bit tile)."""
+        """The tile table's entry; FP8 pools take the table's fp8 entries where it has them (else the 16-bit
+        ones: their stages then take half the shared memory, plus one converted 16-bit tile)."""
         table = load_tile_table(arch.replace("_", ""))
+        fp8 = kv_dtype in _FP8_INTERPRETATION
         return KernelVariant(
             arch,
             dtype,
             head_dim,
-            table.kv_tile(head_dim),
-            table.stages[head_dim],
+            table.kv_tile(head_dim, fp8),
+            table.stages_for(head_dim, fp8),
             table.min_ctas_per_sm[head_dim],
             table.warps[head_dim],
             kv_dtype=kv_dtype,

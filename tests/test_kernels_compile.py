@@ -120,3 +120,35 @@ def test_kernel_source_is_the_imported_checkouts() -> None:
     assert Path(str(data_dir("pat_sglang.kernels_src", "kernels"))).resolve() == root / "kernels"
     assert Path(str(data_dir("pat_sglang.configs", "configs"))).resolve() == root / "configs"
     assert kernel_source() == (root / "kernels" / "pat_decode.cu").read_text()
+
+
+def test_fp8_pools_take_the_tables_fp8_tiles() -> None:
+    """sm_90, head dim 128: FP8 pools stream 32-token tiles two deep (the bytes of a 16-bit 16-token tile), 16-bit
+    pools keep theirs; head dims without fp8 entries use the 16-bit ones."""
+    table = load_tile_table("sm90")
+    for kv in ("fp8_e4m3", "fp8_e5m2"):
+        v = KernelVariant.from_table("sm_90", "bf16", 128, kv)
+        assert (v.kv_tile, v.stages) == (table.fp8_kv_tile_tokens[128], table.fp8_stages[128]) == (32, 2)
+        assert f"-DKV_TILE={v.kv_tile}" in v.options("inc")
+        assert KernelVariant.from_table("sm_90", "bf16", 64, kv).kv_tile == table.kv_tile(64)
+    v16 = KernelVariant.from_table("sm_90", "bf16", 128)
+    assert (v16.kv_tile, v16.stages) == (table.kv_tile(128), table.stages[128]) == (16, 4)
+
+
+@pytest.mark.parametrize("bad", [{"kv_tile_tokens": {"128": 24}}, {"stages": {"96": 2}}])
+def test_tile_table_refuses_bad_fp8_entries(tmp_path, monkeypatch, bad: dict) -> None:
+    import json
+
+    import pat_sglang.config as config
+
+    table = json.loads(Path(config.__file__).resolve().parent.parent.joinpath("configs/tiles/sm90.json").read_text())
+    table["fp8"] = bad
+    (tmp_path / "tiles").mkdir()
+    (tmp_path / "tiles" / "sm90.json").write_text(json.dumps(table))
+    monkeypatch.setattr(config, "data_dir", lambda *_: tmp_path)
+    config.load_tile_table.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="fp8"):
+            config.load_tile_table("sm90")
+    finally:
+        config.load_tile_table.cache_clear()
