@@ -62,7 +62,6 @@ def test_default_fractions_follow_the_measured_ratios(delegate: str | None) -> N
     for f, r in ((f16, r16), (f8, r8)):
         assert f == pytest.approx(max(0.0, 1 - 1 / (r * dispatch.DISPATCH_MARGIN)))
         assert 0.0 <= f < 1.0
-    assert f16 <= f8  # FP8 pools: PAT's forward is further behind
     if delegate == "triton":
         assert f16 == 0.0  # SGLang's Triton decode is slower than PAT's forward without sharing: PAT serves all
     if delegate in (None, "fa3", "some_other_backend"):  # fa3, the largest measured ratios, for unknown delegates
