@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_kernels import fa3_decode, time_graph  # noqa: E402
 from split_waves import fi_time, mooncake_rows  # noqa: E402
 
-from pat_sglang.config import FP8_KV_DTYPES, DeviceSpec, HeadConfig, load_tile_table  # noqa: E402
+from pat_sglang.config import DeviceSpec, HeadConfig, load_tile_table  # noqa: E402
 from pat_sglang.forest import PrefixForest  # noqa: E402
 from pat_sglang.kernels import FP8_KV_NAMES, KernelTune, launch_plan  # noqa: E402
 from pat_sglang.planner import plan_forest  # noqa: E402
@@ -101,15 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     fp8 = args.kv_dtype != "bf16"
     heads = HeadConfig(32, 8, 128, torch.bfloat16, FP8_KV_NAMES[args.kv_dtype]) if fp8 else HEADS
     kv_scale = 0.5 if fp8 else 1.0
-    assert not fp8 or heads.kv_dtype in FP8_KV_DTYPES
     rng = np.random.default_rng(0)
     real = DeviceSpec.from_torch(torch.device("cuda"))
     table_ctas = load_tile_table(real.arch).min_ctas_per_sm[HEADS.head_dim]
     tunes = [None] + [parse_variant(t) for t in args.variants]
     names = ["table"] + list(args.variants)
     peers = ["bf16"] if fp8 else [] if args.no_peers else ["fa3", "fi_tc"]
-    print(f"device: {torch.cuda.get_device_name()}; SMs {real.sm_count}; times in us (median); table variant "
-          f"{load_tile_table(real.arch).kv_tile(128)}/{load_tile_table(real.arch).stages[128]}/{table_ctas}")
+    table = load_tile_table(real.arch)
+    print(f"device: {torch.cuda.get_device_name()}; SMs {real.sm_count}; times in us (median); KV {args.kv_dtype}; "
+          f"table variant {table.kv_tile(128, fp8)}/{table.stages_for(128, fp8)}/{table_ctas}")
     print(f"{'case':>11} " + "".join(f"{c:>10}" for c in names + peers))
     for name in args.cases:
         indptr, indices, slots = case_batch(name, rng)

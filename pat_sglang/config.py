@@ -188,15 +188,18 @@ def load_tile_table(arch: str = "sm90") -> TileTable:
     if not set(fp8_tiles) | set(fp8_stages) <= set(kv_tiles):
         extra = sorted((set(fp8_tiles) | set(fp8_stages)) - set(kv_tiles))
         raise ValueError(f"{path}: fp8 entries for head dims the table lacks: {extra}")
-    for d, n in fp8_tiles.items():  # FP8 rows: d/16 chunks of 16 bytes, split between the threads of a row
+
+    def fits_loader(n: int, d: int) -> bool:
+        # The loader splits a head row's 16-byte chunks between the threads of a row: d/8 of them for 16-bit pools,
+        # d/16 for FP8 pools; the 16-bit entries serve FP8 pools too where no fp8 entry is given, so both must divide.
         threads = 32 * warps[d]
-        if n % 16 or threads % n or (d // 16) % (threads // n):
+        return n % 16 == 0 and threads % n == 0 and (d // 16) % (threads // n) == 0
+
+    for d, n in fp8_tiles.items():
+        if not fits_loader(n, d):
             raise ValueError(f"{path}: fp8 kv tile {n} for head_dim {d} does not fit the kernel's load layout")
     for d, n in kv_tiles.items():
-        threads = 32 * warps[d]
-        # The loader splits a head row's 16-byte chunks between threads: d/8 of them for 16-bit pools, d/16 for
-        # FP8 pools (the same table serves both), so the FP8 count must divide too.
-        if n % 16 or threads % n or (d // 16) % (threads // n):
+        if not fits_loader(n, d):
             raise ValueError(f"{path}: kv tile {n} for head_dim {d} does not fit the kernel's load layout")
         if tile_ms[-1] > 16 * warps[d]:
             need = tile_ms[-1] // 16
