@@ -1,10 +1,11 @@
-"""What every GPU test module shares: its pytest marks, fresh seeds, and the check of a kernel's poisoned output
-against the float64 reference."""
+"""What every GPU test module shares: its pytest marks, fresh seeds, the check of a kernel's poisoned output against
+the float64 reference, and a backend's decode captured in a CUDA graph the way SGLang's graph runner captures it."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -28,3 +29,23 @@ def assert_written_and_close(out: torch.Tensor, ref: torch.Tensor, what: str = "
     assert not torch.isnan(got).any(), f"{prefix}{int(torch.isnan(got).sum())} output elements not written"
     err = float((got - ref).norm() / ref.norm())
     assert err < tol, f"{prefix}relative error {err:.3e}"
+
+
+def capture_decode(
+    backend: Any, layer: Any, batch: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+    """What SGLang's ``DecodeCudaGraphRunner`` does for one batch size: the capture batch's metadata outside the graph,
+    a warm-up forward on a side stream (it compiles and loads the kernels), then the forward captured; returns the
+    graph and its static output. ``q``/``k``/``v`` are the static inputs the replays refill."""
+    backend.init_forward_metadata_out_graph(batch, in_capture=True)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        backend.init_forward_metadata_in_graph(batch)
+        backend.forward_decode(q, k, v, layer, batch)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        backend.init_forward_metadata_in_graph(batch)
+        out = backend.forward_decode(q, k, v, layer, batch)
+    return graph, out

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from gpu_checks import GPU_ONLY
+from gpu_checks import GPU_ONLY, capture_decode
 
 pytestmark = GPU_ONLY
 
@@ -291,18 +291,7 @@ def test_forward_decode_in_cuda_graph_matches_triton(env) -> None:
 
     fb1 = make_batch(env, np.random.default_rng(1), bs=20, table=table)
     q_s, k_s, v_s = (torch.zeros((max_bs, *t.shape[1:]), dtype=t.dtype, device="cuda") for t in qkv(1, 0))
-    v1 = view(fb1)
-    be.init_forward_metadata_out_graph(v1, in_capture=True)
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        be.init_forward_metadata_in_graph(v1)
-        be.forward_decode(q_s, k_s, v_s, layer, v1)  # warm-up (compiles and loads the kernels)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        be.init_forward_metadata_in_graph(v1)
-        out_s = be.forward_decode(q_s, k_s, v_s, layer, v1)
+    graph, out_s = capture_decode(be, layer, view(fb1), q_s, k_s, v_s)
 
     for seed, bs in ((2, 20), (3, 29), (4, 7)):  # replay: new batches, new plans, same graph
         fb = make_batch(env, np.random.default_rng(seed), bs=bs, table=table)
@@ -352,16 +341,7 @@ def test_decode_steps_reuse_the_plan(env, graph: bool) -> None:
             be.init_cuda_graph_state(max_bs, max_bs)
             view = StaticView(max_bs, be.get_cuda_graph_seq_len_fill_value())
             q_s, k_s, v_s = (torch.zeros((max_bs, *t.shape[1:]), dtype=t.dtype, device="cuda") for t in qkv(1, 0))
-            v0 = view(fb)
-            be.init_forward_metadata_out_graph(v0, in_capture=True)
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                be.forward_decode(q_s, k_s, v_s, layer, v0)  # warm-up (compiles and loads the kernels)
-            torch.cuda.current_stream().wait_stream(side)
-            cuda_graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(cuda_graph):
-                out_s = be.forward_decode(q_s, k_s, v_s, layer, v0)
+            cuda_graph, out_s = capture_decode(be, layer, view(fb), q_s, k_s, v_s)
         plans = []
         for step in range(9):
             if step:
@@ -429,18 +409,7 @@ def test_batches_sharing_too_little_run_on_the_delegate(env, graph: bool) -> Non
         v0 = view(make_batch(env, np.random.default_rng(1), bs=20, table=table))
         for variant in GRAPH_VARIANTS:  # what the patched DecodeCudaGraphRunner.capture_one_shape does
             be.capture_variant = variant
-            be.init_forward_metadata_out_graph(v0, in_capture=True)
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                be.init_forward_metadata_in_graph(v0)
-                be.forward_decode(q_s, k_s, v_s, layer, v0)  # warm-up
-            torch.cuda.current_stream().wait_stream(stream)
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
-                be.init_forward_metadata_in_graph(v0)
-                out_s = be.forward_decode(q_s, k_s, v_s, layer, v0)
-            graphs[variant] = (g, out_s)
+            graphs[variant] = capture_decode(be, layer, v0, q_s, k_s, v_s)
         be.capture_variant = None
     seen = []
     for seed, bs, shared in ((2, 20, True), (3, 24, False), (4, 7, True), (5, 29, False)):
