@@ -249,15 +249,16 @@ def run_backend(backend: str, args: argparse.Namespace, workloads: list[Workload
             for r in w.warmup:
                 client.run_closed_loop(port, [r], 1, deadline_s=min(30.0, left), timeout_s=args.request_timeout_s)
             offset = log_size(log)
+            deadline_s = min(args.workload_timeout_s, left - 10)
             results, wall = client.run_closed_loop(
-                port, w.requests, args.concurrency, deadline_s=min(args.workload_timeout_s, left - 10),
-                timeout_s=args.request_timeout_s, desc=f"[{backend}] {w.name}")
+                port, w.requests, args.concurrency, deadline_s=deadline_s, timeout_s=args.request_timeout_s,
+                desc=f"[{backend}] {w.name}")
             time.sleep(0.5)  # let the last log lines land
             steps = client.decode_steps(read_from(log, offset))
             row: dict = {"backend": backend, "workload": w.name, "startup_s": startup}
             row.update(client.summarize(results, wall, steps))
-            errors = [r.error for r in results if not r.ok]
-            row["status"] = "ok" if not errors else f"{len(errors)} failed: {errors[0][:80]}"
+            by_budget = left - 10 < args.workload_timeout_s  # the run budget, not the workload timeout, set it
+            row["status"] = client.workload_status(results, wall, deadline_s, by_budget)
             rows.append(row)
             print(f"ab: [{backend}] {w.name}: {int(row['ok'])}/{len(results)} ok, {wall:.1f} s, "
                   f"TPOT {row['tpot_mean_ms']:.2f} ms, step@{int(row['step_full_bs'])} "

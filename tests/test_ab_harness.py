@@ -472,3 +472,18 @@ def test_workload_progress_bar_counts_requests() -> None:
     assert bar.disable or (bar.total == 5 and bar.desc.startswith("[pat] shared_prefix"))  # off when not a terminal
     bar.update(2)
     bar.close()
+
+
+def test_workload_status_names_a_budget_cut() -> None:
+    """A workload whose requests were cut by a deadline the run budget set says so (its logged decode steps stand);
+    real failures, and cuts by the workload's own timeout, keep the first error."""
+    ok = client.Result(ok=True, prompt_len=4, output_len=3)
+    cut = client.Result(ok=False, prompt_len=4, error="timeout while streaming")
+    skipped = client.Result(ok=False, prompt_len=4, error="skipped")
+    broken = client.Result(ok=False, prompt_len=4, error="HTTPException: boom")
+    assert client.workload_status([ok, ok], 10.0, 60.0, by_budget=True) == "ok"
+    assert client.workload_status([ok, cut, skipped], 15.4, 15.0, by_budget=True) == (
+        "cut by --budget-s after 15 s: 2 of 3 requests unfinished")
+    assert client.workload_status([cut, skipped], 90.1, 90.0, by_budget=False) == "2 failed: timeout while streaming"
+    assert client.workload_status([cut, broken], 15.4, 15.0, by_budget=True) == "2 failed: timeout while streaming"
+    assert client.workload_status([broken], 3.0, 15.0, by_budget=True) == "1 failed: HTTPException: boom"

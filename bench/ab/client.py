@@ -198,6 +198,22 @@ def run_closed_loop(
     return [r if r is not None else Result(ok=False, prompt_len=0, error="lost") for r in results], wall
 
 
+CUT_ERRORS = ("timeout while streaming", "skipped")  # what a request cut by the workload's deadline reports
+
+
+def workload_status(results: Sequence[Result], wall_s: float, deadline_s: float, by_budget: bool) -> str:
+    """A workload row's status: "ok", or how many requests failed and why. Requests cut by a deadline that the run's
+    ``--budget-s`` set (``by_budget``: the budget left was shorter than the workload timeout) are reported as such,
+    not as timeouts of the server: the decode steps the server logged until then still stand."""
+    errors = [r.error for r in results if not r.ok]
+    if not errors:
+        return "ok"
+    cut = sum(e in CUT_ERRORS for e in errors)
+    if by_budget and cut == len(errors) and wall_s >= deadline_s - 2.0:
+        return f"cut by --budget-s after {wall_s:.0f} s: {cut} of {len(results)} requests unfinished"
+    return f"{len(errors)} failed: {errors[0][:80]}"
+
+
 def _bar(total: int, desc: str):
     """tqdm over finished requests, shown only on a terminal (``disable=None``); None without tqdm."""
     try:
