@@ -24,7 +24,6 @@ from sglang_harness import (
     random_pools,
     shared_prompts,
 )
-from threads import one_torch_thread
 
 import pat_sglang
 import pat_sglang.backend as backend_mod
@@ -40,10 +39,7 @@ from pat_sglang.sglang_patches.chain_table import ChainTable
 HQ, HKV, D, LAYERS = 8, 2, 64, 2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("torch_on_one_thread")
 
 
 def make_layers(**kw: Any) -> list[RadixAttention]:

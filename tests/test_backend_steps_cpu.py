@@ -24,7 +24,6 @@ from sglang_harness import (
     rows_flat,
     slot_free_key,
 )
-from threads import one_torch_thread
 
 from pat_sglang.backend import PATAttnBackend
 from pat_sglang.config import HeadConfig
@@ -37,10 +36,7 @@ from pat_sglang.sglang_patches.chain_table import ChainTable
 HQ, HKV, D = 8, 2, 64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("torch_on_one_thread")
 
 
 def padded_view(fb, padded: int) -> SimpleNamespace:

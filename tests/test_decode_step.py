@@ -21,7 +21,6 @@ from sglang_harness import (
     rows_flat,
     slot_free_key,
 )
-from threads import one_torch_thread
 
 from pat_sglang.config import DeviceSpec, HeadConfig
 from pat_sglang.decode_step import PADDING_ROW, DecodeStepPlanner, StepBatch
@@ -34,10 +33,7 @@ HEADS = HeadConfig(8, 2, 64, torch.bfloat16)
 PLAN_TENSORS = ("items", "item_req", "item_dst", "merge_indptr", "merge_partials")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("torch_on_one_thread")
 
 
 @dataclasses.dataclass

@@ -16,7 +16,6 @@ from sglang_harness import (
     graph_view,
     shared_prompts,
 )
-from threads import one_torch_thread
 
 from pat_sglang import dispatch
 from pat_sglang.backend import DELEGATE_VARIANT, GRAPH_VARIANTS, PAT_VARIANT, PATAttnBackend
@@ -31,10 +30,7 @@ from pat_sglang.sglang_patches.graph_variants import wrap_capture_one_shape, wra
 HQ, HKV, D = 8, 2, 64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("torch_on_one_thread")
 
 
 def _flat_plan(lengths: list[int], shared: int, seed: int):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from threads import one_torch_thread
 
 from pat_sglang.config import DeviceSpec, HeadConfig
 from pat_sglang.planner import (
@@ -27,10 +26,7 @@ HEADS = HeadConfig(8, 2, 64, torch.bfloat16)
 SMALL_GPU = DeviceSpec(sm_count=4)  # few CTAs: long leaves get several KV splits
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("torch_on_one_thread")
 
 
 def random_rows(seed: int, private_tail: bool, room: int = 160, page_size: int = 1) -> RowBatch:

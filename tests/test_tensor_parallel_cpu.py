@@ -21,7 +21,6 @@ from sglang_harness import (
     fake_model_runner,
     shared_prompts,
 )
-from threads import one_torch_thread
 
 from pat_sglang.backend import PATAttnBackend, runner_device
 from pat_sglang.config import HeadConfig
@@ -35,10 +34,7 @@ PLAN_TENSORS = ("items", "slot_table", "item_req", "item_dst", "merge_indptr", "
 SHAPES = [(32, 8, 2), (32, 2, 4)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("torch_on_one_thread")
 
 
 def scheduler(page_size: int, seed: int = 3) -> RadixHarness:
