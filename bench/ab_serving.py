@@ -37,8 +37,10 @@ sys.path.insert(0, str(HERE))
 
 from ab import client, profile, report  # noqa: E402
 from ab.server import (  # noqa: E402
+    BackendLabel,
     ManagedProcess,
     ServerConfig,
+    backend_labels,
     file_tag,
     free_port,
     gpu_name,
@@ -59,8 +61,9 @@ TRACE_CANDIDATES = (
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=str(REPO / "configs/models/llama3-8b-4l"))
-    ap.add_argument("--backends", default="flashinfer,pat,triton",
-                    help="comma-separated; the first is the reference; pat@NAME: pat with NAME serving prefill")
+    ap.add_argument("--backends", type=backend_labels, default="flashinfer,pat,triton",
+                    help="comma-separated; the first is the reference; pat@NAME: pat with NAME serving prefill; "
+                         "+all after a pat label: the dispatch gate off (PAT serves every decode batch)")
     ap.add_argument("--workloads", default="shared,mooncake")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--port", type=int, default=31000, help="first port tried (127.0.0.1)")
@@ -200,12 +203,13 @@ def run_backend(backend: str, args: argparse.Namespace, workloads: list[Workload
                 out: Path, deadline: float) -> tuple[list[dict], list[list[int]] | None, dict]:
     """Start one server, run everything against it, stop it. Returns (rows, greedy outputs, info)."""
     port = free_port(args.port)
-    # "pat@fa3": the pat backend with that delegate (prefill/extend); a bare "pat" gets SGLang's default.
-    attention_backend, _, delegate = backend.partition("@")
+    # "pat@fa3": the pat backend with that delegate (prefill/extend); a bare "pat" gets SGLang's default; "+all": the
+    # dispatch gate off (ab.server.LABEL_OPTIONS)
+    label = BackendLabel.parse(backend)
     cfg = ServerConfig(
-        model_path=args.model, attention_backend=attention_backend, port=port, cuda_graph=not args.disable_cuda_graph,
-        cuda_graph_max_bs=args.cuda_graph_max_bs, mem_fraction_static=args.mem_fraction_static,
-        context_length=args.context_length, random_seed=args.seed,
+        model_path=args.model, attention_backend=label.attention_backend, port=port,
+        cuda_graph=not args.disable_cuda_graph, cuda_graph_max_bs=args.cuda_graph_max_bs,
+        mem_fraction_static=args.mem_fraction_static, context_length=args.context_length, random_seed=args.seed,
         extra_args=tuple(args.server_args.split()) if args.server_args else (),
     )
     cmd = server_command(cfg)
@@ -217,8 +221,7 @@ def run_backend(backend: str, args: argparse.Namespace, workloads: list[Workload
     greedy: list[list[int]] | None = None
     profiled = profile_workload(workloads) if args.profile_steps > 0 else None
     env = profile.profile_env(out / f"profile-{file_tag(backend)}") if profiled is not None else dict(os.environ)
-    if delegate:
-        env["PAT_SGLANG_DELEGATE"] = delegate
+    env.update(label.env)
     print(f"ab: [{backend}] starting: {' '.join(cmd)}", flush=True)
     proc = ManagedProcess(cmd, log, env=env)
     try:
@@ -306,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     date = dt.date.today().isoformat()
     out: Path = args.out or REPO / "docs/perf/ab" / date
     out.mkdir(parents=True, exist_ok=True)
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    backends: list[str] = args.backends
     workloads = build_workloads(args)
     check = None
     if not args.no_check:

@@ -37,8 +37,10 @@ sys.path.insert(0, str(HERE))
 
 from ab import bench_serving, client, report, sweep  # noqa: E402
 from ab.server import (  # noqa: E402
+    BackendLabel,
     ManagedProcess,
     ServerConfig,
+    backend_labels,
     file_tag,
     free_port,
     gpu_name,
@@ -54,7 +56,9 @@ from ab.workload import DEFAULT_TRACE, Workload, shared_prefix  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--backends", default="fa3,pat@fa3", help="comma-separated attention backends")
+    ap.add_argument("--backends", type=backend_labels, default="fa3,pat@fa3",
+                    help="comma-separated backend labels: NAME, pat@DELEGATE (DELEGATE serves prefill), "
+                         "pat@DELEGATE+all (the dispatch gate off: PAT serves every decode batch)")
     ap.add_argument("--reference", default=None,
                     help="backend whose c256 capacity sets the x-loads and whose greedy outputs the others must match "
                          "(default: the first of --backends; give it explicitly when running the others alone)")
@@ -149,7 +153,7 @@ def server_settings(args: argparse.Namespace, model_id: str) -> dict[str, object
 
 def server_config(args: argparse.Namespace, backend: str, served: Path, port: int) -> ServerConfig:
     return ServerConfig(
-        model_path=str(served), attention_backend=backend.partition("@")[0], port=port,
+        model_path=str(served), attention_backend=BackendLabel.parse(backend).attention_backend, port=port,
         cuda_graph_max_bs=args.cuda_graph_max_bs, mem_fraction_static=args.mem_fraction_static,
         context_length=args.context_length, max_running_requests=args.max_running_requests, random_seed=args.seed,
         skip_tokenizer_init=False, extra_args=tuple(args.server_args.split()) if args.server_args else (),
@@ -206,7 +210,7 @@ class Sweep:
         self.out.mkdir(parents=True, exist_ok=True)
         self.logs = self.out / "logs"
         self.store = sweep.ResultStore(self.out / "results.jsonl", prior=args.prior)
-        self.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+        self.backends: list[str] = list(args.backends)
         self.reference = args.reference or self.backends[0]
         # the reference first: its c256 capacities set the x-loads of the others in the same call
         self.backends.sort(key=lambda b: b != self.reference)
@@ -315,9 +319,7 @@ class Sweep:
         cmd = server_command(cfg)
         log = self.logs / f"server-{file_tag(backend)}.log"
         env = bench_serving.offline_env(tqdm_interval_s=args.tqdm_interval_s)
-        delegate = backend.partition("@")[2]
-        if delegate:
-            env["PAT_SGLANG_DELEGATE"] = delegate
+        env.update(BackendLabel.parse(backend).env)
         print(f"serving: [{backend}] starting: {shown(cmd)}", flush=True)
         proc = ManagedProcess(cmd, log, env=env)
         try:
@@ -510,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_only:
         out = args.out or REPO / "docs/perf/serving" / dt.date.today().isoformat()
         store = sweep.ResultStore(out / "results.jsonl", prior=args.prior)
-        reference = args.reference or args.backends.split(",")[0].strip()
+        reference = args.reference or args.backends[0]
         print(write_report(out, store, reference, capacity_load=args.capacity_load))
         return 0
     run = Sweep(args)

@@ -3,6 +3,7 @@ against a fake server."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -487,3 +488,30 @@ def test_workload_status_names_a_budget_cut() -> None:
     assert client.workload_status([cut, skipped], 90.1, 90.0, by_budget=False) == "2 failed: timeout while streaming"
     assert client.workload_status([cut, broken], 15.4, 15.0, by_budget=True) == "2 failed: timeout while streaming"
     assert client.workload_status([broken], 3.0, 15.0, by_budget=True) == "1 failed: HTTPException: boom"
+
+
+def test_backend_labels() -> None:
+    from ab.server import LABEL_OPTIONS, BackendLabel, backend_labels, file_tag
+
+    assert BackendLabel.parse("fa3") == BackendLabel("fa3", "fa3", {})
+    assert BackendLabel.parse("pat") == BackendLabel("pat", "pat", {})
+    label = BackendLabel.parse(" pat@fa3+all ")
+    assert label.attention_backend == "pat" and label.label == "pat@fa3+all"
+    assert label.env == {"PAT_SGLANG_DELEGATE": "fa3", **LABEL_OPTIONS["all"]}
+    assert BackendLabel.parse("pat+all").env == LABEL_OPTIONS["all"]  # SGLang's default delegate, gate off
+    for bad in ("fa3@triton", "fa3+all", "pat@", "@fa3", "pat@fa3+fast", "pat+"):
+        with pytest.raises(ValueError, match="backend label"):
+            BackendLabel.parse(bad)
+    assert backend_labels("fa3, pat@fa3,pat@fa3+all,") == ["fa3", "pat@fa3", "pat@fa3+all"]
+    for bad, why in (("fa3,fa3", "named twice"), (" , ", "no backend"), ("fa3,pat@fa3+x", "unknown option")):
+        with pytest.raises(argparse.ArgumentTypeError, match=why):
+            backend_labels(bad)
+    assert file_tag("pat@fa3+all") == "pat-fa3-all"
+
+
+def test_bad_backend_label_is_an_argument_error(capsys: pytest.CaptureFixture[str]) -> None:
+    import ab_serving
+
+    with pytest.raises(SystemExit) as stop:
+        ab_serving.parse_args(["--backends", "flashinfer,pat@fa3+nogate"])
+    assert stop.value.code == 2 and "unknown option 'nogate'" in capsys.readouterr().err

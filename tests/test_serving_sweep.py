@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -325,6 +326,8 @@ def test_end_to_end_with_real_bench_serving(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(serving_sweep, "server_command",
                         lambda cfg: [sys.executable, str(FAKE), "--port", str(cfg.port), "--token-delay-s", "0.003"])
     monkeypatch.setattr(sweep, "default_workloads", tiny_workloads)
+    for name in [k for k in os.environ if k.startswith("PAT_SGLANG_")]:  # the servers get only what labels set
+        monkeypatch.delenv(name)
     # in the children (server, bench_serving) any download attempt would go to a dead proxy; local traffic bypasses
     # it (set for them only: urllib here caches the proxy settings of its first call)
     dead = {var: "http://127.0.0.1:9" for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
@@ -335,30 +338,34 @@ def test_end_to_end_with_real_bench_serving(tmp_path: Path, monkeypatch: pytest.
     common = ["--out", str(out), "--workloads", "tiny", "--cache-dir", str(tmp_path / "cache"),
               "--budget-s", "300", "--min-server-s", "20", "--default-point-s", "20", "--no-preflight",
               "--check-tokens", "4", "--port", "32300", "--capacity-load", "c4"]
-    rc = serving_sweep.main(["--backends", "ref,pat@ref", "--loads", "c4,x0.5", *common])
+    rc = serving_sweep.main(["--backends", "ref,pat@ref+all", "--loads", "c4,x0.5", *common])
     assert rc == 0
     store = sweep.ResultStore(out / "results.jsonl")
     points = store.points()
-    assert {(r["backend"], r["load"]) for r in points} == {(b, lo) for b in ("ref", "pat@ref") for lo in ("c4", "x0.5")}
+    labels = ("ref", "pat@ref+all")
+    assert {(r["backend"], r["load"]) for r in points} == {(b, lo) for b in labels for lo in ("c4", "x0.5")}
     assert all(r["status"] == "ok" and r["completed"] == 12 for r in points)
     by = {(r["backend"], r["load"]): r for r in points}
     capacity = by[("ref", "c4")]["request_throughput"]
-    assert by[("pat@ref", "x0.5")]["target_rate"] == pytest.approx(0.5 * capacity)  # the reference's capacity
+    assert by[("pat@ref+all", "x0.5")]["target_rate"] == pytest.approx(0.5 * capacity)  # the reference's capacity
     assert by[("ref", "c4")]["max_concurrency"] == 4 and by[("ref", "x0.5")]["max_concurrency"] is None
     assert all(r["step_full_bs"] >= 1 and r["median_tpot_ms"] > 0 for r in points)
     # what the server saw: bench_serving's text prompts (3 groups x 4, 32 + 8 words each), flushes per point
-    log = (out / "logs" / "server-pat-ref.log").read_text()
+    log = (out / "logs" / "server-pat-ref-all.log").read_text()
+    # the label's environment reached the server: the delegate and the gate off (and nothing of it reached ref's)
+    assert "ENV PAT_SGLANG_DELEGATE=ref" in log and "ENV PAT_SGLANG_MIN_SAVED_FRACTION=0" in log
+    assert "ENV PAT_SGLANG_" not in (out / "logs" / "server-ref.log").read_text()
     reqs = [json.loads(line[8:]) for line in log.splitlines() if line.startswith("REQUEST ")]
     measured = [r for r in reqs if r["max_new_tokens"] == 6]  # (+ bench_serving's one warm-up request a point)
     assert len(measured) == 2 * (12 + 1) and all(r["prompt_tokens"] == 40 for r in measured)
     assert log.count("FLUSH") == 2
     md = (out / "results.md").read_text()
-    assert "| pat@ref | ref | 100.0 | 100.0 |" in md  # greedy agreement (the fake server is deterministic)
+    assert "| pat@ref+all | ref | 100.0 | 100.0 |" in md  # greedy agreement (the fake server is deterministic)
     assert (out / "serving.png").exists() and (out / "results.csv").exists()
     assert "Generated shared prefix dataset statistics" in (out / "logs" / "bench-ref-tiny-c4.log").read_text()
     # rerun: everything measured is skipped (no server starts); a new load is measured alone
     n_rows = len(sweep.read_jsonl(out / "results.jsonl"))
-    assert serving_sweep.main(["--backends", "ref,pat@ref", "--loads", "c4,x0.5", *common]) == 0
+    assert serving_sweep.main(["--backends", "ref,pat@ref+all", "--loads", "c4,x0.5", *common]) == 0
     assert len([r for r in sweep.read_jsonl(out / "results.jsonl") if r["kind"] != "run"]) == n_rows - 1
     assert serving_sweep.main(["--backends", "ref", "--loads", "c4,c2", *common]) == 0
     new = [r for r in sweep.read_jsonl(out / "results.jsonl")[n_rows:] if r["kind"] == "point"]

@@ -4,6 +4,8 @@
 * ``ManagedProcess`` starts a command in its own process group (new session) with stdout+stderr to a log file and
   kills the whole group on ``stop()`` (SIGTERM, bounded wait, then SIGKILL); it is a context manager and also
   registers an ``atexit`` hook, so a server never outlives the harness.
+* ``BackendLabel`` reads a backend label of either harness (``fa3``, ``pat@fa3``, ``pat@fa3+all``): the attention
+  backend SGLang is started with and the environment of that server.
 * ``free_port``, ``gpu_name``, ``log_size`` / ``read_from`` (a log from an offset), ``file_tag``: small helpers of
   both serving harnesses.
 * ``wait_ready`` polls ``/health_generate`` (then ``/health``) on 127.0.0.1 with a bounded number of tries and time,
@@ -12,6 +14,7 @@
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import os
 import signal
@@ -247,6 +250,55 @@ def read_from(path: Path, offset: int) -> str:
         return fh.read().decode("utf-8", errors="replace")
 
 
+# ``+OPTION`` suffixes of a pat label: the environment each sets on that server (one label per setting, so the
+# results of two settings are kept apart and compared in one run).
+LABEL_OPTIONS: dict[str, dict[str, str]] = {
+    "all": {"PAT_SGLANG_MIN_SAVED_FRACTION": "0"},  # the dispatch gate off: PAT serves every decode batch
+}
+
+
+@dataclass(frozen=True)
+class BackendLabel:
+    """A backend label ``NAME[@DELEGATE][+OPTION...]``: SGLang's ``--attention-backend NAME``; for ``pat``,
+    ``@DELEGATE`` names the backend that serves prefill (``PAT_SGLANG_DELEGATE``; none: SGLang's default for the GPU)
+    and each ``+OPTION`` sets the environment ``LABEL_OPTIONS`` gives it."""
+
+    label: str
+    attention_backend: str
+    env: Mapping[str, str]
+
+    @staticmethod
+    def parse(label: str) -> BackendLabel:
+        head, *options = label.strip().split("+")
+        name, at, delegate = head.partition("@")
+        if not name or (at and not delegate):
+            raise ValueError(f"backend label {label!r}: expected NAME[@DELEGATE][+OPTION...]")
+        if (delegate or options) and name != "pat":
+            raise ValueError(f"backend label {label!r}: '@DELEGATE' and '+OPTION' apply to pat only")
+        env = {"PAT_SGLANG_DELEGATE": delegate} if delegate else {}
+        for option in options:
+            if option not in LABEL_OPTIONS:
+                raise ValueError(f"backend label {label!r}: unknown option {option!r} (known: {sorted(LABEL_OPTIONS)})")
+            env.update(LABEL_OPTIONS[option])
+        return BackendLabel(label.strip(), name, env)
+
+
+def backend_labels(text: str) -> list[str]:
+    """The ``--backends`` argument of both harnesses (an argparse ``type``): comma-separated backend labels, each
+    checked by ``BackendLabel.parse``, none twice; ``argparse.ArgumentTypeError`` says what is wrong."""
+    labels = [b.strip() for b in text.split(",") if b.strip()]
+    if not labels:
+        raise argparse.ArgumentTypeError("no backend given")
+    for label in labels:
+        try:
+            BackendLabel.parse(label)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    if len(set(labels)) != len(labels):
+        raise argparse.ArgumentTypeError(f"a backend is named twice in {text!r}")
+    return labels
+
+
 def file_tag(backend: str) -> str:
-    """The backend spec as a file-name part (letters, digits, '-', '_', '.' only): "pat@fa3" -> "pat-fa3"."""
-    return backend.replace("@", "-")
+    """The backend label as a file-name part (letters, digits, '-', '_', '.' only): "pat@fa3+all" -> "pat-fa3-all"."""
+    return backend.replace("@", "-").replace("+", "-")
