@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -220,6 +221,40 @@ def default_delegate_name(model_runner: Any) -> tuple[str, str]:
     return "triton", why + "; using triton"
 
 
+class UnsupportedModel(ValueError):
+    """The model (or the server's KV cache settings) needs attention PAT does not implement; ``problems`` says what.
+    The plugin's factory serves such a model on the delegate instead (``plugin.create_pat_backend``)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("the pat attention backend cannot serve this model: " + "; ".join(_by_layers(self.problems)))
+
+
+def _by_layers(problems: list[str]) -> list[str]:
+    """``problems`` with the same text for several layers said once: "logit cap (layers 0-31)", "(layers 1, 5)"."""
+    layers: dict[str, list[int]] = {}
+    for p in problems:
+        m = _LAYER_SUFFIX.fullmatch(p)
+        text, layer = (m.group(1), int(m.group(2))) if m else (p, None)
+        layers.setdefault(text, [])
+        if layer is not None:
+            layers[text].append(layer)
+    out = []
+    for text, ids in layers.items():
+        if not ids:
+            out.append(text)
+        elif len(ids) == 1:
+            out.append(f"{text} (layer {ids[0]})")
+        elif ids == list(range(ids[0], ids[0] + len(ids))):
+            out.append(f"{text} (layers {ids[0]}-{ids[-1]})")
+        else:
+            out.append(f"{text} (layers {', '.join(map(str, ids))})")
+    return out
+
+
+_LAYER_SUFFIX = re.compile(r"(.*) \(layer (\d+)\)")
+
+
 def build_delegate(model_runner: Any) -> tuple[AttentionBackend, str]:
     """The SGLang backend that serves what PAT does not, built through SGLang's registry, and its name; logged
     once."""
@@ -307,10 +342,7 @@ class PATAttnBackend(AttentionBackend):
         self.device = runner_device(model_runner)
         heads, problems = model_problems(model_runner, kernels=self.device.type == "cuda")
         if problems or heads is None:
-            raise ValueError(
-                "the pat attention backend cannot serve this model: " + "; ".join(problems) + ". Use another "
-                "backend (e.g. --attention-backend triton), or pat for decode only where it applies."
-            )
+            raise UnsupportedModel(problems)
         self.heads = heads  # per TP rank: the layers' tp_q_head_num / tp_k_head_num
         self.device_spec = DeviceSpec.from_torch(self.device) if self.device.type == "cuda" else DeviceSpec()
         self.req_to_token_pool = model_runner.req_to_token_pool

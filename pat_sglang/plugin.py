@@ -9,16 +9,30 @@ several processes and may call it more than once.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 BACKEND_NAME = "pat"
 
 
 def create_pat_backend(model_runner: Any) -> Any:
-    """Attention-backend factory (SGLang calls it with the model runner)."""
-    from .backend import PATAttnBackend  # imported lazily: only processes that select PAT pay for it
+    """Attention-backend factory (SGLang calls it with the model runner).
 
-    return PATAttnBackend(model_runner)
+    A model PAT cannot serve (``backend.UnsupportedModel``: MLA, sliding windows, logit caps, per-head FP8 scales,
+    ...) runs entirely on the delegate, the backend SGLang would have picked (or ``PAT_SGLANG_DELEGATE``), with one
+    warning saying why: a server started with ``--attention-backend pat`` never serves slower than without it. Bad
+    PAT settings (an unknown delegate, a fraction out of range) still stop the start with their error."""
+    from .backend import PATAttnBackend, UnsupportedModel, build_delegate  # lazily: only PAT's processes pay
+
+    try:
+        return PATAttnBackend(model_runner)
+    except UnsupportedModel as e:
+        delegate, name = build_delegate(model_runner)
+        logger.warning(f"PAT: {e}; every batch of this model runs on the {name!r} attention backend "
+                       f"(pass --attention-backend {name} to start it directly)")
+        return delegate
 
 
 def register() -> None:

@@ -167,6 +167,43 @@ def test_unsupported_models_refused_at_startup(layers: list | None, over: dict, 
         PATAttnBackend(fake_runner(h, layers=layers, **over), delegate=RecordingDelegate(), chain_table=ChainTable())
 
 
+def test_unsupported_model_served_by_the_delegate_through_the_plugin(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``--attention-backend pat`` on a model PAT cannot serve starts on the delegate (the backend SGLang would have
+    picked, here named by PAT_SGLANG_DELEGATE), with one warning naming the problems by layer; a model PAT serves
+    gets PAT; a bad PAT setting still stops the start."""
+    from sglang.srt.layers.attention.attention_registry import ATTENTION_BACKENDS
+
+    from pat_sglang import plugin
+
+    built: list = []
+    monkeypatch.setitem(ATTENTION_BACKENDS, "triton", lambda runner: built.append(runner) or RecordingDelegate())
+    monkeypatch.setenv(backend_mod.DELEGATE_ENV, "triton")
+    h = RadixHarness()
+    runner = fake_runner(h, layers=make_layers(logit_cap=30.0))
+    with caplog.at_level("WARNING", logger="pat_sglang.plugin"):
+        be = plugin.create_pat_backend(runner)
+    assert isinstance(be, RecordingDelegate) and built == [runner]
+    warned = [r.getMessage() for r in caplog.records if r.name == "pat_sglang.plugin"]
+    assert len(warned) == 1 and "cannot serve this model" in warned[0] and "'triton'" in warned[0]
+    assert f"attention logit cap (layers 0-{len(runner.model) - 1})" in warned[0]
+    assert isinstance(plugin.create_pat_backend(fake_runner(RadixHarness())), PATAttnBackend)
+    monkeypatch.setenv(backend_mod.DELEGATE_ENV, "no_such_backend")
+    with pytest.raises(ValueError, match=backend_mod.DELEGATE_ENV):
+        plugin.create_pat_backend(fake_runner(RadixHarness()))
+
+
+def test_unsupported_model_problems_said_once_per_kind() -> None:
+    err = backend_mod.UnsupportedModel(
+        ["MLA attention", "logit cap (layer 0)", "logit cap (layer 1)", "logit cap (layer 2)", "window (layer 1)",
+         "window (layer 5)", "k_scale (layer 3)"]
+    )
+    assert str(err) == ("the pat attention backend cannot serve this model: MLA attention; logit cap (layers 0-2); "
+                        "window (layers 1, 5); k_scale (layer 3)")
+    assert isinstance(err, ValueError) and len(err.problems) == 7
+
+
 def test_kernel_constraints_checked_for_gpu() -> None:
     h = RadixHarness()
     _, problems = model_problems(fake_runner(h), kernels=True)
