@@ -200,7 +200,7 @@ def profile_pass(backend: str, port: int, w: Workload, args: argparse.Namespace,
 
 
 def run_backend(backend: str, args: argparse.Namespace, workloads: list[Workload], check: Workload | None,
-                out: Path, deadline: float) -> tuple[list[dict], list[list[int]] | None, dict]:
+                out: Path, deadline: float) -> tuple[list[dict], client.Generated | None, dict]:
     """Start one server, run everything against it, stop it. Returns (rows, greedy outputs, info)."""
     port = free_port(args.port)
     # "pat@fa3": the pat backend with that delegate (prefill/extend); a bare "pat" gets SGLang's default; "+all": the
@@ -218,7 +218,7 @@ def run_backend(backend: str, args: argparse.Namespace, workloads: list[Workload
         log.unlink()
     info: dict = {"backend": backend, "cmd": cmd, "status": "ok"}
     rows: list[dict] = []
-    greedy: list[list[int]] | None = None
+    greedy: client.Generated | None = None
     profiled = profile_workload(workloads) if args.profile_steps > 0 else None
     env = profile.profile_env(out / f"profile-{file_tag(backend)}") if profiled is not None else dict(os.environ)
     env.update(label.env)
@@ -239,7 +239,7 @@ def run_backend(backend: str, args: argparse.Namespace, workloads: list[Workload
             try:
                 for w in check.warmup:
                     client.generate_batch(port, [w], timeout_s=args.request_timeout_s)
-                greedy = client.generate_batch(port, check.requests, timeout_s=args.request_timeout_s)
+                greedy = client.generate_batch(port, check.requests, timeout_s=args.request_timeout_s, logprobs=True)
             except (OSError, RuntimeError, ValueError) as err:
                 info["check_error"] = str(err)[:300]
                 print(f"ab: [{backend}] greedy check failed: {err}", flush=True)
@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
 
     all_rows: list[dict] = []
     infos: list[dict] = []
-    outputs: dict[str, list[list[int]]] = {}
+    outputs: dict[str, client.Generated] = {}
     for backend in backends:
         if deadline - time.monotonic() < 60:
             print(f"ab: [{backend}] skipped: budget spent", flush=True)
@@ -340,10 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         for b in backends:
             if b == ref or b not in outputs:
                 continue
-            tok, seq = client.agreement(outputs[b], outputs[ref])
-            correctness.append({"backend": b, "reference": ref, "token_agree_pct": tok, "seq_agree_pct": seq,
-                                "mean_common_prefix": client.prefix_agreement(outputs[b], outputs[ref]),
-                                "new_tokens": args.check_tokens, "sequences": len(outputs[b])})
+            correctness.append(client.agreement_row(b, ref, outputs[b], outputs[ref], args.check_tokens))
 
     gpu = gpu_name()
     cg = "off" if args.disable_cuda_graph else f"decode on (max bs {args.cuda_graph_max_bs})"

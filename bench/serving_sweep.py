@@ -357,9 +357,10 @@ class Sweep:
                 check = check_workloads(args.seed, args.check_tokens)
                 for w in check.warmup:
                     client.generate_batch(port, [w], timeout_s=120)
-                outputs = client.generate_batch(port, check.requests, timeout_s=120)
+                gen = client.generate_batch(port, check.requests, timeout_s=120, logprobs=True)
                 self.store.append({"kind": "check", "backend": backend, "server_id": self.server_id,
-                                   "status": "ok", "outputs": outputs, "new_tokens": args.check_tokens})
+                                   "status": "ok", "outputs": gen.ids, "logprobs": gen.logprobs,
+                                   "new_tokens": args.check_tokens})
             warm = warmup_workload(args.seed)
             results, wall = client.run_closed_loop(port, warm.requests, 64, deadline_s=min(90.0, self.left()),
                                                    timeout_s=90)
@@ -453,7 +454,8 @@ class Sweep:
 
 # ---------------------------------------------------------------------------------------------------------- report
 def agreement_rows(store: sweep.ResultStore, reference: str) -> list[dict[str, object]]:
-    """Greedy agreement of every backend's latest check with the reference's (same server settings)."""
+    """Greedy agreement (and log-probability gap, for checks that recorded them) of every backend's latest check
+    with the reference's (same server settings)."""
     checks: dict[tuple[str, str], dict] = {}
     for row in store.rows:
         if row.get("kind") == "check" and row.get("status") == "ok":
@@ -463,10 +465,8 @@ def agreement_rows(store: sweep.ResultStore, reference: str) -> list[dict[str, o
         ref = checks.get((reference, sid))
         if backend == reference or ref is None:
             continue
-        tok, seq = client.agreement(row["outputs"], ref["outputs"])
-        out.append({"backend": backend, "reference": reference, "token_agree_pct": tok, "seq_agree_pct": seq,
-                    "mean_common_prefix": client.prefix_agreement(row["outputs"], ref["outputs"]),
-                    "new_tokens": row.get("new_tokens"), "sequences": len(row["outputs"])})
+        out.append(client.agreement_row(backend, reference, client.Generated(row["outputs"], row.get("logprobs")),
+                                        client.Generated(ref["outputs"], ref.get("logprobs")), row.get("new_tokens")))
     return out
 
 

@@ -116,6 +116,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         batch = ids if ids and isinstance(ids[0], list) else [ids]
         out = [{"output_ids": outputs(x, n), "meta_info": {"completion_tokens": n}} for x in batch]
+        if req.get("return_logprob"):  # SGLang's (logprob, token id, text) per output token; a function of the tokens
+            for o in out:
+                o["meta_info"]["output_token_logprobs"] = [[-1e-3 * (t % 7 + 1), t, None] for t in o["output_ids"]]
         body = json.dumps(out if ids and isinstance(ids[0], list) else out[0]).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

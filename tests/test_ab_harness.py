@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import sys
 import time
@@ -205,6 +206,8 @@ def test_end_to_end_against_fake_server(tmp_path: Path, monkeypatch: pytest.Monk
     assert [r["status"] for r in rows if r["backend"] == "broken"] == ["start failed"] * 2
     md = (out / "results.md").read_text()
     assert "| pat | flashinfer | 100.0 | 100.0 |" in md
+    # the check asked for logprobs: equal tokens from the same deterministic server, so no gap
+    assert "max abs logprob diff" in md and "| pat | flashinfer | 100.0 | 100.0 | 4.0 | 0 | 0 |" in md
     assert (out / "server-broken.log").read_text().strip().endswith("failing on purpose")
 
 
@@ -515,3 +518,15 @@ def test_bad_backend_label_is_an_argument_error(capsys: pytest.CaptureFixture[st
     with pytest.raises(SystemExit) as stop:
         ab_serving.parse_args(["--backends", "flashinfer,pat@fa3+nogate"])
     assert stop.value.code == 2 and "unknown option 'nogate'" in capsys.readouterr().err
+
+
+def test_logprob_gap_over_the_common_run() -> None:
+    a = client.Generated([[1, 2, 3], [4, 5]], [[-0.1, -0.2, -0.3], [-1.0, -2.0]])
+    b = client.Generated([[1, 2, 9], [4, 5]], [[-0.15, -0.2, -5.0], [-1.0, -2.5]])
+    gap_max, gap_mean = client.logprob_gap(a, b)
+    # pair 0: positions 0-1 (they differ at 2, which is not compared); pair 1: both positions
+    assert gap_max == pytest.approx(0.5) and gap_mean == pytest.approx((0.05 + 0 + 0 + 0.5) / 4)
+    assert all(math.isnan(x) for x in client.logprob_gap(a, client.Generated(b.ids)))
+    row = client.agreement_row("pat", "fa3", a, b, 3)
+    assert row["max_logprob_diff"] == pytest.approx(0.5) and row["token_agree_pct"] == pytest.approx(100 * 4 / 5)
+    assert row["mean_common_prefix"] == pytest.approx(2.0) and row["sequences"] == 2

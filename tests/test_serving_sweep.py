@@ -360,7 +360,10 @@ def test_end_to_end_with_real_bench_serving(tmp_path: Path, monkeypatch: pytest.
     assert len(measured) == 2 * (12 + 1) and all(r["prompt_tokens"] == 40 for r in measured)
     assert log.count("FLUSH") == 2
     md = (out / "results.md").read_text()
-    assert "| pat@ref+all | ref | 100.0 | 100.0 |" in md  # greedy agreement (the fake server is deterministic)
+    # greedy agreement and logprob gap (the fake server is deterministic), from checks that kept their logprobs
+    assert "| pat@ref+all | ref | 100.0 | 100.0 | 4.0 | 0 | 0 | 4 |" in md
+    checks = [r for r in sweep.read_jsonl(out / "results.jsonl") if r["kind"] == "check"]
+    assert all(len(lp) == len(ids) == 4 for r in checks for ids, lp in zip(r["outputs"], r["logprobs"], strict=True))
     assert (out / "serving.png").exists() and (out / "results.csv").exists()
     assert "Generated shared prefix dataset statistics" in (out / "logs" / "bench-ref-tiny-c4.log").read_text()
     # rerun: everything measured is skipped (no server starts); a new load is measured alone

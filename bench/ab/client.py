@@ -137,18 +137,29 @@ def generate_stream(
     return res
 
 
+@dataclass(frozen=True)
+class Generated:
+    """The outputs of one batched ``/generate`` call: token ids per request and, when asked for, the log-probability
+    the server gave each of them (SGLang's ``meta_info.output_token_logprobs``)."""
+
+    ids: list[list[int]]
+    logprobs: list[list[float]] | None = None
+
+
 def generate_batch(port: int, reqs: Sequence[Request], timeout_s: float = 300.0,
-                   temperature: float = 0.0) -> list[list[int]]:
-    """One non-streamed batched ``/generate`` call (greedy unless ``temperature`` > 0); the output token ids of each
-    request."""
+                   temperature: float = 0.0, logprobs: bool = False) -> Generated:
+    """One non-streamed batched ``/generate`` call (greedy unless ``temperature`` > 0). ``logprobs``: also the
+    log-probability of every output token (``return_logprob``, output tokens only)."""
     max_new = max(r.max_new_tokens for r in reqs)
-    body = json.dumps({
+    payload: dict = {
         "input_ids": [list(r.input_ids) for r in reqs],
         "sampling_params": {"max_new_tokens": max_new, "temperature": temperature, "ignore_eos": True},
-    })
+    }
+    if logprobs:
+        payload.update(return_logprob=True, logprob_start_len=-1, top_logprobs_num=0)
     conn = _conn(port, timeout_s)
     try:
-        conn.request("POST", "/generate", body=body, headers={"Content-Type": "application/json"})
+        conn.request("POST", "/generate", body=json.dumps(payload), headers={"Content-Type": "application/json"})
         resp = conn.getresponse()
         raw = resp.read()
         if resp.status != 200:
@@ -158,7 +169,17 @@ def generate_batch(port: int, reqs: Sequence[Request], timeout_s: float = 300.0,
     out = json.loads(raw)
     if isinstance(out, dict):
         out = [out]
-    return [list(o.get("output_ids", [])) for o in out]
+    ids = [list(o.get("output_ids", [])) for o in out]
+    if not logprobs:
+        return Generated(ids)
+    lps = []
+    for o, row in zip(out, ids, strict=True):
+        # (logprob, token id, text or None) per output token
+        entries = (o.get("meta_info") or {}).get("output_token_logprobs") or []
+        if [int(e[1]) for e in entries] != row:
+            raise RuntimeError("the server's output_token_logprobs do not match its output_ids")
+        lps.append([float(e[0]) for e in entries])
+    return Generated(ids, lps)
 
 
 def run_closed_loop(
@@ -309,3 +330,26 @@ def prefix_agreement(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]]) -> 
             k += 1
         runs.append(float(k))
     return mean(runs)
+
+
+def logprob_gap(a: Generated, b: Generated) -> tuple[float, float]:
+    """(max, mean) |difference| of the log-probabilities two servers gave the same greedy tokens: over each pair's
+    common leading run (where both chose the same tokens after the same context), nan without logprobs."""
+    if a.logprobs is None or b.logprobs is None:
+        return math.nan, math.nan
+    gaps = []
+    for x, y, lx, ly in zip(a.ids, b.ids, a.logprobs, b.logprobs, strict=False):
+        k = 0
+        while k < min(len(x), len(y)) and x[k] == y[k]:
+            gaps.append(abs(lx[k] - ly[k]))
+            k += 1
+    return (max(gaps), mean(gaps)) if gaps else (math.nan, math.nan)
+
+
+def agreement_row(backend: str, reference: str, out: Generated, ref: Generated, new_tokens: int) -> dict[str, object]:
+    """The agreement of ``backend``'s outputs with ``reference``'s on the same check batch (both harnesses' table)."""
+    tok, seq = agreement(out.ids, ref.ids)
+    gap_max, gap_mean = logprob_gap(out, ref)
+    return {"backend": backend, "reference": reference, "token_agree_pct": tok, "seq_agree_pct": seq,
+            "mean_common_prefix": prefix_agreement(out.ids, ref.ids), "max_logprob_diff": gap_max,
+            "mean_logprob_diff": gap_mean, "new_tokens": new_tokens, "sequences": len(out.ids)}

@@ -76,8 +76,12 @@ def write_markdown(
     if correctness:
         cols = [("backend", "backend", "s"), ("reference", "vs", "s"), ("token_agree_pct", "tokens equal %", ".1f"),
                 ("seq_agree_pct", "sequences equal %", ".1f"), ("mean_common_prefix", "mean common prefix", ".1f"),
+                ("max_logprob_diff", "max abs logprob diff", ".3g"),
+                ("mean_logprob_diff", "mean abs logprob diff", ".3g"),
                 ("new_tokens", "new tokens", ".0f"), ("sequences", "sequences", ".0f")]
-        parts += ["## Greedy agreement (shared-prefix batch)", "", markdown_table(correctness, cols), ""]
+        parts += ["## Greedy agreement (shared-prefix batch)", "",
+                  "Log-probabilities: of the same greedy tokens, over each pair's common leading run.", "",
+                  markdown_table(correctness, cols), ""]
     text = "\n".join(parts)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
