@@ -25,10 +25,12 @@ AB_ARGS    ?=
 #   there, one device call per piece (carry .fa3/pNN and .fa3/manifest.json), within the warm window:
 #     python3 tools/wheelhouse/pieces.py stash --src .fa3 --store /tmp/fa3
 #   then: python3 tools/wheelhouse/pieces.py assemble --store /tmp/fa3 --dest $(AB_SITE)/sgl_kernel/flash_ops.abi3.so
-# FlashInfer's JIT cache (~280 s to compile on a fresh machine) can come back the same way, once compiled there:
-#   tar -C /tmp/fi-cache -cf /tmp/fi.tar . && python3 tools/wheelhouse/pieces.py split --file /tmp/fi.tar --out $OUT/fi
-#   --piece-mib 15 (at most 64 MiB come back a call); copy $OUT/fi here to .fi/ (git-ignored) and carry .fi/pNN
-#   like .fa3/pNN; assemble to /tmp/fi.tar and untar into FLASHINFER_WORKSPACE_BASE (same path as where it compiled).
+# FlashInfer's compiled kernels (~280 s of JIT on a fresh machine) come back the other way, once compiled there
+# (tools/wheelhouse/fi_aot.py: a restored JIT cache would be rebuilt, its AOT folder is loaded as is):
+#   python3 tools/wheelhouse/fi_aot.py pack --cache /tmp/fi-cache --out $OUT/fi     (15 MiB pieces; 64 MiB a call)
+#   copy $OUT/fi here to .fi-aot/ (git-ignored); on the next machine, one call per piece (carry .fi-aot/pNN and
+#   .fi-aot/manifest.json): pieces.py stash --src .fi-aot --store /tmp/fi-aot; then pieces.py assemble --store
+#   /tmp/fi-aot --dest /tmp/fi-aot.tar && python3 tools/wheelhouse/fi_aot.py install --tar /tmp/fi-aot.tar --site $(AB_SITE)
 
 # Serving sweep (bench/serving_sweep.py; bench/README.md "Serving sweep"). On the device tool, e.g.
 #   make serving SERVING_OUT=$OUT/serving SERVING_PRIOR=docs/perf/serving/NAME/results.jsonl \

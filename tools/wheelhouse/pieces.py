@@ -25,12 +25,9 @@ copied tree survive between calls while the machine stays up)::
 ``stash`` checks each carried piece against the manifest and says which are still missing; ``assemble`` refuses
 until all are there, then decompresses and checks the member's size and sha256 before moving it into place.
 
-The other direction works the same way for any file (``split --file``): e.g. FlashInfer's JIT cache, compiled once
-on a fresh GPU machine (~280 s), packed there into pieces under ``$OUT`` (at most 16 MiB a file and 64 MiB a call
-come back), kept here in a git-ignored folder, and carried to the next machine like fa3's pieces::
-
-    tar -C /tmp/fi-cache -cf /tmp/fi-cache.tar . && \
-        python3 tools/wheelhouse/pieces.py split --file /tmp/fi-cache.tar --out $OUT/fi --piece-mib 15
+The other direction works the same way for any file (``split --file``): FlashInfer's compiled kernels, built once
+on a fresh GPU machine (~280 s), are packed there into pieces under ``$OUT`` and carried to the next machine like
+fa3's (``fi_aot.py`` beside this file: only the libraries, installed where FlashInfer loads them without building).
 """
 
 from __future__ import annotations
