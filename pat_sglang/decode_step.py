@@ -23,7 +23,8 @@ With ``min_saved`` (the dispatch gate, ``pat_sglang.dispatch``) a batch that can
 KV bytes gets no plan (``None``: the delegate serves it). Most such batches are decided before any forest or plan: no
 plan reads fewer bytes than the batch's unique tokens, so ``1 - unique / per-request tokens`` bounds every plan's
 saving, and the unique tokens follow from the published paths alone (``unique_tokens``: each node's tokens once, plus
-every request's private part). A declined batch stays declined while it is unchanged (its private leaves only grow,
+every request's private part; the publisher keeps the first term up to date as requests come and go, so a declined
+batch never gathers its paths). A declined batch stays declined while it is unchanged (its private leaves only grow,
 its saving only shrinks), so its next steps cost one batch comparison.
 """
 
@@ -176,7 +177,10 @@ class DecodeStepPlanner:
         stale = self._stale(batch)
         if stale is None:
             return total
-        req, key, length = batch.published.paths
+        pb = batch.published
+        if pb.distinct_cached is not None and not stale.any():  # counted by the publisher: no paths needed
+            return total - int(pb.cached.sum()) + pb.distinct_cached
+        req, key, length = pb.paths
         if stale.any():
             keep = ~stale[req]
             req, key, length = req[keep], key[keep], length[keep]

@@ -14,7 +14,7 @@ from test_decode_step import HEADS, plan_and_check, setup, step
 from pat_sglang.config import DeviceSpec
 from pat_sglang.decode_step import DecodeStepPlanner, StepBatch
 from pat_sglang.forest import PrefixForest
-from pat_sglang.sglang_patches.chain_table import ChainEntry, ChainTable, _RowPaths
+from pat_sglang.sglang_patches.chain_table import ChainEntry, ChainTable, _RowPaths, _Tally, paths_of_entries
 from pat_sglang.sglang_patches.core import COUNT_RADIX_RECACHING, COUNT_RADIX_SPLITS
 from pat_sglang.sglang_patches.publish import SPLITS_ATTR, publish_decode_batch, radix_recached, radix_splits
 
@@ -187,6 +187,7 @@ def test_incremental_publish_equals_a_fresh_read(split_counter, seed: int) -> No
     h = RadixHarness(max_reqs=24, max_context=512, num_slots=1 << 14)
     templates = [rng.integers(1000 * (t + 1), 1000 * (t + 2), size=64).tolist() for t in range(3)]
     table = ChainTable(enabled=True)
+    late = ChainTable(enabled=True)
     live: list[int] = []
     pool = h.req_to_token_pool
     reads = fresh_reads = 0
@@ -209,10 +210,18 @@ def test_incremental_publish_equals_a_fresh_read(split_counter, seed: int) -> No
         fresh = ChainTable(enabled=True)
         publish_decode_batch(h.schedule_batch(live), fresh)
         fresh_reads += fresh.published
+        # a table whose batches are read one step late: the paths of a batch after the table wrote newer entries
+        unread = late.batch
+        publish_decode_batch(h.schedule_batch(live), late)
+        if unread is not None:
+            want_paths = paths_of_entries(unread.entries)
+            assert all(np.array_equal(a, b) for a, b in zip(unread.paths, want_paths, strict=True))
         got, want = table.batch, fresh.batch
         assert got.rows.tolist() == want.rows.tolist() and got.rids == want.rids
         assert [e.signature for e in got.entries] == [e.signature for e in want.entries], step_no
         assert got.cached.tolist() == want.cached.tolist()
+        # the distinct cached tokens kept across steps are a fresh count's
+        assert got.distinct_cached == want.distinct_cached == late.batch.distinct_cached
         assert got.paths[1].tolist() == want.paths[1].tolist() and got.paths[2].tolist() == want.paths[2].tolist()
 
         seq = np.array([h.seq_lens[i] for i in live], dtype=np.int64)
@@ -250,9 +259,35 @@ def test_row_paths_grow_and_gather_each_rows_path() -> None:
         entries[row] = ChainEntry("r", 0, sig)
         paths.set(row, entries[row])
     rows = rng.permutation(320)[:150]
-    (req, key, length), cached = paths.gather(rows)
+    req, key, length = paths.paths(rows)
+    cached = paths.cached_of(rows)
     want = [entries.get(int(r)) for r in rows]
     assert cached.tolist() == [e.cached_len if e is not None else 0 for e in want]
     for i, e in enumerate(want):
         assert key[req == i].tolist() == ([] if e is None else e.keys.tolist())
         assert length[req == i].tolist() == ([] if e is None else e.lengths.tolist())
+    # the same arrays from the entries themselves (a batch whose rows were written since it was published)
+    assert all(np.array_equal(a, b) for a, b in zip(paths_of_entries(want), (req, key, length), strict=True))
+
+
+def test_tally_counts_each_node_once_across_batch_changes() -> None:
+    """The distinct cached tokens kept per published batch equal a recount from scratch after every change: rows
+    joining, leaving, re-published with another entry, or without one; nodes shared by several rows."""
+    rng = np.random.default_rng(1)
+    nodes = [(int(i), 0, int(rng.integers(1, 500))) for i in range(60)]  # (id, data pointer, tokens)
+    tally = _Tally()
+    live: dict[int, ChainEntry | None] = {}
+    for _ in range(300):
+        for row in rng.choice(64, size=int(rng.integers(1, 6)), replace=False).tolist():
+            if rng.random() < 0.3:
+                live.pop(row, None)
+            elif rng.random() < 0.15:
+                live[row] = None  # in the batch without an entry
+            else:  # a chain through a few shared nodes: ids along a path, root last in the signature
+                depth = int(rng.integers(1, 6))
+                start = int(rng.integers(0, 3)) * 20
+                live[row] = ChainEntry("r", 0, tuple(nodes[start + d] for d in range(depth))[::-1])
+        rows = [int(r) for r in rng.permutation(list(live))]
+        got = tally.update(rows, tuple(live[r] for r in rows))
+        distinct = {(n, t) for e in live.values() if e is not None for n, _, t in e.signature}
+        assert got == sum(t for _, t in distinct)

@@ -114,9 +114,17 @@ class PublishedBatch:
     gens: np.ndarray | None = None  # int64 [bs] the generations the entries were published for
     absent: int = 0  # requests without an entry (None in ``entries``)
     seq_lens: np.ndarray | None = None  # int64 [bs] the batch's sequence lengths (None: the batch had none on the host)
-    # The radix paths as flat int64 arrays (request index, node id, tokens), requests in batch order, each root first:
-    # ``PrefixForest.from_paths``'s input (read-only; a reused batch keeps them).
-    paths: tuple[np.ndarray, np.ndarray, np.ndarray] = field(default=(_EMPTY, _EMPTY, _EMPTY), repr=False)
+    # The entries' distinct cached tokens: each radix node's tokens once (None: not counted). With ``cached`` it gives
+    # the batch's unique tokens without its paths (the dispatch gate's bound, ``DecodeStepPlanner.unique_tokens``).
+    distinct_cached: int | None = None
+    lazy_paths: _LazyPaths | None = field(default=None, repr=False, compare=False)  # see ``paths``
+
+    @property
+    def paths(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The radix paths as flat int64 arrays (request index, node id, tokens), requests in batch order, each root
+        first: ``PrefixForest.from_paths``'s input (read-only). Gathered on first use (a batch the gate declines from
+        ``distinct_cached`` never needs them); a reused batch shares them."""
+        return self.lazy_paths.get() if self.lazy_paths is not None else (_EMPTY, _EMPTY, _EMPTY)
 
 
 @dataclass
@@ -153,13 +161,15 @@ _PARENT = operator.attrgetter("parent")
 
 class _RowPaths:
     """Every row's published path as rows of 2-D arrays (node ids, tokens, depth, cached length), written when its
-    entry changes, so a batch's flat paths are a few gathers by row instead of one array per request."""
+    entry changes, so a batch's flat paths are a few gathers by row instead of one array per request. ``version``
+    counts the writes (a batch's paths gathered later are its own only while it has not moved)."""
 
     def __init__(self) -> None:
         self.keys = np.zeros((0, 4), dtype=np.int64)
         self.lengths = np.zeros((0, 4), dtype=np.int64)
         self.depth = np.zeros(0, dtype=np.int64)
         self.cached = np.zeros(0, dtype=np.int64)
+        self.version = 0
 
     def _room(self, rows: int, depth: int) -> None:
         have_rows, have_depth = self.keys.shape
@@ -183,26 +193,109 @@ class _RowPaths:
         self.lengths[row, :d] = entry.lengths
         self.depth[row] = d
         self.cached[row] = entry.cached_len
+        self.version += 1
 
     def clear(self, row: int) -> None:
         if row < self.depth.shape[0]:
             self.depth[row] = 0
             self.cached[row] = 0
+        self.version += 1
 
-    def gather(self, rows: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
-        """(``PublishedBatch.paths``, cached lengths) of the batch ``rows`` (rows without an entry: no path)."""
+    def cached_of(self, rows: np.ndarray) -> np.ndarray:
+        """The cached lengths of the batch ``rows`` (0 where a row has no entry)."""
+        if rows.shape[0]:
+            self._room(int(rows.max()) + 1, 1)
+        return self.cached[rows]
+
+    def paths(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``PublishedBatch.paths`` of the batch ``rows`` (rows without an entry: no path)."""
         if rows.shape[0]:
             self._room(int(rows.max()) + 1, 1)
         depth = self.depth[rows]
-        cached = self.cached[rows]
         if not depth.any():
-            return (_EMPTY, _EMPTY, _EMPTY), cached
+            return _EMPTY, _EMPTY, _EMPTY
         on_path = np.arange(self.keys.shape[1]) < depth[:, None]
         req = np.repeat(np.arange(rows.shape[0], dtype=np.int64), depth)
         paths = (req, self.keys[rows][on_path], self.lengths[rows][on_path])
         for a in paths:
             a.setflags(write=False)
-        return paths, cached
+        return paths
+
+
+def paths_of_entries(entries: Sequence[ChainEntry | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``PublishedBatch.paths`` from the entries themselves (``None``: a request without a path)."""
+    present = [(i, e) for i, e in enumerate(entries) if e is not None]
+    if not present:
+        return _EMPTY, _EMPTY, _EMPTY
+    req = np.repeat(np.array([i for i, _ in present], dtype=np.int64), [e.keys.shape[0] for _, e in present])
+    paths = (req, np.concatenate([e.keys for _, e in present]), np.concatenate([e.lengths for _, e in present]))
+    for a in paths:
+        a.setflags(write=False)
+    return paths
+
+
+class _LazyPaths:
+    """One published batch's paths, made on first use: gathered from the table's row arrays if no entry was written
+    since the batch was published (the backend plans a batch right after it is published), else from the batch's own
+    entries. Thread-safe through the table's lock."""
+
+    __slots__ = ("_entries", "_lock", "_rows", "_source", "_value", "_version")
+
+    def __init__(self, source: _RowPaths, rows: np.ndarray, entries: tuple, lock: threading.Lock) -> None:
+        self._source: _RowPaths | None = source
+        self._version = source.version
+        self._rows = rows
+        self._entries = entries
+        self._lock = lock
+        self._value: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def get(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._value is None:
+            with self._lock:
+                if self._value is None:
+                    source = self._source
+                    if source is not None and source.version == self._version:
+                        self._value = source.paths(self._rows)
+                    else:
+                        self._value = paths_of_entries(self._entries)
+                    self._source = None
+        return self._value
+
+
+class _Tally:
+    """The distinct cached tokens of the last batch given to ``update``, kept in proportion to what changed: per radix
+    node (id, tokens) the number of the batch's rows whose entry passes through it."""
+
+    def __init__(self) -> None:
+        self.by_row: dict[int, ChainEntry | None] = {}
+        self.refs: dict[tuple[int, int], int] = {}
+        self.total = 0
+
+    def update(self, rows: list[int], entries: tuple) -> int:
+        """Move to the batch (``rows``, ``entries``: a ChainEntry or None per row); its distinct cached tokens."""
+        before = self.by_row
+        now = dict(zip(rows, entries, strict=True))
+        for row in before.keys() - now.keys():
+            self._count(before[row], -1)
+        for i in itertools.compress(itertools.count(), map(operator.is_not, map(before.get, rows), entries)):
+            self._count(before.get(rows[i]), -1)
+            self._count(entries[i], 1)
+        self.by_row = now
+        return self.total
+
+    def _count(self, entry: ChainEntry | None, step: int) -> None:
+        if entry is None:
+            return
+        refs = self.refs
+        for node_id, _, tokens in entry.signature:
+            key = (node_id, tokens)
+            n = refs.get(key, 0) + step
+            if n:
+                refs[key] = n
+            else:
+                del refs[key]
+            if n == (step > 0):  # 0 -> 1 adds the node's tokens, 1 -> 0 removes them
+                self.total += step * tokens
 
 
 @dataclass
@@ -222,6 +315,7 @@ class ChainTable:
     _read_as: dict[int, tuple] = field(default_factory=dict, repr=False)  # row -> (rid, generation, last_node) read
     _rows_of_node: dict[int, set[int]] = field(default_factory=dict, repr=False)  # radix node id -> rows through it
     _row_paths: _RowPaths = field(default_factory=_RowPaths, repr=False)  # each row's entry as arrays
+    _tally: _Tally = field(default_factory=_Tally, repr=False)  # distinct cached tokens of the last published batch
 
     def publish_batch(
         self,
@@ -313,11 +407,14 @@ class ChainTable:
             absent = _absent(batch_entries)
             gens = np.array(generations, dtype=np.int64) if generations and None not in generations else None
             rows = np.array(idxs, dtype=np.int64)
-            paths, cached = self._row_paths.gather(rows)
+            cached = self._row_paths.cached_of(rows)
             for a in (rows, cached, gens):
                 if a is not None:
                     a.setflags(write=False)
-            self.batch = PublishedBatch(rows, tuple(rids), serial, batch_entries, cached, gens, absent, seq_lens, paths)
+            distinct = self._tally.update(idxs, batch_entries)
+            paths = _LazyPaths(self._row_paths, rows, batch_entries, self.lock)
+            self.batch = PublishedBatch(rows, tuple(rids), serial, batch_entries, cached, gens, absent, seq_lens,
+                                        distinct, paths)
             self._snap = _snapshot(root, idxs, rids, generations, last_nodes, self.batch, splits, reqs, recached)
 
     def _split_since(
@@ -447,6 +544,7 @@ class ChainTable:
             self._read_as.clear()
             self._rows_of_node.clear()
             self._row_paths = _RowPaths()
+            self._tally = _Tally()
             self.published = 0
             self.batch = None
 
