@@ -20,6 +20,11 @@ implementation is checked against float64 attention on 8 sampled requests first.
 and the reference reads them dequantised; the peers are left out (their FP8 paths are the kernel benchmark's), and a
 ``bf16`` column times the table's kernel on the bf16 pools the FP8 ones were made from (twice the bytes).
 
+``--head-dim 64|256`` runs the same cases with that head dim (32 q / 8 kv heads; the peers are left out: fa3 and
+FlashInfer were compared at 128), e.g. to choose FP8 tiles for them. ``--table-again`` times the table's variant a
+second time after the others: the first timing of a case can differ from a later one of the same kernel and plan
+(d64x4096: 290 vs 259 us, ``docs/perf/kernels/2026-11-29-h200-span-splits/``).
+
     python3 bench/tile_sweep.py [--variants 32/2/4 32/3/3 16/6/3 32/4/2 64/2/2] [--cases ...] [--reps 30]
 """
 
@@ -47,7 +52,7 @@ from pat_sglang.planner import plan_forest  # noqa: E402
 from pat_sglang.reference import naive_decode  # noqa: E402
 from pat_sglang.workloads import make_qkv, standard_batch  # noqa: E402
 
-HEADS = HeadConfig(32, 8, 128, torch.bfloat16)
+HEAD_DIM = 128  # the default; --head-dim
 CASES = ("mooncake96", "d64x4096", "d256x1024", "d8x32768", "a128")
 MORE_CASES = ("a64", "b", "c", "e")  # the kernel benchmark's other shared trees (--cases)
 
@@ -97,23 +102,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--kv-dtype", choices=("bf16", *FP8_KV_NAMES), default="bf16",
                     help="KV pool dtype (FP8: scales 0.5, no peers, a bf16 column)")
+    ap.add_argument("--head-dim", type=int, choices=(64, 128, 256), default=HEAD_DIM,
+                    help="head dim of the 32 q / 8 kv heads (other than 128: no fa3/FlashInfer peers)")
+    ap.add_argument("--table-again", action="store_true",
+                    help="time the table's variant again after the others (a column 'again')")
     args = ap.parse_args(argv)
+    hd = args.head_dim
+    scale = 1 / math.sqrt(hd)
+    heads16 = HeadConfig(32, 8, hd, torch.bfloat16)
     fp8 = args.kv_dtype != "bf16"
-    heads = HeadConfig(32, 8, 128, torch.bfloat16, FP8_KV_NAMES[args.kv_dtype]) if fp8 else HEADS
+    heads = HeadConfig(32, 8, hd, torch.bfloat16, FP8_KV_NAMES[args.kv_dtype]) if fp8 else heads16
     kv_scale = 0.5 if fp8 else 1.0
     rng = np.random.default_rng(0)
     real = DeviceSpec.from_torch(torch.device("cuda"))
-    table_ctas = load_tile_table(real.arch).min_ctas_per_sm[HEADS.head_dim]
-    tunes = [None] + [parse_variant(t) for t in args.variants]
-    names = ["table"] + list(args.variants)
-    peers = ["bf16"] if fp8 else [] if args.no_peers else ["fa3", "fi_tc"]
+    table_ctas = load_tile_table(real.arch).min_ctas_per_sm[hd]
+    tunes = [None] + [parse_variant(t) for t in args.variants] + ([None] if args.table_again else [])
+    names = ["table"] + list(args.variants) + (["again"] if args.table_again else [])
+    peers = ["bf16"] if fp8 else [] if args.no_peers or hd != HEAD_DIM else ["fa3", "fi_tc"]
     table = load_tile_table(real.arch)
     print(f"device: {torch.cuda.get_device_name()}; SMs {real.sm_count}; times in us (median); KV {args.kv_dtype}; "
-          f"table variant {table.kv_tile(128, fp8)}/{table.stages_for(128, fp8)}/{table_ctas}")
+          f"head dim {hd}; table variant {table.kv_tile(hd, fp8)}/{table.stages_for(hd, fp8)}/{table_ctas}")
     print(f"{'case':>11} " + "".join(f"{c:>10}" for c in names + peers))
     for name in args.cases:
         indptr, indices, slots = case_batch(name, rng)
-        q, k16, v16 = make_qkv(indptr.shape[0] - 1, 32, 8, 128, slots, torch.bfloat16, "cuda", seed=1)
+        q, k16, v16 = make_qkv(indptr.shape[0] - 1, 32, 8, hd, slots, torch.bfloat16, "cuda", seed=1)
         k, v = k16, v16
         if fp8:  # stored = value / scale; the kernels and the reference read stored * scale
             k, v = (k16.float() / kv_scale).to(heads.kv_dtype), (v16.float() / kv_scale).to(heads.kv_dtype)
@@ -122,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         sub_ptr = torch.tensor([0] + list(np.cumsum([ip[i + 1] - ip[i] for i in sel])), dtype=torch.int64)
         sub_idx = torch.cat([indices[ip[i] : ip[i + 1]] for i in sel])
         k_ref, v_ref = (k.cpu().float() * kv_scale, v.cpu().float() * kv_scale) if fp8 else (k.cpu(), v.cpu())
-        ref = (sel, naive_decode(q[sel].cpu(), k_ref, v_ref, sub_ptr, sub_idx, 1 / math.sqrt(128)))
+        ref = (sel, naive_decode(q[sel].cpu(), k_ref, v_ref, sub_ptr, sub_idx, scale))
         forest = PrefixForest.from_flat(indptr, indices)
         cells = []
         for tune in tunes:
@@ -133,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             plan = plan_forest(forest, heads, spec).to("cuda")
             out = torch.full_like(q, float("nan"))
             try:
-                launch_plan(plan, q, k, v, 1 / math.sqrt(128), out=out, tune=tune, k_scale=kv_scale, v_scale=kv_scale)
+                launch_plan(plan, q, k, v, scale, out=out, tune=tune, k_scale=kv_scale, v_scale=kv_scale)
                 torch.cuda.synchronize()
             except Exception as e:  # a variant that does not build or fit (shared memory, registers)
                 cells.append(f"{'n/a':>10}")
@@ -143,16 +155,16 @@ def main(argv: list[str] | None = None) -> int:
             if not err < 2e-2:
                 raise SystemExit(f"{name} {tune}: relative error {err:.2e}")
             us = time_graph(lambda _, plan=plan, out=out, tune=tune, q=q, k=k, v=v: launch_plan(
-                plan, q, k, v, 1 / math.sqrt(128), out=out, tune=tune, k_scale=kv_scale, v_scale=kv_scale), 1,
+                plan, q, k, v, scale, out=out, tune=tune, k_scale=kv_scale, v_scale=kv_scale), 1,
                 args.reps)
             cells.append(f"{us:10.1f}")
         for peer in peers:
             try:
                 if peer == "bf16":  # the table's kernel on the bf16 pools the FP8 ones were made from
-                    plan16 = plan_forest(forest, HEADS, real).to("cuda")
+                    plan16 = plan_forest(forest, heads16, real).to("cuda")
                     out16 = torch.empty_like(q)
                     us = time_graph(lambda _, plan16=plan16, out16=out16, q=q, k16=k16, v16=v16: launch_plan(
-                        plan16, q, k16, v16, 1 / math.sqrt(128), out=out16), 1, args.reps)
+                        plan16, q, k16, v16, scale, out=out16), 1, args.reps)
                 elif peer == "fa3":
                     us = fa3_time(indptr, indices, q, k, v, ref, args.reps)
                 else:
