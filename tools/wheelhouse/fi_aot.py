@@ -12,8 +12,10 @@ There, after a run that compiled what the servers need (e.g. ``serving_sweep.py 
     python3 tools/wheelhouse/fi_aot.py pack --cache /tmp/fi-cache --out $OUT/fi [--piece-mib 15]
 
 writes the libraries as one tar cut into xz pieces (``pieces.split``: ``$OUT/fi/manifest.json``,
-``$OUT/fi/pNN/piece.xz``; at most 16 MiB a file and 64 MiB a call come back). Here, keep them in the git-ignored
-``.fi-aot/``. On the next machine, after the wheelhouse install, one call per piece (as for fa3's pieces)::
+``$OUT/fi/pNN/piece.xz``). At most 8 files, 16 MiB each and 64 MiB in all come back from a call: with more than
+four pieces, pack into a folder under /tmp instead and copy the manifest and four pieces at a time into ``$OUT/fi``,
+one call each. Here, keep them in the git-ignored ``.fi-aot/``. On the next machine, after the wheelhouse install,
+one call per piece (as for fa3's pieces)::
 
     python3 tools/wheelhouse/pieces.py stash --src .fi-aot --store /tmp/fi-aot
     python3 tools/wheelhouse/pieces.py assemble --store /tmp/fi-aot --dest /tmp/fi-aot.tar
