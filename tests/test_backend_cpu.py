@@ -161,9 +161,11 @@ def test_non_decode_batches_go_to_the_delegate() -> None:
         (None, {"server_args": SimpleNamespace(speculative_algorithm="EAGLE", dcp_size=1)}, "speculative"),
     ],
 )
-def test_unsupported_models_refused_at_startup(layers: list | None, over: dict, match: str) -> None:
+def test_unsupported_models_refused_by_the_backend(layers: list | None, over: dict, match: str) -> None:
+    """``PATAttnBackend`` itself refuses what it cannot serve (``UnsupportedModel``, naming why); the plugin's factory
+    turns that into the delegate serving the whole model (tested below)."""
     h = RadixHarness()
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(backend_mod.UnsupportedModel, match=match):
         PATAttnBackend(fake_runner(h, layers=layers, **over), delegate=RecordingDelegate(), chain_table=ChainTable())
 
 
