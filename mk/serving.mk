@@ -30,7 +30,8 @@ AB_ARGS    ?=
 #   python3 tools/wheelhouse/fi_aot.py pack --cache /tmp/fi-cache --out $OUT/fi     (15 MiB pieces; 64 MiB a call)
 #   copy $OUT/fi here to .fi-aot/ (git-ignored); on the next machine, one call per piece (carry .fi-aot/pNN and
 #   .fi-aot/manifest.json): pieces.py stash --src .fi-aot --store /tmp/fi-aot; then pieces.py assemble --store
-#   /tmp/fi-aot --dest /tmp/fi-aot.tar && python3 tools/wheelhouse/fi_aot.py install --tar /tmp/fi-aot.tar --site $(AB_SITE)
+#   /tmp/fi-aot --dest /tmp/fi-aot.tar && python3 tools/wheelhouse/fi_aot.py install --tar /tmp/fi-aot.tar \
+#   --site $(AB_SITE)
 
 # Serving sweep (bench/serving_sweep.py; bench/README.md "Serving sweep"). On the device tool, e.g.
 #   make serving SERVING_OUT=$OUT/serving SERVING_PRIOR=docs/perf/serving/NAME/results.jsonl \
