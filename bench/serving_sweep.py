@@ -398,7 +398,8 @@ class Sweep:
                                             timeout_s=min(args.point_timeout_s, self.left() - 5))
         wall = time.monotonic() - t0
         time.sleep(0.5)  # let the server's last log lines land
-        steps = client.decode_steps(read_from(server_log, offset)) if server_log.exists() else []
+        during = read_from(server_log, offset) if server_log.exists() else ""
+        steps = client.decode_steps(during)
         row: dict[str, object] = {
             "kind": "point", "backend": point.backend, "workload": point.workload.name, "load": point.load,
             "workload_id": wid, "server_id": self.server_id, "requests": point.workload.requests, **info,
@@ -418,6 +419,7 @@ class Sweep:
             return True
         row.update(result)
         row.update(client.step_stats(steps))
+        row.update(client.pat_step_stats(read_from(server_log, 0, offset) if server_log.exists() else "", during))
         completed = int(bench_serving.finite(result.get("completed")) or 0)
         # "partial" counts as measured (a rerun would fail the same requests again, e.g. a prompt over the context)
         if completed >= point.workload.requests:
@@ -500,8 +502,16 @@ def write_report(out: Path, store: sweep.ResultStore, reference: str,
           for r in runs],
     ]
     report.write_csv(rows, out / "results.csv", report.SWEEP_COLUMNS)
+    pat_rows = [r for r in rows if r.get("pat_steps")]
+    extra = [
+        "## PAT's host planning per point", "",
+        "From the backend's cumulative stats line (`PAT_SGLANG_LOG_INTERVAL_S`): the point's decode steps, their mean "
+        "host planning time and the share handed to the delegate by the dispatch gate; the maximum is the server's "
+        "since it started.", "",
+        report.markdown_table(pat_rows, report.PAT_COLUMNS), "",
+    ] if pat_rows else []
     text = report.write_markdown(rows, out / "results.md", "Serving sweep (sglang.bench_serving)", preamble,
-                                 agreement_rows(store, reference), columns=report.SWEEP_COLUMNS)
+                                 agreement_rows(store, reference), columns=report.SWEEP_COLUMNS, extra=extra)
     report.plot_sweep(rows, out / "serving.png", sweep.load_order)
     return text
 

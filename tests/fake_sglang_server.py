@@ -37,6 +37,23 @@ def log(line: str) -> None:
         sys.stdout.flush()
 
 
+_PAT_STEPS = [0]  # as a pat server ("ENV PAT_SGLANG_DELEGATE" set): its decode steps so far
+
+
+def log_decode(line: str) -> None:
+    """A 'Decode batch' line; as a pat server also PAT's cumulative stats line (0.05 ms a step, one in five handed to
+    the delegate), as ``pat_sglang.backend.StepStats.summary`` writes it."""
+    log(line)
+    if "PAT_SGLANG_DELEGATE" in os.environ:
+        with _PRINT:
+            _PAT_STEPS[0] += 10
+            n = _PAT_STEPS[0]
+        log(f"[2026-11-24 00:00:00] PAT: {n} decode steps, host planning 0.050 ms mean / 0.500 ms max; plans reused "
+            f"as they were 0; forests built 1, reused 0; requests planned without sharing (no published path) 0; plans "
+            f"coarsened to fit the graph buffers 0; batches sharing too little, served by the delegate {n // 5} "
+            f"({n // 5} decided without planning); batches PAT could not plan 0; steps reading rows back 0")
+
+
 def words_to_ids(text: str) -> list[int]:
     """A stand-in tokenization: one id per white-space separated word (a stable function of the word)."""
     return [sum(map(ord, w)) % 1000 for w in text.split()]
@@ -94,7 +111,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
             self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()
-            log(f"[2026-11-24 00:00:00] Decode batch, #running-req: {threading.active_count() - 2}, #token: 10, "
+            log_decode(f"[2026-11-24 00:00:00] Decode batch, #running-req: {threading.active_count() - 2}, #token: 10, "
                 "token usage: 0.01, cuda graph: True, gen throughput (token/s): 100.00, #queue-req: 0,")
             self.close_connection = True
             return
@@ -110,7 +127,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
             self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()
-            log("[2026-11-24 00:00:00] Decode batch, #running-req: 1, #token: 10, token usage: 0.01, "
+            log_decode("[2026-11-24 00:00:00] Decode batch, #running-req: 1, #token: 10, token usage: 0.01, "
                 "cuda graph: True, gen throughput (token/s): 100.00, #queue-req: 0,")
             self.close_connection = True
             return

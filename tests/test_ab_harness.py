@@ -530,3 +530,22 @@ def test_logprob_gap_over_the_common_run() -> None:
     row = client.agreement_row("pat", "fa3", a, b, 3)
     assert row["max_logprob_diff"] == pytest.approx(0.5) and row["token_agree_pct"] == pytest.approx(100 * 4 / 5)
     assert row["mean_common_prefix"] == pytest.approx(2.0) and row["sequences"] == 2
+
+
+def test_pat_step_stats_per_point() -> None:
+    """The backend's own stats line (``StepStats.summary``), read back per point."""
+    from pat_sglang.backend import StepStats
+    from pat_sglang.decode_step import StepCounters
+
+    def line(steps: int, mean_ms: float, max_ms: float, declined: int) -> str:
+        stats = StepStats(steps=steps, plan_s_total=steps * mean_ms / 1e3, plan_s_max=max_ms / 1e3)
+        return f"[t] {stats.summary(StepCounters(declined=declined))}\n"
+
+    before = line(100, 0.2, 3.0, 10) + "noise\n" + line(200, 0.15, 3.0, 20)
+    during = line(300, 0.2, 3.5, 50) + line(400, 0.175, 3.5, 80)
+    got = client.pat_step_stats(before, during)
+    # the point's 200 steps: (400 * 0.175 - 200 * 0.15) / 200 ms each, 60 of them on the delegate
+    assert got == {"pat_steps": 200.0, "pat_plan_ms_mean": pytest.approx(0.2), "pat_plan_ms_max_since_start": 3.5,
+                   "pat_declined_pct": pytest.approx(30.0)}
+    assert client.pat_step_stats("", during)["pat_steps"] == 400.0  # no line before: since the start
+    assert client.pat_step_stats(before, "Decode batch ...\n") == {}  # no line during the point

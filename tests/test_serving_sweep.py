@@ -362,6 +362,12 @@ def test_end_to_end_with_real_bench_serving(tmp_path: Path, monkeypatch: pytest.
     md = (out / "results.md").read_text()
     # greedy agreement and logprob gap (the fake server is deterministic), from checks that kept their logprobs
     assert "| pat@ref+all | ref | 100.0 | 100.0 | 4.0 | 0 | 0 | 4 |" in md
+    # PAT's stats lines (the fake pat server logs them): per point its steps, 0.05 ms each, a fifth on the delegate
+    pat_points = [r for r in points if r["backend"] == "pat@ref+all"]
+    assert all(r["pat_steps"] > 0 and r["pat_plan_ms_mean"] == pytest.approx(0.05)
+               and r["pat_declined_pct"] == pytest.approx(20.0, abs=2.5) for r in pat_points)
+    assert not any("pat_steps" in r for r in points if r["backend"] == "ref")
+    assert "## PAT's host planning per point" in md
     checks = [r for r in sweep.read_jsonl(out / "results.jsonl") if r["kind"] == "check"]
     assert all(len(lp) == len(ids) == 4 for r in checks for ids, lp in zip(r["outputs"], r["logprobs"], strict=True))
     assert (out / "serving.png").exists() and (out / "results.csv").exists()

@@ -273,6 +273,44 @@ def decode_steps(log_text: str) -> list[tuple[int, float]]:
     return out
 
 
+# The PAT backend's periodic stats line (pat_sglang.backend.StepStats.summary; every PAT_SGLANG_LOG_INTERVAL_S):
+# cumulative since the server started.
+PAT_STATS_RE = re.compile(
+    r"PAT: (\d+) decode steps, host planning ([\d.]+) ms mean / ([\d.]+) ms max;.*?"
+    r"served by the delegate (\d+)"
+)
+
+
+def pat_step_stats(before: str, during: str) -> dict[str, float]:
+    """PAT's host planning over one point, from its cumulative stats lines: the last one logged before the point
+    (``before``: the server log up to the point's start) and the last one during it. ``pat_plan_ms_mean`` and
+    ``pat_declined_pct`` are the point's own (differences of the counts); ``pat_plan_ms_max_since_start`` is the
+    server's maximum so far (the line keeps no per-interval maximum). Empty without a line during the point (another
+    backend, or a log interval longer than the point)."""
+    end = _last_match(PAT_STATS_RE, during)
+    if end is None:
+        return {}
+    start = _last_match(PAT_STATS_RE, before)
+    steps0, mean0, declined0 = (int(start[1]), float(start[2]), int(start[4])) if start else (0, 0.0, 0)
+    steps1, mean1, max1, declined1 = int(end[1]), float(end[2]), float(end[3]), int(end[4])
+    steps = steps1 - steps0
+    if steps <= 0:
+        return {}
+    return {
+        "pat_steps": float(steps),
+        "pat_plan_ms_mean": (steps1 * mean1 - steps0 * mean0) / steps,
+        "pat_plan_ms_max_since_start": max1,
+        "pat_declined_pct": 100.0 * (declined1 - declined0) / steps,
+    }
+
+
+def _last_match(pattern: re.Pattern, text: str) -> re.Match | None:
+    found = None
+    for found in pattern.finditer(text):  # noqa: B007 (the last one is the answer)
+        pass
+    return found
+
+
 def summarize(results: Sequence[Result], wall_s: float, steps: Sequence[tuple[int, float]]) -> dict[str, float]:
     """The metrics row of one (backend, workload) run."""
     ok = [r for r in results if r.ok]

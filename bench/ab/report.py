@@ -68,8 +68,10 @@ def markdown_table(rows: Sequence[Mapping[str, object]], columns: Sequence[tuple
 def write_markdown(
     rows: Sequence[Mapping[str, object]], path: Path, title: str, preamble: Sequence[str] = (),
     correctness: Sequence[Mapping[str, object]] = (), columns: Sequence[tuple[str, str, str]] = COLUMNS,
+    extra: Sequence[str] = (),
 ) -> str:
-    """Write the report (title, notes, results table, greedy agreement table); returns the text."""
+    """Write the report (title, notes, results table, greedy agreement table, then the ``extra`` lines); returns the
+    text."""
     parts = [f"# {title}", ""]
     parts += list(preamble) + [""] if preamble else []
     parts += [markdown_table(rows, columns), ""]
@@ -82,6 +84,7 @@ def write_markdown(
         parts += ["## Greedy agreement (shared-prefix batch)", "",
                   "Log-probabilities: of the same greedy tokens, over each pair's common leading run.", "",
                   markdown_table(correctness, cols), ""]
+    parts += list(extra)
     text = "\n".join(parts)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -151,6 +154,18 @@ SWEEP_COLUMNS: list[tuple[str, str, str]] = [
     ("step_full_bs", "full bs", ".0f"),
     ("duration", "s", ".0f"),
     ("status", "status", "s"),
+]
+
+
+#: columns of the sweep's PAT table: the backend's own per-step host planning over each point (client.pat_step_stats)
+PAT_COLUMNS: list[tuple[str, str, str]] = [
+    ("workload", "workload", "s"),
+    ("load", "load", "s"),
+    ("backend", "backend", "s"),
+    ("pat_steps", "decode steps", ".0f"),
+    ("pat_plan_ms_mean", "host planning ms mean", ".3f"),
+    ("pat_plan_ms_max_since_start", "max ms (since start)", ".2f"),
+    ("pat_declined_pct", "on the delegate %", ".1f"),
 ]
 
 

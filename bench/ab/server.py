@@ -243,11 +243,12 @@ def log_size(path: Path) -> int:
         return 0
 
 
-def read_from(path: Path, offset: int) -> str:
-    """The text of ``path`` from byte ``offset`` on."""
+def read_from(path: Path, offset: int, end: int | None = None) -> str:
+    """The text of ``path`` from byte ``offset`` on (up to byte ``end``, if given)."""
     with open(path, "rb") as fh:
         fh.seek(offset)
-        return fh.read().decode("utf-8", errors="replace")
+        data = fh.read() if end is None else fh.read(max(0, end - offset))
+        return data.decode("utf-8", errors="replace")
 
 
 # ``+OPTION`` suffixes of a pat label: the environment each sets on that server (one label per setting, so the
