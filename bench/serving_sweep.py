@@ -53,6 +53,10 @@ from ab.server import (  # noqa: E402
 from ab.tokenizer import TOKENIZER_VERSION, build_served_model, served_model_id  # noqa: E402
 from ab.workload import DEFAULT_TRACE, Workload, shared_prefix  # noqa: E402
 
+# Seconds between PAT's stats lines on pat servers (unless the environment sets it): a point's PAT numbers start at the
+# last line before it, so up to this long of the previous point's decode steps can be counted in it.
+PAT_LOG_INTERVAL_S = 1
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -319,7 +323,10 @@ class Sweep:
         cmd = server_command(cfg)
         log = self.logs / f"server-{file_tag(backend)}.log"
         env = bench_serving.offline_env(tqdm_interval_s=args.tqdm_interval_s)
-        env.update(BackendLabel.parse(backend).env)
+        label = BackendLabel.parse(backend)
+        env.update(label.env)
+        if label.attention_backend == "pat":  # PAT's stats line often enough to attribute its steps to each point
+            env.setdefault("PAT_SGLANG_LOG_INTERVAL_S", str(PAT_LOG_INTERVAL_S))
         print(f"serving: [{backend}] starting: {shown(cmd)}", flush=True)
         proc = ManagedProcess(cmd, log, env=env)
         try:

@@ -354,6 +354,7 @@ def test_end_to_end_with_real_bench_serving(tmp_path: Path, monkeypatch: pytest.
     log = (out / "logs" / "server-pat-ref-all.log").read_text()
     # the label's environment reached the server: the delegate and the gate off (and nothing of it reached ref's)
     assert "ENV PAT_SGLANG_DELEGATE=ref" in log and "ENV PAT_SGLANG_MIN_SAVED_FRACTION=0" in log
+    assert f"ENV PAT_SGLANG_LOG_INTERVAL_S={serving_sweep.PAT_LOG_INTERVAL_S}" in log  # stats lines per point
     assert "ENV PAT_SGLANG_" not in (out / "logs" / "server-ref.log").read_text()
     reqs = [json.loads(line[8:]) for line in log.splitlines() if line.startswith("REQUEST ")]
     measured = [r for r in reqs if r["max_new_tokens"] == 6]  # (+ bench_serving's one warm-up request a point)

@@ -285,8 +285,10 @@ def pat_step_stats(before: str, during: str) -> dict[str, float]:
     """PAT's host planning over one point, from its cumulative stats lines: the last one logged before the point
     (``before``: the server log up to the point's start) and the last one during it. ``pat_plan_ms_mean`` and
     ``pat_declined_pct`` are the point's own (differences of the counts); ``pat_plan_ms_max_since_start`` is the
-    server's maximum so far (the line keeps no per-interval maximum). Empty without a line during the point (another
-    backend, or a log interval longer than the point)."""
+    server's maximum so far (the line keeps no per-interval maximum). The line is written on decode steps at most once
+    per ``PAT_SGLANG_LOG_INTERVAL_S``, so the steps of the previous point after its last line count in this one: keep
+    the interval short against a point (the sweep sets 1 s). Empty without a line during the point (another backend,
+    or a log interval longer than the point)."""
     end = _last_match(PAT_STATS_RE, during)
     if end is None:
         return {}
