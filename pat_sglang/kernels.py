@@ -567,15 +567,19 @@ class PlanLaunch:
         f.kv_stride_slot, f.kv_stride_head = key[3][0], key[3][1]
         f.scale_log2 = sm_scale * k_scale * _LOG2E  # the K scale folds into the scores: q.(s k) = s (q.k)
         f.v_scale = v_scale
-        stream = _raw_stream(q.device.index)
+        self.mp.out, self.mp.out_stride = f.out, f.out_stride
+        self.launch(_raw_stream(q.device.index))
+        return out
+
+    def launch(self, stream: int) -> None:
+        """The forward and merge launches with the arguments the last call wrote (``bench/eager_launch.py`` times
+        them alone)."""
         if self.grid_items > 0:
             _launch_kernel(self.h_forward, self.f_forward, (self.heads.num_kv_heads, self.grid_items),
                            self.threads, self.smem, stream, self.fwd_args_ptr, "pat_pack_forward")
         if self.merge:
-            self.mp.out, self.mp.out_stride = f.out, f.out_stride
             _launch_kernel(self.h_merge, self.f_merge, (self.merge_requests, self.merge_grid_y), 32 * MERGE_WARPS, 0,
                            stream, self.merge_args_ptr, "pat_merge")
-        return out
 
 
 _RAW_LAUNCH: list = []
