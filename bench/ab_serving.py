@@ -237,9 +237,7 @@ def run_backend(backend: str, args: argparse.Namespace, workloads: list[Workload
         print(f"ab: [{backend}] ready in {startup:.1f} s", flush=True)
         if check is not None and time.monotonic() < deadline - 15:
             try:
-                for w in check.warmup:
-                    client.generate_batch(port, [w], timeout_s=args.request_timeout_s)
-                greedy = client.generate_batch(port, check.requests, timeout_s=args.request_timeout_s, logprobs=True)
+                greedy = client.greedy_check(port, check, args.request_timeout_s)
             except (OSError, RuntimeError, ValueError) as err:
                 info["check_error"] = str(err)[:300]
                 print(f"ab: [{backend}] greedy check failed: {err}", flush=True)

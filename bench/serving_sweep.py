@@ -361,10 +361,7 @@ class Sweep:
         args = self.args
         try:
             if with_check and not args.no_check:
-                check = check_workloads(args.seed, args.check_tokens)
-                for w in check.warmup:
-                    client.generate_batch(port, [w], timeout_s=120)
-                gen = client.generate_batch(port, check.requests, timeout_s=120, logprobs=True)
+                gen = client.greedy_check(port, check_workloads(args.seed, args.check_tokens), timeout_s=120)
                 self.store.append({"kind": "check", "backend": backend, "server_id": self.server_id,
                                    "status": "ok", "outputs": gen.ids, "logprobs": gen.logprobs,
                                    "new_tokens": args.check_tokens})

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .workload import Request
+from .workload import Request, Workload
 
 LOCALHOST = "127.0.0.1"
 
@@ -180,6 +180,14 @@ def generate_batch(port: int, reqs: Sequence[Request], timeout_s: float = 300.0,
             raise RuntimeError("the server's output_token_logprobs do not match its output_ids")
         lps.append([float(e[0]) for e in entries])
     return Generated(ids, lps)
+
+
+def greedy_check(port: int, check: Workload, timeout_s: float) -> Generated:
+    """The greedy-agreement batch of both harnesses: ``check``'s warm-up requests one by one (they put its shared
+    prefixes in the radix cache), then its requests as one batch, with each output token's logprob."""
+    for w in check.warmup:
+        generate_batch(port, [w], timeout_s=timeout_s)
+    return generate_batch(port, check.requests, timeout_s=timeout_s, logprobs=True)
 
 
 def run_closed_loop(
