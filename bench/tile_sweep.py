@@ -8,7 +8,11 @@ pipeline depth, CTAs per SM the register budget is built for) on:
 * ``mooncake96``: the first 96 requests of the Mooncake conversation trace as private rows (as in
   ``bench/split_waves.py``), Llama-3-8B heads (32 q / 8 kv, d=128, bf16, page size 1);
 * ``d64x4096``, ``d256x1024`` (the kernel benchmark's no-sharing batches), ``d8x32768`` (small batch, long
-  context), and ``a128`` (a shared-prefix tree: a variant must not lose there).
+  context), and ``a128`` (a shared-prefix tree: a variant must not lose there);
+* with ``--cases``, also the kernel benchmark's other trees and the serving sweep's shared-prefix points as trees
+  (``gsp64``, ``gsp256``, ``rollout64``: ``pat_sglang.workloads.SERVING_WINDOWS``). ``gsp64`` is where serving
+  found PAT slower than FlashInfer while its plan saves 25-32% of the KV bytes (``docs/perf/serving/``
+  2026-11-29-h200-peers): these cases time that tree against fa3 and FlashInfer kernel for kernel.
 
 Each variant's plan is made for its own occupancy (the planner's wave target scaled by its CTAs per SM).
 Peers on the same inputs, when importable: fa3 (``sgl_kernel.flash_attn.flash_attn_with_kvcache`` with a page
@@ -42,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_kernels import fa3_decode, time_graph  # noqa: E402
+from bench_kernels import fa3_decode, measure_copy_bandwidth, time_graph  # noqa: E402
 from split_waves import fi_time, mooncake_rows  # noqa: E402
 
 from pat_sglang.config import DeviceSpec, HeadConfig, load_tile_table  # noqa: E402
@@ -50,11 +54,11 @@ from pat_sglang.forest import PrefixForest  # noqa: E402
 from pat_sglang.kernels import FP8_KV_NAMES, KernelTune, launch_plan  # noqa: E402
 from pat_sglang.planner import plan_forest  # noqa: E402
 from pat_sglang.reference import naive_decode  # noqa: E402
-from pat_sglang.workloads import make_qkv, standard_batch  # noqa: E402
+from pat_sglang.workloads import SERVING_WINDOWS, layout_tree, make_qkv, standard_batch  # noqa: E402
 
 HEAD_DIM = 128  # the default; --head-dim
 CASES = ("mooncake96", "d64x4096", "d256x1024", "d8x32768", "a128")
-MORE_CASES = ("a64", "b", "c", "e")  # the kernel benchmark's other shared trees (--cases)
+MORE_CASES = ("a64", "b", "c", "e", *SERVING_WINDOWS)  # the kernel benchmark's other shared trees (--cases)
 
 
 def flat_private(n: int, tokens: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -69,7 +73,10 @@ def case_batch(name: str, rng: np.random.Generator) -> tuple[torch.Tensor, torch
         return mooncake_rows(96, 7936, 64, rng)
     if name == "d8x32768":
         return flat_private(8, 32768, rng)
-    b = standard_batch(name)
+    if name in SERVING_WINDOWS:
+        b = layout_tree(SERVING_WINDOWS[name].tree(rng), rng=rng)
+    else:
+        b = standard_batch(name)
     return b.kv_indptr, b.kv_indices, b.num_slots
 
 
@@ -120,9 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     names = ["table"] + list(args.variants) + (["again"] if args.table_again else [])
     peers = ["bf16"] if fp8 else [] if args.no_peers or hd != HEAD_DIM else ["fa3", "fi_tc"]
     table = load_tile_table(real.arch)
+    copy_bw = measure_copy_bandwidth()
     print(f"device: {torch.cuda.get_device_name()}; SMs {real.sm_count}; times in us (median); KV {args.kv_dtype}; "
-          f"head dim {hd}; table variant {table.kv_tile(hd, fp8)}/{table.stages_for(hd, fp8)}/{table_ctas}")
-    print(f"{'case':>11} " + "".join(f"{c:>10}" for c in names + peers))
+          f"head dim {hd}; table variant {table.kv_tile(hd, fp8)}/{table.stages_for(hd, fp8)}/{table_ctas}; "
+          f"floor: each distinct KV slot read once at the copy bandwidth, {copy_bw / 1e12:.3f} TB/s (read+write)")
+    print(f"{'case':>11} {'floor':>8} " + "".join(f"{c:>10}" for c in names + peers))
     for name in args.cases:
         indptr, indices, slots = case_batch(name, rng)
         q, k16, v16 = make_qkv(indptr.shape[0] - 1, 32, 8, hd, slots, torch.bfloat16, "cuda", seed=1)
@@ -173,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
             except (ImportError, OSError, RuntimeError) as e:
                 cells.append(f"{'n/a':>10}")
                 print(f"  {name} {peer}: {type(e).__name__}: {e}", flush=True)
-        print(f"{name:>11} " + "".join(cells), flush=True)
+        kv_token_bytes = 2 * heads.num_kv_heads * hd * heads.kv_dtype.itemsize
+        floor = np.unique(indices.numpy()).size * kv_token_bytes / copy_bw * 1e6
+        print(f"{name:>11} {floor:8.1f} " + "".join(cells), flush=True)
     return 0
 
 

@@ -249,6 +249,56 @@ def standard_batch(name: str, page_size: int = 1, rng: np.random.Generator | int
     return tree_batch(STANDARD_WORKLOADS[name], page_size, rng)
 
 
+@dataclass(frozen=True)
+class ServingWindow:
+    """The running batch of a closed-loop serving point of SGLang's ``generated-shared-prefix`` dataset, as a tree:
+    ``num_groups`` system prompts of ``prefix_tokens`` each, ``prompts_per_group`` requests per group with
+    ``question_tokens`` of their own, listed group by group (``ordered``, bench_serving's ``--gsp-ordered``) or
+    shuffled (its default); the batch is ``batch`` consecutive requests of that list, each having generated
+    0..``max_generated`` tokens so far (uniform: at steady state the requests of a window are at every stage)."""
+
+    num_groups: int
+    prompts_per_group: int
+    batch: int
+    prefix_tokens: int
+    question_tokens: int
+    max_generated: int
+    ordered: bool = False
+
+    def tree(self, rng: np.random.Generator | int | None = 0) -> Tree:
+        """One node per system prompt present in the window, one leaf per request (question + generated tokens)."""
+        gen = _rng(rng)
+        total = self.num_groups * self.prompts_per_group
+        if not 0 < self.batch <= total:
+            raise ValueError(f"batch {self.batch} must be in 1..{total} (groups x prompts per group)")
+        groups = np.repeat(np.arange(self.num_groups), self.prompts_per_group)
+        if not self.ordered:
+            gen.shuffle(groups)
+        start = int(gen.integers(0, total - self.batch + 1))
+        parents: list[int] = []
+        lengths: list[int] = []
+        node_of_group: dict[int, int] = {}
+        leaves: list[int] = []
+        for g in groups[start : start + self.batch].tolist():
+            if g not in node_of_group:
+                node_of_group[g] = len(parents)
+                parents.append(-1)
+                lengths.append(self.prefix_tokens)
+            leaves.append(len(parents))
+            parents.append(node_of_group[g])
+            lengths.append(self.question_tokens + int(gen.integers(0, self.max_generated + 1)))
+        return Tree(parents, lengths, leaves)
+
+
+# The serving sweep's shared-prefix points (bench/serving_sweep.py's workloads at closed-loop concurrency 64 and 256),
+# for the kernel benchmarks: where a serving step's KV comes from, tree for tree.
+SERVING_WINDOWS: dict[str, ServingWindow] = {
+    "gsp64": ServingWindow(64, 16, 64, 2048, 128, 256),
+    "gsp256": ServingWindow(64, 16, 256, 2048, 128, 256),
+    "rollout64": ServingWindow(20, 16, 64, 1024, 0, 2048, ordered=True),
+}
+
+
 def random_tree(
     rng: np.random.Generator | int | None,
     max_depth: int = 4,

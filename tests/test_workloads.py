@@ -13,8 +13,10 @@ from scripts import load_script
 
 from pat_sglang.forest import PrefixForest
 from pat_sglang.workloads import (
+    SERVING_WINDOWS,
     STANDARD_WORKLOADS,
     WORKLOAD_LABELS,
+    ServingWindow,
     layout_tree,
     make_qkv,
     random_tree,
@@ -153,3 +155,60 @@ def test_bench_report_without_gpu(tmp_path: Path) -> None:
     assert "not run" in text
     for f in ("results.json", "results.csv", "results.md", "results.png"):
         assert (tmp_path / f).exists()
+
+
+@pytest.mark.parametrize("name", sorted(SERVING_WINDOWS))
+def test_serving_window_trees(name: str) -> None:
+    """A serving window is ``batch`` requests, each under its group's system prompt, with its own tail of question +
+    0..max_generated tokens; the tree's unique tokens equal each present prompt once plus every tail."""
+    w = SERVING_WINDOWS[name]
+    tree = w.tree(np.random.default_rng(3))
+    assert tree.num_requests == w.batch
+    roots = [i for i, p in enumerate(tree.parents) if p == -1]
+    assert all(tree.lengths[r] == w.prefix_tokens for r in roots)
+    assert 1 <= len(roots) <= w.num_groups
+    tails = []
+    for leaf in tree.request_nodes:
+        parent = tree.parents[leaf]
+        assert parent in roots
+        tails.append(tree.lengths[leaf])
+        assert w.question_tokens <= tree.lengths[leaf] <= w.question_tokens + w.max_generated
+    assert tree.unique_tokens() == len(roots) * w.prefix_tokens + sum(tails)
+    assert tree.request_lengths() == [w.prefix_tokens + t for t in tails]
+    # each group appears at most prompts_per_group times; an ordered window spans consecutive groups only
+    counts = np.bincount([tree.parents[leaf] for leaf in tree.request_nodes])
+    assert counts[roots].max() <= w.prompts_per_group
+    if w.ordered:
+        assert len(roots) <= -(-w.batch // w.prompts_per_group) + 1
+    # deterministic for a seed, different for another
+    again = w.tree(np.random.default_rng(3))
+    assert (again.parents, again.lengths, again.request_nodes) == (tree.parents, tree.lengths, tree.request_nodes)
+    other = w.tree(np.random.default_rng(4))
+    assert other.lengths != tree.lengths
+
+
+def test_serving_window_sharing_matches_sampling() -> None:
+    """gsp at concurrency 64 (64 groups x 16, shuffled) shares far less than at 256: the expected number of distinct
+    groups in a window of 64 is 64 * (1 - (1 - 1/64)^64) ~ 40.6 of 64 (sampling without replacement: a bit more)."""
+    groups = [sum(1 for p in SERVING_WINDOWS["gsp64"].tree(seed).parents if p == -1) for seed in range(40)]
+    assert 36 <= float(np.mean(groups)) <= 46
+    full = [sum(1 for p in SERVING_WINDOWS["gsp256"].tree(seed).parents if p == -1) for seed in range(10)]
+    assert min(full) >= 60
+
+
+def test_serving_window_rejects_a_batch_larger_than_the_dataset() -> None:
+    with pytest.raises(ValueError, match="batch"):
+        ServingWindow(4, 4, 17, 64, 8, 8).tree(0)
+    laid = layout_tree(ServingWindow(4, 4, 8, 64, 8, 8).tree(0), page_size=16, rng=0)
+    assert laid.kv_indptr.shape[0] == 9
+
+
+def test_tile_sweep_lays_out_the_serving_windows() -> None:
+    """``bench/tile_sweep.py --cases gsp64 ...``: the case is the window's tree in a pool of its unique tokens."""
+    sweep = load_script(REPO / "bench" / "tile_sweep.py")
+    for name, w in SERVING_WINDOWS.items():
+        assert name in sweep.MORE_CASES
+        indptr, indices, slots = sweep.case_batch(name, np.random.default_rng(0))
+        assert indptr.shape[0] == w.batch + 1
+        assert int(indptr[-1]) == indices.shape[0]
+        assert np.unique(indices.numpy()).size == slots  # every slot of the pool is read by some request
