@@ -60,7 +60,7 @@ from .api import run
 from .config import FP8_KV_DTYPES, DeviceSpec, HeadConfig, check_supported
 from .decode_step import PADDING_ROW, DecodeStepPlanner, StepBatch
 from .dispatch import MIN_SAVED_FRACTION_ENV, checked_fraction, configured_min_saved_fraction
-from .planner import PackPlan, host_int64
+from .planner import PackPlan, host_int64, max_split_items
 from .sglang_patches.chain_table import ChainTable, chain_table_for
 from .sglang_patches.core import graph_variants_patched
 
@@ -276,15 +276,18 @@ class GraphCapacity:
     max_batch: int
     max_items: int
     max_partials: int
+    split_items: int | None = None  # StaticPlanBuffers' ``split_items``: per-batch forward grids (None: one grid)
 
 
-def graph_capacity(max_bs: int, device: DeviceSpec) -> GraphCapacity:
+def graph_capacity(max_bs: int, device: DeviceSpec, heads: HeadConfig) -> GraphCapacity:
     """Static-buffer capacities: room for typical shared plans; the planner coarsens any plan to fit them (at worst
-    one item per request and no partials, which needs ``max_bs`` items)."""
+    one item per request and no partials, which needs ``max_bs`` items). Each captured batch size gets a forward grid
+    of two items per request plus the KV splits' items (``StaticPlanBuffers.limits_for``), not the largest batch's."""
     return GraphCapacity(
         max_batch=max_bs,
         max_items=2 * max_bs + 2 * device.target_ctas,
         max_partials=4 * max_bs + 2 * device.target_ctas,
+        split_items=max_split_items(heads, device),
     )
 
 
@@ -401,8 +404,9 @@ class PATAttnBackend(AttentionBackend):
                 "the pat attention backend cannot run in CUDA graphs in this build (pat_sglang.kernels."
                 "StaticPlanBuffers is unavailable or CUDA_GRAPHS_ENABLED is off): pass --disable-cuda-graph"
             )
-        cap = graph_capacity(max_bs, self.device_spec)
-        self.graph_buffers = cls(self.heads, cap.max_batch, cap.max_items, cap.max_partials, self.device)
+        cap = graph_capacity(max_bs, self.device_spec, self.heads)
+        self.graph_buffers = cls(self.heads, cap.max_batch, cap.max_items, cap.max_partials, self.device,
+                                 split_items=cap.split_items)
         if self.min_saved_fraction <= 0.0:
             self.graph_variants = ()  # PAT serves every decode batch: one graph per batch size
         elif graph_variants_patched():
@@ -435,7 +439,7 @@ class PATAttnBackend(AttentionBackend):
             # no-sharing plan of their shape, nothing read back, not counted as serving steps.
             bs = int(forward_batch.batch_size)
             batch = StepBatch(np.full(bs, PADDING_ROW, dtype=np.int64), _seq_lens(forward_batch, bs), bs, None)
-            plan = self.planner.plan(batch, self.graph_buffers.limits, count=False)
+            plan = self.planner.plan(batch, self.graph_buffers.limits_for(bs), count=False)
             self.graph_buffers.load(plan)
             self.forward_metadata = PATMetadata(plan, static=True)
             return
@@ -475,7 +479,8 @@ class PATAttnBackend(AttentionBackend):
         batch = self._step_batch(forward_batch)
         # Under CUDA graphs without per-variant graphs, the captured graph runs PAT whatever the gate would say.
         min_saved = 0.0 if static and not self.graph_variants else self.min_saved_fraction
-        plan = self.planner.plan(batch, self.graph_buffers.limits if static else None, min_saved=min_saved)
+        limits = self.graph_buffers.limits_for(batch.rows.shape[0]) if static else None
+        plan = self.planner.plan(batch, limits, min_saved=min_saved)
         md = PATMetadata(self._loaded(plan, static), static) if plan is not None else None
         now = time.perf_counter()
         self.stats.record(now - start)

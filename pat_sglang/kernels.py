@@ -677,11 +677,11 @@ def launch_plan(
 class StaticPlanBuffers:
     """Fixed-capacity plan buffers for CUDA-graph capture and replay.
 
-    ``limits`` is what the planner must fit (``plan_forest(..., limits=buffers.limits)``); ``load(plan)`` runs
+    ``limits_for(batch)`` is what the planner must fit (``plan_forest(..., limits=...)``); ``load(plan)`` runs
     outside the graph (host staging in pinned memory, then async copies on the current stream); ``run`` only
-    launches, with grids fixed by the capacities: the forward grid is ``max_items`` CTAs per KV head (items past
-    the plan's count exit at once) and the merge grid is ``max_batch`` (requests with no partials, and padding,
-    exit at once). The slot table (SGLang's ``req_to_token``) is the same tensor for every plan: its address is
+    launches, with grids fixed by the capacities: the forward grid is ``limits_for(batch).max_items`` CTAs per KV
+    head (items past the plan's count exit at once) and the merge grid is the batch (requests with no partials, and
+    padding, exit at once). The slot table (SGLang's ``req_to_token``) is the same tensor for every plan: its address is
     captured in the graph, and so are those of the per-request arrays open items are ended from (``run``'s
     ``seq_lens``/``req_rows``: the graph runner's static ``seq_lens``/``req_pool_indices`` buffers, which it fills
     before every replay), and the row stride. A plan loaded again (the decode-step planner hands out the same plan
@@ -695,6 +695,7 @@ class StaticPlanBuffers:
         max_items: int,
         max_partials: int,
         device: torch.device | str,
+        split_items: int | None = None,
     ) -> None:
         check_supported(heads)
         self.heads = heads
@@ -707,6 +708,9 @@ class StaticPlanBuffers:
         self.max_partials = max_partials
         self.max_entries = max_partials + max_batch  # (item, request) pairs: partial slots + direct rows
         self.limits = PlanLimits(self.max_items, self.max_partials, self.max_entries)
+        # ``limits_for``: with ``split_items`` each batch size gets its own forward grid (None: one grid, max_items)
+        self.split_items = split_items
+        self._limits_by_batch: dict[int, PlanLimits] = {}
         sizes = {
             "items": (self.max_items, ITEM_FIELDS),
             "item_req": (self.max_entries,),
@@ -738,6 +742,20 @@ class StaticPlanBuffers:
         self._open_ptrs: tuple[int, int] | None = None  # seq_lens / req_rows addresses the launches read
         self._launch: PlanLaunch | None = None
 
+    def limits_for(self, batch: int) -> PlanLimits:
+        """What a plan for a batch of ``batch`` rows (padding included) must fit. The forward grid of that batch's
+        launch has ``max_items`` of these limits per KV head, fixed when the graph is captured; CTAs past the plan's
+        item count start and exit at once, but each still takes a slot (a grid sized for the largest batch gave a
+        batch of 64 about eight CTAs for each one with work). With ``split_items`` the grid is two items per request
+        (packs and leaves) plus the KV splits' items (``planner.max_split_items``), at most ``max_items``."""
+        if self.split_items is None:
+            return self.limits
+        limits = self._limits_by_batch.get(batch)
+        if limits is None:
+            items = min(self.max_items, 2 * batch + self.split_items)
+            limits = self._limits_by_batch[batch] = PlanLimits(items, self.max_partials, self.max_entries)
+        return limits
+
     def load(self, plan: PackPlan) -> None:
         """Copy ``plan`` into the fixed buffers; ``ValueError`` if it exceeds a capacity or reads another slot
         table than the one the graphs were captured with.
@@ -765,6 +783,10 @@ class StaticPlanBuffers:
         for what, (n, cap) in need.items():
             if n > cap:
                 raise ValueError(f"plan has {n} {what}, the static buffers hold {cap}")
+        grid = self.limits_for(plan.num_requests).max_items
+        if plan.num_items > grid:  # items past the grid would never run: refuse, never a silently partial output
+            raise ValueError(f"plan has {plan.num_items} items, the forward grid of a batch of {plan.num_requests} "
+                             f"runs {grid} (plan with limits_for({plan.num_requests}))")
         table = plan.slot_table
         if table.device != self.device:
             raise ValueError(f"plan.slot_table is on {table.device}, the buffers on {self.device}")
@@ -863,9 +885,11 @@ class StaticPlanBuffers:
             elif ptrs != self._open_ptrs:
                 raise ValueError("seq_lens/req_rows are other tensors than the ones the CUDA graphs were captured with")
         launch = self._launch
+        grid = self.limits_for(q.shape[0]).max_items
         if (
             launch is None
             or launch.merge_requests != min(self.max_batch, q.shape[0])
+            or launch.grid_items != grid
             or launch.open != (self.row_stride is not None)
         ):
             tensors: dict[str, torch.Tensor | None] = dict(self.dev)
@@ -873,7 +897,7 @@ class StaticPlanBuffers:
             tensors["part_o"] = self.part_o
             tensors["part_lse"] = self.part_lse
             launch = PlanLaunch(
-                kernels_for(self.heads, q.device), self.heads, tensors, self.max_items,
+                kernels_for(self.heads, q.device), self.heads, tensors, grid,
                 min(self.max_batch, q.shape[0]), merge=True, row_stride=self.row_stride,
             )
             self._launch = launch

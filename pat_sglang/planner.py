@@ -244,6 +244,15 @@ def target_ctas(device: DeviceSpec, tiles: TileTable, heads: HeadConfig) -> int:
     return device.sm_count * tiles.min_ctas_per_sm.get(heads.head_dim, device.ctas_per_sm)
 
 
+def max_split_items(heads: HeadConfig, device: DeviceSpec | None = None, tiles: TileTable | None = None) -> int:
+    """Items the KV splits can add to a plan beyond one per pack row block: at the finest split (``MAX_WAVES`` waves of
+    ``target_ctas``) the batch's KV is cut into about that many CTAs over the KV heads (``coarse`` can round the split
+    length down by up to 1/8, hence the eighth more)."""
+    device = device if device is not None else DeviceSpec()
+    tiles = tiles if tiles is not None else load_tile_table(device.arch)
+    return -(-MAX_WAVES * target_ctas(device, tiles, heads) * 9 // (8 * heads.num_kv_heads))
+
+
 def plan_forest(
     forest: PrefixForest,
     heads: HeadConfig,

@@ -338,6 +338,7 @@ def test_cuda_graph_path_on_cpu(monkeypatch: pytest.MonkeyPatch, tiny: bool) -> 
         md = be.forward_metadata
         plan = md.plan
         assert md.static and buffers.plan is plan and plan.num_requests == padded
+        assert plan.num_items <= buffers.limits_for(padded).max_items <= limits.max_items  # its batch's grid
         assert plan.num_items <= limits.max_items and plan.num_partials <= limits.max_partials
         assert plan.item_req.shape[0] <= limits.max_entries
         assert plan.fallback == ("no sharing" if tiny else "")

@@ -71,7 +71,7 @@ def check_step(be: PATAttnBackend, h: RadixHarness, forest: PrefixForest, rows: 
     plan = plan_of_buffers(be.graph_buffers) if graph else md.plan
     assert plan.num_requests == rows.shape[0]
     assert plan.slot_table.data_ptr() == r2t.data_ptr() and plan.fallback == ""
-    limits = be.graph_buffers.limits if graph else None
+    limits = be.graph_buffers.limits_for(rows.shape[0]) if graph else None  # the padded batch's forward grid
     if graph:
         assert plan.num_items <= limits.max_items and plan.num_partials <= limits.max_partials
         assert plan.item_req.shape[0] <= limits.max_entries
