@@ -25,9 +25,16 @@ and the reference reads them dequantised; the peers are left out (their FP8 path
 ``bf16`` column times the table's kernel on the bf16 pools the FP8 ones were made from (twice the bytes).
 
 ``--head-dim 64|256`` runs the same cases with that head dim (32 q / 8 kv heads; the peers are left out: fa3 and
-FlashInfer were compared at 128), e.g. to choose FP8 tiles for them. ``--table-again`` times the table's variant a
-second time after the others: the first timing of a case can differ from a later one of the same kernel and plan
-(d64x4096: 290 vs 259 us, ``docs/perf/kernels/2026-11-29-h200-span-splits/``).
+FlashInfer were compared at 128), e.g. to choose FP8 tiles for them.
+
+``--static-items N ...`` times the table's plan through ``StaticPlanBuffers`` (the backend's CUDA-graph path) with
+a forward grid of N items per KV head: 1040 is the grid every captured batch size launched at max bs 256 before
+per-batch grids, 2 x bs + ``planner.max_split_items`` (149 for 32/8 heads on the H200) the fitted one, e.g.
+``--cases gsp64 --static-items 1040 277``.
+
+``--table-again`` times the table's variant a second time after the others: the first timing of a case can differ
+from a later one of the same kernel and plan (d64x4096: 290 vs 259 us once, not reproduced since;
+``docs/perf/kernels/2026-11-29-h200-span-splits/``).
 
     python3 bench/tile_sweep.py [--variants 32/2/4 32/3/3 16/6/3 32/4/2 64/2/2] [--cases ...] [--reps 30]
 """
@@ -51,7 +58,7 @@ from split_waves import fi_time, mooncake_rows  # noqa: E402
 
 from pat_sglang.config import DeviceSpec, HeadConfig, load_tile_table  # noqa: E402
 from pat_sglang.forest import PrefixForest  # noqa: E402
-from pat_sglang.kernels import FP8_KV_NAMES, KernelTune, launch_plan  # noqa: E402
+from pat_sglang.kernels import FP8_KV_NAMES, KernelTune, StaticPlanBuffers, launch_plan  # noqa: E402
 from pat_sglang.planner import plan_forest  # noqa: E402
 from pat_sglang.reference import naive_decode  # noqa: E402
 from pat_sglang.workloads import SERVING_WINDOWS, layout_tree, make_qkv, standard_batch  # noqa: E402
@@ -113,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="head dim of the 32 q / 8 kv heads (other than 128: no fa3/FlashInfer peers)")
     ap.add_argument("--table-again", action="store_true",
                     help="time the table's variant again after the others (a column 'again')")
+    ap.add_argument("--static-items", type=int, nargs="*", default=[],
+                    help="also time the table's plan through StaticPlanBuffers (SGLang's CUDA-graph path) with a "
+                         "forward grid of N items per KV head, e.g. 1040 (the grid every captured batch size had "
+                         "before per-batch grids at max bs 256) and the batch's fitted grid: a column 'gridN' each")
     args = ap.parse_args(argv)
     hd = args.head_dim
     scale = 1 / math.sqrt(hd)
@@ -126,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     tunes = [None] + [parse_variant(t) for t in args.variants] + ([None] if args.table_again else [])
     names = ["table"] + list(args.variants) + (["again"] if args.table_again else [])
     peers = ["bf16"] if fp8 else [] if args.no_peers or hd != HEAD_DIM else ["fa3", "fi_tc"]
+    peers = [f"grid{n}" for n in args.static_items] + peers
     table = load_tile_table(real.arch)
     copy_bw = measure_copy_bandwidth()
     print(f"device: {torch.cuda.get_device_name()}; SMs {real.sm_count}; times in us (median); KV {args.kv_dtype}; "
@@ -169,7 +181,23 @@ def main(argv: list[str] | None = None) -> int:
             cells.append(f"{us:10.1f}")
         for peer in peers:
             try:
-                if peer == "bf16":  # the table's kernel on the bf16 pools the FP8 ones were made from
+                if peer.startswith("grid"):  # the CUDA-graph path: static buffers, a fixed grid of N items
+                    plan_t = plan_forest(forest, heads, real).to("cuda")
+                    n = max(int(peer[4:]), plan_t.num_items)
+                    buffers = StaticPlanBuffers(heads, q.shape[0], n, max(plan_t.num_partials, 1), "cuda")
+                    buffers.load(plan_t)
+                    out_t = torch.full_like(q, float("nan"))
+                    buffers.run(q, k, v, scale, out_t, kv_scale, kv_scale)
+                    torch.cuda.synchronize()
+                    err = float((out_t[ref[0]].double().cpu() - ref[1]).norm() / ref[1].norm())
+                    if not err < 2e-2:
+                        raise SystemExit(f"{name} {peer}: relative error {err:.2e}")
+
+                    def replay(_: int, b=buffers, o=out_t, q=q, k=k, v=v) -> torch.Tensor:
+                        return b.run(q, k, v, scale, o, kv_scale, kv_scale)
+
+                    us = time_graph(replay, 1, args.reps)
+                elif peer == "bf16":  # the table's kernel on the bf16 pools the FP8 ones were made from
                     plan16 = plan_forest(forest, heads16, real).to("cuda")
                     out16 = torch.empty_like(q)
                     us = time_graph(lambda _, plan16=plan16, out16=out16, q=q, k16=k16, v16=v16: launch_plan(
