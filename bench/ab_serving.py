@@ -1,7 +1,8 @@
 """Serving A/B: the same token-id workloads against SGLang servers with different attention backends.
 
 For each backend (default: flashinfer, pat, triton) the harness starts ``python -m sglang.launch_server`` on
-127.0.0.1 with a local dummy-weight model (``configs/models/``), waits until it answers, then
+127.0.0.1 with a local dummy-weight model (``configs/models/``; by default our dummy weights, ``--dummy-weights attn``,
+``ab/dummy_weights/``, whose outputs depend on attention), waits until it answers, then
 
 1. sends a shared-prefix batch greedily (non-streamed) and keeps its output tokens (correctness: agreement with the
    first backend that started, reported in %);
@@ -40,13 +41,16 @@ from ab.server import (  # noqa: E402
     BackendLabel,
     ManagedProcess,
     ServerConfig,
+    add_dummy_weights_option,
     backend_labels,
+    dummy_weights_hooked,
     file_tag,
     free_port,
     gpu_name,
     log_size,
     read_from,
     server_command,
+    server_env,
     tail,
     wait_ready,
 )
@@ -77,6 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--mem-fraction-static", type=float, default=0.80)
     ap.add_argument("--context-length", type=int, default=None)
     ap.add_argument("--server-args", default="", help="extra launch_server arguments (one string, split on spaces)")
+    add_dummy_weights_option(ap)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--concurrency", type=int, default=64)
     # shared-prefix workload
@@ -210,17 +215,18 @@ def run_backend(backend: str, args: argparse.Namespace, workloads: list[Workload
         model_path=args.model, attention_backend=label.attention_backend, port=port,
         cuda_graph=not args.disable_cuda_graph, cuda_graph_max_bs=args.cuda_graph_max_bs,
         mem_fraction_static=args.mem_fraction_static, context_length=args.context_length, random_seed=args.seed,
-        extra_args=tuple(args.server_args.split()) if args.server_args else (),
+        extra_args=tuple(args.server_args.split()) if args.server_args else (), dummy_weights=args.dummy_weights,
     )
     cmd = server_command(cfg)
     log = out / f"server-{file_tag(backend)}.log"
     if log.exists():
         log.unlink()
-    info: dict = {"backend": backend, "cmd": cmd, "status": "ok"}
+    info: dict = {"backend": backend, "cmd": cmd, "status": "ok", "dummy_weights": args.dummy_weights}
     rows: list[dict] = []
     greedy: client.Generated | None = None
     profiled = profile_workload(workloads) if args.profile_steps > 0 else None
     env = profile.profile_env(out / f"profile-{file_tag(backend)}") if profiled is not None else dict(os.environ)
+    env = server_env(cfg, env)
     env.update(label.env)
     print(f"ab: [{backend}] starting: {' '.join(cmd)}", flush=True)
     proc = ManagedProcess(cmd, log, env=env)
@@ -235,6 +241,11 @@ def run_backend(backend: str, args: argparse.Namespace, workloads: list[Workload
             return [{"backend": backend, "workload": w.name, "status": "start failed"} for w in workloads], None, info
         info["startup_s"] = startup
         print(f"ab: [{backend}] ready in {startup:.1f} s", flush=True)
+        # the scheduler loaded the model before the server answered: our weights' line is in the log by now
+        info["dummy_weights_hooked"] = dummy_weights_hooked(read_from(log, 0))
+        if args.dummy_weights != "sglang" and not info["dummy_weights_hooked"]:
+            print(f"ab: [{backend}] WARNING: no '{args.dummy_weights}' dummy-weight line in {log}: the model may have "
+                  "SGLang's flat dummy weights (the greedy check then compares nothing)", flush=True)
         if check is not None and time.monotonic() < deadline - 15:
             try:
                 greedy = client.greedy_check(port, check, args.request_timeout_s)
@@ -275,6 +286,14 @@ def run_backend(backend: str, args: argparse.Namespace, workloads: list[Workload
         info["exit_code"] = code
         print(f"ab: [{backend}] server stopped (exit {code})", flush=True)
     return rows, greedy, info
+
+
+def dummy_weights_warning(infos: list[dict], mode: str) -> str:
+    """results.md's note on servers whose log never showed our dummy weights (empty when all did, or for "sglang")."""
+    missed = [i["backend"] for i in infos if i.get("dummy_weights_hooked") is False]
+    if mode == "sglang":
+        return "; SGLang's own dummy weights: flat logits, the greedy check compares nothing"
+    return f"; NOT seen in the server log of {', '.join(missed)}" if missed else ""
 
 
 def profile_notes(infos: list[dict], steps: int) -> list[str]:
@@ -343,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     gpu = gpu_name()
     cg = "off" if args.disable_cuda_graph else f"decode on (max bs {args.cuda_graph_max_bs})"
     preamble = [
-        f"- date: {date}; GPU: {gpu}; model: `{os.path.relpath(args.model, REPO)}` (dummy weights, no tokenizer)",
+        f"- date: {date}; GPU: {gpu}; model: `{os.path.relpath(args.model, REPO)}` (dummy weights "
+        f"`{args.dummy_weights}`, no tokenizer){dummy_weights_warning(infos, args.dummy_weights)}",
         f"- CUDA graphs: {cg}; prefill CUDA graphs off; concurrency {args.concurrency}; seed {args.seed}",
         *[f"- workload `{w.name}`: {json.dumps(w.params)}" for w in workloads],
         "- step ms @full bs: median of `#running-req / gen throughput` over the server's 'Decode batch' lines "

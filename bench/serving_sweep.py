@@ -5,7 +5,9 @@ Per backend (default ``fa3,pat@fa3``; ``pat@NAME`` = pat with NAME serving prefi
 first, runs first) the harness
 
 1. starts ``python -m sglang.launch_server`` on 127.0.0.1 with the dummy-weight model and the word-level tokenizer of
-   ``ab/tokenizer.py`` (written next to the model's config.json under ``--served-model-dir``), offline;
+   ``ab/tokenizer.py`` (written next to the model's config.json under ``--served-model-dir``), offline; the dummy
+   weights are ours by default (``--dummy-weights attn``, ``ab/dummy_weights/``: outputs that depend on attention),
+   part of the server settings hash, so points measured with SGLang's flat ones are never mixed in;
 2. sends the greedy check batch (token ids, temperature 0; kept in ``results.jsonl``, compared with the reference's
    in the report) and a short unmeasured warm-up at concurrency 64, so that JIT compiles and first-use costs stay out
    of every number;
@@ -40,13 +42,16 @@ from ab.server import (  # noqa: E402
     BackendLabel,
     ManagedProcess,
     ServerConfig,
+    add_dummy_weights_option,
     backend_labels,
+    dummy_weights_hooked,
     file_tag,
     free_port,
     gpu_name,
     log_size,
     read_from,
     server_command,
+    server_env,
     tail,
     wait_ready,
 )
@@ -100,6 +105,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "400 requests; written as max_position_embeddings into the served config (8192 in "
                          "configs/models: SGLang sizes the RoPE table by it)")
     ap.add_argument("--server-args", default="", help="extra launch_server arguments (one string, split on spaces)")
+    add_dummy_weights_option(ap)
     ap.add_argument("--port", type=int, default=31000, help="first port tried (127.0.0.1)")
     ap.add_argument("--seed", type=int, default=42, help="bench_serving --seed (its default) and server seed")
     # time
@@ -149,10 +155,17 @@ def selected_loads(args: argparse.Namespace, workloads: list[sweep.SweepWorkload
 
 
 def server_settings(args: argparse.Namespace, model_id: str) -> dict[str, object]:
-    """What, besides the backend, shapes a measurement on the server side (hashed into every row's server_id)."""
-    return {"model": args.model.name, "served_model": model_id, "cuda_graph_max_bs": args.cuda_graph_max_bs,
-            "max_running_requests": args.max_running_requests, "mem_fraction_static": args.mem_fraction_static,
-            "context_length": args.context_length, "server_args": args.server_args, "seed": args.seed}
+    """What, besides the backend, shapes a measurement on the server side (hashed into every row's server_id).
+
+    ``dummy_weights`` enters only when it is not "sglang": the rows measured before it existed (SGLang's weights)
+    keep their server_id and stay comparable with ``--dummy-weights sglang``, never with the default "attn"."""
+    settings: dict[str, object] = {
+        "model": args.model.name, "served_model": model_id, "cuda_graph_max_bs": args.cuda_graph_max_bs,
+        "max_running_requests": args.max_running_requests, "mem_fraction_static": args.mem_fraction_static,
+        "context_length": args.context_length, "server_args": args.server_args, "seed": args.seed}
+    if args.dummy_weights != "sglang":
+        settings["dummy_weights"] = args.dummy_weights
+    return settings
 
 
 def server_config(args: argparse.Namespace, backend: str, served: Path, port: int) -> ServerConfig:
@@ -161,7 +174,7 @@ def server_config(args: argparse.Namespace, backend: str, served: Path, port: in
         cuda_graph_max_bs=args.cuda_graph_max_bs, mem_fraction_static=args.mem_fraction_static,
         context_length=args.context_length, max_running_requests=args.max_running_requests, random_seed=args.seed,
         skip_tokenizer_init=False, extra_args=tuple(args.server_args.split()) if args.server_args else (),
-        python=args.python,
+        python=args.python, dummy_weights=args.dummy_weights,
     )
 
 
@@ -322,12 +335,13 @@ class Sweep:
         cfg = server_config(args, backend, self.served, port)
         cmd = server_command(cfg)
         log = self.logs / f"server-{file_tag(backend)}.log"
-        env = bench_serving.offline_env(tqdm_interval_s=args.tqdm_interval_s)
+        env = server_env(cfg, bench_serving.offline_env(tqdm_interval_s=args.tqdm_interval_s))
         label = BackendLabel.parse(backend)
         env.update(label.env)
         if label.attention_backend == "pat":  # PAT's stats line often enough to attribute its steps to each point
             env.setdefault("PAT_SGLANG_LOG_INTERVAL_S", str(PAT_LOG_INTERVAL_S))
-        print(f"serving: [{backend}] starting: {shown(cmd)}", flush=True)
+        print(f"serving: [{backend}] starting: {shown(cmd)} (dummy weights: {args.dummy_weights})", flush=True)
+        log_start = log_size(log)  # the log grows over calls: this start's lines begin here
         proc = ManagedProcess(cmd, log, env=env)
         try:
             proc.start()
@@ -341,9 +355,15 @@ class Sweep:
                                    "date": self.date})
                 return
             print(f"serving: [{backend}] ready in {startup:.1f} s", flush=True)
+            # the scheduler loaded the model before the server answered: our weights' line is in the log by now
+            hooked = dummy_weights_hooked(read_from(log, log_start))
+            if args.dummy_weights != "sglang" and not hooked:
+                print(f"serving: [{backend}] WARNING: no '{args.dummy_weights}' dummy-weight line in {rel(log)}: the "
+                      "model may have SGLang's flat dummy weights (the greedy check then compares nothing)", flush=True)
             self.store.append({"kind": "server", "backend": backend, "server_id": self.server_id, "status": "ok",
                                "startup_s": round(startup, 1), "cmd": shown(cmd), "gpu": self.gpu,
-                               "date": self.date, "settings": server_settings(args, self.model_id)})
+                               "date": self.date, "settings": server_settings(args, self.model_id),
+                               "dummy_weights": args.dummy_weights, "dummy_weights_hooked": hooked})
             self.warm_up(backend, port, need_check or args.warmup_only)
             for point in todo:
                 if not proc.alive():
@@ -476,6 +496,14 @@ def agreement_rows(store: sweep.ResultStore, reference: str) -> list[dict[str, o
     return out
 
 
+def dummy_weights_note(server_row: dict) -> str:
+    """The dummy weights of a server row as results.md shows them (rows older than the option had SGLang's)."""
+    mode = str(server_row.get("dummy_weights", "sglang"))
+    if mode != "sglang" and server_row.get("dummy_weights_hooked") is False:
+        return f"`{mode}` requested, NOT seen in the server log"
+    return f"`{mode}`"
+
+
 def write_report(out: Path, store: sweep.ResultStore, reference: str,
                  workloads: list[sweep.SweepWorkload] | None = None, capacity_load: str = sweep.CAPACITY_LOAD) -> str:
     """results.md / results.csv / serving.png from every point row in the store."""
@@ -493,14 +521,17 @@ def write_report(out: Path, store: sweep.ResultStore, reference: str,
         "- client: `python -m sglang.bench_serving --backend sglang` (SGLang's own benchmark), one process per point, "
         "`--flush-cache` after its warm-up request, seed as in `bench_cmd` (results.csv)",
         "- model: dummy weights, `configs/models/llama3-8b` shape, word-level tokenizer of `bench/ab/tokenizer.py` "
-        "(every id decodes to one word, encode(decode(ids)) == ids)",
+        "(every id decodes to one word, encode(decode(ids)) == ids); dummy weights `attn` (`bench/ab/dummy_weights/`: "
+        "outputs depend on attention) unless a server line below says `sglang` (SGLang's own: flat logits, the greedy "
+        "check compares nothing)",
         "- loads: `cN` closed loop with N in flight; `xF` open loop (Poisson; Mooncake: the trace's own arrival "
         f"times scaled) at F x the reference's `{capacity_load}` request throughput; `rR` R req/s",
         "- step ms @full bs: median of `#running-req / gen throughput` over the server's 'Decode batch' lines of "
         "that point with the largest running batch seen; `vs ref`: this backend / the reference at the same point",
         *[f"- workload `{w.name}`: {w.summary}; bench_serving `{' '.join(rel(a) for a in w.dataset_args)}`"
           for w in known],
-        *[f"- server `{r['backend']}` ({r.get('date')}, start {r.get('startup_s')} s): `{r.get('cmd')}`"
+        *[f"- server `{r['backend']}` ({r.get('date')}, start {r.get('startup_s')} s, dummy weights "
+          f"{dummy_weights_note(r)}): `{r.get('cmd')}`"
           for r in {(r['backend'], r.get('server_id')): r for r in servers}.values()],
         *[f"- call {r.get('date')}: `python bench/serving_sweep.py {' '.join(map(str, r.get('argv', [])))}`"
           for r in runs],

@@ -5,8 +5,9 @@ Serves ``/health_generate`` and a token-id ``/generate`` (streamed SSE or a JSON
 "backends" agree. For text clients (``sglang.bench_serving``): ``/generate`` also takes ``"text"`` (one token per
 white-space separated word) and streams the cumulative text, and ``/v1/models``, ``/model_info``, ``/server_info``
 and ``POST /flush_cache`` answer as SGLang's do; every request is logged as one JSON line ``REQUEST {...}`` (prompt
-tokens, max_new_tokens, temperature, arrival time) for the tests, and at start-up each ``PAT_SGLANG_*`` variable of
-its environment as ``ENV NAME=VALUE``. Usage: ``python fake_sglang_server.py --port N
+tokens, max_new_tokens, temperature, arrival time) for the tests, and at start-up each ``PAT_SGLANG_*`` and
+``PAT_BENCH_*`` variable of its environment as ``ENV NAME=VALUE`` and an installed dummy-weight import hook as
+``IMPORT HOOK PatchFinder MODULE``. Usage: ``python fake_sglang_server.py --port N
 [--die-after S] [--token-delay-s S]``.
 """
 
@@ -157,8 +158,11 @@ def main() -> None:
         time.sleep(args.die_after)
         print("fake server: failing on purpose", flush=True)
         sys.exit(3)
-    for name in sorted(k for k in os.environ if k.startswith("PAT_SGLANG_")):
+    for name in sorted(k for k in os.environ if k.startswith(("PAT_SGLANG_", "PAT_BENCH_"))):
         log(f"ENV {name}={os.environ[name]}")
+    for finder in sys.meta_path:  # the dummy-weight hook (bench/ab/dummy_weights/sitecustomize.py), if it ran here
+        if hasattr(finder, "target"):
+            log(f"IMPORT HOOK {type(finder).__name__} {finder.target}")
     time.sleep(args.startup_delay)
     ThreadingHTTPServer.request_queue_size = 256  # the listen backlog (default 5 drops bursts of connections)
     srv = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)

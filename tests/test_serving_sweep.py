@@ -356,6 +356,13 @@ def test_end_to_end_with_real_bench_serving(tmp_path: Path, monkeypatch: pytest.
     assert "ENV PAT_SGLANG_DELEGATE=ref" in log and "ENV PAT_SGLANG_MIN_SAVED_FRACTION=0" in log
     assert f"ENV PAT_SGLANG_LOG_INTERVAL_S={serving_sweep.PAT_LOG_INTERVAL_S}" in log  # stats lines per point
     assert "ENV PAT_SGLANG_" not in (out / "logs" / "server-ref.log").read_text()
+    # every server got the dummy-weight hook (default --dummy-weights attn) and ran it at start-up
+    for tag in ("ref", "pat-ref-all"):
+        text = (out / "logs" / f"server-{tag}.log").read_text()
+        assert "ENV PAT_BENCH_DUMMY_WEIGHTS=attn" in text
+        assert "IMPORT HOOK PatchFinder sglang.srt.model_loader.loader" in text
+    servers = [r for r in sweep.read_jsonl(out / "results.jsonl") if r["kind"] == "server"]
+    assert all(r["dummy_weights"] == "attn" and r["settings"]["dummy_weights"] == "attn" for r in servers)
     reqs = [json.loads(line[8:]) for line in log.splitlines() if line.startswith("REQUEST ")]
     measured = [r for r in reqs if r["max_new_tokens"] == 6]  # (+ bench_serving's one warm-up request a point)
     assert len(measured) == 2 * (12 + 1) and all(r["prompt_tokens"] == 40 for r in measured)

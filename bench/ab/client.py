@@ -184,7 +184,14 @@ def generate_batch(port: int, reqs: Sequence[Request], timeout_s: float = 300.0,
 
 def greedy_check(port: int, check: Workload, timeout_s: float) -> Generated:
     """The greedy-agreement batch of both harnesses: ``check``'s warm-up requests one by one (they put its shared
-    prefixes in the radix cache), then its requests as one batch, with each output token's logprob."""
+    prefixes in the radix cache), then its requests as one batch, with each output token's logprob.
+
+    Agreement (``agreement_row``) says something about attention only if the model's outputs depend on it. With
+    SGLang's own dummy weights (``--dummy-weights sglang``) they do not: the logits are flat (every greedy token's
+    logprob is -ln(vocab), -11.7618 for 128256) and the outputs cycle two ids for any backend, so 100% agreement and a
+    zero logprob gap are guaranteed. The harnesses' default dummy weights (``attn``, ``ab/dummy_weights/``) give logits
+    of std about 1 that depend on the whole context; then different-but-correct attention kernels may still flip a
+    near-tie now and then (bf16 rounding), and the logprob gap is the finer measure."""
     for w in check.warmup:
         generate_batch(port, [w], timeout_s=timeout_s)
     return generate_batch(port, check.requests, timeout_s=timeout_s, logprobs=True)

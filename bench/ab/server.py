@@ -1,6 +1,10 @@
 """Start and stop SGLang servers (and any child process) safely for the serving A/B.
 
-* ``server_command`` builds the ``python -m sglang.launch_server`` argument list for one backend.
+* ``server_command`` builds the ``python -m sglang.launch_server`` argument list for one backend, ``server_env`` its
+  environment: by default (``ServerConfig.dummy_weights`` "attn", ``--dummy-weights`` of both harnesses) the
+  dummy-weight hook of ``ab/dummy_weights/`` first on PYTHONPATH and ``PAT_BENCH_DUMMY_WEIGHTS=attn``, so that the
+  model's outputs depend on attention (SGLang's own dummy weights give flat logits: the greedy check would compare
+  nothing); ``dummy_weights_hooked`` tells from the server log whether the hook filled the weights.
 * ``ManagedProcess`` starts a command in its own process group (new session) with stdout+stderr to a log file and
   kills the whole group on ``stop()`` (SIGTERM, bounded wait, then SIGKILL); it is a context manager and also
   registers an ``atexit`` hook, so a server never outlives the harness.
@@ -28,7 +32,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .dummy_weights import ATTN, ENV_VAR, HOOK_DIR, MARKER
+
 LOCALHOST = "127.0.0.1"
+
+#: ``--dummy-weights`` choices: "attn" = ours (ab/dummy_weights/pat_bench_dummy_weights.py; the default), "sglang" =
+#: SGLang's own ``initialize_dummy_weights`` (uniform +-1e-3 from one seed: flat logits, outputs that ignore attention)
+DUMMY_WEIGHT_MODES = (ATTN, "sglang")
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,8 @@ class ServerConfig:
     skip_tokenizer_init: bool = True
     extra_args: tuple[str, ...] = ()
     python: str = sys.executable
+    #: which dummy weights the server's model gets (``DUMMY_WEIGHT_MODES``; applied by ``server_env``)
+    dummy_weights: str = ATTN
 
 
 def server_command(cfg: ServerConfig) -> list[str]:
@@ -79,6 +91,40 @@ def server_command(cfg: ServerConfig) -> list[str]:
     if cfg.max_running_requests is not None:
         cmd += ["--max-running-requests", str(cfg.max_running_requests)]
     return cmd + list(cfg.extra_args)
+
+
+def server_env(cfg: ServerConfig, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The server's environment: ``base`` (default: os.environ) with the dummy-weight hook of ``cfg.dummy_weights``.
+
+    "attn": ``HOOK_DIR`` first on PYTHONPATH (its ``sitecustomize`` runs in every process of the server, the spawned
+    scheduler included) and ``PAT_BENCH_DUMMY_WEIGHTS=attn``; "sglang": both removed if ``base`` had them."""
+    if cfg.dummy_weights not in DUMMY_WEIGHT_MODES:
+        raise ValueError(f"dummy_weights {cfg.dummy_weights!r}: expected one of {DUMMY_WEIGHT_MODES}")
+    env = dict(os.environ if base is None else base)
+    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != HOOK_DIR]
+    if cfg.dummy_weights == ATTN:
+        parts.insert(0, str(HOOK_DIR))
+        env[ENV_VAR] = ATTN
+    else:
+        env.pop(ENV_VAR, None)
+    if parts:
+        env["PYTHONPATH"] = os.pathsep.join(parts)
+    else:
+        env.pop("PYTHONPATH", None)
+    return env
+
+
+def add_dummy_weights_option(ap: argparse.ArgumentParser) -> None:
+    """``--dummy-weights`` of both harnesses."""
+    ap.add_argument("--dummy-weights", choices=DUMMY_WEIGHT_MODES, default=ATTN,
+                    help="the servers' dummy weights: 'attn' (default): per-parameter streams, matrices std "
+                         "1/sqrt(fan_in), norms 1, so that outputs and the greedy check depend on attention "
+                         "(ab/dummy_weights/); 'sglang': SGLang's own (flat logits, two tokens cycling)")
+
+
+def dummy_weights_hooked(log_text: str) -> bool:
+    """Did a server log say that our dummy weights filled the model (``MARKER``, printed by the scheduler)?"""
+    return MARKER in log_text
 
 
 _LIVE: set[ManagedProcess] = set()
