@@ -10,7 +10,7 @@ pipeline depth, CTAs per SM the register budget is built for) on:
 * ``d64x4096``, ``d256x1024`` (the kernel benchmark's no-sharing batches), ``d8x32768`` (small batch, long
   context), and ``a128`` (a shared-prefix tree: a variant must not lose there);
 * with ``--cases``, also the kernel benchmark's other trees and the serving sweep's shared-prefix points as trees
-  (``gsp64``, ``gsp256``, ``rollout64``: ``pat_sglang.workloads.SERVING_WINDOWS``). ``gsp64`` is where serving
+  (``gsp64``, ``gsp256``, ``rollout64``: ``SERVING_CASES``, sizes from ``ab.sweep``). ``gsp64`` is where serving
   found PAT slower than FlashInfer while its plan saves 25-32% of the KV bytes (``docs/perf/serving/``
   2026-11-29-h200-peers): these cases time that tree against fa3 and FlashInfer kernel for kernel.
 
@@ -53,6 +53,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from ab.bench_serving import arg_value  # noqa: E402
+from ab.sweep import default_workloads  # noqa: E402
+from ab.workload import DEFAULT_TRACE  # noqa: E402
 from bench_kernels import fa3_decode, measure_copy_bandwidth, time_graph  # noqa: E402
 from split_waves import fi_time, mooncake_rows  # noqa: E402
 
@@ -61,11 +64,29 @@ from pat_sglang.forest import PrefixForest  # noqa: E402
 from pat_sglang.kernels import FP8_KV_NAMES, KernelTune, StaticPlanBuffers, launch_plan  # noqa: E402
 from pat_sglang.planner import plan_forest  # noqa: E402
 from pat_sglang.reference import naive_decode  # noqa: E402
-from pat_sglang.workloads import SERVING_WINDOWS, layout_tree, make_qkv, standard_batch  # noqa: E402
+from pat_sglang.workloads import ServingWindow, layout_tree, make_qkv, standard_batch  # noqa: E402
 
 HEAD_DIM = 128  # the default; --head-dim
 CASES = ("mooncake96", "d64x4096", "d256x1024", "d8x32768", "a128")
-MORE_CASES = ("a64", "b", "c", "e", *SERVING_WINDOWS)  # the kernel benchmark's other shared trees (--cases)
+# The serving sweep's shared-prefix points as trees: case -> (its workload, closed-loop concurrency)
+SERVING_CASES: dict[str, tuple[str, int]] = {"gsp64": ("gsp", 64), "gsp256": ("gsp", 256), "rollout64": ("rollout", 64)}
+MORE_CASES = ("a64", "b", "c", "e", *SERVING_CASES)  # the kernel benchmark's other shared trees (--cases)
+
+
+def serving_window(name: str) -> ServingWindow:
+    """The running batch of a ``SERVING_CASES`` point, from the sweep's own bench_serving arguments (``ab.sweep``)."""
+    workload, concurrency = SERVING_CASES[name]
+    args = default_workloads(DEFAULT_TRACE)[workload].dataset_args
+
+    def number(flag: str) -> int:
+        value = arg_value(args, flag)
+        if value is None:
+            raise ValueError(f"{name}: the sweep's workload {workload!r} has no {flag}")
+        return int(value)
+
+    return ServingWindow(number("--gsp-num-groups"), number("--gsp-prompts-per-group"), concurrency,
+                         number("--gsp-system-prompt-len"), number("--gsp-question-len"), number("--gsp-output-len"),
+                         ordered="--gsp-ordered" in args)
 
 
 def flat_private(n: int, tokens: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -80,8 +101,8 @@ def case_batch(name: str, rng: np.random.Generator) -> tuple[torch.Tensor, torch
         return mooncake_rows(96, 7936, 64, rng)
     if name == "d8x32768":
         return flat_private(8, 32768, rng)
-    if name in SERVING_WINDOWS:
-        b = layout_tree(SERVING_WINDOWS[name].tree(rng), rng=rng)
+    if name in SERVING_CASES:
+        b = layout_tree(serving_window(name).tree(rng), rng=rng)
     else:
         b = standard_batch(name)
     return b.kv_indptr, b.kv_indices, b.num_slots
@@ -96,14 +117,19 @@ def parse_variant(text: str) -> KernelTune:
     return KernelTune(kv_tile=kv_tile, stages=stages, min_ctas_per_sm=ctas)
 
 
-def fa3_time(indptr: torch.Tensor, indices: torch.Tensor, q, k, v, ref, reps: int) -> float:
-    """fa3 on these inputs (page size 1) through the kernel bench's one fa3 call, checked, then graph replays."""
-    call = fa3_decode(indptr, indices, [(q, k, v)], 1, 1 / math.sqrt(k.shape[2]))
-    out = call(0)
+def check_against(out: torch.Tensor, ref: tuple, what: str) -> None:
+    """Stop the sweep unless ``out``'s sampled requests (``ref``: their indices, float64 attention) are within the
+    bf16 bound."""
     torch.cuda.synchronize()
     err = float((out[ref[0]].double().cpu() - ref[1]).norm() / ref[1].norm())
     if not err < 2e-2:
-        raise SystemExit(f"fa3: relative error {err:.2e}")
+        raise SystemExit(f"{what}: relative error {err:.2e}")
+
+
+def fa3_time(indptr: torch.Tensor, indices: torch.Tensor, q, k, v, ref, reps: int) -> float:
+    """fa3 on these inputs (page size 1) through the kernel bench's one fa3 call, checked, then graph replays."""
+    call = fa3_decode(indptr, indices, [(q, k, v)], 1, 1 / math.sqrt(k.shape[2]))
+    check_against(call(0), ref, "fa3")
     return time_graph(call, 1, reps)
 
 
@@ -158,12 +184,15 @@ def main(argv: list[str] | None = None) -> int:
         ref = (sel, naive_decode(q[sel].cpu(), k_ref, v_ref, sub_ptr, sub_idx, scale))
         forest = PrefixForest.from_flat(indptr, indices)
         cells = []
+        table_plan = None  # the table variant's plan (the first of ``tunes``), for the static-buffer columns
         for tune in tunes:
             ctas = table_ctas if tune is None else tune.min_ctas_per_sm
             # plan for this variant's occupancy: the planner reads the table's CTAs per SM, so scale the SMs
             spec = DeviceSpec(sm_count=max(1, real.sm_count * ctas // table_ctas), ctas_per_sm=real.ctas_per_sm,
                               arch=real.arch)
             plan = plan_forest(forest, heads, spec).to("cuda")
+            if tune is None and table_plan is None:
+                table_plan = plan
             out = torch.full_like(q, float("nan"))
             try:
                 launch_plan(plan, q, k, v, scale, out=out, tune=tune, k_scale=kv_scale, v_scale=kv_scale)
@@ -172,9 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                 cells.append(f"{'n/a':>10}")
                 print(f"  {name} {tune}: {type(e).__name__}: {e}", flush=True)
                 continue
-            err = float((out[ref[0]].double().cpu() - ref[1]).norm() / ref[1].norm())
-            if not err < 2e-2:
-                raise SystemExit(f"{name} {tune}: relative error {err:.2e}")
+            check_against(out, ref, f"{name} {tune}")
             us = time_graph(lambda _, plan=plan, out=out, tune=tune, q=q, k=k, v=v: launch_plan(
                 plan, q, k, v, scale, out=out, tune=tune, k_scale=kv_scale, v_scale=kv_scale), 1,
                 args.reps)
@@ -182,16 +209,14 @@ def main(argv: list[str] | None = None) -> int:
         for peer in peers:
             try:
                 if peer.startswith("grid"):  # the CUDA-graph path: static buffers, a fixed grid of N items
-                    plan_t = plan_forest(forest, heads, real).to("cuda")
-                    n = max(int(peer[4:]), plan_t.num_items)
-                    buffers = StaticPlanBuffers(heads, q.shape[0], n, max(plan_t.num_partials, 1), "cuda")
-                    buffers.load(plan_t)
+                    if table_plan is None:
+                        raise RuntimeError("the table variant did not run")
+                    n = max(int(peer[4:]), table_plan.num_items)
+                    buffers = StaticPlanBuffers(heads, q.shape[0], n, max(table_plan.num_partials, 1), "cuda")
+                    buffers.load(table_plan)
                     out_t = torch.full_like(q, float("nan"))
                     buffers.run(q, k, v, scale, out_t, kv_scale, kv_scale)
-                    torch.cuda.synchronize()
-                    err = float((out_t[ref[0]].double().cpu() - ref[1]).norm() / ref[1].norm())
-                    if not err < 2e-2:
-                        raise SystemExit(f"{name} {peer}: relative error {err:.2e}")
+                    check_against(out_t, ref, f"{name} {peer}")
 
                     def replay(_: int, b=buffers, o=out_t, q=q, k=k, v=v) -> torch.Tensor:
                         return b.run(q, k, v, scale, o, kv_scale, kv_scale)

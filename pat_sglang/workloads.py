@@ -251,7 +251,8 @@ def standard_batch(name: str, page_size: int = 1, rng: np.random.Generator | int
 
 @dataclass(frozen=True)
 class ServingWindow:
-    """The running batch of a closed-loop serving point of SGLang's ``generated-shared-prefix`` dataset, as a tree:
+    """The running batch of a closed-loop serving point of SGLang's ``generated-shared-prefix`` dataset, as a tree
+    (``bench/tile_sweep.py`` makes them from the serving sweep's own workload definitions):
     ``num_groups`` system prompts of ``prefix_tokens`` each, ``prompts_per_group`` requests per group with
     ``question_tokens`` of their own, listed group by group (``ordered``, bench_serving's ``--gsp-ordered``) or
     shuffled (its default); the batch is ``batch`` consecutive requests of that list, each having generated
@@ -288,15 +289,6 @@ class ServingWindow:
             parents.append(node_of_group[g])
             lengths.append(self.question_tokens + int(gen.integers(0, self.max_generated + 1)))
         return Tree(parents, lengths, leaves)
-
-
-# The serving sweep's shared-prefix points (bench/serving_sweep.py's workloads at closed-loop concurrency 64 and 256),
-# for the kernel benchmarks: where a serving step's KV comes from, tree for tree.
-SERVING_WINDOWS: dict[str, ServingWindow] = {
-    "gsp64": ServingWindow(64, 16, 64, 2048, 128, 256),
-    "gsp256": ServingWindow(64, 16, 256, 2048, 128, 256),
-    "rollout64": ServingWindow(20, 16, 64, 1024, 0, 2048, ordered=True),
-}
 
 
 def random_tree(

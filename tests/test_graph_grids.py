@@ -7,8 +7,11 @@ without coarsening, and that a plan over its batch's grid is refused at load (ne
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from scripts import load_script
 
 import pat_sglang.backend as backend_mod
 from pat_sglang.config import DeviceSpec, HeadConfig
@@ -16,7 +19,7 @@ from pat_sglang.forest import PrefixForest
 from pat_sglang.kernels import StaticPlanBuffers
 from pat_sglang.planner import max_split_items, plan_forest
 from pat_sglang.reference import naive_decode
-from pat_sglang.workloads import SERVING_WINDOWS, STANDARD_WORKLOADS, layout_tree, tree_batch, workload_d
+from pat_sglang.workloads import STANDARD_WORKLOADS, layout_tree, tree_batch, workload_d
 
 HEADS = [HeadConfig(32, 8, 128), HeadConfig(64, 8, 128), HeadConfig(32, 32, 128), HeadConfig(32, 8, 64),
          HeadConfig(32, 8, 256)]
@@ -30,8 +33,9 @@ def _batches() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     for bs, ctx in ((8, 32768), (96, 6000), (16, 700)):
         b = tree_batch(workload_d(bs, ctx), rng=1)
         out[f"d{bs}x{ctx}"] = (b.kv_indptr, b.kv_indices)
-    for name, window in SERVING_WINDOWS.items():
-        b = layout_tree(window.tree(2), rng=2)
+    sweep = load_script(Path(__file__).resolve().parent.parent / "bench" / "tile_sweep.py")
+    for name in sweep.SERVING_CASES:
+        b = layout_tree(sweep.serving_window(name).tree(2), rng=2)
         out[name] = (b.kv_indptr, b.kv_indices)
     return out
 

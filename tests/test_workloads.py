@@ -13,7 +13,6 @@ from scripts import load_script
 
 from pat_sglang.forest import PrefixForest
 from pat_sglang.workloads import (
-    SERVING_WINDOWS,
     STANDARD_WORKLOADS,
     WORKLOAD_LABELS,
     ServingWindow,
@@ -157,11 +156,15 @@ def test_bench_report_without_gpu(tmp_path: Path) -> None:
         assert (tmp_path / f).exists()
 
 
-@pytest.mark.parametrize("name", sorted(SERVING_WINDOWS))
+def _tile_sweep():
+    return load_script(REPO / "bench" / "tile_sweep.py")
+
+
+@pytest.mark.parametrize("name", ["gsp64", "gsp256", "rollout64"])
 def test_serving_window_trees(name: str) -> None:
     """A serving window is ``batch`` requests, each under its group's system prompt, with its own tail of question +
     0..max_generated tokens; the tree's unique tokens equal each present prompt once plus every tail."""
-    w = SERVING_WINDOWS[name]
+    w = _tile_sweep().serving_window(name)
     tree = w.tree(np.random.default_rng(3))
     assert tree.num_requests == w.batch
     roots = [i for i, p in enumerate(tree.parents) if p == -1]
@@ -190,9 +193,12 @@ def test_serving_window_trees(name: str) -> None:
 def test_serving_window_sharing_matches_sampling() -> None:
     """gsp at concurrency 64 (64 groups x 16, shuffled) shares far less than at 256: the expected number of distinct
     groups in a window of 64 is 64 * (1 - (1 - 1/64)^64) ~ 40.6 of 64 (sampling without replacement: a bit more)."""
-    groups = [sum(1 for p in SERVING_WINDOWS["gsp64"].tree(seed).parents if p == -1) for seed in range(40)]
+    sweep = _tile_sweep()
+    gsp64, gsp256 = sweep.serving_window("gsp64"), sweep.serving_window("gsp256")
+    assert (gsp64.num_groups, gsp64.prompts_per_group, gsp64.batch, gsp64.prefix_tokens) == (64, 16, 64, 2048)
+    groups = [sum(1 for p in gsp64.tree(seed).parents if p == -1) for seed in range(40)]
     assert 36 <= float(np.mean(groups)) <= 46
-    full = [sum(1 for p in SERVING_WINDOWS["gsp256"].tree(seed).parents if p == -1) for seed in range(10)]
+    full = [sum(1 for p in gsp256.tree(seed).parents if p == -1) for seed in range(10)]
     assert min(full) >= 60
 
 
@@ -205,8 +211,9 @@ def test_serving_window_rejects_a_batch_larger_than_the_dataset() -> None:
 
 def test_tile_sweep_lays_out_the_serving_windows() -> None:
     """``bench/tile_sweep.py --cases gsp64 ...``: the case is the window's tree in a pool of its unique tokens."""
-    sweep = load_script(REPO / "bench" / "tile_sweep.py")
-    for name, w in SERVING_WINDOWS.items():
+    sweep = _tile_sweep()
+    for name in sweep.SERVING_CASES:
+        w = sweep.serving_window(name)
         assert name in sweep.MORE_CASES
         indptr, indices, slots = sweep.case_batch(name, np.random.default_rng(0))
         assert indptr.shape[0] == w.batch + 1
