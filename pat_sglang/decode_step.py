@@ -178,10 +178,11 @@ class DecodeStepPlanner:
         if stale is None:
             return total
         pb = batch.published
-        if pb.distinct_cached is not None and not stale.any():  # counted by the publisher: no paths needed
+        any_stale = bool(stale.any())
+        if pb.distinct_cached is not None and not any_stale:  # counted by the publisher: no paths needed
             return total - int(pb.cached.sum()) + pb.distinct_cached
         req, key, length = pb.paths
-        if stale.any():
+        if any_stale:
             keep = ~stale[req]
             req, key, length = req[keep], key[keep], length[keep]
         if key.shape[0] == 0:
