@@ -43,7 +43,7 @@ from ab.server import (  # noqa: E402
     ServerConfig,
     add_dummy_weights_option,
     backend_labels,
-    dummy_weights_hooked,
+    dummy_weights_check,
     file_tag,
     free_port,
     gpu_name,
@@ -241,11 +241,9 @@ def run_backend(backend: str, args: argparse.Namespace, workloads: list[Workload
             return [{"backend": backend, "workload": w.name, "status": "start failed"} for w in workloads], None, info
         info["startup_s"] = startup
         print(f"ab: [{backend}] ready in {startup:.1f} s", flush=True)
-        # the scheduler loaded the model before the server answered: our weights' line is in the log by now
-        info["dummy_weights_hooked"] = dummy_weights_hooked(read_from(log, 0))
-        if args.dummy_weights != "sglang" and not info["dummy_weights_hooked"]:
-            print(f"ab: [{backend}] WARNING: no '{args.dummy_weights}' dummy-weight line in {log}: the model may have "
-                  "SGLang's flat dummy weights (the greedy check then compares nothing)", flush=True)
+        info["dummy_weights_hooked"], warning = dummy_weights_check(args.dummy_weights, read_from(log, 0), str(log))
+        if warning:
+            print(f"ab: [{backend}] {warning}", flush=True)
         if check is not None and time.monotonic() < deadline - 15:
             try:
                 greedy = client.greedy_check(port, check, args.request_timeout_s)

@@ -44,7 +44,7 @@ from ab.server import (  # noqa: E402
     ServerConfig,
     add_dummy_weights_option,
     backend_labels,
-    dummy_weights_hooked,
+    dummy_weights_check,
     file_tag,
     free_port,
     gpu_name,
@@ -355,11 +355,9 @@ class Sweep:
                                    "date": self.date})
                 return
             print(f"serving: [{backend}] ready in {startup:.1f} s", flush=True)
-            # the scheduler loaded the model before the server answered: our weights' line is in the log by now
-            hooked = dummy_weights_hooked(read_from(log, log_start))
-            if args.dummy_weights != "sglang" and not hooked:
-                print(f"serving: [{backend}] WARNING: no '{args.dummy_weights}' dummy-weight line in {rel(log)}: the "
-                      "model may have SGLang's flat dummy weights (the greedy check then compares nothing)", flush=True)
+            hooked, warning = dummy_weights_check(args.dummy_weights, read_from(log, log_start), rel(log))
+            if warning:
+                print(f"serving: [{backend}] {warning}", flush=True)
             self.store.append({"kind": "server", "backend": backend, "server_id": self.server_id, "status": "ok",
                                "startup_s": round(startup, 1), "cmd": shown(cmd), "gpu": self.gpu,
                                "date": self.date, "settings": server_settings(args, self.model_id),

@@ -127,6 +127,16 @@ def dummy_weights_hooked(log_text: str) -> bool:
     return MARKER in log_text
 
 
+def dummy_weights_check(mode: str, log_text: str, log_name: str) -> tuple[bool, str]:
+    """Both harnesses' check once a server answers (the scheduler has loaded the model by then): whether its log shows
+    our dummy weights, and the warning to print when ``mode`` asked for them and the log does not say so ("" else)."""
+    hooked = dummy_weights_hooked(log_text)
+    if hooked or mode == "sglang":
+        return hooked, ""
+    return hooked, (f"WARNING: no '{mode}' dummy-weight line in {log_name}: the model may have SGLang's flat dummy "
+                    "weights (the greedy check then compares nothing)")
+
+
 _LIVE: set[ManagedProcess] = set()
 
 
