@@ -1,7 +1,7 @@
 """How finely the planner should split KV: forward+merge time against the number of CTA waves it plans for.
 
-The planner cuts every pack's KV into splits of ``ceil(planned tokens * KV heads / (waves * resident CTAs))``
-tokens (at least ``MIN_SPLIT_TOKENS``). With ``waves = 1`` a batch of equal-length private rows becomes ~1-2 items
+A split length of ``ceil(planned tokens * KV heads / (waves * resident CTAs))`` tokens plans for ``waves`` waves of
+CTAs. With ``waves = 1`` a batch of equal-length private rows becomes ~1-2 items
 per request, and the grid is a whole number of waves plus a partial one: with 96 rows of ~6k tokens, 768 CTAs on
 528 resident slots run as a full wave and a 45% one. More waves make the last one a small fraction, at the cost of
 a ~5 us prologue per extra CTA and more merge traffic. This times PAT (CUDA-graph replays, median of ``--reps``)
@@ -13,7 +13,8 @@ for ``waves`` in ``--waves`` on:
 
     python3 bench/split_waves.py [--waves 1 2 4 8] [--reps 30] [--flashinfer]
 
-``rule`` is the planner's own choice (``pat_sglang.planner._splits``); ``--flashinfer`` adds FlashInfer's paged
+``rule`` is the planner's own choice (its cost model, ``pat_sglang.planner._split_length``; ``bench/tile_sweep.py
+--split-tokens`` times fixed lengths on more trees); ``--flashinfer`` adds FlashInfer's paged
 decode (tensor cores off/on) on the same inputs, checked against the same float64 sample (needs flashinfer).
 """
 
@@ -35,7 +36,7 @@ from bench_kernels import time_graph  # noqa: E402
 
 import pat_sglang  # noqa: E402
 import pat_sglang.planner as planner  # noqa: E402
-from pat_sglang.config import DeviceSpec, HeadConfig  # noqa: E402
+from pat_sglang.config import DeviceSpec, HeadConfig, load_tile_table  # noqa: E402
 from pat_sglang.experiments.workloads import DEFAULT_MOONCAKE_TRACE, load_mooncake  # noqa: E402
 from pat_sglang.forest import PrefixForest  # noqa: E402
 from pat_sglang.planner import plan_forest  # noqa: E402
@@ -107,13 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         for w in [*args.waves, None]:  # None: the planner's own rule on the real device
             if w is None:
                 plan = plan_forest(forest, heads, real).to("cuda")
-            else:  # exactly w waves' split: the rule off, the target scaled
-                spec = DeviceSpec(sm_count=real.sm_count * w, ctas_per_sm=real.ctas_per_sm, arch=real.arch)
-                rule, planner.MAX_WAVES = planner.MAX_WAVES, 1
-                try:
-                    plan = plan_forest(forest, heads, spec).to("cuda")
-                finally:
-                    planner.MAX_WAVES = rule
+            else:  # w waves' split length, instead of the cost model's choice
+                planned = plan_forest(forest, heads, real).stats.kv_bytes_planned // heads.kv_token_bytes
+                target = planner.target_ctas(real, load_tile_table(real.arch), heads)
+                length = max(1, math.ceil(planned * heads.num_kv_heads / (w * target)))
+                plan = plan_forest(forest, heads, real, split_tokens=length).to("cuda")
             out = torch.full_like(q, float("nan"))
             pat_sglang.run(plan, q, k, v, out=out)
             torch.cuda.synchronize()

@@ -42,6 +42,7 @@ from a later one of the same kernel and plan (d64x4096: 290 vs 259 us once, not 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -150,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also time the table's plan through StaticPlanBuffers (SGLang's CUDA-graph path) with a "
                          "forward grid of N items per KV head, e.g. 1040 (the grid every captured batch size had "
                          "before per-batch grids at max bs 256) and the batch's fitted grid: a column 'gridN' each")
+    ap.add_argument("--split-tokens", type=int, nargs="*", default=[],
+                    help="also time the table's variant with every pack cut into KV splits of at most N tokens "
+                         "(plan_forest(split_tokens=N)) instead of the planner's choice: a column 'sN' each")
     args = ap.parse_args(argv)
     hd = args.head_dim
     scale = 1 / math.sqrt(hd)
@@ -160,8 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     real = DeviceSpec.from_torch(torch.device("cuda"))
     table_ctas = load_tile_table(real.arch).min_ctas_per_sm[hd]
-    tunes = [None] + [parse_variant(t) for t in args.variants] + ([None] if args.table_again else [])
-    names = ["table"] + list(args.variants) + (["again"] if args.table_again else [])
+    # (tune, fixed split length) per column: the table's variant, the other variants, the fixed split lengths
+    tunes: list[tuple[KernelTune | None, int | None]] = (
+        [(None, None)] + [(parse_variant(t), None) for t in args.variants]
+        + [(None, n) for n in args.split_tokens] + ([(None, None)] if args.table_again else []))
+    names = (["table"] + list(args.variants) + [f"s{n}" for n in args.split_tokens]
+             + (["again"] if args.table_again else []))
     peers = ["bf16"] if fp8 else [] if args.no_peers or hd != HEAD_DIM else ["fa3", "fi_tc"]
     peers = [f"grid{n}" for n in args.static_items] + peers
     table = load_tile_table(real.arch)
@@ -185,14 +193,18 @@ def main(argv: list[str] | None = None) -> int:
         forest = PrefixForest.from_flat(indptr, indices)
         cells = []
         table_plan = None  # the table variant's plan (the first of ``tunes``), for the static-buffer columns
-        for tune in tunes:
+        items = []  # (column, items, partials) of each column's plan
+        for tune, split_tokens in tunes:
             ctas = table_ctas if tune is None else tune.min_ctas_per_sm
             # plan for this variant's occupancy: the planner reads the table's CTAs per SM, so scale the SMs
             spec = DeviceSpec(sm_count=max(1, real.sm_count * ctas // table_ctas), ctas_per_sm=real.ctas_per_sm,
                               arch=real.arch)
-            plan = plan_forest(forest, heads, spec).to("cuda")
+            host_plan = plan_forest(forest, heads, spec, split_tokens=split_tokens)
+            plan = host_plan.to("cuda")
+            items.append(f"{names[len(items)]} {host_plan.num_items}/{host_plan.num_partials}")
             if tune is None and table_plan is None:
-                table_plan = plan
+                # StaticPlanBuffers.load copies a host plan's columns; the slot table stays where the kernel reads it
+                table_plan = dataclasses.replace(host_plan, slot_table=plan.slot_table)
             out = torch.full_like(q, float("nan"))
             try:
                 launch_plan(plan, q, k, v, scale, out=out, tune=tune, k_scale=kv_scale, v_scale=kv_scale)
@@ -238,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         kv_token_bytes = 2 * heads.num_kv_heads * hd * heads.kv_dtype.itemsize
         floor = np.unique(indices.numpy()).size * kv_token_bytes / copy_bw * 1e6
         print(f"{name:>11} {floor:8.1f} " + "".join(cells), flush=True)
+        print(f"{'':>11} items/partials: {', '.join(items)}", flush=True)
     return 0
 
 

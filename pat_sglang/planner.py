@@ -25,20 +25,21 @@ most once per request), and a shared pack only exists where it saves more than i
 
 Items. A pack is cut into work items, one CTA each per KV head: row blocks of at most
 ``requests_per_block`` requests (the tile's query rows are requests x the q heads of one KV group), and
-KV splits so the grid fills the GPU without a long tail. The split length is
+KV splits so the grid fills the GPU without a long tail. One split length serves the whole step (a pack of
+``t`` tokens is cut into ``ceil(t / split_tokens)`` items of about equal KV), chosen by a cost model of the launch
+among a few candidates (``_split_candidates``: no split, multiples of one wave's split ``sum_items(tokens) *
+num_kv_heads / target_ctas`` from 2x to 1/4x, and each whole number of waves up to ``MAX_WAVES``):
 
-    split_tokens = max(min_split_tokens, coarse(ceil(sum_items(tokens) * num_kv_heads / (waves * target_ctas))))
-    target_ctas  = sm_count * min_ctas_per_sm(head_dim)   (the kernel variant's occupancy, tile table)
+    cost = makespan + PARTIAL_COST_SLOT_BYTES * partials + MERGE_CHAIN_COST_SLOT_BYTES * max partials of a request
+    makespan = the most KV bytes one of target_ctas / num_kv_heads item slots streams, items assigned longest
+               first in a snake over the slots (what the hardware's in-order CTA dispatch does with sorted items)
+    target_ctas = sm_count * min_ctas_per_sm(head_dim)   (the kernel variant's occupancy, tile table)
 
-so that every item carries about the same KV (the forward kernel streams KV at about the same rate per CTA
-whatever its tile m, so tokens are the cost). ``coarse`` rounds down to 8 steps per octave, so that the split
-length stays put from one decode step to the next and last step's plan can be re-made (see ``plan_forest``).
-``waves`` is 1 unless the batch is mostly private KV and one wave's
-split leaves the last wave of CTAs mostly empty: equal-length private rows then run as whole waves plus a
-fraction (96 rows of ~6k tokens: 768 CTAs on 528 slots = 1.45 waves, the second 45% full). Then the split is
-made finer, up to ``MAX_WAVES``, until the CTAs fill their last wave to ``WAVE_FILL`` (H200, ``bench/
-split_waves.py``: that batch 751 -> 609 us at 4 waves; shared-prefix trees, whose items differ in length,
-get slower with more splits, hence only for mostly-private batches).
+Splitting finer evens out the slots (a step of 64 requests of ~2.3k tokens in pairs of shared 2k prompts runs
+1.9 waves of ~1.1k-token items at one wave's split: its slots carry 1.37x their mean) but adds partials and merge
+work; the model weighs the two (H200, ``bench/tile_sweep.py --split-tokens``). Every candidate length is on the
+``coarse`` grid (8 steps per octave), so it stays put while the leaves grow by a token per step, and a re-made
+plan (``plan_forest(previous=...)``) keeps last step's length while every pack keeps its split count.
 
 Partials. Every (item, request) writes either straight to the output (the request's only partial) or
 to its own partial slot; two items never share a slot. The merge map lists each request's slots.
@@ -81,11 +82,12 @@ ITEM_OPEN_END = -1
 
 MIN_SPLIT_TOKENS = 256
 MAX_WAVES = 4  # finest split: CTAs for this many resident waves
-WAVE_FILL = 0.9  # a split is fine enough once the CTAs fill this fraction of their whole waves
-LOW_WAVE_FILL = 0.85  # below this fill with one wave's split, a mostly-private batch is split finer
-PRIVATE_SHARE = 0.75  # "mostly private": packs of one request hold at least this share of the planned tokens
-SPLIT_STEPS_UP = 2  # mostly-private batches: also try split lengths this many coarse steps longer
-FILL_TIE = 0.01  # fills closer than this are a tie (then fewer CTAs win)
+SPLIT_LADDER = (2.0, 1.41, 1.0, 0.71, 0.5, 0.35, 0.25)  # candidate split lengths, x one wave's split
+SPLIT_STEPS_UP = 2  # each whole number of waves: also try split lengths this many coarse steps longer
+# The split choice's cost model (H200, d128 bf16, 32/8 heads: fitted to bench/tile_sweep.py --split-tokens over 12
+# trees, docs/perf/kernels/2026-11-29-h200-split-model/), in bytes one CTA slot streams in the same time:
+PARTIAL_COST_SLOT_BYTES = 512  # each partial row: its write, read and merge (~0.06 us)
+MERGE_CHAIN_COST_SLOT_BYTES = 8192  # each partial of the request with the most (~1 us: its merge runs them in turn)
 MAX_ITEMS = 65535  # the forward grid's y dimension
 INT32_MAX = int(np.iinfo(np.int32).max)
 INT16_MAX = int(np.iinfo(np.int16).max)
@@ -177,6 +179,7 @@ class PackPlan:
     # closed), and how many there are (one per request whose KV ends in its own private leaf).
     row_stride: int | None = None
     num_open: int = 0
+    split_tokens: int = 0  # the KV split length the packs were cut with (the cost model's choice, or the caller's)
 
     @property
     def num_items(self) -> int:
@@ -263,6 +266,7 @@ def plan_forest(
     slot_table: torch.Tensor | None = None,
     previous: PackPlan | None = None,
     row_stride: int | None = None,
+    split_tokens: int | None = None,
 ) -> PackPlan:
     """Pack ``forest`` for one decode step. ``slot_table``: the 1-D int32 table the forest's rows live in (the
     forest's own host table by default, for forests built from slots). ``limits``: capacities the plan must fit.
@@ -276,15 +280,22 @@ def plan_forest(
     ``previous``: last step's plan. When ``forest`` is that plan's forest with longer private leaves
     (``PrefixForest.with_lengths``: same structure object) and made with the same arguments, the packs cannot
     change (leaves are always their own packs; shared nodes keep their tokens); if every pack also keeps its
-    number of KV splits, the new plan is the old one with its items' KV ranges recomputed (a few array ops) and
-    everything else shared. Otherwise it is planned from scratch. Either way the result is the plan of ``forest``."""
+    number of KV splits at last step's split length, the new plan is the old one with its items' KV ranges
+    recomputed (a few array ops) and everything else shared: the plan a fresh pass makes of ``forest`` with
+    ``split_tokens=previous.split_tokens``. Otherwise it is planned from scratch (and the cost model chooses the
+    split length again).
+
+    ``split_tokens``: cut every pack into KV splits of at most this many tokens instead of the planner's choice (for
+    benchmarks that measure the split length's effect, ``bench/tile_sweep.py --split-tokens``)."""
+    if split_tokens is not None and split_tokens < 1:
+        raise ValueError(f"split_tokens must be positive, got {split_tokens}")
     device = device or DeviceSpec()
     tiles = tiles or load_tile_table(device.arch)
     if previous is not None and previous.regrow is not None:
         rg = previous.regrow
         if (
             rg.structure is forest._derived
-            and rg.args == (heads, device, tiles, min_split_tokens, limits, row_stride)
+            and rg.args == (heads, device, tiles, min_split_tokens, limits, row_stride, split_tokens)
             and (slot_table is previous.slot_table or (slot_table is None and forest.slot_table is None))
         ):
             plan = _regrown(previous, forest)
@@ -309,8 +320,9 @@ def plan_forest(
     if row_stride is not None and (row_stride < 1 or (forest.row_base % row_stride).any()):
         raise ValueError(f"open ends need rows at multiples of row_stride ({row_stride})")
     # Only a first-pass plan can be re-made: a coarsened one could differ from a fresh plan once the leaves grew.
-    args = (heads, device, tiles, min_split_tokens, limits, row_stride)
-    plan = _plan(forest, heads, device, tiles, min_split_tokens, limits, slot_table, max_slot, "", row_stride, args)
+    args = (heads, device, tiles, min_split_tokens, limits, row_stride, split_tokens)
+    plan = _plan(forest, heads, device, tiles, min_split_tokens, limits, slot_table, max_slot, "", row_stride, args,
+                 split_tokens)
     if plan is None:  # over the limits: one split per pack
         plan = _plan(forest, heads, device, tiles, INT32_MAX, limits, slot_table, max_slot, "one split", row_stride)
     if plan is None:  # still over: no sharing (one item per request, no partials)
@@ -333,6 +345,7 @@ def _plan(
     fallback: str,
     row_stride: int | None,
     regrow_args: tuple = (),
+    split_tokens: int | None = None,
 ) -> PackPlan | None:
     """One planning pass; ``None`` if the plan would exceed ``limits`` (counted before any item is built)."""
     group, num_kv_heads, tok_bytes, partial_bytes = _head_numbers(heads)
@@ -368,7 +381,10 @@ def _plan(
     pack_blocks = (pack_req_count + (reqs_per_block - 1)) // reqs_per_block
     planned_tokens = int(pack_tokens @ pack_blocks)  # KV tokens the items read (before splitting)
     target = target_ctas(device, tiles, heads)
-    splits = _splits(pack_tokens, pack_blocks, pack_req_count, planned_tokens, num_kv_heads, target, min_split_tokens)
+    if split_tokens is None:
+        split_tokens = _split_length(pack_tokens, pack_blocks, pack_req, pack_req_count, num_requests, planned_tokens,
+                                     num_kv_heads, target, min_split_tokens, tok_bytes // num_kv_heads)
+    splits = _split_counts(pack_tokens, split_tokens)
     one_split = int(splits.max()) == 1
     num_blocks = int(pack_blocks.sum())
     if num_blocks == num_packs:
@@ -415,8 +431,9 @@ def _plan(
         kv_len = base + (n_tok * (split_idx + 1)) // n_split - kv_begin
         item_tile = block_tile[item_block]
     # Longest KV first: the one launch schedules CTAs in order, so long items start early and the tail is
-    # short (largest-processing-time-first). Ties: tile, then KV begin, then row block (items are generated
-    # in block order and the sort is stable).
+    # short (largest-processing-time-first). Ties: the larger tile first (more query rows: more work per KV
+    # token; last, such items were the tail of equal-length splits, bench/tile_sweep.py case b), then KV begin,
+    # then row block (items are generated in block order and the sort is stable).
     order = _item_order(kv_len, item_tile, kv_begin, len(tiles.tile_ms), kv_limit)
     item_block = order if item_block is None else item_block[order]
     item_tile = item_tile[order]
@@ -480,7 +497,7 @@ def _plan(
     regrow = _Regrow(
         structure=fa._derived, pack_node=pack_node, pack_tokens=pack_tokens, kv_offset=kv_offset,
         pack_blocks=pack_blocks, splits=splits, item_pack=item_pack, item_split=item_split, tok=fa.tok,
-        target=target, min_split_tokens=min_split_tokens, pack_args=pack_args, pack_req_count=pack_req_count,
+        split_tokens=split_tokens, pack_args=pack_args,
         open_mask=open_mask, args=regrow_args,
     )
     return PackPlan(
@@ -501,6 +518,7 @@ def _plan(
         regrow=regrow,
         row_stride=row_stride,
         num_open=0 if open_mask is None else int(open_mask.sum()),
+        split_tokens=split_tokens,
     )
 
 
@@ -517,10 +535,8 @@ class _Regrow:
     item_pack: np.ndarray  # per item (plan order): its pack and split index
     item_split: np.ndarray
     tok: np.ndarray  # the forest's node tokens when planned
-    target: int
-    min_split_tokens: int
+    split_tokens: int  # the split length the packs were cut with (kept while every pack keeps its split count)
     pack_args: tuple  # _PackBuilder's arguments (``PackPlan.packs`` on demand)
-    pack_req_count: np.ndarray
     open_mask: np.ndarray | None  # per item (plan order): its end is open (None: a plan without open ends)
     args: tuple = ()  # plan_forest's arguments it was made with; () for a coarsened plan (never re-made)
 
@@ -534,8 +550,7 @@ def _regrown(previous: PackPlan, forest: PrefixForest) -> PackPlan | None:
     pack_tokens = rg.pack_tokens + (grown if rg.pack_node is None else grown[rg.pack_node])
     planned_tokens = int(pack_tokens @ rg.pack_blocks)
     heads = previous.heads
-    splits = _splits(pack_tokens, rg.pack_blocks, rg.pack_req_count, planned_tokens, heads.num_kv_heads, rg.target,
-                     rg.min_split_tokens)
+    splits = _split_counts(pack_tokens, rg.split_tokens)
     if not np.array_equal(splits, rg.splits):
         return None
     n_tok = pack_tokens[rg.item_pack]
@@ -575,50 +590,112 @@ def copy_with(obj: _T, **changes: object) -> _T:
     return new
 
 
-def _splits(
+def _split_length(
     pack_tokens: np.ndarray,
     pack_blocks: np.ndarray,
+    pack_req: np.ndarray,
     pack_req_count: np.ndarray,
+    num_requests: int,
     planned_tokens: int,
     num_kv_heads: int,
     target: int,
     min_split_tokens: int,
-) -> np.ndarray:
-    """KV splits per pack (see the module docstring: one wave's split, finer for mostly-private batches whose CTAs
-    would leave their last wave mostly empty). For mostly-private batches each wave count also tries the split
-    lengths up to ``SPLIT_STEPS_UP`` coarse steps longer: rounding the length down can push the CTAs just past a
-    whole number of waves (8 rows x 32k tokens: 576 CTAs on 528 slots, where 512 fill one wave), and the best
-    fill wins (fewer CTAs on a tie: fewer partials to merge)."""
-    private_share = int(pack_tokens[pack_req_count == 1] @ pack_blocks[pack_req_count == 1]) / max(planned_tokens, 1)
-    mostly_private = private_share >= PRIVATE_SHARE
-    best: tuple[float, int, np.ndarray] | None = None  # (fill, -ctas, splits) over all wave counts tried
+    head_token_bytes: int,
+) -> int:
+    """The step's KV split length: of the candidates (``_split_candidates``), the one whose launch the cost model
+    (``_launch_costs``) finishes first; fewer items on a tie (fewer partials to merge)."""
+    lengths = np.array(
+        _split_candidates(int(pack_tokens.max()), planned_tokens, num_kv_heads, target, min_split_tokens),
+        dtype=np.int64,
+    )
+    if lengths.shape[0] == 1:
+        return int(lengths[0])
+    splits = _split_counts(pack_tokens[None, :], lengths[:, None])  # candidate x pack
+    # lengths that cut every pack alike cost alike (they are neighbours: counts grow as lengths shrink): keep the
+    # longest of each run
+    keep = np.r_[True, (splits[1:] != splits[:-1]).any(axis=1)]
+    lengths, splits = lengths[keep], splits[keep]
+    slots = max(1, target // num_kv_heads)  # items that run at once: each is one CTA per KV head
+    cost, items = _launch_costs(splits, pack_tokens, pack_blocks, pack_req, pack_req_count, num_requests, slots,
+                                head_token_bytes)
+    return int(lengths[np.lexsort((items, cost))[0]])
+
+
+def _split_candidates(
+    longest: int, planned_tokens: int, num_kv_heads: int, target: int, min_split_tokens: int
+) -> list[int]:
+    """Split lengths worth costing, longest first: no split; ``SPLIT_LADDER`` multiples of one wave's split (the
+    planned KV over the resident CTAs); and each whole number of waves up to ``MAX_WAVES`` with
+    ``SPLIT_STEPS_UP`` coarse steps above it (rounding down can push equal rows just past a whole wave: 8 rows x
+    32k tokens are 576 CTAs on 528 slots, where 512 fill one). All on the ``_coarse`` grid, so that a length stays
+    put while the leaves grow, and none finer than ``MAX_WAVES`` waves or ``min_split_tokens``."""
+    one_wave = planned_tokens * num_kv_heads / target
+    finest = max(min_split_tokens, _coarse(math.ceil(one_wave / MAX_WAVES)))
+    lengths = {max(longest, finest)}
+    for factor in SPLIT_LADDER:
+        lengths.add(max(finest, _coarse(math.ceil(one_wave * factor))))
     for waves in range(1, MAX_WAVES + 1):
-        base = max(min_split_tokens, _coarse(math.ceil(planned_tokens * num_kv_heads / (waves * target))))
-        lengths = [base]
-        for _ in range(SPLIT_STEPS_UP if mostly_private else 0):
-            lengths.append(_coarse_up(lengths[-1]))
-        # a wave count's candidate lengths in one array op (a numpy round trip per candidate cost more than the
-        # rest of a re-made plan); the choice among them runs on Python scalars
-        split_tokens = np.array(lengths, dtype=np.int64)[:, None]
-        cands = np.maximum(1, (pack_tokens + (split_tokens - 1)) // split_tokens)
-        fill, pick, fewest = -1.0, 0, 0
-        for i, ctas in enumerate(((cands @ pack_blocks) * num_kv_heads).tolist()):
-            cand_fill = ctas / (math.ceil(ctas / target) * target)
-            if cand_fill > fill + FILL_TIE:
-                fill, pick, fewest = cand_fill, i, ctas
-            elif cand_fill > fill - FILL_TIE and ctas < fewest:
-                pick, fewest = i, ctas
-        splits = cands[pick]
-        if best is None or fill > best[0] + FILL_TIE:
-            best = (fill, -fewest, splits)
-        if waves == 1 and (fill >= LOW_WAVE_FILL or not mostly_private):
-            return splits
-        if waves > 1 and fill >= WAVE_FILL:
-            return splits
-        if base == min_split_tokens:  # no finer split exists
-            break
-    assert best is not None
-    return best[2]
+        length = max(finest, _coarse(math.ceil(one_wave / waves)))
+        for _ in range(SPLIT_STEPS_UP + 1):
+            lengths.add(length)
+            length = _coarse_up(length)
+    return sorted(lengths, reverse=True)
+
+
+def _split_counts(pack_tokens: np.ndarray, length: int | np.ndarray) -> np.ndarray:
+    """KV splits per pack at split length ``length`` (at least one; arrays broadcast)."""
+    return np.maximum(1, (pack_tokens + (length - 1)) // length)
+
+
+def _launch_costs(
+    splits: np.ndarray,
+    pack_tokens: np.ndarray,
+    pack_blocks: np.ndarray,
+    pack_req: np.ndarray,
+    pack_req_count: np.ndarray,
+    num_requests: int,
+    slots: int,
+    head_token_bytes: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted forward + merge time, items) of each candidate row of ``splits`` (candidate x pack), the time in
+    bytes one CTA slot streams (see the module docstring: the makespan of the items on ``slots`` item slots, plus
+    the partials and the longest merge chain). All candidates in one pass of array ops."""
+    num_cands, num_packs = splits.shape
+    item_bytes = pack_tokens * head_token_bytes / splits  # each pack's items carry about the same KV
+    counts = splits * pack_blocks
+    # longest first, as the launch orders them: sort the packs by item size; their items then come out in order
+    order = (np.argsort(-item_bytes, axis=1) + (np.arange(num_cands) * num_packs)[:, None]).ravel()
+    items = counts.sum(axis=1)
+    flat_bytes = np.repeat(item_bytes.ravel()[order], counts.ravel()[order])
+    # each candidate's items in a snake over the slots (LPT's assignment for sorted items): slot of the n-th item
+    snake = _snake(slots, int(items.max()))
+    slot = np.concatenate([snake[:n] + c * slots for c, n in enumerate(items.tolist())])
+    loads = np.bincount(slot, weights=flat_bytes, minlength=num_cands * slots)
+    makespan = loads.reshape(num_cands, slots).max(axis=1)
+    # partials: a request's count is the sum of its packs' splits (it sits in one row block of each)
+    entry_pack = np.repeat(np.arange(num_packs), pack_req_count)
+    per_entry = splits[:, entry_pack]
+    key = (np.arange(num_cands)[:, None] * num_requests + pack_req[None, :]).ravel()
+    partials_of = np.bincount(key, weights=per_entry.ravel(), minlength=num_cands * num_requests)
+    partials_of = partials_of.reshape(num_cands, num_requests)
+    partials_of[partials_of < 2] = 0  # a request with one partial writes the output directly
+    cost = makespan + PARTIAL_COST_SLOT_BYTES * partials_of.sum(axis=1) + MERGE_CHAIN_COST_SLOT_BYTES * partials_of.max(
+        axis=1
+    )
+    return cost, items
+
+
+def _snake(slots: int, n: int) -> np.ndarray:
+    """Slot of each of ``n`` items dealt in a snake over ``slots`` slots (0, 1, .., slots-1, slots-1, .., 0, 0, ..)."""
+    there = _snake_cache.get(slots)
+    if there is None or there.shape[0] < n:
+        size = max(n, 2 * slots, 2 * (there.shape[0] if there is not None else 0))
+        there = np.resize(np.r_[np.arange(slots), np.arange(slots)[::-1]], size)
+        _snake_cache[slots] = there
+    return there
+
+
+_snake_cache: dict[int, np.ndarray] = {}
 
 
 def _coarse_up(tokens: int) -> int:
@@ -641,12 +718,13 @@ def _coarse(tokens: int) -> int:
 def _item_order(
     kv_len: np.ndarray, tile: np.ndarray, kv_begin: np.ndarray, num_tiles: int, kv_total: int
 ) -> np.ndarray:
-    """Stable order by (-kv_len, tile, kv_begin), through one int64 key when it fits."""
+    """Stable order by (-kv_len, -tile, kv_begin), through one int64 key when it fits."""
     span = kv_total + 1
     longest = int(kv_len.max())
+    smaller = num_tiles - 1 - tile  # tiles are indexed by size, smallest first
     if (longest + 1) * num_tiles * span < 1 << 62:
-        return (((longest - kv_len) * num_tiles + tile) * span + kv_begin).argsort(kind="stable")
-    return np.lexsort((np.arange(kv_len.shape[0]), kv_begin, tile, -kv_len))
+        return (((longest - kv_len) * num_tiles + smaller) * span + kv_begin).argsort(kind="stable")
+    return np.lexsort((np.arange(kv_len.shape[0]), kv_begin, smaller, -kv_len))
 
 
 def _choose_packs(

@@ -1,6 +1,6 @@
 """Re-made plans (``plan_forest(previous=...)``): the plan of a forest whose private leaves grew equals a fresh plan
-of it (same KV ranges, requests and tiles per item; same bytes), is exact against float64 attention, and is only
-re-made when the structure and arguments are the same."""
+of it at the same split length (same KV ranges, requests and tiles per item; same bytes), is exact against float64
+attention, and is only re-made when the structure and arguments are the same."""
 
 from __future__ import annotations
 
@@ -45,9 +45,12 @@ def item_key(plan) -> list:
 
 @pytest.mark.parametrize("seed", range(12))
 @pytest.mark.parametrize("limited", [False, True])
-def test_regrown_plans_equal_fresh_plans_and_are_exact(seed: int, limited: bool) -> None:
+@pytest.mark.parametrize("split_tokens", [None, 1 << 20])
+def test_regrown_plans_equal_fresh_plans_and_are_exact(seed: int, limited: bool, split_tokens: int | None) -> None:
     """Only plans of the first planning pass are re-made (a coarsened plan could differ from a fresh plan once the
-    leaves grew), so the limited case uses limits that fit with room."""
+    leaves grew), so the limited case uses limits that fit with room. With the cost model's split length (None) a
+    leaf crossing a multiple of it replans the step; with packs that never split, every step after the first is
+    re-made."""
     rng, forest0, table, row_base = grown_batch(seed)
     n = forest0.num_requests
     limits = PlanLimits(64 * n, 64 * n, 256 * n) if limited else None
@@ -61,9 +64,13 @@ def test_regrown_plans_equal_fresh_plans_and_are_exact(seed: int, limited: bool)
         lengths = lengths + (1 if step % 4 else rng.integers(0, 4, n))  # mostly one token, sometimes more
         forest = forest0.with_lengths(lengths)
         plan = plan_forest(forest, HEADS, min_split_tokens=16, limits=limits, slot_table=slot_table,
-                           previous=previous)
-        fresh = plan_forest(forest, HEADS, min_split_tokens=16, limits=limits, slot_table=slot_table)
-        if previous is not None and plan.item_req is previous.item_req:
+                           previous=previous, split_tokens=split_tokens)
+        remade = previous is not None and plan.item_req is previous.item_req
+        # a re-made plan keeps last step's split length; a fresh pass may choose another
+        fresh = plan_forest(forest, HEADS, min_split_tokens=16, limits=limits, slot_table=slot_table,
+                            split_tokens=plan.split_tokens if remade else split_tokens)
+        if remade:
+            assert previous is not None and plan.split_tokens == previous.split_tokens
             regrown += 1
         assert item_key(plan) == item_key(fresh)
         assert plan.stats.kv_bytes_planned == fresh.stats.kv_bytes_planned
@@ -76,7 +83,8 @@ def test_regrown_plans_equal_fresh_plans_and_are_exact(seed: int, limited: bool)
         want = naive_decode(q, k, v, indptr, indices, 0.125)
         assert float((got - want).abs().max()) < 1e-9
         previous = plan
-    assert regrown > 0, "no step re-made its plan"
+    if split_tokens is not None:
+        assert regrown == 15, "a step with unchanged split counts was planned from scratch"
 
 
 def test_no_regrow_across_structures_or_arguments() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 
 import numpy as np
@@ -66,9 +67,9 @@ def check_plan(plan: PackPlan, forest: PrefixForest, heads: HeadConfig, device: 
             seen[r].append(kv_slots[b:e])
             entries_of[r].append(rb + j)
     assert at == item_req.shape[0]
-    # Longest KV first (one launch, largest-processing-time-first); equal lengths grouped by tile.
-    keys = [(-(int(it[ITEM_KV_END]) - int(it[ITEM_KV_BEGIN])), int(it[ITEM_TILE])) for it in items]
-    assert keys == sorted(keys), "items are not ordered longest KV first, then by tile"
+    # Longest KV first (one launch, largest-processing-time-first); equal lengths: the larger tile first.
+    keys = [(-(int(it[ITEM_KV_END]) - int(it[ITEM_KV_BEGIN])), -int(it[ITEM_TILE])) for it in items]
+    assert keys == sorted(keys), "items are not ordered longest KV first, then the larger tile"
 
     # --- every request sees exactly its own KV (as a multiset) across the items that list it
     for r in range(forest.num_requests):
@@ -340,12 +341,21 @@ def _cta_fill(plan: PackPlan, heads: HeadConfig, target: int) -> float:
     return ctas / (math.ceil(ctas / target) * target)
 
 
-def test_mostly_private_batches_split_to_fill_their_last_wave() -> None:
-    """96 equal private rows of 6000 tokens: one wave's split leaves 768 CTAs on 528 slots (fill 0.73); the planner
-    splits finer until the CTAs fill their waves to WAVE_FILL, and the plan stays exact. A shared-prefix tree keeps
-    one wave's split."""
-    from pat_sglang.planner import LOW_WAVE_FILL, WAVE_FILL, target_ctas
-    from pat_sglang.reference import naive_decode, run_reference
+def _lpt_makespan(plan: PackPlan, slots: int) -> tuple[float, float]:
+    """(makespan, mean slot load) in KV tokens of the plan's items run longest first on ``slots`` item slots, each
+    item to the slot that frees first (a heap: an implementation of its own, not the planner's snake)."""
+    items = plan.items.numpy()
+    lengths = sorted((items[:, ITEM_KV_END] - items[:, ITEM_KV_BEGIN]).tolist(), reverse=True)
+    loads = [0] * slots
+    for length in lengths:
+        heapq.heapreplace(loads, loads[0] + length)
+    return float(max(loads)), sum(lengths) / slots
+
+
+def test_mostly_private_batches_split_to_fill_their_waves() -> None:
+    """96 equal private rows of 6000 tokens: one wave's split leaves 768 CTAs on 528 slots (fill 0.73); the cost
+    model splits finer, so that the CTAs fill their waves, and the plan stays exact."""
+    from pat_sglang.planner import target_ctas
 
     heads = HeadConfig(32, 8, 128, torch.bfloat16)
     device = DeviceSpec()
@@ -354,9 +364,9 @@ def test_mostly_private_batches_split_to_fill_their_last_wave() -> None:
     indptr = np.arange(n + 1) * length
     indices = np.random.default_rng(0).permutation(n * length)
     plan = plan_forest(PrefixForest.from_flat(indptr, indices), heads, device)
-    assert plan.num_items > n and _cta_fill(plan, heads, target) >= WAVE_FILL
+    assert plan.num_items > n and _cta_fill(plan, heads, target) >= 0.95
     one_wave = plan_forest(PrefixForest.from_flat(indptr, indices), heads, device, min_split_tokens=length)
-    assert _cta_fill(one_wave, heads, target) < LOW_WAVE_FILL  # the case the rule is for
+    assert _cta_fill(one_wave, heads, target) < 0.75  # the case the split is for
     small = HeadConfig(8, 2, 64, torch.bfloat16)
     sub_ptr, sub_idx = np.arange(9) * 700, np.random.default_rng(1).permutation(8 * 700)
     sub = plan_forest(PrefixForest.from_flat(sub_ptr, sub_idx), small, DeviceSpec(sm_count=2), min_split_tokens=16)
@@ -366,24 +376,41 @@ def test_mostly_private_batches_split_to_fill_their_last_wave() -> None:
     got = run_reference(sub, q, k, v, 0.125)
     want = naive_decode(q, k, v, torch.from_numpy(sub_ptr), torch.from_numpy(sub_idx), 0.125)
     assert float((got - want).abs().max()) < 1e-9
-    shared = tree_batch([(1, 4096), (128, 256)])
-    tree_plan = plan_forest(PrefixForest.from_flat(shared.kv_indptr, shared.kv_indices), heads, device)
-    tokens = 4096 * 8 + 128 * 256  # row blocks x shared tokens + private tokens
-    one_wave_split = math.ceil(tokens * heads.num_kv_heads / target)
-    assert all(p.num_tokens <= one_wave_split * p.splits for p in tree_plan.packs)
-    assert sum(p.splits * p.row_blocks for p in tree_plan.packs) == tree_plan.num_items
-    assert tree_plan.num_items == sum(
-        p.row_blocks * max(1, math.ceil(p.num_tokens / max(256, one_wave_split))) for p in tree_plan.packs
-    )
+
+
+def test_uneven_items_are_split_to_even_out_the_slots() -> None:
+    """SGLang's generated-shared-prefix point at 64 in flight (``ServingWindow``: ~2.3k-token requests, some in
+    pairs sharing a 2k-token prompt): one wave's split runs ~1.9 waves of 1.0-1.2k-token items whose slots carry
+    ~1.4x their mean (H200: 12% slower than the cost model's choice, bench/tile_sweep.py --split-tokens). The
+    chosen split evens the slots out, by a simulation of its own, without more than MAX_WAVES waves of CTAs."""
+    from pat_sglang.planner import MAX_WAVES, _coarse, target_ctas
+    from pat_sglang.workloads import ServingWindow
+
+    heads = HeadConfig(32, 8, 128, torch.bfloat16)
+    device = DeviceSpec(sm_count=132, ctas_per_sm=4)
+    target = target_ctas(device, load_tile_table(device.arch), heads)
+    slots = target // heads.num_kv_heads
+    rng = np.random.default_rng(0)
+    batch = layout_tree(ServingWindow(64, 16, 64, 2048, 128, 256).tree(rng), rng=rng)
+    forest = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
+    plan = plan_forest(forest, heads, device)
+    check_plan(plan, forest, heads)
+    planned = plan.stats.kv_bytes_planned // heads.kv_token_bytes
+    one_wave = plan_forest(forest, heads, device, split_tokens=_coarse(-(-planned * heads.num_kv_heads // target)))
+    chosen, mean = _lpt_makespan(plan, slots)
+    coarse, _ = _lpt_makespan(one_wave, slots)
+    assert coarse > 1.3 * mean  # the imbalance the cost model is for
+    assert chosen < 0.9 * coarse and chosen < 1.25 * mean
+    assert plan.num_items * heads.num_kv_heads <= MAX_WAVES * target
 
 
 @pytest.mark.parametrize("n,length", [(8, 32768), (64, 4096), (24, 20000)])
 def test_private_rows_do_not_spill_into_a_nearly_empty_wave(n: int, length: int) -> None:
     """Rounding the split length down to its coarse grid can push equal private rows just past a whole number of
     waves (8 x 32768 tokens: a 3840-token split gives 576 CTAs on 528 slots, the extra wave 9% full). The planner
-    then takes a slightly longer split: the CTAs fill their waves to WAVE_FILL, never more waves than MAX_WAVES'
+    then takes a slightly longer split: the CTAs fill their waves (>= 0.95), never more waves than MAX_WAVES'
     candidates would, and every request's KV is covered exactly once."""
-    from pat_sglang.planner import MAX_WAVES, WAVE_FILL, target_ctas
+    from pat_sglang.planner import MAX_WAVES, target_ctas
 
     heads = HeadConfig(32, 8, 128, torch.bfloat16)
     device = DeviceSpec()
@@ -391,7 +418,7 @@ def test_private_rows_do_not_spill_into_a_nearly_empty_wave(n: int, length: int)
     indptr = np.arange(n + 1) * length
     indices = np.random.default_rng(2).permutation(n * length)
     plan = plan_forest(PrefixForest.from_flat(indptr, indices), heads, device)
-    assert _cta_fill(plan, heads, target) >= WAVE_FILL
+    assert _cta_fill(plan, heads, target) >= 0.95
     assert plan.num_items * heads.num_kv_heads <= MAX_WAVES * target
     from pat_sglang.planner import ITEM_KV_BEGIN, ITEM_KV_END, ITEM_REQ_BEGIN, ITEM_REQ_END
 
