@@ -1,0 +1,83 @@
+"""``bench/item_costs.py`` on the CPU: CTA stamps map to their items in the kernel's CTA order, the per-tile fit
+recovers known lines, and saved records report the same as fresh ones."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scripts import REPO, load_script
+
+from pat_sglang.planner import ITEM_FIELDS, ITEM_KV_BEGIN, ITEM_KV_END, ITEM_TILE_M
+
+
+@pytest.fixture(scope="module")
+def costs():
+    return load_script(REPO / "bench" / "item_costs.py")
+
+
+def synthetic(rng: np.random.Generator, kv_heads: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Items of tile m 16 and 64 with random KV lengths, and stamps whose durations follow a known line per tile."""
+    truth = {16: (3.0, 40.0), 64: (5.0, 90.0)}  # overhead us, us per 1000 tokens
+    n = 40
+    items = np.zeros((n, ITEM_FIELDS), dtype=np.int32)
+    kv = rng.integers(100, 4000, n)
+    begin = rng.integers(0, 10_000, n)
+    items[:, ITEM_KV_BEGIN] = begin
+    items[:, ITEM_KV_END] = begin + kv
+    tiles = rng.choice([16, 64], n)
+    items[:, ITEM_TILE_M] = tiles
+    rows = np.where(tiles == 64, 64, 4)
+    stamps = np.zeros((n * kv_heads, 4), dtype=np.int64)
+    for cta in range(n * kv_heads):
+        item = cta // kv_heads
+        start = 1_000_000 + int(rng.integers(0, 50_000))
+        overhead, per_k = truth[int(tiles[item])]
+        dur_ns = int((overhead + per_k * kv[item] / 1e3) * 1e3)
+        stamps[cta] = (start, start + 500, start + dur_ns - 300, start + dur_ns)
+    return items, rows, stamps, truth
+
+
+def test_records_follow_the_kernel_cta_order(costs) -> None:
+    rng = np.random.default_rng(1)
+    items, rows, stamps, _ = synthetic(rng)
+    recs = costs.cta_records("t", "model", items, rows, 4, stamps)
+    assert len(recs) == 160
+    assert min(r["start_ns"] for r in recs) == 0
+    for cta, r in enumerate(recs):  # blockIdx.y = item, blockIdx.x = KV head: item-major
+        assert (r["item"], r["kv_head"]) == divmod(cta, 4)
+        it = items[r["item"]]
+        assert r["kv"] == it[ITEM_KV_END] - it[ITEM_KV_BEGIN] and r["tile_m"] == it[ITEM_TILE_M]
+        assert r["end_ns"] - r["start_ns"] == stamps[cta, 3] - stamps[cta, 0]
+    with pytest.raises(ValueError, match="KV heads"):
+        costs.cta_records("t", "model", items, rows, 8, stamps)
+
+
+def test_fit_recovers_each_tiles_line(costs) -> None:
+    rng = np.random.default_rng(2)
+    items, rows, stamps, truth = synthetic(rng)
+    fits = costs.fit_tile_costs(costs.cta_records("t", "model", items, rows, 4, stamps))
+    assert set(fits) == set(truth)
+    for tile, (overhead, per_k) in truth.items():
+        got_overhead, got_per_k, n = fits[tile]
+        assert n > 0
+        assert got_overhead == pytest.approx(overhead, abs=0.01) and got_per_k == pytest.approx(per_k, rel=1e-3)
+    one_length = [{"tile_m": 32, "kv": 512, "start_ns": 0, "end_ns": 7000}] * 3
+    overhead, per_k, n = costs.fit_tile_costs(one_length)[32]
+    assert overhead == pytest.approx(7.0) and math.isnan(per_k) and n == 3
+
+
+def test_saved_records_report_as_fresh_ones(costs, tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    items, rows, stamps, _ = synthetic(rng)
+    recs = costs.cta_records("t", "1024", items, rows, 4, stamps)
+    launches = [{"case": "t", "split": "1024", "items": 40, "partials": 12, "max_chain": 3, "forward_us": 150.5,
+                 "launch_us": 160.0}]
+    costs.write_csv(tmp_path / "ctas.csv.gz", costs.CTA_FIELDS, recs)
+    costs.write_csv(tmp_path / "launches.csv", costs.LAUNCH_FIELDS, launches)
+    fresh = costs.report(recs, launches)
+    saved = costs.report(costs.read_csv(tmp_path / "ctas.csv.gz"), costs.read_csv(tmp_path / "launches.csv"))
+    assert saved == fresh
+    assert "9.5" in fresh  # the merge: the whole launch less the forward span
