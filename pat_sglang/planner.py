@@ -223,6 +223,7 @@ class PackPlan:
             regrow=self.regrow,
             row_stride=self.row_stride,
             num_open=self.num_open,
+            split_tokens=self.split_tokens,
             **moved,
         )
 

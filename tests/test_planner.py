@@ -397,6 +397,7 @@ def test_uneven_items_are_split_to_even_out_the_slots() -> None:
     check_plan(plan, forest, heads)
     planned = plan.stats.kv_bytes_planned // heads.kv_token_bytes
     one_wave = plan_forest(forest, heads, device, split_tokens=_coarse(-(-planned * heads.num_kv_heads // target)))
+    assert plan.to("cpu").split_tokens == plan.split_tokens == plan.regrow.split_tokens > 0
     chosen, mean = _lpt_makespan(plan, slots)
     coarse, _ = _lpt_makespan(one_wave, slots)
     assert coarse > 1.3 * mean  # the imbalance the cost model is for
