@@ -47,10 +47,9 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -83,75 +82,85 @@ GRAPH_VARIANTS = (PAT_VARIANT, DELEGATE_VARIANT)
 
 
 # ----------------------------------------------------------------------------------------------- start-up
-def model_problems(model_runner: Any, kernels: bool) -> tuple[HeadConfig | None, list[str]]:
+class Problem(NamedTuple):
+    """One reason PAT cannot serve a model: what, and the attention layer it was found in (None: the model)."""
+
+    text: str
+    layer: int | None = None
+
+    def __str__(self) -> str:
+        return self.text if self.layer is None else f"{self.text} (layer {self.layer})"
+
+
+def model_problems(model_runner: Any, kernels: bool) -> tuple[HeadConfig | None, list[Problem]]:
     """Per-rank head configuration of the model's attention layers, and why PAT cannot serve it (if so).
 
     ``kernels``: the CUDA kernels will run (GPU); on the CPU the reference executor serves any dtype.
     """
     from sglang.srt.layers.radix_attention import RadixAttention
 
-    problems: list[str] = []
+    problems: list[Problem] = []
     server_args = model_runner.server_args
     if getattr(model_runner, "use_mla_backend", False):
-        problems.append("MLA attention")
+        problems.append(Problem("MLA attention"))
     if getattr(model_runner.model_config, "is_encoder_decoder", False):
-        problems.append("encoder-decoder models (cross attention)")
+        problems.append(Problem("encoder-decoder models (cross attention)"))
     if getattr(model_runner, "sliding_window_size", None) is not None:
-        problems.append("sliding-window attention")
+        problems.append(Problem("sliding-window attention"))
     if getattr(server_args, "speculative_algorithm", None):
-        problems.append("speculative decoding (target verify is not plain decode)")
+        problems.append(Problem("speculative decoding (target verify is not plain decode)"))
     if (getattr(server_args, "dcp_size", 1) or 1) > 1:
-        problems.append("decode context parallelism")
+        problems.append(Problem("decode context parallelism"))
     if getattr(model_runner.token_to_kv_pool_allocator, "translate_kv_loc", None) is not None:
-        problems.append("the unified KV pool (req_to_token holds virtual slots)")
+        problems.append(Problem("the unified KV pool (req_to_token holds virtual slots)"))
     if getattr(model_runner.token_to_kv_pool, "use_hnd", False):
-        problems.append("the HND KV cache layout")
+        problems.append(Problem("the HND KV cache layout"))
 
     layers = [m for m in model_runner.model.modules() if isinstance(m, RadixAttention)]
     if not layers:
-        return None, problems + ["no RadixAttention layers found in the model"]
+        return None, [*problems, Problem("no RadixAttention layers found in the model")]
     for layer in layers:
-        where = f"layer {layer.layer_id}"
+        lid = layer.layer_id
         if layer.logit_cap and layer.logit_cap > 0:
-            problems.append(f"attention logit cap ({where})")
+            problems.append(Problem("attention logit cap", lid))
         if layer.sliding_window_size is not None and layer.sliding_window_size > -1:
-            problems.append(f"sliding-window attention ({where})")
+            problems.append(Problem("sliding-window attention", lid))
         if layer.is_cross_attention:
-            problems.append(f"cross attention ({where})")
+            problems.append(Problem("cross attention", lid))
         if layer.qk_head_dim != layer.v_head_dim:
-            problems.append(f"qk head dim {layer.qk_head_dim} != v head dim {layer.v_head_dim} ({where})")
+            problems.append(Problem(f"qk head dim {layer.qk_head_dim} != v head dim {layer.v_head_dim}", lid))
     shapes = {(layer.tp_q_head_num, layer.tp_k_head_num, layer.qk_head_dim) for layer in layers}
     if len(shapes) > 1:
-        problems.append(f"layers with different head shapes {sorted(shapes)}")
+        problems.append(Problem(f"layers with different head shapes {sorted(shapes)}"))
     num_q, num_kv, head_dim = layers[0].tp_q_head_num, layers[0].tp_k_head_num, layers[0].qk_head_dim
 
     kv_dtype = getattr(model_runner, "kv_cache_dtype", None) or model_runner.dtype
     model_dtype = getattr(model_runner, "dtype", kv_dtype)
     if kv_dtype != model_dtype and kv_dtype not in FP8_KV_DTYPES:
-        problems.append(
+        problems.append(Problem(
             f"KV cache dtype {kv_dtype} (model dtype {model_dtype}): PAT reads KV in the model dtype or in FP8 "
             f"({', '.join(str(d) for d in FP8_KV_DTYPES)}) with per-tensor scales"
-        )
+        ))
     if getattr(model_runner.token_to_kv_pool, "is_quantized_kv_cache", False):
-        problems.append("a quantized KV cache recipe (packed data with scale buffers, e.g. FP4/MXFP8)")
+        problems.append(Problem("a quantized KV cache recipe (packed data with scale buffers, e.g. FP4/MXFP8)"))
     if kv_dtype in FP8_KV_DTYPES:
         for layer in layers:
             try:
                 layer_kv_scales(layer, fp8=True)
             except ValueError as e:
-                problems.append(str(e))
+                problems.append(Problem(str(e), layer.layer_id))
     try:
         heads = HeadConfig(num_q, num_kv, head_dim, model_dtype, kv_dtype)
     except ValueError as e:
-        return None, problems + [str(e)]
+        return None, [*problems, Problem(str(e))]
     if kernels:
         try:
             check_supported(heads)
         except ValueError as e:
-            problems.append(str(e))
+            problems.append(Problem(str(e)))
     k_shape = tuple(model_runner.token_to_kv_pool.get_key_buffer(layers[0].layer_id).shape)
     if len(k_shape) != 3 or k_shape[1:] != (num_kv, head_dim):
-        problems.append(f"KV pool buffers of shape {k_shape}, expected [slots, {num_kv}, {head_dim}]")
+        problems.append(Problem(f"KV pool buffers of shape {k_shape}, expected [slots, {num_kv}, {head_dim}]"))
     return heads, problems
 
 
@@ -159,18 +168,16 @@ def layer_kv_scales(layer: Any, fp8: bool) -> tuple[float, float]:
     """(k_scale, v_scale) the kernels apply when reading ``layer``'s KV: for FP8 pools the layer's per-tensor
     ``k_scale_float``/``v_scale_float`` when it has scales (SGLang's Triton rule: both ``k_scale`` and ``v_scale``
     set), else 1.0; for 16-bit pools 1.0 (stored unscaled). ``ValueError`` for scales PAT does not apply (per head
-    or per channel, or not yet resolved to floats)."""
+    or per channel, or not yet resolved to floats; the caller names the layer)."""
     if not fp8 or layer.k_scale is None or layer.v_scale is None:
         return 1.0, 1.0
-    where = f"layer {layer.layer_id}"
     for name in ("k_scale", "v_scale"):
         scale = getattr(layer, name)
         if isinstance(scale, torch.Tensor) and scale.numel() != 1:
-            raise ValueError(f"FP8 KV with per-head or per-channel {name} of shape {tuple(scale.shape)} ({where})")
+            raise ValueError(f"FP8 KV with per-head or per-channel {name} of shape {tuple(scale.shape)}")
     k, v = layer.k_scale_float, layer.v_scale_float
     if not isinstance(k, float) or not isinstance(v, float):
-        raise ValueError(f"FP8 KV scales that are not per-tensor floats: k_scale_float={k!r}, v_scale_float={v!r} "
-                         f"({where})")
+        raise ValueError(f"FP8 KV scales that are not per-tensor floats: k_scale_float={k!r}, v_scale_float={v!r}")
     return k, v
 
 
@@ -225,34 +232,29 @@ class UnsupportedModel(ValueError):
     """The model (or the server's KV cache settings) needs attention PAT does not implement; ``problems`` says what.
     The plugin's factory serves such a model on the delegate instead (``plugin.create_pat_backend``)."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[Problem]) -> None:
         self.problems = list(problems)
         super().__init__("the pat attention backend cannot serve this model: " + "; ".join(_by_layers(self.problems)))
 
 
-def _by_layers(problems: list[str]) -> list[str]:
+def _by_layers(problems: list[Problem]) -> list[str]:
     """``problems`` with the same text for several layers said once: "logit cap (layers 0-31)", "(layers 1, 5)"."""
     layers: dict[str, list[int]] = {}
     for p in problems:
-        m = _LAYER_SUFFIX.fullmatch(p)
-        text, layer = (m.group(1), int(m.group(2))) if m else (p, None)
-        layers.setdefault(text, [])
-        if layer is not None:
-            layers[text].append(layer)
+        ids = layers.setdefault(p.text, [])
+        if p.layer is not None:
+            ids.append(p.layer)
     out = []
     for text, ids in layers.items():
         if not ids:
             out.append(text)
         elif len(ids) == 1:
-            out.append(f"{text} (layer {ids[0]})")
+            out.append(str(Problem(text, ids[0])))
         elif ids == list(range(ids[0], ids[0] + len(ids))):
             out.append(f"{text} (layers {ids[0]}-{ids[-1]})")
         else:
             out.append(f"{text} (layers {', '.join(map(str, ids))})")
     return out
-
-
-_LAYER_SUFFIX = re.compile(r"(.*) \(layer (\d+)\)")
 
 
 def build_delegate(model_runner: Any) -> tuple[AttentionBackend, str]:
@@ -563,7 +565,10 @@ class PATAttnBackend(AttentionBackend):
         v_buffer = self.token_to_kv_pool.get_value_buffer(layer.layer_id)
         scales = self._kv_scales.get(layer.layer_id)
         if scales is None:
-            scales = self._kv_scales[layer.layer_id] = layer_kv_scales(layer, self.heads.kv_fp8)
+            try:
+                scales = self._kv_scales[layer.layer_id] = layer_kv_scales(layer, self.heads.kv_fp8)
+            except ValueError as e:  # checked at start-up (model_problems); here only if the scales changed since
+                raise ValueError(str(Problem(str(e), layer.layer_id))) from e
         k_scale, v_scale = scales
         q3 = q.reshape(-1, hq, d).contiguous()
         # open items end at the requests' lengths now (under CUDA graphs: the runner's static buffers)

@@ -197,9 +197,10 @@ def test_unsupported_model_served_by_the_delegate_through_the_plugin(
 
 
 def test_unsupported_model_problems_said_once_per_kind() -> None:
+    problem = backend_mod.Problem
     err = backend_mod.UnsupportedModel(
-        ["MLA attention", "logit cap (layer 0)", "logit cap (layer 1)", "logit cap (layer 2)", "window (layer 1)",
-         "window (layer 5)", "k_scale (layer 3)"]
+        [problem("MLA attention"), problem("logit cap", 0), problem("logit cap", 1), problem("logit cap", 2),
+         problem("window", 1), problem("window", 5), problem("k_scale", 3)]
     )
     assert str(err) == ("the pat attention backend cannot serve this model: MLA attention; logit cap (layers 0-2); "
                         "window (layers 1, 5); k_scale (layer 3)")
@@ -209,7 +210,7 @@ def test_unsupported_model_problems_said_once_per_kind() -> None:
 def test_kernel_constraints_checked_for_gpu() -> None:
     h = RadixHarness()
     _, problems = model_problems(fake_runner(h), kernels=True)
-    assert any("dtype" in p for p in problems)  # float32: the CUDA kernels serve bf16/fp16 only
+    assert any("dtype" in p.text for p in problems)  # float32: the CUDA kernels serve bf16/fp16 only
     heads, problems = model_problems(fake_runner(h, dtype=torch.bfloat16), kernels=True)
     assert problems == [] and heads == HeadConfig(HQ, HKV, D, torch.bfloat16)
 
