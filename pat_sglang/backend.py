@@ -257,9 +257,9 @@ def _by_layers(problems: list[Problem]) -> list[str]:
     return out
 
 
-def build_delegate(model_runner: Any) -> tuple[AttentionBackend, str]:
-    """The SGLang backend that serves what PAT does not, built through SGLang's registry, and its name; logged
-    once."""
+def build_delegate(model_runner: Any) -> tuple[AttentionBackend, str, str]:
+    """The SGLang backend that serves what PAT does not, built through SGLang's registry: (backend, its name, why that
+    one). The caller logs what it is used for."""
     from sglang.srt.layers.attention.attention_registry import ATTENTION_BACKENDS
 
     name = os.environ.get(DELEGATE_ENV)
@@ -269,8 +269,7 @@ def build_delegate(model_runner: Any) -> tuple[AttentionBackend, str]:
         why = f"{DELEGATE_ENV}"
     else:
         name, why = default_delegate_name(model_runner)
-    logger.info(f"PAT: prefill/extend and declined decode batches go to the {name!r} attention backend ({why})")
-    return ATTENTION_BACKENDS[name](model_runner), name
+    return ATTENTION_BACKENDS[name](model_runner), name, why
 
 
 @dataclass(frozen=True)
@@ -356,7 +355,9 @@ class PATAttnBackend(AttentionBackend):
         # The delegate's name sets the dispatch gate's default (None: one passed in, judged as fa3)
         delegate_name: str | None = None
         if delegate is None:
-            delegate, delegate_name = build_delegate(model_runner)
+            delegate, delegate_name, why = build_delegate(model_runner)
+            logger.info(f"PAT: prefill/extend and declined decode batches go to the {delegate_name!r} attention "
+                        f"backend ({why})")
         self.delegate = delegate
         # This rank's paths: the table bound to its ReqToTokenPool (the scheduler patch publishes each batch
         # into its pool's table), a fresh one unless this pool already has one or one is passed in.

@@ -29,9 +29,9 @@ def create_pat_backend(model_runner: Any) -> Any:
     try:
         return PATAttnBackend(model_runner)
     except UnsupportedModel as e:
-        delegate, name = build_delegate(model_runner)
-        logger.warning(f"PAT: {e}; every batch of this model runs on the {name!r} attention backend "
-                       f"(pass --attention-backend {name} to start it directly)")
+        delegate, name, why = build_delegate(model_runner)
+        logger.warning(f"PAT: {e}; every batch of this model runs on the {name!r} attention backend ({why}; pass "
+                       f"--attention-backend {name} to start it directly)")
         return delegate
 
 

@@ -184,13 +184,19 @@ def test_unsupported_model_served_by_the_delegate_through_the_plugin(
     monkeypatch.setenv(backend_mod.DELEGATE_ENV, "triton")
     h = RadixHarness()
     runner = fake_runner(h, layers=make_layers(logit_cap=30.0))
-    with caplog.at_level("WARNING", logger="pat_sglang.plugin"):
+    with caplog.at_level("INFO", logger="pat_sglang"):
         be = plugin.create_pat_backend(runner)
     assert isinstance(be, RecordingDelegate) and built == [runner]
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("pat_sglang")]
     warned = [r.getMessage() for r in caplog.records if r.name == "pat_sglang.plugin"]
     assert len(warned) == 1 and "cannot serve this model" in warned[0] and "'triton'" in warned[0]
+    assert backend_mod.DELEGATE_ENV in warned[0]  # why that delegate
     assert f"attention logit cap (layers 0-{len(runner.model) - 1})" in warned[0]
-    assert isinstance(plugin.create_pat_backend(fake_runner(RadixHarness())), PATAttnBackend)
+    assert not any("declined decode batches" in m for m in said)  # the whole model is on the delegate: said once
+    caplog.clear()
+    with caplog.at_level("INFO", logger="pat_sglang"):
+        assert isinstance(plugin.create_pat_backend(fake_runner(RadixHarness())), PATAttnBackend)
+    assert any("declined decode batches go to the 'triton'" in r.getMessage() for r in caplog.records)
     monkeypatch.setenv(backend_mod.DELEGATE_ENV, "no_such_backend")
     with pytest.raises(ValueError, match=backend_mod.DELEGATE_ENV):
         plugin.create_pat_backend(fake_runner(RadixHarness()))
