@@ -625,14 +625,14 @@ def _split_length(
 def _split_candidates(
     longest: int, planned_tokens: int, num_kv_heads: int, target: int, min_split_tokens: int
 ) -> list[int]:
-    """Split lengths worth costing, longest first: no split; ``SPLIT_LADDER`` multiples of one wave's split (the
-    planned KV over the resident CTAs); and each whole number of waves up to ``MAX_WAVES`` with
-    ``SPLIT_STEPS_UP`` coarse steps above it (rounding down can push equal rows just past a whole wave: 8 rows x
-    32k tokens are 576 CTAs on 528 slots, where 512 fill one). All on the ``_coarse`` grid, so that a length stays
-    put while the leaves grow, and none finer than ``MAX_WAVES`` waves or ``min_split_tokens``."""
+    """Split lengths worth costing, longest first: no split (the grid step above the longest pack); ``SPLIT_LADDER``
+    multiples of one wave's split (the planned KV over the resident CTAs); and each whole number of waves up to
+    ``MAX_WAVES`` with ``SPLIT_STEPS_UP`` coarse steps above it (rounding down can push equal rows just past a whole
+    wave: 8 rows x 32k tokens are 576 CTAs on 528 slots, where 512 fill one). All on the ``_coarse`` grid, so that a
+    length stays put while the leaves grow, and none finer than ``MAX_WAVES`` waves or ``min_split_tokens``."""
     one_wave = planned_tokens * num_kv_heads / target
     finest = max(min_split_tokens, _coarse(math.ceil(one_wave / MAX_WAVES)))
-    lengths = {max(longest, finest)}
+    lengths = {max(_coarse_up(longest), finest)}  # no split, with room to grow (else the next token re-plans)
     for factor in SPLIT_LADDER:
         lengths.add(max(finest, _coarse(math.ceil(one_wave * factor))))
     for waves in range(1, MAX_WAVES + 1):

@@ -100,3 +100,27 @@ def test_no_regrow_across_structures_or_arguments() -> None:
     other = HeadConfig(16, 2, 64, torch.bfloat16)
     assert plan_forest(grown, other, slot_table=slot_table, previous=plan).heads == other
     assert plan_forest(grown, HEADS, slot_table=slot_table, previous=plan).item_req is plan.item_req
+
+
+def test_an_unsplit_plan_is_remade_while_its_rows_grow() -> None:
+    """64 private rows of 4096 tokens on an H200-sized GPU: the cost model cuts nothing (one wave of 512 CTAs), and the
+    split length it records leaves room above the longest row, so the next steps (a token more per row each) re-make
+    the plan instead of planning from scratch."""
+    from pat_sglang.config import DeviceSpec
+
+    heads = HeadConfig(32, 8, 128, torch.bfloat16)
+    device = DeviceSpec(sm_count=132, ctas_per_sm=4)
+    n, length, room = 64, 4096, 16
+    table = np.random.default_rng(0).permutation(n * (length + room)).astype(np.int64)
+    row_base = np.arange(n) * (length + room)
+    forest = PrefixForest.private(np.full(n, length), row_base)
+    laid = PrefixForest(forest.tok, forest.start, forest.parent, forest.depth, forest.req_ptr, forest.req_flat,
+                        row_base, forest.request_lengths.copy(), table)
+    slot_table = torch.from_numpy(table.astype(np.int32))
+    plan = plan_forest(laid, heads, device, slot_table=slot_table)
+    assert plan.num_items == n and plan.split_tokens > length
+    for step in range(1, room + 1):
+        grown = plan_forest(laid.with_lengths(np.full(n, length + step)), heads, device, slot_table=slot_table,
+                            previous=plan)
+        assert grown.item_req is plan.item_req, f"step {step} planned from scratch"
+        plan = grown
