@@ -8,12 +8,13 @@ import sys
 import numpy as np
 import torch
 
+from bench.item_costs import cta_records
 from bench.smoke_gpu import TIMED, tree_indices
 from pat_sglang import HeadConfig, plan_forest
 from pat_sglang.config import DeviceSpec
 from pat_sglang.forest import PrefixForest
 from pat_sglang.kernels import KernelTune, kernels_for, launch_plan
-from pat_sglang.planner import ITEM_KV_BEGIN, ITEM_KV_END, ITEM_TILE_M
+from pat_sglang.planner import ITEM_REQ_BEGIN, ITEM_REQ_END
 
 
 def main() -> None:
@@ -32,14 +33,13 @@ def main() -> None:
     torch.cuda.synchronize()
     if not timing:
         return
-    stamps = kernels_for(heads, q.device, tune).read_timing(plan.num_items * 8).astype("int64")
-    t0 = stamps[:, 0].min()
+    stamps = kernels_for(heads, q.device, tune).read_timing(plan.num_items * heads.num_kv_heads).astype("int64")
     items = plan.items.cpu().numpy()
-    groups: dict[tuple[int, int], list] = {}
-    for cta, st in enumerate(stamps):
-        it = items[cta // 8]
-        key = (int(it[ITEM_TILE_M]), int(it[ITEM_KV_END] - it[ITEM_KV_BEGIN]))
-        groups.setdefault(key, []).append(st - t0)
+    item_rows = (items[:, ITEM_REQ_END] - items[:, ITEM_REQ_BEGIN]) * heads.group
+    groups: dict[tuple[int, int], list] = {}  # (tile m, KV tokens) -> the CTAs' stamps, ns from the first start
+    for r in cta_records(name, "model", items, item_rows, heads.num_kv_heads, stamps):
+        groups.setdefault((r["tile_m"], r["kv"]), []).append([r["start_ns"], r["first_ns"], r["loop_ns"], r["end_ns"]])
+    t0 = stamps[:, 0].min()
     print(f"{name}: kernel span {(stamps[:, 3].max() - t0) / 1e3:.1f} us, {len(stamps)} CTAs")
     cols = ("tile_m", "kv", "ctas", "start_us", "first_tile", "loop", "epilogue", "end_us")
     print(" ".join(f"{c:>10}" for c in cols))

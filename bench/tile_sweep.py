@@ -42,7 +42,6 @@ from a later one of the same kernel and plan (d64x4096: 290 vs 259 us once, not 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -63,7 +62,7 @@ from split_waves import fi_time, mooncake_rows  # noqa: E402
 from pat_sglang.config import DeviceSpec, HeadConfig, load_tile_table  # noqa: E402
 from pat_sglang.forest import PrefixForest  # noqa: E402
 from pat_sglang.kernels import FP8_KV_NAMES, KernelTune, StaticPlanBuffers, launch_plan  # noqa: E402
-from pat_sglang.planner import plan_forest  # noqa: E402
+from pat_sglang.planner import copy_with, plan_forest  # noqa: E402
 from pat_sglang.reference import naive_decode  # noqa: E402
 from pat_sglang.workloads import ServingWindow, layout_tree, make_qkv, standard_batch  # noqa: E402
 
@@ -193,18 +192,18 @@ def main(argv: list[str] | None = None) -> int:
         forest = PrefixForest.from_flat(indptr, indices)
         cells = []
         table_plan = None  # the table variant's plan (the first of ``tunes``), for the static-buffer columns
-        items = []  # (column, items, partials) of each column's plan
-        for tune, split_tokens in tunes:
+        items = []  # "column items/partials" of each column's plan
+        for column, (tune, split_tokens) in zip(names, tunes, strict=True):
             ctas = table_ctas if tune is None else tune.min_ctas_per_sm
             # plan for this variant's occupancy: the planner reads the table's CTAs per SM, so scale the SMs
             spec = DeviceSpec(sm_count=max(1, real.sm_count * ctas // table_ctas), ctas_per_sm=real.ctas_per_sm,
                               arch=real.arch)
             host_plan = plan_forest(forest, heads, spec, split_tokens=split_tokens)
             plan = host_plan.to("cuda")
-            items.append(f"{names[len(items)]} {host_plan.num_items}/{host_plan.num_partials}")
+            items.append(f"{column} {host_plan.num_items}/{host_plan.num_partials}")
             if tune is None and table_plan is None:
                 # StaticPlanBuffers.load copies a host plan's columns; the slot table stays where the kernel reads it
-                table_plan = dataclasses.replace(host_plan, slot_table=plan.slot_table)
+                table_plan = copy_with(host_plan, slot_table=plan.slot_table)
             out = torch.full_like(q, float("nan"))
             try:
                 launch_plan(plan, q, k, v, scale, out=out, tune=tune, k_scale=kv_scale, v_scale=kv_scale)
@@ -247,8 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             except (ImportError, OSError, RuntimeError) as e:
                 cells.append(f"{'n/a':>10}")
                 print(f"  {name} {peer}: {type(e).__name__}: {e}", flush=True)
-        kv_token_bytes = 2 * heads.num_kv_heads * hd * heads.kv_dtype.itemsize
-        floor = np.unique(indices.numpy()).size * kv_token_bytes / copy_bw * 1e6
+        floor = np.unique(indices.numpy()).size * heads.kv_token_bytes / copy_bw * 1e6
         print(f"{name:>11} {floor:8.1f} " + "".join(cells), flush=True)
         print(f"{'':>11} items/partials: {', '.join(items)}", flush=True)
     return 0
