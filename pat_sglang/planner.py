@@ -30,16 +30,18 @@ KV splits so the grid fills the GPU without a long tail. One split length serves
 among a few candidates (``_split_candidates``: no split, multiples of one wave's split ``sum_items(tokens) *
 num_kv_heads / target_ctas`` from 2x to 1/4x, and each whole number of waves up to ``MAX_WAVES``):
 
-    cost = makespan + PARTIAL_COST_SLOT_BYTES * partials + MERGE_CHAIN_COST_SLOT_BYTES * max partials of a request
-    makespan = the most KV bytes one of target_ctas / num_kv_heads item slots streams, items assigned longest
-               first in a snake over the slots (what the hardware's in-order CTA dispatch does with sorted items)
+    cost     = makespan + MERGE_CHAIN_COST_SLOT_BYTES * max partials of a request
+    makespan = the launch simulated on target_ctas / num_kv_heads item slots: items in launch order, each to the
+               slot that frees first (the hardware's in-order CTA dispatch), an item taking
+               ITEM_OVERHEAD_SLOT_BYTES[tile m] + its KV bytes of one slot's streaming time
     target_ctas = sm_count * min_ctas_per_sm(head_dim)   (the kernel variant's occupancy, tile table)
 
 Splitting finer evens out the slots (a step of 64 requests of ~2.3k tokens in pairs of shared 2k prompts runs
-1.9 waves of ~1.1k-token items at one wave's split: its slots carry 1.37x their mean) but adds partials and merge
-work; the model weighs the two (H200, ``bench/tile_sweep.py --split-tokens``). Every candidate length is on the
-``coarse`` grid (8 steps per octave), so it stays put while the leaves grow by a token per step, and a re-made
-plan (``plan_forest(previous=...)``) keeps last step's length while every pack keeps its split count.
+1.9 waves of ~1.1k-token items at one wave's split: its slots carry 1.37x their mean) but adds items, each with
+its fixed cost (prologue, epilogue: 6 us for a 16-row tile, 23 us for a 64-row one), and merge work. Every
+candidate length is on the ``coarse`` grid (8 steps per octave), so it stays put while the leaves grow by a
+token per step, and a re-made plan (``plan_forest(previous=...)``) keeps last step's length while every pack
+keeps its split count.
 
 Partials. Every (item, request) writes either straight to the output (the request's only partial) or
 to its own partial slot; two items never share a slot. The merge map lists each request's slots.
@@ -60,6 +62,7 @@ records are built on the first read of ``PackPlan.packs`` (they are for printing
 from __future__ import annotations
 
 import functools
+import heapq
 import math
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -84,10 +87,17 @@ MIN_SPLIT_TOKENS = 256
 MAX_WAVES = 4  # finest split: CTAs for this many resident waves
 SPLIT_LADDER = (2.0, 1.41, 1.0, 0.71, 0.5, 0.35, 0.25)  # candidate split lengths, x one wave's split
 SPLIT_STEPS_UP = 2  # each whole number of waves: also try split lengths this many coarse steps longer
-# The split choice's cost model (H200, d128 bf16, 32/8 heads: fitted to bench/tile_sweep.py --split-tokens over 12
-# trees, docs/perf/kernels/2026-11-29-h200-split-model/), in bytes one CTA slot streams in the same time:
-PARTIAL_COST_SLOT_BYTES = 512  # each partial row: its write, read and merge (~0.06 us)
-MERGE_CHAIN_COST_SLOT_BYTES = 8192  # each partial of the request with the most (~1 us: its merge runs them in turn)
+# The split choice's cost model (H200, d128 bf16, 32/8 heads), in bytes one CTA slot streams in the same time
+# (61.5 us per 1000 tokens of 512 B: 1 us ~ 8.3 KB). Each CTA's duration is its tile's fixed cost plus its KV,
+# measured per CTA by bench/item_costs.py (16 / 32 / 64 rows: 6.0 / 8.9 / 23.0 us + 54-67 us per 1000 tokens);
+# with them a simulated launch picks, of the fixed split lengths timed on 10-12 trees, one within 1.2% of the
+# fastest (docs/perf/kernels/2026-11-29-h200-item-costs/).
+ITEM_OVERHEAD_SLOT_BYTES = {16: 48 << 10, 32: 72 << 10, 64: 192 << 10, 128: 384 << 10}  # 128 rows: not measured
+# A changed batch re-planned from scratch keeps the split length last chosen while its planned KV stays within this
+# fraction of the KV it was chosen for (and the length is still a candidate): one request joining or leaving rarely
+# moves the best length, and the cost model is most of a full plan's host time.
+SPLIT_KEEP_FRACTION = 1 / 16
+MERGE_CHAIN_COST_SLOT_BYTES = 1536  # each partial of the request with the most (~0.2 us: its merge runs them in turn)
 MAX_ITEMS = 65535  # the forward grid's y dimension
 INT32_MAX = int(np.iinfo(np.int32).max)
 INT16_MAX = int(np.iinfo(np.int16).max)
@@ -283,8 +293,9 @@ def plan_forest(
     change (leaves are always their own packs; shared nodes keep their tokens); if every pack also keeps its
     number of KV splits at last step's split length, the new plan is the old one with its items' KV ranges
     recomputed (a few array ops) and everything else shared: the plan a fresh pass makes of ``forest`` with
-    ``split_tokens=previous.split_tokens``. Otherwise it is planned from scratch (and the cost model chooses the
-    split length again).
+    ``split_tokens=previous.split_tokens``. Otherwise it is planned from scratch, keeping the split length the cost
+    model last chose while the step's planned KV stays within ``SPLIT_KEEP_FRACTION`` of what it was chosen for and
+    the length is still a candidate; else the cost model chooses again.
 
     ``split_tokens``: cut every pack into KV splits of at most this many tokens instead of the planner's choice (for
     benchmarks that measure the split length's effect, ``bench/tile_sweep.py --split-tokens``)."""
@@ -322,8 +333,13 @@ def plan_forest(
         raise ValueError(f"open ends need rows at multiples of row_stride ({row_stride})")
     # Only a first-pass plan can be re-made: a coarsened one could differ from a fresh plan once the leaves grew.
     args = (heads, device, tiles, min_split_tokens, limits, row_stride, split_tokens)
+    keep = None  # last chosen split length and the planned KV it was chosen for (SPLIT_KEEP_FRACTION)
+    if split_tokens is None and previous is not None and previous.regrow is not None:
+        rg = previous.regrow
+        if rg.chosen_for_tokens and rg.args == args:
+            keep = (rg.split_tokens, rg.chosen_for_tokens)
     plan = _plan(forest, heads, device, tiles, min_split_tokens, limits, slot_table, max_slot, "", row_stride, args,
-                 split_tokens)
+                 split_tokens, keep)
     if plan is None:  # over the limits: one split per pack
         plan = _plan(forest, heads, device, tiles, INT32_MAX, limits, slot_table, max_slot, "one split", row_stride)
     if plan is None:  # still over: no sharing (one item per request, no partials)
@@ -347,6 +363,7 @@ def _plan(
     row_stride: int | None,
     regrow_args: tuple = (),
     split_tokens: int | None = None,
+    keep: tuple[int, int] | None = None,
 ) -> PackPlan | None:
     """One planning pass; ``None`` if the plan would exceed ``limits`` (counted before any item is built)."""
     group, num_kv_heads, tok_bytes, partial_bytes = _head_numbers(heads)
@@ -382,9 +399,18 @@ def _plan(
     pack_blocks = (pack_req_count + (reqs_per_block - 1)) // reqs_per_block
     planned_tokens = int(pack_tokens @ pack_blocks)  # KV tokens the items read (before splitting)
     target = target_ctas(device, tiles, heads)
+    chosen_for_tokens = 0
     if split_tokens is None:
-        split_tokens = _split_length(pack_tokens, pack_blocks, pack_req, pack_req_count, num_requests, planned_tokens,
-                                     num_kv_heads, target, min_split_tokens, tok_bytes // num_kv_heads)
+        chosen_for_tokens = planned_tokens
+        if keep is not None and abs(planned_tokens - keep[1]) <= SPLIT_KEEP_FRACTION * keep[1] and keep[0] in (
+            _split_candidates(int(pack_tokens.max()), planned_tokens, num_kv_heads, target, min_split_tokens)
+        ):
+            split_tokens, chosen_for_tokens = keep
+        else:
+            split_tokens = _split_length(pack_tokens, pack_blocks, pack_req, pack_req_count, num_requests,
+                                         planned_tokens, num_kv_heads, target, min_split_tokens,
+                                         tok_bytes // num_kv_heads, _block_overheads(tiles.tile_ms, group,
+                                                                                     reqs_per_block))
     splits = _split_counts(pack_tokens, split_tokens)
     one_split = int(splits.max()) == 1
     num_blocks = int(pack_blocks.sum())
@@ -498,7 +524,7 @@ def _plan(
     regrow = _Regrow(
         structure=fa._derived, pack_node=pack_node, pack_tokens=pack_tokens, kv_offset=kv_offset,
         pack_blocks=pack_blocks, splits=splits, item_pack=item_pack, item_split=item_split, tok=fa.tok,
-        split_tokens=split_tokens, pack_args=pack_args,
+        split_tokens=split_tokens, chosen_for_tokens=chosen_for_tokens, pack_args=pack_args,
         open_mask=open_mask, args=regrow_args,
     )
     return PackPlan(
@@ -537,6 +563,7 @@ class _Regrow:
     item_split: np.ndarray
     tok: np.ndarray  # the forest's node tokens when planned
     split_tokens: int  # the split length the packs were cut with (kept while every pack keeps its split count)
+    chosen_for_tokens: int  # planned KV tokens when the cost model chose split_tokens (0: given, not chosen)
     pack_args: tuple  # _PackBuilder's arguments (``PackPlan.packs`` on demand)
     open_mask: np.ndarray | None  # per item (plan order): its end is open (None: a plan without open ends)
     args: tuple = ()  # plan_forest's arguments it was made with; () for a coarsened plan (never re-made)
@@ -602,9 +629,11 @@ def _split_length(
     target: int,
     min_split_tokens: int,
     head_token_bytes: int,
+    block_overheads: np.ndarray,
 ) -> int:
     """The step's KV split length: of the candidates (``_split_candidates``), the one whose launch the cost model
-    (``_launch_costs``) finishes first; fewer items on a tie (fewer partials to merge)."""
+    (``_launch_costs``) finishes first; fewer items on a tie (fewer partials to merge). ``block_overheads[n]``: the
+    fixed cost of an item of a row block of ``n`` requests (``_block_overheads``)."""
     lengths = np.array(
         _split_candidates(int(pack_tokens.max()), planned_tokens, num_kv_heads, target, min_split_tokens),
         dtype=np.int64,
@@ -617,8 +646,11 @@ def _split_length(
     keep = np.r_[True, (splits[1:] != splits[:-1]).any(axis=1)]
     lengths, splits = lengths[keep], splits[keep]
     slots = max(1, target // num_kv_heads)  # items that run at once: each is one CTA per KV head
-    cost, items = _launch_costs(splits, pack_tokens, pack_blocks, pack_req, pack_req_count, num_requests, slots,
-                                head_token_bytes)
+    full = pack_blocks - 1  # every row block but a pack's last holds requests_per_block requests
+    last_size = pack_req_count - full * (block_overheads.shape[0] - 1)
+    overheads = (block_overheads[-1], block_overheads[last_size])
+    cost, items = _launch_costs(splits, pack_tokens * head_token_bytes, full, overheads, pack_req, pack_req_count,
+                                num_requests, slots)
     return int(lengths[np.lexsort((items, cost))[0]])
 
 
@@ -650,53 +682,73 @@ def _split_counts(pack_tokens: np.ndarray, length: int | np.ndarray) -> np.ndarr
 
 def _launch_costs(
     splits: np.ndarray,
-    pack_tokens: np.ndarray,
-    pack_blocks: np.ndarray,
+    pack_bytes: np.ndarray,
+    full_blocks: np.ndarray,
+    overheads: tuple[int, np.ndarray],
     pack_req: np.ndarray,
     pack_req_count: np.ndarray,
     num_requests: int,
     slots: int,
-    head_token_bytes: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(predicted forward + merge time, items) of each candidate row of ``splits`` (candidate x pack), the time in
-    bytes one CTA slot streams (see the module docstring: the makespan of the items on ``slots`` item slots, plus
-    the partials and the longest merge chain). All candidates in one pass of array ops."""
-    num_cands, num_packs = splits.shape
-    item_bytes = pack_tokens * head_token_bytes / splits  # each pack's items carry about the same KV
-    counts = splits * pack_blocks
-    # longest first, as the launch orders them: sort the packs by item size; their items then come out in order
-    order = (np.argsort(-item_bytes, axis=1) + (np.arange(num_cands) * num_packs)[:, None]).ravel()
+    bytes one CTA slot streams (see the module docstring). ``pack_bytes``: each pack's KV bytes of one KV head;
+    ``full_blocks``: its row blocks before the last; ``overheads``: an item's fixed cost in a full block, and in
+    each pack's last block. Candidates are simulated in the order of a lower bound of their cost, and one whose
+    bound exceeds the best cost found is not simulated (its cost is the bound: it cannot win)."""
+    item_bytes = pack_bytes / splits  # each pack's items carry about the same KV
+    counts = splits * (full_blocks + 1)
     items = counts.sum(axis=1)
-    flat_bytes = np.repeat(item_bytes.ravel()[order], counts.ravel()[order])
-    # each candidate's items in a snake over the slots (LPT's assignment for sorted items): slot of the n-th item
-    snake = _snake(slots, int(items.max()))
-    slot = np.concatenate([snake[:n] + c * slots for c, n in enumerate(items.tolist())])
-    loads = np.bincount(slot, weights=flat_bytes, minlength=num_cands * slots)
-    makespan = loads.reshape(num_cands, slots).max(axis=1)
     # partials: a request's count is the sum of its packs' splits (it sits in one row block of each)
+    num_cands, num_packs = splits.shape
     entry_pack = np.repeat(np.arange(num_packs), pack_req_count)
-    per_entry = splits[:, entry_pack]
     key = (np.arange(num_cands)[:, None] * num_requests + pack_req[None, :]).ravel()
-    partials_of = np.bincount(key, weights=per_entry.ravel(), minlength=num_cands * num_requests)
-    partials_of = partials_of.reshape(num_cands, num_requests)
-    partials_of[partials_of < 2] = 0  # a request with one partial writes the output directly
-    cost = makespan + PARTIAL_COST_SLOT_BYTES * partials_of.sum(axis=1) + MERGE_CHAIN_COST_SLOT_BYTES * partials_of.max(
-        axis=1
-    )
+    partials_of = np.bincount(key, weights=splits[:, entry_pack].ravel(), minlength=num_cands * num_requests)
+    chain = partials_of.reshape(num_cands, num_requests).max(axis=1)
+    chain_cost = MERGE_CHAIN_COST_SLOT_BYTES * np.where(chain < 2, 0, chain)  # one partial: written as the output
+    full_overhead, last_overhead = overheads
+    # each pack's items: splits x full blocks of one duration, splits of its last block's
+    dur_full = item_bytes + full_overhead
+    dur_last = item_bytes + last_overhead
+    total = (dur_full * (counts - splits)).sum(axis=1) + (dur_last * splits).sum(axis=1)
+    longest = np.maximum(np.where(full_blocks > 0, dur_full, 0).max(axis=1), dur_last.max(axis=1))
+    bound = np.maximum(longest, total / slots)
+    # every candidate's items in launch order, one flat array: packs by item size, longest first (a pack's full
+    # blocks before its last: the larger tile first), each repeated by its count
+    rows = np.arange(num_cands)[:, None]
+    order = np.argsort(-item_bytes, axis=1, kind="stable")
+    reps = np.stack([(counts - splits)[rows, order], splits[rows, order]], axis=2).ravel()
+    durations = np.stack([dur_full[rows, order], dur_last[rows, order]], axis=2).ravel().repeat(reps)
+    starts = items.cumsum() - items
+    # past one wave, item ``slots`` starts when the first of the first wave ends
+    more = np.flatnonzero(items > slots)
+    if more.size:
+        first_end = np.minimum.reduceat(durations, np.c_[starts, starts + slots].ravel())[::2]
+        bound[more] = np.maximum(bound[more], first_end[more] + durations[starts[more] + slots])
+    bound += chain_cost
+    cost = bound.copy()
+    best = math.inf
+    for c in np.argsort(bound, kind="stable").tolist():
+        if bound[c] > best:
+            break
+        if items[c] > slots:
+            span = durations[starts[c] : starts[c] + items[c]].tolist()
+            cost[c] = _greedy_makespan(span, slots, best - chain_cost[c]) + chain_cost[c]
+        best = min(best, cost[c])
     return cost, items
 
 
-def _snake(slots: int, n: int) -> np.ndarray:
-    """Slot of each of ``n`` items dealt in a snake over ``slots`` slots (0, 1, .., slots-1, slots-1, .., 0, 0, ..)."""
-    there = _snake_cache.get(slots)
-    if there is None or there.shape[0] < n:
-        size = max(n, 2 * slots, 2 * (there.shape[0] if there is not None else 0))
-        there = np.resize(np.r_[np.arange(slots), np.arange(slots)[::-1]], size)
-        _snake_cache[slots] = there
-    return there
-
-
-_snake_cache: dict[int, np.ndarray] = {}
+def _greedy_makespan(durations: list[float], slots: int, limit: float = math.inf) -> float:
+    """When the last of ``durations`` (in launch order) ends if each starts on the first of ``slots`` to free; once an
+    item would end past ``limit``, that end (a lower bound of the answer) instead."""
+    loads = durations[:slots]
+    heapq.heapify(loads)
+    replace = heapq.heapreplace
+    for d in durations[slots:]:
+        end = loads[0] + d
+        if end > limit:
+            return end
+        replace(loads, end)
+    return max(loads)
 
 
 def _coarse_up(tokens: int) -> int:
@@ -835,6 +887,16 @@ def _tile_lut(tile_ms: tuple[int, ...], group: int, reqs_per_block: int) -> tupl
     tile.setflags(write=False)
     tile_m.setflags(write=False)
     return tile, tile_m
+
+
+@functools.lru_cache(maxsize=64)
+def _block_overheads(tile_ms: tuple[int, ...], group: int, reqs_per_block: int) -> np.ndarray:
+    """``ITEM_OVERHEAD_SLOT_BYTES`` of an item of a row block of ``n`` requests, indexed by ``n`` in
+    0..reqs_per_block."""
+    costs = np.array([ITEM_OVERHEAD_SLOT_BYTES[m] for m in _tile_lut(tile_ms, group, reqs_per_block)[1].tolist()],
+                     dtype=np.float64)
+    costs.setflags(write=False)
+    return costs
 
 
 def _stable_argsort(keys: np.ndarray, bound: int) -> np.ndarray:

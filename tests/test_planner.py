@@ -22,6 +22,7 @@ from pat_sglang.planner import (
     ITEM_REQ_END,
     ITEM_TILE,
     ITEM_TILE_M,
+    MIN_SPLIT_TOKENS,
     PackPlan,
     PlanLimits,
     plan_forest,
@@ -448,3 +449,94 @@ def test_fp8_kv_halves_the_profit_model_bytes(kv_dtype: torch.dtype) -> None:
         assert s8.kv_bytes_unique * 2 == s16.kv_bytes_unique
         assert s8.kv_bytes_per_request * 2 == s16.kv_bytes_per_request
         assert s8.kv_bytes_planned * 2 >= s16.kv_bytes_planned  # never more sharing than with bf16's bigger saving
+
+
+def _simulated_launch(plan: PackPlan, slots: int, token_bytes: int) -> float:
+    """The split cost model's terms computed from a made plan (its own implementation: an event list, not the
+    planner's heap over pack-level durations): items in launch order each start on the earliest free of ``slots``
+    item slots and take their tile's fixed cost plus their KV bytes; plus the longest merge chain's cost."""
+    from pat_sglang.planner import ITEM_OVERHEAD_SLOT_BYTES, MERGE_CHAIN_COST_SLOT_BYTES
+
+    items = plan.items.numpy()
+    free_at = [0.0] * slots
+    for row in items[: plan.num_items]:
+        kv = int(row[ITEM_KV_END] - row[ITEM_KV_BEGIN])
+        duration = ITEM_OVERHEAD_SLOT_BYTES[int(row[ITEM_TILE_M])] + kv * token_bytes
+        first = min(range(slots), key=free_at.__getitem__)
+        free_at[first] += duration
+    chain = int(np.diff(plan.merge_indptr.numpy()).max())
+    return max(free_at) + MERGE_CHAIN_COST_SLOT_BYTES * (chain if chain > 1 else 0)
+
+
+@pytest.mark.parametrize("workload", ["a64", "b", "e", "gsp64", "mooncake"])
+def test_split_length_is_the_cheapest_candidate_by_a_simulation_of_its_plan(workload: str) -> None:
+    """The planner's split length is, within 2%, the cheapest of its candidate lengths when each candidate's plan is
+    made (``plan_forest(split_tokens=...)``) and its launch simulated item by item: the vectorised pack-level cost
+    model ranks the real plans as the model's own definition does. Trees: 64-row shared items (b: their fixed cost
+    keeps them long), many short private suffixes (a64, e), SGLang's shared-prefix serving window, private rows of
+    uneven length."""
+    from pat_sglang.planner import _split_candidates, target_ctas
+    from pat_sglang.workloads import ServingWindow, standard_batch
+
+    heads = HeadConfig(32, 8, 128, torch.bfloat16)
+    device = DeviceSpec(sm_count=132)
+    rng = np.random.default_rng(3)
+    if workload == "gsp64":
+        batch = layout_tree(ServingWindow(64, 16, 64, 2048, 128, 256).tree(rng), rng=rng)
+        indptr, indices = batch.kv_indptr, batch.kv_indices
+    elif workload == "mooncake":
+        lengths = rng.integers(1500, 9000, size=96)
+        indptr = np.r_[0, np.cumsum(lengths)]
+        indices = rng.permutation(int(indptr[-1]))
+    else:
+        batch = standard_batch(workload)
+        indptr, indices = batch.kv_indptr, batch.kv_indices
+    forest = PrefixForest.from_flat(indptr, indices)
+    plan = plan_forest(forest, heads, device)
+    target = target_ctas(device, load_tile_table(device.arch), heads)
+    slots = target // heads.num_kv_heads
+    token_bytes = heads.kv_token_bytes // heads.num_kv_heads
+    planned = plan.stats.kv_bytes_planned // heads.kv_token_bytes
+    longest = max(pack.num_tokens for pack in plan.packs)
+    candidates = _split_candidates(longest, planned, heads.num_kv_heads, target, MIN_SPLIT_TOKENS)
+    assert plan.split_tokens in candidates
+    costs = {n: _simulated_launch(plan_forest(forest, heads, device, split_tokens=n), slots, token_bytes)
+             for n in candidates}
+    assert costs[plan.split_tokens] <= 1.02 * min(costs.values()), (plan.split_tokens, costs)
+
+
+def test_a_changed_batch_keeps_the_chosen_split_length_until_its_kv_drifts() -> None:
+    """A batch re-planned from scratch after requests leave (new forest structure) keeps the split length the cost
+    model chose while its planned KV stays within SPLIT_KEEP_FRACTION of the KV it was chosen for, and is then the
+    plan a fresh pass makes at that length; once the batch has drifted further, the model chooses again (the same
+    length a plan without ``previous`` gets)."""
+    from pat_sglang.planner import SPLIT_KEEP_FRACTION
+
+    heads = HeadConfig(32, 8, 128, torch.bfloat16)
+    device = DeviceSpec(sm_count=132)
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(1500, 9000, size=96)
+
+    def forest_of(n: int) -> PrefixForest:
+        indptr = np.r_[0, np.cumsum(lengths[:n])]
+        return PrefixForest.from_flat(indptr, np.arange(int(indptr[-1])))
+
+    first = plan_forest(forest_of(96), heads, device)
+    chosen_for = int(lengths.sum())
+    previous, kept = first, 0
+    for n in range(95, 40, -1):
+        forest = forest_of(n)
+        plan = plan_forest(forest, heads, device, previous=previous)
+        fresh = plan_forest(forest, heads, device)
+        if abs(int(lengths[:n].sum()) - chosen_for) <= SPLIT_KEEP_FRACTION * chosen_for:
+            if plan.split_tokens == first.split_tokens:
+                kept += 1
+                same = plan_forest(forest, heads, device, split_tokens=first.split_tokens)
+                assert torch.equal(plan.items, same.items) and plan.num_partials == same.num_partials
+        else:
+            assert plan.split_tokens == fresh.split_tokens
+            break
+        previous = plan
+    else:
+        raise AssertionError("the batch never drifted past SPLIT_KEEP_FRACTION")
+    assert kept >= 3  # removing one of ~90 requests moves the KV ~1%: several steps keep the length
