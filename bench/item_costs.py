@@ -1,10 +1,9 @@
 """What each forward CTA costs, by tile m and KV length: the measurements the planner's split cost model is fitted to
 (GPU; the fit and the report run on the CPU from the saved records).
 
-The split choice (``pat_sglang.planner._launch_costs``) charges every item its KV bytes on one CTA slot, the same per
-byte whatever its tile m, plus fixed costs per partial and per partial of the longest merge chain. Its constants were
-fitted to whole-launch times over 12 trees (``docs/perf/kernels/2026-11-29-h200-split-model/``), where it misjudges
-trees whose 64-row shared items are split finer (b: +13%) and a64's 585- vs 512-token splits. This measures the terms
+The split choice (``pat_sglang.planner._launch_costs``) simulates the launch with a fixed cost per item by tile m
+(``ITEM_OVERHEAD_SLOT_BYTES``) plus its KV bytes, and a cost per partial of the longest merge chain; those constants
+come from this measurement (``docs/perf/kernels/2026-11-29-h200-item-costs/``). This measures the terms
 directly: a ``-DPAT_TIMING`` build stamps every CTA (start, first KV tile landed, KV loop end, end; ``%globaltimer``),
 so each CTA's duration can be set against its tile m and KV length, and the merge's time is the whole launch (graph
 replays of the plain build) less the forward span.
