@@ -1,0 +1,45 @@
+"""``bench/split_model_check.py`` on the CPU: saved runs parse to per-case times, and a case's ratio is the measured
+time of the fixed length whose plan equals the planner's pick over the fastest (NaN when none equals it)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scripts import REPO, load_script
+
+
+@pytest.fixture(scope="module")
+def check():
+    return load_script(REPO / "bench" / "split_model_check.py")
+
+
+def test_saved_runs_parse(check, tmp_path: Path) -> None:
+    sweep = tmp_path / "tile.txt"
+    sweep.write_text(
+        "device: X; floor ...\n"
+        "       case    floor      table     s2048      s512       fa3     fi_tc\n"
+        "          b     74.0      122.8     139.5     134.2       n/a     260.1\n"
+        "            items/partials: table 152/512, s2048 144/384, s512 176/896\n"
+    )
+    assert check.sweep_times(sweep) == {"b": {None: 122.8, 2048: 139.5, 512: 134.2}}
+    launches = tmp_path / "launches.csv"
+    launches.write_text("case,split,items,partials,max_chain,forward_us,launch_us\n"
+                        "e,model,200,896,7,58.1,64.8\ne,512,200,896,7,57.9,64.0\n")
+    assert check.launch_times(launches) == {"e": {None: 64.8, 512: 64.0}}
+
+
+def test_the_pick_is_read_off_the_column_with_its_plan(check, capsys) -> None:
+    from pat_sglang.forest import PrefixForest
+    from pat_sglang.planner import plan_forest
+
+    indptr, indices, _ = check.case_batch("b", np.random.default_rng(0))
+    pick = plan_forest(PrefixForest.from_flat(indptr, indices), check.HEADS, check.H200)
+    other = 256 if pick.split_tokens > 256 else 8192
+    ratios = check.check("run", {"b": {pick.split_tokens: 120.0, other: 100.0, None: 110.0}})
+    assert ratios == [pytest.approx(1.2)]
+    ratios = check.check("run", {"b": {other: 100.0}})
+    assert len(ratios) == 1 and math.isnan(ratios[0])
+    assert "not among the measured plans" in capsys.readouterr().out
