@@ -693,8 +693,9 @@ def _launch_costs(
     """(predicted forward + merge time, items) of each candidate row of ``splits`` (candidate x pack), the time in
     bytes one CTA slot streams (see the module docstring). ``pack_bytes``: each pack's KV bytes of one KV head;
     ``full_blocks``: its row blocks before the last; ``overheads``: an item's fixed cost in a full block, and in
-    each pack's last block. Candidates are simulated in the order of a lower bound of their cost, and one whose
-    bound exceeds the best cost found is not simulated (its cost is the bound: it cannot win)."""
+    each pack's last block. Candidates are simulated in the order of a lower bound of their cost; one whose bound
+    exceeds the best cost found is not simulated (its cost is the bound: it cannot win), and one that cannot beat it
+    stops early (its cost is then where it stopped, also above the best)."""
     item_bytes = pack_bytes / splits  # each pack's items carry about the same KV
     counts = splits * (full_blocks + 1)
     items = counts.sum(axis=1)
@@ -719,35 +720,53 @@ def _launch_costs(
     reps = np.stack([(counts - splits)[rows, order], splits[rows, order]], axis=2).ravel()
     durations = np.stack([dur_full[rows, order], dur_last[rows, order]], axis=2).ravel().repeat(reps)
     starts = items.cumsum() - items
-    # past one wave, item ``slots`` starts when the first of the first wave ends
-    more = np.flatnonzero(items > slots)
-    if more.size:
-        first_end = np.minimum.reduceat(durations, np.c_[starts, starts + slots].ravel())[::2]
-        bound[more] = np.maximum(bound[more], first_end[more] + durations[starts[more] + slots])
     bound += chain_cost
     cost = bound.copy()
+    # runs of equal items (a pack's splits, equal rows), each candidate's starting a new run: one pass for all
+    new_run = np.ones(durations.shape[0], dtype=bool)
+    new_run[1:] = durations[1:] != durations[:-1]
+    new_run[starts] = True
+    run_at = np.flatnonzero(new_run)
+    run_values = durations[run_at].tolist()
+    run_counts = np.diff(np.r_[run_at, durations.shape[0]]).tolist()
+    first_run = np.searchsorted(run_at, np.r_[starts, durations.shape[0]]).tolist()
     best = math.inf
     for c in np.argsort(bound, kind="stable").tolist():
         if bound[c] > best:
             break
         if items[c] > slots:
-            span = durations[starts[c] : starts[c] + items[c]].tolist()
-            cost[c] = _greedy_makespan(span, slots, best - chain_cost[c]) + chain_cost[c]
+            runs = slice(first_run[c], first_run[c + 1])
+            cost[c] = _greedy_makespan(run_values[runs], run_counts[runs], slots, best - chain_cost[c]) + chain_cost[c]
         best = min(best, cost[c])
     return cost, items
 
 
-def _greedy_makespan(durations: list[float], slots: int, limit: float = math.inf) -> float:
-    """When the last of ``durations`` (in launch order) ends if each starts on the first of ``slots`` to free; once an
-    item would end past ``limit``, that end (a lower bound of the answer) instead."""
-    loads = durations[:slots]
-    heapq.heapify(loads)
+def _greedy_makespan(values: list[float], counts: list[int], slots: int, limit: float = math.inf) -> float:
+    """When the last item ends if items (``counts[i]`` of duration ``values[i]``, in launch order) each start on the
+    first of ``slots`` to free; once an item would end past ``limit``, that end (a lower bound of the answer) instead.
+    A run of equal items whose duration is at least the slots' spread of loads deals one to every slot per round
+    (the first free slot is then the one that got none yet), so whole rounds are added at once."""
+    loads: list[float] = []
     replace = heapq.heapreplace
-    for d in durations[slots:]:
-        end = loads[0] + d
-        if end > limit:
-            return end
-        replace(loads, end)
+    for d, n in zip(values, counts, strict=True):
+        if len(loads) < slots:  # the first wave: every slot starts at 0
+            first = min(n, slots - len(loads))
+            loads += [d] * first
+            n -= first
+            if len(loads) < slots:
+                continue
+            heapq.heapify(loads)
+        rounds = n // slots
+        if rounds and max(loads) - loads[0] <= d:
+            if loads[0] + rounds * d > limit:
+                return loads[0] + rounds * d
+            loads = [load + rounds * d for load in loads]  # a uniform shift keeps the heap order
+            n -= rounds * slots
+        for _ in range(n):
+            end = loads[0] + d
+            if end > limit:
+                return end
+            replace(loads, end)
     return max(loads)
 
 

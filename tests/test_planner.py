@@ -540,3 +540,25 @@ def test_a_changed_batch_keeps_the_chosen_split_length_until_its_kv_drifts() -> 
     else:
         raise AssertionError("the batch never drifted past SPLIT_KEEP_FRACTION")
     assert kept >= 3  # removing one of ~90 requests moves the KV ~1%: several steps keep the length
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    runs=st.lists(st.tuples(st.integers(1, 50), st.integers(1, 40)), min_size=1, max_size=12),
+    slots=st.integers(1, 9),
+)
+def test_greedy_makespan_equals_item_by_item_dispatch(runs: list[tuple[int, int]], slots: int) -> None:
+    """``_greedy_makespan`` over runs of equal items (whole rounds added at once) equals dealing the items one by one
+    to the slot that frees first; with a limit below the answer it returns a value above the limit."""
+    from pat_sglang.planner import _greedy_makespan
+
+    values = [float(v) for v, _ in runs]
+    counts = [n for _, n in runs]
+    free_at = [0.0] * slots
+    for value, n in runs:
+        for _ in range(n):
+            free_at[free_at.index(min(free_at))] += value
+    want = max(free_at)
+    assert _greedy_makespan(values, counts, slots) == want
+    if want > 1:
+        assert _greedy_makespan(values, counts, slots, limit=want - 1) > want - 1
