@@ -632,7 +632,10 @@ def _split_length(
     block_overheads: np.ndarray,
 ) -> int:
     """The step's KV split length: of the candidates (``_split_candidates``), the one whose launch the cost model
-    (``_launch_costs``) finishes first; fewer items on a tie (fewer partials to merge). ``block_overheads[n]``: the
+    (``_launch_costs``) finishes first; on a tie (the same longest item sets every candidate's makespan) the one with
+    more items: the other slots then finish earlier and that item's tail runs with less competition for HBM (rollout64
+    on the H200: 1024-token splits 86-87 us against the 1280-token ones' 90 us at equal predicted cost, three runs;
+    bench/split_model_check.py: no other measured tree changes). ``block_overheads[n]``: the
     fixed cost of an item of a row block of ``n`` requests (``_block_overheads``)."""
     lengths = np.array(
         _split_candidates(int(pack_tokens.max()), planned_tokens, num_kv_heads, target, min_split_tokens),
@@ -651,7 +654,7 @@ def _split_length(
     overheads = (block_overheads[-1], block_overheads[last_size])
     cost, items = _launch_costs(splits, pack_tokens * head_token_bytes, full, overheads, pack_req, pack_req_count,
                                 num_requests, slots)
-    return int(lengths[np.lexsort((items, cost))[0]])
+    return int(lengths[np.lexsort((-items, cost))[0]])
 
 
 def _split_candidates(
@@ -701,10 +704,13 @@ def _launch_costs(
     items = counts.sum(axis=1)
     # partials: a request's count is the sum of its packs' splits (it sits in one row block of each)
     num_cands, num_packs = splits.shape
-    entry_pack = np.repeat(np.arange(num_packs), pack_req_count)
-    key = (np.arange(num_cands)[:, None] * num_requests + pack_req[None, :]).ravel()
-    partials_of = np.bincount(key, weights=splits[:, entry_pack].ravel(), minlength=num_cands * num_requests)
-    chain = partials_of.reshape(num_cands, num_requests).max(axis=1)
+    if pack_req.shape[0] == num_requests:  # every request in one pack (nothing shared): its pack's splits
+        chain = (splits * (pack_req_count > 0)).max(axis=1)
+    else:
+        entry_pack = np.repeat(np.arange(num_packs), pack_req_count)
+        key = (np.arange(num_cands)[:, None] * num_requests + pack_req[None, :]).ravel()
+        partials_of = np.bincount(key, weights=splits[:, entry_pack].ravel(), minlength=num_cands * num_requests)
+        chain = partials_of.reshape(num_cands, num_requests).max(axis=1)
     chain_cost = MERGE_CHAIN_COST_SLOT_BYTES * np.where(chain < 2, 0, chain)  # one partial: written as the output
     full_overhead, last_overhead = overheads
     # each pack's items: splits x full blocks of one duration, splits of its last block's
