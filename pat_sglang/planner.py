@@ -747,11 +747,15 @@ def _launch_costs(
     return cost, items
 
 
+RUN_BATCH_ITEMS = 16  # runs of equal items at least this long are dealt by rounds (``_greedy_makespan``)
+
+
 def _greedy_makespan(values: list[float], counts: list[int], slots: int, limit: float = math.inf) -> float:
     """When the last item ends if items (``counts[i]`` of duration ``values[i]``, in launch order) each start on the
     first of ``slots`` to free; once an item would end past ``limit``, that end (a lower bound of the answer) instead.
     A run of equal items whose duration is at least the slots' spread of loads deals one to every slot per round
-    (the first free slot is then the one that got none yet), so whole rounds are added at once."""
+    (the first free slot is then the one that got none yet), so whole rounds are added at once, and the rest one each
+    to the least loaded slots."""
     loads: list[float] = []
     replace = heapq.heapreplace
     for d, n in zip(values, counts, strict=True):
@@ -762,12 +766,19 @@ def _greedy_makespan(values: list[float], counts: list[int], slots: int, limit: 
             if len(loads) < slots:
                 continue
             heapq.heapify(loads)
-        rounds = n // slots
-        if rounds and max(loads) - loads[0] <= d:
-            if loads[0] + rounds * d > limit:
-                return loads[0] + rounds * d
-            loads = [load + rounds * d for load in loads]  # a uniform shift keeps the heap order
-            n -= rounds * slots
+        if n >= RUN_BATCH_ITEMS and max(loads) - loads[0] <= d:  # (a short run: one heap step per item is cheaper)
+            rounds, n = divmod(n, slots)
+            if rounds:
+                if loads[0] + rounds * d > limit:
+                    return loads[0] + rounds * d
+                loads = [load + rounds * d for load in loads]  # a uniform shift keeps the heap order
+            if n:  # the rest go to the n least loaded slots, one each
+                loads.sort()
+                if loads[n - 1] + d > limit:
+                    return loads[n - 1] + d
+                loads[:n] = [load + d for load in loads[:n]]
+                heapq.heapify(loads)
+            continue
         for _ in range(n):
             end = loads[0] + d
             if end > limit:
