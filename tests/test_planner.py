@@ -562,3 +562,35 @@ def test_greedy_makespan_equals_item_by_item_dispatch(runs: list[tuple[int, int]
     assert _greedy_makespan(values, counts, slots) == want
     if want > 1:
         assert _greedy_makespan(values, counts, slots, limit=want - 1) > want - 1
+
+
+def test_a_tie_in_the_split_cost_goes_to_the_candidate_with_more_items(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the cost model rates candidates equal (one long item sets each makespan), the split with more items wins
+    (the other slots finish earlier); a cheaper candidate still beats any tie."""
+    import pat_sglang.planner as planner
+
+    heads = HeadConfig(32, 8, 128, torch.bfloat16)
+    lengths = np.random.default_rng(7).integers(1500, 9000, size=96)
+    indptr = np.r_[0, np.cumsum(lengths)]
+    forest = PrefixForest.from_flat(indptr, np.arange(int(indptr[-1])))
+    real = planner._launch_costs
+    seen: dict[str, np.ndarray] = {}
+
+    def tied(splits: np.ndarray, *args: object) -> tuple[np.ndarray, np.ndarray]:
+        cost, items = real(splits, *args)
+        seen["items"] = items
+        return np.full_like(cost, 7.0), items
+
+    monkeypatch.setattr(planner, "_launch_costs", tied)
+    plan = plan_forest(forest, heads, DeviceSpec(sm_count=132))
+    assert seen["items"].shape[0] > 2 and plan.num_items == int(seen["items"].max())
+
+    def one_cheaper(splits: np.ndarray, *args: object) -> tuple[np.ndarray, np.ndarray]:
+        cost, items = real(splits, *args)
+        flat = np.full_like(cost, 7.0)
+        flat[int(np.argmin(items))] = 6.0
+        return flat, items
+
+    monkeypatch.setattr(planner, "_launch_costs", one_cheaper)
+    plan = plan_forest(forest, heads, DeviceSpec(sm_count=132))
+    assert plan.num_items == int(seen["items"].min())
