@@ -646,7 +646,8 @@ def _split_length(
     splits = _split_counts(pack_tokens[None, :], lengths[:, None])  # candidate x pack
     # lengths that cut every pack alike cost alike (they are neighbours: counts grow as lengths shrink): keep the
     # longest of each run
-    keep = np.r_[True, (splits[1:] != splits[:-1]).any(axis=1)]
+    keep = np.ones(lengths.shape[0], dtype=bool)
+    keep[1:] = (splits[1:] != splits[:-1]).any(axis=1)
     lengths, splits = lengths[keep], splits[keep]
     slots = max(1, target // num_kv_heads)  # items that run at once: each is one CTA per KV head
     full = pack_blocks - 1  # every row block but a pack's last holds requests_per_block requests
@@ -734,8 +735,8 @@ def _launch_costs(
     new_run[starts] = True
     run_at = np.flatnonzero(new_run)
     run_values = durations[run_at].tolist()
-    run_counts = np.diff(np.r_[run_at, durations.shape[0]]).tolist()
-    first_run = np.searchsorted(run_at, np.r_[starts, durations.shape[0]]).tolist()
+    run_counts = np.diff(run_at, append=durations.shape[0]).tolist()
+    first_run = np.searchsorted(run_at, starts).tolist() + [run_at.shape[0]]
     best = math.inf
     for c in np.argsort(bound, kind="stable").tolist():
         if bound[c] > best:
@@ -759,6 +760,10 @@ def _greedy_makespan(values: list[float], counts: list[int], slots: int, limit: 
     loads: list[float] = []
     replace = heapq.heapreplace
     for d, n in zip(values, counts, strict=True):
+        if not loads and n >= slots:  # a first run that fills every slot: whole rounds, the rest one each
+            rounds, rest = divmod(n, slots)
+            loads = [d * rounds] * (slots - rest) + [d * (rounds + 1)] * rest  # ascending: a heap as it is
+            continue
         if len(loads) < slots:  # the first wave: every slot starts at 0
             first = min(n, slots - len(loads))
             loads += [d] * first
