@@ -55,8 +55,10 @@ partials), which fits any buffers sized for the batch. A plan is never edited af
 
 Implementation. All of this is numpy over the forest's flat arrays: the profit
 model for every node at once (iterated only where inlining passes tokens down), then packs, row blocks,
-splits, items, partial numbering and the merge map as array ops, with no per-item Python. ``PackInfo``
-records are built on the first read of ``PackPlan.packs`` (they are for printing and statistics only).
+splits, items, partial numbering and the merge map as array ops, with no per-item Python but the split choice's
+launch simulation (a heap over the item slots per candidate; runs of equal items dealt a round at a time, losing
+candidates cut off early). ``PackInfo`` records are built on the first read of ``PackPlan.packs`` (they are for
+printing and statistics only).
 """
 
 from __future__ import annotations
