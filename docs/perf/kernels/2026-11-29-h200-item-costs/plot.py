@@ -11,17 +11,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "2026-11-29-h200-split-model"))
-from plot import table as read_table  # noqa: E402  (the same table reader)
+SPLIT_MODEL = HERE.parent / "2026-11-29-h200-split-model"
+sys.path.insert(0, str(SPLIT_MODEL))
+from plot import table  # noqa: E402  (that run's table reader; it takes a file name or an absolute path)
 
-
-def table(path: Path) -> dict[str, dict[str, float]]:
-    return read_table(str(path))
-
-
-v13 = table(HERE.parent / "2026-11-29-h200-split-model" / "tile-model.txt")
-v14 = table(HERE / "tile-v14.txt")
-fused = table(HERE / "tile-fused-merge.txt")
+v13 = table(str(SPLIT_MODEL / "tile-model.txt"))
+v14 = table(str(HERE / "tile-v14.txt"))
+fused = table(str(HERE / "tile-fused-merge.txt"))
 cases = list(v14)
 fig, (ax, bx) = plt.subplots(1, 2, figsize=(15, 4.8), gridspec_kw={"width_ratios": [3, 2]})
 series = {
