@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
 import math
 
 import numpy as np
@@ -342,15 +341,21 @@ def _cta_fill(plan: PackPlan, heads: HeadConfig, target: int) -> float:
     return ctas / (math.ceil(ctas / target) * target)
 
 
+def _dealt(durations: list[float], slots: int) -> list[float]:
+    """Each slot's load after dealing ``durations`` in order, each to the slot that frees first: the tests' own list
+    scheduling (a scan for the least loaded slot), not the planner's heap over runs of equal items."""
+    free_at = [0.0] * slots
+    for d in durations:
+        free_at[free_at.index(min(free_at))] += d
+    return free_at
+
+
 def _lpt_makespan(plan: PackPlan, slots: int) -> tuple[float, float]:
     """(makespan, mean slot load) in KV tokens of the plan's items run longest first on ``slots`` item slots, each
-    item to the slot that frees first (a heap: an implementation of its own, not the planner's snake)."""
+    item to the slot that frees first."""
     items = plan.items.numpy()
     lengths = sorted((items[:, ITEM_KV_END] - items[:, ITEM_KV_BEGIN]).tolist(), reverse=True)
-    loads = [0] * slots
-    for length in lengths:
-        heapq.heapreplace(loads, loads[0] + length)
-    return float(max(loads)), sum(lengths) / slots
+    return max(_dealt(lengths, slots)), sum(lengths) / slots
 
 
 def test_mostly_private_batches_split_to_fill_their_waves() -> None:
@@ -452,20 +457,17 @@ def test_fp8_kv_halves_the_profit_model_bytes(kv_dtype: torch.dtype) -> None:
 
 
 def _simulated_launch(plan: PackPlan, slots: int, token_bytes: int) -> float:
-    """The split cost model's terms computed from a made plan (its own implementation: an event list, not the
-    planner's heap over pack-level durations): items in launch order each start on the earliest free of ``slots``
+    """The split cost model's terms computed from a made plan (``_dealt``, not the planner's heap over pack-level
+    durations): items in launch order each start on the earliest free of ``slots``
     item slots and take their tile's fixed cost plus their KV bytes; plus the longest merge chain's cost."""
     from pat_sglang.planner import ITEM_OVERHEAD_SLOT_BYTES, MERGE_CHAIN_COST_SLOT_BYTES
 
-    items = plan.items.numpy()
-    free_at = [0.0] * slots
-    for row in items[: plan.num_items]:
-        kv = int(row[ITEM_KV_END] - row[ITEM_KV_BEGIN])
-        duration = ITEM_OVERHEAD_SLOT_BYTES[int(row[ITEM_TILE_M])] + kv * token_bytes
-        first = min(range(slots), key=free_at.__getitem__)
-        free_at[first] += duration
+    items = plan.items.numpy()[: plan.num_items]
+    kv = (items[:, ITEM_KV_END] - items[:, ITEM_KV_BEGIN]).tolist()
+    tiles = items[:, ITEM_TILE_M].tolist()
+    durations = [ITEM_OVERHEAD_SLOT_BYTES[m] + n * token_bytes for m, n in zip(tiles, kv, strict=True)]
     chain = int(np.diff(plan.merge_indptr.numpy()).max())
-    return max(free_at) + MERGE_CHAIN_COST_SLOT_BYTES * (chain if chain > 1 else 0)
+    return max(_dealt(durations, slots)) + MERGE_CHAIN_COST_SLOT_BYTES * (chain if chain > 1 else 0)
 
 
 @pytest.mark.parametrize("workload", ["a64", "b", "e", "gsp64", "mooncake"])
@@ -554,11 +556,7 @@ def test_greedy_makespan_equals_item_by_item_dispatch(runs: list[tuple[int, int]
 
     values = [float(v) for v, _ in runs]
     counts = [n for _, n in runs]
-    free_at = [0.0] * slots
-    for value, n in runs:
-        for _ in range(n):
-            free_at[free_at.index(min(free_at))] += value
-    want = max(free_at)
+    want = max(_dealt([float(v) for v, n in runs for _ in range(n)], slots))
     assert _greedy_makespan(values, counts, slots) == want
     if want > 1:
         assert _greedy_makespan(values, counts, slots, limit=want - 1) > want - 1
