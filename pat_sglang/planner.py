@@ -95,11 +95,11 @@ SPLIT_STEPS_UP = 2  # each whole number of waves: also try split lengths this ma
 # with them the simulated launch picks, of the fixed split lengths timed on 9-12 trees in four runs, one 1.007x the
 # fastest on average, 1.06x at worst (bench/split_model_check.py; docs/perf/kernels/2026-11-29-h200-item-costs/).
 ITEM_OVERHEAD_SLOT_BYTES = {16: 48 << 10, 32: 72 << 10, 64: 192 << 10, 128: 384 << 10}  # 128 rows: not measured
+MERGE_CHAIN_COST_SLOT_BYTES = 1536  # each partial of the request with the most (~0.2 us: its merge runs them in turn)
 # A changed batch re-planned from scratch keeps the split length last chosen while its planned KV stays within this
 # fraction of the KV it was chosen for (and the length is still a candidate): one request joining or leaving rarely
 # moves the best length, and the cost model is most of a full plan's host time.
 SPLIT_KEEP_FRACTION = 1 / 16
-MERGE_CHAIN_COST_SLOT_BYTES = 1536  # each partial of the request with the most (~0.2 us: its merge runs them in turn)
 MAX_ITEMS = 65535  # the forward grid's y dimension
 INT32_MAX = int(np.iinfo(np.int32).max)
 INT16_MAX = int(np.iinfo(np.int16).max)
@@ -690,7 +690,7 @@ def _launch_costs(
     splits: np.ndarray,
     pack_bytes: np.ndarray,
     full_blocks: np.ndarray,
-    overheads: tuple[int, np.ndarray],
+    overheads: tuple[float, np.ndarray],
     pack_req: np.ndarray,
     pack_req_count: np.ndarray,
     num_requests: int,
