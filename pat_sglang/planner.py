@@ -92,7 +92,7 @@ SPLIT_STEPS_UP = 2  # each whole number of waves: also try split lengths this ma
 # The split choice's cost model (H200, d128 bf16, 32/8 heads), in bytes one CTA slot streams in the same time
 # (61.5 us per 1000 tokens of 512 B: 1 us ~ 8.3 KB). Each CTA's duration is its tile's fixed cost plus its KV,
 # measured per CTA by bench/item_costs.py (16 / 32 / 64 rows: 6.0 / 8.9 / 23.0 us + 54-67 us per 1000 tokens);
-# with them the simulated launch picks, of the fixed split lengths timed on 9-12 trees in four runs, one 1.007x the
+# with them the simulated launch picks, of the fixed split lengths timed on 9-12 trees in four runs, one 1.005x the
 # fastest on average, 1.06x at worst (bench/split_model_check.py; docs/perf/kernels/2026-11-29-h200-item-costs/).
 ITEM_OVERHEAD_SLOT_BYTES = {16: 48 << 10, 32: 72 << 10, 64: 192 << 10, 128: 384 << 10}  # 128 rows: not measured
 MERGE_CHAIN_COST_SLOT_BYTES = 1536  # each partial of the request with the most (~0.2 us: its merge runs them in turn)
