@@ -66,6 +66,7 @@ from __future__ import annotations
 import functools
 import heapq
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -639,25 +640,40 @@ def _split_length(
     on the H200: 1024-token splits 86-87 us against the 1280-token ones' 90 us at equal predicted cost, three runs;
     bench/split_model_check.py: no other measured tree changes). ``block_overheads[n]``: the
     fixed cost of an item of a row block of ``n`` requests (``_block_overheads``)."""
-    lengths = np.array(
-        _split_candidates(int(pack_tokens.max()), planned_tokens, num_kv_heads, target, min_split_tokens),
-        dtype=np.int64,
-    )
+    longest = int(pack_tokens.max())
+    candidates = _split_candidates(longest, planned_tokens, num_kv_heads, target, min_split_tokens)
+    if len(candidates) == 1:
+        return candidates[0]
+    slots = max(1, target // num_kv_heads)  # items that run at once: each is one CTA per KV head
+    if int(pack_tokens.min()) == longest and int(pack_req_count.min()) == int(pack_req_count.max()):
+        # every pack alike (equal private rows, say): the same model without a candidate x pack matrix
+        lengths, cost, items = _uniform_launch_costs(candidates, pack_tokens.shape[0], longest, int(pack_blocks[0]),
+                                                     int(pack_req_count[0]), pack_req, num_requests, head_token_bytes,
+                                                     block_overheads, slots)
+        return lengths[_cheapest(cost, items)]
+    # a length that holds the longest pack cuts nothing: only the longest such (the first) stays
+    lengths = np.array(candidates[:1] + [length for length in candidates[1:] if length < longest], dtype=np.int64)
     if lengths.shape[0] == 1:
-        return int(lengths[0])
+        return candidates[0]
     splits = _split_counts(pack_tokens[None, :], lengths[:, None])  # candidate x pack
     # lengths that cut every pack alike cost alike (they are neighbours: counts grow as lengths shrink): keep the
     # longest of each run
     keep = np.ones(lengths.shape[0], dtype=bool)
     keep[1:] = (splits[1:] != splits[:-1]).any(axis=1)
+    if keep.sum() == 1:  # one cut of the packs: nothing to compare
+        return int(lengths[0])
     lengths, splits = lengths[keep], splits[keep]
-    slots = max(1, target // num_kv_heads)  # items that run at once: each is one CTA per KV head
     full = pack_blocks - 1  # every row block but a pack's last holds requests_per_block requests
     last_size = pack_req_count - full * (block_overheads.shape[0] - 1)
     overheads = (block_overheads[-1], block_overheads[last_size])
     cost, items = _launch_costs(splits, pack_tokens * head_token_bytes, full, overheads, pack_req, pack_req_count,
                                 num_requests, slots)
-    return int(lengths[np.lexsort((-items, cost))[0]])
+    return int(lengths[_cheapest(cost.tolist(), items.tolist())])
+
+
+def _cheapest(cost: list[float], items: list[int]) -> int:
+    """The index of the cheapest candidate; on a tie the one with more items, then the first (the longest length)."""
+    return min(range(len(cost)), key=lambda c: (cost[c], -items[c]))
 
 
 def _split_candidates(
@@ -719,35 +735,115 @@ def _launch_costs(
     # each pack's items: splits x full blocks of one duration, splits of its last block's
     dur_full = item_bytes + full_overhead
     dur_last = item_bytes + last_overhead
-    total = (dur_full * (counts - splits)).sum(axis=1) + (dur_last * splits).sum(axis=1)
+    full_items = counts - splits
+    total = (dur_full * full_items).sum(axis=1) + (dur_last * splits).sum(axis=1)
     longest = np.maximum(np.where(full_blocks > 0, dur_full, 0).max(axis=1), dur_last.max(axis=1))
     bound = np.maximum(longest, total / slots)
     # every candidate's items in launch order, one flat array: packs by item size, longest first (a pack's full
     # blocks before its last: the larger tile first), each repeated by its count
     rows = np.arange(num_cands)[:, None]
     order = np.argsort(-item_bytes, axis=1, kind="stable")
-    reps = np.stack([(counts - splits)[rows, order], splits[rows, order]], axis=2).ravel()
-    durations = np.stack([dur_full[rows, order], dur_last[rows, order]], axis=2).ravel().repeat(reps)
+    reps = np.stack([full_items, splits], axis=2)[rows, order].ravel()
+    durations = np.stack([dur_full, dur_last], axis=2)[rows, order].ravel().repeat(reps)
     starts = items.cumsum() - items
     bound += chain_cost
-    cost = bound.copy()
     # runs of equal items (a pack's splits, equal rows), each candidate's starting a new run: one pass for all
     new_run = np.ones(durations.shape[0], dtype=bool)
     new_run[1:] = durations[1:] != durations[:-1]
     new_run[starts] = True
     run_at = np.flatnonzero(new_run)
     run_values = durations[run_at].tolist()
-    run_counts = np.diff(run_at, append=durations.shape[0]).tolist()
+    run_counts = (run_at[1:] - run_at[:-1]).tolist() + [durations.shape[0] - int(run_at[-1])]
     first_run = np.searchsorted(run_at, starts).tolist() + [run_at.shape[0]]
+
+    def runs(c: int) -> tuple[list[float], list[int]]:
+        at = slice(first_run[c], first_run[c + 1])
+        return run_values[at], run_counts[at]
+
+    cost = _simulated_costs(bound.tolist(), chain_cost.tolist(), items.tolist(), runs, slots)
+    return np.array(cost), items
+
+
+def _uniform_launch_costs(
+    candidates: list[int],
+    num_packs: int,
+    tokens: int,
+    blocks: int,
+    req_count: int,
+    pack_req: np.ndarray,
+    num_requests: int,
+    head_token_bytes: int,
+    block_overheads: np.ndarray,
+    slots: int,
+) -> tuple[list[int], list[float], list[int]]:
+    """``_launch_costs`` where each of ``num_packs`` packs has ``tokens`` tokens and ``req_count`` requests in
+    ``blocks`` row blocks: (the lengths that cut the packs differently, the longest of each run
+    of equal cuts; their costs; their items), each cost the value ``_launch_costs`` gives bit for bit. Every pack's
+    items are equal, so a candidate is its split count, its items per pack and two durations; only the KV total keeps
+    a row per pack, summed as ``_launch_costs`` sums it (numpy's pairwise sum: its rounding depends on the terms)."""
+    full = blocks - 1
+    full_overhead = float(block_overheads[-1])
+    last_overhead = float(block_overheads[req_count - full * (block_overheads.shape[0] - 1)])
+    if pack_req.shape[0] == num_requests:  # every request in one pack
+        most_packs = 1
+    else:  # a request's partials: its packs' splits
+        most_packs = int(np.bincount(pack_req, minlength=num_requests).max())
+    lengths: list[int] = []
+    splits: list[int] = []
+    for length in candidates:
+        count = max(1, (tokens + length - 1) // length)  # _split_counts
+        if not splits or count != splits[-1]:
+            lengths.append(length)
+            splits.append(count)
+    pack_bytes = tokens * head_token_bytes
+    dur_full = [pack_bytes / s + full_overhead for s in splits]
+    dur_last = [pack_bytes / s + last_overhead for s in splits]
+    total = _pack_sums([d * s for d, s in zip(dur_last, splits, strict=True)], num_packs)
+    if full:
+        kv_full = _pack_sums([d * (s * full) for d, s in zip(dur_full, splits, strict=True)], num_packs)
+        total = [a + b for a, b in zip(kv_full, total, strict=True)]
+    items = [num_packs * s * blocks for s in splits]
+    chain_cost = [MERGE_CHAIN_COST_SLOT_BYTES * (0 if s * most_packs < 2 else s * most_packs) for s in splits]
+    bound = [
+        max(max(f, d) if full else d, t / slots) + chain
+        for f, d, t, chain in zip(dur_full, dur_last, total, chain_cost, strict=True)
+    ]
+
+    def runs(c: int) -> tuple[list[float], list[int]]:
+        if not full or dur_full[c] == dur_last[c]:
+            return [dur_last[c]], [items[c]]
+        return [dur_full[c], dur_last[c]] * num_packs, [splits[c] * full, splits[c]] * num_packs
+
+    return lengths, _simulated_costs(bound, chain_cost, items, runs, slots), items
+
+
+def _pack_sums(values: list[float], num_packs: int) -> list[float]:
+    """Each of ``values`` summed ``num_packs`` times as numpy sums a row of a (candidate x pack) array (pairwise)."""
+    return np.repeat(np.array(values)[:, None], num_packs, axis=1).sum(axis=1).tolist()
+
+
+def _simulated_costs(
+    bound: list[float],
+    chain_cost: list[float],
+    items: list[int],
+    runs: Callable[[int], tuple[list[float], list[int]]],
+    slots: int,
+) -> list[float]:
+    """Each candidate's cost, given a lower bound of it (merge chain included), its merge chain cost, its items and
+    ``runs(c)``, its items in launch order as runs of equal durations (``_greedy_makespan``). Candidates are
+    simulated in the order of their bounds; one whose bound exceeds the best cost found is not simulated (its cost is
+    the bound: it cannot win), one whose items all start at once costs its bound (its longest item), and one that
+    cannot beat the best stops early (its cost is then where it stopped, also above the best)."""
+    cost = list(bound)
     best = math.inf
-    for c in np.argsort(bound, kind="stable").tolist():
+    for c in sorted(range(len(bound)), key=bound.__getitem__):
         if bound[c] > best:
             break
         if items[c] > slots:
-            runs = slice(first_run[c], first_run[c + 1])
-            cost[c] = _greedy_makespan(run_values[runs], run_counts[runs], slots, best - chain_cost[c]) + chain_cost[c]
+            values, counts = runs(c)
+            cost[c] = _greedy_makespan(values, counts, slots, best - chain_cost[c]) + chain_cost[c]
         best = min(best, cost[c])
-    return cost, items
+    return cost
 
 
 RUN_BATCH_ITEMS = 16  # runs of equal items at least this long are dealt by rounds (``_greedy_makespan``)
