@@ -592,3 +592,48 @@ def test_a_tie_in_the_split_cost_goes_to_the_candidate_with_more_items(monkeypat
     monkeypatch.setattr(planner, "_launch_costs", one_cheaper)
     plan = plan_forest(forest, heads, DeviceSpec(sm_count=132))
     assert plan.num_items == int(seen["items"].min())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    num_packs=st.integers(1, 40),
+    tokens=st.integers(1, 20000),
+    req_count=st.integers(1, 40),
+    shared=st.booleans(),
+    reqs_per_block=st.sampled_from([4, 8, 16]),
+    slots=st.integers(1, 80),
+    seed=st.integers(0, 2**16),
+)
+def test_uniform_launch_costs_equal_the_general_model(
+    num_packs: int, tokens: int, req_count: int, shared: bool, reqs_per_block: int, slots: int, seed: int
+) -> None:
+    """Where every pack is alike, the split choice's fast path (``_uniform_launch_costs``) gives the general model's
+    (``_launch_costs`` over the candidate x pack matrix) costs and items exactly, for the lengths it keeps: the
+    longest of each run of candidates that cut the packs alike. Requests sit in one pack each, or (shared) in several
+    packs each, so that merge chains span packs."""
+    from pat_sglang.planner import _launch_costs, _split_counts, _uniform_launch_costs
+
+    rng = np.random.default_rng(seed)
+    candidates = sorted({int(x) for x in rng.integers(16, 2 * tokens + 64, size=8)}, reverse=True)
+    block_overheads = np.sort(rng.uniform(1e4, 2e5, size=reqs_per_block + 1))
+    blocks = -(-req_count // reqs_per_block)
+    if shared:  # fewer requests than seats: each request in several packs
+        num_requests = max(req_count, int(rng.integers(req_count, req_count * num_packs + 1)) // 2)
+        pack_req = np.concatenate([rng.choice(num_requests, req_count, replace=False) for _ in range(num_packs)])
+    else:
+        num_requests = num_packs * req_count
+        pack_req = np.arange(num_requests)
+    head_token_bytes = 512
+    lengths, cost, items = _uniform_launch_costs(candidates, num_packs, tokens, blocks, req_count, pack_req,
+                                                 num_requests, head_token_bytes, block_overheads, slots)
+    counts = [max(1, -(-tokens // c)) for c in candidates]
+    assert lengths == [c for i, c in enumerate(candidates) if i == 0 or counts[i] != counts[i - 1]]
+    pack_tokens = np.full(num_packs, tokens, dtype=np.int64)
+    splits = _split_counts(pack_tokens[None, :], np.array(lengths, dtype=np.int64)[:, None])
+    full = np.full(num_packs, blocks - 1, dtype=np.int64)
+    last = np.full(num_packs, req_count - (blocks - 1) * reqs_per_block)
+    want_cost, want_items = _launch_costs(splits, pack_tokens * head_token_bytes, full,
+                                          (block_overheads[-1], block_overheads[last]), pack_req,
+                                          np.full(num_packs, req_count), num_requests, slots)
+    assert items == want_items.tolist()
+    assert cost == want_cost.tolist()
