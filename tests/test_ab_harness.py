@@ -549,3 +549,18 @@ def test_pat_step_stats_per_point() -> None:
                    "pat_declined_pct": pytest.approx(30.0)}
     assert client.pat_step_stats("", during)["pat_steps"] == 400.0  # no line before: since the start
     assert client.pat_step_stats(before, "Decode batch ...\n") == {}  # no line during the point
+
+
+def test_step_stats_full_batch_needs_several_lines() -> None:
+    """The full batch is the largest seen on at least FULL_BS_MIN_LINES lines: one line at a transient batch size
+    (whose interval may be mostly prefill) does not set the step time."""
+    k = client.FULL_BS_MIN_LINES
+    steady = [(200, 90.0 + i) for i in range(k)]
+    got = client.step_stats([(64, 20.0), *steady, (218, 2622.0)])
+    assert got["step_full_bs"] == 200.0 and got["step_full_lines"] == float(k)
+    assert got["step_ms_p50_full"] == pytest.approx(90.0 + (k - 1) / 2)
+    assert got["decode_log_lines"] == float(k + 2)
+    # no batch size that common: the largest seen at all
+    rare = client.step_stats([(64, 20.0), (218, 2622.0)])
+    assert rare["step_full_bs"] == 218.0 and rare["step_ms_p50_full"] == pytest.approx(2622.0)
+    assert client.step_stats([])["step_full_bs"] == 0.0

@@ -14,6 +14,7 @@ import math
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -275,6 +276,8 @@ def mean(values: Sequence[float]) -> float:
     return sum(xs) / len(xs) if xs else math.nan
 
 
+# Decode-log lines a batch size needs to count as the closed loop's full batch (``step_stats``).
+FULL_BS_MIN_LINES = 3
 DECODE_RE = re.compile(r"Decode batch(?: \[\d+\])?, #running-req: (\d+),.*?gen throughput \(token/s\): ([0-9.]+)")
 
 
@@ -351,13 +354,19 @@ def summarize(results: Sequence[Result], wall_s: float, steps: Sequence[tuple[in
 
 
 def step_stats(steps: Sequence[tuple[int, float]]) -> dict[str, float]:
-    """Server decode step time from its "Decode batch" lines: the median at the largest running batch seen ("step ms
-    @full bs": the steady state of a closed loop), the median over all lines, and how many lines there were."""
-    full = max((n for n, _ in steps), default=0)
+    """Server decode step time from its "Decode batch" lines: the median at the full batch ("step ms @full bs": the
+    steady state of a closed loop), the median over all lines, and how many lines there were. The full batch is the
+    largest running batch seen on at least ``FULL_BS_MIN_LINES`` lines (the largest seen at all when none is that
+    common): a batch size seen once is a transient, and a line's interval may then be mostly prefill (Mooncake at
+    c256 read one 2.6 s "step" at its largest batch)."""
+    counts = Counter(n for n, _ in steps)
+    common = [n for n, c in counts.items() if c >= FULL_BS_MIN_LINES]
+    full = max(common or counts, default=0)
     full_steps = [ms for n, ms in steps if n == full]
     return {
         "step_full_bs": float(full),
         "step_ms_p50_full": percentile(full_steps, 50),
+        "step_full_lines": float(len(full_steps)),
         "step_ms_p50_all": percentile([ms for _, ms in steps], 50),
         "decode_log_lines": float(len(steps)),
     }
