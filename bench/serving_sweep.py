@@ -525,7 +525,8 @@ def write_report(out: Path, store: sweep.ResultStore, reference: str,
         "- loads: `cN` closed loop with N in flight; `xF` open loop (Poisson; Mooncake: the trace's own arrival "
         f"times scaled) at F x the reference's `{capacity_load}` request throughput; `rR` R req/s",
         "- step ms @full bs: median of `#running-req / gen throughput` over the server's 'Decode batch' lines of "
-        "that point with the largest running batch seen; `vs ref`: this backend / the reference at the same point",
+        f"that point with the largest running batch seen on at least {client.FULL_BS_MIN_LINES} of them; `vs ref`: "
+        "this backend / the reference at the same point",
         *[f"- workload `{w.name}`: {w.summary}; bench_serving `{' '.join(rel(a) for a in w.dataset_args)}`"
           for w in known],
         *[f"- server `{r['backend']}` ({r.get('date')}, start {r.get('startup_s')} s, dummy weights "
