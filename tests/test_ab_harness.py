@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from scripts import BENCH, REPO, on_path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "bench"))
+on_path(BENCH)
 
 from ab import client, report  # noqa: E402
 from ab.server import ManagedProcess, ServerConfig, server_command  # noqa: E402

@@ -8,11 +8,9 @@ from types import ModuleType
 
 import pytest
 import torch
-from scripts import load_script
+from scripts import REPO, load_script
 
 from pat_sglang.workloads import layout_tree, random_tree, tree_batch
-
-REPO = Path(__file__).resolve().parent.parent
 
 # keys of the core set before the set names, page size and fp16 existed: earlier results are keyed by these
 CORE_KEYS = [

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from scripts import BENCH, REPO, on_path
 from torch import nn
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "bench"))
+on_path(BENCH)
 
 from ab.dummy_weights import HOOK_DIR  # noqa: E402
 from ab.dummy_weights.pat_bench_dummy_weights import (  # noqa: E402

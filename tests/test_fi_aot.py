@@ -6,13 +6,13 @@ from __future__ import annotations
 import io
 import json
 import os
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
+from scripts import WHEELHOUSE, on_path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools" / "wheelhouse"))
+on_path(WHEELHOUSE)
 
 import fi_aot  # noqa: E402
 import pieces  # noqa: E402

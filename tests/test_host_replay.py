@@ -4,15 +4,12 @@ are checked against plain per-request attention (``pat_sglang.reference``) on ra
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from scripts import BENCH, on_path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "bench"))
+on_path(BENCH)
 
 import host_replay as hr  # noqa: E402
 

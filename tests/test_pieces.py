@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+from scripts import WHEELHOUSE, on_path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools" / "wheelhouse"))
+on_path(WHEELHOUSE)
 
 import pieces  # noqa: E402
 

@@ -16,9 +16,9 @@ from argparse import Namespace
 from pathlib import Path
 
 import pytest
+from scripts import BENCH, REPO, on_path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "bench"))
+on_path(BENCH)
 
 from ab import bench_serving, report, sweep  # noqa: E402
 from ab.tokenizer import build_served_model, served_model_id, vocabulary  # noqa: E402

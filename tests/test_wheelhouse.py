@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
-from scripts import load_script
-
-REPO = Path(__file__).resolve().parent.parent
-WH = REPO / "tools" / "wheelhouse"
+from scripts import REPO, WHEELHOUSE, load_script, on_path
 
 
 def _load(name: str):
-    if str(WH) not in sys.path:
-        sys.path.insert(0, str(WH))
-    return load_script(WH / f"{name}.py")
+    on_path(WHEELHOUSE)  # the scripts import each other by name
+    return load_script(WHEELHOUSE / f"{name}.py")
 
 
 wheeltrim = _load("wheeltrim")
@@ -119,7 +114,7 @@ def test_trim_rules_cover_the_anchor_libraries() -> None:
 
 
 def test_pins_are_exact_and_unique() -> None:
-    pins = build.read_pins(WH / "requirements-gpu.txt")
+    pins = build.read_pins(WHEELHOUSE / "requirements-gpu.txt")
     names = [build.dist_key(p.split("==")[0]) for p in pins]
     assert len(names) == len(set(names))
     for must in ("sglang", "sglang_kernel", "flashinfer_python", "apache_tvm_ffi", "xgrammar", "transformers",
@@ -173,6 +168,6 @@ def test_built_parts_under_limit_and_complete() -> None:
         assert p.stat().st_size < PART_LIMIT_MIB * 1024 * 1024, p
     manifest = REPO / ".wheelhouse" / "extra" / "MANIFEST.tsv"
     rows = [line.split("\t") for line in manifest.read_text().splitlines()[1:] if line]
-    pins = build.read_pins(WH / "requirements-gpu.txt")
+    pins = build.read_pins(WHEELHOUSE / "requirements-gpu.txt")
     assert len(rows) == len(pins)
     assert {r[1] for r in rows} == {p.parent.name for p in BUILT}

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from scripts import load_script
+from scripts import REPO, load_script
 
 from pat_sglang.forest import PrefixForest
 from pat_sglang.workloads import (
@@ -22,8 +22,6 @@ from pat_sglang.workloads import (
     tree_batch,
     tree_from_levels,
 )
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _bench():
