@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tile_sweep import case_batch  # noqa: E402
+from tile_tables import read_table  # noqa: E402
 
 from pat_sglang.config import DeviceSpec, HeadConfig  # noqa: E402
 from pat_sglang.forest import PrefixForest  # noqa: E402
@@ -36,17 +37,9 @@ HEADS = HeadConfig(32, 8, 128, torch.bfloat16)  # tile_sweep's and item_costs' d
 
 def sweep_times(path: Path) -> dict[str, dict[int | None, float]]:
     """``tile_sweep.py`` output: case -> {split length (None: the planner's own column 'table'): us}, in run order."""
-    out: dict[str, dict[int | None, float]] = {}
-    header: list[str] = []
-    for line in path.read_text().splitlines():
-        parts = line.split()
-        if parts[:1] == ["case"]:
-            header = parts
-        elif header and len(parts) == len(header) and parts[0] != "items/partials:":
-            cells = dict(zip(header[1:], parts[1:], strict=True))
-            out[parts[0]] = {None if col == "table" else int(col[1:]): float(us) for col, us in cells.items()
-                             if (col == "table" or col[1:].isdigit() and col[0] == "s") and us != "n/a"}
-    return out
+    return {case: {None if col == "table" else int(col[1:]): us for col, us in cols.items()
+                   if col == "table" or col[0] == "s" and col[1:].isdigit()}
+            for case, cols in read_table(path).items()}
 
 
 def launch_times(path: Path) -> dict[str, dict[int | None, float]]:

@@ -25,6 +25,9 @@ def test_saved_runs_parse(check, tmp_path: Path) -> None:
         "            items/partials: table 152/512, s2048 144/384, s512 176/896\n"
     )
     assert check.sweep_times(sweep) == {"b": {None: 122.8, 2048: 139.5, 512: 134.2}}
+    tables = load_script(REPO / "bench" / "tile_tables.py")  # the reader the committed plots use too
+    assert tables.read_table(sweep) == {"b": {"floor": 74.0, "table": 122.8, "s2048": 139.5, "s512": 134.2,
+                                              "fi_tc": 260.1}}
     launches = tmp_path / "launches.csv"
     launches.write_text("case,split,items,partials,max_chain,forward_us,launch_us\n"
                         "e,model,200,896,7,58.1,64.8\ne,512,200,896,7,57.9,64.0\n")

@@ -12,12 +12,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SPLIT_MODEL = HERE.parent / "2026-11-29-h200-split-model"
-sys.path.insert(0, str(SPLIT_MODEL))
-from plot import table  # noqa: E402  (that run's table reader; it takes a file name or an absolute path)
+sys.path.insert(0, str(HERE.parents[3] / "bench"))
+from tile_tables import read_table  # noqa: E402
 
-v13 = table(str(SPLIT_MODEL / "tile-model.txt"))
-v14 = table(str(HERE / "tile-v14.txt"))
-fused = table(str(HERE / "tile-fused-merge.txt"))
+v13 = read_table(SPLIT_MODEL / "tile-model.txt")
+v14 = read_table(HERE / "tile-v14.txt")
+fused = read_table(HERE / "tile-fused-merge.txt")
 cases = list(v14)
 fig, (ax, bx) = plt.subplots(1, 2, figsize=(15, 4.8), gridspec_kw={"width_ratios": [3, 2]})
 series = {

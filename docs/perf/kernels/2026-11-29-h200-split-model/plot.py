@@ -1,6 +1,7 @@
 """Draw plot.png from the committed tables (CPU): PAT / FlashInfer per case for the old split rule, the old rule with
 the larger tile first, the cost model, and the best fixed split length of the sweep."""
 
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -9,21 +10,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-
-
-def table(name: str) -> dict[str, dict[str, float]]:
-    lines = (HERE / name).read_text().splitlines()
-    header = next(line for line in lines if line.split()[:2] == ["case", "floor"]).split()
-    rows = {}
-    for line in lines:
-        parts = line.split()
-        if len(parts) == len(header) and parts[0] not in ("case", "items/partials:") and not line.startswith("device"):
-            rows[parts[0]] = {h: float(p) for h, p in zip(header[1:], parts[1:], strict=True) if p != "n/a"}
-    return rows
+sys.path.insert(0, str(HERE.parents[3] / "bench"))
+from tile_tables import read_table  # noqa: E402
 
 
 def main() -> None:
-    old, order, model = table("tile-splits.txt"), table("tile-splits-order.txt"), table("tile-model.txt")
+    old, order, model = (read_table(HERE / name) for name in ("tile-splits.txt", "tile-splits-order.txt",
+                                                                "tile-model.txt"))
     cases = list(model)
     series = {
         "old rule (fill), smaller tile first": [old[c]["table"] / old[c]["fi_tc"] for c in cases],

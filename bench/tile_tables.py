@@ -1,0 +1,21 @@
+"""The table ``tile_sweep.py`` prints, read back: one reader for the CPU tools and the committed plots that use saved
+runs (``split_model_check.py``, ``docs/perf/kernels/*/plot.py``).
+
+Format: a ``device: ...`` line, a header ``case floor <column>...``, then per case one row of microseconds (``n/a``
+where a column could not run), each followed by an ``items/partials:`` line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def read_table(path: Path) -> dict[str, dict[str, float]]:
+    """case -> {column: us} (``floor`` included, ``n/a`` cells left out), cases in run order."""
+    lines = Path(path).read_text().splitlines()
+    header = next(line for line in lines if line.split()[:2] == ["case", "floor"]).split()
+    rows: dict[str, dict[str, float]] = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) == len(header) and parts[0] not in ("case", "items/partials:") and not line.startswith("device"):
+            rows[parts[0]] = {h: float(p) for h, p in zip(header[1:], parts[1:], strict=True) if p != "n/a"}
+    return rows
