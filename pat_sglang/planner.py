@@ -38,10 +38,10 @@ num_kv_heads / target_ctas`` from 2x to 1/4x, and each whole number of waves up 
 
 Splitting finer evens out the slots (a step of 64 requests of ~2.3k tokens in pairs of shared 2k prompts runs
 1.9 waves of ~1.1k-token items at one wave's split: its slots carry 1.37x their mean) but adds items, each with
-its fixed cost (prologue, epilogue: 6 us for a 16-row tile, 23 us for a 64-row one), and merge work. Every
-candidate length is on the ``coarse`` grid (8 steps per octave), so it stays put while the leaves grow by a
-token per step, and a re-made plan (``plan_forest(previous=...)``) keeps last step's length while every pack
-keeps its split count.
+its fixed cost (6 us for a 16-row tile, 23 us for a 64-row one in a per-CTA fit; the 64-row figure is mostly its
+longer per-token path, folded into the intercept), and merge work. Every candidate length is on the ``coarse``
+grid (8 steps per octave), so it stays put while the leaves grow by a token per step, and a re-made plan
+(``plan_forest(previous=...)``) keeps last step's length while every pack keeps its split count.
 
 Partials. Every (item, request) writes either straight to the output (the request's only partial) or
 to its own partial slot; two items never share a slot. The merge map lists each request's slots.
@@ -405,15 +405,17 @@ def _plan(
     chosen_for_tokens = 0
     if split_tokens is None:
         chosen_for_tokens = planned_tokens
-        if keep is not None and abs(planned_tokens - keep[1]) <= SPLIT_KEEP_FRACTION * keep[1] and keep[0] in (
-            _split_candidates(int(pack_tokens.max()), planned_tokens, num_kv_heads, target, min_split_tokens)
+        candidates = _split_candidates(int(pack_tokens.max()), planned_tokens, num_kv_heads, target, min_split_tokens)
+        if (
+            keep is not None
+            and abs(planned_tokens - keep[1]) <= SPLIT_KEEP_FRACTION * keep[1]
+            and keep[0] in candidates
         ):
             split_tokens, chosen_for_tokens = keep
         else:
-            split_tokens = _split_length(pack_tokens, pack_blocks, pack_req, pack_req_count, num_requests,
-                                         planned_tokens, num_kv_heads, target, min_split_tokens,
-                                         tok_bytes // num_kv_heads, _block_overheads(tiles.tile_ms, group,
-                                                                                     reqs_per_block))
+            split_tokens = _split_length(candidates, pack_tokens, pack_blocks, pack_req, pack_req_count, num_requests,
+                                         num_kv_heads, target, tok_bytes // num_kv_heads,
+                                         _block_overheads(tiles.tile_ms, group, reqs_per_block))
     splits = _split_counts(pack_tokens, split_tokens)
     one_split = int(splits.max()) == 1
     num_blocks = int(pack_blocks.sum())
@@ -622,26 +624,24 @@ def copy_with(obj: _T, **changes: object) -> _T:
 
 
 def _split_length(
+    candidates: list[int],
     pack_tokens: np.ndarray,
     pack_blocks: np.ndarray,
     pack_req: np.ndarray,
     pack_req_count: np.ndarray,
     num_requests: int,
-    planned_tokens: int,
     num_kv_heads: int,
     target: int,
-    min_split_tokens: int,
     head_token_bytes: int,
     block_overheads: np.ndarray,
 ) -> int:
-    """The step's KV split length: of the candidates (``_split_candidates``), the one whose launch the cost model
+    """The step's KV split length: of the ``candidates`` (``_split_candidates``), the one whose launch the cost model
     (``_launch_costs``) finishes first; on a tie (the same longest item sets every candidate's makespan) the one with
     more items: the other slots then finish earlier and that item's tail runs with less competition for HBM (rollout64
     on the H200: 1024-token splits 86-87 us against the 1280-token ones' 90 us at equal predicted cost, three runs;
     bench/split_model_check.py: no other measured tree changes). ``block_overheads[n]``: the
     fixed cost of an item of a row block of ``n`` requests (``_block_overheads``)."""
     longest = int(pack_tokens.max())
-    candidates = _split_candidates(longest, planned_tokens, num_kv_heads, target, min_split_tokens)
     if len(candidates) == 1:
         return candidates[0]
     slots = max(1, target // num_kv_heads)  # items that run at once: each is one CTA per KV head
