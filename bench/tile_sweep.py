@@ -109,12 +109,20 @@ def case_batch(name: str, rng: np.random.Generator) -> tuple[torch.Tensor, torch
 
 
 def parse_variant(text: str) -> KernelTune:
-    """``KVTILE/STAGES/CTAS``."""
+    """``KVTILE/STAGES/CTAS`` or ``KVTILE/STAGES/CTAS/rN``: N the online softmax's rescale slack in log2 units
+    (``KernelVariant.rescale_slack_log2``: 0 exact, the default; -1 rescale every tile)."""
     parts = text.split("/")
+    slack = 0
+    if len(parts) == 4 and parts[3].startswith("r"):
+        try:
+            slack = int(parts[3][1:])
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"variant {text!r}: rN takes an integer slack") from None
+        parts = parts[:3]
     if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"variant {text!r}: KVTILE/STAGES/CTAS")
+        raise argparse.ArgumentTypeError(f"variant {text!r}: KVTILE/STAGES/CTAS[/rN]")
     kv_tile, stages, ctas = (int(x) for x in parts)
-    return KernelTune(kv_tile=kv_tile, stages=stages, min_ctas_per_sm=ctas)
+    return KernelTune(kv_tile=kv_tile, stages=stages, min_ctas_per_sm=ctas, rescale_slack_log2=slack)
 
 
 def check_against(out: torch.Tensor, ref: tuple, what: str) -> None:

@@ -37,7 +37,8 @@
 //   S = Q K^T and O += P V run on tensor cores (mma.sync m16n8k16, fp32 accumulate); Q, K, V come
 //   from shared memory through ldmatrix (V transposed; each warp walks its columns 16 at a time, one k16
 //   step of P V, so the S fragment stays at 8 registers), rows XOR-swizzled in 16-byte chunks so the
-//   ldmatrix phases hit distinct banks. Softmax is online, in the log2 domain.
+//   ldmatrix phases hit distinct banks. Softmax is online, in the log2 domain; a warp rescales its O
+//   accumulators only on tiles where one of its rows' running max moves (-DPAT_RESCALE_SLACK_LOG2).
 //   At the end, with KV_WARPS = 1 each warp writes its rows straight from registers; otherwise the
 //   KV_WARPS partial states are combined through fp32 slabs in shared memory. Each row goes either to the
 //   output (dtype, the request's only partial) or to its partial slot (fp32 row + log2-sum-exp).
@@ -69,6 +70,9 @@ __device__ __forceinline__ elem2_t pat_float2_to_elem2(float a, float b) { retur
 #endif
 #ifndef STAGES
 #define STAGES 2
+#endif
+#ifndef PAT_RESCALE_SLACK_LOG2
+#define PAT_RESCALE_SLACK_LOG2 0  // see attend_block's rescale (pat_sglang/kernels.py KernelVariant)
 #endif
 
 #define PAT_NEG_INF __int_as_float(0xff800000)
@@ -410,11 +414,18 @@ __device__ __forceinline__ void attend_block(const PatForwardParams& p, const el
         }
     }
     float rescale[2];
+    bool grew = false;  // a row of this thread whose running max moved: its O columns need the rescale
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
         tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffff, tile_max[h], 1));
         tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffff, tile_max[h], 2));
+#if PAT_RESCALE_SLACK_LOG2 > 0
+        // The running max moves only when the tile's exceeds it by more than the slack: exps stay <= 2^slack.
+        const float m_new = tile_max[h] > st.m[h] + PAT_RESCALE_SLACK_LOG2 ? tile_max[h] : st.m[h];
+#else
         const float m_new = fmaxf(st.m[h], tile_max[h]);
+#endif
+        grew |= m_new != st.m[h];
         // A row with nothing seen yet keeps m = -inf; use 0 so exp2 gives 0, not NaN.
         const float m_use = m_new == PAT_NEG_INF ? 0.f : m_new;
         rescale[h] = exp2f(st.m[h] - m_use);
@@ -428,12 +439,20 @@ __device__ __forceinline__ void attend_block(const PatForwardParams& p, const el
         }
         st.l[h] = st.l[h] * rescale[h] + sum;  // per-thread partial sum, reduced at the end
     }
+    // Where no row of the warp has a new max, every rescale is exp2(0) = 1 (or 0 on a row still at -inf, whose O is
+    // 0): the multiply changes no bit and is skipped. After a row's first tiles its max rarely rises, so most tiles
+    // of a long item skip these HEAD_DIM / 2 multiplies per thread (warp-uniform: no divergence).
+#if PAT_RESCALE_SLACK_LOG2 < 0
+    grew = true;  // sweep baseline: rescale every tile
+#endif
+    if (__any_sync(0xffffffff, grew)) {
 #pragma unroll
-    for (int j = 0; j < DB; ++j) {
-        st.o[j][0] *= rescale[0];
-        st.o[j][1] *= rescale[0];
-        st.o[j][2] *= rescale[1];
-        st.o[j][3] *= rescale[1];
+        for (int j = 0; j < DB; ++j) {
+            st.o[j][0] *= rescale[0];
+            st.o[j][1] *= rescale[0];
+            st.o[j][2] *= rescale[1];
+            st.o[j][3] *= rescale[1];
+        }
     }
     // O += P V: P from the S accumulators (two n8 blocks = one k16 A fragment), V transposed.
     const unsigned a0 = pack_elem2(s[0][0], s[0][1]);

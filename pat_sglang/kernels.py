@@ -79,6 +79,7 @@ class KernelTune:
     min_ctas_per_sm: int | None = None
     warps: int | None = None
     timing: bool = False  # build with -DPAT_TIMING (per-CTA timestamps; profiling only)
+    rescale_slack_log2: int = 0  # -DPAT_RESCALE_SLACK_LOG2: see KernelVariant
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,11 @@ class KernelVariant:
     warps: int = 4
     timing: bool = False
     kv_dtype: str = ""  # "" or dtype: 16-bit pools of the q dtype; "fp8_e4m3" | "fp8_e5m2": FP8 pools
+    # The online softmax keeps a row's running max until a tile's max exceeds it by more than this (log2 units), so a
+    # warp rescales its O accumulators only then: 0 (the default) gives the exact result of rescaling every tile;
+    # N > 0 lets P reach 2^N (FA4's trick: fewer rescales, same attention up to rounding); -1 rescales every tile
+    # (the kernel before the skip, for sweeps).
+    rescale_slack_log2: int = 0
 
     def __post_init__(self) -> None:
         if self.kv_dtype in ("", self.dtype):
@@ -133,6 +139,7 @@ class KernelVariant:
                 tune.warps or v.warps,
                 tune.timing,
                 v.kv_dtype,
+                tune.rescale_slack_log2,
             )
         return v
 
@@ -169,6 +176,7 @@ class KernelVariant:
             "--ptxas-options=-v",
             *host_layout_defines(),
             *item_layout_defines(),
+            f"-DPAT_RESCALE_SLACK_LOG2={self.rescale_slack_log2}",
         ] + (["-DPAT_TIMING"] if self.timing else [])
 
     @property

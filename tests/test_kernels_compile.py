@@ -3,6 +3,7 @@ sm_80 and sm_90, with no spills to local memory, and the runtime's cache and err
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,17 @@ def test_tile_table_refuses_bad_fp8_entries(tmp_path, monkeypatch, bad: dict) ->
             config.load_tile_table("sm90")
     finally:
         config.load_tile_table.cache_clear()
+
+
+@pytest.mark.parametrize("slack", [-1, 8])
+@pytest.mark.parametrize("arch", CI_ARCHS)
+def test_rescale_slack_variants_compile_without_spills(arch: str, slack: int) -> None:
+    """The sweep's rescale variants (every tile; an FA4-style slack) build for each arch at d128, no spills, within
+    the table's register cap."""
+    base = next(v for v in all_variants(arch) if v.head_dim == 128 and v.dtype == "bf16" and not v.kv_fp8)
+    variant = dataclasses.replace(base, rescale_slack_log2=slack)
+    built = compile_variant(variant, use_cache=False)
+    usage = built.resource_usage()["pat_pack_forward"]
+    assert usage.get("spill_store_bytes", 0) == 0 and usage.get("spill_load_bytes", 0) == 0, usage
+    assert usage["registers"] <= 65536 // (variant.threads * variant.min_ctas_per_sm)
+    assert f"-DPAT_RESCALE_SLACK_LOG2={slack}" in variant.options("x")

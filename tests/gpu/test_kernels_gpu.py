@@ -110,6 +110,35 @@ def test_standard_workloads_small_heads(dtype: torch.dtype) -> None:
         check_batch(tree_batch(levels, rng=_next_seed()), 8, 2, 128, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+def test_rescale_skip_is_exact_and_slack_is_close(dtype: torch.dtype, head_dim: int) -> None:
+    """The online softmax skips a warp's O rescale on tiles where no row's max moved: bitwise the result of
+    rescaling every tile (``rescale_slack_log2=-1``). With a slack (the running max kept until a tile's max exceeds
+    it by 8 in log2 units) it stays within the bound of float64 attention, also on scores spread wide enough (q x 6)
+    that the max moves past the slack inside rows."""
+    rng = np.random.default_rng(_next_seed())
+    tree = random_tree(rng, max_depth=4, max_requests=48, max_len=1024, page_size=1, max_request_tokens=12_000,
+                       p_inner_request=0.2, p_duplicate=0.1)
+    batch = layout_tree(tree, 1, rng)
+    heads = HeadConfig(32, 8, head_dim, dtype)
+    scale = 1.0 / math.sqrt(head_dim)
+    for spread in (1.0, 6.0):
+        q, k, v = make_qkv(batch.batch, 32, 8, head_dim, batch.num_slots, dtype, "cuda", seed=_next_seed())
+        q = (q * spread).to(dtype)
+        plan = pat_sglang.plan(batch.kv_indptr, batch.kv_indices, heads, DeviceSpec.from_torch(q.device)).to("cuda")
+        outs = {}
+        for slack in (-1, 0, 8):
+            out = torch.full_like(q, float("nan"))
+            launch_plan(plan, q, k, v, scale, out=out, tune=KernelTune(rescale_slack_log2=slack))
+            outs[slack] = out
+        torch.cuda.synchronize()
+        assert torch.equal(outs[0], outs[-1]), "skipping rescales by exp2(0) = 1 must change no bit"
+        ref = naive_decode(q.cpu(), k.cpu(), v.cpu(), batch.kv_indptr, batch.kv_indices, scale)
+        for slack, out in outs.items():
+            assert_written_and_close(out, ref, f"slack {slack}, q x {spread}")
+
+
 def test_unsupported_head_dim_raises() -> None:
     batch = tree_batch([(1, 64), (2, 8)], rng=0)
     q, k, v = make_qkv(batch.batch, 8, 2, 96, batch.num_slots, torch.bfloat16, "cuda")
