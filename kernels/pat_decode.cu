@@ -33,11 +33,14 @@
 //   while one is computed on), with cp.async 16-byte gathers: each token row of one KV head is
 //   HEAD_DIM*2 contiguous bytes in SGLang's pool [num_slots, num_kv_heads, head_dim], gathered through
 //   the slot indices, so paged and unpaged pools read the same way. Rows past the end are zero-filled,
-//   never read.
+//   never read. A thread's pool pointers and stage addresses are resolved once per CTA (KvLoader); a tile then
+//   costs it one slot load, one 32 x 32 -> 64-bit multiply and its cp.asyncs.
 //   S = Q K^T and O += P V run on tensor cores (mma.sync m16n8k16, fp32 accumulate); Q, K, V come
 //   from shared memory through ldmatrix (V transposed; each warp walks its columns 16 at a time, one k16
 //   step of P V, so the S fragment stays at 8 registers), rows XOR-swizzled in 16-byte chunks so the
-//   ldmatrix phases hit distinct banks. Softmax is online, in the log2 domain; a warp rescales its O
+//   ldmatrix phases hit distinct banks; a lane's ldmatrix address of each k16 step is one XOR away from its
+//   first (lane_chunk_addr). Softmax is online, in the log2 domain: scores masked only in the block that holds
+//   kv_end, the scale applied inside each exp's FMA, 2^x on the SFU alone (fast_exp2); a warp rescales its O
 //   accumulators only on tiles where one of its rows' running max moves (-DPAT_RESCALE_SLACK_LOG2).
 //   At the end, with KV_WARPS = 1 each warp writes its rows straight from registers; otherwise the
 //   KV_WARPS partial states are combined through fp32 slabs in shared memory. Each row goes either to the
@@ -195,20 +198,45 @@ __device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool val
     const int src_bytes = valid ? 16 : 0;  // 0: zero-fill, nothing is read
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(src_bytes));
 }
+__device__ __forceinline__ void cp_async_16_at(unsigned dst, const void* src, bool valid) {  // dst: shared window
+    const int src_bytes = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
-__device__ __forceinline__ void ldmatrix_x4(unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3, const void* p) {
+// 2^x on the SFU alone (ex2.approx.ftz: ~2 ulp, subnormal results flushed to 0, which a softmax weight below 2^-126
+// of the row's largest never misses); exp2f without fast-math wraps it in a subnormal-range fix-up of three more
+// instructions per call, on every score of the computing warps' per-tile path.
+__device__ __forceinline__ float fast_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// ldmatrix from a shared-window byte address (see lane_chunk_addr).
+__device__ __forceinline__ void ldmatrix_x4(unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3, unsigned addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-                 : "r"(smem_addr(p)));
+                 : "r"(addr));
 }
 __device__ __forceinline__ void ldmatrix_x4_trans(unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3,
-                                                  const void* p) {
+                                                  unsigned addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-                 : "r"(smem_addr(p)));
+                 : "r"(addr));
+}
+
+// A lane's ldmatrix address in a swizzled 16-bit tile (swz): chunk 2*s + h of row `row` for step s = 0. Chunk
+// 2s + h lands at chunk (2s) ^ y with y = h ^ (row & 7) < 8 (2s is even: no carries), i.e. at byte offset
+// row * ROW_BYTES + ((y << 4) ^ (s << 5)); with the tile at a multiple of ROW_BYTES in the shared window (the
+// dynamic buffer is 1024-aligned, every tile starts at a multiple of ROW_BYTES) the address of step s is this
+// one XOR (s << 5): one instruction per ldmatrix instead of the row/chunk arithmetic.
+#define ROW_BYTES (HEAD_DIM * 2)
+static_assert(ROW_BYTES <= 1024, "tiles are aligned to at most the buffer's 1024 bytes");
+__device__ __forceinline__ unsigned lane_chunk_addr(const elem_t* tile, int row, int h) {
+    return smem_addr(tile) + row * ROW_BYTES + ((h ^ (row & 7)) << 4);
 }
 
 __device__ __forceinline__ void mma_16816(float* c, unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0,
@@ -249,18 +277,44 @@ __device__ __forceinline__ int row_slot(const PatForwardParams& p, int tok0, int
     return tok < kv_end ? __ldg(p.slot_table + tok) : -1;
 }
 
-// Gather this thread's chunks of its row of one KV tile into a stage, K and V (zero-filled past the end; CTA-wide
-// loader: every thread of the CTA takes part).
-__device__ __forceinline__ void load_kv_row(const PatForwardParams& p, kv_t* sk, kv_t* sv, int slot, int kvh) {
+// This thread's part of every KV tile (its row's chunks), resolved once per CTA: the pools at this KV head and the
+// thread's first chunk, the chunks' shared-window addresses in stage 0. Per tile the loader then adds the slot's
+// offset (one 32 x 32 -> 64-bit multiply: the host keeps the slot stride under 2 GiB) and the stage's.
+struct KvLoader {
+    const char* k;
+    const char* v;
+    unsigned k_smem[CHUNKS_PER_THREAD];  // K stage 0; V's are V_STAGES_BYTES further
+    int slot_bytes;
+};
+constexpr unsigned STAGE_BYTES = KV_TILE * HEAD_DIM * KV_ELEM_BYTES;
+constexpr unsigned V_STAGES_BYTES = STAGES * STAGE_BYTES;  // sv - sk
+static_assert(SMEM_KV_ELEMS * KV_ELEM_BYTES == V_STAGES_BYTES, "V's stages follow K's");
+
+__device__ __forceinline__ KvLoader kv_loader(const PatForwardParams& p, const kv_t* sk, int kvh) {
     const int row = threadIdx.x / THREADS_PER_ROW;
     const int chunk0 = (threadIdx.x % THREADS_PER_ROW) * CHUNKS_PER_THREAD;
+    const long long head = (long long)kvh * p.kv_stride_head + chunk0 * KV_CHUNK_ELEMS;
+    KvLoader l;
+    l.k = reinterpret_cast<const char*>(p.k + head);
+    l.v = reinterpret_cast<const char*>(p.v + head);
+#pragma unroll
+    for (int i = 0; i < CHUNKS_PER_THREAD; ++i) l.k_smem[i] = smem_addr(sk + stage_off(row, chunk0 + i));
+    l.slot_bytes = static_cast<int>(p.kv_stride_slot) * KV_ELEM_BYTES;
+    return l;
+}
+
+// Gather this thread's chunks of its row of one KV tile into stage `stage`, K and V (zero-filled past the end, the
+// address then the pool's first row, never read; CTA-wide loader: every thread of the CTA takes part).
+__device__ __forceinline__ void load_kv_row(const KvLoader& l, int stage, int slot) {
     const bool valid = slot >= 0;
-    const long long off = valid ? (long long)slot * p.kv_stride_slot + (long long)kvh * p.kv_stride_head : 0;
-#pragma unroll CHUNKS_PER_THREAD
+    const unsigned long long off = (unsigned long long)(unsigned)(valid ? slot : 0) * (unsigned)l.slot_bytes;
+    const char* k = l.k + off;
+    const char* v = l.v + off;
+#pragma unroll
     for (int i = 0; i < CHUNKS_PER_THREAD; ++i) {
-        const int chunk = chunk0 + i;
-        cp_async_16(sk + stage_off(row, chunk), p.k + off + chunk * KV_CHUNK_ELEMS, valid);
-        cp_async_16(sv + stage_off(row, chunk), p.v + off + chunk * KV_CHUNK_ELEMS, valid);
+        const unsigned dst = l.k_smem[i] + stage * STAGE_BYTES;
+        cp_async_16_at(dst, k + i * 16, valid);
+        cp_async_16_at(dst + V_STAGES_BYTES, v + i * 16, valid);
     }
 }
 
@@ -383,42 +437,45 @@ __device__ __forceinline__ void attend_block(const PatForwardParams& p, const el
     float s[NBS][4];
 #pragma unroll
     for (int j = 0; j < NBS; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-    // S = Q K^T over HEAD_DIM in k16 steps.
+    static_assert(NBS == 2, "one x4 ldmatrix of K covers the block's two n8 blocks");
+    const int mat = lane / 8;  // the 8x8 matrix of an x4 ldmatrix whose row address this lane gives
+    // S = Q K^T over HEAD_DIM in k16 steps: Q rows of the warp (matrices: rows 0-7 / 8-15 x chunk halves), K rows of
+    // the block (matrices: chunk halves x rows 0-7 / 8-15).
+    const unsigned q_addr = lane_chunk_addr(sq, rw * 16 + (mat % 2) * 8 + lane % 8, mat / 2);
+    const unsigned k_addr = lane_chunk_addr(tk, c0 + (mat / 2) * 8 + lane % 8, mat % 2);
 #pragma unroll 2  // partial: fully unrolled, the compiler hoists every K fragment into registers
     for (int kk = 0; kk < HEAD_DIM / 16; ++kk) {
-        unsigned a0, a1, a2, a3;
-        {
-            const int mat = lane / 8;
-            const int row = rw * 16 + (mat % 2) * 8 + lane % 8;
-            ldmatrix_x4(a0, a1, a2, a3, sq + swz(row, kk * 2 + mat / 2));
-        }
+        unsigned a0, a1, a2, a3, b0, b1, b2, b3;
+        ldmatrix_x4(a0, a1, a2, a3, q_addr ^ (kk << 5));
+        ldmatrix_x4(b0, b1, b2, b3, k_addr ^ (kk << 5));
+        mma_16816(s[0], a0, a1, a2, a3, b0, b1);
+        mma_16816(s[1], a0, a1, a2, a3, b2, b3);
+    }
+    // Online softmax (log2 domain). s holds raw scores q.k; columns past kv_end are masked, which only the block
+    // holding kv_end needs (warp-uniform test). The scale (> 0, checked on the host) is applied to the block's max
+    // (rounding is monotone: the same value as the max of scaled scores) and inside each exp as one FMA.
+    if (tok_base + 16 > kv_end) {
 #pragma unroll
-        for (int j = 0; j < NBS; j += 2) {
-            unsigned b0, b1, b2, b3;
-            const int mat = lane / 8;
-            const int row = c0 + j * 8 + (mat / 2) * 8 + lane % 8;
-            ldmatrix_x4(b0, b1, b2, b3, tk + swz(row, kk * 2 + mat % 2));
-            mma_16816(s[j], a0, a1, a2, a3, b0, b1);
-            mma_16816(s[j + 1], a0, a1, a2, a3, b2, b3);
+        for (int j = 0; j < NBS; ++j) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int tok = tok_base + j * 8 + (lane % 4) * 2 + (e & 1);
+                if (tok >= kv_end) s[j][e] = PAT_NEG_INF;
+            }
         }
     }
-    // Online softmax (log2 domain); columns past kv_end are masked.
     float tile_max[2] = {PAT_NEG_INF, PAT_NEG_INF};
 #pragma unroll
     for (int j = 0; j < NBS; ++j) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const int tok = tok_base + j * 8 + (lane % 4) * 2 + (e & 1);
-            s[j][e] = tok < kv_end ? s[j][e] * p.scale_log2 : PAT_NEG_INF;
-            tile_max[e / 2] = fmaxf(tile_max[e / 2], s[j][e]);
-        }
+        for (int e = 0; e < 4; ++e) tile_max[e / 2] = fmaxf(tile_max[e / 2], s[j][e]);
     }
     float rescale[2];
     bool grew = false;  // a row of this thread whose running max moved: its O columns need the rescale
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
         tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffff, tile_max[h], 1));
-        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffff, tile_max[h], 2));
+        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffff, tile_max[h], 2)) * p.scale_log2;
 #if PAT_RESCALE_SLACK_LOG2 > 0
         // The running max moves only when the tile's exceeds it by more than the slack: exps stay <= 2^slack.
         const float m_new = tile_max[h] > st.m[h] + PAT_RESCALE_SLACK_LOG2 ? tile_max[h] : st.m[h];
@@ -428,13 +485,13 @@ __device__ __forceinline__ void attend_block(const PatForwardParams& p, const el
         grew |= m_new != st.m[h];
         // A row with nothing seen yet keeps m = -inf; use 0 so exp2 gives 0, not NaN.
         const float m_use = m_new == PAT_NEG_INF ? 0.f : m_new;
-        rescale[h] = exp2f(st.m[h] - m_use);
+        rescale[h] = fast_exp2(st.m[h] - m_use);
         st.m[h] = m_new;
         float sum = 0.f;
 #pragma unroll
-        for (int j = 0; j < NBS; ++j) {
-            s[j][2 * h] = exp2f(s[j][2 * h] - m_use);
-            s[j][2 * h + 1] = exp2f(s[j][2 * h + 1] - m_use);
+        for (int j = 0; j < NBS; ++j) {  // a masked column: fma(-inf, scale, -m) = -inf, exp2 = 0
+            s[j][2 * h] = fast_exp2(fmaf(s[j][2 * h], p.scale_log2, -m_use));
+            s[j][2 * h + 1] = fast_exp2(fmaf(s[j][2 * h + 1], p.scale_log2, -m_use));
             sum += s[j][2 * h] + s[j][2 * h + 1];
         }
         st.l[h] = st.l[h] * rescale[h] + sum;  // per-thread partial sum, reduced at the end
@@ -459,12 +516,11 @@ __device__ __forceinline__ void attend_block(const PatForwardParams& p, const el
     const unsigned a1 = pack_elem2(s[0][2], s[0][3]);
     const unsigned a2 = pack_elem2(s[1][0], s[1][1]);
     const unsigned a3 = pack_elem2(s[1][2], s[1][3]);
+    const unsigned v_addr = lane_chunk_addr(tv, c0 + (mat % 2) * 8 + lane % 8, mat / 2);
 #pragma unroll
-    for (int j = 0; j < DB; j += 2) {
+    for (int j = 0; j < DB; j += 2) {  // V's chunks j, j + 1: step j / 2
         unsigned b0, b1, b2, b3;
-        const int mat = lane / 8;
-        const int row = c0 + (mat % 2) * 8 + lane % 8;
-        ldmatrix_x4_trans(b0, b1, b2, b3, tv + swz(row, j + mat / 2));
+        ldmatrix_x4_trans(b0, b1, b2, b3, v_addr ^ (j << 4));
         mma_16816(st.o[j], a0, a1, a2, a3, b0, b1);
         mma_16816(st.o[j + 1], a0, a1, a2, a3, b2, b3);
     }
@@ -579,8 +635,9 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     const int n_tiles = (kv_end - kv_begin + KV_TILE - 1) / KV_TILE;
     constexpr int STAGE_ELEMS = KV_TILE * HEAD_DIM;
 #pragma unroll
+    const KvLoader loader = kv_loader(p, sk, kvh);
     for (int t = 0; t < STAGES - 1; ++t) {
-        if (t < n_tiles) load_kv_row(p, sk + t * STAGE_ELEMS, sv + t * STAGE_ELEMS, row_slot(p, kv_begin + t * KV_TILE, kv_end), kvh);
+        if (t < n_tiles) load_kv_row(loader, t, row_slot(p, kv_begin + t * KV_TILE, kv_end));
         cp_async_commit();
     }
     int next_slot = row_slot(p, kv_begin + (STAGES - 1) * KV_TILE, kv_end);
@@ -597,8 +654,7 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
         // Refill the stage consumed at iteration t-1 (the barrier that ended it makes this safe).
         const int ahead = t + STAGES - 1;
         if (ahead < n_tiles) {
-            const int stg = ahead % STAGES;
-            load_kv_row(p, sk + stg * STAGE_ELEMS, sv + stg * STAGE_ELEMS, next_slot, kvh);
+            load_kv_row(loader, ahead % STAGES, next_slot);
             next_slot = row_slot(p, kv_begin + (ahead + 1) * KV_TILE, kv_end);
         }
         cp_async_commit();
@@ -628,7 +684,8 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
 }
 
 extern "C" __global__ void __launch_bounds__(PAT_THREADS, PAT_MIN_BLOCKS) pat_pack_forward(const PatForwardParams p) {
-    extern __shared__ __align__(128) unsigned char pat_smem_raw[];
+    // 1024-aligned: lane_chunk_addr XORs step offsets into addresses of tiles at multiples of ROW_BYTES
+    extern __shared__ __align__(1024) unsigned char pat_smem_raw[];
     elem_t* smem = reinterpret_cast<elem_t*>(pat_smem_raw);
     // blockIdx.x = KV head, so the CTAs of one item's heads are scheduled together and read the adjacent
     // head rows of each token (one DRAM page, shared L2 sectors) at about the same time.

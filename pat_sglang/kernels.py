@@ -480,6 +480,8 @@ def _check_layout(
     align = 16 // k_buffer.element_size()  # elements in 16 bytes: every head row starts on a cp.async boundary
     if k_buffer.stride(2) != 1 or k_buffer.stride(1) % align or k_buffer.stride(0) % align:
         raise ValueError("KV pools must be [num_slots, num_kv_heads, head_dim] with contiguous, aligned head rows")
+    if k_buffer.stride(0) * k_buffer.element_size() >= 2**31:  # the loader's slot offset: a 32 x 32 -> 64-bit product
+        raise ValueError(f"KV pool slot stride of {k_buffer.stride(0)} elements is 2 GiB or more")
     for t in (q, k_buffer, v_buffer, out):
         if t.data_ptr() % 16:
             raise ValueError("q, out and the KV pools must be 16-byte aligned")
@@ -573,7 +575,10 @@ class PlanLaunch:
             raise ValueError("q, out and the KV pools must be 16-byte aligned")
         f.q_stride, f.out_stride = key[1][0], key[2][0]
         f.kv_stride_slot, f.kv_stride_head = key[3][0], key[3][1]
-        f.scale_log2 = sm_scale * k_scale * _LOG2E  # the K scale folds into the scores: q.(s k) = s (q.k)
+        scale_log2 = sm_scale * k_scale * _LOG2E  # the K scale folds into the scores: q.(s k) = s (q.k)
+        if not 0.0 < scale_log2 < math.inf:  # the kernel scales each block's max: a monotone map only for scale > 0
+            raise ValueError(f"sm_scale * k_scale must be positive and finite, got {sm_scale!r} * {k_scale!r}")
+        f.scale_log2 = scale_log2
         f.v_scale = v_scale
         self.mp.out, self.mp.out_stride = f.out, f.out_stride
         self.launch(_raw_stream(q.device.index))

@@ -167,3 +167,22 @@ def test_rescale_slack_variants_compile_without_spills(arch: str, slack: int) ->
     assert usage.get("spill_store_bytes", 0) == 0 and usage.get("spill_load_bytes", 0) == 0, usage
     assert usage["registers"] <= 65536 // (variant.threads * variant.min_ctas_per_sm)
     assert f"-DPAT_RESCALE_SLACK_LOG2={slack}" in variant.options("x")
+
+
+def test_layout_check_refuses_what_the_loader_cannot_address() -> None:
+    """The host's layout check (``kernels._check_layout``, run before a plan's first launch with new tensors) refuses
+    a pool whose slot stride reaches 2 GiB (the loader's 32 x 32 -> 64-bit slot offset) and passes SGLang's ordinary
+    layout."""
+    import torch
+
+    from pat_sglang.config import HeadConfig
+    from pat_sglang.kernels import _check_layout
+
+    heads = HeadConfig(8, 2, 128, torch.bfloat16)
+    q = torch.zeros(3, 8, 128, dtype=torch.bfloat16)
+    pool = torch.zeros(16, 2, 128, dtype=torch.bfloat16)
+    _check_layout(heads, q, pool, pool, q)
+    # one slot whose row stride is 2^30 elements (2 GiB of bf16): only its first row exists
+    huge = torch.zeros(2 * 128, dtype=torch.bfloat16).as_strided((1, 2, 128), (2**30, 128, 1))
+    with pytest.raises(ValueError, match="2 GiB"):
+        _check_layout(heads, q, huge, huge, q)
