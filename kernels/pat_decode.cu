@@ -634,8 +634,8 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     // commit of iteration t.
     const int n_tiles = (kv_end - kv_begin + KV_TILE - 1) / KV_TILE;
     constexpr int STAGE_ELEMS = KV_TILE * HEAD_DIM;
-#pragma unroll
     const KvLoader loader = kv_loader(p, sk, kvh);
+#pragma unroll
     for (int t = 0; t < STAGES - 1; ++t) {
         if (t < n_tiles) load_kv_row(loader, t, row_slot(p, kv_begin + t * KV_TILE, kv_end));
         cp_async_commit();
