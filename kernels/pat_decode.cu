@@ -630,8 +630,9 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
 
     load_q_rows<TILE_M>(p, sq, req_begin, n_rows, group, kvh);
     // Prologue: the first STAGES-1 tiles go out at once (group 0 also carries Q). Every iteration commits
-    // exactly one group (possibly empty), so "tile t has landed" is always wait_group<STAGES-1> after the
-    // commit of iteration t.
+    // exactly one group (possibly empty) after its wait, so at iteration t's wait tiles 0..t+STAGES-2 are committed
+    // and "tile t has landed" is wait_group<STAGES-2>.
+    static_assert(STAGES >= 2, "one tile in flight while one is computed on");
     const int n_tiles = (kv_end - kv_begin + KV_TILE - 1) / KV_TILE;
     constexpr int STAGE_ELEMS = KV_TILE * HEAD_DIM;
     const KvLoader loader = kv_loader(p, sk, kvh);
@@ -650,17 +651,19 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     RowState st;
     init_rows(st);
 
+    // One CTA barrier per tile: past it, tile t has landed for every thread and every warp has finished computing
+    // on tile t-1, so its stage (the one tile t+STAGES-1 goes to) can be refilled and, with FP8 KV, the converted
+    // tile rewritten.
     for (int t = 0; t < n_tiles; ++t) {
-        // Refill the stage consumed at iteration t-1 (the barrier that ended it makes this safe).
+        cp_async_wait<STAGES - 2>();
+        __syncthreads();
+        if (t == 0) pat_stamp(1);
         const int ahead = t + STAGES - 1;
         if (ahead < n_tiles) {
             load_kv_row(loader, ahead % STAGES, next_slot);
             next_slot = row_slot(p, kv_begin + (ahead + 1) * KV_TILE, kv_end);
         }
         cp_async_commit();
-        cp_async_wait<STAGES - 1>();
-        __syncthreads();
-        if (t == 0) pat_stamp(1);
 #ifdef PAT_KV_FP8
         convert_kv_tile(sk + (t % STAGES) * STAGE_ELEMS, sv + (t % STAGES) * STAGE_ELEMS, sk_cvt, sv_cvt);
         __syncthreads();
@@ -676,9 +679,9 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
             for (int c0 = kw * COLS; c0 < (kw + 1) * COLS; c0 += 16)
                 attend_block(p, sq, rw, tk, tv, c0, kv_begin + t * KV_TILE + c0, kv_end, st);
         }
-        __syncthreads();  // the next iteration refills this stage (and, with FP8 KV, rewrites the converted tile)
     }
     cp_async_wait<0>();  // no copy may land in shared memory after the loop: the combine reuses it
+    __syncthreads();     // ... nor may a warp still read its last tile there
     pat_stamp(2);
     write_rows<KV_WARPS, TILE_M>(p, smem, st, computes, rw, kw, req_begin, n_rows, group, kvh);
 }
