@@ -109,8 +109,13 @@ def case_batch(name: str, rng: np.random.Generator) -> tuple[torch.Tensor, torch
 
 
 def parse_variant(text: str) -> KernelTune:
-    """``KVTILE/STAGES/CTAS`` or ``KVTILE/STAGES/CTAS/rN``: N the online softmax's rescale slack in log2 units
-    (``KernelVariant.rescale_slack_log2``: 0 exact, the default; -1 rescale every tile)."""
+    """``KVTILE/STAGES/CTAS[/rN][@SOURCE]``: N the online softmax's rescale slack in log2 units
+    (``KernelVariant.rescale_slack_log2``: 0 exact, the default; -1 rescale every tile); SOURCE another kernel source
+    file built with the same host contract (e.g. ``git show main:kernels/pat_decode.cu > old.cu``: two kernel
+    versions side by side in one run)."""
+    text, _, source = text.partition("@")
+    if source and not Path(source).is_file():
+        raise argparse.ArgumentTypeError(f"variant {text!r}: no kernel source file {source!r}")
     parts = text.split("/")
     slack = 0
     if len(parts) == 4 and parts[3].startswith("r"):
@@ -120,9 +125,10 @@ def parse_variant(text: str) -> KernelTune:
             raise argparse.ArgumentTypeError(f"variant {text!r}: rN takes an integer slack") from None
         parts = parts[:3]
     if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"variant {text!r}: KVTILE/STAGES/CTAS[/rN]")
+        raise argparse.ArgumentTypeError(f"variant {text!r}: KVTILE/STAGES/CTAS[/rN][@SOURCE]")
     kv_tile, stages, ctas = (int(x) for x in parts)
-    return KernelTune(kv_tile=kv_tile, stages=stages, min_ctas_per_sm=ctas, rescale_slack_log2=slack)
+    return KernelTune(kv_tile=kv_tile, stages=stages, min_ctas_per_sm=ctas, rescale_slack_log2=slack,
+                      source=str(Path(source).resolve()) if source else "")
 
 
 def check_against(out: torch.Tensor, ref: tuple, what: str) -> None:

@@ -80,6 +80,7 @@ class KernelTune:
     warps: int | None = None
     timing: bool = False  # build with -DPAT_TIMING (per-CTA timestamps; profiling only)
     rescale_slack_log2: int = 0  # -DPAT_RESCALE_SLACK_LOG2: see KernelVariant
+    source: str = ""  # another kernel source file to build (an A/B of two kernel versions in one run); "" = ours
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ class KernelVariant:
     # N > 0 lets P reach 2^N (FA4's trick: fewer rescales, same attention up to rounding); -1 rescales every tile
     # (the kernel before the skip, for sweeps).
     rescale_slack_log2: int = 0
+    source: str = ""  # path of the kernel source to compile instead of the package's (KernelTune.source)
 
     def __post_init__(self) -> None:
         if self.kv_dtype in ("", self.dtype):
@@ -140,6 +142,7 @@ class KernelVariant:
                 tune.timing,
                 v.kv_dtype,
                 tune.rescale_slack_log2,
+                tune.source,
             )
         return v
 
@@ -271,7 +274,7 @@ _compile_lock = threading.Lock()
 def compile_variant(variant: KernelVariant, use_cache: bool = True) -> CompiledVariant:
     """NVRTC-compile ``variant`` to a cubin (or take it from the disk cache)."""
     nvrtc = _nvrtc()
-    src = kernel_source()
+    src = Path(variant.source).read_text() if variant.source else kernel_source()
     inc = include_dir()
     opts = variant.options(inc)
     major, minor = _check(nvrtc.nvrtcVersion(), "nvrtcVersion")

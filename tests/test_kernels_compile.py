@@ -186,3 +186,20 @@ def test_layout_check_refuses_what_the_loader_cannot_address() -> None:
     huge = torch.zeros(2 * 128, dtype=torch.bfloat16).as_strided((1, 2, 128), (2**30, 128, 1))
     with pytest.raises(ValueError, match="2 GiB"):
         _check_layout(heads, q, huge, huge, q)
+
+
+def test_a_variant_builds_another_kernel_source(tmp_path: Path) -> None:
+    """``KernelVariant.source`` (``tile_sweep.py`` variants ``...@FILE``) compiles that file with the same options:
+    a copy of ours builds to the same resource usage, and a source that fails to build is reported as ours would be."""
+    from pat_sglang.kernels import kernel_source
+
+    base = next(v for v in all_variants("sm_90") if v.head_dim == 128 and v.dtype == "bf16" and not v.kv_fp8)
+    copy = tmp_path / "copy.cu"
+    copy.write_text(kernel_source())
+    ours = compile_variant(base, use_cache=False).resource_usage()
+    theirs = compile_variant(dataclasses.replace(base, source=str(copy)), use_cache=False).resource_usage()
+    assert theirs == ours
+    broken = tmp_path / "broken.cu"
+    broken.write_text(kernel_source() + "\n#error this source is the one built\n")
+    with pytest.raises(KernelBuildError, match="this source is the one built"):
+        compile_variant(dataclasses.replace(base, source=str(broken)), use_cache=False)
