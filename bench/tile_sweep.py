@@ -3,7 +3,8 @@
 A decode batch with little sharing is a stream of private KV rows; PAT must stream them at least as fast as
 the backend SGLang uses by default (fa3 on Hopper). This times PAT (CUDA-graph replays of forward + merge,
 median of ``--reps``) for several kernel variants (``KVTILE/STAGES/CTAS``: KV tokens per shared-memory stage,
-pipeline depth, CTAs per SM the register budget is built for) on:
+pipeline depth, CTAs per SM the register budget is built for; ``/rN``: the online softmax's rescale slack;
+``@FILE``: another kernel source, e.g. the version before a change, so both are timed in one run) on:
 
 * ``mooncake96``: the first 96 requests of the Mooncake conversation trace as private rows (as in
   ``bench/split_waves.py``), Llama-3-8B heads (32 q / 8 kv, d=128, bf16, page size 1);
