@@ -59,6 +59,7 @@ from ab.sweep import default_workloads  # noqa: E402
 from ab.workload import DEFAULT_TRACE  # noqa: E402
 from bench_kernels import fa3_decode, measure_copy_bandwidth, time_graph  # noqa: E402
 from split_waves import fi_time, mooncake_rows  # noqa: E402
+from tile_tables import table_header  # noqa: E402
 
 from pat_sglang.config import DeviceSpec, HeadConfig, load_tile_table  # noqa: E402
 from pat_sglang.forest import PrefixForest  # noqa: E402
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {torch.cuda.get_device_name()}; SMs {real.sm_count}; times in us (median); KV {args.kv_dtype}; "
           f"head dim {hd}; table variant {table.kv_tile(hd, fp8)}/{table.stages_for(hd, fp8)}/{table_ctas}; "
           f"floor: each distinct KV slot read once at the copy bandwidth, {copy_bw / 1e12:.3f} TB/s (read+write)")
-    print(f"{'case':>11} {'floor':>8} " + "".join(f"{c:>10}" for c in names + peers))
+    print(table_header(names + peers))
     for name in args.cases:
         indptr, indices, slots = case_batch(name, rng)
         q, k16, v16 = make_qkv(indptr.shape[0] - 1, 32, 8, hd, slots, torch.bfloat16, "cuda", seed=1)

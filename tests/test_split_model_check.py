@@ -34,6 +34,21 @@ def test_saved_runs_parse(check, tmp_path: Path) -> None:
     assert check.launch_times(launches) == {"e": {None: 64.8, 512: 64.0}}
 
 
+def test_long_column_names_read_back(tmp_path: Path) -> None:
+    tables = load_script(REPO / "bench" / "tile_tables.py")
+    names = ["table", "16/4/4@v14.cu", "16/4/4/r-1", "fa3"]
+    row = "        gsp64    103.9      118.2     122.4     119.8     149.3"
+    sweep = tmp_path / "tile.txt"
+    sweep.write_text(f"device: X\n{tables.table_header(names)}\n{row}\n")
+    assert tables.read_table(sweep) == {"gsp64": {"floor": 103.9, "table": 118.2, "16/4/4@v14.cu": 122.4,
+                                                  "16/4/4/r-1": 119.8, "fa3": 149.3}}
+    ran_together = tmp_path / "old.txt"  # the header before table_header: the long name touched its neighbours
+    ran_together.write_text("device: X\n       case    floor      table16/4/4@v14.cu16/4/4/r-1       fa3\n"
+                            f"{row}\n")
+    assert tables.read_table(ran_together) == {}
+    assert tables.read_table(ran_together, columns=names) == tables.read_table(sweep)
+
+
 def test_the_pick_is_read_off_the_column_with_its_plan(check, capsys) -> None:
     from pat_sglang.forest import PrefixForest
     from pat_sglang.planner import plan_forest
