@@ -365,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- CUDA graphs: {cg}; prefill CUDA graphs off; concurrency {args.concurrency}; seed {args.seed}",
         *[f"- workload `{w.name}`: {json.dumps(w.params)}" for w in workloads],
         "- step ms @full bs: median of `#running-req / gen throughput` over the server's 'Decode batch' lines "
-        f"with the largest running batch seen on at least {client.FULL_BS_MIN_LINES} of them",
+        f"with the largest running batch seen on at least {client.FULL_BS_MIN_LINES} of them, counting only lines "
+        "whose interval ran no prefill",
         f"- command: `{' '.join([sys.executable, *sys.argv])}`",
     ]
     preamble += profile_notes(infos, args.profile_steps)

@@ -84,6 +84,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--redo", action="store_true", help="measure the selected points again even if measured")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and commands; start nothing")
     ap.add_argument("--report-only", action="store_true", help="rewrite results.md/csv/png from results.jsonl")
+    ap.add_argument("--restep", action="store_true",
+                    help="with --report-only: first recompute each point's step columns from <out>/logs/server-*.log "
+                         "(the lines stamped within the point's run) with the current rule, and rewrite results.jsonl; points the "
+                         "logs do not cover keep theirs")
     ap.add_argument("--warmup-only", action="store_true",
                     help="start each backend's server once (JIT compiles, greedy check), measure nothing")
     # model and server
@@ -525,8 +529,10 @@ def write_report(out: Path, store: sweep.ResultStore, reference: str,
         "- loads: `cN` closed loop with N in flight; `xF` open loop (Poisson; Mooncake: the trace's own arrival "
         f"times scaled) at F x the reference's `{capacity_load}` request throughput; `rR` R req/s",
         "- step ms @full bs: median of `#running-req / gen throughput` over the server's 'Decode batch' lines of "
-        f"that point with the largest running batch seen on at least {client.FULL_BS_MIN_LINES} of them; `vs ref`: "
-        "this backend / the reference at the same point",
+        f"that point with the largest running batch seen on at least {client.FULL_BS_MIN_LINES} of them, counting "
+        "only lines whose interval ran no prefill (no 'Prefill batch' line since the previous decode line; rule of "
+        "2026-11-29, eleventh session: rows measured before it and not recomputed with `--restep` counted every "
+        "line); `vs ref`: this backend / the reference at the same point",
         *[f"- workload `{w.name}`: {w.summary}; bench_serving `{' '.join(rel(a) for a in w.dataset_args)}`"
           for w in known],
         *[f"- server `{r['backend']}` ({r.get('date')}, start {r.get('startup_s')} s, dummy weights "
@@ -550,12 +556,33 @@ def write_report(out: Path, store: sweep.ResultStore, reference: str,
     return text
 
 
+def restep(store: sweep.ResultStore, logs: Path) -> int:
+    """Recompute the step columns (``client.step_stats``) of each measured point from its server's log, the lines
+    stamped within the point's run, and rewrite the store; points whose log is missing or has no decode line in
+    that window keep theirs. Returns how many
+    were recomputed."""
+    done = 0
+    for row in store.rows:
+        log = logs / f"server-{file_tag(str(row.get('backend')))}.log"
+        if row.get("kind") != "point" or "started" not in row or "wall_s" not in row or not log.exists():
+            continue
+        during = client.log_between(log.read_text(errors="replace"), str(row["started"]), float(row["wall_s"]))
+        if not client.DECODE_RE.search(during):
+            continue  # the log does not cover this point (e.g. another call's server)
+        row.update(client.step_stats(client.decode_steps(during)))
+        done += 1
+    store.rewrite()
+    return done
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run finally blocks, stop servers
     if args.report_only:
         out = args.out or REPO / "docs/perf/serving" / dt.date.today().isoformat()
         store = sweep.ResultStore(out / "results.jsonl", prior=args.prior)
+        if args.restep:
+            print(f"serving: step columns recomputed for {restep(store, out / 'logs')} point(s)")
         reference = args.reference or args.backends[0]
         print(write_report(out, store, reference, capacity_load=args.capacity_load))
         return 0

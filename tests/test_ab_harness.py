@@ -115,12 +115,18 @@ def test_table_writer(tmp_path: Path) -> None:
 
 
 def test_metrics_helpers() -> None:
-    log = ("[2026-11-24 16:46:56] Decode batch, #running-req: 64, #token: 33024, token usage: 0.01, cuda graph: True, "
-           "gen throughput (token/s): 6400.00, #queue-req: 0\n"
-           "[x] Decode batch [12], #running-req: 32, #token: 1, token usage: 0.00, gen throughput (token/s): 3200.0, "
-           "#queue-req: 0\nnoise\n")
+    def decode(running: int, tput: float) -> str:
+        return (f"[2026-11-24 16:46:56] Decode batch, #running-req: {running}, #token: 33024, token usage: 0.01, "
+                f"cuda graph: True, gen throughput (token/s): {tput}, #queue-req: 0\n")
+
+    prefill = ("[x] Prefill batch, #new-seq: 6, #new-token: 8192, #cached-token: 677, token usage: 0.37, "
+               "#running-req: 61, #queue-req: 0, input throughput (token/s): 42621.07\n")
+    log = (decode(72, 100.0) + decode(64, 6400.0) + "[x] Decode batch [12], #running-req: 32, #token: 1, token usage: "
+           "0.00, gen throughput (token/s): 3200.0, #queue-req: 0\nnoise\n" + prefill + prefill + decode(72, 221.86)
+           + decode(72, 7200.0))
+    # the first line (its interval began before the text) and the one after the prefills are left out
     steps = client.decode_steps(log)
-    assert steps == [(64, pytest.approx(10.0)), (32, pytest.approx(10.0))]
+    assert steps == [(64, pytest.approx(10.0)), (32, pytest.approx(10.0)), (72, pytest.approx(10.0))]
     assert client.percentile([1, 2, 3, 4], 50) == pytest.approx(2.5)
     assert client.agreement([[1, 2, 3], [4, 5]], [[1, 2, 0], [4, 5]]) == (pytest.approx(80.0), pytest.approx(50.0))
     assert client.prefix_agreement([[1, 2, 3]], [[1, 9, 3]]) == 1.0

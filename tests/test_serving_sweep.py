@@ -445,3 +445,35 @@ def test_mooncake_replay_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     # prompt (bench_serving's tokenizer count; the fake server splits text its own way, a few tokens apart)
     assert len({r["prompt_tokens"] for r in replay[1:]}) == 1
     assert point["total_input_tokens"] == pytest.approx(6 * replay[1]["prompt_tokens"], rel=0.05)
+
+
+def test_restep_recomputes_a_point_from_its_server_log(tmp_path: Path) -> None:
+    """``--report-only --restep``: a point's step columns come from the server-log lines stamped within its run, only
+    decode-only intervals counted; lines of another point (outside its time window) do not enter."""
+    import serving_sweep
+    from ab import client
+
+    def decode(stamp: str, running: int, tput: float) -> str:
+        return (f"[2026-11-29 19:{stamp}] Decode batch, #running-req: {running}, #token: 9, token usage: 0.01, "
+                f"cuda graph: True, gen throughput (token/s): {tput}, #queue-req: 0\n")
+
+    prefill = "[2026-11-29 19:33:05] Prefill batch, #new-seq: 1, #new-token: 8192, #running-req: 71\n"
+    log = (decode("32:50", 72, 72.0)  # an earlier point: 1000 ms steps
+           + decode("33:01", 72, 7200.0) + decode("33:02", 72, 7200.0) + prefill + decode("33:06", 72, 1600.0)
+           + decode("33:07", 72, 7200.0) + decode("33:08", 72, 7200.0) + decode("33:09", 72, 7200.0))
+    window = client.log_between(log, "2026-11-29T19:33:00", 10.0)
+    assert "19:32:50" not in window and window.count("Decode batch") == 6
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "server-pat-fa3.log").write_text(log)
+    store = sweep.ResultStore(tmp_path / "results.jsonl")
+    store.append({"kind": "point", "backend": "pat@fa3", "workload": "mooncake", "load": "x1.0",
+                  "started": "2026-11-29T19:33:00", "wall_s": 10.0, "step_ms_p50_full": 45.0})
+    store.append({"kind": "point", "backend": "fa3", "workload": "mooncake", "load": "x1.0",
+                  "started": "2026-11-29T19:33:00", "wall_s": 10.0, "step_ms_p50_full": 14.7})  # no log: kept
+    store.append({"kind": "point", "backend": "pat@fa3", "workload": "mooncake", "load": "c64",
+                  "started": "2026-11-29T19:20:00", "wall_s": 60.0, "step_ms_p50_full": 23.4})  # not in the log: kept
+    assert serving_sweep.restep(store, tmp_path / "logs") == 1
+    rows = sweep.ResultStore(tmp_path / "results.jsonl").rows  # read back from the rewritten file
+    # the first line in the window and the one after the prefill are left out: four 10 ms steps at 72
+    assert rows[0]["step_ms_p50_full"] == pytest.approx(10.0) and rows[0]["step_full_lines"] == 4.0
+    assert rows[1]["step_ms_p50_full"] == 14.7 and rows[2]["step_ms_p50_full"] == 23.4

@@ -8,6 +8,7 @@ lines (``#running-req / gen throughput``).
 
 from __future__ import annotations
 
+import datetime as dt
 import http.client
 import json
 import math
@@ -279,16 +280,47 @@ def mean(values: Sequence[float]) -> float:
 # Decode-log lines a batch size needs to count as the closed loop's full batch (``step_stats``).
 FULL_BS_MIN_LINES = 3
 DECODE_RE = re.compile(r"Decode batch(?: \[\d+\])?, #running-req: (\d+),.*?gen throughput \(token/s\): ([0-9.]+)")
+PREFILL_RE = re.compile(r"Prefill batch")
 
 
 def decode_steps(log_text: str) -> list[tuple[int, float]]:
-    """(running requests, step ms) for each "Decode batch" log line (step = running / gen throughput)."""
+    """(running requests, step ms) for each "Decode batch" log line whose interval ran decode only (step = running /
+    gen throughput).
+
+    SGLang's gen throughput is the tokens decoded since its previous decode line over the wall time since then, so a
+    line after a "Prefill batch" line also times that prefill: under open-loop arrivals such a line read 45 ms at a
+    batch whose decode-only steps took 14 ms (Mooncake x1.0, 2026-11-29). Those lines are left out; so is the first
+    decode line of the text, whose interval began before it."""
     out = []
-    for m in DECODE_RE.finditer(log_text):
+    clean = False  # the text's first decode interval started before the text
+    for m in re.finditer(f"{DECODE_RE.pattern}|{PREFILL_RE.pattern}", log_text):
+        if m.group(1) is None:  # a prefill ran in the current interval
+            clean = False
+            continue
         running, tput = int(m.group(1)), float(m.group(2))
-        if tput > 0:
+        if clean and tput > 0:
             out.append((running, 1000.0 * running / tput))
+        clean = True
     return out
+
+
+LOG_STAMP_RE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\]")
+
+
+def log_between(log_text: str, start: str, seconds: float) -> str:
+    """The lines of a server log stamped within ``[start, start + seconds]`` (``start`` in ISO form, as a sweep
+    point's ``started``; SGLang stamps to the second, so a point's neighbours can share its first and last second).
+    Unstamped lines go with the stamped line before them."""
+    t0 = dt.datetime.fromisoformat(start)
+    t1 = t0 + dt.timedelta(seconds=seconds)
+    keep, out = False, []
+    for line in log_text.splitlines(keepends=True):
+        m = LOG_STAMP_RE.match(line)
+        if m:
+            keep = t0 <= dt.datetime.fromisoformat(m.group(1)) <= t1
+        if keep:
+            out.append(line)
+    return "".join(out)
 
 
 # The PAT backend's periodic stats line (pat_sglang.backend.StepStats.summary; every PAT_SGLANG_LOG_INTERVAL_S):

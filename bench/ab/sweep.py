@@ -194,6 +194,13 @@ class ResultStore:
             os.fsync(fh.fileno())
         self.rows.append(row)
 
+    def rewrite(self) -> None:
+        """Write the rows as they are now (after a caller changed them in place)."""
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w") as fh:
+            fh.writelines(json.dumps(r, default=str) + "\n" for r in self.rows)
+        tmp.replace(self.path)
+
     def latest(self, kind: str, **match: object) -> dict | None:
         """The last row of ``kind`` whose fields equal ``match``."""
         for row in reversed(self.rows):
