@@ -103,6 +103,7 @@ from pat_sglang.experiments.workloads import (  # noqa: E402
     RequestSpec,
     load_mooncake,
 )
+from pat_sglang.gc_pauses import GC_PAUSES  # noqa: E402
 from pat_sglang.sglang_patches import apply_patches  # noqa: E402
 from pat_sglang.sglang_patches.publish import publish_decode_batch  # noqa: E402
 
@@ -604,13 +605,6 @@ def run_point(
         except ImportError:  # pragma: no cover - tqdm is in the venv
             bar = None
 
-    collections = [0]
-
-    def count_gc(phase: str, info: dict) -> None:
-        if phase == "start":
-            collections[0] += 1
-
-    gc.callbacks.append(count_gc)
     started = False
     warm = 0
     chunked_at_start = 0
@@ -640,7 +634,7 @@ def run_point(
             rows, seq_lens, loc = sim.prepare_decode()
             rids = [r.rid for r in sim.running] if cfg.path == "eager" else []
             view = view_maker.build(rows, seq_lens, loc, rids)
-            gc0 = collections[0]
+            gc0 = GC_PAUSES.mark()
             t0 = perf()
             publish(sim.sched)
             tp = perf()
@@ -652,7 +646,7 @@ def run_point(
                 if not res.records:
                     chunked_at_start = res.chunked_iterations
                 rec = StepRecord((t1 - t0) * 1e6, len(rows), int(seq_lens.sum()), sim.arrived, sim.joined, sim.left,
-                                 collections[0] - gc0, (tp - t0) * 1e6)
+                                 GC_PAUSES.since(gc0).collections, (tp - t0) * 1e6)
                 res.records.append(rec)
             else:
                 res.untimed_steps += 1
@@ -666,7 +660,6 @@ def run_point(
                 on_step(sim, be, view, rec)
             sim.finish_decode()
     finally:
-        gc.callbacks.remove(count_gc)
         if bar is not None:
             bar.close()
         if gc_was_frozen:

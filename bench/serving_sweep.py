@@ -86,8 +86,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--report-only", action="store_true", help="rewrite results.md/csv/png from results.jsonl")
     ap.add_argument("--restep", action="store_true",
                     help="with --report-only: first recompute each point's step columns from <out>/logs/server-*.log "
-                         "(the lines stamped within the point's run) with the current rule, and rewrite results.jsonl; points the "
-                         "logs do not cover keep theirs")
+                         "(the lines stamped within the point's run) with the current rule, and rewrite "
+                         "results.jsonl; points the logs do not cover keep theirs")
     ap.add_argument("--warmup-only", action="store_true",
                     help="start each backend's server once (JIT compiles, greedy check), measure nothing")
     # model and server

@@ -59,6 +59,7 @@ from .api import run
 from .config import FP8_KV_DTYPES, DeviceSpec, HeadConfig, check_supported
 from .decode_step import PADDING_ROW, DecodeStepPlanner, StepBatch
 from .dispatch import MIN_SAVED_FRACTION_ENV, checked_fraction, configured_min_saved_fraction
+from .gc_pauses import GC_PAUSES, GcMark
 from .planner import PackPlan, host_int64, max_split_items
 from .sglang_patches.chain_table import ChainTable, chain_table_for
 from .sglang_patches.core import graph_variants_patched
@@ -307,12 +308,21 @@ class StepStats:
     plan_s_max: float = 0.0
     delegated: int = 0  # decode batches PAT could not plan, served by the delegate
     row_reads: int = 0  # steps that read req_pool_indices back from the GPU (no published batch matched)
+    gc_steps: int = 0  # steps during which a garbage collection ran (gc_pauses)
+    gc_s_max: float = 0.0  # the most time one step spent in collections
+    plan_s_max_no_gc: float = 0.0  # the slowest step without a collection: the planner's own worst
     last_log: float = field(default_factory=lambda: float("-inf"))
 
-    def record(self, seconds: float) -> None:
+    def record(self, seconds: float, gc: GcMark | None = None) -> None:
+        """One step's host time; ``gc``: the collections that ran during it (``GC_PAUSES.since``)."""
         self.steps += 1
         self.plan_s_total += seconds
         self.plan_s_max = max(self.plan_s_max, seconds)
+        if gc is not None and gc.collections:
+            self.gc_steps += 1
+            self.gc_s_max = max(self.gc_s_max, gc.seconds)
+        else:
+            self.plan_s_max_no_gc = max(self.plan_s_max_no_gc, seconds)
 
     @property
     def plan_ms_mean(self) -> float:
@@ -326,7 +336,9 @@ class StepStats:
             f"requests planned without sharing (no published path) {counters.unshared}; plans coarsened to fit "
             f"the graph buffers {counters.coarse}; batches sharing too little, served by the delegate "
             f"{counters.declined} ({counters.declined_unplanned} decided without planning); batches PAT could not "
-            f"plan {self.delegated}; steps reading rows back {self.row_reads}"
+            f"plan {self.delegated}; steps reading rows back {self.row_reads}; steps with a garbage collection "
+            f"{self.gc_steps} (at most {1e3 * self.gc_s_max:.3f} ms of one collecting), max of the others "
+            f"{1e3 * self.plan_s_max_no_gc:.3f} ms"
         )
 
 
@@ -478,6 +490,7 @@ class PATAttnBackend(AttentionBackend):
         return self._prepare_step(forward_batch, static)
 
     def _prepare_step(self, forward_batch: Any, static: bool) -> PATMetadata | None:
+        gc_mark = GC_PAUSES.mark()
         start = time.perf_counter()
         batch = self._step_batch(forward_batch)
         # Under CUDA graphs without per-variant graphs, the captured graph runs PAT whatever the gate would say.
@@ -486,7 +499,7 @@ class PATAttnBackend(AttentionBackend):
         plan = self.planner.plan(batch, limits, min_saved=min_saved)
         md = PATMetadata(self._loaded(plan, static), static) if plan is not None else None
         now = time.perf_counter()
-        self.stats.record(now - start)
+        self.stats.record(now - start, GC_PAUSES.since(gc_mark))
         if now - self.stats.last_log >= LOG_INTERVAL_S:
             self.stats.last_log = now
             logger.info(self.stats.summary(self.planner.counters))

@@ -374,6 +374,7 @@ def test_end_to_end_with_real_bench_serving(tmp_path: Path, monkeypatch: pytest.
     pat_points = [r for r in points if r["backend"] == "pat@ref+all"]
     assert all(r["pat_steps"] > 0 and r["pat_plan_ms_mean"] == pytest.approx(0.05)
                and r["pat_declined_pct"] == pytest.approx(20.0, abs=2.5) for r in pat_points)
+    assert all(r["pat_plan_ms_max_no_gc_since_start"] == 0.4 and r["pat_gc_steps"] > 0 for r in pat_points)
     assert not any("pat_steps" in r for r in points if r["backend"] == "ref")
     assert "## PAT's host planning per point" in md
     checks = [r for r in sweep.read_jsonl(out / "results.jsonl") if r["kind"] == "check"]

@@ -328,6 +328,9 @@ def log_between(log_text: str, start: str, seconds: float) -> str:
 PAT_STATS_RE = re.compile(
     r"PAT: (\d+) decode steps, host planning ([\d.]+) ms mean / ([\d.]+) ms max;.*?"
     r"served by the delegate (\d+)"
+    # since 2026-11-29 (eleventh session): the steps a garbage collection ran in, apart
+    r"(?:.*?steps with a garbage collection (\d+) \(at most ([\d.]+) ms of one collecting\), max of the others "
+    r"([\d.]+) ms)?"
 )
 
 
@@ -335,10 +338,12 @@ def pat_step_stats(before: str, during: str) -> dict[str, float]:
     """PAT's host planning over one point, from its cumulative stats lines: the last one logged before the point
     (``before``: the server log up to the point's start) and the last one during it. ``pat_plan_ms_mean`` and
     ``pat_declined_pct`` are the point's own (differences of the counts); ``pat_plan_ms_max_since_start`` is the
-    server's maximum so far (the line keeps no per-interval maximum). The line is written on decode steps at most once
-    per ``PAT_SGLANG_LOG_INTERVAL_S``, so the steps of the previous point after its last line count in this one: keep
-    the interval short against a point (the sweep sets 1 s). Empty without a line during the point (another backend,
-    or a log interval longer than the point)."""
+    server's maximum so far (the line keeps no per-interval maximum); where the line has them, ``pat_gc_steps`` (the
+    point's steps during which a garbage collection ran), ``pat_gc_ms_max_since_start`` and
+    ``pat_plan_ms_max_no_gc_since_start`` (the slowest step without a collection: the planner's own worst). The line is
+    written on decode steps at most once per ``PAT_SGLANG_LOG_INTERVAL_S``, so the steps of the previous point after its
+    last line count in this one: keep the interval short against a point (the sweep sets 1 s). Empty without a line
+    during the point (another backend, or a log interval longer than the point)."""
     end = _last_match(PAT_STATS_RE, during)
     if end is None:
         return {}
@@ -348,12 +353,17 @@ def pat_step_stats(before: str, during: str) -> dict[str, float]:
     steps = steps1 - steps0
     if steps <= 0:
         return {}
-    return {
+    out = {
         "pat_steps": float(steps),
         "pat_plan_ms_mean": (steps1 * mean1 - steps0 * mean0) / steps,
         "pat_plan_ms_max_since_start": max1,
         "pat_declined_pct": 100.0 * (declined1 - declined0) / steps,
     }
+    if end[5] is not None:  # a line with the collections apart
+        gc0 = int(start[5]) if start is not None and start[5] is not None else 0
+        out.update(pat_gc_steps=float(int(end[5]) - gc0), pat_gc_ms_max_since_start=float(end[6]),
+                   pat_plan_ms_max_no_gc_since_start=float(end[7]))
+    return out
 
 
 def _last_match(pattern: re.Pattern, text: str) -> re.Match | None:
