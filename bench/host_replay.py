@@ -260,6 +260,8 @@ class PointResult:
             "steps_changed": float(sum(1 for r in recs if r.joined or r.left)),
             "steps_gc": float(sum(1 for r in recs if r.gc)),
             "worst_gc": float(recs[worst].gc),
+            # the slowest step no collection ran in: the host path's own worst (gc_pauses)
+            "max_nogc": float(max((r.host_us for r in recs if not r.gc), default=math.nan)),
         }
 
     def verdict(self) -> str:
@@ -679,7 +681,7 @@ def quick_config(**over: Any) -> PointConfig:
 def format_table(results: Sequence[PointResult]) -> str:
     head = (f"{'batch':>5} {'ctx':>6} {'steps':>5} {'mean_bs':>7} {'ctx/req':>7} {'p50_us':>8} {'p99_us':>8} "
             f"{'max_us':>8} {'pub_p50':>7} {'pub_max':>7} {'arrive':>6} {'join':>5} {'leave':>5} {'chg':>4} "
-            f"{'chunks':>6} {'gc':>3} {'worst':>10} "
+            f"{'chunks':>6} {'gc':>3} {'worst':>10} {'max_nogc':>8} "
             f"{'tscale':>7} {'wall_s':>6}  targets")
     lines = [head, "-" * len(head)]
     for r in results:
@@ -694,7 +696,7 @@ def format_table(results: Sequence[PointResult]) -> str:
             f"{s['p50']:>8.1f} {s['p99']:>8.1f} {s['max']:>8.1f} {s['pub_p50']:>7.1f} {s['pub_max']:>7.1f} "
             f"{int(s['arrivals']):>6} {int(s['joined']):>5} "
             f"{int(s['left']):>5} {int(s['steps_changed']):>4} {r.timed_chunked_iterations:>6} {int(s['steps_gc']):>3} "
-            f"{worst:>10} "
+            f"{worst:>10} {s['max_nogc']:>8.1f} "
             f"{r.time_scale:>7.3f} {r.wall_s:>6.1f}  {r.verdict()}"
         )
     return "\n".join(lines)
@@ -718,7 +720,7 @@ def legend(results: Sequence[PointResult], trace: Path) -> str:
         "arrive/join/leave: trace arrivals / requests joining / requests finishing between timed steps (sums); "
         "chg: timed steps whose batch changed; chunks: chunked-prefill iterations in the timed window; "
         "gc: timed steps during which the garbage collector ran; worst: joins/leaves at the slowest step (gc: a "
-        "collection ran in it)",
+        "collection ran in it); max_nogc: the slowest step no collection ran in (us)",
         f"targets: p50 <= {TARGET_P50_US:g} us, p99 <= {TARGET_P99_US:g} us, max <= {TARGET_MAX_US:g} us",
     ])
 

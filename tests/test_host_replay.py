@@ -65,6 +65,11 @@ def test_quick_replay_times_every_decode_step(specs: list) -> None:
     assert all(padded in hr.capture_sizes(cfg.batch) and padded >= raw for _, padded, raw in seen)
     s = res.summary()
     assert s["p50"] <= s["p99"] <= s["max"]
+    clean = [r.host_us for r in recs if not r.gc]  # steps no collection ran in: their own maximum
+    if clean:
+        assert s["max_nogc"] == max(clean) <= s["max"]
+    else:
+        assert np.isnan(s["max_nogc"])
     assert res.verdict() in ("yes",) or res.verdict().startswith("no: ")
 
 
