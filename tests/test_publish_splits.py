@@ -111,6 +111,18 @@ def test_unchanged_batch_is_republished_without_reading_requests(counters) -> No
     assert radix_splits(h.cache) == counts[0]
     step(False)
     step(True)
+    # a running request re-cached with its decoded tokens (a chunked prefill's next chunk caches its longer fill):
+    # its last node moves to a new node below the old one, and only its row is read again
+    req = h.reqs[1]
+    old_node = req.last_node
+    req._refresh_fill_ids()  # fill ids = prompt + decoded tokens (SGLang keeps them so before each round)
+    req.set_extend_range(len(req.prefix_indices), len(req.origin_input_ids) + len(req.output_ids))
+    h.cache.cache_unfinished_req(req)
+    assert req.last_node is not old_node
+    published, by_rows = table.published, table.by_rows
+    step(False)
+    assert table.published == published + 1 and table.by_rows == by_rows + 1  # read by row, the batch not in full
+    step(True)
     # the split count alone moving (a split somewhere in the tree)
     h.cache.__dict__[SPLITS_ATTR] += 1
     step(False)
@@ -177,12 +189,24 @@ def test_without_the_patch_nothing_is_assumed() -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_incremental_publish_equals_a_fresh_read(split_counter, seed: int) -> None:
+@pytest.mark.parametrize("by_rows", [False, True])
+def test_incremental_publish_equals_a_fresh_read(split_counter, seed: int, by_rows: bool) -> None:
     """Random steps (arrivals that split radix nodes at random depths, finishes whose rows are reused, reorders):
     the entries the table keeps incrementally are those a fresh table reads from every chain, and a step re-reads
     only the requests that are new, or whose chains pass through a node split since the last step. The step planner
     fed by it (reused forests, re-made plans) plans exactly what a fresh planner over a fresh table plans: the
-    forest of the req_to_token rows' sharing (``from_flat``), the same work (items, partials), exact in float64."""
+    forest of the req_to_token rows' sharing (``from_flat``), the same work (items, partials), exact in float64.
+    ``by_rows``: the batches carry their host rows and the cache counts and logs its re-cachings, as a server's do, so
+    changed batches take ``ChainTable.publish_rows`` (rows to read from the generations and the logs)."""
+    recaching = COUNT_RADIX_RECACHING.apply() if by_rows else False
+    try:
+        _incremental_steps(seed, by_rows)
+    finally:
+        if recaching:
+            COUNT_RADIX_RECACHING.remove()
+
+
+def _incremental_steps(seed: int, by_rows: bool) -> None:
     rng = np.random.default_rng(seed)
     h = RadixHarness(max_reqs=24, max_context=512, num_slots=1 << 14)
     templates = [rng.integers(1000 * (t + 1), 1000 * (t + 2), size=64).tolist() for t in range(3)]
@@ -205,7 +229,10 @@ def test_incremental_publish_equals_a_fresh_read(split_counter, seed: int) -> No
             rng.shuffle(live)
         h.decode(steps=1, only=live)
         before = table.published
-        publish_decode_batch(h.schedule_batch(live), table)
+        batch = h.schedule_batch(live)
+        if by_rows:
+            batch.req_pool_indices_cpu = torch.tensor([r.req_pool_idx for r in batch.reqs], dtype=torch.int64)
+        publish_decode_batch(batch, table)
         reads += table.published - before
         fresh = ChainTable(enabled=True)
         publish_decode_batch(h.schedule_batch(live), fresh)
@@ -240,6 +267,10 @@ def test_incremental_publish_equals_a_fresh_read(split_counter, seed: int) -> No
             assert_plan_exact(plan, h.req_to_token, got.rows, seq, seed=step_no, num_slots=h.num_slots)
     assert reads < fresh_reads / 3  # most steps read nothing or a few chains
     assert planner.counters.reused > 10 and planner.counters.unshared == 0
+    if by_rows:  # most changed batches were published by rows (a split the log cannot place reads them in full)
+        assert table.by_rows > 20, table.by_rows
+    else:
+        assert table.by_rows == 0
 
 
 def test_row_paths_grow_and_gather_each_rows_path() -> None:

@@ -135,10 +135,10 @@ class _Snapshot:
     split replaces the split node's ``value`` and ``parent``; eviction never touches nodes a running request locks."""
 
     root: Any
-    idxs: list
-    rids: list
-    gens: list
-    nodes: list
+    idxs: list | None  # None: taken by ``publish_rows``, which keeps no per-request lists
+    rids: list | None
+    gens: list | None
+    nodes: list | None
     values: list
     parents: list
     anc: list
@@ -155,6 +155,7 @@ def _absent(entries: tuple) -> int:
     return sum(map(operator.is_, entries, itertools.repeat(None)))
 
 
+_RID = operator.attrgetter("rid")
 _VALUE = operator.attrgetter("value")
 _PARENT = operator.attrgetter("parent")
 
@@ -283,6 +284,21 @@ class _Tally:
         self.by_row = now
         return self.total
 
+    def update_changes(self, left: list[int], touched: list[tuple[int, ChainEntry | None]]) -> int:
+        """``update`` told only what changed since the last batch: the rows that ``left`` it, and ``touched`` rows
+        (joined, or read again) with their entry now; every other row keeps its entry. Cost in proportion to the
+        change. Its distinct cached tokens."""
+        by_row = self.by_row
+        for row in left:
+            self._count(by_row.pop(row, None), -1)
+        for row, entry in touched:
+            old = by_row.get(row)
+            if old is not entry:
+                self._count(old, -1)
+                self._count(entry, 1)
+            by_row[row] = entry
+        return self.total
+
     def _count(self, entry: ChainEntry | None, step: int) -> None:
         if entry is None:
             return
@@ -311,8 +327,12 @@ class ChainTable:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     reused: int = 0  # batches whose chains were all unchanged (identity checks only), for tests and logs
     unread: int = 0  # of them, batches republished without reading any request (``republish_same``)
+    by_rows: int = 0  # changed batches published reading only the rows that can have changed (``publish_rows``)
     _snap: _Snapshot | None = field(default=None, repr=False)
     _read_as: dict[int, tuple] = field(default_factory=dict, repr=False)  # row -> (rid, generation, last_node) read
+    # row -> the generation of the request last read in it (-1: none, or read without a generation): what
+    # ``publish_rows`` compares with the pool's generations to find the rows to read
+    _row_gen: np.ndarray = field(default_factory=lambda: np.full(0, -1, dtype=np.int64), repr=False)
     _rows_of_node: dict[int, set[int]] = field(default_factory=dict, repr=False)  # radix node id -> rows through it
     _row_paths: _RowPaths = field(default_factory=_RowPaths, repr=False)  # each row's entry as arrays
     _tally: _Tally = field(default_factory=_Tally, repr=False)  # distinct cached tokens of the last published batch
@@ -379,7 +399,7 @@ class ChainTable:
                 idx, rid, gen, node = idxs[i], rids[i], generations[i], last_nodes[i]
                 sig = chain_signature(node, root, memo) if root is not None else None
                 old = entries.get(idx)
-                self._read_as[idx] = (rid, gen, node)
+                self._note_read(idx, rid, gen, node)
                 if sig is None:
                     self._pop_entry(idx)
                 elif old is None or old.rid != rid or old.generation != gen or old.signature != sig:
@@ -416,6 +436,131 @@ class ChainTable:
             self.batch = PublishedBatch(rows, tuple(rids), serial, batch_entries, cached, gens, absent, seq_lens,
                                         distinct, paths)
             self._snap = _snapshot(root, idxs, rids, generations, last_nodes, self.batch, splits, reqs, recached)
+
+    def publish_rows(
+        self,
+        reqs: list,
+        rows: np.ndarray,
+        gens: np.ndarray,
+        root: Any,
+        splits: int | None,
+        seq_lens: np.ndarray | None,
+        split_log: Sequence[int | None] | None,
+        recached: int | None,
+        recache_log: Sequence[int | None] | None,
+    ) -> bool:
+        """``publish_batch`` for a changed batch, reading only the requests that can have changed; False (nothing
+        done) where that cannot be told, and ``publish_batch`` reads the batch.
+
+        ``rows``/``gens``: the batch's host ``req_pool_indices_cpu`` and those rows' ``ReqToTokenPool.req_generation``
+        (int64 arrays, in ``reqs`` order). A request can have another chain than when its row was last read only if
+        the row has a new occupant (its generation moved: SGLang bumps it whenever it hands a row out), if the cache
+        re-cached it (``recache_log``: the rows ``cache_unfinished_req`` was called for, the last one being call number
+        ``recached``), or if its chain passes through a node split since (``split_log``, as in ``publish_batch``). So
+        those rows are read and the others keep their entries; the batch's arrays are made from ``rows`` and
+        ``gens`` with no pass over the request objects but the request ids."""
+        snap = self._snap
+        if (
+            snap is None
+            or snap.root is not root
+            or recached is None
+            or snap.recached is None
+            or recache_log is None
+            or rows.shape[0] != len(reqs)
+            or rows.shape[0] == 0
+        ):
+            return False
+        moved = self._split_since(snap, root, splits, split_log)
+        gap = recached - snap.recached
+        if moved is None or not 0 <= gap <= len(recache_log):
+            return False
+        recached_rows = list(itertools.islice(recache_log, len(recache_log) - gap, None)) if gap else []
+        if None in recached_rows:
+            return False
+        with self.lock:
+            if self._snap is not snap:
+                return False
+            top = int(rows.max()) + 1
+            if top > self._row_gen.shape[0]:
+                grown = np.full(max(top, 2 * self._row_gen.shape[0], 64), -1, dtype=np.int64)
+                grown[: self._row_gen.shape[0]] = self._row_gen
+                self._row_gen = grown
+            need = self._row_gen[rows] != gens
+            hit: set[int] = set()
+            if moved:
+                rows_of_node = self._rows_of_node
+                hit = set().union(*(rows_of_node.get(node_id, ()) for node_id in moved))
+            extra = hit.union(recached_rows)
+            if extra:  # a mask over the rows (np.isin sorts: ~200 us at batch 256 with a few hundred logged rows)
+                marked = np.fromiter(extra, dtype=np.int64, count=len(extra))
+                mark = np.zeros(self._row_gen.shape[0], dtype=bool)
+                mark[marked[(marked >= 0) & (marked < mark.shape[0])]] = True
+                need |= mark[rows]
+            todo = np.flatnonzero(need).tolist()
+            read = []
+            for i in todo:
+                req = reqs[i]
+                idx = int(rows[i])
+                if req.req_pool_idx != idx:  # rows and requests out of step: read everything
+                    return False
+                read.append((idx, req.rid, int(gens[i]), req.last_node))
+            rows_list = rows.tolist()
+            for idx in hit.difference(rows_list):  # rows outside this batch: stale, read when they return
+                self._pop_entry(idx)
+            memo: dict[int, Signature | None] = {}
+            entries = self.entries
+            changed = []
+            for idx, rid, gen, node in read:
+                sig = chain_signature(node, root, memo) if root is not None else None
+                old = entries.get(idx)
+                self._note_read(idx, rid, gen, node)
+                if sig is None:
+                    self._pop_entry(idx)
+                elif old is None or old.rid != rid or old.generation != gen or old.signature != sig:
+                    changed.append((idx, ChainEntry(rid, gen, sig)))
+            for idx, entry in changed:
+                self._set_entry(idx, entry)
+            self.published += len(changed)
+            self.by_rows += 1
+            batch_entries = tuple(map(entries.get, rows_list))
+            last = snap.batch
+            if (
+                not changed
+                and last.entries is not None
+                and last.gens is not None
+                and np.array_equal(rows, last.rows)
+                and np.array_equal(gens, last.gens)
+                and all(map(operator.is_, batch_entries, last.entries))
+            ):
+                # the same requests with the same entries (a new list, a re-caching that moved nothing): the same batch
+                self._snap = _Snapshot(root, None, None, None, None, [], [], [], last, splits, reqs, recached)
+                self._republish(self._snap, seq_lens)
+                return True
+            rids = tuple(map(_RID, reqs))
+            rows = rows.copy()
+            gens = gens.copy()
+            serial = self.batch.serial + 1 if self.batch is not None else 0
+            cached = self._row_paths.cached_of(rows)
+            for a in (rows, cached, gens):
+                a.setflags(write=False)
+            prev = last.rows
+            if len(self._tally.by_row) == prev.shape[0]:  # the tally holds the last batch: move it by the change
+                mark = np.zeros(max(int(prev.max(initial=0)), top - 1) + 1, dtype=bool)
+                mark[rows] = True
+                left = prev[~mark[prev]].tolist()
+                mark[rows] = False
+                mark[prev] = True
+                joined = rows[~mark[rows]].tolist()
+                get = entries.get
+                distinct = self._tally.update_changes(left, [(r, get(r)) for r in joined + [t[0] for t in read]])
+            else:
+                distinct = self._tally.update(rows_list, batch_entries)
+            paths = _LazyPaths(self._row_paths, rows, batch_entries, self.lock)
+            self.batch = PublishedBatch(rows, rids, serial, batch_entries, cached, gens, _absent(batch_entries),
+                                        seq_lens, distinct, paths)
+            # no per-request lists kept: ``publish_batch`` after this reads its batch in full (``_unchanged``)
+            self._snap = _Snapshot(root, None, None, None, None, [], [], [], self.batch, splits, reqs, recached)
+        return True
 
     def _split_since(
         self, snap: _Snapshot | None, root: Any, splits: int | None, split_log: Sequence[int | None] | None
@@ -487,6 +632,15 @@ class ChainTable:
         self.batch = new
         self.reused += 1
 
+    def _note_read(self, idx: int, rid: Hashable, gen: int | None, node: Any) -> None:
+        """Row ``idx`` was read as (rid, generation, last node) (under the lock)."""
+        self._read_as[idx] = (rid, gen, node)
+        if idx >= self._row_gen.shape[0]:
+            grown = np.full(max(idx + 1, 2 * self._row_gen.shape[0], 64), -1, dtype=np.int64)
+            grown[: self._row_gen.shape[0]] = self._row_gen
+            self._row_gen = grown
+        self._row_gen[idx] = -1 if gen is None else gen
+
     def _set_entry(self, idx: int, entry: ChainEntry) -> None:
         """Record ``entry`` for row ``idx``, keeping the node -> rows index (under the lock)."""
         self._pop_entry(idx, keep_read_as=True)
@@ -505,6 +659,8 @@ class ChainTable:
         old = self.entries.pop(idx, None)
         if not keep_read_as:
             self._read_as.pop(idx, None)
+            if idx < self._row_gen.shape[0]:
+                self._row_gen[idx] = -1
         if old is None:
             return
         self._row_paths.clear(idx)
@@ -529,7 +685,7 @@ class ChainTable:
                 return  # unchanged since the last step: no device copies
         with self.lock:
             self._set_entry(req_pool_idx, ChainEntry(rid, generation, sig))
-            self._read_as[req_pool_idx] = (rid, generation, last_node)
+            self._note_read(req_pool_idx, rid, generation, last_node)
             self.published += 1
 
     def drop(self, req_pool_idx: int) -> None:
@@ -542,6 +698,7 @@ class ChainTable:
             self._snap = None
             self.entries.clear()
             self._read_as.clear()
+            self._row_gen = np.full(0, -1, dtype=np.int64)
             self._rows_of_node.clear()
             self._row_paths = _RowPaths()
             self._tally = _Tally()
@@ -552,6 +709,8 @@ class ChainTable:
 def _unchanged(snap: _Snapshot, idxs: list, rids: list, gens: list, nodes: list, stable: bool) -> bool:
     """True if the batch (idxs, rids, gens, last nodes) is the snapshot's and no radix node on its chains changed
     (``stable``: the cache split no node since the snapshot, so the last nodes' identity is enough)."""
+    if snap.idxs is None:  # taken by ``publish_rows``: no per-request lists to compare with
+        return False
     if idxs != snap.idxs or rids != snap.rids or gens != snap.gens or not all(map(operator.is_, nodes, snap.nodes)):
         return False
     if stable:

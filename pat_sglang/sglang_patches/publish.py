@@ -58,10 +58,15 @@ def publish_decode_batch(batch: Any, table: ChainTable | None = None) -> None:
         seq_lens = _seq_lens(batch)
         recached = radix_recached(cache)  # before any request is read: a later re-caching moves the count
         rows_cpu = getattr(batch, "req_pool_indices_cpu", None)
-        if rows_cpu is not None and table.republish_same(
-            reqs, root, splits, recached, host_int64(rows_cpu), gen_np, seq_lens
-        ):
-            return  # the common decode step: the same requests on the same radix nodes, no request read
+        if rows_cpu is not None:
+            rows = host_int64(rows_cpu)
+            if table.republish_same(reqs, root, splits, recached, rows, gen_np, seq_lens):
+                return  # the common decode step: the same requests on the same radix nodes, no request read
+            if gen_np is not None and rows.shape[0] and int(rows.min()) >= 0 and table.publish_rows(
+                reqs, rows, gen_np[rows], root, splits, seq_lens, radix_split_log(cache), recached,
+                radix_recache_log(cache),
+            ):
+                return  # a changed batch: only the requests that can have changed were read
         whole = reqs
         pool_idx = list(map(_POOL_IDX, reqs))  # C loops over the requests: no per-request Python per step
         if None in pool_idx:
@@ -98,6 +103,8 @@ SPLITS_ATTR = "_pat_radix_splits"  # per cache instance: how often it split a no
 RECACHED_ATTR = "_pat_radix_recached"  # per cache instance: cache_unfinished_req calls (see wrap_cache_unfinished_req)
 SPLIT_LOG_ATTR = "_pat_radix_split_log"  # per cache instance: ids of the last SPLIT_LOG_LEN split nodes
 SPLIT_LOG_LEN = 4096  # splits between two published batches beyond this: every chain is re-read
+RECACHE_LOG_ATTR = "_pat_radix_recache_log"  # per cache instance: req_pool_idx of the last RECACHE_LOG_LEN re-cachings
+RECACHE_LOG_LEN = 4096  # re-cachings between two published batches beyond this: the batch is read in full
 
 
 def _seq_lens(batch: Any) -> np.ndarray | None:
@@ -136,14 +143,29 @@ def wrap_cache_unfinished_req(original: Callable[..., Any]) -> Callable[..., Any
     and moves its ``req.last_node`` (and may rewrite its ``req_to_token`` row past the old prefix). Under the
     overlap scheduler this runs for a prefill batch after its requests were merged into the running batch, so a
     published decode batch can see its requests' chains move without any change to the batch's list: the count
-    tells ``ChainTable.republish_same`` to read the chains again."""
+    tells ``ChainTable.republish_same`` to read the chains again, and the log of the requests' rows tells
+    ``ChainTable.publish_rows`` which."""
 
     @functools.wraps(original)
     def cache_unfinished_req(self: Any, *args: Any, **kwargs: Any) -> Any:
+        req = args[0] if args else kwargs.get("req")
+        log = self.__dict__.get(RECACHE_LOG_ATTR)
+        if log is None:
+            log = self.__dict__[RECACHE_LOG_ATTR] = deque(maxlen=RECACHE_LOG_LEN)
+        idx = getattr(req, "req_pool_idx", None)
+        log.append(int(idx) if isinstance(idx, (int, np.integer)) else None)  # None: unknown, the batch is read in full
         self.__dict__[RECACHED_ATTR] = self.__dict__.get(RECACHED_ATTR, 0) + 1
         return original(self, *args, **kwargs)
 
     return cache_unfinished_req
+
+
+def radix_recache_log(cache: Any) -> deque | None:
+    """The rows (``req_pool_idx``) of the requests the cache re-cached most recently, oldest first (the last one is
+    re-caching number ``radix_recached(cache)``), or None when re-cachings are not counted. Empty before the first."""
+    if not _wrapped_by(cache, "cache_unfinished_req", RECACHING_PATCH):
+        return None
+    return cache.__dict__.get(RECACHE_LOG_ATTR, ())
 
 
 def radix_split_log(cache: Any) -> deque | None:
