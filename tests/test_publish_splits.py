@@ -322,3 +322,40 @@ def test_tally_counts_each_node_once_across_batch_changes() -> None:
         got = tally.update(rows, tuple(live[r] for r in rows))
         distinct = {(n, t) for e in live.values() if e is not None for n, _, t in e.signature}
         assert got == sum(t for _, t in distinct)
+
+
+def test_a_chain_that_cannot_be_read_is_published_as_absent(counters) -> None:
+    """Read by row (``publish_rows``), a request whose chain cannot be read (a node without a value) gets no entry in
+    the batch, as a fresh read gives it, and its old entry is not handed out again; read again once it can be."""
+    rng = np.random.default_rng(11)
+    h = RadixHarness(max_reqs=16, max_context=512, num_slots=1 << 13)
+    system = rng.integers(1000, 2000, size=40).tolist()
+    for _ in range(4):
+        h.add_request(system + rng.integers(5000, 9000, size=6).tolist())
+    table = ChainTable(enabled=True)
+    rb = RunningBatch(h)
+    rb.set([0, 1, 2, 3])
+    h.decode(steps=1, only=rb.live)
+    rb.publish(table)
+    assert table.batch.entries[2] is not None
+    leaf = h.reqs[2].last_node
+    value = leaf.value
+    leaf.value = None  # its own leaf (a unique suffix) unreadable
+    h.req_to_token_pool.req_generation[h.reqs[2].req_pool_idx] += 1  # the row is read again
+    rb.set([0, 1, 2, 3])  # a new list: not the same batch object
+    by_rows = table.by_rows
+    h.decode(steps=1, only=rb.live)
+    rb.publish(table)
+    assert table.by_rows == by_rows + 1
+    fresh = ChainTable(enabled=True)
+    publish_decode_batch(h.schedule_batch(rb.live), fresh)
+    assert table.batch.entries[2] is None and fresh.batch.entries[2] is None
+    assert table.batch.absent == fresh.batch.absent == 1
+    assert table.batch.cached.tolist() == fresh.batch.cached.tolist()
+    assert table.batch.distinct_cached == fresh.batch.distinct_cached
+    leaf.value = value
+    h.req_to_token_pool.req_generation[h.reqs[2].req_pool_idx] += 1
+    rb.set([0, 1, 2, 3])
+    h.decode(steps=1, only=rb.live)
+    rb.publish(table)
+    assert_fresh(h, rb, table)

@@ -155,7 +155,6 @@ def _absent(entries: tuple) -> int:
     return sum(map(operator.is_, entries, itertools.repeat(None)))
 
 
-_RID = operator.attrgetter("rid")
 _VALUE = operator.attrgetter("value")
 _PARENT = operator.attrgetter("parent")
 
@@ -333,6 +332,10 @@ class ChainTable:
     # row -> the generation of the request last read in it (-1: none, or read without a generation): what
     # ``publish_rows`` compares with the pool's generations to find the rows to read
     _row_gen: np.ndarray = field(default_factory=lambda: np.full(0, -1, dtype=np.int64), repr=False)
+    # row -> the request id last read in it, and row -> its entry (None: none), as lists: a batch's ids and entries are
+    # then one ``itemgetter`` call over its rows (``publish_rows``)
+    _row_rid: list = field(default_factory=list, repr=False)
+    _row_entry: list = field(default_factory=list, repr=False)
     _rows_of_node: dict[int, set[int]] = field(default_factory=dict, repr=False)  # radix node id -> rows through it
     _row_paths: _RowPaths = field(default_factory=_RowPaths, repr=False)  # each row's entry as arrays
     _tally: _Tally = field(default_factory=_Tally, repr=False)  # distinct cached tokens of the last published batch
@@ -481,22 +484,17 @@ class ChainTable:
             if self._snap is not snap:
                 return False
             top = int(rows.max()) + 1
-            if top > self._row_gen.shape[0]:
-                grown = np.full(max(top, 2 * self._row_gen.shape[0], 64), -1, dtype=np.int64)
-                grown[: self._row_gen.shape[0]] = self._row_gen
-                self._row_gen = grown
-            need = self._row_gen[rows] != gens
+            self._row_room(top)
             hit: set[int] = set()
             if moved:
                 rows_of_node = self._rows_of_node
                 hit = set().union(*(rows_of_node.get(node_id, ()) for node_id in moved))
             extra = hit.union(recached_rows)
-            if extra:  # a mask over the rows (np.isin sorts: ~200 us at batch 256 with a few hundred logged rows)
+            if extra:  # rows to read whatever their generation: marked as read for no generation (read again later
+                # if not in this batch: never wrong, at most one extra read)
                 marked = np.fromiter(extra, dtype=np.int64, count=len(extra))
-                mark = np.zeros(self._row_gen.shape[0], dtype=bool)
-                mark[marked[(marked >= 0) & (marked < mark.shape[0])]] = True
-                need |= mark[rows]
-            todo = np.flatnonzero(need).tolist()
+                self._row_gen[marked[(marked >= 0) & (marked < self._row_gen.shape[0])]] = -2
+            todo = np.flatnonzero(self._row_gen[rows] != gens).tolist()
             read = []
             for i in todo:
                 req = reqs[i]
@@ -522,7 +520,11 @@ class ChainTable:
                 self._set_entry(idx, entry)
             self.published += len(changed)
             self.by_rows += 1
-            batch_entries = tuple(map(entries.get, rows_list))
+            if len(rows_list) > 1:  # one itemgetter over the rows gives both tuples (of one row: the item itself)
+                pick = operator.itemgetter(*rows_list)
+                batch_entries, rids = pick(self._row_entry), pick(self._row_rid)
+            else:
+                batch_entries, rids = (self._row_entry[rows_list[0]],), (self._row_rid[rows_list[0]],)
             last = snap.batch
             if (
                 not changed
@@ -536,7 +538,6 @@ class ChainTable:
                 self._snap = _Snapshot(root, None, None, None, None, [], [], [], last, splits, reqs, recached)
                 self._republish(self._snap, seq_lens)
                 return True
-            rids = tuple(map(_RID, reqs))
             rows = rows.copy()
             gens = gens.copy()
             serial = self.batch.serial + 1 if self.batch is not None else 0
@@ -632,19 +633,31 @@ class ChainTable:
         self.batch = new
         self.reused += 1
 
+    def _row_room(self, rows: int) -> None:
+        """The per-row arrays and lists hold rows ``0..rows-1`` (under the lock)."""
+        have = self._row_gen.shape[0]
+        if rows <= have:
+            return
+        size = max(rows, 2 * have, 64)
+        grown = np.full(size, -1, dtype=np.int64)
+        grown[:have] = self._row_gen
+        self._row_gen = grown
+        self._row_rid.extend([None] * (size - len(self._row_rid)))
+        self._row_entry.extend([None] * (size - len(self._row_entry)))
+
     def _note_read(self, idx: int, rid: Hashable, gen: int | None, node: Any) -> None:
         """Row ``idx`` was read as (rid, generation, last node) (under the lock)."""
         self._read_as[idx] = (rid, gen, node)
-        if idx >= self._row_gen.shape[0]:
-            grown = np.full(max(idx + 1, 2 * self._row_gen.shape[0], 64), -1, dtype=np.int64)
-            grown[: self._row_gen.shape[0]] = self._row_gen
-            self._row_gen = grown
+        self._row_room(idx + 1)
         self._row_gen[idx] = -1 if gen is None else gen
+        self._row_rid[idx] = rid
 
     def _set_entry(self, idx: int, entry: ChainEntry) -> None:
         """Record ``entry`` for row ``idx``, keeping the node -> rows index (under the lock)."""
         self._pop_entry(idx, keep_read_as=True)
         self.entries[idx] = entry
+        self._row_room(idx + 1)
+        self._row_entry[idx] = entry
         self._row_paths.set(idx, entry)
         rows_of_node = self._rows_of_node
         for node_id, _, _ in entry.signature:
@@ -657,6 +670,8 @@ class ChainTable:
     def _pop_entry(self, idx: int, keep_read_as: bool = False) -> None:
         """Forget row ``idx``'s entry (under the lock)."""
         old = self.entries.pop(idx, None)
+        if idx < len(self._row_entry):
+            self._row_entry[idx] = None
         if not keep_read_as:
             self._read_as.pop(idx, None)
             if idx < self._row_gen.shape[0]:
@@ -699,6 +714,8 @@ class ChainTable:
             self.entries.clear()
             self._read_as.clear()
             self._row_gen = np.full(0, -1, dtype=np.int64)
+            self._row_rid = []
+            self._row_entry = []
             self._rows_of_node.clear()
             self._row_paths = _RowPaths()
             self._tally = _Tally()
