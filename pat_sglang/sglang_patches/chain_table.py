@@ -397,15 +397,10 @@ class ChainTable:
             todo = range(len(idxs))
         changed = []
         with self.lock:
-            entries = self.entries
             for i in todo:
                 idx, rid, gen, node = idxs[i], rids[i], generations[i], last_nodes[i]
-                sig = chain_signature(node, root, memo) if root is not None else None
-                old = entries.get(idx)
-                self._note_read(idx, rid, gen, node)
-                if sig is None:
-                    self._pop_entry(idx)
-                elif old is None or old.rid != rid or old.generation != gen or old.signature != sig:
+                sig = self._reread(idx, rid, gen, node, root, memo)
+                if sig is not None:
                     changed.append((idx, rid, gen, sig, node))
         fresh = [(idx, ChainEntry(rid, gen, sig)) for idx, rid, gen, sig, _ in changed]
         with self.lock:
@@ -506,15 +501,10 @@ class ChainTable:
             for idx in hit.difference(rows_list):  # rows outside this batch: stale, read when they return
                 self._pop_entry(idx)
             memo: dict[int, Signature | None] = {}
-            entries = self.entries
             changed = []
             for idx, rid, gen, node in read:
-                sig = chain_signature(node, root, memo) if root is not None else None
-                old = entries.get(idx)
-                self._note_read(idx, rid, gen, node)
-                if sig is None:
-                    self._pop_entry(idx)
-                elif old is None or old.rid != rid or old.generation != gen or old.signature != sig:
+                sig = self._reread(idx, rid, gen, node, root, memo)
+                if sig is not None:
                     changed.append((idx, ChainEntry(rid, gen, sig)))
             for idx, entry in changed:
                 self._set_entry(idx, entry)
@@ -552,7 +542,7 @@ class ChainTable:
                 mark[rows] = False
                 mark[prev] = True
                 joined = rows[~mark[rows]].tolist()
-                get = entries.get
+                get = self.entries.get
                 distinct = self._tally.update_changes(left, [(r, get(r)) for r in joined + [t[0] for t in read]])
             else:
                 distinct = self._tally.update(rows_list, batch_entries)
@@ -644,6 +634,21 @@ class ChainTable:
         self._row_gen = grown
         self._row_rid.extend([None] * (size - len(self._row_rid)))
         self._row_entry.extend([None] * (size - len(self._row_entry)))
+
+    def _reread(
+        self, idx: int, rid: Hashable, gen: int | None, node: Any, root: Any, memo: dict[int, Signature | None]
+    ) -> Signature | None:
+        """Read row ``idx``'s chain (under the lock): the read is noted, an unreadable chain drops the row's entry;
+        the chain's signature where the row needs a new entry, else None."""
+        sig = chain_signature(node, root, memo) if root is not None else None
+        old = self.entries.get(idx)
+        self._note_read(idx, rid, gen, node)
+        if sig is None:
+            self._pop_entry(idx)
+            return None
+        if old is None or old.rid != rid or old.generation != gen or old.signature != sig:
+            return sig
+        return None
 
     def _note_read(self, idx: int, rid: Hashable, gen: int | None, node: Any) -> None:
         """Row ``idx`` was read as (rid, generation, last node) (under the lock)."""
