@@ -559,14 +559,16 @@ def write_report(out: Path, store: sweep.ResultStore, reference: str,
 def restep(store: sweep.ResultStore, logs: Path) -> int:
     """Recompute the step columns (``client.step_stats``) of each measured point from its server's log, the lines
     stamped within the point's run, and rewrite the store; points whose log is missing or has no decode line in
-    that window keep theirs. Returns how many
-    were recomputed."""
+    that window keep theirs. Returns how many were recomputed."""
     done = 0
+    texts: dict[Path, str] = {}  # each backend's log read once for all its points
     for row in store.rows:
         log = logs / f"server-{file_tag(str(row.get('backend')))}.log"
         if row.get("kind") != "point" or "started" not in row or "wall_s" not in row or not log.exists():
             continue
-        during = client.log_between(log.read_text(errors="replace"), str(row["started"]), float(row["wall_s"]))
+        if log not in texts:
+            texts[log] = log.read_text(errors="replace")
+        during = client.log_between(texts[log], str(row["started"]), float(row["wall_s"]))
         if not client.DECODE_RE.search(during):
             continue  # the log does not cover this point (e.g. another call's server)
         row.update(client.step_stats(client.decode_steps(during)))

@@ -56,7 +56,8 @@ class GcPauses:
                 self._installed = False
 
     def mark(self) -> GcMark:
-        self.install()
+        if not self._installed:  # once per process; the lock only then (mark runs every decode step)
+            self.install()
         return GcMark(self.collections, self.seconds)
 
     def since(self, mark: GcMark) -> GcMark:

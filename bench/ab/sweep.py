@@ -182,9 +182,7 @@ class ResultStore:
                         seen.add(line)
                         self.rows.append(row)
             if self.rows:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with open(path, "w") as fh:
-                    fh.writelines(json.dumps(r) + "\n" for r in self.rows)
+                self.rewrite()
 
     def append(self, row: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -195,7 +193,8 @@ class ResultStore:
         self.rows.append(row)
 
     def rewrite(self) -> None:
-        """Write the rows as they are now (after a caller changed them in place)."""
+        """Write the rows as they are now (the merged priors, or rows a caller changed in place)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "w") as fh:
             fh.writelines(json.dumps(r, default=str) + "\n" for r in self.rows)

@@ -525,7 +525,7 @@ class ChainTable:
                 and all(map(operator.is_, batch_entries, last.entries))
             ):
                 # the same requests with the same entries (a new list, a re-caching that moved nothing): the same batch
-                self._snap = _Snapshot(root, None, None, None, None, [], [], [], last, splits, reqs, recached)
+                self._snap = _rows_snapshot(root, last, splits, reqs, recached)
                 self._republish(self._snap, seq_lens)
                 return True
             rows = rows.copy()
@@ -549,8 +549,7 @@ class ChainTable:
             paths = _LazyPaths(self._row_paths, rows, batch_entries, self.lock)
             self.batch = PublishedBatch(rows, rids, serial, batch_entries, cached, gens, _absent(batch_entries),
                                         seq_lens, distinct, paths)
-            # no per-request lists kept: ``publish_batch`` after this reads its batch in full (``_unchanged``)
-            self._snap = _Snapshot(root, None, None, None, None, [], [], [], self.batch, splits, reqs, recached)
+            self._snap = _rows_snapshot(root, self.batch, splits, reqs, recached)
         return True
 
     def _split_since(
@@ -778,6 +777,12 @@ def _snapshot(
             anc.append((node, getattr(node, "value", None), parent))
             node = parent
     return _Snapshot(root, list(idxs), list(rids), list(gens), list(nodes), values, parents, anc, batch, None)
+
+
+def _rows_snapshot(root: Any, batch: PublishedBatch, splits: int | None, reqs: list, recached: int) -> _Snapshot:
+    """The snapshot ``publish_rows`` leaves: no per-request lists, so a ``publish_batch`` after it reads its batch in
+    full (``_unchanged``); ``republish_same`` and ``publish_rows`` need only the counts, the list and the batch."""
+    return _Snapshot(root, None, None, None, None, [], [], [], batch, splits, reqs, recached)
 
 
 CHAIN_TABLE = ChainTable()
