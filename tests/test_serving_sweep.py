@@ -16,7 +16,7 @@ from argparse import Namespace
 from pathlib import Path
 
 import pytest
-from scripts import BENCH, REPO, on_path
+from scripts import BENCH, REPO, load_script, on_path
 
 on_path(BENCH)
 
@@ -478,3 +478,34 @@ def test_restep_recomputes_a_point_from_its_server_log(tmp_path: Path) -> None:
     # the first line in the window and the one after the prefill are left out: four 10 ms steps at 72
     assert rows[0]["step_ms_p50_full"] == pytest.approx(10.0) and rows[0]["step_full_lines"] == 4.0
     assert rows[1]["step_ms_p50_full"] == 14.7 and rows[2]["step_ms_p50_full"] == 23.4
+
+
+def test_overview_later_folder_wins_and_marks_cross_run_ratios(tmp_path: Path) -> None:
+    """``serving_overview``: the last measured point of each (workload, load, backend) over the folders in order,
+    failed points ignored, ratios against the reference at the same point, marked when it came from another folder."""
+    overview = load_script(BENCH / "serving_overview.py")
+
+    def point(backend: str, tok: float, tpot: float, status: str = "ok", load: str = "c64") -> dict:
+        return {"kind": "point", "workload": "gsp", "load": load, "backend": backend, "status": status,
+                "output_throughput": tok, "median_tpot_ms": tpot}
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    for folder, rows in ((old, [point("fa3", 1000.0, 10.0), point("triton", 800.0, 12.5),
+                                point("pat@fa3", 1100.0, 9.0, load="c256")]),
+                         (new, [point("fa3", 1200.0, 8.0), point("pat@fa3", 1500.0, 6.0),
+                                point("triton", 1.0, 1.0, status="failed")])):
+        folder.mkdir()
+        (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows = overview.overview_rows(overview.gather([old, new]), "fa3")
+    got = {(r["load"], r["backend"]): (r["output_throughput"], r["tok_vs_ref"], r["tpot_vs_ref"], r["folder"])
+           for r in rows}
+    assert got == {
+        ("c64", "fa3"): (1200.0, "1.000", "1.000", "new"),
+        ("c64", "pat@fa3"): (1500.0, "1.250", "0.750", "new"),
+        ("c64", "triton"): (800.0, "0.667*", "1.562*", "old"),  # the failed newer point does not replace it
+        ("c256", "pat@fa3"): (1100.0, "-", "-", "old"),  # no reference at that point
+    }
+    assert [(r["load"], r["backend"]) for r in rows] == [("c64", "fa3"), ("c64", "pat@fa3"), ("c64", "triton"),
+                                                         ("c256", "pat@fa3")]
+    with pytest.raises(FileNotFoundError):
+        overview.gather([tmp_path / "missing"])

@@ -1,0 +1,98 @@
+"""One table of every backend at every serving point, gathered from several sweep folders.
+
+``serving_sweep.py`` writes one folder per device session (``docs/perf/serving/<date>-<tag>/results.jsonl``); no
+one call fits every backend, workload and load. This reads the folders given, in order, keeps for each
+(workload, load, backend) the last measured point (later folders win), and writes a markdown table with the folder
+each row came from. Ratios are against ``--reference`` at the same point: a ratio whose reference row came from a
+different folder (another call, maybe other code) is marked ``*``, since run-to-run variation between calls is of the
+same order as the differences measured (see the folders' READMEs).
+
+    python bench/serving_overview.py docs/perf/serving/2026-11-29-h200-peers docs/perf/serving/2026-11-29-h200-v15 \
+        --reference fa3 --out docs/perf/serving/OVERVIEW.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ab import report, sweep  # noqa: E402
+
+BACKEND_ORDER = ("fa3", "pat@fa3", "flashinfer", "pat@flashinfer", "triton")
+WORKLOAD_ORDER = ("gsp", "gsp-deep", "mooncake", "rollout", "random")
+
+COLUMNS: list[tuple[str, str, str]] = [
+    ("workload", "workload", "s"),
+    ("load", "load", "s"),
+    ("backend", "backend", "s"),
+    ("output_throughput", "out tok/s", ".0f"),
+    ("tok_vs_ref", "tok/s vs ref", "s"),
+    ("median_ttft_ms", "TTFT p50 ms", ".1f"),
+    ("median_tpot_ms", "TPOT p50 ms", ".2f"),
+    ("p99_tpot_ms", "TPOT p99", ".2f"),
+    ("tpot_vs_ref", "TPOT p50 vs ref", "s"),
+    ("step_ms_p50_full", "step ms @full bs", ".2f"),
+    ("folder", "folder", "s"),
+]
+
+
+def gather(folders: list[Path]) -> dict[tuple[str, str, str], dict]:
+    """(workload, load, backend) -> the last measured point over ``folders`` (in order), with its ``folder``."""
+    points: dict[tuple[str, str, str], dict] = {}
+    for folder in folders:
+        path = folder / "results.jsonl"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: not a serving sweep folder")
+        for row in sweep.read_jsonl(path):
+            if row.get("kind") != "point" or row.get("status") not in sweep.MEASURED:
+                continue
+            key = (str(row.get("workload")), str(row.get("load")), str(row.get("backend")))
+            points[key] = {**row, "folder": folder.name}
+    return points
+
+
+def _ratio(row: dict, ref: dict | None, key: str) -> str:
+    if ref is None or not ref.get(key) or row.get(key) is None:
+        return "-"
+    mark = "" if ref["folder"] == row["folder"] else "*"
+    return f"{float(row[key]) / float(ref[key]):.3f}{mark}"
+
+
+def overview_rows(points: dict[tuple[str, str, str], dict], reference: str) -> list[dict]:
+    """Rows in workload, load, backend order, with ratios against ``reference`` at the same point."""
+    def order(key: tuple[str, str, str]) -> tuple:
+        workload, load, backend = key
+        w = WORKLOAD_ORDER.index(workload) if workload in WORKLOAD_ORDER else len(WORKLOAD_ORDER)
+        b = BACKEND_ORDER.index(backend) if backend in BACKEND_ORDER else len(BACKEND_ORDER)
+        return (w, workload, sweep.load_order(load), b, backend)
+
+    rows = []
+    for key in sorted(points, key=order):
+        row = dict(points[key])
+        ref = points.get((key[0], key[1], reference))
+        row["tok_vs_ref"] = _ratio(row, ref, "output_throughput")
+        row["tpot_vs_ref"] = _ratio(row, ref, "median_tpot_ms")
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("folders", type=Path, nargs="+", help="sweep folders, oldest first (later ones win)")
+    ap.add_argument("--reference", default="fa3")
+    ap.add_argument("--out", type=Path, default=None, help="markdown file (default: print)")
+    args = ap.parse_args(argv)
+    rows = overview_rows(gather(args.folders), args.reference)
+    text = report.markdown_table(rows, COLUMNS)
+    if args.out is None:
+        print(text)
+    else:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
