@@ -88,6 +88,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="with --report-only: first recompute each point's step columns from <out>/logs/server-*.log "
                          "(the lines stamped within the point's run) with the current rule, and rewrite "
                          "results.jsonl; points the logs do not cover keep theirs")
+    ap.add_argument("--merge", type=Path, nargs="+", default=[], metavar="CALL",
+                    help="gather the folders of separate device calls (each its results.jsonl and logs/ or logs.tgz; "
+                         "oldest first) into --out, then write the report as --report-only does (with --restep: "
+                         "from the gathered server logs)")
     ap.add_argument("--warmup-only", action="store_true",
                     help="start each backend's server once (JIT compiles, greedy check), measure nothing")
     # model and server
@@ -580,8 +584,10 @@ def restep(store: sweep.ResultStore, logs: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run finally blocks, stop servers
-    if args.report_only:
+    if args.report_only or args.merge:
         out = args.out or REPO / "docs/perf/serving" / dt.date.today().isoformat()
+        if args.merge:
+            print(f"serving: {sweep.merge_calls(args.merge, out)} row(s) gathered from {len(args.merge)} call(s)")
         store = sweep.ResultStore(out / "results.jsonl", prior=args.prior)
         if args.restep:
             print(f"serving: step columns recomputed for {restep(store, out / 'logs')} point(s)")

@@ -509,3 +509,46 @@ def test_overview_later_folder_wins_and_marks_cross_run_ratios(tmp_path: Path) -
                                                          ("c256", "pat@fa3")]
     with pytest.raises(FileNotFoundError):
         overview.gather([tmp_path / "missing"])
+
+
+def test_merge_calls_gathers_each_calls_own_rows_and_logs(tmp_path: Path) -> None:
+    """``sweep.merge_calls`` (``serving_sweep.py --merge``): rows a call was given with ``--prior`` are tagged and
+    left out, each call's own rows are gathered once, server logs of one backend are appended in call order (read
+    from ``logs/`` or from the ``logs.tgz`` the device hands back), other logs copied."""
+    import tarfile
+
+    def point(backend: str, load: str) -> dict:
+        return {"kind": "point", "backend": backend, "workload": "gsp", "load": load, "workload_id": "w",
+                "server_id": "s", "status": "ok", "output_throughput": 1.0}
+
+    earlier = tmp_path / "earlier" / "results.jsonl"
+    earlier.parent.mkdir()
+    earlier.write_text(json.dumps(point("fa3", "c256")) + "\n")
+    first, second = tmp_path / "call1", tmp_path / "call2"
+    store = sweep.ResultStore(first / "results.jsonl", prior=[earlier])  # a call given an earlier result
+    assert store.rows[0][sweep.PRIOR_KEY] == str(earlier)
+    store.append({"kind": "run", "argv": ["--loads", "x0.7"]})
+    store.append(point("fa3", "x0.7"))
+    (first / "logs").mkdir()
+    (first / "logs" / "server-fa3.log").write_text("[2026-11-29 10:00:00] first call\n")
+    (first / "logs" / "bench-fa3-gsp-x0.7.log").write_text("client 1\n")
+    second.mkdir()
+    (second / "results.jsonl").write_text(json.dumps(point("triton", "c64")) + "\n")
+    staged = tmp_path / "staged" / "logs"
+    staged.mkdir(parents=True)
+    (staged / "server-fa3.log").write_text("[2026-11-29 11:00:00] second call\n")
+    (staged / "server-triton.log").write_text("triton\n")
+    with tarfile.open(second / "logs.tgz", "w:gz") as tar:
+        tar.add(staged, arcname="logs")
+    dest = tmp_path / "dest"
+    assert sweep.merge_calls([first, second], dest) == 3
+    rows = sweep.read_jsonl(dest / "results.jsonl")
+    assert [(r["kind"], r.get("backend"), r.get("load")) for r in rows] == [
+        ("run", None, None), ("point", "fa3", "x0.7"), ("point", "triton", "c64")]
+    assert (dest / "logs" / "server-fa3.log").read_text() == (
+        "[2026-11-29 10:00:00] first call\n[2026-11-29 11:00:00] second call\n")
+    assert (dest / "logs" / "server-triton.log").read_text() == "triton\n"
+    assert (dest / "logs" / "bench-fa3-gsp-x0.7.log").read_text() == "client 1\n"
+    assert sweep.merge_calls([first, second], dest) == 0  # nothing gathered twice, rows or logs
+    assert len(sweep.read_jsonl(dest / "results.jsonl")) == 3
+    assert (dest / "logs" / "server-fa3.log").read_text().count("first call") == 1

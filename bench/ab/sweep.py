@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import tarfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +159,7 @@ def trace_rate(path: Path, n: int) -> float:
 
 
 MEASURED = ("ok", "partial")
+PRIOR_KEY = "prior"  # on rows a store merged in from ``prior`` files: the file they came from (merges leave them out)
 
 
 class ResultStore:
@@ -165,7 +167,8 @@ class ResultStore:
 
     Kinds: ``point`` (a measurement), ``check`` (a backend's greedy outputs), ``server`` (a start: time, command).
     ``prior`` files (e.g. the repository's copy, when the device run writes into a fresh folder) are merged in once,
-    when ``path`` does not exist yet.
+    when ``path`` does not exist yet, each row tagged with its file (``PRIOR_KEY``) so that ``merge_calls`` can tell
+    a call's own rows from those it was given.
     """
 
     def __init__(self, path: Path, prior: Iterable[Path] = ()) -> None:
@@ -180,7 +183,7 @@ class ResultStore:
                     line = json.dumps(row, sort_keys=True)
                     if line not in seen:
                         seen.add(line)
-                        self.rows.append(row)
+                        self.rows.append({PRIOR_KEY: str(p), **row})  # a row merged again keeps its first file
             if self.rows:
                 self.rewrite()
 
@@ -222,6 +225,53 @@ class ResultStore:
                 last.pop(key, None)  # re-insert: order of the latest measurement
                 last[key] = row
         return list(last.values())
+
+
+def merge_calls(sources: Sequence[Path], dest: Path) -> int:
+    """Gather the folders that separate device calls wrote (``<call>/results.jsonl`` and the call's logs, as ``logs/``
+    or the ``logs.tgz`` the device hands back) into ``dest``, oldest call first: each call's own rows (not those it
+    was given with ``--prior``) are appended to ``dest/results.jsonl`` unless already there; a server log is appended
+    to the one of the same backend unless already in it (each server's lines carry their times, so a point's lines
+    are found by time, as within one call); other log files are copied (a later call's file of the same name replaces
+    an earlier one). Returns the rows added."""
+    store = ResultStore(dest / "results.jsonl")
+    have = {json.dumps(r, sort_keys=True) for r in store.rows}
+    logs = dest / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    added = 0
+    for src in sources:
+        for row in read_jsonl(src / "results.jsonl"):
+            line = json.dumps(row, sort_keys=True)
+            if PRIOR_KEY in row or line in have:
+                continue
+            have.add(line)
+            store.append(row)
+            added += 1
+        for name, data in _call_logs(src):
+            target = logs / name
+            if name.startswith("server-") and target.exists():
+                if data in target.read_bytes():  # this call's log was gathered before
+                    continue
+                with open(target, "ab") as fh:
+                    fh.write(data)
+            else:
+                target.write_bytes(data)
+    return added
+
+
+def _call_logs(src: Path) -> list[tuple[str, bytes]]:
+    """(file name, bytes) of a call's logs: ``src/logs/*``, or the ``logs/`` members of ``src/logs.tgz``."""
+    if (src / "logs").is_dir():
+        return [(f.name, f.read_bytes()) for f in sorted((src / "logs").iterdir()) if f.is_file()]
+    if not (src / "logs.tgz").exists():
+        return []
+    out = []
+    with tarfile.open(src / "logs.tgz") as tar:
+        for member in tar.getmembers():
+            parts = Path(member.name).parts
+            if member.isfile() and len(parts) == 2 and parts[0] == "logs":
+                out.append((parts[1], tar.extractfile(member).read()))
+    return sorted(out)
 
 
 def read_jsonl(path: Path) -> list[dict]:
