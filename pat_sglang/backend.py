@@ -311,13 +311,19 @@ class StepStats:
     gc_steps: int = 0  # steps during which a garbage collection ran (gc_pauses)
     gc_s_max: float = 0.0  # the most time one step spent in collections
     plan_s_max_no_gc: float = 0.0  # the slowest step without a collection: the planner's own worst
+    # The most CPU time the planning thread itself spent on one step (time.thread_time): where the wall-clock maximum
+    # is well above it, the step waited (for the interpreter lock held by SGLang's other threads, or for the OS).
+    plan_cpu_s_max: float = 0.0
     last_log: float = field(default_factory=lambda: float("-inf"))
 
-    def record(self, seconds: float, gc: GcMark | None = None) -> None:
-        """One step's host time; ``gc``: the collections that ran during it (``GC_PAUSES.since``)."""
+    def record(self, seconds: float, gc: GcMark | None = None, cpu_seconds: float | None = None) -> None:
+        """One step's host time (wall clock); ``gc``: the collections that ran during it (``GC_PAUSES.since``);
+        ``cpu_seconds``: the planning thread's own CPU time in it."""
         self.steps += 1
         self.plan_s_total += seconds
         self.plan_s_max = max(self.plan_s_max, seconds)
+        if cpu_seconds is not None:
+            self.plan_cpu_s_max = max(self.plan_cpu_s_max, cpu_seconds)
         if gc is not None and gc.collections:
             self.gc_steps += 1
             self.gc_s_max = max(self.gc_s_max, gc.seconds)
@@ -338,7 +344,8 @@ class StepStats:
             f"{counters.declined} ({counters.declined_unplanned} decided without planning); batches PAT could not "
             f"plan {self.delegated}; steps reading rows back {self.row_reads}; steps with a garbage collection "
             f"{self.gc_steps} (at most {1e3 * self.gc_s_max:.3f} ms of one collecting), max of the others "
-            f"{1e3 * self.plan_s_max_no_gc:.3f} ms"
+            f"{1e3 * self.plan_s_max_no_gc:.3f} ms; the planning thread's own CPU time at most "
+            f"{1e3 * self.plan_cpu_s_max:.3f} ms in one step"
         )
 
 
@@ -491,7 +498,7 @@ class PATAttnBackend(AttentionBackend):
 
     def _prepare_step(self, forward_batch: Any, static: bool) -> PATMetadata | None:
         gc_mark = GC_PAUSES.mark()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.thread_time()
         batch = self._step_batch(forward_batch)
         # Under CUDA graphs without per-variant graphs, the captured graph runs PAT whatever the gate would say.
         min_saved = 0.0 if static and not self.graph_variants else self.min_saved_fraction
@@ -499,7 +506,7 @@ class PATAttnBackend(AttentionBackend):
         plan = self.planner.plan(batch, limits, min_saved=min_saved)
         md = PATMetadata(self._loaded(plan, static), static) if plan is not None else None
         now = time.perf_counter()
-        self.stats.record(now - start, GC_PAUSES.since(gc_mark))
+        self.stats.record(now - start, GC_PAUSES.since(gc_mark), time.thread_time() - cpu_start)
         if now - self.stats.last_log >= LOG_INTERVAL_S:
             self.stats.last_log = now
             logger.info(self.stats.summary(self.planner.counters))

@@ -553,20 +553,23 @@ def test_pat_step_stats_per_point() -> None:
     # the point's 200 steps: (400 * 0.175 - 200 * 0.15) / 200 ms each, 60 of them on the delegate
     assert got == {"pat_steps": 200.0, "pat_plan_ms_mean": pytest.approx(0.2), "pat_plan_ms_max_since_start": 3.5,
                    "pat_declined_pct": pytest.approx(30.0), "pat_gc_steps": 0.0, "pat_gc_ms_max_since_start": 0.0,
-                   "pat_plan_ms_max_no_gc_since_start": 0.0}
+                   "pat_plan_ms_max_no_gc_since_start": 0.0, "pat_plan_cpu_ms_max_since_start": 0.0}
     # steps recorded with and without a collection: the GC clause read back per point
     from pat_sglang.gc_pauses import GcMark
 
     stats = StepStats()
-    stats.record(0.0004, GcMark(0, 0.0))
+    stats.record(0.0004, GcMark(0, 0.0), 0.0003)
     first = f"[t] {stats.summary(StepCounters())}\n"
-    stats.record(0.0031, GcMark(1, 0.0025))
-    stats.record(0.0012, GcMark(0, 0.0))
+    stats.record(0.0031, GcMark(1, 0.0025), 0.0029)
+    stats.record(0.0012, GcMark(0, 0.0), 0.0005)  # a step that waited: 1.2 ms wall, 0.5 ms of its own CPU time
     got = client.pat_step_stats(first, f"[t] {stats.summary(StepCounters())}\n")
     assert got["pat_steps"] == 2.0 and got["pat_gc_steps"] == 1.0
     assert got["pat_plan_ms_max_since_start"] == pytest.approx(3.1)
     assert got["pat_gc_ms_max_since_start"] == pytest.approx(2.5)
     assert got["pat_plan_ms_max_no_gc_since_start"] == pytest.approx(1.2)
+    assert got["pat_plan_cpu_ms_max_since_start"] == pytest.approx(2.9)
+    gc_only = first.replace("; the planning thread's own CPU time at most 0.300 ms in one step", "")
+    assert "pat_plan_cpu_ms_max_since_start" not in client.pat_step_stats("", gc_only)  # the eleventh session's line
     old_line = ("[t] PAT: 10 decode steps, host planning 0.050 ms mean / 0.500 ms max; plans reused as they were 0; "
                 "batches sharing too little, served by the delegate 2 (2 decided without planning)\n")
     assert "pat_gc_steps" not in client.pat_step_stats("", old_line)  # lines before the clause still parse

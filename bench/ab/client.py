@@ -331,6 +331,8 @@ PAT_STATS_RE = re.compile(
     # since 2026-11-29 (eleventh session): the steps a garbage collection ran in, apart
     r"(?:.*?steps with a garbage collection (\d+) \(at most ([\d.]+) ms of one collecting\), max of the others "
     r"([\d.]+) ms)?"
+    # since 2026-11-29 (twelfth session): the planning thread's own CPU time of its slowest step
+    r"(?:; the planning thread's own CPU time at most ([\d.]+) ms in one step)?"
 )
 
 
@@ -339,8 +341,10 @@ def pat_step_stats(before: str, during: str) -> dict[str, float]:
     (``before``: the server log up to the point's start) and the last one during it. ``pat_plan_ms_mean`` and
     ``pat_declined_pct`` are the point's own (differences of the counts); ``pat_plan_ms_max_since_start`` is the
     server's maximum so far (the line keeps no per-interval maximum); where the line has them, ``pat_gc_steps`` (the
-    point's steps during which a garbage collection ran), ``pat_gc_ms_max_since_start`` and
-    ``pat_plan_ms_max_no_gc_since_start`` (the slowest step without a collection: the planner's own worst). The line is
+    point's steps during which a garbage collection ran), ``pat_gc_ms_max_since_start``,
+    ``pat_plan_ms_max_no_gc_since_start`` (the slowest step without a collection) and
+    ``pat_plan_cpu_ms_max_since_start`` (the planning thread's own CPU time of its slowest step: the wall-clock maximum
+    above it is waiting). The line is
     written on decode steps at most once per ``PAT_SGLANG_LOG_INTERVAL_S``, so the steps of the previous point after its
     last line count in this one: keep the interval short against a point (the sweep sets 1 s). Empty without a line
     during the point (another backend, or a log interval longer than the point)."""
@@ -363,6 +367,8 @@ def pat_step_stats(before: str, during: str) -> dict[str, float]:
         gc0 = int(start[5]) if start is not None and start[5] is not None else 0
         out.update(pat_gc_steps=float(int(end[5]) - gc0), pat_gc_ms_max_since_start=float(end[6]),
                    pat_plan_ms_max_no_gc_since_start=float(end[7]))
+    if end[8] is not None:
+        out["pat_plan_cpu_ms_max_since_start"] = float(end[8])
     return out
 
 
