@@ -88,3 +88,25 @@ def test_any_file_round_trips_through_the_command_line(tmp_path: Path, payload: 
     assert dest.read_bytes() == payload
     with pytest.raises(SystemExit):  # a source is required, and only one
         pieces.main(["split", "--out", str(out)])
+
+
+def test_recut_makes_smaller_pieces_of_the_same_stream(tmp_path: Path, payload: bytes) -> None:
+    """``recut``: existing pieces re-cut smaller (the working tree that travels with each grew) still assemble to the
+    member; the old pieces are gone, the manifest lists the new ones; a damaged piece is refused before cutting."""
+    src = tmp_path / "cache.tar"
+    src.write_bytes(payload)
+    out = tmp_path / "fa3"
+    before = pieces.split(src, "cache.tar", out, piece_mib=2, preset=0)
+    assert pieces.main(["recut", "--src", str(out), "--piece-mib", "1"]) == 0
+    after = json.loads((out / pieces.MANIFEST).read_text())
+    assert len(after["pieces"]) > len(before["pieces"]) and all(p["bytes"] <= 1 << 20 for p in after["pieces"])
+    assert sorted(f.name for f in out.glob("p*")) == [p["folder"] for p in after["pieces"]]
+    assert sum(p["bytes"] for p in after["pieces"]) == before["compressed_bytes"]
+    store = tmp_path / "store"
+    assert pieces.stash(out, store) == []
+    assert pieces.assemble(store, tmp_path / "back.tar").read_bytes() == payload
+    first = out / after["pieces"][0]["folder"] / pieces.PIECE
+    first.write_bytes(b"x" + first.read_bytes()[1:])
+    with pytest.raises(ValueError, match="differs from the manifest"):
+        pieces.recut(out, 1)
+

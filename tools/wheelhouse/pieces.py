@@ -4,13 +4,16 @@ trims because no single transfer can take them, so that fa3, SGLang's default at
 measured beside pat.
 
 Measured here (2026-11-29, this project's 2-core VM): sglang-kernel 0.4.5's ``flash_ops.abi3.so`` is 1,122,607,032
-bytes; ``xz -6`` makes it 148,187,072 bytes (141 MiB) in 306 s, so three pieces of <= 50 MiB: three device calls,
-beside the two that carry the trimmed wheelhouse, each within the warm window of the one before.
+bytes; ``xz -6`` makes it 148,187,072 bytes (141 MiB) in 306 s, so four pieces of <= 44 MiB: three device calls
+and the small last piece riding with one of the two that carry the trimmed wheelhouse, each within the warm window of
+the one before. A piece and the working tree travel together (16 MB of tracked files on 2026-11-29),
+so pieces grow smaller as the repository grows: ``recut`` re-cuts existing pieces without the wheel.
 
 Here (PyPI side)::
 
     python tools/wheelhouse/pieces.py split --wheel .wheelhouse/dl/sglang_kernel-*.whl \\
-        --member sgl_kernel/flash_ops.abi3.so --out .fa3 [--piece-mib 50]
+        --member sgl_kernel/flash_ops.abi3.so --out .fa3 [--piece-mib 44]
+    python tools/wheelhouse/pieces.py recut --src .fa3 --piece-mib 40    # the same stream in smaller pieces
 
 writes ``.fa3/p00/piece.xz``, ``.fa3/p01/piece.xz``, ... (the xz stream of the member cut into pieces) and
 ``.fa3/manifest.json`` (member, its size and sha256, each piece's size and sha256). The manifest travels with every
@@ -43,7 +46,7 @@ import zipfile
 from pathlib import Path
 
 MIB = 1 << 20
-DEFAULT_PIECE_MIB = 50  # leaves room for the repository itself (~7 MiB) under the 64 MiB a call can carry
+DEFAULT_PIECE_MIB = 44  # leaves room for the working tree (16 MB on 2026-11-29) under the 64 MiB a call can carry
 MANIFEST = "manifest.json"
 PIECE = "piece.xz"
 
@@ -71,14 +74,7 @@ def split(member_file: Path, member: str, out: Path, piece_mib: int = DEFAULT_PI
     out.mkdir(parents=True, exist_ok=True)
     stream = out / "stream.xz"
     _xz(member_file, stream, preset)
-    pieces = []
-    limit = piece_mib * MIB
-    with stream.open("rb") as f:
-        for i, chunk in enumerate(iter(lambda: f.read(limit), b"")):
-            folder = out / f"p{i:02d}"
-            folder.mkdir(exist_ok=True)
-            (folder / PIECE).write_bytes(chunk)
-            pieces.append({"folder": folder.name, "bytes": len(chunk), "sha256": hashlib.sha256(chunk).hexdigest()})
+    pieces = _write_pieces(stream.read_bytes(), out, piece_mib)
     stream.unlink()
     manifest = {
         "member": member,
@@ -101,6 +97,39 @@ def split_wheel(wheel: Path, member: str, out: Path, piece_mib: int = DEFAULT_PI
         return split(tmp, member, out, piece_mib, preset)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _write_pieces(stream: bytes, out: Path, piece_mib: int) -> list[dict]:
+    """Cut ``stream`` into ``out/pNN/piece.xz`` (after removing the pieces there); the manifest's piece entries."""
+    for old in out.glob("p[0-9][0-9]"):
+        shutil.rmtree(old)
+    pieces = []
+    limit = piece_mib * MIB
+    for i in range(0, len(stream), limit):
+        chunk = stream[i : i + limit]
+        folder = out / f"p{i // limit:02d}"
+        folder.mkdir(parents=True)
+        (folder / PIECE).write_bytes(chunk)
+        pieces.append({"folder": folder.name, "bytes": len(chunk), "sha256": hashlib.sha256(chunk).hexdigest()})
+    return pieces
+
+
+def recut(src: Path, piece_mib: int) -> dict:
+    """Re-cut the pieces under ``src`` into pieces of at most ``piece_mib`` MiB (the same compressed stream, checked
+    piece by piece first); rewrite the manifest and return it."""
+    manifest = json.loads((src / MANIFEST).read_text())
+    parts = []
+    for p in manifest["pieces"]:
+        data = (src / p["folder"] / PIECE).read_bytes()
+        if hashlib.sha256(data).hexdigest() != p["sha256"]:
+            raise ValueError(f"piece {p['folder']} differs from the manifest")
+        parts.append(data)
+    stream = b"".join(parts)
+    if len(stream) != manifest["compressed_bytes"]:
+        raise ValueError("the pieces do not add up to the manifest's compressed size")
+    manifest["pieces"] = _write_pieces(stream, src, piece_mib)
+    (src / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return manifest
 
 
 def stash(src: Path, store: Path) -> list[str]:
@@ -159,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--out", type=Path, default=Path(".fa3"))
     sp.add_argument("--piece-mib", type=int, default=DEFAULT_PIECE_MIB)
     sp.add_argument("--preset", type=int, default=6, help="xz preset (0-9)")
+    rc = sub.add_parser("recut")
+    rc.add_argument("--src", type=Path, default=Path(".fa3"))
+    rc.add_argument("--piece-mib", type=int, default=DEFAULT_PIECE_MIB)
     st = sub.add_parser("stash")
     st.add_argument("--src", type=Path, default=Path(".fa3"))
     st.add_argument("--store", type=Path, default=Path("/tmp/fa3"))
@@ -173,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
             m = split_wheel(args.wheel, args.member, args.out, args.piece_mib, args.preset)
         print(f"{m['member']}: {m['bytes'] / MIB:.0f} MiB -> {m['compressed_bytes'] / MIB:.0f} MiB xz in "
               f"{len(m['pieces'])} pieces of <= {args.piece_mib} MiB: one device call each")
+    elif args.cmd == "recut":
+        m = recut(args.src, args.piece_mib)
+        print(f"{m['member']}: {len(m['pieces'])} pieces of <= {args.piece_mib} MiB under {args.src}")
     elif args.cmd == "stash":
         lacking = stash(args.src, args.store)
         print(f"stored in {args.store}; still missing: {', '.join(lacking) or 'none'}")
