@@ -9,7 +9,14 @@ steps in which every request grows by one token, and times each phase of the bac
 * ``forest``: ``DecodeStepPlanner.forest`` (reuse with grown leaves, or a rebuild from the published paths);
 * ``plan``: ``plan_forest``;
 * ``load``: ``StaticPlanBuffers.load`` (on the CPU the staging copies only; no device, so no transfers);
-* ``total``: publish + ``init_forward_metadata_out_graph``.
+* ``total``: publish + ``init_forward_metadata_out_graph`` (median; ``total_max``: the slowest step);
+* ``cpu``: the same steps' CPU time of the timing thread (``time.thread_time``; ``cpu_max``): below ``total`` where the
+  step waited for the interpreter lock (``--contend``) or the OS.
+
+``--replan``: every step planned from scratch (``DecodeStepPlanner.forget``), as a step whose batch changed is: the
+forest from the published paths, ``plan_forest`` without the last plan. ``--contend N``: N Python threads keep the
+interpreter busy during the timed steps, as SGLang's other threads in the scheduler process can (the PAT stats line's
+wall-clock maximum against its CPU-time clause).
 
 Also counted: ``reads``, the steps that read ``req_pool_indices`` back from the device (none expected: the
 plan addresses KV as ranges of ``req_to_token`` rows, which the kernel reads on the device).
@@ -25,6 +32,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -46,7 +54,7 @@ from pat_sglang.sglang_patches.chain_table import ChainTable  # noqa: E402
 from pat_sglang.sglang_patches.publish import publish_decode_batch  # noqa: E402
 
 HQ, HKV, D = 32, 8, 128
-PHASES = ("publish", "forest", "plan", "load", "total")
+PHASES = ("publish", "forest", "plan", "load", "total", "total_max", "cpu", "cpu_max")
 
 
 def prompts(shape: str, rng: np.random.Generator) -> list[list[int]]:
@@ -95,7 +103,16 @@ class Timer:
         self.forest = self.plan = self.load = 0.0
 
 
-def run_shape(shape: str, steps: int, warm_tokens: int, seed: int) -> dict[str, float]:
+def _spin(stop: threading.Event) -> None:
+    """Python work that takes the interpreter lock in turns with the planner (dict churn, like result handling)."""
+    churn: dict[int, list[int]] = {}
+    while not stop.is_set():
+        for i in range(200):
+            churn[i] = [i] * 3
+
+
+def run_shape(shape: str, steps: int, warm_tokens: int, seed: int, replan: bool = False,
+              contend: int = 0) -> dict[str, float]:
     rng = np.random.default_rng(seed)
     ps = prompts(shape, rng)
     bs = len(ps)
@@ -115,13 +132,22 @@ def run_shape(shape: str, steps: int, warm_tokens: int, seed: int) -> dict[str, 
     timer.install(be)
     rows_all = [r.req_pool_idx for r in h.reqs]
     samples: dict[str, list[float]] = {k: [] for k in PHASES}
+    stop = threading.Event()
+    spinners = [threading.Thread(target=_spin, args=(stop,), daemon=True) for _ in range(contend)]
     try:
         for step in range(steps + 3):  # 3 warm-up steps
+            if step == 3:
+                for t in spinners:
+                    t.start()
+            if replan:
+                be.planner.forget()
             h.decode(steps=1)  # prepare_for_decode: the step's new slot written into req_to_token
             sched = h.schedule_batch()
+            c0 = time.thread_time()
             t0 = time.perf_counter()
             publish_decode_batch(sched, table)
             t1 = time.perf_counter()
+            c1 = time.thread_time()
             rows = torch.tensor(rows_all, dtype=torch.int64)
             seq_lens = torch.tensor(h.seq_lens, dtype=torch.int64)
             view = SimpleNamespace(  # what DecodeCudaGraphRunner hands the backend at replay (no padding)
@@ -130,9 +156,11 @@ def run_shape(shape: str, steps: int, warm_tokens: int, seed: int) -> dict[str, 
                 num_padding=0, rids=None, batch=sched,
             )
             timer.reset()
+            c2 = time.thread_time()
             t2 = time.perf_counter()
             be.init_forward_metadata_out_graph(view)
             t3 = time.perf_counter()
+            c3 = time.thread_time()
             if step < 3:
                 continue
             meta = t3 - t2
@@ -141,10 +169,16 @@ def run_shape(shape: str, steps: int, warm_tokens: int, seed: int) -> dict[str, 
             samples["load"].append(timer.load)
             samples["forest"].append(timer.forest)
             samples["total"].append(t1 - t0 + meta)
+            samples["cpu"].append(c1 - c0 + c3 - c2)  # the same two parts as total
     finally:
+        stop.set()
+        for t in spinners:
+            t.join()
         timer.uninstall()
+    samples["total_max"], samples["cpu_max"] = [max(samples["total"])], [max(samples["cpu"])]
     out = {k: 1e6 * statistics.median(v) for k, v in samples.items()}
     out["reads"] = be.stats.row_reads
+    out["built"] = be.planner.counters.built  # forests built from the published paths (every step with --replan)
     out["bs"] = bs
     out["kv_per_req"] = float(np.mean(h.seq_lens))
     return out
@@ -156,12 +190,14 @@ def main() -> None:
     ap.add_argument("--warm-tokens", type=int, default=32, help="decode tokens per request before the first step")
     ap.add_argument("--shapes", nargs="+", default=["A64", "A256", "gsp64", "gsp256"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--replan", action="store_true", help="plan every step from scratch (a changed batch's cost)")
+    ap.add_argument("--contend", type=int, default=0, help="Python threads busy during the timed steps")
     args = ap.parse_args()
     apply_patches()  # as the plugin does in a server: publishing and the radix split counter
     torch.set_num_threads(1)
     print(f"{'shape':>8} {'bs':>4} {'kv/req':>7} " + " ".join(f"{p + '_us':>10}" for p in PHASES) + f" {'reads':>6}")
     for shape in args.shapes:
-        r = run_shape(shape, args.steps, args.warm_tokens, args.seed)
+        r = run_shape(shape, args.steps, args.warm_tokens, args.seed, args.replan, args.contend)
         print(f"{shape:>8} {int(r['bs']):>4} {r['kv_per_req']:>7.0f} " + " ".join(f"{r[p]:>10.1f}" for p in PHASES)
               + f" {r['reads']:>6.2f}", flush=True)
 

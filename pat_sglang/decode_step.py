@@ -154,6 +154,11 @@ class DecodeStepPlanner:
         self.row_stride = int(table.stride(0))
         self.max_len = int(table.shape[1])
 
+    def forget(self) -> None:
+        """Drop what is kept between steps (the last forest, plan and declined batch): the next step is planned from
+        scratch, as a changed batch is (``bench/backend_host_time.py --replan``)."""
+        self._reuse = self._last_plan = self._planned = self._declined = None
+
     def _check_lengths(self, batch: StepBatch) -> None:
         seq = batch.seq_lens
         if (seq < 1).any() or (seq > self.max_len).any():

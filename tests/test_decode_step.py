@@ -409,3 +409,23 @@ def test_a_request_ending_in_a_shared_node_keeps_nothing() -> None:
     assert shared.num_open == shared.num_requests - 2  # the twins end in a shared node: closed
     assert s.planner.plan(twin).num_open == twin.rows.shape[0]  # unpublished: planned without sharing, all open
     assert s.planner._planned is None  # nothing published: nothing kept
+
+
+def test_forget_plans_the_next_step_from_scratch() -> None:
+    """``DecodeStepPlanner.forget`` (``bench/backend_host_time.py --replan``): the next step of an unchanged batch builds
+    its forest from the published paths and plans without the last plan, as a changed batch's step does, and that
+    plan does the work a fresh plan does."""
+    s = setup(seed=8, reuse_plans=True)
+    c = s.planner.counters
+    plan = plan_and_check(s, step(s), seed=0)
+    batch = step(s)
+    assert s.planner.plan(batch) is plan and (c.built, c.plans_reused) == (1, 1)
+    s.planner.forget()
+    batch = step(s)
+    again = plan_and_check(s, batch, seed=1)
+    assert again is not plan and (c.built, c.reused, c.plans_reused) == (2, 0, 1)
+    fresh = plan_forest(s.forests[-1], HEADS, DeviceSpec(), slot_table=s.planner.slot_table,
+                        row_stride=s.planner.row_stride)
+    table = s.h.req_to_token.view(-1).numpy()
+    at = (batch.seq_lens, batch.rows)
+    assert plan_work(again, table, *at) == plan_work(fresh, table, *at) and again.stats == fresh.stats
