@@ -412,9 +412,9 @@ def test_a_request_ending_in_a_shared_node_keeps_nothing() -> None:
 
 
 def test_forget_plans_the_next_step_from_scratch() -> None:
-    """``DecodeStepPlanner.forget`` (``bench/backend_host_time.py --replan``): the next step of an unchanged batch builds
-    its forest from the published paths and plans without the last plan, as a changed batch's step does, and that
-    plan does the work a fresh plan does."""
+    """``DecodeStepPlanner.forget`` (``bench/backend_host_time.py --replan``): the next step of an unchanged batch
+    builds its forest from the published paths and plans without the last plan, as a changed batch's step does, and
+    that plan does the work a fresh plan does."""
     s = setup(seed=8, reuse_plans=True)
     c = s.planner.counters
     plan = plan_and_check(s, step(s), seed=0)
