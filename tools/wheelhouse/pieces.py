@@ -6,8 +6,8 @@ measured beside pat.
 Measured here (2026-11-29, this project's 2-core VM): sglang-kernel 0.4.5's ``flash_ops.abi3.so`` is 1,122,607,032
 bytes; ``xz -6`` makes it 148,187,072 bytes (141 MiB) in 306 s, so four pieces of <= 44 MiB: three device calls
 and the small last piece riding with one of the two that carry the trimmed wheelhouse, each within the warm window of
-the one before. A piece and the working tree travel together (16 MB of tracked files on 2026-11-29),
-so pieces grow smaller as the repository grows: ``recut`` re-cuts existing pieces without the wheel.
+the one before. A piece and the working tree travel together (18.7 MB of tracked files on 2026-11-29), so pieces
+grow smaller as the repository grows: ``recut`` re-cuts existing pieces without the wheel.
 
 Here (PyPI side)::
 
@@ -46,7 +46,7 @@ import zipfile
 from pathlib import Path
 
 MIB = 1 << 20
-DEFAULT_PIECE_MIB = 44  # leaves room for the working tree (16 MB on 2026-11-29) under the 64 MiB a call can carry
+DEFAULT_PIECE_MIB = 44  # leaves room for the working tree (18.7 MB on 2026-11-29) under the 64 MiB a call can carry
 MANIFEST = "manifest.json"
 PIECE = "piece.xz"
 
@@ -114,17 +114,20 @@ def _write_pieces(stream: bytes, out: Path, piece_mib: int) -> list[dict]:
     return pieces
 
 
+def _checked_piece(path: Path, entry: dict, what: str = "piece", hint: str = "") -> bytes:
+    """The bytes of the piece at ``path``, which must be the manifest's ``entry`` (its sha256): the one check of a
+    piece, for ``recut``, ``stash`` and ``assemble``."""
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise ValueError(f"{what} {entry['folder']} differs from the manifest{hint}")
+    return data
+
+
 def recut(src: Path, piece_mib: int) -> dict:
     """Re-cut the pieces under ``src`` into pieces of at most ``piece_mib`` MiB (the same compressed stream, checked
     piece by piece first); rewrite the manifest and return it."""
     manifest = json.loads((src / MANIFEST).read_text())
-    parts = []
-    for p in manifest["pieces"]:
-        data = (src / p["folder"] / PIECE).read_bytes()
-        if hashlib.sha256(data).hexdigest() != p["sha256"]:
-            raise ValueError(f"piece {p['folder']} differs from the manifest")
-        parts.append(data)
-    stream = b"".join(parts)
+    stream = b"".join(_checked_piece(src / p["folder"] / PIECE, p) for p in manifest["pieces"])
     if len(stream) != manifest["compressed_bytes"]:
         raise ValueError("the pieces do not add up to the manifest's compressed size")
     manifest["pieces"] = _write_pieces(stream, src, piece_mib)
@@ -141,9 +144,7 @@ def stash(src: Path, store: Path) -> list[str]:
     for p in manifest["pieces"]:
         carried = src / p["folder"] / PIECE
         if carried.exists():
-            if _sha256(carried) != p["sha256"]:
-                raise ValueError(f"piece {p['folder']} differs from the manifest (damaged in transfer?)")
-            shutil.copyfile(carried, store / f"{p['folder']}.xz")
+            (store / f"{p['folder']}.xz").write_bytes(_checked_piece(carried, p, hint=" (damaged in transfer?)"))
     return missing(store)
 
 
@@ -163,10 +164,7 @@ def assemble(store: Path, dest: Path) -> Path:
     decomp = lzma.LZMADecompressor()
     with tmp.open("wb") as out:
         for p in manifest["pieces"]:
-            data = (store / f"{p['folder']}.xz").read_bytes()
-            if hashlib.sha256(data).hexdigest() != p["sha256"]:
-                raise ValueError(f"stored piece {p['folder']} differs from the manifest")
-            out.write(decomp.decompress(data))
+            out.write(decomp.decompress(_checked_piece(store / f"{p['folder']}.xz", p, "stored piece")))
     if not decomp.eof:
         tmp.unlink()
         raise ValueError("the xz stream ends early: a piece is short")
