@@ -4,7 +4,8 @@ A decode batch with little sharing is a stream of private KV rows; PAT must stre
 the backend SGLang uses by default (fa3 on Hopper). This times PAT (CUDA-graph replays of forward + merge,
 median of ``--reps``) for several kernel variants (``KVTILE/STAGES/CTAS``: KV tokens per shared-memory stage,
 pipeline depth, CTAs per SM the register budget is built for; ``/rN``: the online softmax's rescale slack;
-``@FILE``: another kernel source, e.g. the version before a change, so both are timed in one run) on:
+``/wg``: 64-row items on warpgroup MMAs; ``@FILE``: another kernel source, e.g. the version before a change, so
+both are timed in one run) on:
 
 * ``mooncake96``: the first 96 requests of the Mooncake conversation trace as private rows (as in
   ``bench/split_waves.py``), Llama-3-8B heads (32 q / 8 kv, d=128, bf16, page size 1);
@@ -111,26 +112,33 @@ def case_batch(name: str, rng: np.random.Generator) -> tuple[torch.Tensor, torch
 
 
 def parse_variant(text: str) -> KernelTune:
-    """``KVTILE/STAGES/CTAS[/rN][@SOURCE]``: N the online softmax's rescale slack in log2 units
-    (``KernelVariant.rescale_slack_log2``: 0 exact, the default; -1 rescale every tile); SOURCE another kernel source
-    file built with the same host contract (e.g. ``git show main:kernels/pat_decode.cu > old.cu``: two kernel
-    versions side by side in one run)."""
+    """``KVTILE/STAGES/CTAS[/rN][/wg][@SOURCE]``: N the online softmax's rescale slack in log2 units
+    (``KernelVariant.rescale_slack_log2``: 0 exact, the default; -1 rescale every tile); ``wg`` 64-row items on
+    warpgroup MMAs (``KernelVariant.wgmma``, sm_90); SOURCE another kernel source file built with the same host
+    contract (e.g. ``git show main:kernels/pat_decode.cu > old.cu``: two kernel versions side by side in one run)."""
     text, _, source = text.partition("@")
+    usage = f"variant {text!r}: KVTILE/STAGES/CTAS[/rN][/wg][@SOURCE]"
     if source and not Path(source).is_file():
         raise argparse.ArgumentTypeError(f"variant {text!r}: no kernel source file {source!r}")
     parts = text.split("/")
     slack = 0
-    if len(parts) == 4 and parts[3].startswith("r"):
-        try:
-            slack = int(parts[3][1:])
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"variant {text!r}: rN takes an integer slack") from None
-        parts = parts[:3]
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"variant {text!r}: KVTILE/STAGES/CTAS[/rN][@SOURCE]")
-    kv_tile, stages, ctas = (int(x) for x in parts)
+    wgmma = False
+    for flag in parts[3:]:
+        if flag == "wg" and not wgmma:
+            wgmma = True
+        elif flag.startswith("r"):
+            try:
+                slack = int(flag[1:])
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{usage}: rN takes an integer slack") from None
+        else:
+            raise argparse.ArgumentTypeError(f"{usage}: unknown flag {flag!r}")
+    try:
+        kv_tile, stages, ctas = (int(x) for x in parts[:3])
+    except ValueError:
+        raise argparse.ArgumentTypeError(usage) from None
     return KernelTune(kv_tile=kv_tile, stages=stages, min_ctas_per_sm=ctas, rescale_slack_log2=slack,
-                      source=str(Path(source).resolve()) if source else "")
+                      source=str(Path(source).resolve()) if source else "", wgmma=wgmma)
 
 
 def check_against(out: torch.Tensor, ref: tuple, what: str) -> None:

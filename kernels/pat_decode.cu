@@ -2,7 +2,8 @@
 //
 // Compiled at run time with NVRTC (pat_sglang/kernels.py), one module per (dtype, head dim):
 //   -DPAT_DTYPE_BF16 or -DPAT_DTYPE_FP16, -DHEAD_DIM=64|128|256, -DKV_TILE=N, -DSTAGES=S, -DPAT_WARPS=W,
-//   -DPAT_MIN_BLOCKS=B (the tile table in configs/tiles/ picks them per arch and head dim).
+//   -DPAT_MIN_BLOCKS=B (the tile table in configs/tiles/ picks them per arch and head dim); -DPAT_WGMMA (built for
+//   sm_90a): 64-row items on warpgroup MMAs (below).
 //   -DPAT_KV_FP8=__NV_E4M3|__NV_E5M2 (from pat_sglang/kernels.py FP8_KV_FORMATS): the KV pools hold FP8 bytes
 //   (SGLang's --kv-cache-dtype fp8_e4m3 / fp8_e5m2) while q and out stay in the 16-bit dtype; without it the
 //   pools hold the 16-bit dtype.
@@ -42,6 +43,12 @@
 //   first (lane_chunk_addr). Softmax is online, in the log2 domain: scores masked only in the block that holds
 //   kv_end, the scale applied inside each exp's FMA, 2^x on the SFU alone (fast_exp2); a warp rescales its O
 //   accumulators only on tiles where one of its rows' running max moves (-DPAT_RESCALE_SLACK_LOG2).
+//   Warpgroup MMAs (-DPAT_WGMMA, sm_90a, 4-warp builds): a 64-row item's four warps are one warpgroup, and its
+//   Q tile and KV stages take wgmma's 128-byte-swizzle layout (swz128) so the tensor cores read them through
+//   descriptors: per 16-column block, S = HEAD_DIM/16 chained wgmma m64n16k16 (Q and K by descriptor), the same
+//   online softmax on the accumulators (a warp's registers have the mma.sync layout of its 16 rows), then O += P V
+//   as one wgmma m64n128k16 per 128 output columns (P from registers, V by a transposed descriptor). No ldmatrix,
+//   and a quarter of the MMA instructions. 16- and 32-row items keep the mma.sync path and its layout.
 //   At the end, with KV_WARPS = 1 each warp writes its rows straight from registers; otherwise the
 //   KV_WARPS partial states are combined through fp32 slabs in shared memory. Each row goes either to the
 //   output (dtype, the request's only partial) or to its partial slot (fp32 row + log2-sum-exp).
@@ -190,6 +197,15 @@ extern "C" __device__ const int pat_forward_smem_bytes = SMEM_BYTES;
 // Offset (elements) of the 16-byte chunk `chunk` of row `row` in a swizzled [rows][HEAD_DIM] tile.
 __device__ __forceinline__ int swz(int row, int chunk) { return row * HEAD_DIM + ((chunk ^ (row & 7)) << 3); }
 
+// With -DPAT_WGMMA, 64-row items (one warpgroup) run on warpgroup MMAs, which read Q, K and V straight from shared
+// memory through descriptors. Their tiles take wgmma's 128-byte-swizzle layout instead: the head dim in 64-element
+// column blocks, each [rows][128 B], 16-byte chunk c of a row stored at chunk (c ^ row % 8) of its 128 bytes; 8 rows
+// (1024 B, 1024-aligned) form one swizzle atom. Offset (elements) of chunk `chunk` of row `row` in a tile of `rows`
+// rows:
+__device__ __forceinline__ int swz128(int rows, int row, int chunk) {
+    return ((chunk >> 3) * rows + row) * 64 + (((chunk & 7) ^ (row & 7)) << 3);
+}
+
 __device__ __forceinline__ unsigned smem_addr(const void* p) {
     return static_cast<unsigned>(__cvta_generic_to_shared(p));
 }
@@ -252,6 +268,78 @@ __device__ __forceinline__ unsigned pack_elem2(float a, float b) {
     return *reinterpret_cast<unsigned*>(&h);
 }
 
+#ifdef PAT_WGMMA
+#if !defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#error "PAT_WGMMA needs the sm_90a target (pat_sglang.kernels builds wgmma variants for it)"
+#endif
+// Warpgroup MMAs (PTX ISA 8.0 wgmma, sm_90a) for 64-row items: all four warps of the CTA issue each one together. A
+// warp's accumulator registers have the mma.sync m16n8 layout for its 16 rows (register 4j + e of an N-wide result
+// is element e of n8 block j), so the online softmax and the epilogue are the mma.sync path's own.
+
+// A shared-memory matrix descriptor (PTX ISA "Matrix Descriptor Format"): start address, leading and stride byte
+// offsets (each >> 4), 128-byte swizzle (layout type 1, bits 62-63). Steps within a tile add (bytes >> 4) to it:
+// shared addresses stay below 2^18, so the 14-bit start field never carries.
+__device__ __forceinline__ unsigned long long wg_desc(unsigned addr, unsigned lbo_bytes, unsigned sbo_bytes) {
+    return static_cast<unsigned long long>((addr & 0x3FFFF) >> 4) |
+           (static_cast<unsigned long long>(lbo_bytes >> 4) << 16) |
+           (static_cast<unsigned long long>(sbo_bytes >> 4) << 32) | (1ull << 62);
+}
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// Pins accumulator registers in place around the asynchronous MMAs: the compiler may not move their reads or writes
+// across it (CUTLASS's warpgroup_fence_operand).
+__device__ __forceinline__ void wg_pin(float& r) { asm volatile("" : "+f"(r)::"memory"); }
+// Shared memory written by the generic proxy (cp.async, ordinary stores) and read next by wgmma (the async proxy):
+// each writing thread fences before the CTA barrier.
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// S[64 x 16] (+)= A[64 x 16] B[16 x 16]^T, both K-major in shared memory (Q rows, K tile rows).
+__device__ __forceinline__ void wg_s16(float* s, unsigned long long a, unsigned long long b, int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n16k16.f32." PAT_MMA_TYPE "." PAT_MMA_TYPE
+        " {%0,%1,%2,%3,%4,%5,%6,%7}, %8, %9, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(s[0]), "+f"(s[1]), "+f"(s[2]), "+f"(s[3]), "+f"(s[4]), "+f"(s[5]), "+f"(s[6]), "+f"(s[7])
+        : "l"(a), "l"(b), "r"(accumulate));
+}
+// O[64 x 128] += P[64 x 16] V[16 x 128]: P from registers (the mma.sync A fragment), V MN-major in shared memory
+// (token rows, head dim contiguous: imm-trans-b 1).
+__device__ __forceinline__ void wg_pv128(float* o, unsigned a0, unsigned a1, unsigned a2, unsigned a3,
+                                         unsigned long long b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32." PAT_MMA_TYPE "." PAT_MMA_TYPE
+        " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+        "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
+        "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
+        "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, {%64,%65,%66,%67}, %68, p, 1, 1, 1;\n}\n"
+        : "+f"(o[0]), "+f"(o[1]), "+f"(o[2]), "+f"(o[3]), "+f"(o[4]), "+f"(o[5]), "+f"(o[6]), "+f"(o[7]),
+          "+f"(o[8]), "+f"(o[9]), "+f"(o[10]), "+f"(o[11]), "+f"(o[12]), "+f"(o[13]), "+f"(o[14]), "+f"(o[15]),
+          "+f"(o[16]), "+f"(o[17]), "+f"(o[18]), "+f"(o[19]), "+f"(o[20]), "+f"(o[21]), "+f"(o[22]), "+f"(o[23]),
+          "+f"(o[24]), "+f"(o[25]), "+f"(o[26]), "+f"(o[27]), "+f"(o[28]), "+f"(o[29]), "+f"(o[30]), "+f"(o[31]),
+          "+f"(o[32]), "+f"(o[33]), "+f"(o[34]), "+f"(o[35]), "+f"(o[36]), "+f"(o[37]), "+f"(o[38]), "+f"(o[39]),
+          "+f"(o[40]), "+f"(o[41]), "+f"(o[42]), "+f"(o[43]), "+f"(o[44]), "+f"(o[45]), "+f"(o[46]), "+f"(o[47]),
+          "+f"(o[48]), "+f"(o[49]), "+f"(o[50]), "+f"(o[51]), "+f"(o[52]), "+f"(o[53]), "+f"(o[54]), "+f"(o[55]),
+          "+f"(o[56]), "+f"(o[57]), "+f"(o[58]), "+f"(o[59]), "+f"(o[60]), "+f"(o[61]), "+f"(o[62]), "+f"(o[63])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(b), "r"(1));
+}
+// The same for 64 output columns (head dim 64).
+__device__ __forceinline__ void wg_pv64(float* o, unsigned a0, unsigned a1, unsigned a2, unsigned a3,
+                                        unsigned long long b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32." PAT_MMA_TYPE "." PAT_MMA_TYPE
+        " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+        "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 1;\n}\n"
+        : "+f"(o[0]), "+f"(o[1]), "+f"(o[2]), "+f"(o[3]), "+f"(o[4]), "+f"(o[5]), "+f"(o[6]), "+f"(o[7]),
+          "+f"(o[8]), "+f"(o[9]), "+f"(o[10]), "+f"(o[11]), "+f"(o[12]), "+f"(o[13]), "+f"(o[14]), "+f"(o[15]),
+          "+f"(o[16]), "+f"(o[17]), "+f"(o[18]), "+f"(o[19]), "+f"(o[20]), "+f"(o[21]), "+f"(o[22]), "+f"(o[23]),
+          "+f"(o[24]), "+f"(o[25]), "+f"(o[26]), "+f"(o[27]), "+f"(o[28]), "+f"(o[29]), "+f"(o[30]), "+f"(o[31])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(b), "r"(1));
+}
+#endif
+
 // KV loading: each thread owns one token row of every tile (THREADS_PER_ROW threads share a row, each
 // taking CHUNKS_PER_THREAD consecutive 16-byte chunks), so a tile needs one slot index per thread. That
 // index is fetched a tile ahead into a register, keeping the dependent index load off the issue path.
@@ -261,13 +349,21 @@ constexpr int THREADS_PER_ROW = PAT_THREADS / KV_TILE;
 constexpr int CHUNKS_PER_THREAD = KV_CHUNKS_PER_ROW / THREADS_PER_ROW;
 static_assert(PAT_THREADS % KV_TILE == 0 && KV_CHUNKS_PER_ROW % THREADS_PER_ROW == 0, "KV tile does not fit the loader");
 
-// Offset (kv_t elements) of a 16-byte chunk in a stage: the MMA layout (swizzled) for 16-bit pools; plain rows
-// for FP8 stages, which only the conversion reads, each thread one whole chunk, a warp contiguous bytes.
+// Offset (elements) of a 16-byte chunk in a 16-bit [rows][HEAD_DIM] tile that the MMAs read: swz for mma.sync,
+// swz128 for wgmma (WG).
+template <bool WG>
+__device__ __forceinline__ int mma_off(int rows, int row, int chunk) {
+    return WG ? swz128(rows, row, chunk) : swz(row, chunk);
+}
+
+// Offset (kv_t elements) of a 16-byte chunk in a stage: the MMA layout for 16-bit pools; plain rows for FP8 stages,
+// which only the conversion reads, each thread one whole chunk, a warp contiguous bytes.
+template <bool WG>
 __device__ __forceinline__ int stage_off(int row, int chunk) {
 #ifdef PAT_KV_FP8
     return row * HEAD_DIM + chunk * KV_CHUNK_ELEMS;
 #else
-    return swz(row, chunk);
+    return mma_off<WG>(KV_TILE, row, chunk);
 #endif
 }
 
@@ -290,6 +386,7 @@ constexpr unsigned STAGE_BYTES = KV_TILE * HEAD_DIM * KV_ELEM_BYTES;
 constexpr unsigned V_STAGES_BYTES = STAGES * STAGE_BYTES;  // sv - sk
 static_assert(SMEM_KV_ELEMS * KV_ELEM_BYTES == V_STAGES_BYTES, "V's stages follow K's");
 
+template <bool WG>
 __device__ __forceinline__ KvLoader kv_loader(const PatForwardParams& p, const kv_t* sk, int kvh) {
     const int row = threadIdx.x / THREADS_PER_ROW;
     const int chunk0 = (threadIdx.x % THREADS_PER_ROW) * CHUNKS_PER_THREAD;
@@ -298,7 +395,7 @@ __device__ __forceinline__ KvLoader kv_loader(const PatForwardParams& p, const k
     l.k = reinterpret_cast<const char*>(p.k + head);
     l.v = reinterpret_cast<const char*>(p.v + head);
 #pragma unroll
-    for (int i = 0; i < CHUNKS_PER_THREAD; ++i) l.k_smem[i] = smem_addr(sk + stage_off(row, chunk0 + i));
+    for (int i = 0; i < CHUNKS_PER_THREAD; ++i) l.k_smem[i] = smem_addr(sk + stage_off<WG>(row, chunk0 + i));
     l.slot_bytes = static_cast<int>(p.kv_stride_slot) * KV_ELEM_BYTES;
     return l;
 }
@@ -331,15 +428,16 @@ __device__ __forceinline__ unsigned fp8x2_to_elem2(unsigned pair) {
 #endif
 }
 
-// One landed FP8 stage (K and V) -> the 16-bit K and V tiles the MMAs read (swizzled like a 16-bit stage).
+// One landed FP8 stage (K and V) -> the 16-bit K and V tiles the MMAs read (in the MMA layout of a 16-bit stage).
 // Each 16-byte FP8 chunk (16 dims) becomes two 16-byte element chunks. Rows past the end were zero-filled
 // and convert to zeros.
+template <bool WG>
 __device__ __forceinline__ void convert_kv_tile(const kv_t* sk8, const kv_t* sv8, elem_t* sk, elem_t* sv) {
     for (int i = threadIdx.x; i < KV_TILE * KV_CHUNKS_PER_ROW; i += PAT_THREADS) {
         const int row = i / KV_CHUNKS_PER_ROW;
         const int chunk = i % KV_CHUNKS_PER_ROW;
-        const uint4 k8 = *reinterpret_cast<const uint4*>(sk8 + stage_off(row, chunk));
-        const uint4 v8 = *reinterpret_cast<const uint4*>(sv8 + stage_off(row, chunk));
+        const uint4 k8 = *reinterpret_cast<const uint4*>(sk8 + stage_off<WG>(row, chunk));
+        const uint4 v8 = *reinterpret_cast<const uint4*>(sv8 + stage_off<WG>(row, chunk));
         const uint4 k_lo = make_uint4(fp8x2_to_elem2(k8.x), fp8x2_to_elem2(k8.x >> 16), fp8x2_to_elem2(k8.y),
                                       fp8x2_to_elem2(k8.y >> 16));
         const uint4 k_hi = make_uint4(fp8x2_to_elem2(k8.z), fp8x2_to_elem2(k8.z >> 16), fp8x2_to_elem2(k8.w),
@@ -348,10 +446,10 @@ __device__ __forceinline__ void convert_kv_tile(const kv_t* sk8, const kv_t* sv8
                                       fp8x2_to_elem2(v8.y >> 16));
         const uint4 v_hi = make_uint4(fp8x2_to_elem2(v8.z), fp8x2_to_elem2(v8.z >> 16), fp8x2_to_elem2(v8.w),
                                       fp8x2_to_elem2(v8.w >> 16));
-        *reinterpret_cast<uint4*>(sk + swz(row, 2 * chunk)) = k_lo;
-        *reinterpret_cast<uint4*>(sk + swz(row, 2 * chunk + 1)) = k_hi;
-        *reinterpret_cast<uint4*>(sv + swz(row, 2 * chunk)) = v_lo;
-        *reinterpret_cast<uint4*>(sv + swz(row, 2 * chunk + 1)) = v_hi;
+        *reinterpret_cast<uint4*>(sk + mma_off<WG>(KV_TILE, row, 2 * chunk)) = k_lo;
+        *reinterpret_cast<uint4*>(sk + mma_off<WG>(KV_TILE, row, 2 * chunk + 1)) = k_hi;
+        *reinterpret_cast<uint4*>(sv + mma_off<WG>(KV_TILE, row, 2 * chunk)) = v_lo;
+        *reinterpret_cast<uint4*>(sv + mma_off<WG>(KV_TILE, row, 2 * chunk + 1)) = v_hi;
     }
 }
 #endif
@@ -394,7 +492,7 @@ __device__ __forceinline__ ItemView read_item(const PatForwardParams& p, const i
 }
 
 // Q rows of an item -> shared memory (zero rows past n_rows: they give finite scores and are never written).
-template <int TILE_M>
+template <int TILE_M, bool WG>
 __device__ __forceinline__ void load_q_rows(const PatForwardParams& p, elem_t* sq, int req_begin, int n_rows, int group,
                                             int kvh) {
     for (int c = threadIdx.x; c < TILE_M * CHUNKS_PER_ROW; c += PAT_THREADS) {
@@ -407,7 +505,7 @@ __device__ __forceinline__ void load_q_rows(const PatForwardParams& p, elem_t* s
             const int head = kvh * group + row % group;
             off = (long long)req * p.q_stride + (long long)head * HEAD_DIM + chunk * 8;
         }
-        cp_async_16(sq + swz(row, chunk), p.q + off, valid);
+        cp_async_16(sq + mma_off<WG>(TILE_M, row, chunk), p.q + off, valid);
     }
 }
 
@@ -426,31 +524,14 @@ __device__ __forceinline__ void init_rows(RowState& st) {
     st.l[0] = st.l[1] = 0.f;
 }
 
-// One 16-column block of a 16-bit KV tile against the warp's 16 query rows (rows rw*16.. of sq): S = Q K^T on
-// tensor cores, columns past kv_end masked, the online-softmax update, O += P V. c0: the block's first column in the
-// tile; tok_base: its kv position.
-__device__ __forceinline__ void attend_block(const PatForwardParams& p, const elem_t* sq, int rw, const elem_t* tk,
-                                             const elem_t* tv, int c0, int tok_base, int kv_end, RowState& st) {
-    constexpr int NBS = 2;            // n8 blocks of S in the 16 columns (one k16 step of P V)
+// The online-softmax update of one 16-column block for a warp's 16 query rows (s: the block's raw scores q.k in the
+// m16n8 accumulator layout, two n8 blocks): masks columns past kv_end, moves the running max and sum, rescales the O
+// accumulators where a max moved, and leaves P = 2^(scaled score - max) in s.
+__device__ __forceinline__ void online_softmax(const PatForwardParams& p, float (&s)[2][4], int tok_base, int kv_end,
+                                               RowState& st) {
+    constexpr int NBS = 2;            // n8 blocks of S in the 16 columns
     constexpr int DB = HEAD_DIM / 8;  // n8 blocks of O
     const int lane = threadIdx.x % 32;
-    float s[NBS][4];
-#pragma unroll
-    for (int j = 0; j < NBS; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-    static_assert(NBS == 2, "one x4 ldmatrix of K covers the block's two n8 blocks");
-    const int mat = lane / 8;  // the 8x8 matrix of an x4 ldmatrix whose row address this lane gives
-    // S = Q K^T over HEAD_DIM in k16 steps: Q rows of the warp (matrices: rows 0-7 / 8-15 x chunk halves), K rows of
-    // the block (matrices: chunk halves x rows 0-7 / 8-15).
-    const unsigned q_addr = lane_chunk_addr(sq, rw * 16 + (mat % 2) * 8 + lane % 8, mat / 2);
-    const unsigned k_addr = lane_chunk_addr(tk, c0 + (mat / 2) * 8 + lane % 8, mat % 2);
-#pragma unroll 2  // partial: fully unrolled, the compiler hoists every K fragment into registers
-    for (int kk = 0; kk < HEAD_DIM / 16; ++kk) {
-        unsigned a0, a1, a2, a3, b0, b1, b2, b3;
-        ldmatrix_x4(a0, a1, a2, a3, q_addr ^ (kk << 5));
-        ldmatrix_x4(b0, b1, b2, b3, k_addr ^ (kk << 5));
-        mma_16816(s[0], a0, a1, a2, a3, b0, b1);
-        mma_16816(s[1], a0, a1, a2, a3, b2, b3);
-    }
     // Online softmax (log2 domain). s holds raw scores q.k; columns past kv_end are masked, which only the block
     // holding kv_end needs (warp-uniform test). The scale (> 0, checked on the host) is applied to the block's max
     // (rounding is monotone: the same value as the max of scaled scores) and inside each exp as one FMA.
@@ -511,6 +592,34 @@ __device__ __forceinline__ void attend_block(const PatForwardParams& p, const el
             st.o[j][3] *= rescale[1];
         }
     }
+}
+
+// One 16-column block of a 16-bit KV tile against the warp's 16 query rows (rows rw*16.. of sq): S = Q K^T on
+// tensor cores, columns past kv_end masked, the online-softmax update, O += P V. c0: the block's first column in the
+// tile; tok_base: its kv position.
+__device__ __forceinline__ void attend_block(const PatForwardParams& p, const elem_t* sq, int rw, const elem_t* tk,
+                                             const elem_t* tv, int c0, int tok_base, int kv_end, RowState& st) {
+    constexpr int NBS = 2;            // n8 blocks of S in the 16 columns (one k16 step of P V)
+    constexpr int DB = HEAD_DIM / 8;  // n8 blocks of O
+    const int lane = threadIdx.x % 32;
+    float s[NBS][4];
+#pragma unroll
+    for (int j = 0; j < NBS; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+    static_assert(NBS == 2, "one x4 ldmatrix of K covers the block's two n8 blocks");
+    const int mat = lane / 8;  // the 8x8 matrix of an x4 ldmatrix whose row address this lane gives
+    // S = Q K^T over HEAD_DIM in k16 steps: Q rows of the warp (matrices: rows 0-7 / 8-15 x chunk halves), K rows of
+    // the block (matrices: chunk halves x rows 0-7 / 8-15).
+    const unsigned q_addr = lane_chunk_addr(sq, rw * 16 + (mat % 2) * 8 + lane % 8, mat / 2);
+    const unsigned k_addr = lane_chunk_addr(tk, c0 + (mat / 2) * 8 + lane % 8, mat % 2);
+#pragma unroll 2  // partial: fully unrolled, the compiler hoists every K fragment into registers
+    for (int kk = 0; kk < HEAD_DIM / 16; ++kk) {
+        unsigned a0, a1, a2, a3, b0, b1, b2, b3;
+        ldmatrix_x4(a0, a1, a2, a3, q_addr ^ (kk << 5));
+        ldmatrix_x4(b0, b1, b2, b3, k_addr ^ (kk << 5));
+        mma_16816(s[0], a0, a1, a2, a3, b0, b1);
+        mma_16816(s[1], a0, a1, a2, a3, b2, b3);
+    }
+    online_softmax(p, s, tok_base, kv_end, st);
     // O += P V: P from the S accumulators (two n8 blocks = one k16 A fragment), V transposed.
     const unsigned a0 = pack_elem2(s[0][0], s[0][1]);
     const unsigned a1 = pack_elem2(s[0][2], s[0][3]);
@@ -525,6 +634,58 @@ __device__ __forceinline__ void attend_block(const PatForwardParams& p, const el
         mma_16816(st.o[j + 1], a0, a1, a2, a3, b2, b3);
     }
 }
+
+#ifdef PAT_WGMMA
+// attend_block for a 64-row item on warpgroup MMAs (the CTA's four warps, warp w owning rows 16w..16w+15, each with
+// the same register state as on the mma.sync path). q_desc: Q's descriptor (64 x HEAD_DIM, swz128); tk, tv: the KV
+// tile (KV_TILE x HEAD_DIM, swz128). S = Q K^T is HEAD_DIM / 16 chained m64n16k16 MMAs: k16 step kk reads bytes
+// (kk % 4) * 32 of column block kk / 4 of both tiles (K-major, 8-row groups 1024 B apart). O += P V is one m64nNk16
+// MMA per 128 output columns (64 for HEAD_DIM 64), P from registers, V MN-major: 64-column blocks KV_TILE * 128 B
+// apart (the leading offset), 8-token groups 1024 B apart (the stride offset).
+__device__ __forceinline__ void attend_block_wg(const PatForwardParams& p, unsigned long long q_desc, const elem_t* tk,
+                                                const elem_t* tv, int c0, int tok_base, int kv_end, RowState& st) {
+    constexpr int Q_BLOCK_BYTES = 64 * 128;       // one 64-column block of the 64-row Q tile
+    constexpr int KV_BLOCK_BYTES = KV_TILE * 128;  // one 64-column block of a KV tile
+    float s[2][4];
+    float* sf = &s[0][0];
+    float* of = &st.o[0][0];
+    const unsigned long long k_desc = wg_desc(smem_addr(tk) + c0 * 128, 16, 1024);
+#pragma unroll
+    for (int i = 0; i < HEAD_DIM / 2; ++i) wg_pin(of[i]);
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < HEAD_DIM / 16; ++kk) {
+        const unsigned step = (kk & 3) * 32;
+        const unsigned q_off = (kk >> 2) * Q_BLOCK_BYTES + step;
+        const unsigned k_off = (kk >> 2) * KV_BLOCK_BYTES + step;
+        wg_s16(sf, q_desc + (q_off >> 4), k_desc + (k_off >> 4), kk > 0);
+    }
+    wg_commit();
+    wg_wait_all();
+#pragma unroll
+    for (int i = 0; i < 8; ++i) wg_pin(sf[i]);
+    online_softmax(p, s, tok_base, kv_end, st);
+    const unsigned a0 = pack_elem2(s[0][0], s[0][1]);
+    const unsigned a1 = pack_elem2(s[0][2], s[0][3]);
+    const unsigned a2 = pack_elem2(s[1][0], s[1][1]);
+    const unsigned a3 = pack_elem2(s[1][2], s[1][3]);
+    const unsigned long long v_desc = wg_desc(smem_addr(tv) + c0 * 128, KV_BLOCK_BYTES, 1024);
+#pragma unroll
+    for (int i = 0; i < HEAD_DIM / 2; ++i) wg_pin(of[i]);
+    wg_fence();
+    if constexpr (HEAD_DIM == 64) {
+        wg_pv64(of, a0, a1, a2, a3, v_desc);
+    } else {
+#pragma unroll
+        for (int h = 0; h < HEAD_DIM / 128; ++h)  // 128 output columns = two 64-column blocks of V
+            wg_pv128(of + 64 * h, a0, a1, a2, a3, v_desc + ((2 * h * KV_BLOCK_BYTES) >> 4));
+    }
+    wg_commit();
+    wg_wait_all();
+#pragma unroll
+    for (int i = 0; i < HEAD_DIM / 2; ++i) wg_pin(of[i]);
+}
+#endif
 
 // The end of an item: the warps' row states -> outputs or partial slots. KV_GROUPS = 1 (one warp saw every column
 // of its rows): each computing warp writes its rows straight from registers. Otherwise each column group parks its
@@ -617,6 +778,12 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     constexpr int KV_WARPS = (PAT_WARPS / ROW_WARPS) < (KV_TILE / 16) ? (PAT_WARPS / ROW_WARPS) : (KV_TILE / 16);
     constexpr int COLS = KV_TILE / KV_WARPS;  // KV columns per warp per tile, a multiple of 16
     constexpr int TILE_M = ROW_WARPS * 16;
+    // 64-row items on warpgroup MMAs where the build has them: the four computing warps are one warpgroup.
+#ifdef PAT_WGMMA
+    constexpr bool WG = ROW_WARPS == 4 && PAT_WARPS == 4;
+#else
+    constexpr bool WG = false;
+#endif
 
     const auto [kv_begin, kv_end, req_begin, n_rows, group] = read_item(p, item);
 
@@ -628,14 +795,14 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     elem_t* sv_cvt = sk_cvt + SMEM_CVT_ELEMS;
 #endif
 
-    load_q_rows<TILE_M>(p, sq, req_begin, n_rows, group, kvh);
+    load_q_rows<TILE_M, WG>(p, sq, req_begin, n_rows, group, kvh);
     // Prologue: the first STAGES-1 tiles go out at once (group 0 also carries Q). Every iteration commits
     // exactly one group (possibly empty) after its wait, so at iteration t's wait tiles 0..t+STAGES-2 are committed
     // and "tile t has landed" is wait_group<STAGES-2>.
     static_assert(STAGES >= 2, "one tile in flight while one is computed on");
     const int n_tiles = (kv_end - kv_begin + KV_TILE - 1) / KV_TILE;
     constexpr int STAGE_ELEMS = KV_TILE * HEAD_DIM;
-    const KvLoader loader = kv_loader(p, sk, kvh);
+    const KvLoader loader = kv_loader<WG>(p, sk, kvh);
 #pragma unroll
     for (int t = 0; t < STAGES - 1; ++t) {
         if (t < n_tiles) load_kv_row(loader, t, row_slot(p, kv_begin + t * KV_TILE, kv_end));
@@ -654,8 +821,14 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     // One CTA barrier per tile: past it, tile t has landed for every thread and every warp has finished computing
     // on tile t-1, so its stage (the one tile t+STAGES-1 goes to) can be refilled and, with FP8 KV, the converted
     // tile rewritten.
+#ifdef PAT_WGMMA
+    const unsigned long long q_desc = wg_desc(smem_addr(sq), 16, 1024);
+#endif
     for (int t = 0; t < n_tiles; ++t) {
         cp_async_wait<STAGES - 2>();
+#ifdef PAT_WGMMA
+        if constexpr (WG) fence_proxy_async();  // this thread's landed copies (Q with tile 0), then wgmma reads them
+#endif
         __syncthreads();
         if (t == 0) pat_stamp(1);
         const int ahead = t + STAGES - 1;
@@ -665,13 +838,24 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
         }
         cp_async_commit();
 #ifdef PAT_KV_FP8
-        convert_kv_tile(sk + (t % STAGES) * STAGE_ELEMS, sv + (t % STAGES) * STAGE_ELEMS, sk_cvt, sv_cvt);
+        convert_kv_tile<WG>(sk + (t % STAGES) * STAGE_ELEMS, sv + (t % STAGES) * STAGE_ELEMS, sk_cvt, sv_cvt);
+#ifdef PAT_WGMMA
+        if constexpr (WG) fence_proxy_async();
+#endif
         __syncthreads();
         const elem_t* tk = sk_cvt;
         const elem_t* tv = sv_cvt;
 #else
         const elem_t* tk = sk + (t % STAGES) * STAGE_ELEMS;
         const elem_t* tv = sv + (t % STAGES) * STAGE_ELEMS;
+#endif
+#ifdef PAT_WGMMA
+        if constexpr (WG) {  // every warp computes
+#pragma unroll 2
+            for (int c0 = 0; c0 < KV_TILE; c0 += 16)
+                attend_block_wg(p, q_desc, tk, tv, c0, kv_begin + t * KV_TILE + c0, kv_end, st);
+            continue;
+        }
 #endif
         if (computes) {
             // The warp's COLS columns go 16 at a time so S stays small in registers.

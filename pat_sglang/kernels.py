@@ -81,6 +81,7 @@ class KernelTune:
     timing: bool = False  # build with -DPAT_TIMING (per-CTA timestamps; profiling only)
     rescale_slack_log2: int = 0  # -DPAT_RESCALE_SLACK_LOG2: see KernelVariant
     source: str = ""  # another kernel source file to build (an A/B of two kernel versions in one run); "" = ours
+    wgmma: bool | None = None  # 64-row items on warpgroup MMAs (sm_90 only); None = the table's / PAT_SGLANG_WGMMA
 
 
 @dataclass(frozen=True)
@@ -102,12 +103,21 @@ class KernelVariant:
     # (the kernel before the skip, for sweeps).
     rescale_slack_log2: int = 0
     source: str = ""  # path of the kernel source to compile instead of the package's (KernelTune.source)
+    # 64-row items (one warpgroup of 4 warps) on Hopper's warpgroup MMAs (-DPAT_WGMMA, built for sm_90a): Q, K and V
+    # read by the tensor cores straight from shared memory in wgmma's 128-byte-swizzle layout. Other tile ms, and
+    # every build without it, use mma.sync.
+    wgmma: bool = False
 
     def __post_init__(self) -> None:
         if self.kv_dtype in ("", self.dtype):
             object.__setattr__(self, "kv_dtype", self.dtype)
         elif self.kv_dtype not in _FP8_INTERPRETATION:
             raise ValueError(f"unknown KV dtype {self.kv_dtype!r} for a {self.dtype} variant")
+        if self.wgmma and (self.arch != "sm_90" or self.warps != 4):
+            raise ValueError(
+                f"wgmma builds need sm_90 and 4 warps (one warpgroup per 64-row item); got {self.arch}, "
+                f"{self.warps} warps"
+            )
 
     @property
     def kv_fp8(self) -> bool:
@@ -143,6 +153,7 @@ class KernelVariant:
                 v.kv_dtype,
                 tune.rescale_slack_log2,
                 tune.source,
+                v.wgmma if tune.wgmma is None else tune.wgmma,
             )
         return v
 
@@ -152,6 +163,7 @@ class KernelVariant:
         ones: their stages then take half the shared memory, plus one converted 16-bit tile)."""
         table = load_tile_table(arch.replace("_", ""))
         fp8 = kv_dtype in _FP8_INTERPRETATION
+        warps = table.warps[head_dim]
         return KernelVariant(
             arch,
             dtype,
@@ -159,13 +171,15 @@ class KernelVariant:
             table.kv_tile(head_dim, fp8),
             table.stages_for(head_dim, fp8),
             table.min_ctas_per_sm[head_dim],
-            table.warps[head_dim],
+            warps,
             kv_dtype=kv_dtype,
+            wgmma=wgmma_by_default(arch, warps),
         )
 
     def options(self, include_dir: str) -> list[str]:
         return [
-            f"--gpu-architecture={self.arch}",
+            # wgmma exists only in the arch-specific target (sm_90a cubins load on sm_90 devices)
+            f"--gpu-architecture={self.arch}{'a' if self.wgmma else ''}",
             "-std=c++17",
             f"-I{include_dir}",
             f"-DPAT_DTYPE_{self.dtype.upper()}",
@@ -180,7 +194,7 @@ class KernelVariant:
             *host_layout_defines(),
             *item_layout_defines(),
             f"-DPAT_RESCALE_SLACK_LOG2={self.rescale_slack_log2}",
-        ] + (["-DPAT_TIMING"] if self.timing else [])
+        ] + (["-DPAT_TIMING"] if self.timing else []) + (["-DPAT_WGMMA"] if self.wgmma else [])
 
     @property
     def smem_bytes(self) -> int:
@@ -193,6 +207,20 @@ class KernelVariant:
         main = m * self.head_dim * 2 + 2 * self.stages * tile * self.kv_elem_bytes + converted
         combine = (m * self.head_dim + 2 * m) * 4
         return max(main, combine)
+
+
+#: "1" builds 64-row items on warpgroup MMAs wherever the arch and the table's warps allow (KernelVariant.wgmma),
+#: "0" or unset keeps mma.sync
+WGMMA_ENV = "PAT_SGLANG_WGMMA"
+
+
+def wgmma_by_default(arch: str, warps: int) -> bool:
+    """Whether the table's variant for ``arch`` takes warpgroup MMAs: only where ``PAT_SGLANG_WGMMA=1`` asks for them
+    and the build can have them (sm_90, 4 warps)."""
+    flag = os.environ.get(WGMMA_ENV, "")
+    if flag not in ("", "0", "1"):
+        raise ValueError(f"{WGMMA_ENV}={flag!r}: use 1 (warpgroup MMAs for 64-row items) or 0")
+    return flag == "1" and arch == "sm_90" and warps == 4
 
 
 def all_variants(arch: str) -> list[KernelVariant]:
@@ -283,7 +311,8 @@ def compile_variant(variant: KernelVariant, use_cache: bool = True) -> CompiledV
     key = hashlib.sha256("\0".join([src, *key_opts, f"nvrtc{major}.{minor}"]).encode()).hexdigest()[:24]
     v = variant
     kv = "" if v.kv_dtype == v.dtype else f"_kv{v.kv_dtype}"
-    path = cache_dir() / f"pat_{v.arch}_{v.dtype}{kv}_d{v.head_dim}_n{v.kv_tile}_s{v.stages}_w{v.warps}_{key}.cubin"
+    wg = "_wg" if v.wgmma else ""
+    path = cache_dir() / f"pat_{v.arch}{wg}_{v.dtype}{kv}_d{v.head_dim}_n{v.kv_tile}_s{v.stages}_w{v.warps}_{key}.cubin"
 
     if use_cache and path.exists():
         meta = path.with_suffix(".json")

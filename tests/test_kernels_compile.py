@@ -4,6 +4,7 @@ sm_80 and sm_90, with no spills to local memory, and the runtime's cache and err
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,91 @@ def test_a_variant_builds_another_kernel_source(tmp_path: Path) -> None:
     broken.write_text(kernel_source() + "\n#error this source is the one built\n")
     with pytest.raises(KernelBuildError, match="this source is the one built"):
         compile_variant(dataclasses.replace(base, source=str(broken)), use_cache=False)
+
+
+def _nvdisasm() -> str:
+    """nvdisasm: on the PATH, or the copy in triton's wheel (installed with torch)."""
+    import shutil
+
+    import triton
+
+    found = shutil.which("nvdisasm") or str(Path(triton.__file__).parent / "backends/nvidia/bin/nvdisasm")
+    assert Path(found).is_file(), "nvdisasm is needed to read the cubin's SASS"
+    return found
+
+
+def _forward_sass(cubin: bytes, tmp_path: Path) -> str:
+    """The SASS of pat_pack_forward in ``cubin``."""
+    import subprocess
+
+    path = tmp_path / "forward.cubin"
+    path.write_bytes(cubin)
+    sass = subprocess.run([_nvdisasm(), "-c", str(path)], capture_output=True, text=True, check=True).stdout
+    start = sass.index(".text.pat_pack_forward:")
+    end = sass.find(".text.", start + 1)
+    return sass[start : end if end > 0 else len(sass)]
+
+
+WGMMA_VARIANTS = [dataclasses.replace(v, wgmma=True) for v in all_variants("sm_90")]
+
+
+@pytest.mark.parametrize("variant", WGMMA_VARIANTS, ids=lambda v: f"{v.dtype}-kv{v.kv_dtype}-d{v.head_dim}")
+def test_wgmma_variants_build_on_warpgroup_mmas(variant: KernelVariant, tmp_path: Path) -> None:
+    """Every sm_90 table variant built with warpgroup MMAs (64-row items) targets sm_90a, has no spills within the
+    table's register cap, and its SASS runs the 64-row tile on HGMMA: per 16-column block HEAD_DIM / 16 m64n16k16
+    for S and one PV MMA per 128 output columns (one m64n64 at head dim 64), V read transposed; the generic-to-async
+    proxy fence before the tile barrier; the 16- and 32-row items still on mma.sync (HMMA)."""
+    opts = variant.options("x")
+    assert "--gpu-architecture=sm_90a" in opts and "-DPAT_WGMMA" in opts
+    built = compile_variant(variant, use_cache=False)
+    usage = built.resource_usage()["pat_pack_forward"]
+    assert usage.get("spill_store_bytes", 0) == 0 and usage.get("spill_load_bytes", 0) == 0, usage
+    assert usage.get("stack_bytes", 0) == 0, usage
+    assert usage["registers"] <= 65536 // (variant.threads * variant.min_ctas_per_sm)
+    sass = _forward_sass(built.cubin, tmp_path)
+    d = variant.head_dim
+    s_mmas = re.findall(r"HGMMA\.64x16x16\.F32\b", sass)
+    pv_n = 64 if d == 64 else 128
+    pv_mmas = re.findall(rf"HGMMA\.64x{pv_n}x16\.F32\b.*tnspB", sass)
+    assert s_mmas and len(s_mmas) % (d // 16) == 0, f"{len(s_mmas)} S MMAs for head dim {d}"
+    blocks = len(s_mmas) // (d // 16)  # the 16-column blocks the compiler unrolled
+    assert len(pv_mmas) == blocks * max(1, d // 128), f"{len(pv_mmas)} PV MMAs for {blocks} blocks"
+    assert "FENCE.VIEW.ASYNC.S" in sass
+    assert "HMMA" in sass.replace("HGMMA", ""), "16- and 32-row items stay on mma.sync"
+
+
+def test_plain_builds_have_no_warpgroup_mmas(tmp_path: Path) -> None:
+    """Without wgmma the build targets plain sm_90 and its SASS has no HGMMA (the tile table's default)."""
+    base = next(v for v in all_variants("sm_90") if v.head_dim == 128 and v.dtype == "bf16" and not v.kv_fp8)
+    assert not base.wgmma and "--gpu-architecture=sm_90" in base.options("x")
+    assert "HGMMA" not in _forward_sass(compile_variant(base, use_cache=False).cubin, tmp_path)
+
+
+def test_wgmma_needs_sm90_and_one_warpgroup() -> None:
+    base = next(v for v in all_variants("sm_90") if v.head_dim == 128 and v.dtype == "bf16" and not v.kv_fp8)
+    with pytest.raises(ValueError, match="sm_90"):
+        dataclasses.replace(base, arch="sm_80", wgmma=True)
+    with pytest.raises(ValueError, match="4 warps"):
+        dataclasses.replace(base, warps=8, wgmma=True)
+
+
+def test_wgmma_switch(monkeypatch) -> None:
+    """``PAT_SGLANG_WGMMA=1`` turns warpgroup MMAs on for the table's sm_90 variants (never sm_80's); a sweep's
+    ``KernelTune.wgmma`` overrides either way; another value is refused."""
+    import torch
+
+    from pat_sglang.config import HeadConfig
+    from pat_sglang.kernels import WGMMA_ENV, KernelTune
+
+    heads = HeadConfig(32, 8, 128, torch.bfloat16)
+    monkeypatch.delenv(WGMMA_ENV, raising=False)
+    assert not KernelVariant.for_config(heads, "sm_90").wgmma
+    assert KernelVariant.for_config(heads, "sm_90", KernelTune(wgmma=True)).wgmma
+    monkeypatch.setenv(WGMMA_ENV, "1")
+    assert KernelVariant.for_config(heads, "sm_90").wgmma
+    assert not KernelVariant.for_config(heads, "sm_80").wgmma
+    assert not KernelVariant.for_config(heads, "sm_90", KernelTune(wgmma=False)).wgmma
+    assert KernelVariant.for_config(heads, "sm_90", KernelTune(kv_tile=32)).wgmma  # a tune that leaves it alone
+    monkeypatch.setenv(WGMMA_ENV, "yes")
+    with pytest.raises(ValueError, match=WGMMA_ENV):
+        KernelVariant.for_config(heads, "sm_90")

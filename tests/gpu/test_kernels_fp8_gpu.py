@@ -102,3 +102,29 @@ def test_unsupported_fp8_combinations_raise() -> None:
         pat_sglang.run(bf16_plan, q, k8, v8)
     with pytest.raises(ValueError, match="dtypes differ"):
         pat_sglang.run(plan, q, k8, v8.view(torch.float8_e5m2))
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0), reason="wgmma builds need sm_90"
+)
+@pytest.mark.parametrize("kv_dtype", FP8)
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("page_size", [1, 16])
+def test_wgmma_build_over_fp8_pools(kv_dtype: torch.dtype, head_dim: int, page_size: int) -> None:
+    """The warpgroup-MMA build (64-row items: FP8 stages converted into wgmma's layout) over FP8 pools with non-unit
+    scales, against float64 attention over the dequantised KV, on a plan that has 64-row items."""
+    from pat_sglang.kernels import KernelTune, launch_plan
+    from pat_sglang.planner import ITEM_TILE_M
+
+    batch = tree_batch([(1, 1200), (48, 29)], page_size, _next_seed())
+    q, k8, v8, k_scale, v_scale = fp8_inputs(batch, 32, 8, head_dim, torch.bfloat16, kv_dtype, _next_seed())
+    heads = HeadConfig(32, 8, head_dim, torch.bfloat16, kv_dtype)
+    plan = pat_sglang.plan(batch.kv_indptr, batch.kv_indices, heads, DeviceSpec.from_torch(q.device)).to("cuda")
+    assert bool((plan.items[:, ITEM_TILE_M] == 64).any())
+    out = torch.full_like(q, float("nan"))
+    launch_plan(plan, q, k8, v8, 1.0 / math.sqrt(head_dim), out=out, tune=KernelTune(wgmma=True), k_scale=k_scale,
+                v_scale=v_scale)
+    torch.cuda.synchronize()
+    ref = naive_decode(q.cpu(), k8.cpu(), v8.cpu(), batch.kv_indptr, batch.kv_indices, 1.0 / math.sqrt(head_dim),
+                       torch.float64, k_scale, v_scale)
+    assert_written_and_close(out, ref, f"k_scale {k_scale:.3f}, v_scale {v_scale:.3f}")

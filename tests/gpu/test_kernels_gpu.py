@@ -249,3 +249,52 @@ def test_open_plan_needs_lengths() -> None:
     with pytest.raises(ValueError, match="int64"):
         launch_plan(plan, q, k, v, 0.1, seq_lens=torch.from_numpy(batch.seq_lens).int().cuda(),
                     req_rows=torch.from_numpy(batch.rows).cuda())
+
+
+SM90_ONLY = pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0), reason="wgmma builds need sm_90"
+)
+
+
+def wgmma_batches(page_size: int, rng: np.random.Generator) -> list[DecodeBatch]:
+    """Batches whose plans have 64-row items at every GQA ratio of the test: a wide shared prefix (64 requests), the
+    asymmetric tree with 20 requests on one leaf, and a random forest."""
+    parents = [-1, 0, 1, 2, 2, 3, 3, 3, 4, 0, 9, 9, 9, 1, -1]
+    lengths = [2048, 512, 256, 128, 96, 5, 17, 33, 80, 320, 3, 600, 1, 7, 3000]
+    request_nodes = [5, 6, 7, 8, 8, 4, 10, 11, 12, 1, 13, 14] + [7] * 20 + [11] * 3
+    forest = random_tree(rng, max_depth=5, max_requests=96, max_len=700, page_size=page_size,
+                         max_request_tokens=9000, p_inner_request=0.2, p_duplicate=0.1)
+    return [
+        tree_batch([(1, 1504), (64, 37)], page_size, rng),
+        layout_tree(Tree(parents, lengths, request_nodes), page_size, rng),
+        layout_tree(forest, page_size, rng),
+    ]
+
+
+@SM90_ONLY
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("heads", [(8, 8), (32, 8), (64, 8), (32, 32)])
+@pytest.mark.parametrize("page_size", [1, 16])
+def test_wgmma_build_matches_reference(dtype: torch.dtype, head_dim: int, heads: tuple[int, int],
+                                       page_size: int) -> None:
+    """The build whose 64-row items run on warpgroup MMAs (``KernelTune(wgmma=True)``: Q, K, V in wgmma's swizzled
+    layout, read by descriptors) against float64 attention, on plans that have 64-row items (checked), beside the
+    mma.sync build on the same inputs."""
+    from pat_sglang.planner import ITEM_TILE_M
+
+    rng = np.random.default_rng(_next_seed())
+    scale = 1.0 / math.sqrt(head_dim)
+    hq, hkv = heads
+    cfg = HeadConfig(hq, hkv, head_dim, dtype)
+    for i, batch in enumerate(wgmma_batches(page_size, rng)):
+        q, k, v = make_qkv(batch.batch, hq, hkv, head_dim, batch.num_slots, dtype, "cuda", seed=_next_seed())
+        plan = pat_sglang.plan(batch.kv_indptr, batch.kv_indices, cfg, DeviceSpec.from_torch(q.device)).to("cuda")
+        if i == 0:  # 64 requests on one prefix: 64-row items at every group size
+            assert bool((plan.items[:, ITEM_TILE_M] == 64).any()), "the batch must exercise 64-row items"
+        ref = naive_decode(q.cpu(), k.cpu(), v.cpu(), batch.kv_indptr, batch.kv_indices, scale)
+        for wgmma in (True, False):
+            out = torch.full_like(q, float("nan"))
+            launch_plan(plan, q, k, v, scale, out=out, tune=KernelTune(wgmma=wgmma))
+            torch.cuda.synchronize()
+            assert_written_and_close(out, ref, f"wgmma={wgmma}, batch {batch.batch} requests")
