@@ -130,6 +130,14 @@ class TileTable:
     # token row is half the bytes, and the tile loop's time is set per tile, not per byte)
     fp8_kv_tile_tokens: dict[int, int] = field(default_factory=dict)
     fp8_stages: dict[int, int] = field(default_factory=dict)
+    # Head dims whose 16-bit-KV builds run 64-row items on warpgroup MMAs (sm_90 tables; ``KernelVariant.wgmma``);
+    # FP8-KV builds take the fp8 entry's list (none when absent)
+    wgmma_head_dims: frozenset[int] = frozenset()
+    fp8_wgmma_head_dims: frozenset[int] = frozenset()
+
+    def wgmma(self, head_dim: int, fp8: bool = False) -> bool:
+        """Whether this head dim's build (``fp8``: over FP8 pools) takes warpgroup MMAs for 64-row items."""
+        return head_dim in (self.fp8_wgmma_head_dims if fp8 else self.wgmma_head_dims)
 
     def tile_for(self, rows: int) -> int:
         """Index of the smallest tile whose m holds ``rows`` query rows (the largest if none does)."""
@@ -195,6 +203,13 @@ def load_tile_table(arch: str = "sm90") -> TileTable:
         threads = 32 * warps[d]
         return n % 16 == 0 and threads % n == 0 and (d // 16) % (threads // n) == 0
 
+    wgmma_dims = frozenset(int(d) for d in data.get("wgmma_head_dims", []))
+    fp8_wgmma_dims = frozenset(int(d) for d in fp8.get("wgmma_head_dims", []))
+    for dims in (wgmma_dims, fp8_wgmma_dims):
+        if not dims <= set(kv_tiles):
+            raise ValueError(f"{path}: wgmma_head_dims for head dims the table lacks: {sorted(dims - set(kv_tiles))}")
+        if dims and (want < 90 or any(warps[d] != 4 for d in dims)):
+            raise ValueError(f"{path}: wgmma_head_dims need sm_90 and 4 warps (one warpgroup per 64-row item)")
     for d, n in fp8_tiles.items():
         if not fits_loader(n, d):
             raise ValueError(f"{path}: fp8 kv tile {n} for head_dim {d} does not fit the kernel's load layout")
@@ -204,7 +219,9 @@ def load_tile_table(arch: str = "sm90") -> TileTable:
         if tile_ms[-1] > 16 * warps[d]:
             need = tile_ms[-1] // 16
             raise ValueError(f"{path}: tile m {tile_ms[-1]} needs {need} warps; head_dim {d} has {warps[d]}")
-    return TileTable(tile_ms, kv_tiles, min_ctas, stages, warps, path.name[:-5], fp8_tiles, fp8_stages)
+    return TileTable(
+        tile_ms, kv_tiles, min_ctas, stages, warps, path.name[:-5], fp8_tiles, fp8_stages, wgmma_dims, fp8_wgmma_dims
+    )
 
 
 def kv_pool_view(buffer: torch.Tensor, heads: HeadConfig) -> torch.Tensor:

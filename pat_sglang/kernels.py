@@ -173,7 +173,7 @@ class KernelVariant:
             table.min_ctas_per_sm[head_dim],
             warps,
             kv_dtype=kv_dtype,
-            wgmma=wgmma_by_default(arch, warps),
+            wgmma=wgmma_by_default(arch, warps, table.wgmma(head_dim, fp8)),
         )
 
     def options(self, include_dir: str) -> list[str]:
@@ -210,16 +210,18 @@ class KernelVariant:
 
 
 #: "1" builds 64-row items on warpgroup MMAs wherever the arch and the table's warps allow (KernelVariant.wgmma),
-#: "0" or unset keeps mma.sync
+#: "0" nowhere; unset: where the tile table says (``wgmma_head_dims``)
 WGMMA_ENV = "PAT_SGLANG_WGMMA"
 
 
-def wgmma_by_default(arch: str, warps: int) -> bool:
-    """Whether the table's variant for ``arch`` takes warpgroup MMAs: only where ``PAT_SGLANG_WGMMA=1`` asks for them
-    and the build can have them (sm_90, 4 warps)."""
+def wgmma_by_default(arch: str, warps: int, table_says: bool) -> bool:
+    """Whether the table's variant for ``arch`` takes warpgroup MMAs: as ``PAT_SGLANG_WGMMA`` says (1: wherever the
+    build can have them, sm_90 with 4 warps; 0: never), else as the tile table says."""
     flag = os.environ.get(WGMMA_ENV, "")
     if flag not in ("", "0", "1"):
         raise ValueError(f"{WGMMA_ENV}={flag!r}: use 1 (warpgroup MMAs for 64-row items) or 0")
+    if flag == "":
+        return table_says
     return flag == "1" and arch == "sm_90" and warps == 4
 
 

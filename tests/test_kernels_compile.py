@@ -156,6 +156,33 @@ def test_tile_table_refuses_bad_fp8_entries(tmp_path, monkeypatch, bad: dict) ->
         config.load_tile_table.cache_clear()
 
 
+@pytest.mark.parametrize(
+    ("arch", "edit"),
+    [
+        ("sm90", {"wgmma_head_dims": [96]}),
+        ("sm90", {"fp8": {"wgmma_head_dims": [512]}}),
+        ("sm80", {"wgmma_head_dims": [128]}),
+    ],
+)
+def test_tile_table_refuses_bad_wgmma_entries(tmp_path, monkeypatch, arch: str, edit: dict) -> None:
+    """wgmma head dims the table lacks, or on a table for a GPU without warpgroup MMAs, fail at load."""
+    import json
+
+    import pat_sglang.config as config
+
+    src = Path(config.__file__).resolve().parent.parent.joinpath(f"configs/tiles/{arch}.json")
+    table = {**json.loads(src.read_text()), **edit}
+    (tmp_path / "tiles").mkdir()
+    (tmp_path / "tiles" / f"{arch}.json").write_text(json.dumps(table))
+    monkeypatch.setattr(config, "data_dir", lambda *_: tmp_path)
+    config.load_tile_table.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="wgmma_head_dims"):
+            config.load_tile_table(arch)
+    finally:
+        config.load_tile_table.cache_clear()
+
+
 @pytest.mark.parametrize("slack", [-1, 8])
 @pytest.mark.parametrize("arch", CI_ARCHS)
 def test_rescale_slack_variants_compile_without_spills(arch: str, slack: int) -> None:
@@ -257,11 +284,19 @@ def test_wgmma_variants_build_on_warpgroup_mmas(variant: KernelVariant, tmp_path
     assert "HMMA" in sass.replace("HGMMA", ""), "16- and 32-row items stay on mma.sync"
 
 
-def test_plain_builds_have_no_warpgroup_mmas(tmp_path: Path) -> None:
-    """Without wgmma the build targets plain sm_90 and its SASS has no HGMMA (the tile table's default)."""
+def test_plain_builds_have_no_warpgroup_mmas(tmp_path: Path, monkeypatch) -> None:
+    """Without wgmma the build targets plain sm_90 and its SASS has no HGMMA; the sm_90 table asks for wgmma at head
+    dim 128 with 16-bit KV only (measured there, docs/perf/kernels/2026-11-30-h200-wgmma/)."""
+    from pat_sglang.kernels import WGMMA_ENV
+
+    monkeypatch.delenv(WGMMA_ENV, raising=False)
+    picked = {(v.head_dim, v.kv_fp8): v.wgmma for v in all_variants("sm_90")}
+    assert picked == {(d, fp8): d == 128 and not fp8 for d in (64, 128, 256) for fp8 in (False, True)}
+    assert not any(v.wgmma for v in all_variants("sm_80"))
     base = next(v for v in all_variants("sm_90") if v.head_dim == 128 and v.dtype == "bf16" and not v.kv_fp8)
-    assert not base.wgmma and "--gpu-architecture=sm_90" in base.options("x")
-    assert "HGMMA" not in _forward_sass(compile_variant(base, use_cache=False).cubin, tmp_path)
+    plain = dataclasses.replace(base, wgmma=False)
+    assert "--gpu-architecture=sm_90" in plain.options("x")
+    assert "HGMMA" not in _forward_sass(compile_variant(plain, use_cache=False).cubin, tmp_path)
 
 
 def test_wgmma_needs_sm90_and_one_warpgroup() -> None:
@@ -273,18 +308,23 @@ def test_wgmma_needs_sm90_and_one_warpgroup() -> None:
 
 
 def test_wgmma_switch(monkeypatch) -> None:
-    """``PAT_SGLANG_WGMMA=1`` turns warpgroup MMAs on for the table's sm_90 variants (never sm_80's); a sweep's
-    ``KernelTune.wgmma`` overrides either way; another value is refused."""
+    """``PAT_SGLANG_WGMMA=1`` turns warpgroup MMAs on for the table's sm_90 variants (never sm_80's), ``0`` off, unset
+    leaves the table's choice; a sweep's ``KernelTune.wgmma`` overrides either way; another value is refused."""
     import torch
 
     from pat_sglang.config import HeadConfig
     from pat_sglang.kernels import WGMMA_ENV, KernelTune
 
     heads = HeadConfig(32, 8, 128, torch.bfloat16)
+    heads64 = HeadConfig(32, 8, 64, torch.bfloat16)
     monkeypatch.delenv(WGMMA_ENV, raising=False)
+    assert KernelVariant.for_config(heads, "sm_90").wgmma  # the table's choice at d128
+    assert not KernelVariant.for_config(heads64, "sm_90").wgmma
+    assert KernelVariant.for_config(heads64, "sm_90", KernelTune(wgmma=True)).wgmma
+    monkeypatch.setenv(WGMMA_ENV, "0")
     assert not KernelVariant.for_config(heads, "sm_90").wgmma
-    assert KernelVariant.for_config(heads, "sm_90", KernelTune(wgmma=True)).wgmma
     monkeypatch.setenv(WGMMA_ENV, "1")
+    assert KernelVariant.for_config(heads64, "sm_90").wgmma
     assert KernelVariant.for_config(heads, "sm_90").wgmma
     assert not KernelVariant.for_config(heads, "sm_80").wgmma
     assert not KernelVariant.for_config(heads, "sm_90", KernelTune(wgmma=False)).wgmma
