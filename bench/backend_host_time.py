@@ -21,7 +21,8 @@ wall-clock maximum against its CPU-time clause).
 Also counted: ``reads``, the steps that read ``req_pool_indices`` back from the device (none expected: the
 plan addresses KV as ranges of ``req_to_token`` rows, which the kernel reads on the device).
 Shapes: ``A<bs>``: ``bs`` requests on a 4096-token system prompt + 256 own prompt tokens; ``gsp<bs>``: the
-generated-shared-prefix shape (G groups x P prompts, 2048-token group system prompt + 128-token question).
+generated-shared-prefix shape (G groups x P prompts, 2048-token group system prompt + 128-token question); ``deep<bs>``:
+the serving sweep's gsp-deep (groups of 32 prompts on an 8192-token system prompt + 128-token question).
 Heads: Llama-3-8B (32 q / 8 kv, d=128, bf16). Medians over the timed steps.
 
     .venv/bin/python bench/backend_host_time.py [--steps 20] [--shapes A64 A256 gsp64 gsp256]
@@ -58,7 +59,7 @@ PHASES = ("publish", "forest", "plan", "load", "total", "total_max", "cpu", "cpu
 
 
 def prompts(shape: str, rng: np.random.Generator) -> list[list[int]]:
-    """The prompts of ``A<bs>`` or ``gsp<bs>`` (interleaved groups, as the A/B workload sends them)."""
+    """The prompts of ``A<bs>``, ``gsp<bs>`` or ``deep<bs>`` (interleaved groups, as the A/B workload sends them)."""
     kind, bs = shape.rstrip("0123456789"), int(shape[len(shape.rstrip("0123456789")):])
     if kind == "A":
         system = rng.integers(1000, 100_000, size=4096).tolist()
@@ -68,7 +69,12 @@ def prompts(shape: str, rng: np.random.Generator) -> list[list[int]]:
         per = bs // groups
         systems = [rng.integers(1000, 100_000, size=2048).tolist() for _ in range(groups)]
         return [systems[g] + rng.integers(1000, 100_000, size=128).tolist() for i in range(per) for g in range(groups)]
-    raise ValueError(f"unknown shape {shape!r} (A<bs> or gsp<bs>)")
+    if kind == "deep":  # the serving sweep's gsp-deep: groups of 32 prompts on an 8192-token system prompt
+        groups = max(1, bs // 32)
+        systems = [rng.integers(1000, 100_000, size=8192).tolist() for _ in range(groups)]
+        return [systems[g] + rng.integers(1000, 100_000, size=128).tolist() for i in range(bs // groups)
+                for g in range(groups)]
+    raise ValueError(f"unknown shape {shape!r} (A<bs>, gsp<bs> or deep<bs>)")
 
 
 class Timer:
@@ -118,7 +124,7 @@ def run_shape(shape: str, steps: int, warm_tokens: int, seed: int, replan: bool 
     bs = len(ps)
     longest = max(len(p) for p in ps)
     ctx = 1 << int(np.ceil(np.log2(longest + warm_tokens + steps + 8)))
-    unique = len({tuple(p[:2048]) for p in ps}) * 4096 + sum(len(p) for p in ps) // 8
+    unique = len({tuple(p[:2048]) for p in ps}) * 9000 + sum(len(p) for p in ps) // 8
     h = RadixHarness(page_size=1, num_slots=unique + bs * (512 + warm_tokens + steps), max_reqs=bs + 2,
                      max_context=ctx)
     for p in ps:
