@@ -738,27 +738,23 @@ def _launch_costs(
     full_items = counts - splits
     total = (dur_full * full_items).sum(axis=1) + (dur_last * splits).sum(axis=1)
     longest = np.maximum(np.where(full_blocks > 0, dur_full, 0).max(axis=1), dur_last.max(axis=1))
-    bound = np.maximum(longest, total / slots)
-    # every candidate's items in launch order, one flat array: packs by item size, longest first (a pack's full
-    # blocks before its last: the larger tile first), each repeated by its count
-    rows = np.arange(num_cands)[:, None]
-    order = np.argsort(-item_bytes, axis=1, kind="stable")
-    reps = np.stack([full_items, splits], axis=2)[rows, order].ravel()
-    durations = np.stack([dur_full, dur_last], axis=2)[rows, order].ravel().repeat(reps)
-    starts = items.cumsum() - items
-    bound += chain_cost
-    # runs of equal items (a pack's splits, equal rows), each candidate's starting a new run: one pass for all
-    new_run = np.ones(durations.shape[0], dtype=bool)
-    new_run[1:] = durations[1:] != durations[:-1]
-    new_run[starts] = True
-    run_at = np.flatnonzero(new_run)
-    run_values = durations[run_at].tolist()
-    run_counts = (run_at[1:] - run_at[:-1]).tolist() + [durations.shape[0] - int(run_at[-1])]
-    first_run = np.searchsorted(run_at, starts).tolist() + [run_at.shape[0]]
+    bound = np.maximum(longest, total / slots) + chain_cost
+    pair_reps = np.stack([full_items, splits], axis=2)  # candidate x pack x (full blocks, last block)
+    pair_durations = np.stack([dur_full, dur_last], axis=2)
 
     def runs(c: int) -> tuple[list[float], list[int]]:
-        at = slice(first_run[c], first_run[c + 1])
-        return run_values[at], run_counts[at]
+        """Candidate ``c``'s items in launch order as runs of equal durations: packs by item size, longest first (a
+        pack's full blocks before its last: the larger tile first). Built only for the candidates ``_simulated_costs``
+        simulates (about two of the ten or so costed), not for all of them up front."""
+        order = np.argsort(-item_bytes[c], kind="stable")
+        reps = pair_reps[c, order].ravel()
+        values = pair_durations[c, order].ravel()
+        present = reps > 0
+        reps, values = reps[present], values[present]
+        new_run = np.ones(values.shape[0], dtype=bool)
+        new_run[1:] = values[1:] != values[:-1]
+        run_at = np.flatnonzero(new_run)
+        return values[run_at].tolist(), np.add.reduceat(reps, run_at).tolist()
 
     cost = _simulated_costs(bound.tolist(), chain_cost.tolist(), items.tolist(), runs, slots)
     return np.array(cost), items

@@ -306,6 +306,7 @@ def test_default_delegate_built_and_named(monkeypatch: pytest.MonkeyPatch) -> No
 def test_graph_step_pat_cannot_plan_replays_the_delegate(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under CUDA graphs with the delegate's graph captured, a batch the planner refuses is replayed on the delegate
     (counted, logged once), as in eager mode; without variants the refusal is raised, never guessed at."""
+    apply_patches()  # the graph runner's per-variant capture, as the plugin installs it (not left to an earlier test)
     table = ChainTable()
     h = _harness(True)
     be, delegate, _ = _backend(h, table)
