@@ -440,6 +440,7 @@ class Sweep:
                   "(not recorded; the server may still be busy, so this backend stops here)", flush=True)
             return False
         try:
+            bench_serving.keep_details(output_file)
             result = bench_serving.parse_result(output_file)
         except (OSError, ValueError) as err:
             row.update(status=f"failed: exit {code}: {err}"[:300])

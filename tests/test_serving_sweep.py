@@ -249,6 +249,7 @@ def test_commands_loads_and_offline_sources(tmp_path: Path) -> None:
     assert closed[:2] == ["py", str(bench_serving.RUNNER)]
     assert bench_serving.arg_value(closed, "--max-concurrency") == "64"
     assert bench_serving.arg_value(closed, "--request-rate") == "inf" and "--flush-cache" in closed
+    assert "--output-details" in closed
     assert bench_serving.arg_value(closed, "--host") == "127.0.0.1"
     rate = bench_serving.command("py", 5, tmp_path, ws["gsp"].dataset_args, bench_serving.Load(rate=2.5), out, 1)
     assert bench_serving.arg_value(rate, "--request-rate") == "2.5" and "--max-concurrency" not in rate
@@ -297,6 +298,23 @@ def test_parse_result_keeps_the_metrics(tmp_path: Path) -> None:
     assert set(res) == set(bench_serving.RESULT_KEYS)
     with pytest.raises(ValueError):
         bench_serving.parse_result(tmp_path / "missing.jsonl")
+
+
+def test_keep_details_trims_the_per_request_lists(tmp_path: Path) -> None:
+    """The result line keeps its metrics and each request's TTFT and lengths; the per-token latencies, texts and
+    errors go (the errors as a count); earlier lines are left as they are."""
+    out = tmp_path / "r.jsonl"
+    metrics = {k: 2.0 for k in bench_serving.RESULT_KEYS}
+    details = {"ttfts": [0.1234567891, 0.5], "input_lens": [10, 20], "output_lens": [3, 4], "itls": [[0.01] * 3] * 2,
+               "generated_texts": ["a b c", "d e f g"], "errors": ["", "timeout"]}
+    out.write_text(json.dumps({"old": 1}) + "\n" + json.dumps({**metrics, **details}) + "\n")
+    bench_serving.keep_details(out)
+    first, last = (json.loads(ln) for ln in out.read_text().splitlines())
+    assert first == {"old": 1}
+    assert last["ttfts"] == [0.123457, 0.5] and last["input_lens"] == [10, 20] and last["output_lens"] == [3, 4]
+    assert last["request_errors"] == 1 and not set(bench_serving.DROPPED_DETAIL_KEYS) & set(last)
+    assert bench_serving.parse_result(out) == {k: 2.0 for k in bench_serving.RESULT_KEYS}
+    bench_serving.keep_details(tmp_path / "missing.jsonl")  # no result: nothing to do
 
 
 def test_report_ratios_and_plot(tmp_path: Path) -> None:

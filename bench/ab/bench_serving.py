@@ -7,6 +7,8 @@
   dataset), and only for those missing from the interpreter; they raise if anything calls them;
 * ``command`` builds the bench_serving argument list of one measurement point;
 * ``run`` runs it (process group, log file, output copied live to our stdout so its tqdm bar shows, bounded time);
+* ``keep_details`` trims the per-request details of that line to what the reports and a later reading need (each
+  request's time to first token and lengths, in request order; the per-token latencies and texts are dropped);
 * ``parse_result`` reads the JSON line bench_serving appends to ``--output-file``.
 """
 
@@ -132,6 +134,7 @@ def command(python: str, port: int, model_dir: Path, dataset_args: Sequence[str]
         *dataset_args,
         "--seed", str(seed),
         "--output-file", str(output_file),
+        "--output-details",  # per-request TTFTs (trimmed by keep_details): how a point's TTFT spreads over its requests
         "--warmup-requests", "1",
         "--flush-cache",
         "--ready-check-timeout-sec", "30",
@@ -222,6 +225,32 @@ RESULT_KEYS: tuple[str, ...] = (
     "mean_itl_ms", "median_itl_ms", "p99_itl_ms", "mean_e2e_latency_ms", "median_e2e_latency_ms",
     "p99_e2e_latency_ms", "max_output_tokens_per_s", "max_concurrent_requests",
 )
+
+
+#: per-request lists kept from bench_serving's ``--output-details`` (seconds for ``ttfts``), in request order
+DETAIL_KEYS: tuple[str, ...] = ("ttfts", "input_lens", "output_lens")
+#: per-request lists dropped: every token's latency and the generated text (megabytes a point; the summary keeps ITL)
+DROPPED_DETAIL_KEYS: tuple[str, ...] = ("itls", "generated_texts", "errors")
+
+
+def keep_details(output_file: Path) -> None:
+    """Rewrite the last result line of ``output_file`` without ``DROPPED_DETAIL_KEYS`` (a count of non-empty errors
+    stays as ``request_errors``), ``ttfts`` rounded to microseconds. Nothing to do if there is no result line."""
+    if not output_file.exists():
+        return
+    lines = [ln for ln in output_file.read_text().splitlines() if ln.strip()]
+    if not lines:
+        return
+    raw = json.loads(lines[-1])
+    errors = raw.get("errors")
+    if isinstance(errors, list):
+        raw["request_errors"] = sum(1 for e in errors if e)
+    for key in DROPPED_DETAIL_KEYS:
+        raw.pop(key, None)
+    if isinstance(raw.get("ttfts"), list):
+        raw["ttfts"] = [round(t, 6) if isinstance(t, (int, float)) else t for t in raw["ttfts"]]
+    lines[-1] = json.dumps(raw)
+    output_file.write_text("\n".join(lines) + "\n")
 
 
 def parse_result(output_file: Path) -> dict[str, object]:
