@@ -449,6 +449,9 @@ class Sweep:
                   f"{rel(self.logs / f'bench-{name}.log')}", flush=True)
             return True
         row.update(result)
+        kind, value = sweep.parse_load(point.load)
+        if kind == "c":  # a closed loop: its first wave's TTFT apart from the rest's
+            row.update(bench_serving.ttft_split(output_file, int(value)))
         row.update(client.step_stats(steps))
         row.update(client.pat_step_stats(read_from(server_log, 0, offset) if server_log.exists() else "", during))
         completed = int(bench_serving.finite(result.get("completed")) or 0)
@@ -555,6 +558,13 @@ def write_report(out: Path, store: sweep.ResultStore, reference: str,
         "since it started.", "",
         report.markdown_table(pat_rows, report.PAT_COLUMNS), "",
     ] if pat_rows else []
+    wave_rows = [r for r in rows if "ttft_rest_p50_ms" in r]
+    extra += [
+        "## TTFT of the first wave and of the rest (closed loops)", "",
+        "bench_serving's per-request TTFTs in request order: the first N requests of a `cN` point start at once (the "
+        "server prefills them back to back), each later one when a request finishes.", "",
+        report.markdown_table(wave_rows, report.TTFT_SPLIT_COLUMNS), "",
+    ] if wave_rows else []
     text = report.write_markdown(rows, out / "results.md", "Serving sweep (sglang.bench_serving)", preamble,
                                  agreement_rows(store, reference), columns=report.SWEEP_COLUMNS, extra=extra)
     report.plot_sweep(rows, out / "serving.png", sweep.load_order)

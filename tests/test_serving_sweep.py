@@ -317,6 +317,21 @@ def test_keep_details_trims_the_per_request_lists(tmp_path: Path) -> None:
     bench_serving.keep_details(tmp_path / "missing.jsonl")  # no result: nothing to do
 
 
+def test_ttft_split_separates_the_first_wave(tmp_path: Path) -> None:
+    """A closed loop's first N requests' TTFT median against the rest's median and p99 (ms, request order); nothing
+    without per-request TTFTs or with no request past the first wave."""
+    out = tmp_path / "r.jsonl"
+    ttfts = [2.0, 1.0, 3.0] + [0.01 * (i + 1) for i in range(101)]  # first wave of 3, then 10 ms .. 1010 ms
+    out.write_text(json.dumps({"completed": 104, "ttfts": ttfts}) + "\n")
+    split = bench_serving.ttft_split(out, 3)
+    assert split["ttft_first_p50_ms"] == pytest.approx(2000.0)
+    assert split["ttft_rest_p50_ms"] == pytest.approx(510.0)
+    assert split["ttft_rest_p99_ms"] == pytest.approx(1000.0)
+    assert bench_serving.ttft_split(out, 104) == {} and bench_serving.ttft_split(out, 0) == {}
+    out.write_text(json.dumps({"completed": 3}) + "\n")
+    assert bench_serving.ttft_split(out, 1) == {}
+
+
 def test_report_ratios_and_plot(tmp_path: Path) -> None:
     base = {"kind": "point", "workload": "gsp", "workload_id": "w", "server_id": "s", "status": "ok"}
     rows = [{**base, "backend": "ref", "load": "c64", "output_throughput": 1000.0, "median_tpot_ms": 10.0,

@@ -253,6 +253,31 @@ def keep_details(output_file: Path) -> None:
     output_file.write_text("\n".join(lines) + "\n")
 
 
+def ttft_split(output_file: Path, first: int) -> dict[str, float]:
+    """TTFT of a closed loop's first ``first`` requests (they all start at once, the server's first wave) against the
+    rest (each sent when one finishes), in ms, from the per-request ``ttfts`` of the last result line (request order):
+    ``ttft_first_p50_ms``, ``ttft_rest_p50_ms``, ``ttft_rest_p99_ms``. Empty where the line has no ``ttfts`` or no
+    request past the first wave."""
+    lines = [ln for ln in output_file.read_text().splitlines() if ln.strip()] if output_file.exists() else []
+    ttfts = json.loads(lines[-1]).get("ttfts") if lines else None
+    if not isinstance(ttfts, list) or len(ttfts) <= first or first < 1:
+        return {}
+    ms = [1000.0 * finite(t) for t in ttfts]
+    head, rest = sorted(ms[:first]), sorted(v for v in ms[first:] if not math.isnan(v))
+    if not rest:
+        return {}
+    return {"ttft_first_p50_ms": _quantile(head, 0.5), "ttft_rest_p50_ms": _quantile(rest, 0.5),
+            "ttft_rest_p99_ms": _quantile(rest, 0.99)}
+
+
+def _quantile(ordered: Sequence[float], q: float) -> float:
+    """Linear-interpolation quantile of an ascending list (numpy's default rule)."""
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
 def parse_result(output_file: Path) -> dict[str, object]:
     """The metrics of the last result line bench_serving appended to ``output_file`` (``RESULT_KEYS`` only, numbers as
     floats; a non-number such as request_rate "trace" kept as is). Raises if there is none."""

@@ -172,6 +172,18 @@ PAT_COLUMNS: list[tuple[str, str, str]] = [
 ]
 
 
+#: columns of the sweep's TTFT table: a closed loop's first wave against the rest (bench_serving.ttft_split)
+TTFT_SPLIT_COLUMNS: list[tuple[str, str, str]] = [
+    ("workload", "workload", "s"),
+    ("load", "load", "s"),
+    ("backend", "backend", "s"),
+    ("median_ttft_ms", "TTFT p50 ms (all)", ".1f"),
+    ("ttft_first_p50_ms", "first wave p50", ".1f"),
+    ("ttft_rest_p50_ms", "the rest p50", ".1f"),
+    ("ttft_rest_p99_ms", "the rest p99", ".1f"),
+]
+
+
 def _num(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return math.nan
