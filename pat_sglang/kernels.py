@@ -14,8 +14,10 @@ CUDA-graph path: fixed-capacity device buffers loaded from a plan outside the gr
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -36,6 +38,8 @@ from .config import (
     load_tile_table,
 )
 from .planner import ITEM_FIELDS, PackPlan, PlanLimits, item_layout_defines
+
+logger = logging.getLogger(__name__)
 
 MERGE_WARPS = 4  # the merge kernel's warps per CTA, one q head each (passed to kernels/pat_decode.cu as -D)
 DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
@@ -215,14 +219,14 @@ WGMMA_ENV = "PAT_SGLANG_WGMMA"
 
 
 def wgmma_by_default(arch: str, warps: int, table_says: bool) -> bool:
-    """Whether the table's variant for ``arch`` takes warpgroup MMAs: as ``PAT_SGLANG_WGMMA`` says (1: wherever the
-    build can have them, sm_90 with 4 warps; 0: never), else as the tile table says."""
+    """Whether the table's variant for ``arch`` takes warpgroup MMAs: only where the build can have them (sm_90 with 4
+    warps: newer GPUs run the newest table, sm_90's, without them), and there as ``PAT_SGLANG_WGMMA`` says (1: yes;
+    0: no), else as the tile table says."""
     flag = os.environ.get(WGMMA_ENV, "")
     if flag not in ("", "0", "1"):
         raise ValueError(f"{WGMMA_ENV}={flag!r}: use 1 (warpgroup MMAs for 64-row items) or 0")
-    if flag == "":
-        return table_says
-    return flag == "1" and arch == "sm_90" and warps == 4
+    wanted = table_says if flag == "" else flag == "1"
+    return wanted and arch == "sm_90" and warps == 4
 
 
 def all_variants(arch: str) -> list[KernelVariant]:
@@ -470,13 +474,26 @@ def device_arch(device: torch.device) -> str:
 
 
 def kernels_for(heads: HeadConfig, device: torch.device, tune: KernelTune | None = None) -> _LoadedKernels:
+    """The loaded kernels of the tile table's variant for ``heads`` on ``device`` (``tune`` overrides it). Where the
+    table or ``PAT_SGLANG_WGMMA`` chose warpgroup MMAs and that build cannot be made or loaded here (an NVRTC or
+    driver without sm_90a), the mma.sync build serves instead, with one warning; a sweep's explicit
+    ``KernelTune(wgmma=True)`` fails instead."""
     variant = KernelVariant.for_config(heads, device_arch(device), tune)
     index = device.index if device.index is not None else torch.cuda.current_device()
     _ensure_context(index)
     with _load_lock:
         k = _loaded.get(variant)
         if k is None:
-            k = _LoadedKernels(compile_variant(variant))
+            try:
+                k = _LoadedKernels(compile_variant(variant))
+            except (KernelBuildError, RuntimeError) as err:
+                if not variant.wgmma or (tune is not None and tune.wgmma):
+                    raise
+                logger.warning("PAT: the warpgroup-MMA kernel build failed here (%s); using the mma.sync build",
+                               str(err).splitlines()[0])
+                plain = dataclasses.replace(variant, wgmma=False)
+                k = _loaded.get(plain) or _LoadedKernels(compile_variant(plain))
+                _loaded[plain] = k
             _loaded[variant] = k
         k.configure(index)
     return k

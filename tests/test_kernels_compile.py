@@ -321,14 +321,57 @@ def test_wgmma_switch(monkeypatch) -> None:
     assert KernelVariant.for_config(heads, "sm_90").wgmma  # the table's choice at d128
     assert not KernelVariant.for_config(heads64, "sm_90").wgmma
     assert KernelVariant.for_config(heads64, "sm_90", KernelTune(wgmma=True)).wgmma
+    # a newer GPU runs sm_90's table (the newest), but wgmma is sm_90a's alone: mma.sync there, no refusal
+    assert not KernelVariant.for_config(heads, "sm_100").wgmma and not KernelVariant.for_config(heads, "sm_120").wgmma
     monkeypatch.setenv(WGMMA_ENV, "0")
     assert not KernelVariant.for_config(heads, "sm_90").wgmma
     monkeypatch.setenv(WGMMA_ENV, "1")
     assert KernelVariant.for_config(heads64, "sm_90").wgmma
     assert KernelVariant.for_config(heads, "sm_90").wgmma
-    assert not KernelVariant.for_config(heads, "sm_80").wgmma
+    assert not KernelVariant.for_config(heads, "sm_80").wgmma and not KernelVariant.for_config(heads, "sm_100").wgmma
     assert not KernelVariant.for_config(heads, "sm_90", KernelTune(wgmma=False)).wgmma
     assert KernelVariant.for_config(heads, "sm_90", KernelTune(kv_tile=32)).wgmma  # a tune that leaves it alone
     monkeypatch.setenv(WGMMA_ENV, "yes")
     with pytest.raises(ValueError, match=WGMMA_ENV):
         KernelVariant.for_config(heads, "sm_90")
+
+
+def test_a_failed_wgmma_build_falls_back_to_mma_sync(monkeypatch, caplog) -> None:
+    """Where the table's wgmma build cannot be made (an NVRTC without sm_90a, say), ``kernels_for`` serves the
+    mma.sync build with one warning; an explicit ``KernelTune(wgmma=True)`` (a sweep) gets the error instead. The
+    device side is stubbed: only the choice of build is under test."""
+    import logging
+
+    import torch
+
+    import pat_sglang.kernels as k
+    from pat_sglang.config import HeadConfig
+
+    class Loaded:
+        def __init__(self, compiled) -> None:
+            self.variant = compiled.variant
+
+        def configure(self, index: int) -> None:
+            pass
+
+    def compile_stub(variant, use_cache=True):
+        if variant.wgmma:
+            raise k.KernelBuildError("NVRTC failed to compile: sm_90a is not a supported architecture\n...")
+        return k.CompiledVariant(variant, b"\x7fELF", "", False)
+
+    monkeypatch.delenv(k.WGMMA_ENV, raising=False)
+    monkeypatch.setattr(k, "device_arch", lambda device: "sm_90")
+    monkeypatch.setattr(k, "_ensure_context", lambda index: None)
+    monkeypatch.setattr(k, "_LoadedKernels", Loaded)
+    monkeypatch.setattr(k, "compile_variant", compile_stub)
+    monkeypatch.setattr(k, "_loaded", {})
+    heads = HeadConfig(32, 8, 128, torch.bfloat16)
+    device = torch.device("cuda", 0)
+    with caplog.at_level(logging.WARNING, logger="pat_sglang.kernels"):
+        loaded = k.kernels_for(heads, device)
+        again = k.kernels_for(heads, device)
+    assert not loaded.variant.wgmma and again is loaded
+    assert [r.message for r in caplog.records if "mma.sync build" in r.message] != []
+    assert len([r for r in caplog.records if "warpgroup-MMA" in r.message]) == 1  # once: the choice is cached
+    with pytest.raises(k.KernelBuildError, match="sm_90a"):
+        k.kernels_for(heads, device, k.KernelTune(wgmma=True, kv_tile=32))
