@@ -133,11 +133,16 @@ def plot(rows: Sequence[Mapping[str, object]], path: Path) -> bool:
     return True
 
 
-#: columns of the sweep table (bench_serving's metric names; "vs ref" = this backend / the reference, same point)
-SWEEP_COLUMNS: list[tuple[str, str, str]] = [
+#: the columns that name a sweep point, first in each of the sweep's tables
+POINT_COLUMNS: list[tuple[str, str, str]] = [
     ("workload", "workload", "s"),
     ("load", "load", "s"),
     ("backend", "backend", "s"),
+]
+
+#: columns of the sweep table (bench_serving's metric names; "vs ref" = this backend / the reference, same point)
+SWEEP_COLUMNS: list[tuple[str, str, str]] = [
+    *POINT_COLUMNS,
     ("target_rate", "target req/s", ".2f"),
     ("request_throughput", "req/s", ".2f"),
     ("completed", "done", ".0f"),
@@ -159,9 +164,7 @@ SWEEP_COLUMNS: list[tuple[str, str, str]] = [
 
 #: columns of the sweep's PAT table: the backend's own per-step host planning over each point (client.pat_step_stats)
 PAT_COLUMNS: list[tuple[str, str, str]] = [
-    ("workload", "workload", "s"),
-    ("load", "load", "s"),
-    ("backend", "backend", "s"),
+    *POINT_COLUMNS,
     ("pat_steps", "decode steps", ".0f"),
     ("pat_plan_ms_mean", "host planning ms mean", ".3f"),
     ("pat_plan_ms_max_since_start", "max ms (since start)", ".2f"),
@@ -174,9 +177,7 @@ PAT_COLUMNS: list[tuple[str, str, str]] = [
 
 #: columns of the sweep's TTFT table: a closed loop's first wave against the rest (bench_serving.ttft_split)
 TTFT_SPLIT_COLUMNS: list[tuple[str, str, str]] = [
-    ("workload", "workload", "s"),
-    ("load", "load", "s"),
-    ("backend", "backend", "s"),
+    *POINT_COLUMNS,
     ("median_ttft_ms", "TTFT p50 ms (all)", ".1f"),
     ("ttft_first_p50_ms", "first wave p50", ".1f"),
     ("ttft_rest_p50_ms", "the rest p50", ".1f"),
