@@ -289,7 +289,11 @@ __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.s
 __device__ __forceinline__ void wg_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
 // Pins accumulator registers in place around the asynchronous MMAs: the compiler may not move their reads or writes
 // across it (CUTLASS's warpgroup_fence_operand).
-__device__ __forceinline__ void wg_pin(float& r) { asm volatile("" : "+f"(r)::"memory"); }
+template <int N>
+__device__ __forceinline__ void wg_pin(float* r) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
 // Shared memory written by the generic proxy (cp.async, ordinary stores) and read next by wgmma (the async proxy):
 // each writing thread fences before the CTA barrier.
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
@@ -594,6 +598,16 @@ __device__ __forceinline__ void online_softmax(const PatForwardParams& p, float 
     }
 }
 
+// P (the block's weights, two n8 blocks of S, as online_softmax leaves them) as the k16 A fragment of O += P V: the
+// same registers for mma.sync and for wgmma with A from registers.
+__device__ __forceinline__ void p_fragment(const float (&s)[2][4], unsigned& a0, unsigned& a1, unsigned& a2,
+                                           unsigned& a3) {
+    a0 = pack_elem2(s[0][0], s[0][1]);
+    a1 = pack_elem2(s[0][2], s[0][3]);
+    a2 = pack_elem2(s[1][0], s[1][1]);
+    a3 = pack_elem2(s[1][2], s[1][3]);
+}
+
 // One 16-column block of a 16-bit KV tile against the warp's 16 query rows (rows rw*16.. of sq): S = Q K^T on
 // tensor cores, columns past kv_end masked, the online-softmax update, O += P V. c0: the block's first column in the
 // tile; tok_base: its kv position.
@@ -621,10 +635,8 @@ __device__ __forceinline__ void attend_block(const PatForwardParams& p, const el
     }
     online_softmax(p, s, tok_base, kv_end, st);
     // O += P V: P from the S accumulators (two n8 blocks = one k16 A fragment), V transposed.
-    const unsigned a0 = pack_elem2(s[0][0], s[0][1]);
-    const unsigned a1 = pack_elem2(s[0][2], s[0][3]);
-    const unsigned a2 = pack_elem2(s[1][0], s[1][1]);
-    const unsigned a3 = pack_elem2(s[1][2], s[1][3]);
+    unsigned a0, a1, a2, a3;
+    p_fragment(s, a0, a1, a2, a3);
     const unsigned v_addr = lane_chunk_addr(tv, c0 + (mat % 2) * 8 + lane % 8, mat / 2);
 #pragma unroll
     for (int j = 0; j < DB; j += 2) {  // V's chunks j, j + 1: step j / 2
@@ -650,8 +662,7 @@ __device__ __forceinline__ void attend_block_wg(const PatForwardParams& p, unsig
     float* sf = &s[0][0];
     float* of = &st.o[0][0];
     const unsigned long long k_desc = wg_desc(smem_addr(tk) + c0 * 128, 16, 1024);
-#pragma unroll
-    for (int i = 0; i < HEAD_DIM / 2; ++i) wg_pin(of[i]);
+    wg_pin<HEAD_DIM / 2>(of);
     wg_fence();
 #pragma unroll
     for (int kk = 0; kk < HEAD_DIM / 16; ++kk) {
@@ -662,16 +673,12 @@ __device__ __forceinline__ void attend_block_wg(const PatForwardParams& p, unsig
     }
     wg_commit();
     wg_wait_all();
-#pragma unroll
-    for (int i = 0; i < 8; ++i) wg_pin(sf[i]);
+    wg_pin<8>(sf);
     online_softmax(p, s, tok_base, kv_end, st);
-    const unsigned a0 = pack_elem2(s[0][0], s[0][1]);
-    const unsigned a1 = pack_elem2(s[0][2], s[0][3]);
-    const unsigned a2 = pack_elem2(s[1][0], s[1][1]);
-    const unsigned a3 = pack_elem2(s[1][2], s[1][3]);
+    unsigned a0, a1, a2, a3;
+    p_fragment(s, a0, a1, a2, a3);
     const unsigned long long v_desc = wg_desc(smem_addr(tv) + c0 * 128, KV_BLOCK_BYTES, 1024);
-#pragma unroll
-    for (int i = 0; i < HEAD_DIM / 2; ++i) wg_pin(of[i]);
+    wg_pin<HEAD_DIM / 2>(of);
     wg_fence();
     if constexpr (HEAD_DIM == 64) {
         wg_pv64(of, a0, a1, a2, a3, v_desc);
@@ -682,8 +689,7 @@ __device__ __forceinline__ void attend_block_wg(const PatForwardParams& p, unsig
     }
     wg_commit();
     wg_wait_all();
-#pragma unroll
-    for (int i = 0; i < HEAD_DIM / 2; ++i) wg_pin(of[i]);
+    wg_pin<HEAD_DIM / 2>(of);
 }
 #endif
 

@@ -117,7 +117,7 @@ class KernelVariant:
             object.__setattr__(self, "kv_dtype", self.dtype)
         elif self.kv_dtype not in _FP8_INTERPRETATION:
             raise ValueError(f"unknown KV dtype {self.kv_dtype!r} for a {self.dtype} variant")
-        if self.wgmma and (self.arch != "sm_90" or self.warps != 4):
+        if self.wgmma and not wgmma_buildable(self.arch, self.warps):
             raise ValueError(
                 f"wgmma builds need sm_90 and 4 warps (one warpgroup per 64-row item); got {self.arch}, "
                 f"{self.warps} warps"
@@ -226,7 +226,13 @@ def wgmma_by_default(arch: str, warps: int, table_says: bool) -> bool:
     if flag not in ("", "0", "1"):
         raise ValueError(f"{WGMMA_ENV}={flag!r}: use 1 (warpgroup MMAs for 64-row items) or 0")
     wanted = table_says if flag == "" else flag == "1"
-    return wanted and arch == "sm_90" and warps == 4
+    return wanted and wgmma_buildable(arch, warps)
+
+
+def wgmma_buildable(arch: str, warps: int) -> bool:
+    """Whether a variant can take warpgroup MMAs: sm_90 (they are sm_90a's alone) with 4 warps (the CTA is the 64-row
+    item's one warpgroup)."""
+    return arch == "sm_90" and warps == 4
 
 
 def all_variants(arch: str) -> list[KernelVariant]:
