@@ -227,18 +227,20 @@ RESULT_KEYS: tuple[str, ...] = (
 )
 
 
-#: per-request lists kept from bench_serving's ``--output-details`` (seconds for ``ttfts``), in request order
-DETAIL_KEYS: tuple[str, ...] = ("ttfts", "input_lens", "output_lens")
-#: per-request lists dropped: every token's latency and the generated text (megabytes a point; the summary keeps ITL)
+#: per-request lists of bench_serving's ``--output-details`` dropped: every token's latency and the generated text
+#: (megabytes a point; the summary keeps ITL); what stays per request is its TTFT (s) and lengths, in request order
 DROPPED_DETAIL_KEYS: tuple[str, ...] = ("itls", "generated_texts", "errors")
+
+
+def _result_lines(output_file: Path) -> list[str]:
+    """The non-empty lines of ``output_file`` (bench_serving appends one result line per run; none if it is absent)."""
+    return [ln for ln in output_file.read_text().splitlines() if ln.strip()] if output_file.exists() else []
 
 
 def keep_details(output_file: Path) -> None:
     """Rewrite the last result line of ``output_file`` without ``DROPPED_DETAIL_KEYS`` (a count of non-empty errors
     stays as ``request_errors``), ``ttfts`` rounded to microseconds. Nothing to do if there is no result line."""
-    if not output_file.exists():
-        return
-    lines = [ln for ln in output_file.read_text().splitlines() if ln.strip()]
+    lines = _result_lines(output_file)
     if not lines:
         return
     raw = json.loads(lines[-1])
@@ -258,7 +260,7 @@ def ttft_split(output_file: Path, first: int) -> dict[str, float]:
     rest (each sent when one finishes), in ms, from the per-request ``ttfts`` of the last result line (request order):
     ``ttft_first_p50_ms``, ``ttft_rest_p50_ms``, ``ttft_rest_p99_ms``. Empty where the line has no ``ttfts`` or no
     request past the first wave."""
-    lines = [ln for ln in output_file.read_text().splitlines() if ln.strip()] if output_file.exists() else []
+    lines = _result_lines(output_file)
     ttfts = json.loads(lines[-1]).get("ttfts") if lines else None
     if not isinstance(ttfts, list) or len(ttfts) <= first or first < 1:
         return {}
@@ -281,7 +283,7 @@ def _quantile(ordered: Sequence[float], q: float) -> float:
 def parse_result(output_file: Path) -> dict[str, object]:
     """The metrics of the last result line bench_serving appended to ``output_file`` (``RESULT_KEYS`` only, numbers as
     floats; a non-number such as request_rate "trace" kept as is). Raises if there is none."""
-    lines = [ln for ln in output_file.read_text().splitlines() if ln.strip()] if output_file.exists() else []
+    lines = _result_lines(output_file)
     if not lines:
         raise ValueError(f"bench_serving wrote no result to {output_file}")
     raw = json.loads(lines[-1])
