@@ -137,23 +137,29 @@ def test_fp8_pools_take_the_tables_fp8_tiles() -> None:
     assert (v16.kv_tile, v16.stages) == (table.kv_tile(128), table.stages[128]) == (16, 4)
 
 
-@pytest.mark.parametrize("bad", [{"kv_tile_tokens": {"128": 24}}, {"stages": {"96": 2}}])
-def test_tile_table_refuses_bad_fp8_entries(tmp_path, monkeypatch, bad: dict) -> None:
+def _assert_table_refused(tmp_path: Path, monkeypatch, arch: str, edit: dict, match: str) -> None:
+    """Loading the shipped tile table of ``arch`` with the top-level entries of ``edit`` replaced raises a
+    ``ValueError`` matching ``match``."""
     import json
 
     import pat_sglang.config as config
 
-    table = json.loads(Path(config.__file__).resolve().parent.parent.joinpath("configs/tiles/sm90.json").read_text())
-    table["fp8"] = bad
+    src = Path(config.__file__).resolve().parent.parent.joinpath(f"configs/tiles/{arch}.json")
+    table = {**json.loads(src.read_text()), **edit}
     (tmp_path / "tiles").mkdir()
-    (tmp_path / "tiles" / "sm90.json").write_text(json.dumps(table))
+    (tmp_path / "tiles" / f"{arch}.json").write_text(json.dumps(table))
     monkeypatch.setattr(config, "data_dir", lambda *_: tmp_path)
     config.load_tile_table.cache_clear()
     try:
-        with pytest.raises(ValueError, match="fp8"):
-            config.load_tile_table("sm90")
+        with pytest.raises(ValueError, match=match):
+            config.load_tile_table(arch)
     finally:
         config.load_tile_table.cache_clear()
+
+
+@pytest.mark.parametrize("bad", [{"kv_tile_tokens": {"128": 24}}, {"stages": {"96": 2}}])
+def test_tile_table_refuses_bad_fp8_entries(tmp_path, monkeypatch, bad: dict) -> None:
+    _assert_table_refused(tmp_path, monkeypatch, "sm90", {"fp8": bad}, "fp8")
 
 
 @pytest.mark.parametrize(
@@ -166,21 +172,7 @@ def test_tile_table_refuses_bad_fp8_entries(tmp_path, monkeypatch, bad: dict) ->
 )
 def test_tile_table_refuses_bad_wgmma_entries(tmp_path, monkeypatch, arch: str, edit: dict) -> None:
     """wgmma head dims the table lacks, or on a table for a GPU without warpgroup MMAs, fail at load."""
-    import json
-
-    import pat_sglang.config as config
-
-    src = Path(config.__file__).resolve().parent.parent.joinpath(f"configs/tiles/{arch}.json")
-    table = {**json.loads(src.read_text()), **edit}
-    (tmp_path / "tiles").mkdir()
-    (tmp_path / "tiles" / f"{arch}.json").write_text(json.dumps(table))
-    monkeypatch.setattr(config, "data_dir", lambda *_: tmp_path)
-    config.load_tile_table.cache_clear()
-    try:
-        with pytest.raises(ValueError, match="wgmma_head_dims"):
-            config.load_tile_table(arch)
-    finally:
-        config.load_tile_table.cache_clear()
+    _assert_table_refused(tmp_path, monkeypatch, arch, edit, "wgmma_head_dims")
 
 
 @pytest.mark.parametrize("slack", [-1, 8])
