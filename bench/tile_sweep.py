@@ -44,6 +44,7 @@ from a later one of the same kernel and plan (d64x4096: 290 vs 259 us once, not 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -62,7 +63,7 @@ from bench_kernels import fa3_decode, measure_copy_bandwidth, time_graph  # noqa
 from split_waves import fi_time, mooncake_rows  # noqa: E402
 from tile_tables import table_header  # noqa: E402
 
-from pat_sglang.config import DeviceSpec, HeadConfig, load_tile_table  # noqa: E402
+from pat_sglang.config import DeviceSpec, HeadConfig, TileTable, load_tile_table  # noqa: E402
 from pat_sglang.forest import PrefixForest  # noqa: E402
 from pat_sglang.kernels import FP8_KV_NAMES, KernelTune, StaticPlanBuffers, launch_plan  # noqa: E402
 from pat_sglang.planner import copy_with, plan_forest  # noqa: E402
@@ -112,33 +113,49 @@ def case_batch(name: str, rng: np.random.Generator) -> tuple[torch.Tensor, torch
 
 
 def parse_variant(text: str) -> KernelTune:
-    """``KVTILE/STAGES/CTAS[/rN][/wg][@SOURCE]``: N the online softmax's rescale slack in log2 units
+    """``KVTILE/STAGES/CTAS[/rN][/wg][/wN][@SOURCE]``: N the online softmax's rescale slack in log2 units
     (``KernelVariant.rescale_slack_log2``: 0 exact, the default; -1 rescale every tile); ``wg`` 64-row items on
-    warpgroup MMAs (``KernelVariant.wgmma``, sm_90); SOURCE another kernel source file built with the same host
-    contract (e.g. ``git show main:kernels/pat_decode.cu > old.cu``: two kernel versions side by side in one run)."""
+    warpgroup MMAs (``KernelVariant.wgmma``, sm_90); ``wN`` N warps per CTA instead of the table's (the variant's
+    plans then use tile m up to 16 N: ``plan_tiles``; e.g. ``16/3/7/w2``, one computing and one loading warp per
+    16-row item at 7 CTAs per SM); SOURCE another kernel source file built with the same host contract (e.g.
+    ``git show main:kernels/pat_decode.cu > old.cu``: two kernel versions side by side in one run)."""
     text, _, source = text.partition("@")
-    usage = f"variant {text!r}: KVTILE/STAGES/CTAS[/rN][/wg][@SOURCE]"
+    usage = f"variant {text!r}: KVTILE/STAGES/CTAS[/rN][/wg][/wN][@SOURCE]"
     if source and not Path(source).is_file():
         raise argparse.ArgumentTypeError(f"variant {text!r}: no kernel source file {source!r}")
     parts = text.split("/")
     slack = 0
     wgmma = False
+    warps = None
     for flag in parts[3:]:
         if flag == "wg" and not wgmma:
             wgmma = True
+        elif flag[:1] == "w" and flag[1:].isdigit() and warps is None and int(flag[1:]) in (1, 2, 4, 8):
+            warps = int(flag[1:])
         elif flag.startswith("r"):
             try:
                 slack = int(flag[1:])
             except ValueError:
                 raise argparse.ArgumentTypeError(f"{usage}: rN takes an integer slack") from None
         else:
-            raise argparse.ArgumentTypeError(f"{usage}: unknown flag {flag!r}")
+            raise argparse.ArgumentTypeError(f"{usage}: unknown flag {flag!r} (warps: w1, w2, w4 or w8)")
     try:
         kv_tile, stages, ctas = (int(x) for x in parts[:3])
     except ValueError:
         raise argparse.ArgumentTypeError(usage) from None
-    return KernelTune(kv_tile=kv_tile, stages=stages, min_ctas_per_sm=ctas, rescale_slack_log2=slack,
+    return KernelTune(kv_tile=kv_tile, stages=stages, min_ctas_per_sm=ctas, warps=warps, rescale_slack_log2=slack,
                       source=str(Path(source).resolve()) if source else "", wgmma=wgmma)
+
+
+def plan_tiles(table: TileTable, tune: KernelTune | None) -> TileTable:
+    """The tile table a variant's plans are made with: the table's own, or with a ``/wN`` variant's warps only the
+    tile m values its CTAs hold (at most 16 rows per warp; bigger packs are cut into more row blocks)."""
+    if tune is None or tune.warps is None:
+        return table
+    tile_ms = tuple(m for m in table.tile_ms if m <= 16 * tune.warps)
+    if not tile_ms:
+        raise ValueError(f"{tune.warps} warps hold no tile m of {table.tile_ms}")
+    return dataclasses.replace(table, tile_ms=tile_ms, warps={d: tune.warps for d in table.warps})
 
 
 def check_against(out: torch.Tensor, ref: tuple, what: str) -> None:
@@ -222,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             # plan for this variant's occupancy: the planner reads the table's CTAs per SM, so scale the SMs
             spec = DeviceSpec(sm_count=max(1, real.sm_count * ctas // table_ctas), ctas_per_sm=real.ctas_per_sm,
                               arch=real.arch)
-            host_plan = plan_forest(forest, heads, spec, split_tokens=split_tokens)
+            host_plan = plan_forest(forest, heads, spec, tiles=plan_tiles(table, tune), split_tokens=split_tokens)
             plan = host_plan.to("cuda")
             items.append(f"{column} {host_plan.num_items}/{host_plan.num_partials}")
             if tune is None and table_plan is None:

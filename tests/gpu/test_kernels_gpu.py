@@ -298,3 +298,39 @@ def test_wgmma_build_matches_reference(dtype: torch.dtype, head_dim: int, heads:
             launch_plan(plan, q, k, v, scale, out=out, tune=KernelTune(wgmma=wgmma))
             torch.cuda.synchronize()
             assert_written_and_close(out, ref, f"wgmma={wgmma}, batch {batch.batch} requests")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("head_dim", "tune"), [
+    (64, KernelTune(kv_tile=16, stages=4, min_ctas_per_sm=8, warps=2)),
+    (128, KernelTune(kv_tile=16, stages=3, min_ctas_per_sm=7, warps=2)),
+    (256, KernelTune(kv_tile=16, stages=3, min_ctas_per_sm=3, warps=2)),
+    (128, KernelTune(kv_tile=16, stages=3, min_ctas_per_sm=8, warps=1)),
+], ids=["d64w2", "d128w2", "d256w2", "d128w1"])
+@pytest.mark.parametrize("page_size", [1, 16])
+def test_builds_with_fewer_warps_match_reference(dtype: torch.dtype, head_dim: int, tune: KernelTune,
+                                                 page_size: int) -> None:
+    """``bench/tile_sweep.py``'s ``/wN`` variants (CTAs of one or two warps: the no-sharing rows' candidates) against
+    float64 attention, on plans made with the tile m values their CTAs hold (``plan_tiles``: 16 rows per warp)."""
+    import dataclasses
+
+    from pat_sglang.config import load_tile_table
+    from pat_sglang.forest import PrefixForest
+    from pat_sglang.planner import ITEM_TILE_M, plan_forest
+
+    rng = np.random.default_rng(_next_seed())
+    scale = 1.0 / math.sqrt(head_dim)
+    cfg = HeadConfig(32, 8, head_dim, dtype)
+    device = DeviceSpec.from_torch(torch.device("cuda"))
+    table = load_tile_table(device.arch)
+    tiles = dataclasses.replace(table, tile_ms=tuple(m for m in table.tile_ms if m <= 16 * tune.warps))
+    for batch in wgmma_batches(page_size, rng):
+        q, k, v = make_qkv(batch.batch, 32, 8, head_dim, batch.num_slots, dtype, "cuda", seed=_next_seed())
+        forest = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
+        plan = plan_forest(forest, cfg, device, tiles=tiles).to("cuda")
+        assert int(plan.items[:, ITEM_TILE_M].max()) <= 16 * tune.warps
+        ref = naive_decode(q.cpu(), k.cpu(), v.cpu(), batch.kv_indptr, batch.kv_indices, scale)
+        out = torch.full_like(q, float("nan"))
+        launch_plan(plan, q, k, v, scale, out=out, tune=tune)
+        torch.cuda.synchronize()
+        assert_written_and_close(out, ref, f"{tune}, batch {batch.batch} requests")

@@ -1,0 +1,73 @@
+"""``bench/tile_sweep.py``'s variants with their own warps per CTA (``/wN``): parsed, planned with the tile m values
+their CTAs hold, and built for sm_90 at every head dim without spills (CPU; their timing is the sweep's, on a GPU)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scripts import load_script
+
+from pat_sglang.config import DeviceSpec, HeadConfig, load_tile_table
+from pat_sglang.forest import PrefixForest
+from pat_sglang.kernels import KernelVariant, compile_variant
+from pat_sglang.planner import ITEM_TILE_M, plan_forest
+from pat_sglang.reference import naive_decode, run_reference
+from pat_sglang.workloads import standard_batch
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    return load_script(REPO / "bench" / "tile_sweep.py")
+
+
+def test_warps_flag(sweep) -> None:
+    tune = sweep.parse_variant("16/3/7/w2")
+    assert (tune.kv_tile, tune.stages, tune.min_ctas_per_sm, tune.warps, tune.wgmma) == (16, 3, 7, 2, False)
+    assert sweep.parse_variant("16/4/4/wg").warps is None and sweep.parse_variant("16/4/4/wg").wgmma
+    both = sweep.parse_variant("16/4/4/wg/w4")
+    assert both.wgmma and both.warps == 4
+    for bad in ("16/3/7/w3", "16/3/7/w2/w2", "16/3/7/wx"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            sweep.parse_variant(bad)
+
+
+@pytest.mark.parametrize("warps", [1, 2, 4])
+def test_plans_fit_the_variants_warps_and_stay_exact(sweep, warps: int) -> None:
+    """A ``/wN`` variant's plan has no item wider than its CTAs (16 rows per warp): packs of more rows are cut into
+    more row blocks, and the plan still computes the batch's attention."""
+    table = load_tile_table("sm90")
+    tune = sweep.parse_variant(f"16/3/4/w{warps}")
+    tiles = sweep.plan_tiles(table, tune)
+    assert max(tiles.tile_ms) <= 16 * warps and set(tiles.tile_ms) <= set(table.tile_ms)
+    assert sweep.plan_tiles(table, sweep.parse_variant("16/3/4")) is table
+    heads = HeadConfig(32, 8, 64, torch.float64)
+    batch = standard_batch("b", rng=np.random.default_rng(warps))
+    forest = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
+    plan = plan_forest(forest, heads, DeviceSpec(), tiles=tiles)
+    assert plan.items[:, ITEM_TILE_M].max().item() <= 16 * warps
+    n = batch.batch
+    gen = torch.Generator().manual_seed(warps)
+    q = torch.randn(n, 32, 64, generator=gen, dtype=torch.float64)
+    k = torch.randn(batch.num_slots, 8, 64, generator=gen, dtype=torch.float64)
+    v = torch.randn(batch.num_slots, 8, 64, generator=gen, dtype=torch.float64)
+    got = run_reference(plan, q, k, v, 0.125)
+    want = naive_decode(q, k, v, batch.kv_indptr, batch.kv_indices, 0.125)
+    assert float((got - want).abs().max()) < 1e-9
+
+
+@pytest.mark.parametrize(
+    ("head_dim", "variant"), [(64, "16/4/8/w2"), (128, "16/3/7/w2"), (256, "16/3/3/w2"), (128, "16/3/8/w1")]
+)
+def test_two_warp_variants_build_without_spills(sweep, head_dim: int, variant: str) -> None:
+    tune = sweep.parse_variant(variant)
+    v = KernelVariant("sm_90", "bf16", head_dim, tune.kv_tile, tune.stages, tune.min_ctas_per_sm, warps=tune.warps)
+    usage = compile_variant(v, use_cache=False).resource_usage()["pat_pack_forward"]
+    assert usage.get("spill_store_bytes", 0) == 0 and usage.get("spill_load_bytes", 0) == 0, usage
+    assert usage["registers"] <= 65536 // (v.threads * v.min_ctas_per_sm)
+    assert v.smem_bytes * v.min_ctas_per_sm <= 228 * 1024  # the occupancy it is built for fits an H100/H200 SM
