@@ -197,11 +197,11 @@ def load_tile_table(arch: str = "sm90") -> TileTable:
         extra = sorted((set(fp8_tiles) | set(fp8_stages)) - set(kv_tiles))
         raise ValueError(f"{path}: fp8 entries for head dims the table lacks: {extra}")
 
-    def fits_loader(n: int, d: int) -> bool:
+    def fits_loader(n: int, d: int, kv_bytes: int) -> bool:
         # The loader splits a head row's 16-byte chunks between the threads of a row: d/8 of them for 16-bit pools,
-        # d/16 for FP8 pools; the 16-bit entries serve FP8 pools too where no fp8 entry is given, so both must divide.
+        # d/16 for FP8 pools (kv_bytes = the pool's element size).
         threads = 32 * warps[d]
-        return n % 16 == 0 and threads % n == 0 and (d // 16) % (threads // n) == 0
+        return n % 16 == 0 and threads % n == 0 and (d * kv_bytes // 16) % (threads // n) == 0
 
     wgmma_dims = frozenset(int(d) for d in data.get("wgmma_head_dims", []))
     fp8_wgmma_dims = frozenset(int(d) for d in fp8.get("wgmma_head_dims", []))
@@ -211,10 +211,11 @@ def load_tile_table(arch: str = "sm90") -> TileTable:
         if dims and (want < 90 or any(warps[d] != 4 for d in dims)):
             raise ValueError(f"{path}: wgmma_head_dims need sm_90 and 4 warps (one warpgroup per 64-row item)")
     for d, n in fp8_tiles.items():
-        if not fits_loader(n, d):
+        if not fits_loader(n, d, 1):
             raise ValueError(f"{path}: fp8 kv tile {n} for head_dim {d} does not fit the kernel's load layout")
     for d, n in kv_tiles.items():
-        if not fits_loader(n, d):
+        # the 16-bit entry serves FP8 pools too where no fp8 entry is given
+        if not fits_loader(n, d, 2) or (d not in fp8_tiles and not fits_loader(n, d, 1)):
             raise ValueError(f"{path}: kv tile {n} for head_dim {d} does not fit the kernel's load layout")
         if tile_ms[-1] > 16 * warps[d]:
             need = tile_ms[-1] // 16

@@ -44,7 +44,7 @@ def _batches() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
 def test_typical_plans_fit_their_batch_grid(heads: HeadConfig) -> None:
     """The anchors' trees, private rows from 8 x 32k to 96 x 6k, and the serving windows, planned for the H200 (132
     SMs) with no limits: every plan fits two items per request plus ``max_split_items``, so fitted grids coarsen none
-    of them; and that grid is far below one sized for 256 requests when the batch is small."""
+    of them; and that grid is well below one sized for 256 requests when the batch is small."""
     device = DeviceSpec()
     split = max_split_items(heads, device)
     for name, (indptr, indices) in _batches().items():
@@ -53,7 +53,9 @@ def test_typical_plans_fit_their_batch_grid(heads: HeadConfig) -> None:
         assert plan.num_items <= 2 * bs + split, (name, plan.num_items, bs, split)
     cap = backend_mod.graph_capacity(256, device, heads)
     assert cap.split_items == split
-    assert 2 * 64 + split < cap.max_items / 2  # a batch of 64: less than half the CTAs of the largest batch's grid
+    # a batch of 64 launches at least the two items per request of the 192 requests it lacks fewer than the largest
+    # batch's grid (at d64's 6 CTAs per SM the finest splits take 446 items, so not always half of it)
+    assert 2 * 64 + split <= cap.max_items - 2 * (256 - 64)
 
 
 def test_limits_for_each_batch() -> None:

@@ -132,9 +132,18 @@ def test_fp8_pools_take_the_tables_fp8_tiles() -> None:
         v = KernelVariant.from_table("sm_90", "bf16", 128, kv)
         assert (v.kv_tile, v.stages) == (table.fp8_kv_tile_tokens[128], table.fp8_stages[128]) == (32, 2)
         assert f"-DKV_TILE={v.kv_tile}" in v.options("inc")
-        assert KernelVariant.from_table("sm_90", "bf16", 64, kv).kv_tile == table.kv_tile(64)
+        assert KernelVariant.from_table("sm_90", "bf16", 256, kv).kv_tile == table.kv_tile(256) == 16
+        # d64's 16-token 16-bit tile has 8 chunks per FP8 row for 8 threads of a row: its fp8 entry takes 32 tokens
+        assert (KernelVariant.from_table("sm_90", "bf16", 64, kv).kv_tile, table.kv_tile(64)) == (32, 16)
     v16 = KernelVariant.from_table("sm_90", "bf16", 128)
     assert (v16.kv_tile, v16.stages) == (table.kv_tile(128), table.stages[128]) == (16, 4)
+
+
+def test_tile_table_refuses_a_16bit_tile_fp8_pools_cannot_load(tmp_path, monkeypatch) -> None:
+    """A 16-bit entry serves FP8 pools where no fp8 entry is given, so it must fit their loader too: d64's 16-token tile
+    (8 threads per row, 4 FP8 chunks) is refused without d64's fp8 entry."""
+    fp8_d128_only = {"kv_tile_tokens": {"128": 32}, "stages": {"128": 2}}
+    _assert_table_refused(tmp_path, monkeypatch, "sm90", {"fp8": fp8_d128_only}, "kv tile 16 for head_dim 64")
 
 
 def _assert_table_refused(tmp_path: Path, monkeypatch, arch: str, edit: dict, match: str) -> None:
@@ -277,13 +286,16 @@ def test_wgmma_variants_build_on_warpgroup_mmas(variant: KernelVariant, tmp_path
 
 
 def test_plain_builds_have_no_warpgroup_mmas(tmp_path: Path, monkeypatch) -> None:
-    """Without wgmma the build targets plain sm_90 and its SASS has no HGMMA; the sm_90 table asks for wgmma at head
-    dim 128 with 16-bit KV only (measured there, docs/perf/kernels/2026-11-30-h200-wgmma/)."""
+    """Without wgmma the build targets plain sm_90 and its SASS has no HGMMA; the table variants take wgmma exactly
+    where the sm_90 table lists the head dim for their KV format (16-bit pools at every head dim, FP8 pools at none:
+    docs/perf/kernels/2026-11-30-h200-tiles-d64-d256/)."""
     from pat_sglang.kernels import WGMMA_ENV
 
     monkeypatch.delenv(WGMMA_ENV, raising=False)
+    table = load_tile_table("sm90")
     picked = {(v.head_dim, v.kv_fp8): v.wgmma for v in all_variants("sm_90")}
-    assert picked == {(d, fp8): d == 128 and not fp8 for d in (64, 128, 256) for fp8 in (False, True)}
+    assert picked == {(d, fp8): table.wgmma(d, fp8) for d in (64, 128, 256) for fp8 in (False, True)}
+    assert set(picked.values()) == {True, False}
     assert not any(v.wgmma for v in all_variants("sm_80"))
     base = next(v for v in all_variants("sm_90") if v.head_dim == 128 and v.dtype == "bf16" and not v.kv_fp8)
     plain = dataclasses.replace(base, wgmma=False)
@@ -308,17 +320,17 @@ def test_wgmma_switch(monkeypatch) -> None:
     from pat_sglang.kernels import WGMMA_ENV, KernelTune
 
     heads = HeadConfig(32, 8, 128, torch.bfloat16)
-    heads64 = HeadConfig(32, 8, 64, torch.bfloat16)
+    heads_fp8 = HeadConfig(32, 8, 64, torch.bfloat16, torch.float8_e4m3fn)  # FP8 pools: the table says no wgmma
     monkeypatch.delenv(WGMMA_ENV, raising=False)
     assert KernelVariant.for_config(heads, "sm_90").wgmma  # the table's choice at d128
-    assert not KernelVariant.for_config(heads64, "sm_90").wgmma
-    assert KernelVariant.for_config(heads64, "sm_90", KernelTune(wgmma=True)).wgmma
+    assert not KernelVariant.for_config(heads_fp8, "sm_90").wgmma
+    assert KernelVariant.for_config(heads_fp8, "sm_90", KernelTune(wgmma=True)).wgmma
     # a newer GPU runs sm_90's table (the newest), but wgmma is sm_90a's alone: mma.sync there, no refusal
     assert not KernelVariant.for_config(heads, "sm_100").wgmma and not KernelVariant.for_config(heads, "sm_120").wgmma
     monkeypatch.setenv(WGMMA_ENV, "0")
     assert not KernelVariant.for_config(heads, "sm_90").wgmma
     monkeypatch.setenv(WGMMA_ENV, "1")
-    assert KernelVariant.for_config(heads64, "sm_90").wgmma
+    assert KernelVariant.for_config(heads_fp8, "sm_90").wgmma
     assert KernelVariant.for_config(heads, "sm_90").wgmma
     assert not KernelVariant.for_config(heads, "sm_80").wgmma and not KernelVariant.for_config(heads, "sm_100").wgmma
     assert not KernelVariant.for_config(heads, "sm_90", KernelTune(wgmma=False)).wgmma
