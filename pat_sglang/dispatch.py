@@ -8,10 +8,10 @@ faster by the delegate, which the backend already holds for prefill. The rule re
 most ``1 - min_saved_fraction`` of what per-request decode reads.
 
 ``min_saved_fraction`` follows from how much slower PAT's forward is than the delegate's decode on the same bytes
-(``NO_SHARING_TIME_RATIOS``, by delegate and KV element size), with a margin so that a batch near the break-even point
-goes to the delegate: ``1 - 1 / (ratio * margin)``, or 0 where PAT is the faster of the two even without sharing.
-``PAT_SGLANG_MIN_SAVED_FRACTION`` overrides it (0 makes PAT serve every decode batch it can plan, for benchmarks of
-PAT's own kernels).
+(``NO_SHARING_TIME_RATIOS``, by delegate and KV element size; ``HEAD_DIM_TIME_RATIOS`` at head dims other than 128),
+with a margin so that a batch near the break-even point goes to the delegate: ``1 - 1 / (ratio * margin)``, or 0 where
+PAT is the faster of the two even without sharing. ``PAT_SGLANG_MIN_SAVED_FRACTION`` overrides it (0 makes PAT serve
+every decode batch it can plan, for benchmarks of PAT's own kernels).
 """
 
 from __future__ import annotations
@@ -39,6 +39,14 @@ NO_SHARING_TIME_RATIOS: dict[str, tuple[float, float]] = {
     "triton": (0.86, 1.09),
 }
 FALLBACK_RATIOS = NO_SHARING_TIME_RATIOS["fa3"]
+# The ratios above are head dim 128's. At other head dims, 16-bit KV, where measured (H200, 2026-11-30, the kernel
+# benchmark's hd64 / hd256 sets with the swept tile entries: the largest PAT / peer time over the three no-sharing
+# batches, docs/perf/kernels/2026-11-30-h200-tiles-d64-d256/): a delegate measured there takes its own number; one not
+# measured there (fa3), and FP8 pools, take the larger of their head-dim-128 ratio and the slowest measured one.
+HEAD_DIM_TIME_RATIOS: dict[int, dict[str, float]] = {
+    64: {"flashinfer": 0.95, "triton": 0.85},
+    256: {"flashinfer": 1.32, "triton": 1.05},
+}
 # Batches that would gain less than this factor go to the delegate: the ratios above vary by shape, by a few percent.
 DISPATCH_MARGIN = 1.05
 
@@ -46,9 +54,21 @@ DISPATCH_MARGIN = 1.05
 def default_min_saved_fraction(heads: HeadConfig, delegate: str | None = None) -> float:
     """The fraction of per-request KV bytes a plan must save for PAT to serve its batch, for this KV format and the
     delegate backend named ``delegate`` (0: PAT serves every batch)."""
+    return max(0.0, 1.0 - 1.0 / (no_sharing_time_ratio(heads, delegate) * DISPATCH_MARGIN))
+
+
+def no_sharing_time_ratio(heads: HeadConfig, delegate: str | None = None) -> float:
+    """PAT's decode time over the delegate's on a batch without sharing, for this head dim and KV format (see
+    ``NO_SHARING_TIME_RATIOS`` and ``HEAD_DIM_TIME_RATIOS``)."""
     ratio_16bit, ratio_fp8 = NO_SHARING_TIME_RATIOS.get(delegate or "", FALLBACK_RATIOS)
     ratio = ratio_fp8 if heads.kv_fp8 else ratio_16bit
-    return max(0.0, 1.0 - 1.0 / (ratio * DISPATCH_MARGIN))
+    at_head_dim = HEAD_DIM_TIME_RATIOS.get(heads.head_dim)
+    if at_head_dim is None:
+        return ratio
+    measured = at_head_dim.get(delegate or "")
+    if measured is not None and not heads.kv_fp8:
+        return measured
+    return max(ratio, *at_head_dim.values())
 
 
 def configured_min_saved_fraction(heads: HeadConfig, delegate: str | None = None) -> float:

@@ -50,8 +50,9 @@ def _flat_plan(lengths: list[int], shared: int, seed: int):
 
 @pytest.mark.parametrize("delegate", [None, "fa3", "flashinfer", "triton", "some_other_backend"])
 def test_default_fractions_follow_the_measured_ratios(delegate: str | None) -> None:
-    bf16 = HeadConfig(HQ, HKV, D, torch.bfloat16)
-    fp8 = HeadConfig(HQ, HKV, D, torch.bfloat16, kv_dtype=torch.float8_e4m3fn)
+    """Head dim 128, where ``NO_SHARING_TIME_RATIOS`` were measured."""
+    bf16 = HeadConfig(HQ, HKV, 128, torch.bfloat16)
+    fp8 = HeadConfig(HQ, HKV, 128, torch.bfloat16, kv_dtype=torch.float8_e4m3fn)
     f16 = dispatch.default_min_saved_fraction(bf16, delegate)
     f8 = dispatch.default_min_saved_fraction(fp8, delegate)
     r16, r8 = dispatch.NO_SHARING_TIME_RATIOS.get(delegate or "", dispatch.FALLBACK_RATIOS)
@@ -64,6 +65,31 @@ def test_default_fractions_follow_the_measured_ratios(delegate: str | None) -> N
         assert (f16, f8) == (dispatch.default_min_saved_fraction(bf16, "fa3"),
                              dispatch.default_min_saved_fraction(fp8, "fa3"))
         assert f16 > dispatch.default_min_saved_fraction(bf16, "flashinfer") > 0.0
+
+
+@pytest.mark.parametrize("delegate", [None, "fa3", "flashinfer", "triton"])
+def test_head_dims_with_their_own_ratios(delegate: str | None) -> None:
+    """At head dims 64 and 256 a delegate measured there gates on its own ratio; fa3 (not measured there) and FP8 pools
+    never gate more loosely than at head dim 128 or than the slowest measured peer; head dim 128 is unchanged. At 256,
+    where PAT's private rows take 1.32x FlashInfer's time, every delegate needs more saved bytes than at 128."""
+    def heads(d: int, fp8: bool = False) -> HeadConfig:
+        return HeadConfig(HQ, HKV, d, torch.bfloat16, torch.float8_e4m3fn if fp8 else None)
+
+    r16, r8 = dispatch.NO_SHARING_TIME_RATIOS.get(delegate or "", dispatch.FALLBACK_RATIOS)
+    assert dispatch.no_sharing_time_ratio(heads(128), delegate) == r16
+    assert dispatch.no_sharing_time_ratio(heads(128, True), delegate) == r8
+    for d, measured in dispatch.HEAD_DIM_TIME_RATIOS.items():
+        ratio = dispatch.no_sharing_time_ratio(heads(d), delegate)
+        if delegate in measured:
+            assert ratio == measured[delegate]
+        else:
+            assert ratio == max(r16, *measured.values()) >= r16
+        assert dispatch.no_sharing_time_ratio(heads(d, True), delegate) == max(r8, *measured.values())
+        f = dispatch.default_min_saved_fraction(heads(d), delegate)
+        assert f == pytest.approx(max(0.0, 1 - 1 / (ratio * dispatch.DISPATCH_MARGIN)))
+    f256 = dispatch.default_min_saved_fraction(heads(256), delegate)
+    assert f256 > dispatch.default_min_saved_fraction(heads(128), delegate)
+    assert f256 >= 1 - 1 / (1.32 * dispatch.DISPATCH_MARGIN) - 1e-12 or delegate == "triton"
 
 
 def test_fraction_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
