@@ -48,6 +48,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -57,7 +58,7 @@ from sglang.srt.layers.attention.base_attn_backend import AttentionBackend
 
 from .api import run
 from .config import FP8_KV_DTYPES, DeviceSpec, HeadConfig, check_supported
-from .decode_step import PADDING_ROW, DecodeStepPlanner, StepBatch
+from .decode_step import PADDING_ROW, DecodeStepPlanner, StepBatch, StepPhases
 from .dispatch import MIN_SAVED_FRACTION_ENV, checked_fraction, configured_min_saved_fraction
 from .gc_pauses import GC_PAUSES, GcMark
 from .planner import PackPlan, host_int64, max_split_items
@@ -314,13 +315,23 @@ class StepStats:
     # The most CPU time the planning thread itself spent on one step (time.thread_time): where the wall-clock maximum
     # is well above it, the step waited (for the interpreter lock held by SGLang's other threads, or for the OS).
     plan_cpu_s_max: float = 0.0
+    slowest: str = ""  # what the slowest step was (``describe_step``): where the next host work should go
     last_log: float = field(default_factory=lambda: float("-inf"))
 
-    def record(self, seconds: float, gc: GcMark | None = None, cpu_seconds: float | None = None) -> None:
+    def record(
+        self,
+        seconds: float,
+        gc: GcMark | None = None,
+        cpu_seconds: float | None = None,
+        describe: Callable[[], str] | None = None,
+    ) -> None:
         """One step's host time (wall clock); ``gc``: the collections that ran during it (``GC_PAUSES.since``);
-        ``cpu_seconds``: the planning thread's own CPU time in it."""
+        ``cpu_seconds``: the planning thread's own CPU time in it; ``describe``: what the step was, called only when
+        it is the slowest so far."""
         self.steps += 1
         self.plan_s_total += seconds
+        if seconds > self.plan_s_max and describe is not None:
+            self.slowest = describe()
         self.plan_s_max = max(self.plan_s_max, seconds)
         if cpu_seconds is not None:
             self.plan_cpu_s_max = max(self.plan_cpu_s_max, cpu_seconds)
@@ -345,8 +356,19 @@ class StepStats:
             f"plan {self.delegated}; steps reading rows back {self.row_reads}; steps with a garbage collection "
             f"{self.gc_steps} (at most {1e3 * self.gc_s_max:.3f} ms of one collecting), max of the others "
             f"{1e3 * self.plan_s_max_no_gc:.3f} ms; the planning thread's own CPU time at most "
-            f"{1e3 * self.plan_cpu_s_max:.3f} ms in one step"
+            f"{1e3 * self.plan_cpu_s_max:.3f} ms in one step{self.slowest_clause}"
         )
+
+    @property
+    def slowest_clause(self) -> str:
+        return f"; the slowest step: {self.slowest}" if self.slowest else ""
+
+
+def describe_step(batch_size: int, phases: StepPhases, load_s: float, plan: PackPlan | None) -> str:
+    """One step's shape and host time by phase, for the stats line's slowest step."""
+    what = f"{plan.num_items} items, {plan.num_partials} partials" if plan is not None else "no plan (delegate)"
+    return (f"batch {batch_size}, forest {phases.forest} {1e3 * phases.forest_s:.3f} ms, plan_forest "
+            f"{1e3 * phases.plan_s:.3f} ms, load {1e3 * load_s:.3f} ms, {what}")
 
 
 # ----------------------------------------------------------------------------------------------- backend
@@ -504,9 +526,12 @@ class PATAttnBackend(AttentionBackend):
         min_saved = 0.0 if static and not self.graph_variants else self.min_saved_fraction
         limits = self.graph_buffers.limits_for(batch.rows.shape[0]) if static else None
         plan = self.planner.plan(batch, limits, min_saved=min_saved)
+        planned = time.perf_counter()
         md = PATMetadata(self._loaded(plan, static), static) if plan is not None else None
         now = time.perf_counter()
-        self.stats.record(now - start, GC_PAUSES.since(gc_mark), time.thread_time() - cpu_start)
+        phases = self.planner.phases
+        self.stats.record(now - start, GC_PAUSES.since(gc_mark), time.thread_time() - cpu_start,
+                          lambda: describe_step(batch.n_real, phases, now - planned, plan))
         if now - self.stats.last_log >= LOG_INTERVAL_S:
             self.stats.last_log = now
             logger.info(self.stats.summary(self.planner.counters))

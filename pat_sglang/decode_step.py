@@ -30,6 +30,7 @@ its saving only shrinks), so its next steps cost one batch comparison.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,6 +131,16 @@ class _Planned:
     max_seq_lens: np.ndarray  # seq_lens + replan_growth_tokens(plan): beyond, plan again
 
 
+@dataclass(frozen=True)
+class StepPhases:
+    """Where one ``DecodeStepPlanner.plan`` call spent its host time (seconds): building or growing the forest and
+    ``plan_forest``; both 0 for a step that took last step's plan or was declined before any forest."""
+
+    forest_s: float = 0.0
+    plan_s: float = 0.0
+    forest: str = "none"  # "built" (from the published paths), "reused" (grown leaves) or "none"
+
+
 @dataclass
 class DecodeStepPlanner:
     """Plans decode steps of one backend instance (one TP rank): its heads, its GPU, its ``req_to_token``."""
@@ -143,6 +154,7 @@ class DecodeStepPlanner:
     _last_plan: PackPlan | None = None
     _planned: _Planned | None = None
     _declined: _BatchKey | None = None  # the last batch given no plan by the gate
+    phases: StepPhases = field(default_factory=StepPhases)  # the last plan call's (the backend reports its slowest)
 
     def __post_init__(self) -> None:
         table = self.req_to_token
@@ -240,6 +252,7 @@ class DecodeStepPlanner:
             forest = PrefixForest.private(batch.seq_lens, batch.rows * self.row_stride)
             return plan_forest(forest, self.heads, self.device_spec, limits=limits, slot_table=self.slot_table,
                                row_stride=self.row_stride)
+        self.phases = StepPhases()
         last = self._planned
         if last is not None and self.reuse_plans and self._same_step_plan(last, batch, limits):
             self.counters.plans_reused += 1
@@ -249,11 +262,16 @@ class DecodeStepPlanner:
             return self._decline(batch, planned=False)
         if min_saved > 0.0 and self.unique_tokens(batch) > (1.0 - min_saved) * int(batch.seq_lens.sum()):
             return self._decline(batch, planned=False)  # no plan of this batch could save min_saved
+        built = self.counters.built
+        start = time.perf_counter()
         forest = self.forest(batch)
+        forest_done = time.perf_counter()
         plan = plan_forest(
             forest, self.heads, self.device_spec, limits=limits, slot_table=self.slot_table, previous=self._last_plan,
             row_stride=self.row_stride,
         )
+        self.phases = StepPhases(forest_done - start, time.perf_counter() - forest_done,
+                                 "built" if self.counters.built != built else "reused")
         if plan.fallback:
             self.counters.coarse += 1
         self._last_plan = plan  # plan_forest re-makes it only for this forest's structure and arguments

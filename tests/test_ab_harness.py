@@ -577,6 +577,31 @@ def test_pat_step_stats_per_point() -> None:
     assert client.pat_step_stats(before, "Decode batch ...\n") == {}  # no line during the point
 
 
+def test_the_slowest_step_is_described_and_read_back() -> None:
+    """``StepStats.record`` asks for a description only when a step is the slowest so far, keeps the slowest one's,
+    and the sweep reads it back from the stats line (lines without the clause parse as before)."""
+    from pat_sglang.backend import StepStats, describe_step
+    from pat_sglang.decode_step import StepCounters, StepPhases
+
+    asked: list[float] = []
+
+    def describe(seconds: float):
+        def text() -> str:
+            asked.append(seconds)
+            return describe_step(64, StepPhases(0.0004, seconds - 0.0005, "built"), 0.0001, None)
+        return text
+
+    stats = StepStats()
+    for seconds in (0.001, 0.003, 0.002, 0.0031, 0.0005):
+        stats.record(seconds, None, seconds, describe(seconds))
+    assert asked == [0.001, 0.003, 0.0031]  # only new maxima are described
+    assert stats.slowest == ("batch 64, forest built 0.400 ms, plan_forest 2.600 ms, load 0.100 ms, "
+                             "no plan (delegate)")
+    got = client.pat_step_stats("", f"[t] {stats.summary(StepCounters())}\n")
+    assert got["pat_slowest_step"] == stats.slowest and got["pat_plan_ms_max_since_start"] == pytest.approx(3.1)
+    assert "pat_slowest_step" not in client.pat_step_stats("", f"[t] {StepStats().summary(StepCounters())}\n")
+
+
 def test_step_stats_full_batch_needs_several_lines() -> None:
     """The full batch is the largest seen on at least FULL_BS_MIN_LINES lines: one line at a transient batch size
     (whose interval may be mostly prefill) does not set the step time."""

@@ -333,10 +333,12 @@ PAT_STATS_RE = re.compile(
     r"([\d.]+) ms)?"
     # since 2026-11-29 (twelfth session): the planning thread's own CPU time of its slowest step
     r"(?:; the planning thread's own CPU time at most ([\d.]+) ms in one step)?"
+    # since 2026-11-30 (fourteenth session): what the slowest step was (batch, forest, time by phase, plan size)
+    r"(?:; the slowest step: ([^\n]*))?"
 )
 
 
-def pat_step_stats(before: str, during: str) -> dict[str, float]:
+def pat_step_stats(before: str, during: str) -> dict[str, float | str]:
     """PAT's host planning over one point, from its cumulative stats lines: the last one logged before the point
     (``before``: the server log up to the point's start) and the last one during it. ``pat_plan_ms_mean`` and
     ``pat_declined_pct`` are the point's own (differences of the counts); ``pat_plan_ms_max_since_start`` is the
@@ -344,7 +346,7 @@ def pat_step_stats(before: str, during: str) -> dict[str, float]:
     point's steps during which a garbage collection ran), ``pat_gc_ms_max_since_start``,
     ``pat_plan_ms_max_no_gc_since_start`` (the slowest step without a collection) and
     ``pat_plan_cpu_ms_max_since_start`` (the planning thread's own CPU time of its slowest step: the wall-clock maximum
-    above it is waiting). The line is
+    above it is waiting) and ``pat_slowest_step`` (that step's batch, forest, time by phase and plan size). The line is
     written on decode steps at most once per ``PAT_SGLANG_LOG_INTERVAL_S``, so the steps of the previous point after its
     last line count in this one: keep the interval short against a point (the sweep sets 1 s). Empty without a line
     during the point (another backend, or a log interval longer than the point)."""
@@ -357,7 +359,7 @@ def pat_step_stats(before: str, during: str) -> dict[str, float]:
     steps = steps1 - steps0
     if steps <= 0:
         return {}
-    out = {
+    out: dict[str, float | str] = {
         "pat_steps": float(steps),
         "pat_plan_ms_mean": (steps1 * mean1 - steps0 * mean0) / steps,
         "pat_plan_ms_max_since_start": max1,
@@ -369,6 +371,8 @@ def pat_step_stats(before: str, during: str) -> dict[str, float]:
                    pat_plan_ms_max_no_gc_since_start=float(end[7]))
     if end[8] is not None:
         out["pat_plan_cpu_ms_max_since_start"] = float(end[8])
+    if end[9] is not None:
+        out["pat_slowest_step"] = end[9].strip()
     return out
 
 

@@ -172,6 +172,7 @@ PAT_COLUMNS: list[tuple[str, str, str]] = [
     ("pat_plan_cpu_ms_max_since_start", "max CPU ms of a step (since start)", ".2f"),
     ("pat_gc_steps", "steps with GC", ".0f"),
     ("pat_declined_pct", "on the delegate %", ".1f"),
+    ("pat_slowest_step", "the slowest step (since start)", "s"),
 ]
 
 
