@@ -4,16 +4,16 @@ trims because no single transfer can take them, so that fa3, SGLang's default at
 measured beside pat.
 
 Measured here (2026-11-29, this project's 2-core VM): sglang-kernel 0.4.5's ``flash_ops.abi3.so`` is 1,122,607,032
-bytes; ``xz -6`` makes it 148,187,072 bytes (141 MiB) in 306 s, so four pieces of <= 44 MiB: three device calls
-and the small last piece riding with one of the two that carry the trimmed wheelhouse, each within the warm window of
-the one before. A piece and the working tree travel together (18.7 MB of tracked files on 2026-11-29), so pieces
-grow smaller as the repository grows: ``recut`` re-cuts existing pieces without the wheel.
+bytes; ``xz -6`` makes it 148,187,072 bytes (141 MiB) in 306 s, so four pieces of <= 38 MiB (3 x 38 MiB + 27 MiB),
+one device call each, each within the warm window of the one before. A piece and the working tree travel together
+(20.7 MB of tracked files on 2026-11-30: a 44 MiB piece no longer fitted beside it), so pieces grow smaller as the
+repository grows: ``recut`` re-cuts existing pieces without the wheel.
 
 Here (PyPI side)::
 
     python tools/wheelhouse/pieces.py split --wheel .wheelhouse/dl/sglang_kernel-*.whl \\
-        --member sgl_kernel/flash_ops.abi3.so --out .fa3 [--piece-mib 44]
-    python tools/wheelhouse/pieces.py recut --src .fa3 --piece-mib 40    # the same stream in smaller pieces
+        --member sgl_kernel/flash_ops.abi3.so --out .fa3 [--piece-mib 38]
+    python tools/wheelhouse/pieces.py recut --src .fa3 --piece-mib 34    # the same stream in smaller pieces
 
 writes ``.fa3/p00/piece.xz``, ``.fa3/p01/piece.xz``, ... (the xz stream of the member cut into pieces) and
 ``.fa3/manifest.json`` (member, its size and sha256, each piece's size and sha256). The manifest travels with every
@@ -46,7 +46,7 @@ import zipfile
 from pathlib import Path
 
 MIB = 1 << 20
-DEFAULT_PIECE_MIB = 44  # leaves room for the working tree (18.7 MB on 2026-11-29) under the 64 MiB a call can carry
+DEFAULT_PIECE_MIB = 38  # leaves room for the working tree (20.7 MB on 2026-11-30) under the 64 MiB a call can carry
 MANIFEST = "manifest.json"
 PIECE = "piece.xz"
 
