@@ -141,6 +141,9 @@ class StepPhases:
     forest: str = "none"  # "built" (from the published paths), "reused" (grown leaves) or "none"
 
 
+NO_PHASES = StepPhases()  # a step with no forest and no plan_forest (one object: the common step allocates nothing)
+
+
 @dataclass
 class DecodeStepPlanner:
     """Plans decode steps of one backend instance (one TP rank): its heads, its GPU, its ``req_to_token``."""
@@ -154,7 +157,7 @@ class DecodeStepPlanner:
     _last_plan: PackPlan | None = None
     _planned: _Planned | None = None
     _declined: _BatchKey | None = None  # the last batch given no plan by the gate
-    phases: StepPhases = field(default_factory=StepPhases)  # the last plan call's (the backend reports its slowest)
+    phases: StepPhases = NO_PHASES  # the last plan call's (the backend reports its slowest)
 
     def __post_init__(self) -> None:
         table = self.req_to_token
@@ -252,7 +255,7 @@ class DecodeStepPlanner:
             forest = PrefixForest.private(batch.seq_lens, batch.rows * self.row_stride)
             return plan_forest(forest, self.heads, self.device_spec, limits=limits, slot_table=self.slot_table,
                                row_stride=self.row_stride)
-        self.phases = StepPhases()
+        self.phases = NO_PHASES
         last = self._planned
         if last is not None and self.reuse_plans and self._same_step_plan(last, batch, limits):
             self.counters.plans_reused += 1
