@@ -562,7 +562,9 @@ def write_report(out: Path, store: sweep.ResultStore, reference: str,
     extra += [
         "## TTFT of the first wave and of the rest (closed loops)", "",
         "bench_serving's per-request TTFTs in request order: the first N requests of a `cN` point start at once (the "
-        "server prefills them back to back), each later one when a request finishes.", "",
+        "server prefills them back to back), each later one when a request finishes. With equal output lengths the "
+        "first wave finishes together, so the second wave (requests N .. 2N-1) arrives together too; the requests "
+        "after two waves are the closest to a steady state.", "",
         report.markdown_table(wave_rows, report.TTFT_SPLIT_COLUMNS), "",
     ] if wave_rows else []
     text = report.write_markdown(rows, out / "results.md", "Serving sweep (sglang.bench_serving)", preamble,
@@ -573,13 +575,23 @@ def write_report(out: Path, store: sweep.ResultStore, reference: str,
 
 def restep(store: sweep.ResultStore, logs: Path) -> int:
     """Recompute the step columns (``client.step_stats``) of each measured point from its server's log, the lines
-    stamped within the point's run, and rewrite the store; points whose log is missing or has no decode line in
-    that window keep theirs. Returns how many were recomputed."""
+    stamped within the point's run, and a closed loop's TTFT waves (``bench_serving.ttft_split``) from its kept
+    bench_serving result, and rewrite the store; points whose log is missing or has no decode line in that window keep
+    theirs. Returns how many points' steps were recomputed."""
     done = 0
     texts: dict[Path, str] = {}  # each backend's log read once for all its points
     for row in store.rows:
+        if row.get("kind") != "point":
+            continue
+        try:
+            kind, value = sweep.parse_load(str(row.get("load")))
+        except ValueError:
+            kind, value = "", 0.0
+        result = logs / f"bench-{file_tag(str(row.get('backend')))}-{row.get('workload')}-{row.get('load')}.jsonl"
+        if kind == "c" and result.exists():
+            row.update(bench_serving.ttft_split(result, int(value)))
         log = logs / f"server-{file_tag(str(row.get('backend')))}.log"
-        if row.get("kind") != "point" or "started" not in row or "wall_s" not in row or not log.exists():
+        if "started" not in row or "wall_s" not in row or not log.exists():
             continue
         if log not in texts:
             texts[log] = log.read_text(errors="replace")

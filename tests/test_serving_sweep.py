@@ -327,6 +327,11 @@ def test_ttft_split_separates_the_first_wave(tmp_path: Path) -> None:
     assert split["ttft_first_p50_ms"] == pytest.approx(2000.0)
     assert split["ttft_rest_p50_ms"] == pytest.approx(510.0)
     assert split["ttft_rest_p99_ms"] == pytest.approx(1000.0)
+    # the second wave (requests 3..5: 10, 20, 30 ms) apart from the requests after it (40 .. 1010 ms)
+    assert split["ttft_second_p50_ms"] == pytest.approx(20.0)
+    assert split["ttft_later_p50_ms"] == pytest.approx(525.0)
+    assert split["ttft_later_p99_ms"] == pytest.approx(1000.3)
+    assert "ttft_second_p50_ms" not in bench_serving.ttft_split(out, 60)  # not two waves' worth of requests after it
     assert bench_serving.ttft_split(out, 104) == {} and bench_serving.ttft_split(out, 0) == {}
     out.write_text(json.dumps({"completed": 3}) + "\n")
     assert bench_serving.ttft_split(out, 1) == {}
@@ -511,6 +516,27 @@ def test_restep_recomputes_a_point_from_its_server_log(tmp_path: Path) -> None:
     # the first line in the window and the one after the prefill are left out: four 10 ms steps at 72
     assert rows[0]["step_ms_p50_full"] == pytest.approx(10.0) and rows[0]["step_full_lines"] == 4.0
     assert rows[1]["step_ms_p50_full"] == 14.7 and rows[2]["step_ms_p50_full"] == 23.4
+    assert "ttft_first_p50_ms" not in rows[2]  # no kept bench_serving result for it: no TTFT waves
+
+
+def test_restep_recomputes_a_closed_loops_ttft_waves(tmp_path: Path) -> None:
+    """``--restep`` also splits a closed loop's TTFTs into waves again from its kept bench_serving result (rows
+    measured before the second-wave columns get them); open-loop points and points without a result keep theirs."""
+    import serving_sweep
+
+    (tmp_path / "logs").mkdir()
+    ttfts = [3.0] * 4 + [2.0] * 4 + [0.1 * (i + 1) for i in range(8)]  # waves of 4: 3 s, 2 s, then 0.1 .. 0.8 s
+    (tmp_path / "logs" / "bench-pat-triton-gsp-deep-c4.jsonl").write_text(json.dumps({"ttfts": ttfts}) + "\n")
+    store = sweep.ResultStore(tmp_path / "results.jsonl")
+    store.append({"kind": "point", "backend": "pat@triton", "workload": "gsp-deep", "load": "c4",
+                  "ttft_first_p50_ms": 3000.0, "ttft_rest_p50_ms": 1000.0})
+    store.append({"kind": "point", "backend": "pat@triton", "workload": "gsp-deep", "load": "x0.4"})
+    assert serving_sweep.restep(store, tmp_path / "logs") == 0  # no server log: no step columns
+    rows = sweep.ResultStore(tmp_path / "results.jsonl").rows
+    assert rows[0]["ttft_second_p50_ms"] == pytest.approx(2000.0)
+    assert rows[0]["ttft_later_p50_ms"] == pytest.approx(450.0)
+    assert rows[0]["ttft_rest_p50_ms"] == pytest.approx(650.0)  # recomputed: the 12 after the first wave
+    assert "ttft_second_p50_ms" not in rows[1]
 
 
 def test_overview_later_folder_wins_and_marks_cross_run_ratios(tmp_path: Path) -> None:

@@ -258,18 +258,29 @@ def keep_details(output_file: Path) -> None:
 def ttft_split(output_file: Path, first: int) -> dict[str, float]:
     """TTFT of a closed loop's first ``first`` requests (they all start at once, the server's first wave) against the
     rest (each sent when one finishes), in ms, from the per-request ``ttfts`` of the last result line (request order):
-    ``ttft_first_p50_ms``, ``ttft_rest_p50_ms``, ``ttft_rest_p99_ms``. Empty where the line has no ``ttfts`` or no
-    request past the first wave."""
+    ``ttft_first_p50_ms``, ``ttft_rest_p50_ms``, ``ttft_rest_p99_ms``; where there are more than two waves' requests
+    also ``ttft_second_p50_ms`` (requests ``first .. 2 first - 1``: with equal output lengths the first wave finishes
+    together, so its successors arrive together too) and ``ttft_later_p50_ms`` / ``ttft_later_p99_ms`` (the requests
+    after those). Empty where the line has no ``ttfts`` or no request past the first wave."""
     lines = _result_lines(output_file)
     ttfts = json.loads(lines[-1]).get("ttfts") if lines else None
     if not isinstance(ttfts, list) or len(ttfts) <= first or first < 1:
         return {}
     ms = [1000.0 * finite(t) for t in ttfts]
-    head, rest = sorted(ms[:first]), sorted(v for v in ms[first:] if not math.isnan(v))
+
+    def ordered(values: list[float]) -> list[float]:
+        return sorted(v for v in values if not math.isnan(v))
+
+    head, rest = sorted(ms[:first]), ordered(ms[first:])
     if not rest:
         return {}
-    return {"ttft_first_p50_ms": _quantile(head, 0.5), "ttft_rest_p50_ms": _quantile(rest, 0.5),
-            "ttft_rest_p99_ms": _quantile(rest, 0.99)}
+    out = {"ttft_first_p50_ms": _quantile(head, 0.5), "ttft_rest_p50_ms": _quantile(rest, 0.5),
+           "ttft_rest_p99_ms": _quantile(rest, 0.99)}
+    second, later = ordered(ms[first : 2 * first]), ordered(ms[2 * first :])
+    if second and later:
+        out.update(ttft_second_p50_ms=_quantile(second, 0.5), ttft_later_p50_ms=_quantile(later, 0.5),
+                   ttft_later_p99_ms=_quantile(later, 0.99))
+    return out
 
 
 def _quantile(ordered: Sequence[float], q: float) -> float:

@@ -183,6 +183,9 @@ TTFT_SPLIT_COLUMNS: list[tuple[str, str, str]] = [
     ("ttft_first_p50_ms", "first wave p50", ".1f"),
     ("ttft_rest_p50_ms", "the rest p50", ".1f"),
     ("ttft_rest_p99_ms", "the rest p99", ".1f"),
+    ("ttft_second_p50_ms", "second wave p50", ".1f"),
+    ("ttft_later_p50_ms", "after two waves p50", ".1f"),
+    ("ttft_later_p99_ms", "after two waves p99", ".1f"),
 ]
 
 
