@@ -65,16 +65,18 @@ def prompts(shape: str, rng: np.random.Generator) -> list[list[int]]:
         system = rng.integers(1000, 100_000, size=4096).tolist()
         return [system + rng.integers(1000, 100_000, size=256).tolist() for _ in range(bs)]
     if kind == "gsp":
-        groups = {64: 8, 256: 16}.get(bs, max(1, int(round(bs**0.5))))
-        per = bs // groups
-        systems = [rng.integers(1000, 100_000, size=2048).tolist() for _ in range(groups)]
-        return [systems[g] + rng.integers(1000, 100_000, size=128).tolist() for i in range(per) for g in range(groups)]
+        return group_prompts(rng, {64: 8, 256: 16}.get(bs, max(1, int(round(bs**0.5)))), bs, 2048)
     if kind == "deep":  # the serving sweep's gsp-deep: groups of 32 prompts on an 8192-token system prompt
-        groups = max(1, bs // 32)
-        systems = [rng.integers(1000, 100_000, size=8192).tolist() for _ in range(groups)]
-        return [systems[g] + rng.integers(1000, 100_000, size=128).tolist() for i in range(bs // groups)
-                for g in range(groups)]
+        return group_prompts(rng, max(1, bs // 32), bs, 8192)
     raise ValueError(f"unknown shape {shape!r} (A<bs>, gsp<bs> or deep<bs>)")
+
+
+def group_prompts(rng: np.random.Generator, groups: int, bs: int, system_tokens: int) -> list[list[int]]:
+    """``bs // groups`` prompts per group: the group's system prompt of ``system_tokens`` and a 128-token question,
+    the groups interleaved."""
+    systems = [rng.integers(1000, 100_000, size=system_tokens).tolist() for _ in range(groups)]
+    return [systems[g] + rng.integers(1000, 100_000, size=128).tolist() for _ in range(bs // groups)
+            for g in range(groups)]
 
 
 class Timer:

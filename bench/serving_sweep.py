@@ -587,10 +587,11 @@ def restep(store: sweep.ResultStore, logs: Path) -> int:
             kind, value = sweep.parse_load(str(row.get("load")))
         except ValueError:
             kind, value = "", 0.0
-        result = logs / f"bench-{file_tag(str(row.get('backend')))}-{row.get('workload')}-{row.get('load')}.jsonl"
+        tag = file_tag(str(row.get("backend")))
+        result = logs / f"bench-{tag}-{row.get('workload')}-{row.get('load')}.jsonl"
         if kind == "c" and result.exists():
             row.update(bench_serving.ttft_split(result, int(value)))
-        log = logs / f"server-{file_tag(str(row.get('backend')))}.log"
+        log = logs / f"server-{tag}.log"
         if "started" not in row or "wall_s" not in row or not log.exists():
             continue
         if log not in texts:

@@ -44,7 +44,6 @@ from a later one of the same kernel and plan (d64x4096: 290 vs 259 us once, not 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -148,14 +147,9 @@ def parse_variant(text: str) -> KernelTune:
 
 
 def plan_tiles(table: TileTable, tune: KernelTune | None) -> TileTable:
-    """The tile table a variant's plans are made with: the table's own, or with a ``/wN`` variant's warps only the
-    tile m values its CTAs hold (at most 16 rows per warp; bigger packs are cut into more row blocks)."""
-    if tune is None or tune.warps is None:
-        return table
-    tile_ms = tuple(m for m in table.tile_ms if m <= 16 * tune.warps)
-    if not tile_ms:
-        raise ValueError(f"{tune.warps} warps hold no tile m of {table.tile_ms}")
-    return dataclasses.replace(table, tile_ms=tile_ms, warps={d: tune.warps for d in table.warps})
+    """The tile table a variant's plans are made with: the table's own, or for a ``/wN`` variant the one its CTAs
+    hold (``TileTable.with_warps``)."""
+    return table if tune is None or tune.warps is None else table.with_warps(tune.warps)
 
 
 def check_against(out: torch.Tensor, ref: tuple, what: str) -> None:

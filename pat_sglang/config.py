@@ -9,7 +9,7 @@ kernels do not serve, so callers (the SGLang backend) can fall back to another b
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -149,6 +149,14 @@ class TileTable:
     @property
     def max_m(self) -> int:
         return self.tile_ms[-1]
+
+    def with_warps(self, warps: int) -> TileTable:
+        """This table for CTAs of ``warps`` warps at every head dim (a sweep's variant, ``KernelTune.warps``): only the
+        tile m values such a CTA holds (16 rows per warp), so plans cut bigger packs into more row blocks."""
+        tile_ms = tuple(m for m in self.tile_ms if m <= 16 * warps)
+        if not tile_ms:
+            raise ValueError(f"{warps} warps hold no tile m of {self.tile_ms}")
+        return replace(self, tile_ms=tile_ms, warps={d: warps for d in self.warps})
 
     def kv_tile(self, head_dim: int, fp8: bool = False) -> int:
         """KV tokens per shared-memory stage for this head dim (``fp8``: for FP8 pools)."""

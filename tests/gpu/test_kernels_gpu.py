@@ -311,9 +311,8 @@ def test_wgmma_build_matches_reference(dtype: torch.dtype, head_dim: int, heads:
 def test_builds_with_fewer_warps_match_reference(dtype: torch.dtype, head_dim: int, tune: KernelTune,
                                                  page_size: int) -> None:
     """``bench/tile_sweep.py``'s ``/wN`` variants (CTAs of one or two warps: the no-sharing rows' candidates) against
-    float64 attention, on plans made with the tile m values their CTAs hold (``plan_tiles``: 16 rows per warp)."""
-    import dataclasses
-
+    float64 attention, on plans made with the tile m values their CTAs hold (``TileTable.with_warps``: 16 rows per
+    warp)."""
     from pat_sglang.config import load_tile_table
     from pat_sglang.forest import PrefixForest
     from pat_sglang.planner import ITEM_TILE_M, plan_forest
@@ -322,8 +321,7 @@ def test_builds_with_fewer_warps_match_reference(dtype: torch.dtype, head_dim: i
     scale = 1.0 / math.sqrt(head_dim)
     cfg = HeadConfig(32, 8, head_dim, dtype)
     device = DeviceSpec.from_torch(torch.device("cuda"))
-    table = load_tile_table(device.arch)
-    tiles = dataclasses.replace(table, tile_ms=tuple(m for m in table.tile_ms if m <= 16 * tune.warps))
+    tiles = load_tile_table(device.arch).with_warps(tune.warps)
     for batch in wgmma_batches(page_size, rng):
         q, k, v = make_qkv(batch.batch, 32, 8, head_dim, batch.num_slots, dtype, "cuda", seed=_next_seed())
         forest = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
