@@ -145,6 +145,7 @@ class KernelVariant:
         check_supported(heads)
         v = KernelVariant.from_table(arch, DTYPE_NAMES[heads.dtype], heads.head_dim, kv_dtype_name(heads))
         if tune is not None:
+            warps = tune.warps or v.warps
             v = KernelVariant(
                 arch,
                 v.dtype,
@@ -152,12 +153,13 @@ class KernelVariant:
                 tune.kv_tile or v.kv_tile,
                 tune.stages or v.stages,
                 tune.min_ctas_per_sm or v.min_ctas_per_sm,
-                tune.warps or v.warps,
+                warps,
                 tune.timing,
                 v.kv_dtype,
                 tune.rescale_slack_log2,
                 tune.source,
-                v.wgmma if tune.wgmma is None else tune.wgmma,
+                # the table's wgmma holds for its own warps: a tune of fewer warps builds mma.sync unless it asks
+                v.wgmma and wgmma_buildable(arch, warps) if tune.wgmma is None else tune.wgmma,
             )
         return v
 

@@ -325,6 +325,10 @@ def test_wgmma_switch(monkeypatch) -> None:
     assert KernelVariant.for_config(heads, "sm_90").wgmma  # the table's choice at d128
     assert not KernelVariant.for_config(heads_fp8, "sm_90").wgmma
     assert KernelVariant.for_config(heads_fp8, "sm_90", KernelTune(wgmma=True)).wgmma
+    # a tune of fewer warps than a warpgroup keeps the table's choice only where it can build it: mma.sync, no refusal
+    assert not KernelVariant.for_config(heads, "sm_90", KernelTune(warps=2)).wgmma
+    with pytest.raises(ValueError, match="4 warps"):
+        KernelVariant.for_config(heads, "sm_90", KernelTune(warps=2, wgmma=True))
     # a newer GPU runs sm_90's table (the newest), but wgmma is sm_90a's alone: mma.sync there, no refusal
     assert not KernelVariant.for_config(heads, "sm_100").wgmma and not KernelVariant.for_config(heads, "sm_120").wgmma
     monkeypatch.setenv(WGMMA_ENV, "0")
