@@ -43,6 +43,8 @@
 //   first (lane_chunk_addr). Softmax is online, in the log2 domain: scores masked only in the block that holds
 //   kv_end, the scale applied inside each exp's FMA, 2^x on the SFU alone (fast_exp2); a warp rescales its O
 //   accumulators only on tiles where one of its rows' running max moves (-DPAT_RESCALE_SLACK_LOG2).
+//   -DPAT_SCORE_CHAINS=2 (sweeps): S's k16 steps alternate between two accumulator chains per n8 block, summed
+//   before the softmax (a dependent chain of HEAD_DIM/32 MMAs instead of HEAD_DIM/16; same scores up to rounding).
 //   Warpgroup MMAs (-DPAT_WGMMA, sm_90a, 4-warp builds): a 64-row item's four warps are one warpgroup, and its
 //   Q tile and KV stages take wgmma's 128-byte-swizzle layout (swz128) so the tensor cores read them through
 //   descriptors: per 16-column block, S = HEAD_DIM/16 chained wgmma m64n16k16 (Q and K by descriptor), the same
@@ -83,6 +85,12 @@ __device__ __forceinline__ elem2_t pat_float2_to_elem2(float a, float b) { retur
 #endif
 #ifndef PAT_RESCALE_SLACK_LOG2
 #define PAT_RESCALE_SLACK_LOG2 0  // see attend_block's rescale (pat_sglang/kernels.py KernelVariant)
+#endif
+#ifndef PAT_SCORE_CHAINS
+#define PAT_SCORE_CHAINS 1  // accumulator chains of S = Q K^T per n8 block on mma.sync (KernelVariant.score_chains)
+#endif
+#if PAT_SCORE_CHAINS != 1 && PAT_SCORE_CHAINS != 2
+#error "PAT_SCORE_CHAINS must be 1 or 2"
 #endif
 
 #define PAT_NEG_INF __int_as_float(0xff800000)
@@ -625,6 +633,30 @@ __device__ __forceinline__ void attend_block(const PatForwardParams& p, const el
     // the block (matrices: chunk halves x rows 0-7 / 8-15).
     const unsigned q_addr = lane_chunk_addr(sq, rw * 16 + (mat % 2) * 8 + lane % 8, mat / 2);
     const unsigned k_addr = lane_chunk_addr(tk, c0 + (mat / 2) * 8 + lane % 8, mat % 2);
+#if PAT_SCORE_CHAINS == 2
+    // Two accumulator chains per n8 block, even and odd k16 steps, summed at the end: HEAD_DIM / 32 dependent MMAs
+    // per chain instead of HEAD_DIM / 16 (at d256 the chain's latency is most of a tile's compute on the warp).
+    float s_odd[NBS][4];
+#pragma unroll
+    for (int j = 0; j < NBS; ++j) s_odd[j][0] = s_odd[j][1] = s_odd[j][2] = s_odd[j][3] = 0.f;
+#pragma unroll 1
+    for (int kk = 0; kk < HEAD_DIM / 16; kk += 2) {
+        unsigned a0, a1, a2, a3, b0, b1, b2, b3;
+        ldmatrix_x4(a0, a1, a2, a3, q_addr ^ (kk << 5));
+        ldmatrix_x4(b0, b1, b2, b3, k_addr ^ (kk << 5));
+        mma_16816(s[0], a0, a1, a2, a3, b0, b1);
+        mma_16816(s[1], a0, a1, a2, a3, b2, b3);
+        ldmatrix_x4(a0, a1, a2, a3, q_addr ^ ((kk + 1) << 5));
+        ldmatrix_x4(b0, b1, b2, b3, k_addr ^ ((kk + 1) << 5));
+        mma_16816(s_odd[0], a0, a1, a2, a3, b0, b1);
+        mma_16816(s_odd[1], a0, a1, a2, a3, b2, b3);
+    }
+#pragma unroll
+    for (int j = 0; j < NBS; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[j][e] += s_odd[j][e];
+    }
+#else
 #pragma unroll 2  // partial: fully unrolled, the compiler hoists every K fragment into registers
     for (int kk = 0; kk < HEAD_DIM / 16; ++kk) {
         unsigned a0, a1, a2, a3, b0, b1, b2, b3;
@@ -633,6 +665,7 @@ __device__ __forceinline__ void attend_block(const PatForwardParams& p, const el
         mma_16816(s[0], a0, a1, a2, a3, b0, b1);
         mma_16816(s[1], a0, a1, a2, a3, b2, b3);
     }
+#endif
     online_softmax(p, s, tok_base, kv_end, st);
     // O += P V: P from the S accumulators (two n8 blocks = one k16 A fragment), V transposed.
     unsigned a0, a1, a2, a3;

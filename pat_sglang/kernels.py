@@ -86,6 +86,7 @@ class KernelTune:
     rescale_slack_log2: int = 0  # -DPAT_RESCALE_SLACK_LOG2: see KernelVariant
     source: str = ""  # another kernel source file to build (an A/B of two kernel versions in one run); "" = ours
     wgmma: bool | None = None  # 64-row items on warpgroup MMAs (sm_90 only); None = the table's / PAT_SGLANG_WGMMA
+    score_chains: int = 1  # -DPAT_SCORE_CHAINS: see KernelVariant
 
 
 @dataclass(frozen=True)
@@ -111,8 +112,13 @@ class KernelVariant:
     # read by the tensor cores straight from shared memory in wgmma's 128-byte-swizzle layout. Other tile ms, and
     # every build without it, use mma.sync.
     wgmma: bool = False
+    # Accumulator chains of S = Q K^T per n8 block on the mma.sync path: 1, or 2 (even and odd k16 steps summed
+    # before the softmax: half the dependent MMA latency per 16-column block; same scores up to fp32 rounding).
+    score_chains: int = 1
 
     def __post_init__(self) -> None:
+        if self.score_chains not in (1, 2):
+            raise ValueError(f"score_chains must be 1 or 2, got {self.score_chains}")
         if self.kv_dtype in ("", self.dtype):
             object.__setattr__(self, "kv_dtype", self.dtype)
         elif self.kv_dtype not in _FP8_INTERPRETATION:
@@ -160,6 +166,7 @@ class KernelVariant:
                 tune.source,
                 # the table's wgmma holds for its own warps: a tune of fewer warps builds mma.sync unless it asks
                 v.wgmma and wgmma_buildable(arch, warps) if tune.wgmma is None else tune.wgmma,
+                tune.score_chains,
             )
         return v
 
@@ -200,6 +207,7 @@ class KernelVariant:
             *host_layout_defines(),
             *item_layout_defines(),
             f"-DPAT_RESCALE_SLACK_LOG2={self.rescale_slack_log2}",
+            f"-DPAT_SCORE_CHAINS={self.score_chains}",
         ] + (["-DPAT_TIMING"] if self.timing else []) + (["-DPAT_WGMMA"] if self.wgmma else [])
 
     @property
@@ -326,7 +334,9 @@ def compile_variant(variant: KernelVariant, use_cache: bool = True) -> CompiledV
     v = variant
     kv = "" if v.kv_dtype == v.dtype else f"_kv{v.kv_dtype}"
     wg = "_wg" if v.wgmma else ""
-    path = cache_dir() / f"pat_{v.arch}{wg}_{v.dtype}{kv}_d{v.head_dim}_n{v.kv_tile}_s{v.stages}_w{v.warps}_{key}.cubin"
+    chains = f"_c{v.score_chains}" if v.score_chains != 1 else ""
+    path = cache_dir() / (f"pat_{v.arch}{wg}_{v.dtype}{kv}_d{v.head_dim}_n{v.kv_tile}_s{v.stages}_w{v.warps}{chains}"
+                          f"_{key}.cubin")
 
     if use_cache and path.exists():
         meta = path.with_suffix(".json")

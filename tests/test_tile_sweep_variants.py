@@ -1,5 +1,7 @@
 """``bench/tile_sweep.py``'s variants with their own warps per CTA (``/wN``): parsed, planned with the tile m values
-their CTAs hold, and built for sm_90 at every head dim without spills (CPU; their timing is the sweep's, on a GPU)."""
+their CTAs hold, and built for sm_90 at every head dim without spills; and with two accumulator chains for S
+(``/c2``): parsed and built without spills where the sweep would try them (CPU; their timing is the sweep's, on a
+GPU, and their correctness the GPU suite's ``test_sweep_variants_match_reference``)."""
 
 from __future__ import annotations
 
@@ -71,3 +73,27 @@ def test_two_warp_variants_build_without_spills(sweep, head_dim: int, variant: s
     assert usage.get("spill_store_bytes", 0) == 0 and usage.get("spill_load_bytes", 0) == 0, usage
     assert usage["registers"] <= 65536 // (v.threads * v.min_ctas_per_sm)
     assert v.smem_bytes * v.min_ctas_per_sm <= 228 * 1024  # the occupancy it is built for fits an H100/H200 SM
+
+
+def test_chains_flag(sweep) -> None:
+    tune = sweep.parse_variant("16/4/2/wg/c2")
+    assert (tune.kv_tile, tune.stages, tune.min_ctas_per_sm, tune.wgmma, tune.score_chains) == (16, 4, 2, True, 2)
+    assert sweep.parse_variant("16/4/2").score_chains == 1
+    for bad in ("16/4/2/c3", "16/4/2/c2/c2", "16/4/2/c"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            sweep.parse_variant(bad)
+    with pytest.raises(ValueError, match="score_chains"):
+        KernelVariant("sm_90", "bf16", 128, 16, 4, 4, score_chains=3)
+
+
+@pytest.mark.parametrize(("head_dim", "variant"), [(128, "16/4/4/c2"), (256, "16/4/2/c2")])
+def test_two_chain_variants_build_without_spills(sweep, head_dim: int, variant: str) -> None:
+    """The table's d128 and d256 entries with two chains keep their registers (at d64, 80 registers for 6 CTAs per
+    SM, the second chain spills 16 bytes: not a candidate there, and its chain of 4 MMAs is short anyway)."""
+    tune = sweep.parse_variant(variant)
+    v = KernelVariant("sm_90", "bf16", head_dim, tune.kv_tile, tune.stages, tune.min_ctas_per_sm,
+                      score_chains=tune.score_chains)
+    assert "-DPAT_SCORE_CHAINS=2" in v.options("/nonexistent")
+    usage = compile_variant(v, use_cache=False).resource_usage()["pat_pack_forward"]
+    assert usage.get("spill_store_bytes", 0) == 0 and usage.get("spill_load_bytes", 0) == 0, usage
+    assert usage["registers"] <= 65536 // (v.threads * v.min_ctas_per_sm)

@@ -306,13 +306,15 @@ def test_wgmma_build_matches_reference(dtype: torch.dtype, head_dim: int, heads:
     (128, KernelTune(kv_tile=16, stages=3, min_ctas_per_sm=7, warps=2)),
     (256, KernelTune(kv_tile=16, stages=3, min_ctas_per_sm=3, warps=2)),
     (128, KernelTune(kv_tile=16, stages=3, min_ctas_per_sm=8, warps=1)),
-], ids=["d64w2", "d128w2", "d256w2", "d128w1"])
+    (64, KernelTune(score_chains=2)),
+    (128, KernelTune(score_chains=2)),
+    (256, KernelTune(score_chains=2)),
+], ids=["d64w2", "d128w2", "d256w2", "d128w1", "d64c2", "d128c2", "d256c2"])
 @pytest.mark.parametrize("page_size", [1, 16])
-def test_builds_with_fewer_warps_match_reference(dtype: torch.dtype, head_dim: int, tune: KernelTune,
-                                                 page_size: int) -> None:
-    """``bench/tile_sweep.py``'s ``/wN`` variants (CTAs of one or two warps: the no-sharing rows' candidates) against
-    float64 attention, on plans made with the tile m values their CTAs hold (``TileTable.with_warps``: 16 rows per
-    warp)."""
+def test_sweep_variants_match_reference(dtype: torch.dtype, head_dim: int, tune: KernelTune, page_size: int) -> None:
+    """``bench/tile_sweep.py``'s variants against float64 attention: ``/wN`` (CTAs of one or two warps, on plans made
+    with the tile m values their CTAs hold: ``TileTable.with_warps``, 16 rows per warp) and ``/c2`` (two accumulator
+    chains for S on the mma.sync path; the table's tiles, its 64-row items on wgmma where the table says)."""
     from pat_sglang.config import load_tile_table
     from pat_sglang.forest import PrefixForest
     from pat_sglang.planner import ITEM_TILE_M, plan_forest
@@ -321,12 +323,13 @@ def test_builds_with_fewer_warps_match_reference(dtype: torch.dtype, head_dim: i
     scale = 1.0 / math.sqrt(head_dim)
     cfg = HeadConfig(32, 8, head_dim, dtype)
     device = DeviceSpec.from_torch(torch.device("cuda"))
-    tiles = load_tile_table(device.arch).with_warps(tune.warps)
+    tiles = load_tile_table(device.arch)
+    tiles = tiles.with_warps(tune.warps) if tune.warps else tiles
     for batch in wgmma_batches(page_size, rng):
         q, k, v = make_qkv(batch.batch, 32, 8, head_dim, batch.num_slots, dtype, "cuda", seed=_next_seed())
         forest = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
         plan = plan_forest(forest, cfg, device, tiles=tiles).to("cuda")
-        assert int(plan.items[:, ITEM_TILE_M].max()) <= 16 * tune.warps
+        assert int(plan.items[:, ITEM_TILE_M].max()) <= 16 * (tune.warps or tiles.warps[head_dim])
         ref = naive_decode(q.cpu(), k.cpu(), v.cpu(), batch.kv_indptr, batch.kv_indices, scale)
         out = torch.full_like(q, float("nan"))
         launch_plan(plan, q, k, v, scale, out=out, tune=tune)
