@@ -18,15 +18,18 @@ first, runs first) the harness
 4. stops the server (its whole process group).
 
 Then ``results.md``, ``results.csv`` and ``serving.png`` (TPOT and throughput against load) are written from all the
-rows in ``results.jsonl``. ``--budget-s`` bounds the call: a point whose expected time no longer fits is left for the
-next call (the same command again; measured points are skipped). ``--dry-run`` prints the plan and the bench_serving
-commands; ``--report-only`` rewrites the report; ``--warmup-only`` starts each server once (JIT) and measures nothing.
+rows in ``results.jsonl``, and where a closed loop's TTFT goes from the per-request lines of ``logs/server-*.log``
+(servers started with ``--enable-request-time-stats-logging``). ``--budget-s`` bounds the call: a point whose expected
+time no longer fits is left for the next call (the same command again; measured points are skipped). ``--dry-run``
+prints the plan and the bench_serving commands; ``--report-only`` rewrites the report; ``--warmup-only`` starts each
+server once (JIT) and measures nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import signal
 import subprocess
 import sys
@@ -83,7 +86,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "yet (device calls write into a fresh folder)")
     ap.add_argument("--redo", action="store_true", help="measure the selected points again even if measured")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and commands; start nothing")
-    ap.add_argument("--report-only", action="store_true", help="rewrite results.md/csv/png from results.jsonl")
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite results.md/csv/png from results.jsonl (and <out>/logs/)")
     ap.add_argument("--restep", action="store_true",
                     help="with --report-only: first recompute each point's step columns from <out>/logs/server-*.log "
                          "(the lines stamped within the point's run) with the current rule, and rewrite "
@@ -549,6 +553,16 @@ def write_report(out: Path, store: sweep.ResultStore, reference: str,
         *[f"- call {r.get('date')}: `python bench/serving_sweep.py {' '.join(map(str, r.get('argv', [])))}`"
           for r in runs],
     ]
+    # The TTFT parts are read from the folder's server logs here, when the report is written (as the `vs ref` ratios
+    # are computed here from the rows), not stored in the rows by the run and --restep as the step columns are: their
+    # ReqTimeStats lines come only from servers started with --enable-request-time-stats-logging, the folder keeps
+    # logs/ (the run writes it, --merge gathers it), and a folder measured before this table gets it from a plain
+    # --report-only, without a --restep that would re-window every point's step columns as well (it moves the
+    # fifteenth folder's pat@triton mooncake c64 step from 13.58 to 13.40 ms). Rows carried in with --prior from
+    # another folder have no log lines here and get no row.
+    log_texts: dict[Path, str] = {}
+    for row in rows:  # copies (with_ratios): the store keeps only what was measured
+        row.update(ttft_parts(row, out / "logs", log_texts))
     report.write_csv(rows, out / "results.csv", report.SWEEP_COLUMNS)
     pat_rows = [r for r in rows if r.get("pat_steps")]
     extra = [
@@ -567,10 +581,70 @@ def write_report(out: Path, store: sweep.ResultStore, reference: str,
         "after two waves are the closest to a steady state.", "",
         report.markdown_table(wave_rows, report.TTFT_SPLIT_COLUMNS), "",
     ] if wave_rows else []
+    part_rows = [r for r in rows if "slot_gap_p50_ms" in r]
+    extra += [
+        "## Where a closed loop's TTFT goes (SGLang's per-request times)", "",
+        "From the `ReqTimeStats` line SGLang logs for each finished request on a server started with "
+        "`--enable-request-time-stats-logging`, read from `logs/server-*.log` when this report is written: of the "
+        "lines stamped within the point's run (health checks left out), the last `done` are its measured requests "
+        "(the harness's warm-up and bench_serving's own warm-up request finish before them), taken only when their "
+        "input lengths are bench_serving's. In order of their entry into the scheduler's wait queue: *queue* is "
+        "that entry to the request's first forward, for the first wave (the first N) and for the rest; *slot gap*: "
+        "in a closed loop request N+k (by entry, from 0) is sent when completion k (in time order, from 0; entry + "
+        "queue + forward) frees its slot, so its entry minus that completion, over k >= 0, is the time spent outside "
+        "the scheduler between one request's end and the next one's arrival (the response through the detokenizer "
+        "and HTTP, bench_serving's turnaround, the next request through HTTP and tokenization). *TTFT the rest p50*: "
+        "bench_serving's, of the requests after the first N in request order (as in the table above).", "",
+        report.markdown_table(part_rows, report.TTFT_PARTS_COLUMNS), "",
+    ] if part_rows else []
     text = report.write_markdown(rows, out / "results.md", "Serving sweep (sglang.bench_serving)", preamble,
                                  agreement_rows(store, reference), columns=report.SWEEP_COLUMNS, extra=extra)
     report.plot_sweep(rows, out / "serving.png", sweep.load_order)
     return text
+
+
+def closed_loop_concurrency(row: dict) -> int:
+    """N of a point row's ``cN`` load; 0 for an open loop or a load label that does not parse."""
+    try:
+        kind, value = sweep.parse_load(str(row.get("load")))
+    except ValueError:
+        return 0
+    return int(value) if kind == "c" else 0
+
+
+def bench_result(logs: Path, row: dict) -> Path:
+    """The bench_serving result file a point row's run kept under ``logs`` (``run_point`` names it)."""
+    return logs / f"bench-{file_tag(str(row.get('backend')))}-{row.get('workload')}-{row.get('load')}.jsonl"
+
+
+def point_log(row: dict, logs: Path, texts: dict[Path, str]) -> str | None:
+    """The lines of the point's server log (``logs/server-<backend>.log``) stamped within its run (``started`` ..
+    ``started + wall_s``: ``client.log_between``); None when the row lacks those times or the log is absent.
+    ``texts`` holds each log's text once read, for the other points of the same backend."""
+    log = logs / f"server-{file_tag(str(row.get('backend')))}.log"
+    if "started" not in row or "wall_s" not in row or not log.exists():
+        return None
+    if log not in texts:
+        texts[log] = log.read_text(errors="replace")
+    return client.log_between(texts[log], str(row["started"]), float(row["wall_s"]))
+
+
+def ttft_parts(row: dict, logs: Path, texts: dict[Path, str]) -> dict[str, float]:
+    """Where a closed-loop point's TTFT goes (``client.closed_loop_ttft_parts``) from the ReqTimeStats lines of its
+    server log within its run, checked against the input lengths of its kept bench_serving result where there is one;
+    empty for an open loop, a point without a log or without such lines in its window, or one not completed."""
+    concurrency = closed_loop_concurrency(row)
+    completed = bench_serving.finite(row.get("completed"))
+    if not concurrency or math.isnan(completed):
+        return {}
+    during = point_log(row, logs, texts)
+    if not during:
+        return {}
+    result = bench_result(logs, row)
+    lines = sweep.read_jsonl(result) if result.exists() else []
+    input_lens = lines[-1].get("input_lens") if lines else None  # bench_serving's last result line is the run's
+    return client.closed_loop_ttft_parts(client.req_time_stats(during), concurrency, int(completed),
+                                         input_lens if isinstance(input_lens, list) else None)
 
 
 def restep(store: sweep.ResultStore, logs: Path) -> int:
@@ -583,21 +657,12 @@ def restep(store: sweep.ResultStore, logs: Path) -> int:
     for row in store.rows:
         if row.get("kind") != "point":
             continue
-        try:
-            kind, value = sweep.parse_load(str(row.get("load")))
-        except ValueError:
-            kind, value = "", 0.0
-        tag = file_tag(str(row.get("backend")))
-        result = logs / f"bench-{tag}-{row.get('workload')}-{row.get('load')}.jsonl"
-        if kind == "c" and result.exists():
-            row.update(bench_serving.ttft_split(result, int(value)))
-        log = logs / f"server-{tag}.log"
-        if "started" not in row or "wall_s" not in row or not log.exists():
-            continue
-        if log not in texts:
-            texts[log] = log.read_text(errors="replace")
-        during = client.log_between(texts[log], str(row["started"]), float(row["wall_s"]))
-        if not client.DECODE_RE.search(during):
+        concurrency = closed_loop_concurrency(row)
+        result = bench_result(logs, row)
+        if concurrency and result.exists():
+            row.update(bench_serving.ttft_split(result, concurrency))
+        during = point_log(row, logs, texts)
+        if during is None or not client.DECODE_RE.search(during):
             continue  # the log does not cover this point (e.g. another call's server)
         row.update(client.step_stats(client.decode_steps(during)))
         done += 1

@@ -3,7 +3,8 @@
 Requests are streamed so that each one yields TTFT (time to the first generated token) and TPOT (mean time per
 further output token). A closed loop keeps ``concurrency`` requests in flight; a deadline bounds the whole run (a
 request not yet sent when it passes is skipped and counted). Server step times come from its "Decode batch" log
-lines (``#running-req / gen throughput``).
+lines (``#running-req / gen throughput``); where a closed loop's TTFT goes, from the per-request "ReqTimeStats" lines
+of a server started with ``--enable-request-time-stats-logging`` (``req_time_stats``, ``closed_loop_ttft_parts``).
 """
 
 from __future__ import annotations
@@ -321,6 +322,92 @@ def log_between(log_text: str, start: str, seconds: float) -> str:
         if keep:
             out.append(line)
     return "".join(out)
+
+
+# SGLang's per-request line (0.5.17, servers started with --enable-request-time-stats-logging), written when the request
+# finishes: "ReqTimeStats(rid=..., input_len=6, cached_input_len=0, output_len=8, attempts=0, type=unified):
+# queue_duration=0.75ms, forward_duration=151.03ms, entry_time=1796010419.463". Read as key=value fields on either side
+# of the "):" so that fields added or reordered by another version do not break it.
+REQ_TIME_STATS_RE = re.compile(r"ReqTimeStats\(([^)\n]*)\):([^\n]*)")
+_FIELD_RE = re.compile(r"(\w+)=([^,\s]+)")
+
+
+@dataclass(frozen=True)
+class ReqTimes:
+    """One finished request of a ReqTimeStats line: ``queue_ms`` from its entry into the scheduler's wait queue to its
+    first forward, ``forward_ms`` from then to its completion, ``entry_s`` the wall-clock time (s since the epoch) of
+    that entry."""
+
+    rid: str
+    input_len: int
+    queue_ms: float
+    forward_ms: float
+    entry_s: float
+
+    @property
+    def done_s(self) -> float:
+        """When the request completed (wall clock, s): its entry plus its queue and forward durations."""
+        return self.entry_s + (self.queue_ms + self.forward_ms) / 1000.0
+
+
+def req_time_stats(log_text: str) -> list[ReqTimes]:
+    """The requests of the ReqTimeStats lines of ``log_text``, in log order (the order they finished); the server's
+    health checks (rid ``HEALTH_CHECK...``) and lines without a parseable rid, input_len, queue_duration (ms),
+    forward_duration (ms) or entry_time (e.g. cut short by another process's write) are left out."""
+    out = []
+    for m in REQ_TIME_STATS_RE.finditer(log_text):
+        head, tail = dict(_FIELD_RE.findall(m.group(1))), dict(_FIELD_RE.findall(m.group(2)))
+        rid = head.get("rid", "")
+        if not rid or rid.startswith("HEALTH_CHECK"):
+            continue
+        try:
+            queue, forward = (tail[k] for k in ("queue_duration", "forward_duration"))
+            if not (queue.endswith("ms") and forward.endswith("ms")):
+                continue
+            req = ReqTimes(rid, int(head["input_len"]), float(queue[:-2]), float(forward[:-2]),
+                           float(tail["entry_time"]))
+        except (KeyError, ValueError):
+            continue
+        if all(math.isfinite(v) for v in (req.queue_ms, req.forward_ms, req.entry_s)):
+            out.append(req)
+    return out
+
+
+def closed_loop_ttft_parts(reqs: Sequence[ReqTimes], concurrency: int, completed: int,
+                           input_lens: Sequence[int] | None = None) -> dict[str, float]:
+    """Where the TTFT of a closed loop of ``concurrency`` requests in flight goes, from the ReqTimeStats requests of
+    the server log lines stamped within its run (``reqs``, log order), in ms:
+
+    - the measured requests are the last ``completed`` of ``reqs`` (bench_serving's count): a line is written when its
+      request finishes, and the other requests of the window (the harness's warm-up, bench_serving's own warm-up
+      request, both finished before its first measured request is sent) come before them; with ``input_lens``
+      (bench_serving's, one per request) their input lengths must be the same multiset, else they are not the measured
+      requests (a partial run, a neighbour's line in the window) and the result is empty;
+    - ordered by their entry into the scheduler: ``sched_queue_{first,rest}_{p50,p99}_ms``, the wait-queue time of the
+      first wave (the first ``concurrency``) and of the rest;
+    - ``slot_gap_p50_ms`` / ``slot_gap_p90_ms``: in a closed loop request ``concurrency + k`` (by entry, from 0) is
+      sent when completion k (in time order, from 0; ``ReqTimes.done_s``) frees its slot, so its entry minus that
+      completion, over k >= 0, is the time spent outside the scheduler between a request's end and its successor's
+      arrival (the response's way out through the detokenizer and HTTP, the client's turnaround, the next request's
+      way in through HTTP and tokenization);
+    - ``req_time_lines``: how many requests that is.
+
+    Empty when there are fewer than ``completed`` requests or none past the first wave."""
+    if concurrency < 1 or completed <= concurrency or len(reqs) < completed:
+        return {}
+    mine = sorted(reqs[len(reqs) - completed :], key=lambda r: r.entry_s)
+    if input_lens is not None and sorted(r.input_len for r in mine) != sorted(input_lens):
+        return {}
+    done = sorted(r.done_s for r in mine)
+    gaps = [1000.0 * (mine[concurrency + k].entry_s - done[k]) for k in range(completed - concurrency)]
+    first = [r.queue_ms for r in mine[:concurrency]]
+    rest = [r.queue_ms for r in mine[concurrency:]]
+    return {
+        "req_time_lines": float(completed),
+        "sched_queue_first_p50_ms": percentile(first, 50), "sched_queue_first_p99_ms": percentile(first, 99),
+        "sched_queue_rest_p50_ms": percentile(rest, 50), "sched_queue_rest_p99_ms": percentile(rest, 99),
+        "slot_gap_p50_ms": percentile(gaps, 50), "slot_gap_p90_ms": percentile(gaps, 90),
+    }
 
 
 # The PAT backend's periodic stats line (pat_sglang.backend.StepStats.summary; every PAT_SGLANG_LOG_INTERVAL_S):

@@ -189,6 +189,20 @@ TTFT_SPLIT_COLUMNS: list[tuple[str, str, str]] = [
 ]
 
 
+#: columns of the sweep's TTFT-parts table: a closed loop's scheduler queue and slot gap from SGLang's per-request
+#: ReqTimeStats lines (client.closed_loop_ttft_parts), beside bench_serving's TTFT of the same requests
+TTFT_PARTS_COLUMNS: list[tuple[str, str, str]] = [
+    *POINT_COLUMNS,
+    ("sched_queue_first_p50_ms", "queue ms first wave p50", ".2f"),
+    ("sched_queue_first_p99_ms", "first wave p99", ".2f"),
+    ("sched_queue_rest_p50_ms", "queue ms the rest p50", ".2f"),
+    ("sched_queue_rest_p99_ms", "the rest p99", ".2f"),
+    ("slot_gap_p50_ms", "slot gap ms p50", ".1f"),
+    ("slot_gap_p90_ms", "slot gap p90", ".1f"),
+    ("ttft_rest_p50_ms", "TTFT the rest p50 (bench_serving)", ".1f"),
+]
+
+
 def _num(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return math.nan
