@@ -42,6 +42,7 @@ from ab.server import (  # noqa: E402
     ManagedProcess,
     ServerConfig,
     add_dummy_weights_option,
+    add_server_args_option,
     backend_labels,
     dummy_weights_check,
     file_tag,
@@ -49,6 +50,7 @@ from ab.server import (  # noqa: E402
     gpu_name,
     log_size,
     read_from,
+    server_args_joined,
     server_command,
     server_env,
     tail,
@@ -80,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--cuda-graph-max-bs", type=int, default=64)
     ap.add_argument("--mem-fraction-static", type=float, default=0.80)
     ap.add_argument("--context-length", type=int, default=None)
-    ap.add_argument("--server-args", default="", help="extra launch_server arguments (one string, split on spaces)")
+    add_server_args_option(ap)
     add_dummy_weights_option(ap)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--concurrency", type=int, default=64)
@@ -111,7 +113,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "returns them)")
     ap.add_argument("--profile-wait-s", type=float, default=30.0,
                     help="start the profile at the latest this many seconds into that pass")
-    return ap.parse_args(argv)
+    return ap.parse_args(server_args_joined(sys.argv[1:] if argv is None else argv))
 
 
 def build_workloads(args: argparse.Namespace) -> list[Workload]:

@@ -46,6 +46,7 @@ from ab.server import (  # noqa: E402
     ManagedProcess,
     ServerConfig,
     add_dummy_weights_option,
+    add_server_args_option,
     backend_labels,
     dummy_weights_check,
     file_tag,
@@ -53,6 +54,7 @@ from ab.server import (  # noqa: E402
     gpu_name,
     log_size,
     read_from,
+    server_args_joined,
     server_command,
     server_env,
     tail,
@@ -116,7 +118,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="bench_serving's Mooncake prompts reach ~31k tokens (+ up to 2000 output) in the first "
                          "400 requests; written as max_position_embeddings into the served config (8192 in "
                          "configs/models: SGLang sizes the RoPE table by it)")
-    ap.add_argument("--server-args", default="", help="extra launch_server arguments (one string, split on spaces)")
+    add_server_args_option(ap)
     add_dummy_weights_option(ap)
     ap.add_argument("--port", type=int, default=31000, help="first port tried (127.0.0.1)")
     ap.add_argument("--seed", type=int, default=42, help="bench_serving --seed (its default) and server seed")
@@ -135,7 +137,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--check-tokens", type=int, default=32)
     ap.add_argument("--no-preflight", action="store_true", help="skip the 'import sglang.bench_serving' check")
     ap.add_argument("--python", default=sys.executable, help="interpreter of the server and of bench_serving")
-    args = ap.parse_args(argv)
+    args = ap.parse_args(server_args_joined(sys.argv[1:] if argv is None else argv))
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded with the run (results.md lists every call)
     if args.mooncake_n < 1:
         ap.error("--mooncake-n must be >= 1")

@@ -611,3 +611,14 @@ def test_merge_calls_gathers_each_calls_own_rows_and_logs(tmp_path: Path) -> Non
     assert sweep.merge_calls([first, second], dest) == 0  # nothing gathered twice, rows or logs
     assert len(sweep.read_jsonl(dest / "results.jsonl")) == 3
     assert (dest / "logs" / "server-fa3.log").read_text().count("first call") == 1
+
+
+def test_server_args_value_may_start_with_dashes() -> None:
+    """``--server-args "--enable-x --y 1"`` (the way a user writes it) reaches the option; argparse alone refuses a
+    value that starts with ``--``. The ``=`` form and other options are left as they are."""
+    import serving_sweep
+
+    args = serving_sweep.parse_args(["--server-args", "--enable-request-time-stats-logging --foo 1", "--budget-s", "5"])
+    assert args.server_args == "--enable-request-time-stats-logging --foo 1" and args.budget_s == 5
+    assert serving_sweep.parse_args(["--server-args=--x"]).server_args == "--x"
+    assert serving_sweep.parse_args([]).server_args == ""

@@ -114,6 +114,33 @@ def server_env(cfg: ServerConfig, base: Mapping[str, str] | None = None) -> dict
     return env
 
 
+SERVER_ARGS_OPTION = "--server-args"
+
+
+def add_server_args_option(ap: argparse.ArgumentParser) -> None:
+    """``--server-args`` of both harnesses: extra ``launch_server`` arguments as one string. Its value starts with
+    ``--`` (``--server-args "--enable-foo"``), which argparse would read as an option of its own: parse the command
+    line through ``server_args_joined`` first."""
+    ap.add_argument(SERVER_ARGS_OPTION, default="",
+                    help="extra launch_server arguments (one string, split on spaces), e.g. "
+                         '--server-args "--enable-request-time-stats-logging"')
+
+
+def server_args_joined(argv: Sequence[str]) -> list[str]:
+    """``argv`` with each ``--server-args VALUE`` written as ``--server-args=VALUE``, so that a VALUE beginning with
+    ``--`` reaches the option instead of failing argparse ("expected one argument")."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == SERVER_ARGS_OPTION and i + 1 < len(argv):
+            out.append(f"{SERVER_ARGS_OPTION}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def add_dummy_weights_option(ap: argparse.ArgumentParser) -> None:
     """``--dummy-weights`` of both harnesses."""
     ap.add_argument("--dummy-weights", choices=DUMMY_WEIGHT_MODES, default=ATTN,
