@@ -211,6 +211,7 @@ class StepRecord:
     left: int  # requests of the previous decode batch that finished
     gc: int = 0  # garbage collections that ran inside the timed region
     publish_us: float = 0.0  # the publish_decode_batch part of host_us
+    split_search: bool = False  # plan_forest's cost model compared split lengths in this step (StepPhases)
 
 
 @dataclass
@@ -260,6 +261,9 @@ class PointResult:
             "steps_changed": float(sum(1 for r in recs if r.joined or r.left)),
             "steps_gc": float(sum(1 for r in recs if r.gc)),
             "worst_gc": float(recs[worst].gc),
+            "worst_search": float(recs[worst].split_search),
+            "steps_search": float(sum(1 for r in recs if r.split_search)),
+            "search_p50": float(np.percentile([r.host_us for r in recs if r.split_search] or [math.nan], 50)),
             # the slowest step no collection ran in: the host path's own worst (gc_pauses)
             "max_nogc": float(max((r.host_us for r in recs if not r.gc), default=math.nan)),
         }
@@ -648,7 +652,7 @@ def run_point(
                 if not res.records:
                     chunked_at_start = res.chunked_iterations
                 rec = StepRecord((t1 - t0) * 1e6, len(rows), int(seq_lens.sum()), sim.arrived, sim.joined, sim.left,
-                                 GC_PAUSES.since(gc0).collections, (tp - t0) * 1e6)
+                                 GC_PAUSES.since(gc0).collections, (tp - t0) * 1e6, be.planner.phases.split_search)
                 res.records.append(rec)
             else:
                 res.untimed_steps += 1
@@ -681,7 +685,7 @@ def quick_config(**over: Any) -> PointConfig:
 def format_table(results: Sequence[PointResult]) -> str:
     head = (f"{'batch':>5} {'ctx':>6} {'steps':>5} {'mean_bs':>7} {'ctx/req':>7} {'p50_us':>8} {'p99_us':>8} "
             f"{'max_us':>8} {'pub_p50':>7} {'pub_max':>7} {'arrive':>6} {'join':>5} {'leave':>5} {'chg':>4} "
-            f"{'chunks':>6} {'gc':>3} {'worst':>10} {'max_nogc':>8} "
+            f"{'chunks':>6} {'gc':>3} {'srch':>4} {'srch_p50':>8} {'worst':>15} {'max_nogc':>8} "
             f"{'tscale':>7} {'wall_s':>6}  targets")
     lines = [head, "-" * len(head)]
     for r in results:
@@ -690,13 +694,14 @@ def format_table(results: Sequence[PointResult]) -> str:
         if not s:
             lines.append(f"{c.batch:>5} {c.context:>6}  no decode steps timed")
             continue
-        worst = f"+{int(s['worst_joined'])}/-{int(s['worst_left'])}" + (" gc" if s["worst_gc"] else "")
+        worst = (f"+{int(s['worst_joined'])}/-{int(s['worst_left'])}" + (" gc" if s["worst_gc"] else "")
+                 + (" srch" if s["worst_search"] else ""))
         lines.append(
             f"{c.batch:>5} {c.context:>6} {int(s['steps']):>5} {s['mean_bs']:>7.1f} {s['mean_ctx']:>7.0f} "
             f"{s['p50']:>8.1f} {s['p99']:>8.1f} {s['max']:>8.1f} {s['pub_p50']:>7.1f} {s['pub_max']:>7.1f} "
             f"{int(s['arrivals']):>6} {int(s['joined']):>5} "
             f"{int(s['left']):>5} {int(s['steps_changed']):>4} {r.timed_chunked_iterations:>6} {int(s['steps_gc']):>3} "
-            f"{worst:>10} {s['max_nogc']:>8.1f} "
+            f"{int(s['steps_search']):>4} {s['search_p50']:>8.1f} {worst:>15} {s['max_nogc']:>8.1f} "
             f"{r.time_scale:>7.3f} {r.wall_s:>6.1f}  {r.verdict()}"
         )
     return "\n".join(lines)
@@ -719,8 +724,9 @@ def legend(results: Sequence[PointResult], trace: Path) -> str:
         "pub_p50/pub_max: the publish_decode_batch part of the host time (us); "
         "arrive/join/leave: trace arrivals / requests joining / requests finishing between timed steps (sums); "
         "chg: timed steps whose batch changed; chunks: chunked-prefill iterations in the timed window; "
-        "gc: timed steps during which the garbage collector ran; worst: joins/leaves at the slowest step (gc: a "
-        "collection ran in it); max_nogc: the slowest step no collection ran in (us)",
+        "gc: timed steps during which the garbage collector ran; srch / srch_p50: timed steps in which plan_forest's "
+        "cost model compared split lengths, and their p50 host time (us); worst: joins/leaves at the slowest step "
+        "(gc: a collection ran in it; srch: a split search); max_nogc: the slowest step no collection ran in (us)",
         f"targets: p50 <= {TARGET_P50_US:g} us, p99 <= {TARGET_P99_US:g} us, max <= {TARGET_MAX_US:g} us",
     ])
 
@@ -823,11 +829,13 @@ def main(argv: list[str] | None = None) -> list[PointResult]:
           f"on {os.cpu_count()} CPUs (other processes inflate the times)")
     if args.csv is not None:
         with open(args.csv, "w") as f:
-            f.write("batch,context,step,host_us,publish_us,batch_size,context_tokens,arrivals,joined,left,gc\n")
+            f.write("batch,context,step,host_us,publish_us,batch_size,context_tokens,arrivals,joined,left,gc,"
+                    "split_search\n")
             for r in results:
                 for i, rec in enumerate(r.records):
                     f.write(f"{r.config.batch},{r.config.context},{i},{rec.host_us:.2f},{rec.publish_us:.2f},"
-                            f"{rec.batch_size},{rec.context_tokens},{rec.arrivals},{rec.joined},{rec.left},{rec.gc}\n")
+                            f"{rec.batch_size},{rec.context_tokens},{rec.arrivals},{rec.joined},{rec.left},{rec.gc},"
+                            f"{int(rec.split_search)}\n")
     if not args.no_plan_speed and not args.quick:
         print("\nbench/plan_speed.py:")
         print(run_plan_speed())

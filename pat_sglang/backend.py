@@ -367,8 +367,9 @@ class StepStats:
 def describe_step(batch_size: int, phases: StepPhases, load_s: float, plan: PackPlan | None) -> str:
     """One step's shape and host time by phase, for the stats line's slowest step."""
     what = f"{plan.num_items} items, {plan.num_partials} partials" if plan is not None else "no plan (delegate)"
+    search = " (split search)" if phases.split_search else ""
     return (f"batch {batch_size}, forest {phases.forest} {1e3 * phases.forest_s:.3f} ms, plan_forest "
-            f"{1e3 * phases.plan_s:.3f} ms, load {1e3 * load_s:.3f} ms, {what}")
+            f"{1e3 * phases.plan_s:.3f} ms{search}, load {1e3 * load_s:.3f} ms, {what}")
 
 
 # ----------------------------------------------------------------------------------------------- backend

@@ -139,6 +139,7 @@ class StepPhases:
     forest_s: float = 0.0
     plan_s: float = 0.0
     forest: str = "none"  # "built" (from the published paths), "reused" (grown leaves) or "none"
+    split_search: bool = False  # plan_forest's cost model compared split lengths (PackPlan.split_searched)
 
 
 NO_PHASES = StepPhases()  # a step with no forest and no plan_forest (one object: the common step allocates nothing)
@@ -274,7 +275,7 @@ class DecodeStepPlanner:
             row_stride=self.row_stride,
         )
         self.phases = StepPhases(forest_done - start, time.perf_counter() - forest_done,
-                                 "built" if self.counters.built != built else "reused")
+                                 "built" if self.counters.built != built else "reused", plan.split_searched)
         if plan.fallback:
             self.counters.coarse += 1
         self._last_plan = plan  # plan_forest re-makes it only for this forest's structure and arguments

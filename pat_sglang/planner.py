@@ -193,6 +193,10 @@ class PackPlan:
     row_stride: int | None = None
     num_open: int = 0
     split_tokens: int = 0  # the KV split length the packs were cut with (the cost model's choice, or the caller's)
+    # The cost model compared candidate split lengths in this pass (``_split_length``): the planning pass's costliest
+    # part, so the backend names it in its slowest step. False when the length was given, kept from last step
+    # (SPLIT_KEEP_FRACTION), the only candidate, or the plan was re-made (``plan_forest(previous=...)``).
+    split_searched: bool = False
 
     @property
     def num_items(self) -> int:
@@ -237,6 +241,7 @@ class PackPlan:
             row_stride=self.row_stride,
             num_open=self.num_open,
             split_tokens=self.split_tokens,
+            split_searched=self.split_searched,
             **moved,
         )
 
@@ -403,6 +408,7 @@ def _plan(
     planned_tokens = int(pack_tokens @ pack_blocks)  # KV tokens the items read (before splitting)
     target = target_ctas(device, tiles, heads)
     chosen_for_tokens = 0
+    searched = False
     if split_tokens is None:
         chosen_for_tokens = planned_tokens
         candidates = _split_candidates(int(pack_tokens.max()), planned_tokens, num_kv_heads, target, min_split_tokens)
@@ -413,6 +419,7 @@ def _plan(
         ):
             split_tokens, chosen_for_tokens = keep
         else:
+            searched = len(candidates) > 1
             split_tokens = _split_length(candidates, pack_tokens, pack_blocks, pack_req, pack_req_count, num_requests,
                                          num_kv_heads, target, tok_bytes // num_kv_heads,
                                          _block_overheads(tiles.tile_ms, group, reqs_per_block))
@@ -551,6 +558,7 @@ def _plan(
         row_stride=row_stride,
         num_open=0 if open_mask is None else int(open_mask.sum()),
         split_tokens=split_tokens,
+        split_searched=searched,
     )
 
 
@@ -610,7 +618,7 @@ def _regrown(previous: PackPlan, forest: PrefixForest) -> PackPlan | None:
     pack_args = (forest, *rg.pack_args[1:3], pack_tokens, *rg.pack_args[4:])
     regrow = copy_with(rg, pack_tokens=pack_tokens, tok=forest.tok, pack_args=pack_args)
     return copy_with(previous, items=torch.from_numpy(items), stats=stats, packs=_PackBuilder(*pack_args),
-                      regrow=regrow)
+                      regrow=regrow, split_searched=False)
 
 
 def copy_with(obj: _T, **changes: object) -> _T:

@@ -588,14 +588,14 @@ def test_the_slowest_step_is_described_and_read_back() -> None:
     def describe(seconds: float):
         def text() -> str:
             asked.append(seconds)
-            return describe_step(64, StepPhases(0.0004, seconds - 0.0005, "built"), 0.0001, None)
+            return describe_step(64, StepPhases(0.0004, seconds - 0.0005, "built", seconds > 0.003), 0.0001, None)
         return text
 
     stats = StepStats()
     for seconds in (0.001, 0.003, 0.002, 0.0031, 0.0005):
         stats.record(seconds, None, seconds, describe(seconds))
     assert asked == [0.001, 0.003, 0.0031]  # only new maxima are described
-    assert stats.slowest == ("batch 64, forest built 0.400 ms, plan_forest 2.600 ms, load 0.100 ms, "
+    assert stats.slowest == ("batch 64, forest built 0.400 ms, plan_forest 2.600 ms (split search), load 0.100 ms, "
                              "no plan (delegate)")
     got = client.pat_step_stats("", f"[t] {stats.summary(StepCounters())}\n")
     assert got["pat_slowest_step"] == stats.slowest and got["pat_plan_ms_max_since_start"] == pytest.approx(3.1)

@@ -75,6 +75,10 @@ def test_regrown_plans_equal_fresh_plans_and_are_exact(seed: int, limited: bool,
         if remade:
             assert previous is not None and plan.split_tokens == previous.split_tokens
             regrown += 1
+        # the cost model compared lengths only in a pass that chose one (not given, not re-made; a search may choose
+        # last step's length again)
+        assert not plan.split_searched or not (remade or split_tokens is not None)
+        assert plan.to("cpu").split_searched == plan.split_searched
         assert item_key(plan) == item_key(fresh)
         assert plan.stats.kv_bytes_planned == fresh.stats.kv_bytes_planned
         assert plan.num_partials == fresh.num_partials and plan.fallback == fresh.fallback == ""
@@ -127,3 +131,27 @@ def test_an_unsplit_plan_is_remade_while_its_rows_grow() -> None:
                             previous=plan)
         assert grown.item_req is plan.item_req, f"step {step} planned from scratch"
         plan = grown
+
+
+def test_split_search_is_flagged_only_where_it_ran() -> None:
+    """``PackPlan.split_searched`` (the backend's slowest-step line names it): a fresh plan of unequal packs on an
+    H200-sized GPU compares split lengths; the same forest with a given length, and the plan re-made for grown
+    leaves, do not."""
+    from pat_sglang.config import DeviceSpec
+
+    heads = HeadConfig(32, 8, 128, torch.bfloat16)
+    device = DeviceSpec(sm_count=132, ctas_per_sm=4)
+    rng = np.random.default_rng(7)
+    lengths = rng.integers(1000, 9000, 64)  # unequal private rows: several lengths cost differently
+    room = 16
+    row_base = np.cumsum(lengths + room) - (lengths + room)
+    table = rng.permutation(int((lengths + room).sum())).astype(np.int64)
+    forest = PrefixForest.private(lengths, row_base)
+    laid = PrefixForest(forest.tok, forest.start, forest.parent, forest.depth, forest.req_ptr, forest.req_flat,
+                        row_base, forest.request_lengths.copy(), table)
+    slot_table = torch.from_numpy(table.astype(np.int32))
+    plan = plan_forest(laid, heads, device, slot_table=slot_table)
+    assert plan.split_searched
+    assert not plan_forest(laid, heads, device, slot_table=slot_table, split_tokens=plan.split_tokens).split_searched
+    grown = plan_forest(laid.with_lengths(lengths + 1), heads, device, slot_table=slot_table, previous=plan)
+    assert grown.item_req is plan.item_req and not grown.split_searched
