@@ -43,6 +43,8 @@
 //   first (lane_chunk_addr). Softmax is online, in the log2 domain: scores masked only in the block that holds
 //   kv_end, the scale applied inside each exp's FMA, 2^x on the SFU alone (fast_exp2); a warp rescales its O
 //   accumulators only on tiles where one of its rows' running max moves (-DPAT_RESCALE_SLACK_LOG2).
+//   -DPAT_LOAD_SPLIT=1 (sweeps): items whose computing warps fit in the CTA's lower half (16-row items: one warp)
+//   have the upper half alone issue the KV gathers, so the computing warp issues none.
 //   -DPAT_SCORE_CHAINS=2 (sweeps): S's k16 steps alternate between two accumulator chains per n8 block, summed
 //   before the softmax (a dependent chain of HEAD_DIM/32 MMAs instead of HEAD_DIM/16; same scores up to rounding).
 //   Warpgroup MMAs (-DPAT_WGMMA, sm_90a, 4-warp builds): a 64-row item's four warps are one warpgroup, and its
@@ -352,14 +354,33 @@ __device__ __forceinline__ void wg_pv64(float* o, unsigned a0, unsigned a1, unsi
 }
 #endif
 
-// KV loading: each thread owns one token row of every tile (THREADS_PER_ROW threads share a row, each
-// taking CHUNKS_PER_THREAD consecutive 16-byte chunks), so a tile needs one slot index per thread. That
-// index is fetched a tile ahead into a register, keeping the dependent index load off the issue path.
+// KV loading: the LT loading threads (the CTA's last LT: all of them, or with -DPAT_LOAD_SPLIT=1 the upper half
+// where the item's computing warps fit in the lower half) each own one token row of every tile (TPR threads share a
+// row, each taking CPT consecutive 16-byte chunks), so a tile needs one slot index per loading thread. That index is
+// fetched a tile ahead into a register, keeping the dependent index load off the issue path.
+#ifndef PAT_LOAD_SPLIT
+#define PAT_LOAD_SPLIT 0
+#endif
 constexpr int KV_CHUNKS_PER_ROW = HEAD_DIM * KV_ELEM_BYTES / 16;  // 16-byte chunks in one pool head row
 constexpr int KV_CHUNK_ELEMS = 16 / KV_ELEM_BYTES;
-constexpr int THREADS_PER_ROW = PAT_THREADS / KV_TILE;
-constexpr int CHUNKS_PER_THREAD = KV_CHUNKS_PER_ROW / THREADS_PER_ROW;
-static_assert(PAT_THREADS % KV_TILE == 0 && KV_CHUNKS_PER_ROW % THREADS_PER_ROW == 0, "KV tile does not fit the loader");
+template <int LT>
+struct LoaderShape {
+    static constexpr int TPR = LT / KV_TILE;  // threads per token row
+    static constexpr int CPT = TPR > 0 ? KV_CHUNKS_PER_ROW / TPR : 0;  // chunks per thread
+    static constexpr bool fits = LT % KV_TILE == 0 && TPR > 0 && KV_CHUNKS_PER_ROW % TPR == 0;
+};
+static_assert(LoaderShape<PAT_THREADS>::fits, "KV tile does not fit the loader");
+// This thread's index among the LT loading threads (the CTA's last LT). Unsigned, as threadIdx.x: with LT =
+// PAT_THREADS the loader's arithmetic is threadIdx.x's own; a thread that does not load wraps to a large index
+// whose addresses are resolved but never used.
+template <int LT>
+__device__ __forceinline__ unsigned loader_index() {
+    return threadIdx.x - (PAT_THREADS - LT);
+}
+template <int LT>
+__device__ __forceinline__ bool is_loader() {
+    return LT == PAT_THREADS || threadIdx.x >= PAT_THREADS - LT;
+}
 
 // Offset (elements) of a 16-byte chunk in a 16-bit [rows][HEAD_DIM] tile that the MMAs read: swz for mma.sync,
 // swz128 for wgmma (WG).
@@ -380,47 +401,51 @@ __device__ __forceinline__ int stage_off(int row, int chunk) {
 }
 
 // The slot of this thread's row in the tile starting at kv position tok0 (-1: past the end).
+template <int LT>
 __device__ __forceinline__ int row_slot(const PatForwardParams& p, int tok0, int kv_end) {
-    const int tok = tok0 + threadIdx.x / THREADS_PER_ROW;
+    const int tok = tok0 + loader_index<LT>() / LoaderShape<LT>::TPR;
     return tok < kv_end ? __ldg(p.slot_table + tok) : -1;
 }
 
 // This thread's part of every KV tile (its row's chunks), resolved once per CTA: the pools at this KV head and the
 // thread's first chunk, the chunks' shared-window addresses in stage 0. Per tile the loader then adds the slot's
 // offset (one 32 x 32 -> 64-bit multiply: the host keeps the slot stride under 2 GiB) and the stage's.
+template <int LT>
 struct KvLoader {
     const char* k;
     const char* v;
-    unsigned k_smem[CHUNKS_PER_THREAD];  // K stage 0; V's are V_STAGES_BYTES further
+    unsigned k_smem[LoaderShape<LT>::CPT];  // K stage 0; V's are V_STAGES_BYTES further
     int slot_bytes;
 };
 constexpr unsigned STAGE_BYTES = KV_TILE * HEAD_DIM * KV_ELEM_BYTES;
 constexpr unsigned V_STAGES_BYTES = STAGES * STAGE_BYTES;  // sv - sk
 static_assert(SMEM_KV_ELEMS * KV_ELEM_BYTES == V_STAGES_BYTES, "V's stages follow K's");
 
-template <bool WG>
-__device__ __forceinline__ KvLoader kv_loader(const PatForwardParams& p, const kv_t* sk, int kvh) {
-    const int row = threadIdx.x / THREADS_PER_ROW;
-    const int chunk0 = (threadIdx.x % THREADS_PER_ROW) * CHUNKS_PER_THREAD;
+template <bool WG, int LT>
+__device__ __forceinline__ KvLoader<LT> kv_loader(const PatForwardParams& p, const kv_t* sk, int kvh) {
+    using S = LoaderShape<LT>;
+    const int row = loader_index<LT>() / S::TPR;
+    const int chunk0 = (loader_index<LT>() % S::TPR) * S::CPT;
     const long long head = (long long)kvh * p.kv_stride_head + chunk0 * KV_CHUNK_ELEMS;
-    KvLoader l;
+    KvLoader<LT> l;
     l.k = reinterpret_cast<const char*>(p.k + head);
     l.v = reinterpret_cast<const char*>(p.v + head);
 #pragma unroll
-    for (int i = 0; i < CHUNKS_PER_THREAD; ++i) l.k_smem[i] = smem_addr(sk + stage_off<WG>(row, chunk0 + i));
+    for (int i = 0; i < S::CPT; ++i) l.k_smem[i] = smem_addr(sk + stage_off<WG>(row, chunk0 + i));
     l.slot_bytes = static_cast<int>(p.kv_stride_slot) * KV_ELEM_BYTES;
     return l;
 }
 
 // Gather this thread's chunks of its row of one KV tile into stage `stage`, K and V (zero-filled past the end, the
-// address then the pool's first row, never read; CTA-wide loader: every thread of the CTA takes part).
-__device__ __forceinline__ void load_kv_row(const KvLoader& l, int stage, int slot) {
+// address then the pool's first row, never read; every loading thread takes part).
+template <int LT>
+__device__ __forceinline__ void load_kv_row(const KvLoader<LT>& l, int stage, int slot) {
     const bool valid = slot >= 0;
     const unsigned long long off = (unsigned long long)(unsigned)(valid ? slot : 0) * (unsigned)l.slot_bytes;
     const char* k = l.k + off;
     const char* v = l.v + off;
 #pragma unroll
-    for (int i = 0; i < CHUNKS_PER_THREAD; ++i) {
+    for (int i = 0; i < LoaderShape<LT>::CPT; ++i) {
         const unsigned dst = l.k_smem[i] + stage * STAGE_BYTES;
         cp_async_16_at(dst, k + i * 16, valid);
         cp_async_16_at(dst + V_STAGES_BYTES, v + i * 16, valid);
@@ -841,13 +866,21 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     static_assert(STAGES >= 2, "one tile in flight while one is computed on");
     const int n_tiles = (kv_end - kv_begin + KV_TILE - 1) / KV_TILE;
     constexpr int STAGE_ELEMS = KV_TILE * HEAD_DIM;
-    const KvLoader loader = kv_loader<WG>(p, sk, kvh);
+    // -DPAT_LOAD_SPLIT=1: where the item's computing warps fit in the CTA's lower half, the upper half alone issues
+    // the KV gathers, so a computing warp issues none (the tile's loop time follows the computing warp's share of
+    // the gathers: docs/perf/kernels/2026-11-30-h200-fewer-warps/). Q is still loaded by every thread.
+    constexpr int HALF_THREADS = PAT_THREADS / 2;
+    constexpr bool SPLIT_LOAD = PAT_LOAD_SPLIT && !WG && ROW_WARPS * KV_WARPS * 32 <= HALF_THREADS &&
+                                LoaderShape<HALF_THREADS>::fits;
+    constexpr int LT = SPLIT_LOAD ? HALF_THREADS : PAT_THREADS;
+    const bool loads = is_loader<LT>();
+    const KvLoader<LT> loader = kv_loader<WG, LT>(p, sk, kvh);
 #pragma unroll
     for (int t = 0; t < STAGES - 1; ++t) {
-        if (t < n_tiles) load_kv_row(loader, t, row_slot(p, kv_begin + t * KV_TILE, kv_end));
+        if (t < n_tiles && loads) load_kv_row<LT>(loader, t, row_slot<LT>(p, kv_begin + t * KV_TILE, kv_end));
         cp_async_commit();
     }
-    int next_slot = row_slot(p, kv_begin + (STAGES - 1) * KV_TILE, kv_end);
+    int next_slot = loads ? row_slot<LT>(p, kv_begin + (STAGES - 1) * KV_TILE, kv_end) : -1;
 
     const int warp = threadIdx.x / 32;
     const bool computes = warp < ROW_WARPS * KV_WARPS;
@@ -871,9 +904,9 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
         __syncthreads();
         if (t == 0) pat_stamp(1);
         const int ahead = t + STAGES - 1;
-        if (ahead < n_tiles) {
-            load_kv_row(loader, ahead % STAGES, next_slot);
-            next_slot = row_slot(p, kv_begin + (ahead + 1) * KV_TILE, kv_end);
+        if (ahead < n_tiles && loads) {
+            load_kv_row<LT>(loader, ahead % STAGES, next_slot);
+            next_slot = row_slot<LT>(p, kv_begin + (ahead + 1) * KV_TILE, kv_end);
         }
         cp_async_commit();
 #ifdef PAT_KV_FP8

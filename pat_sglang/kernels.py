@@ -87,6 +87,7 @@ class KernelTune:
     source: str = ""  # another kernel source file to build (an A/B of two kernel versions in one run); "" = ours
     wgmma: bool | None = None  # 64-row items on warpgroup MMAs (sm_90 only); None = the table's / PAT_SGLANG_WGMMA
     score_chains: int = 1  # -DPAT_SCORE_CHAINS: see KernelVariant
+    load_split: bool = False  # -DPAT_LOAD_SPLIT: see KernelVariant
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,9 @@ class KernelVariant:
     # Accumulator chains of S = Q K^T per n8 block on the mma.sync path: 1, or 2 (even and odd k16 steps summed
     # before the softmax: half the dependent MMA latency per 16-column block; same scores up to fp32 rounding).
     score_chains: int = 1
+    # Items whose computing warps fit in the CTA's lower half have the upper half alone issue the KV gathers
+    # (-DPAT_LOAD_SPLIT=1): the computing warp of a 16-row item then issues none.
+    load_split: bool = False
 
     def __post_init__(self) -> None:
         if self.score_chains not in (1, 2):
@@ -167,6 +171,7 @@ class KernelVariant:
                 # the table's wgmma holds for its own warps: a tune of fewer warps builds mma.sync unless it asks
                 v.wgmma and wgmma_buildable(arch, warps) if tune.wgmma is None else tune.wgmma,
                 tune.score_chains,
+                tune.load_split,
             )
         return v
 
@@ -208,6 +213,7 @@ class KernelVariant:
             *item_layout_defines(),
             f"-DPAT_RESCALE_SLACK_LOG2={self.rescale_slack_log2}",
             f"-DPAT_SCORE_CHAINS={self.score_chains}",
+            f"-DPAT_LOAD_SPLIT={int(self.load_split)}",
         ] + (["-DPAT_TIMING"] if self.timing else []) + (["-DPAT_WGMMA"] if self.wgmma else [])
 
     @property
@@ -334,7 +340,7 @@ def compile_variant(variant: KernelVariant, use_cache: bool = True) -> CompiledV
     v = variant
     kv = "" if v.kv_dtype == v.dtype else f"_kv{v.kv_dtype}"
     wg = "_wg" if v.wgmma else ""
-    chains = f"_c{v.score_chains}" if v.score_chains != 1 else ""
+    chains = (f"_c{v.score_chains}" if v.score_chains != 1 else "") + ("_ls" if v.load_split else "")
     path = cache_dir() / (f"pat_{v.arch}{wg}_{v.dtype}{kv}_d{v.head_dim}_n{v.kv_tile}_s{v.stages}_w{v.warps}{chains}"
                           f"_{key}.cubin")
 

@@ -1,7 +1,8 @@
 """``bench/tile_sweep.py``'s variants with their own warps per CTA (``/wN``): parsed, planned with the tile m values
 their CTAs hold, and built for sm_90 at every head dim without spills; and with two accumulator chains for S
-(``/c2``): parsed and built without spills where the sweep would try them (CPU; their timing is the sweep's, on a
-GPU, and their correctness the GPU suite's ``test_sweep_variants_match_reference``)."""
+(``/c2``) or the CTA's upper half loading KV (``/ls``): parsed and built without spills where the sweep would try
+them (CPU; their timing is the sweep's, on a GPU, and their correctness the GPU suite's
+``test_sweep_variants_match_reference``)."""
 
 from __future__ import annotations
 
@@ -86,14 +87,27 @@ def test_chains_flag(sweep) -> None:
         KernelVariant("sm_90", "bf16", 128, 16, 4, 4, score_chains=3)
 
 
-@pytest.mark.parametrize(("head_dim", "variant"), [(128, "16/4/4/c2"), (256, "16/4/2/c2")])
-def test_two_chain_variants_build_without_spills(sweep, head_dim: int, variant: str) -> None:
-    """The table's d128 and d256 entries with two chains keep their registers (at d64, 80 registers for 6 CTAs per
-    SM, the second chain spills 16 bytes: not a candidate there, and its chain of 4 MMAs is short anyway)."""
+def test_load_split_flag(sweep) -> None:
+    tune = sweep.parse_variant("16/4/2/wg/c2/ls")
+    assert tune.load_split and tune.score_chains == 2 and tune.wgmma
+    assert not sweep.parse_variant("16/4/2").load_split
+    with pytest.raises(argparse.ArgumentTypeError):
+        sweep.parse_variant("16/4/2/ls/ls")
+
+
+@pytest.mark.parametrize(("head_dim", "variant", "kv_dtype"), [
+    (128, "16/4/4/c2", ""), (256, "16/4/2/c2", ""), (64, "16/4/6/wg/ls", ""), (128, "16/4/4/wg/ls", ""),
+    (256, "16/4/2/wg/c2/ls", ""), (128, "32/2/4/ls", "fp8_e4m3"),
+])
+def test_sweep_candidates_build_without_spills(sweep, head_dim: int, variant: str, kv_dtype: str) -> None:
+    """The table's entries with two chains (``/c2``) or the upper-half loader (``/ls``) keep their registers within
+    the occupancy they are built for (at d64, 80 registers for 6 CTAs per SM, a second chain spills 16 bytes: not a
+    candidate there, and its chain of 4 MMAs is short anyway)."""
     tune = sweep.parse_variant(variant)
-    v = KernelVariant("sm_90", "bf16", head_dim, tune.kv_tile, tune.stages, tune.min_ctas_per_sm,
-                      score_chains=tune.score_chains)
-    assert "-DPAT_SCORE_CHAINS=2" in v.options("/nonexistent")
+    v = KernelVariant("sm_90", "bf16", head_dim, tune.kv_tile, tune.stages, tune.min_ctas_per_sm, kv_dtype=kv_dtype,
+                      wgmma=bool(tune.wgmma), score_chains=tune.score_chains, load_split=tune.load_split)
+    opts = v.options("/nonexistent")
+    assert f"-DPAT_SCORE_CHAINS={tune.score_chains}" in opts and f"-DPAT_LOAD_SPLIT={int(tune.load_split)}" in opts
     usage = compile_variant(v, use_cache=False).resource_usage()["pat_pack_forward"]
     assert usage.get("spill_store_bytes", 0) == 0 and usage.get("spill_load_bytes", 0) == 0, usage
     assert usage["registers"] <= 65536 // (v.threads * v.min_ctas_per_sm)
