@@ -34,6 +34,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -566,43 +567,45 @@ def write_report(out: Path, store: sweep.ResultStore, reference: str,
     for row in rows:  # copies (with_ratios): the store keeps only what was measured
         row.update(ttft_parts(row, out / "logs", log_texts))
     report.write_csv(rows, out / "results.csv", report.SWEEP_COLUMNS)
-    pat_rows = [r for r in rows if r.get("pat_steps")]
     extra = [
-        "## PAT's host planning per point", "",
-        "From the backend's cumulative stats line (`PAT_SGLANG_LOG_INTERVAL_S`): the point's decode steps, their mean "
-        "host planning time and the share handed to the delegate by the dispatch gate; the maximum is the server's "
-        "since it started.", "",
-        report.markdown_table(pat_rows, report.PAT_COLUMNS), "",
-    ] if pat_rows else []
-    wave_rows = [r for r in rows if "ttft_rest_p50_ms" in r]
-    extra += [
-        "## TTFT of the first wave and of the rest (closed loops)", "",
-        "bench_serving's per-request TTFTs in request order: the first N requests of a `cN` point start at once (the "
-        "server prefills them back to back), each later one when a request finishes. With equal output lengths the "
-        "first wave finishes together, so the second wave (requests N .. 2N-1) arrives together too; the requests "
-        "after two waves are the closest to a steady state.", "",
-        report.markdown_table(wave_rows, report.TTFT_SPLIT_COLUMNS), "",
-    ] if wave_rows else []
-    part_rows = [r for r in rows if "slot_gap_p50_ms" in r]
-    extra += [
-        "## Where a closed loop's TTFT goes (SGLang's per-request times)", "",
-        "From the `ReqTimeStats` line SGLang logs for each finished request on a server started with "
-        "`--enable-request-time-stats-logging`, read from `logs/server-*.log` when this report is written: of the "
-        "lines stamped within the point's run (health checks left out), the last `done` are its measured requests "
-        "(the harness's warm-up and bench_serving's own warm-up request finish before them), taken only when their "
-        "input lengths are bench_serving's. In order of their entry into the scheduler's wait queue: *queue* is "
-        "that entry to the request's first forward, for the first wave (the first N) and for the rest; *slot gap*: "
-        "in a closed loop request N+k (by entry, from 0) is sent when completion k (in time order, from 0; entry + "
-        "queue + forward) frees its slot, so its entry minus that completion, over k >= 0, is the time spent outside "
-        "the scheduler between one request's end and the next one's arrival (the response through the detokenizer "
-        "and HTTP, bench_serving's turnaround, the next request through HTTP and tokenization). *TTFT the rest p50*: "
-        "bench_serving's, of the requests after the first N in request order (as in the table above).", "",
-        report.markdown_table(part_rows, report.TTFT_PARTS_COLUMNS), "",
-    ] if part_rows else []
+        *report_section(
+            "PAT's host planning per point",
+            "From the backend's cumulative stats line (`PAT_SGLANG_LOG_INTERVAL_S`): the point's decode steps, their "
+            "mean host planning time and the share handed to the delegate by the dispatch gate; the maximum is the "
+            "server's since it started.",
+            [r for r in rows if r.get("pat_steps")], report.PAT_COLUMNS),
+        *report_section(
+            "TTFT of the first wave and of the rest (closed loops)",
+            "bench_serving's per-request TTFTs in request order: the first N requests of a `cN` point start at once "
+            "(the server prefills them back to back), each later one when a request finishes. With equal output "
+            "lengths the first wave finishes together, so the second wave (requests N .. 2N-1) arrives together too; "
+            "the requests after two waves are the closest to a steady state.",
+            [r for r in rows if "ttft_rest_p50_ms" in r], report.TTFT_SPLIT_COLUMNS),
+        *report_section(
+            "Where a closed loop's TTFT goes (SGLang's per-request times)",
+            "From the `ReqTimeStats` line SGLang logs for each finished request on a server started with "
+            "`--enable-request-time-stats-logging`, read from `logs/server-*.log` when this report is written: of "
+            "the lines stamped within the point's run (health checks left out), the last `done` are its measured "
+            "requests (the harness's warm-up and bench_serving's own warm-up request finish before them), taken only "
+            "when their input lengths are bench_serving's. In order of their entry into the scheduler's wait queue: "
+            "*queue* is that entry to the request's first forward, for the first wave (the first N) and for the "
+            "rest; *slot gap*: in a closed loop request N+k (by entry, from 0) is sent when completion k (in time "
+            "order, from 0; entry + queue + forward) frees its slot, so its entry minus that completion, over k >= 0, "
+            "is the time spent outside the scheduler between one request's end and the next one's arrival (the "
+            "response through the detokenizer and HTTP, bench_serving's turnaround, the next request through HTTP "
+            "and tokenization). *TTFT the rest p50*: bench_serving's, of the requests after the first N in request "
+            "order (as in the table above).",
+            [r for r in rows if "slot_gap_p50_ms" in r], report.TTFT_PARTS_COLUMNS),
+    ]
     text = report.write_markdown(rows, out / "results.md", "Serving sweep (sglang.bench_serving)", preamble,
                                  agreement_rows(store, reference), columns=report.SWEEP_COLUMNS, extra=extra)
     report.plot_sweep(rows, out / "serving.png", sweep.load_order)
     return text
+
+
+def report_section(title: str, text: str, rows: list[dict], columns: Sequence[str]) -> list[str]:
+    """A results.md section: its title, what it holds, and its table of ``rows``; nothing when no row has it."""
+    return [f"## {title}", "", text, "", report.markdown_table(rows, columns), ""] if rows else []
 
 
 def closed_loop_concurrency(row: dict) -> int:
