@@ -9,7 +9,9 @@ simulated in full, as a ratio to the search's own choice minus 1 (its predicted 
 * ``keep``: last step's length, no search;
 * ``ladder+keep``: the search over the full ladder (``_split_candidates``) with the kept length added;
 * ``local W``: a search over the no-split length and the kept length's neighbours on the coarse grid, W steps up and
-  down, with its time over the full search's.
+  down, with its time over the full search's;
+
+and ``keep`` again by why the step searched (its planned KV drifted, or the kept length left the ladder).
 
 Usage: ``.venv/bin/python docs/perf/host/2026-11-30-split-regret.py BATCH [WIDTH ...]`` (context 4096, 600 steps).
 """
@@ -80,6 +82,10 @@ def wrapped_split_length(*args):
     names = list(picks)
     got = costs([chosen, *picks.values()], *args)
     row.update({name: got[i + 1] / got[0] - 1.0 for i, name in enumerate(names)})
+    # why this step searched: its planned KV drifted past SPLIT_KEEP_FRACTION, or it did not and the kept length was
+    # no longer a candidate (the ladder moved under it)
+    planned = int(rest[0] @ rest[1])
+    row["drifted"] = float(abs(planned - keep[1]) > P.SPLIT_KEEP_FRACTION * keep[1])
     rows.append(row)
     return chosen
 
@@ -92,6 +98,14 @@ except SystemExit:
     pass
 print(f"batch {BATCH}: {len(rows)} searches with a kept length on offer; predicted regret against the search's choice")
 for name in rows[0] if rows else []:
+    if name == "drifted":
+        continue
     x = np.array([r[name] for r in rows])
     print(f"  {name:>16}: p50 {np.percentile(x, 50):8.4f}  p90 {np.percentile(x, 90):8.4f}  max {x.max():8.4f}  "
           f"min {x.min():8.4f}")
+for drifted in (1.0, 0.0):
+    x = np.array([r["keep"] for r in rows if r["drifted"] == drifted])
+    why = "planned KV drifted past SPLIT_KEEP_FRACTION" if drifted else "within it, kept length off the ladder"
+    if x.size:
+        print(f"  keep, {why}: {x.size} searches, p50 {np.percentile(x, 50):.4f}  max {x.max():.4f}  "
+              f"min {x.min():.4f}")
