@@ -130,6 +130,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--point-timeout-s", type=float, default=450.0, help="bound of one bench_serving run")
     ap.add_argument("--default-point-s", type=float, default=120.0,
                     help="expected time of a closed-loop point never measured by any backend")
+    ap.add_argument("--expected-start-s", type=float, default=None,
+                    help="seconds a server start is expected to take when budgeting a call (default: the backend's "
+                         "last recorded start, which after a fresh machine's first start overestimates warm ones)")
     ap.add_argument("--min-server-s", type=float, default=150.0,
                     help="start a server only with this much budget left")
     ap.add_argument("--tqdm-interval-s", type=float, default=5.0, help="bench_serving's progress bar refresh")
@@ -279,7 +282,10 @@ class Sweep:
                 or (backend == self.reference and p.workload.name in own_capacity)]
 
     def expected_start_s(self, backend: str) -> float:
-        """The last start-up time of this backend's server (90 s if never started)."""
+        """``--expected-start-s`` if given, else the last start-up time of this backend's server (90 s if never
+        started; a fresh machine's first start, JIT and all, can be twice a warm one's)."""
+        if self.args.expected_start_s is not None:
+            return self.args.expected_start_s
         row = self.store.latest("server", backend=backend, status="ok")
         return float(row["startup_s"]) if row and isinstance(row.get("startup_s"), (int, float)) else 90.0
 

@@ -622,3 +622,21 @@ def test_server_args_value_may_start_with_dashes() -> None:
     assert args.server_args == "--enable-request-time-stats-logging --foo 1" and args.budget_s == 5
     assert serving_sweep.parse_args(["--server-args=--x"]).server_args == "--x"
     assert serving_sweep.parse_args([]).server_args == ""
+
+
+def test_expected_start_follows_the_last_start_unless_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Budgeting a server start: the backend's last recorded start (90 s if none), or ``--expected-start-s``."""
+    import serving_sweep
+
+    monkeypatch.setattr(sweep, "default_workloads", tiny_workloads)
+    argv = ["--backends", "ref", "--workloads", "tiny", "--loads", "c4", "--out", str(tmp_path / "out"),
+            "--cache-dir", str(tmp_path / "cache")]
+    run = serving_sweep.Sweep(serving_sweep.parse_args(argv))
+    assert run.expected_start_s("ref") == 90.0
+    run.store.append({"kind": "server", "backend": "ref", "server_id": run.server_id, "status": "ok",
+                      "startup_s": 157.2})
+    assert run.expected_start_s("ref") == 157.2
+    given = serving_sweep.Sweep(serving_sweep.parse_args([*argv, "--expected-start-s", "60"]))
+    given.store.append({"kind": "server", "backend": "ref", "server_id": given.server_id, "status": "ok",
+                        "startup_s": 157.2})
+    assert given.expected_start_s("ref") == 60.0
