@@ -641,6 +641,16 @@ __device__ __forceinline__ void p_fragment(const float (&s)[2][4], unsigned& a0,
     a3 = pack_elem2(s[1][2], s[1][3]);
 }
 
+// One k16 step of S = Q K^T for a warp's 16 rows and a 16-column block: Q and K fragments of step kk by ldmatrix
+// (one XOR from the lane's first-step addresses), accumulated into acc's two n8 blocks.
+__device__ __forceinline__ void score_step(float (&acc)[2][4], unsigned q_addr, unsigned k_addr, int kk) {
+    unsigned a0, a1, a2, a3, b0, b1, b2, b3;
+    ldmatrix_x4(a0, a1, a2, a3, q_addr ^ (kk << 5));
+    ldmatrix_x4(b0, b1, b2, b3, k_addr ^ (kk << 5));
+    mma_16816(acc[0], a0, a1, a2, a3, b0, b1);
+    mma_16816(acc[1], a0, a1, a2, a3, b2, b3);
+}
+
 // One 16-column block of a 16-bit KV tile against the warp's 16 query rows (rows rw*16.. of sq): S = Q K^T on
 // tensor cores, columns past kv_end masked, the online-softmax update, O += P V. c0: the block's first column in the
 // tile; tok_base: its kv position.
@@ -666,15 +676,8 @@ __device__ __forceinline__ void attend_block(const PatForwardParams& p, const el
     for (int j = 0; j < NBS; ++j) s_odd[j][0] = s_odd[j][1] = s_odd[j][2] = s_odd[j][3] = 0.f;
 #pragma unroll 1
     for (int kk = 0; kk < HEAD_DIM / 16; kk += 2) {
-        unsigned a0, a1, a2, a3, b0, b1, b2, b3;
-        ldmatrix_x4(a0, a1, a2, a3, q_addr ^ (kk << 5));
-        ldmatrix_x4(b0, b1, b2, b3, k_addr ^ (kk << 5));
-        mma_16816(s[0], a0, a1, a2, a3, b0, b1);
-        mma_16816(s[1], a0, a1, a2, a3, b2, b3);
-        ldmatrix_x4(a0, a1, a2, a3, q_addr ^ ((kk + 1) << 5));
-        ldmatrix_x4(b0, b1, b2, b3, k_addr ^ ((kk + 1) << 5));
-        mma_16816(s_odd[0], a0, a1, a2, a3, b0, b1);
-        mma_16816(s_odd[1], a0, a1, a2, a3, b2, b3);
+        score_step(s, q_addr, k_addr, kk);
+        score_step(s_odd, q_addr, k_addr, kk + 1);
     }
 #pragma unroll
     for (int j = 0; j < NBS; ++j) {
@@ -683,13 +686,7 @@ __device__ __forceinline__ void attend_block(const PatForwardParams& p, const el
     }
 #else
 #pragma unroll 2  // partial: fully unrolled, the compiler hoists every K fragment into registers
-    for (int kk = 0; kk < HEAD_DIM / 16; ++kk) {
-        unsigned a0, a1, a2, a3, b0, b1, b2, b3;
-        ldmatrix_x4(a0, a1, a2, a3, q_addr ^ (kk << 5));
-        ldmatrix_x4(b0, b1, b2, b3, k_addr ^ (kk << 5));
-        mma_16816(s[0], a0, a1, a2, a3, b0, b1);
-        mma_16816(s[1], a0, a1, a2, a3, b2, b3);
-    }
+    for (int kk = 0; kk < HEAD_DIM / 16; ++kk) score_step(s, q_addr, k_addr, kk);
 #endif
     online_softmax(p, s, tok_base, kv_end, st);
     // O += P V: P from the S accumulators (two n8 blocks = one k16 A fragment), V transposed.
