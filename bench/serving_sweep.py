@@ -355,7 +355,7 @@ class Sweep:
         port = free_port(args.port)
         cfg = server_config(args, backend, self.served, port)
         cmd = server_command(cfg)
-        log = self.logs / f"server-{file_tag(backend)}.log"
+        log = server_log(self.logs, backend)
         env = server_env(cfg, bench_serving.offline_env(tqdm_interval_s=args.tqdm_interval_s))
         label = BackendLabel.parse(backend)
         env.update(label.env)
@@ -417,7 +417,7 @@ class Sweep:
     def run_point(self, point: sweep.Point, port: int, server_log: Path) -> bool:
         """Measure one point and append its row; False when the backend should stop (budget or a hung run)."""
         args = self.args
-        name = f"{file_tag(point.backend)}-{point.workload.name}-{point.load}"
+        name = point_name(point.backend, point.workload.name, point.load)
         output_file = self.logs / f"bench-{name}.jsonl"
         try:
             cmd, info = self.bench_command(point, port, output_file)
@@ -623,16 +623,26 @@ def closed_loop_concurrency(row: dict) -> int:
     return int(value) if kind == "c" else 0
 
 
+def server_log(logs: Path, backend: str) -> Path:
+    """A backend's server log under ``logs`` (every start of it appends there)."""
+    return logs / f"server-{file_tag(backend)}.log"
+
+
+def point_name(backend: str, workload: str, load: str) -> str:
+    """The stem of a point's files under ``logs`` (``bench-<name>.jsonl`` / ``.log``)."""
+    return f"{file_tag(backend)}-{workload}-{load}"
+
+
 def bench_result(logs: Path, row: dict) -> Path:
-    """The bench_serving result file a point row's run kept under ``logs`` (``run_point`` names it)."""
-    return logs / f"bench-{file_tag(str(row.get('backend')))}-{row.get('workload')}-{row.get('load')}.jsonl"
+    """The bench_serving result file a point row's run kept under ``logs`` (``run_point`` writes it)."""
+    return logs / f"bench-{point_name(str(row.get('backend')), str(row.get('workload')), str(row.get('load')))}.jsonl"
 
 
 def point_log(row: dict, logs: Path, texts: dict[Path, str]) -> str | None:
     """The lines of the point's server log (``logs/server-<backend>.log``) stamped within its run (``started`` ..
     ``started + wall_s``: ``client.log_between``); None when the row lacks those times or the log is absent.
     ``texts`` holds each log's text once read, for the other points of the same backend."""
-    log = logs / f"server-{file_tag(str(row.get('backend')))}.log"
+    log = server_log(logs, str(row.get("backend")))
     if "started" not in row or "wall_s" not in row or not log.exists():
         return None
     if log not in texts:
