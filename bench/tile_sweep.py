@@ -117,10 +117,9 @@ def parse_variant(text: str) -> KernelTune:
     warpgroup MMAs (``KernelVariant.wgmma``, sm_90); ``wN`` N warps per CTA instead of the table's (the variant's
     plans then use tile m up to 16 N: ``plan_tiles``; e.g. ``16/3/7/w2``, one computing and one loading warp per
     16-row item at 7 CTAs per SM); ``c2`` two accumulator chains for S on the mma.sync path
-    (``KernelVariant.score_chains``); ``ls`` the upper half of the CTA alone
-    loads KV where an item's computing warps fit in the lower half (``KernelVariant.load_split``); SOURCE another
-    kernel source file built with the same host contract (e.g.
-    ``git show main:kernels/pat_decode.cu > old.cu``: two kernel versions side by side in one run)."""
+    (``KernelVariant.score_chains``); ``ls`` the upper half of the CTA alone loads KV where an item's computing warps
+    fit in the lower half (``KernelVariant.load_split``); SOURCE another kernel source file built with the same host
+    contract (e.g. ``git show main:kernels/pat_decode.cu > old.cu``: two kernel versions side by side in one run)."""
     text, _, source = text.partition("@")
     usage = f"variant {text!r}: KVTILE/STAGES/CTAS[/rN][/wg][/wN][/c2][/ls][@SOURCE]"
     if source and not Path(source).is_file():

@@ -340,8 +340,8 @@ def compile_variant(variant: KernelVariant, use_cache: bool = True) -> CompiledV
     v = variant
     kv = "" if v.kv_dtype == v.dtype else f"_kv{v.kv_dtype}"
     wg = "_wg" if v.wgmma else ""
-    chains = (f"_c{v.score_chains}" if v.score_chains != 1 else "") + ("_ls" if v.load_split else "")
-    path = cache_dir() / (f"pat_{v.arch}{wg}_{v.dtype}{kv}_d{v.head_dim}_n{v.kv_tile}_s{v.stages}_w{v.warps}{chains}"
+    sweep = (f"_c{v.score_chains}" if v.score_chains != 1 else "") + ("_ls" if v.load_split else "")  # sweep options
+    path = cache_dir() / (f"pat_{v.arch}{wg}_{v.dtype}{kv}_d{v.head_dim}_n{v.kv_tile}_s{v.stages}_w{v.warps}{sweep}"
                           f"_{key}.cubin")
 
     if use_cache and path.exists():
