@@ -1,0 +1,45 @@
+"""Fewer warps per CTA against the tile table's 4-warp entry (the sweeps in this folder): time / table per case."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def read(path: Path) -> tuple[list[str], dict[str, list[float]]]:
+    """Variant names and, per case, the times (us) of the table column then each variant."""
+    lines = path.read_text().splitlines()
+    head = next(ln for ln in lines if ln.strip().startswith("case"))
+    names = head.split()[2:]  # after "case" and "floor"
+    rows = {}
+    for ln in lines:
+        m = re.match(r"\s*(\w+)\s+([\d.]+)\s+((?:[\d.]+\s*)+)$", ln)
+        if m and not ln.strip().startswith("items"):
+            rows[m.group(1)] = [float(x) for x in m.group(3).split()]
+    return names, rows
+
+
+fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), sharey=True)
+for ax, d in zip(axes, (256, 128, 64), strict=True):
+    names, rows = read(HERE / f"sweep-d{d}-warps.txt")
+    cases = list(rows)
+    width = 0.8 / (len(names) - 1)
+    for i, name in enumerate(names[1:]):
+        ratios = [rows[c][i + 1] / rows[c][0] for c in cases]
+        ax.bar([x + i * width for x in range(len(cases))], ratios, width, label=name)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks([x + width * (len(names) - 2) / 2 for x in range(len(cases))], cases)
+    ax.set_title(f"head dim {d}")
+    ax.legend(fontsize=8)
+axes[0].set_ylabel("time / tile table's 4-warp entry")
+fig.suptitle("H200, 2026-11-30: CTAs of one and two warps (tile_sweep /wN), CUDA-graph replays, "
+             "32 q / 8 kv heads, bf16")
+fig.tight_layout()
+fig.savefig(HERE / "plot.png", dpi=110)
