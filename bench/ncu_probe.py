@@ -1,15 +1,18 @@
 """Run one PAT workload a few times, for Nsight Compute (``ncu ... python bench/ncu_probe.py a64``), or
-with ``--timing``: a -DPAT_TIMING build, printing per-CTA phase durations grouped by tile m and KV length."""
+with ``--timing``: a -DPAT_TIMING build, printing per-CTA phase durations grouped by tile m and KV length.
+``--head-dim`` picks the 32 q / 8 kv heads' head dim, ``--variant`` a tile_sweep variant instead of the table's."""
 
 from __future__ import annotations
 
-import sys
+import argparse
+import dataclasses
 
 import numpy as np
 import torch
 
 from bench.item_costs import cta_records
 from bench.smoke_gpu import TIMED, tree_indices
+from bench.tile_sweep import parse_variant
 from pat_sglang import HeadConfig, plan_forest
 from pat_sglang.config import DeviceSpec
 from pat_sglang.forest import PrefixForest
@@ -17,17 +20,24 @@ from pat_sglang.kernels import KernelTune, kernels_for, launch_plan
 from pat_sglang.planner import ITEM_REQ_BEGIN, ITEM_REQ_END
 
 
-def main() -> None:
-    name = sys.argv[1] if len(sys.argv) > 1 else "d64x4096"
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("name", nargs="?", default="d64x4096", choices=sorted(TIMED))
+    ap.add_argument("--timing", action="store_true", help="a -DPAT_TIMING build: per-CTA phase durations")
+    ap.add_argument("--head-dim", type=int, choices=(64, 128, 256), default=128)
+    ap.add_argument("--variant", type=parse_variant, default=None, help="tile_sweep.py's KVTILE/STAGES/CTAS[/...]")
+    args = ap.parse_args(argv)
+    name, timing, d = args.name, args.timing, args.head_dim
     gen = torch.Generator().manual_seed(0)
     indptr, indices, num_slots = tree_indices(TIMED[name], gen)
-    heads = HeadConfig(32, 8, 128, torch.bfloat16)
+    heads = HeadConfig(32, 8, d, torch.bfloat16)
     plan = plan_forest(PrefixForest.from_flat(indptr, indices), heads, DeviceSpec.from_torch()).to("cuda")
-    q = torch.randn(len(indptr) - 1, 32, 128, device="cuda", dtype=torch.bfloat16)
-    k = torch.randn(num_slots, 8, 128, device="cuda", dtype=torch.bfloat16)
-    v = torch.randn(num_slots, 8, 128, device="cuda", dtype=torch.bfloat16)
-    timing = "--timing" in sys.argv
-    tune = KernelTune(timing=True) if timing else None
+    q = torch.randn(len(indptr) - 1, 32, d, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(num_slots, 8, d, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn(num_slots, 8, d, device="cuda", dtype=torch.bfloat16)
+    tune = args.variant
+    if timing:
+        tune = KernelTune(timing=True) if tune is None else dataclasses.replace(tune, timing=True)
     for _ in range(3):
         launch_plan(plan, q, k, v, 0.1, tune=tune)
     torch.cuda.synchronize()

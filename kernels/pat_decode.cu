@@ -94,6 +94,9 @@ __device__ __forceinline__ elem2_t pat_float2_to_elem2(float a, float b) { retur
 #if PAT_SCORE_CHAINS != 1 && PAT_SCORE_CHAINS != 2
 #error "PAT_SCORE_CHAINS must be 1 or 2"
 #endif
+#ifndef PAT_SLOT_RING
+#define PAT_SLOT_RING 0  // slot indices through a shared-memory ring, STAGES-1 tiles ahead (KernelVariant.slot_ring)
+#endif
 
 #define PAT_NEG_INF __int_as_float(0xff800000)
 // CTAs per SM the register allocation must allow (2 caps registers at 128/thread). -DPAT_MIN_BLOCKS
@@ -197,7 +200,10 @@ constexpr int SMEM_CVT_ELEMS = KV_TILE * HEAD_DIM;  // one converted tile (elem_
 #else
 constexpr int SMEM_CVT_ELEMS = 0;
 #endif
-constexpr int SMEM_MAIN_BYTES = SMEM_Q_ELEMS * 2 + 2 * SMEM_KV_ELEMS * KV_ELEM_BYTES + 2 * SMEM_CVT_ELEMS * 2;
+// -DPAT_SLOT_RING=1: the slot indices of STAGES tiles (int), after the KV tiles (below: the slot ring).
+constexpr int SMEM_RING_INTS = PAT_SLOT_RING ? STAGES * KV_TILE : 0;
+constexpr int SMEM_MAIN_BYTES =
+    SMEM_Q_ELEMS * 2 + 2 * SMEM_KV_ELEMS * KV_ELEM_BYTES + 2 * SMEM_CVT_ELEMS * 2 + SMEM_RING_INTS * 4;
 // The cross-warp combine slabs (fp32): KV_WARPS * TILE_M <= MAX_TILE_M rows of O, row maxima, row sums.
 constexpr int SMEM_COMBINE_BYTES = (MAX_TILE_M * HEAD_DIM + 2 * MAX_TILE_M) * 4;
 constexpr int SMEM_BYTES = SMEM_MAIN_BYTES > SMEM_COMBINE_BYTES ? SMEM_MAIN_BYTES : SMEM_COMBINE_BYTES;
@@ -357,7 +363,11 @@ __device__ __forceinline__ void wg_pv64(float* o, unsigned a0, unsigned a1, unsi
 // KV loading: the LT loading threads (the CTA's last LT: all of them, or with -DPAT_LOAD_SPLIT=1 the upper half
 // where the item's computing warps fit in the lower half) each own one token row of every tile (TPR threads share a
 // row, each taking CPT consecutive 16-byte chunks), so a tile needs one slot index per loading thread. That index is
-// fetched a tile ahead into a register, keeping the dependent index load off the issue path.
+// fetched a tile ahead into a register, keeping the dependent index load off the issue path; under load the index's
+// latency can exceed a tile's time (Nsight Compute: the loop's top stall at d128, docs/perf/kernels/NOTES.md), so
+// with -DPAT_SLOT_RING=1 the tile's KV_TILE indices travel instead by 4-byte cp.async in the commit group of the
+// tile STAGES-1 before it, into a ring of STAGES tiles' indices in shared memory: the index then has as many tiles
+// to land as the KV it addresses, and the loaders read it from shared memory (slot_ring_copy, ring_slot).
 #ifndef PAT_LOAD_SPLIT
 #define PAT_LOAD_SPLIT 0
 #endif
@@ -406,6 +416,29 @@ __device__ __forceinline__ int row_slot(const PatForwardParams& p, int tok0, int
     const int tok = tok0 + loader_index<LT>() / LoaderShape<LT>::TPR;
     return tok < kv_end ? __ldg(p.slot_table + tok) : -1;
 }
+
+#if PAT_SLOT_RING
+__device__ __forceinline__ void cp_async_4(unsigned dst, const void* src, bool valid) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0));
+}
+// Copy the slot indices of the tile starting at kv position tok0 into its ring entry (tile % STAGES); positions past
+// kv_end are zero-filled, never read (the loaders test their row against kv_end themselves). Every thread calls it;
+// the first KV_TILE threads copy.
+__device__ __forceinline__ void slot_ring_copy(const PatForwardParams& p, const int* ring, int tile, int tok0,
+                                               int kv_end) {
+    for (int i = threadIdx.x; i < KV_TILE; i += PAT_THREADS) {
+        const int tok = tok0 + i;
+        const bool valid = tok < kv_end;
+        cp_async_4(smem_addr(ring + (tile % STAGES) * KV_TILE + i), p.slot_table + (valid ? tok : 0), valid);
+    }
+}
+// This thread's row's slot in the landed ring entry of `tile` starting at tok0 (-1: past the end).
+template <int LT>
+__device__ __forceinline__ int ring_slot(const int* ring, int tile, int tok0, int kv_end) {
+    const int row = loader_index<LT>() / LoaderShape<LT>::TPR;
+    return tok0 + row < kv_end ? ring[(tile % STAGES) * KV_TILE + row] : -1;
+}
+#endif
 
 // This thread's part of every KV tile (its row's chunks), resolved once per CTA: the pools at this KV head and the
 // thread's first chunk, the chunks' shared-window addresses in stage 0. Per tile the loader then adds the slot's
@@ -855,6 +888,9 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     elem_t* sk_cvt = reinterpret_cast<elem_t*>(sv + SMEM_KV_ELEMS);
     elem_t* sv_cvt = sk_cvt + SMEM_CVT_ELEMS;
 #endif
+#if PAT_SLOT_RING
+    int* ring = reinterpret_cast<int*>(reinterpret_cast<unsigned char*>(smem) + SMEM_MAIN_BYTES - SMEM_RING_INTS * 4);
+#endif
 
     load_q_rows<TILE_M, WG>(p, sq, req_begin, n_rows, group, kvh);
     // Prologue: the first STAGES-1 tiles go out at once (group 0 also carries Q). Every iteration commits
@@ -872,12 +908,23 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     constexpr int LT = SPLIT_LOAD ? HALF_THREADS : PAT_THREADS;
     const bool loads = is_loader<LT>();
     const KvLoader<LT> loader = kv_loader<WG, LT>(p, sk, kvh);
+#if PAT_SLOT_RING
+    // Group g carries KV tile g and the indices of tile g + STAGES-1 (the tile iteration g issues).
+#pragma unroll
+    for (int t = 0; t < STAGES - 1; ++t) {
+        if (t < n_tiles && loads) load_kv_row<LT>(loader, t, row_slot<LT>(p, kv_begin + t * KV_TILE, kv_end));
+        if (t + STAGES - 1 < n_tiles)
+            slot_ring_copy(p, ring, t + STAGES - 1, kv_begin + (t + STAGES - 1) * KV_TILE, kv_end);
+        cp_async_commit();
+    }
+#else
 #pragma unroll
     for (int t = 0; t < STAGES - 1; ++t) {
         if (t < n_tiles && loads) load_kv_row<LT>(loader, t, row_slot<LT>(p, kv_begin + t * KV_TILE, kv_end));
         cp_async_commit();
     }
     int next_slot = loads ? row_slot<LT>(p, kv_begin + (STAGES - 1) * KV_TILE, kv_end) : -1;
+#endif
 
     const int warp = threadIdx.x / 32;
     const bool computes = warp < ROW_WARPS * KV_WARPS;
@@ -901,10 +948,19 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
         __syncthreads();
         if (t == 0) pat_stamp(1);
         const int ahead = t + STAGES - 1;
+#if PAT_SLOT_RING
+        // Tile `ahead`'s indices came with tile t's group (landed: the barrier above); tile ahead + STAGES-1's go out
+        // with this one, into the entry of tile ahead-1 (read in iteration t-1: every thread is past it).
+        if (ahead < n_tiles && loads)
+            load_kv_row<LT>(loader, ahead % STAGES, ring_slot<LT>(ring, ahead, kv_begin + ahead * KV_TILE, kv_end));
+        if (ahead + STAGES - 1 < n_tiles)
+            slot_ring_copy(p, ring, ahead + STAGES - 1, kv_begin + (ahead + STAGES - 1) * KV_TILE, kv_end);
+#else
         if (ahead < n_tiles && loads) {
             load_kv_row<LT>(loader, ahead % STAGES, next_slot);
             next_slot = row_slot<LT>(p, kv_begin + (ahead + 1) * KV_TILE, kv_end);
         }
+#endif
         cp_async_commit();
 #ifdef PAT_KV_FP8
         convert_kv_tile<WG>(sk + (t % STAGES) * STAGE_ELEMS, sv + (t % STAGES) * STAGE_ELEMS, sk_cvt, sv_cvt);

@@ -7,6 +7,7 @@ them (CPU; their timing is the sweep's, on a GPU, and their correctness the GPU 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -95,9 +96,21 @@ def test_load_split_flag(sweep) -> None:
         sweep.parse_variant("16/4/2/ls/ls")
 
 
+def test_slot_ring_flag(sweep) -> None:
+    tune = sweep.parse_variant("16/4/2/wg/c2/sr")
+    assert tune.slot_ring and tune.score_chains == 2 and not tune.load_split
+    assert not sweep.parse_variant("16/4/2").slot_ring
+    with pytest.raises(argparse.ArgumentTypeError):
+        sweep.parse_variant("16/4/2/sr/sr")
+    ring = KernelVariant("sm_90", "bf16", 128, 16, 4, 4, slot_ring=True)
+    assert ring.smem_bytes == dataclasses.replace(ring, slot_ring=False).smem_bytes + 4 * 4 * 16
+    assert "-DPAT_SLOT_RING=1" in ring.options("/nonexistent")
+
+
 @pytest.mark.parametrize(("head_dim", "variant", "kv_dtype"), [
     (128, "16/4/4/c2", ""), (256, "16/4/2/c2", ""), (64, "16/4/6/wg/ls", ""), (128, "16/4/4/wg/ls", ""),
-    (256, "16/4/2/wg/c2/ls", ""), (128, "32/2/4/ls", "fp8_e4m3"),
+    (256, "16/4/2/wg/c2/ls", ""), (128, "32/2/4/ls", "fp8_e4m3"), (64, "16/4/6/wg/sr", ""), (128, "16/4/4/wg/sr", ""),
+    (256, "16/4/2/wg/c2/sr", ""), (128, "32/2/4/sr", "fp8_e4m3"),
 ])
 def test_sweep_candidates_build_without_spills(sweep, head_dim: int, variant: str, kv_dtype: str) -> None:
     """The table's entries with two chains (``/c2``) or the upper-half loader (``/ls``) keep their registers within
@@ -105,7 +118,8 @@ def test_sweep_candidates_build_without_spills(sweep, head_dim: int, variant: st
     candidate there, and its chain of 4 MMAs is short anyway)."""
     tune = sweep.parse_variant(variant)
     v = KernelVariant("sm_90", "bf16", head_dim, tune.kv_tile, tune.stages, tune.min_ctas_per_sm, kv_dtype=kv_dtype,
-                      wgmma=bool(tune.wgmma), score_chains=tune.score_chains, load_split=tune.load_split)
+                      wgmma=bool(tune.wgmma), score_chains=tune.score_chains, load_split=tune.load_split,
+                      slot_ring=tune.slot_ring)
     opts = v.options("/nonexistent")
     assert f"-DPAT_SCORE_CHAINS={tune.score_chains}" in opts and f"-DPAT_LOAD_SPLIT={int(tune.load_split)}" in opts
     usage = compile_variant(v, use_cache=False).resource_usage()["pat_pack_forward"]
