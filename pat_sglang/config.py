@@ -134,6 +134,11 @@ class TileTable:
     # FP8-KV builds take the fp8 entry's list (none when absent)
     wgmma_head_dims: frozenset[int] = frozenset()
     fp8_wgmma_head_dims: frozenset[int] = frozenset()
+    # head_dim -> the least tile m its items take where its build runs 64-row items on warpgroup MMAs
+    # (``for_head_dim``): at d256 a private request's 4 rows run faster padded to 64 rows on wgmma, the CTA's four
+    # warps computing, than as one warp's 16-row mma.sync item
+    min_tile_m: dict[int, int] = field(default_factory=dict)
+    _per_head_dim: dict[tuple[int, bool], TileTable] = field(default_factory=dict, compare=False, repr=False)
 
     def wgmma(self, head_dim: int, fp8: bool = False) -> bool:
         """Whether this head dim's build (``fp8``: over FP8 pools) takes warpgroup MMAs for 64-row items."""
@@ -156,7 +161,29 @@ class TileTable:
         tile_ms = tuple(m for m in self.tile_ms if m <= 16 * warps)
         if not tile_ms:
             raise ValueError(f"{warps} warps hold no tile m of {self.tile_ms}")
-        return replace(self, tile_ms=tile_ms, warps={d: warps for d in self.warps})
+        least = {d: m for d, m in self.min_tile_m.items() if m in tile_ms}  # a least tile m these CTAs still hold
+        return replace(self, tile_ms=tile_ms, warps={d: warps for d in self.warps}, min_tile_m=least, _per_head_dim={})
+
+    def for_head_dim(self, head_dim: int, fp8: bool = False) -> TileTable:
+        """The table the planner uses for ``head_dim`` (``fp8``: over FP8 pools): this one, or where the table gives
+        the head dim a least tile m (``min_tile_m``) and that build takes warpgroup MMAs, this one with only the tile
+        ms from it on (made once per head dim)."""
+        m = self.min_tile_m.get(head_dim)
+        if m is None or not self.wgmma(head_dim, fp8):
+            return self
+        table = self._per_head_dim.get((head_dim, fp8))
+        if table is None:
+            table = replace(self.with_min_tile_m(m), min_tile_m={})
+            self._per_head_dim[(head_dim, fp8)] = table
+        return table
+
+    def with_min_tile_m(self, m: int) -> TileTable:
+        """This table with only the tile m values of at least ``m`` rows (a sweep's variant, ``KernelTune.min_tile_m``):
+        e.g. 64, every item on the 64-row path (warpgroup MMAs where the build has them), padding rows included."""
+        tile_ms = tuple(t for t in self.tile_ms if t >= m)
+        if not tile_ms:
+            raise ValueError(f"no tile m of {self.tile_ms} holds {m} rows")
+        return replace(self, tile_ms=tile_ms, _per_head_dim={})  # a new table: none of this one's per-head-dim tables
 
     def kv_tile(self, head_dim: int, fp8: bool = False) -> int:
         """KV tokens per shared-memory stage for this head dim (``fp8``: for FP8 pools)."""
@@ -228,8 +255,14 @@ def load_tile_table(arch: str = "sm90") -> TileTable:
         if tile_ms[-1] > 16 * warps[d]:
             need = tile_ms[-1] // 16
             raise ValueError(f"{path}: tile m {tile_ms[-1]} needs {need} warps; head_dim {d} has {warps[d]}")
+    min_tile_m = {int(d): int(m) for d, m in data.get("min_tile_m", {}).items()}
+    for d, m in min_tile_m.items():
+        if d not in kv_tiles or m not in tile_ms or m > 16 * warps[d]:
+            raise ValueError(f"{path}: min_tile_m {m} for head_dim {d}: not one of the table's tile ms {tile_ms} "
+                             f"that head dim's {warps.get(d)} warps hold")
     return TileTable(
-        tile_ms, kv_tiles, min_ctas, stages, warps, path.name[:-5], fp8_tiles, fp8_stages, wgmma_dims, fp8_wgmma_dims
+        tile_ms, kv_tiles, min_ctas, stages, warps, path.name[:-5], fp8_tiles, fp8_stages, wgmma_dims, fp8_wgmma_dims,
+        min_tile_m,
     )
 
 

@@ -89,6 +89,7 @@ class KernelTune:
     score_chains: int = 1  # -DPAT_SCORE_CHAINS: see KernelVariant
     load_split: bool = False  # -DPAT_LOAD_SPLIT: see KernelVariant
     slot_ring: bool = False  # -DPAT_SLOT_RING: see KernelVariant
+    min_tile_m: int | None = None  # plans only (TileTable.with_min_tile_m): items take tile ms >= this; same build
 
 
 @dataclass(frozen=True)

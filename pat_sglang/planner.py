@@ -46,8 +46,9 @@ grid (8 steps per octave), so it stays put while the leaves grow by a token per 
 Partials. Every (item, request) writes either straight to the output (the request's only partial) or
 to its own partial slot; two items never share a slot. The merge map lists each request's slots.
 
-Tiles. Each item gets the smallest tile m (from ``configs/tiles``) that holds its rows; items are
-ordered longest KV first for the single forward launch.
+Tiles. Each item gets the smallest tile m (from ``configs/tiles``) that holds its rows, at least the head dim's
+``min_tile_m`` where the table gives one (``TileTable.for_head_dim``); items are ordered longest KV first for the
+single forward launch.
 
 Limits. ``PlanLimits`` (the CUDA-graph buffers' capacities) is an input: a plan that would exceed it is made
 with one KV split per pack, and if that still does not fit, without sharing (one item per request, no
@@ -310,7 +311,7 @@ def plan_forest(
     if split_tokens is not None and split_tokens < 1:
         raise ValueError(f"split_tokens must be positive, got {split_tokens}")
     device = device or DeviceSpec()
-    tiles = tiles or load_tile_table(device.arch)
+    tiles = (tiles or load_tile_table(device.arch)).for_head_dim(heads.head_dim, heads.kv_fp8)
     if previous is not None and previous.regrow is not None:
         rg = previous.regrow
         if (

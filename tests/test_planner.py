@@ -35,7 +35,7 @@ HEAD_DIMS = [64, 128, 256]
 
 
 def check_plan(plan: PackPlan, forest: PrefixForest, heads: HeadConfig, device: DeviceSpec | None = None) -> None:
-    tiles = load_tile_table((device or DeviceSpec()).arch)
+    tiles = load_tile_table((device or DeviceSpec()).arch).for_head_dim(heads.head_dim, heads.kv_fp8)
     reqs_per_block = max(1, tiles.max_m // heads.group)
     items = plan.items.numpy()
     kv_slots = plan.slot_table.numpy().astype(np.int64)  # items address KV as ranges of this table
@@ -637,3 +637,33 @@ def test_uniform_launch_costs_equal_the_general_model(
                                           np.full(num_packs, req_count), num_requests, slots)
     assert items == want_items.tolist()
     assert cost == want_cost.tolist()
+
+
+@pytest.mark.parametrize(("head_dim", "kv_fp8", "least_m"), [(256, False, 64), (256, True, 16), (128, False, 16)])
+def test_head_dims_least_tile_m(head_dim: int, kv_fp8: bool, least_m: int) -> None:
+    """sm_90's table gives d256 a least tile m of 64 where its build takes warpgroup MMAs (16-bit pools): every item
+    of a batch without sharing is then a 64-row item, 4 real rows padded; FP8 pools (mma.sync) and d128 keep 16-row
+    items. The plan still covers each request's KV once (check_plan) and matches float64 attention."""
+    heads = HeadConfig(32, 8, head_dim, torch.bfloat16, kv_dtype=torch.float8_e4m3fn if kv_fp8 else None)
+    table = load_tile_table("sm90")
+    assert table.min_tile_m == {256: 64}
+    assert table.for_head_dim(head_dim, kv_fp8) is table.for_head_dim(head_dim, kv_fp8)  # made once
+    assert load_tile_table("sm80").for_head_dim(256) is load_tile_table("sm80")
+    two_warps = table.with_warps(2)  # CTAs that hold no 64-row tile keep 16-row items at d256
+    assert two_warps.for_head_dim(256).tile_ms == (16, 32) and table.with_warps(4).for_head_dim(256).tile_ms == (64,)
+    gen = torch.Generator().manual_seed(5)
+    lens = [37, 300, 1, 129, 64, 999]
+    indptr = torch.tensor(np.concatenate([[0], np.cumsum(lens)]), dtype=torch.int32)
+    indices = torch.randperm(sum(lens) + 50, generator=gen)[: sum(lens)].to(torch.int32)
+    forest = PrefixForest.from_flat(indptr, indices)
+    plan = plan_forest(forest, heads, DeviceSpec())
+    check_plan(plan, forest, heads)
+    assert set(plan.items[:, ITEM_TILE_M].tolist()) == {least_m}
+    if not kv_fp8:
+        q = torch.randn(len(lens), 32, head_dim, generator=gen, dtype=torch.float64)
+        k = torch.randn(sum(lens) + 50, 8, head_dim, generator=gen, dtype=torch.float64)
+        v = torch.randn(sum(lens) + 50, 8, head_dim, generator=gen, dtype=torch.float64)
+        scale = 1 / math.sqrt(head_dim)
+        got = run_reference(plan, q, k, v, scale)
+        want = naive_decode(q, k, v, indptr, indices, scale)
+        assert torch.allclose(got, want, atol=1e-9, rtol=0)

@@ -96,6 +96,26 @@ def test_load_split_flag(sweep) -> None:
         sweep.parse_variant("16/4/2/ls/ls")
 
 
+def test_min_tile_m_flag(sweep) -> None:
+    """``/m64`` plans every item with 64-row tiles: a private request's 4 rows (GQA 4) then run padded on the 64-row
+    path, and the plan's items still cover every request's KV once."""
+    tune = sweep.parse_variant("16/4/2/wg/m64")
+    assert tune.min_tile_m == 64 and tune.wgmma
+    table = load_tile_table("sm90")
+    tiles = sweep.plan_tiles(table, tune)
+    assert tiles.tile_ms == (64,) and sweep.plan_tiles(table, sweep.parse_variant("16/4/2")) is table
+    heads = HeadConfig(32, 8, 256, torch.bfloat16)
+    indptr = torch.arange(0, 9 * 300, 300, dtype=torch.int32)
+    indices = torch.randperm(8 * 300, dtype=torch.int32)
+    plan = plan_forest(PrefixForest.from_flat(indptr, indices), heads, DeviceSpec(), tiles=tiles)
+    assert set(plan.items[:, ITEM_TILE_M].tolist()) == {64}
+    for bad in ("16/4/2/m48", "16/4/2/m64/m64"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            sweep.parse_variant(bad)
+    with pytest.raises(ValueError, match="holds"):
+        table.with_min_tile_m(256)
+
+
 def test_slot_ring_flag(sweep) -> None:
     tune = sweep.parse_variant("16/4/2/wg/c2/sr")
     assert tune.slot_ring and tune.score_chains == 2 and not tune.load_split
