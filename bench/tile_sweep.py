@@ -112,38 +112,26 @@ def case_batch(name: str, rng: np.random.Generator) -> tuple[torch.Tensor, torch
 
 
 def parse_variant(text: str) -> KernelTune:
-    """``KVTILE/STAGES/CTAS[/rN][/wg][/wN][/c2][/ls][/sr][/mN][@SOURCE]``: N the online softmax's rescale slack in log2
-    units (``KernelVariant.rescale_slack_log2``: 0 exact, the default; -1 rescale every tile); ``wg`` 64-row items on
-    warpgroup MMAs (``KernelVariant.wgmma``, sm_90); ``wN`` N warps per CTA instead of the table's (the variant's plans
-    then use tile m up to 16 N: ``plan_tiles``; e.g. ``16/3/7/w2``, one computing and one loading warp per 16-row item
-    at 7 CTAs per SM); ``c2`` two accumulator chains for S on the mma.sync path (``KernelVariant.score_chains``); ``ls``
-    the upper half of the CTA alone loads KV where an item's computing warps fit in the lower half
-    (``KernelVariant.load_split``); ``sr`` slot indices by cp.async through a shared-memory ring
-    (``KernelVariant.slot_ring``); ``mN`` plans whose items take tile ms of at least N rows (``m64``: every item on the
-    64-row path, wgmma with ``wg``; ``TileTable.with_min_tile_m``); SOURCE another kernel source file built with the
-    same host contract (e.g. ``git show main:kernels/pat_decode.cu > old.cu``: two kernel versions side by side in one
-    run)."""
+    """``KVTILE/STAGES/CTAS[/rN][/wg][/wN][/mN][@SOURCE]``: N the online softmax's rescale slack in log2 units
+    (``KernelVariant.rescale_slack_log2``: 0 exact, the default; -1 rescale every tile); ``wg`` 64-row items on
+    warpgroup MMAs (``KernelVariant.wgmma``, sm_90); ``wN`` N warps per CTA instead of the table's (the variant's
+    plans then use tile m up to 16 N: ``plan_tiles``; e.g. ``16/3/7/w2``, one computing and one loading warp per
+    16-row item at 7 CTAs per SM); ``mN`` plans whose items take tile ms of at least N rows (``m64``: every item on
+    the 64-row path, wgmma with ``wg``; ``TileTable.with_min_tile_m``); SOURCE another kernel source file built with
+    the same host contract (e.g. ``git show main:kernels/pat_decode.cu > old.cu``: two kernel versions side by side
+    in one run)."""
     text, _, source = text.partition("@")
-    usage = f"variant {text!r}: KVTILE/STAGES/CTAS[/rN][/wg][/wN][/c2][/ls][/sr][/mN][@SOURCE]"
+    usage = f"variant {text!r}: KVTILE/STAGES/CTAS[/rN][/wg][/wN][/mN][@SOURCE]"
     if source and not Path(source).is_file():
         raise argparse.ArgumentTypeError(f"variant {text!r}: no kernel source file {source!r}")
     parts = text.split("/")
     slack = 0
     wgmma = False
     warps = None
-    chains = 1
-    load_split = False
-    slot_ring = False
     min_tile_m = None
     for flag in parts[3:]:
         if flag == "wg" and not wgmma:
             wgmma = True
-        elif flag == "c2" and chains == 1:
-            chains = 2
-        elif flag == "ls" and not load_split:
-            load_split = True
-        elif flag == "sr" and not slot_ring:
-            slot_ring = True
         elif flag[:1] == "m" and flag[1:] in ("32", "64", "128") and min_tile_m is None:
             min_tile_m = int(flag[1:])
         elif flag[:1] == "w" and flag[1:].isdigit() and warps is None and int(flag[1:]) in (1, 2, 4, 8):
@@ -155,15 +143,14 @@ def parse_variant(text: str) -> KernelTune:
                 raise argparse.ArgumentTypeError(f"{usage}: rN takes an integer slack") from None
         else:
             raise argparse.ArgumentTypeError(
-                f"{usage}: unknown flag {flag!r} (warps: w1, w2, w4 or w8; chains: c2; loads: ls; slot ring: sr; "
-                f"min tile m: m32, m64 or m128)")
+                f"{usage}: unknown flag {flag!r} (warps: w1, w2, w4 or w8; least tile m: m32, m64 or m128)")
     try:
         kv_tile, stages, ctas = (int(x) for x in parts[:3])
     except ValueError:
         raise argparse.ArgumentTypeError(usage) from None
     return KernelTune(kv_tile=kv_tile, stages=stages, min_ctas_per_sm=ctas, warps=warps, rescale_slack_log2=slack,
-                      source=str(Path(source).resolve()) if source else "", wgmma=wgmma, score_chains=chains,
-                      load_split=load_split, slot_ring=slot_ring, min_tile_m=min_tile_m)
+                      source=str(Path(source).resolve()) if source else "", wgmma=wgmma,
+                      min_tile_m=min_tile_m)
 
 
 def plan_tiles(table: TileTable, tune: KernelTune | None) -> TileTable:

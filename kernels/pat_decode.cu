@@ -43,10 +43,6 @@
 //   first (lane_chunk_addr). Softmax is online, in the log2 domain: scores masked only in the block that holds
 //   kv_end, the scale applied inside each exp's FMA, 2^x on the SFU alone (fast_exp2); a warp rescales its O
 //   accumulators only on tiles where one of its rows' running max moves (-DPAT_RESCALE_SLACK_LOG2).
-//   -DPAT_LOAD_SPLIT=1 (sweeps): items whose computing warps fit in the CTA's lower half (16-row items: one warp)
-//   have the upper half alone issue the KV gathers, so the computing warp issues none.
-//   -DPAT_SCORE_CHAINS=2 (sweeps): S's k16 steps alternate between two accumulator chains per n8 block, summed
-//   before the softmax (a dependent chain of HEAD_DIM/32 MMAs instead of HEAD_DIM/16; same scores up to rounding).
 //   Warpgroup MMAs (-DPAT_WGMMA, sm_90a, 4-warp builds): a 64-row item's four warps are one warpgroup, and its
 //   Q tile and KV stages take wgmma's 128-byte-swizzle layout (swz128) so the tensor cores read them through
 //   descriptors: per 16-column block, S = HEAD_DIM/16 chained wgmma m64n16k16 (Q and K by descriptor), the same
@@ -87,15 +83,6 @@ __device__ __forceinline__ elem2_t pat_float2_to_elem2(float a, float b) { retur
 #endif
 #ifndef PAT_RESCALE_SLACK_LOG2
 #define PAT_RESCALE_SLACK_LOG2 0  // see attend_block's rescale (pat_sglang/kernels.py KernelVariant)
-#endif
-#ifndef PAT_SCORE_CHAINS
-#define PAT_SCORE_CHAINS 1  // accumulator chains of S = Q K^T per n8 block on mma.sync (KernelVariant.score_chains)
-#endif
-#if PAT_SCORE_CHAINS != 1 && PAT_SCORE_CHAINS != 2
-#error "PAT_SCORE_CHAINS must be 1 or 2"
-#endif
-#ifndef PAT_SLOT_RING
-#define PAT_SLOT_RING 0  // slot indices through a shared-memory ring, STAGES-1 tiles ahead (KernelVariant.slot_ring)
 #endif
 
 #define PAT_NEG_INF __int_as_float(0xff800000)
@@ -200,10 +187,7 @@ constexpr int SMEM_CVT_ELEMS = KV_TILE * HEAD_DIM;  // one converted tile (elem_
 #else
 constexpr int SMEM_CVT_ELEMS = 0;
 #endif
-// -DPAT_SLOT_RING=1: the slot indices of STAGES tiles (int), after the KV tiles (below: the slot ring).
-constexpr int SMEM_RING_INTS = PAT_SLOT_RING ? STAGES * KV_TILE : 0;
-constexpr int SMEM_MAIN_BYTES =
-    SMEM_Q_ELEMS * 2 + 2 * SMEM_KV_ELEMS * KV_ELEM_BYTES + 2 * SMEM_CVT_ELEMS * 2 + SMEM_RING_INTS * 4;
+constexpr int SMEM_MAIN_BYTES = SMEM_Q_ELEMS * 2 + 2 * SMEM_KV_ELEMS * KV_ELEM_BYTES + 2 * SMEM_CVT_ELEMS * 2;
 // The cross-warp combine slabs (fp32): KV_WARPS * TILE_M <= MAX_TILE_M rows of O, row maxima, row sums.
 constexpr int SMEM_COMBINE_BYTES = (MAX_TILE_M * HEAD_DIM + 2 * MAX_TILE_M) * 4;
 constexpr int SMEM_BYTES = SMEM_MAIN_BYTES > SMEM_COMBINE_BYTES ? SMEM_MAIN_BYTES : SMEM_COMBINE_BYTES;
@@ -360,37 +344,14 @@ __device__ __forceinline__ void wg_pv64(float* o, unsigned a0, unsigned a1, unsi
 }
 #endif
 
-// KV loading: the LT loading threads (the CTA's last LT: all of them, or with -DPAT_LOAD_SPLIT=1 the upper half
-// where the item's computing warps fit in the lower half) each own one token row of every tile (TPR threads share a
-// row, each taking CPT consecutive 16-byte chunks), so a tile needs one slot index per loading thread. That index is
-// fetched a tile ahead into a register, keeping the dependent index load off the issue path; under load the index's
-// latency can exceed a tile's time (Nsight Compute: the loop's top stall at d128, docs/perf/kernels/NOTES.md), so
-// with -DPAT_SLOT_RING=1 the tile's KV_TILE indices travel instead by 4-byte cp.async in the commit group of the
-// tile STAGES-1 before it, into a ring of STAGES tiles' indices in shared memory: the index then has as many tiles
-// to land as the KV it addresses, and the loaders read it from shared memory (slot_ring_copy, ring_slot).
-#ifndef PAT_LOAD_SPLIT
-#define PAT_LOAD_SPLIT 0
-#endif
+// KV loading: each thread owns one token row of every tile (THREADS_PER_ROW threads share a row, each
+// taking CHUNKS_PER_THREAD consecutive 16-byte chunks), so a tile needs one slot index per thread. That
+// index is fetched a tile ahead into a register, keeping the dependent index load off the issue path.
 constexpr int KV_CHUNKS_PER_ROW = HEAD_DIM * KV_ELEM_BYTES / 16;  // 16-byte chunks in one pool head row
 constexpr int KV_CHUNK_ELEMS = 16 / KV_ELEM_BYTES;
-template <int LT>
-struct LoaderShape {
-    static constexpr int TPR = LT / KV_TILE;  // threads per token row
-    static constexpr int CPT = TPR > 0 ? KV_CHUNKS_PER_ROW / TPR : 0;  // chunks per thread
-    static constexpr bool fits = LT % KV_TILE == 0 && TPR > 0 && KV_CHUNKS_PER_ROW % TPR == 0;
-};
-static_assert(LoaderShape<PAT_THREADS>::fits, "KV tile does not fit the loader");
-// This thread's index among the LT loading threads (the CTA's last LT). Unsigned, as threadIdx.x: with LT =
-// PAT_THREADS the loader's arithmetic is threadIdx.x's own; a thread that does not load wraps to a large index
-// whose addresses are resolved but never used.
-template <int LT>
-__device__ __forceinline__ unsigned loader_index() {
-    return threadIdx.x - (PAT_THREADS - LT);
-}
-template <int LT>
-__device__ __forceinline__ bool is_loader() {
-    return LT == PAT_THREADS || threadIdx.x >= PAT_THREADS - LT;
-}
+constexpr int THREADS_PER_ROW = PAT_THREADS / KV_TILE;
+constexpr int CHUNKS_PER_THREAD = KV_CHUNKS_PER_ROW / THREADS_PER_ROW;
+static_assert(PAT_THREADS % KV_TILE == 0 && KV_CHUNKS_PER_ROW % THREADS_PER_ROW == 0, "KV tile does not fit the loader");
 
 // Offset (elements) of a 16-byte chunk in a 16-bit [rows][HEAD_DIM] tile that the MMAs read: swz for mma.sync,
 // swz128 for wgmma (WG).
@@ -411,74 +372,47 @@ __device__ __forceinline__ int stage_off(int row, int chunk) {
 }
 
 // The slot of this thread's row in the tile starting at kv position tok0 (-1: past the end).
-template <int LT>
 __device__ __forceinline__ int row_slot(const PatForwardParams& p, int tok0, int kv_end) {
-    const int tok = tok0 + loader_index<LT>() / LoaderShape<LT>::TPR;
+    const int tok = tok0 + threadIdx.x / THREADS_PER_ROW;
     return tok < kv_end ? __ldg(p.slot_table + tok) : -1;
 }
-
-#if PAT_SLOT_RING
-__device__ __forceinline__ void cp_async_4(unsigned dst, const void* src, bool valid) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0));
-}
-// Copy the slot indices of the tile starting at kv position tok0 into its ring entry (tile % STAGES); positions past
-// kv_end are zero-filled, never read (the loaders test their row against kv_end themselves). Every thread calls it;
-// the first KV_TILE threads copy.
-__device__ __forceinline__ void slot_ring_copy(const PatForwardParams& p, const int* ring, int tile, int tok0,
-                                               int kv_end) {
-    for (int i = threadIdx.x; i < KV_TILE; i += PAT_THREADS) {
-        const int tok = tok0 + i;
-        const bool valid = tok < kv_end;
-        cp_async_4(smem_addr(ring + (tile % STAGES) * KV_TILE + i), p.slot_table + (valid ? tok : 0), valid);
-    }
-}
-// This thread's row's slot in the landed ring entry of `tile` starting at tok0 (-1: past the end).
-template <int LT>
-__device__ __forceinline__ int ring_slot(const int* ring, int tile, int tok0, int kv_end) {
-    const int row = loader_index<LT>() / LoaderShape<LT>::TPR;
-    return tok0 + row < kv_end ? ring[(tile % STAGES) * KV_TILE + row] : -1;
-}
-#endif
 
 // This thread's part of every KV tile (its row's chunks), resolved once per CTA: the pools at this KV head and the
 // thread's first chunk, the chunks' shared-window addresses in stage 0. Per tile the loader then adds the slot's
 // offset (one 32 x 32 -> 64-bit multiply: the host keeps the slot stride under 2 GiB) and the stage's.
-template <int LT>
 struct KvLoader {
     const char* k;
     const char* v;
-    unsigned k_smem[LoaderShape<LT>::CPT];  // K stage 0; V's are V_STAGES_BYTES further
+    unsigned k_smem[CHUNKS_PER_THREAD];  // K stage 0; V's are V_STAGES_BYTES further
     int slot_bytes;
 };
 constexpr unsigned STAGE_BYTES = KV_TILE * HEAD_DIM * KV_ELEM_BYTES;
 constexpr unsigned V_STAGES_BYTES = STAGES * STAGE_BYTES;  // sv - sk
 static_assert(SMEM_KV_ELEMS * KV_ELEM_BYTES == V_STAGES_BYTES, "V's stages follow K's");
 
-template <bool WG, int LT>
-__device__ __forceinline__ KvLoader<LT> kv_loader(const PatForwardParams& p, const kv_t* sk, int kvh) {
-    using S = LoaderShape<LT>;
-    const int row = loader_index<LT>() / S::TPR;
-    const int chunk0 = (loader_index<LT>() % S::TPR) * S::CPT;
+template <bool WG>
+__device__ __forceinline__ KvLoader kv_loader(const PatForwardParams& p, const kv_t* sk, int kvh) {
+    const int row = threadIdx.x / THREADS_PER_ROW;
+    const int chunk0 = (threadIdx.x % THREADS_PER_ROW) * CHUNKS_PER_THREAD;
     const long long head = (long long)kvh * p.kv_stride_head + chunk0 * KV_CHUNK_ELEMS;
-    KvLoader<LT> l;
+    KvLoader l;
     l.k = reinterpret_cast<const char*>(p.k + head);
     l.v = reinterpret_cast<const char*>(p.v + head);
 #pragma unroll
-    for (int i = 0; i < S::CPT; ++i) l.k_smem[i] = smem_addr(sk + stage_off<WG>(row, chunk0 + i));
+    for (int i = 0; i < CHUNKS_PER_THREAD; ++i) l.k_smem[i] = smem_addr(sk + stage_off<WG>(row, chunk0 + i));
     l.slot_bytes = static_cast<int>(p.kv_stride_slot) * KV_ELEM_BYTES;
     return l;
 }
 
 // Gather this thread's chunks of its row of one KV tile into stage `stage`, K and V (zero-filled past the end, the
-// address then the pool's first row, never read; every loading thread takes part).
-template <int LT>
-__device__ __forceinline__ void load_kv_row(const KvLoader<LT>& l, int stage, int slot) {
+// address then the pool's first row, never read; CTA-wide loader: every thread of the CTA takes part).
+__device__ __forceinline__ void load_kv_row(const KvLoader& l, int stage, int slot) {
     const bool valid = slot >= 0;
     const unsigned long long off = (unsigned long long)(unsigned)(valid ? slot : 0) * (unsigned)l.slot_bytes;
     const char* k = l.k + off;
     const char* v = l.v + off;
 #pragma unroll
-    for (int i = 0; i < LoaderShape<LT>::CPT; ++i) {
+    for (int i = 0; i < CHUNKS_PER_THREAD; ++i) {
         const unsigned dst = l.k_smem[i] + stage * STAGE_BYTES;
         cp_async_16_at(dst, k + i * 16, valid);
         cp_async_16_at(dst + V_STAGES_BYTES, v + i * 16, valid);
@@ -674,16 +608,6 @@ __device__ __forceinline__ void p_fragment(const float (&s)[2][4], unsigned& a0,
     a3 = pack_elem2(s[1][2], s[1][3]);
 }
 
-// One k16 step of S = Q K^T for a warp's 16 rows and a 16-column block: Q and K fragments of step kk by ldmatrix
-// (one XOR from the lane's first-step addresses), accumulated into acc's two n8 blocks.
-__device__ __forceinline__ void score_step(float (&acc)[2][4], unsigned q_addr, unsigned k_addr, int kk) {
-    unsigned a0, a1, a2, a3, b0, b1, b2, b3;
-    ldmatrix_x4(a0, a1, a2, a3, q_addr ^ (kk << 5));
-    ldmatrix_x4(b0, b1, b2, b3, k_addr ^ (kk << 5));
-    mma_16816(acc[0], a0, a1, a2, a3, b0, b1);
-    mma_16816(acc[1], a0, a1, a2, a3, b2, b3);
-}
-
 // One 16-column block of a 16-bit KV tile against the warp's 16 query rows (rows rw*16.. of sq): S = Q K^T on
 // tensor cores, columns past kv_end masked, the online-softmax update, O += P V. c0: the block's first column in the
 // tile; tok_base: its kv position.
@@ -701,26 +625,14 @@ __device__ __forceinline__ void attend_block(const PatForwardParams& p, const el
     // the block (matrices: chunk halves x rows 0-7 / 8-15).
     const unsigned q_addr = lane_chunk_addr(sq, rw * 16 + (mat % 2) * 8 + lane % 8, mat / 2);
     const unsigned k_addr = lane_chunk_addr(tk, c0 + (mat / 2) * 8 + lane % 8, mat % 2);
-#if PAT_SCORE_CHAINS == 2
-    // Two accumulator chains per n8 block, even and odd k16 steps, summed at the end: HEAD_DIM / 32 dependent MMAs
-    // per chain instead of HEAD_DIM / 16 (at d256 the chain's latency is most of a tile's compute on the warp).
-    float s_odd[NBS][4];
-#pragma unroll
-    for (int j = 0; j < NBS; ++j) s_odd[j][0] = s_odd[j][1] = s_odd[j][2] = s_odd[j][3] = 0.f;
-#pragma unroll 1
-    for (int kk = 0; kk < HEAD_DIM / 16; kk += 2) {
-        score_step(s, q_addr, k_addr, kk);
-        score_step(s_odd, q_addr, k_addr, kk + 1);
-    }
-#pragma unroll
-    for (int j = 0; j < NBS; ++j) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[j][e] += s_odd[j][e];
-    }
-#else
 #pragma unroll 2  // partial: fully unrolled, the compiler hoists every K fragment into registers
-    for (int kk = 0; kk < HEAD_DIM / 16; ++kk) score_step(s, q_addr, k_addr, kk);
-#endif
+    for (int kk = 0; kk < HEAD_DIM / 16; ++kk) {
+        unsigned a0, a1, a2, a3, b0, b1, b2, b3;
+        ldmatrix_x4(a0, a1, a2, a3, q_addr ^ (kk << 5));
+        ldmatrix_x4(b0, b1, b2, b3, k_addr ^ (kk << 5));
+        mma_16816(s[0], a0, a1, a2, a3, b0, b1);
+        mma_16816(s[1], a0, a1, a2, a3, b2, b3);
+    }
     online_softmax(p, s, tok_base, kv_end, st);
     // O += P V: P from the S accumulators (two n8 blocks = one k16 A fragment), V transposed.
     unsigned a0, a1, a2, a3;
@@ -888,9 +800,6 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     elem_t* sk_cvt = reinterpret_cast<elem_t*>(sv + SMEM_KV_ELEMS);
     elem_t* sv_cvt = sk_cvt + SMEM_CVT_ELEMS;
 #endif
-#if PAT_SLOT_RING
-    int* ring = reinterpret_cast<int*>(reinterpret_cast<unsigned char*>(smem) + SMEM_MAIN_BYTES - SMEM_RING_INTS * 4);
-#endif
 
     load_q_rows<TILE_M, WG>(p, sq, req_begin, n_rows, group, kvh);
     // Prologue: the first STAGES-1 tiles go out at once (group 0 also carries Q). Every iteration commits
@@ -899,32 +808,13 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     static_assert(STAGES >= 2, "one tile in flight while one is computed on");
     const int n_tiles = (kv_end - kv_begin + KV_TILE - 1) / KV_TILE;
     constexpr int STAGE_ELEMS = KV_TILE * HEAD_DIM;
-    // -DPAT_LOAD_SPLIT=1: where the item's computing warps fit in the CTA's lower half, the upper half alone issues
-    // the KV gathers, so a computing warp issues none (the tile's loop time follows the computing warp's share of
-    // the gathers: docs/perf/kernels/2026-11-30-h200-fewer-warps/). Q is still loaded by every thread.
-    constexpr int HALF_THREADS = PAT_THREADS / 2;
-    constexpr bool SPLIT_LOAD = PAT_LOAD_SPLIT && !WG && ROW_WARPS * KV_WARPS * 32 <= HALF_THREADS &&
-                                LoaderShape<HALF_THREADS>::fits;
-    constexpr int LT = SPLIT_LOAD ? HALF_THREADS : PAT_THREADS;
-    const bool loads = is_loader<LT>();
-    const KvLoader<LT> loader = kv_loader<WG, LT>(p, sk, kvh);
-#if PAT_SLOT_RING
-    // Group g carries KV tile g and the indices of tile g + STAGES-1 (the tile iteration g issues).
+    const KvLoader loader = kv_loader<WG>(p, sk, kvh);
 #pragma unroll
     for (int t = 0; t < STAGES - 1; ++t) {
-        if (t < n_tiles && loads) load_kv_row<LT>(loader, t, row_slot<LT>(p, kv_begin + t * KV_TILE, kv_end));
-        if (t + STAGES - 1 < n_tiles)
-            slot_ring_copy(p, ring, t + STAGES - 1, kv_begin + (t + STAGES - 1) * KV_TILE, kv_end);
+        if (t < n_tiles) load_kv_row(loader, t, row_slot(p, kv_begin + t * KV_TILE, kv_end));
         cp_async_commit();
     }
-#else
-#pragma unroll
-    for (int t = 0; t < STAGES - 1; ++t) {
-        if (t < n_tiles && loads) load_kv_row<LT>(loader, t, row_slot<LT>(p, kv_begin + t * KV_TILE, kv_end));
-        cp_async_commit();
-    }
-    int next_slot = loads ? row_slot<LT>(p, kv_begin + (STAGES - 1) * KV_TILE, kv_end) : -1;
-#endif
+    int next_slot = row_slot(p, kv_begin + (STAGES - 1) * KV_TILE, kv_end);
 
     const int warp = threadIdx.x / 32;
     const bool computes = warp < ROW_WARPS * KV_WARPS;
@@ -948,19 +838,10 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
         __syncthreads();
         if (t == 0) pat_stamp(1);
         const int ahead = t + STAGES - 1;
-#if PAT_SLOT_RING
-        // Tile `ahead`'s indices came with tile t's group (landed: the barrier above); tile ahead + STAGES-1's go out
-        // with this one, into the entry of tile ahead-1 (read in iteration t-1: every thread is past it).
-        if (ahead < n_tiles && loads)
-            load_kv_row<LT>(loader, ahead % STAGES, ring_slot<LT>(ring, ahead, kv_begin + ahead * KV_TILE, kv_end));
-        if (ahead + STAGES - 1 < n_tiles)
-            slot_ring_copy(p, ring, ahead + STAGES - 1, kv_begin + (ahead + STAGES - 1) * KV_TILE, kv_end);
-#else
-        if (ahead < n_tiles && loads) {
-            load_kv_row<LT>(loader, ahead % STAGES, next_slot);
-            next_slot = row_slot<LT>(p, kv_begin + (ahead + 1) * KV_TILE, kv_end);
+        if (ahead < n_tiles) {
+            load_kv_row(loader, ahead % STAGES, next_slot);
+            next_slot = row_slot(p, kv_begin + (ahead + 1) * KV_TILE, kv_end);
         }
-#endif
         cp_async_commit();
 #ifdef PAT_KV_FP8
         convert_kv_tile<WG>(sk + (t % STAGES) * STAGE_ELEMS, sv + (t % STAGES) * STAGE_ELEMS, sk_cvt, sv_cvt);

@@ -86,9 +86,6 @@ class KernelTune:
     rescale_slack_log2: int = 0  # -DPAT_RESCALE_SLACK_LOG2: see KernelVariant
     source: str = ""  # another kernel source file to build (an A/B of two kernel versions in one run); "" = ours
     wgmma: bool | None = None  # 64-row items on warpgroup MMAs (sm_90 only); None = the table's / PAT_SGLANG_WGMMA
-    score_chains: int = 1  # -DPAT_SCORE_CHAINS: see KernelVariant
-    load_split: bool = False  # -DPAT_LOAD_SPLIT: see KernelVariant
-    slot_ring: bool = False  # -DPAT_SLOT_RING: see KernelVariant
     min_tile_m: int | None = None  # plans only (TileTable.with_min_tile_m): items take tile ms >= this; same build
 
 
@@ -115,20 +112,8 @@ class KernelVariant:
     # read by the tensor cores straight from shared memory in wgmma's 128-byte-swizzle layout. Other tile ms, and
     # every build without it, use mma.sync.
     wgmma: bool = False
-    # Accumulator chains of S = Q K^T per n8 block on the mma.sync path: 1, or 2 (even and odd k16 steps summed
-    # before the softmax: half the dependent MMA latency per 16-column block; same scores up to fp32 rounding).
-    score_chains: int = 1
-    # Items whose computing warps fit in the CTA's lower half have the upper half alone issue the KV gathers
-    # (-DPAT_LOAD_SPLIT=1): the computing warp of a 16-row item then issues none.
-    load_split: bool = False
-    # The loaders' slot indices travel by cp.async STAGES-1 tiles ahead of their KV, through a ring in shared memory
-    # (-DPAT_SLOT_RING=1), instead of one register load a tile ahead: the index's latency then has as many tiles to
-    # hide in as the KV's.
-    slot_ring: bool = False
 
     def __post_init__(self) -> None:
-        if self.score_chains not in (1, 2):
-            raise ValueError(f"score_chains must be 1 or 2, got {self.score_chains}")
         if self.kv_dtype in ("", self.dtype):
             object.__setattr__(self, "kv_dtype", self.dtype)
         elif self.kv_dtype not in _FP8_INTERPRETATION:
@@ -176,9 +161,6 @@ class KernelVariant:
                 tune.source,
                 # the table's wgmma holds for its own warps: a tune of fewer warps builds mma.sync unless it asks
                 v.wgmma and wgmma_buildable(arch, warps) if tune.wgmma is None else tune.wgmma,
-                tune.score_chains,
-                tune.load_split,
-                tune.slot_ring,
             )
         return v
 
@@ -219,22 +201,17 @@ class KernelVariant:
             *host_layout_defines(),
             *item_layout_defines(),
             f"-DPAT_RESCALE_SLACK_LOG2={self.rescale_slack_log2}",
-            f"-DPAT_SCORE_CHAINS={self.score_chains}",
-            f"-DPAT_LOAD_SPLIT={int(self.load_split)}",
-            f"-DPAT_SLOT_RING={int(self.slot_ring)}",
         ] + (["-DPAT_TIMING"] if self.timing else []) + (["-DPAT_WGMMA"] if self.wgmma else [])
 
     @property
     def smem_bytes(self) -> int:
         """Dynamic shared memory of pat_pack_forward; the kernel holds the same formula (and the host checks
         it against the kernel's constant at load): Q + K/V stages in the pool's element type (+ one converted
-        16-bit K/V tile for FP8 pools, + the slot ring's STAGES tiles of int indices), or the fp32 combine buffer of
-        the largest tile, whichever is larger."""
+        16-bit K/V tile for FP8 pools), or the fp32 combine buffer of the largest tile, whichever is larger."""
         m = self.max_tile_m
         tile = self.kv_tile * self.head_dim
         converted = 2 * tile * 2 if self.kv_fp8 else 0
-        ring = 4 * self.stages * self.kv_tile if self.slot_ring else 0
-        main = m * self.head_dim * 2 + 2 * self.stages * tile * self.kv_elem_bytes + converted + ring
+        main = m * self.head_dim * 2 + 2 * self.stages * tile * self.kv_elem_bytes + converted
         combine = (m * self.head_dim + 2 * m) * 4
         return max(main, combine)
 
@@ -350,12 +327,7 @@ def compile_variant(variant: KernelVariant, use_cache: bool = True) -> CompiledV
     v = variant
     kv = "" if v.kv_dtype == v.dtype else f"_kv{v.kv_dtype}"
     wg = "_wg" if v.wgmma else ""
-    sweep = (  # sweep options
-        (f"_c{v.score_chains}" if v.score_chains != 1 else "") + ("_ls" if v.load_split else "")
-        + ("_sr" if v.slot_ring else "")
-    )
-    path = cache_dir() / (f"pat_{v.arch}{wg}_{v.dtype}{kv}_d{v.head_dim}_n{v.kv_tile}_s{v.stages}_w{v.warps}{sweep}"
-                          f"_{key}.cubin")
+    path = cache_dir() / f"pat_{v.arch}{wg}_{v.dtype}{kv}_d{v.head_dim}_n{v.kv_tile}_s{v.stages}_w{v.warps}_{key}.cubin"
 
     if use_cache and path.exists():
         meta = path.with_suffix(".json")

@@ -1,13 +1,10 @@
 """``bench/tile_sweep.py``'s variants with their own warps per CTA (``/wN``): parsed, planned with the tile m values
-their CTAs hold, and built for sm_90 at every head dim without spills; and with two accumulator chains for S
-(``/c2``) or the CTA's upper half loading KV (``/ls``): parsed and built without spills where the sweep would try
-them (CPU; their timing is the sweep's, on a GPU, and their correctness the GPU suite's
-``test_sweep_variants_match_reference``)."""
+their CTAs hold, and built for sm_90 at every head dim without spills; ``/mN`` plans with the tile ms of at least N rows
+(CPU; their timing is the sweep's, on a GPU)."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -77,25 +74,6 @@ def test_two_warp_variants_build_without_spills(sweep, head_dim: int, variant: s
     assert v.smem_bytes * v.min_ctas_per_sm <= 228 * 1024  # the occupancy it is built for fits an H100/H200 SM
 
 
-def test_chains_flag(sweep) -> None:
-    tune = sweep.parse_variant("16/4/2/wg/c2")
-    assert (tune.kv_tile, tune.stages, tune.min_ctas_per_sm, tune.wgmma, tune.score_chains) == (16, 4, 2, True, 2)
-    assert sweep.parse_variant("16/4/2").score_chains == 1
-    for bad in ("16/4/2/c3", "16/4/2/c2/c2", "16/4/2/c"):
-        with pytest.raises(argparse.ArgumentTypeError):
-            sweep.parse_variant(bad)
-    with pytest.raises(ValueError, match="score_chains"):
-        KernelVariant("sm_90", "bf16", 128, 16, 4, 4, score_chains=3)
-
-
-def test_load_split_flag(sweep) -> None:
-    tune = sweep.parse_variant("16/4/2/wg/c2/ls")
-    assert tune.load_split and tune.score_chains == 2 and tune.wgmma
-    assert not sweep.parse_variant("16/4/2").load_split
-    with pytest.raises(argparse.ArgumentTypeError):
-        sweep.parse_variant("16/4/2/ls/ls")
-
-
 def test_min_tile_m_flag(sweep) -> None:
     """``/m64`` plans every item with 64-row tiles: a private request's 4 rows (GQA 4) then run padded on the 64-row
     path, and the plan's items still cover every request's KV once."""
@@ -114,34 +92,3 @@ def test_min_tile_m_flag(sweep) -> None:
             sweep.parse_variant(bad)
     with pytest.raises(ValueError, match="holds"):
         table.with_min_tile_m(256)
-
-
-def test_slot_ring_flag(sweep) -> None:
-    tune = sweep.parse_variant("16/4/2/wg/c2/sr")
-    assert tune.slot_ring and tune.score_chains == 2 and not tune.load_split
-    assert not sweep.parse_variant("16/4/2").slot_ring
-    with pytest.raises(argparse.ArgumentTypeError):
-        sweep.parse_variant("16/4/2/sr/sr")
-    ring = KernelVariant("sm_90", "bf16", 128, 16, 4, 4, slot_ring=True)
-    assert ring.smem_bytes == dataclasses.replace(ring, slot_ring=False).smem_bytes + 4 * 4 * 16
-    assert "-DPAT_SLOT_RING=1" in ring.options("/nonexistent")
-
-
-@pytest.mark.parametrize(("head_dim", "variant", "kv_dtype"), [
-    (128, "16/4/4/c2", ""), (256, "16/4/2/c2", ""), (64, "16/4/6/wg/ls", ""), (128, "16/4/4/wg/ls", ""),
-    (256, "16/4/2/wg/c2/ls", ""), (128, "32/2/4/ls", "fp8_e4m3"), (64, "16/4/6/wg/sr", ""), (128, "16/4/4/wg/sr", ""),
-    (256, "16/4/2/wg/c2/sr", ""), (128, "32/2/4/sr", "fp8_e4m3"),
-])
-def test_sweep_candidates_build_without_spills(sweep, head_dim: int, variant: str, kv_dtype: str) -> None:
-    """The table's entries with two chains (``/c2``) or the upper-half loader (``/ls``) keep their registers within
-    the occupancy they are built for (at d64, 80 registers for 6 CTAs per SM, a second chain spills 16 bytes: not a
-    candidate there, and its chain of 4 MMAs is short anyway)."""
-    tune = sweep.parse_variant(variant)
-    v = KernelVariant("sm_90", "bf16", head_dim, tune.kv_tile, tune.stages, tune.min_ctas_per_sm, kv_dtype=kv_dtype,
-                      wgmma=bool(tune.wgmma), score_chains=tune.score_chains, load_split=tune.load_split,
-                      slot_ring=tune.slot_ring)
-    opts = v.options("/nonexistent")
-    assert f"-DPAT_SCORE_CHAINS={tune.score_chains}" in opts and f"-DPAT_LOAD_SPLIT={int(tune.load_split)}" in opts
-    usage = compile_variant(v, use_cache=False).resource_usage()["pat_pack_forward"]
-    assert usage.get("spill_store_bytes", 0) == 0 and usage.get("spill_load_bytes", 0) == 0, usage
-    assert usage["registers"] <= 65536 // (v.threads * v.min_ctas_per_sm)
