@@ -1,0 +1,55 @@
+"""This session's sweeps against the tile table's entry of the same call (the sweep files in this folder): each
+variant's time over the table's, per case and head dim; the 'again' column (the table re-timed last) shows the noise."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+PANELS = [  # (sweep file, title)
+    ("sweep-d256-m64.txt", "d256: 64-row wgmma items (m64)"),
+    ("sweep-d256-sr.txt", "d256: slot ring (sr)"),
+    ("sweep-d256-c2-ls.txt", "d256: two S chains (c2), upper-half loads (ls)"),
+    ("sweep-d128-m64.txt", "d128: m64"),
+    ("sweep-d128-sr.txt", "d128: sr"),
+    ("sweep-d64-m64.txt", "d64: m64"),
+]
+
+
+def read(path: Path) -> tuple[list[str], dict[str, list[float]]]:
+    """Column names after 'floor' and, per case, their times (us)."""
+    lines = path.read_text().splitlines()
+    names = next(ln for ln in lines if ln.strip().startswith("case")).split()[2:]
+    rows = {}
+    for ln in lines:
+        m = re.match(r"\s*(\w+)\s+([\d.]+)\s+((?:[\d.]+\s*)+)$", ln)
+        if m and not ln.strip().startswith("items"):
+            rows[m.group(1)] = [float(x) for x in m.group(3).split()]
+    return names, rows
+
+
+fig, axes = plt.subplots(2, 3, figsize=(17, 8), sharey=True)
+for ax, (name, title) in zip(axes.flat, PANELS, strict=True):
+    names, rows = read(HERE / name)
+    cases = list(rows)
+    width = 0.8 / (len(names) - 1)
+    for i, col in enumerate(names[1:]):
+        ratios = [rows[c][i + 1] / rows[c][0] for c in cases]
+        ax.bar([x + i * width for x in range(len(cases))], ratios, width, label=col)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks([x + width * (len(names) - 2) / 2 for x in range(len(cases))], cases, fontsize=8)
+    ax.set_title(title, fontsize=10)
+    ax.set_ylim(0.8, 1.6)
+    ax.legend(fontsize=7)
+for ax in axes[:, 0]:
+    ax.set_ylabel("time / the table's entry, same call")
+fig.suptitle("H200, 2026-11-30 (sixteenth session): tile_sweep variants, CUDA-graph replays, 32 q / 8 kv heads, bf16 "
+             "(bars above 1.6 clipped)")
+fig.tight_layout()
+fig.savefig(HERE / "plot.png", dpi=100)
