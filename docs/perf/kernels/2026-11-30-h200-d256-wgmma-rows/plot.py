@@ -3,13 +3,14 @@ variant's time over the table's, per case and head dim; the 'again' column (the 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from bench.sweep_table import read_sweep  # noqa: E402  (run from the repository root: PYTHONPATH=$PWD)
 
 HERE = Path(__file__).resolve().parent
 PANELS = [  # (sweep file, title)
@@ -22,21 +23,9 @@ PANELS = [  # (sweep file, title)
 ]
 
 
-def read(path: Path) -> tuple[list[str], dict[str, list[float]]]:
-    """Column names after 'floor' and, per case, their times (us)."""
-    lines = path.read_text().splitlines()
-    names = next(ln for ln in lines if ln.strip().startswith("case")).split()[2:]
-    rows = {}
-    for ln in lines:
-        m = re.match(r"\s*(\w+)\s+([\d.]+)\s+((?:[\d.]+\s*)+)$", ln)
-        if m and not ln.strip().startswith("items"):
-            rows[m.group(1)] = [float(x) for x in m.group(3).split()]
-    return names, rows
-
-
 fig, axes = plt.subplots(2, 3, figsize=(17, 8), sharey=True)
 for ax, (name, title) in zip(axes.flat, PANELS, strict=True):
-    names, rows = read(HERE / name)
+    names, rows = read_sweep(HERE / name)
     cases = list(rows)
     width = 0.8 / (len(names) - 1)
     for i, col in enumerate(names[1:]):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import matplotlib
@@ -10,25 +9,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from bench.sweep_table import read_sweep  # noqa: E402  (run from the repository root: PYTHONPATH=$PWD)
+
 HERE = Path(__file__).resolve().parent
-
-
-def read(path: Path) -> tuple[list[str], dict[str, list[float]]]:
-    """Variant names and, per case, the times (us) of the table column then each variant."""
-    lines = path.read_text().splitlines()
-    head = next(ln for ln in lines if ln.strip().startswith("case"))
-    names = head.split()[2:]  # after "case" and "floor"
-    rows = {}
-    for ln in lines:
-        m = re.match(r"\s*(\w+)\s+([\d.]+)\s+((?:[\d.]+\s*)+)$", ln)
-        if m and not ln.strip().startswith("items"):
-            rows[m.group(1)] = [float(x) for x in m.group(3).split()]
-    return names, rows
 
 
 fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), sharey=True)
 for ax, d in zip(axes, (256, 128, 64), strict=True):
-    names, rows = read(HERE / f"sweep-d{d}-warps.txt")
+    names, rows = read_sweep(HERE / f"sweep-d{d}-warps.txt")
     cases = list(rows)
     width = 0.8 / (len(names) - 1)
     for i, name in enumerate(names[1:]):
