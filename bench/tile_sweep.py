@@ -112,17 +112,16 @@ def case_batch(name: str, rng: np.random.Generator) -> tuple[torch.Tensor, torch
 
 
 def parse_variant(text: str) -> KernelTune:
-    """``KVTILE/STAGES/CTAS[/rN][/wg][/wN][/mN][/qN][@SOURCE]``: N the online softmax's rescale slack in log2 units
+    """``KVTILE/STAGES/CTAS[/rN][/wg][/wN][/mN][@SOURCE]``: N the online softmax's rescale slack in log2 units
     (``KernelVariant.rescale_slack_log2``: 0 exact, the default; -1 rescale every tile); ``wg`` 64-row items on
-    warpgroup MMAs (``KernelVariant.wgmma``, sm_90); ``wN`` N warps per CTA instead of the table's (the variant's plans
-    then use tile m up to 16 N: ``plan_tiles``; e.g. ``16/3/7/w2``, one computing and one loading warp per 16-row item
-    at 7 CTAs per SM); ``mN`` plans whose items take tile ms of at least N rows (``m64``: every item on the 64-row path,
-    wgmma with ``wg``; ``TileTable.with_min_tile_m``); ``qN`` a build whose Q tile holds N rows
-    (``KernelVariant.tile_m_cap``: at d256 ``q16`` frees 24 KB for KV stages) and plans of tile m up to N; SOURCE
-    another kernel source file built with the same host contract (e.g. ``git show main:kernels/pat_decode.cu > old.cu``:
-    two kernel versions side by side in one run)."""
+    warpgroup MMAs (``KernelVariant.wgmma``, sm_90); ``wN`` N warps per CTA instead of the table's (the variant's
+    plans then use tile m up to 16 N: ``plan_tiles``; e.g. ``16/3/7/w2``, one computing and one loading warp per
+    16-row item at 7 CTAs per SM); ``mN`` plans whose items take tile ms of at least N rows (``m64``: every item on
+    the 64-row path, wgmma with ``wg``; ``TileTable.with_min_tile_m``); SOURCE another kernel source file built with
+    the same host contract (e.g. ``git show main:kernels/pat_decode.cu > old.cu``: two kernel versions side by side
+    in one run)."""
     text, _, source = text.partition("@")
-    usage = f"variant {text!r}: KVTILE/STAGES/CTAS[/rN][/wg][/wN][/mN][/qN][@SOURCE]"
+    usage = f"variant {text!r}: KVTILE/STAGES/CTAS[/rN][/wg][/wN][/mN][@SOURCE]"
     if source and not Path(source).is_file():
         raise argparse.ArgumentTypeError(f"variant {text!r}: no kernel source file {source!r}")
     parts = text.split("/")
@@ -130,14 +129,11 @@ def parse_variant(text: str) -> KernelTune:
     wgmma = False
     warps = None
     min_tile_m = None
-    max_tile_m = None
     for flag in parts[3:]:
         if flag == "wg" and not wgmma:
             wgmma = True
         elif flag[:1] == "m" and flag[1:] in ("32", "64", "128") and min_tile_m is None:
             min_tile_m = int(flag[1:])
-        elif flag[:1] == "q" and flag[1:] in ("16", "32", "64") and max_tile_m is None:
-            max_tile_m = int(flag[1:])
         elif flag[:1] == "w" and flag[1:].isdigit() and warps is None and int(flag[1:]) in (1, 2, 4, 8):
             warps = int(flag[1:])
         elif flag.startswith("r"):
@@ -147,24 +143,21 @@ def parse_variant(text: str) -> KernelTune:
                 raise argparse.ArgumentTypeError(f"{usage}: rN takes an integer slack") from None
         else:
             raise argparse.ArgumentTypeError(
-                f"{usage}: unknown flag {flag!r} (warps: w1, w2, w4 or w8; least tile m: m32, m64 or m128; "
-                "Q rows: q16, q32 or q64)")
+                f"{usage}: unknown flag {flag!r} (warps: w1, w2, w4 or w8; least tile m: m32, m64 or m128)")
     try:
         kv_tile, stages, ctas = (int(x) for x in parts[:3])
     except ValueError:
         raise argparse.ArgumentTypeError(usage) from None
     return KernelTune(kv_tile=kv_tile, stages=stages, min_ctas_per_sm=ctas, warps=warps, rescale_slack_log2=slack,
                       source=str(Path(source).resolve()) if source else "", wgmma=wgmma,
-                      min_tile_m=min_tile_m, max_tile_m=max_tile_m)
+                      min_tile_m=min_tile_m)
 
 
 def plan_tiles(table: TileTable, tune: KernelTune | None) -> TileTable:
     """The tile table a variant's plans are made with: the table's own, for a ``/wN`` variant the one its CTAs hold
-    (``TileTable.with_warps``), for ``/qN`` only its tile ms of at most N rows, for ``/mN`` only those of at least N."""
+    (``TileTable.with_warps``), for an ``/mN`` variant only its tile ms of at least N rows."""
     if tune is not None and tune.warps is not None:
         table = table.with_warps(tune.warps)
-    if tune is not None and tune.max_tile_m is not None:
-        table = table.with_max_tile_m(tune.max_tile_m)
     if tune is not None and tune.min_tile_m is not None:
         table = table.with_min_tile_m(tune.min_tile_m)
     return table

@@ -2,8 +2,7 @@
 //
 // Compiled at run time with NVRTC (pat_sglang/kernels.py), one module per (dtype, head dim):
 //   -DPAT_DTYPE_BF16 or -DPAT_DTYPE_FP16, -DHEAD_DIM=64|128|256, -DKV_TILE=N, -DSTAGES=S, -DPAT_WARPS=W,
-//   -DPAT_MIN_BLOCKS=B (the tile table in configs/tiles/ picks them per arch and head dim), -DPAT_MAX_TILE_M=M (the
-//   largest tile m the build takes, its Q tile's rows: 16*W unless a sweep caps it); -DPAT_WGMMA (built for
+//   -DPAT_MIN_BLOCKS=B (the tile table in configs/tiles/ picks them per arch and head dim); -DPAT_WGMMA (built for
 //   sm_90a): 64-row items on warpgroup MMAs (below).
 //   -DPAT_KV_FP8=__NV_E4M3|__NV_E5M2 (from pat_sglang/kernels.py FP8_KV_FORMATS): the KV pools hold FP8 bytes
 //   (SGLang's --kv-cache-dtype fp8_e4m3 / fp8_e5m2) while q and out stay in the 16-bit dtype; without it the
@@ -96,12 +95,7 @@ __device__ __forceinline__ elem2_t pat_float2_to_elem2(float a, float b) { retur
 #define PAT_WARPS 4  // warps per CTA (-DPAT_WARPS from the tile table)
 #endif
 #define PAT_THREADS (PAT_WARPS * 32)
-#ifndef PAT_MAX_TILE_M
-#define PAT_MAX_TILE_M (PAT_WARPS * 16)  // the largest tile m the build takes (KernelVariant.tile_m_cap)
-#endif
-#define MAX_TILE_M PAT_MAX_TILE_M  // its Q tile's rows; every computing warp owns 16 rows
-#define COMBINE_ROWS (PAT_WARPS * 16)  // the combine slabs' rows: KV_WARPS * TILE_M <= PAT_WARPS * 16
-static_assert(MAX_TILE_M % 16 == 0 && MAX_TILE_M >= 16 && MAX_TILE_M <= COMBINE_ROWS, "tile m: 16 rows per warp");
+#define MAX_TILE_M (PAT_WARPS * 16)  // the largest tile m: every warp owns 16 rows
 #define CHUNKS_PER_ROW (HEAD_DIM / 8)  // 16-byte chunks in one head row
 
 // -DPAT_TIMING: each CTA records %globaltimer at start, after its first tile landed, after the KV loop
@@ -194,8 +188,8 @@ constexpr int SMEM_CVT_ELEMS = KV_TILE * HEAD_DIM;  // one converted tile (elem_
 constexpr int SMEM_CVT_ELEMS = 0;
 #endif
 constexpr int SMEM_MAIN_BYTES = SMEM_Q_ELEMS * 2 + 2 * SMEM_KV_ELEMS * KV_ELEM_BYTES + 2 * SMEM_CVT_ELEMS * 2;
-// The cross-warp combine slabs (fp32): KV_WARPS * TILE_M <= COMBINE_ROWS rows of O, row maxima, row sums.
-constexpr int SMEM_COMBINE_BYTES = (COMBINE_ROWS * HEAD_DIM + 2 * COMBINE_ROWS) * 4;
+// The cross-warp combine slabs (fp32): KV_WARPS * TILE_M <= MAX_TILE_M rows of O, row maxima, row sums.
+constexpr int SMEM_COMBINE_BYTES = (MAX_TILE_M * HEAD_DIM + 2 * MAX_TILE_M) * 4;
 constexpr int SMEM_BYTES = SMEM_MAIN_BYTES > SMEM_COMBINE_BYTES ? SMEM_MAIN_BYTES : SMEM_COMBINE_BYTES;
 // Read by the host at module load to check its own copy of this formula.
 extern "C" __device__ const int pat_forward_smem_bytes = SMEM_BYTES;
@@ -708,7 +702,7 @@ template <int KV_GROUPS, int TILE_M>
 __device__ __forceinline__ void write_rows(const PatForwardParams& p, elem_t* smem, const RowState& st, bool computes,
                                            int rw, int kw, int req_begin, int n_rows, int group, int kvh) {
     constexpr int DB = HEAD_DIM / 8;
-    static_assert(KV_GROUPS * TILE_M <= COMBINE_ROWS, "the combine slabs hold at most COMBINE_ROWS rows");
+    static_assert(KV_GROUPS * TILE_M <= MAX_TILE_M, "the combine slabs hold at most MAX_TILE_M rows");
     const int lane = threadIdx.x % 32;
     const int r_lo = rw * 16 + lane / 4;
     float l_full[2];
@@ -895,13 +889,13 @@ extern "C" __global__ void __launch_bounds__(PAT_THREADS, PAT_MIN_BLOCKS) pat_pa
     pat_stamp(0);
     switch (item[ITEM_TILE_M]) {
         case 16: pack_forward_tile<1>(p, item, kvh, smem); break;
-#if MAX_TILE_M >= 32
+#if PAT_WARPS >= 2
         case 32: pack_forward_tile<2>(p, item, kvh, smem); break;
 #endif
-#if MAX_TILE_M >= 64
+#if PAT_WARPS >= 4
         case 64: pack_forward_tile<4>(p, item, kvh, smem); break;
 #endif
-#if MAX_TILE_M >= 128
+#if PAT_WARPS >= 8
         case 128: pack_forward_tile<8>(p, item, kvh, smem); break;
 #endif
         default: __trap();  // the host never plans a tile m this build lacks (checked at launch): fail loudly

@@ -158,17 +158,11 @@ class TileTable:
     def with_warps(self, warps: int) -> TileTable:
         """This table for CTAs of ``warps`` warps at every head dim (a sweep's variant, ``KernelTune.warps``): only the
         tile m values such a CTA holds (16 rows per warp), so plans cut bigger packs into more row blocks."""
-        return replace(self.with_max_tile_m(16 * warps), warps={d: warps for d in self.warps})
-
-    def with_max_tile_m(self, m: int) -> TileTable:
-        """This table with only its tile m values of at most ``m`` rows (a build whose Q tile holds ``m`` rows:
-        ``KernelTune.max_tile_m``, or CTAs of ``m / 16`` warps); a head dim's least tile m stays where it still is
-        one."""
-        tile_ms = tuple(t for t in self.tile_ms if t <= m)
+        tile_ms = tuple(m for m in self.tile_ms if m <= 16 * warps)
         if not tile_ms:
-            raise ValueError(f"no tile m of {self.tile_ms} fits {m} rows")
-        least = {d: t for d, t in self.min_tile_m.items() if t in tile_ms}
-        return replace(self, tile_ms=tile_ms, min_tile_m=least, _per_head_dim={})
+            raise ValueError(f"{warps} warps hold no tile m of {self.tile_ms}")
+        least = {d: m for d, m in self.min_tile_m.items() if m in tile_ms}  # a least tile m these CTAs still hold
+        return replace(self, tile_ms=tile_ms, warps={d: warps for d in self.warps}, min_tile_m=least, _per_head_dim={})
 
     def for_head_dim(self, head_dim: int, fp8: bool = False) -> TileTable:
         """The table the planner uses for ``head_dim`` (``fp8``: over FP8 pools): this one, or where the table gives

@@ -87,7 +87,6 @@ class KernelTune:
     source: str = ""  # another kernel source file to build (an A/B of two kernel versions in one run); "" = ours
     wgmma: bool | None = None  # 64-row items on warpgroup MMAs (sm_90 only); None = the table's / PAT_SGLANG_WGMMA
     min_tile_m: int | None = None  # plans only (TileTable.with_min_tile_m): items take tile ms >= this; same build
-    max_tile_m: int | None = None  # KernelVariant.tile_m_cap; plans take tile ms up to it (TileTable.with_max_tile_m)
 
 
 @dataclass(frozen=True)
@@ -113,25 +112,17 @@ class KernelVariant:
     # read by the tensor cores straight from shared memory in wgmma's 128-byte-swizzle layout. Other tile ms, and
     # every build without it, use mma.sync.
     wgmma: bool = False
-    # The largest tile m the build takes (-DPAT_MAX_TILE_M): its Q tile holds that many rows; 0 = 16 per warp. A smaller
-    # cap frees shared memory for KV stages (d256: 8 KB of Q instead of 32 KB) but plans must cut packs into row blocks
-    # of at most that many rows.
-    tile_m_cap: int = 0
 
     def __post_init__(self) -> None:
         if self.kv_dtype in ("", self.dtype):
             object.__setattr__(self, "kv_dtype", self.dtype)
         elif self.kv_dtype not in _FP8_INTERPRETATION:
             raise ValueError(f"unknown KV dtype {self.kv_dtype!r} for a {self.dtype} variant")
-        if self.tile_m_cap and (self.tile_m_cap % 16 or not 16 <= self.tile_m_cap <= 16 * self.warps):
-            raise ValueError(f"tile_m_cap {self.tile_m_cap}: a multiple of 16 up to 16 per warp ({16 * self.warps})")
         if self.wgmma and not wgmma_buildable(self.arch, self.warps):
             raise ValueError(
                 f"wgmma builds need sm_90 and 4 warps (one warpgroup per 64-row item); got {self.arch}, "
                 f"{self.warps} warps"
             )
-        if self.wgmma and self.max_tile_m < 64:
-            raise ValueError(f"wgmma builds run 64-row items; this one takes tile m up to {self.max_tile_m}")
 
     @property
     def kv_fp8(self) -> bool:
@@ -147,7 +138,7 @@ class KernelVariant:
 
     @property
     def max_tile_m(self) -> int:
-        return self.tile_m_cap or 16 * self.warps
+        return 16 * self.warps
 
     @staticmethod
     def for_config(heads: HeadConfig, arch: str, tune: KernelTune | None = None) -> KernelVariant:
@@ -156,7 +147,6 @@ class KernelVariant:
         v = KernelVariant.from_table(arch, DTYPE_NAMES[heads.dtype], heads.head_dim, kv_dtype_name(heads))
         if tune is not None:
             warps = tune.warps or v.warps
-            cap = tune.max_tile_m or 0
             v = KernelVariant(
                 arch,
                 v.dtype,
@@ -169,10 +159,8 @@ class KernelVariant:
                 v.kv_dtype,
                 tune.rescale_slack_log2,
                 tune.source,
-                # the table's wgmma holds for its own warps and 64-row items: a tune of fewer warps or smaller tiles
-                # builds mma.sync unless it asks
-                v.wgmma and wgmma_buildable(arch, warps) and (cap or 64) >= 64 if tune.wgmma is None else tune.wgmma,
-                cap,
+                # the table's wgmma holds for its own warps: a tune of fewer warps builds mma.sync unless it asks
+                v.wgmma and wgmma_buildable(arch, warps) if tune.wgmma is None else tune.wgmma,
             )
         return v
 
@@ -208,7 +196,6 @@ class KernelVariant:
             f"-DSTAGES={self.stages}",
             f"-DPAT_MIN_BLOCKS={self.min_ctas_per_sm}",
             f"-DPAT_WARPS={self.warps}",
-            f"-DPAT_MAX_TILE_M={self.max_tile_m}",
             f"-DMERGE_WARPS={MERGE_WARPS}",
             "--ptxas-options=-v",
             *host_layout_defines(),
@@ -220,13 +207,12 @@ class KernelVariant:
     def smem_bytes(self) -> int:
         """Dynamic shared memory of pat_pack_forward; the kernel holds the same formula (and the host checks
         it against the kernel's constant at load): Q + K/V stages in the pool's element type (+ one converted
-        16-bit K/V tile for FP8 pools), or the fp32 combine buffer of 16 rows per warp, whichever is larger."""
+        16-bit K/V tile for FP8 pools), or the fp32 combine buffer of the largest tile, whichever is larger."""
         m = self.max_tile_m
         tile = self.kv_tile * self.head_dim
         converted = 2 * tile * 2 if self.kv_fp8 else 0
         main = m * self.head_dim * 2 + 2 * self.stages * tile * self.kv_elem_bytes + converted
-        rows = 16 * self.warps  # the combine slabs: KV_WARPS x tile m rows, at most 16 per warp
-        combine = (rows * self.head_dim + 2 * rows) * 4
+        combine = (m * self.head_dim + 2 * m) * 4
         return max(main, combine)
 
 
@@ -341,9 +327,7 @@ def compile_variant(variant: KernelVariant, use_cache: bool = True) -> CompiledV
     v = variant
     kv = "" if v.kv_dtype == v.dtype else f"_kv{v.kv_dtype}"
     wg = "_wg" if v.wgmma else ""
-    cap = f"_q{v.tile_m_cap}" if v.tile_m_cap else ""
-    path = cache_dir() / (f"pat_{v.arch}{wg}_{v.dtype}{kv}_d{v.head_dim}_n{v.kv_tile}_s{v.stages}_w{v.warps}{cap}"
-                          f"_{key}.cubin")
+    path = cache_dir() / f"pat_{v.arch}{wg}_{v.dtype}{kv}_d{v.head_dim}_n{v.kv_tile}_s{v.stages}_w{v.warps}_{key}.cubin"
 
     if use_cache and path.exists():
         meta = path.with_suffix(".json")

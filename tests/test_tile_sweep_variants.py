@@ -92,28 +92,3 @@ def test_min_tile_m_flag(sweep) -> None:
             sweep.parse_variant(bad)
     with pytest.raises(ValueError, match="holds"):
         table.with_min_tile_m(256)
-
-
-def test_q_rows_flag(sweep) -> None:
-    """``/q16``: a build whose Q tile holds 16 rows (24 KB of shared memory freed at d256 for a third 32-token stage at
-    2 CTAs per SM), plans cut into 16-row items (d256's least tile m 64 dropped), no wgmma, no spills."""
-    tune = sweep.parse_variant("32/3/2/q16")
-    assert tune.max_tile_m == 16 and tune.min_tile_m is None
-    table = load_tile_table("sm90")
-    tiles = sweep.plan_tiles(table, tune)
-    assert tiles.tile_ms == (16,) and tiles.for_head_dim(256).tile_ms == (16,)
-    heads = HeadConfig(32, 8, 256, torch.bfloat16)
-    v = KernelVariant.for_config(heads, "sm_90", tune)
-    assert (v.max_tile_m, v.wgmma, v.kv_tile, v.stages) == (16, False, 32, 3)
-    assert "-DPAT_MAX_TILE_M=16" in v.options("/nonexistent")
-    assert v.smem_bytes == 16 * 256 * 2 + 2 * 3 * 32 * 256 * 2  # Q of 16 rows + K/V stages (> the combine slabs)
-    assert 2 * v.smem_bytes <= 227 * 1024
-    usage = compile_variant(v, use_cache=False).resource_usage()["pat_pack_forward"]
-    assert usage.get("spill_store_bytes", 0) == 0 and usage["registers"] <= 65536 // (v.threads * 2)
-    with pytest.raises(ValueError, match="tile_m_cap"):
-        KernelVariant("sm_90", "bf16", 256, 32, 3, 2, tile_m_cap=24)
-    with pytest.raises(ValueError, match="64-row items"):
-        KernelVariant("sm_90", "bf16", 256, 32, 3, 2, tile_m_cap=32, wgmma=True)
-    for bad in ("32/3/2/q8", "32/3/2/q16/q16"):
-        with pytest.raises(argparse.ArgumentTypeError):
-            sweep.parse_variant(bad)

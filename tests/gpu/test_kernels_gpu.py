@@ -306,16 +306,12 @@ def test_wgmma_build_matches_reference(dtype: torch.dtype, head_dim: int, heads:
     (128, KernelTune(kv_tile=16, stages=3, min_ctas_per_sm=7, warps=2)),
     (256, KernelTune(kv_tile=16, stages=3, min_ctas_per_sm=3, warps=2)),
     (128, KernelTune(kv_tile=16, stages=3, min_ctas_per_sm=8, warps=1)),
-    (256, KernelTune(kv_tile=32, stages=3, min_ctas_per_sm=2, max_tile_m=16)),
-    (256, KernelTune(kv_tile=64, stages=2, min_ctas_per_sm=1, max_tile_m=16)),
-    (128, KernelTune(kv_tile=32, stages=3, min_ctas_per_sm=4, max_tile_m=32)),
-], ids=["d64w2", "d128w2", "d256w2", "d128w1", "d256n32q16", "d256n64q16", "d128n32q32"])
+], ids=["d64w2", "d128w2", "d256w2", "d128w1"])
 @pytest.mark.parametrize("page_size", [1, 16])
 def test_sweep_variants_match_reference(dtype: torch.dtype, head_dim: int, tune: KernelTune, page_size: int) -> None:
-    """``bench/tile_sweep.py``'s ``/wN`` variants (CTAs of one or two warps: the no-sharing rows' candidates) and
-    ``/qN`` builds (a Q tile of N rows, KV tiles split between 2-4 computing warps whose states combine in slabs wider
-    than the Q tile) against float64 attention, on plans made with the tile m values their CTAs hold
-    (``TileTable.with_warps``: 16 rows per warp; ``with_max_tile_m``)."""
+    """``bench/tile_sweep.py``'s ``/wN`` variants (CTAs of one or two warps: the no-sharing rows' candidates) against
+    float64 attention, on plans made with the tile m values their CTAs hold (``TileTable.with_warps``: 16 rows per
+    warp)."""
     from pat_sglang.config import load_tile_table
     from pat_sglang.forest import PrefixForest
     from pat_sglang.planner import ITEM_TILE_M, plan_forest
@@ -326,12 +322,11 @@ def test_sweep_variants_match_reference(dtype: torch.dtype, head_dim: int, tune:
     device = DeviceSpec.from_torch(torch.device("cuda"))
     tiles = load_tile_table(device.arch)
     tiles = tiles.with_warps(tune.warps) if tune.warps else tiles
-    tiles = tiles.with_max_tile_m(tune.max_tile_m) if tune.max_tile_m else tiles
     for batch in wgmma_batches(page_size, rng):
         q, k, v = make_qkv(batch.batch, 32, 8, head_dim, batch.num_slots, dtype, "cuda", seed=_next_seed())
         forest = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
         plan = plan_forest(forest, cfg, device, tiles=tiles).to("cuda")
-        assert int(plan.items[:, ITEM_TILE_M].max()) <= (tune.max_tile_m or 16 * (tune.warps or tiles.warps[head_dim]))
+        assert int(plan.items[:, ITEM_TILE_M].max()) <= 16 * (tune.warps or tiles.warps[head_dim])
         ref = naive_decode(q.cpu(), k.cpu(), v.cpu(), batch.kv_indptr, batch.kv_indices, scale)
         out = torch.full_like(q, float("nan"))
         launch_plan(plan, q, k, v, scale, out=out, tune=tune)
