@@ -7,7 +7,10 @@ Measured here (2026-11-29, this project's 2-core VM): sglang-kernel 0.4.5's ``fl
 bytes; ``xz -6`` makes it 148,187,072 bytes (141 MiB) in 306 s, so four pieces of <= 38 MiB (3 x 38 MiB + 27 MiB),
 one device call each, each within the warm window of the one before. A piece and the working tree travel together
 (20.7 MB of tracked files on 2026-11-30: a 44 MiB piece no longer fitted beside it), so pieces grow smaller as the
-repository grows: ``recut`` re-cuts existing pieces without the wheel.
+repository grows: ``recut`` re-cuts existing pieces without the wheel. Tried and dropped (2026-11-30): the library
+holds each kernel as sm_80, sm_86 and sm_90a cubins (269 + 269 + 497 MB), and zeroing the two sm_8x copies in its fat
+binaries shrinks the xz stream only from 141 to 122 MiB (still four pieces: the sm_90a cubins are most of it), while
+``cuobjdump`` then refuses the file ("Invalid ELF"), so the CUDA loader's reaction would need a GPU call to learn.
 
 Here (PyPI side)::
 
