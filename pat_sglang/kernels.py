@@ -217,7 +217,9 @@ class KernelVariant:
 
 
 #: "1" builds 64-row items on warpgroup MMAs wherever the arch and the table's warps allow (KernelVariant.wgmma),
-#: "0" nowhere; unset: where the tile table says (``wgmma_head_dims``)
+#: "0" nowhere; unset: where the tile table says (``wgmma_head_dims``). Plans do not read it: with "0", d256's least
+#: tile m (``TileTable.for_head_dim``) still pads private rows to 64-row items, which then run on mma.sync (correct,
+#: untimed).
 WGMMA_ENV = "PAT_SGLANG_WGMMA"
 
 
