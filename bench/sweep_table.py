@@ -17,3 +17,15 @@ def read_sweep(path: Path) -> tuple[list[str], dict[str, list[float]]]:
         if m and not ln.strip().startswith("items"):
             rows[m.group(1)] = [float(x) for x in m.group(3).split()]
     return names, rows
+
+
+def bar_ratios(ax, names: list[str], rows: dict[str, list[float]], fontsize: int = 10) -> None:
+    """Bars of each variant's time over the first column's (the table's), case by case, on the matplotlib axes
+    ``ax``, with a line at 1."""
+    cases = list(rows)
+    width = 0.8 / (len(names) - 1)
+    for i, name in enumerate(names[1:]):
+        ratios = [rows[c][i + 1] / rows[c][0] for c in cases]
+        ax.bar([x + i * width for x in range(len(cases))], ratios, width, label=name)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks([x + width * (len(names) - 2) / 2 for x in range(len(cases))], cases, fontsize=fontsize)

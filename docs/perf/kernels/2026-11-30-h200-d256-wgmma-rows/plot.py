@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bench.sweep_table import read_sweep  # noqa: E402  (run from the repository root: PYTHONPATH=$PWD)
+from bench.sweep_table import bar_ratios, read_sweep  # noqa: E402  (run from the repository root: PYTHONPATH=$PWD)
 
 HERE = Path(__file__).resolve().parent
 PANELS = [  # (sweep file, title)
@@ -25,14 +25,7 @@ PANELS = [  # (sweep file, title)
 
 fig, axes = plt.subplots(2, 3, figsize=(17, 8), sharey=True)
 for ax, (name, title) in zip(axes.flat, PANELS, strict=True):
-    names, rows = read_sweep(HERE / name)
-    cases = list(rows)
-    width = 0.8 / (len(names) - 1)
-    for i, col in enumerate(names[1:]):
-        ratios = [rows[c][i + 1] / rows[c][0] for c in cases]
-        ax.bar([x + i * width for x in range(len(cases))], ratios, width, label=col)
-    ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_xticks([x + width * (len(names) - 2) / 2 for x in range(len(cases))], cases, fontsize=8)
+    bar_ratios(ax, *read_sweep(HERE / name), fontsize=8)
     ax.set_title(title, fontsize=10)
     ax.set_ylim(0.8, 1.6)
     ax.legend(fontsize=7)

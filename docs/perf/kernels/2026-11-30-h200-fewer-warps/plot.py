@@ -9,21 +9,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bench.sweep_table import read_sweep  # noqa: E402  (run from the repository root: PYTHONPATH=$PWD)
+from bench.sweep_table import bar_ratios, read_sweep  # noqa: E402  (run from the repository root: PYTHONPATH=$PWD)
 
 HERE = Path(__file__).resolve().parent
 
 
 fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), sharey=True)
 for ax, d in zip(axes, (256, 128, 64), strict=True):
-    names, rows = read_sweep(HERE / f"sweep-d{d}-warps.txt")
-    cases = list(rows)
-    width = 0.8 / (len(names) - 1)
-    for i, name in enumerate(names[1:]):
-        ratios = [rows[c][i + 1] / rows[c][0] for c in cases]
-        ax.bar([x + i * width for x in range(len(cases))], ratios, width, label=name)
-    ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_xticks([x + width * (len(names) - 2) / 2 for x in range(len(cases))], cases)
+    bar_ratios(ax, *read_sweep(HERE / f"sweep-d{d}-warps.txt"))
     ax.set_title(f"head dim {d}")
     ax.legend(fontsize=8)
 axes[0].set_ylabel("time / tile table's 4-warp entry")
