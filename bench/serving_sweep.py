@@ -19,11 +19,12 @@ first, runs first) the harness
 
 Then ``results.md``, ``results.csv`` and ``serving.png`` (TPOT and throughput against load) are written from all the
 rows in ``results.jsonl``, and where a closed loop's TTFT goes from the per-request lines of ``logs/server-*.log``
-(servers started with ``--enable-request-time-stats-logging``). ``--budget-s`` bounds the call: a point whose expected
+(servers started with ``--enable-request-time-stats-logging``). ``--report-only`` and ``--merge`` read a folder's logs
+from ``logs/`` or from ``logs.tgz`` and leave them packed there (``sweep.pack_logs``: committed evidence stays small,
+since every device call carries the repository's tracked tree). ``--budget-s`` bounds the call: a point whose expected
 time no longer fits is left for the next call (the same command again; measured points are skipped). ``--dry-run``
 prints the plan and the bench_serving commands; ``--report-only`` rewrites the report; ``--warmup-only`` starts each
-server once (JIT) and measures nothing.
-"""
+server once (JIT) and measures nothing. """
 
 from __future__ import annotations
 
@@ -90,7 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--redo", action="store_true", help="measure the selected points again even if measured")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and commands; start nothing")
     ap.add_argument("--report-only", action="store_true",
-                    help="rewrite results.md/csv/png from results.jsonl (and <out>/logs/)")
+                    help="rewrite results.md/csv/png from results.jsonl (and <out>/logs/ or <out>/logs.tgz; the "
+                         "folder's logs are left packed in logs.tgz)")
     ap.add_argument("--restep", action="store_true",
                     help="with --report-only: first recompute each point's step columns from <out>/logs/server-*.log "
                          "(the lines stamped within the point's run) with the current rule, and rewrite "
@@ -562,13 +564,13 @@ def write_report(out: Path, store: sweep.ResultStore, reference: str,
         *[f"- call {r.get('date')}: `python bench/serving_sweep.py {' '.join(map(str, r.get('argv', [])))}`"
           for r in runs],
     ]
-    # The TTFT parts are read from the folder's server logs here, when the report is written (as the `vs ref` ratios
-    # are computed here from the rows), not stored in the rows by the run and --restep as the step columns are: their
-    # ReqTimeStats lines come only from servers started with --enable-request-time-stats-logging, the folder keeps
-    # logs/ (the run writes it, --merge gathers it), and a folder measured before this table gets it from a plain
-    # --report-only, without a --restep that would re-window every point's step columns as well (it moves the
-    # fifteenth folder's pat@triton mooncake c64 step from 13.58 to 13.40 ms). Rows carried in with --prior from
-    # another folder have no log lines here and get no row.
+    # The TTFT parts are read from the folder's server logs here, when the report is written (as the `vs ref` ratios are
+    # computed here from the rows), not stored in the rows by the run and --restep as the step columns are: their
+    # ReqTimeStats lines come only from servers started with --enable-request-time-stats-logging, the folder keeps its
+    # logs (the run writes logs/, --merge gathers them, main unpacks a committed logs.tgz for this), and a folder
+    # measured before this table gets it from a plain --report-only, without a --restep that would re-window every
+    # point's step columns as well (it moves the fifteenth folder's pat@triton mooncake c64 step from 13.58 to 13.40
+    # ms). Rows carried in with --prior from another folder have no log lines here and get no row.
     log_texts: dict[Path, str] = {}
     for row in rows:  # copies (with_ratios): the store keeps only what was measured
         row.update(ttft_parts(row, out / "logs", log_texts))
@@ -590,7 +592,8 @@ def write_report(out: Path, store: sweep.ResultStore, reference: str,
         *report_section(
             "Where a closed loop's TTFT goes (SGLang's per-request times)",
             "From the `ReqTimeStats` line SGLang logs for each finished request on a server started with "
-            "`--enable-request-time-stats-logging`, read from `logs/server-*.log` when this report is written: of "
+            "`--enable-request-time-stats-logging`, read from the folder's `server-*.log` (`logs/` or `logs.tgz`) when "
+            "this report is written: of "
             "the lines stamped within the point's run (health checks left out), the last `done` are its measured "
             "requests (the harness's warm-up and bench_serving's own warm-up request finish before them), taken only "
             "when their input lengths are bench_serving's. In order of their entry into the scheduler's wait queue: "
@@ -696,13 +699,17 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run finally blocks, stop servers
     if args.report_only or args.merge:
         out = args.out or REPO / "docs/perf/serving" / dt.date.today().isoformat()
-        if args.merge:
-            print(f"serving: {sweep.merge_calls(args.merge, out)} row(s) gathered from {len(args.merge)} call(s)")
-        store = sweep.ResultStore(out / "results.jsonl", prior=args.prior)
-        if args.restep:
-            print(f"serving: step columns recomputed for {restep(store, out / 'logs')} point(s)")
-        reference = args.reference or args.backends[0]
-        print(write_report(out, store, reference, capacity_load=args.capacity_load))
+        logs = sweep.unpack_logs(out)  # a committed folder keeps its logs packed (sweep.pack_logs)
+        try:
+            if args.merge:
+                print(f"serving: {sweep.merge_calls(args.merge, out)} row(s) gathered from {len(args.merge)} call(s)")
+            store = sweep.ResultStore(out / "results.jsonl", prior=args.prior)
+            if args.restep:
+                print(f"serving: step columns recomputed for {restep(store, logs)} point(s)")
+            reference = args.reference or args.backends[0]
+            print(write_report(out, store, reference, capacity_load=args.capacity_load))
+        finally:
+            sweep.pack_logs(out)
         return 0
     run = Sweep(args)
     if args.dry_run:

@@ -15,7 +15,7 @@ on_path(BENCH)
 
 from ab import client, sweep  # noqa: E402
 
-# Lines copied from docs/perf/serving/2026-11-30-h200-fifteenth/logs/server-fa3.log (the first and the third are
+# Lines copied from server-fa3.log in docs/perf/serving/2026-11-30-h200-fifteenth/logs.tgz (the first and the third are
 # requests, the second the server's health check).
 REAL = (
     "[2026-11-30 03:46:59] ReqTimeStats(rid=1d49fce29b0045bf99d9a4067fea1bf7, input_len=6, cached_input_len=0, "

@@ -519,6 +519,38 @@ def test_restep_recomputes_a_point_from_its_server_log(tmp_path: Path) -> None:
     assert "ttft_first_p50_ms" not in rows[2]  # no kept bench_serving result for it: no TTFT waves
 
 
+def test_report_only_reads_and_leaves_the_logs_packed(tmp_path: Path) -> None:
+    """A committed folder keeps its logs as ``logs.tgz`` (``sweep.pack_logs``): ``--report-only --restep`` reads the
+    server log out of it (the step columns recomputed as from ``logs/``), leaves the folder packed again, and a second
+    report changes no byte of the archive; ``unpack_logs`` gives back the files as they were."""
+    import serving_sweep
+
+    def decode(stamp: str, tput: float) -> str:
+        return (f"[2026-11-29 19:{stamp}] Decode batch, #running-req: 72, #token: 9, token usage: 0.01, "
+                f"cuda graph: True, gen throughput (token/s): {tput}, #queue-req: 0\n")
+
+    log = decode("33:01", 7200.0) + decode("33:02", 7200.0) + decode("33:03", 3600.0) + decode("33:04", 3600.0)
+    out = tmp_path / "folder"
+    (out / "logs").mkdir(parents=True)
+    (out / "logs" / "server-pat-fa3.log").write_text(log)
+    (out / "logs" / "bench-pat-fa3-mooncake-x1.0.log").write_text("client\n")
+    store = sweep.ResultStore(out / "results.jsonl")
+    store.append({"kind": "point", "backend": "pat@fa3", "workload": "mooncake", "load": "x1.0",
+                  "started": "2026-11-29T19:33:00", "wall_s": 10.0, "step_ms_p50_full": 45.0})
+    assert sweep.pack_logs(out) == out / "logs.tgz" and not (out / "logs").exists()
+    packed = (out / "logs.tgz").read_bytes()
+    argv = ["--report-only", "--restep", "--out", str(out), "--backends", "pat@fa3"]
+    assert serving_sweep.main(argv) == 0
+    assert not (out / "logs").exists() and (out / "logs.tgz").read_bytes() == packed
+    row = sweep.ResultStore(out / "results.jsonl").rows[0]
+    # recomputed from the archive: the window's first line left out (as from logs/), then steps of 10, 20, 20 ms at 72
+    assert row["step_ms_p50_full"] == pytest.approx(20.0) and row["step_full_lines"] == 3.0
+    assert (out / "results.md").exists()
+    assert sweep.unpack_logs(out) == out / "logs"
+    assert (out / "logs" / "server-pat-fa3.log").read_text() == log
+    assert (out / "logs" / "bench-pat-fa3-mooncake-x1.0.log").read_text() == "client\n"
+
+
 def test_restep_recomputes_a_closed_loops_ttft_waves(tmp_path: Path) -> None:
     """``--restep`` also splits a closed loop's TTFTs into waves again from its kept bench_serving result (rows
     measured before the second-wave columns get them); open-loop points and points without a result keep theirs."""

@@ -15,10 +15,13 @@ into the line), so a sweep longer than one device call runs as several calls ove
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 import math
 import os
+import shutil
 import tarfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -257,6 +260,46 @@ def merge_calls(sources: Sequence[Path], dest: Path) -> int:
             else:
                 target.write_bytes(data)
     return added
+
+
+LOGS_ARCHIVE = "logs.tgz"
+
+
+def unpack_logs(folder: Path) -> Path:
+    """``folder/logs`` as a directory, unpacked from ``folder/logs.tgz`` where the folder keeps its logs packed
+    (``pack_logs``); the folder's logs as they are otherwise."""
+    logs = folder / "logs"
+    if not logs.is_dir() and (folder / LOGS_ARCHIVE).exists():
+        files = _call_logs(folder)  # read before logs/ exists: _call_logs prefers the directory
+        logs.mkdir(parents=True)
+        for name, data in files:
+            (logs / name).write_bytes(data)
+    return logs
+
+
+def pack_logs(folder: Path) -> Path | None:
+    """Pack ``folder/logs/`` into ``folder/logs.tgz`` (members ``logs/<name>``, as the device hands logs back) and
+    remove the directory; None where there is none. The archive is the same bytes for the same logs (sorted members,
+    fixed times and owners): a report rewritten without new logs changes nothing. Committed serving folders keep
+    their logs packed because every device call carries the repository's tracked tree (64 MiB per call in all),
+    and plain-text server logs were 10 of its 25 MB."""
+    logs = folder / "logs"
+    if not logs.is_dir():
+        return None
+    archive = folder / LOGS_ARCHIVE
+    tmp = archive.with_name(archive.name + ".tmp")
+    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for f in sorted(logs.iterdir()):
+            if not f.is_file():
+                continue
+            info = tarfile.TarInfo(f"logs/{f.name}")
+            data = f.read_bytes()
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    tmp.replace(archive)
+    shutil.rmtree(logs)
+    return archive
 
 
 def _call_logs(src: Path) -> list[tuple[str, bytes]]:
