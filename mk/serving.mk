@@ -21,9 +21,9 @@ AB_BACKENDS ?= flashinfer,pat,triton
 AB_ARGS    ?=
 
 # FA3 (SGLang's default on Hopper) needs sgl_kernel/flash_ops.abi3.so, which the wheelhouse trims (1.12 GB unpacked):
-#   make fa3-pieces          here: .fa3/pNN/piece.xz + .fa3/manifest.json (xz stream cut into <= 38 MiB pieces: a
-#                            piece and the working tree, 20.7 MB on 2026-11-30, must fit one 64 MiB transfer;
-#                            `pieces.py recut --piece-mib N` re-cuts them smaller as the tree grows)
+#   make fa3-pieces          here: .fa3/pNN/piece.xz + .fa3/manifest.json (xz stream cut into <= 48 MiB pieces,
+#                            three: a piece and the working tree, 15.5 MB on 2026-11-30, must fit one 64 MiB
+#                            transfer; `pieces.py recut --piece-mib N` re-cuts them smaller as the tree grows)
 #   there, one device call per piece (carry .fa3/pNN and .fa3/manifest.json), within the warm window:
 #     python3 tools/wheelhouse/pieces.py stash --src .fa3 --store /tmp/fa3
 #   then: python3 tools/wheelhouse/pieces.py assemble --store /tmp/fa3 --dest $(AB_SITE)/sgl_kernel/flash_ops.abi3.so

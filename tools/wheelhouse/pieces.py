@@ -4,8 +4,9 @@ trims because no single transfer can take them, so that fa3, SGLang's default at
 measured beside pat.
 
 Measured here (2026-11-29, this project's 2-core VM): sglang-kernel 0.4.5's ``flash_ops.abi3.so`` is 1,122,607,032
-bytes; ``xz -6`` makes it 148,187,072 bytes (141 MiB) in 306 s, so four pieces of <= 38 MiB (3 x 38 MiB + 27 MiB),
-one device call each, each within the warm window of the one before. A piece and the working tree travel together
+bytes; ``xz -6`` makes it 148,187,072 bytes (141 MiB) in 306 s, so three pieces of <= 48 MiB (2 x 48 MiB + 45 MiB;
+four of 38 MiB before the serving logs were packed, 2026-11-30), one device call each, each within the warm window
+of the one before. A piece and the working tree travel together
 (20.7 MB of tracked files on 2026-11-30: a 44 MiB piece no longer fitted beside it), so pieces grow smaller as the
 repository grows: ``recut`` re-cuts existing pieces without the wheel. Tried and dropped (2026-11-30): the library
 holds each kernel as sm_80, sm_86 and sm_90a cubins (269 + 269 + 497 MB), and zeroing the two sm_8x copies in its fat
@@ -49,7 +50,10 @@ import zipfile
 from pathlib import Path
 
 MIB = 1 << 20
-DEFAULT_PIECE_MIB = 38  # leaves room for the working tree (20.7 MB on 2026-11-30) under the 64 MiB a call can carry
+# leaves room for the working tree under the 64 MiB (67.1 MB) a call carries in all: 48 MiB (50.3 MB) pieces, three
+# for fa3, need the tree under 16.8 MB (15.5 MB on 2026-11-30 once the serving logs were packed; it was 24.7 MB with
+# them, and the pieces 38 MiB, four)
+DEFAULT_PIECE_MIB = 48
 MANIFEST = "manifest.json"
 PIECE = "piece.xz"
 
