@@ -21,9 +21,9 @@ AB_BACKENDS ?= flashinfer,pat,triton
 AB_ARGS    ?=
 
 # FA3 (SGLang's default on Hopper) needs sgl_kernel/flash_ops.abi3.so, which the wheelhouse trims (1.12 GB unpacked):
-#   make fa3-pieces          here: .fa3/pNN/piece.xz + .fa3/manifest.json (xz stream cut into <= 48 MiB pieces,
-#                            three: a piece and the working tree, 15.5 MB on 2026-11-30, must fit one 64 MiB
-#                            transfer; `pieces.py recut --piece-mib N` re-cuts them smaller as the tree grows)
+#   make fa3-pieces          here: .fa3/pNN/piece.xz + .fa3/manifest.json (the xz stream in FA3_PIECES equal
+#                            pieces, 47.1 MiB for three: a piece and the working tree, 15.5 MB on 2026-11-30, must
+#                            fit one 64 MiB transfer; `pieces.py recut` re-cuts them as the tree grows)
 #   there, one device call per piece (carry .fa3/pNN and .fa3/manifest.json), within the warm window:
 #     python3 tools/wheelhouse/pieces.py stash --src .fa3 --store /tmp/fa3
 #   then: python3 tools/wheelhouse/pieces.py assemble --store /tmp/fa3 --dest $(AB_SITE)/sgl_kernel/flash_ops.abi3.so
@@ -57,8 +57,10 @@ wheelhouse: $(STAMP)
 wheelhouse-pat: $(STAMP)
 	$(VPY) tools/wheelhouse/build.py --only-pat
 
+FA3_PIECES ?= 3
 fa3-pieces: $(STAMP)
 	$(VPY) tools/wheelhouse/pieces.py split --wheel $(wildcard .wheelhouse/dl/sglang_kernel-*.whl) --out .fa3
+	$(VPY) tools/wheelhouse/pieces.py recut --src .fa3 --pieces $(FA3_PIECES)
 
 $(AB_SITE)/.installed:
 	PYTHON=$(AB_PY) bash tools/wheelhouse/install_offline.sh $(AB_SITE)

@@ -110,3 +110,21 @@ def test_recut_makes_smaller_pieces_of_the_same_stream(tmp_path: Path, payload: 
     with pytest.raises(ValueError, match="differs from the manifest"):
         pieces.recut(out, 1)
 
+
+
+def test_recut_into_equal_pieces(tmp_path: Path, payload: bytes) -> None:
+    """``recut --pieces N``: the same stream in N pieces of equal size (the last may be a few bytes shorter), the
+    largest as small as N calls allow; a size and a count together are refused."""
+    src = tmp_path / "cache.tar"
+    src.write_bytes(payload)
+    out = tmp_path / "pieces"
+    before = pieces.split(src, "cache.tar", out, piece_mib=1, preset=0)
+    assert pieces.main(["recut", "--src", str(out), "--pieces", "3"]) == 0
+    after = json.loads((out / pieces.MANIFEST).read_text())
+    sizes = [p["bytes"] for p in after["pieces"]]
+    assert len(sizes) == 3 and sum(sizes) == before["compressed_bytes"] and max(sizes) - min(sizes) <= 2
+    store = tmp_path / "store"
+    assert pieces.stash(out, store) == []
+    assert pieces.assemble(store, tmp_path / "back.tar").read_bytes() == payload
+    with pytest.raises(ValueError, match="not both"):
+        pieces.recut(out, 1, 3)

@@ -4,9 +4,9 @@ trims because no single transfer can take them, so that fa3, SGLang's default at
 measured beside pat.
 
 Measured here (2026-11-29, this project's 2-core VM): sglang-kernel 0.4.5's ``flash_ops.abi3.so`` is 1,122,607,032
-bytes; ``xz -6`` makes it 148,187,072 bytes (141 MiB) in 306 s, so three pieces of <= 48 MiB (2 x 48 MiB + 45 MiB;
-four of 38 MiB before the serving logs were packed, 2026-11-30), one device call each, each within the warm window
-of the one before. A piece and the working tree travel together
+bytes; ``xz -6`` makes it 148,187,072 bytes (141 MiB) in 306 s, so three equal pieces of 47.1 MiB (``recut
+--pieces 3``; four of 38 MiB before the serving logs were packed, 2026-11-30), one device call each, each within the
+warm window of the one before. A piece and the working tree travel together
 (20.7 MB of tracked files on 2026-11-30: a 44 MiB piece no longer fitted beside it), so pieces grow smaller as the
 repository grows: ``recut`` re-cuts existing pieces without the wheel. Tried and dropped (2026-11-30): the library
 holds each kernel as sm_80, sm_86 and sm_90a cubins (269 + 269 + 497 MB), and zeroing the two sm_8x copies in its fat
@@ -18,6 +18,7 @@ Here (PyPI side)::
     python tools/wheelhouse/pieces.py split --wheel .wheelhouse/dl/sglang_kernel-*.whl \\
         --member sgl_kernel/flash_ops.abi3.so --out .fa3 [--piece-mib 38]
     python tools/wheelhouse/pieces.py recut --src .fa3 --piece-mib 34    # the same stream in smaller pieces
+    python tools/wheelhouse/pieces.py recut --src .fa3 --pieces 3        # ... or in three equal ones
 
 writes ``.fa3/p00/piece.xz``, ``.fa3/p01/piece.xz``, ... (the xz stream of the member cut into pieces) and
 ``.fa3/manifest.json`` (member, its size and sha256, each piece's size and sha256). The manifest travels with every
@@ -50,10 +51,10 @@ import zipfile
 from pathlib import Path
 
 MIB = 1 << 20
-# leaves room for the working tree under the 64 MiB (67.1 MB) a call carries in all: 48 MiB (50.3 MB) pieces, three
-# for fa3, need the tree under 16.8 MB (15.5 MB on 2026-11-30 once the serving logs were packed; it was 24.7 MB with
-# them, and the pieces 38 MiB, four)
-DEFAULT_PIECE_MIB = 48
+# leaves room for the working tree under the 64 MiB (67.1 MB) a call carries in all: fa3 in three equal pieces
+# (``recut --pieces 3``: 47.1 MiB, 49.4 MB each) needs the tree under 17.7 MB (15.5 MB on 2026-11-30 once the
+# serving logs were packed; it was 24.7 MB with them, and the pieces 38 MiB, four)
+DEFAULT_PIECE_MIB = 47
 MANIFEST = "manifest.json"
 PIECE = "piece.xz"
 
@@ -81,7 +82,7 @@ def split(member_file: Path, member: str, out: Path, piece_mib: int = DEFAULT_PI
     out.mkdir(parents=True, exist_ok=True)
     stream = out / "stream.xz"
     _xz(member_file, stream, preset)
-    pieces = _write_pieces(stream.read_bytes(), out, piece_mib)
+    pieces = _write_pieces(stream.read_bytes(), out, piece_mib * MIB)
     stream.unlink()
     manifest = {
         "member": member,
@@ -106,12 +107,11 @@ def split_wheel(wheel: Path, member: str, out: Path, piece_mib: int = DEFAULT_PI
         tmp.unlink(missing_ok=True)
 
 
-def _write_pieces(stream: bytes, out: Path, piece_mib: int) -> list[dict]:
+def _write_pieces(stream: bytes, out: Path, limit: int) -> list[dict]:
     """Cut ``stream`` into ``out/pNN/piece.xz`` (after removing the pieces there); the manifest's piece entries."""
     for old in out.glob("p[0-9][0-9]"):
         shutil.rmtree(old)
     pieces = []
-    limit = piece_mib * MIB
     for i in range(0, len(stream), limit):
         chunk = stream[i : i + limit]
         folder = out / f"p{i // limit:02d}"
@@ -130,14 +130,18 @@ def _checked_piece(path: Path, entry: dict, what: str = "piece", hint: str = "")
     return data
 
 
-def recut(src: Path, piece_mib: int) -> dict:
-    """Re-cut the pieces under ``src`` into pieces of at most ``piece_mib`` MiB (the same compressed stream, checked
-    piece by piece first); rewrite the manifest and return it."""
+def recut(src: Path, piece_mib: int | None = DEFAULT_PIECE_MIB, count: int | None = None) -> dict:
+    """Re-cut the pieces under ``src`` into pieces of at most ``piece_mib`` MiB, or into ``count`` pieces of equal
+    size (the smallest largest piece for that many calls); the same compressed stream, checked piece by piece first.
+    Rewrite the manifest and return it."""
     manifest = json.loads((src / MANIFEST).read_text())
     stream = b"".join(_checked_piece(src / p["folder"] / PIECE, p) for p in manifest["pieces"])
     if len(stream) != manifest["compressed_bytes"]:
         raise ValueError("the pieces do not add up to the manifest's compressed size")
-    manifest["pieces"] = _write_pieces(stream, src, piece_mib)
+    if (piece_mib is None) == (count is None) or (count is not None and count < 1):
+        raise ValueError("recut takes a piece size in MiB or a positive count of pieces, not both")
+    limit = piece_mib * MIB if piece_mib is not None else -(-len(stream) // count)
+    manifest["pieces"] = _write_pieces(stream, src, limit)
     (src / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return manifest
 
@@ -195,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--preset", type=int, default=6, help="xz preset (0-9)")
     rc = sub.add_parser("recut")
     rc.add_argument("--src", type=Path, default=Path(".fa3"))
-    rc.add_argument("--piece-mib", type=int, default=DEFAULT_PIECE_MIB)
+    size = rc.add_mutually_exclusive_group()
+    size.add_argument("--piece-mib", type=int, default=None, help=f"at most this many MiB each ({DEFAULT_PIECE_MIB})")
+    size.add_argument("--pieces", type=int, default=None, help="this many pieces of equal size")
     st = sub.add_parser("stash")
     st.add_argument("--src", type=Path, default=Path(".fa3"))
     st.add_argument("--store", type=Path, default=Path("/tmp/fa3"))
@@ -211,8 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{m['member']}: {m['bytes'] / MIB:.0f} MiB -> {m['compressed_bytes'] / MIB:.0f} MiB xz in "
               f"{len(m['pieces'])} pieces of <= {args.piece_mib} MiB: one device call each")
     elif args.cmd == "recut":
-        m = recut(args.src, args.piece_mib)
-        print(f"{m['member']}: {len(m['pieces'])} pieces of <= {args.piece_mib} MiB under {args.src}")
+        mib = args.piece_mib if args.piece_mib is not None or args.pieces is not None else DEFAULT_PIECE_MIB
+        m = recut(args.src, mib, args.pieces)
+        largest = max(p["bytes"] for p in m["pieces"])
+        print(f"{m['member']}: {len(m['pieces'])} pieces of <= {largest / MIB:.2f} MiB under {args.src}")
     elif args.cmd == "stash":
         lacking = stash(args.src, args.store)
         print(f"stored in {args.store}; still missing: {', '.join(lacking) or 'none'}")
