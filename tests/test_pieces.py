@@ -90,18 +90,24 @@ def test_any_file_round_trips_through_the_command_line(tmp_path: Path, payload: 
         pieces.main(["split", "--out", str(out)])
 
 
-def test_recut_makes_smaller_pieces_of_the_same_stream(tmp_path: Path, payload: bytes) -> None:
-    """``recut``: existing pieces re-cut smaller (the working tree that travels with each grew) still assemble to the
-    member; the old pieces are gone, the manifest lists the new ones; a damaged piece is refused before cutting."""
+@pytest.mark.parametrize("cut", [["--piece-mib", "1"], ["--pieces", "3"]], ids=["mib", "count"])
+def test_recut_makes_new_pieces_of_the_same_stream(tmp_path: Path, payload: bytes, cut: list[str]) -> None:
+    """``recut``: existing pieces re-cut (smaller, as the working tree that travels with each grew; or into N equal
+    ones, the largest as small as N calls allow) still assemble to the member; the old pieces are gone, the manifest
+    lists the new ones; a damaged piece is refused before cutting, and a size with a count too."""
     src = tmp_path / "cache.tar"
     src.write_bytes(payload)
     out = tmp_path / "fa3"
     before = pieces.split(src, "cache.tar", out, piece_mib=2, preset=0)
-    assert pieces.main(["recut", "--src", str(out), "--piece-mib", "1"]) == 0
+    assert pieces.main(["recut", "--src", str(out), *cut]) == 0
     after = json.loads((out / pieces.MANIFEST).read_text())
-    assert len(after["pieces"]) > len(before["pieces"]) and all(p["bytes"] <= 1 << 20 for p in after["pieces"])
+    sizes = [p["bytes"] for p in after["pieces"]]
+    if cut[0] == "--piece-mib":
+        assert len(sizes) > len(before["pieces"]) and max(sizes) <= 1 << 20
+    else:
+        assert len(sizes) == 3 and max(sizes) - min(sizes) <= 2
     assert sorted(f.name for f in out.glob("p*")) == [p["folder"] for p in after["pieces"]]
-    assert sum(p["bytes"] for p in after["pieces"]) == before["compressed_bytes"]
+    assert sum(sizes) == before["compressed_bytes"]
     store = tmp_path / "store"
     assert pieces.stash(out, store) == []
     assert pieces.assemble(store, tmp_path / "back.tar").read_bytes() == payload
@@ -109,22 +115,5 @@ def test_recut_makes_smaller_pieces_of_the_same_stream(tmp_path: Path, payload: 
     first.write_bytes(b"x" + first.read_bytes()[1:])
     with pytest.raises(ValueError, match="differs from the manifest"):
         pieces.recut(out, 1)
-
-
-
-def test_recut_into_equal_pieces(tmp_path: Path, payload: bytes) -> None:
-    """``recut --pieces N``: the same stream in N pieces of equal size (the last may be a few bytes shorter), the
-    largest as small as N calls allow; a size and a count together are refused."""
-    src = tmp_path / "cache.tar"
-    src.write_bytes(payload)
-    out = tmp_path / "pieces"
-    before = pieces.split(src, "cache.tar", out, piece_mib=1, preset=0)
-    assert pieces.main(["recut", "--src", str(out), "--pieces", "3"]) == 0
-    after = json.loads((out / pieces.MANIFEST).read_text())
-    sizes = [p["bytes"] for p in after["pieces"]]
-    assert len(sizes) == 3 and sum(sizes) == before["compressed_bytes"] and max(sizes) - min(sizes) <= 2
-    store = tmp_path / "store"
-    assert pieces.stash(out, store) == []
-    assert pieces.assemble(store, tmp_path / "back.tar").read_bytes() == payload
     with pytest.raises(ValueError, match="not both"):
         pieces.recut(out, 1, 3)

@@ -134,12 +134,12 @@ def recut(src: Path, piece_mib: int | None = DEFAULT_PIECE_MIB, count: int | Non
     """Re-cut the pieces under ``src`` into pieces of at most ``piece_mib`` MiB, or into ``count`` pieces of equal
     size (the smallest largest piece for that many calls); the same compressed stream, checked piece by piece first.
     Rewrite the manifest and return it."""
+    if (piece_mib is None) == (count is None) or (count is not None and count < 1):
+        raise ValueError("recut takes a piece size in MiB or a positive count of pieces, not both")
     manifest = json.loads((src / MANIFEST).read_text())
     stream = b"".join(_checked_piece(src / p["folder"] / PIECE, p) for p in manifest["pieces"])
     if len(stream) != manifest["compressed_bytes"]:
         raise ValueError("the pieces do not add up to the manifest's compressed size")
-    if (piece_mib is None) == (count is None) or (count is not None and count < 1):
-        raise ValueError("recut takes a piece size in MiB or a positive count of pieces, not both")
     limit = piece_mib * MIB if piece_mib is not None else -(-len(stream) // count)
     manifest["pieces"] = _write_pieces(stream, src, limit)
     (src / MANIFEST).write_text(json.dumps(manifest, indent=1))
