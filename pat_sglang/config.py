@@ -138,7 +138,9 @@ class TileTable:
     # (``for_head_dim``): at d256 a private request's 4 rows run faster padded to 64 rows on wgmma, the CTA's four
     # warps computing, than as one warp's 16-row mma.sync item
     min_tile_m: dict[int, int] = field(default_factory=dict)
-    _per_head_dim: dict[tuple[int, bool], TileTable] = field(default_factory=dict, compare=False, repr=False)
+    # for_head_dim's tables, made once; not an init field, so every table (``replace`` included) starts its own
+    _per_head_dim: dict[tuple[int, bool], TileTable] = field(default_factory=dict, init=False, compare=False,
+                                                              repr=False)
 
     def wgmma(self, head_dim: int, fp8: bool = False) -> bool:
         """Whether this head dim's build (``fp8``: over FP8 pools) takes warpgroup MMAs for 64-row items."""
@@ -162,7 +164,7 @@ class TileTable:
         if not tile_ms:
             raise ValueError(f"{warps} warps hold no tile m of {self.tile_ms}")
         least = {d: m for d, m in self.min_tile_m.items() if m in tile_ms}  # a least tile m these CTAs still hold
-        return replace(self, tile_ms=tile_ms, warps={d: warps for d in self.warps}, min_tile_m=least, _per_head_dim={})
+        return replace(self, tile_ms=tile_ms, warps={d: warps for d in self.warps}, min_tile_m=least)
 
     def for_head_dim(self, head_dim: int, fp8: bool = False) -> TileTable:
         """The table the planner uses for ``head_dim`` (``fp8``: over FP8 pools): this one, or where the table gives
@@ -183,7 +185,7 @@ class TileTable:
         tile_ms = tuple(t for t in self.tile_ms if t >= m)
         if not tile_ms:
             raise ValueError(f"no tile m of {self.tile_ms} holds {m} rows")
-        return replace(self, tile_ms=tile_ms, _per_head_dim={})  # a new table: none of this one's per-head-dim tables
+        return replace(self, tile_ms=tile_ms)
 
     def kv_tile(self, head_dim: int, fp8: bool = False) -> int:
         """KV tokens per shared-memory stage for this head dim (``fp8``: for FP8 pools)."""

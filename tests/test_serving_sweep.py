@@ -551,6 +551,32 @@ def test_report_only_reads_and_leaves_the_logs_packed(tmp_path: Path) -> None:
     assert (out / "logs" / "bench-pat-fa3-mooncake-x1.0.log").read_text() == "client\n"
 
 
+def test_packing_again_loses_no_log_of_a_resumed_run(tmp_path: Path) -> None:
+    """A run resumed in a folder whose logs were packed writes a new ``logs/``: ``unpack_logs`` gathers the archive
+    into it as the older logs (a server log's earlier lines first, a point's older file giving way to its newer one,
+    the others kept), so packing again keeps both runs' logs."""
+    out = tmp_path / "folder"
+    (out / "logs").mkdir(parents=True)
+    (out / "logs" / "server-fa3.log").write_text("[2026-11-29 10:00:00] first run\n")
+    (out / "logs" / "bench-fa3-gsp-c64.log").write_text("c64 first\n")
+    (out / "logs" / "bench-fa3-gsp-c4.log").write_text("c4\n")
+    sweep.pack_logs(out)
+    (out / "logs").mkdir()  # the resumed run
+    (out / "logs" / "server-fa3.log").write_text("[2026-11-29 11:00:00] second run\n")
+    (out / "logs" / "bench-fa3-gsp-c64.log").write_text("c64 again\n")
+    both = "[2026-11-29 10:00:00] first run\n[2026-11-29 11:00:00] second run\n"
+    logs = sweep.unpack_logs(out)
+    assert (logs / "server-fa3.log").read_text() == both
+    assert (logs / "bench-fa3-gsp-c64.log").read_text() == "c64 again\n"
+    assert (logs / "bench-fa3-gsp-c4.log").read_text() == "c4\n"
+    sweep.unpack_logs(out)  # gathered once: nothing doubles
+    assert (logs / "server-fa3.log").read_text().count("first run") == 1
+    sweep.pack_logs(out)
+    assert dict(sweep._call_logs(out)) == {
+        "server-fa3.log": both.encode(),
+        "bench-fa3-gsp-c64.log": b"c64 again\n", "bench-fa3-gsp-c4.log": b"c4\n"}
+
+
 def test_restep_recomputes_a_closed_loops_ttft_waves(tmp_path: Path) -> None:
     """``--restep`` also splits a closed loop's TTFTs into waves again from its kept bench_serving result (rows
     measured before the second-wave columns get them); open-loop points and points without a result keep theirs."""

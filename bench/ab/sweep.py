@@ -251,29 +251,37 @@ def merge_calls(sources: Sequence[Path], dest: Path) -> int:
             store.append(row)
             added += 1
         for name, data in _call_logs(src):
-            target = logs / name
-            if name.startswith("server-") and target.exists():
-                if data in target.read_bytes():  # this call's log was gathered before
-                    continue
-                with open(target, "ab") as fh:
-                    fh.write(data)
-            else:
-                target.write_bytes(data)
+            _gather_log(logs / name, data, older=False)
     return added
+
+
+def _gather_log(target: Path, data: bytes, older: bool) -> None:
+    """Put one gathered log file's ``data`` at ``target``: a server log joins the one already there (``older``: before
+    it, else after it) unless it is already in it (every server's lines carry their times, so a point's lines are
+    found by time); another file replaces an older one and gives way to a newer one (a point measured again)."""
+    if not target.exists():
+        target.write_bytes(data)
+    elif target.name.startswith("server-"):
+        have = target.read_bytes()
+        if data not in have:  # else gathered before
+            target.write_bytes(data + have if older else have + data)
+    elif not older:
+        target.write_bytes(data)
 
 
 LOGS_ARCHIVE = "logs.tgz"
 
 
 def unpack_logs(folder: Path) -> Path:
-    """``folder/logs`` as a directory, unpacked from ``folder/logs.tgz`` where the folder keeps its logs packed
-    (``pack_logs``); the folder's logs as they are otherwise."""
+    """``folder/logs`` as a directory holding every log of the folder: those packed in ``folder/logs.tgz``
+    (``pack_logs``) gathered into it as older than any written since (a run resumed in a packed folder writes a new
+    ``logs/``), so that packing again loses none."""
     logs = folder / "logs"
-    if not logs.is_dir() and (folder / LOGS_ARCHIVE).exists():
-        files = _call_logs(folder)  # read before logs/ exists: _call_logs prefers the directory
-        logs.mkdir(parents=True)
-        for name, data in files:
-            (logs / name).write_bytes(data)
+    archive = folder / LOGS_ARCHIVE
+    if archive.exists():
+        logs.mkdir(parents=True, exist_ok=True)
+        for name, data in _archived_logs(archive):
+            _gather_log(logs / name, data, older=True)
     return logs
 
 
@@ -306,10 +314,15 @@ def _call_logs(src: Path) -> list[tuple[str, bytes]]:
     """(file name, bytes) of a call's logs: ``src/logs/*``, or the ``logs/`` members of ``src/logs.tgz``."""
     if (src / "logs").is_dir():
         return [(f.name, f.read_bytes()) for f in sorted((src / "logs").iterdir()) if f.is_file()]
-    if not (src / "logs.tgz").exists():
+    if not (src / LOGS_ARCHIVE).exists():
         return []
+    return _archived_logs(src / LOGS_ARCHIVE)
+
+
+def _archived_logs(archive: Path) -> list[tuple[str, bytes]]:
+    """(file name, bytes) of the ``logs/`` members of a logs archive."""
     out = []
-    with tarfile.open(src / "logs.tgz") as tar:
+    with tarfile.open(archive) as tar:
         for member in tar.getmembers():
             parts = Path(member.name).parts
             if member.isfile() and len(parts) == 2 and parts[0] == "logs":
