@@ -420,7 +420,7 @@ class Sweep:
         """Measure one point and append its row; False when the backend should stop (budget or a hung run)."""
         args = self.args
         name = point_name(point.backend, point.workload.name, point.load)
-        output_file = self.logs / f"bench-{name}.jsonl"
+        output_file = point_file(self.logs, name, ".jsonl")
         try:
             cmd, info = self.bench_command(point, port, output_file)
         except LookupError as err:
@@ -439,7 +439,7 @@ class Sweep:
         offset = log_size(server_log)
         started = dt.datetime.now().isoformat(timespec="seconds")
         t0 = time.monotonic()
-        code, timed_out = bench_serving.run(cmd, self.client_env, self.logs / f"bench-{name}.log",
+        code, timed_out = bench_serving.run(cmd, self.client_env, point_file(self.logs, name, ".log"),
                                             timeout_s=min(args.point_timeout_s, self.left() - 5))
         wall = time.monotonic() - t0
         time.sleep(0.5)  # let the server's last log lines land
@@ -461,7 +461,7 @@ class Sweep:
             row.update(status=f"failed: exit {code}: {err}"[:300])
             self.store.append(row)
             print(f"serving: [{point.backend}] {point.workload.name} {point.load}: FAILED (exit {code}); see "
-                  f"{rel(self.logs / f'bench-{name}.log')}", flush=True)
+                  f"{rel(point_file(self.logs, name, '.log'))}", flush=True)
             return True
         row.update(result)
         kind, value = sweep.parse_load(point.load)
@@ -636,9 +636,15 @@ def point_name(backend: str, workload: str, load: str) -> str:
     return f"{file_tag(backend)}-{workload}-{load}"
 
 
+def point_file(logs: Path, name: str, suffix: str) -> Path:
+    """A point's bench_serving file under ``logs``: its result (``.jsonl``) or its console (``.log``)."""
+    return logs / f"bench-{name}{suffix}"
+
+
 def bench_result(logs: Path, row: dict) -> Path:
     """The bench_serving result file a point row's run kept under ``logs`` (``run_point`` writes it)."""
-    return logs / f"bench-{point_name(str(row.get('backend')), str(row.get('workload')), str(row.get('load')))}.jsonl"
+    name = point_name(str(row.get("backend")), str(row.get("workload")), str(row.get("load")))
+    return point_file(logs, name, ".jsonl")
 
 
 def point_log(row: dict, logs: Path, texts: dict[Path, str]) -> str | None:
