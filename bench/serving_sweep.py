@@ -500,6 +500,11 @@ class Sweep:
         left = [p for b in self.backends for p in self.pending(b)] if not self.args.warmup_only else []
         print(f"serving: {len(left)} selected point(s) still to measure; {time.monotonic() - self.t0:.0f} s; "
               f"results in {rel(self.out)}", flush=True)
+        for p in left:  # an x-load waiting for the reference's capacity point was never started: say why
+            try:
+                self.bench_command(p, self.args.port, self.logs / "DRY.jsonl")
+            except LookupError as err:
+                print(f"serving: [{p.backend}] {p.workload.name} {p.load}: deferred ({err})", flush=True)
         return 1 if self.failed_backends else 0
 
 

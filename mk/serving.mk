@@ -27,7 +27,8 @@ AB_ARGS    ?=
 #   there, one device call per piece (carry .fa3/pNN and .fa3/manifest.json), within the warm window:
 #     python3 tools/wheelhouse/pieces.py stash --src .fa3 --store /tmp/fa3
 #   then: python3 tools/wheelhouse/pieces.py assemble --store /tmp/fa3 --dest $(AB_SITE)/sgl_kernel/flash_ops.abi3.so
-# FlashInfer's compiled kernels (~280 s of JIT on a fresh machine) come back the other way, once compiled there
+# FlashInfer's compiled kernels (229-280 s of JIT in a fresh machine's first server start) come back the other way,
+# once compiled there (2026-11-30: the serving set, one 3.0 MiB piece of 12.9 MiB, is in .fi-aot/ here)
 # (tools/wheelhouse/fi_aot.py: a restored JIT cache would be rebuilt, its AOT folder is loaded as is):
 #   python3 tools/wheelhouse/fi_aot.py pack --cache /tmp/fi-cache --out $OUT/fi     (15 MiB pieces; 64 MiB a call)
 #   copy $OUT/fi here to .fi-aot/ (git-ignored); on the next machine, one call per piece (carry .fi-aot/pNN and

@@ -441,6 +441,12 @@ def test_plan_defers_rate_points_until_the_reference_capacity(tmp_path: Path, mo
     assert [p.load for p in run.runnable("pat", pat_todo)] == ["c4"]  # waits for ref's c4
     assert serving_sweep.main(["--dry-run", *argv]) == 0
     assert "[pat] tiny x0.5: deferred (needs ref c4 of tiny first)" in capsys.readouterr().out
+    # a run that measures nothing for pat (its budget spent) names the deferred point and why, not only a count
+    monkeypatch.setattr(serving_sweep.Sweep, "run_backend", lambda self, backend: None)
+    assert serving_sweep.main([*argv, "--no-preflight"]) == 0
+    out = capsys.readouterr().out
+    assert "4 selected point(s) still to measure" in out
+    assert "serving: [pat] tiny x0.5: deferred (needs ref c4 of tiny first)" in out
     run.store.append({"kind": "point", "backend": "ref", "workload": "tiny", "load": "c4", "status": "ok",
                       "workload_id": run.wids["tiny"], "server_id": run.server_id, "request_throughput": 10.0,
                       "duration": 3.0})
