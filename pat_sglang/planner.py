@@ -102,8 +102,9 @@ SPLIT_STEPS_UP = 2  # each whole number of waves: also try split lengths this ma
 ITEM_OVERHEAD_SLOT_BYTES = {16: 48 << 10, 32: 72 << 10, 64: 192 << 10, 128: 384 << 10}  # 128 rows: not measured
 MERGE_CHAIN_COST_SLOT_BYTES = 1536  # each partial of the request with the most (~0.2 us: its merge runs them in turn)
 # A changed batch re-planned from scratch keeps the split length last chosen while its planned KV stays within this
-# fraction of the KV it was chosen for (and the length is still a candidate): one request joining or leaving rarely
-# moves the best length, and the cost model is most of a full plan's host time.
+# fraction of the KV it was chosen for (and the length is still a candidate, or still cuts no pack as the no-split
+# candidate): one request joining or leaving rarely moves the best length, and the cost model is most of a full plan's
+# host time.
 SPLIT_KEEP_FRACTION = 1 / 16
 # The split search stops simulating candidates once none left could be this fraction cheaper than the best one found
 # (``_simulated_costs``: candidates go in the order of a lower bound of their cost). So its choice is predicted at most
@@ -314,7 +315,8 @@ def plan_forest(
     recomputed (a few array ops) and everything else shared: the plan a fresh pass makes of ``forest`` with
     ``split_tokens=previous.split_tokens``. Otherwise it is planned from scratch, keeping the split length the cost
     model last chose while the step's planned KV stays within ``SPLIT_KEEP_FRACTION`` of what it was chosen for and
-    the length is still a candidate; else the cost model chooses again.
+    the length is still a candidate (or still cuts no pack, as the no-split candidate); else the cost model chooses
+    again.
 
     ``split_tokens``: cut every pack into KV splits of at most this many tokens instead of the planner's choice (for
     benchmarks that measure the split length's effect, ``bench/tile_sweep.py --split-tokens``)."""
@@ -422,11 +424,14 @@ def _plan(
     searched = False
     if split_tokens is None:
         chosen_for_tokens = planned_tokens
-        candidates = _split_candidates(int(pack_tokens.max()), planned_tokens, num_kv_heads, target, min_split_tokens)
+        longest = int(pack_tokens.max())
+        candidates = _split_candidates(longest, planned_tokens, num_kv_heads, target, min_split_tokens)
+        # A kept length that still cuts nothing cuts the packs as the no-split candidate does (the same plan), though
+        # that candidate's length moves with the longest pack.
         if (
             keep is not None
             and abs(planned_tokens - keep[1]) <= SPLIT_KEEP_FRACTION * keep[1]
-            and keep[0] in candidates
+            and (keep[0] >= longest or keep[0] in candidates)
         ):
             split_tokens, chosen_for_tokens = keep
         else:

@@ -737,3 +737,28 @@ def test_split_search_tolerance_skips_simulations() -> None:
     exact = [float(planner._launch_costs(splits[i : i + 1], *args)[0][0]) for i in range(splits.shape[0])]
     chosen = planner._cheapest(cost.tolist(), items.tolist())
     assert exact[chosen] <= (1 + planner.SPLIT_COST_TOLERANCE) * min(exact)
+
+
+def test_a_kept_length_that_cuts_nothing_is_kept_while_the_longest_pack_shrinks() -> None:
+    """64 equal private rows on an H200-sized GPU are not split (one wave); the length recorded for that is the grid
+    step above the longest row. When the rows are replaced by slightly shorter ones (KV within SPLIT_KEEP_FRACTION),
+    the no-split candidate's length moves down a grid step, and the kept length is no candidate any more; it still
+    cuts nothing, so it is kept without a search and the plan is the fresh plan's (which cuts nothing either)."""
+    from pat_sglang.planner import SPLIT_KEEP_FRACTION, _split_candidates
+
+    heads = HeadConfig(32, 8, 128, torch.bfloat16)
+    device = DeviceSpec(sm_count=132, ctas_per_sm=4)
+
+    def forest_of(length: int) -> PrefixForest:
+        indptr = np.arange(65) * length
+        return PrefixForest.from_flat(indptr, np.arange(int(indptr[-1])))
+
+    first = plan_forest(forest_of(4096), heads, device)
+    assert first.num_items == 64 and first.split_tokens > 4096 and first.split_searched
+    assert 64 * (4096 - 3900) <= SPLIT_KEEP_FRACTION * 64 * 4096
+    assert first.split_tokens not in _split_candidates(3900, 64 * 3900, 8, 528, MIN_SPLIT_TOKENS)
+    forest = forest_of(3900)
+    plan = plan_forest(forest, heads, device, previous=first)
+    fresh = plan_forest(forest, heads, device)
+    assert not plan.split_searched and plan.split_tokens == first.split_tokens
+    assert fresh.num_items == 64 and torch.equal(plan.items, fresh.items)
