@@ -8,15 +8,15 @@ first, in ``from_paths``' order) and one leaf per request (node ``K + r``). A re
 *attach* node (the deepest kept node on its path, the parent of its leaf; -1 for a root leaf): its leaf starts where
 that node ends, and the kept nodes it is a member of are that node and its ancestors. So when requests leave and
 join and the kept nodes stay what they were (same ranges, same chains of radix nodes), the new forest is the old kept
-nodes with each member list recomputed from the attach numbers, plus one leaf per request: about 25 numpy calls over
-the batch, and Python only for the joining requests' paths (a few radix nodes each). ``from_paths`` costs ~55 numpy
-calls plus gathering the batch's paths.
+nodes (fewer, where some are left with one request) with each member list recomputed from the attach numbers, plus
+one leaf per request: about 25 numpy calls over the batch, and Python only for the joining requests' paths (a few
+radix nodes each) and the kept nodes (tens). ``from_paths`` costs ~55 numpy calls plus gathering the batch's paths.
 
 ``RadixIndex`` holds what that needs, made from a ``from_paths(index=True)`` build: per radix key of a shared node
 the kept node whose chain holds it, per kept node its deepest radix key, and per request its attach node and its
 *first private* radix key (the first node of its path beyond its attach node, -1 if none). An edit is refused (the
 caller builds from the paths) unless all of these hold, which is when ``from_paths`` of the new batch gives the same
-kept nodes:
+kept nodes, less those left unshared (below):
 
 * survivors are the old batch's requests with the very same published entry (``ChainEntry`` identity: a request
   whose chain was read again, after a radix split, counts as leaving and joining), in the same relative order;
@@ -24,17 +24,22 @@ kept nodes:
   end, then (if it goes on) into a radix node no other request of the new batch starts its private part with: two
   requests share a radix node beyond their attach nodes only if they share the first one (radix nodes below a node
   lie on its paths only); an edit that would make such a node shared is refused;
-* every kept node keeps at least two requests, and none gets all of its parent's requests (then ``from_paths`` would
-  fuse them): counted from the attach numbers;
+* no kept node that keeps two requests or more gets all of its parent's requests (then ``from_paths`` would fuse
+  them): counted from the attach numbers;
 * every request still has a private leaf (its length beyond its attach node's end).
 
-Anything else (no index, a stale or missing path, a joiner ending inside or at a shared node, a node that becomes
-shared or private) is refused and built from the paths, which makes a new index. Tests drive random join / leave /
-split sequences and compare every edited forest with ``from_paths`` of the same batch (``tests/test_forest_edit.py``).
+A kept node left with one request (or none: then its kept descendants too) is no longer shared: it is dropped, and
+its request's leaf reaches up to the end of its nearest kept ancestor, its private part starting at the first radix
+key of the topmost node dropped (``_Kept.without``). Anything else (no index, a stale or missing path, a joiner ending
+inside or at a shared node, a radix node that becomes shared) is refused and built from the paths, which makes a new
+index. Before it returns, an edit checks its member counts against the kept nodes' (one ``bincount``): a wrong
+attach number is refused, never planned. Tests drive random join / leave / split sequences and compare every edited
+forest with ``from_paths`` of the same batch (``tests/test_forest_edit.py``).
 """
 
 from __future__ import annotations
 
+import itertools
 import operator
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +47,61 @@ from typing import Any
 import numpy as np
 
 from .forest import RADIX_INDEX, PrefixForest
-from .planner import copy_with
+
+
+@dataclass(eq=False)
+class _Kept:
+    """The kept nodes of a forest (its first ``K`` nodes) and their radix chains: what an edit keeps or thins."""
+
+    tok: np.ndarray  # int64 [K], and start, parent (a kept node or -1), depth: the forest's first K nodes
+    start: np.ndarray
+    parent: np.ndarray
+    depth: np.ndarray
+    chain: dict[int, int]  # radix key of a shared node -> its kept node
+    deepest: list[int]  # per kept node: its deepest radix key
+    top: list[int]  # per kept node: its first radix key (where a request's private part starts if it dissolves)
+    parents: list[int]  # ``parent`` as a list
+    lineage: list[list[int]]  # at a + 1: kept node a and its ancestors ([] at 0: a root leaf)
+    ancestors: np.ndarray  # int64 [K + 1, D]: ``lineage`` as rows padded with -1
+    num_ancestors: np.ndarray  # int64 [K + 1]: the length of each lineage (the depth of a leaf under a at a + 1)
+    end: np.ndarray  # int64 [K + 1]: end of kept node a at a + 1 (0 at 0: a root leaf starts at 0)
+
+    @staticmethod
+    def make(tok: np.ndarray, start: np.ndarray, parent: np.ndarray, depth: np.ndarray, chain: dict[int, int],
+             deepest: list[int], top: list[int]) -> _Kept:
+        parents = parent.tolist()
+        lineage: list[list[int]] = [[]]
+        for k, p in enumerate(parents):  # parents first (topological order)
+            lineage.append([k, *lineage[p + 1]])
+        width = max(1, max(map(len, lineage)))
+        ancestors = np.full((len(lineage), width), -1, dtype=np.int64)
+        for a, line in enumerate(lineage):
+            ancestors[a, : len(line)] = line
+        num_ancestors = np.zeros(len(lineage), dtype=np.int64)
+        num_ancestors[1:] = depth + 1
+        end = np.zeros(len(lineage), dtype=np.int64)
+        end[1:] = start + tok
+        return _Kept(tok, start, parent, depth, chain, deepest, top, parents, lineage, ancestors, num_ancestors, end)
+
+    def without(self, gone: list[int]) -> tuple[_Kept, np.ndarray]:
+        """These kept nodes without ``gone`` (each with its kept descendants among them), and per attach node
+        (at a + 1) the new index of its nearest kept ancestor-or-self that stays (-1 for none)."""
+        num_kept = len(self.parents)
+        stays = [True] * num_kept
+        for k in gone:
+            stays[k] = False
+        new_id = list(itertools.accumulate(stays, initial=0))  # new index of kept node k: new_id[k] where it stays
+        moved = [-1]
+        for k, p in enumerate(self.parents):  # parents first: a gone node takes its parent's answer
+            moved.append(new_id[k] if stays[k] else moved[p + 1])
+        keep = np.array(stays, dtype=bool)
+        remap = np.array(moved, dtype=np.int64)
+        return _Kept.make(
+            self.tok[keep], self.start[keep], remap[self.parent[keep] + 1], self.depth[keep],
+            {key: new_id[k] for key, k in self.chain.items() if stays[k]},
+            [key for key, stay in zip(self.deepest, stays, strict=True) if stay],
+            [key for key, stay in zip(self.top, stays, strict=True) if stay],
+        ), remap
 
 
 @dataclass(eq=False)
@@ -54,16 +113,10 @@ class RadixIndex:
     forest: PrefixForest
     entries: tuple
     rows: np.ndarray  # int64 [len(entries)]
-    chain: dict[int, int]  # radix key of a shared node -> its kept node
-    deepest: list[int]  # per kept node: its deepest radix key
-    kept_parent: list[int]  # per kept node: its parent kept node, or -1
-    lineage: list[list[int]]  # at a + 1: kept node a and its ancestors ([] at 0: a root leaf)
+    kept: _Kept
     q: list[int]  # per kept node: its requests
     attach: np.ndarray  # int64 per request: its leaf's parent (a kept node), or -1
     first_private: np.ndarray  # int64 per request: its first radix key beyond its attach node, or -1
-    ancestors: np.ndarray  # int64 [K + 1, D]: ``lineage`` as rows padded with -1
-    num_ancestors: np.ndarray  # int64 [K + 1]: the length of each lineage (the depth of a leaf under a at a + 1)
-    kept_end: np.ndarray  # int64 [K + 1]: end of attach node a at a + 1 (0 for a root leaf)
 
     @staticmethod
     def of(forest: PrefixForest, entries: tuple, rows: np.ndarray) -> RadixIndex | None:
@@ -73,26 +126,16 @@ class RadixIndex:
         if raw is None or not entries:
             return None
         chain_keys, chain_ids, deepest, first_private = raw
-        num_kept = forest.num_nodes - forest.num_requests
-        kept_parent = forest.parent[:num_kept].tolist()
-        lineage: list[list[int]] = [[]]
-        for k, p in enumerate(kept_parent):  # parents first (topological order)
-            lineage.append([k, *lineage[p + 1]])
-        kept_depth = forest.depth[:num_kept]
-        width = max(1, num_kept and int(kept_depth.max()) + 1)
-        ancestors = np.full((num_kept + 1, width), -1, dtype=np.int64)
-        for a, line in enumerate(lineage):
-            ancestors[a, : len(line)] = line
-        num_ancestors = np.zeros(num_kept + 1, dtype=np.int64)
-        num_ancestors[1:] = kept_depth + 1
-        kept_end = np.zeros(num_kept + 1, dtype=np.int64)
-        kept_end[1:] = forest.start[:num_kept] + forest.tok[:num_kept]
-        return RadixIndex(
-            forest, entries, np.array(rows[: len(entries)], dtype=np.int64),
-            dict(zip(chain_keys.tolist(), chain_ids.tolist(), strict=True)), deepest.tolist(), kept_parent, lineage,
-            forest.q[:num_kept].tolist(), forest.parent[num_kept:], first_private, ancestors, num_ancestors,
-            kept_end,
-        )
+        k = slice(0, forest.num_nodes - forest.num_requests)
+        chain: dict[int, int] = {}
+        top: dict[int, int] = {}
+        for key, kept in zip(chain_keys.tolist(), chain_ids.tolist(), strict=True):  # root side first
+            chain[key] = kept
+            top.setdefault(kept, key)
+        kept = _Kept.make(forest.tok[k], forest.start[k], forest.parent[k], forest.depth[k], chain, deepest.tolist(),
+                          [top[i] for i in range(len(top))])
+        return RadixIndex(forest, entries, np.array(rows[: len(entries)], dtype=np.int64), kept,
+                          forest.q[k].tolist(), forest.parent[k.stop :], first_private)
 
     def edit(self, entries: tuple, rows: np.ndarray, seq_lens: np.ndarray, row_base: np.ndarray) -> RadixIndex | None:
         """The index (and ``.forest``) of the batch ``entries`` (every one a ``ChainEntry``, at pool ``rows``; the
@@ -113,8 +156,9 @@ class RadixIndex:
         stay = old_of[same]
         if stay.shape[0] > 1 and (stay[1:] <= stay[:-1]).any():
             return None  # survivors reordered
+        kept = self.kept
         q = list(self.q)
-        lineage = self.lineage
+        lineage = kept.lineage
         stays = np.zeros(old_rows.shape[0], dtype=bool)
         stays[stay] = True
         for a in self.attach[np.flatnonzero(~stays)].tolist():  # the leavers' kept nodes lose them
@@ -129,9 +173,10 @@ class RadixIndex:
             placed.append(spot)
             for k in lineage[spot[0] + 1]:
                 q[k] += 1
-        for k, p in enumerate(self.kept_parent):
-            if q[k] < 2 or (p >= 0 and q[k] >= q[p]):
-                return None  # a kept node turns private, or its parent would be fused into it
+        gone = [k for k, n in enumerate(q) if n < 2]  # kept nodes left with one request or none (and their subtrees)
+        for k, p in enumerate(kept.parents):
+            if q[k] >= 2 and p >= 0 and q[k] >= q[p]:
+                return None  # its parent would be fused into it
         n = len(seq_lens)
         at = np.maximum(old_of, 0)
         attach = np.full(n, -1, dtype=np.int64)  # padding: root leaves
@@ -143,17 +188,32 @@ class RadixIndex:
                 return None  # a radix node beyond the attach nodes would be shared
             attach[j] = a
             first_private[j] = key
-        forest = self._forest(attach, q, seq_lens, row_base)
+        if gone:
+            # A kept node left with one request becomes part of that request's leaf, which then starts at the end of
+            # its nearest staying ancestor, its private part at the first radix key of the topmost node gone.
+            opens = np.full(len(q) + 1, -1, dtype=np.int64)
+            for k in gone:
+                p = kept.parents[k]
+                if p < 0 or q[p] >= 2:
+                    for d in range(len(q)):  # every node gone below it (its lineage passes through k)
+                        if q[d] < 2 and k in lineage[d + 1]:
+                            opens[d + 1] = kept.top[k]
+            row = attach + 1
+            fresh_start = opens[row]
+            first_private = np.where(fresh_start >= 0, fresh_start, first_private)
+            kept, remap = kept.without(gone)
+            attach = remap[row]
+            q = [c for c in q if c >= 2]
+        forest = self._forest(kept, attach, q, seq_lens, row_base)
         if forest is None:
             return None
-        return copy_with(self, forest=forest, entries=entries, rows=new_rows, q=q, attach=attach,
-                         first_private=first_private)
+        return RadixIndex(forest, entries, new_rows, kept, q, attach, first_private)
 
     def _place(self, entry: Any) -> tuple[int, int] | None:
         """(attach node, first private key) of a joining request's path, or ``None`` if it is not whole kept chains
         followed by radix nodes outside them."""
-        chain, deepest, kept_parent = self.chain, self.deepest, self.kept_parent
-        kept_end = self.kept_end
+        kept = self.kept
+        chain, deepest, kept_parent, kept_end = kept.chain, kept.deepest, kept.parents, kept.end
         attach, inside, end = -1, -1, 0
         for key, length in zip(entry.keys.tolist(), entry.lengths.tolist(), strict=True):
             k = chain.get(key)
@@ -176,26 +236,26 @@ class RadixIndex:
             return None
         return attach, -1
 
-    def _forest(self, attach: np.ndarray, q: list[int], seq_lens: np.ndarray, row_base: np.ndarray
+    @staticmethod
+    def _forest(kept: _Kept, attach: np.ndarray, q: list[int], seq_lens: np.ndarray, row_base: np.ndarray
                 ) -> PrefixForest | None:
-        """The forest of the kept nodes (``q`` requests each) and one leaf per request under ``attach``; ``None``
+        """The forest of the ``kept`` nodes (``q`` requests each) and one leaf per request under ``attach``; ``None``
         if a leaf would be empty or the members do not add up to ``q``."""
-        old = self.forest
         n = attach.shape[0]
         num_kept = len(q)
         seq = np.asarray(seq_lens, dtype=np.int64)
         row = attach + 1
-        leaf_start = self.kept_end[row]
+        leaf_start = kept.end[row]
         leaf_tok = seq - leaf_start
         if int(leaf_tok.min()) < 1:
             return None
         if num_kept:
-            anc = self.ancestors[row]
+            anc = kept.ancestors[row]
             node = anc[anc >= 0]  # per request, its kept nodes (request-major)
             kept_q = np.bincount(node, minlength=num_kept)
             if kept_q.tolist() != q:
                 return None
-            key = node * n + np.repeat(np.arange(n, dtype=np.int64), self.num_ancestors[row])
+            key = node * n + np.repeat(np.arange(n, dtype=np.int64), kept.num_ancestors[row])
             key.sort()
             req_flat = np.concatenate([key - (key // n) * n, np.arange(n, dtype=np.int64)])
             counts = np.concatenate([kept_q, np.ones(n, dtype=np.int64)])
@@ -204,12 +264,11 @@ class RadixIndex:
             counts = np.ones(n, dtype=np.int64)
         req_ptr = np.zeros(num_kept + n + 1, dtype=np.int64)
         np.cumsum(counts, out=req_ptr[1:])
-        k = slice(0, num_kept)
         return PrefixForest(
-            np.concatenate([old.tok[k], leaf_tok]),
-            np.concatenate([old.start[k], leaf_start]),
-            np.concatenate([old.parent[k], attach]),
-            np.concatenate([old.depth[k], self.num_ancestors[row]]),
+            np.concatenate([kept.tok, leaf_tok]),
+            np.concatenate([kept.start, leaf_start]),
+            np.concatenate([kept.parent, attach]),
+            np.concatenate([kept.depth, kept.num_ancestors[row]]),
             req_ptr,
             req_flat,
             np.asarray(row_base, dtype=np.int64),

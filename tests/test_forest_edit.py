@@ -183,7 +183,8 @@ def test_edited_forests_equal_from_paths(seed: int, pad: int) -> None:
 def test_an_edit_keeps_the_kept_nodes_and_moves_the_members() -> None:
     """One shared prompt (node 1) under two requests' own nodes: a third joins with its own node under the prompt (an
     edit: the prompt keeps its range, gains a member, and the joiner gets a leaf); then the first two finish, the
-    prompt keeps one request and turns private (refused: ``from_paths`` fuses it into that request's leaf)."""
+    prompt keeps one request and turns private (an edit too: it joins that request's leaf, whose private part now
+    starts at the prompt's radix node)."""
     tree = Tree(np.random.default_rng(0))
     prompt = tree.add(0)
     a, b, c = tree.add(prompt), tree.add(prompt), tree.add(prompt)
@@ -198,5 +199,33 @@ def test_an_edit_keeps_the_kept_nodes_and_moves_the_members() -> None:
     assert grown is not None and grown.forest.q.tolist() == [3, 1, 1, 1]
     want = _fresh([ea, eb, ec], rows, seq, 0)
     assert all(np.array_equal(getattr(grown.forest, n), getattr(want, n)) for n in ARRAYS)
-    assert grown.edit((ec,), rows[2:], seq[2:], rows[2:] * ROW_STRIDE) is None  # node 1 would have one request
+    alone = grown.edit((ec,), rows[2:], seq[2:], rows[2:] * ROW_STRIDE)  # node 1 keeps one request: its leaf
+    want = _fresh([ec], rows[2:], seq[2:], 0)
+    assert alone is not None and alone.forest.num_nodes == 1 and alone.first_private.tolist() == [prompt]
+    assert all(np.array_equal(getattr(alone.forest, n), getattr(want, n)) for n in ARRAYS)
     assert grown.edit((eb, ea, ec), rows[[1, 0, 2]], seq[[1, 0, 2]], rows[[1, 0, 2]] * ROW_STRIDE) is None  # reordered
+
+
+def test_nested_kept_nodes_dissolve_into_the_last_request_leaf() -> None:
+    """A prompt (node P, three requests) with a shared child (node C, two of them): when two requests finish, both
+    keep one request, and the survivor's leaf starts at 0 with its private part at P (the topmost node gone). A
+    joiner through P then shares P again: refused (``from_paths`` keeps P), where a private part recorded at C would
+    have let the edit drop the sharing."""
+    tree = Tree(np.random.default_rng(1))
+    p = tree.add(0)
+    c = tree.add(p)
+    a, b, x, y = tree.add(c), tree.add(c), tree.add(p), tree.add(p)
+    es = [tree.entry(i, n) for i, n in enumerate((a, b, x))]
+    ey = tree.entry(3, y)
+    seq = np.array([sum(tree.nodes[m][1] for m in tree.path(n)) + 2 for n in (a, b, x, y)])
+    rows = np.array([3, 4, 5, 6])
+    first = _fresh(es, rows[:3], seq[:3], 0)
+    index = RadixIndex.of(first, tuple(es), rows[:3])
+    assert index is not None and first.q.tolist()[:2] == [3, 2]
+    alone = index.edit((es[0],), rows[:1], seq[:1], rows[:1] * ROW_STRIDE)
+    assert alone is not None and alone.forest.num_nodes == 1 and alone.first_private.tolist() == [p]
+    want = _fresh(es[:1], rows[:1], seq[:1], 0)
+    assert all(np.array_equal(getattr(alone.forest, n), getattr(want, n)) for n in ARRAYS)
+    both = (es[0], ey)
+    assert alone.edit(both, rows[[0, 3]], seq[[0, 3]], rows[[0, 3]] * ROW_STRIDE) is None
+    assert _fresh(list(both), rows[[0, 3]], seq[[0, 3]], 0).q.tolist()[0] == 2  # P is shared again
