@@ -35,7 +35,8 @@ _INT64_MAX = int(np.iinfo(np.int64).max)
 _PER_NODE = frozenset(("q", "rep", "req32", "shared"))  # PrefixForest._get's first group of derived arrays
 _KEY_BITS = 48  # from_paths sorts entries by (depth, key) as one int64 when keys are below 2**48
 # from_paths(index=True)'s structure value: (radix keys of the shared nodes, the kept node of each, each kept node's
-# deepest radix key, each request's first private radix key or -1)
+# deepest radix key and its depth on the paths (kept nodes are in (depth, key) order), each request's first private
+# radix key or -1)
 RADIX_INDEX = "radix_index"
 
 
@@ -402,7 +403,7 @@ class PrefixForest:
             private_at = first + n_shared
             has_private = n_shared < counts
             forest._derived[RADIX_INDEX] = (
-                e_key[chain_e], kept_id[node_of_entry[next_kept[chain_e]]], e_key[k_first],
+                e_key[chain_e], kept_id[node_of_entry[next_kept[chain_e]]], e_key[k_first], e_depth[k_first],
                 np.where(has_private, e_key[np.minimum(private_at, n_ent - 1)], -1),
             )
         return forest

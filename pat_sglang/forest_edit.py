@@ -1,37 +1,39 @@
 """Last step's prefix forest edited for a changed decode batch: cost in proportion to the requests that came and went.
 
 Role in pack-forward-merge: an input of *pack*, the same forest ``PrefixForest.from_paths`` builds (node for node, in
-its order), made without reading the batch's paths when the batch's shared structure did not change.
+its order), made without reading the batch's paths: from the joiners' paths and last step's forest.
 
 The canonical forest of a batch whose every request has a private leaf is its kept shared nodes (``K`` of them,
 first, in ``from_paths``' order) and one leaf per request (node ``K + r``). A request's place in it is one number, its
 *attach* node (the deepest kept node on its path, the parent of its leaf; -1 for a root leaf): its leaf starts where
 that node ends, and the kept nodes it is a member of are that node and its ancestors. So when requests leave and
-join and the kept nodes stay what they were (same ranges, same chains of radix nodes), the new forest is the old kept
-nodes (fewer, where some are left with one request) with each member list recomputed from the attach numbers, plus
-one leaf per request: about 25 numpy calls over the batch, and Python only for the joining requests' paths (a few
-radix nodes each) and the kept nodes (tens). ``from_paths`` costs ~55 numpy calls plus gathering the batch's paths.
+join, the new forest is the old kept nodes (less those left with one request, plus those requests come to share) with
+each member list recomputed from the attach numbers, plus one leaf per request: about 25 numpy calls over the batch,
+and Python only for the joining requests' paths (a few radix nodes each) and the kept nodes (tens). ``from_paths``
+costs ~55 numpy calls plus gathering the batch's paths.
 
 ``RadixIndex`` holds what that needs, made from a ``from_paths(index=True)`` build: per radix key of a shared node
 the kept node whose chain holds it, per kept node its deepest radix key, and per request its attach node and its
 *first private* radix key (the first node of its path beyond its attach node, -1 if none). An edit is refused (the
 caller builds from the paths) unless all of these hold, which is when ``from_paths`` of the new batch gives the same
-kept nodes, less those left unshared (below):
+kept nodes, less those left unshared and plus those newly shared (below):
 
 * survivors are the old batch's requests with the very same published entry (``ChainEntry`` identity: a request
   whose chain was read again, after a radix split, counts as leaving and joining), in the same relative order;
 * a joiner's path runs through whole kept chains, each one a child of the last, each ending at its kept node's token
-  end, then (if it goes on) into a radix node no other request of the new batch starts its private part with: two
-  requests share a radix node beyond their attach nodes only if they share the first one (radix nodes below a node
-  lie on its paths only); an edit that would make such a node shared is refused;
+  end, then (if it goes on) into radix nodes outside the kept chains;
 * no kept node that keeps two requests or more gets all of its parent's requests (then ``from_paths`` would fuse
   them): counted from the attach numbers;
 * every request still has a private leaf (its length beyond its attach node's end).
 
 A kept node left with one request (or none: then its kept descendants too) is no longer shared: it is dropped, and
 its request's leaf reaches up to the end of its nearest kept ancestor, its private part starting at the first radix
-key of the topmost node dropped (``_Kept.without``). Anything else (no index, a stale or missing path, a joiner ending
-inside or at a shared node, a radix node that becomes shared) is refused and built from the paths, which makes a new
+key of the topmost node dropped (``_Kept.without``). Requests that come to share a radix node beyond their attach
+node share their first private key (radix nodes below a node lie on its paths only), so a joiner whose first private
+key another request of the new batch has makes a new kept node: their common radix chain from that key, under their
+attach node, placed in ``from_paths``' (depth, key) order (``_Kept.with_nodes``); if some of them share a further
+node below it (a second new level) the edit is refused. Anything else (no index, a stale or missing path, a joiner
+ending inside or at a shared node, an empty leaf, a fusion) is refused and built from the paths, which makes a new
 index. Before it returns, an edit checks its member counts against the kept nodes' (one ``bincount``): a wrong
 attach number is refused, never planned. Tests drive random join / leave / split sequences and compare every edited
 forest with ``from_paths`` of the same batch (``tests/test_forest_edit.py``).
@@ -59,6 +61,7 @@ class _Kept:
     depth: np.ndarray
     chain: dict[int, int]  # radix key of a shared node -> its kept node
     deepest: list[int]  # per kept node: its deepest radix key
+    rank: list[tuple[int, int]]  # per kept node: (depth on the paths, key) of its deepest radix node: their order
     top: list[int]  # per kept node: its first radix key (where a request's private part starts if it dissolves)
     parents: list[int]  # ``parent`` as a list
     lineage: list[list[int]]  # at a + 1: kept node a and its ancestors ([] at 0: a root leaf)
@@ -68,7 +71,7 @@ class _Kept:
 
     @staticmethod
     def make(tok: np.ndarray, start: np.ndarray, parent: np.ndarray, depth: np.ndarray, chain: dict[int, int],
-             deepest: list[int], top: list[int]) -> _Kept:
+             deepest: list[int], rank: list[tuple[int, int]], top: list[int]) -> _Kept:
         parents = parent.tolist()
         lineage: list[list[int]] = [[]]
         for k, p in enumerate(parents):  # parents first (topological order)
@@ -81,7 +84,8 @@ class _Kept:
         num_ancestors[1:] = depth + 1
         end = np.zeros(len(lineage), dtype=np.int64)
         end[1:] = start + tok
-        return _Kept(tok, start, parent, depth, chain, deepest, top, parents, lineage, ancestors, num_ancestors, end)
+        return _Kept(tok, start, parent, depth, chain, deepest, rank, top, parents, lineage, ancestors, num_ancestors,
+                     end)
 
     def without(self, gone: list[int]) -> tuple[_Kept, np.ndarray]:
         """These kept nodes without ``gone`` (each with its kept descendants among them), and per attach node
@@ -100,8 +104,60 @@ class _Kept:
             self.tok[keep], self.start[keep], remap[self.parent[keep] + 1], self.depth[keep],
             {key: new_id[k] for key, k in self.chain.items() if stays[k]},
             [key for key, stay in zip(self.deepest, stays, strict=True) if stay],
+            [r for r, stay in zip(self.rank, stays, strict=True) if stay],
             [key for key, stay in zip(self.top, stays, strict=True) if stay],
         ), remap
+
+    def with_nodes(self, new: list[_NewNode]) -> tuple[_Kept, np.ndarray, list[int]]:
+        """These kept nodes and ``new`` ones (parents among these), in ``from_paths``' order: (the kept nodes, per
+        attach node at a + 1 its new index, the new nodes' indices)."""
+        num_kept = len(self.parents)
+        order = sorted([(r, i) for i, r in enumerate(self.rank)] + [(n.rank, num_kept + i) for i, n in enumerate(new)])
+        new_id = [0] * (num_kept + len(new))
+        for at, (_, i) in enumerate(order):
+            new_id[i] = at
+        remap = np.array([-1, *new_id[:num_kept]], dtype=np.int64)
+        ends = self.end
+        tok, start, parent, depth, deepest, rank, top = [], [], [], [], [], [], []
+        for _, i in order:
+            if i < num_kept:
+                p = self.parents[i]
+                tok.append(int(self.tok[i]))
+                start.append(int(self.start[i]))
+                depth.append(int(self.depth[i]))
+                deepest.append(self.deepest[i])
+                rank.append(self.rank[i])
+                top.append(self.top[i])
+            else:
+                n = new[i - num_kept]
+                p = n.parent
+                tok.append(n.tok)
+                start.append(int(ends[p + 1]))
+                depth.append(0 if p < 0 else int(self.depth[p]) + 1)
+                deepest.append(n.chain[-1])
+                rank.append(n.rank)
+                top.append(n.chain[0])
+            parent.append(-1 if p < 0 else new_id[p])
+        chain = {key: new_id[k] for key, k in self.chain.items()}
+        for i, n in enumerate(new):
+            for key in n.chain:
+                chain[key] = new_id[num_kept + i]
+        as_array = np.array
+        return _Kept.make(as_array(tok, dtype=np.int64), as_array(start, dtype=np.int64),
+                          as_array(parent, dtype=np.int64), as_array(depth, dtype=np.int64), chain, deepest, rank,
+                          top), remap, new_id[num_kept:]
+
+
+@dataclass(frozen=True)
+class _NewNode:
+    """A radix chain that requests of one attach node come to share (``RadixIndex._shared``)."""
+
+    parent: int  # the attach node they share it under (-1: the root)
+    chain: list[int]  # its radix keys, root side first
+    tok: int
+    rank: tuple[int, int]  # (depth on the paths, key) of its deepest radix node
+    members: list[int]
+    next_private: list[int]  # per member: its first radix key below the chain, or -1
 
 
 @dataclass(eq=False)
@@ -125,14 +181,16 @@ class RadixIndex:
         raw = forest._derived.get(RADIX_INDEX)
         if raw is None or not entries:
             return None
-        chain_keys, chain_ids, deepest, first_private = raw
+        chain_keys, chain_ids, deepest, deepest_depth, first_private = raw
         k = slice(0, forest.num_nodes - forest.num_requests)
         chain: dict[int, int] = {}
         top: dict[int, int] = {}
         for key, kept in zip(chain_keys.tolist(), chain_ids.tolist(), strict=True):  # root side first
             chain[key] = kept
             top.setdefault(kept, key)
-        kept = _Kept.make(forest.tok[k], forest.start[k], forest.parent[k], forest.depth[k], chain, deepest.tolist(),
+        deepest_keys = deepest.tolist()
+        rank = list(zip(deepest_depth.tolist(), deepest_keys, strict=True))
+        kept = _Kept.make(forest.tok[k], forest.start[k], forest.parent[k], forest.depth[k], chain, deepest_keys, rank,
                           [top[i] for i in range(len(top))])
         return RadixIndex(forest, entries, np.array(rows[: len(entries)], dtype=np.int64), kept,
                           forest.q[k].tolist(), forest.parent[k.stop :], first_private)
@@ -173,10 +231,6 @@ class RadixIndex:
             placed.append(spot)
             for k in lineage[spot[0] + 1]:
                 q[k] += 1
-        gone = [k for k, n in enumerate(q) if n < 2]  # kept nodes left with one request or none (and their subtrees)
-        for k, p in enumerate(kept.parents):
-            if q[k] >= 2 and p >= 0 and q[k] >= q[p]:
-                return None  # its parent would be fused into it
         n = len(seq_lens)
         at = np.maximum(old_of, 0)
         attach = np.full(n, -1, dtype=np.int64)  # padding: root leaves
@@ -184,13 +238,34 @@ class RadixIndex:
         first_private = np.full(n, -1, dtype=np.int64)
         first_private[:n_real] = np.where(same, self.first_private[at], -1)
         for j, (a, key) in zip(joiners, placed, strict=True):
-            if key >= 0 and (first_private == key).any():
-                return None  # a radix node beyond the attach nodes would be shared
             attach[j] = a
             first_private[j] = key
+        groups: dict[int, list[int]] = {}  # a first private key now shared -> the requests that start with it
+        for _, key in placed:
+            if key >= 0 and key not in groups:
+                hits = np.flatnonzero(first_private == key)
+                if hits.shape[0] > 1:
+                    groups[key] = hits.tolist()
+        if groups:
+            # A radix node beyond an attach node that requests come to share is a new kept node: their common chain.
+            new = self._shared(groups, entries, attach)
+            if new is None:
+                return None
+            kept, remap, ids = kept.with_nodes(new)
+            attach = remap[attach + 1]
+            grown = [0] * (len(q) + len(new))
+            for k, count in enumerate(q):
+                grown[int(remap[k + 1])] = count
+            for node, made in zip(ids, new, strict=True):
+                grown[node] = len(made.members)
+                attach[made.members] = node
+                first_private[made.members] = made.next_private
+            q = grown
+        gone = [k for k, count in enumerate(q) if count < 2]  # kept nodes left with one request or none
         if gone:
             # A kept node left with one request becomes part of that request's leaf, which then starts at the end of
             # its nearest staying ancestor, its private part at the first radix key of the topmost node gone.
+            lineage = kept.lineage
             opens = np.full(len(q) + 1, -1, dtype=np.int64)
             for k in gone:
                 p = kept.parents[k]
@@ -203,11 +278,47 @@ class RadixIndex:
             first_private = np.where(fresh_start >= 0, fresh_start, first_private)
             kept, remap = kept.without(gone)
             attach = remap[row]
-            q = [c for c in q if c >= 2]
+            q = [count for count in q if count >= 2]
+        for k, p in enumerate(kept.parents):
+            if p >= 0 and q[k] >= q[p]:
+                return None  # its parent would be fused into it
         forest = self._forest(kept, attach, q, seq_lens, row_base)
         if forest is None:
             return None
         return RadixIndex(forest, entries, new_rows, kept, q, attach, first_private)
+
+    @staticmethod
+    def _shared(groups: dict[int, list[int]], entries: tuple, attach: np.ndarray) -> list[_NewNode] | None:
+        """The kept node each group of requests (by the first private key they now share) makes: their common radix
+        chain from that key, under their attach node; ``None`` if their paths disagree or some of them go on to
+        share a further node (a second new level: left to ``from_paths``)."""
+        made = []
+        for key, members in groups.items():
+            a = int(attach[members[0]])
+            if members[-1] >= len(entries) or any(int(attach[m]) != a for m in members):
+                return None
+            paths = [(entries[m].keys.tolist(), entries[m].lengths.tolist()) for m in members]
+            starts = {keys.index(key) for keys, _ in paths}
+            if len(starts) != 1:
+                return None
+            at = starts.pop()
+            chain: list[int] = []
+            tok = 0
+            while True:
+                here = [keys[at] if at < len(keys) else -1 for keys, _ in paths]
+                if here[0] < 0 or here.count(here[0]) != len(here):
+                    break
+                lengths = {lens[at] for _, lens in paths}
+                if len(lengths) != 1:
+                    return None
+                chain.append(here[0])
+                tok += lengths.pop()
+                at += 1
+            below = [k for k in here if k >= 0]
+            if len(set(below)) != len(below):
+                return None
+            made.append(_NewNode(a, chain, tok, (at - 1, chain[-1]), members, here))
+        return made
 
     def _place(self, entry: Any) -> tuple[int, int] | None:
         """(attach node, first private key) of a joining request's path, or ``None`` if it is not whole kept chains

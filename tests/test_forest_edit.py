@@ -209,8 +209,8 @@ def test_an_edit_keeps_the_kept_nodes_and_moves_the_members() -> None:
 def test_nested_kept_nodes_dissolve_into_the_last_request_leaf() -> None:
     """A prompt (node P, three requests) with a shared child (node C, two of them): when two requests finish, both
     keep one request, and the survivor's leaf starts at 0 with its private part at P (the topmost node gone). A
-    joiner through P then shares P again: refused (``from_paths`` keeps P), where a private part recorded at C would
-    have let the edit drop the sharing."""
+    joiner through P then shares P again: a new kept node (P's chain, as ``from_paths`` makes it), where a private
+    part recorded at C would have let the edit miss the sharing."""
     tree = Tree(np.random.default_rng(1))
     p = tree.add(0)
     c = tree.add(p)
@@ -227,5 +227,7 @@ def test_nested_kept_nodes_dissolve_into_the_last_request_leaf() -> None:
     want = _fresh(es[:1], rows[:1], seq[:1], 0)
     assert all(np.array_equal(getattr(alone.forest, n), getattr(want, n)) for n in ARRAYS)
     both = (es[0], ey)
-    assert alone.edit(both, rows[[0, 3]], seq[[0, 3]], rows[[0, 3]] * ROW_STRIDE) is None
-    assert _fresh(list(both), rows[[0, 3]], seq[[0, 3]], 0).q.tolist()[0] == 2  # P is shared again
+    again = alone.edit(both, rows[[0, 3]], seq[[0, 3]], rows[[0, 3]] * ROW_STRIDE)
+    want = _fresh(list(both), rows[[0, 3]], seq[[0, 3]], 0)
+    assert want.q.tolist()[0] == 2  # P is shared again
+    assert again is not None and all(np.array_equal(getattr(again.forest, n), getattr(want, n)) for n in ARRAYS)
