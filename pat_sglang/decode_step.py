@@ -14,8 +14,12 @@ step reads anything back from the GPU and the work grows with nodes and requests
 * unchanged batch grown past the bound: last step's forest with every private leaf ending at the new length
   (``PrefixForest.with_lengths``, O(requests) numpy), and last plan re-made for it (``plan_forest(previous=...)``:
   new KV ranges for the same items) unless a pack's split count changed;
-* changed batch (arrivals, finishes, radix splits): the forest again from the published paths
-  (``PrefixForest.from_paths``, numpy over the paths' nodes);
+* changed batch (arrivals, finishes, radix splits) whose shared structure did not change (the common case: requests
+  finish and join under nodes that stay shared): last step's forest edited by the change (``forest_edit``: the
+  joiners' paths walked in Python, every member list and leaf from one number per request, ~25 numpy calls), the
+  forest ``from_paths`` would build;
+* any other changed batch: the forest again from the published paths (``PrefixForest.from_paths``, numpy over the
+  paths' nodes), with the index the next step's edit needs;
 * a request without a usable path (nothing published for its row, or a stale entry) is planned without
   sharing (its whole row as a private leaf): never wrong, only slower, and counted.
 
@@ -40,6 +44,7 @@ import torch
 from .config import DeviceSpec, HeadConfig
 from .dispatch import pat_pays
 from .forest import PrefixForest
+from .forest_edit import RadixIndex
 from .planner import INT32_MAX, PackPlan, PlanLimits, plan_forest
 
 PADDING_ROW = 0  # ReqToTokenPool row 0 is SGLang's padding row: CUDA-graph padding and dummy batches use it
@@ -107,11 +112,13 @@ class _Reuse:
 
     key: _BatchKey
     forest: PrefixForest
+    index: RadixIndex | None = None  # where its requests and shared radix keys sit: a changed batch edits it
 
 
 @dataclass
 class StepCounters:
-    built: int = 0  # forests built from the published paths
+    built: int = 0  # forests made for a changed batch (from the published paths, or edited)
+    edited: int = 0  # of them, last step's forest edited by the change (forest_edit)
     reused: int = 0  # forests reused with grown leaves
     unshared: int = 0  # requests planned without sharing (no usable published path)
     coarse: int = 0  # plans coarsened to fit the limits
@@ -138,7 +145,7 @@ class StepPhases:
 
     forest_s: float = 0.0
     plan_s: float = 0.0
-    forest: str = "none"  # "built" (from the published paths), "reused" (grown leaves) or "none"
+    forest: str = "none"  # "built" (from the published paths), "edited" (forest_edit), "reused" (grown leaves), "none"
     split_search: bool = False  # plan_forest's cost model compared split lengths (PackPlan.split_searched)
 
 
@@ -222,9 +229,20 @@ class DecodeStepPlanner:
                 self.counters.reused += 1
                 last.forest = grown
                 return grown
-        forest = self._build(batch, stale)
         key = _BatchKey.of(batch)
-        self._reuse = _Reuse(key, forest) if key is not None else None
+        pb = batch.published
+        index = None
+        if last is not None and last.index is not None and key is not None and not stale.any() and not pb.absent:
+            index = last.index.edit(pb.entries, batch.rows, batch.seq_lens, batch.rows * self.row_stride)
+        if index is not None:
+            self.counters.built += 1
+            self.counters.edited += 1
+            forest = index.forest
+        else:
+            forest = self._build(batch, stale)
+            if key is not None and not stale.any() and not pb.absent:
+                index = RadixIndex.of(forest, pb.entries, batch.rows)
+        self._reuse = _Reuse(key, forest, index) if key is not None else None
         return forest
 
     def _build(self, batch: StepBatch, stale: np.ndarray | None) -> PrefixForest:
@@ -241,7 +259,8 @@ class DecodeStepPlanner:
             keep = ~stale[req]
             req, key, length = req[keep], key[keep], length[keep]
         self.counters.unshared += batch.published.absent + n_stale
-        return PrefixForest.from_paths(req, key, length, seq, row_base)
+        whole = not n_stale and not batch.published.absent  # every request's path in: index it for the next edit
+        return PrefixForest.from_paths(req, key, length, seq, row_base, index=whole)
 
     def plan(
         self, batch: StepBatch, limits: PlanLimits | None = None, count: bool = True, min_saved: float = 0.0
@@ -266,7 +285,7 @@ class DecodeStepPlanner:
             return self._decline(batch, planned=False)
         if min_saved > 0.0 and self.unique_tokens(batch) > (1.0 - min_saved) * int(batch.seq_lens.sum()):
             return self._decline(batch, planned=False)  # no plan of this batch could save min_saved
-        built = self.counters.built
+        built, edited = self.counters.built, self.counters.edited
         start = time.perf_counter()
         forest = self.forest(batch)
         forest_done = time.perf_counter()
@@ -274,8 +293,8 @@ class DecodeStepPlanner:
             forest, self.heads, self.device_spec, limits=limits, slot_table=self.slot_table, previous=self._last_plan,
             row_stride=self.row_stride,
         )
-        self.phases = StepPhases(forest_done - start, time.perf_counter() - forest_done,
-                                 "built" if self.counters.built != built else "reused", plan.split_searched)
+        kind = "reused" if self.counters.built == built else "edited" if self.counters.edited != edited else "built"
+        self.phases = StepPhases(forest_done - start, time.perf_counter() - forest_done, kind, plan.split_searched)
         if plan.fallback:
             self.counters.coarse += 1
         self._last_plan = plan  # plan_forest re-makes it only for this forest's structure and arguments

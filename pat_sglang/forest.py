@@ -34,6 +34,10 @@ _INT32_MAX = int(np.iinfo(np.int32).max)
 _INT64_MAX = int(np.iinfo(np.int64).max)
 _PER_NODE = frozenset(("q", "rep", "req32", "shared"))  # PrefixForest._get's first group of derived arrays
 _KEY_BITS = 48  # from_paths sorts entries by (depth, key) as one int64 when keys are below 2**48
+# from_paths(index=True)'s structure value: (radix keys of the shared nodes, the kept node of each, each kept node's
+# deepest radix key and its depth on the paths (kept nodes are in (depth, key) order), each request's first private
+# radix key or -1)
+RADIX_INDEX = "radix_index"
 
 
 @dataclass(frozen=True)
@@ -262,11 +266,15 @@ class PrefixForest:
         seq_lens: np.ndarray,
         row_base: np.ndarray,
         slot_table: np.ndarray | None = None,
+        index: bool = False,
     ) -> PrefixForest:
         """Build from radix paths: entry ``e`` says request ``entry_req[e]`` passes through the node with integer key
         ``entry_key[e]`` of ``entry_len[e]`` tokens; a request's entries are consecutive, root first, and requests
         in increasing order. What lies beyond a request's entries (up to ``seq_lens[r]``) is its private leaf.
-        Numpy over the entries: cost grows with nodes and requests, not tokens."""
+        Numpy over the entries: cost grows with nodes and requests, not tokens.
+
+        ``index``: also record, when every request has a private leaf, where the radix keys sit in the forest
+        (``RADIX_INDEX`` in the structure values: what ``forest_edit.RadixIndex`` edits the forest with)."""
         seq = np.asarray(seq_lens, dtype=np.int64)
         n_req = seq.shape[0]
         if n_req == 0:
@@ -381,8 +389,24 @@ class PrefixForest:
         depth = np.concatenate([kept_depth[k_first], l_depth])
         q = np.concatenate([q_node[kept], np.ones(leaf_req.shape[0], np.int64)])
         req_flat = np.concatenate([e_req[order[kept_e[order]]], leaf_req])
-        return PrefixForest(tok, start, parent, depth, _indptr(q), req_flat, np.asarray(row_base, np.int64), seq,
-                            slot_table)
+        forest = PrefixForest(tok, start, parent, depth, _indptr(q), req_flat, np.asarray(row_base, np.int64), seq,
+                              slot_table)
+        if index and leaf_req.shape[0] == n_req:
+            # Shared radix nodes lead every path they are on (a child's requests are among its parent's), and the
+            # deepest on a path is kept, so each shared entry's kept node (the one its chain was absorbed into) is
+            # the next kept entry on its path; a request's first private entry follows its shared ones.
+            shared_e = shared[node_of_entry]
+            next_kept = np.where(kept_e, np.arange(n_ent), n_ent - 1)
+            next_kept = np.minimum.accumulate(next_kept[::-1])[::-1]
+            chain_e = first_of_node[shared]
+            n_shared = np.bincount(e_req[shared_e], minlength=n_req)
+            private_at = first + n_shared
+            has_private = n_shared < counts
+            forest._derived[RADIX_INDEX] = (
+                e_key[chain_e], kept_id[node_of_entry[next_kept[chain_e]]], e_key[k_first], e_depth[k_first],
+                np.where(has_private, e_key[np.minimum(private_at, n_ent - 1)], -1),
+            )
+        return forest
 
     @staticmethod
     def from_flat(kv_indptr: Sequence[int] | np.ndarray, kv_indices: Sequence[int] | np.ndarray) -> PrefixForest:

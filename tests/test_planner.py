@@ -667,3 +667,98 @@ def test_head_dims_least_tile_m(head_dim: int, kv_fp8: bool, least_m: int) -> No
         got = run_reference(plan, q, k, v, scale)
         want = naive_decode(q, k, v, indptr, indices, scale)
         assert torch.allclose(got, want, atol=1e-9, rtol=0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    num_packs=st.integers(1, 70),
+    req_count=st.lists(st.integers(1, 24), min_size=1, max_size=4),
+    reqs_per_block=st.sampled_from([4, 8, 16]),
+    slots=st.integers(1, 80),
+    seed=st.integers(0, 2**16),
+)
+def test_split_search_choice_is_within_its_tolerance(
+    num_packs: int, req_count: list[int], reqs_per_block: int, slots: int, seed: int
+) -> None:
+    """The split search stops simulating candidates that could save less than ``SPLIT_COST_TOLERANCE``: the length it
+    picks costs at most that fraction more than the best candidate, every candidate's cost simulated in full
+    (``_launch_costs`` of that candidate alone); what it returns for a candidate is never above that full cost (a
+    lower bound where it stopped early, up to rounding) unless it is ``inf`` (skipped); the chosen candidate's cost is
+    exact. With
+    the tolerance at 0 it picks the exhaustive search's cheapest (ties to more items)."""
+    import pat_sglang.planner as planner
+
+    rng = np.random.default_rng(seed)
+    pack_tokens = rng.integers(16, 12000, size=num_packs)
+    counts = rng.choice(req_count, size=num_packs)
+    num_requests = max(int(counts.max()), int(counts.sum()) // 2)
+    pack_req = np.concatenate([rng.choice(num_requests, int(c), replace=False) for c in counts])
+    blocks = -(-counts // reqs_per_block)
+    full = blocks - 1
+    block_overheads = np.sort(rng.uniform(1e4, 2e5, size=reqs_per_block + 1))
+    overheads = (block_overheads[-1], block_overheads[counts - full * reqs_per_block])
+    lengths = np.array(sorted({int(x) for x in rng.integers(16, 14000, size=12)}, reverse=True), dtype=np.int64)
+    splits = planner._split_counts(pack_tokens[None, :], lengths[:, None])
+    args = (pack_tokens * 512, full, overheads, pack_req, counts, num_requests, slots)
+
+    def search() -> tuple[list[float], list[int], int]:
+        cost, items = planner._launch_costs(splits, *args)
+        return cost.tolist(), items.tolist(), planner._cheapest(cost.tolist(), items.tolist())
+
+    cost, items, chosen = search()
+    exact = [float(planner._launch_costs(splits[i : i + 1], *args)[0][0]) for i in range(splits.shape[0])]
+    assert exact[chosen] <= (1 + planner.SPLIT_COST_TOLERANCE) * min(exact)
+    assert cost[chosen] == exact[chosen]
+    # (a bound and a simulated makespan sum the same durations in different orders: equal up to rounding)
+    assert all(c == math.inf or c <= e * (1 + 1e-12) for c, e in zip(cost, exact, strict=True))
+    planner.SPLIT_COST_TOLERANCE, tolerance = 0.0, planner.SPLIT_COST_TOLERANCE
+    try:
+        cost, items, chosen = search()
+    finally:
+        planner.SPLIT_COST_TOLERANCE = tolerance
+    assert chosen == planner._cheapest(exact, items)
+
+
+def test_split_search_tolerance_skips_simulations() -> None:
+    """On a batch whose candidates cost within a few percent of each other, the tolerance leaves some candidates
+    unsimulated (cost ``inf``), and the choice is still within it."""
+    import pat_sglang.planner as planner
+
+    rng = np.random.default_rng(3)
+    pack_tokens = rng.integers(1000, 6000, size=64)
+    counts = np.ones(64, dtype=np.int64)
+    lengths = np.array(planner._split_candidates(int(pack_tokens.max()), int(pack_tokens.sum()), 8, 528, 256))
+    splits = planner._split_counts(pack_tokens[None, :], lengths[:, None])
+    block_overheads = np.array([48 << 10] * 2, dtype=np.float64)
+    args = (pack_tokens * 512, counts - 1, (block_overheads[-1], block_overheads[counts]), np.arange(64), counts, 64,
+            66)
+    cost, items = planner._launch_costs(splits, *args)
+    assert np.isinf(cost).sum() >= 2
+    exact = [float(planner._launch_costs(splits[i : i + 1], *args)[0][0]) for i in range(splits.shape[0])]
+    chosen = planner._cheapest(cost.tolist(), items.tolist())
+    assert exact[chosen] <= (1 + planner.SPLIT_COST_TOLERANCE) * min(exact)
+
+
+def test_a_kept_length_that_cuts_nothing_is_kept_while_the_longest_pack_shrinks() -> None:
+    """64 equal private rows on an H200-sized GPU are not split (one wave); the length recorded for that is the grid
+    step above the longest row. When the rows are replaced by slightly shorter ones (KV within SPLIT_KEEP_FRACTION),
+    the no-split candidate's length moves down a grid step, and the kept length is no candidate any more; it still
+    cuts nothing, so it is kept without a search and the plan is the fresh plan's (which cuts nothing either)."""
+    from pat_sglang.planner import SPLIT_KEEP_FRACTION, _split_candidates
+
+    heads = HeadConfig(32, 8, 128, torch.bfloat16)
+    device = DeviceSpec(sm_count=132, ctas_per_sm=4)
+
+    def forest_of(length: int) -> PrefixForest:
+        indptr = np.arange(65) * length
+        return PrefixForest.from_flat(indptr, np.arange(int(indptr[-1])))
+
+    first = plan_forest(forest_of(4096), heads, device)
+    assert first.num_items == 64 and first.split_tokens > 4096 and first.split_searched
+    assert 64 * (4096 - 3900) <= SPLIT_KEEP_FRACTION * 64 * 4096
+    assert first.split_tokens not in _split_candidates(3900, 64 * 3900, 8, 528, MIN_SPLIT_TOKENS)
+    forest = forest_of(3900)
+    plan = plan_forest(forest, heads, device, previous=first)
+    fresh = plan_forest(forest, heads, device)
+    assert not plan.split_searched and plan.split_tokens == first.split_tokens
+    assert fresh.num_items == 64 and torch.equal(plan.items, fresh.items)

@@ -1,0 +1,387 @@
+"""Last step's prefix forest edited for a changed decode batch: cost in proportion to the requests that came and went.
+
+Role in pack-forward-merge: an input of *pack*, the same forest ``PrefixForest.from_paths`` builds (node for node, in
+its order), made without reading the batch's paths: from the joiners' paths and last step's forest.
+
+The canonical forest of a batch whose every request has a private leaf is its kept shared nodes (``K`` of them,
+first, in ``from_paths``' order) and one leaf per request (node ``K + r``). A request's place in it is one number, its
+*attach* node (the deepest kept node on its path, the parent of its leaf; -1 for a root leaf): its leaf starts where
+that node ends, and the kept nodes it is a member of are that node and its ancestors. So when requests leave and
+join, the new forest is the old kept nodes (less those left with one request, plus those requests come to share) with
+each member list recomputed from the attach numbers, plus one leaf per request: about 25 numpy calls over the batch,
+and Python only for the joining requests' paths (a few radix nodes each) and the kept nodes (tens). ``from_paths``
+costs ~55 numpy calls plus gathering the batch's paths.
+
+``RadixIndex`` holds what that needs, made from a ``from_paths(index=True)`` build: per radix key of a shared node
+the kept node whose chain holds it, per kept node its deepest radix key, and per request its attach node and its
+*first private* radix key (the first node of its path beyond its attach node, -1 if none). An edit is refused (the
+caller builds from the paths) unless all of these hold, which is when ``from_paths`` of the new batch gives the same
+kept nodes, less those left unshared and plus those newly shared (below):
+
+* survivors are the old batch's requests with the very same published entry (``ChainEntry`` identity: a request
+  whose chain was read again, after a radix split, counts as leaving and joining), in the same relative order;
+* a joiner's path runs through whole kept chains, each one a child of the last, each ending at its kept node's token
+  end, then (if it goes on) into radix nodes outside the kept chains;
+* no kept node that keeps two requests or more gets all of its parent's requests (then ``from_paths`` would fuse
+  them): counted from the attach numbers;
+* every request still has a private leaf (its length beyond its attach node's end).
+
+A kept node left with one request (or none: then its kept descendants too) is no longer shared: it is dropped, and
+its request's leaf reaches up to the end of its nearest kept ancestor, its private part starting at the first radix
+key of the topmost node dropped (``_Kept.without``). Requests that come to share a radix node beyond their attach
+node share their first private key (radix nodes below a node lie on its paths only), so a joiner whose first private
+key another request of the new batch has makes a new kept node: their common radix chain from that key, under their
+attach node, placed in ``from_paths``' (depth, key) order (``_Kept.with_nodes``); if some of them share a further
+node below it (a second new level) the edit is refused. Anything else (no index, a stale or missing path, a joiner
+ending inside or at a shared node, an empty leaf, a fusion) is refused and built from the paths, which makes a new
+index. Before it returns, an edit checks its member counts against the kept nodes' (one ``bincount``): a wrong
+attach number is refused, never planned. Tests drive random join / leave / split sequences and compare every edited
+forest with ``from_paths`` of the same batch (``tests/test_forest_edit.py``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .forest import RADIX_INDEX, PrefixForest
+
+
+@dataclass(eq=False)
+class _Kept:
+    """The kept nodes of a forest (its first ``K`` nodes) and their radix chains: what an edit keeps or thins."""
+
+    tok: np.ndarray  # int64 [K], and start, parent (a kept node or -1), depth: the forest's first K nodes
+    start: np.ndarray
+    parent: np.ndarray
+    depth: np.ndarray
+    chain: dict[int, int]  # radix key of a shared node -> its kept node
+    deepest: list[int]  # per kept node: its deepest radix key
+    rank: list[tuple[int, int]]  # per kept node: (depth on the paths, key) of its deepest radix node: their order
+    top: list[int]  # per kept node: its first radix key (where a request's private part starts if it dissolves)
+    parents: list[int]  # ``parent`` as a list
+    lineage: list[list[int]]  # at a + 1: kept node a and its ancestors ([] at 0: a root leaf)
+    ancestors: np.ndarray  # int64 [K + 1, D]: ``lineage`` as rows padded with -1
+    num_ancestors: np.ndarray  # int64 [K + 1]: the length of each lineage (the depth of a leaf under a at a + 1)
+    end: np.ndarray  # int64 [K + 1]: end of kept node a at a + 1 (0 at 0: a root leaf starts at 0)
+
+    @staticmethod
+    def make(tok: np.ndarray, start: np.ndarray, parent: np.ndarray, depth: np.ndarray, chain: dict[int, int],
+             deepest: list[int], rank: list[tuple[int, int]], top: list[int]) -> _Kept:
+        parents = parent.tolist()
+        lineage: list[list[int]] = [[]]
+        for k, p in enumerate(parents):  # parents first (topological order)
+            lineage.append([k, *lineage[p + 1]])
+        width = max(1, max(map(len, lineage)))
+        ancestors = np.full((len(lineage), width), -1, dtype=np.int64)
+        for a, line in enumerate(lineage):
+            ancestors[a, : len(line)] = line
+        num_ancestors = np.zeros(len(lineage), dtype=np.int64)
+        num_ancestors[1:] = depth + 1
+        end = np.zeros(len(lineage), dtype=np.int64)
+        end[1:] = start + tok
+        return _Kept(tok, start, parent, depth, chain, deepest, rank, top, parents, lineage, ancestors, num_ancestors,
+                     end)
+
+    def without(self, gone: list[int]) -> tuple[_Kept, np.ndarray]:
+        """These kept nodes without ``gone`` (each with its kept descendants among them), and per attach node
+        (at a + 1) the new index of its nearest kept ancestor-or-self that stays (-1 for none)."""
+        num_kept = len(self.parents)
+        stays = [True] * num_kept
+        for k in gone:
+            stays[k] = False
+        new_id = list(itertools.accumulate(stays, initial=0))  # new index of kept node k: new_id[k] where it stays
+        moved = [-1]
+        for k, p in enumerate(self.parents):  # parents first: a gone node takes its parent's answer
+            moved.append(new_id[k] if stays[k] else moved[p + 1])
+        keep = np.array(stays, dtype=bool)
+        remap = np.array(moved, dtype=np.int64)
+        return _Kept.make(
+            self.tok[keep], self.start[keep], remap[self.parent[keep] + 1], self.depth[keep],
+            {key: new_id[k] for key, k in self.chain.items() if stays[k]},
+            [key for key, stay in zip(self.deepest, stays, strict=True) if stay],
+            [r for r, stay in zip(self.rank, stays, strict=True) if stay],
+            [key for key, stay in zip(self.top, stays, strict=True) if stay],
+        ), remap
+
+    def with_nodes(self, new: list[_NewNode]) -> tuple[_Kept, np.ndarray, list[int]]:
+        """These kept nodes and ``new`` ones (parents among these), in ``from_paths``' order: (the kept nodes, per
+        attach node at a + 1 its new index, the new nodes' indices)."""
+        num_kept = len(self.parents)
+        order = sorted([(r, i) for i, r in enumerate(self.rank)] + [(n.rank, num_kept + i) for i, n in enumerate(new)])
+        new_id = [0] * (num_kept + len(new))
+        for at, (_, i) in enumerate(order):
+            new_id[i] = at
+        remap = np.array([-1, *new_id[:num_kept]], dtype=np.int64)
+        ends = self.end
+        tok, start, parent, depth, deepest, rank, top = [], [], [], [], [], [], []
+        for _, i in order:
+            if i < num_kept:
+                p = self.parents[i]
+                tok.append(int(self.tok[i]))
+                start.append(int(self.start[i]))
+                depth.append(int(self.depth[i]))
+                deepest.append(self.deepest[i])
+                rank.append(self.rank[i])
+                top.append(self.top[i])
+            else:
+                n = new[i - num_kept]
+                p = n.parent
+                tok.append(n.tok)
+                start.append(int(ends[p + 1]))
+                depth.append(0 if p < 0 else int(self.depth[p]) + 1)
+                deepest.append(n.chain[-1])
+                rank.append(n.rank)
+                top.append(n.chain[0])
+            parent.append(-1 if p < 0 else new_id[p])
+        chain = {key: new_id[k] for key, k in self.chain.items()}
+        for i, n in enumerate(new):
+            for key in n.chain:
+                chain[key] = new_id[num_kept + i]
+        as_array = np.array
+        return _Kept.make(as_array(tok, dtype=np.int64), as_array(start, dtype=np.int64),
+                          as_array(parent, dtype=np.int64), as_array(depth, dtype=np.int64), chain, deepest, rank,
+                          top), remap, new_id[num_kept:]
+
+
+@dataclass(frozen=True)
+class _NewNode:
+    """A radix chain that requests of one attach node come to share (``RadixIndex._shared``)."""
+
+    parent: int  # the attach node they share it under (-1: the root)
+    chain: list[int]  # its radix keys, root side first
+    tok: int
+    rank: tuple[int, int]  # (depth on the paths, key) of its deepest radix node
+    members: list[int]
+    next_private: list[int]  # per member: its first radix key below the chain, or -1
+
+
+@dataclass(eq=False)
+class RadixIndex:
+    """Where a forest's requests and shared radix keys sit (see the module docstring). ``entries`` and ``rows`` are the
+    published entries (``ChainEntry``) and pool rows of its real requests; requests past them are padding (CUDA-graph
+    batches), without a path: root leaves."""
+
+    forest: PrefixForest
+    entries: tuple
+    rows: np.ndarray  # int64 [len(entries)]
+    kept: _Kept
+    q: list[int]  # per kept node: its requests
+    attach: np.ndarray  # int64 per request: its leaf's parent (a kept node), or -1
+    first_private: np.ndarray  # int64 per request: its first radix key beyond its attach node, or -1
+
+    @staticmethod
+    def of(forest: PrefixForest, entries: tuple, rows: np.ndarray) -> RadixIndex | None:
+        """The index of a forest ``from_paths(index=True)`` built from ``entries`` (the first requests, at pool
+        ``rows``); ``None`` without one."""
+        raw = forest._derived.get(RADIX_INDEX)
+        if raw is None or not entries:
+            return None
+        chain_keys, chain_ids, deepest, deepest_depth, first_private = raw
+        k = slice(0, forest.num_nodes - forest.num_requests)
+        chain: dict[int, int] = {}
+        top: dict[int, int] = {}
+        for key, kept in zip(chain_keys.tolist(), chain_ids.tolist(), strict=True):  # root side first
+            chain[key] = kept
+            top.setdefault(kept, key)
+        deepest_keys = deepest.tolist()
+        rank = list(zip(deepest_depth.tolist(), deepest_keys, strict=True))
+        kept = _Kept.make(forest.tok[k], forest.start[k], forest.parent[k], forest.depth[k], chain, deepest_keys, rank,
+                          [top[i] for i in range(len(top))])
+        return RadixIndex(forest, entries, np.array(rows[: len(entries)], dtype=np.int64), kept,
+                          forest.q[k].tolist(), forest.parent[k.stop :], first_private)
+
+    def edit(self, entries: tuple, rows: np.ndarray, seq_lens: np.ndarray, row_base: np.ndarray) -> RadixIndex | None:
+        """The index (and ``.forest``) of the batch ``entries`` (every one a ``ChainEntry``, at pool ``rows``; the
+        batch's further requests are padding) with lengths ``seq_lens`` and rows at ``row_base``: this forest edited,
+        equal to ``from_paths`` of the batch's paths; ``None`` where the edit is refused (the module docstring)."""
+        n_real = len(entries)
+        old_rows = self.rows
+        new_rows = np.asarray(rows[:n_real], dtype=np.int64)
+        if not n_real or new_rows.shape[0] != n_real:
+            return None
+        # survivors: the old request in the same pool row, with the very same entry (an entry is made for one row;
+        # a row new to the batch looks up -1, the last old entry, which is never a new request's entry)
+        table = np.full(max(int(old_rows.max()), int(new_rows.max())) + 1, -1, dtype=np.int64)
+        table[old_rows] = np.arange(old_rows.shape[0])
+        cand = table[new_rows]
+        same = np.fromiter(map(operator.is_, entries, map(self.entries.__getitem__, cand.tolist())), bool, n_real)
+        old_of = np.where(same, cand, -1)
+        stay = old_of[same]
+        if stay.shape[0] > 1 and (stay[1:] <= stay[:-1]).any():
+            return None  # survivors reordered
+        kept = self.kept
+        q = list(self.q)
+        lineage = kept.lineage
+        stays = np.zeros(old_rows.shape[0], dtype=bool)
+        stays[stay] = True
+        for a in self.attach[np.flatnonzero(~stays)].tolist():  # the leavers' kept nodes lose them
+            for k in lineage[a + 1]:
+                q[k] -= 1
+        joiners = np.flatnonzero(~same).tolist()
+        placed = []
+        for j in joiners:
+            spot = self._place(entries[j])
+            if spot is None:
+                return None
+            placed.append(spot)
+            for k in lineage[spot[0] + 1]:
+                q[k] += 1
+        n = len(seq_lens)
+        at = np.maximum(old_of, 0)
+        attach = np.full(n, -1, dtype=np.int64)  # padding: root leaves
+        attach[:n_real] = np.where(same, self.attach[at], -1)
+        first_private = np.full(n, -1, dtype=np.int64)
+        first_private[:n_real] = np.where(same, self.first_private[at], -1)
+        for j, (a, key) in zip(joiners, placed, strict=True):
+            attach[j] = a
+            first_private[j] = key
+        groups: dict[int, list[int]] = {}  # a first private key now shared -> the requests that start with it
+        for _, key in placed:
+            if key >= 0 and key not in groups:
+                hits = np.flatnonzero(first_private == key)
+                if hits.shape[0] > 1:
+                    groups[key] = hits.tolist()
+        if groups:
+            # A radix node beyond an attach node that requests come to share is a new kept node: their common chain.
+            new = self._shared(groups, entries, attach)
+            if new is None:
+                return None
+            kept, remap, ids = kept.with_nodes(new)
+            attach = remap[attach + 1]
+            grown = [0] * (len(q) + len(new))
+            for k, count in enumerate(q):
+                grown[int(remap[k + 1])] = count
+            for node, made in zip(ids, new, strict=True):
+                grown[node] = len(made.members)
+                attach[made.members] = node
+                first_private[made.members] = made.next_private
+            q = grown
+        gone = [k for k, count in enumerate(q) if count < 2]  # kept nodes left with one request or none
+        if gone:
+            # A kept node left with one request becomes part of that request's leaf, which then starts at the end of
+            # its nearest staying ancestor, its private part at the first radix key of the topmost node gone.
+            lineage = kept.lineage
+            opens = np.full(len(q) + 1, -1, dtype=np.int64)
+            for k in gone:
+                p = kept.parents[k]
+                if p < 0 or q[p] >= 2:
+                    for d in range(len(q)):  # every node gone below it (its lineage passes through k)
+                        if q[d] < 2 and k in lineage[d + 1]:
+                            opens[d + 1] = kept.top[k]
+            row = attach + 1
+            fresh_start = opens[row]
+            first_private = np.where(fresh_start >= 0, fresh_start, first_private)
+            kept, remap = kept.without(gone)
+            attach = remap[row]
+            q = [count for count in q if count >= 2]
+        for k, p in enumerate(kept.parents):
+            if p >= 0 and q[k] >= q[p]:
+                return None  # its parent would be fused into it
+        forest = self._forest(kept, attach, q, seq_lens, row_base)
+        if forest is None:
+            return None
+        return RadixIndex(forest, entries, new_rows, kept, q, attach, first_private)
+
+    @staticmethod
+    def _shared(groups: dict[int, list[int]], entries: tuple, attach: np.ndarray) -> list[_NewNode] | None:
+        """The kept node each group of requests (by the first private key they now share) makes: their common radix
+        chain from that key, under their attach node; ``None`` if their paths disagree or some of them go on to
+        share a further node (a second new level: left to ``from_paths``)."""
+        made = []
+        for key, members in groups.items():
+            a = int(attach[members[0]])
+            if members[-1] >= len(entries) or any(int(attach[m]) != a for m in members):
+                return None
+            paths = [(entries[m].keys.tolist(), entries[m].lengths.tolist()) for m in members]
+            starts = {keys.index(key) for keys, _ in paths}
+            if len(starts) != 1:
+                return None
+            at = starts.pop()
+            chain: list[int] = []
+            tok = 0
+            while True:
+                here = [keys[at] if at < len(keys) else -1 for keys, _ in paths]
+                if here[0] < 0 or here.count(here[0]) != len(here):
+                    break
+                lengths = {lens[at] for _, lens in paths}
+                if len(lengths) != 1:
+                    return None
+                chain.append(here[0])
+                tok += lengths.pop()
+                at += 1
+            below = [k for k in here if k >= 0]
+            if len(set(below)) != len(below):
+                return None
+            made.append(_NewNode(a, chain, tok, (at - 1, chain[-1]), members, here))
+        return made
+
+    def _place(self, entry: Any) -> tuple[int, int] | None:
+        """(attach node, first private key) of a joining request's path, or ``None`` if it is not whole kept chains
+        followed by radix nodes outside them."""
+        kept = self.kept
+        chain, deepest, kept_parent, kept_end = kept.chain, kept.deepest, kept.parents, kept.end
+        attach, inside, end = -1, -1, 0
+        for key, length in zip(entry.keys.tolist(), entry.lengths.tolist(), strict=True):
+            k = chain.get(key)
+            if k is None:
+                if inside >= 0:
+                    return None  # leaves a kept chain before its kept node
+                return attach, key
+            if inside < 0:
+                if kept_parent[k] != attach:
+                    return None
+                inside = k
+            elif k != inside:
+                return None
+            end += length
+            if key == deepest[k]:
+                if end != int(kept_end[k + 1]):
+                    return None
+                attach, inside = k, -1
+        if inside >= 0:
+            return None
+        return attach, -1
+
+    @staticmethod
+    def _forest(kept: _Kept, attach: np.ndarray, q: list[int], seq_lens: np.ndarray, row_base: np.ndarray
+                ) -> PrefixForest | None:
+        """The forest of the ``kept`` nodes (``q`` requests each) and one leaf per request under ``attach``; ``None``
+        if a leaf would be empty or the members do not add up to ``q``."""
+        n = attach.shape[0]
+        num_kept = len(q)
+        seq = np.asarray(seq_lens, dtype=np.int64)
+        row = attach + 1
+        leaf_start = kept.end[row]
+        leaf_tok = seq - leaf_start
+        if int(leaf_tok.min()) < 1:
+            return None
+        if num_kept:
+            anc = kept.ancestors[row]
+            node = anc[anc >= 0]  # per request, its kept nodes (request-major)
+            kept_q = np.bincount(node, minlength=num_kept)
+            if kept_q.tolist() != q:
+                return None
+            key = node * n + np.repeat(np.arange(n, dtype=np.int64), kept.num_ancestors[row])
+            key.sort()
+            req_flat = np.concatenate([key - (key // n) * n, np.arange(n, dtype=np.int64)])
+            counts = np.concatenate([kept_q, np.ones(n, dtype=np.int64)])
+        else:
+            req_flat = np.arange(n, dtype=np.int64)
+            counts = np.ones(n, dtype=np.int64)
+        req_ptr = np.zeros(num_kept + n + 1, dtype=np.int64)
+        np.cumsum(counts, out=req_ptr[1:])
+        return PrefixForest(
+            np.concatenate([kept.tok, leaf_tok]),
+            np.concatenate([kept.start, leaf_start]),
+            np.concatenate([kept.parent, attach]),
+            np.concatenate([kept.depth, kept.num_ancestors[row]]),
+            req_ptr,
+            req_flat,
+            np.asarray(row_base, dtype=np.int64),
+            seq,
+        )

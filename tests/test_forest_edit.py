@@ -1,0 +1,233 @@
+"""Last step's forest edited by a batch change (``forest_edit.RadixIndex``) against ``from_paths`` of the new batch.
+
+A synthetic radix tree (node ids, parents, token counts) and a batch of requests on it, each with a published entry
+(``ChainEntry``: its path from its last node up) and a pool row. Random steps: requests finish (any of them), join
+(on a random node of the tree, often a new child of one, sometimes ending exactly at a node or sharing a node another
+request holds alone), radix nodes split (the lower half keeps its id; every request through it gets a new entry, as
+the publisher re-reads it), requests are reordered now and then, and every request grows by a token (a joiner may
+end exactly at its last node: no leaf). Every edit that is not refused must be exactly ``from_paths``' forest (every
+array, node order included); refused steps build from the paths and index them again (no index while some request
+has no private leaf).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_decode_step import HEADS
+
+from pat_sglang.config import DeviceSpec
+from pat_sglang.decode_step import DecodeStepPlanner, StepBatch
+from pat_sglang.forest import PrefixForest
+from pat_sglang.forest_edit import RadixIndex
+from pat_sglang.sglang_patches.chain_table import ChainEntry, PublishedBatch, paths_of_entries
+
+ARRAYS = ("tok", "start", "parent", "depth", "req_ptr", "req_flat", "row_base", "request_lengths")
+ROW_STRIDE = 2048
+
+
+class Tree:
+    """Radix nodes: id -> (parent id or 0 for the root, tokens)."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.nodes: dict[int, tuple[int, int]] = {}
+        self.next_id = 1
+
+    def add(self, parent: int) -> int:
+        nid = self.next_id
+        self.next_id += 1
+        self.nodes[nid] = (parent, int(self.rng.integers(1, 40)))
+        return nid
+
+    def path(self, last: int) -> list[int]:
+        out = []
+        while last:
+            out.append(last)
+            last = self.nodes[last][0]
+        return out[::-1]
+
+    def split(self, nid: int) -> bool:
+        """Split ``nid``: a new upper node takes its first tokens; ``nid`` keeps its id and the rest."""
+        parent, tokens = self.nodes[nid]
+        if tokens < 2:
+            return False
+        cut = int(self.rng.integers(1, tokens))
+        upper = self.add(parent)
+        self.nodes[upper] = (parent, cut)
+        self.nodes[nid] = (upper, tokens - cut)
+        return True
+
+    def entry(self, rid: int, last: int) -> ChainEntry:
+        sig = tuple((n, 1000 + n, self.nodes[n][1]) for n in reversed(self.path(last)))
+        return ChainEntry(rid, 0, sig)
+
+
+def _fresh(entries: list[ChainEntry], rows: np.ndarray, seq: np.ndarray, pad: int) -> PrefixForest:
+    req, key, length = paths_of_entries(entries)
+    seq_all = np.concatenate([seq, np.ones(pad, np.int64)])
+    rows_all = np.concatenate([rows, np.zeros(pad, np.int64)])
+    return PrefixForest.from_paths(req, key, length, seq_all, rows_all * ROW_STRIDE, index=True)
+
+
+def _batches(seed: int, steps: int):
+    """Random batches on a growing radix tree: (entries, rows, lengths) per step (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    tree = Tree(rng)
+    roots = [tree.add(0) for _ in range(3)]
+    for _ in range(6):  # a few shared levels
+        tree.add(int(rng.choice(list(tree.nodes))))
+    reqs: list[dict] = []  # rid, last node, entry, row, length
+    next_rid, free_rows = 0, list(range(1, 200))
+
+    def join() -> None:
+        nonlocal next_rid
+        r = rng.random()
+        if r < 0.15 and reqs:  # through another request's last node (it becomes shared, or it was)
+            last = reqs[int(rng.integers(0, len(reqs)))]["last"]
+            if rng.random() < 0.5:
+                last = tree.add(last)
+        elif r < 0.3:  # ending exactly at an existing node
+            last = int(rng.choice(list(tree.nodes)))
+        else:  # a new private chain under an existing node
+            last = tree.add(int(rng.choice(list(tree.nodes)) if rng.random() < 0.8 else rng.choice(roots)))
+            for _ in range(int(rng.integers(0, 3))):
+                last = tree.add(last)
+        cached = sum(tree.nodes[n][1] for n in tree.path(last))
+        row = free_rows.pop(int(rng.integers(0, len(free_rows))))
+        reqs.append(dict(rid=next_rid, last=last, entry=tree.entry(next_rid, last), row=row,
+                         length=max(1, cached + int(rng.integers(0, 4)))))  # +0: ends at its last node (no leaf)
+        next_rid += 1
+
+    for _ in range(12):
+        join()
+    for _ in range(steps):
+        for r in reqs:
+            r["length"] += 1
+        for _ in range(int(rng.integers(0, 3))):  # finishes
+            if len(reqs) > 2:
+                free_rows.append(reqs.pop(int(rng.integers(0, len(reqs))))["row"])
+        for _ in range(int(rng.integers(0, 3))):
+            if len(reqs) < 40:
+                join()
+        if rng.random() < 0.1:  # a radix split: requests through the node are read again (new entries)
+            nid = int(rng.choice(list(tree.nodes)))
+            if tree.split(nid):
+                for r in reqs:
+                    if nid in tree.path(r["last"]):
+                        r["entry"] = tree.entry(r["rid"], r["last"])
+        if rng.random() < 0.05 and len(reqs) > 1:
+            i, j = rng.choice(len(reqs), 2, replace=False)
+            reqs[i], reqs[j] = reqs[j], reqs[i]
+        yield (tuple(r["entry"] for r in reqs), np.array([r["row"] for r in reqs], dtype=np.int64),
+               np.array([r["length"] for r in reqs], dtype=np.int64))
+
+
+def _run(seed: int, steps: int, pad: int) -> tuple[int, int]:
+    edits = refused = 0
+    index = None
+    for entries, rows, seq in _batches(seed, steps):
+        fresh = _fresh(list(entries), rows, seq, pad)
+        seq_all = fresh.request_lengths
+        rows_all = np.concatenate([rows, np.zeros(pad, np.int64)])
+        edited = index.edit(entries, rows_all, seq_all, rows_all * ROW_STRIDE) if index is not None else None
+        if edited is not None:
+            edits += 1
+            for name in ARRAYS:
+                assert np.array_equal(getattr(edited.forest, name), getattr(fresh, name)), name
+            index = edited
+        else:
+            refused += index is not None
+            index = RadixIndex.of(fresh, entries, rows_all)
+    return edits, refused
+
+
+class _Paths:
+    """``PublishedBatch.lazy_paths`` read from the entries."""
+
+    def __init__(self, entries: tuple) -> None:
+        self.entries = entries
+
+    def get(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return paths_of_entries(self.entries)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_step_planner_edits_changed_batches(seed: int) -> None:
+    """``DecodeStepPlanner`` (a forest every step) on published batches, padded to a CUDA-graph size: each changed
+    batch's forest is ``from_paths``' of its paths, most of them edited from last step's."""
+    pad = 2
+    planner = DecodeStepPlanner(HEADS, DeviceSpec(), torch.zeros((200, ROW_STRIDE), dtype=torch.int32),
+                                reuse_plans=False)
+    for serial, (entries, rows, seq) in enumerate(_batches(seed, 80)):
+        pb = PublishedBatch(rows, tuple(e.rid for e in entries), serial, entries,
+                            np.array([e.cached_len for e in entries], dtype=np.int64), lazy_paths=_Paths(entries))
+        batch = StepBatch(np.concatenate([rows, np.zeros(pad, np.int64)]),
+                          np.concatenate([seq, np.ones(pad, np.int64)]), len(entries), pb)
+        forest = planner.forest(batch)
+        fresh = _fresh(list(entries), rows, seq, pad)
+        assert all(np.array_equal(getattr(forest, n), getattr(fresh, n)) for n in ARRAYS)
+    c = planner.counters
+    assert c.built == 80 and 5 < c.edited < c.built, (c.edited, c.built)
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("pad", [0, 3])
+def test_edited_forests_equal_from_paths(seed: int, pad: int) -> None:
+    """Every edit equals ``from_paths`` of the new batch; both edits and refusals happen (the test can fail)."""
+    edits, refused = _run(seed, 120, pad)
+    assert edits > 10 and refused > 5, (edits, refused)
+
+
+def test_an_edit_keeps_the_kept_nodes_and_moves_the_members() -> None:
+    """One shared prompt (node 1) under two requests' own nodes: a third joins with its own node under the prompt (an
+    edit: the prompt keeps its range, gains a member, and the joiner gets a leaf); then the first two finish, the
+    prompt keeps one request and turns private (an edit too: it joins that request's leaf, whose private part now
+    starts at the prompt's radix node)."""
+    tree = Tree(np.random.default_rng(0))
+    prompt = tree.add(0)
+    a, b, c = tree.add(prompt), tree.add(prompt), tree.add(prompt)
+    ea, eb, ec = tree.entry(0, a), tree.entry(1, b), tree.entry(2, c)
+    cached = {n: sum(tree.nodes[m][1] for m in tree.path(n)) for n in (a, b, c)}
+    rows = np.array([5, 9, 7])
+    seq = np.array([cached[a] + 3, cached[b] + 1, cached[c] + 2])
+    first = _fresh([ea, eb], rows[:2], seq[:2], 0)
+    index = RadixIndex.of(first, (ea, eb), rows[:2])
+    assert index is not None and first.num_nodes == 3 and first.q.tolist() == [2, 1, 1]
+    grown = index.edit((ea, eb, ec), rows, seq, rows * ROW_STRIDE)
+    assert grown is not None and grown.forest.q.tolist() == [3, 1, 1, 1]
+    want = _fresh([ea, eb, ec], rows, seq, 0)
+    assert all(np.array_equal(getattr(grown.forest, n), getattr(want, n)) for n in ARRAYS)
+    alone = grown.edit((ec,), rows[2:], seq[2:], rows[2:] * ROW_STRIDE)  # node 1 keeps one request: its leaf
+    want = _fresh([ec], rows[2:], seq[2:], 0)
+    assert alone is not None and alone.forest.num_nodes == 1 and alone.first_private.tolist() == [prompt]
+    assert all(np.array_equal(getattr(alone.forest, n), getattr(want, n)) for n in ARRAYS)
+    assert grown.edit((eb, ea, ec), rows[[1, 0, 2]], seq[[1, 0, 2]], rows[[1, 0, 2]] * ROW_STRIDE) is None  # reordered
+
+
+def test_nested_kept_nodes_dissolve_into_the_last_request_leaf() -> None:
+    """A prompt (node P, three requests) with a shared child (node C, two of them): when two requests finish, both
+    keep one request, and the survivor's leaf starts at 0 with its private part at P (the topmost node gone). A
+    joiner through P then shares P again: a new kept node (P's chain, as ``from_paths`` makes it), where a private
+    part recorded at C would have let the edit miss the sharing."""
+    tree = Tree(np.random.default_rng(1))
+    p = tree.add(0)
+    c = tree.add(p)
+    a, b, x, y = tree.add(c), tree.add(c), tree.add(p), tree.add(p)
+    es = [tree.entry(i, n) for i, n in enumerate((a, b, x))]
+    ey = tree.entry(3, y)
+    seq = np.array([sum(tree.nodes[m][1] for m in tree.path(n)) + 2 for n in (a, b, x, y)])
+    rows = np.array([3, 4, 5, 6])
+    first = _fresh(es, rows[:3], seq[:3], 0)
+    index = RadixIndex.of(first, tuple(es), rows[:3])
+    assert index is not None and first.q.tolist()[:2] == [3, 2]
+    alone = index.edit((es[0],), rows[:1], seq[:1], rows[:1] * ROW_STRIDE)
+    assert alone is not None and alone.forest.num_nodes == 1 and alone.first_private.tolist() == [p]
+    want = _fresh(es[:1], rows[:1], seq[:1], 0)
+    assert all(np.array_equal(getattr(alone.forest, n), getattr(want, n)) for n in ARRAYS)
+    both = (es[0], ey)
+    again = alone.edit(both, rows[[0, 3]], seq[[0, 3]], rows[[0, 3]] * ROW_STRIDE)
+    want = _fresh(list(both), rows[[0, 3]], seq[[0, 3]], 0)
+    assert want.q.tolist()[0] == 2  # P is shared again
+    assert again is not None and all(np.array_equal(getattr(again.forest, n), getattr(want, n)) for n in ARRAYS)
