@@ -136,7 +136,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="seconds a server start is expected to take when budgeting a call (default: the backend's "
                          "last recorded start, which after a fresh machine's first start overestimates warm ones)")
     ap.add_argument("--min-server-s", type=float, default=150.0,
-                    help="start a server only with this much budget left")
+                    help="start a server for its greedy check or a warm-up only with this much budget left (a "
+                         "server with pending points starts when one of them fits after the expected start)")
     ap.add_argument("--tqdm-interval-s", type=float, default=5.0, help="bench_serving's progress bar refresh")
     # greedy agreement (as ab_serving.py)
     ap.add_argument("--no-check", action="store_true")
@@ -343,10 +344,7 @@ class Sweep:
             print(f"serving: [{backend}] nothing to do now (selected points measured, or waiting for the "
                   f"reference's {args.capacity_load})", flush=True)
             return
-        if self.left() < args.min_server_s:
-            print(f"serving: [{backend}] skipped: {self.left():.0f} s left < --min-server-s", flush=True)
-            return
-        if todo and not need_check and not args.warmup_only:
+        if todo and not need_check and not args.warmup_only:  # a start is worth it if a point fits after it
             shortest = min(sweep.estimate_s(self.store, p, self.wids[p.workload.name],
                                             self.rate_of(p) if sweep.parse_load(p.load)[0] != "c" else None,
                                             args.default_point_s) for p in todo)
@@ -354,6 +352,9 @@ class Sweep:
                 print(f"serving: [{backend}] skipped: no pending point fits the {self.left():.0f} s left after a "
                       "server start", flush=True)
                 return
+        elif self.left() < args.min_server_s:  # a check or a warm-up only: no point's estimate to go by
+            print(f"serving: [{backend}] skipped: {self.left():.0f} s left < --min-server-s", flush=True)
+            return
         port = free_port(args.port)
         cfg = server_config(args, backend, self.served, port)
         cmd = server_command(cfg)

@@ -704,3 +704,31 @@ def test_expected_start_follows_the_last_start_unless_given(tmp_path: Path, monk
     given.store.append({"kind": "server", "backend": "ref", "server_id": given.server_id, "status": "ok",
                         "startup_s": 157.2})
     assert given.expected_start_s("ref") == 60.0
+
+
+def test_a_server_starts_when_a_pending_point_fits_its_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """With points pending, a server starts when the expected start plus the shortest point fits the budget left, even
+    below ``--min-server-s`` (that floor is for a start with no point to go by: a greedy check or a warm-up alone);
+    a point that would not fit after the start is left for the next call, and said so."""
+    import serving_sweep
+
+    class Started(Exception):
+        pass
+
+    def started(*args: object, **kwargs: object) -> int:
+        raise Started
+
+    monkeypatch.setattr(sweep, "default_workloads", tiny_workloads)
+    monkeypatch.setattr(serving_sweep, "free_port", started)  # reached only once the sweep decided to start a server
+    base = ["--backends", "ref", "--workloads", "tiny", "--loads", "c4", "--budget-s", "100", "--min-server-s", "150",
+            "--default-point-s", "5", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    run = serving_sweep.Sweep(serving_sweep.parse_args([*base, "--no-check", "--expected-start-s", "5"]))
+    with pytest.raises(Started):  # 5 s start + 15 + the point's 5 + 25 s estimate fit the 100 s
+        run.run_backend("ref")
+    run = serving_sweep.Sweep(serving_sweep.parse_args([*base, "--no-check", "--expected-start-s", "90"]))
+    run.run_backend("ref")
+    assert "[ref] skipped: no pending point fits the" in capsys.readouterr().out
+    run = serving_sweep.Sweep(serving_sweep.parse_args([*base, "--expected-start-s", "5"]))  # its check first
+    run.run_backend("ref")
+    assert "< --min-server-s" in capsys.readouterr().out
