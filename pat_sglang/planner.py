@@ -69,8 +69,9 @@ from __future__ import annotations
 
 import functools
 import heapq
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -881,21 +882,34 @@ def _greedy_makespan(values: list[float], counts: list[int], slots: int, limit: 
     first of ``slots`` to free; once an item would end past ``limit``, that end (a lower bound of the answer) instead.
     A run of equal items whose duration is at least the slots' spread of loads deals one to every slot per round
     (the first free slot is then the one that got none yet), so whole rounds are added at once, and the rest one each
-    to the least loaded slots."""
+    to the least loaded slots. The first wave and the rest are two loops, and a run of one item (most runs on the
+    Mooncake replay) takes one heap step with no other test: this is the split search's innermost loop."""
     loads: list[float] = []
-    replace = heapq.heapreplace
-    for d, n in zip(values, counts, strict=True):
+    runs: Iterator[tuple[float, int]] = zip(values, counts, strict=True)
+    for d, n in runs:  # the first wave: every slot starts at 0
         if not loads and n >= slots:  # a first run that fills every slot: whole rounds, the rest one each
             rounds, rest = divmod(n, slots)
             loads = [d * rounds] * (slots - rest) + [d * (rounds + 1)] * rest  # ascending: a heap as it is
+            break
+        room = slots - len(loads)
+        if n < room:
+            loads += [d] * n
             continue
-        if len(loads) < slots:  # the first wave: every slot starts at 0
-            first = min(n, slots - len(loads))
-            loads += [d] * first
-            n -= first
-            if len(loads) < slots:
-                continue
-            heapq.heapify(loads)
+        loads += [d] * room
+        heapq.heapify(loads)
+        if n > room:
+            runs = itertools.chain(((d, n - room),), runs)  # the run's rest goes on after the first wave
+        break
+    else:
+        return max(loads)
+    replace = heapq.heapreplace
+    for d, n in runs:
+        if n == 1:
+            end = loads[0] + d
+            if end > limit:
+                return end
+            replace(loads, end)
+            continue
         if n >= RUN_BATCH_ITEMS and max(loads) - loads[0] <= d:  # (a short run: one heap step per item is cheaper)
             rounds, n = divmod(n, slots)
             if rounds:

@@ -22,6 +22,7 @@ from pat_sglang.planner import (
     ITEM_TILE,
     ITEM_TILE_M,
     MIN_SPLIT_TOKENS,
+    RUN_BATCH_ITEMS,
     PackPlan,
     PlanLimits,
     plan_forest,
@@ -560,6 +561,43 @@ def test_greedy_makespan_equals_item_by_item_dispatch(runs: list[tuple[int, int]
     assert _greedy_makespan(values, counts, slots) == want
     if want > 1:
         assert _greedy_makespan(values, counts, slots, limit=want - 1) > want - 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    runs=st.lists(
+        st.tuples(st.floats(0.5, 1e3, allow_nan=False, allow_infinity=False), st.integers(1, 15)),
+        min_size=1,
+        max_size=40,
+    ),
+    slots=st.integers(RUN_BATCH_ITEMS, 40),
+    limit_at=st.floats(0.0, 1.5),
+)
+def test_greedy_makespan_stops_at_the_first_item_past_its_limit(
+    runs: list[tuple[float, int]], slots: int, limit_at: float
+) -> None:
+    """With fractional durations and runs too short to be dealt by rounds, nor to fill the first wave at once (so every
+    item is one heap step and the sums are the dispatch's own, bit for bit), ``_greedy_makespan`` equals dealing the
+    items one by one, and with a limit it returns the end of the first item after the first wave, in launch order,
+    that ends past it (the makespan if none does; the first wave's ends are each item's own duration, never past a
+    limit at or above the longest item, which the split search's limits are)."""
+    from pat_sglang.planner import _greedy_makespan
+
+    values = [v for v, _ in runs]
+    counts = [n for _, n in runs]
+    durations = [v for v, n in runs for _ in range(n)]
+    want = max(_dealt(durations, slots))
+    assert _greedy_makespan(values, counts, slots) == want
+    limit = want * limit_at
+    free_at = [0.0] * slots
+    first_past = want
+    for k, d in enumerate(durations):
+        i = free_at.index(min(free_at))
+        free_at[i] += d
+        if k >= slots and free_at[i] > limit:
+            first_past = free_at[i]
+            break
+    assert _greedy_makespan(values, counts, slots, limit) == first_past
 
 
 def test_a_tie_in_the_split_cost_goes_to_the_candidate_with_more_items(monkeypatch: pytest.MonkeyPatch) -> None:
