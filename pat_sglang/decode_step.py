@@ -231,22 +231,25 @@ class DecodeStepPlanner:
                 return grown
         key = _BatchKey.of(batch)
         pb = batch.published
+        # every real request's path published and usable: such a forest can be edited, and is indexed for the next edit
+        whole = key is not None and not stale.any() and not pb.absent
         index = None
-        if last is not None and last.index is not None and key is not None and not stale.any() and not pb.absent:
+        if whole and last is not None and last.index is not None:
             index = last.index.edit(pb.entries, batch.rows, batch.seq_lens, batch.rows * self.row_stride)
         if index is not None:
             self.counters.built += 1
             self.counters.edited += 1
             forest = index.forest
         else:
-            forest = self._build(batch, stale)
-            if key is not None and not stale.any() and not pb.absent:
+            forest = self._build(batch, stale, index=whole)
+            if whole:
                 index = RadixIndex.of(forest, pb.entries, batch.rows)
         self._reuse = _Reuse(key, forest, index) if key is not None else None
         return forest
 
-    def _build(self, batch: StepBatch, stale: np.ndarray | None) -> PrefixForest:
-        """The forest from the published paths, without those of ``stale`` requests (bool per real request)."""
+    def _build(self, batch: StepBatch, stale: np.ndarray | None, index: bool = False) -> PrefixForest:
+        """The forest from the published paths, without those of ``stale`` requests (bool per real request);
+        ``index``: recorded for the next step's edit (``from_paths(index=True)``)."""
         seq, n_real = batch.seq_lens, batch.n_real
         row_base = batch.rows * self.row_stride
         self.counters.built += 1
@@ -259,8 +262,7 @@ class DecodeStepPlanner:
             keep = ~stale[req]
             req, key, length = req[keep], key[keep], length[keep]
         self.counters.unshared += batch.published.absent + n_stale
-        whole = not n_stale and not batch.published.absent  # every request's path in: index it for the next edit
-        return PrefixForest.from_paths(req, key, length, seq, row_base, index=whole)
+        return PrefixForest.from_paths(req, key, length, seq, row_base, index=index)
 
     def plan(
         self, batch: StepBatch, limits: PlanLimits | None = None, count: bool = True, min_saved: float = 0.0

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from .forest import RADIX_INDEX, PrefixForest
+from .forest import RADIX_INDEX, PrefixForest, _indptr
 
 
 @dataclass(eq=False)
@@ -373,14 +373,12 @@ class RadixIndex:
         else:
             req_flat = np.arange(n, dtype=np.int64)
             counts = np.ones(n, dtype=np.int64)
-        req_ptr = np.zeros(num_kept + n + 1, dtype=np.int64)
-        np.cumsum(counts, out=req_ptr[1:])
         return PrefixForest(
             np.concatenate([kept.tok, leaf_tok]),
             np.concatenate([kept.start, leaf_start]),
             np.concatenate([kept.parent, attach]),
             np.concatenate([kept.depth, kept.num_ancestors[row]]),
-            req_ptr,
+            _indptr(counts),
             req_flat,
             np.asarray(row_base, dtype=np.int64),
             seq,
