@@ -426,14 +426,12 @@ def _plan(
     if split_tokens is None:
         chosen_for_tokens = planned_tokens
         longest = int(pack_tokens.max())
-        candidates = _split_candidates(longest, planned_tokens, num_kv_heads, target, min_split_tokens)
+        kept = keep is not None and abs(planned_tokens - keep[1]) <= SPLIT_KEEP_FRACTION * keep[1]
         # A kept length that still cuts nothing cuts the packs as the no-split candidate does (the same plan), though
-        # that candidate's length moves with the longest pack.
-        if (
-            keep is not None
-            and abs(planned_tokens - keep[1]) <= SPLIT_KEEP_FRACTION * keep[1]
-            and (keep[0] >= longest or keep[0] in candidates)
-        ):
+        # that candidate's length moves with the longest pack; only a kept length that cuts needs the candidates.
+        candidates = None if kept and keep[0] >= longest else _split_candidates(
+            longest, planned_tokens, num_kv_heads, target, min_split_tokens)
+        if kept and (candidates is None or keep[0] in candidates):
             split_tokens, chosen_for_tokens = keep
         else:
             searched = len(candidates) > 1
@@ -512,26 +510,27 @@ def _plan(
         # its range ends where the request's row ends).
         leaf_pack = (fa.q if pack_node is None else fa.q[pack_node]) == 1
         open_mask = leaf_pack[item_pack] & (item_split == splits[item_pack] - 1)
-        items[open_mask, ITEM_KV_END] = ITEM_OPEN_END
+        items[:, ITEM_KV_END][open_mask] = ITEM_OPEN_END  # (through the column view: half the cost)
     items[:, ITEM_REQ_BEGIN] = req_end - sizes
     items[:, ITEM_REQ_END] = req_end
     items[:, ITEM_TILE] = item_tile
     items[:, ITEM_TILE_M] = tile_m_of_size[sizes]
     item_req = pack_req[_ranges(block_start[item_block], sizes, req_end)]
 
-    # Partial slots numbered in item_req order; each request merges its own in the order they were handed out.
-    multi = partials_of[item_req] > 1
+    # Partial slots numbered in item_req order; each request merges its own in the order they were handed out. A
+    # request's entries are its partials (``partials_of``), so the two uniform cases are read off the requests.
     merge_indptr = np.zeros(num_requests + 1, dtype=np.int32)
-    if multi.all():  # every entry has a partial slot: slot i is entry i
-        num_partials = multi.shape[0]
+    if int(partials_of.min()) > 1:  # every entry has a partial slot: slot i is entry i
+        num_partials = item_req.shape[0]
         item_dst = np.arange(num_partials, dtype=np.int32)
-        np.cumsum(partials_of, out=merge_indptr[1:])
+        merge_indptr[1:] = partials_of.cumsum()
         merge_partials = _stable_argsort(item_req, num_requests).astype(np.int32)
-    elif not multi.any():  # every request has one partial: all write the output directly
+    elif int(partials_of.max()) <= 1:  # every request has one partial: all write the output directly
         num_partials = 0
-        item_dst = np.full(multi.shape[0], -1, dtype=np.int32)
+        item_dst = np.full(item_req.shape[0], -1, dtype=np.int32)
         merge_partials = np.zeros(0, dtype=np.int32)
     else:
+        multi = partials_of[item_req] > 1
         slot_ids = multi.cumsum() - 1
         num_partials = int(slot_ids[-1]) + 1
         item_dst = np.where(multi, slot_ids, -1).astype(np.int32)
@@ -931,6 +930,9 @@ def _greedy_makespan(values: list[float], counts: list[int], slots: int, limit: 
     return max(loads)
 
 
+# The grid functions are cached: a split search rounds ~35 values, nearly all of them seen at earlier steps (the grid
+# is coarse), and a cache hit costs a third of the arithmetic's Python calls.
+@functools.lru_cache(maxsize=4096)
 def _coarse_up(tokens: int) -> int:
     """The next split length above ``tokens`` on the ``_coarse`` grid (one step: 1/8 of its octave)."""
     if tokens < 16:
@@ -938,6 +940,7 @@ def _coarse_up(tokens: int) -> int:
     return _coarse(tokens + (1 << (tokens.bit_length() - 4)))
 
 
+@functools.lru_cache(maxsize=4096)
 def _coarse(tokens: int) -> int:
     """``tokens`` rounded down to 8 steps per octave (at most 12.5% less). The split length then stays put while a
     step's total grows by a token per request, so split counts (and with them the re-made plans of

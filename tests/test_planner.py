@@ -800,3 +800,42 @@ def test_a_kept_length_that_cuts_nothing_is_kept_while_the_longest_pack_shrinks(
     fresh = plan_forest(forest, heads, device)
     assert not plan.split_searched and plan.split_tokens == first.split_tokens
     assert fresh.num_items == 64 and torch.equal(plan.items, fresh.items)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**31 - 1), group=st.sampled_from(GQA), drift=st.floats(-0.1, 0.1))
+def test_a_kept_split_length_gives_the_plan_of_that_length(seed: int, group: int, drift: float) -> None:
+    """A changed batch planned with last step's plan (``previous``, a new forest structure) keeps last step's chosen
+    length exactly when its planned KV is within SPLIT_KEEP_FRACTION of what that length was chosen for and the length
+    cuts no pack (then no candidate is computed) or is a candidate; the plan is then the one a pass given that length
+    makes, array for array, and it keeps the plan invariants. ``drift`` moves the recorded KV so both sides of the
+    fraction are met; the recorded lengths range from cutting every pack to cutting none."""
+    from pat_sglang.planner import SPLIT_KEEP_FRACTION, _split_candidates, copy_with, target_ctas
+
+    rng = np.random.default_rng(seed)
+    tree = random_tree(rng, max_depth=5, max_requests=96, max_len=3000, max_request_tokens=200_000)
+    batch = layout_tree(tree, rng=rng)
+    forest = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
+    heads = _heads(group, 128)
+    device = DeviceSpec(sm_count=132)
+    fresh = plan_forest(forest, heads, device)
+    regrow = fresh.regrow
+    assert regrow is not None
+    planned = int(regrow.pack_tokens @ regrow.pack_blocks)
+    longest = int(regrow.pack_tokens.max())
+    tiles = load_tile_table(device.arch).for_head_dim(heads.head_dim, heads.kv_fp8)
+    candidates = _split_candidates(longest, planned, heads.num_kv_heads, target_ctas(device, tiles, heads),
+                                   MIN_SPLIT_TOKENS)
+    length = int(rng.choice([*candidates, longest, longest + 7, max(1, candidates[-1] - 1)]))
+    chosen_for = max(1, round(planned * (1.0 + drift)))
+    other = PrefixForest.from_flat(np.array([0, 5]), np.arange(5))  # last step's forest: another structure
+    last = plan_forest(other, heads, device)
+    previous = copy_with(last, regrow=copy_with(last.regrow, split_tokens=length, chosen_for_tokens=chosen_for,
+                                                args=regrow.args))
+    plan = plan_forest(forest, heads, device, previous=previous)
+    kept = abs(planned - chosen_for) <= SPLIT_KEEP_FRACTION * chosen_for and (length >= longest or length in candidates)
+    want = plan_forest(forest, heads, device, split_tokens=length) if kept else fresh
+    assert plan.split_tokens == want.split_tokens and plan.split_searched == (not kept and fresh.split_searched)
+    for name in ("items", "item_req", "item_dst", "merge_indptr", "merge_partials"):
+        assert torch.equal(getattr(plan, name), getattr(want, name)), name
+    check_plan(plan, forest, heads, device)
