@@ -349,7 +349,7 @@ class StepStats:
         return (
             f"PAT: {self.steps} decode steps, host planning {self.plan_ms_mean:.3f} ms mean / "
             f"{1e3 * self.plan_s_max:.3f} ms max; plans reused as they were {counters.plans_reused}; forests built "
-            f"{counters.built}, reused {counters.reused}; "
+            f"{counters.built} ({counters.edited} of them edited from the last), reused {counters.reused}; "
             f"requests planned without sharing (no published path) {counters.unshared}; plans coarsened to fit "
             f"the graph buffers {counters.coarse}; batches sharing too little, served by the delegate "
             f"{counters.declined} ({counters.declined_unplanned} decided without planning); batches PAT could not "
