@@ -50,7 +50,8 @@ def log_decode(line: str) -> None:
             _PAT_STEPS[0] += 10
             n = _PAT_STEPS[0]
         log(f"[2026-11-24 00:00:00] PAT: {n} decode steps, host planning 0.050 ms mean / 0.500 ms max; plans reused "
-            f"as they were 0; forests built 1 (0 of them edited from the last), reused 0; requests planned without sharing (no published path) 0; plans "
+            f"as they were 0; forests built 1 (0 of them edited from the last), reused 0; requests planned without "
+            f"sharing (no published path) 0; plans "
             f"coarsened to fit the graph buffers 0; batches sharing too little, served by the delegate {n // 5} "
             f"({n // 5} decided without planning); batches PAT could not plan 0; steps reading rows back 0; steps "
             f"with a garbage collection {n // 10} (at most 0.300 ms of one collecting), max of the others 0.400 ms")
