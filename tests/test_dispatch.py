@@ -287,6 +287,22 @@ def test_planner_gate_equals_the_plan_bytes_rule(seed: int, shared_len: int) -> 
         assert all(g is not None for g in got)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_delegate_label_option_declines_every_batch_unplanned(seed: int) -> None:
+    """``+delegate`` (``bench/ab/server.py``) sets the gate so that every decode batch goes to the delegate with no
+    forest or plan made, also a batch that shares nearly everything (200 shared tokens of ~290)."""
+    from scripts import BENCH, on_path
+
+    on_path(BENCH)
+    from ab.server import LABEL_OPTIONS
+
+    fraction = dispatch.checked_fraction(float(LABEL_OPTIONS["delegate"]["PAT_SGLANG_MIN_SAVED_FRACTION"]), "+delegate")
+    got, want, gated = _planner_steps(200, seed, fraction)
+    assert all(w is not None and dispatch.pat_pays(w.stats, 0.5) for w in want)  # the batch shares most of its KV
+    c = gated.counters
+    assert all(g is None for g in got) and c.declined == c.declined_unplanned == len(got) and c.built == 0
+
+
 @pytest.mark.parametrize("name", ["fa3", "flashinfer", "triton"])
 def test_named_delegate_built_through_the_registry_sets_the_gate(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """``PAT_SGLANG_DELEGATE`` names the delegate; the backend builds it from SGLang's registry and takes that

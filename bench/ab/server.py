@@ -338,6 +338,11 @@ def read_from(path: Path, offset: int, end: int | None = None) -> str:
 # results of two settings are kept apart and compared in one run).
 LABEL_OPTIONS: dict[str, dict[str, str]] = {
     "all": {"PAT_SGLANG_MIN_SAVED_FRACTION": "0"},  # the dispatch gate off: PAT serves every decode batch
+    # The gate declines every decode batch before any planning: PAT's patches publish and the gate reads the published
+    # paths, the delegate serves everything. Against the delegate alone this isolates PAT's host cost other than
+    # planning; against pat@DELEGATE, its planning. (A batch of n requests saves at most 1 - 1/n of its KV bytes:
+    # the longest request's tokens are read at least once; below 1000 requests that is under 0.999.)
+    "delegate": {"PAT_SGLANG_MIN_SAVED_FRACTION": "0.999"},
 }
 
 
