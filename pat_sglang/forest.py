@@ -508,7 +508,7 @@ def _flat_forest(ind: np.ndarray, indptr: np.ndarray, lengths: np.ndarray) -> Pr
     gptr = _boundaries(change, num_requests)
     gstart = np.zeros(gptr.shape[0] - 1, dtype=np.int64)
     gparent = np.full(gptr.shape[0] - 1, -1, dtype=np.int64)
-    levels = []  # per level: (start, end, parent, members, member indptr)
+    levels = []  # per level and group: (start, end, parent, members, number of members)
     num_nodes = 0
     narrow = ind.dtype == np.int32
     while gstart.shape[0]:
@@ -520,7 +520,7 @@ def _flat_forest(ind: np.ndarray, indptr: np.ndarray, lengths: np.ndarray) -> Pr
         multi = gsize > 1
         if num_groups < members.shape[0]:  # some group has two rows or more
             _node_ends(ind, starts, members, gid, gsize, gstart, end, multi)
-        levels.append((gstart, end, gparent, members, gptr))
+        levels.append((gstart, end, gparent, members, gsize))
         # children: members that go on past the node end, grouped by (node, slot at the end)
         cont = mlen > end[gid]
         if not cont.any():
@@ -541,7 +541,8 @@ def _flat_forest(ind: np.ndarray, indptr: np.ndarray, lengths: np.ndarray) -> Pr
         members, cgid = members[order], cgid[order]
         level_base, num_nodes = num_nodes, num_nodes + num_groups
         if change.all():  # every child alone: private leaves to the rows' ends, nothing more to compare
-            levels.append((end[cgid], lengths[members], level_base + cgid, members, np.arange(members.shape[0] + 1)))
+            single = np.ones(members.shape[0], np.int64)
+            levels.append((end[cgid], lengths[members], level_base + cgid, members, single))
             num_nodes += members.shape[0]
             break
         gptr = _boundaries(change, members.shape[0])
@@ -550,39 +551,31 @@ def _flat_forest(ind: np.ndarray, indptr: np.ndarray, lengths: np.ndarray) -> Pr
         gparent = level_base + head
 
     # --- canonical order: depth-first, children by their smallest request (= a lexicographic sort of the
-    # smallest requests along each node's root path)
-    depth_count = len(levels)
-    if depth_count == 1:  # roots only: by smallest request
-        gs, ge, _gp, mem, gp_ptr = levels[0]
-        order = mem[gp_ptr[:-1]].argsort()
-        q = (gp_ptr[1:] - gp_ptr[:-1])[order]
-        req_flat = mem[_ranges(gp_ptr[:-1][order], q)]
-        start = gs[order]
-        return PrefixForest(
-            ge[order] - start, start, np.full(order.shape[0], -1, np.int64), np.zeros(order.shape[0], np.int64),
-            _indptr(q), req_flat, starts, lengths, ind,
-        )
-    path_key = np.full((depth_count, num_nodes), -1, dtype=np.int64)
-    n_depth = np.empty(num_nodes, dtype=np.int64)
-    at = 0
-    for d, (gs, _ge, gp, mem, gp_ptr) in enumerate(levels):
-        ids = slice(at, at + gs.shape[0])
-        if d:
-            path_key[:d, ids] = path_key[:d, gp]
-        path_key[d, ids] = mem[gp_ptr[:-1]]
-        n_depth[ids] = d
-        at += gs.shape[0]
+    # smallest requests along each node's root path). Nodes are numbered in level order until then.
+    sizes = [lv[0].shape[0] for lv in levels]
+    start = np.concatenate([lv[0] for lv in levels])
+    end = np.concatenate([lv[1] for lv in levels])
+    parent = np.concatenate([lv[2] for lv in levels])
+    mem = np.concatenate([lv[3] for lv in levels])  # each node's members, in request order, nodes in level order
+    q = np.concatenate([lv[4] for lv in levels])
+    smallest = mem[_indptr(q)[:-1]]
+    depth = np.repeat(np.arange(len(levels)), sizes)
+    path_key = np.full((len(levels), num_nodes), -1, dtype=np.int64)  # row d: the smallest request at depth d
+    path_key[depth, np.arange(num_nodes)] = smallest
+    at = sizes[0]
+    for d, size in enumerate(sizes[1:], 1):  # a node's key extends its parent's (parents are in earlier levels)
+        ids = slice(at, at + size)
+        path_key[:d, ids] = path_key[:d, parent[ids]]
+        at += size
     order = np.lexsort(path_key[::-1])
-    new_id = np.empty(num_nodes, dtype=np.int64)
+    new_id = np.empty(num_nodes + 1, dtype=np.int64)
     new_id[order] = np.arange(num_nodes)
-    parent = np.concatenate([lv[2] for lv in levels])[order]
-    parent = np.where(parent >= 0, new_id[parent], -1)
-    q_all = np.concatenate([lv[4][1:] - lv[4][:-1] for lv in levels])
-    q = q_all[order]
-    req_flat = np.concatenate([lv[3] for lv in levels])[_ranges(_indptr(q_all)[:-1][order], q)]
-    start = np.concatenate([lv[0] for lv in levels])[order]
-    tok = np.concatenate([lv[1] for lv in levels])[order] - start
-    return PrefixForest(tok, start, parent, n_depth[order], _indptr(q), req_flat, starts, lengths, ind)
+    new_id[num_nodes] = -1  # what a root's parent (-1) maps to
+    # members in canonical node order: a stable sort by node keeps each node's members in request order
+    req_flat = mem[np.repeat(new_id[:num_nodes], q).argsort(kind="stable")]
+    start = start[order]
+    return PrefixForest(end[order] - start, start, new_id[parent[order]], depth[order], _indptr(q[order]), req_flat,
+                        starts, lengths, ind)
 
 
 def _node_ends(
