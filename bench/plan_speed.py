@@ -5,7 +5,8 @@ standalone ``pat_sglang.plan`` from flat int32 ``kv_indptr``/``kv_indices`` at 2
 Prints the median microseconds of ``plan_forest`` alone (forest already built), of ``PrefixForest.from_flat``,
 and of the whole ``pat_sglang.plan`` (both), for Llama-3-8B heads (32 q / 8 kv, d=128, bf16). The 256 x 4k cases:
 ``private`` (a random permutation of 1M slots: no sharing), ``shared2048`` (a 2048-token prefix shared by all, then
-2048 private tokens each), and the LEVELS tree (3712 tokens per request).
+2048 private tokens each), ``ragged2048`` (the same prefix, then 1536-2560 private tokens each: requests of unequal
+lengths, as in serving) and the LEVELS tree (3712 tokens per request).
 """
 
 from __future__ import annotations
@@ -55,10 +56,17 @@ def flat_cases(rng: int = 0) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     rows = np.empty((BATCH, TOKENS), dtype=np.int32)
     rows[:, :half] = slots[:half]  # the shared prefix: the same slots at the front of every row
     rows[:, half:] = slots[half:].reshape(BATCH, half)
+    tails = gen.integers(half - TOKENS // 8, half + TOKENS // 8 + 1, BATCH)  # private lengths, mean half
+    ragged_ptr = torch.zeros(BATCH + 1, dtype=torch.int32)
+    ragged_ptr[1:] = torch.from_numpy(np.cumsum(half + tails).astype(np.int32))
+    own = gen.permutation(int(tails.sum())).astype(np.int32) + slots.shape[0]
+    own_rows = np.split(own, np.cumsum(tails)[:-1])
+    ragged = np.concatenate([np.concatenate([slots[:half], tail]) for tail in own_rows])
     tree = tree_batch(LEVELS, rng=rng)
     return {
         "private": (indptr, torch.from_numpy(private)),
         "shared2048": (indptr, torch.from_numpy(rows.reshape(-1))),
+        "ragged2048": (ragged_ptr, torch.from_numpy(ragged)),
         "levels": (tree.kv_indptr, tree.kv_indices),
     }
 

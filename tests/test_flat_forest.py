@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import pat_sglang
 from pat_sglang.config import HeadConfig
-from pat_sglang.forest import PrefixForest
+from pat_sglang.forest import _SAMPLE, PrefixForest
 from pat_sglang.workloads import layout_tree, random_tree
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -114,6 +114,57 @@ def test_random_trees_match_trie(seed: int, page: int) -> None:
     check([ind[a:b] for a, b in zip(ip[:-1], ip[1:], strict=True)])
 
 
+def long_rows(rng: np.random.Generator, page: int, equal: bool) -> list[list[int]]:
+    """A few rows of thousands of slots (long enough for the sampled bound before the exact comparison). Each copies
+    a prefix of an earlier row, cut anywhere, at a sampled position or next to one, or at a page boundary, then goes
+    on with fresh slots; ``equal``: all rows one length (parallel samples of one prompt), else lengths from 1 up."""
+    length = int(rng.integers(_SAMPLE * 4 + 2, _SAMPLE * 16))
+    fresh = iter(range(10**6, 10**7))
+    rows: list[list[int]] = []
+    for _ in range(int(rng.integers(2, 12))):
+        size = length if equal else int(rng.integers(1, length + 1))
+        row: list[int] = []
+        if rows and rng.random() < 0.9:
+            src = rows[int(rng.integers(0, len(rows)))]
+            kind = rng.random()
+            if kind < 0.4:
+                cut = int(rng.integers(0, len(src) + 1))
+            elif kind < 0.8:
+                cut = _SAMPLE * int(rng.integers(0, len(src) // _SAMPLE + 1)) + int(rng.integers(-1, 2))
+            else:
+                cut = page * int(rng.integers(0, len(src) // page + 1))
+            row = src[: max(0, min(cut, size))]
+        while len(row) < size:
+            base = next(fresh) * page
+            row.extend(range(base, base + page))
+        rows.append(row[:size])
+    return rows
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**31 - 1), page=st.sampled_from([1, 16]), equal=st.booleans())
+def test_long_rows_match_trie(seed: int, page: int, equal: bool) -> None:
+    rows = long_rows(np.random.default_rng(seed), page, equal)
+    check(rows)
+    check(rows, np.int64)
+
+
+def test_differences_the_samples_miss() -> None:
+    # rows equal at every sampled position but different between them: only the exact comparison sees it
+    n = _SAMPLE * 6
+    base = list(range(n))
+    for at in (1, _SAMPLE - 1, _SAMPLE + 1, 3 * _SAMPLE - 1, n - 2):
+        other = base.copy()
+        other[at] = 10**6
+        check([base, other, base[: n // 2], base])
+    # rows that first differ exactly at a sampled position, or just before or after one
+    for at in (_SAMPLE, 2 * _SAMPLE - 1, 2 * _SAMPLE, 2 * _SAMPLE + 1, 5 * _SAMPLE):
+        check([base, base[:at] + list(range(10**6, 10**6 + n - at)), base])
+    # long rows and rows of one slot in one batch; equal long rows (one node, no leaves)
+    check([base, [0], base[:1], base + [7], [5]])
+    check([base] * 5)
+
+
 def test_edge_cases() -> None:
     check([[7]])  # a single request of one token
     check([list(range(5000))])  # a single long request
@@ -157,7 +208,23 @@ def test_negative_slots_refused() -> None:
 def test_plan_reads_the_same_slots() -> None:
     """The whole standalone plan: every (item, request) reads the request's own slots at those positions."""
     rng = np.random.default_rng(5)
-    rows = random_rows(rng, 16, max_rows=24, max_len=700)
+    check_plan(random_rows(rng, 16, max_rows=24, max_len=700))
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), page=st.sampled_from([1, 16]), equal=st.booleans(),
+       shape=st.sampled_from(["rows", "private", "one prefix"]))
+def test_plans_of_long_rows_read_the_same_slots(seed: int, page: int, equal: bool, shape: str) -> None:
+    rows = long_rows(np.random.default_rng(seed), page, equal)
+    if shape == "private":  # nothing shared: every row starts with a slot of its own
+        rows = [[10**8 + r] + row[1:] for r, row in enumerate(rows)]
+    elif shape == "one prefix":  # every row starts with the first row's slots, then its own
+        rows = [rows[0][: len(row) // 2] + row[len(row) // 2 :] for row in rows]
+    check(rows)
+    check_plan(rows)
+
+
+def check_plan(rows: list[list[int]]) -> None:
     indptr, indices = flat(rows)
     plan = pat_sglang.plan(torch.from_numpy(indptr), torch.from_numpy(indices), HeadConfig(32, 8, 128, torch.bfloat16))
     table = plan.slot_table.numpy()
