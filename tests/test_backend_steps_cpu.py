@@ -239,3 +239,22 @@ def test_radix_splits_under_an_unchanged_batch() -> None:
     assert table.reused >= 18 - 1 - 2 * len(splits)  # the other steps reused the entries with identity checks only
     assert be.planner.counters.reused >= 18 - 1 - 2 * len(splits)
     assert be.planner.counters.built == 1 + len(splits)
+
+
+def test_static_buffers_are_aligned_disjoint_views_of_one_allocation() -> None:
+    """A load is one copy of one span: every buffer is a view of one flat tensor (device, and each staging set), at an
+    aligned offset, the buffers disjoint, the items last (the one buffer every new plan changes)."""
+    from pat_sglang.kernels import _ALIGN, _LOAD_ORDER
+
+    heads = HeadConfig(HQ, HKV, D, torch.bfloat16)
+    buffers = StaticPlanBuffers(heads, max_batch=6, max_items=40, max_partials=30, device="cpu")
+    assert _LOAD_ORDER[-1] == "items" and set(_LOAD_ORDER) == set(buffers.dev)
+    for views, flat in [(buffers.dev, buffers._dev_flat), *zip(buffers._stages, buffers._stage_flat, strict=True)]:
+        ends = 0
+        for name in _LOAD_ORDER:
+            view = views[name]
+            start = (view.data_ptr() - flat.data_ptr()) // flat.element_size()
+            assert start == buffers._offsets[name] and start % _ALIGN == 0 and start >= ends
+            assert view.is_contiguous() and view.dtype == torch.int32
+            ends = start + view.numel()
+        assert ends <= flat.numel()
