@@ -764,6 +764,10 @@ def _views(flat: torch.Tensor, offsets: dict[str, int], sizes: dict[str, tuple[i
     return {n: flat[offsets[n] : offsets[n] + math.prod(s)].view(s) for n, s in sizes.items()}
 
 
+def _head_shape(h: HeadConfig) -> tuple:
+    return h.num_q_heads, h.num_kv_heads, h.head_dim, h.dtype, h.kv_dtype
+
+
 def _first_changed(plan: PackPlan, last: PackPlan) -> int:
     """Index in ``_LOAD_ORDER`` of the first buffer whose contents for ``plan`` differ from those ``last`` loaded
     (plans are never edited, so a tensor shared by both holds the same values; the items always differ)."""
@@ -858,8 +862,16 @@ class StaticPlanBuffers:
         # numpy views of the staging sets: the host writes of a load are numpy copies (a torch op costs several
         # times as much host time per call, and a load makes up to a dozen)
         self._stages_np = [{n: t.numpy() for n, t in stage.items()} for stage in self._stages]
+        # Per buffer of ``_LOAD_ORDER``: the span a load that changes it first copies, from it to the end of the
+        # allocation (device view, and each staging set's), made once: slicing per load costs host time, copying the
+        # unused tail of the items buffer along costs only copy-engine time (a few microseconds)
+        self._spans = [
+            (self._dev_flat[off:], tuple(flat[off:] for flat in self._stage_flat))
+            for off in (self._offsets[name] for name in _LOAD_ORDER)
+        ]
         self._stage = 1
         self.host = self._stages[0]
+        self._checked: tuple[HeadConfig, torch.Tensor] | None = None  # (heads, slot table) the last load checked
         self.part_o = torch.empty(
             (max(max_partials, 1), heads.num_q_heads, heads.head_dim), dtype=torch.float32, device=self.device
         )
@@ -889,19 +901,37 @@ class StaticPlanBuffers:
         table than the one the graphs were captured with.
 
         One host-to-device copy, from one of two pinned staging sets: the span from the first buffer that changed
-        since the last load to the end of the plan's items (the unused tails of the buffers in between go along; the
-        kernels read nothing past the plan's counts). Nothing here waits on the device unless the set's copies from
+        since the last load to the end of the buffers (the unused tails of the buffers go along; the kernels read
+        nothing past the plan's counts). Nothing here waits on the device unless the set's copies from
         two loads ago are still in flight. The plan loaded last is not copied again (plans are never edited)."""
         if plan is self.plan:
             return
+        self._check(plan)
+        # Buffers the previous load already put on the device (a re-made plan shares all but its items) need no copy:
+        # the device buffers hold them, and later copies on this stream are ordered after the kernels that read them.
+        # The copy starts at the first buffer (in ``_LOAD_ORDER``) that changed; every buffer from there on is written
+        # to the staging set, whose other contents are two loads old.
+        last = self.plan
+        first = 0 if last is None else _first_changed(plan, last)
+        self._stage ^= 1
+        stage = self._stage
+        event = self._events[stage]
+        if event is not None:
+            event.synchronize()  # this set's copies (two loads ago) have left it: normally already true
+        self.host = self._stages[stage]
+        _stage_plan(self._stages_np[stage], plan, _LOAD_ORDER[first:])
+        device_span, staged_spans = self._spans[first]
+        device_span.copy_(staged_spans[stage], non_blocking=True)
+        if event is not None:
+            event.record()
+        self.plan = plan
+
+    def _check(self, plan: PackPlan) -> None:
+        """``ValueError`` if ``plan`` does not fit the buffers (``load``'s conditions). The heads and the slot table's
+        device are compared once per object (the decode-step planner hands every plan the same two)."""
         h = plan.heads
-        if (h.num_q_heads, h.num_kv_heads, h.head_dim, h.dtype, h.kv_dtype) != (
-            self.heads.num_q_heads,
-            self.heads.num_kv_heads,
-            self.heads.head_dim,
-            self.heads.dtype,
-            self.heads.kv_dtype,
-        ):
+        checked = self._checked
+        if (checked is None or h is not checked[0]) and _head_shape(h) != _head_shape(self.heads):
             raise ValueError(f"plan heads {h} differ from the buffers' {self.heads}")
         need = {
             "batch": (plan.num_requests, self.max_batch),
@@ -917,7 +947,7 @@ class StaticPlanBuffers:
             raise ValueError(f"plan has {plan.num_items} items, the forward grid of a batch of {plan.num_requests} "
                              f"runs {grid} (plan with limits_for({plan.num_requests}))")
         table = plan.slot_table
-        if table.device != self.device:
+        if (checked is None or table is not checked[1]) and table.device != self.device:
             raise ValueError(f"plan.slot_table is on {table.device}, the buffers on {self.device}")
         if self.slot_table is None:
             self.slot_table = table
@@ -928,25 +958,7 @@ class StaticPlanBuffers:
                 self.row_stride = plan.row_stride
             elif plan.row_stride != self.row_stride:
                 raise ValueError(f"the plan's row stride {plan.row_stride} differs from the buffers' {self.row_stride}")
-        # Buffers the previous load already put on the device (a re-made plan shares all but its items) need no copy:
-        # the device buffers hold them, and later copies on this stream are ordered after the kernels that read them.
-        # The copy starts at the first buffer (in ``_LOAD_ORDER``) that changed; every buffer from there on is written
-        # to the staging set, whose other contents are two loads old.
-        last = self.plan
-        first = 0 if last is None else _first_changed(plan, last)
-        self._stage ^= 1
-        stage = self._stage
-        event = self._events[stage]
-        if event is not None:
-            event.synchronize()  # this set's copies (two loads ago) have left it: normally already true
-        self.host = self._stages[stage]
-        _stage_plan(self._stages_np[stage], plan, _LOAD_ORDER[first:])
-        begin = self._offsets[_LOAD_ORDER[first]]
-        end = self._offsets["items"] + plan.num_items * ITEM_FIELDS
-        self._dev_flat[begin:end].copy_(self._stage_flat[stage][begin:end], non_blocking=True)
-        if event is not None:
-            event.record()
-        self.plan = plan
+        self._checked = (h, table)
 
     def run(
         self,
