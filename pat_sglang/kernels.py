@@ -801,15 +801,16 @@ def _stage_plan(host: dict[str, np.ndarray], plan: PackPlan, names: tuple[str, .
 class StaticPlanBuffers:
     """Fixed-capacity plan buffers for CUDA-graph capture and replay.
 
-    ``limits_for(batch)`` is what the planner must fit (``plan_forest(..., limits=...)``); ``load(plan)`` runs
-    outside the graph (host staging in pinned memory, then async copies on the current stream); ``run`` only
-    launches, with grids fixed by the capacities: the forward grid is ``limits_for(batch).max_items`` CTAs per KV
-    head (items past the plan's count exit at once) and the merge grid is the batch (requests with no partials, and
-    padding, exit at once). The slot table (SGLang's ``req_to_token``) is the same tensor for every plan: its address is
-    captured in the graph, and so are those of the per-request arrays open items are ended from (``run``'s
-    ``seq_lens``/``req_rows``: the graph runner's static ``seq_lens``/``req_pool_indices`` buffers, which it fills
-    before every replay), and the row stride. A plan loaded again (the decode-step planner hands out the same plan
-    for unchanged batches) costs nothing: the device buffers hold it already.
+    ``limits_for(batch)`` is what the planner must fit (``plan_forest(..., limits=...)``); ``load(plan)`` runs outside
+    the graph (host staging in pinned memory, then one async copy on the current stream: the buffers are views of one
+    allocation); ``run`` only launches, with grids fixed by the capacities: the forward grid is
+    ``limits_for(batch).max_items`` CTAs per KV head (items past the plan's count exit at once) and the merge grid is
+    the batch (requests with no partials, and padding, exit at once). The slot table (SGLang's ``req_to_token``) is the
+    same tensor for every plan: its address is captured in the graph, and so are those of the per-request arrays open
+    items are ended from (``run``'s ``seq_lens``/``req_rows``: the graph runner's static
+    ``seq_lens``/``req_pool_indices`` buffers, which it fills before every replay), and the row stride. A plan loaded
+    again (the decode-step planner hands out the same plan for unchanged batches) costs nothing: the device buffers hold
+    it already.
     """
 
     def __init__(
