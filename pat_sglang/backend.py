@@ -61,8 +61,8 @@ from .config import FP8_KV_DTYPES, DeviceSpec, HeadConfig, check_supported
 from .decode_step import PADDING_ROW, DecodeStepPlanner, StepBatch, StepPhases
 from .dispatch import MIN_SAVED_FRACTION_ENV, checked_fraction, configured_min_saved_fraction
 from .gc_pauses import GC_PAUSES, GcMark
-from .planner import PackPlan, host_int64, max_split_items
-from .sglang_patches.chain_table import ChainTable, chain_table_for
+from .planner import PackPlan, max_split_items
+from .sglang_patches.chain_table import ChainTable, chain_table_for, host_int64_view, same_ints
 from .sglang_patches.core import graph_variants_patched
 
 logger = logging.getLogger(__name__)
@@ -427,6 +427,9 @@ class PATAttnBackend(AttentionBackend):
         self.capture_variant: str | None = None
         self.replay_variant: str = PAT_VARIANT
         self._eager_plan: tuple[PackPlan, PackPlan] | None = None  # (host plan, its device copy), eager path
+        # (published rows, padding, the rows with the padding rows appended): the last padded batch's rows, taken again
+        # while the published rows are the same array (a republished batch keeps it) and the padding the same
+        self._padded: tuple[np.ndarray, int, np.ndarray] | None = None
         self.stats = StepStats()
         self._warned: set[str] = set()
         # (k_scale, v_scale) per layer id: fixed once the weights are loaded (checked at start-up by model_problems)
@@ -566,10 +569,9 @@ class PATAttnBackend(AttentionBackend):
             pb is not None
             and pb.rows.shape[0] == n_real
             and (rids is None or tuple(rids) == pb.rids)
-            and (pb.seq_lens is None or np.array_equal(pb.seq_lens, seq_lens[:n_real]))
+            and (pb.seq_lens is None or same_ints(pb.seq_lens, seq_lens[:n_real]))
         ):
-            rows = pb.rows if not pad else np.concatenate([pb.rows, np.full(pad, PADDING_ROW, dtype=np.int64)])
-            return StepBatch(rows, seq_lens, n_real, pb)
+            return StepBatch(self._padded_rows(pb.rows, pad), seq_lens, n_real, pb)
         self.stats.row_reads += 1
         self._warn_once(
             "rows",
@@ -578,6 +580,17 @@ class PATAttnBackend(AttentionBackend):
         )
         rows = fb.req_pool_indices.detach().cpu().numpy().astype(np.int64)[:bs]
         return StepBatch(rows, seq_lens, n_real, None)
+
+    def _padded_rows(self, rows: np.ndarray, pad: int) -> np.ndarray:
+        """The published ``rows`` with ``pad`` padding rows (``PADDING_ROW``) after them (read-only, like ``rows``)."""
+        if not pad:
+            return rows
+        last = self._padded
+        if last is None or last[0] is not rows or last[1] != pad:
+            padded = np.concatenate([rows, np.full(pad, PADDING_ROW, dtype=np.int64)])
+            padded.setflags(write=False)
+            last = self._padded = (rows, pad, padded)
+        return last[2]
 
     # -------------------------------------------------------------------- per layer
     def forward_decode(
@@ -649,7 +662,7 @@ class PATAttnBackend(AttentionBackend):
 def _seq_lens(fb: Any, bs: int) -> np.ndarray:
     """The batch's sequence lengths on the host: SGLang's ``seq_lens_cpu`` (``seq_lens`` only where it has none)."""
     lengths = getattr(fb, "seq_lens_cpu", None)
-    return host_int64(lengths if lengths is not None else fb.seq_lens)[:bs]
+    return host_int64_view(lengths if lengths is not None else fb.seq_lens)[:bs]
 
 
 def _static_plan_buffers() -> type | None:

@@ -46,6 +46,7 @@ from .dispatch import pat_pays
 from .forest import PrefixForest
 from .forest_edit import RadixIndex
 from .planner import INT32_MAX, PackPlan, PlanLimits, plan_forest
+from .sglang_patches.chain_table import same_ints
 
 PADDING_ROW = 0  # ReqToTokenPool row 0 is SGLang's padding row: CUDA-graph padding and dummy batches use it
 
@@ -102,7 +103,7 @@ class _BatchKey:
             pb is not None
             and pb.entries is self.entries
             and batch.n_real == self.n_real
-            and np.array_equal(batch.rows, self.rows)
+            and same_ints(batch.rows, self.rows)
         )
 
 
@@ -305,7 +306,7 @@ class DecodeStepPlanner:
         self._declined = None
         # Kept for unchanged steps only if every request ends in an open item (each then has exactly one): a request
         # ending in a shared node has a closed end, which its growth would outrun.
-        key = _BatchKey.of(batch) if plan.num_open == plan.num_requests else None
+        key = self._forest_key() if plan.num_open == plan.num_requests else None
         if key is not None:
             seq = batch.seq_lens.copy()
             cap = np.minimum(seq + replan_growth_tokens(plan), self.max_len)  # never past the row's width
@@ -313,6 +314,11 @@ class DecodeStepPlanner:
         else:
             self._planned = None
         return plan
+
+    def _forest_key(self) -> _BatchKey | None:
+        """``_BatchKey.of`` the batch ``forest`` was just given: the key its kept forest holds (made for that batch, or
+        matching it), without another copy of the rows."""
+        return self._reuse.key if self._reuse is not None else None
 
     def _decline(self, batch: StepBatch, planned: bool) -> None:
         """Count a batch given no plan, and remember it (published batches only) so its next unchanged steps are

@@ -749,18 +749,68 @@ def launch_plan(
                                              req_rows)
 
 
+# The static buffers in their order within one flat allocation: those a re-made plan shares with the plan loaded before
+# it first, the items (new in every plan) last, so that every load is one copy of one contiguous span.
+_LOAD_ORDER = ("item_req", "item_dst", "merge_indptr", "merge_partials", "num_items", "items")
+_ALIGN = 64  # int32 elements (256 bytes) each buffer starts on: the items are read with aligned 32-byte loads
+
+
+def _aligned(n: int) -> int:
+    return -(-n // _ALIGN) * _ALIGN
+
+
+def _views(flat: torch.Tensor, offsets: dict[str, int], sizes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    """The named buffers as views of ``flat`` (each at its offset, in its shape)."""
+    return {n: flat[offsets[n] : offsets[n] + math.prod(s)].view(s) for n, s in sizes.items()}
+
+
+def _head_shape(h: HeadConfig) -> tuple:
+    return h.num_q_heads, h.num_kv_heads, h.head_dim, h.dtype, h.kv_dtype
+
+
+def _first_changed(plan: PackPlan, last: PackPlan) -> int:
+    """Index in ``_LOAD_ORDER`` of the first buffer whose contents for ``plan`` differ from those ``last`` loaded
+    (plans are never edited, so a tensor shared by both holds the same values; the items always differ)."""
+    same = (
+        plan.item_req is last.item_req,
+        plan.item_dst is last.item_dst,
+        plan.merge_indptr is last.merge_indptr,
+        plan.merge_partials is last.merge_partials,
+        plan.num_items == last.num_items,
+    )
+    return same.index(False) if False in same else len(same)
+
+
+def _stage_plan(host: dict[str, np.ndarray], plan: PackPlan, names: tuple[str, ...]) -> None:
+    """Write the used prefix of ``plan``'s buffers ``names`` into the staging arrays ``host`` (numpy copies)."""
+    for name in names:
+        if name == "items":
+            host["items"][: plan.num_items] = plan.items.numpy()
+        elif name == "num_items":
+            host["num_items"][0] = plan.num_items
+        elif name == "merge_indptr":
+            indptr = plan.merge_indptr.numpy()
+            b = plan.num_requests
+            host["merge_indptr"][: b + 1] = indptr
+            host["merge_indptr"][b + 1 :] = indptr[-1]  # padding requests: no partials
+        else:
+            values = getattr(plan, name).numpy()
+            host[name][: values.shape[0]] = values
+
+
 class StaticPlanBuffers:
     """Fixed-capacity plan buffers for CUDA-graph capture and replay.
 
-    ``limits_for(batch)`` is what the planner must fit (``plan_forest(..., limits=...)``); ``load(plan)`` runs
-    outside the graph (host staging in pinned memory, then async copies on the current stream); ``run`` only
-    launches, with grids fixed by the capacities: the forward grid is ``limits_for(batch).max_items`` CTAs per KV
-    head (items past the plan's count exit at once) and the merge grid is the batch (requests with no partials, and
-    padding, exit at once). The slot table (SGLang's ``req_to_token``) is the same tensor for every plan: its address is
-    captured in the graph, and so are those of the per-request arrays open items are ended from (``run``'s
-    ``seq_lens``/``req_rows``: the graph runner's static ``seq_lens``/``req_pool_indices`` buffers, which it fills
-    before every replay), and the row stride. A plan loaded again (the decode-step planner hands out the same plan
-    for unchanged batches) costs nothing: the device buffers hold it already.
+    ``limits_for(batch)`` is what the planner must fit (``plan_forest(..., limits=...)``); ``load(plan)`` runs outside
+    the graph (host staging in pinned memory, then one async copy on the current stream: the buffers are views of one
+    allocation); ``run`` only launches, with grids fixed by the capacities: the forward grid is
+    ``limits_for(batch).max_items`` CTAs per KV head (items past the plan's count exit at once) and the merge grid is
+    the batch (requests with no partials, and padding, exit at once). The slot table (SGLang's ``req_to_token``) is the
+    same tensor for every plan: its address is captured in the graph, and so are those of the per-request arrays open
+    items are ended from (``run``'s ``seq_lens``/``req_rows``: the graph runner's static
+    ``seq_lens``/``req_pool_indices`` buffers, which it fills before every replay), and the row stride. A plan loaded
+    again (the decode-step planner hands out the same plan for unchanged batches) costs nothing: the device buffers hold
+    it already.
     """
 
     def __init__(
@@ -794,19 +844,35 @@ class StaticPlanBuffers:
             "merge_partials": (max(max_partials, 1),),
             "num_items": (1,),
         }
+        # Every buffer is a view of one flat int32 tensor (device) and of one flat pinned tensor per staging set, laid
+        # out in ``_LOAD_ORDER``: a load copies the one span from the first buffer it changes to the end of the items,
+        # in a single copy (each host-to-device copy costs host time, and a load used to make up to six).
+        self._offsets: dict[str, int] = {}
+        end = 0
+        for name in _LOAD_ORDER:
+            self._offsets[name] = end
+            end += _aligned(math.prod(sizes[name]))
         pin = self.device.type == "cuda"
-        self.dev = {n: torch.zeros(s, dtype=torch.int32, device=self.device) for n, s in sizes.items()}
+        self._dev_flat = torch.zeros(end, dtype=torch.int32, device=self.device)
+        self.dev = _views(self._dev_flat, self._offsets, sizes)
         # Two pinned staging sets, alternating per load: a set is overwritten only after the copies of two loads
         # ago have left it, which is long done, so the event wait before writing is normally a no-op.
-        self._stages = [
-            {n: torch.zeros(s, dtype=torch.int32, pin_memory=pin) for n, s in sizes.items()} for _ in range(2)
-        ]
+        self._stage_flat = [torch.zeros(end, dtype=torch.int32, pin_memory=pin) for _ in range(2)]
+        self._stages = [_views(flat, self._offsets, sizes) for flat in self._stage_flat]
         self._events = [torch.cuda.Event() if pin else None for _ in range(2)]
         # numpy views of the staging sets: the host writes of a load are numpy copies (a torch op costs several
         # times as much host time per call, and a load makes up to a dozen)
         self._stages_np = [{n: t.numpy() for n, t in stage.items()} for stage in self._stages]
+        # Per buffer of ``_LOAD_ORDER``: the span a load that changes it first copies, from it to the end of the
+        # allocation (device view, and each staging set's), made once: slicing per load costs host time, copying the
+        # unused tail of the items buffer along costs only copy-engine time (a few microseconds)
+        self._spans = [
+            (self._dev_flat[off:], tuple(flat[off:] for flat in self._stage_flat))
+            for off in (self._offsets[name] for name in _LOAD_ORDER)
+        ]
         self._stage = 1
         self.host = self._stages[0]
+        self._checked: tuple[HeadConfig, torch.Tensor] | None = None  # (heads, slot table) the last load checked
         self.part_o = torch.empty(
             (max(max_partials, 1), heads.num_q_heads, heads.head_dim), dtype=torch.float32, device=self.device
         )
@@ -835,19 +901,38 @@ class StaticPlanBuffers:
         """Copy ``plan`` into the fixed buffers; ``ValueError`` if it exceeds a capacity or reads another slot
         table than the one the graphs were captured with.
 
-        Only the used prefix of each buffer is copied (the kernels read nothing past the plan's counts), from one of
-        two pinned staging sets; nothing here waits on the device unless the set's copies from two loads ago are
-        still in flight. The plan loaded last is not copied again (plans are never edited)."""
+        One host-to-device copy, from one of two pinned staging sets: the span from the first buffer that changed
+        since the last load to the end of the buffers (the unused tails of the buffers go along; the kernels read
+        nothing past the plan's counts). Nothing here waits on the device unless the set's copies from
+        two loads ago are still in flight. The plan loaded last is not copied again (plans are never edited)."""
         if plan is self.plan:
             return
+        self._check(plan)
+        # Buffers the previous load already put on the device (a re-made plan shares all but its items) need no copy:
+        # the device buffers hold them, and later copies on this stream are ordered after the kernels that read them.
+        # The copy starts at the first buffer (in ``_LOAD_ORDER``) that changed; every buffer from there on is written
+        # to the staging set, whose other contents are two loads old.
+        last = self.plan
+        first = 0 if last is None else _first_changed(plan, last)
+        self._stage ^= 1
+        stage = self._stage
+        event = self._events[stage]
+        if event is not None:
+            event.synchronize()  # this set's copies (two loads ago) have left it: normally already true
+        self.host = self._stages[stage]
+        _stage_plan(self._stages_np[stage], plan, _LOAD_ORDER[first:])
+        device_span, staged_spans = self._spans[first]
+        device_span.copy_(staged_spans[stage], non_blocking=True)
+        if event is not None:
+            event.record()
+        self.plan = plan
+
+    def _check(self, plan: PackPlan) -> None:
+        """``ValueError`` if ``plan`` does not fit the buffers (``load``'s conditions). The heads and the slot table's
+        device are compared once per object (the decode-step planner hands every plan the same two)."""
         h = plan.heads
-        if (h.num_q_heads, h.num_kv_heads, h.head_dim, h.dtype, h.kv_dtype) != (
-            self.heads.num_q_heads,
-            self.heads.num_kv_heads,
-            self.heads.head_dim,
-            self.heads.dtype,
-            self.heads.kv_dtype,
-        ):
+        checked = self._checked
+        if (checked is None or h is not checked[0]) and _head_shape(h) != _head_shape(self.heads):
             raise ValueError(f"plan heads {h} differ from the buffers' {self.heads}")
         need = {
             "batch": (plan.num_requests, self.max_batch),
@@ -863,7 +948,7 @@ class StaticPlanBuffers:
             raise ValueError(f"plan has {plan.num_items} items, the forward grid of a batch of {plan.num_requests} "
                              f"runs {grid} (plan with limits_for({plan.num_requests}))")
         table = plan.slot_table
-        if table.device != self.device:
+        if (checked is None or table is not checked[1]) and table.device != self.device:
             raise ValueError(f"plan.slot_table is on {table.device}, the buffers on {self.device}")
         if self.slot_table is None:
             self.slot_table = table
@@ -874,54 +959,7 @@ class StaticPlanBuffers:
                 self.row_stride = plan.row_stride
             elif plan.row_stride != self.row_stride:
                 raise ValueError(f"the plan's row stride {plan.row_stride} differs from the buffers' {self.row_stride}")
-        # Tensors the previous load already put on the device (a re-made plan shares all but its items) are not
-        # copied again: the device buffers hold them, and later copies on this stream are ordered after the
-        # kernels that read them.
-        last = self.plan
-        fresh = {
-            "items": True,
-            "item_req": last is None or plan.item_req is not last.item_req,
-            "item_dst": last is None or plan.item_dst is not last.item_dst,
-            "merge_indptr": last is None or plan.merge_indptr is not last.merge_indptr,
-            "merge_partials": last is None or plan.merge_partials is not last.merge_partials,
-            "num_items": last is None or plan.num_items != last.num_items,
-        }
-        self._stage ^= 1
-        stage = self._stage
-        event = self._events[stage]
-        if event is not None:
-            event.synchronize()  # this set's copies (two loads ago) have left it: normally already true
-        host = self._stages[stage]
-        host_np = self._stages_np[stage]
-        self.host = host
-        b = plan.num_requests
-        used = {
-            "items": plan.num_items,
-            "item_req": int(plan.item_req.shape[0]),
-            "item_dst": int(plan.item_dst.shape[0]),
-            "merge_indptr": self.max_batch + 1,
-            "merge_partials": int(plan.merge_partials.shape[0]),
-            "num_items": 1,
-        }
-        host_np["items"][: plan.num_items] = plan.items.numpy()
-        if fresh["item_req"]:
-            host_np["item_req"][: used["item_req"]] = plan.item_req.numpy()
-        if fresh["item_dst"]:
-            host_np["item_dst"][: used["item_dst"]] = plan.item_dst.numpy()
-        if fresh["merge_indptr"]:
-            merge_indptr = plan.merge_indptr.numpy()
-            host_np["merge_indptr"][: b + 1] = merge_indptr
-            host_np["merge_indptr"][b + 1 :] = merge_indptr[-1]  # padding requests: no partials
-        if fresh["merge_partials"]:
-            host_np["merge_partials"][: used["merge_partials"]] = plan.merge_partials.numpy()
-        host_np["num_items"][0] = plan.num_items
-        for name, t in self.dev.items():
-            n = used[name]
-            if n and fresh[name]:
-                t[:n].copy_(host[name][:n], non_blocking=True)
-        if event is not None:
-            event.record()
-        self.plan = plan
+        self._checked = (h, table)
 
     def run(
         self,

@@ -239,3 +239,67 @@ def test_radix_splits_under_an_unchanged_batch() -> None:
     assert table.reused >= 18 - 1 - 2 * len(splits)  # the other steps reused the entries with identity checks only
     assert be.planner.counters.reused >= 18 - 1 - 2 * len(splits)
     assert be.planner.counters.built == 1 + len(splits)
+
+
+def test_static_buffers_are_aligned_disjoint_views_of_one_allocation() -> None:
+    """A load is one copy of one span: every buffer is a view of one flat tensor (device, and each staging set), at an
+    aligned offset, the buffers disjoint, the items last (the one buffer every new plan changes)."""
+    from pat_sglang.kernels import _ALIGN, _LOAD_ORDER
+
+    heads = HeadConfig(HQ, HKV, D, torch.bfloat16)
+    buffers = StaticPlanBuffers(heads, max_batch=6, max_items=40, max_partials=30, device="cpu")
+    assert _LOAD_ORDER[-1] == "items" and set(_LOAD_ORDER) == set(buffers.dev)
+    for views, flat in [(buffers.dev, buffers._dev_flat), *zip(buffers._stages, buffers._stage_flat, strict=True)]:
+        ends = 0
+        for name in _LOAD_ORDER:
+            view = views[name]
+            start = (view.data_ptr() - flat.data_ptr()) // flat.element_size()
+            assert start == buffers._offsets[name] and start % _ALIGN == 0 and start >= ends
+            assert view.is_contiguous() and view.dtype == torch.int32
+            ends = start + view.numel()
+        assert ends <= flat.numel()
+
+
+def test_static_buffers_hold_each_plan_of_fresh_remade_and_reloaded_plans() -> None:
+    """Loads of plans of other batches (every buffer changes), re-made plans (all but the items shared: a load copies
+    the items' span only) and a plan loaded again after others, in turn: each time the buffers (``plan_of_buffers``,
+    what the graph's kernels read) compute that plan's batch's attention."""
+    from pat_sglang.config import DeviceSpec
+    from pat_sglang.reference import naive_decode, run_reference
+    from pat_sglang.workloads import layout_tree, make_qkv, random_tree, row_batch
+
+    rng = np.random.default_rng(11)
+    n, hq, hkv, d = 12, 4, 2, 64
+    laid = []
+    while len(laid) < 3:  # batches of n requests over other trees: other shapes, partials and merges
+        tree = random_tree(rng, max_depth=4, max_requests=n, max_len=96, max_request_tokens=600, p_inner_request=0.2,
+                           p_duplicate=0.1)
+        decode = layout_tree(tree, 1, rng)
+        if row_batch(decode, room=0).forest.num_requests == n:
+            laid.append(decode)
+    longest = [row_batch(b, room=0).row_stride for b in laid]
+    stride = max(longest) + 4  # one req_to_token shape for every batch (the graphs captured one table)
+    batches = [row_batch(b, room=stride - m, rng=i) for i, (b, m) in enumerate(zip(laid, longest, strict=True))]
+    heads = HeadConfig(hq, hkv, d, torch.bfloat16)
+    q, k, v = make_qkv(n, hq, hkv, d, max(b.num_slots for b in batches) + 4 * n, torch.bfloat16, "cpu", seed=2)
+    spec = DeviceSpec()
+    table = torch.zeros((n + 1, stride), dtype=torch.int32)
+    flat_table = table.view(-1)
+    buffers = StaticPlanBuffers(heads, n, 2 * n + 2 * spec.sm_count, 4 * n + 2 * spec.sm_count, "cpu")
+    plans = []
+    for batch in batches:
+        plan = plan_forest(batch.forest, heads, spec, slot_table=flat_table, row_stride=stride, limits=buffers.limits)
+        grown = batch.grow(np.ones(n, dtype=np.int64))
+        remade = plan_forest(batch.forest.with_lengths(grown.seq_lens), heads, spec, slot_table=flat_table,
+                             row_stride=stride, limits=buffers.limits, previous=plan)
+        assert remade.item_req is plan.item_req and remade.items is not plan.items  # re-made: new items only
+        plans += [(batch, plan), (grown, remade)]
+    plans.append(plans[0])
+    for i, (batch, plan) in enumerate(plans):
+        table.copy_(torch.from_numpy(batch.table))
+        buffers.load(plan)
+        seq, rows = torch.from_numpy(batch.seq_lens.copy()), torch.from_numpy(batch.rows.copy())
+        got = run_reference(plan_of_buffers(buffers), q, k, v, 0.125, torch.float64, 1.0, 1.0, seq, rows)
+        indptr, flat = batch.kv_flat()
+        want = naive_decode(q, k, v, indptr, flat, 0.125)
+        assert ((got.double() - want.double()).norm() / want.double().norm()).item() < 1e-6, i

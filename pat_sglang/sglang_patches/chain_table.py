@@ -25,13 +25,14 @@ import itertools
 import operator
 import threading
 import weakref
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
-from pat_sglang.planner import copy_with
+from pat_sglang.planner import copy_with, host_int64
 
 # (node id, data pointer, length) per node from ``last_node`` up: changes whenever the chain does. A
 # split gives the upper half a new id and shrinks the lower half, and nodes a running request holds are
@@ -39,6 +40,31 @@ from pat_sglang.planner import copy_with
 Signature = tuple[tuple[int, int, int], ...]
 _EMPTY = np.zeros(0, dtype=np.int64)
 _EMPTY.setflags(write=False)
+_FEW = 16  # rows up to which a per-row Python loop costs less than making an array of them
+
+
+def host_int64_view(x: object) -> np.ndarray:
+    """``planner.host_int64`` for the per-step callers (the publisher, the backend): a host tensor's own memory through
+    one torch call (``Tensor.numpy``; ``detach`` and ``cpu`` are a dispatch each, on every decode step), anything else
+    (a device tensor, one that requires grad, a sequence) through ``host_int64``."""
+    if isinstance(x, torch.Tensor):
+        try:
+            host = x.numpy()
+        except (TypeError, RuntimeError):  # on a device, or requires grad
+            return host_int64(x)
+        return host if host.dtype == np.int64 else host.astype(np.int64)
+    return host_int64(x)
+
+
+def newest(log: Sequence, n: int) -> list:
+    """The last ``n`` items of ``log`` (a deque of up to thousands), oldest first: indexed from the end, where a deque
+    reaches them at once (``islice`` walks the log from its start)."""
+    return [log[-k] for k in range(n, 0, -1)]
+
+
+def same_ints(a: np.ndarray, b: np.ndarray) -> bool:
+    """``np.array_equal`` for two integer arrays, without its conversions (checked every decode step)."""
+    return a.shape == b.shape and bool((a == b).all())
 
 
 @dataclass(frozen=True)
@@ -55,13 +81,14 @@ class ChainEntry:
     cached_len: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        table = np.array(self.signature[::-1], dtype=np.int64).reshape(-1, 3)
+        sig = self.signature
+        table = np.fromiter(itertools.chain.from_iterable(reversed(sig)), np.int64, 3 * len(sig)).reshape(-1, 3)
         keys, lengths = table[:, 0], table[:, 2]
         keys.setflags(write=False)
         lengths.setflags(write=False)
         object.__setattr__(self, "keys", keys)
         object.__setattr__(self, "lengths", lengths)
-        object.__setattr__(self, "cached_len", int(lengths.sum()))
+        object.__setattr__(self, "cached_len", sum(tokens for _, _, tokens in self.signature))
 
 
 def chain_signature(last_node: Any, root: Any, memo: dict[int, Signature | None] | None = None) -> Signature | None:
@@ -186,6 +213,10 @@ class _RowPaths:
             grown[:have_rows] = getattr(self, name)
             setattr(self, name, grown)
 
+    def room(self, rows: int) -> None:
+        """Room for rows ``0..rows-1`` (of depth 1 at least)."""
+        self._room(rows, 1)
+
     def set(self, row: int, entry: ChainEntry) -> None:
         d = entry.keys.shape[0]
         self._room(row + 1, d)
@@ -283,7 +314,7 @@ class _Tally:
         self.by_row = now
         return self.total
 
-    def update_changes(self, left: list[int], touched: list[tuple[int, ChainEntry | None]]) -> int:
+    def update_changes(self, left: Iterable[int], touched: list[tuple[int, ChainEntry | None]]) -> int:
         """``update`` told only what changed since the last batch: the rows that ``left`` it, and ``touched`` rows
         (joined, or read again) with their entry now; every other row keeps its entry. Cost in proportion to the
         change. Its distinct cached tokens."""
@@ -472,24 +503,21 @@ class ChainTable:
         gap = recached - snap.recached
         if moved is None or not 0 <= gap <= len(recache_log):
             return False
-        recached_rows = list(itertools.islice(recache_log, len(recache_log) - gap, None)) if gap else []
+        recached_rows = newest(recache_log, gap)
         if None in recached_rows:
             return False
         with self.lock:
             if self._snap is not snap:
                 return False
-            top = int(rows.max()) + 1
-            self._row_room(top)
+            self._row_room(int(rows.max()) + 1)
             hit: set[int] = set()
             if moved:
                 rows_of_node = self._rows_of_node
                 hit = set().union(*(rows_of_node.get(node_id, ()) for node_id in moved))
-            extra = hit.union(recached_rows)
-            if extra:  # rows to read whatever their generation: marked as read for no generation (read again later
-                # if not in this batch: never wrong, at most one extra read)
-                marked = np.fromiter(extra, dtype=np.int64, count=len(extra))
-                self._row_gen[marked[(marked >= 0) & (marked < self._row_gen.shape[0])]] = -2
-            todo = np.flatnonzero(self._row_gen[rows] != gens).tolist()
+            # rows to read whatever their generation: marked as read for no generation (read again later if not in
+            # this batch: never wrong, at most one extra read)
+            self._mark_unread(hit.union(recached_rows))
+            todo = (self._row_gen[rows] != gens).nonzero()[0].tolist()
             read = []
             for i in todo:
                 req = reqs[i]
@@ -498,7 +526,8 @@ class ChainTable:
                     return False
                 read.append((idx, req.rid, int(gens[i]), req.last_node))
             rows_list = rows.tolist()
-            for idx in hit.difference(rows_list):  # rows outside this batch: stale, read when they return
+            now = set(rows_list)
+            for idx in hit.difference(now):  # rows outside this batch: stale, read when they return
                 self._pop_entry(idx)
             memo: dict[int, Signature | None] = {}
             changed = []
@@ -520,8 +549,8 @@ class ChainTable:
                 not changed
                 and last.entries is not None
                 and last.gens is not None
-                and np.array_equal(rows, last.rows)
-                and np.array_equal(gens, last.gens)
+                and same_ints(rows, last.rows)
+                and same_ints(gens, last.gens)
                 and all(map(operator.is_, batch_entries, last.entries))
             ):
                 # the same requests with the same entries (a new list, a re-caching that moved nothing): the same batch
@@ -531,19 +560,14 @@ class ChainTable:
             rows = rows.copy()
             gens = gens.copy()
             serial = self.batch.serial + 1 if self.batch is not None else 0
-            cached = self._row_paths.cached_of(rows)
+            cached = self._row_paths.cached[rows]  # (``_row_room`` made room for the rows)
             for a in (rows, cached, gens):
                 a.setflags(write=False)
-            prev = last.rows
-            if len(self._tally.by_row) == prev.shape[0]:  # the tally holds the last batch: move it by the change
-                mark = np.zeros(max(int(prev.max(initial=0)), top - 1) + 1, dtype=bool)
-                mark[rows] = True
-                left = prev[~mark[prev]].tolist()
-                mark[rows] = False
-                mark[prev] = True
-                joined = rows[~mark[rows]].tolist()
+            before = self._tally.by_row
+            if len(before) == last.rows.shape[0]:  # the tally holds the last batch's rows: move it by the change
                 get = self.entries.get
-                distinct = self._tally.update_changes(left, [(r, get(r)) for r in joined + [t[0] for t in read]])
+                touched = [(r, get(r)) for r in itertools.chain(now.difference(before), (t[0] for t in read))]
+                distinct = self._tally.update_changes(before.keys() - now, touched)
             else:
                 distinct = self._tally.update(rows_list, batch_entries)
             paths = _LazyPaths(self._row_paths, rows, batch_entries, self.lock)
@@ -563,7 +587,7 @@ class ChainTable:
             return ()
         if split_log is None or not 0 < gap <= len(split_log):
             return None
-        moved = tuple(itertools.islice(split_log, len(split_log) - gap, None))
+        moved = tuple(newest(split_log, gap))
         return None if None in moved else moved
 
     def republish_same(
@@ -600,10 +624,10 @@ class ChainTable:
         ):
             return False
         published = snap.batch
-        if not np.array_equal(rows, published.rows):
+        if not same_ints(rows, published.rows):
             return False
         if generations is not None:
-            if published.gens is None or not np.array_equal(generations[published.rows], published.gens):
+            if published.gens is None or not same_ints(generations[published.rows], published.gens):
                 return False
         elif published.gens is not None:
             return False
@@ -633,6 +657,19 @@ class ChainTable:
         self._row_gen = grown
         self._row_rid.extend([None] * (size - len(self._row_rid)))
         self._row_entry.extend([None] * (size - len(self._row_entry)))
+        self._row_paths.room(size)
+
+    def _mark_unread(self, rows: set[int]) -> None:
+        """Mark ``rows`` as read for no generation (-2), so that ``publish_rows`` reads them again (under the lock)."""
+        gen = self._row_gen
+        n = gen.shape[0]
+        if len(rows) > _FEW:
+            marked = np.fromiter(rows, dtype=np.int64, count=len(rows))
+            gen[marked[(marked >= 0) & (marked < n)]] = -2
+            return
+        for row in rows:  # the common case, a few joiners: no array made
+            if 0 <= row < n:
+                gen[row] = -2
 
     def _reread(
         self, idx: int, rid: Hashable, gen: int | None, node: Any, root: Any, memo: dict[int, Signature | None]
@@ -658,7 +695,9 @@ class ChainTable:
 
     def _set_entry(self, idx: int, entry: ChainEntry) -> None:
         """Record ``entry`` for row ``idx``, keeping the node -> rows index (under the lock)."""
-        self._pop_entry(idx, keep_read_as=True)
+        old = self.entries.get(idx)
+        if old is not None:
+            self._unindex(idx, old)
         self.entries[idx] = entry
         self._row_room(idx + 1)
         self._row_entry[idx] = entry
@@ -683,6 +722,10 @@ class ChainTable:
         if old is None:
             return
         self._row_paths.clear(idx)
+        self._unindex(idx, old)
+
+    def _unindex(self, idx: int, old: ChainEntry) -> None:
+        """Take row ``idx`` out of the node -> rows index of its old entry's nodes (under the lock)."""
         rows_of_node = self._rows_of_node
         for node_id, _, _ in old.signature:
             rows = rows_of_node.get(node_id)
@@ -810,6 +853,12 @@ def chain_table_for(pool: Any, table: ChainTable | None = None) -> ChainTable | 
     if pool is None:
         return table
     key = id(pool)
+    if table is None:  # the per-batch lookup: a dict read (atomic) and the binding's own check, no lock
+        found = _POOL_TABLES.get(key)
+        if found is None:
+            return None
+        if found[0]() is pool:
+            return found[1]
     with _POOL_LOCK:
         found = _POOL_TABLES.get(key)
         if found is not None and found[0]() is not pool:

@@ -332,3 +332,75 @@ def test_sweep_variants_match_reference(dtype: torch.dtype, head_dim: int, tune:
         launch_plan(plan, q, k, v, scale, out=out, tune=tune)
         torch.cuda.synchronize()
         assert_written_and_close(out, ref, f"{tune}, batch {batch.batch} requests")
+
+
+def test_static_buffers_serve_every_plan_loaded_under_one_graph() -> None:
+    """One captured CUDA graph over StaticPlanBuffers, then plans of other batches' forests (fresh: every buffer
+    changes), re-made plans (``plan_forest(previous=...)`` after the rows grew: all but the items shared, so a load
+    copies only the items' span) and a plan loaded again, in turn: each replay computes its own plan's attention
+    (float64 reference), every output written. A load is one copy of one span of the flat buffers
+    (``StaticPlanBuffers.load``)."""
+    from pat_sglang.kernels import StaticPlanBuffers
+    from pat_sglang.planner import plan_forest
+    from pat_sglang.workloads import row_batch
+
+    rng = np.random.default_rng(_next_seed())
+    n, head_dim, dtype, hq, hkv = 24, 128, torch.bfloat16, 32, 8
+    laid = []
+    while len(laid) < 3:  # batches of n requests over other trees: other shapes, partials and merges
+        tree = random_tree(rng, max_depth=4, max_requests=n, max_len=512, max_request_tokens=6_000,
+                           p_inner_request=0.2, p_duplicate=0.1)
+        decode = layout_tree(tree, 1, rng)
+        if row_batch(decode, room=0).forest.num_requests == n:
+            laid.append(decode)
+    longest = [row_batch(d, room=0).row_stride for d in laid]
+    stride = max(longest) + 8  # one req_to_token shape for every batch (the graph captured one table)
+    batches = [row_batch(d, room=stride - m, rng=i) for i, (d, m) in enumerate(zip(laid, longest, strict=True))]
+    num_slots = max(b.num_slots for b in batches) + 8 * n
+    heads = HeadConfig(hq, hkv, head_dim, dtype)
+    q, k, v = make_qkv(n, hq, hkv, head_dim, num_slots, dtype, "cuda", seed=_next_seed())
+    scale = 1.0 / math.sqrt(head_dim)
+    spec = DeviceSpec.from_torch(q.device)
+    table = torch.zeros((n + 1, stride), dtype=torch.int32, device="cuda")
+    flat_table = table.view(-1)  # one tensor: the plans' slot table (re-made plans need the one they were made over)
+    seq_dev = torch.zeros(n, dtype=torch.int64, device="cuda")
+    rows_dev = torch.zeros(n, dtype=torch.int64, device="cuda")
+    out = torch.empty_like(q)
+    buffers = StaticPlanBuffers(heads, n, 2 * n + 2 * spec.sm_count, 4 * n + 2 * spec.sm_count, "cuda")
+    plans = []
+    for batch in batches:
+        plan = plan_forest(batch.forest, heads, spec, slot_table=flat_table, row_stride=stride,
+                           limits=buffers.limits)
+        grown = batch.grow(np.ones(n, dtype=np.int64))
+        forest = batch.forest.with_lengths(grown.seq_lens)
+        assert forest is not None
+        remade = plan_forest(forest, heads, spec, slot_table=flat_table, row_stride=stride,
+                             limits=buffers.limits, previous=plan)
+        assert remade.item_req is plan.item_req  # re-made: only the items are new
+        plans += [(batch, plan), (grown, remade)]
+    plans.append(plans[0])  # a plan loaded again after others
+
+    def stage(batch: object) -> None:  # the batch's slots, lengths and rows where the graph reads them
+        table.copy_(torch.from_numpy(batch.table))
+        seq_dev.copy_(torch.from_numpy(batch.seq_lens))
+        rows_dev.copy_(torch.from_numpy(batch.rows))
+
+    stage(plans[0][0])
+    buffers.load(plans[0][1])
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        buffers.run(q, k, v, scale, out, seq_lens=seq_dev, req_rows=rows_dev)  # warm-up: build and load
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        buffers.run(q, k, v, scale, out, seq_lens=seq_dev, req_rows=rows_dev)
+    for i, (batch, plan) in enumerate(plans):
+        stage(batch)
+        buffers.load(plan)
+        out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        indptr, flat = batch.kv_flat()
+        ref = naive_decode(q.cpu(), k.cpu(), v.cpu(), indptr, flat, scale)
+        assert_written_and_close(out, ref, f"plan {i}")
