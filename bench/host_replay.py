@@ -53,6 +53,15 @@ finished).
     .venv/bin/python bench/host_replay.py                       # batch 64, 256 x context 1k, 4k, 16k, 32k
     .venv/bin/python bench/host_replay.py --batch 64 --context 1k 32k --steps 1000
     .venv/bin/python bench/host_replay.py --quick               # batch 8, context 1k, chunk 256: a smoke run
+    .venv/bin/python bench/host_replay.py --workload gsp --batch 256 --steps 600   # SGLang's generated-shared-prefix
+
+``--workload gsp`` replays SGLang's ``bench_serving --dataset-name generated-shared-prefix`` defaults instead of the
+trace (``pat_sglang.experiments.generated_shared_prefix``: 64 groups x 16 prompts, each the group's 2048-token
+system prompt + a unique 128-token question, 256 output tokens, shuffled): every request arrives at once (a closed
+loop at concurrency ``--batch``), or ``--rate`` requests per second. Its default context is the prompt length
+(2176: blocks at their own size). The initial population is staggered as for the trace (a running server, where the
+client's requests came in over the first prefills); ``--no-stagger`` starts them all together, so that the whole
+batch finishes and is replaced in one step (the wave SGLang's benchmark starts with).
 
 Targets (issue 9, 2-core CPU): p50 <= 100 us, p99 <= 300 us, max <= 1000 us per step, flat in context length.
 At the end the bench runs ``bench/plan_speed.py`` (a separate process) and prints its numbers under the table.
@@ -101,6 +110,7 @@ from pat_sglang.experiments.workloads import (  # noqa: E402
     OUTPUT_TOKEN_BASE,
     SEGMENT_STRIDE_TOKENS,
     RequestSpec,
+    generated_shared_prefix,
     load_mooncake,
 )
 from pat_sglang.gc_pauses import GC_PAUSES  # noqa: E402
@@ -124,6 +134,14 @@ def capture_sizes(max_bs: int) -> list[int]:
     if max_bs not in sizes:
         sizes.append(max_bs)
     return sizes
+
+
+def gsp_specs(rate: float | None) -> list[RequestSpec]:
+    """``--workload gsp``: the generated-shared-prefix defaults, all at t=0 or ``rate`` requests per second."""
+    specs = generated_shared_prefix()
+    if rate is None:
+        return specs
+    return [RequestSpec(s.rid, i * 1e3 / rate, s.segments, s.output_len) for i, s in enumerate(specs)]
 
 
 def parse_tokens(text: str) -> int:
@@ -707,7 +725,7 @@ def format_table(results: Sequence[PointResult]) -> str:
     return "\n".join(lines)
 
 
-def legend(results: Sequence[PointResult], trace: Path) -> str:
+def legend(results: Sequence[PointResult], trace: Path | str) -> str:
     c = results[0].config if results else PointConfig(0, 0)
     frozen = any(r.gc_frozen for r in results)
     hq, hkv, d = c.heads
@@ -760,6 +778,10 @@ def main(argv: list[str] | None = None) -> list[PointResult]:
 
     apply_patches()  # as the plugin does in a server: publishing and the radix split counter
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workload", choices=("mooncake", "gsp"), default="mooncake",
+                    help="mooncake: the --trace file; gsp: SGLang's generated-shared-prefix defaults (see above)")
+    ap.add_argument("--rate", type=float, default=None,
+                    help="--workload gsp: arrivals per second (default: all at once)")
     ap.add_argument("--trace", type=Path, default=DEFAULT_TRACE, help="Mooncake trace (JSON lines)")
     ap.add_argument("--batch", type=int, nargs="+", default=None, help="running-batch caps (default 64 256)")
     ap.add_argument("--context", nargs="+", default=None, help="prompt lengths, e.g. 1k 4k 16k 32k (the default)")
@@ -789,7 +811,10 @@ def main(argv: list[str] | None = None) -> list[PointResult]:
     args = ap.parse_args(argv)
 
     torch.set_num_threads(1)  # as backend_host_time.py: the scheduler's host thread, not a BLAS pool
-    specs = load_mooncake(args.trace)
+    gsp = args.workload == "gsp"
+    if args.rate is not None and (not gsp or args.rate <= 0):
+        ap.error("--rate takes a positive rate and --workload gsp")
+    specs = gsp_specs(args.rate) if gsp else load_mooncake(args.trace)
     heads = tuple(int(x) for x in args.heads.split(","))
     if len(heads) != 3:
         ap.error("--heads takes three integers: q heads, kv heads, head dim")
@@ -798,7 +823,8 @@ def main(argv: list[str] | None = None) -> list[PointResult]:
         "path": args.path, "heads": heads, "pad": not args.no_pad, "step_ms": args.step_ms,
         "prefill_tok_per_ms": args.prefill_tok_per_ms,
         "progress": not args.no_progress and not args.quick,
-        "time_scale": None if args.time_scale == "auto" else float(args.time_scale),
+        # gsp: its own arrival times (auto would rescale a --rate to the service rate)
+        "time_scale": (1.0 if gsp else None) if args.time_scale == "auto" else float(args.time_scale),
         "scale": args.scale, "clip_factor": args.clip_factor, "gate": args.gate,
     }
     if not args.quick:
@@ -810,7 +836,7 @@ def main(argv: list[str] | None = None) -> list[PointResult]:
             over[name] = getattr(args, name)
     batches = args.batch or ([base.batch] if args.quick else list(DEFAULT_BATCHES))
     contexts = [parse_tokens(c) for c in args.context] if args.context else (
-        [base.context] if args.quick else list(DEFAULT_CONTEXTS))
+        [base.context] if args.quick else [specs[0].input_len] if gsp else list(DEFAULT_CONTEXTS))
 
     load0 = os.getloadavg()[0]
     results: list[PointResult] = []
@@ -824,7 +850,8 @@ def main(argv: list[str] | None = None) -> list[PointResult]:
                 print(f"  bs {bs} ctx {ctx}: {int(s['steps'])} steps, p50 {s['p50']:.1f} us, p99 {s['p99']:.1f} us, "
                       f"max {s['max']:.1f} us ({r.wall_s:.0f} s)", file=sys.stderr, flush=True)
     print(format_table(results))
-    print(legend(results, args.trace))
+    print(legend(results, "generated-shared-prefix defaults" + (f" at {args.rate:g} req/s" if args.rate else
+                                                                ", all at once") if gsp else args.trace))
     print(f"{git_state()}; load average (1 min) {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end "
           f"on {os.cpu_count()} CPUs (other processes inflate the times)")
     if args.csv is not None:

@@ -16,8 +16,11 @@ costs ~55 numpy calls plus gathering the batch's paths.
 the kept node whose chain holds it, per kept node its deepest radix key, and per request its attach node and its
 *first private* radix key (the first node of its path beyond its attach node, -1 if none). An edit is refused (the
 caller builds from the paths) unless all of these hold, which is when ``from_paths`` of the new batch gives the same
-kept nodes, less those left unshared and plus those newly shared (below):
+kept nodes, less those left unshared and plus those newly shared (below), and when it costs less than a rebuild:
 
+* at most ``max(EDIT_JOINERS_MIN, EDIT_JOINERS_PER_REQUEST * batch)`` joiners (a wave of arrivals, a batch replaced
+  at once): each joiner costs a Python walk of its path and maybe a new kept node, so past that count building from
+  the paths is cheaper; checked first on the rows new to the batch (a lower bound), then on the entries;
 * survivors are the old batch's requests with the very same published entry (``ChainEntry`` identity: a request
   whose chain was read again, after a radix split, counts as leaving and joining), in the same relative order;
 * a joiner's path runs through whole kept chains, each one a child of the last, each ending at its kept node's token
@@ -30,13 +33,14 @@ A kept node left with one request (or none: then its kept descendants too) is no
 its request's leaf reaches up to the end of its nearest kept ancestor, its private part starting at the first radix
 key of the topmost node dropped (``_Kept.without``). Requests that come to share a radix node beyond their attach
 node share their first private key (radix nodes below a node lie on its paths only), so a joiner whose first private
-key another request of the new batch has makes a new kept node: their common radix chain from that key, under their
-attach node, placed in ``from_paths``' (depth, key) order (``_Kept.with_nodes``); if some of them share a further
-node below it (a second new level) the edit is refused. Anything else (no index, a stale or missing path, a joiner
-ending inside or at a shared node, an empty leaf, a fusion) is refused and built from the paths, which makes a new
-index. Before it returns, an edit checks its member counts against the kept nodes' (one ``bincount``): a wrong
-attach number is refused, never planned. Tests drive random join / leave / split sequences and compare every edited
-forest with ``from_paths`` of the same batch (``tests/test_forest_edit.py``).
+key another request of the new batch has (one sort over the batch finds them all) makes a new kept node: their
+common radix chain from that key, under their attach node, placed in ``from_paths``' (depth, key) order
+(``_Kept.with_nodes``); if some of them share a further node below it (a second new level) the edit is refused.
+Anything else (no index, a stale or missing path, a joiner ending inside or at a shared node, an empty leaf, a
+fusion) is refused and built from the paths, which makes a new index. Before it returns, an edit checks its member
+counts against the kept nodes' (one ``bincount``): a wrong attach number is refused, never planned. Tests drive
+random join / leave / split sequences and compare every edited forest with ``from_paths`` of the same batch
+(``tests/test_forest_edit.py``).
 """
 
 from __future__ import annotations
@@ -49,6 +53,13 @@ from typing import Any
 import numpy as np
 
 from .forest import RADIX_INDEX, PrefixForest, _indptr
+
+# An edit walks each joiner's path in Python and may make a kept node per group of them (~4-15 us a joiner on the
+# 2-core VM, against ~140 us (batch 64) to ~220 us (batch 256) for ``from_paths`` and its index): past this many
+# joiners per request of the batch, and at least EDIT_JOINERS_MIN, building from the paths costs less or about the
+# same, so the edit is refused before any of that work (docs/perf/host/2026-11-30-eighteenth-edit-worst.txt).
+EDIT_JOINERS_PER_REQUEST = 1 / 16
+EDIT_JOINERS_MIN = 8
 
 
 @dataclass(eq=False)
@@ -209,11 +220,17 @@ class RadixIndex:
         table = np.full(max(int(old_rows.max()), int(new_rows.max())) + 1, -1, dtype=np.int64)
         table[old_rows] = np.arange(old_rows.shape[0])
         cand = table[new_rows]
+        most = max(EDIT_JOINERS_MIN, EDIT_JOINERS_PER_REQUEST * n_real)
+        if int(np.count_nonzero(cand < 0)) > most:
+            return None  # rows new to the batch are joiners: too many already (before the identity checks' walk)
         same = np.fromiter(map(operator.is_, entries, map(self.entries.__getitem__, cand.tolist())), bool, n_real)
         old_of = np.where(same, cand, -1)
         stay = old_of[same]
         if stay.shape[0] > 1 and (stay[1:] <= stay[:-1]).any():
             return None  # survivors reordered
+        joiners = np.flatnonzero(~same).tolist()
+        if len(joiners) > most:
+            return None  # a cheaper rebuild
         kept = self.kept
         q = list(self.q)
         lineage = kept.lineage
@@ -222,7 +239,6 @@ class RadixIndex:
         for a in self.attach[np.flatnonzero(~stays)].tolist():  # the leavers' kept nodes lose them
             for k in lineage[a + 1]:
                 q[k] -= 1
-        joiners = np.flatnonzero(~same).tolist()
         placed = []
         for j in joiners:
             spot = self._place(entries[j])
@@ -240,12 +256,7 @@ class RadixIndex:
         for j, (a, key) in zip(joiners, placed, strict=True):
             attach[j] = a
             first_private[j] = key
-        groups: dict[int, list[int]] = {}  # a first private key now shared -> the requests that start with it
-        for _, key in placed:
-            if key >= 0 and key not in groups:
-                hits = np.flatnonzero(first_private == key)
-                if hits.shape[0] > 1:
-                    groups[key] = hits.tolist()
+        groups = self._groups(first_private, [key for _, key in placed if key >= 0])
         if groups:
             # A radix node beyond an attach node that requests come to share is a new kept node: their common chain.
             new = self._shared(groups, entries, attach)
@@ -286,6 +297,23 @@ class RadixIndex:
         if forest is None:
             return None
         return RadixIndex(forest, entries, new_rows, kept, q, attach, first_private)
+
+    @staticmethod
+    def _groups(first_private: np.ndarray, keys: list[int]) -> dict[int, list[int]]:
+        """A first private key of the joiners' (``keys``) that two requests or more now start with -> those requests
+        (ascending): requests that come to share a radix node beyond their attach node share this key."""
+        if len(keys) == 1:  # the common change: one joiner
+            hit = np.flatnonzero(first_private == keys[0])
+            return {keys[0]: hit.tolist()} if hit.shape[0] > 1 else {}
+        if not keys:
+            return {}
+        # one sort for all the joiners: each key's requests are a run of the stably sorted first private keys
+        order = np.argsort(first_private, kind="stable")
+        distinct = sorted(set(keys))
+        ordered = first_private[order]
+        lo = np.searchsorted(ordered, distinct, "left").tolist()
+        hi = np.searchsorted(ordered, distinct, "right").tolist()
+        return {key: order[a:b].tolist() for key, a, b in zip(distinct, lo, hi, strict=True) if b - a > 1}
 
     @staticmethod
     def _shared(groups: dict[int, list[int]], entries: tuple, attach: np.ndarray) -> list[_NewNode] | None:

@@ -20,7 +20,7 @@ from test_decode_step import HEADS
 from pat_sglang.config import DeviceSpec
 from pat_sglang.decode_step import DecodeStepPlanner, StepBatch
 from pat_sglang.forest import PrefixForest
-from pat_sglang.forest_edit import RadixIndex
+from pat_sglang.forest_edit import EDIT_JOINERS_MIN, RadixIndex
 from pat_sglang.sglang_patches.chain_table import ChainEntry, PublishedBatch, paths_of_entries
 
 ARRAYS = ("tok", "start", "parent", "depth", "req_ptr", "req_flat", "row_base", "request_lengths")
@@ -71,8 +71,9 @@ def _fresh(entries: list[ChainEntry], rows: np.ndarray, seq: np.ndarray, pad: in
     return PrefixForest.from_paths(req, key, length, seq_all, rows_all * ROW_STRIDE, index=True)
 
 
-def _batches(seed: int, steps: int):
-    """Random batches on a growing radix tree: (entries, rows, lengths) per step (see the module docstring)."""
+def _batches(seed: int, steps: int, burst: bool = False):
+    """Random batches on a growing radix tree: (entries, rows, lengths) per step (see the module docstring);
+    ``burst``: now and then up to ``EDIT_JOINERS_MIN`` requests join in one step (several new kept nodes at once)."""
     rng = np.random.default_rng(seed)
     tree = Tree(rng)
     roots = [tree.add(0) for _ in range(3)]
@@ -108,7 +109,8 @@ def _batches(seed: int, steps: int):
         for _ in range(int(rng.integers(0, 3))):  # finishes
             if len(reqs) > 2:
                 free_rows.append(reqs.pop(int(rng.integers(0, len(reqs))))["row"])
-        for _ in range(int(rng.integers(0, 3))):
+        joins = int(rng.integers(0, EDIT_JOINERS_MIN + 1)) if burst and rng.random() < 0.3 else int(rng.integers(0, 3))
+        for _ in range(joins):
             if len(reqs) < 40:
                 join()
         if rng.random() < 0.1:  # a radix split: requests through the node are read again (new entries)
@@ -124,10 +126,10 @@ def _batches(seed: int, steps: int):
                np.array([r["length"] for r in reqs], dtype=np.int64))
 
 
-def _run(seed: int, steps: int, pad: int) -> tuple[int, int]:
+def _run(seed: int, steps: int, pad: int, burst: bool = False) -> tuple[int, int]:
     edits = refused = 0
     index = None
-    for entries, rows, seq in _batches(seed, steps):
+    for entries, rows, seq in _batches(seed, steps, burst):
         fresh = _fresh(list(entries), rows, seq, pad)
         seq_all = fresh.request_lengths
         rows_all = np.concatenate([rows, np.zeros(pad, np.int64)])
@@ -178,6 +180,43 @@ def test_edited_forests_equal_from_paths(seed: int, pad: int) -> None:
     """Every edit equals ``from_paths`` of the new batch; both edits and refusals happen (the test can fail)."""
     edits, refused = _run(seed, 120, pad)
     assert edits > 10 and refused > 5, (edits, refused)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_bursts_of_joiners_are_edited_like_from_paths(seed: int) -> None:
+    """Steps where up to ``EDIT_JOINERS_MIN`` requests join at once (the most an edit of a batch under 128 requests
+    takes): several new kept nodes in one edit, each equal to ``from_paths``' forest."""
+    edits, refused = _run(seed, 120, 2, burst=True)
+    assert edits > 10 and refused > 5, (edits, refused)
+
+
+def _groups_of_joiners(joiners: int) -> tuple[list[ChainEntry], list[ChainEntry], np.ndarray, np.ndarray]:
+    """Three prompts, each under one request of the first batch (no kept node), and ``joiners`` more requests spread
+    over them (one prompt through a shared second node too): (first batch, joiners, rows, lengths of all)."""
+    tree = Tree(np.random.default_rng(2))
+    prompts = [tree.add(0) for _ in range(3)]
+    under = [prompts[0], prompts[1], tree.add(prompts[2])]  # the third prompt's requests share two radix nodes
+    lasts = [tree.add(under[i % 3]) for i in range(3 + joiners)]
+    entries = [tree.entry(i, last) for i, last in enumerate(lasts)]
+    seq = np.array([sum(tree.nodes[m][1] for m in tree.path(last)) + 2 for last in lasts])
+    return entries[:3], entries[3:], np.arange(3 + joiners, dtype=np.int64) * 3 + 1, seq
+
+
+def test_joiners_make_several_kept_nodes_at_once() -> None:
+    """``EDIT_JOINERS_MIN`` requests join three lone requests, each group on its own prompt: one edit makes the three
+    prompts kept nodes (one of them a chain of two radix nodes), exactly ``from_paths``' forest; one joiner more is
+    refused before any walk (built from the paths instead)."""
+    first, new, rows, seq = _groups_of_joiners(EDIT_JOINERS_MIN)
+    index = RadixIndex.of(_fresh(first, rows[:3], seq[:3], 0), tuple(first), rows[:3])
+    assert index is not None and not index.q
+    both = tuple(first + new)
+    edited = index.edit(both, rows, seq, rows * ROW_STRIDE)
+    want = _fresh(list(both), rows, seq, 0)
+    assert want.num_nodes == 3 + len(both)
+    assert edited is not None and all(np.array_equal(getattr(edited.forest, n), getattr(want, n)) for n in ARRAYS)
+    first, new, rows, seq = _groups_of_joiners(EDIT_JOINERS_MIN + 1)
+    index = RadixIndex.of(_fresh(first, rows[:3], seq[:3], 0), tuple(first), rows[:3])
+    assert index is not None and index.edit(tuple(first + new), rows, seq, rows * ROW_STRIDE) is None
 
 
 def test_an_edit_keeps_the_kept_nodes_and_moves_the_members() -> None:

@@ -127,3 +127,18 @@ def test_quick_replay_plans_equal_plain_attention(specs: list, path: str) -> Non
     res = hr.run_point(cfg, specs, on_step=check)
     assert checked["changed"] + checked["unchanged"] == res.backend.stats.steps == len(res.records) + res.untimed_steps
     assert checked["changed"] >= 2 and checked["unchanged"] >= 2, checked
+
+
+def test_gsp_workload_is_sglang_generated_shared_prefix(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--workload gsp``: 64 groups x 16 prompts of a 2048-token system prompt + a 128-token question, 256 output
+    tokens, all at t=0 (or ``--rate`` per second); replayed at its own prompt length, so a group's later requests hit
+    the system prompt in the radix cache."""
+    specs = hr.gsp_specs(None)
+    assert len(specs) == 1024 and all(s.arrival_ms == 0 and s.output_len == 256 for s in specs)
+    assert all([n for _, n in s.segments] == [2048, 128] for s in specs)
+    assert len({s.segments[0][0] for s in specs}) == 64 and len({s.segments[1][0] for s in specs}) == 1024
+    assert [s.arrival_ms for s in hr.gsp_specs(20.0)[:3]] == [0.0, 50.0, 100.0]
+    (res,) = hr.main(["--workload", "gsp", "--batch", "16", "--steps", "12", "--max-output", "16", "--no-plan-speed",
+                      "--no-progress"])
+    assert res.config.context == 2176 and res.time_scale == 1.0 and len(res.records) == 12
+    assert res.cache_hit_tokens > 0 and "generated-shared-prefix" in capsys.readouterr().out
