@@ -466,3 +466,20 @@ def row_batch(
         laid.tok, laid.start, laid.parent, laid.depth, laid.req_ptr, laid.req_flat, rows * stride, lengths.copy()
     )
     return RowBatch(table, rows, lengths.copy(), forest, fresh)
+
+
+def same_stride_row_batches(
+    rng: np.random.Generator, num_requests: int, count: int, room: int, **tree_args: object
+) -> list[RowBatch]:
+    """``count`` row batches of exactly ``num_requests`` requests over different ``random_tree(rng, **tree_args)``
+    trees (other shapes, partials and merges), all with one row stride, their longest row + ``room``: one
+    ``req_to_token`` shape serves every one of them, as the table a CUDA graph was captured with must."""
+    laid: list[DecodeBatch] = []
+    while len(laid) < count:
+        decode = layout_tree(random_tree(rng, max_requests=num_requests, **tree_args), 1, rng)
+        if row_batch(decode, room=0).forest.num_requests == num_requests:
+            laid.append(decode)
+    longest = [row_batch(d, room=0).row_stride for d in laid]
+    stride = max(longest) + room
+    return [row_batch(d, room=stride - m, rng=i) for i, (d, m) in enumerate(zip(laid, longest, strict=True))]
+

@@ -266,20 +266,15 @@ def test_static_buffers_hold_each_plan_of_fresh_remade_and_reloaded_plans() -> N
     what the graph's kernels read) compute that plan's batch's attention."""
     from pat_sglang.config import DeviceSpec
     from pat_sglang.reference import naive_decode, run_reference
-    from pat_sglang.workloads import layout_tree, make_qkv, random_tree, row_batch
+    from pat_sglang.workloads import make_qkv, same_stride_row_batches
 
     rng = np.random.default_rng(11)
     n, hq, hkv, d = 12, 4, 2, 64
-    laid = []
-    while len(laid) < 3:  # batches of n requests over other trees: other shapes, partials and merges
-        tree = random_tree(rng, max_depth=4, max_requests=n, max_len=96, max_request_tokens=600, p_inner_request=0.2,
-                           p_duplicate=0.1)
-        decode = layout_tree(tree, 1, rng)
-        if row_batch(decode, room=0).forest.num_requests == n:
-            laid.append(decode)
-    longest = [row_batch(b, room=0).row_stride for b in laid]
-    stride = max(longest) + 4  # one req_to_token shape for every batch (the graphs captured one table)
-    batches = [row_batch(b, room=stride - m, rng=i) for i, (b, m) in enumerate(zip(laid, longest, strict=True))]
+    # batches of n requests over other trees (other shapes, partials and merges), one row stride (the graphs captured
+    # one table)
+    batches = same_stride_row_batches(rng, n, 3, room=4, max_depth=4, max_len=96, max_request_tokens=600,
+                                      p_inner_request=0.2, p_duplicate=0.1)
+    stride = batches[0].row_stride
     heads = HeadConfig(hq, hkv, d, torch.bfloat16)
     q, k, v = make_qkv(n, hq, hkv, d, max(b.num_slots for b in batches) + 4 * n, torch.bfloat16, "cpu", seed=2)
     spec = DeviceSpec()

@@ -31,6 +31,20 @@ def assert_written_and_close(out: torch.Tensor, ref: torch.Tensor, what: str = "
     assert err < tol, f"{prefix}relative error {err:.3e}"
 
 
+def capture(run: Callable[[], Any]) -> tuple[torch.cuda.CUDAGraph, Any]:
+    """``run`` once on a side stream (a warm-up: it compiles and loads the kernels), then captured in a CUDA graph,
+    as SGLang's graph runner does; returns the graph and what the captured call returned (its static output)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        run()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        result = run()
+    return graph, result
+
+
 def capture_decode(
     backend: Any, layer: Any, batch: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
 ) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
@@ -38,14 +52,9 @@ def capture_decode(
     a warm-up forward on a side stream (it compiles and loads the kernels), then the forward captured; returns the
     graph and its static output. ``q``/``k``/``v`` are the static inputs the replays refill."""
     backend.init_forward_metadata_out_graph(batch, in_capture=True)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
+
+    def forward() -> torch.Tensor:
         backend.init_forward_metadata_in_graph(batch)
-        backend.forward_decode(q, k, v, layer, batch)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        backend.init_forward_metadata_in_graph(batch)
-        out = backend.forward_decode(q, k, v, layer, batch)
-    return graph, out
+        return backend.forward_decode(q, k, v, layer, batch)
+
+    return capture(forward)

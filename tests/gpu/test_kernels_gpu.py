@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from gpu_checks import GPU_ONLY, assert_written_and_close, seed_counter
+from gpu_checks import GPU_ONLY, assert_written_and_close, capture, seed_counter
 
 import pat_sglang
 from pat_sglang.config import DeviceSpec, HeadConfig
@@ -202,14 +202,7 @@ def test_open_ends_follow_growing_rows(dtype: torch.dtype, head_dim: int, mode: 
         plan = plan_forest(batch.forest, heads, spec, slot_table=table, row_stride=batch.row_stride,
                            limits=buffers.limits)
         buffers.load(plan)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            buffers.run(q, k, v, scale, out, seq_lens=seq_dev, req_rows=rows_dev)  # warm-up: build and load
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            buffers.run(q, k, v, scale, out, seq_lens=seq_dev, req_rows=rows_dev)
+        graph, _ = capture(lambda: buffers.run(q, k, v, scale, out, seq_lens=seq_dev, req_rows=rows_dev))
     else:
         host = plan_forest(batch.forest, heads, spec, slot_table=table, row_stride=batch.row_stride)
         plan = host.to("cuda")  # the slot table is there already: the same tensor
@@ -342,20 +335,15 @@ def test_static_buffers_serve_every_plan_loaded_under_one_graph() -> None:
     (``StaticPlanBuffers.load``)."""
     from pat_sglang.kernels import StaticPlanBuffers
     from pat_sglang.planner import plan_forest
-    from pat_sglang.workloads import row_batch
+    from pat_sglang.workloads import same_stride_row_batches
 
     rng = np.random.default_rng(_next_seed())
     n, head_dim, dtype, hq, hkv = 24, 128, torch.bfloat16, 32, 8
-    laid = []
-    while len(laid) < 3:  # batches of n requests over other trees: other shapes, partials and merges
-        tree = random_tree(rng, max_depth=4, max_requests=n, max_len=512, max_request_tokens=6_000,
-                           p_inner_request=0.2, p_duplicate=0.1)
-        decode = layout_tree(tree, 1, rng)
-        if row_batch(decode, room=0).forest.num_requests == n:
-            laid.append(decode)
-    longest = [row_batch(d, room=0).row_stride for d in laid]
-    stride = max(longest) + 8  # one req_to_token shape for every batch (the graph captured one table)
-    batches = [row_batch(d, room=stride - m, rng=i) for i, (d, m) in enumerate(zip(laid, longest, strict=True))]
+    # batches of n requests over other trees (other shapes, partials and merges), one row stride (the graph captured
+    # one table)
+    batches = same_stride_row_batches(rng, n, 3, room=8, max_depth=4, max_len=512, max_request_tokens=6_000,
+                                      p_inner_request=0.2, p_duplicate=0.1)
+    stride = batches[0].row_stride
     num_slots = max(b.num_slots for b in batches) + 8 * n
     heads = HeadConfig(hq, hkv, head_dim, dtype)
     q, k, v = make_qkv(n, hq, hkv, head_dim, num_slots, dtype, "cuda", seed=_next_seed())
@@ -387,14 +375,7 @@ def test_static_buffers_serve_every_plan_loaded_under_one_graph() -> None:
 
     stage(plans[0][0])
     buffers.load(plans[0][1])
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        buffers.run(q, k, v, scale, out, seq_lens=seq_dev, req_rows=rows_dev)  # warm-up: build and load
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        buffers.run(q, k, v, scale, out, seq_lens=seq_dev, req_rows=rows_dev)
+    graph, _ = capture(lambda: buffers.run(q, k, v, scale, out, seq_lens=seq_dev, req_rows=rows_dev))
     for i, (batch, plan) in enumerate(plans):
         stage(batch)
         buffers.load(plan)
