@@ -315,6 +315,11 @@ class StepStats:
     # The most CPU time the planning thread itself spent on one step (time.thread_time): where the wall-clock maximum
     # is well above it, the step waited (for the interpreter lock held by SGLang's other threads, or for the OS).
     plan_cpu_s_max: float = 0.0
+    # Publishing the step's radix paths (the scheduler patch, in ``ForwardBatch.init_new``, before the step's planning)
+    # is PAT's host work too: its own mean and max, and the slowest step counting both.
+    publish_s_total: float = 0.0
+    publish_s_max: float = 0.0
+    host_s_max: float = 0.0
     slowest: str = ""  # what the slowest step was (``describe_step``): where the next host work should go
     last_log: float = field(default_factory=lambda: float("-inf"))
 
@@ -324,14 +329,20 @@ class StepStats:
         gc: GcMark | None = None,
         cpu_seconds: float | None = None,
         describe: Callable[[], str] | None = None,
+        publish_seconds: float = 0.0,
     ) -> None:
         """One step's host time (wall clock); ``gc``: the collections that ran during it (``GC_PAUSES.since``);
         ``cpu_seconds``: the planning thread's own CPU time in it; ``describe``: what the step was, called only when
-        it is the slowest so far."""
+        it is the slowest so far (publishing and planning together); ``publish_seconds``: the publishing of its
+        radix paths, before it."""
         self.steps += 1
         self.plan_s_total += seconds
-        if seconds > self.plan_s_max and describe is not None:
+        self.publish_s_total += publish_seconds
+        self.publish_s_max = max(self.publish_s_max, publish_seconds)
+        host = seconds + publish_seconds
+        if host > self.host_s_max and describe is not None:
             self.slowest = describe()
+        self.host_s_max = max(self.host_s_max, host)
         self.plan_s_max = max(self.plan_s_max, seconds)
         if cpu_seconds is not None:
             self.plan_cpu_s_max = max(self.plan_cpu_s_max, cpu_seconds)
@@ -345,10 +356,16 @@ class StepStats:
     def plan_ms_mean(self) -> float:
         return 1e3 * self.plan_s_total / max(self.steps, 1)
 
+    @property
+    def publish_ms_mean(self) -> float:
+        return 1e3 * self.publish_s_total / max(self.steps, 1)
+
     def summary(self, counters: Any) -> str:
         return (
             f"PAT: {self.steps} decode steps, host planning {self.plan_ms_mean:.3f} ms mean / "
-            f"{1e3 * self.plan_s_max:.3f} ms max; plans reused as they were {counters.plans_reused}; forests built "
+            f"{1e3 * self.plan_s_max:.3f} ms max; publishing radix paths {self.publish_ms_mean:.3f} ms mean / "
+            f"{1e3 * self.publish_s_max:.3f} ms max, the two together {1e3 * self.host_s_max:.3f} ms max in one step; "
+            f"plans reused as they were {counters.plans_reused}; forests built "
             f"{counters.built} ({counters.edited} of them edited from the last), reused {counters.reused}; "
             f"requests planned without sharing (no published path) {counters.unshared}; plans coarsened to fit "
             f"the graph buffers {counters.coarse}; batches sharing too little, served by the delegate "
@@ -364,12 +381,15 @@ class StepStats:
         return f"; the slowest step: {self.slowest}" if self.slowest else ""
 
 
-def describe_step(batch_size: int, phases: StepPhases, load_s: float, plan: PackPlan | None) -> str:
+def describe_step(
+    batch_size: int, phases: StepPhases, load_s: float, plan: PackPlan | None, publish_s: float = 0.0
+) -> str:
     """One step's shape and host time by phase, for the stats line's slowest step."""
     what = f"{plan.num_items} items, {plan.num_partials} partials" if plan is not None else "no plan (delegate)"
     search = " (split search)" if phases.split_search else ""
-    return (f"batch {batch_size}, forest {phases.forest} {1e3 * phases.forest_s:.3f} ms, plan_forest "
-            f"{1e3 * phases.plan_s:.3f} ms{search}, load {1e3 * load_s:.3f} ms, {what}")
+    return (f"batch {batch_size}, publish {1e3 * publish_s:.3f} ms, forest {phases.forest} "
+            f"{1e3 * phases.forest_s:.3f} ms, plan_forest {1e3 * phases.plan_s:.3f} ms{search}, load "
+            f"{1e3 * load_s:.3f} ms, {what}")
 
 
 # ----------------------------------------------------------------------------------------------- backend
@@ -534,8 +554,10 @@ class PATAttnBackend(AttentionBackend):
         md = PATMetadata(self._loaded(plan, static), static) if plan is not None else None
         now = time.perf_counter()
         phases = self.planner.phases
+        # this step's publishing, if the batch is the one published (each publishing is counted once)
+        publish_s = self.chain_table.take_publish_s() if batch.published is not None else 0.0
         self.stats.record(now - start, GC_PAUSES.since(gc_mark), time.thread_time() - cpu_start,
-                          lambda: describe_step(batch.n_real, phases, now - planned, plan))
+                          lambda: describe_step(batch.n_real, phases, now - planned, plan, publish_s), publish_s)
         if now - self.stats.last_log >= LOG_INTERVAL_S:
             self.stats.last_log = now
             logger.info(self.stats.summary(self.planner.counters))

@@ -49,7 +49,8 @@ def log_decode(line: str) -> None:
         with _PRINT:
             _PAT_STEPS[0] += 10
             n = _PAT_STEPS[0]
-        log(f"[2026-11-24 00:00:00] PAT: {n} decode steps, host planning 0.050 ms mean / 0.500 ms max; plans reused "
+        log(f"[2026-11-24 00:00:00] PAT: {n} decode steps, host planning 0.050 ms mean / 0.500 ms max; publishing "
+            f"radix paths 0.020 ms mean / 0.300 ms max, the two together 0.600 ms max in one step; plans reused "
             f"as they were 0; forests built 1 (0 of them edited from the last), reused 0; requests planned without "
             f"sharing (no published path) 0; plans "
             f"coarsened to fit the graph buffers 0; batches sharing too little, served by the delegate {n // 5} "

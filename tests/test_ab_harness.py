@@ -554,7 +554,9 @@ def test_pat_step_stats_per_point() -> None:
     # the point's 200 steps: (400 * 0.175 - 200 * 0.15) / 200 ms each, 60 of them on the delegate
     assert got == {"pat_steps": 200.0, "pat_plan_ms_mean": pytest.approx(0.2), "pat_plan_ms_max_since_start": 3.5,
                    "pat_declined_pct": pytest.approx(30.0), "pat_gc_steps": 0.0, "pat_gc_ms_max_since_start": 0.0,
-                   "pat_plan_ms_max_no_gc_since_start": 0.0, "pat_plan_cpu_ms_max_since_start": 0.0}
+                   "pat_plan_ms_max_no_gc_since_start": 0.0, "pat_plan_cpu_ms_max_since_start": 0.0,
+                   "pat_publish_ms_mean": 0.0, "pat_publish_ms_max_since_start": 0.0,
+                   "pat_host_ms_max_since_start": 0.0}
     # steps recorded with and without a collection: the GC clause read back per point
     from pat_sglang.gc_pauses import GcMark
 
@@ -596,11 +598,31 @@ def test_the_slowest_step_is_described_and_read_back() -> None:
     for seconds in (0.001, 0.003, 0.002, 0.0031, 0.0005):
         stats.record(seconds, None, seconds, describe(seconds))
     assert asked == [0.001, 0.003, 0.0031]  # only new maxima are described
-    assert stats.slowest == ("batch 64, forest built 0.400 ms, plan_forest 2.600 ms (split search), load 0.100 ms, "
-                             "no plan (delegate)")
+    assert stats.slowest == ("batch 64, publish 0.000 ms, forest built 0.400 ms, plan_forest 2.600 ms (split search), "
+                             "load 0.100 ms, no plan (delegate)")
     got = client.pat_step_stats("", f"[t] {stats.summary(StepCounters())}\n")
     assert got["pat_slowest_step"] == stats.slowest and got["pat_plan_ms_max_since_start"] == pytest.approx(3.1)
     assert "pat_slowest_step" not in client.pat_step_stats("", f"[t] {StepStats().summary(StepCounters())}\n")
+
+
+def test_publishing_is_counted_with_the_step() -> None:
+    """A step's publishing time (the scheduler patch, before the backend's planning) enters the stats line: its own
+    mean over a point and max, and the slowest step by publishing and planning together, whose description names it."""
+    from pat_sglang.backend import StepStats, describe_step
+    from pat_sglang.decode_step import StepCounters, StepPhases
+
+    stats = StepStats()
+    stats.record(0.0010, None, 0.0010, publish_seconds=0.0002)
+    first = f"[t] {stats.summary(StepCounters())}\n"
+    for plan_s, publish_s in ((0.0020, 0.0001), (0.0012, 0.0015), (0.0004, 0.0)):  # the second is the slowest in all
+        stats.record(plan_s, None, plan_s, lambda p=plan_s, q=publish_s: describe_step(
+            8, StepPhases(p / 2, p / 2, "edited"), 0.0, None, q), publish_s)
+    got = client.pat_step_stats(first, f"[t] {stats.summary(StepCounters())}\n")
+    assert got["pat_steps"] == 3.0 and got["pat_publish_ms_mean"] == pytest.approx((0.1 + 1.5 + 0.0) / 3, abs=1e-3)
+    assert got["pat_publish_ms_max_since_start"] == pytest.approx(1.5)
+    assert got["pat_plan_ms_max_since_start"] == pytest.approx(2.0)  # planning alone: the first step
+    assert got["pat_host_ms_max_since_start"] == pytest.approx(2.7)  # the two together: the second
+    assert got["pat_slowest_step"].startswith("batch 8, publish 1.500 ms, forest edited 0.600 ms")
 
 
 def test_step_stats_full_batch_needs_several_lines() -> None:

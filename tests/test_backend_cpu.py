@@ -106,6 +106,11 @@ def test_metadata_plan_equals_standalone_plan(page_size: int, published: bool) -
     assert (counters.built, counters.reused, counters.coarse) == (1, 0, 0)
     assert counters.unshared == (0 if published else fb.batch_size)
     assert be.delegate.calls == []
+    # the step's publishing is counted with it (none for a batch that is not the published one), and taken once
+    assert (be.stats.publish_s_total > 0.0) == published
+    assert be.stats.host_s_max == pytest.approx(be.stats.plan_s_max + be.stats.publish_s_max)
+    if published:
+        assert table.publish_s == 0.0
 
 
 @pytest.mark.parametrize("page_size", [1, 16])
@@ -384,7 +389,7 @@ def test_cuda_graph_path_on_cpu(monkeypatch: pytest.MonkeyPatch, tiny: bool) -> 
         assert ((graph - eager).norm() / eager.norm()).item() < 1e-2
     assert be.stats.steps == 4 and be.stats.row_reads == 0 and be.planner.counters.unshared == 0
     # the stats line names the slowest step: one of these batches, its forest built, edited or reused, a plan of items
-    assert re.fullmatch(r"batch \d+, forest (built|edited|reused) [\d.]+ ms, plan_forest [\d.]+ ms"
+    assert re.fullmatch(r"batch \d+, publish [\d.]+ ms, forest (built|edited|reused) [\d.]+ ms, plan_forest [\d.]+ ms"
                         r"( \(split search\))?, load [\d.]+ ms, \d+ items, \d+ partials",
                         be.stats.slowest), be.stats.slowest
     assert be.stats.slowest in be.stats.summary(be.planner.counters)

@@ -425,6 +425,12 @@ PAT_STATS_RE = re.compile(
 )
 
 
+# since 2026-11-30 (eighteenth session): the publishing of the steps' radix paths (the scheduler patch) beside planning
+PAT_PUBLISH_RE = re.compile(
+    r"publishing radix paths ([\d.]+) ms mean / ([\d.]+) ms max, the two together ([\d.]+) ms max in one step"
+)
+
+
 def pat_step_stats(before: str, during: str) -> dict[str, float | str]:
     """PAT's host planning over one point, from its cumulative stats lines: the last one logged before the point
     (``before``: the server log up to the point's start) and the last one during it. ``pat_plan_ms_mean`` and
@@ -433,10 +439,12 @@ def pat_step_stats(before: str, during: str) -> dict[str, float | str]:
     point's steps during which a garbage collection ran), ``pat_gc_ms_max_since_start``,
     ``pat_plan_ms_max_no_gc_since_start`` (the slowest step without a collection) and
     ``pat_plan_cpu_ms_max_since_start`` (the planning thread's own CPU time of its slowest step: the wall-clock maximum
-    above it is waiting) and ``pat_slowest_step`` (that step's batch, forest, time by phase and plan size). The line is
-    written on decode steps at most once per ``PAT_SGLANG_LOG_INTERVAL_S``, so the steps of the previous point after its
-    last line count in this one: keep the interval short against a point (the sweep sets 1 s). Empty without a line
-    during the point (another backend, or a log interval longer than the point)."""
+    above it is waiting) and ``pat_slowest_step`` (that step's batch, forest, time by phase and plan size); where it
+    has them, ``pat_publish_ms_mean`` (the point's own: publishing the steps' radix paths),
+    ``pat_publish_ms_max_since_start`` and ``pat_host_ms_max_since_start`` (publishing and planning of one step).
+    The line is written on decode steps at most once per ``PAT_SGLANG_LOG_INTERVAL_S``, so the steps of the previous
+    point after its last line count in this one: keep the interval short against a point (the sweep sets 1 s). Empty
+    without a line during the point (another backend, or a log interval longer than the point)."""
     end = _last_match(PAT_STATS_RE, during)
     if end is None:
         return {}
@@ -460,6 +468,13 @@ def pat_step_stats(before: str, during: str) -> dict[str, float | str]:
         out["pat_plan_cpu_ms_max_since_start"] = float(end[8])
     if end[9] is not None:
         out["pat_slowest_step"] = end[9].strip()
+    published = PAT_PUBLISH_RE.search(end[0])
+    if published is not None:
+        first = PAT_PUBLISH_RE.search(start[0]) if start is not None else None
+        sum0 = steps0 * float(first[1]) if first is not None else 0.0
+        out.update(pat_publish_ms_mean=(steps1 * float(published[1]) - sum0) / steps,
+                   pat_publish_ms_max_since_start=float(published[2]),
+                   pat_host_ms_max_since_start=float(published[3]))
     return out
 
 

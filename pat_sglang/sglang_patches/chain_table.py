@@ -358,6 +358,9 @@ class ChainTable:
     reused: int = 0  # batches whose chains were all unchanged (identity checks only), for tests and logs
     unread: int = 0  # of them, batches republished without reading any request (``republish_same``)
     by_rows: int = 0  # changed batches published reading only the rows that can have changed (``publish_rows``)
+    # Host seconds the last ``publish_decode_batch`` spent on this table, not yet taken by the backend's step record
+    # (``take_publish_s``): publishing runs in ``ForwardBatch.init_new``, before the backend's own step work.
+    publish_s: float = 0.0
     _snap: _Snapshot | None = field(default=None, repr=False)
     _read_as: dict[int, tuple] = field(default_factory=dict, repr=False)  # row -> (rid, generation, last_node) read
     # row -> the generation of the request last read in it (-1: none, or read without a generation): what
@@ -371,6 +374,12 @@ class ChainTable:
     _row_paths: _RowPaths = field(default_factory=_RowPaths, repr=False)  # each row's entry as arrays
     _tally: _Tally = field(default_factory=_Tally, repr=False)  # distinct cached tokens of the last published batch
 
+
+    def take_publish_s(self) -> float:
+        """The host seconds of the last publishing not yet taken (0.0 if taken, or if none ran since): each
+        publishing is counted in one step's record."""
+        seconds, self.publish_s = self.publish_s, 0.0
+        return seconds
     def publish_batch(
         self,
         idxs: list[int],

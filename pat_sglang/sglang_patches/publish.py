@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import operator
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +31,8 @@ _LAST_NODE = operator.attrgetter("last_node")
 
 
 def publish_decode_batch(batch: Any, table: ChainTable | None = None) -> None:
-    """Publish the chain of every request of ``batch`` if it is a decode batch; never raises.
+    """Publish the chain of every request of ``batch`` if it is a decode batch; never raises. Its host time is kept
+    in ``table.publish_s`` (the backend's stats line counts it with the step).
 
     ``table``: by default the one bound to ``batch.req_to_token_pool`` (``CHAIN_TABLE`` if none is).
     """
@@ -43,6 +45,15 @@ def publish_decode_batch(batch: Any, table: ChainTable | None = None) -> None:
     mode = getattr(batch, "forward_mode", None)
     if mode is None or not mode.is_decode():
         return
+    start = time.perf_counter()
+    try:
+        _publish(batch, table)
+    finally:
+        table.publish_s = time.perf_counter() - start
+
+
+def _publish(batch: Any, table: ChainTable) -> None:
+    """``publish_decode_batch`` of a decode batch into an enabled ``table``."""
     cache = getattr(batch, "tree_cache", None)
     root = getattr(cache, "root_node", None)  # None: no radix cache
     pool = getattr(batch, "req_to_token_pool", None)
