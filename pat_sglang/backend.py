@@ -61,8 +61,8 @@ from .config import FP8_KV_DTYPES, DeviceSpec, HeadConfig, check_supported
 from .decode_step import PADDING_ROW, DecodeStepPlanner, StepBatch, StepPhases
 from .dispatch import MIN_SAVED_FRACTION_ENV, checked_fraction, configured_min_saved_fraction
 from .gc_pauses import GC_PAUSES, GcMark
-from .planner import PackPlan, max_split_items
-from .sglang_patches.chain_table import ChainTable, chain_table_for, host_int64_view, same_ints
+from .planner import PackPlan, host_int64, max_split_items, same_ints
+from .sglang_patches.chain_table import ChainTable, chain_table_for
 from .sglang_patches.core import graph_variants_patched
 
 logger = logging.getLogger(__name__)
@@ -684,7 +684,7 @@ class PATAttnBackend(AttentionBackend):
 def _seq_lens(fb: Any, bs: int) -> np.ndarray:
     """The batch's sequence lengths on the host: SGLang's ``seq_lens_cpu`` (``seq_lens`` only where it has none)."""
     lengths = getattr(fb, "seq_lens_cpu", None)
-    return host_int64_view(lengths if lengths is not None else fb.seq_lens)[:bs]
+    return host_int64(lengths if lengths is not None else fb.seq_lens)[:bs]
 
 
 def _static_plan_buffers() -> type | None:

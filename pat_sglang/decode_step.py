@@ -45,8 +45,7 @@ from .config import DeviceSpec, HeadConfig
 from .dispatch import pat_pays
 from .forest import PrefixForest
 from .forest_edit import RadixIndex
-from .planner import INT32_MAX, PackPlan, PlanLimits, plan_forest
-from .sglang_patches.chain_table import same_ints
+from .planner import INT32_MAX, PackPlan, PlanLimits, plan_forest, same_ints
 
 PADDING_ROW = 0  # ReqToTokenPool row 0 is SGLang's padding row: CUDA-graph padding and dummy batches use it
 

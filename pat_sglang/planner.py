@@ -268,10 +268,21 @@ class PackPlan:
 
 
 def host_int64(x: object) -> np.ndarray:
-    """Per-request integers (a host or device tensor, or a sequence) as a host int64 array."""
+    """Per-request integers (a host or device tensor, or a sequence) as a host int64 array: a host int64 tensor's own
+    memory. The publisher and the backend call it every decode step, so a host tensor goes through one torch call
+    (``Tensor.numpy``; ``detach`` and ``cpu`` cost a dispatch each), a device tensor or one that requires grad through
+    ``detach().cpu()``."""
     if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
+        try:
+            x = x.numpy()
+        except (TypeError, RuntimeError):  # on a device, or requires grad (or not a numpy dtype: raises again below)
+            x = x.detach().cpu().numpy()
     return np.asarray(x).astype(np.int64, copy=False)
+
+
+def same_ints(a: np.ndarray, b: np.ndarray) -> bool:
+    """``np.array_equal`` for two integer arrays, without its conversions (checked every decode step)."""
+    return a.shape == b.shape and bool((a == b).all())
 
 
 def target_ctas(device: DeviceSpec, tiles: TileTable, heads: HeadConfig) -> int:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from pat_sglang.planner import host_int64
-from pat_sglang.sglang_patches.chain_table import host_int64_view, newest, same_ints
+from pat_sglang.planner import host_int64, same_ints
+from pat_sglang.sglang_patches.chain_table import newest
 
 
 @pytest.mark.parametrize("maxlen", [None, 5, 64])
@@ -31,13 +31,15 @@ def test_same_ints_is_array_equal() -> None:
         assert same_ints(a, a.copy())
 
 
-def test_host_int64_view_equals_host_int64() -> None:
+def test_host_int64_gives_int64_values_and_a_host_int64_tensors_memory() -> None:
     values = [torch.arange(7), torch.arange(7, dtype=torch.int32), torch.arange(10)[2:9],
-              torch.zeros(0, dtype=torch.int64), np.arange(4, dtype=np.int32), [3, 1, 2], torch.arange(6).view(2, 3)]
+              torch.zeros(0, dtype=torch.int64), np.arange(4, dtype=np.int32), [3, 1, 2], torch.arange(6).view(2, 3),
+              torch.arange(5, dtype=torch.float32).requires_grad_()]
     for x in values:
-        got, want = host_int64_view(x), host_int64(x)
-        assert got.dtype == np.int64 and got.tolist() == want.tolist()
+        got = host_int64(x)
+        want = x.tolist() if isinstance(x, torch.Tensor) else list(x) if isinstance(x, list) else x.tolist()
+        assert got.dtype == np.int64 and got.tolist() == want
     t = torch.arange(5)
-    assert np.shares_memory(host_int64_view(t), t.numpy())  # a host int64 tensor: its own memory, as host_int64 gives
-    with pytest.raises(TypeError):  # not integers: refused as host_int64 refuses it
-        host_int64_view(torch.ones(3, dtype=torch.bfloat16))
+    assert np.shares_memory(host_int64(t), t.numpy())  # a host int64 tensor: its own memory
+    with pytest.raises(TypeError):  # not a numpy dtype: refused
+        host_int64(torch.ones(3, dtype=torch.bfloat16))

@@ -30,9 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
-from pat_sglang.planner import copy_with, host_int64
+from pat_sglang.planner import copy_with, same_ints
 
 # (node id, data pointer, length) per node from ``last_node`` up: changes whenever the chain does. A
 # split gives the upper half a new id and shrinks the lower half, and nodes a running request holds are
@@ -43,28 +42,10 @@ _EMPTY.setflags(write=False)
 _FEW = 16  # rows up to which a per-row Python loop costs less than making an array of them
 
 
-def host_int64_view(x: object) -> np.ndarray:
-    """``planner.host_int64`` for the per-step callers (the publisher, the backend): a host tensor's own memory through
-    one torch call (``Tensor.numpy``; ``detach`` and ``cpu`` are a dispatch each, on every decode step), anything else
-    (a device tensor, one that requires grad, a sequence) through ``host_int64``."""
-    if isinstance(x, torch.Tensor):
-        try:
-            host = x.numpy()
-        except (TypeError, RuntimeError):  # on a device, or requires grad
-            return host_int64(x)
-        return host if host.dtype == np.int64 else host.astype(np.int64)
-    return host_int64(x)
-
-
 def newest(log: Sequence, n: int) -> list:
     """The last ``n`` items of ``log`` (a deque of up to thousands), oldest first: indexed from the end, where a deque
     reaches them at once (``islice`` walks the log from its start)."""
     return [log[-k] for k in range(n, 0, -1)]
-
-
-def same_ints(a: np.ndarray, b: np.ndarray) -> bool:
-    """``np.array_equal`` for two integer arrays, without its conversions (checked every decode step)."""
-    return a.shape == b.shape and bool((a == b).all())
 
 
 @dataclass(frozen=True)
@@ -719,15 +700,14 @@ class ChainTable:
             else:
                 rows.add(idx)
 
-    def _pop_entry(self, idx: int, keep_read_as: bool = False) -> None:
+    def _pop_entry(self, idx: int) -> None:
         """Forget row ``idx``'s entry (under the lock)."""
         old = self.entries.pop(idx, None)
         if idx < len(self._row_entry):
             self._row_entry[idx] = None
-        if not keep_read_as:
-            self._read_as.pop(idx, None)
-            if idx < self._row_gen.shape[0]:
-                self._row_gen[idx] = -1
+        self._read_as.pop(idx, None)
+        if idx < self._row_gen.shape[0]:
+            self._row_gen[idx] = -1
         if old is None:
             return
         self._row_paths.clear(idx)

@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from .chain_table import CHAIN_TABLE, ChainTable, chain_table_for, host_int64_view
+from pat_sglang.planner import host_int64
+
+from .chain_table import CHAIN_TABLE, ChainTable, chain_table_for
 
 logger = logging.getLogger(__name__)
 _warned = False
@@ -68,7 +70,7 @@ def _publish(batch: Any, table: ChainTable) -> None:
         recached = radix_recached(cache)  # before any request is read: a later re-caching moves the count
         rows_cpu = getattr(batch, "req_pool_indices_cpu", None)
         if rows_cpu is not None:
-            rows = host_int64_view(rows_cpu)
+            rows = host_int64(rows_cpu)
             if table.republish_same(reqs, root, splits, recached, rows, gen_np, seq_lens):
                 return  # the common decode step: the same requests on the same radix nodes, no request read
             if gen_np is not None and rows.shape[0] and int(rows.min()) >= 0 and table.publish_rows(
@@ -119,7 +121,7 @@ RECACHE_LOG_LEN = 4096  # re-cachings between two published batches beyond this:
 def _seq_lens(batch: Any) -> np.ndarray | None:
     """The batch's host sequence lengths (``ScheduleBatch.seq_lens_cpu``) as int64, or None."""
     lens = getattr(batch, "seq_lens_cpu", None)
-    return host_int64_view(lens) if lens is not None else None
+    return host_int64(lens) if lens is not None else None
 
 
 def _wrapped_by(cache: Any, attr: str, patch: str) -> bool:
