@@ -39,8 +39,6 @@ This module imports torch only when the weights are filled (``sitecustomize`` im
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import math
 import sys
 import zlib
@@ -48,6 +46,11 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+
+if __package__:  # the harness side (``ab.dummy_weights``)
+    from .pat_bench_import_hook import PatchFinder, install_patch
+else:  # the server side: this folder's files are top-level modules
+    from pat_bench_import_hook import PatchFinder, install_patch
 
 if TYPE_CHECKING:
     import torch
@@ -147,56 +150,6 @@ def patch_module(module: ModuleType) -> None:
               flush=True)
 
 
-class _PatchingLoader(importlib.abc.Loader):
-    """Runs the real loader, then ``patch_module``; any other attribute (get_source, get_resource_reader, ...) is the
-    real loader's, so tracebacks and resources behave as without the hook."""
-
-    def __init__(self, inner: importlib.abc.Loader) -> None:
-        self._inner = inner
-
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
-        return self._inner.create_module(spec)
-
-    def exec_module(self, module: ModuleType) -> None:
-        self._inner.exec_module(module)
-        patch_module(module)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-class PatchFinder(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: for ``target`` it asks the finders after it and wraps the loader of what they found."""
-
-    def __init__(self, target: str = TARGET_MODULE) -> None:
-        self.target = target
-
-    def find_spec(self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
-                  ) -> importlib.machinery.ModuleSpec | None:
-        if fullname != self.target:
-            return None
-        for finder in sys.meta_path:
-            find = getattr(finder, "find_spec", None)
-            if finder is self or isinstance(finder, PatchFinder) or find is None:
-                continue
-            spec = find(fullname, path, target)
-            if spec is None:
-                continue
-            if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                spec.loader = _PatchingLoader(spec.loader)
-            else:
-                print(f"[pat-bench] cannot hook {fullname}: its loader {spec.loader!r} has no exec_module; SGLang's "
-                      "dummy weights stay", file=sys.stderr, flush=True)
-            return spec
-        return None
-
-
 def install_import_hook(target: str = TARGET_MODULE) -> PatchFinder:
     """Make the next import of ``target`` rebind its ``initialize_dummy_weights`` (at once if already imported)."""
-    finder = next((f for f in sys.meta_path if isinstance(f, PatchFinder) and f.target == target), None)
-    if finder is None:
-        finder = PatchFinder(target)
-        sys.meta_path.insert(0, finder)
-    if target in sys.modules:
-        patch_module(sys.modules[target])
-    return finder
+    return install_patch(target, patch_module)

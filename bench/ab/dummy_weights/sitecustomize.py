@@ -5,7 +5,8 @@ Python's ``site`` imports the first ``sitecustomize`` module on ``sys.path`` whe
 ``PAT_BENCH_DUMMY_WEIGHTS=attn``, so every process of that server, the spawned scheduler that loads the model
 included, runs this file. With the variable at ``attn`` it installs ``pat_bench_dummy_weights.install_import_hook``
 (SGLang's ``--load-format dummy`` then fills the model with ``init_attn_dummy_weights``); without it, or with
-``sglang``, it changes nothing.
+``sglang``, it changes nothing. With ``PAT_BENCH_LOOP_TRACE=<folder>`` it also installs the scheduler-loop timestamps of
+``pat_bench_loop_trace.py`` (bench only: where a first token waits on the scheduler thread).
 
 Shadowing: being first on the path, this file hides any other ``sitecustomize`` (a distribution's, or one of the GPU
 machine's interpreter, not inspected). So that it does not silently replace it, this file then runs the next
@@ -22,6 +23,7 @@ import sys
 from types import ModuleType
 
 import pat_bench_dummy_weights as hook  # beside this file: its folder is on sys.path, or this file was not found
+import pat_bench_loop_trace
 
 _HERE = os.path.dirname(os.path.realpath(__file__))
 
@@ -36,6 +38,7 @@ def _install() -> None:
     elif mode not in ("", "sglang"):
         print(f"[pat-bench] {hook.ENV_VAR}={mode!r} is neither 'attn' nor 'sglang': SGLang's dummy weights stay",
               file=sys.stderr, flush=True)
+    pat_bench_loop_trace.install()
 
 
 def _run_next_sitecustomize() -> ModuleType | None:

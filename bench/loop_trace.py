@@ -1,0 +1,207 @@
+"""Where a first token waits on SGLang's scheduler thread: the loop traces of ``PAT_BENCH_LOOP_TRACE``, per server.
+
+The serving sweep's servers write ``loop-<pid>.tsv`` files when started with ``PAT_BENCH_LOOP_TRACE=<folder>`` in their
+environment (``ab/dummy_weights/pat_bench_loop_trace.py`` says what is recorded). This splits each request's
+server-side time to its first token into the parts of SGLang's overlap loop (``Scheduler.event_loop_overlap``, 0.5.17):
+
+* ``wait``: from the ``process_input_requests`` call that received it to the ``run_batch`` of its prefill (the loop
+  finishing the iteration it was in, then building the prefill batch);
+* ``launch``: that ``run_batch`` (the prefill's host side);
+* ``between``: from there to the ``process_batch_result`` of the prefill: the loop's next iteration, which launches
+  the next batch before it processes this one (``next_run``: that next ``run_batch`` alone, usually the decode batch
+  the request has just joined);
+* ``result``: the ``process_batch_result`` of the prefill (it waits for the prefill's GPU work, then hands out the
+  first token);
+* ``total``: receipt to first token on the scheduler thread.
+
+A chunked prompt counts from its last chunk's prefill. Also per server: the host time of every decode ``run_batch``
+(p50 / p99), which holds the attention backend's per-step metadata work.
+
+Usage::
+
+    python bench/loop_trace.py FOLDER [FOLDER ...] [--results RESULTS.jsonl] [--out TABLE.md]
+
+``--results``: a sweep's ``results.jsonl``; each of its points (backend, workload, load) is then summarised over the
+requests received within the point's run (``started`` .. ``started + wall_s``, the machine's local time, so run this
+where the sweep ran), from the trace of the server whose backend matches. Without it: one row per trace, over all of
+its requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HEADER = "# loop-trace"
+PARTS = ("wait", "launch", "between", "next_run", "result", "total")
+PERCENTILES = (10, 50, 90)
+
+
+@dataclass
+class Record:
+    event: str
+    start: float  # perf_counter seconds
+    end: float
+    mode: str
+    size: int
+    rids: tuple[str, ...]
+
+
+@dataclass
+class Trace:
+    path: Path
+    backend: str
+    wall_minus_perf: float
+    records: list[Record] = field(default_factory=list)
+
+
+def read_trace(path: Path) -> Trace:
+    """One ``loop-<pid>.tsv`` (several headers: the last one's clock offset is kept; a torn last line is skipped)."""
+    trace: Trace | None = None
+    with open(path) as f:
+        for line in f:
+            cols = line.rstrip("\n").split("\t")
+            if cols[0] == HEADER:
+                meta = dict(c.split("=", 1) for c in cols[1:] if "=" in c)
+                backend, offset = meta.get("backend", "?"), float(meta.get("wall_minus_perf", "0"))
+                if trace is None:
+                    trace = Trace(path, backend, offset)
+                else:
+                    trace.backend, trace.wall_minus_perf = backend, offset
+                continue
+            if trace is None or len(cols) != 6:
+                continue
+            rids = () if cols[5] == "-" else tuple(cols[5].split(","))
+            trace.records.append(Record(cols[0], float(cols[1]), float(cols[2]), cols[3], int(cols[4]), rids))
+    if trace is None:
+        raise ValueError(f"{path}: no '{HEADER}' header")
+    return trace
+
+
+def first_token_parts(trace: Trace, window: tuple[float, float] | None = None) -> dict[str, list[float]]:
+    """Per request received within ``window`` (wall-clock seconds; None: all), its parts in ms (``PARTS``)."""
+    recv: dict[str, float] = {}
+    runs = [r for r in trace.records if r.event == "run"]
+    procs = [r for r in trace.records if r.event == "proc"]
+    for r in trace.records:
+        if r.event == "recv":
+            for rid in r.rids:
+                recv.setdefault(rid, r.start)
+    last_prefill: dict[str, int] = {}  # rid -> index into runs of its last prefill chunk
+    for i, r in enumerate(runs):
+        if r.rids:
+            for rid in r.rids:
+                last_prefill[rid] = i
+    parts: dict[str, list[float]] = {p: [] for p in PARTS}
+    for rid, i in last_prefill.items():
+        arrived = recv.get(rid)
+        if arrived is None or i >= len(procs):
+            continue  # received before the trace began, or its result not processed when the trace ended
+        if window is not None and not window[0] <= arrived + trace.wall_minus_perf <= window[1]:
+            continue
+        run, proc = runs[i], procs[i]
+        following = runs[i + 1] if i + 1 < len(runs) and runs[i + 1].start < proc.start else None
+        ms = 1e3
+        parts["wait"].append((run.start - arrived) * ms)
+        parts["launch"].append((run.end - run.start) * ms)
+        parts["between"].append((proc.start - run.end) * ms)
+        parts["next_run"].append((following.end - following.start) * ms if following is not None else 0.0)
+        parts["result"].append((proc.end - proc.start) * ms)
+        parts["total"].append((proc.end - arrived) * ms)
+    return parts
+
+
+def decode_run_ms(trace: Trace, window: tuple[float, float] | None = None) -> list[float]:
+    """Host time (ms) of every decode ``run_batch`` that started within ``window``."""
+    out = []
+    for r in trace.records:
+        if r.event == "run" and r.mode.startswith("DECODE"):
+            if window is None or window[0] <= r.start + trace.wall_minus_perf <= window[1]:
+                out.append((r.end - r.start) * 1e3)
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q / 100
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def row(label: str, trace: Trace, window: tuple[float, float] | None) -> str:
+    parts = first_token_parts(trace, window)
+    decode = decode_run_ms(trace, window)
+    cells = [label, str(len(parts["total"]))]
+    for p in PARTS:
+        vals = parts[p]
+        cells.append(" / ".join(f"{percentile(vals, q):.2f}" for q in PERCENTILES) if vals else "-")
+    mean = statistics.fmean(parts["total"]) if parts["total"] else float("nan")
+    cells.append(f"{mean:.2f}")
+    cells.append(f"{percentile(decode, 50):.3f} / {percentile(decode, 99):.3f} ({len(decode)})")
+    return "| " + " | ".join(cells) + " |"
+
+
+def table_header() -> list[str]:
+    cols = ["point", "requests", *(f"{p} ms p10/p50/p90" for p in PARTS), "total mean ms",
+            "decode run_batch ms p50 / p99 (n)"]
+    return ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+
+
+def point_windows(results: Path) -> list[tuple[str, str, tuple[float, float]]]:
+    """(backend, "workload load", (start, end) wall seconds) of each point row of a sweep's ``results.jsonl``."""
+    out = []
+    with open(results) as f:
+        for line in f:
+            row_ = json.loads(line)
+            if row_.get("kind") != "point" or "started" not in row_ or "wall_s" not in row_:
+                continue
+            start = dt.datetime.fromisoformat(row_["started"]).timestamp()
+            out.append((row_["backend"], f"{row_['workload']} {row_['load']}", (start, start + float(row_["wall_s"]))))
+    return out
+
+
+def backend_of_label(label: str) -> str:
+    """The ``--attention-backend`` a sweep label starts its server with (``pat@fa3+delegate`` -> ``pat``)."""
+    return "pat" if label.startswith("pat") else label
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("folders", type=Path, nargs="+", help="folders holding loop-*.tsv (or the files)")
+    ap.add_argument("--results", type=Path, default=None, help="a sweep's results.jsonl: one row per point")
+    ap.add_argument("--out", type=Path, default=None, help="also write the table here")
+    args = ap.parse_args(argv)
+    files = sorted(p for folder in args.folders
+                   for p in ([folder] if folder.is_file() else folder.glob("loop-*.tsv")))
+    traces = [read_trace(p) for p in files]
+    traces = [t for t in traces if t.records]
+    if not traces:
+        print("no loop traces with records", file=sys.stderr)
+        return 1
+    lines = table_header()
+    if args.results is None:
+        lines += [row(f"{t.backend} ({t.path.name})", t, None) for t in traces]
+    else:
+        for label, point, window in point_windows(args.results):
+            # the trace of this label's server: its backend, with records inside the point's window
+            inside = [t for t in traces if t.backend == backend_of_label(label)
+                      and any(window[0] <= r.start + t.wall_minus_perf <= window[1] for r in t.records)]
+            for t in inside:
+                lines.append(row(f"{label} {point}", t, window))
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    if args.out is not None:
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""CPU tests of the bench-only scheduler-loop trace (bench/ab/dummy_weights/pat_bench_loop_trace.py) and of its reader
+(bench/loop_trace.py): an overlap loop of known durations is traced and split back into its parts."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+import loop_trace  # noqa: E402
+from ab.dummy_weights import HOOK_DIR  # noqa: E402
+from ab.dummy_weights import pat_bench_loop_trace as hook  # noqa: E402
+
+
+class _Mode:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def is_extend(self) -> bool:
+        return self.name == "EXTEND"
+
+
+class _Req:
+    def __init__(self, rid: str) -> None:
+        self.rid = rid
+        self.input_ids = [1, 2, 3]
+
+
+class _Batch:
+    def __init__(self, mode: str, reqs: list[_Req]) -> None:
+        self.forward_mode = _Mode(mode)
+        self.reqs = reqs
+
+
+class _Plan:
+    def __init__(self, batch: _Batch | None) -> None:
+        self.batch_to_run = batch
+
+
+PREFILL_S, DECODE_LAUNCH_S, RESULT_S = 0.004, 0.012, 0.003
+
+
+def _fake_scheduler_module() -> types.ModuleType:
+    module = types.ModuleType("fake_scheduler")
+
+    class Scheduler:
+        server_args = types.SimpleNamespace(attention_backend="pat")
+
+        def process_input_requests(self, recv_reqs: list) -> None:
+            return None
+
+        def get_next_batch_to_run(self, running_batch: object, last_batch: object) -> _Plan:
+            return _Plan(running_batch)  # type: ignore[arg-type]
+
+        def run_batch(self, batch: _Batch) -> str:
+            time.sleep(PREFILL_S if batch.forward_mode.is_extend() else DECODE_LAUNCH_S)
+            return "result"
+
+        def process_batch_result(self, batch: _Batch, result: str) -> None:
+            time.sleep(RESULT_S)
+
+    module.Scheduler = Scheduler  # type: ignore[attr-defined]
+    return module
+
+
+def _overlap_loop(scheduler: object, rounds: int) -> None:
+    """SGLang's overlap loop in miniature: receive, launch the next batch, then process the last one."""
+    last = None
+    running: list[_Req] = []
+    for i in range(rounds):
+        new = [_Req(f"r{i}")]
+        scheduler.process_input_requests(new)  # type: ignore[attr-defined]
+        scheduler.process_input_requests([])  # an idle poll: not recorded
+        prefill = _Batch("EXTEND", new)
+        for batch in (prefill, _Batch("DECODE", running + new)):
+            scheduler.get_next_batch_to_run(batch, last)  # type: ignore[attr-defined]
+            scheduler.run_batch(batch)  # type: ignore[attr-defined]
+            if last is not None:
+                scheduler.process_batch_result(last, "result")  # type: ignore[attr-defined]
+            last = batch
+        running += new
+    scheduler.process_batch_result(last, "result")  # type: ignore[attr-defined]
+
+
+def test_traced_loop_splits_into_its_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(hook.ENV_VAR, str(tmp_path))
+    monkeypatch.setattr(hook, "_trace", None)
+    module = _fake_scheduler_module()
+    hook.patch_module(module)
+    hook.patch_module(module)  # twice: wrapped once
+    assert getattr(module.Scheduler.run_batch, "_pat_bench_loop_trace", False)
+    assert not getattr(module.Scheduler.run_batch.__wrapped__, "_pat_bench_loop_trace", False)
+    _overlap_loop(module.Scheduler(), rounds=5)
+    hook._trace.flush()
+    (path,) = tmp_path.glob("loop-*.tsv")
+    trace = loop_trace.read_trace(path)
+    assert trace.backend == "pat"
+    events = [r.event for r in trace.records]
+    assert events.count("recv") == 5 and events.count("run") == 10 and events.count("proc") == 10
+    parts = loop_trace.first_token_parts(trace)
+    assert len(parts["total"]) == 5
+    for i in range(5):
+        whole = parts["wait"][i] + parts["launch"][i] + parts["between"][i] + parts["result"][i]
+        assert parts["total"][i] == pytest.approx(whole, abs=1e-3)
+        # the decode batch launched before the prefill's result is processed sits inside "between"
+        assert DECODE_LAUNCH_S * 1e3 <= parts["next_run"][i] <= parts["between"][i] + 1e-6
+        assert parts["launch"][i] >= PREFILL_S * 1e3 and parts["result"][i] >= RESULT_S * 1e3
+    decode = loop_trace.decode_run_ms(trace)
+    assert len(decode) == 5 and min(decode) >= DECODE_LAUNCH_S * 1e3
+    # a window that ends before the first receipt keeps nothing
+    early = (0.0, trace.records[0].start + trace.wall_minus_perf - 1.0)
+    assert loop_trace.first_token_parts(trace, early)["total"] == []
+    table = tmp_path / "t.md"
+    assert loop_trace.main([str(tmp_path), "--out", str(table)]) == 0
+    assert "| pat (loop-" in table.read_text()
+
+
+def test_hook_needs_the_variable_and_patches_on_import(tmp_path: Path) -> None:
+    """In a fresh interpreter with the harness folder on the path: without the variable no finder; with it, the
+    import of the target module runs the patch (here a stand-in module of that name, made importable)."""
+    pkg = tmp_path / "pkgs"
+    target = pkg / "sglang" / "srt" / "managers"
+    target.mkdir(parents=True)
+    for d in (pkg / "sglang", pkg / "sglang" / "srt", target):
+        (d / "__init__.py").write_text("")
+    (target / "scheduler.py").write_text(
+        "class Scheduler:\n"
+        "    def process_input_requests(self, r): pass\n"
+        "    def get_next_batch_to_run(self, a, b): pass\n"
+        "    def run_batch(self, b): pass\n"
+        "    def process_batch_result(self, b, r): pass\n")
+    probe = ("import sys, sglang.srt.managers.scheduler as s\n"
+             "print(sum(getattr(getattr(s.Scheduler, n), '_pat_bench_loop_trace', False) for n in "
+             "('process_input_requests', 'get_next_batch_to_run', 'run_batch', 'process_batch_result')))")
+    env = {"PYTHONPATH": f"{HOOK_DIR}:{pkg}", "PATH": "/usr/bin:/bin"}
+    off = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert off.stdout.strip() == "0"
+    on = subprocess.run([sys.executable, "-c", probe], env={**env, hook.ENV_VAR: str(tmp_path / "t")},
+                        capture_output=True, text=True, timeout=60, check=True)
+    assert on.stdout.strip() == "4", on.stderr
+
+
+def test_the_wrapped_methods_exist_on_the_pinned_sglang_scheduler() -> None:
+    spec = importlib.util.find_spec("sglang")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("sglang is not installed")
+    source = Path(spec.submodule_search_locations[0]) / "srt" / "managers" / "scheduler.py"
+    tree = ast.parse(source.read_text())
+    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Scheduler"]
+    methods = {n.name for n in cls.body if isinstance(n, ast.FunctionDef)}
+    assert set(hook._METHODS) <= methods
