@@ -50,6 +50,8 @@ class Record:
     mode: str
     size: int
     rids: tuple[str, ...]
+    cpu: float = float("nan")  # the scheduler thread's CPU seconds in the call
+    gc: float = float("nan")  # seconds the process spent collecting garbage in the call
 
 
 @dataclass
@@ -74,10 +76,11 @@ def read_trace(path: Path) -> Trace:
                 else:
                     trace.backend, trace.wall_minus_perf = backend, offset
                 continue
-            if trace is None or len(cols) != 6:
+            if trace is None or len(cols) not in (6, 8):
                 continue
             rids = () if cols[5] == "-" else tuple(cols[5].split(","))
-            trace.records.append(Record(cols[0], float(cols[1]), float(cols[2]), cols[3], int(cols[4]), rids))
+            extra = (float(cols[6]), float(cols[7])) if len(cols) == 8 else ()
+            trace.records.append(Record(cols[0], float(cols[1]), float(cols[2]), cols[3], int(cols[4]), rids, *extra))
     if trace is None:
         raise ValueError(f"{path}: no '{HEADER}' header")
     return trace
@@ -124,6 +127,31 @@ def decode_run_ms(trace: Trace, window: tuple[float, float] | None = None) -> li
             if window is None or window[0] <= r.start + trace.wall_minus_perf <= window[1]:
                 out.append((r.end - r.start) * 1e3)
     return out
+
+
+def event_rows(label: str, trace: Trace, window: tuple[float, float] | None) -> list[str]:
+    """Per event and forward mode: calls, wall ms p50 / mean, the thread's CPU ms mean, off-CPU ms mean (wall - CPU:
+    waiting, or descheduled), garbage collection ms mean."""
+    groups: dict[tuple[str, str], list[Record]] = {}
+    for r in trace.records:
+        if window is None or window[0] <= r.start + trace.wall_minus_perf <= window[1]:
+            groups.setdefault((r.event, r.mode), []).append(r)
+    out = []
+    for (event, mode), recs in sorted(groups.items()):
+        if len(recs) < 20:
+            continue
+        wall = [(r.end - r.start) * 1e3 for r in recs]
+        cpu = [r.cpu * 1e3 for r in recs]
+        gcs = [r.gc * 1e3 for r in recs]
+        off = [w - c for w, c in zip(wall, cpu, strict=True)]
+        out.append(f"| {label} | {event} {mode} | {len(recs)} | {percentile(wall, 50):.3f} / "
+                   f"{statistics.fmean(wall):.3f} | {statistics.fmean(cpu):.3f} | {statistics.fmean(off):.3f} "
+                   f"| {statistics.fmean(gcs):.4f} |")
+    return out
+
+
+EVENT_HEADER = ["| point | event | calls | wall ms p50 / mean | CPU ms mean | off-CPU ms mean | GC ms mean |",
+                "| --- | --- | --- | --- | --- | --- | --- |"]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -186,16 +214,17 @@ def main(argv: list[str] | None = None) -> int:
     if not traces:
         print("no loop traces with records", file=sys.stderr)
         return 1
-    lines = table_header()
+    selected: list[tuple[str, Trace, tuple[float, float] | None]] = []
     if args.results is None:
-        lines += [row(f"{t.backend} ({t.path.name})", t, None) for t in traces]
+        selected = [(f"{t.backend} ({t.path.name})", t, None) for t in traces]
     else:
         for label, point, window in point_windows(args.results):
             # the trace of this label's server: its backend, with records inside the point's window
-            inside = [t for t in traces if t.backend == backend_of_label(label)
-                      and any(window[0] <= r.start + t.wall_minus_perf <= window[1] for r in t.records)]
-            for t in inside:
-                lines.append(row(f"{label} {point}", t, window))
+            selected += [(f"{label} {point}", t, window) for t in traces if t.backend == backend_of_label(label)
+                         and any(window[0] <= r.start + t.wall_minus_perf <= window[1] for r in t.records)]
+    lines = table_header() + [row(*s) for s in selected] + [""] + EVENT_HEADER
+    for s in selected:
+        lines += event_rows(*s)
     text = "\n".join(lines) + "\n"
     print(text, end="")
     if args.out is not None:

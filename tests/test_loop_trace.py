@@ -114,6 +114,10 @@ def test_traced_loop_splits_into_its_parts(tmp_path: Path, monkeypatch: pytest.M
         # the decode batch launched before the prefill's result is processed sits inside "between"
         assert DECODE_LAUNCH_S * 1e3 <= parts["next_run"][i] <= parts["between"][i] + 1e-6
         assert parts["launch"][i] >= PREFILL_S * 1e3 and parts["result"][i] >= RESULT_S * 1e3
+    for r in trace.records:  # the sleeps are off the CPU; nothing here collects garbage for long
+        assert 0.0 <= r.cpu <= (r.end - r.start) + 1e-3 and 0.0 <= r.gc < 0.05
+    prefill_runs = [r for r in trace.records if r.event == "run" and r.mode == "EXTEND"]
+    assert all((r.end - r.start) - r.cpu >= 0.8 * PREFILL_S for r in prefill_runs)
     decode = loop_trace.decode_run_ms(trace)
     assert len(decode) == 5 and min(decode) >= DECODE_LAUNCH_S * 1e3
     # a window that ends before the first receipt keeps nothing
@@ -121,7 +125,9 @@ def test_traced_loop_splits_into_its_parts(tmp_path: Path, monkeypatch: pytest.M
     assert loop_trace.first_token_parts(trace, early)["total"] == []
     table = tmp_path / "t.md"
     assert loop_trace.main([str(tmp_path), "--out", str(table)]) == 0
-    assert "| pat (loop-" in table.read_text()
+    text = table.read_text()
+    assert "| pat (loop-" in text and "| run EXTEND | 5 |" not in text  # fewer than 20 calls: no event row
+    assert "| run DECODE |" not in text
 
 
 def test_hook_needs_the_variable_and_patches_on_import(tmp_path: Path) -> None:

@@ -20,7 +20,8 @@ files and splits each first token's server time into these parts.
 With ``PAT_BENCH_LOOP_TRACE=<folder>`` in a server's environment, ``sitecustomize.py`` installs the hook in every
 process of it; the scheduler writes ``<folder>/loop-<pid>.tsv``: a header line (``# loop-trace`` with the attention
 backend, the pid and ``time.time() - time.perf_counter()`` at start, to place records on the wall clock), then one
-tab-separated line per call (event, start s, end s, forward mode, batch size, comma-separated request ids or ``-``),
+tab-separated line per call (event, start s, end s, forward mode, batch size, comma-separated request ids or ``-``,
+the scheduler thread's CPU seconds in the call, the seconds the process spent collecting garbage in it),
 appended every ``FLUSH_INTERVAL_S`` seconds from the scheduler thread (the idle loop's polls flush the last ones).
 The cost: a few microseconds per wrapped call.
 """
@@ -28,6 +29,7 @@ The cost: a few microseconds per wrapped call.
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import sys
 import time
@@ -62,8 +64,9 @@ class LoopTrace:
         with open(self.path, "a") as f:
             f.write(f"{HEADER}\tbackend={backend}\tpid={os.getpid()}\twall_minus_perf={offset:.6f}\n")
 
-    def record(self, event: str, start: float, end: float, mode: str, size: int, rids: str) -> None:
-        self.lines.append(f"{event}\t{start:.6f}\t{end:.6f}\t{mode}\t{size}\t{rids}\n")
+    def record(self, event: str, start: float, end: float, mode: str, size: int, rids: str, cpu_s: float,
+               gc_s: float) -> None:
+        self.lines.append(f"{event}\t{start:.6f}\t{end:.6f}\t{mode}\t{size}\t{rids}\t{cpu_s:.6f}\t{gc_s:.6f}\n")
         if end - self.last_flush >= FLUSH_INTERVAL_S:
             self.flush(end)
 
@@ -76,6 +79,23 @@ class LoopTrace:
 
 
 _trace: LoopTrace | None = None
+
+
+class _GcClock:
+    """Seconds this process spent in CPython's cyclic collector (a ``gc.callbacks`` entry, installed with the hook)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+
+
+_GC = _GcClock()
 
 
 def _trace_for(scheduler: Any) -> LoopTrace:
@@ -105,12 +125,12 @@ def _wrap(method: Callable[..., Any], event: str, fields: Callable[[tuple, Any],
 
     @functools.wraps(method)
     def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
+        gc_start, cpu_start, start = _GC.seconds, time.thread_time(), time.perf_counter()
         result = method(self, *args, **kwargs)
-        end = time.perf_counter()
+        end, cpu_end, gc_end = time.perf_counter(), time.thread_time(), _GC.seconds
         described = fields(args, result) if fields is not None else ("-", 0, "-")
         if described is not None:
-            _trace_for(self).record(event, start, end, *described)
+            _trace_for(self).record(event, start, end, *described, cpu_end - cpu_start, gc_end - gc_start)
         elif _trace is not None and end - _trace.last_flush >= FLUSH_INTERVAL_S:
             _trace.flush(end)  # idle polls flush the last records of a busy period
         return result
@@ -163,4 +183,6 @@ def patch_module(module: ModuleType) -> None:
 def install() -> None:
     """Trace the scheduler loop of this process if ``PAT_BENCH_LOOP_TRACE`` names a folder."""
     if os.environ.get(ENV_VAR):
+        if _GC not in gc.callbacks:
+            gc.callbacks.append(_GC)
         install_patch(TARGET_MODULE, patch_module)
