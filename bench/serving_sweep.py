@@ -32,6 +32,7 @@ import argparse
 import datetime as dt
 import math
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -89,6 +90,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="results.jsonl of earlier calls, merged into <out>/results.jsonl when that does not exist "
                          "yet (device calls write into a fresh folder)")
     ap.add_argument("--redo", action="store_true", help="measure the selected points again even if measured")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measure each selected point up to this many times, every backend once per round in order "
+                         "(fa3, pat, fa3, pat, ...: one server start per backend and round), so that a difference "
+                         "between backends can be told from the spread between server instances (results.md: "
+                         "'Repeated points'); a call cut short goes on where it stopped when called again")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and commands; start nothing")
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite results.md/csv/png from results.jsonl (and <out>/logs/ or <out>/logs.tgz; the "
@@ -148,6 +154,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded with the run (results.md lists every call)
     if args.mooncake_n < 1:
         ap.error("--mooncake-n must be >= 1")
+    if args.rounds < 1:
+        ap.error("--rounds must be >= 1")
     return args
 
 
@@ -268,14 +276,23 @@ class Sweep:
             tqdm_interval_s=args.tqdm_interval_s)
         self.gpu = gpu_name()
         self.failed_backends: list[str] = []
+        self.round = 0  # the round being measured (--rounds), from 0
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
 
     def pending(self, backend: str) -> list[sweep.Point]:
         return [p for p in self.points if p.backend == backend and (
-            self.args.redo or self.store.measured(backend, p.workload.name, p.load, self.wids[p.workload.name],
-                                                  self.server_id) is None)]
+            self.args.redo or self.times_measured(p) <= self.round)]
+
+    def times_measured(self, point: sweep.Point) -> int:
+        """How often ``point`` was measured with these server settings (this folder's rows and ``--prior``'s): round
+        r (from 0) measures the points measured at most r times, so a ``--rounds`` run cut short by its budget goes on
+        where it stopped when called again."""
+        wid = self.wids[point.workload.name]
+        return sum(1 for row in self.store.rows if row.get("kind") == "point" and row.get("status") in sweep.MEASURED
+                   and (row.get("backend"), row.get("workload"), row.get("load"), row.get("workload_id"),
+                        row.get("server_id")) == (point.backend, point.workload.name, point.load, wid, self.server_id))
 
     def runnable(self, backend: str, todo: list[sweep.Point]) -> list[sweep.Point]:
         """``todo`` less the x-loads that must wait: no reference capacity yet, and (for the reference itself) its
@@ -420,7 +437,9 @@ class Sweep:
     def run_point(self, point: sweep.Point, port: int, server_log: Path) -> bool:
         """Measure one point and append its row; False when the backend should stop (budget or a hung run)."""
         args = self.args
-        name = point_name(point.backend, point.workload.name, point.load)
+        count = self.times_measured(point)
+        repeat = count + 1 if count else None  # a point's second and later measurements carry their number
+        name = point_name(point.backend, point.workload.name, point.load, repeat)
         output_file = point_file(self.logs, name, ".jsonl")
         try:
             cmd, info = self.bench_command(point, port, output_file)
@@ -451,6 +470,8 @@ class Sweep:
             "workload_id": wid, "server_id": self.server_id, "requests": point.workload.requests, **info,
             "started": started, "wall_s": round(wall, 1), "gpu": self.gpu, "bench_cmd": shown(cmd),
         }
+        if repeat is not None:
+            row["round"] = repeat
         if timed_out:
             print(f"serving: [{point.backend}] {point.workload.name} {point.load}: killed after {wall:.0f} s "
                   "(not recorded; the server may still be busy, so this backend stops here)", flush=True)
@@ -495,8 +516,10 @@ class Sweep:
                 return 2
         self.store.append({"kind": "run", "argv": self.args.argv, "date": self.date, "gpu": self.gpu,
                            "server_id": self.server_id, "served_model": self.model_id})
-        for backend in self.backends:
-            self.run_backend(backend)
+        for repeat in range(self.args.rounds):
+            self.round = repeat
+            for backend in self.backends:
+                self.run_backend(backend)
         write_report(self.out, self.store, self.reference, self.workloads, self.args.capacity_load)
         left = [p for b in self.backends for p in self.pending(b)] if not self.args.warmup_only else []
         print(f"serving: {len(left)} selected point(s) still to measure; {time.monotonic() - self.t0:.0f} s; "
@@ -611,11 +634,63 @@ def write_report(out: Path, store: sweep.ResultStore, reference: str,
             "and tokenization). *TTFT the rest p50*: bench_serving's, of the requests after the first N in request "
             "order (as in the table above).",
             [r for r in rows if "slot_gap_p50_ms" in r], report.TTFT_PARTS_COLUMNS),
+        *repeated_points_section(store, reference),
     ]
     text = report.write_markdown(rows, out / "results.md", "Serving sweep (sglang.bench_serving)", preamble,
                                  agreement_rows(store, reference), columns=report.SWEEP_COLUMNS, extra=extra)
     report.plot_sweep(rows, out / "serving.png", sweep.load_order)
     return text
+
+
+REPEAT_METRICS = (("median_ttft_ms", "TTFT p50 ms"), ("median_tpot_ms", "TPOT p50 ms"),
+                  ("output_throughput", "out tok/s"))
+
+
+def repeated_points(store: sweep.ResultStore) -> dict[tuple, dict[str, list[dict]]]:
+    """Every measured row (not only the latest) of the points measured more than once by some backend (``--rounds``,
+    or ``--redo`` across calls), by (workload, load, workload_id, server_id) and then backend, in measurement order."""
+    groups: dict[tuple, dict[str, list[dict]]] = {}
+    for row in store.rows:
+        if row.get("kind") == "point" and row.get("status") in sweep.MEASURED:
+            key = (row.get("workload"), row.get("load"), row.get("workload_id"), row.get("server_id"))
+            groups.setdefault(key, {}).setdefault(str(row.get("backend")), []).append(row)
+    return {k: v for k, v in groups.items() if any(len(rows) > 1 for rows in v.values())}
+
+
+def repeated_points_section(store: sweep.ResultStore, reference: str) -> list[str]:
+    """results.md's 'Repeated points': per point measured more than once, each backend's median and range over its
+    measurements, and the ratio of its median to the reference's; then every measurement."""
+    groups = repeated_points(store)
+    if not groups:
+        return []
+    summary = ["| workload | load | backend | runs | " + " | ".join(
+        f"{title} median [min - max] | vs {reference}" for _, title in REPEAT_METRICS) + " |",
+        "|" + " --- |" * (4 + 2 * len(REPEAT_METRICS))]
+    each = ["| workload | load | backend | round | started | " + " | ".join(t for _, t in REPEAT_METRICS) + " |",
+            "|" + " --- |" * (5 + len(REPEAT_METRICS))]
+    for (workload, load, _, _), by_backend in groups.items():
+        ref_rows = by_backend.get(reference, [])
+        for backend, rows in sorted(by_backend.items(), key=lambda kv: (kv[0] != reference, kv[0])):
+            cells = [str(workload), str(load), backend, str(len(rows))]
+            for metric, _ in REPEAT_METRICS:
+                values = [v for r in rows if (v := bench_serving.finite(r.get(metric))) == v]  # drop NaN
+                ref = [v for r in ref_rows if (v := bench_serving.finite(r.get(metric))) == v]
+                if not values:
+                    cells += ["-", "-"]
+                    continue
+                med = statistics.median(values)
+                cells.append(f"{med:.2f} [{min(values):.2f} - {max(values):.2f}]")
+                cells.append(f"{med / statistics.median(ref):.3f}" if ref and statistics.median(ref) else "-")
+            summary.append("| " + " | ".join(cells) + " |")
+            for r in rows:
+                each.append("| " + " | ".join([str(workload), str(load), backend, str(r.get("round", 1)),
+                                               str(r.get("started", "-"))] + [
+                    f"{bench_serving.finite(r.get(m)):.2f}" for m, _ in REPEAT_METRICS]) + " |")
+    text = ("Points measured more than once (`--rounds`: every backend once per round, one server start each, in "
+            "the order of `--backends`): the median of each backend's measurements and their range, so a "
+            "difference between backends can be set against the spread between server instances of one backend. "
+            "The main table above shows each point's latest measurement only.")
+    return ["## Repeated points", "", text, "", *summary, "", *each, ""]
 
 
 def report_section(title: str, text: str, rows: list[dict], columns: Sequence[str]) -> list[str]:
@@ -637,9 +712,11 @@ def server_log(logs: Path, backend: str) -> Path:
     return logs / f"server-{file_tag(backend)}.log"
 
 
-def point_name(backend: str, workload: str, load: str) -> str:
-    """The stem of a point's files under ``logs`` (``bench-<name>.jsonl`` / ``.log``)."""
-    return f"{file_tag(backend)}-{workload}-{load}"
+def point_name(backend: str, workload: str, load: str, repeat: int | None = None) -> str:
+    """The stem of a point's files under ``logs`` (``bench-<name>.jsonl`` / ``.log``); ``repeat``: the round of a
+    ``--rounds`` run after the first (``-round<N>``)."""
+    stem = f"{file_tag(backend)}-{workload}-{load}"
+    return stem if repeat is None else f"{stem}-round{repeat}"
 
 
 def point_file(logs: Path, name: str, suffix: str) -> Path:
@@ -649,7 +726,9 @@ def point_file(logs: Path, name: str, suffix: str) -> Path:
 
 def bench_result(logs: Path, row: dict) -> Path:
     """The bench_serving result file a point row's run kept under ``logs`` (``run_point`` writes it)."""
-    name = point_name(str(row.get("backend")), str(row.get("workload")), str(row.get("load")))
+    repeat = row.get("round")
+    name = point_name(str(row.get("backend")), str(row.get("workload")), str(row.get("load")),
+                      int(repeat) if isinstance(repeat, int) else None)
     return point_file(logs, name, ".jsonl")
 
 

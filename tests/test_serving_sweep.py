@@ -732,3 +732,58 @@ def test_a_server_starts_when_a_pending_point_fits_its_budget(tmp_path: Path, mo
     run = serving_sweep.Sweep(serving_sweep.parse_args([*base, "--expected-start-s", "5"]))  # its check first
     run.run_backend("ref")
     assert "< --min-server-s" in capsys.readouterr().out
+
+
+def test_rounds_alternate_backends_resume_and_report_the_spread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    """``--rounds 2``: every backend once per round, in order; a point is pending in round r while measured at most r
+    times (so a cut-short call goes on where it stopped); later measurements carry their number in the row and file
+    names; results.md's 'Repeated points' gives each backend's median, range and ratio to the reference."""
+    import serving_sweep
+
+    monkeypatch.setattr(sweep, "default_workloads", tiny_workloads)
+    out = tmp_path / "out"
+    argv = ["--backends", "ref,pat", "--workloads", "tiny", "--loads", "c4", "--rounds", "2", "--out", str(out),
+            "--cache-dir", str(tmp_path / "cache"), "--no-preflight"]
+    with pytest.raises(SystemExit):
+        serving_sweep.parse_args([*argv, "--rounds", "0"])
+    run = serving_sweep.Sweep(serving_sweep.parse_args(argv))
+    wid, sid = run.wids["tiny"], run.server_id
+
+    def measure(backend: str, ttft: float, tpot: float, tok_s: float) -> None:
+        run.store.append({"kind": "point", "backend": backend, "workload": "tiny", "load": "c4", "status": "ok",
+                          "workload_id": wid, "server_id": sid, "median_ttft_ms": ttft, "median_tpot_ms": tpot,
+                          "output_throughput": tok_s, "started": f"t{len(run.store.rows)}"})
+
+    assert [p.backend for p in run.pending("ref")] == ["ref"]
+    measure("ref", 60.0, 14.0, 4200.0)
+    assert run.pending("ref") == [] and len(run.pending("pat")) == 1  # round 0: ref done, pat not
+    run.round = 1
+    assert len(run.pending("ref")) == 1  # measured once: pending again in round 1
+    measure("ref", 70.0, 16.0, 4000.0)
+    assert run.pending("ref") == []
+    measure("pat", 66.0, 14.5, 4100.0)
+    measure("pat", 77.0, 17.0, 4150.0)
+    assert run.pending("pat") == []
+    # the row and file of a point's second measurement
+    assert serving_sweep.bench_result(out / "logs", {"backend": "pat@ref", "workload": "tiny", "load": "c4",
+                                                     "round": 2}).name == "bench-pat-ref-tiny-c4-round2.jsonl"
+    assert serving_sweep.bench_result(out / "logs", {"backend": "ref", "workload": "tiny", "load": "c4"}
+                                      ).name == "bench-ref-tiny-c4.jsonl"
+    lines = serving_sweep.repeated_points_section(run.store, "ref")
+    text = "\n".join(lines)
+    assert "## Repeated points" in text
+    # ref: TTFT median 65 [60 - 70]; pat: 71.5 [66 - 77], 71.5 / 65 = 1.100; throughput 4125 / 4100
+    assert "| tiny | c4 | ref | 2 | 65.00 [60.00 - 70.00] | 1.000 | 15.00 [14.00 - 16.00] | 1.000 |" in text
+    assert "| tiny | c4 | pat | 2 | 71.50 [66.00 - 77.00] | 1.100 | 15.75 [14.50 - 17.00] | 1.050 |" in text
+    assert "4125.00 [4100.00 - 4150.00] | 1.006 |" in text
+    assert text.count("| tiny | c4 | pat | ") == 3  # its summary line and its two measurements
+    # a point measured once by every backend has no such section
+    once = sweep.ResultStore(tmp_path / "once.jsonl")
+    once.append({**run.store.rows[-1]})
+    assert serving_sweep.repeated_points_section(once, "ref") == []
+    # the rounds' order: ref, pat, ref, pat (one server start each)
+    calls: list[tuple[int, str]] = []
+    monkeypatch.setattr(serving_sweep.Sweep, "run_backend", lambda self, backend: calls.append((self.round, backend)))
+    assert serving_sweep.main([*argv[:-1], "--out", str(tmp_path / "o2"), "--no-preflight"]) == 0
+    assert calls == [(0, "ref"), (0, "pat"), (1, "ref"), (1, "pat")]
