@@ -34,6 +34,7 @@ from __future__ import annotations
 import itertools
 import operator
 import threading
+import time
 import weakref
 from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
@@ -54,10 +55,13 @@ _FEW = 16  # rows up to which a per-row Python loop costs less than making an ar
 # Joiners (rows read, or entries made) beyond which they are handled as one wave (``ChainTable._read_wave``,
 # ``make_entries``): a wave's fixed ~15 numpy calls cost less than ~10 us of small calls per joiner from here on.
 _WAVE = 16
-# References to a replaced batch's objects (requests, entries, radix nodes) dropped per publishing call: a wave replaces
-# a whole batch whose finished requests were last held by the table's snapshot, and freeing 256 of them at once took
-# ~1-1.5 ms of the wave's publishing on the 2-core VM (``ChainTable.retire``); 64 a call bound that to ~0.3 ms.
-_RELEASE = 64
+# Retired references (``ChainTable.retire``) dropped per round of ``release``, and the host time a publishing call
+# spends on them: a wave replaces a whole batch whose finished requests were last held by the table's snapshot, and
+# freeing 256 of them at once took ~1-1.5 ms of the wave's call on the 2-core VM; ~50 us a call spreads that over ~30
+# calls without lifting their p99 much. Beyond ``_RETIRED_CAP`` held (waves every step) the excess goes at once.
+_RELEASE = 8
+_RELEASE_S = 50e-6
+_RETIRED_CAP = 4096
 
 
 def is_wave(read: int, size: int) -> bool:
@@ -496,30 +500,35 @@ class ChainTable:
     _rows_of_node: dict[int, set[int]] = field(default_factory=dict, repr=False)  # radix node id -> rows through it
     _row_paths: _RowPaths = field(default_factory=_RowPaths, repr=False)  # each row's entry as arrays
     _tally: _Tally = field(default_factory=_Tally, repr=False)  # distinct cached tokens of the last published batch
-    # References to the objects of batches a wave replaced, dropped ``_RELEASE`` a call (``retire``, ``release``).
+    # References to the objects of batches a wave replaced, dropped a few per call (``retire``, ``release``).
     # Only the publishing thread touches it.
     _retired: list = field(default_factory=list, repr=False)
 
 
     def retire(self, snap: _Snapshot | None) -> None:
-        """Keep the objects of the batch a wave is replacing (its request list's requests, its entries, the snapshot's
-        last nodes) alive for ``release`` to drop a few at a time. Without this the wave's own call frees them, where
+        """Keep the objects of the batch a wave is replacing (its request list's requests, the snapshot's last nodes)
+        alive for ``release`` to drop a few at a time. Without this the wave's own call frees them, where
         the snapshot's list is the last reference to the finished requests: what freeing them costs is spread over the
         next calls instead of added to the wave's (the requests live a few steps longer)."""
-        retired = self._retired
-        if snap is not None:
-            for held in (snap.reqs, snap.nodes):
-                if held is not None:
-                    retired.extend(held)
-        if self.batch is not None and self.batch.entries is not None:
-            retired.extend(self.batch.entries)
+        if snap is None:
+            return
+        for held in (snap.reqs, snap.nodes):  # (the entries cost little to free: the backend drops them in its step)
+            if held is not None:
+                self._retired.extend(held)
 
     def release(self) -> None:
-        """Drop up to ``_RELEASE`` retired references (a quarter of them if more, so a run of waves cannot pile them
-        up); called once per publishing, before the batch is read."""
+        """Drop retired references ``_RELEASE`` at a time for about ``_RELEASE_S`` (all beyond ``_RETIRED_CAP`` at
+        once, so a run of waves cannot pile them up); called once per publishing, before the batch is read."""
         retired = self._retired
-        if retired:
-            del retired[-max(_RELEASE, len(retired) // 4):]
+        if not retired:
+            return
+        if len(retired) > _RETIRED_CAP:
+            del retired[_RETIRED_CAP:]
+        deadline = time.perf_counter() + _RELEASE_S
+        while retired:
+            del retired[-_RELEASE:]
+            if time.perf_counter() >= deadline:
+                break
 
     def take_publish_s(self) -> float:
         """The host seconds of the last publishing not yet taken (0.0 if taken, or if none ran since): each
