@@ -64,10 +64,11 @@ _RELEASE_S = 50e-6
 _RETIRED_CAP = 4096
 
 
-def is_wave(read: int, size: int) -> bool:
-    """Whether reading ``read`` rows of a batch of ``size`` is a wave: more than ``_WAVE`` rows, and a quarter of the
-    batch (the batch's tally is then counted afresh and the replaced batch's objects retired)."""
-    return read > _WAVE and 4 * read > size
+def is_wave(changed: int, size: int) -> bool:
+    """Whether ``changed`` new entries in a batch of ``size`` are a wave: more than ``_WAVE``, and a quarter of the
+    batch (the batch's tally is then counted afresh and the replaced batch's objects retired). Rows read again with
+    their entries unchanged (a split through a shared node) do not count: the tally's own update skips them for free."""
+    return changed > _WAVE and 4 * changed > size
 
 
 def newest(log: Sequence, n: int) -> list:
@@ -611,7 +612,7 @@ class ChainTable:
                 self._snap = _snapshot(root, idxs, rids, generations, last_nodes, snap.batch, splits, reqs, recached)
                 self._republish(self._snap, seq_lens)
                 return
-            if is_wave(len(read), len(idxs)):
+            if is_wave(len(changed), len(idxs)):
                 self.retire(snap)
             serial = self.batch.serial + 1 if self.batch is not None else 0
             absent = _absent(batch_entries)
@@ -716,29 +717,29 @@ class ChainTable:
                 a.setflags(write=False)
             before = self._tally.by_row
             moves = None
-            wave = is_wave(len(read), len(rows_list))
+            wave = is_wave(len(changed), len(rows_list))
             if wave:
                 self.retire(snap)
             elif len(before) == last.rows.shape[0]:  # the tally holds the last batch's rows: it can move by the change
                 get = self.entries.get
                 touched = [(r, get(r)) for r in itertools.chain(now.difference(before), (t[0] for t in read))]
                 moves = (before.keys() - now, touched)
-            distinct, paths = self._tally_of(rows, rows_list, batch_entries, len(read), moves)
+            distinct, paths = self._tally_of(rows, rows_list, batch_entries, len(changed), moves)
             self.batch = PublishedBatch(rows, rids, serial, batch_entries, cached, gens, _absent(batch_entries),
                                         seq_lens, distinct, paths)
             self._snap = _rows_snapshot(root, self.batch, splits, reqs, recached)
         return True
 
     def _tally_of(
-        self, rows: np.ndarray, rows_list: list[int], entries: tuple, read: int,
+        self, rows: np.ndarray, rows_list: list[int], entries: tuple, changed: int,
         moves: tuple[Iterable[int], list[tuple[int, ChainEntry | None]]] | None,
     ) -> tuple[int, _LazyPaths]:
         """The batch's distinct cached tokens (moving ``_tally`` to it) and its lazy paths (under the lock, after its
-        entries were written). ``read``: how many of its rows were read; ``moves``: (rows that left, rows touched with
-        their entries) when the tally can move by the change alone. A wave (more than ``_WAVE`` rows read, and a
-        quarter of the batch) is counted afresh from the batch's paths, which its ``_LazyPaths`` then keeps."""
+        entries were written). ``changed``: how many of its rows got a new entry; ``moves``: (rows that left, rows
+        touched with their entries) when the tally can move by the change alone. A wave (``is_wave``) is counted afresh
+        from the batch's paths, which its ``_LazyPaths`` then keeps."""
         tally = self._tally
-        if is_wave(read, len(rows_list)) and len(set(rows_list)) == len(rows_list):
+        if is_wave(changed, len(rows_list)) and len(set(rows_list)) == len(rows_list):
             value = self._row_paths.paths(rows)
             return tally.rebuild(rows_list, entries, value[1], value[2]), _LazyPaths(
                 self._row_paths, rows, entries, self.lock, value
