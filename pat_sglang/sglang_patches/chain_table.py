@@ -109,11 +109,16 @@ class ChainEntry:
         made: ``make_entries`` makes them for a whole wave of joiners at once, and ``__post_init__``'s ~25 small
         numpy and Python calls per entry were most of a wave's cost."""
         entry = object.__new__(cls)
-        # a frozen dataclass keeps its fields in the instance dict: one update sets them all (six
-        # ``object.__setattr__`` calls cost twice as much, 256 times per wave)
-        entry.__dict__.update(
-            rid=rid, generation=generation, signature=signature, keys=keys, lengths=lengths, cached_len=cached_len
-        )
+        # ``object.__setattr__`` as the frozen dataclass's own ``__init__`` does, not ``entry.__dict__.update`` (~0.3 us
+        # faster): that makes each entry a real dict object (an extra GC-tracked container), unlike the entries the
+        # per-joiner path makes
+        put = object.__setattr__
+        put(entry, "rid", rid)
+        put(entry, "generation", generation)
+        put(entry, "signature", signature)
+        put(entry, "keys", keys)
+        put(entry, "lengths", lengths)
+        put(entry, "cached_len", cached_len)
         return entry
 
 
