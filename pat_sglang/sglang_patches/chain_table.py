@@ -12,6 +12,16 @@ after the step. An entry is only trusted for the request it was published for: i
 request id and ``ReqToTokenPool.req_generation`` of its row, which SGLang bumps whenever the row is
 handed to a new request.
 
+Waves: when a whole batch is replaced at once (a closed loop of equal output lengths: 256 requests join in one step),
+per-joiner Python was the cost (the chain walked, an entry's arrays made, its row and node index written: ~13-19 us a
+joiner on a 2-core VM). A step that reads more than ``_WAVE`` rows reads them as one wave: signatures through the
+batch's memo with the common joiner (its node under the root or under a node read already) inline, the reads noted
+with C loops and one array write, all the entries' arrays made from one table (``make_entries``), the row paths
+written in a few scattered writes (``_RowPaths.set_many``), and, if it is a quarter of the batch, the tally counted
+afresh from the batch's paths. The state left is the one the per-joiner path leaves (tests/test_publish_wave.py). The
+replaced batch's objects are retired and dropped a few per call (``ChainTable.retire``): the table's snapshot held the
+last reference to its finished requests, and freeing 256 of them at once was a millisecond of the wave's call.
+
 One table per ``ReqToTokenPool``: a ``req_pool_idx`` only means something within its pool, and every
 TP/DP rank's scheduler has its own pool (and radix tree). SGLang 0.5.17 runs each rank in its own
 process, but nothing here relies on that: ``chain_table_for`` keys tables by the pool object, the PAT
@@ -24,7 +34,9 @@ from __future__ import annotations
 import itertools
 import operator
 import threading
+import time
 import weakref
+from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +52,23 @@ Signature = tuple[tuple[int, int, int], ...]
 _EMPTY = np.zeros(0, dtype=np.int64)
 _EMPTY.setflags(write=False)
 _FEW = 16  # rows up to which a per-row Python loop costs less than making an array of them
+# Joiners (rows read, or entries made) beyond which they are handled as one wave (``ChainTable._read_wave``,
+# ``make_entries``): a wave's fixed ~15 numpy calls cost less than ~10 us of small calls per joiner from here on.
+_WAVE = 16
+# Retired references (``ChainTable.retire``) dropped per round of ``release``, and the host time a publishing call
+# spends on them: a wave replaces a whole batch whose finished requests were last held by the table's snapshot, and
+# freeing 256 of them at once took ~1-1.5 ms of the wave's call on the 2-core VM; ~50 us a call spreads that over ~30
+# calls without lifting their p99 much. Beyond ``_RETIRED_CAP`` held (waves every step) the excess goes at once.
+_RELEASE = 8
+_RELEASE_S = 50e-6
+_RETIRED_CAP = 4096
+
+
+def is_wave(changed: int, size: int) -> bool:
+    """Whether ``changed`` new entries in a batch of ``size`` are a wave: more than ``_WAVE``, and a quarter of the
+    batch (the batch's tally is then counted afresh and the replaced batch's objects retired). Rows read again with
+    their entries unchanged (a split through a shared node) do not count: the tally's own update skips them for free."""
+    return changed > _WAVE and 4 * changed > size
 
 
 def newest(log: Sequence, n: int) -> list:
@@ -71,6 +100,68 @@ class ChainEntry:
         object.__setattr__(self, "lengths", lengths)
         object.__setattr__(self, "cached_len", sum(tokens for _, _, tokens in self.signature))
 
+    @classmethod
+    def with_arrays(
+        cls, rid: Hashable, generation: int | None, signature: Signature, keys: np.ndarray, lengths: np.ndarray,
+        cached_len: int,
+    ) -> ChainEntry:
+        """The entry of ``signature`` with its ``keys``/``lengths`` (read-only, root first) and ``cached_len`` already
+        made: ``make_entries`` makes them for a whole wave of joiners at once, and ``__post_init__``'s ~25 small
+        numpy and Python calls per entry were most of a wave's cost."""
+        entry = object.__new__(cls)
+        # ``object.__setattr__`` as the frozen dataclass's own ``__init__`` does, not ``entry.__dict__.update`` (~0.3 us
+        # faster): that makes each entry a real dict object (an extra GC-tracked container), unlike the entries the
+        # per-joiner path makes
+        put = object.__setattr__
+        put(entry, "rid", rid)
+        put(entry, "generation", generation)
+        put(entry, "signature", signature)
+        put(entry, "keys", keys)
+        put(entry, "lengths", lengths)
+        put(entry, "cached_len", cached_len)
+        return entry
+
+
+@dataclass(frozen=True)
+class Wave:
+    """The entries ``make_entries`` made for a wave of rows, with the flat arrays they are views of (what
+    ``_RowPaths.set_many`` writes): entry ``i`` is ``keys[starts[i]:starts[i] + depths[i]]``."""
+
+    rows: list[int]
+    entries: list[ChainEntry]
+    keys: np.ndarray  # int64, every entry's node ids, root first, entries in order (read-only)
+    lengths: np.ndarray  # int64, their tokens
+    depths: np.ndarray  # int64 [entries]
+    starts: np.ndarray  # int64 [entries]
+    cached: np.ndarray  # int64 [entries] each entry's cached_len
+
+
+def make_entries(changed: Sequence[tuple[int, Hashable, int | None, Signature]]) -> Wave:
+    """The ``ChainEntry`` of every (row, rid, generation, signature) of ``changed`` from one set of arrays: all the
+    signatures flattened into one table, each entry's ``keys``/``lengths`` a slice of it and its ``cached_len`` a
+    difference of one running sum. Equal to ``ChainEntry(rid, generation, signature)`` each (the same values; the
+    arrays are slices of a shared read-only base instead of each entry's own)."""
+    sigs = [c[3] for c in changed]
+    depth_list = list(map(len, sigs))
+    total = sum(depth_list)
+    flat = itertools.chain.from_iterable(itertools.chain.from_iterable(map(reversed, sigs)))
+    table = np.fromiter(flat, np.int64, 3 * total).reshape(-1, 3)
+    keys, lengths = table[:, 0].copy(), table[:, 2].copy()  # contiguous, so every entry's slice is too
+    keys.setflags(write=False)  # slices of a read-only base are read-only: no setflags per entry
+    lengths.setflags(write=False)
+    depths = np.array(depth_list, dtype=np.int64)
+    ends = np.cumsum(depths)
+    starts = ends - depths
+    running = np.zeros(total + 1, dtype=np.int64)
+    np.cumsum(lengths, out=running[1:])
+    cached = running[ends] - running[starts]  # (np.add.reduceat would misread empty chains)
+    make = ChainEntry.with_arrays
+    entries = [
+        make(rid, gen, sig, keys[s:e], lengths[s:e], c)
+        for (_, rid, gen, sig), s, e, c in zip(changed, starts.tolist(), ends.tolist(), cached.tolist(), strict=True)
+    ]
+    return Wave([c[0] for c in changed], entries, keys, lengths, depths, starts, cached)
+
 
 def chain_signature(last_node: Any, root: Any, memo: dict[int, Signature | None] | None = None) -> Signature | None:
     """Cheap identity of the chain (no device copies); ``None`` when it cannot be read as a chain.
@@ -101,6 +192,30 @@ def chain_signature(last_node: Any, root: Any, memo: dict[int, Signature | None]
                 tail = ((int(n.id), int(value.data_ptr()), int(value.numel())),) + tail
         memo[id(n)] = tail
     return tail
+
+
+def wave_signatures(nodes: Sequence[Any], root: Any, memo: dict[int, Signature | None]) -> list[Signature | None]:
+    """``chain_signature(node, root, memo)`` of each of ``nodes``, the common case inline: a joiner whose last node
+    hangs off the root or off a node read already (in a wave, the shared system-prompt nodes are read for the first
+    joiner and every other one adds only its own node). Anything else goes through ``chain_signature``."""
+    get = memo.get
+    out: list[Signature | None] = []
+    for node in nodes:
+        sig = get(id(node), False)
+        if sig is False:
+            parent = getattr(node, "parent", None)
+            tail = () if parent is root else get(id(parent), False)
+            if parent is None or tail is False:
+                sig = chain_signature(node, root, memo)
+            else:
+                value = getattr(node, "value", None)
+                if tail is None or value is None or not hasattr(value, "data_ptr"):
+                    sig = None  # as chain_signature: an unreadable node or ancestor makes the chain unreadable
+                else:
+                    sig = ((int(node.id), int(value.data_ptr()), int(value.numel())),) + tail
+                memo[id(node)] = sig
+        out.append(sig)
+    return out
 
 
 @dataclass(frozen=True)
@@ -207,6 +322,26 @@ class _RowPaths:
         self.cached[row] = entry.cached_len
         self.version += 1
 
+    def set_many(self, wave: Wave) -> None:
+        """``set`` for every row of ``wave`` (distinct rows), in a few scattered writes. The arrays grow exactly as
+        the rows' ``set`` in turn would grow them."""
+        rows = wave.rows
+        if not rows:
+            return
+        have_rows, have_depth = self.keys.shape
+        if max(rows) >= have_rows or int(wave.depths.max()) > have_depth:
+            for row, d in zip(rows, wave.depths.tolist(), strict=True):
+                self._room(row + 1, d)
+        at = np.array(rows, dtype=np.int64)
+        depths = wave.depths
+        on = np.repeat(at, depths)
+        col = np.arange(wave.keys.shape[0], dtype=np.int64) - np.repeat(wave.starts, depths)
+        self.keys[on, col] = wave.keys
+        self.lengths[on, col] = wave.lengths
+        self.depth[at] = depths
+        self.cached[at] = wave.cached
+        self.version += len(rows)
+
     def clear(self, row: int) -> None:
         if row < self.depth.shape[0]:
             self.depth[row] = 0
@@ -253,13 +388,20 @@ class _LazyPaths:
 
     __slots__ = ("_entries", "_lock", "_rows", "_source", "_value", "_version")
 
-    def __init__(self, source: _RowPaths, rows: np.ndarray, entries: tuple, lock: threading.Lock) -> None:
-        self._source: _RowPaths | None = source
+    def __init__(
+        self,
+        source: _RowPaths,
+        rows: np.ndarray,
+        entries: tuple,
+        lock: threading.Lock,
+        value: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        self._source: _RowPaths | None = source if value is None else None
         self._version = source.version
         self._rows = rows
         self._entries = entries
         self._lock = lock
-        self._value: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._value = value  # gathered already (``ChainTable._tally_of`` needed them for a wave)
 
     def get(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._value is None:
@@ -310,6 +452,16 @@ class _Tally:
             by_row[row] = entry
         return self.total
 
+    def rebuild(self, rows: list[int], entries: tuple, keys: np.ndarray, tokens: np.ndarray) -> int:
+        """Move to the batch (distinct ``rows``, ``entries``) by counting it afresh from its flat paths (``keys``,
+        ``tokens``: ``PublishedBatch.paths``' node ids and tokens): for a wave, where most rows changed, one C-level
+        count of the batch's nodes costs less than a Python pass over the old and new entries' nodes. Its distinct
+        cached tokens."""
+        self.by_row = dict(zip(rows, entries, strict=True))
+        self.refs = dict(Counter(zip(keys.tolist(), tokens.tolist(), strict=True)))
+        self.total = sum(tokens for _, tokens in self.refs)
+        return self.total
+
     def _count(self, entry: ChainEntry | None, step: int) -> None:
         if entry is None:
             return
@@ -354,7 +506,35 @@ class ChainTable:
     _rows_of_node: dict[int, set[int]] = field(default_factory=dict, repr=False)  # radix node id -> rows through it
     _row_paths: _RowPaths = field(default_factory=_RowPaths, repr=False)  # each row's entry as arrays
     _tally: _Tally = field(default_factory=_Tally, repr=False)  # distinct cached tokens of the last published batch
+    # References to the objects of batches a wave replaced, dropped a few per call (``retire``, ``release``).
+    # Only the publishing thread touches it.
+    _retired: list = field(default_factory=list, repr=False)
 
+
+    def retire(self, snap: _Snapshot | None) -> None:
+        """Keep the objects of the batch a wave is replacing (its request list's requests, the snapshot's last nodes)
+        alive for ``release`` to drop a few at a time. Without this the wave's own call frees them, where
+        the snapshot's list is the last reference to the finished requests: what freeing them costs is spread over the
+        next calls instead of added to the wave's (the requests live a few steps longer)."""
+        if snap is None:
+            return
+        for held in (snap.reqs, snap.nodes):  # (the entries cost little to free: the backend drops them in its step)
+            if held is not None:
+                self._retired.extend(held)
+
+    def release(self) -> None:
+        """Drop retired references ``_RELEASE`` at a time for about ``_RELEASE_S`` (all beyond ``_RETIRED_CAP`` at
+        once, so a run of waves cannot pile them up); called once per publishing, before the batch is read."""
+        retired = self._retired
+        if not retired:
+            return
+        if len(retired) > _RETIRED_CAP:
+            del retired[_RETIRED_CAP:]
+        deadline = time.perf_counter() + _RELEASE_S
+        while retired:
+            del retired[-_RELEASE:]
+            if time.perf_counter() >= deadline:
+                break
 
     def take_publish_s(self) -> float:
         """The host seconds of the last publishing not yet taken (0.0 if taken, or if none ran since): each
@@ -416,18 +596,13 @@ class ChainTable:
                             self._pop_entry(idx)
         else:
             todo = range(len(idxs))
-        changed = []
+        read = [(idxs[i], rids[i], generations[i], last_nodes[i]) for i in todo]
         with self.lock:
-            for i in todo:
-                idx, rid, gen, node = idxs[i], rids[i], generations[i], last_nodes[i]
-                sig = self._reread(idx, rid, gen, node, root, memo)
-                if sig is not None:
-                    changed.append((idx, rid, gen, sig, node))
-        fresh = [(idx, ChainEntry(rid, gen, sig)) for idx, rid, gen, sig, _ in changed]
+            changed = self._read_rows(read, root, memo)
+        fresh = new_entries(changed)  # outside the lock: the backend may be reading the table
         with self.lock:
-            for idx, entry in fresh:
-                self._set_entry(idx, entry)
-            self.published += len(fresh)
+            self._set_entries(fresh)
+            self.published += len(changed)
             batch_entries = tuple(map(self.entries.get, idxs))
             if (
                 snap is not None
@@ -442,6 +617,8 @@ class ChainTable:
                 self._snap = _snapshot(root, idxs, rids, generations, last_nodes, snap.batch, splits, reqs, recached)
                 self._republish(self._snap, seq_lens)
                 return
+            if is_wave(len(changed), len(idxs)):
+                self.retire(snap)
             serial = self.batch.serial + 1 if self.batch is not None else 0
             absent = _absent(batch_entries)
             gens = np.array(generations, dtype=np.int64) if generations and None not in generations else None
@@ -450,8 +627,7 @@ class ChainTable:
             for a in (rows, cached, gens):
                 if a is not None:
                     a.setflags(write=False)
-            distinct = self._tally.update(idxs, batch_entries)
-            paths = _LazyPaths(self._row_paths, rows, batch_entries, self.lock)
+            distinct, paths = self._tally_of(rows, idxs, batch_entries, len(changed), None)
             self.batch = PublishedBatch(rows, tuple(rids), serial, batch_entries, cached, gens, absent, seq_lens,
                                         distinct, paths)
             self._snap = _snapshot(root, idxs, rids, generations, last_nodes, self.batch, splits, reqs, recached)
@@ -507,26 +683,17 @@ class ChainTable:
             # rows to read whatever their generation: marked as read for no generation (read again later if not in
             # this batch: never wrong, at most one extra read)
             self._mark_unread(hit.union(recached_rows))
-            todo = (self._row_gen[rows] != gens).nonzero()[0].tolist()
-            read = []
-            for i in todo:
-                req = reqs[i]
-                idx = int(rows[i])
-                if req.req_pool_idx != idx:  # rows and requests out of step: read everything
-                    return False
-                read.append((idx, req.rid, int(gens[i]), req.last_node))
+            todo = (self._row_gen[rows] != gens).nonzero()[0]
+            read = _requests_at(reqs, todo, rows, gens)
+            if read is None:  # rows and requests out of step: read everything
+                return False
             rows_list = rows.tolist()
             now = set(rows_list)
             for idx in hit.difference(now):  # rows outside this batch: stale, read when they return
                 self._pop_entry(idx)
             memo: dict[int, Signature | None] = {}
-            changed = []
-            for idx, rid, gen, node in read:
-                sig = self._reread(idx, rid, gen, node, root, memo)
-                if sig is not None:
-                    changed.append((idx, ChainEntry(rid, gen, sig)))
-            for idx, entry in changed:
-                self._set_entry(idx, entry)
+            changed = self._read_rows(read, root, memo)
+            self._set_entries(new_entries(changed))
             self.published += len(changed)
             self.by_rows += 1
             if len(rows_list) > 1:  # one itemgetter over the rows gives both tuples (of one row: the item itself)
@@ -554,17 +721,39 @@ class ChainTable:
             for a in (rows, cached, gens):
                 a.setflags(write=False)
             before = self._tally.by_row
-            if len(before) == last.rows.shape[0]:  # the tally holds the last batch's rows: move it by the change
+            moves = None
+            wave = is_wave(len(changed), len(rows_list))
+            if wave:
+                self.retire(snap)
+            elif len(before) == last.rows.shape[0]:  # the tally holds the last batch's rows: it can move by the change
                 get = self.entries.get
                 touched = [(r, get(r)) for r in itertools.chain(now.difference(before), (t[0] for t in read))]
-                distinct = self._tally.update_changes(before.keys() - now, touched)
-            else:
-                distinct = self._tally.update(rows_list, batch_entries)
-            paths = _LazyPaths(self._row_paths, rows, batch_entries, self.lock)
+                moves = (before.keys() - now, touched)
+            distinct, paths = self._tally_of(rows, rows_list, batch_entries, len(changed), moves)
             self.batch = PublishedBatch(rows, rids, serial, batch_entries, cached, gens, _absent(batch_entries),
                                         seq_lens, distinct, paths)
             self._snap = _rows_snapshot(root, self.batch, splits, reqs, recached)
         return True
+
+    def _tally_of(
+        self, rows: np.ndarray, rows_list: list[int], entries: tuple, changed: int,
+        moves: tuple[Iterable[int], list[tuple[int, ChainEntry | None]]] | None,
+    ) -> tuple[int, _LazyPaths]:
+        """The batch's distinct cached tokens (moving ``_tally`` to it) and its lazy paths (under the lock, after its
+        entries were written). ``changed``: how many of its rows got a new entry; ``moves``: (rows that left, rows
+        touched with their entries) when the tally can move by the change alone. A wave (``is_wave``) is counted afresh
+        from the batch's paths, which its ``_LazyPaths`` then keeps."""
+        tally = self._tally
+        if is_wave(changed, len(rows_list)) and len(set(rows_list)) == len(rows_list):
+            value = self._row_paths.paths(rows)
+            return tally.rebuild(rows_list, entries, value[1], value[2]), _LazyPaths(
+                self._row_paths, rows, entries, self.lock, value
+            )
+        if moves is not None:
+            distinct = tally.update_changes(*moves)
+        else:
+            distinct = tally.update(rows_list, entries)
+        return distinct, _LazyPaths(self._row_paths, rows, entries, self.lock)
 
     def _split_since(
         self, snap: _Snapshot | None, root: Any, splits: int | None, split_log: Sequence[int | None] | None
@@ -676,6 +865,70 @@ class ChainTable:
             return sig
         return None
 
+    def _read_rows(self, read: list[tuple[int, Hashable, int | None, Any]], root: Any,
+                   memo: dict[int, Signature | None]) -> list[tuple[int, Hashable, int | None, Signature]]:
+        """``_reread`` of each (row, rid, generation, last node) of ``read``, in order (under the lock): the rows that
+        need a new entry, with their signatures. A wave of distinct rows is read at once (``_read_wave``)."""
+        if len(read) > _WAVE and _distinct(read):
+            return self._read_wave(read, root, memo)
+        changed = []
+        for idx, rid, gen, node in read:
+            sig = self._reread(idx, rid, gen, node, root, memo)
+            if sig is not None:
+                changed.append((idx, rid, gen, sig))
+        return changed
+
+    def _read_wave(self, read: list[tuple[int, Hashable, int | None, Any]], root: Any,
+                   memo: dict[int, Signature | None]) -> list[tuple[int, Hashable, int | None, Signature]]:
+        """``_read_rows`` of distinct rows: the same state as their ``_reread`` in turn, with the reads noted in C
+        loops and one array write (the rows' reads do not touch each other's rows). Under the lock."""
+        idxs = [r[0] for r in read]
+        sigs = wave_signatures([r[3] for r in read], root, memo) if root is not None else [None] * len(read)
+        olds = list(map(self.entries.get, idxs))
+        self._read_as.update(zip(idxs, (r[1:] for r in read), strict=True))  # (rid, generation, last node) each
+        self._row_room_each(idxs)
+        self._row_gen[idxs] = [-1 if r[2] is None else r[2] for r in read]
+        row_rid = self._row_rid
+        for idx, r in zip(idxs, read, strict=True):
+            row_rid[idx] = r[1]
+        changed = []
+        for (idx, rid, gen, _), sig, old in zip(read, sigs, olds, strict=True):
+            if sig is None:
+                self._pop_entry(idx)
+            elif old is None or old.rid != rid or old.generation != gen or old.signature != sig:
+                changed.append((idx, rid, gen, sig))
+        return changed
+
+    def _row_room_each(self, idxs: list[int]) -> None:
+        """``_row_room(idx + 1)`` for each of ``idxs`` in turn (the arrays grow as the rows' own calls would grow
+        them), in one check when they all fit already."""
+        if idxs and max(idxs) >= self._row_gen.shape[0]:
+            for idx in idxs:
+                self._row_room(idx + 1)
+
+    def _set_entries(self, made: Wave | list[tuple[int, ChainEntry]]) -> None:
+        """``_set_entry`` of each (row, entry) of ``new_entries``' output, in order (under the lock); a wave's row
+        paths in one write."""
+        if not isinstance(made, Wave):
+            for idx, entry in made:
+                self._set_entry(idx, entry)
+            return
+        entries, row_entry, rows_of_node, unindex = self.entries, self._row_entry, self._rows_of_node, self._unindex
+        self._row_room_each(made.rows)
+        for idx, entry in zip(made.rows, made.entries, strict=True):
+            old = entries.get(idx)
+            if old is not None:
+                unindex(idx, old)
+            entries[idx] = entry
+            row_entry[idx] = entry
+            for node_id, _, _ in entry.signature:
+                rows = rows_of_node.get(node_id)
+                if rows is None:
+                    rows_of_node[node_id] = {idx}
+                else:
+                    rows.add(idx)
+        self._row_paths.set_many(made)
+
     def _note_read(self, idx: int, rid: Hashable, gen: int | None, node: Any) -> None:
         """Row ``idx`` was read as (rid, generation, last node) (under the lock)."""
         self._read_as[idx] = (rid, gen, node)
@@ -755,8 +1008,45 @@ class ChainTable:
             self._rows_of_node.clear()
             self._row_paths = _RowPaths()
             self._tally = _Tally()
+            self._retired = []
             self.published = 0
             self.batch = None
+
+
+def _distinct(read: Sequence[tuple]) -> bool:
+    """Whether the rows (first items) of ``read`` are distinct (a wave's batched writes assume it)."""
+    return len({r[0] for r in read}) == len(read)
+
+
+def new_entries(
+    changed: list[tuple[int, Hashable, int | None, Signature]],
+) -> Wave | list[tuple[int, ChainEntry]]:
+    """The entries of ``changed`` (row, rid, generation, signature), for ``ChainTable._set_entries``: a ``Wave`` of
+    distinct rows made at once, or (a few rows) one ``ChainEntry`` each."""
+    if len(changed) > _WAVE and _distinct(changed):
+        return make_entries(changed)
+    return [(idx, ChainEntry(rid, gen, sig)) for idx, rid, gen, sig in changed]
+
+
+def _requests_at(
+    reqs: list, todo: np.ndarray, rows: np.ndarray, gens: np.ndarray
+) -> list[tuple[int, Hashable, int, Any]] | None:
+    """(row, rid, generation, last node) of the requests at the positions ``todo`` of the batch (``rows``/``gens``:
+    the batch's rows and their generations), picked with C loops; None if a request's ``req_pool_idx`` is not its
+    row."""
+    if todo.shape[0] == 0:
+        return []
+    positions = todo.tolist()
+    picked = [reqs[i] for i in positions]
+    at = rows[todo].tolist()
+    if list(map(_POOL_IDX, picked)) != at:
+        return None
+    return list(zip(at, map(_RID, picked), gens[todo].tolist(), map(_LAST_NODE, picked), strict=True))
+
+
+_POOL_IDX = operator.attrgetter("req_pool_idx")
+_RID = operator.attrgetter("rid")
+_LAST_NODE = operator.attrgetter("last_node")
 
 
 def _unchanged(snap: _Snapshot, idxs: list, rids: list, gens: list, nodes: list, stable: bool) -> bool:

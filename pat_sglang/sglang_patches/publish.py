@@ -56,6 +56,7 @@ def publish_decode_batch(batch: Any, table: ChainTable | None = None) -> None:
 
 def _publish(batch: Any, table: ChainTable) -> None:
     """``publish_decode_batch`` of a decode batch into an enabled ``table``."""
+    table.release()  # a few of the objects of a batch a wave replaced (here: it is publishing's work, timed with it)
     cache = getattr(batch, "tree_cache", None)
     root = getattr(cache, "root_node", None)  # None: no radix cache
     pool = getattr(batch, "req_to_token_pool", None)

@@ -1,0 +1,342 @@
+"""Publishing a wave of joiners: many rows read in one step (``ChainTable._read_wave``), their entries made from one
+set of arrays (``make_entries``), their row paths written at once (``_RowPaths.set_many``), the tally counted afresh
+and the replaced batch's objects retired (``ChainTable.retire``/``release``).
+
+Two checks per step: the table's whole state (entries, reads, per-row arrays and lists, node index, row paths, tally,
+published batch) equals that of a table fed the same batches one joiner at a time (the wave threshold raised past any
+batch), and every published chain is its request's radix path walked from the root (an independent reading of the
+harness's real SGLang ``RadixCache``). Waves with shared and unshared chains, requests without a radix node or with an
+unreadable one, waves read by rows and in full, and a wave followed by radix splits."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from sglang_harness import RadixHarness
+
+from pat_sglang.sglang_patches import chain_table as ct
+from pat_sglang.sglang_patches.chain_table import ChainEntry, ChainTable, _RowPaths, chain_signature, make_entries
+from pat_sglang.sglang_patches.core import COUNT_RADIX_RECACHING, COUNT_RADIX_SPLITS
+from pat_sglang.sglang_patches.publish import publish_decode_batch
+
+ONE_BY_ONE = 1 << 30  # a wave threshold no batch reaches: every joiner read and written on its own
+
+
+@pytest.fixture()
+def counters() -> Iterator[None]:
+    applied = [p for p in (COUNT_RADIX_SPLITS, COUNT_RADIX_RECACHING) if p.apply()]
+    yield
+    for p in applied:
+        p.remove()
+
+
+@contextlib.contextmanager
+def wave_threshold(n: int) -> Iterator[None]:
+    saved = ct._WAVE
+    ct._WAVE = n
+    try:
+        yield
+    finally:
+        ct._WAVE = saved
+
+
+def table_state(t: ChainTable) -> dict[str, Any]:
+    """Everything the table keeps, as plain comparable values (entries by value; radix nodes by identity)."""
+
+    def entry(e: ChainEntry | None) -> tuple | None:
+        if e is None:
+            return None
+        return (e.rid, e.generation, e.signature, e.keys.tolist(), e.lengths.tolist(), e.cached_len)
+
+    b = t.batch
+    batch = None
+    if b is not None:
+        batch = (
+            b.rows.tolist(), b.rids, b.serial, [entry(e) for e in b.entries or ()], b.cached.tolist(),
+            None if b.gens is None else b.gens.tolist(), b.absent,
+            None if b.seq_lens is None else b.seq_lens.tolist(), b.distinct_cached, [a.tolist() for a in b.paths],
+        )
+    paths = t._row_paths
+    return {
+        "entries": {row: entry(e) for row, e in t.entries.items()},
+        "read_as": {row: (rid, gen, id(node)) for row, (rid, gen, node) in t._read_as.items()},
+        "row_gen": t._row_gen.tolist(),
+        "row_rid": list(t._row_rid),
+        "row_entry": [entry(e) for e in t._row_entry],
+        "rows_of_node": {node: set(rows) for node, rows in t._rows_of_node.items()},
+        "row_paths": (paths.keys.tolist(), paths.lengths.tolist(), paths.depth.tolist(), paths.cached.tolist(),
+                      paths.version),
+        "tally": (dict(t._tally.refs), t._tally.total, {row: entry(e) for row, e in t._tally.by_row.items()}),
+        "batch": batch,
+        "counts": (t.published, t.reused, t.unread, t.by_rows),
+    }
+
+
+def radix_path(req: Any, root: Any) -> list[tuple[int, int]] | None:
+    """(node id, tokens) from the root down to ``req.last_node``, walked here (None: a node without a value)."""
+    path = []
+    node = req.last_node
+    while node is not root:
+        if node is None or node.value is None:
+            return None
+        path.append((node.id, len(node.value)))
+        node = node.parent
+    return path[::-1]
+
+
+def assert_radix_paths(h: RadixHarness, live: list[int], table: ChainTable) -> None:
+    """The published batch is the requests' rows, ids and generations, each chain its radix path from the root."""
+    b = table.batch
+    reqs = [h.reqs[i] for i in live]
+    root = h.cache.root_node
+    assert b.rows.tolist() == [r.req_pool_idx for r in reqs]
+    assert list(b.rids) == [r.rid for r in reqs]
+    gens = h.req_to_token_pool.req_generation
+    assert b.gens.tolist() == [int(gens[r.req_pool_idx]) for r in reqs]
+    want_paths: list[list[tuple[int, int]] | None] = [radix_path(r, root) for r in reqs]
+    distinct: set[tuple[int, int]] = set()
+    for i, (req, e, want) in enumerate(zip(reqs, b.entries, want_paths, strict=True)):
+        if want is None:
+            assert e is None, i
+            continue
+        assert e is not None and e.rid == req.rid and e.generation == int(gens[req.req_pool_idx])
+        assert list(zip(e.keys.tolist(), e.lengths.tolist(), strict=True)) == want, i
+        assert [(n, tokens) for n, _, tokens in reversed(e.signature)] == want
+        assert e.cached_len == sum(tokens for _, tokens in want) == int(b.cached[i])
+        assert not e.keys.flags.writeable and not e.lengths.flags.writeable
+        distinct.update(want)
+    assert b.absent == sum(w is None for w in want_paths)
+    assert b.distinct_cached == sum(tokens for _, tokens in distinct)
+    req_of, key, length = (a.tolist() for a in b.paths)
+    flat = [(i, n, tokens) for i, w in enumerate(want_paths) if w for n, tokens in w]
+    assert list(zip(req_of, key, length, strict=True)) == flat
+
+
+class Driver:
+    """One harness's batches published into a wave table (threshold ``wave``) and a one-joiner-at-a-time table, both
+    checked after every step. ``by_rows``: the batches carry their host rows (``publish_rows``); else they are read
+    in full (``publish_batch``)."""
+
+    def __init__(self, h: RadixHarness, by_rows: bool, wave: int = 0) -> None:
+        self.h, self.by_rows, self.wave = h, by_rows, wave
+        self.table, self.reference = ChainTable(enabled=True), ChainTable(enabled=True)
+        self.live: list[int] = []
+        self.batch = h.schedule_batch([])
+
+    def step(self, live: list[int], new_list: bool = True) -> None:
+        h = self.h
+        self.live = list(live)
+        if new_list:  # SGLang rebinds ScheduleBatch.reqs whenever requests join or leave
+            self.batch.reqs = [h.reqs[i] for i in self.live]
+        h.decode(steps=1, only=self.live)
+        self.batch.seq_lens_cpu = torch.tensor([h.seq_lens[i] for i in self.live], dtype=torch.int64)
+        if self.by_rows:
+            self.batch.req_pool_indices_cpu = torch.tensor([h.reqs[i].req_pool_idx for i in self.live])
+        with wave_threshold(self.wave):
+            publish_decode_batch(self.batch, self.table)
+        with wave_threshold(ONE_BY_ONE):
+            publish_decode_batch(self.batch, self.reference)
+        assert table_state(self.table) == table_state(self.reference)
+        assert_radix_paths(h, self.live, self.table)
+
+
+def prompts(rng: np.random.Generator, n: int, systems: list[list[int]] | None) -> list[list[int]]:
+    """``n`` prompts: a system prompt (a random cut of one of ``systems``) and own tokens; own tokens only without."""
+    out = []
+    for _ in range(n):
+        own = rng.integers(20000, 30000, size=int(rng.integers(2, 12))).tolist()
+        if systems:
+            system = systems[int(rng.integers(0, len(systems)))]
+            own = system[: int(rng.integers(len(system) // 2, len(system) + 1))] + own
+        out.append(own)
+    return out
+
+
+def join(h: RadixHarness, token_lists: list[list[int]]) -> list[int]:
+    start = len(h.reqs)
+    for tokens in token_lists:
+        h.add_request(tokens)
+    return list(range(start, len(h.reqs)))
+
+
+def finish(h: RadixHarness, done: list[int]) -> None:
+    for i in done:
+        h.req_to_token_pool.free(h.reqs[i])
+
+
+@pytest.mark.parametrize("by_rows", [True, False])
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("wave", [0, 16])
+def test_waves_publish_the_one_by_one_state(counters, by_rows: bool, shared: bool, wave: int) -> None:
+    """A closed loop: a whole batch joins at once, decodes, and is replaced at once by the next wave (rows reused, so
+    generations move), with a few single joins and finishes between; shared system prompts (a few radix nodes under
+    every chain) or none. Every step's table equals the one-by-one table's, and its chains are the radix paths."""
+    rng = np.random.default_rng(7 + 2 * shared + by_rows)
+    h = RadixHarness(max_reqs=96, max_context=512, num_slots=1 << 16)
+    systems = [rng.integers(1000 * (s + 1), 1000 * (s + 2), size=64).tolist() for s in range(4)] if shared else None
+    d = Driver(h, by_rows, wave)
+    live = join(h, prompts(rng, 40, systems))
+    d.step(live)
+    for _ in range(3):
+        d.step(live, new_list=False)
+    for _ in range(3):  # waves: the whole batch finishes and the next one joins in one step
+        finish(h, live)
+        live = join(h, prompts(rng, 40, systems))
+        d.step(live)
+        d.step(live, new_list=False)
+        gens = h.req_to_token_pool.req_generation
+        for i in live:  # every row's generation moves under the same requests: a wave of re-reads of unchanged chains
+            gens[h.reqs[i].req_pool_idx] += 1
+        d.step(live)
+        finish(h, live[:2])  # a couple leave, one joins: an ordinary changed step between the waves
+        live = live[2:] + join(h, prompts(rng, 1, systems))
+        d.step(live)
+    assert d.table.published == d.reference.published
+    if by_rows:
+        assert d.table.by_rows >= 3
+
+
+@pytest.mark.parametrize("by_rows", [True, False])
+def test_a_wave_with_requests_without_a_radix_node(counters, by_rows: bool) -> None:
+    """Joiners whose last node is the root (nothing cached: an empty chain) or has no value (an unreadable chain:
+    published as absent, and read again while it stays so) in the middle of a wave."""
+    rng = np.random.default_rng(3)
+    h = RadixHarness(max_reqs=64, max_context=512, num_slots=1 << 15)
+    systems = [rng.integers(1000, 2000, size=48).tolist()]
+    d = Driver(h, by_rows)
+    live = join(h, prompts(rng, 30, systems))
+    for i in live[3:9]:
+        h.reqs[i].last_node = h.cache.root_node
+    held = h.reqs[live[10]].last_node
+    value = held.value
+    held.value = None
+    d.step(live)
+    assert d.table.batch.absent == 1 and sum(e is not None and e.cached_len == 0 for e in d.table.batch.entries) == 6
+    d.step(live)
+    held.value = value
+    h.req_to_token_pool.req_generation[h.reqs[live[10]].req_pool_idx] += 1  # the row is read again
+    d.step(live)
+    assert d.table.batch.absent == 0
+    finish(h, live)
+    live = join(h, prompts(rng, 30, systems))
+    h.reqs[live[0]].last_node = None  # no node at all: unreadable
+    d.step(live)
+    assert d.table.batch.entries[0] is None
+
+
+@pytest.mark.parametrize("by_rows", [True, False])
+def test_a_wave_followed_by_splits(counters, by_rows: bool) -> None:
+    """After a wave on shared system prompts, arrivals split the shared nodes (a shorter cut of a prompt): the split
+    log makes the table re-read exactly the chains through them, wave-written entries and index included; then a
+    second wave joins on the split tree."""
+    rng = np.random.default_rng(5)
+    h = RadixHarness(max_reqs=128, max_context=512, num_slots=1 << 16)
+    systems = [rng.integers(1000 * (s + 1), 1000 * (s + 2), size=64).tolist() for s in range(2)]
+    d = Driver(h, by_rows)
+    live = join(h, [systems[i % 2] + [30000 + i] for i in range(36)])
+    d.step(live)
+    for cut in (40, 20, 52):  # each splits one shared node under every chain of its prompt
+        live = live + join(h, [systems[0][:cut] + [31000 + cut]])
+        d.step(live)
+        d.step(live, new_list=False)
+    finish(h, live)
+    live = join(h, prompts(rng, 36, systems))
+    d.step(live)
+    for cut in (10, 30):
+        live = live + join(h, [systems[1][:cut] + [32000 + cut]])
+        d.step(live)
+
+
+def test_release_drops_a_replaced_batch_a_few_references_at_a_time(counters) -> None:
+    """A wave read by rows retires the batch it replaces: its finished requests outlive the wave's own call, and
+    ``release`` (one call per publishing) drops them ``_RELEASE`` at a time until none is held."""
+    rng = np.random.default_rng(9)
+    h = RadixHarness(max_reqs=96, max_context=512, num_slots=1 << 16)
+    d = Driver(h, by_rows=True)
+    live = join(h, prompts(rng, 40, None))
+    d.step(live)
+    d.step(live, new_list=False)
+    finish(h, live)
+    gone = [weakref.ref(h.reqs[i]) for i in live]
+    h.reqs[live[0] : live[-1] + 1] = [None] * len(live)  # the harness no longer holds them: only the tables do
+    d.batch.reqs = []
+    live = join(h, prompts(rng, 40, None))
+    with wave_threshold(0):
+        d.step(live)
+    d.reference.clear()  # the reference table holds no request once cleared
+    gc.collect()
+    assert all(ref() is not None for ref in gone)  # the wave's call did not free them
+    held = len(d.table._retired)
+    assert held >= len(gone)
+    for _ in range(-(-held // ct._RELEASE)):
+        d.table.release()
+    assert not d.table._retired
+    gc.collect()
+    assert all(ref() is None for ref in gone)
+
+
+def test_make_entries_equals_one_entry_at_a_time() -> None:
+    """``make_entries`` gives what ``ChainEntry(rid, generation, signature)`` gives for each, empty chains included:
+    equal entries, equal arrays (read-only), equal cached lengths."""
+    rng = np.random.default_rng(2)
+    changed = []
+    for row in rng.permutation(200)[:120].tolist():
+        depth = int(rng.integers(0, 6))
+        sig = tuple((int(rng.integers(0, 1 << 40)), int(rng.integers(0, 1 << 48)), int(rng.integers(1, 9000)))
+                    for _ in range(depth))
+        changed.append((row, f"r{row}", int(rng.integers(0, 9)) if row % 7 else None, sig))
+    wave = make_entries(changed)
+    assert wave.rows == [c[0] for c in changed]
+    for (_, rid, gen, sig), got in zip(changed, wave.entries, strict=True):
+        want = ChainEntry(rid, gen, sig)
+        assert got == want and hash(got) == hash(want)
+        assert got.keys.tolist() == want.keys.tolist() and got.lengths.tolist() == want.lengths.tolist()
+        assert got.keys.dtype == want.keys.dtype == np.int64 and got.cached_len == want.cached_len
+        assert not got.keys.flags.writeable and not got.lengths.flags.writeable
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_row_paths_set_many_equals_set_in_turn(seed: int) -> None:
+    """``_RowPaths.set_many`` leaves the arrays (shapes from growth included) and version ``set`` in turn leaves."""
+    rng = np.random.default_rng(seed)
+    one, many = _RowPaths(), _RowPaths()
+    for _ in range(12):
+        rows = rng.permutation(int(rng.integers(20, 400)))[: int(rng.integers(1, 60))].tolist()
+        changed = []
+        for row in rows:
+            depth = int(rng.integers(0, 3 + 4 * seed))
+            sig = tuple((int(rng.integers(0, 1 << 30)), 0, int(rng.integers(1, 900))) for _ in range(depth))
+            changed.append((row, "r", 0, sig))
+        wave = make_entries(changed)
+        for row, entry in zip(rows, wave.entries, strict=True):
+            one.set(row, entry)
+        many.set_many(wave)
+        for name in ("keys", "lengths", "depth", "cached"):
+            assert np.array_equal(getattr(one, name), getattr(many, name)), name
+        assert one.version == many.version
+
+
+def test_wave_signatures_equal_chain_signature() -> None:
+    """``wave_signatures`` gives ``chain_signature``'s signatures and memo, for nodes under the root, under nodes read
+    before, the root itself, None, and nodes (or ancestors) without a value."""
+    rng = np.random.default_rng(4)
+    h = RadixHarness(max_reqs=64, max_context=512, num_slots=1 << 15)
+    systems = [rng.integers(1000, 2000, size=40).tolist()]
+    join(h, prompts(rng, 30, systems))
+    root = h.cache.root_node
+    nodes = [r.last_node for r in h.reqs] + [root, None, h.reqs[0].last_node]
+    h.reqs[5].last_node.value = None
+    h.reqs[7].last_node.parent.value = None
+    memo_one: dict = {}
+    memo_wave: dict = {}
+    want = [chain_signature(n, root, memo_one) for n in nodes]
+    assert ct.wave_signatures(nodes, root, memo_wave) == want
+    assert memo_wave == memo_one
+    assert want[5] is None and want[7] is None and want[-3] == ()
