@@ -787,3 +787,18 @@ def test_rounds_alternate_backends_resume_and_report_the_spread(tmp_path: Path, 
     monkeypatch.setattr(serving_sweep.Sweep, "run_backend", lambda self, backend: calls.append((self.round, backend)))
     assert serving_sweep.main([*argv[:-1], "--out", str(tmp_path / "o2"), "--no-preflight"]) == 0
     assert calls == [(0, "ref"), (0, "pat"), (1, "ref"), (1, "pat")]
+
+
+def test_prefill_graphs_option_reaches_the_command_and_the_settings_hash(tmp_path: Path) -> None:
+    import serving_sweep
+    from ab.server import server_command
+
+    base = ["--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c")]
+    off, on = serving_sweep.parse_args(base), serving_sweep.parse_args([*base, "--prefill-graphs"])
+    cmd_off = server_command(serving_sweep.server_config(off, "fa3", Path("/m"), 1))
+    cmd_on = server_command(serving_sweep.server_config(on, "pat@fa3", Path("/m"), 1))
+    assert "--disable-prefill-cuda-graph" in cmd_off and "--disable-prefill-cuda-graph" not in cmd_on
+    assert "--cuda-graph-max-bs-decode" in cmd_on  # decode graphs stay on either way
+    assert "prefill_graphs" not in serving_sweep.server_settings(off, "m")  # earlier rows keep their server_id
+    assert sweep.short_hash(serving_sweep.server_settings(on, "m")) != sweep.short_hash(
+        serving_sweep.server_settings(off, "m"))
