@@ -9,12 +9,24 @@ kernels do not serve, so callers (the SGLang backend) can fall back to another b
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
+from pathlib import Path
 
 import torch
+
+
+def cache_root() -> Path:
+    """Where compiled artefacts are kept between processes: ``$PAT_SGLANG_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/pat-sglang`` (``~/.cache/pat-sglang``); kernels under ``cubin/``, the host library under
+    ``host/``."""
+    root = os.environ.get("PAT_SGLANG_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pat-sglang"
+    )
+    return Path(root)
 
 
 def data_dir(package: str, repo_folder: str) -> Traversable:

@@ -32,6 +32,7 @@ from .config import (
     FP8_KV_DTYPES,
     SUPPORTED_HEAD_DIMS,
     HeadConfig,
+    cache_root,
     check_supported,
     data_dir,
     kv_pool_view,
@@ -68,10 +69,7 @@ def kernel_source() -> str:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("PAT_SGLANG_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pat-sglang"
-    )
-    return Path(root) / "cubin"
+    return cache_root() / "cubin"
 
 
 @dataclass(frozen=True)

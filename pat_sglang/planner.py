@@ -78,6 +78,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from . import host_core
 from .config import DeviceSpec, HeadConfig, TileTable, load_tile_table
 from .forest import PrefixForest
 
@@ -791,7 +792,14 @@ def _launch_costs(
         run_at = np.flatnonzero(new_run)
         return values[run_at].tolist(), np.add.reduceat(reps, run_at).tolist()
 
-    cost = _simulated_costs(bound.tolist(), chain_cost.tolist(), items.tolist(), runs, slots)
+    sim = host_core.simulator()
+    if sim is not None:  # the same simulation compiled: runs and heap in one call per candidate
+        makespan = sim.candidates(item_bytes, pair_reps, pair_durations, slots, RUN_BATCH_ITEMS)
+    else:
+        def makespan(c: int, limit: float) -> float:
+            return _greedy_makespan(*runs(c), slots, limit)
+
+    cost = _simulated_costs(bound.tolist(), chain_cost.tolist(), items.tolist(), makespan, slots)
     return np.array(cost), items
 
 
@@ -840,12 +848,13 @@ def _uniform_launch_costs(
         for f, d, t, chain in zip(dur_full, dur_last, total, chain_cost, strict=True)
     ]
 
-    def runs(c: int) -> tuple[list[float], list[int]]:
+    def makespan(c: int, limit: float) -> float:  # a few runs: the Python simulation costs little here
         if not full or dur_full[c] == dur_last[c]:
-            return [dur_last[c]], [items[c]]
-        return [dur_full[c], dur_last[c]] * num_packs, [splits[c] * full, splits[c]] * num_packs
+            return _greedy_makespan([dur_last[c]], [items[c]], slots, limit)
+        return _greedy_makespan([dur_full[c], dur_last[c]] * num_packs, [splits[c] * full, splits[c]] * num_packs,
+                                slots, limit)
 
-    return lengths, _simulated_costs(bound, chain_cost, items, runs, slots), items
+    return lengths, _simulated_costs(bound, chain_cost, items, makespan, slots), items
 
 
 def _pack_sums(values: list[float], num_packs: int) -> list[float]:
@@ -857,11 +866,12 @@ def _simulated_costs(
     bound: list[float],
     chain_cost: list[float],
     items: list[int],
-    runs: Callable[[int], tuple[list[float], list[int]]],
+    makespan: Callable[[int, float], float],
     slots: int,
 ) -> list[float]:
     """Each candidate's cost, given a lower bound of it (merge chain included), its merge chain cost, its items and
-    ``runs(c)``, its items in launch order as runs of equal durations (``_greedy_makespan``). Candidates are
+    ``makespan(c, limit)``, its launch simulated (``_greedy_makespan`` of its items in launch order, or the same
+    compiled: ``host_core``). Candidates are
     simulated in the order of their bounds; one whose bound exceeds the best cost found is not simulated (its cost is
     the bound: it cannot win), one whose items all start at once costs its bound (its longest item), and one that
     cannot beat the best stops early (its cost is then where it stopped, also above the best). Once no candidate
@@ -878,8 +888,7 @@ def _simulated_costs(
             if bound[c] < best <= bound[c] * (1.0 + SPLIT_COST_TOLERANCE):  # would save less than the tolerance
                 cost[c] = math.inf
                 continue
-            values, counts = runs(c)
-            cost[c] = _greedy_makespan(values, counts, slots, best - chain_cost[c]) + chain_cost[c]
+            cost[c] = makespan(c, best - chain_cost[c]) + chain_cost[c]
         best = min(best, cost[c])
     return cost
 

@@ -1,0 +1,155 @@
+/* The split search's launch simulation, compiled for the host (pat_sglang/host_core.py loads it with ctypes).
+
+   Role in pack-forward-merge: part of *pack*. The planner costs a few candidate KV split lengths per changed decode
+   step by simulating the forward launch: items in launch order, each started on the CTA slot that frees first
+   (pat_sglang/planner.py: _launch_costs, _greedy_makespan). In Python that simulation is a heap of a few hundred
+   steps per candidate plus numpy calls to lay the items out, ~35 us a candidate on the project's 2-core VM; here it
+   is one call of a few microseconds. The arithmetic is the Python version's, operation for operation, so the results
+   are equal bit for bit (tests/test_host_core.py).
+
+   pat_candidate_makespan: one candidate of _launch_costs. Its packs are laid out longest item first (a stable sort
+   of the packs by item_bytes, descending: numpy's argsort(-item_bytes, kind="stable")), each pack's full row blocks
+   before its last (reps / durs hold (full, last) pairs per pack), runs of equal durations merged, zero-item entries
+   dropped; then _greedy_makespan over those runs. */
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void sift_down(double *h, int64_t n, int64_t i) {
+    double v = h[i];
+    for (;;) {
+        int64_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && h[c + 1] < h[c]) c++;
+        if (h[c] >= v) break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = v;
+}
+
+static void heapify(double *h, int64_t n) {
+    for (int64_t i = n / 2 - 1; i >= 0; i--) sift_down(h, n, i);
+}
+
+static int ascending(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double largest(const double *loads, int64_t n) {
+    double m = loads[0];
+    for (int64_t i = 1; i < n; i++)
+        if (loads[i] > m) m = loads[i];
+    return m;
+}
+
+/* _greedy_makespan: loads has room for `slots` doubles; batch_items is RUN_BATCH_ITEMS. */
+double pat_greedy_makespan(const double *values, const int64_t *counts, int64_t n_runs, int64_t slots, double limit,
+                           int64_t batch_items, double *loads) {
+    int64_t filled = 0, r = 0, carry = 0;
+    /* the first wave: every slot starts at 0 */
+    for (;; r++) {
+        if (r == n_runs) return filled ? largest(loads, filled) : 0.0;
+        double d = values[r];
+        int64_t n = counts[r];
+        if (filled == 0 && n >= slots) { /* whole rounds, the rest one each: ascending, a heap as it is */
+            int64_t rounds = n / slots, rest = n % slots;
+            for (int64_t i = 0; i < slots - rest; i++) loads[i] = d * (double)rounds;
+            for (int64_t i = slots - rest; i < slots; i++) loads[i] = d * (double)(rounds + 1);
+            r++;
+            break;
+        }
+        int64_t room = slots - filled;
+        if (n < room) {
+            for (int64_t i = 0; i < n; i++) loads[filled++] = d;
+            continue;
+        }
+        for (int64_t i = 0; i < room; i++) loads[filled++] = d;
+        heapify(loads, slots);
+        carry = n - room; /* the run's rest goes on after the first wave */
+        if (carry == 0) r++;
+        break;
+    }
+    for (; r < n_runs; r++) {
+        double d = values[r];
+        int64_t n = carry ? carry : counts[r];
+        carry = 0;
+        if (n == 1) {
+            double end = loads[0] + d;
+            if (end > limit) return end;
+            loads[0] = end;
+            sift_down(loads, slots, 0);
+            continue;
+        }
+        if (n >= batch_items && largest(loads, slots) - loads[0] <= d) {
+            int64_t rounds = n / slots;
+            n = n % slots;
+            if (rounds) {
+                if (loads[0] + (double)rounds * d > limit) return loads[0] + (double)rounds * d;
+                double add = (double)rounds * d;
+                for (int64_t i = 0; i < slots; i++) loads[i] = loads[i] + add;
+            }
+            if (n) {
+                qsort(loads, (size_t)slots, sizeof(double), ascending);
+                if (loads[n - 1] + d > limit) return loads[n - 1] + d;
+                for (int64_t i = 0; i < n; i++) loads[i] = loads[i] + d;
+                heapify(loads, slots);
+            }
+            continue;
+        }
+        for (int64_t k = 0; k < n; k++) {
+            double end = loads[0] + d;
+            if (end > limit) return end;
+            loads[0] = end;
+            sift_down(loads, slots, 0);
+        }
+    }
+    return largest(loads, slots);
+}
+
+/* Stable merge sort of idx[0..n) by key descending (ties: the order they came in). */
+static void sort_descending(int64_t *idx, int64_t *tmp, const double *key, int64_t n) {
+    for (int64_t width = 1; width < n; width *= 2) {
+        for (int64_t lo = 0; lo < n; lo += 2 * width) {
+            int64_t mid = lo + width < n ? lo + width : n;
+            int64_t hi = lo + 2 * width < n ? lo + 2 * width : n;
+            int64_t i = lo, j = mid, k = lo;
+            while (i < mid && j < hi) tmp[k++] = key[idx[j]] > key[idx[i]] ? idx[j++] : idx[i++];
+            while (i < mid) tmp[k++] = idx[i++];
+            while (j < hi) tmp[k++] = idx[j++];
+        }
+        memcpy(idx, tmp, (size_t)n * sizeof(int64_t));
+    }
+}
+
+/* scratch: 4 * packs int64 + 2 * packs doubles (run values) + slots doubles (loads), as one double array of
+   6 * packs + slots entries. */
+double pat_candidate_makespan(const double *item_bytes, const int64_t *reps, const double *durs, int64_t packs,
+                              int64_t slots, double limit, int64_t batch_items, double *scratch) {
+    int64_t *order = (int64_t *)scratch;
+    int64_t *tmp = order + packs;
+    int64_t *run_counts = tmp + packs;
+    double *run_values = scratch + 4 * packs;
+    double *loads = run_values + 2 * packs;
+    for (int64_t p = 0; p < packs; p++) order[p] = p;
+    sort_descending(order, tmp, item_bytes, packs);
+    int64_t n_runs = 0;
+    for (int64_t i = 0; i < packs; i++) {
+        int64_t p = order[i];
+        for (int64_t j = 0; j < 2; j++) {
+            int64_t n = reps[2 * p + j];
+            if (n <= 0) continue;
+            double v = durs[2 * p + j];
+            if (n_runs && run_values[n_runs - 1] == v) {
+                run_counts[n_runs - 1] += n;
+            } else {
+                run_values[n_runs] = v;
+                run_counts[n_runs] = n;
+                n_runs++;
+            }
+        }
+    }
+    return pat_greedy_makespan(run_values, run_counts, n_runs, slots, limit, batch_items, loads);
+}

@@ -1,0 +1,148 @@
+"""The split search's launch simulation, compiled for the host: ``kernels/host_simulate.c`` through ctypes.
+
+Role in pack-forward-merge: part of *pack*. On a changed decode step the planner costs a few KV split lengths by
+simulating the forward launch (``planner._launch_costs``): in Python ~35 us a candidate on the project's 2-core VM
+(numpy calls to lay the items out, then a heap of a few hundred steps), most of a split-search step's host time. The C
+version gives the same costs bit for bit in a few microseconds a candidate.
+
+It is built on first use with the system C compiler (``$CC``, else ``cc``: SGLang's Triton needs one at run time
+too), cached in ``<cache root>/host/`` under the hash of the source and the compiler's version (a second process loads
+it without compiling), and loaded with ctypes. Where no compiler works, or with ``PAT_SGLANG_HOST_CORE=0``, the planner
+runs its Python simulation (same results, slower) and the log says why, once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .config import cache_root, data_dir
+
+logger = logging.getLogger(__name__)
+
+DISABLE_ENV = "PAT_SGLANG_HOST_CORE"  # "0": the Python simulation
+SOURCE_NAME = "host_simulate.c"
+COMPILE_FLAGS = ("-O2", "-shared", "-fPIC", "-std=c99")
+COMPILE_TIMEOUT_S = 120
+
+_lock = threading.Lock()
+_loaded: tuple[bool, _Simulator | None] = (False, None)  # (tried, the simulator or None)
+
+
+class _Simulator:
+    """The loaded library's entry points, typed once."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self.candidate = lib.pat_candidate_makespan
+        self.candidate.restype = ctypes.c_double
+        self.candidate.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                                   ctypes.c_double, ctypes.c_int64, ctypes.c_void_p]
+        self.runs = lib.pat_greedy_makespan
+        self.runs.restype = ctypes.c_double
+        self.runs.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_double,
+                              ctypes.c_int64, ctypes.c_void_p]
+
+    def candidates(self, item_bytes: np.ndarray, pair_reps: np.ndarray, pair_durations: np.ndarray, slots: int,
+                   batch_items: int) -> Callable[[int, float], float]:
+        """``makespan(c, limit)`` of candidate row ``c`` of ``_launch_costs``' arrays (candidate x pack
+        ``item_bytes``; candidate x pack x (full, last) ``pair_reps`` / ``pair_durations``): the value
+        ``_greedy_makespan(*runs(c), slots, limit)`` gives."""
+        item_bytes = np.ascontiguousarray(item_bytes, dtype=np.float64)
+        pair_reps = np.ascontiguousarray(pair_reps, dtype=np.int64)
+        pair_durations = np.ascontiguousarray(pair_durations, dtype=np.float64)
+        packs = item_bytes.shape[1]
+        scratch = np.empty(6 * packs + slots, dtype=np.float64)
+        # row c of each array: its base address plus c rows (the arrays are kept alive by the closure)
+        base = (item_bytes.ctypes.data, pair_reps.ctypes.data, pair_durations.ctypes.data, scratch.ctypes.data)
+        strides = (item_bytes.strides[0], pair_reps.strides[0], pair_durations.strides[0])
+        call = self.candidate
+
+        def makespan(c: int, limit: float) -> float:
+            arrays = (item_bytes, pair_reps, pair_durations, scratch)  # noqa: F841  (alive while the pointers are)
+            return call(base[0] + c * strides[0], base[1] + c * strides[1], base[2] + c * strides[2], packs, slots,
+                        limit, batch_items, base[3])
+
+        return makespan
+
+    def greedy_makespan(self, values: np.ndarray, counts: np.ndarray, slots: int, limit: float,
+                        batch_items: int) -> float:
+        """``planner._greedy_makespan`` over runs given as arrays."""
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        counts = np.ascontiguousarray(counts, dtype=np.int64)
+        loads = np.empty(max(1, slots), dtype=np.float64)
+        return self.runs(values.ctypes.data, counts.ctypes.data, values.shape[0], slots, limit, batch_items,
+                         loads.ctypes.data)
+
+
+def simulator() -> _Simulator | None:
+    """The compiled simulation, built and loaded on first call; None where it cannot be (the reason logged once)."""
+    global _loaded
+    tried, sim = _loaded
+    if tried:
+        return sim
+    with _lock:
+        if not _loaded[0]:
+            _loaded = (True, _load())
+        return _loaded[1]
+
+
+def reset() -> None:
+    """Forget the loaded simulation (tests): the next ``simulator()`` call builds or loads it again."""
+    global _loaded
+    with _lock:
+        _loaded = (False, None)
+
+
+def _load() -> _Simulator | None:
+    if os.environ.get(DISABLE_ENV, "").strip() == "0":
+        logger.info(f"PAT: {DISABLE_ENV}=0: the split search simulates launches in Python")
+        return None
+    try:
+        return _Simulator(ctypes.CDLL(str(library_path())))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+        logger.warning(f"PAT: the compiled split-search simulation is unavailable ({e}); the planner uses its Python "
+                       "simulation (same plans, more host time per changed step)")
+        return None
+
+
+def compiler() -> str:
+    """The C compiler: ``$CC`` if set, else ``cc`` on the PATH."""
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise RuntimeError("no C compiler found (set CC, or install cc/gcc)")
+    return cc
+
+
+def library_path() -> Path:
+    """The shared library for this source and compiler, compiled into the cache if not there yet."""
+    source = data_dir("pat_sglang.kernels_src", "kernels").joinpath(SOURCE_NAME).read_text()
+    cc = compiler()
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
+    if version.returncode != 0:
+        raise RuntimeError(f"{cc} --version failed: {version.stderr.strip()[:200]}")
+    key = hashlib.sha256("\0".join([source, version.stdout, *COMPILE_FLAGS]).encode()).hexdigest()[:16]
+    folder = cache_root() / "host"
+    path = folder / f"pat_host_simulate_{key}.so"
+    if path.exists():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        src = Path(tmp) / SOURCE_NAME
+        src.write_text(source)
+        out = Path(tmp) / path.name
+        res = subprocess.run([cc, *COMPILE_FLAGS, "-o", str(out), str(src)], capture_output=True, text=True,
+                             timeout=COMPILE_TIMEOUT_S)
+        if res.returncode != 0:
+            raise RuntimeError(f"{cc} failed: {(res.stderr or res.stdout).strip()[:500]}")
+        os.replace(out, path)  # atomic: a concurrent process sees the whole library or none
+    return path

@@ -1,0 +1,134 @@
+"""CPU tests of the compiled split-search simulation (pat_sglang/host_core.py, kernels/host_simulate.c): the same
+numbers as the planner's Python simulation, bit for bit, on random runs, on whole candidate searches and on plans; built
+once and cached; the Python simulation where no compiler works (or when turned off)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pat_sglang import host_core, planner
+from pat_sglang.config import DeviceSpec, HeadConfig
+from pat_sglang.forest import PrefixForest
+from pat_sglang.planner import RUN_BATCH_ITEMS, _greedy_makespan, _launch_costs, plan_forest
+from pat_sglang.workloads import layout_tree, random_tree
+
+PLAN_TENSORS = ("items", "item_req", "item_dst", "merge_indptr", "merge_partials")
+
+
+@pytest.fixture(scope="module")
+def sim() -> host_core._Simulator:
+    compiled = host_core.simulator()
+    if compiled is None:  # CI and the GPU machine have a C compiler: its absence is a failure here, not a skip
+        pytest.fail("the compiled simulation did not load (see the log for the reason)")
+    return compiled
+
+
+def _python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The planner's Python simulation from here on (as where no compiler works)."""
+    monkeypatch.setattr(host_core, "simulator", lambda: None)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    runs=st.lists(st.tuples(st.sampled_from([0.5, 1.0, 2.5, 3.0, 7.25, 10.0, 1e5 + 0.125]), st.integers(1, 300)),
+                  min_size=1, max_size=40),
+    slots=st.integers(1, 200),
+    limit_fraction=st.one_of(st.just(math.inf), st.floats(0.0, 1.5)),
+)
+def test_greedy_makespan_equals_the_python_one(sim: host_core._Simulator, runs: list[tuple[float, int]], slots: int,
+                                               limit_fraction: float) -> None:
+    values = [v for v, _ in runs]
+    counts = [n for _, n in runs]
+    limit = limit_fraction * max(values) * sum(counts) / slots if limit_fraction != math.inf else math.inf
+    want = _greedy_makespan(values, counts, slots, limit)
+    got = sim.greedy_makespan(np.array(values), np.array(counts), slots, limit, RUN_BATCH_ITEMS)
+    assert got == want  # bit for bit: the same operations in the same order
+
+
+def _search_inputs(rng: np.random.Generator) -> tuple:
+    """Random ``_launch_costs`` inputs: packs of random sizes and row blocks, candidate split counts, shared
+    requests (some in several packs)."""
+    num_packs = int(rng.integers(1, 120))
+    num_requests = int(rng.integers(num_packs, num_packs * 3 + 1))
+    pack_req_count = rng.integers(1, 9, size=num_packs)
+    pack_req = np.concatenate([rng.choice(num_requests, size=int(n), replace=False) for n in pack_req_count])
+    pack_tokens = rng.integers(16, 8192, size=num_packs)
+    lengths = np.array(sorted({int(x) for x in rng.integers(64, 8192, size=int(rng.integers(2, 12)))}, reverse=True))
+    splits = np.maximum(1, (pack_tokens[None, :] + lengths[:, None] - 1) // lengths[:, None])
+    full = np.maximum(0, (pack_req_count + 3) // 4 - 1)
+    head_token_bytes = 256
+    overheads = (float(48 << 10), rng.choice([48 << 10, 72 << 10, 192 << 10], size=num_packs).astype(np.float64))
+    slots = int(rng.integers(4, 160))
+    return splits, pack_tokens * head_token_bytes, full, overheads, pack_req, pack_req_count, num_requests, slots
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_launch_costs_equal_with_and_without_the_compiled_simulation(sim: host_core._Simulator, seed: int,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    args = _search_inputs(np.random.default_rng(seed))
+    cost, items = _launch_costs(*args)
+    _python(monkeypatch)
+    want_cost, want_items = _launch_costs(*args)
+    assert np.array_equal(items, want_items)
+    assert np.array_equal(cost, want_cost)  # inf where a candidate was not simulated, on both sides
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_plans_are_the_same_with_and_without_it(sim: host_core._Simulator, seed: int,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(1000 + seed)
+    tree = random_tree(rng, max_depth=5, max_requests=256, max_len=4096, max_request_tokens=400_000)
+    batch = layout_tree(tree, rng=rng)
+    forest = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
+    heads = HeadConfig(32, 8, 128, torch.bfloat16)
+    device = DeviceSpec(sm_count=int(rng.choice([78, 132])))
+    searched = plan_forest(forest, heads, device)
+    _python(monkeypatch)
+    want = plan_forest(forest, heads, device)
+    assert searched.split_tokens == want.split_tokens
+    assert all(torch.equal(getattr(searched, n), getattr(want, n)) for n in PLAN_TENSORS)
+
+
+def test_built_once_then_loaded_from_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAT_SGLANG_CACHE_DIR", str(tmp_path))
+    path = host_core.library_path()
+    assert path.parent == tmp_path / "host" and path.exists()
+    stamp = path.stat().st_mtime_ns
+    monkeypatch.setattr(host_core.subprocess, "run", _only_version(host_core.subprocess.run))
+    assert host_core.library_path() == path and path.stat().st_mtime_ns == stamp  # no second compile
+
+
+def _only_version(run):  # noqa: ANN001, ANN202
+    def guarded(cmd, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        assert cmd[-1] == "--version", f"compiled again: {cmd}"
+        return run(cmd, *args, **kwargs)
+
+    return guarded
+
+
+def test_without_a_compiler_the_planner_still_plans(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("PAT_SGLANG_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", "/bin/false")
+    host_core.reset()
+    try:
+        with caplog.at_level(logging.WARNING, logger="pat_sglang.host_core"):
+            assert host_core.simulator() is None
+        assert "Python simulation" in caplog.text and "/bin/false" in caplog.text
+        monkeypatch.delenv("CC")
+        monkeypatch.setenv(host_core.DISABLE_ENV, "0")
+        host_core.reset()
+        assert host_core.simulator() is None  # turned off: the Python simulation, said at info level
+        args = _search_inputs(np.random.default_rng(7))
+        cost, _ = planner._launch_costs(*args)
+        assert np.isfinite(cost).any()
+    finally:
+        host_core.reset()
