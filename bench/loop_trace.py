@@ -150,6 +150,30 @@ def event_rows(label: str, trace: Trace, window: tuple[float, float] | None) -> 
     return out
 
 
+def decode_after_rows(label: str, trace: Trace, window: tuple[float, float] | None) -> str:
+    """A decode ``run_batch``'s host time by what ran before it: a prefill (the batch has just taken the prefill's
+    requests in, and under the overlap loop that prefill's first token waits for this run), a decode batch of the same
+    size (usually unchanged), or of another size (requests left): ms p50 / p90 (n)."""
+    runs = [r for r in trace.records if r.event == "run"
+            and (window is None or window[0] <= r.start + trace.wall_minus_perf <= window[1])]
+    kinds: dict[str, list[float]] = {"after a prefill": [], "same size": [], "size changed": []}
+    for before, run in zip(runs, runs[1:], strict=False):
+        if not run.mode.startswith("DECODE"):
+            continue
+        if before.mode == "EXTEND":
+            kind = "after a prefill"
+        elif before.mode.startswith("DECODE"):
+            kind = "same size" if before.size == run.size else "size changed"
+        else:
+            continue
+        kinds[kind].append((run.end - run.start) * 1e3)
+    cells = [f"{percentile(v, 50):.2f} / {percentile(v, 90):.2f} ({len(v)})" if v else "-" for v in kinds.values()]
+    return f"| {label} | " + " | ".join(cells) + " |"
+
+
+DECODE_AFTER_HEADER = ["| point | decode run_batch ms p50 / p90 (n): after a prefill | after a decode, same size | "
+                       "after a decode, size changed |", "| --- | --- | --- | --- |"]
+
 EVENT_HEADER = ["| point | event | calls | wall ms p50 / mean | CPU ms mean | off-CPU ms mean | GC ms mean |",
                 "| --- | --- | --- | --- | --- | --- | --- |"]
 
@@ -222,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
             # the trace of this label's server: its backend, with records inside the point's window
             selected += [(f"{label} {point}", t, window) for t in traces if t.backend == backend_of_label(label)
                          and any(window[0] <= r.start + t.wall_minus_perf <= window[1] for r in t.records)]
-    lines = table_header() + [row(*s) for s in selected] + [""] + EVENT_HEADER
+    lines = table_header() + [row(*s) for s in selected] + [""] + DECODE_AFTER_HEADER
+    lines += [decode_after_rows(*s) for s in selected] + [""] + EVENT_HEADER
     for s in selected:
         lines += event_rows(*s)
     text = "\n".join(lines) + "\n"

@@ -126,6 +126,8 @@ def test_traced_loop_splits_into_its_parts(tmp_path: Path, monkeypatch: pytest.M
     table = tmp_path / "t.md"
     assert loop_trace.main([str(tmp_path), "--out", str(table)]) == 0
     text = table.read_text()
+    # every decode run of the miniature loop follows a prefill
+    assert "| pat (loop-" in text and "(5) | - | - |" in text
     assert "| pat (loop-" in text and "| run EXTEND | 5 |" not in text  # fewer than 20 calls: no event row
     assert "| run DECODE |" not in text
 
