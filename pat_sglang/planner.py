@@ -57,6 +57,13 @@ Limits. ``PlanLimits`` (the CUDA-graph buffers' capacities) is an input: a plan 
 with one KV split per pack, and if that still does not fit, without sharing (one item per request, no
 partials), which fits any buffers sized for the batch. A plan is never edited after it is made.
 
+Re-made plans. For a batch that differs from a planned one only by requests that left and joined,
+``remade_plan`` makes a new plan from the old one's items instead of from a forest: the leavers' entries go (and
+items left empty), every kept item reads through its first kept member's row (a freed row can hold a joiner
+already), each joiner reads its whole row in private items cut at the plan's split length, and tiles, launch order,
+partial slots and the merge map are made afresh for the new entries. Its output equals a fresh plan's; it reads more
+KV where a joiner could have shared, which the caller (``decode_step``) bounds.
+
 Implementation. All of this is numpy over the forest's flat arrays: the profit
 model for every node at once (iterated only where inlining passes tokens down), then packs, row blocks,
 splits, items, partial numbering and the merge map as array ops, with no per-item Python but the split choice's
@@ -117,6 +124,7 @@ SPLIT_COST_TOLERANCE = 1 / 16
 MAX_ITEMS = 65535  # the forward grid's y dimension
 INT32_MAX = int(np.iinfo(np.int32).max)
 INT16_MAX = int(np.iinfo(np.int16).max)
+INT64_MAX = int(np.iinfo(np.int64).max)
 _T = TypeVar("_T")
 
 
@@ -528,26 +536,7 @@ def _plan(
     items[:, ITEM_TILE_M] = tile_m_of_size[sizes]
     item_req = pack_req[_ranges(block_start[item_block], sizes, req_end)]
 
-    # Partial slots numbered in item_req order; each request merges its own in the order they were handed out. A
-    # request's entries are its partials (``partials_of``), so the two uniform cases are read off the requests.
-    merge_indptr = np.zeros(num_requests + 1, dtype=np.int32)
-    if int(partials_of.min()) > 1:  # every entry has a partial slot: slot i is entry i
-        num_partials = item_req.shape[0]
-        item_dst = np.arange(num_partials, dtype=np.int32)
-        merge_indptr[1:] = partials_of.cumsum()
-        merge_partials = _stable_argsort(item_req, num_requests).astype(np.int32)
-    elif int(partials_of.max()) <= 1:  # every request has one partial: all write the output directly
-        num_partials = 0
-        item_dst = np.full(item_req.shape[0], -1, dtype=np.int32)
-        merge_partials = np.zeros(0, dtype=np.int32)
-    else:
-        multi = partials_of[item_req] > 1
-        slot_ids = multi.cumsum() - 1
-        num_partials = int(slot_ids[-1]) + 1
-        item_dst = np.where(multi, slot_ids, -1).astype(np.int32)
-        multi_req = item_req[multi]
-        np.cumsum(np.bincount(multi_req, minlength=num_requests), out=merge_indptr[1:])
-        merge_partials = slot_ids[multi][_stable_argsort(multi_req, num_requests)].astype(np.int32)
+    item_dst, merge_indptr, merge_partials, num_partials = _partial_slots(item_req, partials_of, num_requests)
 
     stats = PlanStats(
         kv_bytes_planned=planned_tokens * tok_bytes,
@@ -587,6 +576,34 @@ def _plan(
         split_tokens=split_tokens,
         split_searched=searched,
     )
+
+
+def _partial_slots(
+    item_req: np.ndarray, partials_of: np.ndarray, num_requests: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(item_dst, merge_indptr, merge_partials, num_partials) of the entries ``item_req`` (in item order), where
+    request ``r`` has ``partials_of[r]`` >= 1 entries. Partial slots are numbered in item_req order; each request
+    merges its own in the order they were handed out; a request with one entry writes the output directly. The two
+    uniform cases are read off the requests."""
+    merge_indptr = np.zeros(num_requests + 1, dtype=np.int32)
+    if int(partials_of.min()) > 1:  # every entry has a partial slot: slot i is entry i
+        num_partials = item_req.shape[0]
+        item_dst = np.arange(num_partials, dtype=np.int32)
+        merge_indptr[1:] = partials_of.cumsum()
+        merge_partials = _stable_argsort(item_req, num_requests).astype(np.int32)
+    elif int(partials_of.max()) <= 1:  # every request has one partial: all write the output directly
+        num_partials = 0
+        item_dst = np.full(item_req.shape[0], -1, dtype=np.int32)
+        merge_partials = np.zeros(0, dtype=np.int32)
+    else:
+        multi = partials_of[item_req] > 1
+        slot_ids = multi.cumsum() - 1
+        num_partials = int(slot_ids[-1]) + 1
+        item_dst = np.where(multi, slot_ids, -1).astype(np.int32)
+        multi_req = item_req[multi]
+        np.cumsum(np.bincount(multi_req, minlength=num_requests), out=merge_indptr[1:])
+        merge_partials = slot_ids[multi][_stable_argsort(multi_req, num_requests)].astype(np.int32)
+    return item_dst, merge_indptr, merge_partials, num_partials
 
 
 @dataclass(eq=False)
@@ -646,6 +663,140 @@ def _regrown(previous: PackPlan, forest: PrefixForest) -> PackPlan | None:
     regrow = copy_with(rg, pack_tokens=pack_tokens, tok=forest.tok, pack_args=pack_args)
     return copy_with(previous, items=torch.from_numpy(items), stats=stats, packs=_PackBuilder(*pack_args),
                       regrow=regrow, split_searched=False)
+
+
+def kv_token_bytes(heads: HeadConfig) -> int:
+    """K and V bytes of one token over all KV heads of one layer (``HeadConfig.kv_token_bytes``, cached)."""
+    return _head_numbers(heads)[2]
+
+
+def remade_plan(
+    previous: PackPlan,
+    old_index: np.ndarray,
+    rows: np.ndarray,
+    seq_lens: np.ndarray,
+    unique_tokens: int,
+    limits: PlanLimits | None = None,
+    planned_tokens: tuple[int, int] = (0, INT64_MAX),
+) -> PackPlan | None:
+    """``previous`` re-made for another batch over the same slot table: request ``r`` of the new batch (row
+    ``rows[r]``, length ``seq_lens[r]``) is request ``old_index[r]`` of ``previous``, or new (-1: a joiner, padding
+    included). A new ``PackPlan``; ``None`` where it would not fit ``limits``, would read a number of KV tokens outside
+    ``planned_tokens`` (lo, hi) (the caller's quality bounds, checked before the items are ordered and numbered), or
+    where ``previous`` cannot be re-made (no open ends, a request not ending in an open item, a kept request shorter
+    than its open item begins).
+
+    Kept requests keep their entries in ``previous``'s items, each item re-pointed to the row of its first kept
+    request: a shared item reads its KV through one member's row, and a request that left may have handed its row to
+    a joiner already (every member holds the same slots at the item's positions, so any member's row reads the same
+    KV). Items left with no request go. Each joiner gets its whole row as private items, cut at
+    ``previous.split_tokens`` as ``_plan`` cuts a pack (a Python loop over the joiners: a few items each), the last
+    one open. A joiner shares nothing in this plan, so it reads again what it could share: the caller bounds that
+    (``kv_bytes_planned - kv_bytes_unique`` against the full plan it started from). Tiles follow the items' new
+    request counts, items go longest first, and partial slots and the merge map are numbered afresh
+    (``_partial_slots``): numpy over the items and entries. ``unique_tokens``: the new batch's distinct KV tokens
+    (``stats.kv_bytes_unique``). No ``packs`` (``PackInfo`` are for printing: none here), no ``regrow``."""
+    stride = previous.row_stride
+    num_requests = rows.shape[0]
+    split = previous.split_tokens
+    if stride is None or previous.num_open != previous.num_requests or split < 1 or not num_requests:
+        return None
+    items = previous.items.numpy()
+    stays = old_index >= 0
+    survivors = np.flatnonzero(stays)
+    new_of_old = np.full(previous.num_requests, -1, dtype=np.int64)
+    new_of_old[old_index[survivors]] = survivors
+
+    # kept entries, grouped by item (a plan's entries follow its items), and the items that keep one or more
+    entry_new = new_of_old[previous.item_req.numpy()]
+    keep = entry_new >= 0
+    kept_count = np.add.reduceat(keep.view(np.int8), items[:, ITEM_REQ_BEGIN], dtype=np.int64)  # items hold >= 1
+    live = kept_count > 0
+    kept_req = entry_new[keep]
+    kept_size = kept_count[live]
+    kept_first = kept_req[_starts(kept_size)]
+    kept_items = items[live]
+    begin = kept_items[:, ITEM_KV_BEGIN].astype(np.int64)
+    end = kept_items[:, ITEM_KV_END]
+    row_begin = begin // stride * stride
+    is_open = end == ITEM_OPEN_END
+    kv_len = np.where(is_open, seq_lens[kept_first] - (begin - row_begin), end - begin)
+    shift = rows[kept_first] * stride - row_begin  # to the first kept member's row
+
+    joined = _joiner_items(np.flatnonzero(~stays), rows, seq_lens, stride, split)  # (begin, end, tokens, request)
+    planned = int(kv_len.sum()) + int(joined[:, 2].sum())
+    if not planned_tokens[0] <= planned <= planned_tokens[1] or int(kv_len.min(initial=1)) < 1:
+        return None
+    size = np.concatenate([kept_size, np.ones(joined.shape[0], dtype=np.int64)])
+    kv_begin = np.concatenate([begin + shift, joined[:, 0]])
+    kv_end = np.concatenate([np.where(is_open, ITEM_OPEN_END, end + shift), joined[:, 1]])
+    kv_len = np.concatenate([kv_len, joined[:, 2]])
+    tile_ms = previous.tile_ms
+    group, _, tok_bytes, partial_bytes = _head_numbers(previous.heads)
+    tile_of_size, tile_m_of_size = _tile_lut(tile_ms, group, max(1, tile_ms[-1] // group))
+    tile = tile_of_size[size]
+    order = _item_order(kv_len, tile, kv_begin, len(tile_ms), int(kv_begin.max()))
+    entry_start = _starts(size)[order]  # each item's entries in the kept-then-joiner entry list
+    size = size[order]
+    req_end = size.cumsum()
+    item_req = np.concatenate([kept_req, joined[:, 3]])[_ranges(entry_start, size, req_end)]
+    num_items, num_entries = size.shape[0], item_req.shape[0]
+    partials_of = np.bincount(item_req, minlength=num_requests)
+    if limits is not None:
+        num_partials = num_entries - int((partials_of == 1).sum())
+        if num_items > limits.max_items or num_partials > limits.max_partials or num_entries > limits.max_entries:
+            return None
+    if num_items > MAX_ITEMS:
+        return None
+    item_dst, merge_indptr, merge_partials, num_partials = _partial_slots(item_req, partials_of, num_requests)
+    out = np.empty((num_items, ITEM_FIELDS), dtype=np.int32)
+    out[:, ITEM_KV_BEGIN] = kv_begin[order]
+    out[:, ITEM_KV_END] = kv_end[order]
+    out[:, ITEM_REQ_BEGIN] = req_end - size
+    out[:, ITEM_REQ_END] = req_end
+    out[:, ITEM_TILE] = tile[order]
+    out[:, ITEM_TILE_M] = tile_m_of_size[size]
+    out[:, len(ITEM_COLUMNS):] = 0
+    stats = PlanStats(
+        kv_bytes_planned=planned * tok_bytes,
+        kv_bytes_per_request=int(seq_lens.sum()) * tok_bytes,
+        kv_bytes_unique=unique_tokens * tok_bytes,
+        partial_bytes=num_partials * partial_bytes,
+        num_items=num_items,
+        num_partials=num_partials,
+        max_item_tokens=int(kv_len.max()),
+    )
+    return PackPlan(
+        heads=previous.heads,
+        num_requests=num_requests,
+        tile_ms=tile_ms,
+        items=torch.from_numpy(out),
+        slot_table=previous.slot_table,
+        item_req=torch.from_numpy(item_req.astype(np.int32)),
+        item_dst=torch.from_numpy(item_dst),
+        merge_indptr=torch.from_numpy(merge_indptr),
+        merge_partials=torch.from_numpy(merge_partials),
+        num_partials=num_partials,
+        max_slot=previous.max_slot,
+        stats=stats,
+        row_stride=stride,
+        num_open=num_requests,  # every request's last item is open: kept requests' own, joiners' last split
+        split_tokens=split,
+    )
+
+
+def _joiner_items(joiners: np.ndarray, rows: np.ndarray, seq_lens: np.ndarray, stride: int, split: int) -> np.ndarray:
+    """int64 [items, 4]: (KV begin, KV end, tokens, request) of the private items of ``joiners`` (request indices):
+    each one's whole row cut into ``_split_counts`` items of about equal KV at ``split`` as ``_plan`` cuts a pack, the
+    last one open. A Python loop: a re-made plan's joiners are a few (a wave is planned in full: the bytes bound)."""
+    out: list[tuple[int, int, int, int]] = []
+    for r, n, row in zip(joiners.tolist(), seq_lens[joiners].tolist(), rows[joiners].tolist(), strict=True):
+        k = max(1, -(-n // split))
+        base = row * stride
+        cuts = [n * i // k for i in range(k + 1)]
+        out += [(base + cuts[i], base + cuts[i + 1], cuts[i + 1] - cuts[i], r) for i in range(k)]
+        out[-1] = (out[-1][0], ITEM_OPEN_END, *out[-1][2:])
+    return np.array(out, dtype=np.int64).reshape(-1, 4)
 
 
 def copy_with(obj: _T, **changes: object) -> _T:
