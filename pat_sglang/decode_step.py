@@ -412,8 +412,8 @@ class DecodeStepPlanner:
 
     @staticmethod
     def _survivors(last: _Planned, batch: StepBatch) -> np.ndarray | None:
-        """Per request of ``batch`` (padding included), its index in ``last``'s batch, or -1 for a joiner (padding
-        rows are always joiners); ``None`` when the batch cannot be re-made from it. A survivor is the same request
+        """Per request of ``batch`` (padding included), its index in ``last``'s batch, or -1 for a joiner;
+        ``None`` when the batch cannot be re-made from it. A survivor is the same request
         (request id) in the same pool row with the very same published entry: a request whose chain was read again
         (a radix split on its path) counts as leaving and joining, and joiners are planned without sharing, so no
         change to the shared structure reaches a re-made plan. Order does not matter (``remade_plan`` renumbers)."""
@@ -433,6 +433,10 @@ class DecodeStepPlanner:
         same = np.fromiter(map(operator.is_, pb.entries, map(key.entries.__getitem__, cand.tolist())), bool, n_real)
         old_index = np.full(batch.rows.shape[0], -1, dtype=np.int64)
         old_index[:n_real] = np.where(same, cand, -1)
+        # padding requests (row PADDING_ROW, a constant length) stand for each other: as many as both batches have
+        # keep their items, the rest come or go
+        padding = min(batch.rows.shape[0] - n_real, key.rows.shape[0] - n_old)
+        old_index[n_real : n_real + padding] = np.arange(n_old, n_old + padding)
         stay = old_index >= 0
         seq, old = batch.seq_lens[stay], old_index[stay]
         if (seq < last.seq_lens[old]).any() or (seq > last.max_seq_lens[old]).any():

@@ -682,20 +682,22 @@ def remade_plan(
     """``previous`` re-made for another batch over the same slot table: request ``r`` of the new batch (row
     ``rows[r]``, length ``seq_lens[r]``) is request ``old_index[r]`` of ``previous``, or new (-1: a joiner, padding
     included). A new ``PackPlan``; ``None`` where it would not fit ``limits``, would read a number of KV tokens outside
-    ``planned_tokens`` (lo, hi) (the caller's quality bounds, checked before the items are ordered and numbered), or
-    where ``previous`` cannot be re-made (no open ends, a request not ending in an open item, a kept request shorter
-    than its open item begins).
+    ``planned_tokens`` (lo, hi) (the caller's quality bounds, checked before the new plan's arrays are made), or where
+    ``previous`` cannot be re-made (no open ends, a request not ending in an open item, a kept request shorter than its
+    open item begins).
 
     Kept requests keep their entries in ``previous``'s items, each item re-pointed to the row of its first kept
     request: a shared item reads its KV through one member's row, and a request that left may have handed its row to
     a joiner already (every member holds the same slots at the item's positions, so any member's row reads the same
-    KV). Items left with no request go. Each joiner gets its whole row as private items, cut at
-    ``previous.split_tokens`` as ``_plan`` cuts a pack (a Python loop over the joiners: a few items each), the last
-    one open. A joiner shares nothing in this plan, so it reads again what it could share: the caller bounds that
-    (``kv_bytes_planned - kv_bytes_unique`` against the full plan it started from). Tiles follow the items' new
-    request counts, items go longest first, and partial slots and the merge map are numbered afresh
-    (``_partial_slots``): numpy over the items and entries. ``unique_tokens``: the new batch's distinct KV tokens
-    (``stats.kv_bytes_unique``). No ``packs`` (``PackInfo`` are for printing: none here), no ``regrow``."""
+    KV). Items left with no request go; the rest keep their launch order (longest first when planned; their open ends
+    have grown alike since). A kept request keeps all of its entries, so it keeps writing the output directly or
+    through partials as before: its partial slots are renumbered over the slots still used. Each joiner gets its whole
+    row as private items cut at ``previous.split_tokens`` as ``_plan`` cuts a pack (``_joiner_items``), the last one
+    open, launched first (cut at the split length, they are about as long as the plan's longest items). A joiner shares
+    nothing in this plan, so it reads again what it could share: the caller bounds that (``kv_bytes_planned -
+    kv_bytes_unique`` against the full plan it started from). ``unique_tokens``: the new batch's distinct KV tokens
+    (``stats.kv_bytes_unique``). Numpy over the items and entries, Python per joiner item. No ``packs`` (``PackInfo``
+    are for printing: none here), no ``regrow``."""
     stride = previous.row_stride
     num_requests = rows.shape[0]
     split = previous.split_tokens
@@ -714,49 +716,58 @@ def remade_plan(
     live = kept_count > 0
     kept_req = entry_new[keep]
     kept_size = kept_count[live]
-    kept_first = kept_req[_starts(kept_size)]
-    kept_items = items[live]
-    begin = kept_items[:, ITEM_KV_BEGIN].astype(np.int64)
-    end = kept_items[:, ITEM_KV_END]
-    row_begin = begin // stride * stride
+    req_end = kept_size.cumsum()
+    kept_first = kept_req[req_end - kept_size]
+    kept = items[live]  # a copy: the new plan's rows of the kept items
+    begin = kept[:, ITEM_KV_BEGIN].astype(np.int64)
+    end = kept[:, ITEM_KV_END]
     is_open = end == ITEM_OPEN_END
-    kv_len = np.where(is_open, seq_lens[kept_first] - (begin - row_begin), end - begin)
-    shift = rows[kept_first] * stride - row_begin  # to the first kept member's row
+    row_begin = begin // stride * stride
+    kv_len = np.where(is_open, seq_lens[kept_first] + row_begin - begin, end - begin)
 
-    joined = _joiner_items(np.flatnonzero(~stays), rows, seq_lens, stride, split)  # (begin, end, tokens, request)
-    planned = int(kv_len.sum()) + int(joined[:, 2].sum())
+    # partial slots of the kept entries, renumbered over those still used; the joiners' come after them
+    kept_dst = previous.item_dst.numpy()[keep].astype(np.int64)
+    used = np.zeros(previous.num_partials + 1, dtype=np.int64)
+    used[kept_dst] = 1  # (-1, a direct write, marks the spare last element)
+    new_slot = used[:-1].cumsum() - 1
+    num_kept_slots = int(new_slot[-1]) + 1 if new_slot.shape[0] else 0
+    kept_dst = np.where(kept_dst >= 0, new_slot[kept_dst], -1)
+
+    group, _, tok_bytes, partial_bytes = _head_numbers(previous.heads)
+    tile_ms = previous.tile_ms
+    tile_of_size, tile_m_of_size = _tile_lut(tile_ms, group, max(1, tile_ms[-1] // group))
+    joined, join_req, join_dst, join_tokens = _joiner_items(
+        np.flatnonzero(~stays), rows, seq_lens, stride, split, num_kept_slots, (int(tile_of_size[1]),
+                                                                                int(tile_m_of_size[1])))
+    num_join = len(join_req)
+    planned = int(kv_len.sum()) + sum(join_tokens)
     if not planned_tokens[0] <= planned <= planned_tokens[1] or int(kv_len.min(initial=1)) < 1:
         return None
-    size = np.concatenate([kept_size, np.ones(joined.shape[0], dtype=np.int64)])
-    kv_begin = np.concatenate([begin + shift, joined[:, 0]])
-    kv_end = np.concatenate([np.where(is_open, ITEM_OPEN_END, end + shift), joined[:, 1]])
-    kv_len = np.concatenate([kv_len, joined[:, 2]])
-    tile_ms = previous.tile_ms
-    group, _, tok_bytes, partial_bytes = _head_numbers(previous.heads)
-    tile_of_size, tile_m_of_size = _tile_lut(tile_ms, group, max(1, tile_ms[-1] // group))
-    tile = tile_of_size[size]
-    order = _item_order(kv_len, tile, kv_begin, len(tile_ms), int(kv_begin.max()))
-    entry_start = _starts(size)[order]  # each item's entries in the kept-then-joiner entry list
-    size = size[order]
-    req_end = size.cumsum()
-    item_req = np.concatenate([kept_req, joined[:, 3]])[_ranges(entry_start, size, req_end)]
-    num_items, num_entries = size.shape[0], item_req.shape[0]
-    partials_of = np.bincount(item_req, minlength=num_requests)
-    if limits is not None:
-        num_partials = num_entries - int((partials_of == 1).sum())
-        if num_items > limits.max_items or num_partials > limits.max_partials or num_entries > limits.max_entries:
-            return None
+    num_items = num_join + kept.shape[0]
+    num_entries = num_join + kept_req.shape[0]
+    num_partials = num_kept_slots + sum(d >= 0 for d in join_dst)
+    if limits is not None and (
+        num_items > limits.max_items or num_partials > limits.max_partials or num_entries > limits.max_entries
+    ):
+        return None
     if num_items > MAX_ITEMS:
         return None
-    item_dst, merge_indptr, merge_partials, num_partials = _partial_slots(item_req, partials_of, num_requests)
-    out = np.empty((num_items, ITEM_FIELDS), dtype=np.int32)
-    out[:, ITEM_KV_BEGIN] = kv_begin[order]
-    out[:, ITEM_KV_END] = kv_end[order]
-    out[:, ITEM_REQ_BEGIN] = req_end - size
-    out[:, ITEM_REQ_END] = req_end
-    out[:, ITEM_TILE] = tile[order]
-    out[:, ITEM_TILE_M] = tile_m_of_size[size]
-    out[:, len(ITEM_COLUMNS):] = 0
+
+    shift = rows[kept_first] * stride - row_begin  # to the first kept member's row
+    kept[:, ITEM_KV_BEGIN] += shift
+    np.add(end, shift, out=end, where=~is_open, casting="same_kind")
+    kept[:, ITEM_REQ_BEGIN] = req_end - kept_size + num_join
+    kept[:, ITEM_REQ_END] = req_end + num_join
+    kept[:, ITEM_TILE] = tile_of_size[kept_size]
+    kept[:, ITEM_TILE_M] = tile_m_of_size[kept_size]
+    out = np.concatenate([joined, kept]) if num_join else kept
+    item_req = np.concatenate([np.array(join_req, dtype=np.int64), kept_req])
+    item_dst = np.concatenate([np.array(join_dst, dtype=np.int64), kept_dst])
+    merge_indptr = np.zeros(num_requests + 1, dtype=np.int32)
+    has = item_dst >= 0
+    merge_req = item_req[has]
+    np.cumsum(np.bincount(merge_req, minlength=num_requests), out=merge_indptr[1:])
+    merge_partials = item_dst[has][_stable_argsort(merge_req, num_requests)].astype(np.int32)
     stats = PlanStats(
         kv_bytes_planned=planned * tok_bytes,
         kv_bytes_per_request=int(seq_lens.sum()) * tok_bytes,
@@ -764,7 +775,7 @@ def remade_plan(
         partial_bytes=num_partials * partial_bytes,
         num_items=num_items,
         num_partials=num_partials,
-        max_item_tokens=int(kv_len.max()),
+        max_item_tokens=max(int(kv_len.max(initial=0)), max(join_tokens, default=0)),
     )
     return PackPlan(
         heads=previous.heads,
@@ -773,7 +784,7 @@ def remade_plan(
         items=torch.from_numpy(out),
         slot_table=previous.slot_table,
         item_req=torch.from_numpy(item_req.astype(np.int32)),
-        item_dst=torch.from_numpy(item_dst),
+        item_dst=torch.from_numpy(item_dst.astype(np.int32)),
         merge_indptr=torch.from_numpy(merge_indptr),
         merge_partials=torch.from_numpy(merge_partials),
         num_partials=num_partials,
@@ -785,18 +796,35 @@ def remade_plan(
     )
 
 
-def _joiner_items(joiners: np.ndarray, rows: np.ndarray, seq_lens: np.ndarray, stride: int, split: int) -> np.ndarray:
-    """int64 [items, 4]: (KV begin, KV end, tokens, request) of the private items of ``joiners`` (request indices):
-    each one's whole row cut into ``_split_counts`` items of about equal KV at ``split`` as ``_plan`` cuts a pack, the
-    last one open. A Python loop: a re-made plan's joiners are a few (a wave is planned in full: the bytes bound)."""
-    out: list[tuple[int, int, int, int]] = []
+def _joiner_items(
+    joiners: np.ndarray, rows: np.ndarray, seq_lens: np.ndarray, stride: int, split: int, first_slot: int,
+    tile: tuple[int, int],
+) -> tuple[np.ndarray, list[int], list[int], list[int]]:
+    """The private items of ``joiners`` (request indices), longest first: each one's whole row cut into
+    ``_split_counts`` items of about equal KV at ``split`` as ``_plan`` cuts a pack, the last one open. (int32 item rows
+    whose entries are 0, 1, ... in order; per item its request, partial slot (from ``first_slot`` on for a joiner of
+    two items or more, else -1: written directly) and KV tokens.) ``tile``: (tile index, tile m) of one request. A
+    Python loop: a re-made plan's joiners are a few (a wave re-reads too much to be re-made)."""
+    found: list[tuple[int, int, int, int, int]] = []  # (tokens, begin, end, request, slot)
+    slot = first_slot
     for r, n, row in zip(joiners.tolist(), seq_lens[joiners].tolist(), rows[joiners].tolist(), strict=True):
         k = max(1, -(-n // split))
         base = row * stride
-        cuts = [n * i // k for i in range(k + 1)]
-        out += [(base + cuts[i], base + cuts[i + 1], cuts[i + 1] - cuts[i], r) for i in range(k)]
-        out[-1] = (out[-1][0], ITEM_OPEN_END, *out[-1][2:])
-    return np.array(out, dtype=np.int64).reshape(-1, 4)
+        cuts = [base + n * i // k for i in range(k + 1)]
+        for i in range(k):
+            found.append((cuts[i + 1] - cuts[i], cuts[i], cuts[i + 1] if i + 1 < k else ITEM_OPEN_END, r,
+                          slot + i if k > 1 else -1))
+        slot += k if k > 1 else 0
+    found.sort(key=lambda f: -f[0])  # (stable: a joiner's splits stay in order)
+    joined = np.zeros((len(found), ITEM_FIELDS), dtype=np.int32)
+    if found:
+        table = np.array(found, dtype=np.int64)
+        joined[:, ITEM_KV_BEGIN] = table[:, 1]
+        joined[:, ITEM_KV_END] = table[:, 2]
+        joined[:, ITEM_REQ_BEGIN] = np.arange(len(found))
+        joined[:, ITEM_REQ_END] = joined[:, ITEM_REQ_BEGIN] + 1
+        joined[:, ITEM_TILE], joined[:, ITEM_TILE_M] = tile
+    return joined, [f[3] for f in found], [f[4] for f in found], [f[0] for f in found]
 
 
 def copy_with(obj: _T, **changes: object) -> _T:
