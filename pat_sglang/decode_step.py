@@ -55,7 +55,7 @@ import torch
 from .config import DeviceSpec, HeadConfig
 from .dispatch import pat_pays
 from .forest import PrefixForest
-from .forest_edit import RadixIndex
+from .forest_edit import RadixIndex, max_edit_joiners
 from .planner import (
     INT32_MAX,
     SPLIT_KEEP_FRACTION,
@@ -93,6 +93,11 @@ REPLAN_MIN_GROWTH_TOKENS = 64
 # requests) 16 changed steps are ~30 decode steps.
 REMAKE_MAX_EXTRA_FRACTION = 1 / 16
 REMAKE_MAX_CHAIN = 16
+# The full plan that ends a chain edits the forest of the one that began it (``forest_edit``), which takes at most
+# ``max_edit_joiners`` joiners (else it builds from the paths, ~2x the edit's cost). A chain ends once its joiners
+# reach this fraction of that, so the full plan after it still edits (with the step's own joiners on top): without
+# this cap, the Mooncake replay at batch 64 x 4k built 12 of its 30 full plans from the paths, at 256 26 of 31.
+REMAKE_MAX_JOINED_OF_EDIT = 1 / 2
 
 
 def replan_growth_tokens(plan: PackPlan) -> int:
@@ -173,6 +178,7 @@ class _Planned:
     base: PackPlan  # the full plan a chain of re-made plans started from (``plan`` itself for a full plan)
     excess_tokens: int  # base's planned - unique KV tokens: what it reads beyond its batch's distinct KV
     chain: int = 0  # re-made plans since base
+    joined: int = 0  # real requests that joined in them (at most: some may have left again)
 
 
 @dataclass(frozen=True)
@@ -361,11 +367,11 @@ class DecodeStepPlanner:
         return plan
 
     def _keep(self, plan: PackPlan, key: _BatchKey, batch: StepBatch, limits: PlanLimits | None, base: PackPlan,
-              excess_tokens: int, chain: int) -> None:
+              excess_tokens: int, chain: int, joined: int = 0) -> None:
         """Keep ``plan`` for the batch's unchanged steps (``_same_step_plan``) and for re-making (``_remade``)."""
         seq = batch.seq_lens.copy()
         cap = np.minimum(seq + replan_growth_tokens(plan), self.max_len)  # never past the row's width
-        self._planned = _Planned(plan, key, seq, limits, cap, base, excess_tokens, chain)
+        self._planned = _Planned(plan, key, seq, limits, cap, base, excess_tokens, chain, joined)
 
     def _remade(
         self, last: _Planned, batch: StepBatch, limits: PlanLimits | None, min_saved: float, unique: int | None
@@ -381,6 +387,9 @@ class DecodeStepPlanner:
         old_index = self._survivors(last, batch)
         if old_index is None:
             return None
+        joined = last.joined + int(np.count_nonzero(old_index[: batch.n_real] < 0))
+        if joined > max_edit_joiners(batch.n_real) * REMAKE_MAX_JOINED_OF_EDIT:
+            return None  # end the chain while the full plan can still edit the forest (forest_edit)
         if unique is None:
             unique = self.unique_tokens(batch)
         plan = remade_plan(last.plan, old_index, batch.rows, batch.seq_lens, unique, limits,
@@ -389,7 +398,7 @@ class DecodeStepPlanner:
             return None
         self.counters.remade += 1
         self._declined = None
-        self._keep(plan, _BatchKey.of(batch), batch, limits, last.base, last.excess_tokens, last.chain + 1)
+        self._keep(plan, _BatchKey.of(batch), batch, limits, last.base, last.excess_tokens, last.chain + 1, joined)
         self.phases = StepPhases(0.0, time.perf_counter() - start, "remade", False)
         return plan
 
