@@ -392,8 +392,12 @@ class DecodeStepPlanner:
             return None  # end the chain while the full plan can still edit the forest (forest_edit)
         if unique is None:
             unique = self.unique_tokens(batch)
-        plan = remade_plan(last.plan, old_index, batch.rows, batch.seq_lens, unique, limits,
-                           self._planned_bounds(last, batch, unique, min_saved))
+        bounds = self._planned_bounds(last, batch, unique, min_saved)
+        # A re-made plan reads about the batch's unique KV plus the full plan's excess (plus what its joiners re-read):
+        # outside the bounds already, it is not made (a full plan after a failed attempt was the replay's slowest step)
+        if not bounds[0] <= unique + last.excess_tokens <= bounds[1]:
+            return None
+        plan = remade_plan(last.plan, old_index, batch.rows, batch.seq_lens, unique, limits, bounds)
         if plan is None or not pat_pays(plan.stats, min_saved):  # (partials: only known with the plan)
             return None
         self.counters.remade += 1
