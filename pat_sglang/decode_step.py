@@ -20,9 +20,10 @@ step reads anything back from the GPU and the work grows with nodes and requests
   row as private items at the kept split length, partials and merge map renumbered; numpy over the items). A joiner
   shares nothing in it, so it re-reads what it could share: while that stays within ``REMAKE_MAX_EXTRA_FRACTION`` of
   the plan's KV bytes beyond what the full plan it started from read over its unique KV, the planned KV within
-  ``SPLIT_KEEP_FRACTION`` of what the split length was chosen for, the chain shorter than ``REMAKE_MAX_CHAIN``, and
-  the plan within the limits and the gate; else planned in full (below). The forest and index stay the last full
-  plan's, which the next full plan edits for its batch;
+  ``SPLIT_KEEP_FRACTION`` of what the split length was chosen for, the chain shorter than ``REMAKE_MAX_CHAIN`` and its
+  joiners within ``REMAKE_MAX_JOINED_OF_EDIT`` of what an edit takes, and the plan within the limits and the gate;
+  else planned in full (below). The forest and index stay the last full plan's, which the next full plan edits for
+  its batch;
 * other changed batches (arrivals, finishes, radix splits) whose shared structure did not change (requests finish
   and join under nodes that stay shared): last step's forest edited by the change (``forest_edit``: the joiners'
   paths walked in Python, every member list and leaf from one number per request, ~25 numpy calls), the forest
