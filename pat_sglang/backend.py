@@ -58,7 +58,7 @@ from sglang.srt.layers.attention.base_attn_backend import AttentionBackend
 
 from .api import run
 from .config import FP8_KV_DTYPES, DeviceSpec, HeadConfig, check_supported
-from .decode_step import PADDING_ROW, DecodeStepPlanner, StepBatch, StepPhases
+from .decode_step import PADDING_ROW, REMAKE_PLANS_ENV, DecodeStepPlanner, StepBatch, StepPhases
 from .dispatch import MIN_SAVED_FRACTION_ENV, checked_fraction, configured_min_saved_fraction
 from .gc_pauses import GC_PAUSES, GcMark
 from .planner import PackPlan, host_int64, max_split_items, same_ints
@@ -413,7 +413,12 @@ class PATAttnBackend(AttentionBackend):
         self.device_spec = DeviceSpec.from_torch(self.device) if self.device.type == "cuda" else DeviceSpec()
         self.req_to_token_pool = model_runner.req_to_token_pool
         self.token_to_kv_pool = model_runner.token_to_kv_pool
-        self.planner = DecodeStepPlanner(heads, self.device_spec, self.req_to_token_pool.req_to_token)
+        remake = os.environ.get(REMAKE_PLANS_ENV, "").strip() == "1"
+        self.planner = DecodeStepPlanner(heads, self.device_spec, self.req_to_token_pool.req_to_token,
+                                         remake_plans=remake)
+        if remake:
+            logger.info(f"PAT: {REMAKE_PLANS_ENV}=1: a batch whose requests only left and joined gets last step's "
+                        "plan re-made for the change (not yet measured on the GPU)")
         # The delegate's name sets the dispatch gate's default (None: one passed in, judged as fa3)
         delegate_name: str | None = None
         if delegate is None:

@@ -14,10 +14,20 @@ step reads anything back from the GPU and the work grows with nodes and requests
 * unchanged batch grown past the bound: last step's forest with every private leaf ending at the new length
   (``PrefixForest.with_lengths``, O(requests) numpy), and last plan re-made for it (``plan_forest(previous=...)``:
   new KV ranges for the same items) unless a pack's split count changed;
-* changed batch (arrivals, finishes, radix splits) whose shared structure did not change (the common case: requests
-  finish and join under nodes that stay shared): last step's forest edited by the change (``forest_edit``: the
-  joiners' paths walked in Python, every member list and leaf from one number per request, ~25 numpy calls), the
-  forest ``from_paths`` would build;
+* changed batch whose requests only left and joined (every other request in the same row with the very same published
+  entry: no radix split on its path): last step's plan re-made for the change, no forest and no planning pass
+  (``planner.remade_plan``: the leavers' entries dropped, items re-pointed to a kept member's row, each joiner's whole
+  row as private items at the kept split length, partials and merge map renumbered; numpy over the items). A joiner
+  shares nothing in it, so it re-reads what it could share: while that stays within ``REMAKE_MAX_EXTRA_FRACTION`` of
+  the plan's KV bytes beyond what the full plan it started from read over its unique KV, the planned KV within
+  ``SPLIT_KEEP_FRACTION`` of what the split length was chosen for, the chain shorter than ``REMAKE_MAX_CHAIN`` and its
+  joiners within ``REMAKE_MAX_JOINED_OF_EDIT`` of what an edit takes, and the plan within the limits and the gate;
+  else planned in full (below). The forest and index stay the last full plan's, which the next full plan edits for
+  its batch;
+* other changed batches (arrivals, finishes, radix splits) whose shared structure did not change (requests finish
+  and join under nodes that stay shared): last step's forest edited by the change (``forest_edit``: the joiners'
+  paths walked in Python, every member list and leaf from one number per request, ~25 numpy calls), the forest
+  ``from_paths`` would build;
 * any other changed batch: the forest again from the published paths (``PrefixForest.from_paths``, numpy over the
   paths' nodes), with the index the next step's edit needs;
 * a request without a usable path (nothing published for its row, or a stale entry) is planned without
@@ -34,6 +44,8 @@ its saving only shrinks), so its next steps cost one batch comparison.
 
 from __future__ import annotations
 
+import math
+import operator
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,8 +56,17 @@ import torch
 from .config import DeviceSpec, HeadConfig
 from .dispatch import pat_pays
 from .forest import PrefixForest
-from .forest_edit import RadixIndex
-from .planner import INT32_MAX, PackPlan, PlanLimits, plan_forest, same_ints
+from .forest_edit import RadixIndex, max_edit_joiners
+from .planner import (
+    INT32_MAX,
+    SPLIT_KEEP_FRACTION,
+    PackPlan,
+    PlanLimits,
+    kv_token_bytes,
+    plan_forest,
+    remade_plan,
+    same_ints,
+)
 
 PADDING_ROW = 0  # ReqToTokenPool row 0 is SGLang's padding row: CUDA-graph padding and dummy batches use it
 
@@ -60,6 +81,25 @@ PADDING_ROW = 0  # ReqToTokenPool row 0 is SGLang's padding row: CUDA-graph padd
 # comparable to its KV (re-planning every few steps there would buy nothing measurable).
 REPLAN_GROWTH_DIVISOR = 8
 REPLAN_MIN_GROWTH_TOKENS = 64
+
+
+# A changed batch whose requests only left or joined (no request's published path changed) takes last step's plan
+# re-made for the change (``planner.remade_plan``) instead of a forest and a planning pass, within these bounds; past
+# them it is planned in full. The joiners share nothing in a re-made plan, so it reads their shared prefixes again:
+# at most REMAKE_MAX_EXTRA_FRACTION of the plan's KV bytes beyond the excess (planned - unique bytes) of the full plan
+# the chain of re-made plans started from, the tolerance the planner allows itself elsewhere (SPLIT_KEEP_FRACTION,
+# SPLIT_COST_TOLERANCE are 1/16 too). The planned KV must also stay within SPLIT_KEEP_FRACTION of what the split length
+# was chosen for, the rule a full plan keeps a split length by. REMAKE_MAX_CHAIN bounds what the bytes do not show:
+# row blocks thinned by leavers (more items than a fresh plan's) and the launch's balance; at 17 req/s (gsp, ~80
+# requests) 16 changed steps are ~30 decode steps.
+REMAKE_PLANS_ENV = "PAT_SGLANG_REMAKE_PLANS"  # "1": the backend's planner re-makes plans (opt-in, see remake_plans)
+REMAKE_MAX_EXTRA_FRACTION = 1 / 16
+REMAKE_MAX_CHAIN = 16
+# The full plan that ends a chain edits the forest of the one that began it (``forest_edit``), which takes at most
+# ``max_edit_joiners`` joiners (else it builds from the paths, ~2x the edit's cost). A chain ends once its joiners
+# reach this fraction of that, so the full plan after it still edits (with the step's own joiners on top): without
+# this cap, the Mooncake replay at batch 64 x 4k built 12 of its 30 full plans from the paths, at 256 26 of 31.
+REMAKE_MAX_JOINED_OF_EDIT = 1 / 2
 
 
 def replan_growth_tokens(plan: PackPlan) -> int:
@@ -123,6 +163,7 @@ class StepCounters:
     unshared: int = 0  # requests planned without sharing (no usable published path)
     coarse: int = 0  # plans coarsened to fit the limits
     plans_reused: int = 0  # steps that took the previous step's plan as it was (unchanged batch, within the bound)
+    remade: int = 0  # changed batches given last step's plan re-made for the joiners and leavers (no forest, no pass)
     declined: int = 0  # steps given no plan: the batch saves too little (min_saved), decided on its forest or plan
     declined_unplanned: int = 0  # of those, decided without planning (the forest's bound, or the same batch as before)
 
@@ -136,6 +177,10 @@ class _Planned:
     seq_lens: np.ndarray  # the lengths it was made for
     limits: PlanLimits | None
     max_seq_lens: np.ndarray  # seq_lens + replan_growth_tokens(plan): beyond, plan again
+    base: PackPlan  # the full plan a chain of re-made plans started from (``plan`` itself for a full plan)
+    excess_tokens: int  # base's planned - unique KV tokens: what it reads beyond its batch's distinct KV
+    chain: int = 0  # re-made plans since base
+    joined: int = 0  # real requests that joined in them (at most: some may have left again)
 
 
 @dataclass(frozen=True)
@@ -145,7 +190,9 @@ class StepPhases:
 
     forest_s: float = 0.0
     plan_s: float = 0.0
-    forest: str = "none"  # "built" (from the published paths), "edited" (forest_edit), "reused" (grown leaves), "none"
+    # "built" (from the published paths), "edited" (forest_edit), "reused" (grown leaves), "remade" (no forest: last
+    # step's plan re-made for the joiners and leavers, plan_s its time), "none"
+    forest: str = "none"
     split_search: bool = False  # plan_forest's cost model compared split lengths (PackPlan.split_searched)
 
 
@@ -161,6 +208,10 @@ class DecodeStepPlanner:
     req_to_token: torch.Tensor
     counters: StepCounters = field(default_factory=StepCounters)
     reuse_plans: bool = True  # False: every step is planned (tests and benchmarks of the forest and re-made plans)
+    # True: a changed batch whose requests only left and joined gets last step's plan re-made (below); False (the
+    # default until re-made plans are measured on the GPU): every changed batch gets a forest and a full plan. The
+    # backend turns it on with REMAKE_PLANS_ENV=1.
+    remake_plans: bool = False
     _reuse: _Reuse | None = None
     _last_plan: PackPlan | None = None
     _planned: _Planned | None = None
@@ -285,8 +336,15 @@ class DecodeStepPlanner:
         declined = self._declined
         if min_saved > 0.0 and declined is not None and self.reuse_plans and declined.matches(batch):
             return self._decline(batch, planned=False)
-        if min_saved > 0.0 and self.unique_tokens(batch) > (1.0 - min_saved) * int(batch.seq_lens.sum()):
-            return self._decline(batch, planned=False)  # no plan of this batch could save min_saved
+        unique = None
+        if min_saved > 0.0:
+            unique = self.unique_tokens(batch)
+            if unique > (1.0 - min_saved) * int(batch.seq_lens.sum()):
+                return self._decline(batch, planned=False)  # no plan of this batch could save min_saved
+        if last is not None and self.reuse_plans and self.remake_plans:
+            plan = self._remade(last, batch, limits, min_saved, unique)
+            if plan is not None:
+                return plan
         built, edited = self.counters.built, self.counters.edited
         start = time.perf_counter()
         forest = self.forest(batch)
@@ -307,12 +365,101 @@ class DecodeStepPlanner:
         # ending in a shared node has a closed end, which its growth would outrun.
         key = self._forest_key() if plan.num_open == plan.num_requests else None
         if key is not None:
-            seq = batch.seq_lens.copy()
-            cap = np.minimum(seq + replan_growth_tokens(plan), self.max_len)  # never past the row's width
-            self._planned = _Planned(plan, key, seq, limits, cap)
+            excess = (plan.stats.kv_bytes_planned - plan.stats.kv_bytes_unique) // kv_token_bytes(plan.heads)
+            self._keep(plan, key, batch, limits, plan, excess, 0)
         else:
             self._planned = None
         return plan
+
+    def _keep(self, plan: PackPlan, key: _BatchKey, batch: StepBatch, limits: PlanLimits | None, base: PackPlan,
+              excess_tokens: int, chain: int, joined: int = 0) -> None:
+        """Keep ``plan`` for the batch's unchanged steps (``_same_step_plan``) and for re-making (``_remade``)."""
+        seq = batch.seq_lens.copy()
+        cap = np.minimum(seq + replan_growth_tokens(plan), self.max_len)  # never past the row's width
+        self._planned = _Planned(plan, key, seq, limits, cap, base, excess_tokens, chain, joined)
+
+    def _remade(
+        self, last: _Planned, batch: StepBatch, limits: PlanLimits | None, min_saved: float, unique: int | None
+    ) -> PackPlan | None:
+        """Last step's plan re-made for ``batch`` (``planner.remade_plan``) when only requests left and joined since
+        it and the re-made plan stays within the bounds (``REMAKE_MAX_*``, the split length's, ``limits``, the gate's
+        ``min_saved``), kept for the next steps as a planned one is; ``None``: plan it in full. The forest and its
+        index stay those of the last full plan: the next full plan edits them for its batch (or builds), as it would
+        after any changed batch."""
+        if last.chain >= REMAKE_MAX_CHAIN or last.plan.fallback:
+            return None
+        start = time.perf_counter()
+        old_index = self._survivors(last, batch)
+        if old_index is None:
+            return None
+        joined = last.joined + int(np.count_nonzero(old_index[: batch.n_real] < 0))
+        if joined > max_edit_joiners(batch.n_real) * REMAKE_MAX_JOINED_OF_EDIT:
+            return None  # end the chain while the full plan can still edit the forest (forest_edit)
+        if unique is None:
+            unique = self.unique_tokens(batch)
+        bounds = self._planned_bounds(last, batch, unique, min_saved)
+        # A re-made plan reads about the batch's unique KV plus the full plan's excess (plus what its joiners re-read):
+        # outside the bounds already, it is not made (a full plan after a failed attempt was the replay's slowest step)
+        if not bounds[0] <= unique + last.excess_tokens <= bounds[1]:
+            return None
+        plan = remade_plan(last.plan, old_index, batch.rows, batch.seq_lens, unique, limits, bounds)
+        if plan is None or not pat_pays(plan.stats, min_saved):  # (partials: only known with the plan)
+            return None
+        self.counters.remade += 1
+        self._declined = None
+        self._keep(plan, _BatchKey.of(batch), batch, limits, last.base, last.excess_tokens, last.chain + 1, joined)
+        self.phases = StepPhases(0.0, time.perf_counter() - start, "remade", False)
+        return plan
+
+    @staticmethod
+    def _planned_bounds(last: _Planned, batch: StepBatch, unique: int, min_saved: float) -> tuple[int, int]:
+        """The KV tokens a re-made plan of ``batch`` may read (``remade_plan``'s ``planned_tokens``): at most its unique
+        tokens plus the full plan's excess plus ``REMAKE_MAX_EXTRA_FRACTION`` of itself (planned - unique - excess <=
+        fraction * planned), within ``SPLIT_KEEP_FRACTION`` of the KV the split length was chosen for, and no more than
+        the gate lets a plan read (``min_saved``; ``pat_pays`` adds the partials afterwards)."""
+        hi = int((unique + last.excess_tokens) / (1.0 - REMAKE_MAX_EXTRA_FRACTION))
+        lo = 0
+        regrow = last.base.regrow
+        chosen_for = regrow.chosen_for_tokens if regrow is not None else 0
+        if chosen_for:
+            lo = math.ceil((1.0 - SPLIT_KEEP_FRACTION) * chosen_for)
+            hi = min(hi, int((1.0 + SPLIT_KEEP_FRACTION) * chosen_for))
+        if min_saved > 0.0:
+            hi = min(hi, int((1.0 - min_saved) * int(batch.seq_lens.sum())))
+        return lo, hi
+
+    @staticmethod
+    def _survivors(last: _Planned, batch: StepBatch) -> np.ndarray | None:
+        """Per request of ``batch`` (padding included), its index in ``last``'s batch, or -1 for a joiner;
+        ``None`` when the batch cannot be re-made from it. A survivor is the same request
+        (request id) in the same pool row with the very same published entry: a request whose chain was read again
+        (a radix split on its path) counts as leaving and joining, and joiners are planned without sharing, so no
+        change to the shared structure reaches a re-made plan. Order does not matter (``remade_plan`` renumbers)."""
+        pb = batch.published
+        key = last.key
+        n_real, n_old = batch.n_real, key.n_real
+        if pb is None or pb.entries is None or key.entries is None or not n_real or not n_old:
+            return None
+        new_rows, old_rows = batch.rows[:n_real], key.rows[:n_old]
+        table = np.full(max(int(old_rows.max()), int(new_rows.max())) + 1, -1, dtype=np.int64)
+        table[old_rows] = np.arange(n_old)
+        cand = table[new_rows]
+        # an entry is made for one request in one row (it holds the request id), and a published batch without absent
+        # entries has no None to match; a row new to the batch looks up -1, the last old entry, never a joiner's
+        if pb.absent:
+            return None
+        same = np.fromiter(map(operator.is_, pb.entries, map(key.entries.__getitem__, cand.tolist())), bool, n_real)
+        old_index = np.full(batch.rows.shape[0], -1, dtype=np.int64)
+        old_index[:n_real] = np.where(same, cand, -1)
+        # padding requests (row PADDING_ROW, a constant length) stand for each other: as many as both batches have
+        # keep their items, the rest come or go
+        padding = min(batch.rows.shape[0] - n_real, key.rows.shape[0] - n_old)
+        old_index[n_real : n_real + padding] = np.arange(n_old, n_old + padding)
+        stay = old_index >= 0
+        seq, old = batch.seq_lens[stay], old_index[stay]
+        if (seq < last.seq_lens[old]).any() or (seq > last.max_seq_lens[old]).any():
+            return None  # shorter than planned (never in decode), or grown past the bound: plan in full
+        return old_index
 
     def _forest_key(self) -> _BatchKey | None:
         """``_BatchKey.of`` the batch ``forest`` was just given: the key its kept forest holds (made for that batch, or

@@ -62,6 +62,11 @@ EDIT_JOINERS_PER_REQUEST = 1 / 16
 EDIT_JOINERS_MIN = 8
 
 
+def max_edit_joiners(num_requests: int) -> float:
+    """The most joiners an edit of a batch of ``num_requests`` real requests takes (``EDIT_JOINERS_*``)."""
+    return max(EDIT_JOINERS_MIN, EDIT_JOINERS_PER_REQUEST * num_requests)
+
+
 @dataclass(eq=False)
 class _Kept:
     """The kept nodes of a forest (its first ``K`` nodes) and their radix chains: what an edit keeps or thins."""
@@ -220,7 +225,7 @@ class RadixIndex:
         table = np.full(max(int(old_rows.max()), int(new_rows.max())) + 1, -1, dtype=np.int64)
         table[old_rows] = np.arange(old_rows.shape[0])
         cand = table[new_rows]
-        most = max(EDIT_JOINERS_MIN, EDIT_JOINERS_PER_REQUEST * n_real)
+        most = max_edit_joiners(n_real)
         if int(np.count_nonzero(cand < 0)) > most:
             return None  # rows new to the batch are joiners: too many already (before the identity checks' walk)
         same = np.fromiter(map(operator.is_, entries, map(self.entries.__getitem__, cand.tolist())), bool, n_real)

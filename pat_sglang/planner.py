@@ -57,6 +57,13 @@ Limits. ``PlanLimits`` (the CUDA-graph buffers' capacities) is an input: a plan 
 with one KV split per pack, and if that still does not fit, without sharing (one item per request, no
 partials), which fits any buffers sized for the batch. A plan is never edited after it is made.
 
+Re-made plans. For a batch that differs from a planned one only by requests that left and joined,
+``remade_plan`` makes a new plan from the old one's items instead of from a forest: the leavers' entries go (and
+items left empty), every kept item reads through its first kept member's row (a freed row can hold a joiner
+already), each joiner reads its whole row in private items cut at the plan's split length, and tiles, launch order,
+partial slots and the merge map are made afresh for the new entries. Its output equals a fresh plan's; it reads more
+KV where a joiner could have shared, which the caller (``decode_step``) bounds.
+
 Implementation. All of this is numpy over the forest's flat arrays: the profit
 model for every node at once (iterated only where inlining passes tokens down), then packs, row blocks,
 splits, items, partial numbering and the merge map as array ops, with no per-item Python but the split choice's
@@ -118,6 +125,7 @@ SPLIT_COST_TOLERANCE = 1 / 16
 MAX_ITEMS = 65535  # the forward grid's y dimension
 INT32_MAX = int(np.iinfo(np.int32).max)
 INT16_MAX = int(np.iinfo(np.int16).max)
+INT64_MAX = int(np.iinfo(np.int64).max)
 _T = TypeVar("_T")
 
 
@@ -529,26 +537,7 @@ def _plan(
     items[:, ITEM_TILE_M] = tile_m_of_size[sizes]
     item_req = pack_req[_ranges(block_start[item_block], sizes, req_end)]
 
-    # Partial slots numbered in item_req order; each request merges its own in the order they were handed out. A
-    # request's entries are its partials (``partials_of``), so the two uniform cases are read off the requests.
-    merge_indptr = np.zeros(num_requests + 1, dtype=np.int32)
-    if int(partials_of.min()) > 1:  # every entry has a partial slot: slot i is entry i
-        num_partials = item_req.shape[0]
-        item_dst = np.arange(num_partials, dtype=np.int32)
-        merge_indptr[1:] = partials_of.cumsum()
-        merge_partials = _stable_argsort(item_req, num_requests).astype(np.int32)
-    elif int(partials_of.max()) <= 1:  # every request has one partial: all write the output directly
-        num_partials = 0
-        item_dst = np.full(item_req.shape[0], -1, dtype=np.int32)
-        merge_partials = np.zeros(0, dtype=np.int32)
-    else:
-        multi = partials_of[item_req] > 1
-        slot_ids = multi.cumsum() - 1
-        num_partials = int(slot_ids[-1]) + 1
-        item_dst = np.where(multi, slot_ids, -1).astype(np.int32)
-        multi_req = item_req[multi]
-        np.cumsum(np.bincount(multi_req, minlength=num_requests), out=merge_indptr[1:])
-        merge_partials = slot_ids[multi][_stable_argsort(multi_req, num_requests)].astype(np.int32)
+    item_dst, merge_indptr, merge_partials, num_partials = _partial_slots(item_req, partials_of, num_requests)
 
     stats = PlanStats(
         kv_bytes_planned=planned_tokens * tok_bytes,
@@ -588,6 +577,34 @@ def _plan(
         split_tokens=split_tokens,
         split_searched=searched,
     )
+
+
+def _partial_slots(
+    item_req: np.ndarray, partials_of: np.ndarray, num_requests: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(item_dst, merge_indptr, merge_partials, num_partials) of the entries ``item_req`` (in item order), where
+    request ``r`` has ``partials_of[r]`` >= 1 entries. Partial slots are numbered in item_req order; each request
+    merges its own in the order they were handed out; a request with one entry writes the output directly. The two
+    uniform cases are read off the requests."""
+    merge_indptr = np.zeros(num_requests + 1, dtype=np.int32)
+    if int(partials_of.min()) > 1:  # every entry has a partial slot: slot i is entry i
+        num_partials = item_req.shape[0]
+        item_dst = np.arange(num_partials, dtype=np.int32)
+        merge_indptr[1:] = partials_of.cumsum()
+        merge_partials = _stable_argsort(item_req, num_requests).astype(np.int32)
+    elif int(partials_of.max()) <= 1:  # every request has one partial: all write the output directly
+        num_partials = 0
+        item_dst = np.full(item_req.shape[0], -1, dtype=np.int32)
+        merge_partials = np.zeros(0, dtype=np.int32)
+    else:
+        multi = partials_of[item_req] > 1
+        slot_ids = multi.cumsum() - 1
+        num_partials = int(slot_ids[-1]) + 1
+        item_dst = np.where(multi, slot_ids, -1).astype(np.int32)
+        multi_req = item_req[multi]
+        np.cumsum(np.bincount(multi_req, minlength=num_requests), out=merge_indptr[1:])
+        merge_partials = slot_ids[multi][_stable_argsort(multi_req, num_requests)].astype(np.int32)
+    return item_dst, merge_indptr, merge_partials, num_partials
 
 
 @dataclass(eq=False)
@@ -647,6 +664,168 @@ def _regrown(previous: PackPlan, forest: PrefixForest) -> PackPlan | None:
     regrow = copy_with(rg, pack_tokens=pack_tokens, tok=forest.tok, pack_args=pack_args)
     return copy_with(previous, items=torch.from_numpy(items), stats=stats, packs=_PackBuilder(*pack_args),
                       regrow=regrow, split_searched=False)
+
+
+def kv_token_bytes(heads: HeadConfig) -> int:
+    """K and V bytes of one token over all KV heads of one layer (``HeadConfig.kv_token_bytes``, cached)."""
+    return _head_numbers(heads)[2]
+
+
+def remade_plan(
+    previous: PackPlan,
+    old_index: np.ndarray,
+    rows: np.ndarray,
+    seq_lens: np.ndarray,
+    unique_tokens: int,
+    limits: PlanLimits | None = None,
+    planned_tokens: tuple[int, int] = (0, INT64_MAX),
+) -> PackPlan | None:
+    """``previous`` re-made for another batch over the same slot table: request ``r`` of the new batch (row
+    ``rows[r]``, length ``seq_lens[r]``) is request ``old_index[r]`` of ``previous``, or new (-1: a joiner, padding
+    included). A new ``PackPlan``; ``None`` where it would not fit ``limits``, would read a number of KV tokens outside
+    ``planned_tokens`` (lo, hi) (the caller's quality bounds, checked before the new plan's arrays are made), or where
+    ``previous`` cannot be re-made (no open ends, a request not ending in an open item, a kept request shorter than its
+    open item begins).
+
+    Kept requests keep their entries in ``previous``'s items, each item re-pointed to the row of its first kept
+    request: a shared item reads its KV through one member's row, and a request that left may have handed its row to
+    a joiner already (every member holds the same slots at the item's positions, so any member's row reads the same
+    KV). Items left with no request go; the rest keep their launch order (longest first when planned; their open ends
+    have grown alike since). A kept request keeps all of its entries, so it keeps writing the output directly or
+    through partials as before: its partial slots are renumbered over the slots still used. Each joiner gets its whole
+    row as private items cut at ``previous.split_tokens`` as ``_plan`` cuts a pack (``_joiner_items``), the last one
+    open, launched first (cut at the split length, they are about as long as the plan's longest items). A joiner shares
+    nothing in this plan, so it reads again what it could share: the caller bounds that (``kv_bytes_planned -
+    kv_bytes_unique`` against the full plan it started from). ``unique_tokens``: the new batch's distinct KV tokens
+    (``stats.kv_bytes_unique``). Numpy over the items and entries, Python per joiner item. No ``packs`` (``PackInfo``
+    are for printing: none here), no ``regrow``."""
+    stride = previous.row_stride
+    num_requests = rows.shape[0]
+    split = previous.split_tokens
+    if stride is None or previous.num_open != previous.num_requests or split < 1 or not num_requests:
+        return None
+    items = previous.items.numpy()
+    stays = old_index >= 0
+    survivors = np.flatnonzero(stays)
+    new_of_old = np.full(previous.num_requests, -1, dtype=np.int64)
+    new_of_old[old_index[survivors]] = survivors
+
+    # kept entries, grouped by item (a plan's entries follow its items), and the items that keep one or more
+    entry_new = new_of_old[previous.item_req.numpy()]
+    keep = entry_new >= 0
+    kept_count = np.add.reduceat(keep.view(np.int8), items[:, ITEM_REQ_BEGIN], dtype=np.int64)  # items hold >= 1
+    live = kept_count > 0
+    kept_req = entry_new[keep]
+    kept_size = kept_count[live]
+    req_end = kept_size.cumsum()
+    kept_first = kept_req[req_end - kept_size]
+    kept = items[live]  # a copy: the new plan's rows of the kept items
+    begin = kept[:, ITEM_KV_BEGIN].astype(np.int64)
+    end = kept[:, ITEM_KV_END]
+    is_open = end == ITEM_OPEN_END
+    row_begin = begin // stride * stride
+    kv_len = np.where(is_open, seq_lens[kept_first] + row_begin - begin, end - begin)
+
+    # partial slots of the kept entries, renumbered over those still used; the joiners' come after them
+    kept_dst = previous.item_dst.numpy()[keep].astype(np.int64)
+    used = np.zeros(previous.num_partials + 1, dtype=np.int64)
+    used[kept_dst] = 1  # (-1, a direct write, marks the spare last element)
+    new_slot = used[:-1].cumsum() - 1
+    num_kept_slots = int(new_slot[-1]) + 1 if new_slot.shape[0] else 0
+    kept_dst = np.where(kept_dst >= 0, new_slot[kept_dst], -1)
+
+    group, _, tok_bytes, partial_bytes = _head_numbers(previous.heads)
+    tile_ms = previous.tile_ms
+    tile_of_size, tile_m_of_size = _tile_lut(tile_ms, group, max(1, tile_ms[-1] // group))
+    joined, join_req, join_dst, join_tokens = _joiner_items(
+        np.flatnonzero(~stays), rows, seq_lens, stride, split, num_kept_slots, (int(tile_of_size[1]),
+                                                                                int(tile_m_of_size[1])))
+    num_join = len(join_req)
+    planned = int(kv_len.sum()) + sum(join_tokens)
+    if not planned_tokens[0] <= planned <= planned_tokens[1] or int(kv_len.min(initial=1)) < 1:
+        return None
+    num_items = num_join + kept.shape[0]
+    num_entries = num_join + kept_req.shape[0]
+    num_partials = num_kept_slots + sum(d >= 0 for d in join_dst)
+    if limits is not None and (
+        num_items > limits.max_items or num_partials > limits.max_partials or num_entries > limits.max_entries
+    ):
+        return None
+    if num_items > MAX_ITEMS:
+        return None
+
+    shift = rows[kept_first] * stride - row_begin  # to the first kept member's row
+    kept[:, ITEM_KV_BEGIN] += shift
+    np.add(end, shift, out=end, where=~is_open, casting="same_kind")
+    kept[:, ITEM_REQ_BEGIN] = req_end - kept_size + num_join
+    kept[:, ITEM_REQ_END] = req_end + num_join
+    kept[:, ITEM_TILE] = tile_of_size[kept_size]
+    kept[:, ITEM_TILE_M] = tile_m_of_size[kept_size]
+    out = np.concatenate([joined, kept]) if num_join else kept
+    item_req = np.concatenate([np.array(join_req, dtype=np.int64), kept_req])
+    item_dst = np.concatenate([np.array(join_dst, dtype=np.int64), kept_dst])
+    merge_indptr = np.zeros(num_requests + 1, dtype=np.int32)
+    has = item_dst >= 0
+    merge_req = item_req[has]
+    np.cumsum(np.bincount(merge_req, minlength=num_requests), out=merge_indptr[1:])
+    merge_partials = item_dst[has][_stable_argsort(merge_req, num_requests)].astype(np.int32)
+    stats = PlanStats(
+        kv_bytes_planned=planned * tok_bytes,
+        kv_bytes_per_request=int(seq_lens.sum()) * tok_bytes,
+        kv_bytes_unique=unique_tokens * tok_bytes,
+        partial_bytes=num_partials * partial_bytes,
+        num_items=num_items,
+        num_partials=num_partials,
+        max_item_tokens=max(int(kv_len.max(initial=0)), max(join_tokens, default=0)),
+    )
+    return PackPlan(
+        heads=previous.heads,
+        num_requests=num_requests,
+        tile_ms=tile_ms,
+        items=torch.from_numpy(out),
+        slot_table=previous.slot_table,
+        item_req=torch.from_numpy(item_req.astype(np.int32)),
+        item_dst=torch.from_numpy(item_dst.astype(np.int32)),
+        merge_indptr=torch.from_numpy(merge_indptr),
+        merge_partials=torch.from_numpy(merge_partials),
+        num_partials=num_partials,
+        max_slot=previous.max_slot,
+        stats=stats,
+        row_stride=stride,
+        num_open=num_requests,  # every request's last item is open: kept requests' own, joiners' last split
+        split_tokens=split,
+    )
+
+
+def _joiner_items(
+    joiners: np.ndarray, rows: np.ndarray, seq_lens: np.ndarray, stride: int, split: int, first_slot: int,
+    tile: tuple[int, int],
+) -> tuple[np.ndarray, list[int], list[int], list[int]]:
+    """The private items of ``joiners`` (request indices), longest first: each one's whole row cut into
+    ``_split_counts`` items of about equal KV at ``split`` as ``_plan`` cuts a pack, the last one open. (int32 item rows
+    whose entries are 0, 1, ... in order; per item its request, partial slot (from ``first_slot`` on for a joiner of
+    two items or more, else -1: written directly) and KV tokens.) ``tile``: (tile index, tile m) of one request. A
+    Python loop: a re-made plan's joiners are a few (a wave re-reads too much to be re-made)."""
+    found: list[tuple[int, int, int, int, int]] = []  # (tokens, begin, end, request, slot)
+    slot = first_slot
+    for r, n, row in zip(joiners.tolist(), seq_lens[joiners].tolist(), rows[joiners].tolist(), strict=True):
+        k = max(1, -(-n // split))
+        base = row * stride
+        cuts = [base + n * i // k for i in range(k + 1)]
+        for i in range(k):
+            found.append((cuts[i + 1] - cuts[i], cuts[i], cuts[i + 1] if i + 1 < k else ITEM_OPEN_END, r,
+                          slot + i if k > 1 else -1))
+        slot += k if k > 1 else 0
+    found.sort(key=lambda f: -f[0])  # (stable: a joiner's splits stay in order)
+    joined = np.zeros((len(found), ITEM_FIELDS), dtype=np.int32)
+    if found:
+        table = np.array(found, dtype=np.int64)
+        joined[:, ITEM_KV_BEGIN] = table[:, 1]
+        joined[:, ITEM_KV_END] = table[:, 2]
+        joined[:, ITEM_REQ_BEGIN] = np.arange(len(found))
+        joined[:, ITEM_REQ_END] = joined[:, ITEM_REQ_BEGIN] + 1
+        joined[:, ITEM_TILE], joined[:, ITEM_TILE_M] = tile
+    return joined, [f[3] for f in found], [f[4] for f in found], [f[0] for f in found]
 
 
 def copy_with(obj: _T, **changes: object) -> _T:

@@ -509,6 +509,9 @@ def test_backend_labels() -> None:
     assert label.env == {"PAT_SGLANG_DELEGATE": "fa3", **LABEL_OPTIONS["all"]}
     assert BackendLabel.parse("pat+all").env == LABEL_OPTIONS["all"]  # SGLang's default delegate, gate off
     assert BackendLabel.parse("pat@fa3+delegate").env == {"PAT_SGLANG_DELEGATE": "fa3", **LABEL_OPTIONS["delegate"]}
+    from pat_sglang.decode_step import REMAKE_PLANS_ENV
+
+    assert BackendLabel.parse("pat@fa3+remade").env == {"PAT_SGLANG_DELEGATE": "fa3", REMAKE_PLANS_ENV: "1"}
     for bad in ("fa3@triton", "fa3+all", "pat@", "@fa3", "pat@fa3+fast", "pat+"):
         with pytest.raises(ValueError, match="backend label"):
             BackendLabel.parse(bad)

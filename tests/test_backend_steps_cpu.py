@@ -25,6 +25,7 @@ from sglang_harness import (
     slot_free_key,
 )
 
+from pat_sglang import decode_step
 from pat_sglang.backend import PATAttnBackend
 from pat_sglang.config import HeadConfig
 from pat_sglang.decode_step import PADDING_ROW
@@ -84,10 +85,16 @@ def check_step(be: PATAttnBackend, h: RadixHarness, forest: PrefixForest, rows: 
 
 @pytest.mark.parametrize("graph", [False, True])
 @pytest.mark.parametrize("page_size", [1, 4])
-@pytest.mark.parametrize("reuse", [False, True])
-def test_many_steps_equal_fresh_plan(graph: bool, page_size: int, reuse: bool) -> None:
+@pytest.mark.parametrize(("reuse", "remake"), [(False, False), (True, False), (True, True)])
+def test_many_steps_equal_fresh_plan(graph: bool, page_size: int, reuse: bool, remake: bool,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """``reuse``: unchanged steps take last step's plan object (open items); those are checked for exactness at the
-    new lengths (a fresh plan may split differently), every other step against a fresh plan."""
+    new lengths (a fresh plan may split differently), every other step against a fresh plan. ``remake``: changed
+    batches whose requests only left and joined take last step's plan re-made for them (``remade_plan``: a finished
+    request's row goes to the next new request in the same step), checked for exactness and the graph limits; the
+    quality bounds are lifted (a joiner's 64 shared tokens are more than 1/16 of this small batch's KV)."""
+    monkeypatch.setattr(decode_step, "REMAKE_MAX_EXTRA_FRACTION", 0.9)
+    monkeypatch.setattr(decode_step, "SPLIT_KEEP_FRACTION", 1.0)
     rng = np.random.default_rng(7)
     h = RadixHarness(page_size=page_size, max_reqs=24, max_context=1024, num_slots=1 << 13)
     system = rng.integers(1000, 2000, size=64).tolist()
@@ -101,7 +108,9 @@ def test_many_steps_equal_fresh_plan(graph: bool, page_size: int, reuse: bool) -
     max_bs = 8
     if graph:
         be.init_cuda_graph_state(max_bs, max_bs)
+    assert not be.planner.remake_plans  # opt-in (PAT_SGLANG_REMAKE_PLANS=1)
     be.planner.reuse_plans = reuse
+    be.planner.remake_plans = remake
     forests = record_forests(be.planner)
     heads = HeadConfig(HQ, HKV, D, torch.bfloat16)
     pool = h.req_to_token_pool
@@ -109,6 +118,7 @@ def test_many_steps_equal_fresh_plan(graph: bool, page_size: int, reuse: bool) -
     changed = 0
     reused_steps = []
     previous, regrown = None, 0
+    remade_steps = []
     for step in range(40):
         if step in (8, 21, 30):  # a request finishes; its row goes to the next new request
             done = live.pop(1)
@@ -124,7 +134,7 @@ def test_many_steps_equal_fresh_plan(graph: bool, page_size: int, reuse: bool) -
             live = live[::-1]  # same requests, another batch order
         changed += step in (0, 8, 14, 21, 27, 30, 33)
         fb = decode_batch(h, table, only=list(live))
-        reused = be.planner.counters.reused
+        reused, remade = be.planner.counters.reused, be.planner.counters.remade
         if graph:
             view = padded_view(fb, max_bs)
             be.init_forward_metadata_out_graph(view)
@@ -142,19 +152,31 @@ def test_many_steps_equal_fresh_plan(graph: bool, page_size: int, reuse: bool) -
             r2t = h.req_to_token
             assert_reads_within_rows(plan_of_buffers(be.graph_buffers) if graph else plan, rows, seq, r2t.shape[1])
             assert_plan_exact(plan, r2t, rows, seq, seed=step, num_slots=h.num_slots)
+        elif be.planner.counters.remade > remade:  # no forest: the plan must read the rows exactly, within the limits
+            remade_steps.append(step)
+            r2t = h.req_to_token
+            if graph:
+                limits = be.graph_buffers.limits_for(rows.shape[0])
+                assert plan.num_items <= limits.max_items and plan.num_partials <= limits.max_partials
+                assert plan.item_req.shape[0] <= limits.max_entries
+            assert_reads_within_rows(plan_of_buffers(be.graph_buffers) if graph else plan, rows, seq, r2t.shape[1])
+            assert_plan_exact(plan, r2t, rows, seq, seed=step, num_slots=h.num_slots)
         else:
-            assert len(forests) == len(set(range(step + 1)) - set(same_plan_steps))
+            assert len(forests) == len(set(range(step + 1)) - set(same_plan_steps) - set(remade_steps))
             check_step(be, h, forests[-1], rows, seq, heads, seed=step, graph=graph)
             regrown += previous is not None and plan.item_req is previous.item_req  # re-made from last step's plan
         previous = plan
     counters = be.planner.counters
-    assert counters.built + counters.reused + counters.plans_reused == 40
+    assert counters.built + counters.reused + counters.plans_reused + counters.remade == 40
     assert counters.plans_reused == len(same_plan_steps)
     assert not {0, 8, 14, 21, 27, 30, 33} & set(reused_steps)  # a changed batch is never planned from a stale forest
     assert not {0, 8, 14, 21, 27, 30, 33} & set(same_plan_steps)  # nor served last step's plan
     assert counters.unshared == 0 and counters.coarse == 0
     if reuse:  # every unchanged step (the batch grows 1 token a step, far below the re-plan bound)
-        assert counters.plans_reused == 40 - changed and counters.built == changed
+        assert counters.plans_reused == 40 - changed and counters.built + counters.remade == changed
+        # re-made: the finishes (8, 21: with an arrival in the row, 30) and the reorder (33); 14 and 27 split the
+        # system prompt's radix node (the survivors' entries are read again): planned in full
+        assert set(remade_steps) == ({8, 21, 30, 33} if remake else set())
     else:
         assert counters.built <= changed and counters.reused > 20 and regrown > 20  # most steps grew the leaves
     assert be.stats.row_reads == 0 and be.stats.delegated == 0 and be.stats.steps == 40
@@ -298,3 +320,12 @@ def test_static_buffers_hold_each_plan_of_fresh_remade_and_reloaded_plans() -> N
         indptr, flat = batch.kv_flat()
         want = naive_decode(q, k, v, indptr, flat, 0.125)
         assert ((got.double() - want.double()).norm() / want.double().norm()).item() < 1e-6, i
+
+
+def test_the_backend_remakes_plans_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    h = RadixHarness(page_size=1, max_reqs=8, max_context=256, num_slots=1 << 10)
+    for value, want in (("1", True), ("0", False), ("", False)):
+        monkeypatch.setenv(decode_step.REMAKE_PLANS_ENV, value)
+        be = PATAttnBackend(fake_model_runner(h, HQ, HKV, D, 1, torch.bfloat16), delegate=RecordingDelegate(),
+                            chain_table=ChainTable(), min_saved_fraction=0.0)
+        assert be.planner.remake_plans is want

@@ -345,6 +345,8 @@ LABEL_OPTIONS: dict[str, dict[str, str]] = {
     # planning; against pat@DELEGATE, its planning. (A batch of n requests saves at most 1 - 1/n of its KV bytes:
     # the longest request's tokens are read at least once; below 1000 requests that is under 0.999.)
     "delegate": {"PAT_SGLANG_MIN_SAVED_FRACTION": "0.999"},
+    # Re-made plans for batches whose requests only left and joined (``decode_step.REMAKE_PLANS_ENV``, opt-in)
+    "remade": {"PAT_SGLANG_REMAKE_PLANS": "1"},
 }
 
 
