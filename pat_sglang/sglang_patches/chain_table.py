@@ -913,7 +913,7 @@ class ChainTable:
             for idx, entry in made:
                 self._set_entry(idx, entry)
             return
-        entries, row_entry, rows_of_node, unindex = self.entries, self._row_entry, self._rows_of_node, self._unindex
+        entries, row_entry, unindex, index = self.entries, self._row_entry, self._unindex, self._index
         self._row_room_each(made.rows)
         for idx, entry in zip(made.rows, made.entries, strict=True):
             old = entries.get(idx)
@@ -921,12 +921,7 @@ class ChainTable:
                 unindex(idx, old)
             entries[idx] = entry
             row_entry[idx] = entry
-            for node_id, _, _ in entry.signature:
-                rows = rows_of_node.get(node_id)
-                if rows is None:
-                    rows_of_node[node_id] = {idx}
-                else:
-                    rows.add(idx)
+            index(idx, entry)
         self._row_paths.set_many(made)
 
     def _note_read(self, idx: int, rid: Hashable, gen: int | None, node: Any) -> None:
@@ -945,6 +940,10 @@ class ChainTable:
         self._row_room(idx + 1)
         self._row_entry[idx] = entry
         self._row_paths.set(idx, entry)
+        self._index(idx, entry)
+
+    def _index(self, idx: int, entry: ChainEntry) -> None:
+        """Add row ``idx`` to the node -> rows index under every node of ``entry``'s chain (under the lock)."""
         rows_of_node = self._rows_of_node
         for node_id, _, _ in entry.signature:
             rows = rows_of_node.get(node_id)
