@@ -389,18 +389,24 @@ class DecodeStepPlanner:
         if last.chain >= REMAKE_MAX_CHAIN or last.plan.fallback:
             return None
         start = time.perf_counter()
-        old_index = self._survivors(last, batch)
+        # end the chain while the full plan can still edit the forest (forest_edit): checked in _survivors as soon as
+        # the joiners are known, before the rest of its arrays
+        max_joined = int(max_edit_joiners(batch.n_real) * REMAKE_MAX_JOINED_OF_EDIT) - last.joined
+        old_index = self._survivors(last, batch, max_joined)
         if old_index is None:
             return None
-        joined = last.joined + int(np.count_nonzero(old_index[: batch.n_real] < 0))
-        if joined > max_edit_joiners(batch.n_real) * REMAKE_MAX_JOINED_OF_EDIT:
-            return None  # end the chain while the full plan can still edit the forest (forest_edit)
+        joiners = np.flatnonzero(old_index[: batch.n_real] < 0)
+        joined = last.joined + joiners.shape[0]
         if unique is None:
             unique = self.unique_tokens(batch)
         bounds = self._planned_bounds(last, batch, unique, min_saved)
         # A re-made plan reads about the batch's unique KV plus the full plan's excess (plus what its joiners re-read):
         # outside the bounds already, it is not made (a full plan after a failed attempt was the replay's slowest step)
         if not bounds[0] <= unique + last.excess_tokens <= bounds[1]:
+            return None
+        # It reads at least the unique KV plus what its joiners re-read for certain: past the bound, not made either (a
+        # joiner that shares a system prompt with the batch, on gsp, before its plan's arrays were made and refused)
+        if joiners.shape[0] and unique + self._joiners_excess(batch, joiners) > bounds[1]:
             return None
         plan = remade_plan(last.plan, old_index, batch.rows, batch.seq_lens, unique, limits, bounds)
         if plan is None or not pat_pays(plan.stats, min_saved):  # (partials: only known with the plan)
@@ -429,12 +435,34 @@ class DecodeStepPlanner:
         return lo, hi
 
     @staticmethod
-    def _survivors(last: _Planned, batch: StepBatch) -> np.ndarray | None:
+    def _joiners_excess(batch: StepBatch, joiners: np.ndarray) -> int:
+        """KV tokens that any re-made plan of ``batch`` reads beyond its unique tokens because ``joiners`` (real
+        requests, private in it) share nothing: a lower bound of ``remade_plan``'s planned tokens - ``unique_tokens``,
+        0 where it cannot be told. Every kept request's KV is read at least once (each radix node of theirs once at
+        least) and each joiner reads its whole row, so a node on ``n`` joiners' paths is read ``n`` times where a kept
+        request's path passes through it too, else ``n - 1`` times, more than ``unique_tokens`` counts it. From the
+        publisher's node counts (``PublishedBatch.node_refs``), a dict look-up per node of the joiners' paths; 0 when
+        it has none for the batch or a path is stale (``unique_tokens`` then counts that request's whole row)."""
+        pb = batch.published
+        refs = pb.node_refs() if pb is not None and pb.entries is not None else None
+        if refs is None or DecodeStepPlanner._stale(batch).any():
+            return 0
+        held: dict[tuple[int, int], int] = {}
+        entries = pb.entries
+        for j in joiners.tolist():
+            for node_id, _, tokens in entries[j].signature:
+                key = (node_id, tokens)
+                held[key] = held.get(key, 0) + 1
+        return sum(key[1] * (n if refs.get(key, 0) > n else n - 1) for key, n in held.items())
+
+    @staticmethod
+    def _survivors(last: _Planned, batch: StepBatch, max_joined: int = INT32_MAX) -> np.ndarray | None:
         """Per request of ``batch`` (padding included), its index in ``last``'s batch, or -1 for a joiner;
-        ``None`` when the batch cannot be re-made from it. A survivor is the same request
-        (request id) in the same pool row with the very same published entry: a request whose chain was read again
-        (a radix split on its path) counts as leaving and joining, and joiners are planned without sharing, so no
-        change to the shared structure reaches a re-made plan. Order does not matter (``remade_plan`` renumbers)."""
+        ``None`` when the batch cannot be re-made from it, or has more than ``max_joined`` real joiners. A survivor
+        is the same request (request id) in the same pool row with the very same published entry: a request whose
+        chain was read again (a radix split on its path) counts as leaving and joining, and joiners are planned without
+        sharing, so no change to the shared structure reaches a re-made plan. Order does not matter (``remade_plan``
+        renumbers)."""
         pb = batch.published
         key = last.key
         n_real, n_old = batch.n_real, key.n_real
@@ -449,6 +477,8 @@ class DecodeStepPlanner:
         if pb.absent:
             return None
         same = np.fromiter(map(operator.is_, pb.entries, map(key.entries.__getitem__, cand.tolist())), bool, n_real)
+        if n_real - int(np.count_nonzero(same)) > max_joined:
+            return None
         old_index = np.full(batch.rows.shape[0], -1, dtype=np.int64)
         old_index[:n_real] = np.where(same, cand, -1)
         # padding requests (row PADDING_ROW, a constant length) stand for each other: as many as both batches have

@@ -725,6 +725,11 @@ def remade_plan(
     is_open = end == ITEM_OPEN_END
     row_begin = begin // stride * stride
     kv_len = np.where(is_open, seq_lens[kept_first] + row_begin - begin, end - begin)
+    # the KV it reads (a joiner reads its whole row), checked before the partials' and joiners' arrays are made
+    joiners = np.flatnonzero(~stays)
+    planned = int(kv_len.sum()) + int(seq_lens[joiners].sum())
+    if not planned_tokens[0] <= planned <= planned_tokens[1] or int(kv_len.min(initial=1)) < 1:
+        return None
 
     # partial slots of the kept entries, renumbered over those still used; the joiners' come after them
     kept_dst = previous.item_dst.numpy()[keep].astype(np.int64)
@@ -738,12 +743,8 @@ def remade_plan(
     tile_ms = previous.tile_ms
     tile_of_size, tile_m_of_size = _tile_lut(tile_ms, group, max(1, tile_ms[-1] // group))
     joined, join_req, join_dst, join_tokens = _joiner_items(
-        np.flatnonzero(~stays), rows, seq_lens, stride, split, num_kept_slots, (int(tile_of_size[1]),
-                                                                                int(tile_m_of_size[1])))
+        joiners, rows, seq_lens, stride, split, num_kept_slots, (int(tile_of_size[1]), int(tile_m_of_size[1])))
     num_join = len(join_req)
-    planned = int(kv_len.sum()) + sum(join_tokens)
-    if not planned_tokens[0] <= planned <= planned_tokens[1] or int(kv_len.min(initial=1)) < 1:
-        return None
     num_items = num_join + kept.shape[0]
     num_entries = num_join + kept_req.shape[0]
     num_partials = num_kept_slots + sum(d >= 0 for d in join_dst)

@@ -241,3 +241,66 @@ def test_remade_plan_bytes_bound(monkeypatch: pytest.MonkeyPatch) -> None:
             assert extra <= decode_step.REMAKE_MAX_EXTRA_FRACTION * plan.stats.kv_bytes_planned / tok
         assert_plan_exact(plan, sim.h.req_to_token, batch.rows, batch.seq_lens, seed=5, num_slots=sim.h.num_slots)
     assert sim.planner.counters.built >= 2  # some joiners shared too much to be re-made
+
+
+@pytest.mark.parametrize("page_size", [1, 16])
+def test_joiners_excess_is_a_lower_bound(page_size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cheap refusal (``DecodeStepPlanner._joiners_excess``, from the publisher's node counts) is conservative:
+    every re-made plan reads at least the batch's unique KV plus it, so refusing a plan whose unique KV plus it is past
+    the bound refuses only what ``remade_plan``'s own bound would refuse. Bounds lifted so every change is re-made and
+    each attempt's bound is compared with the plan's real reads; some joiners share (a positive bound, reached)."""
+    monkeypatch.setattr(decode_step, "REMAKE_MAX_EXTRA_FRACTION", 0.9)
+    monkeypatch.setattr(decode_step, "SPLIT_KEEP_FRACTION", 1.0)
+    seen: list[int] = []
+    checked: list[tuple[int, int]] = []
+    excess_of = DecodeStepPlanner._joiners_excess
+
+    def record_excess(batch: StepBatch, joiners: np.ndarray) -> int:
+        value = excess_of(batch, joiners)
+        seen.append(value)
+        return value
+
+    remade_of = decode_step.remade_plan
+
+    def check_remade(previous, old_index, rows, seq_lens, unique, limits=None, planned_tokens=(0, 1 << 62)):
+        plan = remade_of(previous, old_index, rows, seq_lens, unique, limits, planned_tokens)
+        if plan is not None and bool((old_index < 0).any()) and seen:
+            tok = previous.heads.kv_token_bytes
+            checked.append((plan.stats.kv_bytes_planned // tok - unique, seen[-1]))
+        return plan
+
+    monkeypatch.setattr(DecodeStepPlanner, "_joiners_excess", staticmethod(record_excess))
+    monkeypatch.setattr(decode_step, "remade_plan", check_remade)
+    sim = Sim(page_size, HEADS[1], seed=90 + page_size)
+    for _ in range(30):
+        seen.clear()
+        if len(sim.live) > 4 and sim.rng.random() < 0.5:
+            sim.leave(int(sim.rng.integers(len(sim.live))))
+        for _ in range(int(sim.rng.integers(1, 3))):
+            sim.join()
+        batch = sim.step(int(sim.rng.choice([0, 1])))
+        plan = sim.planner.plan(batch)
+        assert_plan_exact(plan, sim.h.req_to_token, batch.rows, batch.seq_lens, seed=9, num_slots=sim.h.num_slots)
+    assert len(checked) >= 5
+    assert all(extra >= bound for extra, bound in checked), checked
+    assert any(bound > 0 for _, bound in checked)
+
+
+def test_node_refs_only_for_the_batch_just_published() -> None:
+    """``PublishedBatch.node_refs`` counts the rows through each radix node of its own batch, and is withheld once the
+    publisher has moved on (the planner then refuses nothing early)."""
+    sim = Sim(1, HEADS[0], seed=5)
+    batch = sim.step(0)
+    pb = batch.published
+    refs = pb.node_refs()
+    assert refs is not None
+    expect: dict[tuple[int, int], int] = {}
+    for entry in pb.entries:
+        for node_id, _, tokens in entry.signature:
+            expect[(node_id, tokens)] = expect.get((node_id, tokens), 0) + 1
+    assert refs == expect
+    sim.join()
+    sim.step(0)
+    assert pb.node_refs() is None and sim.table.batch.node_refs() is not None
+    j = np.array([len(pb.entries) - 1])
+    assert DecodeStepPlanner._joiners_excess(batch, j) == 0  # withheld: no bound

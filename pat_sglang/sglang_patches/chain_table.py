@@ -241,6 +241,19 @@ class PublishedBatch:
     # the batch's unique tokens without its paths (the dispatch gate's bound, ``DecodeStepPlanner.unique_tokens``).
     distinct_cached: int | None = None
     lazy_paths: _LazyPaths | None = field(default=None, repr=False, compare=False)  # see ``paths``
+    # The publisher's node count (``_Tally``) as moved to this batch, and its version then: ``node_refs``
+    tally: _Tally | None = field(default=None, repr=False, compare=False)
+    tally_version: int = field(default=-1, repr=False, compare=False)
+
+    def node_refs(self) -> dict[tuple[int, int], int] | None:
+        """Per radix node (id, tokens) of the batch's entries, how many of its rows pass through it (read-only);
+        ``None`` when not counted, or when the publisher has moved on to another batch since (the backend plans a
+        batch right after it is published, so it gets them). Lets the planner bound what a joiner re-reads
+        (``DecodeStepPlanner._joiners_excess``) with a dict look-up per node of the joiners' paths."""
+        tally = self.tally
+        if tally is None or tally.version != self.tally_version:
+            return None
+        return tally.refs
 
     @property
     def paths(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -424,9 +437,11 @@ class _Tally:
         self.by_row: dict[int, ChainEntry | None] = {}
         self.refs: dict[tuple[int, int], int] = {}
         self.total = 0
+        self.version = 0  # bumped per move (``PublishedBatch.node_refs`` tells its own counts by it)
 
     def update(self, rows: list[int], entries: tuple) -> int:
         """Move to the batch (``rows``, ``entries``: a ChainEntry or None per row); its distinct cached tokens."""
+        self.version += 1
         before = self.by_row
         now = dict(zip(rows, entries, strict=True))
         for row in before.keys() - now.keys():
@@ -441,6 +456,7 @@ class _Tally:
         """``update`` told only what changed since the last batch: the rows that ``left`` it, and ``touched`` rows
         (joined, or read again) with their entry now; every other row keeps its entry. Cost in proportion to the
         change. Its distinct cached tokens."""
+        self.version += 1
         by_row = self.by_row
         for row in left:
             self._count(by_row.pop(row, None), -1)
@@ -457,6 +473,7 @@ class _Tally:
         ``tokens``: ``PublishedBatch.paths``' node ids and tokens): for a wave, where most rows changed, one C-level
         count of the batch's nodes costs less than a Python pass over the old and new entries' nodes. Its distinct
         cached tokens."""
+        self.version += 1
         self.by_row = dict(zip(rows, entries, strict=True))
         self.refs = dict(Counter(zip(keys.tolist(), tokens.tolist(), strict=True)))
         self.total = sum(tokens for _, tokens in self.refs)
@@ -629,7 +646,7 @@ class ChainTable:
                     a.setflags(write=False)
             distinct, paths = self._tally_of(rows, idxs, batch_entries, len(changed), None)
             self.batch = PublishedBatch(rows, tuple(rids), serial, batch_entries, cached, gens, absent, seq_lens,
-                                        distinct, paths)
+                                        distinct, paths, self._tally, self._tally.version)
             self._snap = _snapshot(root, idxs, rids, generations, last_nodes, self.batch, splits, reqs, recached)
 
     def publish_rows(
@@ -731,7 +748,7 @@ class ChainTable:
                 moves = (before.keys() - now, touched)
             distinct, paths = self._tally_of(rows, rows_list, batch_entries, len(changed), moves)
             self.batch = PublishedBatch(rows, rids, serial, batch_entries, cached, gens, _absent(batch_entries),
-                                        seq_lens, distinct, paths)
+                                        seq_lens, distinct, paths, self._tally, self._tally.version)
             self._snap = _rows_snapshot(root, self.batch, splits, reqs, recached)
         return True
 
