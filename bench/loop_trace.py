@@ -31,11 +31,16 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ab import sweep  # noqa: E402
+from ab.client import percentile  # noqa: E402
+from ab.server import BackendLabel  # noqa: E402
 
 HEADER = "# loop-trace"
 PARTS = ("wait", "launch", "between", "next_run", "result", "total")
@@ -178,16 +183,6 @@ EVENT_HEADER = ["| point | event | calls | wall ms p50 / mean | CPU ms mean | of
                 "| --- | --- | --- | --- | --- | --- | --- |"]
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q / 100
-    lo = int(k)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
 def row(label: str, trace: Trace, window: tuple[float, float] | None) -> str:
     parts = first_token_parts(trace, window)
     decode = decode_run_ms(trace, window)
@@ -210,19 +205,12 @@ def table_header() -> list[str]:
 def point_windows(results: Path) -> list[tuple[str, str, tuple[float, float]]]:
     """(backend, "workload load", (start, end) wall seconds) of each point row of a sweep's ``results.jsonl``."""
     out = []
-    with open(results) as f:
-        for line in f:
-            row_ = json.loads(line)
-            if row_.get("kind") != "point" or "started" not in row_ or "wall_s" not in row_:
-                continue
-            start = dt.datetime.fromisoformat(row_["started"]).timestamp()
-            out.append((row_["backend"], f"{row_['workload']} {row_['load']}", (start, start + float(row_["wall_s"]))))
+    for point in sweep.read_jsonl(results):
+        if point.get("kind") != "point" or "started" not in point or "wall_s" not in point:
+            continue
+        start = dt.datetime.fromisoformat(point["started"]).timestamp()
+        out.append((point["backend"], f"{point['workload']} {point['load']}", (start, start + float(point["wall_s"]))))
     return out
-
-
-def backend_of_label(label: str) -> str:
-    """The ``--attention-backend`` a sweep label starts its server with (``pat@fa3+delegate`` -> ``pat``)."""
-    return "pat" if label.startswith("pat") else label
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for label, point, window in point_windows(args.results):
             # the trace of this label's server: its backend, with records inside the point's window
-            selected += [(f"{label} {point}", t, window) for t in traces if t.backend == backend_of_label(label)
+            backend = BackendLabel.parse(label).attention_backend
+            selected += [(f"{label} {point}", t, window) for t in traces if t.backend == backend
                          and any(window[0] <= r.start + t.wall_minus_perf <= window[1] for r in t.records)]
     lines = table_header() + [row(*s) for s in selected] + [""] + DECODE_AFTER_HEADER
     lines += [decode_after_rows(*s) for s in selected] + [""] + EVENT_HEADER

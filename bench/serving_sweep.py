@@ -295,10 +295,9 @@ class Sweep:
         """How often ``point`` was measured with these server settings (this folder's rows and ``--prior``'s): round
         r (from 0) measures the points measured at most r times, so a ``--rounds`` run cut short by its budget goes on
         where it stopped when called again."""
-        wid = self.wids[point.workload.name]
+        key = (point.backend, point.workload.name, point.load, self.wids[point.workload.name], self.server_id)
         return sum(1 for row in self.store.rows if row.get("kind") == "point" and row.get("status") in sweep.MEASURED
-                   and (row.get("backend"), row.get("workload"), row.get("load"), row.get("workload_id"),
-                        row.get("server_id")) == (point.backend, point.workload.name, point.load, wid, self.server_id))
+                   and sweep.point_key(row) == key)
 
     def runnable(self, backend: str, todo: list[sweep.Point]) -> list[sweep.Point]:
         """``todo`` less the x-loads that must wait: no reference capacity yet, and (for the reference itself) its

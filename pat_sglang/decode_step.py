@@ -466,16 +466,15 @@ class DecodeStepPlanner:
         pb = batch.published
         key = last.key
         n_real, n_old = batch.n_real, key.n_real
-        if pb is None or pb.entries is None or key.entries is None or not n_real or not n_old:
+        # a published batch without absent entries has no None to match below (with some, it is planned in full)
+        if pb is None or pb.entries is None or pb.absent or key.entries is None or not n_real or not n_old:
             return None
         new_rows, old_rows = batch.rows[:n_real], key.rows[:n_old]
         table = np.full(max(int(old_rows.max()), int(new_rows.max())) + 1, -1, dtype=np.int64)
         table[old_rows] = np.arange(n_old)
         cand = table[new_rows]
-        # an entry is made for one request in one row (it holds the request id), and a published batch without absent
-        # entries has no None to match; a row new to the batch looks up -1, the last old entry, never a joiner's
-        if pb.absent:
-            return None
+        # an entry is made for one request in one row (it holds the request id); a row new to the batch looks up -1,
+        # the last old entry, never a joiner's
         same = np.fromiter(map(operator.is_, pb.entries, map(key.entries.__getitem__, cand.tolist())), bool, n_real)
         if n_real - int(np.count_nonzero(same)) > max_joined:
             return None

@@ -586,25 +586,34 @@ def _partial_slots(
     request ``r`` has ``partials_of[r]`` >= 1 entries. Partial slots are numbered in item_req order; each request
     merges its own in the order they were handed out; a request with one entry writes the output directly. The two
     uniform cases are read off the requests."""
-    merge_indptr = np.zeros(num_requests + 1, dtype=np.int32)
     if int(partials_of.min()) > 1:  # every entry has a partial slot: slot i is entry i
         num_partials = item_req.shape[0]
         item_dst = np.arange(num_partials, dtype=np.int32)
+        merge_indptr = np.zeros(num_requests + 1, dtype=np.int32)
         merge_indptr[1:] = partials_of.cumsum()
         merge_partials = _stable_argsort(item_req, num_requests).astype(np.int32)
     elif int(partials_of.max()) <= 1:  # every request has one partial: all write the output directly
         num_partials = 0
         item_dst = np.full(item_req.shape[0], -1, dtype=np.int32)
+        merge_indptr = np.zeros(num_requests + 1, dtype=np.int32)
         merge_partials = np.zeros(0, dtype=np.int32)
     else:
         multi = partials_of[item_req] > 1
         slot_ids = multi.cumsum() - 1
         num_partials = int(slot_ids[-1]) + 1
         item_dst = np.where(multi, slot_ids, -1).astype(np.int32)
-        multi_req = item_req[multi]
-        np.cumsum(np.bincount(multi_req, minlength=num_requests), out=merge_indptr[1:])
-        merge_partials = slot_ids[multi][_stable_argsort(multi_req, num_requests)].astype(np.int32)
+        merge_indptr, merge_partials = _merge_map(item_req, item_dst, num_requests)
     return item_dst, merge_indptr, merge_partials, num_partials
+
+
+def _merge_map(item_req: np.ndarray, item_dst: np.ndarray, num_requests: int) -> tuple[np.ndarray, np.ndarray]:
+    """(merge_indptr, merge_partials) of the entries ``item_req`` / ``item_dst`` (in item order; -1: the entry writes
+    the output directly): each request's partial slots, in the order its entries come."""
+    merge_indptr = np.zeros(num_requests + 1, dtype=np.int32)
+    has = item_dst >= 0
+    merge_req = item_req[has]
+    np.cumsum(np.bincount(merge_req, minlength=num_requests), out=merge_indptr[1:])
+    return merge_indptr, item_dst[has][_stable_argsort(merge_req, num_requests)].astype(np.int32)
 
 
 @dataclass(eq=False)
@@ -765,11 +774,7 @@ def remade_plan(
     out = np.concatenate([joined, kept]) if num_join else kept
     item_req = np.concatenate([np.array(join_req, dtype=np.int64), kept_req])
     item_dst = np.concatenate([np.array(join_dst, dtype=np.int64), kept_dst])
-    merge_indptr = np.zeros(num_requests + 1, dtype=np.int32)
-    has = item_dst >= 0
-    merge_req = item_req[has]
-    np.cumsum(np.bincount(merge_req, minlength=num_requests), out=merge_indptr[1:])
-    merge_partials = item_dst[has][_stable_argsort(merge_req, num_requests)].astype(np.int32)
+    merge_indptr, merge_partials = _merge_map(item_req, item_dst, num_requests)
     stats = PlanStats(
         kv_bytes_planned=planned * tok_bytes,
         kv_bytes_per_request=int(seq_lens.sum()) * tok_bytes,

@@ -223,11 +223,15 @@ class ResultStore:
         last: dict[tuple, dict] = {}
         for row in self.rows:
             if row.get("kind") == "point":
-                key = (row.get("backend"), row.get("workload"), row.get("load"), row.get("workload_id"),
-                       row.get("server_id"))
+                key = point_key(row)
                 last.pop(key, None)  # re-insert: order of the latest measurement
                 last[key] = row
         return list(last.values())
+
+
+def point_key(row: dict) -> tuple:
+    """What makes two point rows measurements of the same point: (backend, workload, load, workload_id, server_id)."""
+    return (row.get("backend"), row.get("workload"), row.get("load"), row.get("workload_id"), row.get("server_id"))
 
 
 def merge_calls(sources: Sequence[Path], dest: Path) -> int:
