@@ -203,13 +203,19 @@ def table_header() -> list[str]:
 
 
 def point_windows(results: Path) -> list[tuple[str, str, tuple[float, float]]]:
-    """(backend, "workload load", (start, end) wall seconds) of each point row of a sweep's ``results.jsonl``."""
+    """(backend, "workload load", (start, end) wall seconds) of each point row of a sweep's ``results.jsonl``; a
+    point measured in several rounds (``serving_sweep.py --rounds``) is named with its round ("gsp r17 round 2"; the
+    first round's row, which has no round, "round 1")."""
+    rows = [p for p in sweep.read_jsonl(results)
+            if p.get("kind") == "point" and "started" in p and "wall_s" in p]
+    repeated = {sweep.point_key(p) for p in rows if "round" in p}
     out = []
-    for point in sweep.read_jsonl(results):
-        if point.get("kind") != "point" or "started" not in point or "wall_s" not in point:
-            continue
+    for point in rows:
+        name = f"{point['workload']} {point['load']}"
+        if sweep.point_key(point) in repeated:
+            name += f" round {point.get('round', 1)}"
         start = dt.datetime.fromisoformat(point["started"]).timestamp()
-        out.append((point["backend"], f"{point['workload']} {point['load']}", (start, start + float(point["wall_s"]))))
+        out.append((point["backend"], name, (start, start + float(point["wall_s"]))))
     return out
 
 

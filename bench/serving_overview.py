@@ -3,9 +3,10 @@
 ``serving_sweep.py`` writes one folder per device session (``docs/perf/serving/<date>-<tag>/results.jsonl``); no
 one call fits every backend, workload and load. This reads the folders given, in order, keeps for each
 (workload, load, backend) the last measured point (later folders win), and writes a markdown table with the folder
-each row came from. Ratios are against ``--reference`` at the same point: a ratio whose reference row came from a
-different folder (another call, maybe other code) is marked ``*``, since run-to-run variation between calls is of the
-same order as the differences measured (see the folders' READMEs).
+each row came from (a point served with SGLang's prefill graphs on, ``serving_sweep.py --prefill-graphs``, is kept
+apart, its load tagged ``+pg``). Ratios are against ``--reference`` at the same point: a ratio whose reference row
+came from a different folder (another call, maybe other code) is marked ``*``, since run-to-run variation between
+calls is of the same order as the differences measured (see the folders' READMEs).
 
     python bench/serving_overview.py docs/perf/serving/2026-11-29-h200-peers docs/perf/serving/2026-11-29-h200-v15 \
         --reference fa3 --out docs/perf/serving/OVERVIEW.md
@@ -21,6 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ab import report, sweep  # noqa: E402
 
+# The harness starts servers with SGLang's prefill graphs off unless ``serving_sweep.py --prefill-graphs``: a point
+# served with them on is another point (its TTFT differs by the prefill's eager launch), its load tagged here.
+PREFILL_GRAPHS_OFF = "--disable-prefill-cuda-graph"
+PREFILL_GRAPHS_TAG = "+pg"
 BACKEND_ORDER = ("fa3", "pat@fa3", "flashinfer", "pat@flashinfer", "triton")
 WORKLOAD_ORDER = ("gsp", "gsp-deep", "mooncake", "rollout", "random")
 
@@ -44,11 +49,17 @@ def gather(folders: list[Path]) -> dict[tuple[str, str, str], dict]:
         path = folder / "results.jsonl"
         if not path.exists():
             raise FileNotFoundError(f"{path}: not a serving sweep folder")
+        server_cmd: dict[str, str] = {}  # backend -> the launch command of its latest server row (its points follow)
         for row in sweep.read_jsonl(path):
+            if row.get("kind") == "server" and "cmd" in row:
+                server_cmd[str(row.get("backend"))] = str(row["cmd"])
             if row.get("kind") != "point" or row.get("status") not in sweep.MEASURED:
                 continue
-            key = (str(row.get("workload")), str(row.get("load")), str(row.get("backend")))
-            points[key] = {**row, "folder": folder.name}
+            load = str(row.get("load"))
+            if PREFILL_GRAPHS_OFF not in server_cmd.get(str(row.get("backend")), PREFILL_GRAPHS_OFF):
+                load += PREFILL_GRAPHS_TAG  # another point than one served with prefill graphs off
+            key = (str(row.get("workload")), load, str(row.get("backend")))
+            points[key] = {**row, "load": load, "folder": folder.name}
     return points
 
 
@@ -65,7 +76,8 @@ def overview_rows(points: dict[tuple[str, str, str], dict], reference: str) -> l
         workload, load, backend = key
         w = WORKLOAD_ORDER.index(workload) if workload in WORKLOAD_ORDER else len(WORKLOAD_ORDER)
         b = BACKEND_ORDER.index(backend) if backend in BACKEND_ORDER else len(BACKEND_ORDER)
-        return (w, workload, sweep.load_order(load), b, backend)
+        plain = load.removesuffix(PREFILL_GRAPHS_TAG)
+        return (w, workload, sweep.load_order(plain), load != plain, b, backend)
 
     rows = []
     for key in sorted(points, key=order):

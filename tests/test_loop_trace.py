@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import ast
+import datetime as dt
 import importlib.util
+import json
 import subprocess
 import sys
 import time
@@ -166,3 +168,22 @@ def test_the_wrapped_methods_exist_on_the_pinned_sglang_scheduler() -> None:
     (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Scheduler"]
     methods = {n.name for n in cls.body if isinstance(n, ast.FunctionDef)}
     assert set(hook._METHODS) <= methods
+
+
+def test_points_measured_in_rounds_are_named_by_round(tmp_path: Path) -> None:
+    """A sweep's repeated points (``--rounds``) get one window each, named by round; a point measured once keeps its
+    plain name."""
+    def point(backend: str, load: str, started: str, **extra: object) -> dict:
+        return {"kind": "point", "backend": backend, "workload": "gsp", "load": load, "workload_id": "w",
+                "server_id": "s", "started": started, "wall_s": 80.0, **extra}
+
+    rows = [{"kind": "run", "argv": []}, point("fa3", "r17", "2026-11-30T14:47:05"),
+            point("fa3", "r17", "2026-11-30T14:55:04", round=2), point("fa3", "r25", "2026-11-30T15:00:00"),
+            point("pat@fa3", "r17", "2026-11-30T14:49:39")]
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    windows = loop_trace.point_windows(results)
+    assert [(b, name) for b, name, _ in windows] == [
+        ("fa3", "gsp r17 round 1"), ("fa3", "gsp r17 round 2"), ("fa3", "gsp r25"), ("pat@fa3", "gsp r17")]
+    start = dt.datetime.fromisoformat("2026-11-30T14:55:04").timestamp()
+    assert windows[1][2] == (start, start + 80.0)

@@ -634,6 +634,33 @@ def test_overview_later_folder_wins_and_marks_cross_run_ratios(tmp_path: Path) -
         overview.gather([tmp_path / "missing"])
 
 
+def test_overview_keeps_points_served_with_prefill_graphs_apart(tmp_path: Path) -> None:
+    """A point whose server ran with SGLang's prefill graphs on (no ``--disable-prefill-cuda-graph`` in the launch
+    command of the backend's latest server row before it) is another point than the same load with them off: tagged
+    ``+pg``, listed after it, its ratios against a reference served the same way."""
+    overview = load_script(BENCH / "serving_overview.py")
+
+    def server(backend: str, graphs: bool) -> dict:
+        off = "" if graphs else " --disable-prefill-cuda-graph"
+        return {"kind": "server", "backend": backend, "cmd": f"python -m sglang.launch_server --port 1{off}"}
+
+    def point(backend: str, tpot: float) -> dict:
+        return {"kind": "point", "workload": "gsp", "load": "r17", "backend": backend, "status": "ok",
+                "output_throughput": 100.0, "median_tpot_ms": tpot}
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    for folder, rows in ((old, [server("fa3", False), point("fa3", 10.0), server("pat@fa3", False),
+                                point("pat@fa3", 11.0)]),
+                         (new, [server("fa3", True), point("fa3", 8.0), server("pat@fa3", True),
+                                point("pat@fa3", 6.0), server("fa3", False), point("fa3", 12.0)])):
+        folder.mkdir()
+        (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows = overview.overview_rows(overview.gather([old, new]), "fa3")
+    assert [(r["load"], r["backend"], r["median_tpot_ms"], r["tpot_vs_ref"]) for r in rows] == [
+        ("r17", "fa3", 12.0, "1.000"), ("r17", "pat@fa3", 11.0, "0.917*"),
+        ("r17+pg", "fa3", 8.0, "1.000"), ("r17+pg", "pat@fa3", 6.0, "0.750")]
+
+
 def test_merge_calls_gathers_each_calls_own_rows_and_logs(tmp_path: Path) -> None:
     """``sweep.merge_calls`` (``serving_sweep.py --merge``): rows a call was given with ``--prior`` are tagged and
     left out, each call's own rows are gathered once, server logs of one backend are appended in call order (read
