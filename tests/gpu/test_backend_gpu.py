@@ -166,6 +166,47 @@ def next_step(runner, fb, table):
     return nxt
 
 
+def _chain_tokens(node) -> int:
+    """Tokens on a published radix path: its nodes' slots from the root down to ``node``."""
+    n = 0
+    while node is not None and node.value is not None:
+        n += len(node.value)
+        node = node.parent
+    return n
+
+
+def changed_step(runner, fb, table, rng: np.random.Generator, leave: int, join: int):
+    """The batch one decode step later with ``leave`` of its requests finished and ``join`` new ones in, published as
+    the scheduler patch would: survivors get their next token's slot; a joiner takes a free ``req_to_token`` row (a
+    leaver's row too, as SGLang hands freed rows out again), shares a survivor's radix path (that path's slots copied
+    from the survivor's row, the node objects the same) and has a private tail of its own ending in the step's token."""
+    (rows, rids, gens, nodes, root), free = fb._pat_next
+    r2t = runner.req_to_token_pool.req_to_token
+    lens = fb.seq_lens_cpu.tolist()
+    keep = sorted(rng.choice(len(rows), size=len(rows) - leave, replace=False).tolist())
+    rows2, rids2, nodes2 = [rows[i] for i in keep], [rids[i] for i in keep], [nodes[i] for i in keep]
+    lens2 = [lens[i] + 1 for i in keep]
+    for row, n in zip(rows2, lens2, strict=True):
+        r2t[row, n - 1] = next(free)
+    free_rows = [r for r in range(1, MAX_REQS) if r not in set(rows2)]
+    for _ in range(join):
+        donor = int(rng.integers(len(keep)))
+        prefix = _chain_tokens(nodes2[donor])
+        tail = [next(free) for _ in range(int(rng.integers(1, 200)))]
+        row = free_rows.pop(int(rng.integers(len(free_rows))))
+        r2t[row, :prefix] = r2t[rows2[donor], :prefix]
+        r2t[row, prefix : prefix + len(tail)] = torch.tensor(tail, dtype=torch.int32, device="cuda")
+        rows2.append(row)
+        rids2.append(f"j{next(_node_ids)}")
+        nodes2.append(nodes2[donor])
+        lens2.append(prefix + len(tail))
+    publish = (rows2, rids2, [None] * len(rows2), nodes2, root)
+    table.publish_batch(*publish)
+    nxt = _forward_batch(r2t, rows2, lens2)
+    nxt._pat_next = (publish, free)
+    return nxt
+
+
 class StaticView:
     """What DecodeCudaGraphRunner hands the backend: ``seq_lens`` / ``req_pool_indices`` / ``out_cache_loc`` in
     static buffers (padding: row 0, length ``fill``), refilled for every batch, so captured kernels read each replay's
@@ -381,6 +422,65 @@ def test_decode_steps_reuse_the_plan(env, graph: bool) -> None:
         assert be.stats.row_reads == 0 and be.planner.counters.unshared == 0
     finally:
         mp.undo()
+
+
+@pytest.mark.parametrize("remake", [False, True], ids=["full-plans", "remade-plans"])
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "graph"])
+def test_steps_with_joins_and_leaves_match_triton(env, graph: bool, remake: bool,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decode batch whose requests finish and are replaced step after step (joiners on freed rows, sharing the
+    survivors' radix paths): every step matches SGLang's Triton decode of that step, eagerly and by replays of one
+    graph captured at the largest batch. ``remake``: the backend's planner re-makes last step's plan for the change
+    (``PAT_SGLANG_REMAKE_PLANS=1``, its quality bounds lifted so that most changed steps take it), else every changed
+    batch gets a forest and a full plan."""
+    import pat_sglang.decode_step as ds
+    from pat_sglang.backend import PATAttnBackend
+    from pat_sglang.sglang_patches.chain_table import ChainTable
+
+    monkeypatch.setenv(ds.REMAKE_PLANS_ENV, "1" if remake else "0")
+    monkeypatch.setattr(ds, "REMAKE_MAX_EXTRA_FRACTION", 0.9)
+    monkeypatch.setattr(ds, "SPLIT_KEEP_FRACTION", 1.0)
+    table = ChainTable()
+    be = PATAttnBackend(env, delegate=object(), chain_table=table, min_saved_fraction=0.0)  # type: ignore[arg-type]
+    assert be.planner.remake_plans is remake
+    layer = env.model[0]
+    rng = np.random.default_rng(33)
+    max_bs = 32
+    fb = make_batch(env, rng, bs=20, table=table)
+    if graph:
+        be.init_cuda_graph_state(max_bs, max_bs)
+        view = StaticView(max_bs, be.get_cuda_graph_seq_len_fill_value())
+        q_s, k_s, v_s = (torch.zeros((max_bs, *t.shape[1:]), dtype=t.dtype, device="cuda") for t in qkv(1, 0))
+        cuda_graph, out_s = capture_decode(be, layer, view(fb), q_s, k_s, v_s)
+    for step in range(10):
+        if step:
+            leave, join = [(0, 0), (2, 3), (0, 0), (3, 1), (1, 4), (0, 2), (4, 0), (2, 2), (1, 3)][step - 1]
+            fb = changed_step(env, fb, table, rng, leave, join)
+        bs = fb.batch_size
+        q, k, v = qkv(bs, 300 + step)
+        want = triton_reference(env, fb, layer, q, k, v)
+        if graph:
+            vb = view(fb)
+            be.init_forward_metadata_out_graph(vb)
+            for t, src in ((q_s, q), (k_s, k), (v_s, v)):
+                t.zero_()
+                t[:bs].copy_(src)
+            out_s.fill_(float("nan"))
+            cuda_graph.replay()
+            got, q_all, at = out_s[:bs].reshape(bs, -1), q_s, vb
+        else:
+            be.init_forward_metadata(fb)
+            got = be.forward_decode(q, k.clone(), v.clone(), layer, fb)
+            q_all, at = q, fb
+        assert be.forward_metadata is not None, step  # PAT served the step (min saved fraction 0)
+        assert torch.isfinite(got).all(), step
+        assert_matches_triton(env, be, layer, q_all, got, want, at)
+    counters = be.planner.counters
+    if remake:
+        assert counters.remade >= 3, counters  # the re-made path ran on the GPU, not only full plans
+    else:
+        assert counters.remade == 0 and counters.built >= 7, counters
+    assert be.stats.row_reads == 0
 
 
 @pytest.mark.parametrize("graph", [False, True])
