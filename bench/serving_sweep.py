@@ -457,8 +457,8 @@ class Sweep:
             print(f"serving: [{point.backend}] {point.workload.name} {point.load}: left for the next call "
                   f"(~{estimate:.0f} s expected, {self.left():.0f} s left)", flush=True)
             return True  # a shorter point may still fit
-        if output_file.exists():
-            output_file.unlink()
+        for stale in (output_file, bench_serving.client_times_file(output_file)):  # a point measured again
+            stale.unlink(missing_ok=True)
         print(f"serving: [{point.backend}] {point.workload.name} {point.load} ({point.workload.requests} requests, "
               f"~{estimate:.0f} s): {shown(cmd)}", flush=True)
         offset = log_size(server_log)

@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 import loop_trace  # noqa: E402
+from ab import bench_serving  # noqa: E402
 from ab.dummy_weights import HOOK_DIR  # noqa: E402
 from ab.dummy_weights import pat_bench_loop_trace as hook  # noqa: E402
 
@@ -183,7 +184,113 @@ def test_points_measured_in_rounds_are_named_by_round(tmp_path: Path) -> None:
     results = tmp_path / "results.jsonl"
     results.write_text("".join(json.dumps(r) + "\n" for r in rows))
     windows = loop_trace.point_windows(results)
-    assert [(b, name) for b, name, _ in windows] == [
+    assert [(b, name) for b, name, _, _ in windows] == [
         ("fa3", "gsp r17 round 1"), ("fa3", "gsp r17 round 2"), ("fa3", "gsp r25"), ("pat@fa3", "gsp r17")]
     start = dt.datetime.fromisoformat("2026-11-30T14:55:04").timestamp()
     assert windows[1][2] == (start, start + 80.0)
+
+
+def test_bench_serving_main_writes_each_requests_client_times(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bench_serving_main.record_client_times`` wraps bench_serving's request functions: each finished request's
+    send time (perf_counter, turned into wall time by the header's offset), TTFT and success land in the file as it
+    ends, and ``read_client_times`` reads them back in send order (a failed request without a first chunk)."""
+    import asyncio
+
+    from ab import bench_serving_main
+
+    stubs = bench_serving.stub_modules(tmp_path / "stubs", names=bench_serving.missing_modules())
+    if stubs is not None:  # sglang.benchmark's module-level imports this venv lacks
+        monkeypatch.syspath_prepend(str(stubs))
+    from sglang.benchmark import serving
+
+    outputs = [types.SimpleNamespace(start_time=20.0, ttft=0.030, latency=1.5, success=True),
+               types.SimpleNamespace(start_time=10.0, ttft=0.025, latency=2.0, success=True),
+               types.SimpleNamespace(start_time=15.0, ttft=0.0, latency=0.1, success=False)]
+
+    async def fake_request(request_func_input: object, pbar: object = None) -> object:
+        return outputs[int(request_func_input)]  # type: ignore[call-overload]
+
+    monkeypatch.setattr(serving, "ASYNC_REQUEST_FUNCS", {"sglang": fake_request})
+    assert bench_serving_main.output_file_arg(["--x", "1", "--output-file", "a/b.jsonl"]) == Path("a/b.jsonl")
+    assert bench_serving_main.output_file_arg(["--output-file=c.jsonl"]) == Path("c.jsonl")
+    assert bench_serving_main.output_file_arg(["--seed", "1"]) is None
+    path = bench_serving.client_times_file(tmp_path / "bench-fa3-gsp-r17.jsonl")
+    assert path.name == "bench-fa3-gsp-r17.times.tsv"
+    before = time.time() - time.perf_counter()
+    bench_serving_main.record_client_times(path)
+    after = time.time() - time.perf_counter()
+
+    async def run_all() -> None:
+        for i in range(3):
+            await serving.ASYNC_REQUEST_FUNCS["sglang"](i)
+
+    asyncio.run(run_all())
+    got = bench_serving.read_client_times(path)
+    assert [r.ok for r in got] == [True, False, True]
+    offset = got[0].sent - 10.0
+    assert before - 1e-3 <= offset <= after + 1e-3
+    assert got[0].first - got[0].sent == pytest.approx(0.025, abs=1e-5)  # written to the microsecond
+    assert got[2].sent - offset == pytest.approx(20.0, abs=1e-5)
+    assert got[1].first != got[1].first  # nan: no first chunk
+
+
+def test_client_requests_are_matched_to_the_schedulers_in_order() -> None:
+    """``outside_parts``: each client request to the scheduler's next request received after it was sent; requests
+    the client did not send (the harness's warm-up) and client requests the scheduler never received in time stay
+    unmatched; the parts add up to the client's TTFT."""
+    def token(received: float, total_ms: float) -> loop_trace.FirstToken:
+        return loop_trace.FirstToken(received, received + total_ms / 1e3, {"total": total_ms})
+
+    client_req = bench_serving.ClientRequest
+    tokens = [token(99.0, 5.0),  # the harness's warm-up: before any client request
+              token(100.004, 12.0), token(100.066, 15.0), token(100.070, 11.0), token(101.009, 20.0)]
+    client = [client_req(100.000, 100.000 + 0.004 + 0.012 + 0.002, True),
+              client_req(100.060, 100.060 + 0.006 + 0.015 + 0.003, True),
+              client_req(100.065, 100.065 + 0.005 + 0.011 + 0.001, True),
+              client_req(100.500, float("nan"), False),  # failed
+              client_req(100.700, 100.900, True),  # never received in time: 101.009 is 309 ms later
+              client_req(101.000, 101.000 + 0.009 + 0.020 + 0.004, True)]
+    parts, inverted = loop_trace.outside_parts(tokens, client)
+    assert inverted == 0
+    assert parts["to_scheduler"] == pytest.approx([4.0, 6.0, 5.0, 9.0])
+    assert parts["total"] == [12.0, 15.0, 11.0, 20.0]
+    assert parts["from_scheduler"] == pytest.approx([2.0, 3.0, 1.0, 4.0])
+    for i in range(4):
+        whole = parts["to_scheduler"][i] + parts["total"][i] + parts["from_scheduler"][i]
+        assert parts["client_ttft"][i] == pytest.approx(whole)
+    # a client first chunk before the scheduler's hand-out is a wrong match: counted, not used
+    parts, inverted = loop_trace.outside_parts([token(100.004, 12.0)], [client_req(100.0, 100.010, True)])
+    assert inverted == 1 and parts["total"] == []
+
+
+def test_the_table_shows_the_first_token_outside_the_scheduler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``loop_trace.py --results``: a point whose client-times file is in the sweep's logs gets a row of the first
+    token's time outside the scheduler thread (here each request sent 2 ms before the scheduler received it and its
+    first chunk 1 ms after the hand-out)."""
+    monkeypatch.setenv(hook.ENV_VAR, str(tmp_path / "loop"))
+    monkeypatch.setattr(hook, "_trace", None)
+    module = _fake_scheduler_module()
+    hook.patch_module(module)
+    _overlap_loop(module.Scheduler(), rounds=5)
+    hook._trace.flush()
+    (path,) = (tmp_path / "loop").glob("loop-*.tsv")
+    trace = loop_trace.read_trace(path)
+    tokens = loop_trace.first_tokens(trace)
+    assert len(tokens) == 5
+    start = tokens[0].received - 2.0
+    point = {"kind": "point", "backend": "pat", "workload": "gsp", "load": "r17", "workload_id": "w",
+             "server_id": "s", "status": "ok", "wall_s": 60.0,
+             "started": dt.datetime.fromtimestamp(start).isoformat(timespec="seconds")}
+    (tmp_path / "results.jsonl").write_text(json.dumps(point) + "\n")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    times = bench_serving.client_times_file(logs / "bench-pat-gsp-r17.jsonl")
+    lines = [f"{bench_serving.CLIENT_TIMES_HEADER}\twall_minus_perf=0.0"]
+    lines += [f"{t.received - 0.002:.6f}\t{t.handed_out + 0.001 - (t.received - 0.002):.6f}\t1.0\t1" for t in tokens]
+    times.write_text("\n".join(lines) + "\n")
+    table = tmp_path / "t.md"
+    assert loop_trace.main([str(tmp_path / "loop"), "--results", str(tmp_path / "results.jsonl"),
+                            "--out", str(table)]) == 0
+    (row,) = [ln for ln in table.read_text().splitlines() if ln.startswith("| pat gsp r17 | 5 / 5 |")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[3] == "2.00 / 2.00 / 2.00" and cells[5] == "1.00 / 1.00 / 1.00"  # to and from the scheduler

@@ -9,7 +9,9 @@
 * ``run`` runs it (process group, log file, output copied live to our stdout so its tqdm bar shows, bounded time);
 * ``keep_details`` trims the per-request details of that line to what the reports and a later reading need (each
   request's time to first token and lengths, in request order; the per-token latencies and texts are dropped);
-* ``parse_result`` reads the JSON line bench_serving appends to ``--output-file``.
+* ``parse_result`` reads the JSON line bench_serving appends to ``--output-file``;
+* ``read_client_times`` reads the file ``bench_serving_main`` writes beside it (``client_times_file``): each request's
+  send time and first-token time on the client's clock, to be lined up with the server's scheduler-loop trace.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .bench_serving_main import CLIENT_TIMES_HEADER, client_times_file  # noqa: F401 (the writer's format)
 from .server import LOCALHOST, ManagedProcess
 
 #: bench_serving's command line, run through our entry point (SGLang 0.5.17's Mooncake replay fixed; see there).
@@ -230,6 +233,31 @@ RESULT_KEYS: tuple[str, ...] = (
 #: per-request lists of bench_serving's ``--output-details`` dropped: every token's latency and the generated text
 #: (megabytes a point; the summary keeps ITL); what stays per request is its TTFT (s) and lengths, in request order
 DROPPED_DETAIL_KEYS: tuple[str, ...] = ("itls", "generated_texts", "errors")
+
+
+@dataclass(frozen=True)
+class ClientRequest:
+    """One request as bench_serving's client saw it, in wall-clock seconds: sent, and its first non-empty chunk
+    (``first``: nan for a request that failed or streamed nothing)."""
+
+    sent: float
+    first: float
+    ok: bool
+
+
+def read_client_times(path: Path) -> list[ClientRequest]:
+    """The requests of a client-times file, in send order (a torn last line is skipped)."""
+    offset, out = 0.0, []
+    for line in path.read_text().splitlines():
+        cols = line.split("\t")
+        if cols[0] == CLIENT_TIMES_HEADER:
+            offset = float(dict(c.split("=", 1) for c in cols[1:] if "=" in c).get("wall_minus_perf", "0"))
+            continue
+        if len(cols) != 4:
+            continue
+        sent, ttft, ok = float(cols[0]) + offset, float(cols[1]), cols[3] == "1"
+        out.append(ClientRequest(sent, sent + ttft if ok and ttft > 0 else math.nan, ok))
+    return sorted(out, key=lambda r: r.sent)
 
 
 def _result_lines(output_file: Path) -> list[str]:

@@ -9,8 +9,12 @@ the replay reads, with ``prompt = None`` (the multi-turn check then reads "not m
 session is) and the prompt lengths of the request the replay built from them, recorded as it yields it (the replay
 sorts the records by timestamp in place and yields one request per record in that order, so the i-th output is the
 i-th record's). One round per session only (``--mooncake-num-rounds 1``, the default): several rounds make several
-outputs per record, which ``calculate_metrics`` cannot pair with records in 0.5.17 either. Nothing else changes;
-the arguments are bench_serving's own.
+outputs per record, which ``calculate_metrics`` cannot pair with records in 0.5.17 either.
+
+Beside ``--output-file X.jsonl`` it also writes ``X.times.tsv``: each finished request's send time, TTFT and latency on
+the client's clock (``ab.bench_serving.read_client_times``), so that ``bench/loop_trace.py`` can tell the first
+token's time outside the server's scheduler thread (to it, and from it to the client) from its time on it. Nothing
+else changes; the arguments are bench_serving's own.
 
     python bench/ab/bench_serving_main.py --backend sglang ...      (same arguments as python -m sglang.bench_serving)
 """
@@ -18,6 +22,7 @@ the arguments are bench_serving's own.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,20 @@ from typing import Any
 # shadows the `profile` that cProfile imports): bench_serving must see the interpreter's own path.
 _HERE = str(Path(__file__).resolve().parent)
 sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != _HERE]
+
+
+#: Beside ``--output-file X.jsonl``, ``X.times.tsv``: a header with this process's ``time.time() -
+#: time.perf_counter()``, then one line per finished request: its send time (bench_serving's
+#: ``RequestFuncOutput.start_time``, ``perf_counter`` seconds), TTFT and latency (seconds), 1/0 for success. Read by
+#: ``ab.bench_serving.read_client_times``.
+CLIENT_TIMES_HEADER = "# client-times"
+CLIENT_TIMES_SUFFIX = ".times.tsv"
+
+
+def client_times_file(output_file: Path) -> Path:
+    """The client-times file of the point whose result goes to ``output_file`` (``bench-x.jsonl`` ->
+    ``bench-x.times.tsv``)."""
+    return output_file.with_suffix(CLIENT_TIMES_SUFFIX)
 
 
 class MooncakeRecord(dict):
@@ -67,8 +86,42 @@ def patch_mooncake_records() -> None:
     serving.get_mooncake_request_over_time = replay_recording
 
 
+def record_client_times(path: Path) -> None:
+    """Wrap each of bench_serving's request functions so that every finished request appends its send time
+    (``perf_counter``), TTFT, latency and success to ``path`` (header first: this process's wall - perf offset).
+    Written as each request ends, so a run stopped part way keeps what it measured."""
+    from sglang.benchmark import serving
+
+    out = open(path, "w", buffering=1)  # noqa: SIM115 (open for the process's life; line-buffered)
+    out.write(f"{CLIENT_TIMES_HEADER}\twall_minus_perf={time.time() - time.perf_counter():.6f}\n")
+
+    def timed(func: Any) -> Any:
+        async def request(*args: Any, **kwargs: Any) -> Any:
+            result = await func(*args, **kwargs)
+            out.write(f"{result.start_time:.6f}\t{result.ttft:.6f}\t{result.latency:.6f}\t{int(bool(result.success))}\n")
+            return result
+
+        return request
+
+    for name, func in list(serving.ASYNC_REQUEST_FUNCS.items()):
+        serving.ASYNC_REQUEST_FUNCS[name] = timed(func)
+
+
+def output_file_arg(argv: list[str]) -> Path | None:
+    """bench_serving's ``--output-file`` in ``argv`` (``--output-file X`` or ``--output-file=X``), else None."""
+    for i, arg in enumerate(argv):
+        if arg == "--output-file" and i + 1 < len(argv):
+            return Path(argv[i + 1])
+        if arg.startswith("--output-file="):
+            return Path(arg.split("=", 1)[1])
+    return None
+
+
 def main() -> None:
     patch_mooncake_records()
+    output = output_file_arg(sys.argv[1:])
+    if output is not None:
+        record_client_times(client_times_file(output))
     from sglang.benchmark.serving import cli_main
 
     cli_main()
