@@ -613,8 +613,10 @@ def write_report(out: Path, store: sweep.ResultStore, reference: str,
         *report_section(
             "PAT's host planning per point",
             "From the backend's cumulative stats line (`PAT_SGLANG_LOG_INTERVAL_S`): the point's decode steps, their "
-            "mean host planning time and the share handed to the delegate by the dispatch gate; the maximum is the "
-            "server's since it started.",
+            "mean host planning time and the share handed to the delegate by the dispatch gate; the maxima "
+            "'(this point)' over the lines logged during the point (each covers the steps since the line before; "
+            "lines of servers before 2026-11-30's twentieth session lack them), '(since start)' the server's since it "
+            "started (its warm-up wave included).",
             [r for r in rows if r.get("pat_steps")], report.PAT_COLUMNS),
         *report_section(
             "TTFT of the first wave and of the rest (closed loops)",

@@ -322,6 +322,11 @@ class StepStats:
     host_s_max: float = 0.0
     slowest: str = ""  # what the slowest step was (``describe_step``): where the next host work should go
     last_log: float = field(default_factory=lambda: float("-inf"))
+    # Since the last stats line (``new_interval``): its steps and their maxima, so that a log reader can tell the
+    # maxima of a stretch of traffic from those of the start (whose first wave of requests sets the ones above)
+    interval_steps: int = 0
+    interval_plan_s_max: float = 0.0
+    interval_host_s_max: float = 0.0
 
     def record(
         self,
@@ -344,6 +349,9 @@ class StepStats:
             self.slowest = describe()
         self.host_s_max = max(self.host_s_max, host)
         self.plan_s_max = max(self.plan_s_max, seconds)
+        self.interval_steps += 1
+        self.interval_plan_s_max = max(self.interval_plan_s_max, seconds)
+        self.interval_host_s_max = max(self.interval_host_s_max, host)
         if cpu_seconds is not None:
             self.plan_cpu_s_max = max(self.plan_cpu_s_max, cpu_seconds)
         if gc is not None and gc.collections:
@@ -373,8 +381,15 @@ class StepStats:
             f"plan {self.delegated}; steps reading rows back {self.row_reads}; steps with a garbage collection "
             f"{self.gc_steps} (at most {1e3 * self.gc_s_max:.3f} ms of one collecting), max of the others "
             f"{1e3 * self.plan_s_max_no_gc:.3f} ms; the planning thread's own CPU time at most "
-            f"{1e3 * self.plan_cpu_s_max:.3f} ms in one step{self.slowest_clause}"
+            f"{1e3 * self.plan_cpu_s_max:.3f} ms in one step; since the last line: {self.interval_steps} steps, host "
+            f"planning at most {1e3 * self.interval_plan_s_max:.3f} ms, with publishing "
+            f"{1e3 * self.interval_host_s_max:.3f} ms{self.slowest_clause}"
         )
+
+    def new_interval(self) -> None:
+        """Start the stretch the next stats line's "since the last line" clause covers (after a line is logged)."""
+        self.interval_steps = 0
+        self.interval_plan_s_max = self.interval_host_s_max = 0.0
 
     @property
     def slowest_clause(self) -> str:
@@ -566,6 +581,7 @@ class PATAttnBackend(AttentionBackend):
         if now - self.stats.last_log >= LOG_INTERVAL_S:
             self.stats.last_log = now
             logger.info(self.stats.summary(self.planner.counters))
+            self.stats.new_interval()
         return md
 
     def _loaded(self, plan: PackPlan, static: bool) -> PackPlan:

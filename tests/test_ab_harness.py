@@ -559,7 +559,7 @@ def test_pat_step_stats_per_point() -> None:
                    "pat_declined_pct": pytest.approx(30.0), "pat_gc_steps": 0.0, "pat_gc_ms_max_since_start": 0.0,
                    "pat_plan_ms_max_no_gc_since_start": 0.0, "pat_plan_cpu_ms_max_since_start": 0.0,
                    "pat_publish_ms_mean": 0.0, "pat_publish_ms_max_since_start": 0.0,
-                   "pat_host_ms_max_since_start": 0.0}
+                   "pat_host_ms_max_since_start": 0.0, "pat_plan_ms_max": 0.0, "pat_host_ms_max": 0.0}
     # steps recorded with and without a collection: the GC clause read back per point
     from pat_sglang.gc_pauses import GcMark
 
@@ -581,6 +581,41 @@ def test_pat_step_stats_per_point() -> None:
     assert "pat_gc_steps" not in client.pat_step_stats("", old_line)  # lines before the clause still parse
     assert client.pat_step_stats("", during)["pat_steps"] == 400.0  # no line before: since the start
     assert client.pat_step_stats(before, "Decode batch ...\n") == {}  # no line during the point
+
+
+def test_the_points_own_maxima_come_from_the_lines_logged_during_it() -> None:
+    """Each stats line carries the maxima of the steps since the line before (``new_interval`` after a line is
+    logged): a point's own maxima are the largest over the lines logged during it, not the server's since its start
+    (here a 4 ms step of the start's first wave, before the point)."""
+    from pat_sglang.backend import StepStats
+    from pat_sglang.decode_step import StepCounters
+
+    stats = StepStats()
+    lines = []
+
+    def log_line() -> None:
+        lines.append(f"[t] {stats.summary(StepCounters())}\n")
+        stats.new_interval()
+
+    stats.record(0.0040, None, 0.0040, publish_seconds=0.0010)  # the first wave: 5 ms with its publishing
+    stats.record(0.0003, None, 0.0003)
+    log_line()
+    stats.record(0.0009, None, 0.0009, publish_seconds=0.0004)
+    log_line()
+    stats.record(0.0012, None, 0.0012, publish_seconds=0.0001)
+    stats.record(0.0002, None, 0.0002)
+    log_line()
+    assert "since the last line: 2 steps, host planning at most 1.200 ms, with publishing 1.300 ms" in lines[2]
+    got = client.pat_step_stats(lines[0], lines[1] + lines[2])
+    assert got["pat_steps"] == 3.0
+    assert got["pat_plan_ms_max"] == pytest.approx(1.2) and got["pat_host_ms_max"] == pytest.approx(1.3)
+    assert got["pat_plan_ms_max_since_start"] == pytest.approx(4.0)
+    assert got["pat_host_ms_max_since_start"] == pytest.approx(5.0)
+    # a line of an earlier version (no clause): no per-point maxima, the rest as before
+    older = lines[2].replace("; since the last line: 2 steps, host planning at most 1.200 ms, with publishing "
+                             "1.300 ms", "")
+    got = client.pat_step_stats(lines[0], older)
+    assert "pat_plan_ms_max" not in got and got["pat_plan_ms_max_since_start"] == pytest.approx(4.0)
 
 
 def test_the_slowest_step_is_described_and_read_back() -> None:

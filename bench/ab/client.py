@@ -420,8 +420,11 @@ PAT_STATS_RE = re.compile(
     r"([\d.]+) ms)?"
     # since 2026-11-29 (twelfth session): the planning thread's own CPU time of its slowest step
     r"(?:; the planning thread's own CPU time at most ([\d.]+) ms in one step)?"
+    # since 2026-11-30 (twentieth session): the steps since the line before and their maxima (planning; with publishing)
+    r"(?:; since the last line: (?P<interval_steps>\d+) steps, host planning at most (?P<interval_plan>[\d.]+) ms, "
+    r"with publishing (?P<interval_host>[\d.]+) ms)?"
     # since 2026-11-30 (fourteenth session): what the slowest step was (batch, forest, time by phase, plan size)
-    r"(?:; the slowest step: ([^\n]*))?"
+    r"(?:; the slowest step: (?P<slowest>[^\n]*))?"
 )
 
 
@@ -435,13 +438,15 @@ def pat_step_stats(before: str, during: str) -> dict[str, float | str]:
     """PAT's host planning over one point, from its cumulative stats lines: the last one logged before the point
     (``before``: the server log up to the point's start) and the last one during it. ``pat_plan_ms_mean`` and
     ``pat_declined_pct`` are the point's own (differences of the counts); ``pat_plan_ms_max_since_start`` is the
-    server's maximum so far (the line keeps no per-interval maximum); where the line has them, ``pat_gc_steps`` (the
+    server's maximum so far; where the line has them, ``pat_gc_steps`` (the
     point's steps during which a garbage collection ran), ``pat_gc_ms_max_since_start``,
     ``pat_plan_ms_max_no_gc_since_start`` (the slowest step without a collection) and
     ``pat_plan_cpu_ms_max_since_start`` (the planning thread's own CPU time of its slowest step: the wall-clock maximum
     above it is waiting) and ``pat_slowest_step`` (that step's batch, forest, time by phase and plan size); where it
     has them, ``pat_publish_ms_mean`` (the point's own: publishing the steps' radix paths),
-    ``pat_publish_ms_max_since_start`` and ``pat_host_ms_max_since_start`` (publishing and planning of one step).
+    ``pat_publish_ms_max_since_start`` and ``pat_host_ms_max_since_start`` (publishing and planning of one step);
+    where the lines have their "since the last line" clause, ``pat_plan_ms_max`` and ``pat_host_ms_max``: the point's
+    own maxima (planning; planning and publishing), over the lines logged during it.
     The line is written on decode steps at most once per ``PAT_SGLANG_LOG_INTERVAL_S``, so the steps of the previous
     point after its last line count in this one: keep the interval short against a point (the sweep sets 1 s). Empty
     without a line during the point (another backend, or a log interval longer than the point)."""
@@ -466,8 +471,14 @@ def pat_step_stats(before: str, during: str) -> dict[str, float | str]:
                    pat_plan_ms_max_no_gc_since_start=float(end[7]))
     if end[8] is not None:
         out["pat_plan_cpu_ms_max_since_start"] = float(end[8])
-    if end[9] is not None:
-        out["pat_slowest_step"] = end[9].strip()
+    if end["slowest"] is not None:
+        out["pat_slowest_step"] = end["slowest"].strip()
+    # the point's own maxima: over the lines logged during it, each covering the steps since the line before (the
+    # first one also the previous point's steps after its last line, as for the means)
+    spans = [m for m in PAT_STATS_RE.finditer(during) if m["interval_plan"] is not None]
+    if spans:
+        out.update(pat_plan_ms_max=max(float(m["interval_plan"]) for m in spans),
+                   pat_host_ms_max=max(float(m["interval_host"]) for m in spans))
     published = PAT_PUBLISH_RE.search(end[0])
     if published is not None:
         first = PAT_PUBLISH_RE.search(start[0]) if start is not None else None

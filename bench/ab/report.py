@@ -167,6 +167,8 @@ PAT_COLUMNS: list[tuple[str, str, str]] = [
     *POINT_COLUMNS,
     ("pat_steps", "decode steps", ".0f"),
     ("pat_plan_ms_mean", "host planning ms mean", ".3f"),
+    ("pat_plan_ms_max", "max ms (this point)", ".2f"),
+    ("pat_host_ms_max", "publishing + planning max ms (this point)", ".2f"),
     ("pat_plan_ms_max_since_start", "max ms (since start)", ".2f"),
     ("pat_plan_ms_max_no_gc_since_start", "max ms w/o GC (since start)", ".2f"),
     ("pat_plan_cpu_ms_max_since_start", "max CPU ms of a step (since start)", ".2f"),
