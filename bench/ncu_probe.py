@@ -1,6 +1,9 @@
 """Run one PAT workload a few times, for Nsight Compute (``ncu ... python bench/ncu_probe.py a64``), or
 with ``--timing``: a -DPAT_TIMING build, printing per-CTA phase durations grouped by tile m and KV length.
-``--head-dim`` picks the 32 q / 8 kv heads' head dim, ``--variant`` a tile_sweep variant instead of the table's."""
+``--head-dim`` picks the 32 q / 8 kv heads' head dim, ``--variant`` a tile_sweep variant instead of the table's.
+``--peer flashinfer-tc`` (or ``flashinfer``) runs FlashInfer's decode of the same case instead (its tensor-core or
+CUDA-core kernel, as ``bench/bench_kernels.py`` times it), so that one call can profile both side by side:
+``ncu -k regex:BatchDecode python -m bench.ncu_probe d64x4096 --head-dim 256 --peer flashinfer-tc``."""
 
 from __future__ import annotations
 
@@ -26,8 +29,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--timing", action="store_true", help="a -DPAT_TIMING build: per-CTA phase durations")
     ap.add_argument("--head-dim", type=int, choices=(64, 128, 256), default=128)
     ap.add_argument("--variant", type=parse_variant, default=None, help="tile_sweep.py's KVTILE/STAGES/CTAS[/...]")
+    ap.add_argument("--peer", choices=("flashinfer", "flashinfer-tc"), default=None,
+                    help="run FlashInfer's decode of the case instead of PAT's (CUDA-core or tensor-core kernel)")
     args = ap.parse_args(argv)
     name, timing, d = args.name, args.timing, args.head_dim
+    if args.peer is not None:
+        from bench.bench_kernels import Case, Inputs, peer_fi_decode
+
+        run = peer_fi_decode(Inputs(Case(name, 32, 8, head_dim=d), n_sets=1), tensor_cores=args.peer.endswith("-tc"))
+        for _ in range(3):
+            run(0)
+        torch.cuda.synchronize()
+        return
     gen = torch.Generator().manual_seed(0)
     indptr, indices, num_slots = tree_indices(TIMED[name], gen)
     heads = HeadConfig(32, 8, d, torch.bfloat16)
