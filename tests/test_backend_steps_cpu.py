@@ -95,6 +95,7 @@ def test_many_steps_equal_fresh_plan(graph: bool, page_size: int, reuse: bool, r
     quality bounds are lifted (a joiner's 64 shared tokens are more than 1/16 of this small batch's KV)."""
     monkeypatch.setattr(decode_step, "REMAKE_MAX_EXTRA_FRACTION", 0.9)
     monkeypatch.setattr(decode_step, "SPLIT_KEEP_FRACTION", 1.0)
+    monkeypatch.delenv(decode_step.REMAKE_PLANS_ENV, raising=False)  # the default, whatever the shell exports
     rng = np.random.default_rng(7)
     h = RadixHarness(page_size=page_size, max_reqs=24, max_context=1024, num_slots=1 << 13)
     system = rng.integers(1000, 2000, size=64).tolist()
