@@ -419,6 +419,12 @@ def test_end_to_end_with_real_bench_serving(tmp_path: Path, monkeypatch: pytest.
     assert all(len(lp) == len(ids) == 4 for r in checks for ids, lp in zip(r["outputs"], r["logprobs"], strict=True))
     assert (out / "serving.png").exists() and (out / "results.csv").exists()
     assert "Generated shared prefix dataset statistics" in (out / "logs" / "bench-ref-tiny-c4.log").read_text()
+    # bench_serving_main's client times beside each point's result: every request bench_serving sent (its 12 and
+    # its warm-up), each with a first chunk after it was sent
+    for r in points:
+        sent = bench_serving.read_client_times(
+            bench_serving.client_times_file(serving_sweep.bench_result(out / "logs", r)))
+        assert len(sent) == 13 and all(t.ok and t.first > t.sent for t in sent)
     # rerun: everything measured is skipped (no server starts); a new load is measured alone
     n_rows = len(sweep.read_jsonl(out / "results.jsonl"))
     assert serving_sweep.main(["--backends", "ref,pat@ref+all", "--loads", "c4,x0.5", *common]) == 0
