@@ -584,8 +584,6 @@ def make_backend(sim: ServerSim, cfg: PointConfig) -> PATAttnBackend:
                            req_to_token_pool=sim.pool)
     runner = fake_model_runner(stub, hq, hkv, d, 1, torch.bfloat16, fill=False,
                                token_to_kv_pool=HostOnlyKVPool(sim.num_slots, hkv, d, torch.bfloat16))
-    if cfg.gate:
-        apply_patches()  # as the plugin does in the server: the decode runner's per-variant graphs
     be = PATAttnBackend(runner, delegate=RecordingDelegate(), min_saved_fraction=None if cfg.gate else 0.0)
     if cfg.path == "graph":
         be.init_cuda_graph_state(cfg.batch, cfg.batch)  # DecodeCudaGraphRunner: max_bs, max_bs tokens
@@ -606,6 +604,9 @@ def run_point(
     untimed fill and warm-up steps), before the step's results are processed."""
     if cfg.path not in ("graph", "eager"):
         raise ValueError(f"path must be 'graph' or 'eager', not {cfg.path!r}")
+    # As the plugin does when a server starts, before its radix cache exists: publishing's radix split and re-caching
+    # counters (without them every step publishes its batch in full) and the decode runner's per-variant graphs
+    apply_patches()
     wall0 = time.perf_counter()
     scale = cfg.time_scale if cfg.time_scale is not None else auto_time_scale(specs, cfg)
     sim = ServerSim(cfg, specs, scale)
@@ -774,9 +775,6 @@ def git_state() -> str:
 
 
 def main(argv: list[str] | None = None) -> list[PointResult]:
-    from pat_sglang.sglang_patches import apply_patches
-
-    apply_patches()  # as the plugin does in a server: publishing and the radix split counter
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workload", choices=("mooncake", "gsp"), default="mooncake",
                     help="mooncake: the --trace file; gsp: SGLang's generated-shared-prefix defaults (see above)")

@@ -71,6 +71,10 @@ def test_quick_replay_times_every_decode_step(specs: list) -> None:
     else:
         assert np.isnan(s["max_nogc"])
     assert res.verdict() in ("yes",) or res.verdict().startswith("no: ")
+    # publishing as in a server (run_point applies the plugin's patches first, gate or not): unchanged batches are
+    # republished without reading a request, changed ones by reading only their changed rows
+    table = be.chain_table
+    assert table.unread > 0 and table.by_rows > 0, (table.unread, table.by_rows)
 
 
 def test_prompt_scaling_keeps_the_trace_sharing() -> None:
