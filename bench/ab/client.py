@@ -450,9 +450,10 @@ def pat_step_stats(before: str, during: str) -> dict[str, float | str]:
     The line is written on decode steps at most once per ``PAT_SGLANG_LOG_INTERVAL_S``, so the steps of the previous
     point after its last line count in this one: keep the interval short against a point (the sweep sets 1 s). Empty
     without a line during the point (another backend, or a log interval longer than the point)."""
-    end = _last_match(PAT_STATS_RE, during)
-    if end is None:
+    lines = list(PAT_STATS_RE.finditer(during))  # every line of the point, once: the last one, and each one's maxima
+    if not lines:
         return {}
+    end = lines[-1]
     start = _last_match(PAT_STATS_RE, before)
     steps0, mean0, declined0 = (int(start[1]), float(start[2]), int(start[4])) if start else (0, 0.0, 0)
     steps1, mean1, max1, declined1 = int(end[1]), float(end[2]), float(end[3]), int(end[4])
@@ -475,7 +476,7 @@ def pat_step_stats(before: str, during: str) -> dict[str, float | str]:
         out["pat_slowest_step"] = end["slowest"].strip()
     # the point's own maxima: over the lines logged during it, each covering the steps since the line before (the
     # first one also the previous point's steps after its last line, as for the means)
-    spans = [m for m in PAT_STATS_RE.finditer(during) if m["interval_plan"] is not None]
+    spans = [m for m in lines if m["interval_plan"] is not None]
     if spans:
         out.update(pat_plan_ms_max=max(float(m["interval_plan"]) for m in spans),
                    pat_host_ms_max=max(float(m["interval_host"]) for m in spans))
