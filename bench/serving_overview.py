@@ -6,10 +6,13 @@ one call fits every backend, workload and load. This reads the folders given, in
 each row came from (a point served with SGLang's prefill graphs on, ``serving_sweep.py --prefill-graphs``, is kept
 apart, its load tagged ``+pg``). Ratios are against ``--reference`` at the same point: a ratio whose reference row
 came from a different folder (another call, maybe other code) is marked ``*``, since run-to-run variation between
-calls is of the same order as the differences measured (see the folders' READMEs).
+calls is of the same order as the differences measured (see the folders' READMEs). So each row also counts every
+measured run of its point over the folders (rounds of one call, and earlier calls) and gives the range of their TTFT
+and TPOT p50: a difference smaller than that range is not told from server-to-server variation. ``--plot`` draws the
+rows (TPOT and output throughput against load, per workload; ``report.plot_sweep``).
 
     python bench/serving_overview.py docs/perf/serving/2026-11-29-h200-peers docs/perf/serving/2026-11-29-h200-v15 \
-        --reference fa3 --out docs/perf/serving/OVERVIEW.md
+        --reference fa3 --out docs/perf/serving/OVERVIEW.md --plot docs/perf/serving/OVERVIEW.png
 """
 
 from __future__ import annotations
@@ -38,13 +41,27 @@ COLUMNS: list[tuple[str, str, str]] = [
     *(_SWEEP[k] for k in ("median_ttft_ms", "median_tpot_ms", "p99_tpot_ms")),
     ("tpot_vs_ref", _SWEEP["median_tpot_ms_vs_ref"][1], "s"),
     _SWEEP["step_ms_p50_full"],
+    ("runs", "runs", "d"),
+    ("ttft_range", "TTFT p50 over runs", "s"),
+    ("tpot_range", "TPOT p50 over runs", "s"),
     ("folder", "folder", "s"),
 ]
 
 
+def _range(values: list[float]) -> str:
+    """``lo-hi`` of the measured values (one value alone; '-' for none)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    lo, hi = min(values), max(values)
+    return f"{lo:.1f}" if len(values) == 1 or lo == hi else f"{lo:.1f}-{hi:.1f}"
+
+
 def gather(folders: list[Path]) -> dict[tuple[str, str, str], dict]:
-    """(workload, load, backend) -> the last measured point over ``folders`` (in order), with its ``folder``."""
+    """(workload, load, backend) -> the last measured point over ``folders`` (in order), with its ``folder``, the
+    number of measured runs of that point over all the folders (``runs``) and their TTFT / TPOT p50 ranges."""
     points: dict[tuple[str, str, str], dict] = {}
+    runs: dict[tuple[str, str, str], list[dict]] = {}
     for folder in folders:
         path = folder / "results.jsonl"
         if not path.exists():
@@ -60,6 +77,11 @@ def gather(folders: list[Path]) -> dict[tuple[str, str, str], dict]:
                 load += PREFILL_GRAPHS_TAG  # another point than one served with prefill graphs off
             key = (str(row.get("workload")), load, str(row.get("backend")))
             points[key] = {**row, "load": load, "folder": folder.name}
+            runs.setdefault(key, []).append(row)
+    for key, row in points.items():
+        row["runs"] = len(runs[key])
+        row["ttft_range"] = _range([r.get("median_ttft_ms") for r in runs[key]])
+        row["tpot_range"] = _range([r.get("median_tpot_ms") for r in runs[key]])
     return points
 
 
@@ -76,8 +98,7 @@ def overview_rows(points: dict[tuple[str, str, str], dict], reference: str) -> l
         workload, load, backend = key
         w = WORKLOAD_ORDER.index(workload) if workload in WORKLOAD_ORDER else len(WORKLOAD_ORDER)
         b = BACKEND_ORDER.index(backend) if backend in BACKEND_ORDER else len(BACKEND_ORDER)
-        plain = load.removesuffix(PREFILL_GRAPHS_TAG)
-        return (w, workload, sweep.load_order(plain), load != plain, b, backend)
+        return (w, workload, _load_order(load), b, backend)
 
     rows = []
     for key in sorted(points, key=order):
@@ -94,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("folders", type=Path, nargs="+", help="sweep folders, oldest first (later ones win)")
     ap.add_argument("--reference", default="fa3")
     ap.add_argument("--out", type=Path, default=None, help="markdown file (default: print)")
+    ap.add_argument("--plot", type=Path, default=None, help="also draw the rows into this PNG (needs matplotlib)")
     args = ap.parse_args(argv)
     rows = overview_rows(gather(args.folders), args.reference)
     text = report.markdown_table(rows, COLUMNS)
@@ -101,7 +123,15 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
     else:
         args.out.write_text(text + "\n")
+    if args.plot is not None and not report.plot_sweep(rows, args.plot, _load_order):
+        print(f"serving_overview: no plot written to {args.plot} (matplotlib missing, or no row has numbers)")
     return 0
+
+
+def _load_order(load: str) -> tuple:
+    """Loads in the sweep's order, a prefill-graphs point right after the same load without them."""
+    plain = load.removesuffix(PREFILL_GRAPHS_TAG)
+    return (sweep.load_order(plain), load != plain)
 
 
 if __name__ == "__main__":

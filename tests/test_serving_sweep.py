@@ -636,6 +636,10 @@ def test_overview_later_folder_wins_and_marks_cross_run_ratios(tmp_path: Path) -
     }
     assert [(r["load"], r["backend"]) for r in rows] == [("c64", "fa3"), ("c64", "pat@fa3"), ("c64", "triton"),
                                                          ("c256", "pat@fa3")]
+    # every measured run of a point counts, and its TPOT p50 range spans them (failed points excluded)
+    spread = {(r["load"], r["backend"]): (r["runs"], r["tpot_range"], r["ttft_range"]) for r in rows}
+    assert spread == {("c64", "fa3"): (2, "8.0-10.0", "-"), ("c64", "pat@fa3"): (1, "6.0", "-"),
+                      ("c64", "triton"): (1, "12.5", "-"), ("c256", "pat@fa3"): (1, "9.0", "-")}
     with pytest.raises(FileNotFoundError):
         overview.gather([tmp_path / "missing"])
 
@@ -665,6 +669,36 @@ def test_overview_keeps_points_served_with_prefill_graphs_apart(tmp_path: Path) 
     assert [(r["load"], r["backend"], r["median_tpot_ms"], r["tpot_vs_ref"]) for r in rows] == [
         ("r17", "fa3", 12.0, "1.000"), ("r17", "pat@fa3", 11.0, "0.917*"),
         ("r17+pg", "fa3", 8.0, "1.000"), ("r17+pg", "pat@fa3", 6.0, "0.750")]
+
+
+def test_overview_counts_rounds_and_draws_the_rows(tmp_path: Path) -> None:
+    """Rounds of one point in one folder: the latest is the row, ``runs`` counts all of them and the TTFT / TPOT
+    ranges span them; ``--out`` and ``--plot`` write the table and a PNG (points with and without prefill graphs)."""
+    overview = load_script(BENCH / "serving_overview.py")
+
+    def point(backend: str, ttft: float, tpot: float, load: str = "r17") -> dict:
+        return {"kind": "point", "workload": "gsp", "load": load, "backend": backend, "status": "ok",
+                "output_throughput": 4000.0, "request_throughput": 16.5, "median_ttft_ms": ttft,
+                "median_tpot_ms": tpot, "p99_tpot_ms": 2 * tpot}
+
+    folder = tmp_path / "rounds"
+    folder.mkdir()
+    rows = [{"kind": "server", "backend": "fa3", "cmd": "launch_server"}, point("fa3", 32.4, 9.67),
+            {"kind": "server", "backend": "pat@fa3", "cmd": "launch_server"}, point("pat@fa3", 34.1, 9.36),
+            point("fa3", 43.4, 10.89), point("pat@fa3", 35.2, 9.29),
+            {"kind": "server", "backend": "fa3", "cmd": "launch_server --disable-prefill-cuda-graph"},
+            point("fa3", 60.0, 14.0, load="c64")]
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = {(r["load"], r["backend"]): (r["median_ttft_ms"], r["runs"], r["ttft_range"], r["tpot_range"])
+           for r in overview.overview_rows(overview.gather([folder]), "fa3")}
+    assert got == {("r17+pg", "fa3"): (43.4, 2, "32.4-43.4", "9.7-10.9"),
+                   ("r17+pg", "pat@fa3"): (35.2, 2, "34.1-35.2", "9.3-9.4"),
+                   ("c64", "fa3"): (60.0, 1, "60.0", "14.0")}
+    table, png = tmp_path / "overview.md", tmp_path / "overview.png"
+    assert overview.main([str(folder), "--reference", "fa3", "--out", str(table), "--plot", str(png)]) == 0
+    text = table.read_text()
+    assert "| TTFT p50 over runs |" in text and "| 32.4-43.4 |" in text
+    assert png.stat().st_size > 0 and png.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_merge_calls_gathers_each_calls_own_rows_and_logs(tmp_path: Path) -> None:
