@@ -89,6 +89,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--prior", type=Path, action="append", default=[],
                     help="results.jsonl of earlier calls, merged into <out>/results.jsonl when that does not exist "
                          "yet (device calls write into a fresh folder)")
+    ap.add_argument("--archive", type=Path, default=None,
+                    help="when the run ends (done, cut short or failed), pack --out into this .tgz as one file "
+                         "(members <out name>/...): the device returns a limited number of files per call, and a "
+                         "sweep writes several per point")
     ap.add_argument("--redo", action="store_true", help="measure the selected points again even if measured")
     ap.add_argument("--rounds", type=int, default=1,
                     help="measure each selected point up to this many times, every backend once per round in order "
@@ -812,7 +816,11 @@ def main(argv: list[str] | None = None) -> int:
     run = Sweep(args)
     if args.dry_run:
         return run.dry_run()
-    return run.run()
+    try:
+        return run.run()
+    finally:
+        if args.archive is not None:
+            print(f"serving: {rel(run.out)} packed into {sweep.archive_folder(run.out, args.archive)}", flush=True)
 
 
 if __name__ == "__main__":

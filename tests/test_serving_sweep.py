@@ -429,9 +429,17 @@ def test_end_to_end_with_real_bench_serving(tmp_path: Path, monkeypatch: pytest.
     n_rows = len(sweep.read_jsonl(out / "results.jsonl"))
     assert serving_sweep.main(["--backends", "ref,pat@ref+all", "--loads", "c4,x0.5", *common]) == 0
     assert len([r for r in sweep.read_jsonl(out / "results.jsonl") if r["kind"] != "run"]) == n_rows - 1
-    assert serving_sweep.main(["--backends", "ref", "--loads", "c4,c2", *common]) == 0
+    packed = tmp_path / "back" / "sweep.tgz"
+    assert serving_sweep.main(["--backends", "ref", "--loads", "c4,c2", *common, "--archive", str(packed)]) == 0
     new = [r for r in sweep.read_jsonl(out / "results.jsonl")[n_rows:] if r["kind"] == "point"]
     assert [(r["backend"], r["load"]) for r in new] == [("ref", "c2")]
+    # --archive: the whole folder as one file, as it stands at the end of the run (the new point included)
+    import tarfile
+
+    with tarfile.open(packed) as tar:
+        names = set(tar.getnames())
+        assert tar.extractfile("sweep/results.jsonl").read() == (out / "results.jsonl").read_bytes()
+    assert {"sweep/results.md", "sweep/logs/server-ref.log", "sweep/logs/bench-ref-tiny-c2.jsonl"} <= names
 
 
 def test_plan_defers_rate_points_until_the_reference_capacity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

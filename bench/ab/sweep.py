@@ -314,6 +314,18 @@ def pack_logs(folder: Path) -> Path | None:
     return archive
 
 
+def archive_folder(folder: Path, path: Path) -> Path:
+    """Pack ``folder`` (every file under it) into the gzipped tar ``path``, members ``<folder name>/...``: one file
+    to hand back from a device call, which returns only so many (``serving_sweep.py --archive``). Written to a
+    temporary name first, so a reader never sees half an archive."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    tmp.replace(path)
+    return path
+
+
 def _call_logs(src: Path) -> list[tuple[str, bytes]]:
     """(file name, bytes) of a call's logs: ``src/logs/*``, or the ``logs/`` members of ``src/logs.tgz``."""
     if (src / "logs").is_dir():
