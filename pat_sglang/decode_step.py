@@ -228,10 +228,10 @@ class DecodeStepPlanner:
         self.slot_table = table.view(-1)
         self.row_stride = int(table.stride(0))
         self.max_len = int(table.shape[1])
-        # Load the split search's compiled simulation now: its first load (the compiler's version check, a subprocess,
-        # and the library's dlopen: 3-4 ms on the H200's host) would otherwise land in the first step that searches,
-        # the start's first wave, and set the stats line's maximum.
-        host_core.simulator()
+        # Load the compiled host work (the split search's simulation) now: its first load (the compiler's version
+        # check, a subprocess, and the library's dlopen: 3-4 ms on the H200's host) would otherwise land in the first
+        # step that searches, the start's first wave, and set the stats line's maximum.
+        host_core.loaded()
 
     def forget(self) -> None:
         """Drop what is kept between steps (the last forest, plan and declined batch): the next step is planned from

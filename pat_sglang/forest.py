@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import host_core
+
 _INT32_MAX = int(np.iinfo(np.int32).max)
 _INT64_MAX = int(np.iinfo(np.int64).max)
 _PER_NODE = frozenset(("q", "rep", "req32", "shared"))  # PrefixForest._get's first group of derived arrays
@@ -589,10 +591,12 @@ def _node_ends(
     multi: np.ndarray,
 ) -> None:
     """Lower ``end`` (per group: its shortest row's end) of every group of two or more rows to the first position
-    where two of its neighbouring rows differ. Two passes over the rows of those groups, read from the group start:
-    their slots every ``_SAMPLE`` positions bound each group's end from above (a sampled difference is a real one),
-    then the rows are compared slot by slot up to that bound (the end is found there, or it is the bound). So each
-    row is read over about its group's node tokens (plus at most ``_SAMPLE``), not its whole length."""
+    where two of its neighbouring rows differ. Compiled (``host_core``, where it loads): each neighbouring pair
+    compared in place from the group start, up to the group's shortest difference so far. Else numpy, in two passes
+    over the rows of those groups, read from the group start: their slots every ``_SAMPLE`` positions bound each
+    group's end from above (a sampled difference is a real one), then the rows are compared slot by slot up to that
+    bound (the end is found there, or it is the bound). Either way each row is read over about its group's node
+    tokens (numpy: plus at most ``_SAMPLE``, and through copies), not its whole length."""
     mg: slice | np.ndarray
     if multi.all():  # as at the first level of a batch with sharing: no selection
         mem, sg, mg = members, gid, slice(None)
@@ -600,6 +604,10 @@ def _node_ends(
         sel = multi[gid]
         mem, sg, mg = members[sel], gid[sel], np.flatnonzero(multi)
     row = starts[mem] + gstart[sg]  # where each row's run in its group begins in ind
+    core = host_core.loaded()
+    if core is not None:  # a group's rows are mem's runs in group order; each reads [row, row + end - gstart)
+        end[mg] = gstart[mg] + core.group_agreement(ind, row, _indptr(gsize[mg]), (end - gstart)[mg])
+        return
     same = sg[1:] == sg[:-1]  # neighbouring rows in one group: the pairs compared
     pair_ptr = _indptr(gsize[mg] - 1)[:-1]  # each multi group's first pair (pairs are in group order)
     span = (end - gstart)[sg[1:]]  # per neighbouring pair: slots up to its group's shortest row end (>= 1)

@@ -1,14 +1,21 @@
-"""The split search's launch simulation, compiled for the host: ``kernels/host_simulate.c`` through ctypes.
+"""Host work of *pack* compiled for speed: ``kernels/host_simulate.c`` and ``kernels/host_rows.c`` through ctypes.
 
-Role in pack-forward-merge: part of *pack*. On a changed decode step the planner costs a few KV split lengths by
-simulating the forward launch (``planner._launch_costs``): in Python ~35 us a candidate on the project's 2-core VM
-(numpy calls to lay the items out, then a heap of a few hundred steps), most of a split-search step's host time. The C
-version gives the same costs bit for bit in a few microseconds a candidate.
+Role in pack-forward-merge: part of *pack*. Two pieces of the planner's host work are loops that numpy serves badly:
 
-It is built on first use with the system C compiler (``$CC``, else ``cc``: SGLang's Triton needs one at run time
-too), cached in ``<cache root>/host/`` under the hash of the source and the compiler's version (a second process loads
-it without compiling), and loaded with ctypes. Where no compiler works, or with ``PAT_SGLANG_HOST_CORE=0``, the planner
-runs its Python simulation (same results, slower) and the log says why, once.
+* the split search's launch simulation: on a changed decode step the planner costs a few KV split lengths by
+  simulating the forward launch (``planner._launch_costs``): in Python ~35 us a candidate on the project's 2-core VM
+  (numpy calls to lay the items out, then a heap of a few hundred steps), most of a split-search step's host time.
+  The C version gives the same costs bit for bit in a few microseconds a candidate;
+* the flat rows' comparison of the standalone ``plan()``: ``PrefixForest.from_flat`` ends each prefix group's node
+  where two of its rows first differ (``forest._node_ends``). numpy gathers the rows' windows into copies and
+  compares those; the C version compares the rows in place, in memcmp chunks, up to the group's shortest difference
+  so far (the same node ends, about half the time at 256 rows x 4k tokens).
+
+Both are built on first use with the system C compiler (``$CC``, else ``cc``: SGLang's Triton needs one at run time
+too) into one library, cached in ``<cache root>/host/`` under the hash of the sources and the compiler's version (a
+second process loads it without compiling), and loaded with ctypes. Where no compiler works, or with
+``PAT_SGLANG_HOST_CORE=0``, the planner and the forest run their numpy/Python versions (same results, slower) and the
+log says why, once.
 """
 
 from __future__ import annotations
@@ -30,16 +37,16 @@ from .config import cache_root, data_dir
 
 logger = logging.getLogger(__name__)
 
-DISABLE_ENV = "PAT_SGLANG_HOST_CORE"  # "0": the Python simulation
-SOURCE_NAME = "host_simulate.c"
+DISABLE_ENV = "PAT_SGLANG_HOST_CORE"  # "0": the numpy/Python versions
+SOURCE_NAMES = ("host_simulate.c", "host_rows.c")  # compiled together into one library
 COMPILE_FLAGS = ("-O2", "-shared", "-fPIC", "-std=c99")
 COMPILE_TIMEOUT_S = 120
 
 _lock = threading.Lock()
-_loaded: tuple[bool, _Simulator | None] = (False, None)  # (tried, the simulator or None)
+_loaded: tuple[bool, _HostCore | None] = (False, None)  # (tried, the library or None)
 
 
-class _Simulator:
+class _HostCore:
     """The loaded library's entry points, typed once."""
 
     def __init__(self, lib: ctypes.CDLL) -> None:
@@ -51,6 +58,10 @@ class _Simulator:
         self.runs.restype = ctypes.c_double
         self.runs.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_double,
                               ctypes.c_int64, ctypes.c_void_p]
+        self.agreement = lib.pat_group_agreement
+        self.agreement.restype = None
+        self.agreement.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                   ctypes.c_void_p]
 
     def candidates(self, item_bytes: np.ndarray, pair_reps: np.ndarray, pair_durations: np.ndarray, slots: int,
                    batch_items: int) -> Callable[[int, float], float]:
@@ -84,8 +95,23 @@ class _Simulator:
                          loads.ctypes.data)
 
 
-def simulator() -> _Simulator | None:
-    """The compiled simulation, built and loaded on first call; None where it cannot be (the reason logged once)."""
+    def group_agreement(self, ind: np.ndarray, row: np.ndarray, gptr: np.ndarray, width: np.ndarray) -> np.ndarray:
+        """Per group ``g``, ``width[g]`` lowered to the first position where two neighbouring rows of the group
+        differ (``kernels/host_rows.c``). ``ind``: the slots, int32 or int64, C-contiguous; the rows of group ``g``
+        start at ``ind[row[i]]`` for ``i`` in ``[gptr[g], gptr[g + 1])``; every ``row[i] + width[g] <=
+        len(ind)``. Returns the new widths (int64)."""
+        if ind.dtype not in (np.int32, np.int64) or not ind.flags.c_contiguous:
+            raise ValueError(f"ind must be C-contiguous int32 or int64, got {ind.dtype}")
+        row = np.ascontiguousarray(row, dtype=np.int64)
+        gptr = np.ascontiguousarray(gptr, dtype=np.int64)
+        out = np.array(width, dtype=np.int64)  # a fresh copy: written in place
+        self.agreement(ind.ctypes.data, ind.itemsize, row.ctypes.data, gptr.ctypes.data, out.shape[0],
+                       out.ctypes.data)
+        return out
+
+
+def loaded() -> _HostCore | None:
+    """The compiled host work, built and loaded on first call; None where it cannot be (the reason logged once)."""
     global _loaded
     tried, sim = _loaded
     if tried:
@@ -97,21 +123,22 @@ def simulator() -> _Simulator | None:
 
 
 def reset() -> None:
-    """Forget the loaded simulation (tests): the next ``simulator()`` call builds or loads it again."""
+    """Forget the loaded library (tests): the next ``loaded()`` call builds or loads it again."""
     global _loaded
     with _lock:
         _loaded = (False, None)
 
 
-def _load() -> _Simulator | None:
+def _load() -> _HostCore | None:
     if os.environ.get(DISABLE_ENV, "").strip() == "0":
-        logger.info(f"PAT: {DISABLE_ENV}=0: the split search simulates launches in Python")
+        logger.info(f"PAT: {DISABLE_ENV}=0: the split search simulates launches in Python, from_flat compares rows "
+                    "with numpy")
         return None
     try:
-        return _Simulator(ctypes.CDLL(str(library_path())))
+        return _HostCore(ctypes.CDLL(str(library_path())))
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
-        logger.warning(f"PAT: the compiled split-search simulation is unavailable ({e}); the planner uses its Python "
-                       "simulation (same plans, more host time per changed step)")
+        logger.warning(f"PAT: the compiled host work is unavailable ({e}); the planner uses its Python simulation and "
+                       "from_flat its numpy comparison (same plans, more host time per changed step and per plan())")
         return None
 
 
@@ -124,23 +151,26 @@ def compiler() -> str:
 
 
 def library_path() -> Path:
-    """The shared library for this source and compiler, compiled into the cache if not there yet."""
-    source = data_dir("pat_sglang.kernels_src", "kernels").joinpath(SOURCE_NAME).read_text()
+    """The shared library for these sources and this compiler, compiled into the cache if not there yet."""
+    src_dir = data_dir("pat_sglang.kernels_src", "kernels")
+    sources = [src_dir.joinpath(name).read_text() for name in SOURCE_NAMES]
     cc = compiler()
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
     if version.returncode != 0:
         raise RuntimeError(f"{cc} --version failed: {version.stderr.strip()[:200]}")
-    key = hashlib.sha256("\0".join([source, version.stdout, *COMPILE_FLAGS]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\0".join([*sources, version.stdout, *COMPILE_FLAGS]).encode()).hexdigest()[:16]
     folder = cache_root() / "host"
-    path = folder / f"pat_host_simulate_{key}.so"
+    path = folder / f"pat_host_core_{key}.so"
     if path.exists():
         return path
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        src = Path(tmp) / SOURCE_NAME
-        src.write_text(source)
+        files = []
+        for name, text in zip(SOURCE_NAMES, sources, strict=True):
+            files.append(Path(tmp) / name)
+            files[-1].write_text(text)
         out = Path(tmp) / path.name
-        res = subprocess.run([cc, *COMPILE_FLAGS, "-o", str(out), str(src)], capture_output=True, text=True,
+        res = subprocess.run([cc, *COMPILE_FLAGS, "-o", str(out), *map(str, files)], capture_output=True, text=True,
                              timeout=COMPILE_TIMEOUT_S)
         if res.returncode != 0:
             raise RuntimeError(f"{cc} failed: {(res.stderr or res.stdout).strip()[:500]}")

@@ -977,7 +977,7 @@ def _launch_costs(
         run_at = np.flatnonzero(new_run)
         return values[run_at].tolist(), np.add.reduceat(reps, run_at).tolist()
 
-    sim = host_core.simulator()
+    sim = host_core.loaded()
     if sim is not None:  # the same simulation compiled: runs and heap in one call per candidate
         makespan = sim.candidates(item_bytes, pair_reps, pair_durations, slots, RUN_BATCH_ITEMS)
     else:

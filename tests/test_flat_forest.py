@@ -2,7 +2,9 @@
 
 The trie is as literal as it gets: a node per (prefix, next slot), its members the requests whose row has that
 prefix; a canonical forest node is a maximal run of trie nodes along a path with the same members. Compared
-through ``canonical_key`` (per node: requests, token range, slots), so only results are compared."""
+through ``canonical_key`` (per node: requests, token range, slots), so only results are compared. Every test runs
+twice: with the rows compared by the compiled host code (``host_core``, the default where a C compiler works) and
+by the numpy fallback."""
 
 from __future__ import annotations
 
@@ -13,11 +15,25 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pat_sglang
+from pat_sglang import host_core
 from pat_sglang.config import HeadConfig
 from pat_sglang.forest import _SAMPLE, PrefixForest
 from pat_sglang.workloads import layout_tree, random_tree
 
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=60, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def row_comparison(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The forest's row comparison for the test: compiled (its absence is a failure here: CI has a C compiler) or
+    the numpy fallback."""
+    if request.param == "compiled":
+        if host_core.loaded() is None:
+            pytest.fail("the compiled host code did not load (see the log for the reason)")
+    else:
+        monkeypatch.setattr(host_core, "loaded", lambda: None)
+    return request.param
 
 
 def trie_key(rows: list[list[int]]) -> frozenset:

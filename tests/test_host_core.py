@@ -24,8 +24,8 @@ PLAN_TENSORS = ("items", "item_req", "item_dst", "merge_indptr", "merge_partials
 
 
 @pytest.fixture(scope="module")
-def sim() -> host_core._Simulator:
-    compiled = host_core.simulator()
+def sim() -> host_core._HostCore:
+    compiled = host_core.loaded()
     if compiled is None:  # CI and the GPU machine have a C compiler: its absence is a failure here, not a skip
         pytest.fail("the compiled simulation did not load (see the log for the reason)")
     return compiled
@@ -33,7 +33,7 @@ def sim() -> host_core._Simulator:
 
 def _python(monkeypatch: pytest.MonkeyPatch) -> None:
     """The planner's Python simulation from here on (as where no compiler works)."""
-    monkeypatch.setattr(host_core, "simulator", lambda: None)
+    monkeypatch.setattr(host_core, "loaded", lambda: None)
 
 
 @settings(max_examples=400, deadline=None)
@@ -43,7 +43,7 @@ def _python(monkeypatch: pytest.MonkeyPatch) -> None:
     slots=st.integers(1, 200),
     limit_fraction=st.one_of(st.just(math.inf), st.floats(0.0, 1.5)),
 )
-def test_greedy_makespan_equals_the_python_one(sim: host_core._Simulator, runs: list[tuple[float, int]], slots: int,
+def test_greedy_makespan_equals_the_python_one(sim: host_core._HostCore, runs: list[tuple[float, int]], slots: int,
                                                limit_fraction: float) -> None:
     values = [v for v, _ in runs]
     counts = [n for _, n in runs]
@@ -71,7 +71,7 @@ def _search_inputs(rng: np.random.Generator) -> tuple:
 
 
 @pytest.mark.parametrize("seed", range(60))
-def test_launch_costs_equal_with_and_without_the_compiled_simulation(sim: host_core._Simulator, seed: int,
+def test_launch_costs_equal_with_and_without_the_compiled_simulation(sim: host_core._HostCore, seed: int,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     args = _search_inputs(np.random.default_rng(seed))
     cost, items = _launch_costs(*args)
@@ -82,7 +82,7 @@ def test_launch_costs_equal_with_and_without_the_compiled_simulation(sim: host_c
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_plans_are_the_same_with_and_without_it(sim: host_core._Simulator, seed: int,
+def test_plans_are_the_same_with_and_without_it(sim: host_core._HostCore, seed: int,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(1000 + seed)
     tree = random_tree(rng, max_depth=5, max_requests=256, max_len=4096, max_request_tokens=400_000)
@@ -121,12 +121,12 @@ def test_without_a_compiler_the_planner_still_plans(tmp_path: Path, monkeypatch:
     host_core.reset()
     try:
         with caplog.at_level(logging.WARNING, logger="pat_sglang.host_core"):
-            assert host_core.simulator() is None
+            assert host_core.loaded() is None
         assert "Python simulation" in caplog.text and "/bin/false" in caplog.text
         monkeypatch.delenv("CC")
         monkeypatch.setenv(host_core.DISABLE_ENV, "0")
         host_core.reset()
-        assert host_core.simulator() is None  # turned off: the Python simulation, said at info level
+        assert host_core.loaded() is None  # turned off: the Python simulation, said at info level
         args = _search_inputs(np.random.default_rng(7))
         cost, _ = planner._launch_costs(*args)
         assert np.isfinite(cost).any()
@@ -142,7 +142,7 @@ def test_a_step_planner_loads_it_before_its_first_step(monkeypatch: pytest.Monke
     loads: list[int] = []
     real_load = host_core._load
 
-    def counted() -> host_core._Simulator | None:
+    def counted() -> host_core._HostCore | None:
         loads.append(1)
         return real_load()
 
@@ -156,3 +156,66 @@ def test_a_step_planner_loads_it_before_its_first_step(monkeypatch: pytest.Monke
         assert np.isfinite(cost).any() and loads == [1]
     finally:
         host_core.reset()
+
+
+def _first_agreement(ind: np.ndarray, row: np.ndarray, gptr: np.ndarray, width: np.ndarray) -> list[int]:
+    """Per group, the first position where two neighbouring rows differ (at most its width), slot by slot."""
+    out = []
+    for g in range(width.shape[0]):
+        w = int(width[g])
+        for i in range(int(gptr[g]) + 1, int(gptr[g + 1])):
+            a, b = int(row[i - 1]), int(row[i])
+            w = next((j for j in range(w) if ind[a + j] != ind[b + j]), w)
+        out.append(w)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("seed", range(12))
+def test_group_agreement_equals_a_slot_by_slot_scan(sim: host_core._HostCore, dtype: type, seed: int) -> None:
+    """``pat_group_agreement`` against a literal scan: groups of rows that copy a common run and then diverge at a
+    random position (inside a memcmp chunk, on its boundary, past the width, or never), widths up to a few chunks."""
+    rng = np.random.default_rng(seed)
+    pieces, rows, gptr, widths = [], [], [0], []
+    at = 0
+    for _ in range(int(rng.integers(1, 30))):
+        width = int(rng.integers(0, 300))
+        base = rng.integers(0, 2**31 - 1, width + 8).astype(dtype)
+        for _ in range(int(rng.integers(1, 6))):
+            mine = base.copy()
+            cut = int(rng.choice([rng.integers(0, width + 8), 64, 128, width, width + 3]))
+            if rng.random() < 0.7 and cut < mine.shape[0]:
+                mine[cut:] = rng.integers(0, 2**31 - 1, mine.shape[0] - cut)
+            rows.append(at)
+            pieces.append(mine)
+            at += mine.shape[0]
+        gptr.append(len(rows))
+        widths.append(width)
+    ind = np.concatenate(pieces)
+    row, ptr, width = np.array(rows, np.int64), np.array(gptr, np.int64), np.array(widths, np.int64)
+    got = sim.group_agreement(ind, row, ptr, width)
+    assert got.tolist() == _first_agreement(ind, row, ptr, width)
+    assert width.tolist() == widths  # the input is not written
+    with pytest.raises(ValueError):
+        sim.group_agreement(ind[::2], row, ptr, width)  # not contiguous: refused, never read wrongly
+
+
+def test_from_flat_compares_rows_with_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``PrefixForest.from_flat`` ends its shared nodes through the compiled comparison where it loads, and finds
+    the forest its numpy comparison finds."""
+    sim = host_core.loaded()  # as loaded now (other tests reset it), not the module fixture's
+    assert sim is not None
+    batch = layout_tree(random_tree(np.random.default_rng(5), max_depth=4, max_requests=48, max_len=512, page_size=16),
+                        page_size=16, rng=np.random.default_rng(6))
+    calls: list[int] = []
+    real = sim.group_agreement
+
+    def counted(*args: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(sim, "group_agreement", counted)
+    compiled = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
+    assert calls, "the compiled comparison was not used"
+    _python(monkeypatch)
+    assert compiled.canonical_key() == PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices).canonical_key()
