@@ -18,30 +18,23 @@
 
 #define CHUNK_ELEMS 64 /* a chunk memcmp compares before the exact position is looked for inside it */
 
-static int64_t first_difference_32(const int32_t *a, const int32_t *b, int64_t width) {
+/* The first of the `width` elements (`elem` bytes each) where a and b differ, or width. */
+static int64_t first_difference(const char *a, const char *b, int64_t width, int64_t elem) {
     int64_t j = 0;
-    while (j + CHUNK_ELEMS <= width && memcmp(a + j, b + j, CHUNK_ELEMS * sizeof(int32_t)) == 0) j += CHUNK_ELEMS;
+    while (j + CHUNK_ELEMS <= width && memcmp(a + j * elem, b + j * elem, CHUNK_ELEMS * elem) == 0) j += CHUNK_ELEMS;
     for (; j < width; j++)
-        if (a[j] != b[j]) return j;
-    return width;
-}
-
-static int64_t first_difference_64(const int64_t *a, const int64_t *b, int64_t width) {
-    int64_t j = 0;
-    while (j + CHUNK_ELEMS <= width && memcmp(a + j, b + j, CHUNK_ELEMS * sizeof(int64_t)) == 0) j += CHUNK_ELEMS;
-    for (; j < width; j++)
-        if (a[j] != b[j]) return j;
+        if (memcmp(a + j * elem, b + j * elem, elem) != 0) return j;
     return width;
 }
 
 void pat_group_agreement(const void *ind, int64_t elem_bytes, const int64_t *row, const int64_t *gptr,
                          int64_t groups, int64_t *width) {
+    const char *base = (const char *)ind;
     for (int64_t g = 0; g < groups; g++) {
         int64_t w = width[g];
         for (int64_t i = gptr[g] + 1; i < gptr[g + 1] && w > 0; i++) {
-            const int64_t k = elem_bytes == 4
-                ? first_difference_32((const int32_t *)ind + row[i - 1], (const int32_t *)ind + row[i], w)
-                : first_difference_64((const int64_t *)ind + row[i - 1], (const int64_t *)ind + row[i], w);
+            const char *a = base + row[i - 1] * elem_bytes, *b = base + row[i] * elem_bytes;
+            const int64_t k = first_difference(a, b, w, elem_bytes);
             if (k < w) w = k;
         }
         width[g] = w;
