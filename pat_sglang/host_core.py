@@ -94,7 +94,6 @@ class _HostCore:
         return self.runs(values.ctypes.data, counts.ctypes.data, values.shape[0], slots, limit, batch_items,
                          loads.ctypes.data)
 
-
     def group_agreement(self, ind: np.ndarray, row: np.ndarray, gptr: np.ndarray, width: np.ndarray) -> np.ndarray:
         """Per group ``g``, ``width[g]`` lowered to the first position where two neighbouring rows of the group
         differ (``kernels/host_rows.c``). ``ind``: the slots, int32 or int64, C-contiguous; the rows of group ``g``
@@ -113,9 +112,9 @@ class _HostCore:
 def loaded() -> _HostCore | None:
     """The compiled host work, built and loaded on first call; None where it cannot be (the reason logged once)."""
     global _loaded
-    tried, sim = _loaded
+    tried, core = _loaded
     if tried:
-        return sim
+        return core
     with _lock:
         if not _loaded[0]:
             _loaded = (True, _load())
