@@ -299,7 +299,8 @@ class Sweep:
         """How often ``point`` was measured with these server settings (this folder's rows and ``--prior``'s): round
         r (from 0) measures the points measured at most r times, so a ``--rounds`` run cut short by its budget goes on
         where it stopped when called again."""
-        key = (point.backend, point.workload.name, point.load, self.wids[point.workload.name], self.server_id)
+        key = sweep.point_key({"backend": point.backend, "workload": point.workload.name, "load": point.load,
+                               "workload_id": self.wids[point.workload.name], "server_id": self.server_id})
         return sum(1 for row in self.store.rows if row.get("kind") == "point" and row.get("status") in sweep.MEASURED
                    and sweep.point_key(row) == key)
 
