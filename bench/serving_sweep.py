@@ -518,7 +518,35 @@ class Sweep:
               f"{bench_serving.finite(row['step_ms_p50_full']):.2f} ms ({wall:.0f} s)", flush=True)
         return True
 
+    def unreachable(self) -> list[str]:
+        """Why selected x-loads can never run in this call: the reference's capacity point is not measured with these
+        server settings (``server_id``) and is not among this call's points. Said before any server starts, because a
+        server started for them would serve only its greedy check."""
+        capacity = self.args.capacity_load
+        coming = {p.workload.name for p in self.points if p.backend == self.reference and p.load == capacity}
+        reasons = []
+        for p in self.points:
+            if sweep.parse_load(p.load)[0] != "x" or p.workload.name in coming or self.rate_of(p) is not None:
+                continue
+            if p not in self.pending(p.backend):
+                continue
+            elsewhere = sorted({str(r.get("server_id")) for r in self.store.rows
+                                if r.get("kind") == "point" and r.get("backend") == self.reference
+                                and r.get("workload") == p.workload.name and r.get("load") == capacity
+                                and r.get("status") in sweep.MEASURED})
+            hint = (f"; measured under other server settings (server_id {', '.join(elsewhere)}): the server args "
+                    "must match that run's" if elsewhere else "")
+            reasons.append(f"[{p.backend}] {p.workload.name} {p.load}: needs {self.reference} {capacity} of "
+                           f"{p.workload.name} with server_id {self.server_id}{hint}")
+        return reasons
+
     def run(self) -> int:
+        if not self.args.warmup_only:
+            stuck = self.unreachable()
+            if stuck:
+                print("serving: these points cannot run in this call (add the reference's capacity point, or pass "
+                      "--prior with it):\n  " + "\n  ".join(stuck), flush=True)
+                return 2
         if not self.args.no_preflight:
             ok, msg = preflight(self.args.python, self.client_env)
             if not ok:

@@ -781,6 +781,37 @@ def test_expected_start_follows_the_last_start_unless_given(tmp_path: Path, monk
     assert given.expected_start_s("ref") == 60.0
 
 
+def test_rate_points_that_cannot_run_stop_the_call_before_any_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """An x-load whose reference capacity exists only under other server settings (another server_id) can never run
+    in this call: the sweep says so, naming the settings that have it, before it starts a server."""
+    import serving_sweep
+
+    def started(*args: object, **kwargs: object) -> int:
+        raise AssertionError("a server was started")
+
+    def argv(backends: str, loads: str, out: str, prior: Path | None = None) -> list[str]:
+        return ["--backends", backends, "--reference", "ref", "--workloads", "tiny", "--loads", loads,
+                "--capacity-load", "c4", "--no-preflight", "--out", str(tmp_path / out), "--cache-dir",
+                str(tmp_path / "cache"), *(["--prior", str(prior)] if prior else [])]
+
+    monkeypatch.setattr(sweep, "default_workloads", tiny_workloads)
+    monkeypatch.setattr(serving_sweep, "free_port", started)
+    run = serving_sweep.Sweep(serving_sweep.parse_args(argv("pat", "x0.5", "plain")))
+    row = {"kind": "point", "backend": "ref", "workload": "tiny", "load": "c4", "status": "ok",
+           "workload_id": run.wids["tiny"], "server_id": "other-settings", "request_throughput": 10.0, "duration": 3.0}
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps(row) + "\n")
+    assert serving_sweep.main(argv("pat", "x0.5", "a", other)) == 2
+    out = capsys.readouterr().out
+    assert "[pat] tiny x0.5: needs ref c4 of tiny with server_id" in out and "server_id other-settings" in out
+    same = tmp_path / "same.jsonl"  # the reference's capacity with these settings: it can run
+    same.write_text(json.dumps({**row, "server_id": run.server_id}) + "\n")
+    assert serving_sweep.Sweep(serving_sweep.parse_args(argv("pat", "x0.5", "b", same))).unreachable() == []
+    # the reference's own capacity point in the same call makes the x-loads reachable too
+    assert serving_sweep.Sweep(serving_sweep.parse_args(argv("ref,pat", "c4,x0.5", "c", other))).unreachable() == []
+
+
 def test_a_server_starts_when_a_pending_point_fits_its_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     """With points pending, a server starts when the expected start plus the shortest point fits the budget left, even
