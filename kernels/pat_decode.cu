@@ -345,8 +345,12 @@ __device__ __forceinline__ void wg_pv64(float* o, unsigned a0, unsigned a1, unsi
 #endif
 
 // KV loading: each thread owns one token row of every tile (THREADS_PER_ROW threads share a row, each
-// taking CHUNKS_PER_THREAD consecutive 16-byte chunks), so a tile needs one slot index per thread. That
+// taking CHUNKS_PER_THREAD of its 16-byte chunks), so a tile needs one slot index per thread. That
 // index is fetched a tile ahead into a register, keeping the dependent index load off the issue path.
+// A row's threads interleave their chunks (thread j takes chunks j, j + THREADS_PER_ROW, ...), so that each
+// cp.async instruction of a warp covers whole 32-byte sectors: THREADS_PER_ROW adjacent chunks of each of its rows.
+// With consecutive chunks per thread every sector was split between two instructions, two L2 requests for one
+// sector (Nsight Compute: 50% L2 hit rate on a stream read once, L2 throughput 1.25x DRAM's at d256).
 constexpr int KV_CHUNKS_PER_ROW = HEAD_DIM * KV_ELEM_BYTES / 16;  // 16-byte chunks in one pool head row
 constexpr int KV_CHUNK_ELEMS = 16 / KV_ELEM_BYTES;
 constexpr int THREADS_PER_ROW = PAT_THREADS / KV_TILE;
@@ -393,13 +397,14 @@ static_assert(SMEM_KV_ELEMS * KV_ELEM_BYTES == V_STAGES_BYTES, "V's stages follo
 template <bool WG>
 __device__ __forceinline__ KvLoader kv_loader(const PatForwardParams& p, const kv_t* sk, int kvh) {
     const int row = threadIdx.x / THREADS_PER_ROW;
-    const int chunk0 = (threadIdx.x % THREADS_PER_ROW) * CHUNKS_PER_THREAD;
+    const int chunk0 = threadIdx.x % THREADS_PER_ROW;
     const long long head = (long long)kvh * p.kv_stride_head + chunk0 * KV_CHUNK_ELEMS;
     KvLoader l;
     l.k = reinterpret_cast<const char*>(p.k + head);
     l.v = reinterpret_cast<const char*>(p.v + head);
 #pragma unroll
-    for (int i = 0; i < CHUNKS_PER_THREAD; ++i) l.k_smem[i] = smem_addr(sk + stage_off<WG>(row, chunk0 + i));
+    for (int i = 0; i < CHUNKS_PER_THREAD; ++i)
+        l.k_smem[i] = smem_addr(sk + stage_off<WG>(row, chunk0 + i * THREADS_PER_ROW));
     l.slot_bytes = static_cast<int>(p.kv_stride_slot) * KV_ELEM_BYTES;
     return l;
 }
@@ -414,8 +419,8 @@ __device__ __forceinline__ void load_kv_row(const KvLoader& l, int stage, int sl
 #pragma unroll
     for (int i = 0; i < CHUNKS_PER_THREAD; ++i) {
         const unsigned dst = l.k_smem[i] + stage * STAGE_BYTES;
-        cp_async_16_at(dst, k + i * 16, valid);
-        cp_async_16_at(dst + V_STAGES_BYTES, v + i * 16, valid);
+        cp_async_16_at(dst, k + i * THREADS_PER_ROW * 16, valid);
+        cp_async_16_at(dst + V_STAGES_BYTES, v + i * THREADS_PER_ROW * 16, valid);
     }
 }
 
