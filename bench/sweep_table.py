@@ -29,3 +29,40 @@ def bar_ratios(ax, names: list[str], rows: dict[str, list[float]], fontsize: int
         ax.bar([x + i * width for x in range(len(cases))], ratios, width, label=name)
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_xticks([x + width * (len(names) - 2) / 2 for x in range(len(cases))], cases, fontsize=fontsize)
+
+
+def plot_sweeps(
+    folder: Path,
+    panels: list[tuple[str, str]],
+    ylabel: str,
+    title: str,
+    grid: tuple[int, int] | None = None,
+    ylim: tuple[float, float] | None = None,
+    figsize: tuple[float, float] | None = None,
+    fontsize: int = 8,
+    dpi: int = 100,
+) -> Path:
+    """``folder``/plot.png: one ``bar_ratios`` panel per (sweep file in ``folder``, panel title) of ``panels``, on a
+    ``grid`` of (rows, columns) (default: one row), sharing the y axis (``ylim``, label ``ylabel`` on the first
+    column), under the figure title ``title``. The path written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, cols = grid or (1, len(panels))
+    fig, axes = plt.subplots(rows, cols, figsize=figsize or (5 * cols + 2, 4.5 * rows), sharey=True, squeeze=False)
+    for ax, (name, panel_title) in zip(axes.flat, panels, strict=True):
+        bar_ratios(ax, *read_sweep(folder / name), fontsize=fontsize)
+        ax.set_title(panel_title, fontsize=10)
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+        ax.legend(fontsize=7)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel)
+    fig.suptitle(title)
+    fig.tight_layout()
+    out = folder / "plot.png"
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out

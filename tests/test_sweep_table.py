@@ -12,3 +12,16 @@ def test_reads_a_saved_sweep() -> None:
     assert list(rows) == ["d64x4096", "d8x32768", "mooncake96", "a128", "e", "b"]  # the items lines are skipped
     assert rows["d64x4096"] == [657.0, 603.1, 598.9, 901.5, 649.7, 656.4]
     assert all(len(times) == len(names) for times in rows.values())
+
+
+def test_plot_sweeps_draws_one_panel_per_sweep(tmp_path) -> None:
+    import pytest
+
+    sweep_table = load_script(BENCH / "sweep_table.py")
+    for name in ("sweep-d256.txt", "sweep-d128.txt"):
+        (tmp_path / name).write_text((REPO / "docs/perf/kernels/2026-11-30-h200-loader-sectors" / name).read_text())
+    panels = [("sweep-d256.txt", "d256"), ("sweep-d128.txt", "d128")]
+    out = sweep_table.plot_sweeps(tmp_path, panels, ylabel="ratio", title="t", ylim=(0.9, 1.3))
+    assert out == tmp_path / "plot.png" and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError):  # a panel without a place on the grid, never a silently missing one
+        sweep_table.plot_sweeps(tmp_path, panels, ylabel="ratio", title="t", grid=(1, 1))
