@@ -7,11 +7,17 @@
    is one call of a few microseconds. The arithmetic is the Python version's, operation for operation, so the results
    are equal bit for bit (tests/test_host_core.py).
 
-   pat_candidate_makespan: one candidate of _launch_costs. Its packs are laid out longest item first (a stable sort
+   candidate_makespan: one candidate of _launch_costs. Its packs are laid out longest item first (a stable sort
    of the packs by item_bytes, descending: numpy's argsort(-item_bytes, kind="stable")), each pack's full row blocks
    before its last (reps / durs hold (full, last) pairs per pack), runs of equal durations merged, zero-item entries
-   dropped; then _greedy_makespan over those runs. */
+   dropped; then _greedy_makespan over those runs.
 
+   pat_launch_costs: the whole of _launch_costs (each candidate's items, merge chain and lower bound, then
+   _simulated_costs: candidates simulated in the order of their bounds, with its early stops), so that a split search
+   makes one call instead of ~20 numpy calls and one per simulated candidate. Its sums over packs run in pack order,
+   as the Python version's cumulative sums do. */
+
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,8 +132,8 @@ static void sort_descending(int64_t *idx, int64_t *tmp, const double *key, int64
 
 /* scratch: 4 * packs int64 + 2 * packs doubles (run values) + slots doubles (loads), as one double array of
    6 * packs + slots entries. */
-double pat_candidate_makespan(const double *item_bytes, const int64_t *reps, const double *durs, int64_t packs,
-                              int64_t slots, double limit, int64_t batch_items, double *scratch) {
+static double candidate_makespan(const double *item_bytes, const int64_t *reps, const double *durs, int64_t packs,
+                                 int64_t slots, double limit, int64_t batch_items, double *scratch) {
     int64_t *order = (int64_t *)scratch;
     int64_t *tmp = order + packs;
     int64_t *run_counts = tmp + packs;
@@ -152,4 +158,91 @@ double pat_candidate_makespan(const double *item_bytes, const int64_t *reps, con
         }
     }
     return pat_greedy_makespan(run_values, run_counts, n_runs, slots, limit, batch_items, loads);
+}
+
+/* _launch_costs + _simulated_costs (pat_sglang/planner.py) for `cands` candidate rows of splits (cands x packs, the
+   KV splits of each pack). pack_bytes: each pack's KV bytes of one KV head; full_blocks: its row blocks before the
+   last; full_overhead / last_overhead[p]: an item's fixed cost in a full block / in pack p's last block. pack_req
+   (n_entries) lists each pack's requests, pack by pack (pack_req_count[p] of them); one_each: every request sits in
+   one pack (n_entries == num_requests). Writes cost[c] (inf: not simulated, it cannot win) and items[c].
+   scratch: (11 * packs + slots + num_requests + 3 * cands) doubles. */
+void pat_launch_costs(const int64_t *splits, const int64_t *pack_bytes, const int64_t *full_blocks, double full_overhead,
+                      const double *last_overhead, const int64_t *pack_req, const int64_t *pack_req_count,
+                      int64_t n_entries, int64_t num_requests, int64_t cands, int64_t packs, int64_t slots,
+                      double chain_slot_bytes, double tolerance, int64_t batch_items, double *cost, int64_t *items,
+                      double *scratch) {
+    double *item_bytes = scratch;                     /* packs */
+    double *durs = item_bytes + packs;                /* 2 * packs: (full, last) per pack */
+    int64_t *reps = (int64_t *)(durs + 2 * packs);    /* 2 * packs */
+    double *sim = (double *)(reps + 2 * packs);       /* 6 * packs + slots: candidate_makespan's scratch */
+    double *partials = sim + 6 * packs + slots;       /* num_requests (int64 counts) */
+    double *bound = partials + num_requests;          /* cands */
+    double *chain_cost = bound + cands;               /* cands */
+    int64_t *order = (int64_t *)(chain_cost + cands); /* cands */
+    int one_each = n_entries == num_requests;
+    for (int64_t c = 0; c < cands; c++) {
+        const int64_t *s = splits + c * packs;
+        int64_t n_items = 0, chain = 0;
+        double total_full = 0.0, total_last = 0.0, longest_full = 0.0, longest_last = 0.0;
+        for (int64_t p = 0; p < packs; p++) {
+            double ib = (double)pack_bytes[p] / (double)s[p];
+            double dur_full = ib + full_overhead, dur_last = ib + last_overhead[p];
+            int64_t count = s[p] * (full_blocks[p] + 1);
+            n_items += count;
+            total_full += dur_full * (double)(count - s[p]);
+            total_last += dur_last * (double)s[p];
+            double f = full_blocks[p] > 0 ? dur_full : 0.0;
+            if (p == 0 || f > longest_full) longest_full = f;
+            if (p == 0 || dur_last > longest_last) longest_last = dur_last;
+            if (one_each && pack_req_count[p] > 0 && s[p] > chain) chain = s[p];
+        }
+        if (!one_each) { /* a request's partials: the sum of its packs' splits */
+            int64_t *per_req = (int64_t *)partials;
+            memset(per_req, 0, (size_t)num_requests * sizeof(int64_t));
+            int64_t e = 0;
+            for (int64_t p = 0; p < packs; p++)
+                for (int64_t k = 0; k < pack_req_count[p]; k++, e++) per_req[pack_req[e]] += s[p];
+            for (int64_t r = 0; r < num_requests; r++)
+                if (per_req[r] > chain) chain = per_req[r];
+        }
+        double longest = longest_full > longest_last ? longest_full : longest_last;
+        double total = total_full + total_last;
+        double per_slot = total / (double)slots;
+        chain_cost[c] = chain_slot_bytes * (double)(chain < 2 ? 0 : chain);
+        bound[c] = (longest > per_slot ? longest : per_slot) + chain_cost[c];
+        items[c] = n_items;
+        cost[c] = bound[c];
+        order[c] = c;
+    }
+    /* candidates by bound, ascending and stable (Python's sorted): insertion sort, a few dozen at most */
+    for (int64_t i = 1; i < cands; i++) {
+        int64_t v = order[i], j = i;
+        while (j > 0 && bound[order[j - 1]] > bound[v]) {
+            order[j] = order[j - 1];
+            j--;
+        }
+        order[j] = v;
+    }
+    double best = INFINITY;
+    for (int64_t i = 0; i < cands; i++) {
+        int64_t c = order[i];
+        if (bound[c] > best) break;
+        if (items[c] > slots) {
+            if (bound[c] < best && best <= bound[c] * (1.0 + tolerance)) { /* would save less than the tolerance */
+                cost[c] = INFINITY;
+                continue;
+            }
+            const int64_t *s = splits + c * packs;
+            for (int64_t p = 0; p < packs; p++) {
+                item_bytes[p] = (double)pack_bytes[p] / (double)s[p];
+                durs[2 * p] = item_bytes[p] + full_overhead;
+                durs[2 * p + 1] = item_bytes[p] + last_overhead[p];
+                reps[2 * p] = s[p] * full_blocks[p];
+                reps[2 * p + 1] = s[p];
+            }
+            cost[c] = candidate_makespan(item_bytes, reps, durs, packs, slots, best - chain_cost[c], batch_items, sim) +
+                      chain_cost[c];
+        }
+        if (cost[c] < best) best = cost[c];
+    }
 }

@@ -2,10 +2,10 @@
 
 Role in pack-forward-merge: part of *pack*. Two pieces of the planner's host work are loops that numpy serves badly:
 
-* the split search's launch simulation: on a changed decode step the planner costs a few KV split lengths by
-  simulating the forward launch (``planner._launch_costs``): in Python ~35 us a candidate on the project's 2-core VM
-  (numpy calls to lay the items out, then a heap of a few hundred steps), most of a split-search step's host time.
-  The C version gives the same costs bit for bit in a few microseconds a candidate;
+* the split search's cost model: on a changed decode step the planner costs a few KV split lengths by simulating
+  the forward launch (``planner._launch_costs``): in Python ~20 numpy calls over the candidate x pack arrays
+  (~100 us on the project's 2-core VM) and ~35 us a simulated candidate (a heap of a few hundred steps), most of a
+  split-search step's host time. The C version gives the same costs bit for bit in one call of a few microseconds;
 * the flat rows' comparison of the standalone ``plan()``: ``PrefixForest.from_flat`` ends each prefix group's node
   where two of its rows first differ (``forest._node_ends``). numpy gathers the rows' windows into copies and
   compares those; the C version compares the rows in place, in memcmp chunks, up to the group's shortest difference
@@ -28,7 +28,6 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +49,12 @@ class _HostCore:
     """The loaded library's entry points, typed once."""
 
     def __init__(self, lib: ctypes.CDLL) -> None:
-        self.candidate = lib.pat_candidate_makespan
-        self.candidate.restype = ctypes.c_double
-        self.candidate.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
-                                   ctypes.c_double, ctypes.c_int64, ctypes.c_void_p]
+        self.costs = lib.pat_launch_costs
+        self.costs.restype = None
+        self.costs.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_double, ctypes.c_void_p,
+                               ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                               ctypes.c_int64, ctypes.c_int64, ctypes.c_double, ctypes.c_double, ctypes.c_int64,
+                               ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
         self.runs = lib.pat_greedy_makespan
         self.runs.restype = ctypes.c_double
         self.runs.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_double,
@@ -63,27 +64,32 @@ class _HostCore:
         self.agreement.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                                    ctypes.c_void_p]
 
-    def candidates(self, item_bytes: np.ndarray, pair_reps: np.ndarray, pair_durations: np.ndarray, slots: int,
-                   batch_items: int) -> Callable[[int, float], float]:
-        """``makespan(c, limit)`` of candidate row ``c`` of ``_launch_costs``' arrays (candidate x pack
-        ``item_bytes``; candidate x pack x (full, last) ``pair_reps`` / ``pair_durations``): the value
-        ``_greedy_makespan(*runs(c), slots, limit)`` gives."""
-        item_bytes = np.ascontiguousarray(item_bytes, dtype=np.float64)
-        pair_reps = np.ascontiguousarray(pair_reps, dtype=np.int64)
-        pair_durations = np.ascontiguousarray(pair_durations, dtype=np.float64)
-        packs = item_bytes.shape[1]
-        scratch = np.empty(6 * packs + slots, dtype=np.float64)
-        # row c of each array: its base address plus c rows (the arrays are kept alive by the closure)
-        base = (item_bytes.ctypes.data, pair_reps.ctypes.data, pair_durations.ctypes.data, scratch.ctypes.data)
-        strides = (item_bytes.strides[0], pair_reps.strides[0], pair_durations.strides[0])
-        call = self.candidate
-
-        def makespan(c: int, limit: float) -> float:
-            arrays = (item_bytes, pair_reps, pair_durations, scratch)  # noqa: F841  (alive while the pointers are)
-            return call(base[0] + c * strides[0], base[1] + c * strides[1], base[2] + c * strides[2], packs, slots,
-                        limit, batch_items, base[3])
-
-        return makespan
+    def launch_costs(self, splits: np.ndarray, pack_bytes: np.ndarray, full_blocks: np.ndarray, full_overhead: float,
+                     last_overhead: np.ndarray, pack_req: np.ndarray, pack_req_count: np.ndarray, num_requests: int,
+                     slots: int, chain_slot_bytes: float, tolerance: float,
+                     batch_items: int) -> tuple[np.ndarray, np.ndarray]:
+        """``planner._launch_costs`` in one call (``kernels/host_simulate.c`` ``pat_launch_costs``): (cost, items) of
+        each candidate row of ``splits`` (candidate x pack)."""
+        if not np.issubdtype(np.asarray(pack_bytes).dtype, np.integer):
+            raise ValueError(f"launch_costs: pack_bytes must be integers, got {np.asarray(pack_bytes).dtype}")
+        splits = np.ascontiguousarray(splits, dtype=np.int64)
+        pack_bytes = np.ascontiguousarray(pack_bytes, dtype=np.int64)
+        full_blocks = np.ascontiguousarray(full_blocks, dtype=np.int64)
+        last_overhead = np.ascontiguousarray(last_overhead, dtype=np.float64)
+        pack_req = np.ascontiguousarray(pack_req, dtype=np.int64)
+        pack_req_count = np.ascontiguousarray(pack_req_count, dtype=np.int64)
+        cands, packs = splits.shape
+        if pack_bytes.shape != (packs,) or full_blocks.shape != (packs,) or last_overhead.shape != (packs,) or \
+                pack_req_count.shape != (packs,) or int(pack_req_count.sum()) != pack_req.shape[0]:
+            raise ValueError("launch_costs: per-pack arrays do not match the candidates' packs")
+        cost = np.empty(cands, dtype=np.float64)
+        items = np.empty(cands, dtype=np.int64)
+        scratch = np.empty(11 * packs + slots + num_requests + 3 * cands, dtype=np.float64)
+        self.costs(splits.ctypes.data, pack_bytes.ctypes.data, full_blocks.ctypes.data, full_overhead,
+                   last_overhead.ctypes.data, pack_req.ctypes.data, pack_req_count.ctypes.data, pack_req.shape[0],
+                   num_requests, cands, packs, slots, chain_slot_bytes, tolerance, batch_items, cost.ctypes.data,
+                   items.ctypes.data, scratch.ctypes.data)
+        return cost, items
 
     def greedy_makespan(self, values: np.ndarray, counts: np.ndarray, slots: int, limit: float,
                         batch_items: int) -> float:

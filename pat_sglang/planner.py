@@ -938,7 +938,15 @@ def _launch_costs(
     ``full_blocks``: its row blocks before the last; ``overheads``: an item's fixed cost in a full block, and in
     each pack's last block. Candidates are simulated in the order of a lower bound of their cost; one whose bound
     exceeds the best cost found is not simulated (its cost is the bound: it cannot win), and one that cannot beat it
-    stops early (its cost is then where it stopped, also above the best)."""
+    stops early (its cost is then where it stopped, also above the best). Sums over packs run in pack order (cumulative
+    sums), as the compiled version (``host_core``, used where it loads) sums them: the two give the same costs bit for
+    bit."""
+    full_overhead, last_overhead = overheads
+    sim = host_core.loaded()
+    if sim is not None:
+        return sim.launch_costs(splits, pack_bytes, full_blocks, float(full_overhead), last_overhead, pack_req,
+                                pack_req_count, num_requests, slots, float(MERGE_CHAIN_COST_SLOT_BYTES),
+                                SPLIT_COST_TOLERANCE, RUN_BATCH_ITEMS)
     item_bytes = pack_bytes / splits  # each pack's items carry about the same KV
     counts = splits * (full_blocks + 1)
     items = counts.sum(axis=1)
@@ -952,12 +960,11 @@ def _launch_costs(
         partials_of = np.bincount(key, weights=splits[:, entry_pack].ravel(), minlength=num_cands * num_requests)
         chain = partials_of.reshape(num_cands, num_requests).max(axis=1)
     chain_cost = MERGE_CHAIN_COST_SLOT_BYTES * np.where(chain < 2, 0, chain)  # one partial: written as the output
-    full_overhead, last_overhead = overheads
     # each pack's items: splits x full blocks of one duration, splits of its last block's
     dur_full = item_bytes + full_overhead
     dur_last = item_bytes + last_overhead
     full_items = counts - splits
-    total = (dur_full * full_items).sum(axis=1) + (dur_last * splits).sum(axis=1)
+    total = _row_sums(dur_full * full_items) + _row_sums(dur_last * splits)
     longest = np.maximum(np.where(full_blocks > 0, dur_full, 0).max(axis=1), dur_last.max(axis=1))
     bound = np.maximum(longest, total / slots) + chain_cost
     pair_reps = np.stack([full_items, splits], axis=2)  # candidate x pack x (full blocks, last block)
@@ -977,12 +984,8 @@ def _launch_costs(
         run_at = np.flatnonzero(new_run)
         return values[run_at].tolist(), np.add.reduceat(reps, run_at).tolist()
 
-    sim = host_core.loaded()
-    if sim is not None:  # the same simulation compiled: runs and heap in one call per candidate
-        makespan = sim.candidates(item_bytes, pair_reps, pair_durations, slots, RUN_BATCH_ITEMS)
-    else:
-        def makespan(c: int, limit: float) -> float:
-            return _greedy_makespan(*runs(c), slots, limit)
+    def makespan(c: int, limit: float) -> float:
+        return _greedy_makespan(*runs(c), slots, limit)
 
     cost = _simulated_costs(bound.tolist(), chain_cost.tolist(), items.tolist(), makespan, slots)
     return np.array(cost), items
@@ -1004,7 +1007,7 @@ def _uniform_launch_costs(
     ``blocks`` row blocks: (the lengths that cut the packs differently, the longest of each run
     of equal cuts; their costs; their items), each cost the value ``_launch_costs`` gives bit for bit. Every pack's
     items are equal, so a candidate is its split count, its items per pack and two durations; only the KV total keeps
-    a row per pack, summed as ``_launch_costs`` sums it (numpy's pairwise sum: its rounding depends on the terms)."""
+    a row per pack, summed as ``_launch_costs`` sums it (in pack order: its rounding depends on the terms)."""
     full = blocks - 1
     full_overhead = float(block_overheads[-1])
     last_overhead = float(block_overheads[req_count - full * (block_overheads.shape[0] - 1)])
@@ -1042,9 +1045,15 @@ def _uniform_launch_costs(
     return lengths, _simulated_costs(bound, chain_cost, items, makespan, slots), items
 
 
+def _row_sums(values: np.ndarray) -> np.ndarray:
+    """Each row of a (candidate x pack) array summed in pack order (a cumulative sum's last column: not numpy's
+    pairwise ``sum``, whose rounding the compiled cost model would have to copy)."""
+    return np.cumsum(values, axis=1)[:, -1]
+
+
 def _pack_sums(values: list[float], num_packs: int) -> list[float]:
-    """Each of ``values`` summed ``num_packs`` times as numpy sums a row of a (candidate x pack) array (pairwise)."""
-    return np.repeat(np.array(values)[:, None], num_packs, axis=1).sum(axis=1).tolist()
+    """Each of ``values`` summed ``num_packs`` times as ``_row_sums`` sums a row of a (candidate x pack) array."""
+    return _row_sums(np.repeat(np.array(values)[:, None], num_packs, axis=1)).tolist()
 
 
 def _simulated_costs(
