@@ -81,6 +81,48 @@ def test_launch_costs_equal_with_and_without_the_compiled_simulation(sim: host_c
     assert np.array_equal(cost, want_cost)  # inf where a candidate was not simulated, on both sides
 
 
+def _edge_inputs(case: str) -> tuple:
+    """``_launch_costs`` inputs at the edges: one CTA slot; one pack; no full blocks; every candidate alike (ties);
+    packs of equal size where only the request counts differ, every request in one pack; candidates whose items all
+    start at once."""
+    rng = np.random.default_rng(5)
+    packs = {"one slot": 7, "one pack": 1, "no full blocks": 9, "ties": 6, "equal packs": 8, "all at once": 3}[case]
+    pack_req_count = np.full(packs, 4) if case != "equal packs" else rng.integers(1, 12, size=packs)
+    num_requests = int(pack_req_count.sum()) + (0 if case == "equal packs" else 3)  # 0: each request in one pack
+    pack_req = rng.permutation(num_requests)[: int(pack_req_count.sum())]
+    pack_tokens = np.full(packs, 2048) if case in ("ties", "equal packs") else rng.integers(64, 4096, size=packs)
+    lengths = np.array([4096, 2048, 1024, 512, 256])
+    splits = np.maximum(1, (pack_tokens[None, :] + lengths[:, None] - 1) // lengths[:, None])
+    if case == "ties":
+        splits = np.repeat(splits[:1], 4, axis=0)
+    full = np.zeros(packs, dtype=np.int64) if case == "no full blocks" else np.maximum(0, (pack_req_count + 3) // 4 - 1)
+    overheads = (float(48 << 10), np.full(packs, float(72 << 10)))
+    slots = {"one slot": 1, "all at once": 10_000}.get(case, 40)
+    return splits, pack_tokens * 256, full, overheads, pack_req, pack_req_count, num_requests, slots
+
+
+@pytest.mark.parametrize("case", ["one slot", "one pack", "no full blocks", "ties", "equal packs", "all at once"])
+def test_launch_costs_equal_at_the_edges(sim: host_core._HostCore, case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    args = _edge_inputs(case)
+    cost, items = _launch_costs(*args)
+    _python(monkeypatch)
+    want_cost, want_items = _launch_costs(*args)
+    assert np.array_equal(items, want_items)
+    assert np.array_equal(cost, want_cost)
+    assert np.isfinite(cost).any()  # the cheapest candidate always has a real cost
+
+
+def test_launch_costs_refuses_fractional_pack_bytes(sim: host_core._HostCore) -> None:
+    splits, pack_bytes, *rest = _edge_inputs("one pack")
+    full, (full_overhead, last_overhead), pack_req, pack_req_count, num_requests, slots = rest
+    with pytest.raises(ValueError, match="integers"):
+        sim.launch_costs(splits, pack_bytes + 0.5, full, full_overhead, last_overhead, pack_req, pack_req_count,
+                         num_requests, slots, 1536.0, 1 / 16, RUN_BATCH_ITEMS)
+    with pytest.raises(ValueError, match="per-pack"):
+        sim.launch_costs(splits, pack_bytes, full, full_overhead, last_overhead, pack_req[:-1], pack_req_count,
+                         num_requests, slots, 1536.0, 1 / 16, RUN_BATCH_ITEMS)
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_plans_are_the_same_with_and_without_it(sim: host_core._HostCore, seed: int,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
