@@ -44,6 +44,8 @@ FALLBACK_RATIOS = NO_SHARING_TIME_RATIOS["fa3"]
 # entries, docs/perf/kernels/2026-11-30-h200-tiles-d64-d256/; d256 2026-11-30 with its private rows on 64-row wgmma
 # items, docs/perf/kernels/2026-11-30-h200-d256-wgmma-rows/): a delegate measured there takes its own number; one not
 # measured there (fa3), and FP8 pools, take the larger of their head-dim-128 ratio and the slowest measured one.
+# The d256 entries predate the whole-sector KV loader (0.82-0.84x PAT's time on private rows, not yet timed beside
+# FlashInfer: docs/perf/kernels/2026-11-30-h200-loader-sectors/): until then they overstate PAT's time (conservative).
 HEAD_DIM_TIME_RATIOS: dict[int, dict[str, float]] = {
     64: {"flashinfer": 0.95, "triton": 0.85},
     256: {"flashinfer": 1.25, "triton": 0.97},
