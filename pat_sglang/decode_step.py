@@ -228,7 +228,7 @@ class DecodeStepPlanner:
         self.slot_table = table.view(-1)
         self.row_stride = int(table.stride(0))
         self.max_len = int(table.shape[1])
-        # Load the compiled host work (the split search's simulation) now: its first load (the compiler's version
+        # Load the compiled host work (the split search's cost model) now: its first load (the compiler's version
         # check, a subprocess, and the library's dlopen: 3-4 ms on the H200's host) would otherwise land in the first
         # step that searches, the start's first wave, and set the stats line's maximum.
         host_core.loaded()

@@ -136,14 +136,15 @@ def reset() -> None:
 
 def _load() -> _HostCore | None:
     if os.environ.get(DISABLE_ENV, "").strip() == "0":
-        logger.info(f"PAT: {DISABLE_ENV}=0: the split search simulates launches in Python, from_flat compares rows "
-                    "with numpy")
+        logger.info(f"PAT: {DISABLE_ENV}=0: the split search runs its cost model in numpy/Python, from_flat compares "
+                    "rows with numpy")
         return None
     try:
         return _HostCore(ctypes.CDLL(str(library_path())))
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
-        logger.warning(f"PAT: the compiled host work is unavailable ({e}); the planner uses its Python simulation and "
-                       "from_flat its numpy comparison (same plans, more host time per changed step and per plan())")
+        logger.warning(f"PAT: the compiled host work is unavailable ({e}); the planner uses its numpy cost model and "
+                       "Python simulation, from_flat its numpy comparison (same plans, more host time per changed step "
+                       "and per plan())")
         return None
 
 
