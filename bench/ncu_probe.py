@@ -14,18 +14,19 @@ import numpy as np
 import torch
 
 from bench.item_costs import cta_records
-from bench.smoke_gpu import TIMED, tree_indices
+from bench.smoke_gpu import tree_indices
 from bench.tile_sweep import parse_variant
 from pat_sglang import HeadConfig, plan_forest
 from pat_sglang.config import DeviceSpec
 from pat_sglang.forest import PrefixForest
 from pat_sglang.kernels import KernelTune, kernels_for, launch_plan
 from pat_sglang.planner import ITEM_REQ_BEGIN, ITEM_REQ_END
+from pat_sglang.workloads import STANDARD_WORKLOADS
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("name", nargs="?", default="d64x4096", choices=sorted(TIMED))
+    ap.add_argument("name", nargs="?", default="d64x4096", choices=sorted(STANDARD_WORKLOADS))
     ap.add_argument("--timing", action="store_true", help="a -DPAT_TIMING build: per-CTA phase durations")
     ap.add_argument("--head-dim", type=int, choices=(64, 128, 256), default=128)
     ap.add_argument("--variant", type=parse_variant, default=None, help="tile_sweep.py's KVTILE/STAGES/CTAS[/...]")
@@ -42,9 +43,13 @@ def main(argv: list[str] | None = None) -> None:
         torch.cuda.synchronize()
         return
     gen = torch.Generator().manual_seed(0)
-    indptr, indices, num_slots = tree_indices(TIMED[name], gen)
+    indptr, indices, num_slots = tree_indices(STANDARD_WORKLOADS[name], gen)
     heads = HeadConfig(32, 8, d, torch.bfloat16)
     plan = plan_forest(PrefixForest.from_flat(indptr, indices), heads, DeviceSpec.from_torch()).to("cuda")
+    st = plan.stats
+    print(f"{name} d{d}: KV bytes planned {st.kv_bytes_planned}, unique {st.kv_bytes_unique}, per request "
+          f"{st.kv_bytes_per_request}, partials {st.partial_bytes}; "
+          f"{st.num_items} items x {heads.num_kv_heads} KV heads")
     q = torch.randn(len(indptr) - 1, 32, d, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(num_slots, 8, d, device="cuda", dtype=torch.bfloat16)
     v = torch.randn(num_slots, 8, d, device="cuda", dtype=torch.bfloat16)

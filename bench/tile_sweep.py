@@ -112,16 +112,17 @@ def case_batch(name: str, rng: np.random.Generator) -> tuple[torch.Tensor, torch
 
 
 def parse_variant(text: str) -> KernelTune:
-    """``KVTILE/STAGES/CTAS[/rN][/wg][/wN][/mN][@SOURCE]``: N the online softmax's rescale slack in log2 units
+    """``KVTILE/STAGES/CTAS[/rN][/wg][/wN][/mN][/nN][@SOURCE]``: N the online softmax's rescale slack in log2 units
     (``KernelVariant.rescale_slack_log2``: 0 exact, the default; -1 rescale every tile); ``wg`` 64-row items on
     warpgroup MMAs (``KernelVariant.wgmma``, sm_90); ``wN`` N warps per CTA instead of the table's (the variant's
     plans then use tile m up to 16 N: ``plan_tiles``; e.g. ``16/3/7/w2``, one computing and one loading warp per
     16-row item at 7 CTAs per SM); ``mN`` plans whose items take tile ms of at least N rows (``m64``: every item on
-    the 64-row path, wgmma with ``wg``; ``TileTable.with_min_tile_m``); SOURCE another kernel source file built with
-    the same host contract (e.g. ``git show main:kernels/pat_decode.cu > old.cu``: two kernel versions side by side
-    in one run)."""
+    the 64-row path, wgmma with ``wg``; ``TileTable.with_min_tile_m``); ``nN`` (with ``wg``) N KV columns per S block
+    and softmax step of 64-row wgmma items (``KernelVariant.wg_cols``: 16, 32 or 64, a divisor of KVTILE); SOURCE
+    another kernel source file built with the same host contract (e.g. ``git show main:kernels/pat_decode.cu >
+    old.cu``: two kernel versions side by side in one run)."""
     text, _, source = text.partition("@")
-    usage = f"variant {text!r}: KVTILE/STAGES/CTAS[/rN][/wg][/wN][/mN][@SOURCE]"
+    usage = f"variant {text!r}: KVTILE/STAGES/CTAS[/rN][/wg][/wN][/mN][/nN][@SOURCE]"
     if source and not Path(source).is_file():
         raise argparse.ArgumentTypeError(f"variant {text!r}: no kernel source file {source!r}")
     parts = text.split("/")
@@ -129,11 +130,14 @@ def parse_variant(text: str) -> KernelTune:
     wgmma = False
     warps = None
     min_tile_m = None
+    wg_cols = None
     for flag in parts[3:]:
         if flag == "wg" and not wgmma:
             wgmma = True
         elif flag[:1] == "m" and flag[1:] in ("32", "64", "128") and min_tile_m is None:
             min_tile_m = int(flag[1:])
+        elif flag[:1] == "n" and flag[1:] in ("16", "32", "64") and wg_cols is None:
+            wg_cols = int(flag[1:])
         elif flag[:1] == "w" and flag[1:].isdigit() and warps is None and int(flag[1:]) in (1, 2, 4, 8):
             warps = int(flag[1:])
         elif flag.startswith("r"):
@@ -143,14 +147,15 @@ def parse_variant(text: str) -> KernelTune:
                 raise argparse.ArgumentTypeError(f"{usage}: rN takes an integer slack") from None
         else:
             raise argparse.ArgumentTypeError(
-                f"{usage}: unknown flag {flag!r} (warps: w1, w2, w4 or w8; least tile m: m32, m64 or m128)")
+                f"{usage}: unknown flag {flag!r} (warps: w1, w2, w4 or w8; least tile m: m32, m64 or m128; wgmma S "
+                "columns: n16, n32 or n64)")
     try:
         kv_tile, stages, ctas = (int(x) for x in parts[:3])
     except ValueError:
         raise argparse.ArgumentTypeError(usage) from None
     return KernelTune(kv_tile=kv_tile, stages=stages, min_ctas_per_sm=ctas, warps=warps, rescale_slack_log2=slack,
                       source=str(Path(source).resolve()) if source else "", wgmma=wgmma,
-                      min_tile_m=min_tile_m)
+                      min_tile_m=min_tile_m, wg_cols=wg_cols)
 
 
 def plan_tiles(table: TileTable, tune: KernelTune | None) -> TileTable:

@@ -45,10 +45,11 @@
 //   accumulators only on tiles where one of its rows' running max moves (-DPAT_RESCALE_SLACK_LOG2).
 //   Warpgroup MMAs (-DPAT_WGMMA, sm_90a, 4-warp builds): a 64-row item's four warps are one warpgroup, and its
 //   Q tile and KV stages take wgmma's 128-byte-swizzle layout (swz128) so the tensor cores read them through
-//   descriptors: per 16-column block, S = HEAD_DIM/16 chained wgmma m64n16k16 (Q and K by descriptor), the same
-//   online softmax on the accumulators (a warp's registers have the mma.sync layout of its 16 rows), then O += P V
-//   as one wgmma m64n128k16 per 128 output columns (P from registers, V by a transposed descriptor). No ldmatrix,
-//   and a quarter of the MMA instructions. 16- and 32-row items keep the mma.sync path and its layout.
+//   descriptors: per block of PAT_WG_COLS KV columns (16, 32 or 64), S = HEAD_DIM/16 chained wgmma m64nNk16 (Q and K
+//   by descriptor), the same online softmax on the accumulators (a warp's registers have the mma.sync layout of its
+//   16 rows), then O += P V as PAT_WG_COLS/16 chained wgmma m64n128k16 per 128 output columns (P from registers, V
+//   by a transposed descriptor). No ldmatrix, and a quarter of the MMA instructions. 16- and 32-row items keep the
+//   mma.sync path and its layout.
 //   At the end, with KV_WARPS = 1 each warp writes its rows straight from registers; otherwise the
 //   KV_WARPS partial states are combined through fp32 slabs in shared memory. Each row goes either to the
 //   output (dtype, the request's only partial) or to its partial slot (fp32 row + log2-sum-exp).
@@ -80,6 +81,12 @@ __device__ __forceinline__ elem2_t pat_float2_to_elem2(float a, float b) { retur
 #endif
 #ifndef STAGES
 #define STAGES 2
+#endif
+#ifndef PAT_WG_COLS
+#define PAT_WG_COLS 16  // KV columns per wgmma S block of 64-row items (16, 32 or 64; a divisor of KV_TILE)
+#endif
+#if KV_TILE % PAT_WG_COLS != 0
+#error "PAT_WG_COLS must divide KV_TILE"
 #endif
 #ifndef PAT_RESCALE_SLACK_LOG2
 #define PAT_RESCALE_SLACK_LOG2 0  // see attend_block's rescale (pat_sglang/kernels.py KernelVariant)
@@ -307,6 +314,37 @@ __device__ __forceinline__ void wg_s16(float* s, unsigned long long a, unsigned 
         : "+f"(s[0]), "+f"(s[1]), "+f"(s[2]), "+f"(s[3]), "+f"(s[4]), "+f"(s[5]), "+f"(s[6]), "+f"(s[7])
         : "l"(a), "l"(b), "r"(accumulate));
 }
+// The same for 32 and 64 KV columns at once (-DPAT_WG_COLS): one S chain, one softmax step and one P V chain per
+// 32 or 64 tokens instead of per 16.
+__device__ __forceinline__ void wg_s32(float* s, unsigned long long a, unsigned long long b, int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32." PAT_MMA_TYPE "." PAT_MMA_TYPE
+        " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, %16, %17, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(s[0]), "+f"(s[1]), "+f"(s[2]), "+f"(s[3]), "+f"(s[4]), "+f"(s[5]), "+f"(s[6]), "+f"(s[7]),
+          "+f"(s[8]), "+f"(s[9]), "+f"(s[10]), "+f"(s[11]), "+f"(s[12]), "+f"(s[13]), "+f"(s[14]), "+f"(s[15])
+        : "l"(a), "l"(b), "r"(accumulate));
+}
+__device__ __forceinline__ void wg_s64(float* s, unsigned long long a, unsigned long long b, int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32." PAT_MMA_TYPE "." PAT_MMA_TYPE
+        " {%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,"
+        "%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(s[0]), "+f"(s[1]), "+f"(s[2]), "+f"(s[3]), "+f"(s[4]), "+f"(s[5]), "+f"(s[6]), "+f"(s[7]),
+          "+f"(s[8]), "+f"(s[9]), "+f"(s[10]), "+f"(s[11]), "+f"(s[12]), "+f"(s[13]), "+f"(s[14]), "+f"(s[15]),
+          "+f"(s[16]), "+f"(s[17]), "+f"(s[18]), "+f"(s[19]), "+f"(s[20]), "+f"(s[21]), "+f"(s[22]), "+f"(s[23]),
+          "+f"(s[24]), "+f"(s[25]), "+f"(s[26]), "+f"(s[27]), "+f"(s[28]), "+f"(s[29]), "+f"(s[30]), "+f"(s[31])
+        : "l"(a), "l"(b), "r"(accumulate));
+}
+// S[64 x NC] (+)= Q K^T for NC KV columns (16, 32 or 64).
+template <int NC>
+__device__ __forceinline__ void wg_s(float* s, unsigned long long a, unsigned long long b, int accumulate) {
+    static_assert(NC == 16 || NC == 32 || NC == 64, "wgmma S blocks of 16, 32 or 64 KV columns");
+    if constexpr (NC == 16) wg_s16(s, a, b, accumulate);
+    else if constexpr (NC == 32) wg_s32(s, a, b, accumulate);
+    else wg_s64(s, a, b, accumulate);
+}
 // O[64 x 128] += P[64 x 16] V[16 x 128]: P from registers (the mma.sync A fragment), V MN-major in shared memory
 // (token rows, head dim contiguous: imm-trans-b 1).
 __device__ __forceinline__ void wg_pv128(float* o, unsigned a0, unsigned a1, unsigned a2, unsigned a3,
@@ -532,18 +570,19 @@ __device__ __forceinline__ void init_rows(RowState& st) {
     st.l[0] = st.l[1] = 0.f;
 }
 
-// The online-softmax update of one 16-column block for a warp's 16 query rows (s: the block's raw scores q.k in the
-// m16n8 accumulator layout, two n8 blocks): masks columns past kv_end, moves the running max and sum, rescales the O
-// accumulators where a max moved, and leaves P = 2^(scaled score - max) in s.
-__device__ __forceinline__ void online_softmax(const PatForwardParams& p, float (&s)[2][4], int tok_base, int kv_end,
+// The online-softmax update of one block of NBS * 8 columns (16 on the mma.sync path; 16, 32 or 64 on the wgmma
+// path) for a warp's 16 query rows (s: the block's raw scores q.k in the m16n8 accumulator layout, NBS n8 blocks):
+// masks columns past kv_end, moves the running max and sum, rescales the O accumulators where a max moved, and leaves
+// P = 2^(scaled score - max) in s.
+template <int NBS>
+__device__ __forceinline__ void online_softmax(const PatForwardParams& p, float (&s)[NBS][4], int tok_base, int kv_end,
                                                RowState& st) {
-    constexpr int NBS = 2;            // n8 blocks of S in the 16 columns
     constexpr int DB = HEAD_DIM / 8;  // n8 blocks of O
     const int lane = threadIdx.x % 32;
     // Online softmax (log2 domain). s holds raw scores q.k; columns past kv_end are masked, which only the block
     // holding kv_end needs (warp-uniform test). The scale (> 0, checked on the host) is applied to the block's max
     // (rounding is monotone: the same value as the max of scaled scores) and inside each exp as one FMA.
-    if (tok_base + 16 > kv_end) {
+    if (tok_base + 8 * NBS > kv_end) {
 #pragma unroll
         for (int j = 0; j < NBS; ++j) {
 #pragma unroll
@@ -602,9 +641,9 @@ __device__ __forceinline__ void online_softmax(const PatForwardParams& p, float 
     }
 }
 
-// P (the block's weights, two n8 blocks of S, as online_softmax leaves them) as the k16 A fragment of O += P V: the
-// same registers for mma.sync and for wgmma with A from registers.
-__device__ __forceinline__ void p_fragment(const float (&s)[2][4], unsigned& a0, unsigned& a1, unsigned& a2,
+// P of one k16 step (two n8 blocks of S from s[0], as online_softmax leaves them) as the k16 A fragment of
+// O += P V: the same registers for mma.sync and for wgmma with A from registers.
+__device__ __forceinline__ void p_fragment(const float (*s)[4], unsigned& a0, unsigned& a1, unsigned& a2,
                                            unsigned& a3) {
     a0 = pack_elem2(s[0][0], s[0][1]);
     a1 = pack_elem2(s[0][2], s[0][3]);
@@ -653,16 +692,21 @@ __device__ __forceinline__ void attend_block(const PatForwardParams& p, const el
 
 #ifdef PAT_WGMMA
 // attend_block for a 64-row item on warpgroup MMAs (the CTA's four warps, warp w owning rows 16w..16w+15, each with
-// the same register state as on the mma.sync path). q_desc: Q's descriptor (64 x HEAD_DIM, swz128); tk, tv: the KV
-// tile (KV_TILE x HEAD_DIM, swz128). S = Q K^T is HEAD_DIM / 16 chained m64n16k16 MMAs: k16 step kk reads bytes
-// (kk % 4) * 32 of column block kk / 4 of both tiles (K-major, 8-row groups 1024 B apart). O += P V is one m64nNk16
-// MMA per 128 output columns (64 for HEAD_DIM 64), P from registers, V MN-major: 64-column blocks KV_TILE * 128 B
-// apart (the leading offset), 8-token groups 1024 B apart (the stride offset).
+// the same register state as on the mma.sync path), over NC = PAT_WG_COLS KV columns at once (16, 32 or 64: a KV
+// tile's columns in KV_TILE / NC blocks). q_desc: Q's descriptor (64 x HEAD_DIM, swz128); tk, tv: the KV tile
+// (KV_TILE x HEAD_DIM, swz128). S = Q K^T is HEAD_DIM / 16 chained m64nNCk16 MMAs: k16 step kk reads bytes
+// (kk % 4) * 32 of column block kk / 4 of both tiles (K-major, 8-row groups 1024 B apart). One online-softmax step
+// for the NC columns. O += P V is NC / 16 chained k16 steps of one m64nNk16 MMA per 128 output columns (64 for
+// HEAD_DIM 64), P from registers, V MN-major: 64-column blocks KV_TILE * 128 B apart (the leading offset), 8-token
+// groups 1024 B apart (the stride offset), k16 step j at +16 token rows. Wider blocks mean fewer round trips to the
+// tensor cores (each commit + wait) and fewer row-max reductions per token, at NC / 2 S registers per thread.
+template <int NC>
 __device__ __forceinline__ void attend_block_wg(const PatForwardParams& p, unsigned long long q_desc, const elem_t* tk,
                                                 const elem_t* tv, int c0, int tok_base, int kv_end, RowState& st) {
     constexpr int Q_BLOCK_BYTES = 64 * 128;       // one 64-column block of the 64-row Q tile
     constexpr int KV_BLOCK_BYTES = KV_TILE * 128;  // one 64-column block of a KV tile
-    float s[2][4];
+    constexpr int NBS = NC / 8;                    // n8 blocks of S
+    float s[NBS][4];
     float* sf = &s[0][0];
     float* of = &st.o[0][0];
     const unsigned long long k_desc = wg_desc(smem_addr(tk) + c0 * 128, 16, 1024);
@@ -673,23 +717,28 @@ __device__ __forceinline__ void attend_block_wg(const PatForwardParams& p, unsig
         const unsigned step = (kk & 3) * 32;
         const unsigned q_off = (kk >> 2) * Q_BLOCK_BYTES + step;
         const unsigned k_off = (kk >> 2) * KV_BLOCK_BYTES + step;
-        wg_s16(sf, q_desc + (q_off >> 4), k_desc + (k_off >> 4), kk > 0);
+        wg_s<NC>(sf, q_desc + (q_off >> 4), k_desc + (k_off >> 4), kk > 0);
     }
     wg_commit();
     wg_wait_all();
-    wg_pin<8>(sf);
+    wg_pin<NC / 2>(sf);
     online_softmax(p, s, tok_base, kv_end, st);
-    unsigned a0, a1, a2, a3;
-    p_fragment(s, a0, a1, a2, a3);
+    unsigned a[NC / 16][4];
+#pragma unroll
+    for (int j = 0; j < NC / 16; ++j) p_fragment(&s[2 * j], a[j][0], a[j][1], a[j][2], a[j][3]);
     const unsigned long long v_desc = wg_desc(smem_addr(tv) + c0 * 128, KV_BLOCK_BYTES, 1024);
     wg_pin<HEAD_DIM / 2>(of);
     wg_fence();
-    if constexpr (HEAD_DIM == 64) {
-        wg_pv64(of, a0, a1, a2, a3, v_desc);
-    } else {
 #pragma unroll
-        for (int h = 0; h < HEAD_DIM / 128; ++h)  // 128 output columns = two 64-column blocks of V
-            wg_pv128(of + 64 * h, a0, a1, a2, a3, v_desc + ((2 * h * KV_BLOCK_BYTES) >> 4));
+    for (int j = 0; j < NC / 16; ++j) {
+        const unsigned long long vj = v_desc + ((j * 16 * 128) >> 4);  // token rows c0 + 16 j ..
+        if constexpr (HEAD_DIM == 64) {
+            wg_pv64(of, a[j][0], a[j][1], a[j][2], a[j][3], vj);
+        } else {
+#pragma unroll
+            for (int h = 0; h < HEAD_DIM / 128; ++h)  // 128 output columns = two 64-column blocks of V
+                wg_pv128(of + 64 * h, a[j][0], a[j][1], a[j][2], a[j][3], vj + ((2 * h * KV_BLOCK_BYTES) >> 4));
+        }
     }
     wg_commit();
     wg_wait_all();
@@ -862,8 +911,8 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
 #ifdef PAT_WGMMA
         if constexpr (WG) {  // every warp computes
 #pragma unroll 2
-            for (int c0 = 0; c0 < KV_TILE; c0 += 16)
-                attend_block_wg(p, q_desc, tk, tv, c0, kv_begin + t * KV_TILE + c0, kv_end, st);
+            for (int c0 = 0; c0 < KV_TILE; c0 += PAT_WG_COLS)
+                attend_block_wg<PAT_WG_COLS>(p, q_desc, tk, tv, c0, kv_begin + t * KV_TILE + c0, kv_end, st);
             continue;
         }
 #endif

@@ -41,14 +41,13 @@ NO_SHARING_TIME_RATIOS: dict[str, tuple[float, float]] = {
 FALLBACK_RATIOS = NO_SHARING_TIME_RATIOS["fa3"]
 # The ratios above are head dim 128's. At other head dims, 16-bit KV, where measured (H200, the kernel benchmark's
 # hd64 / hd256 sets: the largest PAT / peer time over the three no-sharing batches; d64 2026-11-30 with the swept tile
-# entries, docs/perf/kernels/2026-11-30-h200-tiles-d64-d256/; d256 2026-11-30 with its private rows on 64-row wgmma
-# items, docs/perf/kernels/2026-11-30-h200-d256-wgmma-rows/): a delegate measured there takes its own number; one not
-# measured there (fa3), and FP8 pools, take the larger of their head-dim-128 ratio and the slowest measured one.
-# The d256 entries predate the whole-sector KV loader (0.82-0.84x PAT's time on private rows, not yet timed beside
-# FlashInfer: docs/perf/kernels/2026-11-30-h200-loader-sectors/): until then they overstate PAT's time (conservative).
+# entries, docs/perf/kernels/2026-11-30-h200-tiles-d64-d256/; d256 2026-11-30 with the whole-sector KV loader, all
+# three peers in one run (fa3 and PAT as CUDA-graph replays, FlashInfer and triton eager against eager PAT),
+# docs/perf/kernels/2026-11-30-h200-bench-twentythird/): a delegate measured there takes its own number; one not
+# measured there (fa3 at d64), and FP8 pools, take the larger of their head-dim-128 ratio and the slowest measured one.
 HEAD_DIM_TIME_RATIOS: dict[int, dict[str, float]] = {
     64: {"flashinfer": 0.95, "triton": 0.85},
-    256: {"flashinfer": 1.25, "triton": 0.97},
+    256: {"fa3": 0.97, "flashinfer": 1.01, "triton": 0.81},
 }
 # Batches that would gain less than this factor go to the delegate: the ratios above vary by shape, by a few percent.
 DISPATCH_MARGIN = 1.05

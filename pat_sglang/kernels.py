@@ -85,6 +85,7 @@ class KernelTune:
     source: str = ""  # another kernel source file to build (an A/B of two kernel versions in one run); "" = ours
     wgmma: bool | None = None  # 64-row items on warpgroup MMAs (sm_90 only); None = the table's / PAT_SGLANG_WGMMA
     min_tile_m: int | None = None  # plans only (TileTable.with_min_tile_m): items take tile ms >= this; same build
+    wg_cols: int | None = None  # KV columns per wgmma S block (KernelVariant.wg_cols); None = 16
 
 
 @dataclass(frozen=True)
@@ -110,12 +111,20 @@ class KernelVariant:
     # read by the tensor cores straight from shared memory in wgmma's 128-byte-swizzle layout. Other tile ms, and
     # every build without it, use mma.sync.
     wgmma: bool = False
+    # KV columns a 64-row wgmma item takes per S block and softmax step (-DPAT_WG_COLS: 16, 32 or 64, a divisor of
+    # kv_tile): wider blocks mean fewer tensor-core round trips per token, at wg_cols / 2 S registers per thread.
+    wg_cols: int = 16
 
     def __post_init__(self) -> None:
         if self.kv_dtype in ("", self.dtype):
             object.__setattr__(self, "kv_dtype", self.dtype)
         elif self.kv_dtype not in _FP8_INTERPRETATION:
             raise ValueError(f"unknown KV dtype {self.kv_dtype!r} for a {self.dtype} variant")
+        if self.wg_cols not in (16, 32, 64) or self.kv_tile % self.wg_cols:
+            raise ValueError(
+                f"wg_cols {self.wg_cols}: 16, 32 or 64 KV columns, a divisor of the KV tile {self.kv_tile}")
+        if self.wg_cols != 16 and not self.wgmma:
+            raise ValueError(f"wg_cols {self.wg_cols} sets the wgmma path's S blocks: the variant needs wgmma")
         if self.wgmma and not wgmma_buildable(self.arch, self.warps):
             raise ValueError(
                 f"wgmma builds need sm_90 and 4 warps (one warpgroup per 64-row item); got {self.arch}, "
@@ -159,6 +168,7 @@ class KernelVariant:
                 tune.source,
                 # the table's wgmma holds for its own warps: a tune of fewer warps builds mma.sync unless it asks
                 v.wgmma and wgmma_buildable(arch, warps) if tune.wgmma is None else tune.wgmma,
+                tune.wg_cols or v.wg_cols,
             )
         return v
 
@@ -199,6 +209,7 @@ class KernelVariant:
             *host_layout_defines(),
             *item_layout_defines(),
             f"-DPAT_RESCALE_SLACK_LOG2={self.rescale_slack_log2}",
+            f"-DPAT_WG_COLS={self.wg_cols}",
         ] + (["-DPAT_TIMING"] if self.timing else []) + (["-DPAT_WGMMA"] if self.wgmma else [])
 
     @property

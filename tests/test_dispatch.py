@@ -69,9 +69,9 @@ def test_default_fractions_follow_the_measured_ratios(delegate: str | None) -> N
 
 @pytest.mark.parametrize("delegate", [None, "fa3", "flashinfer", "triton"])
 def test_head_dims_with_their_own_ratios(delegate: str | None) -> None:
-    """At head dims 64 and 256 a delegate measured there gates on its own ratio; fa3 (not measured there) and FP8 pools
-    never gate more loosely than at head dim 128 or than the slowest measured peer; head dim 128 is unchanged. At 256,
-    where PAT's private rows take 1.25x FlashInfer's time, every delegate needs more saved bytes than at 128."""
+    """At head dims 64 and 256 a delegate measured there gates on its own ratio; one not measured there (fa3 at 64) and
+    FP8 pools never gate more loosely than at head dim 128 or than the slowest measured peer; head dim 128 is
+    unchanged."""
     def heads(d: int, fp8: bool = False) -> HeadConfig:
         return HeadConfig(HQ, HKV, d, torch.bfloat16, torch.float8_e4m3fn if fp8 else None)
 
@@ -87,9 +87,6 @@ def test_head_dims_with_their_own_ratios(delegate: str | None) -> None:
         assert dispatch.no_sharing_time_ratio(heads(d, True), delegate) == max(r8, *measured.values())
         f = dispatch.default_min_saved_fraction(heads(d), delegate)
         assert f == pytest.approx(max(0.0, 1 - 1 / (ratio * dispatch.DISPATCH_MARGIN)))
-    f256 = dispatch.default_min_saved_fraction(heads(256), delegate)
-    assert f256 > dispatch.default_min_saved_fraction(heads(128), delegate)
-    assert f256 >= 1 - 1 / (1.25 * dispatch.DISPATCH_MARGIN) - 1e-12 or delegate == "triton"
 
 
 def test_fraction_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

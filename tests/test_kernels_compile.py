@@ -285,6 +285,34 @@ def test_wgmma_variants_build_on_warpgroup_mmas(variant: KernelVariant, tmp_path
     assert "HMMA" in sass.replace("HGMMA", ""), "16- and 32-row items stay on mma.sync"
 
 
+@pytest.mark.parametrize(("head_dim", "kv_tile", "stages", "ctas", "cols"), [
+    (64, 32, 4, 4, 32), (128, 32, 3, 3, 32), (128, 64, 2, 2, 64), (128, 64, 2, 2, 32), (256, 32, 2, 2, 32),
+])
+def test_wide_wgmma_blocks_build(head_dim: int, kv_tile: int, stages: int, ctas: int, cols: int,
+                                 tmp_path: Path) -> None:
+    """``wg_cols`` 32 / 64 (bench/tile_sweep.py ``/nN``): the 64-row tile's S is HEAD_DIM / 16 m64n{cols}k16 MMAs per
+    block and its P V cols / 16 chained MMAs per 128 output columns, with no spills within the register cap; a
+    width that is no divisor of the KV tile, or one without wgmma, is refused."""
+    variant = KernelVariant("sm_90", "bf16", head_dim, kv_tile, stages, ctas, wgmma=True, wg_cols=cols)
+    assert f"-DPAT_WG_COLS={cols}" in variant.options("x")
+    built = compile_variant(variant, use_cache=False)
+    usage = built.resource_usage()["pat_pack_forward"]
+    assert usage.get("spill_store_bytes", 0) == 0 and usage.get("spill_load_bytes", 0) == 0, usage
+    assert usage["registers"] <= 65536 // (variant.threads * ctas)
+    sass = _forward_sass(built.cubin, tmp_path)
+    s_mmas = len(re.findall(rf"HGMMA\.64x{cols}x16\.F32\b", sass))
+    pv_n = 64 if head_dim == 64 else 128
+    pv_mmas = len(re.findall(rf"HGMMA\.64x{pv_n}x16\.F32\b.*tnspB", sass))
+    assert s_mmas and s_mmas % (head_dim // 16) == 0, f"{s_mmas} S MMAs"
+    blocks = s_mmas // (head_dim // 16)
+    assert pv_mmas == blocks * (cols // 16) * max(1, head_dim // 128), f"{pv_mmas} PV MMAs for {blocks} blocks"
+    assert not re.search(r"HGMMA\.64x16x16", sass), "no 16-column S blocks left"
+    with pytest.raises(ValueError, match="divisor"):
+        KernelVariant("sm_90", "bf16", head_dim, 16, 4, 2, wgmma=True, wg_cols=32)
+    with pytest.raises(ValueError, match="needs wgmma"):
+        KernelVariant("sm_90", "bf16", head_dim, kv_tile, stages, ctas, wg_cols=cols)
+
+
 def test_plain_builds_have_no_warpgroup_mmas(tmp_path: Path, monkeypatch) -> None:
     """Without wgmma the build targets plain sm_90 and its SASS has no HGMMA; the table variants take wgmma exactly
     where the sm_90 table lists the head dim for their KV format (16-bit pools at every head dim, FP8 pools at none:

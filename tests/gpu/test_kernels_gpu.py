@@ -293,6 +293,41 @@ def test_wgmma_build_matches_reference(dtype: torch.dtype, head_dim: int, heads:
             assert_written_and_close(out, ref, f"wgmma={wgmma}, batch {batch.batch} requests")
 
 
+# wgmma builds whose 64-row items take 32 or 64 KV columns per S block and softmax step (bench/tile_sweep.py ``/nN``)
+WIDE_WGMMA_TUNES = [
+    (64, KernelTune(kv_tile=32, stages=4, min_ctas_per_sm=4, wgmma=True, wg_cols=32)),
+    (128, KernelTune(kv_tile=32, stages=3, min_ctas_per_sm=3, wgmma=True, wg_cols=32)),
+    (128, KernelTune(kv_tile=64, stages=2, min_ctas_per_sm=2, wgmma=True, wg_cols=64)),
+    (128, KernelTune(kv_tile=64, stages=2, min_ctas_per_sm=2, wgmma=True, wg_cols=32)),
+    (256, KernelTune(kv_tile=32, stages=2, min_ctas_per_sm=2, wgmma=True, wg_cols=32)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("head_dim", "tune"), WIDE_WGMMA_TUNES, ids=["d64n32", "d128n32", "d128n64", "d128t64n32",
+                                                                      "d256n32"])
+@pytest.mark.parametrize("page_size", [1, 16])
+def test_wide_wgmma_blocks_match_reference(dtype: torch.dtype, head_dim: int, tune: KernelTune, page_size: int) -> None:
+    """64-row wgmma items over 32 or 64 KV columns per S block (``KernelTune.wg_cols``: one chained S, one softmax
+    step, chained P V steps; the mask of the block holding kv_end over all of its n8 blocks) against float64
+    attention, on plans that have 64-row items (checked) and requests whose lengths end inside such blocks."""
+    from pat_sglang.planner import ITEM_TILE_M
+
+    rng = np.random.default_rng(_next_seed())
+    scale = 1.0 / math.sqrt(head_dim)
+    cfg = HeadConfig(32, 8, head_dim, dtype)
+    for i, batch in enumerate(wgmma_batches(page_size, rng)):
+        q, k, v = make_qkv(batch.batch, 32, 8, head_dim, batch.num_slots, dtype, "cuda", seed=_next_seed())
+        plan = pat_sglang.plan(batch.kv_indptr, batch.kv_indices, cfg, DeviceSpec.from_torch(q.device)).to("cuda")
+        if i == 0:
+            assert bool((plan.items[:, ITEM_TILE_M] == 64).any()), "the batch must exercise 64-row items"
+        ref = naive_decode(q.cpu(), k.cpu(), v.cpu(), batch.kv_indptr, batch.kv_indices, scale)
+        out = torch.full_like(q, float("nan"))
+        launch_plan(plan, q, k, v, scale, out=out, tune=tune)
+        torch.cuda.synchronize()
+        assert_written_and_close(out, ref, f"{tune}, batch {batch.batch} requests")
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("head_dim", "tune"), [
     (64, KernelTune(kv_tile=16, stages=4, min_ctas_per_sm=8, warps=2)),
