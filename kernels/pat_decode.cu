@@ -49,7 +49,11 @@
 //   by descriptor), the same online softmax on the accumulators (a warp's registers have the mma.sync layout of its
 //   16 rows), then O += P V as PAT_WG_COLS/16 chained wgmma m64n128k16 per 128 output columns (P from registers, V
 //   by a transposed descriptor). No ldmatrix, and a quarter of the MMA instructions. 16- and 32-row items keep the
-//   mma.sync path and its layout.
+//   mma.sync path and its layout. PAT_WG_COLS > KV_TILE (the ring layout, 16-bit pools): a 64-row item lays its
+//   STAGES stages out as one swz128 tile of STAGES * KV_TILE rows, so PAT_WG_COLS / KV_TILE consecutive stages are one
+//   block of contiguous token rows, and its loop (wg_ring_loop) takes that many tiles per barrier; the other items
+//   still stream KV_TILE tokens per step, so private rows keep their short pipeline while shared packs take wide
+//   blocks.
 //   At the end, with KV_WARPS = 1 each warp writes its rows straight from registers; otherwise the
 //   KV_WARPS partial states are combined through fp32 slabs in shared memory. Each row goes either to the
 //   output (dtype, the request's only partial) or to its partial slot (fp32 row + log2-sum-exp).
@@ -85,8 +89,24 @@ __device__ __forceinline__ elem2_t pat_float2_to_elem2(float a, float b) { retur
 #ifndef PAT_WG_COLS
 #define PAT_WG_COLS 16  // KV columns per wgmma S block of 64-row items (16, 32 or 64; a divisor of KV_TILE)
 #endif
+// PAT_WG_COLS > KV_TILE (16-bit pools): a 64-row item's S block spans WG_GROUP = PAT_WG_COLS / KV_TILE consecutive
+// stages, which its KV ring layout (below) keeps contiguous; its loop then takes WG_GROUP tiles per iteration.
+#if PAT_WG_COLS > KV_TILE
+#define PAT_WG_RING 1
+#if PAT_WG_COLS % KV_TILE != 0 || STAGES % (PAT_WG_COLS / KV_TILE) != 0 || STAGES < 2 * (PAT_WG_COLS / KV_TILE)
+#error "PAT_WG_COLS > KV_TILE: a multiple of KV_TILE whose tile count divides STAGES, with STAGES >= twice that count"
+#endif
+#ifdef PAT_KV_FP8
+#error "PAT_WG_COLS > KV_TILE needs 16-bit KV pools (FP8 tiles are converted one stage at a time)"
+#endif
+#else
+#define PAT_WG_RING 0
 #if KV_TILE % PAT_WG_COLS != 0
 #error "PAT_WG_COLS must divide KV_TILE"
+#endif
+#endif
+#if PAT_WG_RING
+constexpr int WG_GROUP = PAT_WG_COLS / KV_TILE;  // KV tiles per wgmma S block of a 64-row item
 #endif
 #ifndef PAT_RESCALE_SLACK_LOG2
 #define PAT_RESCALE_SLACK_LOG2 0  // see attend_block's rescale (pat_sglang/kernels.py KernelVariant)
@@ -403,13 +423,21 @@ __device__ __forceinline__ int mma_off(int rows, int row, int chunk) {
 
 // Offset (kv_t elements) of a 16-byte chunk in a stage: the MMA layout for 16-bit pools; plain rows for FP8 stages,
 // which only the conversion reads, each thread one whole chunk, a warp contiguous bytes.
+// With PAT_WG_RING, 64-row items lay all STAGES stages out as one swz128 tile of STAGES * KV_TILE rows (stage s =
+// rows s * KV_TILE ..): consecutive stages are then contiguous token rows of every 64-column block, so one wgmma
+// descriptor spans WG_GROUP of them; stage s starts KV_TILE * 128 bytes after stage s - 1.
+constexpr int WG_KV_ROWS = PAT_WG_RING ? STAGES * KV_TILE : KV_TILE;  // rows of a 64-column block of a WG KV tile
 template <bool WG>
 __device__ __forceinline__ int stage_off(int row, int chunk) {
 #ifdef PAT_KV_FP8
     return row * HEAD_DIM + chunk * KV_CHUNK_ELEMS;
 #else
-    return mma_off<WG>(KV_TILE, row, chunk);
+    return WG ? swz128(WG_KV_ROWS, row, chunk) : swz(row, chunk);
 #endif
+}
+template <bool WG>
+__device__ constexpr unsigned stage_bytes() {  // bytes from one stage of K (or V) to the next
+    return WG && PAT_WG_RING ? KV_TILE * 128 : KV_TILE * HEAD_DIM * KV_ELEM_BYTES;
 }
 
 // The slot of this thread's row in the tile starting at kv position tok0 (-1: past the end).
@@ -448,6 +476,7 @@ __device__ __forceinline__ KvLoader kv_loader(const PatForwardParams& p, const k
 
 // Gather this thread's chunks of its row of one KV tile into stage `stage`, K and V (zero-filled past the end, the
 // address then the pool's first row, never read; CTA-wide loader: every thread of the CTA takes part).
+template <bool WG>
 __device__ __forceinline__ void load_kv_row(const KvLoader& l, int stage, int slot) {
     const bool valid = slot >= 0;
     const unsigned long long off = (unsigned long long)(unsigned)(valid ? slot : 0) * (unsigned)l.slot_bytes;
@@ -455,7 +484,7 @@ __device__ __forceinline__ void load_kv_row(const KvLoader& l, int stage, int sl
     const char* v = l.v + off;
 #pragma unroll
     for (int i = 0; i < CHUNKS_PER_THREAD; ++i) {
-        const unsigned dst = l.k_smem[i] + stage * STAGE_BYTES;
+        const unsigned dst = l.k_smem[i] + stage * stage_bytes<WG>();
         cp_async_16_at(dst, k + i * THREADS_PER_ROW * 16, valid);
         cp_async_16_at(dst + V_STAGES_BYTES, v + i * THREADS_PER_ROW * 16, valid);
     }
@@ -694,7 +723,8 @@ __device__ __forceinline__ void attend_block(const PatForwardParams& p, const el
 // attend_block for a 64-row item on warpgroup MMAs (the CTA's four warps, warp w owning rows 16w..16w+15, each with
 // the same register state as on the mma.sync path), over NC = PAT_WG_COLS KV columns at once (16, 32 or 64: a KV
 // tile's columns in KV_TILE / NC blocks). q_desc: Q's descriptor (64 x HEAD_DIM, swz128); tk, tv: the KV tile
-// (KV_TILE x HEAD_DIM, swz128). S = Q K^T is HEAD_DIM / 16 chained m64nNCk16 MMAs: k16 step kk reads bytes
+// (KV_TILE x HEAD_DIM, swz128; with PAT_WG_RING the ring of all stages, tk / tv at the block's first stage).
+// S = Q K^T is HEAD_DIM / 16 chained m64nNCk16 MMAs: k16 step kk reads bytes
 // (kk % 4) * 32 of column block kk / 4 of both tiles (K-major, 8-row groups 1024 B apart). One online-softmax step
 // for the NC columns. O += P V is NC / 16 chained k16 steps of one m64nNk16 MMA per 128 output columns (64 for
 // HEAD_DIM 64), P from registers, V MN-major: 64-column blocks KV_TILE * 128 B apart (the leading offset), 8-token
@@ -704,7 +734,7 @@ template <int NC>
 __device__ __forceinline__ void attend_block_wg(const PatForwardParams& p, unsigned long long q_desc, const elem_t* tk,
                                                 const elem_t* tv, int c0, int tok_base, int kv_end, RowState& st) {
     constexpr int Q_BLOCK_BYTES = 64 * 128;       // one 64-column block of the 64-row Q tile
-    constexpr int KV_BLOCK_BYTES = KV_TILE * 128;  // one 64-column block of a KV tile
+    constexpr int KV_BLOCK_BYTES = WG_KV_ROWS * 128;  // one 64-column block of a KV tile (of the ring)
     constexpr int NBS = NC / 8;                    // n8 blocks of S
     float s[NBS][4];
     float* sf = &s[0][0];
@@ -830,6 +860,55 @@ __device__ __forceinline__ void write_rows(const PatForwardParams& p, elem_t* sm
     }
 }
 
+#if defined(PAT_WGMMA) && PAT_WG_RING
+// A 64-row item's loop with G = WG_GROUP tiles per S block (PAT_WG_RING): iteration g computes on tiles g*G ..
+// g*G + G - 1 (contiguous in the ring: G divides STAGES) while STAGES - 2G .. STAGES - G later tiles are in flight.
+// The prologue issues STAGES - G tiles; each iteration waits until its G tiles have landed (the newest STAGES - 2G
+// groups may still be pending), passes one CTA barrier (the previous group's stages are then free), issues the G
+// tiles STAGES - G ahead into them, and computes. Slot indices are fetched one group ahead, one per tile.
+__device__ __forceinline__ void wg_ring_loop(const PatForwardParams& p, const KvLoader& loader, const elem_t* sq,
+                                             const kv_t* sk, const kv_t* sv, int kv_begin, int kv_end, int n_tiles,
+                                             int req_begin, int n_rows, int group, int kvh, elem_t* smem) {
+    constexpr int G = WG_GROUP;
+    constexpr int AHEAD = STAGES - G;          // tiles issued before the group computed on
+    constexpr int STAGE_ELEMS = KV_TILE * 64;  // stage_bytes<true>() in elements
+    // The last group's tiles past the item's end are loaded too, as zeros (their slots are -1: nothing is read): the
+    // P V MMAs read every row of the group, and a 0 weight times a stale row could be NaN.
+    const int n_load = (n_tiles + G - 1) / G * G;
+#pragma unroll
+    for (int t = 0; t < AHEAD; ++t) {
+        if (t < n_load) load_kv_row<true>(loader, t, row_slot(p, kv_begin + t * KV_TILE, kv_end));
+        cp_async_commit();
+    }
+    int next_slot[G];
+#pragma unroll
+    for (int i = 0; i < G; ++i) next_slot[i] = row_slot(p, kv_begin + (AHEAD + i) * KV_TILE, kv_end);
+    RowState st;
+    init_rows(st);
+    const unsigned long long q_desc = wg_desc(smem_addr(sq), 16, 1024);
+    for (int t = 0; t < n_tiles; t += G) {
+        cp_async_wait<STAGES - 2 * G>();
+        fence_proxy_async();  // this thread's landed copies (Q with tile 0), then wgmma reads them
+        __syncthreads();
+        if (t == 0) pat_stamp(1);
+#pragma unroll
+        for (int i = 0; i < G; ++i) {
+            const int ahead = t + AHEAD + i;
+            if (ahead < n_load) load_kv_row<true>(loader, ahead % STAGES, next_slot[i]);
+            cp_async_commit();
+            next_slot[i] = row_slot(p, kv_begin + (ahead + G) * KV_TILE, kv_end);
+        }
+        const int stage = t % STAGES;
+        attend_block_wg<PAT_WG_COLS>(p, q_desc, sk + stage * STAGE_ELEMS, sv + stage * STAGE_ELEMS, 0,
+                                     kv_begin + t * KV_TILE, kv_end, st);
+    }
+    cp_async_wait<0>();  // no copy may land in shared memory after the loop: the epilogue reuses it
+    __syncthreads();
+    pat_stamp(2);
+    write_rows<1, 64>(p, smem, st, true, threadIdx.x / 32, 0, req_begin, n_rows, group, kvh);
+}
+#endif
+
 // The CTA-wide loop: all threads load each KV tile, ROW_WARPS x KV_WARPS warps compute on it, one CTA barrier per
 // tile.
 template <int ROW_WARPS>
@@ -862,9 +941,15 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     const int n_tiles = (kv_end - kv_begin + KV_TILE - 1) / KV_TILE;
     constexpr int STAGE_ELEMS = KV_TILE * HEAD_DIM;
     const KvLoader loader = kv_loader<WG>(p, sk, kvh);
+#if defined(PAT_WGMMA) && PAT_WG_RING
+    if constexpr (WG) {
+        wg_ring_loop(p, loader, sq, sk, sv, kv_begin, kv_end, n_tiles, req_begin, n_rows, group, kvh, smem);
+        return;
+    }
+#endif
 #pragma unroll
     for (int t = 0; t < STAGES - 1; ++t) {
-        if (t < n_tiles) load_kv_row(loader, t, row_slot(p, kv_begin + t * KV_TILE, kv_end));
+        if (t < n_tiles) load_kv_row<WG>(loader, t, row_slot(p, kv_begin + t * KV_TILE, kv_end));
         cp_async_commit();
     }
     int next_slot = row_slot(p, kv_begin + (STAGES - 1) * KV_TILE, kv_end);
@@ -892,7 +977,7 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
         if (t == 0) pat_stamp(1);
         const int ahead = t + STAGES - 1;
         if (ahead < n_tiles) {
-            load_kv_row(loader, ahead % STAGES, next_slot);
+            load_kv_row<WG>(loader, ahead % STAGES, next_slot);
             next_slot = row_slot(p, kv_begin + (ahead + 1) * KV_TILE, kv_end);
         }
         cp_async_commit();
@@ -909,7 +994,7 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
         const elem_t* tv = sv + (t % STAGES) * STAGE_ELEMS;
 #endif
 #ifdef PAT_WGMMA
-        if constexpr (WG) {  // every warp computes
+        if constexpr (WG && !PAT_WG_RING) {  // every warp computes
 #pragma unroll 2
             for (int c0 = 0; c0 < KV_TILE; c0 += PAT_WG_COLS)
                 attend_block_wg<PAT_WG_COLS>(p, q_desc, tk, tv, c0, kv_begin + t * KV_TILE + c0, kv_end, st);

@@ -150,6 +150,9 @@ class TileTable:
     # (``for_head_dim``): at d256 a private request's 4 rows run faster padded to 64 rows on wgmma, the CTA's four
     # warps computing, than as one warp's 16-row mma.sync item
     min_tile_m: dict[int, int] = field(default_factory=dict)
+    # head_dim -> KV columns per wgmma S block of its 16-bit-KV build's 64-row items (``KernelVariant.wg_cols``;
+    # 16 where absent, and for FP8 pools)
+    wg_cols: dict[int, int] = field(default_factory=dict)
     # for_head_dim's tables, made once; not an init field, so every table (``replace`` included) starts its own
     _per_head_dim: dict[tuple[int, bool], TileTable] = field(default_factory=dict, init=False, compare=False,
                                                               repr=False)
@@ -199,6 +202,12 @@ class TileTable:
             raise ValueError(f"no tile m of {self.tile_ms} holds {m} rows")
         return replace(self, tile_ms=tile_ms)
 
+    def wg_cols_for(self, head_dim: int, fp8: bool = False) -> int:
+        """KV columns per wgmma S block of this head dim's build (16 without wgmma or over FP8 pools)."""
+        if fp8 or not self.wgmma(head_dim):
+            return 16
+        return self.wg_cols.get(head_dim, 16)
+
     def kv_tile(self, head_dim: int, fp8: bool = False) -> int:
         """KV tokens per shared-memory stage for this head dim (``fp8``: for FP8 pools)."""
         if head_dim not in self.kv_tile_tokens:
@@ -212,6 +221,21 @@ class TileTable:
         if fp8 and head_dim in self.fp8_stages:
             return self.fp8_stages[head_dim]
         return self.stages[head_dim]
+
+
+WG_COLS_CHOICES = (16, 32, 64)  # KV columns per wgmma S block the kernel builds (-DPAT_WG_COLS)
+
+
+def wg_cols_fit(cols: int, kv_tile: int, stages: int, kv_fp8: bool = False) -> bool:
+    """Whether a build of ``kv_tile``-token stages, ``stages`` deep, can run 64-row wgmma items over S blocks of
+    ``cols`` KV columns: a divisor of the tile, or (16-bit pools) a multiple spanning G = cols / kv_tile stages of the
+    kernel's ring layout, with G dividing the stages and at least G more stages to load into (STAGES >= 2G)."""
+    if cols not in WG_COLS_CHOICES:
+        return False
+    if cols <= kv_tile:
+        return kv_tile % cols == 0
+    group = cols // kv_tile
+    return cols % kv_tile == 0 and stages % group == 0 and stages >= 2 * group and not kv_fp8
 
 
 @cache
@@ -274,9 +298,15 @@ def load_tile_table(arch: str = "sm90") -> TileTable:
         if d not in kv_tiles or m not in tile_ms or m > 16 * warps[d]:
             raise ValueError(f"{path}: min_tile_m {m} for head_dim {d}: not one of the table's tile ms {tile_ms} "
                              f"that head dim's {warps.get(d)} warps hold")
+    wg_cols = {int(d): int(n) for d, n in data.get("wg_cols", {}).items()}
+    for d, n in wg_cols.items():
+        if d not in wgmma_dims or not wg_cols_fit(n, kv_tiles[d], stages[d]):
+            raise ValueError(f"{path}: wg_cols {n} for head_dim {d}: needs the head dim's wgmma build and S blocks "
+                             f"of {WG_COLS_CHOICES} KV columns that fit its {kv_tiles[d]}-token tiles x {stages[d]} "
+                             "stages")
     return TileTable(
         tile_ms, kv_tiles, min_ctas, stages, warps, path.name[:-5], fp8_tiles, fp8_stages, wgmma_dims, fp8_wgmma_dims,
-        min_tile_m,
+        min_tile_m, wg_cols,
     )
 
 

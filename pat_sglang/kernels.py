@@ -37,6 +37,7 @@ from .config import (
     data_dir,
     kv_pool_view,
     load_tile_table,
+    wg_cols_fit,
 )
 from .planner import ITEM_FIELDS, PackPlan, PlanLimits, item_layout_defines
 
@@ -111,8 +112,11 @@ class KernelVariant:
     # read by the tensor cores straight from shared memory in wgmma's 128-byte-swizzle layout. Other tile ms, and
     # every build without it, use mma.sync.
     wgmma: bool = False
-    # KV columns a 64-row wgmma item takes per S block and softmax step (-DPAT_WG_COLS: 16, 32 or 64, a divisor of
-    # kv_tile): wider blocks mean fewer tensor-core round trips per token, at wg_cols / 2 S registers per thread.
+    # KV columns a 64-row wgmma item takes per S block and softmax step (-DPAT_WG_COLS: 16, 32 or 64): wider blocks
+    # mean fewer tensor-core round trips per token, at wg_cols / 2 S registers per thread. A divisor of kv_tile, or
+    # (16-bit pools) a multiple of it: then the block spans wg_cols / kv_tile stages, which must divide the stages at
+    # most twice; the item's loop takes that many tiles per step (the kernel's ring layout), other items stream
+    # kv_tile tokens per step as before.
     wg_cols: int = 16
 
     def __post_init__(self) -> None:
@@ -120,9 +124,10 @@ class KernelVariant:
             object.__setattr__(self, "kv_dtype", self.dtype)
         elif self.kv_dtype not in _FP8_INTERPRETATION:
             raise ValueError(f"unknown KV dtype {self.kv_dtype!r} for a {self.dtype} variant")
-        if self.wg_cols not in (16, 32, 64) or self.kv_tile % self.wg_cols:
+        if not wg_cols_fit(self.wg_cols, self.kv_tile, self.stages, self.kv_fp8):
             raise ValueError(
-                f"wg_cols {self.wg_cols}: 16, 32 or 64 KV columns, a divisor of the KV tile {self.kv_tile}")
+                f"wg_cols {self.wg_cols}: 16, 32 or 64 KV columns, a divisor of the KV tile {self.kv_tile} or a "
+                f"multiple whose tile count divides the {self.stages} stages at most twice (16-bit pools)")
         if self.wg_cols != 16 and not self.wgmma:
             raise ValueError(f"wg_cols {self.wg_cols} sets the wgmma path's S blocks: the variant needs wgmma")
         if self.wgmma and not wgmma_buildable(self.arch, self.warps):
@@ -130,6 +135,10 @@ class KernelVariant:
                 f"wgmma builds need sm_90 and 4 warps (one warpgroup per 64-row item); got {self.arch}, "
                 f"{self.warps} warps"
             )
+
+    def without_wgmma(self) -> KernelVariant:
+        """This variant built on mma.sync alone (its S blocks back to 16 columns)."""
+        return dataclasses.replace(self, wgmma=False, wg_cols=16)
 
     @property
     def kv_fp8(self) -> bool:
@@ -154,21 +163,26 @@ class KernelVariant:
         v = KernelVariant.from_table(arch, DTYPE_NAMES[heads.dtype], heads.head_dim, kv_dtype_name(heads))
         if tune is not None:
             warps = tune.warps or v.warps
+            kv_tile, stages = tune.kv_tile or v.kv_tile, tune.stages or v.stages
+            # the table's wgmma holds for its own warps: a tune of fewer warps builds mma.sync unless it asks
+            wgmma = v.wgmma and wgmma_buildable(arch, warps) if tune.wgmma is None else tune.wgmma
+            # the table's S block width where the tune's build can take it, else 16 columns
+            wg_cols = tune.wg_cols or (v.wg_cols if wgmma and wg_cols_fit(v.wg_cols, kv_tile, stages, v.kv_fp8)
+                                       else 16)
             v = KernelVariant(
                 arch,
                 v.dtype,
                 v.head_dim,
-                tune.kv_tile or v.kv_tile,
-                tune.stages or v.stages,
+                kv_tile,
+                stages,
                 tune.min_ctas_per_sm or v.min_ctas_per_sm,
                 warps,
                 tune.timing,
                 v.kv_dtype,
                 tune.rescale_slack_log2,
                 tune.source,
-                # the table's wgmma holds for its own warps: a tune of fewer warps builds mma.sync unless it asks
-                v.wgmma and wgmma_buildable(arch, warps) if tune.wgmma is None else tune.wgmma,
-                tune.wg_cols or v.wg_cols,
+                wgmma,
+                wg_cols,
             )
         return v
 
@@ -179,6 +193,7 @@ class KernelVariant:
         table = load_tile_table(arch.replace("_", ""))
         fp8 = kv_dtype in _FP8_INTERPRETATION
         warps = table.warps[head_dim]
+        wgmma = wgmma_by_default(arch, warps, table.wgmma(head_dim, fp8))
         return KernelVariant(
             arch,
             dtype,
@@ -188,7 +203,8 @@ class KernelVariant:
             table.min_ctas_per_sm[head_dim],
             warps,
             kv_dtype=kv_dtype,
-            wgmma=wgmma_by_default(arch, warps, table.wgmma(head_dim, fp8)),
+            wgmma=wgmma,
+            wg_cols=table.wg_cols_for(head_dim, fp8) if wgmma else 16,
         )
 
     def options(self, include_dir: str) -> list[str]:
@@ -511,7 +527,7 @@ def kernels_for(heads: HeadConfig, device: torch.device, tune: KernelTune | None
                     raise
                 logger.warning("PAT: the warpgroup-MMA kernel build failed here (%s); using the mma.sync build",
                                str(err).splitlines()[0])
-                plain = dataclasses.replace(variant, wgmma=False)
+                plain = variant.without_wgmma()
                 k = _loaded.get(plain) or _LoadedKernels(compile_variant(plain))
                 _loaded[plain] = k
             _loaded[variant] = k

@@ -263,9 +263,10 @@ WGMMA_VARIANTS = [dataclasses.replace(v, wgmma=True) for v in all_variants("sm_9
 @pytest.mark.parametrize("variant", WGMMA_VARIANTS, ids=lambda v: f"{v.dtype}-kv{v.kv_dtype}-d{v.head_dim}")
 def test_wgmma_variants_build_on_warpgroup_mmas(variant: KernelVariant, tmp_path: Path) -> None:
     """Every sm_90 table variant built with warpgroup MMAs (64-row items) targets sm_90a, has no spills within the
-    table's register cap, and its SASS runs the 64-row tile on HGMMA: per 16-column block HEAD_DIM / 16 m64n16k16
-    for S and one PV MMA per 128 output columns (one m64n64 at head dim 64), V read transposed; the generic-to-async
-    proxy fence before the tile barrier; the 16- and 32-row items still on mma.sync (HMMA)."""
+    table's register cap, and its SASS runs the 64-row tile on HGMMA: per S block of ``wg_cols`` KV columns (the
+    table's, 16 where it gives none) HEAD_DIM / 16 m64n{wg_cols}k16 for S and wg_cols / 16 PV MMAs per 128 output
+    columns (m64n64 at head dim 64), V read transposed; the generic-to-async proxy fence before the tile barrier; the
+    16- and 32-row items still on mma.sync (HMMA)."""
     opts = variant.options("x")
     assert "--gpu-architecture=sm_90a" in opts and "-DPAT_WGMMA" in opts
     built = compile_variant(variant, use_cache=False)
@@ -275,24 +276,28 @@ def test_wgmma_variants_build_on_warpgroup_mmas(variant: KernelVariant, tmp_path
     assert usage["registers"] <= 65536 // (variant.threads * variant.min_ctas_per_sm)
     sass = _forward_sass(built.cubin, tmp_path)
     d = variant.head_dim
-    s_mmas = re.findall(r"HGMMA\.64x16x16\.F32\b", sass)
+    cols = variant.wg_cols
+    assert cols == load_tile_table("sm90").wg_cols_for(d, variant.kv_fp8)
+    s_mmas = re.findall(rf"HGMMA\.64x{cols}x16\.F32\b", sass)
     pv_n = 64 if d == 64 else 128
     pv_mmas = re.findall(rf"HGMMA\.64x{pv_n}x16\.F32\b.*tnspB", sass)
     assert s_mmas and len(s_mmas) % (d // 16) == 0, f"{len(s_mmas)} S MMAs for head dim {d}"
-    blocks = len(s_mmas) // (d // 16)  # the 16-column blocks the compiler unrolled
-    assert len(pv_mmas) == blocks * max(1, d // 128), f"{len(pv_mmas)} PV MMAs for {blocks} blocks"
+    blocks = len(s_mmas) // (d // 16)  # the S blocks the compiler unrolled
+    assert len(pv_mmas) == blocks * (cols // 16) * max(1, d // 128), f"{len(pv_mmas)} PV MMAs for {blocks} blocks"
     assert "FENCE.VIEW.ASYNC.S" in sass
     assert "HMMA" in sass.replace("HGMMA", ""), "16- and 32-row items stay on mma.sync"
 
 
 @pytest.mark.parametrize(("head_dim", "kv_tile", "stages", "ctas", "cols"), [
     (64, 32, 4, 4, 32), (128, 32, 3, 3, 32), (128, 64, 2, 2, 64), (128, 64, 2, 2, 32), (256, 32, 2, 2, 32),
+    (64, 16, 4, 6, 32), (128, 16, 4, 4, 32), (128, 16, 6, 3, 32), (128, 16, 8, 2, 64), (256, 16, 4, 2, 32),
 ])
 def test_wide_wgmma_blocks_build(head_dim: int, kv_tile: int, stages: int, ctas: int, cols: int,
                                  tmp_path: Path) -> None:
     """``wg_cols`` 32 / 64 (bench/tile_sweep.py ``/nN``): the 64-row tile's S is HEAD_DIM / 16 m64n{cols}k16 MMAs per
     block and its P V cols / 16 chained MMAs per 128 output columns, with no spills within the register cap; a
-    width that is no divisor of the KV tile, or one without wgmma, is refused."""
+    width wider than the KV tile spans several stages of the ring layout (16-bit pools, a tile count that divides the
+    stages at most twice); any other width, or one without wgmma, is refused."""
     variant = KernelVariant("sm_90", "bf16", head_dim, kv_tile, stages, ctas, wgmma=True, wg_cols=cols)
     assert f"-DPAT_WG_COLS={cols}" in variant.options("x")
     built = compile_variant(variant, use_cache=False)
@@ -308,7 +313,11 @@ def test_wide_wgmma_blocks_build(head_dim: int, kv_tile: int, stages: int, ctas:
     assert pv_mmas == blocks * (cols // 16) * max(1, head_dim // 128), f"{pv_mmas} PV MMAs for {blocks} blocks"
     assert not re.search(r"HGMMA\.64x16x16", sass), "no 16-column S blocks left"
     with pytest.raises(ValueError, match="divisor"):
-        KernelVariant("sm_90", "bf16", head_dim, 16, 4, 2, wgmma=True, wg_cols=32)
+        KernelVariant("sm_90", "bf16", head_dim, 16, 3, 2, wgmma=True, wg_cols=32)  # 2 tiles do not divide 3 stages
+    with pytest.raises(ValueError, match="divisor"):
+        KernelVariant("sm_90", "bf16", head_dim, 16, 2, 2, wgmma=True, wg_cols=32)  # nothing left in flight
+    with pytest.raises(ValueError, match="divisor"):
+        KernelVariant("sm_90", "bf16", head_dim, 16, 4, 2, kv_dtype="fp8_e4m3", wgmma=True, wg_cols=32)
     with pytest.raises(ValueError, match="needs wgmma"):
         KernelVariant("sm_90", "bf16", head_dim, kv_tile, stages, ctas, wg_cols=cols)
 
@@ -326,7 +335,7 @@ def test_plain_builds_have_no_warpgroup_mmas(tmp_path: Path, monkeypatch) -> Non
     assert set(picked.values()) == {True, False}
     assert not any(v.wgmma for v in all_variants("sm_80"))
     base = next(v for v in all_variants("sm_90") if v.head_dim == 128 and v.dtype == "bf16" and not v.kv_fp8)
-    plain = dataclasses.replace(base, wgmma=False)
+    plain = base.without_wgmma()
     assert "--gpu-architecture=sm_90" in plain.options("x")
     assert "HGMMA" not in _forward_sass(compile_variant(plain, use_cache=False).cubin, tmp_path)
 

@@ -38,6 +38,25 @@ def test_warps_flag(sweep) -> None:
             sweep.parse_variant(bad)
 
 
+def test_wgmma_columns_flag(sweep) -> None:
+    """``/nN``: the wgmma S block width of the variant's build; without it a tune keeps the table's width where its
+    build can take it (the same tile and stages), else 16 columns."""
+    from pat_sglang import HeadConfig
+    from pat_sglang.kernels import KernelVariant
+
+    assert sweep.parse_variant("16/4/4/wg/n32").wg_cols == 32
+    assert sweep.parse_variant("16/4/4/wg").wg_cols is None
+    for bad in ("16/4/4/wg/n48", "16/4/4/wg/n32/n32"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            sweep.parse_variant(bad)
+    heads = HeadConfig(32, 8, 128, torch.bfloat16)
+    table_cols = KernelVariant.from_table("sm_90", "bf16", 128).wg_cols
+    assert KernelVariant.for_config(heads, "sm_90", sweep.parse_variant("16/4/4/wg")).wg_cols == table_cols
+    assert KernelVariant.for_config(heads, "sm_90", sweep.parse_variant("16/3/4/wg")).wg_cols == 16  # 3 stages
+    assert KernelVariant.for_config(heads, "sm_90", sweep.parse_variant("16/4/4/wg/n16")).wg_cols == 16
+    assert KernelVariant.for_config(heads, "sm_90", sweep.parse_variant("32/2/4/wg/n32")).wg_cols == 32
+
+
 @pytest.mark.parametrize("warps", [1, 2, 4])
 def test_plans_fit_the_variants_warps_and_stay_exact(sweep, warps: int) -> None:
     """A ``/wN`` variant's plan has no item wider than its CTAs (16 rows per warp): packs of more rows are cut into

@@ -300,12 +300,19 @@ WIDE_WGMMA_TUNES = [
     (128, KernelTune(kv_tile=64, stages=2, min_ctas_per_sm=2, wgmma=True, wg_cols=64)),
     (128, KernelTune(kv_tile=64, stages=2, min_ctas_per_sm=2, wgmma=True, wg_cols=32)),
     (256, KernelTune(kv_tile=32, stages=2, min_ctas_per_sm=2, wgmma=True, wg_cols=32)),
+    # blocks spanning 2 or 4 16-token stages of the ring layout (the tables' 16-token streaming for other items)
+    (64, KernelTune(kv_tile=16, stages=4, min_ctas_per_sm=6, wgmma=True, wg_cols=32)),
+    (128, KernelTune(kv_tile=16, stages=4, min_ctas_per_sm=4, wgmma=True, wg_cols=32)),
+    (128, KernelTune(kv_tile=16, stages=6, min_ctas_per_sm=3, wgmma=True, wg_cols=32)),
+    (128, KernelTune(kv_tile=16, stages=8, min_ctas_per_sm=2, wgmma=True, wg_cols=64)),
+    (256, KernelTune(kv_tile=16, stages=4, min_ctas_per_sm=2, wgmma=True, wg_cols=32)),
 ]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("head_dim", "tune"), WIDE_WGMMA_TUNES, ids=["d64n32", "d128n32", "d128n64", "d128t64n32",
-                                                                      "d256n32"])
+                                                                      "d256n32", "d64ring32", "d128ring32",
+                                                                      "d128ring32s6", "d128ring64", "d256ring32"])
 @pytest.mark.parametrize("page_size", [1, 16])
 def test_wide_wgmma_blocks_match_reference(dtype: torch.dtype, head_dim: int, tune: KernelTune, page_size: int) -> None:
     """64-row wgmma items over 32 or 64 KV columns per S block (``KernelTune.wg_cols``: one chained S, one softmax
