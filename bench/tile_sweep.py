@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     table = load_tile_table(real.arch)
     copy_bw = measure_copy_bandwidth()
     print(f"device: {torch.cuda.get_device_name()}; SMs {real.sm_count}; times in us (median); KV {args.kv_dtype}; "
-          f"head dim {hd}; table variant {table.kv_tile(hd, fp8)}/{table.stages_for(hd, fp8)}/{table_ctas}; "
+          f"head dim {hd}; table variant {table.kv_tile(hd, fp8)}/{table.stages_for(hd, fp8)}/{table_ctas}"
+          f"{'/wg' if table.wgmma(hd, fp8) else ''}/n{table.wg_cols_for(hd, fp8)}; "
           f"floor: each distinct KV slot read once at the copy bandwidth, {copy_bw / 1e12:.3f} TB/s (read+write)")
     print(table_header(names + peers))
     for name in args.cases:
