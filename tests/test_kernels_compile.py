@@ -322,6 +322,21 @@ def test_wide_wgmma_blocks_build(head_dim: int, kv_tile: int, stages: int, ctas:
         KernelVariant("sm_90", "bf16", head_dim, kv_tile, stages, ctas, wg_cols=cols)
 
 
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_wide_wgmma_blocks_build_over_fp8_pools(head_dim: int, tmp_path: Path) -> None:
+    """FP8 pools' 32-token tiles with 32-column wgmma S blocks (one block per converted tile): no spills, and the
+    64-row tile's S on m64n32k16."""
+    table = load_tile_table("sm90")
+    kv_tile, stages = table.kv_tile(head_dim, fp8=True), table.stages_for(head_dim, fp8=True)
+    variant = KernelVariant("sm_90", "bf16", head_dim, kv_tile, stages, table.min_ctas_per_sm[head_dim],
+                            kv_dtype="fp8_e4m3", wgmma=True, wg_cols=32)
+    built = compile_variant(variant, use_cache=False)
+    usage = built.resource_usage()["pat_pack_forward"]
+    assert usage.get("spill_store_bytes", 0) == 0 and usage.get("spill_load_bytes", 0) == 0, usage
+    sass = _forward_sass(built.cubin, tmp_path)
+    assert re.search(r"HGMMA\.64x32x16\.F32", sass) and not re.search(r"HGMMA\.64x16x16", sass)
+
+
 def test_plain_builds_have_no_warpgroup_mmas(tmp_path: Path, monkeypatch) -> None:
     """Without wgmma the build targets plain sm_90 and its SASS has no HGMMA; the table variants take wgmma exactly
     where the sm_90 table lists the head dim for their KV format (16-bit pools at every head dim, FP8 pools at none:

@@ -110,20 +110,25 @@ def test_unsupported_fp8_combinations_raise() -> None:
 @pytest.mark.parametrize("kv_dtype", FP8)
 @pytest.mark.parametrize("head_dim", [64, 128, 256])
 @pytest.mark.parametrize("page_size", [1, 16])
-def test_wgmma_build_over_fp8_pools(kv_dtype: torch.dtype, head_dim: int, page_size: int) -> None:
+@pytest.mark.parametrize("wg_cols", [None, 32])
+def test_wgmma_build_over_fp8_pools(kv_dtype: torch.dtype, head_dim: int, page_size: int, wg_cols: int | None) -> None:
     """The warpgroup-MMA build (64-row items: FP8 stages converted into wgmma's layout) over FP8 pools with non-unit
-    scales, against float64 attention over the dequantised KV, on a plan that has 64-row items."""
+    scales, against float64 attention over the dequantised KV, on a plan that has 64-row items; ``wg_cols`` 32: one
+    32-column S block per 32-token FP8 tile (head dims whose FP8 tiles hold 32 tokens)."""
+    from pat_sglang.config import load_tile_table
     from pat_sglang.kernels import KernelTune, launch_plan
     from pat_sglang.planner import ITEM_TILE_M
 
+    if wg_cols is not None and load_tile_table("sm90").kv_tile(head_dim, fp8=True) % wg_cols:
+        pytest.skip(f"head dim {head_dim}'s FP8 tiles hold fewer than {wg_cols} tokens")
     batch = tree_batch([(1, 1200), (48, 29)], page_size, _next_seed())
     q, k8, v8, k_scale, v_scale = fp8_inputs(batch, 32, 8, head_dim, torch.bfloat16, kv_dtype, _next_seed())
     heads = HeadConfig(32, 8, head_dim, torch.bfloat16, kv_dtype)
     plan = pat_sglang.plan(batch.kv_indptr, batch.kv_indices, heads, DeviceSpec.from_torch(q.device)).to("cuda")
     assert bool((plan.items[:, ITEM_TILE_M] == 64).any())
     out = torch.full_like(q, float("nan"))
-    launch_plan(plan, q, k8, v8, 1.0 / math.sqrt(head_dim), out=out, tune=KernelTune(wgmma=True), k_scale=k_scale,
-                v_scale=v_scale)
+    launch_plan(plan, q, k8, v8, 1.0 / math.sqrt(head_dim), out=out, tune=KernelTune(wgmma=True, wg_cols=wg_cols),
+                k_scale=k_scale, v_scale=v_scale)
     torch.cuda.synchronize()
     ref = naive_decode(q.cpu(), k8.cpu(), v8.cpu(), batch.kv_indptr, batch.kv_indices, 1.0 / math.sqrt(head_dim),
                        torch.float64, k_scale, v_scale)
