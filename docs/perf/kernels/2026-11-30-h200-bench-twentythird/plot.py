@@ -14,7 +14,8 @@ plot_sweeps(
      ("sweep-d128-wide.txt", "head dim 128: 32- and 64-token tiles"),
      ("sweep-d256-ring2.txt", "head dim 256")],
     ylabel="time / the table's (16-column S blocks), same call",
-    title="H200, 2026-11-30: 64-row wgmma items over 32 / 64 KV columns per S block, tile_sweep, graph replays, 32 q / 8 kv",
+    title="H200, 2026-11-30: 64-row wgmma items over 32 / 64 KV columns per S block, tile_sweep, graph replays, "
+          "32 q / 8 kv",
     ylim=(0.8, 1.5),
     figsize=(15, 4.5),
 )
