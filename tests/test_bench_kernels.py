@@ -155,6 +155,10 @@ def test_pat_over_best_pairs_like_timings(bench: ModuleType) -> None:
     assert bench.pat_over_best({**row, "fa3": None}) == (pytest.approx(1.1), "fi_dec_tc")
     assert bench.pat_over_best({**row, "pat": None, "pat_graph": None}) == (None, None)
     assert bench.pat_over_best({"pat": 1.0}) == (None, None)
+    # FlashInfer captured as graph replays: PAT's graph time against FlashInfer's, not the eager pair
+    graphs = {**row, "fa3": None, "fi_best_graph": 95.0, "fi_best_graph_peer": "fi_dec_tc"}
+    assert bench.pat_over_best(graphs) == (pytest.approx(100 / 95), "fi_dec_tc(g)")
+    assert bench.pat_over_best({**graphs, "pat_graph": None}) == (pytest.approx(1.1), "fi_dec_tc")
 
 
 def test_report_with_missing_peers(bench: ModuleType, tmp_path: Path) -> None:
@@ -162,16 +166,25 @@ def test_report_with_missing_peers(bench: ModuleType, tmp_path: Path) -> None:
     peers = {"device": "test", "cases": {
         cases[0].key: {"fi_dec_tc": {"us": 200.0, "err": 1e-3}, "fa3": {"error": "not run: RuntimeError: no fa3"}},
         cases[1].key: {"fi_dec": {"us": 260.0, "err": 1e-3}, "fa3": {"us": 250.0, "err": 1e-3, "timing": "graph"}},
+        cases[2].key: {"fi_dec": {"us": 300.0, "graph_us": 280.0, "err": 1e-3},
+                       "fi_dec_tc": {"us": 290.0, "graph_us": 285.0, "err": 1e-3}},
     }}
     pat = {"copy_bw": 4e12, "cases": {
         cases[0].key: {"pat": {"us": 100.0, "graph_us": 95.0, "err": 1e-3, "plan_us": 50.0}},
         cases[1].key: {"pat": {"us": 270.0, "graph_us": 262.5, "err": 1e-3}},
     }}
+    only_b = {"copy_bw": 4e12, "cases": {cases[2].key: {"pat": {"us": 150.0, "graph_us": 140.0, "err": 1e-3}}}}
+    b_row = bench.build_rows(cases[2:], peers, only_b)[0]
+    # FlashInfer's best eager kernel (decTC) is not its best graph replay (dec): each pair takes its own best
+    assert (b_row["fi_best"], b_row["fi_best_peer"]) == (290.0, "fi_dec_tc")
+    assert (b_row["fi_best_graph"], b_row["fi_best_graph_peer"]) == (280.0, "fi_dec")
+    assert b_row["pat_over_best"] == pytest.approx(140 / 280) and b_row["best_base"] == "fi_dec(g)"
     rows = bench.build_rows(cases, peers, pat)
     assert rows[0]["fa3"] is None and rows[0]["pat_over_best"] == pytest.approx(0.5)
     assert rows[0]["best_base"] == "fi_dec_tc"
     assert rows[1]["pat_over_best"] == pytest.approx(1.05) and rows[1]["best_base"] == "fa3"
     assert rows[1]["page_size"] == 16 and rows[2]["pat"] is None and rows[2]["pat_over_best"] is None
+    assert rows[0]["fi_best_graph"] is None  # FlashInfer not captured: the eager pair stands
     table = bench.format_table(rows)
     assert "fa3(g)" in table and "PAT/best" in table and "bestBase" in table
     assert len(table.splitlines()) == 1 + len(cases)
