@@ -300,10 +300,11 @@ def load_tile_table(arch: str = "sm90") -> TileTable:
                              f"that head dim's {warps.get(d)} warps hold")
     wg_cols = {int(d): int(n) for d, n in data.get("wg_cols", {}).items()}
     for d, n in wg_cols.items():
-        if d not in wgmma_dims or not wg_cols_fit(n, kv_tiles[d], stages[d]):
-            raise ValueError(f"{path}: wg_cols {n} for head_dim {d}: needs the head dim's wgmma build and S blocks "
-                             f"of {WG_COLS_CHOICES} KV columns that fit its {kv_tiles[d]}-token tiles x {stages[d]} "
-                             "stages")
+        if d not in wgmma_dims:
+            raise ValueError(f"{path}: wg_cols for head_dim {d}, which has no wgmma build in this table")
+        if not wg_cols_fit(n, kv_tiles[d], stages[d]):
+            raise ValueError(f"{path}: wg_cols {n} for head_dim {d}: S blocks of {WG_COLS_CHOICES} KV columns that "
+                             f"fit its {kv_tiles[d]}-token tiles x {stages[d]} stages")
     return TileTable(
         tile_ms, kv_tiles, min_ctas, stages, warps, path.name[:-5], fp8_tiles, fp8_stages, wgmma_dims, fp8_wgmma_dims,
         min_tile_m, wg_cols,

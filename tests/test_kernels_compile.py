@@ -184,6 +184,20 @@ def test_tile_table_refuses_bad_wgmma_entries(tmp_path, monkeypatch, arch: str, 
     _assert_table_refused(tmp_path, monkeypatch, arch, edit, "wgmma_head_dims")
 
 
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"wg_cols": {"128": 48}},  # not a block width the kernel builds
+        {"wg_cols": {"128": 64}},  # 4 stages of 16 tokens: nothing left to load into while a block computes
+        {"wg_cols": {"96": 32}},  # a head dim the table lacks
+        {"wg_cols": {"128": 32}, "wgmma_head_dims": [64, 256]},  # no wgmma build at that head dim
+    ],
+)
+def test_tile_table_refuses_bad_wg_cols(tmp_path, monkeypatch, edit: dict) -> None:
+    """A ``wg_cols`` entry the head dim's wgmma build cannot run fails at load, not in NVRTC."""
+    _assert_table_refused(tmp_path, monkeypatch, "sm90", edit, "wg_cols")
+
+
 @pytest.mark.parametrize("slack", [-1, 8])
 @pytest.mark.parametrize("arch", CI_ARCHS)
 def test_rescale_slack_variants_compile_without_spills(arch: str, slack: int) -> None:
