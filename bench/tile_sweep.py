@@ -64,7 +64,14 @@ from tile_tables import table_header  # noqa: E402
 
 from pat_sglang.config import DeviceSpec, HeadConfig, TileTable, load_tile_table  # noqa: E402
 from pat_sglang.forest import PrefixForest  # noqa: E402
-from pat_sglang.kernels import FP8_KV_NAMES, KernelTune, StaticPlanBuffers, launch_plan  # noqa: E402
+from pat_sglang.kernels import (  # noqa: E402
+    FP8_KV_NAMES,
+    KernelTune,
+    KernelVariant,
+    StaticPlanBuffers,
+    device_arch,
+    launch_plan,
+)
 from pat_sglang.planner import copy_with, plan_forest  # noqa: E402
 from pat_sglang.reference import naive_decode  # noqa: E402
 from pat_sglang.workloads import ServingWindow, layout_tree, make_qkv, standard_batch  # noqa: E402
@@ -118,7 +125,8 @@ def parse_variant(text: str) -> KernelTune:
     plans then use tile m up to 16 N: ``plan_tiles``; e.g. ``16/3/7/w2``, one computing and one loading warp per
     16-row item at 7 CTAs per SM); ``mN`` plans whose items take tile ms of at least N rows (``m64``: every item on
     the 64-row path, wgmma with ``wg``; ``TileTable.with_min_tile_m``); ``nN`` (with ``wg``) N KV columns per S block
-    and softmax step of 64-row wgmma items (``KernelVariant.wg_cols``: 16, 32 or 64, a divisor of KVTILE); SOURCE
+    and softmax step of 64-row wgmma items (``KernelVariant.wg_cols``: 16, 32 or 64, a divisor of KVTILE or a
+    multiple over the ring layout's stages); SOURCE
     another kernel source file built with the same host contract (e.g. ``git show main:kernels/pat_decode.cu >
     old.cu``: two kernel versions side by side in one run)."""
     text, _, source = text.partition("@")
@@ -213,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     kv_scale = 0.5 if fp8 else 1.0
     rng = np.random.default_rng(0)
     real = DeviceSpec.from_torch(torch.device("cuda"))
-    table_ctas = load_tile_table(real.arch).min_ctas_per_sm[hd]
+    table = load_tile_table(real.arch)
+    table_ctas = table.min_ctas_per_sm[hd]
+    built = KernelVariant.for_config(heads, device_arch(torch.device("cuda")))  # the table's, as PAT_SGLANG_WGMMA says
     # (tune, fixed split length) per column: the table's variant, the other variants, the fixed split lengths
     tunes: list[tuple[KernelTune | None, int | None]] = (
         [(None, None)] + [(parse_variant(t), None) for t in args.variants]
@@ -222,11 +232,10 @@ def main(argv: list[str] | None = None) -> int:
              + (["again"] if args.table_again else []))
     peers = ["bf16"] if fp8 else [] if args.no_peers or hd != HEAD_DIM else ["fa3", "fi_tc"]
     peers = [f"grid{n}" for n in args.static_items] + peers
-    table = load_tile_table(real.arch)
     copy_bw = measure_copy_bandwidth()
     print(f"device: {torch.cuda.get_device_name()}; SMs {real.sm_count}; times in us (median); KV {args.kv_dtype}; "
-          f"head dim {hd}; table variant {table.kv_tile(hd, fp8)}/{table.stages_for(hd, fp8)}/{table_ctas}"
-          f"{'/wg' if table.wgmma(hd, fp8) else ''}/n{table.wg_cols_for(hd, fp8)}; "
+          f"head dim {hd}; table variant {built.kv_tile}/{built.stages}/{built.min_ctas_per_sm}"
+          f"{f'/wg/n{built.wg_cols}' if built.wgmma else ''}; "
           f"floor: each distinct KV slot read once at the copy bandwidth, {copy_bw / 1e12:.3f} TB/s (read+write)")
     print(table_header(names + peers))
     for name in args.cases:

@@ -86,7 +86,7 @@ class KernelTune:
     source: str = ""  # another kernel source file to build (an A/B of two kernel versions in one run); "" = ours
     wgmma: bool | None = None  # 64-row items on warpgroup MMAs (sm_90 only); None = the table's / PAT_SGLANG_WGMMA
     min_tile_m: int | None = None  # plans only (TileTable.with_min_tile_m): items take tile ms >= this; same build
-    wg_cols: int | None = None  # KV columns per wgmma S block (KernelVariant.wg_cols); None = 16
+    wg_cols: int | None = None  # KV columns per wgmma S block (KernelVariant.wg_cols); None = the table's where fit
 
 
 @dataclass(frozen=True)
@@ -114,9 +114,9 @@ class KernelVariant:
     wgmma: bool = False
     # KV columns a 64-row wgmma item takes per S block and softmax step (-DPAT_WG_COLS: 16, 32 or 64): wider blocks
     # mean fewer tensor-core round trips per token, at wg_cols / 2 S registers per thread. A divisor of kv_tile, or
-    # (16-bit pools) a multiple of it: then the block spans wg_cols / kv_tile stages, which must divide the stages at
-    # most twice; the item's loop takes that many tiles per step (the kernel's ring layout), other items stream
-    # kv_tile tokens per step as before.
+    # (16-bit pools) a multiple of it: then the block spans G = wg_cols / kv_tile stages (the kernel's ring layout), G
+    # dividing the stages and at least 2G of them, and the item's loop takes G tiles per step; other items stream
+    # kv_tile tokens per step as before (``config.wg_cols_fit``).
     wg_cols: int = 16
 
     def __post_init__(self) -> None:
@@ -126,8 +126,8 @@ class KernelVariant:
             raise ValueError(f"unknown KV dtype {self.kv_dtype!r} for a {self.dtype} variant")
         if not wg_cols_fit(self.wg_cols, self.kv_tile, self.stages, self.kv_fp8):
             raise ValueError(
-                f"wg_cols {self.wg_cols}: 16, 32 or 64 KV columns, a divisor of the KV tile {self.kv_tile} or a "
-                f"multiple whose tile count divides the {self.stages} stages at most twice (16-bit pools)")
+                f"wg_cols {self.wg_cols}: 16, 32 or 64 KV columns, a divisor of the KV tile {self.kv_tile} or (16-bit "
+                f"pools) a multiple spanning G tiles, G dividing the {self.stages} stages and at most half of them")
         if self.wg_cols != 16 and not self.wgmma:
             raise ValueError(f"wg_cols {self.wg_cols} sets the wgmma path's S blocks: the variant needs wgmma")
         if self.wgmma and not wgmma_buildable(self.arch, self.warps):
