@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("name", nargs="?", default="d64x4096", choices=sorted(STANDARD_WORKLOADS))
     ap.add_argument("--timing", action="store_true", help="a -DPAT_TIMING build: per-CTA phase durations")
     ap.add_argument("--head-dim", type=int, choices=(64, 128, 256), default=128)
+    ap.add_argument("--dump", default=None, help="with --timing: save the CTAs' stamps, tile ms and KV lengths (.npz)")
     ap.add_argument("--variant", type=parse_variant, default=None, help="tile_sweep.py's KVTILE/STAGES/CTAS[/...]")
     ap.add_argument("--peer", choices=("flashinfer", "flashinfer-tc"), default=None,
                     help="run FlashInfer's decode of the case instead of PAT's (CUDA-core or tensor-core kernel)")
@@ -68,6 +69,10 @@ def main(argv: list[str] | None = None) -> None:
     for r in cta_records(name, "model", items, item_rows, heads.num_kv_heads, stamps):
         groups.setdefault((r["tile_m"], r["kv"]), []).append([r["start_ns"], r["first_ns"], r["loop_ns"], r["end_ns"]])
     t0 = stamps[:, 0].min()
+    if args.dump:
+        recs = list(cta_records(name, "model", items, item_rows, heads.num_kv_heads, stamps))
+        np.savez(args.dump, stamps=stamps - t0, tile_m=np.array([r["tile_m"] for r in recs]),
+                 kv=np.array([r["kv"] for r in recs]))
     print(f"{name}: kernel span {(stamps[:, 3].max() - t0) / 1e3:.1f} us, {len(stamps)} CTAs")
     cols = ("tile_m", "kv", "ctas", "start_us", "first_tile", "loop", "epilogue", "end_us")
     print(" ".join(f"{c:>10}" for c in cols))
