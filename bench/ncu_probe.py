@@ -66,13 +66,13 @@ def main(argv: list[str] | None = None) -> None:
     items = plan.items.cpu().numpy()
     item_rows = (items[:, ITEM_REQ_END] - items[:, ITEM_REQ_BEGIN]) * heads.group
     groups: dict[tuple[int, int], list] = {}  # (tile m, KV tokens) -> the CTAs' stamps, ns from the first start
-    for r in cta_records(name, "model", items, item_rows, heads.num_kv_heads, stamps):
+    records = cta_records(name, "model", items, item_rows, heads.num_kv_heads, stamps)
+    for r in records:
         groups.setdefault((r["tile_m"], r["kv"]), []).append([r["start_ns"], r["first_ns"], r["loop_ns"], r["end_ns"]])
     t0 = stamps[:, 0].min()
     if args.dump:
-        recs = list(cta_records(name, "model", items, item_rows, heads.num_kv_heads, stamps))
-        np.savez(args.dump, stamps=stamps - t0, tile_m=np.array([r["tile_m"] for r in recs]),
-                 kv=np.array([r["kv"] for r in recs]))
+        np.savez(args.dump, stamps=stamps - t0, tile_m=np.array([r["tile_m"] for r in records]),
+                 kv=np.array([r["kv"] for r in records]))
     print(f"{name}: kernel span {(stamps[:, 3].max() - t0) / 1e3:.1f} us, {len(stamps)} CTAs")
     cols = ("tile_m", "kv", "ctas", "start_us", "first_tile", "loop", "epilogue", "end_us")
     print(" ".join(f"{c:>10}" for c in cols))
