@@ -16,6 +16,13 @@ too) into one library, cached in ``<cache root>/host/`` under the hash of the so
 second process loads it without compiling), and loaded with ctypes. Where no compiler works, or with
 ``PAT_SGLANG_HOST_CORE=0``, the planner and the forest run their numpy/Python versions (same results, slower) and the
 log says why, once.
+
+A third piece is not the planner's but the publisher's: ``kernels/host_batch.c`` finds the rows of a changed decode
+batch to read (``pat_rows_to_read``) and makes its per-request tuples and its joined and left rows (``pat_pick_batch``)
+in one pass each (``ChainTable.publish_rows``, where about fifteen numpy and C-level passes over the batch were most of
+the ~105 us a changed batch of 256 cost before any request was read, on the 2-core VM). It uses the CPython API, so
+it is a library of its own, compiled with the interpreter's headers and loaded with ``ctypes.PyDLL`` (its calls hold
+the interpreter lock). Same cache, switch and fallback (``chain_table._pick_batch``).
 """
 
 from __future__ import annotations
@@ -26,9 +33,11 @@ import logging
 import os
 import shutil
 import subprocess
+import sysconfig
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,11 +47,13 @@ logger = logging.getLogger(__name__)
 
 DISABLE_ENV = "PAT_SGLANG_HOST_CORE"  # "0": the numpy/Python versions
 SOURCE_NAMES = ("host_simulate.c", "host_rows.c")  # compiled together into one library
+PY_SOURCE_NAMES = ("host_batch.c",)  # the CPython-API piece: a library of its own, loaded with ctypes.PyDLL
 COMPILE_FLAGS = ("-O2", "-shared", "-fPIC", "-std=c99")
 COMPILE_TIMEOUT_S = 120
 
 _lock = threading.Lock()
 _loaded: tuple[bool, _HostCore | None] = (False, None)  # (tried, the library or None)
+_loaded_py: tuple[bool, _HostBatch | None] = (False, None)  # the same for the CPython-API library
 
 
 class _HostCore:
@@ -115,6 +126,34 @@ class _HostCore:
         return out
 
 
+class _HostBatch:
+    """The CPython-API library's entry point (``kernels/host_batch.c``), typed once."""
+
+    def __init__(self, lib: ctypes.PyDLL) -> None:
+        self.pick = lib.pat_pick_batch
+        self.pick.restype = ctypes.py_object
+        self.pick.argtypes = [ctypes.py_object] * 5 + [ctypes.c_int64]
+        self.to_read = lib.pat_rows_to_read
+        self.to_read.restype = ctypes.py_object
+        self.to_read.argtypes = [ctypes.py_object] * 4
+
+    def rows_to_read(self, rows: np.ndarray, gens: np.ndarray, row_gen: np.ndarray,
+                     reqs: list) -> list[tuple[int, Any, int, Any]] | None:
+        """``chain_table._requests_at`` of the positions where ``row_gen[rows] != gens``, in one call: (row, rid,
+        generation, last node) of each request of ``reqs`` whose row was last read for another generation, or None if
+        one of those requests' ``req_pool_idx`` is not its row. ``rows``, ``gens``: int64 of ``len(reqs)``; every row
+        < ``len(row_gen)``."""
+        return self.to_read(np.ascontiguousarray(rows), np.ascontiguousarray(gens), row_gen, reqs)
+
+    def pick_batch(self, rows: np.ndarray, row_entry: list, row_rid: list, before: dict, mark: np.ndarray,
+                   stamp: int) -> tuple[tuple, tuple, int, list[int], list[int]]:
+        """``chain_table._pick_batch`` in one call: (entries, rids, absent, joined, left) of the batch ``rows``
+        (C-contiguous int64, every row < ``len(mark)`` and < the lists' lengths) against the last batch's rows, the
+        keys of ``before``. ``mark``: a writable int64 array of one slot per row, no slot holding ``stamp`` or
+        ``stamp + 1`` (it is left holding them: move ``stamp`` on by 2 per call)."""
+        return self.pick(rows, row_entry, row_rid, before, mark, stamp)
+
+
 def loaded() -> _HostCore | None:
     """The compiled host work, built and loaded on first call; None where it cannot be (the reason logged once)."""
     global _loaded
@@ -127,11 +166,25 @@ def loaded() -> _HostCore | None:
         return _loaded[1]
 
 
+def loaded_batch() -> _HostBatch | None:
+    """The compiled publisher piece (``kernels/host_batch.c``), built and loaded on first call; None where it cannot
+    be (the reason logged once)."""
+    global _loaded_py
+    tried, core = _loaded_py
+    if tried:
+        return core
+    with _lock:
+        if not _loaded_py[0]:
+            _loaded_py = (True, _load_batch())
+        return _loaded_py[1]
+
+
 def reset() -> None:
-    """Forget the loaded library (tests): the next ``loaded()`` call builds or loads it again."""
-    global _loaded
+    """Forget the loaded libraries (tests): the next ``loaded()``/``loaded_batch()`` call builds or loads them again."""
+    global _loaded, _loaded_py
     with _lock:
         _loaded = (False, None)
+        _loaded_py = (False, None)
 
 
 def _load() -> _HostCore | None:
@@ -148,6 +201,27 @@ def _load() -> _HostCore | None:
         return None
 
 
+def _load_batch() -> _HostBatch | None:
+    if os.environ.get(DISABLE_ENV, "").strip() == "0":
+        logger.info(f"PAT: {DISABLE_ENV}=0: the publisher picks a changed batch's tuples in Python")
+        return None
+    try:
+        return _HostBatch(ctypes.PyDLL(str(library_path(PY_SOURCE_NAMES, python_include_flags(), "pat_host_batch"))))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+        logger.warning(f"PAT: the compiled publisher piece is unavailable ({e}); a changed decode batch's tuples are "
+                       "picked in Python (same batches, more host time per changed step)")
+        return None
+
+
+def python_include_flags() -> tuple[str, ...]:
+    """The compiler flags that find ``Python.h`` of the running interpreter (no library to link: the symbols resolve
+    against the interpreter the library is loaded into)."""
+    include = sysconfig.get_paths().get("include")
+    if not include or not Path(include, "Python.h").exists():
+        raise RuntimeError(f"Python.h not found under {include!r} (install the interpreter's development headers)")
+    return (f"-I{include}",)
+
+
 def compiler() -> str:
     """The C compiler: ``$CC`` if set, else ``cc`` on the PATH."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
@@ -156,27 +230,31 @@ def compiler() -> str:
     return cc
 
 
-def library_path() -> Path:
-    """The shared library for these sources and this compiler, compiled into the cache if not there yet."""
+def library_path(
+    names: tuple[str, ...] = SOURCE_NAMES, extra_flags: tuple[str, ...] = (), stem: str = "pat_host_core"
+) -> Path:
+    """The shared library of the sources ``names`` (``kernels/``) for this compiler and these flags, compiled into the
+    cache if not there yet."""
     src_dir = data_dir("pat_sglang.kernels_src", "kernels")
-    sources = [src_dir.joinpath(name).read_text() for name in SOURCE_NAMES]
+    sources = [src_dir.joinpath(name).read_text() for name in names]
+    flags = (*COMPILE_FLAGS, *extra_flags)
     cc = compiler()
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
     if version.returncode != 0:
         raise RuntimeError(f"{cc} --version failed: {version.stderr.strip()[:200]}")
-    key = hashlib.sha256("\0".join([*sources, version.stdout, *COMPILE_FLAGS]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\0".join([*sources, version.stdout, *flags]).encode()).hexdigest()[:16]
     folder = cache_root() / "host"
-    path = folder / f"pat_host_core_{key}.so"
+    path = folder / f"{stem}_{key}.so"
     if path.exists():
         return path
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         files = []
-        for name, text in zip(SOURCE_NAMES, sources, strict=True):
+        for name, text in zip(names, sources, strict=True):
             files.append(Path(tmp) / name)
             files[-1].write_text(text)
         out = Path(tmp) / path.name
-        res = subprocess.run([cc, *COMPILE_FLAGS, "-o", str(out), *map(str, files)], capture_output=True, text=True,
+        res = subprocess.run([cc, *flags, "-o", str(out), *map(str, files)], capture_output=True, text=True,
                              timeout=COMPILE_TIMEOUT_S)
         if res.returncode != 0:
             raise RuntimeError(f"{cc} failed: {(res.stderr or res.stdout).strip()[:500]}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 from pathlib import Path
 
 import numpy as np
@@ -261,3 +262,87 @@ def test_from_flat_compares_rows_with_it(monkeypatch: pytest.MonkeyPatch) -> Non
     assert calls, "the compiled comparison was not used"
     _python(monkeypatch)
     assert compiled.canonical_key() == PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices).canonical_key()
+
+
+def _pick_inputs(rng: np.random.Generator) -> tuple[np.ndarray, list, list, dict | None]:
+    """Random ``_pick_batch`` inputs: per-row lists with some rows empty (None), a batch of rows (sometimes with a row
+    twice), the last batch's rows as the keys of a dict (some not rows of the lists, some negative), or None."""
+    size = int(rng.integers(1, 300))
+    row_entry: list = [None if rng.random() < 0.2 else object() for _ in range(size)]
+    row_rid: list = [f"r{i}" if rng.random() < 0.9 else None for i in range(size)]
+    rows = rng.choice(size, size=int(rng.integers(1, size + 1)), replace=rng.random() < 0.2).astype(np.int64)
+    if rng.random() < 0.15:
+        return rows, row_entry, row_rid, None
+    keys = rng.choice(size + 20, size=int(rng.integers(0, size + 1)), replace=False).tolist()
+    if rng.random() < 0.2:
+        keys.append(-3)
+    return rows, row_entry, row_rid, dict.fromkeys(keys, None)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_pick_batch_equals_the_python_one(seed: int) -> None:
+    """``kernels/host_batch.c`` gives ``chain_table._pick_batch``'s tuples (the very objects), absent count and joined
+    and left rows (as sets: their order is not part of the contract), call after call on one scratch array."""
+    from pat_sglang.sglang_patches.chain_table import _pick_batch
+
+    picker = host_core.loaded_batch()
+    if picker is None:  # as for the simulation: a compiler is there wherever the tests run
+        pytest.fail("the compiled publisher piece did not load (see the log for the reason)")
+    rng = np.random.default_rng(seed)
+    mark = np.full(320, -1, dtype=np.int64)
+    for call in range(5):
+        rows, row_entry, row_rid, before = _pick_inputs(rng)
+        want = _pick_batch(rows, row_entry, row_rid, before)
+        got = picker.pick_batch(rows, row_entry, row_rid, before, mark, 2 * (call + 1))
+        assert all(map(operator.is_, got[0], want[0])) and len(got[0]) == len(want[0])
+        assert got[1] == want[1] and got[2] == want[2]
+        assert sorted(got[3]) == sorted(want[3]) and len(got[3]) == len(set(got[3]))
+        assert sorted(got[4]) == sorted(want[4]) and len(got[4]) == len(set(got[4]))
+
+
+def test_pick_batch_refuses_rows_it_cannot_index() -> None:
+    picker = host_core.loaded_batch()
+    assert picker is not None
+    mark = np.full(4, -1, dtype=np.int64)
+    with pytest.raises(IndexError):  # a row past the per-row lists
+        picker.pick_batch(np.array([1, 3], np.int64), [None] * 3, ["a"] * 4, None, mark, 2)
+    with pytest.raises(IndexError):  # a row past the scratch array
+        picker.pick_batch(np.array([5], np.int64), [None] * 8, ["a"] * 8, {}, mark, 4)
+    with pytest.raises(TypeError):  # not int64
+        picker.pick_batch(np.array([1], np.int32), [None] * 3, ["a"] * 3, {}, mark, 6)
+
+
+class _Req:
+    """A request as the publisher reads it: its row, id and last radix node."""
+
+    def __init__(self, row: object, rid: str, node: object) -> None:
+        self.req_pool_idx, self.rid, self.last_node = row, rid, node
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_rows_to_read_equals_the_python_one(seed: int) -> None:
+    """``kernels/host_batch.c`` ``pat_rows_to_read`` gives ``chain_table._requests_at`` over the rows whose generation
+    moved: the same (row, rid, generation, last node) tuples in batch order (the very rid and node objects), and None
+    where a request to read is not in its row (numpy and Python ints alike)."""
+    from pat_sglang.sglang_patches.chain_table import _requests_at
+
+    picker = host_core.loaded_batch()
+    assert picker is not None, "the compiled publisher piece did not load"
+    rng = np.random.default_rng(seed)
+    size = int(rng.integers(1, 300))
+    row_gen = rng.integers(-2, 4, size=size).astype(np.int64)
+    rows = rng.choice(size, size=int(rng.integers(1, size + 1)), replace=False).astype(np.int64)
+    gens = np.where(rng.random(rows.shape[0]) < 0.1, row_gen[rows] + 1, row_gen[rows]).astype(np.int64)
+    reqs = [_Req(np.int64(r) if rng.random() < 0.3 else int(r), f"r{r}", object()) for r in rows.tolist()]
+    if rng.random() < 0.3:  # a request in another row than the batch says
+        i = int(rng.integers(0, len(reqs)))
+        reqs[i].req_pool_idx = int(rows[i]) + 1
+    want = _requests_at(reqs, (row_gen[rows] != gens).nonzero()[0], rows, gens)
+    got = picker.rows_to_read(rows, gens, row_gen, reqs)
+    if want is None:
+        assert got is None
+        return
+    assert got is not None and len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert g[0] == w[0] and g[2] == w[2] and type(g[0]) is int and type(g[2]) is int
+        assert g[1] is w[1] and g[3] is w[3]

@@ -361,3 +361,57 @@ def test_a_chain_that_cannot_be_read_is_published_as_absent(counters) -> None:
     h.decode(steps=1, only=rb.live)
     rb.publish(table)
     assert_fresh(h, rb, table)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_compiled_batch_pick_leaves_the_python_state(counters, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``publish_rows`` with the compiled passes over the batch (``kernels/host_batch.c``: the rows to read, the
+    batch's tuples and change) and with their Python versions (``chain_table._requests_at``, ``_pick_batch``), fed the
+    same random steps (arrivals splitting radix nodes, finishes whose rows are reused, reorders, unchanged steps):
+    after every step the two tables hold the same state, published batch, tally (node counts, distinct tokens, rows)
+    and node index included."""
+    from pat_sglang import host_core
+
+    monkeypatch.delenv(host_core.DISABLE_ENV, raising=False)  # compiled here even where the suite turns it off
+    host_core.reset()
+    try:
+        assert host_core.loaded_batch() is not None, "the compiled publisher piece did not load"
+        _compare_compiled_and_python(seed)
+    finally:
+        host_core.reset()
+
+
+def _compare_compiled_and_python(seed: int) -> None:
+    from test_publish_wave import table_state
+
+    from pat_sglang.sglang_patches import chain_table as ct
+
+    rng = np.random.default_rng(seed)
+    h = RadixHarness(max_reqs=40, max_context=512, num_slots=1 << 15)
+    templates = [rng.integers(1000 * (t + 1), 1000 * (t + 2), size=64).tolist() for t in range(4)]
+    compiled, python = ChainTable(enabled=True), ChainTable(enabled=True)
+    python._pick = lambda rows, before: ct._pick_batch(rows, python._row_entry, python._row_rid, before)  # type: ignore[method-assign]
+    python._to_read = lambda reqs, rows, gens: ct._requests_at(  # type: ignore[method-assign]
+        reqs, (python._row_gen[rows] != gens).nonzero()[0], rows, gens
+    )
+    batches = [RunningBatch(h), RunningBatch(h)]
+    live: list[int] = []
+    pool = h.req_to_token_pool
+    for step_no in range(80):
+        for _ in range(int(rng.integers(0, 4)) if len(live) < 30 else 0):
+            t = templates[int(rng.integers(0, len(templates)))]
+            own = rng.integers(9000, 9999, size=int(rng.integers(1, 9))).tolist()
+            h.add_request(t[: int(rng.integers(4, 64))] + own)
+            live.append(len(h.reqs) - 1)
+        for _ in range(int(rng.integers(0, 3)) if len(live) > 4 else 0):  # finishes; their rows go to later arrivals
+            pool.free(h.reqs[live.pop(int(rng.integers(0, len(live))))])
+        if rng.random() < 0.1:
+            rng.shuffle(live)
+        h.decode(steps=1, only=live)
+        relist = rng.random() < 0.3  # a new list for the same requests (a re-caching that moved nothing, or did)
+        for rb, table in zip(batches, (compiled, python), strict=True):
+            if rb.live != live or relist:
+                rb.set(live)
+            rb.publish(table)
+        assert table_state(compiled) == table_state(python), step_no
+    assert compiled.by_rows > 20 and compiled.by_rows == python.by_rows

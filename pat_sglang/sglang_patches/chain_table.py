@@ -43,12 +43,14 @@ from typing import Any
 
 import numpy as np
 
+from pat_sglang import host_core
 from pat_sglang.planner import copy_with, same_ints
 
 # (node id, data pointer, length) per node from ``last_node`` up: changes whenever the chain does. A
 # split gives the upper half a new id and shrinks the lower half, and nodes a running request holds are
 # locked against eviction, so an unchanged signature means unchanged slots.
 Signature = tuple[tuple[int, int, int], ...]
+_TOKENS = operator.itemgetter(2)  # a signature item's tokens
 _EMPTY = np.zeros(0, dtype=np.int64)
 _EMPTY.setflags(write=False)
 _FEW = 16  # rows up to which a per-row Python loop costs less than making an array of them
@@ -93,12 +95,11 @@ class ChainEntry:
     def __post_init__(self) -> None:
         sig = self.signature
         table = np.fromiter(itertools.chain.from_iterable(reversed(sig)), np.int64, 3 * len(sig)).reshape(-1, 3)
-        keys, lengths = table[:, 0], table[:, 2]
-        keys.setflags(write=False)
-        lengths.setflags(write=False)
-        object.__setattr__(self, "keys", keys)
-        object.__setattr__(self, "lengths", lengths)
-        object.__setattr__(self, "cached_len", sum(tokens for _, _, tokens in self.signature))
+        table.setflags(write=False)  # its column views below are then read-only too (one call instead of two)
+        put = object.__setattr__
+        put(self, "keys", table[:, 0])
+        put(self, "lengths", table[:, 2])
+        put(self, "cached_len", sum(map(_TOKENS, sig)))
 
     @classmethod
     def with_arrays(
@@ -287,8 +288,9 @@ class _Snapshot:
 
 
 def _absent(entries: tuple) -> int:
-    """How many of ``entries`` are None, by identity (``None in entries`` calls ``ChainEntry.__eq__`` per entry)."""
-    return sum(map(operator.is_, entries, itertools.repeat(None)))
+    """How many of ``entries`` are None. Not ``entries.count(None)``, which calls ``ChainEntry.__eq__`` per entry:
+    an entry is always true (no ``__bool__`` or ``__len__``), so ``filter`` drops exactly the Nones in one C loop."""
+    return len(entries) - len(tuple(filter(None, entries)))
 
 
 _VALUE = operator.attrgetter("value")
@@ -327,9 +329,12 @@ class _RowPaths:
         self._room(rows, 1)
 
     def set(self, row: int, entry: ChainEntry) -> None:
-        d = entry.keys.shape[0]
-        self._room(row + 1, d)
-        self.keys[row, :d] = entry.keys
+        d = len(entry.signature)
+        keys = self.keys
+        if row >= keys.shape[0] or d > keys.shape[1]:  # (checked here: a call to ``_room`` per entry costs more)
+            self._room(row + 1, d)
+            keys = self.keys
+        keys[row, :d] = entry.keys
         self.lengths[row, :d] = entry.lengths
         self.depth[row] = d
         self.cached[row] = entry.cached_len
@@ -521,6 +526,10 @@ class ChainTable:
     _row_rid: list = field(default_factory=list, repr=False)
     _row_entry: list = field(default_factory=list, repr=False)
     _rows_of_node: dict[int, set[int]] = field(default_factory=dict, repr=False)  # radix node id -> rows through it
+    # row -> a stamp, scratch of the compiled ``_pick_batch`` (``host_core.loaded_batch``): each call marks rows with
+    # the two stamps after ``_mark_stamp`` and moves it on by 2, so no slot ever holds a stamp still to come
+    _row_mark: np.ndarray = field(default_factory=lambda: np.full(0, -1, dtype=np.int64), repr=False)
+    _mark_stamp: int = field(default=0, repr=False)
     _row_paths: _RowPaths = field(default_factory=_RowPaths, repr=False)  # each row's entry as arrays
     _tally: _Tally = field(default_factory=_Tally, repr=False)  # distinct cached tokens of the last published batch
     # References to the objects of batches a wave replaced, dropped a few per call (``retire``, ``release``).
@@ -700,25 +709,24 @@ class ChainTable:
             # rows to read whatever their generation: marked as read for no generation (read again later if not in
             # this batch: never wrong, at most one extra read)
             self._mark_unread(hit.union(recached_rows))
-            todo = (self._row_gen[rows] != gens).nonzero()[0]
-            read = _requests_at(reqs, todo, rows, gens)
+            read = self._to_read(reqs, rows, gens)
             if read is None:  # rows and requests out of step: read everything
                 return False
-            rows_list = rows.tolist()
-            now = set(rows_list)
-            for idx in hit.difference(now):  # rows outside this batch: stale, read when they return
-                self._pop_entry(idx)
+            if hit:
+                for idx in hit.difference(rows.tolist()):  # rows outside this batch: stale, read when they return
+                    self._pop_entry(idx)
             memo: dict[int, Signature | None] = {}
             changed = self._read_rows(read, root, memo)
             self._set_entries(new_entries(changed))
             self.published += len(changed)
             self.by_rows += 1
-            if len(rows_list) > 1:  # one itemgetter over the rows gives both tuples (of one row: the item itself)
-                pick = operator.itemgetter(*rows_list)
-                batch_entries, rids = pick(self._row_entry), pick(self._row_rid)
-            else:
-                batch_entries, rids = (self._row_entry[rows_list[0]],), (self._row_rid[rows_list[0]],)
             last = snap.batch
+            before = self._tally.by_row
+            wave = is_wave(len(changed), rows.shape[0])
+            # the tally holds the last batch's rows (a wave is counted afresh): it can move by the change
+            moving = not wave and len(before) == last.rows.shape[0]
+            rows = rows.copy()  # (C-contiguous, as the compiled pick needs; kept by the batch)
+            batch_entries, rids, absent, joined, left = self._pick(rows, before if moving else None)
             if (
                 not changed
                 and last.entries is not None
@@ -731,36 +739,56 @@ class ChainTable:
                 self._snap = _rows_snapshot(root, last, splits, reqs, recached)
                 self._republish(self._snap, seq_lens)
                 return True
-            rows = rows.copy()
             gens = gens.copy()
             serial = self.batch.serial + 1 if self.batch is not None else 0
             cached = self._row_paths.cached[rows]  # (``_row_room`` made room for the rows)
             for a in (rows, cached, gens):
                 a.setflags(write=False)
-            before = self._tally.by_row
             moves = None
-            wave = is_wave(len(changed), len(rows_list))
             if wave:
                 self.retire(snap)
-            elif len(before) == last.rows.shape[0]:  # the tally holds the last batch's rows: it can move by the change
+            elif moving:
                 get = self.entries.get
-                touched = [(r, get(r)) for r in itertools.chain(now.difference(before), (t[0] for t in read))]
-                moves = (before.keys() - now, touched)
-            distinct, paths = self._tally_of(rows, rows_list, batch_entries, len(changed), moves)
-            self.batch = PublishedBatch(rows, rids, serial, batch_entries, cached, gens, _absent(batch_entries),
+                touched = [(r, get(r)) for r in itertools.chain(joined, (t[0] for t in read))]
+                moves = (left, touched)
+            distinct, paths = self._tally_of(rows, None, batch_entries, len(changed), moves)
+            self.batch = PublishedBatch(rows, rids, serial, batch_entries, cached, gens, absent,
                                         seq_lens, distinct, paths, self._tally, self._tally.version)
             self._snap = _rows_snapshot(root, self.batch, splits, reqs, recached)
         return True
 
+    def _to_read(self, reqs: list, rows: np.ndarray, gens: np.ndarray) -> list[tuple[int, Hashable, int, Any]] | None:
+        """(row, rid, generation, last node) of the requests of the batch whose row was last read for another
+        generation (``_requests_at``), found in one compiled pass where it can be (under the lock, room made for the
+        rows); None if a request's ``req_pool_idx`` is not its row."""
+        core = host_core.loaded_batch()
+        if core is not None and type(reqs) is list:  # (the compiled pass indexes a list in place)
+            return core.rows_to_read(rows, gens, self._row_gen, reqs)
+        return _requests_at(reqs, (self._row_gen[rows] != gens).nonzero()[0], rows, gens)
+
+    def _pick(self, rows: np.ndarray, before: dict | None) -> tuple[tuple, tuple, int, Iterable[int], Iterable[int]]:
+        """``_pick_batch`` of the batch ``rows`` (C-contiguous int64, room made for them) over the table's per-row
+        lists, compiled where it can be (under the lock)."""
+        core = host_core.loaded_batch()
+        if core is None:
+            return _pick_batch(rows, self._row_entry, self._row_rid, before)
+        self._mark_stamp += 2
+        return core.pick_batch(rows, self._row_entry, self._row_rid, before, self._row_mark, self._mark_stamp)
+
     def _tally_of(
-        self, rows: np.ndarray, rows_list: list[int], entries: tuple, changed: int,
+        self, rows: np.ndarray, rows_list: list[int] | None, entries: tuple, changed: int,
         moves: tuple[Iterable[int], list[tuple[int, ChainEntry | None]]] | None,
     ) -> tuple[int, _LazyPaths]:
         """The batch's distinct cached tokens (moving ``_tally`` to it) and its lazy paths (under the lock, after its
-        entries were written). ``changed``: how many of its rows got a new entry; ``moves``: (rows that left, rows
-        touched with their entries) when the tally can move by the change alone. A wave (``is_wave``) is counted afresh
-        from the batch's paths, which its ``_LazyPaths`` then keeps."""
+        entries were written). ``rows_list``: ``rows.tolist()``, or None to make it where it is needed. ``changed``:
+        how many of its rows got a new entry; ``moves``: (rows that left, rows touched with their entries) when the
+        tally can move by the change alone. A wave (``is_wave``) is counted afresh from the batch's paths, which its
+        ``_LazyPaths`` then keeps."""
         tally = self._tally
+        if moves is not None and not is_wave(changed, rows.shape[0]):
+            return tally.update_changes(*moves), _LazyPaths(self._row_paths, rows, entries, self.lock)
+        if rows_list is None:
+            rows_list = rows.tolist()
         if is_wave(changed, len(rows_list)) and len(set(rows_list)) == len(rows_list):
             value = self._row_paths.paths(rows)
             return tally.rebuild(rows_list, entries, value[1], value[2]), _LazyPaths(
@@ -851,6 +879,9 @@ class ChainTable:
         grown = np.full(size, -1, dtype=np.int64)
         grown[:have] = self._row_gen
         self._row_gen = grown
+        mark = np.full(size, -1, dtype=np.int64)
+        mark[: self._row_mark.shape[0]] = self._row_mark
+        self._row_mark = mark
         self._row_rid.extend([None] * (size - len(self._row_rid)))
         self._row_entry.extend([None] * (size - len(self._row_entry)))
         self._row_paths.room(size)
@@ -1019,6 +1050,7 @@ class ChainTable:
             self.entries.clear()
             self._read_as.clear()
             self._row_gen = np.full(0, -1, dtype=np.int64)
+            self._row_mark = np.full(0, -1, dtype=np.int64)
             self._row_rid = []
             self._row_entry = []
             self._rows_of_node.clear()
@@ -1027,6 +1059,26 @@ class ChainTable:
             self._retired = []
             self.published = 0
             self.batch = None
+
+
+def _pick_batch(
+    rows: np.ndarray, row_entry: list, row_rid: list, before: dict | None
+) -> tuple[tuple, tuple, int, Iterable[int], Iterable[int]]:
+    """(entries, request ids, absent, joined, left) of the batch ``rows`` (int64, each a row of the per-row lists):
+    its rows' entries and request ids as tuples in batch order, how many of the entries are None, and, against the
+    last batch's rows (the keys of ``before``), the rows that joined and those that left (empty where ``before`` is
+    None). The contract of ``kernels/host_batch.c`` ``pat_pick_batch`` (which gives joined and left as lists, in
+    another order), its fallback and reference."""
+    rows_list = rows.tolist()
+    if len(rows_list) > 1:  # one itemgetter over the rows gives both tuples (of one row: the item itself)
+        pick = operator.itemgetter(*rows_list)
+        entries, rids = pick(row_entry), pick(row_rid)
+    else:
+        entries, rids = (row_entry[rows_list[0]],), (row_rid[rows_list[0]],)
+    if before is None:
+        return entries, rids, _absent(entries), (), ()
+    now = set(rows_list)
+    return entries, rids, _absent(entries), now.difference(before), before.keys() - now
 
 
 def _distinct(read: Sequence[tuple]) -> bool:
