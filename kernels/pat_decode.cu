@@ -27,7 +27,10 @@
 //   Tiling. The item's tile m (16..16*PAT_WARPS, chosen per item by the planner) sets the warp layout at
 //   run time: ROW_WARPS = m/16 warps each own 16 query rows; KV_WARPS = min(PAT_WARPS/ROW_WARPS,
 //   KV_TILE/16) warps split every KV tile's columns between them. All warps load; warps beyond
-//   ROW_WARPS*KV_WARPS only load. Each layout is one template instantiation behind a switch on the item's
+//   ROW_WARPS*KV_WARPS only load, except on 16-row items of at least GROUP_MIN_TILES 16-token tiles (tile_group_loop):
+//   there warp g of the first GROUP_TILES computes tile t + g of each group of tiles behind one barrier, through the
+//   deeper pipeline that the Q rows such an item leaves unused make room for. Each layout is one template
+//   instantiation behind a switch on the item's
 //   tile m. CTAs of one item's KV heads are adjacent in the grid, so they read the neighbouring head rows
 //   of each token at about the same time.
 //   KV streams through shared memory in tiles of KV_TILE tokens, STAGES deep (STAGES-1 tiles in flight
@@ -458,6 +461,13 @@ struct KvLoader {
 constexpr unsigned STAGE_BYTES = KV_TILE * HEAD_DIM * KV_ELEM_BYTES;
 constexpr unsigned V_STAGES_BYTES = STAGES * STAGE_BYTES;  // sv - sk
 static_assert(SMEM_KV_ELEMS * KV_ELEM_BYTES == V_STAGES_BYTES, "V's stages follow K's");
+// Stages of an item on tile_group_loop (16-bit pools): its TILE_M-row Q tile, then as many K and V stages as the
+// main region holds past it, so 16- and 32-row items take the rows of the 64-row Q tile they leave unused as deeper
+// KV pipelines (d128: 5 stages where 64-row items have 4).
+template <int TILE_M>
+__device__ constexpr int tile_group_stages() {
+    return (SMEM_Q_ELEMS * 2 + 2 * SMEM_KV_ELEMS * KV_ELEM_BYTES - TILE_M * HEAD_DIM * 2) / (2 * STAGE_BYTES);
+}
 
 template <bool WG>
 __device__ __forceinline__ KvLoader kv_loader(const PatForwardParams& p, const kv_t* sk, int kvh) {
@@ -476,7 +486,7 @@ __device__ __forceinline__ KvLoader kv_loader(const PatForwardParams& p, const k
 
 // Gather this thread's chunks of its row of one KV tile into stage `stage`, K and V (zero-filled past the end, the
 // address then the pool's first row, never read; CTA-wide loader: every thread of the CTA takes part).
-template <bool WG>
+template <bool WG, unsigned V_OFF = V_STAGES_BYTES>  // V_OFF: bytes from K's stages to V's (sv - sk)
 __device__ __forceinline__ void load_kv_row(const KvLoader& l, int stage, int slot) {
     const bool valid = slot >= 0;
     const unsigned long long off = (unsigned long long)(unsigned)(valid ? slot : 0) * (unsigned)l.slot_bytes;
@@ -486,7 +496,7 @@ __device__ __forceinline__ void load_kv_row(const KvLoader& l, int stage, int sl
     for (int i = 0; i < CHUNKS_PER_THREAD; ++i) {
         const unsigned dst = l.k_smem[i] + stage * stage_bytes<WG>();
         cp_async_16_at(dst, k + i * THREADS_PER_ROW * 16, valid);
-        cp_async_16_at(dst + V_STAGES_BYTES, v + i * THREADS_PER_ROW * 16, valid);
+        cp_async_16_at(dst + V_OFF, v + i * THREADS_PER_ROW * 16, valid);
     }
 }
 
@@ -909,6 +919,68 @@ __device__ __forceinline__ void wg_ring_loop(const PatForwardParams& p, const Kv
 }
 #endif
 
+// 16-row items of at least GROUP_MIN_TILES tiles whose KV tile is one 16-column block (16-token tiles, 16-bit pools,
+// mma.sync): G = GROUP_TILES tiles per CTA barrier, warp g computing tile t + g, so G warps stream in parallel where
+// one computed while the others only loaded (the CTAs of private suffixes: one computing warp of four set their rate;
+// H200, d128: long private rows 0.97-0.98x, trees with 256-512-token suffixes 0.92-0.95x; 32-row items and shorter
+// items lost up to 3% with it: docs/perf/kernels/2026-11-30-h200-tile-groups/). The item streams through
+// NS = tile_group_stages<TILE_M>() stages laid out after its own Q rows. Iteration t waits until its G tiles have
+// landed (NS - 2G later ones may still be in flight), passes one CTA barrier (the previous group's G stages are then
+// free), issues the G tiles NS - G ahead into them, and computes. The G column groups'
+// states are combined at the end as the KV_WARPS split's are (write_rows); a warp whose tile is past the end keeps
+// its empty state, which the combine weighs 0.
+constexpr int GROUP_TILES = 2;       // tiles per barrier, one per computing warp
+constexpr int GROUP_MIN_TILES = 16;  // shorter items keep the one-tile loop (their combine would cost more than it saves)
+template <int ROW_WARPS, int G, int NS>
+__device__ __forceinline__ void tile_group_loop(const PatForwardParams& p, int kv_begin, int kv_end, int n_tiles,
+                                                int req_begin, int n_rows, int group, int kvh, elem_t* smem) {
+    constexpr int AHEAD = NS - G;  // tiles issued before the group computed on
+    constexpr int TILE_M = ROW_WARPS * 16;
+    constexpr int STAGE_ELEMS = KV_TILE * HEAD_DIM;
+    constexpr unsigned V_OFF = NS * STAGE_BYTES;
+    static_assert(AHEAD >= G && KV_TILE == 16, "G tiles computed while at least G are in flight, 16 columns each");
+    const elem_t* sq = smem;  // TILE_M rows, then NS K stages, then NS V stages
+    const elem_t* sk = smem + TILE_M * HEAD_DIM;
+    const elem_t* sv = sk + NS * STAGE_ELEMS;
+    const KvLoader loader = kv_loader<false>(p, reinterpret_cast<const kv_t*>(sk), kvh);
+#pragma unroll
+    for (int t = 0; t < AHEAD; ++t) {
+        if (t < n_tiles) load_kv_row<false, V_OFF>(loader, t, row_slot(p, kv_begin + t * KV_TILE, kv_end));
+        cp_async_commit();
+    }
+    int next_slot[G];
+#pragma unroll
+    for (int i = 0; i < G; ++i) next_slot[i] = row_slot(p, kv_begin + (AHEAD + i) * KV_TILE, kv_end);
+    const int warp = threadIdx.x / 32;
+    const bool computes = warp < ROW_WARPS * G;
+    const int rw = warp / G;  // row group
+    const int g = warp % G;   // the tile of each group this warp computes on
+    RowState st;
+    init_rows(st);
+    for (int t = 0; t < n_tiles; t += G) {
+        cp_async_wait<NS - 2 * G>();
+        __syncthreads();
+        if (t == 0) pat_stamp(1);
+#pragma unroll
+        for (int i = 0; i < G; ++i) {
+            const int ahead = t + AHEAD + i;
+            if (ahead < n_tiles) load_kv_row<false, V_OFF>(loader, ahead % NS, next_slot[i]);
+            cp_async_commit();
+            next_slot[i] = row_slot(p, kv_begin + (ahead + G) * KV_TILE, kv_end);
+        }
+        const int tile = t + g;
+        if (computes && tile < n_tiles) {
+            const int stage = tile % NS;
+            attend_block(p, sq, rw, sk + stage * STAGE_ELEMS, sv + stage * STAGE_ELEMS, 0, kv_begin + tile * KV_TILE,
+                         kv_end, st);
+        }
+    }
+    cp_async_wait<0>();  // no copy may land in shared memory after the loop: the combine reuses it
+    __syncthreads();     // ... nor may a warp still read its last tile there
+    pat_stamp(2);
+    write_rows<G, TILE_M>(p, smem, st, computes, rw, g, req_begin, n_rows, group, kvh);
+}
+
 // The CTA-wide loop: all threads load each KV tile, ROW_WARPS x KV_WARPS warps compute on it, one CTA barrier per
 // tile.
 template <int ROW_WARPS>
@@ -922,6 +994,16 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
 #else
     constexpr bool WG = false;
 #endif
+    // Long 16-row items on tile_group_loop (16-bit pools, mma.sync, one 16-column block per tile, stages for G
+    // computed while at least G are in flight).
+    constexpr int GROUP_STAGES = tile_group_stages<TILE_M>();
+#ifdef PAT_KV_FP8
+    constexpr bool TILE_GROUPS = false;  // FP8 tiles are converted one at a time into one 16-bit tile
+#else
+    // (Not beside d64's ring loop: at 6 CTAs per SM, 80 registers, the build with both spills.)
+    constexpr bool TILE_GROUPS = !WG && ROW_WARPS == 1 && KV_TILE == 16 && PAT_WARPS >= GROUP_TILES &&
+                                 GROUP_STAGES >= 2 * GROUP_TILES && !(PAT_WG_RING && HEAD_DIM == 64);
+#endif
 
     const auto [kv_begin, kv_end, req_begin, n_rows, group] = read_item(p, item);
 
@@ -934,6 +1016,14 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
 #endif
 
     load_q_rows<TILE_M, WG>(p, sq, req_begin, n_rows, group, kvh);
+    if constexpr (TILE_GROUPS) {
+        const int n_group_tiles = (kv_end - kv_begin + KV_TILE - 1) / KV_TILE;
+        if (n_group_tiles >= GROUP_MIN_TILES) {
+            tile_group_loop<ROW_WARPS, GROUP_TILES, GROUP_STAGES>(p, kv_begin, kv_end, n_group_tiles, req_begin,
+                                                                  n_rows, group, kvh, smem);
+            return;
+        }
+    }
     // Prologue: the first STAGES-1 tiles go out at once (group 0 also carries Q). Every iteration commits
     // exactly one group (possibly empty) after its wait, so at iteration t's wait tiles 0..t+STAGES-2 are committed
     // and "tile t has landed" is wait_group<STAGES-2>.

@@ -15,7 +15,9 @@ from gpu_checks import GPU_ONLY, assert_written_and_close, capture, seed_counter
 
 import pat_sglang
 from pat_sglang.config import DeviceSpec, HeadConfig
+from pat_sglang.forest import PrefixForest
 from pat_sglang.kernels import KernelTune, launch_plan
+from pat_sglang.planner import ITEM_KV_BEGIN, ITEM_KV_END, ITEM_TILE_M, PackPlan, plan_forest
 from pat_sglang.reference import naive_decode
 from pat_sglang.workloads import DecodeBatch, Tree, layout_tree, make_qkv, random_tree, tree_batch
 
@@ -26,12 +28,14 @@ _next_seed = seed_counter(1000)
 
 
 def check_batch(batch: DecodeBatch, num_q_heads: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype,
-                tune: KernelTune | None = None) -> None:
-    """``tune``: a kernel build other than the tile table's (launched through ``kernels.launch_plan``)."""
+                tune: KernelTune | None = None, split_tokens: int | None = None) -> PackPlan:
+    """``tune``: a kernel build other than the tile table's (launched through ``kernels.launch_plan``);
+    ``split_tokens``: the plan's KV split length instead of the cost model's choice. Returns the plan checked."""
     seed = _next_seed()
     q, k, v = make_qkv(batch.batch, num_q_heads, num_kv_heads, head_dim, batch.num_slots, dtype, "cuda", seed=seed)
     heads = HeadConfig(num_q_heads, num_kv_heads, head_dim, dtype)
-    plan = pat_sglang.plan(batch.kv_indptr, batch.kv_indices, heads, DeviceSpec.from_torch(q.device))
+    plan = plan_forest(PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices), heads,
+                       DeviceSpec.from_torch(q.device), split_tokens=split_tokens)
     out = torch.full_like(q, float("nan"))
     if tune is None:
         res = pat_sglang.run(plan.to("cuda"), q, k, v, out=out)
@@ -41,6 +45,7 @@ def check_batch(batch: DecodeBatch, num_q_heads: int, num_kv_heads: int, head_di
     assert res.data_ptr() == out.data_ptr()
     scale = 1.0 / math.sqrt(head_dim)
     assert_written_and_close(out, naive_decode(q.cpu(), k.cpu(), v.cpu(), batch.kv_indptr, batch.kv_indices, scale))
+    return plan
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -82,6 +87,33 @@ def test_no_sharing(dtype: torch.dtype, page_size: int) -> None:
     rng = np.random.default_rng(_next_seed())
     ragged = Tree([-1] * 40, [int(x) for x in rng.integers(1, 3000, 40)], list(range(40)))
     check_batch(layout_tree(ragged, page_size, rng), 32, 8, 128, dtype)
+
+
+# The forward's tile-group loop (kernels/pat_decode.cu tile_group_loop): a 16-row item of at least this many 16-token
+# tiles has two computing warps, each on every other tile, their states combined at the end.
+GROUP_MIN_TILES = 16
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("heads", [(32, 8), (64, 8), (32, 32)])
+@pytest.mark.parametrize("page_size", [1, 16])
+def test_long_private_items_on_two_computing_warps(dtype: torch.dtype, head_dim: int, heads: tuple[int, int],
+                                                   page_size: int) -> None:
+    """Private leaves under a shared prefix with lengths around the tile-group threshold: even and odd tile counts
+    (an odd count leaves the second warp without a tile in the last group), partial last tiles, items just below."""
+    lengths = [239, 240, 255, 256, 257, 271, 272, 273, 288, 289, 300, 511, 777, 1000]
+    tree = Tree([-1] + [0] * len(lengths), [512, *lengths], list(range(1, len(lengths) + 1)))
+    for split_tokens in (None, 4096):  # the cost model's splits, and every private leaf one item
+        plan = check_batch(layout_tree(tree, page_size, _next_seed()), heads[0], heads[1], head_dim, dtype,
+                           split_tokens=split_tokens)
+    items = plan.items.cpu().numpy()
+    kv_tile = 16  # the H200 table's KV tile at head dims 64 and 128 (configs/tiles/sm90.json)
+    tiles = (items[:, ITEM_KV_END] - items[:, ITEM_KV_BEGIN] + kv_tile - 1) // kv_tile
+    grouped = tiles[items[:, ITEM_TILE_M] == 16]
+    assert (grouped >= GROUP_MIN_TILES).any() and (grouped[grouped >= GROUP_MIN_TILES] % 2 == 1).any(), \
+        "the plan must hold 16-row items on the tile-group loop, odd tile counts among them"
+    assert (grouped < GROUP_MIN_TILES).any(), "and 16-row items just below the threshold"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
