@@ -1,13 +1,13 @@
 /* A published decode batch's per-request tuples and its change against the last batch, compiled for the host
-   (pat_sglang/host_core.py loads it with ctypes.PyDLL: these functions hold the interpreter lock and use the CPython
-   API, unlike host_simulate.c and host_rows.c).
+   (pat_sglang/host_core.py loads it with ctypes.PyDLL: its call holds the interpreter lock and uses the CPython API,
+   unlike those of host_simulate.c and host_rows.c).
 
    Role in pack-forward-merge: part of *pack*, the scheduler-side publisher (pat_sglang/sglang_patches/chain_table.py,
    ChainTable.publish_rows). A changed decode batch of 256 requests cost ~105 us of publishing before any request was
-   read, on the project's 2-core VM: about ten C-level passes over the batch (the rows as a list and a set, the
+   read, on the project's 2-core VM, much of it in six C-level passes over the batch (the rows as a list and a set, the
    entries' and request ids' tuples, the rows that joined and left as set differences, the absent entries), each a few
-   microseconds and more when it runs cold between two decode steps. Here they are one pass over the rows and one over
-   the last batch's rows.
+   microseconds and more when it runs cold between two decode steps. Here they are four loops in one call, with no
+   list, set or int object made for the rows that did not change.
 
    pat_pick_batch(rows, row_entry, row_rid, before, mark, stamp): rows is an int64 buffer (the batch's pool rows, in
    batch order, each < len(mark)); row_entry and row_rid are lists indexed by row (every row < their length); before
@@ -16,14 +16,7 @@
    rids, absent, joined, left): the tuples of row_entry[r] and row_rid[r] over rows, how many of those entries are
    None, the rows of the batch that are not keys of before (each once) and the keys of before that are not rows of
    the batch; joined and left are empty lists where before is None. The Python version is chain_table._pick_batch
-   (joined and left are sets there, as lists in another order).
-
-   pat_rows_to_read(rows, gens, row_gen, reqs): rows and gens are int64 buffers of len(reqs) (the batch's pool rows
-   and their generations, in the order of the list reqs), row_gen an int64 buffer with every row < its length (the
-   generation each row was last read for). Returns the (row, rid, generation, last node) of each request whose row was
-   last read for another generation, in batch order, the request's rid and last_node attributes; None if one of those
-   requests' req_pool_idx is not its row (all of theirs read and compared before any other attribute). The Python
-   version is chain_table._requests_at over the rows where row_gen[rows] != gens. */
+   (joined and left are sets there, as lists in another order). */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -131,90 +124,6 @@ done:
     Py_XDECREF(joined);
     Py_XDECREF(left);
     PyBuffer_Release(&mark_buf);
-    PyBuffer_Release(&rows_buf);
-    return result;
-}
-
-/* Buffer of n int64 items (C-contiguous), or -1 with an exception set. */
-static int int64_buffer(PyObject *obj, Py_buffer *buf, Py_ssize_t n, const char *what) {
-    if (PyObject_GetBuffer(obj, buf, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
-    if (buf->itemsize != 8 || (n >= 0 && buf->len != n * 8)) {
-        PyBuffer_Release(buf);
-        PyErr_Format(PyExc_TypeError, "pat_rows_to_read: %s must be int64 of the batch's length", what);
-        return -1;
-    }
-    return 0;
-}
-
-PyObject *pat_rows_to_read(PyObject *rows_obj, PyObject *gens_obj, PyObject *row_gen_obj, PyObject *reqs) {
-    if (!PyList_Check(reqs)) {
-        PyErr_SetString(PyExc_TypeError, "pat_rows_to_read: reqs must be a list");
-        return NULL;
-    }
-    const Py_ssize_t n = PyList_GET_SIZE(reqs);
-    Py_buffer rows_buf, gens_buf, gen_buf;
-    if (int64_buffer(rows_obj, &rows_buf, n, "rows") < 0) return NULL;
-    if (int64_buffer(gens_obj, &gens_buf, n, "gens") < 0) {
-        PyBuffer_Release(&rows_buf);
-        return NULL;
-    }
-    if (int64_buffer(row_gen_obj, &gen_buf, -1, "row_gen") < 0) {
-        PyBuffer_Release(&gens_buf);
-        PyBuffer_Release(&rows_buf);
-        return NULL;
-    }
-    const int64_t *rows = (const int64_t *)rows_buf.buf, *gens = (const int64_t *)gens_buf.buf;
-    const int64_t *row_gen = (const int64_t *)gen_buf.buf;
-    const int64_t slots = (int64_t)(gen_buf.len / 8);
-    PyObject *out = PyList_New(0), *result = NULL;
-    int mismatch = 0;
-    if (out == NULL) goto done;
-    /* first pass: the positions to read (appended as ints), each request's pool index checked against its row */
-    for (Py_ssize_t i = 0; i < n; i++) {
-        const int64_t r = rows[i];
-        if (r < 0 || r >= slots) {
-            PyErr_SetString(PyExc_IndexError, "pat_rows_to_read: a row outside row_gen");
-            goto done;
-        }
-        if (row_gen[r] == gens[i]) continue;
-        PyObject *idx = PyObject_GetAttrString(PyList_GET_ITEM(reqs, i), "req_pool_idx");
-        if (idx == NULL) goto done;
-        PyObject *row = PyLong_FromLongLong(r);
-        const int same = row == NULL ? -1 : PyObject_RichCompareBool(idx, row, Py_EQ);
-        Py_DECREF(idx);
-        Py_XDECREF(row);
-        if (same < 0) goto done;
-        mismatch |= !same;
-        if (append_row(out, (int64_t)i) < 0) goto done;
-    }
-    if (mismatch) {
-        result = Py_None;
-        Py_INCREF(result);
-        goto done;
-    }
-    /* second pass: each position's (row, rid, generation, last node), in place */
-    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(out); k++) {
-        const Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(out, k));
-        PyObject *req = PyList_GET_ITEM(reqs, i);
-        PyObject *rid = PyObject_GetAttrString(req, "rid");
-        if (rid == NULL) goto done;
-        PyObject *node = PyObject_GetAttrString(req, "last_node");
-        if (node == NULL) {
-            Py_DECREF(rid);
-            goto done;
-        }
-        PyObject *item = Py_BuildValue("(LOLO)", (long long)rows[i], rid, (long long)gens[i], node);
-        Py_DECREF(rid);
-        Py_DECREF(node);
-        if (item == NULL) goto done;
-        PyList_SetItem(out, k, item); /* steals item, drops the position */
-    }
-    result = out;
-    out = NULL;
-done:
-    Py_XDECREF(out);
-    PyBuffer_Release(&gen_buf);
-    PyBuffer_Release(&gens_buf);
     PyBuffer_Release(&rows_buf);
     return result;
 }

@@ -311,38 +311,3 @@ def test_pick_batch_refuses_rows_it_cannot_index() -> None:
     with pytest.raises(TypeError):  # not int64
         picker.pick_batch(np.array([1], np.int32), [None] * 3, ["a"] * 3, {}, mark, 6)
 
-
-class _Req:
-    """A request as the publisher reads it: its row, id and last radix node."""
-
-    def __init__(self, row: object, rid: str, node: object) -> None:
-        self.req_pool_idx, self.rid, self.last_node = row, rid, node
-
-
-@pytest.mark.parametrize("seed", range(40))
-def test_rows_to_read_equals_the_python_one(seed: int) -> None:
-    """``kernels/host_batch.c`` ``pat_rows_to_read`` gives ``chain_table._requests_at`` over the rows whose generation
-    moved: the same (row, rid, generation, last node) tuples in batch order (the very rid and node objects), and None
-    where a request to read is not in its row (numpy and Python ints alike)."""
-    from pat_sglang.sglang_patches.chain_table import _requests_at
-
-    picker = host_core.loaded_batch()
-    assert picker is not None, "the compiled publisher piece did not load"
-    rng = np.random.default_rng(seed)
-    size = int(rng.integers(1, 300))
-    row_gen = rng.integers(-2, 4, size=size).astype(np.int64)
-    rows = rng.choice(size, size=int(rng.integers(1, size + 1)), replace=False).astype(np.int64)
-    gens = np.where(rng.random(rows.shape[0]) < 0.1, row_gen[rows] + 1, row_gen[rows]).astype(np.int64)
-    reqs = [_Req(np.int64(r) if rng.random() < 0.3 else int(r), f"r{r}", object()) for r in rows.tolist()]
-    if rng.random() < 0.3:  # a request in another row than the batch says
-        i = int(rng.integers(0, len(reqs)))
-        reqs[i].req_pool_idx = int(rows[i]) + 1
-    want = _requests_at(reqs, (row_gen[rows] != gens).nonzero()[0], rows, gens)
-    got = picker.rows_to_read(rows, gens, row_gen, reqs)
-    if want is None:
-        assert got is None
-        return
-    assert got is not None and len(got) == len(want)
-    for g, w in zip(got, want, strict=True):
-        assert g[0] == w[0] and g[2] == w[2] and type(g[0]) is int and type(g[2]) is int
-        assert g[1] is w[1] and g[3] is w[3]

@@ -365,11 +365,10 @@ def test_a_chain_that_cannot_be_read_is_published_as_absent(counters) -> None:
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_compiled_batch_pick_leaves_the_python_state(counters, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``publish_rows`` with the compiled passes over the batch (``kernels/host_batch.c``: the rows to read, the
-    batch's tuples and change) and with their Python versions (``chain_table._requests_at``, ``_pick_batch``), fed the
-    same random steps (arrivals splitting radix nodes, finishes whose rows are reused, reorders, unchanged steps):
-    after every step the two tables hold the same state, published batch, tally (node counts, distinct tokens, rows)
-    and node index included."""
+    """``publish_rows`` with the compiled pass over the batch (``kernels/host_batch.c``: the batch's tuples and
+    change) and with its Python version (``chain_table._pick_batch``), fed the same random steps (arrivals splitting
+    radix nodes, finishes whose rows are reused, reorders, unchanged steps): after every step the two tables hold the
+    same state, published batch, tally (node counts, distinct tokens, rows) and node index included."""
     from pat_sglang import host_core
 
     monkeypatch.delenv(host_core.DISABLE_ENV, raising=False)  # compiled here even where the suite turns it off
@@ -391,9 +390,6 @@ def _compare_compiled_and_python(seed: int) -> None:
     templates = [rng.integers(1000 * (t + 1), 1000 * (t + 2), size=64).tolist() for t in range(4)]
     compiled, python = ChainTable(enabled=True), ChainTable(enabled=True)
     python._pick = lambda rows, before: ct._pick_batch(rows, python._row_entry, python._row_rid, before)  # type: ignore[method-assign]
-    python._to_read = lambda reqs, rows, gens: ct._requests_at(  # type: ignore[method-assign]
-        reqs, (python._row_gen[rows] != gens).nonzero()[0], rows, gens
-    )
     batches = [RunningBatch(h), RunningBatch(h)]
     live: list[int] = []
     pool = h.req_to_token_pool

@@ -709,7 +709,8 @@ class ChainTable:
             # rows to read whatever their generation: marked as read for no generation (read again later if not in
             # this batch: never wrong, at most one extra read)
             self._mark_unread(hit.union(recached_rows))
-            read = self._to_read(reqs, rows, gens)
+            todo = (self._row_gen[rows] != gens).nonzero()[0]
+            read = _requests_at(reqs, todo, rows, gens)
             if read is None:  # rows and requests out of step: read everything
                 return False
             if hit:
@@ -756,15 +757,6 @@ class ChainTable:
                                         seq_lens, distinct, paths, self._tally, self._tally.version)
             self._snap = _rows_snapshot(root, self.batch, splits, reqs, recached)
         return True
-
-    def _to_read(self, reqs: list, rows: np.ndarray, gens: np.ndarray) -> list[tuple[int, Hashable, int, Any]] | None:
-        """(row, rid, generation, last node) of the requests of the batch whose row was last read for another
-        generation (``_requests_at``), found in one compiled pass where it can be (under the lock, room made for the
-        rows); None if a request's ``req_pool_idx`` is not its row."""
-        core = host_core.loaded_batch()
-        if core is not None and type(reqs) is list:  # (the compiled pass indexes a list in place)
-            return core.rows_to_read(rows, gens, self._row_gen, reqs)
-        return _requests_at(reqs, (self._row_gen[rows] != gens).nonzero()[0], rows, gens)
 
     def _pick(self, rows: np.ndarray, before: dict | None) -> tuple[tuple, tuple, int, Iterable[int], Iterable[int]]:
         """``_pick_batch`` of the batch ``rows`` (C-contiguous int64, room made for them) over the table's per-row
