@@ -124,7 +124,8 @@ def parse_variant(text: str) -> KernelTune:
     warpgroup MMAs (``KernelVariant.wgmma``, sm_90); ``wN`` N warps per CTA instead of the table's (the variant's
     plans then use tile m up to 16 N: ``plan_tiles``; e.g. ``16/3/7/w2``, one computing and one loading warp per
     16-row item at 7 CTAs per SM); ``mN`` plans whose items take tile ms of at least N rows (``m64``: every item on
-    the 64-row path, wgmma with ``wg``; ``TileTable.with_min_tile_m``); ``nN`` (with ``wg``) N KV columns per S block
+    the 64-row path, wgmma with ``wg``; ``m16`` 16-row items at every head dim, d256's private rows included;
+    ``TileTable.with_min_tile_m``); ``nN`` (with ``wg``) N KV columns per S block
     and softmax step of 64-row wgmma items (``KernelVariant.wg_cols``: 16, 32 or 64, a divisor of KVTILE or a
     multiple over the ring layout's stages); SOURCE
     another kernel source file built with the same host contract (e.g. ``git show main:kernels/pat_decode.cu >
@@ -142,7 +143,7 @@ def parse_variant(text: str) -> KernelTune:
     for flag in parts[3:]:
         if flag == "wg" and not wgmma:
             wgmma = True
-        elif flag[:1] == "m" and flag[1:] in ("32", "64", "128") and min_tile_m is None:
+        elif flag[:1] == "m" and flag[1:] in ("16", "32", "64", "128") and min_tile_m is None:
             min_tile_m = int(flag[1:])
         elif flag[:1] == "n" and flag[1:] in ("16", "32", "64") and wg_cols is None:
             wg_cols = int(flag[1:])
@@ -155,8 +156,8 @@ def parse_variant(text: str) -> KernelTune:
                 raise argparse.ArgumentTypeError(f"{usage}: rN takes an integer slack") from None
         else:
             raise argparse.ArgumentTypeError(
-                f"{usage}: unknown flag {flag!r} (warps: w1, w2, w4 or w8; least tile m: m32, m64 or m128; wgmma S "
-                "columns: n16, n32 or n64)")
+                f"{usage}: unknown flag {flag!r} (warps: w1, w2, w4 or w8; least tile m: m16, m32, m64 or m128; "
+                "wgmma S columns: n16, n32 or n64)")
     try:
         kv_tile, stages, ctas = (int(x) for x in parts[:3])
     except ValueError:

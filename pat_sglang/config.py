@@ -196,11 +196,13 @@ class TileTable:
 
     def with_min_tile_m(self, m: int) -> TileTable:
         """This table with only the tile m values of at least ``m`` rows (a sweep's variant, ``KernelTune.min_tile_m``):
-        e.g. 64, every item on the 64-row path (warpgroup MMAs where the build has them), padding rows included."""
+        e.g. 64, every item on the 64-row path (warpgroup MMAs where the build has them), padding rows included. The
+        least tile m holds for every head dim: the table's own per-head-dim ones (``min_tile_m``) are dropped, so 16
+        puts d256's private rows back on 16-row items."""
         tile_ms = tuple(t for t in self.tile_ms if t >= m)
         if not tile_ms:
             raise ValueError(f"no tile m of {self.tile_ms} holds {m} rows")
-        return replace(self, tile_ms=tile_ms)
+        return replace(self, tile_ms=tile_ms, min_tile_m={})
 
     def wg_cols_for(self, head_dim: int, fp8: bool = False) -> int:
         """KV columns per wgmma S block of this head dim's build (16 without wgmma or over FP8 pools)."""

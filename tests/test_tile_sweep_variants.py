@@ -106,6 +106,11 @@ def test_min_tile_m_flag(sweep) -> None:
     indices = torch.randperm(8 * 300, dtype=torch.int32)
     plan = plan_forest(PrefixForest.from_flat(indptr, indices), heads, DeviceSpec(), tiles=tiles)
     assert set(plan.items[:, ITEM_TILE_M].tolist()) == {64}
+    # m16 undoes the table's least tile m for d256 (64: private rows padded to 64-row wgmma items)
+    assert table.for_head_dim(256).tile_ms == (64,)
+    low = sweep.plan_tiles(table, sweep.parse_variant("16/4/2/wg/m16"))
+    plan = plan_forest(PrefixForest.from_flat(indptr, indices), heads, DeviceSpec(), tiles=low)
+    assert set(plan.items[:, ITEM_TILE_M].tolist()) == {16}
     for bad in ("16/4/2/m48", "16/4/2/m64/m64"):
         with pytest.raises(argparse.ArgumentTypeError):
             sweep.parse_variant(bad)
