@@ -64,6 +64,8 @@ def table_state(t: ChainTable) -> dict[str, Any]:
             None if b.seq_lens is None else b.seq_lens.tolist(), b.distinct_cached, [a.tolist() for a in b.paths],
         )
     paths = t._row_paths
+    paths.flush()  # (the single rows' node ids and tokens are written when paths are next gathered)
+    depth = paths.depth.tolist()
     return {
         "entries": {row: entry(e) for row, e in t.entries.items()},
         "read_as": {row: (rid, gen, id(node)) for row, (rid, gen, node) in t._read_as.items()},
@@ -71,8 +73,10 @@ def table_state(t: ChainTable) -> dict[str, Any]:
         "row_rid": list(t._row_rid),
         "row_entry": [entry(e) for e in t._row_entry],
         "rows_of_node": {node: set(rows) for node, rows in t._rows_of_node.items()},
-        "row_paths": (paths.keys.tolist(), paths.lengths.tolist(), paths.depth.tolist(), paths.cached.tolist(),
-                      paths.version),
+        # each row's path up to its depth (the cells past it are not state: nothing reads them), and the shapes
+        "row_paths": ([row[:d] for row, d in zip(paths.keys.tolist(), depth, strict=True)],
+                      [row[:d] for row, d in zip(paths.lengths.tolist(), depth, strict=True)], paths.keys.shape,
+                      depth, paths.cached.tolist(), paths.version),
         "tally": (dict(t._tally.refs), t._tally.total, {row: entry(e) for row, e in t._tally.by_row.items()}),
         "batch": batch,
         "counts": (t.published, t.reused, t.unread, t.by_rows),
@@ -318,6 +322,7 @@ def test_row_paths_set_many_equals_set_in_turn(seed: int) -> None:
         for row, entry in zip(rows, wave.entries, strict=True):
             one.set(row, entry)
         many.set_many(wave)
+        one.flush()  # (``set`` writes a row's node ids and tokens when paths are next gathered)
         for name in ("keys", "lengths", "depth", "cached"):
             assert np.array_equal(getattr(one, name), getattr(many, name)), name
         assert one.version == many.version

@@ -81,9 +81,11 @@ def newest(log: Sequence, n: int) -> list:
 
 @dataclass(frozen=True)
 class ChainEntry:
-    """One request's published path. ``keys``/``lengths`` (int64 node ids and tokens, root first) and
-    ``cached_len`` are made once, with the entry: the backend reads them every step, and (in Python 3.11)
-    ``functools.cached_property`` takes a lock on every read."""
+    """One request's published path. ``cached_len`` is made with the entry; ``keys``/``lengths`` (int64 node ids and
+    tokens, root first, read-only) on first read (``__getattr__``), then kept: most entries are never read as arrays
+    (a batch the gate declines needs only the cached lengths, the forest edit reads its joiners' entries), and their
+    ~6 numpy calls were a fifth of a changed step's per-joiner publishing. Not ``functools.cached_property``: in
+    Python 3.11 it takes a lock on every read."""
 
     rid: Hashable
     generation: int | None  # ReqToTokenPool.req_generation[req_pool_idx] when published; None if unknown
@@ -93,13 +95,19 @@ class ChainEntry:
     cached_len: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "cached_len", sum(map(_TOKENS, self.signature)))
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        """``keys`` and ``lengths``, made from the signature on the first read of either (later reads find them set:
+        Python calls this only for attributes not found)."""
+        if name not in ("keys", "lengths"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         sig = self.signature
         table = np.fromiter(itertools.chain.from_iterable(reversed(sig)), np.int64, 3 * len(sig)).reshape(-1, 3)
-        table.setflags(write=False)  # its column views below are then read-only too (one call instead of two)
-        put = object.__setattr__
-        put(self, "keys", table[:, 0])
-        put(self, "lengths", table[:, 2])
-        put(self, "cached_len", sum(map(_TOKENS, sig)))
+        table.setflags(write=False)  # its column views below are then read-only too
+        object.__setattr__(self, "keys", table[:, 0])
+        object.__setattr__(self, "lengths", table[:, 2])
+        return table[:, 0] if name == "keys" else table[:, 2]
 
     @classmethod
     def with_arrays(
@@ -300,7 +308,13 @@ _PARENT = operator.attrgetter("parent")
 class _RowPaths:
     """Every row's published path as rows of 2-D arrays (node ids, tokens, depth, cached length), written when its
     entry changes, so a batch's flat paths are a few gathers by row instead of one array per request. ``version``
-    counts the writes (a batch's paths gathered later are its own only while it has not moved)."""
+    counts the writes (a batch's paths gathered later are its own only while it has not moved).
+
+    A single row's node ids and tokens are written when paths are next gathered (``_pending``, ``flush``), its depth
+    and cached length at once: a changed step reads the batch's cached lengths, but most never gather its paths (the
+    gate declines the batch, or the forest is edited from the entries), so the two row writes per joiner and the
+    entry's arrays they need (``ChainEntry.__getattr__``) are mostly never made. Cells past a row's depth hold
+    whatever they held (nothing reads them)."""
 
     def __init__(self) -> None:
         self.keys = np.zeros((0, 4), dtype=np.int64)
@@ -308,6 +322,20 @@ class _RowPaths:
         self.depth = np.zeros(0, dtype=np.int64)
         self.cached = np.zeros(0, dtype=np.int64)
         self.version = 0
+        self._pending: dict[int, ChainEntry] = {}  # row -> entry whose node ids and tokens are still to be written
+
+    def flush(self) -> None:
+        """Write the pending rows' node ids and tokens (``set`` made room for them)."""
+        pending = self._pending
+        if not pending:
+            return
+        keys, lengths = self.keys, self.lengths
+        for row, entry in pending.items():
+            d = len(entry.signature)
+            if d:
+                keys[row, :d] = entry.keys
+                lengths[row, :d] = entry.lengths
+        pending.clear()
 
     def _room(self, rows: int, depth: int) -> None:
         have_rows, have_depth = self.keys.shape
@@ -334,8 +362,7 @@ class _RowPaths:
         if row >= keys.shape[0] or d > keys.shape[1]:  # (checked here: a call to ``_room`` per entry costs more)
             self._room(row + 1, d)
             keys = self.keys
-        keys[row, :d] = entry.keys
-        self.lengths[row, :d] = entry.lengths
+        self._pending[row] = entry
         self.depth[row] = d
         self.cached[row] = entry.cached_len
         self.version += 1
@@ -346,6 +373,7 @@ class _RowPaths:
         rows = wave.rows
         if not rows:
             return
+        self.flush()  # (a pending row of the wave would otherwise overwrite the wave's write later)
         have_rows, have_depth = self.keys.shape
         if max(rows) >= have_rows or int(wave.depths.max()) > have_depth:
             for row, d in zip(rows, wave.depths.tolist(), strict=True):
@@ -361,6 +389,7 @@ class _RowPaths:
         self.version += len(rows)
 
     def clear(self, row: int) -> None:
+        self._pending.pop(row, None)
         if row < self.depth.shape[0]:
             self.depth[row] = 0
             self.cached[row] = 0
@@ -379,6 +408,7 @@ class _RowPaths:
         depth = self.depth[rows]
         if not depth.any():
             return _EMPTY, _EMPTY, _EMPTY
+        self.flush()
         on_path = np.arange(self.keys.shape[1]) < depth[:, None]
         req = np.repeat(np.arange(rows.shape[0], dtype=np.int64), depth)
         paths = (req, self.keys[rows][on_path], self.lengths[rows][on_path])
