@@ -151,8 +151,9 @@ class TileTable:
     # warps computing, than as one warp's 16-row mma.sync item
     min_tile_m: dict[int, int] = field(default_factory=dict)
     # head_dim -> KV columns per wgmma S block of its 16-bit-KV build's 64-row items (``KernelVariant.wg_cols``;
-    # 16 where absent, and for FP8 pools)
+    # 16 where absent); FP8-KV builds take the fp8 entry's (16 where absent)
     wg_cols: dict[int, int] = field(default_factory=dict)
+    fp8_wg_cols: dict[int, int] = field(default_factory=dict)
     # for_head_dim's tables, made once; not an init field, so every table (``replace`` included) starts its own
     _per_head_dim: dict[tuple[int, bool], TileTable] = field(default_factory=dict, init=False, compare=False,
                                                               repr=False)
@@ -205,10 +206,10 @@ class TileTable:
         return replace(self, tile_ms=tile_ms, min_tile_m={})
 
     def wg_cols_for(self, head_dim: int, fp8: bool = False) -> int:
-        """KV columns per wgmma S block of this head dim's build (16 without wgmma or over FP8 pools)."""
-        if fp8 or not self.wgmma(head_dim):
+        """KV columns per wgmma S block of this head dim's build (``fp8``: over FP8 pools; 16 without wgmma)."""
+        if not self.wgmma(head_dim, fp8):
             return 16
-        return self.wg_cols.get(head_dim, 16)
+        return (self.fp8_wg_cols if fp8 else self.wg_cols).get(head_dim, 16)
 
     def kv_tile(self, head_dim: int, fp8: bool = False) -> int:
         """KV tokens per shared-memory stage for this head dim (``fp8``: for FP8 pools)."""
@@ -301,15 +302,21 @@ def load_tile_table(arch: str = "sm90") -> TileTable:
             raise ValueError(f"{path}: min_tile_m {m} for head_dim {d}: not one of the table's tile ms {tile_ms} "
                              f"that head dim's {warps.get(d)} warps hold")
     wg_cols = {int(d): int(n) for d, n in data.get("wg_cols", {}).items()}
-    for d, n in wg_cols.items():
-        if d not in wgmma_dims:
-            raise ValueError(f"{path}: wg_cols for head_dim {d}, which has no wgmma build in this table")
-        if not wg_cols_fit(n, kv_tiles[d], stages[d]):
-            raise ValueError(f"{path}: wg_cols {n} for head_dim {d}: S blocks of {WG_COLS_CHOICES} KV columns that "
-                             f"fit its {kv_tiles[d]}-token tiles x {stages[d]} stages")
+    fp8_wg_cols = {int(d): int(n) for d, n in fp8.get("wg_cols", {}).items()}
+    for cols, dims, fp8_pools in ((wg_cols, wgmma_dims, False), (fp8_wg_cols, fp8_wgmma_dims, True)):
+        where = "fp8 " if fp8_pools else ""
+        for d, n in cols.items():
+            if d not in dims:
+                raise ValueError(f"{path}: {where}wg_cols for head_dim {d}, which has no {where}wgmma build in this "
+                                 "table")
+            tile = fp8_tiles.get(d, kv_tiles[d]) if fp8_pools else kv_tiles[d]
+            depth = fp8_stages.get(d, stages[d]) if fp8_pools else stages[d]
+            if not wg_cols_fit(n, tile, depth, fp8_pools):
+                raise ValueError(f"{path}: {where}wg_cols {n} for head_dim {d}: S blocks of {WG_COLS_CHOICES} KV "
+                                 f"columns that fit its {tile}-token tiles x {depth} stages")
     return TileTable(
         tile_ms, kv_tiles, min_ctas, stages, warps, path.name[:-5], fp8_tiles, fp8_stages, wgmma_dims, fp8_wgmma_dims,
-        min_tile_m, wg_cols,
+        min_tile_m, wg_cols, fp8_wg_cols,
     )
 
 

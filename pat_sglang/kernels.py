@@ -726,8 +726,21 @@ _LOG2E = math.log2(math.e)
 _PLAN_TENSORS = ("items", "slot_table", "item_req", "item_dst", "merge_indptr", "merge_partials")
 
 
+def plan_tune(plan: PackPlan, arch: str) -> KernelTune | None:
+    """The build an eager launch of ``plan`` takes where it is not the tile table's: over FP8 pools, a plan without
+    64-row items runs the mma.sync build of a head dim whose table build takes warpgroup MMAs. Its 16- and 32-row
+    items run the same code in both, yet 1.05x slower in the wgmma build (H200, d128 private rows, three runs:
+    docs/perf/kernels/2026-11-30-h200-fp8-wgmma/), which the trees' 64-row items repay (0.82-0.95x). Plans of unknown
+    tile ms (``PlanStats.max_tile_m`` 0) and the backend's static CUDA-graph buffers, which serve every plan of a
+    step with one build, take the table's."""
+    if plan.stats is None or not 0 < plan.stats.max_tile_m < 64 or not plan.heads.kv_fp8:
+        return None
+    return KernelTune(wgmma=False) if KernelVariant.for_config(plan.heads, arch).wgmma else None
+
+
 def plan_launch(plan: PackPlan, device: torch.device, tune: KernelTune | None = None) -> PlanLaunch:
-    """The plan's resolved launch on ``device`` (made on first use, then cached with the plan)."""
+    """The plan's resolved launch on ``device`` (made on first use, then cached with the plan); without ``tune``, the
+    build ``plan_tune`` chooses for it."""
     cache = plan.__dict__.setdefault("_launch", {})
     key = (device, tune)
     launch = cache.get(key)
@@ -737,7 +750,7 @@ def plan_launch(plan: PackPlan, device: torch.device, tune: KernelTune | None = 
     for name in _PLAN_TENSORS:
         if getattr(plan, name).device != device:
             raise ValueError(f"plan.{name} is on {getattr(plan, name).device}, q on {device}: call plan.to(device)")
-    kern = kernels_for(heads, device, tune)
+    kern = kernels_for(heads, device, tune if tune is not None else plan_tune(plan, device_arch(device)))
     if max(plan.tile_ms) > kern.variant.max_tile_m:
         raise ValueError(f"plan uses tile m {max(plan.tile_ms)}; the kernel is built for {kern.variant.max_tile_m}")
     n_part = max(plan.num_partials, 1)

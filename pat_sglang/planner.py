@@ -158,6 +158,7 @@ class PlanStats:
     num_items: int
     num_partials: int
     max_item_tokens: int = 0  # the longest item's KV tokens when planned (open items at the planned lengths)
+    max_tile_m: int = 0  # the largest tile m of its items (0: not known); kernels.plan_tune reads it
 
 
 class _LazyPacks:
@@ -547,6 +548,7 @@ def _plan(
         num_items=num_items,
         num_partials=num_partials,
         max_item_tokens=int(kv_len.max()),
+        max_tile_m=int(items[:, ITEM_TILE_M].max()),
     )
     pack_args = (fa, pack_node, top, pack_tokens, pack_ptr, pack_req, splits, pack_blocks, tiles, group, reqs_per_block)
     infos = _PackBuilder(*pack_args)
@@ -783,6 +785,7 @@ def remade_plan(
         num_items=num_items,
         num_partials=num_partials,
         max_item_tokens=max(int(kv_len.max(initial=0)), max(join_tokens, default=0)),
+        max_tile_m=int(out[:, ITEM_TILE_M].max(initial=0)),
     )
     return PackPlan(
         heads=previous.heads,

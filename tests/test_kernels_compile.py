@@ -13,9 +13,11 @@ from pat_sglang.config import load_tile_table
 from pat_sglang.kernels import (
     CI_ARCHS,
     KernelBuildError,
+    KernelTune,
     KernelVariant,
     all_variants,
     compile_variant,
+    plan_tune,
 )
 
 VARIANTS = [v for arch in CI_ARCHS for v in all_variants(arch)]
@@ -196,6 +198,33 @@ def test_tile_table_refuses_bad_wgmma_entries(tmp_path, monkeypatch, arch: str, 
 def test_tile_table_refuses_bad_wg_cols(tmp_path, monkeypatch, edit: dict) -> None:
     """A ``wg_cols`` entry the head dim's wgmma build cannot run fails at load, not in NVRTC."""
     _assert_table_refused(tmp_path, monkeypatch, "sm90", edit, "wg_cols")
+
+
+_FP8_D128 = {"kv_tile_tokens": {"64": 32, "128": 32}, "stages": {"64": 4, "128": 2}, "wgmma_head_dims": [128]}
+
+
+@pytest.mark.parametrize(
+    "fp8",
+    [
+        {**_FP8_D128, "wg_cols": {"128": 64}},  # wider than the 32-token FP8 tile: FP8 stages have no ring layout
+        {**_FP8_D128, "wg_cols": {"64": 32}},  # no FP8 wgmma build at d64
+        {**_FP8_D128, "wg_cols": {"128": 48}},  # not a block width the kernel builds
+    ],
+)
+def test_tile_table_refuses_bad_fp8_wg_cols(tmp_path, monkeypatch, fp8: dict) -> None:
+    """The fp8 entry's ``wg_cols`` is checked against the FP8 build's own tiles and wgmma head dims."""
+    _assert_table_refused(tmp_path, monkeypatch, "sm90", {"fp8": fp8}, "fp8 wg_cols")
+
+
+def test_fp8_wgmma_build_takes_the_fp8_entrys_wg_cols() -> None:
+    """The shipped table: FP8 d128 builds 64-row items on wgmma over one 32-column block per 32-token FP8 tile; the
+    16-bit build of the same head dim keeps its own entry, and FP8 d64 (no fp8 wgmma entry) stays on mma.sync."""
+    table = load_tile_table("sm90")
+    fp8 = KernelVariant.from_table("sm_90", "bf16", 128, "fp8_e4m3")
+    assert fp8.wgmma and fp8.kv_tile == 32 and fp8.wg_cols == table.wg_cols_for(128, fp8=True) == 32
+    assert KernelVariant.from_table("sm_90", "bf16", 128).wg_cols == table.wg_cols_for(128) == 32
+    d64 = KernelVariant.from_table("sm_90", "bf16", 64, "fp8_e5m2")
+    assert not d64.wgmma and d64.wg_cols == 16
 
 
 @pytest.mark.parametrize("slack", [-1, 8])
@@ -449,3 +478,32 @@ def test_a_failed_wgmma_build_falls_back_to_mma_sync(monkeypatch, caplog) -> Non
     assert len([r for r in caplog.records if "warpgroup-MMA" in r.message]) == 1  # once: the choice is cached
     with pytest.raises(k.KernelBuildError, match="sm_90a"):
         k.kernels_for(heads, device, k.KernelTune(wgmma=True, kv_tile=32))
+
+
+def test_fp8_plans_without_wide_items_take_the_mma_sync_build() -> None:
+    """``plan_tune``: an FP8 plan of only 16- and 32-row items runs the mma.sync build (its private rows are slower in
+    the wgmma build); a plan with 64-row items, 16-bit pools, and FP8 head dims without a wgmma build take the table's.
+    The tile ms come from the planner (``PlanStats.max_tile_m``), on the host."""
+    import numpy as np
+    import torch
+
+    from pat_sglang.config import DeviceSpec, HeadConfig
+    from pat_sglang.forest import PrefixForest
+    from pat_sglang.planner import ITEM_TILE_M, plan_forest
+    from pat_sglang.workloads import tree_batch
+
+    def plan(levels: list[tuple[int, int]], head_dim: int, kv_dtype: torch.dtype) -> object:
+        b = tree_batch(levels, rng=3)
+        heads = HeadConfig(32, 8, head_dim, torch.bfloat16, kv_dtype)
+        p = plan_forest(PrefixForest.from_flat(b.kv_indptr, b.kv_indices), heads, DeviceSpec(sm_count=132))
+        assert p.stats.max_tile_m == int(np.asarray(p.items[:, ITEM_TILE_M]).max())
+        return p
+
+    fp8 = torch.float8_e4m3fn
+    private, tree = plan([(64, 700)], 128, fp8), plan([(1, 4096), (128, 256)], 128, fp8)
+    assert private.stats.max_tile_m == 16 and tree.stats.max_tile_m == 64
+    assert plan_tune(private, "sm_90") == KernelTune(wgmma=False)
+    assert plan_tune(tree, "sm_90") is None
+    assert plan_tune(plan([(64, 700)], 128, torch.bfloat16), "sm_90") is None  # 16-bit: equal either way
+    assert plan_tune(plan([(64, 700)], 64, fp8), "sm_90") is None  # FP8 d64 has no wgmma build
+    assert plan_tune(private, "sm_80") is None
