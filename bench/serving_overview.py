@@ -38,9 +38,9 @@ _SWEEP = {key: (key, head, spec) for key, head, spec in report.SWEEP_COLUMNS}
 COLUMNS: list[tuple[str, str, str]] = [
     *(_SWEEP[k] for k in ("workload", "load", "backend", "output_throughput")),
     ("tok_vs_ref", _SWEEP["output_throughput_vs_ref"][1], "s"),
-    *(_SWEEP[k] for k in ("median_ttft_ms", "median_tpot_ms", "p99_tpot_ms")),
+    *(_SWEEP[k] for k in ("median_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "p99_tpot_ms")),
     ("tpot_vs_ref", _SWEEP["median_tpot_ms_vs_ref"][1], "s"),
-    _SWEEP["step_ms_p50_full"],
+    *(_SWEEP[k] for k in ("median_itl_ms", "p99_itl_ms", "step_ms_p50_full")),
     ("runs", "runs", "d"),
     ("ttft_range", "TTFT p50 over runs", "s"),
     ("tpot_range", "TPOT p50 over runs", "s"),
