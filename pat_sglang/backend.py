@@ -56,6 +56,7 @@ import numpy as np
 import torch
 from sglang.srt.layers.attention.base_attn_backend import AttentionBackend
 
+from . import host_core
 from .api import run
 from .config import FP8_KV_DTYPES, DeviceSpec, HeadConfig, check_supported
 from .decode_step import PADDING_ROW, REMAKE_PLANS_ENV, DecodeStepPlanner, StepBatch, StepPhases
@@ -448,6 +449,10 @@ class PATAttnBackend(AttentionBackend):
             chain_table = chain_table_for(pool) or ChainTable()
         self.chain_table = chain_table_for(pool, chain_table)
         self.chain_table.enabled = True  # publishing costs scheduler time: on only for pools a PAT backend reads
+        # The publisher's compiled batch pick loaded now, as the planner loads its own (DecodeStepPlanner): its first
+        # load (the compiler's version check in a subprocess, a dlopen; a compile on a new machine) would otherwise land
+        # in the scheduler's first changed decode batch.
+        host_core.loaded_batch()
         # Decode batches whose plan saves less than this fraction of per-request KV bytes go to the delegate.
         if min_saved_fraction is None:
             min_saved_fraction = configured_min_saved_fraction(heads, delegate_name)
