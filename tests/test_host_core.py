@@ -165,7 +165,9 @@ def test_without_a_compiler_the_planner_still_plans(tmp_path: Path, monkeypatch:
     try:
         with caplog.at_level(logging.WARNING, logger="pat_sglang.host_core"):
             assert host_core.loaded() is None
+            assert host_core.loaded_batch() is None  # the publisher's piece too: its tuples are picked in Python
         assert "Python simulation" in caplog.text and "/bin/false" in caplog.text
+        assert "picked in Python" in caplog.text
         monkeypatch.delenv("CC")
         monkeypatch.setenv(host_core.DISABLE_ENV, "0")
         host_core.reset()
