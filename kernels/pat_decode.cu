@@ -30,9 +30,8 @@
 //   ROW_WARPS*KV_WARPS only load, except on 16-row items of at least GROUP_MIN_TILES 16-token tiles (tile_group_loop):
 //   there warp g of the first GROUP_TILES computes tile t + g of each group of tiles behind one barrier, through the
 //   deeper pipeline that the Q rows such an item leaves unused make room for. Each layout is one template
-//   instantiation behind a switch on the item's
-//   tile m. CTAs of one item's KV heads are adjacent in the grid, so they read the neighbouring head rows
-//   of each token at about the same time.
+//   instantiation behind a switch on the item's tile m. CTAs of one item's KV heads are adjacent in the grid, so they
+//   read the neighbouring head rows of each token at about the same time.
 //   KV streams through shared memory in tiles of KV_TILE tokens, STAGES deep (STAGES-1 tiles in flight
 //   while one is computed on), with cp.async 16-byte gathers: each token row of one KV head is
 //   HEAD_DIM*2 contiguous bytes in SGLang's pool [num_slots, num_kv_heads, head_dim], gathered through
@@ -462,8 +461,8 @@ constexpr unsigned STAGE_BYTES = KV_TILE * HEAD_DIM * KV_ELEM_BYTES;
 constexpr unsigned V_STAGES_BYTES = STAGES * STAGE_BYTES;  // sv - sk
 static_assert(SMEM_KV_ELEMS * KV_ELEM_BYTES == V_STAGES_BYTES, "V's stages follow K's");
 // Stages of an item on tile_group_loop (16-bit pools): its TILE_M-row Q tile, then as many K and V stages as the
-// main region holds past it, so 16- and 32-row items take the rows of the 64-row Q tile they leave unused as deeper
-// KV pipelines (d128: 5 stages where 64-row items have 4).
+// main region holds past it, so a 16-row item takes the rows of the 64-row Q tile it leaves unused as a deeper KV
+// pipeline (d64 and d128: 5 stages where 64-row items have 4).
 template <int TILE_M>
 __device__ constexpr int tile_group_stages() {
     return (SMEM_Q_ELEMS * 2 + 2 * SMEM_KV_ELEMS * KV_ELEM_BYTES - TILE_M * HEAD_DIM * 2) / (2 * STAGE_BYTES);
@@ -926,9 +925,9 @@ __device__ __forceinline__ void wg_ring_loop(const PatForwardParams& p, const Kv
 // items lost up to 3% with it: docs/perf/kernels/2026-11-30-h200-tile-groups/). The item streams through
 // NS = tile_group_stages<TILE_M>() stages laid out after its own Q rows. Iteration t waits until its G tiles have
 // landed (NS - 2G later ones may still be in flight), passes one CTA barrier (the previous group's G stages are then
-// free), issues the G tiles NS - G ahead into them, and computes. The G column groups'
-// states are combined at the end as the KV_WARPS split's are (write_rows); a warp whose tile is past the end keeps
-// its empty state, which the combine weighs 0.
+// free), issues the G tiles NS - G ahead into them, and computes. The G warps' states are combined at the end as the
+// KV_WARPS split's are (write_rows); a warp whose tile is past the end keeps its empty state, which the combine
+// weighs 0.
 constexpr int GROUP_TILES = 2;       // tiles per barrier, one per computing warp
 constexpr int GROUP_MIN_TILES = 16;  // shorter items keep the one-tile loop (their combine would cost more than it saves)
 template <int ROW_WARPS, int G, int NS>
