@@ -869,114 +869,109 @@ __device__ __forceinline__ void write_rows(const PatForwardParams& p, elem_t* sm
     }
 }
 
-#if defined(PAT_WGMMA) && PAT_WG_RING
-// A 64-row item's loop with G = WG_GROUP tiles per S block (PAT_WG_RING): iteration g computes on tiles g*G ..
-// g*G + G - 1 (contiguous in the ring: G divides STAGES) while STAGES - 2G .. STAGES - G later tiles are in flight.
-// The prologue issues STAGES - G tiles; each iteration waits until its G tiles have landed (the newest STAGES - 2G
-// groups may still be pending), passes one CTA barrier (the previous group's stages are then free), issues the G
-// tiles STAGES - G ahead into them, and computes. Slot indices are fetched one group ahead, one per tile.
-__device__ __forceinline__ void wg_ring_loop(const PatForwardParams& p, const KvLoader& loader, const elem_t* sq,
-                                             const kv_t* sk, const kv_t* sv, int kv_begin, int kv_end, int n_tiles,
-                                             int req_begin, int n_rows, int group, int kvh, elem_t* smem) {
-    constexpr int G = WG_GROUP;
-    constexpr int AHEAD = STAGES - G;          // tiles issued before the group computed on
-    constexpr int STAGE_ELEMS = KV_TILE * 64;  // stage_bytes<true>() in elements
-    // The last group's tiles past the item's end are loaded too, as zeros (their slots are -1: nothing is read): the
-    // P V MMAs read every row of the group, and a 0 weight times a stale row could be NaN.
-    const int n_load = (n_tiles + G - 1) / G * G;
+// The KV pipeline of the loops that take G tiles per CTA barrier through NS stages (wg_ring_loop, tile_group_loop):
+// the prologue issues the first NS - G tiles; iteration t (a multiple of G) waits until tiles t .. t + G - 1 have
+// landed (the newest NS - 2G may still be pending), passes one CTA barrier (the previous group's G stages are then
+// free), issues the G tiles NS - G ahead into them, and calls compute(t). Every tile is one commit group (empty past
+// n_load), so "tile t + G - 1 has landed" is wait_group<NS - 2G>. Slot indices are fetched one group ahead, one per
+// tile. start() runs once the prologue is issued: the caller zeroes its row state there, not across the prologue
+// (at 80 registers, d64, zeroing first spilled). WG: the stages are the 64-row items' swz128 ring, read by wgmma (each thread fences its landed copies to the
+// async proxy before the barrier). Returns with no copy in flight and every warp past the loop: the caller's
+// epilogue may reuse the shared memory.
+template <int G, int NS, bool WG, unsigned V_OFF, typename Start, typename Compute>
+__device__ __forceinline__ void group_pipeline(const PatForwardParams& p, const KvLoader& loader, int kv_begin,
+                                               int kv_end, int n_tiles, int n_load, Start start, Compute compute) {
+    constexpr int AHEAD = NS - G;  // tiles issued before the group computed on
+    static_assert(AHEAD >= G, "G tiles computed while at least G are in flight");
 #pragma unroll
     for (int t = 0; t < AHEAD; ++t) {
-        if (t < n_load) load_kv_row<true>(loader, t, row_slot(p, kv_begin + t * KV_TILE, kv_end));
+        if (t < n_load) load_kv_row<WG, V_OFF>(loader, t, row_slot(p, kv_begin + t * KV_TILE, kv_end));
         cp_async_commit();
     }
     int next_slot[G];
 #pragma unroll
     for (int i = 0; i < G; ++i) next_slot[i] = row_slot(p, kv_begin + (AHEAD + i) * KV_TILE, kv_end);
-    RowState st;
-    init_rows(st);
-    const unsigned long long q_desc = wg_desc(smem_addr(sq), 16, 1024);
+    start();
     for (int t = 0; t < n_tiles; t += G) {
-        cp_async_wait<STAGES - 2 * G>();
-        fence_proxy_async();  // this thread's landed copies (Q with tile 0), then wgmma reads them
+        cp_async_wait<NS - 2 * G>();
+#ifdef PAT_WGMMA
+        if constexpr (WG) fence_proxy_async();  // this thread's landed copies (Q with tile 0), then wgmma reads them
+#endif
         __syncthreads();
         if (t == 0) pat_stamp(1);
 #pragma unroll
         for (int i = 0; i < G; ++i) {
             const int ahead = t + AHEAD + i;
-            if (ahead < n_load) load_kv_row<true>(loader, ahead % STAGES, next_slot[i]);
+            if (ahead < n_load) load_kv_row<WG, V_OFF>(loader, ahead % NS, next_slot[i]);
             cp_async_commit();
             next_slot[i] = row_slot(p, kv_begin + (ahead + G) * KV_TILE, kv_end);
         }
-        const int stage = t % STAGES;
-        attend_block_wg<PAT_WG_COLS>(p, q_desc, sk + stage * STAGE_ELEMS, sv + stage * STAGE_ELEMS, 0,
-                                     kv_begin + t * KV_TILE, kv_end, st);
+        compute(t);
     }
     cp_async_wait<0>();  // no copy may land in shared memory after the loop: the epilogue reuses it
-    __syncthreads();
+    __syncthreads();     // ... nor may a warp still read its last tiles there
     pat_stamp(2);
+}
+
+#if defined(PAT_WGMMA) && PAT_WG_RING
+// A 64-row item's loop with G = WG_GROUP tiles per S block (PAT_WG_RING): iteration t computes on tiles t .. t + G - 1
+// (contiguous in the ring: G divides STAGES) while STAGES - 2G .. STAGES - G later tiles are in flight.
+__device__ __forceinline__ void wg_ring_loop(const PatForwardParams& p, const KvLoader& loader, const elem_t* sq,
+                                             const kv_t* sk, const kv_t* sv, int kv_begin, int kv_end, int n_tiles,
+                                             int req_begin, int n_rows, int group, int kvh, elem_t* smem) {
+    constexpr int G = WG_GROUP;
+    constexpr int STAGE_ELEMS = KV_TILE * 64;  // stage_bytes<true>() in elements
+    // The last group's tiles past the item's end are loaded too, as zeros (their slots are -1: nothing is read): the
+    // P V MMAs read every row of the group, and a 0 weight times a stale row could be NaN.
+    const int n_load = (n_tiles + G - 1) / G * G;
+    RowState st;
+    const unsigned long long q_desc = wg_desc(smem_addr(sq), 16, 1024);
+    group_pipeline<G, STAGES, true, V_STAGES_BYTES>(
+        p, loader, kv_begin, kv_end, n_tiles, n_load, [&] { init_rows(st); },
+        [&](int t) {
+            const int stage = t % STAGES;
+            attend_block_wg<PAT_WG_COLS>(p, q_desc, sk + stage * STAGE_ELEMS, sv + stage * STAGE_ELEMS, 0,
+                                         kv_begin + t * KV_TILE, kv_end, st);
+        });
     write_rows<1, 64>(p, smem, st, true, threadIdx.x / 32, 0, req_begin, n_rows, group, kvh);
 }
 #endif
 
 // 16-row items of at least GROUP_MIN_TILES tiles whose KV tile is one 16-column block (16-token tiles, 16-bit pools,
-// mma.sync): G = GROUP_TILES tiles per CTA barrier, warp g computing tile t + g, so G warps stream in parallel where
-// one computed while the others only loaded (the CTAs of private suffixes: one computing warp of four set their rate;
-// H200, d128: long private rows 0.97-0.98x, trees with 256-512-token suffixes 0.92-0.95x; 32-row items and shorter
-// items lost up to 3% with it: docs/perf/kernels/2026-11-30-h200-tile-groups/). The item streams through
-// NS = tile_group_stages<TILE_M>() stages laid out after its own Q rows. Iteration t waits until its G tiles have
-// landed (NS - 2G later ones may still be in flight), passes one CTA barrier (the previous group's G stages are then
-// free), issues the G tiles NS - G ahead into them, and computes. The G warps' states are combined at the end as the
-// KV_WARPS split's are (write_rows); a warp whose tile is past the end keeps its empty state, which the combine
-// weighs 0.
+// mma.sync): G = GROUP_TILES tiles per CTA barrier (group_pipeline), warp g computing tile t + g, so G warps stream in
+// parallel where one computed while the others only loaded (the CTAs of private suffixes: one computing warp of four
+// set their rate; H200, d128: long private rows 0.97-0.98x, trees with 256-512-token suffixes 0.92-0.95x; 32-row
+// items and shorter items lost up to 3% with it: docs/perf/kernels/2026-11-30-h200-tile-groups/). The item streams
+// through NS = tile_group_stages<TILE_M>() stages laid out after its own Q rows. The G warps' states are combined at
+// the end as the KV_WARPS split's are (write_rows); a warp whose tile is past the end keeps its empty state, which the
+// combine weighs 0.
 constexpr int GROUP_TILES = 2;       // tiles per barrier, one per computing warp
 constexpr int GROUP_MIN_TILES = 16;  // shorter items keep the one-tile loop (their combine would cost more than it saves)
 template <int ROW_WARPS, int G, int NS>
 __device__ __forceinline__ void tile_group_loop(const PatForwardParams& p, int kv_begin, int kv_end, int n_tiles,
                                                 int req_begin, int n_rows, int group, int kvh, elem_t* smem) {
-    constexpr int AHEAD = NS - G;  // tiles issued before the group computed on
     constexpr int TILE_M = ROW_WARPS * 16;
     constexpr int STAGE_ELEMS = KV_TILE * HEAD_DIM;
-    constexpr unsigned V_OFF = NS * STAGE_BYTES;
-    static_assert(AHEAD >= G && KV_TILE == 16, "G tiles computed while at least G are in flight, 16 columns each");
+    static_assert(KV_TILE == 16, "one 16-column block per tile and warp");
     const elem_t* sq = smem;  // TILE_M rows, then NS K stages, then NS V stages
     const elem_t* sk = smem + TILE_M * HEAD_DIM;
     const elem_t* sv = sk + NS * STAGE_ELEMS;
     const KvLoader loader = kv_loader<false>(p, reinterpret_cast<const kv_t*>(sk), kvh);
-#pragma unroll
-    for (int t = 0; t < AHEAD; ++t) {
-        if (t < n_tiles) load_kv_row<false, V_OFF>(loader, t, row_slot(p, kv_begin + t * KV_TILE, kv_end));
-        cp_async_commit();
-    }
-    int next_slot[G];
-#pragma unroll
-    for (int i = 0; i < G; ++i) next_slot[i] = row_slot(p, kv_begin + (AHEAD + i) * KV_TILE, kv_end);
     const int warp = threadIdx.x / 32;
     const bool computes = warp < ROW_WARPS * G;
     const int rw = warp / G;  // row group
     const int g = warp % G;   // the tile of each group this warp computes on
     RowState st;
-    init_rows(st);
-    for (int t = 0; t < n_tiles; t += G) {
-        cp_async_wait<NS - 2 * G>();
-        __syncthreads();
-        if (t == 0) pat_stamp(1);
-#pragma unroll
-        for (int i = 0; i < G; ++i) {
-            const int ahead = t + AHEAD + i;
-            if (ahead < n_tiles) load_kv_row<false, V_OFF>(loader, ahead % NS, next_slot[i]);
-            cp_async_commit();
-            next_slot[i] = row_slot(p, kv_begin + (ahead + G) * KV_TILE, kv_end);
-        }
-        const int tile = t + g;
-        if (computes && tile < n_tiles) {
-            const int stage = tile % NS;
-            attend_block(p, sq, rw, sk + stage * STAGE_ELEMS, sv + stage * STAGE_ELEMS, 0, kv_begin + tile * KV_TILE,
-                         kv_end, st);
-        }
-    }
-    cp_async_wait<0>();  // no copy may land in shared memory after the loop: the combine reuses it
-    __syncthreads();     // ... nor may a warp still read its last tile there
-    pat_stamp(2);
+    group_pipeline<G, NS, false, NS * STAGE_BYTES>(
+        p, loader, kv_begin, kv_end, n_tiles, n_tiles, [&] { init_rows(st); },
+        [&](int t) {
+            const int tile = t + g;
+            if (computes && tile < n_tiles) {
+                const int stage = tile % NS;
+                attend_block(p, sq, rw, sk + stage * STAGE_ELEMS, sv + stage * STAGE_ELEMS, 0,
+                             kv_begin + tile * KV_TILE, kv_end, st);
+            }
+        });
     write_rows<G, TILE_M>(p, smem, st, computes, rw, g, req_begin, n_rows, group, kvh);
 }
 
