@@ -36,7 +36,9 @@ import subprocess
 import sysconfig
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -51,8 +53,28 @@ COMPILE_FLAGS = ("-O2", "-shared", "-fPIC", "-std=c99")
 COMPILE_TIMEOUT_S = 120
 
 _lock = threading.Lock()
-_loaded: tuple[bool, _HostCore | None] = (False, None)  # (tried, the library or None)
-_loaded_py: tuple[bool, _HostBatch | None] = (False, None)  # the same for the CPython-API library
+_Lib = TypeVar("_Lib")
+
+
+class _LoadOnce(Generic[_Lib]):
+    """A library built and loaded on its first use, once per process (under ``_lock``); None where it cannot be."""
+
+    def __init__(self, load: Callable[[], _Lib | None]) -> None:
+        self._load = load
+        self._state: tuple[bool, _Lib | None] = (False, None)  # (tried, the library or None)
+
+    def get(self) -> _Lib | None:
+        tried, lib = self._state
+        if tried:
+            return lib
+        with _lock:
+            if not self._state[0]:
+                self._state = (True, self._load())
+            return self._state[1]
+
+    def reset(self) -> None:
+        with _lock:
+            self._state = (False, None)
 
 
 class _HostCore:
@@ -144,35 +166,19 @@ class _HostBatch:
 
 def loaded() -> _HostCore | None:
     """The compiled host work, built and loaded on first call; None where it cannot be (the reason logged once)."""
-    global _loaded
-    tried, core = _loaded
-    if tried:
-        return core
-    with _lock:
-        if not _loaded[0]:
-            _loaded = (True, _load())
-        return _loaded[1]
+    return _core.get()
 
 
 def loaded_batch() -> _HostBatch | None:
     """The compiled publisher piece (``kernels/host_batch.c``), built and loaded on first call; None where it cannot
     be (the reason logged once)."""
-    global _loaded_py
-    tried, core = _loaded_py
-    if tried:
-        return core
-    with _lock:
-        if not _loaded_py[0]:
-            _loaded_py = (True, _load_batch())
-        return _loaded_py[1]
+    return _batch.get()
 
 
 def reset() -> None:
     """Forget the loaded libraries (tests): the next ``loaded()``/``loaded_batch()`` call builds or loads them again."""
-    global _loaded, _loaded_py
-    with _lock:
-        _loaded = (False, None)
-        _loaded_py = (False, None)
+    _core.reset()
+    _batch.reset()
 
 
 def _load() -> _HostCore | None:
@@ -199,6 +205,11 @@ def _load_batch() -> _HostBatch | None:
         logger.warning(f"PAT: the compiled publisher piece is unavailable ({e}); a changed decode batch's tuples are "
                        "picked in Python (same batches, more host time per changed step)")
         return None
+
+
+# The loaders are looked up when a load runs (not bound here), so that tests can stand in for them.
+_core: _LoadOnce[_HostCore] = _LoadOnce(lambda: _load())
+_batch: _LoadOnce[_HostBatch] = _LoadOnce(lambda: _load_batch())
 
 
 def python_include_flags() -> tuple[str, ...]:
