@@ -7,7 +7,8 @@ that one plan. The per-step host work (published radix paths -> forest -> plan) 
 ``pat_sglang.decode_step``; it never reads from the GPU (rows and request ids come from the batch the
 scheduler patch published, lengths from ``seq_lens_cpu``, and the KV slots are read by the kernel from
 ``req_to_token`` on the device), so under SGLang's overlap scheduler the planning of step N+1 runs while the
-GPU works on step N.
+GPU works on step N. At start-up that path runs once on made-up batches (``pat_sglang.warm_up``), so the first
+decode steps do not pay its first-call costs.
 
 Prefill/extend, decode batches PAT cannot plan, and decode batches that share too little for packing to pay
 (``pat_sglang.dispatch``: PAT reads the bytes a plain decode kernel reads, only more slowly) go to a delegate SGLang
@@ -65,6 +66,7 @@ from .gc_pauses import GC_PAUSES, GcMark
 from .planner import PackPlan, host_int64, max_split_items, same_ints
 from .sglang_patches.chain_table import ChainTable, chain_table_for
 from .sglang_patches.core import graph_variants_patched
+from .warm_up import WarmUp, warm_host_path
 
 logger = logging.getLogger(__name__)
 
@@ -408,6 +410,18 @@ def describe_step(
             f"{1e3 * load_s:.3f} ms, {what}")
 
 
+def _warm_up(heads: HeadConfig, device_spec: DeviceSpec, remake: bool) -> WarmUp | None:
+    """``warm_host_path`` once, at start-up (its first-call costs would land in the first decode steps that plan);
+    a failure is logged and never stops the server (the steps then pay those costs)."""
+    try:
+        done = warm_host_path(heads, device_spec, remake_plans=remake)
+    except Exception as e:  # noqa: BLE001 - a warm-up must not take the server down
+        logger.warning(f"PAT: the host path's warm-up failed ({e!r}); the first decode steps pay its first-call costs")
+        return None
+    logger.info(f"PAT: host path warmed up in {1e3 * done.seconds:.1f} ms (publish, forest, plan of made-up batches)")
+    return done
+
+
 # ----------------------------------------------------------------------------------------------- backend
 class PATAttnBackend(AttentionBackend):
     def __init__(
@@ -453,6 +467,7 @@ class PATAttnBackend(AttentionBackend):
         # load (the compiler's version check in a subprocess, a dlopen; a compile on a new machine) would otherwise land
         # in the scheduler's first changed decode batch.
         host_core.loaded_batch()
+        self.warm_up = _warm_up(heads, self.device_spec, remake)
         # Decode batches whose plan saves less than this fraction of per-request KV bytes go to the delegate.
         if min_saved_fraction is None:
             min_saved_fraction = configured_min_saved_fraction(heads, delegate_name)

@@ -1,0 +1,127 @@
+"""The per-step host path run once at start-up on a made-up batch, so that the server's first decode steps do not pay
+its first-call costs.
+
+Role in pack-forward-merge: none of *pack*'s results are kept; this only runs it. The first time a process publishes a
+batch's radix paths, builds a forest and plans it, it pays one-time costs on top of the work: the tile table read from
+disk, numpy's first call of each function it uses, the interpreter's first runs of each code path. On the CPU that
+makes the first planned step 3-7x a later one of the same batch (a batch of 16 under a 1024-token prefix: 1.8-4.0 ms
+against 0.57 ms), and in a server it lands in the first steps that plan, where it set the stats line's maximum
+(2.02 ms in a batch of 16 on the H200's host, ``docs/perf/ab/2026-12-01-h200-8b-bs256/``).
+
+``warm_host_path`` runs the path a server's steps take, on objects of its own: a ``ChainTable`` and a
+``DecodeStepPlanner`` made here (a small CPU ``req_to_token``), and a radix tree of stand-in nodes (``id``, ``parent``,
+``value``: what ``chain_signature`` reads). Four steps: a batch under one shared prefix published and planned (the
+forest built from the paths, a split search), the same batch one token longer (last step's plan), two requests
+finished and two joined (the forest edited from last step's), and two more changed through the dispatch gate with a
+saving no plan reaches (declined before planning). Nothing of the server's (its table, planner, pools, GPU) is touched.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from .config import DeviceSpec, HeadConfig
+from .decode_step import DecodeStepPlanner, StepBatch, StepCounters
+from .sglang_patches.chain_table import ChainTable
+from .sglang_patches.publish import publish_decode_batch
+
+# The made-up batch: WARM_REQUESTS requests under one WARM_PREFIX_TOKENS-token radix node, each with a private node of
+# WARM_PRIVATE_TOKENS (+ up to 31) tokens; long enough for the planner to split the shared pack (a split search).
+WARM_REQUESTS = 16
+WARM_PREFIX_TOKENS = 1024
+WARM_PRIVATE_TOKENS = 48
+WARM_ROW_TOKENS = 2048  # row width of the warm-up's own req_to_token (> prefix + private + the steps' growth)
+
+
+@dataclass
+class WarmUp:
+    """What ``warm_host_path`` ran: its planner's counters, which steps got a plan, and the host time it took."""
+
+    counters: StepCounters
+    planned: list[bool] = field(default_factory=list)  # per step: a plan (True) or the delegate (False)
+    split_searched: bool = False  # the first plan compared split lengths
+    seconds: float = 0.0
+
+
+class _Node:
+    """A radix node as ``chain_signature`` reads it: ``id``, ``parent``, ``value`` (the KV slots: a tensor)."""
+
+    __slots__ = ("id", "parent", "value")
+
+    def __init__(self, node_id: int, parent: _Node | None, tokens: int) -> None:
+        self.id = node_id
+        self.parent = parent
+        self.value = torch.arange(tokens, dtype=torch.int64)
+
+
+class _Mode:
+    @staticmethod
+    def is_decode() -> bool:
+        return True
+
+
+def _batch(reqs: list[SimpleNamespace], root: _Node, lengths: dict[str, int]) -> SimpleNamespace:
+    """A decode batch as ``publish_decode_batch`` reads it (no radix-split counting: every request's path is read)."""
+    seq = torch.tensor([lengths[r.rid] for r in reqs], dtype=torch.int64)
+    return SimpleNamespace(forward_mode=_Mode(), reqs=reqs, tree_cache=SimpleNamespace(root_node=root),
+                           req_to_token_pool=SimpleNamespace(), seq_lens_cpu=seq)
+
+
+def warm_host_path(heads: HeadConfig, device_spec: DeviceSpec, remake_plans: bool = False) -> WarmUp:
+    """Publish and plan four made-up decode steps (module docstring) with this server's heads and GPU spec."""
+    start = time.perf_counter()
+    rng = np.random.default_rng(0)
+    root = _Node(0, None, 1)
+    prefix = _Node(1, root, WARM_PREFIX_TOKENS)
+    next_id = 2
+    reqs: list[SimpleNamespace] = []
+    lengths: dict[str, int] = {}
+
+    def join(row: int) -> None:
+        nonlocal next_id
+        own = WARM_PRIVATE_TOKENS + int(rng.integers(0, 32))
+        rid = f"pat-warm-up-{next_id}"
+        reqs.append(SimpleNamespace(req_pool_idx=row, rid=rid, last_node=_Node(next_id, prefix, own)))
+        lengths[rid] = WARM_PREFIX_TOKENS + own + 1  # the cached path plus the token being decoded
+        next_id += 1
+
+    for row in range(1, WARM_REQUESTS + 1):  # row 0 is SGLang's padding row
+        join(row)
+    table = ChainTable(enabled=True)
+    planner = DecodeStepPlanner(heads, device_spec, torch.zeros((2 * WARM_REQUESTS + 1, WARM_ROW_TOKENS),
+                                                                dtype=torch.int32), remake_plans=remake_plans)
+    out = WarmUp(planner.counters)
+
+    def step(min_saved: float = 0.0) -> None:
+        publish_decode_batch(_batch(reqs, root, lengths), table)
+        published = table.batch
+        if published is None:
+            raise RuntimeError("PAT warm-up: the made-up batch was not published")
+        seq = np.array([lengths[r.rid] for r in reqs], dtype=np.int64)
+        plan = planner.plan(StepBatch(published.rows, seq, len(reqs), published), min_saved=min_saved)
+        if len(out.planned) == 0 and plan is not None:
+            out.split_searched = bool(plan.split_searched)
+        out.planned.append(plan is not None)
+
+    def churn() -> None:  # two requests finish; their rows go to two new requests under the same prefix
+        left = reqs[:2]
+        del reqs[:2]
+        for r in left:
+            del lengths[r.rid]
+            join(r.req_pool_idx)
+
+    step()  # forest built from the paths, a split search
+    for rid in lengths:
+        lengths[rid] += 1
+    step()  # unchanged, one token longer: last step's plan
+    churn()
+    step()  # changed: last step's forest edited
+    churn()
+    step(min_saved=0.99)  # the dispatch gate: no plan of this batch saves 99%, declined before any forest
+    out.seconds = time.perf_counter() - start
+    return out
