@@ -1,6 +1,7 @@
 """The start-up warm-up of the per-step host path (``pat_sglang.warm_up``): it runs the paths a server's decode steps
-take (forest built with a split search, last plan reused, forest edited, gate declined before planning), touches no
-state of the server's, and a failure of it never stops the backend."""
+take (publishing in full and by changed rows, a wave; forest built with a split search, last plan reused, forest
+edited, gate declined before planning), touches no state of the server's, and a failure of it never stops the
+backend."""
 
 from __future__ import annotations
 
@@ -28,14 +29,15 @@ pytestmark = pytest.mark.usefixtures("torch_on_one_thread")
 def test_warm_up_runs_each_kind_of_step(heads: HeadConfig, remake: bool) -> None:
     done = warm_host_path(heads, DeviceSpec(), remake_plans=remake)
     c = done.counters
-    assert done.planned == [True, True, True, False]
+    assert done.planned == [True, True, True, True, False]
     assert done.split_searched  # the first plan compared split lengths
+    assert done.published_by_rows == 3  # every changed step took the publisher's changed-batch path
     assert c.plans_reused == 1  # the grown, unchanged batch took last step's plan
     assert c.declined == c.declined_unplanned == 1  # the gate declined the last step before any forest
     if remake:  # requests only left and joined: last plan re-made, or (refused) the forest edited
         assert c.remade + c.edited == 1
     else:
-        assert c.built == 2 and c.edited == 1  # built from the paths, then edited
+        assert c.built == 3 and c.edited == 1  # built from the paths, edited, built again for the wave
     assert c.unshared == 0  # every made-up request's path was published and used
     assert done.seconds > 0.0
 
@@ -62,7 +64,7 @@ def test_backend_warms_up_at_start_and_survives_a_failing_warm_up(monkeypatch: p
         h.add_request(prompt)
     runner = fake_model_runner(h, HQ, HKV, D, LAYERS, torch.float32, make_layers())
     be = PATAttnBackend(runner, delegate=RecordingDelegate(), chain_table=ChainTable(), min_saved_fraction=0.0)
-    assert be.warm_up is not None and be.warm_up.planned == [True, True, True, False]
+    assert be.warm_up is not None and be.warm_up.planned == [True, True, True, True, False]
     assert be.planner.counters.built == 0  # the server's own planner has planned nothing yet
 
     def broken(*args: object, **kwargs: object) -> None:
