@@ -2,11 +2,10 @@
 its first-call costs.
 
 Role in pack-forward-merge: none of *pack*'s results are kept; this only runs it. The first time a process publishes a
-batch's radix paths, builds a forest and plans it, it pays one-time costs on top of the work: the tile table read from
-disk, numpy's first call of each function it uses, the interpreter's first runs of each code path. On the CPU that
-makes the first planned step 3-7x a later one of the same batch (a batch of 16 under a 1024-token prefix: 1.8-4.0 ms
-against 0.57 ms), and in a server it lands in the first steps that plan, where it set the stats line's maximum
-(2.02 ms in a batch of 16 on the H200's host, ``docs/perf/ab/2026-12-01-h200-8b-bs256/``).
+batch's radix paths, builds a forest and plans it, it pays one-time costs on top of the work (the tile table read from
+disk, numpy's first call of each function it uses, the interpreter's first runs of each code path): several times a
+later step of the same batch, and in a server they land in the first steps that plan and set the stats line's maximum
+(measured: ``docs/perf/ab/2026-12-01-h200-8b-bs64-warm/``).
 
 ``warm_host_path`` runs the paths a server's steps take, on objects of its own: a ``ChainTable`` and a
 ``DecodeStepPlanner`` made here (a small CPU ``req_to_token``), and a radix cache of stand-ins (nodes with ``id``,
