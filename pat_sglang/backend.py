@@ -415,7 +415,7 @@ def _warm_up(heads: HeadConfig, device_spec: DeviceSpec, remake: bool) -> WarmUp
     a failure is logged and never stops the server (the steps then pay those costs)."""
     try:
         done = warm_host_path(heads, device_spec, remake_plans=remake)
-    except Exception as e:  # noqa: BLE001 - a warm-up must not take the server down
+    except Exception as e:  # a warm-up must not take the server down
         logger.warning(f"PAT: the host path's warm-up failed ({e!r}); the first decode steps pay its first-call costs")
         return None
     logger.info(f"PAT: host path warmed up in {1e3 * done.seconds:.1f} ms (publish, forest, plan of made-up batches)")
