@@ -10,8 +10,8 @@ import logging
 import numpy as np
 import pytest
 import torch
-from sglang_harness import RadixHarness, RecordingDelegate, decode_batch, fake_model_runner, shared_prompts
-from test_backend_cpu import HKV, HQ, LAYERS, D, make_layers
+from sglang_harness import RadixHarness, RecordingDelegate, decode_batch, shared_prompts
+from test_backend_cpu import HKV, HQ, D, fake_runner
 
 import pat_sglang.backend as backend_mod
 from pat_sglang.backend import PATAttnBackend
@@ -62,7 +62,7 @@ def test_backend_warms_up_at_start_and_survives_a_failing_warm_up(monkeypatch: p
     h = RadixHarness()
     for prompt in shared_prompts(np.random.default_rng(2)):
         h.add_request(prompt)
-    runner = fake_model_runner(h, HQ, HKV, D, LAYERS, torch.float32, make_layers())
+    runner = fake_runner(h)
     be = PATAttnBackend(runner, delegate=RecordingDelegate(), chain_table=ChainTable(), min_saved_fraction=0.0)
     assert be.warm_up is not None and be.warm_up.planned == [True, True, True, True, False]
     assert be.planner.counters.built == 0  # the server's own planner has planned nothing yet
