@@ -128,13 +128,19 @@ def test_kernel_source_is_the_imported_checkouts() -> None:
 
 def test_fp8_pools_take_the_tables_fp8_tiles() -> None:
     """sm_90, head dim 128: FP8 pools stream 32-token tiles two deep (the bytes of a 16-bit 16-token tile), 16-bit
-    pools keep theirs; head dims without fp8 entries use the 16-bit ones."""
+    pools keep theirs; d256's FP8 entry takes 32-token tiles three deep on wgmma; a table without fp8 entries (sm_80)
+    serves FP8 pools with the 16-bit ones."""
     table = load_tile_table("sm90")
+    sm80 = load_tile_table("sm80")
     for kv in ("fp8_e4m3", "fp8_e5m2"):
         v = KernelVariant.from_table("sm_90", "bf16", 128, kv)
         assert (v.kv_tile, v.stages) == (table.fp8_kv_tile_tokens[128], table.fp8_stages[128]) == (32, 2)
         assert f"-DKV_TILE={v.kv_tile}" in v.options("inc")
-        assert KernelVariant.from_table("sm_90", "bf16", 256, kv).kv_tile == table.kv_tile(256) == 16
+        v256 = KernelVariant.from_table("sm_90", "bf16", 256, kv)
+        assert (v256.kv_tile, v256.stages, v256.wgmma, v256.wg_cols) == (32, 3, True, 32)
+        assert table.kv_tile(256) == 16
+        v80 = KernelVariant.from_table("sm_80", "bf16", 256, kv)
+        assert (v80.kv_tile, v80.stages) == (sm80.kv_tile(256), sm80.stages[256])
         # d64's 16-token 16-bit tile has 8 chunks per FP8 row for 8 threads of a row: its fp8 entry takes 32 tokens
         assert (KernelVariant.from_table("sm_90", "bf16", 64, kv).kv_tile, table.kv_tile(64)) == (32, 16)
     v16 = KernelVariant.from_table("sm_90", "bf16", 128)
