@@ -8,7 +8,8 @@ faster by the delegate, which the backend already holds for prefill. The rule re
 most ``1 - min_saved_fraction`` of what per-request decode reads.
 
 ``min_saved_fraction`` follows from how much slower PAT's forward is than the delegate's decode on the same bytes
-(``NO_SHARING_TIME_RATIOS``, by delegate and KV element size; ``HEAD_DIM_TIME_RATIOS`` at head dims other than 128),
+(``NO_SHARING_TIME_RATIOS``, by delegate and KV element size; ``HEAD_DIM_TIME_RATIOS`` and
+``HEAD_DIM_FP8_TIME_RATIOS`` at head dims other than 128),
 with a margin so that a batch near the break-even point goes to the delegate: ``1 - 1 / (ratio * margin)``, or 0 where
 PAT is the faster of the two even without sharing. ``PAT_SGLANG_MIN_SAVED_FRACTION`` overrides it (0 makes PAT serve
 every decode batch it can plan, for benchmarks of PAT's own kernels).
@@ -55,6 +56,14 @@ HEAD_DIM_TIME_RATIOS: dict[int, dict[str, float]] = {
     64: {"flashinfer": 0.95, "triton": 0.85},
     256: {"fa3": 0.97, "flashinfer": 1.02, "triton": 0.81},
 }
+# The same over FP8 pools, where measured (H200, the kernel benchmark's hd256 set with FP8 e4m3 pools against
+# FlashInfer's FP8 decode, both as CUDA-graph replays, the largest of its three no-sharing batches: 1.29-1.32x, the
+# FP8 d256 entry of 2026-12-01, docs/perf/kernels/2026-12-01-h200-fp8-d256/). A delegate measured there takes its own
+# number; one not measured there takes the largest of its head-dim-128 FP8 ratio and every ratio measured at that head
+# dim, 16-bit and FP8.
+HEAD_DIM_FP8_TIME_RATIOS: dict[int, dict[str, float]] = {
+    256: {"flashinfer": 1.32},
+}
 # Batches that would gain less than this factor go to the delegate: the ratios above vary by shape, by a few percent.
 DISPATCH_MARGIN = 1.05
 
@@ -70,13 +79,12 @@ def no_sharing_time_ratio(heads: HeadConfig, delegate: str | None = None) -> flo
     ``NO_SHARING_TIME_RATIOS`` and ``HEAD_DIM_TIME_RATIOS``)."""
     ratio_16bit, ratio_fp8 = NO_SHARING_TIME_RATIOS.get(delegate or "", FALLBACK_RATIOS)
     ratio = ratio_fp8 if heads.kv_fp8 else ratio_16bit
-    at_head_dim = HEAD_DIM_TIME_RATIOS.get(heads.head_dim)
-    if at_head_dim is None:
-        return ratio
-    measured = at_head_dim.get(delegate or "")
-    if measured is not None and not heads.kv_fp8:
-        return measured
-    return max(ratio, *at_head_dim.values())
+    at_head_dim = HEAD_DIM_TIME_RATIOS.get(heads.head_dim, {})
+    fp8_at_head_dim = HEAD_DIM_FP8_TIME_RATIOS.get(heads.head_dim, {}) if heads.kv_fp8 else {}
+    own = (fp8_at_head_dim if heads.kv_fp8 else at_head_dim).get(delegate or "")
+    if own is not None:
+        return own
+    return max([ratio, *at_head_dim.values(), *fp8_at_head_dim.values()])
 
 
 def configured_min_saved_fraction(heads: HeadConfig, delegate: str | None = None) -> float:
