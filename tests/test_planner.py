@@ -677,11 +677,12 @@ def test_uniform_launch_costs_equal_the_general_model(
     assert cost == want_cost.tolist()
 
 
-@pytest.mark.parametrize(("head_dim", "kv_fp8", "least_m"), [(256, False, 64), (256, True, 16), (128, False, 16)])
+@pytest.mark.parametrize(("head_dim", "kv_fp8", "least_m"),
+                         [(256, False, 64), (256, True, 64), (128, False, 16), (128, True, 16)])
 def test_head_dims_least_tile_m(head_dim: int, kv_fp8: bool, least_m: int) -> None:
-    """sm_90's table gives d256 a least tile m of 64 where its build takes warpgroup MMAs (16-bit pools): every item
-    of a batch without sharing is then a 64-row item, 4 real rows padded; FP8 pools (mma.sync) and d128 keep 16-row
-    items. The plan still covers each request's KV once (check_plan) and matches float64 attention."""
+    """sm_90's table gives d256 a least tile m of 64 where its build takes warpgroup MMAs (16-bit and FP8 pools): every
+    item of a batch without sharing is then a 64-row item, 4 real rows padded; d128 keeps 16-row items. The plan still
+    covers each request's KV once (check_plan) and matches float64 attention."""
     heads = HeadConfig(32, 8, head_dim, torch.bfloat16, kv_dtype=torch.float8_e4m3fn if kv_fp8 else None)
     table = load_tile_table("sm90")
     assert table.min_tile_m == {256: 64}
