@@ -30,8 +30,9 @@ FP8_ENVS = [(torch.float8_e4m3fn, 0.6, 1.7), (torch.float8_e5m2, None, None)]
 @pytest.fixture()
 def env(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest):
     """A model runner stand-in with real SGLang GPU pools; TritonAttnBackend built without a process group.
-    Parametrized indirectly with an entry of FP8_ENVS for an FP8 pool; bf16 otherwise."""
-    kv_dtype, k_scale, v_scale = getattr(request, "param", (torch.bfloat16, None, None))
+    Parametrized indirectly with an entry of FP8_ENVS for an FP8 pool (bf16 otherwise), optionally followed by a
+    head dim (default D; the runner's ``model_config.v_head_dim``)."""
+    kv_dtype, k_scale, v_scale, d = (*getattr(request, "param", (torch.bfloat16, None, None)), D)[:4]
     from sglang.srt.configs.model_config import AttentionArch
     from sglang.srt.layers.attention import triton_backend
     from sglang.srt.layers.radix_attention import RadixAttention
@@ -47,14 +48,14 @@ def env(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest):
         monkeypatch.setattr(triton_backend, name, lambda *a, **k: None)
     override = get_context().override_server_args()
     server_args = override.install()
-    layers = [RadixAttention(HQ, D, D**-0.5, HKV, layer_id=i) for i in range(2)]
+    layers = [RadixAttention(HQ, d, d**-0.5, HKV, layer_id=i) for i in range(2)]
     if k_scale is not None:  # per-tensor scales as SGLang's BaseKVCacheMethod leaves them after loading
         for layer in layers:
             layer.k_scale = torch.nn.Parameter(torch.tensor(k_scale, device="cuda"), requires_grad=False)
             layer.v_scale = torch.nn.Parameter(torch.tensor(v_scale, device="cuda"), requires_grad=False)
             layer.k_scale_float, layer.v_scale_float = k_scale, v_scale
     pool = MHATokenToKVPool(
-        size=NUM_SLOTS, page_size=1, dtype=kv_dtype, head_num=HKV, head_dim=D, layer_num=2,
+        size=NUM_SLOTS, page_size=1, dtype=kv_dtype, head_num=HKV, head_dim=d, layer_num=2,
         device="cuda", enable_memory_saver=False,
     )
     for buf in (*pool.k_buffer, *pool.v_buffer):  # FP8 pools: uint8 storage, filled through a float8 view
@@ -68,7 +69,7 @@ def env(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest):
             context_len=CONTEXT,
             get_max_num_attention_heads=lambda: HQ,
             get_num_kv_heads=lambda tp: HKV // tp,
-            v_head_dim=D,
+            v_head_dim=d,
             swa_v_head_dim=None,
             is_encoder_decoder=False,
         ),
@@ -242,11 +243,11 @@ class StaticView:
         )
 
 
-def qkv(bs: int, seed: int):
+def qkv(bs: int, seed: int, d: int = D):
     g = torch.Generator(device="cuda").manual_seed(seed)
-    q = torch.randn(bs, HQ * D, generator=g, device="cuda").bfloat16()
-    k = torch.randn(bs, HKV, D, generator=g, device="cuda").bfloat16()
-    v = torch.randn(bs, HKV, D, generator=g, device="cuda").bfloat16()
+    q = torch.randn(bs, HQ * d, generator=g, device="cuda").bfloat16()
+    k = torch.randn(bs, HKV, d, generator=g, device="cuda").bfloat16()
+    v = torch.randn(bs, HKV, d, generator=g, device="cuda").bfloat16()
     return q, k, v
 
 
@@ -300,20 +301,22 @@ def assert_matches_triton(env, be, layer, q: torch.Tensor, got: torch.Tensor, wa
     pool = env.token_to_kv_pool
     k_scale = layer.k_scale_float if layer.k_scale is not None else 1.0
     v_scale = layer.v_scale_float if layer.v_scale is not None else 1.0
-    ref = run_reference(be.forward_metadata.plan.to("cpu"), q.view(-1, HQ, D).cpu(),
+    d = env.model_config.v_head_dim
+    ref = run_reference(be.forward_metadata.plan.to("cpu"), q.view(-1, HQ, d).cpu(),
                         pool.get_key_buffer(layer.layer_id).cpu(), pool.get_value_buffer(layer.layer_id).cpu(),
                         layer.scaling, torch.float64, k_scale, v_scale, fb.seq_lens.cpu(),
                         fb.req_pool_indices.cpu())[: got.shape[0]]
-    pat_err = rel_err(got.view(-1, HQ, D).cpu(), ref)
-    triton_err = rel_err(want.view(-1, HQ, D).cpu(), ref)
+    pat_err = rel_err(got.view(-1, HQ, d).cpu(), ref)
+    triton_err = rel_err(want.view(-1, HQ, d).cpu(), ref)
     print(f"fp8 {env.kv_cache_dtype}: PAT vs float64 {pat_err:.2e}, Triton vs float64 {triton_err:.2e}, "
           f"PAT vs Triton {rel_err(got, want):.2e}")
     assert pat_err < 2e-2
     assert rel_err(got, want) < 2e-2 + triton_err
 
 
-@pytest.mark.parametrize("env", [(torch.bfloat16, None, None), FP8_ENVS[0]], indirect=True,
-                         ids=["bf16", "fp8_e4m3-scaled"])
+@pytest.mark.parametrize("env", [(torch.bfloat16, None, None), FP8_ENVS[0], (torch.bfloat16, None, None, 256),
+                                 (*FP8_ENVS[0], 256)], indirect=True,
+                         ids=["bf16", "fp8_e4m3-scaled", "bf16-d256", "fp8_e4m3-scaled-d256"])
 def test_forward_decode_in_cuda_graph_matches_triton(env) -> None:
     kernels = pytest.importorskip("pat_sglang.kernels")
     if not hasattr(kernels, "StaticPlanBuffers"):
@@ -326,17 +329,18 @@ def test_forward_decode_in_cuda_graph_matches_triton(env) -> None:
     be = PATAttnBackend(env, delegate=object(), chain_table=table, min_saved_fraction=0.0)  # type: ignore[arg-type]
     be.init_cuda_graph_state(max_bs, max_bs)
     layer = env.model[0]
+    d = env.model_config.v_head_dim
     # Static like SGLang's graph buffers: the captured K/V store reads this step's slots from there, the captured
     # forward the open items' ends.
     view = StaticView(max_bs, be.get_cuda_graph_seq_len_fill_value())
 
     fb1 = make_batch(env, np.random.default_rng(1), bs=20, table=table)
-    q_s, k_s, v_s = (torch.zeros((max_bs, *t.shape[1:]), dtype=t.dtype, device="cuda") for t in qkv(1, 0))
+    q_s, k_s, v_s = (torch.zeros((max_bs, *t.shape[1:]), dtype=t.dtype, device="cuda") for t in qkv(1, 0, d))
     graph, out_s = capture_decode(be, layer, view(fb1), q_s, k_s, v_s)
 
     for seed, bs in ((2, 20), (3, 29), (4, 7)):  # replay: new batches, new plans, same graph
         fb = make_batch(env, np.random.default_rng(seed), bs=bs, table=table)
-        q, k, v = qkv(bs, seed)
+        q, k, v = qkv(bs, seed, d)
         want = triton_reference(env, fb, layer, q, k, v)  # also stores this step's K/V
         vb = view(fb)
         be.init_forward_metadata_out_graph(vb)
