@@ -27,7 +27,8 @@ and the reference reads them dequantised; the peers are left out (their FP8 path
 ``bf16`` column times the table's kernel on the bf16 pools the FP8 ones were made from (twice the bytes).
 
 ``--head-dim 64|256`` runs the same cases with that head dim (32 q / 8 kv heads; the peers are left out: fa3 and
-FlashInfer were compared at 128), e.g. to choose FP8 tiles for them.
+FlashInfer were compared at 128), e.g. to choose FP8 tiles for them. ``--heads 64/8`` (q/kv heads; default 32/8) runs
+them with other head counts, e.g. the 64-q-head trees of issues 10 and 12 (the peers are left out there too).
 
 ``--static-items N ...`` times the table's plan through ``StaticPlanBuffers`` (the backend's CUDA-graph path) with
 a forward grid of N items per KV head: 1040 is the grid every captured batch size launched at max bs 256 before
@@ -77,6 +78,7 @@ from pat_sglang.reference import naive_decode  # noqa: E402
 from pat_sglang.workloads import ServingWindow, layout_tree, make_qkv, standard_batch  # noqa: E402
 
 HEAD_DIM = 128  # the default; --head-dim
+HEADS = (32, 8)  # q / kv heads, the default; --heads
 CASES = ("mooncake96", "d64x4096", "d256x1024", "d8x32768", "a128")
 # The serving sweep's shared-prefix points as trees: case -> (its workload, closed-loop concurrency)
 SERVING_CASES: dict[str, tuple[str, int]] = {"gsp64": ("gsp", 64), "gsp256": ("gsp", 256), "rollout64": ("rollout", 64)}
@@ -167,6 +169,17 @@ def parse_variant(text: str) -> KernelTune:
                       min_tile_m=min_tile_m, wg_cols=wg_cols)
 
 
+def parse_heads(text: str) -> tuple[int, int]:
+    """``HQ/HKV``: q and kv heads, HQ a multiple of HKV (GQA group of at most 8, the kernel's ratios)."""
+    try:
+        hq, hkv = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"heads {text!r}: HQ/HKV, e.g. 64/8") from None
+    if hkv < 1 or hq < hkv or hq % hkv or hq // hkv > 8:
+        raise argparse.ArgumentTypeError(f"heads {text!r}: HQ a multiple of HKV, at most 8 q heads per kv head")
+    return hq, hkv
+
+
 def plan_tiles(table: TileTable, tune: KernelTune | None) -> TileTable:
     """The tile table a variant's plans are made with: the table's own, for a ``/wN`` variant the one its CTAs hold
     (``TileTable.with_warps``), for an ``/mN`` variant only its tile ms of at least N rows."""
@@ -203,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kv-dtype", choices=("bf16", *FP8_KV_NAMES), default="bf16",
                     help="KV pool dtype (FP8: scales 0.5, no peers, a bf16 column)")
     ap.add_argument("--head-dim", type=int, choices=(64, 128, 256), default=HEAD_DIM,
-                    help="head dim of the 32 q / 8 kv heads (other than 128: no fa3/FlashInfer peers)")
+                    help="head dim (other than 128: no fa3/FlashInfer peers)")
+    ap.add_argument("--heads", type=parse_heads, default=HEADS,
+                    help="q/kv heads, e.g. 64/8 (default 32/8; others: no fa3/FlashInfer peers)")
     ap.add_argument("--table-again", action="store_true",
                     help="time the table's variant again after the others (a column 'again')")
     ap.add_argument("--static-items", type=int, nargs="*", default=[],
@@ -216,9 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     hd = args.head_dim
     scale = 1 / math.sqrt(hd)
-    heads16 = HeadConfig(32, 8, hd, torch.bfloat16)
+    hq, hkv = args.heads
+    heads16 = HeadConfig(hq, hkv, hd, torch.bfloat16)
     fp8 = args.kv_dtype != "bf16"
-    heads = HeadConfig(32, 8, hd, torch.bfloat16, FP8_KV_NAMES[args.kv_dtype]) if fp8 else heads16
+    heads = HeadConfig(hq, hkv, hd, torch.bfloat16, FP8_KV_NAMES[args.kv_dtype]) if fp8 else heads16
     kv_scale = 0.5 if fp8 else 1.0
     rng = np.random.default_rng(0)
     real = DeviceSpec.from_torch(torch.device("cuda"))
@@ -231,17 +247,17 @@ def main(argv: list[str] | None = None) -> int:
         + [(None, n) for n in args.split_tokens] + ([(None, None)] if args.table_again else []))
     names = (["table"] + list(args.variants) + [f"s{n}" for n in args.split_tokens]
              + (["again"] if args.table_again else []))
-    peers = ["bf16"] if fp8 else [] if args.no_peers or hd != HEAD_DIM else ["fa3", "fi_tc"]
+    peers = ["bf16"] if fp8 else [] if args.no_peers or hd != HEAD_DIM or args.heads != HEADS else ["fa3", "fi_tc"]
     peers = [f"grid{n}" for n in args.static_items] + peers
     copy_bw = measure_copy_bandwidth()
     print(f"device: {torch.cuda.get_device_name()}; SMs {real.sm_count}; times in us (median); KV {args.kv_dtype}; "
-          f"head dim {hd}; table variant {built.kv_tile}/{built.stages}/{built.min_ctas_per_sm}"
+          f"heads {hq}/{hkv}, head dim {hd}; table variant {built.kv_tile}/{built.stages}/{built.min_ctas_per_sm}"
           f"{f'/wg/n{built.wg_cols}' if built.wgmma else ''}; "
           f"floor: each distinct KV slot read once at the copy bandwidth, {copy_bw / 1e12:.3f} TB/s (read+write)")
     print(table_header(names + peers))
     for name in args.cases:
         indptr, indices, slots = case_batch(name, rng)
-        q, k16, v16 = make_qkv(indptr.shape[0] - 1, 32, 8, hd, slots, torch.bfloat16, "cuda", seed=1)
+        q, k16, v16 = make_qkv(indptr.shape[0] - 1, hq, hkv, hd, slots, torch.bfloat16, "cuda", seed=1)
         k, v = k16, v16
         if fp8:  # stored = value / scale; the kernels and the reference read stored * scale
             k, v = (k16.float() / kv_scale).to(heads.kv_dtype), (v16.float() / kv_scale).to(heads.kv_dtype)

@@ -116,3 +116,16 @@ def test_min_tile_m_flag(sweep) -> None:
             sweep.parse_variant(bad)
     with pytest.raises(ValueError, match="holds"):
         table.with_min_tile_m(256)
+
+
+def test_heads_option(sweep, capsys) -> None:
+    """``--heads HQ/HKV``: the q/kv head counts of every case (default 32/8); a GQA group the kernel lacks is refused
+    when the command line is parsed, before anything touches the GPU."""
+    assert sweep.parse_heads("64/8") == (64, 8) and sweep.parse_heads("32/32") == (32, 32)
+    assert sweep.HEADS == (32, 8)
+    for bad in ("64", "64/0", "8/64", "48/32", "128/8", "x/8"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            sweep.parse_heads(bad)
+    with pytest.raises(SystemExit) as exit_info:
+        sweep.main(["--heads", "128/8"])
+    assert exit_info.value.code == 2 and "at most 8 q heads per kv head" in capsys.readouterr().err
