@@ -76,7 +76,7 @@ def default_min_saved_fraction(heads: HeadConfig, delegate: str | None = None) -
 
 def no_sharing_time_ratio(heads: HeadConfig, delegate: str | None = None) -> float:
     """PAT's decode time over the delegate's on a batch without sharing, for this head dim and KV format (see
-    ``NO_SHARING_TIME_RATIOS`` and ``HEAD_DIM_TIME_RATIOS``)."""
+    ``NO_SHARING_TIME_RATIOS``, ``HEAD_DIM_TIME_RATIOS`` and ``HEAD_DIM_FP8_TIME_RATIOS``)."""
     ratio_16bit, ratio_fp8 = NO_SHARING_TIME_RATIOS.get(delegate or "", FALLBACK_RATIOS)
     ratio = ratio_fp8 if heads.kv_fp8 else ratio_16bit
     at_head_dim = HEAD_DIM_TIME_RATIOS.get(heads.head_dim, {})
