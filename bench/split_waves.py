@@ -54,9 +54,12 @@ def mooncake_rows(n: int, cap: int, decoded: int, rng: np.random.Generator) -> t
     return torch.from_numpy(indptr), torch.from_numpy(indices), total
 
 
-def fi_time(indptr, indices, q, k, v, tensor_cores: bool, ref, reps: int) -> float:
+def fi_time(indptr, indices, q, k, v, tensor_cores: bool, ref, reps: int, kv_scale: float | None = None,
+            graph: bool = False) -> float:
     """FlashInfer's paged decode (page size 1) on the same batch and inputs: checked against the float64 sample, then
-    the median of ``reps`` eager calls timed with CUDA events (kernels of hundreds of us: the launch is hidden)."""
+    the median of ``reps`` eager calls timed with CUDA events (kernels of hundreds of us: the launch is hidden), or of
+    CUDA-graph replays with ``graph`` (shorter kernels: launch gaps then favour neither side). ``kv_scale``: FP8 pools
+    (``k``/``v`` float8), dequantised = stored * kv_scale, passed at run as SGLang's flashinfer backend does."""
     import flashinfer
 
     n, hkv, d = indptr.shape[0] - 1, k.shape[1], k.shape[2]
@@ -65,22 +68,24 @@ def fi_time(indptr, indices, q, k, v, tensor_cores: bool, ref, reps: int) -> flo
     wrapper.plan(indptr.cuda(), indices.cuda(), torch.ones(n, dtype=torch.int32, device="cuda"), q.shape[1], hkv, d,
                  1, q_data_type=q.dtype, kv_data_type=k.dtype, sm_scale=1 / math.sqrt(d))
     cache = (k.view(-1, 1, hkv, d), v.view(-1, 1, hkv, d))
+    scales = {} if kv_scale is None else {"k_scale": kv_scale, "v_scale": kv_scale}
     out = torch.full_like(q, float("nan"))
-    wrapper.run(q, cache, out=out)
+    wrapper.run(q, cache, out=out, **scales)
     torch.cuda.synchronize()
     err = float((out[ref[0]].double().cpu() - ref[1]).norm() / ref[1].norm())
     if not err < 2e-2:
         raise SystemExit(f"flashinfer (tensor cores {tensor_cores}): relative error {err:.2e}")
+    if graph:
+        return time_graph(lambda _: wrapper.run(q, cache, out=out, **scales), 1, reps)
     times = []
     for _ in range(reps):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
-        wrapper.run(q, cache, out=out)
+        wrapper.run(q, cache, out=out, **scales)
         b.record()
         times.append((a, b))
     torch.cuda.synchronize()
     return float(np.median([a.elapsed_time(b) for a, b in times]) * 1e3)
-
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -23,8 +23,9 @@ FlashInfer's paged decode with tensor cores (eager; kernels of hundreds of us hi
 implementation is checked against float64 attention on 8 sampled requests first.
 
 ``--kv-dtype fp8_e4m3`` (or ``fp8_e5m2``): the pools hold FP8 (the bf16 values / 0.5, so the K and V scales are 0.5)
-and the reference reads them dequantised; the peers are left out (their FP8 paths are the kernel benchmark's), and a
-``bf16`` column times the table's kernel on the bf16 pools the FP8 ones were made from (twice the bytes).
+and the reference reads them dequantised; a ``bf16`` column times the table's kernel on the bf16 pools the FP8 ones
+were made from (twice the bytes), and (unless ``--no-peers``) ``fi_fp8`` FlashInfer's FP8 decode with tensor cores on
+the same FP8 pools, as CUDA-graph replays (the trees' kernels are short: eager launches would flatter PAT).
 
 ``--head-dim 64|256`` runs the same cases with that head dim (32 q / 8 kv heads; the peers are left out: fa3 and
 FlashInfer were compared at 128), e.g. to choose FP8 tiles for them. ``--heads 64/8`` (q/kv heads; default 32/8) runs
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--kv-dtype", choices=("bf16", *FP8_KV_NAMES), default="bf16",
-                    help="KV pool dtype (FP8: scales 0.5, no peers, a bf16 column)")
+                    help="KV pool dtype (FP8: scales 0.5, a bf16 column, FlashInfer's FP8 decode as the peer)")
     ap.add_argument("--head-dim", type=int, choices=(64, 128, 256), default=HEAD_DIM,
                     help="head dim (other than 128: no fa3/FlashInfer peers)")
     ap.add_argument("--heads", type=parse_heads, default=HEADS,
@@ -247,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         + [(None, n) for n in args.split_tokens] + ([(None, None)] if args.table_again else []))
     names = (["table"] + list(args.variants) + [f"s{n}" for n in args.split_tokens]
              + (["again"] if args.table_again else []))
-    peers = ["bf16"] if fp8 else [] if args.no_peers or hd != HEAD_DIM or args.heads != HEADS else ["fa3", "fi_tc"]
+    if fp8:
+        peers = ["bf16"] + ([] if args.no_peers else ["fi_fp8"])
+    else:
+        peers = [] if args.no_peers or hd != HEAD_DIM or args.heads != HEADS else ["fa3", "fi_tc"]
     peers = [f"grid{n}" for n in args.static_items] + peers
     copy_bw = measure_copy_bandwidth()
     print(f"device: {torch.cuda.get_device_name()}; SMs {real.sm_count}; times in us (median); KV {args.kv_dtype}; "
@@ -318,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
                         plan16, q, k16, v16, scale, out=out16), 1, args.reps)
                 elif peer == "fa3":
                     us = fa3_time(indptr, indices, q, k, v, ref, args.reps)
+                elif peer == "fi_fp8":
+                    us = fi_time(indptr, indices, q, k, v, True, ref, args.reps, kv_scale=kv_scale, graph=True)
                 else:
                     us = fi_time(indptr, indices, q, k, v, True, ref, args.reps)
                 cells.append(f"{us:10.1f}")
