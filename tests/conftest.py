@@ -14,3 +14,25 @@ def torch_on_one_thread() -> Iterator[None]:
     executor many times take it with ``pytestmark = pytest.mark.usefixtures("torch_on_one_thread")``."""
     with one_torch_thread():
         yield
+
+
+@pytest.fixture
+def host_core_loads(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
+    """How often ``host_core`` loads each of its libraries during the test, from an unloaded start (``host_core.reset``
+    before and after): loader name (``_load``, the planner's library; ``_load_batch``, the publisher's) -> calls."""
+    from pat_sglang import host_core
+
+    calls = {"_load": 0, "_load_batch": 0}
+    for name in calls:
+        real = getattr(host_core, name)
+
+        def counted(name: str = name, real=real) -> object:
+            calls[name] += 1
+            return real()
+
+        monkeypatch.setattr(host_core, name, counted)
+    host_core.reset()
+    try:
+        yield calls
+    finally:
+        host_core.reset()

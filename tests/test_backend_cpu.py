@@ -420,28 +420,15 @@ def test_a_batch_that_is_not_the_published_one_is_not_trusted(mismatch: str) -> 
     assert_plan_exact(plan, h.req_to_token, rows, seq, seed=3, num_slots=h.num_slots)
 
 
-def test_the_publishers_compiled_pick_is_loaded_with_the_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_publishers_compiled_pick_is_loaded_with_the_backend(host_core_loads: dict[str, int]) -> None:
     """Binding a table, the backend loads the publisher's compiled batch pick (``host_core.loaded_batch``) once, so that
     the load never lands in a publishing: the first changed batch published afterwards finds it loaded."""
-    from pat_sglang import host_core
     from pat_sglang.sglang_patches.publish import publish_decode_batch
 
-    loads: list[int] = []
-    real_load = host_core._load_batch
-
-    def counted() -> host_core._HostBatch | None:
-        loads.append(1)
-        return real_load()
-
-    monkeypatch.setattr(host_core, "_load_batch", counted)
-    host_core.reset()
-    try:
-        h = build()
-        table = ChainTable()
-        PATAttnBackend(fake_runner(h), delegate=RecordingDelegate(), chain_table=table, min_saved_fraction=0.0)
-        assert loads == [1]
-        publish_decode_batch(h.schedule_batch(range(len(h.reqs))), table)
-        publish_decode_batch(h.schedule_batch([0, 1]), table)
-        assert loads == [1] and table.batch is not None
-    finally:
-        host_core.reset()
+    h = build()
+    table = ChainTable()
+    PATAttnBackend(fake_runner(h), delegate=RecordingDelegate(), chain_table=table, min_saved_fraction=0.0)
+    assert host_core_loads["_load_batch"] == 1
+    publish_decode_batch(h.schedule_batch(range(len(h.reqs))), table)
+    publish_decode_batch(h.schedule_batch([0, 1]), table)
+    assert host_core_loads["_load_batch"] == 1 and table.batch is not None

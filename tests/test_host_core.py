@@ -179,29 +179,16 @@ def test_without_a_compiler_the_planner_still_plans(tmp_path: Path, monkeypatch:
         host_core.reset()
 
 
-def test_a_step_planner_loads_it_before_its_first_step(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_step_planner_loads_it_before_its_first_step(host_core_loads: dict[str, int]) -> None:
     """The backend's planner loads the simulation when it is made, so that the load (a compiler version check in a
     subprocess and a dlopen, milliseconds) never lands in a served step: its first split search finds it loaded."""
     from pat_sglang.decode_step import DecodeStepPlanner
 
-    loads: list[int] = []
-    real_load = host_core._load
-
-    def counted() -> host_core._HostCore | None:
-        loads.append(1)
-        return real_load()
-
-    monkeypatch.setattr(host_core, "_load", counted)
-    host_core.reset()
-    try:
-        DecodeStepPlanner(HeadConfig(32, 8, 128), DeviceSpec(), torch.zeros(4, 64, dtype=torch.int32))
-        assert loads == [1]
-        rng = np.random.default_rng(3)
-        cost, _ = planner._launch_costs(*_search_inputs(rng))  # the search's call: no second load
-        assert np.isfinite(cost).any() and loads == [1]
-    finally:
-        host_core.reset()
-
+    DecodeStepPlanner(HeadConfig(32, 8, 128), DeviceSpec(), torch.zeros(4, 64, dtype=torch.int32))
+    assert host_core_loads["_load"] == 1
+    rng = np.random.default_rng(3)
+    cost, _ = planner._launch_costs(*_search_inputs(rng))  # the search's call: no second load
+    assert np.isfinite(cost).any() and host_core_loads["_load"] == 1
 
 def _first_agreement(ind: np.ndarray, row: np.ndarray, gptr: np.ndarray, width: np.ndarray) -> list[int]:
     """Per group, the first position where two neighbouring rows differ (at most its width), slot by slot."""
