@@ -87,6 +87,7 @@ def fi_time(indptr, indices, q, k, v, tensor_cores: bool, ref, reps: int, kv_sca
     torch.cuda.synchronize()
     return float(np.median([a.elapsed_time(b) for a, b in times]) * 1e3)
 
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--waves", type=int, nargs="+", default=[1, 2, 4, 8])
