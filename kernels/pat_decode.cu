@@ -875,9 +875,9 @@ __device__ __forceinline__ void write_rows(const PatForwardParams& p, elem_t* sm
 // free), issues the G tiles NS - G ahead into them, and calls compute(t). Every tile is one commit group (empty past
 // n_load), so "tile t + G - 1 has landed" is wait_group<NS - 2G>. Slot indices are fetched one group ahead, one per
 // tile. start() runs once the prologue is issued: the caller zeroes its row state there, not across the prologue
-// (at 80 registers, d64, zeroing first spilled). WG: the stages are the 64-row items' swz128 ring, read by wgmma (each thread fences its landed copies to the
-// async proxy before the barrier). Returns with no copy in flight and every warp past the loop: the caller's
-// epilogue may reuse the shared memory.
+// (at 80 registers, d64, zeroing first spilled). WG: the stages are the 64-row items' swz128 ring, read by wgmma
+// (each thread fences its landed copies to the async proxy before the barrier). Returns with no copy in flight and
+// every warp past the loop: the caller's epilogue may reuse the shared memory.
 template <int G, int NS, bool WG, unsigned V_OFF, typename Start, typename Compute>
 __device__ __forceinline__ void group_pipeline(const PatForwardParams& p, const KvLoader& loader, int kv_begin,
                                                int kv_end, int n_tiles, int n_load, Start start, Compute compute) {
