@@ -5,18 +5,26 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+_ROW = re.compile(r"\s*(\w+)\s+([\d.]+)\s+((?:[\d.]+\s*)+)$")  # case, floor, the columns' times
+
+
+def _time_rows(path: Path) -> list[re.Match]:
+    """The time rows of a saved tile_sweep output (the 'items/partials' lines skipped)."""
+    lines = path.read_text().splitlines()
+    return [m for ln in lines if not ln.strip().startswith("items") and (m := _ROW.match(ln))]
+
 
 def read_sweep(path: Path) -> tuple[list[str], dict[str, list[float]]]:
     """The column names after 'floor' (the table's variant first) and, per case, their times (us), from a saved
     tile_sweep output."""
     lines = path.read_text().splitlines()
     names = next(ln for ln in lines if ln.strip().startswith("case")).split()[2:]  # after "case" and "floor"
-    rows = {}
-    for ln in lines:
-        m = re.match(r"\s*(\w+)\s+([\d.]+)\s+((?:[\d.]+\s*)+)$", ln)
-        if m and not ln.strip().startswith("items"):
-            rows[m.group(1)] = [float(x) for x in m.group(3).split()]
-    return names, rows
+    return names, {m.group(1): [float(x) for x in m.group(3).split()] for m in _time_rows(path)}
+
+
+def read_floors(path: Path) -> dict[str, float]:
+    """Per case, its floor (us: its distinct KV at the copy bandwidth) from a saved tile_sweep output."""
+    return {m.group(1): float(m.group(2)) for m in _time_rows(path)}
 
 
 def bar_ratios(ax, names: list[str], rows: dict[str, list[float]], fontsize: int = 10) -> None:

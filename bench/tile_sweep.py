@@ -11,7 +11,8 @@ both are timed in one run) on:
   ``bench/split_waves.py``), Llama-3-8B heads (32 q / 8 kv, d=128, bf16, page size 1);
 * ``d64x4096``, ``d256x1024`` (the kernel benchmark's no-sharing batches), ``d8x32768`` (small batch, long
   context), and ``a128`` (a shared-prefix tree: a variant must not lose there);
-* with ``--cases``, also the kernel benchmark's other trees and the serving sweep's shared-prefix points as trees
+* with ``--cases``, also the kernel benchmark's other trees, their shared and private parts as batches of their own
+  (``PART_CASES``), and the serving sweep's shared-prefix points as trees
   (``gsp64``, ``gsp256``, ``rollout64``: ``SERVING_CASES``, sizes from ``ab.sweep``). ``gsp64`` is where serving
   found PAT slower than FlashInfer while its plan saves 25-32% of the KV bytes (``docs/perf/serving/``
   2026-11-29-h200-peers): these cases time that tree against fa3 and FlashInfer kernel for kernel.
@@ -76,14 +77,37 @@ from pat_sglang.kernels import (  # noqa: E402
 )
 from pat_sglang.planner import copy_with, plan_forest  # noqa: E402
 from pat_sglang.reference import naive_decode  # noqa: E402
-from pat_sglang.workloads import ServingWindow, layout_tree, make_qkv, standard_batch  # noqa: E402
+from pat_sglang.workloads import (  # noqa: E402
+    STANDARD_WORKLOADS,
+    ServingWindow,
+    layout_tree,
+    make_qkv,
+    standard_batch,
+    tree_batch,
+)
 
 HEAD_DIM = 128  # the default; --head-dim
 HEADS = (32, 8)  # q / kv heads, the default; --heads
 CASES = ("mooncake96", "d64x4096", "d256x1024", "d8x32768", "a128")
 # The serving sweep's shared-prefix points as trees: case -> (its workload, closed-loop concurrency)
 SERVING_CASES: dict[str, tuple[str, int]] = {"gsp64": ("gsp", 64), "gsp256": ("gsp", 256), "rollout64": ("rollout", 64)}
-MORE_CASES = ("a64", "b", "c", "e", *SERVING_CASES)  # the kernel benchmark's other shared trees (--cases)
+
+
+def tree_parts(levels: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """A tree's two parts as batches of their own (``levels`` as in ``STANDARD_WORKLOADS``, the last level the
+    requests' private suffixes): its shared levels with one private token per request (the wide items' work, almost no
+    private KV), and its private suffixes alone (the same requests with nothing shared)."""
+    *shared, (requests, own) = levels
+    return [*shared, (requests, 1)], [(requests, own)]
+
+
+# Parts of the kernel benchmark's trees (``tree_parts``): timed beside the whole tree, they tell which part holds its
+# time. ``ap128``: a128's shared 4096 tokens, ``as128``: its 128 private suffixes; ``bp`` / ``bs`` the same for b.
+PART_CASES: dict[str, list[tuple[int, int]]] = {
+    f"{name[0]}{part}{name[1:]}": tree_parts(STANDARD_WORKLOADS[name])[i]
+    for name in ("a128", "a256", "b") for i, part in enumerate("ps")
+}
+MORE_CASES = ("a64", "b", "c", "e", *SERVING_CASES, *PART_CASES)  # the kernel benchmark's other trees (--cases)
 
 
 def serving_window(name: str) -> ServingWindow:
@@ -116,6 +140,8 @@ def case_batch(name: str, rng: np.random.Generator) -> tuple[torch.Tensor, torch
         return flat_private(8, 32768, rng)
     if name in SERVING_CASES:
         b = layout_tree(serving_window(name).tree(rng), rng=rng)
+    elif name in PART_CASES:
+        b = tree_batch(PART_CASES[name])
     else:
         b = standard_batch(name)
     return b.kv_indptr, b.kv_indices, b.num_slots

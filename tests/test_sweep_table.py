@@ -12,6 +12,9 @@ def test_reads_a_saved_sweep() -> None:
     assert list(rows) == ["d64x4096", "d8x32768", "mooncake96", "a128", "e", "b"]  # the items lines are skipped
     assert rows["d64x4096"] == [657.0, 603.1, 598.9, 901.5, 649.7, 656.4]
     assert all(len(times) == len(names) for times in rows.values())
+    floors = load_script(BENCH / "sweep_table.py").read_floors(
+        REPO / "docs/perf/kernels/2026-11-30-h200-d256-wgmma-rows/sweep-d256-m64.txt")
+    assert list(floors) == list(rows) and floors["d64x4096"] == 509.8
 
 
 def test_plot_sweeps_draws_one_panel_per_sweep(tmp_path) -> None:
