@@ -415,17 +415,27 @@ class PrefixForest:
         """Build from the flat convention: request ``r``'s row is ``kv_indices[kv_indptr[r]:kv_indptr[r + 1]]``.
         The forest keeps ``kv_indices`` as its slot table (int32/int64 inputs without a copy) and ``slot_max``.
 
-        Cost: rows whose first slot no other row has are not compared at all; the others are compared over about
-        the tokens they share (``_flat_forest``). The slots are checked (no negative index) and their maximum
-        found over the forest's own ranges (each node once, through its ``rep`` row): every other position of a
-        row was found equal to one of those, so this covers every slot a plan can read, in one pass over the
-        unique tokens rather than all of them."""
+        The slots are checked (no negative index) and their maximum found over the forest's own ranges (each node
+        once): every other position of a row was found equal to one of those, so this covers every slot a plan can
+        read. Compiled (``host_core.flat_forest``, where it loads): one call that reads each row once, comparing the
+        rows of a group over the tokens they share and taking each node's maximum from the last row it compared (in
+        cache) or, for a private leaf, in one pass. Else numpy (``_flat_forest``, then ``_read_max``: the same
+        arrays): rows whose first slot no other row has are not compared at all, the others over about the tokens
+        they share, one tree level at a time, then the maximum in a second pass over the unique tokens."""
         indptr = _as_int64(kv_indptr, "kv_indptr", check_negative=False)
         indices = _as_index_array(kv_indices, "kv_indices")
         lengths = _check_indptr(indptr, indices.shape[0])
-        forest = _flat_forest(indices, indptr, lengths)
-        forest.slot_max = _read_max(forest, indices, "kv_indices")
-        return forest
+        core = host_core.loaded()
+        if core is None:
+            forest = _flat_forest(indices, indptr, lengths)
+            forest.slot_max = _read_max(forest, indices, "kv_indices")
+            return forest
+        # Compiled: the same arrays in one call that reads each row once (kernels/host_rows.c).
+        starts = indptr[:-1]
+        tok, start, parent, depth, req_ptr, req_flat, top = core.flat_forest(indices, starts, lengths)
+        if top > (_INT32_MAX if indices.dtype == np.int32 else _INT64_MAX):
+            raise ValueError(f"kv_indices holds a negative index ({int(indices.min())})")
+        return PrefixForest(tok, start, parent, depth, req_ptr, req_flat, starts, lengths, indices, slot_max=top)
 
     @staticmethod
     def from_chains(
@@ -591,12 +601,10 @@ def _node_ends(
     multi: np.ndarray,
 ) -> None:
     """Lower ``end`` (per group: its shortest row's end) of every group of two or more rows to the first position
-    where two of its neighbouring rows differ. Compiled (``host_core``, where it loads): each neighbouring pair
-    compared in place from the group start, up to the group's shortest difference so far. Else numpy, in two passes
-    over the rows of those groups, read from the group start: their slots every ``_SAMPLE`` positions bound each
-    group's end from above (a sampled difference is a real one), then the rows are compared slot by slot up to that
-    bound (the end is found there, or it is the bound). Either way each row is read over about its group's node
-    tokens (numpy: plus at most ``_SAMPLE``, and through copies), not its whole length."""
+    where two of its neighbouring rows differ, in two passes over the rows of those groups, read from the group start:
+    their slots every ``_SAMPLE`` positions bound each group's end from above (a sampled difference is a real one),
+    then the rows are compared slot by slot up to that bound (the end is found there, or it is the bound). Each row is
+    read over about its group's node tokens plus at most ``_SAMPLE``, through copies, not its whole length."""
     mg: slice | np.ndarray
     if multi.all():  # as at the first level of a batch with sharing: no selection
         mem, sg, mg = members, gid, slice(None)
@@ -604,10 +612,6 @@ def _node_ends(
         sel = multi[gid]
         mem, sg, mg = members[sel], gid[sel], np.flatnonzero(multi)
     row = starts[mem] + gstart[sg]  # where each row's run in its group begins in ind
-    core = host_core.loaded()
-    if core is not None:  # a group's rows are mem's runs in group order; each reads [row, row + end - gstart)
-        end[mg] = gstart[mg] + core.group_agreement(ind, row, _indptr(gsize[mg]), (end - gstart)[mg])
-        return
     same = sg[1:] == sg[:-1]  # neighbouring rows in one group: the pairs compared
     pair_ptr = _indptr(gsize[mg] - 1)[:-1]  # each multi group's first pair (pairs are in group order)
     span = (end - gstart)[sg[1:]]  # per neighbouring pair: slots up to its group's shortest row end (>= 1)

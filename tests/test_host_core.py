@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from pat_sglang import host_core, planner
 from pat_sglang.config import DeviceSpec, HeadConfig
-from pat_sglang.forest import PrefixForest
+from pat_sglang.forest import PrefixForest, _flat_forest, _read_max
 from pat_sglang.planner import RUN_BATCH_ITEMS, _greedy_makespan, _launch_costs, plan_forest
 from pat_sglang.workloads import layout_tree, random_tree
 
@@ -190,67 +190,95 @@ def test_a_step_planner_loads_it_before_its_first_step(host_core_loads: dict[str
     cost, _ = planner._launch_costs(*_search_inputs(rng))  # the search's call: no second load
     assert np.isfinite(cost).any() and host_core_loads["_load"] == 1
 
-def _first_agreement(ind: np.ndarray, row: np.ndarray, gptr: np.ndarray, width: np.ndarray) -> list[int]:
-    """Per group, the first position where two neighbouring rows differ (at most its width), slot by slot."""
-    out = []
-    for g in range(width.shape[0]):
-        w = int(width[g])
-        for i in range(int(gptr[g]) + 1, int(gptr[g + 1])):
-            a, b = int(row[i - 1]), int(row[i])
-            w = next((j for j in range(w) if ind[a + j] != ind[b + j]), w)
-        out.append(w)
-    return out
+def _numpy_flat_forest(ind: np.ndarray, indptr: np.ndarray) -> tuple[PrefixForest, int | None]:
+    """The numpy construction (``forest._flat_forest``, ``_read_max``): the forest and its slot maximum, or None where
+    it refuses a negative slot."""
+    lengths = indptr[1:] - indptr[:-1]
+    forest = _flat_forest(ind, indptr, lengths)
+    try:
+        return forest, _read_max(forest, ind, "kv_indices")
+    except ValueError:
+        return forest, None
+
+
+def _rows_sharing_prefixes(rng: np.random.Generator, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """Flat rows that copy a prefix of an earlier row (or of two: runs of three-level sharing) and diverge at a random
+    position (inside a memcmp chunk, on its boundary, at the row's end), some of equal length, sometimes with a
+    negative or a huge slot, and padding past the last row."""
+    rows: list[np.ndarray] = []
+    for _ in range(int(rng.integers(1, 40))):
+        length = int(rng.integers(1, 400))
+        row = rng.integers(0, 2**31 - 1, length).astype(np.int64)
+        if rows and rng.random() < 0.8:
+            src = rows[int(rng.integers(0, len(rows)))]
+            cut = int(rng.choice([rng.integers(0, src.shape[0] + 1), 64, 128, src.shape[0]]))
+            cut = min(cut, src.shape[0], length)
+            row[:cut] = src[:cut]
+        if rng.random() < 0.05:
+            row[int(rng.integers(0, length))] = -int(rng.integers(1, 5))
+        if dtype == np.int64 and rng.random() < 0.2:
+            row[int(rng.integers(0, length))] = 2**40 + int(rng.integers(0, 9))
+        rows.append(row)
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum([r.shape[0] for r in rows], out=indptr[1:])
+    pad = rng.integers(-5, 5, int(rng.integers(0, 3)))
+    return indptr, np.concatenate([*rows, pad]).astype(dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.int64])
-@pytest.mark.parametrize("seed", range(12))
-def test_group_agreement_equals_a_slot_by_slot_scan(sim: host_core._HostCore, dtype: type, seed: int) -> None:
-    """``pat_group_agreement`` against a literal scan: groups of rows that copy a common run and then diverge at a
-    random position (inside a memcmp chunk, on its boundary, past the width, or never), widths up to a few chunks."""
-    rng = np.random.default_rng(seed)
-    pieces, rows, gptr, widths = [], [], [0], []
-    at = 0
-    for _ in range(int(rng.integers(1, 30))):
-        width = int(rng.integers(0, 300))
-        base = rng.integers(0, 2**31 - 1, width + 8).astype(dtype)
-        for _ in range(int(rng.integers(1, 6))):
-            mine = base.copy()
-            cut = int(rng.choice([rng.integers(0, width + 8), 64, 128, width, width + 3]))
-            if rng.random() < 0.7 and cut < mine.shape[0]:
-                mine[cut:] = rng.integers(0, 2**31 - 1, mine.shape[0] - cut)
-            rows.append(at)
-            pieces.append(mine)
-            at += mine.shape[0]
-        gptr.append(len(rows))
-        widths.append(width)
-    ind = np.concatenate(pieces)
-    row, ptr, width = np.array(rows, np.int64), np.array(gptr, np.int64), np.array(widths, np.int64)
-    got = sim.group_agreement(ind, row, ptr, width)
-    assert got.tolist() == _first_agreement(ind, row, ptr, width)
-    assert width.tolist() == widths  # the input is not written
+@pytest.mark.parametrize("seed", range(40))
+def test_flat_forest_equals_the_numpy_one(sim: host_core._HostCore, dtype: type, seed: int) -> None:
+    """``pat_flat_forest`` against the numpy construction: the same arrays (canonical node order) and the same slot
+    maximum, or a maximum above the signed range where the numpy one refuses a negative slot."""
+    indptr, ind = _rows_sharing_prefixes(np.random.default_rng(seed), dtype)
+    want, want_max = _numpy_flat_forest(ind, indptr)
+    tok, start, parent, depth, req_ptr, req_flat, top = sim.flat_forest(ind, indptr[:-1], indptr[1:] - indptr[:-1])
+    for name, got in (("tok", tok), ("start", start), ("parent", parent), ("depth", depth), ("req_ptr", req_ptr),
+                      ("req_flat", req_flat)):
+        assert got.dtype == np.int64 and got.tolist() == getattr(want, name).tolist(), name
+    signed_max = np.iinfo(dtype).max
+    assert top == want_max if want_max is not None else top > signed_max
     with pytest.raises(ValueError):
-        sim.group_agreement(ind[::2], row, ptr, width)  # not contiguous: refused, never read wrongly
+        sim.flat_forest(ind[::2], indptr[:-1] // 2, np.ones(indptr.shape[0] - 1, np.int64))  # not contiguous: refused
+    with pytest.raises(ValueError):
+        sim.flat_forest(ind, indptr[:-1] + 1, indptr[1:] - indptr[:-1] + ind.shape[0])  # rows past ind: refused
 
 
-def test_from_flat_compares_rows_with_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``PrefixForest.from_flat`` ends its shared nodes through the compiled comparison where it loads, and finds
-    the forest its numpy comparison finds."""
+def test_flat_forest_deep_paths_need_more_entries(sim: host_core._HostCore) -> None:
+    """Rows nested ten deep (each a prefix of the next) have ten entries per request, more than the first guess of
+    room: called again with enough, the same forest as numpy's."""
+    base = np.arange(1000, 1100, dtype=np.int32)
+    rows = [np.concatenate([base[: 10 * (k + 1)], [5000 + k]]).astype(np.int32) for k in range(10)]
+    indptr = np.zeros(11, dtype=np.int64)
+    np.cumsum([r.shape[0] for r in rows], out=indptr[1:])
+    ind = np.concatenate(rows)
+    want, want_max = _numpy_flat_forest(ind, indptr)
+    got = sim.flat_forest(ind, indptr[:-1], indptr[1:] - indptr[:-1])
+    assert got[5].shape[0] > 4 * 10  # more entries than the first guess
+    assert got[5].tolist() == want.req_flat.tolist() and got[0].tolist() == want.tok.tolist() and got[6] == want_max
+
+
+def test_from_flat_builds_with_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``PrefixForest.from_flat`` builds its forest through the compiled construction where it loads, and finds the
+    forest its numpy construction finds."""
     sim = host_core.loaded()  # as loaded now (other tests reset it), not the module fixture's
     assert sim is not None
     batch = layout_tree(random_tree(np.random.default_rng(5), max_depth=4, max_requests=48, max_len=512, page_size=16),
                         page_size=16, rng=np.random.default_rng(6))
     calls: list[int] = []
-    real = sim.group_agreement
+    real = sim.flat_forest
 
-    def counted(*args: np.ndarray) -> np.ndarray:
+    def counted(*args: np.ndarray) -> tuple:
         calls.append(1)
         return real(*args)
 
-    monkeypatch.setattr(sim, "group_agreement", counted)
+    monkeypatch.setattr(sim, "flat_forest", counted)
     compiled = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
-    assert calls, "the compiled comparison was not used"
+    assert calls, "the compiled construction was not used"
     _python(monkeypatch)
-    assert compiled.canonical_key() == PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices).canonical_key()
+    numpy_built = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
+    assert compiled.canonical_key() == numpy_built.canonical_key()
+    assert compiled.slot_max == numpy_built.slot_max
 
 
 def _pick_inputs(rng: np.random.Generator) -> tuple[np.ndarray, list, list, dict | None]:
