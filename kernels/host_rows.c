@@ -18,11 +18,15 @@
    slots as unsigned integers: a negative slot makes it exceed the signed range, which the caller refuses.
 
    Arguments: ind (elem_bytes 4: int32, 8: int64) holds request r's row at [row_base[r], row_base[r] + len[r]) (all
-   len >= 1, all rows within ind: the caller checks kv_indptr). Out: per node tok, start, parent, depth (room for
-   2 * n_req - 1 nodes: every canonical node has a request ending in it or two children or more), req_ptr (nodes + 1)
-   and req_flat (each node's requests in request order; room for cap_entries), *top (the unsigned maximum). Returns the
-   number of nodes; -(entries needed) when req_flat has too little room (nothing else is then valid: call again with
-   more), or 0 when scratch memory cannot be allocated. */
+   len >= 1, all rows within ind: the caller checks kv_indptr). Out: node_out holds seven arrays of 2 * n_req entries
+   (room for the at most 2 * n_req - 1 nodes: every canonical node has a request ending in it or two children or more):
+   per node tok, start, parent, depth, q (its requests), rep (its smallest request), ending (requests whose deepest
+   node it is); req_ptr (nodes + 1); per entry (each node's requests in request order; room for cap_entries) req_flat,
+   entry_node (its node), req32 (req_flat as int32), ends_here (1: the entry's node is its request's deepest); per
+   request last_node (its deepest node); *top (the unsigned maximum). These are PrefixForest's arrays and its derived
+   ones (PrefixForest._get), so the planner computes none of them again. Returns the number of nodes; -(entries
+   needed) when the entry arrays have too little room (nothing else is then valid: call again with more), or 0 when
+   scratch memory cannot be allocated. */
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -158,15 +162,17 @@ static void push_children(const char *base, int64_t elem, const int64_t *row_bas
 }
 
 int64_t pat_flat_forest(const void *ind, int64_t elem_bytes, const int64_t *row_base, const int64_t *len,
-                        int64_t n_req, int64_t cap_entries, int64_t *tok, int64_t *start, int64_t *parent,
-                        int64_t *depth, int64_t *req_ptr, int64_t *req_flat, uint64_t *top) {
+                        int64_t n_req, int64_t cap_entries, int64_t *node_out, int64_t *req_ptr, int64_t *req_flat,
+                        int64_t *entry_node, int32_t *req32, uint8_t *ends_here, int64_t *last_node, uint64_t *top) {
     const char *base = (const char *)ind;
-    const int64_t elem = elem_bytes;
+    const int64_t elem = elem_bytes, room = 2 * n_req;
+    int64_t *tok = node_out, *start = tok + room, *parent = start + room, *depth = parent + room, *q = depth + room,
+            *rep = q + room, *ending = rep + room;
     int64_t *mem = (int64_t *)malloc(sizeof(int64_t) * (size_t)n_req);
     keyed *pairs = (keyed *)malloc(sizeof(keyed) * (size_t)n_req);
     keyed *runs = (keyed *)malloc(sizeof(keyed) * (size_t)n_req);
     keyed *tmp = (keyed *)malloc(sizeof(keyed) * (size_t)n_req);
-    group *stack = (group *)malloc(sizeof(group) * (size_t)(2 * n_req));
+    group *stack = (group *)malloc(sizeof(group) * (size_t)room);
     if (!mem || !pairs || !runs || !tmp || !stack) {
         free(mem), free(pairs), free(runs), free(tmp), free(stack);
         return 0;
@@ -179,8 +185,13 @@ int64_t pat_flat_forest(const void *ind, int64_t elem_bytes, const int64_t *row_
         const group g = stack[--sp];
         const int64_t id = nodes++;
         req_ptr[id] = entries;
-        for (int64_t i = g.lo; i < g.hi; i++, entries++)
-            if (entries < cap_entries) req_flat[entries] = mem[i];
+        for (int64_t i = g.lo; i < g.hi; i++, entries++) {
+            last_node[mem[i]] = id; /* depth-first: a request's deepest node is the last to list it */
+            if (entries < cap_entries) {
+                req_flat[entries] = mem[i];
+                entry_node[entries] = id;
+            }
+        }
         int64_t w = INT64_MAX;
         for (int64_t i = g.lo; i < g.hi; i++)
             if (len[mem[i]] - g.start < w) w = len[mem[i]] - g.start;
@@ -196,11 +207,20 @@ int64_t pat_flat_forest(const void *ind, int64_t elem_bytes, const int64_t *row_
         start[id] = g.start;
         parent[id] = g.parent;
         depth[id] = g.depth;
+        q[id] = g.hi - g.lo;
+        rep[id] = mem[g.lo]; /* its smallest request */
+        ending[id] = 0;
         push_children(base, elem, row_base, len, mem, g.lo, g.hi, g.start + w, id, g.depth + 1, pairs, runs, tmp,
                       stack, &sp);
     }
     req_ptr[nodes] = entries;
     *top = high;
     free(mem), free(pairs), free(runs), free(tmp), free(stack);
-    return entries > cap_entries ? -entries : nodes;
+    if (entries > cap_entries) return -entries;
+    for (int64_t e = 0; e < entries; e++) { /* where requests end (PrefixForest's ends_here, ending) */
+        req32[e] = (int32_t)req_flat[e];
+        ends_here[e] = last_node[req_flat[e]] == entry_node[e];
+        ending[entry_node[e]] += ends_here[e];
+    }
+    return nodes;
 }

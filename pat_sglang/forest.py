@@ -432,10 +432,12 @@ class PrefixForest:
             return forest
         # Compiled: the same arrays in one call that reads each row once (kernels/host_rows.c).
         starts = indptr[:-1]
-        tok, start, parent, depth, req_ptr, req_flat, top = core.flat_forest(indices, starts, lengths)
+        arrays, top = core.flat_forest(indices, starts, lengths)
         if top > (_INT32_MAX if indices.dtype == np.int32 else _INT64_MAX):
             raise ValueError(f"kv_indices holds a negative index ({int(indices.min())})")
-        return PrefixForest(tok, start, parent, depth, req_ptr, req_flat, starts, lengths, indices, slot_max=top)
+        names = ("tok", "start", "parent", "depth", "req_ptr", "req_flat")
+        derived = {name: value for name, value in arrays.items() if name not in names}  # what _get would compute
+        return PrefixForest(*(arrays[name] for name in names), starts, lengths, indices, derived, top)
 
     @staticmethod
     def from_chains(

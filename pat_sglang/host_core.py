@@ -94,7 +94,7 @@ class _HostCore:
         self.forest = lib.pat_flat_forest
         self.forest.restype = ctypes.c_int64
         self.forest.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                                ctypes.c_int64] + [ctypes.c_void_p] * 7
+                                ctypes.c_int64] + [ctypes.c_void_p] * 8
 
     def launch_costs(self, splits: np.ndarray, pack_bytes: np.ndarray, full_blocks: np.ndarray, full_overhead: float,
                      last_overhead: np.ndarray, pack_req: np.ndarray, pack_req_count: np.ndarray, num_requests: int,
@@ -132,14 +132,13 @@ class _HostCore:
         return self.runs(values.ctypes.data, counts.ctypes.data, values.shape[0], slots, limit, batch_items,
                          loads.ctypes.data)
 
-    def flat_forest(self, ind: np.ndarray, row_base: np.ndarray,
-                    lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                                  np.ndarray, int]:
+    def flat_forest(self, ind: np.ndarray, row_base: np.ndarray, lengths: np.ndarray) -> tuple[dict, int]:
         """The canonical forest of the rows ``ind[row_base[r] : row_base[r] + lengths[r]]`` (``kernels/host_rows.c``
-        ``pat_flat_forest``): (tok, start, parent, depth, req_ptr, req_flat) in canonical node order and the largest
-        slot as an unsigned integer (above the signed range iff some slot the forest reads is negative). ``ind``:
-        C-contiguous int32 or int64; every row non-empty and within ``ind`` (the caller's invariant: a row out of
-        bounds would be read out of bounds)."""
+        ``pat_flat_forest``) and the largest slot as an unsigned integer (above the signed range iff some slot the
+        forest reads is negative). The forest as ``PrefixForest``'s arrays by name, in canonical node order: tok,
+        start, parent, depth, req_ptr, req_flat, and the derived ones (``PrefixForest._get``): q, rep, req32, shared,
+        entry_node, ends_here, ending, last_node. ``ind``: C-contiguous int32 or int64; every row non-empty and within
+        ``ind`` (checked: a row out of bounds would be read out of bounds)."""
         if ind.dtype not in (np.int32, np.int64) or not ind.flags.c_contiguous:
             raise ValueError(f"ind must be C-contiguous int32 or int64, got {ind.dtype}")
         row_base = np.ascontiguousarray(row_base, dtype=np.int64)
@@ -148,22 +147,34 @@ class _HostCore:
         if row_base.shape[0] != n or n == 0 or int(lengths.min()) < 1 or int(row_base.min()) < 0 or \
                 int((row_base + lengths).max()) > ind.shape[0]:
             raise ValueError("flat_forest: rows must be non-empty and lie within ind")
-        # One buffer for every output (tok, start, parent, depth, req_ptr: 2n each, at most 2n - 1 nodes; the maximum;
-        # req_flat): numpy's ctypes pointers cost ~2 us each here, a tenth of the call at 256 requests.
+        # One buffer for every output (numpy's ctypes pointers cost ~2 us each here), in int64 units: seven per-node
+        # arrays and req_ptr (2n each: at most 2n - 1 nodes), last_node (n), the maximum (1), req_flat and entry_node
+        # (cap each), req32 (cap int32) and ends_here (cap bytes).
         cap = 4 * n  # a request's entries: one per node on its path (four levels deep here; more: called again)
         while True:
-            buf = np.empty(10 * n + 1 + cap, dtype=np.int64)
-            at = [buf.ctypes.data + 8 * k * n for k in range(0, 11, 2)]  # ..., req_ptr, the maximum (at 10n)
-            got = self.forest(ind.ctypes.data, ind.itemsize, row_base.ctypes.data, lengths.ctypes.data, n, cap,
-                              *at[:5], at[5] + 8, at[5])
+            ent = 17 * n + 1  # where the entry arrays begin
+            buf = np.empty(ent + 2 * cap + (cap + 1) // 2 + (cap + 7) // 8, dtype=np.int64)
+            p = buf.ctypes.data
+            got = self.forest(ind.ctypes.data, ind.itemsize, row_base.ctypes.data, lengths.ctypes.data, n, cap, p,
+                              p + 8 * 14 * n, p + 8 * ent, p + 8 * (ent + cap), p + 8 * (ent + 2 * cap),
+                              p + 8 * (ent + 2 * cap + (cap + 1) // 2), p + 8 * 16 * n, p + 8 * 17 * n)
             if got > 0:
                 break
             if got == 0:
                 raise MemoryError("pat_flat_forest: no scratch memory")
             cap = -got
-        tok, start, parent, depth, req_ptr = (buf[k * n : k * n + got + (k == 8)] for k in range(0, 10, 2))
-        top = int(buf[10 * n : 10 * n + 1].view(np.uint64)[0])
-        return tok, start, parent, depth, req_ptr, buf[10 * n + 1 : 10 * n + 1 + int(req_ptr[-1])], top
+        out = {name: buf[k * 2 * n : k * 2 * n + got] for k, name in
+               enumerate(("tok", "start", "parent", "depth", "q", "rep", "ending"))}
+        out["req_ptr"] = buf[14 * n : 14 * n + got + 1]
+        entries = int(out["req_ptr"][-1])
+        out["req_flat"] = buf[ent : ent + entries]
+        out["entry_node"] = buf[ent + cap : ent + cap + entries]
+        tail = buf[ent + 2 * cap :].view(np.int32)
+        out["req32"] = tail[:entries]
+        out["ends_here"] = tail[2 * ((cap + 1) // 2) :].view(np.bool_)[:entries]
+        out["last_node"] = buf[16 * n : 17 * n]
+        out["shared"] = out["q"] > 1
+        return out, int(buf[17 * n : 17 * n + 1].view(np.uint64)[0])
 
 
 class _HostBatch:

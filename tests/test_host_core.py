@@ -190,6 +190,10 @@ def test_a_step_planner_loads_it_before_its_first_step(host_core_loads: dict[str
     cost, _ = planner._launch_costs(*_search_inputs(rng))  # the search's call: no second load
     assert np.isfinite(cost).any() and host_core_loads["_load"] == 1
 
+FOREST_ARRAYS = ("tok", "start", "parent", "depth", "req_ptr", "req_flat", "q", "rep", "req32", "shared", "entry_node",
+                 "ends_here", "ending", "last_node")
+
+
 def _numpy_flat_forest(ind: np.ndarray, indptr: np.ndarray) -> tuple[PrefixForest, int | None]:
     """The numpy construction (``forest._flat_forest``, ``_read_max``): the forest and its slot maximum, or None where
     it refuses a negative slot."""
@@ -232,10 +236,11 @@ def test_flat_forest_equals_the_numpy_one(sim: host_core._HostCore, dtype: type,
     maximum, or a maximum above the signed range where the numpy one refuses a negative slot."""
     indptr, ind = _rows_sharing_prefixes(np.random.default_rng(seed), dtype)
     want, want_max = _numpy_flat_forest(ind, indptr)
-    tok, start, parent, depth, req_ptr, req_flat, top = sim.flat_forest(ind, indptr[:-1], indptr[1:] - indptr[:-1])
-    for name, got in (("tok", tok), ("start", start), ("parent", parent), ("depth", depth), ("req_ptr", req_ptr),
-                      ("req_flat", req_flat)):
-        assert got.dtype == np.int64 and got.tolist() == getattr(want, name).tolist(), name
+    arrays, top = sim.flat_forest(ind, indptr[:-1], indptr[1:] - indptr[:-1])
+    assert sorted(arrays) == sorted(FOREST_ARRAYS)
+    for name, got in arrays.items():  # the forest's arrays and the derived ones its planner reads (PrefixForest._get)
+        expected = getattr(want, name)
+        assert got.dtype == expected.dtype and got.tolist() == expected.tolist(), name
     signed_max = np.iinfo(dtype).max
     assert top == want_max if want_max is not None else top > signed_max
     with pytest.raises(ValueError):
@@ -245,17 +250,20 @@ def test_flat_forest_equals_the_numpy_one(sim: host_core._HostCore, dtype: type,
 
 
 def test_flat_forest_deep_paths_need_more_entries(sim: host_core._HostCore) -> None:
-    """Rows nested ten deep (each a prefix of the next) have ten entries per request, more than the first guess of
-    room: called again with enough, the same forest as numpy's."""
+    """Rows nested ten deep (each a prefix of the next) have up to ten entries per request, more than the first guess
+    of room: called again with enough, the same forest as numpy's."""
     base = np.arange(1000, 1100, dtype=np.int32)
     rows = [np.concatenate([base[: 10 * (k + 1)], [5000 + k]]).astype(np.int32) for k in range(10)]
-    indptr = np.zeros(11, dtype=np.int64)
+    rows.append(np.array([7777], np.int32))  # an odd number of entries: the int32 and byte arrays after them align
+    indptr = np.zeros(12, dtype=np.int64)
     np.cumsum([r.shape[0] for r in rows], out=indptr[1:])
     ind = np.concatenate(rows)
     want, want_max = _numpy_flat_forest(ind, indptr)
-    got = sim.flat_forest(ind, indptr[:-1], indptr[1:] - indptr[:-1])
-    assert got[5].shape[0] > 4 * 10  # more entries than the first guess
-    assert got[5].tolist() == want.req_flat.tolist() and got[0].tolist() == want.tok.tolist() and got[6] == want_max
+    got, top = sim.flat_forest(ind, indptr[:-1], indptr[1:] - indptr[:-1])
+    assert got["req_flat"].shape[0] > 4 * 11 and got["req_flat"].shape[0] % 2  # more entries than the first guess
+    for name in FOREST_ARRAYS:
+        assert got[name].tolist() == getattr(want, name).tolist(), name
+    assert top == want_max
 
 
 def test_from_flat_builds_with_it(monkeypatch: pytest.MonkeyPatch) -> None:
