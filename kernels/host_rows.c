@@ -17,8 +17,8 @@
    node is taken there. A node of one row (a private leaf) is read once, for its maximum. The maximum is of the
    slots as unsigned integers: a negative slot makes it exceed the signed range, which the caller refuses.
 
-   Arguments: ind (elem_bytes 4: int32, 8: int64) holds request r's row at [row_base[r], row_base[r] + len[r]) (all
-   len >= 1, all rows within ind: the caller checks kv_indptr). Out: node_out holds seven arrays of 2 * n_req entries
+   Arguments: ind (ind_len elements of elem_bytes 4: int32, 8: int64) holds request r's row at [row_base[r],
+   row_base[r] + len[r]) (all len >= 1, all rows within ind: else INT64_MIN is returned and nothing read). Out: node_out holds seven arrays of 2 * n_req entries
    (room for the at most 2 * n_req - 1 nodes: every canonical node has a request ending in it or two children or more):
    per node tok, start, parent, depth, q (its requests), rep (its smallest request), ending (requests whose deepest
    node it is); req_ptr (nodes + 1); per entry (each node's requests in request order; room for cap_entries) req_flat,
@@ -161,9 +161,11 @@ static void push_children(const char *base, int64_t elem, const int64_t *row_bas
     *sp = first + n_runs;
 }
 
-int64_t pat_flat_forest(const void *ind, int64_t elem_bytes, const int64_t *row_base, const int64_t *len,
-                        int64_t n_req, int64_t cap_entries, int64_t *node_out, int64_t *req_ptr, int64_t *req_flat,
+int64_t pat_flat_forest(const void *ind, int64_t elem_bytes, int64_t ind_len, const int64_t *row_base,
+                        const int64_t *len, int64_t n_req, int64_t cap_entries, int64_t *node_out, int64_t *req_ptr, int64_t *req_flat,
                         int64_t *entry_node, int32_t *req32, uint8_t *ends_here, int64_t *last_node, uint64_t *top) {
+    for (int64_t r = 0; r < n_req; r++)
+        if (len[r] < 1 || row_base[r] < 0 || row_base[r] > ind_len - len[r]) return INT64_MIN;
     const char *base = (const char *)ind;
     const int64_t elem = elem_bytes, room = 2 * n_req;
     int64_t *tok = node_out, *start = tok + room, *parent = start + room, *depth = parent + room, *q = depth + room,

@@ -6,10 +6,12 @@ Role in pack-forward-merge: part of *pack*. Two pieces of the planner's host wor
   the forward launch (``planner._launch_costs``): in Python ~20 numpy calls over the candidate x pack arrays
   (~100 us on the project's 2-core VM) and ~35 us a simulated candidate (a heap of a few hundred steps), most of a
   split-search step's host time. The C version gives the same costs bit for bit in one call of a few microseconds;
-* the flat rows' comparison of the standalone ``plan()``: ``PrefixForest.from_flat`` ends each prefix group's node
-  where two of its rows first differ (``forest._node_ends``). numpy gathers the rows' windows into copies and
-  compares those; the C version compares the rows in place, in memcmp chunks, up to the group's shortest difference
-  so far (the same node ends, about half the time at 256 rows x 4k tokens).
+* the flat forest of the standalone ``plan()``: ``PrefixForest.from_flat`` groups rows by their leading slots, ends
+  each group's node where two of its rows first differ, and finds the largest slot the forest reads (the pool bound
+  check). numpy does it one tree level at a time (~30 calls a level, windows gathered into copies) and reads the
+  unique slots again for the maximum; the C version (``kernels/host_rows.c``) walks the forest depth-first in one
+  call, compares rows in place in memcmp chunks, takes each node's maximum while its slots are in cache, and writes
+  the forest's derived arrays too (the same arrays; 256 rows x 4k tokens with sharing: ~300 us instead of 500-1000).
 
 Both are built on first use with the system C compiler (``$CC``, else ``cc``: SGLang's Triton needs one at run time
 too) into one library, cached in ``<cache root>/host/`` under the hash of the sources and the compiler's version (a
@@ -77,6 +79,20 @@ class _LoadOnce(Generic[_Lib]):
             self._state = (False, None)
 
 
+_ROWS_OUTSIDE = -(2**63)  # pat_flat_forest: a row is empty or reaches outside ind (INT64_MIN)
+_char_at = ctypes.c_char.from_buffer
+
+
+def _address(arr: np.ndarray) -> int:
+    """The address of a C-contiguous array's data: through a ctypes view of its buffer (~0.3 us here) where the array
+    is writable and not empty, else numpy's ``arr.ctypes.data`` (~1.3 us: it builds a helper object each time; a
+    planning pass passes ~15 pointers)."""
+    try:
+        return ctypes.addressof(_char_at(arr))
+    except (TypeError, ValueError, BufferError):  # read-only, no bytes, or not contiguous
+        return arr.ctypes.data
+
+
 class _HostCore:
     """The loaded library's entry points, typed once."""
 
@@ -93,8 +109,8 @@ class _HostCore:
                               ctypes.c_int64, ctypes.c_void_p]
         self.forest = lib.pat_flat_forest
         self.forest.restype = ctypes.c_int64
-        self.forest.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                                ctypes.c_int64] + [ctypes.c_void_p] * 8
+        self.forest.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+                                ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p] * 8
 
     def launch_costs(self, splits: np.ndarray, pack_bytes: np.ndarray, full_blocks: np.ndarray, full_overhead: float,
                      last_overhead: np.ndarray, pack_req: np.ndarray, pack_req_count: np.ndarray, num_requests: int,
@@ -114,14 +130,14 @@ class _HostCore:
         if pack_bytes.shape != (packs,) or full_blocks.shape != (packs,) or last_overhead.shape != (packs,) or \
                 pack_req_count.shape != (packs,) or int(pack_req_count.sum()) != pack_req.shape[0]:
             raise ValueError("launch_costs: per-pack arrays do not match the candidates' packs")
-        cost = np.empty(cands, dtype=np.float64)
-        items = np.empty(cands, dtype=np.int64)
-        scratch = np.empty(11 * packs + slots + num_requests + 3 * cands, dtype=np.float64)
-        self.costs(splits.ctypes.data, pack_bytes.ctypes.data, full_blocks.ctypes.data, full_overhead,
-                   last_overhead.ctypes.data, pack_req.ctypes.data, pack_req_count.ctypes.data, pack_req.shape[0],
-                   num_requests, cands, packs, slots, chain_slot_bytes, tolerance, batch_items, cost.ctypes.data,
-                   items.ctypes.data, scratch.ctypes.data)
-        return cost, items
+        # cost, items (int64), the scratch: one buffer
+        out = np.empty(2 * cands + 11 * packs + slots + num_requests + 3 * cands, dtype=np.float64)
+        at = _address(out)
+        self.costs(_address(splits), _address(pack_bytes), _address(full_blocks), full_overhead,
+                   _address(last_overhead), _address(pack_req), _address(pack_req_count), pack_req.shape[0],
+                   num_requests, cands, packs, slots, chain_slot_bytes, tolerance, batch_items, at, at + 8 * cands,
+                   at + 16 * cands)
+        return out[:cands], out[cands : 2 * cands].view(np.int64)
 
     def greedy_makespan(self, values: np.ndarray, counts: np.ndarray, slots: int, limit: float,
                         batch_items: int) -> float:
@@ -129,8 +145,8 @@ class _HostCore:
         values = np.ascontiguousarray(values, dtype=np.float64)
         counts = np.ascontiguousarray(counts, dtype=np.int64)
         loads = np.empty(max(1, slots), dtype=np.float64)
-        return self.runs(values.ctypes.data, counts.ctypes.data, values.shape[0], slots, limit, batch_items,
-                         loads.ctypes.data)
+        return self.runs(_address(values), _address(counts), values.shape[0], slots, limit, batch_items,
+                         _address(loads))
 
     def flat_forest(self, ind: np.ndarray, row_base: np.ndarray, lengths: np.ndarray) -> tuple[dict, int]:
         """The canonical forest of the rows ``ind[row_base[r] : row_base[r] + lengths[r]]`` (``kernels/host_rows.c``
@@ -138,15 +154,14 @@ class _HostCore:
         forest reads is negative). The forest as ``PrefixForest``'s arrays by name, in canonical node order: tok,
         start, parent, depth, req_ptr, req_flat, and the derived ones (``PrefixForest._get``): q, rep, req32, shared,
         entry_node, ends_here, ending, last_node. ``ind``: C-contiguous int32 or int64; every row non-empty and within
-        ``ind`` (checked: a row out of bounds would be read out of bounds)."""
+        ``ind`` (checked in C: a row out of bounds would be read out of bounds)."""
         if ind.dtype not in (np.int32, np.int64) or not ind.flags.c_contiguous:
             raise ValueError(f"ind must be C-contiguous int32 or int64, got {ind.dtype}")
         row_base = np.ascontiguousarray(row_base, dtype=np.int64)
         lengths = np.ascontiguousarray(lengths, dtype=np.int64)
         n = lengths.shape[0]
-        if row_base.shape[0] != n or n == 0 or int(lengths.min()) < 1 or int(row_base.min()) < 0 or \
-                int((row_base + lengths).max()) > ind.shape[0]:
-            raise ValueError("flat_forest: rows must be non-empty and lie within ind")
+        if row_base.shape[0] != n or n == 0:
+            raise ValueError(f"flat_forest: {row_base.shape[0]} row starts for {n} row lengths (at least one row)")
         # One buffer for every output (numpy's ctypes pointers cost ~2 us each here), in int64 units: seven per-node
         # arrays and req_ptr (2n each: at most 2n - 1 nodes), last_node (n), the maximum (1), req_flat and entry_node
         # (cap each), req32 (cap int32) and ends_here (cap bytes).
@@ -154,14 +169,16 @@ class _HostCore:
         while True:
             ent = 17 * n + 1  # where the entry arrays begin
             buf = np.empty(ent + 2 * cap + (cap + 1) // 2 + (cap + 7) // 8, dtype=np.int64)
-            p = buf.ctypes.data
-            got = self.forest(ind.ctypes.data, ind.itemsize, row_base.ctypes.data, lengths.ctypes.data, n, cap, p,
-                              p + 8 * 14 * n, p + 8 * ent, p + 8 * (ent + cap), p + 8 * (ent + 2 * cap),
+            p = _address(buf)
+            got = self.forest(_address(ind), ind.itemsize, ind.shape[0], _address(row_base), _address(lengths), n, cap,
+                              p, p + 8 * 14 * n, p + 8 * ent, p + 8 * (ent + cap), p + 8 * (ent + 2 * cap),
                               p + 8 * (ent + 2 * cap + (cap + 1) // 2), p + 8 * 16 * n, p + 8 * 17 * n)
             if got > 0:
                 break
             if got == 0:
                 raise MemoryError("pat_flat_forest: no scratch memory")
+            if got == _ROWS_OUTSIDE:
+                raise ValueError("flat_forest: rows must be non-empty and lie within ind")
             cap = -got
         out = {name: buf[k * 2 * n : k * 2 * n + got] for k, name in
                enumerate(("tok", "start", "parent", "depth", "q", "rep", "ending"))}
@@ -213,15 +230,15 @@ def reset() -> None:
 
 def _load() -> _HostCore | None:
     if os.environ.get(DISABLE_ENV, "").strip() == "0":
-        logger.info(f"PAT: {DISABLE_ENV}=0: the split search runs its cost model in numpy/Python, from_flat compares "
-                    "rows with numpy")
+        logger.info(f"PAT: {DISABLE_ENV}=0: the split search runs its cost model in numpy/Python, from_flat builds "
+                    "its forest with numpy")
         return None
     try:
         return _HostCore(ctypes.CDLL(str(library_path())))
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
         logger.warning(f"PAT: the compiled host work is unavailable ({e}); the planner uses its numpy cost model and "
-                       "Python simulation, from_flat its numpy comparison (same plans, more host time per changed step "
-                       "and per plan())")
+                       "Python simulation, from_flat its numpy construction (same plans, more host time per changed "
+                       "step and per plan())")
         return None
 
 

@@ -336,3 +336,13 @@ def test_pick_batch_refuses_rows_it_cannot_index() -> None:
     with pytest.raises(TypeError):  # not int64
         picker.pick_batch(np.array([1], np.int32), [None] * 3, ["a"] * 3, {}, mark, 6)
 
+
+
+def test_address_is_the_data_pointer() -> None:
+    """``host_core._address`` (ctypes' buffer view, numpy's pointer where that view is refused) gives each array's data
+    address: writable, read-only, strided, empty, offset views and 2-D arrays."""
+    base = np.arange(24, dtype=np.int64)
+    read_only = base.copy()
+    read_only.flags.writeable = False
+    for arr in (base, base[3:], base[::2], base.reshape(4, 6), read_only, np.empty(0), base.view(np.int32)[1:]):
+        assert host_core._address(arr) == arr.ctypes.data
