@@ -1,6 +1,7 @@
-"""CPU tests of the compiled split-search simulation (pat_sglang/host_core.py, kernels/host_simulate.c): the same
-numbers as the planner's Python simulation, bit for bit, on random runs, on whole candidate searches and on plans; built
-once and cached; the Python simulation where no compiler works (or when turned off)."""
+"""CPU tests of the compiled host work (pat_sglang/host_core.py): the split-search simulation (kernels/host_simulate.c),
+the same numbers as the planner's Python simulation, bit for bit, on random runs, on whole candidate searches and on
+plans; the flat forest (kernels/host_rows.c), the same arrays and slot maximum as the numpy construction; built once and
+cached; the Python/numpy versions where no compiler works (or when turned off)."""
 
 from __future__ import annotations
 
