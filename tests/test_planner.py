@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from threads import one_torch_thread
 
-from pat_sglang.config import DeviceSpec, HeadConfig, load_tile_table
+from pat_sglang.config import DeviceSpec, HeadConfig, TileTable, load_tile_table
 from pat_sglang.forest import PrefixForest
 from pat_sglang.planner import (
     ITEM_FIELDS,
@@ -28,15 +28,17 @@ from pat_sglang.planner import (
     plan_forest,
 )
 from pat_sglang.reference import naive_decode, run_reference
-from pat_sglang.workloads import layout_tree, random_tree, tree_batch
+from pat_sglang.workloads import layout_tree, make_qkv, random_tree, tree_batch
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 GQA = [1, 2, 4, 8]
 HEAD_DIMS = [64, 128, 256]
 
 
-def check_plan(plan: PackPlan, forest: PrefixForest, heads: HeadConfig, device: DeviceSpec | None = None) -> None:
-    tiles = load_tile_table((device or DeviceSpec()).arch).for_head_dim(heads.head_dim, heads.kv_fp8)
+def check_plan(plan: PackPlan, forest: PrefixForest, heads: HeadConfig, device: DeviceSpec | None = None,
+               tiles: TileTable | None = None) -> None:
+    """``tiles``: the table the plan was made with (default: the device's)."""
+    tiles = (tiles or load_tile_table((device or DeviceSpec()).arch)).for_head_dim(heads.head_dim, heads.kv_fp8)
     reqs_per_block = max(1, tiles.max_m // heads.group)
     items = plan.items.numpy()
     kv_slots = plan.slot_table.numpy().astype(np.int64)  # items address KV as ranges of this table
@@ -677,6 +679,23 @@ def test_uniform_launch_costs_equal_the_general_model(
     assert cost == want_cost.tolist()
 
 
+def test_eight_warp_plans_take_128_row_items() -> None:
+    """A table for 8-warp CTAs (``TileTable.with_warps(8)``, sweeps' ``/w8`` variants) cuts a wide pack into 128-row
+    blocks: a 4096-token prefix under 128 requests of 4 q heads per KV head (512 rows) is four row blocks, not eight,
+    and the plan still covers every request's KV once."""
+    heads = HeadConfig(32, 8, 128, torch.bfloat16)
+    b = tree_batch([(1, 4096), (128, 16)], rng=1)
+    forest = PrefixForest.from_flat(b.kv_indptr, b.kv_indices)
+    tiles = load_tile_table("sm90").with_warps(8)
+    plan = plan_forest(forest, heads, DeviceSpec(), tiles=tiles)
+    check_plan(plan, forest, heads, tiles=tiles)
+    assert int((plan.items[:, ITEM_TILE_M] == 128).sum()) > 0 and int(plan.items[:, ITEM_TILE_M].max()) == 128
+    q, k, v = make_qkv(128, 32, 8, 128, b.num_slots, torch.float32, "cpu", seed=3)
+    want = naive_decode(q, k, v, b.kv_indptr.long(), b.kv_indices, 0.1)
+    got = run_reference(plan, q, k, v, 0.1)
+    assert torch.allclose(got, want.double(), rtol=1e-9, atol=1e-9)
+
+
 @pytest.mark.parametrize(("head_dim", "kv_fp8", "least_m"),
                          [(256, False, 64), (256, True, 64), (128, False, 16), (128, True, 16)])
 def test_head_dims_least_tile_m(head_dim: int, kv_fp8: bool, least_m: int) -> None:
@@ -690,6 +709,7 @@ def test_head_dims_least_tile_m(head_dim: int, kv_fp8: bool, least_m: int) -> No
     assert load_tile_table("sm80").for_head_dim(256) is load_tile_table("sm80")
     two_warps = table.with_warps(2)  # CTAs that hold no 64-row tile keep 16-row items at d256
     assert two_warps.for_head_dim(256).tile_ms == (16, 32) and table.with_warps(4).for_head_dim(256).tile_ms == (64,)
+    assert table.with_warps(8).tile_ms == (16, 32, 64, 128)  # 8-warp CTAs hold 128-row items
     gen = torch.Generator().manual_seed(5)
     lens = [37, 300, 1, 129, 64, 999]
     indptr = torch.tensor(np.concatenate([[0], np.cumsum(lens)]), dtype=torch.int32)
