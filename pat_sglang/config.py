@@ -174,10 +174,10 @@ class TileTable:
         return self.tile_ms[-1]
 
     def with_warps(self, warps: int) -> TileTable:
-        """This table for CTAs of ``warps`` warps at every head dim (a sweep's variant, ``KernelTune.warps``): the tile m
-        values such a CTA holds (16 rows per warp): fewer warps drop the larger ones, so plans cut bigger packs into
-        more row blocks; more warps than the table's add the powers of two above its largest up to 16 * warps (8 warps:
-        128-row items, which the kernel builds with 8 warps take)."""
+        """This table for CTAs of ``warps`` warps at every head dim (a sweep's variant, ``KernelTune.warps``): the
+        tile m values such a CTA holds (16 rows per warp): fewer warps drop the larger ones, so plans cut bigger packs
+        into more row blocks; more warps add the powers of two above the table's largest up to 16 * warps (8 warps:
+        128-row items, which the kernel's 8-warp builds take)."""
         largest = max(self.tile_ms)
         wider = tuple(m for m in (2 * largest, 4 * largest, 8 * largest) if m <= 16 * warps)
         tile_ms = tuple(m for m in self.tile_ms if m <= 16 * warps) + wider
