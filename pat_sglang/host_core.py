@@ -12,8 +12,12 @@ Role in pack-forward-merge: part of *pack*. Two pieces of the planner's host wor
   unique slots again for the maximum; the C version (``kernels/host_rows.c``) walks the forest depth-first in one
   call, compares rows in place in memcmp chunks, takes each node's maximum while its slots are in cache, and writes
   the forest's derived arrays too (the same arrays; 256 rows x 4k tokens with sharing: ~300 us instead of 500-1000).
+* a plan's items: once the packs and their split counts are known, ``planner._plan_items`` lays out the row blocks x
+  KV splits, sorts them into launch order, lists their request entries, numbers the partial slots and makes the
+  merge map in ~45 numpy calls over a few hundred items (~60 us on the VM, each call 1-5 us whatever its size); the C
+  version (``kernels/host_items.c``) makes the same arrays in one call (~5 us).
 
-Both are built on first use with the system C compiler (``$CC``, else ``cc``: SGLang's Triton needs one at run time
+All three are built on first use with the system C compiler (``$CC``, else ``cc``: SGLang's Triton needs one at run time
 too) into one library, cached in ``<cache root>/host/`` under the hash of the sources and the compiler's version (a
 second process loads it without compiling), and loaded with ctypes. Where no compiler works, or with
 ``PAT_SGLANG_HOST_CORE=0``, the planner and the forest run their numpy/Python versions (same results, slower) and the
@@ -49,7 +53,7 @@ from .config import cache_root, data_dir
 logger = logging.getLogger(__name__)
 
 DISABLE_ENV = "PAT_SGLANG_HOST_CORE"  # "0": the numpy/Python versions
-SOURCE_NAMES = ("host_simulate.c", "host_rows.c")  # compiled together into one library
+SOURCE_NAMES = ("host_simulate.c", "host_rows.c", "host_items.c")  # compiled together into one library
 PY_SOURCE_NAMES = ("host_batch.c",)  # the CPython-API piece: a library of its own, loaded with ctypes.PyDLL
 COMPILE_FLAGS = ("-O2", "-shared", "-fPIC", "-std=c99")
 COMPILE_TIMEOUT_S = 120
@@ -111,6 +115,10 @@ class _HostCore:
         self.forest.restype = ctypes.c_int64
         self.forest.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
                                 ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p] * 8
+        self.items = lib.pat_plan_items
+        self.items.restype = ctypes.c_int64
+        self.items.argtypes = [ctypes.c_int64] + [ctypes.c_void_p] * 5 + [ctypes.c_int64] + [ctypes.c_void_p] * 3 + \
+            [ctypes.c_int64] * 4 + [ctypes.c_void_p] * 9
 
     def launch_costs(self, splits: np.ndarray, pack_bytes: np.ndarray, full_blocks: np.ndarray, full_overhead: float,
                      last_overhead: np.ndarray, pack_req: np.ndarray, pack_req_count: np.ndarray, num_requests: int,
@@ -138,6 +146,47 @@ class _HostCore:
                    num_requests, cands, packs, slots, chain_slot_bytes, tolerance, batch_items, at, at + 8 * cands,
                    at + 16 * cands)
         return out[:cands], out[cands : 2 * cands].view(np.int64)
+
+    def plan_items(self, pack_tokens: np.ndarray, kv_offset: np.ndarray, pack_req_count: np.ndarray,
+                   pack_req: np.ndarray, splits: np.ndarray, reqs_per_block: int, tile_of_size: np.ndarray,
+                   tile_m_of_size: np.ndarray, leaf_pack: np.ndarray | None, num_requests: int, num_items: int,
+                   num_entries: int, max_partials: int | None, item_fields: int) -> tuple | None:
+        """``planner._plan_items`` in one call (``kernels/host_items.c`` ``pat_plan_items``): (items, item_req,
+        item_dst, merge_indptr, merge_partials, num_partials, item_pack, item_split, open_mask, longest item's tokens,
+        largest tile m, open items), the same arrays; None when the plan needs more than ``max_partials`` partial
+        slots. The per-pack arrays: int64, C-contiguous (as the planner makes them; checked); ``pack_req``: int32,
+        ``pack_req_count`` entries per pack, every one below ``num_requests``; ``num_items`` / ``num_entries``: the
+        counts they make (``splits @ blocks``, ``splits @ pack_req_count``: the buffers are sized by them)."""
+        per_pack = (pack_tokens, kv_offset, pack_req_count, splits)
+        packs = pack_tokens.shape[0]
+        if any(a.dtype != np.int64 or a.shape != (packs,) or not a.flags.c_contiguous for a in per_pack) or \
+                pack_req.dtype != np.int32 or not pack_req.flags.c_contiguous:
+            raise ValueError("plan_items: per-pack arrays must be C-contiguous int64 of one length, pack_req int32")
+        if leaf_pack is not None and (leaf_pack.dtype != np.bool_ or leaf_pack.shape != (packs,)):
+            raise ValueError("plan_items: leaf_pack must be a bool per pack")
+        items = np.zeros((num_items, item_fields), dtype=np.int32)
+        ints = np.empty(3 * num_entries + num_requests + 1, dtype=np.int32)  # item_req, item_dst, merge map
+        longs = np.empty(2 * num_items + 3, dtype=np.int64)  # item_pack, item_split, summary
+        open_mask = None if leaf_pack is None else np.empty(num_items, dtype=np.bool_)
+        tiles = np.ascontiguousarray(tile_of_size, dtype=np.int64)
+        tile_ms = np.ascontiguousarray(tile_m_of_size, dtype=np.int64)
+        i32, i64 = _address(ints), _address(longs)
+        num_partials = self.items(
+            packs, _address(pack_tokens), _address(kv_offset), _address(pack_req_count), _address(pack_req),
+            _address(splits), reqs_per_block, _address(tiles), _address(tile_ms),
+            None if leaf_pack is None else _address(leaf_pack), num_requests, num_items, num_entries,
+            -1 if max_partials is None else max_partials, _address(items), i32, i32 + 4 * num_entries,
+            i32 + 8 * num_entries, i32 + 4 * (2 * num_entries + num_requests + 1), i64, i64 + 8 * num_items,
+            None if open_mask is None else _address(open_mask), i64 + 16 * num_items)
+        if num_partials == -1:
+            return None
+        if num_partials < 0:
+            raise MemoryError("pat_plan_items: no scratch memory")
+        merge_at = 2 * num_entries + num_requests + 1
+        summary = longs[2 * num_items :].tolist()
+        return (items, ints[:num_entries], ints[num_entries : 2 * num_entries], ints[2 * num_entries : merge_at],
+                ints[merge_at : merge_at + num_partials], num_partials, longs[:num_items],
+                longs[num_items : 2 * num_items], open_mask, *summary)
 
     def greedy_makespan(self, values: np.ndarray, counts: np.ndarray, slots: int, limit: float,
                         batch_items: int) -> float:

@@ -68,7 +68,9 @@ Implementation. All of this is numpy over the forest's flat arrays: the profit
 model for every node at once (iterated only where inlining passes tokens down), then packs, row blocks,
 splits, items, partial numbering and the merge map as array ops, with no per-item Python but the split choice's
 launch simulation (a heap over the item slots per candidate; runs of equal items dealt a round at a time, losing
-candidates cut off early). ``PackInfo`` records are built on the first read of ``PackPlan.packs`` (they are for
+candidates cut off early). Where the compiled host work loads (``host_core``), the split search's cost model and the items'
+layout (``_plan_items``: row blocks, splits, launch order, entries, partial slots, merge map) are one C call each, with
+the same results: numpy pays 1-5 us a call on small arrays, and those two were most of a pass's calls. ``PackInfo`` records are built on the first read of ``PackPlan.packs`` (they are for
 printing and statistics only).
 """
 
@@ -433,7 +435,6 @@ def _plan(
         pack_tokens = tokens[pack_node]
         # The pack's range ends where its node ends and reaches back over its inlined ancestors.
         kv_offset = node_kv_begin[pack_node] + fa.tok[pack_node] - pack_tokens
-    num_packs = pack_tokens.shape[0]
     kv_limit = int((kv_offset + pack_tokens).max())
     if kv_limit > slot_table.shape[0]:
         raise ValueError(f"the forest reads slot-table position {kv_limit - 1}, the table has {slot_table.shape[0]}")
@@ -460,6 +461,93 @@ def _plan(
                                          num_kv_heads, target, tok_bytes // num_kv_heads,
                                          _block_overheads(tiles.tile_ms, group, reqs_per_block))
     splits = _split_counts(pack_tokens, split_tokens)
+    # Open ends: the last split of a pack whose node has one request (in canonical form, that request's private leaf:
+    # its range ends where the request's row ends).
+    leaf_pack = None if row_stride is None else (fa.q if pack_node is None else fa.q[pack_node]) == 1
+    core = host_core.loaded()
+    if core is not None:  # the same arrays in one call (kernels/host_items.c), sized by the counts
+        num_items = int(splits @ pack_blocks)  # each row block of a pack has its splits
+        num_entries = int(splits @ pack_req_count)  # each request sits in one row block of its pack
+        if limits is not None and (num_items > limits.max_items or num_entries > limits.max_entries):
+            return None
+        laid = core.plan_items(pack_tokens, kv_offset, pack_req_count, pack_req, splits, reqs_per_block,
+                               tile_of_size, tile_m_of_size, leaf_pack, num_requests, num_items, num_entries,
+                               None if limits is None else limits.max_partials, ITEM_FIELDS)
+    else:
+        laid = _plan_items(pack_tokens, kv_offset, pack_req_count, pack_ptr, pack_req, pack_blocks, splits,
+                           reqs_per_block, tile_of_size, tile_m_of_size, leaf_pack, num_requests, limits,
+                           len(tiles.tile_ms), kv_limit)
+    if laid is None:  # over the limits
+        return None
+    (items, item_req, item_dst, merge_indptr, merge_partials, num_partials, item_pack, item_split, open_mask,
+     max_item_tokens, max_tile_m, num_open) = laid
+    if items.shape[0] > MAX_ITEMS:
+        raise ValueError(f"plan has {items.shape[0]} work items; the forward grid holds at most {MAX_ITEMS}")
+
+    stats = PlanStats(
+        kv_bytes_planned=planned_tokens * tok_bytes,
+        kv_bytes_per_request=fa.request_tokens() * tok_bytes,
+        kv_bytes_unique=fa.unique_tokens() * tok_bytes,
+        partial_bytes=num_partials * partial_bytes,
+        num_items=items.shape[0],
+        num_partials=num_partials,
+        max_item_tokens=max_item_tokens,
+        max_tile_m=max_tile_m,
+    )
+    pack_args = (fa, pack_node, top, pack_tokens, pack_ptr, pack_req, splits, pack_blocks, tiles, group, reqs_per_block)
+    infos = _PackBuilder(*pack_args)
+    regrow = _Regrow(
+        structure=fa._derived, pack_node=pack_node, pack_tokens=pack_tokens, kv_offset=kv_offset,
+        pack_blocks=pack_blocks, splits=splits, item_pack=item_pack, item_split=item_split, tok=fa.tok,
+        split_tokens=split_tokens, chosen_for_tokens=chosen_for_tokens, pack_args=pack_args,
+        open_mask=open_mask, args=regrow_args,
+    )
+    return PackPlan(
+        heads=heads,
+        num_requests=num_requests,
+        tile_ms=tiles.tile_ms,
+        items=torch.from_numpy(items),
+        slot_table=slot_table,
+        item_req=torch.from_numpy(item_req),
+        item_dst=torch.from_numpy(item_dst),
+        merge_indptr=torch.from_numpy(merge_indptr),
+        merge_partials=torch.from_numpy(merge_partials),
+        num_partials=num_partials,
+        max_slot=max_slot,
+        packs=infos,
+        stats=stats,
+        fallback=fallback,
+        regrow=regrow,
+        row_stride=row_stride,
+        num_open=num_open,
+        split_tokens=split_tokens,
+        split_searched=searched,
+    )
+
+
+def _plan_items(
+    pack_tokens: np.ndarray,
+    kv_offset: np.ndarray,
+    pack_req_count: np.ndarray,
+    pack_ptr: np.ndarray,
+    pack_req: np.ndarray,
+    pack_blocks: np.ndarray,
+    splits: np.ndarray,
+    reqs_per_block: int,
+    tile_of_size: np.ndarray,
+    tile_m_of_size: np.ndarray,
+    leaf_pack: np.ndarray | None,
+    num_requests: int,
+    limits: PlanLimits | None,
+    num_tiles: int,
+    kv_limit: int,
+) -> tuple | None:
+    """The items of packs cut into row blocks and ``splits`` KV splits, in numpy: (items, item_req, item_dst,
+    merge_indptr, merge_partials, num_partials, item_pack, item_split, open_mask, the longest item's tokens, the largest
+    tile m, open items); ``None`` if they would exceed ``limits`` (counted before any item is built). ``leaf_pack``: per
+    pack, its last split gets an open end (None: no open ends). The compiled version (``host_core``,
+    ``kernels/host_items.c``) makes the same arrays in one call."""
+    num_packs = pack_tokens.shape[0]
     one_split = int(splits.max()) == 1
     num_blocks = int(pack_blocks.sum())
     if num_blocks == num_packs:
@@ -509,7 +597,7 @@ def _plan(
     # short (largest-processing-time-first). Ties: the larger tile first (more query rows: more work per KV
     # token; last, such items were the tail of equal-length splits, bench/tile_sweep.py case b), then KV begin,
     # then row block (items are generated in block order and the sort is stable).
-    order = _item_order(kv_len, item_tile, kv_begin, len(tiles.tile_ms), kv_limit)
+    order = _item_order(kv_len, item_tile, kv_begin, num_tiles, kv_limit)
     item_block = order if item_block is None else item_block[order]
     item_tile = item_tile[order]
     kv_begin = kv_begin[order]
@@ -526,10 +614,7 @@ def _plan(
     items[:, ITEM_KV_BEGIN] = kv_begin
     items[:, ITEM_KV_END] = kv_begin + kv_len[order]
     open_mask = None
-    if row_stride is not None:
-        # Open: the last split of a pack whose node has one request (in canonical form, that request's private leaf:
-        # its range ends where the request's row ends).
-        leaf_pack = (fa.q if pack_node is None else fa.q[pack_node]) == 1
+    if leaf_pack is not None:
         open_mask = leaf_pack[item_pack] & (item_split == splits[item_pack] - 1)
         items[:, ITEM_KV_END][open_mask] = ITEM_OPEN_END  # (through the column view: half the cost)
     items[:, ITEM_REQ_BEGIN] = req_end - sizes
@@ -539,46 +624,8 @@ def _plan(
     item_req = pack_req[_ranges(block_start[item_block], sizes, req_end)]
 
     item_dst, merge_indptr, merge_partials, num_partials = _partial_slots(item_req, partials_of, num_requests)
-
-    stats = PlanStats(
-        kv_bytes_planned=planned_tokens * tok_bytes,
-        kv_bytes_per_request=fa.request_tokens() * tok_bytes,
-        kv_bytes_unique=fa.unique_tokens() * tok_bytes,
-        partial_bytes=num_partials * partial_bytes,
-        num_items=num_items,
-        num_partials=num_partials,
-        max_item_tokens=int(kv_len.max()),
-        max_tile_m=int(items[:, ITEM_TILE_M].max()),
-    )
-    pack_args = (fa, pack_node, top, pack_tokens, pack_ptr, pack_req, splits, pack_blocks, tiles, group, reqs_per_block)
-    infos = _PackBuilder(*pack_args)
-    regrow = _Regrow(
-        structure=fa._derived, pack_node=pack_node, pack_tokens=pack_tokens, kv_offset=kv_offset,
-        pack_blocks=pack_blocks, splits=splits, item_pack=item_pack, item_split=item_split, tok=fa.tok,
-        split_tokens=split_tokens, chosen_for_tokens=chosen_for_tokens, pack_args=pack_args,
-        open_mask=open_mask, args=regrow_args,
-    )
-    return PackPlan(
-        heads=heads,
-        num_requests=num_requests,
-        tile_ms=tiles.tile_ms,
-        items=torch.from_numpy(items),
-        slot_table=slot_table,
-        item_req=torch.from_numpy(item_req),
-        item_dst=torch.from_numpy(item_dst),
-        merge_indptr=torch.from_numpy(merge_indptr),
-        merge_partials=torch.from_numpy(merge_partials),
-        num_partials=num_partials,
-        max_slot=max_slot,
-        packs=infos,
-        stats=stats,
-        fallback=fallback,
-        regrow=regrow,
-        row_stride=row_stride,
-        num_open=0 if open_mask is None else int(open_mask.sum()),
-        split_tokens=split_tokens,
-        split_searched=searched,
-    )
+    return (items, item_req, item_dst, merge_indptr, merge_partials, num_partials, item_pack, item_split, open_mask,
+            int(kv_len.max()), int(items[:, ITEM_TILE_M].max()), 0 if open_mask is None else int(open_mask.sum()))
 
 
 def _partial_slots(

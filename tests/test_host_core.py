@@ -1,6 +1,7 @@
 """CPU tests of the compiled host work (pat_sglang/host_core.py): the split-search simulation (kernels/host_simulate.c),
 the same numbers as the planner's Python simulation, bit for bit, on random runs, on whole candidate searches and on
-plans; the flat forest (kernels/host_rows.c), the same arrays and slot maximum as the numpy construction; built once and
+plans; the flat forest (kernels/host_rows.c), the same arrays and slot maximum as the numpy construction; a plan's
+items, partial slots and merge map (kernels/host_items.c), the same arrays as the planner's numpy layout; built once and
 cached; the Python/numpy versions where no compiler works (or when turned off)."""
 
 from __future__ import annotations
@@ -19,7 +20,16 @@ from hypothesis import strategies as st
 from pat_sglang import host_core, planner
 from pat_sglang.config import DeviceSpec, HeadConfig
 from pat_sglang.forest import PrefixForest, _flat_forest, _read_max
-from pat_sglang.planner import RUN_BATCH_ITEMS, _greedy_makespan, _launch_costs, plan_forest
+from pat_sglang.planner import (
+    ITEM_FIELDS,
+    RUN_BATCH_ITEMS,
+    PlanLimits,
+    _greedy_makespan,
+    _launch_costs,
+    _plan_items,
+    _tile_lut,
+    plan_forest,
+)
 from pat_sglang.workloads import layout_tree, random_tree
 
 PLAN_TENSORS = ("items", "item_req", "item_dst", "merge_indptr", "merge_partials")
@@ -139,6 +149,66 @@ def test_plans_are_the_same_with_and_without_it(sim: host_core._HostCore, seed: 
     want = plan_forest(forest, heads, device)
     assert searched.split_tokens == want.split_tokens
     assert all(torch.equal(getattr(searched, n), getattr(want, n)) for n in PLAN_TENSORS)
+
+
+def _item_inputs(rng: np.random.Generator) -> tuple:
+    """Random ``_plan_items`` inputs: packs of few distinct lengths and begins (ties in the launch order), requests in
+    one pack or several, row blocks of 1..8 requests, 1..5 KV splits per pack, open ends or none."""
+    num_packs = int(rng.integers(1, 60))
+    num_requests = int(rng.integers(1, 3 * num_packs + 2))
+    pack_req_count = rng.integers(1, min(num_requests, 20) + 1, size=num_packs)
+    pack_req = np.concatenate([rng.choice(num_requests, size=int(n), replace=False) for n in pack_req_count])
+    pack_tokens = rng.choice(rng.integers(1, 5000, size=4), size=num_packs)
+    kv_offset = rng.choice(rng.integers(0, 50_000, size=5), size=num_packs)
+    splits = rng.integers(1, 6, size=num_packs) if rng.random() < 0.7 else np.ones(num_packs, dtype=np.int64)
+    group = int(rng.choice([1, 4, 8]))
+    tile_ms = (16, 32, 64)
+    reqs_per_block = int(rng.integers(1, 9)) if rng.random() < 0.7 else max(1, 64 // group)
+    tile_of_size, tile_m_of_size = _tile_lut(tile_ms, group, reqs_per_block)
+    pack_blocks = (pack_req_count + reqs_per_block - 1) // reqs_per_block
+    leaf_pack = rng.random(num_packs) < 0.5 if rng.random() < 0.6 else None
+    return (pack_tokens.astype(np.int64), kv_offset.astype(np.int64), pack_req_count.astype(np.int64),
+            pack_req.astype(np.int32), pack_blocks, splits.astype(np.int64), reqs_per_block, tile_of_size,
+            tile_m_of_size, leaf_pack, num_requests, len(tile_ms), int((kv_offset + pack_tokens).max()))
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_plan_items_equal_the_numpy_ones(sim: host_core._HostCore, seed: int) -> None:
+    """``pat_plan_items`` against ``planner._plan_items`` on random packs: every array equal (dtype too), the same
+    counts, and the same refusal when the partial slots exceed a limit (tight limits on some seeds)."""
+    rng = np.random.default_rng(seed)
+    (pack_tokens, kv_offset, pack_req_count, pack_req, pack_blocks, splits, rpb, tile_of_size, tile_m_of_size,
+     leaf_pack, num_requests, num_tiles, kv_limit) = _item_inputs(rng)
+    num_items = int(splits @ pack_blocks)
+    num_entries = int(splits @ pack_req_count)
+    max_partials = int(rng.integers(0, num_entries + 1)) if seed % 3 == 0 else None
+    limits = None if max_partials is None else PlanLimits(num_items, max_partials, num_entries)
+    pack_ptr = np.concatenate([[0], np.cumsum(pack_req_count)])
+    want = _plan_items(pack_tokens, kv_offset, pack_req_count, pack_ptr, pack_req, pack_blocks, splits, rpb,
+                       tile_of_size, tile_m_of_size, leaf_pack, num_requests, limits, num_tiles, kv_limit)
+    got = sim.plan_items(pack_tokens, kv_offset, pack_req_count, pack_req, splits, rpb, tile_of_size, tile_m_of_size,
+                         leaf_pack, num_requests, num_items, num_entries, max_partials, ITEM_FIELDS)
+    assert (got is None) == (want is None)
+    if want is None:
+        return
+    assert len(got) == len(want)
+    for a, b in zip(got, want, strict=True):
+        if isinstance(b, np.ndarray):
+            assert a.dtype == b.dtype and np.array_equal(a, b)
+        else:
+            assert a == b
+
+
+def test_plan_items_refuses_arrays_it_cannot_read(sim: host_core._HostCore) -> None:
+    args = _item_inputs(np.random.default_rng(3))
+    pack_tokens, kv_offset, pack_req_count, pack_req, pack_blocks, splits, rpb, tiles, tile_ms, _, n, _, _ = args
+    counts = (int(splits @ pack_blocks), int(splits @ pack_req_count))
+    with pytest.raises(ValueError, match="int64"):
+        sim.plan_items(pack_tokens.astype(np.int32), kv_offset, pack_req_count, pack_req, splits, rpb, tiles, tile_ms,
+                       None, n, *counts, None, ITEM_FIELDS)
+    with pytest.raises(ValueError, match="int32"):
+        sim.plan_items(pack_tokens, kv_offset, pack_req_count, pack_req.astype(np.int64), splits, rpb, tiles, tile_ms,
+                       None, n, *counts, None, ITEM_FIELDS)
 
 
 def test_built_once_then_loaded_from_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
