@@ -246,3 +246,67 @@ void pat_launch_costs(const int64_t *splits, const int64_t *pack_bytes, const in
         if (cost[c] < best) best = cost[c];
     }
 }
+
+/* planner._split_length's choice among candidate split lengths, after its candidates (_split_candidates) are made:
+   the whole non-uniform path in one call. lengths[0..n_lengths): the candidates, longest first; longest: the longest
+   pack's tokens. A length that holds the longest pack cuts nothing, so of those only the first stays; each remaining
+   length cuts pack p into max(1, ceil(pack_tokens[p] / length)) splits (_split_counts), and of neighbouring lengths
+   that cut every pack alike only the longer stays. Their costs are pat_launch_costs' (pack_bytes = pack_tokens x
+   head_token_bytes; full blocks: pack_blocks - 1; block_overheads[n]: an item's fixed cost in a row block of n
+   requests, n in 0..rpb, rpb = n_overheads - 1); the cheapest wins, on a tie the one with more items, then the first
+   (_cheapest). pack_req: int32. Returns the chosen length; 0 when every pack is alike (equal tokens and requests: the
+   caller's uniform model decides), -1 when scratch memory cannot be allocated. */
+int64_t pat_split_length(const int64_t *lengths, int64_t n_lengths, int64_t longest, const int64_t *pack_tokens,
+                         const int64_t *pack_blocks, const int64_t *pack_req_count, const int32_t *pack_req,
+                         int64_t n_entries, int64_t num_requests, int64_t packs, int64_t slots,
+                         int64_t head_token_bytes, const double *block_overheads, int64_t n_overheads,
+                         double chain_slot_bytes, double tolerance, int64_t batch_items) {
+    int uniform = 1;
+    for (int64_t p = 1; p < packs && uniform; p++)
+        uniform = pack_tokens[p] == pack_tokens[0] && pack_req_count[p] == pack_req_count[0];
+    if (uniform) return 0;
+    int64_t *kept = (int64_t *)malloc(sizeof(int64_t) * (size_t)n_lengths);
+    int64_t *splits = (int64_t *)malloc(sizeof(int64_t) * (size_t)(n_lengths * packs));
+    int64_t *per_pack = (int64_t *)malloc(sizeof(int64_t) * (size_t)(3 * packs + n_entries + 1));
+    double *doubles = (double *)malloc(sizeof(double) * (size_t)(packs + 2 * n_lengths + 11 * packs + slots +
+                                                                  num_requests + 3 * n_lengths));
+    if (!kept || !splits || !per_pack || !doubles) {
+        free(kept), free(splits), free(per_pack), free(doubles);
+        return -1;
+    }
+    int64_t cands = 0;
+    for (int64_t c = 0; c < n_lengths; c++) {
+        int64_t length = lengths[c];
+        if (c > 0 && length >= longest) continue; /* cuts nothing: the first candidate already does */
+        int64_t *row = splits + cands * packs;
+        int same = cands > 0;
+        for (int64_t p = 0; p < packs; p++) {
+            int64_t s = (pack_tokens[p] + (length - 1)) / length; /* floor division of non-negatives */
+            row[p] = s > 1 ? s : 1;
+            if (same && row[p] != row[p - packs]) same = 0;
+        }
+        if (!same) kept[cands++] = length; /* a length that cuts as the one before costs as it: keep the longer */
+    }
+    int64_t chosen = kept[0];
+    if (cands > 1) {
+        int64_t *pack_bytes = per_pack, *full = per_pack + packs, *req = per_pack + 3 * packs;
+        double *last_overhead = doubles, *cost = doubles + packs, *scratch = cost + 2 * n_lengths;
+        int64_t *items = (int64_t *)(cost + cands);
+        int64_t rpb = n_overheads - 1;
+        for (int64_t p = 0; p < packs; p++) {
+            pack_bytes[p] = pack_tokens[p] * head_token_bytes;
+            full[p] = pack_blocks[p] - 1;
+            last_overhead[p] = block_overheads[pack_req_count[p] - full[p] * rpb];
+        }
+        for (int64_t e = 0; e < n_entries; e++) req[e] = pack_req[e];
+        pat_launch_costs(splits, pack_bytes, full, block_overheads[rpb], last_overhead, req, pack_req_count, n_entries,
+                         num_requests, cands, packs, slots, chain_slot_bytes, tolerance, batch_items, cost, items,
+                         scratch);
+        int64_t best = 0;
+        for (int64_t c = 1; c < cands; c++)
+            if (cost[c] < cost[best] || (cost[c] == cost[best] && items[c] > items[best])) best = c;
+        chosen = kept[best];
+    }
+    free(kept), free(splits), free(per_pack), free(doubles);
+    return chosen;
+}

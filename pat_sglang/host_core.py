@@ -115,6 +115,10 @@ class _HostCore:
         self.forest.restype = ctypes.c_int64
         self.forest.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
                                 ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p] * 8
+        self.split = lib.pat_split_length
+        self.split.restype = ctypes.c_int64
+        self.split.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p] * 4 + \
+            [ctypes.c_int64] * 5 + [ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_double, ctypes.c_int64]
         self.items = lib.pat_plan_items
         self.items.restype = ctypes.c_int64
         self.items.argtypes = [ctypes.c_int64] + [ctypes.c_void_p] * 5 + [ctypes.c_int64] + [ctypes.c_void_p] * 3 + \
@@ -146,6 +150,28 @@ class _HostCore:
                    num_requests, cands, packs, slots, chain_slot_bytes, tolerance, batch_items, at, at + 8 * cands,
                    at + 16 * cands)
         return out[:cands], out[cands : 2 * cands].view(np.int64)
+
+    def split_length(self, candidates: list[int], longest: int, pack_tokens: np.ndarray, pack_blocks: np.ndarray,
+                     pack_req_count: np.ndarray, pack_req: np.ndarray, num_requests: int, slots: int,
+                     head_token_bytes: int, block_overheads: np.ndarray, chain_slot_bytes: float, tolerance: float,
+                     batch_items: int) -> int:
+        """``planner._split_length``'s choice past its uniform case in one call (``kernels/host_simulate.c``
+        ``pat_split_length``): the chosen split length, or 0 when every pack is alike (equal tokens and requests: the
+        caller's uniform model decides). Per-pack arrays: C-contiguous int64 (checked); ``pack_req``: int32;
+        ``block_overheads``: float64, indexed by a row block's requests."""
+        packs = pack_tokens.shape[0]
+        if any(a.dtype != np.int64 or a.shape != (packs,) or not a.flags.c_contiguous
+               for a in (pack_tokens, pack_blocks, pack_req_count)) or pack_req.dtype != np.int32 or \
+                not pack_req.flags.c_contiguous or block_overheads.dtype != np.float64:
+            raise ValueError("split_length: per-pack arrays must be C-contiguous int64 of one length, pack_req int32")
+        lengths = np.array(candidates, dtype=np.int64)
+        got = self.split(_address(lengths), lengths.shape[0], longest, _address(pack_tokens), _address(pack_blocks),
+                         _address(pack_req_count), _address(pack_req), pack_req.shape[0], num_requests, packs, slots,
+                         head_token_bytes, _address(block_overheads), block_overheads.shape[0], chain_slot_bytes,
+                         tolerance, batch_items)
+        if got < 0:
+            raise MemoryError("pat_split_length: no scratch memory")
+        return int(got)
 
     def plan_items(self, pack_tokens: np.ndarray, kv_offset: np.ndarray, pack_req_count: np.ndarray,
                    pack_req: np.ndarray, splits: np.ndarray, reqs_per_block: int, tile_of_size: np.ndarray,

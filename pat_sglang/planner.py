@@ -68,10 +68,11 @@ Implementation. All of this is numpy over the forest's flat arrays: the profit
 model for every node at once (iterated only where inlining passes tokens down), then packs, row blocks,
 splits, items, partial numbering and the merge map as array ops, with no per-item Python but the split choice's
 launch simulation (a heap over the item slots per candidate; runs of equal items dealt a round at a time, losing
-candidates cut off early). Where the compiled host work loads (``host_core``), the split search's cost model and the items'
-layout (``_plan_items``: row blocks, splits, launch order, entries, partial slots, merge map) are one C call each, with
-the same results: numpy pays 1-5 us a call on small arrays, and those two were most of a pass's calls. ``PackInfo`` records are built on the first read of ``PackPlan.packs`` (they are for
-printing and statistics only).
+candidates cut off early). Where the compiled host work loads (``host_core``), the split choice past its candidates
+(``_split_length``: split counts, its cost model and the pick) and the items' layout (``_plan_items``: row blocks,
+splits, launch order, entries, partial slots, merge map) are one C call each, with the same results: numpy pays 1-5 us
+a call on arrays this small, and those two were most of a pass's calls. ``PackInfo`` records are built on the first
+read of ``PackPlan.packs`` (they are for printing and statistics only).
 """
 
 from __future__ import annotations
@@ -916,6 +917,13 @@ def _split_length(
     if len(candidates) == 1:
         return candidates[0]
     slots = max(1, target // num_kv_heads)  # items that run at once: each is one CTA per KV head
+    sim = host_core.loaded()
+    if sim is not None:  # the rest of this function in one call (0: every pack alike, the uniform model below)
+        chosen = sim.split_length(candidates, longest, pack_tokens, pack_blocks, pack_req_count, pack_req, num_requests,
+                                  slots, head_token_bytes, block_overheads, float(MERGE_CHAIN_COST_SLOT_BYTES),
+                                  SPLIT_COST_TOLERANCE, RUN_BATCH_ITEMS)
+        if chosen:
+            return chosen
     if int(pack_tokens.min()) == longest and int(pack_req_count.min()) == int(pack_req_count.max()):
         # every pack alike (equal private rows, say): the same model without a candidate x pack matrix
         lengths, cost, items = _uniform_launch_costs(candidates, pack_tokens.shape[0], longest, int(pack_blocks[0]),

@@ -151,6 +151,33 @@ def test_plans_are_the_same_with_and_without_it(sim: host_core._HostCore, seed: 
     assert all(torch.equal(getattr(searched, n), getattr(want, n)) for n in PLAN_TENSORS)
 
 
+@pytest.mark.parametrize("seed", range(150))
+def test_split_length_equals_the_numpy_one(sim: host_core._HostCore, seed: int,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """``planner._split_length`` with ``pat_split_length`` against its numpy/Python path on random packs (few distinct
+    sizes, so that some lengths cut every pack alike; some seeds all alike: the uniform model, on both sides)."""
+    rng = np.random.default_rng(seed)
+    num_packs = int(rng.integers(1, 120))
+    num_requests = int(rng.integers(num_packs, num_packs * 3 + 1))
+    counts = rng.integers(1, 9, size=num_packs) if seed % 10 else np.full(num_packs, 3)
+    pack_req_count = np.minimum(num_requests, counts)
+    pack_req = np.concatenate([rng.choice(num_requests, size=int(n), replace=False) for n in pack_req_count])
+    pack_tokens = rng.choice(rng.integers(16, 9000, size=int(rng.integers(1, 6))), size=num_packs)
+    if seed % 10 == 0:
+        pack_tokens[:] = pack_tokens[0]
+    rpb = int(rng.choice([2, 4, 8]))
+    pack_blocks = (pack_req_count + rpb - 1) // rpb
+    longest = int(pack_tokens.max())
+    candidates = sorted({int(x) for x in rng.integers(64, 2 * longest + 64, size=int(rng.integers(1, 16)))},
+                        reverse=True)
+    overheads = np.array([float(48 << 10)] * (rpb // 2 + 1) + [float(72 << 10)] * (rpb - rpb // 2))
+    args = (candidates, pack_tokens.astype(np.int64), pack_blocks.astype(np.int64), pack_req.astype(np.int32),
+            pack_req_count.astype(np.int64), num_requests, 8, int(rng.integers(40, 1200)), 256, overheads)
+    got = planner._split_length(*args)
+    _python(monkeypatch)
+    assert got == planner._split_length(*args)
+
+
 def _item_inputs(rng: np.random.Generator) -> tuple:
     """Random ``_plan_items`` inputs: packs of few distinct lengths and begins (ties in the launch order), requests in
     one pack or several, row blocks of 1..8 requests, 1..5 KV splits per pack, open ends or none."""
