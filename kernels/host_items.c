@@ -30,14 +30,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FIELDS 8 /* ITEM_FIELDS; the column indices are planner.ITEM_COLUMNS' order */
-#define KV_BEGIN 0
-#define KV_END 1
-#define REQ_BEGIN 2
-#define REQ_END 3
-#define TILE 4
-#define TILE_M 5
-#define OPEN_END (-1)
+/* The item layout has one definition, pat_sglang/planner.py (ITEM_COLUMNS, ITEM_FIELDS, ITEM_OPEN_END): host_core
+   passes it as -D options, as pat_sglang/kernels.py does for the forward kernel. */
+#if !defined(ITEM_FIELDS) || !defined(ITEM_KV_BEGIN) || !defined(ITEM_KV_END) || !defined(ITEM_REQ_BEGIN) || \
+    !defined(ITEM_REQ_END) || !defined(ITEM_TILE) || !defined(ITEM_TILE_M) || !defined(ITEM_OPEN_END)
+#error "build through pat_sglang.host_core: the item layout is passed as -D options"
+#endif
 
 typedef struct {
     int64_t begin, len, tile, pack, split, block_start, size;
@@ -116,14 +114,14 @@ int64_t pat_plan_items(int64_t packs, const int64_t *pack_tokens, const int64_t 
     int64_t entry = 0, slot = 0, tile_m_max = 0, num_open = 0;
     for (int64_t k = 0; k < n; k++) {
         const item_t *x = &it[order[k]];
-        int32_t *row = items + FIELDS * k;
+        int32_t *row = items + ITEM_FIELDS * k;
         int open = leaf_pack && leaf_pack[x->pack] && x->split == splits[x->pack] - 1;
-        row[KV_BEGIN] = (int32_t)x->begin;
-        row[KV_END] = open ? OPEN_END : (int32_t)(x->begin + x->len);
-        row[REQ_BEGIN] = (int32_t)entry;
-        row[REQ_END] = (int32_t)(entry + x->size);
-        row[TILE] = (int32_t)x->tile;
-        row[TILE_M] = (int32_t)tile_m_of_size[x->size];
+        row[ITEM_KV_BEGIN] = (int32_t)x->begin;
+        row[ITEM_KV_END] = open ? ITEM_OPEN_END : (int32_t)(x->begin + x->len);
+        row[ITEM_REQ_BEGIN] = (int32_t)entry;
+        row[ITEM_REQ_END] = (int32_t)(entry + x->size);
+        row[ITEM_TILE] = (int32_t)x->tile;
+        row[ITEM_TILE_M] = (int32_t)tile_m_of_size[x->size];
         if (tile_m_of_size[x->size] > tile_m_max) tile_m_max = tile_m_of_size[x->size];
         item_pack[k] = x->pack;
         item_split[k] = x->split;

@@ -351,11 +351,21 @@ def compiler() -> str:
     return cc
 
 
+def layout_flags() -> tuple[str, ...]:
+    """The plan's item layout as -D options (``planner.item_layout_defines``, the forward kernel's too):
+    ``host_items.c`` writes item rows in it."""
+    from .planner import item_layout_defines  # the planner imports this module
+
+    return tuple(item_layout_defines())
+
+
 def library_path(
-    names: tuple[str, ...] = SOURCE_NAMES, extra_flags: tuple[str, ...] = (), stem: str = "pat_host_core"
+    names: tuple[str, ...] = SOURCE_NAMES, extra_flags: tuple[str, ...] | None = None, stem: str = "pat_host_core"
 ) -> Path:
-    """The shared library of the sources ``names`` (``kernels/``) for this compiler and these flags, compiled into the
-    cache if not there yet."""
+    """The shared library of the sources ``names`` (``kernels/``) for this compiler and these flags (default: the item
+    layout for the planner's sources, none for others), compiled into the cache if not there yet."""
+    if extra_flags is None:
+        extra_flags = layout_flags() if names == SOURCE_NAMES else ()
     src_dir = data_dir("pat_sglang.kernels_src", "kernels")
     sources = [src_dir.joinpath(name).read_text() for name in names]
     flags = (*COMPILE_FLAGS, *extra_flags)

@@ -28,6 +28,7 @@ from pat_sglang.planner import (
     _launch_costs,
     _plan_items,
     _tile_lut,
+    item_layout_defines,
     plan_forest,
 )
 from pat_sglang.workloads import layout_tree, random_tree
@@ -236,6 +237,16 @@ def test_plan_items_refuses_arrays_it_cannot_read(sim: host_core._HostCore) -> N
     with pytest.raises(ValueError, match="int32"):
         sim.plan_items(pack_tokens, kv_offset, pack_req_count, pack_req.astype(np.int64), splits, rpb, tiles, tile_ms,
                        None, n, *counts, None, ITEM_FIELDS)
+
+
+def test_item_layout_comes_from_the_planner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """host_items.c writes item rows in the planner's layout, passed as -D options (``host_core.layout_flags``, the
+    same ``planner.item_layout_defines`` the forward kernel is built with): without them the library does not build,
+    so no second copy of the layout can drift."""
+    monkeypatch.setenv("PAT_SGLANG_CACHE_DIR", str(tmp_path))
+    assert host_core.layout_flags() == tuple(item_layout_defines())
+    with pytest.raises(RuntimeError, match="item layout"):
+        host_core.library_path(extra_flags=())
 
 
 def test_built_once_then_loaded_from_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
