@@ -30,6 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "host_sort.h"
+
 /* The item layout has one definition, pat_sglang/planner.py (ITEM_COLUMNS, ITEM_FIELDS, ITEM_OPEN_END): host_core
    passes it as -D options, as pat_sglang/kernels.py does for the forward kernel. */
 #if !defined(ITEM_FIELDS) || !defined(ITEM_KV_BEGIN) || !defined(ITEM_KV_END) || !defined(ITEM_REQ_BEGIN) || \
@@ -48,20 +50,10 @@ static int before(const item_t *a, const item_t *b) {
     return a->begin < b->begin;
 }
 
-/* Stable merge sort of idx[0..n) by `before` (ties keep the order they came in). */
-static void sort_items(int64_t *idx, int64_t *tmp, const item_t *it, int64_t n) {
-    for (int64_t width = 1; width < n; width *= 2) {
-        for (int64_t lo = 0; lo < n; lo += 2 * width) {
-            int64_t mid = lo + width < n ? lo + width : n;
-            int64_t hi = lo + 2 * width < n ? lo + 2 * width : n;
-            int64_t i = lo, j = mid, k = lo;
-            while (i < mid && j < hi) tmp[k++] = before(&it[idx[j]], &it[idx[i]]) ? idx[j++] : idx[i++];
-            while (i < mid) tmp[k++] = idx[i++];
-            while (j < hi) tmp[k++] = idx[j++];
-        }
-        memcpy(idx, tmp, (size_t)n * sizeof(int64_t));
-    }
-}
+/* item indices in launch order, stably (host_sort.h; ctx: the items) */
+#define ITEM_BEFORE(later, earlier, ctx) \
+    before(&((const item_t *)(ctx))[*(later)], &((const item_t *)(ctx))[*(earlier)])
+PAT_STABLE_SORT(sort_items, int64_t, ITEM_BEFORE)
 
 int64_t pat_plan_items(int64_t packs, const int64_t *pack_tokens, const int64_t *kv_offset,
                        const int64_t *pack_req_count, const int32_t *pack_req, const int64_t *splits, int64_t rpb,
@@ -109,7 +101,7 @@ int64_t pat_plan_items(int64_t packs, const int64_t *pack_tokens, const int64_t 
         start += count;
     }
     for (int64_t k = 0; k < n; k++) order[k] = k;
-    sort_items(order, order + n, it, n);
+    sort_items(order, order + n, n, it);
     /* columns and entries in launch order; slots numbered in entry order */
     int64_t entry = 0, slot = 0, tile_m_max = 0, num_open = 0;
     for (int64_t k = 0; k < n; k++) {

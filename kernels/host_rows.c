@@ -32,6 +32,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "host_sort.h"
+
 #define CHUNK_ELEMS 64 /* a chunk memcmp compares before the exact position is looked for inside it */
 
 /* The first of the `width` elements (`elem` bytes each) where a and b differ, or width. */
@@ -100,24 +102,9 @@ typedef struct {
     int64_t slot, req;
 } keyed;
 
-/* A stable sort of x[0, n) by .slot, tmp holding n: bottom-up merge sort (glibc's qsort allocates and calls back a
-   comparison per step: ~20 us of the 256 singleton leaves of a batch without sharing, this ~3 us). */
-static void sort_by_slot(keyed *x, keyed *tmp, int64_t n) {
-    keyed *src = x, *dst = tmp;
-    for (int64_t width = 1; width < n; width *= 2) {
-        for (int64_t lo = 0; lo < n; lo += 2 * width) {
-            const int64_t mid = lo + width < n ? lo + width : n, hi = lo + 2 * width < n ? lo + 2 * width : n;
-            int64_t i = lo, j = mid, k = lo;
-            while (i < mid && j < hi) dst[k++] = src[j].slot < src[i].slot ? src[j++] : src[i++];
-            while (i < mid) dst[k++] = src[i++];
-            while (j < hi) dst[k++] = src[j++];
-        }
-        keyed *t = src;
-        src = dst;
-        dst = t;
-    }
-    if (src != x) memcpy(x, src, sizeof(keyed) * (size_t)n);
-}
+/* x[0, n) by .slot, stably (host_sort.h) */
+#define SLOT_BEFORE(later, earlier, ctx) ((later)->slot < (earlier)->slot)
+PAT_STABLE_SORT(sort_by_slot, keyed, SLOT_BEFORE)
 
 typedef struct {
     int64_t lo, hi, start, parent, depth;
@@ -139,7 +126,7 @@ static void push_children(const char *base, int64_t elem, const int64_t *row_bas
         }
     }
     if (n == 0) return;
-    sort_by_slot(pairs, tmp, n); /* stable: a run's requests stay in request order */
+    sort_by_slot(pairs, tmp, n, NULL); /* stable: a run's requests stay in request order */
     int64_t n_runs = 0;
     for (int64_t i = 0; i < n; i++)
         if (i == 0 || pairs[i].slot != pairs[i - 1].slot) {
@@ -147,7 +134,7 @@ static void push_children(const char *base, int64_t elem, const int64_t *row_bas
             runs[n_runs].req = i;
             n_runs++;
         }
-    sort_by_slot(runs, tmp, n_runs); /* by smallest request (the runs are in slot order) */
+    sort_by_slot(runs, tmp, n_runs, NULL); /* by smallest request (the runs are in slot order) */
     int64_t at = lo;
     const int64_t first = *sp;
     for (int64_t k = 0; k < n_runs; k++) {

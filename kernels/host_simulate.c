@@ -22,6 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "host_sort.h"
+
 static void sift_down(double *h, int64_t n, int64_t i) {
     double v = h[i];
     for (;;) {
@@ -115,20 +117,9 @@ double pat_greedy_makespan(const double *values, const int64_t *counts, int64_t 
     return largest(loads, slots);
 }
 
-/* Stable merge sort of idx[0..n) by key descending (ties: the order they came in). */
-static void sort_descending(int64_t *idx, int64_t *tmp, const double *key, int64_t n) {
-    for (int64_t width = 1; width < n; width *= 2) {
-        for (int64_t lo = 0; lo < n; lo += 2 * width) {
-            int64_t mid = lo + width < n ? lo + width : n;
-            int64_t hi = lo + 2 * width < n ? lo + 2 * width : n;
-            int64_t i = lo, j = mid, k = lo;
-            while (i < mid && j < hi) tmp[k++] = key[idx[j]] > key[idx[i]] ? idx[j++] : idx[i++];
-            while (i < mid) tmp[k++] = idx[i++];
-            while (j < hi) tmp[k++] = idx[j++];
-        }
-        memcpy(idx, tmp, (size_t)n * sizeof(int64_t));
-    }
-}
+/* indices idx[0, n) by key[idx] descending, stably (host_sort.h; ctx: the keys) */
+#define KEY_DESC_BEFORE(later, earlier, ctx) (((const double *)(ctx))[*(later)] > ((const double *)(ctx))[*(earlier)])
+PAT_STABLE_SORT(sort_descending, int64_t, KEY_DESC_BEFORE)
 
 /* scratch: 4 * packs int64 + 2 * packs doubles (run values) + slots doubles (loads), as one double array of
    6 * packs + slots entries. */
@@ -140,7 +131,7 @@ static double candidate_makespan(const double *item_bytes, const int64_t *reps, 
     double *run_values = scratch + 4 * packs;
     double *loads = run_values + 2 * packs;
     for (int64_t p = 0; p < packs; p++) order[p] = p;
-    sort_descending(order, tmp, item_bytes, packs);
+    sort_descending(order, tmp, packs, item_bytes);
     int64_t n_runs = 0;
     for (int64_t i = 0; i < packs; i++) {
         int64_t p = order[i];

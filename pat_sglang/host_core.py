@@ -55,6 +55,7 @@ logger = logging.getLogger(__name__)
 DISABLE_ENV = "PAT_SGLANG_HOST_CORE"  # "0": the numpy/Python versions
 SOURCE_NAMES = ("host_simulate.c", "host_rows.c", "host_items.c")  # compiled together into one library
 PY_SOURCE_NAMES = ("host_batch.c",)  # the CPython-API piece: a library of its own, loaded with ctypes.PyDLL
+HEADER_NAMES = ("host_sort.h",)  # included by the sources: written beside them for every build, part of its hash
 COMPILE_FLAGS = ("-O2", "-shared", "-fPIC", "-std=c99")
 COMPILE_TIMEOUT_S = 120
 
@@ -368,12 +369,13 @@ def library_path(
         extra_flags = layout_flags() if names == SOURCE_NAMES else ()
     src_dir = data_dir("pat_sglang.kernels_src", "kernels")
     sources = [src_dir.joinpath(name).read_text() for name in names]
+    headers = [src_dir.joinpath(name).read_text() for name in HEADER_NAMES]
     flags = (*COMPILE_FLAGS, *extra_flags)
     cc = compiler()
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
     if version.returncode != 0:
         raise RuntimeError(f"{cc} --version failed: {version.stderr.strip()[:200]}")
-    key = hashlib.sha256("\0".join([*sources, version.stdout, *flags]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\0".join([*sources, *headers, version.stdout, *flags]).encode()).hexdigest()[:16]
     folder = cache_root() / "host"
     path = folder / f"{stem}_{key}.so"
     if path.exists():
@@ -384,6 +386,8 @@ def library_path(
         for name, text in zip(names, sources, strict=True):
             files.append(Path(tmp) / name)
             files[-1].write_text(text)
+        for name, text in zip(HEADER_NAMES, headers, strict=True):
+            Path(tmp, name).write_text(text)
         out = Path(tmp) / path.name
         res = subprocess.run([cc, *flags, "-o", str(out), *map(str, files)], capture_output=True, text=True,
                              timeout=COMPILE_TIMEOUT_S)
