@@ -245,17 +245,13 @@ void pat_launch_costs(const int64_t *splits, const int64_t *pack_bytes, const in
    that cut every pack alike only the longer stays. Their costs are pat_launch_costs' (pack_bytes = pack_tokens x
    head_token_bytes; full blocks: pack_blocks - 1; block_overheads[n]: an item's fixed cost in a row block of n
    requests, n in 0..rpb, rpb = n_overheads - 1); the cheapest wins, on a tie the one with more items, then the first
-   (_cheapest). pack_req: int32. Returns the chosen length; 0 when every pack is alike (equal tokens and requests: the
-   caller's uniform model decides), -1 when scratch memory cannot be allocated. */
+   (_cheapest). pack_req: int32. The caller takes packs that are all alike (equal tokens and requests) to its uniform
+   model first. Returns the chosen length; -1 when scratch memory cannot be allocated. */
 int64_t pat_split_length(const int64_t *lengths, int64_t n_lengths, int64_t longest, const int64_t *pack_tokens,
                          const int64_t *pack_blocks, const int64_t *pack_req_count, const int32_t *pack_req,
                          int64_t n_entries, int64_t num_requests, int64_t packs, int64_t slots,
                          int64_t head_token_bytes, const double *block_overheads, int64_t n_overheads,
                          double chain_slot_bytes, double tolerance, int64_t batch_items) {
-    int uniform = 1;
-    for (int64_t p = 1; p < packs && uniform; p++)
-        uniform = pack_tokens[p] == pack_tokens[0] && pack_req_count[p] == pack_req_count[0];
-    if (uniform) return 0;
     int64_t *kept = (int64_t *)malloc(sizeof(int64_t) * (size_t)n_lengths);
     int64_t *splits = (int64_t *)malloc(sizeof(int64_t) * (size_t)(n_lengths * packs));
     int64_t *per_pack = (int64_t *)malloc(sizeof(int64_t) * (size_t)(3 * packs + n_entries + 1));

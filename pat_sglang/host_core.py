@@ -1,6 +1,7 @@
-"""Host work of *pack* compiled for speed: ``kernels/host_simulate.c`` and ``kernels/host_rows.c`` through ctypes.
+"""Host work of *pack* compiled for speed: ``kernels/host_simulate.c``, ``host_rows.c`` and ``host_items.c`` (with
+their shared ``host_sort.h``) through ctypes.
 
-Role in pack-forward-merge: part of *pack*. Two pieces of the planner's host work are loops that numpy serves badly:
+Role in pack-forward-merge: part of *pack*. Three pieces of the planner's host work are loops that numpy serves badly:
 
 * the split search's cost model: on a changed decode step the planner costs a few KV split lengths by simulating
   the forward launch (``planner._launch_costs``): in Python ~20 numpy calls over the candidate x pack arrays
@@ -156,10 +157,10 @@ class _HostCore:
                      pack_req_count: np.ndarray, pack_req: np.ndarray, num_requests: int, slots: int,
                      head_token_bytes: int, block_overheads: np.ndarray, chain_slot_bytes: float, tolerance: float,
                      batch_items: int) -> int:
-        """``planner._split_length``'s choice past its uniform case in one call (``kernels/host_simulate.c``
-        ``pat_split_length``): the chosen split length, or 0 when every pack is alike (equal tokens and requests: the
-        caller's uniform model decides). Per-pack arrays: C-contiguous int64 (checked); ``pack_req``: int32;
-        ``block_overheads``: float64, indexed by a row block's requests."""
+        """``planner._split_length``'s choice past its uniform case (packs not all alike: the caller's uniform model
+        takes those) in one call (``kernels/host_simulate.c`` ``pat_split_length``): the chosen split length.
+        Per-pack arrays: C-contiguous int64 (checked); ``pack_req``: int32; ``block_overheads``: float64, indexed by a
+        row block's requests."""
         packs = pack_tokens.shape[0]
         if any(a.dtype != np.int64 or a.shape != (packs,) or not a.flags.c_contiguous
                for a in (pack_tokens, pack_blocks, pack_req_count)) or pack_req.dtype != np.int32 or \

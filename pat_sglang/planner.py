@@ -917,19 +917,17 @@ def _split_length(
     if len(candidates) == 1:
         return candidates[0]
     slots = max(1, target // num_kv_heads)  # items that run at once: each is one CTA per KV head
-    sim = host_core.loaded()
-    if sim is not None:  # the rest of this function in one call (0: every pack alike, the uniform model below)
-        chosen = sim.split_length(candidates, longest, pack_tokens, pack_blocks, pack_req_count, pack_req, num_requests,
-                                  slots, head_token_bytes, block_overheads, float(MERGE_CHAIN_COST_SLOT_BYTES),
-                                  SPLIT_COST_TOLERANCE, RUN_BATCH_ITEMS)
-        if chosen:
-            return chosen
     if int(pack_tokens.min()) == longest and int(pack_req_count.min()) == int(pack_req_count.max()):
         # every pack alike (equal private rows, say): the same model without a candidate x pack matrix
         lengths, cost, items = _uniform_launch_costs(candidates, pack_tokens.shape[0], longest, int(pack_blocks[0]),
                                                      int(pack_req_count[0]), pack_req, num_requests, head_token_bytes,
                                                      block_overheads, slots)
         return lengths[_cheapest(cost, items)]
+    sim = host_core.loaded()
+    if sim is not None:  # the rest of this function in one call
+        return sim.split_length(candidates, longest, pack_tokens, pack_blocks, pack_req_count, pack_req, num_requests,
+                                slots, head_token_bytes, block_overheads, float(MERGE_CHAIN_COST_SLOT_BYTES),
+                                SPLIT_COST_TOLERANCE, RUN_BATCH_ITEMS)
     # a length that holds the longest pack cuts nothing: only the longest such (the first) stays
     lengths = np.array(candidates[:1] + [length for length in candidates[1:] if length < longest], dtype=np.int64)
     if lengths.shape[0] == 1:
