@@ -69,6 +69,7 @@ from pat_sglang.config import DeviceSpec, HeadConfig, TileTable, load_tile_table
 from pat_sglang.forest import PrefixForest  # noqa: E402
 from pat_sglang.kernels import (  # noqa: E402
     FP8_KV_NAMES,
+    WIDE_TILE_M,
     KernelTune,
     KernelVariant,
     StaticPlanBuffers,
@@ -148,19 +149,20 @@ def case_batch(name: str, rng: np.random.Generator) -> tuple[torch.Tensor, torch
 
 
 def parse_variant(text: str) -> KernelTune:
-    """``KVTILE/STAGES/CTAS[/rN][/wg][/wN][/mN][/nN][@SOURCE]``: N the online softmax's rescale slack in log2 units
-    (``KernelVariant.rescale_slack_log2``: 0 exact, the default; -1 rescale every tile); ``wg`` 64-row items on
+    """``KVTILE/STAGES/CTAS[/rN][/wg][/wN][/wsN][/mN][/nN][@SOURCE]``: N the online softmax's rescale slack in log2
+    units (``KernelVariant.rescale_slack_log2``: 0 exact, the default; -1 rescale every tile); ``wg`` 64-row items on
     warpgroup MMAs (``KernelVariant.wgmma``, sm_90); ``wN`` N warps per CTA instead of the table's (the variant's
     plans then use tile m up to 16 N: ``plan_tiles``; e.g. ``16/3/7/w2``, one computing and one loading warp per
     16-row item at 7 CTAs per SM); ``mN`` plans whose items take tile ms of at least N rows (``m64``: every item on
     the 64-row path, wgmma with ``wg``; ``m16`` 16-row items at every head dim, d256's private rows included;
-    ``TileTable.with_min_tile_m``); ``nN`` (with ``wg``) N KV columns per S block
+    ``TileTable.with_min_tile_m``); ``wsN`` (with ``wg``) the wide items (tile m >= 64) in a launch of their own with
+    N KV stages, plans with 128-row items (``KernelVariant.wide_stages``); ``nN`` (with ``wg``) N KV columns per S block
     and softmax step of 64-row wgmma items (``KernelVariant.wg_cols``: 16, 32 or 64, a divisor of KVTILE or a
     multiple over the ring layout's stages); SOURCE
     another kernel source file built with the same host contract (e.g. ``git show main:kernels/pat_decode.cu >
     old.cu``: two kernel versions side by side in one run)."""
     text, _, source = text.partition("@")
-    usage = f"variant {text!r}: KVTILE/STAGES/CTAS[/rN][/wg][/wN][/mN][/nN][@SOURCE]"
+    usage = f"variant {text!r}: KVTILE/STAGES/CTAS[/rN][/wg][/wN][/wsN][/mN][/nN][@SOURCE]"
     if source and not Path(source).is_file():
         raise argparse.ArgumentTypeError(f"variant {text!r}: no kernel source file {source!r}")
     parts = text.split("/")
@@ -169,6 +171,7 @@ def parse_variant(text: str) -> KernelTune:
     warps = None
     min_tile_m = None
     wg_cols = None
+    wide_stages = None
     for flag in parts[3:]:
         if flag == "wg" and not wgmma:
             wgmma = True
@@ -176,6 +179,8 @@ def parse_variant(text: str) -> KernelTune:
             min_tile_m = int(flag[1:])
         elif flag[:1] == "n" and flag[1:] in ("16", "32", "64") and wg_cols is None:
             wg_cols = int(flag[1:])
+        elif flag[:2] == "ws" and flag[2:].isdigit() and wide_stages is None:
+            wide_stages = int(flag[2:])
         elif flag[:1] == "w" and flag[1:].isdigit() and warps is None and int(flag[1:]) in (1, 2, 4, 8):
             warps = int(flag[1:])
         elif flag.startswith("r"):
@@ -193,7 +198,7 @@ def parse_variant(text: str) -> KernelTune:
         raise argparse.ArgumentTypeError(usage) from None
     return KernelTune(kv_tile=kv_tile, stages=stages, min_ctas_per_sm=ctas, warps=warps, rescale_slack_log2=slack,
                       source=str(Path(source).resolve()) if source else "", wgmma=wgmma,
-                      min_tile_m=min_tile_m, wg_cols=wg_cols)
+                      min_tile_m=min_tile_m, wg_cols=wg_cols, wide_stages=wide_stages)
 
 
 def parse_heads(text: str) -> tuple[int, int]:
@@ -214,6 +219,8 @@ def plan_tiles(table: TileTable, tune: KernelTune | None) -> TileTable:
         table = table.with_warps(tune.warps)
     if tune is not None and tune.min_tile_m is not None:
         table = table.with_min_tile_m(tune.min_tile_m)
+    if tune is not None and tune.wide_stages:
+        table = table.with_tile_m(WIDE_TILE_M)
     return table
 
 

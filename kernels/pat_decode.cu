@@ -133,16 +133,20 @@ constexpr int WG_GROUP = PAT_WG_COLS / KV_TILE;  // KV tiles per wgmma S block o
 #define PAT_TIMING_SLOTS 65536
 extern "C" __device__ unsigned long long pat_timing[PAT_TIMING_SLOTS][4];
 __device__ unsigned long long pat_timing[PAT_TIMING_SLOTS][4];
-__device__ __forceinline__ void pat_stamp(int which) {
-    if (threadIdx.x == 0) {
-        const int cta = blockIdx.y * gridDim.x + blockIdx.x;
+// base: the first slot of the launch's CTAs (the wide launch stamps from PAT_TIMING_WIDE_BASE, pat_pack_forward from 0);
+// writer: the thread that stamps.
+#define PAT_TIMING_WIDE_BASE (PAT_TIMING_SLOTS / 2)
+__device__ __forceinline__ void pat_stamp(int which, int base = 0, bool writer = threadIdx.x == 0) {
+    if (writer) {
+        const int cta = base + blockIdx.y * gridDim.x + blockIdx.x;
         unsigned long long t;
         asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
         if (cta < PAT_TIMING_SLOTS) pat_timing[cta][which] = t;
     }
 }
 #else
-__device__ __forceinline__ void pat_stamp(int) {}
+#define PAT_TIMING_WIDE_BASE 0
+__device__ __forceinline__ void pat_stamp(int, int = 0, bool = false) {}
 #endif
 
 // Item columns and the merge CTA width come from the host (pat_sglang/planner.py ITEM_COLUMNS,
@@ -315,13 +319,21 @@ __device__ __forceinline__ unsigned long long wg_desc(unsigned addr, unsigned lb
 }
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wg_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+template <int N>  // until at most N committed groups of this warpgroup's MMAs are pending
+__device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
+__device__ __forceinline__ void wg_wait_all() { wg_wait<0>(); }
 // Pins accumulator registers in place around the asynchronous MMAs: the compiler may not move their reads or writes
 // across it (CUTLASS's warpgroup_fence_operand).
 template <int N>
 __device__ __forceinline__ void wg_pin(float* r) {
 #pragma unroll
     for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+// The same for A fragments read from registers by an MMA in flight: kept unchanged until the wait behind the pin.
+template <int N>
+__device__ __forceinline__ void wg_pin_u(unsigned* r) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) asm volatile("" : "+r"(r[i])::"memory");
 }
 // Shared memory written by the generic proxy (cp.async, ordinary stores) and read next by wgmma (the async proxy):
 // each writing thread fences before the CTA barrier.
@@ -608,14 +620,13 @@ __device__ __forceinline__ void init_rows(RowState& st) {
     st.l[0] = st.l[1] = 0.f;
 }
 
-// The online-softmax update of one block of NBS * 8 columns (16 on the mma.sync path; 16, 32 or 64 on the wgmma
-// path) for a warp's 16 query rows (s: the block's raw scores q.k in the m16n8 accumulator layout, NBS n8 blocks):
-// masks columns past kv_end, moves the running max and sum, rescales the O accumulators where a max moved, and leaves
-// P = 2^(scaled score - max) in s.
+// The score half of the online-softmax update of one block of NBS * 8 columns (16 on the mma.sync path; 16, 32 or
+// 64 on the wgmma paths) for a warp's 16 query rows (s: the block's raw scores q.k in the m16n8 accumulator layout,
+// NBS n8 blocks): masks columns past kv_end, moves the running max and sum, leaves P = 2^(scaled score - max) in s and
+// the O accumulators' rescale factors in `rescale`; returns whether a row of this thread moved its max (rescale_o).
 template <int NBS>
-__device__ __forceinline__ void online_softmax(const PatForwardParams& p, float (&s)[NBS][4], int tok_base, int kv_end,
-                                               RowState& st) {
-    constexpr int DB = HEAD_DIM / 8;  // n8 blocks of O
+__device__ __forceinline__ bool softmax_block(const PatForwardParams& p, float (&s)[NBS][4], int tok_base, int kv_end,
+                                              RowState& st, float (&rescale)[2]) {
     const int lane = threadIdx.x % 32;
     // Online softmax (log2 domain). s holds raw scores q.k; columns past kv_end are masked, which only the block
     // holding kv_end needs (warp-uniform test). The scale (> 0, checked on the host) is applied to the block's max
@@ -636,7 +647,6 @@ __device__ __forceinline__ void online_softmax(const PatForwardParams& p, float 
 #pragma unroll
         for (int e = 0; e < 4; ++e) tile_max[e / 2] = fmaxf(tile_max[e / 2], s[j][e]);
     }
-    float rescale[2];
     bool grew = false;  // a row of this thread whose running max moved: its O columns need the rescale
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
@@ -662,6 +672,13 @@ __device__ __forceinline__ void online_softmax(const PatForwardParams& p, float 
         }
         st.l[h] = st.l[h] * rescale[h] + sum;  // per-thread partial sum, reduced at the end
     }
+    return grew;
+}
+
+// The O half of the online-softmax update: the warp's O accumulators times the rescale factors softmax_block gave
+// (split from it so that the wide kernel can run softmax_block while its previous P V is still in flight on O).
+__device__ __forceinline__ void rescale_o(RowState& st, const float (&rescale)[2], bool grew) {
+    constexpr int DB = HEAD_DIM / 8;  // n8 blocks of O
     // Where no row of the warp has a new max, every rescale is exp2(0) = 1 (or 0 on a row still at -inf, whose O is
     // 0): the multiply changes no bit and is skipped. After a row's first tiles its max rarely rises, so most tiles
     // of a long item skip these HEAD_DIM / 2 multiplies per thread (warp-uniform: no divergence).
@@ -677,6 +694,16 @@ __device__ __forceinline__ void online_softmax(const PatForwardParams& p, float 
             st.o[j][3] *= rescale[1];
         }
     }
+}
+
+// The online-softmax update of one block of NBS * 8 columns (16 on the mma.sync path; 16, 32 or 64 on the wgmma
+// path) for a warp's 16 query rows: softmax_block, then rescale_o.
+template <int NBS>
+__device__ __forceinline__ void online_softmax(const PatForwardParams& p, float (&s)[NBS][4], int tok_base, int kv_end,
+                                               RowState& st) {
+    float rescale[2];
+    const bool grew = softmax_block(p, s, tok_base, kv_end, st, rescale);
+    rescale_o(st, rescale, grew);
 }
 
 // P of one k16 step (two n8 blocks of S from s[0], as online_softmax leaves them) as the k16 A fragment of
@@ -739,18 +766,11 @@ __device__ __forceinline__ void attend_block(const PatForwardParams& p, const el
 // HEAD_DIM 64), P from registers, V MN-major: 64-column blocks KV_TILE * 128 B apart (the leading offset), 8-token
 // groups 1024 B apart (the stride offset), k16 step j at +16 token rows. Wider blocks mean fewer round trips to the
 // tensor cores (each commit + wait) and fewer row-max reductions per token, at NC / 2 S registers per thread.
-template <int NC>
-__device__ __forceinline__ void attend_block_wg(const PatForwardParams& p, unsigned long long q_desc, const elem_t* tk,
-                                                const elem_t* tv, int c0, int tok_base, int kv_end, RowState& st) {
-    constexpr int Q_BLOCK_BYTES = 64 * 128;       // one 64-column block of the 64-row Q tile
-    constexpr int KV_BLOCK_BYTES = WG_KV_ROWS * 128;  // one 64-column block of a KV tile (of the ring)
-    constexpr int NBS = NC / 8;                    // n8 blocks of S
-    float s[NBS][4];
-    float* sf = &s[0][0];
-    float* of = &st.o[0][0];
-    const unsigned long long k_desc = wg_desc(smem_addr(tk) + c0 * 128, 16, 1024);
-    wg_pin<HEAD_DIM / 2>(of);
-    wg_fence();
+// S[64 x NC] = Q K^T over HEAD_DIM as HEAD_DIM / 16 chained m64nNCk16 MMAs, issued (not committed): k16 step kk reads
+// bytes (kk % 4) * 32 of column block kk / 4 of both tiles (K-major, 8-row groups 1024 B apart; a 64-column block of
+// the Q tile is Q_BLOCK_BYTES, one of the KV tile KV_BLOCK_BYTES).
+template <int NC, unsigned Q_BLOCK_BYTES, unsigned KV_BLOCK_BYTES>
+__device__ __forceinline__ void wg_issue_s(float* sf, unsigned long long q_desc, unsigned long long k_desc) {
 #pragma unroll
     for (int kk = 0; kk < HEAD_DIM / 16; ++kk) {
         const unsigned step = (kk & 3) * 32;
@@ -758,19 +778,16 @@ __device__ __forceinline__ void attend_block_wg(const PatForwardParams& p, unsig
         const unsigned k_off = (kk >> 2) * KV_BLOCK_BYTES + step;
         wg_s<NC>(sf, q_desc + (q_off >> 4), k_desc + (k_off >> 4), kk > 0);
     }
-    wg_commit();
-    wg_wait_all();
-    wg_pin<NC / 2>(sf);
-    online_softmax(p, s, tok_base, kv_end, st);
-    unsigned a[NC / 16][4];
-#pragma unroll
-    for (int j = 0; j < NC / 16; ++j) p_fragment(&s[2 * j], a[j][0], a[j][1], a[j][2], a[j][3]);
-    const unsigned long long v_desc = wg_desc(smem_addr(tv) + c0 * 128, KV_BLOCK_BYTES, 1024);
-    wg_pin<HEAD_DIM / 2>(of);
-    wg_fence();
+}
+// O += P V over NC KV columns, issued (not committed): NC / 16 chained k16 steps of one m64nNk16 MMA per 128 output
+// columns (64 for HEAD_DIM 64), P from registers (a: one A fragment per k16 step), V MN-major by v_desc (64-column
+// blocks KV_BLOCK_BYTES apart: the leading offset; 8-token groups 1024 B apart: the stride offset), k16 step j at +16
+// token rows.
+template <int NC, unsigned KV_BLOCK_BYTES>
+__device__ __forceinline__ void wg_issue_pv(float* of, const unsigned (*a)[4], unsigned long long v_desc) {
 #pragma unroll
     for (int j = 0; j < NC / 16; ++j) {
-        const unsigned long long vj = v_desc + ((j * 16 * 128) >> 4);  // token rows c0 + 16 j ..
+        const unsigned long long vj = v_desc + ((j * 16 * 128) >> 4);  // token rows 16 j ..
         if constexpr (HEAD_DIM == 64) {
             wg_pv64(of, a[j][0], a[j][1], a[j][2], a[j][3], vj);
         } else {
@@ -779,6 +796,36 @@ __device__ __forceinline__ void attend_block_wg(const PatForwardParams& p, unsig
                 wg_pv128(of + 64 * h, a[j][0], a[j][1], a[j][2], a[j][3], vj + ((2 * h * KV_BLOCK_BYTES) >> 4));
         }
     }
+}
+
+// attend_block for a 64-row item on warpgroup MMAs (the CTA's four warps, warp w owning rows 16w..16w+15, each with
+// the same register state as on the mma.sync path), over NC = PAT_WG_COLS KV columns at once (16, 32 or 64: a KV
+// tile's columns in KV_TILE / NC blocks). q_desc: Q's descriptor (64 x HEAD_DIM, swz128); tk, tv: the KV tile
+// (KV_TILE x HEAD_DIM, swz128; with PAT_WG_RING the ring of all stages, tk / tv at the block's first stage).
+// S (wg_issue_s), one online-softmax step for the NC columns, O += P V (wg_issue_pv), each waited for. Wider blocks
+// mean fewer round trips to the tensor cores (each commit + wait) and fewer row-max reductions per token, at NC / 2 S
+// registers per thread.
+template <int NC>
+__device__ __forceinline__ void attend_block_wg(const PatForwardParams& p, unsigned long long q_desc, const elem_t* tk,
+                                                const elem_t* tv, int c0, int tok_base, int kv_end, RowState& st) {
+    constexpr unsigned KV_BLOCK_BYTES = WG_KV_ROWS * 128;  // one 64-column block of a KV tile (of the ring)
+    constexpr int NBS = NC / 8;                            // n8 blocks of S
+    float s[NBS][4];
+    float* sf = &s[0][0];
+    float* of = &st.o[0][0];
+    wg_pin<HEAD_DIM / 2>(of);
+    wg_fence();
+    wg_issue_s<NC, 64 * 128, KV_BLOCK_BYTES>(sf, q_desc, wg_desc(smem_addr(tk) + c0 * 128, 16, 1024));
+    wg_commit();
+    wg_wait_all();
+    wg_pin<NC / 2>(sf);
+    online_softmax(p, s, tok_base, kv_end, st);
+    unsigned a[NC / 16][4];
+#pragma unroll
+    for (int j = 0; j < NC / 16; ++j) p_fragment(&s[2 * j], a[j][0], a[j][1], a[j][2], a[j][3]);
+    wg_pin<HEAD_DIM / 2>(of);
+    wg_fence();
+    wg_issue_pv<NC, KV_BLOCK_BYTES>(of, a, wg_desc(smem_addr(tv) + c0 * 128, KV_BLOCK_BYTES, 1024));
     wg_commit();
     wg_wait_all();
     wg_pin<HEAD_DIM / 2>(of);
@@ -1124,6 +1171,257 @@ extern "C" __global__ void __launch_bounds__(PAT_THREADS, PAT_MIN_BLOCKS) pat_pa
     }
     pat_stamp(3);
 }
+
+#ifdef PAT_WIDE
+// pat_wide_forward (-DPAT_WIDE=STAGES, sm_90a, 16-bit pools): the wide items (tile m >= 64: the packs of many query
+// rows that a shared prefix makes) in a launch of their own, in FlashAttention-3's shape. One CTA per (wide item, KV
+// head), 384 threads: a producer warpgroup and two consumer warpgroups of 64 query rows each (a 128-row item; a 64-row
+// item leaves the second idle), one CTA per SM.
+//   Producer (warps 0-3): gathers the item's Q rows (both halves) and then its KV in blocks of WIDE_N = 64 tokens into
+//   a ring of STAGES stages (swz128, [64 tokens][HEAD_DIM] K and V per stage), two threads per token row, slot indices
+//   read a block ahead. Stage hand-off by mbarriers instead of CTA barriers: full[s] (128 producer arrivals, each made
+//   by the hardware when the thread's copies of the block have landed: cp.async.mbarrier.arrive.noinc; the consumers
+//   fence them to the async proxy after their wait) and empty[s] (one arrival per consumer warp once its MMAs have
+//   read the block), so the producer runs up to STAGES blocks ahead of the consumers.
+//   Consumers (warps 4-11): per block, S = Q K^T (m64n64, 8 k16 steps) is issued together with the previous block's
+//   O += P V, so the P V MMAs run under this block's softmax (softmax_block); O is rescaled (rescale_o) once that P V
+//   has completed. Each consumer warpgroup streams the whole item on its own: two such chains per SM interleave, and
+//   both read every KV block from the same stage (half the L2 -> shared-memory traffic of two 64-row items).
+// The other items run on pat_pack_forward, launched after this kernel with its items pointer past the wide ones; their
+// partials merge as one (pat_merge).
+#if !defined(PAT_WGMMA) || defined(PAT_KV_FP8) || HEAD_DIM > 128 || PAT_THREADS != 128
+#error "PAT_WIDE needs a 4-warp wgmma build over 16-bit pools at head dim 64 or 128"
+#endif
+constexpr int WIDE_N = 64;                 // KV tokens per stage and per S block
+constexpr int WIDE_STAGES = PAT_WIDE;
+static_assert(WIDE_STAGES >= 2, "one block in flight while one is computed on");
+constexpr int WIDE_THREADS = 384;
+constexpr int WIDE_ROWS = 128;             // query rows of the two consumer warpgroups
+constexpr int WIDE_Q_ELEMS = WIDE_ROWS * HEAD_DIM;
+constexpr int WIDE_STAGE_ELEMS = WIDE_N * HEAD_DIM;  // K (or V) of one stage
+constexpr int WIDE_SMEM_BYTES = WIDE_Q_ELEMS * 2 + 2 * WIDE_STAGES * WIDE_STAGE_ELEMS * 2 + 2 * WIDE_STAGES * 8;
+extern "C" __device__ const int pat_wide_smem_bytes = WIDE_SMEM_BYTES;  // the host checks its copy at load
+constexpr unsigned WIDE_Q_BLOCK_BYTES = WIDE_ROWS * 128;  // one 64-column block of the Q tile
+constexpr unsigned WIDE_KV_BLOCK_BYTES = WIDE_N * 128;    // one 64-column block of a KV stage
+constexpr int WIDE_CHUNKS_PER_THREAD = CHUNKS_PER_ROW / 2;  // two producer threads per token row
+constexpr int WIDE_SLOTS_AHEAD = 4;  // blocks whose slot indices a producer thread holds (wide_producer)
+
+__device__ __forceinline__ void mbar_init(unsigned addr, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(addr), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(unsigned addr) {  // release: this thread's earlier writes come with it
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(addr) : "memory");
+}
+// One arrival on the mbarrier once all of this thread's earlier cp.asyncs have landed (the pending count not raised
+// first: the arrival is one of the count the barrier was made with).
+__device__ __forceinline__ void mbar_arrive_on_copies(unsigned addr) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(addr) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(unsigned addr, unsigned parity) {  // until phase `parity` has completed
+    asm volatile(
+        "{\n.reg .pred done;\nWAIT:\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+        "@!done bra WAIT;\n}\n" ::"r"(addr), "r"(parity) : "memory");
+}
+
+// -DPAT_TIMING: cycles of the wide kernel's block loops by phase, per CTA (producer: empty wait, issue; consumer, first
+// thread: full wait, S, softmax, P V wait), accumulated in `prof` (declared by WIDE_PROF_DECL) and kept in pat_timing.
+#ifdef PAT_TIMING
+#define WIDE_PROF_DECL                       \
+    unsigned long long prof[4] = {0, 0, 0, 0}; \
+    long long c0 = 0
+#define WIDE_PROF_MARK(c) c = clock64()
+#define WIDE_PROF_ADD(i, c)             \
+    {                                   \
+        const long long c1 = clock64(); \
+        prof[i] += c1 - c;              \
+        c = c1;                         \
+    }
+#else
+#define WIDE_PROF_DECL
+#define WIDE_PROF_MARK(c)
+#define WIDE_PROF_ADD(i, c)
+#endif
+
+__device__ __forceinline__ void wide_producer(const PatForwardParams& p, const ItemView& it, int n_tiles, elem_t* sq,
+                                              elem_t* sk, unsigned full0, unsigned empty0, int kvh) {
+    const int tid = threadIdx.x;  // 0..127
+    WIDE_PROF_DECL;
+    for (int c = tid; c < WIDE_ROWS * CHUNKS_PER_ROW; c += 128) {  // Q: both halves, in block 0's copy group
+        const int row = c / CHUNKS_PER_ROW;
+        const int chunk = c % CHUNKS_PER_ROW;
+        const bool valid = row < it.n_rows;
+        long long off = 0;
+        if (valid) {
+            const int req = p.item_req[it.req_begin + row / it.group];
+            off = (long long)req * p.q_stride + (long long)(kvh * it.group + row % it.group) * HEAD_DIM + chunk * 8;
+        }
+        cp_async_16(sq + swz128(WIDE_ROWS, row, chunk), p.q + off, valid);
+    }
+    const int row = tid / 2;   // this thread's token row of every block
+    const int half = tid % 2;  // its chunks: half, half + 2, ... (a warp instruction covers whole 32-byte sectors)
+    const long long head = (long long)kvh * p.kv_stride_head + half * 8;
+    const char* kb = reinterpret_cast<const char*>(p.k + head);
+    const char* vb = reinterpret_cast<const char*>(p.v + head);
+    const unsigned slot_bytes = static_cast<unsigned>(p.kv_stride_slot) * 2;
+    unsigned dst[WIDE_CHUNKS_PER_THREAD];
+#pragma unroll
+    for (int i = 0; i < WIDE_CHUNKS_PER_THREAD; ++i) dst[i] = smem_addr(sk + swz128(WIDE_N, row, half + 2 * i));
+    constexpr unsigned V_OFF = WIDE_STAGES * WIDE_STAGE_ELEMS * 2;  // bytes from K's stages to V's
+    const auto slot_of = [&](int t) {
+        const int tok = it.kv_begin + t * WIDE_N + row;
+        return t < n_tiles && tok < it.kv_end ? __ldg(p.slot_table + tok) : -1;
+    };
+    // Slot indices WIDE_SLOTS_AHEAD blocks ahead, in registers (the loop unrolled by that count keeps their indices
+    // static): each index load has that many blocks' time to land before its gathers need it, where one block ahead
+    // left the producer waiting on every load (the consumers then waited ~500 cycles a block on full barriers).
+    int slots[WIDE_SLOTS_AHEAD];
+#pragma unroll
+    for (int j = 0; j < WIDE_SLOTS_AHEAD; ++j) slots[j] = slot_of(j);
+    for (int t0 = 0; t0 < n_tiles; t0 += WIDE_SLOTS_AHEAD) {
+#pragma unroll
+        for (int j = 0; j < WIDE_SLOTS_AHEAD; ++j) {
+            const int t = t0 + j;
+            if (t >= n_tiles) break;
+            const int stage = t % WIDE_STAGES;
+            WIDE_PROF_MARK(c0);
+            if (t >= WIDE_STAGES) mbar_wait(empty0 + 8 * stage, ((t / WIDE_STAGES) - 1) & 1);
+            WIDE_PROF_ADD(0, c0);
+            const int slot = slots[j];
+            slots[j] = slot_of(t + WIDE_SLOTS_AHEAD);
+            const bool valid = slot >= 0;  // rows past the end: zero-filled, nothing read
+            const unsigned long long off = (unsigned long long)(unsigned)(valid ? slot : 0) * slot_bytes;
+#pragma unroll
+            for (int i = 0; i < WIDE_CHUNKS_PER_THREAD; ++i) {
+                const unsigned d = dst[i] + stage * WIDE_STAGE_ELEMS * 2;
+                cp_async_16_at(d, kb + off + i * 32, valid);
+                cp_async_16_at(d + V_OFF, vb + off + i * 32, valid);
+            }
+            mbar_arrive_on_copies(full0 + 8 * stage);
+            WIDE_PROF_ADD(1, c0);
+        }
+    }
+#ifdef PAT_TIMING
+    if (threadIdx.x == 0) {
+        const int cta = blockIdx.y * gridDim.x + blockIdx.x;
+        for (int i = 0; i < 2; ++i) pat_timing[PAT_TIMING_SLOTS / 8 + cta][i] = prof[i];
+    }
+#endif
+    cp_async_wait<0>();  // no copy of this thread in flight when it leaves
+}
+
+__device__ __forceinline__ void wide_consumer(const PatForwardParams& p, const ItemView& it, int n_tiles, int wg,
+                                              const elem_t* sq, const elem_t* sk, const elem_t* sv, unsigned full0,
+                                              unsigned empty0, int kvh) {
+    constexpr int NBS = WIDE_N / 8;  // n8 blocks of S
+    const int warp = (threadIdx.x / 32) % 4;
+    const bool arrives = threadIdx.x % 32 == 0;
+    RowState st;
+    init_rows(st);
+    float s[NBS][4];
+    unsigned a[WIDE_N / 16][4];
+    float rescale[2];
+    WIDE_PROF_DECL;
+    float* sf = &s[0][0];
+    float* of = &st.o[0][0];
+    unsigned* af = &a[0][0];
+    const unsigned long long q_desc = wg_desc(smem_addr(sq) + wg * 64 * 128, 16, 1024);
+    const unsigned k0 = smem_addr(sk);
+    const unsigned v0 = smem_addr(sv);
+    const auto issue_s = [&](int stage) {
+        wg_issue_s<WIDE_N, WIDE_Q_BLOCK_BYTES, WIDE_KV_BLOCK_BYTES>(
+            sf, q_desc, wg_desc(k0 + stage * WIDE_STAGE_ELEMS * 2, 16, 1024));
+    };
+    const auto issue_pv = [&](int stage) {
+        wg_issue_pv<WIDE_N, WIDE_KV_BLOCK_BYTES>(
+            of, a, wg_desc(v0 + stage * WIDE_STAGE_ELEMS * 2, WIDE_KV_BLOCK_BYTES, 1024));
+    };
+    const auto p_fragments = [&] {
+#pragma unroll
+        for (int j = 0; j < WIDE_N / 16; ++j) p_fragment(&s[2 * j], a[j][0], a[j][1], a[j][2], a[j][3]);
+    };
+    mbar_wait(full0, 0);
+    fence_proxy_async();  // the block's (and Q's) copies, landed in the generic proxy, then read by wgmma
+    pat_stamp(1, PAT_TIMING_WIDE_BASE, threadIdx.x == 128);  // the first consumer thread: first block landed
+    wg_fence();
+    issue_s(0);
+    wg_commit();
+    wg_wait<0>();
+    wg_pin<WIDE_N / 2>(sf);
+    softmax_block(p, s, it.kv_begin, it.kv_end, st, rescale);  // O is still 0: nothing to rescale
+    p_fragments();
+    for (int t = 1; t < n_tiles; ++t) {
+        const int stage = t % WIDE_STAGES;
+        const int prev = (t - 1) % WIDE_STAGES;
+        WIDE_PROF_MARK(c0);
+        mbar_wait(full0 + 8 * stage, (t / WIDE_STAGES) & 1);
+        fence_proxy_async();
+        WIDE_PROF_ADD(0, c0);
+        wg_pin<HEAD_DIM / 2>(of);
+        wg_pin_u<WIDE_N / 4>(af);
+        wg_fence();
+        issue_s(stage);
+        wg_commit();
+        issue_pv(prev);
+        wg_commit();
+        wg_wait<1>();  // S of block t; block t - 1's P V may still run
+        wg_pin<WIDE_N / 2>(sf);
+        WIDE_PROF_ADD(1, c0);
+        const bool grew = softmax_block(p, s, it.kv_begin + t * WIDE_N, it.kv_end, st, rescale);
+        WIDE_PROF_ADD(2, c0);
+        wg_wait<0>();
+        wg_pin<HEAD_DIM / 2>(of);
+        wg_pin_u<WIDE_N / 4>(af);
+        WIDE_PROF_ADD(3, c0);
+        if (arrives) mbar_arrive(empty0 + 8 * prev);  // block t - 1 read: K by last iteration's S, V by this P V
+        rescale_o(st, rescale, grew);
+        p_fragments();
+    }
+    wg_pin<HEAD_DIM / 2>(of);
+    wg_fence();
+    issue_pv((n_tiles - 1) % WIDE_STAGES);
+    wg_commit();
+    wg_wait<0>();
+    wg_pin<HEAD_DIM / 2>(of);
+    pat_stamp(2, PAT_TIMING_WIDE_BASE, threadIdx.x == 128);
+#ifdef PAT_TIMING
+    if (threadIdx.x == 128) {
+        const int cta = blockIdx.y * gridDim.x + blockIdx.x;
+        for (int i = 0; i < 4; ++i) pat_timing[PAT_TIMING_SLOTS / 4 + cta][i] = prof[i];
+    }
+#endif
+    write_rows<1, 64>(p, nullptr, st, true, 4 * wg + warp, 0, it.req_begin, it.n_rows, it.group, kvh);
+}
+
+extern "C" __global__ void __launch_bounds__(WIDE_THREADS, 1) pat_wide_forward(const PatForwardParams p) {
+    extern __shared__ __align__(1024) unsigned char pat_smem_raw[];
+    const int* item = p.items + blockIdx.y * ITEM_FIELDS;  // the wide items lead the item list: grid y = their count
+    const int kvh = blockIdx.x;
+    pat_stamp(0, PAT_TIMING_WIDE_BASE);
+    const ItemView it = read_item(p, item);
+    elem_t* sq = reinterpret_cast<elem_t*>(pat_smem_raw);
+    elem_t* sk = sq + WIDE_Q_ELEMS;
+    elem_t* sv = sk + WIDE_STAGES * WIDE_STAGE_ELEMS;
+    const unsigned full0 = smem_addr(sv + WIDE_STAGES * WIDE_STAGE_ELEMS);  // STAGES full barriers, then STAGES empty
+    const unsigned empty0 = full0 + 8 * WIDE_STAGES;
+    const int consumers = it.n_rows > 64 ? 2 : 1;  // consumer warpgroups with rows
+    const int n_tiles = (it.kv_end - it.kv_begin + WIDE_N - 1) / WIDE_N;
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < WIDE_STAGES; ++s) {
+            mbar_init(full0 + 8 * s, 128);
+            mbar_init(empty0 + 8 * s, 4 * consumers);
+        }
+    }
+    __syncthreads();
+    const int wg = threadIdx.x / 128;
+    if (wg == 0) {
+        wide_producer(p, it, n_tiles, sq, sk, full0, empty0, kvh);
+    } else if (wg <= consumers) {
+        wide_consumer(p, it, n_tiles, wg - 1, sq, sk, sv, full0, empty0, kvh);
+    }
+    pat_stamp(3, PAT_TIMING_WIDE_BASE, threadIdx.x == 128);
+}
+#endif
 
 // One warp per (request, q head): grid = (requests, ceil(q_heads / MERGE_WARPS)), MERGE_WARPS warps.
 extern "C" __global__ void __launch_bounds__(MERGE_WARPS * 32) pat_merge(const PatMergeParams p) {

@@ -186,6 +186,13 @@ class TileTable:
         least = {d: m for d, m in self.min_tile_m.items() if m in tile_ms}  # a least tile m these CTAs still hold
         return replace(self, tile_ms=tile_ms, warps={d: warps for d in self.warps}, min_tile_m=least)
 
+    def with_tile_m(self, m: int) -> TileTable:
+        """This table with tile m ``m`` added (e.g. 128: the items of the wide launch's two consumer warpgroups,
+        ``KernelVariant.wide_stages``); the build's warps are unchanged."""
+        if m not in KERNEL_TILE_MS:
+            raise ValueError(f"tile m {m}: one of {KERNEL_TILE_MS}")
+        return replace(self, tile_ms=tuple(sorted({*self.tile_ms, m})))
+
     def for_head_dim(self, head_dim: int, fp8: bool = False) -> TileTable:
         """The table the planner uses for ``head_dim`` (``fp8``: over FP8 pools): this one, or where the table gives
         the head dim a least tile m (``min_tile_m``) and that build takes warpgroup MMAs, this one with only the tile

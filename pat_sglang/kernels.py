@@ -39,11 +39,20 @@ from .config import (
     load_tile_table,
     wg_cols_fit,
 )
-from .planner import ITEM_FIELDS, PackPlan, PlanLimits, item_layout_defines
+from .planner import ITEM_FIELDS, ITEM_TILE_M, PackPlan, PlanLimits, item_layout_defines
 
 logger = logging.getLogger(__name__)
 
 MERGE_WARPS = 4  # the merge kernel's warps per CTA, one q head each (passed to kernels/pat_decode.cu as -D)
+# The wide launch (KernelVariant.wide_stages, pat_wide_forward): items of tile m >= WIDE_MIN_TILE_M run there, in CTAs
+# of two 64-row consumer warpgroups (tile m up to WIDE_TILE_M) over KV stages of WIDE_KV_TOKENS tokens; at most
+# WIDE_MAX_STAGES stages fit the 227 KB of shared memory at head dim 128. The kernel's own constants (WIDE_ROWS,
+# WIDE_N) are checked against these through its shared-memory size at load.
+WIDE_MIN_TILE_M = 64
+WIDE_TILE_M = 128
+WIDE_KV_TOKENS = 64
+WIDE_MAX_STAGES = 6
+WIDE_THREADS = 384  # a producer and two consumer warpgroups
 DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 # FP8 KV pool formats: variant name and the cuda_fp8.h interpretation passed as -DPAT_KV_FP8 (the one table of
 # the KV-format contract between host and kernel).
@@ -87,6 +96,7 @@ class KernelTune:
     wgmma: bool | None = None  # 64-row items on warpgroup MMAs (sm_90 only); None = the table's / PAT_SGLANG_WGMMA
     min_tile_m: int | None = None  # plans only (TileTable.with_min_tile_m): items take tile ms >= this; same build
     wg_cols: int | None = None  # KV columns per wgmma S block (KernelVariant.wg_cols); None = the table's where fit
+    wide_stages: int | None = None  # KernelVariant.wide_stages; None = 0 (no wide launch)
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,10 @@ class KernelVariant:
     # dividing the stages and at least 2G of them, and the item's loop takes G tiles per step; other items stream
     # kv_tile tokens per step as before (``config.wg_cols_fit``).
     wg_cols: int = 16
+    # The wide items (tile m >= WIDE_MIN_TILE_M) in a launch of their own (pat_wide_forward, -DPAT_WIDE): a producer
+    # warpgroup and two consumer warpgroups per CTA, 128-row items, this many 64-token KV stages; 0: no wide launch,
+    # every item on pat_pack_forward. Needs a 4-warp wgmma build over 16-bit pools at head dim 64 or 128.
+    wide_stages: int = 0
 
     def __post_init__(self) -> None:
         if self.kv_dtype in ("", self.dtype):
@@ -135,6 +149,12 @@ class KernelVariant:
                 f"wgmma builds need sm_90 and 4 warps (one warpgroup per 64-row item); got {self.arch}, "
                 f"{self.warps} warps"
             )
+        if self.wide_stages and not (self.wgmma and not self.kv_fp8 and self.head_dim in (64, 128)
+                                     and 2 <= self.wide_stages <= WIDE_MAX_STAGES):
+            raise ValueError(
+                f"a wide launch ({self.wide_stages} stages) needs a wgmma build over 16-bit pools at head dim 64 or "
+                f"128 and 2 to {WIDE_MAX_STAGES} stages; got wgmma={self.wgmma}, KV {self.kv_dtype}, head dim "
+                f"{self.head_dim}")
 
     def without_wgmma(self) -> KernelVariant:
         """This variant built on mma.sync alone (its S blocks back to 16 columns)."""
@@ -154,7 +174,14 @@ class KernelVariant:
 
     @property
     def max_tile_m(self) -> int:
-        return 16 * self.warps
+        return WIDE_TILE_M if self.wide_stages else 16 * self.warps
+
+    @property
+    def wide_smem_bytes(self) -> int:
+        """Dynamic shared memory of pat_wide_forward (its own formula in the kernel, checked at load): the 128-row Q
+        tile, the K and V stages of WIDE_KV_TOKENS tokens, a full and an empty mbarrier per stage."""
+        return (WIDE_TILE_M * self.head_dim * 2 + 2 * self.wide_stages * WIDE_KV_TOKENS * self.head_dim * 2
+                + 2 * self.wide_stages * 8)
 
     @staticmethod
     def for_config(heads: HeadConfig, arch: str, tune: KernelTune | None = None) -> KernelVariant:
@@ -183,6 +210,7 @@ class KernelVariant:
                 tune.source,
                 wgmma,
                 wg_cols,
+                tune.wide_stages or 0,
             )
         return v
 
@@ -226,14 +254,15 @@ class KernelVariant:
             *item_layout_defines(),
             f"-DPAT_RESCALE_SLACK_LOG2={self.rescale_slack_log2}",
             f"-DPAT_WG_COLS={self.wg_cols}",
-        ] + (["-DPAT_TIMING"] if self.timing else []) + (["-DPAT_WGMMA"] if self.wgmma else [])
+        ] + (["-DPAT_TIMING"] if self.timing else []) + (["-DPAT_WGMMA"] if self.wgmma else []) + (
+            [f"-DPAT_WIDE={self.wide_stages}"] if self.wide_stages else [])
 
     @property
     def smem_bytes(self) -> int:
         """Dynamic shared memory of pat_pack_forward; the kernel holds the same formula (and the host checks
         it against the kernel's constant at load): Q + K/V stages in the pool's element type (+ one converted
         16-bit K/V tile for FP8 pools), or the fp32 combine buffer of the largest tile, whichever is larger."""
-        m = self.max_tile_m
+        m = 16 * self.warps  # pat_pack_forward's largest tile m (the wide launch's 128-row items have their own)
         tile = self.kv_tile * self.head_dim
         converted = 2 * tile * 2 if self.kv_fp8 else 0
         main = m * self.head_dim * 2 + 2 * self.stages * tile * self.kv_elem_bytes + converted
@@ -457,6 +486,8 @@ class _LoadedKernels:
         self.library = _drv(driver.cuLibraryLoadData(compiled.cubin, None, None, 0, None, None, 0), "cuLibraryLoadData")
         self.forward = _drv(driver.cuLibraryGetKernel(self.library, b"pat_pack_forward"), "cuLibraryGetKernel")
         self.merge = _drv(driver.cuLibraryGetKernel(self.library, b"pat_merge"), "cuLibraryGetKernel")
+        self.wide = (_drv(driver.cuLibraryGetKernel(self.library, b"pat_wide_forward"), "cuLibraryGetKernel")
+                     if self.variant.wide_stages else None)
         self._configured: set[int] = set()
 
     def read_timing(self, num_ctas: int) -> np.ndarray:
@@ -480,6 +511,13 @@ class _LoadedKernels:
         _drv((driver.cuMemcpyDtoH(host.ctypes.data, ptr, 4)[0], None), "cuMemcpyDtoH")
         if int(host[0]) != self.variant.smem_bytes:
             raise RuntimeError(f"shared-memory size mismatch: kernel {int(host[0])}, host {self.variant.smem_bytes}")
+        if self.wide is not None:
+            wide_bytes = self.variant.wide_smem_bytes
+            _drv((driver.cuKernelSetAttribute(attr, wide_bytes, self.wide, dev)[0], None), "smem attr")
+            ptr, size = _drv(driver.cuLibraryGetGlobal(self.library, b"pat_wide_smem_bytes"), "cuLibraryGetGlobal")
+            _drv((driver.cuMemcpyDtoH(host.ctypes.data, ptr, 4)[0], None), "cuMemcpyDtoH")
+            if int(host[0]) != wide_bytes:
+                raise RuntimeError(f"wide shared-memory size mismatch: kernel {int(host[0])}, host {wide_bytes}")
         self._configured.add(device_index)
 
 
@@ -584,7 +622,10 @@ class PlanLaunch:
 
     ``row_stride``: the plan may have open items (``planner.ITEM_OPEN_END``); then every call passes ``seq_lens`` and
     ``req_rows`` (per request: its length and slot-table row now, int64 on the device, SGLang's
-    ``forward_batch.seq_lens`` and ``req_pool_indices``), which the forward kernel reads to end them."""
+    ``forward_batch.seq_lens`` and ``req_pool_indices``), which the forward kernel reads to end them.
+
+    ``wide_items``: the first so many items run on the wide launch (``KernelVariant.wide_stages``), the rest on
+    pat_pack_forward after it."""
 
     def __init__(
         self,
@@ -595,9 +636,13 @@ class PlanLaunch:
         merge_requests: int,
         merge: bool,
         row_stride: int | None = None,
+        wide_items: int = 0,
     ) -> None:
         driver = _driver()
+        if wide_items and kern.wide is None:
+            raise ValueError(f"{wide_items} wide items, but the build has no wide launch")
         self.kern = kern
+        self.wide_items = wide_items
         self.heads = heads
         self.tensors = tensors  # keeps the buffers alive while the structs point at them
         self.grid_items = grid_items
@@ -610,6 +655,12 @@ class PlanLaunch:
         self.fwd.num_kv_heads = heads.num_kv_heads
         self.open = row_stride is not None
         self.fwd.row_stride = row_stride or 0
+        # With a wide launch, pat_pack_forward's items start past the wide ones; the wide launch gets its own copy of
+        # the parameters (refreshed from these at every launch) with the items from the first.
+        self.fwd_wide = _ForwardParams()
+        self.wide_items_ptr = self.fwd.items
+        self.fwd.items += wide_items * ITEM_FIELDS * 4 if wide_items else 0
+        self.fwd_wide_args = (ctypes.c_void_p * 1)(ctypes.addressof(self.fwd_wide))
         self.fwd_args = (ctypes.c_void_p * 1)(ctypes.addressof(self.fwd))
         self.mp = _MergeParams()
         for name in ("part_o", "part_lse", "merge_indptr", "merge_partials"):
@@ -621,6 +672,9 @@ class PlanLaunch:
         self.f_merge = driver.CUfunction(int(kern.merge))
         self.h_forward = int(kern.forward)  # the same handles as raw pointers, for the ctypes launch
         self.h_merge = int(kern.merge)
+        self.h_wide = int(kern.wide) if kern.wide is not None else 0
+        self.f_wide = driver.CUfunction(self.h_wide) if kern.wide is not None else None
+        self.wide_smem = kern.variant.wide_smem_bytes
         self.fwd_args_ptr = ctypes.addressof(self.fwd_args)
         self.merge_args_ptr = ctypes.addressof(self.merge_args)
         self.smem = kern.variant.smem_bytes
@@ -674,8 +728,13 @@ class PlanLaunch:
     def launch(self, stream: int) -> None:
         """The forward and merge launches with the arguments the last call wrote (``bench/eager_launch.py`` times
         them alone)."""
-        if self.grid_items > 0:
-            _launch_kernel(self.h_forward, self.f_forward, (self.heads.num_kv_heads, self.grid_items),
+        if self.wide_items > 0:
+            ctypes.memmove(ctypes.addressof(self.fwd_wide), ctypes.addressof(self.fwd), ctypes.sizeof(self.fwd))
+            self.fwd_wide.items = self.wide_items_ptr
+            _launch_kernel(self.h_wide, self.f_wide, (self.heads.num_kv_heads, self.wide_items), WIDE_THREADS,
+                           self.wide_smem, stream, ctypes.addressof(self.fwd_wide_args), "pat_wide_forward")
+        if self.grid_items > self.wide_items:
+            _launch_kernel(self.h_forward, self.f_forward, (self.heads.num_kv_heads, self.grid_items - self.wide_items),
                            self.threads, self.smem, stream, self.fwd_args_ptr, "pat_pack_forward")
         if self.merge:
             _launch_kernel(self.h_merge, self.f_merge, (self.merge_requests, self.merge_grid_y), 32 * MERGE_WARPS, 0,
@@ -738,6 +797,14 @@ def plan_tune(plan: PackPlan, arch: str) -> KernelTune | None:
     return KernelTune(wgmma=False) if KernelVariant.for_config(plan.heads, arch).wgmma else None
 
 
+def wide_first(items: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """The plan's items with those of the wide launch (tile m >= WIDE_MIN_TILE_M) first, each group in its own order,
+    and how many those are (each item row stands alone: its KV range, requests and tile m)."""
+    wide = items[:, ITEM_TILE_M] >= WIDE_MIN_TILE_M
+    order = torch.cat([torch.nonzero(wide).flatten(), torch.nonzero(~wide).flatten()])
+    return items[order].contiguous(), int(wide.sum())
+
+
 def plan_launch(plan: PackPlan, device: torch.device, tune: KernelTune | None = None) -> PlanLaunch:
     """The plan's resolved launch on ``device`` (made on first use, then cached with the plan); without ``tune``, the
     build ``plan_tune`` chooses for it."""
@@ -755,10 +822,14 @@ def plan_launch(plan: PackPlan, device: torch.device, tune: KernelTune | None = 
         raise ValueError(f"plan uses tile m {max(plan.tile_ms)}; the kernel is built for {kern.variant.max_tile_m}")
     n_part = max(plan.num_partials, 1)
     tensors: dict[str, torch.Tensor | None] = {name: getattr(plan, name) for name in _PLAN_TENSORS}
+    wide_items = 0
+    if kern.variant.wide_stages:
+        items, wide_items = wide_first(plan.items.cpu())
+        tensors["items"] = items.to(device)
     tensors["part_o"] = torch.empty((n_part, heads.num_q_heads, heads.head_dim), dtype=torch.float32, device=device)
     tensors["part_lse"] = torch.empty((n_part, heads.num_q_heads), dtype=torch.float32, device=device)
     launch = PlanLaunch(kern, heads, tensors, plan.num_items, plan.num_requests, merge=plan.num_partials > 0,
-                        row_stride=plan.row_stride if plan.num_open else None)
+                        row_stride=plan.row_stride if plan.num_open else None, wide_items=wide_items)
     cache[key] = launch
     return launch
 

@@ -459,3 +459,40 @@ def test_static_buffers_serve_every_plan_loaded_under_one_graph() -> None:
         indptr, flat = batch.kv_flat()
         ref = naive_decode(q.cpu(), k.cpu(), v.cpu(), indptr, flat, scale)
         assert_written_and_close(out, ref, f"plan {i}")
+
+
+@SM90_ONLY
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("heads", [(8, 8), (32, 8), (64, 8), (32, 32)])
+@pytest.mark.parametrize("page_size", [1, 16])
+@pytest.mark.parametrize("stages", [3, 4])
+def test_wide_launch_matches_reference(dtype: torch.dtype, head_dim: int, heads: tuple[int, int], page_size: int,
+                                       stages: int) -> None:
+    """The wide launch (``KernelTune(wide_stages=N)``: items of tile m >= 64 on pat_wide_forward's producer and two
+    consumer warpgroups, the rest on pat_pack_forward after it, one merge) against float64 attention, on plans with
+    128-row items (``TileTable.with_tile_m(128)``), items of 65-127 rows (the second consumer warpgroup partly
+    padded), 64-row items (one consumer warpgroup), and KV ends inside a 64-token block."""
+    from pat_sglang.config import load_tile_table
+
+    rng = np.random.default_rng(_next_seed())
+    scale = 1.0 / math.sqrt(head_dim)
+    hq, hkv = heads
+    cfg = HeadConfig(hq, hkv, head_dim, dtype)
+    device = DeviceSpec.from_torch(torch.device("cuda"))
+    tiles = load_tile_table(device.arch).with_tile_m(128)
+    batches = [tree_batch([(1, 1008), (160 // (hq // hkv), 9)], page_size, rng),
+               tree_batch([(1, 784), (100 // (hq // hkv) + 1, 5)], page_size, rng),
+               tree_batch([(1, 608), (64 // (hq // hkv), 3)], page_size, rng), *wgmma_batches(page_size, rng)]
+    seen: set[int] = set()
+    for batch in batches:
+        q, k, v = make_qkv(batch.batch, hq, hkv, head_dim, batch.num_slots, dtype, "cuda", seed=_next_seed())
+        plan = plan_forest(PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices), cfg, device,
+                           tiles=tiles).to("cuda")
+        seen.update(int(m) for m in plan.items[:, ITEM_TILE_M].tolist())
+        ref = naive_decode(q.cpu(), k.cpu(), v.cpu(), batch.kv_indptr, batch.kv_indices, scale)
+        out = torch.full_like(q, float("nan"))
+        launch_plan(plan, q, k, v, scale, out=out, tune=KernelTune(wide_stages=stages))
+        torch.cuda.synchronize()
+        assert_written_and_close(out, ref, f"wide {stages} stages, batch {batch.batch} requests")
+    assert {64, 128} <= seen, f"the batches must exercise 64- and 128-row items, saw {sorted(seen)}"
