@@ -58,7 +58,7 @@
 //   blocks.
 //   At the end, with KV_WARPS = 1 each warp writes its rows straight from registers; otherwise the
 //   KV_WARPS partial states are combined through fp32 slabs in shared memory. Each row goes either to the
-//   output (dtype, the request's only partial) or to its partial slot (fp32 row + log2-sum-exp).
+//   output (dtype, the request's only partial) or to its partial slot (a row in the dtype + an fp32 log2-sum-exp).
 //
 // pat_merge: one warp per (request, q head); combines the request's partial rows with softmax weights
 //   2^(lse_i - max lse) into the output. Requests with a direct output have no partials and exit.
@@ -69,12 +69,14 @@ typedef __nv_bfloat16 elem_t;
 typedef __nv_bfloat162 elem2_t;
 #define PAT_MMA_TYPE "bf16"
 __device__ __forceinline__ elem2_t pat_float2_to_elem2(float a, float b) { return __floats2bfloat162_rn(a, b); }
+__device__ __forceinline__ float2 pat_elem2_to_float2(elem2_t x) { return __bfloat1622float2(x); }
 #elif defined(PAT_DTYPE_FP16)
 #include <cuda_fp16.h>
 typedef __half elem_t;
 typedef __half2 elem2_t;
 #define PAT_MMA_TYPE "f16"
 __device__ __forceinline__ elem2_t pat_float2_to_elem2(float a, float b) { return __floats2half2_rn(a, b); }
+__device__ __forceinline__ float2 pat_elem2_to_float2(elem2_t x) { return __half22float2(x); }
 #else
 #error "define PAT_DTYPE_BF16 or PAT_DTYPE_FP16"
 #endif
@@ -171,7 +173,8 @@ struct PatForwardParams {
     const kv_t* k;          // pool, token stride kv_stride_slot, head stride kv_stride_head (elements)
     const kv_t* v;
     elem_t* out;            // [batch, q_heads, head_dim], request stride out_stride
-    float* part_o;          // [num_partials, q_heads, head_dim]
+    elem_t* part_o;         // [num_partials, q_heads, head_dim], the q dtype (normalised rows: FlashInfer's merge_state
+                            // keeps its partial outputs in it too); their scale lives in part_lse, fp32
     float* part_lse;        // [num_partials, q_heads], log2 domain
     const int* items;       // [num_items, ITEM_FIELDS]
     const int* slot_table;  // KV slot of each (row, position): SGLang's req_to_token, or kv_indices
@@ -193,7 +196,7 @@ struct PatForwardParams {
 
 struct PatMergeParams {
     elem_t* out;
-    const float* part_o;
+    const elem_t* part_o;
     const float* part_lse;
     const int* merge_indptr;
     const int* merge_partials;
@@ -550,8 +553,9 @@ __device__ __forceinline__ void convert_kv_tile(const kv_t* sk8, const kv_t* sv8
 }
 #endif
 
-// Two adjacent output elements of one (request, q head) row: to the output (dtype) when the request has
-// no other partial (dst < 0), else to its fp32 partial slot. The V scale applies here, once per element.
+// Two adjacent output elements of one (request, q head) row: to the output (dtype) when the request has no other
+// partial (dst < 0), else to its partial slot (the dtype; its fp32 log2-sum-exp beside it). The V scale applies here,
+// once per element.
 __device__ __forceinline__ void write_pair(const PatForwardParams& p, int req, int dst, int head, int d, float v0,
                                            float v1) {
     v0 *= p.v_scale;
@@ -560,8 +564,8 @@ __device__ __forceinline__ void write_pair(const PatForwardParams& p, int req, i
         *reinterpret_cast<elem2_t*>(p.out + (long long)req * p.out_stride + head * HEAD_DIM + d) =
             pat_float2_to_elem2(v0, v1);
     } else {
-        *reinterpret_cast<float2*>(p.part_o + ((long long)dst * p.num_q_heads + head) * HEAD_DIM + d) =
-            make_float2(v0, v1);
+        *reinterpret_cast<elem2_t*>(p.part_o + ((long long)dst * p.num_q_heads + head) * HEAD_DIM + d) =
+            pat_float2_to_elem2(v0, v1);
     }
 }
 
@@ -1445,11 +1449,11 @@ extern "C" __global__ void __launch_bounds__(MERGE_WARPS * 32) pat_merge(const P
     for (int k = lo; k < hi; ++k) {
         const long long row = (long long)p.merge_partials[k] * p.num_q_heads + head;
         const float w = exp2f(p.part_lse[row] - mx);
-        const float* src = p.part_o + row * HEAD_DIM + lane * PER_LANE;
+        const elem_t* src = p.part_o + row * HEAD_DIM + lane * PER_LANE;
         den += w;
 #pragma unroll
         for (int i = 0; i < PER_LANE; i += 2) {
-            const float2 v = *reinterpret_cast<const float2*>(src + i);
+            const float2 v = pat_elem2_to_float2(*reinterpret_cast<const elem2_t*>(src + i));
             acc[i] += w * v.x;
             acc[i + 1] += w * v.y;
         }

@@ -52,9 +52,10 @@ MAX_GQA_GROUP = 8
 # Batch and KV length have no kernel limit short of the grid (planner.MAX_ITEMS work items) and int32 slot
 # indices; tests/gpu covers batch 1-1024 and one request of 128k tokens.
 
-# Bytes the merge moves per (request, partial, q head) beyond the KV: an fp32 output row written by
-# pack-forward and read back by merge, plus its fp32 log-sum-exp.
-PARTIAL_ACCUM_BYTES = 4
+# Bytes the merge moves per (request, partial, q head) beyond the KV: an output row in the 16-bit q dtype written by
+# pack-forward and read back by merge (PARTIAL_ELEM_BYTES per element), plus its fp32 log-sum-exp.
+PARTIAL_ELEM_BYTES = 2
+PARTIAL_LSE_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ class HeadConfig:
     @property
     def partial_bytes(self) -> int:
         """Bytes one extra partial of one request costs: written once, read once, all q heads."""
-        return 2 * self.num_q_heads * (self.head_dim + 1) * PARTIAL_ACCUM_BYTES
+        return 2 * self.num_q_heads * (self.head_dim * PARTIAL_ELEM_BYTES + PARTIAL_LSE_BYTES)
 
 
 @dataclass(frozen=True)

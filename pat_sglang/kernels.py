@@ -826,7 +826,7 @@ def plan_launch(plan: PackPlan, device: torch.device, tune: KernelTune | None = 
     if kern.variant.wide_stages:
         items, wide_items = wide_first(plan.items.cpu())
         tensors["items"] = items.to(device)
-    tensors["part_o"] = torch.empty((n_part, heads.num_q_heads, heads.head_dim), dtype=torch.float32, device=device)
+    tensors["part_o"] = torch.empty((n_part, heads.num_q_heads, heads.head_dim), dtype=heads.dtype, device=device)
     tensors["part_lse"] = torch.empty((n_part, heads.num_q_heads), dtype=torch.float32, device=device)
     launch = PlanLaunch(kern, heads, tensors, plan.num_items, plan.num_requests, merge=plan.num_partials > 0,
                         row_stride=plan.row_stride if plan.num_open else None, wide_items=wide_items)
@@ -983,7 +983,7 @@ class StaticPlanBuffers:
         self.host = self._stages[0]
         self._checked: tuple[HeadConfig, torch.Tensor] | None = None  # (heads, slot table) the last load checked
         self.part_o = torch.empty(
-            (max(max_partials, 1), heads.num_q_heads, heads.head_dim), dtype=torch.float32, device=self.device
+            (max(max_partials, 1), heads.num_q_heads, heads.head_dim), dtype=heads.dtype, device=self.device
         )
         self.part_lse = torch.empty((max(max_partials, 1), heads.num_q_heads), dtype=torch.float32, device=self.device)
         self.plan: PackPlan | None = None

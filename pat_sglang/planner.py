@@ -16,8 +16,9 @@ The decision is a memory-centric profit model, in bytes per decode step per laye
     row_blocks     = ceil(q / requests_per_block)   q = requests through the node,
                                                      requests_per_block = max_tile_m // gqa_group
     saved_bytes    = (q - row_blocks) * tokens * kv_token_bytes          tokens = inherited + own slots
-    cost_bytes     = q * partial_bytes,  partial_bytes = 2 * num_q_heads * (head_dim + 1) * 4
-                     (each request gets one more fp32 partial row + log-sum-exp: written, then merged)
+    cost_bytes     = q * partial_bytes,  partial_bytes = 2 * num_q_heads * (head_dim * 2 + 4)
+                     (each request gets one more partial row in the 16-bit q dtype + an fp32 log-sum-exp: written,
+                     then merged)
 
 A node is packed when saved_bytes > cost_bytes; single-request nodes are always packed (they are the
 leaves). So the plan never reads more KV than per-request decode (each request's tokens are read at

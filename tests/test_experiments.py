@@ -24,10 +24,11 @@ from pat_sglang.experiments import (  # noqa: E402
 )
 from pat_sglang.experiments.replay import STEP_COLUMNS  # noqa: E402
 
-# 1 q head, 1 KV head, d=64, bf16: K+V of a token = 2*64*2 = 256 bytes; one partial = 2*1*(64+1)*4 = 520 bytes
+# 1 q head, 1 KV head, d=64, bf16: K+V of a token = 2*64*2 = 256 bytes; one partial = 2*1*(64*2 + 4) = 264 bytes
+# (a bf16 row and an fp32 log-sum-exp, written and read)
 TINY_HEADS = HeadConfig(1, 1, 64, torch.bfloat16)
 TOKEN_BYTES = 256
-PARTIAL_BYTES = 520
+PARTIAL_BYTES = 264
 LAYERS = 2
 
 
@@ -100,7 +101,7 @@ def test_hand_counted_step(four_requests):
     assert r.dedup_ratio == pytest.approx(16 / 42)
     assert r.shared_token_ratio == pytest.approx(8 / 42)
     assert r.shared_read_ratio == pytest.approx(24 / 42)
-    # The shared node is packed: saved (3 - 1) * 8 * 256 = 4096 > cost 3 * 520. Five packs of one split
+    # The shared node is packed: saved (3 - 1) * 8 * 256 = 4096 > cost 3 * 264. Five packs of one split
     # each (26 tokens, far below the 256-token minimum split); A, B, C have two partials each, D none.
     assert r.num_packs == 5 and r.shared_packs == 1 and r.max_pack_requests == 3
     assert r.total_splits == 5 and r.num_items == 5 and r.num_partials == 6
@@ -109,7 +110,7 @@ def test_hand_counted_step(four_requests):
     assert r.bytes_pat_kv == 26 * TOKEN_BYTES * LAYERS
     assert r.bytes_pat_partials == 6 * PARTIAL_BYTES * LAYERS
     assert r.bytes_pat == (26 * TOKEN_BYTES + 6 * PARTIAL_BYTES) * LAYERS
-    assert r.pat_saving == pytest.approx(1 - (26 * 256 + 6 * 520) / (42 * 256))
+    assert r.pat_saving == pytest.approx(1 - (26 * TOKEN_BYTES + 6 * PARTIAL_BYTES) / (42 * TOKEN_BYTES))
     assert summary.pat_saving == pytest.approx(r.pat_saving)
 
 
