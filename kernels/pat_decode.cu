@@ -62,6 +62,9 @@
 //
 // pat_merge: one warp per (request, q head); combines the request's partial rows with softmax weights
 //   2^(lse_i - max lse) into the output. Requests with a direct output have no partials and exit.
+//
+// pat_wide_forward (-DPAT_WIDE=STAGES, sweep builds only: the tile table never selects it): the wide items in a launch
+//   of their own on a producer warpgroup and two consumer warpgroups; its tiling is explained at its definition below.
 
 #if defined(PAT_DTYPE_BF16)
 #include <cuda_bf16.h>
