@@ -46,12 +46,12 @@ random join / leave / split sequences and compare every edited forest with ``fro
 from __future__ import annotations
 
 import itertools
-import operator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from . import host_core
 from .forest import RADIX_INDEX, PrefixForest, _indptr
 
 # An edit walks each joiner's path in Python and may make a kept node per group of them (~4-15 us a joiner on the
@@ -65,6 +65,45 @@ EDIT_JOINERS_MIN = 8
 def max_edit_joiners(num_requests: int) -> float:
     """The most joiners an edit of a batch of ``num_requests`` real requests takes (``EDIT_JOINERS_*``)."""
     return max(EDIT_JOINERS_MIN, EDIT_JOINERS_PER_REQUEST * num_requests)
+
+
+def survivors(entries: tuple, old_entries: tuple, rows: np.ndarray,
+              old_rows: np.ndarray) -> tuple[np.ndarray, list[int], list[int], bool] | None:
+    """Which requests of a changed batch are last batch's: per entry of ``entries`` (``ChainEntry`` objects, at
+    pool ``rows``) the index of the very same entry object in ``old_entries`` (at ``old_rows``) in the same row, or -1
+    (an entry is made for one request in one row, so it is the same request with the same path: a request whose chain
+    was read again counts as leaving and joining); the joiners (the -1s) and the old entries that did not survive, as
+    ascending lists; whether the survivors keep their relative order. ``rows``/``old_rows``: int64, at least as many
+    as the entries (the first are read), the real requests' rows (distinct). None where a row is negative. Compiled
+    (``host_core`` ``survivors``) where it loads, else ``_survivors``."""
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    old_rows = np.ascontiguousarray(old_rows, dtype=np.int64)
+    core = host_core.loaded_batch()
+    if core is None:
+        return _survivors(entries, old_entries, rows, old_rows)
+    return core.survivors(entries, old_entries, rows, old_rows)
+
+
+def _survivors(entries: tuple, old_entries: tuple, rows: np.ndarray,
+               old_rows: np.ndarray) -> tuple[np.ndarray, list[int], list[int], bool] | None:
+    """``survivors`` in numpy (the reference of ``kernels/host_batch.c`` ``pat_survivors``)."""
+    n, n_old = len(entries), len(old_entries)
+    rows, old_rows = rows[:n], old_rows[:n_old]
+    if (n and int(rows.min()) < 0) or (n_old and int(old_rows.min()) < 0):
+        return None
+    top = max(int(rows.max()) if n else -1, int(old_rows.max()) if n_old else -1)
+    table = np.full(top + 1, -1, dtype=np.int64)
+    table[old_rows] = np.arange(n_old)
+    cand = table[rows]
+    same = np.fromiter(
+        (k >= 0 and e is old_entries[k] for e, k in zip(entries, cand.tolist(), strict=True)), bool, n
+    )
+    old_of = np.where(same, cand, -1)
+    stay = old_of[same]
+    kept = np.zeros(n_old, dtype=bool)
+    kept[stay] = True
+    ordered = not (stay.shape[0] > 1 and bool((stay[1:] <= stay[:-1]).any()))
+    return old_of, np.flatnonzero(~same).tolist(), np.flatnonzero(~kept).tolist(), ordered
 
 
 @dataclass(eq=False)
@@ -216,32 +255,19 @@ class RadixIndex:
         batch's further requests are padding) with lengths ``seq_lens`` and rows at ``row_base``: this forest edited,
         equal to ``from_paths`` of the batch's paths; ``None`` where the edit is refused (the module docstring)."""
         n_real = len(entries)
-        old_rows = self.rows
         new_rows = np.asarray(rows[:n_real], dtype=np.int64)
         if not n_real or new_rows.shape[0] != n_real:
             return None
-        # survivors: the old request in the same pool row, with the very same entry (an entry is made for one row;
-        # a row new to the batch looks up -1, the last old entry, which is never a new request's entry)
-        table = np.full(max(int(old_rows.max()), int(new_rows.max())) + 1, -1, dtype=np.int64)
-        table[old_rows] = np.arange(old_rows.shape[0])
-        cand = table[new_rows]
-        most = max_edit_joiners(n_real)
-        if int(np.count_nonzero(cand < 0)) > most:
-            return None  # rows new to the batch are joiners: too many already (before the identity checks' walk)
-        same = np.fromiter(map(operator.is_, entries, map(self.entries.__getitem__, cand.tolist())), bool, n_real)
-        old_of = np.where(same, cand, -1)
-        stay = old_of[same]
-        if stay.shape[0] > 1 and (stay[1:] <= stay[:-1]).any():
-            return None  # survivors reordered
-        joiners = np.flatnonzero(~same).tolist()
-        if len(joiners) > most:
-            return None  # a cheaper rebuild
+        found = survivors(entries, self.entries, new_rows, self.rows)
+        if found is None:
+            return None
+        old_of, joiners, leavers, ordered = found
+        if not ordered or len(joiners) > max_edit_joiners(n_real):
+            return None  # survivors reordered, or a cheaper rebuild
         kept = self.kept
         q = list(self.q)
         lineage = kept.lineage
-        stays = np.zeros(old_rows.shape[0], dtype=bool)
-        stays[stay] = True
-        for a in self.attach[np.flatnonzero(~stays)].tolist():  # the leavers' kept nodes lose them
+        for a in self.attach[leavers].tolist():  # the leavers' kept nodes lose them
             for k in lineage[a + 1]:
                 q[k] -= 1
         placed = []
@@ -253,6 +279,7 @@ class RadixIndex:
             for k in lineage[spot[0] + 1]:
                 q[k] += 1
         n = len(seq_lens)
+        same = old_of >= 0
         at = np.maximum(old_of, 0)
         attach = np.full(n, -1, dtype=np.int64)  # padding: root leaves
         attach[:n_real] = np.where(same, self.attach[at], -1)
@@ -384,35 +411,53 @@ class RadixIndex:
     def _forest(kept: _Kept, attach: np.ndarray, q: list[int], seq_lens: np.ndarray, row_base: np.ndarray
                 ) -> PrefixForest | None:
         """The forest of the ``kept`` nodes (``q`` requests each) and one leaf per request under ``attach``; ``None``
-        if a leaf would be empty or the members do not add up to ``q``."""
-        n = attach.shape[0]
-        num_kept = len(q)
-        seq = np.asarray(seq_lens, dtype=np.int64)
-        row = attach + 1
-        leaf_start = kept.end[row]
-        leaf_tok = seq - leaf_start
-        if int(leaf_tok.min()) < 1:
+        if a leaf would be empty or the members do not add up to ``q``. Compiled (``host_core`` ``edit_forest``,
+        which makes the forest's derived arrays too) where it loads, else ``_forest_numpy``."""
+        seq = np.ascontiguousarray(seq_lens, dtype=np.int64)
+        row_base = np.asarray(row_base, dtype=np.int64)
+        core = host_core.loaded()
+        if core is None:
+            return _forest_numpy(kept, attach, q, seq, row_base)
+        arrays = core.edit_forest((kept.tok, kept.start, kept.parent, kept.depth, kept.end, kept.ancestors,
+                                   kept.num_ancestors), np.array(q, dtype=np.int64), attach, seq)
+        if arrays is None:
             return None
-        if num_kept:
-            anc = kept.ancestors[row]
-            node = anc[anc >= 0]  # per request, its kept nodes (request-major)
-            kept_q = np.bincount(node, minlength=num_kept)
-            if kept_q.tolist() != q:
-                return None
-            key = node * n + np.repeat(np.arange(n, dtype=np.int64), kept.num_ancestors[row])
-            key.sort()
-            req_flat = np.concatenate([key - (key // n) * n, np.arange(n, dtype=np.int64)])
-            counts = np.concatenate([kept_q, np.ones(n, dtype=np.int64)])
-        else:
-            req_flat = np.arange(n, dtype=np.int64)
-            counts = np.ones(n, dtype=np.int64)
-        return PrefixForest(
-            np.concatenate([kept.tok, leaf_tok]),
-            np.concatenate([kept.start, leaf_start]),
-            np.concatenate([kept.parent, attach]),
-            np.concatenate([kept.depth, kept.num_ancestors[row]]),
-            _indptr(counts),
-            req_flat,
-            np.asarray(row_base, dtype=np.int64),
-            seq,
-        )
+        names = ("tok", "start", "parent", "depth", "req_ptr", "req_flat")
+        derived = {name: value for name, value in arrays.items() if name not in names}  # what _get would compute
+        return PrefixForest(*(arrays[name] for name in names), row_base, seq, None, derived)
+
+
+def _forest_numpy(kept: _Kept, attach: np.ndarray, q: list[int], seq: np.ndarray, row_base: np.ndarray
+                  ) -> PrefixForest | None:
+    """``RadixIndex._forest`` in numpy (the reference of ``kernels/host_edit.c`` ``pat_edit_forest``); the planner
+    makes the derived arrays on first read."""
+    n = attach.shape[0]
+    num_kept = len(q)
+    row = attach + 1
+    leaf_start = kept.end[row]
+    leaf_tok = seq - leaf_start
+    if int(leaf_tok.min()) < 1:
+        return None
+    if num_kept:
+        anc = kept.ancestors[row]
+        node = anc[anc >= 0]  # per request, its kept nodes (request-major)
+        kept_q = np.bincount(node, minlength=num_kept)
+        if kept_q.tolist() != q:
+            return None
+        key = node * n + np.repeat(np.arange(n, dtype=np.int64), kept.num_ancestors[row])
+        key.sort()
+        req_flat = np.concatenate([key - (key // n) * n, np.arange(n, dtype=np.int64)])
+        counts = np.concatenate([kept_q, np.ones(n, dtype=np.int64)])
+    else:
+        req_flat = np.arange(n, dtype=np.int64)
+        counts = np.ones(n, dtype=np.int64)
+    return PrefixForest(
+        np.concatenate([kept.tok, leaf_tok]),
+        np.concatenate([kept.start, leaf_start]),
+        np.concatenate([kept.parent, attach]),
+        np.concatenate([kept.depth, kept.num_ancestors[row]]),
+        _indptr(counts),
+        req_flat,
+        row_base,
+        seq,
+    )
