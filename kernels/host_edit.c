@@ -8,11 +8,11 @@
    (PrefixForest._get) make its derived arrays in ~10 more: ~100 us per changed step of 256 requests on the project's
    2-core VM, each call a few microseconds whatever its size. Here it is one pass over the requests' kept ancestors.
 
-   pat_edit_forest(num_kept, kept_tok, kept_start, kept_parent, kept_depth, kept_end, ancestors, width,
-   num_ancestors, kept_q, n, attach, seq, out, entries): the kept nodes' tok, start, parent, depth (num_kept each);
-   per attach node a at a + 1 (num_kept + 1 rows, row 0 a root leaf's): kept_end (where a ends, 0 at row 0), its
-   lineage (a and its ancestors) as a row of `width` entries of `ancestors`, and the lineage's length num_ancestors;
-   kept_q: the members each kept node must end up with; per request (n of them) attach (-1 or a kept node) and seq (its
+   pat_edit_forest(num_kept, width, kept, kept_q, n, attach, seq, out, entries): `kept` holds, one after another,
+   the kept nodes' tok, start, parent, depth (num_kept each), then per attach node a at a + 1 (num_kept + 1 rows, row
+   0 a root leaf's) kept_end (where a ends, 0 at row 0), num_ancestors (the length of a's lineage: a and its
+   ancestors) and the lineages as rows of `width` entries (`ancestors`, padded with -1); kept_q: the members each kept
+   node must end up with; per request (n of them) attach (-1 or a kept node) and seq (its
    length). out: seven int64 arrays of nodes = num_kept + n entries (tok, start, parent, depth, q, rep, ending),
    req_ptr (nodes + 1), last_node (n), req_flat and entry_node (entries = sum(kept_q) + n each), then req32 (int32)
    and ends_here (bytes), each from an int64 boundary. The node order is the kept nodes, then request r's leaf at
@@ -24,10 +24,11 @@
 #include <stdint.h>
 #include <string.h>
 
-int64_t pat_edit_forest(int64_t num_kept, const int64_t *kept_tok, const int64_t *kept_start,
-                        const int64_t *kept_parent, const int64_t *kept_depth, const int64_t *kept_end,
-                        const int64_t *ancestors, int64_t width, const int64_t *num_ancestors, const int64_t *kept_q,
-                        int64_t n, const int64_t *attach, const int64_t *seq, int64_t *out, int64_t entries) {
+int64_t pat_edit_forest(int64_t num_kept, int64_t width, const int64_t *kept, const int64_t *kept_q, int64_t n,
+                        const int64_t *attach, const int64_t *seq, int64_t *out, int64_t entries) {
+    const int64_t *kept_tok = kept, *kept_start = kept + num_kept, *kept_parent = kept + 2 * num_kept;
+    const int64_t *kept_depth = kept + 3 * num_kept, *kept_end = kept + 4 * num_kept;
+    const int64_t *num_ancestors = kept_end + num_kept + 1, *ancestors = num_ancestors + num_kept + 1;
     const int64_t nodes = num_kept + n;
     int64_t *tok = out, *start = out + nodes, *parent = out + 2 * nodes, *depth = out + 3 * nodes;
     int64_t *q = out + 4 * nodes, *rep = out + 5 * nodes, *ending = out + 6 * nodes, *req_ptr = out + 7 * nodes;

@@ -123,6 +123,9 @@ class _Kept:
     ancestors: np.ndarray  # int64 [K + 1, D]: ``lineage`` as rows padded with -1
     num_ancestors: np.ndarray  # int64 [K + 1]: the length of each lineage (the depth of a leaf under a at a + 1)
     end: np.ndarray  # int64 [K + 1]: end of kept node a at a + 1 (0 at 0: a root leaf starts at 0)
+    # tok, start, parent, depth, end, num_ancestors, ancestors one after another in one int64 array (the fields above
+    # are views of it): what ``host_core`` ``edit_forest`` passes in one pointer
+    packed: np.ndarray
 
     @staticmethod
     def make(tok: np.ndarray, start: np.ndarray, parent: np.ndarray, depth: np.ndarray, chain: dict[int, int],
@@ -131,16 +134,20 @@ class _Kept:
         lineage: list[list[int]] = [[]]
         for k, p in enumerate(parents):  # parents first (topological order)
             lineage.append([k, *lineage[p + 1]])
+        num_kept, rows = len(parents), len(lineage)
         width = max(1, max(map(len, lineage)))
-        ancestors = np.full((len(lineage), width), -1, dtype=np.int64)
-        for a, line in enumerate(lineage):
-            ancestors[a, : len(line)] = line
-        num_ancestors = np.zeros(len(lineage), dtype=np.int64)
-        num_ancestors[1:] = depth + 1
-        end = np.zeros(len(lineage), dtype=np.int64)
+        packed = np.empty(4 * num_kept + (2 + width) * rows, dtype=np.int64)
+        views = [packed[i * num_kept : (i + 1) * num_kept] for i in range(4)]
+        for view, values in zip(views, (tok, start, parent, depth), strict=True):
+            view[:] = values
+        at = 4 * num_kept
+        end, num_ancestors = packed[at : at + rows], packed[at + rows : at + 2 * rows]
+        end[0] = num_ancestors[0] = 0
         end[1:] = start + tok
-        return _Kept(tok, start, parent, depth, chain, deepest, rank, top, parents, lineage, ancestors, num_ancestors,
-                     end)
+        num_ancestors[1:] = depth + 1
+        ancestors = packed[at + 2 * rows :].reshape(rows, width)
+        ancestors[:] = np.array([[*line, *[-1] * (width - len(line))] for line in lineage], dtype=np.int64)
+        return _Kept(*views, chain, deepest, rank, top, parents, lineage, ancestors, num_ancestors, end, packed)
 
     def without(self, gone: list[int]) -> tuple[_Kept, np.ndarray]:
         """These kept nodes without ``gone`` (each with its kept descendants among them), and per attach node
@@ -418,8 +425,7 @@ class RadixIndex:
         core = host_core.loaded()
         if core is None:
             return _forest_numpy(kept, attach, q, seq, row_base)
-        arrays = core.edit_forest((kept.tok, kept.start, kept.parent, kept.depth, kept.end, kept.ancestors,
-                                   kept.num_ancestors), np.array(q, dtype=np.int64), attach, seq)
+        arrays = core.edit_forest(kept.packed, kept.ancestors.shape[1], q, attach, seq)
         if arrays is None:
             return None
         names = ("tok", "start", "parent", "depth", "req_ptr", "req_flat")

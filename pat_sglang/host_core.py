@@ -133,8 +133,8 @@ class _HostCore:
             [ctypes.c_int64] * 4 + [ctypes.c_void_p] * 9
         self.edit = lib.pat_edit_forest
         self.edit.restype = ctypes.c_int64
-        self.edit.argtypes = [ctypes.c_int64] + [ctypes.c_void_p] * 6 + [ctypes.c_int64] + [ctypes.c_void_p] * 2 + \
-            [ctypes.c_int64] + [ctypes.c_void_p] * 3 + [ctypes.c_int64]
+        self.edit.argtypes = [ctypes.c_int64] * 2 + [ctypes.c_void_p] * 2 + [ctypes.c_int64] + [ctypes.c_void_p] * 3 + \
+            [ctypes.c_int64]
 
     def launch_costs(self, splits: np.ndarray, pack_bytes: np.ndarray, full_blocks: np.ndarray, full_overhead: float,
                      last_overhead: np.ndarray, pack_req: np.ndarray, pack_req_count: np.ndarray, num_requests: int,
@@ -226,28 +226,28 @@ class _HostCore:
                 ints[merge_at : merge_at + num_partials], num_partials, longs[:num_items],
                 longs[num_items : 2 * num_items], open_mask, *summary)
 
-    def edit_forest(self, kept: tuple[np.ndarray, ...], kept_q: np.ndarray, attach: np.ndarray,
+    def edit_forest(self, kept: np.ndarray, width: int, kept_q: list[int], attach: np.ndarray,
                     seq: np.ndarray) -> dict[str, np.ndarray] | None:
         """``forest_edit.RadixIndex._forest``'s arrays in one call (``kernels/host_edit.c`` ``pat_edit_forest``): the
-        kept nodes ``kept`` (tok, start, parent, depth; then per attach node at a + 1 its end, its lineage as rows of
-        ``ancestors`` and the lineage's length: ``forest_edit._Kept``'s arrays, C-contiguous int64) with ``kept_q``
-        members each, and one leaf per request under ``attach`` ending at ``seq`` (int64, one per request). The forest's
+        ``len(kept_q)`` kept nodes (``forest_edit._Kept.packed``: tok, start, parent, depth, then per attach node at
+        a + 1 its end, its lineage's length and its lineage as rows of ``width``; int64) with ``kept_q`` members each,
+        and one leaf per request under ``attach`` ending at ``seq`` (C-contiguous int64, one per request). The forest's
         arrays by name (tok, start, parent, depth, req_ptr, req_flat) and its derived ones (``PrefixForest._get``: q,
         rep, req32, shared, entry_node, ends_here, ending, last_node); None where a leaf would be empty or the members
         do not add up to ``kept_q``."""
-        tok, start, parent, depth, end, ancestors, num_ancestors = kept
-        num_kept, n = tok.shape[0], attach.shape[0]
-        if any(a.dtype != np.int64 or not a.flags.c_contiguous for a in (*kept, kept_q, attach, seq)) or \
-                seq.shape[0] != n or kept_q.shape[0] != num_kept or ancestors.shape[0] != num_kept + 1:
-            raise ValueError("edit_forest: C-contiguous int64 arrays, one per kept node, attach node or request")
+        num_kept, n = len(kept_q), attach.shape[0]
+        if any(a.dtype != np.int64 or not a.flags.c_contiguous for a in (kept, attach, seq)) or seq.shape[0] != n or \
+                kept.shape[0] != 4 * num_kept + (2 + width) * (num_kept + 1):
+            raise ValueError("edit_forest: C-contiguous int64 arrays: the kept nodes packed, one attach node and one "
+                             "length per request")
+        counts = np.array(kept_q, dtype=np.int64)
         nodes = num_kept + n
-        entries = int(kept_q.sum()) + n
+        entries = sum(kept_q) + n
         # one buffer: ten per-node arrays (req_ptr one longer), last_node, req_flat and entry_node, req32 and ends_here
         head = 8 * nodes + 1 + n
         buf = np.empty(head + 2 * entries + (entries + 1) // 2 + (entries + 7) // 8, dtype=np.int64)
-        got = self.edit(num_kept, _address(tok), _address(start), _address(parent), _address(depth), _address(end),
-                        _address(ancestors), ancestors.shape[1], _address(num_ancestors), _address(kept_q), n,
-                        _address(attach), _address(seq), _address(buf), entries)
+        got = self.edit(num_kept, width, _address(kept), _address(counts), n, _address(attach), _address(seq),
+                        _address(buf), entries)
         if got < 0:
             return None
         out = {name: buf[k * nodes : (k + 1) * nodes] for k, name in

@@ -223,15 +223,17 @@ def test_compiled_forest_refuses_empty_leaves_and_wrong_counts() -> None:
     rows = np.arange(1, 4, dtype=np.int64)
     forest = _fresh(entries, rows, np.array([12, 13, 14], np.int64), 0)
     kept = RadixIndex.of(forest, tuple(entries), rows).kept
-    arrays = (kept.tok, kept.start, kept.parent, kept.depth, kept.end, kept.ancestors, kept.num_ancestors)
+    width = kept.ancestors.shape[1]
     attach = np.zeros(3, np.int64)
-    q = np.array([3], np.int64)
-    assert core.edit_forest(arrays, q, attach, np.array([12, 13, 14], np.int64)) is not None
-    assert core.edit_forest(arrays, q, attach, np.array([12, 10, 14], np.int64)) is None  # an empty leaf
-    assert core.edit_forest(arrays, np.array([2], np.int64), attach, np.array([12, 13, 14], np.int64)) is None
-    assert core.edit_forest(arrays, q, np.array([0, 0, 1], np.int64), np.array([12, 13, 14], np.int64)) is None
+    seq = np.array([12, 13, 14], np.int64)
+    assert core.edit_forest(kept.packed, width, [3], attach, seq) is not None
+    assert core.edit_forest(kept.packed, width, [3], attach, np.array([12, 10, 14], np.int64)) is None  # empty leaf
+    assert core.edit_forest(kept.packed, width, [2], attach, seq) is None
+    assert core.edit_forest(kept.packed, width, [3], np.array([0, 0, 1], np.int64), seq) is None  # no kept node 1
     with pytest.raises(ValueError):
-        core.edit_forest(arrays, q, attach, np.array([12, 13, 14], np.int32))
+        core.edit_forest(kept.packed, width, [3], attach, seq.astype(np.int32))
+    with pytest.raises(ValueError):
+        core.edit_forest(kept.packed[:-1], width, [3], attach, seq)
 
 
 @pytest.mark.parametrize("seed", range(30))
