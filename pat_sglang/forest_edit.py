@@ -46,6 +46,7 @@ random join / leave / split sequences and compare every edited forest with ``fro
 from __future__ import annotations
 
 import itertools
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,25 +129,24 @@ class _Kept:
     packed: np.ndarray
 
     @staticmethod
-    def make(tok: np.ndarray, start: np.ndarray, parent: np.ndarray, depth: np.ndarray, chain: dict[int, int],
+    def make(tok: list[int], start: list[int], parents: list[int], depth: list[int], chain: dict[int, int],
              deepest: list[int], rank: list[tuple[int, int]], top: list[int]) -> _Kept:
-        parents = parent.tolist()
+        """The kept nodes with these per-node values (lists: the arrays are made from them in one conversion)."""
         lineage: list[list[int]] = [[]]
         for k, p in enumerate(parents):  # parents first (topological order)
             lineage.append([k, *lineage[p + 1]])
         num_kept, rows = len(parents), len(lineage)
         width = max(1, max(map(len, lineage)))
-        packed = np.empty(4 * num_kept + (2 + width) * rows, dtype=np.int64)
+        packed = np.array(list(itertools.chain(
+            tok, start, parents, depth,
+            [0], map(operator.add, start, tok),  # end
+            [0], [d + 1 for d in depth],  # num_ancestors
+            *([*line, *[-1] * (width - len(line))] for line in lineage),  # ancestors
+        )), dtype=np.int64)
         views = [packed[i * num_kept : (i + 1) * num_kept] for i in range(4)]
-        for view, values in zip(views, (tok, start, parent, depth), strict=True):
-            view[:] = values
         at = 4 * num_kept
         end, num_ancestors = packed[at : at + rows], packed[at + rows : at + 2 * rows]
-        end[0] = num_ancestors[0] = 0
-        end[1:] = start + tok
-        num_ancestors[1:] = depth + 1
         ancestors = packed[at + 2 * rows :].reshape(rows, width)
-        ancestors[:] = np.array([[*line, *[-1] * (width - len(line))] for line in lineage], dtype=np.int64)
         return _Kept(*views, chain, deepest, rank, top, parents, lineage, ancestors, num_ancestors, end, packed)
 
     def without(self, gone: list[int]) -> tuple[_Kept, np.ndarray]:
@@ -160,10 +160,11 @@ class _Kept:
         moved = [-1]
         for k, p in enumerate(self.parents):  # parents first: a gone node takes its parent's answer
             moved.append(new_id[k] if stays[k] else moved[p + 1])
-        keep = np.array(stays, dtype=bool)
         remap = np.array(moved, dtype=np.int64)
         return _Kept.make(
-            self.tok[keep], self.start[keep], remap[self.parent[keep] + 1], self.depth[keep],
+            list(itertools.compress(self.tok.tolist(), stays)), list(itertools.compress(self.start.tolist(), stays)),
+            [moved[p + 1] for p in itertools.compress(self.parents, stays)],
+            list(itertools.compress(self.depth.tolist(), stays)),
             {key: new_id[k] for key, k in self.chain.items() if stays[k]},
             [key for key, stay in zip(self.deepest, stays, strict=True) if stay],
             [r for r, stay in zip(self.rank, stays, strict=True) if stay],
@@ -179,14 +180,15 @@ class _Kept:
         for at, (_, i) in enumerate(order):
             new_id[i] = at
         remap = np.array([-1, *new_id[:num_kept]], dtype=np.int64)
-        ends = self.end
+        ends, old_tok, old_start, old_depth = self.end.tolist(), self.tok.tolist(), self.start.tolist(), \
+            self.depth.tolist()
         tok, start, parent, depth, deepest, rank, top = [], [], [], [], [], [], []
         for _, i in order:
             if i < num_kept:
                 p = self.parents[i]
-                tok.append(int(self.tok[i]))
-                start.append(int(self.start[i]))
-                depth.append(int(self.depth[i]))
+                tok.append(old_tok[i])
+                start.append(old_start[i])
+                depth.append(old_depth[i])
                 deepest.append(self.deepest[i])
                 rank.append(self.rank[i])
                 top.append(self.top[i])
@@ -194,8 +196,8 @@ class _Kept:
                 n = new[i - num_kept]
                 p = n.parent
                 tok.append(n.tok)
-                start.append(int(ends[p + 1]))
-                depth.append(0 if p < 0 else int(self.depth[p]) + 1)
+                start.append(ends[p + 1])
+                depth.append(0 if p < 0 else old_depth[p] + 1)
                 deepest.append(n.chain[-1])
                 rank.append(n.rank)
                 top.append(n.chain[0])
@@ -204,10 +206,7 @@ class _Kept:
         for i, n in enumerate(new):
             for key in n.chain:
                 chain[key] = new_id[num_kept + i]
-        as_array = np.array
-        return _Kept.make(as_array(tok, dtype=np.int64), as_array(start, dtype=np.int64),
-                          as_array(parent, dtype=np.int64), as_array(depth, dtype=np.int64), chain, deepest, rank,
-                          top), remap, new_id[num_kept:]
+        return _Kept.make(tok, start, parent, depth, chain, deepest, rank, top), remap, new_id[num_kept:]
 
 
 @dataclass(frozen=True)
@@ -252,7 +251,8 @@ class RadixIndex:
             top.setdefault(kept, key)
         deepest_keys = deepest.tolist()
         rank = list(zip(deepest_depth.tolist(), deepest_keys, strict=True))
-        kept = _Kept.make(forest.tok[k], forest.start[k], forest.parent[k], forest.depth[k], chain, deepest_keys, rank,
+        kept = _Kept.make(forest.tok[k].tolist(), forest.start[k].tolist(), forest.parent[k].tolist(),
+                          forest.depth[k].tolist(), chain, deepest_keys, rank,
                           [top[i] for i in range(len(top))])
         return RadixIndex(forest, entries, np.array(rows[: len(entries)], dtype=np.int64), kept,
                           forest.q[k].tolist(), forest.parent[k.stop :], first_private)
@@ -364,7 +364,7 @@ class RadixIndex:
             a = int(attach[members[0]])
             if members[-1] >= len(entries) or any(int(attach[m]) != a for m in members):
                 return None
-            paths = [(entries[m].keys.tolist(), entries[m].lengths.tolist()) for m in members]
+            paths = [_path(entries[m]) for m in members]
             starts = {keys.index(key) for keys, _ in paths}
             if len(starts) != 1:
                 return None
@@ -393,7 +393,7 @@ class RadixIndex:
         kept = self.kept
         chain, deepest, kept_parent, kept_end = kept.chain, kept.deepest, kept.parents, kept.end
         attach, inside, end = -1, -1, 0
-        for key, length in zip(entry.keys.tolist(), entry.lengths.tolist(), strict=True):
+        for key, _, length in reversed(entry.signature):  # root first: the node ids and tokens of ``_path``
             k = chain.get(key)
             if k is None:
                 if inside >= 0:
@@ -431,6 +431,13 @@ class RadixIndex:
         names = ("tok", "start", "parent", "depth", "req_ptr", "req_flat")
         derived = {name: value for name, value in arrays.items() if name not in names}  # what _get would compute
         return PrefixForest(*(arrays[name] for name in names), row_base, seq, None, derived)
+
+
+def _path(entry: Any) -> tuple[list[int], list[int]]:
+    """A published entry's radix path, root first, as (node ids, tokens): its ``keys`` and ``lengths`` as lists, read
+    from its signature (an entry's arrays are made on first read, ~6 numpy calls the edit would spend per joiner)."""
+    sig = entry.signature[::-1]
+    return [node_id for node_id, _, _ in sig], [tokens for _, _, tokens in sig]
 
 
 def _forest_numpy(kept: _Kept, attach: np.ndarray, q: list[int], seq: np.ndarray, row_base: np.ndarray
