@@ -6,7 +6,9 @@
    followed by one leaf per request, every member list following from the attach numbers. The numpy version
    (RadixIndex._forest) makes it in ~20 numpy calls over the batch, and the planner's first reads of the forest
    (PrefixForest._get) make its derived arrays in ~10 more: ~100 us per changed step of 256 requests on the project's
-   2-core VM, each call a few microseconds whatever its size. Here it is one pass over the requests' kept ancestors.
+   2-core VM, each call a few microseconds whatever its size. Here it is one pass over the requests' kept ancestors;
+   where the requests sit before that (their attach nodes and first private keys, and the joiners' keys that requests
+   come to share: ~12 numpy calls) is a second call, pat_edit_places, below.
 
    pat_edit_forest(num_kept, width, kept, kept_q, n, attach, seq, out, entries): `kept` holds, one after another,
    the kept nodes' tok, start, parent, depth (num_kept each), then per attach node a at a + 1 (num_kept + 1 rows, row
@@ -89,4 +91,51 @@ int64_t pat_edit_forest(int64_t num_kept, int64_t width, const int64_t *kept, co
     }
     for (int64_t e = 0; e < entries; e++) req32[e] = (int32_t)req_flat[e];
     return 0;
+}
+
+/* pat_edit_places(n_real, n, old_of, num_old, old_attach, old_first, num_joiners, joiners, joined, attach, first,
+   groups): where the requests of an edited batch sit before its kept nodes change (RadixIndex.edit's attach and first
+   private keys, then RadixIndex._groups). Request r < n_real is old request old_of[r] (its attach node and first
+   private key from old_attach and old_first, num_old each) or a joiner (old_of[r] = -1: -1 and -1 until the joiners
+   are written); requests n_real..n-1 are padding (-1, -1); joiner i (request joiners[i]) then gets attach node
+   joined[2 i] and first private key joined[2 i + 1]. Out: attach and first (n each), and per distinct first private
+   key >= 0 of the joiners, ascending, that two requests or more now have: (key, count, the count requests ascending),
+   one after another in groups (room: 2 * num_joiners + n). Returns the number of int64 written to groups; -1 (nothing
+   valid) when an old index or a joiner's request is out of range. */
+int64_t pat_edit_places(int64_t n_real, int64_t n, const int64_t *old_of, int64_t num_old, const int64_t *old_attach,
+                        const int64_t *old_first, int64_t num_joiners, const int64_t *joiners, const int64_t *joined,
+                        int64_t *attach, int64_t *first, int64_t *groups) {
+    if (n_real > n) return -1;
+    for (int64_t r = 0; r < n_real; r++) {
+        const int64_t k = old_of[r];
+        if (k >= num_old) return -1;
+        attach[r] = k >= 0 ? old_attach[k] : -1;
+        first[r] = k >= 0 ? old_first[k] : -1;
+    }
+    for (int64_t r = n_real; r < n; r++) attach[r] = first[r] = -1;
+    for (int64_t i = 0; i < num_joiners; i++) {
+        if (joiners[i] < 0 || joiners[i] >= n_real) return -1;
+        attach[joiners[i]] = joined[2 * i];
+        first[joiners[i]] = joined[2 * i + 1];
+    }
+    int64_t at = 0, prev = -1;
+    for (;;) { /* the joiners' distinct keys >= 0 in ascending order (a few: found by repeated minimum) */
+        int64_t key = -1;
+        for (int64_t i = 0; i < num_joiners; i++) {
+            const int64_t k = joined[2 * i + 1];
+            if (k > prev && (key < 0 || k < key)) key = k;
+        }
+        if (key < 0) break;
+        prev = key;
+        int64_t count = 0;
+        for (int64_t r = 0; r < n; r++) {
+            if (first[r] == key) groups[at + 2 + count++] = r;
+        }
+        if (count > 1) {
+            groups[at] = key;
+            groups[at + 1] = count;
+            at += 2 + count;
+        }
+    }
+    return at;
 }

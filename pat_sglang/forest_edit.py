@@ -285,17 +285,7 @@ class RadixIndex:
             placed.append(spot)
             for k in lineage[spot[0] + 1]:
                 q[k] += 1
-        n = len(seq_lens)
-        same = old_of >= 0
-        at = np.maximum(old_of, 0)
-        attach = np.full(n, -1, dtype=np.int64)  # padding: root leaves
-        attach[:n_real] = np.where(same, self.attach[at], -1)
-        first_private = np.full(n, -1, dtype=np.int64)
-        first_private[:n_real] = np.where(same, self.first_private[at], -1)
-        for j, (a, key) in zip(joiners, placed, strict=True):
-            attach[j] = a
-            first_private[j] = key
-        groups = self._groups(first_private, [key for _, key in placed if key >= 0])
+        attach, first_private, groups = self._places(old_of, joiners, placed, len(seq_lens))
         if groups:
             # A radix node beyond an attach node that requests come to share is a new kept node: their common chain.
             new = self._shared(groups, entries, attach)
@@ -336,6 +326,32 @@ class RadixIndex:
         if forest is None:
             return None
         return RadixIndex(forest, entries, new_rows, kept, q, attach, first_private)
+
+    def _places(self, old_of: np.ndarray, joiners: list[int], placed: list[tuple[int, int]], n: int
+                ) -> tuple[np.ndarray, np.ndarray, dict[int, list[int]]]:
+        """Per request of the edited batch (``n``, padding included: root leaves) its attach node and first private
+        key (a survivor's, at ``old_of``, from this index; a joiner's from ``placed``, in ``joiners`` order), and
+        ``_groups`` of the joiners' keys. Compiled (``host_core`` ``edit_places``) where it loads, else
+        ``_places_numpy``."""
+        core = host_core.loaded()
+        if core is None:
+            return self._places_numpy(old_of, joiners, placed, n)
+        return core.edit_places(old_of, self.attach, self.first_private, joiners, placed, n)
+
+    def _places_numpy(self, old_of: np.ndarray, joiners: list[int], placed: list[tuple[int, int]], n: int
+                      ) -> tuple[np.ndarray, np.ndarray, dict[int, list[int]]]:
+        """``_places`` in numpy (the reference of ``kernels/host_edit.c`` ``pat_edit_places``)."""
+        n_real = old_of.shape[0]
+        same = old_of >= 0
+        at = np.maximum(old_of, 0)
+        attach = np.full(n, -1, dtype=np.int64)  # padding: root leaves
+        attach[:n_real] = np.where(same, self.attach[at], -1)
+        first_private = np.full(n, -1, dtype=np.int64)
+        first_private[:n_real] = np.where(same, self.first_private[at], -1)
+        for j, (a, key) in zip(joiners, placed, strict=True):
+            attach[j] = a
+            first_private[j] = key
+        return attach, first_private, self._groups(first_private, [key for _, key in placed if key >= 0])
 
     @staticmethod
     def _groups(first_private: np.ndarray, keys: list[int]) -> dict[int, list[int]]:

@@ -20,7 +20,7 @@ Role in pack-forward-merge: part of *pack*. Four pieces of the planner's host wo
 * an edited forest's arrays: on a changed decode step ``forest_edit`` decides the kept nodes and each request's attach
   node in Python, then makes the forest's arrays from them (``RadixIndex._forest``, ~20 numpy calls over the batch)
   and the planner its derived arrays (``PrefixForest._get``, ~10 more); ``kernels/host_edit.c`` makes them all in one
-  pass over the requests' kept ancestors.
+  pass over the requests' kept ancestors, and where the requests sit before that (``RadixIndex._places``) in another.
 
 All four are built on first use with the system C compiler (``$CC``, else ``cc``: SGLang's Triton needs one at run time
 too) into one library, cached in ``<cache root>/host/`` under the hash of the sources and the compiler's version (a
@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import itertools
 import logging
 import os
 import shutil
@@ -135,6 +136,10 @@ class _HostCore:
         self.edit.restype = ctypes.c_int64
         self.edit.argtypes = [ctypes.c_int64] * 2 + [ctypes.c_void_p] * 2 + [ctypes.c_int64] + [ctypes.c_void_p] * 3 + \
             [ctypes.c_int64]
+        self.places = lib.pat_edit_places
+        self.places.restype = ctypes.c_int64
+        self.places.argtypes = [ctypes.c_int64] * 2 + [ctypes.c_void_p, ctypes.c_int64] + [ctypes.c_void_p] * 2 + \
+            [ctypes.c_int64] + [ctypes.c_void_p] * 5
 
     def launch_costs(self, splits: np.ndarray, pack_bytes: np.ndarray, full_blocks: np.ndarray, full_overhead: float,
                      last_overhead: np.ndarray, pack_req: np.ndarray, pack_req_count: np.ndarray, num_requests: int,
@@ -261,6 +266,31 @@ class _HostCore:
         out["ends_here"] = tail[2 * ((entries + 1) // 2) :].view(np.bool_)[:entries]
         out["shared"] = out["q"] > 1
         return out
+
+    def edit_places(self, old_of: np.ndarray, old_attach: np.ndarray, old_first: np.ndarray, joiners: list[int],
+                    placed: list[tuple[int, int]], n: int) -> tuple[np.ndarray, np.ndarray, dict[int, list[int]]]:
+        """``forest_edit.RadixIndex._places`` in one call (``kernels/host_edit.c`` ``pat_edit_places``): per request
+        of the edited batch (``n``, padding included) its attach node and first private key (a survivor's from
+        ``old_attach``/``old_first`` through ``old_of``, a joiner's from ``placed``), and the joiners' first private
+        keys that two requests or more now have -> those requests. C-contiguous int64 arrays."""
+        if any(a.dtype != np.int64 or not a.flags.c_contiguous for a in (old_of, old_attach, old_first)) or \
+                old_attach.shape != old_first.shape:
+            raise ValueError("edit_places: C-contiguous int64 arrays, one old attach node and key per old request")
+        num = len(joiners)
+        ints = np.array([*joiners, *itertools.chain.from_iterable(placed)], dtype=np.int64)
+        out = np.empty(3 * n + 2 * num, dtype=np.int64)
+        at, p = _address(ints), _address(out)
+        got = self.places(old_of.shape[0], n, _address(old_of), old_attach.shape[0], _address(old_attach),
+                          _address(old_first), num, at, at + 8 * num, p, p + 8 * n, p + 16 * n)
+        if got < 0:
+            raise ValueError("edit_places: an old index or a joiner outside the batches")
+        flat = out[2 * n : 2 * n + got].tolist()
+        groups: dict[int, list[int]] = {}
+        i = 0
+        while i < got:
+            groups[flat[i]] = flat[i + 2 : i + 2 + flat[i + 1]]
+            i += 2 + flat[i + 1]
+        return out[:n], out[n : 2 * n], groups
 
     def greedy_makespan(self, values: np.ndarray, counts: np.ndarray, slots: int, limit: float,
                         batch_items: int) -> float:

@@ -237,6 +237,35 @@ def test_compiled_forest_refuses_empty_leaves_and_wrong_counts() -> None:
 
 
 @pytest.mark.parametrize("seed", range(30))
+def test_compiled_places_equal_the_numpy_ones(seed: int) -> None:
+    """``host_edit.c`` ``pat_edit_places`` against ``RadixIndex._places_numpy``: survivors' attach nodes and first
+    private keys carried over, joiners' written, padding as root leaves, and the groups of the joiners' keys that two
+    requests or more share (random keys from a small range, so groups of several requests and several groups occur);
+    an old index or a joiner out of range is refused."""
+    core = host_core.loaded()
+    assert core is not None
+    rng = np.random.default_rng(seed)
+    n_old, n_real = int(rng.integers(1, 80)), int(rng.integers(1, 80))
+    n = n_real + int(rng.integers(0, 4))
+    old = type("Old", (), {"attach": rng.integers(-1, 6, n_old + 2).astype(np.int64),
+                           "first_private": rng.integers(-1, 12, n_old + 2).astype(np.int64),
+                           "_groups": staticmethod(RadixIndex._groups)})()
+    old_of = rng.permutation(n_old + 2)[:n_real].astype(np.int64) if n_real <= n_old + 2 else \
+        rng.integers(0, n_old + 2, n_real).astype(np.int64)
+    joiners = sorted(rng.choice(n_real, size=int(rng.integers(0, min(n_real, 10) + 1)), replace=False).tolist())
+    old_of[joiners] = -1
+    placed = [(int(rng.integers(-1, 6)), int(rng.integers(-1, 12))) for _ in joiners]
+    want = RadixIndex._places_numpy(old, old_of, joiners, placed, n)
+    got = core.edit_places(old_of, old.attach, old.first_private, joiners, placed, n)
+    assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
+    assert got[2] == want[2] and list(got[2]) == list(want[2])  # the same groups, keys in the same (ascending) order
+    with pytest.raises(ValueError):
+        core.edit_places(np.full(n_real, n_old + 2, np.int64), old.attach, old.first_private, [], [], n)
+    with pytest.raises(ValueError):
+        core.edit_places(old_of, old.attach, old.first_private, [n_real], [(0, 0)], n)
+
+
+@pytest.mark.parametrize("seed", range(30))
 def test_compiled_survivors_equal_the_numpy_ones(seed: int) -> None:
     """``host_batch.c`` ``pat_survivors`` against ``forest_edit._survivors``: old batches of distinct rows, new ones
     with survivors (kept in order or shuffled), joiners in new or reused rows, entries moved to another row (not
