@@ -26,8 +26,8 @@ step reads anything back from the GPU and the work grows with nodes and requests
   its batch;
 * other changed batches (arrivals, finishes, radix splits) whose shared structure did not change (requests finish
   and join under nodes that stay shared): last step's forest edited by the change (``forest_edit``: the joiners'
-  paths walked in Python, every member list and leaf from one number per request, ~25 numpy calls), the forest
-  ``from_paths`` would build;
+  paths walked in Python, every member list and leaf from one number per request in compiled passes over the
+  batch), the forest ``from_paths`` would build;
 * any other changed batch: the forest again from the published paths (``PrefixForest.from_paths``, numpy over the
   paths' nodes), with the index the next step's edit needs;
 * a request without a usable path (nothing published for its row, or a stale entry) is planned without

@@ -8,9 +8,11 @@ first, in ``from_paths``' order) and one leaf per request (node ``K + r``). A re
 *attach* node (the deepest kept node on its path, the parent of its leaf; -1 for a root leaf): its leaf starts where
 that node ends, and the kept nodes it is a member of are that node and its ancestors. So when requests leave and
 join, the new forest is the old kept nodes (less those left with one request, plus those requests come to share) with
-each member list recomputed from the attach numbers, plus one leaf per request: about 25 numpy calls over the batch,
-and Python only for the joining requests' paths (a few radix nodes each) and the kept nodes (tens). ``from_paths``
-costs ~55 numpy calls plus gathering the batch's paths.
+each member list recomputed from the attach numbers, plus one leaf per request: three compiled passes over the batch
+(``host_core``: which requests survive, where every request sits, then the forest's arrays with the derived ones the
+planner reads; ~30 numpy calls where the compiled host work does not load), and Python only for the joining requests'
+paths (a few radix nodes each, read from their signatures) and the kept nodes (tens). ``from_paths`` costs ~55 numpy
+calls plus gathering the batch's paths.
 
 ``RadixIndex`` holds what that needs, made from a ``from_paths(index=True)`` build: per radix key of a shared node
 the kept node whose chain holds it, per kept node its deepest radix key, and per request its attach node and its
