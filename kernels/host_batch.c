@@ -27,14 +27,7 @@
    = k, or -1 for a joiner. table is a writable int64 scratch indexed by row, every slot -1 (left so). Returns
    (joiners, leavers, in order): the joiners' indices in entries and the old requests that did not survive (lists,
    ascending), and whether the survivors keep their relative order; or the int -(rows needed in table) when a row is
-   beyond it (0 when a row is negative), with nothing written. The numpy version is forest_edit._survivors.
-
-   pat_row_changes(rows, generations, row_gen, gens): the rows of a changed batch the publisher must read
-   (ChainTable.publish_rows). rows: the batch's pool rows (int64 buffer); generations: ReqToTokenPool.req_generation
-   (int64, one per pool row); row_gen: per row the generation last read in it (int64; rows beyond it count as -1,
-   never read); gens: a writable int64 buffer of len(rows), given the rows' generations. Returns (the batch positions
-   whose generation differs from row_gen's, their rows, their generations: three lists), or None
-   (nothing written) when a row is negative or beyond generations. The numpy version is chain_table._row_changes. */
+   beyond it (0 when a row is negative), with nothing written. The numpy version is forest_edit._survivors. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -223,66 +216,6 @@ done:
     PyBuffer_Release(&out_buf);
     PyBuffer_Release(&table_buf);
     PyBuffer_Release(&old_buf);
-    PyBuffer_Release(&rows_buf);
-    return result;
-}
-
-PyObject *pat_row_changes(PyObject *rows_obj, PyObject *gen_obj, PyObject *row_gen_obj, PyObject *gens_obj) {
-    Py_buffer rows_buf, gen_buf, have_buf, out_buf;
-    if (PyObject_GetBuffer(rows_obj, &rows_buf, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
-    if (PyObject_GetBuffer(gen_obj, &gen_buf, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
-        PyBuffer_Release(&rows_buf);
-        return NULL;
-    }
-    if (PyObject_GetBuffer(row_gen_obj, &have_buf, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
-        PyBuffer_Release(&gen_buf);
-        PyBuffer_Release(&rows_buf);
-        return NULL;
-    }
-    if (PyObject_GetBuffer(gens_obj, &out_buf, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
-        PyBuffer_Release(&have_buf);
-        PyBuffer_Release(&gen_buf);
-        PyBuffer_Release(&rows_buf);
-        return NULL;
-    }
-    PyObject *result = NULL, *positions = NULL, *at = NULL, *at_gens = NULL;
-    const Py_ssize_t n = rows_buf.len / 8;
-    if (rows_buf.itemsize != 8 || gen_buf.itemsize != 8 || have_buf.itemsize != 8 || out_buf.itemsize != 8 ||
-        out_buf.len / 8 < n) {
-        PyErr_SetString(PyExc_TypeError, "pat_row_changes: rows, generations, row_gen and gens must be int64 buffers, "
-                                         "gens as long as rows");
-        goto done;
-    }
-    const int64_t *rows = (const int64_t *)rows_buf.buf, *gen = (const int64_t *)gen_buf.buf;
-    const int64_t *have = (const int64_t *)have_buf.buf;
-    int64_t *gens = (int64_t *)out_buf.buf;
-    const int64_t num_gen = (int64_t)(gen_buf.len / 8), num_have = (int64_t)(have_buf.len / 8);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (rows[i] < 0 || rows[i] >= num_gen) {
-            Py_INCREF(Py_None);
-            result = Py_None;
-            goto done;
-        }
-    }
-    positions = PyList_New(0);
-    at = PyList_New(0);
-    at_gens = PyList_New(0);
-    if (positions == NULL || at == NULL || at_gens == NULL) goto done;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        const int64_t r = rows[i];
-        gens[i] = gen[r];
-        if ((r < num_have ? have[r] : -1) != gens[i] &&
-            (append_row(positions, i) < 0 || append_row(at, r) < 0 || append_row(at_gens, gens[i]) < 0))
-            goto done;
-    }
-    result = Py_BuildValue("(OOO)", positions, at, at_gens);
-done:
-    Py_XDECREF(positions);
-    Py_XDECREF(at);
-    Py_XDECREF(at_gens);
-    PyBuffer_Release(&out_buf);
-    PyBuffer_Release(&have_buf);
-    PyBuffer_Release(&gen_buf);
     PyBuffer_Release(&rows_buf);
     return result;
 }

@@ -357,9 +357,6 @@ class _HostBatch:
         self.match = lib.pat_survivors
         self.match.restype = ctypes.py_object
         self.match.argtypes = [ctypes.py_object] * 6
-        self.changes = lib.pat_row_changes
-        self.changes.restype = ctypes.py_object
-        self.changes.argtypes = [ctypes.py_object] * 4
         # pat_survivors' row table: every slot -1 between calls (each call holds the interpreter lock throughout and
         # leaves it so, so one table serves every thread), grown when a row is beyond it
         self._table = np.full(1024, -1, dtype=np.int64)
@@ -371,12 +368,6 @@ class _HostBatch:
         keys of ``before``. ``mark``: a writable int64 array of one slot per row, no slot holding ``stamp`` or
         ``stamp + 1`` (it is left holding them: move ``stamp`` on by 2 per call)."""
         return self.pick(rows, row_entry, row_rid, before, mark, stamp)
-
-    def row_changes(self, rows: np.ndarray, generations: np.ndarray, row_gen: np.ndarray,
-                    gens: np.ndarray) -> tuple[list[int], list[int], list[int]] | None:
-        """``chain_table.row_changes`` in one call (``kernels/host_batch.c`` ``pat_row_changes``; C-contiguous int64
-        arrays, checked there)."""
-        return self.changes(rows, generations, row_gen, gens)
 
     def survivors(self, entries: tuple, old_entries: tuple, rows: np.ndarray,
                   old_rows: np.ndarray) -> tuple[np.ndarray, list[int], list[int], bool] | None:

@@ -447,33 +447,6 @@ def test_pick_batch_refuses_rows_it_cannot_index() -> None:
 
 
 
-@pytest.mark.parametrize("seed", range(30))
-def test_row_changes_equal_the_numpy_ones(seed: int) -> None:
-    """``kernels/host_batch.c`` ``pat_row_changes`` against ``chain_table._row_changes``: the rows' generations, and
-    the positions, rows and generations of the rows whose last read generation differs (rows past the read table
-    count as never read), or None for a row outside the pool (negative, or past the generations)."""
-    from pat_sglang.sglang_patches.chain_table import _row_changes
-
-    core = host_core.loaded_batch()
-    assert core is not None
-    rng = np.random.default_rng(seed)
-    pool = int(rng.integers(1, 400))
-    generations = rng.integers(0, 3, pool).astype(np.int64)
-    row_gen = np.full(int(rng.integers(0, pool + 1)), -1, dtype=np.int64)
-    row_gen[:] = rng.integers(-2, 3, row_gen.shape[0])
-    rows = rng.choice(pool, size=int(rng.integers(0, pool + 1)), replace=False).astype(np.int64)
-    if rows.shape[0] and rng.random() < 0.15:
-        rows[int(rng.integers(0, rows.shape[0]))] = int(rng.choice([-1, pool]))
-    want_gens, got_gens = np.full(rows.shape[0], -7, np.int64), np.full(rows.shape[0], -7, np.int64)
-    want = _row_changes(rows, generations, row_gen, want_gens)
-    got = core.row_changes(rows, generations, row_gen, got_gens)
-    assert got == want
-    if want is not None:
-        assert got_gens.tolist() == want_gens.tolist() == generations[rows].tolist()
-    with pytest.raises(TypeError):
-        core.row_changes(rows.astype(np.int32), generations, row_gen, got_gens)
-
-
 def test_address_is_the_data_pointer() -> None:
     """``host_core._address`` (ctypes' buffer view, numpy's pointer where that view is refused) gives each array's data
     address: writable, read-only, strided, empty, offset views and 2-D arrays."""

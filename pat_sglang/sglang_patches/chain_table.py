@@ -701,7 +701,7 @@ class ChainTable:
         self,
         reqs: list,
         rows: np.ndarray,
-        generations: np.ndarray,
+        gens: np.ndarray,
         root: Any,
         splits: int | None,
         seq_lens: np.ndarray | None,
@@ -709,17 +709,16 @@ class ChainTable:
         recached: int | None,
         recache_log: Sequence[int | None] | None,
     ) -> bool:
-        """``publish_batch`` for a changed batch, reading only the requests that can have changed; False (no batch
-        published) where that cannot be told, and ``publish_batch`` reads the batch.
+        """``publish_batch`` for a changed batch, reading only the requests that can have changed; False (nothing
+        done) where that cannot be told, and ``publish_batch`` reads the batch.
 
-        ``rows``: the batch's host ``req_pool_indices_cpu`` (int64, in ``reqs`` order); ``generations``: the pool's
-        ``ReqToTokenPool.req_generation`` (one per pool row; False where a row is outside it). A request can have
-        another chain than when its row was last read only if the row has a new occupant (its generation moved: SGLang
-        bumps it whenever it hands a row out), if the cache re-cached it (``recache_log``: the rows
-        ``cache_unfinished_req`` was called for, the last one being call number ``recached``), or if its chain passes
-        through a node split since (``split_log``, as in ``publish_batch``). So those rows are read and the others keep
-        their entries; the batch's arrays are made from ``rows`` and their generations with no pass over the request
-        objects but the request ids."""
+        ``rows``/``gens``: the batch's host ``req_pool_indices_cpu`` and those rows' ``ReqToTokenPool.req_generation``
+        (int64 arrays, in ``reqs`` order). A request can have another chain than when its row was last read only if
+        the row has a new occupant (its generation moved: SGLang bumps it whenever it hands a row out), if the cache
+        re-cached it (``recache_log``: the rows ``cache_unfinished_req`` was called for, the last one being call number
+        ``recached``), or if its chain passes through a node split since (``split_log``, as in ``publish_batch``). So
+        those rows are read and the others keep their entries; the batch's arrays are made from ``rows`` and
+        ``gens`` with no pass over the request objects but the request ids."""
         snap = self._snap
         if (
             snap is None
@@ -749,11 +748,8 @@ class ChainTable:
             # rows to read whatever their generation: marked as read for no generation (read again later if not in
             # this batch: never wrong, at most one extra read)
             self._mark_unread(hit.union(recached_rows))
-            gens = np.empty(rows.shape[0], dtype=np.int64)
-            found = row_changes(rows, generations, self._row_gen, gens)
-            if found is None:  # a row outside the pool
-                return False
-            read = _requests_at(reqs, *found)
+            todo = (self._row_gen[rows] != gens).nonzero()[0]
+            read = _requests_at(reqs, todo, rows, gens)
             if read is None:  # rows and requests out of step: read everything
                 return False
             if hit:
@@ -783,6 +779,7 @@ class ChainTable:
                 self._snap = _rows_snapshot(root, last, splits, reqs, recached)
                 self._republish(self._snap, seq_lens)
                 return True
+            gens = gens.copy()
             serial = self.batch.serial + 1 if self.batch is not None else 0
             cached = self._row_paths.cached[rows]  # (``_row_room`` made room for the rows)
             for a in (rows, cached, gens):
@@ -1130,45 +1127,20 @@ def new_entries(
     return [(idx, ChainEntry(rid, gen, sig)) for idx, rid, gen, sig in changed]
 
 
-def row_changes(rows: np.ndarray, generations: np.ndarray, row_gen: np.ndarray,
-                gens: np.ndarray) -> tuple[list[int], list[int], list[int]] | None:
-    """The rows of a changed batch to read (``ChainTable.publish_rows``): ``gens`` (int64, one per row) given the rows'
-    ``generations``, and (the batch positions whose generation is not the one ``row_gen`` says was last read there,
-    their rows, their generations), rows beyond ``row_gen`` counting as never read; None (``gens`` not written) where
-    a row is negative or beyond ``generations``. Compiled (``host_core`` ``row_changes``) where it loads, else
-    ``_row_changes``."""
-    rows = np.ascontiguousarray(rows, dtype=np.int64)
-    generations = np.ascontiguousarray(generations, dtype=np.int64)
-    core = host_core.loaded_batch()
-    if core is None:
-        return _row_changes(rows, generations, row_gen, gens)
-    return core.row_changes(rows, generations, row_gen, gens)
-
-
-def _row_changes(rows: np.ndarray, generations: np.ndarray, row_gen: np.ndarray,
-                 gens: np.ndarray) -> tuple[list[int], list[int], list[int]] | None:
-    """``row_changes`` in numpy (the reference of ``kernels/host_batch.c`` ``pat_row_changes``)."""
-    if rows.shape[0] and (int(rows.min()) < 0 or int(rows.max()) >= generations.shape[0]):
-        return None
-    gens[:] = generations[rows]
-    have = np.full(rows.shape[0], -1, dtype=np.int64)
-    inside = rows < row_gen.shape[0]
-    have[inside] = row_gen[rows[inside]]
-    todo = (have != gens).nonzero()[0]
-    return todo.tolist(), rows[todo].tolist(), gens[todo].tolist()
-
-
 def _requests_at(
-    reqs: list, positions: list[int], at: list[int], gens: list[int]
+    reqs: list, todo: np.ndarray, rows: np.ndarray, gens: np.ndarray
 ) -> list[tuple[int, Hashable, int, Any]] | None:
-    """(row, rid, generation, last node) of the requests at the batch ``positions`` (``row_changes``: their rows
-    ``at`` and generations ``gens``), picked with C loops; None if a request's ``req_pool_idx`` is not its row."""
-    if not positions:
+    """(row, rid, generation, last node) of the requests at the positions ``todo`` of the batch (``rows``/``gens``:
+    the batch's rows and their generations), picked with C loops; None if a request's ``req_pool_idx`` is not its
+    row."""
+    if todo.shape[0] == 0:
         return []
+    positions = todo.tolist()
     picked = [reqs[i] for i in positions]
+    at = rows[todo].tolist()
     if list(map(_POOL_IDX, picked)) != at:
         return None
-    return list(zip(at, map(_RID, picked), gens, map(_LAST_NODE, picked), strict=True))
+    return list(zip(at, map(_RID, picked), gens[todo].tolist(), map(_LAST_NODE, picked), strict=True))
 
 
 _POOL_IDX = operator.attrgetter("req_pool_idx")

@@ -74,8 +74,9 @@ def _publish(batch: Any, table: ChainTable) -> None:
             rows = host_int64(rows_cpu)
             if table.republish_same(reqs, root, splits, recached, rows, gen_np, seq_lens):
                 return  # the common decode step: the same requests on the same radix nodes, no request read
-            if gen_np is not None and rows.shape[0] and table.publish_rows(
-                reqs, rows, gen_np, root, splits, seq_lens, radix_split_log(cache), recached, radix_recache_log(cache),
+            if gen_np is not None and rows.shape[0] and int(rows.min()) >= 0 and table.publish_rows(
+                reqs, rows, gen_np[rows], root, splits, seq_lens, radix_split_log(cache), recached,
+                radix_recache_log(cache),
             ):
                 return  # a changed batch: only the requests that can have changed were read
         whole = reqs
