@@ -16,7 +16,18 @@
    rids, absent, joined, left): the tuples of row_entry[r] and row_rid[r] over rows, how many of those entries are
    None, the rows of the batch that are not keys of before (each once) and the keys of before that are not rows of
    the batch; joined and left are empty lists where before is None. The Python version is chain_table._pick_batch
-   (joined and left are sets there, as lists in another order). */
+   (joined and left are sets there, as lists in another order).
+
+   pat_survivors(entries, old_entries, rows, old_rows, table, old_of): which requests of a changed batch are last
+   batch's, for the decode step's planner (pat_sglang/forest_edit.py: an edited forest, a re-made plan). entries and
+   old_entries are the two batches' tuples of published entries; rows and old_rows int64 buffers of at least as many
+   pool rows (the first len(entries) and len(old_entries) are read); old_of a writable int64 buffer of len(entries).
+   Request i survives as old request k when k is the last old request in row rows[i] and old_entries[k] is entries[i]
+   (an entry is made for one request in one row: the same object is the same request with the same path); old_of[i]
+   = k, or -1 for a joiner. table is a writable int64 scratch indexed by row, every slot -1 (left so). Returns
+   (joiners, leavers, in order): the joiners' indices in entries and the old requests that did not survive (lists,
+   ascending), and whether the survivors keep their relative order; or the int -(rows needed in table) when a row is
+   beyond it (0 when a row is negative), with nothing written. The numpy version is forest_edit._survivors. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -124,6 +135,87 @@ done:
     Py_XDECREF(joined);
     Py_XDECREF(left);
     PyBuffer_Release(&mark_buf);
+    PyBuffer_Release(&rows_buf);
+    return result;
+}
+
+PyObject *pat_survivors(PyObject *entries, PyObject *old_entries, PyObject *rows_obj, PyObject *old_rows_obj,
+                        PyObject *table_obj, PyObject *old_of_obj) {
+    if (!PyTuple_Check(entries) || !PyTuple_Check(old_entries)) {
+        PyErr_SetString(PyExc_TypeError, "pat_survivors: entries and old_entries must be tuples");
+        return NULL;
+    }
+    Py_buffer rows_buf, old_buf, table_buf, out_buf;
+    if (PyObject_GetBuffer(rows_obj, &rows_buf, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
+    if (PyObject_GetBuffer(old_rows_obj, &old_buf, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&rows_buf);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(table_obj, &table_buf, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&old_buf);
+        PyBuffer_Release(&rows_buf);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(old_of_obj, &out_buf, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&table_buf);
+        PyBuffer_Release(&old_buf);
+        PyBuffer_Release(&rows_buf);
+        return NULL;
+    }
+    PyObject *result = NULL, *joiners = NULL, *leavers = NULL;
+    const Py_ssize_t n = PyTuple_GET_SIZE(entries), n_old = PyTuple_GET_SIZE(old_entries);
+    if (rows_buf.itemsize != 8 || old_buf.itemsize != 8 || table_buf.itemsize != 8 || out_buf.itemsize != 8 ||
+        rows_buf.len / 8 < n || old_buf.len / 8 < n_old || out_buf.len / 8 < n) {
+        PyErr_SetString(PyExc_TypeError, "pat_survivors: rows, old_rows, table and old_of must be int64 buffers, "
+                                         "as long as the entries");
+        goto done;
+    }
+    const int64_t *rows = (const int64_t *)rows_buf.buf, *old_rows = (const int64_t *)old_buf.buf;
+    int64_t *table = (int64_t *)table_buf.buf, *old_of = (int64_t *)out_buf.buf;
+    const int64_t slots = (int64_t)(table_buf.len / 8);
+    int64_t top = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (rows[i] < 0) top = INT64_MAX;
+        else if (rows[i] > top) top = rows[i];
+    }
+    for (Py_ssize_t k = 0; k < n_old; k++) {
+        if (old_rows[k] < 0) top = INT64_MAX;
+        else if (old_rows[k] > top) top = old_rows[k];
+    }
+    if (top >= slots) {
+        result = PyLong_FromLongLong(top == INT64_MAX ? 0 : -(top + 1));
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k < n_old; k++) table[old_rows[k]] = k;
+    joiners = PyList_New(0);
+    leavers = PyList_New(0);
+    if (joiners == NULL || leavers == NULL) goto reset;
+    int64_t last = -1;
+    int ordered = 1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const int64_t k = table[rows[i]];
+        if (k >= 0 && PyTuple_GET_ITEM(entries, i) == PyTuple_GET_ITEM(old_entries, k)) {
+            old_of[i] = k;
+            table[rows[i]] = -(k + 2); /* old request k survived */
+            if (k <= last) ordered = 0;
+            last = k;
+        } else {
+            old_of[i] = -1;
+            if (append_row(joiners, i) < 0) goto reset;
+        }
+    }
+    for (Py_ssize_t k = 0; k < n_old; k++) {
+        if (table[old_rows[k]] != -(k + 2) && append_row(leavers, k) < 0) goto reset;
+    }
+    result = Py_BuildValue("(OOO)", joiners, leavers, ordered ? Py_True : Py_False);
+reset:
+    for (Py_ssize_t k = 0; k < n_old; k++) table[old_rows[k]] = -1;
+done:
+    Py_XDECREF(joiners);
+    Py_XDECREF(leavers);
+    PyBuffer_Release(&out_buf);
+    PyBuffer_Release(&table_buf);
+    PyBuffer_Release(&old_buf);
     PyBuffer_Release(&rows_buf);
     return result;
 }

@@ -26,8 +26,8 @@ step reads anything back from the GPU and the work grows with nodes and requests
   its batch;
 * other changed batches (arrivals, finishes, radix splits) whose shared structure did not change (requests finish
   and join under nodes that stay shared): last step's forest edited by the change (``forest_edit``: the joiners'
-  paths walked in Python, every member list and leaf from one number per request, ~25 numpy calls), the forest
-  ``from_paths`` would build;
+  paths walked in Python, every member list and leaf from one number per request in compiled passes over the
+  batch), the forest ``from_paths`` would build;
 * any other changed batch: the forest again from the published paths (``PrefixForest.from_paths``, numpy over the
   paths' nodes), with the index the next step's edit needs;
 * a request without a usable path (nothing published for its row, or a stale entry) is planned without
@@ -45,7 +45,6 @@ its saving only shrinks), so its next steps cost one batch comparison.
 from __future__ import annotations
 
 import math
-import operator
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,7 +56,7 @@ from . import host_core
 from .config import DeviceSpec, HeadConfig
 from .dispatch import pat_pays
 from .forest import PrefixForest
-from .forest_edit import RadixIndex, max_edit_joiners
+from .forest_edit import RadixIndex, max_edit_joiners, survivors
 from .planner import (
     INT32_MAX,
     SPLIT_KEEP_FRACTION,
@@ -474,17 +473,11 @@ class DecodeStepPlanner:
         # a published batch without absent entries has no None to match below (with some, it is planned in full)
         if pb is None or pb.entries is None or pb.absent or key.entries is None or not n_real or not n_old:
             return None
-        new_rows, old_rows = batch.rows[:n_real], key.rows[:n_old]
-        table = np.full(max(int(old_rows.max()), int(new_rows.max())) + 1, -1, dtype=np.int64)
-        table[old_rows] = np.arange(n_old)
-        cand = table[new_rows]
-        # an entry is made for one request in one row (it holds the request id); a row new to the batch looks up -1,
-        # the last old entry, never a joiner's
-        same = np.fromiter(map(operator.is_, pb.entries, map(key.entries.__getitem__, cand.tolist())), bool, n_real)
-        if n_real - int(np.count_nonzero(same)) > max_joined:
+        found = survivors(pb.entries, key.entries, batch.rows, key.rows)
+        if found is None or len(found[1]) > max_joined:
             return None
         old_index = np.full(batch.rows.shape[0], -1, dtype=np.int64)
-        old_index[:n_real] = np.where(same, cand, -1)
+        old_index[:n_real] = found[0]
         # padding requests (row PADDING_ROW, a constant length) stand for each other: as many as both batches have
         # keep their items, the rest come or go
         padding = min(batch.rows.shape[0] - n_real, key.rows.shape[0] - n_old)

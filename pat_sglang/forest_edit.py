@@ -8,9 +8,11 @@ first, in ``from_paths``' order) and one leaf per request (node ``K + r``). A re
 *attach* node (the deepest kept node on its path, the parent of its leaf; -1 for a root leaf): its leaf starts where
 that node ends, and the kept nodes it is a member of are that node and its ancestors. So when requests leave and
 join, the new forest is the old kept nodes (less those left with one request, plus those requests come to share) with
-each member list recomputed from the attach numbers, plus one leaf per request: about 25 numpy calls over the batch,
-and Python only for the joining requests' paths (a few radix nodes each) and the kept nodes (tens). ``from_paths``
-costs ~55 numpy calls plus gathering the batch's paths.
+each member list recomputed from the attach numbers, plus one leaf per request: three compiled passes over the batch
+(``host_core``: which requests survive, where every request sits, then the forest's arrays with the derived ones the
+planner reads; ~30 numpy calls where the compiled host work does not load), and Python only for the joining requests'
+paths (a few radix nodes each, read from their signatures) and the kept nodes (tens). ``from_paths`` costs ~55 numpy
+calls plus gathering the batch's paths.
 
 ``RadixIndex`` holds what that needs, made from a ``from_paths(index=True)`` build: per radix key of a shared node
 the kept node whose chain holds it, per kept node its deepest radix key, and per request its attach node and its
@@ -52,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from . import host_core
 from .forest import RADIX_INDEX, PrefixForest, _indptr
 
 # An edit walks each joiner's path in Python and may make a kept node per group of them (~4-15 us a joiner on the
@@ -65,6 +68,45 @@ EDIT_JOINERS_MIN = 8
 def max_edit_joiners(num_requests: int) -> float:
     """The most joiners an edit of a batch of ``num_requests`` real requests takes (``EDIT_JOINERS_*``)."""
     return max(EDIT_JOINERS_MIN, EDIT_JOINERS_PER_REQUEST * num_requests)
+
+
+def survivors(entries: tuple, old_entries: tuple, rows: np.ndarray,
+              old_rows: np.ndarray) -> tuple[np.ndarray, list[int], list[int], bool] | None:
+    """Which requests of a changed batch are last batch's: per entry of ``entries`` (``ChainEntry`` objects, at
+    pool ``rows``) the index of the very same entry object in ``old_entries`` (at ``old_rows``) in the same row, or -1
+    (an entry is made for one request in one row, so it is the same request with the same path: a request whose chain
+    was read again counts as leaving and joining); the joiners (the -1s) and the old entries that did not survive, as
+    ascending lists; whether the survivors keep their relative order. ``rows``/``old_rows``: int64, at least as many
+    as the entries (the first are read), the real requests' rows (distinct). None where a row is negative. Compiled
+    (``host_core`` ``survivors``) where it loads, else ``_survivors``."""
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    old_rows = np.ascontiguousarray(old_rows, dtype=np.int64)
+    core = host_core.loaded_batch()
+    if core is None:
+        return _survivors(entries, old_entries, rows, old_rows)
+    return core.survivors(entries, old_entries, rows, old_rows)
+
+
+def _survivors(entries: tuple, old_entries: tuple, rows: np.ndarray,
+               old_rows: np.ndarray) -> tuple[np.ndarray, list[int], list[int], bool] | None:
+    """``survivors`` in numpy (the reference of ``kernels/host_batch.c`` ``pat_survivors``)."""
+    n, n_old = len(entries), len(old_entries)
+    rows, old_rows = rows[:n], old_rows[:n_old]
+    if (n and int(rows.min()) < 0) or (n_old and int(old_rows.min()) < 0):
+        return None
+    top = max(int(rows.max()) if n else -1, int(old_rows.max()) if n_old else -1)
+    table = np.full(top + 1, -1, dtype=np.int64)
+    table[old_rows] = np.arange(n_old)
+    cand = table[rows]
+    same = np.fromiter(
+        (k >= 0 and e is old_entries[k] for e, k in zip(entries, cand.tolist(), strict=True)), bool, n
+    )
+    old_of = np.where(same, cand, -1)
+    stay = old_of[same]
+    kept = np.zeros(n_old, dtype=bool)
+    kept[stay] = True
+    ordered = not (stay.shape[0] > 1 and bool((stay[1:] <= stay[:-1]).any()))
+    return old_of, np.flatnonzero(~same).tolist(), np.flatnonzero(~kept).tolist(), ordered
 
 
 @dataclass(eq=False)
@@ -84,24 +126,30 @@ class _Kept:
     ancestors: np.ndarray  # int64 [K + 1, D]: ``lineage`` as rows padded with -1
     num_ancestors: np.ndarray  # int64 [K + 1]: the length of each lineage (the depth of a leaf under a at a + 1)
     end: np.ndarray  # int64 [K + 1]: end of kept node a at a + 1 (0 at 0: a root leaf starts at 0)
+    # tok, start, parent, depth, end, num_ancestors, ancestors one after another in one int64 array (the fields above
+    # are views of it): what ``host_core`` ``edit_forest`` passes in one pointer
+    packed: np.ndarray
 
     @staticmethod
-    def make(tok: np.ndarray, start: np.ndarray, parent: np.ndarray, depth: np.ndarray, chain: dict[int, int],
+    def make(tok: list[int], start: list[int], parents: list[int], depth: list[int], chain: dict[int, int],
              deepest: list[int], rank: list[tuple[int, int]], top: list[int]) -> _Kept:
-        parents = parent.tolist()
+        """The kept nodes with these per-node values (lists: the arrays are made from them in one conversion)."""
         lineage: list[list[int]] = [[]]
         for k, p in enumerate(parents):  # parents first (topological order)
             lineage.append([k, *lineage[p + 1]])
+        num_kept, rows = len(parents), len(lineage)
         width = max(1, max(map(len, lineage)))
-        ancestors = np.full((len(lineage), width), -1, dtype=np.int64)
-        for a, line in enumerate(lineage):
-            ancestors[a, : len(line)] = line
-        num_ancestors = np.zeros(len(lineage), dtype=np.int64)
-        num_ancestors[1:] = depth + 1
-        end = np.zeros(len(lineage), dtype=np.int64)
-        end[1:] = start + tok
-        return _Kept(tok, start, parent, depth, chain, deepest, rank, top, parents, lineage, ancestors, num_ancestors,
-                     end)
+        packed = np.array(list(itertools.chain(
+            tok, start, parents, depth,
+            [0], map(operator.add, start, tok),  # end
+            [0], [d + 1 for d in depth],  # num_ancestors
+            *([*line, *[-1] * (width - len(line))] for line in lineage),  # ancestors
+        )), dtype=np.int64)
+        views = [packed[i * num_kept : (i + 1) * num_kept] for i in range(4)]
+        at = 4 * num_kept
+        end, num_ancestors = packed[at : at + rows], packed[at + rows : at + 2 * rows]
+        ancestors = packed[at + 2 * rows :].reshape(rows, width)
+        return _Kept(*views, chain, deepest, rank, top, parents, lineage, ancestors, num_ancestors, end, packed)
 
     def without(self, gone: list[int]) -> tuple[_Kept, np.ndarray]:
         """These kept nodes without ``gone`` (each with its kept descendants among them), and per attach node
@@ -114,10 +162,11 @@ class _Kept:
         moved = [-1]
         for k, p in enumerate(self.parents):  # parents first: a gone node takes its parent's answer
             moved.append(new_id[k] if stays[k] else moved[p + 1])
-        keep = np.array(stays, dtype=bool)
         remap = np.array(moved, dtype=np.int64)
         return _Kept.make(
-            self.tok[keep], self.start[keep], remap[self.parent[keep] + 1], self.depth[keep],
+            list(itertools.compress(self.tok.tolist(), stays)), list(itertools.compress(self.start.tolist(), stays)),
+            [moved[p + 1] for p in itertools.compress(self.parents, stays)],
+            list(itertools.compress(self.depth.tolist(), stays)),
             {key: new_id[k] for key, k in self.chain.items() if stays[k]},
             [key for key, stay in zip(self.deepest, stays, strict=True) if stay],
             [r for r, stay in zip(self.rank, stays, strict=True) if stay],
@@ -133,14 +182,15 @@ class _Kept:
         for at, (_, i) in enumerate(order):
             new_id[i] = at
         remap = np.array([-1, *new_id[:num_kept]], dtype=np.int64)
-        ends = self.end
+        ends, old_tok, old_start, old_depth = self.end.tolist(), self.tok.tolist(), self.start.tolist(), \
+            self.depth.tolist()
         tok, start, parent, depth, deepest, rank, top = [], [], [], [], [], [], []
         for _, i in order:
             if i < num_kept:
                 p = self.parents[i]
-                tok.append(int(self.tok[i]))
-                start.append(int(self.start[i]))
-                depth.append(int(self.depth[i]))
+                tok.append(old_tok[i])
+                start.append(old_start[i])
+                depth.append(old_depth[i])
                 deepest.append(self.deepest[i])
                 rank.append(self.rank[i])
                 top.append(self.top[i])
@@ -148,8 +198,8 @@ class _Kept:
                 n = new[i - num_kept]
                 p = n.parent
                 tok.append(n.tok)
-                start.append(int(ends[p + 1]))
-                depth.append(0 if p < 0 else int(self.depth[p]) + 1)
+                start.append(ends[p + 1])
+                depth.append(0 if p < 0 else old_depth[p] + 1)
                 deepest.append(n.chain[-1])
                 rank.append(n.rank)
                 top.append(n.chain[0])
@@ -158,10 +208,7 @@ class _Kept:
         for i, n in enumerate(new):
             for key in n.chain:
                 chain[key] = new_id[num_kept + i]
-        as_array = np.array
-        return _Kept.make(as_array(tok, dtype=np.int64), as_array(start, dtype=np.int64),
-                          as_array(parent, dtype=np.int64), as_array(depth, dtype=np.int64), chain, deepest, rank,
-                          top), remap, new_id[num_kept:]
+        return _Kept.make(tok, start, parent, depth, chain, deepest, rank, top), remap, new_id[num_kept:]
 
 
 @dataclass(frozen=True)
@@ -206,7 +253,8 @@ class RadixIndex:
             top.setdefault(kept, key)
         deepest_keys = deepest.tolist()
         rank = list(zip(deepest_depth.tolist(), deepest_keys, strict=True))
-        kept = _Kept.make(forest.tok[k], forest.start[k], forest.parent[k], forest.depth[k], chain, deepest_keys, rank,
+        kept = _Kept.make(forest.tok[k].tolist(), forest.start[k].tolist(), forest.parent[k].tolist(),
+                          forest.depth[k].tolist(), chain, deepest_keys, rank,
                           [top[i] for i in range(len(top))])
         return RadixIndex(forest, entries, np.array(rows[: len(entries)], dtype=np.int64), kept,
                           forest.q[k].tolist(), forest.parent[k.stop :], first_private)
@@ -216,32 +264,19 @@ class RadixIndex:
         batch's further requests are padding) with lengths ``seq_lens`` and rows at ``row_base``: this forest edited,
         equal to ``from_paths`` of the batch's paths; ``None`` where the edit is refused (the module docstring)."""
         n_real = len(entries)
-        old_rows = self.rows
         new_rows = np.asarray(rows[:n_real], dtype=np.int64)
         if not n_real or new_rows.shape[0] != n_real:
             return None
-        # survivors: the old request in the same pool row, with the very same entry (an entry is made for one row;
-        # a row new to the batch looks up -1, the last old entry, which is never a new request's entry)
-        table = np.full(max(int(old_rows.max()), int(new_rows.max())) + 1, -1, dtype=np.int64)
-        table[old_rows] = np.arange(old_rows.shape[0])
-        cand = table[new_rows]
-        most = max_edit_joiners(n_real)
-        if int(np.count_nonzero(cand < 0)) > most:
-            return None  # rows new to the batch are joiners: too many already (before the identity checks' walk)
-        same = np.fromiter(map(operator.is_, entries, map(self.entries.__getitem__, cand.tolist())), bool, n_real)
-        old_of = np.where(same, cand, -1)
-        stay = old_of[same]
-        if stay.shape[0] > 1 and (stay[1:] <= stay[:-1]).any():
-            return None  # survivors reordered
-        joiners = np.flatnonzero(~same).tolist()
-        if len(joiners) > most:
-            return None  # a cheaper rebuild
+        found = survivors(entries, self.entries, new_rows, self.rows)
+        if found is None:
+            return None
+        old_of, joiners, leavers, ordered = found
+        if not ordered or len(joiners) > max_edit_joiners(n_real):
+            return None  # survivors reordered, or a cheaper rebuild
         kept = self.kept
         q = list(self.q)
         lineage = kept.lineage
-        stays = np.zeros(old_rows.shape[0], dtype=bool)
-        stays[stay] = True
-        for a in self.attach[np.flatnonzero(~stays)].tolist():  # the leavers' kept nodes lose them
+        for a in self.attach[leavers].tolist():  # the leavers' kept nodes lose them
             for k in lineage[a + 1]:
                 q[k] -= 1
         placed = []
@@ -252,16 +287,7 @@ class RadixIndex:
             placed.append(spot)
             for k in lineage[spot[0] + 1]:
                 q[k] += 1
-        n = len(seq_lens)
-        at = np.maximum(old_of, 0)
-        attach = np.full(n, -1, dtype=np.int64)  # padding: root leaves
-        attach[:n_real] = np.where(same, self.attach[at], -1)
-        first_private = np.full(n, -1, dtype=np.int64)
-        first_private[:n_real] = np.where(same, self.first_private[at], -1)
-        for j, (a, key) in zip(joiners, placed, strict=True):
-            attach[j] = a
-            first_private[j] = key
-        groups = self._groups(first_private, [key for _, key in placed if key >= 0])
+        attach, first_private, groups = self._places(old_of, joiners, placed, len(seq_lens))
         if groups:
             # A radix node beyond an attach node that requests come to share is a new kept node: their common chain.
             new = self._shared(groups, entries, attach)
@@ -303,6 +329,32 @@ class RadixIndex:
             return None
         return RadixIndex(forest, entries, new_rows, kept, q, attach, first_private)
 
+    def _places(self, old_of: np.ndarray, joiners: list[int], placed: list[tuple[int, int]], n: int
+                ) -> tuple[np.ndarray, np.ndarray, dict[int, list[int]]]:
+        """Per request of the edited batch (``n``, padding included: root leaves) its attach node and first private
+        key (a survivor's, at ``old_of``, from this index; a joiner's from ``placed``, in ``joiners`` order), and
+        ``_groups`` of the joiners' keys. Compiled (``host_core`` ``edit_places``) where it loads, else
+        ``_places_numpy``."""
+        core = host_core.loaded()
+        if core is None:
+            return self._places_numpy(old_of, joiners, placed, n)
+        return core.edit_places(old_of, self.attach, self.first_private, joiners, placed, n)
+
+    def _places_numpy(self, old_of: np.ndarray, joiners: list[int], placed: list[tuple[int, int]], n: int
+                      ) -> tuple[np.ndarray, np.ndarray, dict[int, list[int]]]:
+        """``_places`` in numpy (the reference of ``kernels/host_edit.c`` ``pat_edit_places``)."""
+        n_real = old_of.shape[0]
+        same = old_of >= 0
+        at = np.maximum(old_of, 0)
+        attach = np.full(n, -1, dtype=np.int64)  # padding: root leaves
+        attach[:n_real] = np.where(same, self.attach[at], -1)
+        first_private = np.full(n, -1, dtype=np.int64)
+        first_private[:n_real] = np.where(same, self.first_private[at], -1)
+        for j, (a, key) in zip(joiners, placed, strict=True):
+            attach[j] = a
+            first_private[j] = key
+        return attach, first_private, self._groups(first_private, [key for _, key in placed if key >= 0])
+
     @staticmethod
     def _groups(first_private: np.ndarray, keys: list[int]) -> dict[int, list[int]]:
         """A first private key of the joiners' (``keys``) that two requests or more now start with -> those requests
@@ -330,7 +382,7 @@ class RadixIndex:
             a = int(attach[members[0]])
             if members[-1] >= len(entries) or any(int(attach[m]) != a for m in members):
                 return None
-            paths = [(entries[m].keys.tolist(), entries[m].lengths.tolist()) for m in members]
+            paths = [_path(entries[m]) for m in members]
             starts = {keys.index(key) for keys, _ in paths}
             if len(starts) != 1:
                 return None
@@ -359,7 +411,7 @@ class RadixIndex:
         kept = self.kept
         chain, deepest, kept_parent, kept_end = kept.chain, kept.deepest, kept.parents, kept.end
         attach, inside, end = -1, -1, 0
-        for key, length in zip(entry.keys.tolist(), entry.lengths.tolist(), strict=True):
+        for key, _, length in reversed(entry.signature):  # root first: the node ids and tokens of ``_path``
             k = chain.get(key)
             if k is None:
                 if inside >= 0:
@@ -384,35 +436,59 @@ class RadixIndex:
     def _forest(kept: _Kept, attach: np.ndarray, q: list[int], seq_lens: np.ndarray, row_base: np.ndarray
                 ) -> PrefixForest | None:
         """The forest of the ``kept`` nodes (``q`` requests each) and one leaf per request under ``attach``; ``None``
-        if a leaf would be empty or the members do not add up to ``q``."""
-        n = attach.shape[0]
-        num_kept = len(q)
-        seq = np.asarray(seq_lens, dtype=np.int64)
-        row = attach + 1
-        leaf_start = kept.end[row]
-        leaf_tok = seq - leaf_start
-        if int(leaf_tok.min()) < 1:
+        if a leaf would be empty or the members do not add up to ``q``. Compiled (``host_core`` ``edit_forest``,
+        which makes the forest's derived arrays too) where it loads, else ``_forest_numpy``."""
+        seq = np.ascontiguousarray(seq_lens, dtype=np.int64)
+        row_base = np.asarray(row_base, dtype=np.int64)
+        core = host_core.loaded()
+        if core is None:
+            return _forest_numpy(kept, attach, q, seq, row_base)
+        arrays = core.edit_forest(kept.packed, kept.ancestors.shape[1], q, attach, seq)
+        if arrays is None:
             return None
-        if num_kept:
-            anc = kept.ancestors[row]
-            node = anc[anc >= 0]  # per request, its kept nodes (request-major)
-            kept_q = np.bincount(node, minlength=num_kept)
-            if kept_q.tolist() != q:
-                return None
-            key = node * n + np.repeat(np.arange(n, dtype=np.int64), kept.num_ancestors[row])
-            key.sort()
-            req_flat = np.concatenate([key - (key // n) * n, np.arange(n, dtype=np.int64)])
-            counts = np.concatenate([kept_q, np.ones(n, dtype=np.int64)])
-        else:
-            req_flat = np.arange(n, dtype=np.int64)
-            counts = np.ones(n, dtype=np.int64)
-        return PrefixForest(
-            np.concatenate([kept.tok, leaf_tok]),
-            np.concatenate([kept.start, leaf_start]),
-            np.concatenate([kept.parent, attach]),
-            np.concatenate([kept.depth, kept.num_ancestors[row]]),
-            _indptr(counts),
-            req_flat,
-            np.asarray(row_base, dtype=np.int64),
-            seq,
-        )
+        names = ("tok", "start", "parent", "depth", "req_ptr", "req_flat")
+        derived = {name: value for name, value in arrays.items() if name not in names}  # what _get would compute
+        return PrefixForest(*(arrays[name] for name in names), row_base, seq, None, derived)
+
+
+def _path(entry: Any) -> tuple[list[int], list[int]]:
+    """A published entry's radix path, root first, as (node ids, tokens): its ``keys`` and ``lengths`` as lists, read
+    from its signature (an entry's arrays are made on first read, ~6 numpy calls the edit would spend per joiner)."""
+    sig = entry.signature[::-1]
+    return [node_id for node_id, _, _ in sig], [tokens for _, _, tokens in sig]
+
+
+def _forest_numpy(kept: _Kept, attach: np.ndarray, q: list[int], seq: np.ndarray, row_base: np.ndarray
+                  ) -> PrefixForest | None:
+    """``RadixIndex._forest`` in numpy (the reference of ``kernels/host_edit.c`` ``pat_edit_forest``); the planner
+    makes the derived arrays on first read."""
+    n = attach.shape[0]
+    num_kept = len(q)
+    row = attach + 1
+    leaf_start = kept.end[row]
+    leaf_tok = seq - leaf_start
+    if int(leaf_tok.min()) < 1:
+        return None
+    if num_kept:
+        anc = kept.ancestors[row]
+        node = anc[anc >= 0]  # per request, its kept nodes (request-major)
+        kept_q = np.bincount(node, minlength=num_kept)
+        if kept_q.tolist() != q:
+            return None
+        key = node * n + np.repeat(np.arange(n, dtype=np.int64), kept.num_ancestors[row])
+        key.sort()
+        req_flat = np.concatenate([key - (key // n) * n, np.arange(n, dtype=np.int64)])
+        counts = np.concatenate([kept_q, np.ones(n, dtype=np.int64)])
+    else:
+        req_flat = np.arange(n, dtype=np.int64)
+        counts = np.ones(n, dtype=np.int64)
+    return PrefixForest(
+        np.concatenate([kept.tok, leaf_tok]),
+        np.concatenate([kept.start, leaf_start]),
+        np.concatenate([kept.parent, attach]),
+        np.concatenate([kept.depth, kept.num_ancestors[row]]),
+        _indptr(counts),
+        req_flat,
+        row_base,
+        seq,
+    )

@@ -1,7 +1,7 @@
-"""Host work of *pack* compiled for speed: ``kernels/host_simulate.c``, ``host_rows.c`` and ``host_items.c`` (with
-their shared ``host_sort.h``) through ctypes.
+"""Host work of *pack* compiled for speed: ``kernels/host_simulate.c``, ``host_rows.c``, ``host_items.c`` and
+``host_edit.c`` (with their shared ``host_sort.h``) through ctypes.
 
-Role in pack-forward-merge: part of *pack*. Three pieces of the planner's host work are loops that numpy serves badly:
+Role in pack-forward-merge: part of *pack*. Four pieces of the planner's host work are loops that numpy serves badly:
 
 * the split search's cost model: on a changed decode step the planner costs a few KV split lengths by simulating
   the forward launch (``planner._launch_costs``): in Python ~20 numpy calls over the candidate x pack arrays
@@ -16,26 +16,33 @@ Role in pack-forward-merge: part of *pack*. Three pieces of the planner's host w
 * a plan's items: once the packs and their split counts are known, ``planner._plan_items`` lays out the row blocks x
   KV splits, sorts them into launch order, lists their request entries, numbers the partial slots and makes the
   merge map in ~45 numpy calls over a few hundred items (~60 us on the VM, each call 1-5 us whatever its size); the C
-  version (``kernels/host_items.c``) makes the same arrays in one call (~5 us).
+  version (``kernels/host_items.c``) makes the same arrays in one call (~5 us);
+* an edited forest's arrays: on a changed decode step ``forest_edit`` decides the kept nodes and each request's attach
+  node in Python, then makes the forest's arrays from them (``RadixIndex._forest``, ~20 numpy calls over the batch)
+  and the planner its derived arrays (``PrefixForest._get``, ~10 more); ``kernels/host_edit.c`` makes them all in one
+  pass over the requests' kept ancestors, and where the requests sit before that (``RadixIndex._places``) in another.
 
-All three are built on first use with the system C compiler (``$CC``, else ``cc``: SGLang's Triton needs one at run time
+All four are built on first use with the system C compiler (``$CC``, else ``cc``: SGLang's Triton needs one at run time
 too) into one library, cached in ``<cache root>/host/`` under the hash of the sources and the compiler's version (a
 second process loads it without compiling), and loaded with ctypes. Where no compiler works, or with
 ``PAT_SGLANG_HOST_CORE=0``, the planner and the forest run their numpy/Python versions (same results, slower) and the
 log says why, once.
 
-A third piece is not the planner's but the publisher's: ``kernels/host_batch.c`` (``pat_pick_batch``) makes a changed
-decode batch's per-request tuples and its joined and left rows in one pass (``ChainTable.publish_rows``, where six
-C-level passes over the batch, the rows as a list and a set, two tuples, two set differences and a count, took 30-55 us
-p50 of a changed batch of 256 on the 2-core VM). It uses the CPython API, so it is a library of its own, compiled with
-the interpreter's headers and loaded with ``ctypes.PyDLL`` (its calls hold the interpreter lock). Same cache, switch
-and fallback (``chain_table._pick_batch``).
+A fifth piece works on the publisher's objects: ``kernels/host_batch.c`` ``pat_pick_batch`` makes a changed decode
+batch's per-request tuples and its joined and left rows in one pass (``ChainTable.publish_rows``, where six C-level
+passes over the batch, the rows as a list and a set, two tuples, two set differences and a count, took 30-55 us p50 of
+a changed batch of 256 on the 2-core VM), and ``pat_survivors`` tells which requests of a changed batch are last
+batch's (the same entry object in the same row: ``forest_edit.survivors``, read by the forest edit and the re-made
+plans; ~10 numpy calls and a Python pass over the entries). It uses the CPython API, so it is a library of its own,
+compiled with the interpreter's headers and loaded with ``ctypes.PyDLL`` (its calls hold the interpreter lock). Same
+cache, switch and fallbacks (``chain_table._pick_batch``, ``forest_edit._survivors``).
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import itertools
 import logging
 import os
 import shutil
@@ -54,7 +61,7 @@ from .config import cache_root, data_dir
 logger = logging.getLogger(__name__)
 
 DISABLE_ENV = "PAT_SGLANG_HOST_CORE"  # "0": the numpy/Python versions
-SOURCE_NAMES = ("host_simulate.c", "host_rows.c", "host_items.c")  # compiled together into one library
+SOURCE_NAMES = ("host_simulate.c", "host_rows.c", "host_items.c", "host_edit.c")  # compiled together into one library
 PY_SOURCE_NAMES = ("host_batch.c",)  # the CPython-API piece: a library of its own, loaded with ctypes.PyDLL
 HEADER_NAMES = ("host_sort.h",)  # included by the sources: written beside them for every build, part of its hash
 COMPILE_FLAGS = ("-O2", "-shared", "-fPIC", "-std=c99")
@@ -125,6 +132,14 @@ class _HostCore:
         self.items.restype = ctypes.c_int64
         self.items.argtypes = [ctypes.c_int64] + [ctypes.c_void_p] * 5 + [ctypes.c_int64] + [ctypes.c_void_p] * 3 + \
             [ctypes.c_int64] * 4 + [ctypes.c_void_p] * 9
+        self.edit = lib.pat_edit_forest
+        self.edit.restype = ctypes.c_int64
+        self.edit.argtypes = [ctypes.c_int64] * 2 + [ctypes.c_void_p] * 2 + [ctypes.c_int64] + [ctypes.c_void_p] * 3 + \
+            [ctypes.c_int64]
+        self.places = lib.pat_edit_places
+        self.places.restype = ctypes.c_int64
+        self.places.argtypes = [ctypes.c_int64] * 2 + [ctypes.c_void_p, ctypes.c_int64] + [ctypes.c_void_p] * 2 + \
+            [ctypes.c_int64] + [ctypes.c_void_p] * 5
 
     def launch_costs(self, splits: np.ndarray, pack_bytes: np.ndarray, full_blocks: np.ndarray, full_overhead: float,
                      last_overhead: np.ndarray, pack_req: np.ndarray, pack_req_count: np.ndarray, num_requests: int,
@@ -216,6 +231,67 @@ class _HostCore:
                 ints[merge_at : merge_at + num_partials], num_partials, longs[:num_items],
                 longs[num_items : 2 * num_items], open_mask, *summary)
 
+    def edit_forest(self, kept: np.ndarray, width: int, kept_q: list[int], attach: np.ndarray,
+                    seq: np.ndarray) -> dict[str, np.ndarray] | None:
+        """``forest_edit.RadixIndex._forest``'s arrays in one call (``kernels/host_edit.c`` ``pat_edit_forest``): the
+        ``len(kept_q)`` kept nodes (``forest_edit._Kept.packed``: tok, start, parent, depth, then per attach node at
+        a + 1 its end, its lineage's length and its lineage as rows of ``width``; int64) with ``kept_q`` members each,
+        and one leaf per request under ``attach`` ending at ``seq`` (C-contiguous int64, one per request). The forest's
+        arrays by name (tok, start, parent, depth, req_ptr, req_flat) and its derived ones (``PrefixForest._get``: q,
+        rep, req32, shared, entry_node, ends_here, ending, last_node); None where a leaf would be empty or the members
+        do not add up to ``kept_q``."""
+        num_kept, n = len(kept_q), attach.shape[0]
+        if any(a.dtype != np.int64 or not a.flags.c_contiguous for a in (kept, attach, seq)) or seq.shape[0] != n or \
+                kept.shape[0] != 4 * num_kept + (2 + width) * (num_kept + 1):
+            raise ValueError("edit_forest: C-contiguous int64 arrays: the kept nodes packed, one attach node and one "
+                             "length per request")
+        counts = np.array(kept_q, dtype=np.int64)
+        nodes = num_kept + n
+        entries = sum(kept_q) + n
+        # one buffer: ten per-node arrays (req_ptr one longer), last_node, req_flat and entry_node, req32 and ends_here
+        head = 8 * nodes + 1 + n
+        buf = np.empty(head + 2 * entries + (entries + 1) // 2 + (entries + 7) // 8, dtype=np.int64)
+        got = self.edit(num_kept, width, _address(kept), _address(counts), n, _address(attach), _address(seq),
+                        _address(buf), entries)
+        if got < 0:
+            return None
+        out = {name: buf[k * nodes : (k + 1) * nodes] for k, name in
+               enumerate(("tok", "start", "parent", "depth", "q", "rep", "ending"))}
+        out["req_ptr"] = buf[7 * nodes : 8 * nodes + 1]
+        out["last_node"] = buf[8 * nodes + 1 : head]
+        out["req_flat"] = buf[head : head + entries]
+        out["entry_node"] = buf[head + entries : head + 2 * entries]
+        tail = buf[head + 2 * entries :].view(np.int32)
+        out["req32"] = tail[:entries]
+        out["ends_here"] = tail[2 * ((entries + 1) // 2) :].view(np.bool_)[:entries]
+        out["shared"] = out["q"] > 1
+        return out
+
+    def edit_places(self, old_of: np.ndarray, old_attach: np.ndarray, old_first: np.ndarray, joiners: list[int],
+                    placed: list[tuple[int, int]], n: int) -> tuple[np.ndarray, np.ndarray, dict[int, list[int]]]:
+        """``forest_edit.RadixIndex._places`` in one call (``kernels/host_edit.c`` ``pat_edit_places``): per request
+        of the edited batch (``n``, padding included) its attach node and first private key (a survivor's from
+        ``old_attach``/``old_first`` through ``old_of``, a joiner's from ``placed``), and the joiners' first private
+        keys that two requests or more now have -> those requests. C-contiguous int64 arrays."""
+        if any(a.dtype != np.int64 or not a.flags.c_contiguous for a in (old_of, old_attach, old_first)) or \
+                old_attach.shape != old_first.shape:
+            raise ValueError("edit_places: C-contiguous int64 arrays, one old attach node and key per old request")
+        num = len(joiners)
+        ints = np.array([*joiners, *itertools.chain.from_iterable(placed)], dtype=np.int64)
+        out = np.empty(3 * n + 2 * num, dtype=np.int64)
+        at, p = _address(ints), _address(out)
+        got = self.places(old_of.shape[0], n, _address(old_of), old_attach.shape[0], _address(old_attach),
+                          _address(old_first), num, at, at + 8 * num, p, p + 8 * n, p + 16 * n)
+        if got < 0:
+            raise ValueError("edit_places: an old index or a joiner outside the batches")
+        flat = out[2 * n : 2 * n + got].tolist()
+        groups: dict[int, list[int]] = {}
+        i = 0
+        while i < got:
+            groups[flat[i]] = flat[i + 2 : i + 2 + flat[i + 1]]
+            i += 2 + flat[i + 1]
+        return out[:n], out[n : 2 * n], groups
+
     def greedy_makespan(self, values: np.ndarray, counts: np.ndarray, slots: int, limit: float,
                         batch_items: int) -> float:
         """``planner._greedy_makespan`` over runs given as arrays."""
@@ -278,6 +354,12 @@ class _HostBatch:
         self.pick = lib.pat_pick_batch
         self.pick.restype = ctypes.py_object
         self.pick.argtypes = [ctypes.py_object] * 5 + [ctypes.c_int64]
+        self.match = lib.pat_survivors
+        self.match.restype = ctypes.py_object
+        self.match.argtypes = [ctypes.py_object] * 6
+        # pat_survivors' row table: every slot -1 between calls (each call holds the interpreter lock throughout and
+        # leaves it so, so one table serves every thread), grown when a row is beyond it
+        self._table = np.full(1024, -1, dtype=np.int64)
 
     def pick_batch(self, rows: np.ndarray, row_entry: list, row_rid: list, before: dict, mark: np.ndarray,
                    stamp: int) -> tuple[tuple, tuple, int, list[int], list[int]]:
@@ -286,6 +368,21 @@ class _HostBatch:
         keys of ``before``. ``mark``: a writable int64 array of one slot per row, no slot holding ``stamp`` or
         ``stamp + 1`` (it is left holding them: move ``stamp`` on by 2 per call)."""
         return self.pick(rows, row_entry, row_rid, before, mark, stamp)
+
+    def survivors(self, entries: tuple, old_entries: tuple, rows: np.ndarray,
+                  old_rows: np.ndarray) -> tuple[np.ndarray, list[int], list[int], bool] | None:
+        """``forest_edit.survivors`` in one call (``kernels/host_batch.c`` ``pat_survivors``): per entry of ``entries``
+        the index of the very same entry in ``old_entries`` at the same pool row, or -1; the joiners (the -1s) and the
+        old entries that did not survive, ascending; whether the survivors keep their order. ``rows``/``old_rows``:
+        C-contiguous int64, at least as many as the entries, distinct. None where a row is negative."""
+        old_of = np.empty(len(entries), dtype=np.int64)
+        while True:
+            got = self.match(entries, old_entries, rows, old_rows, self._table, old_of)
+            if not isinstance(got, int):
+                return old_of, *got
+            if got == 0:
+                return None
+            self._table = np.full(max(-got, 2 * self._table.shape[0]), -1, dtype=np.int64)
 
 
 def loaded() -> _HostCore | None:

@@ -7,7 +7,8 @@ request holds alone), radix nodes split (the lower half keeps its id; every requ
 the publisher re-reads it), requests are reordered now and then, and every request grows by a token (a joiner may
 end exactly at its last node: no leaf). Every edit that is not refused must be exactly ``from_paths``' forest (every
 array, node order included); refused steps build from the paths and index them again (no index while some request
-has no private leaf).
+has no private leaf). The edit's compiled pieces (``kernels/host_edit.c``'s forest arrays, ``host_batch.c``'s
+survivors) are compared with their numpy versions on the same sequences.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ import pytest
 import torch
 from test_decode_step import HEADS
 
+from pat_sglang import host_core
 from pat_sglang.config import DeviceSpec
 from pat_sglang.decode_step import DecodeStepPlanner, StepBatch
 from pat_sglang.forest import PrefixForest
-from pat_sglang.forest_edit import EDIT_JOINERS_MIN, RadixIndex
+from pat_sglang.forest_edit import EDIT_JOINERS_MIN, RadixIndex, _survivors
 from pat_sglang.sglang_patches.chain_table import ChainEntry, PublishedBatch, paths_of_entries
 
 ARRAYS = ("tok", "start", "parent", "depth", "req_ptr", "req_flat", "row_base", "request_lengths")
+DERIVED = ("q", "rep", "req32", "shared", "entry_node", "ends_here", "ending", "last_node")  # PrefixForest._get's
 ROW_STRIDE = 2048
 
 
@@ -172,6 +175,135 @@ def test_the_step_planner_edits_changed_batches(seed: int) -> None:
         assert all(np.array_equal(getattr(forest, n), getattr(fresh, n)) for n in ARRAYS)
     c = planner.counters
     assert c.built == 80 and 5 < c.edited < c.built, (c.edited, c.built)
+
+
+def _edits(seed: int, steps: int, pad: int) -> list[PrefixForest | None]:
+    """Per step of ``_batches(seed, steps, burst=True)``: the edited forest, or None where the edit was refused (or
+    there was no index: the first step, and after a refusal, the forest of ``from_paths`` is indexed)."""
+    out: list[PrefixForest | None] = []
+    index = None
+    for entries, rows, seq in _batches(seed, steps, burst=True):
+        rows_all = np.concatenate([rows, np.zeros(pad, np.int64)])
+        seq_all = np.concatenate([seq, np.ones(pad, np.int64)])
+        edited = index.edit(entries, rows_all, seq_all, rows_all * ROW_STRIDE) if index is not None else None
+        out.append(None if edited is None else edited.forest)
+        index = edited if edited is not None else RadixIndex.of(_fresh(list(entries), rows, seq, pad), entries,
+                                                                   rows_all)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_compiled_edits_equal_the_numpy_ones(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The edit with its compiled pieces (``kernels/host_edit.c`` ``pat_edit_forest``, ``host_batch.c``
+    ``pat_survivors``) against its numpy versions: every step edited or refused alike, the same forests, and the
+    compiled call's derived arrays equal to those ``PrefixForest._get`` computes (same values and dtypes)."""
+    if host_core.loaded() is None or host_core.loaded_batch() is None:  # a compiler is there wherever tests run
+        pytest.fail("the compiled host work did not load (see the log for the reason)")
+    compiled = _edits(seed, 120, 2)
+    monkeypatch.setattr(host_core, "loaded", lambda: None)
+    monkeypatch.setattr(host_core, "loaded_batch", lambda: None)
+    numpy_made = _edits(seed, 120, 2)
+    assert [f is None for f in compiled] == [f is None for f in numpy_made]
+    assert sum(f is not None for f in compiled) > 10
+    for got, want in zip(compiled, numpy_made, strict=True):
+        if got is None:
+            continue
+        assert set(got._derived) >= set(DERIVED) and not want._derived
+        for name in ARRAYS + DERIVED:
+            a, b = getattr(got, name), getattr(want, name)
+            assert a.dtype == b.dtype and a.tolist() == b.tolist(), name
+
+
+def test_compiled_forest_refuses_empty_leaves_and_wrong_counts() -> None:
+    """``host_core`` ``edit_forest`` gives None, as the numpy version does, for a request no longer than its attach
+    node's end and for member counts other than the kept nodes'; arrays it cannot read are refused."""
+    core = host_core.loaded()
+    assert core is not None
+    entries = [ChainEntry(i, 0, ((1, 1001, 10),)) for i in range(3)]  # three requests under one 10-token node
+    rows = np.arange(1, 4, dtype=np.int64)
+    forest = _fresh(entries, rows, np.array([12, 13, 14], np.int64), 0)
+    kept = RadixIndex.of(forest, tuple(entries), rows).kept
+    width = kept.ancestors.shape[1]
+    attach = np.zeros(3, np.int64)
+    seq = np.array([12, 13, 14], np.int64)
+    assert core.edit_forest(kept.packed, width, [3], attach, seq) is not None
+    assert core.edit_forest(kept.packed, width, [3], attach, np.array([12, 10, 14], np.int64)) is None  # empty leaf
+    assert core.edit_forest(kept.packed, width, [2], attach, seq) is None
+    assert core.edit_forest(kept.packed, width, [3], np.array([0, 0, 1], np.int64), seq) is None  # no kept node 1
+    with pytest.raises(ValueError):
+        core.edit_forest(kept.packed, width, [3], attach, seq.astype(np.int32))
+    with pytest.raises(ValueError):
+        core.edit_forest(kept.packed[:-1], width, [3], attach, seq)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_compiled_places_equal_the_numpy_ones(seed: int) -> None:
+    """``host_edit.c`` ``pat_edit_places`` against ``RadixIndex._places_numpy``: survivors' attach nodes and first
+    private keys carried over, joiners' written, padding as root leaves, and the groups of the joiners' keys that two
+    requests or more share (random keys from a small range, so groups of several requests and several groups occur);
+    an old index or a joiner out of range is refused."""
+    core = host_core.loaded()
+    assert core is not None
+    rng = np.random.default_rng(seed)
+    n_old, n_real = int(rng.integers(1, 80)), int(rng.integers(1, 80))
+    n = n_real + int(rng.integers(0, 4))
+    old = type("Old", (), {"attach": rng.integers(-1, 6, n_old + 2).astype(np.int64),
+                           "first_private": rng.integers(-1, 12, n_old + 2).astype(np.int64),
+                           "_groups": staticmethod(RadixIndex._groups)})()
+    old_of = rng.permutation(n_old + 2)[:n_real].astype(np.int64) if n_real <= n_old + 2 else \
+        rng.integers(0, n_old + 2, n_real).astype(np.int64)
+    joiners = sorted(rng.choice(n_real, size=int(rng.integers(0, min(n_real, 10) + 1)), replace=False).tolist())
+    old_of[joiners] = -1
+    placed = [(int(rng.integers(-1, 6)), int(rng.integers(-1, 12))) for _ in joiners]
+    want = RadixIndex._places_numpy(old, old_of, joiners, placed, n)
+    got = core.edit_places(old_of, old.attach, old.first_private, joiners, placed, n)
+    assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
+    assert got[2] == want[2] and list(got[2]) == list(want[2])  # the same groups, keys in the same (ascending) order
+    with pytest.raises(ValueError):
+        core.edit_places(np.full(n_real, n_old + 2, np.int64), old.attach, old.first_private, [], [], n)
+    with pytest.raises(ValueError):
+        core.edit_places(old_of, old.attach, old.first_private, [n_real], [(0, 0)], n)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_compiled_survivors_equal_the_numpy_ones(seed: int) -> None:
+    """``host_batch.c`` ``pat_survivors`` against ``forest_edit._survivors``: old batches of distinct rows, new ones
+    with survivors (kept in order or shuffled), joiners in new or reused rows, entries moved to another row (not
+    survivors), rows past the scratch table (which grows), and a negative row (None from both)."""
+    core = host_core.loaded_batch()
+    assert core is not None
+    rng = np.random.default_rng(seed)
+    for _ in range(4):
+        top = int(rng.choice([300, 5000]))
+        n_old = int(rng.integers(0, 60))
+        old_rows = rng.choice(top, size=n_old, replace=False).astype(np.int64)
+        old_entries = tuple(object() for _ in range(n_old))
+        stay = sorted(rng.choice(n_old, size=int(rng.integers(0, n_old + 1)), replace=False).tolist())
+        new = [(old_entries[k], int(old_rows[k])) for k in stay]
+        free = np.setdiff1d(np.arange(top), old_rows)
+        for _ in range(int(rng.integers(0, 10))):
+            if rng.random() < 0.3 and n_old:  # a new request in a row the old batch used
+                new.append((object(), int(old_rows[int(rng.integers(0, n_old))])))
+            elif rng.random() < 0.2 and n_old:  # an old entry in another row: not a survivor
+                new.append((old_entries[int(rng.integers(0, n_old))], int(free[int(rng.integers(0, free.shape[0]))])))
+            else:
+                new.append((object(), int(free[int(rng.integers(0, free.shape[0]))])))
+        if rng.random() < 0.5:
+            rng.shuffle(new)
+        seen: set[int] = set()
+        new = [(e, r) for e, r in new if not (r in seen or seen.add(r))]  # distinct rows
+        entries = tuple(e for e, _ in new)
+        rows = np.array([r for _, r in new], dtype=np.int64)
+        if rng.random() < 0.1 and rows.shape[0]:
+            rows[int(rng.integers(0, rows.shape[0]))] = -1
+        want = _survivors(entries, old_entries, rows, old_rows)
+        got = core.survivors(entries, old_entries, rows, old_rows)
+        if want is None:
+            assert got is None
+            continue
+        assert got is not None
+        assert got[0].tolist() == want[0].tolist() and got[1:] == want[1:]
+    assert (core._table == -1).all()
 
 
 @pytest.mark.parametrize("seed", range(12))
