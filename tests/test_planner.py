@@ -443,7 +443,7 @@ def test_private_rows_do_not_spill_into_a_nearly_empty_wave(n: int, length: int)
 @pytest.mark.parametrize("kv_dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
 def test_fp8_kv_halves_the_profit_model_bytes(kv_dtype: torch.dtype) -> None:
     """FP8 pools: one byte per KV element in the profit model, the planned bytes and the floor; a node is packed
-    only where the halved saving still beats the (unchanged, fp32) partial cost, so a plan never packs more."""
+    only where the halved saving still beats the (unchanged: q-dtype rows) partial cost, so a plan never packs more."""
     bf16 = HeadConfig(32, 8, 128, torch.bfloat16)
     fp8 = HeadConfig(32, 8, 128, torch.bfloat16, kv_dtype)
     assert fp8.kv_token_bytes * 2 == bf16.kv_token_bytes == 2 * 8 * 128 * 2
