@@ -1186,7 +1186,7 @@ extern "C" __global__ void __launch_bounds__(PAT_THREADS, PAT_MIN_BLOCKS) pat_pa
 // item leaves the second idle), one CTA per SM.
 //   Producer (warps 0-3): gathers the item's Q rows (both halves) and then its KV in blocks of WIDE_N = 64 tokens into
 //   a ring of STAGES stages (swz128, [64 tokens][HEAD_DIM] K and V per stage), two threads per token row, slot indices
-//   read a block ahead. Stage hand-off by mbarriers instead of CTA barriers: full[s] (128 producer arrivals, each made
+//   read WIDE_SLOTS_AHEAD blocks ahead. Stage hand-off by mbarriers instead of CTA barriers: full[s] (128 producer arrivals, each made
 //   by the hardware when the thread's copies of the block have landed: cp.async.mbarrier.arrive.noinc; the consumers
 //   fence them to the async proxy after their wait) and empty[s] (one arrival per consumer warp once its MMAs have
 //   read the block), so the producer runs up to STAGES blocks ahead of the consumers.
@@ -1194,6 +1194,8 @@ extern "C" __global__ void __launch_bounds__(PAT_THREADS, PAT_MIN_BLOCKS) pat_pa
 //   O += P V, so the P V MMAs run under this block's softmax (softmax_block); O is rescaled (rescale_o) once that P V
 //   has completed. Each consumer warpgroup streams the whole item on its own: two such chains per SM interleave, and
 //   both read every KV block from the same stage (half the L2 -> shared-memory traffic of two 64-row items).
+//   Measured (H200, docs/perf/kernels/2026-12-01-h200-wide-launch/): correct, but no faster per SM than the 64-row items
+//   of pat_pack_forward, so the tile table never selects it (a sweep build, bench/tile_sweep.py /wsN).
 // The other items run on pat_pack_forward, launched after this kernel with its items pointer past the wide ones; their
 // partials merge as one (pat_merge).
 #if !defined(PAT_WGMMA) || defined(PAT_KV_FP8) || HEAD_DIM > 128 || PAT_THREADS != 128
