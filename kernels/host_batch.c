@@ -11,12 +11,13 @@
 
    pat_pick_batch(rows, row_entry, row_rid, before, mark, stamp): rows is an int64 buffer (the batch's pool rows, in
    batch order, each < len(mark)); row_entry and row_rid are lists indexed by row (every row < their length); before
-   is None or a dict whose keys are the rows of the last batch (the tally's rows); mark is a writable int64 buffer of
-   one slot per row, none holding stamp or stamp + 1 (the caller moves stamp on by 2 per call). Returns (entries,
+   is None or an int64 buffer of the last batch's rows (distinct: the tally's rows); mark is a writable int64 buffer
+   of one slot per row, none holding stamp or stamp + 1 (the caller moves stamp on by 2 per call). Returns (entries,
    rids, absent, joined, left): the tuples of row_entry[r] and row_rid[r] over rows, how many of those entries are
-   None, the rows of the batch that are not keys of before (each once) and the keys of before that are not rows of
+   None, the rows of the batch that are not rows of before (each once) and the rows of before that are not rows of
    the batch; joined and left are empty lists where before is None. The Python version is chain_table._pick_batch
-   (joined and left are sets there, as lists in another order).
+   (joined and left are sets there, as lists in another order). before was a dict of the rows (the tally's): reading
+   its 256 int keys twice cost more than the rest of the call, cold between two decode steps.
 
    pat_survivors(entries, old_entries, rows, old_rows, table, old_of): which requests of a changed batch are last
    batch's, for the decode step's planner (pat_sglang/forest_edit.py: an edited forest, a re-made plan). entries and
@@ -32,18 +33,6 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
-
-/* Row index of a dict key: -1 if it is not an int within [0, n) (such a key is never a row of the batch). */
-static int64_t key_row(PyObject *key, int64_t n) {
-    if (!PyLong_Check(key)) return -1;
-    int overflow = 0;
-    const long long v = PyLong_AsLongLongAndOverflow(key, &overflow);
-    if (overflow || v < 0 || v >= n) {
-        PyErr_Clear();
-        return -1;
-    }
-    return (int64_t)v;
-}
 
 /* The tuple of lst[rows[i]] over i; NULL with an IndexError where a row is outside lst. */
 static PyObject *pick(const int64_t *rows, Py_ssize_t n, PyObject *lst, Py_ssize_t *nones) {
@@ -74,28 +63,33 @@ static int append_row(PyObject *lst, int64_t r) {
     return rc;
 }
 
-PyObject *pat_pick_batch(PyObject *rows_obj, PyObject *row_entry, PyObject *row_rid, PyObject *before,
+PyObject *pat_pick_batch(PyObject *rows_obj, PyObject *row_entry, PyObject *row_rid, PyObject *before_obj,
                          PyObject *mark_obj, int64_t stamp) {
-    if (!PyList_Check(row_entry) || !PyList_Check(row_rid) || (before != Py_None && !PyDict_Check(before))) {
-        PyErr_SetString(PyExc_TypeError, "pat_pick_batch: row_entry and row_rid must be lists, before None or a dict");
+    if (!PyList_Check(row_entry) || !PyList_Check(row_rid)) {
+        PyErr_SetString(PyExc_TypeError, "pat_pick_batch: row_entry and row_rid must be lists");
         return NULL;
     }
-    Py_buffer rows_buf, mark_buf;
+    Py_buffer rows_buf, mark_buf, before_buf = {0};
     if (PyObject_GetBuffer(rows_obj, &rows_buf, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
     if (PyObject_GetBuffer(mark_obj, &mark_buf, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
         PyBuffer_Release(&rows_buf);
         return NULL;
     }
+    if (before_obj != Py_None && PyObject_GetBuffer(before_obj, &before_buf, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&mark_buf);
+        PyBuffer_Release(&rows_buf);
+        return NULL;
+    }
     PyObject *entries = NULL, *rids = NULL, *joined = NULL, *left = NULL, *result = NULL;
-    if (rows_buf.itemsize != 8 || mark_buf.itemsize != 8) {
-        PyErr_SetString(PyExc_TypeError, "pat_pick_batch: rows and mark must be int64 buffers");
+    if (rows_buf.itemsize != 8 || mark_buf.itemsize != 8 || (before_obj != Py_None && before_buf.itemsize != 8)) {
+        PyErr_SetString(PyExc_TypeError, "pat_pick_batch: rows, before and mark must be int64 buffers");
         goto done;
     }
     const int64_t *rows = (const int64_t *)rows_buf.buf;
     int64_t *mark = (int64_t *)mark_buf.buf;
     const Py_ssize_t n = rows_buf.len / 8;
     const int64_t slots = (int64_t)(mark_buf.len / 8);
-    const int64_t was = stamp, now = stamp + 1; /* a key of before; a row of the batch */
+    const int64_t was = stamp, now = stamp + 1; /* a row of before; a row of the batch */
     for (Py_ssize_t i = 0; i < n; i++) {
         if (rows[i] < 0 || rows[i] >= slots) {
             PyErr_SetString(PyExc_IndexError, "pat_pick_batch: a row outside mark");
@@ -110,22 +104,20 @@ PyObject *pat_pick_batch(PyObject *rows_obj, PyObject *row_entry, PyObject *row_
     joined = PyList_New(0);
     left = PyList_New(0);
     if (joined == NULL || left == NULL) goto done;
-    if (before == Py_None) goto build;
-    Py_ssize_t pos = 0;
-    PyObject *key, *value;
-    while (PyDict_Next(before, &pos, &key, &value)) {
-        const int64_t r = key_row(key, slots);
-        if (r >= 0) mark[r] = was;
+    if (before_obj == Py_None) goto build;
+    const int64_t *old = (const int64_t *)before_buf.buf;
+    const Py_ssize_t m = before_buf.len / 8;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        if (old[i] >= 0 && old[i] < slots) mark[old[i]] = was;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         const int64_t r = rows[i];
         if (mark[r] != was && mark[r] != now && append_row(joined, r) < 0) goto done;
         mark[r] = now;
     }
-    pos = 0;
-    while (PyDict_Next(before, &pos, &key, &value)) {
-        const int64_t r = key_row(key, slots);
-        if ((r < 0 || mark[r] != now) && PyList_Append(left, key) < 0) goto done;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        const int64_t r = old[i];
+        if ((r < 0 || r >= slots || mark[r] != now) && append_row(left, r) < 0) goto done;
     }
 build:
     result = Py_BuildValue("(OOnOO)", entries, rids, absent, joined, left);
@@ -134,6 +126,7 @@ done:
     Py_XDECREF(rids);
     Py_XDECREF(joined);
     Py_XDECREF(left);
+    if (before_obj != Py_None) PyBuffer_Release(&before_buf);
     PyBuffer_Release(&mark_buf);
     PyBuffer_Release(&rows_buf);
     return result;

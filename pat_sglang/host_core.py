@@ -361,12 +361,13 @@ class _HostBatch:
         # leaves it so, so one table serves every thread), grown when a row is beyond it
         self._table = np.full(1024, -1, dtype=np.int64)
 
-    def pick_batch(self, rows: np.ndarray, row_entry: list, row_rid: list, before: dict, mark: np.ndarray,
-                   stamp: int) -> tuple[tuple, tuple, int, list[int], list[int]]:
+    def pick_batch(self, rows: np.ndarray, row_entry: list, row_rid: list, before: np.ndarray | None,
+                   mark: np.ndarray, stamp: int) -> tuple[tuple, tuple, int, list[int], list[int]]:
         """``chain_table._pick_batch`` in one call: (entries, rids, absent, joined, left) of the batch ``rows``
-        (C-contiguous int64, every row < ``len(mark)`` and < the lists' lengths) against the last batch's rows, the
-        keys of ``before``. ``mark``: a writable int64 array of one slot per row, no slot holding ``stamp`` or
-        ``stamp + 1`` (it is left holding them: move ``stamp`` on by 2 per call)."""
+        (C-contiguous int64, every row < ``len(mark)`` and < the lists' lengths) against the last batch's rows
+        ``before`` (C-contiguous int64, distinct; None: no change asked for). ``mark``: a writable int64 array of one
+        slot per row, no slot holding ``stamp`` or ``stamp + 1`` (it is left holding them: move ``stamp`` on by 2 per
+        call)."""
         return self.pick(rows, row_entry, row_rid, before, mark, stamp)
 
     def survivors(self, entries: tuple, old_entries: tuple, rows: np.ndarray,

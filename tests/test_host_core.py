@@ -398,9 +398,9 @@ def test_from_flat_builds_with_it(monkeypatch: pytest.MonkeyPatch) -> None:
     assert compiled.slot_max == numpy_built.slot_max
 
 
-def _pick_inputs(rng: np.random.Generator) -> tuple[np.ndarray, list, list, dict | None]:
+def _pick_inputs(rng: np.random.Generator) -> tuple[np.ndarray, list, list, np.ndarray | None]:
     """Random ``_pick_batch`` inputs: per-row lists with some rows empty (None), a batch of rows (sometimes with a row
-    twice), the last batch's rows as the keys of a dict (some not rows of the lists, some negative), or None."""
+    twice), the last batch's distinct rows (some not rows of the lists, some negative), or None."""
     size = int(rng.integers(1, 300))
     row_entry: list = [None if rng.random() < 0.2 else object() for _ in range(size)]
     row_rid: list = [f"r{i}" if rng.random() < 0.9 else None for i in range(size)]
@@ -410,7 +410,7 @@ def _pick_inputs(rng: np.random.Generator) -> tuple[np.ndarray, list, list, dict
     keys = rng.choice(size + 20, size=int(rng.integers(0, size + 1)), replace=False).tolist()
     if rng.random() < 0.2:
         keys.append(-3)
-    return rows, row_entry, row_rid, dict.fromkeys(keys, None)
+    return rows, row_entry, row_rid, np.array(keys, dtype=np.int64)
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -441,9 +441,11 @@ def test_pick_batch_refuses_rows_it_cannot_index() -> None:
     with pytest.raises(IndexError):  # a row past the per-row lists
         picker.pick_batch(np.array([1, 3], np.int64), [None] * 3, ["a"] * 4, None, mark, 2)
     with pytest.raises(IndexError):  # a row past the scratch array
-        picker.pick_batch(np.array([5], np.int64), [None] * 8, ["a"] * 8, {}, mark, 4)
+        picker.pick_batch(np.array([5], np.int64), [None] * 8, ["a"] * 8, np.zeros(0, np.int64), mark, 4)
     with pytest.raises(TypeError):  # not int64
-        picker.pick_batch(np.array([1], np.int32), [None] * 3, ["a"] * 3, {}, mark, 6)
+        picker.pick_batch(np.array([1], np.int32), [None] * 3, ["a"] * 3, np.zeros(0, np.int64), mark, 6)
+    with pytest.raises(TypeError):  # the last batch's rows not int64
+        picker.pick_batch(np.array([1], np.int64), [None] * 3, ["a"] * 3, np.zeros(1, np.int32), mark, 8)
 
 
 

@@ -766,7 +766,7 @@ class ChainTable:
             # the tally holds the last batch's rows (a wave is counted afresh): it can move by the change
             moving = not wave and len(before) == last.rows.shape[0]
             rows = rows.copy()  # (C-contiguous, as the compiled pick needs; kept by the batch)
-            batch_entries, rids, absent, joined, left = self._pick(rows, before if moving else None)
+            batch_entries, rids, absent, joined, left = self._pick(rows, last.rows if moving else None)
             if (
                 not changed
                 and last.entries is not None
@@ -797,9 +797,12 @@ class ChainTable:
             self._snap = _rows_snapshot(root, self.batch, splits, reqs, recached)
         return True
 
-    def _pick(self, rows: np.ndarray, before: dict | None) -> tuple[tuple, tuple, int, Iterable[int], Iterable[int]]:
-        """``_pick_batch`` of the batch ``rows`` (C-contiguous int64, room made for them) over the table's per-row
-        lists, compiled where it can be (under the lock)."""
+    def _pick(
+        self, rows: np.ndarray, before: np.ndarray | None
+    ) -> tuple[tuple, tuple, int, Iterable[int], Iterable[int]]:
+        """``_pick_batch`` of the batch ``rows`` (C-contiguous int64, room made for them) against the last batch's
+        rows ``before`` (the tally's, distinct), over the table's per-row lists, compiled where it can be (under the
+        lock)."""
         core = host_core.loaded_batch()
         if core is None:
             return _pick_batch(rows, self._row_entry, self._row_rid, before)
@@ -1093,12 +1096,12 @@ class ChainTable:
 
 
 def _pick_batch(
-    rows: np.ndarray, row_entry: list, row_rid: list, before: dict | None
+    rows: np.ndarray, row_entry: list, row_rid: list, before: np.ndarray | None
 ) -> tuple[tuple, tuple, int, Iterable[int], Iterable[int]]:
     """(entries, request ids, absent, joined, left) of the batch ``rows`` (int64, each a row of the per-row lists):
     its rows' entries and request ids as tuples in batch order, how many of the entries are None, and, against the
-    last batch's rows (the keys of ``before``), the rows that joined and those that left (empty where ``before`` is
-    None). The contract of ``kernels/host_batch.c`` ``pat_pick_batch`` (which gives joined and left as lists, in
+    last batch's rows ``before`` (int64, distinct), the rows that joined and those that left (empty where ``before``
+    is None). The contract of ``kernels/host_batch.c`` ``pat_pick_batch`` (which gives joined and left as lists, in
     another order), its fallback and reference."""
     rows_list = rows.tolist()
     if len(rows_list) > 1:  # one itemgetter over the rows gives both tuples (of one row: the item itself)
@@ -1108,8 +1111,8 @@ def _pick_batch(
         entries, rids = (row_entry[rows_list[0]],), (row_rid[rows_list[0]],)
     if before is None:
         return entries, rids, _absent(entries), (), ()
-    now = set(rows_list)
-    return entries, rids, _absent(entries), now.difference(before), before.keys() - now
+    now, then = set(rows_list), set(before.tolist())
+    return entries, rids, _absent(entries), now.difference(then), then.difference(now)
 
 
 def _distinct(read: Sequence[tuple]) -> bool:
