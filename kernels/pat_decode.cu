@@ -1256,17 +1256,7 @@ __device__ __forceinline__ void wide_producer(const PatForwardParams& p, const I
                                               elem_t* sk, unsigned full0, unsigned empty0, int kvh) {
     const int tid = threadIdx.x;  // 0..127
     WIDE_PROF_DECL;
-    for (int c = tid; c < WIDE_ROWS * CHUNKS_PER_ROW; c += 128) {  // Q: both halves, in block 0's copy group
-        const int row = c / CHUNKS_PER_ROW;
-        const int chunk = c % CHUNKS_PER_ROW;
-        const bool valid = row < it.n_rows;
-        long long off = 0;
-        if (valid) {
-            const int req = p.item_req[it.req_begin + row / it.group];
-            off = (long long)req * p.q_stride + (long long)(kvh * it.group + row % it.group) * HEAD_DIM + chunk * 8;
-        }
-        cp_async_16(sq + swz128(WIDE_ROWS, row, chunk), p.q + off, valid);
-    }
+    load_q_rows<WIDE_ROWS, true>(p, sq, it.req_begin, it.n_rows, it.group, kvh);  // both halves, in block 0's group
     const int row = tid / 2;   // this thread's token row of every block
     const int half = tid % 2;  // its chunks: half, half + 2, ... (a warp instruction covers whole 32-byte sectors)
     const long long head = (long long)kvh * p.kv_stride_head + half * 8;

@@ -503,22 +503,21 @@ class _LoadedKernels:
             return
         driver = _driver()
         dev = _drv(driver.cuDeviceGet(device_index), "cuDeviceGet")
+        self._set_smem(driver, dev, self.forward, b"pat_forward_smem_bytes", self.variant.smem_bytes)
+        if self.wide is not None:
+            self._set_smem(driver, dev, self.wide, b"pat_wide_smem_bytes", self.variant.wide_smem_bytes)
+        self._configured.add(device_index)
+
+    def _set_smem(self, driver, dev, kernel, symbol: bytes, nbytes: int) -> None:
+        """Allow ``kernel`` ``nbytes`` of dynamic shared memory, after checking the host's formula for it against the
+        kernel's own constant ``symbol`` (one copy at load)."""
         attr = driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
-        _drv((driver.cuKernelSetAttribute(attr, self.variant.smem_bytes, self.forward, dev)[0], None), "smem attr")
-        # Check the host's smem formula against the kernel's own constant (one copy at load).
-        ptr, size = _drv(driver.cuLibraryGetGlobal(self.library, b"pat_forward_smem_bytes"), "cuLibraryGetGlobal")
+        _drv((driver.cuKernelSetAttribute(attr, nbytes, kernel, dev)[0], None), "smem attr")
+        ptr, _ = _drv(driver.cuLibraryGetGlobal(self.library, symbol), "cuLibraryGetGlobal")
         host = np.zeros(1, dtype=np.int32)
         _drv((driver.cuMemcpyDtoH(host.ctypes.data, ptr, 4)[0], None), "cuMemcpyDtoH")
-        if int(host[0]) != self.variant.smem_bytes:
-            raise RuntimeError(f"shared-memory size mismatch: kernel {int(host[0])}, host {self.variant.smem_bytes}")
-        if self.wide is not None:
-            wide_bytes = self.variant.wide_smem_bytes
-            _drv((driver.cuKernelSetAttribute(attr, wide_bytes, self.wide, dev)[0], None), "smem attr")
-            ptr, size = _drv(driver.cuLibraryGetGlobal(self.library, b"pat_wide_smem_bytes"), "cuLibraryGetGlobal")
-            _drv((driver.cuMemcpyDtoH(host.ctypes.data, ptr, 4)[0], None), "cuMemcpyDtoH")
-            if int(host[0]) != wide_bytes:
-                raise RuntimeError(f"wide shared-memory size mismatch: kernel {int(host[0])}, host {wide_bytes}")
-        self._configured.add(device_index)
+        if int(host[0]) != nbytes:
+            raise RuntimeError(f"shared-memory size mismatch ({symbol.decode()}): kernel {int(host[0])}, host {nbytes}")
 
 
 _loaded: dict[KernelVariant, _LoadedKernels] = {}
@@ -659,7 +658,7 @@ class PlanLaunch:
         # the parameters (refreshed from these at every launch) with the items from the first.
         self.fwd_wide = _ForwardParams()
         self.wide_items_ptr = self.fwd.items
-        self.fwd.items += wide_items * ITEM_FIELDS * 4 if wide_items else 0
+        self.fwd.items += wide_items * ITEM_FIELDS * 4
         self.fwd_wide_args = (ctypes.c_void_p * 1)(ctypes.addressof(self.fwd_wide))
         self.fwd_args = (ctypes.c_void_p * 1)(ctypes.addressof(self.fwd))
         self.mp = _MergeParams()
