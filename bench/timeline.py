@@ -19,7 +19,9 @@ before the event started.
 
 Table (printed, and written next to the PNG as ``.md``): per step, the host range [start, end], the fraction of it
 covered by GPU activity (any stream: 100% = the GPU never waited on this host work), the step's GPU events and its
-GPU gap: first GPU start of the step minus the last GPU end of the step before (0 when they touch or overlap).
+GPU gap: first GPU start of the step minus the last GPU end of the step before (0 when they touch or overlap), and its
+attention kernels' time with their share of the step's GPU busy time (what a faster attention kernel can take off a
+step: the rest is the model's other work).
 
 Usage::
 
@@ -47,7 +49,12 @@ GPU_CATS = frozenset({"kernel", "gpu_memcpy", "gpu_memset", "memcpy", "memset"})
 LAUNCH_CATS = frozenset({"cuda_runtime", "cuda_driver", "runtime", "driver"})
 CONTEXT_CATS = frozenset({"user_annotation"})
 PAT_KERNELS = ("pat_pack_forward", "pat_merge")
-ATTENTION_RE = re.compile(r"BatchDecode|BatchPrefill|flashinfer|flash|decode_att|attention|_fwd_kernel", re.IGNORECASE)
+# Attention kernels of PAT and of SGLang's backends by name: FlashInfer's decode / prefill / merge, fa3's
+# (FlashAttnFwdSm90 and its combine), SGLang's Triton decode (_fwd_kernel_stage1/2, _fwd_grouped_kernel_stage1). Not
+# "flashinfer" alone: its norm, activation and sampling kernels run in every backend's step.
+ATTENTION_RE = re.compile(
+    r"BatchDecode|BatchPrefill|MergeState|FlashAttn|flash_fwd|_fwd_kernel|_fwd_grouped_kernel|decode_att|"
+    r"pat_pack_forward|pat_merge|pat_wide_forward", re.IGNORECASE)
 GRAPH_LAUNCH_RE = re.compile(r"^cu(da)?GraphLaunch")
 SYNC_RE = re.compile(r"Synchronize")
 TRACE_SUFFIXES = (".json", ".json.gz")
@@ -88,6 +95,8 @@ class StepRow:
     busy_frac: float  # fraction of the host range with GPU activity
     events: int
     pat_kernels: int
+    attention_us: float = 0.0  # summed durations of the step's attention kernels (ATTENTION_RE)
+    gpu_busy_us: float = 0.0  # the step's GPU events, overlaps counted once
     gpu_start: float = math.nan
     gpu_end: float = math.nan
     gap_before_us: float = math.nan  # GPU idle between the previous step's last and this step's first GPU event
@@ -112,6 +121,11 @@ class Summary:
     def busy(self) -> list[float]:
         return [r.busy_frac for r in self.rows if not math.isnan(r.busy_frac)]
 
+    @property
+    def attention_shares(self) -> list[float]:
+        """Per shown step with GPU work: its attention kernels' time over its GPU busy time."""
+        return [r.attention_us / r.gpu_busy_us for r in self.rows if r.gpu_busy_us > 0]
+
     def as_dict(self) -> dict:
         gaps, busy = self.gaps, self.busy
         return {
@@ -122,6 +136,9 @@ class Summary:
             "busy_median_pct": 100 * statistics.median(busy) if busy else math.nan,
             "busy_min_pct": 100 * min(busy) if busy else math.nan,
             "gpu_idle_us": self.gpu_idle_us, "gpu_span_us": self.gpu_span_us,
+            "attention_median_us": statistics.median(r.attention_us for r in self.rows) if self.rows else math.nan,
+            "attention_median_pct": 100 * statistics.median(self.attention_shares) if self.attention_shares
+            else math.nan,
         }
 
 
@@ -242,6 +259,10 @@ def is_pat(name: str) -> bool:
     return any(k in name for k in PAT_KERNELS)
 
 
+def is_attention(span: Span) -> bool:
+    return span.cat == "kernel" and ATTENTION_RE.search(span.name) is not None
+
+
 def analyze(trace: Trace, steps: int = 6, first: int | None = None, path: str = "") -> Summary:
     """Rows for ``steps`` consecutive steps starting at ``first`` (default: centred in the trace)."""
     n = len(trace.steps)
@@ -268,6 +289,8 @@ def analyze(trace: Trace, steps: int = 6, first: int | None = None, path: str = 
         mine = by_step.get(i, [])
         row = StepRow(i, st.start, st.end, busy, len(mine), sum(1 for k in mine if is_pat(k.name)))
         if mine:
+            row.attention_us = sum(k.dur for k in mine if is_attention(k))
+            row.gpu_busy_us = sum(hi - lo for lo, hi in merge_intervals((k.start, k.end) for k in mine))
             row.gpu_start = min(k.start for k in mine)
             row.gpu_end = max(k.end for k in mine)
             prev = by_step.get(i - 1, [])
@@ -303,15 +326,16 @@ def format_table(summary: Summary) -> str:
         "shown; times in ms from the first shown marker's start",
         "",
         "| step | host start ms | host end ms | host us | GPU busy during host range % | GPU events | PAT kernels "
-        "| GPU start ms | GPU end ms | GPU gap before us |",
-        "|" + "|".join(" --- " for _ in range(10)) + "|",
+        "| GPU start ms | GPU end ms | GPU gap before us | attention us | attention % of GPU busy |",
+        "|" + "|".join(" --- " for _ in range(12)) + "|",
     ]
     for r in summary.rows:
         lines.append(
             f"| {r.step} | {_f((r.host_start - summary.t0) * ms, '.3f')} | {_f((r.host_end - summary.t0) * ms, '.3f')} "
             f"| {_f(r.host_end - r.host_start, '.1f')} | {_f(100 * r.busy_frac, '.1f')} | {r.events} | {r.pat_kernels} "
             f"| {_f((r.gpu_start - summary.t0) * ms, '.3f')} | {_f((r.gpu_end - summary.t0) * ms, '.3f')} "
-            f"| {_f(r.gap_before_us, '.1f')} |")
+            f"| {_f(r.gap_before_us, '.1f')} | {_f(r.attention_us, '.1f')} "
+            f"| {_f(100 * r.attention_us / r.gpu_busy_us if r.gpu_busy_us > 0 else math.nan, '.1f')} |")
     d = summary.as_dict()
     lines += [
         "",
@@ -321,6 +345,8 @@ def format_table(summary: Summary) -> str:
         f"min {_f(d['busy_min_pct'], '.1f')} %",
         f"- GPU idle between the first and last GPU event of the shown steps: {_f(d['gpu_idle_us'], '.1f')} us of "
         f"{_f(d['gpu_span_us'], '.1f')} us",
+        f"- attention kernels (PAT's and the backends' by name) per step: median {_f(d['attention_median_us'], '.1f')} "
+        f"us, {_f(d['attention_median_pct'], '.1f')} % of the step's GPU busy time",
     ]
     return "\n".join(lines) + "\n"
 
@@ -332,7 +358,7 @@ def kernel_color(span: Span) -> str:
         return "#ff7f0e"
     if span.cat in ("gpu_memcpy", "gpu_memset", "memcpy", "memset"):
         return "#2ca02c"
-    if ATTENTION_RE.search(span.name):
+    if is_attention(span):
         return "#9467bd"
     return "#bcbd22"
 

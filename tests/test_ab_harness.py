@@ -279,6 +279,34 @@ def test_timeline_overlap_and_gaps(tmp_path: Path) -> None:
     assert "| 1 | 1.000 | 1.300 | 300.0 | 50.0 | 2 | 2 |" in table and "max 300.0 us" in table
 
 
+def test_timeline_attention_share_per_step() -> None:
+    """Each step's attention kernels (PAT's, FlashInfer's decode and merge, fa3's, SGLang's Triton decode) over its GPU
+    busy time; FlashInfer's norm kernel and a GEMM are not attention, overlapping events are counted once."""
+    import timeline
+
+    trace = timeline.parse(_synthetic_trace()["traceEvents"])
+    s = timeline.analyze(trace, steps=4, first=0)
+    assert [r.attention_us for r in s.rows] == pytest.approx([800.0, 850.0, 600.0, 0.0])
+    assert [r.gpu_busy_us for r in s.rows] == pytest.approx([800.0, 850.0, 600.0, 510.0])
+    assert s.as_dict()["attention_median_pct"] == pytest.approx(100.0)
+    assert "| 800.0 | 100.0 |" in timeline.format_table(s)
+
+    pid = 1
+    names = [("void flashinfer::norm::FusedAddRMSNormKernel<8u, __nv_bfloat16>", 0, 10),
+             ("void flashinfer::BatchDecodeWithPagedKVCacheKernel<...>", 10, 40),
+             ("void flashinfer::MergeStatesKernel<...>", 40, 45),
+             ("void cutlass::device_kernel<flash::enable_sm90_or_later<flash::FlashAttnFwdSm90<...>>>", 45, 75),
+             ("_fwd_grouped_kernel_stage1", 75, 85),
+             ("sm90_xmma_gemm_bf16bf16_bf16f32", 80, 100)]  # overlaps the Triton kernel by 5 us
+    ev = [{"ph": "X", "cat": "cuda_runtime", "name": "cudaGraphLaunch", "pid": pid, "tid": 1, "ts": 0.0, "dur": 1.0,
+           "args": {"correlation": 9}}]
+    ev += [{"ph": "X", "cat": "kernel", "name": n, "pid": 0, "tid": 7, "ts": float(a), "dur": float(b - a),
+            "args": {"correlation": 9, "stream": 7}} for n, a, b in names]
+    row = timeline.analyze(timeline.parse(ev), steps=1).rows[0]
+    assert row.attention_us == pytest.approx(30 + 5 + 30 + 10)
+    assert row.gpu_busy_us == pytest.approx(100.0)
+
+
 def test_timeline_interval_helpers() -> None:
     import timeline
 
