@@ -24,10 +24,15 @@
    node it is); req_ptr (nodes + 1); per entry (each node's requests in request order; room for cap_entries) req_flat,
    entry_node (its node), req32 (req_flat as int32), ends_here (1: the entry's node is its request's deepest); per
    request last_node (its deepest node); *top (the unsigned maximum). These are PrefixForest's arrays and its derived
-   ones (PrefixForest._get), so the planner computes none of them again. Returns the number of nodes; -(entries
+   ones (PrefixForest._get), so the planner computes none of them again. leaf_max 1: *top is the maximum of every node;
+   0: of the shared ones only (the private leaves, nodes of one request, are left to the caller: pat_scan_start below
+   scans them beside the caller's next work). Returns the number of nodes; -(entries
    needed) when the entry arrays have too little room (nothing else is then valid: call again with more), or 0 when
    scratch memory cannot be allocated. */
 
+#define _POSIX_C_SOURCE 200809L /* pthreads under -std=c99 */
+
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,8 +154,9 @@ static void push_children(const char *base, int64_t elem, const int64_t *row_bas
 }
 
 int64_t pat_flat_forest(const void *ind, int64_t elem_bytes, int64_t ind_len, const int64_t *row_base,
-                        const int64_t *len, int64_t n_req, int64_t cap_entries, int64_t *node_out, int64_t *req_ptr, int64_t *req_flat,
-                        int64_t *entry_node, int32_t *req32, uint8_t *ends_here, int64_t *last_node, uint64_t *top) {
+                        const int64_t *len, int64_t n_req, int64_t cap_entries, int64_t leaf_max, int64_t *node_out,
+                        int64_t *req_ptr, int64_t *req_flat, int64_t *entry_node, int32_t *req32, uint8_t *ends_here,
+                        int64_t *last_node, uint64_t *top) {
     for (int64_t r = 0; r < n_req; r++)
         if (len[r] < 1 || row_base[r] < 0 || row_base[r] > ind_len - len[r]) return INT64_MIN;
     const char *base = (const char *)ind;
@@ -190,8 +196,10 @@ int64_t pat_flat_forest(const void *ind, int64_t elem_bytes, int64_t ind_len, co
             const int64_t k = first_difference(a, b, w, elem);
             if (k < w) w = k;
         }
-        const uint64_t m = max_unsigned(base + (row_base[mem[g.hi - 1]] + g.start) * elem, w, elem);
-        if (m > high) high = m;
+        if (leaf_max || g.hi - g.lo > 1) {
+            const uint64_t m = max_unsigned(base + (row_base[mem[g.hi - 1]] + g.start) * elem, w, elem);
+            if (m > high) high = m;
+        }
         tok[id] = w;
         start[id] = g.start;
         parent[id] = g.parent;
@@ -212,4 +220,150 @@ int64_t pat_flat_forest(const void *ind, int64_t elem_bytes, int64_t ind_len, co
         ending[entry_node[e]] += ends_here[e];
     }
     return nodes;
+}
+
+/* The slot check of flat rows on two threads: pat_scan_start hands the unsigned maximum of the ranges
+   ind[begin[k], begin[k] + count[k]) to a worker thread and returns at once; pat_scan_finish takes its share of what
+   is left and waits for the worker's. plan() hands it what pat_flat_forest did not read for its maximum (leaf_max 0:
+   the private leaves, each read once and cold; the private forest: the whole table up to kv_indptr[-1], which the
+   rows tile) and goes on planning in Python meanwhile (ctypes calls release the interpreter lock, and the worker
+   never takes it). At 256 rows x 4k int32 slots the whole table is ~180-200 us on the project's 2-core VM (4 MB do
+   not fit one core's 2 MB L2), about as long as plan_forest.
+
+   The worker is one detached thread, started on first use (and again in a forked child: pthread_atfork), asleep on
+   a condition variable between scans; it serves one scan at a time. The scan's state lives in the caller's job
+   (SCAN_JOB_WORDS int64 words then one more per range plus one, alive until pat_scan_finish returns): both threads
+   claim chunks (a range's SCAN_CHUNK_ELEMS-slot pieces) from job->next, so the one that finishes its other work first
+   scans more. A scan started while the worker is busy with another (a second thread planning at the same time), or
+   where no thread can be made, or smaller than SCAN_MIN_THREADED_ELEMS, is scanned whole by pat_scan_finish, and so
+   is one the worker has not woken for by then (the VM's other core busy: the caller takes it back rather than wait
+   for a context switch). pat_scan_start returns 1 where the worker was handed the scan, else 0. */
+
+#define SCAN_CHUNK_ELEMS (1 << 16)         /* 256 KB of int32 slots: the whole 1M-slot table is 16 chunks */
+#define SCAN_MIN_THREADED_ELEMS (1 << 16) /* below: the caller's own pass costs less than a handoff (~10 us) */
+#define SCAN_JOB_WORDS 12                 /* host_core.py allocates a job of this many int64 words + ranges + 1 */
+
+typedef struct {
+    const char *base;
+    const int64_t *begin, *count;
+    int64_t elem, ranges, chunks, next, worker_on; /* next: the next unclaimed chunk; worker_on: the worker is in it */
+    uint64_t high;                                 /* the maximum so far (under the lock) */
+    int64_t *first_chunk;                          /* per range its first chunk, then the number of chunks */
+} scan_job;
+
+typedef char scan_job_fits[sizeof(scan_job) <= SCAN_JOB_WORDS * sizeof(int64_t) ? 1 : -1];
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t wake, done;
+    scan_job *posted; /* the scan the worker is to take next */
+    int started, idle, atfork;
+} worker = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0, 0};
+
+static uint64_t scan_chunks(scan_job *job) {
+    uint64_t high = 0;
+    int64_t r = 0; /* the range of the last chunk claimed: chunks are claimed in increasing order */
+    for (;;) {
+        const int64_t c = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
+        if (c >= job->chunks) return high;
+        while (job->first_chunk[r + 1] <= c) r++;
+        const int64_t lo = (c - job->first_chunk[r]) * SCAN_CHUNK_ELEMS;
+        const int64_t left = job->count[r] - lo;
+        const uint64_t m = max_unsigned(job->base + (job->begin[r] + lo) * job->elem,
+                                        left < SCAN_CHUNK_ELEMS ? left : SCAN_CHUNK_ELEMS, job->elem);
+        if (m > high) high = m;
+    }
+}
+
+static void *scan_worker(void *unused) {
+    (void)unused;
+    pthread_mutex_lock(&worker.lock);
+    for (;;) {
+        while (worker.posted == NULL) pthread_cond_wait(&worker.wake, &worker.lock);
+        scan_job *job = worker.posted;
+        worker.posted = NULL;
+        pthread_mutex_unlock(&worker.lock);
+        const uint64_t m = scan_chunks(job);
+        pthread_mutex_lock(&worker.lock);
+        if (m > job->high) job->high = m;
+        job->worker_on = 0;
+        worker.idle = 1;
+        pthread_cond_broadcast(&worker.done);
+    }
+    return NULL;
+}
+
+/* fork: the child has no worker thread (only the forking thread is copied), and the lock is taken around the fork so
+   that the child's copy of it is free */
+static void fork_prepare(void) { pthread_mutex_lock(&worker.lock); }
+static void fork_parent(void) { pthread_mutex_unlock(&worker.lock); }
+static void fork_child(void) {
+    pthread_mutex_init(&worker.lock, NULL);
+    pthread_cond_init(&worker.wake, NULL);
+    pthread_cond_init(&worker.done, NULL);
+    worker.posted = NULL;
+    worker.started = 0;
+    worker.idle = 0;
+}
+
+/* ind (ind_len elements of elem_bytes 4 or 8), begin and count (n_ranges each) and job_words (SCAN_JOB_WORDS +
+   n_ranges + 1, any content) stay alive and unchanged until pat_scan_finish(job_words) returns. Returns -1 (nothing
+   started, nothing to finish) where a range is not within ind. */
+int64_t pat_scan_start(const void *ind, int64_t elem_bytes, int64_t ind_len, const int64_t *begin,
+                       const int64_t *count, int64_t n_ranges, int64_t *job_words) {
+    for (int64_t r = 0; r < n_ranges; r++)
+        if (count[r] < 0 || begin[r] < 0 || begin[r] > ind_len - count[r]) return -1;
+    scan_job *job = (scan_job *)job_words;
+    job->base = (const char *)ind;
+    job->begin = begin;
+    job->count = count;
+    job->elem = elem_bytes;
+    job->ranges = n_ranges;
+    job->next = 0;
+    job->worker_on = 0;
+    job->high = 0;
+    job->first_chunk = job_words + SCAN_JOB_WORDS;
+    int64_t chunks = 0, elems = 0;
+    for (int64_t r = 0; r < n_ranges; r++) {
+        job->first_chunk[r] = chunks;
+        chunks += (count[r] + SCAN_CHUNK_ELEMS - 1) / SCAN_CHUNK_ELEMS;
+        elems += count[r];
+    }
+    job->first_chunk[n_ranges] = job->chunks = chunks;
+    if (elems < SCAN_MIN_THREADED_ELEMS) return 0;
+    pthread_mutex_lock(&worker.lock);
+    if (!worker.atfork) worker.atfork = pthread_atfork(fork_prepare, fork_parent, fork_child) == 0;
+    if (!worker.started && worker.atfork) {
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        worker.started = worker.idle = pthread_create(&t, &attr, scan_worker, NULL) == 0;
+        pthread_attr_destroy(&attr);
+    }
+    const int64_t taken = worker.started && worker.idle;
+    if (taken) {
+        worker.idle = 0;
+        worker.posted = job;
+        job->worker_on = 1;
+        pthread_cond_signal(&worker.wake);
+    }
+    pthread_mutex_unlock(&worker.lock);
+    return taken;
+}
+
+uint64_t pat_scan_finish(int64_t *job_words) {
+    scan_job *job = (scan_job *)job_words;
+    const uint64_t m = scan_chunks(job);
+    pthread_mutex_lock(&worker.lock);
+    if (m > job->high) job->high = m;
+    if (worker.posted == job) { /* the worker never woke (its core busy elsewhere): nothing to wait for */
+        worker.posted = NULL;
+        worker.idle = 1;
+        job->worker_on = 0;
+    }
+    while (job->worker_on) pthread_cond_wait(&worker.done, &worker.lock);
+    const uint64_t high = job->high;
+    pthread_mutex_unlock(&worker.lock);
+    return high;
 }

@@ -64,7 +64,7 @@ DISABLE_ENV = "PAT_SGLANG_HOST_CORE"  # "0": the numpy/Python versions
 SOURCE_NAMES = ("host_simulate.c", "host_rows.c", "host_items.c", "host_edit.c")  # compiled together into one library
 PY_SOURCE_NAMES = ("host_batch.c",)  # the CPython-API piece: a library of its own, loaded with ctypes.PyDLL
 HEADER_NAMES = ("host_sort.h",)  # included by the sources: written beside them for every build, part of its hash
-COMPILE_FLAGS = ("-O2", "-shared", "-fPIC", "-std=c99")
+COMPILE_FLAGS = ("-O2", "-shared", "-fPIC", "-std=c99", "-pthread")  # pthread: host_rows.c's scan worker
 COMPILE_TIMEOUT_S = 120
 
 _lock = threading.Lock()
@@ -123,7 +123,14 @@ class _HostCore:
         self.forest = lib.pat_flat_forest
         self.forest.restype = ctypes.c_int64
         self.forest.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
-                                ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p] * 8
+                                ctypes.c_int64, ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p] * 8
+        self.scan_start = lib.pat_scan_start
+        self.scan_start.restype = ctypes.c_int64
+        self.scan_start.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+                                    ctypes.c_int64, ctypes.c_void_p]
+        self.scan_finish = lib.pat_scan_finish
+        self.scan_finish.restype = ctypes.c_uint64
+        self.scan_finish.argtypes = [ctypes.c_void_p]
         self.split = lib.pat_split_length
         self.split.restype = ctypes.c_int64
         self.split.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p] * 4 + \
@@ -301,12 +308,15 @@ class _HostCore:
         return self.runs(_address(values), _address(counts), values.shape[0], slots, limit, batch_items,
                          _address(loads))
 
-    def flat_forest(self, ind: np.ndarray, row_base: np.ndarray, lengths: np.ndarray) -> tuple[dict, int]:
+    def flat_forest(self, ind: np.ndarray, row_base: np.ndarray, lengths: np.ndarray,
+                    leaf_max: bool = True) -> tuple[dict, int]:
         """The canonical forest of the rows ``ind[row_base[r] : row_base[r] + lengths[r]]`` (``kernels/host_rows.c``
         ``pat_flat_forest``) and the largest slot as an unsigned integer (above the signed range iff some slot the
-        forest reads is negative). The forest as ``PrefixForest``'s arrays by name, in canonical node order: tok,
-        start, parent, depth, req_ptr, req_flat, and the derived ones (``PrefixForest._get``): q, rep, req32, shared,
-        entry_node, ends_here, ending, last_node. ``ind``: C-contiguous int32 or int64; every row non-empty and within
+        forest reads is negative); with ``leaf_max=False`` of the shared nodes only (the caller scans the private
+        leaves, nodes of one request, itself: ``scan``). The forest
+        as ``PrefixForest``'s arrays by name, in canonical node order: tok, start, parent, depth, req_ptr, req_flat,
+        and the derived ones (``PrefixForest._get``): q, rep, req32, shared, entry_node, ends_here, ending, last_node.
+        ``ind``: C-contiguous int32 or int64; every row non-empty and within
         ``ind`` (checked in C: a row out of bounds would be read out of bounds)."""
         if ind.dtype not in (np.int32, np.int64) or not ind.flags.c_contiguous:
             raise ValueError(f"ind must be C-contiguous int32 or int64, got {ind.dtype}")
@@ -324,8 +334,9 @@ class _HostCore:
             buf = np.empty(ent + 2 * cap + (cap + 1) // 2 + (cap + 7) // 8, dtype=np.int64)
             p = _address(buf)
             got = self.forest(_address(ind), ind.itemsize, ind.shape[0], _address(row_base), _address(lengths), n, cap,
-                              p, p + 8 * 14 * n, p + 8 * ent, p + 8 * (ent + cap), p + 8 * (ent + 2 * cap),
-                              p + 8 * (ent + 2 * cap + (cap + 1) // 2), p + 8 * 16 * n, p + 8 * 17 * n)
+                              int(leaf_max), p, p + 8 * 14 * n, p + 8 * ent, p + 8 * (ent + cap),
+                              p + 8 * (ent + 2 * cap), p + 8 * (ent + 2 * cap + (cap + 1) // 2), p + 8 * 16 * n,
+                              p + 8 * 17 * n)
             if got > 0:
                 break
             if got == 0:
@@ -345,6 +356,50 @@ class _HostCore:
         out["last_node"] = buf[16 * n : 17 * n]
         out["shared"] = out["q"] > 1
         return out, int(buf[17 * n : 17 * n + 1].view(np.uint64)[0])
+
+
+    def scan(self, ind: np.ndarray, begins: np.ndarray, counts: np.ndarray) -> SlotScan:
+        """The unsigned maximum of the ranges ``ind[begins[k] : begins[k] + counts[k]]``, found on the library's worker
+        thread while the caller goes on (``SlotScan.result`` joins it)."""
+        return SlotScan(self, ind, begins, counts)
+
+
+SCAN_JOB_WORDS = 12  # kernels/host_rows.c: a scan's state in int64 words, before its per-range words
+
+
+class SlotScan:
+    """A running ``pat_scan_start`` (``kernels/host_rows.c``): the unsigned maximum of ranges of ``ind`` (above the
+    signed range iff one of their slots is negative; 0 for none), scanned by the library's worker thread beside the
+    caller's own work, which ``result`` then helps finish and joins. The worker reads ``ind``, the ranges and the job
+    until then: all are held here, and a scan dropped without ``result`` is joined when collected (never a read of
+    freed memory)."""
+
+    __slots__ = ("_core", "_held", "_job", "_top", "threaded")
+
+    def __init__(self, core: _HostCore, ind: np.ndarray, begins: np.ndarray, counts: np.ndarray) -> None:
+        if ind.dtype not in (np.int32, np.int64) or not ind.flags.c_contiguous:
+            raise ValueError(f"scan: ind must be C-contiguous int32 or int64, got {ind.dtype}")
+        begins = np.ascontiguousarray(begins, dtype=np.int64)
+        counts = np.ascontiguousarray(counts, dtype=np.int64)
+        if begins.shape != counts.shape or begins.ndim != 1:
+            raise ValueError("scan: one begin and one count per range")
+        self._core, self._held = core, (ind, begins, counts)
+        self._job = np.empty(SCAN_JOB_WORDS + begins.shape[0] + 1, dtype=np.int64)
+        got = core.scan_start(_address(ind), ind.itemsize, ind.shape[0], _address(begins), _address(counts),
+                              begins.shape[0], _address(self._job))
+        if got < 0:
+            raise ValueError("scan: every range must lie within ind")
+        self.threaded = bool(got)  # False: result() scans it whole (small, or the worker busy with another scan)
+        self._top: int | None = None  # set once started: from here on the scan must be finished
+    def result(self) -> int:
+        """The unsigned maximum, once the caller's share of the scan is done and the worker's too."""
+        if self._top is None:
+            self._top = int(self._core.scan_finish(_address(self._job)))
+        return self._top
+
+    def __del__(self) -> None:
+        if getattr(self, "_top", 0) is None:
+            self.result()
 
 
 class _HostBatch:

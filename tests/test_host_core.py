@@ -385,9 +385,9 @@ def test_from_flat_builds_with_it(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
     real = sim.flat_forest
 
-    def counted(*args: np.ndarray) -> tuple:
+    def counted(*args: np.ndarray, **kwargs: bool) -> tuple:
         calls.append(1)
-        return real(*args)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(sim, "flat_forest", counted)
     compiled = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
