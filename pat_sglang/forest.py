@@ -504,9 +504,7 @@ def flat_forest_scanning(
         forest = _flat_forest(indices, indptr, lengths, private)
         shared_top = 0
     else:
-        arrays, shared_top = core.flat_forest(indices, starts, lengths, leaf_max=False)
-        leaf = arrays["q"] == 1
-        scan = core.scan(indices, starts[arrays["rep"][leaf]] + arrays["start"][leaf], arrays["tok"][leaf])
+        arrays, shared_top, scan = core.flat_forest_scanning(indices, starts, lengths)
         names = ("tok", "start", "parent", "depth", "req_ptr", "req_flat")
         derived = {name: value for name, value in arrays.items() if name not in names}  # what _get would compute
         forest = PrefixForest(*(arrays[name] for name in names), starts, lengths, indices, derived)
