@@ -210,7 +210,7 @@ static void atomic_min_i64(int64_t *at, int64_t v) {
    [lo + 1, hi)) from position start, at most w, claimed COMPARE_PAIRS_PER_CLAIM pairs at a time; each pair is compared
    up to the smallest difference found so far by either thread (the minimum is the same in any order). */
 #define COMPARE_PAIRS_PER_CLAIM 8
-#define COMPARE_THREADED_ELEMS (1 << 16) /* (pairs x w) below this: one thread (a handoff costs ~6-10 us) */
+#define COMPARE_THREADED_ELEMS (1 << 18) /* (pairs x w) below this: one thread (a handoff costs ~6-10 us) */
 
 typedef struct {
     worker_job head;

@@ -267,14 +267,14 @@ def test_big_tables_check_every_slot(dtype: type, shape: str) -> None:
     anywhere in a row is refused by from_flat and by plan(), and plan() makes the plan of the forest from_flat
     builds."""
     rng = np.random.default_rng(7)
-    n, width = 40, 4000
+    n, width = 96, 4000  # 384k slots; the groups' comparisons: 95 and 71 pairs x 4000 (past 256k: on two threads)
     ind = rng.permutation(n * width + 64).astype(dtype)  # distinct slots: nothing shared
     if shape == "one prefix":
         ind[: n * width].reshape(n, width)[:, :1500] = ind[:1500]
     elif shape == "groups":
         rows = ind[: n * width].reshape(n, width)
-        rows[: n // 2, :2500] = rows[0, :2500]
-        rows[n // 2 :, :1000] = rows[n // 2, :1000]
+        rows[: 3 * n // 4, :2500] = rows[0, :2500]
+        rows[3 * n // 4 :, :1000] = rows[3 * n // 4, :1000]
     ind[n * width :] = np.iinfo(dtype).max  # padding past the last row: never read
     indptr = np.arange(n + 1, dtype=np.int64) * width
     forest = PrefixForest.from_flat(indptr, ind)
@@ -286,7 +286,7 @@ def test_big_tables_check_every_slot(dtype: type, shape: str) -> None:
     assert made.max_slot == want.max_slot == forest.slot_max
     for name in ("items", "item_req", "item_dst", "merge_indptr", "merge_partials", "slot_table"):
         assert torch.equal(getattr(made, name), getattr(want, name)), name
-    for where in (n * width - 1, 3 * width + 2000, 10):  # a private leaf's end, its middle, a shared prefix
+    for where in (n * width - 1, 3 * width + 2600, 10):  # a private leaf's end, its middle, a shared prefix
         bad = ind.copy()
         bad[where] = -4
         with pytest.raises(ValueError, match="negative"):

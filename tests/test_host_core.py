@@ -461,7 +461,9 @@ def test_address_is_the_data_pointer() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- the worker thread
-BIG_ROWS, BIG_ROW_TOKENS = 48, 3000  # 144k slots: past SCAN_MIN_THREADED_ELEMS and COMPARE_THREADED_ELEMS (64k)
+# ~480k slots, rows of 4500-5500, ~75 sharing a prefix: past SCAN_MIN_THREADED_ELEMS (64k slots) and, for the group's
+# comparisons, COMPARE_THREADED_ELEMS (256k: pairs x its shortest row)
+BIG_ROWS, BIG_ROW_TOKENS = 96, 5000
 
 
 def _unsigned_max(ind: np.ndarray, begins: np.ndarray, counts: np.ndarray) -> int:
