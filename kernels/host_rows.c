@@ -25,11 +25,11 @@
    entry_node (its node), req32 (req_flat as int32), ends_here (1: the entry's node is its request's deepest); per
    request last_node (its deepest node); *top (the unsigned maximum). These are PrefixForest's arrays and its derived
    ones (PrefixForest._get), so the planner computes none of them again. *top is the maximum of every node; with a
-   leaf_scan (a scan job of room for n_req ranges, below) of the shared nodes only: the private leaves (nodes of one
-   request) are posted in it as a scan, which the caller finishes (pat_scan_finish) after its next work, on every
-   return above 0 (none is started otherwise). Returns the number of nodes; -(entries
-   needed) when the entry arrays have too little room (nothing else is then valid: call again with more), or 0 when
-   scratch memory cannot be allocated. */
+   leaf_scan (a scan job of room for n_req ranges, below) of the shared nodes and short leaves only: the private
+   leaves (nodes of one request) of LEAF_SCAN_MIN_ELEMS slots or more are posted in it as a scan, which the caller
+   finishes (pat_scan_finish) after its next work, on every return above 0 (none is started otherwise). Returns the
+   number of nodes; -(entries needed) when the entry arrays have too little room (nothing else is then valid: call
+   again with more), or 0 when scratch memory cannot be allocated. */
 
 #define _POSIX_C_SOURCE 200809L /* pthreads under -std=c99 */
 
@@ -308,6 +308,10 @@ static void push_children(const char *base, int64_t elem, const int64_t *row_bas
 
 #define SCAN_CHUNK_ELEMS (1 << 16)         /* 256 KB of int32 slots: the whole 1M-slot table is 16 chunks */
 #define SCAN_MIN_THREADED_ELEMS (1 << 16) /* below: the caller's own pass costs less than a handoff (~6-10 us) */
+/* Private leaves shorter than this keep their maximum in the walk, where the reads before them (their parent's
+   comparison) have brought their first lines in: left to the scan, the 4-level tree's 256 leaves of 128 slots cost
+   ~50-75 us more (scattered cold reads of 512 bytes, latency-bound; paired in one process on the project's VM). */
+#define LEAF_SCAN_MIN_ELEMS 1024
 #define SCAN_JOB_WORDS 10                 /* host_core.py allocates this many int64 words + 3 per range + 1 */
 
 typedef struct {
@@ -420,7 +424,7 @@ int64_t pat_flat_forest(const void *ind, int64_t elem_bytes, int64_t ind_len, co
         for (int64_t i = g.lo; i < g.hi; i++)
             if (len[mem[i]] - g.start < w) w = len[mem[i]] - g.start;
         if (g.hi - g.lo > 1 && w > 0) w = group_width(base, elem, row_base, mem, g.lo, g.hi, g.start, w);
-        if (leaf_scan != NULL && g.hi - g.lo == 1) { /* a private leaf: left to the scan */
+        if (leaf_scan != NULL && g.hi - g.lo == 1 && w >= LEAF_SCAN_MIN_ELEMS) { /* a long private leaf: scanned */
             scan_begin(leaf_scan)[leaves] = row_base[mem[g.lo]] + g.start;
             scan_begin(leaf_scan)[n_req + leaves++] = w;
         } else {

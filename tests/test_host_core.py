@@ -514,12 +514,15 @@ def test_a_dropped_scan_is_joined(sim: host_core._HostCore) -> None:
 
 def _big_shared_rows(rng: np.random.Generator, dtype: type) -> tuple[np.ndarray, np.ndarray]:
     """BIG_ROWS rows of about BIG_ROW_TOKENS slots: groups that share a long prefix (their comparisons go to the
-    worker), sub-groups, private tails (the leaf scan), sometimes a negative slot in a tail or in a prefix."""
+    worker), sub-groups, private tails (the long ones to the leaf scan), sometimes a negative slot in a tail or in a
+    prefix."""
     prefix = rng.integers(0, 2**31 - 1, BIG_ROW_TOKENS).astype(np.int64)
     rows = []
     for r in range(BIG_ROWS):
         row = rng.integers(0, 2**31 - 1, BIG_ROW_TOKENS + int(rng.integers(-500, 500))).astype(np.int64)
-        shared = int(rng.choice([0, 700, 1500, 1500 + r % 3, 2000]))
+        shared = int(rng.choice([0, 700, 1500, 1500 + r % 3, 2000, -1]))
+        if shared < 0:  # most of the row shared: its leaf short (its maximum taken in the walk, not the scan)
+            shared = min(BIG_ROW_TOKENS, row.shape[0]) - int(rng.integers(1, 900))
         row[:shared] = prefix[:shared]
         rows.append(row)
     if rng.random() < 0.3:
