@@ -483,10 +483,10 @@ def flat_forest_scanning(
     two rows starting alike (nothing shared), the private forest off the lengths, and the check one pass over the
     table up to ``kv_indptr[-1]`` (which the rows tile) on the worker thread; else the forest in one call
     (``host_core.flat_forest``: it reads each row once, comparing the rows of a group over the tokens they share and
-    taking each shared node's maximum from the last row it compared, in cache), and the private leaves (each read
-    once, from memory) on the worker. Else numpy (``_flat_forest``, then ``_read_max``: the same arrays and maximum):
-    rows whose first slot no other row has are not compared at all, the others over about the tokens they share, one
-    tree level at a time, then the maximum in a second pass over the unique tokens."""
+    taking each shared node's maximum from the last row it compared, in cache), and the private leaves of 1024 slots
+    or more (each read once, from memory) on the worker. Else numpy (``_flat_forest``, then ``_read_max``: the same
+    arrays and maximum): rows whose first slot no other row has are not compared at all, the others over about the
+    tokens they share, one tree level at a time, then the maximum in a second pass over the unique tokens."""
     indptr = _as_int64(kv_indptr, "kv_indptr", check_negative=False)
     indices = _as_index_array(kv_indices, "kv_indices")
     lengths = _check_indptr(indptr, indices.shape[0])
