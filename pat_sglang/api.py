@@ -17,8 +17,8 @@ import math
 import torch
 
 from .config import DeviceSpec, HeadConfig, check_supported, kv_pool_view
-from .forest import PrefixForest
-from .planner import PackPlan, plan_forest
+from .forest import flat_forest_scanning
+from .planner import PackPlan, check_max_slot, plan_forest
 from .reference import run_reference
 
 
@@ -28,9 +28,19 @@ def plan(
     heads: HeadConfig,
     device: DeviceSpec | None = None,
 ) -> PackPlan:
-    """Find the shared prefixes of a decode batch and pack them. Host tensors or lists are fine."""
-    forest = PrefixForest.from_flat(kv_indptr, kv_indices)
-    return plan_forest(forest, heads, device)
+    """Find the shared prefixes of a decode batch and pack them. Host tensors or lists are fine.
+
+    The slots' check (none negative) and maximum (``PackPlan.max_slot``, checked against the pool in ``run``) are
+    found on the host library's worker thread while the forest is planned (``flat_forest_scanning``): the same plan
+    as ``plan_forest(PrefixForest.from_flat(...))``, and the same errors (a negative slot's before planning's)."""
+    forest, settle = flat_forest_scanning(kv_indptr, kv_indices)
+    try:
+        made = plan_forest(forest, heads, device)  # plans with a provisional slot_max, not read for the plan's shape
+    finally:
+        max_slot = settle()  # joins the scan on every path; a negative slot raises here, as from_flat would first
+    check_max_slot(max_slot)
+    made.max_slot = max_slot
+    return made
 
 
 def heads_of(q: torch.Tensor, k_buffer: torch.Tensor) -> HeadConfig:

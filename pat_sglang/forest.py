@@ -25,7 +25,7 @@ is equal for two forests that describe the same sharing.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -413,36 +413,12 @@ class PrefixForest:
     @staticmethod
     def from_flat(kv_indptr: Sequence[int] | np.ndarray, kv_indices: Sequence[int] | np.ndarray) -> PrefixForest:
         """Build from the flat convention: request ``r``'s row is ``kv_indices[kv_indptr[r]:kv_indptr[r + 1]]``.
-        The forest keeps ``kv_indices`` as its slot table (int32/int64 inputs without a copy) and ``slot_max``.
-
-        The slots are checked (no negative index) and their maximum found over the forest's own ranges (each node
-        once): every other position of a row was found equal to one of those, so this covers every slot a plan can
-        read. Compiled (``host_core.flat_forest``, where it loads): one call that reads each row once, comparing the
-        rows of a group over the tokens they share and taking each node's maximum from the last row it compared (in
-        cache) or, for a private leaf, in one pass. Else numpy (``_flat_forest``, then ``_read_max``: the same
-        arrays): rows whose first slot no other row has are not compared at all, the others over about the tokens
-        they share, one tree level at a time, then the maximum in a second pass over the unique tokens."""
-        indptr = _as_int64(kv_indptr, "kv_indptr", check_negative=False)
-        indices = _as_index_array(kv_indices, "kv_indices")
-        lengths = _check_indptr(indptr, indices.shape[0])
-        core = host_core.loaded()
-        starts = indptr[:-1]
-        first = np.sort(indices[starts])
-        private = bool((first[1:] != first[:-1]).all())
-        if core is None or private:
-            # numpy; or no two rows start alike (nothing shared): then the forest is the private one, read off the
-            # lengths, and the maximum one numpy pass over the table, as fast as the compiled reads (~40 us less than
-            # the compiled call at 256 x 4k here: it has 256 nodes to sort and walk)
-            forest = _flat_forest(indices, indptr, lengths, private)
-            forest.slot_max = _read_max(forest, indices, "kv_indices")
-            return forest
-        # Compiled: the same arrays in one call that reads each row once (kernels/host_rows.c).
-        arrays, top = core.flat_forest(indices, starts, lengths)
-        if top > (_INT32_MAX if indices.dtype == np.int32 else _INT64_MAX):
-            raise ValueError(f"kv_indices holds a negative index ({int(indices.min())})")
-        names = ("tok", "start", "parent", "depth", "req_ptr", "req_flat")
-        derived = {name: value for name, value in arrays.items() if name not in names}  # what _get would compute
-        return PrefixForest(*(arrays[name] for name in names), starts, lengths, indices, derived, top)
+        The forest keeps ``kv_indices`` as its slot table (int32/int64 inputs without a copy) and ``slot_max``, the
+        largest slot of its rows, checked (``ValueError`` where one is negative). ``flat_forest_scanning`` is this
+        with the slot check left running beside the caller's next work."""
+        forest, settle = flat_forest_scanning(kv_indptr, kv_indices)
+        settle()
+        return forest
 
     @staticmethod
     def from_chains(
@@ -491,6 +467,54 @@ class PrefixForest:
         if bad.shape[0]:
             raise ValueError("a radix node has different slots for two requests")
         return forest
+
+
+def flat_forest_scanning(
+    kv_indptr: Sequence[int] | np.ndarray, kv_indices: Sequence[int] | np.ndarray
+) -> tuple[PrefixForest, Callable[[], int]]:
+    """``PrefixForest.from_flat``'s forest, and ``settle()``, which returns its checked slot maximum (``ValueError``
+    where a slot is negative) and sets ``forest.slot_max`` to it. Until ``settle()`` has returned, ``slot_max`` is
+    provisional (0) and part of the slot check may be running on the compiled library's worker thread:
+    ``pat_sglang.plan`` plans the forest meanwhile (a plan does not depend on the slots' values) and settles before it
+    returns. Call ``settle()`` once the forest is no longer being planned, on every path.
+
+    The maximum is taken over the forest's own ranges (each node once): every other position of a row was found
+    equal to one of those, so this covers every slot a plan can read. Compiled (``host_core``, where it loads): no
+    two rows starting alike (nothing shared), the private forest off the lengths, and the check one pass over the
+    table up to ``kv_indptr[-1]`` (which the rows tile) on the worker thread; else the forest in one call
+    (``host_core.flat_forest``: it reads each row once, comparing the rows of a group over the tokens they share and
+    taking each shared node's maximum from the last row it compared, in cache), and the private leaves of 1024 slots
+    or more (each read once, from memory) on the worker. Else numpy (``_flat_forest``, then ``_read_max``: the same
+    arrays and maximum): rows whose first slot no other row has are not compared at all, the others over about the
+    tokens they share, one tree level at a time, then the maximum in a second pass over the unique tokens."""
+    indptr = _as_int64(kv_indptr, "kv_indptr", check_negative=False)
+    indices = _as_index_array(kv_indices, "kv_indices")
+    lengths = _check_indptr(indptr, indices.shape[0])
+    core = host_core.loaded()
+    starts = indptr[:-1]
+    first = np.sort(indices[starts])
+    private = bool((first[1:] != first[:-1]).all())
+    if core is None:
+        forest = _flat_forest(indices, indptr, lengths, private)
+        top = _read_max(forest, indices, "kv_indices")
+        forest.slot_max = top
+        return forest, lambda: top
+    if private:  # the private forest, read off the lengths (no compiled call: it would sort and walk 256 nodes)
+        scan = core.scan(indices, np.zeros(1, np.int64), indptr[-1:])
+        forest = _flat_forest(indices, indptr, lengths, private)
+        shared_top = 0
+    else:
+        arrays, shared_top, scan = core.flat_forest_scanning(indices, starts, lengths)
+        names = ("tok", "start", "parent", "depth", "req_ptr", "req_flat")
+        derived = {name: value for name, value in arrays.items() if name not in names}  # what _get would compute
+        forest = PrefixForest(*(arrays[name] for name in names), starts, lengths, indices, derived)
+    forest.slot_max = 0  # provisional until settle()
+
+    def settle() -> int:
+        forest.slot_max = _checked_top(max(shared_top, scan.result()), indices, "kv_indices")
+        return forest.slot_max
+
+    return forest, settle
 
 
 # ---------------------------------------------------------------------------------------------- flat rows
@@ -769,6 +793,12 @@ def _read_max(forest: PrefixForest, ind: np.ndarray, name: str) -> int:
         if not long.all():
             short = ~long
             top = max(top, int(unsigned[_ranges(begin[short], tok[short])].max()))
+    return _checked_top(top, ind, name)
+
+
+def _checked_top(top: int, ind: np.ndarray, name: str) -> int:
+    """``top``, the unsigned maximum of slots of ``ind``: ``ValueError`` where it is above the signed range (one of
+    those slots is negative)."""
     if top > (_INT32_MAX if ind.dtype == np.int32 else _INT64_MAX):
         raise ValueError(f"{name} holds a negative index ({int(ind.min())})")
     return top

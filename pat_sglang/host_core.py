@@ -13,6 +13,10 @@ Role in pack-forward-merge: part of *pack*. Four pieces of the planner's host wo
   unique slots again for the maximum; the C version (``kernels/host_rows.c``) walks the forest depth-first in one
   call, compares rows in place in memcmp chunks, takes each node's maximum while its slots are in cache, and writes
   the forest's derived arrays too (the same arrays; 256 rows x 4k tokens with sharing: ~300 us instead of 500-1000).
+  Its large reads go to a worker thread of the library (a pthread that never takes the interpreter lock): a group's
+  row comparisons are split between it and the caller, and ``pat_sglang.plan`` leaves the private leaves' slot check
+  (the whole table where nothing is shared) to it while it plans the forest (``SlotScan``, joined before the plan is
+  returned). Where the VM's other core is busy the caller does the pieces the worker has not taken.
 * a plan's items: once the packs and their split counts are known, ``planner._plan_items`` lays out the row blocks x
   KV splits, sorts them into launch order, lists their request entries, numbers the partial slots and makes the
   merge map in ~45 numpy calls over a few hundred items (~60 us on the VM, each call 1-5 us whatever its size); the C
@@ -64,7 +68,7 @@ DISABLE_ENV = "PAT_SGLANG_HOST_CORE"  # "0": the numpy/Python versions
 SOURCE_NAMES = ("host_simulate.c", "host_rows.c", "host_items.c", "host_edit.c")  # compiled together into one library
 PY_SOURCE_NAMES = ("host_batch.c",)  # the CPython-API piece: a library of its own, loaded with ctypes.PyDLL
 HEADER_NAMES = ("host_sort.h",)  # included by the sources: written beside them for every build, part of its hash
-COMPILE_FLAGS = ("-O2", "-shared", "-fPIC", "-std=c99")
+COMPILE_FLAGS = ("-O2", "-shared", "-fPIC", "-std=c99", "-pthread")  # pthread: host_rows.c's scan worker
 COMPILE_TIMEOUT_S = 120
 
 _lock = threading.Lock()
@@ -123,7 +127,14 @@ class _HostCore:
         self.forest = lib.pat_flat_forest
         self.forest.restype = ctypes.c_int64
         self.forest.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
-                                ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p] * 8
+                                ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p] * 9
+        self.scan_start = lib.pat_scan_start
+        self.scan_start.restype = ctypes.c_int64
+        self.scan_start.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+                                    ctypes.c_int64, ctypes.c_void_p]
+        self.scan_finish = lib.pat_scan_finish
+        self.scan_finish.restype = ctypes.c_uint64
+        self.scan_finish.argtypes = [ctypes.c_void_p]
         self.split = lib.pat_split_length
         self.split.restype = ctypes.c_int64
         self.split.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p] * 4 + \
@@ -308,6 +319,18 @@ class _HostCore:
         start, parent, depth, req_ptr, req_flat, and the derived ones (``PrefixForest._get``): q, rep, req32, shared,
         entry_node, ends_here, ending, last_node. ``ind``: C-contiguous int32 or int64; every row non-empty and within
         ``ind`` (checked in C: a row out of bounds would be read out of bounds)."""
+        return self._flat_forest(ind, row_base, lengths, None)
+
+    def flat_forest_scanning(self, ind: np.ndarray, row_base: np.ndarray,
+                             lengths: np.ndarray) -> tuple[dict, int, SlotScan]:
+        """``flat_forest`` with the maximum of its shared nodes only, and the private leaves' (nodes of one request,
+        each read once from memory) left to a scan on the worker thread: (arrays, shared nodes' maximum, the scan)."""
+        scan = SlotScan(self, ind, np.empty(SCAN_JOB_WORDS + 3 * lengths.shape[0] + 1, dtype=np.int64))
+        arrays, top = self._flat_forest(ind, row_base, lengths, scan)
+        return arrays, top, scan
+
+    def _flat_forest(self, ind: np.ndarray, row_base: np.ndarray, lengths: np.ndarray,
+                     leaf_scan: SlotScan | None) -> tuple[dict, int]:
         if ind.dtype not in (np.int32, np.int64) or not ind.flags.c_contiguous:
             raise ValueError(f"ind must be C-contiguous int32 or int64, got {ind.dtype}")
         row_base = np.ascontiguousarray(row_base, dtype=np.int64)
@@ -315,6 +338,7 @@ class _HostCore:
         n = lengths.shape[0]
         if row_base.shape[0] != n or n == 0:
             raise ValueError(f"flat_forest: {row_base.shape[0]} row starts for {n} row lengths (at least one row)")
+        scan_at = None if leaf_scan is None else _address(leaf_scan.job)
         # One buffer for every output (numpy's ctypes pointers cost ~2 us each here), in int64 units: seven per-node
         # arrays and req_ptr (2n each: at most 2n - 1 nodes), last_node (n), the maximum (1), req_flat and entry_node
         # (cap each), req32 (cap int32) and ends_here (cap bytes).
@@ -324,9 +348,11 @@ class _HostCore:
             buf = np.empty(ent + 2 * cap + (cap + 1) // 2 + (cap + 7) // 8, dtype=np.int64)
             p = _address(buf)
             got = self.forest(_address(ind), ind.itemsize, ind.shape[0], _address(row_base), _address(lengths), n, cap,
-                              p, p + 8 * 14 * n, p + 8 * ent, p + 8 * (ent + cap), p + 8 * (ent + 2 * cap),
+                              scan_at, p, p + 8 * 14 * n, p + 8 * ent, p + 8 * (ent + cap), p + 8 * (ent + 2 * cap),
                               p + 8 * (ent + 2 * cap + (cap + 1) // 2), p + 8 * 16 * n, p + 8 * 17 * n)
             if got > 0:
+                if leaf_scan is not None:
+                    leaf_scan.started()  # the C call posted it: from here on it must be finished
                 break
             if got == 0:
                 raise MemoryError("pat_flat_forest: no scratch memory")
@@ -345,6 +371,55 @@ class _HostCore:
         out["last_node"] = buf[16 * n : 17 * n]
         out["shared"] = out["q"] > 1
         return out, int(buf[17 * n : 17 * n + 1].view(np.uint64)[0])
+
+    def scan(self, ind: np.ndarray, begins: np.ndarray, counts: np.ndarray) -> SlotScan:
+        """The unsigned maximum of the ranges ``ind[begins[k] : begins[k] + counts[k]]``, found on the library's worker
+        thread while the caller goes on (``SlotScan.result`` joins it). ``ind``: C-contiguous int32 or int64."""
+        if ind.dtype not in (np.int32, np.int64) or not ind.flags.c_contiguous:
+            raise ValueError(f"scan: ind must be C-contiguous int32 or int64, got {ind.dtype}")
+        begins = np.ascontiguousarray(begins, dtype=np.int64)
+        counts = np.ascontiguousarray(counts, dtype=np.int64)
+        if begins.shape != counts.shape or begins.ndim != 1:
+            raise ValueError("scan: one begin and one count per range")
+        scan = SlotScan(self, ind, np.empty(SCAN_JOB_WORDS + 3 * begins.shape[0] + 1, dtype=np.int64))
+        got = self.scan_start(_address(ind), ind.itemsize, ind.shape[0], _address(begins), _address(counts),
+                              begins.shape[0], _address(scan.job))
+        if got < 0:
+            raise ValueError("scan: every range must lie within ind")
+        scan.started(posted=bool(got))
+        return scan
+
+
+SCAN_JOB_WORDS = 10  # kernels/host_rows.c: a scan's state in int64 words, before its per-range words
+
+
+class SlotScan:
+    """A started scan (``kernels/host_rows.c`` ``pat_scan_start``, or ``pat_flat_forest``'s leaf scan): the unsigned
+    maximum of ranges of ``ind`` (above the signed range iff one of their slots is negative; 0 for none), scanned by
+    the library's worker thread beside the caller's own work, which ``result`` then helps finish and joins. The worker
+    reads ``ind`` and the job until then: both are held here, and a scan dropped without ``result`` is joined when
+    collected (never a read of freed memory)."""
+
+    __slots__ = ("_core", "_ind", "job", "_top", "posted")
+
+    def __init__(self, core: _HostCore, ind: np.ndarray, job: np.ndarray) -> None:
+        self._core, self._ind, self.job = core, ind, job
+        self._top: int | None = 0  # 0 until started(), None while running, then the result
+        self.posted: bool | None = None  # handed to the worker (None: not known, a leaf scan of pat_flat_forest)
+
+    def started(self, posted: bool | None = None) -> None:
+        """The C side has set the job up (and maybe posted it): ``result`` must now finish it."""
+        self._top, self.posted = None, posted
+
+    def result(self) -> int:
+        """The unsigned maximum, once the caller's share of the scan is done and the worker's too."""
+        if self._top is None:
+            self._top = int(self._core.scan_finish(_address(self.job)))
+        return self._top
+
+    def __del__(self) -> None:
+        if getattr(self, "_top", 0) is None:  # dropped while running: joined before its buffers can be freed
+            self.result()
 
 
 class _HostBatch:

@@ -367,8 +367,7 @@ def plan_forest(
         max_slot: int | None = forest.slot_max  # known when the forest's input check found it (from_flat)
         if max_slot is None:
             max_slot = int(table.max()) if table.shape[0] else -1
-        if max_slot > INT32_MAX:
-            raise ValueError("KV slot index does not fit in int32")
+        check_max_slot(max_slot)
         slot_table = torch.from_numpy(table.astype(np.int32, copy=False))
     else:
         if slot_table.dim() != 1 or slot_table.dtype != torch.int32:
@@ -395,6 +394,12 @@ def plan_forest(
         if limits is not None and (plan.num_items > limits.max_items or plan.num_requests > limits.max_entries):
             raise ValueError(f"a batch of {plan.num_requests} requests exceeds the plan limits {limits}")
     return plan
+
+
+def check_max_slot(max_slot: int) -> None:
+    """``ValueError`` where a table's largest slot is beyond what the int32 slot table and items hold."""
+    if max_slot > INT32_MAX:
+        raise ValueError("KV slot index does not fit in int32")
 
 
 def _plan(

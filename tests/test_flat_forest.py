@@ -18,6 +18,7 @@ import pat_sglang
 from pat_sglang import host_core
 from pat_sglang.config import HeadConfig
 from pat_sglang.forest import _SAMPLE, PrefixForest
+from pat_sglang.planner import plan_forest
 from pat_sglang.workloads import layout_tree, random_tree
 
 SETTINGS = settings(max_examples=60, deadline=None,
@@ -256,3 +257,39 @@ def check_plan(rows: list[list[int]]) -> None:
             covered[r][offset] += 1
     assert all((c == 1).all() for c in covered), "every token of every request read exactly once"
     assert plan.max_slot == max(s for r in rows for s in r)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("shape", ["private", "one prefix", "groups"])
+def test_big_tables_check_every_slot(dtype: type, shape: str) -> None:
+    """Tables past the compiled worker's thresholds (the private table, the private leaves and a group's comparisons
+    on two threads): the forest's maximum is the rows' (the padding past kv_indptr[-1] not read), a negative slot
+    anywhere in a row is refused by from_flat and by plan(), and plan() makes the plan of the forest from_flat
+    builds."""
+    rng = np.random.default_rng(7)
+    n, width = 96, 4000  # 384k slots; the groups' comparisons: 95 and 71 pairs x 4000 (past 256k: on two threads)
+    ind = rng.permutation(n * width + 64).astype(dtype)  # distinct slots: nothing shared
+    if shape == "one prefix":
+        ind[: n * width].reshape(n, width)[:, :1500] = ind[:1500]
+    elif shape == "groups":
+        rows = ind[: n * width].reshape(n, width)
+        rows[: 3 * n // 4, :2500] = rows[0, :2500]
+        rows[3 * n // 4 :, :1000] = rows[3 * n // 4, :1000]
+    ind[n * width :] = np.iinfo(dtype).max  # padding past the last row: never read
+    indptr = np.arange(n + 1, dtype=np.int64) * width
+    forest = PrefixForest.from_flat(indptr, ind)
+    assert forest.slot_max == int(ind[: n * width].max())
+    assert forest.num_nodes == {"private": n, "one prefix": n + 1, "groups": n + 2}[shape]
+    heads = HeadConfig(32, 8, 128, torch.bfloat16)
+    made = pat_sglang.plan(torch.from_numpy(indptr), torch.from_numpy(ind), heads)
+    want = plan_forest(forest, heads)
+    assert made.max_slot == want.max_slot == forest.slot_max
+    for name in ("items", "item_req", "item_dst", "merge_indptr", "merge_partials", "slot_table"):
+        assert torch.equal(getattr(made, name), getattr(want, name)), name
+    for where in (n * width - 1, 3 * width + 2600, 10):  # a private leaf's end, its middle, a shared prefix
+        bad = ind.copy()
+        bad[where] = -4
+        with pytest.raises(ValueError, match="negative"):
+            PrefixForest.from_flat(indptr, bad)
+        with pytest.raises(ValueError, match="negative"):
+            pat_sglang.plan(torch.from_numpy(indptr), torch.from_numpy(bad), heads)

@@ -17,6 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import pat_sglang
 from pat_sglang import host_core, planner
 from pat_sglang.config import DeviceSpec, HeadConfig
 from pat_sglang.forest import PrefixForest, _flat_forest, _read_max
@@ -383,13 +384,13 @@ def test_from_flat_builds_with_it(monkeypatch: pytest.MonkeyPatch) -> None:
     batch = layout_tree(random_tree(np.random.default_rng(5), max_depth=4, max_requests=48, max_len=512, page_size=16),
                         page_size=16, rng=np.random.default_rng(6))
     calls: list[int] = []
-    real = sim.flat_forest
+    real = sim.flat_forest_scanning
 
     def counted(*args: np.ndarray) -> tuple:
         calls.append(1)
         return real(*args)
 
-    monkeypatch.setattr(sim, "flat_forest", counted)
+    monkeypatch.setattr(sim, "flat_forest_scanning", counted)
     compiled = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
     assert calls, "the compiled construction was not used"
     _python(monkeypatch)
@@ -457,3 +458,145 @@ def test_address_is_the_data_pointer() -> None:
     read_only.flags.writeable = False
     for arr in (base, base[3:], base[::2], base.reshape(4, 6), read_only, np.empty(0), base.view(np.int32)[1:]):
         assert host_core._address(arr) == arr.ctypes.data
+
+
+# ---------------------------------------------------------------------------------------------- the worker thread
+# ~480k slots, rows of 4500-5500, ~75 sharing a prefix: past SCAN_MIN_THREADED_ELEMS (64k slots) and, for the group's
+# comparisons, COMPARE_THREADED_ELEMS (256k: pairs x its shortest row)
+BIG_ROWS, BIG_ROW_TOKENS = 96, 5000
+
+
+def _unsigned_max(ind: np.ndarray, begins: np.ndarray, counts: np.ndarray) -> int:
+    """What a scan must return: the largest slot of the ranges as an unsigned integer, 0 for none."""
+    unsigned = ind.view(np.uint32 if ind.dtype == np.int32 else np.uint64)
+    return max([int(unsigned[b : b + c].max()) for b, c in zip(begins, counts, strict=True) if c] + [0])
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("seed", range(12))
+def test_scan_equals_numpy(sim: host_core._HostCore, dtype: type, seed: int) -> None:
+    """``pat_scan_start``/``pat_scan_finish``: the unsigned maximum of the ranges (chunks split across the worker and
+    the caller), a negative slot above the signed range; empty ranges and no ranges at all."""
+    rng = np.random.default_rng(seed)
+    ind = rng.integers(0, 2**31 - 1, int(rng.integers(1, 400_000))).astype(dtype)
+    if seed % 3 == 0:
+        ind[int(rng.integers(0, ind.shape[0]))] = -int(rng.integers(1, 9))
+    n_ranges = int(rng.integers(0, 6))
+    begins = rng.integers(0, ind.shape[0], n_ranges)
+    counts = np.minimum(rng.integers(0, 200_000, n_ranges), ind.shape[0] - begins)
+    counts[rng.random(n_ranges) < 0.2] = 0
+    scan = sim.scan(ind, begins, counts)
+    assert scan.posted == (int(counts.sum()) >= 1 << 16)  # the worker is free between tests
+    assert scan.result() == _unsigned_max(ind, begins, counts)
+    assert scan.result() == _unsigned_max(ind, begins, counts)  # joined once, then the number kept
+
+
+def test_scan_refuses_ranges_outside(sim: host_core._HostCore) -> None:
+    ind = np.arange(100, dtype=np.int32)
+    for begins, counts in (([0], [101]), ([-1], [5]), ([3], [-1]), ([100], [1])):
+        with pytest.raises(ValueError, match="within ind"):
+            sim.scan(ind, np.array(begins), np.array(counts))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        sim.scan(ind[::2], np.array([0]), np.array([1]))
+
+
+def test_a_dropped_scan_is_joined(sim: host_core._HostCore) -> None:
+    """A scan dropped without its result is finished when collected (the worker never reads a freed table), and the
+    worker is free for the next one."""
+    ind = np.random.default_rng(1).integers(0, 2**31 - 1, 1 << 20).astype(np.int32)
+    scan = sim.scan(ind, np.array([0]), np.array([ind.shape[0]]))
+    assert scan.posted
+    del scan, ind
+    again = np.arange(1 << 18, dtype=np.int64)
+    scan = sim.scan(again, np.array([0]), np.array([again.shape[0]]))
+    assert scan.posted and scan.result() == again.shape[0] - 1
+
+
+def _big_shared_rows(rng: np.random.Generator, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """BIG_ROWS rows of about BIG_ROW_TOKENS slots: groups that share a long prefix (their comparisons go to the
+    worker), sub-groups, private tails (the long ones to the leaf scan), sometimes a negative slot in a tail or in a
+    prefix."""
+    prefix = rng.integers(0, 2**31 - 1, BIG_ROW_TOKENS).astype(np.int64)
+    rows = []
+    for r in range(BIG_ROWS):
+        row = rng.integers(0, 2**31 - 1, BIG_ROW_TOKENS + int(rng.integers(-500, 500))).astype(np.int64)
+        shared = int(rng.choice([0, 700, 1500, 1500 + r % 3, 2000, -1]))
+        if shared < 0:  # most of the row shared: its leaf short (its maximum taken in the walk, not the scan)
+            shared = min(BIG_ROW_TOKENS, row.shape[0]) - int(rng.integers(1, 900))
+        row[:shared] = prefix[:shared]
+        rows.append(row)
+    if rng.random() < 0.3:
+        rows[int(rng.integers(0, BIG_ROWS))][-1] = -3
+    if rng.random() < 0.2:
+        for row in rows:
+            row[5] = -2 if row[5] == prefix[5] else row[5]
+    indptr = np.zeros(BIG_ROWS + 1, dtype=np.int64)
+    np.cumsum([r.shape[0] for r in rows], out=indptr[1:])
+    return indptr, np.concatenate(rows).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("seed", range(10))
+def test_flat_forest_scanning_equals_flat_forest(sim: host_core._HostCore, dtype: type, seed: int) -> None:
+    """``pat_flat_forest`` with a leaf scan (comparisons on two threads, private leaves on the worker): the same
+    arrays as without, and the shared nodes' maximum with the leaves' is the maximum of every node."""
+    indptr, ind = _big_shared_rows(np.random.default_rng(seed), dtype)
+    want, want_top = sim.flat_forest(ind, indptr[:-1], indptr[1:] - indptr[:-1])
+    got, shared_top, scan = sim.flat_forest_scanning(ind, indptr[:-1], indptr[1:] - indptr[:-1])
+    for name in FOREST_ARRAYS:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert max(shared_top, scan.result()) == want_top
+    assert want_top == _unsigned_max(ind, np.array([0]), indptr[-1:])  # the rows tile the table: every slot they hold
+
+
+def test_plans_made_on_two_threads_at_once() -> None:
+    """Two threads planning at once (one finds the worker busy with the other's scan and scans alone): the same plans
+    as one after the other."""
+    import threading
+
+    heads = HeadConfig(32, 8, 128, torch.bfloat16)
+    inputs = [_big_shared_rows(np.random.default_rng(s), np.int32) for s in range(40, 46)]
+    inputs = [(torch.from_numpy(p), torch.from_numpy(i)) for p, i in inputs]
+
+    def plan_or_error(p: torch.Tensor, i: torch.Tensor) -> tuple:
+        try:
+            made = pat_sglang.plan(p, i, heads)
+            return made.max_slot, made.items.numpy().tobytes(), made.item_req.numpy().tobytes()
+        except ValueError as e:
+            return ("error", str(e))
+
+    want = [plan_or_error(*x) for x in inputs]
+    got: dict[int, list] = {0: [], 1: []}
+
+    def run(k: int) -> None:
+        for _ in range(5):
+            got[k].append([plan_or_error(*x) for x in inputs[k::2]])
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in (0, 1):
+        assert all(rnd == want[k::2] for rnd in got[k])
+
+
+def _child_max_slot(indptr: np.ndarray, ind: np.ndarray, out: object) -> None:
+    out.put(pat_sglang.plan(torch.from_numpy(indptr), torch.from_numpy(ind), HeadConfig(32, 8, 128,
+                                                                                      torch.bfloat16)).max_slot)
+
+
+def test_a_forked_child_plans() -> None:
+    """The worker thread is not copied by fork: a child of a process that used it starts its own and plans."""
+    import multiprocessing
+
+    indptr, ind = _big_shared_rows(np.random.default_rng(3), np.int32)
+    ind = np.abs(ind)
+    want = pat_sglang.plan(torch.from_numpy(indptr), torch.from_numpy(ind), HeadConfig(32, 8, 128, torch.bfloat16))
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=_child_max_slot, args=(indptr, ind, out))
+    child.start()
+    got = out.get(timeout=60)
+    child.join(timeout=60)
+    assert child.exitcode == 0 and got == want.max_slot == int(ind[: indptr[-1]].max())
