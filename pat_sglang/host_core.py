@@ -110,47 +110,31 @@ def _address(arr: np.ndarray) -> int:
         return arr.ctypes.data
 
 
+def _typed(lib: ctypes.CDLL, name: str, restype: object, argtypes: list) -> Callable:
+    """``lib.name`` with its C signature declared (ctypes then converts and checks every argument)."""
+    fn = getattr(lib, name)
+    fn.restype = restype
+    fn.argtypes = argtypes
+    return fn
+
+
+_P, _I, _D = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double  # pointer, int64_t, double
+
+
 class _HostCore:
     """The loaded library's entry points, typed once."""
 
     def __init__(self, lib: ctypes.CDLL) -> None:
-        self.costs = lib.pat_launch_costs
-        self.costs.restype = None
-        self.costs.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_double, ctypes.c_void_p,
-                               ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-                               ctypes.c_int64, ctypes.c_int64, ctypes.c_double, ctypes.c_double, ctypes.c_int64,
-                               ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-        self.runs = lib.pat_greedy_makespan
-        self.runs.restype = ctypes.c_double
-        self.runs.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_double,
-                              ctypes.c_int64, ctypes.c_void_p]
-        self.forest = lib.pat_flat_forest
-        self.forest.restype = ctypes.c_int64
-        self.forest.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
-                                ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p] * 9
-        self.scan_start = lib.pat_scan_start
-        self.scan_start.restype = ctypes.c_int64
-        self.scan_start.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
-                                    ctypes.c_int64, ctypes.c_void_p]
-        self.scan_finish = lib.pat_scan_finish
-        self.scan_finish.restype = ctypes.c_uint64
-        self.scan_finish.argtypes = [ctypes.c_void_p]
-        self.split = lib.pat_split_length
-        self.split.restype = ctypes.c_int64
-        self.split.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p] * 4 + \
-            [ctypes.c_int64] * 5 + [ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_double, ctypes.c_int64]
-        self.items = lib.pat_plan_items
-        self.items.restype = ctypes.c_int64
-        self.items.argtypes = [ctypes.c_int64] + [ctypes.c_void_p] * 5 + [ctypes.c_int64] + [ctypes.c_void_p] * 3 + \
-            [ctypes.c_int64] * 4 + [ctypes.c_void_p] * 9
-        self.edit = lib.pat_edit_forest
-        self.edit.restype = ctypes.c_int64
-        self.edit.argtypes = [ctypes.c_int64] * 2 + [ctypes.c_void_p] * 2 + [ctypes.c_int64] + [ctypes.c_void_p] * 3 + \
-            [ctypes.c_int64]
-        self.places = lib.pat_edit_places
-        self.places.restype = ctypes.c_int64
-        self.places.argtypes = [ctypes.c_int64] * 2 + [ctypes.c_void_p, ctypes.c_int64] + [ctypes.c_void_p] * 2 + \
-            [ctypes.c_int64] + [ctypes.c_void_p] * 5
+        self.costs = _typed(lib, "pat_launch_costs", None,
+                            [_P, _P, _P, _D, _P, _P, _P, _I, _I, _I, _I, _I, _D, _D, _I, _P, _P, _P])
+        self.runs = _typed(lib, "pat_greedy_makespan", _D, [_P, _P, _I, _I, _D, _I, _P])
+        self.forest = _typed(lib, "pat_flat_forest", _I, [_P, _I, _I, _P, _P, _I, _I] + [_P] * 9)
+        self.scan_start = _typed(lib, "pat_scan_start", _I, [_P, _I, _I, _P, _P, _I, _P])
+        self.scan_finish = _typed(lib, "pat_scan_finish", ctypes.c_uint64, [_P])
+        self.split = _typed(lib, "pat_split_length", _I, [_P, _I, _I] + [_P] * 4 + [_I] * 5 + [_P, _I, _D, _D, _I])
+        self.items = _typed(lib, "pat_plan_items", _I, [_I] + [_P] * 5 + [_I] + [_P] * 3 + [_I] * 4 + [_P] * 9)
+        self.edit = _typed(lib, "pat_edit_forest", _I, [_I] * 2 + [_P] * 2 + [_I] + [_P] * 3 + [_I])
+        self.places = _typed(lib, "pat_edit_places", _I, [_I] * 2 + [_P, _I] + [_P] * 2 + [_I] + [_P] * 5)
 
     def launch_costs(self, splits: np.ndarray, pack_bytes: np.ndarray, full_blocks: np.ndarray, full_overhead: float,
                      last_overhead: np.ndarray, pack_req: np.ndarray, pack_req_count: np.ndarray, num_requests: int,
@@ -426,12 +410,9 @@ class _HostBatch:
     """The CPython-API library's entry point (``kernels/host_batch.c``), typed once."""
 
     def __init__(self, lib: ctypes.PyDLL) -> None:
-        self.pick = lib.pat_pick_batch
-        self.pick.restype = ctypes.py_object
-        self.pick.argtypes = [ctypes.py_object] * 5 + [ctypes.c_int64]
-        self.match = lib.pat_survivors
-        self.match.restype = ctypes.py_object
-        self.match.argtypes = [ctypes.py_object] * 6
+        obj = ctypes.py_object
+        self.pick = _typed(lib, "pat_pick_batch", obj, [obj] * 5 + [_I])
+        self.match = _typed(lib, "pat_survivors", obj, [obj] * 6)
         # pat_survivors' row table: every slot -1 between calls (each call holds the interpreter lock throughout and
         # leaves it so, so one table serves every thread), grown when a row is beyond it
         self._table = np.full(1024, -1, dtype=np.int64)
