@@ -312,7 +312,9 @@ static void push_children(const char *base, int64_t elem, const int64_t *row_bas
    comparison) have brought their first lines in: left to the scan, the 4-level tree's 256 leaves of 128 slots cost
    ~50-75 us more (scattered cold reads of 512 bytes, latency-bound; paired in one process on the project's VM). */
 #define LEAF_SCAN_MIN_ELEMS 1024
-#define SCAN_JOB_WORDS 10                 /* host_core.py allocates this many int64 words + 3 per range + 1 */
+#define SCAN_JOB_WORDS 10                 /* a job's own words, before its per-range ones */
+/* The one definition of a job's size: host_core.py reads it here to allocate SCAN_JOB_WORDS + 3 per range + 1 words. */
+const int64_t pat_scan_job_words = SCAN_JOB_WORDS;
 
 typedef struct {
     worker_job head;

@@ -135,6 +135,7 @@ class _HostCore:
         self.items = _typed(lib, "pat_plan_items", _I, [_I] + [_P] * 5 + [_I] + [_P] * 3 + [_I] * 4 + [_P] * 9)
         self.edit = _typed(lib, "pat_edit_forest", _I, [_I] * 2 + [_P] * 2 + [_I] + [_P] * 3 + [_I])
         self.places = _typed(lib, "pat_edit_places", _I, [_I] * 2 + [_P, _I] + [_P] * 2 + [_I] + [_P] * 5)
+        self.scan_job_words = ctypes.c_int64.in_dll(lib, "pat_scan_job_words").value  # a scan job's own words
 
     def launch_costs(self, splits: np.ndarray, pack_bytes: np.ndarray, full_blocks: np.ndarray, full_overhead: float,
                      last_overhead: np.ndarray, pack_req: np.ndarray, pack_req_count: np.ndarray, num_requests: int,
@@ -309,7 +310,7 @@ class _HostCore:
                              lengths: np.ndarray) -> tuple[dict, int, SlotScan]:
         """``flat_forest`` with the maximum of its shared nodes only, and the private leaves' (nodes of one request,
         each read once from memory) left to a scan on the worker thread: (arrays, shared nodes' maximum, the scan)."""
-        scan = SlotScan(self, ind, np.empty(SCAN_JOB_WORDS + 3 * lengths.shape[0] + 1, dtype=np.int64))
+        scan = SlotScan(self, ind, self._scan_job(lengths.shape[0]))
         arrays, top = self._flat_forest(ind, row_base, lengths, scan)
         return arrays, top, scan
 
@@ -365,7 +366,7 @@ class _HostCore:
         counts = np.ascontiguousarray(counts, dtype=np.int64)
         if begins.shape != counts.shape or begins.ndim != 1:
             raise ValueError("scan: one begin and one count per range")
-        scan = SlotScan(self, ind, np.empty(SCAN_JOB_WORDS + 3 * begins.shape[0] + 1, dtype=np.int64))
+        scan = SlotScan(self, ind, self._scan_job(begins.shape[0]))
         got = self.scan_start(_address(ind), ind.itemsize, ind.shape[0], _address(begins), _address(counts),
                               begins.shape[0], _address(scan.job))
         if got < 0:
@@ -373,8 +374,10 @@ class _HostCore:
         scan.started(posted=bool(got))
         return scan
 
-
-SCAN_JOB_WORDS = 10  # kernels/host_rows.c: a scan's state in int64 words, before its per-range words
+    def _scan_job(self, ranges: int) -> np.ndarray:
+        """A scan job's words for up to ``ranges`` ranges (host_rows.c: its own words, then per range a begin, a count
+        and a first chunk, then the number of chunks)."""
+        return np.empty(self.scan_job_words + 3 * ranges + 1, dtype=np.int64)
 
 
 class SlotScan:
