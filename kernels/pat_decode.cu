@@ -19,8 +19,9 @@
 //   one plan serves the following decode steps while every request grows by a token per step.
 //
 //   FP8 KV. The stages hold the pool's FP8 bytes (half the bytes of a 16-bit tile per cp.async); once a tile
-//   has landed, all threads convert it (exactly: every FP8 value is a 16-bit value) into one 16-bit K and V
-//   tile in the swizzled layout below, and the MMA code reads that tile as it reads a 16-bit stage. The
+//   has landed, all threads convert it (exactly: every FP8 value is an fp16 value) into one fp16 K and V
+//   tile in the swizzled layout below, and the MMA code reads that tile as it reads a 16-bit stage: the MMAs run in
+//   fp16 whatever the query dtype (bf16 Q rows are converted once per item; see the element types below). The
 //   scales are SGLang's (dequantised = stored * scale): the K scale is folded into scale_log2 on the host
 //   (q . (s_k k) = s_k (q . k)), the V scale multiplies each output row once (P (s_v V) = s_v (P V)).
 //
@@ -66,22 +67,55 @@
 // pat_wide_forward (-DPAT_WIDE=STAGES, sweep builds only: the tile table never selects it): the wide items in a launch
 //   of their own on a producer warpgroup and two consumer warpgroups; its tiling is explained at its definition below.
 
+// Two element types: io_t, the q / out / partial dtype in global memory (-DPAT_DTYPE_*), and elem_t, the 16-bit type
+// of the MMA operands in shared memory. They are one type except for FP8 pools under bf16 queries
+// (PAT_FP8_F16_MMA): an FP8 pair converts to fp16 in one instruction (FP8 values are fp16 values) but to bf16 only
+// through fp32 (four), and that conversion is the FP8 loop's largest block of instructions. So such builds run the
+// MMAs in fp16: Q is converted once per item, scaled by 2^-PAT_Q_SHIFT_LOG2 (a power of two: exact, and |q| up to
+// 2^(16 + PAT_Q_SHIFT_LOG2) stays finite; components under 2^(PAT_Q_SHIFT_LOG2 - 14) keep fp16's absolute step of
+// 2^(PAT_Q_SHIFT_LOG2 - 24) instead of bf16's relative one, below the dot product's bf16 rounding), the softmax scale
+// takes the 2^PAT_Q_SHIFT_LOG2 back, and P (in [0, 1]) is rounded to fp16, finer than bf16.
+#if defined(PAT_DTYPE_BF16) && defined(PAT_KV_FP8)
+#define PAT_FP8_F16_MMA 1
+#define PAT_Q_SHIFT_LOG2 8
+#endif
+
 #if defined(PAT_DTYPE_BF16)
 #include <cuda_bf16.h>
-typedef __nv_bfloat16 elem_t;
-typedef __nv_bfloat162 elem2_t;
-#define PAT_MMA_TYPE "bf16"
-__device__ __forceinline__ elem2_t pat_float2_to_elem2(float a, float b) { return __floats2bfloat162_rn(a, b); }
-__device__ __forceinline__ float2 pat_elem2_to_float2(elem2_t x) { return __bfloat1622float2(x); }
-#elif defined(PAT_DTYPE_FP16)
+typedef __nv_bfloat16 io_t;
+typedef __nv_bfloat162 io2_t;
+__device__ __forceinline__ io2_t pat_float2_to_io2(float a, float b) { return __floats2bfloat162_rn(a, b); }
+__device__ __forceinline__ float2 pat_io2_to_float2(io2_t x) { return __bfloat1622float2(x); }
+#endif
+
+#if defined(PAT_FP8_F16_MMA)
 #include <cuda_fp16.h>
 typedef __half elem_t;
 typedef __half2 elem2_t;
 #define PAT_MMA_TYPE "f16"
+#define PAT_MMA_F16 1
 __device__ __forceinline__ elem2_t pat_float2_to_elem2(float a, float b) { return __floats2half2_rn(a, b); }
-__device__ __forceinline__ float2 pat_elem2_to_float2(elem2_t x) { return __half22float2(x); }
+#elif defined(PAT_DTYPE_BF16)
+typedef __nv_bfloat16 elem_t;
+typedef __nv_bfloat162 elem2_t;
+#define PAT_MMA_TYPE "bf16"
+__device__ __forceinline__ elem2_t pat_float2_to_elem2(float a, float b) { return __floats2bfloat162_rn(a, b); }
+#elif defined(PAT_DTYPE_FP16)
+#include <cuda_fp16.h>
+typedef __half elem_t;
+typedef __half2 elem2_t;
+typedef __half io_t;
+typedef __half2 io2_t;
+#define PAT_MMA_TYPE "f16"
+#define PAT_MMA_F16 1
+__device__ __forceinline__ elem2_t pat_float2_to_elem2(float a, float b) { return __floats2half2_rn(a, b); }
+__device__ __forceinline__ io2_t pat_float2_to_io2(float a, float b) { return __floats2half2_rn(a, b); }
+__device__ __forceinline__ float2 pat_io2_to_float2(io2_t x) { return __half22float2(x); }
 #else
 #error "define PAT_DTYPE_BF16 or PAT_DTYPE_FP16"
+#endif
+#if defined(PAT_FP8_F16_MMA) && defined(PAT_WIDE)
+#error "the wide launch reads 16-bit pools only"
 #endif
 
 #ifndef HEAD_DIM
@@ -172,11 +206,11 @@ typedef elem_t kv_t;
 #endif
 
 struct PatForwardParams {
-    const elem_t* q;        // [batch, q_heads, head_dim], request stride q_stride
+    const io_t* q;          // [batch, q_heads, head_dim], request stride q_stride
     const kv_t* k;          // pool, token stride kv_stride_slot, head stride kv_stride_head (elements)
     const kv_t* v;
-    elem_t* out;            // [batch, q_heads, head_dim], request stride out_stride
-    elem_t* part_o;         // [num_partials, q_heads, head_dim], the q dtype (normalised rows: FlashInfer's merge_state
+    io_t* out;              // [batch, q_heads, head_dim], request stride out_stride
+    io_t* part_o;           // [num_partials, q_heads, head_dim], the q dtype (normalised rows: FlashInfer's merge_state
                             // keeps its partial outputs in it too); their scale lives in part_lse, fp32
     float* part_lse;        // [num_partials, q_heads], log2 domain
     const int* items;       // [num_items, ITEM_FIELDS]
@@ -198,8 +232,8 @@ struct PatForwardParams {
 };
 
 struct PatMergeParams {
-    elem_t* out;
-    const elem_t* part_o;
+    io_t* out;
+    const io_t* part_o;
     const float* part_lse;
     const int* merge_indptr;
     const int* merge_partials;
@@ -518,12 +552,15 @@ __device__ __forceinline__ void load_kv_row(const KvLoader& l, int stage, int sl
 }
 
 #ifdef PAT_KV_FP8
-// Two FP8 values (low byte first) -> two packed 16-bit elements, exactly: FP8 values are fp16 values (hardware
-// cvt on sm_89+), and fp16 -> fp32 -> bf16 is exact for them (3 or 2 mantissa bits, exponents in range).
+// Two FP8 values (low byte first) -> two packed 16-bit elements, exactly: FP8 values are fp16 values (one hardware
+// cvt on sm_89+: all an fp16 MMA needs), and fp16 -> fp32 -> bf16 is exact for them (3 or 2 mantissa bits, exponents
+// in range).
 __device__ __forceinline__ unsigned fp8x2_to_elem2(unsigned pair) {
     const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(pair & 0xffffu), PAT_KV_FP8);
-#if defined(PAT_DTYPE_FP16)
-    return static_cast<unsigned>(h.x) | (static_cast<unsigned>(h.y) << 16);
+#if defined(PAT_MMA_F16)
+    unsigned bits;  // the cvt's packed pair as it is (rebuilding it from h.x and h.y costs a PRMT per pair)
+    memcpy(&bits, &h, sizeof bits);
+    return bits;
 #else
     const float2 f = __half22float2(__half2(h));
     return pack_elem2(f.x, f.y);
@@ -564,11 +601,11 @@ __device__ __forceinline__ void write_pair(const PatForwardParams& p, int req, i
     v0 *= p.v_scale;
     v1 *= p.v_scale;
     if (dst < 0) {
-        *reinterpret_cast<elem2_t*>(p.out + (long long)req * p.out_stride + head * HEAD_DIM + d) =
-            pat_float2_to_elem2(v0, v1);
+        *reinterpret_cast<io2_t*>(p.out + (long long)req * p.out_stride + head * HEAD_DIM + d) =
+            pat_float2_to_io2(v0, v1);
     } else {
-        *reinterpret_cast<elem2_t*>(p.part_o + ((long long)dst * p.num_q_heads + head) * HEAD_DIM + d) =
-            pat_float2_to_elem2(v0, v1);
+        *reinterpret_cast<io2_t*>(p.part_o + ((long long)dst * p.num_q_heads + head) * HEAD_DIM + d) =
+            pat_float2_to_io2(v0, v1);
     }
 }
 
@@ -612,6 +649,36 @@ __device__ __forceinline__ void load_q_rows(const PatForwardParams& p, elem_t* s
     }
 }
 
+#ifdef PAT_FP8_F16_MMA
+// One packed bf16 pair of Q -> fp16 times 2^-PAT_Q_SHIFT_LOG2 (the element types above say why).
+__device__ __forceinline__ unsigned q_pair_to_f16(unsigned pair) {
+    constexpr float Q_SHIFT = 1.f / (1 << PAT_Q_SHIFT_LOG2);
+    const float2 f = pat_io2_to_float2(*reinterpret_cast<const io2_t*>(&pair));
+    const __half2 h = __floats2half2_rn(f.x * Q_SHIFT, f.y * Q_SHIFT);
+    return *reinterpret_cast<const unsigned*>(&h);
+}
+
+// The item's landed bf16 Q rows -> fp16 in place (q_pair_to_f16), 16 bytes at a time over load_q_rows' chunks. Called
+// past a CTA barrier that follows Q's landing, and before the one that precedes the first MMA.
+template <int TILE_M, bool WG>
+__device__ __forceinline__ void convert_q_rows(elem_t* sq) {
+    for (int c = threadIdx.x; c < TILE_M * CHUNKS_PER_ROW; c += PAT_THREADS) {
+        uint4* chunk = reinterpret_cast<uint4*>(sq + mma_off<WG>(TILE_M, c / CHUNKS_PER_ROW, c % CHUNKS_PER_ROW));
+        const uint4 x = *chunk;
+        *chunk = make_uint4(q_pair_to_f16(x.x), q_pair_to_f16(x.y), q_pair_to_f16(x.z), q_pair_to_f16(x.w));
+    }
+}
+#endif
+
+// The scores' scale in log2 units: the host's, times the power of two that fp16 Q rows were scaled down by.
+__device__ __forceinline__ float score_scale_log2(const PatForwardParams& p) {
+#ifdef PAT_FP8_F16_MMA
+    return p.scale_log2 * (1 << PAT_Q_SHIFT_LOG2);
+#else
+    return p.scale_log2;
+#endif
+}
+
 // One warp's online-softmax state for its 16 query rows: each thread holds rows lane/4 and lane/4 + 8 (log2 units),
 // O columns j*8 + (lane%4)*2 + {0,1}; l is a per-thread partial sum until the end.
 struct RowState {
@@ -635,6 +702,7 @@ template <int NBS>
 __device__ __forceinline__ bool softmax_block(const PatForwardParams& p, float (&s)[NBS][4], int tok_base, int kv_end,
                                               RowState& st, float (&rescale)[2]) {
     const int lane = threadIdx.x % 32;
+    const float scale_log2 = score_scale_log2(p);
     // Online softmax (log2 domain). s holds raw scores q.k; columns past kv_end are masked, which only the block
     // holding kv_end needs (warp-uniform test). The scale (> 0, checked on the host) is applied to the block's max
     // (rounding is monotone: the same value as the max of scaled scores) and inside each exp as one FMA.
@@ -658,7 +726,7 @@ __device__ __forceinline__ bool softmax_block(const PatForwardParams& p, float (
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
         tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffff, tile_max[h], 1));
-        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffff, tile_max[h], 2)) * p.scale_log2;
+        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffff, tile_max[h], 2)) * scale_log2;
 #if PAT_RESCALE_SLACK_LOG2 > 0
         // The running max moves only when the tile's exceeds it by more than the slack: exps stay <= 2^slack.
         const float m_new = tile_max[h] > st.m[h] + PAT_RESCALE_SLACK_LOG2 ? tile_max[h] : st.m[h];
@@ -673,8 +741,8 @@ __device__ __forceinline__ bool softmax_block(const PatForwardParams& p, float (
         float sum = 0.f;
 #pragma unroll
         for (int j = 0; j < NBS; ++j) {  // a masked column: fma(-inf, scale, -m) = -inf, exp2 = 0
-            s[j][2 * h] = fast_exp2(fmaf(s[j][2 * h], p.scale_log2, -m_use));
-            s[j][2 * h + 1] = fast_exp2(fmaf(s[j][2 * h + 1], p.scale_log2, -m_use));
+            s[j][2 * h] = fast_exp2(fmaf(s[j][2 * h], scale_log2, -m_use));
+            s[j][2 * h + 1] = fast_exp2(fmaf(s[j][2 * h + 1], scale_log2, -m_use));
             sum += s[j][2 * h] + s[j][2 * h + 1];
         }
         st.l[h] = st.l[h] * rescale[h] + sum;  // per-thread partial sum, reduced at the end
@@ -1091,6 +1159,13 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
         cp_async_commit();
     }
     int next_slot = row_slot(p, kv_begin + (STAGES - 1) * KV_TILE, kv_end);
+#ifdef PAT_FP8_F16_MMA
+    // Q (copied with tile 0) to fp16 before the loop, not inside it: in the loop its registers spill the tightest
+    // builds. The loop's first barriers (and fence, for wgmma) order these writes before the first MMA.
+    cp_async_wait<STAGES - 2>();
+    __syncthreads();
+    convert_q_rows<TILE_M, WG>(sq);
+#endif
 
     const int warp = threadIdx.x / 32;
     const bool computes = warp < ROW_WARPS * KV_WARPS;
@@ -1444,18 +1519,18 @@ extern "C" __global__ void __launch_bounds__(MERGE_WARPS * 32) pat_merge(const P
     for (int k = lo; k < hi; ++k) {
         const long long row = (long long)p.merge_partials[k] * p.num_q_heads + head;
         const float w = exp2f(p.part_lse[row] - mx);
-        const elem_t* src = p.part_o + row * HEAD_DIM + lane * PER_LANE;
+        const io_t* src = p.part_o + row * HEAD_DIM + lane * PER_LANE;
         den += w;
 #pragma unroll
         for (int i = 0; i < PER_LANE; i += 2) {
-            const float2 v = pat_elem2_to_float2(*reinterpret_cast<const elem2_t*>(src + i));
+            const float2 v = pat_io2_to_float2(*reinterpret_cast<const io2_t*>(src + i));
             acc[i] += w * v.x;
             acc[i + 1] += w * v.y;
         }
     }
     const float inv = 1.f / den;
-    elem_t* dst = p.out + (long long)req * p.out_stride + head * HEAD_DIM + lane * PER_LANE;
+    io_t* dst = p.out + (long long)req * p.out_stride + head * HEAD_DIM + lane * PER_LANE;
 #pragma unroll
     for (int i = 0; i < PER_LANE; i += 2)
-        *reinterpret_cast<elem2_t*>(dst + i) = pat_float2_to_elem2(acc[i] * inv, acc[i + 1] * inv);
+        *reinterpret_cast<io2_t*>(dst + i) = pat_float2_to_io2(acc[i] * inv, acc[i + 1] * inv);
 }

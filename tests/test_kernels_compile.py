@@ -513,3 +513,19 @@ def test_fp8_plans_without_wide_items_take_the_mma_sync_build() -> None:
     assert plan_tune(plan([(64, 700)], 128, torch.bfloat16), "sm_90") is None  # 16-bit: equal either way
     assert plan_tune(plan([(64, 700)], 64, fp8), "sm_90") is None  # FP8 d64 has no wgmma build
     assert plan_tune(private, "sm_80") is None
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_fp8_pools_run_fp16_mmas_whatever_the_query_dtype(dtype: str, tmp_path: Path) -> None:
+    """FP8 pairs convert to fp16 in one instruction, so FP8 builds run their MMAs in fp16 for bf16 queries too
+    (pat_decode.cu's element types): the SASS has the one-instruction conversion, no fp16 -> fp32 step on the way
+    to bf16 and no bf16 MMA, while the outputs keep the query dtype."""
+    variant = next(v for v in all_variants("sm_90") if v.kv_dtype == "fp8_e4m3" and v.dtype == dtype
+                   and v.head_dim == 128)
+    sass = _forward_sass(compile_variant(variant, use_cache=False).cubin, tmp_path)
+    assert "F2FP.F16.E4M3.UNPACK_B" in sass
+    assert "HADD2.F32" not in sass, "FP8 values widened to fp32 on the way to bf16"
+    mmas = re.findall(r"\bH(?:G)?MMA\.\S+", sass)
+    assert mmas and not any("BF16" in m for m in mmas), sorted(set(mmas))
+    # outputs and partials stay in the query dtype: bf16 pairs packed from fp32 only where that is bf16
+    assert ("F2FP.BF16.F32.PACK_AB" in sass) == (dtype == "bf16")

@@ -133,3 +133,25 @@ def test_wgmma_build_over_fp8_pools(kv_dtype: torch.dtype, head_dim: int, page_s
     ref = naive_decode(q.cpu(), k8.cpu(), v8.cpu(), batch.kv_indptr, batch.kv_indices, 1.0 / math.sqrt(head_dim),
                        torch.float64, k_scale, v_scale)
     assert_written_and_close(out, ref, f"k_scale {k_scale:.3f}, v_scale {v_scale:.3f}")
+
+
+@pytest.mark.parametrize("kv_dtype", FP8)
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+def test_bf16_queries_of_every_magnitude(kv_dtype: torch.dtype, head_dim: int) -> None:
+    """bf16 queries over FP8 pools run fp16 MMAs on Q scaled by a power of two (pat_decode.cu's element types): rows
+    of tiny, ordinary and huge magnitude (softmax near uniform to one-hot) stay within the bf16 bound, on a tree (wide
+    items) and on private rows."""
+    for batch in (tree_batch([(1, 1024), (16, 96)], rng=_next_seed()), tree_batch([(24, 700)], rng=_next_seed())):
+        hq, hkv = 32, 8
+        q, k8, v8, k_scale, v_scale = fp8_inputs(batch, hq, hkv, head_dim, torch.float32, kv_dtype, _next_seed())
+        row_scale = torch.tensor([1e-3, 1.0, 30.0, 3e3], device=q.device)[torch.arange(hq, device=q.device) % 4]
+        q = (q * row_scale[None, :, None]).to(torch.bfloat16)
+        heads = HeadConfig(hq, hkv, head_dim, torch.bfloat16, kv_dtype)
+        plan = pat_sglang.plan(batch.kv_indptr, batch.kv_indices, heads, DeviceSpec.from_torch(q.device)).to("cuda")
+        out = torch.full_like(q, float("nan"))
+        pat_sglang.run(plan, q, k8, v8, out=out, k_scale=k_scale, v_scale=v_scale)
+        torch.cuda.synchronize()
+        ref = naive_decode(q.cpu(), k8.cpu(), v8.cpu(), batch.kv_indptr, batch.kv_indices, 1.0 / math.sqrt(head_dim),
+                           torch.float64, k_scale, v_scale)
+        for h in range(4):  # each magnitude on its own: a small one's error is not hidden under a large one's norm
+            assert_written_and_close(out[:, h::4], ref[:, h::4], f"q heads of scale {float(row_scale[h]):g}")
