@@ -154,10 +154,10 @@ def profile_pass(backend: str, port: int, w: Workload, args: argparse.Namespace,
         res["status"] = "skipped (budget)"
         return res
     folder.mkdir(parents=True, exist_ok=True)
-    stale = folder / profile.trace_name(backend)
+    stale = folder / profile.trace_name(file_tag(backend))
     if stale.exists():
         stale.unlink()
-    body = profile.profile_request(folder, args.profile_steps, profile_id=backend)
+    body = profile.profile_request(folder, args.profile_steps, profile_id=file_tag(backend))  # a plain file name
     progress = client.Progress()
     trigger = profile.ProfileTrigger(port, body, progress, target_first_tokens=min(len(w.requests), args.concurrency),
                                      max_wait_s=max(1.0, min(args.profile_wait_s, left - 35)))

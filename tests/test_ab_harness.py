@@ -8,6 +8,7 @@ import csv
 import json
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -489,16 +490,20 @@ def test_end_to_end_profile_writes_timeline(tmp_path: Path, monkeypatch: pytest.
         return True, "Start profiling."
 
     monkeypatch.setattr(profile, "start_profile", fake_start)
-    rc = ab_serving.main(_tiny_ab_args(tmp_path, "pat", 32500) + ["--profile-steps", "3", "--workloads", "shared"])
+    # a backend label with a delegate: every file the profile writes has a plain name (a device run returns only those)
+    rc = ab_serving.main(_tiny_ab_args(tmp_path, "pat@flashinfer", 32500)
+                         + ["--profile-steps", "3", "--workloads", "shared"])
     assert rc == 0
     out = tmp_path / "ab"
-    assert bodies and bodies[0]["num_steps"] == 3 and bodies[0]["output_dir"] == str((out / "profile-pat").resolve())
+    folder = out / "profile-pat-flashinfer"
+    assert bodies and bodies[0]["num_steps"] == 3 and bodies[0]["output_dir"] == str(folder.resolve())
     prof = json.loads((out / "run.json").read_text())["servers"][0]["profile"]
     assert prof["status"] == "ok" and prof["workload"] == "shared_prefix"
-    assert prof["trace"] == "profile-pat/pat-TP-0.trace.json.gz" and prof["steps_shown"] == 3
-    assert (out / "profile-pat/timeline.png").exists() and (out / "profile-pat/timeline.md").exists()
+    assert prof["trace"] == "profile-pat-flashinfer/pat-flashinfer-TP-0.trace.json.gz" and prof["steps_shown"] == 3
+    assert (folder / "timeline.png").exists() and (folder / "timeline.md").exists()
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", f.name) for f in folder.iterdir())
     md = (out / "results.md").read_text()
-    assert "profile-pat/timeline.png" in md and "GPU gap between steps median 200 us" in md
+    assert "profile-pat-flashinfer/timeline.png" in md and "GPU gap between steps median 200 us" in md
 
 
 def test_workload_progress_bar_counts_requests() -> None:
