@@ -87,6 +87,10 @@ PEER_LABELS = {
 GRAPH_PEERS = ("fa3",)  # peers timed as CUDA-graph replays (as SGLang serves decode); the rest eager
 FI_PEERS = ("fi_dec", "fi_dec_tc", "fi_casc")
 TOL = 2e-2
+# fa3 over FP8 pools also rounds P to FP8: against float64 attention of its FP8-rounded q it is off by 2.4-2.7e-2 on
+# the FP8 cases (H200 2026-12-01, docs/perf/kernels/2026-12-01-fp8-f16-mma/); the check guards the call, not
+# fa3's precision, so it takes this bound there
+FA3_FP8_TOL = 4e-2
 KV_DTYPES = {"fp8_e4m3": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}  # --kv-dtype (besides auto)
 FP8_KV_SCALES = (0.5, 0.75)  # (k_scale, v_scale) of the FP8 inputs: dequantised = stored * scale
 FP8_PEERS = ("fi_dec", "fi_dec_tc", "sgl_triton", "fa3")  # peers with an FP8-KV path here
@@ -353,6 +357,7 @@ class Inputs:
         # an implementation that computes from other inputs than set 0's as given (fa3 on FP8 pools rounds q to
         # FP8) is checked against its own reference, computed from what it reads
         self.refs: dict[str, torch.Tensor] = {}
+        self.tols: dict[str, float] = {}  # an implementation's own error bound, where it is not TOL
 
     def reference(self, s: int, q: torch.Tensor | None = None) -> torch.Tensor:
         """Float64 attention of set ``s`` (its q, or ``q``) on the sampled requests."""
@@ -371,14 +376,15 @@ class Inputs:
 
     def check(self, out: torch.Tensor, impl: str = "") -> float:
         """Relative error of ``out`` (set 0) on the sample against ``impl``'s reference (the common one unless the
-        implementation registered its own in ``refs``); raises on NaN or error >= TOL."""
+        implementation registered its own in ``refs``); raises on NaN or error >= its bound (``tols``, else TOL)."""
         ref = self.refs.get(impl, self.ref)
+        tol = self.tols.get(impl, TOL)
         got = out[self.sample].double()
         if torch.isnan(got).any():
             raise RuntimeError("output has NaN (unwritten elements?)")
         err = float((got - ref).norm() / ref.norm())
-        if not err < TOL:
-            raise RuntimeError(f"relative error {err:.3e} >= {TOL}")
+        if not err < tol:
+            raise RuntimeError(f"relative error {err:.3e} >= {tol}")
         return err
 
 
@@ -657,6 +663,7 @@ def peer_fa3(inp: Inputs) -> Callable[[int], Any]:
     if c.kv_dtype:  # fa3 attends with q rounded to the FP8 format: hold it to float64 attention of that q
         q0 = inp.sets[0][0]
         inp.refs["fa3"] = inp.reference(0, q=q0.to(c.torch_kv_dtype).to(q0.dtype))
+        inp.tols["fa3"] = FA3_FP8_TOL
     return fn
 
 

@@ -32,14 +32,15 @@ MIN_SAVED_FRACTION_ENV = "PAT_SGLANG_MIN_SAVED_FRACTION"
 #   with PAT serving every batch, 32-token FP8 tiles (decode step 1.04x on the Mooncake head, 21.80 vs 20.98 ms;
 #   attention is 45-60% of an FP8 step: 1.07-1.09x, the larger taken; docs/perf/kernels/2026-11-29-h200-fp8-tiles/);
 # * flashinfer (H200): 16-bit 2026-11-30, the kernel benchmark's private rows at head dim 128 with the whole-sector
-#   loader, eager PAT against eager FlashInfer: 0.95-1.01x (was 1.06 from 2026-11-28/29); FP8 private rows 0.89-1.00x
-#   (32-token FP8 tiles, same run as FlashInfer's FP8 decode, 2026-11-29);
+#   loader, eager PAT against eager FlashInfer: 0.95-1.01x (was 1.06 from 2026-11-28/29); FP8 2026-12-01 (fp16-MMA FP8
+#   build, both as CUDA-graph replays, against the tensor-core FP8 decode SGLang's flashinfer backend runs): private
+#   rows 0.82-0.94x at 32/8 heads, 0.81-1.01x with one q head per KV head (docs/perf/kernels/2026-12-01-fp8-f16-mma/);
 # * triton (H100, 2026-11-24 kernel benchmark): SGLang's Triton decode takes 1.17-1.35x PAT's time on private rows, so
 #   PAT serves every batch; its FP8 decode was not measured: fa3's ratio stands in (the largest measured).
 # A delegate not listed (or one passed in without a name) takes the largest measured ratio of each KV format.
 NO_SHARING_TIME_RATIOS: dict[str, tuple[float, float]] = {
     "fa3": (1.04, 1.09),
-    "flashinfer": (1.01, 1.00),
+    "flashinfer": (1.01, 1.01),
     "triton": (0.86, 1.09),
 }
 FALLBACK_RATIOS = (
@@ -56,13 +57,13 @@ HEAD_DIM_TIME_RATIOS: dict[int, dict[str, float]] = {
     64: {"flashinfer": 0.95, "triton": 0.85},
     256: {"fa3": 0.97, "flashinfer": 1.02, "triton": 0.81},
 }
-# The same over FP8 pools, where measured (H200, the kernel benchmark's hd256 set with FP8 e4m3 pools against
-# FlashInfer's FP8 decode, both as CUDA-graph replays, the largest of its three no-sharing batches: 1.29-1.32x, the
-# FP8 d256 entry of 2026-12-01, docs/perf/kernels/2026-12-01-h200-fp8-d256/). A delegate measured there takes its own
-# number; one not measured there takes the largest of its head-dim-128 FP8 ratio and every ratio measured at that head
-# dim, 16-bit and FP8.
+# The same over FP8 pools, where measured (H200 2026-12-01, the kernel benchmark's hd256 set with FP8 e4m3 pools, the
+# fp16-MMA FP8 build, all as CUDA-graph replays, the largest of the no-sharing batches: FlashInfer's FP8 decode
+# (tensor cores, as SGLang's flashinfer backend runs FP8 KV) 1.27-1.33x, fa3 1.49x on d64x4096;
+# docs/perf/kernels/2026-12-01-fp8-f16-mma/). A delegate measured there takes its own number; one not measured there
+# takes the largest of its head-dim-128 FP8 ratio and every ratio measured at that head dim, 16-bit and FP8.
 HEAD_DIM_FP8_TIME_RATIOS: dict[int, dict[str, float]] = {
-    256: {"flashinfer": 1.32},
+    256: {"flashinfer": 1.33, "fa3": 1.49},
 }
 # Batches that would gain less than this factor go to the delegate: the ratios above vary by shape, by a few percent.
 DISPATCH_MARGIN = 1.05
