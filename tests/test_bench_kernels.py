@@ -196,3 +196,24 @@ def test_report_with_missing_peers(bench: ModuleType, tmp_path: Path) -> None:
     assert len(md[2].split("|")) == len(md[4].split("|"))  # header and rows have the same cells
     for f in ("results.json", "results.csv", "results.png"):
         assert (tmp_path / f).exists()
+
+
+def test_check_takes_an_implementations_own_bound(bench: ModuleType) -> None:
+    """Every implementation is held to TOL against float64, except one that registered its own bound (fa3 over FP8
+    pools, which rounds q and P to FP8): an error between the two passes for it alone; NaN fails everyone."""
+    inp = object.__new__(bench.Inputs)  # the check alone: no GPU inputs
+    gen = torch.Generator().manual_seed(0)
+    inp.sample = [0, 2]
+    inp.ref = torch.randn(2, 4, 8, generator=gen, dtype=torch.float64)
+    inp.refs, inp.tols = {}, {"fa3": bench.FA3_FP8_TOL}
+    assert bench.TOL < bench.FA3_FP8_TOL
+    noise = torch.randn(2, 4, 8, generator=gen, dtype=torch.float64)
+    between = (bench.TOL + bench.FA3_FP8_TOL) / 2
+    out = torch.zeros(3, 4, 8, dtype=torch.float64)
+    out[inp.sample] = inp.ref + noise * (between * inp.ref.norm() / noise.norm())
+    assert inp.check(out, "fa3") == pytest.approx(between)
+    with pytest.raises(RuntimeError, match="relative error"):
+        inp.check(out, "fi_dec_tc")
+    out[0, 0, 0] = float("nan")
+    with pytest.raises(RuntimeError, match="NaN"):
+        inp.check(out, "fa3")
