@@ -311,8 +311,11 @@ def profile_notes(infos: list[dict], steps: int) -> list[str]:
         if "steps_shown" in p:
             busy, gap, gap_max = (report.fmt(p.get(k), ".0f") for k in ("busy_median_pct", "gap_median_us",
                                                                          "gap_max_us"))
+            attn, attn_pct = report.fmt(p.get("attention_median_us"), ".0f"), report.fmt(p.get("attention_median_pct"),
+                                                                                       ".1f")
             extra = (f"; {p.get('steps_shown')} steps marked by `{p.get('step_source') or '-'}`, GPU busy during them "
-                     f"median {busy}%, GPU gap between steps median {gap} us / max {gap_max} us")
+                     f"median {busy}%, GPU gap between steps median {gap} us / max {gap_max} us; attention kernels "
+                     f"median {attn} us per step, {attn_pct}% of its GPU busy time")
         lines.append(f"  - {backend} ({p.get('workload')}): `{p.get('trace')}`, timeline "
                      f"`{p.get('timeline', p.get('timeline_error', '-'))}`{extra}")
     return lines

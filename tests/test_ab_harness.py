@@ -504,6 +504,8 @@ def test_end_to_end_profile_writes_timeline(tmp_path: Path, monkeypatch: pytest.
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+", f.name) for f in folder.iterdir())
     md = (out / "results.md").read_text()
     assert "profile-pat-flashinfer/timeline.png" in md and "GPU gap between steps median 200 us" in md
+    # steps 0-2 run attention alone (forward + merge: 800, 850 and 600 us)
+    assert "attention kernels median 800 us per step, 100.0% of its GPU busy time" in md
 
 
 def test_workload_progress_bar_counts_requests() -> None:
