@@ -195,6 +195,9 @@ __device__ __forceinline__ void pat_stamp(int, int = 0, bool = false) {}
 #include <cuda_fp8.h>
 typedef unsigned char kv_t;
 #define KV_ELEM_BYTES 1
+#ifndef PAT_MMA_F16
+#error "FP8 pools run fp16 MMAs"
+#endif
 #else
 typedef elem_t kv_t;
 #define KV_ELEM_BYTES 2
@@ -552,19 +555,13 @@ __device__ __forceinline__ void load_kv_row(const KvLoader& l, int stage, int sl
 }
 
 #ifdef PAT_KV_FP8
-// Two FP8 values (low byte first) -> two packed 16-bit elements, exactly: FP8 values are fp16 values (one hardware
-// cvt on sm_89+: all an fp16 MMA needs), and fp16 -> fp32 -> bf16 is exact for them (3 or 2 mantissa bits, exponents
-// in range).
+// Two FP8 values (low byte first) -> two packed fp16 elements, exactly: FP8 values are fp16 values (one hardware cvt
+// on sm_89+), and FP8 builds run fp16 MMAs whatever the query dtype.
 __device__ __forceinline__ unsigned fp8x2_to_elem2(unsigned pair) {
     const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(pair & 0xffffu), PAT_KV_FP8);
-#if defined(PAT_MMA_F16)
     unsigned bits;  // the cvt's packed pair as it is (rebuilding it from h.x and h.y costs a PRMT per pair)
     memcpy(&bits, &h, sizeof bits);
     return bits;
-#else
-    const float2 f = __half22float2(__half2(h));
-    return pack_elem2(f.x, f.y);
-#endif
 }
 
 // One landed FP8 stage (K and V) -> the 16-bit K and V tiles the MMAs read (in the MMA layout of a 16-bit stage).
