@@ -11,9 +11,9 @@ For each backend (default: flashinfer, pat, triton) the harness starts ``python 
    TTFT/TPOT, and reads the server's "Decode batch" step times from its log;
 3. with ``--profile-steps N``: runs the Mooncake workload (else the first) once more, unmeasured, and once every
    request of its first wave decodes, asks the server (``POST /start_profile``) for a torch-profiler trace (CPU + GPU)
-   of the next N forward steps; the trace lands in ``<out>/profile-<backend>/<backend>-TP-0.trace.json.gz`` and
-   ``bench/timeline.py`` draws ``timeline.png`` + ``timeline.md`` beside it (host planning vs GPU kernels). A
-   failing profile is logged and never fails the run;
+   of the next N forward steps; the trace lands in ``<out>/profile-<tag>/<tag>-TP-0.trace.json.gz`` (tag: the backend
+   label as a file name, ``pat@fa3`` -> ``pat-fa3``) and ``bench/timeline.py`` draws ``timeline.png`` +
+   ``timeline.md`` beside it (host planning vs GPU kernels). A failing profile is logged and never fails the run;
 4. stops the server (its whole process group), whatever happened.
 
 Results: ``results.csv``, ``results.md``, ``ab.png``, ``run.json`` and the server logs under ``--out``
@@ -109,7 +109,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--profile-steps", type=int, default=0,
                     help="N > 0: per backend, trace N forward steps (SGLang /start_profile, CPU+GPU, no stacks) "
                          "during an extra, unmeasured pass of the mooncake workload (else the first one) and draw "
-                         "the timeline; files under <out>/profile-<backend>/ (0 = off; one folder deep: a device run "
+                         "the timeline; files under <out>/profile-<tag>/ (0 = off; one folder deep: a device run "
                          "returns them)")
     ap.add_argument("--profile-wait-s", type=float, default=30.0,
                     help="start the profile at the latest this many seconds into that pass")
@@ -143,21 +143,28 @@ def profile_workload(workloads: list[Workload]) -> Workload | None:
     return next((w for w in workloads if w.name == "mooncake"), workloads[0] if workloads else None)
 
 
+def profile_dir(out: Path, backend: str) -> Path:
+    """Where ``backend``'s profile trace and timeline go: ``<out>/profile-<file tag>/`` (a device run returns plain
+    names only)."""
+    return out / f"profile-{file_tag(backend)}"
+
+
 def profile_pass(backend: str, port: int, w: Workload, args: argparse.Namespace, out: Path,
                  deadline: float) -> dict:
     """Run ``w`` once more (closed loop, not measured) and trace ``--profile-steps`` forward steps of its steady
     state; then draw the timeline. Returns what happened (for run.json / results.md); never raises."""
-    folder = out / f"profile-{file_tag(backend)}"
+    folder = profile_dir(out, backend)
+    tag = file_tag(backend)  # the trace's name too
     res: dict = {"workload": w.name, "steps": args.profile_steps, "dir": os.path.relpath(folder, out)}
     left = deadline - time.monotonic()
     if left < 40:
         res["status"] = "skipped (budget)"
         return res
     folder.mkdir(parents=True, exist_ok=True)
-    stale = folder / profile.trace_name(file_tag(backend))
+    stale = folder / profile.trace_name(tag)
     if stale.exists():
         stale.unlink()
-    body = profile.profile_request(folder, args.profile_steps, profile_id=file_tag(backend))  # a plain file name
+    body = profile.profile_request(folder, args.profile_steps, profile_id=tag)
     progress = client.Progress()
     trigger = profile.ProfileTrigger(port, body, progress, target_first_tokens=min(len(w.requests), args.concurrency),
                                      max_wait_s=max(1.0, min(args.profile_wait_s, left - 35)))
@@ -227,7 +234,7 @@ def run_backend(backend: str, args: argparse.Namespace, workloads: list[Workload
     rows: list[dict] = []
     greedy: client.Generated | None = None
     profiled = profile_workload(workloads) if args.profile_steps > 0 else None
-    env = profile.profile_env(out / f"profile-{file_tag(backend)}") if profiled is not None else dict(os.environ)
+    env = profile.profile_env(profile_dir(out, backend)) if profiled is not None else dict(os.environ)
     env = server_env(cfg, env)
     env.update(label.env)
     print(f"ab: [{backend}] starting: {' '.join(cmd)}", flush=True)
