@@ -19,8 +19,9 @@
 //   one plan serves the following decode steps while every request grows by a token per step.
 //
 //   FP8 KV. The stages hold the pool's FP8 bytes (half the bytes of a 16-bit tile per cp.async); once a tile
-//   has landed, all threads convert it (exactly: every FP8 value is an fp16 value) into one fp16 K and V
-//   tile in the swizzled layout below, and the MMA code reads that tile as it reads a 16-bit stage: the MMAs run in
+//   has landed, it is converted (exactly: every FP8 value is an fp16 value) into one fp16 K and V tile in the
+//   swizzled layout below (by all threads, behind a second barrier; on 16-row items by each computing warp, the
+//   token rows it computes on), and the MMA code reads that tile as it reads a 16-bit stage: the MMAs run in
 //   fp16 whatever the query dtype (bf16 Q rows are converted once per item; see the element types below). The
 //   scales are SGLang's (dequantised = stored * scale): the K scale is folded into scale_log2 on the host
 //   (q . (s_k k) = s_k (q . k)), the V scale multiplies each output row once (P (s_v V) = s_v (P V)).
@@ -564,13 +565,15 @@ __device__ __forceinline__ unsigned fp8x2_to_elem2(unsigned pair) {
     return bits;
 }
 
-// One landed FP8 stage (K and V) -> the 16-bit K and V tiles the MMAs read (in the MMA layout of a 16-bit stage).
-// Each 16-byte FP8 chunk (16 dims) becomes two 16-byte element chunks. Rows past the end were zero-filled
-// and convert to zeros.
-template <bool WG>
-__device__ __forceinline__ void convert_kv_tile(const kv_t* sk8, const kv_t* sv8, elem_t* sk, elem_t* sv) {
-    for (int i = threadIdx.x; i < KV_TILE * KV_CHUNKS_PER_ROW; i += PAT_THREADS) {
-        const int row = i / KV_CHUNKS_PER_ROW;
+// Token rows [row0, row0 + ROWS) of one landed FP8 stage (K and V) -> the same rows of the 16-bit K and V tiles the
+// MMAs read (in the MMA layout of a 16-bit stage), by THREADS threads (tid: this one's index among them). Each
+// 16-byte FP8 chunk (16 dims) becomes two 16-byte element chunks. Rows past the end were zero-filled and convert to
+// zeros. The whole tile by the CTA: convert_kv_rows<WG, KV_TILE, PAT_THREADS>(..., 0, threadIdx.x).
+template <bool WG, int ROWS, int THREADS>
+__device__ __forceinline__ void convert_kv_rows(const kv_t* sk8, const kv_t* sv8, elem_t* sk, elem_t* sv, int row0,
+                                                int tid) {
+    for (int i = tid; i < ROWS * KV_CHUNKS_PER_ROW; i += THREADS) {
+        const int row = row0 + i / KV_CHUNKS_PER_ROW;
         const int chunk = i % KV_CHUNKS_PER_ROW;
         const uint4 k8 = *reinterpret_cast<const uint4*>(sk8 + stage_off<WG>(row, chunk));
         const uint4 v8 = *reinterpret_cast<const uint4*>(sv8 + stage_off<WG>(row, chunk));
@@ -1112,6 +1115,10 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     constexpr int GROUP_STAGES = tile_group_stages<TILE_M>();
 #ifdef PAT_KV_FP8
     constexpr bool TILE_GROUPS = false;  // FP8 tiles are converted one at a time into one 16-bit tile
+    // 16-row items on mma.sync: warp kw alone reads rows [kw * COLS, (kw + 1) * COLS) of the converted tile, so it
+    // converts them itself (the loop's second CTA barrier per tile goes, and the warps that only load skip the
+    // conversion). Items of more row warps share those rows between warps and convert the tile CTA-wide.
+    constexpr bool WARP_CVT = !WG && ROW_WARPS == 1;
 #else
     // (Not beside d64's ring loop: at 6 CTAs per SM, 80 registers, the build with both spills.)
     constexpr bool TILE_GROUPS = !WG && ROW_WARPS == 1 && KV_TILE == 16 && PAT_WARPS >= GROUP_TILES &&
@@ -1192,11 +1199,24 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
         }
         cp_async_commit();
 #ifdef PAT_KV_FP8
-        convert_kv_tile<WG>(sk + (t % STAGES) * STAGE_ELEMS, sv + (t % STAGES) * STAGE_ELEMS, sk_cvt, sv_cvt);
+        if constexpr (WARP_CVT) {
+            // Each computing warp converts the token rows it computes on, no CTA barrier: those rows of the
+            // converted tile are read by this warp alone, and the barrier above put the tile's landing (every
+            // thread's copies) and the end of every warp's work on the last tile behind all of them.
+            if (computes) {
+                __syncwarp();  // the warp's lanes are done reading the last tile's converted rows
+                convert_kv_rows<false, COLS, 32>(sk + (t % STAGES) * STAGE_ELEMS, sv + (t % STAGES) * STAGE_ELEMS,
+                                                 sk_cvt, sv_cvt, kw * COLS, threadIdx.x % 32);
+                __syncwarp();  // ... and its rows are written before any lane reads them
+            }
+        } else {
+            convert_kv_rows<WG, KV_TILE, PAT_THREADS>(sk + (t % STAGES) * STAGE_ELEMS,
+                                                      sv + (t % STAGES) * STAGE_ELEMS, sk_cvt, sv_cvt, 0, threadIdx.x);
 #ifdef PAT_WGMMA
-        if constexpr (WG) fence_proxy_async();
+            if constexpr (WG) fence_proxy_async();
 #endif
-        __syncthreads();
+            __syncthreads();
+        }
         const elem_t* tk = sk_cvt;
         const elem_t* tv = sv_cvt;
 #else
