@@ -199,7 +199,12 @@ typedef unsigned char kv_t;
 #ifndef PAT_MMA_F16
 #error "FP8 pools run fp16 MMAs"
 #endif
+// 16-row items over FP8 pools at head dims of whole 128-byte rows take K's MMA operands straight from the FP8 stage
+// (fp8_k_fragment): the stage rows are XOR-swizzled in 16-byte chunks, and Q's dims are permuted to match
+// (permute_q_rows). d64 (64-byte rows) converts K as V.
+#define PAT_FP8_K_REGS (HEAD_DIM % 128 == 0)
 #else
+#define PAT_FP8_K_REGS 0
 typedef elem_t kv_t;
 #define KV_ELEM_BYTES 2
 #endif
@@ -479,8 +484,9 @@ __device__ __forceinline__ int mma_off(int rows, int row, int chunk) {
     return WG ? swz128(rows, row, chunk) : swz(row, chunk);
 }
 
-// Offset (kv_t elements) of a 16-byte chunk in a stage: the MMA layout for 16-bit pools; plain rows for FP8 stages,
-// which only the conversion reads, each thread one whole chunk, a warp contiguous bytes.
+// Offset (kv_t elements) of a 16-byte chunk in a stage: the MMA layout for 16-bit pools; rows for FP8 stages, which
+// the conversion reads a whole chunk per thread, and fp8_k_fragment four bytes per lane (PAT_FP8_K_REGS: chunks
+// XOR-swizzled by row).
 // With PAT_WG_RING, 64-row items lay all STAGES stages out as one swz128 tile of STAGES * KV_TILE rows (stage s =
 // rows s * KV_TILE ..): consecutive stages are then contiguous token rows of every 64-column block, so one wgmma
 // descriptor spans WG_GROUP of them; stage s starts KV_TILE * 128 bytes after stage s - 1.
@@ -488,7 +494,9 @@ constexpr int WG_KV_ROWS = PAT_WG_RING ? STAGES * KV_TILE : KV_TILE;  // rows of
 template <bool WG>
 __device__ __forceinline__ int stage_off(int row, int chunk) {
 #ifdef PAT_KV_FP8
-    return row * HEAD_DIM + chunk * KV_CHUNK_ELEMS;
+    // with PAT_FP8_K_REGS, chunk c of row r at c ^ (r & 7): the eight rows of an n8 block read by fp8_k_fragment's
+    // lanes, at the same chunk, land in eight different bank groups
+    return row * HEAD_DIM + (PAT_FP8_K_REGS ? chunk ^ (row & 7) : chunk) * KV_CHUNK_ELEMS;
 #else
     return WG ? swz128(WG_KV_ROWS, row, chunk) : swz(row, chunk);
 #endif
@@ -568,29 +576,45 @@ __device__ __forceinline__ unsigned fp8x2_to_elem2(unsigned pair) {
 // Token rows [row0, row0 + ROWS) of one landed FP8 stage (K and V) -> the same rows of the 16-bit K and V tiles the
 // MMAs read (in the MMA layout of a 16-bit stage), by THREADS threads (tid: this one's index among them). Each
 // 16-byte FP8 chunk (16 dims) becomes two 16-byte element chunks. Rows past the end were zero-filled and convert to
-// zeros. The whole tile by the CTA: convert_kv_rows<WG, KV_TILE, PAT_THREADS>(..., 0, threadIdx.x).
-template <bool WG, int ROWS, int THREADS>
+// zeros. The whole tile by the CTA: convert_kv_rows<WG, KV_TILE, PAT_THREADS>(..., 0, threadIdx.x). WITH_K false:
+// V alone (K's operands then come from the FP8 stage itself: fp8_k_fragment).
+template <bool WG, int ROWS, int THREADS, bool WITH_K = true>
 __device__ __forceinline__ void convert_kv_rows(const kv_t* sk8, const kv_t* sv8, elem_t* sk, elem_t* sv, int row0,
                                                 int tid) {
     for (int i = tid; i < ROWS * KV_CHUNKS_PER_ROW; i += THREADS) {
         const int row = row0 + i / KV_CHUNKS_PER_ROW;
         const int chunk = i % KV_CHUNKS_PER_ROW;
-        const uint4 k8 = *reinterpret_cast<const uint4*>(sk8 + stage_off<WG>(row, chunk));
         const uint4 v8 = *reinterpret_cast<const uint4*>(sv8 + stage_off<WG>(row, chunk));
-        const uint4 k_lo = make_uint4(fp8x2_to_elem2(k8.x), fp8x2_to_elem2(k8.x >> 16), fp8x2_to_elem2(k8.y),
-                                      fp8x2_to_elem2(k8.y >> 16));
-        const uint4 k_hi = make_uint4(fp8x2_to_elem2(k8.z), fp8x2_to_elem2(k8.z >> 16), fp8x2_to_elem2(k8.w),
-                                      fp8x2_to_elem2(k8.w >> 16));
         const uint4 v_lo = make_uint4(fp8x2_to_elem2(v8.x), fp8x2_to_elem2(v8.x >> 16), fp8x2_to_elem2(v8.y),
                                       fp8x2_to_elem2(v8.y >> 16));
         const uint4 v_hi = make_uint4(fp8x2_to_elem2(v8.z), fp8x2_to_elem2(v8.z >> 16), fp8x2_to_elem2(v8.w),
                                       fp8x2_to_elem2(v8.w >> 16));
-        *reinterpret_cast<uint4*>(sk + mma_off<WG>(KV_TILE, row, 2 * chunk)) = k_lo;
-        *reinterpret_cast<uint4*>(sk + mma_off<WG>(KV_TILE, row, 2 * chunk + 1)) = k_hi;
+        if constexpr (WITH_K) {
+            const uint4 k8 = *reinterpret_cast<const uint4*>(sk8 + stage_off<WG>(row, chunk));
+            const uint4 k_lo = make_uint4(fp8x2_to_elem2(k8.x), fp8x2_to_elem2(k8.x >> 16), fp8x2_to_elem2(k8.y),
+                                          fp8x2_to_elem2(k8.y >> 16));
+            const uint4 k_hi = make_uint4(fp8x2_to_elem2(k8.z), fp8x2_to_elem2(k8.z >> 16), fp8x2_to_elem2(k8.w),
+                                          fp8x2_to_elem2(k8.w >> 16));
+            *reinterpret_cast<uint4*>(sk + mma_off<WG>(KV_TILE, row, 2 * chunk)) = k_lo;
+            *reinterpret_cast<uint4*>(sk + mma_off<WG>(KV_TILE, row, 2 * chunk + 1)) = k_hi;
+        }
         *reinterpret_cast<uint4*>(sv + mma_off<WG>(KV_TILE, row, 2 * chunk)) = v_lo;
         *reinterpret_cast<uint4*>(sv + mma_off<WG>(KV_TILE, row, 2 * chunk + 1)) = v_hi;
     }
 }
+
+#if PAT_FP8_K_REGS
+// K's two B fragments of one n8 block of mma.m16n8k16 (16 dims x 8 tokens) straight from the FP8 stage: lane
+// (g = lane / 4, t = lane % 4) holds B[k][n = g] for k = 2t, 2t + 1 (b0) and 2t + 8, 2t + 9 (b1). It loads the four
+// bytes of dims 4t .. 4t + 3 of its token row in the step's 16-dim chunk and takes them as those four k: a permutation
+// of the step's dims, which Q's A fragments follow (permute_q_rows), so each score is the same sum. `row` = the
+// block's first token + g; the stage is swizzled by stage_off (chunk ^ (row & 7)).
+__device__ __forceinline__ void fp8_k_fragment(const kv_t* k8, int row, int kk, int t, unsigned& b0, unsigned& b1) {
+    const unsigned w = *reinterpret_cast<const unsigned*>(k8 + stage_off<false>(row, kk) + 4 * t);
+    b0 = fp8x2_to_elem2(w);
+    b1 = fp8x2_to_elem2(w >> 16);
+}
+#endif
 #endif
 
 // Two adjacent output elements of one (request, q head) row: to the output (dtype) when the request has no other
@@ -666,6 +690,31 @@ __device__ __forceinline__ void convert_q_rows(elem_t* sq) {
         uint4* chunk = reinterpret_cast<uint4*>(sq + mma_off<WG>(TILE_M, c / CHUNKS_PER_ROW, c % CHUNKS_PER_ROW));
         const uint4 x = *chunk;
         *chunk = make_uint4(q_pair_to_f16(x.x), q_pair_to_f16(x.y), q_pair_to_f16(x.z), q_pair_to_f16(x.w));
+    }
+}
+#endif
+
+#if PAT_FP8_K_REGS
+// A 16-row item's landed Q rows reordered for fp8_k_fragment: each k16 step's 16 dims (chunks 2s and 2s + 1, words
+// w0 .. w7 of dim pairs) become chunk 2s = w0 w2 w4 w6 and chunk 2s + 1 = w1 w3 w5 w7, so that ldmatrix hands lane
+// t the words w(2t) (a0, a1) and w(2t + 1) (a2, a3): dims 4t, 4t + 1 and 4t + 2, 4t + 3, the dims lane t's K fragment
+// holds. Under bf16 queries the words become fp16 on the way (q_pair_to_f16, as convert_q_rows). Called past a CTA
+// barrier that follows Q's landing, and before the one that precedes the first MMA.
+template <int TILE_M>
+__device__ __forceinline__ void permute_q_rows(elem_t* sq) {
+    for (int c = threadIdx.x; c < TILE_M * CHUNKS_PER_ROW / 2; c += PAT_THREADS) {
+        const int row = c / (CHUNKS_PER_ROW / 2);
+        const int step = c % (CHUNKS_PER_ROW / 2);
+        uint4* lo = reinterpret_cast<uint4*>(sq + mma_off<false>(TILE_M, row, 2 * step));
+        uint4* hi = reinterpret_cast<uint4*>(sq + mma_off<false>(TILE_M, row, 2 * step + 1));
+        uint4 x = *lo;
+        uint4 y = *hi;
+#ifdef PAT_FP8_F16_MMA
+        x = make_uint4(q_pair_to_f16(x.x), q_pair_to_f16(x.y), q_pair_to_f16(x.z), q_pair_to_f16(x.w));
+        y = make_uint4(q_pair_to_f16(y.x), q_pair_to_f16(y.y), q_pair_to_f16(y.z), q_pair_to_f16(y.w));
+#endif
+        *lo = make_uint4(x.x, x.z, y.x, y.z);
+        *hi = make_uint4(x.y, x.w, y.y, y.w);
     }
 }
 #endif
@@ -793,8 +842,10 @@ __device__ __forceinline__ void p_fragment(const float (*s)[4], unsigned& a0, un
 
 // One 16-column block of a 16-bit KV tile against the warp's 16 query rows (rows rw*16.. of sq): S = Q K^T on
 // tensor cores, columns past kv_end masked, the online-softmax update, O += P V. c0: the block's first column in the
-// tile; tok_base: its kv position.
-__device__ __forceinline__ void attend_block(const PatForwardParams& p, const elem_t* sq, int rw, const elem_t* tk,
+// tile; tok_base: its kv position. K8 (PAT_FP8_K_REGS): tk is the FP8 stage itself (kv_t), read by fp8_k_fragment,
+// and sq holds Q in permute_q_rows' order.
+template <bool K8 = false>
+__device__ __forceinline__ void attend_block(const PatForwardParams& p, const elem_t* sq, int rw, const void* tk,
                                              const elem_t* tv, int c0, int tok_base, int kv_end, RowState& st) {
     constexpr int NBS = 2;            // n8 blocks of S in the 16 columns (one k16 step of P V)
     constexpr int DB = HEAD_DIM / 8;  // n8 blocks of O
@@ -807,14 +858,30 @@ __device__ __forceinline__ void attend_block(const PatForwardParams& p, const el
     // S = Q K^T over HEAD_DIM in k16 steps: Q rows of the warp (matrices: rows 0-7 / 8-15 x chunk halves), K rows of
     // the block (matrices: chunk halves x rows 0-7 / 8-15).
     const unsigned q_addr = lane_chunk_addr(sq, rw * 16 + (mat % 2) * 8 + lane % 8, mat / 2);
-    const unsigned k_addr = lane_chunk_addr(tk, c0 + (mat / 2) * 8 + lane % 8, mat % 2);
+#if PAT_FP8_K_REGS
+    if constexpr (K8) {
+        const kv_t* k8 = static_cast<const kv_t*>(tk);
+#pragma unroll 2
+        for (int kk = 0; kk < HEAD_DIM / 16; ++kk) {
+            unsigned a0, a1, a2, a3, b0, b1, b2, b3;
+            ldmatrix_x4(a0, a1, a2, a3, q_addr ^ (kk << 5));
+            fp8_k_fragment(k8, c0 + lane / 4, kk, lane % 4, b0, b1);      // tokens c0 .. c0 + 7
+            fp8_k_fragment(k8, c0 + 8 + lane / 4, kk, lane % 4, b2, b3);  // tokens c0 + 8 .. c0 + 15
+            mma_16816(s[0], a0, a1, a2, a3, b0, b1);
+            mma_16816(s[1], a0, a1, a2, a3, b2, b3);
+        }
+    } else
+#endif
+    {
+        const unsigned k_addr = lane_chunk_addr(static_cast<const elem_t*>(tk), c0 + (mat / 2) * 8 + lane % 8, mat % 2);
 #pragma unroll 2  // partial: fully unrolled, the compiler hoists every K fragment into registers
-    for (int kk = 0; kk < HEAD_DIM / 16; ++kk) {
-        unsigned a0, a1, a2, a3, b0, b1, b2, b3;
-        ldmatrix_x4(a0, a1, a2, a3, q_addr ^ (kk << 5));
-        ldmatrix_x4(b0, b1, b2, b3, k_addr ^ (kk << 5));
-        mma_16816(s[0], a0, a1, a2, a3, b0, b1);
-        mma_16816(s[1], a0, a1, a2, a3, b2, b3);
+        for (int kk = 0; kk < HEAD_DIM / 16; ++kk) {
+            unsigned a0, a1, a2, a3, b0, b1, b2, b3;
+            ldmatrix_x4(a0, a1, a2, a3, q_addr ^ (kk << 5));
+            ldmatrix_x4(b0, b1, b2, b3, k_addr ^ (kk << 5));
+            mma_16816(s[0], a0, a1, a2, a3, b0, b1);
+            mma_16816(s[1], a0, a1, a2, a3, b2, b3);
+        }
     }
     online_softmax(p, s, tok_base, kv_end, st);
     // O += P V: P from the S accumulators (two n8 blocks = one k16 A fragment), V transposed.
@@ -1119,7 +1186,10 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     // converts them itself (the loop's second CTA barrier per tile goes, and the warps that only load skip the
     // conversion). Items of more row warps share those rows between warps and convert the tile CTA-wide.
     constexpr bool WARP_CVT = !WG && ROW_WARPS == 1;
+    // ... and where PAT_FP8_K_REGS, K's operands come from the FP8 stage (fp8_k_fragment): the warp converts V alone
+    constexpr bool K_FROM_STAGE = WARP_CVT && PAT_FP8_K_REGS;
 #else
+    constexpr bool K_FROM_STAGE = false;
     // (Not beside d64's ring loop: at 6 CTAs per SM, 80 registers, the build with both spills.)
     constexpr bool TILE_GROUPS = !WG && ROW_WARPS == 1 && KV_TILE == 16 && PAT_WARPS >= GROUP_TILES &&
                                  GROUP_STAGES >= 2 * GROUP_TILES && !(PAT_WG_RING && HEAD_DIM == 64);
@@ -1168,7 +1238,16 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     // builds. The loop's first barriers (and fence, for wgmma) order these writes before the first MMA.
     cp_async_wait<STAGES - 2>();
     __syncthreads();
-    convert_q_rows<TILE_M, WG>(sq);
+    if constexpr (!K_FROM_STAGE) convert_q_rows<TILE_M, WG>(sq);
+#endif
+#if PAT_FP8_K_REGS
+    if constexpr (K_FROM_STAGE) {  // Q in fp8_k_fragment's dim order (and fp16), ordered as convert_q_rows is
+#ifndef PAT_FP8_F16_MMA
+        cp_async_wait<STAGES - 2>();
+        __syncthreads();
+#endif
+        permute_q_rows<TILE_M>(sq);
+    }
 #endif
 
     const int warp = threadIdx.x / 32;
@@ -1205,8 +1284,9 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
             // thread's copies) and the end of every warp's work on the last tile behind all of them.
             if (computes) {
                 __syncwarp();  // the warp's lanes are done reading the last tile's converted rows
-                convert_kv_rows<false, COLS, 32>(sk + (t % STAGES) * STAGE_ELEMS, sv + (t % STAGES) * STAGE_ELEMS,
-                                                 sk_cvt, sv_cvt, kw * COLS, threadIdx.x % 32);
+                convert_kv_rows<false, COLS, 32, !K_FROM_STAGE>(sk + (t % STAGES) * STAGE_ELEMS,
+                                                                sv + (t % STAGES) * STAGE_ELEMS, sk_cvt, sv_cvt,
+                                                                kw * COLS, threadIdx.x % 32);
                 __syncwarp();  // ... and its rows are written before any lane reads them
             }
         } else {
@@ -1217,7 +1297,7 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
 #endif
             __syncthreads();
         }
-        const elem_t* tk = sk_cvt;
+        const void* tk = K_FROM_STAGE ? static_cast<const void*>(sk + (t % STAGES) * STAGE_ELEMS) : sk_cvt;
         const elem_t* tv = sv_cvt;
 #else
         const elem_t* tk = sk + (t % STAGES) * STAGE_ELEMS;
@@ -1227,7 +1307,8 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
         if constexpr (WG && !PAT_WG_RING) {  // every warp computes
 #pragma unroll 2
             for (int c0 = 0; c0 < KV_TILE; c0 += PAT_WG_COLS)
-                attend_block_wg<PAT_WG_COLS>(p, q_desc, tk, tv, c0, kv_begin + t * KV_TILE + c0, kv_end, st);
+                attend_block_wg<PAT_WG_COLS>(p, q_desc, static_cast<const elem_t*>(tk), tv, c0,
+                                             kv_begin + t * KV_TILE + c0, kv_end, st);
             continue;
         }
 #endif
@@ -1235,7 +1316,7 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
             // The warp's COLS columns go 16 at a time so S stays small in registers.
 #pragma unroll 2
             for (int c0 = kw * COLS; c0 < (kw + 1) * COLS; c0 += 16)
-                attend_block(p, sq, rw, tk, tv, c0, kv_begin + t * KV_TILE + c0, kv_end, st);
+                attend_block<K_FROM_STAGE>(p, sq, rw, tk, tv, c0, kv_begin + t * KV_TILE + c0, kv_end, st);
         }
     }
     cp_async_wait<0>();  // no copy may land in shared memory after the loop: the combine reuses it
