@@ -22,7 +22,10 @@
 //   has landed, it is converted (exactly: every FP8 value is an fp16 value) into one fp16 K and V tile in the
 //   swizzled layout below (by all threads, behind a second barrier; on 16-row items by each computing warp, the
 //   token rows it computes on), and the MMA code reads that tile as it reads a 16-bit stage: the MMAs run in
-//   fp16 whatever the query dtype (bf16 Q rows are converted once per item; see the element types below). The
+//   fp16 whatever the query dtype (bf16 Q rows are converted once per item; see the element types below). On
+//   16-row items at head dims of whole 128-byte FP8 rows (PAT_FP8_K_REGS) only V is converted: S's K operands come
+//   from the FP8 stage itself (fp8_k_fragment, rows chunk-swizzled), with each k16 step's dims permuted, and Q's
+//   rows permuted the same way once per item (permute_q_rows). The
 //   scales are SGLang's (dequantised = stored * scale): the K scale is folded into scale_log2 on the host
 //   (q . (s_k k) = s_k (q . k)), the V scale multiplies each output row once (P (s_v V) = s_v (P V)).
 //
@@ -847,6 +850,7 @@ __device__ __forceinline__ void p_fragment(const float (*s)[4], unsigned& a0, un
 template <bool K8 = false>
 __device__ __forceinline__ void attend_block(const PatForwardParams& p, const elem_t* sq, int rw, const void* tk,
                                              const elem_t* tv, int c0, int tok_base, int kv_end, RowState& st) {
+    static_assert(!K8 || PAT_FP8_K_REGS, "K from the stage only where the stage and Q have its layouts");
     constexpr int NBS = 2;            // n8 blocks of S in the 16 columns (one k16 step of P V)
     constexpr int DB = HEAD_DIM / 8;  // n8 blocks of O
     const int lane = threadIdx.x % 32;
