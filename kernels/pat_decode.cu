@@ -1188,8 +1188,10 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     constexpr bool TILE_GROUPS = false;  // FP8 tiles are converted one at a time into one 16-bit tile
     // 16-row items on mma.sync: warp kw alone reads rows [kw * COLS, (kw + 1) * COLS) of the converted tile, so it
     // converts them itself (the loop's second CTA barrier per tile goes, and the warps that only load skip the
-    // conversion). Items of more row warps share those rows between warps and convert the tile CTA-wide.
-    constexpr bool WARP_CVT = !WG && ROW_WARPS == 1;
+    // conversion). Items of more row warps share those rows between warps and convert the tile CTA-wide. Only where
+    // K comes from the stage too: converting K and V per warp alone ran 1.02-1.04x slower than CTA-wide on d64's
+    // private rows (H200), and gains nothing at d128 without K_FROM_STAGE.
+    constexpr bool WARP_CVT = !WG && ROW_WARPS == 1 && PAT_FP8_K_REGS;
     // ... and where PAT_FP8_K_REGS, K's operands come from the FP8 stage (fp8_k_fragment): the warp converts V alone
     constexpr bool K_FROM_STAGE = WARP_CVT && PAT_FP8_K_REGS;
 #else
