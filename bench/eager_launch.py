@@ -2,12 +2,12 @@
 
 Plans a decode batch once, then calls ``pat_sglang.run`` ``--calls`` times in a row with no synchronisation and
 reports the host seconds per call (``perf_counter`` around the loop: the CPU cost of checks, argument writes and the
-two driver launches; the GPU runs behind). Also the GPU time per call (CUDA events around a synchronised loop) for
+launch, one CUDA graph of the plan's kernels where the driver builds it; the GPU runs behind). Also the GPU time per call (CUDA events around a synchronised loop) for
 scale, and the same two numbers for a CUDA-graph replay of the same call. Target (issue 9): <= 15 us host per call.
 
-Then where the host time goes: the same loop with the driver launches stubbed out (Python: ``run``'s checks, the
-plan's launch look-up, argument writes, the stream query), and the two ``cuLaunchKernel`` calls alone with the
-plan's resolved arguments. Keep ``--calls`` below the launch queue's depth (~1000 launches, i.e. ~500 calls): past
+Then where the host time goes: the same loop with the launch stubbed out (Python: ``run``'s checks, the plan's
+launch look-up, argument writes, the stream query), the launch alone with the plan's resolved arguments, and the
+kernels launched one by one instead (one ``cuLaunchKernel`` each, as before the graph). Keep ``--calls`` below the launch queue's depth (~1000 launches, i.e. ~500 calls): past
 it the host waits for the GPU and the loop measures GPU time (2000 calls of a128: 79 us "host", 300 calls: 26 us).
 
     python3 bench/eager_launch.py [--workload a32] [--calls 300]
@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pat_sglang  # noqa: E402
+from pat_sglang import kernels  # noqa: E402
 from pat_sglang.config import DeviceSpec, HeadConfig  # noqa: E402
 from pat_sglang.reference import naive_decode  # noqa: E402
 from pat_sglang.workloads import make_qkv, standard_batch  # noqa: E402
@@ -90,19 +91,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"eager run: host {host_us:.1f} us/call (target <= {TARGET_US:.0f}: {verdict}); "
           f"back-to-back GPU {eager_gpu_us:.1f} us/call")
     print(f"graph replay: host {replay_host_us:.1f} us/call; back-to-back GPU {graph_gpu_us:.1f} us/call")
-    python_us, driver_us = host_breakdown(plan, q, k, v, out, args.calls)
-    print(f"eager host time, split: Python {python_us:.1f} us/call (driver launches stubbed), the two "
-          f"cuLaunchKernel calls {driver_us:.1f} us/call")
+    python_us, launch_us, one_by_one_us = host_breakdown(plan, q, k, v, out, args.calls)
+    graph = "one CUDA graph" if kernels.plan_launch(plan, q.device)._graph is not None else "kernel by kernel"
+    print(f"eager host time, split: Python {python_us:.1f} us/call (launch stubbed), the launch ({graph}) "
+          f"{launch_us:.1f} us/call; the {len(kernels.plan_launch(plan, q.device).kernels)} kernels launched one by "
+          f"one instead {one_by_one_us:.1f} us/call")
     return 0
 
 
-def host_breakdown(plan, q, k, v, out, calls: int) -> tuple[float, float]:
-    """(Python part, driver launches) of one eager ``run``, in host us per call, each timed from an idle GPU."""
+def host_breakdown(plan, q, k, v, out, calls: int) -> tuple[float, float, float]:
+    """(Python part, the launch as ``run`` makes it, the kernels launched one by one) of one eager ``run``, in host us
+    per call, each timed from an idle GPU. The launch is one CUDA graph of the plan's kernels with their parameters
+    set per call (``pat_sglang.launch.KernelGraph``) where the driver builds one."""
     from pat_sglang import kernels
+    from pat_sglang.launch import launch_kernel
 
     launch = kernels.plan_launch(plan, q.device)
-    real = kernels._launch_kernel
-    kernels._launch_kernel = lambda *args: None
+    real = kernels.PlanLaunch.launch
+    kernels.PlanLaunch.launch = lambda self, stream: None
     try:
         torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -110,15 +116,26 @@ def host_breakdown(plan, q, k, v, out, calls: int) -> tuple[float, float]:
             pat_sglang.run(plan, q, k, v, out=out)
         python_us = (time.perf_counter() - t0) / calls * 1e6
     finally:
-        kernels._launch_kernel = real
+        kernels.PlanLaunch.launch = real
     stream = kernels._raw_stream(q.device.index)
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(calls):
-        launch.launch(stream)  # the arguments of the last run, as resolved by the plan's launch
-    driver_us = (time.perf_counter() - t0) / calls * 1e6
-    torch.cuda.synchronize()
-    return python_us, driver_us
+
+    def timed(fn) -> float:
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        took = (time.perf_counter() - t0) / calls * 1e6
+        torch.cuda.synchronize()
+        return took
+
+    launch_us = timed(lambda: launch.launch(stream))  # the arguments of the last run, as resolved by the plan's launch
+
+    def one_by_one() -> None:
+        for kern in launch.kernels:
+            launch_kernel(kern, stream)
+
+    one_by_one_us = timed(one_by_one)
+    return python_us, launch_us, one_by_one_us
 
 
 if __name__ == "__main__":

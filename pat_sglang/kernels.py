@@ -3,8 +3,9 @@
 Role in pack-forward-merge: *forward* and *merge* on the GPU. Compiles one module per
 (arch, dtype, head dim) with NVRTC through cuda-python, caches the cubin on disk keyed by the hash of
 source + options + arch + NVRTC version (a second process start does not recompile), loads it with the
-driver's library API (context-independent), and launches on torch's current stream with the tensors'
-pointers: one forward launch for all work items of the step, one merge launch.
+driver's library API (context-independent), and resolves each plan's launches (``PlanLaunch``) on torch's current
+stream with the tensors' pointers: one forward launch for all work items of the step, one merge launch (``launch.py``
+puts them on the stream, as one CUDA graph outside captures).
 
 ``launch_plan`` is the eager path (allocates partial buffers per call). ``StaticPlanBuffers`` is the
 CUDA-graph path: fixed-capacity device buffers loaded from a plan outside the graph, and a launch-only
@@ -39,6 +40,7 @@ from .config import (
     load_tile_table,
     wg_cols_fit,
 )
+from .launch import KernelGraph, KernelLaunch, launch_kernel, stream_capturing
 from .planner import ITEM_FIELDS, ITEM_TILE_M, PackPlan, PlanLimits, item_layout_defines
 
 logger = logging.getLogger(__name__)
@@ -667,18 +669,26 @@ class PlanLaunch:
         self.mp.num_q_heads = heads.num_q_heads
         self.mp.num_requests = merge_requests
         self.merge_args = (ctypes.c_void_p * 1)(ctypes.addressof(self.mp))
-        self.f_forward = driver.CUfunction(int(kern.forward))
-        self.f_merge = driver.CUfunction(int(kern.merge))
-        self.h_forward = int(kern.forward)  # the same handles as raw pointers, for the ctypes launch
-        self.h_merge = int(kern.merge)
-        self.h_wide = int(kern.wide) if kern.wide is not None else 0
-        self.f_wide = driver.CUfunction(self.h_wide) if kern.wide is not None else None
-        self.wide_smem = kern.variant.wide_smem_bytes
-        self.fwd_args_ptr = ctypes.addressof(self.fwd_args)
-        self.merge_args_ptr = ctypes.addressof(self.merge_args)
         self.smem = kern.variant.smem_bytes
         self.threads = kern.variant.threads
         self.merge_grid_y = -(-heads.num_q_heads // MERGE_WARPS)
+        # The launches in their order; each reads the struct its argument array points at, rewritten every call.
+        kernels = []
+        if wide_items > 0:
+            kernels.append(KernelLaunch(int(kern.wide), (heads.num_kv_heads, wide_items), WIDE_THREADS,
+                                        kern.variant.wide_smem_bytes, ctypes.addressof(self.fwd_wide_args),
+                                        driver.CUfunction(int(kern.wide)), "pat_wide_forward"))
+        if grid_items > wide_items:
+            kernels.append(KernelLaunch(int(kern.forward), (heads.num_kv_heads, grid_items - wide_items), self.threads,
+                                        self.smem, ctypes.addressof(self.fwd_args),
+                                        driver.CUfunction(int(kern.forward)), "pat_pack_forward"))
+        if merge:
+            kernels.append(KernelLaunch(int(kern.merge), (merge_requests, self.merge_grid_y), 32 * MERGE_WARPS, 0,
+                                        ctypes.addressof(self.merge_args), driver.CUfunction(int(kern.merge)),
+                                        "pat_merge"))
+        self.kernels = tuple(kernels)
+        self._graph: KernelGraph | None = None  # made on the first call outside a capture (``launch``)
+        self._graph_tried = False
         self._checked: tuple | None = None
 
     def __call__(
@@ -721,56 +731,25 @@ class PlanLaunch:
         f.scale_log2 = scale_log2
         f.v_scale = v_scale
         self.mp.out, self.mp.out_stride = f.out, f.out_stride
-        self.launch(_raw_stream(q.device.index))
+        stream = _raw_stream(q.device.index)
+        if not self._graph_tried and not stream_capturing(stream):
+            self._graph_tried = True
+            with torch.cuda.device(q.device):  # the graph's nodes take the current context: q's device's
+                self._graph = KernelGraph.make(self.kernels)
+        self.launch(stream)
         return out
 
     def launch(self, stream: int) -> None:
-        """The forward and merge launches with the arguments the last call wrote (``bench/eager_launch.py`` times
-        them alone)."""
+        """The launches with the arguments the last call wrote: as one CUDA graph where the driver builds one (from
+        the first call outside a capture on), else kernel by kernel (``bench/eager_launch.py`` times them alone)."""
         if self.wide_items > 0:
             ctypes.memmove(ctypes.addressof(self.fwd_wide), ctypes.addressof(self.fwd), ctypes.sizeof(self.fwd))
             self.fwd_wide.items = self.wide_items_ptr
-            _launch_kernel(self.h_wide, self.f_wide, (self.heads.num_kv_heads, self.wide_items), WIDE_THREADS,
-                           self.wide_smem, stream, ctypes.addressof(self.fwd_wide_args), "pat_wide_forward")
-        if self.grid_items > self.wide_items:
-            _launch_kernel(self.h_forward, self.f_forward, (self.heads.num_kv_heads, self.grid_items - self.wide_items),
-                           self.threads, self.smem, stream, self.fwd_args_ptr, "pat_pack_forward")
-        if self.merge:
-            _launch_kernel(self.h_merge, self.f_merge, (self.merge_requests, self.merge_grid_y), 32 * MERGE_WARPS, 0,
-                           stream, self.merge_args_ptr, "pat_merge")
-
-
-_RAW_LAUNCH: list = []
-
-
-def _raw_launch():
-    """``cuLaunchKernel`` from libcuda through ctypes (about a microsecond a call; cuda-python converts every
-    argument), or None where libcuda cannot be loaded (then cuda-python launches)."""
-    if not _RAW_LAUNCH:
-        try:
-            fn = ctypes.CDLL("libcuda.so.1").cuLaunchKernel
-            fn.restype = ctypes.c_int
-            u = ctypes.c_uint
-            fn.argtypes = [ctypes.c_void_p, u, u, u, u, u, u, u, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-            _RAW_LAUNCH.append(fn)
-        except (OSError, AttributeError):
-            _RAW_LAUNCH.append(None)
-    return _RAW_LAUNCH[0]
-
-
-def _launch_kernel(
-    handle: int, func, grid: tuple[int, int], threads: int, smem: int, stream: int, args_ptr: int, name: str
-) -> None:
-    """One launch on ``stream``: ctypes ``cuLaunchKernel`` where libcuda loads, else cuda-python's (``func``)."""
-    launch = _raw_launch()
-    if launch is not None:
-        err = launch(handle, grid[0], grid[1], 1, threads, 1, 1, smem, stream, args_ptr, None)
-    else:
-        driver = _driver()
-        err = driver.cuLaunchKernel(func, grid[0], grid[1], 1, threads, 1, 1, smem, driver.CUstream(stream), args_ptr,
-                                    0)[0]
-    if int(err) != 0:
-        raise RuntimeError(f"CUDA driver call cuLaunchKernel({name}) failed: {err!r}")
+        if self._graph is not None:
+            self._graph.launch(stream)
+        else:
+            for k in self.kernels:
+                launch_kernel(k, stream)
 
 
 def _raw_stream(device_index: int | None) -> int:
@@ -784,18 +763,6 @@ _LOG2E = math.log2(math.e)
 _PLAN_TENSORS = ("items", "slot_table", "item_req", "item_dst", "merge_indptr", "merge_partials")
 
 
-def plan_tune(plan: PackPlan, arch: str) -> KernelTune | None:
-    """The build an eager launch of ``plan`` takes where it is not the tile table's: over FP8 pools, a plan without
-    64-row items runs the mma.sync build of a head dim whose table build takes warpgroup MMAs. Its 16- and 32-row
-    items run the same code in both, yet 1.05x slower in the wgmma build (H200, d128 private rows, three runs:
-    docs/perf/kernels/2026-11-30-h200-fp8-wgmma/), which the trees' 64-row items repay (0.82-0.95x). Plans of unknown
-    tile ms (``PlanStats.max_tile_m`` 0) and the backend's static CUDA-graph buffers, which serve every plan of a
-    step with one build, take the table's."""
-    if plan.stats is None or not 0 < plan.stats.max_tile_m < 64 or not plan.heads.kv_fp8:
-        return None
-    return KernelTune(wgmma=False) if KernelVariant.for_config(plan.heads, arch).wgmma else None
-
-
 def wide_first(items: torch.Tensor) -> tuple[torch.Tensor, int]:
     """The plan's items with those of the wide launch (tile m >= WIDE_MIN_TILE_M) first, each group in its own order,
     and how many those are (each item row stands alone: its KV range, requests and tile m)."""
@@ -805,8 +772,8 @@ def wide_first(items: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 
 def plan_launch(plan: PackPlan, device: torch.device, tune: KernelTune | None = None) -> PlanLaunch:
-    """The plan's resolved launch on ``device`` (made on first use, then cached with the plan); without ``tune``, the
-    build ``plan_tune`` chooses for it."""
+    """The plan's resolved launch on ``device`` (made on first use, then cached with the plan); ``tune`` overrides the
+    tile table's build (benchmark sweeps)."""
     cache = plan.__dict__.setdefault("_launch", {})
     key = (device, tune)
     launch = cache.get(key)
@@ -816,7 +783,7 @@ def plan_launch(plan: PackPlan, device: torch.device, tune: KernelTune | None = 
     for name in _PLAN_TENSORS:
         if getattr(plan, name).device != device:
             raise ValueError(f"plan.{name} is on {getattr(plan, name).device}, q on {device}: call plan.to(device)")
-    kern = kernels_for(heads, device, tune if tune is not None else plan_tune(plan, device_arch(device)))
+    kern = kernels_for(heads, device, tune)
     if max(plan.tile_ms) > kern.variant.max_tile_m:
         raise ValueError(f"plan uses tile m {max(plan.tile_ms)}; the kernel is built for {kern.variant.max_tile_m}")
     n_part = max(plan.num_partials, 1)

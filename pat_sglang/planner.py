@@ -162,7 +162,7 @@ class PlanStats:
     num_items: int
     num_partials: int
     max_item_tokens: int = 0  # the longest item's KV tokens when planned (open items at the planned lengths)
-    max_tile_m: int = 0  # the largest tile m of its items (0: not known); kernels.plan_tune reads it
+    max_tile_m: int = 0  # the largest tile m of its items (0: not known)
 
 
 class _LazyPacks:

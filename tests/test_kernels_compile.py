@@ -17,7 +17,6 @@ from pat_sglang.kernels import (
     KernelVariant,
     all_variants,
     compile_variant,
-    plan_tune,
 )
 
 VARIANTS = [v for arch in CI_ARCHS for v in all_variants(arch)]
@@ -418,7 +417,7 @@ def test_wgmma_switch(monkeypatch) -> None:
     import torch
 
     from pat_sglang.config import HeadConfig
-    from pat_sglang.kernels import WGMMA_ENV, KernelTune
+    from pat_sglang.kernels import WGMMA_ENV
 
     heads = HeadConfig(32, 8, 128, torch.bfloat16)
     heads_fp8 = HeadConfig(32, 8, 64, torch.bfloat16, torch.float8_e4m3fn)  # FP8 pools: the table says no wgmma
@@ -484,35 +483,6 @@ def test_a_failed_wgmma_build_falls_back_to_mma_sync(monkeypatch, caplog) -> Non
     assert len([r for r in caplog.records if "warpgroup-MMA" in r.message]) == 1  # once: the choice is cached
     with pytest.raises(k.KernelBuildError, match="sm_90a"):
         k.kernels_for(heads, device, k.KernelTune(wgmma=True, kv_tile=32))
-
-
-def test_fp8_plans_without_wide_items_take_the_mma_sync_build() -> None:
-    """``plan_tune``: an FP8 plan of only 16- and 32-row items runs the mma.sync build (its private rows are slower in
-    the wgmma build); a plan with 64-row items, 16-bit pools, and FP8 head dims without a wgmma build take the table's.
-    The tile ms come from the planner (``PlanStats.max_tile_m``), on the host."""
-    import numpy as np
-    import torch
-
-    from pat_sglang.config import DeviceSpec, HeadConfig
-    from pat_sglang.forest import PrefixForest
-    from pat_sglang.planner import ITEM_TILE_M, plan_forest
-    from pat_sglang.workloads import tree_batch
-
-    def plan(levels: list[tuple[int, int]], head_dim: int, kv_dtype: torch.dtype) -> object:
-        b = tree_batch(levels, rng=3)
-        heads = HeadConfig(32, 8, head_dim, torch.bfloat16, kv_dtype)
-        p = plan_forest(PrefixForest.from_flat(b.kv_indptr, b.kv_indices), heads, DeviceSpec(sm_count=132))
-        assert p.stats.max_tile_m == int(np.asarray(p.items[:, ITEM_TILE_M]).max())
-        return p
-
-    fp8 = torch.float8_e4m3fn
-    private, tree = plan([(64, 700)], 128, fp8), plan([(1, 4096), (128, 256)], 128, fp8)
-    assert private.stats.max_tile_m == 16 and tree.stats.max_tile_m == 64
-    assert plan_tune(private, "sm_90") == KernelTune(wgmma=False)
-    assert plan_tune(tree, "sm_90") is None
-    assert plan_tune(plan([(64, 700)], 128, torch.bfloat16), "sm_90") is None  # 16-bit: equal either way
-    assert plan_tune(plan([(64, 700)], 64, fp8), "sm_90") is None  # FP8 d64 has no wgmma build
-    assert plan_tune(private, "sm_80") is None
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])

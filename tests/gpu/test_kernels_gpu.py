@@ -401,6 +401,44 @@ def test_sweep_variants_match_reference(dtype: torch.dtype, head_dim: int, tune:
         assert_written_and_close(out, ref, f"{tune}, batch {batch.batch} requests")
 
 
+@pytest.mark.parametrize(("levels", "merges"), [([(1, 2048), (16, 300)], True), ([(256, 64)], False)],
+                         ids=["tree-merge", "private-no-merge"])
+def test_eager_launches_as_one_graph_follow_every_call(levels: list[tuple[int, int]], merges: bool) -> None:
+    """Eager ``run`` launches the plan's kernels as one CUDA graph with the call's parameters written into its nodes
+    (``pat_sglang.launch.KernelGraph``). Four "layers" (their own q, pools, out and scales) queued back to back with no
+    synchronisation: each output is its own layer's attention (float64), so writing one call's parameters never
+    changes a launch already queued. The same call captured in a CUDA graph (the stream under capture gets the kernels
+    one by one) replays to the same reference."""
+    from pat_sglang.kernels import plan_launch
+
+    batch = tree_batch(levels, rng=_next_seed())
+    hq, hkv, head_dim, dtype = 32, 8, 128, torch.bfloat16
+    heads = HeadConfig(hq, hkv, head_dim, dtype)
+    plan = pat_sglang.plan(batch.kv_indptr, batch.kv_indices, heads, DeviceSpec.from_torch(torch.device("cuda")))
+    plan = plan.to("cuda")
+    layers = [make_qkv(batch.batch, hq, hkv, head_dim, batch.num_slots, dtype, "cuda", seed=_next_seed())
+              for _ in range(4)]
+    scales = [0.5 / math.sqrt(head_dim) * (1 + i) for i in range(4)]
+    outs = [torch.full_like(q, float("nan")) for q, _, _ in layers]
+    for (q, k, v), out, scale in zip(layers, outs, scales, strict=True):
+        pat_sglang.run(plan, q, k, v, sm_scale=scale, out=out)
+    launch = plan_launch(plan, layers[0][0].device)
+    assert launch._graph is not None  # the graph path ran, not the kernel-by-kernel one
+    assert (plan.num_partials > 0) == merges and len(launch.kernels) == (2 if merges else 1)
+    torch.cuda.synchronize()
+    refs = [naive_decode(q.cpu(), k.cpu(), v.cpu(), batch.kv_indptr, batch.kv_indices, scale)
+            for (q, k, v), scale in zip(layers, scales, strict=True)]
+    for i, (out, ref) in enumerate(zip(outs, refs, strict=True)):
+        assert_written_and_close(out, ref, f"layer {i}")
+    q, k, v = layers[1]
+    out = torch.full_like(q, float("nan"))
+    graph, _ = capture(lambda: pat_sglang.run(plan, q, k, v, sm_scale=scales[1], out=out))
+    out.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert_written_and_close(out, refs[1], "captured")
+
+
 def test_static_buffers_serve_every_plan_loaded_under_one_graph() -> None:
     """One captured CUDA graph over StaticPlanBuffers, then plans of other batches' forests (fresh: every buffer
     changes), re-made plans (``plan_forest(previous=...)`` after the rows grew: all but the items shared, so a load
