@@ -687,8 +687,10 @@ class PlanLaunch:
                                         ctypes.addressof(self.merge_args), driver.CUfunction(int(kern.merge)),
                                         "pat_merge"))
         self.kernels = tuple(kernels)
-        self._graph: KernelGraph | None = None  # made on the first call outside a capture (``launch``)
-        self._graph_tried = False
+        # The launches as one graph (``launch``), made on the second call outside a capture: a launch used once (a
+        # plan run once) does not pay for building it.
+        self._graph: KernelGraph | None = None
+        self._calls_before_graph = 2
         self._checked: tuple | None = None
 
     def __call__(
@@ -732,16 +734,17 @@ class PlanLaunch:
         f.v_scale = v_scale
         self.mp.out, self.mp.out_stride = f.out, f.out_stride
         stream = _raw_stream(q.device.index)
-        if not self._graph_tried and not stream_capturing(stream):
-            self._graph_tried = True
-            with torch.cuda.device(q.device):  # the graph's nodes take the current context: q's device's
-                self._graph = KernelGraph.make(self.kernels)
+        if self._calls_before_graph > 0 and not stream_capturing(stream):
+            self._calls_before_graph -= 1
+            if self._calls_before_graph == 0:
+                with torch.cuda.device(q.device):  # the graph's nodes take the current context: q's device's
+                    self._graph = KernelGraph.make(self.kernels)
         self.launch(stream)
         return out
 
     def launch(self, stream: int) -> None:
         """The launches with the arguments the last call wrote: as one CUDA graph where the driver builds one (from
-        the first call outside a capture on), else kernel by kernel (``bench/eager_launch.py`` times them alone)."""
+        the second call outside a capture on), else kernel by kernel (``bench/eager_launch.py`` times them alone)."""
         if self.wide_items > 0:
             ctypes.memmove(ctypes.addressof(self.fwd_wide), ctypes.addressof(self.fwd), ctypes.sizeof(self.fwd))
             self.fwd_wide.items = self.wide_items_ptr
