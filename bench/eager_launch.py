@@ -2,13 +2,15 @@
 
 Plans a decode batch once, then calls ``pat_sglang.run`` ``--calls`` times in a row with no synchronisation and
 reports the host seconds per call (``perf_counter`` around the loop: the CPU cost of checks, argument writes and the
-launch, one CUDA graph of the plan's kernels where the driver builds it; the GPU runs behind). Also the GPU time per call (CUDA events around a synchronised loop) for
-scale, and the same two numbers for a CUDA-graph replay of the same call. Target (issue 9): <= 15 us host per call.
+launch, one CUDA graph of the plan's kernels where the driver builds it; the GPU runs behind). Also the GPU time per
+call (CUDA events around a synchronised loop) for scale, and the same two numbers for a CUDA-graph replay of the
+same call. Target (issue 9): <= 15 us host per call.
 
 Then where the host time goes: the same loop with the launch stubbed out (Python: ``run``'s checks, the plan's
 launch look-up, argument writes, the stream query), the launch alone with the plan's resolved arguments, and the
-kernels launched one by one instead (one ``cuLaunchKernel`` each, as before the graph). Keep ``--calls`` below the launch queue's depth (~1000 launches, i.e. ~500 calls): past
-it the host waits for the GPU and the loop measures GPU time (2000 calls of a128: 79 us "host", 300 calls: 26 us).
+kernels launched one by one instead (one ``cuLaunchKernel`` each, as before the graph). Keep ``--calls`` below the
+launch queue's depth (~1000 launches, i.e. ~500 calls): past it the host waits for the GPU and the loop measures GPU
+time (2000 calls of a128: 79 us "host", 300 calls: 26 us).
 
     python3 bench/eager_launch.py [--workload a32] [--calls 300]
 """
