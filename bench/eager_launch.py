@@ -94,9 +94,10 @@ def main(argv: list[str] | None = None) -> int:
           f"back-to-back GPU {eager_gpu_us:.1f} us/call")
     print(f"graph replay: host {replay_host_us:.1f} us/call; back-to-back GPU {graph_gpu_us:.1f} us/call")
     python_us, launch_us, one_by_one_us = host_breakdown(plan, q, k, v, out, args.calls)
-    graph = "one CUDA graph" if kernels.plan_launch(plan, q.device)._graph is not None else "kernel by kernel"
+    launcher = kernels.plan_launch(plan, q.device).launcher
+    graph = "one CUDA graph" if launcher.graph is not None else "kernel by kernel"
     print(f"eager host time, split: Python {python_us:.1f} us/call (launch stubbed), the launch ({graph}) "
-          f"{launch_us:.1f} us/call; the {len(kernels.plan_launch(plan, q.device).kernels)} kernels launched one by "
+          f"{launch_us:.1f} us/call; the {len(launcher.launches)} kernels launched one by "
           f"one instead {one_by_one_us:.1f} us/call")
     return 0
 
@@ -133,7 +134,7 @@ def host_breakdown(plan, q, k, v, out, calls: int) -> tuple[float, float, float]
     launch_us = timed(lambda: launch.launch(stream))  # the arguments of the last run, as resolved by the plan's launch
 
     def one_by_one() -> None:
-        for kern in launch.kernels:
+        for kern in launch.launcher.launches:
             launch_kernel(kern, stream)
 
     one_by_one_us = timed(one_by_one)

@@ -40,7 +40,7 @@ from .config import (
     load_tile_table,
     wg_cols_fit,
 )
-from .launch import KernelGraph, KernelLaunch, launch_kernel, stream_capturing
+from .launch import KernelLaunch, KernelLauncher
 from .planner import ITEM_FIELDS, ITEM_TILE_M, PackPlan, PlanLimits, item_layout_defines
 
 logger = logging.getLogger(__name__)
@@ -686,11 +686,7 @@ class PlanLaunch:
             kernels.append(KernelLaunch(int(kern.merge), (merge_requests, self.merge_grid_y), 32 * MERGE_WARPS, 0,
                                         ctypes.addressof(self.merge_args), driver.CUfunction(int(kern.merge)),
                                         "pat_merge"))
-        self.kernels = tuple(kernels)
-        # The launches as one graph (``launch``), made on the second call outside a capture: a launch used once (a
-        # plan run once) does not pay for building it.
-        self._graph: KernelGraph | None = None
-        self._calls_before_graph = 2
+        self.launcher = KernelLauncher(kernels)
         self._checked: tuple | None = None
 
     def __call__(
@@ -733,26 +729,16 @@ class PlanLaunch:
         f.scale_log2 = scale_log2
         f.v_scale = v_scale
         self.mp.out, self.mp.out_stride = f.out, f.out_stride
-        stream = _raw_stream(q.device.index)
-        if self._calls_before_graph > 0 and not stream_capturing(stream):
-            self._calls_before_graph -= 1
-            if self._calls_before_graph == 0:
-                with torch.cuda.device(q.device):  # the graph's nodes take the current context: q's device's
-                    self._graph = KernelGraph.make(self.kernels)
-        self.launch(stream)
+        self.launch(_raw_stream(q.device.index), q.device.index)
         return out
 
-    def launch(self, stream: int) -> None:
-        """The launches with the arguments the last call wrote: as one CUDA graph where the driver builds one (from
-        the second call outside a capture on), else kernel by kernel (``bench/eager_launch.py`` times them alone)."""
+    def launch(self, stream: int, device_index: int | None = None) -> None:
+        """The launches with the arguments the last call wrote (``launch.KernelLauncher``: kernel by kernel, then as
+        one CUDA graph from the second call outside a capture on; ``bench/eager_launch.py`` times them alone)."""
         if self.wide_items > 0:
             ctypes.memmove(ctypes.addressof(self.fwd_wide), ctypes.addressof(self.fwd), ctypes.sizeof(self.fwd))
             self.fwd_wide.items = self.wide_items_ptr
-        if self._graph is not None:
-            self._graph.launch(stream)
-        else:
-            for k in self.kernels:
-                launch_kernel(k, stream)
+        self.launcher.launch(stream, device_index)
 
 
 def _raw_stream(device_index: int | None) -> int:

@@ -9,7 +9,8 @@ executable (kernels, grids, block sizes, shared memory: fixed per ``PlanLaunch``
 parameter values and launches it: ``cuGraphExecKernelNodeSetParams`` affects later launches of the executable only,
 so launches already queued keep the values they were given. While the stream is being captured into someone else's
 graph (SGLang's graph runner, ``torch.cuda.graph``) the kernels are launched one by one instead, and become nodes of
-that graph.
+that graph. A launch used once (a plan run once) does not pay for building a graph: ``KernelLauncher`` builds it on
+the second call outside a capture.
 
 Everything goes through libcuda by ctypes (about a microsecond a call; cuda-python converts every argument), with
 cuda-python's ``cuLaunchKernel`` where libcuda cannot be loaded, and one-at-a-time launches where the graph API is
@@ -22,6 +23,8 @@ import ctypes
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import torch
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +204,36 @@ class KernelGraph:
             lib.cuGraphExecDestroy(self._exec)
         if getattr(self, "_graph", None):
             lib.cuGraphDestroy(self._graph)
+
+
+class KernelLauncher:
+    """One resolved launch's kernels on a stream: kernel by kernel until its second call outside a stream capture,
+    which builds them into a ``KernelGraph`` that this and every later call launches (on ``device_index``'s context
+    where given: the nodes take the current one). Calls under capture never count and always go kernel by kernel (from
+    the graph too). Where the driver cannot build the graph, every call goes kernel by kernel."""
+
+    CALLS_BEFORE_GRAPH = 2
+
+    def __init__(self, launches: Sequence[KernelLaunch]) -> None:
+        self.launches = tuple(launches)
+        self.graph: KernelGraph | None = None
+        self._calls_left = self.CALLS_BEFORE_GRAPH
+
+    def launch(self, stream: int, device_index: int | None = None) -> None:
+        """The kernels on ``stream`` with the parameter values their structs hold now."""
+        if self.graph is None and self._calls_left > 0 and not stream_capturing(stream):
+            self._calls_left -= 1
+            if self._calls_left == 0:
+                if device_index is None:
+                    self.graph = KernelGraph.make(self.launches)
+                else:
+                    with torch.cuda.device(device_index):
+                        self.graph = KernelGraph.make(self.launches)
+        if self.graph is not None:
+            self.graph.launch(stream)
+        else:
+            for k in self.launches:
+                launch_kernel(k, stream)
 
 
 def _check(err: int, what: str) -> None:

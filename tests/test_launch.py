@@ -31,3 +31,65 @@ def test_node_params_match_the_drivers_v2_layout() -> None:
     assert launch._KernelNodeParams.kern.offset == 56
     assert launch._KernelNodeParams.kernel_params.offset == 40
     assert launch.ctypes.sizeof(launch._KernelNodeParams) == 72
+
+
+class _Recorder:
+    """Stands in for the driver: records kernel-by-kernel launches, graph builds and graph launches, and says
+    whether a stream is being captured."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, graphs: bool = True) -> None:
+        self.events: list[tuple] = []
+        self.capturing: set[int] = set()
+        rec = self
+
+        class FakeGraph:
+            def __init__(self, launches: tuple) -> None:
+                self.launches = launches
+
+            def launch(self, stream: int) -> None:
+                rec.events.append(("graph", stream, tuple(k.name for k in self.launches)))
+
+        def make(launches: tuple) -> FakeGraph | None:
+            rec.events.append(("build", tuple(k.name for k in launches)))
+            return FakeGraph(tuple(launches)) if graphs else None
+
+        monkeypatch.setattr(launch.KernelGraph, "make", staticmethod(make))
+        monkeypatch.setattr(launch, "launch_kernel", lambda k, stream: rec.events.append(("kernel", stream, k.name)))
+        monkeypatch.setattr(launch, "stream_capturing", lambda stream: stream in rec.capturing)
+
+
+def _kernels() -> list:
+    return [launch.KernelLaunch(kernel=i + 1, grid=(4, 2), threads=128, smem_bytes=0, args_ptr=0, func=None, name=n)
+            for i, n in enumerate(("forward", "merge"))]
+
+
+def test_the_graph_is_built_on_the_second_call_outside_a_capture(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A launch used once goes kernel by kernel and builds no graph; the second call outside a capture builds it and
+    launches through it, as every later call does; calls on a stream under capture go kernel by kernel, count for
+    nothing, and do so after the graph exists too (``KernelGraph.launch`` itself falls back under capture)."""
+    rec = _Recorder(monkeypatch)
+    launcher = launch.KernelLauncher(_kernels())
+    launcher.launch(7)
+    assert rec.events == [("kernel", 7, "forward"), ("kernel", 7, "merge")] and launcher.graph is None
+    rec.events.clear()
+    rec.capturing.add(9)
+    launcher.launch(9)  # under capture: not the second call
+    assert rec.events == [("kernel", 9, "forward"), ("kernel", 9, "merge")] and launcher.graph is None
+    rec.events.clear()
+    launcher.launch(7)
+    assert rec.events == [("build", ("forward", "merge")), ("graph", 7, ("forward", "merge"))]
+    rec.events.clear()
+    for _ in range(3):
+        launcher.launch(7)
+    assert rec.events == [("graph", 7, ("forward", "merge"))] * 3  # built once
+
+
+def test_without_a_graph_every_call_goes_kernel_by_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the driver cannot build the graph (``KernelGraph.make`` gives None), the build is tried once and every
+    call launches kernel by kernel."""
+    rec = _Recorder(monkeypatch, graphs=False)
+    launcher = launch.KernelLauncher(_kernels()[:1])
+    for _ in range(4):
+        launcher.launch(3)
+    assert rec.events.count(("build", ("forward",))) == 1
+    assert [e for e in rec.events if e[0] != "build"] == [("kernel", 3, "forward")] * 4

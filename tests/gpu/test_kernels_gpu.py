@@ -405,10 +405,10 @@ def test_sweep_variants_match_reference(dtype: torch.dtype, head_dim: int, tune:
                          ids=["tree-merge", "private-no-merge"])
 def test_eager_launches_as_one_graph_follow_every_call(levels: list[tuple[int, int]], merges: bool) -> None:
     """Eager ``run`` launches the plan's kernels as one CUDA graph with the call's parameters written into its nodes
-    (``pat_sglang.launch.KernelGraph``). Four "layers" (their own q, pools, out and scales) queued back to back with no
-    synchronisation: each output is its own layer's attention (float64), so writing one call's parameters never
-    changes a launch already queued. The same call captured in a CUDA graph (the stream under capture gets the kernels
-    one by one) replays to the same reference."""
+    (``pat_sglang.launch.KernelGraph``, built on the second call). Four "layers" (their own q, pools, out and scales)
+    queued back to back with no synchronisation: each output is its own layer's attention (float64), so writing one
+    call's parameters never changes a launch already queued. The same call captured in a CUDA graph (the stream under
+    capture gets the kernels one by one) replays to the same reference."""
     from pat_sglang.kernels import plan_launch
 
     batch = tree_batch(levels, rng=_next_seed())
@@ -423,8 +423,8 @@ def test_eager_launches_as_one_graph_follow_every_call(levels: list[tuple[int, i
     for (q, k, v), out, scale in zip(layers, outs, scales, strict=True):
         pat_sglang.run(plan, q, k, v, sm_scale=scale, out=out)
     launch = plan_launch(plan, layers[0][0].device)
-    assert launch._graph is not None  # the graph path ran, not the kernel-by-kernel one
-    assert (plan.num_partials > 0) == merges and len(launch.kernels) == (2 if merges else 1)
+    assert launch.launcher.graph is not None  # the graph path ran (from the second layer), not kernel by kernel
+    assert (plan.num_partials > 0) == merges and len(launch.launcher.launches) == (2 if merges else 1)
     torch.cuda.synchronize()
     refs = [naive_decode(q.cpu(), k.cpu(), v.cpu(), batch.kv_indptr, batch.kv_indices, scale)
             for (q, k, v), scale in zip(layers, scales, strict=True)]
