@@ -639,7 +639,6 @@ class PlanLaunch:
         row_stride: int | None = None,
         wide_items: int = 0,
     ) -> None:
-        driver = _driver()
         if wide_items and kern.wide is None:
             raise ValueError(f"{wide_items} wide items, but the build has no wide launch")
         self.kern = kern
@@ -669,23 +668,19 @@ class PlanLaunch:
         self.mp.num_q_heads = heads.num_q_heads
         self.mp.num_requests = merge_requests
         self.merge_args = (ctypes.c_void_p * 1)(ctypes.addressof(self.mp))
-        self.smem = kern.variant.smem_bytes
-        self.threads = kern.variant.threads
-        self.merge_grid_y = -(-heads.num_q_heads // MERGE_WARPS)
         # The launches in their order; each reads the struct its argument array points at, rewritten every call.
         kernels = []
         if wide_items > 0:
             kernels.append(KernelLaunch(int(kern.wide), (heads.num_kv_heads, wide_items), WIDE_THREADS,
                                         kern.variant.wide_smem_bytes, ctypes.addressof(self.fwd_wide_args),
-                                        driver.CUfunction(int(kern.wide)), "pat_wide_forward"))
+                                        "pat_wide_forward"))
         if grid_items > wide_items:
-            kernels.append(KernelLaunch(int(kern.forward), (heads.num_kv_heads, grid_items - wide_items), self.threads,
-                                        self.smem, ctypes.addressof(self.fwd_args),
-                                        driver.CUfunction(int(kern.forward)), "pat_pack_forward"))
+            kernels.append(KernelLaunch(int(kern.forward), (heads.num_kv_heads, grid_items - wide_items),
+                                        kern.variant.threads, kern.variant.smem_bytes, ctypes.addressof(self.fwd_args),
+                                        "pat_pack_forward"))
         if merge:
-            kernels.append(KernelLaunch(int(kern.merge), (merge_requests, self.merge_grid_y), 32 * MERGE_WARPS, 0,
-                                        ctypes.addressof(self.merge_args), driver.CUfunction(int(kern.merge)),
-                                        "pat_merge"))
+            kernels.append(KernelLaunch(int(kern.merge), (merge_requests, -(-heads.num_q_heads // MERGE_WARPS)),
+                                        32 * MERGE_WARPS, 0, ctypes.addressof(self.merge_args), "pat_merge"))
         self.launcher = KernelLauncher(kernels)
         self._checked: tuple | None = None
 

@@ -19,6 +19,7 @@ missing or refuses (said once in the log).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 from collections.abc import Sequence
@@ -53,15 +54,13 @@ class _KernelNodeParams(ctypes.Structure):
 @dataclass(frozen=True)
 class KernelLaunch:
     """One kernel's launch as ``PlanLaunch`` resolved it. ``args_ptr``: address of its ``void*[]`` argument array,
-    whose parameter struct the caller rewrites before every launch; ``func``: the same kernel as cuda-python's
-    ``CUfunction`` (for the launch without libcuda); ``name`` for errors."""
+    whose parameter struct the caller rewrites before every launch; ``name`` for errors."""
 
     kernel: int  # CUkernel handle (the driver's library API), also accepted as a CUfunction by cuLaunchKernel
     grid: tuple[int, int]
     threads: int
     smem_bytes: int
     args_ptr: int
-    func: object
     name: str
 
 
@@ -131,7 +130,7 @@ def launch_kernel(k: KernelLaunch, stream: int) -> None:
     else:
         from cuda.bindings import driver
 
-        err = driver.cuLaunchKernel(k.func, k.grid[0], k.grid[1], 1, k.threads, 1, 1, k.smem_bytes,
+        err = driver.cuLaunchKernel(driver.CUfunction(k.kernel), k.grid[0], k.grid[1], 1, k.threads, 1, 1, k.smem_bytes,
                                     driver.CUstream(stream), k.args_ptr, 0)[0]
     if int(err) != 0:
         raise RuntimeError(f"CUDA driver call cuLaunchKernel({k.name}) failed: {err!r}")
@@ -139,8 +138,9 @@ def launch_kernel(k: KernelLaunch, stream: int) -> None:
 
 class KernelGraph:
     """``launches`` as one CUDA graph executable, each kernel after the one before it. ``launch(stream)`` writes every
-    kernel's current parameter values into its node, then launches the graph; a stream under capture gets the kernels
-    one by one. Build with ``KernelGraph.make``, which returns None where the driver cannot."""
+    kernel's current parameter values into its node, then launches the graph (never on a stream under capture:
+    ``KernelLauncher`` launches kernel by kernel there). Build with ``KernelGraph.make``, which returns None where the
+    driver cannot."""
 
     def __init__(self, lib: ctypes.CDLL, launches: Sequence[KernelLaunch]) -> None:
         self._lib = lib
@@ -148,7 +148,6 @@ class KernelGraph:
         self._graph = _VOID_P()
         self._exec = _VOID_P()
         self._nodes: list[tuple[_VOID_P, _KernelNodeParams]] = []
-        self._capturing = ctypes.c_int()
         _check(lib.cuGraphCreate(ctypes.byref(self._graph), 0), "cuGraphCreate")
         for k in self.launches:
             params = _KernelNodeParams(None, k.grid[0], k.grid[1], 1, k.threads, 1, 1, k.smem_bytes, k.args_ptr, None,
@@ -178,16 +177,7 @@ class KernelGraph:
             _say_once(f"PAT: eager launches as a CUDA graph failed ({e}); launching kernel by kernel")
             return None
 
-    def capturing(self, stream: int) -> bool:
-        """Whether ``stream`` is being captured into a CUDA graph now."""
-        _check(self._lib.cuStreamIsCapturing(stream, ctypes.byref(self._capturing)), "cuStreamIsCapturing")
-        return self._capturing.value != 0
-
     def launch(self, stream: int) -> None:
-        if self.capturing(stream):
-            for k in self.launches:
-                launch_kernel(k, stream)
-            return
         set_params = self._lib.cuGraphExecKernelNodeSetParams_v2
         for node, params in self._nodes:
             # the driver copies the values behind params.kernel_params now: the caller's struct holds this call's
@@ -221,15 +211,13 @@ class KernelLauncher:
 
     def launch(self, stream: int, device_index: int | None = None) -> None:
         """The kernels on ``stream`` with the parameter values their structs hold now."""
-        if self.graph is None and self._calls_left > 0 and not stream_capturing(stream):
+        capturing = stream_capturing(stream)
+        if not capturing and self.graph is None and self._calls_left > 0:
             self._calls_left -= 1
             if self._calls_left == 0:
-                if device_index is None:
+                with torch.cuda.device(device_index) if device_index is not None else contextlib.nullcontext():
                     self.graph = KernelGraph.make(self.launches)
-                else:
-                    with torch.cuda.device(device_index):
-                        self.graph = KernelGraph.make(self.launches)
-        if self.graph is not None:
+        if self.graph is not None and not capturing:
             self.graph.launch(stream)
         else:
             for k in self.launches:

@@ -15,7 +15,7 @@ def test_without_libcuda_launches_go_kernel_by_kernel(caplog: pytest.LogCaptureF
     monkeypatch.setattr(launch, "_LIBCUDA", [None])
     monkeypatch.setattr(launch, "_GRAPH_LIB", [])
     monkeypatch.setattr(launch, "_SAID", set())
-    k = launch.KernelLaunch(kernel=1, grid=(8, 4), threads=128, smem_bytes=0, args_ptr=0, func=None, name="k")
+    k = launch.KernelLaunch(kernel=1, grid=(8, 4), threads=128, smem_bytes=0, args_ptr=0, name="k")
     with caplog.at_level(logging.WARNING, logger=launch.__name__):
         assert launch.KernelGraph.make([k]) is None
         assert launch.KernelGraph.make([k, k]) is None
@@ -59,14 +59,14 @@ class _Recorder:
 
 
 def _kernels() -> list:
-    return [launch.KernelLaunch(kernel=i + 1, grid=(4, 2), threads=128, smem_bytes=0, args_ptr=0, func=None, name=n)
+    return [launch.KernelLaunch(kernel=i + 1, grid=(4, 2), threads=128, smem_bytes=0, args_ptr=0, name=n)
             for i, n in enumerate(("forward", "merge"))]
 
 
 def test_the_graph_is_built_on_the_second_call_outside_a_capture(monkeypatch: pytest.MonkeyPatch) -> None:
     """A launch used once goes kernel by kernel and builds no graph; the second call outside a capture builds it and
     launches through it, as every later call does; calls on a stream under capture go kernel by kernel, count for
-    nothing, and do so after the graph exists too (``KernelGraph.launch`` itself falls back under capture)."""
+    nothing, and do so after the graph exists too."""
     rec = _Recorder(monkeypatch)
     launcher = launch.KernelLauncher(_kernels())
     launcher.launch(7)
@@ -82,6 +82,9 @@ def test_the_graph_is_built_on_the_second_call_outside_a_capture(monkeypatch: py
     for _ in range(3):
         launcher.launch(7)
     assert rec.events == [("graph", 7, ("forward", "merge"))] * 3  # built once
+    rec.events.clear()
+    launcher.launch(9)  # under capture with the graph built: the kernels become nodes of the caller's graph
+    assert rec.events == [("kernel", 9, "forward"), ("kernel", 9, "merge")]
 
 
 def test_without_a_graph_every_call_goes_kernel_by_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
