@@ -1186,14 +1186,12 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     constexpr int GROUP_STAGES = tile_group_stages<TILE_M>();
 #ifdef PAT_KV_FP8
     constexpr bool TILE_GROUPS = false;  // FP8 tiles are converted one at a time into one 16-bit tile
-    // 16-row items on mma.sync: warp kw alone reads rows [kw * COLS, (kw + 1) * COLS) of the converted tile, so it
-    // converts them itself (the loop's second CTA barrier per tile goes, and the warps that only load skip the
-    // conversion). Items of more row warps share those rows between warps and convert the tile CTA-wide. Only where
-    // K comes from the stage too: converting K and V per warp alone ran 1.02-1.04x slower than CTA-wide on d64's
-    // private rows (H200), and gains nothing at d128 without K_FROM_STAGE.
-    constexpr bool WARP_CVT = !WG && ROW_WARPS == 1 && PAT_FP8_K_REGS;
-    // ... and where PAT_FP8_K_REGS, K's operands come from the FP8 stage (fp8_k_fragment): the warp converts V alone
-    constexpr bool K_FROM_STAGE = WARP_CVT && PAT_FP8_K_REGS;
+    // 16-row items on mma.sync where PAT_FP8_K_REGS: K's operands come from the FP8 stage (fp8_k_fragment), and
+    // warp kw alone reads rows [kw * COLS, (kw + 1) * COLS) of the converted V tile, so it converts them itself (the
+    // loop's second CTA barrier per tile goes, and the warps that only load skip the conversion). Items of more row
+    // warps share those rows between warps and convert the tile CTA-wide; so does d64, where converting K and V per
+    // warp ran 1.02-1.04x slower than CTA-wide on private rows (H200).
+    constexpr bool K_FROM_STAGE = !WG && ROW_WARPS == 1 && PAT_FP8_K_REGS;
 #else
     constexpr bool K_FROM_STAGE = false;
     // (Not beside d64's ring loop: at 6 CTAs per SM, 80 registers, the build with both spills.)
@@ -1284,15 +1282,15 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
         }
         cp_async_commit();
 #ifdef PAT_KV_FP8
-        if constexpr (WARP_CVT) {
+        if constexpr (K_FROM_STAGE) {
             // Each computing warp converts the token rows it computes on, no CTA barrier: those rows of the
             // converted tile are read by this warp alone, and the barrier above put the tile's landing (every
             // thread's copies) and the end of every warp's work on the last tile behind all of them.
             if (computes) {
                 __syncwarp();  // the warp's lanes are done reading the last tile's converted rows
-                convert_kv_rows<false, COLS, 32, !K_FROM_STAGE>(sk + (t % STAGES) * STAGE_ELEMS,
-                                                                sv + (t % STAGES) * STAGE_ELEMS, sk_cvt, sv_cvt,
-                                                                kw * COLS, threadIdx.x % 32);
+                convert_kv_rows<false, COLS, 32, false>(sk + (t % STAGES) * STAGE_ELEMS,
+                                                        sv + (t % STAGES) * STAGE_ELEMS, sk_cvt, sv_cvt, kw * COLS,
+                                                        threadIdx.x % 32);
                 __syncwarp();  // ... and its rows are written before any lane reads them
             }
         } else {
