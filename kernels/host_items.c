@@ -21,7 +21,7 @@
      more than one entry in the plan gets the next slot (item_dst), else -1 (it writes the output); merge_indptr /
      merge_partials list each request's slots in entry order (_partial_slots);
    * item_pack / item_split: per item (plan order) its pack and split index; open_mask (when leaf_pack is given): its
-     end is open. summary: the longest item's KV tokens, the largest tile m, the number of open items.
+     end is open. summary: the longest item's KV tokens, the number of open items.
    num_items / num_entries: the sums the caller counted (splits x blocks, splits x requests). Returns the number of
    partial slots; -1 when that exceeds max_partials (max_partials >= 0; nothing but the count is then written), -2
    when scratch memory cannot be allocated. */
@@ -103,7 +103,7 @@ int64_t pat_plan_items(int64_t packs, const int64_t *pack_tokens, const int64_t 
     for (int64_t k = 0; k < n; k++) order[k] = k;
     sort_items(order, order + n, n, it);
     /* columns and entries in launch order; slots numbered in entry order */
-    int64_t entry = 0, slot = 0, tile_m_max = 0, num_open = 0;
+    int64_t entry = 0, slot = 0, num_open = 0;
     for (int64_t k = 0; k < n; k++) {
         const item_t *x = &it[order[k]];
         int32_t *row = items + ITEM_FIELDS * k;
@@ -114,7 +114,6 @@ int64_t pat_plan_items(int64_t packs, const int64_t *pack_tokens, const int64_t 
         row[ITEM_REQ_END] = (int32_t)(entry + x->size);
         row[ITEM_TILE] = (int32_t)x->tile;
         row[ITEM_TILE_M] = (int32_t)tile_m_of_size[x->size];
-        if (tile_m_of_size[x->size] > tile_m_max) tile_m_max = tile_m_of_size[x->size];
         item_pack[k] = x->pack;
         item_split[k] = x->split;
         if (open_mask) open_mask[k] = (uint8_t)open;
@@ -135,8 +134,7 @@ int64_t pat_plan_items(int64_t packs, const int64_t *pack_tokens, const int64_t 
     for (int64_t k = 0; k < entry; k++)
         if (item_dst[k] >= 0) merge_partials[per_req[item_req[k]]++] = item_dst[k];
     summary[0] = longest;
-    summary[1] = tile_m_max;
-    summary[2] = num_open;
+    summary[1] = num_open;
     free(per_req), free(it), free(order);
     return num_partials;
 }

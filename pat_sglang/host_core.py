@@ -192,7 +192,7 @@ class _HostCore:
                    num_entries: int, max_partials: int | None, item_fields: int) -> tuple | None:
         """``planner._plan_items`` in one call (``kernels/host_items.c`` ``pat_plan_items``): (items, item_req,
         item_dst, merge_indptr, merge_partials, num_partials, item_pack, item_split, open_mask, longest item's tokens,
-        largest tile m, open items), the same arrays; None when the plan needs more than ``max_partials`` partial
+        open items), the same arrays; None when the plan needs more than ``max_partials`` partial
         slots. The per-pack arrays: int64, C-contiguous (as the planner makes them; checked); ``pack_req``: int32,
         ``pack_req_count`` entries per pack, every one below ``num_requests``; ``num_items`` / ``num_entries``: the
         counts they make (``splits @ blocks``, ``splits @ pack_req_count``: the buffers are sized by them)."""
@@ -205,7 +205,7 @@ class _HostCore:
             raise ValueError("plan_items: leaf_pack must be a bool per pack")
         items = np.zeros((num_items, item_fields), dtype=np.int32)
         ints = np.empty(3 * num_entries + num_requests + 1, dtype=np.int32)  # item_req, item_dst, merge map
-        longs = np.empty(2 * num_items + 3, dtype=np.int64)  # item_pack, item_split, summary
+        longs = np.empty(2 * num_items + 2, dtype=np.int64)  # item_pack, item_split, summary
         open_mask = None if leaf_pack is None else np.empty(num_items, dtype=np.bool_)
         tiles = np.ascontiguousarray(tile_of_size, dtype=np.int64)
         tile_ms = np.ascontiguousarray(tile_m_of_size, dtype=np.int64)

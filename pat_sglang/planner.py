@@ -162,7 +162,6 @@ class PlanStats:
     num_items: int
     num_partials: int
     max_item_tokens: int = 0  # the longest item's KV tokens when planned (open items at the planned lengths)
-    max_tile_m: int = 0  # the largest tile m of its items (0: not known)
 
 
 class _LazyPacks:
@@ -487,7 +486,7 @@ def _plan(
     if laid is None:  # over the limits
         return None
     (items, item_req, item_dst, merge_indptr, merge_partials, num_partials, item_pack, item_split, open_mask,
-     max_item_tokens, max_tile_m, num_open) = laid
+     max_item_tokens, num_open) = laid
     if items.shape[0] > MAX_ITEMS:
         raise ValueError(f"plan has {items.shape[0]} work items; the forward grid holds at most {MAX_ITEMS}")
 
@@ -499,7 +498,6 @@ def _plan(
         num_items=items.shape[0],
         num_partials=num_partials,
         max_item_tokens=max_item_tokens,
-        max_tile_m=max_tile_m,
     )
     pack_args = (fa, pack_node, top, pack_tokens, pack_ptr, pack_req, splits, pack_blocks, tiles, group, reqs_per_block)
     infos = _PackBuilder(*pack_args)
@@ -550,8 +548,8 @@ def _plan_items(
     kv_limit: int,
 ) -> tuple | None:
     """The items of packs cut into row blocks and ``splits`` KV splits, in numpy: (items, item_req, item_dst,
-    merge_indptr, merge_partials, num_partials, item_pack, item_split, open_mask, the longest item's tokens, the largest
-    tile m, open items); ``None`` if they would exceed ``limits`` (counted before any item is built). ``leaf_pack``: per
+    merge_indptr, merge_partials, num_partials, item_pack, item_split, open_mask, the longest item's tokens, open
+    items); ``None`` if they would exceed ``limits`` (counted before any item is built). ``leaf_pack``: per
     pack, its last split gets an open end (None: no open ends). The compiled version (``host_core``,
     ``kernels/host_items.c``) makes the same arrays in one call."""
     num_packs = pack_tokens.shape[0]
@@ -632,7 +630,7 @@ def _plan_items(
 
     item_dst, merge_indptr, merge_partials, num_partials = _partial_slots(item_req, partials_of, num_requests)
     return (items, item_req, item_dst, merge_indptr, merge_partials, num_partials, item_pack, item_split, open_mask,
-            int(kv_len.max()), int(items[:, ITEM_TILE_M].max()), 0 if open_mask is None else int(open_mask.sum()))
+            int(kv_len.max()), 0 if open_mask is None else int(open_mask.sum()))
 
 
 def _partial_slots(
@@ -839,7 +837,6 @@ def remade_plan(
         num_items=num_items,
         num_partials=num_partials,
         max_item_tokens=max(int(kv_len.max(initial=0)), max(join_tokens, default=0)),
-        max_tile_m=int(out[:, ITEM_TILE_M].max(initial=0)),
     )
     return PackPlan(
         heads=previous.heads,
