@@ -20,12 +20,13 @@
 //
 //   FP8 KV. The stages hold the pool's FP8 bytes (half the bytes of a 16-bit tile per cp.async); once a tile
 //   has landed, it is converted (exactly: every FP8 value is an fp16 value) into one fp16 K and V tile in the
-//   swizzled layout below (by all threads, behind a second barrier; on 16-row items by each computing warp, the
-//   token rows it computes on), and the MMA code reads that tile as it reads a 16-bit stage: the MMAs run in
-//   fp16 whatever the query dtype (bf16 Q rows are converted once per item; see the element types below). On
-//   16-row items at head dims of whole 128-byte FP8 rows (PAT_FP8_K_REGS) only V is converted: S's K operands come
-//   from the FP8 stage itself (fp8_k_fragment, rows chunk-swizzled), with each k16 step's dims permuted, and Q's
-//   rows permuted the same way once per item (permute_q_rows). The
+//   swizzled layout below (by all threads, behind a second barrier), and the MMA code reads that tile as it reads a
+//   16-bit stage: the MMAs run in fp16 whatever the query dtype (bf16 Q rows are converted once per item; see the
+//   element types below). 16-row items at head dims of whole 128-byte FP8 rows (PAT_FP8_KV_REGS: d128, d256)
+//   convert nothing into shared memory: their MMA operands come from the FP8 stage itself (rows chunk-swizzled),
+//   converted in registers. S's K fragments (fp8_k_fragment) hold each k16 step's dims permuted, and Q's rows are
+//   permuted the same way once per item (permute_q_rows); P V's V fragments (fp8_v_fragments) pair two token rows
+//   byte by byte, and their n8 blocks hold O's dims permuted, which the write puts back (o_pair). The
 //   scales are SGLang's (dequantised = stored * scale): the K scale is folded into scale_log2 on the host
 //   (q . (s_k k) = s_k (q . k)), the V scale multiplies each output row once (P (s_v V) = s_v (P V)).
 //
@@ -202,12 +203,12 @@ typedef unsigned char kv_t;
 #ifndef PAT_MMA_F16
 #error "FP8 pools run fp16 MMAs"
 #endif
-// 16-row items over FP8 pools at head dims of whole 128-byte rows take K's MMA operands straight from the FP8 stage
-// (fp8_k_fragment): the stage rows are XOR-swizzled in 16-byte chunks, and Q's dims are permuted to match
-// (permute_q_rows). d64 (64-byte rows) converts K as V.
-#define PAT_FP8_K_REGS (HEAD_DIM % 128 == 0)
+// 16-row items over FP8 pools at head dims of whole 128-byte rows take K's and V's MMA operands straight from the
+// FP8 stage (fp8_k_fragment, fp8_v_fragments): the stage rows are XOR-swizzled in 16-byte chunks, Q's dims are
+// permuted to match K's fragments (permute_q_rows), O's to match V's (o_pair). d64 (64-byte rows) converts K and V.
+#define PAT_FP8_KV_REGS (HEAD_DIM % 128 == 0)
 #else
-#define PAT_FP8_K_REGS 0
+#define PAT_FP8_KV_REGS 0
 typedef elem_t kv_t;
 #define KV_ELEM_BYTES 2
 #endif
@@ -327,6 +328,14 @@ __device__ __forceinline__ void ldmatrix_x4_trans(unsigned& r0, unsigned& r1, un
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
                  : "r"(addr));
+}
+
+// One 32-bit shared load from a shared-window byte address (volatile, like the ldmatrix above: the stage it reads is
+// rewritten across the loop's barriers).
+__device__ __forceinline__ unsigned lds_b32(unsigned addr) {
+    unsigned r;
+    asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(r) : "r"(addr));
+    return r;
 }
 
 // A lane's ldmatrix address in a swizzled 16-bit tile (swz): chunk 2*s + h of row `row` for step s = 0. Chunk
@@ -488,8 +497,8 @@ __device__ __forceinline__ int mma_off(int rows, int row, int chunk) {
 }
 
 // Offset (kv_t elements) of a 16-byte chunk in a stage: the MMA layout for 16-bit pools; rows for FP8 stages, which
-// the conversion reads a whole chunk per thread, and fp8_k_fragment four bytes per lane (PAT_FP8_K_REGS: chunks
-// XOR-swizzled by row).
+// the conversion reads a whole chunk per thread, and fp8_k_fragment and fp8_v_fragments four bytes per lane
+// (PAT_FP8_KV_REGS: chunks XOR-swizzled by row).
 // With PAT_WG_RING, 64-row items lay all STAGES stages out as one swz128 tile of STAGES * KV_TILE rows (stage s =
 // rows s * KV_TILE ..): consecutive stages are then contiguous token rows of every 64-column block, so one wgmma
 // descriptor spans WG_GROUP of them; stage s starts KV_TILE * 128 bytes after stage s - 1.
@@ -497,9 +506,11 @@ constexpr int WG_KV_ROWS = PAT_WG_RING ? STAGES * KV_TILE : KV_TILE;  // rows of
 template <bool WG>
 __device__ __forceinline__ int stage_off(int row, int chunk) {
 #ifdef PAT_KV_FP8
-    // with PAT_FP8_K_REGS, chunk c of row r at c ^ (r & 7): the eight rows of an n8 block read by fp8_k_fragment's
-    // lanes, at the same chunk, land in eight different bank groups
-    return row * HEAD_DIM + (PAT_FP8_K_REGS ? chunk ^ (row & 7) : chunk) * KV_CHUNK_ELEMS;
+    // with PAT_FP8_KV_REGS, chunk c of row r at c ^ (r & 7): the eight rows of an n8 block read by fp8_k_fragment's
+    // lanes, at the same chunk, land in eight different bank groups; so do the two adjacent chunks (2 bg, 2 bg + 1) of
+    // the four rows of one fp8_v_fragments load (rows 2t, 2t + 1, 2t + 8 or 2t + 9 of a 16-row block, t = 0 .. 3: their
+    // r & 7 differ in bits 1 and 2, so the chunk pairs land on four different pairs of bank groups)
+    return row * HEAD_DIM + (PAT_FP8_KV_REGS ? chunk ^ (row & 7) : chunk) * KV_CHUNK_ELEMS;
 #else
     return WG ? swz128(WG_KV_ROWS, row, chunk) : swz(row, chunk);
 #endif
@@ -579,9 +590,8 @@ __device__ __forceinline__ unsigned fp8x2_to_elem2(unsigned pair) {
 // Token rows [row0, row0 + ROWS) of one landed FP8 stage (K and V) -> the same rows of the 16-bit K and V tiles the
 // MMAs read (in the MMA layout of a 16-bit stage), by THREADS threads (tid: this one's index among them). Each
 // 16-byte FP8 chunk (16 dims) becomes two 16-byte element chunks. Rows past the end were zero-filled and convert to
-// zeros. The whole tile by the CTA: convert_kv_rows<WG, KV_TILE, PAT_THREADS>(..., 0, threadIdx.x). WITH_K false:
-// V alone (K's operands then come from the FP8 stage itself: fp8_k_fragment).
-template <bool WG, int ROWS, int THREADS, bool WITH_K = true>
+// zeros. The whole tile by the CTA: convert_kv_rows<WG, KV_TILE, PAT_THREADS>(..., 0, threadIdx.x).
+template <bool WG, int ROWS, int THREADS>
 __device__ __forceinline__ void convert_kv_rows(const kv_t* sk8, const kv_t* sv8, elem_t* sk, elem_t* sv, int row0,
                                                 int tid) {
     for (int i = tid; i < ROWS * KV_CHUNKS_PER_ROW; i += THREADS) {
@@ -592,21 +602,19 @@ __device__ __forceinline__ void convert_kv_rows(const kv_t* sk8, const kv_t* sv8
                                       fp8x2_to_elem2(v8.y >> 16));
         const uint4 v_hi = make_uint4(fp8x2_to_elem2(v8.z), fp8x2_to_elem2(v8.z >> 16), fp8x2_to_elem2(v8.w),
                                       fp8x2_to_elem2(v8.w >> 16));
-        if constexpr (WITH_K) {
-            const uint4 k8 = *reinterpret_cast<const uint4*>(sk8 + stage_off<WG>(row, chunk));
-            const uint4 k_lo = make_uint4(fp8x2_to_elem2(k8.x), fp8x2_to_elem2(k8.x >> 16), fp8x2_to_elem2(k8.y),
-                                          fp8x2_to_elem2(k8.y >> 16));
-            const uint4 k_hi = make_uint4(fp8x2_to_elem2(k8.z), fp8x2_to_elem2(k8.z >> 16), fp8x2_to_elem2(k8.w),
-                                          fp8x2_to_elem2(k8.w >> 16));
-            *reinterpret_cast<uint4*>(sk + mma_off<WG>(KV_TILE, row, 2 * chunk)) = k_lo;
-            *reinterpret_cast<uint4*>(sk + mma_off<WG>(KV_TILE, row, 2 * chunk + 1)) = k_hi;
-        }
+        const uint4 k8 = *reinterpret_cast<const uint4*>(sk8 + stage_off<WG>(row, chunk));
+        const uint4 k_lo = make_uint4(fp8x2_to_elem2(k8.x), fp8x2_to_elem2(k8.x >> 16), fp8x2_to_elem2(k8.y),
+                                      fp8x2_to_elem2(k8.y >> 16));
+        const uint4 k_hi = make_uint4(fp8x2_to_elem2(k8.z), fp8x2_to_elem2(k8.z >> 16), fp8x2_to_elem2(k8.w),
+                                      fp8x2_to_elem2(k8.w >> 16));
+        *reinterpret_cast<uint4*>(sk + mma_off<WG>(KV_TILE, row, 2 * chunk)) = k_lo;
+        *reinterpret_cast<uint4*>(sk + mma_off<WG>(KV_TILE, row, 2 * chunk + 1)) = k_hi;
         *reinterpret_cast<uint4*>(sv + mma_off<WG>(KV_TILE, row, 2 * chunk)) = v_lo;
         *reinterpret_cast<uint4*>(sv + mma_off<WG>(KV_TILE, row, 2 * chunk + 1)) = v_hi;
     }
 }
 
-#if PAT_FP8_K_REGS
+#if PAT_FP8_KV_REGS
 // K's two B fragments of one n8 block of mma.m16n8k16 (16 dims x 8 tokens) straight from the FP8 stage: lane
 // (g = lane / 4, t = lane % 4) holds B[k][n = g] for k = 2t, 2t + 1 (b0) and 2t + 8, 2t + 9 (b1). It loads the four
 // bytes of dims 4t .. 4t + 3 of its token row in the step's 16-dim chunk and takes them as those four k: a permutation
@@ -616,6 +624,55 @@ __device__ __forceinline__ void fp8_k_fragment(const kv_t* k8, int row, int kk, 
     const unsigned w = *reinterpret_cast<const unsigned*>(k8 + stage_off<false>(row, kk) + 4 * t);
     b0 = fp8x2_to_elem2(w);
     b1 = fp8x2_to_elem2(w >> 16);
+}
+
+// The upper two FP8 values of a word -> two fp16: fp8x2_to_elem2(w >> 16), where on sm_89+ the cvt reads the
+// register's upper half itself (F2FP .H1: no shift).
+__device__ __forceinline__ unsigned fp8x2_hi_to_elem2(unsigned w) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+    unsigned bits;
+    if constexpr (PAT_KV_FP8 == __NV_E5M2)
+        asm("{.reg .b16 lo, hi;\n mov.b32 {lo, hi}, %1;\n cvt.rn.f16x2.e5m2x2 %0, hi;}\n" : "=r"(bits) : "r"(w));
+    else
+        asm("{.reg .b16 lo, hi;\n mov.b32 {lo, hi}, %1;\n cvt.rn.f16x2.e4m3x2 %0, hi;}\n" : "=r"(bits) : "r"(w));
+    return bits;
+#else
+    return fp8x2_to_elem2(w >> 16);
+#endif
+}
+
+// V's B fragments of four n8 blocks of mma.m16n8k16 (k = the block's 16 tokens, n = 8 dims each) straight from the
+// FP8 stage: lane (g = lane / 4, t = lane % 4) holds B[k][n = g] for k = 2t, 2t + 1 (b[j][0]) and 2t + 8, 2t + 9
+// (b[j][1]): two tokens of one dim per register, which token rows give only from two rows. So the lane loads the four
+// bytes at 32 bg + 4g (dims 32 bg + 4g .. + 3) of token rows 2t, 2t + 1, 2t + 8 and 2t + 9 (four 32-bit loads), pairs
+// rows 2t / 2t + 1 and 2t + 8 / 2t + 9 byte by byte (prmt: one dim's two tokens side by side, two dims per word), and
+// converts each pair (one cvt). Block j = 0 .. 3 takes dim 32 bg + 4g + j as its column g: its columns are the dims
+// 32 bg + j + 4n (n = 0 .. 7), so its accumulator columns 2t, 2t + 1 hold dims 32 bg + 8t + j and 32 bg + 8t + 4 + j,
+// and across the four blocks a lane holds eight adjacent dims 32 bg + 8t .. + 7 of each of its rows (o_pair). `row`
+// = the block's first token + 2t (the first token a multiple of 16: rows 2t + 8, 2t + 9 have the swizzles of rows 2t,
+// 2t + 1, eight rows further). As in lane_chunk_addr, chunk 2 bg + g / 4 of row r lands at chunk
+// (2 bg) ^ (g / 4 ^ (r & 7)) (2 bg even: no carries), so group bg's addresses are group 0's XOR (bg << 5): the stage
+// starts at a multiple of its HEAD_DIM-byte rows in the 1024-aligned buffer.
+static_assert(SMEM_Q_ELEMS * 2 % HEAD_DIM == 0 && STAGE_BYTES % HEAD_DIM == 0, "FP8 stages at whole rows");
+__device__ __forceinline__ void fp8_v_fragments(const kv_t* v8, int row, int bg, int g, unsigned (&b)[4][2]) {
+    const unsigned a0 = smem_addr(v8 + stage_off<false>(row, g / 4) + 4 * (g % 4)) ^ (bg << 5);
+    const unsigned a1 = smem_addr(v8 + stage_off<false>(row + 1, g / 4) + 4 * (g % 4)) ^ (bg << 5);
+    const unsigned w0 = lds_b32(a0);
+    const unsigned w1 = lds_b32(a1);
+    const unsigned w8 = lds_b32(a0 + 8 * HEAD_DIM);
+    const unsigned w9 = lds_b32(a1 + 8 * HEAD_DIM);
+    const unsigned lo = __byte_perm(w0, w1, 0x5140);   // dims +0, +1: (token 2t, token 2t + 1) byte pairs
+    const unsigned hi = __byte_perm(w0, w1, 0x7362);   // dims +2, +3
+    const unsigned lo8 = __byte_perm(w8, w9, 0x5140);  // the same for tokens 2t + 8, 2t + 9
+    const unsigned hi8 = __byte_perm(w8, w9, 0x7362);
+    b[0][0] = fp8x2_to_elem2(lo);
+    b[1][0] = fp8x2_hi_to_elem2(lo);
+    b[2][0] = fp8x2_to_elem2(hi);
+    b[3][0] = fp8x2_hi_to_elem2(hi);
+    b[0][1] = fp8x2_to_elem2(lo8);
+    b[1][1] = fp8x2_hi_to_elem2(lo8);
+    b[2][1] = fp8x2_to_elem2(hi8);
+    b[3][1] = fp8x2_hi_to_elem2(hi8);
 }
 #endif
 #endif
@@ -697,7 +754,7 @@ __device__ __forceinline__ void convert_q_rows(elem_t* sq) {
 }
 #endif
 
-#if PAT_FP8_K_REGS
+#if PAT_FP8_KV_REGS
 // A 16-row item's landed Q rows reordered for fp8_k_fragment: each k16 step's 16 dims (chunks 2s and 2s + 1, words
 // w0 .. w7 of dim pairs) become chunk 2s = w0 w2 w4 w6 and chunk 2s + 1 = w1 w3 w5 w7, so that ldmatrix hands lane
 // t the words w(2t) (a0, a1) and w(2t + 1) (a2, a3): dims 4t, 4t + 1 and 4t + 2, 4t + 3, the dims lane t's K fragment
@@ -732,12 +789,38 @@ __device__ __forceinline__ float score_scale_log2(const PatForwardParams& p) {
 }
 
 // One warp's online-softmax state for its 16 query rows: each thread holds rows lane/4 and lane/4 + 8 (log2 units),
-// O columns j*8 + (lane%4)*2 + {0,1}; l is a per-thread partial sum until the end.
+// O columns j*8 + (lane%4)*2 + {0,1} (with V from the FP8 stage, fp8_v_fragments' columns: o_pair); l is a
+// per-thread partial sum until the end.
 struct RowState {
     float o[HEAD_DIM / 8][4];
     float m[2];
     float l[2];
 };
+
+// Pair i (0 .. HEAD_DIM / 8 - 1) of this thread's O values of row half h (0: row lane/4, 1: lane/4 + 8): two adjacent
+// dims d, d + 1 and their accumulators (v0, v1); d = o_pair(...) + o_lane_dim(lane). mma.sync's C layout: pair i is
+// block i's c(2h), c(2h + 1), dims 8i + 2t, + 1 (t = lane % 4). V8 (O += P V on fp8_v_fragments' blocks): block j's
+// accumulator columns 2t, 2t + 1 are dims 32 (j / 4) + 8t + j % 4 and that + 4, so the eight dims 32 bg + 8t .. + 7
+// are c(2h) of blocks 4bg .. 4bg + 3, then c(2h + 1) of them: pair i takes blocks 4 (i / 4) + 2 (i % 2) and the next,
+// at c(2h + (i / 2) % 2).
+template <bool V8>
+__device__ __forceinline__ int o_pair(const RowState& st, int i, int h, float& v0, float& v1) {
+    if constexpr (V8) {
+        const int j = 4 * (i / 4) + 2 * (i % 2);
+        const int c = 2 * h + (i / 2) % 2;
+        v0 = st.o[j][c];
+        v1 = st.o[j + 1][c];
+        return 32 * (i / 4) + 4 * ((i / 2) % 2) + 2 * (i % 2);
+    } else {
+        v0 = st.o[i][2 * h];
+        v1 = st.o[i][2 * h + 1];
+        return i * 8;
+    }
+}
+template <bool V8>
+__device__ __forceinline__ int o_lane_dim(int lane) {
+    return (lane % 4) * (V8 ? 8 : 2);
+}
 
 __device__ __forceinline__ void init_rows(RowState& st) {
 #pragma unroll
@@ -845,12 +928,13 @@ __device__ __forceinline__ void p_fragment(const float (*s)[4], unsigned& a0, un
 
 // One 16-column block of a 16-bit KV tile against the warp's 16 query rows (rows rw*16.. of sq): S = Q K^T on
 // tensor cores, columns past kv_end masked, the online-softmax update, O += P V. c0: the block's first column in the
-// tile; tok_base: its kv position. K8 (PAT_FP8_K_REGS): tk is the FP8 stage itself (kv_t), read by fp8_k_fragment,
-// and sq holds Q in permute_q_rows' order.
-template <bool K8 = false>
+// tile (a multiple of 16); tok_base: its kv position. KV8 (PAT_FP8_KV_REGS): tk and tv are the FP8 stages themselves
+// (kv_t), read by fp8_k_fragment and fp8_v_fragments; sq holds Q in permute_q_rows' order, and st.o takes O's dims in
+// fp8_v_fragments' order (the write reads them through o_pair<true>).
+template <bool KV8 = false>
 __device__ __forceinline__ void attend_block(const PatForwardParams& p, const elem_t* sq, int rw, const void* tk,
-                                             const elem_t* tv, int c0, int tok_base, int kv_end, RowState& st) {
-    static_assert(!K8 || PAT_FP8_K_REGS, "K from the stage only where the stage and Q have its layouts");
+                                             const void* tv, int c0, int tok_base, int kv_end, RowState& st) {
+    static_assert(!KV8 || PAT_FP8_KV_REGS, "K and V from the stage only where the stage, Q and O have their layouts");
     constexpr int NBS = 2;            // n8 blocks of S in the 16 columns (one k16 step of P V)
     constexpr int DB = HEAD_DIM / 8;  // n8 blocks of O
     const int lane = threadIdx.x % 32;
@@ -862,8 +946,8 @@ __device__ __forceinline__ void attend_block(const PatForwardParams& p, const el
     // S = Q K^T over HEAD_DIM in k16 steps: Q rows of the warp (matrices: rows 0-7 / 8-15 x chunk halves), K rows of
     // the block (matrices: chunk halves x rows 0-7 / 8-15).
     const unsigned q_addr = lane_chunk_addr(sq, rw * 16 + (mat % 2) * 8 + lane % 8, mat / 2);
-#if PAT_FP8_K_REGS
-    if constexpr (K8) {
+#if PAT_FP8_KV_REGS
+    if constexpr (KV8) {
         const kv_t* k8 = static_cast<const kv_t*>(tk);
 #pragma unroll 2
         for (int kk = 0; kk < HEAD_DIM / 16; ++kk) {
@@ -891,7 +975,19 @@ __device__ __forceinline__ void attend_block(const PatForwardParams& p, const el
     // O += P V: P from the S accumulators (two n8 blocks = one k16 A fragment), V transposed.
     unsigned a0, a1, a2, a3;
     p_fragment(s, a0, a1, a2, a3);
-    const unsigned v_addr = lane_chunk_addr(tv, c0 + (mat % 2) * 8 + lane % 8, mat / 2);
+#if PAT_FP8_KV_REGS
+    if constexpr (KV8) {  // 32 dims (four n8 blocks of O) per fp8_v_fragments
+#pragma unroll
+        for (int bg = 0; bg < HEAD_DIM / 32; ++bg) {
+            unsigned b[4][2];
+            fp8_v_fragments(static_cast<const kv_t*>(tv), c0 + 2 * (lane % 4), bg, lane / 4, b);
+#pragma unroll
+            for (int j = 0; j < 4; ++j) mma_16816(st.o[4 * bg + j], a0, a1, a2, a3, b[j][0], b[j][1]);
+        }
+        return;
+    }
+#endif
+    const unsigned v_addr = lane_chunk_addr(static_cast<const elem_t*>(tv), c0 + (mat % 2) * 8 + lane % 8, mat / 2);
 #pragma unroll
     for (int j = 0; j < DB; j += 2) {  // V's chunks j, j + 1: step j / 2
         unsigned b0, b1, b2, b3;
@@ -981,9 +1077,10 @@ __device__ __forceinline__ void attend_block_wg(const PatForwardParams& p, unsig
 // The end of an item: the warps' row states -> outputs or partial slots. KV_GROUPS = 1 (one warp saw every column
 // of its rows): each computing warp writes its rows straight from registers. Otherwise each column group parks its
 // raw state in its own fp32 slab, reusing the Q/K/V region (the caller has passed a CTA barrier after its last
-// read of it), and the block combines the slabs row by row. No atomics.
+// read of it), and the block combines the slabs row by row. No atomics. V8: O's accumulators hold fp8_v_fragments'
+// dims (attend_block<true>), which o_pair puts back in place.
 //   slab_o [KV_GROUPS][TILE_M][HEAD_DIM], slab_m [KV_GROUPS][TILE_M], slab_l [KV_GROUPS][TILE_M]
-template <int KV_GROUPS, int TILE_M>
+template <int KV_GROUPS, int TILE_M, bool V8 = false>
 __device__ __forceinline__ void write_rows(const PatForwardParams& p, elem_t* smem, const RowState& st, bool computes,
                                            int rw, int kw, int req_begin, int n_rows, int group, int kvh) {
     constexpr int DB = HEAD_DIM / 8;
@@ -1011,8 +1108,9 @@ __device__ __forceinline__ void write_rows(const PatForwardParams& p, elem_t* sm
                 const float inv_l = 1.f / l_full[h];
 #pragma unroll
                 for (int j = 0; j < DB; ++j) {
-                    const int d = j * 8 + (lane % 4) * 2;
-                    write_pair(p, req, dst, head, d, st.o[j][2 * h] * inv_l, st.o[j][2 * h + 1] * inv_l);
+                    float v0, v1;
+                    const int d = o_pair<V8>(st, j, h, v0, v1) + o_lane_dim<V8>(lane);
+                    write_pair(p, req, dst, head, d, v0 * inv_l, v1 * inv_l);
                 }
                 if (dst >= 0 && lane % 4 == 0) p.part_lse[(long long)dst * p.num_q_heads + head] = st.m[h] + log2f(l_full[h]);
             }
@@ -1028,8 +1126,11 @@ __device__ __forceinline__ void write_rows(const PatForwardParams& p, elem_t* sm
             const int r = r_lo + 8 * h;
             float* row = slab_o + (kw * TILE_M + r) * HEAD_DIM;
 #pragma unroll
-            for (int j = 0; j < DB; ++j)
-                *reinterpret_cast<float2*>(row + j * 8 + (lane % 4) * 2) = make_float2(st.o[j][2 * h], st.o[j][2 * h + 1]);
+            for (int j = 0; j < DB; ++j) {
+                float v0, v1;
+                const int d = o_pair<V8>(st, j, h, v0, v1);
+                *reinterpret_cast<float2*>(row + d + o_lane_dim<V8>(lane)) = make_float2(v0, v1);
+            }
             if (lane % 4 == 0) {
                 slab_m[kw * TILE_M + r] = st.m[h];
                 slab_l[kw * TILE_M + r] = l_full[h];
@@ -1185,15 +1286,15 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     // computed while at least G are in flight).
     constexpr int GROUP_STAGES = tile_group_stages<TILE_M>();
 #ifdef PAT_KV_FP8
-    constexpr bool TILE_GROUPS = false;  // FP8 tiles are converted one at a time into one 16-bit tile
-    // 16-row items on mma.sync where PAT_FP8_K_REGS: K's operands come from the FP8 stage (fp8_k_fragment), and
-    // warp kw alone reads rows [kw * COLS, (kw + 1) * COLS) of the converted V tile, so it converts them itself (the
-    // loop's second CTA barrier per tile goes, and the warps that only load skip the conversion). Items of more row
-    // warps share those rows between warps and convert the tile CTA-wide; so does d64, where converting K and V per
-    // warp ran 1.02-1.04x slower than CTA-wide on private rows (H200).
-    constexpr bool K_FROM_STAGE = !WG && ROW_WARPS == 1 && PAT_FP8_K_REGS;
+    constexpr bool TILE_GROUPS = false;  // FP8 tiles are converted one at a time into one 16-bit tile (and FP8 builds
+                                         // have no 16-token KV tiles)
+    // 16-row items on mma.sync where PAT_FP8_KV_REGS: K's and V's operands come from the FP8 stage itself
+    // (fp8_k_fragment, fp8_v_fragments), so nothing is converted and the loop keeps one CTA barrier per tile. Other
+    // items (more row warps, or d64) convert the tile CTA-wide behind a second barrier. (d64's 16-row items converting
+    // their own rows per warp instead ran 1.02-1.04x slower than CTA-wide on the H200.)
+    constexpr bool KV_FROM_STAGE = !WG && ROW_WARPS == 1 && PAT_FP8_KV_REGS;
 #else
-    constexpr bool K_FROM_STAGE = false;
+    constexpr bool KV_FROM_STAGE = false;
     // (Not beside d64's ring loop: at 6 CTAs per SM, 80 registers, the build with both spills.)
     constexpr bool TILE_GROUPS = !WG && ROW_WARPS == 1 && KV_TILE == 16 && PAT_WARPS >= GROUP_TILES &&
                                  GROUP_STAGES >= 2 * GROUP_TILES && !(PAT_WG_RING && HEAD_DIM == 64);
@@ -1242,10 +1343,10 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     // builds. The loop's first barriers (and fence, for wgmma) order these writes before the first MMA.
     cp_async_wait<STAGES - 2>();
     __syncthreads();
-    if constexpr (!K_FROM_STAGE) convert_q_rows<TILE_M, WG>(sq);
+    if constexpr (!KV_FROM_STAGE) convert_q_rows<TILE_M, WG>(sq);
 #endif
-#if PAT_FP8_K_REGS
-    if constexpr (K_FROM_STAGE) {  // Q in fp8_k_fragment's dim order (and fp16), ordered as convert_q_rows is
+#if PAT_FP8_KV_REGS
+    if constexpr (KV_FROM_STAGE) {  // Q in fp8_k_fragment's dim order (and fp16), ordered as convert_q_rows is
 #ifndef PAT_FP8_F16_MMA
         cp_async_wait<STAGES - 2>();
         __syncthreads();
@@ -1282,18 +1383,9 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
         }
         cp_async_commit();
 #ifdef PAT_KV_FP8
-        if constexpr (K_FROM_STAGE) {
-            // Each computing warp converts the token rows it computes on, no CTA barrier: those rows of the
-            // converted tile are read by this warp alone, and the barrier above put the tile's landing (every
-            // thread's copies) and the end of every warp's work on the last tile behind all of them.
-            if (computes) {
-                __syncwarp();  // the warp's lanes are done reading the last tile's converted rows
-                convert_kv_rows<false, COLS, 32, false>(sk + (t % STAGES) * STAGE_ELEMS,
-                                                        sv + (t % STAGES) * STAGE_ELEMS, sk_cvt, sv_cvt, kw * COLS,
-                                                        threadIdx.x % 32);
-                __syncwarp();  // ... and its rows are written before any lane reads them
-            }
-        } else {
+        // Tiles read from the stage need nothing more: the barrier above put the tile's landing (every thread's
+        // copies) and the end of every warp's work on the last tile behind all of them.
+        if constexpr (!KV_FROM_STAGE) {
             convert_kv_rows<WG, KV_TILE, PAT_THREADS>(sk + (t % STAGES) * STAGE_ELEMS,
                                                       sv + (t % STAGES) * STAGE_ELEMS, sk_cvt, sv_cvt, 0, threadIdx.x);
 #ifdef PAT_WGMMA
@@ -1301,8 +1393,8 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
 #endif
             __syncthreads();
         }
-        const void* tk = K_FROM_STAGE ? static_cast<const void*>(sk + (t % STAGES) * STAGE_ELEMS) : sk_cvt;
-        const elem_t* tv = sv_cvt;
+        const void* tk = KV_FROM_STAGE ? static_cast<const void*>(sk + (t % STAGES) * STAGE_ELEMS) : sk_cvt;
+        const void* tv = KV_FROM_STAGE ? static_cast<const void*>(sv + (t % STAGES) * STAGE_ELEMS) : sv_cvt;
 #else
         const elem_t* tk = sk + (t % STAGES) * STAGE_ELEMS;
         const elem_t* tv = sv + (t % STAGES) * STAGE_ELEMS;
@@ -1311,7 +1403,8 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
         if constexpr (WG && !PAT_WG_RING) {  // every warp computes
 #pragma unroll 2
             for (int c0 = 0; c0 < KV_TILE; c0 += PAT_WG_COLS)
-                attend_block_wg<PAT_WG_COLS>(p, q_desc, static_cast<const elem_t*>(tk), tv, c0,
+                attend_block_wg<PAT_WG_COLS>(p, q_desc, static_cast<const elem_t*>(tk),
+                                             static_cast<const elem_t*>(tv), c0,
                                              kv_begin + t * KV_TILE + c0, kv_end, st);
             continue;
         }
@@ -1320,13 +1413,13 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
             // The warp's COLS columns go 16 at a time so S stays small in registers.
 #pragma unroll 2
             for (int c0 = kw * COLS; c0 < (kw + 1) * COLS; c0 += 16)
-                attend_block<K_FROM_STAGE>(p, sq, rw, tk, tv, c0, kv_begin + t * KV_TILE + c0, kv_end, st);
+                attend_block<KV_FROM_STAGE>(p, sq, rw, tk, tv, c0, kv_begin + t * KV_TILE + c0, kv_end, st);
         }
     }
     cp_async_wait<0>();  // no copy may land in shared memory after the loop: the combine reuses it
     __syncthreads();     // ... nor may a warp still read its last tile there
     pat_stamp(2);
-    write_rows<KV_WARPS, TILE_M>(p, smem, st, computes, rw, kw, req_begin, n_rows, group, kvh);
+    write_rows<KV_WARPS, TILE_M, KV_FROM_STAGE>(p, smem, st, computes, rw, kw, req_begin, n_rows, group, kvh);
 }
 
 extern "C" __global__ void __launch_bounds__(PAT_THREADS, PAT_MIN_BLOCKS) pat_pack_forward(const PatForwardParams p) {
