@@ -587,6 +587,28 @@ __device__ __forceinline__ unsigned fp8x2_to_elem2(unsigned pair) {
     return bits;
 }
 
+// The upper two FP8 values of a word -> two fp16: fp8x2_to_elem2(w >> 16), where on sm_89+ the cvt reads the
+// register's upper half itself (F2FP .H1: no shift; nvcc does not fold the shift into the cvt). Every FP8 pair taken
+// from a word's upper half at d128 / d256 goes through it: the tile conversion, fp8_k_fragment, fp8_v_fragments.
+__device__ __forceinline__ unsigned fp8x2_hi_to_elem2(unsigned w) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+    unsigned bits;
+    if constexpr (PAT_KV_FP8 == __NV_E5M2)
+        asm("{.reg .b16 lo, hi;\n mov.b32 {lo, hi}, %1;\n cvt.rn.f16x2.e5m2x2 %0, hi;}\n" : "=r"(bits) : "r"(w));
+    else
+        asm("{.reg .b16 lo, hi;\n mov.b32 {lo, hi}, %1;\n cvt.rn.f16x2.e4m3x2 %0, hi;}\n" : "=r"(bits) : "r"(w));
+    return bits;
+#else
+    return fp8x2_to_elem2(w >> 16);
+#endif
+}
+
+// The tile conversion's upper pairs: fp8x2_hi_to_elem2 where PAT_FP8_KV_REGS (d128, d256); d64's builds (80
+// registers at 6 CTAs per SM) spill 16-32 bytes with it on sm_90 and keep the shift.
+__device__ __forceinline__ unsigned tile_hi_to_elem2(unsigned w) {
+    return PAT_FP8_KV_REGS ? fp8x2_hi_to_elem2(w) : fp8x2_to_elem2(w >> 16);
+}
+
 // Token rows [row0, row0 + ROWS) of one landed FP8 stage (K and V) -> the same rows of the 16-bit K and V tiles the
 // MMAs read (in the MMA layout of a 16-bit stage), by THREADS threads (tid: this one's index among them). Each
 // 16-byte FP8 chunk (16 dims) becomes two 16-byte element chunks. Rows past the end were zero-filled and convert to
@@ -598,15 +620,15 @@ __device__ __forceinline__ void convert_kv_rows(const kv_t* sk8, const kv_t* sv8
         const int row = row0 + i / KV_CHUNKS_PER_ROW;
         const int chunk = i % KV_CHUNKS_PER_ROW;
         const uint4 v8 = *reinterpret_cast<const uint4*>(sv8 + stage_off<WG>(row, chunk));
-        const uint4 v_lo = make_uint4(fp8x2_to_elem2(v8.x), fp8x2_to_elem2(v8.x >> 16), fp8x2_to_elem2(v8.y),
-                                      fp8x2_to_elem2(v8.y >> 16));
-        const uint4 v_hi = make_uint4(fp8x2_to_elem2(v8.z), fp8x2_to_elem2(v8.z >> 16), fp8x2_to_elem2(v8.w),
-                                      fp8x2_to_elem2(v8.w >> 16));
+        const uint4 v_lo = make_uint4(fp8x2_to_elem2(v8.x), tile_hi_to_elem2(v8.x), fp8x2_to_elem2(v8.y),
+                                      tile_hi_to_elem2(v8.y));
+        const uint4 v_hi = make_uint4(fp8x2_to_elem2(v8.z), tile_hi_to_elem2(v8.z), fp8x2_to_elem2(v8.w),
+                                      tile_hi_to_elem2(v8.w));
         const uint4 k8 = *reinterpret_cast<const uint4*>(sk8 + stage_off<WG>(row, chunk));
-        const uint4 k_lo = make_uint4(fp8x2_to_elem2(k8.x), fp8x2_to_elem2(k8.x >> 16), fp8x2_to_elem2(k8.y),
-                                      fp8x2_to_elem2(k8.y >> 16));
-        const uint4 k_hi = make_uint4(fp8x2_to_elem2(k8.z), fp8x2_to_elem2(k8.z >> 16), fp8x2_to_elem2(k8.w),
-                                      fp8x2_to_elem2(k8.w >> 16));
+        const uint4 k_lo = make_uint4(fp8x2_to_elem2(k8.x), tile_hi_to_elem2(k8.x), fp8x2_to_elem2(k8.y),
+                                      tile_hi_to_elem2(k8.y));
+        const uint4 k_hi = make_uint4(fp8x2_to_elem2(k8.z), tile_hi_to_elem2(k8.z), fp8x2_to_elem2(k8.w),
+                                      tile_hi_to_elem2(k8.w));
         *reinterpret_cast<uint4*>(sk + mma_off<WG>(KV_TILE, row, 2 * chunk)) = k_lo;
         *reinterpret_cast<uint4*>(sk + mma_off<WG>(KV_TILE, row, 2 * chunk + 1)) = k_hi;
         *reinterpret_cast<uint4*>(sv + mma_off<WG>(KV_TILE, row, 2 * chunk)) = v_lo;
@@ -623,22 +645,7 @@ __device__ __forceinline__ void convert_kv_rows(const kv_t* sk8, const kv_t* sv8
 __device__ __forceinline__ void fp8_k_fragment(const kv_t* k8, int row, int kk, int t, unsigned& b0, unsigned& b1) {
     const unsigned w = *reinterpret_cast<const unsigned*>(k8 + stage_off<false>(row, kk) + 4 * t);
     b0 = fp8x2_to_elem2(w);
-    b1 = fp8x2_to_elem2(w >> 16);
-}
-
-// The upper two FP8 values of a word -> two fp16: fp8x2_to_elem2(w >> 16), where on sm_89+ the cvt reads the
-// register's upper half itself (F2FP .H1: no shift).
-__device__ __forceinline__ unsigned fp8x2_hi_to_elem2(unsigned w) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
-    unsigned bits;
-    if constexpr (PAT_KV_FP8 == __NV_E5M2)
-        asm("{.reg .b16 lo, hi;\n mov.b32 {lo, hi}, %1;\n cvt.rn.f16x2.e5m2x2 %0, hi;}\n" : "=r"(bits) : "r"(w));
-    else
-        asm("{.reg .b16 lo, hi;\n mov.b32 {lo, hi}, %1;\n cvt.rn.f16x2.e4m3x2 %0, hi;}\n" : "=r"(bits) : "r"(w));
-    return bits;
-#else
-    return fp8x2_to_elem2(w >> 16);
-#endif
+    b1 = fp8x2_hi_to_elem2(w);
 }
 
 // V's B fragments of four n8 blocks of mma.m16n8k16 (k = the block's 16 tokens, n = 8 dims each) straight from the
