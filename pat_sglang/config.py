@@ -149,8 +149,10 @@ class TileTable:
     fp8_wgmma_head_dims: frozenset[int] = frozenset()
     # head_dim -> the least tile m its items take where its build runs 64-row items on warpgroup MMAs
     # (``for_head_dim``): at d256 a private request's 4 rows run faster padded to 64 rows on wgmma, the CTA's four
-    # warps computing, than as one warp's 16-row mma.sync item
+    # warps computing, than as one warp's 16-row mma.sync item; FP8-KV builds take the fp8 entry's (none where absent:
+    # their 16-row items take K and V straight from the FP8 stage and beat the padded 64-row ones)
     min_tile_m: dict[int, int] = field(default_factory=dict)
+    fp8_min_tile_m: dict[int, int] = field(default_factory=dict)
     # head_dim -> KV columns per wgmma S block of its 16-bit-KV build's 64-row items (``KernelVariant.wg_cols``;
     # 16 where absent); FP8-KV builds take the fp8 entry's (16 where absent)
     wg_cols: dict[int, int] = field(default_factory=dict)
@@ -184,8 +186,11 @@ class TileTable:
         tile_ms = tuple(m for m in self.tile_ms if m <= 16 * warps) + wider
         if not tile_ms:
             raise ValueError(f"{warps} warps hold no tile m of {self.tile_ms}")
-        least = {d: m for d, m in self.min_tile_m.items() if m in tile_ms}  # a least tile m these CTAs still hold
-        return replace(self, tile_ms=tile_ms, warps={d: warps for d in self.warps}, min_tile_m=least)
+        def held(least: dict[int, int]) -> dict[int, int]:  # the least tile ms these CTAs still hold
+            return {d: m for d, m in least.items() if m in tile_ms}
+
+        return replace(self, tile_ms=tile_ms, warps={d: warps for d in self.warps}, min_tile_m=held(self.min_tile_m),
+                       fp8_min_tile_m=held(self.fp8_min_tile_m))
 
     def with_tile_m(self, m: int) -> TileTable:
         """This table with tile m ``m`` added (e.g. 128: the items of the wide launch's two consumer warpgroups,
@@ -196,26 +201,26 @@ class TileTable:
 
     def for_head_dim(self, head_dim: int, fp8: bool = False) -> TileTable:
         """The table the planner uses for ``head_dim`` (``fp8``: over FP8 pools): this one, or where the table gives
-        the head dim a least tile m (``min_tile_m``) and that build takes warpgroup MMAs, this one with only the tile
-        ms from it on (made once per head dim)."""
-        m = self.min_tile_m.get(head_dim)
+        the head dim a least tile m (``min_tile_m``, FP8 pools ``fp8_min_tile_m``) and that build takes warpgroup
+        MMAs, this one with only the tile ms from it on (made once per head dim)."""
+        m = (self.fp8_min_tile_m if fp8 else self.min_tile_m).get(head_dim)
         if m is None or not self.wgmma(head_dim, fp8):
             return self
         table = self._per_head_dim.get((head_dim, fp8))
         if table is None:
-            table = replace(self.with_min_tile_m(m), min_tile_m={})
+            table = self.with_min_tile_m(m)
             self._per_head_dim[(head_dim, fp8)] = table
         return table
 
     def with_min_tile_m(self, m: int) -> TileTable:
         """This table with only the tile m values of at least ``m`` rows (a sweep's variant, ``KernelTune.min_tile_m``):
         e.g. 64, every item on the 64-row path (warpgroup MMAs where the build has them), padding rows included. The
-        least tile m holds for every head dim: the table's own per-head-dim ones (``min_tile_m``) are dropped, so 16
-        puts d256's private rows back on 16-row items."""
+        least tile m holds for every head dim: the table's own per-head-dim ones (``min_tile_m``,
+        ``fp8_min_tile_m``) are dropped, so 16 puts d256's private rows back on 16-row items."""
         tile_ms = tuple(t for t in self.tile_ms if t >= m)
         if not tile_ms:
             raise ValueError(f"no tile m of {self.tile_ms} holds {m} rows")
-        return replace(self, tile_ms=tile_ms, min_tile_m={})
+        return replace(self, tile_ms=tile_ms, min_tile_m={}, fp8_min_tile_m={})
 
     def wg_cols_for(self, head_dim: int, fp8: bool = False) -> int:
         """KV columns per wgmma S block of this head dim's build (``fp8``: over FP8 pools; 16 without wgmma)."""
@@ -309,10 +314,12 @@ def load_tile_table(arch: str = "sm90") -> TileTable:
             need = tile_ms[-1] // 16
             raise ValueError(f"{path}: tile m {tile_ms[-1]} needs {need} warps; head_dim {d} has {warps[d]}")
     min_tile_m = {int(d): int(m) for d, m in data.get("min_tile_m", {}).items()}
-    for d, m in min_tile_m.items():
-        if d not in kv_tiles or m not in tile_ms or m > 16 * warps[d]:
-            raise ValueError(f"{path}: min_tile_m {m} for head_dim {d}: not one of the table's tile ms {tile_ms} "
-                             f"that head dim's {warps.get(d)} warps hold")
+    fp8_min_tile_m = {int(d): int(m) for d, m in fp8.get("min_tile_m", {}).items()}
+    for least, where in ((min_tile_m, ""), (fp8_min_tile_m, "fp8 ")):
+        for d, m in least.items():
+            if d not in kv_tiles or m not in tile_ms or m > 16 * warps[d]:
+                raise ValueError(f"{path}: {where}min_tile_m {m} for head_dim {d}: not one of the table's tile ms "
+                                 f"{tile_ms} that head dim's {warps.get(d)} warps hold")
     wg_cols = {int(d): int(n) for d, n in data.get("wg_cols", {}).items()}
     fp8_wg_cols = {int(d): int(n) for d, n in fp8.get("wg_cols", {}).items()}
     for cols, dims, fp8_pools in ((wg_cols, wgmma_dims, False), (fp8_wg_cols, fp8_wgmma_dims, True)):
@@ -328,7 +335,7 @@ def load_tile_table(arch: str = "sm90") -> TileTable:
                                  f"columns that fit its {tile}-token tiles x {depth} stages")
     return TileTable(
         tile_ms, kv_tiles, min_ctas, stages, warps, path.name[:-5], fp8_tiles, fp8_stages, wgmma_dims, fp8_wgmma_dims,
-        min_tile_m, wg_cols, fp8_wg_cols,
+        min_tile_m, fp8_min_tile_m, wg_cols, fp8_wg_cols,
     )
 
 

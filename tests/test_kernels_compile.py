@@ -205,6 +205,46 @@ def test_tile_table_refuses_bad_wg_cols(tmp_path, monkeypatch, edit: dict) -> No
     _assert_table_refused(tmp_path, monkeypatch, "sm90", edit, "wg_cols")
 
 
+_FP8_TILES = {"kv_tile_tokens": {"64": 32, "128": 32, "256": 32}, "stages": {"64": 4, "128": 2, "256": 3}}
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        ({"min_tile_m": {"256": 48}}, "min_tile_m 48"),  # not one of the table's tile ms
+        ({"min_tile_m": {"96": 64}}, "min_tile_m 64 for head_dim 96"),  # a head dim the table lacks
+        ({"fp8": {**_FP8_TILES, "min_tile_m": {"256": 128}}}, "fp8 min_tile_m 128"),  # more rows than 4 warps hold
+    ],
+)
+def test_tile_table_refuses_bad_min_tile_m(tmp_path, monkeypatch, edit: dict, match: str) -> None:
+    """A least tile m (16-bit pools, or the fp8 entry's for FP8 pools) the head dim's CTAs cannot hold fails at load."""
+    _assert_table_refused(tmp_path, monkeypatch, "sm90", edit, match)
+
+
+def test_fp8_min_tile_m_is_the_fp8_entrys(tmp_path, monkeypatch) -> None:
+    """FP8 pools take the fp8 entry's least tile m, not the 16-bit one: a table that gives FP8 d128 a least tile m of
+    64 plans FP8 d128 items on 64 rows and leaves 16-bit d128 on 16-row items; FP8 d256, absent from the entry, keeps
+    16-row items though 16-bit d256 pads to 64."""
+    import json
+
+    import pat_sglang.config as config
+
+    src = Path(config.__file__).resolve().parent.parent.joinpath("configs/tiles/sm90.json")
+    data = json.loads(src.read_text())
+    data["fp8"] = {**data["fp8"], "min_tile_m": {"128": 64}}
+    (tmp_path / "tiles").mkdir()
+    (tmp_path / "tiles" / "sm90.json").write_text(json.dumps(data))
+    monkeypatch.setattr(config, "data_dir", lambda *_: tmp_path)
+    config.load_tile_table.cache_clear()
+    try:
+        table = config.load_tile_table("sm90")
+        assert table.for_head_dim(128, fp8=True).tile_ms == (64,)
+        assert table.for_head_dim(128).tile_ms == table.tile_ms == (16, 32, 64)
+        assert table.for_head_dim(256, fp8=True) is table and table.for_head_dim(256).tile_ms == (64,)
+    finally:
+        config.load_tile_table.cache_clear()
+
+
 _FP8_D128 = {"kv_tile_tokens": {"64": 32, "128": 32}, "stages": {"64": 4, "128": 2}, "wgmma_head_dims": [128]}
 
 

@@ -699,14 +699,16 @@ def test_eight_warp_plans_take_128_row_items() -> None:
 
 
 @pytest.mark.parametrize(("head_dim", "kv_fp8", "least_m"),
-                         [(256, False, 64), (256, True, 64), (128, False, 16), (128, True, 16)])
+                         [(256, False, 64), (256, True, 16), (128, False, 16), (128, True, 16)])
 def test_head_dims_least_tile_m(head_dim: int, kv_fp8: bool, least_m: int) -> None:
-    """sm_90's table gives d256 a least tile m of 64 where its build takes warpgroup MMAs (16-bit and FP8 pools): every
-    item of a batch without sharing is then a 64-row item, 4 real rows padded; d128 keeps 16-row items. The plan still
-    covers each request's KV once (check_plan) and matches float64 attention."""
+    """sm_90's table gives d256 over 16-bit pools a least tile m of 64 where its build takes warpgroup MMAs: every
+    item of a batch without sharing is then a 64-row item, 4 real rows padded. Over FP8 pools (the fp8 entry, none)
+    and at d128, items keep 16 rows. The plan still covers each request's KV once (check_plan) and matches float64
+    attention."""
     heads = HeadConfig(32, 8, head_dim, torch.bfloat16, kv_dtype=torch.float8_e4m3fn if kv_fp8 else None)
     table = load_tile_table("sm90")
-    assert table.min_tile_m == {256: 64}
+    assert table.min_tile_m == {256: 64} and table.fp8_min_tile_m == {}
+    assert table.with_warps(2).fp8_min_tile_m == {} and table.with_min_tile_m(16).min_tile_m == {}
     assert table.for_head_dim(head_dim, kv_fp8) is table.for_head_dim(head_dim, kv_fp8)  # made once
     assert load_tile_table("sm80").for_head_dim(256) is load_tile_table("sm80")
     two_warps = table.with_warps(2)  # CTAs that hold no 64-row tile keep 16-row items at d256
