@@ -33,9 +33,10 @@
 //   Tiling. The item's tile m (16..16*PAT_WARPS, chosen per item by the planner) sets the warp layout at
 //   run time: ROW_WARPS = m/16 warps each own 16 query rows; KV_WARPS = min(PAT_WARPS/ROW_WARPS,
 //   KV_TILE/16) warps split every KV tile's columns between them. All warps load; warps beyond
-//   ROW_WARPS*KV_WARPS only load, except on 16-row items of at least GROUP_MIN_TILES 16-token tiles (tile_group_loop):
-//   there warp g of the first GROUP_TILES computes tile t + g of each group of tiles behind one barrier, through the
-//   deeper pipeline that the Q rows such an item leaves unused make room for. Each layout is one template
+//   ROW_WARPS*KV_WARPS only load, except on 16-row items of at least GROUP_MIN_TOKENS tokens (tile_group_loop, 16-token
+//   tiles of 16-bit pools or FP8 tiles read from the stage): there GROUP_TILES tiles go behind one barrier, each split
+//   between KV_TILE/16 warps, through the deeper pipeline that the Q rows (and FP8's converted tile) such an item
+//   leaves unused make room for. Each layout is one template
 //   instantiation behind a switch on the item's tile m. CTAs of one item's KV heads are adjacent in the grid, so they
 //   read the neighbouring head rows of each token at about the same time.
 //   KV streams through shared memory in tiles of KV_TILE tokens, STAGES deep (STAGES-1 tiles in flight
@@ -538,12 +539,13 @@ struct KvLoader {
 constexpr unsigned STAGE_BYTES = KV_TILE * HEAD_DIM * KV_ELEM_BYTES;
 constexpr unsigned V_STAGES_BYTES = STAGES * STAGE_BYTES;  // sv - sk
 static_assert(SMEM_KV_ELEMS * KV_ELEM_BYTES == V_STAGES_BYTES, "V's stages follow K's");
-// Stages of an item on tile_group_loop (16-bit pools): its TILE_M-row Q tile, then as many K and V stages as the
-// main region holds past it, so a 16-row item takes the rows of the 64-row Q tile it leaves unused as a deeper KV
-// pipeline (d64 and d128: 5 stages where 64-row items have 4).
+// Stages of an item on tile_group_loop: its TILE_M-row Q tile, then as many K and V stages as the main region holds
+// past it, so a 16-row item takes the rows of the 64-row Q tile it leaves unused (and with FP8 pools, the converted
+// tile it does not need) as a deeper KV pipeline (16-bit d64 and d128: 5 stages where 64-row items have 4; FP8 d128: 5
+// where others have 2; FP8 d256: 6 where others have 3).
 template <int TILE_M>
 __device__ constexpr int tile_group_stages() {
-    return (SMEM_Q_ELEMS * 2 + 2 * SMEM_KV_ELEMS * KV_ELEM_BYTES - TILE_M * HEAD_DIM * 2) / (2 * STAGE_BYTES);
+    return (SMEM_MAIN_BYTES - TILE_M * HEAD_DIM * 2) / (2 * STAGE_BYTES);
 }
 
 template <bool WG>
@@ -1238,42 +1240,58 @@ __device__ __forceinline__ void wg_ring_loop(const PatForwardParams& p, const Kv
 }
 #endif
 
-// 16-row items of at least GROUP_MIN_TILES tiles whose KV tile is one 16-column block (16-token tiles, 16-bit pools,
-// mma.sync): G = GROUP_TILES tiles per CTA barrier (group_pipeline), warp g computing tile t + g, so G warps stream in
-// parallel where one computed while the others only loaded (the CTAs of private suffixes: one computing warp of four
-// set their rate; H200, d128: long private rows 0.97-0.98x, trees with 256-512-token suffixes 0.92-0.95x; 32-row
-// items and shorter items lost up to 3% with it: docs/perf/kernels/2026-11-30-h200-tile-groups/). The item streams
-// through NS = tile_group_stages<TILE_M>() stages laid out after its own Q rows. The G warps' states are combined at
-// the end as the KV_WARPS split's are (write_rows); a warp whose tile is past the end keeps its empty state, which the
-// combine weighs 0.
-constexpr int GROUP_TILES = 2;       // tiles per barrier, one per computing warp
-constexpr int GROUP_MIN_TILES = 16;  // shorter items keep the one-tile loop (their combine would cost more than it saves)
-template <int ROW_WARPS, int G, int NS>
+// 16-row items of at least GROUP_MIN_TOKENS tokens on mma.sync whose KV blocks a warp reads as they landed: 16-token
+// tiles of 16-bit pools, or FP8 tiles read from the stage (KV8: PAT_FP8_KV_REGS, 32-token tiles of two 16-column
+// blocks). G = GROUP_TILES tiles per CTA barrier (group_pipeline), each tile's KW = KV_TILE / 16 column blocks on KW
+// warps: warp g * KW + c computes block c of tile t + g, so G * KW warps stream in parallel where KW computed while
+// the others only loaded (the CTAs of private suffixes: one computing warp of four set their rate; H200, 16-bit d128:
+// long private rows 0.97-0.98x, trees with 256-512-token suffixes 0.92-0.95x; 32-row items and shorter items lost up
+// to 3% with it: docs/perf/kernels/2026-11-30-h200-tile-groups/). The item streams through NS =
+// tile_group_stages<TILE_M>() stages laid out after its own Q rows. The G * KW warps' states are combined at the end
+// as the KV_WARPS split's are (write_rows); a warp whose tile is past the end keeps its empty state, which the combine
+// weighs 0.
+constexpr int GROUP_TILES = 2;          // tiles per barrier
+constexpr int GROUP_MIN_TOKENS = 256;   // shorter items keep the one-tile loop (their combine would cost more than it
+                                        // saves)
+template <int ROW_WARPS, int G, int NS, bool KV8>
 __device__ __forceinline__ void tile_group_loop(const PatForwardParams& p, int kv_begin, int kv_end, int n_tiles,
                                                 int req_begin, int n_rows, int group, int kvh, elem_t* smem) {
     constexpr int TILE_M = ROW_WARPS * 16;
+    constexpr int KW = KV_TILE / 16;  // 16-column blocks per tile, one warp each
     constexpr int STAGE_ELEMS = KV_TILE * HEAD_DIM;
-    static_assert(KV_TILE == 16, "one 16-column block per tile and warp");
-    const elem_t* sq = smem;  // TILE_M rows, then NS K stages, then NS V stages
-    const elem_t* sk = smem + TILE_M * HEAD_DIM;
-    const elem_t* sv = sk + NS * STAGE_ELEMS;
-    const KvLoader loader = kv_loader<false>(p, reinterpret_cast<const kv_t*>(sk), kvh);
+    static_assert(KV8 || KV_TILE == 16, "16-bit tiles: one 16-column block per tile and warp");
+    static_assert(ROW_WARPS * G * KW <= PAT_WARPS, "a warp per block of each group's tiles");
+    elem_t* sq = smem;  // TILE_M rows, then NS K stages, then NS V stages
+    const kv_t* sk = reinterpret_cast<const kv_t*>(smem + TILE_M * HEAD_DIM);
+    const kv_t* sv = sk + NS * STAGE_ELEMS;
+    const KvLoader loader = kv_loader<false>(p, sk, kvh);
     const int warp = threadIdx.x / 32;
-    const bool computes = warp < ROW_WARPS * G;
-    const int rw = warp / G;  // row group
-    const int g = warp % G;   // the tile of each group this warp computes on
+    const bool computes = warp < ROW_WARPS * G * KW;
+    const int rw = warp / (G * KW);  // row group
+    const int kg = warp % (G * KW);  // this warp's block of each group: tile t + kg / KW, columns 16 (kg % KW) ..
+    const int c0 = kg % KW * 16;
     RowState st;
     group_pipeline<G, NS, false, NS * STAGE_BYTES>(
-        p, loader, kv_begin, kv_end, n_tiles, n_tiles, [&] { init_rows(st); },
+        p, loader, kv_begin, kv_end, n_tiles, n_tiles,
+        [&] {
+#if PAT_FP8_KV_REGS
+            if constexpr (KV8) {  // Q (landed with tile 0) in fp8_k_fragment's dim order, before any warp reads it
+                cp_async_wait<NS - G - 1>();
+                __syncthreads();
+                permute_q_rows<TILE_M>(sq);
+            }
+#endif
+            init_rows(st);
+        },
         [&](int t) {
-            const int tile = t + g;
+            const int tile = t + kg / KW;
             if (computes && tile < n_tiles) {
                 const int stage = tile % NS;
-                attend_block(p, sq, rw, sk + stage * STAGE_ELEMS, sv + stage * STAGE_ELEMS, 0,
-                             kv_begin + tile * KV_TILE, kv_end, st);
+                attend_block<KV8>(p, sq, rw, sk + stage * STAGE_ELEMS, sv + stage * STAGE_ELEMS, c0,
+                                  kv_begin + tile * KV_TILE + c0, kv_end, st);
             }
         });
-    write_rows<G, TILE_M>(p, smem, st, computes, rw, g, req_begin, n_rows, group, kvh);
+    write_rows<G * KW, TILE_M, KV8>(p, smem, st, computes, rw, kg, req_begin, n_rows, group, kvh);
 }
 
 // The CTA-wide loop: all threads load each KV tile, ROW_WARPS x KV_WARPS warps compute on it, one CTA barrier per
@@ -1289,17 +1307,18 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
 #else
     constexpr bool WG = false;
 #endif
-    // Long 16-row items on tile_group_loop (16-bit pools, mma.sync, one 16-column block per tile, stages for G
-    // computed while at least G are in flight).
+    // Long 16-row items on tile_group_loop (mma.sync, blocks read as they landed, a warp per block of each group's
+    // tiles, stages for G computed while at least G are in flight).
     constexpr int GROUP_STAGES = tile_group_stages<TILE_M>();
 #ifdef PAT_KV_FP8
-    constexpr bool TILE_GROUPS = false;  // FP8 tiles are converted one at a time into one 16-bit tile (and FP8 builds
-                                         // have no 16-token KV tiles)
     // 16-row items on mma.sync where PAT_FP8_KV_REGS: K's and V's operands come from the FP8 stage itself
-    // (fp8_k_fragment, fp8_v_fragments), so nothing is converted and the loop keeps one CTA barrier per tile. Other
-    // items (more row warps, or d64) convert the tile CTA-wide behind a second barrier. (d64's 16-row items converting
-    // their own rows per warp instead ran 1.02-1.04x slower than CTA-wide on the H200.)
+    // (fp8_k_fragment, fp8_v_fragments), so nothing is converted and the loop keeps one CTA barrier per tile (per
+    // group of tiles on tile_group_loop). Other items (more row warps, or d64) convert the tile CTA-wide behind a
+    // second barrier, one tile at a time into one 16-bit tile. (d64's 16-row items converting their own rows per warp
+    // instead ran 1.02-1.04x slower than CTA-wide on the H200.)
     constexpr bool KV_FROM_STAGE = !WG && ROW_WARPS == 1 && PAT_FP8_KV_REGS;
+    constexpr bool TILE_GROUPS = KV_FROM_STAGE && PAT_WARPS >= GROUP_TILES * (KV_TILE / 16) &&
+                                 GROUP_STAGES >= 2 * GROUP_TILES;
 #else
     constexpr bool KV_FROM_STAGE = false;
     // (Not beside d64's ring loop: at 6 CTAs per SM, 80 registers, the build with both spills.)
@@ -1320,9 +1339,9 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     load_q_rows<TILE_M, WG>(p, sq, req_begin, n_rows, group, kvh);
     if constexpr (TILE_GROUPS) {
         const int n_group_tiles = (kv_end - kv_begin + KV_TILE - 1) / KV_TILE;
-        if (n_group_tiles >= GROUP_MIN_TILES) {
-            tile_group_loop<ROW_WARPS, GROUP_TILES, GROUP_STAGES>(p, kv_begin, kv_end, n_group_tiles, req_begin,
-                                                                  n_rows, group, kvh, smem);
+        if (n_group_tiles * KV_TILE >= GROUP_MIN_TOKENS) {
+            tile_group_loop<ROW_WARPS, GROUP_TILES, GROUP_STAGES, KV_FROM_STAGE>(p, kv_begin, kv_end, n_group_tiles,
+                                                                                 req_begin, n_rows, group, kvh, smem);
             return;
         }
     }

@@ -17,6 +17,8 @@ from gpu_checks import GPU_ONLY, assert_written_and_close, seed_counter
 
 import pat_sglang
 from pat_sglang.config import DeviceSpec, HeadConfig
+from pat_sglang.forest import PrefixForest
+from pat_sglang.planner import ITEM_KV_BEGIN, ITEM_KV_END, ITEM_TILE_M, PackPlan, plan_forest
 from pat_sglang.reference import naive_decode
 from pat_sglang.workloads import DecodeBatch, Tree, layout_tree, make_qkv, random_tree, tree_batch
 
@@ -35,10 +37,17 @@ def fp8_inputs(batch: DecodeBatch, hq: int, hkv: int, d: int, dtype: torch.dtype
 
 
 def check_batch(batch: DecodeBatch, hq: int, hkv: int, d: int, kv_dtype: torch.dtype,
-                dtype: torch.dtype = torch.bfloat16, uint8_pools: bool = False) -> None:
+                dtype: torch.dtype = torch.bfloat16, uint8_pools: bool = False,
+                split_tokens: int | None = None) -> PackPlan:
+    """``split_tokens``: the plan's KV split length instead of the cost model's choice. Returns the plan checked."""
     q, k8, v8, k_scale, v_scale = fp8_inputs(batch, hq, hkv, d, dtype, kv_dtype, _next_seed())
     heads = HeadConfig(hq, hkv, d, dtype, kv_dtype)
-    plan = pat_sglang.plan(batch.kv_indptr, batch.kv_indices, heads, DeviceSpec.from_torch(q.device)).to("cuda")
+    device = DeviceSpec.from_torch(q.device)
+    if split_tokens is None:
+        plan = pat_sglang.plan(batch.kv_indptr, batch.kv_indices, heads, device).to("cuda")
+    else:
+        plan = plan_forest(PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices), heads, device,
+                           split_tokens=split_tokens).to("cuda")
     out = torch.full_like(q, float("nan"))
     k_in, v_in = (k8.view(torch.uint8), v8.view(torch.uint8)) if uint8_pools else (k8, v8)  # SGLang's storage
     res = pat_sglang.run(plan, q, k_in, v_in, out=out, k_scale=k_scale, v_scale=v_scale)
@@ -47,6 +56,7 @@ def check_batch(batch: DecodeBatch, hq: int, hkv: int, d: int, kv_dtype: torch.d
     ref = naive_decode(q.cpu(), k8.cpu(), v8.cpu(), batch.kv_indptr, batch.kv_indices, 1.0 / math.sqrt(d),
                        torch.float64, k_scale, v_scale)
     assert_written_and_close(out, ref, f"k_scale {k_scale:.3f}, v_scale {v_scale:.3f}")
+    return plan
 
 
 @pytest.mark.parametrize("kv_dtype", FP8)
@@ -80,6 +90,39 @@ def test_long_prefix_split_and_no_sharing(kv_dtype: torch.dtype) -> None:
     check_batch(tree_batch([(1, 32768), (4, 64)], rng=_next_seed()), 32, 8, 128, kv_dtype)
     check_batch(tree_batch([(48, 700)], 16, _next_seed()), 32, 8, 128, kv_dtype)
     check_batch(tree_batch([(1, 1)], rng=_next_seed()), 32, 8, 128, kv_dtype)
+
+
+# The forward's tile-group loop over FP8 stages (kernels/pat_decode.cu tile_group_loop, KV8): a 16-row item of at
+# least this many tokens at d128 / d256 has four computing warps, two per 32-token tile, their states combined at the
+# end.
+GROUP_MIN_TOKENS = 256
+FP8_KV_TILE = 32  # the H200 table's FP8 KV tile at head dims 128 and 256 (configs/tiles/sm90.json, fp8)
+
+
+@pytest.mark.parametrize("kv_dtype", FP8)
+@pytest.mark.parametrize("head_dim", [128, 256])
+@pytest.mark.parametrize("heads", [(8, 8), (32, 8), (64, 8)])
+@pytest.mark.parametrize("page_size", [1, 16])
+def test_long_private_items_on_four_computing_warps(kv_dtype: torch.dtype, head_dim: int, heads: tuple[int, int],
+                                                    page_size: int) -> None:
+    """Private leaves under a shared prefix with lengths around the tile-group threshold: even and odd tile counts
+    (an odd count leaves the second tile's warps without one in the last group), last tiles of under 16 tokens (their
+    second column block wholly past the end) and of more, items just below the threshold."""
+    lengths = [223, 224, 240, 255, 256, 257, 270, 272, 287, 289, 300, 320, 511, 777, 1000]
+    tree = Tree([-1] + [0] * len(lengths), [512, *lengths], list(range(1, len(lengths) + 1)))
+    dtype = torch.float16 if page_size == 16 else torch.bfloat16  # both q dtypes over the matrix
+    for split_tokens in (None, 4096):  # the cost model's splits, and every private leaf one item
+        plan = check_batch(layout_tree(tree, page_size, _next_seed()), heads[0], heads[1], head_dim, kv_dtype, dtype,
+                           split_tokens=split_tokens)
+    items = plan.items.cpu().numpy()
+    tokens = (items[:, ITEM_KV_END] - items[:, ITEM_KV_BEGIN])[items[:, ITEM_TILE_M] == 16]
+    tiles = (tokens + FP8_KV_TILE - 1) // FP8_KV_TILE
+    grouped = tiles[tiles * FP8_KV_TILE >= GROUP_MIN_TOKENS]
+    assert len(grouped) and (grouped % 2 == 1).any(), \
+        "the plan must hold 16-row items on the tile-group loop, odd tile counts among them"
+    assert (tiles * FP8_KV_TILE < GROUP_MIN_TOKENS).any(), "and 16-row items just below the threshold"
+    assert ((tokens % FP8_KV_TILE > 0) & (tokens % FP8_KV_TILE <= 16)).any(), \
+        "and a last tile whose second block holds nothing"
 
 
 @pytest.mark.parametrize("kv_dtype", FP8)
@@ -117,7 +160,6 @@ def test_wgmma_build_over_fp8_pools(kv_dtype: torch.dtype, head_dim: int, page_s
     32-column S block per 32-token FP8 tile (head dims whose FP8 tiles hold 32 tokens)."""
     from pat_sglang.config import load_tile_table
     from pat_sglang.kernels import KernelTune, launch_plan
-    from pat_sglang.planner import ITEM_TILE_M
 
     if wg_cols is not None and load_tile_table("sm90").kv_tile(head_dim, fp8=True) % wg_cols:
         pytest.skip(f"head dim {head_dim}'s FP8 tiles hold fewer than {wg_cols} tokens")
