@@ -22,8 +22,8 @@
 //   has landed, it is converted (exactly: every FP8 value is an fp16 value) into one fp16 K and V tile in the
 //   swizzled layout below (by all threads, behind a second barrier), and the MMA code reads that tile as it reads a
 //   16-bit stage: the MMAs run in fp16 whatever the query dtype (bf16 Q rows are converted once per item; see the
-//   element types below). 16-row items at head dims of whole 128-byte FP8 rows (PAT_FP8_KV_REGS: d128, d256)
-//   convert nothing into shared memory: their MMA operands come from the FP8 stage itself (rows chunk-swizzled),
+//   element types below). Items on mma.sync (in wgmma builds those of 16 and 32 rows) at head dims of whole
+//   128-byte FP8 rows (PAT_FP8_KV_REGS: d128, d256) convert nothing into shared memory: their MMA operands come from the FP8 stage itself (rows chunk-swizzled),
 //   converted in registers. S's K fragments (fp8_k_fragment) hold each k16 step's dims permuted, and Q's rows are
 //   permuted the same way once per item (permute_q_rows); P V's V fragments (fp8_v_fragments) pair two token rows
 //   byte by byte, and their n8 blocks hold O's dims permuted, which the write puts back (o_pair). The
@@ -1311,14 +1311,16 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     // tiles, stages for G computed while at least G are in flight).
     constexpr int GROUP_STAGES = tile_group_stages<TILE_M>();
 #ifdef PAT_KV_FP8
-    // 16-row items on mma.sync where PAT_FP8_KV_REGS: K's and V's operands come from the FP8 stage itself
-    // (fp8_k_fragment, fp8_v_fragments), so nothing is converted and the loop keeps one CTA barrier per tile (per
-    // group of tiles on tile_group_loop). Other items (more row warps, or d64) convert the tile CTA-wide behind a
-    // second barrier, one tile at a time into one 16-bit tile. (d64's 16-row items converting their own rows per warp
-    // instead ran 1.02-1.04x slower than CTA-wide on the H200.)
-    constexpr bool KV_FROM_STAGE = !WG && ROW_WARPS == 1 && PAT_FP8_KV_REGS;
-    constexpr bool TILE_GROUPS = KV_FROM_STAGE && PAT_WARPS >= GROUP_TILES * (KV_TILE / 16) &&
-                                 GROUP_STAGES >= 2 * GROUP_TILES;
+    // Items on mma.sync where PAT_FP8_KV_REGS (16 and 32 rows in wgmma builds, every tile m otherwise): K's and V's
+    // operands come from the FP8 stage itself (fp8_k_fragment, fp8_v_fragments), so nothing is converted and the loop
+    // keeps one CTA barrier per tile (per group of tiles on tile_group_loop). Other items (wgmma's 64 rows, whose B
+    // operands must be 16-bit tiles in shared memory, or d64) convert the tile CTA-wide behind a second barrier, one
+    // tile at a time into one 16-bit tile. (d64's 16-row items converting their own rows per warp instead ran
+    // 1.02-1.04x slower than CTA-wide on the H200; 32-row items from the stage: trees 0.98-1.00x CTA-wide conversion's
+    // time, H200 2026-12-01: docs/perf/kernels/2026-12-01-h200-fp8-tile-groups/.)
+    constexpr bool KV_FROM_STAGE = !WG && PAT_FP8_KV_REGS;
+    constexpr bool TILE_GROUPS = KV_FROM_STAGE && ROW_WARPS == 1 && PAT_WARPS >= GROUP_TILES * (KV_TILE / 16) &&
+                                 GROUP_STAGES >= 2 * GROUP_TILES;  // (one row warp: the combine's slabs hold 64 rows)
 #else
     constexpr bool KV_FROM_STAGE = false;
     // (Not beside d64's ring loop: at 6 CTAs per SM, 80 registers, the build with both spills.)

@@ -178,6 +178,34 @@ def test_wgmma_build_over_fp8_pools(kv_dtype: torch.dtype, head_dim: int, page_s
 
 
 @pytest.mark.parametrize("kv_dtype", FP8)
+@pytest.mark.parametrize("head_dim", [128, 256])
+@pytest.mark.parametrize("page_size", [1, 16])
+def test_mma_sync_build_reads_every_tile_m_from_the_stage(kv_dtype: torch.dtype, head_dim: int,
+                                                          page_size: int) -> None:
+    """The mma.sync build (sm_80's, and KernelTune(wgmma=False) on sm_90) at d128 / d256 takes every item's K and V
+    fragments from the FP8 stage, 64-row items included; the wgmma build does so for its 16- and 32-row items. Plans
+    holding 16-, 32- and 64-row items, both builds, against float64 attention over the dequantised KV."""
+    from pat_sglang.kernels import KernelTune, launch_plan
+
+    seen = set()
+    for levels in ([(1, 1200), (48, 29)], [(1, 1200), (8, 300)]):  # 48 x 4 rows: 64-row items; 8 x 4: one of 32
+        batch = tree_batch(levels, page_size, _next_seed())
+        q, k8, v8, k_scale, v_scale = fp8_inputs(batch, 32, 8, head_dim, torch.bfloat16, kv_dtype, _next_seed())
+        heads = HeadConfig(32, 8, head_dim, torch.bfloat16, kv_dtype)
+        plan = pat_sglang.plan(batch.kv_indptr, batch.kv_indices, heads, DeviceSpec.from_torch(q.device)).to("cuda")
+        seen |= set(plan.items[:, ITEM_TILE_M].tolist())
+        ref = naive_decode(q.cpu(), k8.cpu(), v8.cpu(), batch.kv_indptr, batch.kv_indices, 1.0 / math.sqrt(head_dim),
+                           torch.float64, k_scale, v_scale)
+        for wgmma in (False, True):
+            out = torch.full_like(q, float("nan"))
+            launch_plan(plan, q, k8, v8, 1.0 / math.sqrt(head_dim), out=out, tune=KernelTune(wgmma=wgmma),
+                        k_scale=k_scale, v_scale=v_scale)
+            torch.cuda.synchronize()
+            assert_written_and_close(out, ref, f"wgmma {wgmma}, k_scale {k_scale:.3f}, v_scale {v_scale:.3f}")
+    assert seen == {16, 32, 64}, seen
+
+
+@pytest.mark.parametrize("kv_dtype", FP8)
 @pytest.mark.parametrize("head_dim", [64, 128, 256])
 def test_bf16_queries_of_every_magnitude(kv_dtype: torch.dtype, head_dim: int) -> None:
     """bf16 queries over FP8 pools run fp16 MMAs on Q scaled by a power of two (pat_decode.cu's element types): rows
