@@ -22,8 +22,9 @@
 //   has landed, it is converted (exactly: every FP8 value is an fp16 value) into one fp16 K and V tile in the
 //   swizzled layout below (by all threads, behind a second barrier), and the MMA code reads that tile as it reads a
 //   16-bit stage: the MMAs run in fp16 whatever the query dtype (bf16 Q rows are converted once per item; see the
-//   element types below). Items on mma.sync (in wgmma builds those of 16 and 32 rows) at head dims of whole
-//   128-byte FP8 rows (PAT_FP8_KV_REGS: d128, d256) convert nothing into shared memory: their MMA operands come from the FP8 stage itself (rows chunk-swizzled),
+//   element types below). Items on mma.sync (in wgmma builds those of 16 and 32 rows; 16-row items only without the
+//   hardware FP8 conversion) at head dims of whole 128-byte FP8 rows (PAT_FP8_KV_REGS: d128, d256) convert nothing
+//   into shared memory: their MMA operands come from the FP8 stage itself (rows chunk-swizzled),
 //   converted in registers. S's K fragments (fp8_k_fragment) hold each k16 step's dims permuted, and Q's rows are
 //   permuted the same way once per item (permute_q_rows); P V's V fragments (fp8_v_fragments) pair two token rows
 //   byte by byte, and their n8 blocks hold O's dims permuted, which the write puts back (o_pair). The
@@ -204,10 +205,19 @@ typedef unsigned char kv_t;
 #ifndef PAT_MMA_F16
 #error "FP8 pools run fp16 MMAs"
 #endif
-// 16-row items over FP8 pools at head dims of whole 128-byte rows take K's and V's MMA operands straight from the
-// FP8 stage (fp8_k_fragment, fp8_v_fragments): the stage rows are XOR-swizzled in 16-byte chunks, Q's dims are
+// Items on mma.sync over FP8 pools at head dims of whole 128-byte rows take K's and V's MMA operands straight from
+// the FP8 stage (fp8_k_fragment, fp8_v_fragments): the stage rows are XOR-swizzled in 16-byte chunks, Q's dims are
 // permuted to match K's fragments (permute_q_rows), O's to match V's (o_pair). d64 (64-byte rows) converts K and V.
 #define PAT_FP8_KV_REGS (HEAD_DIM % 128 == 0)
+// The FP8 -> fp16 pair conversion is one instruction from sm_89 on; older GPUs emulate it in several, so there the
+// row warps of items of more than 16 rows, which would each convert every K and V value of a tile for their own
+// fragments, keep the CTA-wide conversion (one conversion per value; measured only on the H200, where both cost
+// about the same: docs/perf/kernels/2026-12-01-h200-fp8-tile-groups/).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+#define PAT_FP8_HW_CVT 1
+#else
+#define PAT_FP8_HW_CVT 0
+#endif
 #else
 #define PAT_FP8_KV_REGS 0
 typedef elem_t kv_t;
@@ -593,7 +603,7 @@ __device__ __forceinline__ unsigned fp8x2_to_elem2(unsigned pair) {
 // register's upper half itself (F2FP .H1: no shift; nvcc does not fold the shift into the cvt). Every FP8 pair taken
 // from a word's upper half at d128 / d256 goes through it: the tile conversion, fp8_k_fragment, fp8_v_fragments.
 __device__ __forceinline__ unsigned fp8x2_hi_to_elem2(unsigned w) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+#if PAT_FP8_HW_CVT
     unsigned bits;
     if constexpr (PAT_KV_FP8 == __NV_E5M2)
         asm("{.reg .b16 lo, hi;\n mov.b32 {lo, hi}, %1;\n cvt.rn.f16x2.e5m2x2 %0, hi;}\n" : "=r"(bits) : "r"(w));
@@ -1311,14 +1321,14 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     // tiles, stages for G computed while at least G are in flight).
     constexpr int GROUP_STAGES = tile_group_stages<TILE_M>();
 #ifdef PAT_KV_FP8
-    // Items on mma.sync where PAT_FP8_KV_REGS (16 and 32 rows in wgmma builds, every tile m otherwise): K's and V's
-    // operands come from the FP8 stage itself (fp8_k_fragment, fp8_v_fragments), so nothing is converted and the loop
-    // keeps one CTA barrier per tile (per group of tiles on tile_group_loop). Other items (wgmma's 64 rows, whose B
-    // operands must be 16-bit tiles in shared memory, or d64) convert the tile CTA-wide behind a second barrier, one
-    // tile at a time into one 16-bit tile. (d64's 16-row items converting their own rows per warp instead ran
+    // Items on mma.sync where PAT_FP8_KV_REGS (16 and 32 rows in wgmma builds, every tile m otherwise; 16 rows only
+    // without the hardware conversion, PAT_FP8_HW_CVT): K's and V's operands come from the FP8 stage itself
+    // (fp8_k_fragment, fp8_v_fragments), so nothing is converted and the loop keeps one CTA barrier per tile (per
+    // group of tiles on tile_group_loop). Other items (wgmma's 64 rows, whose B operands must be 16-bit tiles in shared
+    // memory, or d64) convert the tile CTA-wide behind a second barrier, one tile at a time into one 16-bit tile. (d64's 16-row items converting their own rows per warp instead ran
     // 1.02-1.04x slower than CTA-wide on the H200; 32-row items from the stage: trees 0.98-1.00x CTA-wide conversion's
     // time, H200 2026-12-01: docs/perf/kernels/2026-12-01-h200-fp8-tile-groups/.)
-    constexpr bool KV_FROM_STAGE = !WG && PAT_FP8_KV_REGS;
+    constexpr bool KV_FROM_STAGE = !WG && PAT_FP8_KV_REGS && (ROW_WARPS == 1 || PAT_FP8_HW_CVT);
     constexpr bool TILE_GROUPS = KV_FROM_STAGE && ROW_WARPS == 1 && PAT_WARPS >= GROUP_TILES * (KV_TILE / 16) &&
                                  GROUP_STAGES >= 2 * GROUP_TILES;  // (one row warp: the combine's slabs hold 64 rows)
 #else

@@ -182,9 +182,10 @@ def test_wgmma_build_over_fp8_pools(kv_dtype: torch.dtype, head_dim: int, page_s
 @pytest.mark.parametrize("page_size", [1, 16])
 def test_mma_sync_build_reads_every_tile_m_from_the_stage(kv_dtype: torch.dtype, head_dim: int,
                                                           page_size: int) -> None:
-    """The mma.sync build (sm_80's, and KernelTune(wgmma=False) on sm_90) at d128 / d256 takes every item's K and V
-    fragments from the FP8 stage, 64-row items included; the wgmma build does so for its 16- and 32-row items. Plans
-    holding 16-, 32- and 64-row items, both builds, against float64 attention over the dequantised KV."""
+    """On GPUs with the hardware FP8 conversion the mma.sync build (KernelTune(wgmma=False) on sm_90) at d128 / d256
+    takes every item's K and V fragments from the FP8 stage, 64-row items included; the wgmma build does so for its
+    16- and 32-row items. Plans holding 16-, 32- and 64-row items, both builds, against float64 attention over the
+    dequantised KV."""
     from pat_sglang.kernels import KernelTune, launch_plan
 
     seen = set()
