@@ -222,6 +222,20 @@ class TileTable:
             raise ValueError(f"no tile m of {self.tile_ms} holds {m} rows")
         return replace(self, tile_ms=tile_ms, min_tile_m={}, fp8_min_tile_m={})
 
+    def with_max_tile_m(self, m: int) -> TileTable:
+        """This table with only the tile m values of at most ``m`` rows (a sweep's variant, ``KernelTune.max_tile_m``):
+        bigger packs are cut into row blocks of the largest left, e.g. 32: no 64-row items, so no warpgroup MMAs and,
+        over FP8 pools, no tile converted CTA-wide. Least tile ms above ``m`` are dropped."""
+        tile_ms = tuple(t for t in self.tile_ms if t <= m)
+        if not tile_ms:
+            raise ValueError(f"no tile m of {self.tile_ms} is at most {m} rows")
+
+        def held(least: dict[int, int]) -> dict[int, int]:
+            return {d: lm for d, lm in least.items() if lm <= m}
+
+        return replace(self, tile_ms=tile_ms, min_tile_m=held(self.min_tile_m),
+                       fp8_min_tile_m=held(self.fp8_min_tile_m))
+
     def wg_cols_for(self, head_dim: int, fp8: bool = False) -> int:
         """KV columns per wgmma S block of this head dim's build (``fp8``: over FP8 pools; 16 without wgmma)."""
         if not self.wgmma(head_dim, fp8):

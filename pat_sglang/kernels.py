@@ -97,6 +97,7 @@ class KernelTune:
     source: str = ""  # another kernel source file to build (an A/B of two kernel versions in one run); "" = ours
     wgmma: bool | None = None  # 64-row items on warpgroup MMAs (sm_90 only); None = the table's / PAT_SGLANG_WGMMA
     min_tile_m: int | None = None  # plans only (TileTable.with_min_tile_m): items take tile ms >= this; same build
+    max_tile_m: int | None = None  # plans only (TileTable.with_max_tile_m): items take tile ms <= this; same build
     wg_cols: int | None = None  # KV columns per wgmma S block (KernelVariant.wg_cols); None = the table's where fit
     wide_stages: int | None = None  # KernelVariant.wide_stages; None = 0 (no wide launch)
 

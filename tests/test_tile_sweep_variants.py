@@ -17,7 +17,7 @@ from pat_sglang.forest import PrefixForest
 from pat_sglang.kernels import KernelVariant, compile_variant
 from pat_sglang.planner import ITEM_TILE_M, plan_forest
 from pat_sglang.reference import naive_decode, run_reference
-from pat_sglang.workloads import standard_batch
+from pat_sglang.workloads import standard_batch, tree_batch
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -116,6 +116,34 @@ def test_min_tile_m_flag(sweep) -> None:
             sweep.parse_variant(bad)
     with pytest.raises(ValueError, match="holds"):
         table.with_min_tile_m(256)
+
+
+def test_max_tile_m_flag(sweep) -> None:
+    """``/x32`` plans cut every pack into row blocks of at most 32 rows: a pack of 48 requests at GQA 8 (384 rows),
+    which the table's plan runs as 64-row items, becomes 32-row items (plus the 16-row items of the private leaves);
+    the items still cover every request's KV once, and a d256 plan drops the table's least tile m of 64 with it."""
+    tune = sweep.parse_variant("32/2/4/wg/n32/x32")
+    assert tune.max_tile_m == 32 and tune.min_tile_m is None
+    table = load_tile_table("sm90")
+    tiles = sweep.plan_tiles(table, tune)
+    assert tiles.tile_ms == (16, 32) and tiles.min_tile_m == {}
+    heads = HeadConfig(64, 8, 128, torch.bfloat16)
+    batch = tree_batch([(1, 600), (48, 40)], rng=3)
+    forest = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
+    assert 64 in set(plan_forest(forest, heads, DeviceSpec()).items[:, ITEM_TILE_M].tolist())
+    plan = plan_forest(forest, heads, DeviceSpec(), tiles=tiles)
+    assert set(plan.items[:, ITEM_TILE_M].tolist()) == {16, 32}
+    gen = torch.Generator().manual_seed(4)
+    q = torch.randn(batch.batch, 64, 128, generator=gen, dtype=torch.float64)
+    k, v = (torch.randn(batch.num_slots, 8, 128, generator=gen, dtype=torch.float64) for _ in range(2))
+    want = naive_decode(q, k, v, batch.kv_indptr, batch.kv_indices, 0.1)
+    assert torch.allclose(run_reference(plan, q, k, v, 0.1), want, atol=1e-9, rtol=0)
+    assert table.with_max_tile_m(32).for_head_dim(256).tile_ms == (16, 32)  # d256's least tile m 64 dropped
+    with pytest.raises(ValueError, match="at most"):
+        table.with_max_tile_m(8)
+    for bad in ("32/2/4/x48", "32/2/4/x32/x32"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            sweep.parse_variant(bad)
 
 
 def test_heads_option(sweep, capsys) -> None:
