@@ -186,11 +186,17 @@ class TileTable:
         tile_ms = tuple(m for m in self.tile_ms if m <= 16 * warps) + wider
         if not tile_ms:
             raise ValueError(f"{warps} warps hold no tile m of {self.tile_ms}")
-        def held(least: dict[int, int]) -> dict[int, int]:  # the least tile ms these CTAs still hold
+        return self._with_tile_ms(tile_ms, warps={d: warps for d in self.warps})
+
+    def _with_tile_ms(self, tile_ms: tuple[int, ...], **changes: object) -> TileTable:
+        """This table with ``tile_ms`` (and ``changes``), keeping only the least tile ms (``min_tile_m``,
+        ``fp8_min_tile_m``) that are among them."""
+
+        def held(least: dict[int, int]) -> dict[int, int]:
             return {d: m for d, m in least.items() if m in tile_ms}
 
-        return replace(self, tile_ms=tile_ms, warps={d: warps for d in self.warps}, min_tile_m=held(self.min_tile_m),
-                       fp8_min_tile_m=held(self.fp8_min_tile_m))
+        return replace(self, tile_ms=tile_ms, min_tile_m=held(self.min_tile_m),
+                       fp8_min_tile_m=held(self.fp8_min_tile_m), **changes)
 
     def with_tile_m(self, m: int) -> TileTable:
         """This table with tile m ``m`` added (e.g. 128: the items of the wide launch's two consumer warpgroups,
@@ -229,12 +235,7 @@ class TileTable:
         tile_ms = tuple(t for t in self.tile_ms if t <= m)
         if not tile_ms:
             raise ValueError(f"no tile m of {self.tile_ms} is at most {m} rows")
-
-        def held(least: dict[int, int]) -> dict[int, int]:
-            return {d: lm for d, lm in least.items() if lm <= m}
-
-        return replace(self, tile_ms=tile_ms, min_tile_m=held(self.min_tile_m),
-                       fp8_min_tile_m=held(self.fp8_min_tile_m))
+        return self._with_tile_ms(tile_ms)
 
     def wg_cols_for(self, head_dim: int, fp8: bool = False) -> int:
         """KV columns per wgmma S block of this head dim's build (``fp8``: over FP8 pools; 16 without wgmma)."""
