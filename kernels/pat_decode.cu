@@ -621,6 +621,12 @@ __device__ __forceinline__ unsigned tile_hi_to_elem2(unsigned w) {
     return PAT_FP8_KV_REGS ? fp8x2_hi_to_elem2(w) : fp8x2_to_elem2(w >> 16);
 }
 
+// One 16-byte FP8 chunk (16 dims) -> its two 16-byte element chunks (dims 0-7, 8-15).
+__device__ __forceinline__ void fp8_chunk_to_elems(const uint4 w, uint4& lo, uint4& hi) {
+    lo = make_uint4(fp8x2_to_elem2(w.x), tile_hi_to_elem2(w.x), fp8x2_to_elem2(w.y), tile_hi_to_elem2(w.y));
+    hi = make_uint4(fp8x2_to_elem2(w.z), tile_hi_to_elem2(w.z), fp8x2_to_elem2(w.w), tile_hi_to_elem2(w.w));
+}
+
 // Token rows [row0, row0 + ROWS) of one landed FP8 stage (K and V) -> the same rows of the 16-bit K and V tiles the
 // MMAs read (in the MMA layout of a 16-bit stage), by THREADS threads (tid: this one's index among them). Each
 // 16-byte FP8 chunk (16 dims) becomes two 16-byte element chunks. Rows past the end were zero-filled and convert to
@@ -631,16 +637,9 @@ __device__ __forceinline__ void convert_kv_rows(const kv_t* sk8, const kv_t* sv8
     for (int i = tid; i < ROWS * KV_CHUNKS_PER_ROW; i += THREADS) {
         const int row = row0 + i / KV_CHUNKS_PER_ROW;
         const int chunk = i % KV_CHUNKS_PER_ROW;
-        const uint4 v8 = *reinterpret_cast<const uint4*>(sv8 + stage_off<WG>(row, chunk));
-        const uint4 v_lo = make_uint4(fp8x2_to_elem2(v8.x), tile_hi_to_elem2(v8.x), fp8x2_to_elem2(v8.y),
-                                      tile_hi_to_elem2(v8.y));
-        const uint4 v_hi = make_uint4(fp8x2_to_elem2(v8.z), tile_hi_to_elem2(v8.z), fp8x2_to_elem2(v8.w),
-                                      tile_hi_to_elem2(v8.w));
-        const uint4 k8 = *reinterpret_cast<const uint4*>(sk8 + stage_off<WG>(row, chunk));
-        const uint4 k_lo = make_uint4(fp8x2_to_elem2(k8.x), tile_hi_to_elem2(k8.x), fp8x2_to_elem2(k8.y),
-                                      tile_hi_to_elem2(k8.y));
-        const uint4 k_hi = make_uint4(fp8x2_to_elem2(k8.z), tile_hi_to_elem2(k8.z), fp8x2_to_elem2(k8.w),
-                                      tile_hi_to_elem2(k8.w));
+        uint4 v_lo, v_hi, k_lo, k_hi;
+        fp8_chunk_to_elems(*reinterpret_cast<const uint4*>(sv8 + stage_off<WG>(row, chunk)), v_lo, v_hi);
+        fp8_chunk_to_elems(*reinterpret_cast<const uint4*>(sk8 + stage_off<WG>(row, chunk)), k_lo, k_hi);
         *reinterpret_cast<uint4*>(sk + mma_off<WG>(KV_TILE, row, 2 * chunk)) = k_lo;
         *reinterpret_cast<uint4*>(sk + mma_off<WG>(KV_TILE, row, 2 * chunk + 1)) = k_hi;
         *reinterpret_cast<uint4*>(sv + mma_off<WG>(KV_TILE, row, 2 * chunk)) = v_lo;
@@ -774,9 +773,9 @@ __device__ __forceinline__ void convert_q_rows(elem_t* sq) {
 #endif
 
 #if PAT_FP8_KV_REGS
-// A 16-row item's landed Q rows reordered for fp8_k_fragment: each k16 step's 16 dims (chunks 2s and 2s + 1, words
-// w0 .. w7 of dim pairs) become chunk 2s = w0 w2 w4 w6 and chunk 2s + 1 = w1 w3 w5 w7, so that ldmatrix hands lane
-// t the words w(2t) (a0, a1) and w(2t + 1) (a2, a3): dims 4t, 4t + 1 and 4t + 2, 4t + 3, the dims lane t's K fragment
+// An item's TILE_M landed Q rows reordered for fp8_k_fragment: each k16 step's 16 dims (chunks 2s and 2s + 1, words
+// w0 .. w7 of dim pairs) become chunk 2s = w0 w2 w4 w6 and chunk 2s + 1 = w1 w3 w5 w7, so that ldmatrix hands lane t
+// the words w(2t) (a0, a1) and w(2t + 1) (a2, a3): dims 4t, 4t + 1 and 4t + 2, 4t + 3, the dims lane t's K fragment
 // holds. Under bf16 queries the words become fp16 on the way (q_pair_to_f16, as convert_q_rows). Called past a CTA
 // barrier that follows Q's landing, and before the one that precedes the first MMA.
 template <int TILE_M>
@@ -1325,9 +1324,10 @@ __device__ __forceinline__ void pack_forward_tile(const PatForwardParams& p, con
     // without the hardware conversion, PAT_FP8_HW_CVT): K's and V's operands come from the FP8 stage itself
     // (fp8_k_fragment, fp8_v_fragments), so nothing is converted and the loop keeps one CTA barrier per tile (per
     // group of tiles on tile_group_loop). Other items (wgmma's 64 rows, whose B operands must be 16-bit tiles in shared
-    // memory, or d64) convert the tile CTA-wide behind a second barrier, one tile at a time into one 16-bit tile. (d64's 16-row items converting their own rows per warp instead ran
-    // 1.02-1.04x slower than CTA-wide on the H200; 32-row items from the stage: trees 0.98-1.00x CTA-wide conversion's
-    // time, H200 2026-12-01: docs/perf/kernels/2026-12-01-h200-fp8-tile-groups/.)
+    // memory, or d64) convert the tile CTA-wide behind a second barrier, one tile at a time into one 16-bit tile.
+    // (d64's 16-row items converting their own rows per warp instead ran 1.02-1.04x slower than CTA-wide on the H200;
+    // 32-row items from the stage: trees 0.98-1.00x CTA-wide conversion's time, H200 2026-12-01:
+    // docs/perf/kernels/2026-12-01-h200-fp8-tile-groups/.)
     constexpr bool KV_FROM_STAGE = !WG && PAT_FP8_KV_REGS && (ROW_WARPS == 1 || PAT_FP8_HW_CVT);
     constexpr bool TILE_GROUPS = KV_FROM_STAGE && ROW_WARPS == 1 && PAT_WARPS >= GROUP_TILES * (KV_TILE / 16) &&
                                  GROUP_STAGES >= 2 * GROUP_TILES;  // (one row warp: the combine's slabs hold 64 rows)
