@@ -13,13 +13,28 @@ plan's ``HeadConfig.kv_dtype`` declares the format) with bf16/fp16 queries; ``k_
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
-from .config import DeviceSpec, HeadConfig, check_supported, kv_pool_view
+from .config import DeviceSpec, HeadConfig
 from .forest import flat_forest_scanning
 from .planner import PackPlan, check_max_slot, plan_forest
 from .reference import run_reference
+from .run_inputs import check_run_inputs, heads_of
+
+
+def _launch_plan() -> Callable[..., torch.Tensor]:
+    """``kernels.launch_plan``, imported on the first CUDA call (it needs cuda-python and a GPU), then cached."""
+    global _LAUNCH_PLAN
+    if _LAUNCH_PLAN is None:
+        from .kernels import launch_plan
+
+        _LAUNCH_PLAN = launch_plan
+    return _LAUNCH_PLAN
+
+
+_LAUNCH_PLAN = None
 
 
 def plan(
@@ -43,46 +58,6 @@ def plan(
     return made
 
 
-def heads_of(q: torch.Tensor, k_buffer: torch.Tensor) -> HeadConfig:
-    """The head configuration of these tensors (KV dtype from the pool: a uint8 pool is refused here, since only a
-    plan's ``HeadConfig.kv_dtype`` can say which FP8 format it holds)."""
-    if q.dim() != 3:
-        raise ValueError(f"q must be [batch, num_q_heads, head_dim], got shape {tuple(q.shape)}")
-    if k_buffer.dim() != 3:
-        raise ValueError(f"k_buffer must be [num_slots, num_kv_heads, head_dim], got {tuple(k_buffer.shape)}")
-    if k_buffer.dtype == torch.uint8:
-        raise ValueError("a uint8 KV pool needs its FP8 format: pass a float8 view, or a plan whose heads name it")
-    return HeadConfig(q.shape[1], k_buffer.shape[1], q.shape[2], q.dtype, k_buffer.dtype)
-
-
-def check_run_inputs(plan: PackPlan, q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Tensor) -> None:
-    k_buffer, v_buffer = kv_pool_view(k_buffer, plan.heads), kv_pool_view(v_buffer, plan.heads)
-    heads = heads_of(q, k_buffer)
-    if k_buffer.shape != v_buffer.shape:
-        raise ValueError(f"k_buffer {tuple(k_buffer.shape)} and v_buffer {tuple(v_buffer.shape)} differ in shape")
-    if k_buffer.shape[2] != q.shape[2]:
-        raise ValueError(f"head_dim of q ({q.shape[2]}) and k_buffer ({k_buffer.shape[2]}) differ")
-    if k_buffer.dtype != v_buffer.dtype:
-        raise ValueError(f"k_buffer and v_buffer dtypes differ: {k_buffer.dtype}, {v_buffer.dtype}")
-    if k_buffer.dtype != q.dtype and not heads.kv_fp8:
-        raise ValueError(f"q and KV pool dtypes differ ({q.dtype}, {k_buffer.dtype}): the pools must match q or be FP8")
-    if q.is_cuda and (heads.dtype, heads.kv_dtype) != (plan.heads.dtype, plan.heads.kv_dtype):
-        want = f"{plan.heads.dtype}/{plan.heads.kv_dtype}"
-        raise ValueError(f"q/KV dtypes {heads.dtype}/{heads.kv_dtype} differ from the plan's {want}")
-    if (heads.num_q_heads, heads.num_kv_heads, heads.head_dim) != (
-        plan.heads.num_q_heads,
-        plan.heads.num_kv_heads,
-        plan.heads.head_dim,
-    ):
-        raise ValueError(f"tensors have heads {heads}, but the plan was made for {plan.heads}")
-    if q.shape[0] != plan.num_requests:
-        raise ValueError(f"q has batch {q.shape[0]}, the plan has {plan.num_requests} requests")
-    if plan.max_slot is not None and plan.max_slot >= k_buffer.shape[0]:
-        raise ValueError(f"plan reads KV slot {plan.max_slot}, but the pools hold {k_buffer.shape[0]} slots")
-    if not (q.device == k_buffer.device == v_buffer.device):
-        raise ValueError("q, k_buffer and v_buffer must be on one device")
-
-
 def run(
     plan: PackPlan,
     q: torch.Tensor,
@@ -101,23 +76,17 @@ def run(
     request's length and slot-table row now (SGLang's ``forward_batch.seq_lens`` and ``req_pool_indices``, int64, on
     q's device), which end its open item; plans from flat indices have none.
 
-    Launch-only on CUDA tensors: the inputs are checked in full the first time a plan meets a given set of shapes,
-    dtypes and devices, and the kernels and launch arguments are resolved once per plan (``kernels.plan_launch``)."""
-    key = (q.shape, k_buffer.shape, v_buffer.shape, q.dtype, k_buffer.dtype, v_buffer.dtype, q.device,
-           k_buffer.device, v_buffer.device)
-    checked = plan.__dict__.setdefault("_checked_inputs", set())
-    if key not in checked:
-        check_run_inputs(plan, q, k_buffer, v_buffer)
-        if q.is_cuda:
-            check_supported(heads_of(q, kv_pool_view(k_buffer, plan.heads)))
-        checked.add(key)
+    Launch-only on CUDA tensors: the kernels and launch arguments are resolved once per plan
+    (``kernels.plan_launch``), and the inputs are checked in full (``run_inputs.check_run_inputs``) whenever that
+    launch meets new shapes, strides, dtypes or devices."""
+    if q.is_cuda:
+        if sm_scale is None:
+            sm_scale = 1.0 / math.sqrt(q.shape[2])
+        return _launch_plan()(plan, q, k_buffer, v_buffer, sm_scale, out, k_scale=k_scale, v_scale=v_scale,
+                              seq_lens=seq_lens, req_rows=req_rows)
+    check_run_inputs(plan.heads, plan.num_requests, plan.max_slot, q, k_buffer, v_buffer)
     if sm_scale is None:
         sm_scale = 1.0 / math.sqrt(q.shape[2])
-    if q.is_cuda:
-        from .kernels import launch_plan  # imported lazily: needs cuda-python and a GPU
-
-        return launch_plan(plan, q, k_buffer, v_buffer, sm_scale, out, k_scale=k_scale, v_scale=v_scale,
-                           seq_lens=seq_lens, req_rows=req_rows)
     compute = torch.float64 if q.dtype == torch.float64 else torch.float32
     result = run_reference(plan, q, k_buffer, v_buffer, sm_scale, compute, k_scale, v_scale, seq_lens,
                            req_rows).to(q.dtype)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -23,6 +24,7 @@ import math
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +44,7 @@ from .config import (
 )
 from .launch import KernelLaunch, KernelLauncher
 from .planner import ITEM_FIELDS, ITEM_TILE_M, PackPlan, PlanLimits, item_layout_defines
+from .run_inputs import check_run_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -639,6 +642,7 @@ class PlanLaunch:
         merge: bool,
         row_stride: int | None = None,
         wide_items: int = 0,
+        check_inputs: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
     ) -> None:
         if wide_items and kern.wide is None:
             raise ValueError(f"{wide_items} wide items, but the build has no wide launch")
@@ -683,6 +687,7 @@ class PlanLaunch:
             kernels.append(KernelLaunch(int(kern.merge), (merge_requests, -(-heads.num_q_heads // MERGE_WARPS)),
                                         32 * MERGE_WARPS, 0, ctypes.addressof(self.merge_args), "pat_merge"))
         self.launcher = KernelLauncher(kernels)
+        self.check_inputs = check_inputs
         self._checked: tuple | None = None
 
     def __call__(
@@ -700,8 +705,10 @@ class PlanLaunch:
         """``k_scale``/``v_scale``: dequantised KV = stored * scale (SGLang's per-tensor FP8 scales). ``seq_lens``,
         ``req_rows``: where open items end (see the class)."""
         k_buffer, v_buffer = kv_pool_view(k_buffer, self.heads), kv_pool_view(v_buffer, self.heads)
-        key = (q.shape, q.stride(), out.stride(), k_buffer.stride(), v_buffer.stride(), q.dtype, k_buffer.dtype,
-               v_buffer.dtype, out.dtype, q.device)
+        # Everything the checks below read; the strides' tuples (which include each one's dims) come first.
+        key = (q.stride(), out.stride(), k_buffer.stride(), v_buffer.stride(), q.shape, out.shape, k_buffer.shape,
+               v_buffer.shape, q.dtype, k_buffer.dtype, v_buffer.dtype, out.dtype, q.device, k_buffer.device,
+               v_buffer.device, out.device)
         f = self.fwd
         if self.open:
             if seq_lens is None or req_rows is None:
@@ -710,6 +717,10 @@ class PlanLaunch:
                     req_rows.device, req_rows.shape, req_rows.stride())
             f.seq_lens, f.req_rows = seq_lens.data_ptr(), req_rows.data_ptr()
         if key != self._checked:
+            if self.check_inputs is not None:
+                self.check_inputs(q, k_buffer, v_buffer)
+            if out.shape != q.shape or out.dtype != q.dtype or out.device != q.device:
+                raise ValueError(f"out must match q: {tuple(out.shape)} {out.dtype} vs {tuple(q.shape)} {q.dtype}")
             _check_layout(self.heads, q, k_buffer, v_buffer, out)
             if self.open:
                 _check_open_ends(seq_lens, req_rows, q)
@@ -717,8 +728,8 @@ class PlanLaunch:
         f.q, f.k, f.v, f.out = q.data_ptr(), k_buffer.data_ptr(), v_buffer.data_ptr(), out.data_ptr()
         if (f.q | f.k | f.v | f.out) % 16:
             raise ValueError("q, out and the KV pools must be 16-byte aligned")
-        f.q_stride, f.out_stride = key[1][0], key[2][0]
-        f.kv_stride_slot, f.kv_stride_head = key[3][0], key[3][1]
+        f.q_stride, f.out_stride = key[0][0], key[1][0]
+        f.kv_stride_slot, f.kv_stride_head = key[2][0], key[2][1]
         scale_log2 = sm_scale * k_scale * _LOG2E  # the K scale folds into the scores: q.(s k) = s (q.k)
         if not 0.0 < scale_log2 < math.inf:  # the kernel scales each block's max: a monotone map only for scale > 0
             raise ValueError(f"sm_scale * k_scale must be positive and finite, got {sm_scale!r} * {k_scale!r}")
@@ -779,8 +790,11 @@ def plan_launch(plan: PackPlan, device: torch.device, tune: KernelTune | None = 
         tensors["items"] = items.to(device)
     tensors["part_o"] = torch.empty((n_part, heads.num_q_heads, heads.head_dim), dtype=heads.dtype, device=device)
     tensors["part_lse"] = torch.empty((n_part, heads.num_q_heads), dtype=torch.float32, device=device)
+    # The input checks hold the plan's facts, not the plan (which caches this launch: no reference cycle).
+    check = functools.partial(check_run_inputs, plan.heads, plan.num_requests, plan.max_slot)
     launch = PlanLaunch(kern, heads, tensors, plan.num_items, plan.num_requests, merge=plan.num_partials > 0,
-                        row_stride=plan.row_stride if plan.num_open else None, wide_items=wide_items)
+                        row_stride=plan.row_stride if plan.num_open else None, wide_items=wide_items,
+                        check_inputs=check)
     cache[key] = launch
     return launch
 
@@ -803,8 +817,6 @@ def launch_plan(
     ``req_rows`` (per request, int64 on the device): where the plan's open items end (needed if it has any)."""
     if out is None:
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    elif out.shape != q.shape or out.dtype != q.dtype or out.device != q.device:
-        raise ValueError(f"out must match q: {tuple(out.shape)} {out.dtype} vs {tuple(q.shape)} {q.dtype}")
     return plan_launch(plan, q.device, tune)(q, k_buffer, v_buffer, out, sm_scale, k_scale, v_scale, seq_lens,
                                              req_rows)
 
