@@ -3,7 +3,8 @@ with ``--timing``: a -DPAT_TIMING build, printing per-CTA phase durations groupe
 ``--head-dim`` picks the 32 q / 8 kv heads' head dim, ``--variant`` a tile_sweep variant instead of the table's.
 ``--peer flashinfer-tc`` (or ``flashinfer``) runs FlashInfer's decode of the same case instead (its tensor-core or
 CUDA-core kernel, as ``bench/bench_kernels.py`` times it), so that one call can profile both side by side:
-``ncu -k regex:BatchDecode python -m bench.ncu_probe d64x4096 --head-dim 256 --peer flashinfer-tc``."""
+``ncu -k regex:BatchDecode python -m bench.ncu_probe d64x4096 --head-dim 256 --peer flashinfer-tc``.
+``--kv-dtype fp8_e4m3`` (or ``fp8_e5m2``): FP8 pools (random values, K and V scales 0.5), PAT only."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from bench.tile_sweep import parse_variant
 from pat_sglang import HeadConfig, plan_forest
 from pat_sglang.config import DeviceSpec
 from pat_sglang.forest import PrefixForest
-from pat_sglang.kernels import KernelTune, kernels_for, launch_plan
+from pat_sglang.kernels import FP8_KV_NAMES, KernelTune, kernels_for, launch_plan
 from pat_sglang.planner import ITEM_REQ_BEGIN, ITEM_REQ_END
 from pat_sglang.workloads import STANDARD_WORKLOADS
 
@@ -33,8 +34,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--variant", type=parse_variant, default=None, help="tile_sweep.py's KVTILE/STAGES/CTAS[/...]")
     ap.add_argument("--peer", choices=("flashinfer", "flashinfer-tc"), default=None,
                     help="run FlashInfer's decode of the case instead of PAT's (CUDA-core or tensor-core kernel)")
+    ap.add_argument("--kv-dtype", choices=("bf16", *FP8_KV_NAMES), default="bf16",
+                    help="KV pool dtype (FP8: K and V scales 0.5; not with --peer)")
     args = ap.parse_args(argv)
     name, timing, d = args.name, args.timing, args.head_dim
+    fp8 = args.kv_dtype != "bf16"
+    if fp8 and args.peer is not None:
+        ap.error("--kv-dtype FP8 profiles PAT only (no --peer)")
     if args.peer is not None:
         from bench.bench_kernels import Case, Inputs, peer_fi_decode
 
@@ -45,20 +51,21 @@ def main(argv: list[str] | None = None) -> None:
         return
     gen = torch.Generator().manual_seed(0)
     indptr, indices, num_slots = tree_indices(STANDARD_WORKLOADS[name], gen)
-    heads = HeadConfig(32, 8, d, torch.bfloat16)
+    heads = HeadConfig(32, 8, d, torch.bfloat16, FP8_KV_NAMES[args.kv_dtype] if fp8 else None)
+    kv_scale = 0.5 if fp8 else 1.0
     plan = plan_forest(PrefixForest.from_flat(indptr, indices), heads, DeviceSpec.from_torch()).to("cuda")
     st = plan.stats
     print(f"{name} d{d}: KV bytes planned {st.kv_bytes_planned}, unique {st.kv_bytes_unique}, per request "
           f"{st.kv_bytes_per_request}, partials {st.partial_bytes}; "
           f"{st.num_items} items x {heads.num_kv_heads} KV heads")
     q = torch.randn(len(indptr) - 1, 32, d, device="cuda", dtype=torch.bfloat16)
-    k = torch.randn(num_slots, 8, d, device="cuda", dtype=torch.bfloat16)
-    v = torch.randn(num_slots, 8, d, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(num_slots, 8, d, device="cuda", dtype=torch.bfloat16).to(heads.kv_dtype)
+    v = torch.randn(num_slots, 8, d, device="cuda", dtype=torch.bfloat16).to(heads.kv_dtype)
     tune = args.variant
     if timing:
         tune = KernelTune(timing=True) if tune is None else dataclasses.replace(tune, timing=True)
     for _ in range(3):
-        launch_plan(plan, q, k, v, 0.1, tune=tune)
+        launch_plan(plan, q, k, v, 0.1, tune=tune, k_scale=kv_scale, v_scale=kv_scale)
     torch.cuda.synchronize()
     if not timing:
         return

@@ -1184,15 +1184,18 @@ __device__ __forceinline__ void write_rows(const PatForwardParams& p, elem_t* sm
 // The KV pipeline of the loops that take G tiles per CTA barrier through NS stages (wg_ring_loop, tile_group_loop):
 // the prologue issues the first NS - G tiles; iteration t (a multiple of G) waits until tiles t .. t + G - 1 have
 // landed (the newest NS - 2G may still be pending), passes one CTA barrier (the previous group's G stages are then
-// free), issues the G tiles NS - G ahead into them, and calls compute(t). Every tile is one commit group (empty past
-// n_load), so "tile t + G - 1 has landed" is wait_group<NS - 2G>. Slot indices are fetched one group ahead, one per
-// tile. start() runs once the prologue is issued: the caller zeroes its row state there, not across the prologue
+// free), issues the G tiles NS - G ahead into them, and calls compute(t); with `late`, compute(t) first and the G
+// tiles after it (each thread's cp.async gathers queue in the load unit, and the next instruction that reuses their
+// address registers waits until they are taken: issued after the group's MMAs, that wait falls where the warp waits
+// anyway, at the next barrier). Every tile is one commit group (empty past n_load), so "tile t + G - 1 has landed" is
+// wait_group<NS - 2G> either way. Slot indices are fetched one group ahead, one per tile. start() runs once the prologue is issued: the caller zeroes its row state there, not across the prologue
 // (at 80 registers, d64, zeroing first spilled). WG: the stages are the 64-row items' swz128 ring, read by wgmma
 // (each thread fences its landed copies to the async proxy before the barrier). Returns with no copy in flight and
 // every warp past the loop: the caller's epilogue may reuse the shared memory.
 template <int G, int NS, bool WG, unsigned V_OFF, typename Start, typename Compute>
 __device__ __forceinline__ void group_pipeline(const PatForwardParams& p, const KvLoader& loader, int kv_begin,
-                                               int kv_end, int n_tiles, int n_load, Start start, Compute compute) {
+                                               int kv_end, int n_tiles, int n_load, bool late, Start start,
+                                               Compute compute) {
     constexpr int AHEAD = NS - G;  // tiles issued before the group computed on
     static_assert(AHEAD >= G, "G tiles computed while at least G are in flight");
 #pragma unroll
@@ -1211,14 +1214,18 @@ __device__ __forceinline__ void group_pipeline(const PatForwardParams& p, const 
 #endif
         __syncthreads();
         if (t == 0) pat_stamp(1);
+        const auto issue = [&] {
 #pragma unroll
-        for (int i = 0; i < G; ++i) {
-            const int ahead = t + AHEAD + i;
-            if (ahead < n_load) load_kv_row<WG, V_OFF>(loader, ahead % NS, next_slot[i]);
-            cp_async_commit();
-            next_slot[i] = row_slot(p, kv_begin + (ahead + G) * KV_TILE, kv_end);
-        }
+            for (int i = 0; i < G; ++i) {
+                const int ahead = t + AHEAD + i;
+                if (ahead < n_load) load_kv_row<WG, V_OFF>(loader, ahead % NS, next_slot[i]);
+                cp_async_commit();
+                next_slot[i] = row_slot(p, kv_begin + (ahead + G) * KV_TILE, kv_end);
+            }
+        };
+        if (!late) issue();
         compute(t);
+        if (late) issue();
     }
     cp_async_wait<0>();  // no copy may land in shared memory after the loop: the epilogue reuses it
     __syncthreads();     // ... nor may a warp still read its last tiles there
@@ -1239,7 +1246,7 @@ __device__ __forceinline__ void wg_ring_loop(const PatForwardParams& p, const Kv
     RowState st;
     const unsigned long long q_desc = wg_desc(smem_addr(sq), 16, 1024);
     group_pipeline<G, STAGES, true, V_STAGES_BYTES>(
-        p, loader, kv_begin, kv_end, n_tiles, n_load, [&] { init_rows(st); },
+        p, loader, kv_begin, kv_end, n_tiles, n_load, false, [&] { init_rows(st); },
         [&](int t) {
             const int stage = t % STAGES;
             attend_block_wg<PAT_WG_COLS>(p, q_desc, sk + stage * STAGE_ELEMS, sv + stage * STAGE_ELEMS, 0,
@@ -1262,6 +1269,14 @@ __device__ __forceinline__ void wg_ring_loop(const PatForwardParams& p, const Kv
 constexpr int GROUP_TILES = 2;          // tiles per barrier
 constexpr int GROUP_MIN_TOKENS = 256;   // shorter items keep the one-tile loop (their combine would cost more than it
                                         // saves)
+// FP8 items of at least this many tokens issue each group's gathers after its MMAs (group_pipeline's `late`): their
+// warps convert, compute and gather, and stalled on the gathers' address registers (ncu, FP8 d256 private rows:
+// about a third of the stall samples). H200 FP8 private rows: d256 0.91-0.93x, d128 0.91-0.98x; shorter items lose
+// the lookahead instead (d128 tree b, 512-token items: 1.05x), and 16-bit items, which only load while others compute,
+// lost 1-7%: docs/perf/kernels/2026-12-01-h200-fp8-late-loads/.
+#ifndef PAT_LATE_LOADS_MIN_TOKENS
+#define PAT_LATE_LOADS_MIN_TOKENS 1024
+#endif
 template <int ROW_WARPS, int G, int NS, bool KV8>
 __device__ __forceinline__ void tile_group_loop(const PatForwardParams& p, int kv_begin, int kv_end, int n_tiles,
                                                 int req_begin, int n_rows, int group, int kvh, elem_t* smem) {
@@ -1281,7 +1296,7 @@ __device__ __forceinline__ void tile_group_loop(const PatForwardParams& p, int k
     const int c0 = kg % KW * 16;
     RowState st;
     group_pipeline<G, NS, false, NS * STAGE_BYTES>(
-        p, loader, kv_begin, kv_end, n_tiles, n_tiles,
+        p, loader, kv_begin, kv_end, n_tiles, n_tiles, KV8 && n_tiles * KV_TILE >= PAT_LATE_LOADS_MIN_TOKENS,
         [&] {
 #if PAT_FP8_KV_REGS
             if constexpr (KV8) {  // Q (landed with tile 0) in fp8_k_fragment's dim order, before any warp reads it

@@ -97,6 +97,7 @@ def test_long_prefix_split_and_no_sharing(kv_dtype: torch.dtype) -> None:
 # end.
 GROUP_MIN_TOKENS = 256
 FP8_KV_TILE = 32  # the H200 table's FP8 KV tile at head dims 128 and 256 (configs/tiles/sm90.json, fp8)
+LATE_LOADS_MIN_TOKENS = 1024  # and from this many tokens (in whole tiles) it gathers each group after its MMAs
 
 
 @pytest.mark.parametrize("kv_dtype", FP8)
@@ -107,8 +108,9 @@ def test_long_private_items_on_four_computing_warps(kv_dtype: torch.dtype, head_
                                                     page_size: int) -> None:
     """Private leaves under a shared prefix with lengths around the tile-group threshold: even and odd tile counts
     (an odd count leaves the second tile's warps without one in the last group), last tiles of under 16 tokens (their
-    second column block wholly past the end) and of more, items just below the threshold."""
-    lengths = [223, 224, 240, 255, 256, 257, 270, 272, 287, 289, 300, 320, 511, 777, 1000]
+    second column block wholly past the end) and of more, items just below the threshold; and around the threshold
+    of the late gathers (992 tokens: 31 tiles, 993: 32)."""
+    lengths = [223, 224, 240, 255, 256, 257, 270, 272, 287, 289, 300, 320, 511, 777, 992, 993, 1000, 1040, 1537]
     tree = Tree([-1] + [0] * len(lengths), [512, *lengths], list(range(1, len(lengths) + 1)))
     dtype = torch.float16 if page_size == 16 else torch.bfloat16  # both q dtypes over the matrix
     for split_tokens in (None, 4096):  # the cost model's splits, and every private leaf one item
@@ -121,6 +123,9 @@ def test_long_private_items_on_four_computing_warps(kv_dtype: torch.dtype, head_
     assert len(grouped) and (grouped % 2 == 1).any(), \
         "the plan must hold 16-row items on the tile-group loop, odd tile counts among them"
     assert (tiles * FP8_KV_TILE < GROUP_MIN_TOKENS).any(), "and 16-row items just below the threshold"
+    late = grouped * FP8_KV_TILE >= LATE_LOADS_MIN_TOKENS
+    assert late.any() and (late & (grouped % 2 == 1)).any() and (~late).any(), \
+        "and grouped items on both sides of the late gathers' threshold, odd tile counts among the late ones"
     assert ((tokens % FP8_KV_TILE > 0) & (tokens % FP8_KV_TILE <= 16)).any(), \
         "and a last tile whose second block holds nothing"
 
