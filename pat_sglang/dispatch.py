@@ -59,13 +59,14 @@ HEAD_DIM_TIME_RATIOS: dict[int, dict[str, float]] = {
 }
 # The same over FP8 pools, where measured (H200, the kernel benchmark's hd256 set with FP8 e4m3 pools, all as CUDA-graph
 # replays, the largest of the no-sharing batches): FlashInfer's FP8 decode (tensor cores, as SGLang's flashinfer
-# backend runs FP8 KV) 0.94-1.02x, 2026-12-01 with K and V read from the FP8 stage, 16-row items and four computing
-# warps per CTA (docs/perf/kernels/2026-12-01-h200-fp8-tile-groups/; was 1.27-1.33x); fa3 1.49x on d64x4096 with the
+# backend runs FP8 KV) 0.84-0.94x, 2026-12-01 with K and V read from the FP8 stage, 16-row items, four computing
+# warps per CTA and long items gathering after their MMAs (docs/perf/kernels/2026-12-01-h200-fp8-late-loads/bench-fp8/;
+# was 0.94-1.02x before the late gathers, 1.27-1.33x before the tile groups); fa3 1.49x on d64x4096 with the
 # earlier fp16-MMA FP8 build (docs/perf/kernels/2026-12-01-fp8-f16-mma/; not measured since, so kept). A delegate
 # measured there takes its own number; one not measured there takes the largest of its head-dim-128 FP8 ratio and
 # every ratio measured at that head dim, 16-bit and FP8.
 HEAD_DIM_FP8_TIME_RATIOS: dict[int, dict[str, float]] = {
-    256: {"flashinfer": 1.02, "fa3": 1.49},
+    256: {"flashinfer": 0.94, "fa3": 1.49},
 }
 # Batches that would gain less than this factor go to the delegate: the ratios above vary by shape, by a few percent.
 DISPATCH_MARGIN = 1.05

@@ -374,10 +374,10 @@ def test_graph_step_pat_cannot_plan_replays_the_delegate(monkeypatch: pytest.Mon
 @pytest.mark.parametrize("seed", [0, 1])
 def test_fp8_pools_at_head_dim_256_go_to_the_delegate_without_sharing(seed: int) -> None:
     """FP8 pools at head dim 256 were 1.49x fa3's FP8 decode without sharing (H200, 2026-12-01, the last fa3
-    measurement there) and are now 0.94-1.02x FlashInfer's: fa3's gate, and that of every delegate not measured there,
-    asks a plan to save more than a quarter of the KV bytes, where FlashInfer's asks what it asks over 16-bit pools; a
-    batch saving between the two goes to fa3 over FP8 pools only, and one sharing most of every request stays on
-    PAT."""
+    measurement there) and are now 0.84-0.94x FlashInfer's: fa3's gate, and that of every delegate not measured there,
+    asks a plan to save more than a quarter of the KV bytes, where FlashInfer's asks little or nothing (its ratio times
+    the margin, clamped at 0); a batch saving between the two goes to fa3 over FP8 pools only, and one sharing most of
+    every request stays on PAT."""
     fp8_256 = HeadConfig(HQ, HKV, 256, torch.bfloat16, torch.float8_e4m3fn)
     bf16_256 = HeadConfig(HQ, HKV, 256, torch.bfloat16)
     for delegate in (None, "fa3", "triton"):
@@ -386,7 +386,7 @@ def test_fp8_pools_at_head_dim_256_go_to_the_delegate_without_sharing(seed: int)
     f16 = dispatch.default_min_saved_fraction(bf16_256, "flashinfer")
     fi_f8 = dispatch.default_min_saved_fraction(fp8_256, "flashinfer")
     fi_ratio = dispatch.HEAD_DIM_FP8_TIME_RATIOS[256]["flashinfer"]
-    assert fi_f8 == pytest.approx(1 - 1 / (fi_ratio * dispatch.DISPATCH_MARGIN))
+    assert fi_f8 == pytest.approx(max(0.0, 1 - 1 / (fi_ratio * dispatch.DISPATCH_MARGIN)))
     assert f16 < 0.1 and fi_f8 < 0.1
     rng = np.random.default_rng(seed)
     lengths = rng.integers(1000, 1200, size=12).tolist()
