@@ -40,12 +40,22 @@ batch's (the same entry object in the same row: ``forest_edit.survivors``, read 
 plans; ~10 numpy calls and a Python pass over the entries). It uses the CPython API, so it is a library of its own,
 compiled with the interpreter's headers and loaded with ``ctypes.PyDLL`` (its calls hold the interpreter lock). Same
 cache, switch and fallbacks (``chain_table._pick_batch``, ``forest_edit._survivors``).
+
+The ctypes wrappers of the plan items and the forest edit (``_HostCore.plan_items``, ``edit_forest``, ``edit_places``)
+cost more than the compiled work they call when a changed decode step runs them cold (dtype and shape checks, output
+allocations, an address per array, 12-24 argument conversions, views sliced out of the results: ~150 us of glue
+around ~70 us of C per edited step at batch 256 on the VM). ``kernels/host_glue.c`` is an extension module (CPython and
+numpy C API, built from the same cache with ``host_items.c`` and ``host_edit.c``, imported from there) that does the
+same in one C call each; where it loads, ``_HostCore`` binds its three functions in place of the wrappers, which stay
+the fallback (``PAT_SGLANG_HOST_GLUE=0``, or no numpy headers) and are compared with it in the tests.
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import importlib.machinery
+import importlib.util
 import itertools
 import logging
 import os
@@ -56,7 +66,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -67,6 +77,11 @@ logger = logging.getLogger(__name__)
 DISABLE_ENV = "PAT_SGLANG_HOST_CORE"  # "0": the numpy/Python versions
 SOURCE_NAMES = ("host_simulate.c", "host_rows.c", "host_items.c", "host_edit.c")  # compiled together into one library
 PY_SOURCE_NAMES = ("host_batch.c",)  # the CPython-API piece: a library of its own, loaded with ctypes.PyDLL
+# The extension module that calls three of SOURCE_NAMES' functions without ctypes (``_load_glue``; its own build of
+# them)
+GLUE_SOURCE_NAMES = ("host_glue.c", "host_items.c", "host_edit.c")
+GLUE_MODULE = "pat_host_glue"  # its PyInit_ name
+GLUE_ENV = "PAT_SGLANG_HOST_GLUE"  # "0": the ctypes wrappers call those three (the A/B and test switch)
 HEADER_NAMES = ("host_sort.h",)  # included by the sources: written beside them for every build, part of its hash
 COMPILE_FLAGS = ("-O2", "-shared", "-fPIC", "-std=c99", "-pthread")  # pthread: host_rows.c's scan worker
 COMPILE_TIMEOUT_S = 120
@@ -124,7 +139,7 @@ _P, _I, _D = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double  # pointer, int64_
 class _HostCore:
     """The loaded library's entry points, typed once."""
 
-    def __init__(self, lib: ctypes.CDLL) -> None:
+    def __init__(self, lib: ctypes.CDLL, glue: Any = None) -> None:
         self.costs = _typed(lib, "pat_launch_costs", None,
                             [_P, _P, _P, _D, _P, _P, _P, _I, _I, _I, _I, _I, _D, _D, _I, _P, _P, _P])
         self.runs = _typed(lib, "pat_greedy_makespan", _D, [_P, _P, _I, _I, _D, _I, _P])
@@ -136,6 +151,14 @@ class _HostCore:
         self.edit = _typed(lib, "pat_edit_forest", _I, [_I] * 2 + [_P] * 2 + [_I] + [_P] * 3 + [_I])
         self.places = _typed(lib, "pat_edit_places", _I, [_I] * 2 + [_P, _I] + [_P] * 2 + [_I] + [_P] * 5)
         self.scan_job_words = ctypes.c_int64.in_dll(lib, "pat_scan_job_words").value  # a scan job's own words
+        # The extension module's versions of plan_items, edit_forest and edit_places, where it loads: the same
+        # arguments, checks and arrays in one C call each. The methods below (ctypes) are the fallback; bound as
+        # instance attributes so that a call reaches the C function without a Python frame.
+        self.glue = glue
+        if glue is not None:
+            self.plan_items = glue.plan_items
+            self.edit_forest = glue.edit_forest
+            self.edit_places = glue.edit_places
 
     def launch_costs(self, splits: np.ndarray, pack_bytes: np.ndarray, full_blocks: np.ndarray, full_overhead: float,
                      last_overhead: np.ndarray, pack_req: np.ndarray, pack_req_count: np.ndarray, num_requests: int,
@@ -468,11 +491,35 @@ def _load() -> _HostCore | None:
                     "its forest with numpy")
         return None
     try:
-        return _HostCore(ctypes.CDLL(str(library_path())))
+        return _HostCore(ctypes.CDLL(str(library_path())), _load_glue())
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
         logger.warning(f"PAT: the compiled host work is unavailable ({e}); the planner uses its numpy cost model and "
                        "Python simulation, from_flat its numpy construction (same plans, more host time per changed "
                        "step and per plan())")
+        return None
+
+
+def _load_glue() -> Any:
+    """The extension module ``kernels/host_glue.c`` (with its own build of ``host_items.c`` and ``host_edit.c``), or
+    None where it cannot be built or imported (numpy's or Python's headers missing) or ``GLUE_ENV`` is "0": then
+    ``_HostCore``'s ctypes wrappers serve (same arrays; ~50-100 us more per changed step at batch 256 on the 2-core
+    VM, most of it the wrappers' numpy and ctypes calls run cold between two decode steps)."""
+    if os.environ.get(GLUE_ENV, "").strip() == "0":
+        logger.info(f"PAT: {GLUE_ENV}=0: the compiled plan items and forest edit are called through ctypes")
+        return None
+    try:
+        flags = (*layout_flags(), *python_include_flags(), f"-I{np.get_include()}")
+        path = library_path(GLUE_SOURCE_NAMES, flags, GLUE_MODULE)
+        loader = importlib.machinery.ExtensionFileLoader(GLUE_MODULE, str(path))
+        spec = importlib.util.spec_from_file_location(GLUE_MODULE, str(path), loader=loader)
+        if spec is None:
+            raise ImportError(f"no module spec for {path}")
+        module = importlib.util.module_from_spec(spec)
+        loader.exec_module(module)
+        return module
+    except (OSError, RuntimeError, ImportError, subprocess.SubprocessError) as e:
+        logger.warning(f"PAT: the compiled host work's extension module is unavailable ({e}); its ctypes wrappers "
+                       "serve (same plans, more host time per changed step)")
         return None
 
 

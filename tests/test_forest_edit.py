@@ -13,6 +13,8 @@ survivors) are compared with their numpy versions on the same sequences.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -192,13 +194,16 @@ def _edits(seed: int, steps: int, pad: int) -> list[PrefixForest | None]:
     return out
 
 
+@pytest.mark.parametrize("glue", [True, False])
 @pytest.mark.parametrize("seed", range(8))
-def test_compiled_edits_equal_the_numpy_ones(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compiled_edits_equal_the_numpy_ones(seed: int, glue: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """The edit with its compiled pieces (``kernels/host_edit.c`` ``pat_edit_forest``, ``host_batch.c``
-    ``pat_survivors``) against its numpy versions: every step edited or refused alike, the same forests, and the
-    compiled call's derived arrays equal to those ``PrefixForest._get`` computes (same values and dtypes)."""
+    ``pat_survivors``; called through the extension module or the ctypes wrappers) against its numpy versions: every
+    step edited or refused alike, the same forests, and the compiled call's derived arrays equal to those
+    ``PrefixForest._get`` computes (same values and dtypes)."""
     if host_core.loaded() is None or host_core.loaded_batch() is None:  # a compiler is there wherever tests run
         pytest.fail("the compiled host work did not load (see the log for the reason)")
+    _via(glue, monkeypatch)
     compiled = _edits(seed, 120, 2)
     monkeypatch.setattr(host_core, "loaded", lambda: None)
     monkeypatch.setattr(host_core, "loaded_batch", lambda: None)
@@ -214,11 +219,11 @@ def test_compiled_edits_equal_the_numpy_ones(seed: int, monkeypatch: pytest.Monk
             assert a.dtype == b.dtype and a.tolist() == b.tolist(), name
 
 
-def test_compiled_forest_refuses_empty_leaves_and_wrong_counts() -> None:
+@pytest.mark.parametrize("glue", [True, False])
+def test_compiled_forest_refuses_empty_leaves_and_wrong_counts(glue: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """``host_core`` ``edit_forest`` gives None, as the numpy version does, for a request no longer than its attach
     node's end and for member counts other than the kept nodes'; arrays it cannot read are refused."""
-    core = host_core.loaded()
-    assert core is not None
+    core = _via(glue, monkeypatch)
     entries = [ChainEntry(i, 0, ((1, 1001, 10),)) for i in range(3)]  # three requests under one 10-token node
     rows = np.arange(1, 4, dtype=np.int64)
     forest = _fresh(entries, rows, np.array([12, 13, 14], np.int64), 0)
@@ -236,14 +241,27 @@ def test_compiled_forest_refuses_empty_leaves_and_wrong_counts() -> None:
         core.edit_forest(kept.packed[:-1], width, [3], attach, seq)
 
 
+def _via(glue: bool, monkeypatch: pytest.MonkeyPatch) -> host_core._HostCore:
+    """The loaded host core, its ``edit_forest``/``edit_places`` the extension module's (``kernels/host_glue.c``, what
+    the edit calls where it loads) or, ``glue`` False, the ctypes wrappers (its fallback) for this test."""
+    core = host_core.loaded()
+    assert core is not None
+    if glue:
+        assert core.glue is not None  # numpy's and Python's headers are there wherever tests run
+    else:
+        monkeypatch.setattr(core, "edit_forest", functools.partial(host_core._HostCore.edit_forest, core))
+        monkeypatch.setattr(core, "edit_places", functools.partial(host_core._HostCore.edit_places, core))
+    return core
+
+
+@pytest.mark.parametrize("glue", [True, False])
 @pytest.mark.parametrize("seed", range(30))
-def test_compiled_places_equal_the_numpy_ones(seed: int) -> None:
+def test_compiled_places_equal_the_numpy_ones(seed: int, glue: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """``host_edit.c`` ``pat_edit_places`` against ``RadixIndex._places_numpy``: survivors' attach nodes and first
     private keys carried over, joiners' written, padding as root leaves, and the groups of the joiners' keys that two
     requests or more share (random keys from a small range, so groups of several requests and several groups occur);
     an old index or a joiner out of range is refused."""
-    core = host_core.loaded()
-    assert core is not None
+    core = _via(glue, monkeypatch)
     rng = np.random.default_rng(seed)
     n_old, n_real = int(rng.integers(1, 80)), int(rng.integers(1, 80))
     n = n_real + int(rng.integers(0, 4))

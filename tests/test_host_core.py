@@ -6,9 +6,11 @@ cached; the Python/numpy versions where no compiler works (or when turned off)."
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import operator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +45,17 @@ def sim() -> host_core._HostCore:
     if compiled is None:  # CI and the GPU machine have a C compiler: its absence is a failure here, not a skip
         pytest.fail("the compiled simulation did not load (see the log for the reason)")
     return compiled
+
+
+@pytest.fixture(params=["glue", "ctypes"])
+def items_of(sim: host_core._HostCore, request: pytest.FixtureRequest) -> Callable[..., tuple | None]:
+    """``plan_items`` through the extension module (``kernels/host_glue.c``, what the planner calls where it loads) and
+    through the ctypes wrapper (its fallback): every test of it runs on both."""
+    if request.param == "glue":
+        if sim.glue is None:  # numpy's and Python's headers are there wherever tests run
+            pytest.fail("the host core's extension module did not load (see the log for the reason)")
+        return sim.plan_items
+    return functools.partial(host_core._HostCore.plan_items, sim)
 
 
 def _python(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -202,7 +215,7 @@ def _item_inputs(rng: np.random.Generator) -> tuple:
 
 
 @pytest.mark.parametrize("seed", range(200))
-def test_plan_items_equal_the_numpy_ones(sim: host_core._HostCore, seed: int) -> None:
+def test_plan_items_equal_the_numpy_ones(items_of: Callable[..., tuple | None], seed: int) -> None:
     """``pat_plan_items`` against ``planner._plan_items`` on random packs: every array equal (dtype too), the same
     counts, and the same refusal when the partial slots exceed a limit (tight limits on some seeds)."""
     rng = np.random.default_rng(seed)
@@ -215,8 +228,8 @@ def test_plan_items_equal_the_numpy_ones(sim: host_core._HostCore, seed: int) ->
     pack_ptr = np.concatenate([[0], np.cumsum(pack_req_count)])
     want = _plan_items(pack_tokens, kv_offset, pack_req_count, pack_ptr, pack_req, pack_blocks, splits, rpb,
                        tile_of_size, tile_m_of_size, leaf_pack, num_requests, limits, num_tiles, kv_limit)
-    got = sim.plan_items(pack_tokens, kv_offset, pack_req_count, pack_req, splits, rpb, tile_of_size, tile_m_of_size,
-                         leaf_pack, num_requests, num_items, num_entries, max_partials, ITEM_FIELDS)
+    got = items_of(pack_tokens, kv_offset, pack_req_count, pack_req, splits, rpb, tile_of_size, tile_m_of_size,
+                   leaf_pack, num_requests, num_items, num_entries, max_partials, ITEM_FIELDS)
     assert (got is None) == (want is None)
     if want is None:
         return
@@ -228,16 +241,36 @@ def test_plan_items_equal_the_numpy_ones(sim: host_core._HostCore, seed: int) ->
             assert a == b
 
 
-def test_plan_items_refuses_arrays_it_cannot_read(sim: host_core._HostCore) -> None:
+def test_plan_items_refuses_arrays_it_cannot_read(items_of: Callable[..., tuple | None]) -> None:
     args = _item_inputs(np.random.default_rng(3))
     pack_tokens, kv_offset, pack_req_count, pack_req, pack_blocks, splits, rpb, tiles, tile_ms, _, n, _, _ = args
     counts = (int(splits @ pack_blocks), int(splits @ pack_req_count))
     with pytest.raises(ValueError, match="int64"):
-        sim.plan_items(pack_tokens.astype(np.int32), kv_offset, pack_req_count, pack_req, splits, rpb, tiles, tile_ms,
-                       None, n, *counts, None, ITEM_FIELDS)
+        items_of(pack_tokens.astype(np.int32), kv_offset, pack_req_count, pack_req, splits, rpb, tiles, tile_ms,
+                 None, n, *counts, None, ITEM_FIELDS)
     with pytest.raises(ValueError, match="int32"):
-        sim.plan_items(pack_tokens, kv_offset, pack_req_count, pack_req.astype(np.int64), splits, rpb, tiles, tile_ms,
-                       None, n, *counts, None, ITEM_FIELDS)
+        items_of(pack_tokens, kv_offset, pack_req_count, pack_req.astype(np.int64), splits, rpb, tiles, tile_ms,
+                 None, n, *counts, None, ITEM_FIELDS)
+    with pytest.raises(ValueError, match="int64"):  # a per-pack array of another length
+        items_of(pack_tokens, kv_offset[:-1], pack_req_count, pack_req, splits, rpb, tiles, tile_ms,
+                 None, n, *counts, None, ITEM_FIELDS)
+    with pytest.raises(ValueError, match="bool"):
+        items_of(pack_tokens, kv_offset, pack_req_count, pack_req, splits, rpb, tiles, tile_ms,
+                 np.ones(pack_tokens.shape[0], np.int64), n, *counts, None, ITEM_FIELDS)
+
+
+def test_glue_arrays_outlive_the_call(sim: host_core._HostCore) -> None:
+    """The extension module's outputs are views of buffers they keep alive: read after everything else of the call
+    was dropped and the heap reused, they still hold the ctypes wrapper's values."""
+    rng = np.random.default_rng(11)
+    (pack_tokens, kv_offset, pack_req_count, pack_req, pack_blocks, splits, rpb, tile_of_size, tile_m_of_size,
+     leaf_pack, num_requests, _, _) = _item_inputs(rng)
+    args = (pack_tokens, kv_offset, pack_req_count, pack_req, splits, rpb, tile_of_size, tile_m_of_size, leaf_pack,
+            num_requests, int(splits @ pack_blocks), int(splits @ pack_req_count), None, ITEM_FIELDS)
+    want = [a.copy() if isinstance(a, np.ndarray) else a for a in host_core._HostCore.plan_items(sim, *args)]
+    merge_partials = sim.plan_items(*args)[4]  # the rest of the tuple (and its other views) dropped
+    junk = [np.full(4096, -7, np.int32) for _ in range(64)]
+    assert merge_partials.tolist() == want[4].tolist() and len(junk) == 64
 
 
 def test_item_layout_comes_from_the_planner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

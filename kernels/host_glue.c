@@ -1,0 +1,339 @@
+/* The Python side of three compiled planner pieces, compiled too: an extension module (CPython and numpy C API) that
+   takes the planner's arrays as objects, checks them, allocates the outputs and calls host_items.c / host_edit.c
+   (built into the same module) directly. pat_sglang/host_core.py builds it and imports it from the build cache.
+
+   Role in pack-forward-merge: part of *pack*. The ctypes wrappers of pat_plan_items, pat_edit_forest and
+   pat_edit_places (host_core._HostCore) check dtypes and shapes, allocate the outputs, take each array's address
+   (ctypes views), convert 12-24 arguments and slice the results into views: ~20-60 numpy and ctypes calls around
+   each compiled call. On a changed decode step of 256 requests in the Mooncake replay on the project's 2-core VM that
+   glue, run cold between two steps, cost ~70 / 45 / 34 us against ~45 / 16 / 8 us for the compiled work it wraps.
+   Here each is one METH_FASTCALL call: the same checks and arrays (same dtypes, shapes and values; views of one
+   buffer where the ctypes version returns views of one buffer), the Python version (host_core._HostCore's ctypes
+   wrappers, and the numpy references behind them) kept as the fallback and compared in tests/test_host_core.py.
+
+   plan_items(pack_tokens, kv_offset, pack_req_count, pack_req, splits, reqs_per_block, tile_of_size, tile_m_of_size,
+              leaf_pack, num_requests, num_items, num_entries, max_partials, item_fields)
+     -> (items, item_req, item_dst, merge_indptr, merge_partials, num_partials, item_pack, item_split, open_mask,
+         longest item's tokens, open items), or None over max_partials: host_core._HostCore.plan_items.
+   edit_forest(kept, width, kept_q, attach, seq) -> dict of the forest's arrays, or None: _HostCore.edit_forest.
+   edit_places(old_of, old_attach, old_first, joiners, placed, n) -> (attach, first, groups): _HostCore.edit_places. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#include <numpy/arrayobject.h>
+#include <stdint.h>
+#include <string.h>
+
+int64_t pat_plan_items(int64_t packs, const int64_t *pack_tokens, const int64_t *kv_offset,
+                       const int64_t *pack_req_count, const int32_t *pack_req, const int64_t *splits, int64_t rpb,
+                       const int64_t *tile_of_size, const int64_t *tile_m_of_size, const uint8_t *leaf_pack,
+                       int64_t num_requests, int64_t num_items, int64_t num_entries, int64_t max_partials,
+                       int32_t *items, int32_t *item_req, int32_t *item_dst, int32_t *merge_indptr,
+                       int32_t *merge_partials, int64_t *item_pack, int64_t *item_split, uint8_t *open_mask,
+                       int64_t *summary);
+int64_t pat_edit_forest(int64_t num_kept, int64_t width, const int64_t *kept, const int64_t *kept_q, int64_t n,
+                        const int64_t *attach, const int64_t *seq, int64_t *out, int64_t entries);
+int64_t pat_edit_places(int64_t n_real, int64_t n, const int64_t *old_of, int64_t num_old, const int64_t *old_attach,
+                        const int64_t *old_first, int64_t num_joiners, const int64_t *joiners, const int64_t *joined,
+                        int64_t *attach, int64_t *first, int64_t *groups);
+
+/* obj as a C-contiguous 1-D array of type `type` (of `len` entries where len >= 0), else NULL (no exception set) */
+static PyArrayObject *vec(PyObject *obj, int type, npy_intp len) {
+    if (!PyArray_Check(obj)) return NULL;
+    PyArrayObject *a = (PyArrayObject *)obj;
+    if (PyArray_TYPE(a) != type || PyArray_NDIM(a) != 1 || !PyArray_IS_C_CONTIGUOUS(a)) return NULL;
+    if (len >= 0 && PyArray_DIM(a, 0) != len) return NULL;
+    return a;
+}
+
+/* A fresh 1-D array of n entries of `type` (zeroed where zero is set) */
+static PyObject *fresh(npy_intp n, int type, int zero) {
+    return zero ? PyArray_ZEROS(1, &n, type, 0) : PyArray_EMPTY(1, &n, type, 0);
+}
+
+/* A 1-D view of n entries of `type` at byte `offset` into the C-contiguous array `base` (which it keeps alive) */
+static PyObject *view(PyObject *base, npy_intp offset, npy_intp n, int type) {
+    PyObject *v = PyArray_New(&PyArray_Type, 1, &n, type, NULL, (char *)PyArray_DATA((PyArrayObject *)base) + offset,
+                              0, NPY_ARRAY_CARRAY, NULL);
+    if (v == NULL) return NULL;
+    Py_INCREF(base);
+    if (PyArray_SetBaseObject((PyArrayObject *)v, base) < 0) {
+        Py_DECREF(v);
+        return NULL;
+    }
+    return v;
+}
+
+static int as_int64(PyObject *obj, int64_t *out) {
+    long long v = PyLong_AsLongLong(obj);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    *out = (int64_t)v;
+    return 0;
+}
+
+static PyObject *plan_items(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 14) {
+        PyErr_SetString(PyExc_TypeError, "plan_items takes 14 arguments");
+        return NULL;
+    }
+    PyArrayObject *pack_tokens = vec(args[0], NPY_INT64, -1);
+    const npy_intp packs = pack_tokens != NULL ? PyArray_DIM(pack_tokens, 0) : 0;
+    PyArrayObject *kv_offset = vec(args[1], NPY_INT64, packs), *pack_req_count = vec(args[2], NPY_INT64, packs);
+    PyArrayObject *pack_req = vec(args[3], NPY_INT32, -1), *splits = vec(args[4], NPY_INT64, packs);
+    if (!pack_tokens || !kv_offset || !pack_req_count || !pack_req || !splits) {
+        PyErr_SetString(PyExc_ValueError,
+                        "plan_items: per-pack arrays must be C-contiguous int64 of one length, pack_req int32");
+        return NULL;
+    }
+    PyArrayObject *leaf_pack = NULL;
+    if (args[8] != Py_None) {
+        leaf_pack = vec(args[8], NPY_BOOL, packs);
+        if (leaf_pack == NULL) {
+            PyErr_SetString(PyExc_ValueError, "plan_items: leaf_pack must be a bool per pack");
+            return NULL;
+        }
+    }
+    int64_t rpb, num_requests, num_items, num_entries, max_partials = -1, fields;
+    if (as_int64(args[5], &rpb) || as_int64(args[9], &num_requests) || as_int64(args[10], &num_items) ||
+        as_int64(args[11], &num_entries) || (args[12] != Py_None && as_int64(args[12], &max_partials)) ||
+        as_int64(args[13], &fields))
+        return NULL;
+    if (fields != ITEM_FIELDS || num_requests < 0 || num_items < 0 || num_entries < 0) {
+        PyErr_SetString(PyExc_ValueError, "plan_items: item_fields must be the item layout's, counts >= 0");
+        return NULL;
+    }
+    /* the tile tables: int64 as the ctypes version's ascontiguousarray makes them (usually already so) */
+    PyObject *tiles = PyArray_FROM_OTF(args[6], NPY_INT64, NPY_ARRAY_IN_ARRAY);
+    PyObject *tile_ms = tiles ? PyArray_FROM_OTF(args[7], NPY_INT64, NPY_ARRAY_IN_ARRAY) : NULL;
+    PyObject *result = NULL, *items = NULL, *ints = NULL, *longs = NULL, *open_mask = NULL, *partials = NULL;
+    PyObject *item_req = NULL, *item_dst = NULL, *indptr = NULL, *item_pack = NULL, *item_split = NULL;
+    if (tile_ms == NULL) goto done;
+    npy_intp dims[2] = {(npy_intp)num_items, (npy_intp)fields};
+    items = PyArray_ZEROS(2, dims, NPY_INT32, 0);
+    /* item_req, item_dst, merge_indptr, then room for merge_partials (one buffer, as the ctypes version's) */
+    ints = fresh((npy_intp)(3 * num_entries + num_requests + 1), NPY_INT32, 0);
+    longs = fresh((npy_intp)(2 * num_items + 2), NPY_INT64, 0);
+    open_mask = leaf_pack != NULL ? fresh((npy_intp)num_items, NPY_BOOL, 0) : (Py_INCREF(Py_None), Py_None);
+    if (!items || !ints || !longs || !open_mask) goto done;
+    int32_t *i32 = (int32_t *)PyArray_DATA((PyArrayObject *)ints);
+    int64_t *i64 = (int64_t *)PyArray_DATA((PyArrayObject *)longs);
+    int64_t got = pat_plan_items(
+        packs, PyArray_DATA(pack_tokens), PyArray_DATA(kv_offset), PyArray_DATA(pack_req_count),
+        PyArray_DATA(pack_req), PyArray_DATA(splits), rpb, PyArray_DATA((PyArrayObject *)tiles),
+        PyArray_DATA((PyArrayObject *)tile_ms), leaf_pack ? PyArray_DATA(leaf_pack) : NULL, num_requests, num_items,
+        num_entries, max_partials, PyArray_DATA((PyArrayObject *)items), i32, i32 + num_entries,
+        i32 + 2 * num_entries, i32 + 2 * num_entries + num_requests + 1, i64, i64 + num_items,
+        leaf_pack ? PyArray_DATA((PyArrayObject *)open_mask) : NULL, i64 + 2 * num_items);
+    if (got == -1) {
+        Py_INCREF(Py_None);
+        result = Py_None;
+        goto done;
+    }
+    if (got < 0) {
+        PyErr_SetString(PyExc_MemoryError, "pat_plan_items: no scratch memory");
+        goto done;
+    }
+    const npy_intp merge_at = 2 * num_entries + num_requests + 1;
+    item_req = view(ints, 0, num_entries, NPY_INT32);
+    item_dst = view(ints, 4 * num_entries, num_entries, NPY_INT32);
+    indptr = view(ints, 8 * num_entries, num_requests + 1, NPY_INT32);
+    partials = view(ints, 4 * merge_at, got, NPY_INT32);
+    item_pack = view(longs, 0, num_items, NPY_INT64);
+    item_split = view(longs, 8 * num_items, num_items, NPY_INT64);
+    if (!item_req || !item_dst || !indptr || !partials || !item_pack || !item_split) goto done;
+    result = Py_BuildValue("(OOOOOLOOOLL)", items, item_req, item_dst, indptr, partials, (long long)got, item_pack,
+                           item_split, open_mask, (long long)i64[2 * num_items], (long long)i64[2 * num_items + 1]);
+done:
+    Py_XDECREF(tiles);
+    Py_XDECREF(tile_ms);
+    Py_XDECREF(items);
+    Py_XDECREF(ints);
+    Py_XDECREF(longs);
+    Py_XDECREF(open_mask);
+    Py_XDECREF(item_req);
+    Py_XDECREF(item_dst);
+    Py_XDECREF(indptr);
+    Py_XDECREF(partials);
+    Py_XDECREF(item_pack);
+    Py_XDECREF(item_split);
+    return result;
+}
+
+static const char *const FOREST_NAMES[7] = {"tok", "start", "parent", "depth", "q", "rep", "ending"};
+
+static PyObject *edit_forest(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "edit_forest takes 5 arguments");
+        return NULL;
+    }
+    int64_t width;
+    if (as_int64(args[1], &width)) return NULL;
+    PyObject *kept_q = args[2];
+    if (!PyList_Check(kept_q)) {
+        PyErr_SetString(PyExc_TypeError, "edit_forest: kept_q must be a list of ints");
+        return NULL;
+    }
+    const Py_ssize_t num_kept = PyList_GET_SIZE(kept_q);
+    PyArrayObject *kept = vec(args[0], NPY_INT64, -1), *attach = vec(args[3], NPY_INT64, -1);
+    const npy_intp n = attach != NULL ? PyArray_DIM(attach, 0) : 0;
+    PyArrayObject *seq = vec(args[4], NPY_INT64, n);
+    if (!kept || !attach || !seq || PyArray_DIM(kept, 0) != 4 * num_kept + (2 + width) * (num_kept + 1)) {
+        PyErr_SetString(PyExc_ValueError, "edit_forest: C-contiguous int64 arrays: the kept nodes packed, one attach "
+                                          "node and one length per request");
+        return NULL;
+    }
+    PyObject *counts = fresh(num_kept, NPY_INT64, 0);
+    if (counts == NULL) return NULL;
+    int64_t *q = (int64_t *)PyArray_DATA((PyArrayObject *)counts), members = 0;
+    for (Py_ssize_t k = 0; k < num_kept; k++) {
+        if (as_int64(PyList_GET_ITEM(kept_q, k), &q[k])) {
+            Py_DECREF(counts);
+            return NULL;
+        }
+        members += q[k];
+    }
+    const npy_intp nodes = num_kept + n, entries = members + n, head = 8 * nodes + 1 + n;
+    PyObject *buf = fresh(head + 2 * entries + (entries + 1) / 2 + (entries + 7) / 8, NPY_INT64, 0);
+    PyObject *out = NULL, *v = NULL;
+    if (buf == NULL) goto fail;
+    int64_t *b = (int64_t *)PyArray_DATA((PyArrayObject *)buf);
+    if (pat_edit_forest(num_kept, width, PyArray_DATA(kept), q, n, PyArray_DATA(attach), PyArray_DATA(seq), b,
+                        entries) < 0) {
+        Py_DECREF(counts);
+        Py_DECREF(buf);
+        Py_RETURN_NONE;
+    }
+    out = PyDict_New();
+    if (out == NULL) goto fail;
+#define PUT(name, expr)                                                      \
+    do {                                                                     \
+        v = (expr);                                                          \
+        if (v == NULL || PyDict_SetItemString(out, (name), v) < 0) goto fail; \
+        Py_DECREF(v);                                                        \
+        v = NULL;                                                            \
+    } while (0)
+    for (int k = 0; k < 7; k++) PUT(FOREST_NAMES[k], view(buf, 8 * k * nodes, nodes, NPY_INT64));
+    PUT("req_ptr", view(buf, 8 * 7 * nodes, nodes + 1, NPY_INT64));
+    PUT("last_node", view(buf, 8 * (8 * nodes + 1), n, NPY_INT64));
+    PUT("req_flat", view(buf, 8 * head, entries, NPY_INT64));
+    PUT("entry_node", view(buf, 8 * (head + entries), entries, NPY_INT64));
+    const npy_intp tail = 8 * (head + 2 * entries);
+    PUT("req32", view(buf, tail, entries, NPY_INT32));
+    PUT("ends_here", view(buf, tail + 4 * 2 * ((entries + 1) / 2), entries, NPY_BOOL));
+    /* shared: q > 1, a fresh array (the ctypes version's comparison makes one) */
+    v = fresh(nodes, NPY_BOOL, 0);
+    if (v == NULL) goto fail;
+    {
+        npy_bool *s = (npy_bool *)PyArray_DATA((PyArrayObject *)v);
+        const int64_t *qq = b + 4 * nodes;
+        for (npy_intp i = 0; i < nodes; i++) s[i] = qq[i] > 1;
+    }
+    if (PyDict_SetItemString(out, "shared", v) < 0) goto fail;
+    Py_DECREF(v);
+#undef PUT
+    Py_DECREF(counts);
+    Py_DECREF(buf);
+    return out;
+fail:
+    Py_XDECREF(v);
+    Py_XDECREF(out);
+    Py_XDECREF(buf);
+    Py_DECREF(counts);
+    return NULL;
+}
+
+static PyObject *edit_places(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "edit_places takes 6 arguments");
+        return NULL;
+    }
+    PyArrayObject *old_of = vec(args[0], NPY_INT64, -1), *old_attach = vec(args[1], NPY_INT64, -1);
+    PyArrayObject *old_first = vec(args[2], NPY_INT64, old_attach ? PyArray_DIM(old_attach, 0) : -1);
+    if (!old_of || !old_attach || !old_first) {
+        PyErr_SetString(PyExc_ValueError, "edit_places: C-contiguous int64 arrays, one old attach node and key per "
+                                          "old request");
+        return NULL;
+    }
+    PyObject *joiners = args[3], *placed = args[4];
+    int64_t n;
+    if (as_int64(args[5], &n)) return NULL;
+    if (!PyList_Check(joiners) || !PyList_Check(placed) || PyList_GET_SIZE(placed) != PyList_GET_SIZE(joiners) ||
+        n < 0) {
+        PyErr_SetString(PyExc_ValueError, "edit_places: joiners and placed: lists of one length; n >= 0");
+        return NULL;
+    }
+    const Py_ssize_t num = PyList_GET_SIZE(joiners);
+    /* the joiners, their (attach, key) pairs, then attach, first and groups: one buffer, as the ctypes version's */
+    PyObject *buf = fresh(3 * num + 3 * n + 2 * num, NPY_INT64, 0), *result = NULL;
+    PyObject *attach = NULL, *first = NULL, *groups = NULL;
+    if (buf == NULL) return NULL;
+    int64_t *ints = (int64_t *)PyArray_DATA((PyArrayObject *)buf), *out = ints + 3 * num;
+    for (Py_ssize_t i = 0; i < num; i++) {
+        PyObject *pair = PyList_GET_ITEM(placed, i);
+        if (as_int64(PyList_GET_ITEM(joiners, i), &ints[i])) goto done;
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            PyErr_SetString(PyExc_ValueError, "edit_places: placed holds (attach node, key) pairs");
+            goto done;
+        }
+        if (as_int64(PyTuple_GET_ITEM(pair, 0), &ints[num + 2 * i]) ||
+            as_int64(PyTuple_GET_ITEM(pair, 1), &ints[num + 2 * i + 1]))
+            goto done;
+    }
+    int64_t got = pat_edit_places(PyArray_DIM(old_of, 0), n, PyArray_DATA(old_of), PyArray_DIM(old_attach, 0),
+                                  PyArray_DATA(old_attach), PyArray_DATA(old_first), num, ints, ints + num, out,
+                                  out + n, out + 2 * n);
+    if (got < 0) {
+        PyErr_SetString(PyExc_ValueError, "edit_places: an old index or a joiner outside the batches");
+        goto done;
+    }
+    groups = PyDict_New();
+    if (groups == NULL) goto done;
+    const int64_t *flat = out + 2 * n;
+    for (int64_t i = 0; i < got; i += 2 + flat[i + 1]) {
+        PyObject *members = PyList_New((Py_ssize_t)flat[i + 1]), *key = NULL;
+        if (members == NULL) goto done;
+        for (int64_t k = 0; k < flat[i + 1]; k++) {
+            PyObject *r = PyLong_FromLongLong(flat[i + 2 + k]);
+            if (r == NULL) {
+                Py_DECREF(members);
+                goto done;
+            }
+            PyList_SET_ITEM(members, k, r);
+        }
+        key = PyLong_FromLongLong(flat[i]);
+        if (key == NULL || PyDict_SetItem(groups, key, members) < 0) {
+            Py_XDECREF(key);
+            Py_DECREF(members);
+            goto done;
+        }
+        Py_DECREF(key);
+        Py_DECREF(members);
+    }
+    attach = view(buf, 8 * 3 * num, n, NPY_INT64);
+    first = view(buf, 8 * (3 * num + n), n, NPY_INT64);
+    if (attach && first) result = PyTuple_Pack(3, attach, first, groups);
+done:
+    Py_XDECREF(attach);
+    Py_XDECREF(first);
+    Py_XDECREF(groups);
+    Py_DECREF(buf);
+    return result;
+}
+
+static PyMethodDef METHODS[] = {
+    {"plan_items", (PyCFunction)(void (*)(void))plan_items, METH_FASTCALL, "host_core._HostCore.plan_items"},
+    {"edit_forest", (PyCFunction)(void (*)(void))edit_forest, METH_FASTCALL, "host_core._HostCore.edit_forest"},
+    {"edit_places", (PyCFunction)(void (*)(void))edit_places, METH_FASTCALL, "host_core._HostCore.edit_places"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "pat_host_glue", NULL, -1, METHODS};
+
+PyMODINIT_FUNC PyInit_pat_host_glue(void) {
+    import_array();
+    return PyModule_Create(&MODULE);
+}
