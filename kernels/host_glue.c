@@ -16,7 +16,13 @@
      -> (items, item_req, item_dst, merge_indptr, merge_partials, num_partials, item_pack, item_split, open_mask,
          longest item's tokens, open items), or None over max_partials: host_core._HostCore.plan_items.
    edit_forest(kept, width, kept_q, attach, seq) -> dict of the forest's arrays, or None: _HostCore.edit_forest.
-   edit_places(old_of, old_attach, old_first, joiners, placed, n) -> (attach, first, groups): _HostCore.edit_places. */
+   edit_places(old_of, old_attach, old_first, joiners, placed, n) -> (attach, first, groups): _HostCore.edit_places.
+
+   The same holds for the publisher's passes over a changed decode batch's rows (sglang_patches/chain_table.py,
+   publish.py): the rows' generations gathered, the rows to read found, the batch's read-only arrays copied were ~13
+   numpy calls of 2-8 us each run cold, around loops over 256 integers. gens_at, rows_to_read and batch_arrays (below)
+   are one call each; chain_table's numpy versions are the fallback (also for arrays these do not take: they answer
+   NotImplemented) and the reference in tests/test_host_core.py. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -38,11 +44,16 @@ int64_t pat_edit_places(int64_t n_real, int64_t n, const int64_t *old_of, int64_
                         const int64_t *old_first, int64_t num_joiners, const int64_t *joiners, const int64_t *joined,
                         int64_t *attach, int64_t *first, int64_t *groups);
 
-/* obj as a C-contiguous 1-D array of type `type` (of `len` entries where len >= 0), else NULL (no exception set) */
+/* obj as a C-contiguous 1-D array in native byte order of `type` (NPY_INT64 and NPY_INT32: any signed integer type of
+   that size, as numpy's dtype comparison with np.int64 / np.int32 accepts; NPY_BOOL: bool) of `len` entries where
+   len >= 0, else NULL (no exception set) */
 static PyArrayObject *vec(PyObject *obj, int type, npy_intp len) {
     if (!PyArray_Check(obj)) return NULL;
     PyArrayObject *a = (PyArrayObject *)obj;
-    if (PyArray_TYPE(a) != type || PyArray_NDIM(a) != 1 || !PyArray_IS_C_CONTIGUOUS(a)) return NULL;
+    if (PyArray_NDIM(a) != 1 || !PyArray_IS_C_CONTIGUOUS(a) || !PyArray_ISNOTSWAPPED(a)) return NULL;
+    if (type == NPY_BOOL ? PyArray_TYPE(a) != NPY_BOOL
+                         : !PyArray_ISSIGNED(a) || PyArray_ITEMSIZE(a) != (type == NPY_INT64 ? 8 : 4))
+        return NULL;
     if (len >= 0 && PyArray_DIM(a, 0) != len) return NULL;
     return a;
 }
@@ -324,7 +335,126 @@ done:
     return result;
 }
 
+/* A fresh read-only int64 array of table[rows[i]] (NULL with IndexError where a row is outside the table) */
+static PyObject *gather(const int64_t *rows, npy_intp n, PyArrayObject *table) {
+    const int64_t *t = (const int64_t *)PyArray_DATA(table);
+    const npy_intp len = PyArray_DIM(table, 0);
+    PyObject *out = fresh(n, NPY_INT64, 0);
+    if (out == NULL) return NULL;
+    int64_t *o = (int64_t *)PyArray_DATA((PyArrayObject *)out);
+    for (npy_intp i = 0; i < n; i++) {
+        if (rows[i] < 0 || rows[i] >= len) {
+            Py_DECREF(out);
+            PyErr_SetString(PyExc_IndexError, "a row outside the table");
+            return NULL;
+        }
+        o[i] = t[rows[i]];
+    }
+    PyArray_CLEARFLAGS((PyArrayObject *)out, NPY_ARRAY_WRITEABLE);
+    return out;
+}
+
+/* gens_at(rows, table): the generations of a decode batch's rows (sglang_patches/publish.py): table[rows] as a fresh
+   read-only int64 array; None where a row is negative (or there are none); IndexError where one is past the table;
+   NotImplemented for arrays other than C-contiguous 1-D int64 (the caller's numpy then). */
+static PyObject *gens_at(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "gens_at takes 2 arguments");
+        return NULL;
+    }
+    PyArrayObject *rows = vec(args[0], NPY_INT64, -1), *table = vec(args[1], NPY_INT64, -1);
+    if (!rows || !table) Py_RETURN_NOTIMPLEMENTED;
+    const npy_intp n = PyArray_DIM(rows, 0);
+    const int64_t *r = (const int64_t *)PyArray_DATA(rows);
+    for (npy_intp i = 0; i < n; i++)
+        if (r[i] < 0) Py_RETURN_NONE;
+    if (n == 0) Py_RETURN_NONE;
+    return gather(r, n, table);
+}
+
+/* rows_to_read(rows, gens, row_gen): the positions i of a changed batch whose row was last read for another generation
+   (row_gen[rows[i]] != gens[i]: chain_table.ChainTable.publish_rows), with their rows and generations: three lists.
+   IndexError where a row is outside row_gen; NotImplemented for arrays other than C-contiguous 1-D int64 (gens as
+   long as rows). */
+static PyObject *rows_to_read(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "rows_to_read takes 3 arguments");
+        return NULL;
+    }
+    PyArrayObject *rows = vec(args[0], NPY_INT64, -1);
+    PyArrayObject *gens = vec(args[1], NPY_INT64, rows ? PyArray_DIM(rows, 0) : -1);
+    PyArrayObject *row_gen = vec(args[2], NPY_INT64, -1);
+    if (!rows || !gens || !row_gen) Py_RETURN_NOTIMPLEMENTED;
+    const npy_intp n = PyArray_DIM(rows, 0), len = PyArray_DIM(row_gen, 0);
+    const int64_t *r = (const int64_t *)PyArray_DATA(rows), *g = (const int64_t *)PyArray_DATA(gens);
+    const int64_t *last = (const int64_t *)PyArray_DATA(row_gen);
+    PyObject *pos = PyList_New(0), *at = PyList_New(0), *gl = PyList_New(0);
+    if (!pos || !at || !gl) goto fail;
+    for (npy_intp i = 0; i < n; i++) {
+        if (r[i] < 0 || r[i] >= len) {
+            PyErr_SetString(PyExc_IndexError, "rows_to_read: a row outside the table");
+            goto fail;
+        }
+        if (last[r[i]] == g[i]) continue;
+        PyObject *v[3] = {PyLong_FromSsize_t(i), PyLong_FromLongLong(r[i]), PyLong_FromLongLong(g[i])};
+        int bad = !v[0] || !v[1] || !v[2] || PyList_Append(pos, v[0]) || PyList_Append(at, v[1]) ||
+                  PyList_Append(gl, v[2]);
+        Py_XDECREF(v[0]);
+        Py_XDECREF(v[1]);
+        Py_XDECREF(v[2]);
+        if (bad) goto fail;
+    }
+    PyObject *out = PyTuple_Pack(3, pos, at, gl);
+    Py_DECREF(pos);
+    Py_DECREF(at);
+    Py_DECREF(gl);
+    return out;
+fail:
+    Py_XDECREF(pos);
+    Py_XDECREF(at);
+    Py_XDECREF(gl);
+    return NULL;
+}
+
+/* batch_arrays(rows, gens, cached): a published batch's arrays (chain_table.ChainTable.publish_rows): read-only
+   copies of rows and gens and the gather cached[rows], fresh int64 arrays. IndexError where a row is outside cached;
+   NotImplemented for arrays other than C-contiguous 1-D int64 (gens as long as rows). */
+static PyObject *batch_arrays(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "batch_arrays takes 3 arguments");
+        return NULL;
+    }
+    PyArrayObject *rows = vec(args[0], NPY_INT64, -1);
+    PyArrayObject *gens = vec(args[1], NPY_INT64, rows ? PyArray_DIM(rows, 0) : -1);
+    PyArrayObject *cached = vec(args[2], NPY_INT64, -1);
+    if (!rows || !gens || !cached) Py_RETURN_NOTIMPLEMENTED;
+    const npy_intp n = PyArray_DIM(rows, 0);
+    PyObject *got = gather((const int64_t *)PyArray_DATA(rows), n, cached);
+    if (got == NULL) return NULL;
+    PyObject *r = fresh(n, NPY_INT64, 0), *g = r ? fresh(n, NPY_INT64, 0) : NULL;
+    if (g == NULL) {
+        Py_XDECREF(r);
+        Py_DECREF(got);
+        return NULL;
+    }
+    memcpy(PyArray_DATA((PyArrayObject *)r), PyArray_DATA(rows), (size_t)n * sizeof(int64_t));
+    memcpy(PyArray_DATA((PyArrayObject *)g), PyArray_DATA(gens), (size_t)n * sizeof(int64_t));
+    PyArray_CLEARFLAGS((PyArrayObject *)r, NPY_ARRAY_WRITEABLE);
+    PyArray_CLEARFLAGS((PyArrayObject *)g, NPY_ARRAY_WRITEABLE);
+    PyObject *out = PyTuple_Pack(3, r, g, got);
+    Py_DECREF(r);
+    Py_DECREF(g);
+    Py_DECREF(got);
+    return out;
+}
+
 static PyMethodDef METHODS[] = {
+    {"gens_at", (PyCFunction)(void (*)(void))gens_at, METH_FASTCALL, "publish._gens_at"},
+    {"rows_to_read", (PyCFunction)(void (*)(void))rows_to_read, METH_FASTCALL, "chain_table._rows_to_read"},
+    {"batch_arrays", (PyCFunction)(void (*)(void))batch_arrays, METH_FASTCALL, "chain_table._batch_arrays"},
     {"plan_items", (PyCFunction)(void (*)(void))plan_items, METH_FASTCALL, "host_core._HostCore.plan_items"},
     {"edit_forest", (PyCFunction)(void (*)(void))edit_forest, METH_FASTCALL, "host_core._HostCore.edit_forest"},
     {"edit_places", (PyCFunction)(void (*)(void))edit_places, METH_FASTCALL, "host_core._HostCore.edit_places"},

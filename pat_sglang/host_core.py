@@ -479,6 +479,14 @@ def loaded_batch() -> _HostBatch | None:
     return _batch.get()
 
 
+def loaded_glue() -> Any:
+    """The extension module (``kernels/host_glue.c``) where the compiled host work loaded with it, else None: the
+    publisher's few array passes over a changed batch (``chain_table.gens_at``, ``_rows_to_read``, ``_batch_arrays``)
+    use it, with numpy as their fallback."""
+    core = _core.get()
+    return core.glue if core is not None else None
+
+
 def reset() -> None:
     """Forget the loaded libraries (tests): the next ``loaded()``/``loaded_batch()`` call builds or loads them again."""
     _core.reset()

@@ -633,3 +633,69 @@ def test_a_forked_child_plans() -> None:
     got = out.get(timeout=60)
     child.join(timeout=60)
     assert child.exitcode == 0 and got == want.max_slot == int(ind[: indptr[-1]].max())
+
+
+def _glue_or_numpy(glue: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The publisher's row passes (``chain_table.gens_at``, ``_rows_to_read``, ``_batch_arrays``) through the extension
+    module (``glue``) or their numpy versions (``host_core.loaded_glue`` None) for the rest of the test."""
+    if glue:
+        assert host_core.loaded_glue() is not None, "the host core's extension module did not load"
+    else:
+        monkeypatch.setattr(host_core, "loaded_glue", lambda: None)
+
+
+def _row_pass_inputs(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A batch's rows (some repeated), a per-row table holding generations (most equal to the batch's, some not), and
+    the batch's generations read from another table."""
+    size = int(rng.integers(1, 400))
+    rows = rng.choice(size, size=int(rng.integers(0, min(size, 300) + 1)), replace=rng.random() < 0.2).astype(np.int64)
+    table = rng.integers(-2, 5, size).astype(np.int64)
+    gens = table[rows].copy()
+    flip = rng.random(rows.shape[0]) < rng.random() * 0.3
+    gens[flip] += rng.integers(1, 3, int(flip.sum()))
+    return rows, table, gens
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_row_passes_equal_their_numpy_versions(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``host_glue.c``'s ``gens_at``, ``rows_to_read`` and ``batch_arrays`` against their numpy versions in
+    ``chain_table``: the same values, dtypes and read-only flags; None for a negative row or no rows; arrays they do not
+    take (int32, strided, 2-D) still answered by numpy; rows past a table refused alike."""
+    from pat_sglang.sglang_patches import chain_table as ct
+
+    rng = np.random.default_rng(seed)
+    rows, table, gens = _row_pass_inputs(rng)
+    if rows.shape[0] and rng.random() < 0.2:
+        rows[int(rng.integers(0, rows.shape[0]))] = -1
+    variants = [rows, rows.astype(np.int32), np.repeat(rows, 2)[::2]]  # the last: a strided view
+    got: dict[bool, list] = {}
+    for glue in (True, False):
+        with monkeypatch.context() as m:
+            _glue_or_numpy(glue, m)
+            out = []
+            for r in variants:
+                out.append(ct.gens_at(r, table))
+            ok = rows.shape[0] and rows.min() >= 0
+            if ok:
+                out.append(ct._rows_to_read(rows, gens, table))
+                out.append(ct._batch_arrays(rows, gens, table))
+                out.append(ct._batch_arrays(rows[::-1], gens[::-1], table))  # negative strides
+                with pytest.raises(IndexError):
+                    ct._rows_to_read(rows, gens, table[: int(rows.max())])
+                with pytest.raises(IndexError):
+                    ct._batch_arrays(rows, gens, table[: int(rows.max())])
+            got[glue] = out
+    assert len(got[True]) == len(got[False])
+    for a, b in zip(got[True], got[False], strict=True):
+        if isinstance(b, tuple):
+            assert len(a) == len(b)
+            pairs = list(zip(a, b, strict=True))
+        else:
+            pairs = [(a, b)]
+        for x, y in pairs:
+            if y is None or isinstance(y, list):
+                assert x == y
+            else:
+                assert x.dtype == y.dtype == np.int64 and x.tolist() == y.tolist()
+                assert not x.flags.writeable and not y.flags.writeable and x.flags.c_contiguous
+

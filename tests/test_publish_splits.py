@@ -366,24 +366,30 @@ def test_a_chain_that_cannot_be_read_is_published_as_absent(counters) -> None:
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_compiled_batch_pick_leaves_the_python_state(counters, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """``publish_rows`` with the compiled pass over the batch (``kernels/host_batch.c``: the batch's tuples and
-    change) and with its Python version (``chain_table._pick_batch``), fed the same random steps (arrivals splitting
-    radix nodes, finishes whose rows are reused, reorders, unchanged steps): after every step the two tables hold the
-    same state, published batch, tally (node counts, distinct tokens, rows) and node index included."""
+    change) and the compiled row passes (``kernels/host_glue.c``: generations, rows to read, the batch's arrays), and
+    with their Python versions (``chain_table._pick_batch``, the numpy row passes), fed the same random steps
+    (arrivals splitting radix nodes, finishes whose rows are reused, reorders, unchanged steps): after every step the
+    two tables hold the same state, published batch, tally (node counts, distinct tokens, rows) and node index
+    included."""
     from pat_sglang import host_core
 
     monkeypatch.delenv(host_core.DISABLE_ENV, raising=False)  # compiled here even where the suite turns it off
     host_core.reset()
     try:
         assert host_core.loaded_batch() is not None, "the compiled publisher piece did not load"
-        _compare_compiled_and_python(seed)
+        assert host_core.loaded_glue() is not None, "the host core's extension module did not load"
+        _compare_compiled_and_python(seed, monkeypatch)
     finally:
         host_core.reset()
 
 
-def _compare_compiled_and_python(seed: int) -> None:
+def _compare_compiled_and_python(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     from test_publish_wave import table_state
 
+    from pat_sglang import host_core
     from pat_sglang.sglang_patches import chain_table as ct
+
+    glue = host_core.loaded_glue
 
     rng = np.random.default_rng(seed)
     h = RadixHarness(max_reqs=40, max_context=512, num_slots=1 << 15)
@@ -408,6 +414,11 @@ def _compare_compiled_and_python(seed: int) -> None:
         for rb, table in zip(batches, (compiled, python), strict=True):
             if rb.live != live or relist:
                 rb.set(live)
-            rb.publish(table)
+            with monkeypatch.context() as m:
+                if table is python:  # the row passes' numpy versions for this table
+                    m.setattr(host_core, "loaded_glue", lambda: None)
+                else:
+                    m.setattr(host_core, "loaded_glue", glue)
+                rb.publish(table)
         assert table_state(compiled) == table_state(python), step_no
     assert compiled.by_rows > 20 and compiled.by_rows == python.by_rows

@@ -748,8 +748,7 @@ class ChainTable:
             # rows to read whatever their generation: marked as read for no generation (read again later if not in
             # this batch: never wrong, at most one extra read)
             self._mark_unread(hit.union(recached_rows))
-            todo = (self._row_gen[rows] != gens).nonzero()[0]
-            read = _requests_at(reqs, todo, rows, gens)
+            read = _requests_at(reqs, *_rows_to_read(rows, gens, self._row_gen))
             if read is None:  # rows and requests out of step: read everything
                 return False
             if hit:
@@ -765,7 +764,9 @@ class ChainTable:
             wave = is_wave(len(changed), rows.shape[0])
             # the tally holds the last batch's rows (a wave is counted afresh): it can move by the change
             moving = not wave and len(before) == last.rows.shape[0]
-            rows = rows.copy()  # (C-contiguous, as the compiled pick needs; kept by the batch)
+            # the batch's own arrays (rows C-contiguous, as the compiled pick needs; cached lengths as the entries
+            # written above left them: ``_row_room`` made room for the rows)
+            rows, gens, cached = _batch_arrays(rows, gens, self._row_paths.cached)
             batch_entries, rids, absent, joined, left = self._pick(rows, last.rows if moving else None)
             if (
                 not changed
@@ -779,11 +780,7 @@ class ChainTable:
                 self._snap = _rows_snapshot(root, last, splits, reqs, recached)
                 self._republish(self._snap, seq_lens)
                 return True
-            gens = gens.copy()
             serial = self.batch.serial + 1 if self.batch is not None else 0
-            cached = self._row_paths.cached[rows]  # (``_row_room`` made room for the rows)
-            for a in (rows, cached, gens):
-                a.setflags(write=False)
             moves = None
             if wave:
                 self.retire(snap)
@@ -1131,19 +1128,63 @@ def new_entries(
 
 
 def _requests_at(
-    reqs: list, todo: np.ndarray, rows: np.ndarray, gens: np.ndarray
+    reqs: list, positions: list[int], at: list[int], gens: list[int]
 ) -> list[tuple[int, Hashable, int, Any]] | None:
-    """(row, rid, generation, last node) of the requests at the positions ``todo`` of the batch (``rows``/``gens``:
-    the batch's rows and their generations), picked with C loops; None if a request's ``req_pool_idx`` is not its
-    row."""
-    if todo.shape[0] == 0:
+    """(row, rid, generation, last node) of the requests at ``positions`` of the batch (``at``/``gens``: their rows
+    and generations, ``_rows_to_read``), picked with C loops; None if a request's ``req_pool_idx`` is not its row."""
+    if not positions:
         return []
-    positions = todo.tolist()
     picked = [reqs[i] for i in positions]
-    at = rows[todo].tolist()
     if list(map(_POOL_IDX, picked)) != at:
         return None
-    return list(zip(at, map(_RID, picked), gens[todo].tolist(), map(_LAST_NODE, picked), strict=True))
+    return list(zip(at, map(_RID, picked), gens, map(_LAST_NODE, picked), strict=True))
+
+
+# A changed batch's passes over its rows, each a few numpy calls of 2-8 us on the 2-core VM when they run cold between
+# two decode steps, where the work itself is a loop over 256 integers: one call each of the host core's extension module
+# (``host_core.loaded_glue``, ``kernels/host_glue.c``) where it loads; these numpy versions are the fallback (also for
+# arrays it does not take: NotImplemented) and its reference in tests/test_host_core.py.
+
+
+def gens_at(rows: np.ndarray, table: np.ndarray) -> np.ndarray | None:
+    """``table[rows]`` (the pool's generations of a decode batch's rows, read-only), or None where a row is negative
+    (a row the pool did not hand out: the batch is not read by rows) or there are no rows."""
+    glue = host_core.loaded_glue()
+    if glue is not None:
+        got = glue.gens_at(rows, table)
+        if got is not NotImplemented:
+            return got
+    if rows.shape[0] == 0 or int(rows.min()) < 0:
+        return None
+    gens = table[rows]
+    gens.setflags(write=False)
+    return gens
+
+
+def _rows_to_read(rows: np.ndarray, gens: np.ndarray, row_gen: np.ndarray) -> tuple[list[int], list[int], list[int]]:
+    """The positions in the batch whose row was last read for another generation (``row_gen[rows] != gens``), with
+    their rows and generations, as lists (every row within ``row_gen``)."""
+    glue = host_core.loaded_glue()
+    if glue is not None:
+        got = glue.rows_to_read(rows, gens, row_gen)
+        if got is not NotImplemented:
+            return got
+    todo = (row_gen[rows] != gens).nonzero()[0]
+    return todo.tolist(), rows[todo].tolist(), gens[todo].tolist()
+
+
+def _batch_arrays(rows: np.ndarray, gens: np.ndarray, cached: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A published batch's own arrays: copies of ``rows`` and ``gens`` and the rows' cached lengths ``cached[rows]``,
+    C-contiguous int64 and read-only (every row within ``cached``)."""
+    glue = host_core.loaded_glue()
+    if glue is not None:
+        got = glue.batch_arrays(rows, gens, cached)
+        if got is not NotImplemented:
+            return got
+    out = (np.array(rows, dtype=np.int64), np.array(gens, dtype=np.int64), cached[rows])
+    for a in out:
+        a.setflags(write=False)
+    return out
 
 
 _POOL_IDX = operator.attrgetter("req_pool_idx")

@@ -23,7 +23,7 @@ import numpy as np
 
 from pat_sglang.planner import host_int64
 
-from .chain_table import CHAIN_TABLE, ChainTable, chain_table_for
+from .chain_table import CHAIN_TABLE, ChainTable, chain_table_for, gens_at
 
 logger = logging.getLogger(__name__)
 _warned = False
@@ -74,9 +74,9 @@ def _publish(batch: Any, table: ChainTable) -> None:
             rows = host_int64(rows_cpu)
             if table.republish_same(reqs, root, splits, recached, rows, gen_np, seq_lens):
                 return  # the common decode step: the same requests on the same radix nodes, no request read
-            if gen_np is not None and rows.shape[0] and int(rows.min()) >= 0 and table.publish_rows(
-                reqs, rows, gen_np[rows], root, splits, seq_lens, radix_split_log(cache), recached,
-                radix_recache_log(cache),
+            gens = gens_at(rows, gen_np) if gen_np is not None else None
+            if gens is not None and table.publish_rows(
+                reqs, rows, gens, root, splits, seq_lens, radix_split_log(cache), recached, radix_recache_log(cache),
             ):
                 return  # a changed batch: only the requests that can have changed were read
         whole = reqs
