@@ -451,7 +451,66 @@ static PyObject *batch_arrays(PyObject *self, PyObject *const *args, Py_ssize_t 
     return out;
 }
 
+/* same_ints(a, b): a.shape == b.shape and (a == b).all() for two C-contiguous 1-D int64 arrays (planner.same_ints),
+   else NotImplemented. */
+static PyObject *same_ints(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "same_ints takes 2 arguments");
+        return NULL;
+    }
+    PyArrayObject *a = vec(args[0], NPY_INT64, -1), *b = vec(args[1], NPY_INT64, -1);
+    if (!a || !b) Py_RETURN_NOTIMPLEMENTED;
+    const npy_intp n = PyArray_DIM(a, 0);
+    if (n != PyArray_DIM(b, 0)) Py_RETURN_FALSE;
+    if (n && memcmp(PyArray_DATA(a), PyArray_DATA(b), (size_t)n * sizeof(int64_t))) Py_RETURN_FALSE;
+    Py_RETURN_TRUE;
+}
+
+/* int_stats(a): (min, max, sum) of a non-empty C-contiguous 1-D int64 array (the sum wraps as numpy's int64 sum
+   does), None when it is empty, NotImplemented for other arrays. */
+static PyObject *int_stats(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 1) {
+        PyErr_SetString(PyExc_TypeError, "int_stats takes 1 argument");
+        return NULL;
+    }
+    PyArrayObject *a = vec(args[0], NPY_INT64, -1);
+    if (!a) Py_RETURN_NOTIMPLEMENTED;
+    const npy_intp n = PyArray_DIM(a, 0);
+    if (n == 0) Py_RETURN_NONE;
+    const int64_t *v = (const int64_t *)PyArray_DATA(a);
+    int64_t lo = v[0], hi = v[0];
+    uint64_t sum = 0;
+    for (npy_intp i = 0; i < n; i++) {
+        lo = v[i] < lo ? v[i] : lo;
+        hi = v[i] > hi ? v[i] : hi;
+        sum += (uint64_t)v[i];
+    }
+    return Py_BuildValue("(LLL)", (long long)lo, (long long)hi, (long long)(int64_t)sum);
+}
+
+/* any_above(a, b): whether a[i] > b[i] for some i < len(a), for C-contiguous 1-D int64 arrays with len(b) >= len(a)
+   (numpy: (a > b[:len(a)]).any()), else NotImplemented. */
+static PyObject *any_above(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "any_above takes 2 arguments");
+        return NULL;
+    }
+    PyArrayObject *a = vec(args[0], NPY_INT64, -1), *b = vec(args[1], NPY_INT64, -1);
+    if (!a || !b || PyArray_DIM(b, 0) < PyArray_DIM(a, 0)) Py_RETURN_NOTIMPLEMENTED;
+    const npy_intp n = PyArray_DIM(a, 0);
+    const int64_t *x = (const int64_t *)PyArray_DATA(a), *y = (const int64_t *)PyArray_DATA(b);
+    for (npy_intp i = 0; i < n; i++)
+        if (x[i] > y[i]) Py_RETURN_TRUE;
+    Py_RETURN_FALSE;
+}
+
 static PyMethodDef METHODS[] = {
+    {"same_ints", (PyCFunction)(void (*)(void))same_ints, METH_FASTCALL, "planner.same_ints"},
+    {"int_stats", (PyCFunction)(void (*)(void))int_stats, METH_FASTCALL, "planner.int_stats"},
+    {"any_above", (PyCFunction)(void (*)(void))any_above, METH_FASTCALL, "planner.any_above"},
     {"gens_at", (PyCFunction)(void (*)(void))gens_at, METH_FASTCALL, "publish._gens_at"},
     {"rows_to_read", (PyCFunction)(void (*)(void))rows_to_read, METH_FASTCALL, "chain_table._rows_to_read"},
     {"batch_arrays", (PyCFunction)(void (*)(void))batch_arrays, METH_FASTCALL, "chain_table._batch_arrays"},

@@ -62,6 +62,8 @@ from .planner import (
     SPLIT_KEEP_FRACTION,
     PackPlan,
     PlanLimits,
+    any_above,
+    int_stats,
     kv_token_bytes,
     plan_forest,
     remade_plan,
@@ -237,10 +239,15 @@ class DecodeStepPlanner:
         scratch, as a changed batch is (``bench/backend_host_time.py --replan``)."""
         self._reuse = self._last_plan = self._planned = self._declined = None
 
-    def _check_lengths(self, batch: StepBatch) -> None:
-        seq = batch.seq_lens
-        if (seq < 1).any() or (seq > self.max_len).any():
+    def _check_lengths(self, batch: StepBatch) -> int:
+        """The batch's total length (padding included), every length checked to lie within 1..``max_len``."""
+        stats = int_stats(batch.seq_lens)
+        if stats is None:
+            return 0
+        lo, hi, total = stats
+        if lo < 1 or hi > self.max_len:
             raise ValueError(f"sequence lengths outside 1..{self.max_len} (req_to_token row width)")
+        return total
 
     @staticmethod
     def _stale(batch: StepBatch) -> np.ndarray | None:
@@ -251,22 +258,29 @@ class DecodeStepPlanner:
             return None
         return pb.cached > batch.seq_lens[: batch.n_real]
 
+    @staticmethod
+    def _any_stale(batch: StepBatch) -> bool | None:
+        """``_stale(batch).any()`` without the array (every step asks; the array is made where a path is dropped)."""
+        pb = batch.published
+        if pb is None or pb.entries is None:
+            return None
+        return any_above(pb.cached, batch.seq_lens)
+
     def unique_tokens(self, batch: StepBatch) -> int:
         """The batch's distinct KV tokens, from its published paths alone: each radix node's tokens once, plus every
         request's tokens past its path (a whole request where its path is missing or stale). Equals the unique tokens
         of ``forest(batch)``, without building it."""
-        self._check_lengths(batch)
-        total = int(batch.seq_lens.sum())
-        stale = self._stale(batch)
-        if stale is None:
+        total = self._check_lengths(batch)
+        any_stale = self._any_stale(batch)
+        if any_stale is None:
             return total
         pb = batch.published
-        any_stale = bool(stale.any())
         if pb.distinct_cached is not None and not any_stale:  # counted by the publisher: no paths needed
-            return total - int(pb.cached.sum()) + pb.distinct_cached
+            stats = int_stats(pb.cached)
+            return total - (stats[2] if stats is not None else 0) + pb.distinct_cached
         req, key, length = pb.paths
         if any_stale:
-            keep = ~stale[req]
+            keep = ~self._stale(batch)[req]
             req, key, length = req[keep], key[keep], length[keep]
         if key.shape[0] == 0:
             return total
@@ -275,10 +289,10 @@ class DecodeStepPlanner:
 
     def forest(self, batch: StepBatch) -> PrefixForest:
         self._check_lengths(batch)
-        stale = self._stale(batch)
+        any_stale = self._any_stale(batch)
         last = self._reuse
-        # a matching key means the batch is published (stale is an array): the same entries, rows and real count
-        if last is not None and last.key.matches(batch) and not stale.any():
+        # a matching key means the batch is published (any_stale is a bool): the same entries, rows and real count
+        if last is not None and last.key.matches(batch) and not any_stale:
             grown = last.forest.with_lengths(batch.seq_lens)
             if grown is not None:
                 self.counters.reused += 1
@@ -287,7 +301,7 @@ class DecodeStepPlanner:
         key = _BatchKey.of(batch)
         pb = batch.published
         # every real request's path published and usable: such a forest can be edited, and is indexed for the next edit
-        whole = key is not None and not stale.any() and not pb.absent
+        whole = key is not None and not any_stale and not pb.absent
         index = None
         if whole and last is not None and last.index is not None:
             index = last.index.edit(pb.entries, batch.rows, batch.seq_lens, batch.rows * self.row_stride)
@@ -296,7 +310,7 @@ class DecodeStepPlanner:
             self.counters.edited += 1
             forest = index.forest
         else:
-            forest = self._build(batch, stale, index=whole)
+            forest = self._build(batch, self._stale(batch), index=whole)
             if whole:
                 index = RadixIndex.of(forest, pb.entries, batch.rows)
         self._reuse = _Reuse(key, forest, index) if key is not None else None
@@ -449,7 +463,7 @@ class DecodeStepPlanner:
         it has none for the batch or a path is stale (``unique_tokens`` then counts that request's whole row)."""
         pb = batch.published
         refs = pb.node_refs() if pb is not None and pb.entries is not None else None
-        if refs is None or DecodeStepPlanner._stale(batch).any():
+        if refs is None or DecodeStepPlanner._any_stale(batch):
             return 0
         held: dict[tuple[int, int], int] = {}
         entries = pb.entries
@@ -510,9 +524,5 @@ class DecodeStepPlanner:
         if limits is not last.limits and limits != last.limits:
             return False
         seq = batch.seq_lens
-        return bool(
-            (seq >= last.seq_lens).all()
-            and (seq <= last.max_seq_lens).all()
-            and not self._stale(batch).any()
-        )
+        return not (any_above(last.seq_lens, seq) or any_above(seq, last.max_seq_lens) or self._any_stale(batch))
 

@@ -293,9 +293,42 @@ def host_int64(x: object) -> np.ndarray:
     return np.asarray(x).astype(np.int64, copy=False)
 
 
+# The per-step checks over a batch's rows and lengths below run on every decode step, between two of which the
+# scheduler's own work evicts numpy's code and data: each numpy call then costs 3-8 us on the 2-core VM for a loop over
+# 256 integers. Where the host core's extension module loads (``host_core.loaded_glue``, ``kernels/host_glue.c``) each
+# is one C call; the numpy expressions are the fallback (and answer for arrays it does not take: NotImplemented).
+
+
 def same_ints(a: np.ndarray, b: np.ndarray) -> bool:
     """``np.array_equal`` for two integer arrays, without its conversions (checked every decode step)."""
+    glue = host_core.loaded_glue()
+    if glue is not None:
+        got = glue.same_ints(a, b)
+        if got is not NotImplemented:
+            return got
     return a.shape == b.shape and bool((a == b).all())
+
+
+def int_stats(a: np.ndarray) -> tuple[int, int, int] | None:
+    """(min, max, sum) of a 1-D integer array as Python ints (the sum as numpy's int64 sum), None when it is empty."""
+    glue = host_core.loaded_glue()
+    if glue is not None:
+        got = glue.int_stats(a)
+        if got is not NotImplemented:
+            return got
+    if a.shape[0] == 0:
+        return None
+    return int(a.min()), int(a.max()), int(a.sum(dtype=np.int64))
+
+
+def any_above(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether ``a[i] > b[i]`` for some ``i < len(a)`` (``b`` at least as long as ``a``)."""
+    glue = host_core.loaded_glue()
+    if glue is not None:
+        got = glue.any_above(a, b)
+        if got is not NotImplemented:
+            return got
+    return bool((a > b[: a.shape[0]]).any())
 
 
 def target_ctas(device: DeviceSpec, tiles: TileTable, heads: HeadConfig) -> int:

@@ -699,3 +699,34 @@ def test_row_passes_equal_their_numpy_versions(seed: int, monkeypatch: pytest.Mo
                 assert x.dtype == y.dtype == np.int64 and x.tolist() == y.tolist()
                 assert not x.flags.writeable and not y.flags.writeable and x.flags.c_contiguous
 
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_step_checks_equal_their_numpy_versions(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``planner.same_ints``, ``int_stats`` and ``any_above`` (every decode step's checks over the batch's rows and
+    lengths) through ``host_glue.c`` and through numpy: the same answers on random arrays (equal, one entry changed,
+    other lengths, empty, a longer second array; int32 and strided ones, which the extension module leaves to numpy)."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 300))
+    a = rng.integers(-5, 9000, n).astype(np.int64)
+    b = a.copy()
+    if n and rng.random() < 0.5:
+        b[int(rng.integers(0, n))] += int(rng.integers(-2, 3))
+    longer = np.concatenate([b, rng.integers(-5, 9000, int(rng.integers(0, 5)))]).astype(np.int64)
+    cases = [(a, b), (a, longer), (a, a[: n // 2]), (a, b.astype(np.int32)), (np.repeat(a, 2)[::2], b)]
+    answers: dict[bool, list] = {}
+    for glue in (True, False):
+        with monkeypatch.context() as m:
+            _glue_or_numpy(glue, m)
+            out: list = []
+            for x, y in cases:
+                out.append(planner.same_ints(x, y))
+                out.append(planner.int_stats(x))
+                if y.shape[0] >= x.shape[0]:
+                    out.append(planner.any_above(x, y))
+                    out.append(planner.any_above(y[: x.shape[0]], x))
+            answers[glue] = out
+    assert answers[True] == answers[False]
+    assert all(isinstance(v, (bool, tuple)) or v is None for v in answers[True])
+    if n:
+        assert planner.int_stats(a) == (int(a.min()), int(a.max()), int(a.sum()))
