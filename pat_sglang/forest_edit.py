@@ -133,7 +133,12 @@ class _Kept:
     @staticmethod
     def make(tok: list[int], start: list[int], parents: list[int], depth: list[int], chain: dict[int, int],
              deepest: list[int], rank: list[tuple[int, int]], top: list[int]) -> _Kept:
-        """The kept nodes with these per-node values (lists: the arrays are made from them in one conversion)."""
+        """The kept nodes with these per-node values (lists: the arrays are made from them in one conversion, or in
+        one call of the host core's extension module, ``kernels/host_glue.c`` ``kept_pack``, where it loads)."""
+        glue = host_core.loaded_glue()
+        if glue is not None:
+            lineage, packed, *views, end, num_ancestors, ancestors = glue.kept_pack(tok, start, parents, depth)
+            return _Kept(*views, chain, deepest, rank, top, parents, lineage, ancestors, num_ancestors, end, packed)
         lineage: list[list[int]] = [[]]
         for k, p in enumerate(parents):  # parents first (topological order)
             lineage.append([k, *lineage[p + 1]])

@@ -420,3 +420,40 @@ def test_nested_kept_nodes_dissolve_into_the_last_request_leaf() -> None:
     want = _fresh(list(both), rows[[0, 3]], seq[[0, 3]], 0)
     assert want.q.tolist()[0] == 2  # P is shared again
     assert again is not None and all(np.array_equal(getattr(again.forest, n), getattr(want, n)) for n in ARRAYS)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_kept_nodes_made_alike_with_and_without_the_extension(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_Kept.make`` through ``host_glue.c`` ``kept_pack`` and in Python: the same lineages, packed array and views
+    (values, dtypes, shapes, the views reading the packed array) on random kept-node trees (parents first), none at
+    all included; a parent that is not an earlier node is refused."""
+    from pat_sglang.forest_edit import _Kept
+
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(0, 40))
+    parents = [int(rng.integers(-1, i)) if i and rng.random() < 0.8 else -1 for i in range(k)]
+    depth = [0] * k
+    for i, p in enumerate(parents):
+        depth[i] = 0 if p < 0 else depth[p] + 1
+    tok = rng.integers(1, 5000, k).tolist()
+    start = rng.integers(0, 20000, k).tolist()
+    args = (tok, start, parents, depth, {}, list(range(k)), [(d, i) for i, d in enumerate(depth)], list(range(k)))
+    made = {}
+    for glue in (True, False):
+        with monkeypatch.context() as m:
+            if not glue:
+                m.setattr(host_core, "loaded_glue", lambda: None)
+            else:
+                assert host_core.loaded_glue() is not None
+            made[glue] = _Kept.make(*args)
+    a, b = made[True], made[False]
+    assert a.lineage == b.lineage and a.parents == b.parents
+    for name in ("tok", "start", "parent", "depth", "end", "num_ancestors", "ancestors", "packed"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype and x.shape == y.shape and x.tolist() == y.tolist(), name
+    assert a.ancestors.base is a.packed or a.ancestors.base.base is a.packed
+    if k:
+        a.packed[0] += 1  # the views share the packed array's memory
+        assert a.tok[0] == b.tok[0] + 1
+        with pytest.raises(IndexError):
+            _Kept.make([1] * k, [0] * k, [k] * k, [0] * k, {}, [0] * k, [(0, 0)] * k, [0] * k)
