@@ -610,7 +610,126 @@ done:
     return out;
 }
 
+static int64_t floor_div(int64_t a, int64_t b) { /* Python's // for b > 0 */
+    const int64_t q = a / b;
+    return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
+/* pack_numbers(pack_tokens, kv_offset, pack_req_count, rpb): a planning pass's first numbers over its packs
+   (planner._plan): (pack_blocks = ceil(pack_req_count / rpb) as a fresh int64 array, kv_limit = max(kv_offset +
+   pack_tokens), planned_tokens = pack_tokens @ pack_blocks, longest = max(pack_tokens)); NotImplemented for no packs
+   or arrays other than C-contiguous 1-D int64 of one length. */
+static PyObject *pack_numbers(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "pack_numbers takes 4 arguments");
+        return NULL;
+    }
+    PyArrayObject *tok = vec(args[0], NPY_INT64, -1);
+    const npy_intp n = tok ? PyArray_DIM(tok, 0) : 0;
+    PyArrayObject *off = vec(args[1], NPY_INT64, n), *cnt = vec(args[2], NPY_INT64, n);
+    int64_t rpb;
+    if (as_int64(args[3], &rpb)) return NULL;
+    if (!tok || !off || !cnt || n == 0 || rpb < 1) Py_RETURN_NOTIMPLEMENTED;
+    PyObject *blocks = fresh(n, NPY_INT64, 0);
+    if (blocks == NULL) return NULL;
+    const int64_t *t = (const int64_t *)PyArray_DATA(tok), *o = (const int64_t *)PyArray_DATA(off);
+    const int64_t *c = (const int64_t *)PyArray_DATA(cnt);
+    int64_t *b = (int64_t *)PyArray_DATA((PyArrayObject *)blocks);
+    int64_t limit = o[0] + t[0], longest = t[0];
+    uint64_t planned = 0;
+    for (npy_intp i = 0; i < n; i++) {
+        b[i] = floor_div(c[i] + (rpb - 1), rpb);
+        limit = o[i] + t[i] > limit ? o[i] + t[i] : limit;
+        longest = t[i] > longest ? t[i] : longest;
+        planned += (uint64_t)t[i] * (uint64_t)b[i];
+    }
+    PyObject *out = Py_BuildValue("(OLLL)", blocks, (long long)limit, (long long)(int64_t)planned, (long long)longest);
+    Py_DECREF(blocks);
+    return out;
+}
+
+/* split_numbers(pack_tokens, length, pack_blocks, pack_req_count): the packs' KV split counts at split length
+   `length` (planner._split_counts: max(1, ceil(tokens / length)), a fresh int64 array) and the items and entries they
+   make (splits @ pack_blocks, splits @ pack_req_count); NotImplemented for arrays other than C-contiguous 1-D int64 of
+   one length or a length below 1. */
+static PyObject *split_numbers(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "split_numbers takes 4 arguments");
+        return NULL;
+    }
+    PyArrayObject *tok = vec(args[0], NPY_INT64, -1);
+    const npy_intp n = tok ? PyArray_DIM(tok, 0) : 0;
+    PyArrayObject *blk = vec(args[2], NPY_INT64, n), *cnt = vec(args[3], NPY_INT64, n);
+    int64_t length;
+    if (as_int64(args[1], &length)) return NULL;
+    if (!tok || !blk || !cnt || length < 1) Py_RETURN_NOTIMPLEMENTED;
+    PyObject *splits = fresh(n, NPY_INT64, 0);
+    if (splits == NULL) return NULL;
+    const int64_t *t = (const int64_t *)PyArray_DATA(tok), *b = (const int64_t *)PyArray_DATA(blk);
+    const int64_t *c = (const int64_t *)PyArray_DATA(cnt);
+    int64_t *sp = (int64_t *)PyArray_DATA((PyArrayObject *)splits);
+    uint64_t items = 0, entries = 0;
+    for (npy_intp i = 0; i < n; i++) {
+        const int64_t k = floor_div(t[i] + (length - 1), length);
+        sp[i] = k > 1 ? k : 1;
+        items += (uint64_t)sp[i] * (uint64_t)b[i];
+        entries += (uint64_t)sp[i] * (uint64_t)c[i];
+    }
+    PyObject *out = Py_BuildValue("(OLL)", splits, (long long)(int64_t)items, (long long)(int64_t)entries);
+    Py_DECREF(splits);
+    return out;
+}
+
+/* packs_all_pay(q, tok, shared, rpb, tok_bytes, partial_bytes): whether every shared node pays for its own pack
+   (planner._choose_packs' fast check: (q - ceil(q / rpb)) * tok_bytes * tok > q * partial_bytes at every node where
+   shared is set); NotImplemented for arrays other than C-contiguous 1-D int64 (shared: bool) of one length. */
+static PyObject *packs_all_pay(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "packs_all_pay takes 6 arguments");
+        return NULL;
+    }
+    PyArrayObject *q = vec(args[0], NPY_INT64, -1);
+    const npy_intp n = q ? PyArray_DIM(q, 0) : 0;
+    PyArrayObject *tok = vec(args[1], NPY_INT64, n), *shared = vec(args[2], NPY_BOOL, n);
+    int64_t rpb, tb, pb;
+    if (as_int64(args[3], &rpb) || as_int64(args[4], &tb) || as_int64(args[5], &pb)) return NULL;
+    if (!q || !tok || !shared || rpb < 1) Py_RETURN_NOTIMPLEMENTED;
+    const int64_t *qq = (const int64_t *)PyArray_DATA(q), *t = (const int64_t *)PyArray_DATA(tok);
+    const npy_bool *s = (const npy_bool *)PyArray_DATA(shared);
+    for (npy_intp i = 0; i < n; i++) {
+        if (!s[i]) continue;
+        const uint64_t saved = (uint64_t)(qq[i] - floor_div(qq[i] + (rpb - 1), rpb)) * (uint64_t)tb;
+        if (!((int64_t)(saved * (uint64_t)t[i]) > (int64_t)((uint64_t)qq[i] * (uint64_t)pb))) Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
+/* all_multiples(a, k): whether every entry of a C-contiguous 1-D int64 array is a multiple of k >= 1 (planner
+   plan_forest's check of the rows' bases), else NotImplemented. */
+static PyObject *all_multiples(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "all_multiples takes 2 arguments");
+        return NULL;
+    }
+    PyArrayObject *a = vec(args[0], NPY_INT64, -1);
+    int64_t k;
+    if (as_int64(args[1], &k)) return NULL;
+    if (!a || k < 1) Py_RETURN_NOTIMPLEMENTED;
+    const int64_t *v = (const int64_t *)PyArray_DATA(a);
+    for (npy_intp i = 0, n = PyArray_DIM(a, 0); i < n; i++)
+        if (v[i] % k != 0) Py_RETURN_FALSE;
+    Py_RETURN_TRUE;
+}
+
 static PyMethodDef METHODS[] = {
+    {"pack_numbers", (PyCFunction)(void (*)(void))pack_numbers, METH_FASTCALL, "planner._pack_numbers"},
+    {"split_numbers", (PyCFunction)(void (*)(void))split_numbers, METH_FASTCALL, "planner._split_numbers"},
+    {"packs_all_pay", (PyCFunction)(void (*)(void))packs_all_pay, METH_FASTCALL, "planner._choose_packs"},
+    {"all_multiples", (PyCFunction)(void (*)(void))all_multiples, METH_FASTCALL, "planner.plan_forest"},
     {"kept_pack", (PyCFunction)(void (*)(void))kept_pack, METH_FASTCALL, "forest_edit._Kept.make's arrays"},
     {"same_ints", (PyCFunction)(void (*)(void))same_ints, METH_FASTCALL, "planner.same_ints"},
     {"int_stats", (PyCFunction)(void (*)(void))int_stats, METH_FASTCALL, "planner.int_stats"},

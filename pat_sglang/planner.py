@@ -407,7 +407,7 @@ def plan_forest(
         max_slot = None
     if slot_table.shape[0] > INT32_MAX:
         raise ValueError(f"the slot table has {slot_table.shape[0]} entries; items address at most {INT32_MAX}")
-    if row_stride is not None and (row_stride < 1 or (forest.row_base % row_stride).any()):
+    if row_stride is not None and (row_stride < 1 or not _all_multiples(forest.row_base, row_stride)):
         raise ValueError(f"open ends need rows at multiples of row_stride ({row_stride})")
     # Only a first-pass plan can be re-made: a coarsened one could differ from a fresh plan once the leaves grew.
     args = (heads, device, tiles, min_split_tokens, limits, row_stride, split_tokens)
@@ -474,19 +474,18 @@ def _plan(
         pack_tokens = tokens[pack_node]
         # The pack's range ends where its node ends and reaches back over its inlined ancestors.
         kv_offset = node_kv_begin[pack_node] + fa.tok[pack_node] - pack_tokens
-    kv_limit = int((kv_offset + pack_tokens).max())
+    # (row blocks, then one split length for the whole step: planned_tokens are the KV tokens the items read before
+    # splitting)
+    pack_blocks, kv_limit, planned_tokens, longest = _pack_numbers(pack_tokens, kv_offset, pack_req_count,
+                                                                   reqs_per_block)
     if kv_limit > slot_table.shape[0]:
         raise ValueError(f"the forest reads slot-table position {kv_limit - 1}, the table has {slot_table.shape[0]}")
 
-    # --- row blocks, then one split length for the whole step
-    pack_blocks = (pack_req_count + (reqs_per_block - 1)) // reqs_per_block
-    planned_tokens = int(pack_tokens @ pack_blocks)  # KV tokens the items read (before splitting)
     target = target_ctas(device, tiles, heads)
     chosen_for_tokens = 0
     searched = False
     if split_tokens is None:
         chosen_for_tokens = planned_tokens
-        longest = int(pack_tokens.max())
         kept = keep is not None and abs(planned_tokens - keep[1]) <= SPLIT_KEEP_FRACTION * keep[1]
         # A kept length that still cuts nothing cuts the packs as the no-split candidate does (the same plan), though
         # that candidate's length moves with the longest pack; only a kept length that cuts needs the candidates.
@@ -499,14 +498,13 @@ def _plan(
             split_tokens = _split_length(candidates, pack_tokens, pack_blocks, pack_req, pack_req_count, num_requests,
                                          num_kv_heads, target, tok_bytes // num_kv_heads,
                                          _block_overheads(tiles.tile_ms, group, reqs_per_block))
-    splits = _split_counts(pack_tokens, split_tokens)
+    # each row block of a pack has its splits (the items); each request sits in one row block of its pack (the entries)
+    splits, num_items, num_entries = _split_numbers(pack_tokens, split_tokens, pack_blocks, pack_req_count)
     # Open ends: the last split of a pack whose node has one request (in canonical form, that request's private leaf:
     # its range ends where the request's row ends).
     leaf_pack = None if row_stride is None else (fa.q if pack_node is None else fa.q[pack_node]) == 1
     core = host_core.loaded()
     if core is not None:  # the same arrays in one call (kernels/host_items.c), sized by the counts
-        num_items = int(splits @ pack_blocks)  # each row block of a pack has its splits
-        num_entries = int(splits @ pack_req_count)  # each request sits in one row block of its pack
         if limits is not None and (num_items > limits.max_items or num_entries > limits.max_entries):
             return None
         laid = core.plan_items(pack_tokens, kv_offset, pack_req_count, pack_req, splits, reqs_per_block,
@@ -1279,9 +1277,7 @@ def _choose_packs(
     more profitable, so iterating "decide, then inherit" from the nodes' own tokens reaches the top-down
     answer after at most (depth of the deepest inlined chain + 1) rounds."""
     # Fast check on the shared nodes alone: single-request nodes are always packed.
-    q = fa.q[fa.shared]
-    saved_per_token = (q - (q + (reqs_per_block - 1)) // reqs_per_block) * tok_bytes
-    if (saved_per_token * fa.tok[fa.shared] > q * partial_bytes).all():
+    if _packs_all_pay(fa, reqs_per_block, tok_bytes, partial_bytes):
         return fa.tok, None, None
     q = fa.q
     tok = fa.tok
@@ -1306,6 +1302,54 @@ def _choose_packs(
         ):
             return tokens, top, packed
         tokens, top, packed = new_tokens, new_top, new_packed
+
+
+def _all_multiples(values: np.ndarray, k: int) -> bool:
+    """Whether every entry of ``values`` (integers) is a multiple of ``k`` (>= 1)."""
+    glue = host_core.loaded_glue()
+    if glue is not None:
+        got = glue.all_multiples(values, k)
+        if got is not NotImplemented:
+            return got
+    return not bool((values % k).any())
+
+
+def _packs_all_pay(fa: PrefixForest, reqs_per_block: int, tok_bytes: int, partial_bytes: int) -> bool:
+    """Whether every shared node saves more by its own pack than its partials cost (``_choose_packs``' fast check)."""
+    glue = host_core.loaded_glue()
+    if glue is not None:
+        got = glue.packs_all_pay(fa.q, fa.tok, fa.shared, reqs_per_block, tok_bytes, partial_bytes)
+        if got is not NotImplemented:
+            return got
+    q = fa.q[fa.shared]
+    saved_per_token = (q - (q + (reqs_per_block - 1)) // reqs_per_block) * tok_bytes
+    return bool((saved_per_token * fa.tok[fa.shared] > q * partial_bytes).all())
+
+
+def _pack_numbers(pack_tokens: np.ndarray, kv_offset: np.ndarray, pack_req_count: np.ndarray,
+                  reqs_per_block: int) -> tuple[np.ndarray, int, int, int]:
+    """A planning pass's numbers over its packs: (row blocks per pack, the slot-table end the packs reach, the KV tokens
+    the items read before splitting, the longest pack's tokens)."""
+    glue = host_core.loaded_glue()
+    if glue is not None:
+        got = glue.pack_numbers(pack_tokens, kv_offset, pack_req_count, reqs_per_block)
+        if got is not NotImplemented:
+            return got
+    pack_blocks = (pack_req_count + (reqs_per_block - 1)) // reqs_per_block
+    return (pack_blocks, int((kv_offset + pack_tokens).max()), int(pack_tokens @ pack_blocks),
+            int(pack_tokens.max()))
+
+
+def _split_numbers(pack_tokens: np.ndarray, split_tokens: int, pack_blocks: np.ndarray,
+                   pack_req_count: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """The packs' KV splits at ``split_tokens`` (``_split_counts``) and the items and request entries they make."""
+    glue = host_core.loaded_glue()
+    if glue is not None:
+        got = glue.split_numbers(pack_tokens, split_tokens, pack_blocks, pack_req_count)
+        if got is not NotImplemented:
+            return got
+    splits = _split_counts(pack_tokens, split_tokens)
+    return splits, int(splits @ pack_blocks), int(splits @ pack_req_count)
 
 
 def _pack_paths(fa: PrefixForest, pack_node: np.ndarray, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

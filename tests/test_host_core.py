@@ -730,3 +730,44 @@ def test_step_checks_equal_their_numpy_versions(seed: int, monkeypatch: pytest.M
     assert all(isinstance(v, (bool, tuple)) or v is None for v in answers[True])
     if n:
         assert planner.int_stats(a) == (int(a.min()), int(a.max()), int(a.sum()))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_pass_numbers_equal_their_numpy_versions(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A planning pass's numbers over its packs (``planner._pack_numbers``, ``_split_numbers``, ``_packs_all_pay``,
+    ``_all_multiples``) through ``host_glue.c`` and through numpy: the same arrays (dtype too) and numbers on random
+    packs, split lengths and shared-node flags; int32 and empty arrays left to numpy alike."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 300))
+    tok = rng.integers(1, 40000, n).astype(np.int64)
+    off = rng.integers(0, 1 << 30, n).astype(np.int64)
+    cnt = rng.integers(1, 300, n).astype(np.int64)
+    rpb = int(rng.integers(1, 17))
+    split = int(rng.choice([1, 7, 64, 1000, 1 << 20]))
+    fa = type("Forest", (), {"q": cnt, "tok": tok, "shared": rng.random(n) < rng.random()})()
+    stride = int(rng.choice([1, 3, 4096]))
+    base = rng.integers(0, 64, n).astype(np.int64) * stride + (rng.random(n) < 0.05) * int(rng.integers(0, 2))
+    answers: dict[bool, list] = {}
+    for glue in (True, False):
+        with monkeypatch.context() as m:
+            _glue_or_numpy(glue, m)
+            out: list = [
+                planner._pack_numbers(tok, off, cnt, rpb),
+                planner._split_numbers(tok, split, cnt // rpb + 1, cnt),
+                planner._packs_all_pay(fa, rpb, 2048, 520),
+                planner._packs_all_pay(fa, rpb, 16, 1 << 20),
+                planner._all_multiples(base, stride),
+                planner._pack_numbers(tok.astype(np.int32), off, cnt, rpb),
+            ]
+            answers[glue] = out
+    for a, b in zip(answers[True], answers[False], strict=True):
+        if isinstance(b, tuple):
+            for x, y in zip(a, b, strict=True):
+                if isinstance(y, np.ndarray):
+                    assert x.dtype == y.dtype and x.tolist() == y.tolist()
+                else:
+                    assert x == y and type(x) is int
+        else:
+            assert a == b and isinstance(a, bool)
+    with pytest.raises(ValueError):  # no packs: numpy's max of nothing, both ways
+        planner._pack_numbers(tok[:0], off[:0], cnt[:0], rpb)
