@@ -10,6 +10,7 @@ import functools
 import logging
 import math
 import operator
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -771,3 +772,56 @@ def test_pass_numbers_equal_their_numpy_versions(seed: int, monkeypatch: pytest.
             assert a == b and isinstance(a, bool)
     with pytest.raises(ValueError):  # no packs: numpy's max of nothing, both ways
         planner._pack_numbers(tok[:0], off[:0], cnt[:0], rpb)
+
+
+def test_glue_calls_leave_no_references_behind() -> None:
+    """Every ``host_glue.c`` entry point, called many times on valid and refused inputs, leaves its inputs' reference
+    counts as they were and holds no memory afterwards (a missed DECREF would leak a buffer per decode step)."""
+    import tracemalloc
+
+    from pat_sglang.sglang_patches import chain_table as ct
+
+    core = host_core.loaded()
+    assert core is not None and core.glue is not None
+    glue = core.glue
+    rng = np.random.default_rng(5)
+    (pt, ko, prc, pr, pb, sp, rpb, tos, tms, lp, nreq, _, _) = _item_inputs(rng)
+    counts = (int(sp @ pb), int(sp @ prc))
+    rows = rng.permutation(300)[:256].astype(np.int64)
+    table = rng.integers(0, 5, 300).astype(np.int64)
+    gens = table[rows].copy()
+    gens[::7] += 1
+    kept = ([5, 6, 7, 8], [0, 5, 11, 18], [-1, 0, 1, -1], [0, 1, 2, 0])
+    attach, seq = np.array([0, 0, 1, 1, 3, 3, 2, 2], np.int64), np.full(8, 100, np.int64)
+    old_of, old_attach = np.array([0, -1, 1, -1, 2, 3], np.int64), np.arange(4, dtype=np.int64)
+    old_first = np.arange(7, 11, dtype=np.int64)
+
+    def calls() -> None:
+        core.plan_items(pt, ko, prc, pr, sp, rpb, tos, tms, lp, nreq, *counts, None, ITEM_FIELDS)
+        core.plan_items(pt, ko, prc, pr, sp, rpb, tos, tms, lp, nreq, *counts, 0, ITEM_FIELDS)
+        _, packed, *_, ancestors = glue.kept_pack(*kept)
+        core.edit_forest(packed, ancestors.shape[1], [2, 2, 2, 2], attach, seq)
+        core.edit_forest(packed, ancestors.shape[1], [3, 2, 2, 2], attach, seq)
+        core.edit_places(old_of, old_attach, old_first, [1, 3], [(0, 5), (1, 5)], 6)
+        ct.gens_at(rows, table), ct._rows_to_read(rows, gens, table), ct._batch_arrays(rows, gens, table)
+        glue.same_ints(rows, rows), glue.int_stats(rows), glue.any_above(rows, gens)
+        glue.pack_numbers(pt, ko, prc, 4), glue.split_numbers(pt, 100, pb, prc), glue.all_multiples(rows, 3)
+        with pytest.raises(IndexError):
+            glue.rows_to_read(rows, gens, table[:10])
+        with pytest.raises(ValueError):
+            core.plan_items(pt.astype(np.int32), ko, prc, pr, sp, rpb, tos, tms, lp, nreq, *counts, None, ITEM_FIELDS)
+
+    held = (pt, ko, prc, pr, sp, rows, table, gens, *kept, tos, tms, attach, seq, old_of)
+    calls()
+    refs = [sys.getrefcount(x) for x in held]
+    tracemalloc.start()
+    try:
+        calls()
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(300):
+            calls()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert [sys.getrefcount(x) for x in held] == refs
+    assert grown < 64 * 1024, grown
