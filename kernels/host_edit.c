@@ -26,6 +26,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "host_plan.h"
+
 int64_t pat_edit_forest(int64_t num_kept, int64_t width, const int64_t *kept, const int64_t *kept_q, int64_t n,
                         const int64_t *attach, const int64_t *seq, int64_t *out, int64_t entries) {
     const int64_t *kept_tok = kept, *kept_start = kept + num_kept, *kept_parent = kept + 2 * num_kept;

@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "host_plan.h"
 #include "host_sort.h"
 
 /* The item layout has one definition, pat_sglang/planner.py (ITEM_COLUMNS, ITEM_FIELDS, ITEM_OPEN_END): host_core

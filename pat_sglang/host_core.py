@@ -82,7 +82,8 @@ PY_SOURCE_NAMES = ("host_batch.c",)  # the CPython-API piece: a library of its o
 GLUE_SOURCE_NAMES = ("host_glue.c", "host_items.c", "host_edit.c")
 GLUE_MODULE = "pat_host_glue"  # its PyInit_ name
 GLUE_ENV = "PAT_SGLANG_HOST_GLUE"  # "0": the ctypes wrappers call those three (the A/B and test switch)
-HEADER_NAMES = ("host_sort.h",)  # included by the sources: written beside them for every build, part of its hash
+# included by the sources: written beside them for every build, part of its hash
+HEADER_NAMES = ("host_sort.h", "host_plan.h")
 COMPILE_FLAGS = ("-O2", "-shared", "-fPIC", "-std=c99", "-pthread")  # pthread: host_rows.c's scan worker
 COMPILE_TIMEOUT_S = 120
 
@@ -485,6 +486,13 @@ def loaded_glue() -> Any:
     use it, with numpy as their fallback."""
     core = loaded()  # (through ``loaded``: where tests stand in for it, the glue goes with the rest)
     return core.glue if core is not None else None
+
+
+def glue_call(name: str, *args: Any) -> Any:
+    """The extension module's ``name`` on ``args`` where it loaded, else NotImplemented, as the module itself answers
+    for arrays it does not take: the caller then runs its numpy version."""
+    glue = loaded_glue()
+    return NotImplemented if glue is None else getattr(glue, name)(*args)
 
 
 def reset() -> None:

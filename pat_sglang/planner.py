@@ -301,21 +301,17 @@ def host_int64(x: object) -> np.ndarray:
 
 def same_ints(a: np.ndarray, b: np.ndarray) -> bool:
     """``np.array_equal`` for two integer arrays, without its conversions (checked every decode step)."""
-    glue = host_core.loaded_glue()
-    if glue is not None:
-        got = glue.same_ints(a, b)
-        if got is not NotImplemented:
-            return got
+    got = host_core.glue_call("same_ints", a, b)
+    if got is not NotImplemented:
+        return got
     return a.shape == b.shape and bool((a == b).all())
 
 
 def int_stats(a: np.ndarray) -> tuple[int, int, int] | None:
     """(min, max, sum) of a 1-D integer array as Python ints (the sum as numpy's int64 sum), None when it is empty."""
-    glue = host_core.loaded_glue()
-    if glue is not None:
-        got = glue.int_stats(a)
-        if got is not NotImplemented:
-            return got
+    got = host_core.glue_call("int_stats", a)
+    if got is not NotImplemented:
+        return got
     if a.shape[0] == 0:
         return None
     return int(a.min()), int(a.max()), int(a.sum(dtype=np.int64))
@@ -323,11 +319,9 @@ def int_stats(a: np.ndarray) -> tuple[int, int, int] | None:
 
 def any_above(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether ``a[i] > b[i]`` for some ``i < len(a)`` (``b`` at least as long as ``a``)."""
-    glue = host_core.loaded_glue()
-    if glue is not None:
-        got = glue.any_above(a, b)
-        if got is not NotImplemented:
-            return got
+    got = host_core.glue_call("any_above", a, b)
+    if got is not NotImplemented:
+        return got
     return bool((a > b[: a.shape[0]]).any())
 
 
@@ -1306,21 +1300,17 @@ def _choose_packs(
 
 def _all_multiples(values: np.ndarray, k: int) -> bool:
     """Whether every entry of ``values`` (integers) is a multiple of ``k`` (>= 1)."""
-    glue = host_core.loaded_glue()
-    if glue is not None:
-        got = glue.all_multiples(values, k)
-        if got is not NotImplemented:
-            return got
+    got = host_core.glue_call("all_multiples", values, k)
+    if got is not NotImplemented:
+        return got
     return not bool((values % k).any())
 
 
 def _packs_all_pay(fa: PrefixForest, reqs_per_block: int, tok_bytes: int, partial_bytes: int) -> bool:
     """Whether every shared node saves more by its own pack than its partials cost (``_choose_packs``' fast check)."""
-    glue = host_core.loaded_glue()
-    if glue is not None:
-        got = glue.packs_all_pay(fa.q, fa.tok, fa.shared, reqs_per_block, tok_bytes, partial_bytes)
-        if got is not NotImplemented:
-            return got
+    got = host_core.glue_call("packs_all_pay", fa.q, fa.tok, fa.shared, reqs_per_block, tok_bytes, partial_bytes)
+    if got is not NotImplemented:
+        return got
     q = fa.q[fa.shared]
     saved_per_token = (q - (q + (reqs_per_block - 1)) // reqs_per_block) * tok_bytes
     return bool((saved_per_token * fa.tok[fa.shared] > q * partial_bytes).all())
@@ -1330,11 +1320,9 @@ def _pack_numbers(pack_tokens: np.ndarray, kv_offset: np.ndarray, pack_req_count
                   reqs_per_block: int) -> tuple[np.ndarray, int, int, int]:
     """A planning pass's numbers over its packs: (row blocks per pack, the slot-table end the packs reach, the KV tokens
     the items read before splitting, the longest pack's tokens)."""
-    glue = host_core.loaded_glue()
-    if glue is not None:
-        got = glue.pack_numbers(pack_tokens, kv_offset, pack_req_count, reqs_per_block)
-        if got is not NotImplemented:
-            return got
+    got = host_core.glue_call("pack_numbers", pack_tokens, kv_offset, pack_req_count, reqs_per_block)
+    if got is not NotImplemented:
+        return got
     pack_blocks = (pack_req_count + (reqs_per_block - 1)) // reqs_per_block
     return (pack_blocks, int((kv_offset + pack_tokens).max()), int(pack_tokens @ pack_blocks),
             int(pack_tokens.max()))
@@ -1343,11 +1331,9 @@ def _pack_numbers(pack_tokens: np.ndarray, kv_offset: np.ndarray, pack_req_count
 def _split_numbers(pack_tokens: np.ndarray, split_tokens: int, pack_blocks: np.ndarray,
                    pack_req_count: np.ndarray) -> tuple[np.ndarray, int, int]:
     """The packs' KV splits at ``split_tokens`` (``_split_counts``) and the items and request entries they make."""
-    glue = host_core.loaded_glue()
-    if glue is not None:
-        got = glue.split_numbers(pack_tokens, split_tokens, pack_blocks, pack_req_count)
-        if got is not NotImplemented:
-            return got
+    got = host_core.glue_call("split_numbers", pack_tokens, split_tokens, pack_blocks, pack_req_count)
+    if got is not NotImplemented:
+        return got
     splits = _split_counts(pack_tokens, split_tokens)
     return splits, int(splits @ pack_blocks), int(splits @ pack_req_count)
 

@@ -1149,11 +1149,9 @@ def _requests_at(
 def gens_at(rows: np.ndarray, table: np.ndarray) -> np.ndarray | None:
     """``table[rows]`` (the pool's generations of a decode batch's rows, read-only), or None where a row is negative
     (a row the pool did not hand out: the batch is not read by rows) or there are no rows."""
-    glue = host_core.loaded_glue()
-    if glue is not None:
-        got = glue.gens_at(rows, table)
-        if got is not NotImplemented:
-            return got
+    got = host_core.glue_call("gens_at", rows, table)
+    if got is not NotImplemented:
+        return got
     if rows.shape[0] == 0 or int(rows.min()) < 0:
         return None
     gens = table[rows]
@@ -1164,11 +1162,9 @@ def gens_at(rows: np.ndarray, table: np.ndarray) -> np.ndarray | None:
 def _rows_to_read(rows: np.ndarray, gens: np.ndarray, row_gen: np.ndarray) -> tuple[list[int], list[int], list[int]]:
     """The positions in the batch whose row was last read for another generation (``row_gen[rows] != gens``), with
     their rows and generations, as lists (every row within ``row_gen``)."""
-    glue = host_core.loaded_glue()
-    if glue is not None:
-        got = glue.rows_to_read(rows, gens, row_gen)
-        if got is not NotImplemented:
-            return got
+    got = host_core.glue_call("rows_to_read", rows, gens, row_gen)
+    if got is not NotImplemented:
+        return got
     todo = (row_gen[rows] != gens).nonzero()[0]
     return todo.tolist(), rows[todo].tolist(), gens[todo].tolist()
 
@@ -1176,11 +1172,9 @@ def _rows_to_read(rows: np.ndarray, gens: np.ndarray, row_gen: np.ndarray) -> tu
 def _batch_arrays(rows: np.ndarray, gens: np.ndarray, cached: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A published batch's own arrays: copies of ``rows`` and ``gens`` and the rows' cached lengths ``cached[rows]``,
     C-contiguous int64 and read-only (every row within ``cached``)."""
-    glue = host_core.loaded_glue()
-    if glue is not None:
-        got = glue.batch_arrays(rows, gens, cached)
-        if got is not NotImplemented:
-            return got
+    got = host_core.glue_call("batch_arrays", rows, gens, cached)
+    if got is not NotImplemented:
+        return got
     out = (np.array(rows, dtype=np.int64), np.array(gens, dtype=np.int64), cached[rows])
     for a in out:
         a.setflags(write=False)

@@ -1,0 +1,21 @@
+/* The entry points of host_items.c and host_edit.c that other host sources call directly (host_glue.c, the extension
+   module): one declaration each, included by their definitions too, so a signature change cannot drift. Their
+   arguments are documented at the definitions; pat_sglang/host_core.py's ctypes types are the Python side's copy. */
+#ifndef PAT_HOST_PLAN_H
+#define PAT_HOST_PLAN_H
+#include <stdint.h>
+
+int64_t pat_plan_items(int64_t packs, const int64_t *pack_tokens, const int64_t *kv_offset,
+                       const int64_t *pack_req_count, const int32_t *pack_req, const int64_t *splits, int64_t rpb,
+                       const int64_t *tile_of_size, const int64_t *tile_m_of_size, const uint8_t *leaf_pack,
+                       int64_t num_requests, int64_t num_items, int64_t num_entries, int64_t max_partials,
+                       int32_t *items, int32_t *item_req, int32_t *item_dst, int32_t *merge_indptr,
+                       int32_t *merge_partials, int64_t *item_pack, int64_t *item_split, uint8_t *open_mask,
+                       int64_t *summary);
+int64_t pat_edit_forest(int64_t num_kept, int64_t width, const int64_t *kept, const int64_t *kept_q, int64_t n,
+                        const int64_t *attach, const int64_t *seq, int64_t *out, int64_t entries);
+int64_t pat_edit_places(int64_t n_real, int64_t n, const int64_t *old_of, int64_t num_old, const int64_t *old_attach,
+                        const int64_t *old_first, int64_t num_joiners, const int64_t *joiners, const int64_t *joined,
+                        int64_t *attach, int64_t *first, int64_t *groups);
+
+#endif
