@@ -37,9 +37,10 @@
 //   ROW_WARPS*KV_WARPS only load, except on 16-row items of at least GROUP_MIN_TOKENS tokens (tile_group_loop, 16-token
 //   tiles of 16-bit pools or FP8 tiles read from the stage): there GROUP_TILES tiles go behind one barrier, each split
 //   between KV_TILE/16 warps, through the deeper pipeline that the Q rows (and FP8's converted tile) such an item
-//   leaves unused make room for. Each layout is one template
-//   instantiation behind a switch on the item's tile m. CTAs of one item's KV heads are adjacent in the grid, so they
-//   read the neighbouring head rows of each token at about the same time.
+//   leaves unused make room for; FP8 items of at least PAT_LATE_LOADS_MIN_TOKENS tokens issue each group's gathers
+//   after its MMAs (group_pipeline's `late`), since there every warp both computes and gathers. Each layout is one
+//   template instantiation behind a switch on the item's tile m. CTAs of one item's KV heads are adjacent in the
+//   grid, so they read the neighbouring head rows of each token at about the same time.
 //   KV streams through shared memory in tiles of KV_TILE tokens, STAGES deep (STAGES-1 tiles in flight
 //   while one is computed on), with cp.async 16-byte gathers: each token row of one KV head is
 //   HEAD_DIM*2 contiguous bytes in SGLang's pool [num_slots, num_kv_heads, head_dim], gathered through
