@@ -65,6 +65,13 @@ static PyObject *view(PyObject *base, npy_intp offset, npy_intp n, int type) {
     return v;
 }
 
+/* Whether the METH_FASTCALL function `name` got `want` arguments; else a TypeError is set and 0 returned */
+static int takes(const char *name, Py_ssize_t nargs, Py_ssize_t want) {
+    if (nargs == want) return 1;
+    PyErr_Format(PyExc_TypeError, "%s takes %zd argument%s", name, want, want == 1 ? "" : "s");
+    return 0;
+}
+
 static int as_int64(PyObject *obj, int64_t *out) {
     long long v = PyLong_AsLongLong(obj);
     if (v == -1 && PyErr_Occurred()) return -1;
@@ -74,10 +81,7 @@ static int as_int64(PyObject *obj, int64_t *out) {
 
 static PyObject *plan_items(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 14) {
-        PyErr_SetString(PyExc_TypeError, "plan_items takes 14 arguments");
-        return NULL;
-    }
+    if (!takes("plan_items", nargs, 14)) return NULL;
     PyArrayObject *pack_tokens = vec(args[0], NPY_INT64, -1);
     const npy_intp packs = pack_tokens != NULL ? PyArray_DIM(pack_tokens, 0) : 0;
     PyArrayObject *kv_offset = vec(args[1], NPY_INT64, packs), *pack_req_count = vec(args[2], NPY_INT64, packs);
@@ -165,10 +169,7 @@ static const char *const FOREST_NAMES[7] = {"tok", "start", "parent", "depth", "
 
 static PyObject *edit_forest(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "edit_forest takes 5 arguments");
-        return NULL;
-    }
+    if (!takes("edit_forest", nargs, 5)) return NULL;
     int64_t width;
     if (as_int64(args[1], &width)) return NULL;
     PyObject *kept_q = args[2];
@@ -247,10 +248,7 @@ fail:
 
 static PyObject *edit_places(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "edit_places takes 6 arguments");
-        return NULL;
-    }
+    if (!takes("edit_places", nargs, 6)) return NULL;
     PyArrayObject *old_of = vec(args[0], NPY_INT64, -1), *old_attach = vec(args[1], NPY_INT64, -1);
     PyArrayObject *old_first = vec(args[2], NPY_INT64, old_attach ? PyArray_DIM(old_attach, 0) : -1);
     if (!old_of || !old_attach || !old_first) {
@@ -348,10 +346,7 @@ static PyObject *gather(const int64_t *rows, npy_intp n, PyArrayObject *table) {
    NotImplemented for arrays other than C-contiguous 1-D int64 (the caller's numpy then). */
 static PyObject *gens_at(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "gens_at takes 2 arguments");
-        return NULL;
-    }
+    if (!takes("gens_at", nargs, 2)) return NULL;
     PyArrayObject *rows = vec(args[0], NPY_INT64, -1), *table = vec(args[1], NPY_INT64, -1);
     if (!rows || !table) Py_RETURN_NOTIMPLEMENTED;
     const npy_intp n = PyArray_DIM(rows, 0);
@@ -368,10 +363,7 @@ static PyObject *gens_at(PyObject *self, PyObject *const *args, Py_ssize_t nargs
    long as rows). */
 static PyObject *rows_to_read(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "rows_to_read takes 3 arguments");
-        return NULL;
-    }
+    if (!takes("rows_to_read", nargs, 3)) return NULL;
     PyArrayObject *rows = vec(args[0], NPY_INT64, -1);
     PyArrayObject *gens = vec(args[1], NPY_INT64, rows ? PyArray_DIM(rows, 0) : -1);
     PyArrayObject *row_gen = vec(args[2], NPY_INT64, -1);
@@ -412,10 +404,7 @@ fail:
    NotImplemented for arrays other than C-contiguous 1-D int64 (gens as long as rows). */
 static PyObject *batch_arrays(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "batch_arrays takes 3 arguments");
-        return NULL;
-    }
+    if (!takes("batch_arrays", nargs, 3)) return NULL;
     PyArrayObject *rows = vec(args[0], NPY_INT64, -1);
     PyArrayObject *gens = vec(args[1], NPY_INT64, rows ? PyArray_DIM(rows, 0) : -1);
     PyArrayObject *cached = vec(args[2], NPY_INT64, -1);
@@ -444,10 +433,7 @@ static PyObject *batch_arrays(PyObject *self, PyObject *const *args, Py_ssize_t 
    else NotImplemented. */
 static PyObject *same_ints(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "same_ints takes 2 arguments");
-        return NULL;
-    }
+    if (!takes("same_ints", nargs, 2)) return NULL;
     PyArrayObject *a = vec(args[0], NPY_INT64, -1), *b = vec(args[1], NPY_INT64, -1);
     if (!a || !b) Py_RETURN_NOTIMPLEMENTED;
     const npy_intp n = PyArray_DIM(a, 0);
@@ -460,10 +446,7 @@ static PyObject *same_ints(PyObject *self, PyObject *const *args, Py_ssize_t nar
    does), None when it is empty, NotImplemented for other arrays. */
 static PyObject *int_stats(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 1) {
-        PyErr_SetString(PyExc_TypeError, "int_stats takes 1 argument");
-        return NULL;
-    }
+    if (!takes("int_stats", nargs, 1)) return NULL;
     PyArrayObject *a = vec(args[0], NPY_INT64, -1);
     if (!a) Py_RETURN_NOTIMPLEMENTED;
     const npy_intp n = PyArray_DIM(a, 0);
@@ -483,10 +466,7 @@ static PyObject *int_stats(PyObject *self, PyObject *const *args, Py_ssize_t nar
    (numpy: (a > b[:len(a)]).any()), else NotImplemented. */
 static PyObject *any_above(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "any_above takes 2 arguments");
-        return NULL;
-    }
+    if (!takes("any_above", nargs, 2)) return NULL;
     PyArrayObject *a = vec(args[0], NPY_INT64, -1), *b = vec(args[1], NPY_INT64, -1);
     if (!a || !b || PyArray_DIM(b, 0) < PyArray_DIM(a, 0)) Py_RETURN_NOTIMPLEMENTED;
     const npy_intp n = PyArray_DIM(a, 0);
@@ -610,10 +590,7 @@ static int64_t floor_div(int64_t a, int64_t b) { /* Python's // for b > 0 */
    or arrays other than C-contiguous 1-D int64 of one length. */
 static PyObject *pack_numbers(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "pack_numbers takes 4 arguments");
-        return NULL;
-    }
+    if (!takes("pack_numbers", nargs, 4)) return NULL;
     PyArrayObject *tok = vec(args[0], NPY_INT64, -1);
     const npy_intp n = tok ? PyArray_DIM(tok, 0) : 0;
     PyArrayObject *off = vec(args[1], NPY_INT64, n), *cnt = vec(args[2], NPY_INT64, n);
@@ -644,10 +621,7 @@ static PyObject *pack_numbers(PyObject *self, PyObject *const *args, Py_ssize_t 
    one length or a length below 1. */
 static PyObject *split_numbers(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "split_numbers takes 4 arguments");
-        return NULL;
-    }
+    if (!takes("split_numbers", nargs, 4)) return NULL;
     PyArrayObject *tok = vec(args[0], NPY_INT64, -1);
     const npy_intp n = tok ? PyArray_DIM(tok, 0) : 0;
     PyArrayObject *blk = vec(args[2], NPY_INT64, n), *cnt = vec(args[3], NPY_INT64, n);
@@ -676,10 +650,7 @@ static PyObject *split_numbers(PyObject *self, PyObject *const *args, Py_ssize_t
    shared is set); NotImplemented for arrays other than C-contiguous 1-D int64 (shared: bool) of one length. */
 static PyObject *packs_all_pay(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "packs_all_pay takes 6 arguments");
-        return NULL;
-    }
+    if (!takes("packs_all_pay", nargs, 6)) return NULL;
     PyArrayObject *q = vec(args[0], NPY_INT64, -1);
     const npy_intp n = q ? PyArray_DIM(q, 0) : 0;
     PyArrayObject *tok = vec(args[1], NPY_INT64, n), *shared = vec(args[2], NPY_BOOL, n);
@@ -700,10 +671,7 @@ static PyObject *packs_all_pay(PyObject *self, PyObject *const *args, Py_ssize_t
    plan_forest's check of the rows' bases), else NotImplemented. */
 static PyObject *all_multiples(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "all_multiples takes 2 arguments");
-        return NULL;
-    }
+    if (!takes("all_multiples", nargs, 2)) return NULL;
     PyArrayObject *a = vec(args[0], NPY_INT64, -1);
     int64_t k;
     if (as_int64(args[1], &k)) return NULL;
