@@ -79,14 +79,12 @@ def run(
     Launch-only on CUDA tensors: the kernels and launch arguments are resolved once per plan
     (``kernels.plan_launch``), and the inputs are checked in full (``run_inputs.check_run_inputs``) whenever that
     launch meets new shapes, strides, dtypes or devices."""
+    if sm_scale is None:  # the plan's head dim: q's wherever the checks pass, and known before them
+        sm_scale = 1.0 / math.sqrt(plan.heads.head_dim)
     if q.is_cuda:
-        if sm_scale is None:
-            sm_scale = 1.0 / math.sqrt(q.shape[2])
         return _launch_plan()(plan, q, k_buffer, v_buffer, sm_scale, out, k_scale=k_scale, v_scale=v_scale,
                               seq_lens=seq_lens, req_rows=req_rows)
     check_run_inputs(plan.heads, plan.num_requests, plan.max_slot, q, k_buffer, v_buffer)
-    if sm_scale is None:
-        sm_scale = 1.0 / math.sqrt(q.shape[2])
     compute = torch.float64 if q.dtype == torch.float64 else torch.float32
     result = run_reference(plan, q, k_buffer, v_buffer, sm_scale, compute, k_scale, v_scale, seq_lens,
                            req_rows).to(q.dtype)
