@@ -1189,8 +1189,9 @@ __device__ __forceinline__ void write_rows(const PatForwardParams& p, elem_t* sm
 // tiles after it (each thread's cp.async gathers queue in the load unit, and the next instruction that reuses their
 // address registers waits until they are taken: issued after the group's MMAs, that wait falls where the warp waits
 // anyway, at the next barrier). Every tile is one commit group (empty past n_load), so "tile t + G - 1 has landed" is
-// wait_group<NS - 2G> either way. Slot indices are fetched one group ahead, one per tile. start() runs once the prologue is issued: the caller zeroes its row state there, not across the prologue
-// (at 80 registers, d64, zeroing first spilled). WG: the stages are the 64-row items' swz128 ring, read by wgmma
+// wait_group<NS - 2G> either way. Slot indices are fetched one group ahead, one per tile. start() runs once the
+// prologue is issued: the caller zeroes its row state there, not across the prologue (at 80 registers, d64, zeroing
+// first spilled). WG: the stages are the 64-row items' swz128 ring, read by wgmma
 // (each thread fences its landed copies to the async proxy before the barrier). Returns with no copy in flight and
 // every warp past the loop: the caller's epilogue may reuse the shared memory.
 template <int G, int NS, bool WG, unsigned V_OFF, typename Start, typename Compute>
@@ -1272,7 +1273,7 @@ constexpr int GROUP_MIN_TOKENS = 256;   // shorter items keep the one-tile loop 
                                         // saves)
 // FP8 items of at least this many tokens issue each group's gathers after its MMAs (group_pipeline's `late`): their
 // warps convert, compute and gather, and stalled on the gathers' address registers (ncu, FP8 d256 private rows:
-// about a third of the stall samples). H200 FP8 private rows: d256 0.91-0.93x, d128 0.91-0.98x; shorter items lose
+// about a third of the stall samples). H200 FP8 private rows: d256 0.91-0.94x, d128 0.93-1.00x; shorter items lose
 // the lookahead instead (d128 tree b, 512-token items: 1.05x), and 16-bit items, which only load while others compute,
 // lost 1-7%: docs/perf/kernels/2026-12-01-h200-fp8-late-loads/.
 #ifndef PAT_LATE_LOADS_MIN_TOKENS

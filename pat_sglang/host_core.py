@@ -482,8 +482,8 @@ def loaded_batch() -> _HostBatch | None:
 
 def loaded_glue() -> Any:
     """The extension module (``kernels/host_glue.c``) where the compiled host work loaded with it, else None: the
-    publisher's few array passes over a changed batch (``chain_table.gens_at``, ``_rows_to_read``, ``_batch_arrays``)
-    use it, with numpy as their fallback."""
+    per-step passes over a batch's arrays (``glue_call``'s callers in the planner, the decode step and the publisher)
+    and the forest edit's kept nodes use it, with numpy or Python as their fallback."""
     core = loaded()  # (through ``loaded``: where tests stand in for it, the glue goes with the rest)
     return core.glue if core is not None else None
 
