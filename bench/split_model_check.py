@@ -2,7 +2,8 @@
 
 ``bench/tile_sweep.py --split-tokens N ...`` and ``bench/item_costs.py`` time each tree at fixed KV split lengths on
 the GPU. This rebuilds every tree of such a run on the CPU (same cases, same order, same seed, so the same random
-trees), plans it with the planner as it is now (``plan_forest``: the cost model picks the length), and reports per
+trees, with the heads and KV dtype a sweep's ``device:`` line names), plans it with the planner as it is now
+(``plan_forest``: the cost model picks the length), and reports per
 tree which measured column that plan is, its time against the fastest measured one, and the trees where the pick was
 not among the measured plans (time them in the next GPU run). A model change is judged here before it costs device
 time; the GPU run that follows confirms it.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 import sys
 from pathlib import Path
 
@@ -29,10 +31,22 @@ from tile_tables import read_table  # noqa: E402
 
 from pat_sglang.config import DeviceSpec, HeadConfig  # noqa: E402
 from pat_sglang.forest import PrefixForest  # noqa: E402
+from pat_sglang.kernels import FP8_KV_NAMES  # noqa: E402
 from pat_sglang.planner import plan_forest  # noqa: E402
 
 H200 = DeviceSpec(sm_count=132, arch="sm90")  # the device the runs were timed on (the planner's view of it)
 HEADS = HeadConfig(32, 8, 128, torch.bfloat16)  # tile_sweep's and item_costs' default heads
+
+
+def sweep_heads(path: Path) -> HeadConfig:
+    """The heads a ``tile_sweep.py`` output was timed with, from its ``device:`` line (``KV fp8_e4m3; heads 64/8, head
+    dim 128``; runs before those fields: the defaults)."""
+    line = next((ln for ln in path.read_text().splitlines() if ln.startswith("device:")), "")
+    found = re.search(r"KV (\S+); heads (\d+)/(\d+), head dim (\d+)", line)
+    if found is None:
+        return HEADS
+    kv, hq, hkv, hd = found.group(1), int(found.group(2)), int(found.group(3)), int(found.group(4))
+    return HeadConfig(hq, hkv, hd, torch.bfloat16, FP8_KV_NAMES.get(kv))
 
 
 def sweep_times(path: Path) -> dict[str, dict[int | None, float]]:
@@ -52,7 +66,7 @@ def launch_times(path: Path) -> dict[str, dict[int | None, float]]:
     return out
 
 
-def check(name: str, runs: dict[str, dict[int | None, float]]) -> list[float]:
+def check(name: str, runs: dict[str, dict[int | None, float]], heads: HeadConfig = HEADS) -> list[float]:
     """Print one line per case; returns each case's time of the planner's pick over the fastest measured (NaN if the
     pick was not measured)."""
     rng = np.random.default_rng(0)  # tile_sweep / item_costs draw every case from one generator, in run order
@@ -60,8 +74,8 @@ def check(name: str, runs: dict[str, dict[int | None, float]]) -> list[float]:
     for case, times in runs.items():
         indptr, indices, _ = case_batch(case, rng)
         forest = PrefixForest.from_flat(indptr, indices)
-        pick = plan_forest(forest, HEADS, H200)
-        fixed = {n: plan_forest(forest, HEADS, H200, split_tokens=n) for n in times if n is not None}
+        pick = plan_forest(forest, heads, H200)
+        fixed = {n: plan_forest(forest, heads, H200, split_tokens=n) for n in times if n is not None}
         same = [n for n, p in fixed.items() if torch.equal(p.items, pick.items)]
         best = min(times.values())
         best_col = min(times, key=times.__getitem__)
@@ -85,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     ratios: list[float] = []
     for path in args.sweep:
-        ratios += check(f"{path.parent.name}/{path.name}", sweep_times(path))
+        ratios += check(f"{path.parent.name}/{path.name}", sweep_times(path), sweep_heads(path))
     for path in args.launches:
         ratios += check(f"{path.parent.parent.name}/launches", launch_times(path))
     known = [r for r in ratios if r == r]

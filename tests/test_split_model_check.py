@@ -61,3 +61,22 @@ def test_the_pick_is_read_off_the_column_with_its_plan(check, capsys) -> None:
     ratios = check.check("run", {"b": {other: 100.0}})
     assert len(ratios) == 1 and math.isnan(ratios[0])
     assert "not among the measured plans" in capsys.readouterr().out
+
+
+def test_a_sweeps_heads_and_kv_dtype_come_from_its_device_line(check, tmp_path: Path) -> None:
+    """A sweep names the heads and KV dtype it was timed with; the check plans with those (a 64/8 FP8 sweep checked
+    with 32/8 bf16 plans would compare other plans' picks). A line without them (older runs): the defaults."""
+    import torch
+
+    sweep = tmp_path / "fp8.txt"
+    sweep.write_text("device: NVIDIA H200; SMs 132; times in us (median); KV fp8_e4m3; heads 64/8, head dim 256; "
+                     "table variant 32/3/2/wg/n32; floor: ...\n       case    floor      table\n")
+    heads = check.sweep_heads(sweep)
+    assert (heads.num_q_heads, heads.num_kv_heads, heads.head_dim) == (64, 8, 256)
+    assert heads.kv_fp8 and heads.kv_dtype == torch.float8_e4m3fn
+    bf16 = tmp_path / "bf16.txt"
+    bf16.write_text("device: NVIDIA H200; KV bf16; heads 32/32, head dim 128; ...\n")
+    assert not check.sweep_heads(bf16).kv_fp8 and check.sweep_heads(bf16).num_kv_heads == 32
+    old = tmp_path / "old.txt"
+    old.write_text("device: NVIDIA H200; SMs 132; times in us (median)\n")
+    assert check.sweep_heads(old) == check.HEADS
