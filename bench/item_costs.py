@@ -9,6 +9,12 @@ so each CTA's duration can be set against its tile m and KV length, and the merg
 replays of the plain build) less the forward span.
 
     python3 bench/item_costs.py [--cases gsp64 b a64 ...] [--split-tokens 2048 1024 512] [--out DIR]
+                                [--heads 64/8] [--head-dim 256] [--kv-dtype fp8_e4m3]
+
+The model's constants were fitted on 32/8 heads, d128, bf16 (the defaults). ``--heads``, ``--head-dim`` and
+``--kv-dtype`` measure other configurations, e.g. FP8 pools (made as ``bench/tile_sweep.py`` makes them: the bf16
+values / 0.5, scales 0.5), whose items do not cost their bytes at the bf16 rate
+(``docs/perf/kernels/2026-12-01-h200-fp8-split-model/``). Each run's ``launches.csv`` names its configuration.
 
 writes ``DIR/ctas.csv.gz`` (one row per CTA: case, split, item, KV head, tile m, rows, KV tokens, the four stamps in
 ns from the launch's first start) and ``DIR/launches.csv`` (per case and split: items, partials, the longest merge
@@ -35,6 +41,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 CTA_FIELDS = ("case", "split", "item", "kv_head", "tile_m", "rows", "kv", "start_ns", "first_ns", "loop_ns", "end_ns")
 LAUNCH_FIELDS = ("case", "split", "items", "partials", "max_chain", "forward_us", "launch_us")
+CONFIG_FIELDS = ("heads", "head_dim", "kv_dtype")  # written into launches.csv beside LAUNCH_FIELDS
 DEFAULT_CASES = ("gsp64", "gsp256", "rollout64", "b", "c", "e", "a64", "a128", "d64x4096")
 
 
@@ -94,7 +101,11 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def report(ctas: list[dict[str, object]], launches: list[dict[str, object]]) -> str:
-    lines = ["per tile m, over all CTAs: duration_us = overhead_us + us_per_ktoken * kv / 1000"]
+    lines = []
+    if launches and launches[0].get("heads"):
+        first = launches[0]
+        lines.append(f"heads {first['heads']}, head dim {first['head_dim']}, KV {first['kv_dtype']}")
+    lines.append("per tile m, over all CTAs: duration_us = overhead_us + us_per_ktoken * kv / 1000")
     lines.append(f"{'tile_m':>6} {'ctas':>7} {'overhead_us':>12} {'us/ktoken':>10}")
     for tile, (overhead, per_k, n) in fit_tile_costs(ctas).items():
         lines.append(f"{tile:>6} {n:>7} {overhead:>12.2f} {per_k:>10.2f}")
@@ -106,18 +117,33 @@ def report(ctas: list[dict[str, object]], launches: list[dict[str, object]]) -> 
     return "\n".join(lines)
 
 
-def measure(cases: list[str], split_tokens: list[int], reps: int) -> tuple[list[dict], list[dict]]:
+def parse_heads(text: str) -> tuple[int, int]:
+    """``Q/KV`` head counts, e.g. ``64/8``."""
+    try:
+        hq, hkv = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"heads as Q/KV, e.g. 64/8: got {text!r}") from None
+    if hq <= 0 or hkv <= 0 or hq % hkv:
+        raise argparse.ArgumentTypeError(f"q heads must be a positive multiple of kv heads: got {text!r}")
+    return hq, hkv
+
+
+def measure(cases: list[str], split_tokens: list[int], reps: int, heads_qkv: tuple[int, int] = (32, 8),
+            head_dim: int = 128, kv_dtype: str = "bf16") -> tuple[list[dict], list[dict]]:
     import torch  # noqa: PLC0415
     from bench_kernels import time_graph  # noqa: PLC0415
     from tile_sweep import case_batch  # noqa: PLC0415
 
     from pat_sglang.config import DeviceSpec, HeadConfig  # noqa: PLC0415
     from pat_sglang.forest import PrefixForest  # noqa: PLC0415
-    from pat_sglang.kernels import KernelTune, kernels_for, launch_plan  # noqa: PLC0415
+    from pat_sglang.kernels import FP8_KV_NAMES, KernelTune, kernels_for, launch_plan  # noqa: PLC0415
     from pat_sglang.planner import ITEM_REQ_BEGIN, ITEM_REQ_END, plan_forest  # noqa: PLC0415
     from pat_sglang.workloads import make_qkv  # noqa: PLC0415
 
-    heads = HeadConfig(32, 8, 128, torch.bfloat16)
+    hq, hkv = heads_qkv
+    heads = HeadConfig(hq, hkv, head_dim, torch.bfloat16, FP8_KV_NAMES.get(kv_dtype))
+    kv_scale = 0.5 if heads.kv_fp8 else 1.0  # FP8 pools hold value / scale (bench/tile_sweep.py's convention)
+    config = {"heads": f"{hq}/{hkv}", "head_dim": head_dim, "kv_dtype": kv_dtype}
     device = DeviceSpec.from_torch(torch.device("cuda"))
     timing = KernelTune(timing=True)
     rng = np.random.default_rng(0)
@@ -125,17 +151,18 @@ def measure(cases: list[str], split_tokens: list[int], reps: int) -> tuple[list[
     launches: list[dict] = []
     for case in cases:
         indptr, indices, slots = case_batch(case, rng)
-        q, k, v = make_qkv(indptr.shape[0] - 1, 32, 8, 128, slots, torch.bfloat16, "cuda", seed=1)
+        q, k, v = make_qkv(indptr.shape[0] - 1, hq, hkv, head_dim, slots, torch.bfloat16, "cuda", seed=1)
+        if heads.kv_fp8:
+            k, v = (k.float() / kv_scale).to(heads.kv_dtype), (v.float() / kv_scale).to(heads.kv_dtype)
         forest = PrefixForest.from_flat(indptr, indices)
         for split in [None, *split_tokens]:
             host = plan_forest(forest, heads, device, split_tokens=split)
             plan = host.to("cuda")
             out = torch.empty_like(q)
-            launch_us = time_graph(
-                lambda _, plan=plan, out=out, q=q, k=k, v=v: launch_plan(plan, q, k, v, 0.1, out=out), 1, reps
-            )
+            launch_us = time_graph(lambda _, plan=plan, out=out, q=q, k=k, v=v: launch_plan(
+                plan, q, k, v, 0.1, out=out, k_scale=kv_scale, v_scale=kv_scale), 1, reps)
             for _ in range(3):
-                launch_plan(plan, q, k, v, 0.1, out=out, tune=timing)
+                launch_plan(plan, q, k, v, 0.1, out=out, tune=timing, k_scale=kv_scale, v_scale=kv_scale)
             torch.cuda.synchronize()
             stamps = kernels_for(heads, q.device, timing).read_timing(host.num_items * heads.num_kv_heads)
             items = host.items.numpy()
@@ -147,7 +174,7 @@ def measure(cases: list[str], split_tokens: list[int], reps: int) -> tuple[list[
             forward_us = max(int(r["end_ns"]) for r in recs) / 1e3
             launches.append({"case": case, "split": label, "items": host.num_items, "partials": host.num_partials,
                              "max_chain": int(chain.max()) if chain.size else 0, "forward_us": round(forward_us, 1),
-                             "launch_us": round(launch_us, 1)})
+                             "launch_us": round(launch_us, 1), **config})
             print(" ".join(f"{launches[-1][f]!s:>10}" for f in LAUNCH_FIELDS), flush=True)
     return ctas, launches
 
@@ -159,15 +186,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--out", type=Path, default=Path("out/item_costs"))
     ap.add_argument("--report", type=Path, default=None, help="print the fit from a DIR this wrote (CPU)")
+    ap.add_argument("--heads", type=parse_heads, default=(32, 8), help="q/kv heads (default 32/8)")
+    ap.add_argument("--head-dim", type=int, choices=(64, 128, 256), default=128)
+    ap.add_argument("--kv-dtype", choices=("bf16", "fp8_e4m3", "fp8_e5m2"), default="bf16")
     args = ap.parse_args(argv)
     if args.report is not None:
         ctas = read_csv(args.report / "ctas.csv.gz")
         launches = read_csv(args.report / "launches.csv")
     else:
-        ctas, launches = measure(args.cases, args.split_tokens, args.reps)
+        ctas, launches = measure(args.cases, args.split_tokens, args.reps, args.heads, args.head_dim, args.kv_dtype)
         args.out.mkdir(parents=True, exist_ok=True)
         write_csv(args.out / "ctas.csv.gz", CTA_FIELDS, ctas)
-        write_csv(args.out / "launches.csv", LAUNCH_FIELDS, launches)
+        write_csv(args.out / "launches.csv", LAUNCH_FIELDS + CONFIG_FIELDS, launches)
     print(report(ctas, launches))
     return 0
 

@@ -66,6 +66,17 @@ def launch_times(path: Path) -> dict[str, dict[int | None, float]]:
     return out
 
 
+def launch_heads(path: Path) -> HeadConfig:
+    """The heads an ``item_costs.py`` ``launches.csv`` was measured with (its config columns; files written before
+    them: the defaults)."""
+    with path.open() as f:
+        row = next(csv.DictReader(f), None)
+    if row is None or not row.get("heads"):
+        return HEADS
+    hq, hkv = (int(x) for x in row["heads"].split("/"))
+    return HeadConfig(hq, hkv, int(row["head_dim"]), torch.bfloat16, FP8_KV_NAMES.get(row["kv_dtype"]))
+
+
 def check(name: str, runs: dict[str, dict[int | None, float]], heads: HeadConfig = HEADS) -> list[float]:
     """Print one line per case; returns each case's time of the planner's pick over the fastest measured (NaN if the
     pick was not measured)."""
@@ -101,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.sweep:
         ratios += check(f"{path.parent.name}/{path.name}", sweep_times(path), sweep_heads(path))
     for path in args.launches:
-        ratios += check(f"{path.parent.parent.name}/launches", launch_times(path))
+        ratios += check(f"{path.parent.parent.name}/launches", launch_times(path), launch_heads(path))
     known = [r for r in ratios if r == r]
     if known:
         print(f"picks measured: {len(known)} of {len(ratios)}; time over the fastest measured: mean "

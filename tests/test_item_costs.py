@@ -81,3 +81,35 @@ def test_saved_records_report_as_fresh_ones(costs, tmp_path: Path) -> None:
     saved = costs.report(costs.read_csv(tmp_path / "ctas.csv.gz"), costs.read_csv(tmp_path / "launches.csv"))
     assert saved == fresh
     assert "9.5" in fresh  # the merge: the whole launch less the forward span
+
+
+def test_a_runs_configuration_is_saved_and_reported(costs, tmp_path: Path) -> None:
+    """Runs of other heads or KV dtypes (``--heads``, ``--head-dim``, ``--kv-dtype``) write their configuration into
+    ``launches.csv``; the report names it, and ``split_model_check.py`` plans that run's trees with those heads."""
+    import torch
+
+    rng = np.random.default_rng(4)
+    items, rows, stamps, _ = synthetic(rng)
+    recs = costs.cta_records("t", "model", items, rows, 4, stamps)
+    launches = [{"case": "b", "split": "model", "items": 40, "partials": 12, "max_chain": 3, "forward_us": 150.5,
+                 "launch_us": 160.0, "heads": "64/8", "head_dim": 256, "kv_dtype": "fp8_e4m3"}]
+    costs.write_csv(tmp_path / "launches.csv", costs.LAUNCH_FIELDS + costs.CONFIG_FIELDS, launches)
+    saved = costs.read_csv(tmp_path / "launches.csv")
+    assert costs.report(recs, saved).splitlines()[0] == "heads 64/8, head dim 256, KV fp8_e4m3"
+    check = load_script(REPO / "bench" / "split_model_check.py")
+    heads = check.launch_heads(tmp_path / "launches.csv")
+    assert (heads.num_q_heads, heads.num_kv_heads, heads.head_dim, heads.kv_dtype) == (64, 8, 256,
+                                                                                       torch.float8_e4m3fn)
+    old = tmp_path / "old.csv"  # written before the config columns: the defaults the model was fitted on
+    costs.write_csv(old, costs.LAUNCH_FIELDS, [{k: launches[0][k] for k in costs.LAUNCH_FIELDS}])
+    assert check.launch_heads(old) == check.HEADS
+    assert costs.report(recs, costs.read_csv(old)).startswith("per tile m")
+
+
+@pytest.mark.parametrize("text", ["64", "64/0", "6/4", "a/b"])
+def test_bad_heads_are_refused(costs, text: str) -> None:
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError):
+        costs.parse_heads(text)
+    assert costs.parse_heads("64/8") == (64, 8)

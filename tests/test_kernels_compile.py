@@ -539,3 +539,21 @@ def test_fp8_pools_run_fp16_mmas_whatever_the_query_dtype(dtype: str, tmp_path: 
     assert mmas and not any("BF16" in m for m in mmas), sorted(set(mmas))
     # outputs and partials stay in the query dtype: bf16 pairs packed from fp32 only where that is bf16
     assert ("F2FP.BF16.F32.PACK_AB" in sass) == (dtype == "bf16")
+
+
+@pytest.mark.parametrize(("num_q_heads", "head_dim"), [(64, 128), (32, 256)])
+def test_timing_builds_over_fp8_pools_compile(num_q_heads: int, head_dim: int) -> None:
+    """``bench/item_costs.py --kv-dtype fp8_e4m3`` stamps FP8 CTAs with a ``-DPAT_TIMING`` build of the table's FP8
+    variant (warpgroup MMAs on sm_90): it builds, with no spills."""
+    import torch
+
+    from pat_sglang.config import HeadConfig
+
+    variant = KernelVariant.for_config(HeadConfig(num_q_heads, 8, head_dim, torch.bfloat16, torch.float8_e4m3fn),
+                                       "sm_90")
+    timed = dataclasses.replace(variant, timing=True)
+    assert "-DPAT_TIMING" in timed.options("include") and "-DPAT_TIMING" not in variant.options("include")
+    built = compile_variant(timed, use_cache=False)
+    assert built.cubin[:4] == b"\x7fELF"
+    report = built.resource_usage()["pat_pack_forward"]
+    assert report.get("spill_store_bytes", 0) == 0 and report.get("stack_bytes", 0) == 0, report
