@@ -69,7 +69,7 @@ def time_picks(base: dict[str, int], kv_dtype: str, rounds: int, reps: int) -> i
     from pat_sglang.forest import PrefixForest
     from pat_sglang.kernels import FP8_KV_NAMES, launch_plan
     from pat_sglang.planner import plan_forest
-    from pat_sglang.reference import naive_decode
+    from pat_sglang.reference import sampled_naive_decode
     from pat_sglang.workloads import make_qkv
 
     fp8 = kv_dtype != "bf16"
@@ -91,14 +91,9 @@ def time_picks(base: dict[str, int], kv_dtype: str, rounds: int, reps: int) -> i
         q, k, v = make_qkv(indptr.shape[0] - 1, hq, hkv, hd, slots, torch.bfloat16, "cuda", seed=1)
         if fp8:  # stored = value / scale; the kernels and the reference read stored * scale
             k, v = (k.float() / kv_scale).to(heads.kv_dtype), (v.float() / kv_scale).to(heads.kv_dtype)
-        sel = np.linspace(0, q.shape[0] - 1, 8).astype(int)
-        ip = indptr.tolist()
-        sub_ptr = torch.tensor([0] + list(np.cumsum([ip[i + 1] - ip[i] for i in sel])), dtype=torch.int64)
-        sub_idx = torch.cat([indices[ip[i] : ip[i + 1]] for i in sel])
-        ref = (sel, naive_decode(q[sel].cpu(), k.cpu().float() * kv_scale, v.cpu().float() * kv_scale, sub_ptr,
-                                 sub_idx, 1 / math.sqrt(hd)))
-        calls = []
         scale = 1 / math.sqrt(hd)
+        ref = sampled_naive_decode(q, k, v, indptr, indices, scale, k_scale=kv_scale, v_scale=kv_scale)
+        calls = []
         for side, host_plan in enumerate((base_plan, new_plan)):
             plan = host_plan.to("cuda")
             out = torch.full_like(q, float("nan"))

@@ -40,7 +40,7 @@ from pat_sglang.config import DeviceSpec, HeadConfig, load_tile_table  # noqa: E
 from pat_sglang.experiments.workloads import DEFAULT_MOONCAKE_TRACE, load_mooncake  # noqa: E402
 from pat_sglang.forest import PrefixForest  # noqa: E402
 from pat_sglang.planner import plan_forest  # noqa: E402
-from pat_sglang.reference import naive_decode  # noqa: E402
+from pat_sglang.reference import sampled_naive_decode  # noqa: E402
 from pat_sglang.workloads import make_qkv, standard_batch  # noqa: E402
 
 
@@ -123,11 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             pat_sglang.run(plan, q, k, v, out=out)
             torch.cuda.synchronize()
             if ref is None:
-                sel = np.linspace(0, q.shape[0] - 1, 8).astype(int)
-                ip = indptr.tolist()
-                sub_ptr = torch.tensor([0] + list(np.cumsum([ip[i + 1] - ip[i] for i in sel])), dtype=torch.int64)
-                sub_idx = torch.cat([indices[ip[i] : ip[i + 1]] for i in sel])
-                ref = (sel, naive_decode(q[sel].cpu(), k.cpu(), v.cpu(), sub_ptr, sub_idx, 1 / math.sqrt(128)))
+                ref = sampled_naive_decode(q, k, v, indptr, indices, 1 / math.sqrt(128))
             err = float((out[ref[0]].double().cpu() - ref[1]).norm() / ref[1].norm())
             if not err < 2e-2:
                 raise SystemExit(f"{name} waves {w}: relative error {err:.2e}")

@@ -77,7 +77,7 @@ from pat_sglang.kernels import (  # noqa: E402
     launch_plan,
 )
 from pat_sglang.planner import copy_with, plan_forest  # noqa: E402
-from pat_sglang.reference import naive_decode  # noqa: E402
+from pat_sglang.reference import sampled_naive_decode  # noqa: E402
 from pat_sglang.workloads import (  # noqa: E402
     STANDARD_WORKLOADS,
     ServingWindow,
@@ -306,12 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         k, v = k16, v16
         if fp8:  # stored = value / scale; the kernels and the reference read stored * scale
             k, v = (k16.float() / kv_scale).to(heads.kv_dtype), (v16.float() / kv_scale).to(heads.kv_dtype)
-        sel = np.linspace(0, q.shape[0] - 1, 8).astype(int)
-        ip = indptr.tolist()
-        sub_ptr = torch.tensor([0] + list(np.cumsum([ip[i + 1] - ip[i] for i in sel])), dtype=torch.int64)
-        sub_idx = torch.cat([indices[ip[i] : ip[i + 1]] for i in sel])
-        k_ref, v_ref = (k.cpu().float() * kv_scale, v.cpu().float() * kv_scale) if fp8 else (k.cpu(), v.cpu())
-        ref = (sel, naive_decode(q[sel].cpu(), k_ref, v_ref, sub_ptr, sub_idx, scale))
+        ref = sampled_naive_decode(q, k, v, indptr, indices, scale, k_scale=kv_scale, v_scale=kv_scale)
         forest = PrefixForest.from_flat(indptr, indices)
         cells = []
         table_plan = None  # the table variant's plan (the first of ``tunes``), for the static-buffer columns

@@ -127,3 +127,25 @@ def run_reference(
         w = torch.softmax(part_lse[sel], dim=0)  # [P, hq]
         out[r] = torch.einsum("ph,phd->hd", w, part_o[sel])
     return out
+
+
+def sampled_naive_decode(
+    q: torch.Tensor,
+    k_buffer: torch.Tensor,
+    v_buffer: torch.Tensor,
+    kv_indptr: torch.Tensor,
+    kv_indices: torch.Tensor,
+    sm_scale: float,
+    count: int = 8,
+    k_scale: float = 1.0,
+    v_scale: float = 1.0,
+) -> tuple[list[int], torch.Tensor]:
+    """(requests, their ``naive_decode`` in float64 on the CPU): ``count`` requests spread evenly over the batch, first
+    and last included, for checking a fast path on a batch too large for a whole reference. Pools on any device."""
+    sel = sorted({int(i) for i in torch.linspace(0, q.shape[0] - 1, count).round().long().tolist()})
+    ptr = kv_indptr.cpu().long()
+    spans = [(int(ptr[i]), int(ptr[i + 1])) for i in sel]
+    sub_ptr = torch.tensor([0] + [e - b for b, e in spans], dtype=torch.int64).cumsum(0)
+    sub_idx = torch.cat([kv_indices.cpu()[b:e] for b, e in spans])
+    return sel, naive_decode(q[sel].cpu(), k_buffer.cpu(), v_buffer.cpu(), sub_ptr, sub_idx, sm_scale,
+                             k_scale=k_scale, v_scale=v_scale)

@@ -14,7 +14,7 @@ import pat_sglang
 from pat_sglang.config import DeviceSpec, HeadConfig
 from pat_sglang.forest import PrefixForest
 from pat_sglang.planner import plan_forest
-from pat_sglang.reference import naive_decode, run_reference
+from pat_sglang.reference import naive_decode, run_reference, sampled_naive_decode
 from pat_sglang.workloads import Tree, layout_tree, make_qkv, random_tree, tree_batch
 
 SETTINGS = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -120,3 +120,18 @@ def test_run_rejects_mismatched_inputs() -> None:
         pat_sglang.run(plan, q[:, :4], k[:, :1], v[:, :1])
     with pytest.raises(ValueError, match="dtypes"):
         pat_sglang.run(plan, q.double(), k, v)
+
+
+@pytest.mark.parametrize("count", [3, 8, 50])
+def test_sampled_reference_is_naive_decode_of_its_requests(count: int) -> None:
+    """The benches' spot check: the sampled requests (spread over the batch, first and last included, each once) get
+    exactly ``naive_decode`` of the whole batch, FP8 pools with their scales too."""
+    b = layout_tree(random_tree(5, max_depth=3, max_requests=20, max_len=64), rng=5)
+    n = b.kv_indptr.shape[0] - 1
+    q, k, v = make_qkv(n, 8, 2, 64, b.num_slots, torch.float32, "cpu", seed=3)
+    k8, v8 = (k / 0.5).to(torch.float8_e4m3fn), (v / 0.25).to(torch.float8_e4m3fn)
+    sel, got = sampled_naive_decode(q, k8, v8, b.kv_indptr, b.kv_indices, 0.125, count=count, k_scale=0.5,
+                                    v_scale=0.25)
+    assert sel[0] == 0 and sel[-1] == n - 1 and sel == sorted(set(sel)) and len(sel) == min(count, n)
+    want = naive_decode(q, k8, v8, b.kv_indptr, b.kv_indices, 0.125, k_scale=0.5, v_scale=0.25)
+    assert got.dtype == torch.float64 and torch.equal(got, want[sel])
