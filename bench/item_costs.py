@@ -9,12 +9,13 @@ so each CTA's duration can be set against its tile m and KV length, and the merg
 replays of the plain build) less the forward span.
 
     python3 bench/item_costs.py [--cases gsp64 b a64 ...] [--split-tokens 2048 1024 512] [--out DIR]
-                                [--heads 64/8] [--head-dim 256] [--kv-dtype fp8_e4m3]
+                                [--heads 64/8] [--head-dim 256] [--kv-dtype fp8_e4m3] [--costs]
 
 The model's constants were fitted on 32/8 heads, d128, bf16 (the defaults). ``--heads``, ``--head-dim`` and
 ``--kv-dtype`` measure other configurations, e.g. FP8 pools (made as ``bench/tile_sweep.py`` makes them: the bf16
 values / 0.5, scales 0.5), whose items do not cost their bytes at the bf16 rate
-(``docs/perf/kernels/2026-12-01-h200-fp8-split-model/``). Each run's ``launches.csv`` names its configuration.
+(``docs/perf/kernels/2026-12-01-h200-fp8-split-model/``). Each run's ``launches.csv`` names its configuration;
+``--costs`` prints the fit as that configuration's ``planner.MEASURED_ITEM_COSTS`` entry (also with ``--report``).
 
 writes ``DIR/ctas.csv.gz`` (one row per CTA: case, split, item, KV head, tile m, rows, KV tokens, the four stamps in
 ns from the launch's first start) and ``DIR/launches.csv`` (per case and split: items, partials, the longest merge
@@ -84,6 +85,24 @@ def fit_tile_costs(records: Iterable[dict[str, object]]) -> dict[int, tuple[floa
         slope, intercept = np.polyfit(kv / 1e3, dur, 1)
         fits[tile] = (float(intercept), float(slope), len(points))
     return fits
+
+
+def cost_entry(fits: dict[int, tuple[float, float, int]], launches: list[dict[str, object]]) -> str:
+    """The fit as a ``planner.MEASURED_ITEM_COSTS`` entry for the run's configuration (from ``launches``' config
+    columns): per tile m with a determined line, (fixed cost, cost per KV token of one KV head) in slot bytes
+    (``planner.SLOT_BYTES_PER_US`` per us). A CTA streams one KV head's tokens, so its us per 1000 tokens is per 1000
+    head-tokens."""
+    from pat_sglang.planner import SLOT_BYTES_PER_US  # noqa: PLC0415
+
+    if not launches or not launches[0].get("heads"):
+        raise ValueError("launches without the run's configuration (written before --heads/--kv-dtype existed)")
+    first = launches[0]
+    hq, hkv = (int(x) for x in str(first["heads"]).split("/"))
+    kind = "16bit" if first["kv_dtype"] == "bf16" else "fp8"
+    costs = {tile: (round(overhead * SLOT_BYTES_PER_US), round(per_k / 1e3 * SLOT_BYTES_PER_US))
+             for tile, (overhead, per_k, _) in fits.items() if math.isfinite(per_k) and overhead > 0 and per_k > 0}
+    body = ", ".join(f"{tile}: ({fixed}, {token})" for tile, (fixed, token) in sorted(costs.items()))
+    return f"(\"{kind}\", {int(first['head_dim'])}, {hq // hkv}): {{{body}}},"
 
 
 def write_csv(path: Path, fields: tuple[str, ...], rows: Iterable[dict[str, object]]) -> None:
@@ -189,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heads", type=parse_heads, default=(32, 8), help="q/kv heads (default 32/8)")
     ap.add_argument("--head-dim", type=int, choices=(64, 128, 256), default=128)
     ap.add_argument("--kv-dtype", choices=("bf16", "fp8_e4m3", "fp8_e5m2"), default="bf16")
+    ap.add_argument("--costs", action="store_true",
+                    help="also print the fit as a planner.MEASURED_ITEM_COSTS entry (slot bytes) for this config")
     args = ap.parse_args(argv)
     if args.report is not None:
         ctas = read_csv(args.report / "ctas.csv.gz")
@@ -199,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         write_csv(args.out / "ctas.csv.gz", CTA_FIELDS, ctas)
         write_csv(args.out / "launches.csv", LAUNCH_FIELDS + CONFIG_FIELDS, launches)
     print(report(ctas, launches))
+    if args.costs:
+        print(f"MEASURED_ITEM_COSTS entry: {cost_entry(fit_tile_costs(ctas), launches)}")
     return 0
 
 

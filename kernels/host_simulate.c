@@ -8,7 +8,7 @@
    are equal bit for bit (tests/test_host_core.py).
 
    candidate_makespan: one candidate of _launch_costs. Its packs are laid out longest item first (a stable sort
-   of the packs by item_bytes, descending: numpy's argsort(-item_bytes, kind="stable")), each pack's full row blocks
+   of the packs by item_tokens, descending: numpy's argsort(-item_tokens, kind="stable")), each pack's full row blocks
    before its last (reps / durs hold (full, last) pairs per pack), runs of equal durations merged, zero-item entries
    dropped; then _greedy_makespan over those runs.
 
@@ -123,7 +123,7 @@ PAT_STABLE_SORT(sort_descending, int64_t, KEY_DESC_BEFORE)
 
 /* scratch: 4 * packs int64 + 2 * packs doubles (run values) + slots doubles (loads), as one double array of
    6 * packs + slots entries. */
-static double candidate_makespan(const double *item_bytes, const int64_t *reps, const double *durs, int64_t packs,
+static double candidate_makespan(const double *item_tokens, const int64_t *reps, const double *durs, int64_t packs,
                                  int64_t slots, double limit, int64_t batch_items, double *scratch) {
     int64_t *order = (int64_t *)scratch;
     int64_t *tmp = order + packs;
@@ -131,7 +131,7 @@ static double candidate_makespan(const double *item_bytes, const int64_t *reps, 
     double *run_values = scratch + 4 * packs;
     double *loads = run_values + 2 * packs;
     for (int64_t p = 0; p < packs; p++) order[p] = p;
-    sort_descending(order, tmp, packs, item_bytes);
+    sort_descending(order, tmp, packs, item_tokens);
     int64_t n_runs = 0;
     for (int64_t i = 0; i < packs; i++) {
         int64_t p = order[i];
@@ -152,18 +152,21 @@ static double candidate_makespan(const double *item_bytes, const int64_t *reps, 
 }
 
 /* _launch_costs + _simulated_costs (pat_sglang/planner.py) for `cands` candidate rows of splits (cands x packs, the
-   KV splits of each pack). pack_bytes: each pack's KV bytes of one KV head; full_blocks: its row blocks before the
-   last; full_overhead / last_overhead[p]: an item's fixed cost in a full block / in pack p's last block. pack_req
+   KV splits of each pack). pack_tokens: each pack's KV tokens; full_blocks: its row blocks before the last;
+   full_token_bytes / last_token_bytes[p]: a KV token's cost (slot bytes of one KV head) in an item of a full block /
+   of pack p's last block; full_overhead / last_overhead[p]: an item's fixed cost there. Items go in launch order by
+   their KV tokens, longest first (the kernel's order). pack_req
    (n_entries) lists each pack's requests, pack by pack (pack_req_count[p] of them); one_each: every request sits in
    one pack (n_entries == num_requests). Writes cost[c] (inf: not simulated, it cannot win) and items[c].
    scratch: (11 * packs + slots + num_requests + 3 * cands) doubles. */
-void pat_launch_costs(const int64_t *splits, const int64_t *pack_bytes, const int64_t *full_blocks, double full_overhead,
+void pat_launch_costs(const int64_t *splits, const int64_t *pack_tokens, const int64_t *full_blocks,
+                      int64_t full_token_bytes, const int64_t *last_token_bytes, double full_overhead,
                       const double *last_overhead, const int64_t *pack_req, const int64_t *pack_req_count,
                       int64_t n_entries, int64_t num_requests, int64_t cands, int64_t packs, int64_t slots,
                       double chain_slot_bytes, double tolerance, int64_t batch_items, double *cost, int64_t *items,
                       double *scratch) {
-    double *item_bytes = scratch;                     /* packs */
-    double *durs = item_bytes + packs;                /* 2 * packs: (full, last) per pack */
+    double *item_tokens = scratch;                    /* packs: the launch order's key */
+    double *durs = item_tokens + packs;               /* 2 * packs: (full, last) per pack */
     int64_t *reps = (int64_t *)(durs + 2 * packs);    /* 2 * packs */
     double *sim = (double *)(reps + 2 * packs);       /* 6 * packs + slots: candidate_makespan's scratch */
     double *partials = sim + 6 * packs + slots;       /* num_requests (int64 counts) */
@@ -176,8 +179,8 @@ void pat_launch_costs(const int64_t *splits, const int64_t *pack_bytes, const in
         int64_t n_items = 0, chain = 0;
         double total_full = 0.0, total_last = 0.0, longest_full = 0.0, longest_last = 0.0;
         for (int64_t p = 0; p < packs; p++) {
-            double ib = (double)pack_bytes[p] / (double)s[p];
-            double dur_full = ib + full_overhead, dur_last = ib + last_overhead[p];
+            double dur_full = (double)(pack_tokens[p] * full_token_bytes) / (double)s[p] + full_overhead;
+            double dur_last = (double)(pack_tokens[p] * last_token_bytes[p]) / (double)s[p] + last_overhead[p];
             int64_t count = s[p] * (full_blocks[p] + 1);
             n_items += count;
             total_full += dur_full * (double)(count - s[p]);
@@ -225,13 +228,13 @@ void pat_launch_costs(const int64_t *splits, const int64_t *pack_bytes, const in
             }
             const int64_t *s = splits + c * packs;
             for (int64_t p = 0; p < packs; p++) {
-                item_bytes[p] = (double)pack_bytes[p] / (double)s[p];
-                durs[2 * p] = item_bytes[p] + full_overhead;
-                durs[2 * p + 1] = item_bytes[p] + last_overhead[p];
+                item_tokens[p] = (double)pack_tokens[p] / (double)s[p];
+                durs[2 * p] = (double)(pack_tokens[p] * full_token_bytes) / (double)s[p] + full_overhead;
+                durs[2 * p + 1] = (double)(pack_tokens[p] * last_token_bytes[p]) / (double)s[p] + last_overhead[p];
                 reps[2 * p] = s[p] * full_blocks[p];
                 reps[2 * p + 1] = s[p];
             }
-            cost[c] = candidate_makespan(item_bytes, reps, durs, packs, slots, best - chain_cost[c], batch_items, sim) +
+            cost[c] = candidate_makespan(item_tokens, reps, durs, packs, slots, best - chain_cost[c], batch_items, sim) +
                       chain_cost[c];
         }
         if (cost[c] < best) best = cost[c];
@@ -242,15 +245,15 @@ void pat_launch_costs(const int64_t *splits, const int64_t *pack_bytes, const in
    the whole non-uniform path in one call. lengths[0..n_lengths): the candidates, longest first; longest: the longest
    pack's tokens. A length that holds the longest pack cuts nothing, so of those only the first stays; each remaining
    length cuts pack p into max(1, ceil(pack_tokens[p] / length)) splits (_split_counts), and of neighbouring lengths
-   that cut every pack alike only the longer stays. Their costs are pat_launch_costs' (pack_bytes = pack_tokens x
-   head_token_bytes; full blocks: pack_blocks - 1; block_overheads[n]: an item's fixed cost in a row block of n
+   that cut every pack alike only the longer stays. Their costs are pat_launch_costs' (full blocks: pack_blocks - 1;
+   block_token_bytes[n] / block_overheads[n]: a KV token's cost and an item's fixed cost in a row block of n
    requests, n in 0..rpb, rpb = n_overheads - 1); the cheapest wins, on a tie the one with more items, then the first
    (_cheapest). pack_req: int32. The caller takes packs that are all alike (equal tokens and requests) to its uniform
    model first. Returns the chosen length; -1 when scratch memory cannot be allocated. */
 int64_t pat_split_length(const int64_t *lengths, int64_t n_lengths, int64_t longest, const int64_t *pack_tokens,
                          const int64_t *pack_blocks, const int64_t *pack_req_count, const int32_t *pack_req,
                          int64_t n_entries, int64_t num_requests, int64_t packs, int64_t slots,
-                         int64_t head_token_bytes, const double *block_overheads, int64_t n_overheads,
+                         const int64_t *block_token_bytes, const double *block_overheads, int64_t n_overheads,
                          double chain_slot_bytes, double tolerance, int64_t batch_items) {
     int64_t *kept = (int64_t *)malloc(sizeof(int64_t) * (size_t)n_lengths);
     int64_t *splits = (int64_t *)malloc(sizeof(int64_t) * (size_t)(n_lengths * packs));
@@ -276,19 +279,20 @@ int64_t pat_split_length(const int64_t *lengths, int64_t n_lengths, int64_t long
     }
     int64_t chosen = kept[0];
     if (cands > 1) {
-        int64_t *pack_bytes = per_pack, *full = per_pack + packs, *req = per_pack + 3 * packs;
+        int64_t *last_token_bytes = per_pack, *full = per_pack + packs, *req = per_pack + 3 * packs;
         double *last_overhead = doubles, *cost = doubles + packs, *scratch = cost + 2 * n_lengths;
         int64_t *items = (int64_t *)(cost + cands);
         int64_t rpb = n_overheads - 1;
         for (int64_t p = 0; p < packs; p++) {
-            pack_bytes[p] = pack_tokens[p] * head_token_bytes;
             full[p] = pack_blocks[p] - 1;
-            last_overhead[p] = block_overheads[pack_req_count[p] - full[p] * rpb];
+            int64_t last_size = pack_req_count[p] - full[p] * rpb;
+            last_token_bytes[p] = block_token_bytes[last_size];
+            last_overhead[p] = block_overheads[last_size];
         }
         for (int64_t e = 0; e < n_entries; e++) req[e] = pack_req[e];
-        pat_launch_costs(splits, pack_bytes, full, block_overheads[rpb], last_overhead, req, pack_req_count, n_entries,
-                         num_requests, cands, packs, slots, chain_slot_bytes, tolerance, batch_items, cost, items,
-                         scratch);
+        pat_launch_costs(splits, pack_tokens, full, block_token_bytes[rpb], last_token_bytes, block_overheads[rpb],
+                         last_overhead, req, pack_req_count, n_entries, num_requests, cands, packs, slots,
+                         chain_slot_bytes, tolerance, batch_items, cost, items, scratch);
         int64_t best = 0;
         for (int64_t c = 1; c < cands; c++)
             if (cost[c] < cost[best] || (cost[c] == cost[best] && items[c] > items[best])) best = c;

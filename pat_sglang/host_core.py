@@ -142,12 +142,12 @@ class _HostCore:
 
     def __init__(self, lib: ctypes.CDLL, glue: Any = None) -> None:
         self.costs = _typed(lib, "pat_launch_costs", None,
-                            [_P, _P, _P, _D, _P, _P, _P, _I, _I, _I, _I, _I, _D, _D, _I, _P, _P, _P])
+                            [_P, _P, _P, _I, _P, _D, _P, _P, _P, _I, _I, _I, _I, _I, _D, _D, _I, _P, _P, _P])
         self.runs = _typed(lib, "pat_greedy_makespan", _D, [_P, _P, _I, _I, _D, _I, _P])
         self.forest = _typed(lib, "pat_flat_forest", _I, [_P, _I, _I, _P, _P, _I, _I] + [_P] * 9)
         self.scan_start = _typed(lib, "pat_scan_start", _I, [_P, _I, _I, _P, _P, _I, _P])
         self.scan_finish = _typed(lib, "pat_scan_finish", ctypes.c_uint64, [_P])
-        self.split = _typed(lib, "pat_split_length", _I, [_P, _I, _I] + [_P] * 4 + [_I] * 5 + [_P, _I, _D, _D, _I])
+        self.split = _typed(lib, "pat_split_length", _I, [_P, _I, _I] + [_P] * 4 + [_I] * 4 + [_P, _P, _I, _D, _D, _I])
         self.items = _typed(lib, "pat_plan_items", _I, [_I] + [_P] * 5 + [_I] + [_P] * 3 + [_I] * 4 + [_P] * 9)
         self.edit = _typed(lib, "pat_edit_forest", _I, [_I] * 2 + [_P] * 2 + [_I] + [_P] * 3 + [_I])
         self.places = _typed(lib, "pat_edit_places", _I, [_I] * 2 + [_P, _I] + [_P] * 2 + [_I] + [_P] * 5)
@@ -161,51 +161,55 @@ class _HostCore:
             self.edit_forest = glue.edit_forest
             self.edit_places = glue.edit_places
 
-    def launch_costs(self, splits: np.ndarray, pack_bytes: np.ndarray, full_blocks: np.ndarray, full_overhead: float,
-                     last_overhead: np.ndarray, pack_req: np.ndarray, pack_req_count: np.ndarray, num_requests: int,
-                     slots: int, chain_slot_bytes: float, tolerance: float,
-                     batch_items: int) -> tuple[np.ndarray, np.ndarray]:
+    def launch_costs(self, splits: np.ndarray, pack_tokens: np.ndarray, full_blocks: np.ndarray, full_token_bytes: int,
+                     last_token_bytes: np.ndarray, full_overhead: float, last_overhead: np.ndarray,
+                     pack_req: np.ndarray, pack_req_count: np.ndarray, num_requests: int, slots: int,
+                     chain_slot_bytes: float, tolerance: float, batch_items: int) -> tuple[np.ndarray, np.ndarray]:
         """``planner._launch_costs`` in one call (``kernels/host_simulate.c`` ``pat_launch_costs``): (cost, items) of
         each candidate row of ``splits`` (candidate x pack)."""
-        if not np.issubdtype(np.asarray(pack_bytes).dtype, np.integer):
-            raise ValueError(f"launch_costs: pack_bytes must be integers, got {np.asarray(pack_bytes).dtype}")
+        if not all(np.issubdtype(np.asarray(a).dtype, np.integer) for a in (pack_tokens, last_token_bytes)) or \
+                int(full_token_bytes) != full_token_bytes:
+            raise ValueError("launch_costs: pack tokens and token bytes must be integers")
         splits = np.ascontiguousarray(splits, dtype=np.int64)
-        pack_bytes = np.ascontiguousarray(pack_bytes, dtype=np.int64)
+        pack_tokens = np.ascontiguousarray(pack_tokens, dtype=np.int64)
         full_blocks = np.ascontiguousarray(full_blocks, dtype=np.int64)
+        last_token_bytes = np.ascontiguousarray(last_token_bytes, dtype=np.int64)
         last_overhead = np.ascontiguousarray(last_overhead, dtype=np.float64)
         pack_req = np.ascontiguousarray(pack_req, dtype=np.int64)
         pack_req_count = np.ascontiguousarray(pack_req_count, dtype=np.int64)
         cands, packs = splits.shape
-        if pack_bytes.shape != (packs,) or full_blocks.shape != (packs,) or last_overhead.shape != (packs,) or \
-                pack_req_count.shape != (packs,) or int(pack_req_count.sum()) != pack_req.shape[0]:
+        if any(a.shape != (packs,) for a in (pack_tokens, full_blocks, last_token_bytes, last_overhead,
+                                               pack_req_count)) or int(pack_req_count.sum()) != pack_req.shape[0]:
             raise ValueError("launch_costs: per-pack arrays do not match the candidates' packs")
         # cost, items (int64), the scratch: one buffer
         out = np.empty(2 * cands + 11 * packs + slots + num_requests + 3 * cands, dtype=np.float64)
         at = _address(out)
-        self.costs(_address(splits), _address(pack_bytes), _address(full_blocks), full_overhead,
-                   _address(last_overhead), _address(pack_req), _address(pack_req_count), pack_req.shape[0],
-                   num_requests, cands, packs, slots, chain_slot_bytes, tolerance, batch_items, at, at + 8 * cands,
-                   at + 16 * cands)
+        self.costs(_address(splits), _address(pack_tokens), _address(full_blocks), int(full_token_bytes),
+                   _address(last_token_bytes), full_overhead, _address(last_overhead), _address(pack_req),
+                   _address(pack_req_count), pack_req.shape[0], num_requests, cands, packs, slots, chain_slot_bytes,
+                   tolerance, batch_items, at, at + 8 * cands, at + 16 * cands)
         return out[:cands], out[cands : 2 * cands].view(np.int64)
 
     def split_length(self, candidates: list[int], longest: int, pack_tokens: np.ndarray, pack_blocks: np.ndarray,
                      pack_req_count: np.ndarray, pack_req: np.ndarray, num_requests: int, slots: int,
-                     head_token_bytes: int, block_overheads: np.ndarray, chain_slot_bytes: float, tolerance: float,
-                     batch_items: int) -> int:
+                     block_token_bytes: np.ndarray, block_overheads: np.ndarray, chain_slot_bytes: float,
+                     tolerance: float, batch_items: int) -> int:
         """``planner._split_length``'s choice past its uniform case (packs not all alike: the caller's uniform model
         takes those) in one call (``kernels/host_simulate.c`` ``pat_split_length``): the chosen split length.
-        Per-pack arrays: C-contiguous int64 (checked); ``pack_req``: int32; ``block_overheads``: float64, indexed by a
-        row block's requests."""
+        Per-pack arrays: C-contiguous int64 (checked); ``pack_req``: int32; ``block_token_bytes`` (int64) and
+        ``block_overheads`` (float64): indexed by a row block's requests."""
         packs = pack_tokens.shape[0]
         if any(a.dtype != np.int64 or a.shape != (packs,) or not a.flags.c_contiguous
                for a in (pack_tokens, pack_blocks, pack_req_count)) or pack_req.dtype != np.int32 or \
-                not pack_req.flags.c_contiguous or block_overheads.dtype != np.float64:
+                not pack_req.flags.c_contiguous or block_overheads.dtype != np.float64 or \
+                block_token_bytes.dtype != np.int64 or block_token_bytes.shape != block_overheads.shape or \
+                not block_token_bytes.flags.c_contiguous or not block_overheads.flags.c_contiguous:
             raise ValueError("split_length: per-pack arrays must be C-contiguous int64 of one length, pack_req int32")
         lengths = np.array(candidates, dtype=np.int64)
         got = self.split(_address(lengths), lengths.shape[0], longest, _address(pack_tokens), _address(pack_blocks),
                          _address(pack_req_count), _address(pack_req), pack_req.shape[0], num_requests, packs, slots,
-                         head_token_bytes, _address(block_overheads), block_overheads.shape[0], chain_slot_bytes,
-                         tolerance, batch_items)
+                         _address(block_token_bytes), _address(block_overheads), block_overheads.shape[0],
+                         chain_slot_bytes, tolerance, batch_items)
         if got < 0:
             raise MemoryError("pat_split_length: no scratch memory")
         return int(got)

@@ -34,7 +34,8 @@ num_kv_heads / target_ctas`` from 2x to 1/4x, and each whole number of waves up 
     cost     = makespan + MERGE_CHAIN_COST_SLOT_BYTES * max partials of a request
     makespan = the launch simulated on target_ctas / num_kv_heads item slots: items in launch order, each to the
                slot that frees first (the hardware's in-order CTA dispatch), an item taking
-               ITEM_OVERHEAD_SLOT_BYTES[tile m] + its KV bytes of one slot's streaming time
+               ITEM_OVERHEAD_SLOT_BYTES[tile m] + its KV bytes of one slot's streaming time (configurations
+               with a measured entry, MEASURED_ITEM_COSTS: that entry's fixed and per-token costs)
     target_ctas = sm_count * min_ctas_per_sm(head_dim)   (the kernel variant's occupancy, tile table)
 
 Splitting finer evens out the slots (a step of 64 requests of ~2.3k tokens in pairs of shared 2k prompts runs
@@ -114,6 +115,15 @@ SPLIT_STEPS_UP = 2  # each whole number of waves: also try split lengths this ma
 # fastest on average, 1.06x at worst (bench/split_model_check.py; docs/perf/kernels/2026-11-29-h200-item-costs/).
 ITEM_OVERHEAD_SLOT_BYTES = {16: 48 << 10, 32: 72 << 10, 64: 192 << 10, 128: 384 << 10}  # 128 rows: not measured
 MERGE_CHAIN_COST_SLOT_BYTES = 1536  # each partial of the request with the most (~0.2 us: its merge runs them in turn)
+# Per-CTA costs measured for configurations the fit above does not describe: (KV element, head dim, GQA group) -> tile
+# m -> (fixed cost, cost per KV token of one KV head), both in slot bytes (SLOT_BYTES_PER_US per microsecond of a CTA;
+# ``bench/item_costs.py --heads/--head-dim/--kv-dtype ... --costs`` prints an entry from its fit). A configuration or
+# tile m not listed takes the fit above: ITEM_OVERHEAD_SLOT_BYTES and the token's own bytes. FP8 items do not cost
+# their bytes at the 16-bit rate (64-row ones convert K and V CTA-wide; 16-row ones read them from the FP8 stage), and
+# one scale on the token cost was refuted on random trees (docs/perf/kernels/2026-12-01-h200-fp8-split-model/): each
+# configuration takes its own measured entry, checked with bench/split_model_check.py and bench/split_pick_ab.py.
+SLOT_BYTES_PER_US = 8325  # the fit's unit: 512-byte tokens streamed at 61.5 us per 1000 by one CTA slot
+MEASURED_ITEM_COSTS: dict[tuple[str, int, int], dict[int, tuple[int, int]]] = {}
 # A changed batch re-planned from scratch keeps the split length last chosen while its planned KV stays within this
 # fraction of the KV it was chosen for (and the length is still a candidate, or still cuts no pack as the no-split
 # candidate): one request joining or leaving rarely moves the best length, and the cost model is most of a full plan's
@@ -490,8 +500,9 @@ def _plan(
         else:
             searched = len(candidates) > 1
             split_tokens = _split_length(candidates, pack_tokens, pack_blocks, pack_req, pack_req_count, num_requests,
-                                         num_kv_heads, target, tok_bytes // num_kv_heads,
-                                         _block_overheads(tiles.tile_ms, group, reqs_per_block))
+                                         num_kv_heads, target,
+                                         *_block_costs(tiles.tile_ms, group, reqs_per_block,
+                                                       tok_bytes // num_kv_heads, _measured_costs(heads)))
     # each row block of a pack has its splits (the items); each request sits in one row block of its pack (the entries)
     splits, num_items, num_entries = _split_numbers(pack_tokens, split_tokens, pack_blocks, pack_req_count)
     # Open ends: the last split of a pack whose node has one request (in canonical form, that request's private leaf:
@@ -932,15 +943,15 @@ def _split_length(
     num_requests: int,
     num_kv_heads: int,
     target: int,
-    head_token_bytes: int,
+    block_token_bytes: np.ndarray,
     block_overheads: np.ndarray,
 ) -> int:
     """The step's KV split length: of the ``candidates`` (``_split_candidates``), the one whose launch the cost model
     (``_launch_costs``) finishes first; on a tie (the same longest item sets every candidate's makespan) the one with
     more items: the other slots then finish earlier and that item's tail runs with less competition for HBM (rollout64
     on the H200: 1024-token splits 86-87 us against the 1280-token ones' 90 us at equal predicted cost, three runs;
-    bench/split_model_check.py: no other measured tree changes). ``block_overheads[n]``: the
-    fixed cost of an item of a row block of ``n`` requests (``_block_overheads``)."""
+    bench/split_model_check.py: no other measured tree changes). ``block_token_bytes[n]`` / ``block_overheads[n]``:
+    a KV token's cost and the fixed cost of an item of a row block of ``n`` requests (``_block_costs``)."""
     longest = int(pack_tokens.max())
     if len(candidates) == 1:
         return candidates[0]
@@ -948,13 +959,13 @@ def _split_length(
     if int(pack_tokens.min()) == longest and int(pack_req_count.min()) == int(pack_req_count.max()):
         # every pack alike (equal private rows, say): the same model without a candidate x pack matrix
         lengths, cost, items = _uniform_launch_costs(candidates, pack_tokens.shape[0], longest, int(pack_blocks[0]),
-                                                     int(pack_req_count[0]), pack_req, num_requests, head_token_bytes,
-                                                     block_overheads, slots)
+                                                     int(pack_req_count[0]), pack_req, num_requests,
+                                                     block_token_bytes, block_overheads, slots)
         return lengths[_cheapest(cost, items)]
     sim = host_core.loaded()
     if sim is not None:  # the rest of this function in one call
         return sim.split_length(candidates, longest, pack_tokens, pack_blocks, pack_req_count, pack_req, num_requests,
-                                slots, head_token_bytes, block_overheads, float(MERGE_CHAIN_COST_SLOT_BYTES),
+                                slots, block_token_bytes, block_overheads, float(MERGE_CHAIN_COST_SLOT_BYTES),
                                 SPLIT_COST_TOLERANCE, RUN_BATCH_ITEMS)
     # a length that holds the longest pack cuts nothing: only the longest such (the first) stays
     lengths = np.array(candidates[:1] + [length for length in candidates[1:] if length < longest], dtype=np.int64)
@@ -971,7 +982,8 @@ def _split_length(
     full = pack_blocks - 1  # every row block but a pack's last holds requests_per_block requests
     last_size = pack_req_count - full * (block_overheads.shape[0] - 1)
     overheads = (block_overheads[-1], block_overheads[last_size])
-    cost, items = _launch_costs(splits, pack_tokens * head_token_bytes, full, overheads, pack_req, pack_req_count,
+    token_bytes = (int(block_token_bytes[-1]), block_token_bytes[last_size])
+    cost, items = _launch_costs(splits, pack_tokens, full, token_bytes, overheads, pack_req, pack_req_count,
                                 num_requests, slots)
     return int(lengths[_cheapest(cost.tolist(), items.tolist())])
 
@@ -1009,8 +1021,9 @@ def _split_counts(pack_tokens: np.ndarray, length: int | np.ndarray) -> np.ndarr
 
 def _launch_costs(
     splits: np.ndarray,
-    pack_bytes: np.ndarray,
+    pack_tokens: np.ndarray,
     full_blocks: np.ndarray,
+    token_bytes: tuple[int, np.ndarray],
     overheads: tuple[float, np.ndarray],
     pack_req: np.ndarray,
     pack_req_count: np.ndarray,
@@ -1018,20 +1031,22 @@ def _launch_costs(
     slots: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(predicted forward + merge time, items) of each candidate row of ``splits`` (candidate x pack), the time in
-    bytes one CTA slot streams (see the module docstring). ``pack_bytes``: each pack's KV bytes of one KV head;
-    ``full_blocks``: its row blocks before the last; ``overheads``: an item's fixed cost in a full block, and in
-    each pack's last block. Candidates are simulated in the order of a lower bound of their cost; one whose bound
+    bytes one CTA slot streams (see the module docstring). ``pack_tokens``: each pack's KV tokens; ``full_blocks``:
+    its row blocks before the last; ``token_bytes`` / ``overheads``: a KV token's cost (in slot bytes of one KV head)
+    and an item's fixed cost in a full block, and in each pack's last block. Items run in launch order by their KV
+    tokens, longest first. Candidates are simulated in the order of a lower bound of their cost; one whose bound
     exceeds the best cost found is not simulated (its cost is the bound: it cannot win), and one that cannot beat it
     stops early (its cost is then where it stopped, also above the best). Sums over packs run in pack order (cumulative
     sums), as the compiled version (``host_core``, used where it loads) sums them: the two give the same costs bit for
     bit."""
     full_overhead, last_overhead = overheads
+    full_token_bytes, last_token_bytes = token_bytes
     sim = host_core.loaded()
     if sim is not None:
-        return sim.launch_costs(splits, pack_bytes, full_blocks, float(full_overhead), last_overhead, pack_req,
-                                pack_req_count, num_requests, slots, float(MERGE_CHAIN_COST_SLOT_BYTES),
-                                SPLIT_COST_TOLERANCE, RUN_BATCH_ITEMS)
-    item_bytes = pack_bytes / splits  # each pack's items carry about the same KV
+        return sim.launch_costs(splits, pack_tokens, full_blocks, full_token_bytes, last_token_bytes,
+                                float(full_overhead), last_overhead, pack_req, pack_req_count, num_requests, slots,
+                                float(MERGE_CHAIN_COST_SLOT_BYTES), SPLIT_COST_TOLERANCE, RUN_BATCH_ITEMS)
+    item_tokens = pack_tokens / splits  # each pack's items carry about the same KV; the launch order's key
     counts = splits * (full_blocks + 1)
     items = counts.sum(axis=1)
     # partials: a request's count is the sum of its packs' splits (it sits in one row block of each)
@@ -1045,8 +1060,8 @@ def _launch_costs(
         chain = partials_of.reshape(num_cands, num_requests).max(axis=1)
     chain_cost = MERGE_CHAIN_COST_SLOT_BYTES * np.where(chain < 2, 0, chain)  # one partial: written as the output
     # each pack's items: splits x full blocks of one duration, splits of its last block's
-    dur_full = item_bytes + full_overhead
-    dur_last = item_bytes + last_overhead
+    dur_full = pack_tokens * full_token_bytes / splits + full_overhead
+    dur_last = pack_tokens * last_token_bytes / splits + last_overhead
     full_items = counts - splits
     total = _row_sums(dur_full * full_items) + _row_sums(dur_last * splits)
     longest = np.maximum(np.where(full_blocks > 0, dur_full, 0).max(axis=1), dur_last.max(axis=1))
@@ -1058,7 +1073,7 @@ def _launch_costs(
         """Candidate ``c``'s items in launch order as runs of equal durations: packs by item size, longest first (a
         pack's full blocks before its last: the larger tile first). Built only for the candidates ``_simulated_costs``
         simulates (about two of the ten or so costed), not for all of them up front."""
-        order = np.argsort(-item_bytes[c], kind="stable")
+        order = np.argsort(-item_tokens[c], kind="stable")
         reps = pair_reps[c, order].ravel()
         values = pair_durations[c, order].ravel()
         present = reps > 0
@@ -1083,7 +1098,7 @@ def _uniform_launch_costs(
     req_count: int,
     pack_req: np.ndarray,
     num_requests: int,
-    head_token_bytes: int,
+    block_token_bytes: np.ndarray,
     block_overheads: np.ndarray,
     slots: int,
 ) -> tuple[list[int], list[float], list[int]]:
@@ -1093,8 +1108,8 @@ def _uniform_launch_costs(
     items are equal, so a candidate is its split count, its items per pack and two durations; only the KV total keeps
     a row per pack, summed as ``_launch_costs`` sums it (in pack order: its rounding depends on the terms)."""
     full = blocks - 1
-    full_overhead = float(block_overheads[-1])
-    last_overhead = float(block_overheads[req_count - full * (block_overheads.shape[0] - 1)])
+    last_size = req_count - full * (block_overheads.shape[0] - 1)
+    full_overhead, last_overhead = float(block_overheads[-1]), float(block_overheads[last_size])
     if pack_req.shape[0] == num_requests:  # every request in one pack
         most_packs = 1
     else:  # a request's partials: its packs' splits
@@ -1106,9 +1121,9 @@ def _uniform_launch_costs(
         if not splits or count != splits[-1]:
             lengths.append(length)
             splits.append(count)
-    pack_bytes = tokens * head_token_bytes
-    dur_full = [pack_bytes / s + full_overhead for s in splits]
-    dur_last = [pack_bytes / s + last_overhead for s in splits]
+    full_bytes, last_bytes = tokens * int(block_token_bytes[-1]), tokens * int(block_token_bytes[last_size])
+    dur_full = [full_bytes / s + full_overhead for s in splits]
+    dur_last = [last_bytes / s + last_overhead for s in splits]
     total = _pack_sums([d * s for d, s in zip(dur_last, splits, strict=True)], num_packs)
     if full:
         kv_full = _pack_sums([d * (s * full) for d, s in zip(dur_full, splits, strict=True)], num_packs)
@@ -1408,14 +1423,28 @@ def _tile_lut(tile_ms: tuple[int, ...], group: int, reqs_per_block: int) -> tupl
     return tile, tile_m
 
 
+def _measured_costs(heads: HeadConfig) -> tuple[tuple[int, int, int], ...]:
+    """This configuration's ``MEASURED_ITEM_COSTS`` entry as (tile m, fixed cost, token cost) rows (hashable, for
+    ``_block_costs``' cache); empty where none was measured."""
+    key = ("fp8" if heads.kv_fp8 else "16bit", heads.head_dim, heads.group)
+    return tuple((m, fixed, token) for m, (fixed, token) in sorted(MEASURED_ITEM_COSTS.get(key, {}).items()))
+
+
 @functools.lru_cache(maxsize=64)
-def _block_overheads(tile_ms: tuple[int, ...], group: int, reqs_per_block: int) -> np.ndarray:
-    """``ITEM_OVERHEAD_SLOT_BYTES`` of an item of a row block of ``n`` requests, indexed by ``n`` in
-    0..reqs_per_block."""
-    costs = np.array([ITEM_OVERHEAD_SLOT_BYTES[m] for m in _tile_lut(tile_ms, group, reqs_per_block)[1].tolist()],
-                     dtype=np.float64)
-    costs.setflags(write=False)
-    return costs
+def _block_costs(tile_ms: tuple[int, ...], group: int, reqs_per_block: int, head_token_bytes: int,
+                 measured: tuple[tuple[int, int, int], ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """(a KV token's cost in slot bytes of one KV head (int64), an item's fixed cost (float64)) in an item of a row
+    block of ``n`` requests, indexed by ``n`` in 0..reqs_per_block: the ``measured`` (tile m, fixed, token) rows
+    (``_measured_costs``) where they name the block's tile m, else ``ITEM_OVERHEAD_SLOT_BYTES`` and the token's
+    bytes."""
+    by_tile = {m: (fixed, token) for m, fixed, token in measured}
+    tile_m = _tile_lut(tile_ms, group, reqs_per_block)[1].tolist()
+    token_costs = np.array([by_tile[m][1] if m in by_tile else head_token_bytes for m in tile_m], dtype=np.int64)
+    fixed_costs = np.array([by_tile[m][0] if m in by_tile else ITEM_OVERHEAD_SLOT_BYTES[m] for m in tile_m],
+                           dtype=np.float64)
+    token_costs.setflags(write=False)
+    fixed_costs.setflags(write=False)
+    return token_costs, fixed_costs
 
 
 def _stable_argsort(keys: np.ndarray, bound: int) -> np.ndarray:

@@ -92,10 +92,11 @@ def _search_inputs(rng: np.random.Generator) -> tuple:
     lengths = np.array(sorted({int(x) for x in rng.integers(64, 8192, size=int(rng.integers(2, 12)))}, reverse=True))
     splits = np.maximum(1, (pack_tokens[None, :] + lengths[:, None] - 1) // lengths[:, None])
     full = np.maximum(0, (pack_req_count + 3) // 4 - 1)
-    head_token_bytes = 256
+    # a token's cost per block: some blocks costlier per token than their bytes (planner.MEASURED_ITEM_COSTS)
+    token_bytes = (int(rng.choice([256, 320])), rng.choice([256, 320], size=num_packs))
     overheads = (float(48 << 10), rng.choice([48 << 10, 72 << 10, 192 << 10], size=num_packs).astype(np.float64))
     slots = int(rng.integers(4, 160))
-    return splits, pack_tokens * head_token_bytes, full, overheads, pack_req, pack_req_count, num_requests, slots
+    return splits, pack_tokens, full, token_bytes, overheads, pack_req, pack_req_count, num_requests, slots
 
 
 @pytest.mark.parametrize("seed", range(60))
@@ -126,7 +127,8 @@ def _edge_inputs(case: str) -> tuple:
     full = np.zeros(packs, dtype=np.int64) if case == "no full blocks" else np.maximum(0, (pack_req_count + 3) // 4 - 1)
     overheads = (float(48 << 10), np.full(packs, float(72 << 10)))
     slots = {"one slot": 1, "all at once": 10_000}.get(case, 40)
-    return splits, pack_tokens * 256, full, overheads, pack_req, pack_req_count, num_requests, slots
+    return splits, pack_tokens, full, (256, np.full(packs, 256)), overheads, pack_req, pack_req_count, num_requests, \
+        slots
 
 
 @pytest.mark.parametrize("case", ["one slot", "one pack", "no full blocks", "ties", "equal packs", "all at once"])
@@ -140,15 +142,22 @@ def test_launch_costs_equal_at_the_edges(sim: host_core._HostCore, case: str, mo
     assert np.isfinite(cost).any()  # the cheapest candidate always has a real cost
 
 
-def test_launch_costs_refuses_fractional_pack_bytes(sim: host_core._HostCore) -> None:
-    splits, pack_bytes, *rest = _edge_inputs("one pack")
-    full, (full_overhead, last_overhead), pack_req, pack_req_count, num_requests, slots = rest
-    with pytest.raises(ValueError, match="integers"):
-        sim.launch_costs(splits, pack_bytes + 0.5, full, full_overhead, last_overhead, pack_req, pack_req_count,
-                         num_requests, slots, 1536.0, 1 / 16, RUN_BATCH_ITEMS)
+def test_launch_costs_refuses_fractional_tokens_or_token_bytes(sim: host_core._HostCore) -> None:
+    splits, pack_tokens, *rest = _edge_inputs("one pack")
+    full, (full_tb, last_tb), (full_overhead, last_overhead), pack_req, pack_req_count, num_requests, slots = rest
+
+    def call(tokens: np.ndarray, full_token_bytes: float, last_token_bytes: np.ndarray, req: np.ndarray) -> None:
+        sim.launch_costs(splits, tokens, full, full_token_bytes, last_token_bytes, full_overhead, last_overhead, req,
+                         pack_req_count, num_requests, slots, 1536.0, 1 / 16, RUN_BATCH_ITEMS)
+
+    for bad in ((pack_tokens + 0.5, full_tb, last_tb), (pack_tokens, full_tb + 0.5, last_tb),
+                (pack_tokens, full_tb, last_tb + 0.5)):
+        with pytest.raises(ValueError, match="integers"):
+            call(*bad, pack_req)
     with pytest.raises(ValueError, match="per-pack"):
-        sim.launch_costs(splits, pack_bytes, full, full_overhead, last_overhead, pack_req[:-1], pack_req_count,
-                         num_requests, slots, 1536.0, 1 / 16, RUN_BATCH_ITEMS)
+        call(pack_tokens, full_tb, last_tb, pack_req[:-1])
+    with pytest.raises(ValueError, match="per-pack"):
+        call(pack_tokens, full_tb, np.r_[last_tb, 256], pack_req)
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -187,8 +196,10 @@ def test_split_length_equals_the_numpy_one(sim: host_core._HostCore, seed: int,
     candidates = sorted({int(x) for x in rng.integers(64, 2 * longest + 64, size=int(rng.integers(1, 16)))},
                         reverse=True)
     overheads = np.array([float(48 << 10)] * (rpb // 2 + 1) + [float(72 << 10)] * (rpb - rpb // 2))
+    # a token's cost by block size: on odd seeds the larger blocks' tokens cost more (FP8 wide items)
+    token_bytes = np.array([256] * (rpb // 2 + 1) + [320 if seed % 2 else 256] * (rpb - rpb // 2), dtype=np.int64)
     args = (candidates, pack_tokens.astype(np.int64), pack_blocks.astype(np.int64), pack_req.astype(np.int32),
-            pack_req_count.astype(np.int64), num_requests, 8, int(rng.integers(40, 1200)), 256, overheads)
+            pack_req_count.astype(np.int64), num_requests, 8, int(rng.integers(40, 1200)), token_bytes, overheads)
     got = planner._split_length(*args)
     _python(monkeypatch)
     assert got == planner._split_length(*args)

@@ -3,6 +3,7 @@ recovers known lines, and saved records report the same as fresh ones."""
 
 from __future__ import annotations
 
+import ast
 import math
 from pathlib import Path
 
@@ -113,3 +114,23 @@ def test_bad_heads_are_refused(costs, text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         costs.parse_heads(text)
     assert costs.parse_heads("64/8") == (64, 8)
+
+
+def test_the_fit_becomes_a_measured_costs_entry(costs) -> None:
+    """``--costs``: the per-tile lines in the planner's unit, keyed as ``planner.MEASURED_ITEM_COSTS`` is; 16-bit 32/8
+    d128 at the fit's own rate (61.5 us per 1000 tokens) costs a token its 512 bytes."""
+    from pat_sglang.planner import SLOT_BYTES_PER_US
+
+    fits = {16: (6.0, 61.5, 100), 32: (8.0, math.nan, 3), 64: (23.0, 90.0, 40)}
+    launches = [{"heads": "64/8", "head_dim": 128, "kv_dtype": "fp8_e4m3"}]
+    entry = costs.cost_entry(fits, launches)
+    key, body = entry.rstrip(",").split(": ", 1)
+    assert key == '("fp8", 128, 8)'
+    parsed = ast.literal_eval(body)  # a dict literal of ints: what the planner's table holds
+    assert set(parsed) == {16, 64}  # tile 32's line is not determined: left to the default
+    assert parsed[16] == (round(6.0 * SLOT_BYTES_PER_US), round(0.0615 * SLOT_BYTES_PER_US))
+    assert abs(parsed[16][1] - 512) <= 1 and parsed[64][1] > parsed[16][1]
+    bf16 = costs.cost_entry(fits, [{"heads": "32/8", "head_dim": 256, "kv_dtype": "bf16"}])
+    assert bf16.startswith('("16bit", 256, 4): ')
+    with pytest.raises(ValueError, match="configuration"):
+        costs.cost_entry(fits, [{"case": "b"}])

@@ -665,16 +665,18 @@ def test_uniform_launch_costs_equal_the_general_model(
     else:
         num_requests = num_packs * req_count
         pack_req = np.arange(num_requests)
-    head_token_bytes = 512
+    # a token's cost by block size (FP8 wide items' tokens cost more than the small blocks')
+    block_token_bytes = np.where(np.arange(reqs_per_block + 1) > reqs_per_block // 2, 640, 512).astype(np.int64)
     lengths, cost, items = _uniform_launch_costs(candidates, num_packs, tokens, blocks, req_count, pack_req,
-                                                 num_requests, head_token_bytes, block_overheads, slots)
+                                                 num_requests, block_token_bytes, block_overheads, slots)
     counts = [max(1, -(-tokens // c)) for c in candidates]
     assert lengths == [c for i, c in enumerate(candidates) if i == 0 or counts[i] != counts[i - 1]]
     pack_tokens = np.full(num_packs, tokens, dtype=np.int64)
     splits = _split_counts(pack_tokens[None, :], np.array(lengths, dtype=np.int64)[:, None])
     full = np.full(num_packs, blocks - 1, dtype=np.int64)
     last = np.full(num_packs, req_count - (blocks - 1) * reqs_per_block)
-    want_cost, want_items = _launch_costs(splits, pack_tokens * head_token_bytes, full,
+    want_cost, want_items = _launch_costs(splits, pack_tokens, full,
+                                          (int(block_token_bytes[-1]), block_token_bytes[last]),
                                           (block_overheads[-1], block_overheads[last]), pack_req,
                                           np.full(num_packs, req_count), num_requests, slots)
     assert items == want_items.tolist()
@@ -762,7 +764,8 @@ def test_split_search_choice_is_within_its_tolerance(
     overheads = (block_overheads[-1], block_overheads[counts - full * reqs_per_block])
     lengths = np.array(sorted({int(x) for x in rng.integers(16, 14000, size=12)}, reverse=True), dtype=np.int64)
     splits = planner._split_counts(pack_tokens[None, :], lengths[:, None])
-    args = (pack_tokens * 512, full, overheads, pack_req, counts, num_requests, slots)
+    token_bytes = (640, np.where(counts - full * reqs_per_block > reqs_per_block // 2, 640, 512))
+    args = (pack_tokens, full, token_bytes, overheads, pack_req, counts, num_requests, slots)
 
     def search() -> tuple[list[float], list[int], int]:
         cost, items = planner._launch_costs(splits, *args)
@@ -793,8 +796,8 @@ def test_split_search_tolerance_skips_simulations() -> None:
     lengths = np.array(planner._split_candidates(int(pack_tokens.max()), int(pack_tokens.sum()), 8, 528, 256))
     splits = planner._split_counts(pack_tokens[None, :], lengths[:, None])
     block_overheads = np.array([48 << 10] * 2, dtype=np.float64)
-    args = (pack_tokens * 512, counts - 1, (block_overheads[-1], block_overheads[counts]), np.arange(64), counts, 64,
-            66)
+    args = (pack_tokens, counts - 1, (512, np.full(64, 512)), (block_overheads[-1], block_overheads[counts]),
+            np.arange(64), counts, 64, 66)
     cost, items = planner._launch_costs(splits, *args)
     assert np.isinf(cost).sum() >= 2
     exact = [float(planner._launch_costs(splits[i : i + 1], *args)[0][0]) for i in range(splits.shape[0])]
@@ -864,3 +867,36 @@ def test_a_kept_split_length_gives_the_plan_of_that_length(seed: int, group: int
     for name in ("items", "item_req", "item_dst", "merge_indptr", "merge_partials"):
         assert torch.equal(getattr(plan, name), getattr(want, name)), name
     check_plan(plan, forest, heads, device)
+
+
+def test_a_measured_cost_entry_steers_only_its_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``MEASURED_ITEM_COSTS``: a configuration with an entry costs its listed tile ms' items by the entry (tile ms not
+    listed keep the bytes model), and other configurations are planned as before. On FP8 64/8 b, 64-row items whose
+    tokens cost 3x their bytes make the 2048-token root worth splitting (shorter 64-row items) where the bytes model
+    leaves it whole; the 16-bit plan of the same tree does not move."""
+    import pat_sglang.planner as planner
+    from pat_sglang.planner import _block_costs, _measured_costs
+    from pat_sglang.workloads import standard_batch
+
+    fp8 = HeadConfig(64, 8, 128, torch.bfloat16, torch.float8_e4m3fn)
+    bf16 = HeadConfig(64, 8, 128, torch.bfloat16)
+    b = standard_batch("b")
+    forest = PrefixForest.from_flat(b.kv_indptr, b.kv_indices)
+    device = DeviceSpec(sm_count=132)
+    before = {h: plan_forest(forest, h, device) for h in (fp8, bf16)}
+    head_token_bytes = fp8.kv_token_bytes // fp8.num_kv_heads
+    monkeypatch.setattr(planner, "MEASURED_ITEM_COSTS", {("fp8", 128, 8): {64: (192 << 10, 3 * head_token_bytes)}})
+    measured = _measured_costs(fp8)
+    assert measured == ((64, 192 << 10, 3 * head_token_bytes),) and _measured_costs(bf16) == ()
+    tiles = load_tile_table("sm90").for_head_dim(128, True)
+    token, fixed = _block_costs(tiles.tile_ms, 8, tiles.max_m // 8, head_token_bytes, measured)
+    tile_m = planner._tile_lut(tiles.tile_ms, 8, tiles.max_m // 8)[1]
+    assert (token == np.where(tile_m == 64, 3 * head_token_bytes, head_token_bytes)).all()
+    assert (fixed == [planner.ITEM_OVERHEAD_SLOT_BYTES[m] for m in tile_m.tolist()]).all()
+    after = {h: plan_forest(forest, h, device) for h in (fp8, bf16)}
+    items = after[fp8].items[after[fp8].items[:, planner.ITEM_TILE_M] == 64]
+    longest_wide = int((items[:, planner.ITEM_KV_END] - items[:, planner.ITEM_KV_BEGIN]).max())
+    assert before[fp8].split_tokens >= 2048 > longest_wide  # the root is cut now, it was not before
+    assert after[fp8].num_items > before[fp8].num_items
+    assert after[bf16].split_tokens == before[bf16].split_tokens
+    assert torch.equal(after[bf16].items, before[bf16].items)
