@@ -151,6 +151,12 @@ static double candidate_makespan(const double *item_tokens, const int64_t *reps,
     return pat_greedy_makespan(run_values, run_counts, n_runs, slots, limit, batch_items, loads);
 }
 
+/* An item's duration in slot bytes: its share of the pack's tokens at `token_bytes` each, plus its fixed cost. The
+   product before the division, as numpy's `pack_tokens * token_bytes / splits` rounds it (bit-equal costs). */
+static inline double item_duration(int64_t tokens, int64_t token_bytes, int64_t splits, double overhead) {
+    return (double)(tokens * token_bytes) / (double)splits + overhead;
+}
+
 /* _launch_costs + _simulated_costs (pat_sglang/planner.py) for `cands` candidate rows of splits (cands x packs, the
    KV splits of each pack). pack_tokens: each pack's KV tokens; full_blocks: its row blocks before the last;
    full_token_bytes / last_token_bytes[p]: a KV token's cost (slot bytes of one KV head) in an item of a full block /
@@ -179,8 +185,8 @@ void pat_launch_costs(const int64_t *splits, const int64_t *pack_tokens, const i
         int64_t n_items = 0, chain = 0;
         double total_full = 0.0, total_last = 0.0, longest_full = 0.0, longest_last = 0.0;
         for (int64_t p = 0; p < packs; p++) {
-            double dur_full = (double)(pack_tokens[p] * full_token_bytes) / (double)s[p] + full_overhead;
-            double dur_last = (double)(pack_tokens[p] * last_token_bytes[p]) / (double)s[p] + last_overhead[p];
+            double dur_full = item_duration(pack_tokens[p], full_token_bytes, s[p], full_overhead);
+            double dur_last = item_duration(pack_tokens[p], last_token_bytes[p], s[p], last_overhead[p]);
             int64_t count = s[p] * (full_blocks[p] + 1);
             n_items += count;
             total_full += dur_full * (double)(count - s[p]);
@@ -229,8 +235,8 @@ void pat_launch_costs(const int64_t *splits, const int64_t *pack_tokens, const i
             const int64_t *s = splits + c * packs;
             for (int64_t p = 0; p < packs; p++) {
                 item_tokens[p] = (double)pack_tokens[p] / (double)s[p];
-                durs[2 * p] = (double)(pack_tokens[p] * full_token_bytes) / (double)s[p] + full_overhead;
-                durs[2 * p + 1] = (double)(pack_tokens[p] * last_token_bytes[p]) / (double)s[p] + last_overhead[p];
+                durs[2 * p] = item_duration(pack_tokens[p], full_token_bytes, s[p], full_overhead);
+                durs[2 * p + 1] = item_duration(pack_tokens[p], last_token_bytes[p], s[p], last_overhead[p]);
                 reps[2 * p] = s[p] * full_blocks[p];
                 reps[2 * p + 1] = s[p];
             }
