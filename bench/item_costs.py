@@ -136,17 +136,6 @@ def report(ctas: list[dict[str, object]], launches: list[dict[str, object]]) -> 
     return "\n".join(lines)
 
 
-def parse_heads(text: str) -> tuple[int, int]:
-    """``Q/KV`` head counts, e.g. ``64/8``."""
-    try:
-        hq, hkv = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"heads as Q/KV, e.g. 64/8: got {text!r}") from None
-    if hq <= 0 or hkv <= 0 or hq % hkv:
-        raise argparse.ArgumentTypeError(f"q heads must be a positive multiple of kv heads: got {text!r}")
-    return hq, hkv
-
-
 def measure(cases: list[str], split_tokens: list[int], reps: int, heads_qkv: tuple[int, int] = (32, 8),
             head_dim: int = 128, kv_dtype: str = "bf16") -> tuple[list[dict], list[dict]]:
     import torch  # noqa: PLC0415
@@ -205,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--out", type=Path, default=Path("out/item_costs"))
     ap.add_argument("--report", type=Path, default=None, help="print the fit from a DIR this wrote (CPU)")
+    from tile_sweep import parse_heads  # noqa: PLC0415  (the sweeps' one reader of HQ/HKV)
+
     ap.add_argument("--heads", type=parse_heads, default=(32, 8), help="q/kv heads (default 32/8)")
     ap.add_argument("--head-dim", type=int, choices=(64, 128, 256), default=128)
     ap.add_argument("--kv-dtype", choices=("bf16", "fp8_e4m3", "fp8_e5m2"), default="bf16")

@@ -108,12 +108,14 @@ def test_a_runs_configuration_is_saved_and_reported(costs, tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("text", ["64", "64/0", "6/4", "a/b"])
-def test_bad_heads_are_refused(costs, text: str) -> None:
-    import argparse
-
-    with pytest.raises(argparse.ArgumentTypeError):
-        costs.parse_heads(text)
-    assert costs.parse_heads("64/8") == (64, 8)
+def test_bad_heads_are_refused(costs, text: str, tmp_path: Path) -> None:
+    """``--heads`` reads HQ/HKV with the sweeps' parser (``tile_sweep.parse_heads``): malformed ones end the run before
+    anything is measured or read; well-formed ones reach the run (here: a report folder with no records)."""
+    with pytest.raises(SystemExit) as refused:
+        costs.main(["--heads", text, "--report", str(tmp_path)])
+    assert refused.value.code == 2  # argparse's usage error
+    with pytest.raises(FileNotFoundError):
+        costs.main(["--heads", "64/8", "--report", str(tmp_path)])
 
 
 def test_the_fit_becomes_a_measured_costs_entry(costs) -> None:
