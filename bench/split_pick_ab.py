@@ -50,14 +50,13 @@ def picks(kv_dtype: str, trees: int) -> dict[str, int]:
     from pat_sglang.planner import plan_forest
 
     device = DeviceSpec(sm_count=H200_SMS, arch="sm90")
-    out = {}
-    for hq, hkv, hd in HEAD_CONFIGS:
-        heads = HeadConfig(hq, hkv, hd, torch.bfloat16, FP8_KV_NAMES.get(kv_dtype))
-        for seed in range(trees):
-            indptr, indices, _ = tree_inputs(seed)
-            out[f"{hq}/{hkv}/{hd}/{seed}"] = plan_forest(PrefixForest.from_flat(indptr, indices), heads,
-                                                         device).split_tokens
-    return out
+    configs = [HeadConfig(hq, hkv, hd, torch.bfloat16, FP8_KV_NAMES.get(kv_dtype)) for hq, hkv, hd in HEAD_CONFIGS]
+    forests = []  # each tree made once, planned under every head config
+    for seed in range(trees):
+        indptr, indices, _ = tree_inputs(seed)
+        forests.append(PrefixForest.from_flat(indptr, indices))
+    return {f"{h.num_q_heads}/{h.num_kv_heads}/{h.head_dim}/{seed}": plan_forest(forest, h, device).split_tokens
+            for h in configs for seed, forest in enumerate(forests)}
 
 
 def time_picks(base: dict[str, int], kv_dtype: str, rounds: int, reps: int) -> int:
