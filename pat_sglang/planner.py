@@ -31,7 +31,7 @@ KV splits so the grid fills the GPU without a long tail. One split length serves
 among a few candidates (``_split_candidates``: no split, multiples of one wave's split ``sum_items(tokens) *
 num_kv_heads / target_ctas`` from 2x to 1/4x, and each whole number of waves up to ``MAX_WAVES``):
 
-    cost     = makespan + MERGE_CHAIN_COST_SLOT_BYTES * max partials of a request
+    cost     = makespan + MERGE_CHAIN_COST_SLOT_BYTES[KV element] * max partials of a request
     makespan = the launch simulated on target_ctas / num_kv_heads item slots: items in launch order, each to the
                slot that frees first (the hardware's in-order CTA dispatch), an item taking
                ITEM_OVERHEAD_SLOT_BYTES[tile m] + its KV bytes of one slot's streaming time (configurations
@@ -114,16 +114,27 @@ SPLIT_STEPS_UP = 2  # each whole number of waves: also try split lengths this ma
 # with them the simulated launch picks, of the fixed split lengths timed on 9-12 trees in four runs, one 1.005x the
 # fastest on average, 1.06x at worst (bench/split_model_check.py; docs/perf/kernels/2026-11-29-h200-item-costs/).
 ITEM_OVERHEAD_SLOT_BYTES = {16: 48 << 10, 32: 72 << 10, 64: 192 << 10, 128: 384 << 10}  # 128 rows: not measured
-MERGE_CHAIN_COST_SLOT_BYTES = 1536  # each partial of the request with the most (~0.2 us: its merge runs them in turn)
+# Each partial of the request with the most partials, by KV element ("16bit" or "fp8", as MEASURED_ITEM_COSTS' keys):
+# the price of cutting finer. Fitted on every candidate split length timed on random and benchmark trees
+# (bench/split_regret.py; docs/perf/kernels/2026-12-02-h200-split-regret/): with 16-bit pools 16 KB (~2 us) takes the
+# picks' mean regret from 1.029-1.037 to 1.012-1.018 on two sets of trees under five head configs; FP8 pools keep
+# 1536 B (~0.2 us, the merge running a chain in turn): no other value or fixed-cost or token-cost scale lowered theirs
+# on both sets (their picks 1.033 the fastest candidate).
+MERGE_CHAIN_COST_SLOT_BYTES = {"16bit": 16 << 10, "fp8": 1536}
 # Per-CTA costs measured for configurations the fit above does not describe: (KV element, head dim, GQA group) -> tile
 # m -> (fixed cost, cost per KV token of one KV head), both in slot bytes (SLOT_BYTES_PER_US per microsecond of a CTA;
 # ``bench/item_costs.py --heads/--head-dim/--kv-dtype ... --costs`` prints an entry from its fit). A configuration or
 # tile m not listed takes the fit above: ITEM_OVERHEAD_SLOT_BYTES and the token's own bytes. FP8 items do not cost
-# their bytes at the 16-bit rate (64-row ones convert K and V CTA-wide; 16-row ones read them from the FP8 stage), and
-# one scale on the token cost was refuted on random trees (docs/perf/kernels/2026-12-01-h200-fp8-split-model/): each
-# configuration takes its own measured entry, checked with bench/split_model_check.py and bench/split_pick_ab.py.
-SLOT_BYTES_PER_US = 8325  # the fit's unit: 512-byte tokens streamed at 61.5 us per 1000 by one CTA slot
-MEASURED_ITEM_COSTS: dict[tuple[str, int, int], dict[int, tuple[int, int]]] = {}
+# their bytes at the 16-bit rate (64-row ones convert K and V CTA-wide; 16-row ones read them from the FP8 stage).
+# An entry is listed only where it lowered the picks' regret on both measured sets of trees (bench/split_regret.py,
+# docs/perf/kernels/2026-12-02-h200-split-regret/): FP8 d256 1.045/1.057 -> 1.018/1.028, FP8 64/8 1.049/1.029 ->
+# 1.043/1.024, 16-bit d64 1.035/1.050 -> 1.021/1.027. The fits for FP8 32/8 d128, 16-bit 64/8, 32/32 and d256 were
+# measured too and left out (no better on one set or worse on both; item-costs/ there).
+MEASURED_ITEM_COSTS: dict[tuple[str, int, int], dict[int, tuple[int, int]]] = {
+    ("fp8", 128, 8): {16: (40427, 298), 32: (86016, 443), 64: (159173, 303)},
+    ("fp8", 256, 4): {16: (50498, 296), 32: (114074, 468), 64: (135031, 426)},
+    ("16bit", 64, 4): {16: (36024, 343), 32: (58893, 391), 64: (98806, 249)},
+}
 # A changed batch re-planned from scratch keeps the split length last chosen while its planned KV stays within this
 # fraction of the KV it was chosen for (and the length is still a candidate, or still cuts no pack as the no-split
 # candidate): one request joining or leaving rarely moves the best length, and the cost model is most of a full plan's
@@ -502,7 +513,8 @@ def _plan(
             split_tokens = _split_length(candidates, pack_tokens, pack_blocks, pack_req, pack_req_count, num_requests,
                                          num_kv_heads, target,
                                          *_block_costs(tiles.tile_ms, group, reqs_per_block,
-                                                       tok_bytes // num_kv_heads, _measured_costs(heads)))
+                                                       tok_bytes // num_kv_heads, _measured_costs(heads)),
+                                         _chain_cost(heads))
     # each row block of a pack has its splits (the items); each request sits in one row block of its pack (the entries)
     splits, num_items, num_entries = _split_numbers(pack_tokens, split_tokens, pack_blocks, pack_req_count)
     # Open ends: the last split of a pack whose node has one request (in canonical form, that request's private leaf:
@@ -945,13 +957,15 @@ def _split_length(
     target: int,
     block_token_bytes: np.ndarray,
     block_overheads: np.ndarray,
+    chain_cost: float = MERGE_CHAIN_COST_SLOT_BYTES["16bit"],
 ) -> int:
     """The step's KV split length: of the ``candidates`` (``_split_candidates``), the one whose launch the cost model
     (``_launch_costs``) finishes first; on a tie (the same longest item sets every candidate's makespan) the one with
     more items: the other slots then finish earlier and that item's tail runs with less competition for HBM (rollout64
     on the H200: 1024-token splits 86-87 us against the 1280-token ones' 90 us at equal predicted cost, three runs;
     bench/split_model_check.py: no other measured tree changes). ``block_token_bytes[n]`` / ``block_overheads[n]``:
-    a KV token's cost and the fixed cost of an item of a row block of ``n`` requests (``_block_costs``)."""
+    a KV token's cost and the fixed cost of an item of a row block of ``n`` requests (``_block_costs``);
+    ``chain_cost``: each partial of the request with the most (``_chain_cost``)."""
     longest = int(pack_tokens.max())
     if len(candidates) == 1:
         return candidates[0]
@@ -960,13 +974,13 @@ def _split_length(
         # every pack alike (equal private rows, say): the same model without a candidate x pack matrix
         lengths, cost, items = _uniform_launch_costs(candidates, pack_tokens.shape[0], longest, int(pack_blocks[0]),
                                                      int(pack_req_count[0]), pack_req, num_requests,
-                                                     block_token_bytes, block_overheads, slots)
+                                                     block_token_bytes, block_overheads, slots, chain_cost)
         return lengths[_cheapest(cost, items)]
     sim = host_core.loaded()
     if sim is not None:  # the rest of this function in one call
         return sim.split_length(candidates, longest, pack_tokens, pack_blocks, pack_req_count, pack_req, num_requests,
-                                slots, block_token_bytes, block_overheads, float(MERGE_CHAIN_COST_SLOT_BYTES),
-                                SPLIT_COST_TOLERANCE, RUN_BATCH_ITEMS)
+                                slots, block_token_bytes, block_overheads, float(chain_cost), SPLIT_COST_TOLERANCE,
+                                RUN_BATCH_ITEMS)
     # a length that holds the longest pack cuts nothing: only the longest such (the first) stays
     lengths = np.array(candidates[:1] + [length for length in candidates[1:] if length < longest], dtype=np.int64)
     if lengths.shape[0] == 1:
@@ -984,7 +998,7 @@ def _split_length(
     overheads = (block_overheads[-1], block_overheads[last_size])
     token_bytes = (int(block_token_bytes[-1]), block_token_bytes[last_size])
     cost, items = _launch_costs(splits, pack_tokens, full, token_bytes, overheads, pack_req, pack_req_count,
-                                num_requests, slots)
+                                num_requests, slots, chain_cost)
     return int(lengths[_cheapest(cost.tolist(), items.tolist())])
 
 
@@ -1029,11 +1043,13 @@ def _launch_costs(
     pack_req_count: np.ndarray,
     num_requests: int,
     slots: int,
+    chain_cost: float = MERGE_CHAIN_COST_SLOT_BYTES["16bit"],
 ) -> tuple[np.ndarray, np.ndarray]:
     """(predicted forward + merge time, items) of each candidate row of ``splits`` (candidate x pack), the time in
     bytes one CTA slot streams (see the module docstring). ``pack_tokens``: each pack's KV tokens; ``full_blocks``:
     its row blocks before the last; ``token_bytes`` / ``overheads``: a KV token's cost (in slot bytes of one KV head)
-    and an item's fixed cost in a full block, and in each pack's last block. Items run in launch order by their KV
+    and an item's fixed cost in a full block, and in each pack's last block; ``chain_cost``: each partial of the
+    request with the most (``MERGE_CHAIN_COST_SLOT_BYTES``). Items run in launch order by their KV
     tokens, longest first. Candidates are simulated in the order of a lower bound of their cost; one whose bound
     exceeds the best cost found is not simulated (its cost is the bound: it cannot win), and one that cannot beat it
     stops early (its cost is then where it stopped, also above the best). Sums over packs run in pack order (cumulative
@@ -1045,7 +1061,7 @@ def _launch_costs(
     if sim is not None:
         return sim.launch_costs(splits, pack_tokens, full_blocks, full_token_bytes, last_token_bytes,
                                 float(full_overhead), last_overhead, pack_req, pack_req_count, num_requests, slots,
-                                float(MERGE_CHAIN_COST_SLOT_BYTES), SPLIT_COST_TOLERANCE, RUN_BATCH_ITEMS)
+                                float(chain_cost), SPLIT_COST_TOLERANCE, RUN_BATCH_ITEMS)
     item_tokens = pack_tokens / splits  # each pack's items carry about the same KV; the launch order's key
     counts = splits * (full_blocks + 1)
     items = counts.sum(axis=1)
@@ -1058,14 +1074,14 @@ def _launch_costs(
         key = (np.arange(num_cands)[:, None] * num_requests + pack_req[None, :]).ravel()
         partials_of = np.bincount(key, weights=splits[:, entry_pack].ravel(), minlength=num_cands * num_requests)
         chain = partials_of.reshape(num_cands, num_requests).max(axis=1)
-    chain_cost = MERGE_CHAIN_COST_SLOT_BYTES * np.where(chain < 2, 0, chain)  # one partial: written as the output
+    chain_costs = chain_cost * np.where(chain < 2, 0, chain)  # one partial: written as the output
     # each pack's items: splits x full blocks of one duration, splits of its last block's
     dur_full = pack_tokens * full_token_bytes / splits + full_overhead
     dur_last = pack_tokens * last_token_bytes / splits + last_overhead
     full_items = counts - splits
     total = _row_sums(dur_full * full_items) + _row_sums(dur_last * splits)
     longest = np.maximum(np.where(full_blocks > 0, dur_full, 0).max(axis=1), dur_last.max(axis=1))
-    bound = np.maximum(longest, total / slots) + chain_cost
+    bound = np.maximum(longest, total / slots) + chain_costs
     pair_reps = np.stack([full_items, splits], axis=2)  # candidate x pack x (full blocks, last block)
     pair_durations = np.stack([dur_full, dur_last], axis=2)
 
@@ -1086,7 +1102,7 @@ def _launch_costs(
     def makespan(c: int, limit: float) -> float:
         return _greedy_makespan(*runs(c), slots, limit)
 
-    cost = _simulated_costs(bound.tolist(), chain_cost.tolist(), items.tolist(), makespan, slots)
+    cost = _simulated_costs(bound.tolist(), chain_costs.tolist(), items.tolist(), makespan, slots)
     return np.array(cost), items
 
 
@@ -1101,6 +1117,7 @@ def _uniform_launch_costs(
     block_token_bytes: np.ndarray,
     block_overheads: np.ndarray,
     slots: int,
+    chain_cost: float = MERGE_CHAIN_COST_SLOT_BYTES["16bit"],
 ) -> tuple[list[int], list[float], list[int]]:
     """``_launch_costs`` where each of ``num_packs`` packs has ``tokens`` tokens and ``req_count`` requests in
     ``blocks`` row blocks: (the lengths that cut the packs differently, the longest of each run
@@ -1129,10 +1146,10 @@ def _uniform_launch_costs(
         kv_full = _pack_sums([d * (s * full) for d, s in zip(dur_full, splits, strict=True)], num_packs)
         total = [a + b for a, b in zip(kv_full, total, strict=True)]
     items = [num_packs * s * blocks for s in splits]
-    chain_cost = [MERGE_CHAIN_COST_SLOT_BYTES * (0 if s * most_packs < 2 else s * most_packs) for s in splits]
+    chain_costs = [chain_cost * (0 if s * most_packs < 2 else s * most_packs) for s in splits]
     bound = [
         max(max(f, d) if full else d, t / slots) + chain
-        for f, d, t, chain in zip(dur_full, dur_last, total, chain_cost, strict=True)
+        for f, d, t, chain in zip(dur_full, dur_last, total, chain_costs, strict=True)
     ]
 
     def makespan(c: int, limit: float) -> float:  # a few runs: the Python simulation costs little here
@@ -1141,7 +1158,7 @@ def _uniform_launch_costs(
         return _greedy_makespan([dur_full[c], dur_last[c]] * num_packs, [splits[c] * full, splits[c]] * num_packs,
                                 slots, limit)
 
-    return lengths, _simulated_costs(bound, chain_cost, items, makespan, slots), items
+    return lengths, _simulated_costs(bound, chain_costs, items, makespan, slots), items
 
 
 def _row_sums(values: np.ndarray) -> np.ndarray:
@@ -1423,10 +1440,20 @@ def _tile_lut(tile_ms: tuple[int, ...], group: int, reqs_per_block: int) -> tupl
     return tile, tile_m
 
 
+def _cost_kind(heads: HeadConfig) -> str:
+    """The KV element the split model's per-configuration tables are keyed by: "fp8" or "16bit"."""
+    return "fp8" if heads.kv_fp8 else "16bit"
+
+
+def _chain_cost(heads: HeadConfig) -> float:
+    """Each partial of the request with the most, in slot bytes, for this configuration's KV element."""
+    return float(MERGE_CHAIN_COST_SLOT_BYTES[_cost_kind(heads)])
+
+
 def _measured_costs(heads: HeadConfig) -> tuple[tuple[int, int, int], ...]:
     """This configuration's ``MEASURED_ITEM_COSTS`` entry as (tile m, fixed cost, token cost) rows (hashable, for
     ``_block_costs``' cache); empty where none was measured."""
-    key = ("fp8" if heads.kv_fp8 else "16bit", heads.head_dim, heads.group)
+    key = (_cost_kind(heads), heads.head_dim, heads.group)
     return tuple((m, fixed, token) for m, (fixed, token) in sorted(MEASURED_ITEM_COSTS.get(key, {}).items()))
 
 
