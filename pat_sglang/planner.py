@@ -130,6 +130,7 @@ MERGE_CHAIN_COST_SLOT_BYTES = {"16bit": 16 << 10, "fp8": 1536}
 # docs/perf/kernels/2026-12-02-h200-split-regret/): FP8 d256 1.045/1.057 -> 1.018/1.028, FP8 64/8 1.049/1.029 ->
 # 1.043/1.024, 16-bit d64 1.035/1.050 -> 1.021/1.027. The fits for FP8 32/8 d128, 16-bit 64/8, 32/32 and d256 were
 # measured too and left out (no better on one set or worse on both; item-costs/ there).
+SLOT_BYTES_PER_US = 8325  # the fit's unit: 512-byte tokens streamed at 61.5 us per 1000 by one CTA slot
 MEASURED_ITEM_COSTS: dict[tuple[str, int, int], dict[int, tuple[int, int]]] = {
     ("fp8", 128, 8): {16: (40427, 298), 32: (86016, 443), 64: (159173, 303)},
     ("fp8", 256, 4): {16: (50498, 296), 32: (114074, 468), 64: (135031, 426)},
