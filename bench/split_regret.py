@@ -40,13 +40,25 @@ CASE_SEED_BASE = 1000  # the named trees' rng seeds (serving cases draw their tr
 
 
 def tree_inputs(name: str):  # -> (kv_indptr, kv_indices, num_slots)
-    """A random tree (``name`` a seed) or a named benchmark tree (``name`` ``case:INDEX:NAME``)."""
+    """A random tree (``name`` a seed) or a named tree (``name`` ``case:INDEX:CASE``): CASE a benchmark tree of
+    ``bench/tile_sweep.py`` or a serving window ``gsp:GROUPS:PER_GROUP:BATCH:PREFIX:QUESTION:GENERATED``
+    (``workloads.ServingWindow``, shuffled as bench_serving does; e.g. issue 9's shared-prefix points
+    ``gsp:4:16:64:4096:256:256`` and ``gsp:4:64:256:4096:256:256``)."""
     if name.startswith("case:"):
+        _, index, case = name.split(":", 2)
+        rng = np.random.default_rng(CASE_SEED_BASE + int(index))
+        if case.startswith("gsp:"):
+            from pat_sglang.workloads import ServingWindow, layout_tree
+
+            sizes = [int(x) for x in case.split(":")[1:]]
+            if len(sizes) != 6:
+                raise ValueError(f"{case!r}: gsp:GROUPS:PER_GROUP:BATCH:PREFIX:QUESTION:GENERATED")
+            batch = layout_tree(ServingWindow(*sizes).tree(rng), rng=rng)
+            return batch.kv_indptr, batch.kv_indices, batch.num_slots
         sys.path.insert(0, str(ROOT / "bench"))
         from tile_sweep import case_batch
 
-        _, index, case = name.split(":")
-        return case_batch(case, np.random.default_rng(CASE_SEED_BASE + int(index)))
+        return case_batch(case, rng)
     from pat_sglang.workloads import layout_tree, random_tree
 
     rng = np.random.default_rng(int(name))

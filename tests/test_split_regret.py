@@ -24,7 +24,7 @@ def sr():
     return load_script(REPO / "bench" / "split_regret.py")
 
 
-@pytest.mark.parametrize("name", ["0", "7", "case:0:b", "case:1:e"])
+@pytest.mark.parametrize("name", ["0", "7", "case:0:b", "case:1:e", "case:2:gsp:4:16:64:4096:256:256"])
 def test_recorded_candidates_are_the_planners_and_hold_its_pick(sr, name: str) -> None:
     indptr, indices, _ = sr.tree_inputs(name)
     forest = PrefixForest.from_flat(indptr, indices)
@@ -33,6 +33,19 @@ def test_recorded_candidates_are_the_planners_and_hold_its_pick(sr, name: str) -
         assert pick == planner.plan_forest(forest, heads, H200).split_tokens
         assert pick in candidates
         assert candidates == sorted(set(candidates), reverse=True)  # _split_candidates: distinct, longest first
+
+
+def test_a_serving_window_case_is_its_batch(sr) -> None:
+    """``gsp:GROUPS:PER_GROUP:BATCH:PREFIX:QUESTION:GENERATED``: BATCH requests, each its group's prefix + its
+    question + 0..GENERATED tokens, and the same tree for the same name (the seed follows the case's place)."""
+    indptr, indices, _ = sr.tree_inputs("case:3:gsp:4:16:64:4096:256:256")
+    lengths = (indptr[1:] - indptr[:-1]).tolist()
+    assert len(lengths) == 64
+    assert all(4096 + 256 <= n <= 4096 + 256 + 256 for n in lengths)
+    again = sr.tree_inputs("case:3:gsp:4:16:64:4096:256:256")
+    assert torch.equal(torch.as_tensor(indices), torch.as_tensor(again[1]))
+    with pytest.raises(ValueError, match="GROUPS"):
+        sr.tree_inputs("case:0:gsp:4:16:64")
 
 
 def _records(sr, names: list[str], kv_dtype: str, fastest: str) -> dict[str, dict]:
