@@ -140,7 +140,7 @@ def measure(cases: list[str], split_tokens: list[int], reps: int, heads_qkv: tup
             head_dim: int = 128, kv_dtype: str = "bf16") -> tuple[list[dict], list[dict]]:
     import torch  # noqa: PLC0415
     from bench_kernels import time_graph  # noqa: PLC0415
-    from tile_sweep import case_batch  # noqa: PLC0415
+    from tile_sweep import bench_kv_scale, case_batch, stored_kv  # noqa: PLC0415
 
     from pat_sglang.config import DeviceSpec, HeadConfig  # noqa: PLC0415
     from pat_sglang.forest import PrefixForest  # noqa: PLC0415
@@ -150,7 +150,7 @@ def measure(cases: list[str], split_tokens: list[int], reps: int, heads_qkv: tup
 
     hq, hkv = heads_qkv
     heads = HeadConfig(hq, hkv, head_dim, torch.bfloat16, FP8_KV_NAMES.get(kv_dtype))
-    kv_scale = 0.5 if heads.kv_fp8 else 1.0  # FP8 pools hold value / scale (bench/tile_sweep.py's convention)
+    kv_scale = bench_kv_scale(heads)
     config = {"heads": f"{hq}/{hkv}", "head_dim": head_dim, "kv_dtype": kv_dtype}
     device = DeviceSpec.from_torch(torch.device("cuda"))
     timing = KernelTune(timing=True)
@@ -159,9 +159,8 @@ def measure(cases: list[str], split_tokens: list[int], reps: int, heads_qkv: tup
     launches: list[dict] = []
     for case in cases:
         indptr, indices, slots = case_batch(case, rng)
-        q, k, v = make_qkv(indptr.shape[0] - 1, hq, hkv, head_dim, slots, torch.bfloat16, "cuda", seed=1)
-        if heads.kv_fp8:
-            k, v = (k.float() / kv_scale).to(heads.kv_dtype), (v.float() / kv_scale).to(heads.kv_dtype)
+        q, k16, v16 = make_qkv(indptr.shape[0] - 1, hq, hkv, head_dim, slots, torch.bfloat16, "cuda", seed=1)
+        k, v = stored_kv(k16, v16, heads)
         forest = PrefixForest.from_flat(indptr, indices)
         for split in [None, *split_tokens]:
             host = plan_forest(forest, heads, device, split_tokens=split)

@@ -113,7 +113,7 @@ def measure(kv_dtype: str, names: list[str], rounds: int, reps: int, out: Path) 
 
     sys.path.insert(0, str(ROOT / "bench"))
     from bench_kernels import time_graph
-    from tile_sweep import check_against
+    from tile_sweep import bench_kv_scale, check_against, stored_kv
 
     from pat_sglang.config import DeviceSpec
     from pat_sglang.forest import PrefixForest
@@ -122,7 +122,6 @@ def measure(kv_dtype: str, names: list[str], rounds: int, reps: int, out: Path) 
     from pat_sglang.reference import sampled_naive_decode
     from pat_sglang.workloads import make_qkv
 
-    kv_scale = 0.5 if kv_dtype != "bf16" else 1.0  # FP8 pools hold value / scale (tile_sweep.py's convention)
     device = DeviceSpec.from_torch(torch.device("cuda"))
     records: dict[str, dict] = {}
     result = {"kv_dtype": kv_dtype, "device": torch.cuda.get_device_name(), "sm_count": device.sm_count,
@@ -134,10 +133,10 @@ def measure(kv_dtype: str, names: list[str], rounds: int, reps: int, out: Path) 
         for heads in head_configs(kv_dtype):
             key = f"{heads.num_q_heads}/{heads.num_kv_heads}/{heads.head_dim}/{name}"
             pick, candidates = pick_and_candidates(forest, heads, device)
-            q, k, v = make_qkv(indptr.shape[0] - 1, heads.num_q_heads, heads.num_kv_heads, heads.head_dim, slots,
-                               torch.bfloat16, "cuda", seed=1)
-            if heads.kv_fp8:
-                k, v = (k.float() / kv_scale).to(heads.kv_dtype), (v.float() / kv_scale).to(heads.kv_dtype)
+            q, k16, v16 = make_qkv(indptr.shape[0] - 1, heads.num_q_heads, heads.num_kv_heads, heads.head_dim,
+                                   slots, torch.bfloat16, "cuda", seed=1)
+            k, v = stored_kv(k16, v16, heads)
+            kv_scale = bench_kv_scale(heads)
             scale = 1 / math.sqrt(heads.head_dim)
             ref = sampled_naive_decode(q, k, v, indptr, indices, scale, k_scale=kv_scale, v_scale=kv_scale)
             plans: list = []  # distinct plans, with the candidate lengths that make each
@@ -156,8 +155,8 @@ def measure(kv_dtype: str, names: list[str], rounds: int, reps: int, out: Path) 
                 plan = host.to("cuda")
                 out_t = torch.full_like(q, float("nan"))
 
-                def call(_: int, plan=plan, out_t=out_t, q=q, k=k, v=v, scale=scale) -> torch.Tensor:
-                    return launch_plan(plan, q, k, v, scale, out=out_t, k_scale=kv_scale, v_scale=kv_scale)
+                def call(_: int, plan=plan, out_t=out_t, q=q, k=k, v=v, scale=scale, s=kv_scale) -> torch.Tensor:
+                    return launch_plan(plan, q, k, v, scale, out=out_t, k_scale=s, v_scale=s)
 
                 call(0)
                 check_against(out_t, ref, f"{key} split {host.split_tokens}")

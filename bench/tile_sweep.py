@@ -232,6 +232,23 @@ def plan_tiles(table: TileTable, tune: KernelTune | None) -> TileTable:
     return table
 
 
+FP8_BENCH_SCALE = 0.5  # the benchmarks' FP8 pools hold the bf16 values / this; kernels and reference read stored * this
+
+
+def bench_kv_scale(heads: HeadConfig) -> float:
+    """The per-tensor K/V scale the benchmarks' pools are read with (``stored_kv``): 1.0 for 16-bit pools."""
+    return FP8_BENCH_SCALE if heads.kv_fp8 else 1.0
+
+
+def stored_kv(k16: torch.Tensor, v16: torch.Tensor, heads: HeadConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The K and V pools as ``heads.kv_dtype`` stores the bf16 values ``k16``/``v16``: 16-bit pools as they are, FP8
+    pools the values / ``bench_kv_scale`` (so the kernels' scale path is exercised)."""
+    if not heads.kv_fp8:
+        return k16, v16
+    kv_scale = bench_kv_scale(heads)
+    return (k16.float() / kv_scale).to(heads.kv_dtype), (v16.float() / kv_scale).to(heads.kv_dtype)
+
+
 def check_against(out: torch.Tensor, ref: tuple, what: str) -> None:
     """Stop the sweep unless ``out``'s sampled requests (``ref``: their indices, float64 attention) are within the
     bf16 bound."""
@@ -277,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     heads16 = HeadConfig(hq, hkv, hd, torch.bfloat16)
     fp8 = args.kv_dtype != "bf16"
     heads = HeadConfig(hq, hkv, hd, torch.bfloat16, FP8_KV_NAMES[args.kv_dtype]) if fp8 else heads16
-    kv_scale = 0.5 if fp8 else 1.0
+    kv_scale = bench_kv_scale(heads)
     rng = np.random.default_rng(0)
     real = DeviceSpec.from_torch(torch.device("cuda"))
     table = load_tile_table(real.arch)
@@ -303,9 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.cases:
         indptr, indices, slots = case_batch(name, rng)
         q, k16, v16 = make_qkv(indptr.shape[0] - 1, hq, hkv, hd, slots, torch.bfloat16, "cuda", seed=1)
-        k, v = k16, v16
-        if fp8:  # stored = value / scale; the kernels and the reference read stored * scale
-            k, v = (k16.float() / kv_scale).to(heads.kv_dtype), (v16.float() / kv_scale).to(heads.kv_dtype)
+        k, v = stored_kv(k16, v16, heads)  # FP8: stored = value / scale, read as stored * scale
         ref = sampled_naive_decode(q, k, v, indptr, indices, scale, k_scale=kv_scale, v_scale=kv_scale)
         forest = PrefixForest.from_flat(indptr, indices)
         cells = []
