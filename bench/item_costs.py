@@ -87,22 +87,35 @@ def fit_tile_costs(records: Iterable[dict[str, object]]) -> dict[int, tuple[floa
     return fits
 
 
+def config_heads(launch: dict[str, object]):  # -> HeadConfig | None
+    """The heads a run was measured with, from a ``launches.csv`` row's config columns (``CONFIG_FIELDS``); None for
+    rows written before those columns existed (then the defaults: 32/8, d128, bf16)."""
+    import torch  # noqa: PLC0415
+
+    from pat_sglang.config import HeadConfig  # noqa: PLC0415
+    from pat_sglang.kernels import FP8_KV_NAMES  # noqa: PLC0415
+
+    if not launch.get("heads"):
+        return None
+    hq, hkv = (int(x) for x in str(launch["heads"]).split("/"))
+    return HeadConfig(hq, hkv, int(launch["head_dim"]), torch.bfloat16, FP8_KV_NAMES.get(str(launch["kv_dtype"])))
+
+
 def cost_entry(fits: dict[int, tuple[float, float, int]], launches: list[dict[str, object]]) -> str:
     """The fit as a ``planner.MEASURED_ITEM_COSTS`` entry for the run's configuration (from ``launches``' config
-    columns): per tile m with a determined line, (fixed cost, cost per KV token of one KV head) in slot bytes
-    (``planner.SLOT_BYTES_PER_US`` per us). A CTA streams one KV head's tokens, so its us per 1000 tokens is per 1000
-    head-tokens."""
-    from pat_sglang.planner import SLOT_BYTES_PER_US  # noqa: PLC0415
+    columns, keyed by ``planner.cost_key``): per tile m with a determined line, (fixed cost, cost per KV token of one
+    KV head) in slot bytes (``planner.SLOT_BYTES_PER_US`` per us). A CTA streams one KV head's tokens, so its us per
+    1000 tokens is per 1000 head-tokens."""
+    from pat_sglang.planner import SLOT_BYTES_PER_US, cost_key  # noqa: PLC0415
 
-    if not launches or not launches[0].get("heads"):
+    heads = config_heads(launches[0]) if launches else None
+    if heads is None:
         raise ValueError("launches without the run's configuration (written before --heads/--kv-dtype existed)")
-    first = launches[0]
-    hq, hkv = (int(x) for x in str(first["heads"]).split("/"))
-    kind = "16bit" if first["kv_dtype"] == "bf16" else "fp8"
     costs = {tile: (round(overhead * SLOT_BYTES_PER_US), round(per_k / 1e3 * SLOT_BYTES_PER_US))
              for tile, (overhead, per_k, _) in fits.items() if math.isfinite(per_k) and overhead > 0 and per_k > 0}
     body = ", ".join(f"{tile}: ({fixed}, {token})" for tile, (fixed, token) in sorted(costs.items()))
-    return f"(\"{kind}\", {int(first['head_dim'])}, {hq // hkv}): {{{body}}},"
+    kind, head_dim, group = cost_key(heads)
+    return f"(\"{kind}\", {head_dim}, {group}): {{{body}}},"
 
 
 def write_csv(path: Path, fields: tuple[str, ...], rows: Iterable[dict[str, object]]) -> None:

@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from item_costs import config_heads  # noqa: E402
 from tile_sweep import case_batch  # noqa: E402
 from tile_tables import read_table  # noqa: E402
 
@@ -67,14 +68,12 @@ def launch_times(path: Path) -> dict[str, dict[int | None, float]]:
 
 
 def launch_heads(path: Path) -> HeadConfig:
-    """The heads an ``item_costs.py`` ``launches.csv`` was measured with (its config columns; files written before
-    them: the defaults)."""
+    """The heads an ``item_costs.py`` ``launches.csv`` was measured with (``item_costs.config_heads`` of its first
+    row; files written before the config columns: the defaults)."""
     with path.open() as f:
         row = next(csv.DictReader(f), None)
-    if row is None or not row.get("heads"):
-        return HEADS
-    hq, hkv = (int(x) for x in row["heads"].split("/"))
-    return HeadConfig(hq, hkv, int(row["head_dim"]), torch.bfloat16, FP8_KV_NAMES.get(row["kv_dtype"]))
+    heads = None if row is None else config_heads(row)
+    return HEADS if heads is None else heads
 
 
 def check(name: str, runs: dict[str, dict[int | None, float]], heads: HeadConfig = HEADS) -> list[float]:

@@ -1441,21 +1441,22 @@ def _tile_lut(tile_ms: tuple[int, ...], group: int, reqs_per_block: int) -> tupl
     return tile, tile_m
 
 
-def _cost_kind(heads: HeadConfig) -> str:
-    """The KV element the split model's per-configuration tables are keyed by: "fp8" or "16bit"."""
-    return "fp8" if heads.kv_fp8 else "16bit"
+def cost_key(heads: HeadConfig) -> tuple[str, int, int]:
+    """The split model's key for this configuration: (KV element, "fp8" or "16bit"; head dim; GQA group), as
+    ``MEASURED_ITEM_COSTS`` is keyed (its first part keys ``MERGE_CHAIN_COST_SLOT_BYTES``)."""
+    return ("fp8" if heads.kv_fp8 else "16bit", heads.head_dim, heads.group)
 
 
 def _chain_cost(heads: HeadConfig) -> float:
     """Each partial of the request with the most, in slot bytes, for this configuration's KV element."""
-    return float(MERGE_CHAIN_COST_SLOT_BYTES[_cost_kind(heads)])
+    return float(MERGE_CHAIN_COST_SLOT_BYTES[cost_key(heads)[0]])
 
 
 def _measured_costs(heads: HeadConfig) -> tuple[tuple[int, int, int], ...]:
     """This configuration's ``MEASURED_ITEM_COSTS`` entry as (tile m, fixed cost, token cost) rows (hashable, for
     ``_block_costs``' cache); empty where none was measured."""
-    key = (_cost_kind(heads), heads.head_dim, heads.group)
-    return tuple((m, fixed, token) for m, (fixed, token) in sorted(MEASURED_ITEM_COSTS.get(key, {}).items()))
+    entry = MEASURED_ITEM_COSTS.get(cost_key(heads), {})
+    return tuple((m, fixed, token) for m, (fixed, token) in sorted(entry.items()))
 
 
 @functools.lru_cache(maxsize=64)
