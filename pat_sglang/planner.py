@@ -958,7 +958,7 @@ def _split_length(
     target: int,
     block_token_bytes: np.ndarray,
     block_overheads: np.ndarray,
-    chain_cost: float = MERGE_CHAIN_COST_SLOT_BYTES["16bit"],
+    chain_cost: float,
 ) -> int:
     """The step's KV split length: of the ``candidates`` (``_split_candidates``), the one whose launch the cost model
     (``_launch_costs``) finishes first; on a tie (the same longest item sets every candidate's makespan) the one with
@@ -1044,7 +1044,7 @@ def _launch_costs(
     pack_req_count: np.ndarray,
     num_requests: int,
     slots: int,
-    chain_cost: float = MERGE_CHAIN_COST_SLOT_BYTES["16bit"],
+    chain_cost: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(predicted forward + merge time, items) of each candidate row of ``splits`` (candidate x pack), the time in
     bytes one CTA slot streams (see the module docstring). ``pack_tokens``: each pack's KV tokens; ``full_blocks``:
@@ -1118,7 +1118,7 @@ def _uniform_launch_costs(
     block_token_bytes: np.ndarray,
     block_overheads: np.ndarray,
     slots: int,
-    chain_cost: float = MERGE_CHAIN_COST_SLOT_BYTES["16bit"],
+    chain_cost: float,
 ) -> tuple[list[int], list[float], list[int]]:
     """``_launch_costs`` where each of ``num_packs`` packs has ``tokens`` tokens and ``req_count`` requests in
     ``blocks`` row blocks: (the lengths that cut the packs differently, the longest of each run

@@ -96,7 +96,8 @@ def _search_inputs(rng: np.random.Generator) -> tuple:
     token_bytes = (int(rng.choice([256, 320])), rng.choice([256, 320], size=num_packs))
     overheads = (float(48 << 10), rng.choice([48 << 10, 72 << 10, 192 << 10], size=num_packs).astype(np.float64))
     slots = int(rng.integers(4, 160))
-    return splits, pack_tokens, full, token_bytes, overheads, pack_req, pack_req_count, num_requests, slots
+    chain_cost = float(rng.choice(list(planner.MERGE_CHAIN_COST_SLOT_BYTES.values())))  # either KV element's price
+    return splits, pack_tokens, full, token_bytes, overheads, pack_req, pack_req_count, num_requests, slots, chain_cost
 
 
 @pytest.mark.parametrize("seed", range(60))
@@ -128,7 +129,7 @@ def _edge_inputs(case: str) -> tuple:
     overheads = (float(48 << 10), np.full(packs, float(72 << 10)))
     slots = {"one slot": 1, "all at once": 10_000}.get(case, 40)
     return splits, pack_tokens, full, (256, np.full(packs, 256)), overheads, pack_req, pack_req_count, num_requests, \
-        slots
+        slots, planner.MERGE_CHAIN_COST_SLOT_BYTES["16bit"]
 
 
 @pytest.mark.parametrize("case", ["one slot", "one pack", "no full blocks", "ties", "equal packs", "all at once"])
@@ -144,11 +145,12 @@ def test_launch_costs_equal_at_the_edges(sim: host_core._HostCore, case: str, mo
 
 def test_launch_costs_refuses_fractional_tokens_or_token_bytes(sim: host_core._HostCore) -> None:
     splits, pack_tokens, *rest = _edge_inputs("one pack")
-    full, (full_tb, last_tb), (full_overhead, last_overhead), pack_req, pack_req_count, num_requests, slots = rest
+    full, (full_tb, last_tb), (full_overhead, last_overhead), pack_req, pack_req_count, num_requests, slots, \
+        chain = rest
 
     def call(tokens: np.ndarray, full_token_bytes: float, last_token_bytes: np.ndarray, req: np.ndarray) -> None:
         sim.launch_costs(splits, tokens, full, full_token_bytes, last_token_bytes, full_overhead, last_overhead, req,
-                         pack_req_count, num_requests, slots, 1536.0, 1 / 16, RUN_BATCH_ITEMS)
+                         pack_req_count, num_requests, slots, chain, 1 / 16, RUN_BATCH_ITEMS)
 
     for bad in ((pack_tokens + 0.5, full_tb, last_tb), (pack_tokens, full_tb + 0.5, last_tb),
                 (pack_tokens, full_tb, last_tb + 0.5)):
@@ -199,7 +201,8 @@ def test_split_length_equals_the_numpy_one(sim: host_core._HostCore, seed: int,
     # a token's cost by block size: on odd seeds the larger blocks' tokens cost more (FP8 wide items)
     token_bytes = np.array([256] * (rpb // 2 + 1) + [320 if seed % 2 else 256] * (rpb - rpb // 2), dtype=np.int64)
     args = (candidates, pack_tokens.astype(np.int64), pack_blocks.astype(np.int64), pack_req.astype(np.int32),
-            pack_req_count.astype(np.int64), num_requests, 8, int(rng.integers(40, 1200)), token_bytes, overheads)
+            pack_req_count.astype(np.int64), num_requests, 8, int(rng.integers(40, 1200)), token_bytes, overheads,
+            planner.MERGE_CHAIN_COST_SLOT_BYTES["fp8" if seed % 3 == 0 else "16bit"])
     got = planner._split_length(*args)
     _python(monkeypatch)
     assert got == planner._split_length(*args)

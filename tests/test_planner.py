@@ -665,7 +665,7 @@ def test_uniform_launch_costs_equal_the_general_model(
     (``_launch_costs`` over the candidate x pack matrix) costs and items exactly, for the lengths it keeps: the
     longest of each run of candidates that cut the packs alike. Requests sit in one pack each, or (shared) in several
     packs each, so that merge chains span packs."""
-    from pat_sglang.planner import _launch_costs, _split_counts, _uniform_launch_costs
+    from pat_sglang.planner import MERGE_CHAIN_COST_SLOT_BYTES, _launch_costs, _split_counts, _uniform_launch_costs
 
     rng = np.random.default_rng(seed)
     candidates = sorted({int(x) for x in rng.integers(16, 2 * tokens + 64, size=8)}, reverse=True)
@@ -680,7 +680,8 @@ def test_uniform_launch_costs_equal_the_general_model(
     # a token's cost by block size (FP8 wide items' tokens cost more than the small blocks')
     block_token_bytes = np.where(np.arange(reqs_per_block + 1) > reqs_per_block // 2, 640, 512).astype(np.int64)
     lengths, cost, items = _uniform_launch_costs(candidates, num_packs, tokens, blocks, req_count, pack_req,
-                                                 num_requests, block_token_bytes, block_overheads, slots)
+                                                 num_requests, block_token_bytes, block_overheads, slots,
+                                                 MERGE_CHAIN_COST_SLOT_BYTES["16bit"])
     counts = [max(1, -(-tokens // c)) for c in candidates]
     assert lengths == [c for i, c in enumerate(candidates) if i == 0 or counts[i] != counts[i - 1]]
     pack_tokens = np.full(num_packs, tokens, dtype=np.int64)
@@ -690,7 +691,8 @@ def test_uniform_launch_costs_equal_the_general_model(
     want_cost, want_items = _launch_costs(splits, pack_tokens, full,
                                           (int(block_token_bytes[-1]), block_token_bytes[last]),
                                           (block_overheads[-1], block_overheads[last]), pack_req,
-                                          np.full(num_packs, req_count), num_requests, slots)
+                                          np.full(num_packs, req_count), num_requests, slots,
+                                          MERGE_CHAIN_COST_SLOT_BYTES["16bit"])
     assert items == want_items.tolist()
     assert cost == want_cost.tolist()
 
@@ -777,7 +779,8 @@ def test_split_search_choice_is_within_its_tolerance(
     lengths = np.array(sorted({int(x) for x in rng.integers(16, 14000, size=12)}, reverse=True), dtype=np.int64)
     splits = planner._split_counts(pack_tokens[None, :], lengths[:, None])
     token_bytes = (640, np.where(counts - full * reqs_per_block > reqs_per_block // 2, 640, 512))
-    args = (pack_tokens, full, token_bytes, overheads, pack_req, counts, num_requests, slots)
+    args = (pack_tokens, full, token_bytes, overheads, pack_req, counts, num_requests, slots,
+            planner.MERGE_CHAIN_COST_SLOT_BYTES["16bit"])
 
     def search() -> tuple[list[float], list[int], int]:
         cost, items = planner._launch_costs(splits, *args)
@@ -809,7 +812,7 @@ def test_split_search_tolerance_skips_simulations() -> None:
     splits = planner._split_counts(pack_tokens[None, :], lengths[:, None])
     block_overheads = np.array([48 << 10] * 2, dtype=np.float64)
     args = (pack_tokens, counts - 1, (512, np.full(64, 512)), (block_overheads[-1], block_overheads[counts]),
-            np.arange(64), counts, 64, 66)
+            np.arange(64), counts, 64, 66, planner.MERGE_CHAIN_COST_SLOT_BYTES["16bit"])
     cost, items = planner._launch_costs(splits, *args)
     assert np.isinf(cost).sum() >= 2
     exact = [float(planner._launch_costs(splits[i : i + 1], *args)[0][0]) for i in range(splits.shape[0])]
