@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--measure", type=Path, help="GPU: time every candidate, write the times here")
     ap.add_argument("--evaluate", type=Path, help="CPU: score this checkout's (or --planner-root's) picks")
     ap.add_argument("--planner-root", type=Path, default=ROOT)
-    ap.add_argument("--kv-dtype", choices=("bf16", "fp8_e4m3", "fp8_e5m2"), default="bf16")
+    ap.add_argument("--kv-dtype", choices=("bf16", "fp8_e4m3", "fp8_e5m2"), default="bf16",
+                    help="--measure: the pools' element (--evaluate reads it from the file)")
     ap.add_argument("--trees", type=int, default=30, help="random trees (seeds --first-seed .. + N-1)")
     ap.add_argument("--first-seed", type=int, default=0, help="the first random tree's seed (a held-out set: past the "
                     "seeds a model was fitted on)")
