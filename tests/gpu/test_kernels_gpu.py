@@ -124,6 +124,19 @@ def test_batch_one(dtype: torch.dtype, head_dim: int) -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+def test_merge_takes_any_number_of_partials(dtype: torch.dtype, head_dim: int) -> None:
+    """The merge takes a request's partials 32 at a time, one per lane: requests of 2 to 100 partials (KV splits of
+    64 tokens), on both sides of 32 and 64, and a tree whose requests merge a shared prefix's splits with their own."""
+    seen: set[int] = set()
+    for levels in ([(1, 2 * 64)], [(1, 31 * 64)], [(1, 32 * 64)], [(1, 33 * 64)], [(1, 64 * 64)], [(1, 65 * 64)],
+                   [(1, 100 * 64)], [(1, 2048), (4, 100), (16, 70)]):
+        plan = check_batch(tree_batch(levels, rng=_next_seed()), 32, 8, head_dim, dtype, split_tokens=64)
+        seen.update(np.diff(plan.merge_indptr.cpu().numpy()).tolist())
+    assert {2, 31, 32, 33, 36, 64, 65, 100} <= seen
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_batch_1024_short_kv(dtype: torch.dtype) -> None:
     check_batch(tree_batch([(1024, 24)], rng=_next_seed()), 32, 8, 128, dtype)
     check_batch(tree_batch([(8, 64), (1024, 9)], rng=_next_seed()), 32, 8, 128, dtype)
