@@ -9,8 +9,16 @@
 #   make serving-plan        here: what `make serving` would run (measured / pending / deferred), and the commands
 #   make serving-report      here: results.md, results.csv, serving.png from $(SERVING_OUT)/results.jsonl
 #
-# On the device tool: carry .wheelhouse/part1 .wheelhouse/part2 .wheelhouse/extra (about 58 MiB together) and run
-#   make ab AB_OUT=$OUT/ab
+# On the device tool the parts (about 58 MiB together) travel beside the working tree, which a call copies too (42 MiB
+# of tracked files on 2026-12-02 leave 21 MiB a call: `python3 tools/wheelhouse/pieces.py room`), so in pieces:
+#   make wheelhouse-pieces   here: .wheelhouse/pieces/partN/{pNN,manifest.json}, each piece what a call carries
+#   there, one call per piece, each within the warm window of the last (carry .wheelhouse/pieces/partN/pNN and
+#   .wheelhouse/pieces/partN/manifest.json; .wheelhouse/extra with any of them):
+#     python3 tools/wheelhouse/pieces.py stash --src .wheelhouse/pieces/partN --store /tmp/wh-partN
+#   then, for N = 1 and 2: python3 tools/wheelhouse/pieces.py assemble --store /tmp/wh-partN \
+#     --dest /tmp/wh/partN/wheels-N.tar.xz; copy .wheelhouse/extra to /tmp/wh/extra; and install with
+#   WHEELHOUSE=/tmp/wh bash tools/wheelhouse/install_offline.sh /tmp/pat-site (or, where the whole wheelhouse fits
+#   one call: carry .wheelhouse/part1 .wheelhouse/part2 .wheelhouse/extra and run make ab AB_OUT=$OUT/ab)
 # `ab`/`ab-install` never touch the CPU venv (no pip download there): they use the machine's python3 and torch.
 
 AB_PY      ?= python3
@@ -21,9 +29,9 @@ AB_BACKENDS ?= flashinfer,pat,triton
 AB_ARGS    ?=
 
 # FA3 (SGLang's default on Hopper) needs sgl_kernel/flash_ops.abi3.so, which the wheelhouse trims (1.12 GB unpacked):
-#   make fa3-pieces          here: .fa3/pNN/piece.xz + .fa3/manifest.json (the xz stream in FA3_PIECES equal
-#                            pieces, 47.1 MiB for three: a piece and the working tree, 15.5 MB on 2026-11-30, must
-#                            fit one 64 MiB transfer; `pieces.py recut` re-cuts them as the tree grows)
+#   make fa3-pieces          here: .fa3/pNN/piece.xz + .fa3/manifest.json (the 141 MiB xz stream in pieces of
+#                            FA3_PIECE_MIB, by default what a call carries beside the working tree: 21 MiB, so seven
+#                            on 2026-12-02; `pieces.py recut --src .fa3 --piece-mib auto` re-cuts them as it grows)
 #   there, one device call per piece (carry .fa3/pNN and .fa3/manifest.json), within the warm window:
 #     python3 tools/wheelhouse/pieces.py stash --src .fa3 --store /tmp/fa3
 #   then: python3 tools/wheelhouse/pieces.py assemble --store /tmp/fa3 --dest $(AB_SITE)/sgl_kernel/flash_ops.abi3.so
@@ -50,7 +58,7 @@ SERVING_ARGS      ?=
 SERVING_SEL        = --backends $(SERVING_BACKENDS) --workloads $(SERVING_WORKLOADS) $(if $(SERVING_LOADS),--loads \
                      $(SERVING_LOADS)) --out $(SERVING_OUT) $(addprefix --prior ,$(SERVING_PRIOR))
 
-.PHONY: wheelhouse wheelhouse-pat ab-install ab fa3-pieces gpu-check serving serving-plan serving-report
+.PHONY: wheelhouse wheelhouse-pat wheelhouse-pieces ab-install ab fa3-pieces gpu-check serving serving-plan serving-report
 
 wheelhouse: $(STAMP)
 	$(VPY) tools/wheelhouse/build.py
@@ -58,10 +66,16 @@ wheelhouse: $(STAMP)
 wheelhouse-pat: $(STAMP)
 	$(VPY) tools/wheelhouse/build.py --only-pat
 
-FA3_PIECES ?= 3
+FA3_PIECE_MIB ?= auto
 fa3-pieces: $(STAMP)
-	$(VPY) tools/wheelhouse/pieces.py split --wheel $(wildcard .wheelhouse/dl/sglang_kernel-*.whl) --out .fa3
-	$(VPY) tools/wheelhouse/pieces.py recut --src .fa3 --pieces $(FA3_PIECES)
+	$(VPY) tools/wheelhouse/pieces.py split --wheel $(wildcard .wheelhouse/dl/sglang_kernel-*.whl) --out .fa3 \
+		--piece-mib $(FA3_PIECE_MIB)
+
+# The wheelhouse's parts (already xz) cut as they are (preset 0) into pieces that fit a call beside the working tree.
+WHEEL_PIECE_MIB ?= auto
+wheelhouse-pieces: $(STAMP)
+	for n in 1 2; do $(VPY) tools/wheelhouse/pieces.py split --file .wheelhouse/part$$n/wheels-$$n.tar.xz \
+		--out .wheelhouse/pieces/part$$n --piece-mib $(WHEEL_PIECE_MIB) --preset 0 || exit 1; done
 
 $(AB_SITE)/.installed:
 	PYTHON=$(AB_PY) bash tools/wheelhouse/install_offline.sh $(AB_SITE)

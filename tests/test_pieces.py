@@ -3,8 +3,10 @@ and assembled, byte for byte; damaged, missing and short pieces are refused."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -117,3 +119,35 @@ def test_recut_makes_new_pieces_of_the_same_stream(tmp_path: Path, payload: byte
         pieces.recut(out, 1)
     with pytest.raises(ValueError, match="not both"):
         pieces.recut(out, 1, 3)
+
+
+def _git(root: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True)
+
+
+def test_room_is_what_a_call_carries_beside_the_working_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tree a call copies is the tracked files and the untracked ones git does not ignore; the room is the call's
+    carry less that tree and the margin, in whole MiB; a tree that leaves none is refused."""
+    _git(tmp_path, "init", "-q")
+    (tmp_path / ".gitignore").write_text("ignored/\n")
+    (tmp_path / "tracked.bin").write_bytes(b"t" * (3 * pieces.MIB))
+    _git(tmp_path, "add", ".gitignore", "tracked.bin")
+    (tmp_path / "untracked.bin").write_bytes(b"u" * pieces.MIB)
+    (tmp_path / "ignored").mkdir()
+    (tmp_path / "ignored" / "wheels.tar.xz").write_bytes(b"i" * (5 * pieces.MIB))
+    tree = pieces.tree_bytes(tmp_path)
+    assert tree == 4 * pieces.MIB + len("ignored/\n")
+    monkeypatch.setattr(pieces, "CALL_CARRY_BYTES", 10 * pieces.MIB)
+    assert pieces.room_mib(tmp_path) == (10 * pieces.MIB - pieces.CARRY_MARGIN_BYTES - tree) // pieces.MIB == 4
+    (tmp_path / "untracked.bin").write_bytes(b"u" * (6 * pieces.MIB))
+    with pytest.raises(ValueError, match="no room for a piece"):
+        pieces.room_mib(tmp_path)
+
+
+def test_piece_size_auto_or_a_positive_number() -> None:
+    root = Path(pieces.__file__).resolve().parents[2]
+    assert pieces.piece_mib_arg("auto") == pieces.room_mib(root) >= 1
+    assert pieces.piece_mib_arg("7") == 7
+    for bad in ("0", "-3", "big"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            pieces.piece_mib_arg(bad)

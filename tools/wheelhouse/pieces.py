@@ -13,6 +13,10 @@ holds each kernel as sm_80, sm_86 and sm_90a cubins (269 + 269 + 497 MB), and ze
 binaries shrinks the xz stream only from 141 to 122 MiB (still four pieces: the sm_90a cubins are most of it), while
 ``cuobjdump`` then refuses the file ("Invalid ELF"), so the CUDA loader's reaction would need a GPU call to learn.
 
+How big a piece may be: ``pieces.py room`` prints what one call carries beside this repository's working tree (the
+tracked files and the untracked ones git does not ignore, which every call copies; 42 MiB on 2026-12-02 left 21 MiB),
+and ``--piece-mib auto`` cuts pieces of that size. The wheelhouse's parts go the same way (``make wheelhouse-pieces``).
+
 Here (PyPI side)::
 
     python tools/wheelhouse/pieces.py split --wheel .wheelhouse/dl/sglang_kernel-*.whl \\
@@ -51,12 +55,45 @@ import zipfile
 from pathlib import Path
 
 MIB = 1 << 20
-# leaves room for the working tree under the 64 MiB (67.1 MB) a call carries in all: fa3 in three equal pieces
-# (``recut --pieces 3``: 47.1 MiB, 49.4 MB each) needs the tree under 17.7 MB (15.5 MB on 2026-11-30 once the
-# serving logs were packed; it was 24.7 MB with them, and the pieces 38 MiB, four)
+CALL_CARRY_BYTES = 64 * MIB  # what one device call carries in all: the working tree and the carried paths
+CARRY_MARGIN_BYTES = MIB  # left free beside a piece (the manifest, files added before the call)
+# The default when no size is given: room for a tree of up to ~17 MB (2026-11-30's); the tree has grown since (42 MiB
+# on 2026-12-02), so the make targets pass ``--piece-mib auto`` (``room_mib``)
 DEFAULT_PIECE_MIB = 47
 MANIFEST = "manifest.json"
 PIECE = "piece.xz"
+
+
+def tree_bytes(root: Path) -> int:
+    """The bytes of the working tree a device call copies: ``root``'s tracked files and its untracked files that git
+    does not ignore (``git ls-files --cached --others --exclude-standard``; a tracked file deleted here counts 0)."""
+    listed = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            check=True, capture_output=True).stdout
+    files = {name for name in listed.decode().split("\0") if name}
+    return sum((root / name).stat().st_size for name in files if (root / name).is_file())
+
+
+def room_mib(root: Path) -> int:
+    """The largest whole piece in MiB that one device call carries beside ``root``'s working tree (``tree_bytes``),
+    leaving ``CARRY_MARGIN_BYTES``; ``ValueError`` if the tree leaves no MiB (then nothing can be carried)."""
+    room = (CALL_CARRY_BYTES - CARRY_MARGIN_BYTES - tree_bytes(root)) // MIB
+    if room < 1:
+        raise ValueError(f"the working tree under {root} takes {tree_bytes(root) / MIB:.1f} MiB of a call's "
+                         f"{CALL_CARRY_BYTES // MIB}: no room for a piece")
+    return int(room)
+
+
+def piece_mib_arg(text: str) -> int:
+    """``--piece-mib``: a positive number of MiB, or ``auto``: ``room_mib`` of the repository this file is in."""
+    if text == "auto":
+        return room_mib(Path(__file__).resolve().parents[2])
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--piece-mib takes a number of MiB or 'auto', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--piece-mib must be at least 1, got {value}")
+    return value
 
 
 def _sha256(path: Path) -> str:
@@ -189,18 +226,19 @@ def assemble(store: Path, dest: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
+    piece_help = f"at most this many MiB each ({DEFAULT_PIECE_MIB}); auto: what a call carries beside the tree"
     sp = sub.add_parser("split")
     src = sp.add_mutually_exclusive_group(required=True)
     src.add_argument("--wheel", type=Path, help="split a member of this wheel (--member)")
     src.add_argument("--file", type=Path, help="split this file (its name is the manifest's member)")
     sp.add_argument("--member", default="sgl_kernel/flash_ops.abi3.so")
     sp.add_argument("--out", type=Path, default=Path(".fa3"))
-    sp.add_argument("--piece-mib", type=int, default=DEFAULT_PIECE_MIB)
+    sp.add_argument("--piece-mib", type=piece_mib_arg, default=DEFAULT_PIECE_MIB, help=piece_help)
     sp.add_argument("--preset", type=int, default=6, help="xz preset (0-9)")
     rc = sub.add_parser("recut")
     rc.add_argument("--src", type=Path, default=Path(".fa3"))
     size = rc.add_mutually_exclusive_group()
-    size.add_argument("--piece-mib", type=int, default=None, help=f"at most this many MiB each ({DEFAULT_PIECE_MIB})")
+    size.add_argument("--piece-mib", type=piece_mib_arg, default=None, help=piece_help)
     size.add_argument("--pieces", type=int, default=None, help="this many pieces of equal size")
     st = sub.add_parser("stash")
     st.add_argument("--src", type=Path, default=Path(".fa3"))
@@ -208,7 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     asm = sub.add_parser("assemble")
     asm.add_argument("--store", type=Path, default=Path("/tmp/fa3"))
     asm.add_argument("--dest", type=Path, required=True)
+    sub.add_parser("room", help="the MiB one device call carries beside this repository's working tree")
     args = ap.parse_args(argv)
+    if args.cmd == "room":
+        root = Path(__file__).resolve().parents[2]
+        print(f"working tree {tree_bytes(root) / MIB:.1f} MiB; a piece of at most {room_mib(root)} MiB fits beside it")
+        return 0
     if args.cmd == "split":
         if args.file is not None:
             m = split(args.file, args.file.name, args.out, args.piece_mib, args.preset)
