@@ -145,8 +145,7 @@ def test_room_is_what_a_call_carries_beside_the_working_tree(tmp_path: Path, mon
 
 
 def test_piece_size_auto_or_a_positive_number() -> None:
-    root = Path(pieces.__file__).resolve().parents[2]
-    assert pieces.piece_mib_arg("auto") == pieces.room_mib(root) >= 1
+    assert pieces.piece_mib_arg("auto") == pieces.room_mib(pieces.REPO_ROOT) >= 1
     assert pieces.piece_mib_arg("7") == 7
     for bad in ("0", "-3", "big"):
         with pytest.raises(argparse.ArgumentTypeError):

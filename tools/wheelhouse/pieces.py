@@ -62,6 +62,7 @@ CARRY_MARGIN_BYTES = MIB  # left free beside a piece (the manifest, files added 
 DEFAULT_PIECE_MIB = 47
 MANIFEST = "manifest.json"
 PIECE = "piece.xz"
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout whose working tree travels with each call
 
 
 def tree_bytes(root: Path) -> int:
@@ -76,17 +77,18 @@ def tree_bytes(root: Path) -> int:
 def room_mib(root: Path) -> int:
     """The largest whole piece in MiB that one device call carries beside ``root``'s working tree (``tree_bytes``),
     leaving ``CARRY_MARGIN_BYTES``; ``ValueError`` if the tree leaves no MiB (then nothing can be carried)."""
-    room = (CALL_CARRY_BYTES - CARRY_MARGIN_BYTES - tree_bytes(root)) // MIB
+    tree = tree_bytes(root)
+    room = (CALL_CARRY_BYTES - CARRY_MARGIN_BYTES - tree) // MIB
     if room < 1:
-        raise ValueError(f"the working tree under {root} takes {tree_bytes(root) / MIB:.1f} MiB of a call's "
+        raise ValueError(f"the working tree under {root} takes {tree / MIB:.1f} MiB of a call's "
                          f"{CALL_CARRY_BYTES // MIB}: no room for a piece")
-    return int(room)
+    return room
 
 
 def piece_mib_arg(text: str) -> int:
     """``--piece-mib``: a positive number of MiB, or ``auto``: ``room_mib`` of the repository this file is in."""
     if text == "auto":
-        return room_mib(Path(__file__).resolve().parents[2])
+        return room_mib(REPO_ROOT)
     try:
         value = int(text)
     except ValueError:
@@ -249,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("room", help="the MiB one device call carries beside this repository's working tree")
     args = ap.parse_args(argv)
     if args.cmd == "room":
-        root = Path(__file__).resolve().parents[2]
-        print(f"working tree {tree_bytes(root) / MIB:.1f} MiB; a piece of at most {room_mib(root)} MiB fits beside it")
+        print(f"working tree {tree_bytes(REPO_ROOT) / MIB:.1f} MiB; a piece of at most {room_mib(REPO_ROOT)} MiB "
+              "fits beside it")
         return 0
     if args.cmd == "split":
         if args.file is not None:
