@@ -25,23 +25,23 @@ from .planner import PlanStats
 MIN_SAVED_FRACTION_ENV = "PAT_SGLANG_MIN_SAVED_FRACTION"
 
 # PAT's decode time over the delegate's on batches without sharing, attention alone, as (16-bit KV, FP8 KV):
-# * fa3 (H200): 16-bit 2026-11-30 with the whole-sector KV loader, the larger of the kernel benchmark's private rows
-#   (0.95-0.99x fa3's CUDA-graph replays at head dim 128, docs/perf/kernels/2026-11-30-h200-bench-twentythird/) and the
-#   Mooncake serving point with PAT on every decode batch (decode step 1.035x at batch 25, TPOT p50 0.967x,
-#   docs/perf/serving/2026-11-30-h200-twentythird/; was 1.12 from the 2026-11-29 runs); FP8 from the FP8 serving A/B
-#   with PAT serving every batch, 32-token FP8 tiles (decode step 1.04x on the Mooncake head, 21.80 vs 20.98 ms;
-#   attention is 45-60% of an FP8 step: 1.07-1.09x, the larger taken; docs/perf/kernels/2026-11-29-h200-fp8-tiles/);
+# * fa3 (H200), 2026-12-02, the kernel benchmark's no-sharing batches at head dim 128 (long contexts and 64/8, 32/32
+#   heads included), PAT and fa3 both as CUDA-graph replays (docs/perf/kernels/2026-12-02-h200-fa3-thirtyeighth/):
+#   16-bit 0.93-1.00x, the larger taken, which the Mooncake serving point with PAT on every decode batch confirms
+#   (decode step 0.974x fa3's at batch 64, docs/perf/ab/2026-12-02-h200-8b-fa3-thirtyeighth/; was 1.04 from the
+#   2026-11-30 serving point, 1.035x at batch 25); FP8 0.63-0.82x (was 1.09 from the 2026-11-29 serving A/B with
+#   32-token FP8 tiles);
 # * flashinfer (H200): 16-bit 2026-11-30, the kernel benchmark's private rows at head dim 128 with the whole-sector
 #   loader, eager PAT against eager FlashInfer: 0.95-1.01x (was 1.06 from 2026-11-28/29); FP8 2026-12-01 (fp16-MMA FP8
 #   build, both as CUDA-graph replays, against the tensor-core FP8 decode SGLang's flashinfer backend runs): private
 #   rows 0.82-0.94x at 32/8 heads, 0.81-1.01x with one q head per KV head (docs/perf/kernels/2026-12-01-fp8-f16-mma/);
 # * triton (H100, 2026-11-24 kernel benchmark): SGLang's Triton decode takes 1.17-1.35x PAT's time on private rows, so
-#   PAT serves every batch; its FP8 decode was not measured: fa3's ratio stands in (the largest measured).
+#   PAT serves every batch; its FP8 decode was not measured: the largest measured FP8 ratio stands in (FlashInfer's).
 # A delegate not listed (or one passed in without a name) takes the largest measured ratio of each KV format.
 NO_SHARING_TIME_RATIOS: dict[str, tuple[float, float]] = {
-    "fa3": (1.04, 1.09),
+    "fa3": (1.00, 0.82),
     "flashinfer": (1.01, 1.01),
-    "triton": (0.86, 1.09),
+    "triton": (0.86, 1.01),
 }
 FALLBACK_RATIOS = (
     max(r[0] for r in NO_SHARING_TIME_RATIOS.values()),
@@ -51,22 +51,25 @@ FALLBACK_RATIOS = (
 # hd64 / hd256 sets: the largest PAT / peer time over the three no-sharing batches; d64 2026-11-30 with the swept tile
 # entries, docs/perf/kernels/2026-11-30-h200-tiles-d64-d256/; d256 2026-11-30 with the whole-sector KV loader, all
 # three peers in one run (fa3 and PAT as CUDA-graph replays, FlashInfer and triton eager against eager PAT),
-# docs/perf/kernels/2026-11-30-h200-bench-twentythird/): a delegate measured there takes its own number; one not
-# measured there (fa3 at d64), and FP8 pools, take the larger of their head-dim-128 ratio and the slowest measured one.
+# docs/perf/kernels/2026-11-30-h200-bench-twentythird/; fa3 2026-12-02, both as CUDA-graph replays, d64 0.80-0.97x and
+# d256 0.93-1.00x, docs/perf/kernels/2026-12-02-h200-fa3-thirtyeighth/): a delegate measured there takes its own number;
+# one not measured there, and FP8 pools, take the larger of their head-dim-128 ratio and the slowest measured one.
 HEAD_DIM_TIME_RATIOS: dict[int, dict[str, float]] = {
-    64: {"flashinfer": 0.95, "triton": 0.85},
-    256: {"fa3": 0.97, "flashinfer": 1.02, "triton": 0.81},
+    64: {"fa3": 0.97, "flashinfer": 0.95, "triton": 0.85},
+    256: {"fa3": 1.00, "flashinfer": 1.02, "triton": 0.81},
 }
 # The same over FP8 pools, where measured (H200, the kernel benchmark's hd256 set with FP8 e4m3 pools, all as CUDA-graph
 # replays, the largest of the no-sharing batches): FlashInfer's FP8 decode (tensor cores, as SGLang's flashinfer
 # backend runs FP8 KV) 0.84-0.94x, 2026-12-01 with K and V read from the FP8 stage, 16-row items, four computing
 # warps per CTA and long items gathering after their MMAs (docs/perf/kernels/2026-12-01-h200-fp8-late-loads/bench-fp8/;
-# was 0.94-1.02x before the late gathers, 1.27-1.33x before the tile groups); fa3 1.49x on d64x4096 with the
-# earlier fp16-MMA FP8 build (docs/perf/kernels/2026-12-01-fp8-f16-mma/; not measured since, so kept). A delegate
-# measured there takes its own number; one not measured there takes the largest of its head-dim-128 FP8 ratio and
-# every ratio measured at that head dim, 16-bit and FP8.
+# was 0.94-1.02x before the late gathers, 1.27-1.33x before the tile groups); fa3's FP8 decode 2026-12-02, the
+# hd64 / hd256 sets with FP8 pools (docs/perf/kernels/2026-12-02-h200-fa3-thirtyeighth/): d256 0.88-1.12x (d8x32768
+# the slowest; was 1.49x on d64x4096 with the fp16-MMA FP8 build of 2026-12-01), d64 0.64-0.73x. A delegate measured
+# there takes its own number; one not measured there takes the largest of its head-dim-128 FP8 ratio and every ratio
+# measured at that head dim, 16-bit and FP8.
 HEAD_DIM_FP8_TIME_RATIOS: dict[int, dict[str, float]] = {
-    256: {"flashinfer": 0.94, "fa3": 1.49},
+    64: {"fa3": 0.73},
+    256: {"flashinfer": 0.94, "fa3": 1.12},
 }
 # Batches that would gain less than this factor go to the delegate: the ratios above vary by shape, by a few percent.
 DISPATCH_MARGIN = 1.05

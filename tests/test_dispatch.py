@@ -64,8 +64,8 @@ def test_default_fractions_follow_the_measured_ratios(delegate: str | None) -> N
     if delegate in (None, "some_other_backend"):  # unknown delegates gate as strictly as the strictest measured one
         for heads, f in ((bf16, f16), (fp8, f8)):
             assert f == max(dispatch.default_min_saved_fraction(heads, d) for d in dispatch.NO_SHARING_TIME_RATIOS)
-    if delegate == "fa3":
-        assert f16 > dispatch.default_min_saved_fraction(bf16, "flashinfer") > 0.0
+    if delegate == "fa3":  # as fast as PAT's forward on 16-bit pools (so a batch must save some bytes), slower on FP8
+        assert f16 > 0.0 and f8 == 0.0
 
 
 @pytest.mark.parametrize("delegate", [None, "fa3", "flashinfer", "triton"])
@@ -373,15 +373,15 @@ def test_graph_step_pat_cannot_plan_replays_the_delegate(monkeypatch: pytest.Mon
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_fp8_pools_at_head_dim_256_go_to_the_delegate_without_sharing(seed: int) -> None:
-    """FP8 pools at head dim 256 were 1.49x fa3's FP8 decode without sharing (H200, 2026-12-01, the last fa3
-    measurement there) and are now 0.84-0.94x FlashInfer's: fa3's gate, and that of every delegate not measured there,
-    asks a plan to save more than a quarter of the KV bytes, where FlashInfer's asks little or nothing (its ratio times
-    the margin, clamped at 0); a batch saving between the two goes to fa3 over FP8 pools only, and one sharing most of
-    every request stays on PAT."""
+    """FP8 pools at head dim 256 take up to 1.12x fa3's FP8 decode without sharing (H200, 2026-12-02; 1.49x on
+    2026-12-01) and 0.84-0.94x FlashInfer's: fa3's gate, and that of every delegate not measured there, asks a plan to
+    save more than a tenth of the KV bytes, where FlashInfer's asks little or nothing (its ratio times the margin,
+    clamped at 0); a batch saving between the two goes to fa3 over FP8 pools only, and one sharing most of every
+    request stays on PAT."""
     fp8_256 = HeadConfig(HQ, HKV, 256, torch.bfloat16, torch.float8_e4m3fn)
     bf16_256 = HeadConfig(HQ, HKV, 256, torch.bfloat16)
     for delegate in (None, "fa3", "triton"):
-        assert dispatch.default_min_saved_fraction(fp8_256, delegate) > 0.25
+        assert dispatch.default_min_saved_fraction(fp8_256, delegate) > 0.1
     f8 = dispatch.default_min_saved_fraction(fp8_256, "fa3")
     f16 = dispatch.default_min_saved_fraction(bf16_256, "flashinfer")
     fi_f8 = dispatch.default_min_saved_fraction(fp8_256, "flashinfer")
