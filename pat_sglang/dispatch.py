@@ -32,16 +32,18 @@ MIN_SAVED_FRACTION_ENV = "PAT_SGLANG_MIN_SAVED_FRACTION"
 #   2026-11-30 serving point, 1.035x at batch 25); FP8 0.63-0.82x (was 1.09 from the 2026-11-29 serving A/B with
 #   32-token FP8 tiles);
 # * flashinfer (H200): 16-bit 2026-11-30, the kernel benchmark's private rows at head dim 128 with the whole-sector
-#   loader, eager PAT against eager FlashInfer: 0.95-1.01x (was 1.06 from 2026-11-28/29); FP8 2026-12-01 (fp16-MMA FP8
-#   build, both as CUDA-graph replays, against the tensor-core FP8 decode SGLang's flashinfer backend runs): private
-#   rows 0.82-0.94x at 32/8 heads, 0.81-1.01x with one q head per KV head (docs/perf/kernels/2026-12-01-fp8-f16-mma/);
+#   loader, eager PAT against eager FlashInfer: 0.95-1.01x (was 1.06 from 2026-11-28/29); FP8 2026-12-02, both as
+#   CUDA-graph replays, against the tensor-core FP8 decode SGLang's flashinfer backend runs for FP8 pools at every
+#   group size (``should_use_tensor_core``): private rows 0.61-0.66x at 32/8, 64/8 and 32/32 heads
+#   (docs/perf/kernels/2026-12-02-h200-bench-thirtyseventh/fp8/; was 1.01 from the fp16-MMA FP8 build of 2026-12-01,
+#   MHA); served with PAT on every FP8 Mooncake step on 2026-12-01: decode step 0.771x FlashInfer's;
 # * triton (H100, 2026-11-24 kernel benchmark): SGLang's Triton decode takes 1.17-1.35x PAT's time on private rows, so
-#   PAT serves every batch; its FP8 decode was not measured: the largest measured FP8 ratio stands in (FlashInfer's).
+#   PAT serves every batch; its FP8 decode was not measured: the largest measured FP8 ratio stands in (fa3's).
 # A delegate not listed (or one passed in without a name) takes the largest measured ratio of each KV format.
 NO_SHARING_TIME_RATIOS: dict[str, tuple[float, float]] = {
     "fa3": (1.00, 0.82),
-    "flashinfer": (1.01, 1.01),
-    "triton": (0.86, 1.01),
+    "flashinfer": (1.01, 0.67),
+    "triton": (0.86, 0.82),
 }
 FALLBACK_RATIOS = (
     max(r[0] for r in NO_SHARING_TIME_RATIOS.values()),
