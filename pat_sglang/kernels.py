@@ -24,9 +24,11 @@ import math
 import os
 import re
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -689,6 +691,7 @@ class PlanLaunch:
         self.launcher = KernelLauncher(kernels)
         self.check_inputs = check_inputs
         self._checked: tuple | None = None
+        self._pools: dict[tuple[int, int], _PoolFacts] = {}
 
     def __call__(
         self,
@@ -704,11 +707,13 @@ class PlanLaunch:
     ) -> torch.Tensor:
         """``k_scale``/``v_scale``: dequantised KV = stored * scale (SGLang's per-tensor FP8 scales). ``seq_lens``,
         ``req_rows``: where open items end (see the class)."""
-        k_buffer, v_buffer = kv_pool_view(k_buffer, self.heads), kv_pool_view(v_buffer, self.heads)
+        pools = self._pools.get((id(k_buffer), id(v_buffer)))
+        if pools is None or pools.k() is not k_buffer or pools.v() is not v_buffer:
+            pools = self._pool_facts(k_buffer, v_buffer)
+        if pools.viewed:
+            k_buffer, v_buffer = kv_pool_view(k_buffer, self.heads), kv_pool_view(v_buffer, self.heads)
         # Everything the checks below read; the strides' tuples (which include each one's dims) come first.
-        key = (q.stride(), out.stride(), k_buffer.stride(), v_buffer.stride(), q.shape, out.shape, k_buffer.shape,
-               v_buffer.shape, q.dtype, k_buffer.dtype, v_buffer.dtype, out.dtype, q.device, k_buffer.device,
-               v_buffer.device, out.device)
+        key = (q.stride(), out.stride(), q.shape, out.shape, q.dtype, out.dtype, q.device, out.device, pools.layout)
         f = self.fwd
         if self.open:
             if seq_lens is None or req_rows is None:
@@ -729,7 +734,7 @@ class PlanLaunch:
         if (f.q | f.k | f.v | f.out) % 16:
             raise ValueError("q, out and the KV pools must be 16-byte aligned")
         f.q_stride, f.out_stride = key[0][0], key[1][0]
-        f.kv_stride_slot, f.kv_stride_head = key[2][0], key[2][1]
+        f.kv_stride_slot, f.kv_stride_head = pools.stride_slot, pools.stride_head
         scale_log2 = sm_scale * k_scale * _LOG2E  # the K scale folds into the scores: q.(s k) = s (q.k)
         if not 0.0 < scale_log2 < math.inf:  # the kernel scales each block's max: a monotone map only for scale > 0
             raise ValueError(f"sm_scale * k_scale must be positive and finite, got {sm_scale!r} * {k_scale!r}")
@@ -739,6 +744,22 @@ class PlanLaunch:
         self.launch(_raw_stream(q.device.index), q.device.index)
         return out
 
+    def _pool_facts(self, k_buffer: torch.Tensor, v_buffer: torch.Tensor) -> _PoolFacts:
+        """The pools' layout as the kernels read them, remembered for these two pool objects (held weakly: a pool
+        freed, or another object at its address, is read afresh). A model's layers each pass their own pools, which
+        keep their layout for the server's life; a pool object whose shape or strides are changed in place
+        (``resize_``, ``as_strided_``) would keep the remembered layout: pass a new tensor instead."""
+        k_view, v_view = kv_pool_view(k_buffer, self.heads), kv_pool_view(v_buffer, self.heads)
+        layout = (k_view.stride(), v_view.stride(), k_view.shape, v_view.shape, k_view.dtype, v_view.dtype,
+                  k_view.device, v_view.device)
+        strides = (*k_view.stride(), 0, 0)  # read by the launch only once the checks passed ([slots, heads, dim])
+        facts = _PoolFacts(weakref.ref(k_buffer), weakref.ref(v_buffer), layout, strides[0], strides[1],
+                           k_view is not k_buffer or v_view is not v_buffer)
+        if len(self._pools) >= _MAX_POOLS_REMEMBERED:
+            self._pools.clear()
+        self._pools[(id(k_buffer), id(v_buffer))] = facts
+        return facts
+
     def launch(self, stream: int, device_index: int | None = None) -> None:
         """The launches with the arguments the last call wrote (``launch.KernelLauncher``: kernel by kernel, then as
         one CUDA graph from the second call outside a capture on; ``bench/eager_launch.py`` times them alone)."""
@@ -746,6 +767,22 @@ class PlanLaunch:
             ctypes.memmove(ctypes.addressof(self.fwd_wide), ctypes.addressof(self.fwd), ctypes.sizeof(self.fwd))
             self.fwd_wide.items = self.wide_items_ptr
         self.launcher.launch(stream, device_index)
+
+
+class _PoolFacts(NamedTuple):
+    """What ``PlanLaunch`` reads of a (K, V) pool pair, kept while both live: weak references to them, their layout
+    (strides, shapes, dtypes and devices as the kernels view them: part of the checked call's key), the slot and head
+    strides the kernels take, and whether the pools are viewed per call (SGLang's uint8 storage of FP8 pools)."""
+
+    k: weakref.ref
+    v: weakref.ref
+    layout: tuple
+    stride_slot: int
+    stride_head: int
+    viewed: bool
+
+
+_MAX_POOLS_REMEMBERED = 1024  # (K, V) pairs a launch remembers the layout of (a model's layers; cleared when full)
 
 
 def _raw_stream(device_index: int | None) -> int:

@@ -5,8 +5,10 @@ and launches. The kernels and the launch are stand-ins; the tensors are the CPU 
 
 from __future__ import annotations
 
+import gc
 import math
 import types
+import weakref
 
 import pytest
 import torch
@@ -84,3 +86,58 @@ def test_bad_calls_raise_before_any_launch(setup, edit, match: str) -> None:
     with pytest.raises(ValueError, match=match):  # and again: a failed check is not remembered as passed
         s.launch(*edit(s), 0.1)
 
+
+
+def test_pools_are_remembered_weakly_and_read_afresh_when_gone(setup) -> None:
+    """A layer's pools are read once (their strides written on every call), without keeping them alive: once freed,
+    pools of another layout passed next are checked again, and bad ones still raise before any launch."""
+    s = setup
+    out = torch.empty_like(s.q)
+    k2, v2 = s.k.clone(), s.v.clone()
+    s.launch(s.q, k2, v2, out, 0.1)
+    s.launch(s.q, k2, v2, out, 0.1)
+    assert len(s.calls) == 1 and s.launch.fwd.v == v2.data_ptr()
+    s.calls.clear()  # the stand-in check keeps what it was passed; the launch must not
+    gone = weakref.ref(k2)
+    del k2, v2
+    gc.collect()
+    assert gone() is None  # the launch held no reference to the pools
+    wide_k, wide_v = (torch.cat([t, t], dim=2)[:, :, :128] for t in (s.k, s.v))  # a head row stride of 256 elements
+    s.launch(s.q, wide_k, wide_v, out, 0.1)
+    assert len(s.calls) == 1 and (s.launch.fwd.kv_stride_slot, s.launch.fwd.kv_stride_head) == (8 * 256, 256)
+    for _ in range(2):  # a pool too small for the plan's slots, new each time or the same object again
+        short_k, short_v = s.k[:10], s.v[:10]
+        with pytest.raises(ValueError, match="pools hold"):
+            s.launch(s.q, short_k, short_v, out, 0.1)
+        with pytest.raises(ValueError, match="pools hold"):
+            s.launch(s.q, short_k, short_v, out, 0.1)
+    assert s.launches == [7, 7, 7]
+
+
+def test_uint8_fp8_pools_are_viewed_on_every_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SGLang stores FP8 pools as uint8: each call views them as the plan's FP8 format (the launch reads the view's
+    layout, remembered per pool pair) and writes their pointers."""
+    heads = HeadConfig(32, 8, 128, torch.bfloat16, torch.float8_e4m3fn)
+    batch = standard_batch("a32")
+    plan = pat_sglang.plan(batch.kv_indptr, batch.kv_indices, heads, DeviceSpec())
+    q, k, v = make_qkv(batch.batch, 32, 8, 128, batch.num_slots, torch.bfloat16, "cpu", seed=5)
+    k8, v8 = (t.to(torch.float8_e4m3fn).view(torch.uint8) for t in (k, v))
+    variant = types.SimpleNamespace(threads=128, smem_bytes=0, max_tile_m=64, wide_stages=0)
+    kern = types.SimpleNamespace(forward=1, merge=2, wide=None, variant=variant)
+    tensors = {name: getattr(plan, name) for name in kernels._PLAN_TENSORS}
+    seen = []
+
+    def check(q_: torch.Tensor, k_: torch.Tensor, v_: torch.Tensor) -> None:
+        seen.append((k_.dtype, v_.dtype))
+        check_run_inputs(plan.heads, plan.num_requests, plan.max_slot, q_, k_, v_)
+
+    launch = kernels.PlanLaunch(kern, heads, tensors, plan.num_items, plan.num_requests, merge=plan.num_partials > 0,
+                                check_inputs=check)
+    monkeypatch.setattr(launch, "launch", lambda stream, device_index=None: None)
+    monkeypatch.setattr(kernels, "_raw_stream", lambda index: 0)
+    out = torch.empty_like(q)
+    for _ in range(2):
+        launch(q, k8, v8, out, 0.1)
+    assert seen == [(torch.float8_e4m3fn, torch.float8_e4m3fn)]
+    assert (launch.fwd.k, launch.fwd.v) == (k8.data_ptr(), v8.data_ptr())
+    assert (launch.fwd.kv_stride_slot, launch.fwd.kv_stride_head) == (8 * 128, 128)
