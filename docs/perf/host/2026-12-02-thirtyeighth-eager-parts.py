@@ -1,10 +1,21 @@
-import functools, sys, time, types, timeit
+"""Where the Python part of an eager CUDA ``run`` goes (a128), with the kernels and the launch stood in for and CPU
+tensors of the same shapes: api.run's CUDA entry, ``launch_plan``, ``plan_launch``'s cache lookup, and
+``PlanLaunch.__call__`` alone (best of 15 bursts of 2000 calls). Run from the checkout's root."""
+
+import functools
+import sys
+import timeit
+import types
+
 import torch
+
 sys.path.insert(0, ".")
-import pat_sglang
-from pat_sglang import api, kernels as K
-from pat_sglang.config import DeviceSpec, HeadConfig
-from pat_sglang.workloads import make_qkv, standard_batch
+import pat_sglang  # noqa: E402
+from pat_sglang import api  # noqa: E402
+from pat_sglang import kernels as K  # noqa: E402
+from pat_sglang.config import DeviceSpec, HeadConfig  # noqa: E402
+from pat_sglang.workloads import make_qkv, standard_batch  # noqa: E402
+
 heads = HeadConfig(32, 8, 128, torch.bfloat16)
 b = standard_batch("a128")
 plan = pat_sglang.plan(b.kv_indptr, b.kv_indices, heads, DeviceSpec())
@@ -21,6 +32,12 @@ pl.launch = lambda stream, device_index=None: None
 K._raw_stream = lambda idx: 0
 plan.__dict__["_launch"] = {(q.device, None): pl}
 g = dict(api=api, plan=plan, q=q, k=k, v=v, out=out, pl=pl, K=K)
-for stmt in ["api._launch_plan()(plan, q, k, v, 0.1, out)", "K.launch_plan(plan, q, k, v, 0.1, out)", "K.plan_launch(plan, q.device, None)", "pl(q, k, v, out, 0.1)"]:
+STATEMENTS = (
+    "api._launch_plan()(plan, q, k, v, 0.1, out)",
+    "K.launch_plan(plan, q, k, v, 0.1, out)",
+    "K.plan_launch(plan, q.device, None)",
+    "pl(q, k, v, out, 0.1)",
+)
+for stmt in STATEMENTS:
     best = min(timeit.repeat(stmt, globals=g, number=2000, repeat=15)) / 2000 * 1e6
     print(f"{best:6.2f} us  {stmt}")
