@@ -380,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         f"with the largest running batch seen on at least {client.FULL_BS_MIN_LINES} of them, counting only lines "
         "whose interval ran no prefill",
         f"- command: `{' '.join([sys.executable, *sys.argv])}`",
+        f"- environment: `{' '.join(report.recorded_env(os.environ)) or '(no PAT_SGLANG_ / SGLANG_ settings)'}`",
     ]
     preamble += profile_notes(infos, args.profile_steps)
     report.write_csv(all_rows, out / "results.csv")
@@ -387,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     plotted = report.plot([r for r in all_rows if "ok" in r], out / "ab.png") if any("ok" in r for r in all_rows) \
         else False
     (out / "run.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "gpu": gpu,
+                                              "env": report.recorded_env(os.environ),
                                               "servers": infos, "correctness": correctness,
                                               "elapsed_s": time.monotonic() - t_start}, indent=1, default=str))
     print("\n" + text, flush=True)

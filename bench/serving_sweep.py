@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
+import os
 import signal
 import statistics
 import subprocess
@@ -553,7 +554,8 @@ class Sweep:
                 print(f"serving: 'import sglang.bench_serving' fails in the client environment:\n{msg}", flush=True)
                 return 2
         self.store.append({"kind": "run", "argv": self.args.argv, "date": self.date, "gpu": self.gpu,
-                           "server_id": self.server_id, "served_model": self.model_id})
+                           "server_id": self.server_id, "served_model": self.model_id,
+                           "env": report.recorded_env(os.environ)})
         for repeat in range(self.args.rounds):
             self.round = repeat
             for backend in self.backends:
@@ -628,7 +630,8 @@ def write_report(out: Path, store: sweep.ResultStore, reference: str,
         *[f"- server `{r['backend']}` ({r.get('date')}, start {r.get('startup_s')} s, dummy weights "
           f"{dummy_weights_note(r)}): `{r.get('cmd')}`"
           for r in {(r['backend'], r.get('server_id')): r for r in servers}.values()],
-        *[f"- call {r.get('date')}: `python bench/serving_sweep.py {' '.join(map(str, r.get('argv', [])))}`"
+        *[f"- call {r.get('date')}: `{' '.join([*r.get('env', []), 'python bench/serving_sweep.py'])} "
+          f"{' '.join(map(str, r.get('argv', [])))}`"
           for r in runs],
     ]
     # The TTFT parts are read from the folder's server logs here, when the report is written (as the `vs ref` ratios are

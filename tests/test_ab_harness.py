@@ -460,9 +460,14 @@ def test_end_to_end_profile_failure_does_not_break_run(tmp_path: Path, monkeypat
 
     fake = str(REPO / "tests" / "fake_sglang_server.py")
     monkeypatch.setattr(ab_serving, "server_command", lambda cfg: [sys.executable, fake, "--port", str(cfg.port)])
+    monkeypatch.setenv("PAT_SGLANG_MIN_SAVED_FRACTION", "0.0476")  # a setting the command line does not show
     rc = ab_serving.main(_tiny_ab_args(tmp_path, "pat", 32400) + ["--profile-steps", "4"])
     assert rc == 0  # the fake server has no /start_profile
     run = json.loads((tmp_path / "ab" / "run.json").read_text())
+    assert "PAT_SGLANG_MIN_SAVED_FRACTION=0.0476" in run["env"]
+    environment = [line for line in (tmp_path / "ab" / "results.md").read_text().splitlines()
+                   if line.startswith("- environment: ")]
+    assert len(environment) == 1 and "PAT_SGLANG_MIN_SAVED_FRACTION=0.0476" in environment[0]
     prof = run["servers"][0]["profile"]
     assert prof["workload"] == "mooncake" and prof["status"].startswith("start_profile failed")
     assert prof["pass_ok"] == prof["pass_requests"] == 4
@@ -711,3 +716,12 @@ def test_step_stats_full_batch_needs_several_lines() -> None:
     rare = client.step_stats([(64, 20.0), (218, 2622.0)])
     assert rare["step_full_bs"] == 218.0 and rare["step_ms_p50_full"] == pytest.approx(2622.0)
     assert client.step_stats([])["step_full_bs"] == 0.0
+
+
+def test_recorded_env_keeps_pat_and_sglang_settings_sorted() -> None:
+    from ab import report
+
+    env = {"PATH": "/bin", "SGLANG_X": "1", "PAT_SGLANG_DELEGATE": "fa3", "HOME": "/root", "PAT_OTHER": "2",
+           "MY_SGLANG_Y": "3"}
+    assert report.recorded_env(env) == ["PAT_SGLANG_DELEGATE=fa3", "SGLANG_X=1"]
+    assert report.recorded_env({}) == []

@@ -891,8 +891,11 @@ def test_rounds_alternate_backends_resume_and_report_the_spread(tmp_path: Path, 
     # the rounds' order: ref, pat, ref, pat (one server start each)
     calls: list[tuple[int, str]] = []
     monkeypatch.setattr(serving_sweep.Sweep, "run_backend", lambda self, backend: calls.append((self.round, backend)))
+    monkeypatch.setenv("PAT_SGLANG_MIN_SAVED_FRACTION", "0.0476")  # recorded with the call
     assert serving_sweep.main([*argv[:-1], "--out", str(tmp_path / "o2"), "--no-preflight"]) == 0
     assert calls == [(0, "ref"), (0, "pat"), (1, "ref"), (1, "pat")]
+    run_rows = [r for r in sweep.ResultStore(tmp_path / "o2" / "results.jsonl").rows if r.get("kind") == "run"]
+    assert run_rows and "PAT_SGLANG_MIN_SAVED_FRACTION=0.0476" in run_rows[-1]["env"]
 
 
 def test_prefill_graphs_option_reaches_the_command_and_the_settings_hash(tmp_path: Path) -> None:

@@ -8,6 +8,10 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+#: environment variables a serving run records beside its command line: PAT's own settings (the dispatch gate's
+#: fraction, the delegate, the stats interval, ...) and SGLang's, which change what the servers do but not the command
+RECORDED_ENV_PREFIXES = ("PAT_SGLANG_", "SGLANG_")
+
 #: columns of the table, in order: (key, markdown header, format)
 COLUMNS: list[tuple[str, str, str]] = [
     ("backend", "backend", "s"),
@@ -27,6 +31,11 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("step_full_bs", "full bs", ".0f"),
     ("status", "status", "s"),
 ]
+
+
+def recorded_env(environ: Mapping[str, str]) -> list[str]:
+    """The ``KEY=VALUE`` settings of ``environ`` that a run's report records (``RECORDED_ENV_PREFIXES``), sorted."""
+    return sorted(f"{k}={v}" for k, v in environ.items() if k.startswith(RECORDED_ENV_PREFIXES))
 
 
 def fmt(value: object, spec: str) -> str:
