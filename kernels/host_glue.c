@@ -31,6 +31,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "host_launch.h"
 #include "host_plan.h"
 
 /* obj as a C-contiguous 1-D array in native byte order of `type` (NPY_INT64 and NPY_INT32: any signed integer type of
@@ -682,7 +683,26 @@ static PyObject *all_multiples(PyObject *self, PyObject *const *args, Py_ssize_t
     Py_RETURN_TRUE;
 }
 
+/* graph_launch(fns, exec, nodes, params, n, stream): host_launch.c's pat_graph_launch with the addresses and counts
+   given as Python ints (launch.KernelGraph keeps them: the function table, the node and parameter pointer arrays) */
+static PyObject *graph_launch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (!takes("graph_launch", nargs, 6)) return NULL;
+    void *fns = PyLong_AsVoidPtr(args[0]), *exec = PyLong_AsVoidPtr(args[1]), *nodes = PyLong_AsVoidPtr(args[2]),
+         *params = PyLong_AsVoidPtr(args[3]);
+    const long long n = PyLong_AsLongLong(args[4]);
+    void *stream = PyLong_AsVoidPtr(args[5]);
+    if (PyErr_Occurred()) return NULL;
+    if (fns == NULL || nodes == NULL || params == NULL || n < 1) {
+        PyErr_SetString(PyExc_ValueError, "graph_launch: null tables or no nodes");
+        return NULL;
+    }
+    return PyLong_FromLongLong(pat_graph_launch((void *const *)fns, exec, (void *const *)nodes,
+                                                (void *const *)params, n, stream));
+}
+
 static PyMethodDef METHODS[] = {
+    {"graph_launch", (PyCFunction)(void (*)(void))graph_launch, METH_FASTCALL, "launch.KernelGraph.launch_eager"},
     {"pack_numbers", (PyCFunction)(void (*)(void))pack_numbers, METH_FASTCALL, "planner._pack_numbers"},
     {"split_numbers", (PyCFunction)(void (*)(void))split_numbers, METH_FASTCALL, "planner._split_numbers"},
     {"packs_all_pay", (PyCFunction)(void (*)(void))packs_all_pay, METH_FASTCALL, "planner._choose_packs"},
@@ -704,5 +724,12 @@ static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "pat_host_glue", NULL
 
 PyMODINIT_FUNC PyInit_pat_host_glue(void) {
     import_array();
-    return PyModule_Create(&MODULE);
+    PyObject *m = PyModule_Create(&MODULE);
+    /* graph_launch's return codes (host_launch.h), for launch.py */
+    if (m != NULL && (PyModule_AddIntConstant(m, "GRAPH_LAUNCH_CAPTURING", PAT_LAUNCH_CAPTURING) < 0 ||
+                      PyModule_AddIntConstant(m, "GRAPH_LAUNCH_STAGES", PAT_LAUNCH_STAGES) < 0)) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

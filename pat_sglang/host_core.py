@@ -79,11 +79,11 @@ SOURCE_NAMES = ("host_simulate.c", "host_rows.c", "host_items.c", "host_edit.c")
 PY_SOURCE_NAMES = ("host_batch.c",)  # the CPython-API piece: a library of its own, loaded with ctypes.PyDLL
 # The extension module that calls three of SOURCE_NAMES' functions without ctypes (``_load_glue``; its own build of
 # them)
-GLUE_SOURCE_NAMES = ("host_glue.c", "host_items.c", "host_edit.c")
+GLUE_SOURCE_NAMES = ("host_glue.c", "host_items.c", "host_edit.c", "host_launch.c")
 GLUE_MODULE = "pat_host_glue"  # its PyInit_ name
 GLUE_ENV = "PAT_SGLANG_HOST_GLUE"  # "0": the ctypes wrappers call those three (the A/B and test switch)
 # included by the sources: written beside them for every build, part of its hash
-HEADER_NAMES = ("host_sort.h", "host_plan.h")
+HEADER_NAMES = ("host_sort.h", "host_plan.h", "host_launch.h")
 COMPILE_FLAGS = ("-O2", "-shared", "-fPIC", "-std=c99", "-pthread")  # pthread: host_rows.c's scan worker
 COMPILE_TIMEOUT_S = 120
 

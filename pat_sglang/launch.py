@@ -14,18 +14,23 @@ the second call outside a capture.
 
 Everything goes through libcuda by ctypes (about a microsecond a call; cuda-python converts every argument), with
 cuda-python's ``cuLaunchKernel`` where libcuda cannot be loaded, and one-at-a-time launches where the graph API is
-missing or refuses (said once in the log).
+missing or refuses (said once in the log). A built graph's eager launch (the capture query, each node's parameters,
+the launch) is one call of the host extension module (``kernels/host_launch.c``, through libcuda's function pointers)
+where that module loads, else those calls one by one through ctypes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+
+from . import host_core
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +164,23 @@ class KernelGraph:
                                                ctypes.byref(params)), f"cuGraphAddKernelNode({k.name})")
             self._nodes.append((node, params))
         _check(lib.cuGraphInstantiateWithFlags(ctypes.byref(self._exec), self._graph, 0), "cuGraphInstantiate")
+        self._eager = self._compiled_launch()
+
+    def _compiled_launch(self) -> Callable[[int], int] | None:
+        """``launch_unless_capturing``'s driver calls as one call of the host extension module (its
+        ``graph_launch``, bound to this graph's tables: libcuda's three functions, the nodes, their parameters), or
+        None where the module is not loaded."""
+        glue = host_core.loaded_glue()
+        if glue is None or not hasattr(glue, "graph_launch"):
+            return None
+        names = ("cuStreamIsCapturing", "cuGraphExecKernelNodeSetParams_v2", "cuGraphLaunch")
+        self._fns = (_VOID_P * 3)(*(ctypes.cast(getattr(self._lib, name), _VOID_P).value for name in names))
+        self._node_ptrs = (_VOID_P * len(self._nodes))(*(node.value for node, _ in self._nodes))
+        self._param_ptrs = (_VOID_P * len(self._nodes))(*(ctypes.addressof(params) for _, params in self._nodes))
+        self._codes = (glue.GRAPH_LAUNCH_CAPTURING, glue.GRAPH_LAUNCH_STAGES)
+        tables = (ctypes.addressof(self._fns), self._exec.value, ctypes.addressof(self._node_ptrs),
+                  ctypes.addressof(self._param_ptrs), len(self._nodes))
+        return functools.partial(glue.graph_launch, *tables)
 
     @classmethod
     def make(cls, launches: Sequence[KernelLaunch]) -> KernelGraph | None:
@@ -176,6 +198,23 @@ class KernelGraph:
         except RuntimeError as e:
             _say_once(f"PAT: eager launches as a CUDA graph failed ({e}); launching kernel by kernel")
             return None
+
+    def launch_unless_capturing(self, stream: int) -> bool:
+        """``launch(stream)`` and True, or False (nothing done) while ``stream`` is being captured."""
+        if self._eager is None:
+            if stream_capturing(stream):
+                return False
+            self.launch(stream)
+            return True
+        code = self._eager(stream)
+        if code == 0:
+            return True
+        capturing, stages = self._codes
+        if code == capturing:
+            return False
+        err, stage = divmod(code, stages)
+        what = ("cuStreamIsCapturing", "cuGraphExecKernelNodeSetParams", "cuGraphLaunch")[stage - 1]
+        raise RuntimeError(f"CUDA driver call {what} failed: CUresult {err}")
 
     def launch(self, stream: int) -> None:
         set_params = self._lib.cuGraphExecKernelNodeSetParams_v2
@@ -211,6 +250,11 @@ class KernelLauncher:
 
     def launch(self, stream: int, device_index: int | None = None) -> None:
         """The kernels on ``stream`` with the parameter values their structs hold now."""
+        if self.graph is not None:  # built: one launch of it, or kernel by kernel into a capture
+            if not self.graph.launch_unless_capturing(stream):
+                for k in self.launches:
+                    launch_kernel(k, stream)
+            return
         capturing = stream_capturing(stream)
         if not capturing and self.graph is None and self._calls_left > 0:
             self._calls_left -= 1
