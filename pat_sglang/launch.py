@@ -256,7 +256,7 @@ class KernelLauncher:
                     launch_kernel(k, stream)
             return
         capturing = stream_capturing(stream)
-        if not capturing and self.graph is None and self._calls_left > 0:
+        if not capturing and self._calls_left > 0:
             self._calls_left -= 1
             if self._calls_left == 0:
                 with torch.cuda.device(device_index) if device_index is not None else contextlib.nullcontext():
