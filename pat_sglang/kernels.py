@@ -741,7 +741,8 @@ class PlanLaunch:
         f.scale_log2 = scale_log2
         f.v_scale = v_scale
         self.mp.out, self.mp.out_stride = f.out, f.out_stride
-        self.launch(_raw_stream(q.device.index), q.device.index)
+        index = key[6].index  # q's device (read once, for the key)
+        self.launch(_raw_stream(index), index)
         return out
 
     def _pool_facts(self, k_buffer: torch.Tensor, v_buffer: torch.Tensor) -> _PoolFacts:
