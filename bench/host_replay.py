@@ -230,6 +230,7 @@ class StepRecord:
     gc: int = 0  # garbage collections that ran inside the timed region
     publish_us: float = 0.0  # the publish_decode_batch part of host_us
     split_search: bool = False  # plan_forest's cost model compared split lengths in this step (StepPhases)
+    declined: bool = False  # the dispatch gate gave this step's batch to the delegate (no plan loaded)
 
 
 @dataclass
@@ -282,6 +283,8 @@ class PointResult:
             "worst_search": float(recs[worst].split_search),
             "steps_search": float(sum(1 for r in recs if r.split_search)),
             "search_p50": float(np.percentile([r.host_us for r in recs if r.split_search] or [math.nan], 50)),
+            "steps_declined": float(sum(1 for r in recs if r.declined)),
+            "served_p50": float(np.percentile([r.host_us for r in recs if not r.declined] or [math.nan], 50)),
             # the slowest step no collection ran in: the host path's own worst (gc_pauses)
             "max_nogc": float(max((r.host_us for r in recs if not r.gc), default=math.nan)),
         }
@@ -659,6 +662,8 @@ def run_point(
             rows, seq_lens, loc = sim.prepare_decode()
             rids = [r.rid for r in sim.running] if cfg.path == "eager" else []
             view = view_maker.build(rows, seq_lens, loc, rids)
+            counters = be.planner.counters
+            declined0 = counters.declined
             gc0 = GC_PAUSES.mark()
             t0 = perf()
             publish(sim.sched)
@@ -671,7 +676,8 @@ def run_point(
                 if not res.records:
                     chunked_at_start = res.chunked_iterations
                 rec = StepRecord((t1 - t0) * 1e6, len(rows), int(seq_lens.sum()), sim.arrived, sim.joined, sim.left,
-                                 GC_PAUSES.since(gc0).collections, (tp - t0) * 1e6, be.planner.phases.split_search)
+                                 GC_PAUSES.since(gc0).collections, (tp - t0) * 1e6, be.planner.phases.split_search,
+                                 counters.declined > declined0)
                 res.records.append(rec)
             else:
                 res.untimed_steps += 1
@@ -704,7 +710,8 @@ def quick_config(**over: Any) -> PointConfig:
 def format_table(results: Sequence[PointResult]) -> str:
     head = (f"{'batch':>5} {'ctx':>6} {'steps':>5} {'mean_bs':>7} {'ctx/req':>7} {'p50_us':>8} {'p99_us':>8} "
             f"{'max_us':>8} {'pub_p50':>7} {'pub_max':>7} {'arrive':>6} {'join':>5} {'leave':>5} {'chg':>4} "
-            f"{'chunks':>6} {'gc':>3} {'srch':>4} {'srch_p50':>8} {'worst':>15} {'max_nogc':>8} "
+            f"{'chunks':>6} {'gc':>3} {'srch':>4} {'srch_p50':>8} {'decl':>4} {'pat_p50':>7} {'worst':>15} "
+            f"{'max_nogc':>8} "
             f"{'tscale':>7} {'wall_s':>6}  targets")
     lines = [head, "-" * len(head)]
     for r in results:
@@ -720,7 +727,8 @@ def format_table(results: Sequence[PointResult]) -> str:
             f"{s['p50']:>8.1f} {s['p99']:>8.1f} {s['max']:>8.1f} {s['pub_p50']:>7.1f} {s['pub_max']:>7.1f} "
             f"{int(s['arrivals']):>6} {int(s['joined']):>5} "
             f"{int(s['left']):>5} {int(s['steps_changed']):>4} {r.timed_chunked_iterations:>6} {int(s['steps_gc']):>3} "
-            f"{int(s['steps_search']):>4} {s['search_p50']:>8.1f} {worst:>15} {s['max_nogc']:>8.1f} "
+            f"{int(s['steps_search']):>4} {s['search_p50']:>8.1f} {int(s['steps_declined']):>4} "
+            f"{s['served_p50']:>7.1f} {worst:>15} {s['max_nogc']:>8.1f} "
             f"{r.time_scale:>7.3f} {r.wall_s:>6.1f}  {r.verdict()}"
         )
     return "\n".join(lines)
@@ -744,7 +752,9 @@ def legend(results: Sequence[PointResult], trace: Path | str) -> str:
         "arrive/join/leave: trace arrivals / requests joining / requests finishing between timed steps (sums); "
         "chg: timed steps whose batch changed; chunks: chunked-prefill iterations in the timed window; "
         "gc: timed steps during which the garbage collector ran; srch / srch_p50: timed steps in which plan_forest's "
-        "cost model compared split lengths, and their p50 host time (us); worst: joins/leaves at the slowest step "
+        "cost model compared split lengths, and their p50 host time (us); decl / pat_p50: timed steps the dispatch "
+        "gate gave to the delegate, and the p50 host time of the others (PAT's) (us); worst: joins/leaves at the "
+        "slowest step "
         "(gc: a collection ran in it; srch: a split search); max_nogc: the slowest step no collection ran in (us)",
         f"targets: p50 <= {TARGET_P50_US:g} us, p99 <= {TARGET_P99_US:g} us, max <= {TARGET_MAX_US:g} us",
     ])

@@ -65,6 +65,7 @@ def test_quick_replay_times_every_decode_step(specs: list) -> None:
     assert all(padded in hr.capture_sizes(cfg.batch) and padded >= raw for _, padded, raw in seen)
     s = res.summary()
     assert s["p50"] <= s["p99"] <= s["max"]
+    assert s["steps_declined"] == 0 and s["served_p50"] == s["p50"]  # no gate: PAT planned every step
     clean = [r.host_us for r in recs if not r.gc]  # steps no collection ran in: their own maximum
     if clean:
         assert s["max_nogc"] == max(clean) <= s["max"]
@@ -75,6 +76,26 @@ def test_quick_replay_times_every_decode_step(specs: list) -> None:
     # republished without reading a request, changed ones by reading only their changed rows
     table = be.chain_table
     assert table.unread > 0 and table.by_rows > 0, (table.unread, table.by_rows)
+
+
+def test_gated_replay_marks_the_steps_given_to_the_delegate(specs: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the dispatch gate on, a timed step is marked declined exactly when the backend left it to the delegate (no
+    forward metadata), and the summary counts those steps and times the others apart. The quick point's batches save
+    ~0-3% of their KV bytes: a 1% threshold declines some of its steps and serves others."""
+    monkeypatch.setenv("PAT_SGLANG_MIN_SAVED_FRACTION", "0.01")
+    cfg = hr.quick_config(gate=True, steps=60)
+    seen: list[tuple[bool, bool]] = []
+
+    def check(sim, be, view, rec) -> None:
+        if rec is not None:
+            seen.append((rec.declined, be.forward_metadata is None))
+
+    res = hr.run_point(cfg, specs, on_step=check)
+    assert len(seen) == len(res.records) == cfg.steps
+    assert all(declined == delegated for declined, delegated in seen)
+    s = res.summary()
+    assert 0 < s["steps_declined"] == sum(d for d, _ in seen) < cfg.steps  # both kinds of step
+    assert s["served_p50"] == np.percentile([r.host_us for r in res.records if not r.declined], 50)
 
 
 def test_prompt_scaling_keeps_the_trace_sharing() -> None:
