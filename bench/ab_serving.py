@@ -370,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             correctness.append(client.agreement_row(b, ref, outputs[b], outputs[ref], args.check_tokens))
 
     gpu = gpu_name()
+    env = report.recorded_env(os.environ)  # settings the command line does not show (results.md and run.json)
     cg = "off" if args.disable_cuda_graph else f"decode on (max bs {args.cuda_graph_max_bs})"
     preamble = [
         f"- date: {date}; GPU: {gpu}; model: `{os.path.relpath(args.model, REPO)}` (dummy weights "
@@ -380,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         f"with the largest running batch seen on at least {client.FULL_BS_MIN_LINES} of them, counting only lines "
         "whose interval ran no prefill",
         f"- command: `{' '.join([sys.executable, *sys.argv])}`",
-        f"- environment: `{' '.join(report.recorded_env(os.environ)) or '(no PAT_SGLANG_ / SGLANG_ settings)'}`",
+        f"- environment: `{' '.join(env) or '(no PAT_SGLANG_ / SGLANG_ settings)'}`",
     ]
     preamble += profile_notes(infos, args.profile_steps)
     report.write_csv(all_rows, out / "results.csv")
@@ -388,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     plotted = report.plot([r for r in all_rows if "ok" in r], out / "ab.png") if any("ok" in r for r in all_rows) \
         else False
     (out / "run.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "gpu": gpu,
-                                              "env": report.recorded_env(os.environ),
+                                              "env": env,
                                               "servers": infos, "correctness": correctness,
                                               "elapsed_s": time.monotonic() - t_start}, indent=1, default=str))
     print("\n" + text, flush=True)

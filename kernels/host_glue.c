@@ -702,7 +702,7 @@ static PyObject *graph_launch(PyObject *self, PyObject *const *args, Py_ssize_t 
 }
 
 static PyMethodDef METHODS[] = {
-    {"graph_launch", (PyCFunction)(void (*)(void))graph_launch, METH_FASTCALL, "launch.KernelGraph.launch_eager"},
+    {"graph_launch", (PyCFunction)(void (*)(void))graph_launch, METH_FASTCALL, "launch.KernelGraph.launch_unless_capturing"},
     {"pack_numbers", (PyCFunction)(void (*)(void))pack_numbers, METH_FASTCALL, "planner._pack_numbers"},
     {"split_numbers", (PyCFunction)(void (*)(void))split_numbers, METH_FASTCALL, "planner._split_numbers"},
     {"packs_all_pay", (PyCFunction)(void (*)(void))packs_all_pay, METH_FASTCALL, "planner._choose_packs"},

@@ -713,7 +713,8 @@ class PlanLaunch:
         if pools.viewed:
             k_buffer, v_buffer = kv_pool_view(k_buffer, self.heads), kv_pool_view(v_buffer, self.heads)
         # Everything the checks below read; the strides' tuples (which include each one's dims) come first.
-        key = (q.stride(), out.stride(), q.shape, out.shape, q.dtype, out.dtype, q.device, out.device, pools.layout)
+        device = q.device
+        key = (q.stride(), out.stride(), q.shape, out.shape, q.dtype, out.dtype, device, out.device, pools.layout)
         f = self.fwd
         if self.open:
             if seq_lens is None or req_rows is None:
@@ -741,8 +742,7 @@ class PlanLaunch:
         f.scale_log2 = scale_log2
         f.v_scale = v_scale
         self.mp.out, self.mp.out_stride = f.out, f.out_stride
-        index = key[6].index  # q's device (read once, for the key)
-        self.launch(_raw_stream(index), index)
+        self.launch(_raw_stream(device.index), device.index)
         return out
 
     def _pool_facts(self, k_buffer: torch.Tensor, v_buffer: torch.Tensor) -> _PoolFacts:
@@ -753,7 +753,7 @@ class PlanLaunch:
         k_view, v_view = kv_pool_view(k_buffer, self.heads), kv_pool_view(v_buffer, self.heads)
         layout = (k_view.stride(), v_view.stride(), k_view.shape, v_view.shape, k_view.dtype, v_view.dtype,
                   k_view.device, v_view.device)
-        strides = (*k_view.stride(), 0, 0)  # read by the launch only once the checks passed ([slots, heads, dim])
+        strides = (*layout[0], 0, 0)  # K's; read by the launch only once the checks passed ([slots, heads, dim])
         facts = _PoolFacts(weakref.ref(k_buffer), weakref.ref(v_buffer), layout, strides[0], strides[1],
                            k_view is not k_buffer or v_view is not v_buffer)
         if len(self._pools) >= _MAX_POOLS_REMEMBERED:

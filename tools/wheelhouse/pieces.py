@@ -74,10 +74,11 @@ def tree_bytes(root: Path) -> int:
     return sum((root / name).stat().st_size for name in files if (root / name).is_file())
 
 
-def room_mib(root: Path) -> int:
-    """The largest whole piece in MiB that one device call carries beside ``root``'s working tree (``tree_bytes``),
-    leaving ``CARRY_MARGIN_BYTES``; ``ValueError`` if the tree leaves no MiB (then nothing can be carried)."""
-    tree = tree_bytes(root)
+def room_mib(root: Path, tree: int | None = None) -> int:
+    """The largest whole piece in MiB that one device call carries beside ``root``'s working tree (``tree``, its
+    ``tree_bytes`` where not given), leaving ``CARRY_MARGIN_BYTES``; ``ValueError`` if the tree leaves no MiB (then
+    nothing can be carried)."""
+    tree = tree_bytes(root) if tree is None else tree
     room = (CALL_CARRY_BYTES - CARRY_MARGIN_BYTES - tree) // MIB
     if room < 1:
         raise ValueError(f"the working tree under {root} takes {tree / MIB:.1f} MiB of a call's "
@@ -251,8 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("room", help="the MiB one device call carries beside this repository's working tree")
     args = ap.parse_args(argv)
     if args.cmd == "room":
-        print(f"working tree {tree_bytes(REPO_ROOT) / MIB:.1f} MiB; a piece of at most {room_mib(REPO_ROOT)} MiB "
-              "fits beside it")
+        tree = tree_bytes(REPO_ROOT)  # one listing of the tree for both numbers
+        print(f"working tree {tree / MIB:.1f} MiB; a piece of at most {room_mib(REPO_ROOT, tree)} MiB fits beside it")
         return 0
     if args.cmd == "split":
         if args.file is not None:
