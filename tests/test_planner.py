@@ -31,7 +31,7 @@ from pat_sglang.reference import naive_decode, run_reference
 from pat_sglang.workloads import layout_tree, make_qkv, random_tree, tree_batch
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-GQA = [1, 2, 4, 8]
+GQA = [1, 2, 3, 4, 5, 6, 7, 8]  # every ratio the kernels take: Llama-3.2-3B 3, Qwen2.5-14B 5, Qwen2.5-7B 7
 HEAD_DIMS = [64, 128, 256]
 
 

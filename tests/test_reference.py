@@ -43,7 +43,7 @@ def _check(
 @SETTINGS
 @given(
     seed=st.integers(0, 2**31 - 1),
-    group=st.sampled_from([1, 2, 4, 8]),
+    group=st.sampled_from([1, 2, 3, 4, 5, 6, 7, 8]),
     head_dim=st.sampled_from([64, 128]),
     page_size=st.sampled_from([1, 16]),
     sm_count=st.sampled_from([4, 132]),
@@ -57,7 +57,7 @@ def test_random_trees_match_naive(seed: int, group: int, head_dim: int, page_siz
     _check(tree, page_size, group, head_dim, num_kv_heads=1 if group == 8 else 2, seed=seed, sm_count=sm_count)
 
 
-@pytest.mark.parametrize("group", [1, 2, 4, 8])
+@pytest.mark.parametrize("group", [1, 2, 3, 4, 5, 6, 7, 8])
 def test_head_dim_256(group: int) -> None:
     tree = random_tree(np.random.default_rng(group), max_depth=3, max_requests=6, max_len=150)
     _check(tree, 1, group, 256, num_kv_heads=1, seed=group)
@@ -74,7 +74,7 @@ def test_asymmetric_tree(page_size: int) -> None:
     if page_size > 1:
         inner = tree.has_children()
         tree = Tree(parents, [(x // 16) * 16 if inner[i] else x for i, x in enumerate(lengths)], request_nodes)
-    for group in (1, 8):
+    for group in (1, 3, 7, 8):
         _check(tree, page_size, group, 64, num_kv_heads=1, seed=group, sm_count=8)
 
 

@@ -74,8 +74,22 @@ def test_random_forests(kv_dtype: torch.dtype, head_dim: int, heads: tuple[int, 
 
 
 @pytest.mark.parametrize("kv_dtype", FP8)
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("heads", [(24, 8), (40, 8), (12, 2), (28, 4)], ids=lambda h: f"{h[0]}q{h[1]}kv")
+def test_random_forests_odd_gqa_ratios(kv_dtype: torch.dtype, head_dim: int, heads: tuple[int, int]) -> None:
+    """GQA ratios 3, 5, 6 and 7 (Llama-3.2-3B, Qwen2.5-14B, -1.5B, -7B): padding rows in every row block."""
+    rng = np.random.default_rng(_next_seed())
+    for page_size, max_requests in ((1, 48), (16, 160)):
+        tree = random_tree(
+            rng, max_depth=5, max_requests=max_requests, max_len=512, page_size=page_size, max_request_tokens=6000,
+            p_inner_request=0.2, p_duplicate=0.1,
+        )
+        check_batch(layout_tree(tree, page_size, rng), heads[0], heads[1], head_dim, kv_dtype)
+
+
+@pytest.mark.parametrize("kv_dtype", FP8)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("group", [1, 2, 4, 8])
+@pytest.mark.parametrize("group", [1, 2, 3, 4, 5, 6, 7, 8])
 def test_asymmetric_tree(kv_dtype: torch.dtype, dtype: torch.dtype, group: int) -> None:
     parents = [-1, 0, 1, 2, 2, 3, 3, 3, 4, 0, 9, 9, 9, 1, -1]
     lengths = [2048, 512, 256, 128, 96, 5, 17, 33, 80, 320, 3, 600, 1, 7, 3000]

@@ -62,8 +62,29 @@ def test_random_forests(dtype: torch.dtype, head_dim: int, heads: tuple[int, int
         check_batch(layout_tree(tree, page_size, rng), heads[0], heads[1], head_dim, dtype)
 
 
+# Head shapes (q heads, KV heads) whose GQA ratio is not a power of two, as served models have them (per TP rank):
+# Llama-3.2-3B 24/8 (3), Qwen2.5-14B/32B 40/8 (5), Qwen2.5-1.5B 12/2 (6), Qwen2.5-7B 28/4 (7). Their row blocks leave
+# padding rows in every tile (64 // 7 = 9 requests: 63 of 64 rows) and their requests straddle no tile boundary.
+ODD_GQA_HEADS = [(24, 8), (40, 8), (12, 2), (28, 4)]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("group", [1, 2, 4, 8])
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("heads", ODD_GQA_HEADS, ids=lambda h: f"{h[0]}q{h[1]}kv")
+@pytest.mark.parametrize("page_size", [1, 16])
+def test_random_forests_odd_gqa_ratios(dtype: torch.dtype, head_dim: int, heads: tuple[int, int],
+                                       page_size: int) -> None:
+    rng = np.random.default_rng(_next_seed())
+    for max_requests in (64, 200):  # the second: wide packs of several row blocks
+        tree = random_tree(
+            rng, max_depth=5, max_requests=max_requests, max_len=1024, page_size=page_size,
+            max_request_tokens=20_000, p_inner_request=0.2, p_duplicate=0.1,
+        )
+        check_batch(layout_tree(tree, page_size, rng), heads[0], heads[1], head_dim, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("group", [1, 2, 3, 4, 5, 6, 7, 8])
 @pytest.mark.parametrize("page_size", [1, 16])
 def test_asymmetric_tree(dtype: torch.dtype, group: int, page_size: int) -> None:
     parents = [-1, 0, 1, 2, 2, 3, 3, 3, 4, 0, 9, 9, 9, 1, -1]
