@@ -10,7 +10,8 @@ both are timed in one run) on:
 * ``mooncake96``: the first 96 requests of the Mooncake conversation trace as private rows (as in
   ``bench/split_waves.py``), Llama-3-8B heads (32 q / 8 kv, d=128, bf16, page size 1);
 * ``d64x4096``, ``d256x1024`` (the kernel benchmark's no-sharing batches), ``d8x32768`` (small batch, long
-  context), and ``a128`` (a shared-prefix tree: a variant must not lose there);
+  context; with ``--cases`` any ``dBxC``: B private rows of C tokens, such as the kernel benchmark's small batches
+  ``d1x1024``), and ``a128`` (a shared-prefix tree: a variant must not lose there);
 * with ``--cases``, also the kernel benchmark's other trees, their shared and private parts as batches of their own
   (``PART_CASES``), and the serving sweep's shared-prefix points as trees
   (``gsp64``, ``gsp256``, ``rollout64``: ``SERVING_CASES``, sizes from ``ab.sweep``). ``gsp64`` is where serving
@@ -48,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -137,8 +139,9 @@ def flat_private(n: int, tokens: int, rng: np.random.Generator) -> tuple[torch.T
 def case_batch(name: str, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
     if name == "mooncake96":
         return mooncake_rows(96, 7936, 64, rng)
-    if name == "d8x32768":
-        return flat_private(8, 32768, rng)
+    private = re.fullmatch(r"d(\d+)x(\d+)", name)
+    if private and name not in ("d64x4096", "d256x1024"):  # those two: the anchors' layout (standard_batch)
+        return flat_private(int(private[1]), int(private[2]), rng)
     if name in SERVING_CASES:
         b = layout_tree(serving_window(name).tree(rng), rng=rng)
     elif name in PART_CASES:

@@ -157,3 +157,15 @@ def test_heads_option(sweep, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         sweep.main(["--heads", "128/8"])
     assert exit_info.value.code == 2 and "at most 8 q heads per kv head" in capsys.readouterr().err
+
+
+def test_case_batch_reads_any_private_batch_name(sweep) -> None:
+    """``dBxC``: B private rows of C tokens each, every slot of the pool once (the kernel benchmark's small batches);
+    the anchors' two no-sharing names keep their own layout."""
+    rng = np.random.default_rng(0)
+    for name, rows, tokens in (("d1x1024", 1, 1024), ("d4x16384", 4, 16384), ("d8x32768", 8, 32768)):
+        indptr, indices, slots = sweep.case_batch(name, rng)
+        assert indptr.tolist() == list(range(0, rows * tokens + 1, tokens)) and slots == rows * tokens
+        assert sorted(indices.tolist()) == list(range(rows * tokens))
+    indptr, _, _ = sweep.case_batch("d64x4096", rng)
+    assert indptr.shape[0] == 65 and int(indptr[-1]) == 64 * 4096
