@@ -61,7 +61,7 @@ from . import host_core
 from .api import run
 from .config import FP8_KV_DTYPES, DeviceSpec, HeadConfig, check_supported
 from .decode_step import PADDING_ROW, REMAKE_PLANS_ENV, DecodeStepPlanner, StepBatch, StepPhases
-from .dispatch import MIN_SAVED_FRACTION_ENV, checked_fraction, configured_min_saved_fraction
+from .dispatch import MIN_SAVED_FRACTION_ENV, DispatchGate, checked_fraction, configured_gate
 from .gc_pauses import GC_PAUSES, GcMark
 from .planner import PackPlan, host_int64, max_split_items, same_ints
 from .sglang_patches.chain_table import ChainTable, chain_table_for
@@ -432,8 +432,9 @@ class PATAttnBackend(AttentionBackend):
         min_saved_fraction: float | None = None,
     ) -> None:
         """``min_saved_fraction``: decode batches whose plan saves less than this fraction of per-request KV bytes go
-        to the delegate (``pat_sglang.dispatch``; default: ``PAT_SGLANG_MIN_SAVED_FRACTION``, else the measured one
-        for the delegate and the KV format; 0: PAT serves every decode batch it can plan)."""
+        to the delegate, whatever their size (``pat_sglang.dispatch``; default: ``PAT_SGLANG_MIN_SAVED_FRACTION``, else
+        the measured gate for the delegate and the KV format, stricter for batches of a few requests; 0: PAT serves
+        every decode batch it can plan)."""
         super().__init__()
         self.device = runner_device(model_runner)
         heads, problems = model_problems(model_runner, kernels=self.device.type == "cuda")
@@ -470,12 +471,14 @@ class PATAttnBackend(AttentionBackend):
         self.warm_up = _warm_up(heads, self.device_spec, remake)
         # Decode batches whose plan saves less than this fraction of per-request KV bytes go to the delegate.
         if min_saved_fraction is None:
-            min_saved_fraction = configured_min_saved_fraction(heads, delegate_name)
-        self.min_saved_fraction = checked_fraction(min_saved_fraction, "min_saved_fraction")
-        if self.min_saved_fraction > 0.0:
+            self.gate = configured_gate(heads, delegate_name)
+        else:
+            self.gate = DispatchGate(checked_fraction(min_saved_fraction, "min_saved_fraction"))
+        self.min_saved_fraction = self.gate.default  # batches larger than the gate's small sizes
+        if self.gate.strictest > 0.0:
             logger.info(
-                f"PAT: decode batches whose plan saves less than {100 * self.min_saved_fraction:.1f}% of per-request "
-                f"KV bytes run on the delegate ({MIN_SAVED_FRACTION_ENV}; 0: PAT serves every batch it can plan)"
+                f"PAT: decode batches whose plan saves less than {self.gate.describe()} of per-request KV bytes run on "
+                f"the delegate ({MIN_SAVED_FRACTION_ENV}; 0: PAT serves every batch it can plan)"
             )
         else:
             logger.info("PAT: serves every decode batch it can plan (min saved fraction 0)")
@@ -515,7 +518,7 @@ class PATAttnBackend(AttentionBackend):
         cap = graph_capacity(max_bs, self.device_spec, self.heads)
         self.graph_buffers = cls(self.heads, cap.max_batch, cap.max_items, cap.max_partials, self.device,
                                  split_items=cap.split_items)
-        if self.min_saved_fraction <= 0.0:
+        if self.gate.strictest <= 0.0:
             self.graph_variants = ()  # PAT serves every decode batch: one graph per batch size
         elif graph_variants_patched():
             self.graph_variants = GRAPH_VARIANTS
@@ -587,7 +590,7 @@ class PATAttnBackend(AttentionBackend):
         start, cpu_start = time.perf_counter(), time.thread_time()
         batch = self._step_batch(forward_batch)
         # Under CUDA graphs without per-variant graphs, the captured graph runs PAT whatever the gate would say.
-        min_saved = 0.0 if static and not self.graph_variants else self.min_saved_fraction
+        min_saved = 0.0 if static and not self.graph_variants else self.gate.for_batch(batch.n_real)
         limits = self.graph_buffers.limits_for(batch.rows.shape[0]) if static else None
         plan = self.planner.plan(batch, limits, min_saved=min_saved)
         planned = time.perf_counter()

@@ -18,6 +18,7 @@ every decode batch it can plan, for benchmarks of PAT's own kernels).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from .config import HeadConfig
 from .planner import PlanStats
@@ -73,14 +74,75 @@ HEAD_DIM_FP8_TIME_RATIOS: dict[int, dict[str, float]] = {
     64: {"fa3": 0.73},
     256: {"flashinfer": 0.94, "fa3": 1.12},
 }
+# Batches of a few requests, where measured (H200, 2026-12-02, the kernel benchmark's ``small`` set: d1x1024, d1x8192,
+# d2x4096, d4x2048, d4x16384 at 32/8 heads and head dim 128, every side as CUDA-graph replays, the largest PAT / peer
+# time at each size; docs/perf/kernels/2026-12-02-h200-small-thirtyninth/), as (16-bit KV, FP8 KV) by the most requests
+# a batch has: one to four requests leave most SMs idle, so each kernel's fixed costs set its time, and PAT's (a forward
+# and a merge launch, 4-64 items) are the larger: 16-bit 1.08-1.21x fa3's (1.00-1.31x FlashInfer's), FP8 up to 1.02x
+# fa3's at one request. A batch of n requests takes the entry of the least size >= n; its ratio is never below the one
+# ``no_sharing_time_ratio`` gives (the entries were measured at head dim 128 only). A delegate not listed takes the
+# largest listed ratio of that size.
+SMALL_BATCH_TIME_RATIOS: dict[int, dict[str, tuple[float, float]]] = {
+    1: {"fa3": (1.21, 1.02), "flashinfer": (1.31, 0.88)},
+    2: {"fa3": (1.10, 0.89), "flashinfer": (1.02, 0.76)},
+    4: {"fa3": (1.08, 0.88), "flashinfer": (1.00, 0.74)},
+}
 # Batches that would gain less than this factor go to the delegate: the ratios above vary by shape, by a few percent.
 DISPATCH_MARGIN = 1.05
 
 
+@dataclass(frozen=True)
+class DispatchGate:
+    """The fractions of per-request KV bytes a plan must save for PAT to serve its batch: ``small[n - 1]`` for a batch
+    of ``n`` real requests, ``n <= len(small)``; ``default`` for larger batches (0: PAT serves them all)."""
+
+    default: float
+    small: tuple[float, ...] = ()
+
+    def for_batch(self, requests: int) -> float:
+        return self.small[requests - 1] if 0 < requests <= len(self.small) else self.default
+
+    @property
+    def strictest(self) -> float:
+        """The largest fraction of any batch size (0: PAT serves every batch it can plan)."""
+        return max((self.default, *self.small))
+
+    def describe(self) -> str:
+        """The fractions as a log line's words, e.g. ``4.8% (1 request: 17.6%, 2: 9.9%, 3-4: 8.4%)``."""
+        text = f"{100 * self.default:.1f}%"
+        if not self.small or all(f == self.default for f in self.small):
+            return text
+        parts, first = [], 1
+        for n in range(1, len(self.small) + 1):  # runs of sizes with one fraction
+            if n == len(self.small) or self.small[n] != self.small[n - 1]:
+                sizes = f"{first}" if first == n else f"{first}-{n}"
+                parts.append(f"{sizes} request{'s' if n > 1 else ''}: {100 * self.small[n - 1]:.1f}%")
+                first = n + 1
+        return f"{text} ({', '.join(parts)})"
+
+
+def fraction_of_ratio(ratio: float) -> float:
+    """The fraction a plan must save when PAT's forward takes ``ratio`` times the delegate's time on the same bytes."""
+    return max(0.0, 1.0 - 1.0 / (ratio * DISPATCH_MARGIN))
+
+
+def default_gate(heads: HeadConfig, delegate: str | None = None) -> DispatchGate:
+    """``default_min_saved_fraction`` for larger batches, and per size up to the largest of
+    ``SMALL_BATCH_TIME_RATIOS`` the fraction of that size's ratio (never below the default)."""
+    base_ratio = no_sharing_time_ratio(heads, delegate)
+    small = []
+    for n in range(1, max(SMALL_BATCH_TIME_RATIOS) + 1):
+        measured = SMALL_BATCH_TIME_RATIOS[min(size for size in SMALL_BATCH_TIME_RATIOS if size >= n)]
+        pair = measured.get(delegate or "") or tuple(max(r[i] for r in measured.values()) for i in range(2))
+        small.append(fraction_of_ratio(max(base_ratio, pair[1] if heads.kv_fp8 else pair[0])))
+    return DispatchGate(fraction_of_ratio(base_ratio), tuple(small))
+
+
 def default_min_saved_fraction(heads: HeadConfig, delegate: str | None = None) -> float:
     """The fraction of per-request KV bytes a plan must save for PAT to serve its batch, for this KV format and the
-    delegate backend named ``delegate`` (0: PAT serves every batch)."""
-    return max(0.0, 1.0 - 1.0 / (no_sharing_time_ratio(heads, delegate) * DISPATCH_MARGIN))
+    delegate backend named ``delegate`` (0: PAT serves every batch), for batches larger than ``SMALL_BATCH_TIME_RATIOS``
+    covers."""
+    return fraction_of_ratio(no_sharing_time_ratio(heads, delegate))
 
 
 def no_sharing_time_ratio(heads: HeadConfig, delegate: str | None = None) -> float:
@@ -96,17 +158,17 @@ def no_sharing_time_ratio(heads: HeadConfig, delegate: str | None = None) -> flo
     return max([ratio, *at_head_dim.values(), *fp8_at_head_dim.values()])
 
 
-def configured_min_saved_fraction(heads: HeadConfig, delegate: str | None = None) -> float:
-    """``PAT_SGLANG_MIN_SAVED_FRACTION`` if set (a number in [0, 1)), else the default for ``heads`` and
-    ``delegate``."""
+def configured_gate(heads: HeadConfig, delegate: str | None = None) -> DispatchGate:
+    """``PAT_SGLANG_MIN_SAVED_FRACTION`` if set (a number in [0, 1), for every batch size), else the default gate for
+    ``heads`` and ``delegate``."""
     raw = os.environ.get(MIN_SAVED_FRACTION_ENV)
     if raw is None or raw.strip() == "":
-        return default_min_saved_fraction(heads, delegate)
+        return default_gate(heads, delegate)
     try:
         value = float(raw)
     except ValueError:
         raise ValueError(f"{MIN_SAVED_FRACTION_ENV}={raw!r} is not a number") from None
-    return checked_fraction(value, f"{MIN_SAVED_FRACTION_ENV}={raw!r}")
+    return DispatchGate(checked_fraction(value, f"{MIN_SAVED_FRACTION_ENV}={raw!r}"))
 
 
 def checked_fraction(value: float, what: str) -> float:

@@ -96,15 +96,52 @@ def test_head_dims_with_their_own_ratios(delegate: str | None) -> None:
 
 
 def test_fraction_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment's fraction holds for every batch size; unset or empty, the measured gate."""
     heads = HeadConfig(HQ, HKV, D, torch.bfloat16)
     monkeypatch.setenv(dispatch.MIN_SAVED_FRACTION_ENV, "0.3")
-    assert dispatch.configured_min_saved_fraction(heads) == 0.3
+    gate = dispatch.configured_gate(heads)
+    assert all(gate.for_batch(n) == 0.3 for n in (1, 2, 3, 4, 5, 256)) and gate.strictest == 0.3
     for bad in ("x", "-0.1", "1"):
         monkeypatch.setenv(dispatch.MIN_SAVED_FRACTION_ENV, bad)
         with pytest.raises(ValueError, match=dispatch.MIN_SAVED_FRACTION_ENV):
-            dispatch.configured_min_saved_fraction(heads)
+            dispatch.configured_gate(heads)
     monkeypatch.setenv(dispatch.MIN_SAVED_FRACTION_ENV, "")
-    assert dispatch.configured_min_saved_fraction(heads) == dispatch.default_min_saved_fraction(heads)
+    assert dispatch.configured_gate(heads) == dispatch.default_gate(heads)
+
+
+@pytest.mark.parametrize("delegate", [None, "fa3", "flashinfer", "triton"])
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+@pytest.mark.parametrize("fp8", [False, True])
+def test_batches_of_a_few_requests_gate_on_their_own_ratios(delegate: str | None, head_dim: int, fp8: bool) -> None:
+    """A batch of n <= 4 requests takes the ratio measured at the least listed size >= n (a delegate not listed: the
+    largest listed), never below the larger batches' ratio; larger batches take ``default_min_saved_fraction``."""
+    heads = HeadConfig(HQ, HKV, head_dim, torch.bfloat16, torch.float8_e4m3fn if fp8 else None)
+    gate = dispatch.default_gate(heads, delegate)
+    base = dispatch.no_sharing_time_ratio(heads, delegate)
+    assert gate.default == dispatch.default_min_saved_fraction(heads, delegate)
+    sizes = sorted(dispatch.SMALL_BATCH_TIME_RATIOS)
+    for n in range(1, sizes[-1] + 1):
+        measured = dispatch.SMALL_BATCH_TIME_RATIOS[next(size for size in sizes if size >= n)]
+        pairs = [measured[delegate]] if delegate in measured else list(measured.values())
+        ratio = max(pair[1 if fp8 else 0] for pair in pairs)
+        assert gate.for_batch(n) == pytest.approx(max(0.0, 1 - 1 / (max(base, ratio) * dispatch.DISPATCH_MARGIN)))
+        assert gate.for_batch(n) >= gate.default
+    for n in (sizes[-1] + 1, 64, 1024):
+        assert gate.for_batch(n) == gate.default
+    assert gate.strictest == max(gate.default, *(gate.for_batch(n) for n in range(1, sizes[-1] + 1)))
+
+
+def test_small_batches_against_fa3_at_head_dim_128() -> None:
+    """The measured cases (H200, 2026-12-02): with 16-bit pools PAT takes 1.08-1.21x fa3's time on 1-4 requests
+    without sharing, so such a batch must save more than a larger one; over FP8 pools a single request (1.02x) goes to
+    fa3, two or more stay on PAT (0.88-0.89x)."""
+    bf16 = dispatch.default_gate(HeadConfig(32, 8, 128, torch.bfloat16), "fa3")
+    fp8 = dispatch.default_gate(HeadConfig(32, 8, 128, torch.bfloat16, torch.float8_e4m3fn), "fa3")
+    assert bf16.for_batch(1) > bf16.for_batch(2) > bf16.for_batch(4) > bf16.for_batch(5) == bf16.default > 0.0
+    assert fp8.default == 0.0 and fp8.for_batch(1) > 0.0 and fp8.for_batch(2) == fp8.for_batch(4) == 0.0
+    assert bf16.describe() == "4.8% (1 request: 21.3%, 2 requests: 13.4%, 3-4 requests: 11.8%)"
+    assert fp8.describe() == "0.0% (1 request: 6.6%, 2-4 requests: 0.0%)"
+    assert dispatch.DispatchGate(0.25).describe() == "25.0%"
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -143,6 +180,36 @@ def _backend(h: RadixHarness, table: ChainTable, **kw) -> tuple[PATAttnBackend, 
     runner = fake_model_runner(h, HQ, HKV, D, 2, torch.bfloat16)
     delegate = RecordingDelegate()
     return PATAttnBackend(runner, delegate=delegate, chain_table=table, **kw), delegate, runner
+
+
+def _saved_fraction_and_gated(prefix: int, own: int, requests: int) -> tuple[float, int, PATAttnBackend]:
+    """A batch of ``requests`` prompts sharing their first ``prefix`` tokens (then ``own`` of their own), decoded
+    two steps: the fraction of per-request KV bytes its plan saves (planned with no gate), and a backend with the
+    default gate (a delegate without a name) that has been handed the same batch."""
+    rng = np.random.default_rng(prefix + own + requests)
+    system = rng.integers(1000, 2000, size=prefix).tolist()
+    h = RadixHarness()
+    for i in range(requests):
+        h.add_request(system + (rng.integers(0, 30000, size=own) + 100000 * (i + 1)).tolist())
+    h.decode(steps=2)
+    table = ChainTable()
+    plain, _, _ = _backend(h, table, min_saved_fraction=0.0)
+    plain.init_forward_metadata(decode_batch(h, table))
+    s = plain.forward_metadata.plan.stats
+    gated, _, _ = _backend(h, table)
+    gated.init_forward_metadata(decode_batch(h, table))
+    return 1 - (s.kv_bytes_planned + s.partial_bytes) / s.kv_bytes_per_request, requests, gated
+
+
+def test_a_batch_of_two_requests_must_save_more_than_a_larger_one() -> None:
+    """Two requests whose plan saves 6.4% of their KV bytes go to the delegate (a batch of two must save 13.4% under
+    the strictest measured small-batch ratio), six that save 5.9% stay on PAT (larger batches: 5.7%)."""
+    saved, n, be = _saved_fraction_and_gated(40, 140, 2)
+    assert be.gate.default <= saved < be.gate.for_batch(n)
+    assert be.forward_metadata is None and be.planner.counters.declined == 1
+    saved, n, be = _saved_fraction_and_gated(30, 250, 6)
+    assert be.gate.for_batch(n) == be.gate.default <= saved < be.gate.for_batch(2)
+    assert be.forward_metadata is not None and be.planner.counters.declined == 0
 
 
 def test_eager_steps_without_sharing_go_to_the_delegate() -> None:
