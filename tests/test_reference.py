@@ -63,6 +63,14 @@ def test_head_dim_256(group: int) -> None:
     _check(tree, 1, group, 256, num_kv_heads=1, seed=group)
 
 
+@pytest.mark.parametrize("group", [4, 5, 7, 8])
+def test_one_kv_head_per_rank(group: int) -> None:
+    """One KV head with its q heads, as a tensor-parallel rank holds it (Llama-3-70B at TP 8: 8 q / 1 KV; Qwen2.5-7B at
+    TP 4: 7 / 1; Qwen2.5-14B at TP 8: 5 / 1)."""
+    tree = random_tree(np.random.default_rng(40 + group), max_depth=4, max_requests=40, max_len=300, page_size=16)
+    _check(tree, 16, group, 128, num_kv_heads=1, seed=group, sm_count=16)
+
+
 @pytest.mark.parametrize("page_size", [1, 16])
 def test_asymmetric_tree(page_size: int) -> None:
     # Root (512) with: a deep branch (3 more levels, 9 requests at differing depths), a shallow branch

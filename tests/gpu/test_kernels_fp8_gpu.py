@@ -75,9 +75,11 @@ def test_random_forests(kv_dtype: torch.dtype, head_dim: int, heads: tuple[int, 
 
 @pytest.mark.parametrize("kv_dtype", FP8)
 @pytest.mark.parametrize("head_dim", [64, 128, 256])
-@pytest.mark.parametrize("heads", [(24, 8), (40, 8), (12, 2), (28, 4)], ids=lambda h: f"{h[0]}q{h[1]}kv")
+@pytest.mark.parametrize("heads", [(24, 8), (40, 8), (12, 2), (28, 4), (8, 1), (7, 1)],
+                         ids=lambda h: f"{h[0]}q{h[1]}kv")
 def test_random_forests_odd_gqa_ratios(kv_dtype: torch.dtype, head_dim: int, heads: tuple[int, int]) -> None:
-    """GQA ratios 3, 5, 6 and 7 (Llama-3.2-3B, Qwen2.5-14B, -1.5B, -7B): padding rows in every row block."""
+    """GQA ratios 3, 5, 6 and 7 (Llama-3.2-3B, Qwen2.5-14B, -1.5B, -7B): padding rows in every row block; and one KV
+    head per tensor-parallel rank (Llama-3-70B at TP 8, Qwen2.5-7B at TP 4)."""
     rng = np.random.default_rng(_next_seed())
     for page_size, max_requests in ((1, 48), (16, 160)):
         tree = random_tree(

@@ -66,11 +66,14 @@ def test_random_forests(dtype: torch.dtype, head_dim: int, heads: tuple[int, int
 # Llama-3.2-3B 24/8 (3), Qwen2.5-14B/32B 40/8 (5), Qwen2.5-1.5B 12/2 (6), Qwen2.5-7B 28/4 (7). Their row blocks leave
 # padding rows in every tile (64 // 7 = 9 requests: 63 of 64 rows) and their requests straddle no tile boundary.
 ODD_GQA_HEADS = [(24, 8), (40, 8), (12, 2), (28, 4)]
+# One KV head per tensor-parallel rank: Llama-3-70B at TP 8 (8 q / 1 KV), Qwen2.5-7B at TP 4 (7 / 1), Qwen2.5-14B at
+# TP 8 (5 / 1): the forward's grid has one CTA per item.
+ONE_KV_HEAD = [(8, 1), (7, 1), (5, 1)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("head_dim", [64, 128, 256])
-@pytest.mark.parametrize("heads", ODD_GQA_HEADS, ids=lambda h: f"{h[0]}q{h[1]}kv")
+@pytest.mark.parametrize("heads", ODD_GQA_HEADS + ONE_KV_HEAD, ids=lambda h: f"{h[0]}q{h[1]}kv")
 @pytest.mark.parametrize("page_size", [1, 16])
 def test_random_forests_odd_gqa_ratios(dtype: torch.dtype, head_dim: int, heads: tuple[int, int],
                                        page_size: int) -> None:
