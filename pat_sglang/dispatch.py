@@ -9,10 +9,11 @@ most ``1 - min_saved_fraction`` of what per-request decode reads.
 
 ``min_saved_fraction`` follows from how much slower PAT's forward is than the delegate's decode on the same bytes
 (``NO_SHARING_TIME_RATIOS``, by delegate and KV element size; ``HEAD_DIM_TIME_RATIOS`` and
-``HEAD_DIM_FP8_TIME_RATIOS`` at head dims other than 128),
+``HEAD_DIM_FP8_TIME_RATIOS`` at head dims other than 128; ``SMALL_BATCH_TIME_RATIOS`` for batches of a few requests),
 with a margin so that a batch near the break-even point goes to the delegate: ``1 - 1 / (ratio * margin)``, or 0 where
-PAT is the faster of the two even without sharing. ``PAT_SGLANG_MIN_SAVED_FRACTION`` overrides it (0 makes PAT serve
-every decode batch it can plan, for benchmarks of PAT's own kernels).
+PAT is the faster of the two even without sharing. A ``DispatchGate`` holds the fraction of each batch size.
+``PAT_SGLANG_MIN_SAVED_FRACTION`` overrides it with one fraction for every size (0 makes PAT serve every decode batch it
+can plan, for benchmarks of PAT's own kernels).
 """
 
 from __future__ import annotations
