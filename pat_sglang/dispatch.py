@@ -109,7 +109,8 @@ class DispatchGate:
         return max((self.default, *self.small))
 
     def describe(self) -> str:
-        """The fractions as a log line's words, e.g. ``4.8% (1 request: 17.6%, 2: 9.9%, 3-4: 8.4%)``."""
+        """The fractions as a log line's words, e.g.
+        ``4.8% (1 request: 21.3%, 2 requests: 13.4%, 3-4 requests: 11.8%)``."""
         text = f"{100 * self.default:.1f}%"
         if not self.small or all(f == self.default for f in self.small):
             return text
