@@ -33,7 +33,8 @@ AB_ARGS    ?=
 # FA3 (SGLang's default on Hopper) needs sgl_kernel/flash_ops.abi3.so, which the wheelhouse trims (1.12 GB unpacked):
 #   make fa3-pieces          here: .fa3/pNN/piece.xz + .fa3/manifest.json (the 141 MiB xz stream in pieces of
 #                            FA3_PIECE_MIB, by default what a call carries beside the working tree: 20 MiB, so eight
-#                            on 2026-12-02; `pieces.py recut --src .fa3 --piece-mib auto` re-cuts them as it grows)
+#                            on 2026-12-02, re-cut to 18 MiB the same day with a 43 MiB tree (still eight); `pieces.py
+#                            recut --src .fa3 --piece-mib auto` re-cuts them as it grows)
 #   there, one device call per piece (carry .fa3/pNN and .fa3/manifest.json), within the warm window:
 #     python3 tools/wheelhouse/pieces.py stash --src .fa3 --store /tmp/fa3
 #   then: python3 tools/wheelhouse/pieces.py assemble --store /tmp/fa3 --dest $(AB_SITE)/sgl_kernel/flash_ops.abi3.so
