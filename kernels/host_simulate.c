@@ -117,21 +117,33 @@ double pat_greedy_makespan(const double *values, const int64_t *counts, int64_t 
     return largest(loads, slots);
 }
 
-/* indices idx[0, n) by key[idx] descending, stably (host_sort.h; ctx: the keys) */
-#define KEY_DESC_BEFORE(later, earlier, ctx) (((const double *)(ctx))[*(later)] > ((const double *)(ctx))[*(earlier)])
-PAT_STABLE_SORT(sort_descending, int64_t, KEY_DESC_BEFORE)
+/* Pack indices by a key descending, ties by index ascending: the order numpy's argsort(-key, kind="stable") gives from
+   0..n-1, which any stable sort with this total order gives from any starting order (host_sort.h; ctx: the keys). */
+#define KEY_DESC_BEFORE(later, earlier, ctx)                                                                           \
+    (((const double *)(ctx))[*(later)] > ((const double *)(ctx))[*(earlier)] ||                                      \
+     (((const double *)(ctx))[*(later)] == ((const double *)(ctx))[*(earlier)] && *(later) < *(earlier)))
+PAT_RUN_SORT(sort_descending, int64_t, KEY_DESC_BEFORE)
+/* the same over int64 keys (the packs' tokens) */
+#define TOKENS_DESC_BEFORE(later, earlier, ctx)                                                                        \
+    (((const int64_t *)(ctx))[*(later)] > ((const int64_t *)(ctx))[*(earlier)] ||                                    \
+     (((const int64_t *)(ctx))[*(later)] == ((const int64_t *)(ctx))[*(earlier)] && *(later) < *(earlier)))
+PAT_STABLE_SORT(sort_by_tokens, int64_t, TOKENS_DESC_BEFORE)
 
-/* scratch: 4 * packs int64 + 2 * packs doubles (run values) + slots doubles (loads), as one double array of
-   6 * packs + slots entries. */
-static double candidate_makespan(const double *item_tokens, const int64_t *reps, const double *durs, int64_t packs,
-                                 int64_t slots, double limit, int64_t batch_items, double *scratch) {
+/* by_tokens: the packs by their tokens, descending (sort_by_tokens). A candidate's items are its packs' tokens over
+   their split counts, and a split count grows with the tokens, so in that order the item sizes fall in a few runs (one
+   per split count) and the launch order is a few merges away. scratch: 5 * packs + 1 int64 + 2 * packs doubles (run
+   values) + slots doubles (loads), as one double array of 7 * packs + 1 + slots entries. */
+static double candidate_makespan(const double *item_tokens, const int64_t *reps, const double *durs,
+                                 const int64_t *by_tokens, int64_t packs, int64_t slots, double limit,
+                                 int64_t batch_items, double *scratch) {
     int64_t *order = (int64_t *)scratch;
     int64_t *tmp = order + packs;
     int64_t *run_counts = tmp + packs;
-    double *run_values = scratch + 4 * packs;
+    int64_t *sort_runs = run_counts + 2 * packs; /* packs + 1 */
+    double *run_values = scratch + 5 * packs + 1;
     double *loads = run_values + 2 * packs;
-    for (int64_t p = 0; p < packs; p++) order[p] = p;
-    sort_descending(order, tmp, packs, item_tokens);
+    memcpy(order, by_tokens, sizeof(int64_t) * (size_t)packs);
+    sort_descending(order, tmp, sort_runs, packs, item_tokens);
     int64_t n_runs = 0;
     for (int64_t i = 0; i < packs; i++) {
         int64_t p = order[i];
@@ -164,7 +176,7 @@ static inline double item_duration(int64_t tokens, int64_t token_bytes, int64_t 
    their KV tokens, longest first (the kernel's order). pack_req
    (n_entries) lists each pack's requests, pack by pack (pack_req_count[p] of them); one_each: every request sits in
    one pack (n_entries == num_requests). Writes cost[c] (inf: not simulated, it cannot win) and items[c].
-   scratch: (11 * packs + slots + num_requests + 3 * cands) doubles. */
+   scratch: (13 * packs + 1 + slots + num_requests + 3 * cands) doubles. */
 void pat_launch_costs(const int64_t *splits, const int64_t *pack_tokens, const int64_t *full_blocks,
                       int64_t full_token_bytes, const int64_t *last_token_bytes, double full_overhead,
                       const double *last_overhead, const int64_t *pack_req, const int64_t *pack_req_count,
@@ -174,8 +186,9 @@ void pat_launch_costs(const int64_t *splits, const int64_t *pack_tokens, const i
     double *item_tokens = scratch;                    /* packs: the launch order's key */
     double *durs = item_tokens + packs;               /* 2 * packs: (full, last) per pack */
     int64_t *reps = (int64_t *)(durs + 2 * packs);    /* 2 * packs */
-    double *sim = (double *)(reps + 2 * packs);       /* 6 * packs + slots: candidate_makespan's scratch */
-    double *partials = sim + 6 * packs + slots;       /* num_requests (int64 counts) */
+    int64_t *by_tokens = reps + 2 * packs;            /* packs: sorted once, before the first simulation */
+    double *sim = (double *)(by_tokens + packs);      /* 7 * packs + 1 + slots: candidate_makespan's scratch */
+    double *partials = sim + 7 * packs + 1 + slots;   /* num_requests (int64 counts) */
     double *bound = partials + num_requests;          /* cands */
     double *chain_cost = bound + cands;               /* cands */
     int64_t *order = (int64_t *)(chain_cost + cands); /* cands */
@@ -200,8 +213,10 @@ void pat_launch_costs(const int64_t *splits, const int64_t *pack_tokens, const i
             int64_t *per_req = (int64_t *)partials;
             memset(per_req, 0, (size_t)num_requests * sizeof(int64_t));
             int64_t e = 0;
-            for (int64_t p = 0; p < packs; p++)
-                for (int64_t k = 0; k < pack_req_count[p]; k++, e++) per_req[pack_req[e]] += s[p];
+            for (int64_t p = 0; p < packs; p++) { /* (locals: per_req's stores could alias them, re-read per entry) */
+                const int64_t count = pack_req_count[p], add = s[p];
+                for (int64_t k = 0; k < count; k++, e++) per_req[pack_req[e]] += add;
+            }
             for (int64_t r = 0; r < num_requests; r++)
                 if (per_req[r] > chain) chain = per_req[r];
         }
@@ -224,6 +239,7 @@ void pat_launch_costs(const int64_t *splits, const int64_t *pack_tokens, const i
         order[j] = v;
     }
     double best = INFINITY;
+    int sorted_by_tokens = 0;
     for (int64_t i = 0; i < cands; i++) {
         int64_t c = order[i];
         if (bound[c] > best) break;
@@ -233,6 +249,12 @@ void pat_launch_costs(const int64_t *splits, const int64_t *pack_tokens, const i
                 continue;
             }
             const int64_t *s = splits + c * packs;
+            if (!sorted_by_tokens) {
+                int64_t *tmp = (int64_t *)sim;
+                for (int64_t p = 0; p < packs; p++) by_tokens[p] = p;
+                sort_by_tokens(by_tokens, tmp, packs, pack_tokens);
+                sorted_by_tokens = 1;
+            }
             for (int64_t p = 0; p < packs; p++) {
                 item_tokens[p] = (double)pack_tokens[p] / (double)s[p];
                 durs[2 * p] = item_duration(pack_tokens[p], full_token_bytes, s[p], full_overhead);
@@ -240,11 +262,22 @@ void pat_launch_costs(const int64_t *splits, const int64_t *pack_tokens, const i
                 reps[2 * p] = s[p] * full_blocks[p];
                 reps[2 * p + 1] = s[p];
             }
-            cost[c] = candidate_makespan(item_tokens, reps, durs, packs, slots, best - chain_cost[c], batch_items, sim) +
-                      chain_cost[c];
+            cost[c] = candidate_makespan(item_tokens, reps, durs, by_tokens, packs, slots, best - chain_cost[c],
+                                         batch_items, sim) + chain_cost[c];
         }
         if (cost[c] < best) best = cost[c];
     }
+}
+
+/* x / d rounded down for 0 <= x < 2^52, d >= 1, inverse = 1.0 / d: the double product is within one of the quotient,
+   and the integer checks make it exact. An integer division per (candidate, pack) cost most of the split search's
+   setup (~40 cycles each here). */
+static inline int64_t floor_quotient(int64_t x, int64_t d, double inverse) {
+    if (x >= ((int64_t)1 << 52)) return x / d; /* beyond doubles' exact integers (never a pack's tokens) */
+    int64_t q = (int64_t)((double)x * inverse);
+    while (q > 0 && q * d > x) q--;
+    while ((q + 1) * d <= x) q++;
+    return q;
 }
 
 /* planner._split_length's choice among candidate split lengths, after its candidates (_split_candidates) are made:
@@ -264,7 +297,7 @@ int64_t pat_split_length(const int64_t *lengths, int64_t n_lengths, int64_t long
     int64_t *kept = (int64_t *)malloc(sizeof(int64_t) * (size_t)n_lengths);
     int64_t *splits = (int64_t *)malloc(sizeof(int64_t) * (size_t)(n_lengths * packs));
     int64_t *per_pack = (int64_t *)malloc(sizeof(int64_t) * (size_t)(3 * packs + n_entries + 1));
-    double *doubles = (double *)malloc(sizeof(double) * (size_t)(packs + 2 * n_lengths + 11 * packs + slots +
+    double *doubles = (double *)malloc(sizeof(double) * (size_t)(packs + 2 * n_lengths + 13 * packs + 1 + slots +
                                                                   num_requests + 3 * n_lengths));
     if (!kept || !splits || !per_pack || !doubles) {
         free(kept), free(splits), free(per_pack), free(doubles);
@@ -276,8 +309,9 @@ int64_t pat_split_length(const int64_t *lengths, int64_t n_lengths, int64_t long
         if (c > 0 && length >= longest) continue; /* cuts nothing: the first candidate already does */
         int64_t *row = splits + cands * packs;
         int same = cands > 0;
+        const double inverse = 1.0 / (double)length;
         for (int64_t p = 0; p < packs; p++) {
-            int64_t s = (pack_tokens[p] + (length - 1)) / length; /* floor division of non-negatives */
+            int64_t s = floor_quotient(pack_tokens[p] + (length - 1), length, inverse);
             row[p] = s > 1 ? s : 1;
             if (same && row[p] != row[p - packs]) same = 0;
         }

@@ -182,7 +182,7 @@ class _HostCore:
                                                pack_req_count)) or int(pack_req_count.sum()) != pack_req.shape[0]:
             raise ValueError("launch_costs: per-pack arrays do not match the candidates' packs")
         # cost, items (int64), the scratch: one buffer
-        out = np.empty(2 * cands + 11 * packs + slots + num_requests + 3 * cands, dtype=np.float64)
+        out = np.empty(2 * cands + 13 * packs + 1 + slots + num_requests + 3 * cands, dtype=np.float64)
         at = _address(out)
         self.costs(_address(splits), _address(pack_tokens), _address(full_blocks), int(full_token_bytes),
                    _address(last_token_bytes), full_overhead, _address(last_overhead), _address(pack_req),
