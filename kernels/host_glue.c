@@ -17,6 +17,8 @@
          longest item's tokens, open items), or None over max_partials: host_core._HostCore.plan_items.
    edit_forest(kept, width, kept_q, attach, seq) -> dict of the forest's arrays, or None: _HostCore.edit_forest.
    edit_places(old_of, old_attach, old_first, joiners, placed, n) -> (attach, first, groups): _HostCore.edit_places.
+   split_length(candidates, longest, ...) -> the split search's choice: _HostCore.split_length (host_simulate.c, built
+   into the module too; its ctypes wrapper cost ~11 us around a ~30 us search at 256 requests).
 
    The same holds for the publisher's passes over a changed decode batch's rows (sglang_patches/chain_table.py,
    publish.py): the rows' generations gathered, the rows to read found, the batch's read-only arrays copied were ~13
@@ -589,6 +591,64 @@ static int64_t floor_div(int64_t a, int64_t b) { /* Python's // for b > 0 */
    (planner._plan): (pack_blocks = ceil(pack_req_count / rpb) as a fresh int64 array, kv_limit = max(kv_offset +
    pack_tokens), planned_tokens = pack_tokens @ pack_blocks, longest = max(pack_tokens)); NotImplemented for no packs
    or arrays other than C-contiguous 1-D int64 of one length. */
+/* split_length(candidates, longest, pack_tokens, pack_blocks, pack_req_count, pack_req, num_requests, slots,
+   block_token_bytes, block_overheads, chain_slot_bytes, tolerance, batch_items) -> the chosen split length:
+   host_core._HostCore.split_length (host_simulate.c pat_split_length) with the same checks and errors, in one call.
+   candidates: a list of ints, longest first; per-pack arrays C-contiguous int64 of one length, pack_req int32,
+   block_token_bytes int64 and block_overheads float64 of one length. */
+static PyObject *split_length(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (!takes("split_length", nargs, 13)) return NULL;
+    PyArrayObject *tokens = vec(args[2], NPY_INT64, -1);
+    const npy_intp packs = tokens != NULL ? PyArray_DIM(tokens, 0) : 0;
+    PyArrayObject *blocks = vec(args[3], NPY_INT64, packs), *req_count = vec(args[4], NPY_INT64, packs);
+    PyArrayObject *req = vec(args[5], NPY_INT32, -1), *token_bytes = vec(args[8], NPY_INT64, -1);
+    PyArrayObject *overheads = PyArray_Check(args[9]) ? (PyArrayObject *)args[9] : NULL;
+    if (overheads != NULL && (PyArray_NDIM(overheads) != 1 || !PyArray_IS_C_CONTIGUOUS(overheads) ||
+                              PyArray_TYPE(overheads) != NPY_FLOAT64 || !PyArray_ISNOTSWAPPED(overheads)))
+        overheads = NULL;
+    if (!tokens || !blocks || !req_count || !req || !token_bytes || !overheads ||
+        PyArray_DIM(token_bytes, 0) != PyArray_DIM(overheads, 0)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "split_length: per-pack arrays must be C-contiguous int64 of one length, pack_req int32");
+        return NULL;
+    }
+    int64_t longest, num_requests, slots, batch_items;
+    if (as_int64(args[1], &longest) || as_int64(args[6], &num_requests) || as_int64(args[7], &slots) ||
+        as_int64(args[12], &batch_items))
+        return NULL;
+    const double chain = PyFloat_AsDouble(args[10]);
+    if (chain == -1.0 && PyErr_Occurred()) return NULL;
+    const double tolerance = PyFloat_AsDouble(args[11]);
+    if (tolerance == -1.0 && PyErr_Occurred()) return NULL;
+    PyObject *seq = PySequence_Fast(args[0], "split_length: candidates must be a sequence of ints");
+    if (seq == NULL) return NULL;
+    const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    int64_t *lengths = (int64_t *)PyMem_Malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
+    if (lengths == NULL) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (as_int64(PySequence_Fast_GET_ITEM(seq, i), &lengths[i])) {
+            PyMem_Free(lengths);
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
+    Py_DECREF(seq);
+    const int64_t got = pat_split_length(lengths, n, longest, PyArray_DATA(tokens), PyArray_DATA(blocks),
+                                         PyArray_DATA(req_count), PyArray_DATA(req), PyArray_DIM(req, 0), num_requests,
+                                         packs, slots, PyArray_DATA(token_bytes), PyArray_DATA(overheads),
+                                         PyArray_DIM(overheads, 0), chain, tolerance, batch_items);
+    PyMem_Free(lengths);
+    if (got < 0) {
+        PyErr_SetString(PyExc_MemoryError, "pat_split_length: no scratch memory");
+        return NULL;
+    }
+    return PyLong_FromLongLong((long long)got);
+}
+
 static PyObject *pack_numbers(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (!takes("pack_numbers", nargs, 4)) return NULL;
@@ -704,6 +764,7 @@ static PyObject *graph_launch(PyObject *self, PyObject *const *args, Py_ssize_t 
 static PyMethodDef METHODS[] = {
     {"graph_launch", (PyCFunction)(void (*)(void))graph_launch, METH_FASTCALL, "launch.KernelGraph.launch_unless_capturing"},
     {"pack_numbers", (PyCFunction)(void (*)(void))pack_numbers, METH_FASTCALL, "planner._pack_numbers"},
+    {"split_length", (PyCFunction)(void (*)(void))split_length, METH_FASTCALL, "host_core._HostCore.split_length"},
     {"split_numbers", (PyCFunction)(void (*)(void))split_numbers, METH_FASTCALL, "planner._split_numbers"},
     {"packs_all_pay", (PyCFunction)(void (*)(void))packs_all_pay, METH_FASTCALL, "planner._choose_packs"},
     {"all_multiples", (PyCFunction)(void (*)(void))all_multiples, METH_FASTCALL, "planner.plan_forest"},

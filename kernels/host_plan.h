@@ -1,5 +1,6 @@
-/* The entry points of host_items.c and host_edit.c that other host sources call directly (host_glue.c, the extension
-   module): one declaration each, included by their definitions too, so a signature change cannot drift. Their
+/* The entry points of host_items.c, host_edit.c and host_simulate.c that other host sources call directly
+   (host_glue.c, the extension module): one declaration each, included by their definitions too, so a signature change
+   cannot drift. Their
    arguments are documented at the definitions; pat_sglang/host_core.py's ctypes types are the Python side's copy. */
 #ifndef PAT_HOST_PLAN_H
 #define PAT_HOST_PLAN_H
@@ -17,5 +18,10 @@ int64_t pat_edit_forest(int64_t num_kept, int64_t width, const int64_t *kept, co
 int64_t pat_edit_places(int64_t n_real, int64_t n, const int64_t *old_of, int64_t num_old, const int64_t *old_attach,
                         const int64_t *old_first, int64_t num_joiners, const int64_t *joiners, const int64_t *joined,
                         int64_t *attach, int64_t *first, int64_t *groups);
+int64_t pat_split_length(const int64_t *lengths, int64_t n_lengths, int64_t longest, const int64_t *pack_tokens,
+                         const int64_t *pack_blocks, const int64_t *pack_req_count, const int32_t *pack_req,
+                         int64_t n_entries, int64_t num_requests, int64_t packs, int64_t slots,
+                         const int64_t *block_token_bytes, const double *block_overheads, int64_t n_overheads,
+                         double chain_slot_bytes, double tolerance, int64_t batch_items);
 
 #endif

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "host_plan.h"
 #include "host_sort.h"
 
 static void sift_down(double *h, int64_t n, int64_t i) {

@@ -79,7 +79,7 @@ SOURCE_NAMES = ("host_simulate.c", "host_rows.c", "host_items.c", "host_edit.c")
 PY_SOURCE_NAMES = ("host_batch.c",)  # the CPython-API piece: a library of its own, loaded with ctypes.PyDLL
 # The extension module that calls three of SOURCE_NAMES' functions without ctypes (``_load_glue``; its own build of
 # them)
-GLUE_SOURCE_NAMES = ("host_glue.c", "host_items.c", "host_edit.c", "host_launch.c")
+GLUE_SOURCE_NAMES = ("host_glue.c", "host_items.c", "host_edit.c", "host_launch.c", "host_simulate.c")
 GLUE_MODULE = "pat_host_glue"  # its PyInit_ name
 GLUE_ENV = "PAT_SGLANG_HOST_GLUE"  # "0": the ctypes wrappers call those three (the A/B and test switch)
 # included by the sources: written beside them for every build, part of its hash
@@ -152,11 +152,12 @@ class _HostCore:
         self.edit = _typed(lib, "pat_edit_forest", _I, [_I] * 2 + [_P] * 2 + [_I] + [_P] * 3 + [_I])
         self.places = _typed(lib, "pat_edit_places", _I, [_I] * 2 + [_P, _I] + [_P] * 2 + [_I] + [_P] * 5)
         self.scan_job_words = ctypes.c_int64.in_dll(lib, "pat_scan_job_words").value  # a scan job's own words
-        # The extension module's versions of plan_items, edit_forest and edit_places, where it loads: the same
-        # arguments, checks and arrays in one C call each. The methods below (ctypes) are the fallback; bound as
-        # instance attributes so that a call reaches the C function without a Python frame.
+        # The extension module's versions of split_length, plan_items, edit_forest and edit_places, where it loads:
+        # the same arguments, checks and arrays in one C call each. The methods below (ctypes) are the fallback; bound
+        # as instance attributes so that a call reaches the C function without a Python frame.
         self.glue = glue
         if glue is not None:
+            self.split_length = glue.split_length
             self.plan_items = glue.plan_items
             self.edit_forest = glue.edit_forest
             self.edit_places = glue.edit_places

@@ -208,6 +208,39 @@ def test_split_length_equals_the_numpy_one(sim: host_core._HostCore, seed: int,
     assert got == planner._split_length(*args)
 
 
+@pytest.mark.parametrize("seed", range(60))
+def test_split_length_of_the_extension_module_equals_the_ctypes_one(sim: host_core._HostCore, seed: int) -> None:
+    """The extension module's ``split_length`` (bound on the loaded core) and the ctypes wrapper it replaces choose the
+    same length on random packs; both refuse arrays they cannot read with the same error."""
+    if sim.glue is None:
+        pytest.skip("the extension module did not build here")
+    rng = np.random.default_rng(seed)
+    packs = int(rng.integers(2, 150))
+    pack_req_count = rng.integers(1, 9, size=packs).astype(np.int64)
+    num_requests = int(pack_req_count.max() + rng.integers(0, 50))
+    pack_req = np.concatenate([rng.choice(num_requests, size=int(n), replace=False) for n in pack_req_count])
+    pack_tokens = rng.choice(rng.integers(16, 9000, size=int(rng.integers(2, 8))), size=packs).astype(np.int64)
+    rpb = int(rng.choice([2, 4, 8]))
+    pack_blocks = ((pack_req_count + rpb - 1) // rpb).astype(np.int64)
+    longest = int(pack_tokens.max())
+    candidates = sorted({int(x) for x in rng.integers(64, 2 * longest + 64, size=int(rng.integers(2, 16)))},
+                        reverse=True)
+    token_bytes = np.array([256] * (rpb // 2 + 1) + [320] * (rpb - rpb // 2), dtype=np.int64)
+    overheads = np.array([float(48 << 10)] * (rpb // 2 + 1) + [float(72 << 10)] * (rpb - rpb // 2))
+    args = (candidates, longest, pack_tokens, pack_blocks, pack_req_count, pack_req.astype(np.int32), num_requests,
+            int(rng.integers(40, 600)), token_bytes, overheads, float(rng.choice([1536.0, 16384.0])),
+            planner.SPLIT_COST_TOLERANCE, planner.RUN_BATCH_ITEMS)
+    got = sim.glue.split_length(*args)
+    assert got == host_core._HostCore.split_length(sim, *args) and got in candidates
+    for bad in ((2, pack_tokens.astype(np.int32)), (5, pack_req.astype(np.int64)), (3, pack_blocks[:-1]),
+                (9, overheads.astype(np.float32))):
+        broken = list(args)
+        broken[bad[0]] = bad[1]
+        for fn in (sim.glue.split_length, lambda *a: host_core._HostCore.split_length(sim, *a)):
+            with pytest.raises(ValueError, match="split_length: per-pack arrays"):
+                fn(*broken)
+
+
 def _item_inputs(rng: np.random.Generator) -> tuple:
     """Random ``_plan_items`` inputs: packs of few distinct lengths and begins (ties in the launch order), requests in
     one pack or several, row blocks of 1..8 requests, 1..5 KV splits per pack, open ends or none."""
