@@ -624,7 +624,12 @@ static PyObject *split_length(PyObject *self, PyObject *const *args, Py_ssize_t 
     PyObject *seq = PySequence_Fast(args[0], "split_length: candidates must be a sequence of ints");
     if (seq == NULL) return NULL;
     const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    int64_t *lengths = (int64_t *)PyMem_Malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
+    if (n < 1) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "split_length: no candidate lengths");
+        return NULL;
+    }
+    int64_t *lengths = (int64_t *)PyMem_Malloc(sizeof(int64_t) * (size_t)n);
     if (lengths == NULL) {
         Py_DECREF(seq);
         return PyErr_NoMemory();

@@ -289,12 +289,13 @@ static inline int64_t floor_quotient(int64_t x, int64_t d, double inverse) {
    block_token_bytes[n] / block_overheads[n]: a KV token's cost and an item's fixed cost in a row block of n
    requests, n in 0..rpb, rpb = n_overheads - 1); the cheapest wins, on a tie the one with more items, then the first
    (_cheapest). pack_req: int32. The caller takes packs that are all alike (equal tokens and requests) to its uniform
-   model first. Returns the chosen length; -1 when scratch memory cannot be allocated. */
+   model first. Returns the chosen length; -1 when scratch memory cannot be allocated, -2 without candidates. */
 int64_t pat_split_length(const int64_t *lengths, int64_t n_lengths, int64_t longest, const int64_t *pack_tokens,
                          const int64_t *pack_blocks, const int64_t *pack_req_count, const int32_t *pack_req,
                          int64_t n_entries, int64_t num_requests, int64_t packs, int64_t slots,
                          const int64_t *block_token_bytes, const double *block_overheads, int64_t n_overheads,
                          double chain_slot_bytes, double tolerance, int64_t batch_items) {
+    if (n_lengths < 1) return -2;
     int64_t *kept = (int64_t *)malloc(sizeof(int64_t) * (size_t)n_lengths);
     int64_t *splits = (int64_t *)malloc(sizeof(int64_t) * (size_t)(n_lengths * packs));
     int64_t *per_pack = (int64_t *)malloc(sizeof(int64_t) * (size_t)(3 * packs + n_entries + 1));

@@ -13,32 +13,47 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Merges src[lo, mid) and src[mid, hi) into dst[lo, hi), stably: an element of the second run goes first only where
+   BEFORE(its, the first run's) holds. The one merge both sorts below make. */
+#define PAT_MERGE_INTO(dst, src, lo, mid, hi, BEFORE, ctx)                                                   \
+    do {                                                                                                     \
+        int64_t i_ = (lo), j_ = (mid), k_ = (lo);                                                            \
+        while (i_ < (mid) && j_ < (hi)) (dst)[k_++] = BEFORE(&(src)[j_], &(src)[i_], ctx) ? (src)[j_++] : (src)[i_++]; \
+        while (i_ < (mid)) (dst)[k_++] = (src)[i_++];                                                        \
+        while (j_ < (hi)) (dst)[k_++] = (src)[j_++];                                                         \
+    } while (0)
+
+/* After a pass: the merged array is the next pass's source. At the end: the result copied to x where the passes left
+   it in the scratch. */
+#define PAT_PASS_DONE(type, src, dst) \
+    do {                              \
+        type *swap_ = (src);          \
+        (src) = (dst);                \
+        (dst) = swap_;                \
+    } while (0)
+#define PAT_SORTED_INTO(x, src, n) \
+    if ((src) != (x)) memcpy((x), (src), sizeof(*(x)) * (size_t)(n))
+
 #define PAT_STABLE_SORT(name, type, BEFORE)                                                              \
     static void name(type *x, type *tmp, int64_t n, const void *ctx) {                                  \
         type *src = x, *dst = tmp;                                                                       \
         for (int64_t width = 1; width < n; width *= 2) {                                                 \
             for (int64_t lo = 0; lo < n; lo += 2 * width) {                                              \
                 const int64_t mid = lo + width < n ? lo + width : n;                                     \
-                const int64_t hi = lo + 2 * width < n ? lo + 2 * width : n;                              \
-                int64_t i = lo, j = mid, k = lo;                                                         \
-                while (i < mid && j < hi) dst[k++] = BEFORE(&src[j], &src[i], ctx) ? src[j++] : src[i++]; \
-                while (i < mid) dst[k++] = src[i++];                                                     \
-                while (j < hi) dst[k++] = src[j++];                                                      \
+                PAT_MERGE_INTO(dst, src, lo, mid, lo + 2 * width < n ? lo + 2 * width : n, BEFORE, ctx); \
             }                                                                                            \
-            type *swap = src;                                                                            \
-            src = dst;                                                                                   \
-            dst = swap;                                                                                  \
+            PAT_PASS_DONE(type, src, dst);                                                               \
         }                                                                                                \
-        if (src != x) memcpy(x, src, sizeof(type) * (size_t)n);                                          \
+        PAT_SORTED_INTO(x, src, n);                                                                      \
         (void)ctx;                                                                                       \
     }
 
 /* PAT_RUN_SORT(name, type, BEFORE) defines
        static void name(type *x, type *tmp, int64_t *runs, int64_t n, const void *ctx)
    the same sort for input that is mostly in order already: it finds the runs of x[0, n) in which no element is BEFORE
-   the one ahead of it, then merges neighbouring runs pairwise until one is left (a run of k runs costs log2(k)
-   passes instead of log2(n)); runs holds n + 1 more entries. Stable as PAT_STABLE_SORT, so the two give the same
-   order for the same BEFORE and input. */
+   the one ahead of it, then merges neighbouring runs pairwise until one is left (k runs cost log2(k) passes instead of
+   log2(n)); runs holds n + 1 more entries. Stable as PAT_STABLE_SORT, so the two give the same order for the same
+   BEFORE and input. */
 #define PAT_RUN_SORT(name, type, BEFORE)                                                                 \
     static void name(type *x, type *tmp, int64_t *runs, int64_t n, const void *ctx) {                   \
         int64_t count = 0;                                                                               \
@@ -49,22 +64,16 @@
         type *src = x, *dst = tmp;                                                                       \
         while (count > 1) {                                                                              \
             int64_t merged = 0;                                                                          \
-            for (int64_t r = 0; r < count; r += 2) {                                                     \
+            for (int64_t r = 0; r < count; r += 2) { /* runs[merged] is written after runs[r..r+2] are read */ \
                 const int64_t lo = runs[r], mid = runs[r + 1];                                           \
-                const int64_t hi = r + 1 < count ? runs[r + 2] : mid;                                    \
-                int64_t i = lo, j = mid, k = lo;                                                         \
-                while (i < mid && j < hi) dst[k++] = BEFORE(&src[j], &src[i], ctx) ? src[j++] : src[i++]; \
-                while (i < mid) dst[k++] = src[i++];                                                     \
-                while (j < hi) dst[k++] = src[j++];                                                      \
+                PAT_MERGE_INTO(dst, src, lo, mid, r + 1 < count ? runs[r + 2] : mid, BEFORE, ctx);       \
                 runs[merged++] = lo;                                                                     \
             }                                                                                            \
             runs[merged] = n;                                                                            \
             count = merged;                                                                              \
-            type *swap = src;                                                                            \
-            src = dst;                                                                                   \
-            dst = swap;                                                                                  \
+            PAT_PASS_DONE(type, src, dst);                                                               \
         }                                                                                                \
-        if (src != x) memcpy(x, src, sizeof(type) * (size_t)n);                                          \
+        PAT_SORTED_INTO(x, src, n);                                                                      \
         (void)ctx;                                                                                       \
     }
 

@@ -206,6 +206,8 @@ class _HostCore:
                 block_token_bytes.dtype != np.int64 or block_token_bytes.shape != block_overheads.shape or \
                 not block_token_bytes.flags.c_contiguous or not block_overheads.flags.c_contiguous:
             raise ValueError("split_length: per-pack arrays must be C-contiguous int64 of one length, pack_req int32")
+        if not candidates:
+            raise ValueError("split_length: no candidate lengths")
         lengths = np.array(candidates, dtype=np.int64)
         got = self.split(_address(lengths), lengths.shape[0], longest, _address(pack_tokens), _address(pack_blocks),
                          _address(pack_req_count), _address(pack_req), pack_req.shape[0], num_requests, packs, slots,

@@ -239,6 +239,9 @@ def test_split_length_of_the_extension_module_equals_the_ctypes_one(sim: host_co
         for fn in (sim.glue.split_length, lambda *a: host_core._HostCore.split_length(sim, *a)):
             with pytest.raises(ValueError, match="split_length: per-pack arrays"):
                 fn(*broken)
+    for fn in (sim.glue.split_length, lambda *a: host_core._HostCore.split_length(sim, *a)):
+        with pytest.raises(ValueError, match="no candidate lengths"):
+            fn([], *args[1:])
 
 
 def _item_inputs(rng: np.random.Generator) -> tuple:
