@@ -474,7 +474,6 @@ class PATAttnBackend(AttentionBackend):
             self.gate = configured_gate(heads, delegate_name)
         else:
             self.gate = DispatchGate(checked_fraction(min_saved_fraction, "min_saved_fraction"))
-        self.min_saved_fraction = self.gate.default  # batches larger than the gate's small sizes
         if self.gate.strictest > 0.0:
             logger.info(
                 f"PAT: decode batches whose plan saves less than {self.gate.describe()} of per-request KV bytes run on "

@@ -77,11 +77,11 @@ logger = logging.getLogger(__name__)
 DISABLE_ENV = "PAT_SGLANG_HOST_CORE"  # "0": the numpy/Python versions
 SOURCE_NAMES = ("host_simulate.c", "host_rows.c", "host_items.c", "host_edit.c")  # compiled together into one library
 PY_SOURCE_NAMES = ("host_batch.c",)  # the CPython-API piece: a library of its own, loaded with ctypes.PyDLL
-# The extension module that calls three of SOURCE_NAMES' functions without ctypes (``_load_glue``; its own build of
-# them)
+# The extension module that calls four of SOURCE_NAMES' functions (split_length, plan_items, edit_forest, edit_places)
+# without ctypes, and launches built CUDA graphs (host_launch.c) (``_load_glue``; its own build of them)
 GLUE_SOURCE_NAMES = ("host_glue.c", "host_items.c", "host_edit.c", "host_launch.c", "host_simulate.c")
 GLUE_MODULE = "pat_host_glue"  # its PyInit_ name
-GLUE_ENV = "PAT_SGLANG_HOST_GLUE"  # "0": the ctypes wrappers call those three (the A/B and test switch)
+GLUE_ENV = "PAT_SGLANG_HOST_GLUE"  # "0": the ctypes wrappers and launches serve instead (the A/B and test switch)
 # included by the sources: written beside them for every build, part of its hash
 HEADER_NAMES = ("host_sort.h", "host_plan.h", "host_launch.h")
 COMPILE_FLAGS = ("-O2", "-shared", "-fPIC", "-std=c99", "-pthread")  # pthread: host_rows.c's scan worker
@@ -523,12 +523,13 @@ def _load() -> _HostCore | None:
 
 
 def _load_glue() -> Any:
-    """The extension module ``kernels/host_glue.c`` (with its own build of ``host_items.c`` and ``host_edit.c``), or
+    """The extension module ``kernels/host_glue.c`` (with its own build of ``GLUE_SOURCE_NAMES``' other files), or
     None where it cannot be built or imported (numpy's or Python's headers missing) or ``GLUE_ENV`` is "0": then
     ``_HostCore``'s ctypes wrappers serve (same arrays; ~50-100 us more per changed step at batch 256 on the 2-core
     VM, most of it the wrappers' numpy and ctypes calls run cold between two decode steps)."""
     if os.environ.get(GLUE_ENV, "").strip() == "0":
-        logger.info(f"PAT: {GLUE_ENV}=0: the compiled plan items and forest edit are called through ctypes")
+        logger.info(f"PAT: {GLUE_ENV}=0: the compiled split search, plan items and forest edit are called, and built "
+                    "graphs launched, through ctypes")
         return None
     try:
         flags = (*layout_flags(), *python_include_flags(), f"-I{np.get_include()}")

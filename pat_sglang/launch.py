@@ -171,7 +171,7 @@ class KernelGraph:
         ``graph_launch``, bound to this graph's tables: libcuda's three functions, the nodes, their parameters), or
         None where the module is not loaded."""
         glue = host_core.loaded_glue()
-        if glue is None or not hasattr(glue, "graph_launch"):
+        if glue is None:
             return None
         names = ("cuStreamIsCapturing", "cuGraphExecKernelNodeSetParams_v2", "cuGraphLaunch")
         self._fns = (_VOID_P * 3)(*(ctypes.cast(getattr(self._lib, name), _VOID_P).value for name in names))

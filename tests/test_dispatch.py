@@ -388,9 +388,10 @@ def test_named_delegate_built_through_the_registry_sets_the_gate(monkeypatch: py
     runner = fake_model_runner(h, HQ, HKV, D, 2, torch.bfloat16)
     be = PATAttnBackend(runner, chain_table=ChainTable())
     assert isinstance(be.delegate, RecordingDelegate) and built == [runner]
-    assert be.min_saved_fraction == dispatch.default_min_saved_fraction(be.heads, name)
+    assert be.gate == dispatch.default_gate(be.heads, name)
+    assert be.gate.default == dispatch.default_min_saved_fraction(be.heads, name)
     if name == "triton":
-        assert be.min_saved_fraction == 0.0
+        assert be.gate.default == 0.0
     for bad in ("pat", "no_such_backend"):
         monkeypatch.setenv(DELEGATE_ENV, bad)
         with pytest.raises(ValueError, match=DELEGATE_ENV):
@@ -412,7 +413,8 @@ def test_default_delegate_built_and_named(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setitem(ATTENTION_BACKENDS, name, lambda runner: RecordingDelegate())
     be = PATAttnBackend(runner, chain_table=ChainTable())
     assert isinstance(be.delegate, RecordingDelegate)
-    assert be.min_saved_fraction == dispatch.default_min_saved_fraction(be.heads, name)
+    assert be.gate == dispatch.default_gate(be.heads, name)
+    assert be.gate.default == dispatch.default_min_saved_fraction(be.heads, name)
 
 
 def test_graph_step_pat_cannot_plan_replays_the_delegate(monkeypatch: pytest.MonkeyPatch) -> None:
