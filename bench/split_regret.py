@@ -93,13 +93,27 @@ def pick_and_candidates(forest, heads, device) -> tuple[int, list[int]]:  # noqa
     return pick, (seen[-1] if seen else [pick])
 
 
-def head_configs(kv_dtype: str) -> list:
+def head_configs(kv_dtype: str, configs: tuple[tuple[int, int, int], ...] = HEAD_CONFIGS) -> list:
     import torch
 
     from pat_sglang.config import HeadConfig
     from pat_sglang.kernels import FP8_KV_NAMES
 
-    return [HeadConfig(hq, hkv, hd, torch.bfloat16, FP8_KV_NAMES.get(kv_dtype)) for hq, hkv, hd in HEAD_CONFIGS]
+    return [HeadConfig(hq, hkv, hd, torch.bfloat16, FP8_KV_NAMES.get(kv_dtype)) for hq, hkv, hd in configs]
+
+
+def parse_config(text: str) -> tuple[int, int, int]:
+    """``--heads HQ/HKV/HD``, e.g. ``28/4/128`` (Qwen2.5-7B): checked against what the kernels serve."""
+    import torch
+
+    from pat_sglang.config import HeadConfig, check_supported
+
+    try:
+        hq, hkv, hd = (int(x) for x in text.split("/"))
+        check_supported(HeadConfig(hq, hkv, hd, torch.bfloat16))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"--heads {text!r}: HQ/HKV/HD the kernels serve ({err})") from None
+    return hq, hkv, hd
 
 
 def same_plan(a, b) -> bool:  # noqa: ANN001
@@ -108,7 +122,8 @@ def same_plan(a, b) -> bool:  # noqa: ANN001
     return a.num_partials == b.num_partials and torch.equal(a.items, b.items) and torch.equal(a.item_dst, b.item_dst)
 
 
-def measure(kv_dtype: str, names: list[str], rounds: int, reps: int, out: Path) -> None:
+def measure(kv_dtype: str, names: list[str], rounds: int, reps: int, out: Path,
+            configs: tuple[tuple[int, int, int], ...] = HEAD_CONFIGS) -> None:
     import torch
 
     sys.path.insert(0, str(ROOT / "bench"))
@@ -130,7 +145,7 @@ def measure(kv_dtype: str, names: list[str], rounds: int, reps: int, out: Path) 
     for name in names:
         indptr, indices, slots = tree_inputs(name)
         forest = PrefixForest.from_flat(indptr, indices)
-        for heads in head_configs(kv_dtype):
+        for heads in head_configs(kv_dtype, configs):
             key = f"{heads.num_q_heads}/{heads.num_kv_heads}/{heads.head_dim}/{name}"
             pick, candidates = pick_and_candidates(forest, heads, device)
             q, k16, v16 = make_qkv(indptr.shape[0] - 1, heads.num_q_heads, heads.num_kv_heads, heads.head_dim,
@@ -231,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--first-seed", type=int, default=0, help="the first random tree's seed (a held-out set: past the "
                     "seeds a model was fitted on)")
     ap.add_argument("--cases", nargs="*", default=list(DEFAULT_CASES), help="named benchmark trees")
+    ap.add_argument("--heads", type=parse_config, nargs="+", default=list(HEAD_CONFIGS), metavar="HQ/HKV/HD",
+                    help="--measure: the head configs each tree runs under (default: "
+                         f"{' '.join('/'.join(map(str, c)) for c in HEAD_CONFIGS)})")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--verbose", action="store_true", help="with --evaluate: a line per tree whose pick changed")
@@ -241,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.measure is not None:
         seeds = range(args.first_seed, args.first_seed + args.trees)
         names = [f"case:{i}:{c}" for i, c in enumerate(args.cases)] + [str(s) for s in seeds]
-        measure(args.kv_dtype, names, args.rounds, args.reps, args.measure)
+        measure(args.kv_dtype, names, args.rounds, args.reps, args.measure, tuple(args.heads))
         return 0
     saved = json.loads(args.evaluate.read_text())
     scored = regrets(saved["records"], saved["sm_count"], saved["kv_dtype"])

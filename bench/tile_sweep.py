@@ -136,6 +136,14 @@ def flat_private(n: int, tokens: int, rng: np.random.Generator) -> tuple[torch.T
     return indptr, torch.from_numpy(rng.permutation(total).astype(np.int32)), total
 
 
+def parse_case(name: str) -> str:
+    """A ``--cases`` entry: a named case or ``dBxC`` (B private rows of C tokens, B and C >= 1)."""
+    private = re.fullmatch(r"d(\d+)x(\d+)", name)
+    if name in CASES + MORE_CASES or (private and int(private[1]) >= 1 and int(private[2]) >= 1):
+        return name
+    raise argparse.ArgumentTypeError(f"unknown case {name!r}: one of {', '.join(CASES + MORE_CASES)}, or dBxC")
+
+
 def case_batch(name: str, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
     if name == "mooncake96":
         return mooncake_rows(96, 7936, 64, rng)
@@ -272,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--variants", nargs="*", default=["32/2/4", "32/3/3", "16/6/3", "32/4/2", "64/2/2"],
                     help="KVTILE/STAGES/CTAS per SM; the tile table's own variant always runs first")
-    ap.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES + MORE_CASES)
+    ap.add_argument("--cases", nargs="+", default=list(CASES), type=parse_case, metavar="CASE",
+                    help=f"one of {', '.join(CASES + MORE_CASES)}, or dBxC: B private rows of C tokens")
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--kv-dtype", choices=("bf16", *FP8_KV_NAMES), default="bf16",

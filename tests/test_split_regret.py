@@ -112,3 +112,17 @@ def test_chain_cost_follows_the_kv_element() -> None:
     fp8 = HeadConfig(32, 8, 128, torch.bfloat16, torch.float8_e4m3fn)
     assert planner._chain_cost(bf16) == planner.MERGE_CHAIN_COST_SLOT_BYTES["16bit"]
     assert planner._chain_cost(fp8) == planner.MERGE_CHAIN_COST_SLOT_BYTES["fp8"]
+
+
+def test_heads_flag_picks_the_configs(sr) -> None:
+    """``--heads HQ/HKV/HD`` (e.g. Qwen2.5-7B's 28/4/128) replaces the default configs; what the kernels cannot serve
+    is refused when the command line is parsed."""
+    import argparse
+
+    assert sr.parse_config("28/4/128") == (28, 4, 128)
+    configs = sr.head_configs("fp8_e4m3", (sr.parse_config("28/4/128"), sr.parse_config("40/8/64")))
+    assert [(h.num_q_heads, h.num_kv_heads, h.head_dim, h.group) for h in configs] == [(28, 4, 128, 7), (40, 8, 64, 5)]
+    assert all(h.kv_dtype == torch.float8_e4m3fn for h in configs)
+    for bad in ("28/4", "28/4/96", "x/4/128", "28/0/128", "256/8/128"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            sr.parse_config(bad)

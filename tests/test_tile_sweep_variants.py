@@ -169,3 +169,16 @@ def test_case_batch_reads_any_private_batch_name(sweep) -> None:
         assert sorted(indices.tolist()) == list(range(rows * tokens))
     indptr, _, _ = sweep.case_batch("d64x4096", rng)
     assert indptr.shape[0] == 65 and int(indptr[-1]) == 64 * 4096
+
+
+def test_cases_flag_takes_private_batch_names(sweep, capsys) -> None:
+    """``--cases d1x1024``: the command line takes what ``case_batch`` reads; a name that is neither a case nor
+    ``dBxC`` (or has an empty batch) is refused when the command line is parsed."""
+    for name in ("d1x1024", "d4x2048", "a128", "gsp64"):
+        assert sweep.parse_case(name) == name
+    for bad in ("d0x1024", "d4x0", "dx8", "d4x2k", "f128"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            sweep.parse_case(bad)
+    with pytest.raises(SystemExit) as exit_info:
+        sweep.main(["--cases", "d4xx"])
+    assert exit_info.value.code == 2 and "unknown case 'd4xx'" in capsys.readouterr().err
