@@ -128,13 +128,17 @@ MERGE_CHAIN_COST_SLOT_BYTES = {"16bit": 16 << 10, "fp8": 1536}
 # their bytes at the 16-bit rate (64-row ones convert K and V CTA-wide; 16-row ones read them from the FP8 stage).
 # An entry is listed only where it lowered the picks' regret on both measured sets of trees (bench/split_regret.py,
 # docs/perf/kernels/2026-12-02-h200-split-regret/): FP8 d256 1.045/1.057 -> 1.018/1.028, FP8 64/8 1.049/1.029 ->
-# 1.043/1.024, 16-bit d64 1.035/1.050 -> 1.021/1.027. The fits for FP8 32/8 d128, 16-bit 64/8, 32/32 and d256 were
-# measured too and left out (no better on one set or worse on both; item-costs/ there).
+# 1.043/1.024, 16-bit d64 1.035/1.050 -> 1.021/1.027; and 16-bit GQA 7 (Qwen2.5-7B, 28/4) 1.035/1.035 -> 1.014/1.026
+# and GQA 5 (Qwen2.5-14B/32B, 40/8) 1.020/1.027 -> 1.012/1.026 (docs/perf/kernels/2026-12-02-h200-oddgqa-costs/).
+# The fits for FP8 32/8 d128, 16-bit 64/8, 32/32 and d256, and FP8 GQA 7 and 5 were measured too and left out (no
+# better on one set or worse on both; item-costs/ in those folders).
 SLOT_BYTES_PER_US = 8325  # the fit's unit: 512-byte tokens streamed at 61.5 us per 1000 by one CTA slot
 MEASURED_ITEM_COSTS: dict[tuple[str, int, int], dict[int, tuple[int, int]]] = {
     ("fp8", 128, 8): {16: (40427, 298), 32: (86016, 443), 64: (159173, 303)},
     ("fp8", 256, 4): {16: (50498, 296), 32: (114074, 468), 64: (135031, 426)},
     ("16bit", 64, 4): {16: (36024, 343), 32: (58893, 391), 64: (98806, 249)},
+    ("16bit", 128, 7): {16: (36142, 444), 32: (108940, 427), 64: (96109, 277)},
+    ("16bit", 128, 5): {16: (22080, 469), 32: (77238, 471), 64: (68685, 311)},
 }
 # A changed batch re-planned from scratch keeps the split length last chosen while its planned KV stays within this
 # fraction of the KV it was chosen for (and the length is still a candidate, or still cuts no pack as the no-split
