@@ -48,7 +48,7 @@ SUPPORTED_DTYPES = (torch.bfloat16, torch.float16)
 # KV pools in FP8 (SGLang's --kv-cache-dtype fp8_e4m3 / fp8_e5m2) with q and out in one of SUPPORTED_DTYPES; the
 # kernel dequantises with per-tensor scales (dequantised = stored * scale). fnuz (ROCm) formats are not served.
 FP8_KV_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
-MAX_GQA_GROUP = 8
+MAX_GQA_GROUP = 16  # GLM-4.5-Air 96/8 (12), Qwen3-235B-A22B 64/4 (16)
 # Batch and KV length have no kernel limit short of the grid (planner.MAX_ITEMS work items) and int32 slot
 # indices; tests/gpu covers batch 1-1024 and one request of 128k tokens.
 

@@ -81,6 +81,19 @@ def test_unsupported_arch_and_head_dim() -> None:
         load_tile_table("sm90").kv_tile(96)
 
 
+def test_gqa_ratios_up_to_sixteen() -> None:
+    """Ratios 1-16 pass the kernels' check (GLM-4.5-Air 12, Qwen3-235B-A22B 16); above, a clear refusal."""
+    import torch
+
+    from pat_sglang.config import MAX_GQA_GROUP, HeadConfig, check_supported
+
+    assert MAX_GQA_GROUP == 16
+    for group in (1, 3, 7, 8, 12, 16):
+        check_supported(HeadConfig(group, 1, 128, torch.bfloat16))
+    with pytest.raises(ValueError, match="unsupported GQA ratio 32"):
+        check_supported(HeadConfig(32, 1, 128, torch.bfloat16))
+
+
 def test_variants_cover_every_kv_format() -> None:
     """CI builds the FP8 KV variants too: each (q dtype, KV format, head dim) once per arch."""
     from pat_sglang.config import SUPPORTED_HEAD_DIMS

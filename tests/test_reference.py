@@ -57,13 +57,13 @@ def test_random_trees_match_naive(seed: int, group: int, head_dim: int, page_siz
     _check(tree, page_size, group, head_dim, num_kv_heads=1 if group == 8 else 2, seed=seed, sm_count=sm_count)
 
 
-@pytest.mark.parametrize("group", [1, 2, 3, 4, 5, 6, 7, 8])
+@pytest.mark.parametrize("group", [1, 2, 3, 4, 5, 6, 7, 8, 12, 16])
 def test_head_dim_256(group: int) -> None:
     tree = random_tree(np.random.default_rng(group), max_depth=3, max_requests=6, max_len=150)
     _check(tree, 1, group, 256, num_kv_heads=1, seed=group)
 
 
-@pytest.mark.parametrize("group", [4, 5, 7, 8])
+@pytest.mark.parametrize("group", [4, 5, 7, 8, 12, 16])
 def test_one_kv_head_per_rank(group: int) -> None:
     """One KV head with its q heads, as a tensor-parallel rank holds it (Llama-3-70B at TP 8: 8 q / 1 KV; Qwen2.5-7B at
     TP 4: 7 / 1; Qwen2.5-14B at TP 8: 5 / 1)."""

@@ -75,7 +75,7 @@ def test_random_forests(kv_dtype: torch.dtype, head_dim: int, heads: tuple[int, 
 
 @pytest.mark.parametrize("kv_dtype", FP8)
 @pytest.mark.parametrize("head_dim", [64, 128, 256])
-@pytest.mark.parametrize("heads", [(24, 8), (40, 8), (12, 2), (28, 4), (8, 1), (7, 1)],
+@pytest.mark.parametrize("heads", [(24, 8), (40, 8), (12, 2), (28, 4), (8, 1), (7, 1), (48, 4), (64, 4)],
                          ids=lambda h: f"{h[0]}q{h[1]}kv")
 def test_random_forests_odd_gqa_ratios(kv_dtype: torch.dtype, head_dim: int, heads: tuple[int, int]) -> None:
     """GQA ratios 3, 5, 6 and 7 (Llama-3.2-3B, Qwen2.5-14B, -1.5B, -7B): padding rows in every row block; and one KV
@@ -91,7 +91,7 @@ def test_random_forests_odd_gqa_ratios(kv_dtype: torch.dtype, head_dim: int, hea
 
 @pytest.mark.parametrize("kv_dtype", FP8)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("group", [1, 2, 3, 4, 5, 6, 7, 8])
+@pytest.mark.parametrize("group", [1, 2, 3, 4, 5, 6, 7, 8, 12, 16])
 def test_asymmetric_tree(kv_dtype: torch.dtype, dtype: torch.dtype, group: int) -> None:
     parents = [-1, 0, 1, 2, 2, 3, 3, 3, 4, 0, 9, 9, 9, 1, -1]
     lengths = [2048, 512, 256, 128, 96, 5, 17, 33, 80, 320, 3, 600, 1, 7, 3000]

@@ -69,11 +69,13 @@ ODD_GQA_HEADS = [(24, 8), (40, 8), (12, 2), (28, 4)]
 # One KV head per tensor-parallel rank: Llama-3-70B at TP 8 (8 q / 1 KV), Qwen2.5-7B at TP 4 (7 / 1), Qwen2.5-14B at
 # TP 8 (5 / 1): the forward's grid has one CTA per item.
 ONE_KV_HEAD = [(8, 1), (7, 1), (5, 1)]
+# GQA ratios above 8: GLM-4.5-Air at TP 2 (48 q / 4 KV: 12), Qwen3-235B-A22B (64 / 4: 16; at TP 4 16 / 1)
+WIDE_GQA = [(48, 4), (64, 4), (16, 1)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("head_dim", [64, 128, 256])
-@pytest.mark.parametrize("heads", ODD_GQA_HEADS + ONE_KV_HEAD, ids=lambda h: f"{h[0]}q{h[1]}kv")
+@pytest.mark.parametrize("heads", ODD_GQA_HEADS + ONE_KV_HEAD + WIDE_GQA, ids=lambda h: f"{h[0]}q{h[1]}kv")
 @pytest.mark.parametrize("page_size", [1, 16])
 def test_random_forests_odd_gqa_ratios(dtype: torch.dtype, head_dim: int, heads: tuple[int, int],
                                        page_size: int) -> None:
@@ -87,7 +89,7 @@ def test_random_forests_odd_gqa_ratios(dtype: torch.dtype, head_dim: int, heads:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("group", [1, 2, 3, 4, 5, 6, 7, 8])
+@pytest.mark.parametrize("group", [1, 2, 3, 4, 5, 6, 7, 8, 12, 16])
 @pytest.mark.parametrize("page_size", [1, 16])
 def test_asymmetric_tree(dtype: torch.dtype, group: int, page_size: int) -> None:
     parents = [-1, 0, 1, 2, 2, 3, 3, 3, 4, 0, 9, 9, 9, 1, -1]
