@@ -172,6 +172,7 @@ def all_cases() -> list[Case]:
 
 
 ODD_GQA_HEADS = ((28, 4), (40, 8))  # (q heads, KV heads) of the ``oddgqa`` set
+WIDE_GQA_HEADS = ((48, 4), (64, 4))  # of the ``widegqa`` set: GLM-4.5-Air at TP 2 (12), Qwen3-235B-A22B (16)
 LONG_CONTEXT = ("d8x32768", "d16x16384", "d32x8192", "d128x2048")  # no sharing, 262k tokens each
 # one shared-prefix tree, one multi-level tree and three no-sharing batches (bs 64/256/8): each new head dim, dtype or
 # page size on both kinds of batch
@@ -202,10 +203,13 @@ CASE_SETS: dict[str, Callable[[], list[Case]]] = {
     "small": lambda: [Case(f"d{bs}x{ctx}", 32, 8) for bs, ctx in SMALL_BATCHES],
     # GQA ratios that are not powers of two, as served models have them: Qwen2.5-7B 28/4 (7), Qwen2.5-14B 40/8 (5)
     "oddgqa": lambda: [Case(w, hq, hkv) for hq, hkv in ODD_GQA_HEADS for w in ("a128", "b", "e", "d64x4096")],
+    # GQA ratios above 8 (config.MAX_GQA_GROUP 16)
+    "widegqa": lambda: [Case(w, hq, hkv) for hq, hkv in WIDE_GQA_HEADS for w in ("a128", "b", "e", "d64x4096")],
 }
 ISSUE10_SETS = ("longctx", "page16", "hd64", "hd256", "fp16")
 CASE_SETS["issue10"] = lambda: [c for name in ISSUE10_SETS for c in CASE_SETS[name]()]
-CASE_SETS["all"] = lambda: CASE_SETS["core"]() + CASE_SETS["issue10"]() + CASE_SETS["small"]() + CASE_SETS["oddgqa"]()
+CASE_SETS["all"] = lambda: (CASE_SETS["core"]() + CASE_SETS["issue10"]() + CASE_SETS["small"]() + CASE_SETS["oddgqa"]()
+                             + CASE_SETS["widegqa"]())
 
 
 def cases_for_sets(names: str) -> list[Case]:
@@ -981,7 +985,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phase", choices=("all", "peers", "pat", "report"), default="all")
     ap.add_argument("--set", dest="case_set", default="core",
                     help=f"comma-separated case sets: {', '.join(CASE_SETS)} (issue10 = {'+'.join(ISSUE10_SETS)}; "
-                         "all = core+issue10+small+oddgqa)")
+                         "all = core+issue10+small+oddgqa+widegqa)")
     ap.add_argument("--cases", default="", help="comma-separated case-key prefixes to keep (e.g. a128,e/32q8kv)")
     ap.add_argument("--peers", default=",".join(PEERS), help=f"subset of {','.join(PEERS)}")
     ap.add_argument("--sets", type=int, default=3, help="rotated input sets (>= 3 so the KV leaves L2)")

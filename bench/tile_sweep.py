@@ -67,7 +67,7 @@ from bench_kernels import fa3_decode, measure_copy_bandwidth, time_graph  # noqa
 from split_waves import fi_time, mooncake_rows  # noqa: E402
 from tile_tables import table_header  # noqa: E402
 
-from pat_sglang.config import DeviceSpec, HeadConfig, TileTable, load_tile_table  # noqa: E402
+from pat_sglang.config import MAX_GQA_GROUP, DeviceSpec, HeadConfig, TileTable, load_tile_table  # noqa: E402
 from pat_sglang.forest import PrefixForest  # noqa: E402
 from pat_sglang.kernels import (  # noqa: E402
     FP8_KV_NAMES,
@@ -218,13 +218,14 @@ def parse_variant(text: str) -> KernelTune:
 
 
 def parse_heads(text: str) -> tuple[int, int]:
-    """``HQ/HKV``: q and kv heads, HQ a multiple of HKV (GQA group of at most 8, the kernel's ratios)."""
+    """``HQ/HKV``: q and kv heads, HQ a multiple of HKV (a GQA group of at most ``MAX_GQA_GROUP``, the kernels')."""
     try:
         hq, hkv = (int(x) for x in text.split("/"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"heads {text!r}: HQ/HKV, e.g. 64/8") from None
-    if hkv < 1 or hq < hkv or hq % hkv or hq // hkv > 8:
-        raise argparse.ArgumentTypeError(f"heads {text!r}: HQ a multiple of HKV, at most 8 q heads per kv head")
+    if hkv < 1 or hq < hkv or hq % hkv or hq // hkv > MAX_GQA_GROUP:
+        raise argparse.ArgumentTypeError(
+            f"heads {text!r}: HQ a multiple of HKV, at most {MAX_GQA_GROUP} q heads per kv head")
     return hq, hkv
 
 

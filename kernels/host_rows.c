@@ -42,8 +42,11 @@
 
 #define CHUNK_ELEMS 64 /* a chunk memcmp compares before the exact position is looked for inside it */
 
-/* The first of the `width` elements (`elem` bytes each) where a and b differ, or width. */
+/* The first of the `width` elements (`elem` bytes each) where a and b differ, or width. Most pairs a group compares
+   agree over the whole width (they differ only where the node ends, which the group's first differing pair finds),
+   so one memcmp over it goes first: a chunk loop's calls cost ~10% more at 256 rows x 4k tokens. */
 static int64_t first_difference(const char *a, const char *b, int64_t width, int64_t elem) {
+    if (memcmp(a, b, (size_t)(width * elem)) == 0) return width;
     int64_t j = 0;
     while (j + CHUNK_ELEMS <= width && memcmp(a + j * elem, b + j * elem, CHUNK_ELEMS * elem) == 0) j += CHUNK_ELEMS;
     for (; j < width; j++)

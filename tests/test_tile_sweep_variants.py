@@ -151,12 +151,13 @@ def test_heads_option(sweep, capsys) -> None:
     when the command line is parsed, before anything touches the GPU."""
     assert sweep.parse_heads("64/8") == (64, 8) and sweep.parse_heads("32/32") == (32, 32)
     assert sweep.HEADS == (32, 8)
-    for bad in ("64", "64/0", "8/64", "48/32", "128/8", "x/8"):
+    assert sweep.parse_heads("128/8") == (128, 8)  # GQA 16: the largest the kernels serve (config.MAX_GQA_GROUP)
+    for bad in ("64", "64/0", "8/64", "48/32", "256/8", "x/8"):
         with pytest.raises(argparse.ArgumentTypeError):
             sweep.parse_heads(bad)
     with pytest.raises(SystemExit) as exit_info:
-        sweep.main(["--heads", "128/8"])
-    assert exit_info.value.code == 2 and "at most 8 q heads per kv head" in capsys.readouterr().err
+        sweep.main(["--heads", "256/8"])
+    assert exit_info.value.code == 2 and "at most 16 q heads per kv head" in capsys.readouterr().err
 
 
 def test_case_batch_reads_any_private_batch_name(sweep) -> None:
