@@ -196,6 +196,12 @@ def test_report_with_missing_peers(bench: ModuleType, tmp_path: Path) -> None:
     assert len(md[2].split("|")) == len(md[4].split("|"))  # header and rows have the same cells
     for f in ("results.json", "results.csv", "results.png"):
         assert (tmp_path / f).exists()
+    # a peers phase run with --peers fa3: the others were not asked for, so they are no failure; a requested peer
+    # absent from a case still is
+    asked = {**peers, "requested": ["fa3"]}
+    text = bench.write_reports(tmp_path, cases, asked, pat)
+    assert f"{cases[2].key} fa3: not run: peers phase missing" in text
+    assert "fi_dec: not run" not in text and "sgl_triton: not run" not in text
 
 
 def test_check_takes_an_implementations_own_bound(bench: ModuleType) -> None:
