@@ -129,9 +129,11 @@ MERGE_CHAIN_COST_SLOT_BYTES = {"16bit": 16 << 10, "fp8": 1536}
 # An entry is listed only where it lowered the picks' regret on both measured sets of trees (bench/split_regret.py,
 # docs/perf/kernels/2026-12-02-h200-split-regret/): FP8 d256 1.045/1.057 -> 1.018/1.028, FP8 64/8 1.049/1.029 ->
 # 1.043/1.024, 16-bit d64 1.035/1.050 -> 1.021/1.027; and 16-bit GQA 7 (Qwen2.5-7B, 28/4) 1.035/1.035 -> 1.014/1.026
-# and GQA 5 (Qwen2.5-14B/32B, 40/8) 1.020/1.027 -> 1.012/1.026 (docs/perf/kernels/2026-12-02-h200-oddgqa-costs/).
-# The fits for FP8 32/8 d128, 16-bit 64/8, 32/32 and d256, and FP8 GQA 7 and 5 were measured too and left out (no
-# better on one set or worse on both; item-costs/ in those folders).
+# and GQA 5 (Qwen2.5-14B/32B, 40/8) 1.020/1.027 -> 1.012/1.026 (docs/perf/kernels/2026-12-02-h200-oddgqa-costs/); FP8
+# GQA 12 (GLM-4.5-Air at TP 2, 48/4) 1.035/1.025 -> 1.021/1.015 and GQA 16 (Qwen3-235B-A22B, 64/4) 1.035/1.022 ->
+# 1.017/1.020 (docs/perf/kernels/2026-12-02-h200-widegqa-costs/). The fits for FP8 32/8 d128, 16-bit 64/8, 32/32
+# and d256, FP8 GQA 7 and 5 and 16-bit GQA 12 and 16 were measured too and left out (no better on one set or worse
+# on both; item-costs/ in those folders).
 SLOT_BYTES_PER_US = 8325  # the fit's unit: 512-byte tokens streamed at 61.5 us per 1000 by one CTA slot
 MEASURED_ITEM_COSTS: dict[tuple[str, int, int], dict[int, tuple[int, int]]] = {
     ("fp8", 128, 8): {16: (40427, 298), 32: (86016, 443), 64: (159173, 303)},
@@ -139,6 +141,8 @@ MEASURED_ITEM_COSTS: dict[tuple[str, int, int], dict[int, tuple[int, int]]] = {
     ("16bit", 64, 4): {16: (36024, 343), 32: (58893, 391), 64: (98806, 249)},
     ("16bit", 128, 7): {16: (36142, 444), 32: (108940, 427), 64: (96109, 277)},
     ("16bit", 128, 5): {16: (22080, 469), 32: (77238, 471), 64: (68685, 311)},
+    ("fp8", 128, 12): {16: (58853, 286), 32: (174576, 275), 64: (135572, 305)},
+    ("fp8", 128, 16): {16: (65366, 294), 32: (155252, 333), 64: (143583, 317)},
 }
 # A changed batch re-planned from scratch keeps the split length last chosen while its planned KV stays within this
 # fraction of the KV it was chosen for (and the length is still a candidate, or still cuts no pack as the no-split
