@@ -31,7 +31,7 @@ from pat_sglang.sglang_patches.chain_table import chain_signature, chain_table_f
 D, LAYERS = 64, 2
 PLAN_TENSORS = ("items", "slot_table", "item_req", "item_dst", "merge_indptr", "merge_partials")
 # (q heads, kv heads, tp): heads split evenly; and tp > kv heads, where SGLang replicates each KV head
-SHAPES = [(32, 8, 2), (32, 2, 4), (28, 4, 2)]  # the last: Qwen2.5-7B, GQA 7 per rank
+SHAPES = [(32, 8, 2), (32, 2, 4), (28, 4, 2), (96, 8, 2)]  # Qwen2.5-7B: GQA 7 per rank; GLM-4.5-Air: 12
 
 
 pytestmark = pytest.mark.usefixtures("torch_on_one_thread")
