@@ -175,6 +175,25 @@ def test_unsupported_models_refused_by_the_backend(layers: list | None, over: di
         PATAttnBackend(fake_runner(h, layers=layers, **over), delegate=RecordingDelegate(), chain_table=ChainTable())
 
 
+@pytest.mark.parametrize(
+    ("hq", "hkv", "head_dim", "match"),
+    [(64, 2, D, "unsupported GQA ratio 32"), (HQ, HKV, 96, "unsupported head_dim 96")],
+)
+def test_shapes_the_kernels_lack_are_problems_on_the_gpu(hq: int, hkv: int, head_dim: int, match: str) -> None:
+    """Where the CUDA kernels will run, a head shape they lack (a GQA ratio above ``config.MAX_GQA_GROUP``, a head
+    dim other than 64/128/256) is a reason to hand the model to the delegate; GQA 16 is not. (On the CPU the float64
+    executor serves any shape, so the backend itself takes them there.)"""
+    h = RadixHarness()
+
+    def problems(hq: int, hkv: int, head_dim: int) -> list[str]:
+        layers = [RadixAttention(hq, head_dim, head_dim**-0.5, hkv, layer_id=i) for i in range(LAYERS)]
+        runner = fake_model_runner(h, hq, hkv, head_dim, LAYERS, torch.bfloat16, layers)
+        return [str(p) for p in backend_mod.model_problems(runner, kernels=True)[1]]
+
+    assert any(re.search(match, what) for what in problems(hq, hkv, head_dim))
+    assert problems(64, 4, D) == []  # GQA 16 (Qwen3-235B-A22B): served
+
+
 def test_unsupported_model_served_by_the_delegate_through_the_plugin(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
