@@ -1,6 +1,7 @@
 """Run one PAT workload a few times, for Nsight Compute (``ncu ... python bench/ncu_probe.py a64``), or
 with ``--timing``: a -DPAT_TIMING build, printing per-CTA phase durations grouped by tile m and KV length.
-``--head-dim`` picks the 32 q / 8 kv heads' head dim, ``--variant`` a tile_sweep variant instead of the table's.
+``--head-dim`` picks the head dim, ``--heads HQ/HKV`` the head counts (default 32/8; e.g. 64/4, GQA 16), ``--variant``
+a tile_sweep variant instead of the table's.
 ``--peer flashinfer-tc`` (or ``flashinfer``) runs FlashInfer's decode of the same case instead (its tensor-core or
 CUDA-core kernel, as ``bench/bench_kernels.py`` times it), so that one call can profile both side by side:
 ``ncu -k regex:BatchDecode python -m bench.ncu_probe d64x4096 --head-dim 256 --peer flashinfer-tc``.
@@ -16,7 +17,7 @@ import torch
 
 from bench.item_costs import cta_records
 from bench.smoke_gpu import tree_indices
-from bench.tile_sweep import parse_variant
+from bench.tile_sweep import parse_heads, parse_variant
 from pat_sglang import HeadConfig, plan_forest
 from pat_sglang.config import DeviceSpec
 from pat_sglang.forest import PrefixForest
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("name", nargs="?", default="d64x4096", choices=sorted(STANDARD_WORKLOADS))
     ap.add_argument("--timing", action="store_true", help="a -DPAT_TIMING build: per-CTA phase durations")
     ap.add_argument("--head-dim", type=int, choices=(64, 128, 256), default=128)
+    ap.add_argument("--heads", type=parse_heads, default=(32, 8), help="q/kv heads, e.g. 64/4 (default 32/8)")
     ap.add_argument("--dump", default=None, help="with --timing: save the CTAs' stamps, tile ms and KV lengths (.npz)")
     ap.add_argument("--variant", type=parse_variant, default=None, help="tile_sweep.py's KVTILE/STAGES/CTAS[/...]")
     ap.add_argument("--peer", choices=("flashinfer", "flashinfer-tc"), default=None,
@@ -38,29 +40,30 @@ def main(argv: list[str] | None = None) -> None:
                     help="KV pool dtype (FP8: K and V scales 0.5; not with --peer)")
     args = ap.parse_args(argv)
     name, timing, d = args.name, args.timing, args.head_dim
+    hq, hkv = args.heads
     fp8 = args.kv_dtype != "bf16"
     if fp8 and args.peer is not None:
         ap.error("--kv-dtype FP8 profiles PAT only (no --peer)")
     if args.peer is not None:
         from bench.bench_kernels import Case, Inputs, peer_fi_decode
 
-        run = peer_fi_decode(Inputs(Case(name, 32, 8, head_dim=d), n_sets=1), tensor_cores=args.peer.endswith("-tc"))
+        run = peer_fi_decode(Inputs(Case(name, hq, hkv, head_dim=d), n_sets=1), tensor_cores=args.peer.endswith("-tc"))
         for _ in range(3):
             run(0)
         torch.cuda.synchronize()
         return
     gen = torch.Generator().manual_seed(0)
     indptr, indices, num_slots = tree_indices(STANDARD_WORKLOADS[name], gen)
-    heads = HeadConfig(32, 8, d, torch.bfloat16, FP8_KV_NAMES[args.kv_dtype] if fp8 else None)
+    heads = HeadConfig(hq, hkv, d, torch.bfloat16, FP8_KV_NAMES[args.kv_dtype] if fp8 else None)
     kv_scale = 0.5 if fp8 else 1.0
     plan = plan_forest(PrefixForest.from_flat(indptr, indices), heads, DeviceSpec.from_torch()).to("cuda")
     st = plan.stats
-    print(f"{name} d{d}: KV bytes planned {st.kv_bytes_planned}, unique {st.kv_bytes_unique}, per request "
+    print(f"{name} {hq}/{hkv} d{d}: KV bytes planned {st.kv_bytes_planned}, unique {st.kv_bytes_unique}, per request "
           f"{st.kv_bytes_per_request}, partials {st.partial_bytes}; "
           f"{st.num_items} items x {heads.num_kv_heads} KV heads")
-    q = torch.randn(len(indptr) - 1, 32, d, device="cuda", dtype=torch.bfloat16)
-    k = torch.randn(num_slots, 8, d, device="cuda", dtype=torch.bfloat16).to(heads.kv_dtype)
-    v = torch.randn(num_slots, 8, d, device="cuda", dtype=torch.bfloat16).to(heads.kv_dtype)
+    q = torch.randn(len(indptr) - 1, hq, d, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(num_slots, hkv, d, device="cuda", dtype=torch.bfloat16).to(heads.kv_dtype)
+    v = torch.randn(num_slots, hkv, d, device="cuda", dtype=torch.bfloat16).to(heads.kv_dtype)
     tune = args.variant
     if timing:
         tune = KernelTune(timing=True) if tune is None else dataclasses.replace(tune, timing=True)

@@ -183,3 +183,17 @@ def test_cases_flag_takes_private_batch_names(sweep, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         sweep.main(["--cases", "d4xx"])
     assert exit_info.value.code == 2 and "unknown case 'd4xx'" in capsys.readouterr().err
+
+
+def test_ncu_probe_takes_the_same_heads(capsys) -> None:
+    """``bench/ncu_probe.py --heads`` reads HQ/HKV as the sweeps do (a GQA group above the kernels' refused before
+    anything touches the GPU), so that one wide-GQA tree can be profiled (e.g. ``e --heads 64/4``)."""
+    import importlib
+
+    from scripts import REPO, on_path
+
+    on_path(REPO)
+    probe = importlib.import_module("bench.ncu_probe")
+    with pytest.raises(SystemExit) as exit_info:
+        probe.main(["e", "--heads", "256/8"])
+    assert exit_info.value.code == 2 and "at most 16 q heads per kv head" in capsys.readouterr().err
