@@ -50,24 +50,10 @@ class ProbeBuild:
 
 def compile_probe(build: ProbeBuild) -> bytes:
     """The probe's cubin for ``build`` (NVRTC; ``KernelBuildError`` with the log where it fails)."""
-    from pat_sglang.kernels import KernelBuildError, _check, _nvrtc, include_dir
+    from pat_sglang.kernels import include_dir, nvrtc_compile
 
-    nvrtc = _nvrtc()
-    opts = build.options(include_dir())
-    prog = _check(nvrtc.nvrtcCreateProgram(SOURCE.read_text().encode(), b"multicast_probe.cu", 0, [], []),
-                  "nvrtcCreateProgram")
-    try:
-        res = nvrtc.nvrtcCompileProgram(prog, len(opts), [o.encode() for o in opts])
-        size = _check(nvrtc.nvrtcGetProgramLogSize(prog), "nvrtcGetProgramLogSize")
-        log = b" " * size
-        _check((nvrtc.nvrtcGetProgramLog(prog, log)[0], None), "nvrtcGetProgramLog")
-        if int(res[0]) != 0:
-            raise KernelBuildError(f"NVRTC failed to compile the probe {build}:\n{log.decode(errors='replace')}")
-        size = _check(nvrtc.nvrtcGetCUBINSize(prog), "nvrtcGetCUBINSize")
-        cubin = b" " * size
-        _check((nvrtc.nvrtcGetCUBIN(prog, cubin)[0], None), "nvrtcGetCUBIN")
-    finally:
-        nvrtc.nvrtcDestroyProgram(prog)
+    options = build.options(include_dir())
+    cubin, _ = nvrtc_compile(SOURCE.read_text(), "multicast_probe.cu", options, f"the probe {build}")
     return cubin
 
 

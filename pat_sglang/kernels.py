@@ -378,6 +378,28 @@ def include_dir() -> str:
 _compile_lock = threading.Lock()
 
 
+def nvrtc_compile(source: str, file_name: str, options: list[str], what: str) -> tuple[bytes, str]:
+    """(cubin, NVRTC's log) of ``source`` built with ``options``; ``KernelBuildError`` with the log naming ``what``
+    where it does not compile. One build at a time in this process."""
+    nvrtc = _nvrtc()
+    with _compile_lock:
+        prog = _check(nvrtc.nvrtcCreateProgram(source.encode(), file_name.encode(), 0, [], []), "nvrtcCreateProgram")
+        try:
+            res = nvrtc.nvrtcCompileProgram(prog, len(options), [o.encode() for o in options])
+            size = _check(nvrtc.nvrtcGetProgramLogSize(prog), "nvrtcGetProgramLogSize")
+            buf = b" " * size
+            _check((nvrtc.nvrtcGetProgramLog(prog, buf)[0], None), "nvrtcGetProgramLog")
+            log = buf.decode(errors="replace").rstrip("\0")
+            if int(res[0]) != 0:
+                raise KernelBuildError(f"NVRTC failed to compile {what}:\n{log}")
+            size = _check(nvrtc.nvrtcGetCUBINSize(prog), "nvrtcGetCUBINSize")
+            cubin = b" " * size
+            _check((nvrtc.nvrtcGetCUBIN(prog, cubin)[0], None), "nvrtcGetCUBIN")
+        finally:
+            nvrtc.nvrtcDestroyProgram(prog)
+    return cubin, log
+
+
 def compile_variant(variant: KernelVariant, use_cache: bool = True) -> CompiledVariant:
     """NVRTC-compile ``variant`` to a cubin (or take it from the disk cache)."""
     nvrtc = _nvrtc()
@@ -398,21 +420,7 @@ def compile_variant(variant: KernelVariant, use_cache: bool = True) -> CompiledV
         log = json.loads(meta.read_text())["log"] if meta.exists() else ""
         return CompiledVariant(variant, path.read_bytes(), log, True)
 
-    with _compile_lock:
-        prog = _check(nvrtc.nvrtcCreateProgram(src.encode(), b"pat_decode.cu", 0, [], []), "nvrtcCreateProgram")
-        try:
-            res = nvrtc.nvrtcCompileProgram(prog, len(opts), [o.encode() for o in opts])
-            size = _check(nvrtc.nvrtcGetProgramLogSize(prog), "nvrtcGetProgramLogSize")
-            buf = b" " * size
-            _check((nvrtc.nvrtcGetProgramLog(prog, buf)[0], None), "nvrtcGetProgramLog")
-            log = buf.decode(errors="replace").rstrip("\0")
-            if int(res[0]) != 0:
-                raise KernelBuildError(f"NVRTC failed to compile {variant}:\n{log}")
-            size = _check(nvrtc.nvrtcGetCUBINSize(prog), "nvrtcGetCUBINSize")
-            cubin = b" " * size
-            _check((nvrtc.nvrtcGetCUBIN(prog, cubin)[0], None), "nvrtcGetCUBIN")
-        finally:
-            nvrtc.nvrtcDestroyProgram(prog)
+    cubin, log = nvrtc_compile(src, "pat_decode.cu", opts, str(variant))
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
