@@ -102,7 +102,7 @@ def run(cubins: dict[ProbeBuild, bytes], args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from pat_sglang.kernels import _driver, _drv, _ensure_context
+    from pat_sglang.kernels import _driver, _drv, _ensure_context, library_int32
     from pat_sglang.launch import libcuda
 
     torch.cuda.init()
@@ -129,7 +129,7 @@ def run(cubins: dict[ProbeBuild, bytes], args: argparse.Namespace) -> int:
         library = _drv(driver.cuLibraryLoadData(cubin, None, None, 0, None, None, 0), "cuLibraryLoadData")
         kernel = _drv(driver.cuLibraryGetKernel(library, b"probe"), "cuLibraryGetKernel")
         keep.append((library, cubin))
-        smem = args.stages * 8192
+        smem = library_int32(library, b"probe_smem_bytes")  # the kernel's own STAGES * STAGE_BYTES
         stream = torch.cuda.current_stream().cuda_stream
 
         def launch(kernel=kernel, smem=smem, stream=stream, name=build.name) -> None:

@@ -67,7 +67,14 @@ from bench_kernels import fa3_decode, measure_copy_bandwidth, time_graph  # noqa
 from split_waves import fi_time, mooncake_rows  # noqa: E402
 from tile_tables import table_header  # noqa: E402
 
-from pat_sglang.config import MAX_GQA_GROUP, DeviceSpec, HeadConfig, TileTable, load_tile_table  # noqa: E402
+from pat_sglang.config import (  # noqa: E402
+    MAX_GQA_GROUP,
+    DeviceSpec,
+    HeadConfig,
+    TileTable,
+    check_supported,
+    load_tile_table,
+)
 from pat_sglang.forest import PrefixForest  # noqa: E402
 from pat_sglang.kernels import (  # noqa: E402
     FP8_KV_NAMES,
@@ -223,9 +230,11 @@ def parse_heads(text: str) -> tuple[int, int]:
         hq, hkv = (int(x) for x in text.split("/"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"heads {text!r}: HQ/HKV, e.g. 64/8") from None
-    if hkv < 1 or hq < hkv or hq % hkv or hq // hkv > MAX_GQA_GROUP:
+    try:  # the config's own checks: positive counts, a whole ratio the kernels serve
+        check_supported(HeadConfig(hq, hkv, HEAD_DIM, torch.bfloat16))
+    except ValueError:
         raise argparse.ArgumentTypeError(
-            f"heads {text!r}: HQ a multiple of HKV, at most {MAX_GQA_GROUP} q heads per kv head")
+            f"heads {text!r}: HQ a multiple of HKV, at most {MAX_GQA_GROUP} q heads per kv head") from None
     return hq, hkv
 
 

@@ -37,14 +37,15 @@
 #include "host_plan.h"
 
 /* obj as a C-contiguous 1-D array in native byte order of `type` (NPY_INT64 and NPY_INT32: any signed integer type of
-   that size, as numpy's dtype comparison with np.int64 / np.int32 accepts; NPY_BOOL: bool) of `len` entries where
-   len >= 0, else NULL (no exception set) */
+   that size, as numpy's dtype comparison with np.int64 / np.int32 accepts; NPY_BOOL: bool; NPY_FLOAT64: float64) of
+   `len` entries where len >= 0, else NULL (no exception set) */
 static PyArrayObject *vec(PyObject *obj, int type, npy_intp len) {
     if (!PyArray_Check(obj)) return NULL;
     PyArrayObject *a = (PyArrayObject *)obj;
     if (PyArray_NDIM(a) != 1 || !PyArray_IS_C_CONTIGUOUS(a) || !PyArray_ISNOTSWAPPED(a)) return NULL;
-    if (type == NPY_BOOL ? PyArray_TYPE(a) != NPY_BOOL
-                         : !PyArray_ISSIGNED(a) || PyArray_ITEMSIZE(a) != (type == NPY_INT64 ? 8 : 4))
+    if (type == NPY_BOOL || type == NPY_FLOAT64
+            ? PyArray_TYPE(a) != type
+            : !PyArray_ISSIGNED(a) || PyArray_ITEMSIZE(a) != (type == NPY_INT64 ? 8 : 4))
         return NULL;
     if (len >= 0 && PyArray_DIM(a, 0) != len) return NULL;
     return a;
@@ -603,12 +604,8 @@ static PyObject *split_length(PyObject *self, PyObject *const *args, Py_ssize_t 
     const npy_intp packs = tokens != NULL ? PyArray_DIM(tokens, 0) : 0;
     PyArrayObject *blocks = vec(args[3], NPY_INT64, packs), *req_count = vec(args[4], NPY_INT64, packs);
     PyArrayObject *req = vec(args[5], NPY_INT32, -1), *token_bytes = vec(args[8], NPY_INT64, -1);
-    PyArrayObject *overheads = PyArray_Check(args[9]) ? (PyArrayObject *)args[9] : NULL;
-    if (overheads != NULL && (PyArray_NDIM(overheads) != 1 || !PyArray_IS_C_CONTIGUOUS(overheads) ||
-                              PyArray_TYPE(overheads) != NPY_FLOAT64 || !PyArray_ISNOTSWAPPED(overheads)))
-        overheads = NULL;
-    if (!tokens || !blocks || !req_count || !req || !token_bytes || !overheads ||
-        PyArray_DIM(token_bytes, 0) != PyArray_DIM(overheads, 0)) {
+    PyArrayObject *overheads = vec(args[9], NPY_FLOAT64, token_bytes != NULL ? PyArray_DIM(token_bytes, 0) : -1);
+    if (!tokens || !blocks || !req_count || !req || !token_bytes || !overheads) {
         PyErr_SetString(PyExc_ValueError,
                         "split_length: per-pack arrays must be C-contiguous int64 of one length, pack_req int32");
         return NULL;

@@ -529,11 +529,18 @@ class _LoadedKernels:
         kernel's own constant ``symbol`` (one copy at load)."""
         attr = driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
         _drv((driver.cuKernelSetAttribute(attr, nbytes, kernel, dev)[0], None), "smem attr")
-        ptr, _ = _drv(driver.cuLibraryGetGlobal(self.library, symbol), "cuLibraryGetGlobal")
-        host = np.zeros(1, dtype=np.int32)
-        _drv((driver.cuMemcpyDtoH(host.ctypes.data, ptr, 4)[0], None), "cuMemcpyDtoH")
-        if int(host[0]) != nbytes:
-            raise RuntimeError(f"shared-memory size mismatch ({symbol.decode()}): kernel {int(host[0])}, host {nbytes}")
+        kernel_says = library_int32(self.library, symbol)
+        if kernel_says != nbytes:
+            raise RuntimeError(f"shared-memory size mismatch ({symbol.decode()}): kernel {kernel_says}, host {nbytes}")
+
+
+def library_int32(library, symbol: bytes) -> int:  # noqa: ANN001 (a CUlibrary)
+    """The value of a loaded library's ``extern "C" __device__ const int`` named ``symbol``."""
+    driver = _driver()
+    ptr, _ = _drv(driver.cuLibraryGetGlobal(library, symbol), "cuLibraryGetGlobal")
+    host = np.zeros(1, dtype=np.int32)
+    _drv((driver.cuMemcpyDtoH(host.ctypes.data, ptr, 4)[0], None), "cuMemcpyDtoH")
+    return int(host[0])
 
 
 _loaded: dict[KernelVariant, _LoadedKernels] = {}
