@@ -130,7 +130,7 @@ MERGE_CHAIN_COST_SLOT_BYTES = {"16bit": 16 << 10, "fp8": 1536}
 # docs/perf/kernels/2026-12-02-h200-split-regret/): FP8 d256 1.045/1.057 -> 1.018/1.028, FP8 64/8 1.049/1.029 ->
 # 1.043/1.024, 16-bit d64 1.035/1.050 -> 1.021/1.027; and 16-bit GQA 7 (Qwen2.5-7B, 28/4) 1.035/1.035 -> 1.014/1.026
 # and GQA 5 (Qwen2.5-14B/32B, 40/8) 1.020/1.027 -> 1.012/1.026 (docs/perf/kernels/2026-12-02-h200-oddgqa-costs/); FP8
-# GQA 12 (GLM-4.5-Air at TP 2, 48/4) 1.035/1.025 -> 1.021/1.015 and GQA 16 (Qwen3-235B-A22B, 64/4) 1.035/1.022 ->
+# GQA 12 (GLM-4.5-Air at TP 2, 48/4) 1.035/1.024 -> 1.021/1.015 and GQA 16 (Qwen3-235B-A22B, 64/4) 1.035/1.022 ->
 # 1.017/1.020 (docs/perf/kernels/2026-12-02-h200-widegqa-costs/). The fits for FP8 32/8 d128, 16-bit 64/8, 32/32
 # and d256, FP8 GQA 7 and 5 and 16-bit GQA 12 and 16 were measured too and left out (no better on one set or worse
 # on both; item-costs/ in those folders).
