@@ -570,3 +570,40 @@ def test_timing_builds_over_fp8_pools_compile(num_q_heads: int, head_dim: int) -
     assert built.cubin[:4] == b"\x7fELF"
     report = built.resource_usage()["pat_pack_forward"]
     assert report.get("spill_store_bytes", 0) == 0 and report.get("stack_bytes", 0) == 0, report
+
+
+def test_shared_memory_check_reads_the_kernels_constant(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_LoadedKernels._set_smem`` (run at every kernel load on the GPU) compares the host's shared-memory formula
+    with the kernel's own constant, read by ``library_int32``: through a stand-in driver, an equal value passes and
+    sets the attribute, another is refused naming both."""
+    import ctypes
+    import types
+
+    import numpy as np
+
+    from pat_sglang import kernels
+
+    stored = {b"pat_forward_smem_bytes": 49152}
+    calls = []
+
+    def get_global(library, symbol):
+        return 0, stored[symbol], 4  # (CUresult, device pointer: here the value itself, size)
+
+    def dtoh(dst, ptr, size):
+        ctypes.memmove(dst, np.array([ptr], dtype=np.int32).ctypes.data, size)
+        return (0,)
+
+    fake = types.SimpleNamespace(
+        CUfunction_attribute=types.SimpleNamespace(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES="max-smem"),
+        cuKernelSetAttribute=lambda attr, n, kernel, dev: calls.append((attr, n)) or (0,),
+        cuLibraryGetGlobal=get_global,
+        cuMemcpyDtoH=dtoh,
+    )
+    monkeypatch.setattr(kernels, "_driver", lambda: fake)
+    assert kernels.library_int32("lib", b"pat_forward_smem_bytes") == 49152
+    loaded = object.__new__(kernels._LoadedKernels)
+    loaded.library = "lib"
+    loaded._set_smem(fake, 0, "kernel", b"pat_forward_smem_bytes", 49152)
+    assert calls == [("max-smem", 49152)]
+    with pytest.raises(RuntimeError, match="shared-memory size mismatch .*kernel 49152, host 40960"):
+        loaded._set_smem(fake, 0, "kernel", b"pat_forward_smem_bytes", 40960)
