@@ -13,6 +13,9 @@
 // node's float64 sum. The CTAs of one node are consecutive blocks, so clusters of consecutive blocks hold one node
 // (R a multiple of CLUSTER).
 //
+// Every CTA first copies its node's slot indices (at most MAX_TOKENS) into shared memory, so that no mode's copies
+// wait on a dependent global load of their slot (the forward reads its slots a tile ahead for the same reason).
+//
 // PROBE_MODE (a -D option, with STAGES, and CLUSTER for mode 2):
 //   0 gather:    every thread issues 16-byte cp.async copies of its share of a tile (the forward's loader pattern),
 //                the ring handed on by cp.async groups and CTA barriers.
@@ -45,6 +48,7 @@ constexpr int ROWS = 2 * TILE;
 constexpr int STAGE_BYTES = ROWS * ROW_BYTES;
 constexpr int BYTES_PER_THREAD = STAGE_BYTES / THREADS;
 static_assert(BYTES_PER_THREAD % 16 == 0, "each thread consumes whole 16-byte chunks");
+constexpr int MAX_TOKENS = 4096;  // a node's slots staged in shared memory: 16 KB
 
 struct ProbeParams {
     const char* k;     // [slots, ROW_BYTES]
@@ -55,7 +59,17 @@ struct ProbeParams {
     int rows;          // R, CTAs per node
 };
 
-extern "C" __device__ const int probe_smem_bytes = STAGES * STAGE_BYTES;
+extern "C" __device__ const int probe_smem_bytes = STAGES * STAGE_BYTES + MAX_TOKENS * 4;
+extern "C" __device__ const int probe_max_tokens = MAX_TOKENS;
+
+// The node's slots into shared memory behind the stages (every thread's share, then a CTA barrier).
+__device__ __forceinline__ const int* stage_slots(const ProbeParams& p, char* smem) {
+    int* staged = reinterpret_cast<int*>(smem + STAGES * STAGE_BYTES);
+    const int* node_slots = p.slots + static_cast<size_t>(blockIdx.x / p.rows) * p.tokens;
+    for (int i = threadIdx.x; i < p.tokens; i += THREADS) staged[i] = node_slots[i];
+    __syncthreads();
+    return staged;
+}
 
 __device__ __forceinline__ unsigned smem_addr(const void* p) {
     return static_cast<unsigned>(__cvta_generic_to_shared(p));
@@ -105,7 +119,7 @@ __device__ __forceinline__ void cp_async16(unsigned dst, const void* src) {
 
 extern "C" __global__ void __launch_bounds__(THREADS) probe(const ProbeParams p) {
     extern __shared__ __align__(128) char smem[];
-    const int* node_slots = p.slots + static_cast<size_t>(blockIdx.x / p.rows) * p.tokens;
+    const int* node_slots = stage_slots(p, smem);
     const int tiles = p.tokens / TILE;
     auto issue = [&](int tile) {
         char* stage = smem + (tile % STAGES) * STAGE_BYTES;
@@ -188,7 +202,7 @@ extern "C" __global__ void __launch_bounds__(THREADS)
     probe(const ProbeParams p) {
     extern __shared__ __align__(128) char smem[];
     __shared__ __align__(8) unsigned long long full[STAGES], empty[STAGES];
-    const int* node_slots = p.slots + static_cast<size_t>(blockIdx.x / p.rows) * p.tokens;
+    const int* node_slots = stage_slots(p, smem);
     const int tiles = p.tokens / TILE;
     const unsigned rank = cluster_rank();
     if (threadIdx.x == 0) {

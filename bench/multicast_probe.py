@@ -29,6 +29,7 @@ SOURCE = Path(__file__).with_suffix(".cu")
 THREADS = 128
 ROW_BYTES = 256  # one KV head of d128 in 16 bits
 TILE = 16
+MAX_TOKENS = 4096  # the slots a CTA stages in shared memory (MAX_TOKENS in the .cu, checked at load)
 MODES = {0: "gather", 1: "bulk", 2: "multicast"}
 
 
@@ -67,8 +68,8 @@ class _Params(ctypes.Structure):  # ProbeParams in multicast_probe.cu
 
 
 def check_shape(tokens: int, rows: int, nodes: int, clusters: list[int]) -> None:
-    if tokens < TILE or tokens % TILE:
-        raise ValueError(f"--tokens {tokens}: a positive multiple of {TILE}")
+    if tokens < TILE or tokens % TILE or tokens > MAX_TOKENS:
+        raise ValueError(f"--tokens {tokens}: a positive multiple of {TILE}, at most {MAX_TOKENS}")
     if rows < 1 or nodes < 1:
         raise ValueError("--rows and --nodes must be positive")
     for c in clusters:
@@ -129,7 +130,12 @@ def run(cubins: dict[ProbeBuild, bytes], args: argparse.Namespace) -> int:
         library = _drv(driver.cuLibraryLoadData(cubin, None, None, 0, None, None, 0), "cuLibraryLoadData")
         kernel = _drv(driver.cuLibraryGetKernel(library, b"probe"), "cuLibraryGetKernel")
         keep.append((library, cubin))
-        smem = library_int32(library, b"probe_smem_bytes")  # the kernel's own STAGES * STAGE_BYTES
+        smem = library_int32(library, b"probe_smem_bytes")  # the kernel's own stages and staged slots
+        if library_int32(library, b"probe_max_tokens") != MAX_TOKENS:
+            raise RuntimeError("bench/multicast_probe.cu's MAX_TOKENS differs from the script's")
+        attr = driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES  # 48 KB and over: opt in
+        dev = _drv(driver.cuDeviceGet(torch.cuda.current_device()), "cuDeviceGet")
+        _drv((driver.cuKernelSetAttribute(attr, smem, kernel, dev)[0], None), "smem attr")
         stream = torch.cuda.current_stream().cuda_stream
 
         def launch(kernel=kernel, smem=smem, stream=stream, name=build.name) -> None:

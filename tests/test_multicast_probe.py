@@ -33,6 +33,7 @@ def test_a_mode_without_its_options_fails_to_build(probe) -> None:
 
 @pytest.mark.parametrize(("tokens", "rows", "nodes", "clusters", "match"), [
     (1000, 32, 8, [2], "multiple of 16"),
+    (4112, 32, 8, [2], "at most 4096"),
     (1024, 0, 8, [2], "positive"),
     (1024, 30, 8, [4], "dividing --rows"),
     (1024, 32, 8, [16], "one of 2, 4, 8"),
