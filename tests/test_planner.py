@@ -898,6 +898,8 @@ def test_a_measured_cost_entry_steers_only_its_configuration(monkeypatch: pytest
     b = standard_batch("b")
     forest = PrefixForest.from_flat(b.kv_indptr, b.kv_indices)
     device = DeviceSpec(sm_count=132)
+    monkeypatch.setattr(planner, "MEASURED_ITEM_COSTS", {})  # before: the bytes model for both
+    monkeypatch.setattr(planner, "MEASURED_CHAIN_COSTS", {})
     before = {h: plan_forest(forest, h, device) for h in (fp8, bf16)}
     head_token_bytes = fp8.kv_token_bytes // fp8.num_kv_heads
     monkeypatch.setattr(planner, "MEASURED_ITEM_COSTS", {("fp8", 128, 8): {64: (192 << 10, 3 * head_token_bytes)}})

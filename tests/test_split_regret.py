@@ -107,11 +107,17 @@ def test_it_needs_one_mode(sr) -> None:
 
 
 def test_chain_cost_follows_the_kv_element() -> None:
-    """The merge-chain price is the configuration's KV element's (16-bit and FP8 pools were fitted apart)."""
+    """The merge-chain price is the configuration's KV element's (16-bit and FP8 pools were fitted apart), unless the
+    configuration has its own (``MEASURED_CHAIN_COSTS``)."""
     bf16 = HeadConfig(32, 8, 128, torch.bfloat16)
     fp8 = HeadConfig(32, 8, 128, torch.bfloat16, torch.float8_e4m3fn)
+    assert planner.cost_key(fp8) not in planner.MEASURED_CHAIN_COSTS
     assert planner._chain_cost(bf16) == planner.MERGE_CHAIN_COST_SLOT_BYTES["16bit"]
     assert planner._chain_cost(fp8) == planner.MERGE_CHAIN_COST_SLOT_BYTES["fp8"]
+    for key, price in planner.MEASURED_CHAIN_COSTS.items():
+        element, head_dim, group = key
+        own = HeadConfig(group * 4, 4, head_dim, torch.bfloat16, torch.float8_e4m3fn if element == "fp8" else None)
+        assert planner.cost_key(own) == key and planner._chain_cost(own) == price
 
 
 def test_heads_flag_picks_the_configs(sr) -> None:
