@@ -249,7 +249,7 @@ class PackPlan:
     max_slot: int | None  # largest KV slot the plan can read (None: the table is SGLang's own req_to_token)
     packs: list[PackInfo] = _LazyPacks()  # type: ignore[assignment]  # built on first read
     stats: PlanStats | None = None
-    fallback: str = ""  # "" or why the plan is coarser than asked (limits): "one split", "no sharing"
+    fallback: str = ""  # "" or why the plan is coarser than asked (limits): "coarser split", "one split", "no sharing"
     regrow: _Regrow | None = field(default=None, repr=False, compare=False)  # see plan_forest(previous=...)
     # Open items (``ITEM_OPEN_END``): the slot table's row stride they are resolved with (None: every item is
     # closed), and how many there are (one per request whose KV ends in its own private leaf).
@@ -533,6 +533,24 @@ def _plan(
                                          _chain_cost(heads))
     # each row block of a pack has its splits (the items); each request sits in one row block of its pack (the entries)
     splits, num_items, num_entries = _split_numbers(pack_tokens, split_tokens, pack_blocks, pack_req_count)
+    if chosen_for_tokens and limits is not None and not _fits(limits, splits, num_items, num_entries, pack_req,
+                                                              pack_req_count, num_requests):
+        # The chosen length's plan would overflow the buffers: choose again among the coarser candidates whose plans
+        # fit (before "one split", which cuts no pack at all: a batch of 64 at GQA 7 with a 4k shared prompt needs
+        # 832 partial slots at its pick, 768 one candidate up, and its one-split plan ran 1.05x fa3's step).
+        if candidates is None:
+            candidates = _split_candidates(longest, planned_tokens, num_kv_heads, target, min_split_tokens)
+        fitting = [c for c in candidates if c > split_tokens and _fits(
+            limits, *_split_numbers(pack_tokens, c, pack_blocks, pack_req_count), pack_req, pack_req_count,
+            num_requests)]
+        if fitting:
+            fallback = "coarser split"
+            searched = searched or len(fitting) > 1
+            split_tokens = fitting[0] if len(fitting) == 1 else _split_length(
+                fitting, pack_tokens, pack_blocks, pack_req, pack_req_count, num_requests, num_kv_heads, target,
+                *_block_costs(tiles.tile_ms, group, reqs_per_block, tok_bytes // num_kv_heads, _measured_costs(heads)),
+                _chain_cost(heads))
+            splits, num_items, num_entries = _split_numbers(pack_tokens, split_tokens, pack_blocks, pack_req_count)
     # Open ends: the last split of a pack whose node has one request (in canonical form, that request's private leaf:
     # its range ends where the request's row ends).
     leaf_pack = None if row_stride is None else (fa.q if pack_node is None else fa.q[pack_node]) == 1
@@ -1374,6 +1392,16 @@ def _pack_numbers(pack_tokens: np.ndarray, kv_offset: np.ndarray, pack_req_count
     pack_blocks = (pack_req_count + (reqs_per_block - 1)) // reqs_per_block
     return (pack_blocks, int((kv_offset + pack_tokens).max()), int(pack_tokens @ pack_blocks),
             int(pack_tokens.max()))
+
+
+def _fits(limits: PlanLimits, splits: np.ndarray, num_items: int, num_entries: int, pack_req: np.ndarray,
+          pack_req_count: np.ndarray, num_requests: int) -> bool:
+    """Whether the plan of these KV splits fits ``limits``: its items, its (item, request) entries, and its partial
+    slots (every entry of a request with more than one; a request's only entry writes the output)."""
+    if num_items > limits.max_items or num_entries > limits.max_entries:
+        return False
+    per_request = np.bincount(pack_req, weights=np.repeat(splits, pack_req_count), minlength=num_requests)
+    return float(per_request[per_request > 1].sum()) <= limits.max_partials
 
 
 def _split_numbers(pack_tokens: np.ndarray, split_tokens: int, pack_blocks: np.ndarray,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -258,9 +260,9 @@ def assert_exact(plan: PackPlan, batch, seed: int) -> None:
 @given(seed=st.integers(0, 2**31 - 1), group=st.sampled_from(GQA), sm_count=st.sampled_from([8, 132]))
 def test_plans_fit_limits(seed: int, group: int, sm_count: int) -> None:
     """Under random limits (often tight: exactly what one of the plans needs, the batch size, or less) a plan fits
-    them whenever max_items and max_entries hold the batch; it is the unconstrained plan if that fits, else the
-    one-split plan if that fits (``fallback`` "one split"), else one whole-row item per request ("no sharing");
-    and it is exact."""
+    them whenever max_items and max_entries hold the batch; it is the unconstrained plan if that fits, else the plan
+    of a coarser candidate split length that fits (the planner's own plan at that length), else the one-split plan if
+    that fits (``fallback`` "one split"), else one whole-row item per request ("no sharing"); and it is exact."""
     with one_torch_thread():
         _plans_fit_limits(seed, group, sm_count)
 
@@ -272,7 +274,9 @@ def _plans_fit_limits(seed: int, group: int, sm_count: int) -> None:
     forest = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
     heads = _heads(group, 64, num_kv_heads=2)
     device = DeviceSpec(sm_count=sm_count)
-    free = plan_forest(forest, heads, device)
+    with recorded_search() as searched:
+        free = plan_forest(forest, heads, device)
+    coarser = [c for c in searched[-1][0] if c > free.split_tokens] if searched else []
     one = plan_forest(forest, heads, device, min_split_tokens=2**31 - 1)
     bs = forest.num_requests
 
@@ -292,8 +296,13 @@ def _plans_fit_limits(seed: int, group: int, sm_count: int) -> None:
         assert not fits(free, limits) and not fits(one, limits)
         return
     assert fits(plan, limits)
+    fitting = [c for c in coarser if fits(plan_forest(forest, heads, device, split_tokens=c), limits)]
     if fits(free, limits):
         assert plan.fallback == "" and same_plan(plan, free)
+        check_plan(plan, forest, heads, device)
+    elif fitting:
+        assert plan.fallback == "coarser split" and plan.split_tokens in fitting
+        assert same_plan(plan, plan_forest(forest, heads, device, split_tokens=plan.split_tokens))
         check_plan(plan, forest, heads, device)
     elif fits(one, limits):
         assert plan.fallback == "one split" and same_plan(plan, one)
@@ -312,15 +321,90 @@ def _plans_fit_limits(seed: int, group: int, sm_count: int) -> None:
     assert_exact(plan, batch, seed)
 
 
+def test_an_overflowing_pick_moves_to_a_coarser_length_that_fits() -> None:
+    """The served case that ran 1.05x fa3's step (Qwen2.5-7B, 28/4 heads, FP8 KV, 4 prompts of 4096 tokens x 16
+    requests at the first decode step, the backend's CUDA-graph buffers for batch 64): the split the model picks needs
+    832 partial slots of 784. The plan is made at the next candidate whose plan fits (768), not with one split per
+    pack (which reads each 4096-token prompt in one CTA per row block)."""
+    from pat_sglang.backend import graph_capacity
+
+    batch = tree_batch([(4, 4096), (64, 257)], rng=0)
+    forest = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
+    heads = HeadConfig(28, 4, 128, torch.bfloat16, torch.float8_e4m3fn)
+    device = DeviceSpec(sm_count=132)
+    cap = graph_capacity(64, device, heads)
+    limits = PlanLimits(min(cap.max_items, 2 * 64 + cap.split_items), cap.max_partials, cap.max_partials + 64)
+    with recorded_search() as searched:
+        free = plan_forest(forest, heads, device)
+    assert not fits(free, limits) and free.num_partials > limits.max_partials
+    plan = plan_forest(forest, heads, device, limits=limits)
+    assert plan.fallback == "coarser split" and fits(plan, limits)
+    assert plan.split_tokens in searched[-1][0] and plan.split_tokens > free.split_tokens
+    assert max(p.splits for p in plan.packs) > 1  # the prompts are still cut across the GPU
+    assert same_plan(plan, plan_forest(forest, heads, device, split_tokens=plan.split_tokens))
+    check_plan(plan, forest, heads, device)
+
+
+def test_fit_counts_partials_as_the_plans_do() -> None:
+    """``planner._fits`` counts a split length's partial slots without making the plan: equal to the made plans' own
+    counts on random trees, so a plan at exactly its own counts fits and one slot less does not."""
+    from pat_sglang import planner
+
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        tree = random_tree(rng, max_depth=4, max_requests=40, max_len=600, p_inner_request=0.2)
+        batch = layout_tree(tree, rng=rng)
+        forest = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
+        heads = _heads(int(rng.choice(GQA)), 128, num_kv_heads=2)
+        for split in (64, 200, 1000):
+            plan = plan_forest(forest, heads, split_tokens=split)
+            exact = PlanLimits(plan.num_items, plan.num_partials, int(plan.item_req.shape[0]))
+            assert fits(plan, exact)
+            assert _fits_of(planner, forest, heads, split, exact)
+            if plan.num_partials:
+                tight = PlanLimits(exact.max_items, exact.max_partials - 1, exact.max_entries)
+                assert not _fits_of(planner, forest, heads, split, tight)
+
+
+def _fits_of(planner, forest: PrefixForest, heads: HeadConfig, split: int, limits: PlanLimits) -> bool:  # noqa: ANN001
+    """``planner._fits`` on the packs ``plan_forest`` makes of ``forest`` (as its split search was called)."""
+    with recorded_search() as searched:
+        plan_forest(forest, heads)
+    _, pack_tokens, pack_blocks, pack_req, pack_req_count, num_requests = searched[-1]
+    numbers = planner._split_numbers(pack_tokens, split, pack_blocks, pack_req_count)
+    return planner._fits(limits, *numbers, pack_req, pack_req_count, num_requests)
+
+
+@contextlib.contextmanager
+def recorded_search() -> Iterator[list[tuple]]:
+    """The planner's split searches while in the block: (candidates, pack_tokens, pack_blocks, pack_req,
+    pack_req_count, num_requests) of each ``planner._split_length`` call."""
+    from pat_sglang import planner
+
+    seen: list[tuple] = []
+    original = planner._split_length
+
+    def recording(candidates, pack_tokens, pack_blocks, pack_req, pack_req_count, num_requests, *rest):  # noqa: ANN001, ANN002
+        seen.append((list(candidates), pack_tokens, pack_blocks, pack_req, pack_req_count, num_requests))
+        return original(candidates, pack_tokens, pack_blocks, pack_req, pack_req_count, num_requests, *rest)
+
+    planner._split_length = recording
+    try:
+        yield seen
+    finally:
+        planner._split_length = original
+
+
 def test_one_split_fallback() -> None:
-    """One long request split across the GPU; room for one item only: the plan keeps it in one piece."""
+    """One long request split across the GPU; room for one item only: the plan keeps it in one piece (the no-split
+    candidate, the coarsest length the search has, so the plan says it is coarser than asked)."""
     batch = tree_batch([(1, 5000)], rng=0)
     forest = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
     heads = _heads(4, 128)
     free = plan_forest(forest, heads)
     assert free.num_items > 1 and free.fallback == ""
     plan = plan_forest(forest, heads, limits=PlanLimits(max_items=1, max_partials=0, max_entries=1))
-    assert plan.fallback == "one split" and plan.num_items == 1 and plan.num_partials == 0
+    assert plan.fallback == "coarser split" and plan.num_items == 1 and plan.num_partials == 0
     check_plan(plan, forest, heads)
     assert_exact(plan, batch, 0)
 
