@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         "- step ms @full bs: median of `#running-req / gen throughput` over the server's 'Decode batch' lines "
         f"with the largest running batch seen on at least {client.FULL_BS_MIN_LINES} of them, counting only lines "
         "whose interval ran no prefill",
-        f"- command: `{' '.join([sys.executable, *sys.argv])}`",
+        f"- command: `{report.command_line([sys.executable, *sys.argv])}`",
         f"- environment: `{' '.join(env) or '(no PAT_SGLANG_ / SGLANG_ settings)'}`",
     ]
     preamble += profile_notes(infos, args.profile_steps)

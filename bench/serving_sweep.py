@@ -631,7 +631,7 @@ def write_report(out: Path, store: sweep.ResultStore, reference: str,
           f"{dummy_weights_note(r)}): `{r.get('cmd')}`"
           for r in {(r['backend'], r.get('server_id')): r for r in servers}.values()],
         *[f"- call {r.get('date')}: `{' '.join([*r.get('env', []), 'python bench/serving_sweep.py'])} "
-          f"{' '.join(map(str, r.get('argv', [])))}`"
+          f"{report.command_line(r.get('argv', []))}`"
           for r in runs],
     ]
     # The TTFT parts are read from the folder's server logs here, when the report is written (as the `vs ref` ratios are

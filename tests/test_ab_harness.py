@@ -725,3 +725,21 @@ def test_recorded_env_keeps_pat_and_sglang_settings_sorted() -> None:
            "MY_SGLANG_Y": "3"}
     assert report.recorded_env(env) == ["PAT_SGLANG_DELEGATE=fa3", "SGLANG_X=1"]
     assert report.recorded_env({}) == []
+
+
+def test_recorded_command_runs_again() -> None:
+    """A run's recorded command line (results.md) parses back to the same arguments: ``--server-args`` with a value
+    that starts with ``--`` stays one argument once quoted, and both spellings of the option reach it."""
+    import shlex
+
+    import ab_serving
+
+    argv = ["--backends", "fa3,pat@fa3", "--server-args", "--kv-cache-dtype fp8_e4m3", "--concurrency", "64"]
+    first = ab_serving.parse_args(argv)
+    line = report.command_line(["python3", "bench/ab_serving.py", *argv])
+    assert "'--kv-cache-dtype fp8_e4m3'" in line
+    again = ab_serving.parse_args(shlex.split(line)[2:])
+    assert vars(again) == vars(first) and again.server_args == "--kv-cache-dtype fp8_e4m3"
+    assert ab_serving.parse_args(["--server-args=--kv-cache-dtype fp8_e4m3"]).server_args == first.server_args
+    with pytest.raises(SystemExit):  # what the unquoted copy of the old record said: a stray argument
+        ab_serving.parse_args(" ".join(argv).split())

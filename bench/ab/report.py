@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -31,6 +32,12 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("step_full_bs", "full bs", ".0f"),
     ("status", "status", "s"),
 ]
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """A recorded call as a shell would take it back: quoted where needed (``--server-args "--kv-cache-dtype
+    fp8_e4m3"`` stays one argument; joined with bare spaces it read as three, and argparse refused the copy)."""
+    return shlex.join(str(a) for a in argv)
 
 
 def recorded_env(environ: Mapping[str, str]) -> list[str]:
