@@ -79,6 +79,12 @@ PROFILE_RANGE = "pat::plan_step"  # name of the per-step host range in torch pro
 # (refused with a clear message if that runtime is missing); with it off, PAT always asks for
 # --disable-cuda-graph.
 CUDA_GRAPHS_ENABLED = True
+# Partial slots of the CUDA-graph buffers per request of the largest captured batch (plus two per target CTA). With 4,
+# the split the model picks overflowed them in 50 of 1134 shared-prefix windows (prompts of 1k-16k tokens, seven head
+# configurations, 16-bit and FP8), and the plan was made coarser; with 8 in 4 of them, with 16 in none
+# (docs/perf/host/2026-12-02-fortyfirst-partials-capacity.txt). A slot holds one request's partial rows in the q dtype:
+# at batch 256 and 32 q heads of d128, 8 per request is 2576 slots, 21 MB.
+GRAPH_PARTIALS_PER_REQUEST = 8
 
 # Decode CUDA-graph variants (sglang_patches.graph_variants): PAT's kernels, or the delegate's.
 PAT_VARIANT = "pat"
@@ -286,13 +292,14 @@ class GraphCapacity:
 
 
 def graph_capacity(max_bs: int, device: DeviceSpec, heads: HeadConfig) -> GraphCapacity:
-    """Static-buffer capacities: room for typical shared plans; the planner coarsens any plan to fit them (at worst
-    one item per request and no partials, which needs ``max_bs`` items). Each captured batch size gets a forward grid
-    of two items per request plus the KV splits' items (``StaticPlanBuffers.limits_for``), not the largest batch's."""
+    """Static-buffer capacities: room for typical shared plans; the planner coarsens any plan to fit them (a coarser
+    split length, at worst one item per request and no partials, which needs ``max_bs`` items). Each captured batch
+    size gets a forward grid of two items per request plus the KV splits' items (``StaticPlanBuffers.limits_for``),
+    not the largest batch's. Partial slots: ``GRAPH_PARTIALS_PER_REQUEST`` per request of the largest batch."""
     return GraphCapacity(
         max_batch=max_bs,
         max_items=2 * max_bs + 2 * device.target_ctas,
-        max_partials=4 * max_bs + 2 * device.target_ctas,
+        max_partials=GRAPH_PARTIALS_PER_REQUEST * max_bs + 2 * device.target_ctas,
         split_items=max_split_items(heads, device),
     )
 

@@ -323,17 +323,14 @@ def _plans_fit_limits(seed: int, group: int, sm_count: int) -> None:
 
 def test_an_overflowing_pick_moves_to_a_coarser_length_that_fits() -> None:
     """The served case that ran 1.05x fa3's step (Qwen2.5-7B, 28/4 heads, FP8 KV, 4 prompts of 4096 tokens x 16
-    requests at the first decode step, the backend's CUDA-graph buffers for batch 64): the split the model picks needs
-    832 partial slots of 784. The plan is made at the next candidate whose plan fits (768), not with one split per
-    pack (which reads each 4096-token prompt in one CTA per row block)."""
-    from pat_sglang.backend import graph_capacity
-
+    requests at the first decode step, the CUDA-graph buffers the backend had then for batch 64: 656 items, 784
+    partial slots): the split the model picks needs 832 partial slots. The plan is made at the next candidate whose
+    plan fits (768), not with one split per pack (which reads each 4096-token prompt in one CTA per row block)."""
     batch = tree_batch([(4, 4096), (64, 257)], rng=0)
     forest = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
     heads = HeadConfig(28, 4, 128, torch.bfloat16, torch.float8_e4m3fn)
     device = DeviceSpec(sm_count=132)
-    cap = graph_capacity(64, device, heads)
-    limits = PlanLimits(min(cap.max_items, 2 * 64 + cap.split_items), cap.max_partials, cap.max_partials + 64)
+    limits = PlanLimits(max_items=656, max_partials=784, max_entries=784 + 64)
     with recorded_search() as searched:
         free = plan_forest(forest, heads, device)
     assert not fits(free, limits) and free.num_partials > limits.max_partials
