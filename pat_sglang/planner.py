@@ -1400,6 +1400,8 @@ def _fits(limits: PlanLimits, splits: np.ndarray, num_items: int, num_entries: i
     slots (every entry of a request with more than one; a request's only entry writes the output)."""
     if num_items > limits.max_items or num_entries > limits.max_entries:
         return False
+    if num_entries <= limits.max_partials:  # partial slots are at most the entries: no count needed
+        return True
     per_request = np.bincount(pack_req, weights=np.repeat(splits, pack_req_count), minlength=num_requests)
     return float(per_request[per_request > 1].sum()) <= limits.max_partials
 
