@@ -261,8 +261,8 @@ def assert_exact(plan: PackPlan, batch, seed: int) -> None:
 def test_plans_fit_limits(seed: int, group: int, sm_count: int) -> None:
     """Under random limits (often tight: exactly what one of the plans needs, the batch size, or less) a plan fits
     them whenever max_items and max_entries hold the batch; it is the unconstrained plan if that fits, else the plan
-    of a coarser candidate split length that fits (the planner's own plan at that length), else the one-split plan if
-    that fits (``fallback`` "one split"), else one whole-row item per request ("no sharing"); and it is exact."""
+    of a coarser candidate split length that fits (the planner's own plan at that length; the coarsest candidate cuts
+    no pack, as the one-split plan), else one whole-row item per request ("no sharing"); and it is exact."""
     with one_torch_thread():
         _plans_fit_limits(seed, group, sm_count)
 
@@ -304,11 +304,8 @@ def _plans_fit_limits(seed: int, group: int, sm_count: int) -> None:
         assert plan.fallback == "coarser split" and plan.split_tokens in fitting
         assert same_plan(plan, plan_forest(forest, heads, device, split_tokens=plan.split_tokens))
         check_plan(plan, forest, heads, device)
-    elif fits(one, limits):
-        assert plan.fallback == "one split" and same_plan(plan, one)
-        assert all(p.splits == 1 for p in plan.packs)
-        check_plan(plan, forest, heads, device)
-    else:
+    else:  # the no-split candidate is among the coarser ones: its plan is the one-split plan, and it did not fit
+        assert not fits(one, limits)
         assert plan.fallback == "no sharing" and plan.num_partials == 0
         items = plan.items.numpy()
         indptr = batch.kv_indptr.numpy()
@@ -404,6 +401,9 @@ def test_one_split_fallback() -> None:
     assert plan.fallback == "coarser split" and plan.num_items == 1 and plan.num_partials == 0
     check_plan(plan, forest, heads)
     assert_exact(plan, batch, 0)
+    # A split length the caller fixed is not re-chosen: over the limits it falls back to one split per pack.
+    fixed = plan_forest(forest, heads, split_tokens=512, limits=PlanLimits(max_items=1, max_partials=0, max_entries=1))
+    assert fixed.fallback == "one split" and same_plan(fixed, plan)
 
 
 def test_no_sharing_fallback_and_limits_below_the_batch() -> None:
