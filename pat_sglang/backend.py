@@ -411,6 +411,8 @@ def describe_step(
 ) -> str:
     """One step's shape and host time by phase, for the stats line's slowest step."""
     what = f"{plan.num_items} items, {plan.num_partials} partials" if plan is not None else "no plan (delegate)"
+    if plan is not None and plan.fallback:  # made coarser than the split model chose, to fit the graph buffers
+        what += f", coarsened to fit: {plan.fallback}"
     search = " (split search)" if phases.split_search else ""
     return (f"batch {batch_size}, publish {1e3 * publish_s:.3f} ms, forest {phases.forest} "
             f"{1e3 * phases.forest_s:.3f} ms, plan_forest {1e3 * phases.plan_s:.3f} ms{search}, load "

@@ -743,3 +743,19 @@ def test_recorded_command_runs_again() -> None:
     assert ab_serving.parse_args(["--server-args=--kv-cache-dtype fp8_e4m3"]).server_args == first.server_args
     with pytest.raises(SystemExit):  # what the unquoted copy of the old record said: a stray argument
         ab_serving.parse_args(" ".join(argv).split())
+
+
+def test_slowest_step_names_a_coarsened_plan() -> None:
+    """The stats line's slowest step says when its plan was made coarser than the split model chose (to fit the
+    CUDA-graph buffers): the served Qwen2.5-7B FP8 loss of 2026-12-02 was found from that count alone."""
+    from types import SimpleNamespace
+
+    from pat_sglang.backend import describe_step
+    from pat_sglang.decode_step import StepPhases
+
+    phases = StepPhases(0.0005, 0.0003, "built", True)
+    plain = describe_step(64, phases, 0.0002, SimpleNamespace(num_items=160, num_partials=832, fallback=""))
+    coarse = describe_step(64, phases, 0.0002, SimpleNamespace(num_items=152, num_partials=768,
+                                                              fallback="coarser split"))
+    assert plain.endswith("160 items, 832 partials")
+    assert coarse.endswith("152 items, 768 partials, coarsened to fit: coarser split")

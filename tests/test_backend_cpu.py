@@ -409,7 +409,8 @@ def test_cuda_graph_path_on_cpu(monkeypatch: pytest.MonkeyPatch, tiny: bool) -> 
     assert be.stats.steps == 4 and be.stats.row_reads == 0 and be.planner.counters.unshared == 0
     # the stats line names the slowest step: one of these batches, its forest built, edited or reused, a plan of items
     assert re.fullmatch(r"batch \d+, publish [\d.]+ ms, forest (built|edited|reused) [\d.]+ ms, plan_forest [\d.]+ ms"
-                        r"( \(split search\))?, load [\d.]+ ms, \d+ items, \d+ partials",
+                        r"( \(split search\))?, load [\d.]+ ms, \d+ items, \d+ partials"
+                        r"(, coarsened to fit: (coarser split|one split|no sharing))?",
                         be.stats.slowest), be.stats.slowest
     assert be.stats.slowest in be.stats.summary(be.planner.counters)
 
