@@ -513,6 +513,12 @@ def _plan(
         raise ValueError(f"the forest reads slot-table position {kv_limit - 1}, the table has {slot_table.shape[0]}")
 
     target = target_ctas(device, tiles, heads)
+
+    def search(candidates: list[int]) -> int:  # the cost model's pick among these lengths (only when searching)
+        return _split_length(candidates, pack_tokens, pack_blocks, pack_req, pack_req_count, num_requests, num_kv_heads,
+                             target, *_block_costs(tiles.tile_ms, group, reqs_per_block, tok_bytes // num_kv_heads,
+                                                   _measured_costs(heads)), _chain_cost(heads))
+
     chosen_for_tokens = 0
     searched = False
     if split_tokens is None:
@@ -526,11 +532,7 @@ def _plan(
             split_tokens, chosen_for_tokens = keep
         else:
             searched = len(candidates) > 1
-            split_tokens = _split_length(candidates, pack_tokens, pack_blocks, pack_req, pack_req_count, num_requests,
-                                         num_kv_heads, target,
-                                         *_block_costs(tiles.tile_ms, group, reqs_per_block,
-                                                       tok_bytes // num_kv_heads, _measured_costs(heads)),
-                                         _chain_cost(heads))
+            split_tokens = search(candidates)
     # each row block of a pack has its splits (the items); each request sits in one row block of its pack (the entries)
     splits, num_items, num_entries = _split_numbers(pack_tokens, split_tokens, pack_blocks, pack_req_count)
     if chosen_for_tokens and limits is not None and not _fits(limits, splits, num_items, num_entries, pack_req,
@@ -546,10 +548,7 @@ def _plan(
         if fitting:
             fallback = "coarser split"
             searched = searched or len(fitting) > 1
-            split_tokens = fitting[0] if len(fitting) == 1 else _split_length(
-                fitting, pack_tokens, pack_blocks, pack_req, pack_req_count, num_requests, num_kv_heads, target,
-                *_block_costs(tiles.tile_ms, group, reqs_per_block, tok_bytes // num_kv_heads, _measured_costs(heads)),
-                _chain_cost(heads))
+            split_tokens = search(fitting)
             splits, num_items, num_entries = _split_numbers(pack_tokens, split_tokens, pack_blocks, pack_req_count)
     # Open ends: the last split of a pack whose node has one request (in canonical form, that request's private leaf:
     # its range ends where the request's row ends).
