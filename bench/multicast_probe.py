@@ -103,7 +103,7 @@ def run(cubins: dict[ProbeBuild, bytes], args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from pat_sglang.kernels import _driver, _drv, _ensure_context, library_int32
+    from pat_sglang.kernels import _driver, _drv, _ensure_context, allow_dynamic_smem, library_int32
     from pat_sglang.launch import libcuda
 
     torch.cuda.init()
@@ -133,9 +133,7 @@ def run(cubins: dict[ProbeBuild, bytes], args: argparse.Namespace) -> int:
         smem = library_int32(library, b"probe_smem_bytes")  # the kernel's own stages and staged slots
         if library_int32(library, b"probe_max_tokens") != MAX_TOKENS:
             raise RuntimeError("bench/multicast_probe.cu's MAX_TOKENS differs from the script's")
-        attr = driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES  # 48 KB and over: opt in
-        dev = _drv(driver.cuDeviceGet(torch.cuda.current_device()), "cuDeviceGet")
-        _drv((driver.cuKernelSetAttribute(attr, smem, kernel, dev)[0], None), "smem attr")
+        allow_dynamic_smem(kernel, smem, _drv(driver.cuDeviceGet(torch.cuda.current_device()), "cuDeviceGet"))
         stream = torch.cuda.current_stream().cuda_stream
 
         def launch(kernel=kernel, smem=smem, stream=stream, name=build.name) -> None:

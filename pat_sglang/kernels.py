@@ -519,19 +519,25 @@ class _LoadedKernels:
             return
         driver = _driver()
         dev = _drv(driver.cuDeviceGet(device_index), "cuDeviceGet")
-        self._set_smem(driver, dev, self.forward, b"pat_forward_smem_bytes", self.variant.smem_bytes)
+        self._set_smem(dev, self.forward, b"pat_forward_smem_bytes", self.variant.smem_bytes)
         if self.wide is not None:
-            self._set_smem(driver, dev, self.wide, b"pat_wide_smem_bytes", self.variant.wide_smem_bytes)
+            self._set_smem(dev, self.wide, b"pat_wide_smem_bytes", self.variant.wide_smem_bytes)
         self._configured.add(device_index)
 
-    def _set_smem(self, driver, dev, kernel, symbol: bytes, nbytes: int) -> None:
+    def _set_smem(self, dev, kernel, symbol: bytes, nbytes: int) -> None:
         """Allow ``kernel`` ``nbytes`` of dynamic shared memory, after checking the host's formula for it against the
         kernel's own constant ``symbol`` (one copy at load)."""
-        attr = driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
-        _drv((driver.cuKernelSetAttribute(attr, nbytes, kernel, dev)[0], None), "smem attr")
+        allow_dynamic_smem(kernel, nbytes, dev)
         kernel_says = library_int32(self.library, symbol)
         if kernel_says != nbytes:
             raise RuntimeError(f"shared-memory size mismatch ({symbol.decode()}): kernel {kernel_says}, host {nbytes}")
+
+
+def allow_dynamic_smem(kernel, nbytes: int, dev) -> None:  # noqa: ANN001 (a CUkernel, a CUdevice)
+    """Let ``kernel`` launch with ``nbytes`` of dynamic shared memory on ``dev`` (above 48 KB it must opt in)."""
+    driver = _driver()
+    attr = driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+    _drv((driver.cuKernelSetAttribute(attr, nbytes, kernel, dev)[0], None), "smem attr")
 
 
 def library_int32(library, symbol: bytes) -> int:  # noqa: ANN001 (a CUlibrary)

@@ -603,7 +603,7 @@ def test_shared_memory_check_reads_the_kernels_constant(monkeypatch: pytest.Monk
     assert kernels.library_int32("lib", b"pat_forward_smem_bytes") == 49152
     loaded = object.__new__(kernels._LoadedKernels)
     loaded.library = "lib"
-    loaded._set_smem(fake, 0, "kernel", b"pat_forward_smem_bytes", 49152)
+    loaded._set_smem(0, "kernel", b"pat_forward_smem_bytes", 49152)
     assert calls == [("max-smem", 49152)]
     with pytest.raises(RuntimeError, match="shared-memory size mismatch .*kernel 49152, host 40960"):
-        loaded._set_smem(fake, 0, "kernel", b"pat_forward_smem_bytes", 40960)
+        loaded._set_smem(0, "kernel", b"pat_forward_smem_bytes", 40960)
