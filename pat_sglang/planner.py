@@ -449,7 +449,9 @@ def plan_forest(
             keep = (rg.split_tokens, rg.chosen_for_tokens)
     plan = _plan(forest, heads, device, tiles, min_split_tokens, limits, slot_table, max_slot, "", row_stride, args,
                  split_tokens, keep)
-    if plan is None:  # over the limits: one split per pack
+    if plan is None and split_tokens is not None:  # a length the caller fixed, over the limits: one split per pack
+        # (a length the planner chose was already re-chosen among the coarser candidates, the no-split one included:
+        # the one-split plan is that candidate's, so it cannot fit either)
         plan = _plan(forest, heads, device, tiles, INT32_MAX, limits, slot_table, max_slot, "one split", row_stride)
     if plan is None:  # still over: no sharing (one item per request, no partials)
         private = PrefixForest.private(forest.request_lengths, forest.row_base)
