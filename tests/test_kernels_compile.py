@@ -107,8 +107,8 @@ def test_variants_cover_every_kv_format() -> None:
 
 
 def test_fp8_variant_options_and_shared_memory() -> None:
-    """An FP8 variant names its format for the kernel and stages half the KV bytes of the 16-bit one, plus one
-    converted 16-bit tile."""
+    """An FP8 variant names its format for the kernel; its tile (twice the tokens) holds the bytes of a 16-bit tile,
+    and its stages add one converted 16-bit tile."""
     bf16 = KernelVariant.from_table("sm_90", "bf16", 128)
     fp8 = KernelVariant.from_table("sm_90", "bf16", 128, "fp8_e4m3")
     assert "-DPAT_KV_FP8=__NV_E4M3" in fp8.options("/inc")
@@ -118,7 +118,8 @@ def test_fp8_variant_options_and_shared_memory() -> None:
     q_bytes = fp8.max_tile_m * fp8.head_dim * 2
     m = fp8.max_tile_m
     assert fp8.smem_bytes == max(q_bytes + 2 * fp8.stages * tile + 2 * tile * 2, (m * fp8.head_dim + 2 * m) * 4)
-    assert bf16.smem_bytes - q_bytes == 2 * fp8.stages * tile * 2
+    assert bf16.smem_bytes - q_bytes == 2 * bf16.stages * bf16.kv_tile * bf16.head_dim * 2
+    assert tile == bf16.kv_tile * bf16.head_dim * 2  # one FP8 tile: the bytes of a 16-bit one
     with pytest.raises(ValueError, match="KV dtype"):
         KernelVariant("sm_90", "bf16", 128, 16, 4, kv_dtype="int8")
 
@@ -139,14 +140,14 @@ def test_kernel_source_is_the_imported_checkouts() -> None:
 
 
 def test_fp8_pools_take_the_tables_fp8_tiles() -> None:
-    """sm_90, head dim 128: FP8 pools stream 32-token tiles two deep (the bytes of a 16-bit 16-token tile), 16-bit
+    """sm_90, head dim 128: FP8 pools stream 32-token tiles three deep (the bytes of a 16-bit 16-token tile), 16-bit
     pools keep theirs; d256's FP8 entry takes 32-token tiles three deep on wgmma; a table without fp8 entries (sm_80)
     serves FP8 pools with the 16-bit ones."""
     table = load_tile_table("sm90")
     sm80 = load_tile_table("sm80")
     for kv in ("fp8_e4m3", "fp8_e5m2"):
         v = KernelVariant.from_table("sm_90", "bf16", 128, kv)
-        assert (v.kv_tile, v.stages) == (table.fp8_kv_tile_tokens[128], table.fp8_stages[128]) == (32, 2)
+        assert (v.kv_tile, v.stages) == (table.fp8_kv_tile_tokens[128], table.fp8_stages[128]) == (32, 3)
         assert f"-DKV_TILE={v.kv_tile}" in v.options("inc")
         v256 = KernelVariant.from_table("sm_90", "bf16", 256, kv)
         assert (v256.kv_tile, v256.stages, v256.wgmma, v256.wg_cols) == (32, 3, True, 32)
