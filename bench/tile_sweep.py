@@ -238,6 +238,20 @@ def parse_heads(text: str) -> tuple[int, int]:
     return hq, hkv
 
 
+def check_variants(heads: HeadConfig, arch: str, variants: list[str]) -> list[KernelTune]:
+    """The ``--variants`` as tunes, each checked against the sweep's heads and the device's arch on the host
+    (``KernelVariant.for_config``) before any case runs: a variant its build cannot take (e.g. ``16/5/4/wg/n32``,
+    whose 32 columns span two 16-token stages that 5 stages do not divide) is refused with the reason, instead of a
+    column of ``n/a``. Builds that do not fit the SM (registers, shared memory) still show as ``n/a`` when launched."""
+    tunes = [parse_variant(text) for text in variants]
+    for text, tune in zip(variants, tunes, strict=True):
+        try:
+            KernelVariant.for_config(heads, arch, tune)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"variant {text!r} for {heads}: {e}") from e
+    return tunes
+
+
 def plan_tiles(table: TileTable, tune: KernelTune | None) -> TileTable:
     """The tile table a variant's plans are made with: the table's own, for a ``/wN`` variant the one its CTAs hold
     (``TileTable.with_warps``), for an ``/mN`` variant only its tile ms of at least N rows, for an ``/xN`` variant only
@@ -321,10 +335,15 @@ def main(argv: list[str] | None = None) -> int:
     real = DeviceSpec.from_torch(torch.device("cuda"))
     table = load_tile_table(real.arch)
     table_ctas = table.min_ctas_per_sm[hd]
-    built = KernelVariant.for_config(heads, device_arch(torch.device("cuda")))  # the table's, as PAT_SGLANG_WGMMA says
+    arch = device_arch(torch.device("cuda"))
+    built = KernelVariant.for_config(heads, arch)  # the table's, as PAT_SGLANG_WGMMA says
+    try:
+        variant_tunes = check_variants(heads, arch, args.variants)
+    except argparse.ArgumentTypeError as e:
+        ap.error(str(e))
     # (tune, fixed split length) per column: the table's variant, the other variants, the fixed split lengths
     tunes: list[tuple[KernelTune | None, int | None]] = (
-        [(None, None)] + [(parse_variant(t), None) for t in args.variants]
+        [(None, None)] + [(t, None) for t in variant_tunes]
         + [(None, n) for n in args.split_tokens] + ([(None, None)] if args.table_again else []))
     names = (["table"] + list(args.variants) + [f"s{n}" for n in args.split_tokens]
              + (["again"] if args.table_again else []))

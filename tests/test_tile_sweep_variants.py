@@ -57,6 +57,24 @@ def test_wgmma_columns_flag(sweep) -> None:
     assert KernelVariant.for_config(heads, "sm_90", sweep.parse_variant("32/2/4/wg/n32")).wg_cols == 32
 
 
+def test_variants_the_build_cannot_take_are_refused_before_any_case(sweep) -> None:
+    """``check_variants`` (run before the first case): ring-layout column blocks need a stage count they divide, FP8
+    stages have no ring layout, and a variant named twice in one flag is a parse error; the valid ones come back as
+    their tunes, in order."""
+    from pat_sglang import HeadConfig
+
+    heads = HeadConfig(32, 8, 128, torch.bfloat16)
+    fp8 = HeadConfig(32, 8, 256, torch.bfloat16, torch.float8_e4m3fn)
+    good = {heads: ["16/4/4/wg/n32", "16/6/3/wg/n32", "32/3/4"], fp8: ["32/3/2/wg/n32", "32/2/2/wg/n32"]}
+    assert [t.stages for t in sweep.check_variants(heads, "sm_90", good[heads])] == [4, 6, 3]
+    assert [t.stages for t in sweep.check_variants(fp8, "sm_90", good[fp8])] == [3, 2]
+    for bad_heads, bad in ((heads, "16/5/4/wg/n32"), (heads, "16/3/4/wg/n32"), (fp8, "16/4/2/wg/n32")):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"variant '{bad}'.*wg_cols 32"):
+            sweep.check_variants(bad_heads, "sm_90", [*good[bad_heads], bad])
+    with pytest.raises(argparse.ArgumentTypeError):
+        sweep.check_variants(heads, "sm_90", ["16/4/4/wg/n32/n32"])
+
+
 @pytest.mark.parametrize("warps", [1, 2, 4])
 def test_plans_fit_the_variants_warps_and_stay_exact(sweep, warps: int) -> None:
     """A ``/wN`` variant's plan has no item wider than its CTAs (16 rows per warp): packs of more rows are cut into
