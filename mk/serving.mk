@@ -13,7 +13,7 @@
 # MiB of tracked files on 2026-12-02 leave 20 MiB a call: `python3 tools/wheelhouse/pieces.py room`), so in pieces:
 #   make wheelhouse-pieces   here: .wheelhouse/pieces/partN/{pNN,manifest.json}, each piece what a call carries
 #   (the tree grows with every docs/perf record: before a session, `pieces.py room`, and where a piece no longer fits,
-#   `pieces.py recut --src .wheelhouse/pieces/partN --piece-mib auto`; a call over 64 MiB is refused)
+#   `pieces.py recut --src .wheelhouse/pieces/partN --piece-mib auto`; a call over 64 MB (decimal) is refused)
 #   there, one call per piece, each within the warm window of the last (carry .wheelhouse/pieces/partN/pNN and
 #   .wheelhouse/pieces/partN/manifest.json; .wheelhouse/extra with any of them):
 #     python3 tools/wheelhouse/pieces.py stash --src .wheelhouse/pieces/partN --store /tmp/wh-partN

@@ -1,4 +1,4 @@
-"""Carry a file larger than one device transfer (64 MiB) as compressed pieces, one piece per call, and assemble it
+"""Carry a file larger than one device transfer (64 MB) as compressed pieces, one piece per call, and assemble it
 on the far side: here for FA3's kernels (``sgl_kernel/flash_ops.abi3.so``, 1.12 GB unpacked), which the wheelhouse
 trims because no single transfer can take them, so that fa3, SGLang's default attention backend on Hopper, can be
 measured beside pat.
@@ -55,7 +55,10 @@ import zipfile
 from pathlib import Path
 
 MIB = 1 << 20
-CALL_CARRY_BYTES = 64 * MIB  # what one device call carries in all: the working tree and the carried paths
+# What one device call carries in all (the working tree and the carried paths), as the device counts it: 64 MB,
+# not MiB. On 2026-12-02 a 45.1 MiB tree with an 18.0 MiB piece (63.1 MiB, 66.1 MB) was refused as "larger than 64
+# MiB", and the same tree with a 15.0 MiB piece (62.9 MB) was carried.
+CALL_CARRY_BYTES = 64_000_000
 CARRY_MARGIN_BYTES = MIB  # left free beside a piece (the manifest, files added before the call)
 # The default when no size is given: room for a tree of up to ~17 MB (2026-11-30's); the tree has grown since (42 MiB
 # on 2026-12-02), so the make targets pass ``--piece-mib auto`` (``room_mib``)
@@ -82,7 +85,7 @@ def room_mib(root: Path, tree: int | None = None) -> int:
     room = (CALL_CARRY_BYTES - CARRY_MARGIN_BYTES - tree) // MIB
     if room < 1:
         raise ValueError(f"the working tree under {root} takes {tree / MIB:.1f} MiB of a call's "
-                         f"{CALL_CARRY_BYTES // MIB}: no room for a piece")
+                         f"{CALL_CARRY_BYTES / MIB:.1f}: no room for a piece")
     return room
 
 
