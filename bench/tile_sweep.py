@@ -167,21 +167,22 @@ def case_batch(name: str, rng: np.random.Generator) -> tuple[torch.Tensor, torch
 
 
 def parse_variant(text: str) -> KernelTune:
-    """``KVTILE/STAGES/CTAS[/rN][/wg][/wN][/wsN][/mN][/xN][/nN][@SOURCE]``: N the online softmax's rescale slack in log2
-    units (``KernelVariant.rescale_slack_log2``: 0 exact, the default; -1 rescale every tile); ``wg`` 64-row items on
-    warpgroup MMAs (``KernelVariant.wgmma``, sm_90); ``wN`` N warps per CTA instead of the table's (the variant's
-    plans then use tile m up to 16 N: ``plan_tiles``; e.g. ``16/3/7/w2``, one computing and one loading warp per
-    16-row item at 7 CTAs per SM); ``mN`` plans whose items take tile ms of at least N rows (``m64``: every item on
-    the 64-row path, wgmma with ``wg``; ``m16`` 16-row items at every head dim, d256's private rows included;
+    """``KVTILE/STAGES/CTAS[/rN][/wg][/wN][/wsN][/mN][/xN][/nN][/t8][@SOURCE]``: N the online softmax's rescale slack in
+    log2 units (``KernelVariant.rescale_slack_log2``: 0 exact, the default; -1 rescale every tile); ``wg`` 64-row items
+    on warpgroup MMAs (``KernelVariant.wgmma``, sm_90); ``wN`` N warps per CTA instead of the table's (the variant's
+    plans then use tile m up to 16 N: ``plan_tiles``; e.g. ``16/3/7/w2``, one computing and one loading warp per 16-row
+    item at 7 CTAs per SM); ``mN`` plans whose items take tile ms of at least N rows (``m64``: every item on the 64-row
+    path, wgmma with ``wg``; ``m16`` 16-row items at every head dim, d256's private rows included;
     ``TileTable.with_min_tile_m``); ``xN`` plans whose items take tile ms of at most N rows (``x32``: bigger packs in
-    32-row blocks, no 64-row item; ``TileTable.with_max_tile_m``); ``wsN`` (with ``wg``) the wide items (tile m >=
-    64) in a launch of their own with N KV stages, plans with 128-row items (``KernelVariant.wide_stages``); ``nN``
-    (with ``wg``) N KV columns per S block and softmax step of 64-row wgmma items (``KernelVariant.wg_cols``: 16, 32
-    or 64, a divisor of KVTILE or a multiple over the ring layout's stages); SOURCE
-    another kernel source file built with the same host contract (e.g. ``git show main:kernels/pat_decode.cu >
-    old.cu``: two kernel versions side by side in one run)."""
+    32-row blocks, no 64-row item; ``TileTable.with_max_tile_m``); ``wsN`` (with ``wg``) the wide items (tile m >= 64)
+    in a launch of their own with N KV stages, plans with 128-row items (``KernelVariant.wide_stages``); ``nN`` (with
+    ``wg``) N KV columns per S block and softmax step of 64-row wgmma items (``KernelVariant.wg_cols``: 16, 32 or 64, a
+    divisor of KVTILE or a multiple over the ring layout's stages); ``t8`` long items of at most 8 query rows with the
+    KV tokens as the MMA's M (``KernelVariant.t8``; FP8 pools at head dim 128 or 256); SOURCE another kernel source file
+    built with the same host contract (e.g. ``git show main:kernels/pat_decode.cu > old.cu``: two kernel versions side
+    by side in one run)."""
     text, _, source = text.partition("@")
-    usage = f"variant {text!r}: KVTILE/STAGES/CTAS[/rN][/wg][/wN][/wsN][/mN][/xN][/nN][@SOURCE]"
+    usage = f"variant {text!r}: KVTILE/STAGES/CTAS[/rN][/wg][/wN][/wsN][/mN][/xN][/nN][/t8][@SOURCE]"
     if source and not Path(source).is_file():
         raise argparse.ArgumentTypeError(f"variant {text!r}: no kernel source file {source!r}")
     parts = text.split("/")
@@ -192,9 +193,12 @@ def parse_variant(text: str) -> KernelTune:
     max_tile_m = None
     wg_cols = None
     wide_stages = None
+    t8 = False
     for flag in parts[3:]:
         if flag == "wg" and not wgmma:
             wgmma = True
+        elif flag == "t8" and not t8:
+            t8 = True
         elif flag[:1] == "m" and flag[1:] in ("16", "32", "64", "128") and min_tile_m is None:
             min_tile_m = int(flag[1:])
         elif flag[:1] == "x" and flag[1:] in ("16", "32", "64") and max_tile_m is None:
@@ -221,7 +225,7 @@ def parse_variant(text: str) -> KernelTune:
         raise argparse.ArgumentTypeError(usage) from None
     return KernelTune(kv_tile=kv_tile, stages=stages, min_ctas_per_sm=ctas, warps=warps, rescale_slack_log2=slack,
                       source=str(Path(source).resolve()) if source else "", wgmma=wgmma,
-                      min_tile_m=min_tile_m, max_tile_m=max_tile_m, wg_cols=wg_cols, wide_stages=wide_stages)
+                      min_tile_m=min_tile_m, max_tile_m=max_tile_m, wg_cols=wg_cols, wide_stages=wide_stages, t8=t8)
 
 
 def parse_heads(text: str) -> tuple[int, int]:

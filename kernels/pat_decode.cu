@@ -74,6 +74,9 @@
 //
 // pat_wide_forward (-DPAT_WIDE=STAGES, sweep builds only: the tile table never selects it): the wide items in a launch
 //   of their own on a producer warpgroup and two consumer warpgroups; its tiling is explained at its definition below.
+//
+// -DPAT_T8 (sweep builds only, FP8 pools at d128 / d256): long 16-row items of at most 8 query rows take the KV tokens
+//   as the MMA's M and the rows as N = 8 (attend_block_t8, explained there).
 
 // Two element types: io_t, the q / out / partial dtype in global memory (-DPAT_DTYPE_*), and elem_t, the 16-bit type
 // of the MMA operands in shared memory. They are one type except for FP8 pools under bf16 queries
@@ -712,6 +715,46 @@ __device__ __forceinline__ void write_pair(const PatForwardParams& p, int req, i
     }
 }
 
+// A per-lane partial sum summed over the lanes that share its row: xor distances FIRST, 2 FIRST, .. LAST.
+template <int FIRST, int LAST>
+__device__ __forceinline__ float lane_sum(float x) {
+#pragma unroll
+    for (int off = FIRST; off <= LAST; off *= 2) x += __shfl_xor_sync(0xffffffff, x, off);
+    return x;
+}
+
+// The fp32 combine slabs of a multi-group epilogue, over the shared memory the KV loop is done with:
+// o [KV_GROUPS][TILE_M][HEAD_DIM], m [KV_GROUPS][TILE_M], l [KV_GROUPS][TILE_M].
+struct Slabs {
+    float* o;
+    float* m;
+    float* l;
+    __device__ __forceinline__ void park(int i, float row_max, float row_sum) const {  // row i's max and sum
+        m[i] = row_max;
+        l[i] = row_sum;
+    }
+};
+template <int KV_GROUPS, int TILE_M>
+__device__ __forceinline__ Slabs slabs(elem_t* smem) {
+    float* o = reinterpret_cast<float*>(smem);
+    return Slabs{o, o + KV_GROUPS * TILE_M * HEAD_DIM, o + KV_GROUPS * TILE_M * HEAD_DIM + KV_GROUPS * TILE_M};
+}
+
+// Where query row r of an item goes: its request, that request's partial slot (dst < 0: the output) and its q head.
+struct RowDest {
+    int req;
+    int dst;
+    int head;
+};
+__device__ __forceinline__ RowDest row_dest(const PatForwardParams& p, int req_begin, int group, int kvh, int r) {
+    const int ri = req_begin + r / group;
+    return RowDest{p.item_req[ri], p.item_dst[ri], kvh * group + r % group};
+}
+// The log2-sum-exp of a row with a partial slot (to.dst >= 0: rows written to the output have none), beside its row.
+__device__ __forceinline__ void write_lse(const PatForwardParams& p, const RowDest& to, float lse) {
+    p.part_lse[(long long)to.dst * p.num_q_heads + to.head] = lse;
+}
+
 // One work item as the forward reads it: its KV positions [kv_begin, kv_end) in the slot table (an open end resolved
 // from its request's current row and length), its first request (an index into item_req), its query rows (requests x
 // q heads of the KV group) and the group size.
@@ -1099,6 +1142,9 @@ __device__ __forceinline__ void attend_block_wg(const PatForwardParams& p, unsig
 // read of it), and the block combines the slabs row by row. No atomics. V8: O's accumulators hold fp8_v_fragments'
 // dims (attend_block<true>), which o_pair puts back in place.
 //   slab_o [KV_GROUPS][TILE_M][HEAD_DIM], slab_m [KV_GROUPS][TILE_M], slab_l [KV_GROUPS][TILE_M]
+template <int KV_GROUPS, int TILE_M>
+__device__ __forceinline__ void combine_slabs(const PatForwardParams& p, elem_t* smem, int req_begin, int n_rows,
+                                              int group, int kvh);
 template <int KV_GROUPS, int TILE_M, bool V8 = false>
 __device__ __forceinline__ void write_rows(const PatForwardParams& p, elem_t* smem, const RowState& st, bool computes,
                                            int rw, int kw, int req_begin, int n_rows, int group, int kvh) {
@@ -1106,56 +1152,54 @@ __device__ __forceinline__ void write_rows(const PatForwardParams& p, elem_t* sm
     static_assert(KV_GROUPS * TILE_M <= MAX_TILE_M, "the combine slabs hold at most MAX_TILE_M rows");
     const int lane = threadIdx.x % 32;
     const int r_lo = rw * 16 + lane / 4;
-    float l_full[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        float l = st.l[h];
-        l += __shfl_xor_sync(0xffffffff, l, 1);
-        l += __shfl_xor_sync(0xffffffff, l, 2);
-        l_full[h] = l;
-    }
+    const float l_full[2] = {lane_sum<1, 2>(st.l[0]), lane_sum<1, 2>(st.l[1])};  // a row's four lanes
     if constexpr (KV_GROUPS == 1) {
         if (computes) {
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 const int r = r_lo + 8 * h;
                 if (r >= n_rows) continue;
-                const int ri = req_begin + r / group;
-                const int req = p.item_req[ri];
-                const int dst = p.item_dst[ri];
-                const int head = kvh * group + r % group;
+                const RowDest to = row_dest(p, req_begin, group, kvh, r);
                 const float inv_l = 1.f / l_full[h];
 #pragma unroll
                 for (int j = 0; j < DB; ++j) {
                     float v0, v1;
                     const int d = o_pair<V8>(st, j, h, v0, v1) + o_lane_dim<V8>(lane);
-                    write_pair(p, req, dst, head, d, v0 * inv_l, v1 * inv_l);
+                    write_pair(p, to.req, to.dst, to.head, d, v0 * inv_l, v1 * inv_l);
                 }
-                if (dst >= 0 && lane % 4 == 0) p.part_lse[(long long)dst * p.num_q_heads + head] = st.m[h] + log2f(l_full[h]);
+                if (to.dst >= 0 && lane % 4 == 0) write_lse(p, to, st.m[h] + log2f(l_full[h]));
             }
         }
         return;
     }
-    float* slab_o = reinterpret_cast<float*>(smem);
-    float* slab_m = slab_o + KV_GROUPS * TILE_M * HEAD_DIM;
-    float* slab_l = slab_m + KV_GROUPS * TILE_M;
+    const Slabs slab = slabs<KV_GROUPS, TILE_M>(smem);
     if (computes) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             const int r = r_lo + 8 * h;
-            float* row = slab_o + (kw * TILE_M + r) * HEAD_DIM;
+            float* row = slab.o + (kw * TILE_M + r) * HEAD_DIM;
 #pragma unroll
             for (int j = 0; j < DB; ++j) {
                 float v0, v1;
                 const int d = o_pair<V8>(st, j, h, v0, v1);
                 *reinterpret_cast<float2*>(row + d + o_lane_dim<V8>(lane)) = make_float2(v0, v1);
             }
-            if (lane % 4 == 0) {
-                slab_m[kw * TILE_M + r] = st.m[h];
-                slab_l[kw * TILE_M + r] = l_full[h];
-            }
+            if (lane % 4 == 0) slab.park(kw * TILE_M + r, st.m[h], l_full[h]);
         }
     }
+    combine_slabs<KV_GROUPS, TILE_M>(p, smem, req_begin, n_rows, group, kvh);
+}
+
+// The second half of a multi-group epilogue (write_rows, write_rows_t8): past a CTA barrier, the block combines the
+// KV_GROUPS parked row states in the fp32 slabs (slab_o [KV_GROUPS][TILE_M][HEAD_DIM], slab_m, slab_l) row by row and
+// writes each row to the output or its partial slot. A group that saw no column of a row (m = -inf) weighs 0.
+template <int KV_GROUPS, int TILE_M>
+__device__ __forceinline__ void combine_slabs(const PatForwardParams& p, elem_t* smem, int req_begin, int n_rows,
+                                              int group, int kvh) {
+    const Slabs slab = slabs<KV_GROUPS, TILE_M>(smem);
+    const float* slab_o = slab.o;
+    const float* slab_m = slab.m;
+    const float* slab_l = slab.l;
     __syncthreads();
     for (int i = threadIdx.x; i < n_rows * (HEAD_DIM / 2); i += PAT_THREADS) {
         const int r = i / (HEAD_DIM / 2);
@@ -1173,14 +1217,169 @@ __device__ __forceinline__ void write_rows(const PatForwardParams& p, elem_t* sm
             v0 += w * x.x;
             v1 += w * x.y;
         }
-        const int ri = req_begin + r / group;
-        const int req = p.item_req[ri];
-        const int dst = p.item_dst[ri];
-        const int head = kvh * group + r % group;
-        write_pair(p, req, dst, head, d, v0 / den, v1 / den);
-        if (dst >= 0 && d == 0) p.part_lse[(long long)dst * p.num_q_heads + head] = mx + log2f(den);
+        const RowDest to = row_dest(p, req_begin, group, kvh, r);
+        write_pair(p, to.req, to.dst, to.head, d, v0 / den, v1 / den);
+        if (to.dst >= 0 && d == 0) write_lse(p, to, mx + log2f(den));
     }
 }
+
+#ifdef PAT_T8
+// -DPAT_T8 (sweep builds only, `KernelVariant.t8`; the tile table never selects it): long 16-row items of at most 8
+// query rows on FP8 pools (a private leaf at GQA <= 8; one row at MHA) take the KV tokens as the MMA's M and their
+// query rows as N = 8, on mma.sync m16n8k16: per 16-token block S^T = K Q^T (8 MMAs over HEAD_DIM, 16 on the 16-row
+// layout) and O^T += V^T P^T (HEAD_DIM / 16 MMAs, HEAD_DIM / 8 there), O^T in half the registers, a quarter of the
+// exp2 at one row. The operands come from today's loaders: K's A fragment is two fp8_k_fragment loads (token rows
+// g and g + 8), V^T's is fp8_v_fragments' pairs, Q^T's B fragments are ldmatrix rows of permute_q_rows' Q; P^T's B
+// fragments come from S^T's accumulators by four shuffles. The maps were checked lane by lane in float64 before this
+// was written (docs/perf/kernels/2026-12-02-t8-design/). Lane (g = lane / 4, t = lane % 4) holds query rows 2t and
+// 2t + 1 (index h = 0, 1): S^T's c[h] (token g) and c[2 + h] (token g + 8); O^T block b = 2 bg + hh: c[h] at dim
+// 32 bg + 4g + 2hh, c[2 + h] at that dim + 1.
+#if !defined(PAT_KV_FP8) || !PAT_FP8_KV_REGS
+#error "PAT_T8 needs FP8 pools at a head dim of whole 128-byte FP8 rows (128, 256)"
+#endif
+constexpr int T8_ROWS = 8;  // query rows of an item on this layout (the MMA's N)
+struct RowStateT8 {
+    float o[HEAD_DIM / 16][4];
+    float m[2];
+    float l[2];  // per-lane partial sums over its tokens, reduced over g at the end
+};
+
+__device__ __forceinline__ void init_rows_t8(RowStateT8& st) {
+#pragma unroll
+    for (int j = 0; j < HEAD_DIM / 16; ++j) st.o[j][0] = st.o[j][1] = st.o[j][2] = st.o[j][3] = 0.f;
+    st.m[0] = st.m[1] = PAT_NEG_INF;
+    st.l[0] = st.l[1] = 0.f;
+}
+
+// One 16-token block (tokens c0 .. c0 + 15 of the FP8 stages k8 / v8; tok_base: c0's kv position) against the item's
+// <= 8 query rows (rows 0-7 of sq, permute_q_rows' order; rows past the item's are zero): S^T, the online softmax,
+// O^T += V^T P^T.
+__device__ __forceinline__ void attend_block_t8(const PatForwardParams& p, const elem_t* sq, const kv_t* k8,
+                                                const kv_t* v8, int c0, int tok_base, int kv_end, RowStateT8& st) {
+    const int lane = threadIdx.x % 32;
+    const int g = lane / 4;
+    const int t = lane % 4;
+    float s[4] = {0.f, 0.f, 0.f, 0.f};
+    // Q^T's B fragments: ldmatrix matrix i = Q rows 0-7 x chunk 4 kp + i, so lane (g, t) gets row g's words t of chunks
+    // 2k and 2k + 1 (dims 4t .. 4t + 3 of k16 step k, as fp8_k_fragment takes K's) for k = 2 kp and 2 kp + 1.
+    const unsigned q_addr = lane_chunk_addr(sq, lane % 8, lane / 8);
+#pragma unroll 2
+    for (int kp = 0; kp < HEAD_DIM / 32; ++kp) {
+        unsigned q0, q1, q2, q3;
+        ldmatrix_x4(q0, q1, q2, q3, q_addr ^ (kp << 6));
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            unsigned k_lo0, k_lo1, k_hi0, k_hi1;  // token rows g (lo) and g + 8 (hi): dims 4t, 4t + 1 | 4t + 2, 4t + 3
+            fp8_k_fragment(k8, c0 + g, 2 * kp + half, t, k_lo0, k_lo1);
+            fp8_k_fragment(k8, c0 + 8 + g, 2 * kp + half, t, k_hi0, k_hi1);
+            mma_16816(s, k_lo0, k_hi0, k_lo1, k_hi1, half ? q2 : q0, half ? q3 : q1);
+        }
+    }
+    const float scale_log2 = score_scale_log2(p);
+    if (tok_base + 16 > kv_end) {  // the block holding kv_end: tokens g and g + 8 past it are masked
+        if (tok_base + g >= kv_end) s[0] = s[1] = PAT_NEG_INF;
+        if (tok_base + g + 8 >= kv_end) s[2] = s[3] = PAT_NEG_INF;
+    }
+    bool grew = false;
+    float rescale[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {  // query row 2t + h: its 16 scores over the eight lanes of this t
+        float mx = fmaxf(s[h], s[2 + h]);
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 4));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 8));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 16)) * scale_log2;
+#if PAT_RESCALE_SLACK_LOG2 > 0
+        const float m_new = mx > st.m[h] + PAT_RESCALE_SLACK_LOG2 ? mx : st.m[h];
+#else
+        const float m_new = fmaxf(st.m[h], mx);
+#endif
+        grew |= m_new != st.m[h];
+        const float m_use = m_new == PAT_NEG_INF ? 0.f : m_new;
+        rescale[h] = fast_exp2(st.m[h] - m_use);
+        st.m[h] = m_new;
+        s[h] = fast_exp2(fmaf(s[h], scale_log2, -m_use));
+        s[2 + h] = fast_exp2(fmaf(s[2 + h], scale_log2, -m_use));
+        st.l[h] = st.l[h] * rescale[h] + s[h] + s[2 + h];
+    }
+#if PAT_RESCALE_SLACK_LOG2 < 0
+    grew = true;
+#endif
+    if (__any_sync(0xffffffff, grew)) {
+#pragma unroll
+        for (int j = 0; j < HEAD_DIM / 16; ++j) {
+            st.o[j][0] *= rescale[0];
+            st.o[j][1] *= rescale[1];
+            st.o[j][2] *= rescale[0];
+            st.o[j][3] *= rescale[1];
+        }
+    }
+    // P^T's B fragment: lane (g, t) needs row g's tokens 2t, 2t + 1 (b0) and 2t + 8, 2t + 9 (b1); token j of row g is
+    // element g % 2 (j < 8) or 2 + g % 2 of lane 4 (j % 8) + g / 2. Each lane packs its two rows per token, four
+    // shuffles fetch the tokens' pairs, and the half of row g is kept.
+    const unsigned p_lo = pack_elem2(s[0], s[1]);  // token g, rows 2t, 2t + 1
+    const unsigned p_hi = pack_elem2(s[2], s[3]);  // token g + 8
+    const int src = 8 * t + g / 2;                 // token 2t's lane (token 2t + 1: src + 4)
+    const unsigned x0 = __shfl_sync(0xffffffff, p_lo, src);
+    const unsigned x1 = __shfl_sync(0xffffffff, p_lo, src + 4);
+    const unsigned y0 = __shfl_sync(0xffffffff, p_hi, src);
+    const unsigned y1 = __shfl_sync(0xffffffff, p_hi, src + 4);
+    const unsigned sel = g % 2 ? 0x7632 : 0x5410;
+    const unsigned pb0 = __byte_perm(x0, x1, sel);
+    const unsigned pb1 = __byte_perm(y0, y1, sel);
+    // O^T += V^T P^T: block (bg, hh) rows g / g + 8 = dims 32 bg + 4g + 2hh / + 1, from fp8_v_fragments' b[2hh] and
+    // b[2hh + 1] (tokens 2t, 2t + 1 | 2t + 8, 2t + 9)
+#pragma unroll
+    for (int bg = 0; bg < HEAD_DIM / 32; ++bg) {
+        unsigned b[4][2];
+        fp8_v_fragments(v8, c0 + 2 * t, bg, g, b);
+        mma_16816(st.o[2 * bg], b[0][0], b[1][0], b[0][1], b[1][1], pb0, pb1);
+        mma_16816(st.o[2 * bg + 1], b[2][0], b[3][0], b[2][1], b[3][1], pb0, pb1);
+    }
+}
+
+// write_rows for RowStateT8 states of KV_GROUPS warps (warp kw's columns), parked in the combine slabs and combined
+// (combine_slabs), or, with one group, written from registers.
+template <int KV_GROUPS, int TILE_M>
+__device__ __forceinline__ void write_rows_t8(const PatForwardParams& p, elem_t* smem, const RowStateT8& st,
+                                              bool computes, int kw, int req_begin, int n_rows, int group, int kvh) {
+    static_assert(KV_GROUPS * TILE_M <= MAX_TILE_M && T8_ROWS <= TILE_M, "the combine slabs hold the groups' rows");
+    const int lane = threadIdx.x % 32;
+    const int g = lane / 4;
+    const int t = lane % 4;
+    const float l_full[2] = {lane_sum<4, 16>(st.l[0]), lane_sum<4, 16>(st.l[1])};  // a row's eight lanes
+    if constexpr (KV_GROUPS == 1) {
+        if (computes) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int r = 2 * t + h;
+                if (r >= n_rows) continue;
+                const RowDest to = row_dest(p, req_begin, group, kvh, r);
+                const float inv_l = 1.f / l_full[h];
+#pragma unroll
+                for (int j = 0; j < HEAD_DIM / 16; ++j)
+                    write_pair(p, to.req, to.dst, to.head, 32 * (j / 2) + 4 * g + 2 * (j % 2), st.o[j][h] * inv_l,
+                               st.o[j][2 + h] * inv_l);
+                if (to.dst >= 0 && g == 0) write_lse(p, to, st.m[h] + log2f(l_full[h]));
+            }
+        }
+        return;
+    }
+    const Slabs slab = slabs<KV_GROUPS, TILE_M>(smem);
+    if (computes) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int r = 2 * t + h;
+            float* row = slab.o + (kw * TILE_M + r) * HEAD_DIM;
+#pragma unroll
+            for (int j = 0; j < HEAD_DIM / 16; ++j)
+                *reinterpret_cast<float2*>(row + 32 * (j / 2) + 4 * g + 2 * (j % 2)) =
+                    make_float2(st.o[j][h], st.o[j][2 + h]);
+            if (g == 0) slab.park(kw * TILE_M + r, st.m[h], l_full[h]);
+        }
+    }
+    combine_slabs<KV_GROUPS, TILE_M>(p, smem, req_begin, n_rows, group, kvh);
+}
+#endif
 
 // The KV pipeline of the loops that take G tiles per CTA barrier through NS stages (wg_ring_loop, tile_group_loop):
 // the prologue issues the first NS - G tiles; iteration t (a multiple of G) waits until tiles t .. t + G - 1 have
@@ -1296,6 +1495,31 @@ __device__ __forceinline__ void tile_group_loop(const PatForwardParams& p, int k
     const int rw = warp / (G * KW);  // row group
     const int kg = warp % (G * KW);  // this warp's block of each group: tile t + kg / KW, columns 16 (kg % KW) ..
     const int c0 = kg % KW * 16;
+#ifdef PAT_T8
+    if constexpr (KV8 && ROW_WARPS == 1) {
+        if (n_rows <= T8_ROWS) {  // tokens as the MMA's M (PAT_T8 above): the same pipeline, another block and state
+            RowStateT8 st8;
+            group_pipeline<G, NS, false, NS * STAGE_BYTES>(
+                p, loader, kv_begin, kv_end, n_tiles, n_tiles, n_tiles * KV_TILE >= PAT_LATE_LOADS_MIN_TOKENS,
+                [&] {
+                    cp_async_wait<NS - G - 1>();
+                    __syncthreads();
+                    permute_q_rows<TILE_M>(sq);
+                    init_rows_t8(st8);
+                },
+                [&](int t) {
+                    const int tile = t + kg / KW;
+                    if (computes && tile < n_tiles) {
+                        const int stage = tile % NS;
+                        attend_block_t8(p, sq, sk + stage * STAGE_ELEMS, sv + stage * STAGE_ELEMS, c0,
+                                        kv_begin + tile * KV_TILE + c0, kv_end, st8);
+                    }
+                });
+            write_rows_t8<G * KW, TILE_M>(p, smem, st8, computes, kg, req_begin, n_rows, group, kvh);
+            return;
+        }
+    }
+#endif
     RowState st;
     group_pipeline<G, NS, false, NS * STAGE_BYTES>(
         p, loader, kv_begin, kv_end, n_tiles, n_tiles, KV8 && n_tiles * KV_TILE >= PAT_LATE_LOADS_MIN_TOKENS,

@@ -105,6 +105,7 @@ class KernelTune:
     max_tile_m: int | None = None  # plans only (TileTable.with_max_tile_m): items take tile ms <= this; same build
     wg_cols: int | None = None  # KV columns per wgmma S block (KernelVariant.wg_cols); None = the table's where fit
     wide_stages: int | None = None  # KernelVariant.wide_stages; None = 0 (no wide launch)
+    t8: bool = False  # KernelVariant.t8
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,10 @@ class KernelVariant:
     # warpgroup and two consumer warpgroups per CTA, 128-row items, this many 64-token KV stages; 0: no wide launch,
     # every item on pat_pack_forward. Needs a 4-warp wgmma build over 16-bit pools at head dim 64 or 128.
     wide_stages: int = 0
+    # Long 16-row items of at most 8 query rows (private leaves at GQA <= 8) with the KV tokens as the MMA's M
+    # (-DPAT_T8; kernels/pat_decode.cu attend_block_t8): half the MMAs per token. A sweep build over FP8 pools at head
+    # dim 128 or 256; the tile table never selects it.
+    t8: bool = False
 
     def __post_init__(self) -> None:
         if self.kv_dtype in ("", self.dtype):
@@ -163,6 +168,9 @@ class KernelVariant:
                 f"a wide launch ({self.wide_stages} stages) needs a wgmma build over 16-bit pools at head dim 64 or "
                 f"128 and 2 to {WIDE_MAX_STAGES} stages; got wgmma={self.wgmma}, KV {self.kv_dtype}, head dim "
                 f"{self.head_dim}")
+        if self.t8 and not (self.kv_fp8 and self.head_dim in (128, 256)):
+            raise ValueError(f"t8 items (tokens as the MMA's M) need FP8 pools at head dim 128 or 256; got KV "
+                             f"{self.kv_dtype}, head dim {self.head_dim}")
 
     def without_wgmma(self) -> KernelVariant:
         """This variant built on mma.sync alone (its S blocks back to 16 columns)."""
@@ -219,6 +227,7 @@ class KernelVariant:
                 wgmma,
                 wg_cols,
                 tune.wide_stages or 0,
+                tune.t8,
             )
         return v
 
@@ -263,7 +272,7 @@ class KernelVariant:
             f"-DPAT_RESCALE_SLACK_LOG2={self.rescale_slack_log2}",
             f"-DPAT_WG_COLS={self.wg_cols}",
         ] + (["-DPAT_TIMING"] if self.timing else []) + (["-DPAT_WGMMA"] if self.wgmma else []) + (
-            [f"-DPAT_WIDE={self.wide_stages}"] if self.wide_stages else [])
+            [f"-DPAT_WIDE={self.wide_stages}"] if self.wide_stages else []) + (["-DPAT_T8"] if self.t8 else [])
 
     @property
     def smem_bytes(self) -> int:

@@ -608,3 +608,25 @@ def test_shared_memory_check_reads_the_kernels_constant(monkeypatch: pytest.Monk
     assert calls == [("max-smem", 49152)]
     with pytest.raises(RuntimeError, match="shared-memory size mismatch .*kernel 49152, host 40960"):
         loaded._set_smem(0, "kernel", b"pat_forward_smem_bytes", 40960)
+
+
+@pytest.mark.parametrize("head_dim", [128, 256])
+@pytest.mark.parametrize(("dtype", "kv"), [("bf16", "fp8_e4m3"), ("fp16", "fp8_e5m2")])
+def test_t8_builds_compile_without_spills(head_dim: int, dtype: str, kv: str, tmp_path: Path) -> None:
+    """The ``t8`` sweep build (long items of <= 8 query rows with the KV tokens as the MMA's M) of the sm_90 FP8 table
+    variant: no spills within the table's register cap, the same shared memory, and more mma.sync instructions than
+    the table's build (its own S^T and O^T block beside the 16-row one); builds it cannot take are refused."""
+    base = KernelVariant.from_table("sm_90", dtype, head_dim, kv)
+    t8 = dataclasses.replace(base, t8=True)
+    assert "-DPAT_T8" in t8.options("x") and "-DPAT_T8" not in base.options("x")
+    assert t8.smem_bytes == base.smem_bytes
+    built = compile_variant(t8, use_cache=False)
+    usage = built.resource_usage()["pat_pack_forward"]
+    assert usage.get("spill_store_bytes", 0) == 0 and usage.get("stack_bytes", 0) == 0, usage
+    assert usage["registers"] <= 65536 // (base.threads * base.min_ctas_per_sm)
+    hmma = _forward_sass(built.cubin, tmp_path).count("HMMA.16816")
+    assert hmma > _forward_sass(compile_variant(base, use_cache=False).cubin, tmp_path).count("HMMA.16816")
+    for bad in (KernelVariant.from_table("sm_90", dtype, head_dim), KernelVariant.from_table("sm_90", dtype, 64, kv)):
+        with pytest.raises(ValueError, match="t8 items"):
+            dataclasses.replace(bad, t8=True)
+

@@ -57,6 +57,20 @@ def test_wgmma_columns_flag(sweep) -> None:
     assert KernelVariant.for_config(heads, "sm_90", sweep.parse_variant("32/2/4/wg/n32")).wg_cols == 32
 
 
+def test_t8_flag(sweep) -> None:
+    """``/t8``: the variant's build takes long items of <= 8 rows with the KV tokens as the MMA's M; once per variant,
+    and only where the build has that layout (FP8 pools at head dim 128 or 256)."""
+    from pat_sglang import HeadConfig
+
+    assert sweep.parse_variant("32/3/4/wg/n32/t8").t8 and not sweep.parse_variant("32/3/4/wg/n32").t8
+    with pytest.raises(argparse.ArgumentTypeError):
+        sweep.parse_variant("32/3/4/t8/t8")
+    fp8 = HeadConfig(32, 32, 128, torch.bfloat16, torch.float8_e4m3fn)
+    assert sweep.check_variants(fp8, "sm_90", ["32/3/4/wg/n32/t8"])[0].t8
+    with pytest.raises(argparse.ArgumentTypeError, match="t8 items"):
+        sweep.check_variants(HeadConfig(32, 32, 128, torch.bfloat16), "sm_90", ["16/4/4/wg/n32/t8"])
+
+
 def test_variants_the_build_cannot_take_are_refused_before_any_case(sweep) -> None:
     """``check_variants`` (run before the first case): ring-layout column blocks need a stage count they divide, FP8
     stages have no ring layout, and a variant named twice in one flag is a parse error; the valid ones come back as
