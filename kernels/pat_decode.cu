@@ -891,6 +891,43 @@ __device__ __forceinline__ void init_rows(RowState& st) {
     st.l[0] = st.l[1] = 0.f;
 }
 
+// One row's running max (log2 units) against a block's scaled maximum `tile_max`: the new max (the running max moves
+// only when the block's exceeds it by more than the slack PAT_RESCALE_SLACK_LOG2, so exps stay <= 2^slack), the O
+// rescale factor in `rescale`, `grew` set where it moved. Returns the max to subtract inside the block's exps: 0 for
+// a row with nothing seen yet (m = -inf), so that exp2 gives 0, not NaN.
+__device__ __forceinline__ float running_max_step(float& m, float tile_max, float& rescale, bool& grew) {
+#if PAT_RESCALE_SLACK_LOG2 > 0
+    const float m_new = tile_max > m + PAT_RESCALE_SLACK_LOG2 ? tile_max : m;
+#else
+    const float m_new = fmaxf(m, tile_max);
+#endif
+    grew |= m_new != m;
+    const float m_use = m_new == PAT_NEG_INF ? 0.f : m_new;
+    rescale = fast_exp2(m - m_use);
+    m = m_new;
+    return m_use;
+}
+
+// The O accumulators (NB blocks of a warp's m16n8 accumulators) times the rows' rescale factors: accumulator e of a
+// block belongs to row half e / 2 (the 16-row layout: c0, c1 row lane/4, c2, c3 row lane/4 + 8) or, with
+// ROWS_BY_COLUMN (the t8 layout, rows as the MMA's N), to row e % 2. Where no row of the warp has a new max, every
+// factor is exp2(0) = 1 (or 0 on a row still at -inf, whose O is 0): the multiply changes no bit and is skipped. After a
+// row's first tiles its max rarely rises, so most tiles of a long item skip these multiplies (warp-uniform: no
+// divergence).
+template <bool ROWS_BY_COLUMN, int NB>
+__device__ __forceinline__ void rescale_acc(float (&o)[NB][4], const float (&rescale)[2], bool grew) {
+#if PAT_RESCALE_SLACK_LOG2 < 0
+    grew = true;  // sweep baseline: rescale every tile
+#endif
+    if (__any_sync(0xffffffff, grew)) {
+#pragma unroll
+        for (int j = 0; j < NB; ++j) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) o[j][e] *= rescale[ROWS_BY_COLUMN ? e % 2 : e / 2];
+        }
+    }
+}
+
 // The score half of the online-softmax update of one block of NBS * 8 columns (16 on the mma.sync path; 16, 32 or
 // 64 on the wgmma paths) for a warp's 16 query rows (s: the block's raw scores q.k in the m16n8 accumulator layout,
 // NBS n8 blocks): masks columns past kv_end, moves the running max and sum, leaves P = 2^(scaled score - max) in s and
@@ -924,17 +961,7 @@ __device__ __forceinline__ bool softmax_block(const PatForwardParams& p, float (
     for (int h = 0; h < 2; ++h) {
         tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffff, tile_max[h], 1));
         tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffff, tile_max[h], 2)) * scale_log2;
-#if PAT_RESCALE_SLACK_LOG2 > 0
-        // The running max moves only when the tile's exceeds it by more than the slack: exps stay <= 2^slack.
-        const float m_new = tile_max[h] > st.m[h] + PAT_RESCALE_SLACK_LOG2 ? tile_max[h] : st.m[h];
-#else
-        const float m_new = fmaxf(st.m[h], tile_max[h]);
-#endif
-        grew |= m_new != st.m[h];
-        // A row with nothing seen yet keeps m = -inf; use 0 so exp2 gives 0, not NaN.
-        const float m_use = m_new == PAT_NEG_INF ? 0.f : m_new;
-        rescale[h] = fast_exp2(st.m[h] - m_use);
-        st.m[h] = m_new;
+        const float m_use = running_max_step(st.m[h], tile_max[h], rescale[h], grew);
         float sum = 0.f;
 #pragma unroll
         for (int j = 0; j < NBS; ++j) {  // a masked column: fma(-inf, scale, -m) = -inf, exp2 = 0
@@ -950,22 +977,7 @@ __device__ __forceinline__ bool softmax_block(const PatForwardParams& p, float (
 // The O half of the online-softmax update: the warp's O accumulators times the rescale factors softmax_block gave
 // (split from it so that the wide kernel can run softmax_block while its previous P V is still in flight on O).
 __device__ __forceinline__ void rescale_o(RowState& st, const float (&rescale)[2], bool grew) {
-    constexpr int DB = HEAD_DIM / 8;  // n8 blocks of O
-    // Where no row of the warp has a new max, every rescale is exp2(0) = 1 (or 0 on a row still at -inf, whose O is
-    // 0): the multiply changes no bit and is skipped. After a row's first tiles its max rarely rises, so most tiles
-    // of a long item skip these HEAD_DIM / 2 multiplies per thread (warp-uniform: no divergence).
-#if PAT_RESCALE_SLACK_LOG2 < 0
-    grew = true;  // sweep baseline: rescale every tile
-#endif
-    if (__any_sync(0xffffffff, grew)) {
-#pragma unroll
-        for (int j = 0; j < DB; ++j) {
-            st.o[j][0] *= rescale[0];
-            st.o[j][1] *= rescale[0];
-            st.o[j][2] *= rescale[1];
-            st.o[j][3] *= rescale[1];
-        }
-    }
+    rescale_acc<false>(st.o, rescale, grew);
 }
 
 // The online-softmax update of one block of NBS * 8 columns (16 on the mma.sync path; 16, 32 or 64 on the wgmma
@@ -1288,31 +1300,12 @@ __device__ __forceinline__ void attend_block_t8(const PatForwardParams& p, const
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 4));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 8));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 16)) * scale_log2;
-#if PAT_RESCALE_SLACK_LOG2 > 0
-        const float m_new = mx > st.m[h] + PAT_RESCALE_SLACK_LOG2 ? mx : st.m[h];
-#else
-        const float m_new = fmaxf(st.m[h], mx);
-#endif
-        grew |= m_new != st.m[h];
-        const float m_use = m_new == PAT_NEG_INF ? 0.f : m_new;
-        rescale[h] = fast_exp2(st.m[h] - m_use);
-        st.m[h] = m_new;
+        const float m_use = running_max_step(st.m[h], mx, rescale[h], grew);
         s[h] = fast_exp2(fmaf(s[h], scale_log2, -m_use));
         s[2 + h] = fast_exp2(fmaf(s[2 + h], scale_log2, -m_use));
         st.l[h] = st.l[h] * rescale[h] + s[h] + s[2 + h];
     }
-#if PAT_RESCALE_SLACK_LOG2 < 0
-    grew = true;
-#endif
-    if (__any_sync(0xffffffff, grew)) {
-#pragma unroll
-        for (int j = 0; j < HEAD_DIM / 16; ++j) {
-            st.o[j][0] *= rescale[0];
-            st.o[j][1] *= rescale[1];
-            st.o[j][2] *= rescale[0];
-            st.o[j][3] *= rescale[1];
-        }
-    }
+    rescale_acc<true>(st.o, rescale, grew);
     // P^T's B fragment: lane (g, t) needs row g's tokens 2t, 2t + 1 (b0) and 2t + 8, 2t + 9 (b1); token j of row g is
     // element g % 2 (j < 8) or 2 + g % 2 of lane 4 (j % 8) + g / 2. Each lane packs its two rows per token, four
     // shuffles fetch the tokens' pairs, and the half of row g is kept.
