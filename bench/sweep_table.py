@@ -49,8 +49,9 @@ def plot_sweeps(
     figsize: tuple[float, float] | None = None,
     fontsize: int = 8,
     dpi: int = 100,
+    out_name: str = "plot.png",
 ) -> Path:
-    """``folder``/plot.png: one ``bar_ratios`` panel per (sweep file in ``folder``, panel title) of ``panels``, on a
+    """``folder``/``out_name``: one ``bar_ratios`` panel per (sweep file in ``folder``, panel title) of ``panels``, on a
     ``grid`` of (rows, columns) (default: one row), sharing the y axis (``ylim``, label ``ylabel`` on the first
     column), under the figure title ``title``. The path written."""
     import matplotlib
@@ -70,7 +71,7 @@ def plot_sweeps(
         ax.set_ylabel(ylabel)
     fig.suptitle(title)
     fig.tight_layout()
-    out = folder / "plot.png"
+    out = folder / out_name
     fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return out

@@ -26,5 +26,7 @@ def test_plot_sweeps_draws_one_panel_per_sweep(tmp_path) -> None:
     panels = [("sweep-d256.txt", "d256"), ("sweep-d128.txt", "d128")]
     out = sweep_table.plot_sweeps(tmp_path, panels, ylabel="ratio", title="t", ylim=(0.9, 1.3))
     assert out == tmp_path / "plot.png" and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    other = sweep_table.plot_sweeps(tmp_path, panels[:1], ylabel="ratio", title="t", out_name="other.png")
+    assert other == tmp_path / "other.png" and other.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError):  # a panel without a place on the grid, never a silently missing one
         sweep_table.plot_sweeps(tmp_path, panels, ylabel="ratio", title="t", grid=(1, 1))

@@ -1,5 +1,7 @@
-"""plot.png from this folder's sweeps: each variant's time over the 2-stage table build's (run from the repository
-root: ``python3 docs/perf/kernels/2026-12-02-h200-fp8-stages/plot.py``)."""
+"""plot.png from this folder's FP8 d128 sweeps: each variant's time over the 2-stage table build's; plot-other.png from
+the FP8 d64 sweep and the 16-bit d128 fixed splits (the FP8 d256 and 16-bit d128 stage sweeps hold a column that could
+not build, n/a on every case, and are not drawn). Run from the repository root:
+``python3 docs/perf/kernels/2026-12-02-h200-fp8-stages/plot.py``."""
 
 import sys
 from pathlib import Path
@@ -18,4 +20,13 @@ plot_sweeps(
     grid=(2, 2),
     ylim=(0.6, 2.2),
     figsize=(14, 9),
+)
+plot_sweeps(
+    HERE,
+    [("fp8-d64-32x8.txt", "FP8 d64, 32/8 (table 32/4/6)"), ("splits-bf16-d128.txt", "16-bit d128, fixed splits")],
+    "time / table",
+    "H200 2026-12-02: FP8 d64 stage sweep and 16-bit d128 split lengths (the table's build first; 'again' = it, last)",
+    ylim=(0.8, 1.9),
+    figsize=(14, 4.5),
+    out_name="plot-other.png",
 )
