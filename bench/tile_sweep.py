@@ -167,7 +167,7 @@ def case_batch(name: str, rng: np.random.Generator) -> tuple[torch.Tensor, torch
 
 
 def parse_variant(text: str) -> KernelTune:
-    """``KVTILE/STAGES/CTAS[/rN][/wg][/wN][/wsN][/mN][/xN][/nN][/t8][@SOURCE]``: N the online softmax's rescale slack in
+    """``KVTILE/STAGES/CTAS[/rN][/wg][/wN][/wsN][/mN][/xN][/nN][/t8|/t16][@SOURCE]``: N the online softmax's rescale slack in
     log2 units (``KernelVariant.rescale_slack_log2``: 0 exact, the default; -1 rescale every tile); ``wg`` 64-row items
     on warpgroup MMAs (``KernelVariant.wgmma``, sm_90); ``wN`` N warps per CTA instead of the table's (the variant's
     plans then use tile m up to 16 N: ``plan_tiles``; e.g. ``16/3/7/w2``, one computing and one loading warp per 16-row
@@ -178,11 +178,12 @@ def parse_variant(text: str) -> KernelTune:
     in a launch of their own with N KV stages, plans with 128-row items (``KernelVariant.wide_stages``); ``nN`` (with
     ``wg``) N KV columns per S block and softmax step of 64-row wgmma items (``KernelVariant.wg_cols``: 16, 32 or 64, a
     divisor of KVTILE or a multiple over the ring layout's stages); ``t8`` long items of at most 8 query rows with the
-    KV tokens as the MMA's M (``KernelVariant.t8``; FP8 pools at head dim 128 or 256); SOURCE another kernel source file
+    KV tokens as the MMA's M (``KernelVariant.t8``; FP8 pools at head dim 128 or 256), ``t16`` every item with its
+    rows as the M (neither: the table's choice); SOURCE another kernel source file
     built with the same host contract (e.g. ``git show main:kernels/pat_decode.cu > old.cu``: two kernel versions side
     by side in one run)."""
     text, _, source = text.partition("@")
-    usage = f"variant {text!r}: KVTILE/STAGES/CTAS[/rN][/wg][/wN][/wsN][/mN][/xN][/nN][/t8][@SOURCE]"
+    usage = f"variant {text!r}: KVTILE/STAGES/CTAS[/rN][/wg][/wN][/wsN][/mN][/xN][/nN][/t8|/t16][@SOURCE]"
     if source and not Path(source).is_file():
         raise argparse.ArgumentTypeError(f"variant {text!r}: no kernel source file {source!r}")
     parts = text.split("/")
@@ -193,12 +194,12 @@ def parse_variant(text: str) -> KernelTune:
     max_tile_m = None
     wg_cols = None
     wide_stages = None
-    t8 = False
+    t8: bool | None = None
     for flag in parts[3:]:
         if flag == "wg" and not wgmma:
             wgmma = True
-        elif flag == "t8" and not t8:
-            t8 = True
+        elif flag in ("t8", "t16") and t8 is None:
+            t8 = flag == "t8"
         elif flag[:1] == "m" and flag[1:] in ("16", "32", "64", "128") and min_tile_m is None:
             min_tile_m = int(flag[1:])
         elif flag[:1] == "x" and flag[1:] in ("16", "32", "64") and max_tile_m is None:

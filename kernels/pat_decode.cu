@@ -75,8 +75,8 @@
 // pat_wide_forward (-DPAT_WIDE=STAGES, sweep builds only: the tile table never selects it): the wide items in a launch
 //   of their own on a producer warpgroup and two consumer warpgroups; its tiling is explained at its definition below.
 //
-// -DPAT_T8 (sweep builds only, FP8 pools at d128 / d256): long 16-row items of at most 8 query rows take the KV tokens
-//   as the MMA's M and the rows as N = 8 (attend_block_t8, explained there).
+// -DPAT_T8 (FP8 pools at d128 / d256, where the tile table's fp8 t8_head_dims say): long 16-row items of at most 8
+//   query rows take the KV tokens as the MMA's M and the rows as N = 8 (attend_block_t8, explained there).
 
 // Two element types: io_t, the q / out / partial dtype in global memory (-DPAT_DTYPE_*), and elem_t, the 16-bit type
 // of the MMA operands in shared memory. They are one type except for FP8 pools under bf16 queries
@@ -1236,7 +1236,7 @@ __device__ __forceinline__ void combine_slabs(const PatForwardParams& p, elem_t*
 }
 
 #ifdef PAT_T8
-// -DPAT_T8 (sweep builds only, `KernelVariant.t8`; the tile table never selects it): long 16-row items of at most 8
+// -DPAT_T8 (`KernelVariant.t8`, from the tile table's fp8 t8_head_dims or a sweep): long 16-row items of at most 8
 // query rows on FP8 pools (a private leaf at GQA <= 8; one row at MHA) take the KV tokens as the MMA's M and their
 // query rows as N = 8, on mma.sync m16n8k16: per 16-token block S^T = K Q^T (8 MMAs over HEAD_DIM, 16 on the 16-row
 // layout) and O^T += V^T P^T (HEAD_DIM / 16 MMAs, HEAD_DIM / 8 there), O^T in half the registers, a quarter of the

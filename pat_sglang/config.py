@@ -157,6 +157,9 @@ class TileTable:
     # 16 where absent); FP8-KV builds take the fp8 entry's (16 where absent)
     wg_cols: dict[int, int] = field(default_factory=dict)
     fp8_wg_cols: dict[int, int] = field(default_factory=dict)
+    # Head dims whose FP8-KV builds run long 16-row items of at most 8 query rows with the KV tokens as the MMA's M
+    # (``KernelVariant.t8``; FP8 pools at head dim 128 or 256 only)
+    fp8_t8_head_dims: frozenset[int] = frozenset()
     # for_head_dim's tables, made once; not an init field, so every table (``replace`` included) starts its own
     _per_head_dim: dict[tuple[int, bool], TileTable] = field(default_factory=dict, init=False, compare=False,
                                                               repr=False)
@@ -237,6 +240,11 @@ class TileTable:
             raise ValueError(f"no tile m of {self.tile_ms} is at most {m} rows")
         return self._with_tile_ms(tile_ms)
 
+    def t8(self, head_dim: int, fp8: bool = False) -> bool:
+        """Whether this head dim's build (``fp8``: over FP8 pools) takes the KV tokens as the MMA's M in long items of
+        at most 8 query rows (``KernelVariant.t8``; 16-bit pools never do)."""
+        return fp8 and head_dim in self.fp8_t8_head_dims
+
     def wg_cols_for(self, head_dim: int, fp8: bool = False) -> int:
         """KV columns per wgmma S block of this head dim's build (``fp8``: over FP8 pools; 16 without wgmma)."""
         if not self.wgmma(head_dim, fp8):
@@ -258,6 +266,7 @@ class TileTable:
         return self.stages[head_dim]
 
 
+T8_HEAD_DIMS = (128, 256)  # head dims of whole 128-byte FP8 rows: those the t8 build takes (KernelVariant.t8)
 WG_COLS_CHOICES = (16, 32, 64)  # KV columns per wgmma S block the kernel builds (-DPAT_WG_COLS)
 
 
@@ -348,9 +357,13 @@ def load_tile_table(arch: str = "sm90") -> TileTable:
             if not wg_cols_fit(n, tile, depth, fp8_pools):
                 raise ValueError(f"{path}: {where}wg_cols {n} for head_dim {d}: S blocks of {WG_COLS_CHOICES} KV "
                                  f"columns that fit its {tile}-token tiles x {depth} stages")
+    fp8_t8_dims = frozenset(int(d) for d in fp8.get("t8_head_dims", []))
+    if not fp8_t8_dims <= set(kv_tiles) & set(T8_HEAD_DIMS):
+        raise ValueError(f"{path}: fp8 t8_head_dims {sorted(fp8_t8_dims)}: the t8 build takes head dims "
+                         f"{T8_HEAD_DIMS} (whole 128-byte FP8 rows) of this table's {sorted(kv_tiles)}")
     return TileTable(
         tile_ms, kv_tiles, min_ctas, stages, warps, path.name[:-5], fp8_tiles, fp8_stages, wgmma_dims, fp8_wgmma_dims,
-        min_tile_m, fp8_min_tile_m, wg_cols, fp8_wg_cols,
+        min_tile_m, fp8_min_tile_m, wg_cols, fp8_wg_cols, fp8_t8_dims,
     )
 
 

@@ -36,6 +36,7 @@ import torch
 from .config import (
     FP8_KV_DTYPES,
     SUPPORTED_HEAD_DIMS,
+    T8_HEAD_DIMS,
     HeadConfig,
     cache_root,
     check_supported,
@@ -105,7 +106,7 @@ class KernelTune:
     max_tile_m: int | None = None  # plans only (TileTable.with_max_tile_m): items take tile ms <= this; same build
     wg_cols: int | None = None  # KV columns per wgmma S block (KernelVariant.wg_cols); None = the table's where fit
     wide_stages: int | None = None  # KernelVariant.wide_stages; None = 0 (no wide launch)
-    t8: bool = False  # KernelVariant.t8
+    t8: bool | None = None  # KernelVariant.t8; None = the table's where the tune's build can take it
 
 
 @dataclass(frozen=True)
@@ -142,8 +143,8 @@ class KernelVariant:
     # every item on pat_pack_forward. Needs a 4-warp wgmma build over 16-bit pools at head dim 64 or 128.
     wide_stages: int = 0
     # Long 16-row items of at most 8 query rows (private leaves at GQA <= 8) with the KV tokens as the MMA's M
-    # (-DPAT_T8; kernels/pat_decode.cu attend_block_t8): half the MMAs per token. A sweep build over FP8 pools at head
-    # dim 128 or 256; the tile table never selects it.
+    # (-DPAT_T8; kernels/pat_decode.cu attend_block_t8): half the MMAs per token. FP8 pools at head dim 128 or 256
+    # (``config.T8_HEAD_DIMS``), where the tile table's fp8 ``t8_head_dims`` say.
     t8: bool = False
 
     def __post_init__(self) -> None:
@@ -168,7 +169,7 @@ class KernelVariant:
                 f"a wide launch ({self.wide_stages} stages) needs a wgmma build over 16-bit pools at head dim 64 or "
                 f"128 and 2 to {WIDE_MAX_STAGES} stages; got wgmma={self.wgmma}, KV {self.kv_dtype}, head dim "
                 f"{self.head_dim}")
-        if self.t8 and not (self.kv_fp8 and self.head_dim in (128, 256)):
+        if self.t8 and not (self.kv_fp8 and self.head_dim in T8_HEAD_DIMS):
             raise ValueError(f"t8 items (tokens as the MMA's M) need FP8 pools at head dim 128 or 256; got KV "
                              f"{self.kv_dtype}, head dim {self.head_dim}")
 
@@ -227,7 +228,7 @@ class KernelVariant:
                 wgmma,
                 wg_cols,
                 tune.wide_stages or 0,
-                tune.t8,
+                v.t8 if tune.t8 is None else tune.t8,
             )
         return v
 
@@ -250,6 +251,7 @@ class KernelVariant:
             kv_dtype=kv_dtype,
             wgmma=wgmma,
             wg_cols=table.wg_cols_for(head_dim, fp8) if wgmma else 16,
+            t8=table.t8(head_dim, fp8),
         )
 
     def options(self, include_dir: str) -> list[str]:

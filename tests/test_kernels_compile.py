@@ -613,11 +613,13 @@ def test_shared_memory_check_reads_the_kernels_constant(monkeypatch: pytest.Monk
 @pytest.mark.parametrize("head_dim", [128, 256])
 @pytest.mark.parametrize(("dtype", "kv"), [("bf16", "fp8_e4m3"), ("fp16", "fp8_e5m2")])
 def test_t8_builds_compile_without_spills(head_dim: int, dtype: str, kv: str, tmp_path: Path) -> None:
-    """The ``t8`` sweep build (long items of <= 8 query rows with the KV tokens as the MMA's M) of the sm_90 FP8 table
-    variant: no spills within the table's register cap, the same shared memory, and more mma.sync instructions than
-    the table's build (its own S^T and O^T block beside the 16-row one); builds it cannot take are refused."""
-    base = KernelVariant.from_table("sm_90", dtype, head_dim, kv)
-    t8 = dataclasses.replace(base, t8=True)
+    """The sm_90 table's FP8 builds at d128 and d256 take the ``t8`` layout (long items of <= 8 query rows with the KV
+    tokens as the MMA's M): no spills within the table's register cap, the same shared memory as the build without
+    it, and more mma.sync instructions (its own S^T and O^T block beside the 16-row one); builds it cannot take are
+    refused."""
+    t8 = KernelVariant.from_table("sm_90", dtype, head_dim, kv)
+    assert t8.t8 and load_tile_table("sm90").t8(head_dim, fp8=True)
+    base = dataclasses.replace(t8, t8=False)
     assert "-DPAT_T8" in t8.options("x") and "-DPAT_T8" not in base.options("x")
     assert t8.smem_bytes == base.smem_bytes
     built = compile_variant(t8, use_cache=False)
@@ -627,6 +629,18 @@ def test_t8_builds_compile_without_spills(head_dim: int, dtype: str, kv: str, tm
     hmma = _forward_sass(built.cubin, tmp_path).count("HMMA.16816")
     assert hmma > _forward_sass(compile_variant(base, use_cache=False).cubin, tmp_path).count("HMMA.16816")
     for bad in (KernelVariant.from_table("sm_90", dtype, head_dim), KernelVariant.from_table("sm_90", dtype, 64, kv)):
+        assert not bad.t8
         with pytest.raises(ValueError, match="t8 items"):
             dataclasses.replace(bad, t8=True)
+    assert not KernelVariant.from_table("sm_80", dtype, head_dim, kv).t8  # sm_80's table: never timed there
 
+
+@pytest.mark.parametrize("dims", [[64], [96], [128, 512]])
+def test_tile_table_refuses_bad_t8_head_dims(tmp_path, monkeypatch, dims: list[int]) -> None:
+    """The fp8 entry's ``t8_head_dims`` must be head dims of whole 128-byte FP8 rows (128, 256) that the table has."""
+    import json
+
+    import pat_sglang.config as config
+
+    fp8 = json.loads(Path(config.__file__).resolve().parent.parent.joinpath("configs/tiles/sm90.json").read_text())["fp8"]
+    _assert_table_refused(tmp_path, monkeypatch, "sm90", {"fp8": {**fp8, "t8_head_dims": dims}}, "t8_head_dims")

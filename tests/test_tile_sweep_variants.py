@@ -58,15 +58,23 @@ def test_wgmma_columns_flag(sweep) -> None:
 
 
 def test_t8_flag(sweep) -> None:
-    """``/t8``: the variant's build takes long items of <= 8 rows with the KV tokens as the MMA's M; once per variant,
-    and only where the build has that layout (FP8 pools at head dim 128 or 256)."""
+    """``/t8``: the variant's build takes long items of <= 8 rows with the KV tokens as the MMA's M, ``/t16`` it does
+    not, neither: as the tile table says; one of them once per variant, ``/t8`` only where the build has that layout
+    (FP8 pools at head dim 128 or 256)."""
     from pat_sglang import HeadConfig
+    from pat_sglang.config import load_tile_table
 
-    assert sweep.parse_variant("32/3/4/wg/n32/t8").t8 and not sweep.parse_variant("32/3/4/wg/n32").t8
-    with pytest.raises(argparse.ArgumentTypeError):
-        sweep.parse_variant("32/3/4/t8/t8")
+    assert sweep.parse_variant("32/3/4/wg/n32/t8").t8 is True
+    assert sweep.parse_variant("32/3/4/wg/n32/t16").t8 is False
+    assert sweep.parse_variant("32/3/4/wg/n32").t8 is None
+    for twice in ("32/3/4/t8/t8", "32/3/4/t8/t16"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            sweep.parse_variant(twice)
     fp8 = HeadConfig(32, 32, 128, torch.bfloat16, torch.float8_e4m3fn)
     assert sweep.check_variants(fp8, "sm_90", ["32/3/4/wg/n32/t8"])[0].t8
+    table_t8 = load_tile_table("sm90").t8(128, fp8=True)
+    for text, built in (("32/3/4/wg/n32/t8", True), ("32/3/4/wg/n32/t16", False), ("32/3/4/wg/n32", table_t8)):
+        assert KernelVariant.for_config(fp8, "sm_90", sweep.parse_variant(text)).t8 is built, text
     with pytest.raises(argparse.ArgumentTypeError, match="t8 items"):
         sweep.check_variants(HeadConfig(32, 32, 128, torch.bfloat16), "sm_90", ["16/4/4/wg/n32/t8"])
 

@@ -253,12 +253,14 @@ def test_bf16_queries_of_every_magnitude(kv_dtype: torch.dtype, head_dim: int) -
 @pytest.mark.parametrize("head_dim", [128, 256])
 @pytest.mark.parametrize("heads", [(8, 8), (16, 8), (32, 8), (64, 8), (64, 4)], ids=lambda h: f"{h[0]}q{h[1]}kv")
 @pytest.mark.parametrize("page_size", [1, 16])
+@pytest.mark.parametrize("t8", [True, False], ids=["t8", "t16"])
 def test_t8_build_with_tokens_as_the_mma_m(kv_dtype: torch.dtype, head_dim: int, heads: tuple[int, int],
-                                          page_size: int) -> None:
-    """The ``t8`` build (``KernelVariant.t8``: long 16-row items of at most 8 query rows take the KV tokens as the
-    MMA's M) against float64 attention over the dequantised KV: GQA 1, 2, 4 and 8 on that layout, GQA 16 on the
-    16-row one beside it; private leaves around the tile-group and late-gather thresholds (odd tile counts, last tiles
-    of under 16 tokens), a shared prefix, every leaf one item and the cost model's splits (partials and merge)."""
+                                          page_size: int, t8: bool) -> None:
+    """The ``t8`` build (``KernelVariant.t8``, the table's FP8 build at d128 and d256: long 16-row items of at most 8
+    query rows take the KV tokens as the MMA's M), and the same build without it (every item's rows as the M), against
+    float64 attention over the dequantised KV: GQA 1, 2, 4 and 8 on that layout, GQA 16 on the 16-row one beside it;
+    private leaves around the tile-group and late-gather thresholds (odd tile counts, last tiles of under 16 tokens), a
+    shared prefix, every leaf one item and the cost model's splits (partials and merge)."""
     from pat_sglang.kernels import KernelTune, launch_plan
 
     lengths = [223, 256, 257, 287, 289, 511, 777, 992, 993, 1040, 1537, 3001]
@@ -272,9 +274,9 @@ def test_t8_build_with_tokens_as_the_mma_m(kv_dtype: torch.dtype, head_dim: int,
         plan = plan_forest(PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices), hc,
                            DeviceSpec.from_torch(q.device), split_tokens=split_tokens).to("cuda")
         out = torch.full_like(q, float("nan"))
-        launch_plan(plan, q, k8, v8, 1.0 / math.sqrt(head_dim), out=out, tune=KernelTune(t8=True),
+        launch_plan(plan, q, k8, v8, 1.0 / math.sqrt(head_dim), out=out, tune=KernelTune(t8=t8),
                     k_scale=k_scale, v_scale=v_scale)
         torch.cuda.synchronize()
         ref = naive_decode(q.cpu(), k8.cpu(), v8.cpu(), batch.kv_indptr, batch.kv_indices, 1.0 / math.sqrt(head_dim),
                            torch.float64, k_scale, v_scale)
-        assert_written_and_close(out, ref, f"t8, split {split_tokens}, k_scale {k_scale:.3f}, v_scale {v_scale:.3f}")
+        assert_written_and_close(out, ref, f"t8 {t8}, split {split_tokens}, k_scale {k_scale:.3f}, v_scale {v_scale:.3f}")
