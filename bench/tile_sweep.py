@@ -167,21 +167,20 @@ def case_batch(name: str, rng: np.random.Generator) -> tuple[torch.Tensor, torch
 
 
 def parse_variant(text: str) -> KernelTune:
-    """``KVTILE/STAGES/CTAS[/rN][/wg][/wN][/wsN][/mN][/xN][/nN][/t8|/t16][@SOURCE]``: N the online softmax's rescale slack in
-    log2 units (``KernelVariant.rescale_slack_log2``: 0 exact, the default; -1 rescale every tile); ``wg`` 64-row items
-    on warpgroup MMAs (``KernelVariant.wgmma``, sm_90); ``wN`` N warps per CTA instead of the table's (the variant's
-    plans then use tile m up to 16 N: ``plan_tiles``; e.g. ``16/3/7/w2``, one computing and one loading warp per 16-row
-    item at 7 CTAs per SM); ``mN`` plans whose items take tile ms of at least N rows (``m64``: every item on the 64-row
-    path, wgmma with ``wg``; ``m16`` 16-row items at every head dim, d256's private rows included;
+    """``KVTILE/STAGES/CTAS[/rN][/wg][/wN][/wsN][/mN][/xN][/nN][/t8|/t16][@SOURCE]``: N the online softmax's rescale
+    slack in log2 units (``KernelVariant.rescale_slack_log2``: 0 exact, the default; -1 rescale every tile); ``wg``
+    64-row items on warpgroup MMAs (``KernelVariant.wgmma``, sm_90); ``wN`` N warps per CTA instead of the table's (the
+    variant's plans then use tile m up to 16 N: ``plan_tiles``; e.g. ``16/3/7/w2``, one computing and one loading warp
+    per 16-row item at 7 CTAs per SM); ``mN`` plans whose items take tile ms of at least N rows (``m64``: every item on
+    the 64-row path, wgmma with ``wg``; ``m16`` 16-row items at every head dim, d256's private rows included;
     ``TileTable.with_min_tile_m``); ``xN`` plans whose items take tile ms of at most N rows (``x32``: bigger packs in
     32-row blocks, no 64-row item; ``TileTable.with_max_tile_m``); ``wsN`` (with ``wg``) the wide items (tile m >= 64)
     in a launch of their own with N KV stages, plans with 128-row items (``KernelVariant.wide_stages``); ``nN`` (with
     ``wg``) N KV columns per S block and softmax step of 64-row wgmma items (``KernelVariant.wg_cols``: 16, 32 or 64, a
     divisor of KVTILE or a multiple over the ring layout's stages); ``t8`` long items of at most 8 query rows with the
-    KV tokens as the MMA's M (``KernelVariant.t8``; FP8 pools at head dim 128 or 256), ``t16`` every item with its
-    rows as the M (neither: the table's choice); SOURCE another kernel source file
-    built with the same host contract (e.g. ``git show main:kernels/pat_decode.cu > old.cu``: two kernel versions side
-    by side in one run)."""
+    KV tokens as the MMA's M (``KernelVariant.t8``; FP8 pools at head dim 128 or 256), ``t16`` every item with its rows
+    as the M (neither: the table's choice); SOURCE another kernel source file built with the same host contract (e.g.
+    ``git show main:kernels/pat_decode.cu > old.cu``: two kernel versions side by side in one run)."""
     text, _, source = text.partition("@")
     usage = f"variant {text!r}: KVTILE/STAGES/CTAS[/rN][/wg][/wN][/wsN][/mN][/xN][/nN][/t8|/t16][@SOURCE]"
     if source and not Path(source).is_file():

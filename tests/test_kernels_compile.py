@@ -642,5 +642,6 @@ def test_tile_table_refuses_bad_t8_head_dims(tmp_path, monkeypatch, dims: list[i
 
     import pat_sglang.config as config
 
-    fp8 = json.loads(Path(config.__file__).resolve().parent.parent.joinpath("configs/tiles/sm90.json").read_text())["fp8"]
+    shipped = Path(config.__file__).resolve().parent.parent / "configs/tiles/sm90.json"
+    fp8 = json.loads(shipped.read_text())["fp8"]
     _assert_table_refused(tmp_path, monkeypatch, "sm90", {"fp8": {**fp8, "t8_head_dims": dims}}, "t8_head_dims")

@@ -279,4 +279,5 @@ def test_t8_build_with_tokens_as_the_mma_m(kv_dtype: torch.dtype, head_dim: int,
         torch.cuda.synchronize()
         ref = naive_decode(q.cpu(), k8.cpu(), v8.cpu(), batch.kv_indptr, batch.kv_indices, 1.0 / math.sqrt(head_dim),
                            torch.float64, k_scale, v_scale)
-        assert_written_and_close(out, ref, f"t8 {t8}, split {split_tokens}, k_scale {k_scale:.3f}, v_scale {v_scale:.3f}")
+        assert_written_and_close(out, ref,
+                                 f"t8 {t8}, split {split_tokens}, k_scale {k_scale:.3f}, v_scale {v_scale:.3f}")
