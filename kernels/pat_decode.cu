@@ -1386,6 +1386,17 @@ __device__ __forceinline__ void write_rows_t8(const PatForwardParams& p, elem_t*
 // first spilled). WG: the stages are the 64-row items' swz128 ring, read by wgmma
 // (each thread fences its landed copies to the async proxy before the barrier). Returns with no copy in flight and
 // every warp past the loop: the caller's epilogue may reuse the shared memory.
+// Groups ahead that group_pipeline fetches its slot indices: FP8 builds two (their loop is short per byte, and with one
+// the warps stalled on the slot a gather's address needed: ncu, FP8 MHA private rows, ~12% of the stall samples; with
+// two and late gathers from 256 tokens, H200 FP8 private rows 0.85-0.95x: docs/perf/kernels/2026-12-03-h200-t8/), 16-bit
+// builds one (two: the same time, and d64 spills).
+#ifndef PAT_SLOT_AHEAD_GROUPS
+#ifdef PAT_KV_FP8
+#define PAT_SLOT_AHEAD_GROUPS 2
+#else
+#define PAT_SLOT_AHEAD_GROUPS 1
+#endif
+#endif
 template <int G, int NS, bool WG, unsigned V_OFF, typename Start, typename Compute>
 __device__ __forceinline__ void group_pipeline(const PatForwardParams& p, const KvLoader& loader, int kv_begin,
                                                int kv_end, int n_tiles, int n_load, bool late, Start start,
@@ -1397,9 +1408,12 @@ __device__ __forceinline__ void group_pipeline(const PatForwardParams& p, const 
         if (t < n_load) load_kv_row<WG, V_OFF>(loader, t, row_slot(p, kv_begin + t * KV_TILE, kv_end));
         cp_async_commit();
     }
-    int next_slot[G];
+    constexpr int SA = PAT_SLOT_AHEAD_GROUPS;
+    int next_slot[SA][G];  // next_slot[s][i]: tile AHEAD + s * G + i past the group being issued
 #pragma unroll
-    for (int i = 0; i < G; ++i) next_slot[i] = row_slot(p, kv_begin + (AHEAD + i) * KV_TILE, kv_end);
+    for (int s = 0; s < SA; ++s)
+#pragma unroll
+        for (int i = 0; i < G; ++i) next_slot[s][i] = row_slot(p, kv_begin + (AHEAD + s * G + i) * KV_TILE, kv_end);
     start();
     for (int t = 0; t < n_tiles; t += G) {
         cp_async_wait<NS - 2 * G>();
@@ -1412,9 +1426,11 @@ __device__ __forceinline__ void group_pipeline(const PatForwardParams& p, const 
 #pragma unroll
             for (int i = 0; i < G; ++i) {
                 const int ahead = t + AHEAD + i;
-                if (ahead < n_load) load_kv_row<WG, V_OFF>(loader, ahead % NS, next_slot[i]);
+                if (ahead < n_load) load_kv_row<WG, V_OFF>(loader, ahead % NS, next_slot[0][i]);
                 cp_async_commit();
-                next_slot[i] = row_slot(p, kv_begin + (ahead + G) * KV_TILE, kv_end);
+#pragma unroll
+                for (int s = 0; s + 1 < SA; ++s) next_slot[s][i] = next_slot[s + 1][i];
+                next_slot[SA - 1][i] = row_slot(p, kv_begin + (ahead + SA * G) * KV_TILE, kv_end);
             }
         };
         if (!late) issue();
@@ -1467,9 +1483,10 @@ constexpr int GROUP_MIN_TOKENS = 256;   // shorter items keep the one-tile loop 
 // warps convert, compute and gather, and stalled on the gathers' address registers (ncu, FP8 d256 private rows:
 // about a third of the stall samples). H200 FP8 private rows: d256 0.91-0.94x, d128 0.93-1.00x; shorter items lose
 // the lookahead instead (d128 tree b, 512-token items: 1.05x), and 16-bit items, which only load while others compute,
-// lost 1-7%: docs/perf/kernels/2026-12-01-h200-fp8-late-loads/.
+// lost 1-7%: docs/perf/kernels/2026-12-01-h200-fp8-late-loads/. With the slot indices two groups ahead
+// (PAT_SLOT_AHEAD_GROUPS) items of 256 tokens and more gain from it too (the threshold was 1024 before).
 #ifndef PAT_LATE_LOADS_MIN_TOKENS
-#define PAT_LATE_LOADS_MIN_TOKENS 1024
+#define PAT_LATE_LOADS_MIN_TOKENS 256
 #endif
 template <int ROW_WARPS, int G, int NS, bool KV8>
 __device__ __forceinline__ void tile_group_loop(const PatForwardParams& p, int kv_begin, int kv_end, int n_tiles,
