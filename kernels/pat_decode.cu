@@ -37,8 +37,8 @@
 //   ROW_WARPS*KV_WARPS only load, except on 16-row items of at least GROUP_MIN_TOKENS tokens (tile_group_loop, 16-token
 //   tiles of 16-bit pools or FP8 tiles read from the stage): there GROUP_TILES tiles go behind one barrier, each split
 //   between KV_TILE/16 warps, through the deeper pipeline that the Q rows (and FP8's converted tile) such an item
-//   leaves unused make room for; FP8 items of at least PAT_LATE_LOADS_MIN_TOKENS tokens issue each group's gathers
-//   after its MMAs (group_pipeline's `late`), since there every warp both computes and gathers. Each layout is one
+//   leaves unused make room for; FP8 items there issue each group's gathers after its MMAs (group_pipeline's
+//   LATE), since there every warp both computes and gathers. Each layout is one
 //   template instantiation behind a switch on the item's tile m. CTAs of one item's KV heads are adjacent in the
 //   grid, so they read the neighbouring head rows of each token at about the same time.
 //   KV streams through shared memory in tiles of KV_TILE tokens, STAGES deep (STAGES-1 tiles in flight
@@ -1377,7 +1377,7 @@ __device__ __forceinline__ void write_rows_t8(const PatForwardParams& p, elem_t*
 // The KV pipeline of the loops that take G tiles per CTA barrier through NS stages (wg_ring_loop, tile_group_loop):
 // the prologue issues the first NS - G tiles; iteration t (a multiple of G) waits until tiles t .. t + G - 1 have
 // landed (the newest NS - 2G may still be pending), passes one CTA barrier (the previous group's G stages are then
-// free), issues the G tiles NS - G ahead into them, and calls compute(t); with `late`, compute(t) first and the G
+// free), issues the G tiles NS - G ahead into them, and calls compute(t); with LATE, compute(t) first and the G
 // tiles after it (each thread's cp.async gathers queue in the load unit, and the next instruction that reuses their
 // address registers waits until they are taken: issued after the group's MMAs, that wait falls where the warp waits
 // anyway, at the next barrier). Every tile is one commit group (empty past n_load), so "tile t + G - 1 has landed" is
@@ -1388,8 +1388,8 @@ __device__ __forceinline__ void write_rows_t8(const PatForwardParams& p, elem_t*
 // every warp past the loop: the caller's epilogue may reuse the shared memory.
 // Groups ahead that group_pipeline fetches its slot indices: FP8 builds two (their loop is short per byte, and with one
 // the warps stalled on the slot a gather's address needed: ncu, FP8 MHA private rows, ~12% of the stall samples; with
-// two and late gathers from 256 tokens, H200 FP8 private rows 0.85-0.95x: docs/perf/kernels/2026-12-03-h200-t8/), 16-bit
-// builds one (two: the same time, and d64 spills).
+// two and LATE gathers on every FP8 tile-group item, H200 FP8 private rows 0.85-0.95x:
+// docs/perf/kernels/2026-12-03-h200-t8/), 16-bit builds one (two: the same time, and d64 spills).
 #ifndef PAT_SLOT_AHEAD_GROUPS
 #ifdef PAT_KV_FP8
 #define PAT_SLOT_AHEAD_GROUPS 2
@@ -1397,9 +1397,9 @@ __device__ __forceinline__ void write_rows_t8(const PatForwardParams& p, elem_t*
 #define PAT_SLOT_AHEAD_GROUPS 1
 #endif
 #endif
-template <int G, int NS, bool WG, unsigned V_OFF, typename Start, typename Compute>
+template <int G, int NS, bool WG, unsigned V_OFF, bool LATE, typename Start, typename Compute>
 __device__ __forceinline__ void group_pipeline(const PatForwardParams& p, const KvLoader& loader, int kv_begin,
-                                               int kv_end, int n_tiles, int n_load, bool late, Start start,
+                                               int kv_end, int n_tiles, int n_load, Start start,
                                                Compute compute) {
     constexpr int AHEAD = NS - G;  // tiles issued before the group computed on
     static_assert(AHEAD >= G, "G tiles computed while at least G are in flight");
@@ -1433,9 +1433,9 @@ __device__ __forceinline__ void group_pipeline(const PatForwardParams& p, const 
                 next_slot[SA - 1][i] = row_slot(p, kv_begin + (ahead + SA * G) * KV_TILE, kv_end);
             }
         };
-        if (!late) issue();
+        if constexpr (!LATE) issue();
         compute(t);
-        if (late) issue();
+        if constexpr (LATE) issue();
     }
     cp_async_wait<0>();  // no copy may land in shared memory after the loop: the epilogue reuses it
     __syncthreads();     // ... nor may a warp still read its last tiles there
@@ -1455,8 +1455,8 @@ __device__ __forceinline__ void wg_ring_loop(const PatForwardParams& p, const Kv
     const int n_load = (n_tiles + G - 1) / G * G;
     RowState st;
     const unsigned long long q_desc = wg_desc(smem_addr(sq), 16, 1024);
-    group_pipeline<G, STAGES, true, V_STAGES_BYTES>(
-        p, loader, kv_begin, kv_end, n_tiles, n_load, false, [&] { init_rows(st); },
+    group_pipeline<G, STAGES, true, V_STAGES_BYTES, false>(
+        p, loader, kv_begin, kv_end, n_tiles, n_load, [&] { init_rows(st); },
         [&](int t) {
             const int stage = t % STAGES;
             attend_block_wg<PAT_WG_COLS>(p, q_desc, sk + stage * STAGE_ELEMS, sv + stage * STAGE_ELEMS, 0,
@@ -1479,15 +1479,14 @@ __device__ __forceinline__ void wg_ring_loop(const PatForwardParams& p, const Kv
 constexpr int GROUP_TILES = 2;          // tiles per barrier
 constexpr int GROUP_MIN_TOKENS = 256;   // shorter items keep the one-tile loop (their combine would cost more than it
                                         // saves)
-// FP8 items of at least this many tokens issue each group's gathers after its MMAs (group_pipeline's `late`): their
-// warps convert, compute and gather, and stalled on the gathers' address registers (ncu, FP8 d256 private rows:
-// about a third of the stall samples). H200 FP8 private rows: d256 0.91-0.94x, d128 0.93-1.00x; shorter items lose
-// the lookahead instead (d128 tree b, 512-token items: 1.05x), and 16-bit items, which only load while others compute,
-// lost 1-7%: docs/perf/kernels/2026-12-01-h200-fp8-late-loads/. With the slot indices two groups ahead
-// (PAT_SLOT_AHEAD_GROUPS) items of 256 tokens and more gain from it too (the threshold was 1024 before).
-#ifndef PAT_LATE_LOADS_MIN_TOKENS
-#define PAT_LATE_LOADS_MIN_TOKENS 256
-#endif
+// FP8 items on this loop (all of at least GROUP_MIN_TOKENS tokens) issue each group's gathers after its MMAs
+// (group_pipeline's LATE): their warps convert, compute and gather, and stalled on the gathers' address registers (ncu,
+// FP8 d256 private rows: about a third of the stall samples). H200 FP8 private rows: d256 0.91-0.94x, d128 0.93-1.00x,
+// when only items of 1024 tokens or more took it (shorter ones lost the lookahead instead: d128 tree b, 512-token
+// items, 1.05x), and 16-bit items, which only load while others compute, lost 1-7%:
+// docs/perf/kernels/2026-12-01-h200-fp8-late-loads/. With the slot indices two groups ahead (PAT_SLOT_AHEAD_GROUPS)
+// every FP8 item here gains from it, and the order is a compile-time one (a run-time threshold of 1024 tokens kept
+// both orders in the loop and ran FP8 private rows 1.03-1.14x slower than this: docs/perf/kernels/2026-12-03-h200-t8/).
 template <int ROW_WARPS, int G, int NS, bool KV8>
 __device__ __forceinline__ void tile_group_loop(const PatForwardParams& p, int kv_begin, int kv_end, int n_tiles,
                                                 int req_begin, int n_rows, int group, int kvh, elem_t* smem) {
@@ -1509,8 +1508,8 @@ __device__ __forceinline__ void tile_group_loop(const PatForwardParams& p, int k
     if constexpr (KV8 && ROW_WARPS == 1) {
         if (n_rows <= T8_ROWS) {  // tokens as the MMA's M (PAT_T8 above): the same pipeline, another block and state
             RowStateT8 st8;
-            group_pipeline<G, NS, false, NS * STAGE_BYTES>(
-                p, loader, kv_begin, kv_end, n_tiles, n_tiles, n_tiles * KV_TILE >= PAT_LATE_LOADS_MIN_TOKENS,
+            group_pipeline<G, NS, false, NS * STAGE_BYTES, true>(
+                p, loader, kv_begin, kv_end, n_tiles, n_tiles,
                 [&] {
                     cp_async_wait<NS - G - 1>();
                     __syncthreads();
@@ -1531,8 +1530,8 @@ __device__ __forceinline__ void tile_group_loop(const PatForwardParams& p, int k
     }
 #endif
     RowState st;
-    group_pipeline<G, NS, false, NS * STAGE_BYTES>(
-        p, loader, kv_begin, kv_end, n_tiles, n_tiles, KV8 && n_tiles * KV_TILE >= PAT_LATE_LOADS_MIN_TOKENS,
+    group_pipeline<G, NS, false, NS * STAGE_BYTES, KV8>(
+        p, loader, kv_begin, kv_end, n_tiles, n_tiles,
         [&] {
 #if PAT_FP8_KV_REGS
             if constexpr (KV8) {  // Q (landed with tile 0) in fp8_k_fragment's dim order, before any warp reads it
