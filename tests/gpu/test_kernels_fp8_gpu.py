@@ -259,8 +259,9 @@ def test_t8_build_with_tokens_as_the_mma_m(kv_dtype: torch.dtype, head_dim: int,
     """The ``t8`` build (``KernelVariant.t8``, the table's FP8 build at d128 and d256: long 16-row items of at most 8
     query rows take the KV tokens as the MMA's M), and the same build without it (every item's rows as the M), against
     float64 attention over the dequantised KV: GQA 1, 2, 4 and 8 on that layout, GQA 16 on the 16-row one beside it;
-    private leaves around the tile-group and late-gather thresholds (odd tile counts, last tiles of under 16 tokens), a
-    shared prefix, every leaf one item and the cost model's splits (partials and merge)."""
+    private leaves around the tile-group threshold (256 tokens; items of 8-10 tiles, whose slot lookahead of two groups
+    runs past their end), longer ones (odd tile counts, last tiles of under 16 tokens), a shared prefix, every leaf one
+    item and the cost model's splits (partials and merge)."""
     from pat_sglang.kernels import KernelTune, launch_plan
 
     lengths = [223, 256, 257, 287, 289, 511, 777, 992, 993, 1040, 1537, 3001]
