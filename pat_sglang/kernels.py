@@ -106,7 +106,7 @@ class KernelTune:
     max_tile_m: int | None = None  # plans only (TileTable.with_max_tile_m): items take tile ms <= this; same build
     wg_cols: int | None = None  # KV columns per wgmma S block (KernelVariant.wg_cols); None = the table's where fit
     wide_stages: int | None = None  # KernelVariant.wide_stages; None = 0 (no wide launch)
-    t8: bool | None = None  # KernelVariant.t8; None = the table's where the tune's build can take it
+    t8: bool | None = None  # KernelVariant.t8; None = the table's (set by the heads alone, which a tune keeps)
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ class KernelVariant:
                 f"128 and 2 to {WIDE_MAX_STAGES} stages; got wgmma={self.wgmma}, KV {self.kv_dtype}, head dim "
                 f"{self.head_dim}")
         if self.t8 and not (self.kv_fp8 and self.head_dim in T8_HEAD_DIMS):
-            raise ValueError(f"t8 items (tokens as the MMA's M) need FP8 pools at head dim 128 or 256; got KV "
+            raise ValueError(f"t8 items (tokens as the MMA's M) need FP8 pools at a head dim of {T8_HEAD_DIMS}; got KV "
                              f"{self.kv_dtype}, head dim {self.head_dim}")
 
     def without_wgmma(self) -> KernelVariant:
