@@ -1389,7 +1389,10 @@ __device__ __forceinline__ void write_rows_t8(const PatForwardParams& p, elem_t*
 // Groups ahead that group_pipeline fetches its slot indices: FP8 builds two (their loop is short per byte, and with one
 // the warps stalled on the slot a gather's address needed: ncu, FP8 MHA private rows, ~12% of the stall samples; with
 // two and LATE gathers on every FP8 tile-group item, H200 FP8 private rows 0.85-0.95x:
-// docs/perf/kernels/2026-12-03-h200-t8/), 16-bit builds one (two: the same time, and d64 spills).
+// docs/perf/kernels/2026-12-03-h200-t8/; tree c at 32/8 loses 5% with the second group, Mooncake rows gain 2-6%:
+// docs/perf/kernels/2026-12-03-h200-fp8-lookahead/), 16-bit builds one (two: the same time, and d64 spills).
+// PAT_WG_SLOT_AHEAD_GROUPS sets 64-row items' apart (the sweep's knob; one group there: 0.99-1.00x, MHA mooncake96
+// 0.96x in one run).
 #ifndef PAT_SLOT_AHEAD_GROUPS
 #ifdef PAT_KV_FP8
 #define PAT_SLOT_AHEAD_GROUPS 2
@@ -1397,7 +1400,10 @@ __device__ __forceinline__ void write_rows_t8(const PatForwardParams& p, elem_t*
 #define PAT_SLOT_AHEAD_GROUPS 1
 #endif
 #endif
-template <int G, int NS, bool WG, unsigned V_OFF, bool LATE, typename Start, typename Compute>
+#ifndef PAT_WG_SLOT_AHEAD_GROUPS  // 64-row items (wg_ring_loop)
+#define PAT_WG_SLOT_AHEAD_GROUPS PAT_SLOT_AHEAD_GROUPS
+#endif
+template <int G, int NS, bool WG, unsigned V_OFF, bool LATE, int SA, typename Start, typename Compute>
 __device__ __forceinline__ void group_pipeline(const PatForwardParams& p, const KvLoader& loader, int kv_begin,
                                                int kv_end, int n_tiles, int n_load, Start start,
                                                Compute compute) {
@@ -1408,7 +1414,6 @@ __device__ __forceinline__ void group_pipeline(const PatForwardParams& p, const 
         if (t < n_load) load_kv_row<WG, V_OFF>(loader, t, row_slot(p, kv_begin + t * KV_TILE, kv_end));
         cp_async_commit();
     }
-    constexpr int SA = PAT_SLOT_AHEAD_GROUPS;
     int next_slot[SA][G];  // next_slot[s][i]: tile AHEAD + s * G + i past the group being issued
 #pragma unroll
     for (int s = 0; s < SA; ++s)
@@ -1455,7 +1460,7 @@ __device__ __forceinline__ void wg_ring_loop(const PatForwardParams& p, const Kv
     const int n_load = (n_tiles + G - 1) / G * G;
     RowState st;
     const unsigned long long q_desc = wg_desc(smem_addr(sq), 16, 1024);
-    group_pipeline<G, STAGES, true, V_STAGES_BYTES, false>(
+    group_pipeline<G, STAGES, true, V_STAGES_BYTES, false, PAT_WG_SLOT_AHEAD_GROUPS>(
         p, loader, kv_begin, kv_end, n_tiles, n_load, [&] { init_rows(st); },
         [&](int t) {
             const int stage = t % STAGES;
@@ -1508,7 +1513,7 @@ __device__ __forceinline__ void tile_group_loop(const PatForwardParams& p, int k
     if constexpr (KV8 && ROW_WARPS == 1) {
         if (n_rows <= T8_ROWS) {  // tokens as the MMA's M (PAT_T8 above): the same pipeline, another block and state
             RowStateT8 st8;
-            group_pipeline<G, NS, false, NS * STAGE_BYTES, true>(
+            group_pipeline<G, NS, false, NS * STAGE_BYTES, true, PAT_SLOT_AHEAD_GROUPS>(
                 p, loader, kv_begin, kv_end, n_tiles, n_tiles,
                 [&] {
                     cp_async_wait<NS - G - 1>();
@@ -1530,7 +1535,7 @@ __device__ __forceinline__ void tile_group_loop(const PatForwardParams& p, int k
     }
 #endif
     RowState st;
-    group_pipeline<G, NS, false, NS * STAGE_BYTES, KV8>(
+    group_pipeline<G, NS, false, NS * STAGE_BYTES, KV8, PAT_SLOT_AHEAD_GROUPS>(
         p, loader, kv_begin, kv_end, n_tiles, n_tiles,
         [&] {
 #if PAT_FP8_KV_REGS
