@@ -17,6 +17,12 @@
          longest item's tokens, open items), or None over max_partials: host_core._HostCore.plan_items.
    edit_forest(kept, width, kept_q, attach, seq) -> dict of the forest's arrays, or None: _HostCore.edit_forest.
    edit_places(old_of, old_attach, old_first, joiners, placed, n) -> (attach, first, groups): _HostCore.edit_places.
+   write_paths(keys, lengths, rows, sigs): the published rows' pending node ids and tokens written into the row
+   tables (chain_table._RowPaths.flush: ~3 ints per node through a Python iterator, 80-320 us before a forest built
+   from the paths at 256 requests on the VM), None, or NotImplemented (nothing written) for what it does not take.
+   forest_from_paths(e_req, e_key, e_len, seq, index) -> (tok, start, parent, depth, req_ptr, req_flat, radix index
+   or None), None where the numpy version builds it (no entry with tokens) or raises, NotImplemented for arrays it
+   does not take: PrefixForest.from_paths (host_paths.c; the numpy version is the fallback and the reference).
    split_length(candidates, longest, ...) -> the split search's choice: _HostCore.split_length (host_simulate.c, built
    into the module too; its ctypes wrapper cost ~11 us around a ~30 us search at 256 requests).
 
@@ -250,6 +256,58 @@ fail:
     return NULL;
 }
 
+static PyObject *forest_from_paths(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (!takes("forest_from_paths", nargs, 5)) return NULL;
+    PyArrayObject *req = vec(args[0], NPY_INT64, -1);
+    const npy_intp n = req != NULL ? PyArray_DIM(req, 0) : 0;
+    PyArrayObject *key = vec(args[1], NPY_INT64, n), *len = vec(args[2], NPY_INT64, n), *seq = vec(args[3], NPY_INT64, -1);
+    const int index = PyObject_IsTrue(args[4]);
+    if (index < 0) return NULL;
+    if (!req || !key || !len || !seq) Py_RETURN_NOTIMPLEMENTED; /* the numpy version takes any integer arrays */
+    const npy_intp n_req = PyArray_DIM(seq, 0), N = n + n_req;
+    int64_t *work = PyMem_Malloc(sizeof(int64_t) * (size_t)(16 * n + 4 * n_req + 2));
+    if (work == NULL) return PyErr_NoMemory();
+    PyObject *buf = fresh(6 * N + 1 + 4 * n + n_req, NPY_INT64, 0), *result = NULL, *radix = NULL;
+    PyObject *parts[11] = {NULL};
+    int64_t shape[4];
+    if (buf == NULL) goto done;
+    if (pat_forest_from_paths(n_req, PyArray_DATA(seq), n, PyArray_DATA(req), PyArray_DATA(key), PyArray_DATA(len),
+                              index, work, PyArray_DATA((PyArrayObject *)buf), shape) != 0) {
+        Py_INCREF(Py_None); /* numpy's all-private forest, or its error */
+        result = Py_None;
+        goto done;
+    }
+    const npy_intp nodes = shape[0] + shape[1];
+    for (int k = 0; k < 4; k++) parts[k] = view(buf, 8 * k * N, nodes, NPY_INT64); /* tok, start, parent, depth */
+    parts[4] = view(buf, 8 * 4 * N, nodes + 1, NPY_INT64);                          /* req_ptr */
+    parts[5] = view(buf, 8 * (5 * N + 1), shape[3], NPY_INT64);                     /* req_flat */
+    for (int k = 0; k < 6; k++)
+        if (parts[k] == NULL) goto done;
+    if (shape[2] >= 0) {
+        const npy_intp at = 6 * N + 1;
+        parts[6] = view(buf, 8 * at, shape[2], NPY_INT64);               /* shared nodes' keys */
+        parts[7] = view(buf, 8 * (at + n), shape[2], NPY_INT64);         /* their chains' kept nodes */
+        parts[8] = view(buf, 8 * (at + 2 * n), shape[0], NPY_INT64);     /* kept nodes' keys */
+        parts[9] = view(buf, 8 * (at + 3 * n), shape[0], NPY_INT64);     /* kept nodes' path depths */
+        parts[10] = view(buf, 8 * (at + 4 * n), n_req, NPY_INT64);       /* first private key per request */
+        for (int k = 6; k < 11; k++)
+            if (parts[k] == NULL) goto done;
+        radix = PyTuple_Pack(5, parts[6], parts[7], parts[8], parts[9], parts[10]);
+        if (radix == NULL) goto done;
+    } else {
+        Py_INCREF(Py_None);
+        radix = Py_None;
+    }
+    result = PyTuple_Pack(7, parts[0], parts[1], parts[2], parts[3], parts[4], parts[5], radix);
+done:
+    PyMem_Free(work);
+    Py_XDECREF(buf);
+    Py_XDECREF(radix);
+    for (int k = 0; k < 11; k++) Py_XDECREF(parts[k]);
+    return result;
+}
+
 static PyObject *edit_places(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (!takes("edit_places", nargs, 6)) return NULL;
@@ -431,6 +489,76 @@ static PyObject *batch_arrays(PyObject *self, PyObject *const *args, Py_ssize_t 
     Py_DECREF(g);
     Py_DECREF(got);
     return out;
+}
+
+/* The int64 at tuple position `at` of the signature item `item` (a tuple), or -1 with *bad set where it is not one */
+static int64_t item_int(PyObject *item, Py_ssize_t at, int *bad) {
+    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
+        *bad = 1;
+        return -1;
+    }
+    PyObject *v = PyTuple_GET_ITEM(item, at);
+    if (!PyLong_Check(v)) {
+        *bad = 1;
+        return -1;
+    }
+    int overflow = 0;
+    const long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow || (x == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        *bad = 1;
+        return -1;
+    }
+    return (int64_t)x;
+}
+
+/* write_paths(keys, lengths, rows, sigs): chain_table._RowPaths.flush's writes. For each i, row rows[i] of the 2-D
+   C-contiguous int64 tables keys and lengths gets the node ids and tokens of sigs[i] (a tuple of (node id, data
+   pointer, tokens) tuples of ints, the request's last node first) root first: keys[row, j] = sigs[i][d - 1 - j][0],
+   lengths[row, j] = ...[2]. Everything is checked before anything is written (rows within the tables, signatures no
+   deeper than their width, every item a 3-tuple of ints): else NotImplemented and nothing written, and the numpy
+   version runs. None when written. */
+static PyObject *write_paths(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (!takes("write_paths", nargs, 4)) return NULL;
+    if (!PyArray_Check(args[0]) || !PyArray_Check(args[1]) || !PyList_Check(args[3])) Py_RETURN_NOTIMPLEMENTED;
+    PyArrayObject *keys = (PyArrayObject *)args[0], *lengths = (PyArrayObject *)args[1];
+    PyObject *sigs = args[3];
+    const Py_ssize_t n = PyList_GET_SIZE(sigs);
+    PyArrayObject *rows = vec(args[2], NPY_INT64, n);
+    if (rows == NULL || PyArray_NDIM(keys) != 2 || PyArray_NDIM(lengths) != 2 || PyArray_TYPE(keys) != NPY_INT64 ||
+        PyArray_TYPE(lengths) != NPY_INT64 || !PyArray_IS_C_CONTIGUOUS(keys) || !PyArray_IS_C_CONTIGUOUS(lengths) ||
+        !PyArray_ISWRITEABLE(keys) || !PyArray_ISWRITEABLE(lengths) || PyArray_DIM(keys, 0) != PyArray_DIM(lengths, 0) ||
+        PyArray_DIM(keys, 1) != PyArray_DIM(lengths, 1))
+        Py_RETURN_NOTIMPLEMENTED;
+    const npy_intp height = PyArray_DIM(keys, 0), width = PyArray_DIM(keys, 1);
+    const int64_t *row = (const int64_t *)PyArray_DATA(rows);
+    int bad = 0;
+    for (Py_ssize_t i = 0; i < n && !bad; i++) {
+        PyObject *sig = PyList_GET_ITEM(sigs, i);
+        if (!PyTuple_Check(sig) || row[i] < 0 || row[i] >= height || PyTuple_GET_SIZE(sig) > width) {
+            bad = 1;
+            break;
+        }
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(sig) && !bad; j++) {
+            PyObject *item = PyTuple_GET_ITEM(sig, j);
+            item_int(item, 0, &bad);
+            item_int(item, 2, &bad);
+        }
+    }
+    if (bad) Py_RETURN_NOTIMPLEMENTED;
+    int64_t *k = (int64_t *)PyArray_DATA(keys), *l = (int64_t *)PyArray_DATA(lengths);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *sig = PyList_GET_ITEM(sigs, i);
+        const Py_ssize_t d = PyTuple_GET_SIZE(sig);
+        int64_t *kr = k + row[i] * width, *lr = l + row[i] * width;
+        for (Py_ssize_t j = 0; j < d; j++) {
+            PyObject *item = PyTuple_GET_ITEM(sig, d - 1 - j);
+            kr[j] = item_int(item, 0, &bad);
+            lr[j] = item_int(item, 2, &bad);
+        }
+    }
+    Py_RETURN_NONE;
 }
 
 /* same_ints(a, b): a.shape == b.shape and (a == b).all() for two C-contiguous 1-D int64 arrays (planner.same_ints),
@@ -779,6 +907,9 @@ static PyMethodDef METHODS[] = {
     {"batch_arrays", (PyCFunction)(void (*)(void))batch_arrays, METH_FASTCALL, "chain_table._batch_arrays"},
     {"plan_items", (PyCFunction)(void (*)(void))plan_items, METH_FASTCALL, "host_core._HostCore.plan_items"},
     {"edit_forest", (PyCFunction)(void (*)(void))edit_forest, METH_FASTCALL, "host_core._HostCore.edit_forest"},
+    {"write_paths", (PyCFunction)(void (*)(void))write_paths, METH_FASTCALL, "chain_table._RowPaths.flush"},
+    {"forest_from_paths", (PyCFunction)(void (*)(void))forest_from_paths, METH_FASTCALL,
+     "forest.PrefixForest.from_paths"},
     {"edit_places", (PyCFunction)(void (*)(void))edit_places, METH_FASTCALL, "host_core._HostCore.edit_places"},
     {NULL, NULL, 0, NULL},
 };

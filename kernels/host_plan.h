@@ -1,4 +1,4 @@
-/* The entry points of host_items.c, host_edit.c and host_simulate.c that other host sources call directly
+/* The entry points of host_items.c, host_edit.c, host_paths.c and host_simulate.c that other host sources call directly
    (host_glue.c, the extension module): one declaration each, included by their definitions too, so a signature change
    cannot drift. Their arguments are documented at the definitions; pat_sglang/host_core.py's ctypes types are the
    Python side's copy. */
@@ -23,5 +23,8 @@ int64_t pat_split_length(const int64_t *lengths, int64_t n_lengths, int64_t long
                          int64_t n_entries, int64_t num_requests, int64_t packs, int64_t slots,
                          const int64_t *block_token_bytes, const double *block_overheads, int64_t n_overheads,
                          double chain_slot_bytes, double tolerance, int64_t batch_items);
+int64_t pat_forest_from_paths(int64_t n_req, const int64_t *seq, int64_t n_in, const int64_t *e_req_in,
+                              const int64_t *e_key_in, const int64_t *e_len_in, int index, int64_t *work,
+                              int64_t *out, int64_t *shape);
 
 #endif

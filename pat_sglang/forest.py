@@ -276,16 +276,27 @@ class PrefixForest:
         Numpy over the entries: cost grows with nodes and requests, not tokens.
 
         ``index``: also record, when every request has a private leaf, where the radix keys sit in the forest
-        (``RADIX_INDEX`` in the structure values: what ``forest_edit.RadixIndex`` edits the forest with)."""
+        (``RADIX_INDEX`` in the structure values: what ``forest_edit.RadixIndex`` edits the forest with).
+
+        Compiled where the host extension module loads (``kernels/host_paths.c``: the same arrays in one call, ~60
+        numpy calls fewer); the numpy version below is its fallback, its reference in the tests, and gives every
+        error."""
         seq = np.asarray(seq_lens, dtype=np.int64)
+        e_req = np.asarray(entry_req, dtype=np.int64)
+        e_key = np.asarray(entry_key, dtype=np.int64)
+        e_len = np.asarray(entry_len, dtype=np.int64)
+        got = host_core.glue_call("forest_from_paths", e_req, e_key, e_len, seq, index)
+        if got is not NotImplemented and got is not None:
+            *arrays, radix_index = got
+            forest = PrefixForest(*arrays, np.asarray(row_base, np.int64), seq, slot_table)
+            if radix_index is not None:
+                forest._derived[RADIX_INDEX] = radix_index
+            return forest
         n_req = seq.shape[0]
         if n_req == 0:
             raise ValueError("empty batch: no requests")
         if (seq < 1).any():
             raise ValueError(f"request {int(np.flatnonzero(seq < 1)[0])} has no KV tokens (sequence length 0)")
-        e_req = np.asarray(entry_req, dtype=np.int64)
-        e_key = np.asarray(entry_key, dtype=np.int64)
-        e_len = np.asarray(entry_len, dtype=np.int64)
         keep = e_len > 0
         if not keep.all():
             e_req, e_key, e_len = e_req[keep], e_key[keep], e_len[keep]

@@ -78,8 +78,9 @@ DISABLE_ENV = "PAT_SGLANG_HOST_CORE"  # "0": the numpy/Python versions
 SOURCE_NAMES = ("host_simulate.c", "host_rows.c", "host_items.c", "host_edit.c")  # compiled together into one library
 PY_SOURCE_NAMES = ("host_batch.c",)  # the CPython-API piece: a library of its own, loaded with ctypes.PyDLL
 # The extension module that calls four of SOURCE_NAMES' functions (split_length, plan_items, edit_forest, edit_places)
-# without ctypes, and launches built CUDA graphs (host_launch.c) (``_load_glue``; its own build of them)
-GLUE_SOURCE_NAMES = ("host_glue.c", "host_items.c", "host_edit.c", "host_launch.c", "host_simulate.c")
+# without ctypes, launches built CUDA graphs (host_launch.c) and builds forests from radix paths (host_paths.c: no
+# ctypes wrapper, numpy is its fallback) (``_load_glue``; its own build of them)
+GLUE_SOURCE_NAMES = ("host_glue.c", "host_items.c", "host_edit.c", "host_launch.c", "host_simulate.c", "host_paths.c")
 GLUE_MODULE = "pat_host_glue"  # its PyInit_ name
 GLUE_ENV = "PAT_SGLANG_HOST_GLUE"  # "0": the ctypes wrappers and launches serve instead (the A/B and test switch)
 # included by the sources: written beside them for every build, part of its hash

@@ -344,6 +344,84 @@ def test_with_lengths_small() -> None:
     assert h.with_lengths(np.array([5, 6])) is None
 
 
+FOREST_ARRAYS = ("tok", "start", "parent", "depth", "req_ptr", "req_flat", "row_base", "request_lengths")
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**31 - 1), page_size=st.sampled_from([1, 16]), split=st.booleans(),
+       extra=st.booleans(), empty=st.booleans(), index=st.booleans())
+def test_compiled_from_paths_equals_numpy(seed: int, page_size: int, split: bool, extra: bool, empty: bool,
+                                          index: bool) -> None:
+    """``from_paths`` through the host extension module (``kernels/host_paths.c``) against its numpy version: the same
+    arrays (values and dtypes) and the same radix index, on random trees whose requests end inside shared nodes or past
+    their paths (``extra``), with radix nodes split finer than needed, and with entries of no tokens (``empty``:
+    both drop them)."""
+    from pat_sglang import host_core
+    from pat_sglang.forest import RADIX_INDEX
+
+    if host_core.loaded_glue() is None:  # a compiler and numpy's headers are there wherever tests run
+        pytest.fail("the host extension module did not load (see the log for the reason)")
+    rng = np.random.default_rng(seed)
+    tree = random_tree(rng, max_depth=6, max_requests=48, max_len=48, page_size=page_size, max_request_tokens=20000,
+                       p_inner_request=0.2, p_duplicate=0.1)
+    batch = layout_tree(tree, page_size=page_size, rng=rng)
+    req, key, length = paths_of(batch, split)
+    seq = np.diff(batch.kv_indptr.numpy().astype(np.int64))
+    if extra:
+        seq = seq + rng.integers(1, 5, size=seq.shape[0])
+    if empty and req.shape[0]:
+        at = np.sort(rng.choice(req.shape[0] + 1, size=3))
+        req = np.insert(req, at, req[np.minimum(at, req.shape[0] - 1)])
+        key = np.insert(key, at, rng.integers(0, 1 << 40, size=3))
+        length = np.insert(length, at, 0)
+    row_base = rng.permutation(seq.shape[0]).astype(np.int64) * 65536
+    got = host_core.glue_call("forest_from_paths", req, key, length, seq, index)
+    assert (got is None) == (not (length > 0).any())  # None: no entry with tokens (numpy's all-private forest)
+    compiled = PrefixForest.from_paths(req, key, length, seq, row_base, index=index)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(host_core, "loaded", lambda: None)
+        reference = PrefixForest.from_paths(req, key, length, seq, row_base, index=index)
+    for name in FOREST_ARRAYS:
+        a, b = getattr(compiled, name), getattr(reference, name)
+        assert a.dtype == b.dtype == np.int64 and a.tolist() == b.tolist(), name
+    assert (RADIX_INDEX in compiled._derived) == (RADIX_INDEX in reference._derived)
+    if RADIX_INDEX in reference._derived:
+        for a, b in zip(compiled._derived[RADIX_INDEX], reference._derived[RADIX_INDEX], strict=True):
+            assert a.dtype == b.dtype and a.tolist() == b.tolist()
+    check_structure(compiled)
+
+
+def test_compiled_from_paths_leaves_the_rest_to_numpy() -> None:
+    """The compiled call answers None where the numpy version raises or builds the all-private forest (so its errors
+    stand), and NotImplemented for arrays it does not take (int32, strided), which the numpy version reads."""
+    from pat_sglang import host_core
+
+    def call(req: list, key: list, length: list, seq: list, dtype: type = np.int64) -> object:
+        return host_core.glue_call("forest_from_paths", *(np.array(a, dtype) for a in (req, key, length, seq)), True)
+
+    if host_core.loaded_glue() is None:
+        pytest.fail("the host extension module did not load (see the log for the reason)")
+    assert call([0, 1], [7, 7], [4, 4], [6, 5]) is not None
+    assert call([0, 1], [7, 7], [4, 4], [6, 5], np.int32) is NotImplemented
+    for args in (
+        ([0, 1], [7, 7], [4, 5], [9, 9]),  # one key, two lengths
+        ([0, 0, 1], [1, 2, 2], [4, 3, 3], [9, 9]),  # one key at two depths
+        ([1, 0], [1, 1], [4, 4], [9, 9]),  # not in request order
+        ([0, 1], [1, 1], [4, 4], [9, 3]),  # a path longer than its request
+        ([0], [1], [4], [9, 0]),  # a request of no tokens
+        ([0, 1], [-1, -1], [4, 4], [9, 9]),  # a negative key (numpy's single-int64 order differs there)
+        ([0, 1], [1 << 48, 1 << 48], [4, 4], [9, 9]),  # a key past numpy's single-int64 order
+        ([0, 1], [7, 7], [0, 0], [9, 9]),  # no entry with tokens: numpy's all-private forest
+        ([], [], [], []),
+    ):
+        assert call(*args) is None, args
+    strided = np.arange(8, dtype=np.int64)[::2]
+    assert host_core.glue_call("forest_from_paths", strided, strided, strided, np.full(4, 9), False) is NotImplemented
+    f = PrefixForest.from_paths(np.array([0, 1]), np.array([1 << 48] * 2), np.array([4, 4]), np.array([6, 5]),
+                                np.array([0, 10]))
+    assert f.tok.tolist() == [4, 2, 1] and f.q.tolist() == [2, 1, 1]  # the numpy version builds it
+
+
 def _corrupt_inputs(seed: int) -> tuple:
     rng = np.random.default_rng(seed)
     tree = random_tree(rng, max_depth=4, max_requests=24, max_len=24, max_request_tokens=5000)

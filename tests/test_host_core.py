@@ -875,3 +875,57 @@ def test_glue_calls_leave_no_references_behind() -> None:
         tracemalloc.stop()
     assert [sys.getrefcount(x) for x in held] == refs
     assert grown < 64 * 1024, grown
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_row_paths_flush_equals_its_numpy_version(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_RowPaths.flush`` through ``host_glue.c``'s ``write_paths`` against its numpy version: pending rows of random
+    signatures (depths 0 to the table's width, rows set twice, node ids past 32 bits) leave the same tables; and
+    ``write_paths`` writes nothing and answers NotImplemented for what it does not take (a row past the table, a
+    signature deeper than it, an item that is not three ints, int32 rows), so that numpy answers those."""
+    from pat_sglang.sglang_patches import chain_table as ct
+
+    assert host_core.loaded_glue() is not None, "the host core's extension module did not load"
+    rng = np.random.default_rng(seed)
+
+    def entry(depth: int) -> ct.ChainEntry:
+        sig = tuple((int(rng.integers(0, 1 << 40)), int(rng.integers(1, 1 << 47)), int(rng.integers(1, 5000)))
+                    for _ in range(depth))
+        return ct.ChainEntry(int(rng.integers(0, 1000)), 0, sig)
+
+    sets = [(int(rng.integers(0, 300)), entry(int(rng.integers(0, 9)))) for _ in range(int(rng.integers(1, 120)))]
+    tables = {}
+    for glue in (True, False):
+        with monkeypatch.context() as m:
+            if not glue:
+                m.setattr(host_core, "loaded_glue", lambda: None)
+            paths = ct._RowPaths()
+            paths.room(1)
+            for row, e in sets:
+                paths.set(row, e)
+            paths.keys[:] = paths.lengths[:] = -7  # poisoned: every cell read below is written by the flush
+            paths.flush()
+            tables[glue] = paths
+    a, b = tables[True], tables[False]
+    for row in {r for r, _ in sets}:
+        d = int(b.depth[row])
+        assert d == a.depth[row]
+        assert a.keys[row, :d].tolist() == b.keys[row, :d].tolist()
+        assert a.lengths[row, :d].tolist() == b.lengths[row, :d].tolist()
+    keys = np.full((4, 3), -1, np.int64)
+    lengths = keys.copy()
+    glue = host_core.loaded_glue()
+    good = ((1, 2, 3), (4, 5, 6))
+    assert glue.write_paths(keys, lengths, np.array([2], np.int64), [good]) is None
+    assert keys[2].tolist() == [4, 1, -1] and lengths[2].tolist() == [6, 3, -1]  # root first
+    for rows, sigs in (
+        (np.array([4], np.int64), [good]),  # past the table
+        (np.array([1], np.int64), [good + good]),  # deeper than its width
+        (np.array([1], np.int64), [((1, 2),)]),  # not three ints
+        (np.array([1], np.int64), [((1, 2, "3"),)]),
+        (np.array([1], np.int32), [good]),
+        (np.array([1, 2], np.int64), [good]),  # one signature per row
+    ):
+        before = keys.copy()
+        assert glue.write_paths(keys, lengths, rows, sigs) is NotImplemented
+        assert keys.tolist() == before.tolist()
