@@ -20,6 +20,10 @@
    write_paths(keys, lengths, rows, sigs): the published rows' pending node ids and tokens written into the row
    tables (chain_table._RowPaths.flush: ~3 ints per node through a Python iterator, 80-320 us before a forest built
    from the paths at 256 requests on the VM), None, or NotImplemented (nothing written) for what it does not take.
+   remade_items(prev_items, prev_req, prev_dst, prev_requests, prev_partials, old_index, rows, seq, stride, split,
+                tile_of_size, tile_m_of_size, lo, hi, max_items, max_partials, max_entries)
+     -> (items, item_req, item_dst, merge_indptr, merge_partials, partials, planned tokens, longest item's tokens),
+     None where planner.remade_plan returns None, NotImplemented for what it does not take (host_remade.c).
    forest_from_paths(e_req, e_key, e_len, seq, index) -> (tok, start, parent, depth, req_ptr, req_flat, radix index
    or None), None where the numpy version builds it (no entry with tokens) or raises, NotImplemented for arrays it
    does not take: PrefixForest.from_paths (host_paths.c; the numpy version is the fallback and the reference).
@@ -305,6 +309,95 @@ done:
     Py_XDECREF(buf);
     Py_XDECREF(radix);
     for (int k = 0; k < 11; k++) Py_XDECREF(parts[k]);
+    return result;
+}
+
+/* A 2-D view (rows x cols) of `type` at the start of the C-contiguous array `base` (which it keeps alive) */
+static PyObject *view2(PyObject *base, npy_intp rows, npy_intp cols, int type) {
+    npy_intp dims[2] = {rows, cols};
+    PyObject *v = PyArray_New(&PyArray_Type, 2, dims, type, NULL, PyArray_DATA((PyArrayObject *)base), 0,
+                              NPY_ARRAY_CARRAY, NULL);
+    if (v == NULL) return NULL;
+    Py_INCREF(base);
+    if (PyArray_SetBaseObject((PyArrayObject *)v, base) < 0) {
+        Py_DECREF(v);
+        return NULL;
+    }
+    return v;
+}
+
+static PyObject *remade_items(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (!takes("remade_items", nargs, 17)) return NULL;
+    if (!PyArray_Check(args[0])) Py_RETURN_NOTIMPLEMENTED;
+    PyArrayObject *prev = (PyArrayObject *)args[0];
+    if (PyArray_NDIM(prev) != 2 || PyArray_DIM(prev, 1) != ITEM_FIELDS || PyArray_TYPE(prev) != NPY_INT32 ||
+        !PyArray_IS_C_CONTIGUOUS(prev))
+        Py_RETURN_NOTIMPLEMENTED;
+    PyArrayObject *prev_req = vec(args[1], NPY_INT32, -1);
+    PyArrayObject *prev_dst = vec(args[2], NPY_INT32, prev_req ? PyArray_DIM(prev_req, 0) : -1);
+    PyArrayObject *old_index = vec(args[5], NPY_INT64, -1);
+    const npy_intp n = old_index ? PyArray_DIM(old_index, 0) : 0;
+    PyArrayObject *rows = vec(args[6], NPY_INT64, n), *seq = vec(args[7], NPY_INT64, n);
+    PyArrayObject *tile = vec(args[10], NPY_INT64, -1);
+    PyArrayObject *tile_m = vec(args[11], NPY_INT64, tile ? PyArray_DIM(tile, 0) : -1);
+    if (!prev_req || !prev_dst || !old_index || !rows || !seq || !tile || !tile_m) Py_RETURN_NOTIMPLEMENTED;
+    int64_t prev_requests, prev_partials, stride, split, lo, hi, max_items, max_partials, max_entries;
+    if (as_int64(args[3], &prev_requests) || as_int64(args[4], &prev_partials) || as_int64(args[8], &stride) ||
+        as_int64(args[9], &split) || as_int64(args[12], &lo) || as_int64(args[13], &hi) ||
+        as_int64(args[14], &max_items) || as_int64(args[15], &max_partials) || as_int64(args[16], &max_entries))
+        return NULL;
+    if (prev_requests < 0 || prev_partials < 0 || split < 1) Py_RETURN_NOTIMPLEMENTED;
+    /* the joiners' items: ceil(length / split) each */
+    const int64_t *oi = PyArray_DATA(old_index), *sq = PyArray_DATA(seq);
+    int64_t joined = 0;
+    for (npy_intp r = 0; r < n; r++) {
+        if (sq[r] < 1) Py_RETURN_NOTIMPLEMENTED;
+        if (oi[r] < 0) joined += (sq[r] + split - 1) / split;
+    }
+    const npy_intp prev_n = PyArray_DIM(prev, 0), prev_e = PyArray_DIM(prev_req, 0);
+    const npy_intp num_items = prev_n + joined, num_entries = prev_e + joined;
+    const size_t work_n = (size_t)(3 * prev_e + 3 * prev_n + prev_requests + prev_partials + 3 * n + 2 + 8 * joined);
+    int64_t *work = PyMem_Malloc(sizeof(int64_t) * work_n);
+    if (work == NULL) return PyErr_NoMemory();
+    npy_intp dims[2] = {num_items > 0 ? num_items : 1, ITEM_FIELDS};
+    PyObject *items = PyArray_EMPTY(2, dims, NPY_INT32, 0);
+    /* item_req, item_dst, merge_indptr, merge_partials: one buffer */
+    PyObject *ints = items ? fresh(3 * num_entries + n + 1, NPY_INT32, 0) : NULL;
+    PyObject *result = NULL, *parts[5] = {NULL};
+    int64_t summary[5];
+    if (ints == NULL) goto done;
+    int32_t *i32 = (int32_t *)PyArray_DATA((PyArrayObject *)ints);
+    const int64_t got = pat_remade_plan(
+        prev_n, PyArray_DATA(prev), prev_e, PyArray_DATA(prev_req), PyArray_DATA(prev_dst), prev_requests,
+        prev_partials, n, oi, PyArray_DATA(rows), sq, stride, split, PyArray_DIM(tile, 0), PyArray_DATA(tile),
+        PyArray_DATA(tile_m), lo, hi, max_items, max_partials, max_entries, work,
+        (int32_t *)PyArray_DATA((PyArrayObject *)items), i32, i32 + num_entries, i32 + 2 * num_entries,
+        i32 + 2 * num_entries + n + 1, summary);
+    if (got == -1) {
+        Py_INCREF(Py_None);
+        result = Py_None;
+        goto done;
+    }
+    if (got < 0) {
+        Py_INCREF(Py_NotImplemented);
+        result = Py_NotImplemented;
+        goto done;
+    }
+    parts[0] = view2(items, summary[0], ITEM_FIELDS, NPY_INT32);
+    parts[1] = view(ints, 0, summary[1], NPY_INT32);
+    parts[2] = view(ints, 4 * num_entries, summary[1], NPY_INT32);
+    parts[3] = view(ints, 4 * 2 * num_entries, n + 1, NPY_INT32);
+    parts[4] = view(ints, 4 * (2 * num_entries + n + 1), summary[2] ? i32[2 * num_entries + n] : 0, NPY_INT32);
+    for (int k = 0; k < 5; k++)
+        if (parts[k] == NULL) goto done;
+    result = Py_BuildValue("(OOOOOLLL)", parts[0], parts[1], parts[2], parts[3], parts[4], (long long)summary[2],
+                           (long long)summary[3], (long long)summary[4]);
+done:
+    PyMem_Free(work);
+    Py_XDECREF(items);
+    Py_XDECREF(ints);
+    for (int k = 0; k < 5; k++) Py_XDECREF(parts[k]);
     return result;
 }
 
@@ -908,6 +1001,7 @@ static PyMethodDef METHODS[] = {
     {"plan_items", (PyCFunction)(void (*)(void))plan_items, METH_FASTCALL, "host_core._HostCore.plan_items"},
     {"edit_forest", (PyCFunction)(void (*)(void))edit_forest, METH_FASTCALL, "host_core._HostCore.edit_forest"},
     {"write_paths", (PyCFunction)(void (*)(void))write_paths, METH_FASTCALL, "chain_table._RowPaths.flush"},
+    {"remade_items", (PyCFunction)(void (*)(void))remade_items, METH_FASTCALL, "planner.remade_plan"},
     {"forest_from_paths", (PyCFunction)(void (*)(void))forest_from_paths, METH_FASTCALL,
      "forest.PrefixForest.from_paths"},
     {"edit_places", (PyCFunction)(void (*)(void))edit_places, METH_FASTCALL, "host_core._HostCore.edit_places"},

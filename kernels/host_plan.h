@@ -1,4 +1,4 @@
-/* The entry points of host_items.c, host_edit.c, host_paths.c and host_simulate.c that other host sources call directly
+/* The entry points of host_items.c, host_edit.c, host_paths.c, host_remade.c and host_simulate.c that other host sources call directly
    (host_glue.c, the extension module): one declaration each, included by their definitions too, so a signature change
    cannot drift. Their arguments are documented at the definitions; pat_sglang/host_core.py's ctypes types are the
    Python side's copy. */
@@ -26,5 +26,12 @@ int64_t pat_split_length(const int64_t *lengths, int64_t n_lengths, int64_t long
 int64_t pat_forest_from_paths(int64_t n_req, const int64_t *seq, int64_t n_in, const int64_t *e_req_in,
                               const int64_t *e_key_in, const int64_t *e_len_in, int index, int64_t *work,
                               int64_t *out, int64_t *shape);
+int64_t pat_remade_plan(int64_t prev_n, const int32_t *prev_items, int64_t prev_e, const int32_t *prev_req,
+                        const int32_t *prev_dst, int64_t prev_requests, int64_t prev_partials, int64_t n,
+                        const int64_t *old_index, const int64_t *rows, const int64_t *seq, int64_t stride,
+                        int64_t split, int64_t lut_n, const int64_t *tile_of_size, const int64_t *tile_m_of_size,
+                        int64_t lo, int64_t hi, int64_t max_items, int64_t max_partials, int64_t max_entries,
+                        int64_t *work, int32_t *items, int32_t *item_req, int32_t *item_dst, int32_t *merge_indptr,
+                        int32_t *merge_partials, int64_t *summary);
 
 #endif

@@ -49,11 +49,12 @@ numpy C API, built from the same cache with ``host_items.c`` and ``host_edit.c``
 same in one C call each; where it loads, ``_HostCore`` binds its three functions in place of the wrappers, which stay
 the fallback (``PAT_SGLANG_HOST_GLUE=0``, or no numpy headers) and are compared with it in the tests.
 
-Two more pieces live in the extension module only, with numpy as their fallback: a forest built from radix paths
+Three more pieces live in the extension module only, with numpy as their fallback: a forest built from radix paths
 (``kernels/host_paths.c``, ``PrefixForest.from_paths``: a changed batch whose shared structure the forest edit cannot
 follow; ~60 numpy calls, 580-720 us run cold at 256 requests on the VM) and the publisher's pending row paths written
 into its row tables before they are gathered (``write_paths``, ``chain_table._RowPaths.flush``: three ints per node
-through a Python iterator, 80-320 us there).
+through a Python iterator, 80-320 us there), and last step's plan re-made for joiners and leavers (``remade_items``,
+``kernels/host_remade.c``, ``planner.remade_plan`` under ``PAT_SGLANG_REMAKE_PLANS=1``: ~225 us of numpy there).
 """
 
 from __future__ import annotations
@@ -84,9 +85,11 @@ DISABLE_ENV = "PAT_SGLANG_HOST_CORE"  # "0": the numpy/Python versions
 SOURCE_NAMES = ("host_simulate.c", "host_rows.c", "host_items.c", "host_edit.c")  # compiled together into one library
 PY_SOURCE_NAMES = ("host_batch.c",)  # the CPython-API piece: a library of its own, loaded with ctypes.PyDLL
 # The extension module that calls four of SOURCE_NAMES' functions (split_length, plan_items, edit_forest, edit_places)
-# without ctypes, launches built CUDA graphs (host_launch.c) and builds forests from radix paths (host_paths.c: no
-# ctypes wrapper, numpy is its fallback) (``_load_glue``; its own build of them)
-GLUE_SOURCE_NAMES = ("host_glue.c", "host_items.c", "host_edit.c", "host_launch.c", "host_simulate.c", "host_paths.c")
+# without ctypes, launches built CUDA graphs (host_launch.c), builds forests from radix paths (host_paths.c) and
+# re-makes plans (host_remade.c; these two with no ctypes wrapper: numpy is their fallback) (``_load_glue``)
+GLUE_SOURCE_NAMES = (
+    "host_glue.c", "host_items.c", "host_edit.c", "host_launch.c", "host_simulate.c", "host_paths.c", "host_remade.c",
+)
 GLUE_MODULE = "pat_host_glue"  # its PyInit_ name
 GLUE_ENV = "PAT_SGLANG_HOST_GLUE"  # "0": the ctypes wrappers and launches serve instead (the A/B and test switch)
 # included by the sources: written beside them for every build, part of its hash

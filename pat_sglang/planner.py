@@ -843,14 +843,30 @@ def remade_plan(
     open, launched first (cut at the split length, they are about as long as the plan's longest items). A joiner shares
     nothing in this plan, so it reads again what it could share: the caller bounds that (``kv_bytes_planned -
     kv_bytes_unique`` against the full plan it started from). ``unique_tokens``: the new batch's distinct KV tokens
-    (``stats.kv_bytes_unique``). Numpy over the items and entries, Python per joiner item. No ``packs`` (``PackInfo``
-    are for printing: none here), no ``regrow``."""
+    (``stats.kv_bytes_unique``). Compiled (``kernels/host_remade.c``) where the host extension module loads; else
+    numpy over the items and entries, Python per joiner item (the reference the tests compare it with). No ``packs``
+    (``PackInfo`` are for printing: none here), no ``regrow``."""
     stride = previous.row_stride
     num_requests = rows.shape[0]
     split = previous.split_tokens
     if stride is None or previous.num_open != previous.num_requests or split < 1 or not num_requests:
         return None
     items = previous.items.numpy()
+    group, _, tok_bytes, partial_bytes = _head_numbers(previous.heads)
+    tile_ms = previous.tile_ms
+    tile_of_size, tile_m_of_size = _tile_lut(tile_ms, group, max(1, tile_ms[-1] // group))
+    # Compiled (kernels/host_remade.c) where the extension module loads: the same arrays in one call; below, numpy
+    got = host_core.glue_call(
+        "remade_items", items, previous.item_req.numpy(), previous.item_dst.numpy(), previous.num_requests,
+        previous.num_partials, old_index, rows, seq_lens, stride, split, tile_of_size, tile_m_of_size,
+        planned_tokens[0], planned_tokens[1], *(_NO_LIMITS if limits is None else
+                                                 (limits.max_items, limits.max_partials, limits.max_entries)))
+    if got is None:
+        return None
+    if got is not NotImplemented:
+        out, item_req, item_dst, merge_indptr, merge_partials, num_partials, planned, longest = got
+        return _remade(previous, num_requests, seq_lens, unique_tokens, out, item_req, item_dst, merge_indptr,
+                       merge_partials, num_partials, planned, longest)
     stays = old_index >= 0
     survivors = np.flatnonzero(stays)
     new_of_old = np.full(previous.num_requests, -1, dtype=np.int64)
@@ -885,9 +901,6 @@ def remade_plan(
     num_kept_slots = int(new_slot[-1]) + 1 if new_slot.shape[0] else 0
     kept_dst = np.where(kept_dst >= 0, new_slot[kept_dst], -1)
 
-    group, _, tok_bytes, partial_bytes = _head_numbers(previous.heads)
-    tile_ms = previous.tile_ms
-    tile_of_size, tile_m_of_size = _tile_lut(tile_ms, group, max(1, tile_ms[-1] // group))
     joined, join_req, join_dst, join_tokens = _joiner_items(
         joiners, rows, seq_lens, stride, split, num_kept_slots, (int(tile_of_size[1]), int(tile_m_of_size[1])))
     num_join = len(join_req)
@@ -912,31 +925,45 @@ def remade_plan(
     item_req = np.concatenate([np.array(join_req, dtype=np.int64), kept_req])
     item_dst = np.concatenate([np.array(join_dst, dtype=np.int64), kept_dst])
     merge_indptr, merge_partials = _merge_map(item_req, item_dst, num_requests)
+    return _remade(previous, num_requests, seq_lens, unique_tokens, out, item_req.astype(np.int32),
+                   item_dst.astype(np.int32), merge_indptr, merge_partials, num_partials, planned,
+                   max(int(kv_len.max(initial=0)), max(join_tokens, default=0)))
+
+
+_NO_LIMITS = (-1, -1, -1)  # remade_items' limits where the plan has none
+
+
+def _remade(previous: PackPlan, num_requests: int, seq_lens: np.ndarray, unique_tokens: int, items: np.ndarray,
+            item_req: np.ndarray, item_dst: np.ndarray, merge_indptr: np.ndarray, merge_partials: np.ndarray,
+            num_partials: int, planned: int, longest: int) -> PackPlan:
+    """``remade_plan``'s plan from its arrays (int32; the compiled version's or numpy's): ``planned`` KV tokens,
+    ``longest`` the longest item's."""
+    _, _, tok_bytes, partial_bytes = _head_numbers(previous.heads)
     stats = PlanStats(
         kv_bytes_planned=planned * tok_bytes,
         kv_bytes_per_request=int(seq_lens.sum()) * tok_bytes,
         kv_bytes_unique=unique_tokens * tok_bytes,
         partial_bytes=num_partials * partial_bytes,
-        num_items=num_items,
+        num_items=int(items.shape[0]),
         num_partials=num_partials,
-        max_item_tokens=max(int(kv_len.max(initial=0)), max(join_tokens, default=0)),
+        max_item_tokens=longest,
     )
     return PackPlan(
         heads=previous.heads,
         num_requests=num_requests,
-        tile_ms=tile_ms,
-        items=torch.from_numpy(out),
+        tile_ms=previous.tile_ms,
+        items=torch.from_numpy(items),
         slot_table=previous.slot_table,
-        item_req=torch.from_numpy(item_req.astype(np.int32)),
-        item_dst=torch.from_numpy(item_dst.astype(np.int32)),
+        item_req=torch.from_numpy(item_req),
+        item_dst=torch.from_numpy(item_dst),
         merge_indptr=torch.from_numpy(merge_indptr),
         merge_partials=torch.from_numpy(merge_partials),
         num_partials=num_partials,
         max_slot=previous.max_slot,
         stats=stats,
-        row_stride=stride,
+        row_stride=previous.row_stride,
         num_open=num_requests,  # every request's last item is open: kept requests' own, joiners' last split
-        split_tokens=split,
+        split_tokens=previous.split_tokens,
     )
 
 

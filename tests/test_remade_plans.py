@@ -304,3 +304,59 @@ def test_node_refs_only_for_the_batch_just_published() -> None:
     assert pb.node_refs() is None and sim.table.batch.node_refs() is not None
     j = np.array([len(pb.entries) - 1])
     assert DecodeStepPlanner._joiners_excess(batch, j) == 0  # withheld: no bound
+
+
+@pytest.mark.parametrize(("page_size", "heads"), [(1, 0), (16, 1), (1, 2)])
+def test_compiled_remade_plans_equal_numpy(page_size: int, heads: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``remade_plan`` through the host extension module (``kernels/host_remade.c``) against its numpy version on every
+    re-made step of a join / leave sequence (padding rows, leavers whose row a shared item reads, joiners of several
+    splits; limits now and then too tight): the same answer (a plan or None) and, for a plan, the same items, entries,
+    merge map, partial count and statistics."""
+    from pat_sglang import host_core
+
+    assert host_core.loaded_glue() is not None, "the host core's extension module did not load"
+    monkeypatch.setattr(decode_step, "REMAKE_MAX_EXTRA_FRACTION", 0.9)
+    monkeypatch.setattr(decode_step, "SPLIT_KEEP_FRACTION", 1.0)
+    remade_of = decode_step.remade_plan
+    compared: list[bool] = []
+    answered: list[object] = []  # what the compiled call gave on each re-made step (a plan's arrays, or None)
+    glue_call = host_core.glue_call
+
+    def record(name: str, *args: object) -> object:
+        got = glue_call(name, *args)
+        if name == "remade_items" and host_core.loaded() is not None:  # (not the numpy reference's call)
+            answered.append(got)
+        return got
+
+    monkeypatch.setattr(host_core, "glue_call", record)
+
+    def both(previous, old_index, rows, seq_lens, unique, limits=None, planned_tokens=(0, 1 << 62)):
+        if compared and len(compared) % 5 == 0:  # now and then limits the plan may not fit
+            limits = PlanLimits(int(previous.num_items), int(previous.num_partials), int(previous.item_req.shape[0]))
+        plan = remade_of(previous, old_index, rows, seq_lens, unique, limits, planned_tokens)
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(host_core, "loaded", lambda: None)
+            want = remade_of(previous, old_index, rows, seq_lens, unique, limits, planned_tokens)
+        assert (plan is None) == (want is None)
+        compared.append(plan is not None)
+        if plan is not None:
+            for name in ("items", "item_req", "item_dst", "merge_indptr", "merge_partials"):
+                a, b = getattr(plan, name), getattr(want, name)
+                assert a.dtype == b.dtype and a.tolist() == b.tolist(), name
+            assert plan.num_partials == want.num_partials and plan.stats == want.stats
+            assert (plan.num_requests, plan.num_open, plan.split_tokens) == (
+                want.num_requests, want.num_open, want.split_tokens)
+        return plan
+
+    monkeypatch.setattr(decode_step, "remade_plan", both)
+    sim = Sim(page_size, HEADS[heads], seed=40 + heads)
+    for _ in range(40):
+        if len(sim.live) > 4 and sim.rng.random() < 0.6:
+            sim.leave(int(sim.rng.integers(len(sim.live))))
+        for _ in range(int(sim.rng.integers(0, 3))):
+            sim.join()
+        batch = sim.step(int(sim.rng.choice([0, 1, 3])))
+        plan = sim.planner.plan(batch)
+        assert_plan_exact(plan, sim.h.req_to_token, batch.rows, batch.seq_lens, seed=3, num_slots=sim.h.num_slots)
+    assert sum(compared) >= 8 and not all(compared), compared
+    assert NotImplemented not in answered and sum(isinstance(a, tuple) for a in answered) == sum(compared)
