@@ -20,6 +20,8 @@
    write_paths(keys, lengths, rows, sigs): the published rows' pending node ids and tokens written into the row
    tables (chain_table._RowPaths.flush: ~3 ints per node through a Python iterator, 80-320 us before a forest built
    from the paths at 256 requests on the VM), None, or NotImplemented (nothing written) for what it does not take.
+   gather_paths(keys, lengths, depth, rows): a batch's flat radix paths from those tables (chain_table._RowPaths.paths,
+   ~10 numpy calls and a 2-D fancy-index copy per table before a forest built from the paths), or NotImplemented.
    remade_items(prev_items, prev_req, prev_dst, prev_requests, prev_partials, old_index, rows, seq, stride, split,
                 tile_of_size, tile_m_of_size, lo, hi, max_items, max_partials, max_entries)
      -> (items, item_req, item_dst, merge_indptr, merge_partials, partials, planned tokens, longest item's tokens),
@@ -654,6 +656,52 @@ static PyObject *write_paths(PyObject *self, PyObject *const *args, Py_ssize_t n
     Py_RETURN_NONE;
 }
 
+/* gather_paths(keys, lengths, depth, rows): chain_table._RowPaths.paths after its flush: the flat radix paths of the
+   batch `rows` (int64, each within the tables) from the row tables keys / lengths (2-D C-contiguous int64) and the
+   rows' depths (int64, one per table row, each within the tables' width): (request index, node id, tokens) per entry,
+   requests in batch order, each root first, three fresh read-only int64 arrays; NotImplemented for what it does not
+   take (numpy's fancy indexing answers those). */
+static PyObject *gather_paths(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (!takes("gather_paths", nargs, 4)) return NULL;
+    if (!PyArray_Check(args[0]) || !PyArray_Check(args[1])) Py_RETURN_NOTIMPLEMENTED;
+    PyArrayObject *keys = (PyArrayObject *)args[0], *lengths = (PyArrayObject *)args[1];
+    if (PyArray_NDIM(keys) != 2 || PyArray_NDIM(lengths) != 2 || PyArray_TYPE(keys) != NPY_INT64 ||
+        PyArray_TYPE(lengths) != NPY_INT64 || !PyArray_IS_C_CONTIGUOUS(keys) || !PyArray_IS_C_CONTIGUOUS(lengths) ||
+        PyArray_DIM(keys, 0) != PyArray_DIM(lengths, 0) || PyArray_DIM(keys, 1) != PyArray_DIM(lengths, 1))
+        Py_RETURN_NOTIMPLEMENTED;
+    const npy_intp height = PyArray_DIM(keys, 0), width = PyArray_DIM(keys, 1);
+    PyArrayObject *depth = vec(args[2], NPY_INT64, height), *rows = vec(args[3], NPY_INT64, -1);
+    if (!depth || !rows) Py_RETURN_NOTIMPLEMENTED;
+    const npy_intp n = PyArray_DIM(rows, 0);
+    const int64_t *row = PyArray_DATA(rows), *dep = PyArray_DATA(depth);
+    npy_intp total = 0;
+    for (npy_intp i = 0; i < n; i++) {
+        if (row[i] < 0 || row[i] >= height || dep[row[i]] < 0 || dep[row[i]] > width) Py_RETURN_NOTIMPLEMENTED;
+        total += dep[row[i]];
+    }
+    PyObject *out[3] = {fresh(total, NPY_INT64, 0), fresh(total, NPY_INT64, 0), fresh(total, NPY_INT64, 0)};
+    if (!out[0] || !out[1] || !out[2]) {
+        for (int k = 0; k < 3; k++) Py_XDECREF(out[k]);
+        return NULL;
+    }
+    int64_t *req = PyArray_DATA((PyArrayObject *)out[0]), *key = PyArray_DATA((PyArrayObject *)out[1]);
+    int64_t *len = PyArray_DATA((PyArrayObject *)out[2]);
+    const int64_t *k = PyArray_DATA(keys), *l = PyArray_DATA(lengths);
+    npy_intp at = 0;
+    for (npy_intp i = 0; i < n; i++) {
+        const int64_t d = dep[row[i]];
+        memcpy(key + at, k + row[i] * width, sizeof(int64_t) * (size_t)d);
+        memcpy(len + at, l + row[i] * width, sizeof(int64_t) * (size_t)d);
+        for (int64_t j = 0; j < d; j++) req[at + j] = i;
+        at += d;
+    }
+    for (int k3 = 0; k3 < 3; k3++) PyArray_CLEARFLAGS((PyArrayObject *)out[k3], NPY_ARRAY_WRITEABLE);
+    PyObject *result = PyTuple_Pack(3, out[0], out[1], out[2]);
+    for (int k3 = 0; k3 < 3; k3++) Py_DECREF(out[k3]);
+    return result;
+}
+
 /* same_ints(a, b): a.shape == b.shape and (a == b).all() for two C-contiguous 1-D int64 arrays (planner.same_ints),
    else NotImplemented. */
 static PyObject *same_ints(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -1001,6 +1049,7 @@ static PyMethodDef METHODS[] = {
     {"plan_items", (PyCFunction)(void (*)(void))plan_items, METH_FASTCALL, "host_core._HostCore.plan_items"},
     {"edit_forest", (PyCFunction)(void (*)(void))edit_forest, METH_FASTCALL, "host_core._HostCore.edit_forest"},
     {"write_paths", (PyCFunction)(void (*)(void))write_paths, METH_FASTCALL, "chain_table._RowPaths.flush"},
+    {"gather_paths", (PyCFunction)(void (*)(void))gather_paths, METH_FASTCALL, "chain_table._RowPaths.paths"},
     {"remade_items", (PyCFunction)(void (*)(void))remade_items, METH_FASTCALL, "planner.remade_plan"},
     {"forest_from_paths", (PyCFunction)(void (*)(void))forest_from_paths, METH_FASTCALL,
      "forest.PrefixForest.from_paths"},

@@ -879,10 +879,12 @@ def test_glue_calls_leave_no_references_behind() -> None:
 
 @pytest.mark.parametrize("seed", range(30))
 def test_row_paths_flush_equals_its_numpy_version(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``_RowPaths.flush`` through ``host_glue.c``'s ``write_paths`` against its numpy version: pending rows of random
-    signatures (depths 0 to the table's width, rows set twice, node ids past 32 bits) leave the same tables; and
-    ``write_paths`` writes nothing and answers NotImplemented for what it does not take (a row past the table, a
-    signature deeper than it, an item that is not three ints, int32 rows), so that numpy answers those."""
+    """``_RowPaths.flush`` and ``paths`` through ``host_glue.c``'s ``write_paths`` and ``gather_paths`` against their
+    numpy versions: pending rows of random signatures (depths 0 to the table's width, rows set twice, node ids past 32
+    bits) leave the same tables, and a batch of rows (some without a path, one twice) gathers the same flat paths
+    (values, dtypes, read-only); ``write_paths`` writes nothing and answers NotImplemented for what it does not take (a
+    row past the table, a signature deeper than it, an item that is not three ints, int32 rows), and so does
+    ``gather_paths`` (a row past the table, int32 rows), so that numpy answers those."""
     from pat_sglang.sglang_patches import chain_table as ct
 
     assert host_core.loaded_glue() is not None, "the host core's extension module did not load"
@@ -894,7 +896,9 @@ def test_row_paths_flush_equals_its_numpy_version(seed: int, monkeypatch: pytest
         return ct.ChainEntry(int(rng.integers(0, 1000)), 0, sig)
 
     sets = [(int(rng.integers(0, 300)), entry(int(rng.integers(0, 9)))) for _ in range(int(rng.integers(1, 120)))]
-    tables = {}
+    batch = rng.permutation(320)[: int(rng.integers(1, 200))].astype(np.int64)  # rows with and without a path
+    batch = np.append(batch, batch[0])
+    tables, gathered = {}, {}
     for glue in (True, False):
         with monkeypatch.context() as m:
             if not glue:
@@ -906,6 +910,9 @@ def test_row_paths_flush_equals_its_numpy_version(seed: int, monkeypatch: pytest
             paths.keys[:] = paths.lengths[:] = -7  # poisoned: every cell read below is written by the flush
             paths.flush()
             tables[glue] = paths
+            gathered[glue] = paths.paths(batch)
+    for a, b in zip(gathered[True], gathered[False], strict=True):
+        assert a.dtype == b.dtype == np.int64 and not a.flags.writeable and a.tolist() == b.tolist()
     a, b = tables[True], tables[False]
     for row in {r for r, _ in sets}:
         d = int(b.depth[row])
@@ -929,3 +936,8 @@ def test_row_paths_flush_equals_its_numpy_version(seed: int, monkeypatch: pytest
         before = keys.copy()
         assert glue.write_paths(keys, lengths, rows, sigs) is NotImplemented
         assert keys.tolist() == before.tolist()
+    depth = np.array([0, 1, 2, 3], np.int64)
+    assert [a.tolist() for a in glue.gather_paths(keys, lengths, depth, np.array([2, 0, 3], np.int64))] == [
+        [0, 0, 2, 2, 2], [4, 1, -1, -1, -1], [6, 3, -1, -1, -1]]
+    assert glue.gather_paths(keys, lengths, depth, np.array([4], np.int64)) is NotImplemented
+    assert glue.gather_paths(keys, lengths, depth, np.array([1], np.int32)) is NotImplemented
