@@ -68,9 +68,10 @@ static PyObject *fresh(npy_intp n, int type, int zero) {
     return zero ? PyArray_ZEROS(1, &n, type, 0) : PyArray_EMPTY(1, &n, type, 0);
 }
 
-/* A 1-D view of n entries of `type` at byte `offset` into the C-contiguous array `base` (which it keeps alive) */
-static PyObject *view(PyObject *base, npy_intp offset, npy_intp n, int type) {
-    PyObject *v = PyArray_New(&PyArray_Type, 1, &n, type, NULL, (char *)PyArray_DATA((PyArrayObject *)base) + offset,
+/* A C-contiguous view of shape dims[0..nd) of `type` at byte `offset` into the C-contiguous array `base` (which it
+   keeps alive) */
+static PyObject *view_nd(PyObject *base, npy_intp offset, int nd, npy_intp *dims, int type) {
+    PyObject *v = PyArray_New(&PyArray_Type, nd, dims, type, NULL, (char *)PyArray_DATA((PyArrayObject *)base) + offset,
                               0, NPY_ARRAY_CARRAY, NULL);
     if (v == NULL) return NULL;
     Py_INCREF(base);
@@ -79,6 +80,11 @@ static PyObject *view(PyObject *base, npy_intp offset, npy_intp n, int type) {
         return NULL;
     }
     return v;
+}
+
+/* A 1-D view of n entries of `type` at byte `offset` into `base` */
+static PyObject *view(PyObject *base, npy_intp offset, npy_intp n, int type) {
+    return view_nd(base, offset, 1, &n, type);
 }
 
 /* Whether the METH_FASTCALL function `name` got `want` arguments; else a TypeError is set and 0 returned */
@@ -267,7 +273,8 @@ static PyObject *forest_from_paths(PyObject *self, PyObject *const *args, Py_ssi
     if (!takes("forest_from_paths", nargs, 5)) return NULL;
     PyArrayObject *req = vec(args[0], NPY_INT64, -1);
     const npy_intp n = req != NULL ? PyArray_DIM(req, 0) : 0;
-    PyArrayObject *key = vec(args[1], NPY_INT64, n), *len = vec(args[2], NPY_INT64, n), *seq = vec(args[3], NPY_INT64, -1);
+    PyArrayObject *key = vec(args[1], NPY_INT64, n), *len = vec(args[2], NPY_INT64, n);
+    PyArrayObject *seq = vec(args[3], NPY_INT64, -1);
     const int index = PyObject_IsTrue(args[4]);
     if (index < 0) return NULL;
     if (!req || !key || !len || !seq) Py_RETURN_NOTIMPLEMENTED; /* the numpy version takes any integer arrays */
@@ -312,20 +319,6 @@ done:
     Py_XDECREF(radix);
     for (int k = 0; k < 11; k++) Py_XDECREF(parts[k]);
     return result;
-}
-
-/* A 2-D view (rows x cols) of `type` at the start of the C-contiguous array `base` (which it keeps alive) */
-static PyObject *view2(PyObject *base, npy_intp rows, npy_intp cols, int type) {
-    npy_intp dims[2] = {rows, cols};
-    PyObject *v = PyArray_New(&PyArray_Type, 2, dims, type, NULL, PyArray_DATA((PyArrayObject *)base), 0,
-                              NPY_ARRAY_CARRAY, NULL);
-    if (v == NULL) return NULL;
-    Py_INCREF(base);
-    if (PyArray_SetBaseObject((PyArrayObject *)v, base) < 0) {
-        Py_DECREF(v);
-        return NULL;
-    }
-    return v;
 }
 
 static PyObject *remade_items(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -386,7 +379,8 @@ static PyObject *remade_items(PyObject *self, PyObject *const *args, Py_ssize_t 
         result = Py_NotImplemented;
         goto done;
     }
-    parts[0] = view2(items, summary[0], ITEM_FIELDS, NPY_INT32);
+    npy_intp shape[2] = {summary[0], ITEM_FIELDS};
+    parts[0] = view_nd(items, 0, 2, shape, NPY_INT32);
     parts[1] = view(ints, 0, summary[1], NPY_INT32);
     parts[2] = view(ints, 4 * num_entries, summary[1], NPY_INT32);
     parts[3] = view(ints, 4 * 2 * num_entries, n + 1, NPY_INT32);
@@ -623,8 +617,8 @@ static PyObject *write_paths(PyObject *self, PyObject *const *args, Py_ssize_t n
     PyArrayObject *rows = vec(args[2], NPY_INT64, n);
     if (rows == NULL || PyArray_NDIM(keys) != 2 || PyArray_NDIM(lengths) != 2 || PyArray_TYPE(keys) != NPY_INT64 ||
         PyArray_TYPE(lengths) != NPY_INT64 || !PyArray_IS_C_CONTIGUOUS(keys) || !PyArray_IS_C_CONTIGUOUS(lengths) ||
-        !PyArray_ISWRITEABLE(keys) || !PyArray_ISWRITEABLE(lengths) || PyArray_DIM(keys, 0) != PyArray_DIM(lengths, 0) ||
-        PyArray_DIM(keys, 1) != PyArray_DIM(lengths, 1))
+        !PyArray_ISWRITEABLE(keys) || !PyArray_ISWRITEABLE(lengths) ||
+        PyArray_DIM(keys, 0) != PyArray_DIM(lengths, 0) || PyArray_DIM(keys, 1) != PyArray_DIM(lengths, 1))
         Py_RETURN_NOTIMPLEMENTED;
     const npy_intp height = PyArray_DIM(keys, 0), width = PyArray_DIM(keys, 1);
     const int64_t *row = (const int64_t *)PyArray_DATA(rows);

@@ -14,10 +14,11 @@
    node absorbed into its only child when that child holds all its requests is not kept), in (depth, key) order of
    their radix nodes, then one leaf per request with tokens past its last kept node, in request order.
 
-   work: 16 n + 4 n_req + 2 int64 of scratch. out (int64), with N = n + n_req (n: entries given, with tokens or not): tok, start, parent, depth (N each),
-   req_ptr (N + 1), req_flat (N), then for `index` the radix index (forest.RADIX_INDEX, forest_edit.RadixIndex's
-   input): the shared nodes' keys and the kept node each one's chain was absorbed into (n each), the kept nodes' keys
-   and path depths (n each), and per request the key of its first private entry or -1 (n_req). shape[0..3]: kept
+   work: 16 n + 4 n_req + 2 int64 of scratch. out (int64), with N = n + n_req (n: entries given, with tokens or not):
+   tok, start, parent, depth (N each), req_ptr (N + 1), req_flat (N), then for `index` the radix index
+   (forest.RADIX_INDEX, forest_edit.RadixIndex's input): the shared nodes' keys and the kept node each one's chain was
+   absorbed into (n each), the kept nodes' keys and path depths (n each), and per request the key of its first private
+   entry or -1 (n_req). shape[0..3]: kept
    nodes, leaves, shared nodes, req_flat entries. The index is written only where every request has a leaf (numpy's
    condition): else shape[2] is -1.
 
@@ -60,7 +61,8 @@ int64_t pat_forest_from_paths(int64_t n_req, const int64_t *seq, int64_t n_in, c
     int64_t *prev_end = tmp + n_in, *prev_idx = prev_end + n_in, *kept_excl = prev_idx + n_in;
     int64_t *node_first = kept_excl + n_in, *node_q = node_first + n_in, *node_flag = node_q + n_in;
     int64_t *kept_id = node_flag + n_in;
-    int64_t *first = kept_id + n_in, *count = first + n_req, *leaf_start = count + n_req, *last_kept = leaf_start + n_req;
+    int64_t *first = kept_id + n_in, *count = first + n_req, *leaf_start = count + n_req;
+    int64_t *last_kept = leaf_start + n_req;
     int64_t n = 0;
     for (int64_t i = 0; i < n_in; i++) {
         if (e_len_in[i] <= 0) continue;

@@ -1,7 +1,8 @@
-/* The entry points of host_items.c, host_edit.c, host_paths.c, host_remade.c and host_simulate.c that other host sources call directly
-   (host_glue.c, the extension module): one declaration each, included by their definitions too, so a signature change
-   cannot drift. Their arguments are documented at the definitions; pat_sglang/host_core.py's ctypes types are the
-   Python side's copy. */
+/* The entry points of host_items.c, host_edit.c, host_paths.c, host_remade.c and host_simulate.c that other host
+   sources call directly (host_glue.c, the extension module): one declaration each, included by their definitions
+   too, so a signature change cannot drift. Their arguments are documented at the definitions; pat_sglang/host_core.py's
+   ctypes types are the Python side's copy (host_paths.c and host_remade.c have none: only the extension module calls
+   them). */
 #ifndef PAT_HOST_PLAN_H
 #define PAT_HOST_PLAN_H
 #include <stdint.h>
