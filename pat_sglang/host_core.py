@@ -49,12 +49,13 @@ numpy C API, built from the same cache with ``host_items.c`` and ``host_edit.c``
 same in one C call each; where it loads, ``_HostCore`` binds its three functions in place of the wrappers, which stay
 the fallback (``PAT_SGLANG_HOST_GLUE=0``, or no numpy headers) and are compared with it in the tests.
 
-Three more pieces live in the extension module only, with numpy as their fallback: a forest built from radix paths
-(``kernels/host_paths.c``, ``PrefixForest.from_paths``: a changed batch whose shared structure the forest edit cannot
-follow; ~60 numpy calls, 580-720 us run cold at 256 requests on the VM) and the publisher's pending row paths written
-into its row tables before they are gathered (``write_paths``, ``chain_table._RowPaths.flush``: three ints per node
-through a Python iterator, 80-320 us there), and last step's plan re-made for joiners and leavers (``remade_items``,
-``kernels/host_remade.c``, ``planner.remade_plan`` under ``PAT_SGLANG_REMAKE_PLANS=1``: ~225 us of numpy there).
+Four more pieces live in the extension module only, with numpy as their fallback and reference: a forest built from
+radix paths (``kernels/host_paths.c``, ``PrefixForest.from_paths``: a changed batch whose shared structure the forest
+edit cannot follow; ~60 numpy calls, 580-720 us run cold at 256 requests on the VM); the publisher's pending row paths
+written into its row tables (``write_paths``, ``chain_table._RowPaths.flush``: three ints per node through a Python
+iterator, 80-320 us there) and a batch's flat paths gathered from them (``gather_paths``, ``_RowPaths.paths``); and
+last step's plan re-made for joiners and leavers (``remade_items``, ``kernels/host_remade.c``, ``planner.remade_plan``
+under ``PAT_SGLANG_REMAKE_PLANS=1``: ~225 us of numpy there).
 """
 
 from __future__ import annotations

@@ -852,7 +852,7 @@ def remade_plan(
     if stride is None or previous.num_open != previous.num_requests or split < 1 or not num_requests:
         return None
     items = previous.items.numpy()
-    group, _, tok_bytes, partial_bytes = _head_numbers(previous.heads)
+    group = _head_numbers(previous.heads)[0]
     tile_ms = previous.tile_ms
     tile_of_size, tile_m_of_size = _tile_lut(tile_ms, group, max(1, tile_ms[-1] // group))
     # Compiled (kernels/host_remade.c) where the extension module loads: the same arrays in one call; below, numpy
