@@ -276,14 +276,17 @@ def test_tile_table_refuses_bad_fp8_wg_cols(tmp_path, monkeypatch, fp8: dict) ->
 
 
 def test_fp8_wgmma_build_takes_the_fp8_entrys_wg_cols() -> None:
-    """The shipped table: FP8 d128 builds 64-row items on wgmma over one 32-column block per 32-token FP8 tile; the
-    16-bit build of the same head dim keeps its own entry, and FP8 d64 (no fp8 wgmma entry) stays on mma.sync."""
+    """The shipped table: FP8 d128 builds 64-row items on wgmma over one 32-column block per 32-token FP8 tile, FP8
+    d64 over 16-column blocks (32 spill under fp16 queries); the 16-bit build of the same head dim keeps its own
+    entry; sm_80 stays on mma.sync."""
     table = load_tile_table("sm90")
-    fp8 = KernelVariant.from_table("sm_90", "bf16", 128, "fp8_e4m3")
-    assert fp8.wgmma and fp8.kv_tile == 32 and fp8.wg_cols == table.wg_cols_for(128, fp8=True) == 32
+    for d, cols in ((64, 16), (128, 32)):
+        fp8 = KernelVariant.from_table("sm_90", "fp16", d, "fp8_e4m3")
+        assert fp8.wgmma and fp8.kv_tile == 32 and fp8.wg_cols == table.wg_cols_for(d, fp8=True) == cols
     assert KernelVariant.from_table("sm_90", "bf16", 128).wg_cols == table.wg_cols_for(128) == 32
-    d64 = KernelVariant.from_table("sm_90", "bf16", 64, "fp8_e5m2")
-    assert not d64.wgmma and d64.wg_cols == 16
+    assert KernelVariant.from_table("sm_90", "bf16", 64).wg_cols == table.wg_cols_for(64) == 16
+    sm80 = KernelVariant.from_table("sm_80", "bf16", 64, "fp8_e5m2")
+    assert not sm80.wgmma and sm80.wg_cols == 16
 
 
 @pytest.mark.parametrize("slack", [-1, 8])
