@@ -477,10 +477,11 @@ def test_wgmma_switch(monkeypatch) -> None:
     from pat_sglang.kernels import WGMMA_ENV
 
     heads = HeadConfig(32, 8, 128, torch.bfloat16)
-    heads_fp8 = HeadConfig(32, 8, 64, torch.bfloat16, torch.float8_e4m3fn)  # FP8 pools: the table says no wgmma
+    heads_fp8 = HeadConfig(32, 8, 64, torch.bfloat16, torch.float8_e4m3fn)
     monkeypatch.delenv(WGMMA_ENV, raising=False)
     assert KernelVariant.for_config(heads, "sm_90").wgmma  # the table's choice at d128
-    assert not KernelVariant.for_config(heads_fp8, "sm_90").wgmma
+    assert KernelVariant.for_config(heads_fp8, "sm_90").wgmma == load_tile_table("sm90").wgmma(64, fp8=True)
+    assert not KernelVariant.for_config(heads_fp8, "sm_90", KernelTune(wgmma=False)).wgmma
     assert KernelVariant.for_config(heads_fp8, "sm_90", KernelTune(wgmma=True)).wgmma
     # a tune of fewer warps than a warpgroup keeps the table's choice only where it can build it: mma.sync, no refusal
     assert not KernelVariant.for_config(heads, "sm_90", KernelTune(warps=2)).wgmma
@@ -489,7 +490,7 @@ def test_wgmma_switch(monkeypatch) -> None:
     # a newer GPU runs sm_90's table (the newest), but wgmma is sm_90a's alone: mma.sync there, no refusal
     assert not KernelVariant.for_config(heads, "sm_100").wgmma and not KernelVariant.for_config(heads, "sm_120").wgmma
     monkeypatch.setenv(WGMMA_ENV, "0")
-    assert not KernelVariant.for_config(heads, "sm_90").wgmma
+    assert not KernelVariant.for_config(heads, "sm_90").wgmma and not KernelVariant.for_config(heads_fp8, "sm_90").wgmma
     monkeypatch.setenv(WGMMA_ENV, "1")
     assert KernelVariant.for_config(heads_fp8, "sm_90").wgmma
     assert KernelVariant.for_config(heads, "sm_90").wgmma
