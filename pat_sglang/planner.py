@@ -84,6 +84,7 @@ import functools
 import heapq
 import itertools
 import math
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -106,6 +107,14 @@ ITEM_FIELDS = 8  # padded to 32 bytes: one aligned load per CTA
 ITEM_OPEN_END = -1
 
 MIN_SPLIT_TOKENS = 256
+# The launch's last wave: where it holds at most 1/TAIL_WAVE_DIVISOR of the resident CTAs, the items that make it (the
+# last in launch order) are cut TAIL_SPLIT_FACTOR times finer (pieces of at least MIN_SPLIT_TOKENS), so that the step
+# does not end on a few CTAs streaming whole items alone. H200, tree c (16 x 16 requests, 1024 shared + 1024 own): the
+# last 64 of 2176 CTAs (8 items x 8 KV heads) started at 250 us and ran 28-33 us each, with 88% of the CTA slots idle,
+# ~25 us of a 285 us kernel (docs/perf/kernels/2026-12-03-h200-c-phases/). PAT_SGLANG_TAIL_SPLIT=0 turns it off.
+TAIL_WAVE_DIVISOR = 4
+TAIL_SPLIT_FACTOR = 4
+TAIL_SPLIT_ENV = "PAT_SGLANG_TAIL_SPLIT"
 MAX_WAVES = 4  # finest split: CTAs for this many resident waves
 SPLIT_LADDER = (2.0, 1.41, 1.0, 0.71, 0.5, 0.35, 0.25)  # candidate split lengths, x one wave's split
 SPLIT_STEPS_UP = 2  # each whole number of waves: also try split lengths this many coarse steps longer
@@ -552,6 +561,11 @@ def _plan(
             searched = searched or len(fitting) > 1
             split_tokens = search(fitting)
             splits, num_items, num_entries = _split_numbers(pack_tokens, split_tokens, pack_blocks, pack_req_count)
+    tail = _tail_split(splits, num_items, pack_tokens, pack_blocks, num_kv_heads, target)
+    if tail is not None:
+        t_items, t_entries = int(tail @ pack_blocks), int(tail @ pack_req_count)
+        if limits is None or _fits(limits, tail, t_items, t_entries, pack_req, pack_req_count, num_requests):
+            splits, num_items, num_entries = tail, t_items, t_entries
     # Open ends: the last split of a pack whose node has one request (in canonical form, that request's private leaf:
     # its range ends where the request's row ends).
     leaf_pack = None if row_stride is None else (fa.q if pack_node is None else fa.q[pack_node]) == 1
@@ -783,6 +797,13 @@ def _regrown(previous: PackPlan, forest: PrefixForest) -> PackPlan | None:
     planned_tokens = int(pack_tokens @ rg.pack_blocks)
     heads = previous.heads
     splits = _split_counts(pack_tokens, rg.split_tokens)
+    # the last wave cut as _plan cuts it; where that cut is new, whether it fits the limits is not known here: planned
+    # afresh (as when a count changes)
+    heads, device, tiles = rg.args[:3]
+    tail = _tail_split(splits, int(splits @ rg.pack_blocks), pack_tokens, rg.pack_blocks, heads.num_kv_heads,
+                       target_ctas(device, tiles, heads))
+    if tail is not None:
+        splits = tail
     if not np.array_equal(splits, rg.splits):
         return None
     n_tok = pack_tokens[rg.item_pack]
@@ -1442,6 +1463,32 @@ def _split_numbers(pack_tokens: np.ndarray, split_tokens: int, pack_blocks: np.n
         return got
     splits = _split_counts(pack_tokens, split_tokens)
     return splits, int(splits @ pack_blocks), int(splits @ pack_req_count)
+
+
+def _tail_split(splits: np.ndarray, num_items: int, pack_tokens: np.ndarray, pack_blocks: np.ndarray,
+                num_kv_heads: int, target: int) -> np.ndarray | None:
+    """The packs' split counts with the launch's last wave cut finer (``TAIL_WAVE_DIVISOR``), or None where they stay:
+    one wave or less, a last wave of more than 1/TAIL_WAVE_DIVISOR of ``target`` CTAs, or no tail item long enough to
+    cut. The launch runs items longest first (``_plan_items``: a stable sort by tokens per item, descending), so the
+    last wave is the shortest items, the last packs among equals; each of its packs gets TAIL_SPLIT_FACTOR times its
+    splits (fewer where its pieces would fall under MIN_SPLIT_TOKENS), its items moving to the launch's end. A pure
+    function of its arguments: ``_regrown`` makes the same counts."""
+    ctas = num_items * num_kv_heads
+    rest = ctas % target
+    if ctas <= target or rest == 0 or rest * TAIL_WAVE_DIVISOR > target or os.environ.get(TAIL_SPLIT_ENV) == "0":
+        return None
+    item_tokens = -(-pack_tokens // splits)
+    order = np.argsort(-item_tokens, kind="stable")
+    pack_ctas = (splits * pack_blocks)[order] * num_kv_heads
+    # the packs whose items start the last wave: from the launch's end back until `rest` CTAs are covered
+    first = int(np.searchsorted(np.cumsum(pack_ctas[::-1]), rest))
+    tail = order[max(0, order.shape[0] - first - 1):]
+    factor = np.minimum(TAIL_SPLIT_FACTOR, item_tokens[tail] // MIN_SPLIT_TOKENS)
+    if not (factor > 1).any():
+        return None
+    cut = splits.copy()
+    cut[tail] = splits[tail] * np.maximum(1, factor)
+    return cut
 
 
 def _pack_paths(fa: PrefixForest, pack_node: np.ndarray, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

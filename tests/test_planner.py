@@ -998,3 +998,40 @@ def test_a_measured_cost_entry_steers_only_its_configuration(monkeypatch: pytest
     assert after[fp8].num_items > before[fp8].num_items
     assert after[bf16].split_tokens == before[bf16].split_tokens
     assert torch.equal(after[bf16].items, before[bf16].items)
+
+
+def test_a_nearly_empty_last_wave_is_cut_finer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tree c's shape on a 2-SM device: 6 requests under a 512-token prompt, 1024 own tokens each, whose plan runs one
+    CTA more than a whole wave. The items of that last wave are cut finer (``_tail_split``): more items, the new ones
+    at the launch's end, every request's KV covered exactly once and exact against float64 attention; the plan of
+    the same forest re-made from it (``previous``) is the same plan, and one made from the uncut plan is the cut one.
+    ``PAT_SGLANG_TAIL_SPLIT=0`` leaves the last wave as it is."""
+    from pat_sglang.planner import TAIL_SPLIT_ENV, TAIL_WAVE_DIVISOR, target_ctas
+
+    heads = HeadConfig(8, 2, 64, torch.bfloat16)
+    device = DeviceSpec(sm_count=2)
+    target = target_ctas(device, load_tile_table(device.arch), heads)
+    batch = tree_batch([(1, 512), (6, 1024)], rng=0)
+    forest = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
+    monkeypatch.setenv(TAIL_SPLIT_ENV, "0")
+    plain = plan_forest(forest, heads, device)
+    ctas = plain.num_items * heads.num_kv_heads
+    assert ctas > target and 0 < ctas % target <= target // TAIL_WAVE_DIVISOR  # the case the cut is for
+    monkeypatch.delenv(TAIL_SPLIT_ENV)
+    cut = plan_forest(forest, heads, device)
+    assert cut.num_items > plain.num_items
+    check_plan(cut, forest, heads, device)
+    lengths = (cut.items[:, ITEM_KV_END] - cut.items[:, ITEM_KV_BEGIN]).tolist()
+    shortest_before = int((plain.items[:, ITEM_KV_END] - plain.items[:, ITEM_KV_BEGIN]).min())
+    added = cut.num_items - plain.num_items
+    assert max(lengths[-added:]) < shortest_before  # the cut pieces run last
+    q = torch.randn(forest.num_requests, heads.num_q_heads, heads.head_dim, dtype=torch.float64)
+    k = torch.randn(int(batch.kv_indices.max()) + 1, heads.num_kv_heads, heads.head_dim, dtype=torch.float64)
+    v = torch.randn_like(k)
+    got = run_reference(cut, q, k, v, 0.125)
+    want = naive_decode(q, k, v, batch.kv_indptr, batch.kv_indices, 0.125)
+    assert float((got - want).abs().max()) < 1e-9
+    again = plan_forest(forest, heads, device, previous=cut)
+    assert torch.equal(again.items, cut.items) and torch.equal(again.item_req, cut.item_req)
+    from_plain = plan_forest(forest, heads, device, previous=plain)
+    assert torch.equal(from_plain.items, cut.items)
