@@ -10,6 +10,11 @@ from typing import Any
 import pytest
 import torch
 
+from pat_sglang.config import DeviceSpec, HeadConfig
+from pat_sglang.forest import PrefixForest
+from pat_sglang.planner import TAIL_SPLIT_ENV, plan_forest
+from pat_sglang.workloads import DecodeBatch, tree_batch
+
 GPU_ONLY = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
@@ -58,3 +63,20 @@ def capture_decode(
         return backend.forward_decode(q, k, v, layer, batch)
 
     return capture(forward)
+
+
+def tail_split_batch(heads: HeadConfig, device: DeviceSpec, seed: int,
+                     monkeypatch: pytest.MonkeyPatch) -> tuple[DecodeBatch, int]:
+    """A 512-token prompt under n requests of L own tokens whose plan on ``device`` ends on a nearly empty last wave,
+    which the planner cuts finer (``_tail_split``); returns the batch and the uncut plan's item count (the cut plan
+    must have more). Fails when no such shape exists on this device, so the test using it cannot pass vacuously."""
+    for own in (1024, 2048, 3072):
+        for n in (16, 24, 32, 48, 64, 96, 128, 192):
+            batch = tree_batch([(1, 512), (n, own)], rng=seed)
+            forest = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
+            monkeypatch.setenv(TAIL_SPLIT_ENV, "0")
+            plain = plan_forest(forest, heads, device).num_items
+            monkeypatch.delenv(TAIL_SPLIT_ENV)
+            if plan_forest(forest, heads, device).num_items > plain:
+                return batch, plain
+    raise AssertionError(f"no two-level tree with a nearly empty last wave for {heads} on {device}")

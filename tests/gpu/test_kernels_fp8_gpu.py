@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from gpu_checks import GPU_ONLY, assert_written_and_close, seed_counter
+from gpu_checks import GPU_ONLY, assert_written_and_close, seed_counter, tail_split_batch
 
 import pat_sglang
 from pat_sglang.config import DeviceSpec, HeadConfig
@@ -282,3 +282,14 @@ def test_t8_build_with_tokens_as_the_mma_m(kv_dtype: torch.dtype, head_dim: int,
                            torch.float64, k_scale, v_scale)
         assert_written_and_close(out, ref,
                                  f"t8 {t8}, split {split_tokens}, k_scale {k_scale:.3f}, v_scale {v_scale:.3f}")
+
+
+@pytest.mark.parametrize("kv_dtype", FP8)
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+def test_nearly_empty_last_wave_cut_finer(kv_dtype: torch.dtype, head_dim: int,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """FP8 pools under a plan whose last wave the planner cuts finer (``_tail_split``) on this GPU: exact against
+    float64 over the dequantised KV, and the plan checked is the cut one."""
+    heads = HeadConfig(32, 8, head_dim, torch.bfloat16, kv_dtype)
+    batch, plain_items = tail_split_batch(heads, DeviceSpec.from_torch(), _next_seed(), monkeypatch)
+    assert check_batch(batch, 32, 8, head_dim, kv_dtype).num_items > plain_items

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from gpu_checks import GPU_ONLY, assert_written_and_close, capture, seed_counter
+from gpu_checks import GPU_ONLY, assert_written_and_close, capture, seed_counter, tail_split_batch
 
 import pat_sglang
 from pat_sglang.config import DeviceSpec, HeadConfig
@@ -140,6 +140,16 @@ def test_long_private_items_on_two_computing_warps(dtype: torch.dtype, head_dim:
     assert (grouped >= GROUP_MIN_TILES).any() and (grouped[grouped >= GROUP_MIN_TILES] % 2 == 1).any(), \
         "the plan must hold 16-row items on the tile-group loop, odd tile counts among them"
     assert (grouped < GROUP_MIN_TILES).any(), "and 16-row items just below the threshold"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+def test_nearly_empty_last_wave_cut_finer(dtype: torch.dtype, head_dim: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plan whose last wave the planner cuts finer (``_tail_split``) on this GPU: exact against float64, and the
+    plan checked is the cut one."""
+    heads = HeadConfig(32, 8, head_dim, dtype)
+    batch, plain_items = tail_split_batch(heads, DeviceSpec.from_torch(), _next_seed(), monkeypatch)
+    assert check_batch(batch, 32, 8, head_dim, dtype).num_items > plain_items
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
