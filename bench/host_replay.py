@@ -121,6 +121,7 @@ DEFAULT_TRACE = DEFAULT_MOONCAKE_TRACE
 DEFAULT_BATCHES = (64, 256)
 DEFAULT_CONTEXTS = (1024, 4096, 16384, 32768)
 TARGET_P50_US, TARGET_P99_US, TARGET_MAX_US = 100.0, 300.0, 1000.0
+CACHE_LINE_INT64 = 8  # int64 elements per 64-byte cache line (--evict-mib writes one per line)
 LLAMA3_8B = (32, 8, 128)  # q heads, kv heads, head dim (bf16)
 ARRIVAL_HEADROOM = 4.0  # auto time scale: arrivals at this multiple of the uncached service rate
 VOCAB = 1 << 62  # token ids here reach OUTPUT_TOKEN_BASE + rid * SEGMENT_STRIDE_TOKENS: all "in vocabulary"
@@ -217,6 +218,9 @@ class PointConfig:
     # The dispatch gate (pat_sglang.dispatch): False times PAT's full host path on every step (each planned and loaded);
     # True runs the server's default gate, under which batches that share too little get no plan and no load.
     gate: bool = False
+    # Cold caches: after every decode step (outside the timed region) one write per 64-byte line over a buffer of this
+    # many MiB, as other host work between steps evicts the host path's data (0: none)
+    evict_mib: int = 0
 
 
 @dataclass
@@ -231,6 +235,9 @@ class StepRecord:
     publish_us: float = 0.0  # the publish_decode_batch part of host_us
     split_search: bool = False  # plan_forest's cost model compared split lengths in this step (StepPhases)
     declined: bool = False  # the dispatch gate gave this step's batch to the delegate (no plan loaded)
+    forest: str = "none"  # how the step's forest came about (StepPhases.forest: none, reused, edited, built, remade)
+    forest_us: float = 0.0  # building, editing or growing it (StepPhases.forest_s)
+    plan_us: float = 0.0  # plan_forest, or the re-made plan (StepPhases.plan_s)
 
 
 @dataclass
@@ -622,6 +629,7 @@ def run_point(
     prepare = be.init_forward_metadata_out_graph if cfg.path == "graph" else be.init_forward_metadata
     publish = publish_decode_batch
     perf = time.perf_counter
+    evict = np.zeros(cfg.evict_mib << 17, dtype=np.int64) if cfg.evict_mib > 0 else None  # 8-byte elements
 
     bar = None
     if cfg.progress:
@@ -675,9 +683,11 @@ def run_point(
             if started and warm >= cfg.warmup:
                 if not res.records:
                     chunked_at_start = res.chunked_iterations
+                phases = be.planner.phases
                 rec = StepRecord((t1 - t0) * 1e6, len(rows), int(seq_lens.sum()), sim.arrived, sim.joined, sim.left,
-                                 GC_PAUSES.since(gc0).collections, (tp - t0) * 1e6, be.planner.phases.split_search,
-                                 counters.declined > declined0)
+                                 GC_PAUSES.since(gc0).collections, (tp - t0) * 1e6, phases.split_search,
+                                 counters.declined > declined0, phases.forest, phases.forest_s * 1e6,
+                                 phases.plan_s * 1e6)
                 res.records.append(rec)
             else:
                 res.untimed_steps += 1
@@ -687,6 +697,8 @@ def run_point(
                 if decode_steps % 16 == 0:
                     bar.set_postfix(bs=len(rows), prefills=res.prefill_iterations)
             sim.arrived = sim.joined = sim.left = 0
+            if evict is not None:
+                evict[::CACHE_LINE_INT64] += 1
             if on_step is not None:
                 on_step(sim, be, view, rec)
             sim.finish_decode()
@@ -705,6 +717,25 @@ def quick_config(**over: Any) -> PointConfig:
     base = dict(batch=8, context=1024, chunk=256, max_output=24, steps=40, warmup=5, gc_freeze=False)
     base.update(over)
     return PointConfig(**base)
+
+
+def format_phases(results: Sequence[PointResult]) -> str:
+    """Per point and per kind of step (how its forest came about), the medians of the host time and its parts:
+    publishing, the forest, ``plan_forest`` and the rest (the backend's batch, the decode-step planner's own work, the
+    static-buffer load)."""
+    head = (f"{'batch':>5} {'ctx':>6} {'forest':>8} {'steps':>5} {'host_p50':>8} {'publish':>7} {'forest_us':>9} "
+            f"{'plan_us':>7} {'rest':>6}")
+    lines = [head, "-" * len(head)]
+    for r in results:
+        c = r.config
+        for kind in sorted({rec.forest for rec in r.records}):
+            recs = [rec for rec in r.records if rec.forest == kind]
+            host, pub, forest, plan = (np.array([getattr(x, f) for x in recs], dtype=np.float64)
+                                       for f in ("host_us", "publish_us", "forest_us", "plan_us"))
+            lines.append(f"{c.batch:>5} {c.context:>6} {kind:>8} {len(recs):>5} {np.median(host):>8.1f} "
+                         f"{np.median(pub):>7.1f} {np.median(forest):>9.1f} {np.median(plan):>7.1f} "
+                         f"{np.median(host - pub - forest - plan):>6.1f}")
+    return "\n".join(lines)
 
 
 def format_table(results: Sequence[PointResult]) -> str:
@@ -747,7 +778,8 @@ def legend(results: Sequence[PointResult], trace: Path | str) -> str:
         f"trace {trace}; chunk {c.chunk} tokens; outputs capped at {c.max_output}; decode step {c.step_ms:g} ms, "
         f"prefill {c.prefill_tok_per_ms:g} tok/ms (simulated clock); tscale = factor on trace timestamps",
         f"gc.freeze() after the fill: {'yes' if frozen else 'no'}; timing starts when the batch first reaches "
-        f"{c.fill_fraction:.0%} of its cap, after {c.warmup} more warm-up steps",
+        f"{c.fill_fraction:.0%} of its cap, after {c.warmup} more warm-up steps"
+        + (f"; caches made cold between steps (a write to every line of {c.evict_mib} MiB)" if c.evict_mib else ""),
         "pub_p50/pub_max: the publish_decode_batch part of the host time (us); "
         "arrive/join/leave: trace arrivals / requests joining / requests finishing between timed steps (sums); "
         "chg: timed steps whose batch changed; chunks: chunked-prefill iterations in the timed window; "
@@ -815,6 +847,10 @@ def main(argv: list[str] | None = None) -> list[PointResult]:
     ap.add_argument("--gate", action="store_true",
                     help="the server's dispatch gate: too little sharing, no plan (default: plan every step)")
     ap.add_argument("--csv", type=Path, default=None, help="write every timed step here")
+    ap.add_argument("--phases", action="store_true",
+                    help="also the host time's parts per kind of step (publishing, forest, plan_forest, the rest)")
+    ap.add_argument("--evict-mib", type=int, default=0,
+                    help="cold caches: touch every cache line of a buffer of this many MiB between decode steps")
     ap.add_argument("--quick", action="store_true", help="batch 8, context 1k, chunk 256, 40 steps (tests)")
     args = ap.parse_args(argv)
 
@@ -833,7 +869,7 @@ def main(argv: list[str] | None = None) -> list[PointResult]:
         "progress": not args.no_progress and not args.quick,
         # gsp: its own arrival times (auto would rescale a --rate to the service rate)
         "time_scale": (1.0 if gsp else None) if args.time_scale == "auto" else float(args.time_scale),
-        "scale": args.scale, "clip_factor": args.clip_factor, "gate": args.gate,
+        "scale": args.scale, "clip_factor": args.clip_factor, "gate": args.gate, "evict_mib": args.evict_mib,
     }
     if not args.quick:
         over["gc_freeze"] = not args.no_gc_freeze
@@ -858,6 +894,8 @@ def main(argv: list[str] | None = None) -> list[PointResult]:
                 print(f"  bs {bs} ctx {ctx}: {int(s['steps'])} steps, p50 {s['p50']:.1f} us, p99 {s['p99']:.1f} us, "
                       f"max {s['max']:.1f} us ({r.wall_s:.0f} s)", file=sys.stderr, flush=True)
     print(format_table(results))
+    if args.phases:
+        print(format_phases(results))
     print(legend(results, "generated-shared-prefix defaults" + (f" at {args.rate:g} req/s" if args.rate else
                                                                 ", all at once") if gsp else args.trace))
     print(f"{git_state()}; load average (1 min) {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end "

@@ -167,3 +167,24 @@ def test_gsp_workload_is_sglang_generated_shared_prefix(capsys: pytest.CaptureFi
                       "--no-progress"])
     assert res.config.context == 2176 and res.time_scale == 1.0 and len(res.records) == 12
     assert res.cache_hit_tokens > 0 and "generated-shared-prefix" in capsys.readouterr().out
+
+
+def test_phases_split_each_step_and_cold_caches_run(specs: list, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--phases``: every timed step records how its forest came about and the time of its parts, which lie inside
+    the step's host time (steps with no forest have none); the table lists each kind with its step count.
+    ``--evict-mib`` makes the caches cold between steps without changing what is planned."""
+    (res,) = hr.main(["--quick", "--steps", "30", "--phases", "--evict-mib", "2", "--no-plan-speed"])
+    assert res.config.evict_mib == 2 and len(res.records) == 30
+    kinds = {r.forest for r in res.records}
+    assert kinds <= {"none", "reused", "edited", "built", "remade"} and kinds - {"none"}  # some steps planned
+    for r in res.records:
+        assert r.publish_us + r.forest_us + r.plan_us <= r.host_us
+        if r.forest == "none":
+            assert r.forest_us == r.plan_us == 0.0
+        else:
+            assert r.plan_us > 0.0
+    out = capsys.readouterr().out
+    assert "caches made cold between steps (a write to every line of 2 MiB)" in out
+    table = out[out.index("forest_us"):].splitlines()[2:]
+    counted = {line.split()[2]: int(line.split()[3]) for line in table if line.strip()[:1].isdigit()}
+    assert counted == {k: sum(r.forest == k for r in res.records) for k in kinds}
