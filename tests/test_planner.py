@@ -1035,3 +1035,55 @@ def test_a_nearly_empty_last_wave_is_cut_finer(monkeypatch: pytest.MonkeyPatch) 
     assert torch.equal(again.items, cut.items) and torch.equal(again.item_req, cut.item_req)
     from_plain = plan_forest(forest, heads, device, previous=plain)
     assert torch.equal(from_plain.items, cut.items)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_tail_split_cuts_exactly_the_last_waves_long_items(seed: int) -> None:
+    """``_tail_split`` against the launch written out item by item (stable sort by tokens per item, descending; each
+    item's row blocks x KV heads CTAs): where the last wave holds at most 1/TAIL_WAVE_DIVISOR of the resident CTAs,
+    the packs cut are those of the launch's end covering that wave, each TAIL_SPLIT_FACTOR times (fewer where pieces
+    would fall under MIN_SPLIT_TOKENS), and nothing is cut where every item of that wave is too short to cut."""
+    from pat_sglang.planner import MIN_SPLIT_TOKENS, TAIL_SPLIT_FACTOR, TAIL_WAVE_DIVISOR, _tail_split
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 60))
+    # a mix of packs too short to cut (< 512 tokens) and long ones (cuttable at any of the splits below)
+    short = rng.random(n) < rng.choice([0.0, 0.1, 0.5, 0.9])
+    pack_tokens = np.where(short, rng.integers(32, 500, n), rng.integers(1600, 8000, n))
+    splits = rng.integers(1, 4, n)
+    pack_blocks = rng.integers(1, 3, n)
+    heads, target = int(rng.choice([1, 2, 8])), int(rng.choice([16, 40, 132]))
+    items = int(splits @ pack_blocks)
+    got = _tail_split(splits, items, pack_tokens, pack_blocks, heads, target)
+    ctas, rest = items * heads, items * heads % target
+    if ctas <= target or rest == 0 or rest * TAIL_WAVE_DIVISOR > target:
+        assert got is None
+        return
+    item_tokens = -(-pack_tokens // splits)
+    launch = sorted((-int(item_tokens[k]), k) for k in range(n) for _ in range(int(splits[k] * pack_blocks[k])))
+    launch = [k for _, k in launch for _ in range(heads)]  # one entry per CTA, in launch order
+    last_wave = set(launch[-rest:])
+    cuttable = {k for k in last_wave if item_tokens[k] >= 2 * MIN_SPLIT_TOKENS}
+    if not cuttable:
+        assert got is None
+        return
+    assert got is not None
+    for k in range(n):
+        want = splits[k] * max(1, min(TAIL_SPLIT_FACTOR, int(item_tokens[k]) // MIN_SPLIT_TOKENS))
+        assert got[k] == (want if k in last_wave else splits[k]), (k, sorted(last_wave))
+
+
+
+@pytest.mark.parametrize("short_packs", [0, 1, 2, 3])
+def test_tail_split_at_the_edge_of_the_short_items(short_packs: int) -> None:
+    """17 long packs then ``short_packs`` short ones on 16 resident CTAs: the last wave is the short items and one long
+    item, which alone is cut (4x); with the long ones taking no part in it, nothing would be."""
+    from pat_sglang.planner import TAIL_SPLIT_FACTOR, _tail_split
+
+    pack_tokens = np.array([4096] * 17 + [300] * short_packs)
+    ones = np.ones_like(pack_tokens)
+    got = _tail_split(ones, int(ones.sum()), pack_tokens, ones, 1, 16)
+    assert got is not None
+    assert got.tolist() == [1] * 16 + [TAIL_SPLIT_FACTOR] + [1] * short_packs
+
