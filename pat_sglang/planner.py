@@ -47,7 +47,11 @@ grid (8 steps per octave), so it stays put while the leaves grow by a token per 
 (``plan_forest(previous=...)``) keeps last step's length while every pack keeps its split count. The search
 simulates candidates in the order of a lower bound of their cost and stops once none left could be more than
 ``SPLIT_COST_TOLERANCE`` (1/16) cheaper than the best found: its pick is predicted at most that much slower than the
-best candidate, for about half the simulations (each a few hundred heap steps of Python).
+best candidate, for about half the simulations (each a few hundred heap steps of Python). One length still leaves
+a launch whose last wave holds a few CTAs of long items (tree c: 2176 CTAs on 528 slots, its last 64 streaming whole
+1024-token items with 88% of the slots idle): where that wave is at most 1/``TAIL_WAVE_DIVISOR`` of the resident
+CTAs, its packs are cut ``TAIL_SPLIT_FACTOR`` times finer (``_tail_split``; none under ``MIN_SPLIT_TOKENS``), which
+moves their items to the launch's end and spreads them over the idle slots.
 
 Partials. Every (item, request) writes either straight to the output (the request's only partial) or
 to its own partial slot; two items never share a slot. The merge map lists each request's slots.
