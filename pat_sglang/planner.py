@@ -1482,13 +1482,13 @@ def _tail_split(splits: np.ndarray, num_items: int, pack_tokens: np.ndarray, pac
     if ctas <= target or rest == 0 or rest * TAIL_WAVE_DIVISOR > target or os.environ.get(TAIL_SPLIT_ENV) == "0":
         return None
     item_tokens = -(-pack_tokens // splits)
+    pack_items = splits * pack_blocks
     # Items shorter than 2 x MIN_SPLIT_TOKENS cannot be cut, and they run after every longer one: where they fill the
     # last wave on their own there is nothing to cut (the common case, checked without the sort below)
-    short = item_tokens < 2 * MIN_SPLIT_TOKENS
-    if int((splits[short] * pack_blocks[short]).sum()) * num_kv_heads >= rest:
+    if int(pack_items[item_tokens < 2 * MIN_SPLIT_TOKENS].sum()) * num_kv_heads >= rest:
         return None
     order = np.argsort(-item_tokens, kind="stable")
-    pack_ctas = (splits * pack_blocks)[order] * num_kv_heads
+    pack_ctas = pack_items[order] * num_kv_heads
     # the packs whose items start the last wave: from the launch's end back until `rest` CTAs are covered
     first = int(np.searchsorted(np.cumsum(pack_ctas[::-1]), rest))
     tail = order[max(0, order.shape[0] - first - 1):]

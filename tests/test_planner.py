@@ -1074,7 +1074,6 @@ def test_tail_split_cuts_exactly_the_last_waves_long_items(seed: int) -> None:
         assert got[k] == (want if k in last_wave else splits[k]), (k, sorted(last_wave))
 
 
-
 @pytest.mark.parametrize("short_packs", [0, 1, 2, 3])
 def test_tail_split_at_the_edge_of_the_short_items(short_packs: int) -> None:
     """17 long packs then ``short_packs`` short ones on 16 resident CTAs: the last wave is the short items and one long
@@ -1086,4 +1085,3 @@ def test_tail_split_at_the_edge_of_the_short_items(short_packs: int) -> None:
     got = _tail_split(ones, int(ones.sum()), pack_tokens, ones, 1, 16)
     assert got is not None
     assert got.tolist() == [1] * 16 + [TAIL_SPLIT_FACTOR] + [1] * short_packs
-
