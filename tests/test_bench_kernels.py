@@ -185,8 +185,14 @@ def test_report_with_missing_peers(bench: ModuleType, tmp_path: Path) -> None:
     assert rows[1]["pat_over_best"] == pytest.approx(1.05) and rows[1]["best_base"] == "fa3"
     assert rows[1]["page_size"] == 16 and rows[2]["pat"] is None and rows[2]["pat_over_best"] is None
     assert rows[0]["fi_best_graph"] is None  # FlashInfer not captured: the eager pair stands
+    # the floor ratio twice: eager PAT, and PAT's graph replay (issue 10's); none without a PAT time
+    floor = rows[0]["floor_us"]
+    assert floor > 0 and rows[0]["pat_over_floor"] == pytest.approx(100.0 / floor)
+    assert rows[0]["pat_graph_over_floor"] == pytest.approx(95.0 / floor)
+    assert rows[2]["pat_graph_over_floor"] is None and b_row["pat_graph_over_floor"] == pytest.approx(
+        140.0 / b_row["floor_us"])
     table = bench.format_table(rows)
-    assert "fa3(g)" in table and "PAT/best" in table and "bestBase" in table
+    assert "fa3(g)" in table and "PAT/best" in table and "bestBase" in table and "PATg/flr" in table
     assert len(table.splitlines()) == 1 + len(cases)
     text = bench.write_reports(tmp_path, cases, peers, pat)
     assert f"{cases[0].key} fa3: not run: RuntimeError: no fa3" in text
