@@ -4,7 +4,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1 PAT_SGLANG_CACHE_DIR=/tmp/pat-cubin
 mkdir -p $OUT/b
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv > $OUT/b/device.txt
-nice -n 15 python3 devrun/fi_warm.py > $OUT/b/fi_warm.txt 2>&1 &
+nice -n 15 python3 docs/perf/kernels/2026-12-04-h200-tail-split/fi_warm.py > $OUT/b/fi_warm.txt 2>&1 &
 W=$!
 B="python3 bench/bench_kernels.py --set core --peers fi_dec,fi_dec_tc"
 timeout 200 $B --phase pat --phase-budget 180 --out $OUT/b/bf16 > $OUT/b/pat-bf16.log 2>&1; echo "pat bf16 $SECONDS s"

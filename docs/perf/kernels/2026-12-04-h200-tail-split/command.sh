@@ -3,7 +3,7 @@
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1
 mkdir -p $OUT/sw $OUT/bench
-nice -n 15 python3 devrun/fi_warm.py > $OUT/sw/fi_warm.txt 2>&1 &
+nice -n 15 python3 docs/perf/kernels/2026-12-04-h200-tail-split/fi_warm.py > $OUT/sw/fi_warm.txt 2>&1 &
 W=$!
 S="python3 bench/tile_sweep.py --variants --table-again --no-peers --cases c b e a128 d256x1024 mooncake96"
 for r in 1 2; do for ts in 0 1; do
