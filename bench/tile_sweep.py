@@ -170,22 +170,25 @@ def case_batch(name: str, rng: np.random.Generator) -> tuple[torch.Tensor, torch
 
 
 def parse_variant(text: str) -> KernelTune:
-    """``KVTILE/STAGES/CTAS[/rN][/wg][/wN][/wsN][/mN][/xN][/nN][/t8|/t16][@SOURCE]``: N the online softmax's rescale
-    slack in log2 units (``KernelVariant.rescale_slack_log2``: 0 exact, the default; -1 rescale every tile); ``wg``
-    64-row items on warpgroup MMAs (``KernelVariant.wgmma``, sm_90); ``wN`` N warps per CTA instead of the table's (the
-    variant's plans then use tile m up to 16 N: ``plan_tiles``; e.g. ``16/3/7/w2``, one computing and one loading warp
-    per 16-row item at 7 CTAs per SM); ``mN`` plans whose items take tile ms of at least N rows (``m64``: every item on
-    the 64-row path, wgmma with ``wg``; ``m16`` 16-row items at every head dim, d256's private rows included;
-    ``TileTable.with_min_tile_m``); ``xN`` plans whose items take tile ms of at most N rows (``x32``: bigger packs in
-    32-row blocks, no 64-row item; ``TileTable.with_max_tile_m``); ``wsN`` (with ``wg``) the wide items (tile m >= 64)
-    in a launch of their own with N KV stages, plans with 128-row items (``KernelVariant.wide_stages``); ``nN`` (with
-    ``wg``) N KV columns per S block and softmax step of 64-row wgmma items (``KernelVariant.wg_cols``: 16, 32 or 64, a
-    divisor of KVTILE or a multiple over the ring layout's stages); ``t8`` long items of at most 8 query rows with the
-    KV tokens as the MMA's M (``KernelVariant.t8``; FP8 pools at head dim 128 or 256), ``t16`` every item with its rows
-    as the M (neither: the table's choice); SOURCE another kernel source file built with the same host contract (e.g.
-    ``git show main:kernels/pat_decode.cu > old.cu``: two kernel versions side by side in one run)."""
+    """``KVTILE/STAGES/CTAS[/rN][/wg][/wN][/wsN][/mN][/lN][/xN][/nN][/t8|/t16][@SOURCE]``: N the online softmax's
+    rescale slack in log2 units (``KernelVariant.rescale_slack_log2``: 0 exact, the default; -1 rescale every tile);
+    ``wg`` 64-row items on warpgroup MMAs (``KernelVariant.wgmma``, sm_90); ``wN`` N warps per CTA instead of the
+    table's (the variant's plans then use tile m up to 16 N: ``plan_tiles``; e.g. ``16/3/7/w2``, one computing and one
+    loading warp per 16-row item at 7 CTAs per SM); ``mN`` plans whose items take tile ms of at least N rows (``m64``:
+    every item on the 64-row path, wgmma with ``wg``; ``m16`` 16-row items at every head dim, d256's private rows
+    included; ``TileTable.with_min_tile_m``); ``lN`` plans whose packs of N KV tokens or more are long: their row
+    blocks take the smallest tile holding their rows, not the table's least tile m (``l1024``;
+    ``TileTable.with_min_tile_m_tokens``; with the table's least tile ms, so not with ``mN``); ``xN`` plans whose items
+    take tile ms of at most N rows (``x32``: bigger packs in 32-row blocks, no 64-row item;
+    ``TileTable.with_max_tile_m``); ``wsN`` (with ``wg``) the wide items (tile m >= 64) in a launch of their own with N
+    KV stages, plans with 128-row items (``KernelVariant.wide_stages``); ``nN`` (with ``wg``) N KV columns per S block
+    and softmax step of 64-row wgmma items (``KernelVariant.wg_cols``: 16, 32 or 64, a divisor of KVTILE or a multiple
+    over the ring layout's stages); ``t8`` long items of at most 8 query rows with the KV tokens as the MMA's M
+    (``KernelVariant.t8``; FP8 pools at head dim 128 or 256), ``t16`` every item with its rows as the M (neither: the
+    table's choice); SOURCE another kernel source file built with the same host contract (e.g. ``git show
+    main:kernels/pat_decode.cu > old.cu``: two kernel versions side by side in one run)."""
     text, _, source = text.partition("@")
-    usage = f"variant {text!r}: KVTILE/STAGES/CTAS[/rN][/wg][/wN][/wsN][/mN][/xN][/nN][/t8|/t16][@SOURCE]"
+    usage = f"variant {text!r}: KVTILE/STAGES/CTAS[/rN][/wg][/wN][/wsN][/mN][/lN][/xN][/nN][/t8|/t16][@SOURCE]"
     if source and not Path(source).is_file():
         raise argparse.ArgumentTypeError(f"variant {text!r}: no kernel source file {source!r}")
     parts = text.split("/")
@@ -193,6 +196,7 @@ def parse_variant(text: str) -> KernelTune:
     wgmma = False
     warps = None
     min_tile_m = None
+    min_tile_m_tokens = None
     max_tile_m = None
     wg_cols = None
     wide_stages = None
@@ -204,6 +208,8 @@ def parse_variant(text: str) -> KernelTune:
             t8 = flag == "t8"
         elif flag[:1] == "m" and flag[1:] in ("16", "32", "64", "128") and min_tile_m is None:
             min_tile_m = int(flag[1:])
+        elif flag[:1] == "l" and flag[1:].isdigit() and int(flag[1:]) > 0 and min_tile_m_tokens is None:
+            min_tile_m_tokens = int(flag[1:])
         elif flag[:1] == "x" and flag[1:] in ("16", "32", "64") and max_tile_m is None:
             max_tile_m = int(flag[1:])
         elif flag[:1] == "n" and flag[1:] in ("16", "32", "64") and wg_cols is None:
@@ -220,15 +226,18 @@ def parse_variant(text: str) -> KernelTune:
         else:
             raise argparse.ArgumentTypeError(
                 f"{usage}: unknown flag {flag!r} (warps: w1, w2, w4 or w8; least tile m: m16, m32, m64 or m128; "
-                "largest tile m: x16, x32 or x64; "
+                "long packs: lN, N > 0 tokens; largest tile m: x16, x32 or x64; "
                 "wgmma S columns: n16, n32 or n64)")
     try:
         kv_tile, stages, ctas = (int(x) for x in parts[:3])
     except ValueError:
         raise argparse.ArgumentTypeError(usage) from None
+    if min_tile_m is not None and min_tile_m_tokens is not None:
+        raise argparse.ArgumentTypeError(f"{usage}: lN keeps the table's least tile ms, which mN replaces")
     return KernelTune(kv_tile=kv_tile, stages=stages, min_ctas_per_sm=ctas, warps=warps, rescale_slack_log2=slack,
                       source=str(Path(source).resolve()) if source else "", wgmma=wgmma,
-                      min_tile_m=min_tile_m, max_tile_m=max_tile_m, wg_cols=wg_cols, wide_stages=wide_stages, t8=t8)
+                      min_tile_m=min_tile_m, min_tile_m_tokens=min_tile_m_tokens, max_tile_m=max_tile_m,
+                      wg_cols=wg_cols, wide_stages=wide_stages, t8=t8)
 
 
 def parse_heads(text: str) -> tuple[int, int]:
@@ -261,12 +270,14 @@ def check_variants(heads: HeadConfig, arch: str, variants: list[str]) -> list[Ke
 
 def plan_tiles(table: TileTable, tune: KernelTune | None) -> TileTable:
     """The tile table a variant's plans are made with: the table's own, for a ``/wN`` variant the one its CTAs hold
-    (``TileTable.with_warps``), for an ``/mN`` variant only its tile ms of at least N rows, for an ``/xN`` variant only
-    those of at most N rows."""
+    (``TileTable.with_warps``), for an ``/mN`` variant only its tile ms of at least N rows, for an ``/lN`` variant its
+    least tile ms for packs of fewer than N KV tokens, for an ``/xN`` variant only those of at most N rows."""
     if tune is not None and tune.warps is not None:
         table = table.with_warps(tune.warps)
     if tune is not None and tune.min_tile_m is not None:
         table = table.with_min_tile_m(tune.min_tile_m)
+    if tune is not None and tune.min_tile_m_tokens is not None:
+        table = table.with_min_tile_m_tokens(tune.min_tile_m_tokens)
     if tune is not None and tune.max_tile_m is not None:
         table = table.with_max_tile_m(tune.max_tile_m)
     if tune is not None and tune.wide_stages:

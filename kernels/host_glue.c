@@ -12,7 +12,7 @@
    wrappers, and the numpy references behind them) kept as the fallback and compared in tests/test_host_core.py.
 
    plan_items(pack_tokens, kv_offset, pack_req_count, pack_req, splits, reqs_per_block, tile_of_size, tile_m_of_size,
-              leaf_pack, num_requests, num_items, num_entries, max_partials, item_fields)
+              long_tokens, leaf_pack, num_requests, num_items, num_entries, max_partials, item_fields)
      -> (items, item_req, item_dst, merge_indptr, merge_partials, num_partials, item_pack, item_split, open_mask,
          longest item's tokens, open items), or None over max_partials: host_core._HostCore.plan_items.
    edit_forest(kept, width, kept_q, attach, seq) -> dict of the forest's arrays, or None: _HostCore.edit_forest.
@@ -23,7 +23,7 @@
    gather_paths(keys, lengths, depth, rows): a batch's flat radix paths from those tables (chain_table._RowPaths.paths,
    ~10 numpy calls and a 2-D fancy-index copy per table before a forest built from the paths), or NotImplemented.
    remade_items(prev_items, prev_req, prev_dst, prev_requests, prev_partials, old_index, rows, seq, stride, split,
-                tile_of_size, tile_m_of_size, lo, hi, max_items, max_partials, max_entries)
+                tile_of_size, tile_m_of_size, long_tokens, lo, hi, max_items, max_partials, max_entries)
      -> (items, item_req, item_dst, merge_indptr, merge_partials, partials, planned tokens, longest item's tokens),
      None where planner.remade_plan returns None, NotImplemented for what it does not take (host_remade.c).
    forest_from_paths(e_req, e_key, e_len, seq, index) -> (tok, start, parent, depth, req_ptr, req_flat, radix index
@@ -103,7 +103,7 @@ static int as_int64(PyObject *obj, int64_t *out) {
 
 static PyObject *plan_items(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (!takes("plan_items", nargs, 14)) return NULL;
+    if (!takes("plan_items", nargs, 15)) return NULL;
     PyArrayObject *pack_tokens = vec(args[0], NPY_INT64, -1);
     const npy_intp packs = pack_tokens != NULL ? PyArray_DIM(pack_tokens, 0) : 0;
     PyArrayObject *kv_offset = vec(args[1], NPY_INT64, packs), *pack_req_count = vec(args[2], NPY_INT64, packs);
@@ -114,17 +114,17 @@ static PyObject *plan_items(PyObject *self, PyObject *const *args, Py_ssize_t na
         return NULL;
     }
     PyArrayObject *leaf_pack = NULL;
-    if (args[8] != Py_None) {
-        leaf_pack = vec(args[8], NPY_BOOL, packs);
+    if (args[9] != Py_None) {
+        leaf_pack = vec(args[9], NPY_BOOL, packs);
         if (leaf_pack == NULL) {
             PyErr_SetString(PyExc_ValueError, "plan_items: leaf_pack must be a bool per pack");
             return NULL;
         }
     }
-    int64_t rpb, num_requests, num_items, num_entries, max_partials = -1, fields;
-    if (as_int64(args[5], &rpb) || as_int64(args[9], &num_requests) || as_int64(args[10], &num_items) ||
-        as_int64(args[11], &num_entries) || (args[12] != Py_None && as_int64(args[12], &max_partials)) ||
-        as_int64(args[13], &fields))
+    int64_t rpb, long_tokens, num_requests, num_items, num_entries, max_partials = -1, fields;
+    if (as_int64(args[5], &rpb) || as_int64(args[8], &long_tokens) || as_int64(args[10], &num_requests) ||
+        as_int64(args[11], &num_items) || as_int64(args[12], &num_entries) ||
+        (args[13] != Py_None && as_int64(args[13], &max_partials)) || as_int64(args[14], &fields))
         return NULL;
     if (fields != ITEM_FIELDS || num_requests < 0 || num_items < 0 || num_entries < 0) {
         PyErr_SetString(PyExc_ValueError, "plan_items: item_fields must be the item layout's, counts >= 0");
@@ -148,7 +148,8 @@ static PyObject *plan_items(PyObject *self, PyObject *const *args, Py_ssize_t na
     int64_t got = pat_plan_items(
         packs, PyArray_DATA(pack_tokens), PyArray_DATA(kv_offset), PyArray_DATA(pack_req_count),
         PyArray_DATA(pack_req), PyArray_DATA(splits), rpb, PyArray_DATA((PyArrayObject *)tiles),
-        PyArray_DATA((PyArrayObject *)tile_ms), leaf_pack ? PyArray_DATA(leaf_pack) : NULL, num_requests, num_items,
+        PyArray_DATA((PyArrayObject *)tile_ms), long_tokens, leaf_pack ? PyArray_DATA(leaf_pack) : NULL, num_requests,
+        num_items,
         num_entries, max_partials, PyArray_DATA((PyArrayObject *)items), i32, i32 + num_entries,
         i32 + 2 * num_entries, i32 + 2 * num_entries + num_requests + 1, i64, i64 + num_items,
         leaf_pack ? PyArray_DATA((PyArrayObject *)open_mask) : NULL, i64 + 2 * num_items);
@@ -323,7 +324,7 @@ done:
 
 static PyObject *remade_items(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (!takes("remade_items", nargs, 17)) return NULL;
+    if (!takes("remade_items", nargs, 18)) return NULL;
     if (!PyArray_Check(args[0])) Py_RETURN_NOTIMPLEMENTED;
     PyArrayObject *prev = (PyArrayObject *)args[0];
     if (PyArray_NDIM(prev) != 2 || PyArray_DIM(prev, 1) != ITEM_FIELDS || PyArray_TYPE(prev) != NPY_INT32 ||
@@ -337,10 +338,11 @@ static PyObject *remade_items(PyObject *self, PyObject *const *args, Py_ssize_t 
     PyArrayObject *tile = vec(args[10], NPY_INT64, -1);
     PyArrayObject *tile_m = vec(args[11], NPY_INT64, tile ? PyArray_DIM(tile, 0) : -1);
     if (!prev_req || !prev_dst || !old_index || !rows || !seq || !tile || !tile_m) Py_RETURN_NOTIMPLEMENTED;
-    int64_t prev_requests, prev_partials, stride, split, lo, hi, max_items, max_partials, max_entries;
+    int64_t prev_requests, prev_partials, stride, split, long_tokens, lo, hi, max_items, max_partials, max_entries;
     if (as_int64(args[3], &prev_requests) || as_int64(args[4], &prev_partials) || as_int64(args[8], &stride) ||
-        as_int64(args[9], &split) || as_int64(args[12], &lo) || as_int64(args[13], &hi) ||
-        as_int64(args[14], &max_items) || as_int64(args[15], &max_partials) || as_int64(args[16], &max_entries))
+        as_int64(args[9], &split) || as_int64(args[12], &long_tokens) || as_int64(args[13], &lo) ||
+        as_int64(args[14], &hi) || as_int64(args[15], &max_items) || as_int64(args[16], &max_partials) ||
+        as_int64(args[17], &max_entries))
         return NULL;
     if (prev_requests < 0 || prev_partials < 0 || split < 1) Py_RETURN_NOTIMPLEMENTED;
     /* the joiners' items: ceil(length / split) each */
@@ -366,7 +368,7 @@ static PyObject *remade_items(PyObject *self, PyObject *const *args, Py_ssize_t 
     const int64_t got = pat_remade_plan(
         prev_n, PyArray_DATA(prev), prev_e, PyArray_DATA(prev_req), PyArray_DATA(prev_dst), prev_requests,
         prev_partials, n, oi, PyArray_DATA(rows), sq, stride, split, PyArray_DIM(tile, 0), PyArray_DATA(tile),
-        PyArray_DATA(tile_m), lo, hi, max_items, max_partials, max_entries, work,
+        PyArray_DATA(tile_m), long_tokens, lo, hi, max_items, max_partials, max_entries, work,
         (int32_t *)PyArray_DATA((PyArrayObject *)items), i32, i32 + num_entries, i32 + 2 * num_entries,
         i32 + 2 * num_entries + n + 1, summary);
     if (got == -1) {
@@ -862,7 +864,7 @@ static int64_t floor_div(int64_t a, int64_t b) { /* Python's // for b > 0 */
    block_token_bytes int64 and block_overheads float64 of one length. */
 static PyObject *split_length(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (!takes("split_length", nargs, 13)) return NULL;
+    if (!takes("split_length", nargs, 14)) return NULL;
     PyArrayObject *tokens = vec(args[2], NPY_INT64, -1);
     const npy_intp packs = tokens != NULL ? PyArray_DIM(tokens, 0) : 0;
     PyArrayObject *blocks = vec(args[3], NPY_INT64, packs), *req_count = vec(args[4], NPY_INT64, packs);
@@ -873,13 +875,13 @@ static PyObject *split_length(PyObject *self, PyObject *const *args, Py_ssize_t 
                         "split_length: per-pack arrays must be C-contiguous int64 of one length, pack_req int32");
         return NULL;
     }
-    int64_t longest, num_requests, slots, batch_items;
+    int64_t longest, num_requests, slots, long_tokens, batch_items;
     if (as_int64(args[1], &longest) || as_int64(args[6], &num_requests) || as_int64(args[7], &slots) ||
-        as_int64(args[12], &batch_items))
+        as_int64(args[10], &long_tokens) || as_int64(args[13], &batch_items))
         return NULL;
-    const double chain = PyFloat_AsDouble(args[10]);
+    const double chain = PyFloat_AsDouble(args[11]);
     if (chain == -1.0 && PyErr_Occurred()) return NULL;
-    const double tolerance = PyFloat_AsDouble(args[11]);
+    const double tolerance = PyFloat_AsDouble(args[12]);
     if (tolerance == -1.0 && PyErr_Occurred()) return NULL;
     PyObject *seq = PySequence_Fast(args[0], "split_length: candidates must be a sequence of ints");
     if (seq == NULL) return NULL;
@@ -905,7 +907,7 @@ static PyObject *split_length(PyObject *self, PyObject *const *args, Py_ssize_t 
     const int64_t got = pat_split_length(lengths, n, longest, PyArray_DATA(tokens), PyArray_DATA(blocks),
                                          PyArray_DATA(req_count), PyArray_DATA(req), PyArray_DIM(req, 0), num_requests,
                                          packs, slots, PyArray_DATA(token_bytes), PyArray_DATA(overheads),
-                                         PyArray_DIM(overheads, 0), chain, tolerance, batch_items);
+                                         PyArray_DIM(overheads, 0), long_tokens, chain, tolerance, batch_items);
     PyMem_Free(lengths);
     if (got < 0) {
         PyErr_SetString(PyExc_MemoryError, "pat_split_length: no scratch memory");

@@ -11,12 +11,14 @@
    kv_offset[p]; its pack_req_count[p] requests are the next ones of pack_req; splits[p] KV splits):
    * row blocks: each pack's requests cut in order into blocks of rpb (the last holds the rest);
    * items: each block's splits, split i of t tokens in s splits covering [t * i / s, t * (i + 1) / s) of the pack's
-     range (integer division), its tile tile_of_size[block size];
+     range (integer division), its tile tile_of_size[block size], of a pack of long_tokens or more
+     tile_of_size[rpb + 1 + block size] (the tile tables hold a short pack's row blocks, then a long pack's:
+     planner._tile_lut);
    * launch order: a stable sort by (KV length descending, tile descending, KV begin ascending), as _item_order's
      argsort of one int64 key (or its lexsort);
    * columns of `items` (num_items x ITEM_FIELDS int32, zeroed by the caller): KV begin, KV end (-1, an open end, for
      the last split of a pack with leaf_pack[p] set; leaf_pack NULL: no open ends), request begin / end (running
-     over the entries in item order), tile, tile m (tile_m_of_size[block size]);
+     over the entries in item order), tile, tile m (tile_m_of_size at the tile's entry);
    * entries (item_req: the block's requests per item, in item order) and partial slots: an entry whose request has
      more than one entry in the plan gets the next slot (item_dst), else -1 (it writes the output); merge_indptr /
      merge_partials list each request's slots in entry order (_partial_slots);
@@ -41,7 +43,7 @@
 #endif
 
 typedef struct {
-    int64_t begin, len, tile, pack, split, block_start, size;
+    int64_t begin, len, tile, pack, split, block_start, size, lut; /* lut: its entry in the tile tables */
 } item_t;
 
 /* a comes strictly before b in launch order */
@@ -58,7 +60,8 @@ PAT_STABLE_SORT(sort_items, int64_t, ITEM_BEFORE)
 
 int64_t pat_plan_items(int64_t packs, const int64_t *pack_tokens, const int64_t *kv_offset,
                        const int64_t *pack_req_count, const int32_t *pack_req, const int64_t *splits, int64_t rpb,
-                       const int64_t *tile_of_size, const int64_t *tile_m_of_size, const uint8_t *leaf_pack,
+                       const int64_t *tile_of_size, const int64_t *tile_m_of_size, int64_t long_tokens,
+                       const uint8_t *leaf_pack,
                        int64_t num_requests, int64_t num_items, int64_t num_entries, int64_t max_partials,
                        int32_t *items, int32_t *item_req, int32_t *item_dst, int32_t *merge_indptr,
                        int32_t *merge_partials, int64_t *item_pack, int64_t *item_split, uint8_t *open_mask,
@@ -85,13 +88,15 @@ int64_t pat_plan_items(int64_t packs, const int64_t *pack_tokens, const int64_t 
     int64_t n = 0, start = 0, longest = 0;
     for (int64_t p = 0; p < packs; p++) {
         int64_t count = pack_req_count[p], s = splits[p], t = pack_tokens[p], base = kv_offset[p];
+        const int64_t half = t >= long_tokens ? rpb + 1 : 0; /* the pack's half of the tile tables */
         for (int64_t b0 = 0; b0 < count; b0 += rpb) {
             int64_t size = count - b0 < rpb ? count - b0 : rpb;
             for (int64_t i = 0; i < s; i++, n++) {
                 int64_t begin = base + t * i / s;
                 it[n].begin = begin;
                 it[n].len = base + t * (i + 1) / s - begin;
-                it[n].tile = tile_of_size[size];
+                it[n].tile = tile_of_size[half + size];
+                it[n].lut = half + size;
                 it[n].pack = p;
                 it[n].split = i;
                 it[n].block_start = start + b0;
@@ -114,7 +119,7 @@ int64_t pat_plan_items(int64_t packs, const int64_t *pack_tokens, const int64_t 
         row[ITEM_REQ_BEGIN] = (int32_t)entry;
         row[ITEM_REQ_END] = (int32_t)(entry + x->size);
         row[ITEM_TILE] = (int32_t)x->tile;
-        row[ITEM_TILE_M] = (int32_t)tile_m_of_size[x->size];
+        row[ITEM_TILE_M] = (int32_t)tile_m_of_size[x->lut];
         item_pack[k] = x->pack;
         item_split[k] = x->split;
         if (open_mask) open_mask[k] = (uint8_t)open;

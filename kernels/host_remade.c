@@ -10,12 +10,14 @@
    the fallback and the reference (tests/test_remade_plans.py compares them).
 
    pat_remade_plan(prev_n, prev_items, prev_e, prev_req, prev_dst, prev_requests, prev_partials, n, old_index, rows,
-                   seq, stride, split, lut_n, tile_of_size, tile_m_of_size, lo, hi, max_items, max_partials,
+                   seq, stride, split, lut_n, tile_of_size, tile_m_of_size, long_tokens, lo, hi, max_items, max_partials,
                    max_entries, work, items, item_req, item_dst, merge_indptr, merge_partials, summary):
    the previous plan's items (prev_n rows of ITEM_FIELDS int32, entries consecutive in item order), entries (prev_e:
    request, partial slot or -1), request and partial counts; the new batch's n requests: old_index (the previous
    request each one is, or -1 for a joiner), pool rows and lengths; the row stride, the split length, the tile tables
-   by requests per row block (lut_n entries); the planned-token bounds [lo, hi] and the limits (-1: none). work: 3
+   by requests per row block (lut_n entries: a short pack's row blocks, then a long one's, planner._tile_lut) and the
+   KV tokens from which a pack is long (a joiner's row is its own pack; a kept item whose tile m is below its rows'
+   short entry was a long pack's); the planned-token bounds [lo, hi] and the limits (-1: none). work: 3
    prev_e + 3 prev_n + prev_requests + prev_partials + 3 n + 2 int64 (n: new requests), plus 8 per joiner item.
    Outputs: items (rows of ITEM_FIELDS), item_req, item_dst, merge_indptr (n + 1), merge_partials, all int32, sized
    by the caller for the kept items plus the joiner items (sum over joiners of ceil(length / split)); summary: items,
@@ -43,10 +45,11 @@ int64_t pat_remade_plan(int64_t prev_n, const int32_t *prev_items, int64_t prev_
                         const int32_t *prev_dst, int64_t prev_requests, int64_t prev_partials, int64_t n,
                         const int64_t *old_index, const int64_t *rows, const int64_t *seq, int64_t stride,
                         int64_t split, int64_t lut_n, const int64_t *tile_of_size, const int64_t *tile_m_of_size,
-                        int64_t lo, int64_t hi, int64_t max_items, int64_t max_partials, int64_t max_entries,
+                        int64_t long_tokens, int64_t lo, int64_t hi, int64_t max_items, int64_t max_partials, int64_t max_entries,
                         int64_t *work, int32_t *items, int32_t *item_req, int32_t *item_dst, int32_t *merge_indptr,
                         int32_t *merge_partials, int64_t *summary) {
-    if (stride < 1 || split < 1 || n < 1 || prev_n < 1 || lut_n < 2) return -2;
+    if (stride < 1 || split < 1 || n < 1 || prev_n < 1 || lut_n < 4 || lut_n % 2) return -2;
+    const int64_t half = lut_n / 2; /* a long pack's entries start here */
     int64_t *entry_new = work, *kept_req = entry_new + prev_e, *kept_dst = kept_req + prev_e;
     int64_t *kept_size = kept_dst + prev_e, *live = kept_size + prev_n, *new_of_old = live + prev_n;
     int64_t *new_slot = new_of_old + prev_requests, *joiner = new_slot + prev_partials + 1;
@@ -82,7 +85,7 @@ int64_t pat_remade_plan(int64_t prev_n, const int32_t *prev_items, int64_t prev_
             count++;
         }
         if (!count) continue;
-        if (count >= lut_n) return -2;
+        if (count >= half || e - b >= half) return -2;
         const int64_t first = kept_req[num_kept_entries - count];
         const int64_t begin = it[ITEM_KV_BEGIN], end = it[ITEM_KV_END];
         const int64_t row_begin = begin / stride * stride; /* begin >= 0 */
@@ -145,8 +148,9 @@ int64_t pat_remade_plan(int64_t prev_n, const int32_t *prev_items, int64_t prev_
         it[ITEM_KV_END] = (int32_t)f[2];
         it[ITEM_REQ_BEGIN] = (int32_t)j;
         it[ITEM_REQ_END] = (int32_t)(j + 1);
-        it[ITEM_TILE] = (int32_t)tile_of_size[1];
-        it[ITEM_TILE_M] = (int32_t)tile_m_of_size[1];
+        const int64_t lut = (seq[f[3]] >= long_tokens ? half : 0) + 1;
+        it[ITEM_TILE] = (int32_t)tile_of_size[lut];
+        it[ITEM_TILE_M] = (int32_t)tile_m_of_size[lut];
         item_req[j] = (int32_t)f[3];
         item_dst[j] = (int32_t)f[4];
     }
@@ -161,8 +165,10 @@ int64_t pat_remade_plan(int64_t prev_n, const int32_t *prev_items, int64_t prev_
         if (src[ITEM_KV_END] != ITEM_OPEN_END) it[ITEM_KV_END] = (int32_t)(src[ITEM_KV_END] + shift);
         it[ITEM_REQ_BEGIN] = (int32_t)(num_join + at);
         it[ITEM_REQ_END] = (int32_t)(num_join + at + kept_size[l]);
-        it[ITEM_TILE] = (int32_t)tile_of_size[kept_size[l]];
-        it[ITEM_TILE_M] = (int32_t)tile_m_of_size[kept_size[l]];
+        const int64_t was = src[ITEM_REQ_END] - src[ITEM_REQ_BEGIN]; /* its rows in the previous plan */
+        const int64_t lut = (src[ITEM_TILE_M] < tile_m_of_size[was] ? half : 0) + kept_size[l];
+        it[ITEM_TILE] = (int32_t)tile_of_size[lut];
+        it[ITEM_TILE_M] = (int32_t)tile_m_of_size[lut];
         at += kept_size[l];
     }
     for (int64_t j = 0; j < num_kept_entries; j++) {

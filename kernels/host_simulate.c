@@ -287,14 +287,15 @@ static inline int64_t floor_quotient(int64_t x, int64_t d, double inverse) {
    length cuts pack p into max(1, ceil(pack_tokens[p] / length)) splits (_split_counts), and of neighbouring lengths
    that cut every pack alike only the longer stays. Their costs are pat_launch_costs' (full blocks: pack_blocks - 1;
    block_token_bytes[n] / block_overheads[n]: a KV token's cost and an item's fixed cost in a row block of n
-   requests, n in 0..rpb, rpb = n_overheads - 1); the cheapest wins, on a tie the one with more items, then the first
+   requests, n in 0..rpb, rpb = n_overheads / 2 - 1, and at rpb + 1 + n in a pack of long_tokens or more:
+   planner._block_costs); the cheapest wins, on a tie the one with more items, then the first
    (_cheapest). pack_req: int32. The caller takes packs that are all alike (equal tokens and requests) to its uniform
    model first. Returns the chosen length; -1 when scratch memory cannot be allocated, -2 without candidates. */
 int64_t pat_split_length(const int64_t *lengths, int64_t n_lengths, int64_t longest, const int64_t *pack_tokens,
                          const int64_t *pack_blocks, const int64_t *pack_req_count, const int32_t *pack_req,
                          int64_t n_entries, int64_t num_requests, int64_t packs, int64_t slots,
                          const int64_t *block_token_bytes, const double *block_overheads, int64_t n_overheads,
-                         double chain_slot_bytes, double tolerance, int64_t batch_items) {
+                         int64_t long_tokens, double chain_slot_bytes, double tolerance, int64_t batch_items) {
     if (n_lengths < 1) return -2;
     int64_t *kept = (int64_t *)malloc(sizeof(int64_t) * (size_t)n_lengths);
     int64_t *splits = (int64_t *)malloc(sizeof(int64_t) * (size_t)(n_lengths * packs));
@@ -324,10 +325,11 @@ int64_t pat_split_length(const int64_t *lengths, int64_t n_lengths, int64_t long
         int64_t *last_token_bytes = per_pack, *full = per_pack + packs, *req = per_pack + 3 * packs;
         double *last_overhead = doubles, *cost = doubles + packs, *scratch = cost + 2 * n_lengths;
         int64_t *items = (int64_t *)(cost + cands);
-        int64_t rpb = n_overheads - 1;
+        /* a full block's rows are more than half the largest tile m: the same tile, and entry, in both halves */
+        int64_t rpb = n_overheads / 2 - 1;
         for (int64_t p = 0; p < packs; p++) {
             full[p] = pack_blocks[p] - 1;
-            int64_t last_size = pack_req_count[p] - full[p] * rpb;
+            int64_t last_size = pack_req_count[p] - full[p] * rpb + (pack_tokens[p] >= long_tokens ? rpb + 1 : 0);
             last_token_bytes[p] = block_token_bytes[last_size];
             last_overhead[p] = block_overheads[last_size];
         }

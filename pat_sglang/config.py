@@ -148,11 +148,17 @@ class TileTable:
     wgmma_head_dims: frozenset[int] = frozenset()
     fp8_wgmma_head_dims: frozenset[int] = frozenset()
     # head_dim -> the least tile m its items take where its build runs 64-row items on warpgroup MMAs
-    # (``for_head_dim``): at d256 a private request's 4 rows run faster padded to 64 rows on wgmma, the CTA's four
+    # (``least_tile_m``): at d256 a private request's 4 rows run faster padded to 64 rows on wgmma, the CTA's four
     # warps computing, than as one warp's 16-row mma.sync item; FP8-KV builds take the fp8 entry's (none where absent:
     # their 16-row items take K and V straight from the FP8 stage and beat the padded 64-row ones)
     min_tile_m: dict[int, int] = field(default_factory=dict)
     fp8_min_tile_m: dict[int, int] = field(default_factory=dict)
+    # head_dim -> the KV tokens from which a pack is long: a long pack's row blocks take the smallest tile that holds
+    # their rows, not the least tile m (``least_tile_m``). At d256 a private request's 16-row mma.sync item streams a
+    # long row faster than the padded 64-row wgmma one, a short row slower. Absent: the least tile m holds for every
+    # pack. FP8-KV builds take the fp8 entry's.
+    min_tile_m_tokens: dict[int, int] = field(default_factory=dict)
+    fp8_min_tile_m_tokens: dict[int, int] = field(default_factory=dict)
     # head_dim -> KV columns per wgmma S block of its 16-bit-KV build's 64-row items (``KernelVariant.wg_cols``;
     # 16 where absent); FP8-KV builds take the fp8 entry's (16 where absent)
     wg_cols: dict[int, int] = field(default_factory=dict)
@@ -160,9 +166,6 @@ class TileTable:
     # Head dims whose FP8-KV builds run long 16-row items of at most 8 query rows with the KV tokens as the MMA's M
     # (``KernelVariant.t8``; FP8 pools at head dim 128 or 256 only)
     fp8_t8_head_dims: frozenset[int] = frozenset()
-    # for_head_dim's tables, made once; not an init field, so every table (``replace`` included) starts its own
-    _per_head_dim: dict[tuple[int, bool], TileTable] = field(default_factory=dict, init=False, compare=False,
-                                                              repr=False)
 
     def wgmma(self, head_dim: int, fp8: bool = False) -> bool:
         """Whether this head dim's build (``fp8``: over FP8 pools) takes warpgroup MMAs for 64-row items."""
@@ -193,13 +196,16 @@ class TileTable:
 
     def _with_tile_ms(self, tile_ms: tuple[int, ...], **changes: object) -> TileTable:
         """This table with ``tile_ms`` (and ``changes``), keeping only the least tile ms (``min_tile_m``,
-        ``fp8_min_tile_m``) that are among them."""
+        ``fp8_min_tile_m``) that are among them, and their long packs' tokens."""
 
         def held(least: dict[int, int]) -> dict[int, int]:
             return {d: m for d, m in least.items() if m in tile_ms}
 
-        return replace(self, tile_ms=tile_ms, min_tile_m=held(self.min_tile_m),
-                       fp8_min_tile_m=held(self.fp8_min_tile_m), **changes)
+        min_tile_m, fp8_min_tile_m = held(self.min_tile_m), held(self.fp8_min_tile_m)
+        return replace(self, tile_ms=tile_ms, min_tile_m=min_tile_m, fp8_min_tile_m=fp8_min_tile_m,
+                       min_tile_m_tokens={d: n for d, n in self.min_tile_m_tokens.items() if d in min_tile_m},
+                       fp8_min_tile_m_tokens={d: n for d, n in self.fp8_min_tile_m_tokens.items()
+                                              if d in fp8_min_tile_m}, **changes)
 
     def with_tile_m(self, m: int) -> TileTable:
         """This table with tile m ``m`` added (e.g. 128: the items of the wide launch's two consumer warpgroups,
@@ -208,28 +214,34 @@ class TileTable:
             raise ValueError(f"tile m {m}: one of {KERNEL_TILE_MS}")
         return replace(self, tile_ms=tuple(sorted({*self.tile_ms, m})))
 
-    def for_head_dim(self, head_dim: int, fp8: bool = False) -> TileTable:
-        """The table the planner uses for ``head_dim`` (``fp8``: over FP8 pools): this one, or where the table gives
-        the head dim a least tile m (``min_tile_m``, FP8 pools ``fp8_min_tile_m``) and that build takes warpgroup
-        MMAs, this one with only the tile ms from it on (made once per head dim)."""
+    def least_tile_m(self, head_dim: int, fp8: bool = False) -> tuple[int, int | None]:
+        """(the least tile m of ``head_dim``'s row blocks, the KV tokens from which a pack is long and its row blocks
+        take the smallest tile that holds their rows again, None: no pack is): the table's ``min_tile_m`` and
+        ``min_tile_m_tokens`` (FP8 pools: the fp8 entry's) where that build takes warpgroup MMAs, else (0, None)."""
         m = (self.fp8_min_tile_m if fp8 else self.min_tile_m).get(head_dim)
         if m is None or not self.wgmma(head_dim, fp8):
-            return self
-        table = self._per_head_dim.get((head_dim, fp8))
-        if table is None:
-            table = self.with_min_tile_m(m)
-            self._per_head_dim[(head_dim, fp8)] = table
-        return table
+            return 0, None
+        return m, (self.fp8_min_tile_m_tokens if fp8 else self.min_tile_m_tokens).get(head_dim)
 
     def with_min_tile_m(self, m: int) -> TileTable:
         """This table with only the tile m values of at least ``m`` rows (a sweep's variant, ``KernelTune.min_tile_m``):
         e.g. 64, every item on the 64-row path (warpgroup MMAs where the build has them), padding rows included. The
-        least tile m holds for every head dim: the table's own per-head-dim ones (``min_tile_m``,
-        ``fp8_min_tile_m``) are dropped, so 16 puts d256's private rows back on 16-row items."""
+        least tile m holds for every head dim and pack: the table's own per-head-dim ones (``min_tile_m``,
+        ``fp8_min_tile_m``) and their long packs' tokens are dropped, so 16 puts d256's private rows back on 16-row
+        items."""
         tile_ms = tuple(t for t in self.tile_ms if t >= m)
         if not tile_ms:
             raise ValueError(f"no tile m of {self.tile_ms} holds {m} rows")
-        return replace(self, tile_ms=tile_ms, min_tile_m={}, fp8_min_tile_m={})
+        return replace(self, tile_ms=tile_ms, min_tile_m={}, fp8_min_tile_m={}, min_tile_m_tokens={},
+                       fp8_min_tile_m_tokens={})
+
+    def with_min_tile_m_tokens(self, tokens: int) -> TileTable:
+        """This table with every least tile m's long packs from ``tokens`` KV tokens on (a sweep's variant,
+        ``KernelTune.min_tile_m_tokens``)."""
+        if tokens < 1:
+            raise ValueError(f"long packs' tokens must be positive, got {tokens}")
+        return replace(self, min_tile_m_tokens=dict.fromkeys(self.min_tile_m, tokens),
+                       fp8_min_tile_m_tokens=dict.fromkeys(self.fp8_min_tile_m, tokens))
 
     def with_max_tile_m(self, m: int) -> TileTable:
         """This table with only the tile m values of at most ``m`` rows (a sweep's variant, ``KernelTune.max_tile_m``):
@@ -339,11 +351,17 @@ def load_tile_table(arch: str = "sm90") -> TileTable:
             raise ValueError(f"{path}: tile m {tile_ms[-1]} needs {need} warps; head_dim {d} has {warps[d]}")
     min_tile_m = {int(d): int(m) for d, m in data.get("min_tile_m", {}).items()}
     fp8_min_tile_m = {int(d): int(m) for d, m in fp8.get("min_tile_m", {}).items()}
-    for least, where in ((min_tile_m, ""), (fp8_min_tile_m, "fp8 ")):
+    min_tile_m_tokens = {int(d): int(n) for d, n in data.get("min_tile_m_tokens", {}).items()}
+    fp8_min_tile_m_tokens = {int(d): int(n) for d, n in fp8.get("min_tile_m_tokens", {}).items()}
+    for least, tokens, where in ((min_tile_m, min_tile_m_tokens, ""), (fp8_min_tile_m, fp8_min_tile_m_tokens, "fp8 ")):
         for d, m in least.items():
             if d not in kv_tiles or m not in tile_ms or m > 16 * warps[d]:
                 raise ValueError(f"{path}: {where}min_tile_m {m} for head_dim {d}: not one of the table's tile ms "
                                  f"{tile_ms} that head dim's {warps.get(d)} warps hold")
+        for d, n in tokens.items():
+            if d not in least or n < 1:
+                raise ValueError(f"{path}: {where}min_tile_m_tokens {n} for head_dim {d}: a positive token count "
+                                 f"for a head dim with a {where}min_tile_m")
     wg_cols = {int(d): int(n) for d, n in data.get("wg_cols", {}).items()}
     fp8_wg_cols = {int(d): int(n) for d, n in fp8.get("wg_cols", {}).items()}
     for cols, dims, fp8_pools in ((wg_cols, wgmma_dims, False), (fp8_wg_cols, fp8_wgmma_dims, True)):
@@ -363,7 +381,7 @@ def load_tile_table(arch: str = "sm90") -> TileTable:
                          f"{T8_HEAD_DIMS} (whole 128-byte FP8 rows) of this table's {sorted(kv_tiles)}")
     return TileTable(
         tile_ms, kv_tiles, min_ctas, stages, warps, path.name[:-5], fp8_tiles, fp8_stages, wgmma_dims, fp8_wgmma_dims,
-        min_tile_m, fp8_min_tile_m, wg_cols, fp8_wg_cols, fp8_t8_dims,
+        min_tile_m, fp8_min_tile_m, min_tile_m_tokens, fp8_min_tile_m_tokens, wg_cols, fp8_wg_cols, fp8_t8_dims,
     )
 
 

@@ -158,8 +158,10 @@ class _HostCore:
         self.forest = _typed(lib, "pat_flat_forest", _I, [_P, _I, _I, _P, _P, _I, _I] + [_P] * 9)
         self.scan_start = _typed(lib, "pat_scan_start", _I, [_P, _I, _I, _P, _P, _I, _P])
         self.scan_finish = _typed(lib, "pat_scan_finish", ctypes.c_uint64, [_P])
-        self.split = _typed(lib, "pat_split_length", _I, [_P, _I, _I] + [_P] * 4 + [_I] * 4 + [_P, _P, _I, _D, _D, _I])
-        self.items = _typed(lib, "pat_plan_items", _I, [_I] + [_P] * 5 + [_I] + [_P] * 3 + [_I] * 4 + [_P] * 9)
+        self.split = _typed(lib, "pat_split_length", _I,
+                            [_P, _I, _I] + [_P] * 4 + [_I] * 4 + [_P, _P, _I, _I, _D, _D, _I])
+        self.items = _typed(lib, "pat_plan_items", _I,
+                            [_I] + [_P] * 5 + [_I] + [_P] * 2 + [_I, _P] + [_I] * 4 + [_P] * 9)
         self.edit = _typed(lib, "pat_edit_forest", _I, [_I] * 2 + [_P] * 2 + [_I] + [_P] * 3 + [_I])
         self.places = _typed(lib, "pat_edit_places", _I, [_I] * 2 + [_P, _I] + [_P] * 2 + [_I] + [_P] * 5)
         self.scan_job_words = ctypes.c_int64.in_dll(lib, "pat_scan_job_words").value  # a scan job's own words
@@ -204,12 +206,13 @@ class _HostCore:
 
     def split_length(self, candidates: list[int], longest: int, pack_tokens: np.ndarray, pack_blocks: np.ndarray,
                      pack_req_count: np.ndarray, pack_req: np.ndarray, num_requests: int, slots: int,
-                     block_token_bytes: np.ndarray, block_overheads: np.ndarray, chain_slot_bytes: float,
-                     tolerance: float, batch_items: int) -> int:
+                     block_token_bytes: np.ndarray, block_overheads: np.ndarray, long_tokens: int,
+                     chain_slot_bytes: float, tolerance: float, batch_items: int) -> int:
         """``planner._split_length``'s choice past its uniform case (packs not all alike: the caller's uniform model
         takes those) in one call (``kernels/host_simulate.c`` ``pat_split_length``): the chosen split length.
         Per-pack arrays: C-contiguous int64 (checked); ``pack_req``: int32; ``block_token_bytes`` (int64) and
-        ``block_overheads`` (float64): indexed by a row block's requests."""
+        ``block_overheads`` (float64): indexed as ``planner._block_costs`` makes them (a long pack's blocks, from
+        ``long_tokens`` KV tokens on, in the second half)."""
         packs = pack_tokens.shape[0]
         if any(a.dtype != np.int64 or a.shape != (packs,) or not a.flags.c_contiguous
                for a in (pack_tokens, pack_blocks, pack_req_count)) or pack_req.dtype != np.int32 or \
@@ -223,15 +226,15 @@ class _HostCore:
         got = self.split(_address(lengths), lengths.shape[0], longest, _address(pack_tokens), _address(pack_blocks),
                          _address(pack_req_count), _address(pack_req), pack_req.shape[0], num_requests, packs, slots,
                          _address(block_token_bytes), _address(block_overheads), block_overheads.shape[0],
-                         chain_slot_bytes, tolerance, batch_items)
+                         long_tokens, chain_slot_bytes, tolerance, batch_items)
         if got < 0:
             raise MemoryError("pat_split_length: no scratch memory")
         return int(got)
 
     def plan_items(self, pack_tokens: np.ndarray, kv_offset: np.ndarray, pack_req_count: np.ndarray,
                    pack_req: np.ndarray, splits: np.ndarray, reqs_per_block: int, tile_of_size: np.ndarray,
-                   tile_m_of_size: np.ndarray, leaf_pack: np.ndarray | None, num_requests: int, num_items: int,
-                   num_entries: int, max_partials: int | None, item_fields: int) -> tuple | None:
+                   tile_m_of_size: np.ndarray, long_tokens: int, leaf_pack: np.ndarray | None, num_requests: int,
+                   num_items: int, num_entries: int, max_partials: int | None, item_fields: int) -> tuple | None:
         """``planner._plan_items`` in one call (``kernels/host_items.c`` ``pat_plan_items``): (items, item_req,
         item_dst, merge_indptr, merge_partials, num_partials, item_pack, item_split, open_mask, longest item's tokens,
         open items), the same arrays; None when the plan needs more than ``max_partials`` partial
@@ -254,7 +257,7 @@ class _HostCore:
         i32, i64 = _address(ints), _address(longs)
         num_partials = self.items(
             packs, _address(pack_tokens), _address(kv_offset), _address(pack_req_count), _address(pack_req),
-            _address(splits), reqs_per_block, _address(tiles), _address(tile_ms),
+            _address(splits), reqs_per_block, _address(tiles), _address(tile_ms), long_tokens,
             None if leaf_pack is None else _address(leaf_pack), num_requests, num_items, num_entries,
             -1 if max_partials is None else max_partials, _address(items), i32, i32 + 4 * num_entries,
             i32 + 8 * num_entries, i32 + 4 * (2 * num_entries + num_requests + 1), i64, i64 + 8 * num_items,

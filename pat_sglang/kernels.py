@@ -104,6 +104,8 @@ class KernelTune:
     wgmma: bool | None = None  # 64-row items on warpgroup MMAs (sm_90 only); None = the table's / PAT_SGLANG_WGMMA
     min_tile_m: int | None = None  # plans only (TileTable.with_min_tile_m): items take tile ms >= this; same build
     max_tile_m: int | None = None  # plans only (TileTable.with_max_tile_m): items take tile ms <= this; same build
+    # plans only (TileTable.with_min_tile_m_tokens): packs of this many KV tokens or more are long; same build
+    min_tile_m_tokens: int | None = None
     wg_cols: int | None = None  # KV columns per wgmma S block (KernelVariant.wg_cols); None = the table's where fit
     wide_stages: int | None = None  # KernelVariant.wide_stages; None = 0 (no wide launch)
     t8: bool | None = None  # KernelVariant.t8; None = the table's (set by the heads alone, which a tune keeps)
@@ -291,7 +293,7 @@ class KernelVariant:
 
 #: "1" builds 64-row items on warpgroup MMAs wherever the arch and the table's warps allow (KernelVariant.wgmma),
 #: "0" nowhere; unset: where the tile table says (``wgmma_head_dims``). Plans do not read it: with "0", d256's least
-#: tile m (``TileTable.for_head_dim``) still pads private rows to 64-row items, which then run on mma.sync (correct,
+#: tile m (``TileTable.least_tile_m``) still pads private rows to 64-row items, which then run on mma.sync (correct,
 #: untimed).
 WGMMA_ENV = "PAT_SGLANG_WGMMA"
 

@@ -57,8 +57,8 @@ Partials. Every (item, request) writes either straight to the output (the reques
 to its own partial slot; two items never share a slot. The merge map lists each request's slots.
 
 Tiles. Each item gets the smallest tile m (from ``configs/tiles``) that holds its rows, at least the head dim's
-``min_tile_m`` where the table gives one (``TileTable.for_head_dim``); items are ordered longest KV first for the
-single forward launch.
+``min_tile_m`` where the table gives one, unless its pack is long (``min_tile_m_tokens`` KV tokens or more:
+``TileTable.least_tile_m``); items are ordered longest KV first for the single forward launch.
 
 Limits. ``PlanLimits`` (the CUDA-graph buffers' capacities) is an input: a plan that would exceed it is made
 with one KV split per pack, and if that still does not fit, without sharing (one item per request, no
@@ -273,6 +273,10 @@ class PackPlan:
     # part, so the backend names it in its slowest step. False when the length was given, kept from last step
     # (SPLIT_KEEP_FRACTION), the only candidate, or the plan was re-made (``plan_forest(previous=...)``).
     split_searched: bool = False
+    # The tile rule the items were made by (``TileTable.least_tile_m``), which a re-made plan's new items follow: row
+    # blocks of packs of fewer than ``long_pack_tokens`` KV tokens take at least ``least_tile_m`` rows.
+    least_tile_m: int = 0
+    long_pack_tokens: int = INT64_MAX
 
     @property
     def num_items(self) -> int:
@@ -318,6 +322,8 @@ class PackPlan:
             num_open=self.num_open,
             split_tokens=self.split_tokens,
             split_searched=self.split_searched,
+            least_tile_m=self.least_tile_m,
+            long_pack_tokens=self.long_pack_tokens,
             **moved,
         )
 
@@ -425,7 +431,7 @@ def plan_forest(
     if split_tokens is not None and split_tokens < 1:
         raise ValueError(f"split_tokens must be positive, got {split_tokens}")
     device = device or DeviceSpec()
-    tiles = (tiles or load_tile_table(device.arch)).for_head_dim(heads.head_dim, heads.kv_fp8)
+    tiles = tiles or load_tile_table(device.arch)
     if previous is not None and previous.regrow is not None:
         rg = previous.regrow
         if (
@@ -498,7 +504,8 @@ def _plan(
     """One planning pass; ``None`` if the plan would exceed ``limits`` (counted before any item is built)."""
     group, num_kv_heads, tok_bytes, partial_bytes = _head_numbers(heads)
     reqs_per_block = max(1, tiles.max_m // group)
-    tile_of_size, tile_m_of_size = _tile_lut(tiles.tile_ms, group, reqs_per_block)
+    least_m, long_tokens = tile_rule(tiles, heads)
+    tile_of_size, tile_m_of_size = _tile_lut(tiles.tile_ms, group, reqs_per_block, least_m)
     fa = forest
     num_requests = forest.num_requests
     node_kv_begin = forest.kv_begin()
@@ -532,7 +539,7 @@ def _plan(
     def search(candidates: list[int]) -> int:  # the cost model's pick among these lengths (only when searching)
         return _split_length(candidates, pack_tokens, pack_blocks, pack_req, pack_req_count, num_requests, num_kv_heads,
                              target, *_block_costs(tiles.tile_ms, group, reqs_per_block, tok_bytes // num_kv_heads,
-                                                   _measured_costs(heads)), _chain_cost(heads))
+                                                   _measured_costs(heads), least_m), _chain_cost(heads), long_tokens)
 
     chosen_for_tokens = 0
     searched = False
@@ -578,12 +585,12 @@ def _plan(
         if limits is not None and (num_items > limits.max_items or num_entries > limits.max_entries):
             return None
         laid = core.plan_items(pack_tokens, kv_offset, pack_req_count, pack_req, splits, reqs_per_block,
-                               tile_of_size, tile_m_of_size, leaf_pack, num_requests, num_items, num_entries,
-                               None if limits is None else limits.max_partials, ITEM_FIELDS)
+                               tile_of_size, tile_m_of_size, long_tokens, leaf_pack, num_requests, num_items,
+                               num_entries, None if limits is None else limits.max_partials, ITEM_FIELDS)
     else:
         laid = _plan_items(pack_tokens, kv_offset, pack_req_count, pack_ptr, pack_req, pack_blocks, splits,
-                           reqs_per_block, tile_of_size, tile_m_of_size, leaf_pack, num_requests, limits,
-                           len(tiles.tile_ms), kv_limit)
+                           reqs_per_block, tile_of_size, tile_m_of_size, long_tokens, leaf_pack, num_requests,
+                           limits, len(tiles.tile_ms), kv_limit)
     if laid is None:  # over the limits
         return None
     (items, item_req, item_dst, merge_indptr, merge_partials, num_partials, item_pack, item_split, open_mask,
@@ -600,7 +607,8 @@ def _plan(
         num_partials=num_partials,
         max_item_tokens=max_item_tokens,
     )
-    pack_args = (fa, pack_node, top, pack_tokens, pack_ptr, pack_req, splits, pack_blocks, tiles, group, reqs_per_block)
+    pack_args = (fa, pack_node, top, pack_tokens, pack_ptr, pack_req, splits, pack_blocks, tile_m_of_size,
+                 reqs_per_block, long_tokens)
     infos = _PackBuilder(*pack_args)
     regrow = _Regrow(
         structure=fa._derived, pack_node=pack_node, pack_tokens=pack_tokens, kv_offset=kv_offset,
@@ -628,7 +636,16 @@ def _plan(
         num_open=num_open,
         split_tokens=split_tokens,
         split_searched=searched,
+        least_tile_m=least_m,
+        long_pack_tokens=long_tokens,
     )
+
+
+def tile_rule(tiles: TileTable, heads: HeadConfig) -> tuple[int, int]:
+    """(least tile m, the KV tokens from which a pack is long: ``INT64_MAX`` where none is) of ``heads``' row blocks
+    under ``tiles`` (``TileTable.least_tile_m``)."""
+    least_m, long_tokens = tiles.least_tile_m(heads.head_dim, heads.kv_fp8)
+    return least_m, INT64_MAX if long_tokens is None else long_tokens
 
 
 def _plan_items(
@@ -642,6 +659,7 @@ def _plan_items(
     reqs_per_block: int,
     tile_of_size: np.ndarray,
     tile_m_of_size: np.ndarray,
+    long_tokens: int,
     leaf_pack: np.ndarray | None,
     num_requests: int,
     limits: PlanLimits | None,
@@ -650,8 +668,9 @@ def _plan_items(
 ) -> tuple | None:
     """The items of packs cut into row blocks and ``splits`` KV splits, in numpy: (items, item_req, item_dst,
     merge_indptr, merge_partials, num_partials, item_pack, item_split, open_mask, the longest item's tokens, open
-    items); ``None`` if they would exceed ``limits`` (counted before any item is built). ``leaf_pack``: per
-    pack, its last split gets an open end (None: no open ends). The compiled version (``host_core``,
+    items); ``None`` if they would exceed ``limits`` (counted before any item is built). ``tile_of_size`` /
+    ``tile_m_of_size``: ``_tile_lut``'s, a block of a pack of ``long_tokens`` or more at ``long_offset``. ``leaf_pack``:
+    per pack, its last split gets an open end (None: no open ends). The compiled version (``host_core``,
     ``kernels/host_items.c``) makes the same arrays in one call."""
     num_packs = pack_tokens.shape[0]
     one_split = int(splits.max()) == 1
@@ -665,7 +684,10 @@ def _plan_items(
         block_size = np.full(num_blocks, reqs_per_block)
         block_size[pack_blocks.cumsum() - 1] = pack_req_count - (pack_blocks - 1) * reqs_per_block
         block_start = _starts(block_size)
-    block_tile = tile_of_size[block_size]  # the smallest tile that holds the block's query rows
+    # the smallest tile that holds the block's query rows (in a short pack, at least the least tile m)
+    block_lut = block_size + long_offset(pack_tokens if block_pack is None else pack_tokens[block_pack], long_tokens,
+                                         reqs_per_block)
+    block_tile = tile_of_size[block_lut]
 
     # --- partial slots: a request with one partial in the whole plan writes the output directly
     if one_split:
@@ -726,7 +748,7 @@ def _plan_items(
     items[:, ITEM_REQ_BEGIN] = req_end - sizes
     items[:, ITEM_REQ_END] = req_end
     items[:, ITEM_TILE] = item_tile
-    items[:, ITEM_TILE_M] = tile_m_of_size[sizes]
+    items[:, ITEM_TILE_M] = tile_m_of_size[block_lut[item_block]]
     item_req = pack_req[_ranges(block_start[item_block], sizes, req_end)]
 
     item_dst, merge_indptr, merge_partials, num_partials = _partial_slots(item_req, partials_of, num_requests)
@@ -794,7 +816,7 @@ class _Regrow:
 def _regrown(previous: PackPlan, forest: PrefixForest) -> PackPlan | None:
     """``previous`` re-made for ``forest`` (its forest with longer leaves), or None if a pack's split count
     changes (then the caller plans from scratch). Items keep their order and request lists; their KV ranges are
-    recomputed exactly as ``_plan`` makes them."""
+    recomputed exactly as ``_plan`` makes them. None too where a pack grows long (``long_pack_tokens``)."""
     rg = previous.regrow
     grown = forest.tok - rg.tok
     pack_tokens = rg.pack_tokens + (grown if rg.pack_node is None else grown[rg.pack_node])
@@ -810,6 +832,9 @@ def _regrown(previous: PackPlan, forest: PrefixForest) -> PackPlan | None:
         splits = tail
     if not np.array_equal(splits, rg.splits):
         return None
+    long_tokens = previous.long_pack_tokens
+    if long_tokens != INT64_MAX and not np.array_equal(rg.pack_tokens >= long_tokens, pack_tokens >= long_tokens):
+        return None  # a pack grew long: its row blocks take another tile (as a count change, planned afresh)
     n_tok = pack_tokens[rg.item_pack]
     base = rg.kv_offset[rg.item_pack]
     items = previous.items.numpy().copy()
@@ -879,11 +904,13 @@ def remade_plan(
     items = previous.items.numpy()
     group = _head_numbers(previous.heads)[0]
     tile_ms = previous.tile_ms
-    tile_of_size, tile_m_of_size = _tile_lut(tile_ms, group, max(1, tile_ms[-1] // group))
+    rpb = max(1, tile_ms[-1] // group)
+    tile_of_size, tile_m_of_size = _tile_lut(tile_ms, group, rpb, previous.least_tile_m)
+    long_tokens = previous.long_pack_tokens
     # Compiled (kernels/host_remade.c) where the extension module loads: the same arrays in one call; below, numpy
     got = host_core.glue_call(
         "remade_items", items, previous.item_req.numpy(), previous.item_dst.numpy(), previous.num_requests,
-        previous.num_partials, old_index, rows, seq_lens, stride, split, tile_of_size, tile_m_of_size,
+        previous.num_partials, old_index, rows, seq_lens, stride, split, tile_of_size, tile_m_of_size, long_tokens,
         planned_tokens[0], planned_tokens[1], *(_NO_LIMITS if limits is None else
                                                  (limits.max_items, limits.max_partials, limits.max_entries)))
     if got is None:
@@ -926,8 +953,12 @@ def remade_plan(
     num_kept_slots = int(new_slot[-1]) + 1 if new_slot.shape[0] else 0
     kept_dst = np.where(kept_dst >= 0, new_slot[kept_dst], -1)
 
+    # a joiner's row is its own pack: long from long_tokens on
+    long_join = seq_lens[joiners] >= long_tokens
+    join_tile = (np.where(long_join, tile_of_size[rpb + 2], tile_of_size[1]),
+                 np.where(long_join, tile_m_of_size[rpb + 2], tile_m_of_size[1]))
     joined, join_req, join_dst, join_tokens = _joiner_items(
-        joiners, rows, seq_lens, stride, split, num_kept_slots, (int(tile_of_size[1]), int(tile_m_of_size[1])))
+        joiners, rows, seq_lens, stride, split, num_kept_slots, join_tile)
     num_join = len(join_req)
     num_items = num_join + kept.shape[0]
     num_entries = num_join + kept_req.shape[0]
@@ -942,10 +973,15 @@ def remade_plan(
     shift = rows[kept_first] * stride - row_begin  # to the first kept member's row
     kept[:, ITEM_KV_BEGIN] += shift
     np.add(end, shift, out=end, where=~is_open, casting="same_kind")
+    # a kept item stays in its half of the tile tables: one below the least tile m of its rows was a long pack's
+    # (where both halves agree, the short half's is the same tile)
+    prev_size = kept[:, ITEM_REQ_END].astype(np.int64) - kept[:, ITEM_REQ_BEGIN]
+    was_long = kept[:, ITEM_TILE_M] < tile_m_of_size[prev_size]
+    kept_lut = kept_size + was_long * (rpb + 1)
     kept[:, ITEM_REQ_BEGIN] = req_end - kept_size + num_join
     kept[:, ITEM_REQ_END] = req_end + num_join
-    kept[:, ITEM_TILE] = tile_of_size[kept_size]
-    kept[:, ITEM_TILE_M] = tile_m_of_size[kept_size]
+    kept[:, ITEM_TILE] = tile_of_size[kept_lut]
+    kept[:, ITEM_TILE_M] = tile_m_of_size[kept_lut]
     out = np.concatenate([joined, kept]) if num_join else kept
     item_req = np.concatenate([np.array(join_req, dtype=np.int64), kept_req])
     item_dst = np.concatenate([np.array(join_dst, dtype=np.int64), kept_dst])
@@ -989,27 +1025,30 @@ def _remade(previous: PackPlan, num_requests: int, seq_lens: np.ndarray, unique_
         row_stride=previous.row_stride,
         num_open=num_requests,  # every request's last item is open: kept requests' own, joiners' last split
         split_tokens=previous.split_tokens,
+        least_tile_m=previous.least_tile_m,
+        long_pack_tokens=previous.long_pack_tokens,
     )
 
 
 def _joiner_items(
     joiners: np.ndarray, rows: np.ndarray, seq_lens: np.ndarray, stride: int, split: int, first_slot: int,
-    tile: tuple[int, int],
+    tile: tuple[np.ndarray, np.ndarray],
 ) -> tuple[np.ndarray, list[int], list[int], list[int]]:
     """The private items of ``joiners`` (request indices), longest first: each one's whole row cut into
     ``_split_counts`` items of about equal KV at ``split`` as ``_plan`` cuts a pack, the last one open. (int32 item rows
     whose entries are 0, 1, ... in order; per item its request, partial slot (from ``first_slot`` on for a joiner of
-    two items or more, else -1: written directly) and KV tokens.) ``tile``: (tile index, tile m) of one request. A
-    Python loop: a re-made plan's joiners are a few (a wave re-reads too much to be re-made)."""
-    found: list[tuple[int, int, int, int, int]] = []  # (tokens, begin, end, request, slot)
+    two items or more, else -1: written directly) and KV tokens.) ``tile``: (tile index, tile m) of each joiner's items.
+    A Python loop: a re-made plan's joiners are a few (a wave re-reads too much to be re-made)."""
+    found: list[tuple[int, int, int, int, int, int, int]] = []  # (tokens, begin, end, request, slot, tile, tile m)
     slot = first_slot
-    for r, n, row in zip(joiners.tolist(), seq_lens[joiners].tolist(), rows[joiners].tolist(), strict=True):
+    for r, n, row, t, m in zip(joiners.tolist(), seq_lens[joiners].tolist(), rows[joiners].tolist(),
+                               tile[0].tolist(), tile[1].tolist(), strict=True):
         k = max(1, -(-n // split))
         base = row * stride
         cuts = [base + n * i // k for i in range(k + 1)]
         for i in range(k):
             found.append((cuts[i + 1] - cuts[i], cuts[i], cuts[i + 1] if i + 1 < k else ITEM_OPEN_END, r,
-                          slot + i if k > 1 else -1))
+                          slot + i if k > 1 else -1, t, m))
         slot += k if k > 1 else 0
     found.sort(key=lambda f: -f[0])  # (stable: a joiner's splits stay in order)
     joined = np.zeros((len(found), ITEM_FIELDS), dtype=np.int32)
@@ -1019,7 +1058,8 @@ def _joiner_items(
         joined[:, ITEM_KV_END] = table[:, 2]
         joined[:, ITEM_REQ_BEGIN] = np.arange(len(found))
         joined[:, ITEM_REQ_END] = joined[:, ITEM_REQ_BEGIN] + 1
-        joined[:, ITEM_TILE], joined[:, ITEM_TILE_M] = tile
+        joined[:, ITEM_TILE] = table[:, 5]
+        joined[:, ITEM_TILE_M] = table[:, 6]
     return joined, [f[3] for f in found], [f[4] for f in found], [f[0] for f in found]
 
 
@@ -1045,29 +1085,33 @@ def _split_length(
     block_token_bytes: np.ndarray,
     block_overheads: np.ndarray,
     chain_cost: float,
+    long_tokens: int = INT64_MAX,
 ) -> int:
     """The step's KV split length: of the ``candidates`` (``_split_candidates``), the one whose launch the cost model
     (``_launch_costs``) finishes first; on a tie (the same longest item sets every candidate's makespan) the one with
     more items: the other slots then finish earlier and that item's tail runs with less competition for HBM (rollout64
     on the H200: 1024-token splits 86-87 us against the 1280-token ones' 90 us at equal predicted cost, three runs;
     bench/split_model_check.py: no other measured tree changes). ``block_token_bytes[n]`` / ``block_overheads[n]``:
-    a KV token's cost and the fixed cost of an item of a row block of ``n`` requests (``_block_costs``);
-    ``chain_cost``: each partial of the request with the most (``_chain_cost``)."""
+    a KV token's cost and the fixed cost of an item of a row block of ``n`` requests (``_block_costs``; a block of a
+    pack of ``long_tokens`` or more at ``long_offset``); ``chain_cost``: each partial of the request with the most
+    (``_chain_cost``)."""
     longest = int(pack_tokens.max())
     if len(candidates) == 1:
         return candidates[0]
     slots = max(1, target // num_kv_heads)  # items that run at once: each is one CTA per KV head
     if int(pack_tokens.min()) == longest and int(pack_req_count.min()) == int(pack_req_count.max()):
         # every pack alike (equal private rows, say): the same model without a candidate x pack matrix
+        half = block_overheads.shape[0] // 2
+        lut = slice(half, None) if longest >= long_tokens else slice(None, half)  # the packs' half of the tables
         lengths, cost, items = _uniform_launch_costs(candidates, pack_tokens.shape[0], longest, int(pack_blocks[0]),
                                                      int(pack_req_count[0]), pack_req, num_requests,
-                                                     block_token_bytes, block_overheads, slots, chain_cost)
+                                                     block_token_bytes[lut], block_overheads[lut], slots, chain_cost)
         return lengths[_cheapest(cost, items)]
     sim = host_core.loaded()
     if sim is not None:  # the rest of this function in one call
         return sim.split_length(candidates, longest, pack_tokens, pack_blocks, pack_req_count, pack_req, num_requests,
-                                slots, block_token_bytes, block_overheads, float(chain_cost), SPLIT_COST_TOLERANCE,
-                                RUN_BATCH_ITEMS)
+                                slots, block_token_bytes, block_overheads, long_tokens, float(chain_cost),
+                                SPLIT_COST_TOLERANCE, RUN_BATCH_ITEMS)
     # a length that holds the longest pack cuts nothing: only the longest such (the first) stays
     lengths = np.array(candidates[:1] + [length for length in candidates[1:] if length < longest], dtype=np.int64)
     if lengths.shape[0] == 1:
@@ -1080,10 +1124,12 @@ def _split_length(
     if keep.sum() == 1:  # one cut of the packs: nothing to compare
         return int(lengths[0])
     lengths, splits = lengths[keep], splits[keep]
+    rpb = block_overheads.shape[0] // 2 - 1
     full = pack_blocks - 1  # every row block but a pack's last holds requests_per_block requests
-    last_size = pack_req_count - full * (block_overheads.shape[0] - 1)
-    overheads = (block_overheads[-1], block_overheads[last_size])
-    token_bytes = (int(block_token_bytes[-1]), block_token_bytes[last_size])
+    # (a full block's rows are more than half the largest tile m: the same tile, and entry, in both halves)
+    last_size = pack_req_count - full * rpb + long_offset(pack_tokens, long_tokens, rpb)
+    overheads = (block_overheads[rpb], block_overheads[last_size])
+    token_bytes = (int(block_token_bytes[rpb]), block_token_bytes[last_size])
     cost, items = _launch_costs(splits, pack_tokens, full, token_bytes, overheads, pack_req, pack_req_count,
                                 num_requests, slots, chain_cost)
     return int(lengths[_cheapest(cost.tolist(), items.tolist())])
@@ -1518,13 +1564,14 @@ def _pack_paths(fa: PrefixForest, pack_node: np.ndarray, top: np.ndarray) -> tup
 class _PackBuilder:
     """Makes ``PackPlan.packs`` (a list of ``PackInfo``) from the planner's arrays, once."""
 
-    def __init__(self, forest, pack_node, top, tokens, req_ptr, reqs, splits, blocks, tiles, group, rpb) -> None:
-        self.args = (forest, pack_node, top, tokens, req_ptr, reqs, splits, blocks, tiles, group, rpb)
+    def __init__(self, forest, pack_node, top, tokens, req_ptr, reqs, splits, blocks, tile_m_of_size, rpb,
+                 long_tokens) -> None:
+        self.args = (forest, pack_node, top, tokens, req_ptr, reqs, splits, blocks, tile_m_of_size, rpb, long_tokens)
         self.value: list[PackInfo] | None = None
 
     def __call__(self) -> list[PackInfo]:
         if self.value is None:
-            forest, pack_node, top, tokens, req_ptr, reqs, splits, blocks, tiles, group, rpb = self.args
+            forest, pack_node, top, tokens, req_ptr, reqs, splits, blocks, tile_m_of_size, rpb, long_tokens = self.args
             if pack_node is None:
                 paths = [[n] for n in range(tokens.shape[0])]
             else:
@@ -1533,7 +1580,7 @@ class _PackBuilder:
                 paths = [flat[a:b] for a, b in zip(ptr[:-1], ptr[1:], strict=True)]
             flat, ptr = reqs.tolist(), req_ptr.tolist()
             requests = [flat[a:b] for a, b in zip(ptr[:-1], ptr[1:], strict=True)]
-            tile_m = _tile_lut(tiles.tile_ms, group, rpb)[1][np.minimum(np.diff(req_ptr), rpb)]
+            tile_m = tile_m_of_size[np.minimum(np.diff(req_ptr), rpb) + long_offset(tokens, long_tokens, rpb)]
             self.value = list(
                 map(PackInfo, paths, tokens.tolist(), requests, splits.tolist(), blocks.tolist(), tile_m.tolist())
             )
@@ -1560,14 +1607,24 @@ def _tile_for(tile_ms: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _tile_lut(tile_ms: tuple[int, ...], group: int, reqs_per_block: int) -> tuple[np.ndarray, np.ndarray]:
-    """(tile index, tile m) of a row block of ``n`` requests, indexed by ``n`` in 0..reqs_per_block."""
+def _tile_lut(tile_ms: tuple[int, ...], group: int, reqs_per_block: int, least_m: int = 0
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(tile index, tile m) of a row block of ``n`` requests: at ``n`` in 0..reqs_per_block the smallest tile that holds
+    its rows and at least ``least_m`` rows (a short pack's), at ``reqs_per_block + 1 + n`` the smallest that holds its
+    rows (a long pack's; ``long_offset``)."""
     arr = _tile_array(tile_ms)
-    tile = _tile_for(arr, np.arange(reqs_per_block + 1) * group)
+    rows = np.arange(reqs_per_block + 1) * group
+    tile = np.concatenate([_tile_for(arr, np.maximum(rows, least_m)), _tile_for(arr, rows)])
     tile_m = arr[tile]
     tile.setflags(write=False)
     tile_m.setflags(write=False)
     return tile, tile_m
+
+
+def long_offset(pack_tokens: np.ndarray, long_tokens: int, reqs_per_block: int) -> np.ndarray:
+    """Per pack, where its row blocks' entries start in ``_tile_lut``'s tables: 0 for a short pack, ``reqs_per_block +
+    1`` for a long one (``long_tokens`` KV tokens or more)."""
+    return (pack_tokens >= long_tokens) * (reqs_per_block + 1)
 
 
 def cost_key(heads: HeadConfig) -> tuple[str, int, int]:
@@ -1592,13 +1649,13 @@ def _measured_costs(heads: HeadConfig) -> tuple[tuple[int, int, int], ...]:
 
 @functools.lru_cache(maxsize=64)
 def _block_costs(tile_ms: tuple[int, ...], group: int, reqs_per_block: int, head_token_bytes: int,
-                 measured: tuple[tuple[int, int, int], ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+                 measured: tuple[tuple[int, int, int], ...] = (), least_m: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(a KV token's cost in slot bytes of one KV head (int64), an item's fixed cost (float64)) in an item of a row
-    block of ``n`` requests, indexed by ``n`` in 0..reqs_per_block: the ``measured`` (tile m, fixed, token) rows
-    (``_measured_costs``) where they name the block's tile m, else ``ITEM_OVERHEAD_SLOT_BYTES`` and the token's
-    bytes."""
+    block of ``n`` requests, indexed as ``_tile_lut``'s tables (a short pack's block at ``n``, a long one's at
+    ``reqs_per_block + 1 + n``): the ``measured`` (tile m, fixed, token) rows (``_measured_costs``) where they name the
+    block's tile m, else ``ITEM_OVERHEAD_SLOT_BYTES`` and the token's bytes."""
     by_tile = {m: (fixed, token) for m, fixed, token in measured}
-    tile_m = _tile_lut(tile_ms, group, reqs_per_block)[1].tolist()
+    tile_m = _tile_lut(tile_ms, group, reqs_per_block, least_m)[1].tolist()
     token_costs = np.array([by_tile[m][1] if m in by_tile else head_token_bytes for m in tile_m], dtype=np.int64)
     fixed_costs = np.array([by_tile[m][0] if m in by_tile else ITEM_OVERHEAD_SLOT_BYTES[m] for m in tile_m],
                            dtype=np.float64)

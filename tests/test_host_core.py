@@ -178,6 +178,19 @@ def test_plans_are_the_same_with_and_without_it(sim: host_core._HostCore, seed: 
     assert all(torch.equal(getattr(searched, n), getattr(want, n)) for n in PLAN_TENSORS)
 
 
+def _block_tables(rpb: int, wide_tokens_cost_more: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(fixed costs, token costs) of row blocks of 0..rpb requests in a short pack, then in a long one (as
+    ``planner._block_costs`` lays them out): the larger blocks cost more; a long pack's smaller blocks less (16-row
+    items where a short pack's take the least tile m). ``wide_tokens_cost_more``: the larger blocks' tokens too (FP8
+    wide items)."""
+    small, large = rpb // 2 + 1, rpb - rpb // 2
+    wide_token = 320 if wide_tokens_cost_more else 256
+    overheads = np.array([float(48 << 10)] * small + [float(72 << 10)] * large
+                         + [float(24 << 10)] * small + [float(72 << 10)] * large)
+    token_bytes = np.array([256] * small + [wide_token] * large + [240] * small + [wide_token] * large, dtype=np.int64)
+    return overheads, token_bytes
+
+
 @pytest.mark.parametrize("seed", range(150))
 def test_split_length_equals_the_numpy_one(sim: host_core._HostCore, seed: int,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
@@ -197,12 +210,12 @@ def test_split_length_equals_the_numpy_one(sim: host_core._HostCore, seed: int,
     longest = int(pack_tokens.max())
     candidates = sorted({int(x) for x in rng.integers(64, 2 * longest + 64, size=int(rng.integers(1, 16)))},
                         reverse=True)
-    overheads = np.array([float(48 << 10)] * (rpb // 2 + 1) + [float(72 << 10)] * (rpb - rpb // 2))
-    # a token's cost by block size: on odd seeds the larger blocks' tokens cost more (FP8 wide items)
-    token_bytes = np.array([256] * (rpb // 2 + 1) + [320 if seed % 2 else 256] * (rpb - rpb // 2), dtype=np.int64)
+    overheads, token_bytes = _block_tables(rpb, seed % 2 == 1)
+    # on some seeds the packs of one of their lengths or more are long: their blocks priced by the second half
+    long_tokens = int(rng.choice(pack_tokens)) if seed % 4 == 1 else planner.INT64_MAX
     args = (candidates, pack_tokens.astype(np.int64), pack_blocks.astype(np.int64), pack_req.astype(np.int32),
             pack_req_count.astype(np.int64), num_requests, 8, int(rng.integers(40, 1200)), token_bytes, overheads,
-            planner.MERGE_CHAIN_COST_SLOT_BYTES["fp8" if seed % 3 == 0 else "16bit"])
+            planner.MERGE_CHAIN_COST_SLOT_BYTES["fp8" if seed % 3 == 0 else "16bit"], long_tokens)
     got = planner._split_length(*args)
     _python(monkeypatch)
     assert got == planner._split_length(*args)
@@ -225,10 +238,10 @@ def test_split_length_of_the_extension_module_equals_the_ctypes_one(sim: host_co
     longest = int(pack_tokens.max())
     candidates = sorted({int(x) for x in rng.integers(64, 2 * longest + 64, size=int(rng.integers(2, 16)))},
                         reverse=True)
-    token_bytes = np.array([256] * (rpb // 2 + 1) + [320] * (rpb - rpb // 2), dtype=np.int64)
-    overheads = np.array([float(48 << 10)] * (rpb // 2 + 1) + [float(72 << 10)] * (rpb - rpb // 2))
+    overheads, token_bytes = _block_tables(rpb, True)
+    long_tokens = int(rng.choice(pack_tokens)) if seed % 2 else planner.INT64_MAX
     args = (candidates, longest, pack_tokens, pack_blocks, pack_req_count, pack_req.astype(np.int32), num_requests,
-            int(rng.integers(40, 600)), token_bytes, overheads, float(rng.choice([1536.0, 16384.0])),
+            int(rng.integers(40, 600)), token_bytes, overheads, long_tokens, float(rng.choice([1536.0, 16384.0])),
             planner.SPLIT_COST_TOLERANCE, planner.RUN_BATCH_ITEMS)
     got = sim.glue.split_length(*args)
     assert got == host_core._HostCore.split_length(sim, *args) and got in candidates
@@ -246,7 +259,8 @@ def test_split_length_of_the_extension_module_equals_the_ctypes_one(sim: host_co
 
 def _item_inputs(rng: np.random.Generator) -> tuple:
     """Random ``_plan_items`` inputs: packs of few distinct lengths and begins (ties in the launch order), requests in
-    one pack or several, row blocks of 1..8 requests, 1..5 KV splits per pack, open ends or none."""
+    one pack or several, row blocks of 1..8 requests, 1..5 KV splits per pack, open ends or none, a least tile m or
+    none, with some packs long (from one of the packs' lengths on) or none."""
     num_packs = int(rng.integers(1, 60))
     num_requests = int(rng.integers(1, 3 * num_packs + 2))
     pack_req_count = rng.integers(1, min(num_requests, 20) + 1, size=num_packs)
@@ -257,12 +271,14 @@ def _item_inputs(rng: np.random.Generator) -> tuple:
     group = int(rng.choice([1, 4, 8]))
     tile_ms = (16, 32, 64)
     reqs_per_block = int(rng.integers(1, 9)) if rng.random() < 0.7 else max(1, 64 // group)
-    tile_of_size, tile_m_of_size = _tile_lut(tile_ms, group, reqs_per_block)
+    least_m = int(rng.choice([0, 32, 64]))
+    tile_of_size, tile_m_of_size = _tile_lut(tile_ms, group, reqs_per_block, least_m)
+    long_tokens = int(rng.choice(pack_tokens)) if least_m and rng.random() < 0.7 else planner.INT64_MAX
     pack_blocks = (pack_req_count + reqs_per_block - 1) // reqs_per_block
     leaf_pack = rng.random(num_packs) < 0.5 if rng.random() < 0.6 else None
     return (pack_tokens.astype(np.int64), kv_offset.astype(np.int64), pack_req_count.astype(np.int64),
             pack_req.astype(np.int32), pack_blocks, splits.astype(np.int64), reqs_per_block, tile_of_size,
-            tile_m_of_size, leaf_pack, num_requests, len(tile_ms), int((kv_offset + pack_tokens).max()))
+            tile_m_of_size, long_tokens, leaf_pack, num_requests, len(tile_ms), int((kv_offset + pack_tokens).max()))
 
 
 @pytest.mark.parametrize("seed", range(200))
@@ -271,16 +287,17 @@ def test_plan_items_equal_the_numpy_ones(items_of: Callable[..., tuple | None], 
     counts, and the same refusal when the partial slots exceed a limit (tight limits on some seeds)."""
     rng = np.random.default_rng(seed)
     (pack_tokens, kv_offset, pack_req_count, pack_req, pack_blocks, splits, rpb, tile_of_size, tile_m_of_size,
-     leaf_pack, num_requests, num_tiles, kv_limit) = _item_inputs(rng)
+     long_tokens, leaf_pack, num_requests, num_tiles, kv_limit) = _item_inputs(rng)
     num_items = int(splits @ pack_blocks)
     num_entries = int(splits @ pack_req_count)
     max_partials = int(rng.integers(0, num_entries + 1)) if seed % 3 == 0 else None
     limits = None if max_partials is None else PlanLimits(num_items, max_partials, num_entries)
     pack_ptr = np.concatenate([[0], np.cumsum(pack_req_count)])
     want = _plan_items(pack_tokens, kv_offset, pack_req_count, pack_ptr, pack_req, pack_blocks, splits, rpb,
-                       tile_of_size, tile_m_of_size, leaf_pack, num_requests, limits, num_tiles, kv_limit)
+                       tile_of_size, tile_m_of_size, long_tokens, leaf_pack, num_requests, limits, num_tiles,
+                       kv_limit)
     got = items_of(pack_tokens, kv_offset, pack_req_count, pack_req, splits, rpb, tile_of_size, tile_m_of_size,
-                   leaf_pack, num_requests, num_items, num_entries, max_partials, ITEM_FIELDS)
+                   long_tokens, leaf_pack, num_requests, num_items, num_entries, max_partials, ITEM_FIELDS)
     assert (got is None) == (want is None)
     if want is None:
         return
@@ -294,19 +311,19 @@ def test_plan_items_equal_the_numpy_ones(items_of: Callable[..., tuple | None], 
 
 def test_plan_items_refuses_arrays_it_cannot_read(items_of: Callable[..., tuple | None]) -> None:
     args = _item_inputs(np.random.default_rng(3))
-    pack_tokens, kv_offset, pack_req_count, pack_req, pack_blocks, splits, rpb, tiles, tile_ms, _, n, _, _ = args
+    pack_tokens, kv_offset, pack_req_count, pack_req, pack_blocks, splits, rpb, tiles, tile_ms, long_, _, n, _, _ = args
     counts = (int(splits @ pack_blocks), int(splits @ pack_req_count))
     with pytest.raises(ValueError, match="int64"):
-        items_of(pack_tokens.astype(np.int32), kv_offset, pack_req_count, pack_req, splits, rpb, tiles, tile_ms,
+        items_of(pack_tokens.astype(np.int32), kv_offset, pack_req_count, pack_req, splits, rpb, tiles, tile_ms, long_,
                  None, n, *counts, None, ITEM_FIELDS)
     with pytest.raises(ValueError, match="int32"):
-        items_of(pack_tokens, kv_offset, pack_req_count, pack_req.astype(np.int64), splits, rpb, tiles, tile_ms,
+        items_of(pack_tokens, kv_offset, pack_req_count, pack_req.astype(np.int64), splits, rpb, tiles, tile_ms, long_,
                  None, n, *counts, None, ITEM_FIELDS)
     with pytest.raises(ValueError, match="int64"):  # a per-pack array of another length
-        items_of(pack_tokens, kv_offset[:-1], pack_req_count, pack_req, splits, rpb, tiles, tile_ms,
+        items_of(pack_tokens, kv_offset[:-1], pack_req_count, pack_req, splits, rpb, tiles, tile_ms, long_,
                  None, n, *counts, None, ITEM_FIELDS)
     with pytest.raises(ValueError, match="bool"):
-        items_of(pack_tokens, kv_offset, pack_req_count, pack_req, splits, rpb, tiles, tile_ms,
+        items_of(pack_tokens, kv_offset, pack_req_count, pack_req, splits, rpb, tiles, tile_ms, long_,
                  np.ones(pack_tokens.shape[0], np.int64), n, *counts, None, ITEM_FIELDS)
 
 
@@ -315,8 +332,9 @@ def test_glue_arrays_outlive_the_call(sim: host_core._HostCore) -> None:
     was dropped and the heap reused, they still hold the ctypes wrapper's values."""
     rng = np.random.default_rng(11)
     (pack_tokens, kv_offset, pack_req_count, pack_req, pack_blocks, splits, rpb, tile_of_size, tile_m_of_size,
-     leaf_pack, num_requests, _, _) = _item_inputs(rng)
-    args = (pack_tokens, kv_offset, pack_req_count, pack_req, splits, rpb, tile_of_size, tile_m_of_size, leaf_pack,
+     long_tokens, leaf_pack, num_requests, _, _) = _item_inputs(rng)
+    args = (pack_tokens, kv_offset, pack_req_count, pack_req, splits, rpb, tile_of_size, tile_m_of_size, long_tokens,
+            leaf_pack,
             num_requests, int(splits @ pack_blocks), int(splits @ pack_req_count), None, ITEM_FIELDS)
     want = [a.copy() if isinstance(a, np.ndarray) else a for a in host_core._HostCore.plan_items(sim, *args)]
     merge_partials = sim.plan_items(*args)[4]  # the rest of the tuple (and its other views) dropped
@@ -835,7 +853,7 @@ def test_glue_calls_leave_no_references_behind() -> None:
     assert core is not None and core.glue is not None
     glue = core.glue
     rng = np.random.default_rng(5)
-    (pt, ko, prc, pr, pb, sp, rpb, tos, tms, lp, nreq, _, _) = _item_inputs(rng)
+    (pt, ko, prc, pr, pb, sp, rpb, tos, tms, lt, lp, nreq, _, _) = _item_inputs(rng)
     counts = (int(sp @ pb), int(sp @ prc))
     rows = rng.permutation(300)[:256].astype(np.int64)
     table = rng.integers(0, 5, 300).astype(np.int64)
@@ -847,8 +865,8 @@ def test_glue_calls_leave_no_references_behind() -> None:
     old_first = np.arange(7, 11, dtype=np.int64)
 
     def calls() -> None:
-        core.plan_items(pt, ko, prc, pr, sp, rpb, tos, tms, lp, nreq, *counts, None, ITEM_FIELDS)
-        core.plan_items(pt, ko, prc, pr, sp, rpb, tos, tms, lp, nreq, *counts, 0, ITEM_FIELDS)
+        core.plan_items(pt, ko, prc, pr, sp, rpb, tos, tms, lt, lp, nreq, *counts, None, ITEM_FIELDS)
+        core.plan_items(pt, ko, prc, pr, sp, rpb, tos, tms, lt, lp, nreq, *counts, 0, ITEM_FIELDS)
         _, packed, *_, ancestors = glue.kept_pack(*kept)
         core.edit_forest(packed, ancestors.shape[1], [2, 2, 2, 2], attach, seq)
         core.edit_forest(packed, ancestors.shape[1], [3, 2, 2, 2], attach, seq)
@@ -859,7 +877,8 @@ def test_glue_calls_leave_no_references_behind() -> None:
         with pytest.raises(IndexError):
             glue.rows_to_read(rows, gens, table[:10])
         with pytest.raises(ValueError):
-            core.plan_items(pt.astype(np.int32), ko, prc, pr, sp, rpb, tos, tms, lp, nreq, *counts, None, ITEM_FIELDS)
+            core.plan_items(pt.astype(np.int32), ko, prc, pr, sp, rpb, tos, tms, lt, lp, nreq, *counts, None,
+                            ITEM_FIELDS)
 
     held = (pt, ko, prc, pr, sp, rows, table, gens, *kept, tos, tms, attach, seq, old_of)
     calls()

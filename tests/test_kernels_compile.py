@@ -228,10 +228,14 @@ _FP8_TILES = {"kv_tile_tokens": {"64": 32, "128": 32, "256": 32}, "stages": {"64
         ({"min_tile_m": {"256": 48}}, "min_tile_m 48"),  # not one of the table's tile ms
         ({"min_tile_m": {"96": 64}}, "min_tile_m 64 for head_dim 96"),  # a head dim the table lacks
         ({"fp8": {**_FP8_TILES, "min_tile_m": {"256": 128}}}, "fp8 min_tile_m 128"),  # more rows than 4 warps hold
+        ({"min_tile_m_tokens": {"128": 1024}}, "min_tile_m_tokens 1024 for head_dim 128"),  # d128 has no least m
+        ({"min_tile_m_tokens": {"256": 0}}, "min_tile_m_tokens 0"),  # not a positive count
+        ({"fp8": {**_FP8_TILES, "min_tile_m_tokens": {"256": 512}}}, "fp8 min_tile_m_tokens 512"),  # none for FP8
     ],
 )
 def test_tile_table_refuses_bad_min_tile_m(tmp_path, monkeypatch, edit: dict, match: str) -> None:
-    """A least tile m (16-bit pools, or the fp8 entry's for FP8 pools) the head dim's CTAs cannot hold fails at load."""
+    """A least tile m (16-bit pools, or the fp8 entry's for FP8 pools) the head dim's CTAs cannot hold fails at load,
+    as does a long packs' token count that is not positive or names a head dim without a least tile m."""
     _assert_table_refused(tmp_path, monkeypatch, "sm90", edit, match)
 
 
@@ -252,9 +256,8 @@ def test_fp8_min_tile_m_is_the_fp8_entrys(tmp_path, monkeypatch) -> None:
     config.load_tile_table.cache_clear()
     try:
         table = config.load_tile_table("sm90")
-        assert table.for_head_dim(128, fp8=True).tile_ms == (64,)
-        assert table.for_head_dim(128).tile_ms == table.tile_ms == (16, 32, 64)
-        assert table.for_head_dim(256, fp8=True) is table and table.for_head_dim(256).tile_ms == (64,)
+        assert table.least_tile_m(128, fp8=True) == (64, None) and table.least_tile_m(128) == (0, None)
+        assert table.least_tile_m(256, fp8=True) == (0, None) and table.least_tile_m(256)[0] == 64
     finally:
         config.load_tile_table.cache_clear()
 

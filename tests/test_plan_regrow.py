@@ -155,3 +155,47 @@ def test_split_search_is_flagged_only_where_it_ran() -> None:
     assert not plan_forest(laid, heads, device, slot_table=slot_table, split_tokens=plan.split_tokens).split_searched
     grown = plan_forest(laid.with_lengths(lengths + 1), heads, device, slot_table=slot_table, previous=plan)
     assert grown.item_req is plan.item_req and not grown.split_searched
+
+
+def test_a_pack_growing_long_is_planned_afresh() -> None:
+    """Head dim 256 (sm_90's least tile m 64) with packs long from 1024 KV tokens: a private row that grows from 1020
+    to 1024 tokens leaves its 64-row item for a 16-row one at that step; each step's plan is the fresh plan of its
+    forest (re-made while no pack crosses 1024) and exact against float64 attention."""
+    from pat_sglang.config import DeviceSpec, load_tile_table
+    from pat_sglang.planner import ITEM_REQ_BEGIN, ITEM_TILE_M
+
+    heads = HeadConfig(8, 2, 256, torch.bfloat16)
+    tiles = load_tile_table("sm90").with_min_tile_m_tokens(1024)
+    device = DeviceSpec(sm_count=132, ctas_per_sm=2)
+    lengths = np.array([1020, 400, 2000])
+    room = 8
+    n = lengths.shape[0]
+    width = lengths + room
+    row_base = np.cumsum(width) - width
+    table = np.random.default_rng(1).permutation(int(width.sum())).astype(np.int64)
+    forest = PrefixForest.private(lengths, row_base)
+    laid = PrefixForest(forest.tok, forest.start, forest.parent, forest.depth, forest.req_ptr, forest.req_flat,
+                        row_base, forest.request_lengths.copy(), table)
+    slot_table = torch.from_numpy(table.astype(np.int32))
+    gen = torch.Generator().manual_seed(2)
+    k = torch.randn(table.shape[0], 2, 256, generator=gen, dtype=torch.float64)
+    v = torch.randn(table.shape[0], 2, 256, generator=gen, dtype=torch.float64)
+    previous, regrown = None, 0
+    for step in range(room):
+        now = lengths + step
+        grown = laid.with_lengths(now)
+        plan = plan_forest(grown, heads, device, tiles=tiles, slot_table=slot_table, previous=previous)
+        fresh = plan_forest(grown, heads, device, tiles=tiles, slot_table=slot_table, split_tokens=plan.split_tokens)
+        assert item_key(plan) == item_key(fresh)
+        regrown += previous is not None and plan.item_req is previous.item_req
+        items, req = plan.items.numpy(), plan.item_req.numpy()
+        # each request's tile m (its 4 rows: one KV head's group), from its items
+        tile_of = {int(req[it[ITEM_REQ_BEGIN]]): int(it[ITEM_TILE_M]) for it in items}
+        assert tile_of == {0: 16 if now[0] >= 1024 else 64, 1: 64, 2: 16}, (step, tile_of)
+        indptr = torch.from_numpy(np.r_[0, np.cumsum(now)])
+        indices = torch.from_numpy(np.concatenate([table[row_base[r] : row_base[r] + now[r]] for r in range(n)]))
+        q = torch.randn(n, 8, 256, generator=gen, dtype=torch.float64)
+        got = run_reference(plan, q, k, v, 0.0625)
+        assert float((got - naive_decode(q, k, v, indptr, indices, 0.0625)).abs().max()) < 1e-9
+        previous = plan
+    assert regrown == room - 2  # every step but the first and the one where request 0's pack grew long

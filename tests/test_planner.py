@@ -16,6 +16,7 @@ from threads import one_torch_thread
 from pat_sglang.config import DeviceSpec, HeadConfig, TileTable, load_tile_table
 from pat_sglang.forest import PrefixForest
 from pat_sglang.planner import (
+    INT64_MAX,
     ITEM_FIELDS,
     ITEM_KV_BEGIN,
     ITEM_KV_END,
@@ -40,7 +41,11 @@ HEAD_DIMS = [64, 128, 256]
 def check_plan(plan: PackPlan, forest: PrefixForest, heads: HeadConfig, device: DeviceSpec | None = None,
                tiles: TileTable | None = None) -> None:
     """``tiles``: the table the plan was made with (default: the device's)."""
-    tiles = (tiles or load_tile_table((device or DeviceSpec()).arch)).for_head_dim(heads.head_dim, heads.kv_fp8)
+    tiles = tiles or load_tile_table((device or DeviceSpec()).arch)
+    least_m, long_tokens = tiles.least_tile_m(heads.head_dim, heads.kv_fp8)
+    assert (plan.least_tile_m, plan.long_pack_tokens) == (least_m, INT64_MAX if long_tokens is None else long_tokens)
+    # each item's pack's KV tokens, where the plan keeps them (a first-pass plan)
+    pack_tokens = None if plan.regrow is None else plan.regrow.pack_tokens[plan.regrow.item_pack]
     reqs_per_block = max(1, tiles.max_m // heads.group)
     items = plan.items.numpy()
     kv_slots = plan.slot_table.numpy().astype(np.int64)  # items address KV as ranges of this table
@@ -56,7 +61,7 @@ def check_plan(plan: PackPlan, forest: PrefixForest, heads: HeadConfig, device: 
     seen: list[list[np.ndarray]] = [[] for _ in range(forest.num_requests)]
     entries_of: list[list[int]] = [[] for _ in range(forest.num_requests)]
     at = 0
-    for it in items:
+    for i, it in enumerate(items):
         b, e, rb, re_ = (int(it[c]) for c in (ITEM_KV_BEGIN, ITEM_KV_END, ITEM_REQ_BEGIN, ITEM_REQ_END))
         assert 0 <= b < e <= kv_slots.shape[0], "empty or out-of-range KV run"
         assert rb == at and re_ > rb, "item request ranges must tile item_req"
@@ -64,7 +69,13 @@ def check_plan(plan: PackPlan, forest: PrefixForest, heads: HeadConfig, device: 
         rows = (re_ - rb) * heads.group
         assert re_ - rb <= reqs_per_block
         tile = int(it[ITEM_TILE])
-        assert tile == tiles.tile_for(rows), "not the smallest tile holding the rows"
+        # the smallest tile holding the rows, at least the least tile m in a short pack
+        short, long_ = tiles.tile_for(max(rows, least_m)), tiles.tile_for(rows)
+        if pack_tokens is None:
+            assert tile in (short, long_), "not the smallest tile holding the rows"
+        else:
+            want = long_ if int(pack_tokens[i]) >= plan.long_pack_tokens else short
+            assert tile == want, "not the smallest tile holding the rows (at least the least tile m in a short pack)"
         assert int(it[ITEM_TILE_M]) == tiles.tile_ms[tile] >= rows
         reqs = item_req[rb:re_].tolist()
         assert len(set(reqs)) == len(reqs), "a request twice in one item"
@@ -590,7 +601,7 @@ def test_split_length_is_the_cheapest_candidate_by_a_simulation_of_its_plan(work
         indptr, indices = batch.kv_indptr, batch.kv_indices
     forest = PrefixForest.from_flat(indptr, indices)
     plan = plan_forest(forest, heads, device)
-    target = target_ctas(device, load_tile_table(device.arch).for_head_dim(heads.head_dim, heads.kv_fp8), heads)
+    target = target_ctas(device, load_tile_table(device.arch), heads)
     slots = target // heads.num_kv_heads
     token_bytes = heads.kv_token_bytes // heads.num_kv_heads
     planned = plan.stats.kv_bytes_planned // heads.kv_token_bytes
@@ -795,6 +806,46 @@ def test_eight_warp_plans_take_128_row_items() -> None:
     assert torch.allclose(got, want.double(), rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("page_size", [1, 16])
+def test_long_packs_take_the_smallest_tile(page_size: int) -> None:
+    """Head dim 256 over 16-bit pools (sm_90's least tile m 64) with packs long from 1024 KV tokens: a 608-token root
+    shared by 4 requests (16 rows) and their 1100-token leaves, beside private rows of 37, 1023, 1024 and 5000 tokens.
+    The root and the short rows take 64-row items (the least tile m), the long leaves and rows 16-row ones; the split
+    search prices each pack's blocks by its own tile. check_plan checks every item's tile against its pack's tokens;
+    the plan matches float64 attention. Without long packs (the shipped default where the table gives none) every
+    item takes 64 rows."""
+    heads = HeadConfig(32, 8, 256, torch.bfloat16)
+    base = load_tile_table("sm90")
+    tiles = base.with_min_tile_m_tokens(1024)
+    assert tiles.least_tile_m(256) == (64, 1024) and tiles.least_tile_m(128) == (0, None)
+    tree = tree_batch([(1, 608), (4, 1100)], page_size=page_size, rng=4)
+    lens = [37, 1023, 1024, 5000]
+    chains, tails = tree.chains()
+    offset = tree.num_slots
+    for n in lens:
+        chains.append([])
+        tails.append(np.arange(offset, offset + n))
+        offset += n
+    forest = PrefixForest.from_chains(chains, tails)
+    device = DeviceSpec(sm_count=132)
+    plan = plan_forest(forest, heads, device, tiles=tiles)
+    check_plan(plan, forest, heads, device, tiles=tiles)
+    items, req = plan.items.numpy(), plan.item_req.numpy()
+    tiles_of = [(int(it[ITEM_REQ_END] - it[ITEM_REQ_BEGIN]), int(req[it[ITEM_REQ_BEGIN]]), int(it[ITEM_TILE_M]))
+                for it in items]
+    assert {m for size, _, m in tiles_of if size == 4} == {64}  # the shared root's block: 16 rows, a short pack
+    private = {r: m for size, r, m in tiles_of if size == 1}
+    assert private == {0: 16, 1: 16, 2: 16, 3: 16, 4: 64, 5: 64, 6: 16, 7: 16}, private
+    assert set(plan_forest(forest, heads, device, tiles=base).items[:, ITEM_TILE_M].tolist()) == {64}
+    gen = torch.Generator().manual_seed(6)
+    q = torch.randn(forest.num_requests, 32, 256, generator=gen, dtype=torch.float64)
+    k, v = (torch.randn(offset, 8, 256, generator=gen, dtype=torch.float64) for _ in range(2))
+    indptr = torch.from_numpy(np.r_[0, np.cumsum(forest.request_lengths)])
+    indices = torch.from_numpy(np.concatenate([forest.request_slots(r) for r in range(forest.num_requests)]))
+    got = run_reference(plan, q, k, v, 0.0625)
+    assert torch.allclose(got, naive_decode(q, k, v, indptr, indices, 0.0625), atol=1e-9, rtol=0)
+
+
 @pytest.mark.parametrize(("head_dim", "kv_fp8", "least_m"),
                          [(256, False, 64), (256, True, 16), (128, False, 16), (128, True, 16)])
 def test_head_dims_least_tile_m(head_dim: int, kv_fp8: bool, least_m: int) -> None:
@@ -806,10 +857,9 @@ def test_head_dims_least_tile_m(head_dim: int, kv_fp8: bool, least_m: int) -> No
     table = load_tile_table("sm90")
     assert table.min_tile_m == {256: 64} and table.fp8_min_tile_m == {}
     assert table.with_warps(2).fp8_min_tile_m == {} and table.with_min_tile_m(16).min_tile_m == {}
-    assert table.for_head_dim(head_dim, kv_fp8) is table.for_head_dim(head_dim, kv_fp8)  # made once
-    assert load_tile_table("sm80").for_head_dim(256) is load_tile_table("sm80")
+    assert load_tile_table("sm80").least_tile_m(256) == (0, None)
     two_warps = table.with_warps(2)  # CTAs that hold no 64-row tile keep 16-row items at d256
-    assert two_warps.for_head_dim(256).tile_ms == (16, 32) and table.with_warps(4).for_head_dim(256).tile_ms == (64,)
+    assert two_warps.least_tile_m(256) == (0, None) and table.with_warps(4).least_tile_m(256)[0] == 64
     assert table.with_warps(8).tile_ms == (16, 32, 64, 128)  # 8-warp CTAs hold 128-row items
     gen = torch.Generator().manual_seed(5)
     lens = [37, 300, 1, 129, 64, 999]
@@ -947,7 +997,7 @@ def test_a_kept_split_length_gives_the_plan_of_that_length(seed: int, group: int
     assert regrow is not None
     planned = int(regrow.pack_tokens @ regrow.pack_blocks)
     longest = int(regrow.pack_tokens.max())
-    tiles = load_tile_table(device.arch).for_head_dim(heads.head_dim, heads.kv_fp8)
+    tiles = load_tile_table(device.arch)
     candidates = _split_candidates(longest, planned, heads.num_kv_heads, target_ctas(device, tiles, heads),
                                    MIN_SPLIT_TOKENS)
     length = int(rng.choice([*candidates, longest, longest + 7, max(1, candidates[-1] - 1)]))
@@ -986,7 +1036,7 @@ def test_a_measured_cost_entry_steers_only_its_configuration(monkeypatch: pytest
     monkeypatch.setattr(planner, "MEASURED_ITEM_COSTS", {("fp8", 128, 8): {64: (192 << 10, 3 * head_token_bytes)}})
     measured = _measured_costs(fp8)
     assert measured == ((64, 192 << 10, 3 * head_token_bytes),) and _measured_costs(bf16) == ()
-    tiles = load_tile_table("sm90").for_head_dim(128, True)
+    tiles = load_tile_table("sm90")
     token, fixed = _block_costs(tiles.tile_ms, 8, tiles.max_m // 8, head_token_bytes, measured)
     tile_m = planner._tile_lut(tiles.tile_ms, 8, tiles.max_m // 8)[1]
     assert (token == np.where(tile_m == 64, 3 * head_token_bytes, head_token_bytes)).all()

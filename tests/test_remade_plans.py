@@ -306,15 +306,25 @@ def test_node_refs_only_for_the_batch_just_published() -> None:
     assert DecodeStepPlanner._joiners_excess(batch, j) == 0  # withheld: no bound
 
 
-@pytest.mark.parametrize(("page_size", "heads"), [(1, 0), (16, 1), (1, 2)])
+LONG_PACKS_HEADS = HeadConfig(16, 4, 256, torch.bfloat16)  # d256: sm_90's least tile m 64, long packs from 600 tokens
+
+
+@pytest.mark.parametrize(("page_size", "heads"), [(1, 0), (16, 1), (1, 2), (1, 3)])
 def test_compiled_remade_plans_equal_numpy(page_size: int, heads: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """``remade_plan`` through the host extension module (``kernels/host_remade.c``) against its numpy version on every
     re-made step of a join / leave sequence (padding rows, leavers whose row a shared item reads, joiners of several
     splits; limits now and then too tight): the same answer (a plan or None) and, for a plan, the same items, entries,
-    merge map, partial count and statistics."""
-    from pat_sglang import host_core
+    merge map, partial count and statistics. The last case plans head dim 256 with its least tile m of 64 and packs
+    long from 600 KV tokens: joiners and kept items on both sides of it."""
+    from pat_sglang import host_core, planner
+    from pat_sglang.config import load_tile_table
 
     assert host_core.loaded_glue() is not None, "the host core's extension module did not load"
+    if heads == 3:
+        table = load_tile_table("sm90").with_min_tile_m_tokens(600)
+        assert table.least_tile_m(256) == (64, 600)
+        monkeypatch.setattr(planner, "load_tile_table", lambda arch: table)
+    tile_ms: set[int] = set()
     monkeypatch.setattr(decode_step, "REMAKE_MAX_EXTRA_FRACTION", 0.9)
     monkeypatch.setattr(decode_step, "SPLIT_KEEP_FRACTION", 1.0)
     remade_of = decode_step.remade_plan
@@ -346,10 +356,11 @@ def test_compiled_remade_plans_equal_numpy(page_size: int, heads: int, monkeypat
             assert plan.num_partials == want.num_partials and plan.stats == want.stats
             assert (plan.num_requests, plan.num_open, plan.split_tokens) == (
                 want.num_requests, want.num_open, want.split_tokens)
+            tile_ms.update(plan.items[:, ITEM_TILE_M].tolist())
         return plan
 
     monkeypatch.setattr(decode_step, "remade_plan", both)
-    sim = Sim(page_size, HEADS[heads], seed=40 + heads)
+    sim = Sim(page_size, LONG_PACKS_HEADS if heads == 3 else HEADS[heads], seed=40 + heads)
     for _ in range(40):
         if len(sim.live) > 4 and sim.rng.random() < 0.6:
             sim.leave(int(sim.rng.integers(len(sim.live))))
@@ -360,3 +371,5 @@ def test_compiled_remade_plans_equal_numpy(page_size: int, heads: int, monkeypat
         assert_plan_exact(plan, sim.h.req_to_token, batch.rows, batch.seq_lens, seed=3, num_slots=sim.h.num_slots)
     assert sum(compared) >= 8 and not all(compared), compared
     assert NotImplemented not in answered and sum(isinstance(a, tuple) for a in answered) == sum(compared)
+    if heads == 3:  # re-made items of short packs on 64 rows (the least tile m), of long ones on 16
+        assert {16, 64} <= tile_ms, tile_ms

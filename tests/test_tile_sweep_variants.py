@@ -147,7 +147,7 @@ def test_min_tile_m_flag(sweep) -> None:
     plan = plan_forest(PrefixForest.from_flat(indptr, indices), heads, DeviceSpec(), tiles=tiles)
     assert set(plan.items[:, ITEM_TILE_M].tolist()) == {64}
     # m16 undoes the table's least tile m for d256 (64: private rows padded to 64-row wgmma items)
-    assert table.for_head_dim(256).tile_ms == (64,)
+    assert table.least_tile_m(256)[0] == 64
     low = sweep.plan_tiles(table, sweep.parse_variant("16/4/2/wg/m16"))
     plan = plan_forest(PrefixForest.from_flat(indptr, indices), heads, DeviceSpec(), tiles=low)
     assert set(plan.items[:, ITEM_TILE_M].tolist()) == {16}
@@ -178,7 +178,7 @@ def test_max_tile_m_flag(sweep) -> None:
     k, v = (torch.randn(batch.num_slots, 8, 128, generator=gen, dtype=torch.float64) for _ in range(2))
     want = naive_decode(q, k, v, batch.kv_indptr, batch.kv_indices, 0.1)
     assert torch.allclose(run_reference(plan, q, k, v, 0.1), want, atol=1e-9, rtol=0)
-    assert table.with_max_tile_m(32).for_head_dim(256).tile_ms == (16, 32)  # d256's least tile m 64 dropped
+    assert table.with_max_tile_m(32).least_tile_m(256) == (0, None)  # d256's least tile m 64 dropped
     with pytest.raises(ValueError, match="at most"):
         table.with_max_tile_m(8)
     for bad in ("32/2/4/x48", "32/2/4/x32/x32"):

@@ -583,3 +583,31 @@ def test_wide_launch_matches_reference(dtype: torch.dtype, head_dim: int, heads:
         torch.cuda.synchronize()
         assert_written_and_close(out, ref, f"wide {stages} stages, batch {batch.batch} requests")
     assert {64, 128} <= seen, f"the batches must exercise 64- and 128-row items, saw {sorted(seen)}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("heads", [(16, 8), (32, 8)], ids=["16q8kv", "32q8kv"])
+@pytest.mark.parametrize("page_size", [1, 16])
+def test_long_and_short_packs_of_one_plan(dtype: torch.dtype, heads: tuple[int, int], page_size: int) -> None:
+    """Head dim 256 (least tile m 64 on sm_90) with packs long from 512 KV tokens: a shared prefix's 64-row block,
+    short private rows padded to 64-row wgmma items and long ones on 16-row items, in one plan and one launch, against
+    float64 attention."""
+    from pat_sglang.config import load_tile_table
+
+    device = DeviceSpec.from_torch(torch.device("cuda"))
+    tiles = load_tile_table(device.arch).with_min_tile_m_tokens(512)
+    hq, hkv = heads
+    cfg = HeadConfig(hq, hkv, 256, dtype)
+    leaves, rows = (37, 300, 511, 512, 900, 2000), (64, 700, 3000)  # under the shared root; private rows
+    tree = Tree(parents=[-1] + [0] * len(leaves) + [-1] * len(rows),
+                lengths=[1024 if page_size == 16 else 1000, *leaves, *rows],
+                request_nodes=list(range(1, 1 + len(leaves) + len(rows))))
+    batch = layout_tree(tree, page_size, np.random.default_rng(_next_seed()))
+    q, k, v = make_qkv(batch.batch, hq, hkv, 256, batch.num_slots, dtype, "cuda", seed=_next_seed())
+    plan = plan_forest(PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices), cfg, device, tiles=tiles)
+    assert {16, 64} <= set(plan.items[:, ITEM_TILE_M].tolist())
+    out = torch.full_like(q, float("nan"))
+    pat_sglang.run(plan.to("cuda"), q, k, v, out=out)
+    torch.cuda.synchronize()
+    ref = naive_decode(q.cpu(), k.cpu(), v.cpu(), batch.kv_indptr, batch.kv_indices, 1.0 / 16)
+    assert_written_and_close(out, ref, "long and short packs")
