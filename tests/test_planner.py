@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -812,11 +813,10 @@ def test_long_packs_take_the_smallest_tile(page_size: int) -> None:
     shared by 4 requests (16 rows) and their 1100-token leaves, beside private rows of 37, 1023, 1024 and 5000 tokens.
     The root and the short rows take 64-row items (the least tile m), the long leaves and rows 16-row ones; the split
     search prices each pack's blocks by its own tile. check_plan checks every item's tile against its pack's tokens;
-    the plan matches float64 attention. Without long packs (the shipped default where the table gives none) every
-    item takes 64 rows."""
+    the plan matches float64 attention. Without long packs (a table that gives none) every item takes 64 rows."""
     heads = HeadConfig(32, 8, 256, torch.bfloat16)
-    base = load_tile_table("sm90")
-    tiles = base.with_min_tile_m_tokens(1024)
+    tiles = load_tile_table("sm90").with_min_tile_m_tokens(1024)
+    base = replace(tiles, min_tile_m_tokens={})
     assert tiles.least_tile_m(256) == (64, 1024) and tiles.least_tile_m(128) == (0, None)
     tree = tree_batch([(1, 608), (4, 1100)], page_size=page_size, rng=4)
     lens = [37, 1023, 1024, 5000]
