@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# Needs tile-groups-beside-ring.diff applied (git apply): the build this call timed, not committed to the kernel.
 # Head dim 64 (16-bit): 32-column wgmma S blocks at 5 CTAs per SM, where the 16-row items keep their tile-group loop
 # beside the ring (92 registers, no spills; at 6 CTAs the two together spill), beside the table's 16/4/6/wg.
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 PAT_SGLANG_CACHE_DIR=/tmp/pat-cubin
