@@ -199,6 +199,8 @@ CASE_SETS: dict[str, Callable[[], list[Case]]] = {
     "page16": page16_cases,
     "hd64": lambda: [Case(w, 32, 8, head_dim=64) for w in VARIANT_WORKLOADS],
     "hd256": lambda: [Case(w, 32, 8, head_dim=256) for w in VARIANT_WORKLOADS],
+    # head dim 256 at GQA 2, as Gemma-2 / Gemma-3 serve it (e.g. 16 q / 8 kv heads): a private request is 2 query rows
+    "hd256gqa2": lambda: [Case(w, 16, 8, head_dim=256) for w in VARIANT_WORKLOADS],
     "fp16": lambda: [Case(w, 32, 8, dtype="fp16") for w in VARIANT_WORKLOADS],
     "small": lambda: [Case(f"d{bs}x{ctx}", 32, 8) for bs, ctx in SMALL_BATCHES],
     # GQA ratios that are not powers of two, as served models have them: Qwen2.5-7B 28/4 (7), Qwen2.5-14B 40/8 (5)

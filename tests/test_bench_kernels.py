@@ -68,10 +68,10 @@ def test_issue10_covers_the_named_shapes(bench: ModuleType) -> None:
 
 
 def test_dry_run_lists_sets(bench: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
-    assert bench.main(["--dry-run", "--set", "longctx,page16,hd64,hd256,fp16"]) == 0
+    assert bench.main(["--dry-run", "--set", "longctx,page16,hd64,hd256,hd256gqa2,fp16"]) == 0
     out = capsys.readouterr().out
     for key in ("d8x32768/32q8kv/d128", "d8x32768/32q32kv/d128", "d8x32768/64q8kv/d128", "a128/32q8kv/d128/p16",
-                "a128/32q8kv/d64", "d8x32768/32q8kv/d256", "d64x4096/32q8kv/d128/fp16"):
+                "a128/32q8kv/d64", "d8x32768/32q8kv/d256", "d8x32768/16q8kv/d256", "d64x4096/32q8kv/d128/fp16"):
         assert f"\n{key} " in out, key
     assert "floor us" in out and "pools GB" in out
     assert bench.main(["--dry-run", "--set", "core", "--cases", "a128"]) == 0
