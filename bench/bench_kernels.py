@@ -208,7 +208,7 @@ CASE_SETS: dict[str, Callable[[], list[Case]]] = {
     # GQA ratios above 8 (config.MAX_GQA_GROUP 16)
     "widegqa": lambda: [Case(w, hq, hkv) for hq, hkv in WIDE_GQA_HEADS for w in ("a128", "b", "e", "d64x4096")],
 }
-ISSUE10_SETS = ("longctx", "page16", "hd64", "hd256", "fp16")
+ISSUE10_SETS = ("longctx", "page16", "hd64", "hd256", "hd256gqa2", "fp16")
 CASE_SETS["issue10"] = lambda: [c for name in ISSUE10_SETS for c in CASE_SETS[name]()]
 CASE_SETS["all"] = lambda: (CASE_SETS["core"]() + CASE_SETS["issue10"]() + CASE_SETS["small"]() + CASE_SETS["oddgqa"]()
                              + CASE_SETS["widegqa"]())
