@@ -211,8 +211,10 @@ class DecodeStepPlanner:
     counters: StepCounters = field(default_factory=StepCounters)
     reuse_plans: bool = True  # False: every step is planned (tests and benchmarks of the forest and re-made plans)
     # True: a changed batch whose requests only left and joined gets last step's plan re-made (below); False (the
-    # default until re-made plans are measured on the GPU): every changed batch gets a forest and a full plan. The
-    # backend turns it on with REMAKE_PLANS_ENV=1.
+    # default): every changed batch gets a forest and a full plan. The backend turns it on with REMAKE_PLANS_ENV=1.
+    # On the H200 a re-made plan's GPU time is the full plan's on Mooncake batches (geomean 0.997x) and 1.008x (up to
+    # 1.039x) on shared-prefix ones (bench/remade_gpu_cost.py; docs/perf/host/2026-12-04-h200-remade-gpu-cost/): it
+    # trades host time, hidden behind the GPU under SGLang's overlap scheduler, for GPU time, so it stays opt-in.
     remake_plans: bool = False
     _reuse: _Reuse | None = None
     _last_plan: PackPlan | None = None
