@@ -458,8 +458,8 @@ class PATAttnBackend(AttentionBackend):
                                          remake_plans=remake)
         if remake:
             logger.info(f"PAT: {REMAKE_PLANS_ENV}=1: a batch whose requests only left and joined gets last step's "
-                        "plan re-made for the change (GPU time 0.997-1.008x the full plan's on the H200, joiners re-read "
-                        "what they could share)")
+                        "plan re-made for the change (GPU time 0.997-1.008x the full plan's on the H200: joiners "
+                        "re-read what they could share)")
         # The delegate's name sets the dispatch gate's default (None: one passed in, judged as fa3)
         delegate_name: str | None = None
         if delegate is None:
