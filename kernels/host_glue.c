@@ -149,8 +149,7 @@ static PyObject *plan_items(PyObject *self, PyObject *const *args, Py_ssize_t na
         packs, PyArray_DATA(pack_tokens), PyArray_DATA(kv_offset), PyArray_DATA(pack_req_count),
         PyArray_DATA(pack_req), PyArray_DATA(splits), rpb, PyArray_DATA((PyArrayObject *)tiles),
         PyArray_DATA((PyArrayObject *)tile_ms), long_tokens, leaf_pack ? PyArray_DATA(leaf_pack) : NULL, num_requests,
-        num_items,
-        num_entries, max_partials, PyArray_DATA((PyArrayObject *)items), i32, i32 + num_entries,
+        num_items, num_entries, max_partials, PyArray_DATA((PyArrayObject *)items), i32, i32 + num_entries,
         i32 + 2 * num_entries, i32 + 2 * num_entries + num_requests + 1, i64, i64 + num_items,
         leaf_pack ? PyArray_DATA((PyArrayObject *)open_mask) : NULL, i64 + 2 * num_items);
     if (got == -1) {

@@ -61,8 +61,8 @@ PAT_STABLE_SORT(sort_items, int64_t, ITEM_BEFORE)
 int64_t pat_plan_items(int64_t packs, const int64_t *pack_tokens, const int64_t *kv_offset,
                        const int64_t *pack_req_count, const int32_t *pack_req, const int64_t *splits, int64_t rpb,
                        const int64_t *tile_of_size, const int64_t *tile_m_of_size, int64_t long_tokens,
-                       const uint8_t *leaf_pack,
-                       int64_t num_requests, int64_t num_items, int64_t num_entries, int64_t max_partials,
+                       const uint8_t *leaf_pack, int64_t num_requests, int64_t num_items, int64_t num_entries,
+                       int64_t max_partials,
                        int32_t *items, int32_t *item_req, int32_t *item_dst, int32_t *merge_indptr,
                        int32_t *merge_partials, int64_t *item_pack, int64_t *item_split, uint8_t *open_mask,
                        int64_t *summary) {

@@ -10,8 +10,8 @@
 int64_t pat_plan_items(int64_t packs, const int64_t *pack_tokens, const int64_t *kv_offset,
                        const int64_t *pack_req_count, const int32_t *pack_req, const int64_t *splits, int64_t rpb,
                        const int64_t *tile_of_size, const int64_t *tile_m_of_size, int64_t long_tokens,
-                       const uint8_t *leaf_pack,
-                       int64_t num_requests, int64_t num_items, int64_t num_entries, int64_t max_partials,
+                       const uint8_t *leaf_pack, int64_t num_requests, int64_t num_items, int64_t num_entries,
+                       int64_t max_partials,
                        int32_t *items, int32_t *item_req, int32_t *item_dst, int32_t *merge_indptr,
                        int32_t *merge_partials, int64_t *item_pack, int64_t *item_split, uint8_t *open_mask,
                        int64_t *summary);
@@ -32,7 +32,8 @@ int64_t pat_remade_plan(int64_t prev_n, const int32_t *prev_items, int64_t prev_
                         const int32_t *prev_dst, int64_t prev_requests, int64_t prev_partials, int64_t n,
                         const int64_t *old_index, const int64_t *rows, const int64_t *seq, int64_t stride,
                         int64_t split, int64_t lut_n, const int64_t *tile_of_size, const int64_t *tile_m_of_size,
-                        int64_t long_tokens, int64_t lo, int64_t hi, int64_t max_items, int64_t max_partials, int64_t max_entries,
+                        int64_t long_tokens, int64_t lo, int64_t hi, int64_t max_items, int64_t max_partials,
+                        int64_t max_entries,
                         int64_t *work, int32_t *items, int32_t *item_req, int32_t *item_dst, int32_t *merge_indptr,
                         int32_t *merge_partials, int64_t *summary);
 

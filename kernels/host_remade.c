@@ -10,8 +10,8 @@
    the fallback and the reference (tests/test_remade_plans.py compares them).
 
    pat_remade_plan(prev_n, prev_items, prev_e, prev_req, prev_dst, prev_requests, prev_partials, n, old_index, rows,
-                   seq, stride, split, lut_n, tile_of_size, tile_m_of_size, long_tokens, lo, hi, max_items, max_partials,
-                   max_entries, work, items, item_req, item_dst, merge_indptr, merge_partials, summary):
+                   seq, stride, split, lut_n, tile_of_size, tile_m_of_size, long_tokens, lo, hi, max_items,
+                   max_partials, max_entries, work, items, item_req, item_dst, merge_indptr, merge_partials, summary):
    the previous plan's items (prev_n rows of ITEM_FIELDS int32, entries consecutive in item order), entries (prev_e:
    request, partial slot or -1), request and partial counts; the new batch's n requests: old_index (the previous
    request each one is, or -1 for a joiner), pool rows and lengths; the row stride, the split length, the tile tables
@@ -45,7 +45,8 @@ int64_t pat_remade_plan(int64_t prev_n, const int32_t *prev_items, int64_t prev_
                         const int32_t *prev_dst, int64_t prev_requests, int64_t prev_partials, int64_t n,
                         const int64_t *old_index, const int64_t *rows, const int64_t *seq, int64_t stride,
                         int64_t split, int64_t lut_n, const int64_t *tile_of_size, const int64_t *tile_m_of_size,
-                        int64_t long_tokens, int64_t lo, int64_t hi, int64_t max_items, int64_t max_partials, int64_t max_entries,
+                        int64_t long_tokens, int64_t lo, int64_t hi, int64_t max_items, int64_t max_partials,
+                        int64_t max_entries,
                         int64_t *work, int32_t *items, int32_t *item_req, int32_t *item_dst, int32_t *merge_indptr,
                         int32_t *merge_partials, int64_t *summary) {
     if (stride < 1 || split < 1 || n < 1 || prev_n < 1 || lut_n < 4 || lut_n % 2) return -2;

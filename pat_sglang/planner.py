@@ -953,10 +953,9 @@ def remade_plan(
     num_kept_slots = int(new_slot[-1]) + 1 if new_slot.shape[0] else 0
     kept_dst = np.where(kept_dst >= 0, new_slot[kept_dst], -1)
 
-    # a joiner's row is its own pack: long from long_tokens on
-    long_join = seq_lens[joiners] >= long_tokens
-    join_tile = (np.where(long_join, tile_of_size[rpb + 2], tile_of_size[1]),
-                 np.where(long_join, tile_m_of_size[rpb + 2], tile_m_of_size[1]))
+    # a joiner's row is its own pack of one request: long from long_tokens on
+    join_lut = long_offset(seq_lens[joiners], long_tokens, rpb) + 1
+    join_tile = (tile_of_size[join_lut], tile_m_of_size[join_lut])
     joined, join_req, join_dst, join_tokens = _joiner_items(
         joiners, rows, seq_lens, stride, split, num_kept_slots, join_tile)
     num_join = len(join_req)
