@@ -51,9 +51,11 @@ once, as before.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +72,7 @@ from bench_kernels import fa3_decode, measure_copy_bandwidth, time_graph  # noqa
 from split_waves import fi_time, mooncake_rows  # noqa: E402
 from tile_tables import table_header  # noqa: E402
 
+from pat_sglang import planner  # noqa: E402
 from pat_sglang.config import (  # noqa: E402
     MAX_GQA_GROUP,
     DeviceSpec,
@@ -318,6 +321,23 @@ def fa3_time(indptr: torch.Tensor, indices: torch.Tensor, q, k, v, ref, reps: in
     return time_graph(call, 1, reps)
 
 
+@contextlib.contextmanager
+def tail_divisor(divisor: int | None) -> Iterator[None]:
+    """Plans made inside cut the launch's last wave where it holds at most 1/``divisor`` of the resident CTAs
+    (``planner.TAIL_WAVE_DIVISOR``; None: the planner's own)."""
+    if divisor is None:
+        yield
+        return
+    if divisor < 1:
+        raise ValueError(f"a last-wave divisor must be at least 1, got {divisor}")
+    saved = planner.TAIL_WAVE_DIVISOR
+    planner.TAIL_WAVE_DIVISOR = divisor
+    try:
+        yield
+    finally:
+        planner.TAIL_WAVE_DIVISOR = saved
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--variants", nargs="*", default=["32/2/4", "32/3/3", "16/6/3", "32/4/2", "64/2/2"],
@@ -343,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split-tokens", type=int, nargs="*", default=[],
                     help="also time the table's variant with every pack cut into KV splits of at most N tokens "
                          "(plan_forest(split_tokens=N)) instead of the planner's choice: a column 'sN' each")
+    ap.add_argument("--tail-divisors", type=int, nargs="*", default=[],
+                    help="also time the table's variant planned with the last-wave cut at 1/N of the resident CTAs "
+                         "(planner.TAIL_WAVE_DIVISOR = N instead of the planner's own) : a column 'tdN' each")
     args = ap.parse_args(argv)
     hd = args.head_dim
     scale = 1 / math.sqrt(hd)
@@ -361,12 +384,14 @@ def main(argv: list[str] | None = None) -> int:
         variant_tunes = check_variants(heads, arch, args.variants)
     except argparse.ArgumentTypeError as e:
         ap.error(str(e))
-    # (tune, fixed split length) per column: the table's variant, the other variants, the fixed split lengths
-    tunes: list[tuple[KernelTune | None, int | None]] = (
-        [(None, None)] + [(t, None) for t in variant_tunes]
-        + [(None, n) for n in args.split_tokens] + ([(None, None)] if args.table_again else []))
+    # (tune, fixed split length, last-wave divisor) per column: the table's variant, the other variants, the fixed
+    # split lengths, the last-wave divisors
+    tunes: list[tuple[KernelTune | None, int | None, int | None]] = (
+        [(None, None, None)] + [(t, None, None) for t in variant_tunes]
+        + [(None, n, None) for n in args.split_tokens] + [(None, None, d) for d in args.tail_divisors]
+        + ([(None, None, None)] if args.table_again else []))
     names = (["table"] + list(args.variants) + [f"s{n}" for n in args.split_tokens]
-             + (["again"] if args.table_again else []))
+             + [f"td{d}" for d in args.tail_divisors] + (["again"] if args.table_again else []))
     if fp8:
         peers = ["bf16"] + ([] if args.no_peers else ["fi_fp8"])
     else:
@@ -387,12 +412,13 @@ def main(argv: list[str] | None = None) -> int:
         cells = []
         table_plan = None  # the table variant's plan (the first of ``tunes``), for the static-buffer columns
         items = []  # "column items/partials" of each column's plan
-        for column, (tune, split_tokens) in zip(names, tunes, strict=True):
+        for column, (tune, split_tokens, divisor) in zip(names, tunes, strict=True):
             ctas = table_ctas if tune is None else tune.min_ctas_per_sm
             # plan for this variant's occupancy: the planner reads the table's CTAs per SM, so scale the SMs
             spec = DeviceSpec(sm_count=max(1, real.sm_count * ctas // table_ctas), ctas_per_sm=real.ctas_per_sm,
                               arch=real.arch)
-            host_plan = plan_forest(forest, heads, spec, tiles=plan_tiles(table, tune), split_tokens=split_tokens)
+            with tail_divisor(divisor):
+                host_plan = plan_forest(forest, heads, spec, tiles=plan_tiles(table, tune), split_tokens=split_tokens)
             plan = host_plan.to("cuda")
             items.append(f"{column} {host_plan.num_items}/{host_plan.num_partials}")
             if tune is None and table_plan is None:
