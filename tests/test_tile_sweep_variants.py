@@ -237,3 +237,42 @@ def test_ncu_probe_takes_the_same_heads(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         probe.main(["e", "--heads", "256/8"])
     assert exit_info.value.code == 2 and "at most 16 q heads per kv head" in capsys.readouterr().err
+
+
+def test_tail_divisor_plans_cut_the_last_wave_and_restore_the_planner(sweep) -> None:
+    """``--tail-divisors N`` columns plan with the last wave cut where it holds at most 1/N of the resident CTAs: at
+    N = 1 a launch of 6.33 waves (152 private rows x 2 KV heads on 48 slots, a last wave above the planner's own 1/4)
+    gets its last wave's rows split, the plan still exact against float64; the planner's own divisor is back
+    afterwards, also after an error; N < 1 is refused."""
+    from pat_sglang import planner
+
+    heads = HeadConfig(2, 2, 64, torch.float32)
+    spec = DeviceSpec(sm_count=8, ctas_per_sm=4, arch="sm90")
+    assert planner.target_ctas(spec, load_tile_table("sm90"), heads) == 48  # (6 CTAs per SM at head dim 64)
+    rng = np.random.default_rng(3)
+    n, tokens = 152, 512
+    indptr = torch.arange(0, (n + 1) * tokens, tokens, dtype=torch.int64)
+    indices = torch.from_numpy(rng.permutation(n * tokens).astype(np.int64))
+    forest = PrefixForest.from_flat(indptr, indices)
+    own = planner.TAIL_WAVE_DIVISOR
+    plain = plan_forest(forest, heads, spec)
+    with sweep.tail_divisor(1):
+        assert planner.TAIL_WAVE_DIVISOR == 1
+        cut = plan_forest(forest, heads, spec)
+    assert planner.TAIL_WAVE_DIVISOR == own
+    assert plain.num_items == n and plain.num_partials == 0
+    assert cut.num_items > n and cut.num_partials > 0  # the last wave's rows cut into pieces that merge
+    with sweep.tail_divisor(None):
+        assert plan_forest(forest, heads, spec).num_items == n
+    with pytest.raises(RuntimeError), sweep.tail_divisor(2):
+        raise RuntimeError("a column failed")
+    assert planner.TAIL_WAVE_DIVISOR == own
+    with pytest.raises(ValueError), sweep.tail_divisor(0):
+        pass
+    # the cut plan computes the same attention (a sample of requests, float64 reference)
+    q = torch.randn(n, heads.num_q_heads, heads.head_dim)
+    k = torch.randn(n * tokens, heads.num_kv_heads, heads.head_dim)
+    v = torch.randn_like(k)
+    got = run_reference(cut, q, k, v, 0.125, torch.float64)
+    want = naive_decode(q.double(), k.double(), v.double(), indptr, indices, 0.125)
+    assert ((got.double() - want).norm() / want.norm()).item() < 1e-10

@@ -7,3 +7,6 @@ python3 bench/tile_sweep.py --heads 32/32 --cases d256x1024 d128x2048 d32x8192 d
   --tail-divisors 2 1 --table-again --no-peers > $OUT/td/mha.txt 2>&1
 python3 bench/tile_sweep.py --cases d256x1024 mooncake96 b c d128x1024 --variants \
   --tail-divisors 2 1 --table-again --no-peers > $OUT/td/gqa4.txt 2>&1
+# Second call (another machine start): the tile table's other shapes at MHA, same environment.
+python3 bench/tile_sweep.py --heads 32/32 --cases d256x1024 d128x2048 d32x8192 \
+  --variants 16/3/5 16/2/6 32/2/4 16/6/3 32/3/3 --table-again --no-peers > $OUT/td/mha-variants.txt 2>&1
