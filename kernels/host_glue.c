@@ -31,6 +31,8 @@
    does not take: PrefixForest.from_paths (host_paths.c; the numpy version is the fallback and the reference).
    split_length(candidates, longest, ...) -> the split search's choice: _HostCore.split_length (host_simulate.c, built
    into the module too; its ctypes wrapper cost ~11 us around a ~30 us search at 256 requests).
+   plan_pass(forest arrays, the pass's numbers, ...) -> a planning pass's packs, split counts and items in one call
+   (planner._compiled_pass: host_pass.c, then host_items.c), or NotImplemented where planner._numpy_pass decides.
 
    The same holds for the publisher's passes over a changed decode batch's rows (sglang_patches/chain_table.py,
    publish.py): the rows' generations gathered, the rows to read found, the batch's read-only arrays copied were ~13
@@ -101,38 +103,16 @@ static int as_int64(PyObject *obj, int64_t *out) {
     return 0;
 }
 
-static PyObject *plan_items(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
-    if (!takes("plan_items", nargs, 15)) return NULL;
-    PyArrayObject *pack_tokens = vec(args[0], NPY_INT64, -1);
-    const npy_intp packs = pack_tokens != NULL ? PyArray_DIM(pack_tokens, 0) : 0;
-    PyArrayObject *kv_offset = vec(args[1], NPY_INT64, packs), *pack_req_count = vec(args[2], NPY_INT64, packs);
-    PyArrayObject *pack_req = vec(args[3], NPY_INT32, -1), *splits = vec(args[4], NPY_INT64, packs);
-    if (!pack_tokens || !kv_offset || !pack_req_count || !pack_req || !splits) {
-        PyErr_SetString(PyExc_ValueError,
-                        "plan_items: per-pack arrays must be C-contiguous int64 of one length, pack_req int32");
-        return NULL;
-    }
-    PyArrayObject *leaf_pack = NULL;
-    if (args[9] != Py_None) {
-        leaf_pack = vec(args[9], NPY_BOOL, packs);
-        if (leaf_pack == NULL) {
-            PyErr_SetString(PyExc_ValueError, "plan_items: leaf_pack must be a bool per pack");
-            return NULL;
-        }
-    }
-    int64_t rpb, long_tokens, num_requests, num_items, num_entries, max_partials = -1, fields;
-    if (as_int64(args[5], &rpb) || as_int64(args[8], &long_tokens) || as_int64(args[10], &num_requests) ||
-        as_int64(args[11], &num_items) || as_int64(args[12], &num_entries) ||
-        (args[13] != Py_None && as_int64(args[13], &max_partials)) || as_int64(args[14], &fields))
-        return NULL;
-    if (fields != ITEM_FIELDS || num_requests < 0 || num_items < 0 || num_entries < 0) {
-        PyErr_SetString(PyExc_ValueError, "plan_items: item_fields must be the item layout's, counts >= 0");
-        return NULL;
-    }
+/* The items of a pass's packs (host_items.c pat_plan_items) as plan_items' tuple, or None over max_partials; NULL with
+   an exception set on failure. leaf_pack: a byte per pack, or NULL (no open ends). */
+static PyObject *laid_items(npy_intp packs, const int64_t *pack_tokens, const int64_t *kv_offset,
+                            const int64_t *pack_req_count, const int32_t *pack_req, const int64_t *splits, int64_t rpb,
+                            PyObject *tile_of_size, PyObject *tile_m_of_size, int64_t long_tokens,
+                            const uint8_t *leaf_pack, int64_t num_requests, int64_t num_items, int64_t num_entries,
+                            int64_t max_partials, int64_t fields) {
     /* the tile tables: int64 as the ctypes version's ascontiguousarray makes them (usually already so) */
-    PyObject *tiles = PyArray_FROM_OTF(args[6], NPY_INT64, NPY_ARRAY_IN_ARRAY);
-    PyObject *tile_ms = tiles ? PyArray_FROM_OTF(args[7], NPY_INT64, NPY_ARRAY_IN_ARRAY) : NULL;
+    PyObject *tiles = PyArray_FROM_OTF(tile_of_size, NPY_INT64, NPY_ARRAY_IN_ARRAY);
+    PyObject *tile_ms = tiles ? PyArray_FROM_OTF(tile_m_of_size, NPY_INT64, NPY_ARRAY_IN_ARRAY) : NULL;
     PyObject *result = NULL, *items = NULL, *ints = NULL, *longs = NULL, *open_mask = NULL, *partials = NULL;
     PyObject *item_req = NULL, *item_dst = NULL, *indptr = NULL, *item_pack = NULL, *item_split = NULL;
     if (tile_ms == NULL) goto done;
@@ -146,11 +126,10 @@ static PyObject *plan_items(PyObject *self, PyObject *const *args, Py_ssize_t na
     int32_t *i32 = (int32_t *)PyArray_DATA((PyArrayObject *)ints);
     int64_t *i64 = (int64_t *)PyArray_DATA((PyArrayObject *)longs);
     int64_t got = pat_plan_items(
-        packs, PyArray_DATA(pack_tokens), PyArray_DATA(kv_offset), PyArray_DATA(pack_req_count),
-        PyArray_DATA(pack_req), PyArray_DATA(splits), rpb, PyArray_DATA((PyArrayObject *)tiles),
-        PyArray_DATA((PyArrayObject *)tile_ms), long_tokens, leaf_pack ? PyArray_DATA(leaf_pack) : NULL, num_requests,
-        num_items, num_entries, max_partials, PyArray_DATA((PyArrayObject *)items), i32, i32 + num_entries,
-        i32 + 2 * num_entries, i32 + 2 * num_entries + num_requests + 1, i64, i64 + num_items,
+        packs, pack_tokens, kv_offset, pack_req_count, pack_req, splits, rpb, PyArray_DATA((PyArrayObject *)tiles),
+        PyArray_DATA((PyArrayObject *)tile_ms), long_tokens, leaf_pack, num_requests, num_items, num_entries,
+        max_partials, PyArray_DATA((PyArrayObject *)items), i32, i32 + num_entries, i32 + 2 * num_entries,
+        i32 + 2 * num_entries + num_requests + 1, i64, i64 + num_items,
         leaf_pack ? PyArray_DATA((PyArrayObject *)open_mask) : NULL, i64 + 2 * num_items);
     if (got == -1) {
         Py_INCREF(Py_None);
@@ -184,6 +163,207 @@ done:
     Py_XDECREF(partials);
     Py_XDECREF(item_pack);
     Py_XDECREF(item_split);
+    return result;
+}
+
+static PyObject *plan_items(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (!takes("plan_items", nargs, 15)) return NULL;
+    PyArrayObject *pack_tokens = vec(args[0], NPY_INT64, -1);
+    const npy_intp packs = pack_tokens != NULL ? PyArray_DIM(pack_tokens, 0) : 0;
+    PyArrayObject *kv_offset = vec(args[1], NPY_INT64, packs), *pack_req_count = vec(args[2], NPY_INT64, packs);
+    PyArrayObject *pack_req = vec(args[3], NPY_INT32, -1), *splits = vec(args[4], NPY_INT64, packs);
+    if (!pack_tokens || !kv_offset || !pack_req_count || !pack_req || !splits) {
+        PyErr_SetString(PyExc_ValueError,
+                        "plan_items: per-pack arrays must be C-contiguous int64 of one length, pack_req int32");
+        return NULL;
+    }
+    PyArrayObject *leaf_pack = NULL;
+    if (args[9] != Py_None) {
+        leaf_pack = vec(args[9], NPY_BOOL, packs);
+        if (leaf_pack == NULL) {
+            PyErr_SetString(PyExc_ValueError, "plan_items: leaf_pack must be a bool per pack");
+            return NULL;
+        }
+    }
+    int64_t rpb, long_tokens, num_requests, num_items, num_entries, max_partials = -1, fields;
+    if (as_int64(args[5], &rpb) || as_int64(args[8], &long_tokens) || as_int64(args[10], &num_requests) ||
+        as_int64(args[11], &num_items) || as_int64(args[12], &num_entries) ||
+        (args[13] != Py_None && as_int64(args[13], &max_partials)) || as_int64(args[14], &fields))
+        return NULL;
+    if (fields != ITEM_FIELDS || num_requests < 0 || num_items < 0 || num_entries < 0) {
+        PyErr_SetString(PyExc_ValueError, "plan_items: item_fields must be the item layout's, counts >= 0");
+        return NULL;
+    }
+    return laid_items(packs, PyArray_DATA(pack_tokens), PyArray_DATA(kv_offset), PyArray_DATA(pack_req_count),
+                      PyArray_DATA(pack_req), PyArray_DATA(splits), rpb, args[6], args[7], long_tokens,
+                      leaf_pack ? PyArray_DATA(leaf_pack) : NULL, num_requests, num_items, num_entries, max_partials,
+                      fields);
+}
+
+/* plan_pass(q, tok, parent, start, req_ptr, req32, row_base, request_lengths, rpb, tok_bytes, partial_bytes,
+             num_kv_heads, target, min_split_tokens, keep, split_tokens, long_tokens, limits, open_ends, table_len,
+             tile_of_size, tile_m_of_size, constants, item_fields)
+     -> (plan_items' tuple, (pack_node, top, pack_tokens, pack_ptr, pack_req, pack_req_count, pack_blocks, kv_offset,
+         splits), (planned_tokens, split_tokens, chosen_for_tokens, request_tokens, unique_tokens)), None where the
+     plan would exceed `limits`, or NotImplemented where the numpy pass decides (a split search, the coarser re-choice,
+     a forest read beyond the table, arrays this does not take): planner._plan's work before its objects, in one call
+     (host_pass.c, then host_items.c). The forest's arrays: per node int64 (req_ptr one more), req32 int32 per entry,
+     per request int64. keep: None or (split length, planned tokens it was chosen for); split_tokens: None or the
+     caller's; limits: None or (max_items, max_partials, max_entries); constants: (SPLIT_LADDER, MAX_WAVES,
+     SPLIT_STEPS_UP, SPLIT_KEEP_FRACTION, TAIL_WAVE_DIVISOR, TAIL_SPLIT_FACTOR, MIN_SPLIT_TOKENS, tail split on). Where
+     every shared node pays for its own pack, pack_node and top are None and the pack arrays are the forest's own
+     objects (q, tok, req_ptr, req32), as in the numpy version. */
+static PyObject *plan_pass(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (!takes("plan_pass", nargs, 24)) return NULL;
+    PyArrayObject *q = vec(args[0], NPY_INT64, -1);
+    const npy_intp nodes = q ? PyArray_DIM(q, 0) : 0;
+    PyArrayObject *tok = vec(args[1], NPY_INT64, nodes), *parent = vec(args[2], NPY_INT64, nodes);
+    PyArrayObject *start = vec(args[3], NPY_INT64, nodes), *req_ptr = vec(args[4], NPY_INT64, nodes + 1);
+    PyArrayObject *req32 = vec(args[5], NPY_INT32, -1), *row_base = vec(args[6], NPY_INT64, -1);
+    PyArrayObject *lengths = vec(args[7], NPY_INT64, row_base ? PyArray_DIM(row_base, 0) : -1);
+    if (!q || !tok || !parent || !start || !req_ptr || !req32 || !row_base || !lengths || nodes == 0)
+        Py_RETURN_NOTIMPLEMENTED;
+    const npy_intp entries = PyArray_DIM(req32, 0), requests = PyArray_DIM(row_base, 0);
+    const int64_t *ptr = (const int64_t *)PyArray_DATA(req_ptr);
+    const int32_t *rq = (const int32_t *)PyArray_DATA(req32);
+    if (ptr[0] != 0 || ptr[nodes] != entries) Py_RETURN_NOTIMPLEMENTED;
+    for (npy_intp e = 0; e < entries; e++)
+        if (rq[e] < 0 || rq[e] >= requests) Py_RETURN_NOTIMPLEMENTED;
+    for (npy_intp i = 0; i < nodes; i++) /* parents precede their children; counts from the pointers */
+        if (ptr[i + 1] < ptr[i] || ((const int64_t *)PyArray_DATA(parent))[i] >= i ||
+            ((const int64_t *)PyArray_DATA(q))[i] != ptr[i + 1] - ptr[i])
+            Py_RETURN_NOTIMPLEMENTED;
+    PatPassIn in;
+    memset(&in, 0, sizeof(in));
+    in.nodes = nodes;
+    in.entries = entries;
+    in.requests = requests;
+    in.q = PyArray_DATA(q);
+    in.tok = PyArray_DATA(tok);
+    in.parent = PyArray_DATA(parent);
+    in.start = PyArray_DATA(start);
+    in.req_ptr = ptr;
+    in.req32 = rq;
+    in.row_base = PyArray_DATA(row_base);
+    in.request_lengths = PyArray_DATA(lengths);
+    int64_t long_tokens, table_len, fields, open_ends;
+    if (as_int64(args[8], &in.rpb) || as_int64(args[9], &in.tok_bytes) || as_int64(args[10], &in.partial_bytes) ||
+        as_int64(args[11], &in.num_kv_heads) || as_int64(args[12], &in.target) ||
+        as_int64(args[13], &in.min_split_tokens) || as_int64(args[16], &long_tokens) ||
+        as_int64(args[19], &table_len) || as_int64(args[23], &fields))
+        return NULL;
+    open_ends = PyObject_IsTrue(args[18]);
+    if (open_ends < 0) return NULL;
+    if (args[14] != Py_None && !PyArg_ParseTuple(args[14], "LL", &in.keep_split, &in.keep_for)) return NULL;
+    if (args[15] != Py_None && as_int64(args[15], &in.fixed_split)) return NULL;
+    in.max_items = -1;
+    if (args[17] != Py_None && !PyArg_ParseTuple(args[17], "LLL", &in.max_items, &in.max_partials, &in.max_entries))
+        return NULL;
+    PyObject *ladder;
+    if (!PyArg_ParseTuple(args[22], "OLLdLLLL", &ladder, &in.max_waves, &in.steps_up, &in.keep_fraction,
+                          &in.tail_divisor, &in.tail_factor, &in.min_split, &in.tail_on))
+        return NULL;
+    if (fields != ITEM_FIELDS || in.rpb < 1 || in.target < 1 || in.num_kv_heads < 1 || in.min_split < 1 ||
+        in.keep_split < 0 || in.fixed_split < 0 || !PyTuple_Check(ladder) || PyTuple_GET_SIZE(ladder) > 32)
+        Py_RETURN_NOTIMPLEMENTED;
+    double steps[32];
+    in.n_ladder = PyTuple_GET_SIZE(ladder);
+    for (Py_ssize_t i = 0; i < in.n_ladder; i++) {
+        steps[i] = PyFloat_AsDouble(PyTuple_GET_ITEM(ladder, i));
+        if (steps[i] == -1.0 && PyErr_Occurred()) return NULL;
+    }
+    in.ladder = steps;
+    in.table_len = table_len;
+
+    /* the outputs: per node int64 x 9 (+1 for pack_ptr), per entry int32, per node bytes */
+    PyObject *longs = fresh((npy_intp)(10 * nodes + 1), NPY_INT64, 0), *ints = fresh(entries, NPY_INT32, 0);
+    PyObject *leaf = fresh(nodes, NPY_BOOL, 0);
+    PyObject *result = NULL, *laid = NULL, *packs_t = NULL, *numbers = NULL;
+    PyObject *v[9] = {NULL};
+    if (!longs || !ints || !leaf) goto done;
+    int64_t *l = (int64_t *)PyArray_DATA((PyArrayObject *)longs);
+    PatPassOut out;
+    memset(&out, 0, sizeof(out));
+    out.kv_offset = l;
+    out.pack_blocks = l + nodes;
+    out.splits = l + 2 * nodes;
+    out.cut = l + 3 * nodes;
+    out.pack_node = l + 4 * nodes;
+    out.pack_counts = l + 5 * nodes;
+    out.pack_tokens = l + 6 * nodes;
+    out.top = l + 7 * nodes;
+    out.pack_ptr = l + 8 * nodes; /* nodes + 1 */
+    out.pack_req = (int32_t *)PyArray_DATA((PyArrayObject *)ints);
+    out.leaf_pack = (uint8_t *)PyArray_DATA((PyArrayObject *)leaf);
+    const int64_t status = pat_plan_packs(&in, &out);
+    if (status == PAT_PASS_NO_MEMORY) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (status == PAT_PASS_PYTHON || status == PAT_PASS_BEYOND_TABLE) {
+        Py_INCREF(Py_NotImplemented);
+        result = Py_NotImplemented;
+        goto done;
+    }
+    if (status == PAT_PASS_OVER_LIMITS) {
+        Py_INCREF(Py_None);
+        result = Py_None;
+        goto done;
+    }
+    const npy_intp P = (npy_intp)out.packs;
+    const int64_t *pack_tokens = out.all_pay ? in.tok : out.pack_tokens;
+    const int64_t *pack_counts = out.all_pay ? in.q : out.pack_counts;
+    const int32_t *pack_req = out.all_pay ? in.req32 : out.pack_req;
+    laid = laid_items(P, pack_tokens, out.kv_offset, pack_counts, pack_req, out.splits, in.rpb, args[20], args[21],
+                      long_tokens, open_ends ? out.leaf_pack : NULL, requests, out.num_items, out.num_entries,
+                      in.max_items >= 0 ? in.max_partials : -1, fields);
+    if (laid == NULL) goto done;
+    if (laid == Py_None) {
+        result = laid;
+        laid = NULL;
+        goto done;
+    }
+    if (out.all_pay) {
+        Py_INCREF(Py_None);
+        v[0] = Py_None;
+        Py_INCREF(Py_None);
+        v[1] = Py_None;
+        v[2] = args[1];
+        v[3] = args[4];
+        v[4] = args[5];
+        v[5] = args[0];
+        Py_INCREF(v[2]);
+        Py_INCREF(v[3]);
+        Py_INCREF(v[4]);
+        Py_INCREF(v[5]);
+    } else {
+        v[0] = view(longs, 8 * 4 * nodes, P, NPY_INT64);
+        v[1] = view(longs, 8 * 7 * nodes, nodes, NPY_INT64);
+        v[2] = view(longs, 8 * 6 * nodes, P, NPY_INT64);
+        v[3] = view(longs, 8 * 8 * nodes, P + 1, NPY_INT64);
+        v[4] = view(ints, 0, (npy_intp)out.pack_entries, NPY_INT32);
+        v[5] = view(longs, 8 * 5 * nodes, P, NPY_INT64);
+    }
+    v[6] = view(longs, 8 * nodes, P, NPY_INT64);
+    v[7] = view(longs, 0, P, NPY_INT64);
+    v[8] = view(longs, 8 * 2 * nodes, P, NPY_INT64);
+    for (int i = 0; i < 9; i++)
+        if (v[i] == NULL) goto done;
+    packs_t = PyTuple_Pack(9, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]);
+    numbers = Py_BuildValue("(LLLLL)", (long long)out.planned_tokens, (long long)out.split_tokens,
+                            (long long)out.chosen_for_tokens, (long long)out.request_tokens,
+                            (long long)out.unique_tokens);
+    if (packs_t && numbers) result = PyTuple_Pack(3, laid, packs_t, numbers);
+done:
+    Py_XDECREF(longs);
+    Py_XDECREF(ints);
+    Py_XDECREF(leaf);
+    Py_XDECREF(laid);
+    Py_XDECREF(packs_t);
+    Py_XDECREF(numbers);
+    for (int i = 0; i < 9; i++) Py_XDECREF(v[i]);
     return result;
 }
 
@@ -1042,6 +1222,7 @@ static PyMethodDef METHODS[] = {
     {"rows_to_read", (PyCFunction)(void (*)(void))rows_to_read, METH_FASTCALL, "chain_table._rows_to_read"},
     {"batch_arrays", (PyCFunction)(void (*)(void))batch_arrays, METH_FASTCALL, "chain_table._batch_arrays"},
     {"plan_items", (PyCFunction)(void (*)(void))plan_items, METH_FASTCALL, "host_core._HostCore.plan_items"},
+    {"plan_pass", (PyCFunction)(void (*)(void))plan_pass, METH_FASTCALL, "planner._plan's pass"},
     {"edit_forest", (PyCFunction)(void (*)(void))edit_forest, METH_FASTCALL, "host_core._HostCore.edit_forest"},
     {"write_paths", (PyCFunction)(void (*)(void))write_paths, METH_FASTCALL, "chain_table._RowPaths.flush"},
     {"gather_paths", (PyCFunction)(void (*)(void))gather_paths, METH_FASTCALL, "chain_table._RowPaths.paths"},

@@ -1,8 +1,8 @@
-/* The entry points of host_items.c, host_edit.c, host_paths.c, host_remade.c and host_simulate.c that other host
-   sources call directly (host_glue.c, the extension module): one declaration each, included by their definitions
-   too, so a signature change cannot drift. Their arguments are documented at the definitions; pat_sglang/host_core.py's
-   ctypes types are the Python side's copy (host_paths.c and host_remade.c have none: only the extension module calls
-   them). */
+/* The entry points of host_items.c, host_edit.c, host_paths.c, host_remade.c, host_pass.c and host_simulate.c that
+   other host sources call directly (host_glue.c, the extension module): one declaration each, included by their
+   definitions too, so a signature change cannot drift. Their arguments are documented at the definitions;
+   pat_sglang/host_core.py's ctypes types are the Python side's copy (host_paths.c, host_remade.c and host_pass.c have
+   none: only the extension module calls them). */
 #ifndef PAT_HOST_PLAN_H
 #define PAT_HOST_PLAN_H
 #include <stdint.h>
@@ -36,5 +36,37 @@ int64_t pat_remade_plan(int64_t prev_n, const int32_t *prev_items, int64_t prev_
                         int64_t max_entries,
                         int64_t *work, int32_t *items, int32_t *item_req, int32_t *item_dst, int32_t *merge_indptr,
                         int32_t *merge_partials, int64_t *summary);
+
+/* host_pass.c: a planning pass's packs and split counts (planner._plan before its items). PatPassIn holds the forest's
+   arrays (per node: q, tok, parent, start, req_ptr [nodes + 1]; per entry: req32; per request: row_base,
+   request_lengths), the pass's numbers and the planner's constants; PatPassOut the caller's buffers (per node: kv_offset,
+   pack_blocks, splits, cut, leaf_pack, pack_node, pack_counts, pack_tokens, top, pack_ptr [nodes + 1]; per entry:
+   pack_req) and the numbers. Returns one of PAT_PASS_*. */
+enum { PAT_PASS_OK = 0, PAT_PASS_PYTHON = 1, PAT_PASS_OVER_LIMITS = 2, PAT_PASS_BEYOND_TABLE = 3,
+       PAT_PASS_NO_MEMORY = -2 };
+typedef struct {
+    int64_t nodes, entries, requests;
+    const int64_t *q, *tok, *parent, *start, *req_ptr, *row_base, *request_lengths;
+    const int32_t *req32;
+    int64_t rpb, tok_bytes, partial_bytes, num_kv_heads, target, min_split_tokens;
+    int64_t keep_split, keep_for; /* last step's split length and the planned KV it was chosen for; keep_split 0: none */
+    int64_t fixed_split;          /* the caller's split length; 0: the planner's */
+    int64_t max_items, max_entries, max_partials; /* max_items < 0: no limits */
+    int64_t table_len;            /* slot-table positions */
+    /* planner constants: SPLIT_LADDER, MAX_WAVES, SPLIT_STEPS_UP, SPLIT_KEEP_FRACTION, TAIL_WAVE_DIVISOR,
+       TAIL_SPLIT_FACTOR, MIN_SPLIT_TOKENS, and whether the tail split is on (TAIL_SPLIT_ENV) */
+    const double *ladder;
+    int64_t n_ladder, max_waves, steps_up;
+    double keep_fraction;
+    int64_t tail_divisor, tail_factor, min_split, tail_on;
+} PatPassIn;
+typedef struct {
+    int64_t *kv_offset, *pack_blocks, *splits, *cut, *pack_node, *pack_counts, *pack_tokens, *top, *pack_ptr;
+    int32_t *pack_req;
+    uint8_t *leaf_pack;
+    int64_t all_pay, packs, pack_entries, kv_limit, planned_tokens, split_tokens, chosen_for_tokens, num_items,
+        num_entries, unique_tokens, request_tokens;
+} PatPassOut;
+int64_t pat_plan_packs(const PatPassIn *in, PatPassOut *out);
 
 #endif

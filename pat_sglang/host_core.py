@@ -49,13 +49,15 @@ numpy C API, built from the same cache with ``host_items.c`` and ``host_edit.c``
 same in one C call each; where it loads, ``_HostCore`` binds its three functions in place of the wrappers, which stay
 the fallback (``PAT_SGLANG_HOST_GLUE=0``, or no numpy headers) and are compared with it in the tests.
 
-Four more pieces live in the extension module only, with numpy as their fallback and reference: a forest built from
+Five more pieces live in the extension module only, with numpy as their fallback and reference: a forest built from
 radix paths (``kernels/host_paths.c``, ``PrefixForest.from_paths``: a changed batch whose shared structure the forest
 edit cannot follow; ~60 numpy calls, 580-720 us run cold at 256 requests on the VM); the publisher's pending row paths
 written into its row tables (``write_paths``, ``chain_table._RowPaths.flush``: three ints per node through a Python
 iterator, 80-320 us there) and a batch's flat paths gathered from them (``gather_paths``, ``_RowPaths.paths``); and
 last step's plan re-made for joiners and leavers (``remade_items``, ``kernels/host_remade.c``, ``planner.remade_plan``
-under ``PAT_SGLANG_REMAKE_PLANS=1``: ~225 us of numpy there).
+under ``PAT_SGLANG_REMAKE_PLANS=1``: ~225 us of numpy there); and a planning pass's packs, split counts and items
+(``plan_pass``, ``kernels/host_pass.c``, ``planner._compiled_pass``: the ~20 numpy and extension-module calls of
+``planner._numpy_pass`` in one, where no split search or coarser re-choice is needed).
 """
 
 from __future__ import annotations
@@ -86,10 +88,12 @@ DISABLE_ENV = "PAT_SGLANG_HOST_CORE"  # "0": the numpy/Python versions
 SOURCE_NAMES = ("host_simulate.c", "host_rows.c", "host_items.c", "host_edit.c")  # compiled together into one library
 PY_SOURCE_NAMES = ("host_batch.c",)  # the CPython-API piece: a library of its own, loaded with ctypes.PyDLL
 # The extension module that calls four of SOURCE_NAMES' functions (split_length, plan_items, edit_forest, edit_places)
-# without ctypes, launches built CUDA graphs (host_launch.c), builds forests from radix paths (host_paths.c) and
-# re-makes plans (host_remade.c; these two with no ctypes wrapper: numpy is their fallback) (``_load_glue``)
+# without ctypes, launches built CUDA graphs (host_launch.c), builds forests from radix paths (host_paths.c), re-makes
+# plans (host_remade.c) and makes a planning pass's packs (host_pass.c; these three with no ctypes wrapper: numpy is
+# their fallback) (``_load_glue``)
 GLUE_SOURCE_NAMES = (
     "host_glue.c", "host_items.c", "host_edit.c", "host_launch.c", "host_simulate.c", "host_paths.c", "host_remade.c",
+    "host_pass.c",
 )
 GLUE_MODULE = "pat_host_glue"  # its PyInit_ name
 GLUE_ENV = "PAT_SGLANG_HOST_GLUE"  # "0": the ctypes wrappers and launches serve instead (the A/B and test switch)

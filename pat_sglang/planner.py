@@ -91,7 +91,7 @@ import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -501,17 +501,156 @@ def _plan(
     split_tokens: int | None = None,
     keep: tuple[int, int] | None = None,
 ) -> PackPlan | None:
-    """One planning pass; ``None`` if the plan would exceed ``limits`` (counted before any item is built)."""
+    """One planning pass; ``None`` if the plan would exceed ``limits`` (counted before any item is built). Its packs,
+    split counts and items in one call of the extension module where it loads and takes the case (``_compiled_pass``),
+    else by ``_numpy_pass``: the same arrays either way."""
+    rules = _pass_rules(heads, device, tiles)
+    passed = _compiled_pass(forest, rules, min_split_tokens, limits, slot_table, row_stride, split_tokens, keep,
+                            fallback)
+    if passed is NotImplemented:
+        passed = _numpy_pass(forest, heads, rules, min_split_tokens, limits, slot_table, row_stride, split_tokens, keep,
+                             fallback)
+    if passed is None:  # over the limits
+        return None
+    laid, pack_args, (planned_tokens, split_tokens, chosen_for_tokens, request_tokens, unique_tokens), searched, \
+        fallback = passed
+    (items, item_req, item_dst, merge_indptr, merge_partials, num_partials, item_pack, item_split, open_mask,
+     max_item_tokens, num_open) = laid
+    if items.shape[0] > MAX_ITEMS:
+        raise ValueError(f"plan has {items.shape[0]} work items; the forward grid holds at most {MAX_ITEMS}")
+    stats = PlanStats(
+        kv_bytes_planned=planned_tokens * rules.tok_bytes,
+        kv_bytes_per_request=request_tokens * rules.tok_bytes,
+        kv_bytes_unique=unique_tokens * rules.tok_bytes,
+        partial_bytes=num_partials * rules.partial_bytes,
+        num_items=items.shape[0],
+        num_partials=num_partials,
+        max_item_tokens=max_item_tokens,
+    )
+    pack_node, top, pack_tokens, pack_ptr, pack_req, pack_blocks, kv_offset, splits = pack_args
+    builder_args = (forest, pack_node, top, pack_tokens, pack_ptr, pack_req, splits, pack_blocks, rules.tile_m_of_size,
+                    rules.reqs_per_block, rules.long_tokens)
+    regrow = _Regrow(
+        structure=forest._derived, pack_node=pack_node, pack_tokens=pack_tokens, kv_offset=kv_offset,
+        pack_blocks=pack_blocks, splits=splits, item_pack=item_pack, item_split=item_split, tok=forest.tok,
+        split_tokens=split_tokens, chosen_for_tokens=chosen_for_tokens, pack_args=builder_args,
+        open_mask=open_mask, args=regrow_args,
+    )
+    return PackPlan(
+        heads=heads,
+        num_requests=forest.num_requests,
+        tile_ms=tiles.tile_ms,
+        items=torch.from_numpy(items),
+        slot_table=slot_table,
+        item_req=torch.from_numpy(item_req),
+        item_dst=torch.from_numpy(item_dst),
+        merge_indptr=torch.from_numpy(merge_indptr),
+        merge_partials=torch.from_numpy(merge_partials),
+        num_partials=num_partials,
+        max_slot=max_slot,
+        packs=_PackBuilder(*builder_args),
+        stats=stats,
+        fallback=fallback,
+        regrow=regrow,
+        row_stride=row_stride,
+        num_open=num_open,
+        split_tokens=split_tokens,
+        split_searched=searched,
+        least_tile_m=rules.least_m,
+        long_pack_tokens=rules.long_tokens,
+    )
+
+
+class _PassRules(NamedTuple):
+    """A planning pass's numbers from the heads, tile table and device: the same for every pass of a configuration
+    (``_pass_rules``)."""
+
+    group: int  # q heads per KV head
+    num_kv_heads: int
+    reqs_per_block: int  # requests of a pack's largest row block
+    least_m: int  # TileTable.least_tile_m: the least tile m of a short pack's row blocks
+    long_tokens: int  # the KV tokens from which a pack is long (INT64_MAX: none)
+    tile_ms: tuple[int, ...]  # the tile table's
+    tile_of_size: np.ndarray  # _tile_lut's tables
+    tile_m_of_size: np.ndarray
+    tok_bytes: int  # kv_token_bytes
+    partial_bytes: int
+    target: int  # target_ctas
+
+
+_RULES: dict[tuple[HeadConfig, DeviceSpec, int], tuple[TileTable, _PassRules]] = {}
+
+
+def _pass_rules(heads: HeadConfig, device: DeviceSpec, tiles: TileTable) -> _PassRules:
+    """``_PassRules`` of a configuration, made once per (heads, device, tile table object): tile tables hold dicts and
+    are not hashable, and the planner is handed the same one (``load_tile_table``'s) at every step."""
+    held = _RULES.get((heads, device, id(tiles)))
+    if held is not None and held[0] is tiles:
+        return held[1]
+    if len(_RULES) >= 64:
+        _RULES.clear()
     group, num_kv_heads, tok_bytes, partial_bytes = _head_numbers(heads)
     reqs_per_block = max(1, tiles.max_m // group)
     least_m, long_tokens = tile_rule(tiles, heads)
     tile_of_size, tile_m_of_size = _tile_lut(tiles.tile_ms, group, reqs_per_block, least_m)
+    rules = _PassRules(group, num_kv_heads, reqs_per_block, least_m, long_tokens, tiles.tile_ms, tile_of_size,
+                       tile_m_of_size, tok_bytes, partial_bytes, target_ctas(device, tiles, heads))
+    _RULES[(heads, device, id(tiles))] = (tiles, rules)
+    return rules
+
+
+# What a planning pass hands ``_plan``: (plan_items' tuple, (pack_node, top, pack_tokens, pack_ptr, pack_req,
+# pack_blocks, kv_offset, splits), (planned tokens, split length, planned tokens it was chosen for, per-request tokens,
+# unique tokens), split searched, fallback); None over the limits.
+_Passed = tuple[tuple, tuple, tuple[int, int, int, int, int], bool, str] | None
+
+
+def _pass_constants() -> tuple:
+    """The planner's constants ``kernels/host_pass.c`` follows, read at each pass (tests and sweeps set some)."""
+    return (SPLIT_LADDER, MAX_WAVES, SPLIT_STEPS_UP, SPLIT_KEEP_FRACTION, TAIL_WAVE_DIVISOR, TAIL_SPLIT_FACTOR,
+            MIN_SPLIT_TOKENS, os.environ.get(TAIL_SPLIT_ENV) != "0")
+
+
+def _compiled_pass(
+    forest: PrefixForest, rules: _PassRules, min_split_tokens: int, limits: PlanLimits | None,
+    slot_table: torch.Tensor, row_stride: int | None, split_tokens: int | None, keep: tuple[int, int] | None,
+    fallback: str,
+) -> _Passed | object:
+    """The pass in one call of the extension module (``kernels/host_pass.c``, then ``host_items.c``), or
+    NotImplemented: no module, or a case it leaves to ``_numpy_pass`` (a split search, the coarser re-choice, arrays it
+    does not take)."""
+    glue = host_core.loaded_glue()
+    if glue is None:
+        return NotImplemented
     fa = forest
+    got = glue.plan_pass(
+        fa.q, fa.tok, fa.parent, fa.start, fa.req_ptr, fa.req32, fa.row_base, fa.request_lengths, rules.reqs_per_block,
+        rules.tok_bytes, rules.partial_bytes, rules.num_kv_heads, rules.target, min_split_tokens, keep, split_tokens,
+        rules.long_tokens, None if limits is None else (limits.max_items, limits.max_partials, limits.max_entries),
+        row_stride is not None, slot_table.shape[0], rules.tile_of_size, rules.tile_m_of_size, _pass_constants(),
+        ITEM_FIELDS,
+    )
+    if got is None or got is NotImplemented:
+        return got
+    laid, (pack_node, top, pack_tokens, pack_ptr, pack_req, _, pack_blocks, kv_offset, splits), numbers = got
+    return laid, (pack_node, top, pack_tokens, pack_ptr, pack_req, pack_blocks, kv_offset, splits), numbers, False, \
+        fallback
+
+
+def _numpy_pass(
+    forest: PrefixForest, heads: HeadConfig, rules: _PassRules, min_split_tokens: int, limits: PlanLimits | None,
+    slot_table: torch.Tensor, row_stride: int | None, split_tokens: int | None, keep: tuple[int, int] | None,
+    fallback: str,
+) -> _Passed:
+    """The pass in numpy, with the compiled pieces where they load: the reference of ``_compiled_pass``, and the
+    pass wherever that one does not serve."""
+    fa = forest
+    reqs_per_block, num_kv_heads, target = rules.reqs_per_block, rules.num_kv_heads, rules.target
     num_requests = forest.num_requests
     node_kv_begin = forest.kv_begin()
 
     # --- packs, in node order: every packed node, and every inlined node that some requests end at
-    tokens, top, packed = _choose_packs(fa, reqs_per_block, tok_bytes, partial_bytes)
+    tokens, top, packed = _choose_packs(fa, reqs_per_block, rules.tok_bytes, rules.partial_bytes)
     if top is None:  # nothing inlined: every node is its own pack, with all its requests
         pack_node = None
         pack_req = fa.req32
@@ -534,12 +673,11 @@ def _plan(
     if kv_limit > slot_table.shape[0]:
         raise ValueError(f"the forest reads slot-table position {kv_limit - 1}, the table has {slot_table.shape[0]}")
 
-    target = target_ctas(device, tiles, heads)
-
     def search(candidates: list[int]) -> int:  # the cost model's pick among these lengths (only when searching)
         return _split_length(candidates, pack_tokens, pack_blocks, pack_req, pack_req_count, num_requests, num_kv_heads,
-                             target, *_block_costs(tiles.tile_ms, group, reqs_per_block, tok_bytes // num_kv_heads,
-                                                   _measured_costs(heads), least_m), _chain_cost(heads), long_tokens)
+                             target, *_block_costs(rules.tile_ms, rules.group, reqs_per_block,
+                                                   rules.tok_bytes // num_kv_heads, _measured_costs(heads),
+                                                   rules.least_m), _chain_cost(heads), rules.long_tokens)
 
     chosen_for_tokens = 0
     searched = False
@@ -580,65 +718,22 @@ def _plan(
     # Open ends: the last split of a pack whose node has one request (in canonical form, that request's private leaf:
     # its range ends where the request's row ends).
     leaf_pack = None if row_stride is None else (fa.q if pack_node is None else fa.q[pack_node]) == 1
+    if limits is not None and (num_items > limits.max_items or num_entries > limits.max_entries):
+        return None
     core = host_core.loaded()
     if core is not None:  # the same arrays in one call (kernels/host_items.c), sized by the counts
-        if limits is not None and (num_items > limits.max_items or num_entries > limits.max_entries):
-            return None
         laid = core.plan_items(pack_tokens, kv_offset, pack_req_count, pack_req, splits, reqs_per_block,
-                               tile_of_size, tile_m_of_size, long_tokens, leaf_pack, num_requests, num_items,
-                               num_entries, None if limits is None else limits.max_partials, ITEM_FIELDS)
+                               rules.tile_of_size, rules.tile_m_of_size, rules.long_tokens, leaf_pack, num_requests,
+                               num_items, num_entries, None if limits is None else limits.max_partials, ITEM_FIELDS)
     else:
         laid = _plan_items(pack_tokens, kv_offset, pack_req_count, pack_ptr, pack_req, pack_blocks, splits,
-                           reqs_per_block, tile_of_size, tile_m_of_size, long_tokens, leaf_pack, num_requests,
-                           limits, len(tiles.tile_ms), kv_limit)
+                           reqs_per_block, rules.tile_of_size, rules.tile_m_of_size, rules.long_tokens, leaf_pack,
+                           num_requests, limits, len(rules.tile_ms), kv_limit)
     if laid is None:  # over the limits
         return None
-    (items, item_req, item_dst, merge_indptr, merge_partials, num_partials, item_pack, item_split, open_mask,
-     max_item_tokens, num_open) = laid
-    if items.shape[0] > MAX_ITEMS:
-        raise ValueError(f"plan has {items.shape[0]} work items; the forward grid holds at most {MAX_ITEMS}")
-
-    stats = PlanStats(
-        kv_bytes_planned=planned_tokens * tok_bytes,
-        kv_bytes_per_request=fa.request_tokens() * tok_bytes,
-        kv_bytes_unique=fa.unique_tokens() * tok_bytes,
-        partial_bytes=num_partials * partial_bytes,
-        num_items=items.shape[0],
-        num_partials=num_partials,
-        max_item_tokens=max_item_tokens,
-    )
-    pack_args = (fa, pack_node, top, pack_tokens, pack_ptr, pack_req, splits, pack_blocks, tile_m_of_size,
-                 reqs_per_block, long_tokens)
-    infos = _PackBuilder(*pack_args)
-    regrow = _Regrow(
-        structure=fa._derived, pack_node=pack_node, pack_tokens=pack_tokens, kv_offset=kv_offset,
-        pack_blocks=pack_blocks, splits=splits, item_pack=item_pack, item_split=item_split, tok=fa.tok,
-        split_tokens=split_tokens, chosen_for_tokens=chosen_for_tokens, pack_args=pack_args,
-        open_mask=open_mask, args=regrow_args,
-    )
-    return PackPlan(
-        heads=heads,
-        num_requests=num_requests,
-        tile_ms=tiles.tile_ms,
-        items=torch.from_numpy(items),
-        slot_table=slot_table,
-        item_req=torch.from_numpy(item_req),
-        item_dst=torch.from_numpy(item_dst),
-        merge_indptr=torch.from_numpy(merge_indptr),
-        merge_partials=torch.from_numpy(merge_partials),
-        num_partials=num_partials,
-        max_slot=max_slot,
-        packs=infos,
-        stats=stats,
-        fallback=fallback,
-        regrow=regrow,
-        row_stride=row_stride,
-        num_open=num_open,
-        split_tokens=split_tokens,
-        split_searched=searched,
-        least_tile_m=least_m,
-        long_pack_tokens=long_tokens,
-    )
+    numbers = (planned_tokens, split_tokens, chosen_for_tokens, fa.request_tokens(), fa.unique_tokens())
+    return laid, (pack_node, top, pack_tokens, pack_ptr, pack_req, pack_blocks, kv_offset, splits), numbers, \
+        searched, fallback
 
 
 def tile_rule(tiles: TileTable, heads: HeadConfig) -> tuple[int, int]:
