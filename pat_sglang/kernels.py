@@ -46,7 +46,15 @@ from .config import (
     wg_cols_fit,
 )
 from .launch import KernelLaunch, KernelLauncher
-from .planner import ITEM_FIELDS, ITEM_TILE_M, PackPlan, PlanLimits, item_layout_defines
+from .planner import (
+    ITEM_FIELDS,
+    ITEM_TILE_M,
+    PackPlan,
+    PlanLimits,
+    item_layout_defines,
+    plan_array,
+    same_plan_array,
+)
 from .run_inputs import check_run_inputs
 
 logger = logging.getLogger(__name__)
@@ -916,29 +924,28 @@ def _first_changed(plan: PackPlan, last: PackPlan) -> int:
     """Index in ``_LOAD_ORDER`` of the first buffer whose contents for ``plan`` differ from those ``last`` loaded
     (plans are never edited, so a tensor shared by both holds the same values; the items always differ)."""
     same = (
-        plan.item_req is last.item_req,
-        plan.item_dst is last.item_dst,
-        plan.merge_indptr is last.merge_indptr,
-        plan.merge_partials is last.merge_partials,
+        same_plan_array(plan, last, "item_req"),
+        same_plan_array(plan, last, "item_dst"),
+        same_plan_array(plan, last, "merge_indptr"),
+        same_plan_array(plan, last, "merge_partials"),
         plan.num_items == last.num_items,
     )
     return same.index(False) if False in same else len(same)
 
 
 def _stage_plan(host: dict[str, np.ndarray], plan: PackPlan, names: tuple[str, ...]) -> None:
-    """Write the used prefix of ``plan``'s buffers ``names`` into the staging arrays ``host`` (numpy copies)."""
+    """Write the used prefix of ``plan``'s buffers ``names`` into the staging arrays ``host`` (numpy copies of the
+    plan's host arrays: ``planner.plan_array``)."""
     for name in names:
-        if name == "items":
-            host["items"][: plan.num_items] = plan.items.numpy()
-        elif name == "num_items":
+        if name == "num_items":
             host["num_items"][0] = plan.num_items
         elif name == "merge_indptr":
-            indptr = plan.merge_indptr.numpy()
+            indptr = plan_array(plan, "merge_indptr")
             b = plan.num_requests
             host["merge_indptr"][: b + 1] = indptr
             host["merge_indptr"][b + 1 :] = indptr[-1]  # padding requests: no partials
         else:
-            values = getattr(plan, name).numpy()
+            values = plan_array(plan, name)
             host[name][: values.shape[0]] = values
 
 
@@ -1082,7 +1089,7 @@ class StaticPlanBuffers:
             "batch": (plan.num_requests, self.max_batch),
             "items": (plan.num_items, self.max_items),
             "partials": (plan.num_partials, self.max_partials),
-            "entries": (int(plan.item_req.shape[0]), self.max_entries),
+            "entries": (int(plan_array(plan, "item_req").shape[0]), self.max_entries),
         }
         for what, (n, cap) in need.items():
             if n > cap:

@@ -89,6 +89,7 @@ import heapq
 import itertools
 import math
 import os
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar
@@ -236,6 +237,55 @@ class _LazyPacks:
         obj.__dict__[self.attr] = [] if value is None else value
 
 
+# The tensor made of each plan array that some plan has read as one, by the array's id: the tensor keeps its array
+# alive, so an id here is never that of another array
+_TENSOR_OF: weakref.WeakValueDictionary[int, torch.Tensor] = weakref.WeakValueDictionary()
+
+
+class _PlanArray:
+    """A plan's int32 array (``PackPlan.items``, ``item_req``, ``item_dst``, ``merge_indptr``, ``merge_partials``) as a
+    data descriptor: it holds the value it is given, the planner's host numpy array or a tensor, and is read as a torch
+    tensor, made from the array once (``torch.from_numpy``: the same memory). The decode step's host path reads the
+    arrays themselves (``plan_array``): a changed step's plan goes into the CUDA-graph buffers' staging set without a
+    tensor made of each array and an array made back of each tensor (eight such calls, ~40 us of a changed step run
+    cold on the project's 2-core VM)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attr = "_" + name
+        self.tensor_attr = "_" + name + "_tensor"
+
+    def __get__(self, obj: object, objtype: type | None = None) -> torch.Tensor:
+        if obj is None:
+            raise AttributeError(self.attr)  # no class-level value: a dataclass field without a default
+        value = obj.__dict__[self.attr]
+        if not isinstance(value, np.ndarray):
+            return value
+        tensor = obj.__dict__.get(self.tensor_attr)
+        if tensor is None:
+            # one tensor per array, so plans that share an array (a re-made plan keeps its predecessor's) share it
+            tensor = _TENSOR_OF.get(id(value))
+            if tensor is None:
+                tensor = _TENSOR_OF[id(value)] = torch.from_numpy(value)
+            obj.__dict__[self.tensor_attr] = tensor
+        return tensor
+
+    def __set__(self, obj: object, value: np.ndarray | torch.Tensor) -> None:
+        obj.__dict__[self.attr] = value
+        obj.__dict__.pop(self.tensor_attr, None)
+
+
+def plan_array(plan: PackPlan, name: str) -> np.ndarray:
+    """The host array of a plan's ``name`` (a ``_PlanArray`` field) without making a tensor of it: the planner's array
+    itself, or a host tensor's memory."""
+    value = plan.__dict__["_" + name]
+    return value if isinstance(value, np.ndarray) else value.numpy()
+
+
+def same_plan_array(a: PackPlan, b: PackPlan, name: str) -> bool:
+    """Whether two plans hold the very same ``name`` array (one plan re-made from the other shares what it keeps)."""
+    return a.__dict__["_" + name] is b.__dict__["_" + name]
+
+
 @dataclass(frozen=True)
 class PlanLimits:
     """Capacities a plan must fit (the CUDA-graph static buffers): work items, partial slots, (item, request)
@@ -252,12 +302,13 @@ class PackPlan:
     heads: HeadConfig
     num_requests: int
     tile_ms: tuple[int, ...]
-    items: torch.Tensor  # int32 [num_items, ITEM_FIELDS]
+    # The plan's arrays (``_PlanArray``: given as host numpy arrays or tensors, read as tensors)
+    items: torch.Tensor = _PlanArray()  # type: ignore[assignment]  # int32 [num_items, ITEM_FIELDS]
     slot_table: torch.Tensor  # int32, 1-D: the KV slot of each (row, position); items address it
-    item_req: torch.Tensor  # int32: request index of each (item, request) entry
-    item_dst: torch.Tensor  # int32: partial slot, or -1 = write the output directly
-    merge_indptr: torch.Tensor  # int32 [num_requests + 1]
-    merge_partials: torch.Tensor  # int32: partial slots of each request, in merge_indptr order
+    item_req: torch.Tensor = _PlanArray()  # type: ignore[assignment]  # int32: request index of each (item, request)
+    item_dst: torch.Tensor = _PlanArray()  # type: ignore[assignment]  # int32: partial slot, or -1 = write the output
+    merge_indptr: torch.Tensor = _PlanArray()  # type: ignore[assignment]  # int32 [num_requests + 1]
+    merge_partials: torch.Tensor = _PlanArray()  # type: ignore[assignment]  # int32: each request's partial slots
     num_partials: int
     max_slot: int | None  # largest KV slot the plan can read (None: the table is SGLang's own req_to_token)
     packs: list[PackInfo] = _LazyPacks()  # type: ignore[assignment]  # built on first read
@@ -280,7 +331,7 @@ class PackPlan:
 
     @property
     def num_items(self) -> int:
-        return int(self.items.shape[0])
+        return int(self.__dict__["_items"].shape[0])
 
     def items_at(self, seq_lens: object, rows: object) -> np.ndarray:
         """The items as the kernel resolves them when the batch's requests have lengths ``seq_lens`` and rows
@@ -540,12 +591,12 @@ def _plan(
         heads=heads,
         num_requests=forest.num_requests,
         tile_ms=tiles.tile_ms,
-        items=torch.from_numpy(items),
+        items=items,
         slot_table=slot_table,
-        item_req=torch.from_numpy(item_req),
-        item_dst=torch.from_numpy(item_dst),
-        merge_indptr=torch.from_numpy(merge_indptr),
-        merge_partials=torch.from_numpy(merge_partials),
+        item_req=item_req,
+        item_dst=item_dst,
+        merge_indptr=merge_indptr,
+        merge_partials=merge_partials,
         num_partials=num_partials,
         max_slot=max_slot,
         packs=_PackBuilder(*builder_args),
@@ -932,7 +983,7 @@ def _regrown(previous: PackPlan, forest: PrefixForest) -> PackPlan | None:
         return None  # a pack grew long: its row blocks take another tile (as a count change, planned afresh)
     n_tok = pack_tokens[rg.item_pack]
     base = rg.kv_offset[rg.item_pack]
-    items = previous.items.numpy().copy()
+    items = plan_array(previous, "items").copy()
     if int(splits.max()) == 1:
         items[:, ITEM_KV_BEGIN] = base
         items[:, ITEM_KV_END] = base + n_tok
@@ -953,7 +1004,7 @@ def _regrown(previous: PackPlan, forest: PrefixForest) -> PackPlan | None:
     )
     pack_args = (forest, *rg.pack_args[1:3], pack_tokens, *rg.pack_args[4:])
     regrow = copy_with(rg, pack_tokens=pack_tokens, tok=forest.tok, pack_args=pack_args)
-    return copy_with(previous, items=torch.from_numpy(items), stats=stats, packs=_PackBuilder(*pack_args),
+    return copy_with(previous, items=items, stats=stats, packs=_PackBuilder(*pack_args),
                       regrow=regrow, split_searched=False)
 
 
@@ -996,7 +1047,7 @@ def remade_plan(
     split = previous.split_tokens
     if stride is None or previous.num_open != previous.num_requests or split < 1 or not num_requests:
         return None
-    items = previous.items.numpy()
+    items = plan_array(previous, "items")
     group = _head_numbers(previous.heads)[0]
     tile_ms = previous.tile_ms
     rpb = max(1, tile_ms[-1] // group)
@@ -1004,9 +1055,9 @@ def remade_plan(
     long_tokens = previous.long_pack_tokens
     # Compiled (kernels/host_remade.c) where the extension module loads: the same arrays in one call; below, numpy
     got = host_core.glue_call(
-        "remade_items", items, previous.item_req.numpy(), previous.item_dst.numpy(), previous.num_requests,
-        previous.num_partials, old_index, rows, seq_lens, stride, split, tile_of_size, tile_m_of_size, long_tokens,
-        planned_tokens[0], planned_tokens[1], *(_NO_LIMITS if limits is None else
+        "remade_items", items, plan_array(previous, "item_req"), plan_array(previous, "item_dst"),
+        previous.num_requests, previous.num_partials, old_index, rows, seq_lens, stride, split, tile_of_size,
+        tile_m_of_size, long_tokens, planned_tokens[0], planned_tokens[1], *(_NO_LIMITS if limits is None else
                                                  (limits.max_items, limits.max_partials, limits.max_entries)))
     if got is None:
         return None
@@ -1020,7 +1071,7 @@ def remade_plan(
     new_of_old[old_index[survivors]] = survivors
 
     # kept entries, grouped by item (a plan's entries follow its items), and the items that keep one or more
-    entry_new = new_of_old[previous.item_req.numpy()]
+    entry_new = new_of_old[plan_array(previous, "item_req")]
     keep = entry_new >= 0
     kept_count = np.add.reduceat(keep.view(np.int8), items[:, ITEM_REQ_BEGIN], dtype=np.int64)  # items hold >= 1
     live = kept_count > 0
@@ -1041,7 +1092,7 @@ def remade_plan(
         return None
 
     # partial slots of the kept entries, renumbered over those still used; the joiners' come after them
-    kept_dst = previous.item_dst.numpy()[keep].astype(np.int64)
+    kept_dst = plan_array(previous, "item_dst")[keep].astype(np.int64)
     used = np.zeros(previous.num_partials + 1, dtype=np.int64)
     used[kept_dst] = 1  # (-1, a direct write, marks the spare last element)
     new_slot = used[:-1].cumsum() - 1
@@ -1107,12 +1158,12 @@ def _remade(previous: PackPlan, num_requests: int, seq_lens: np.ndarray, unique_
         heads=previous.heads,
         num_requests=num_requests,
         tile_ms=previous.tile_ms,
-        items=torch.from_numpy(items),
+        items=items,
         slot_table=previous.slot_table,
-        item_req=torch.from_numpy(item_req),
-        item_dst=torch.from_numpy(item_dst),
-        merge_indptr=torch.from_numpy(merge_indptr),
-        merge_partials=torch.from_numpy(merge_partials),
+        item_req=item_req,
+        item_dst=item_dst,
+        merge_indptr=merge_indptr,
+        merge_partials=merge_partials,
         num_partials=num_partials,
         max_slot=previous.max_slot,
         stats=stats,
