@@ -33,6 +33,8 @@
    into the module too; its ctypes wrapper cost ~11 us around a ~30 us search at 256 requests).
    plan_pass(forest arrays, the pass's numbers, ...) -> a planning pass's packs, split counts and items in one call
    (planner._compiled_pass: host_pass.c, then host_items.c), or NotImplemented where planner._numpy_pass decides.
+   stage_plan(stage, offsets, sizes, first, plan arrays, num_requests): a CUDA-graph load's host writes in one call
+   (kernels._stage_plan's numpy copies the fallback and reference).
 
    The same holds for the publisher's passes over a changed decode batch's rows (sglang_patches/chain_table.py,
    publish.py): the rows' generations gathered, the rows to read found, the batch's read-only arrays copied were ~13
@@ -365,6 +367,55 @@ done:
     Py_XDECREF(numbers);
     for (int i = 0; i < 9; i++) Py_XDECREF(v[i]);
     return result;
+}
+
+/* stage_plan(stage, offsets, sizes, first, items, item_req, item_dst, merge_indptr, merge_partials, num_requests):
+   kernels.StaticPlanBuffers.load's host writes in one call: the plan's arrays into one staging set (`stage`: the
+   set's flat int32 array; `offsets` / `sizes`: element offset and length of each buffer in kernels._LOAD_ORDER,
+   item_req, item_dst, merge_indptr, merge_partials, num_items, items), from buffer `first` of that order on. Each
+   buffer gets the plan's values at its start; merge_indptr's entries past the plan's requests repeat its last value
+   (padding requests have no partials); num_items holds the item count. None; NotImplemented for arrays other than
+   C-contiguous int32 (items 2-D) or a plan that does not fit the buffers (kernels._stage_plan, the numpy version and
+   the reference, then writes or refuses them). */
+static PyObject *stage_plan(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (!takes("stage_plan", nargs, 10)) return NULL;
+    PyArrayObject *stage = vec(args[0], NPY_INT32, -1);
+    PyArrayObject *req = vec(args[5], NPY_INT32, -1), *dst = vec(args[6], NPY_INT32, -1);
+    PyArrayObject *indptr = vec(args[7], NPY_INT32, -1), *partials = vec(args[8], NPY_INT32, -1);
+    PyArrayObject *items = PyArray_Check(args[4]) ? (PyArrayObject *)args[4] : NULL;
+    int64_t first, num_requests, offsets[6], sizes[6];
+    if (as_int64(args[3], &first) || as_int64(args[9], &num_requests)) return NULL;
+    if (!PyArg_ParseTuple(args[1], "LLLLLL", &offsets[0], &offsets[1], &offsets[2], &offsets[3], &offsets[4],
+                          &offsets[5]) ||
+        !PyArg_ParseTuple(args[2], "LLLLLL", &sizes[0], &sizes[1], &sizes[2], &sizes[3], &sizes[4], &sizes[5]))
+        return NULL;
+    if (!stage || !req || !dst || !indptr || !partials || !items || PyArray_NDIM(items) != 2 ||
+        PyArray_TYPE(items) != NPY_INT32 || !PyArray_IS_C_CONTIGUOUS(items) || first < 0 || first > 5 ||
+        num_requests < 0 || PyArray_DIM(indptr, 0) != num_requests + 1)
+        Py_RETURN_NOTIMPLEMENTED;
+    const npy_intp total = PyArray_DIM(stage, 0);
+    for (int b = 0; b < 6; b++)
+        if (offsets[b] < 0 || sizes[b] < 0 || offsets[b] + sizes[b] > total) Py_RETURN_NOTIMPLEMENTED;
+    const int64_t n_items = PyArray_DIM(items, 0), item_ints = n_items * PyArray_DIM(items, 1);
+    const int64_t lengths[6] = {PyArray_DIM(req, 0), PyArray_DIM(dst, 0), num_requests + 1, PyArray_DIM(partials, 0), 1,
+                                item_ints};
+    for (int b = (int)first; b < 6; b++)
+        if (lengths[b] > sizes[b]) Py_RETURN_NOTIMPLEMENTED;
+    int32_t *out = (int32_t *)PyArray_DATA(stage);
+    const int32_t *from[6] = {PyArray_DATA(req), PyArray_DATA(dst), PyArray_DATA(indptr), PyArray_DATA(partials), NULL,
+                              PyArray_DATA(items)};
+    for (int b = (int)first; b < 6; b++) {
+        int32_t *to = out + offsets[b];
+        if (b == 4) {
+            to[0] = (int32_t)n_items;
+            continue;
+        }
+        memcpy(to, from[b], sizeof(int32_t) * (size_t)lengths[b]);
+        if (b == 2) /* padding requests: no partials */
+            for (int64_t i = lengths[b]; i < sizes[b]; i++) to[i] = to[lengths[b] - 1];
+    }
+    Py_RETURN_NONE;
 }
 
 static const char *const FOREST_NAMES[7] = {"tok", "start", "parent", "depth", "q", "rep", "ending"};
@@ -1223,6 +1274,7 @@ static PyMethodDef METHODS[] = {
     {"batch_arrays", (PyCFunction)(void (*)(void))batch_arrays, METH_FASTCALL, "chain_table._batch_arrays"},
     {"plan_items", (PyCFunction)(void (*)(void))plan_items, METH_FASTCALL, "host_core._HostCore.plan_items"},
     {"plan_pass", (PyCFunction)(void (*)(void))plan_pass, METH_FASTCALL, "planner._plan's pass"},
+    {"stage_plan", (PyCFunction)(void (*)(void))stage_plan, METH_FASTCALL, "kernels._stage_plan"},
     {"edit_forest", (PyCFunction)(void (*)(void))edit_forest, METH_FASTCALL, "host_core._HostCore.edit_forest"},
     {"write_paths", (PyCFunction)(void (*)(void))write_paths, METH_FASTCALL, "chain_table._RowPaths.flush"},
     {"gather_paths", (PyCFunction)(void (*)(void))gather_paths, METH_FASTCALL, "chain_table._RowPaths.paths"},

@@ -33,6 +33,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from . import host_core
 from .config import (
     FP8_KV_DTYPES,
     SUPPORTED_HEAD_DIMS,
@@ -933,9 +934,26 @@ def _first_changed(plan: PackPlan, last: PackPlan) -> int:
     return same.index(False) if False in same else len(same)
 
 
-def _stage_plan(host: dict[str, np.ndarray], plan: PackPlan, names: tuple[str, ...]) -> None:
-    """Write the used prefix of ``plan``'s buffers ``names`` into the staging arrays ``host`` (numpy copies of the
-    plan's host arrays: ``planner.plan_array``)."""
+def _stage_plan(host: dict[str, np.ndarray], plan: PackPlan, names: tuple[str, ...],
+                staged: tuple[np.ndarray, tuple[int, ...], tuple[int, ...]] | None = None) -> None:
+    """Write the used prefix of ``plan``'s buffers ``names`` (the tail of ``_LOAD_ORDER``) into the staging arrays
+    ``host``: with ``staged`` (the set's flat array, and its buffers' element offsets and sizes in ``_LOAD_ORDER``) in
+    one call of the host core's extension module (``kernels/host_glue.c`` ``stage_plan``) where it loads, else numpy
+    copies of the plan's host arrays (``planner.plan_array``), the reference."""
+    glue = host_core.loaded_glue() if staged is not None else None
+    if glue is not None:
+        got = glue.stage_plan(
+            *staged, len(_LOAD_ORDER) - len(names),
+            *(plan_array(plan, n) for n in ("items", "item_req", "item_dst", "merge_indptr", "merge_partials")),
+            plan.num_requests,
+        )
+        if got is not NotImplemented:
+            return
+    _stage_plan_numpy(host, plan, names)
+
+
+def _stage_plan_numpy(host: dict[str, np.ndarray], plan: PackPlan, names: tuple[str, ...]) -> None:
+    """``_stage_plan`` in numpy."""
     for name in names:
         if name == "num_items":
             host["num_items"][0] = plan.num_items
@@ -1012,8 +1030,11 @@ class StaticPlanBuffers:
         self._stages = [_views(flat, self._offsets, sizes) for flat in self._stage_flat]
         self._events = [torch.cuda.Event() if pin else None for _ in range(2)]
         # numpy views of the staging sets: the host writes of a load are numpy copies (a torch op costs several
-        # times as much host time per call, and a load makes up to a dozen)
+        # times as much host time per call, and a load makes up to a dozen), or one call of the host core's extension
+        # module over the set's flat array with the buffers' offsets and sizes (``_stage_plan``)
         self._stages_np = [{n: t.numpy() for n, t in stage.items()} for stage in self._stages]
+        layout = (tuple(self._offsets[n] for n in _LOAD_ORDER), tuple(math.prod(sizes[n]) for n in _LOAD_ORDER))
+        self._staged = [(flat.numpy(), *layout) for flat in self._stage_flat]
         # Per buffer of ``_LOAD_ORDER``: the span a load that changes it first copies, from it to the end of the
         # allocation (device view, and each staging set's), made once: slicing per load costs host time, copying the
         # unused tail of the items buffer along costs only copy-engine time (a few microseconds)
@@ -1071,7 +1092,7 @@ class StaticPlanBuffers:
         if event is not None:
             event.synchronize()  # this set's copies (two loads ago) have left it: normally already true
         self.host = self._stages[stage]
-        _stage_plan(self._stages_np[stage], plan, _LOAD_ORDER[first:])
+        _stage_plan(self._stages_np[stage], plan, _LOAD_ORDER[first:], self._staged[stage])
         device_span, staged_spans = self._spans[first]
         device_span.copy_(staged_spans[stage], non_blocking=True)
         if event is not None:
@@ -1085,18 +1106,17 @@ class StaticPlanBuffers:
         checked = self._checked
         if (checked is None or h is not checked[0]) and _head_shape(h) != _head_shape(self.heads):
             raise ValueError(f"plan heads {h} differ from the buffers' {self.heads}")
-        need = {
-            "batch": (plan.num_requests, self.max_batch),
-            "items": (plan.num_items, self.max_items),
-            "partials": (plan.num_partials, self.max_partials),
-            "entries": (int(plan_array(plan, "item_req").shape[0]), self.max_entries),
-        }
-        for what, (n, cap) in need.items():
-            if n > cap:
-                raise ValueError(f"plan has {n} {what}, the static buffers hold {cap}")
+        num_items, entries = plan.num_items, plan_array(plan, "item_req").shape[0]
+        if (plan.num_requests > self.max_batch or num_items > self.max_items or plan.num_partials > self.max_partials
+                or entries > self.max_entries):
+            for what, n, cap in (("batch", plan.num_requests, self.max_batch), ("items", num_items, self.max_items),
+                                 ("partials", plan.num_partials, self.max_partials),
+                                 ("entries", int(entries), self.max_entries)):
+                if n > cap:
+                    raise ValueError(f"plan has {n} {what}, the static buffers hold {cap}")
         grid = self.limits_for(plan.num_requests).max_items
-        if plan.num_items > grid:  # items past the grid would never run: refuse, never a silently partial output
-            raise ValueError(f"plan has {plan.num_items} items, the forward grid of a batch of {plan.num_requests} "
+        if num_items > grid:  # items past the grid would never run: refuse, never a silently partial output
+            raise ValueError(f"plan has {num_items} items, the forward grid of a batch of {plan.num_requests} "
                              f"runs {grid} (plan with limits_for({plan.num_requests}))")
         table = plan.slot_table
         if (checked is None or table is not checked[1]) and table.device != self.device:
