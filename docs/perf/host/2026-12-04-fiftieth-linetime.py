@@ -5,10 +5,15 @@ timed as one statement there, and pay the stamps' own cost where they are instru
 costing at least 0.8 us per replay step. Run from the repository root with the project's venv:
 
     .venv/bin/python docs/perf/host/2026-12-04-fiftieth-linetime.py chain_table:ChainTable.publish_rows,planner:_plan
+
+Optional (fifty-first session): ``REPLAY`` (the replay's arguments, default below), ``MIN_US`` (print threshold, default
+0.8 us per step; 0 prints the statements of rare steps too). Instrument callees before their callers; a module-level
+function imported by another module (``planner:plan_forest`` in ``decode_step``) is rebound there too.
 """
 
 import ast
 import inspect
+import os
 import sys
 import textwrap
 import time
@@ -27,7 +32,7 @@ from pat_sglang.sglang_patches import chain_table, publish  # noqa: E402
 MODULES = {m.__name__.rsplit(".", 1)[-1]: m for m in (backend, decode_step, forest_edit, kernels, planner,
                                                        chain_table, publish)}
 STATS: dict[str, list[float]] = defaultdict(list)
-REPLAY = ["--batch", "256", "--context", "1k", "--no-plan-speed", "--no-progress"]
+REPLAY = os.environ.get("REPLAY", "--batch 256 --context 1k --no-plan-speed --no-progress").split()
 
 
 def instrument(module: object, qualname: str) -> None:
@@ -62,6 +67,9 @@ def instrument(module: object, qualname: str) -> None:
     if isinstance(inspect.getattr_static(owner, parts[-1]), staticmethod):
         new = staticmethod(new)
     setattr(owner, parts[-1], new)
+    for m in MODULES.values():  # rebind names other modules imported
+        if len(parts) == 1 and getattr(m, parts[-1], None) is fn:
+            setattr(m, parts[-1], new)
 
 
 def main(argv: list[str]) -> None:
@@ -71,7 +79,7 @@ def main(argv: list[str]) -> None:
     hr.main(REPLAY)
     steps = 2010  # timed steps + warm-up steps the replay runs the host path for
     for k, v in STATS.items():
-        if sum(v) / steps >= 0.8:
+        if sum(v) / steps >= float(os.environ.get("MIN_US", "0.8")):
             print(f"{sum(v) / steps:7.1f} us/step  n={len(v):6d} p50 {np.percentile(v, 50):6.1f}  {k}")
 
 
