@@ -68,21 +68,13 @@ def tree_inputs(name: str):  # -> (kv_indptr, kv_indices, num_slots)
 
 @contextlib.contextmanager
 def recorded_candidates() -> Iterator[list[list[int]]]:
-    """Records the candidate lists the planner costs (``planner._split_length``'s first argument), one per search."""
+    """Records the candidate lists the planner costs (``planner.recorded_searches``' first field), one per search."""
     from pat_sglang import planner
 
-    seen: list[list[int]] = []
-    original = planner._split_length
-
-    def recording(candidates: list[int], *args: object, **kwargs: object) -> int:
-        seen.append(list(candidates))
-        return original(candidates, *args, **kwargs)
-
-    planner._split_length = recording
-    try:
+    with planner.recorded_searches() as searches:
+        seen: list[list[int]] = []
         yield seen
-    finally:
-        planner._split_length = original
+        seen.extend(search[0] for search in searches)
 
 
 def pick_and_candidates(forest, heads, device) -> tuple[int, list[int]]:  # noqa: ANN001

@@ -205,20 +205,22 @@ static PyObject *plan_items(PyObject *self, PyObject *const *args, Py_ssize_t na
 
 /* plan_pass(q, tok, parent, start, req_ptr, req32, row_base, request_lengths, rpb, tok_bytes, partial_bytes,
              num_kv_heads, target, min_split_tokens, keep, split_tokens, long_tokens, limits, open_ends, table_len,
-             tile_of_size, tile_m_of_size, constants, item_fields)
+             tile_of_size, tile_m_of_size, constants, item_fields, block_token_bytes, block_overheads, chain_cost)
      -> (plan_items' tuple, (pack_node, top, pack_tokens, pack_ptr, pack_req, pack_req_count, pack_blocks, kv_offset,
-         splits), (planned_tokens, split_tokens, chosen_for_tokens, request_tokens, unique_tokens)), None where the
-     plan would exceed `limits`, or NotImplemented where the numpy pass decides (a split search, the coarser re-choice,
-     a forest read beyond the table, arrays this does not take): planner._plan's work before its objects, in one call
-     (host_pass.c, then host_items.c). The forest's arrays: per node int64 (req_ptr one more), req32 int32 per entry,
-     per request int64. keep: None or (split length, planned tokens it was chosen for); split_tokens: None or the
-     caller's; limits: None or (max_items, max_partials, max_entries); constants: (SPLIT_LADDER, MAX_WAVES,
-     SPLIT_STEPS_UP, SPLIT_KEEP_FRACTION, TAIL_WAVE_DIVISOR, TAIL_SPLIT_FACTOR, MIN_SPLIT_TOKENS, tail split on). Where
-     every shared node pays for its own pack, pack_node and top are None and the pack arrays are the forest's own
-     objects (q, tok, req_ptr, req32), as in the numpy version. */
+         splits), (planned_tokens, split_tokens, chosen_for_tokens, request_tokens, unique_tokens, searched, coarser)),
+     None where the plan would exceed `limits`, or NotImplemented where the numpy pass decides (a split search over
+     packs that are all alike, a forest read beyond the table, arrays this does not take): planner._plan's work before
+     its objects, in one call (host_pass.c, host_simulate.c's search, then host_items.c). The forest's arrays: per node
+     int64 (req_ptr one more), req32 int32 per entry, per request int64. keep: None or (split length, planned tokens
+     it was chosen for); split_tokens: None or the caller's; limits: None or (max_items, max_partials, max_entries);
+     constants: (SPLIT_LADDER, MAX_WAVES, SPLIT_STEPS_UP, SPLIT_KEEP_FRACTION, TAIL_WAVE_DIVISOR, TAIL_SPLIT_FACTOR,
+     MIN_SPLIT_TOKENS, tail split on, SPLIT_COST_TOLERANCE, RUN_BATCH_ITEMS); block_token_bytes (int64) /
+     block_overheads (float64): planner._block_costs' tables; chain_cost: planner._chain_cost. Where every shared node
+     pays for its own pack, pack_node and top are None and the pack arrays are the forest's own objects (q, tok,
+     req_ptr, req32), as in the numpy version. */
 static PyObject *plan_pass(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (!takes("plan_pass", nargs, 24)) return NULL;
+    if (!takes("plan_pass", nargs, 27)) return NULL;
     PyArrayObject *q = vec(args[0], NPY_INT64, -1);
     const npy_intp nodes = q ? PyArray_DIM(q, 0) : 0;
     PyArrayObject *tok = vec(args[1], NPY_INT64, nodes), *parent = vec(args[2], NPY_INT64, nodes);
@@ -260,13 +262,22 @@ static PyObject *plan_pass(PyObject *self, PyObject *const *args, Py_ssize_t nar
     if (open_ends < 0) return NULL;
     if (args[14] != Py_None && !PyArg_ParseTuple(args[14], "LL", &in.keep_split, &in.keep_for)) return NULL;
     if (args[15] != Py_None && as_int64(args[15], &in.fixed_split)) return NULL;
-    in.max_items = -1;
-    if (args[17] != Py_None && !PyArg_ParseTuple(args[17], "LLL", &in.max_items, &in.max_partials, &in.max_entries))
+    in.limited = args[17] != Py_None;
+    if (in.limited && !PyArg_ParseTuple(args[17], "LLL", &in.max_items, &in.max_partials, &in.max_entries))
         return NULL;
     PyObject *ladder;
-    if (!PyArg_ParseTuple(args[22], "OLLdLLLL", &ladder, &in.max_waves, &in.steps_up, &in.keep_fraction,
-                          &in.tail_divisor, &in.tail_factor, &in.min_split, &in.tail_on))
+    if (!PyArg_ParseTuple(args[22], "OLLdLLLLdL", &ladder, &in.max_waves, &in.steps_up, &in.keep_fraction,
+                          &in.tail_divisor, &in.tail_factor, &in.min_split, &in.tail_on, &in.cost_tolerance,
+                          &in.run_batch_items))
         return NULL;
+    PyArrayObject *token_costs = vec(args[24], NPY_INT64, -1);
+    PyArrayObject *fixed_costs = vec(args[25], NPY_FLOAT64, token_costs ? PyArray_DIM(token_costs, 0) : -1);
+    in.chain_cost = PyFloat_AsDouble(args[26]);
+    if (in.chain_cost == -1.0 && PyErr_Occurred()) return NULL;
+    if (!token_costs || !fixed_costs) Py_RETURN_NOTIMPLEMENTED;
+    in.block_token_bytes = PyArray_DATA(token_costs);
+    in.block_overheads = PyArray_DATA(fixed_costs);
+    in.n_block_costs = PyArray_DIM(fixed_costs, 0);
     if (fields != ITEM_FIELDS || in.rpb < 1 || in.target < 1 || in.num_kv_heads < 1 || in.min_split < 1 ||
         in.keep_split < 0 || in.fixed_split < 0 || !PyTuple_Check(ladder) || PyTuple_GET_SIZE(ladder) > 32)
         Py_RETURN_NOTIMPLEMENTED;
@@ -278,6 +289,7 @@ static PyObject *plan_pass(PyObject *self, PyObject *const *args, Py_ssize_t nar
     }
     in.ladder = steps;
     in.table_len = table_len;
+    in.long_tokens = long_tokens;
 
     /* the outputs: per node int64 x 9 (+1 for pack_ptr), per entry int32, per node bytes */
     PyObject *longs = fresh((npy_intp)(10 * nodes + 1), NPY_INT64, 0), *ints = fresh(entries, NPY_INT32, 0);
@@ -320,7 +332,7 @@ static PyObject *plan_pass(PyObject *self, PyObject *const *args, Py_ssize_t nar
     const int32_t *pack_req = out.all_pay ? in.req32 : out.pack_req;
     laid = laid_items(P, pack_tokens, out.kv_offset, pack_counts, pack_req, out.splits, in.rpb, args[20], args[21],
                       long_tokens, open_ends ? out.leaf_pack : NULL, requests, out.num_items, out.num_entries,
-                      in.max_items >= 0 ? in.max_partials : -1, fields);
+                      in.limited ? in.max_partials : -1, fields);
     if (laid == NULL) goto done;
     if (laid == Py_None) {
         result = laid;
@@ -354,9 +366,10 @@ static PyObject *plan_pass(PyObject *self, PyObject *const *args, Py_ssize_t nar
     for (int i = 0; i < 9; i++)
         if (v[i] == NULL) goto done;
     packs_t = PyTuple_Pack(9, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]);
-    numbers = Py_BuildValue("(LLLLL)", (long long)out.planned_tokens, (long long)out.split_tokens,
+    numbers = Py_BuildValue("(LLLLLOO)", (long long)out.planned_tokens, (long long)out.split_tokens,
                             (long long)out.chosen_for_tokens, (long long)out.request_tokens,
-                            (long long)out.unique_tokens);
+                            (long long)out.unique_tokens, out.searched ? Py_True : Py_False,
+                            out.coarser ? Py_True : Py_False);
     if (packs_t && numbers) result = PyTuple_Pack(3, laid, packs_t, numbers);
 done:
     Py_XDECREF(longs);

@@ -9,9 +9,10 @@
    (host_glue.c plan_pass) then lays out the items with host_items.c and hands everything back for the plan's objects.
    The numpy version stays the fallback and the reference (tests/test_plan_pass.py compares the two).
 
-   What it leaves to the numpy version (PAT_PASS_PYTHON): a split search (more than one candidate length and none
-   kept: the cost model's call is the pass's largest piece anyway), and a chosen length whose plan overflows the limits
-   (the coarser re-choice). Both are rare on a running server's changed steps. */
+   The split search (several candidate lengths, none kept) and the coarser re-choice (a chosen length whose plan
+   overflows the limits: the coarser candidates that fit, searched again) call host_simulate.c's pat_split_length as
+   planner._split_length does. What it leaves to the numpy version (PAT_PASS_PYTHON): a search over packs that are all
+   alike (planner._uniform_launch_costs' model, in Python), and forests it does not take. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -151,6 +152,23 @@ static int tail_split(const PatPassIn *in, int64_t packs, const int64_t *splits,
     return any;
 }
 
+/* planner._split_length among candidates[0..n) (longest first): the only one, or pat_split_length's pick; -3 where
+   every pack is alike (the numpy version's uniform model decides), -1 without scratch memory */
+static int64_t search(const PatPassIn *in, const int64_t *candidates, int64_t n, int64_t longest, int64_t packs,
+                      const int64_t *tokens, const int64_t *blocks, const int64_t *counts, const int32_t *pack_req,
+                      int64_t pack_entries) {
+    if (n == 1) return candidates[0];
+    int uniform = 1;
+    for (int64_t p = 0; p < packs && uniform; p++) uniform = tokens[p] == longest && counts[p] == counts[0];
+    if (uniform) return -3;
+    const int64_t slots = in->target / in->num_kv_heads > 1 ? in->target / in->num_kv_heads : 1;
+    const int64_t got = pat_split_length(candidates, n, longest, tokens, blocks, counts, pack_req, pack_entries,
+                                         in->requests, packs, slots, in->block_token_bytes, in->block_overheads,
+                                         in->n_block_costs, in->long_tokens, in->chain_cost, in->cost_tolerance,
+                                         in->run_batch_items);
+    return got < 0 ? -1 : got;
+}
+
 int64_t pat_plan_packs(const PatPassIn *in, PatPassOut *out) {
     const int64_t nodes = in->nodes, entries = in->entries, rpb = in->rpb;
     const int64_t *q = in->q, *tok = in->tok;
@@ -158,7 +176,8 @@ int64_t pat_plan_packs(const PatPassIn *in, PatPassOut *out) {
     /* scratch: kv_begin, saved, cost, tokens x2, top x2, ending (nodes each); entry_node (entries); last (requests);
        then what split_candidates, fits and tail_split use (the most of the three); packed x2, ends_here (bytes) */
     const int64_t candidates_cap = 1 + in->n_ladder + in->max_waves * (in->steps_up + 1);
-    int64_t scratch_len = max64(max64(in->requests, 3 * nodes), candidates_cap);
+    /* what fits / tail_split use, then the candidate lengths */
+    const int64_t scratch_len = max64(in->requests, 3 * nodes) + candidates_cap;
     int64_t *w = (int64_t *)malloc(sizeof(int64_t) * (size_t)(8 * nodes + entries + in->requests + scratch_len + 1));
     uint8_t *flags = (uint8_t *)malloc((size_t)(2 * nodes + entries + 1));
     if (w == NULL || flags == NULL) {
@@ -287,36 +306,61 @@ int64_t pat_plan_packs(const PatPassIn *in, PatPassOut *out) {
         goto done;
     }
 
-    /* the split length: given, kept from last step, or the only candidate (a search: the numpy version) */
-    int64_t split = in->fixed_split, chosen_for = 0;
+    /* the split length: given, kept from last step, the only candidate, or the cost model's pick */
+    int64_t split = in->fixed_split, chosen_for = 0, n = 0;
+    int64_t *candidates = scratch + max64(in->requests, 3 * packs); /* after what fits / tail_split use */
     if (split < 1) {
         chosen_for = (int64_t)planned;
         const int kept = in->keep_split > 0 &&
                          (double)llabs((int64_t)planned - in->keep_for) <= in->keep_fraction * (double)in->keep_for;
-        int64_t n = 0, found = 0;
+        int64_t found = 0;
         if (!(kept && in->keep_split >= longest)) {
-            n = split_candidates(in, longest, (int64_t)planned, scratch);
-            for (int64_t i = 0; i < n; i++) found |= scratch[i] == in->keep_split;
+            n = split_candidates(in, longest, (int64_t)planned, candidates);
+            for (int64_t i = 0; i < n; i++) found |= candidates[i] == in->keep_split;
         }
         if (kept && (n == 0 || found)) {
             split = in->keep_split;
             chosen_for = in->keep_for;
-        } else if (n == 1) {
-            split = scratch[0];
         } else {
-            status = PAT_PASS_PYTHON;
-            goto done;
+            out->searched = n > 1;
+            split = search(in, candidates, n, longest, packs, pack_tokens, out->pack_blocks, pack_counts, pack_req,
+                           out->pack_entries);
+            if (split < 0) {
+                status = split == -1 ? PAT_PASS_NO_MEMORY : PAT_PASS_PYTHON;
+                goto done;
+            }
+        }
+    }
+    int64_t items, pack_entries;
+    split_numbers(packs, pack_tokens, split, out->pack_blocks, pack_counts, out->splits, &items, &pack_entries);
+    const int limited = in->limited != 0;
+    if (chosen_for && limited && !fits(in, packs, out->splits, items, pack_entries, pack_req, pack_counts, scratch)) {
+        /* the chosen length's plan overflows the buffers: choose again among the coarser candidates whose plans fit */
+        if (n == 0) n = split_candidates(in, longest, (int64_t)planned, candidates);
+        int64_t fitting = 0;
+        for (int64_t i = 0; i < n; i++) {
+            if (candidates[i] <= split) continue;
+            int64_t c_items, c_entries;
+            split_numbers(packs, pack_tokens, candidates[i], out->pack_blocks, pack_counts, out->cut, &c_items,
+                          &c_entries);
+            if (fits(in, packs, out->cut, c_items, c_entries, pack_req, pack_counts, scratch))
+                candidates[fitting++] = candidates[i]; /* in place: longest first, as the list was */
+        }
+        if (fitting) {
+            out->coarser = 1;
+            out->searched |= fitting > 1;
+            split = search(in, candidates, fitting, longest, packs, pack_tokens, out->pack_blocks, pack_counts,
+                           pack_req, out->pack_entries);
+            if (split < 0) {
+                status = split == -1 ? PAT_PASS_NO_MEMORY : PAT_PASS_PYTHON;
+                goto done;
+            }
+            split_numbers(packs, pack_tokens, split, out->pack_blocks, pack_counts, out->splits, &items,
+                          &pack_entries);
         }
     }
     out->split_tokens = split;
     out->chosen_for_tokens = chosen_for;
-    int64_t items, pack_entries;
-    split_numbers(packs, pack_tokens, split, out->pack_blocks, pack_counts, out->splits, &items, &pack_entries);
-    const int limited = in->max_items >= 0;
-    if (chosen_for && limited && !fits(in, packs, out->splits, items, pack_entries, pack_req, pack_counts, scratch)) {
-        status = PAT_PASS_PYTHON; /* the coarser re-choice */
-        goto done;
-    }
     if (tail_split(in, packs, out->splits, items, pack_tokens, out->pack_blocks, out->cut, scratch)) {
         uint64_t t_items = 0, t_entries = 0;
         for (int64_t p = 0; p < packs; p++) {

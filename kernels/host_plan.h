@@ -51,7 +51,8 @@ typedef struct {
     int64_t rpb, tok_bytes, partial_bytes, num_kv_heads, target, min_split_tokens;
     int64_t keep_split, keep_for; /* last step's split length and the planned KV it was chosen for; keep_split 0: none */
     int64_t fixed_split;          /* the caller's split length; 0: the planner's */
-    int64_t max_items, max_entries, max_partials; /* max_items < 0: no limits */
+    int64_t long_tokens;          /* a pack of this many KV tokens or more is long (planner.tile_rule) */
+    int64_t limited, max_items, max_entries, max_partials; /* limited 0: no limits (the three unread) */
     int64_t table_len;            /* slot-table positions */
     /* planner constants: SPLIT_LADDER, MAX_WAVES, SPLIT_STEPS_UP, SPLIT_KEEP_FRACTION, TAIL_WAVE_DIVISOR,
        TAIL_SPLIT_FACTOR, MIN_SPLIT_TOKENS, and whether the tail split is on (TAIL_SPLIT_ENV) */
@@ -59,6 +60,14 @@ typedef struct {
     int64_t n_ladder, max_waves, steps_up;
     double keep_fraction;
     int64_t tail_divisor, tail_factor, min_split, tail_on;
+    /* the split search's cost model (planner._split_length): per row-block entry a KV token's cost and an item's fixed
+       cost (planner._block_costs, n_block_costs of each), each partial of the longest merge chain, the tie tolerance,
+       the simulation's batch of equal items */
+    const int64_t *block_token_bytes;
+    const double *block_overheads;
+    int64_t n_block_costs;
+    double chain_cost, cost_tolerance;
+    int64_t run_batch_items;
 } PatPassIn;
 typedef struct {
     int64_t *kv_offset, *pack_blocks, *splits, *cut, *pack_node, *pack_counts, *pack_tokens, *top, *pack_ptr;
@@ -66,6 +75,7 @@ typedef struct {
     uint8_t *leaf_pack;
     int64_t all_pay, packs, pack_entries, kv_limit, planned_tokens, split_tokens, chosen_for_tokens, num_items,
         num_entries, unique_tokens, request_tokens;
+    int64_t searched, coarser; /* the cost model compared lengths; a coarser length was chosen to fit the limits */
 } PatPassOut;
 int64_t pat_plan_packs(const PatPassIn *in, PatPassOut *out);
 

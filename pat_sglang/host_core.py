@@ -56,8 +56,8 @@ written into its row tables (``write_paths``, ``chain_table._RowPaths.flush``: t
 iterator, 80-320 us there) and a batch's flat paths gathered from them (``gather_paths``, ``_RowPaths.paths``); and
 last step's plan re-made for joiners and leavers (``remade_items``, ``kernels/host_remade.c``, ``planner.remade_plan``
 under ``PAT_SGLANG_REMAKE_PLANS=1``: ~225 us of numpy there); and a planning pass's packs, split counts and items
-(``plan_pass``, ``kernels/host_pass.c``, ``planner._compiled_pass``: the ~20 numpy and extension-module calls of
-``planner._numpy_pass`` in one, where no split search or coarser re-choice is needed).
+(``plan_pass``, ``kernels/host_pass.c`` with ``host_simulate.c``'s split search, ``planner._compiled_pass``: the ~20
+numpy and extension-module calls of ``planner._numpy_pass`` in one, but for a search over packs that are all alike).
 """
 
 from __future__ import annotations

@@ -84,6 +84,7 @@ read of ``PackPlan.packs`` (they are for printing and statistics only).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import heapq
 import itertools
@@ -556,7 +557,7 @@ def _plan(
     split counts and items in one call of the extension module where it loads and takes the case (``_compiled_pass``),
     else by ``_numpy_pass``: the same arrays either way."""
     rules = _pass_rules(heads, device, tiles)
-    passed = _compiled_pass(forest, rules, min_split_tokens, limits, slot_table, row_stride, split_tokens, keep,
+    passed = _compiled_pass(forest, heads, rules, min_split_tokens, limits, slot_table, row_stride, split_tokens, keep,
                             fallback)
     if passed is NotImplemented:
         passed = _numpy_pass(forest, heads, rules, min_split_tokens, limits, slot_table, row_stride, split_tokens, keep,
@@ -662,22 +663,49 @@ def _pass_rules(heads: HeadConfig, device: DeviceSpec, tiles: TileTable) -> _Pas
 _Passed = tuple[tuple, tuple, tuple[int, int, int, int, int], bool, str] | None
 
 
+def _search_costs(heads: HeadConfig, rules: _PassRules) -> tuple[np.ndarray, np.ndarray, float]:
+    """The split search's cost model for this configuration: ``_block_costs``' tables and ``_chain_cost``, read at each
+    pass from ``MEASURED_ITEM_COSTS`` / ``MEASURED_CHAIN_COSTS`` (tests and fits replace them)."""
+    head_token_bytes = rules.tok_bytes // rules.num_kv_heads
+    token_costs, fixed_costs = _block_costs(rules.tile_ms, rules.group, rules.reqs_per_block, head_token_bytes,
+                                            _measured_costs(heads), rules.least_m)
+    return token_costs, fixed_costs, _chain_cost(heads)
+
+
 def _pass_constants() -> tuple:
     """The planner's constants ``kernels/host_pass.c`` follows, read at each pass (tests and sweeps set some)."""
     return (SPLIT_LADDER, MAX_WAVES, SPLIT_STEPS_UP, SPLIT_KEEP_FRACTION, TAIL_WAVE_DIVISOR, TAIL_SPLIT_FACTOR,
-            MIN_SPLIT_TOKENS, os.environ.get(TAIL_SPLIT_ENV) != "0")
+            MIN_SPLIT_TOKENS, os.environ.get(TAIL_SPLIT_ENV) != "0", SPLIT_COST_TOLERANCE, RUN_BATCH_ITEMS)
+
+
+# The split searches being recorded (``recorded_searches``), or None
+_SEARCH_LOG: list[tuple] | None = None
+
+
+@contextlib.contextmanager
+def recorded_searches() -> Iterator[list[tuple]]:
+    """The split searches the planning passes make while in the block: per search (candidates, pack_tokens,
+    pack_blocks, pack_req, pack_req_count, num_requests), as ``_split_length`` gets them (benchmarks and tests read
+    the candidate lengths of a plan from them). The passes run in numpy meanwhile: the compiled pass searches in C,
+    with the same results (``tests/test_plan_pass.py``)."""
+    global _SEARCH_LOG
+    outer, _SEARCH_LOG = _SEARCH_LOG, []
+    try:
+        yield _SEARCH_LOG
+    finally:
+        _SEARCH_LOG = outer
 
 
 def _compiled_pass(
-    forest: PrefixForest, rules: _PassRules, min_split_tokens: int, limits: PlanLimits | None,
+    forest: PrefixForest, heads: HeadConfig, rules: _PassRules, min_split_tokens: int, limits: PlanLimits | None,
     slot_table: torch.Tensor, row_stride: int | None, split_tokens: int | None, keep: tuple[int, int] | None,
     fallback: str,
 ) -> _Passed | object:
-    """The pass in one call of the extension module (``kernels/host_pass.c``, then ``host_items.c``), or
-    NotImplemented: no module, or a case it leaves to ``_numpy_pass`` (a split search, the coarser re-choice, arrays it
-    does not take)."""
+    """The pass in one call of the extension module (``kernels/host_pass.c``, the split search of
+    ``host_simulate.c``, then ``host_items.c``), or NotImplemented: no module, or a case it leaves to ``_numpy_pass``
+    (a split search over packs that are all alike, arrays it does not take)."""
     glue = host_core.loaded_glue()
-    if glue is None:
+    if glue is None or _SEARCH_LOG is not None:
         return NotImplemented
     fa = forest
     got = glue.plan_pass(
@@ -685,13 +713,14 @@ def _compiled_pass(
         rules.tok_bytes, rules.partial_bytes, rules.num_kv_heads, rules.target, min_split_tokens, keep, split_tokens,
         rules.long_tokens, None if limits is None else (limits.max_items, limits.max_partials, limits.max_entries),
         row_stride is not None, slot_table.shape[0], rules.tile_of_size, rules.tile_m_of_size, _pass_constants(),
-        ITEM_FIELDS,
+        ITEM_FIELDS, *_search_costs(heads, rules),
     )
     if got is None or got is NotImplemented:
         return got
     laid, (pack_node, top, pack_tokens, pack_ptr, pack_req, _, pack_blocks, kv_offset, splits), numbers = got
-    return laid, (pack_node, top, pack_tokens, pack_ptr, pack_req, pack_blocks, kv_offset, splits), numbers, False, \
-        fallback
+    *numbers, searched, coarser = numbers
+    return laid, (pack_node, top, pack_tokens, pack_ptr, pack_req, pack_blocks, kv_offset, splits), tuple(numbers), \
+        searched, "coarser split" if coarser else fallback
 
 
 def _numpy_pass(
@@ -732,9 +761,7 @@ def _numpy_pass(
 
     def search(candidates: list[int]) -> int:  # the cost model's pick among these lengths (only when searching)
         return _split_length(candidates, pack_tokens, pack_blocks, pack_req, pack_req_count, num_requests, num_kv_heads,
-                             target, *_block_costs(rules.tile_ms, rules.group, reqs_per_block,
-                                                   rules.tok_bytes // num_kv_heads, _measured_costs(heads),
-                                                   rules.least_m), _chain_cost(heads), rules.long_tokens)
+                             target, *_search_costs(heads, rules), rules.long_tokens)
 
     chosen_for_tokens = 0
     searched = False
@@ -1246,6 +1273,8 @@ def _split_length(
     a KV token's cost and the fixed cost of an item of a row block of ``n`` requests (``_block_costs``; a block of a
     pack of ``long_tokens`` or more at ``long_offset``); ``chain_cost``: each partial of the request with the most
     (``_chain_cost``)."""
+    if _SEARCH_LOG is not None:
+        _SEARCH_LOG.append((list(candidates), pack_tokens, pack_blocks, pack_req, pack_req_count, num_requests))
     longest = int(pack_tokens.max())
     if len(candidates) == 1:
         return candidates[0]

@@ -1,7 +1,7 @@
 """The planning pass in one compiled call (``planner._compiled_pass``: ``kernels/host_pass.c``, then ``host_items.c``)
-against the numpy pass (``planner._numpy_pass``, its reference): the same packs, split counts, numbers and items on
-random forests, with and without limits, a kept split length, a fixed one, open ends and the tail split; and the
-cases it leaves to numpy (a split search, the coarser re-choice) left there."""
+against the numpy pass (``planner._numpy_pass``, its reference): the same packs, split counts, numbers, items, split
+search and coarser re-choice on random forests, with and without limits, a kept split length, a fixed one, open ends
+and the tail split; and the one case it leaves to numpy (a search over packs that are all alike) left there."""
 
 from __future__ import annotations
 
@@ -56,7 +56,10 @@ def _limits(rng: np.random.Generator, forest: PrefixForest) -> PlanLimits | None
     if rng.random() < 0.4:
         return None
     n = forest.num_requests
-    scale = float(rng.choice([0.5, 1.0, 2.0, 8.0]))  # tight ones overflow: None, or the numpy pass's re-choice
+    if rng.random() < 0.15:  # capacities of zero, or below the batch: limits all the same (never "no limits")
+        return PlanLimits(max_items=int(rng.integers(0, n + 1)), max_partials=int(rng.integers(0, 2)),
+                          max_entries=int(rng.integers(0, n + 1)))
+    scale = float(rng.choice([0.5, 1.0, 2.0, 8.0]))  # tight ones overflow: None, or the coarser re-choice
     return PlanLimits(max_items=max(n, int(scale * 4 * n)), max_partials=int(scale * 4 * n),
                       max_entries=max(n, int(scale * 8 * n)))
 
@@ -84,10 +87,13 @@ def test_the_compiled_pass_equals_the_numpy_pass(seed: int, monkeypatch: pytest.
         split_tokens = int(rng.integers(16, 2048))
     min_split = int(rng.choice([planner.MIN_SPLIT_TOKENS, 64, planner.INT32_MAX]))
     args = (min_split, limits, slot_table, row_stride, split_tokens, keep)
-    got = planner._compiled_pass(forest, rules, *args, "")
+    got = planner._compiled_pass(forest, heads, rules, *args, "")
     want = planner._numpy_pass(forest, heads, rules, *args, "")
-    if got is NotImplemented:  # left to numpy: a search, or the coarser re-choice (which may still overflow: None)
-        assert choice != 3 and (want is None or want[3] or want[4] == "coarser split"), want[3:]
+    if got is NotImplemented:  # left to numpy: a search over packs that are all alike (its uniform model)
+        assert choice != 3
+        if want is not None:
+            pack_tokens, pack_ptr = want[1][2], want[1][3]
+            assert want[3] and (pack_tokens == pack_tokens[0]).all() and len(set(np.diff(pack_ptr).tolist())) == 1
         return
     assert (got is None) == (want is None)
     if got is not None:
@@ -95,9 +101,9 @@ def test_the_compiled_pass_equals_the_numpy_pass(seed: int, monkeypatch: pytest.
 
 
 def test_it_serves_the_common_passes() -> None:
-    """Kept split lengths and single candidates are the compiled pass's own, searches numpy's: a step planner's edited
-    steps take it (the point of it), not the numpy pass."""
-    served = left = 0
+    """Kept split lengths, single candidates and searches over packs of different lengths are the compiled pass's own:
+    a step planner's changed steps take it (the point of it), not the numpy pass."""
+    served = left = searches = compiled_searches = 0
     for seed in range(60):
         rng = np.random.default_rng(10_000 + seed)
         forest, slot_table, row_stride = _forest(rng, short_nodes=seed % 2 == 0)
@@ -105,15 +111,22 @@ def test_it_serves_the_common_passes() -> None:
         rules = planner._pass_rules(heads, device, load_tile_table(device.arch))
         first = plan_forest(forest, heads, device, slot_table=slot_table, row_stride=row_stride)
         keep = (first.split_tokens, int(first.stats.kv_bytes_planned // rules.tok_bytes))
-        got = planner._compiled_pass(forest, rules, planner.MIN_SPLIT_TOKENS, None, slot_table, row_stride, None, keep,
-                                     "")
+        got = planner._compiled_pass(forest, heads, rules, planner.MIN_SPLIT_TOKENS, None, slot_table, row_stride, None,
+                                     keep, "")
         served += got is not NotImplemented and got is not None
         left += got is NotImplemented
-        # a search (no kept length, several candidates) stays numpy's
-        searched = planner._compiled_pass(forest, rules, planner.MIN_SPLIT_TOKENS, None, slot_table, row_stride, None,
-                                          None, "")
-        assert searched is NotImplemented or not first.split_searched
+        # a search (no kept length, several candidates) too, unless every pack is alike
+        searched = planner._compiled_pass(forest, heads, rules, planner.MIN_SPLIT_TOKENS, None, slot_table, row_stride,
+                                          None, None, "")
+        want = planner._numpy_pass(forest, heads, rules, planner.MIN_SPLIT_TOKENS, None, slot_table, row_stride, None,
+                                   None, "")
+        pack_tokens, pack_ptr = want[1][2], want[1][3]
+        alike = bool((pack_tokens == pack_tokens[0]).all()) and len(set(np.diff(pack_ptr).tolist())) == 1
+        if want[3] and not alike:
+            searches += 1
+            compiled_searches += searched is not NotImplemented and searched[3]
     assert served == 60 and left == 0
+    assert searches >= 20 and compiled_searches == searches, (searches, compiled_searches)
 
 
 def test_plans_through_it_equal_the_numpy_plans(monkeypatch: pytest.MonkeyPatch) -> None:

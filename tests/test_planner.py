@@ -383,22 +383,11 @@ def _fits_of(planner, forest: PrefixForest, heads: HeadConfig, split: int, limit
 
 @contextlib.contextmanager
 def recorded_search() -> Iterator[list[tuple]]:
-    """The planner's split searches while in the block: (candidates, pack_tokens, pack_blocks, pack_req,
-    pack_req_count, num_requests) of each ``planner._split_length`` call."""
+    """The planner's split searches while in the block (``planner.recorded_searches``)."""
     from pat_sglang import planner
 
-    seen: list[tuple] = []
-    original = planner._split_length
-
-    def recording(candidates, pack_tokens, pack_blocks, pack_req, pack_req_count, num_requests, *rest):  # noqa: ANN001, ANN002
-        seen.append((list(candidates), pack_tokens, pack_blocks, pack_req, pack_req_count, num_requests))
-        return original(candidates, pack_tokens, pack_blocks, pack_req, pack_req_count, num_requests, *rest)
-
-    planner._split_length = recording
-    try:
+    with planner.recorded_searches() as seen:
         yield seen
-    finally:
-        planner._split_length = original
 
 
 def test_one_split_fallback() -> None:
