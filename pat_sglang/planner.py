@@ -663,13 +663,21 @@ def _pass_rules(heads: HeadConfig, device: DeviceSpec, tiles: TileTable) -> _Pas
 _Passed = tuple[tuple, tuple, tuple[int, int, int, int, int], bool, str] | None
 
 
+_LAST_COSTS: list[tuple | None] = [None]  # (rules, the two tables, the costs) of the last _search_costs
+
+
 def _search_costs(heads: HeadConfig, rules: _PassRules) -> tuple[np.ndarray, np.ndarray, float]:
     """The split search's cost model for this configuration: ``_block_costs``' tables and ``_chain_cost``, read at each
     pass from ``MEASURED_ITEM_COSTS`` / ``MEASURED_CHAIN_COSTS`` (tests and fits replace them)."""
+    last = _LAST_COSTS[0]
+    if last is not None and last[0] is rules and last[1] is MEASURED_ITEM_COSTS and last[2] is MEASURED_CHAIN_COSTS:
+        return last[3]  # a step planner's every pass: the same rules and tables (replaced, never edited, when refitted)
     head_token_bytes = rules.tok_bytes // rules.num_kv_heads
     token_costs, fixed_costs = _block_costs(rules.tile_ms, rules.group, rules.reqs_per_block, head_token_bytes,
                                             _measured_costs(heads), rules.least_m)
-    return token_costs, fixed_costs, _chain_cost(heads)
+    costs = (token_costs, fixed_costs, _chain_cost(heads))
+    _LAST_COSTS[0] = (rules, MEASURED_ITEM_COSTS, MEASURED_CHAIN_COSTS, costs)
+    return costs
 
 
 def _pass_constants() -> tuple:
