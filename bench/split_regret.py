@@ -23,11 +23,9 @@ head config, the geometric mean, 90th percentile and maximum regret of this chec
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -66,23 +64,12 @@ def tree_inputs(name: str):  # -> (kv_indptr, kv_indices, num_slots)
     return batch.kv_indptr, batch.kv_indices, batch.num_slots
 
 
-@contextlib.contextmanager
-def recorded_candidates() -> Iterator[list[list[int]]]:
-    """Records the candidate lists the planner costs (``planner.recorded_searches``' first field), one per search."""
-    from pat_sglang import planner
-
-    with planner.recorded_searches() as searches:
-        seen: list[list[int]] = []
-        yield seen
-        seen.extend(search[0] for search in searches)
-
-
 def pick_and_candidates(forest, heads, device) -> tuple[int, list[int]]:  # noqa: ANN001
-    from pat_sglang.planner import plan_forest
+    from pat_sglang.planner import plan_forest, recorded_searches
 
-    with recorded_candidates() as seen:
+    with recorded_searches() as seen:  # (candidates, ...) per search
         pick = plan_forest(forest, heads, device).split_tokens
-    return pick, (seen[-1] if seen else [pick])
+    return pick, (seen[-1][0] if seen else [pick])
 
 
 def head_configs(kv_dtype: str, configs: tuple[tuple[int, int, int], ...] = HEAD_CONFIGS) -> list:

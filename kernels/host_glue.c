@@ -1091,15 +1091,11 @@ done:
     return out;
 }
 
-static int64_t floor_div(int64_t a, int64_t b) { /* Python's // for b > 0 */
-    const int64_t q = a / b;
-    return (a % b != 0 && a < 0) ? q - 1 : q;
-}
-
 /* pack_numbers(pack_tokens, kv_offset, pack_req_count, rpb): a planning pass's first numbers over its packs
    (planner._plan): (pack_blocks = ceil(pack_req_count / rpb) as a fresh int64 array, kv_limit = max(kv_offset +
-   pack_tokens), planned_tokens = pack_tokens @ pack_blocks, longest = max(pack_tokens)); NotImplemented for no packs
-   or arrays other than C-contiguous 1-D int64 of one length. */
+   pack_tokens), planned_tokens = pack_tokens @ pack_blocks, longest = max(pack_tokens)): host_pass.c's
+   pat_pack_numbers, which the compiled pass calls too; NotImplemented for no packs or arrays other than C-contiguous 1-D
+   int64 of one length. */
 /* split_length(candidates, longest, pack_tokens, pack_blocks, pack_req_count, pack_req, num_requests, slots,
    block_token_bytes, block_overheads, chain_slot_bytes, tolerance, batch_items) -> the chosen split length:
    host_core._HostCore.split_length (host_simulate.c pat_split_length) with the same checks and errors, in one call.
@@ -1170,26 +1166,18 @@ static PyObject *pack_numbers(PyObject *self, PyObject *const *args, Py_ssize_t 
     if (!tok || !off || !cnt || n == 0 || rpb < 1) Py_RETURN_NOTIMPLEMENTED;
     PyObject *blocks = fresh(n, NPY_INT64, 0);
     if (blocks == NULL) return NULL;
-    const int64_t *t = (const int64_t *)PyArray_DATA(tok), *o = (const int64_t *)PyArray_DATA(off);
-    const int64_t *c = (const int64_t *)PyArray_DATA(cnt);
-    int64_t *b = (int64_t *)PyArray_DATA((PyArrayObject *)blocks);
-    int64_t limit = o[0] + t[0], longest = t[0];
-    uint64_t planned = 0;
-    for (npy_intp i = 0; i < n; i++) {
-        b[i] = floor_div(c[i] + (rpb - 1), rpb);
-        limit = o[i] + t[i] > limit ? o[i] + t[i] : limit;
-        longest = t[i] > longest ? t[i] : longest;
-        planned += (uint64_t)t[i] * (uint64_t)b[i];
-    }
-    PyObject *out = Py_BuildValue("(OLLL)", blocks, (long long)limit, (long long)(int64_t)planned, (long long)longest);
+    int64_t limit, longest;
+    const int64_t planned = pat_pack_numbers(n, PyArray_DATA(tok), PyArray_DATA(off), PyArray_DATA(cnt), rpb,
+                                             PyArray_DATA((PyArrayObject *)blocks), &limit, &longest);
+    PyObject *out = Py_BuildValue("(OLLL)", blocks, (long long)limit, (long long)planned, (long long)longest);
     Py_DECREF(blocks);
     return out;
 }
 
 /* split_numbers(pack_tokens, length, pack_blocks, pack_req_count): the packs' KV split counts at split length
    `length` (planner._split_counts: max(1, ceil(tokens / length)), a fresh int64 array) and the items and entries they
-   make (splits @ pack_blocks, splits @ pack_req_count); NotImplemented for arrays other than C-contiguous 1-D int64 of
-   one length or a length below 1. */
+   make (splits @ pack_blocks, splits @ pack_req_count): host_pass.c's pat_split_numbers; NotImplemented for arrays
+   other than C-contiguous 1-D int64 of one length or a length below 1. */
 static PyObject *split_numbers(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (!takes("split_numbers", nargs, 4)) return NULL;
@@ -1201,24 +1189,18 @@ static PyObject *split_numbers(PyObject *self, PyObject *const *args, Py_ssize_t
     if (!tok || !blk || !cnt || length < 1) Py_RETURN_NOTIMPLEMENTED;
     PyObject *splits = fresh(n, NPY_INT64, 0);
     if (splits == NULL) return NULL;
-    const int64_t *t = (const int64_t *)PyArray_DATA(tok), *b = (const int64_t *)PyArray_DATA(blk);
-    const int64_t *c = (const int64_t *)PyArray_DATA(cnt);
-    int64_t *sp = (int64_t *)PyArray_DATA((PyArrayObject *)splits);
-    uint64_t items = 0, entries = 0;
-    for (npy_intp i = 0; i < n; i++) {
-        const int64_t k = floor_div(t[i] + (length - 1), length);
-        sp[i] = k > 1 ? k : 1;
-        items += (uint64_t)sp[i] * (uint64_t)b[i];
-        entries += (uint64_t)sp[i] * (uint64_t)c[i];
-    }
-    PyObject *out = Py_BuildValue("(OLL)", splits, (long long)(int64_t)items, (long long)(int64_t)entries);
+    int64_t items, entries;
+    pat_split_numbers(n, PyArray_DATA(tok), length, PyArray_DATA(blk), PyArray_DATA(cnt),
+                      PyArray_DATA((PyArrayObject *)splits), &items, &entries);
+    PyObject *out = Py_BuildValue("(OLL)", splits, (long long)items, (long long)entries);
     Py_DECREF(splits);
     return out;
 }
 
 /* packs_all_pay(q, tok, shared, rpb, tok_bytes, partial_bytes): whether every shared node pays for its own pack
    (planner._choose_packs' fast check: (q - ceil(q / rpb)) * tok_bytes * tok > q * partial_bytes at every node where
-   shared is set); NotImplemented for arrays other than C-contiguous 1-D int64 (shared: bool) of one length. */
+   shared is set): host_pass.c's pat_packs_all_pay; NotImplemented for arrays other than C-contiguous 1-D int64
+   (shared: bool) of one length. */
 static PyObject *packs_all_pay(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (!takes("packs_all_pay", nargs, 6)) return NULL;
@@ -1228,14 +1210,8 @@ static PyObject *packs_all_pay(PyObject *self, PyObject *const *args, Py_ssize_t
     int64_t rpb, tb, pb;
     if (as_int64(args[3], &rpb) || as_int64(args[4], &tb) || as_int64(args[5], &pb)) return NULL;
     if (!q || !tok || !shared || rpb < 1) Py_RETURN_NOTIMPLEMENTED;
-    const int64_t *qq = (const int64_t *)PyArray_DATA(q), *t = (const int64_t *)PyArray_DATA(tok);
-    const npy_bool *s = (const npy_bool *)PyArray_DATA(shared);
-    for (npy_intp i = 0; i < n; i++) {
-        if (!s[i]) continue;
-        const uint64_t saved = (uint64_t)(qq[i] - floor_div(qq[i] + (rpb - 1), rpb)) * (uint64_t)tb;
-        if (!((int64_t)(saved * (uint64_t)t[i]) > (int64_t)((uint64_t)qq[i] * (uint64_t)pb))) Py_RETURN_FALSE;
-    }
-    Py_RETURN_TRUE;
+    if (pat_packs_all_pay(n, PyArray_DATA(q), PyArray_DATA(tok), PyArray_DATA(shared), rpb, tb, pb)) Py_RETURN_TRUE;
+    Py_RETURN_FALSE;
 }
 
 /* all_multiples(a, k): whether every entry of a C-contiguous 1-D int64 array is a multiple of k >= 1 (planner

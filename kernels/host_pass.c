@@ -74,12 +74,46 @@ static int64_t split_candidates(const PatPassIn *in, int64_t longest, int64_t pl
     return n;
 }
 
-/* planner._split_numbers: splits at `length` and the items and entries they make */
-static void split_numbers(int64_t packs, const int64_t *tokens, int64_t length, const int64_t *blocks,
-                          const int64_t *counts, int64_t *splits, int64_t *items, int64_t *entries) {
+/* Python's // for b > 0: the numpy versions' integer division, negative operands included */
+static int64_t floor_div(int64_t a, int64_t b) {
+    const int64_t q = a / b;
+    return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
+/* planner._choose_packs' test of one node of q requests and `tokens` KV tokens: its own pack saves more than its
+   partials cost, (q - ceil(q / rpb)) * tok_bytes * tokens > q * partial_bytes, in int64 as numpy computes it */
+static int pays(int64_t q, int64_t tokens, int64_t rpb, int64_t tok_bytes, int64_t partial_bytes) {
+    const uint64_t saved = (uint64_t)(q - floor_div(q + (rpb - 1), rpb)) * (uint64_t)tok_bytes;
+    return (int64_t)(saved * (uint64_t)tokens) > (int64_t)((uint64_t)q * (uint64_t)partial_bytes);
+}
+
+int pat_packs_all_pay(int64_t nodes, const int64_t *q, const int64_t *tok, const uint8_t *shared, int64_t rpb,
+                      int64_t tok_bytes, int64_t partial_bytes) {
+    for (int64_t i = 0; i < nodes; i++)
+        if ((shared != NULL ? shared[i] : q[i] > 1) && !pays(q[i], tok[i], rpb, tok_bytes, partial_bytes)) return 0;
+    return 1;
+}
+
+int64_t pat_pack_numbers(int64_t packs, const int64_t *tokens, const int64_t *offsets, const int64_t *counts,
+                         int64_t rpb, int64_t *blocks, int64_t *limit, int64_t *longest) {
+    int64_t end = offsets[0] + tokens[0], most = tokens[0];
+    uint64_t planned = 0;
+    for (int64_t p = 0; p < packs; p++) {
+        blocks[p] = floor_div(counts[p] + (rpb - 1), rpb);
+        end = offsets[p] + tokens[p] > end ? offsets[p] + tokens[p] : end;
+        most = tokens[p] > most ? tokens[p] : most;
+        planned += (uint64_t)tokens[p] * (uint64_t)blocks[p];
+    }
+    *limit = end;
+    *longest = most;
+    return (int64_t)planned;
+}
+
+void pat_split_numbers(int64_t packs, const int64_t *tokens, int64_t length, const int64_t *blocks,
+                       const int64_t *counts, int64_t *splits, int64_t *items, int64_t *entries) {
     uint64_t it = 0, en = 0;
     for (int64_t p = 0; p < packs; p++) {
-        const int64_t k = (tokens[p] + length - 1) / length;
+        const int64_t k = floor_div(tokens[p] + (length - 1), length);
         splits[p] = k > 1 ? k : 1;
         it += (uint64_t)splits[p] * (uint64_t)blocks[p];
         en += (uint64_t)splits[p] * (uint64_t)counts[p];
@@ -120,7 +154,7 @@ static int tail_split(const PatPassIn *in, int64_t packs, const int64_t *splits,
     int64_t *item_tokens = scratch, *order = scratch + packs, *tmp = scratch + 2 * packs;
     uint64_t short_items = 0;
     for (int64_t p = 0; p < packs; p++) {
-        item_tokens[p] = (tokens[p] + splits[p] - 1) / splits[p];
+        item_tokens[p] = floor_div(tokens[p] + splits[p] - 1, splits[p]);
         if (item_tokens[p] < 2 * in->min_split) short_items += (uint64_t)(splits[p] * blocks[p]);
         order[p] = p;
     }
@@ -173,21 +207,20 @@ int64_t pat_plan_packs(const PatPassIn *in, PatPassOut *out) {
     const int64_t nodes = in->nodes, entries = in->entries, rpb = in->rpb;
     const int64_t *q = in->q, *tok = in->tok;
     int64_t status = PAT_PASS_OK;
-    /* scratch: kv_begin, saved, cost, tokens x2, top x2, ending (nodes each); entry_node (entries); last (requests);
-       then what split_candidates, fits and tail_split use (the most of the three); packed x2, ends_here (bytes) */
+    /* scratch: kv_begin, tokens x2, top x2, ending (nodes each); entry_node (entries); last (requests); then what fits
+       and tail_split use (the more of the two), then the candidate lengths; packed x2, ends_here (bytes) */
     const int64_t candidates_cap = 1 + in->n_ladder + in->max_waves * (in->steps_up + 1);
-    /* what fits / tail_split use, then the candidate lengths */
     const int64_t scratch_len = max64(in->requests, 3 * nodes) + candidates_cap;
-    int64_t *w = (int64_t *)malloc(sizeof(int64_t) * (size_t)(8 * nodes + entries + in->requests + scratch_len + 1));
+    int64_t *w = (int64_t *)malloc(sizeof(int64_t) * (size_t)(6 * nodes + entries + in->requests + scratch_len + 1));
     uint8_t *flags = (uint8_t *)malloc((size_t)(2 * nodes + entries + 1));
     if (w == NULL || flags == NULL) {
         free(w);
         free(flags);
         return PAT_PASS_NO_MEMORY;
     }
-    int64_t *kv_begin = w, *saved = w + nodes, *cost = w + 2 * nodes, *tokens = w + 3 * nodes;
-    int64_t *tokens2 = w + 4 * nodes, *top = w + 5 * nodes, *top2 = w + 6 * nodes, *ending = w + 7 * nodes;
-    int64_t *entry_node = w + 8 * nodes, *last = entry_node + entries, *scratch = last + in->requests;
+    int64_t *kv_begin = w, *tokens = w + nodes, *tokens2 = w + 2 * nodes, *top = w + 3 * nodes, *top2 = w + 4 * nodes;
+    int64_t *ending = w + 5 * nodes, *entry_node = w + 6 * nodes, *last = entry_node + entries;
+    int64_t *scratch = last + in->requests;
     uint8_t *packed = flags, *packed2 = flags + nodes, *ends_here = flags + 2 * nodes;
 
     int64_t unique = 0, request_tokens = 0;
@@ -204,13 +237,8 @@ int64_t pat_plan_packs(const PatPassIn *in, PatPassOut *out) {
     out->request_tokens = request_tokens;
 
     /* _choose_packs: the fast check (every shared node pays for its own pack), else the profit model's rounds */
-    int all_pay = 1;
-    for (int64_t i = 0; i < nodes; i++) {
-        const int64_t blocks = (q[i] + rpb - 1) / rpb;
-        saved[i] = (int64_t)((uint64_t)(q[i] - blocks) * (uint64_t)in->tok_bytes);
-        cost[i] = (int64_t)((uint64_t)q[i] * (uint64_t)in->partial_bytes);
-        if (q[i] > 1 && !((int64_t)((uint64_t)saved[i] * (uint64_t)tok[i]) > cost[i])) all_pay = 0;
-    }
+    const int64_t tb = in->tok_bytes, pb = in->partial_bytes;
+    const int all_pay = pat_packs_all_pay(nodes, q, tok, NULL, rpb, tb, pb);
     out->all_pay = all_pay;
     int64_t packs;
     const int64_t *pack_tokens, *pack_counts;
@@ -227,7 +255,7 @@ int64_t pat_plan_packs(const PatPassIn *in, PatPassOut *out) {
         for (int64_t i = 0; i < nodes; i++) {
             tokens[i] = tok[i];
             top[i] = i;
-            packed[i] = q[i] == 1 || (int64_t)((uint64_t)saved[i] * (uint64_t)tok[i]) > cost[i];
+            packed[i] = q[i] == 1 || pays(q[i], tok[i], rpb, tb, pb);
         }
         for (;;) { /* the rounds as numpy makes them: every node from the last round's values at once */
             int same = 1;
@@ -236,7 +264,7 @@ int64_t pat_plan_packs(const PatPassIn *in, PatPassOut *out) {
                 const int inherit = par >= 0 && !packed[par];
                 tokens2[i] = tok[i] + (inherit ? tokens[par] : 0);
                 top2[i] = inherit ? top[par] : i;
-                packed2[i] = q[i] == 1 || (int64_t)((uint64_t)saved[i] * (uint64_t)tokens2[i]) > cost[i];
+                packed2[i] = q[i] == 1 || pays(q[i], tokens2[i], rpb, tb, pb);
                 same &= tokens2[i] == tokens[i] && top2[i] == top[i] && packed2[i] == packed[i];
             }
             if (same) break;
@@ -290,17 +318,11 @@ int64_t pat_plan_packs(const PatPassIn *in, PatPassOut *out) {
         goto done;
     }
 
-    /* _pack_numbers */
-    int64_t limit = out->kv_offset[0] + pack_tokens[0], longest = pack_tokens[0];
-    uint64_t planned = 0;
-    for (int64_t p = 0; p < packs; p++) {
-        out->pack_blocks[p] = (pack_counts[p] + rpb - 1) / rpb;
-        limit = max64(limit, out->kv_offset[p] + pack_tokens[p]);
-        longest = max64(longest, pack_tokens[p]);
-        planned += (uint64_t)pack_tokens[p] * (uint64_t)out->pack_blocks[p];
-    }
+    int64_t limit, longest;
+    const int64_t planned = pat_pack_numbers(packs, pack_tokens, out->kv_offset, pack_counts, rpb, out->pack_blocks,
+                                             &limit, &longest);
     out->kv_limit = limit;
-    out->planned_tokens = (int64_t)planned;
+    out->planned_tokens = planned;
     if (limit > in->table_len) {
         status = PAT_PASS_BEYOND_TABLE;
         goto done;
@@ -310,12 +332,12 @@ int64_t pat_plan_packs(const PatPassIn *in, PatPassOut *out) {
     int64_t split = in->fixed_split, chosen_for = 0, n = 0;
     int64_t *candidates = scratch + max64(in->requests, 3 * packs); /* after what fits / tail_split use */
     if (split < 1) {
-        chosen_for = (int64_t)planned;
+        chosen_for = planned;
         const int kept = in->keep_split > 0 &&
-                         (double)llabs((int64_t)planned - in->keep_for) <= in->keep_fraction * (double)in->keep_for;
+                         (double)llabs(planned - in->keep_for) <= in->keep_fraction * (double)in->keep_for;
         int64_t found = 0;
         if (!(kept && in->keep_split >= longest)) {
-            n = split_candidates(in, longest, (int64_t)planned, candidates);
+            n = split_candidates(in, longest, planned, candidates);
             for (int64_t i = 0; i < n; i++) found |= candidates[i] == in->keep_split;
         }
         if (kept && (n == 0 || found)) {
@@ -332,16 +354,16 @@ int64_t pat_plan_packs(const PatPassIn *in, PatPassOut *out) {
         }
     }
     int64_t items, pack_entries;
-    split_numbers(packs, pack_tokens, split, out->pack_blocks, pack_counts, out->splits, &items, &pack_entries);
+    pat_split_numbers(packs, pack_tokens, split, out->pack_blocks, pack_counts, out->splits, &items, &pack_entries);
     const int limited = in->limited != 0;
     if (chosen_for && limited && !fits(in, packs, out->splits, items, pack_entries, pack_req, pack_counts, scratch)) {
         /* the chosen length's plan overflows the buffers: choose again among the coarser candidates whose plans fit */
-        if (n == 0) n = split_candidates(in, longest, (int64_t)planned, candidates);
+        if (n == 0) n = split_candidates(in, longest, planned, candidates);
         int64_t fitting = 0;
         for (int64_t i = 0; i < n; i++) {
             if (candidates[i] <= split) continue;
             int64_t c_items, c_entries;
-            split_numbers(packs, pack_tokens, candidates[i], out->pack_blocks, pack_counts, out->cut, &c_items,
+            pat_split_numbers(packs, pack_tokens, candidates[i], out->pack_blocks, pack_counts, out->cut, &c_items,
                           &c_entries);
             if (fits(in, packs, out->cut, c_items, c_entries, pack_req, pack_counts, scratch))
                 candidates[fitting++] = candidates[i]; /* in place: longest first, as the list was */
@@ -355,7 +377,7 @@ int64_t pat_plan_packs(const PatPassIn *in, PatPassOut *out) {
                 status = split == -1 ? PAT_PASS_NO_MEMORY : PAT_PASS_PYTHON;
                 goto done;
             }
-            split_numbers(packs, pack_tokens, split, out->pack_blocks, pack_counts, out->splits, &items,
+            pat_split_numbers(packs, pack_tokens, split, out->pack_blocks, pack_counts, out->splits, &items,
                           &pack_entries);
         }
     }

@@ -78,5 +78,15 @@ typedef struct {
     int64_t searched, coarser; /* the cost model compared lengths; a coarser length was chosen to fit the limits */
 } PatPassOut;
 int64_t pat_plan_packs(const PatPassIn *in, PatPassOut *out);
+/* host_pass.c's pieces the extension module also serves one at a time (planner._packs_all_pay, _pack_numbers,
+   _split_numbers, the numpy pass's calls): whether every shared node (shared: a byte per node, or NULL for q > 1) pays
+   for its own pack; a pass's row blocks per pack, slot-table end and longest pack, returning the planned KV tokens;
+   the split counts at `length` and the items and entries they make. */
+int pat_packs_all_pay(int64_t nodes, const int64_t *q, const int64_t *tok, const uint8_t *shared, int64_t rpb,
+                      int64_t tok_bytes, int64_t partial_bytes);
+int64_t pat_pack_numbers(int64_t packs, const int64_t *tokens, const int64_t *offsets, const int64_t *counts,
+                         int64_t rpb, int64_t *blocks, int64_t *limit, int64_t *longest);
+void pat_split_numbers(int64_t packs, const int64_t *tokens, int64_t length, const int64_t *blocks,
+                       const int64_t *counts, int64_t *splits, int64_t *items, int64_t *entries);
 
 #endif

@@ -1106,14 +1106,12 @@ class StaticPlanBuffers:
         checked = self._checked
         if (checked is None or h is not checked[0]) and _head_shape(h) != _head_shape(self.heads):
             raise ValueError(f"plan heads {h} differ from the buffers' {self.heads}")
-        num_items, entries = plan.num_items, plan_array(plan, "item_req").shape[0]
-        if (plan.num_requests > self.max_batch or num_items > self.max_items or plan.num_partials > self.max_partials
-                or entries > self.max_entries):
-            for what, n, cap in (("batch", plan.num_requests, self.max_batch), ("items", num_items, self.max_items),
-                                 ("partials", plan.num_partials, self.max_partials),
-                                 ("entries", int(entries), self.max_entries)):
-                if n > cap:
-                    raise ValueError(f"plan has {n} {what}, the static buffers hold {cap}")
+        num_items = plan.num_items
+        for what, n, cap in (("batch", plan.num_requests, self.max_batch), ("items", num_items, self.max_items),
+                             ("partials", plan.num_partials, self.max_partials),
+                             ("entries", int(plan_array(plan, "item_req").shape[0]), self.max_entries)):
+            if n > cap:
+                raise ValueError(f"plan has {n} {what}, the static buffers hold {cap}")
         grid = self.limits_for(plan.num_requests).max_items
         if num_items > grid:  # items past the grid would never run: refuse, never a silently partial output
             raise ValueError(f"plan has {num_items} items, the forward grid of a batch of {plan.num_requests} "

@@ -630,29 +630,21 @@ class _PassRules(NamedTuple):
     target: int  # target_ctas
 
 
-_RULES: dict[tuple[HeadConfig, DeviceSpec, int], tuple[TileTable, _PassRules]] = {}
 _LAST_RULES: list[tuple[HeadConfig, DeviceSpec, TileTable, _PassRules] | None] = [None]
 
 
 def _pass_rules(heads: HeadConfig, device: DeviceSpec, tiles: TileTable) -> _PassRules:
-    """``_PassRules`` of a configuration, made once per (heads, device, tile table object): tile tables hold dicts and
-    are not hashable, and the planner is handed the same one (``load_tile_table``'s) at every step."""
+    """``_PassRules`` of a configuration, kept while the planner is handed the same heads, device and tile table
+    objects (a step planner's every pass; tile tables hold dicts and are not hashable), made anew otherwise."""
     last = _LAST_RULES[0]
     if last is not None and last[0] is heads and last[1] is device and last[2] is tiles:
-        return last[3]  # a step planner's every pass: the same three objects (no hashing of the heads)
-    held = _RULES.get((heads, device, id(tiles)))
-    if held is not None and held[0] is tiles:
-        _LAST_RULES[0] = (heads, device, tiles, held[1])
-        return held[1]
-    if len(_RULES) >= 64:
-        _RULES.clear()
+        return last[3]
     group, num_kv_heads, tok_bytes, partial_bytes = _head_numbers(heads)
     reqs_per_block = max(1, tiles.max_m // group)
     least_m, long_tokens = tile_rule(tiles, heads)
     tile_of_size, tile_m_of_size = _tile_lut(tiles.tile_ms, group, reqs_per_block, least_m)
     rules = _PassRules(group, num_kv_heads, reqs_per_block, least_m, long_tokens, tiles.tile_ms, tile_of_size,
                        tile_m_of_size, tok_bytes, partial_bytes, target_ctas(device, tiles, heads))
-    _RULES[(heads, device, id(tiles))] = (tiles, rules)
     _LAST_RULES[0] = (heads, device, tiles, rules)
     return rules
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import replace
 
 import numpy as np
@@ -30,6 +28,7 @@ from pat_sglang.planner import (
     PackPlan,
     PlanLimits,
     plan_forest,
+    recorded_searches,
 )
 from pat_sglang.reference import naive_decode, run_reference
 from pat_sglang.workloads import layout_tree, make_qkv, random_tree, tree_batch
@@ -286,7 +285,7 @@ def _plans_fit_limits(seed: int, group: int, sm_count: int) -> None:
     forest = PrefixForest.from_flat(batch.kv_indptr, batch.kv_indices)
     heads = _heads(group, 64, num_kv_heads=2)
     device = DeviceSpec(sm_count=sm_count)
-    with recorded_search() as searched:
+    with recorded_searches() as searched:
         free = plan_forest(forest, heads, device)
     coarser = [c for c in searched[-1][0] if c > free.split_tokens] if searched else []
     one = plan_forest(forest, heads, device, min_split_tokens=2**31 - 1)
@@ -340,7 +339,7 @@ def test_an_overflowing_pick_moves_to_a_coarser_length_that_fits() -> None:
     heads = HeadConfig(28, 4, 128, torch.bfloat16, torch.float8_e4m3fn)
     device = DeviceSpec(sm_count=132)
     limits = PlanLimits(max_items=656, max_partials=784, max_entries=784 + 64)
-    with recorded_search() as searched:
+    with recorded_searches() as searched:
         free = plan_forest(forest, heads, device)
     assert not fits(free, limits) and free.num_partials > limits.max_partials
     plan = plan_forest(forest, heads, device, limits=limits)
@@ -374,20 +373,11 @@ def test_fit_counts_partials_as_the_plans_do() -> None:
 
 def _fits_of(planner, forest: PrefixForest, heads: HeadConfig, split: int, limits: PlanLimits) -> bool:  # noqa: ANN001
     """``planner._fits`` on the packs ``plan_forest`` makes of ``forest`` (as its split search was called)."""
-    with recorded_search() as searched:
+    with planner.recorded_searches() as searched:
         plan_forest(forest, heads)
     _, pack_tokens, pack_blocks, pack_req, pack_req_count, num_requests = searched[-1]
     numbers = planner._split_numbers(pack_tokens, split, pack_blocks, pack_req_count)
     return planner._fits(limits, *numbers, pack_req, pack_req_count, num_requests)
-
-
-@contextlib.contextmanager
-def recorded_search() -> Iterator[list[tuple]]:
-    """The planner's split searches while in the block (``planner.recorded_searches``)."""
-    from pat_sglang import planner
-
-    with planner.recorded_searches() as seen:
-        yield seen
 
 
 def test_one_split_fallback() -> None:
