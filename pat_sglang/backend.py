@@ -319,9 +319,10 @@ class StepStats:
     plan_s_max: float = 0.0
     delegated: int = 0  # decode batches PAT could not plan, served by the delegate
     row_reads: int = 0  # steps that read req_pool_indices back from the GPU (no published batch matched)
-    gc_steps: int = 0  # steps during which a garbage collection ran (gc_pauses)
-    gc_s_max: float = 0.0  # the most time one step spent in collections
-    plan_s_max_no_gc: float = 0.0  # the slowest step without a collection: the planner's own worst
+    gc_steps: int = 0  # steps during whose publishing or planning a garbage collection ran (gc_pauses)
+    gc_s_max: float = 0.0  # the most time one step spent in collections (publishing and planning)
+    plan_s_max_no_gc: float = 0.0  # the slowest planning without a collection in it: the planner's own worst
+    host_s_max_no_gc: float = 0.0  # the slowest step (publishing and planning) with no collection in either
     # The most CPU time the planning thread itself spent on one step (time.thread_time): where the wall-clock maximum
     # is well above it, the step waited (for the interpreter lock held by SGLang's other threads, or for the OS).
     plan_cpu_s_max: float = 0.0
@@ -345,11 +346,12 @@ class StepStats:
         cpu_seconds: float | None = None,
         describe: Callable[[], str] | None = None,
         publish_seconds: float = 0.0,
+        publish_gc: GcMark | None = None,
     ) -> None:
         """One step's host time (wall clock); ``gc``: the collections that ran during it (``GC_PAUSES.since``);
         ``cpu_seconds``: the planning thread's own CPU time in it; ``describe``: what the step was, called only when
-        it is the slowest so far (publishing and planning together); ``publish_seconds``: the publishing of its
-        radix paths, before it."""
+        it is the slowest so far (publishing and planning together); ``publish_seconds`` and ``publish_gc``: the
+        publishing of its radix paths, before it, and the collections that ran in that."""
         self.steps += 1
         self.plan_s_total += seconds
         self.publish_s_total += publish_seconds
@@ -364,11 +366,15 @@ class StepStats:
         self.interval_host_s_max = max(self.interval_host_s_max, host)
         if cpu_seconds is not None:
             self.plan_cpu_s_max = max(self.plan_cpu_s_max, cpu_seconds)
-        if gc is not None and gc.collections:
-            self.gc_steps += 1
-            self.gc_s_max = max(self.gc_s_max, gc.seconds)
-        else:
+        planning_gc = gc is not None and gc.collections > 0
+        publishing_gc = publish_gc is not None and publish_gc.collections > 0
+        if not planning_gc:
             self.plan_s_max_no_gc = max(self.plan_s_max_no_gc, seconds)
+        if planning_gc or publishing_gc:
+            self.gc_steps += 1
+            self.gc_s_max = max(self.gc_s_max, gc_seconds(gc) + gc_seconds(publish_gc))
+        else:
+            self.host_s_max_no_gc = max(self.host_s_max_no_gc, host)
 
     @property
     def plan_ms_mean(self) -> float:
@@ -390,7 +396,8 @@ class StepStats:
             f"{counters.declined} ({counters.declined_unplanned} decided without planning); batches PAT could not "
             f"plan {self.delegated}; steps reading rows back {self.row_reads}; steps with a garbage collection "
             f"{self.gc_steps} (at most {1e3 * self.gc_s_max:.3f} ms of one collecting), max of the others "
-            f"{1e3 * self.plan_s_max_no_gc:.3f} ms; the planning thread's own CPU time at most "
+            f"{1e3 * self.plan_s_max_no_gc:.3f} ms, with publishing {1e3 * self.host_s_max_no_gc:.3f} ms; the "
+            f"planning thread's own CPU time at most "
             f"{1e3 * self.plan_cpu_s_max:.3f} ms in one step; since the last line: {self.interval_steps} steps, host "
             f"planning at most {1e3 * self.interval_plan_s_max:.3f} ms, with publishing "
             f"{1e3 * self.interval_host_s_max:.3f} ms{self.slowest_clause}"
@@ -406,17 +413,25 @@ class StepStats:
         return f"; the slowest step: {self.slowest}" if self.slowest else ""
 
 
+def gc_seconds(mark: GcMark | None) -> float:
+    """The seconds spent collecting of ``GC_PAUSES.since``'s mark (0 for none)."""
+    return mark.seconds if mark is not None else 0.0
+
+
 def describe_step(
-    batch_size: int, phases: StepPhases, load_s: float, plan: PackPlan | None, publish_s: float = 0.0
+    batch_size: int, phases: StepPhases, load_s: float, plan: PackPlan | None, publish_s: float = 0.0,
+    gc_s: float = 0.0,
 ) -> str:
-    """One step's shape and host time by phase, for the stats line's slowest step."""
+    """One step's shape and host time by phase, for the stats line's slowest step; ``gc_s``: the seconds garbage
+    collections took of its publishing and planning (named when there were any)."""
     what = f"{plan.num_items} items, {plan.num_partials} partials" if plan is not None else "no plan (delegate)"
     if plan is not None and plan.fallback:  # made coarser than the split model chose, to fit the graph buffers
         what += f", coarsened to fit: {plan.fallback}"
     search = " (split search)" if phases.split_search else ""
+    collecting = f", of it collecting garbage {1e3 * gc_s:.3f} ms" if gc_s > 0.0 else ""
     return (f"batch {batch_size}, publish {1e3 * publish_s:.3f} ms, forest {phases.forest} "
             f"{1e3 * phases.forest_s:.3f} ms, plan_forest {1e3 * phases.plan_s:.3f} ms{search}, load "
-            f"{1e3 * load_s:.3f} ms, {what}")
+            f"{1e3 * load_s:.3f} ms, {what}{collecting}")
 
 
 def _warm_up(heads: HeadConfig, device_spec: DeviceSpec, remake: bool) -> WarmUp | None:
@@ -607,9 +622,12 @@ class PATAttnBackend(AttentionBackend):
         now = time.perf_counter()
         phases = self.planner.phases
         # this step's publishing, if the batch is the one published (each publishing is counted once)
-        publish_s = self.chain_table.take_publish_s() if batch.published is not None else 0.0
-        self.stats.record(now - start, GC_PAUSES.since(gc_mark), time.thread_time() - cpu_start,
-                          lambda: describe_step(batch.n_real, phases, now - planned, plan, publish_s), publish_s)
+        publish_s, publish_gc = self.chain_table.take_publish() if batch.published is not None else (0.0, None)
+        gc = GC_PAUSES.since(gc_mark)
+        self.stats.record(now - start, gc, time.thread_time() - cpu_start,
+                          lambda: describe_step(batch.n_real, phases, now - planned, plan, publish_s,
+                                                gc_seconds(gc) + gc_seconds(publish_gc)),
+                          publish_s, publish_gc)
         if now - self.stats.last_log >= LOG_INTERVAL_S:
             self.stats.last_log = now
             logger.info(self.stats.summary(self.planner.counters))

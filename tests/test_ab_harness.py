@@ -584,8 +584,8 @@ def test_logprob_gap_over_the_common_run() -> None:
 
 def test_pat_step_stats_per_point() -> None:
     """The backend's own stats line (``StepStats.summary``), read back per point."""
-    from pat_sglang.backend import StepStats
-    from pat_sglang.decode_step import StepCounters
+    from pat_sglang.backend import StepStats, describe_step
+    from pat_sglang.decode_step import StepCounters, StepPhases
 
     def line(steps: int, mean_ms: float, max_ms: float, declined: int) -> str:
         stats = StepStats(steps=steps, plan_s_total=steps * mean_ms / 1e3, plan_s_max=max_ms / 1e3)
@@ -597,7 +597,8 @@ def test_pat_step_stats_per_point() -> None:
     # the point's 200 steps: (400 * 0.175 - 200 * 0.15) / 200 ms each, 60 of them on the delegate
     assert got == {"pat_steps": 200.0, "pat_plan_ms_mean": pytest.approx(0.2), "pat_plan_ms_max_since_start": 3.5,
                    "pat_declined_pct": pytest.approx(30.0), "pat_gc_steps": 0.0, "pat_gc_ms_max_since_start": 0.0,
-                   "pat_plan_ms_max_no_gc_since_start": 0.0, "pat_plan_cpu_ms_max_since_start": 0.0,
+                   "pat_plan_ms_max_no_gc_since_start": 0.0, "pat_host_ms_max_no_gc_since_start": 0.0,
+                   "pat_plan_cpu_ms_max_since_start": 0.0,
                    "pat_publish_ms_mean": 0.0, "pat_publish_ms_max_since_start": 0.0,
                    "pat_host_ms_max_since_start": 0.0, "pat_plan_ms_max": 0.0, "pat_host_ms_max": 0.0}
     # steps recorded with and without a collection: the GC clause read back per point
@@ -614,6 +615,21 @@ def test_pat_step_stats_per_point() -> None:
     assert got["pat_gc_ms_max_since_start"] == pytest.approx(2.5)
     assert got["pat_plan_ms_max_no_gc_since_start"] == pytest.approx(1.2)
     assert got["pat_plan_cpu_ms_max_since_start"] == pytest.approx(2.9)
+    # a collection during a step's publishing only: a GC step, its planning still the planner's own worst, and
+    # the slowest step with no collection anywhere read apart; the slowest step's description names the collecting
+    stats.record(0.0009, GcMark(0, 0.0), 0.0009, lambda: describe_step(
+        8, StepPhases(0.0004, 0.0004, "edited"), 0.0001, None, 0.0030, 0.0026), 0.0030, GcMark(1, 0.0026))
+    stats.record(0.0002, None, 0.0002, publish_seconds=0.0018)
+    after = client.pat_step_stats(first, f"[t] {stats.summary(StepCounters())}\n")
+    assert after["pat_gc_steps"] == 2.0 and after["pat_gc_ms_max_since_start"] == pytest.approx(2.6)
+    assert after["pat_plan_ms_max_no_gc_since_start"] == pytest.approx(1.2)  # the 0.9 ms planning had no collection
+    assert after["pat_host_ms_max_no_gc_since_start"] == pytest.approx(2.0)  # 0.2 + 1.8, not the 3.9 ms step
+    assert after["pat_host_ms_max_since_start"] == pytest.approx(3.9)
+    assert after["pat_slowest_step"].endswith("no plan (delegate), of it collecting garbage 2.600 ms")
+    assert after["pat_plan_cpu_ms_max_since_start"] == pytest.approx(2.9)  # the clause after the new one still read
+    earlier = first.replace(", with publishing 0.400 ms", "")  # a line of the sessions before the new clause
+    assert earlier != first and "pat_host_ms_max_no_gc_since_start" not in client.pat_step_stats("", earlier)
+    assert client.pat_step_stats("", earlier)["pat_plan_cpu_ms_max_since_start"] == pytest.approx(0.3)
     gc_only = first.replace("; the planning thread's own CPU time at most 0.300 ms in one step", "")
     assert "pat_plan_cpu_ms_max_since_start" not in client.pat_step_stats("", gc_only)  # the eleventh session's line
     old_line = ("[t] PAT: 10 decode steps, host planning 0.050 ms mean / 0.500 ms max; plans reused as they were 0; "

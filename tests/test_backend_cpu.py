@@ -452,3 +452,37 @@ def test_the_publishers_compiled_pick_is_loaded_with_the_backend(host_core_loads
     publish_decode_batch(h.schedule_batch(range(len(h.reqs))), table)
     publish_decode_batch(h.schedule_batch([0, 1]), table)
     assert host_core_loads["_load_batch"] == 1 and table.batch is not None
+
+
+def test_a_collection_during_publishing_is_counted_with_the_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A garbage collection that runs while the scheduler patch publishes the batch's radix paths (before the
+    backend's own step work) counts the step as one with a collection, its seconds in the step's collecting time, and
+    is taken once with the publishing time."""
+    import gc
+
+    from pat_sglang.sglang_patches import publish as publish_mod
+
+    publish = publish_mod._publish
+
+    def publish_and_collect(batch: Any, table: ChainTable) -> None:
+        publish(batch, table)
+        gc.collect()
+
+    h = build()
+    table = ChainTable()
+    be = PATAttnBackend(fake_runner(h), delegate=RecordingDelegate(), chain_table=table, min_saved_fraction=0.0)
+    monkeypatch.setattr(publish_mod, "_publish", publish_and_collect)
+    fb = decode_batch(h, table)
+    assert table.publish_s > 0.0 and table.publish_gc is not None and table.publish_gc.collections >= 1
+    assert table.publish_gc.seconds > 0.0
+    collected_s = table.publish_gc.seconds
+    be.init_forward_metadata(fb)
+    assert be.stats.steps == 1 and be.stats.gc_steps == 1
+    assert be.stats.gc_s_max >= collected_s
+    assert be.stats.host_s_max_no_gc == 0.0  # the one step had a collection
+    assert be.stats.publish_s_max > 0.0 and table.take_publish() == (0.0, None)  # taken by the step
+    monkeypatch.setattr(publish_mod, "_publish", publish)
+    be.init_forward_metadata(decode_batch(h, table))
+    # the next step published without a forced collection: the slowest step with none is its own
+    if be.stats.gc_steps == 1:  # (a collection the interpreter started by itself would count as one, rightly)
+        assert be.stats.host_s_max_no_gc > 0.0

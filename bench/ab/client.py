@@ -417,7 +417,9 @@ PAT_STATS_RE = re.compile(
     r"served by the delegate (\d+)"
     # since 2026-11-29 (eleventh session): the steps a garbage collection ran in, apart
     r"(?:.*?steps with a garbage collection (\d+) \(at most ([\d.]+) ms of one collecting\), max of the others "
-    r"([\d.]+) ms)?"
+    r"([\d.]+) ms"
+    # since 2026-12-04 (fifty-second session): collections in publishing count too, and the slowest step without any
+    r"(?:, with publishing (?P<host_no_gc>[\d.]+) ms)?)?"
     # since 2026-11-29 (twelfth session): the planning thread's own CPU time of its slowest step
     r"(?:; the planning thread's own CPU time at most ([\d.]+) ms in one step)?"
     # since 2026-11-30 (twentieth session): the steps since the line before and their maxima (planning; with publishing)
@@ -440,7 +442,8 @@ def pat_step_stats(before: str, during: str) -> dict[str, float | str]:
     ``pat_declined_pct`` are the point's own (differences of the counts); ``pat_plan_ms_max_since_start`` is the
     server's maximum so far; where the line has them, ``pat_gc_steps`` (the
     point's steps during which a garbage collection ran), ``pat_gc_ms_max_since_start``,
-    ``pat_plan_ms_max_no_gc_since_start`` (the slowest step without a collection) and
+    ``pat_plan_ms_max_no_gc_since_start`` (the slowest planning without a collection),
+    ``pat_host_ms_max_no_gc_since_start`` (the slowest step, publishing and planning, with no collection in either) and
     ``pat_plan_cpu_ms_max_since_start`` (the planning thread's own CPU time of its slowest step: the wall-clock maximum
     above it is waiting) and ``pat_slowest_step`` (that step's batch, forest, time by phase and plan size); where it
     has them, ``pat_publish_ms_mean`` (the point's own: publishing the steps' radix paths),
@@ -470,8 +473,10 @@ def pat_step_stats(before: str, during: str) -> dict[str, float | str]:
         gc0 = int(start[5]) if start is not None and start[5] is not None else 0
         out.update(pat_gc_steps=float(int(end[5]) - gc0), pat_gc_ms_max_since_start=float(end[6]),
                    pat_plan_ms_max_no_gc_since_start=float(end[7]))
-    if end[8] is not None:
-        out["pat_plan_cpu_ms_max_since_start"] = float(end[8])
+        if end["host_no_gc"] is not None:  # a line with publishing's collections counted too
+            out["pat_host_ms_max_no_gc_since_start"] = float(end["host_no_gc"])
+    if end[9] is not None:
+        out["pat_plan_cpu_ms_max_since_start"] = float(end[9])
     if end["slowest"] is not None:
         out["pat_slowest_step"] = end["slowest"].strip()
     # the point's own maxima: over the lines logged during it, each covering the steps since the line before (the

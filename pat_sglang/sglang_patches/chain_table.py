@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from pat_sglang import host_core
+from pat_sglang.gc_pauses import GcMark
 from pat_sglang.planner import copy_with, same_ints
 
 # (node id, data pointer, length) per node from ``last_node`` up: changes whenever the chain does. A
@@ -557,9 +558,11 @@ class ChainTable:
     reused: int = 0  # batches whose chains were all unchanged (identity checks only), for tests and logs
     unread: int = 0  # of them, batches republished without reading any request (``republish_same``)
     by_rows: int = 0  # changed batches published reading only the rows that can have changed (``publish_rows``)
-    # Host seconds the last ``publish_decode_batch`` spent on this table, not yet taken by the backend's step record
-    # (``take_publish_s``): publishing runs in ``ForwardBatch.init_new``, before the backend's own step work.
+    # Host seconds the last ``publish_decode_batch`` spent on this table and the collections that ran in them, not yet
+    # taken by the backend's step record (``take_publish``): publishing runs in ``ForwardBatch.init_new``, before the
+    # backend's own step work.
     publish_s: float = 0.0
+    publish_gc: GcMark | None = None
     _snap: _Snapshot | None = field(default=None, repr=False)
     _read_as: dict[int, tuple] = field(default_factory=dict, repr=False)  # row -> (rid, generation, last_node) read
     # row -> the generation of the request last read in it (-1: none, or read without a generation): what
@@ -606,11 +609,12 @@ class ChainTable:
             if time.perf_counter() >= deadline:
                 break
 
-    def take_publish_s(self) -> float:
-        """The host seconds of the last publishing not yet taken (0.0 if taken, or if none ran since): each
-        publishing is counted in one step's record."""
-        seconds, self.publish_s = self.publish_s, 0.0
-        return seconds
+    def take_publish(self) -> tuple[float, GcMark | None]:
+        """The host seconds of the last publishing not yet taken and the collections that ran in them ((0.0, None) if
+        taken, or if none ran since): each publishing is counted in one step's record."""
+        taken = (self.publish_s, self.publish_gc)
+        self.publish_s, self.publish_gc = 0.0, None
+        return taken
     def publish_batch(
         self,
         idxs: list[int],

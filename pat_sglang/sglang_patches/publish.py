@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from pat_sglang.gc_pauses import GC_PAUSES
 from pat_sglang.planner import host_int64
 
 from .chain_table import CHAIN_TABLE, ChainTable, chain_table_for, gens_at
@@ -33,8 +34,9 @@ _LAST_NODE = operator.attrgetter("last_node")
 
 
 def publish_decode_batch(batch: Any, table: ChainTable | None = None) -> None:
-    """Publish the chain of every request of ``batch`` if it is a decode batch; never raises. Its host time is kept
-    in ``table.publish_s`` (the backend's stats line counts it with the step).
+    """Publish the chain of every request of ``batch`` if it is a decode batch; never raises. Its host time and the
+    garbage collections that ran during it are kept in ``table.publish_s`` and ``table.publish_gc`` (the backend's
+    stats line counts them with the step).
 
     ``table``: by default the one bound to ``batch.req_to_token_pool`` (``CHAIN_TABLE`` if none is).
     """
@@ -47,11 +49,13 @@ def publish_decode_batch(batch: Any, table: ChainTable | None = None) -> None:
     mode = getattr(batch, "forward_mode", None)
     if mode is None or not mode.is_decode():
         return
+    gc_mark = GC_PAUSES.mark()
     start = time.perf_counter()
     try:
         _publish(batch, table)
     finally:
         table.publish_s = time.perf_counter() - start
+        table.publish_gc = GC_PAUSES.since(gc_mark)
 
 
 def _publish(batch: Any, table: ChainTable) -> None:
