@@ -28,11 +28,45 @@
    = k, or -1 for a joiner. table is a writable int64 scratch indexed by row, every slot -1 (left so). Returns
    (joiners, leavers, in order): the joiners' indices in entries and the old requests that did not survive (lists,
    ascending), and whether the survivors keep their relative order; or the int -(rows needed in table) when a row is
-   beyond it (0 when a row is negative), with nothing written. The numpy version is forest_edit._survivors. */
+   beyond it (0 when a row is negative), with nothing written. The numpy version is forest_edit._survivors.
+
+   pat_chain_signatures(nodes, root, memo): the radix chain signature of each radix node of the list nodes (a wave of
+   joining requests' last nodes), for ChainTable._read_wave: per node, (node id, its value's data pointer, its value's
+   element count) of it and each ancestor up to root, the node's own first, as a tuple of 3-tuples of ints; None where
+   the chain cannot be read (it ends at None instead of root, or a node on it has no value or a value without
+   data_ptr). memo is a dict keyed by id(node), shared between the calls of one publishing: a node found in it takes
+   its value, and every node read is written into it (a shared system prompt's nodes are read once per batch). The
+   same walk, reads and memo writes as chain_table.chain_signature over each node in turn (and _wave_signatures,
+   their Python reference): each node's chain is built from the first node above it already in memo (or root), one
+   tuple per node, ~2.9 us of Python per joining request on the project's 2-core VM (a third of a wave's reading).
+   Python errors raised by the nodes' attributes propagate, as they do from the Python version.
+
+   pat_wave_entries(changed, cls, keys, lengths, depths, starts, cached): chain_table.make_entries' arrays and entries
+   for a wave of changed rows. changed is a list of (row, rid, generation, signature) tuples, each signature a tuple of
+   (node id, data pointer, tokens) int tuples, the request's own node first; cls the entry class (ChainEntry); keys and
+   lengths writable int64 buffers of the signatures' total node count, depths an int64 buffer of len(changed) holding
+   each signature's length, starts and cached writable int64 buffers of len(changed). Writes every signature's node ids
+   and tokens root first, one after another (keys, lengths), each one's first index (starts) and its tokens' sum
+   (cached); makes keys and lengths read-only (setflags); returns the entries, one per changed row: cls instances with
+   rid, generation, signature, keys and lengths (slices of the two arrays) and cached_len set as
+   ChainEntry.with_arrays sets them. NotImplemented (nothing made) where the arguments are not of that shape; ~3 us
+   per entry of numpy iteration and Python object work in make_entries on the project's 2-core VM, at chains of ~11
+   radix nodes.
+
+   pat_set_wave(entries, row_entry, rows_of_node, rows, made): ChainTable._set_entries' loop over a wave's rows (the
+   list rows, Python ints, distinct, each < len(row_entry)) and their new entries (the list made): per row, its old
+   entry in the dict entries (if any) taken out of the node -> rows index rows_of_node (a dict of sets keyed by radix
+   node id: the row discarded from the set of every node of the old entry's signature, an emptied set deleted), then
+   entries[row] = row_entry[row] = its new entry and the row added to the set of every node of the new signature (a set
+   made where there is none). The same dict and set operations in the same order as the Python loop (_set_entry's
+   _unindex / _index), whose ~11 dict and set calls per entry at chains of ~11 radix nodes were a third of a wave's
+   publishing with the two pieces above compiled. Returns None, or NotImplemented (nothing changed) where the
+   arguments are not of that shape; Python errors (a node id that cannot be hashed) propagate. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
 
 /* The tuple of lst[rows[i]] over i; NULL with an IndexError where a row is outside lst. */
 static PyObject *pick(const int64_t *rows, Py_ssize_t n, PyObject *lst, Py_ssize_t *nones) {
@@ -211,4 +245,423 @@ done:
     PyBuffer_Release(&old_buf);
     PyBuffer_Release(&rows_buf);
     return result;
+}
+
+/* getattr(obj, name, None) as a new reference; NULL with the exception set for errors other than AttributeError */
+static PyObject *attr_or_none(PyObject *obj, PyObject *name) {
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    return v;
+}
+
+/* memo[id(node)] as a borrowed reference, NULL where absent (*err set on a failed lookup) */
+static PyObject *memo_get(PyObject *memo, PyObject *node, int *err) {
+    PyObject *key = PyLong_FromVoidPtr(node);
+    if (key == NULL) {
+        *err = 1;
+        return NULL;
+    }
+    PyObject *v = PyDict_GetItemWithError(memo, key);
+    Py_DECREF(key);
+    if (v == NULL && PyErr_Occurred()) *err = 1;
+    return v;
+}
+
+/* memo[id(node)] = value; -1 on failure */
+static int memo_set(PyObject *memo, PyObject *node, PyObject *value) {
+    PyObject *key = PyLong_FromVoidPtr(node);
+    if (key == NULL) return -1;
+    const int rc = PyDict_SetItem(memo, key, value);
+    Py_DECREF(key);
+    return rc;
+}
+
+/* int(obj.method()) as a new reference, NULL on error */
+static PyObject *called_int(PyObject *obj, PyObject *method) {
+    PyObject *v = PyObject_CallMethodNoArgs(obj, method);
+    if (v == NULL) return NULL;
+    PyObject *i = PyNumber_Long(v);
+    Py_DECREF(v);
+    return i;
+}
+
+/* ((int(node.id), int(value.data_ptr()), int(value.numel())),) + tail as a new reference, or a new reference to None
+   where value is None or has no data_ptr (hasattr's reading: an AttributeError); NULL on error */
+static PyObject *extended(PyObject *node, PyObject *value, PyObject *tail, PyObject *const *names) {
+    if (value == Py_None) Py_RETURN_NONE;
+    PyObject *data_ptr = PyObject_GetAttr(value, names[2]);
+    if (data_ptr == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) return NULL;
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    Py_DECREF(data_ptr);
+    PyObject *id_attr = PyObject_GetAttr(node, names[3]);
+    if (id_attr == NULL) return NULL;
+    PyObject *item[3] = {PyNumber_Long(id_attr), NULL, NULL};
+    Py_DECREF(id_attr);
+    if (item[0] != NULL) item[1] = called_int(value, names[2]);
+    if (item[1] != NULL) item[2] = called_int(value, names[4]);
+    if (item[2] == NULL) {
+        for (int k = 0; k < 3; k++) Py_XDECREF(item[k]);
+        return NULL;
+    }
+    PyObject *own = PyTuple_New(3);
+    if (own == NULL) {
+        for (int k = 0; k < 3; k++) Py_DECREF(item[k]);
+        return NULL;
+    }
+    for (int k = 0; k < 3; k++) PyTuple_SET_ITEM(own, k, item[k]);
+    const Py_ssize_t d = PyTuple_GET_SIZE(tail);
+    PyObject *sig = PyTuple_New(d + 1);
+    if (sig == NULL) {
+        Py_DECREF(own);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(sig, 0, own);
+    for (Py_ssize_t j = 0; j < d; j++) {
+        PyObject *t = PyTuple_GET_ITEM(tail, j);
+        Py_INCREF(t);
+        PyTuple_SET_ITEM(sig, j + 1, t);
+    }
+    return sig;
+}
+
+/* The signature of one node (chain_table.chain_signature), reading and writing memo; path is an empty scratch list
+   (left empty); a new reference, NULL on error */
+static PyObject *signature_of(PyObject *node, PyObject *root, PyObject *memo, PyObject *path,
+                              PyObject *const *names) {
+    int err = 0;
+    PyObject *tail = NULL;  /* new reference once set */
+    PyObject *cur = node;
+    Py_INCREF(cur);
+    while (cur != Py_None && cur != root) {
+        PyObject *known = memo_get(memo, cur, &err);
+        if (err) goto fail;
+        if (known != NULL) {
+            tail = known;
+            Py_INCREF(tail);
+            break;
+        }
+        if (PyList_Append(path, cur) < 0) goto fail;
+        PyObject *parent = attr_or_none(cur, names[0]);
+        if (parent == NULL) goto fail;
+        Py_DECREF(cur);
+        cur = parent;
+    }
+    if (tail == NULL) {  /* the walk ended at root (an empty chain above) or at None (unreadable) */
+        tail = cur == root ? PyTuple_New(0) : Py_None;
+        if (tail == NULL) goto fail;
+        if (tail == Py_None) Py_INCREF(tail);
+    }
+    Py_DECREF(cur);
+    cur = NULL;
+    for (Py_ssize_t j = PyList_GET_SIZE(path) - 1; j >= 0; j--) {  /* root side first */
+        PyObject *n = PyList_GET_ITEM(path, j);
+        if (tail != Py_None) {
+            PyObject *value = attr_or_none(n, names[1]);
+            if (value == NULL) goto fail;
+            PyObject *sig = extended(n, value, tail, names);
+            Py_DECREF(value);
+            if (sig == NULL) goto fail;
+            Py_DECREF(tail);
+            tail = sig;
+        }
+        if (memo_set(memo, n, tail) < 0) goto fail;
+    }
+    if (PyList_SetSlice(path, 0, PyList_GET_SIZE(path), NULL) < 0) goto fail;
+    return tail;
+fail:
+    Py_XDECREF(cur);
+    Py_XDECREF(tail);
+    PyList_SetSlice(path, 0, PyList_GET_SIZE(path), NULL);
+    return NULL;
+}
+
+PyObject *pat_chain_signatures(PyObject *nodes, PyObject *root, PyObject *memo) {
+    if (!PyList_Check(nodes) || !PyDict_Check(memo)) {
+        PyErr_SetString(PyExc_TypeError, "pat_chain_signatures: nodes must be a list and memo a dict");
+        return NULL;
+    }
+    static PyObject *names[5];
+    if (names[0] == NULL) {
+        const char *text[5] = {"parent", "value", "data_ptr", "id", "numel"};
+        for (int k = 0; k < 5; k++) {
+            names[k] = PyUnicode_InternFromString(text[k]);
+            if (names[k] == NULL) return NULL;
+        }
+    }
+    const Py_ssize_t n = PyList_GET_SIZE(nodes);
+    PyObject *out = PyList_New(n), *path = PyList_New(0);
+    if (out == NULL || path == NULL) {
+        Py_XDECREF(out);
+        Py_XDECREF(path);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *node = PyList_GET_ITEM(nodes, i);
+        int err = 0;
+        PyObject *sig = memo_get(memo, node, &err);
+        if (err) goto fail;
+        if (sig != NULL) {
+            Py_INCREF(sig);
+        } else {
+            sig = signature_of(node, root, memo, path, names);
+            if (sig == NULL) goto fail;
+        }
+        PyList_SET_ITEM(out, i, sig);
+    }
+    Py_DECREF(path);
+    return out;
+fail:
+    Py_DECREF(out);  /* (unset items are NULL: list dealloc skips them) */
+    Py_DECREF(path);
+    return NULL;
+}
+
+/* The int64 buffer view of obj (C-contiguous, 8-byte signed integers) of n entries; 0 on success, -1 (no exception
+   set) where it is not one */
+static int int64_view(PyObject *obj, Py_buffer *view, Py_ssize_t n, int writable) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0) {
+        PyErr_Clear();
+        return -1;
+    }
+    const char *f = view->format;
+    if (view->itemsize != 8 || f == NULL || (strcmp(f, "l") != 0 && strcmp(f, "q") != 0 && strcmp(f, "<q") != 0 &&
+                                             strcmp(f, "<l") != 0 && strcmp(f, "=q") != 0) ||
+        view->len != n * 8) {
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+/* the int at sig item item[at], -1 with *bad set where it is not an int (or does not fit int64) */
+static int64_t sig_int(PyObject *item, Py_ssize_t at, int *bad) {
+    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
+        *bad = 1;
+        return -1;
+    }
+    const long long v = PyLong_AsLongLong(PyTuple_GET_ITEM(item, at));
+    if (v == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        *bad = 1;
+    }
+    return (int64_t)v;
+}
+
+static PyObject *pick_entries(PyObject *changed, PyObject *cls, PyObject *const *objs, const int64_t *starts,
+                              const int64_t *cached);
+
+PyObject *pat_wave_entries(PyObject *changed, PyObject *cls, PyObject *keys_obj, PyObject *lengths_obj,
+                           PyObject *depths_obj, PyObject *starts_obj, PyObject *cached_obj) {
+    if (!PyList_Check(changed) || !PyType_Check(cls)) Py_RETURN_NOTIMPLEMENTED;
+    const Py_ssize_t n = PyList_GET_SIZE(changed);
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *c = PyList_GET_ITEM(changed, i);
+        if (!PyTuple_Check(c) || PyTuple_GET_SIZE(c) != 4 || !PyTuple_Check(PyTuple_GET_ITEM(c, 3)))
+            Py_RETURN_NOTIMPLEMENTED;
+        total += PyTuple_GET_SIZE(PyTuple_GET_ITEM(c, 3));
+    }
+    Py_buffer views[5];
+    PyObject *objs[5] = {keys_obj, lengths_obj, depths_obj, starts_obj, cached_obj};
+    const Py_ssize_t sizes[5] = {total, total, n, n, n};
+    int held = 0;
+    for (; held < 5; held++)
+        if (int64_view(objs[held], &views[held], sizes[held], held != 2) < 0) break;
+    int bad = held < 5;
+    int64_t *keys = NULL, *lengths = NULL, *starts = NULL, *cached = NULL;
+    const int64_t *depths = NULL;
+    if (!bad) {
+        keys = views[0].buf;
+        lengths = views[1].buf;
+        depths = views[2].buf;
+        starts = views[3].buf;
+        cached = views[4].buf;
+    }
+    Py_ssize_t at = 0;
+    for (Py_ssize_t i = 0; i < n && !bad; i++) {
+        PyObject *sig = PyTuple_GET_ITEM(PyList_GET_ITEM(changed, i), 3);
+        const Py_ssize_t d = PyTuple_GET_SIZE(sig);
+        if (depths[i] != d) {
+            bad = 1;
+            break;
+        }
+        int64_t sum = 0;
+        starts[i] = at;
+        for (Py_ssize_t j = 0; j < d && !bad; j++) {
+            PyObject *item = PyTuple_GET_ITEM(sig, d - 1 - j);  /* root first */
+            keys[at + j] = sig_int(item, 0, &bad);
+            lengths[at + j] = sig_int(item, 2, &bad);
+            sum += lengths[at + j];
+        }
+        cached[i] = sum;
+        at += d;
+    }
+    if (bad) {
+        for (int k = 0; k < held; k++) PyBuffer_Release(&views[k]);
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    PyBuffer_Release(&views[0]);  /* keys and lengths: no export held while they become read-only below */
+    PyBuffer_Release(&views[1]);
+    PyObject *out = pick_entries(changed, cls, objs, starts, cached);
+    for (int k = 2; k < 5; k++) PyBuffer_Release(&views[k]);
+    return out;
+}
+
+/* pat_wave_entries' second half: keys and lengths (objs[0], objs[1]) made read-only, then the entries */
+static PyObject *pick_entries(PyObject *changed, PyObject *cls, PyObject *const *objs, const int64_t *starts,
+                              const int64_t *cached) {
+    const Py_ssize_t n = PyList_GET_SIZE(changed);
+    static PyObject *names[7];
+    if (names[0] == NULL) {
+        const char *text[7] = {"rid", "generation", "signature", "keys", "lengths", "cached_len", "setflags"};
+        for (int k = 0; k < 7; k++) {
+            names[k] = PyUnicode_InternFromString(text[k]);
+            if (names[k] == NULL) return NULL;
+        }
+    }
+    for (int k = 0; k < 2; k++) {  /* read-only bases: their slices are read-only too */
+        PyObject *r = PyObject_CallMethodOneArg(objs[k], names[6], Py_False);
+        if (r == NULL) return NULL;
+        Py_DECREF(r);
+    }
+    PyObject *empty = PyTuple_New(0), *out = PyList_New(n);
+    if (empty == NULL || out == NULL) {
+        Py_XDECREF(empty);
+        Py_XDECREF(out);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *c = PyList_GET_ITEM(changed, i);
+        const Py_ssize_t s = (Py_ssize_t)starts[i], e = s + PyTuple_GET_SIZE(PyTuple_GET_ITEM(c, 3));
+        PyObject *entry = PyBaseObject_Type.tp_new((PyTypeObject *)cls, empty, NULL);
+        PyObject *vals[6] = {NULL};
+        int failed = entry == NULL;
+        if (!failed) {
+            vals[0] = PyTuple_GET_ITEM(c, 1);
+            vals[1] = PyTuple_GET_ITEM(c, 2);
+            vals[2] = PyTuple_GET_ITEM(c, 3);
+            Py_INCREF(vals[0]);
+            Py_INCREF(vals[1]);
+            Py_INCREF(vals[2]);
+            vals[3] = PySequence_GetSlice(objs[0], s, e);
+            vals[4] = PySequence_GetSlice(objs[1], s, e);
+            vals[5] = PyLong_FromLongLong(cached[i]);
+            for (int k = 0; k < 6 && !failed; k++)
+                failed = vals[k] == NULL || PyObject_GenericSetAttr(entry, names[k], vals[k]) < 0;
+        }
+        for (int k = 0; k < 6; k++) Py_XDECREF(vals[k]);
+        if (failed) {
+            Py_XDECREF(entry);
+            Py_DECREF(out);
+            Py_DECREF(empty);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, entry);
+    }
+    Py_DECREF(empty);
+    return out;
+}
+
+/* Discard row from rows_of_node[node id] for every node of sig (deleting emptied sets); -1 on error */
+static int unindex(PyObject *rows_of_node, PyObject *row, PyObject *sig) {
+    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(sig); j++) {
+        PyObject *key = PyTuple_GET_ITEM(PyTuple_GET_ITEM(sig, j), 0);
+        PyObject *rows = PyDict_GetItemWithError(rows_of_node, key);
+        if (rows == NULL) {
+            if (PyErr_Occurred()) return -1;
+            continue;
+        }
+        if (PySet_Discard(rows, row) < 0) return -1;
+        if (PySet_GET_SIZE(rows) == 0 && PyDict_DelItem(rows_of_node, key) < 0) return -1;
+    }
+    return 0;
+}
+
+/* Add row to rows_of_node[node id] for every node of sig (a new set where there is none); -1 on error */
+static int index_row(PyObject *rows_of_node, PyObject *row, PyObject *sig) {
+    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(sig); j++) {
+        PyObject *key = PyTuple_GET_ITEM(PyTuple_GET_ITEM(sig, j), 0);
+        PyObject *rows = PyDict_GetItemWithError(rows_of_node, key);
+        if (rows == NULL) {
+            if (PyErr_Occurred()) return -1;
+            PyObject *fresh = PySet_New(NULL);
+            if (fresh == NULL) return -1;
+            const int rc = PySet_Add(fresh, row) < 0 ? -1 : PyDict_SetItem(rows_of_node, key, fresh);
+            Py_DECREF(fresh);
+            if (rc < 0) return -1;
+        } else if (PySet_Add(rows, row) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Whether every signature item of sig is a tuple of 3 (what the loops above read) */
+static int signature_shaped(PyObject *sig) {
+    if (!PyTuple_Check(sig)) return 0;
+    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(sig); j++) {
+        PyObject *item = PyTuple_GET_ITEM(sig, j);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) return 0;
+    }
+    return 1;
+}
+
+PyObject *pat_set_wave(PyObject *entries, PyObject *row_entry, PyObject *rows_of_node, PyObject *rows,
+                       PyObject *made) {
+    if (!PyDict_Check(entries) || !PyList_Check(row_entry) || !PyDict_Check(rows_of_node) || !PyList_Check(rows) ||
+        !PyList_Check(made) || PyList_GET_SIZE(rows) != PyList_GET_SIZE(made))
+        Py_RETURN_NOTIMPLEMENTED;
+    static PyObject *signature_name;
+    if (signature_name == NULL && (signature_name = PyUnicode_InternFromString("signature")) == NULL) return NULL;
+    const Py_ssize_t n = PyList_GET_SIZE(rows), slots = PyList_GET_SIZE(row_entry);
+    for (Py_ssize_t i = 0; i < n; i++) {  /* checked first: NotImplemented changes nothing */
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        if (!PyLong_CheckExact(row)) Py_RETURN_NOTIMPLEMENTED;
+        const long long r = PyLong_AsLongLong(row);
+        if (r < 0 || r >= slots) {
+            PyErr_Clear();
+            Py_RETURN_NOTIMPLEMENTED;
+        }
+        PyObject *sig = PyObject_GetAttr(PyList_GET_ITEM(made, i), signature_name);
+        if (sig == NULL) return NULL;
+        const int shaped = signature_shaped(sig);
+        Py_DECREF(sig);
+        if (!shaped) Py_RETURN_NOTIMPLEMENTED;
+        PyObject *old = PyDict_GetItemWithError(entries, row);
+        if (old == NULL && PyErr_Occurred()) return NULL;
+        if (old != NULL && old != Py_None) {
+            PyObject *old_sig = PyObject_GetAttr(old, signature_name);
+            if (old_sig == NULL) return NULL;
+            const int old_shaped = signature_shaped(old_sig);
+            Py_DECREF(old_sig);
+            if (!old_shaped) Py_RETURN_NOTIMPLEMENTED;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i), *entry = PyList_GET_ITEM(made, i);
+        PyObject *old = PyDict_GetItemWithError(entries, row);
+        if (old == NULL && PyErr_Occurred()) return NULL;
+        if (old != NULL && old != Py_None) {
+            PyObject *old_sig = PyObject_GetAttr(old, signature_name);
+            if (old_sig == NULL) return NULL;
+            const int rc = unindex(rows_of_node, row, old_sig);
+            Py_DECREF(old_sig);
+            if (rc < 0) return NULL;
+        }
+        if (PyDict_SetItem(entries, row, entry) < 0) return NULL;
+        Py_INCREF(entry);
+        if (PyList_SetItem(row_entry, (Py_ssize_t)PyLong_AsLongLong(row), entry) < 0) return NULL;
+        PyObject *sig = PyObject_GetAttr(entry, signature_name);
+        if (sig == NULL) return NULL;
+        const int rc = index_row(rows_of_node, row, sig);
+        Py_DECREF(sig);
+        if (rc < 0) return NULL;
+    }
+    Py_RETURN_NONE;
 }

@@ -465,6 +465,9 @@ class _HostBatch:
         obj = ctypes.py_object
         self.pick = _typed(lib, "pat_pick_batch", obj, [obj] * 5 + [_I])
         self.match = _typed(lib, "pat_survivors", obj, [obj] * 6)
+        self._signatures = _typed(lib, "pat_chain_signatures", obj, [obj] * 3)
+        self._wave_entries = _typed(lib, "pat_wave_entries", obj, [obj] * 7)
+        self._set_wave = _typed(lib, "pat_set_wave", obj, [obj] * 5)
         # pat_survivors' row table: every slot -1 between calls (each call holds the interpreter lock throughout and
         # leaves it so, so one table serves every thread), grown when a row is beyond it
         self._table = np.full(1024, -1, dtype=np.int64)
@@ -477,6 +480,26 @@ class _HostBatch:
         slot per row, no slot holding ``stamp`` or ``stamp + 1`` (it is left holding them: move ``stamp`` on by 2 per
         call)."""
         return self.pick(rows, row_entry, row_rid, before, mark, stamp)
+
+    def chain_signatures(self, nodes: list, root: Any, memo: dict) -> list:
+        """``chain_table.wave_signatures`` in one call (``kernels/host_batch.c`` ``pat_chain_signatures``): each of
+        ``nodes``' radix chain signature (or None), read through and written into ``memo`` as the Python walk does."""
+        return self._signatures(nodes, root, memo)
+
+    def wave_entries(self, changed: list, cls: type, keys: np.ndarray, lengths: np.ndarray, depths: np.ndarray,
+                     starts: np.ndarray, cached: np.ndarray) -> Any:
+        """``chain_table.make_entries``' arrays written and its entries made in one call (``kernels/host_batch.c``
+        ``pat_wave_entries``): ``keys``/``lengths`` (made read-only), ``starts`` and ``cached`` filled from the
+        ``changed`` rows' signatures (``depths``: their lengths); the ``cls`` entries, or NotImplemented (nothing
+        written) where the arguments are not of that shape."""
+        return self._wave_entries(changed, cls, keys, lengths, depths, starts, cached)
+
+    def set_wave(self, entries: dict, row_entry: list, rows_of_node: dict, rows: list, made: list) -> Any:
+        """``ChainTable._set_entries``' loop over a wave in one call (``kernels/host_batch.c`` ``pat_set_wave``): each
+        of ``rows`` gets its entry of ``made`` in ``entries`` and ``row_entry``, the node -> rows index moved from its
+        old entry's nodes to the new one's. None, or NotImplemented (nothing changed) where the arguments are not of
+        that shape."""
+        return self._set_wave(entries, row_entry, rows_of_node, rows, made)
 
     def survivors(self, entries: tuple, old_entries: tuple, rows: np.ndarray,
                   old_rows: np.ndarray) -> tuple[np.ndarray, list[int], list[int], bool] | None:

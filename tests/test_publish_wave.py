@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import operator
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +23,14 @@ import torch
 from sglang_harness import RadixHarness
 
 from pat_sglang.sglang_patches import chain_table as ct
-from pat_sglang.sglang_patches.chain_table import ChainEntry, ChainTable, _RowPaths, chain_signature, make_entries
+from pat_sglang.sglang_patches.chain_table import (
+    ChainEntry,
+    ChainTable,
+    Wave,
+    _RowPaths,
+    chain_signature,
+    make_entries,
+)
 from pat_sglang.sglang_patches.core import COUNT_RADIX_RECACHING, COUNT_RADIX_SPLITS
 from pat_sglang.sglang_patches.publish import publish_decode_batch
 
@@ -345,3 +353,166 @@ def test_wave_signatures_equal_chain_signature() -> None:
     assert ct.wave_signatures(nodes, root, memo_wave) == want
     assert memo_wave == memo_one
     assert want[5] is None and want[7] is None and want[-3] == ()
+
+
+class _Value:
+    """A radix node's value as the chain walk reads it: a data pointer and an element count."""
+
+    def __init__(self, ptr: int, numel: int) -> None:
+        self._ptr, self._numel = ptr, numel
+
+    def data_ptr(self) -> int:
+        return self._ptr
+
+    def numel(self) -> int:
+        return self._numel
+
+
+class _Raising:
+    """A node whose ``parent`` read raises something other than AttributeError."""
+
+    @property
+    def parent(self) -> Any:
+        raise RuntimeError("parent unreadable")
+
+
+def _random_nodes(rng: np.random.Generator, root: Any, count: int) -> list[Any]:
+    """A random radix-like tree under ``root``: nodes with ids, values (some unreadable: None, or without a data
+    pointer, or a torch tensor) and parents; some nodes without a parent attribute at all, some detached (parent
+    None)."""
+    from types import SimpleNamespace
+
+    nodes: list[Any] = []
+    for i in range(count):
+        parent = root if not nodes or rng.random() < 0.15 else nodes[int(rng.integers(len(nodes)))]
+        kind = rng.random()
+        if kind < 0.05:
+            value: Any = None
+        elif kind < 0.08:
+            value = object()  # no data_ptr
+        elif kind < 0.2:
+            value = torch.arange(int(rng.integers(1, 9)))
+        else:
+            value = _Value(int(rng.integers(1, 1 << 40)), int(rng.integers(1, 4096)))
+        node = SimpleNamespace(id=int(rng.integers(0, 1 << 20)) if rng.random() < 0.9 else np.int64(i), value=value)
+        if rng.random() < 0.03:
+            node.parent = None  # detached: unreadable chain
+        elif rng.random() > 0.02:
+            node.parent = parent  # (else no parent attribute: read as None)
+        nodes.append(node)
+    return nodes
+
+
+def test_compiled_chain_signatures_equal_the_python_walk() -> None:
+    """``host_core`` ``chain_signatures`` (``kernels/host_batch.c``) against ``_wave_signatures``: equal signatures
+    (values and types) and equal memos, over random trees of fake nodes with unreadable values, missing or None parents,
+    numpy ids, a pre-filled memo, repeated and foreign nodes; an attribute error other than AttributeError raises the
+    same way from both."""
+    from pat_sglang import host_core
+
+    core = host_core.loaded_batch()
+    assert core is not None, "the compiled publisher piece did not load"
+    rng = np.random.default_rng(11)
+    for trial in range(40):
+        root = object()
+        nodes = _random_nodes(rng, root, int(rng.integers(1, 80)))
+        picks = [nodes[int(i)] for i in rng.integers(0, len(nodes), size=int(rng.integers(1, 60)))]
+        picks += [root, None] if trial % 3 == 0 else []
+        memo_c: dict = {}
+        memo_py: dict = {}
+        for pre in rng.choice(len(nodes), size=min(3, len(nodes)), replace=False).tolist() if trial % 2 else []:
+            ct._wave_signatures([nodes[pre]], root, memo_c)  # a memo filled before (an earlier read in the step)
+            ct._wave_signatures([nodes[pre]], root, memo_py)
+        got = core.chain_signatures(picks, root, memo_c)
+        want = ct._wave_signatures(picks, root, memo_py)
+        assert got == want and memo_c == memo_py, trial
+        for g, w in zip(got, want, strict=True):
+            assert (g is None) == (w is None)
+            if g:
+                assert all(type(x) is int for item in g for x in item)  # ints, as int() makes them
+        assert ct.wave_signatures(picks, root, {}) == want  # the dispatching entry point
+    root = object()
+    with pytest.raises(RuntimeError, match="parent unreadable"):
+        core.chain_signatures([_Raising()], root, {})
+    with pytest.raises(RuntimeError, match="parent unreadable"):
+        ct._wave_signatures([_Raising()], root, {})
+    with pytest.raises(TypeError):
+        core.chain_signatures((), root, {})  # a tuple: refused, not read
+
+
+def test_compiled_wave_entries_equal_make_entries_in_python() -> None:
+    """``make_entries`` through ``host_core`` ``wave_entries`` (``kernels/host_batch.c``) against ``_make_entries``:
+    the same flat arrays (read-only keys and lengths), depths, starts and cached lengths, and entries equal field by
+    field with read-only slices of the flat arrays; empty waves and empty chains included. What the compiled piece does
+    not take (a tuple of changes, a non-int in a signature) goes to the Python version, unchanged."""
+    from pat_sglang import host_core
+
+    core = host_core.loaded_batch()
+    assert core is not None, "the compiled publisher piece did not load"
+    rng = np.random.default_rng(12)
+    for trial in range(60):
+        changed = []
+        for row in rng.choice(4096, size=int(rng.integers(0, 40)), replace=False).tolist():
+            depth = int(rng.integers(0, 14)) if trial % 5 else 0
+            sig = tuple((int(rng.integers(0, 1 << 40)), int(rng.integers(1, 1 << 45)), int(rng.integers(1, 9000)))
+                        for _ in range(depth))
+            changed.append((row, f"r{row}", None if rng.random() < 0.2 else int(rng.integers(0, 9)), sig))
+        got, want = ct.make_entries(changed), ct._make_entries(changed)
+        assert got.rows == want.rows
+        for name in ("keys", "lengths", "depths", "starts", "cached"):
+            a, b = getattr(got, name), getattr(want, name)
+            assert a.dtype == b.dtype == np.int64 and np.array_equal(a, b), name
+            assert a.flags.writeable == b.flags.writeable, name
+        assert len(got.entries) == len(want.entries)
+        for g, w in zip(got.entries, want.entries, strict=True):
+            assert type(g) is ChainEntry and vars(g).keys() == vars(w).keys()
+            assert (g.rid, g.generation, g.signature, g.cached_len) == (w.rid, w.generation, w.signature, w.cached_len)
+            assert np.array_equal(g.keys, w.keys) and np.array_equal(g.lengths, w.lengths)
+            assert not g.keys.flags.writeable and not g.lengths.flags.writeable
+            assert g.keys.base is not None and g == w  # slices of the wave's arrays; equal as dataclasses
+    sig = ((1, 2, 3), (4, 5, np.int64(6)))  # a numpy int in a signature: taken, as int() takes it
+    assert ct.make_entries([(0, "r", 1, sig)]).entries[0].cached_len == 9
+    bad = [(0, "r", 1, ((1, 2, "x"),))]
+    with pytest.raises((TypeError, ValueError)):
+        ct._make_entries(bad)
+    with pytest.raises((TypeError, ValueError)):
+        ct.make_entries(bad)  # refused by the compiled piece, then the Python version's own error
+    keys = np.zeros(1, dtype=np.int64)
+    assert core.wave_entries(tuple(bad), ChainEntry, keys, keys, keys, keys, keys) is NotImplemented
+    assert ct.make_entries(tuple([(0, "r", 1, sig)])).entries[0].cached_len == 9  # a tuple: the Python version
+
+
+def test_compiled_set_wave_equals_the_python_loop() -> None:
+    """``host_core`` ``set_wave`` (``kernels/host_batch.c``) against ``ChainTable._set_wave``: over random waves on
+    tables holding earlier entries (rows replaced, nodes shared between rows, chains emptied), the same entries, per-row
+    list and node -> rows index; what it does not take (numpy row numbers, rows past the list) changes nothing and
+    answers NotImplemented."""
+    from pat_sglang import host_core
+
+    core = host_core.loaded_batch()
+    assert core is not None, "the compiled publisher piece did not load"
+    rng = np.random.default_rng(13)
+
+    def entry(depth: int) -> ChainEntry:
+        sig = tuple((int(rng.integers(0, 40)), 0, int(rng.integers(1, 50))) for _ in range(depth))
+        return ChainEntry("r", 0, sig)
+
+    for trial in range(40):
+        tables = [ChainTable(), ChainTable()]
+        for step in range(4):
+            rows = rng.choice(64, size=int(rng.integers(1, 30)), replace=False).tolist()
+            made = [entry(int(rng.integers(0, 8))) for _ in rows]
+            wave = Wave(rows, made, *[np.zeros(0, dtype=np.int64)] * 5)
+            for t in tables:
+                t._row_room_each(rows)
+            assert core.set_wave(tables[0].entries, tables[0]._row_entry, tables[0]._rows_of_node, rows, made) is None
+            tables[1]._set_wave(wave)
+            a, b = tables
+            assert a.entries == b.entries and all(map(operator.is_, a._row_entry, b._row_entry)), (trial, step)
+            assert a._rows_of_node == b._rows_of_node, (trial, step)
+    t = ChainTable()
+    t._row_room_each([3])
+    before = (dict(t.entries), list(t._row_entry), dict(t._rows_of_node))
+    assert core.set_wave(t.entries, t._row_entry, t._rows_of_node, [np.int64(3)], [entry(2)]) is NotImplemented
+    assert core.set_wave(t.entries, t._row_entry, t._rows_of_node, [len(t._row_entry)], [entry(2)]) is NotImplemented
+    assert (t.entries, t._row_entry, t._rows_of_node) == before

@@ -148,9 +148,28 @@ class Wave:
 
 def make_entries(changed: Sequence[tuple[int, Hashable, int | None, Signature]]) -> Wave:
     """The ``ChainEntry`` of every (row, rid, generation, signature) of ``changed`` from one set of arrays: all the
-    signatures flattened into one table, each entry's ``keys``/``lengths`` a slice of it and its ``cached_len`` a
-    difference of one running sum. Equal to ``ChainEntry(rid, generation, signature)`` each (the same values; the
-    arrays are slices of a shared read-only base instead of each entry's own)."""
+    signatures flattened into one table, each entry's ``keys``/``lengths`` a slice of it and its ``cached_len`` the sum
+    of its tokens. Equal to ``ChainEntry(rid, generation, signature)`` each (the same values; the arrays are slices of
+    a shared read-only base instead of each entry's own). One call of the compiled publisher piece (``host_core``
+    ``wave_entries``) where it loads and takes them, else ``_make_entries``."""
+    core = host_core.loaded_batch()
+    if core is not None and isinstance(changed, list):
+        n = len(changed)
+        depths = np.fromiter(map(len, map(_SIGNATURE, changed)), np.int64, n)
+        total = int(depths.sum())
+        keys, lengths = np.empty(total, dtype=np.int64), np.empty(total, dtype=np.int64)
+        starts, cached = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        entries = core.wave_entries(changed, ChainEntry, keys, lengths, depths, starts, cached)
+        if entries is not NotImplemented:
+            return Wave([c[0] for c in changed], entries, keys, lengths, depths, starts, cached)
+    return _make_entries(changed)
+
+
+_SIGNATURE = operator.itemgetter(3)
+
+
+def _make_entries(changed: Sequence[tuple[int, Hashable, int | None, Signature]]) -> Wave:
+    """``make_entries`` in numpy and Python (the reference of ``kernels/host_batch.c`` ``pat_wave_entries``)."""
     sigs = [c[3] for c in changed]
     depth_list = list(map(len, sigs))
     total = sum(depth_list)
@@ -204,10 +223,20 @@ def chain_signature(last_node: Any, root: Any, memo: dict[int, Signature | None]
     return tail
 
 
-def wave_signatures(nodes: Sequence[Any], root: Any, memo: dict[int, Signature | None]) -> list[Signature | None]:
-    """``chain_signature(node, root, memo)`` of each of ``nodes``, the common case inline: a joiner whose last node
-    hangs off the root or off a node read already (in a wave, the shared system-prompt nodes are read for the first
-    joiner and every other one adds only its own node). Anything else goes through ``chain_signature``."""
+def wave_signatures(nodes: list[Any], root: Any, memo: dict[int, Signature | None]) -> list[Signature | None]:
+    """``chain_signature(node, root, memo)`` of each of ``nodes`` in turn: one call of the compiled publisher piece
+    (``host_core`` ``chain_signatures``) where it loads, else ``_wave_signatures``."""
+    core = host_core.loaded_batch()
+    if core is None:
+        return _wave_signatures(nodes, root, memo)
+    return core.chain_signatures(nodes, root, memo)
+
+
+def _wave_signatures(nodes: Sequence[Any], root: Any, memo: dict[int, Signature | None]) -> list[Signature | None]:
+    """``wave_signatures`` in Python (the reference of ``kernels/host_batch.c`` ``pat_chain_signatures``), the common
+    case inline: a joiner whose last node hangs off the root or off a node read already (in a wave, the shared
+    system-prompt nodes are read for the first joiner and every other one adds only its own node). Anything else goes
+    through ``chain_signature``."""
     get = memo.get
     out: list[Signature | None] = []
     for node in nodes:
@@ -1001,8 +1030,16 @@ class ChainTable:
             for idx, entry in made:
                 self._set_entry(idx, entry)
             return
-        entries, row_entry, unindex, index = self.entries, self._row_entry, self._unindex, self._index
         self._row_room_each(made.rows)
+        core = host_core.loaded_batch()
+        if core is None or core.set_wave(self.entries, self._row_entry, self._rows_of_node, made.rows,
+                                         made.entries) is NotImplemented:
+            self._set_wave(made)
+        self._row_paths.set_many(made)
+
+    def _set_wave(self, made: Wave) -> None:
+        """``_set_entries``' loop over a wave in Python (the reference of ``kernels/host_batch.c`` ``pat_set_wave``)."""
+        entries, row_entry, unindex, index = self.entries, self._row_entry, self._unindex, self._index
         for idx, entry in zip(made.rows, made.entries, strict=True):
             old = entries.get(idx)
             if old is not None:
@@ -1010,7 +1047,6 @@ class ChainTable:
             entries[idx] = entry
             row_entry[idx] = entry
             index(idx, entry)
-        self._row_paths.set_many(made)
 
     def _note_read(self, idx: int, rid: Hashable, gen: int | None, node: Any) -> None:
         """Row ``idx`` was read as (rid, generation, last node) (under the lock)."""
