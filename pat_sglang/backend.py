@@ -49,8 +49,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -60,12 +59,13 @@ from sglang.srt.layers.attention.base_attn_backend import AttentionBackend
 from . import host_core
 from .api import run
 from .config import FP8_KV_DTYPES, DeviceSpec, HeadConfig, check_supported
-from .decode_step import PADDING_ROW, REMAKE_PLANS_ENV, DecodeStepPlanner, StepBatch, StepPhases
+from .decode_step import PADDING_ROW, REMAKE_PLANS_ENV, DecodeStepPlanner, StepBatch
 from .dispatch import MIN_SAVED_FRACTION_ENV, DispatchGate, checked_fraction, configured_gate
-from .gc_pauses import GC_PAUSES, GcMark
+from .gc_pauses import GC_PAUSES
 from .planner import PackPlan, host_int64, max_split_items, same_ints
 from .sglang_patches.chain_table import ChainTable, chain_table_for
 from .sglang_patches.core import graph_variants_patched
+from .step_stats import StepStats, describe_step, gc_seconds
 from .warm_up import WarmUp, warm_host_path
 
 logger = logging.getLogger(__name__)
@@ -310,128 +310,6 @@ class PATMetadata:
 
     plan: PackPlan  # on the compute device (eager), or the host copy loaded into the static buffers
     static: bool  # run through the CUDA-graph static buffers
-
-
-@dataclass
-class StepStats:
-    steps: int = 0
-    plan_s_total: float = 0.0
-    plan_s_max: float = 0.0
-    delegated: int = 0  # decode batches PAT could not plan, served by the delegate
-    row_reads: int = 0  # steps that read req_pool_indices back from the GPU (no published batch matched)
-    gc_steps: int = 0  # steps during whose publishing or planning a garbage collection ran (gc_pauses)
-    gc_s_max: float = 0.0  # the most time one step spent in collections (publishing and planning)
-    plan_s_max_no_gc: float = 0.0  # the slowest planning without a collection in it: the planner's own worst
-    host_s_max_no_gc: float = 0.0  # the slowest step (publishing and planning) with no collection in either
-    # The most CPU time the planning thread itself spent on one step (time.thread_time): where the wall-clock maximum
-    # is well above it, the step waited (for the interpreter lock held by SGLang's other threads, or for the OS).
-    plan_cpu_s_max: float = 0.0
-    # Publishing the step's radix paths (the scheduler patch, in ``ForwardBatch.init_new``, before the step's planning)
-    # is PAT's host work too: its own mean and max, and the slowest step counting both.
-    publish_s_total: float = 0.0
-    publish_s_max: float = 0.0
-    host_s_max: float = 0.0
-    slowest: str = ""  # what the slowest step was (``describe_step``): where the next host work should go
-    last_log: float = field(default_factory=lambda: float("-inf"))
-    # Since the last stats line (``new_interval``): its steps and their maxima, so that a log reader can tell the
-    # maxima of a stretch of traffic from those of the start (whose first wave of requests sets the ones above)
-    interval_steps: int = 0
-    interval_plan_s_max: float = 0.0
-    interval_host_s_max: float = 0.0
-
-    def record(
-        self,
-        seconds: float,
-        gc: GcMark | None = None,
-        cpu_seconds: float | None = None,
-        describe: Callable[[], str] | None = None,
-        publish_seconds: float = 0.0,
-        publish_gc: GcMark | None = None,
-    ) -> None:
-        """One step's host time (wall clock); ``gc``: the collections that ran during it (``GC_PAUSES.since``);
-        ``cpu_seconds``: the planning thread's own CPU time in it; ``describe``: what the step was, called only when
-        it is the slowest so far (publishing and planning together); ``publish_seconds`` and ``publish_gc``: the
-        publishing of its radix paths, before it, and the collections that ran in that."""
-        self.steps += 1
-        self.plan_s_total += seconds
-        self.publish_s_total += publish_seconds
-        self.publish_s_max = max(self.publish_s_max, publish_seconds)
-        host = seconds + publish_seconds
-        if host > self.host_s_max and describe is not None:
-            self.slowest = describe()
-        self.host_s_max = max(self.host_s_max, host)
-        self.plan_s_max = max(self.plan_s_max, seconds)
-        self.interval_steps += 1
-        self.interval_plan_s_max = max(self.interval_plan_s_max, seconds)
-        self.interval_host_s_max = max(self.interval_host_s_max, host)
-        if cpu_seconds is not None:
-            self.plan_cpu_s_max = max(self.plan_cpu_s_max, cpu_seconds)
-        planning_gc = gc is not None and gc.collections > 0
-        publishing_gc = publish_gc is not None and publish_gc.collections > 0
-        if not planning_gc:
-            self.plan_s_max_no_gc = max(self.plan_s_max_no_gc, seconds)
-        if planning_gc or publishing_gc:
-            self.gc_steps += 1
-            self.gc_s_max = max(self.gc_s_max, gc_seconds(gc) + gc_seconds(publish_gc))
-        else:
-            self.host_s_max_no_gc = max(self.host_s_max_no_gc, host)
-
-    @property
-    def plan_ms_mean(self) -> float:
-        return 1e3 * self.plan_s_total / max(self.steps, 1)
-
-    @property
-    def publish_ms_mean(self) -> float:
-        return 1e3 * self.publish_s_total / max(self.steps, 1)
-
-    def summary(self, counters: Any) -> str:
-        return (
-            f"PAT: {self.steps} decode steps, host planning {self.plan_ms_mean:.3f} ms mean / "
-            f"{1e3 * self.plan_s_max:.3f} ms max; publishing radix paths {self.publish_ms_mean:.3f} ms mean / "
-            f"{1e3 * self.publish_s_max:.3f} ms max, the two together {1e3 * self.host_s_max:.3f} ms max in one step; "
-            f"plans reused as they were {counters.plans_reused}; forests built "
-            f"{counters.built} ({counters.edited} of them edited from the last), reused {counters.reused}; "
-            f"requests planned without sharing (no published path) {counters.unshared}; plans coarsened to fit "
-            f"the graph buffers {counters.coarse}; batches sharing too little, served by the delegate "
-            f"{counters.declined} ({counters.declined_unplanned} decided without planning); batches PAT could not "
-            f"plan {self.delegated}; steps reading rows back {self.row_reads}; steps with a garbage collection "
-            f"{self.gc_steps} (at most {1e3 * self.gc_s_max:.3f} ms of one collecting), max of the others "
-            f"{1e3 * self.plan_s_max_no_gc:.3f} ms, with publishing {1e3 * self.host_s_max_no_gc:.3f} ms; the "
-            f"planning thread's own CPU time at most "
-            f"{1e3 * self.plan_cpu_s_max:.3f} ms in one step; since the last line: {self.interval_steps} steps, host "
-            f"planning at most {1e3 * self.interval_plan_s_max:.3f} ms, with publishing "
-            f"{1e3 * self.interval_host_s_max:.3f} ms{self.slowest_clause}"
-        )
-
-    def new_interval(self) -> None:
-        """Start the stretch the next stats line's "since the last line" clause covers (after a line is logged)."""
-        self.interval_steps = 0
-        self.interval_plan_s_max = self.interval_host_s_max = 0.0
-
-    @property
-    def slowest_clause(self) -> str:
-        return f"; the slowest step: {self.slowest}" if self.slowest else ""
-
-
-def gc_seconds(mark: GcMark | None) -> float:
-    """The seconds spent collecting of ``GC_PAUSES.since``'s mark (0 for none)."""
-    return mark.seconds if mark is not None else 0.0
-
-
-def describe_step(
-    batch_size: int, phases: StepPhases, load_s: float, plan: PackPlan | None, publish_s: float = 0.0,
-    gc_s: float = 0.0,
-) -> str:
-    """One step's shape and host time by phase, for the stats line's slowest step; ``gc_s``: the seconds garbage
-    collections took of its publishing and planning (named when there were any)."""
-    what = f"{plan.num_items} items, {plan.num_partials} partials" if plan is not None else "no plan (delegate)"
-    if plan is not None and plan.fallback:  # made coarser than the split model chose, to fit the graph buffers
-        what += f", coarsened to fit: {plan.fallback}"
-    search = " (split search)" if phases.split_search else ""
-    collecting = f", of it collecting garbage {1e3 * gc_s:.3f} ms" if gc_s > 0.0 else ""
-    return (f"batch {batch_size}, publish {1e3 * publish_s:.3f} ms, forest {phases.forest} "
-            f"{1e3 * phases.forest_s:.3f} ms, plan_forest {1e3 * phases.plan_s:.3f} ms{search}, load "
-            f"{1e3 * load_s:.3f} ms, {what}{collecting}")
 
 
 def _warm_up(heads: HeadConfig, device_spec: DeviceSpec, remake: bool) -> WarmUp | None:

@@ -43,7 +43,7 @@ _PAT_STEPS = [0]  # as a pat server ("ENV PAT_SGLANG_DELEGATE" set): its decode 
 
 def log_decode(line: str) -> None:
     """A 'Decode batch' line; as a pat server also PAT's cumulative stats line (0.05 ms a step, one in five handed to
-    the delegate), as ``pat_sglang.backend.StepStats.summary`` writes it."""
+    the delegate), as ``pat_sglang.step_stats.StepStats.summary`` writes it."""
     log(line)
     if "PAT_SGLANG_DELEGATE" in os.environ:
         with _PRINT:

@@ -584,8 +584,8 @@ def test_logprob_gap_over_the_common_run() -> None:
 
 def test_pat_step_stats_per_point() -> None:
     """The backend's own stats line (``StepStats.summary``), read back per point."""
-    from pat_sglang.backend import StepStats, describe_step
     from pat_sglang.decode_step import StepCounters, StepPhases
+    from pat_sglang.step_stats import StepStats, describe_step
 
     def line(steps: int, mean_ms: float, max_ms: float, declined: int) -> str:
         stats = StepStats(steps=steps, plan_s_total=steps * mean_ms / 1e3, plan_s_max=max_ms / 1e3)
@@ -643,8 +643,8 @@ def test_the_points_own_maxima_come_from_the_lines_logged_during_it() -> None:
     """Each stats line carries the maxima of the steps since the line before (``new_interval`` after a line is
     logged): a point's own maxima are the largest over the lines logged during it, not the server's since its start
     (here a 4 ms step of the start's first wave, before the point)."""
-    from pat_sglang.backend import StepStats
     from pat_sglang.decode_step import StepCounters
+    from pat_sglang.step_stats import StepStats
 
     stats = StepStats()
     lines = []
@@ -677,8 +677,8 @@ def test_the_points_own_maxima_come_from_the_lines_logged_during_it() -> None:
 def test_the_slowest_step_is_described_and_read_back() -> None:
     """``StepStats.record`` asks for a description only when a step is the slowest so far, keeps the slowest one's,
     and the sweep reads it back from the stats line (lines without the clause parse as before)."""
-    from pat_sglang.backend import StepStats, describe_step
     from pat_sglang.decode_step import StepCounters, StepPhases
+    from pat_sglang.step_stats import StepStats, describe_step
 
     asked: list[float] = []
 
@@ -702,8 +702,8 @@ def test_the_slowest_step_is_described_and_read_back() -> None:
 def test_publishing_is_counted_with_the_step() -> None:
     """A step's publishing time (the scheduler patch, before the backend's planning) enters the stats line: its own
     mean over a point and max, and the slowest step by publishing and planning together, whose description names it."""
-    from pat_sglang.backend import StepStats, describe_step
     from pat_sglang.decode_step import StepCounters, StepPhases
+    from pat_sglang.step_stats import StepStats, describe_step
 
     stats = StepStats()
     stats.record(0.0010, None, 0.0010, publish_seconds=0.0002)
@@ -766,8 +766,8 @@ def test_slowest_step_names_a_coarsened_plan() -> None:
     CUDA-graph buffers): the served Qwen2.5-7B FP8 loss of 2026-12-02 was found from that count alone."""
     from types import SimpleNamespace
 
-    from pat_sglang.backend import describe_step
     from pat_sglang.decode_step import StepPhases
+    from pat_sglang.step_stats import describe_step
 
     phases = StepPhases(0.0005, 0.0003, "built", True)
     plain = describe_step(64, phases, 0.0002, SimpleNamespace(num_items=160, num_partials=832, fallback=""))

@@ -410,7 +410,7 @@ def closed_loop_ttft_parts(reqs: Sequence[ReqTimes], concurrency: int, completed
     }
 
 
-# The PAT backend's periodic stats line (pat_sglang.backend.StepStats.summary; every PAT_SGLANG_LOG_INTERVAL_S):
+# The PAT backend's periodic stats line (pat_sglang.step_stats.StepStats.summary; every PAT_SGLANG_LOG_INTERVAL_S):
 # cumulative since the server started.
 PAT_STATS_RE = re.compile(
     r"PAT: (\d+) decode steps, host planning ([\d.]+) ms mean / ([\d.]+) ms max;.*?"
