@@ -61,11 +61,19 @@
    made where there is none). The same dict and set operations in the same order as the Python loop (_set_entry's
    _unindex / _index), whose ~11 dict and set calls per entry at chains of ~11 radix nodes were a third of a wave's
    publishing with the two pieces above compiled. Returns None, or NotImplemented (nothing changed) where the
-   arguments are not of that shape; Python errors (a node id that cannot be hashed) propagate. */
+   arguments are not of that shape; Python errors (a node id that cannot be hashed) propagate.
+
+   pat_tally_refs(keys, tokens): chain_table._Tally.rebuild's count of a batch's flat radix paths (keys, tokens: int64
+   buffers of one length, PublishedBatch.paths' node ids and tokens): (refs, total), refs the dict {(node id, tokens):
+   how many of the paths pass through it} in first-seen order, total the sum of tokens over its keys; the same dict
+   as dict(Counter(zip(keys.tolist(), tokens.tolist()))), with the pairs counted in a C hash table first and a Python
+   tuple made per distinct pair only (a wave of 256 requests on ~11-node chains: 2816 pairs, 548 distinct, ~290 us in
+   the Counter on the project's 2-core VM). NotImplemented where the buffers are not of that shape. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* The tuple of lst[rows[i]] over i; NULL with an IndexError where a row is outside lst. */
@@ -664,4 +672,82 @@ PyObject *pat_set_wave(PyObject *entries, PyObject *row_entry, PyObject *rows_of
         if (rc < 0) return NULL;
     }
     Py_RETURN_NONE;
+}
+
+PyObject *pat_tally_refs(PyObject *keys_obj, PyObject *tokens_obj) {
+    Py_buffer kb, tb;
+    if (PyObject_GetBuffer(keys_obj, &kb, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyErr_Clear();
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    if (PyObject_GetBuffer(tokens_obj, &tb, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyErr_Clear();
+        PyBuffer_Release(&kb);
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    const int shaped = kb.itemsize == 8 && tb.itemsize == 8 && kb.len == tb.len && kb.format && tb.format &&
+                       (kb.format[0] == 'l' || kb.format[0] == 'q') && (tb.format[0] == 'l' || tb.format[0] == 'q') &&
+                       kb.format[1] == '\0' && tb.format[1] == '\0';
+    if (!shaped) {
+        PyBuffer_Release(&kb);
+        PyBuffer_Release(&tb);
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    const Py_ssize_t n = kb.len / 8;
+    const int64_t *key = kb.buf, *tok = tb.buf;
+    Py_ssize_t cap = 16;
+    while (cap < 2 * n) cap *= 2;
+    /* open addressing over (key, tokens) pairs: slot -> index of the pair's first occurrence + 1 (0: empty) */
+    Py_ssize_t *slot = calloc((size_t)cap, sizeof(Py_ssize_t));
+    Py_ssize_t *first = malloc(sizeof(Py_ssize_t) * (size_t)(n ? n : 1));  /* distinct pairs, first-seen order */
+    int64_t *count = malloc(sizeof(int64_t) * (size_t)(n ? n : 1));  /* per distinct pair */
+    PyObject *refs = NULL, *out = NULL;
+    if (slot == NULL || first == NULL || count == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t distinct = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t h = (uint64_t)key[i] * 0x9E3779B97F4A7C15ull ^ (uint64_t)tok[i] * 0xC2B2AE3D27D4EB4Full;
+        h ^= h >> 29;
+        Py_ssize_t at = (Py_ssize_t)(h & (uint64_t)(cap - 1));
+        for (;;) {
+            const Py_ssize_t s = slot[at];
+            if (s == 0) {
+                slot[at] = distinct + 1;
+                first[distinct] = i;
+                count[distinct] = 1;
+                distinct++;
+                break;
+            }
+            const Py_ssize_t j = first[s - 1];
+            if (key[j] == key[i] && tok[j] == tok[i]) {
+                count[s - 1]++;
+                break;
+            }
+            at = (at + 1) & (cap - 1);
+        }
+    }
+    refs = PyDict_New();
+    if (refs == NULL) goto done;
+    long long total = 0;
+    for (Py_ssize_t d = 0; d < distinct; d++) {
+        const Py_ssize_t i = first[d];
+        PyObject *k = Py_BuildValue("(LL)", (long long)key[i], (long long)tok[i]);
+        PyObject *c = PyLong_FromLongLong(count[d]);
+        const int rc = k == NULL || c == NULL ? -1 : PyDict_SetItem(refs, k, c);
+        Py_XDECREF(k);
+        Py_XDECREF(c);
+        if (rc < 0) goto done;
+        total += tok[i];
+    }
+    out = Py_BuildValue("(OL)", refs, total);
+done:
+    Py_XDECREF(refs);
+    free(slot);
+    free(first);
+    free(count);
+    PyBuffer_Release(&kb);
+    PyBuffer_Release(&tb);
+    return out;
 }

@@ -468,6 +468,7 @@ class _HostBatch:
         self._signatures = _typed(lib, "pat_chain_signatures", obj, [obj] * 3)
         self._wave_entries = _typed(lib, "pat_wave_entries", obj, [obj] * 7)
         self._set_wave = _typed(lib, "pat_set_wave", obj, [obj] * 5)
+        self._tally_refs = _typed(lib, "pat_tally_refs", obj, [obj] * 2)
         # pat_survivors' row table: every slot -1 between calls (each call holds the interpreter lock throughout and
         # leaves it so, so one table serves every thread), grown when a row is beyond it
         self._table = np.full(1024, -1, dtype=np.int64)
@@ -500,6 +501,12 @@ class _HostBatch:
         old entry's nodes to the new one's. None, or NotImplemented (nothing changed) where the arguments are not of
         that shape."""
         return self._set_wave(entries, row_entry, rows_of_node, rows, made)
+
+    def tally_refs(self, keys: np.ndarray, tokens: np.ndarray) -> Any:
+        """``chain_table._Tally.rebuild``'s count in one call (``kernels/host_batch.c`` ``pat_tally_refs``): (the dict
+        of (node id, tokens) -> paths through it, in first-seen order, the sum of tokens over its keys), or
+        NotImplemented where ``keys``/``tokens`` are not int64 buffers of one length."""
+        return self._tally_refs(keys, tokens)
 
     def survivors(self, entries: tuple, old_entries: tuple, rows: np.ndarray,
                   old_rows: np.ndarray) -> tuple[np.ndarray, list[int], list[int], bool] | None:

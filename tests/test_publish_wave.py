@@ -516,3 +516,26 @@ def test_compiled_set_wave_equals_the_python_loop() -> None:
     assert core.set_wave(t.entries, t._row_entry, t._rows_of_node, [np.int64(3)], [entry(2)]) is NotImplemented
     assert core.set_wave(t.entries, t._row_entry, t._rows_of_node, [len(t._row_entry)], [entry(2)]) is NotImplemented
     assert (t.entries, t._row_entry, t._rows_of_node) == before
+
+
+def test_compiled_tally_refs_equal_the_counter() -> None:
+    """``host_core`` ``tally_refs`` (``kernels/host_batch.c``) against ``chain_table.tally_refs``: the same dict in the
+    same order and the same total over random flat paths (shared prefixes, equal node ids with other token counts,
+    large ids, empty paths); what it does not take (int32 arrays, unequal lengths) answers NotImplemented."""
+    from pat_sglang import host_core
+
+    core = host_core.loaded_batch()
+    assert core is not None, "the compiled publisher piece did not load"
+    rng = np.random.default_rng(14)
+    for trial in range(60):
+        n = int(rng.integers(0, 3000)) if trial % 10 else 0
+        pool = rng.integers(-(1 << 40), 1 << 62, size=max(1, int(rng.integers(1, 600))))
+        keys = pool[rng.integers(0, pool.shape[0], size=n)].astype(np.int64)
+        tokens = (np.abs(keys) % int(rng.integers(1, 50)) + rng.integers(0, 2, size=n)).astype(np.int64)
+        keys.setflags(write=False)
+        got = core.tally_refs(keys, tokens)
+        want = ct.tally_refs(keys, tokens)
+        assert got == want and list(got[0].items()) == list(want[0].items()), trial
+    keys = np.arange(4, dtype=np.int64)
+    assert core.tally_refs(keys.astype(np.int32), keys.astype(np.int32)) is NotImplemented
+    assert core.tally_refs(keys, keys[:3]) is NotImplemented

@@ -508,6 +508,13 @@ class _LazyPaths:
         return self._value
 
 
+def tally_refs(keys: np.ndarray, tokens: np.ndarray) -> tuple[dict[tuple[int, int], int], int]:
+    """A batch's flat paths counted (``_Tally.rebuild``): {(node id, tokens): paths through it}, in first-seen order,
+    and the sum of tokens over its keys. The reference of ``kernels/host_batch.c`` ``pat_tally_refs``."""
+    refs = dict(Counter(zip(keys.tolist(), tokens.tolist(), strict=True)))
+    return refs, sum(t for _, t in refs)
+
+
 class _Tally:
     """The distinct cached tokens of the last batch given to ``update``, kept in proportion to what changed: per radix
     node (id, tokens) the number of the batch's rows whose entry passes through it."""
@@ -554,8 +561,11 @@ class _Tally:
         cached tokens."""
         self.version += 1
         self.by_row = dict(zip(rows, entries, strict=True))
-        self.refs = dict(Counter(zip(keys.tolist(), tokens.tolist(), strict=True)))
-        self.total = sum(tokens for _, tokens in self.refs)
+        core = host_core.loaded_batch()
+        counted = NotImplemented if core is None else core.tally_refs(keys, tokens)
+        if counted is NotImplemented:
+            counted = tally_refs(keys, tokens)
+        self.refs, self.total = counted
         return self.total
 
     def _count(self, entry: ChainEntry | None, step: int) -> None:

@@ -1,8 +1,8 @@
 """Issue 9, fifty-second session: a wave of 256 joining requests (radix chains of ~11 nodes under four system prompts,
-the tests' harness over SGLang's real RadixCache) published into a fresh table, with the publisher's three compiled
-wave pieces (``kernels/host_batch.c``: the chain signatures, the wave's entries, the entries' node index) against their
-Python versions, alternating in one process (warm); then a cProfile of the compiled path. Run from the repository root
-with the project's venv: ``.venv/bin/python docs/perf/host/2026-12-04-fiftysecond-wavebench.py``."""
+the tests' harness over SGLang's real RadixCache) published into a fresh table, with the publisher's compiled wave
+pieces (``kernels/host_batch.c``: the chain signatures, the wave's entries, the entries' node index, the tally's count)
+against their Python versions, alternating in one process (warm); then a cProfile of the compiled path. Run from the
+repository root with the project's venv: ``.venv/bin/python docs/perf/host/2026-12-04-fiftysecond-wavebench.py``."""
 
 import cProfile
 import pstats
@@ -22,6 +22,15 @@ from pat_sglang.sglang_patches.publish import publish_decode_batch  # noqa: E402
 
 ROUNDS, REPEATS = 8, 30
 SET_ENTRIES = ct.ChainTable._set_entries
+REBUILD = ct._Tally.rebuild
+
+
+def python_rebuild(self: ct._Tally, rows: list, entries: tuple, keys: object, tokens: object) -> int:
+    """``_Tally.rebuild`` with the Python count (``chain_table.tally_refs``), as before the compiled one."""
+    self.version += 1
+    self.by_row = dict(zip(rows, entries, strict=True))
+    self.refs, self.total = ct.tally_refs(keys, tokens)
+    return self.total
 
 
 def python_set_entries(self: ct.ChainTable, made: object) -> None:
@@ -35,7 +44,7 @@ def python_set_entries(self: ct.ChainTable, made: object) -> None:
 
 
 def use(pieces: tuple) -> None:
-    ct.wave_signatures, ct.make_entries, ct.ChainTable._set_entries = pieces
+    ct.wave_signatures, ct.make_entries, ct.ChainTable._set_entries, ct._Tally.rebuild = pieces
 
 
 def main() -> None:
@@ -44,8 +53,8 @@ def main() -> None:
     systems = [rng.integers(1000, 2000, size=40).tolist() for _ in range(4)]
     tpw.join(h, tpw.prompts(rng, 256, systems))
     batch = h.schedule_batch(list(range(len(h.reqs))))
-    sides = {"compiled": (ct.wave_signatures, ct.make_entries, SET_ENTRIES),
-             "python": (ct._wave_signatures, ct._make_entries, python_set_entries)}
+    sides = {"compiled": (ct.wave_signatures, ct.make_entries, SET_ENTRIES, REBUILD),
+             "python": (ct._wave_signatures, ct._make_entries, python_set_entries, python_rebuild)}
     res: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(ROUNDS):
         for name, pieces in sides.items():
