@@ -10,10 +10,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import numpy as np
+import test_publish_wave as tpw
 from sglang_harness import RadixHarness
+
 from pat_sglang import host_core
 from pat_sglang.sglang_patches import chain_table as ct
-import test_publish_wave as tpw
+
 rng = np.random.default_rng(4)
 h = RadixHarness(max_reqs=300, max_context=512, num_slots=1 << 17)
 systems = [rng.integers(1000, 2000, size=40).tolist() for _ in range(4)]
