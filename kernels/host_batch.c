@@ -255,6 +255,16 @@ done:
     return result;
 }
 
+/* names[k] = the interned string text[k] for k < count, once (names[0] set marks it done); -1 on failure */
+static int interned(PyObject **names, const char *const *text, int count) {
+    if (names[0] != NULL) return 0;
+    for (int k = count - 1; k >= 0; k--) {  /* names[0] last: set only when all are */
+        names[k] = PyUnicode_InternFromString(text[k]);
+        if (names[k] == NULL) return -1;
+    }
+    return 0;
+}
+
 /* getattr(obj, name, None) as a new reference; NULL with the exception set for errors other than AttributeError */
 static PyObject *attr_or_none(PyObject *obj, PyObject *name) {
     PyObject *v = PyObject_GetAttr(obj, name);
@@ -395,13 +405,8 @@ PyObject *pat_chain_signatures(PyObject *nodes, PyObject *root, PyObject *memo) 
         return NULL;
     }
     static PyObject *names[5];
-    if (names[0] == NULL) {
-        const char *text[5] = {"parent", "value", "data_ptr", "id", "numel"};
-        for (int k = 0; k < 5; k++) {
-            names[k] = PyUnicode_InternFromString(text[k]);
-            if (names[k] == NULL) return NULL;
-        }
-    }
+    static const char *const text[5] = {"parent", "value", "data_ptr", "id", "numel"};
+    if (interned(names, text, 5) < 0) return NULL;
     const Py_ssize_t n = PyList_GET_SIZE(nodes);
     PyObject *out = PyList_New(n), *path = PyList_New(0);
     if (out == NULL || path == NULL) {
@@ -430,8 +435,8 @@ fail:
     return NULL;
 }
 
-/* The int64 buffer view of obj (C-contiguous, 8-byte signed integers) of n entries; 0 on success, -1 (no exception
-   set) where it is not one */
+/* The int64 buffer view of obj (C-contiguous, 8-byte signed integers) of n entries (any number where n < 0); 0 on
+   success, -1 (no exception set) where it is not one */
 static int int64_view(PyObject *obj, Py_buffer *view, Py_ssize_t n, int writable) {
     if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0) {
         PyErr_Clear();
@@ -440,7 +445,7 @@ static int int64_view(PyObject *obj, Py_buffer *view, Py_ssize_t n, int writable
     const char *f = view->format;
     if (view->itemsize != 8 || f == NULL || (strcmp(f, "l") != 0 && strcmp(f, "q") != 0 && strcmp(f, "<q") != 0 &&
                                              strcmp(f, "<l") != 0 && strcmp(f, "=q") != 0) ||
-        view->len != n * 8) {
+        (n >= 0 && view->len != n * 8)) {
         PyBuffer_Release(view);
         return -1;
     }
@@ -526,13 +531,8 @@ static PyObject *pick_entries(PyObject *changed, PyObject *cls, PyObject *const 
                               const int64_t *cached) {
     const Py_ssize_t n = PyList_GET_SIZE(changed);
     static PyObject *names[7];
-    if (names[0] == NULL) {
-        const char *text[7] = {"rid", "generation", "signature", "keys", "lengths", "cached_len", "setflags"};
-        for (int k = 0; k < 7; k++) {
-            names[k] = PyUnicode_InternFromString(text[k]);
-            if (names[k] == NULL) return NULL;
-        }
-    }
+    static const char *const text[7] = {"rid", "generation", "signature", "keys", "lengths", "cached_len", "setflags"};
+    if (interned(names, text, 7) < 0) return NULL;
     for (int k = 0; k < 2; k++) {  /* read-only bases: their slices are read-only too */
         PyObject *r = PyObject_CallMethodOneArg(objs[k], names[6], Py_False);
         if (r == NULL) return NULL;
@@ -625,8 +625,10 @@ PyObject *pat_set_wave(PyObject *entries, PyObject *row_entry, PyObject *rows_of
     if (!PyDict_Check(entries) || !PyList_Check(row_entry) || !PyDict_Check(rows_of_node) || !PyList_Check(rows) ||
         !PyList_Check(made) || PyList_GET_SIZE(rows) != PyList_GET_SIZE(made))
         Py_RETURN_NOTIMPLEMENTED;
-    static PyObject *signature_name;
-    if (signature_name == NULL && (signature_name = PyUnicode_InternFromString("signature")) == NULL) return NULL;
+    static PyObject *names[1];
+    static const char *const text[1] = {"signature"};
+    if (interned(names, text, 1) < 0) return NULL;
+    PyObject *const signature_name = names[0];
     const Py_ssize_t n = PyList_GET_SIZE(rows), slots = PyList_GET_SIZE(row_entry);
     for (Py_ssize_t i = 0; i < n; i++) {  /* checked first: NotImplemented changes nothing */
         PyObject *row = PyList_GET_ITEM(rows, i);
@@ -676,21 +678,9 @@ PyObject *pat_set_wave(PyObject *entries, PyObject *row_entry, PyObject *rows_of
 
 PyObject *pat_tally_refs(PyObject *keys_obj, PyObject *tokens_obj) {
     Py_buffer kb, tb;
-    if (PyObject_GetBuffer(keys_obj, &kb, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
-        PyErr_Clear();
-        Py_RETURN_NOTIMPLEMENTED;
-    }
-    if (PyObject_GetBuffer(tokens_obj, &tb, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
-        PyErr_Clear();
+    if (int64_view(keys_obj, &kb, -1, 0) < 0) Py_RETURN_NOTIMPLEMENTED;
+    if (int64_view(tokens_obj, &tb, kb.len / 8, 0) < 0) {
         PyBuffer_Release(&kb);
-        Py_RETURN_NOTIMPLEMENTED;
-    }
-    const int shaped = kb.itemsize == 8 && tb.itemsize == 8 && kb.len == tb.len && kb.format && tb.format &&
-                       (kb.format[0] == 'l' || kb.format[0] == 'q') && (tb.format[0] == 'l' || tb.format[0] == 'q') &&
-                       kb.format[1] == '\0' && tb.format[1] == '\0';
-    if (!shaped) {
-        PyBuffer_Release(&kb);
-        PyBuffer_Release(&tb);
         Py_RETURN_NOTIMPLEMENTED;
     }
     const Py_ssize_t n = kb.len / 8;
