@@ -68,7 +68,30 @@
    how many of the paths pass through it} in first-seen order, total the sum of tokens over its keys; the same dict
    as dict(Counter(zip(keys.tolist(), tokens.tolist()))), with the pairs counted in a C hash table first and a Python
    tuple made per distinct pair only (a wave of 256 requests on ~11-node chains: 2816 pairs, 548 distinct, ~290 us in
-   the Counter on the project's 2-core VM). NotImplemented where the buffers are not of that shape. */
+   the Counter on the project's 2-core VM). NotImplemented where the buffers are not of that shape.
+
+   pat_publish_read(table, reqs, rows, gens, root, moved, recached, cls, wave): ChainTable._publish_read, the reading of
+   a changed decode batch in ChainTable.publish_rows, in one call over the table's own dicts, lists and arrays (its
+   Python version is the reference and the fallback). reqs is the batch's list of requests, rows and gens int64
+   buffers of their pool rows and those rows' generations, moved a tuple of the radix node ids split since the last
+   batch, recached a list of the rows re-cached since, cls the entry class (ChainEntry), wave the wave threshold
+   (chain_table._WAVE). The rows through a split node and the re-cached ones are marked unread (-2 in table._row_gen);
+   the batch's rows whose generation differs from their last read are read: each request's req_pool_idx checked
+   against its row, its chain's signature walked from its last node (chain_table.chain_signature, one memo per call),
+   the read noted (table._read_as, _row_gen, _row_rid), its entry dropped where the chain cannot be read or replaced by
+   a new cls instance where its request, generation or signature changed (entries, _row_entry, the node -> rows index,
+   table._row_paths' pending row, depth and cached length); rows through a split node outside the batch are dropped.
+   Returns (entries made, the rows read as a list in batch order), False where a request read is out of step with its
+   row (the marks written, nothing read), or NotImplemented with nothing written where the arguments are not of that
+   shape, a row is beyond the table's per-row arrays (the Python version grows them) or more than wave rows are to be
+   read (a wave: the compiled wave pieces above). With a changed step's 1-2 joiners at batch 256 this was ~40 us of
+   Python statements on the project's 2-core VM (docs/perf/host/2026-12-04-fiftieth-vm-statement-costs.txt).
+
+   pat_tally_changes(tally, left, touched, entries): chain_table._Tally.update_changes: the tally (by_row, refs, total,
+   version) moved from the last batch to this one by the rows that left (a list) and the rows touched (a list: joined or
+   read again, a row may be there twice) with their entries now in the dict entries (absent: none), each node's count
+   and the distinct tokens moved as _Tally._count moves them, in the same order. Returns the new total, or NotImplemented
+   with nothing changed where the arguments are not lists and a dict or an entry's signature is not 3-tuples of ints. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -740,4 +763,579 @@ done:
     PyBuffer_Release(&kb);
     PyBuffer_Release(&tb);
     return out;
+}
+
+/* ---- pat_publish_read and pat_tally_changes: a changed batch's few rows, read and written in one call ---- */
+
+/* The table attributes pat_publish_read works on (new references, read once per call) */
+enum { T_ENTRIES, T_READ_AS, T_ROW_GEN, T_ROW_RID, T_ROW_ENTRY, T_ROWS_OF_NODE, T_ROW_PATHS, T_COUNT };
+
+typedef struct {
+    PyObject *obj[T_COUNT];
+    PyObject *const *names;  /* pat_publish_read's interned names, see its text[] */
+    int64_t *row_gen;        /* T_ROW_GEN's buffer */
+    Py_ssize_t slots;        /* its length */
+} ReadState;
+
+/* int64 of a Python int, -1 with *bad set where it is not one (the error cleared) */
+static int64_t as_row(PyObject *v, int *bad) {
+    if (!PyLong_Check(v)) {
+        *bad = 1;
+        return -1;
+    }
+    const long long r = PyLong_AsLongLong(v);
+    if (r == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        *bad = 1;
+    }
+    return (int64_t)r;
+}
+
+/* dict.pop(key, None) as a new reference (Py_None where absent); NULL on error */
+static PyObject *dict_pop(PyObject *dict, PyObject *key) {
+    PyObject *v = PyDict_GetItemWithError(dict, key);
+    if (v == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(v);
+    if (PyDict_DelItem(dict, key) < 0) {
+        Py_DECREF(v);
+        return NULL;
+    }
+    return v;
+}
+
+/* The signature of entry (a new reference); NULL on error */
+static PyObject *signature_of_entry(ReadState *s, PyObject *entry) { return PyObject_GetAttr(entry, s->names[11]); }
+
+/* ChainTable._pop_entry(row): the row's entry, read and generation forgotten, its row path cleared and the node index
+   moved off its nodes; -1 on error */
+static int pop_entry(ReadState *s, PyObject *row, int64_t r) {
+    PyObject *old = dict_pop(s->obj[T_ENTRIES], row);
+    if (old == NULL) return -1;
+    int rc = 0;
+    if (r < PyList_GET_SIZE(s->obj[T_ROW_ENTRY])) {
+        Py_INCREF(Py_None);
+        rc = PyList_SetItem(s->obj[T_ROW_ENTRY], (Py_ssize_t)r, Py_None);
+    }
+    if (rc == 0) {
+        PyObject *read = dict_pop(s->obj[T_READ_AS], row);
+        if (read == NULL) rc = -1;
+        Py_XDECREF(read);
+    }
+    if (rc == 0 && r < s->slots) s->row_gen[r] = -1;
+    if (rc == 0 && old != Py_None) {
+        PyObject *cleared = PyObject_CallMethodOneArg(s->obj[T_ROW_PATHS], s->names[12], row);  /* _RowPaths.clear */
+        PyObject *sig = cleared == NULL ? NULL : signature_of_entry(s, old);
+        rc = sig == NULL ? -1 : unindex(s->obj[T_ROWS_OF_NODE], row, sig);
+        Py_XDECREF(sig);
+        Py_XDECREF(cleared);
+    }
+    Py_DECREF(old);
+    return rc;
+}
+
+/* 1 where a and b differ (Python's !=), 0 where not, -1 on error */
+static int differ(PyObject *a, PyObject *b) { return PyObject_RichCompareBool(a, b, Py_NE); }
+
+/* Whether the old entry (borrowed, NULL or None: none) is not (rid, gen, sig): ChainTable._reread's test; -1 on error */
+static int entry_changed(ReadState *s, PyObject *old, PyObject *rid, PyObject *gen, PyObject *sig) {
+    if (old == NULL || old == Py_None) return 1;
+    PyObject *const *names = s->names;
+    PyObject *const which[3] = {names[13], names[14], names[11]};  /* rid, generation, signature */
+    PyObject *const now[3] = {rid, gen, sig};
+    for (int k = 0; k < 3; k++) {
+        PyObject *v = PyObject_GetAttr(old, which[k]);
+        if (v == NULL) return -1;
+        const int d = differ(v, now[k]);
+        Py_DECREF(v);
+        if (d != 0) return d;
+    }
+    return 0;
+}
+
+/* An int64 element of a 1-D array attribute of obj written: obj.<name>[at] = value; -1 on error */
+static int put_int64(PyObject *obj, PyObject *name, int64_t at, int64_t value) {
+    PyObject *arr = PyObject_GetAttr(obj, name);
+    if (arr == NULL) return -1;
+    Py_buffer view;
+    const int ok = int64_view(arr, &view, -1, 1) == 0;
+    Py_DECREF(arr);
+    if (!ok || at < 0 || at >= view.len / 8) {
+        if (ok) PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_IndexError, "pat_publish_read: a row outside the row paths' arrays");
+        return -1;
+    }
+    ((int64_t *)view.buf)[at] = value;
+    PyBuffer_Release(&view);
+    return 0;
+}
+
+/* obj.<name> += 1 (a Python int attribute); -1 on error */
+static int bump(PyObject *obj, PyObject *name) {
+    PyObject *one = PyLong_FromLong(1), *v = one == NULL ? NULL : PyObject_GetAttr(obj, name);
+    PyObject *next = v == NULL ? NULL : PyNumber_Add(v, one);
+    const int rc = next == NULL ? -1 : PyObject_SetAttr(obj, name, next);
+    Py_XDECREF(one);
+    Py_XDECREF(v);
+    Py_XDECREF(next);
+    return rc;
+}
+
+/* _RowPaths.set(row, entry) for an entry of d nodes and cached_len tokens; -1 on error */
+static int row_paths_set(ReadState *s, PyObject *row, int64_t r, PyObject *entry, Py_ssize_t d, int64_t cached_len) {
+    PyObject *const *names = s->names;
+    PyObject *paths = s->obj[T_ROW_PATHS];
+    PyObject *keys = PyObject_GetAttr(paths, names[15]);
+    if (keys == NULL) return -1;
+    PyObject *shape = PyObject_GetAttr(keys, names[16]);
+    Py_DECREF(keys);
+    if (shape == NULL) return -1;
+    int bad = !PyTuple_Check(shape) || PyTuple_GET_SIZE(shape) != 2;
+    const int64_t have_rows = bad ? 0 : as_row(PyTuple_GET_ITEM(shape, 0), &bad);
+    const int64_t have_depth = bad ? 0 : as_row(PyTuple_GET_ITEM(shape, 1), &bad);
+    Py_DECREF(shape);
+    if (bad) {
+        PyErr_SetString(PyExc_TypeError, "pat_publish_read: the row paths' keys are not a 2-D array");
+        return -1;
+    }
+    if (r >= have_rows || d > have_depth) {  /* _RowPaths._room(row + 1, d) */
+        PyObject *grown = PyObject_CallMethod(paths, "_room", "Ln", (long long)(r + 1), d);
+        if (grown == NULL) return -1;
+        Py_DECREF(grown);
+    }
+    PyObject *pending = PyObject_GetAttr(paths, names[17]);
+    if (pending == NULL) return -1;
+    const int rc = PyDict_SetItem(pending, row, entry);
+    Py_DECREF(pending);
+    if (rc < 0 || put_int64(paths, names[18], r, (int64_t)d) < 0 || put_int64(paths, names[19], r, cached_len) < 0)
+        return -1;
+    return bump(paths, names[20]);
+}
+
+/* ChainTable._set_entry(row, entry) with the signature sig of entry; -1 on error */
+static int set_entry(ReadState *s, PyObject *row, int64_t r, PyObject *entry, PyObject *sig, int64_t cached_len) {
+    PyObject *old = PyDict_GetItemWithError(s->obj[T_ENTRIES], row);
+    if (old == NULL && PyErr_Occurred()) return -1;
+    if (old != NULL) {
+        PyObject *old_sig = signature_of_entry(s, old);
+        const int rc = old_sig == NULL ? -1 : unindex(s->obj[T_ROWS_OF_NODE], row, old_sig);
+        Py_XDECREF(old_sig);
+        if (rc < 0) return -1;
+    }
+    if (PyDict_SetItem(s->obj[T_ENTRIES], row, entry) < 0) return -1;
+    Py_INCREF(entry);
+    if (PyList_SetItem(s->obj[T_ROW_ENTRY], (Py_ssize_t)r, entry) < 0) return -1;
+    if (row_paths_set(s, row, r, entry, PyTuple_GET_SIZE(sig), cached_len) < 0) return -1;
+    return index_row(s->obj[T_ROWS_OF_NODE], row, sig);
+}
+
+/* A ChainEntry of (rid, gen, sig) as its dataclass __init__ and __post_init__ leave it (cached_len: the sum of the
+   signature's tokens, in *cached_len too), made without running them; NULL on error */
+static PyObject *new_entry(ReadState *s, PyObject *cls, PyObject *rid, PyObject *gen, PyObject *sig,
+                           int64_t *cached_len) {
+    PyObject *const *names = s->names;
+    int64_t sum = 0;
+    int bad = 0;
+    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(sig) && !bad; j++) sum += sig_int(PyTuple_GET_ITEM(sig, j), 2, &bad);
+    if (bad) {
+        PyErr_SetString(PyExc_TypeError, "pat_publish_read: a signature item is not 3 ints");
+        return NULL;
+    }
+    PyObject *empty = PyTuple_New(0);
+    if (empty == NULL) return NULL;
+    PyObject *entry = PyBaseObject_Type.tp_new((PyTypeObject *)cls, empty, NULL);
+    Py_DECREF(empty);
+    PyObject *cached = entry == NULL ? NULL : PyLong_FromLongLong(sum);
+    if (cached == NULL || PyObject_GenericSetAttr(entry, names[13], rid) < 0 ||
+        PyObject_GenericSetAttr(entry, names[14], gen) < 0 || PyObject_GenericSetAttr(entry, names[11], sig) < 0 ||
+        PyObject_GenericSetAttr(entry, names[21], cached) < 0) {
+        Py_XDECREF(cached);
+        Py_XDECREF(entry);
+        return NULL;
+    }
+    Py_DECREF(cached);
+    *cached_len = sum;
+    return entry;
+}
+
+/* The rows of hit (a set, or NULL: none) and of the list recached, as int64 into marked (count in *m; marked holds
+   room for them all); -1 (nothing written) where one is not an int */
+static int marked_rows(PyObject *hit, PyObject *recached, int64_t *marked, Py_ssize_t *m) {
+    int bad = 0;
+    *m = 0;
+    if (hit != NULL) {
+        PyObject *it = PyObject_GetIter(hit), *v;
+        if (it == NULL) return -1;
+        while ((v = PyIter_Next(it)) != NULL) {
+            marked[(*m)++] = as_row(v, &bad);
+            Py_DECREF(v);
+        }
+        Py_DECREF(it);
+        if (PyErr_Occurred()) return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(recached); i++) marked[(*m)++] = as_row(PyList_GET_ITEM(recached, i), &bad);
+    return bad ? -1 : 0;
+}
+
+/* set().union(*(rows_of_node.get(node id, ()) for node id in moved)) as a new set; NULL on error */
+static PyObject *hit_rows(PyObject *rows_of_node, PyObject *moved) {
+    PyObject *hit = PySet_New(NULL);
+    if (hit == NULL) return NULL;
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(moved); k++) {
+        PyObject *rows = PyDict_GetItemWithError(rows_of_node, PyTuple_GET_ITEM(moved, k));
+        if (rows == NULL) {
+            if (PyErr_Occurred()) goto fail;
+            continue;
+        }
+        PyObject *it = PyObject_GetIter(rows), *v;
+        if (it == NULL) goto fail;
+        while ((v = PyIter_Next(it)) != NULL) {
+            const int rc = PySet_Add(hit, v);
+            Py_DECREF(v);
+            if (rc < 0) break;
+        }
+        Py_DECREF(it);
+        if (PyErr_Occurred()) goto fail;
+    }
+    return hit;
+fail:
+    Py_DECREF(hit);
+    return NULL;
+}
+
+static PyObject *publish_read(ReadState *s, PyObject *reqs, const int64_t *rows, const int64_t *gens, Py_ssize_t n,
+                              PyObject *root, PyObject *hit, const int64_t *marked, Py_ssize_t m, PyObject *cls,
+                              Py_ssize_t *pos, Py_ssize_t k);
+
+PyObject *pat_publish_read(PyObject *table, PyObject *reqs, PyObject *rows_obj, PyObject *gens_obj, PyObject *root,
+                           PyObject *moved, PyObject *recached, PyObject *cls, int64_t wave) {
+    static PyObject *names[25];
+    static const char *const text[25] = {
+        "parent", "value", "data_ptr", "id", "numel",  /* signature_of's, in its order */
+        "entries", "_read_as", "_row_gen", "_row_rid", "_row_entry", "_rows_of_node",
+        "signature", "clear", "rid", "generation", "keys", "shape", "_pending", "depth", "cached", "version",
+        "cached_len", "_row_paths", "req_pool_idx", "last_node"};
+    if (interned(names, text, 25) < 0) return NULL;
+    if (!PyList_Check(reqs) || !PyTuple_Check(moved) || !PyList_Check(recached) || !PyType_Check(cls))
+        Py_RETURN_NOTIMPLEMENTED;
+    ReadState s = {{NULL}, names, NULL, 0};
+    PyObject *const attr[T_COUNT] = {names[5], names[6], names[7], names[8], names[9], names[10], names[22]};
+    PyObject *hit = NULL, *result = NULL;
+    Py_buffer views[3];
+    int held = 0;
+    int64_t *marked = NULL;
+    Py_ssize_t *pos = NULL;
+    for (int t = 0; t < T_COUNT; t++) {
+        s.obj[t] = PyObject_GetAttr(table, attr[t]);
+        if (s.obj[t] == NULL) goto done;
+    }
+    const Py_ssize_t n = PyList_GET_SIZE(reqs);
+    if (!PyDict_Check(s.obj[T_ENTRIES]) || !PyDict_Check(s.obj[T_READ_AS]) || !PyList_Check(s.obj[T_ROW_RID]) ||
+        !PyList_Check(s.obj[T_ROW_ENTRY]) || !PyDict_Check(s.obj[T_ROWS_OF_NODE]) || n == 0)
+        goto not_implemented;
+    PyObject *const bufs[3] = {rows_obj, gens_obj, s.obj[T_ROW_GEN]};
+    for (; held < 3; held++)
+        if (int64_view(bufs[held], &views[held], held < 2 ? n : -1, held == 2) < 0) goto not_implemented;
+    const int64_t *rows = views[0].buf, *gens = views[1].buf;
+    s.row_gen = views[2].buf;
+    s.slots = views[2].len / 8;
+    const Py_ssize_t lists = PyList_GET_SIZE(s.obj[T_ROW_RID]) < PyList_GET_SIZE(s.obj[T_ROW_ENTRY])
+                                 ? PyList_GET_SIZE(s.obj[T_ROW_RID]) : PyList_GET_SIZE(s.obj[T_ROW_ENTRY]);
+    for (Py_ssize_t i = 0; i < n; i++)  /* (ChainTable._row_room would grow the table first: the Python path does) */
+        if (rows[i] < 0 || rows[i] >= s.slots || rows[i] >= lists) goto not_implemented;
+    if (PyTuple_GET_SIZE(moved) > 0) {
+        hit = hit_rows(s.obj[T_ROWS_OF_NODE], moved);
+        if (hit == NULL) goto done;
+    }
+    marked = malloc(sizeof(int64_t) * (size_t)((hit != NULL ? PySet_GET_SIZE(hit) : 0) + PyList_GET_SIZE(recached) + 1));
+    pos = malloc(sizeof(Py_ssize_t) * (size_t)n);
+    if (marked == NULL || pos == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t m = 0;
+    if (marked_rows(hit, recached, marked, &m) < 0) {
+        if (PyErr_Occurred()) goto done;
+        goto not_implemented;
+    }
+    for (Py_ssize_t j = 0; j < (hit != NULL ? PySet_GET_SIZE(hit) : 0); j++)
+        if (marked[j] < 0) goto not_implemented;  /* (the index holds pool rows: never negative) */
+    /* the rows to read once the marked ones are marked (ChainTable._mark_unread: -2, never a generation), counted
+       before anything is written: more than `wave` of them are a wave, read by the Python path */
+    Py_ssize_t k = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t g = s.row_gen[rows[i]];
+        for (Py_ssize_t j = 0; j < m; j++)
+            if (marked[j] == rows[i]) g = -2;
+        if (g != gens[i]) pos[k++] = i;
+    }
+    if (k > wave) goto not_implemented;
+    result = publish_read(&s, reqs, rows, gens, n, root, hit, marked, m, cls, pos, k);
+    goto done;
+not_implemented:
+    Py_INCREF(Py_NotImplemented);
+    result = Py_NotImplemented;
+done:
+    for (int h = 0; h < held; h++) PyBuffer_Release(&views[h]);
+    for (int t = 0; t < T_COUNT; t++) Py_XDECREF(s.obj[t]);
+    Py_XDECREF(hit);
+    free(marked);
+    free(pos);
+    return result;
+}
+
+/* pat_publish_read past its checks: marks, reads and writes (the k rows to read at positions pos of the batch) */
+static PyObject *publish_read(ReadState *s, PyObject *reqs, const int64_t *rows, const int64_t *gens, Py_ssize_t n,
+                              PyObject *root, PyObject *hit, const int64_t *marked, Py_ssize_t m, PyObject *cls,
+                              Py_ssize_t *pos, Py_ssize_t k) {
+    PyObject *const *names = s->names;
+    for (Py_ssize_t j = 0; j < m; j++)  /* ChainTable._mark_unread */
+        if (marked[j] >= 0 && marked[j] < s->slots) s->row_gen[marked[j]] = -2;
+    /* _requests_at: every picked request's req_pool_idx read, then compared with its row; then (rid, last node) */
+    PyObject *result = NULL, *memo = NULL, *path = NULL, *read_rows = NULL;
+    PyObject **got = calloc((size_t)(4 * k + 1), sizeof(PyObject *));  /* per read: row, rid, gen, last node */
+    PyObject **sigs = calloc((size_t)(k + 1), sizeof(PyObject *));
+    char *changed = calloc((size_t)(k + 1), 1);
+    if (got == NULL || sigs == NULL || changed == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t j = 0; j < k; j++) {
+        got[4 * j] = PyObject_GetAttr(PyList_GET_ITEM(reqs, pos[j]), names[23]);
+        if (got[4 * j] == NULL) goto done;
+    }
+    for (Py_ssize_t j = 0; j < k; j++) {
+        PyObject *row = PyLong_FromLongLong(rows[pos[j]]);
+        if (row == NULL) goto done;
+        const int same = PyObject_RichCompareBool(got[4 * j], row, Py_EQ);
+        Py_SETREF(got[4 * j], row);
+        if (same < 0) goto done;
+        if (!same) {
+            result = Py_False;
+            Py_INCREF(result);
+            goto done;
+        }
+    }
+    for (Py_ssize_t j = 0; j < k; j++) {
+        PyObject *req = PyList_GET_ITEM(reqs, pos[j]);
+        got[4 * j + 1] = PyObject_GetAttr(req, names[13]);
+        if (got[4 * j + 1] == NULL) goto done;
+        got[4 * j + 2] = PyLong_FromLongLong(gens[pos[j]]);
+        if (got[4 * j + 2] == NULL) goto done;
+        got[4 * j + 3] = PyObject_GetAttr(req, names[24]);
+        if (got[4 * j + 3] == NULL) goto done;
+    }
+    if (hit != NULL && PySet_GET_SIZE(hit) > 0) {  /* rows outside this batch: stale, read when they return */
+        PyObject *it = PyObject_GetIter(hit), *v;
+        if (it == NULL) goto done;
+        while ((v = PyIter_Next(it)) != NULL) {
+            int bad = 0, in_batch = 0;
+            const int64_t r = as_row(v, &bad);
+            for (Py_ssize_t i = 0; i < n && !in_batch; i++) in_batch = rows[i] == r;
+            const int rc = in_batch ? 0 : pop_entry(s, v, r);
+            Py_DECREF(v);
+            if (rc < 0) break;
+        }
+        Py_DECREF(it);
+        if (PyErr_Occurred()) goto done;
+    }
+    /* ChainTable._read_rows, a row at a time (_reread): its signature, the read noted, the entry dropped or marked */
+    memo = PyDict_New();
+    path = PyList_New(0);
+    if (memo == NULL || path == NULL) goto done;
+    for (Py_ssize_t j = 0; j < k; j++) {
+        PyObject *row = got[4 * j], *rid = got[4 * j + 1], *gen = got[4 * j + 2], *node = got[4 * j + 3];
+        const int64_t r = rows[pos[j]];
+        PyObject *sig = root == Py_None ? Py_NewRef(Py_None) : signature_of(node, root, memo, path, names);
+        if (sig == NULL) goto done;
+        sigs[j] = sig;
+        PyObject *old = PyDict_GetItemWithError(s->obj[T_ENTRIES], row);
+        if (old == NULL && PyErr_Occurred()) goto done;
+        Py_XINCREF(old);
+        PyObject *read = PyTuple_Pack(3, rid, gen, node);
+        int rc = read == NULL ? -1 : PyDict_SetItem(s->obj[T_READ_AS], row, read);
+        Py_XDECREF(read);
+        s->row_gen[r] = gens[pos[j]];
+        if (rc == 0) {
+            Py_INCREF(rid);
+            rc = PyList_SetItem(s->obj[T_ROW_RID], (Py_ssize_t)r, rid);
+        }
+        if (rc == 0 && sig == Py_None) rc = pop_entry(s, row, r);
+        else if (rc == 0) {
+            rc = entry_changed(s, old, rid, gen, sig);
+            if (rc > 0) changed[j] = 1;
+        }
+        Py_XDECREF(old);
+        if (rc < 0) goto done;
+    }
+    /* new_entries and _set_entries, one entry at a time */
+    Py_ssize_t count = 0;
+    for (Py_ssize_t j = 0; j < k; j++) {
+        if (!changed[j]) continue;
+        int64_t cached_len = 0;
+        PyObject *entry = new_entry(s, cls, got[4 * j + 1], got[4 * j + 2], sigs[j], &cached_len);
+        if (entry == NULL) goto done;
+        const int rc = set_entry(s, got[4 * j], rows[pos[j]], entry, sigs[j], cached_len);
+        Py_DECREF(entry);
+        if (rc < 0) goto done;
+        count++;
+    }
+    read_rows = PyList_New(k);
+    if (read_rows == NULL) goto done;
+    for (Py_ssize_t j = 0; j < k; j++) PyList_SET_ITEM(read_rows, j, Py_NewRef(got[4 * j]));
+    result = Py_BuildValue("(nO)", count, read_rows);
+done:
+    if (got != NULL)
+        for (Py_ssize_t j = 0; j < 4 * k; j++) Py_XDECREF(got[j]);
+    if (sigs != NULL)
+        for (Py_ssize_t j = 0; j < k; j++) Py_XDECREF(sigs[j]);
+    free(got);
+    free(sigs);
+    free(changed);
+    Py_XDECREF(memo);
+    Py_XDECREF(path);
+    Py_XDECREF(read_rows);
+    return result;
+}
+
+/* _Tally._count(entry, step) over the signature sig: refs and *total moved; -1 on error */
+static int tally_count(PyObject *refs, PyObject *sig, int step, long long *total) {
+    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(sig); j++) {
+        PyObject *item = PyTuple_GET_ITEM(sig, j);
+        PyObject *key = PyTuple_Pack(2, PyTuple_GET_ITEM(item, 0), PyTuple_GET_ITEM(item, 2));
+        if (key == NULL) return -1;
+        PyObject *have = PyDict_GetItemWithError(refs, key);
+        long long n = step;
+        if (have != NULL) {
+            const long long c = PyLong_AsLongLong(have);
+            if (c == -1 && PyErr_Occurred()) {
+                Py_DECREF(key);
+                return -1;
+            }
+            n += c;
+        } else if (PyErr_Occurred()) {
+            Py_DECREF(key);
+            return -1;
+        }
+        int rc;
+        if (n != 0) {
+            PyObject *v = PyLong_FromLongLong(n);
+            rc = v == NULL ? -1 : PyDict_SetItem(refs, key, v);
+            Py_XDECREF(v);
+        } else {
+            rc = PyDict_DelItem(refs, key);
+        }
+        Py_DECREF(key);
+        if (rc < 0) return -1;
+        if (n == (step > 0)) {  /* 0 -> 1 adds the node's tokens, 1 -> 0 removes them */
+            const long long tokens = PyLong_AsLongLong(PyTuple_GET_ITEM(item, 2));
+            if (tokens == -1 && PyErr_Occurred()) return -1;
+            *total += step * tokens;
+        }
+    }
+    return 0;
+}
+
+/* Whether entry (borrowed; NULL or None: none) has a signature of 3-tuples of ints that fit int64, what tally_count
+   reads; its signature (a new reference) in *sig, NULL for none; -1 on error, 0 where it is not so shaped */
+static int tally_sig(PyObject *entry, PyObject *name, PyObject **sig) {
+    *sig = NULL;
+    if (entry == NULL || entry == Py_None) return 1;
+    PyObject *v = PyObject_GetAttr(entry, name);
+    if (v == NULL) return -1;
+    int bad = !signature_shaped(v);
+    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(v) && !bad; j++) {
+        PyObject *item = PyTuple_GET_ITEM(v, j);
+        bad = !PyLong_CheckExact(PyTuple_GET_ITEM(item, 0)) || !PyLong_CheckExact(PyTuple_GET_ITEM(item, 2));
+        if (!bad) sig_int(item, 2, &bad);
+    }
+    if (bad) {
+        Py_DECREF(v);
+        return 0;
+    }
+    *sig = v;
+    return 1;
+}
+
+PyObject *pat_tally_changes(PyObject *tally, PyObject *left, PyObject *touched, PyObject *entries) {
+    static PyObject *names[5];
+    static const char *const text[5] = {"by_row", "refs", "total", "version", "signature"};
+    if (interned(names, text, 5) < 0) return NULL;
+    if (!PyList_Check(left) || !PyList_Check(touched) || !PyDict_Check(entries)) Py_RETURN_NOTIMPLEMENTED;
+    PyObject *by_row = PyObject_GetAttr(tally, names[0]), *refs = NULL, *total_obj = NULL, *result = NULL;
+    PyObject **sigs = NULL;  /* per left row its old entry's signature, then per touched row old and new */
+    const Py_ssize_t nl = PyList_GET_SIZE(left), nt = PyList_GET_SIZE(touched);
+    if (by_row == NULL || (refs = PyObject_GetAttr(tally, names[1])) == NULL ||
+        (total_obj = PyObject_GetAttr(tally, names[2])) == NULL)
+        goto done;
+    long long total = PyLong_AsLongLong(total_obj);
+    if ((total == -1 && PyErr_Occurred()) || !PyDict_Check(by_row) || !PyDict_Check(refs)) {
+        PyErr_Clear();
+        result = Py_NewRef(Py_NotImplemented);
+        goto done;
+    }
+    sigs = calloc((size_t)(nl + 2 * nt + 1), sizeof(PyObject *));
+    if (sigs == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* checked first: NotImplemented changes nothing (the Python version then raises where it cannot unpack) */
+    for (Py_ssize_t i = 0; i < nl + nt; i++) {
+        PyObject *row = PyList_GET_ITEM(i < nl ? left : touched, i < nl ? i : i - nl);
+        PyObject *old = PyDict_GetItemWithError(by_row, row);
+        if (old == NULL && PyErr_Occurred()) goto done;
+        int ok = tally_sig(old, names[4], &sigs[i < nl ? i : nl + 2 * (i - nl)]);
+        if (ok > 0 && i >= nl) {
+            PyObject *now = PyDict_GetItemWithError(entries, row);
+            if (now == NULL && PyErr_Occurred()) goto done;
+            ok = tally_sig(now, names[4], &sigs[nl + 2 * (i - nl) + 1]);
+        }
+        if (ok < 0) goto done;
+        if (ok == 0) {
+            result = Py_NewRef(Py_NotImplemented);
+            goto done;
+        }
+    }
+    if (bump(tally, names[3]) < 0) goto done;
+    for (Py_ssize_t i = 0; i < nl; i++) {  /* the rows that left */
+        PyObject *old = dict_pop(by_row, PyList_GET_ITEM(left, i));
+        if (old == NULL) goto done;
+        Py_DECREF(old);
+        if (sigs[i] != NULL && tally_count(refs, sigs[i], -1, &total) < 0) goto done;
+    }
+    for (Py_ssize_t i = 0; i < nt; i++) {  /* the rows that joined or were read again, with their entries now */
+        PyObject *row = PyList_GET_ITEM(touched, i);
+        PyObject *old = PyDict_GetItemWithError(by_row, row), *now = PyDict_GetItemWithError(entries, row);
+        if (PyErr_Occurred()) goto done;
+        if (now == NULL) now = Py_None;
+        if ((old == NULL ? Py_None : old) != now) {
+            /* the signatures checked above are those of the entries now in by_row and entries: a row touched twice
+               reads its old entry afresh (the first touch put its new one in by_row) */
+            PyObject *old_sig = NULL;
+            const int ok = tally_sig(old, names[4], &old_sig);
+            if (ok == 0) PyErr_SetString(PyExc_TypeError, "pat_tally_changes: an entry's signature changed shape");
+            if (ok <= 0) goto done;
+            const int rc = old_sig == NULL ? 0 : tally_count(refs, old_sig, -1, &total);
+            Py_XDECREF(old_sig);
+            if (rc < 0) goto done;
+            if (sigs[nl + 2 * i + 1] != NULL && tally_count(refs, sigs[nl + 2 * i + 1], 1, &total) < 0) goto done;
+        }
+        if (PyDict_SetItem(by_row, row, now) < 0) goto done;
+    }
+    PyObject *t = PyLong_FromLongLong(total);
+    if (t == NULL || PyObject_SetAttr(tally, names[2], t) < 0) {
+        Py_XDECREF(t);
+        goto done;
+    }
+    result = t;
+done:
+    if (sigs != NULL)
+        for (Py_ssize_t i = 0; i < nl + 2 * nt; i++) Py_XDECREF(sigs[i]);
+    free(sigs);
+    Py_XDECREF(by_row);
+    Py_XDECREF(refs);
+    Py_XDECREF(total_obj);
+    return result;
 }

@@ -469,6 +469,8 @@ class _HostBatch:
         self._wave_entries = _typed(lib, "pat_wave_entries", obj, [obj] * 7)
         self._set_wave = _typed(lib, "pat_set_wave", obj, [obj] * 5)
         self._tally_refs = _typed(lib, "pat_tally_refs", obj, [obj] * 2)
+        self._publish_read = _typed(lib, "pat_publish_read", obj, [obj] * 8 + [_I])
+        self._tally_changes = _typed(lib, "pat_tally_changes", obj, [obj] * 4)
         # pat_survivors' row table: every slot -1 between calls (each call holds the interpreter lock throughout and
         # leaves it so, so one table serves every thread), grown when a row is beyond it
         self._table = np.full(1024, -1, dtype=np.int64)
@@ -507,6 +509,22 @@ class _HostBatch:
         of (node id, tokens) -> paths through it, in first-seen order, the sum of tokens over its keys), or
         NotImplemented where ``keys``/``tokens`` are not int64 buffers of one length."""
         return self._tally_refs(keys, tokens)
+
+    def publish_read(self, table: Any, reqs: list, rows: np.ndarray, gens: np.ndarray, root: Any, moved: tuple,
+                     recached: list, cls: type, wave: int) -> Any:
+        """``ChainTable._publish_read`` in one call (``kernels/host_batch.c`` ``pat_publish_read``): a changed batch's
+        rows that can have changed marked, read and given new entries in the table's own dicts, lists and arrays;
+        (entries made, the rows read), False where a request's ``req_pool_idx`` is not its row, or NotImplemented
+        (nothing changed) where the arguments are not of the shape it takes, a row is beyond the table or more than
+        ``wave`` rows are to be read."""
+        return self._publish_read(table, reqs, rows, gens, root, moved, recached, cls, wave)
+
+    def tally_changes(self, tally: Any, left: list, touched: list, entries: dict) -> Any:
+        """``chain_table._Tally.update_changes`` in one call (``kernels/host_batch.c`` ``pat_tally_changes``): the
+        tally moved by the rows that ``left`` and those ``touched`` (with their entries in ``entries`` now); its
+        distinct cached tokens, or NotImplemented (nothing changed) where the arguments or an entry's signature are
+        not of the shape it reads."""
+        return self._tally_changes(tally, left, touched, entries)
 
     def survivors(self, entries: tuple, old_entries: tuple, rows: np.ndarray,
                   old_rows: np.ndarray) -> tuple[np.ndarray, list[int], list[int], bool] | None:

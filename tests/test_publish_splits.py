@@ -365,12 +365,13 @@ def test_a_chain_that_cannot_be_read_is_published_as_absent(counters) -> None:
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_compiled_batch_pick_leaves_the_python_state(counters, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``publish_rows`` with the compiled pass over the batch (``kernels/host_batch.c``: the batch's tuples and
-    change) and the compiled row passes (``kernels/host_glue.c``: generations, rows to read, the batch's arrays), and
-    with their Python versions (``chain_table._pick_batch``, the numpy row passes), fed the same random steps
-    (arrivals splitting radix nodes, finishes whose rows are reused, reorders, unchanged steps): after every step the
-    two tables hold the same state, published batch, tally (node counts, distinct tokens, rows) and node index
-    included."""
+    """``publish_rows`` with the compiled publisher pieces (``kernels/host_batch.c``: the changed rows marked, read
+    and given entries in one call, the batch's tuples and change, the tally moved by the change) and the compiled row
+    passes (``kernels/host_glue.c``: generations, rows to read, the batch's arrays), and with their Python versions
+    (``ChainTable._publish_read``, ``chain_table._pick_batch``, ``_Tally.update_changes``' loop, the numpy row passes),
+    fed the same random steps (arrivals splitting radix nodes, finishes whose rows are reused, reorders, unchanged
+    steps): after every step the two tables hold the same state, published batch, tally (node counts, distinct tokens,
+    rows) and node index included."""
     from pat_sglang import host_core
 
     monkeypatch.delenv(host_core.DISABLE_ENV, raising=False)  # compiled here even where the suite turns it off
@@ -387,15 +388,21 @@ def _compare_compiled_and_python(seed: int, monkeypatch: pytest.MonkeyPatch) -> 
     from test_publish_wave import table_state
 
     from pat_sglang import host_core
-    from pat_sglang.sglang_patches import chain_table as ct
 
-    glue = host_core.loaded_glue
+    glue, batch_piece = host_core.loaded_glue, host_core.loaded_batch
+    core = batch_piece()
+    answered = {"publish_read": 0, "tally_changes": 0}  # the compiled table's calls the compiled pieces took
+    for name in answered:
+        def counted(*args: object, _call: object = getattr(core, name), _name: str = name) -> object:
+            got = _call(*args)  # type: ignore[operator]
+            answered[_name] += got is not NotImplemented
+            return got
+        monkeypatch.setattr(core, name, counted)
 
     rng = np.random.default_rng(seed)
     h = RadixHarness(max_reqs=40, max_context=512, num_slots=1 << 15)
     templates = [rng.integers(1000 * (t + 1), 1000 * (t + 2), size=64).tolist() for t in range(4)]
     compiled, python = ChainTable(enabled=True), ChainTable(enabled=True)
-    python._pick = lambda rows, before: ct._pick_batch(rows, python._row_entry, python._row_rid, before)  # type: ignore[method-assign]
     batches = [RunningBatch(h), RunningBatch(h)]
     live: list[int] = []
     pool = h.req_to_token_pool
@@ -409,16 +416,21 @@ def _compare_compiled_and_python(seed: int, monkeypatch: pytest.MonkeyPatch) -> 
             pool.free(h.reqs[live.pop(int(rng.integers(0, len(live))))])
         if rng.random() < 0.1:
             rng.shuffle(live)
+        if live and rng.random() < 0.2:  # a running request re-cached (its row is read again, its last node may move)
+            h.cache.cache_unfinished_req(h.reqs[live[int(rng.integers(0, len(live)))]])
         h.decode(steps=1, only=live)
         relist = rng.random() < 0.3  # a new list for the same requests (a re-caching that moved nothing, or did)
         for rb, table in zip(batches, (compiled, python), strict=True):
             if rb.live != live or relist:
                 rb.set(live)
             with monkeypatch.context() as m:
-                if table is python:  # the row passes' numpy versions for this table
+                if table is python:  # the publisher pieces' Python and the row passes' numpy versions for this table
                     m.setattr(host_core, "loaded_glue", lambda: None)
+                    m.setattr(host_core, "loaded_batch", lambda: None)
                 else:
                     m.setattr(host_core, "loaded_glue", glue)
+                    m.setattr(host_core, "loaded_batch", batch_piece)
                 rb.publish(table)
         assert table_state(compiled) == table_state(python), step_no
     assert compiled.by_rows > 20 and compiled.by_rows == python.by_rows
+    assert answered["publish_read"] > 20 and answered["tally_changes"] > 10, answered

@@ -538,15 +538,22 @@ class _Tally:
         self.by_row = now
         return self.total
 
-    def update_changes(self, left: Iterable[int], touched: list[tuple[int, ChainEntry | None]]) -> int:
+    def update_changes(self, left: list[int], touched: list[int], entries: dict[int, ChainEntry]) -> int:
         """``update`` told only what changed since the last batch: the rows that ``left`` it, and ``touched`` rows
-        (joined, or read again) with their entry now; every other row keeps its entry. Cost in proportion to the
-        change. Its distinct cached tokens."""
+        (joined, or read again; a row may be both) with their entry now in ``entries`` (none: absent); every other row
+        keeps its entry. Cost in proportion to the change. Its distinct cached tokens. One call of the compiled
+        publisher piece (``host_core`` ``tally_changes``) where it loads and takes them."""
+        core = host_core.loaded_batch()
+        if core is not None:
+            got = core.tally_changes(self, left, touched, entries)
+            if got is not NotImplemented:
+                return got
         self.version += 1
         by_row = self.by_row
         for row in left:
             self._count(by_row.pop(row, None), -1)
-        for row, entry in touched:
+        for row in touched:
+            entry = entries.get(row)
             old = by_row.get(row)
             if old is not entry:
                 self._count(old, -1)
@@ -788,28 +795,19 @@ class ChainTable:
         with self.lock:
             if self._snap is not snap:
                 return False
-            self._row_room(int(rows.max()) + 1)
-            hit: set[int] = set()
-            if moved:
-                rows_of_node = self._rows_of_node
-                hit = set().union(*(rows_of_node.get(node_id, ()) for node_id in moved))
-            # rows to read whatever their generation: marked as read for no generation (read again later if not in
-            # this batch: never wrong, at most one extra read)
-            self._mark_unread(hit.union(recached_rows))
-            read = _requests_at(reqs, *_rows_to_read(rows, gens, self._row_gen))
-            if read is None:  # rows and requests out of step: read everything
+            core = host_core.loaded_batch()
+            done = NotImplemented if core is None else core.publish_read(
+                self, reqs, rows, gens, root, moved, recached_rows, ChainEntry, _WAVE)
+            if done is NotImplemented:
+                done = self._publish_read(reqs, rows, gens, root, moved, recached_rows)
+            if done is False:  # rows and requests out of step: read everything
                 return False
-            if hit:
-                for idx in hit.difference(rows.tolist()):  # rows outside this batch: stale, read when they return
-                    self._pop_entry(idx)
-            memo: dict[int, Signature | None] = {}
-            changed = self._read_rows(read, root, memo)
-            self._set_entries(new_entries(changed))
-            self.published += len(changed)
+            changed, read_rows = done
+            self.published += changed
             self.by_rows += 1
             last = snap.batch
             before = self._tally.by_row
-            wave = is_wave(len(changed), rows.shape[0])
+            wave = is_wave(changed, rows.shape[0])
             # the tally holds the last batch's rows (a wave is counted afresh): it can move by the change
             moving = not wave and len(before) == last.rows.shape[0]
             # the batch's own arrays (rows C-contiguous, as the compiled pick needs; cached lengths as the entries
@@ -817,7 +815,7 @@ class ChainTable:
             rows, gens, cached = _batch_arrays(rows, gens, self._row_paths.cached)
             batch_entries, rids, absent, joined, left = self._pick(rows, last.rows if moving else None)
             if (
-                not changed
+                changed == 0
                 and last.entries is not None
                 and last.gens is not None
                 and same_ints(rows, last.rows)
@@ -833,14 +831,39 @@ class ChainTable:
             if wave:
                 self.retire(snap)
             elif moving:
-                get = self.entries.get
-                touched = [(r, get(r)) for r in itertools.chain(joined, (t[0] for t in read))]
-                moves = (left, touched)
-            distinct, paths = self._tally_of(rows, None, batch_entries, len(changed), moves)
+                moves = (list(left), [*joined, *read_rows])
+            distinct, paths = self._tally_of(rows, None, batch_entries, changed, moves)
             self.batch = PublishedBatch(rows, rids, serial, batch_entries, cached, gens, absent,
                                         seq_lens, distinct, paths, self._tally, self._tally.version)
             self._snap = _rows_snapshot(root, self.batch, splits, reqs, recached)
         return True
+
+    def _publish_read(
+        self, reqs: list, rows: np.ndarray, gens: np.ndarray, root: Any, moved: tuple, recached_rows: list,
+    ) -> tuple[int, list[int]] | bool:
+        """``publish_rows``' reading of a changed batch (under the lock): the rows that can have changed (a new
+        generation, re-cached, or through a node split since: ``moved``) are read and get new entries where their
+        chains changed. (entries made, the rows read in batch order), or False (rows marked, nothing read) where a
+        request's ``req_pool_idx`` is not its row. The reference of ``kernels/host_batch.c`` ``pat_publish_read``,
+        which does the same in one call where it takes the batch."""
+        self._row_room(int(rows.max()) + 1)
+        hit: set[int] = set()
+        if moved:
+            rows_of_node = self._rows_of_node
+            hit = set().union(*(rows_of_node.get(node_id, ()) for node_id in moved))
+        # rows to read whatever their generation: marked as read for no generation (read again later if not in this
+        # batch: never wrong, at most one extra read)
+        self._mark_unread(hit.union(recached_rows))
+        read = _requests_at(reqs, *_rows_to_read(rows, gens, self._row_gen))
+        if read is None:
+            return False
+        if hit:
+            for idx in hit.difference(rows.tolist()):  # rows outside this batch: stale, read when they return
+                self._pop_entry(idx)
+        memo: dict[int, Signature | None] = {}
+        changed = self._read_rows(read, root, memo)
+        self._set_entries(new_entries(changed))
+        return len(changed), [t[0] for t in read]
 
     def _pick(
         self, rows: np.ndarray, before: np.ndarray | None
@@ -856,16 +879,16 @@ class ChainTable:
 
     def _tally_of(
         self, rows: np.ndarray, rows_list: list[int] | None, entries: tuple, changed: int,
-        moves: tuple[Iterable[int], list[tuple[int, ChainEntry | None]]] | None,
+        moves: tuple[list[int], list[int]] | None,
     ) -> tuple[int, _LazyPaths]:
         """The batch's distinct cached tokens (moving ``_tally`` to it) and its lazy paths (under the lock, after its
         entries were written). ``rows_list``: ``rows.tolist()``, or None to make it where it is needed. ``changed``:
-        how many of its rows got a new entry; ``moves``: (rows that left, rows touched with their entries) when the
+        how many of its rows got a new entry; ``moves``: (rows that left, rows touched: joined or read again) when the
         tally can move by the change alone. A wave (``is_wave``) is counted afresh from the batch's paths, which its
         ``_LazyPaths`` then keeps."""
         tally = self._tally
         if moves is not None and not is_wave(changed, rows.shape[0]):
-            return tally.update_changes(*moves), _LazyPaths(self._row_paths, rows, entries, self.lock)
+            return tally.update_changes(*moves, self.entries), _LazyPaths(self._row_paths, rows, entries, self.lock)
         if rows_list is None:
             rows_list = rows.tolist()
         if is_wave(changed, len(rows_list)) and len(set(rows_list)) == len(rows_list):
@@ -874,7 +897,7 @@ class ChainTable:
                 self._row_paths, rows, entries, self.lock, value
             )
         if moves is not None:
-            distinct = tally.update_changes(*moves)
+            distinct = tally.update_changes(*moves, self.entries)
         else:
             distinct = tally.update(rows_list, entries)
         return distinct, _LazyPaths(self._row_paths, rows, entries, self.lock)
