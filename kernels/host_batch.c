@@ -777,6 +777,16 @@ typedef struct {
     Py_ssize_t slots;        /* its length */
 } ReadState;
 
+static int int64_order(const void *a, const void *b) {
+    const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Whether v is in sorted[0..n) (ascending) */
+static int sorted_has(const int64_t *sorted, Py_ssize_t n, int64_t v) {
+    return n > 0 && bsearch(&v, sorted, (size_t)n, sizeof(int64_t), int64_order) != NULL;
+}
+
 /* int64 of a Python int, -1 with *bad set where it is not one (the error cleared) */
 static int64_t as_row(PyObject *v, int *bad) {
     if (!PyLong_Check(v)) {
@@ -1060,15 +1070,14 @@ PyObject *pat_publish_read(PyObject *table, PyObject *reqs, PyObject *rows_obj, 
         if (PyErr_Occurred()) goto done;
         goto not_implemented;
     }
-    for (Py_ssize_t j = 0; j < (hit != NULL ? PySet_GET_SIZE(hit) : 0); j++)
-        if (marked[j] < 0) goto not_implemented;  /* (the index holds pool rows: never negative) */
+    for (Py_ssize_t j = 0; j < m; j++)
+        if (marked[j] < 0) goto not_implemented;  /* (pool rows and re-cached rows: never negative) */
     /* the rows to read once the marked ones are marked (ChainTable._mark_unread: -2, never a generation), counted
        before anything is written: more than `wave` of them are a wave, read by the Python path */
+    qsort(marked, (size_t)m, sizeof(int64_t), int64_order);  /* (sets and logs of thousands of rows: no n x m scan) */
     Py_ssize_t k = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        int64_t g = s.row_gen[rows[i]];
-        for (Py_ssize_t j = 0; j < m; j++)
-            if (marked[j] == rows[i]) g = -2;
+        const int64_t g = sorted_has(marked, m, rows[i]) ? -2 : s.row_gen[rows[i]];
         if (g != gens[i]) pos[k++] = i;
     }
     if (k > wave) goto not_implemented;
@@ -1095,6 +1104,7 @@ static PyObject *publish_read(ReadState *s, PyObject *reqs, const int64_t *rows,
         if (marked[j] >= 0 && marked[j] < s->slots) s->row_gen[marked[j]] = -2;
     /* _requests_at: every picked request's req_pool_idx read, then compared with its row; then (rid, last node) */
     PyObject *result = NULL, *memo = NULL, *path = NULL, *read_rows = NULL;
+    int64_t *batch_rows = NULL;  /* the batch's rows, sorted (only where split nodes reach rows) */
     PyObject **got = calloc((size_t)(4 * k + 1), sizeof(PyObject *));  /* per read: row, rid, gen, last node */
     PyObject **sigs = calloc((size_t)(k + 1), sizeof(PyObject *));
     char *changed = calloc((size_t)(k + 1), 1);
@@ -1128,13 +1138,16 @@ static PyObject *publish_read(ReadState *s, PyObject *reqs, const int64_t *rows,
         if (got[4 * j + 3] == NULL) goto done;
     }
     if (hit != NULL && PySet_GET_SIZE(hit) > 0) {  /* rows outside this batch: stale, read when they return */
-        PyObject *it = PyObject_GetIter(hit), *v;
+        batch_rows = malloc(sizeof(int64_t) * (size_t)n);
+        PyObject *it = batch_rows == NULL ? NULL : PyObject_GetIter(hit), *v;
+        if (batch_rows == NULL) PyErr_NoMemory();
         if (it == NULL) goto done;
+        memcpy(batch_rows, rows, sizeof(int64_t) * (size_t)n);
+        qsort(batch_rows, (size_t)n, sizeof(int64_t), int64_order);
         while ((v = PyIter_Next(it)) != NULL) {
-            int bad = 0, in_batch = 0;
+            int bad = 0;
             const int64_t r = as_row(v, &bad);
-            for (Py_ssize_t i = 0; i < n && !in_batch; i++) in_batch = rows[i] == r;
-            const int rc = in_batch ? 0 : pop_entry(s, v, r);
+            const int rc = sorted_has(batch_rows, n, r) ? 0 : pop_entry(s, v, r);
             Py_DECREF(v);
             if (rc < 0) break;
         }
@@ -1194,6 +1207,7 @@ done:
     free(got);
     free(sigs);
     free(changed);
+    free(batch_rows);
     Py_XDECREF(memo);
     Py_XDECREF(path);
     Py_XDECREF(read_rows);

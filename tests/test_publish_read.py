@@ -221,3 +221,18 @@ def test_tally_changes_refuse_what_they_cannot_read(core: host_core._HostBatch) 
     assert core.tally_changes(tally, [], [3], {3: bad}) is NotImplemented
     assert core.tally_changes(tally, (1,), [3], {}) is NotImplemented
     assert (dict(tally.refs), tally.total, dict(tally.by_row), tally.version) == before
+
+
+def test_long_logs_of_rows_mostly_outside_the_batch(core: host_core._HostBatch) -> None:
+    """Re-cached rows by the hundred (most outside the batch, some beyond the table) and a split reaching every row
+    the index holds: the rows in the batch read again (fewer than a wave), the others marked or dropped, alike."""
+    h, live, a, b = twins(8, steps=16)
+    reqs, rows, gens = batch_args(h, live)
+    inside = {int(r) for r in rows[:2]}
+    outside = [r for r in range(a._row_gen.shape[0] + 40) if r not in {int(x) for x in rows}]
+    recached = [*outside, *inside, *outside[:50]]
+    node_id = max(a._rows_of_node, key=lambda k: len(a._rows_of_node[k]))
+    moved = (node_id,) if sum(int(r) in a._rows_of_node[node_id] for r in rows) <= 10 else ()
+    got, want = both(core, a, b, reqs, rows, gens, h.cache.root_node, moved=moved, recached=recached)
+    assert got == want and got is not NotImplemented
+    assert table_state(a) == table_state(b)
