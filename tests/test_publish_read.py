@@ -8,6 +8,7 @@ of a split outside the batch; and random tallies moved by random changes, rows t
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,9 +17,9 @@ from sglang_harness import RadixHarness
 from test_publish_wave import table_state
 
 from pat_sglang import host_core
-from pat_sglang.sglang_patches.chain_table import ChainEntry, ChainTable, _Tally
+from pat_sglang.sglang_patches.chain_table import ChainEntry, ChainTable, _Tally, newest
 from pat_sglang.sglang_patches.core import COUNT_RADIX_RECACHING, COUNT_RADIX_SPLITS
-from pat_sglang.sglang_patches.publish import publish_decode_batch
+from pat_sglang.sglang_patches.publish import publish_decode_batch, radix_split_log, radix_splits
 
 WAVE = 16
 
@@ -36,13 +37,13 @@ def core(monkeypatch: pytest.MonkeyPatch) -> Iterator[host_core._HostBatch]:
         p.remove()
 
 
-def twins(seed: int, steps: int = 12) -> tuple[RadixHarness, list[int], ChainTable, ChainTable]:
-    """A harness with requests sharing prompt templates, its live requests, and two tables fed the same decode
+def twins(seed: int, steps: int = 12, count: int = 2) -> tuple[Any, ...]:
+    """A harness with requests sharing prompt templates, its live requests, and ``count`` tables fed the same decode
     batches (requests joining and finishing, rows reused), holding the same state."""
     rng = np.random.default_rng(seed)
     h = RadixHarness(max_reqs=48, max_context=512, num_slots=1 << 15)
     templates = [rng.integers(1000 * (t + 1), 1000 * (t + 2), size=48).tolist() for t in range(3)]
-    a, b = ChainTable(enabled=True), ChainTable(enabled=True)
+    tables = [ChainTable(enabled=True) for _ in range(count)]
     live: list[int] = []
     batch = h.schedule_batch([])
     for _ in range(steps):
@@ -56,10 +57,10 @@ def twins(seed: int, steps: int = 12) -> tuple[RadixHarness, list[int], ChainTab
         batch.reqs = [h.reqs[i] for i in live]
         batch.req_pool_indices_cpu = torch.tensor([h.reqs[i].req_pool_idx for i in live], dtype=torch.int64)
         batch.seq_lens_cpu = torch.tensor([h.seq_lens[i] for i in live], dtype=torch.int64)
-        publish_decode_batch(batch, a)
-        publish_decode_batch(batch, b)
-    assert table_state(a) == table_state(b)
-    return h, live, a, b
+        for t in tables:
+            publish_decode_batch(batch, t)
+    assert all(table_state(t) == table_state(tables[0]) for t in tables[1:])
+    return (h, live, *tables)
 
 
 def batch_args(h: RadixHarness, live: list[int]) -> tuple[list, np.ndarray, np.ndarray]:
@@ -82,13 +83,15 @@ def both(core: host_core._HostBatch, a: ChainTable, b: ChainTable, reqs: list, r
 def test_joiners_read_alike(core: host_core._HostBatch, seed: int) -> None:
     """New requests and re-cached rows: the same entries, reads, index, row paths; the same answer."""
     h, live, a, b = twins(seed)
-    for _ in range(3):
+    splits = radix_splits(h.cache)
+    for _ in range(3):  # (their prompts may split the radix node they leave: moved, as publish_rows passes it)
         h.add_request(list(h.reqs[live[0]].origin_input_ids[:20]) + [77, 78])
         live.append(len(h.reqs) - 1)
     h.decode(steps=1, only=live)
+    moved = tuple(newest(radix_split_log(h.cache), radix_splits(h.cache) - splits))
     reqs, rows, gens = batch_args(h, live)
-    got, want = both(core, a, b, reqs, rows, gens, h.cache.root_node, recached=[int(rows[1]), int(rows[2])])
-    assert got == want and got[0] >= 3 and len(got[1]) == 5  # three joiners, two re-cached rows
+    got, want = both(core, a, b, reqs, rows, gens, h.cache.root_node, moved, [int(rows[1]), int(rows[2])])
+    assert got == want and got[0] >= 3 and len(got[1]) >= 5  # three joiners, two re-cached rows, the split's
     assert table_state(a) == table_state(b)
 
 
