@@ -775,6 +775,13 @@ typedef struct {
     PyObject *const *names;  /* pat_publish_read's interned names, see its text[] */
     int64_t *row_gen;        /* T_ROW_GEN's buffer */
     Py_ssize_t slots;        /* its length */
+    /* the row paths' (T_ROW_PATHS) pending dict and depth / cached arrays, read on the first write and again after
+       _RowPaths._room replaced them; their version moved once at the end by the writes made */
+    int paths_open;
+    PyObject *pending;
+    Py_buffer depth, cached;
+    int64_t paths_rows, paths_depth;
+    Py_ssize_t paths_sets;
 } ReadState;
 
 static int int64_order(const void *a, const void *b) {
@@ -865,23 +872,6 @@ static int entry_changed(ReadState *s, PyObject *old, PyObject *rid, PyObject *g
     return 0;
 }
 
-/* An int64 element of a 1-D array attribute of obj written: obj.<name>[at] = value; -1 on error */
-static int put_int64(PyObject *obj, PyObject *name, int64_t at, int64_t value) {
-    PyObject *arr = PyObject_GetAttr(obj, name);
-    if (arr == NULL) return -1;
-    Py_buffer view;
-    const int ok = int64_view(arr, &view, -1, 1) == 0;
-    Py_DECREF(arr);
-    if (!ok || at < 0 || at >= view.len / 8) {
-        if (ok) PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_IndexError, "pat_publish_read: a row outside the row paths' arrays");
-        return -1;
-    }
-    ((int64_t *)view.buf)[at] = value;
-    PyBuffer_Release(&view);
-    return 0;
-}
-
 /* obj.<name> += 1 (a Python int attribute); -1 on error */
 static int bump(PyObject *obj, PyObject *name) {
     PyObject *one = PyLong_FromLong(1), *v = one == NULL ? NULL : PyObject_GetAttr(obj, name);
@@ -893,35 +883,89 @@ static int bump(PyObject *obj, PyObject *name) {
     return rc;
 }
 
-/* _RowPaths.set(row, entry) for an entry of d nodes and cached_len tokens; -1 on error */
-static int row_paths_set(ReadState *s, PyObject *row, int64_t r, PyObject *entry, Py_ssize_t d, int64_t cached_len) {
+/* The row paths' arrays and pending dict let go (before _RowPaths._room replaces them, and at the end) */
+static void paths_close(ReadState *s) {
+    if (!s->paths_open) return;
+    PyBuffer_Release(&s->depth);
+    PyBuffer_Release(&s->cached);
+    Py_CLEAR(s->pending);
+    s->paths_open = 0;
+}
+
+/* The row paths' keys shape, pending dict and depth / cached arrays read; -1 on error */
+static int paths_open(ReadState *s) {
     PyObject *const *names = s->names;
     PyObject *paths = s->obj[T_ROW_PATHS];
     PyObject *keys = PyObject_GetAttr(paths, names[15]);
-    if (keys == NULL) return -1;
-    PyObject *shape = PyObject_GetAttr(keys, names[16]);
-    Py_DECREF(keys);
+    PyObject *shape = keys == NULL ? NULL : PyObject_GetAttr(keys, names[16]);
+    Py_XDECREF(keys);
     if (shape == NULL) return -1;
     int bad = !PyTuple_Check(shape) || PyTuple_GET_SIZE(shape) != 2;
-    const int64_t have_rows = bad ? 0 : as_row(PyTuple_GET_ITEM(shape, 0), &bad);
-    const int64_t have_depth = bad ? 0 : as_row(PyTuple_GET_ITEM(shape, 1), &bad);
+    s->paths_rows = bad ? 0 : as_row(PyTuple_GET_ITEM(shape, 0), &bad);
+    s->paths_depth = bad ? 0 : as_row(PyTuple_GET_ITEM(shape, 1), &bad);
     Py_DECREF(shape);
-    if (bad) {
-        PyErr_SetString(PyExc_TypeError, "pat_publish_read: the row paths' keys are not a 2-D array");
+    PyObject *depth = bad ? NULL : PyObject_GetAttr(paths, names[18]);
+    PyObject *cached = depth == NULL ? NULL : PyObject_GetAttr(paths, names[19]);
+    int held = 0;
+    if (cached != NULL && int64_view(depth, &s->depth, -1, 1) == 0) {
+        held = 1;
+        if (int64_view(cached, &s->cached, -1, 1) == 0) held = 2;
+        else PyBuffer_Release(&s->depth);
+    }
+    Py_XDECREF(depth);
+    Py_XDECREF(cached);
+    if (held < 2 || s->depth.len / 8 < s->paths_rows || s->cached.len / 8 < s->paths_rows) {
+        if (held == 2) {
+            PyBuffer_Release(&s->depth);
+            PyBuffer_Release(&s->cached);
+        }
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "pat_publish_read: the row paths' arrays are not int64 rows as keys has");
         return -1;
     }
-    if (r >= have_rows || d > have_depth) {  /* _RowPaths._room(row + 1, d) */
-        PyObject *grown = PyObject_CallMethod(paths, "_room", "Ln", (long long)(r + 1), d);
+    s->pending = PyObject_GetAttr(paths, names[17]);
+    if (s->pending == NULL || !PyDict_Check(s->pending)) {
+        PyBuffer_Release(&s->depth);
+        PyBuffer_Release(&s->cached);
+        if (s->pending != NULL) PyErr_SetString(PyExc_TypeError, "pat_publish_read: the row paths' pending is not a dict");
+        Py_CLEAR(s->pending);
+        return -1;
+    }
+    s->paths_open = 1;
+    return 0;
+}
+
+/* _RowPaths.set(row, entry) for an entry of d nodes and cached_len tokens (its version moved at the end, see
+   paths_done); -1 on error */
+static int row_paths_set(ReadState *s, PyObject *row, int64_t r, PyObject *entry, Py_ssize_t d, int64_t cached_len) {
+    if (!s->paths_open && paths_open(s) < 0) return -1;
+    if (r >= s->paths_rows || d > s->paths_depth) {  /* _RowPaths._room(row + 1, d): new arrays */
+        paths_close(s);
+        PyObject *grown = PyObject_CallMethod(s->obj[T_ROW_PATHS], "_room", "Ln", (long long)(r + 1), d);
         if (grown == NULL) return -1;
         Py_DECREF(grown);
+        if (paths_open(s) < 0) return -1;
     }
-    PyObject *pending = PyObject_GetAttr(paths, names[17]);
-    if (pending == NULL) return -1;
-    const int rc = PyDict_SetItem(pending, row, entry);
-    Py_DECREF(pending);
-    if (rc < 0 || put_int64(paths, names[18], r, (int64_t)d) < 0 || put_int64(paths, names[19], r, cached_len) < 0)
-        return -1;
-    return bump(paths, names[20]);
+    if (PyDict_SetItem(s->pending, row, entry) < 0) return -1;
+    ((int64_t *)s->depth.buf)[r] = (int64_t)d;
+    ((int64_t *)s->cached.buf)[r] = cached_len;
+    s->paths_sets++;
+    return 0;
+}
+
+/* The row paths let go and their version moved by the writes made (_RowPaths.set counts one per write); -1 on error */
+static int paths_done(ReadState *s) {
+    paths_close(s);
+    if (s->paths_sets == 0) return 0;
+    PyObject *paths = s->obj[T_ROW_PATHS], *name = s->names[20];
+    PyObject *by = PyLong_FromSsize_t(s->paths_sets), *v = by == NULL ? NULL : PyObject_GetAttr(paths, name);
+    PyObject *next = v == NULL ? NULL : PyNumber_Add(v, by);
+    const int rc = next == NULL ? -1 : PyObject_SetAttr(paths, name, next);
+    Py_XDECREF(by);
+    Py_XDECREF(v);
+    Py_XDECREF(next);
+    s->paths_sets = 0;
+    return rc;
 }
 
 /* ChainTable._set_entry(row, entry) with the signature sig of entry; -1 on error */
@@ -1030,7 +1074,7 @@ PyObject *pat_publish_read(PyObject *table, PyObject *reqs, PyObject *rows_obj, 
     if (interned(names, text, 25) < 0) return NULL;
     if (!PyList_Check(reqs) || !PyTuple_Check(moved) || !PyList_Check(recached) || !PyType_Check(cls))
         Py_RETURN_NOTIMPLEMENTED;
-    ReadState s = {{NULL}, names, NULL, 0};
+    ReadState s = {{NULL}, names, NULL, 0, 0, NULL, {0}, {0}, 0, 0, 0};
     PyObject *const attr[T_COUNT] = {names[5], names[6], names[7], names[8], names[9], names[10], names[22]};
     PyObject *hit = NULL, *result = NULL;
     Py_buffer views[3];
@@ -1087,6 +1131,15 @@ not_implemented:
     Py_INCREF(Py_NotImplemented);
     result = Py_NotImplemented;
 done:
+    if (s.paths_open || s.paths_sets) {  /* (after an error too: the writes made stand, as the Python version's do) */
+        PyObject *type, *value, *trace;
+        PyErr_Fetch(&type, &value, &trace);
+        if (paths_done(&s) < 0 && type == NULL) {
+            Py_CLEAR(result);
+        } else {
+            PyErr_Restore(type, value, trace);
+        }
+    }
     for (int h = 0; h < held; h++) PyBuffer_Release(&views[h]);
     for (int t = 0; t < T_COUNT; t++) Py_XDECREF(s.obj[t]);
     Py_XDECREF(hit);

@@ -22,6 +22,7 @@ import pytest
 import torch
 from sglang_harness import RadixHarness
 
+from pat_sglang import host_core
 from pat_sglang.sglang_patches import chain_table as ct
 from pat_sglang.sglang_patches.chain_table import (
     ChainEntry,
@@ -131,14 +132,27 @@ def assert_radix_paths(h: RadixHarness, live: list[int], table: ChainTable) -> N
     assert list(zip(req_of, key, length, strict=True)) == flat
 
 
+@contextlib.contextmanager
+def python_pieces() -> Iterator[None]:
+    """The publisher without its compiled piece (``host_core.loaded_batch`` answers None): its Python versions."""
+    loader = host_core.loaded_batch
+    host_core.loaded_batch = lambda: None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        host_core.loaded_batch = loader  # type: ignore[assignment]
+
+
 class Driver:
-    """One harness's batches published into a wave table (threshold ``wave``) and a one-joiner-at-a-time table, both
-    checked after every step. ``by_rows``: the batches carry their host rows (``publish_rows``); else they are read
-    in full (``publish_batch``)."""
+    """One harness's batches published into a wave table (threshold ``wave``), a one-joiner-at-a-time table and a
+    table on the publisher's Python versions (threshold ``wave``: where the compiled read takes a wave by rows, the
+    Python wave path is its reference), all checked after every step. ``by_rows``: the batches carry their host rows
+    (``publish_rows``); else they are read in full (``publish_batch``)."""
 
     def __init__(self, h: RadixHarness, by_rows: bool, wave: int = 0) -> None:
         self.h, self.by_rows, self.wave = h, by_rows, wave
         self.table, self.reference = ChainTable(enabled=True), ChainTable(enabled=True)
+        self.python = ChainTable(enabled=True)
         self.live: list[int] = []
         self.batch = h.schedule_batch([])
 
@@ -155,7 +169,9 @@ class Driver:
             publish_decode_batch(self.batch, self.table)
         with wave_threshold(ONE_BY_ONE):
             publish_decode_batch(self.batch, self.reference)
-        assert table_state(self.table) == table_state(self.reference)
+        with wave_threshold(self.wave), python_pieces():
+            publish_decode_batch(self.batch, self.python)
+        assert table_state(self.table) == table_state(self.reference) == table_state(self.python)
         assert_radix_paths(h, self.live, self.table)
 
 
@@ -282,7 +298,8 @@ def test_release_drops_a_replaced_batch_a_few_references_at_a_time(counters) -> 
     live = join(h, prompts(rng, 40, None))
     with wave_threshold(0):
         d.step(live)
-    d.reference.clear()  # the reference table holds no request once cleared
+    d.reference.clear()  # the reference tables hold no request once cleared
+    d.python.clear()
     gc.collect()
     assert all(ref() is not None for ref in gone)  # the wave's call did not free them
     held = len(d.table._retired)

@@ -22,8 +22,8 @@ afresh from the batch's paths. The state left is the one the per-joiner path lea
 replaced batch's objects are retired and dropped a few per call (``ChainTable.retire``): the table's snapshot held the
 last reference to its finished requests, and freeing 256 of them at once was a millisecond of the wave's call.
 
-A changed batch's few rows (requests joining, re-cached, or through a node split since; up to ``_WAVE`` of them) are
-read, given their entries and counted into the tally in two compiled calls (``host_core`` ``publish_read``,
+A changed batch's rows to read (requests joining, re-cached, or through a node split since; a wave's too) are read,
+given their entries and counted into the tally in two compiled calls (``host_core`` ``publish_read``,
 ``tally_changes``) over the table's own dicts, lists and arrays, ~40 us of Python statements a changed step before
 (``ChainTable._publish_read`` and ``_Tally.update_changes`` are their reference and fallback).
 
@@ -63,6 +63,11 @@ _FEW = 16  # rows up to which a per-row Python loop costs less than making an ar
 # Joiners (rows read, or entries made) beyond which they are handled as one wave (``ChainTable._read_wave``,
 # ``make_entries``): a wave's fixed ~15 numpy calls cost less than ~10 us of small calls per joiner from here on.
 _WAVE = 16
+# Rows a changed batch's compiled read (``host_core`` ``publish_read``) takes, waves included: it reads a wave of 256
+# joiners by rows in 0.68x the time of the Python wave path with its compiled pieces (the fifty-third session's paired
+# reps, docs/perf/host/2026-12-04-fiftythird-vm-wave-by-rows.txt); ``_WAVE`` then matters where it does not load and for
+# batches read in full (``publish_batch``).
+_COMPILED_READ_ROWS = 1 << 30
 # Retired references (``ChainTable.retire``) dropped per round of ``release``, and the host time a publishing call
 # spends on them: a wave replaces a whole batch whose finished requests were last held by the table's snapshot, and
 # freeing 256 of them at once took ~1-1.5 ms of the wave's call on the 2-core VM; ~50 us a call spreads that over ~30
@@ -802,7 +807,7 @@ class ChainTable:
                 return False
             core = host_core.loaded_batch()
             done = NotImplemented if core is None else core.publish_read(
-                self, reqs, rows, gens, root, moved, recached_rows, ChainEntry, _WAVE)
+                self, reqs, rows, gens, root, moved, recached_rows, ChainEntry, _COMPILED_READ_ROWS)
             if done is NotImplemented:
                 done = self._publish_read(reqs, rows, gens, root, moved, recached_rows)
             if done is False:  # rows and requests out of step: read everything
