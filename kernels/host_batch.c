@@ -74,24 +74,27 @@
    a changed decode batch in ChainTable.publish_rows, in one call over the table's own dicts, lists and arrays (its
    Python version is the reference and the fallback). reqs is the batch's list of requests, rows and gens int64
    buffers of their pool rows and those rows' generations, moved a tuple of the radix node ids split since the last
-   batch, recached a list of the rows re-cached since, cls the entry class (ChainEntry), wave the wave threshold
-   (chain_table._WAVE). The rows through a split node and the re-cached ones are marked unread (-2 in table._row_gen);
-   the batch's rows whose generation differs from their last read are read: each request's req_pool_idx checked
-   against its row, its chain's signature walked from its last node (chain_table.chain_signature, one memo per call),
-   the read noted (table._read_as, _row_gen, _row_rid), its entry dropped where the chain cannot be read or replaced by
-   a new cls instance where its request, generation or signature changed (entries, _row_entry, the node -> rows index,
-   table._row_paths' pending row, depth and cached length); rows through a split node outside the batch are dropped.
-   Returns (entries made, the rows read as a list in batch order), False where a request read is out of step with its
-   row (the marks written, nothing read), or NotImplemented with nothing written where the arguments are not of that
-   shape, a row is beyond the table's per-row arrays (the Python version grows them) or more than wave rows are to be
-   read (a wave: the compiled wave pieces above). With a changed step's 1-2 joiners at batch 256 this was ~40 us of
-   Python statements on the project's 2-core VM (docs/perf/host/2026-12-04-fiftieth-vm-statement-costs.txt).
+   batch, recached a list of the rows re-cached since, cls the entry class (ChainEntry), wave the most rows it reads
+   (chain_table._COMPILED_READ_ROWS: waves included). The rows through a split node and the re-cached ones are marked
+   unread (-2 in table._row_gen); the batch's rows whose generation differs from their last read are read: each
+   request's req_pool_idx checked against its row, its chain's signature walked from its last node
+   (chain_table.chain_signature, one memo per call), the read noted (table._read_as, _row_gen, _row_rid), its entry
+   dropped where the chain cannot be read or replaced by a new cls instance where its request, generation or signature
+   changed (entries, _row_entry, the node -> rows index, table._row_paths' pending row, depth and cached length); rows
+   through a split node outside the batch are dropped. Returns (entries made, the rows read as a list in batch order),
+   False where a request read is out of step with its row (the marks written, nothing read), or NotImplemented with
+   nothing written where the arguments are not of that shape, a row is beyond the table's per-row arrays (the Python
+   version grows them) or more than wave rows are to be read (the Python version then). With a changed step's 1-2
+   joiners at batch 256 this was ~40 us of Python statements on the project's 2-core VM
+   (docs/perf/host/2026-12-04-fiftieth-vm-statement-costs.txt); a wave of 256 joiners reads in ~0.68x the Python wave
+   path's time with the wave pieces above (docs/perf/host/2026-12-04-fiftythird-vm-wave-by-rows.txt).
 
    pat_tally_changes(tally, left, touched, entries): chain_table._Tally.update_changes: the tally (by_row, refs, total,
-   version) moved from the last batch to this one by the rows that left (a list) and the rows touched (a list: joined or
-   read again, a row may be there twice) with their entries now in the dict entries (absent: none), each node's count
-   and the distinct tokens moved as _Tally._count moves them, in the same order. Returns the new total, or NotImplemented
-   with nothing changed where the arguments are not lists and a dict or an entry's signature is not 3-tuples of ints. */
+   version) moved from the last batch to this one by the rows that left (a list) and the rows touched (a list: joined
+   or read again, a row may be there twice) with their entries now in the dict entries (absent: none), each node's
+   count and the distinct tokens moved as _Tally._count moves them, in the same order. Returns the new total, or
+   NotImplemented with nothing changed where the arguments are not lists and a dict or an entry's signature is not
+   3-tuples of ints. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -765,7 +768,7 @@ done:
     return out;
 }
 
-/* ---- pat_publish_read and pat_tally_changes: a changed batch's few rows, read and written in one call ---- */
+/* ---- pat_publish_read and pat_tally_changes: a changed batch's rows, read and written in one call ---- */
 
 /* The table attributes pat_publish_read works on (new references, read once per call) */
 enum { T_ENTRIES, T_READ_AS, T_ROW_GEN, T_ROW_RID, T_ROW_ENTRY, T_ROWS_OF_NODE, T_ROW_PATHS, T_COUNT };
@@ -856,7 +859,8 @@ static int pop_entry(ReadState *s, PyObject *row, int64_t r) {
 /* 1 where a and b differ (Python's !=), 0 where not, -1 on error */
 static int differ(PyObject *a, PyObject *b) { return PyObject_RichCompareBool(a, b, Py_NE); }
 
-/* Whether the old entry (borrowed, NULL or None: none) is not (rid, gen, sig): ChainTable._reread's test; -1 on error */
+/* Whether the old entry (borrowed, NULL or None: none) is not (rid, gen, sig): ChainTable._reread's test; -1 on
+   error */
 static int entry_changed(ReadState *s, PyObject *old, PyObject *rid, PyObject *gen, PyObject *sig) {
     if (old == NULL || old == Py_None) return 1;
     PyObject *const *names = s->names;
@@ -872,12 +876,12 @@ static int entry_changed(ReadState *s, PyObject *old, PyObject *rid, PyObject *g
     return 0;
 }
 
-/* obj.<name> += 1 (a Python int attribute); -1 on error */
-static int bump(PyObject *obj, PyObject *name) {
-    PyObject *one = PyLong_FromLong(1), *v = one == NULL ? NULL : PyObject_GetAttr(obj, name);
-    PyObject *next = v == NULL ? NULL : PyNumber_Add(v, one);
+/* obj.<name> += by (a Python int attribute); -1 on error */
+static int add_to(PyObject *obj, PyObject *name, Py_ssize_t by) {
+    PyObject *step = PyLong_FromSsize_t(by), *v = step == NULL ? NULL : PyObject_GetAttr(obj, name);
+    PyObject *next = v == NULL ? NULL : PyNumber_Add(v, step);
     const int rc = next == NULL ? -1 : PyObject_SetAttr(obj, name, next);
-    Py_XDECREF(one);
+    Py_XDECREF(step);
     Py_XDECREF(v);
     Py_XDECREF(next);
     return rc;
@@ -893,7 +897,7 @@ static void paths_close(ReadState *s) {
 }
 
 /* The row paths' keys shape, pending dict and depth / cached arrays read; -1 on error */
-static int paths_open(ReadState *s) {
+static int paths_read(ReadState *s) {
     PyObject *const *names = s->names;
     PyObject *paths = s->obj[T_ROW_PATHS];
     PyObject *keys = PyObject_GetAttr(paths, names[15]);
@@ -927,7 +931,8 @@ static int paths_open(ReadState *s) {
     if (s->pending == NULL || !PyDict_Check(s->pending)) {
         PyBuffer_Release(&s->depth);
         PyBuffer_Release(&s->cached);
-        if (s->pending != NULL) PyErr_SetString(PyExc_TypeError, "pat_publish_read: the row paths' pending is not a dict");
+        if (s->pending != NULL)
+            PyErr_SetString(PyExc_TypeError, "pat_publish_read: the row paths' pending is not a dict");
         Py_CLEAR(s->pending);
         return -1;
     }
@@ -938,13 +943,13 @@ static int paths_open(ReadState *s) {
 /* _RowPaths.set(row, entry) for an entry of d nodes and cached_len tokens (its version moved at the end, see
    paths_done); -1 on error */
 static int row_paths_set(ReadState *s, PyObject *row, int64_t r, PyObject *entry, Py_ssize_t d, int64_t cached_len) {
-    if (!s->paths_open && paths_open(s) < 0) return -1;
+    if (!s->paths_open && paths_read(s) < 0) return -1;
     if (r >= s->paths_rows || d > s->paths_depth) {  /* _RowPaths._room(row + 1, d): new arrays */
         paths_close(s);
         PyObject *grown = PyObject_CallMethod(s->obj[T_ROW_PATHS], "_room", "Ln", (long long)(r + 1), d);
         if (grown == NULL) return -1;
         Py_DECREF(grown);
-        if (paths_open(s) < 0) return -1;
+        if (paths_read(s) < 0) return -1;
     }
     if (PyDict_SetItem(s->pending, row, entry) < 0) return -1;
     ((int64_t *)s->depth.buf)[r] = (int64_t)d;
@@ -956,16 +961,9 @@ static int row_paths_set(ReadState *s, PyObject *row, int64_t r, PyObject *entry
 /* The row paths let go and their version moved by the writes made (_RowPaths.set counts one per write); -1 on error */
 static int paths_done(ReadState *s) {
     paths_close(s);
-    if (s->paths_sets == 0) return 0;
-    PyObject *paths = s->obj[T_ROW_PATHS], *name = s->names[20];
-    PyObject *by = PyLong_FromSsize_t(s->paths_sets), *v = by == NULL ? NULL : PyObject_GetAttr(paths, name);
-    PyObject *next = v == NULL ? NULL : PyNumber_Add(v, by);
-    const int rc = next == NULL ? -1 : PyObject_SetAttr(paths, name, next);
-    Py_XDECREF(by);
-    Py_XDECREF(v);
-    Py_XDECREF(next);
+    const Py_ssize_t sets = s->paths_sets;
     s->paths_sets = 0;
-    return rc;
+    return sets == 0 ? 0 : add_to(s->obj[T_ROW_PATHS], s->names[20], sets);
 }
 
 /* ChainTable._set_entry(row, entry) with the signature sig of entry; -1 on error */
@@ -1029,7 +1027,8 @@ static int marked_rows(PyObject *hit, PyObject *recached, int64_t *marked, Py_ss
         Py_DECREF(it);
         if (PyErr_Occurred()) return -1;
     }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(recached); i++) marked[(*m)++] = as_row(PyList_GET_ITEM(recached, i), &bad);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(recached); i++)
+        marked[(*m)++] = as_row(PyList_GET_ITEM(recached, i), &bad);
     return bad ? -1 : 0;
 }
 
@@ -1103,7 +1102,8 @@ PyObject *pat_publish_read(PyObject *table, PyObject *reqs, PyObject *rows_obj, 
         hit = hit_rows(s.obj[T_ROWS_OF_NODE], moved);
         if (hit == NULL) goto done;
     }
-    marked = malloc(sizeof(int64_t) * (size_t)((hit != NULL ? PySet_GET_SIZE(hit) : 0) + PyList_GET_SIZE(recached) + 1));
+    const Py_ssize_t most = (hit != NULL ? PySet_GET_SIZE(hit) : 0) + PyList_GET_SIZE(recached);
+    marked = malloc(sizeof(int64_t) * (size_t)(most + 1));
     pos = malloc(sizeof(Py_ssize_t) * (size_t)n);
     if (marked == NULL || pos == NULL) {
         PyErr_NoMemory();
@@ -1117,7 +1117,7 @@ PyObject *pat_publish_read(PyObject *table, PyObject *reqs, PyObject *rows_obj, 
     for (Py_ssize_t j = 0; j < m; j++)
         if (marked[j] < 0) goto not_implemented;  /* (pool rows and re-cached rows: never negative) */
     /* the rows to read once the marked ones are marked (ChainTable._mark_unread: -2, never a generation), counted
-       before anything is written: more than `wave` of them are a wave, read by the Python path */
+       before anything is written: more than `wave` of them are left to the Python path */
     qsort(marked, (size_t)m, sizeof(int64_t), int64_order);  /* (sets and logs of thousands of rows: no n x m scan) */
     Py_ssize_t k = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -1365,7 +1365,7 @@ PyObject *pat_tally_changes(PyObject *tally, PyObject *left, PyObject *touched, 
             goto done;
         }
     }
-    if (bump(tally, names[3]) < 0) goto done;
+    if (add_to(tally, names[3], 1) < 0) goto done;
     for (Py_ssize_t i = 0; i < nl; i++) {  /* the rows that left */
         PyObject *old = dict_pop(by_row, PyList_GET_ITEM(left, i));
         if (old == NULL) goto done;
@@ -1378,12 +1378,10 @@ PyObject *pat_tally_changes(PyObject *tally, PyObject *left, PyObject *touched, 
         if (PyErr_Occurred()) goto done;
         if (now == NULL) now = Py_None;
         if ((old == NULL ? Py_None : old) != now) {
-            /* the signatures checked above are those of the entries now in by_row and entries: a row touched twice
-               reads its old entry afresh (the first touch put its new one in by_row) */
-            PyObject *old_sig = NULL;
-            const int ok = tally_sig(old, names[4], &old_sig);
-            if (ok == 0) PyErr_SetString(PyExc_TypeError, "pat_tally_changes: an entry's signature changed shape");
-            if (ok <= 0) goto done;
+            /* the old entry is the one by_row held when the signatures were checked above, or (a row touched twice)
+               the new one its first touch put there, checked as entries' */
+            PyObject *old_sig = old == NULL || old == Py_None ? NULL : PyObject_GetAttr(old, names[4]);
+            if (old_sig == NULL && PyErr_Occurred()) goto done;
             const int rc = old_sig == NULL ? 0 : tally_count(refs, old_sig, -1, &total);
             Py_XDECREF(old_sig);
             if (rc < 0) goto done;
