@@ -10,12 +10,12 @@ later step of the same batch, and in a server they land in the first steps that 
 ``warm_host_path`` runs the paths a server's steps take, on objects of its own: a ``ChainTable`` and a
 ``DecodeStepPlanner`` made here (a small CPU ``req_to_token``), and a radix cache of stand-ins (nodes with ``id``,
 ``parent``, ``value``, what ``chain_signature`` reads; a cache marked as the scheduler patch marks the one it counts
-splits and re-cachings of, so changed batches take the publisher's changed-batch path). Five steps of requests under
-one shared prefix: the first batch published in full and planned (the forest built from the paths, a split search);
-the same batch one token longer (republished; last step's plan); two requests finished and two joined in their rows
-(only those read; the forest edited from last step's); most of the batch replaced at once (a wave; the forest built);
-two more replaced, through the dispatch gate with a saving no plan reaches (declined before planning). Nothing of the
-server's (its table, planner, pools, GPU) is touched.
+splits and re-cachings of, so changed batches take the publisher's changed-batch path). Five steps of requests under one
+shared prefix: the first batch published (each of its rows read) and planned (the forest built from the paths, a split
+search); the same batch one token longer (republished; last step's plan); two requests finished and two joined in their
+rows (only those read; the forest edited from last step's); most of the batch replaced at once (a wave; the forest
+built); two more replaced, through the dispatch gate with a saving no plan reaches (declined before planning). Nothing
+of the server's (its table, planner, pools, GPU) is touched.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def warm_host_path(heads: HeadConfig, device_spec: DeviceSpec, remake_plans: boo
             out.split_searched = bool(plan.split_searched)
         out.planned.append(plan is not None)
 
-    step()  # published in full, forest built from the paths, a split search
+    step()  # every row read (no batch published before), forest built from the paths, a split search
     for rid in lengths:
         lengths[rid] += 1
     step()  # unchanged, one token longer: republished, last step's plan

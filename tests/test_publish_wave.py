@@ -282,6 +282,49 @@ def test_a_wave_followed_by_splits(counters, by_rows: bool) -> None:
         d.step(live)
 
 
+def flush_cache(h: RadixHarness) -> None:
+    """SGLang's ``Scheduler.flush_cache`` on an idle harness: a new radix root, the pool's rows free with their
+    generations zeroed, the KV pool cleared."""
+    h.cache.reset()
+    h.req_to_token_pool.clear()
+    h.allocator.clear()
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("wave", [0, 16])
+def test_the_first_batch_and_a_flushed_cache_are_read_by_rows(counters, shared: bool, wave: int) -> None:
+    """The first batch (nothing published before) and the first batch after a cache flush (a new radix root; rows
+    handed out again from generation 1, the generations the table read before the flush) are published by rows, every
+    row read: equal to the one-by-one and Python tables, each chain its path in the new tree; so are later joiners on
+    rows whose generation before the flush was the same, and the small batches after a second flush."""
+    rng = np.random.default_rng(11 + shared)
+    h = RadixHarness(max_reqs=96, max_context=512, num_slots=1 << 16)
+    systems = [rng.integers(1000 * (s + 1), 1000 * (s + 2), size=64).tolist() for s in range(3)] if shared else None
+    d = Driver(h, True, wave)
+    live = join(h, prompts(rng, 40, systems))
+    d.step(live)
+    assert d.table.by_rows == d.python.by_rows == 1  # the first batch, by rows
+    d.step(live, new_list=False)
+    finish(h, live)
+    flush_cache(h)
+    live = join(h, prompts(rng, 30, systems))  # rows 1..30 again, each at generation 1 as before the flush
+    assert [h.reqs[i].req_pool_idx for i in live] == list(range(1, 31))
+    d.step(live)
+    assert d.table.by_rows == 2
+    d.step(live, new_list=False)
+    live = live + join(h, prompts(rng, 5, systems))  # rows 31..35: generation 1, as the table read them before
+    d.step(live)
+    assert d.table.by_rows == 3
+    finish(h, live)
+    flush_cache(h)
+    live = join(h, prompts(rng, 3, systems))  # a batch too small for a wave after the flush
+    d.step(live)
+    live = live[1:] + join(h, prompts(rng, 2, systems))
+    d.step(live)
+    assert d.table.by_rows == 5
+    assert d.table.published == d.reference.published == d.python.published
+
+
 def test_release_drops_a_replaced_batch_a_few_references_at_a_time(counters) -> None:
     """A wave read by rows retires the batch it replaces: its finished requests outlive the wave's own call, and
     ``release`` (one call per publishing) drops them ``_RELEASE`` at a time until none is held."""

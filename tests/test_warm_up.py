@@ -31,7 +31,8 @@ def test_warm_up_runs_each_kind_of_step(heads: HeadConfig, remake: bool) -> None
     c = done.counters
     assert done.planned == [True, True, True, True, False]
     assert done.split_searched  # the first plan compared split lengths
-    assert done.published_by_rows == 3  # every changed step took the publisher's changed-batch path
+    # every step that read requests took the publisher's changed-batch path, the first (no batch before it) too
+    assert done.published_by_rows == 4
     assert c.plans_reused == 1  # the grown, unchanged batch took last step's plan
     assert c.declined == c.declined_unplanned == 1  # the gate declined the last step before any forest
     if remake:  # requests only left and joined: last plan re-made, or (refused) the forest edited

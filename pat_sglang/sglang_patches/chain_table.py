@@ -25,7 +25,9 @@ last reference to its finished requests, and freeing 256 of them at once was a m
 A changed batch's rows to read (requests joining, re-cached, or through a node split since; a wave's too) are read,
 given their entries and counted into the tally in two compiled calls (``host_core`` ``publish_read``,
 ``tally_changes``) over the table's own dicts, lists and arrays, ~40 us of Python statements a changed step before
-(``ChainTable._publish_read`` and ``_Tally.update_changes`` are their reference and fallback).
+(``ChainTable._publish_read`` and ``_Tally.update_changes`` are their reference and fallback). The first batch of a
+radix tree (the first at all, or the first after a cache flush replaced the root) takes the same calls with every row
+to read: a serving benchmark's first wave of joiners follows its flush.
 
 One table per ``ReqToTokenPool``: a ``req_pool_idx`` only means something within its pool, and every
 TP/DP rank's scheduler has its own pool (and radix tree). SGLang 0.5.17 runs each rank in its own
@@ -783,25 +785,24 @@ class ChainTable:
         re-cached it (``recache_log``: the rows ``cache_unfinished_req`` was called for, the last one being call number
         ``recached``), or if its chain passes through a node split since (``split_log``, as in ``publish_batch``). So
         those rows are read and the others keep their entries; the batch's arrays are made from ``rows`` and
-        ``gens`` with no pass over the request objects but the request ids."""
+        ``gens`` with no pass over the request objects but the request ids.
+
+        With no batch of this radix tree published yet (the first one, or a new root: ``flush_cache`` replaces it and
+        zeroes the pool's generations) every row of the batch is read the same way, as re-cached ones are."""
         snap = self._snap
-        if (
-            snap is None
-            or snap.root is not root
-            or recached is None
-            or snap.recached is None
-            or recache_log is None
-            or rows.shape[0] != len(reqs)
-            or rows.shape[0] == 0
-        ):
+        if recached is None or recache_log is None or rows.shape[0] != len(reqs) or rows.shape[0] == 0:
             return False
-        moved = self._split_since(snap, root, splits, split_log)
-        gap = recached - snap.recached
-        if moved is None or not 0 <= gap <= len(recache_log):
-            return False
-        recached_rows = newest(recache_log, gap)
-        if None in recached_rows:
-            return False
+        fresh = snap is None or snap.root is not root
+        if fresh:
+            moved: tuple = ()
+            recached_rows = rows.tolist()
+        else:
+            moved = self._split_since(snap, root, splits, split_log)
+            if snap.recached is None or moved is None or not 0 <= recached - snap.recached <= len(recache_log):
+                return False
+            recached_rows = newest(recache_log, recached - snap.recached)
+            if None in recached_rows:
+                return False
         with self.lock:
             if self._snap is not snap:
                 return False
@@ -815,17 +816,18 @@ class ChainTable:
             changed, read_rows = done
             self.published += changed
             self.by_rows += 1
-            last = snap.batch
+            last = None if fresh else snap.batch
             before = self._tally.by_row
             wave = is_wave(changed, rows.shape[0])
             # the tally holds the last batch's rows (a wave is counted afresh): it can move by the change
-            moving = not wave and len(before) == last.rows.shape[0]
+            moving = last is not None and not wave and len(before) == last.rows.shape[0]
             # the batch's own arrays (rows C-contiguous, as the compiled pick needs; cached lengths as the entries
             # written above left them: ``_row_room`` made room for the rows)
             rows, gens, cached = _batch_arrays(rows, gens, self._row_paths.cached)
             batch_entries, rids, absent, joined, left = self._pick(rows, last.rows if moving else None)
             if (
                 changed == 0
+                and last is not None
                 and last.entries is not None
                 and last.gens is not None
                 and same_ints(rows, last.rows)
