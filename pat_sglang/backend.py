@@ -367,6 +367,7 @@ class PATAttnBackend(AttentionBackend):
             chain_table = chain_table_for(pool) or ChainTable()
         self.chain_table = chain_table_for(pool, chain_table)
         self.chain_table.enabled = True  # publishing costs scheduler time: on only for pools a PAT backend reads
+        self.chain_table.reserve_rows(pool.req_to_token.shape[0])  # the compiled read takes rows within its arrays
         # The publisher's compiled batch pick loaded now, as the planner loads its own (DecodeStepPlanner): its first
         # load (the compiler's version check in a subprocess, a dlopen; a compile on a new machine) would otherwise land
         # in the scheduler's first changed decode batch.

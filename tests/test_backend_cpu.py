@@ -73,6 +73,7 @@ def test_metadata_plan_equals_standalone_plan(page_size: int, published: bool) -
     h = build(page_size)
     table = ChainTable()
     be = PATAttnBackend(fake_runner(h), delegate=RecordingDelegate(), chain_table=table, min_saved_fraction=0.0)
+    assert table._row_gen.shape[0] >= h.req_to_token.shape[0]  # bound with room for every row of its pool
     fb = decode_batch(h, table)
     if not published:
         table.clear()  # no published batch: the backend reads req_pool_indices back and plans without sharing

@@ -239,3 +239,55 @@ def test_long_logs_of_rows_mostly_outside_the_batch(core: host_core._HostBatch) 
     got, want = both(core, a, b, reqs, rows, gens, h.cache.root_node, moved=moved, recached=recached)
     assert got == want and got is not NotImplemented
     assert table_state(a) == table_state(b)
+
+
+def test_a_first_batch_beyond_the_table_and_a_reserved_table_take_the_compiled_read(
+    core: host_core._HostBatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compiled read declines rows beyond the per-row arrays: a table's first batch (no batch of its tree before)
+    makes room for its rows first, and a table reserved for its pool (``reserve_rows``, as the backend binds one) takes
+    a later wave onto rows it never saw; both by the compiled read, the state equal to the Python path's."""
+    answers: list[object] = []
+    real = core.publish_read
+
+    def counted(*args: Any) -> object:
+        answers.append(real(*args))
+        return answers[-1]
+
+    monkeypatch.setattr(core, "publish_read", counted)
+    rng = np.random.default_rng(5)
+    h = RadixHarness(max_reqs=300, max_context=256, num_slots=1 << 16)
+    systems = [rng.integers(1000, 2000, size=24).tolist() for _ in range(2)]
+    live = [h.reqs.index(h.add_request(systems[i % 2] + [5000 + i])) for i in range(100)]
+    fresh, reserved, python = ChainTable(enabled=True), ChainTable(enabled=True), ChainTable(enabled=True)
+    reserved.reserve_rows(h.req_to_token.shape[0])
+    assert reserved._row_gen.shape[0] == h.req_to_token.shape[0]
+    batch = h.schedule_batch([])
+
+    def step() -> None:
+        h.decode(steps=1, only=live)
+        batch.reqs = [h.reqs[i] for i in live]
+        batch.req_pool_indices_cpu = torch.tensor([h.reqs[i].req_pool_idx for i in live], dtype=torch.int64)
+        batch.seq_lens_cpu = torch.tensor([h.seq_lens[i] for i in live], dtype=torch.int64)
+        for table in (fresh, reserved):
+            publish_decode_batch(batch, table)
+        loader = host_core.loaded_batch
+        monkeypatch.setattr(host_core, "loaded_batch", lambda: None)
+        publish_decode_batch(batch, python)
+        monkeypatch.setattr(host_core, "loaded_batch", loader)
+
+    step()  # the first batch: rows 1..100, beyond both tables' arrays until room is made
+    assert len(answers) == 2 and all(a is not NotImplemented for a in answers)
+    assert fresh.by_rows == reserved.by_rows == 1
+    live += [h.reqs.index(h.add_request(systems[i % 2] + [6000 + i])) for i in range(150)]  # rows 101..250
+    answers.clear()
+    step()
+    assert answers[1] is not NotImplemented  # the reserved table: the wave by the compiled read
+    assert answers[0] is NotImplemented  # the unreserved one: beyond its arrays, the Python read grew them
+    assert table_state(fresh) == table_state(python)
+    sized = {"row_gen", "row_rid", "row_entry", "row_paths"}  # the reserved table's per-row arrays are longer
+    state, want = table_state(reserved), table_state(python)
+    assert {k: v for k, v in state.items() if k not in sized} == {k: v for k, v in want.items() if k not in sized}
+    n = len(want["row_gen"])
+    assert state["row_gen"][:n] == want["row_gen"] and set(state["row_gen"][n:]) == {-1}
+    assert state["row_rid"][:n] == want["row_rid"] and state["row_entry"][:n] == want["row_entry"]

@@ -806,6 +806,8 @@ class ChainTable:
         with self.lock:
             if self._snap is not snap:
                 return False
+            if fresh:  # (the compiled read takes rows within the per-row arrays only; later steps' rows grow them
+                self._row_room(int(rows.max()) + 1)  # rarely: a bound table has room for its pool, reserve_rows)
             core = host_core.loaded_batch()
             done = NotImplemented if core is None else core.publish_read(
                 self, reqs, rows, gens, root, moved, recached_rows, ChainEntry, _COMPILED_READ_ROWS)
@@ -983,6 +985,13 @@ class ChainTable:
         snap.batch = new
         self.batch = new
         self.reused += 1
+
+    def reserve_rows(self, rows: int) -> None:
+        """Room for rows ``0..rows-1`` now (a pool's whole ``req_to_token``): the compiled changed-batch read declines
+        rows beyond the per-row arrays (its Python version grows them), so a server's table is sized for its pool
+        once, when a backend binds it, instead of growing in the steps that first reach new rows."""
+        with self.lock:
+            self._row_room(rows)
 
     def _row_room(self, rows: int) -> None:
         """The per-row arrays and lists hold rows ``0..rows-1`` (under the lock)."""
