@@ -501,15 +501,16 @@ class PATAttnBackend(AttentionBackend):
         now = time.perf_counter()
         phases = self.planner.phases
         # this step's publishing, if the batch is the one published (each publishing is counted once)
-        publish_s, publish_gc = self.chain_table.take_publish() if batch.published is not None else (0.0, None)
+        publish_s, publish_gc, route = (self.chain_table.take_publish() if batch.published is not None
+                                        else (0.0, None, ""))
         gc = GC_PAUSES.since(gc_mark)
         self.stats.record(now - start, gc, time.thread_time() - cpu_start,
                           lambda: describe_step(batch.n_real, phases, now - planned, plan, publish_s,
-                                                gc_seconds(gc) + gc_seconds(publish_gc)),
+                                                gc_seconds(gc) + gc_seconds(publish_gc), route),
                           publish_s, publish_gc)
         if now - self.stats.last_log >= LOG_INTERVAL_S:
             self.stats.last_log = now
-            logger.info(self.stats.summary(self.planner.counters))
+            logger.info(self.stats.summary(self.planner.counters, self.chain_table.routes_clause()))
             self.stats.new_interval()
         return md
 

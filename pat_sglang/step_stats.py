@@ -91,11 +91,13 @@ class StepStats:
     def publish_ms_mean(self) -> float:
         return 1e3 * self.publish_s_total / max(self.steps, 1)
 
-    def summary(self, counters: Any) -> str:
+    def summary(self, counters: Any, routes: str = "") -> str:
+        """The stats line; ``routes``: how the published batches were read (``ChainTable.routes_clause``)."""
         return (
             f"PAT: {self.steps} decode steps, host planning {self.plan_ms_mean:.3f} ms mean / "
             f"{1e3 * self.plan_s_max:.3f} ms max; publishing radix paths {self.publish_ms_mean:.3f} ms mean / "
             f"{1e3 * self.publish_s_max:.3f} ms max, the two together {1e3 * self.host_s_max:.3f} ms max in one step; "
+            f"{routes + '; ' if routes else ''}"
             f"plans reused as they were {counters.plans_reused}; forests built "
             f"{counters.built} ({counters.edited} of them edited from the last), reused {counters.reused}; "
             f"requests planned without sharing (no published path) {counters.unshared}; plans coarsened to fit "
@@ -127,15 +129,17 @@ def gc_seconds(mark: GcMark | None) -> float:
 
 def describe_step(
     batch_size: int, phases: StepPhases, load_s: float, plan: PackPlan | None, publish_s: float = 0.0,
-    gc_s: float = 0.0,
+    gc_s: float = 0.0, route: str = "",
 ) -> str:
     """One step's shape and host time by phase, for the stats line's slowest step; ``gc_s``: the seconds garbage
-    collections took of its publishing and planning (named when there were any)."""
+    collections took of its publishing and planning (named when there were any); ``route``: how its publishing read
+    the batch (``chain_table.ROUTE_*``)."""
     what = f"{plan.num_items} items, {plan.num_partials} partials" if plan is not None else "no plan (delegate)"
     if plan is not None and plan.fallback:  # made coarser than the split model chose, to fit the graph buffers
         what += f", coarsened to fit: {plan.fallback}"
     search = " (split search)" if phases.split_search else ""
     collecting = f", of it collecting garbage {1e3 * gc_s:.3f} ms" if gc_s > 0.0 else ""
-    return (f"batch {batch_size}, publish {1e3 * publish_s:.3f} ms, forest {phases.forest} "
+    how = f" ({route})" if route else ""
+    return (f"batch {batch_size}, publish {1e3 * publish_s:.3f} ms{how}, forest {phases.forest} "
             f"{1e3 * phases.forest_s:.3f} ms, plan_forest {1e3 * phases.plan_s:.3f} ms{search}, load "
             f"{1e3 * load_s:.3f} ms, {what}{collecting}")

@@ -627,6 +627,15 @@ def test_pat_step_stats_per_point() -> None:
     assert after["pat_host_ms_max_since_start"] == pytest.approx(3.9)
     assert after["pat_slowest_step"].endswith("no plan (delegate), of it collecting garbage 2.600 ms")
     assert after["pat_plan_cpu_ms_max_since_start"] == pytest.approx(2.9)  # the clause after the new one still read
+    # since the fifty-fourth session: the publishing routes' counts after the publishing clause, the route in the
+    # slowest step's description; the line reads back as before
+    routes = "batches published unchanged 5, by rows 3 (1 of them on the Python read), read in full 1"
+    stats.record(0.0001, None, 0.0001, lambda: describe_step(
+        8, StepPhases(0.0004, 0.0004, "edited"), 0.0001, None, 0.0050, 0.0, "by rows"), 0.0050)
+    routed = client.pat_step_stats(first, f"[t] {stats.summary(StepCounters(), routes)}\n")
+    assert routed["pat_steps"] == 5.0 and routed["pat_publish_ms_max_since_start"] == pytest.approx(5.0)
+    assert routed["pat_gc_steps"] == 2.0 and routed["pat_plan_cpu_ms_max_since_start"] == pytest.approx(2.9)
+    assert routed["pat_slowest_step"].startswith("batch 8, publish 5.000 ms (by rows), forest edited")
     earlier = first.replace(", with publishing 0.400 ms", "")  # a line of the sessions before the new clause
     assert earlier != first and "pat_host_ms_max_no_gc_since_start" not in client.pat_step_stats("", earlier)
     assert client.pat_step_stats("", earlier)["pat_plan_cpu_ms_max_since_start"] == pytest.approx(0.3)

@@ -409,7 +409,8 @@ def test_cuda_graph_path_on_cpu(monkeypatch: pytest.MonkeyPatch, tiny: bool) -> 
         assert ((graph - eager).norm() / eager.norm()).item() < 1e-2
     assert be.stats.steps == 4 and be.stats.row_reads == 0 and be.planner.counters.unshared == 0
     # the stats line names the slowest step: one of these batches, its forest built, edited or reused, a plan of items
-    assert re.fullmatch(r"batch \d+, publish [\d.]+ ms, forest (built|edited|reused) [\d.]+ ms, plan_forest [\d.]+ ms"
+    assert re.fullmatch(r"batch \d+, publish [\d.]+ ms \((unchanged|read in full)\), forest (built|edited|reused) "
+                        r"[\d.]+ ms, plan_forest [\d.]+ ms"
                         r"( \(split search\))?, load [\d.]+ ms, \d+ items, \d+ partials"
                         r"(, coarsened to fit: (coarser split|one split|no sharing))?",
                         be.stats.slowest), be.stats.slowest
@@ -481,7 +482,7 @@ def test_a_collection_during_publishing_is_counted_with_the_step(monkeypatch: py
     assert be.stats.steps == 1 and be.stats.gc_steps == 1
     assert be.stats.gc_s_max >= collected_s
     assert be.stats.host_s_max_no_gc == 0.0  # the one step had a collection
-    assert be.stats.publish_s_max > 0.0 and table.take_publish() == (0.0, None)  # taken by the step
+    assert be.stats.publish_s_max > 0.0 and table.take_publish() == (0.0, None, "")  # taken by the step
     monkeypatch.setattr(publish_mod, "_publish", publish)
     be.init_forward_metadata(decode_batch(h, table))
     # the next step published without a forced collection: the slowest step with none is its own

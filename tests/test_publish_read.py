@@ -291,3 +291,42 @@ def test_a_first_batch_beyond_the_table_and_a_reserved_table_take_the_compiled_r
     n = len(want["row_gen"])
     assert state["row_gen"][:n] == want["row_gen"] and set(state["row_gen"][n:]) == {-1}
     assert state["row_rid"][:n] == want["row_rid"] and state["row_entry"][:n] == want["row_entry"]
+
+
+def test_each_publishing_names_its_route(core: host_core._HostBatch, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``take_publish`` gives each publishing's route with its seconds (the stats line's slowest step names it) and
+    ``routes_clause`` counts them: a first batch and a change by rows, the same batch unchanged, a change the compiled
+    read declines (the Python read), a batch without its host rows read in full."""
+    from pat_sglang.sglang_patches import chain_table as ct  # noqa: PLC0415
+
+    rng = np.random.default_rng(8)
+    h = RadixHarness(max_reqs=48, max_context=256, num_slots=1 << 15)
+    prompt = rng.integers(1000, 2000, size=24).tolist()
+    live = [h.reqs.index(h.add_request(prompt + [7000 + i])) for i in range(6)]
+    table = ChainTable(enabled=True)
+    batch = h.schedule_batch([])
+
+    def step(with_rows: bool = True) -> tuple:
+        h.decode(steps=1, only=live)
+        if batch.reqs != [h.reqs[i] for i in live]:
+            batch.reqs = [h.reqs[i] for i in live]
+        batch.req_pool_indices_cpu = (torch.tensor([h.reqs[i].req_pool_idx for i in live], dtype=torch.int64)
+                                      if with_rows else None)
+        batch.seq_lens_cpu = torch.tensor([h.seq_lens[i] for i in live], dtype=torch.int64)
+        publish_decode_batch(batch, table)
+        taken = table.take_publish()
+        assert taken[0] > 0.0 and table.take_publish() == (0.0, None, "")
+        return taken[2]
+
+    assert step() == ct.ROUTE_ROWS  # the first batch
+    assert step() == ct.ROUTE_UNCHANGED
+    live.append(h.reqs.index(h.add_request(prompt + [7100])))
+    assert step() == ct.ROUTE_ROWS
+    live.append(h.reqs.index(h.add_request(prompt + [7200])))
+    monkeypatch.setattr(core, "publish_read", lambda *a: NotImplemented)
+    assert step() == ct.ROUTE_ROWS_PYTHON
+    live.pop(0)
+    assert step(with_rows=False) == ct.ROUTE_FULL
+    assert table.routes_clause() == (f"batches published unchanged {table.reused}, by rows 3 (1 of them on the Python "
+                                     "read), read in full 1")
+    assert table.reused >= 1

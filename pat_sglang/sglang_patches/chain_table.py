@@ -79,6 +79,14 @@ _RELEASE_S = 50e-6
 _RETIRED_CAP = 4096
 
 
+# How a publishing read its batch (``ChainTable.publish_route``, named in the stats line's slowest step): the batch and
+# its radix nodes unchanged (no request read), the rows that can have changed read by the compiled read or, where it
+# declined, by its Python version, the batch read in full (``publish_batch``), or one request at a time (the fallback
+# after an error).
+ROUTE_UNCHANGED, ROUTE_ROWS, ROUTE_ROWS_PYTHON, ROUTE_FULL, ROUTE_ONE_BY_ONE = (
+    "unchanged", "by rows", "by rows, Python read", "read in full", "one by one")
+
+
 def is_wave(changed: int, size: int) -> bool:
     """Whether ``changed`` new entries in a batch of ``size`` are a wave: more than ``_WAVE``, and a quarter of the
     batch (the batch's tally is then counted afresh and the replaced batch's objects retired). Rows read again with
@@ -616,11 +624,14 @@ class ChainTable:
     reused: int = 0  # batches whose chains were all unchanged (identity checks only), for tests and logs
     unread: int = 0  # of them, batches republished without reading any request (``republish_same``)
     by_rows: int = 0  # changed batches published reading only the rows that can have changed (``publish_rows``)
+    python_reads: int = 0  # of them, read by the Python read where the compiled one declined (rows, shapes)
+    full_reads: int = 0  # batches read in full (``publish_batch`` past its unchanged-batch check)
     # Host seconds the last ``publish_decode_batch`` spent on this table and the collections that ran in them, not yet
     # taken by the backend's step record (``take_publish``): publishing runs in ``ForwardBatch.init_new``, before the
     # backend's own step work.
     publish_s: float = 0.0
     publish_gc: GcMark | None = None
+    publish_route: str = ""  # how the last publishing read its batch (``PUBLISH_ROUTES``), taken with its seconds
     _snap: _Snapshot | None = field(default=None, repr=False)
     _read_as: dict[int, tuple] = field(default_factory=dict, repr=False)  # row -> (rid, generation, last_node) read
     # row -> the generation of the request last read in it (-1: none, or read without a generation): what
@@ -667,12 +678,17 @@ class ChainTable:
             if time.perf_counter() >= deadline:
                 break
 
-    def take_publish(self) -> tuple[float, GcMark | None]:
-        """The host seconds of the last publishing not yet taken and the collections that ran in them ((0.0, None) if
-        taken, or if none ran since): each publishing is counted in one step's record."""
-        taken = (self.publish_s, self.publish_gc)
-        self.publish_s, self.publish_gc = 0.0, None
+    def take_publish(self) -> tuple[float, GcMark | None, str]:
+        """The host seconds of the last publishing not yet taken, the collections that ran in them and how it read its
+        batch ((0.0, None, "") if taken, or if none ran since): each publishing is counted in one step's record."""
+        taken = (self.publish_s, self.publish_gc, self.publish_route)
+        self.publish_s, self.publish_gc, self.publish_route = 0.0, None, ""
         return taken
+
+    def routes_clause(self) -> str:
+        """The stats line's count of the batches published by each route (since the table was made)."""
+        return (f"batches published unchanged {self.reused}, by rows {self.by_rows} ({self.python_reads} of them on "
+                f"the Python read), read in full {self.full_reads}")
     def publish_batch(
         self,
         idxs: list[int],
@@ -711,7 +727,10 @@ class ChainTable:
                 if self._snap is snap:
                     snap.reqs, snap.recached = reqs, recached
                     self._republish(snap, seq_lens)
+                    self.publish_route = ROUTE_UNCHANGED
                     return
+        self.full_reads += 1
+        self.publish_route = ROUTE_FULL
         idxs = list(map(int, idxs))
         memo: dict[int, Signature | None] = {}
         if stable:
@@ -811,7 +830,11 @@ class ChainTable:
             core = host_core.loaded_batch()
             done = NotImplemented if core is None else core.publish_read(
                 self, reqs, rows, gens, root, moved, recached_rows, ChainEntry, _COMPILED_READ_ROWS)
+            self.publish_route = ROUTE_ROWS
             if done is NotImplemented:
+                if core is not None:
+                    self.python_reads += 1
+                    self.publish_route = ROUTE_ROWS_PYTHON
                 done = self._publish_read(reqs, rows, gens, root, moved, recached_rows)
             if done is False:  # rows and requests out of step: read everything
                 return False
@@ -976,6 +999,7 @@ class ChainTable:
                 return False
             self._republish(snap, seq_lens)
             self.unread += 1
+            self.publish_route = ROUTE_UNCHANGED
         return True
 
     def _republish(self, snap: _Snapshot, seq_lens: np.ndarray | None) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 from pat_sglang.gc_pauses import GC_PAUSES
 from pat_sglang.planner import host_int64
 
-from .chain_table import CHAIN_TABLE, ChainTable, chain_table_for, gens_at
+from .chain_table import CHAIN_TABLE, ROUTE_ONE_BY_ONE, ChainTable, chain_table_for, gens_at
 
 logger = logging.getLogger(__name__)
 _warned = False
@@ -100,6 +100,7 @@ def _publish(batch: Any, table: ChainTable) -> None:
     except Exception as e:  # a publishing bug must not take the scheduler down: fall back to one request at a time
         _warn(f"PAT: could not publish a decode batch's radix chains at once ({e!r}); publishing one by one")
     table.batch = None
+    table.publish_route = ROUTE_ONE_BY_ONE
     for req in batch.reqs:
         idx = req.req_pool_idx
         if idx is None:
