@@ -631,7 +631,7 @@ class ChainTable:
     # backend's own step work.
     publish_s: float = 0.0
     publish_gc: GcMark | None = None
-    publish_route: str = ""  # how the last publishing read its batch (``PUBLISH_ROUTES``), taken with its seconds
+    publish_route: str = ""  # how the last publishing read its batch (``ROUTE_*``), taken with its seconds
     _snap: _Snapshot | None = field(default=None, repr=False)
     _read_as: dict[int, tuple] = field(default_factory=dict, repr=False)  # row -> (rid, generation, last_node) read
     # row -> the generation of the request last read in it (-1: none, or read without a generation): what
@@ -689,6 +689,7 @@ class ChainTable:
         """The stats line's count of the batches published by each route (since the table was made)."""
         return (f"batches published unchanged {self.reused}, by rows {self.by_rows} ({self.python_reads} of them on "
                 f"the Python read), read in full {self.full_reads}")
+
     def publish_batch(
         self,
         idxs: list[int],
