@@ -409,7 +409,8 @@ def test_cuda_graph_path_on_cpu(monkeypatch: pytest.MonkeyPatch, tiny: bool) -> 
         assert ((graph - eager).norm() / eager.norm()).item() < 1e-2
     assert be.stats.steps == 4 and be.stats.row_reads == 0 and be.planner.counters.unshared == 0
     # the stats line names the slowest step: one of these batches, its forest built, edited or reused, a plan of items
-    assert re.fullmatch(r"batch \d+, publish [\d.]+ ms \((unchanged|read in full)\), forest (built|edited|reused) "
+    # (a step whose publishing was taken by an earlier step, or that published nothing, names no route)
+    assert re.fullmatch(r"batch \d+, publish [\d.]+ ms( \((unchanged|read in full)\))?, forest (built|edited|reused) "
                         r"[\d.]+ ms, plan_forest [\d.]+ ms"
                         r"( \(split search\))?, load [\d.]+ ms, \d+ items, \d+ partials"
                         r"(, coarsened to fit: (coarser split|one split|no sharing))?",
