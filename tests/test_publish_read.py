@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 from sglang_harness import RadixHarness
-from test_publish_wave import table_state
+from test_publish_wave import python_pieces, table_state
 
 from pat_sglang import host_core
+from pat_sglang.sglang_patches import chain_table as ct
 from pat_sglang.sglang_patches.chain_table import ChainEntry, ChainTable, _Tally, newest
 from pat_sglang.sglang_patches.core import COUNT_RADIX_RECACHING, COUNT_RADIX_SPLITS
 from pat_sglang.sglang_patches.publish import publish_decode_batch, radix_split_log, radix_splits
@@ -271,10 +272,8 @@ def test_a_first_batch_beyond_the_table_and_a_reserved_table_take_the_compiled_r
         batch.seq_lens_cpu = torch.tensor([h.seq_lens[i] for i in live], dtype=torch.int64)
         for table in (fresh, reserved):
             publish_decode_batch(batch, table)
-        loader = host_core.loaded_batch
-        monkeypatch.setattr(host_core, "loaded_batch", lambda: None)
-        publish_decode_batch(batch, python)
-        monkeypatch.setattr(host_core, "loaded_batch", loader)
+        with python_pieces():
+            publish_decode_batch(batch, python)
 
     step()  # the first batch: rows 1..100, beyond both tables' arrays until room is made
     assert len(answers) == 2 and all(a is not NotImplemented for a in answers)
@@ -297,8 +296,6 @@ def test_each_publishing_names_its_route(core: host_core._HostBatch, monkeypatch
     """``take_publish`` gives each publishing's route with its seconds (the stats line's slowest step names it) and
     ``routes_clause`` counts them: a first batch and a change by rows, the same batch unchanged, a change the compiled
     read declines (the Python read), a batch without its host rows read in full."""
-    from pat_sglang.sglang_patches import chain_table as ct  # noqa: PLC0415
-
     rng = np.random.default_rng(8)
     h = RadixHarness(max_reqs=48, max_context=256, num_slots=1 << 15)
     prompt = rng.integers(1000, 2000, size=24).tolist()
