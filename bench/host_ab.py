@@ -10,7 +10,9 @@ planned state either way (the compiled pieces are tested against their Python ve
   ``pat_publish_read``, ``pat_tally_changes``) against their Python versions;
 - ``publisher``: every compiled publisher piece (``host_core.loaded_batch``: the read, the wave pieces, the batch pick,
   the tally count) against Python;
-- ``remake-plans``: the decode-step planner's re-made plans (``PAT_SGLANG_REMAKE_PLANS``) on against off.
+- ``remake-plans``: the decode-step planner's re-made plans (``PAT_SGLANG_REMAKE_PLANS``) on against off;
+- ``edit-common``: the forest edit's common change in one call (``kernels/host_glue.c`` ``edit_common``) against the
+  edit's step-by-step path (its other compiled pieces kept).
 
 Per (batch, context) point and side it prints the number of timed steps whose batch changed (requests joined or left)
 and, over them, the medians and 90th percentiles of the publishing part and of the whole host time (us), then the
@@ -89,6 +91,32 @@ def _batch_piece_switch(methods: tuple[str, ...] | None) -> Switch:
     return Switch(("compiled", "python"), set_side, installed)
 
 
+def _glue_switch(name: str) -> Switch:
+    """The extension module's function ``name`` on (side 0) or answering NotImplemented (1: its caller's own path)."""
+    state = {"side": 0}
+
+    @contextmanager
+    def installed() -> Iterator[None]:
+        glue = host_core.loaded_glue()
+        if glue is None:
+            raise SystemExit("host_ab: the extension module did not load (kernels/host_glue.c)")
+        call = getattr(glue, name)
+
+        def gated(*args: Any) -> Any:
+            return NotImplemented if state["side"] else call(*args)
+
+        setattr(glue, name, gated)
+        try:
+            yield
+        finally:
+            setattr(glue, name, call)
+
+    def set_side(backend: Any, side: int) -> None:
+        state["side"] = side
+
+    return Switch(("one call", "stepwise"), set_side, installed)
+
+
 def _remake_switch() -> Switch:
     def set_side(backend: Any, side: int) -> None:
         backend.planner.remake_plans = side == 1
@@ -100,6 +128,7 @@ SWITCHES: dict[str, Callable[[], Switch]] = {
     "publish-read": lambda: _batch_piece_switch(("publish_read", "tally_changes")),
     "publisher": lambda: _batch_piece_switch(None),
     "remake-plans": _remake_switch,
+    "edit-common": lambda: _glue_switch("edit_common"),
 }
 
 

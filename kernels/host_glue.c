@@ -17,6 +17,9 @@
          longest item's tokens, open items), or None over max_partials: host_core._HostCore.plan_items.
    edit_forest(kept, width, kept_q, attach, seq) -> dict of the forest's arrays, or None: _HostCore.edit_forest.
    edit_places(old_of, old_attach, old_first, joiners, placed, n) -> (attach, first, groups): _HostCore.edit_places.
+   edit_common(old_of, joiners, leavers, entries, ...) -> (edit_forest's dict, attach, first, member counts), None
+   (refused) or NotImplemented: forest_edit.RadixIndex.edit after its survivors, for a change that makes and
+   dissolves no kept node (most changed decode steps), in one call instead of its four Python loops and two calls.
    write_paths(keys, lengths, rows, sigs): the published rows' pending node ids and tokens written into the row
    tables (chain_table._RowPaths.flush: ~3 ints per node through a Python iterator, 80-320 us before a forest built
    from the paths at 256 requests on the VM), None, or NotImplemented (nothing written) for what it does not take.
@@ -433,43 +436,21 @@ static PyObject *stage_plan(PyObject *self, PyObject *const *args, Py_ssize_t na
 
 static const char *const FOREST_NAMES[7] = {"tok", "start", "parent", "depth", "q", "rep", "ending"};
 
-static PyObject *edit_forest(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
-    if (!takes("edit_forest", nargs, 5)) return NULL;
-    int64_t width;
-    if (as_int64(args[1], &width)) return NULL;
-    PyObject *kept_q = args[2];
-    if (!PyList_Check(kept_q)) {
-        PyErr_SetString(PyExc_TypeError, "edit_forest: kept_q must be a list of ints");
-        return NULL;
-    }
-    const Py_ssize_t num_kept = PyList_GET_SIZE(kept_q);
-    PyArrayObject *kept = vec(args[0], NPY_INT64, -1), *attach = vec(args[3], NPY_INT64, -1);
-    const npy_intp n = attach != NULL ? PyArray_DIM(attach, 0) : 0;
-    PyArrayObject *seq = vec(args[4], NPY_INT64, n);
-    if (!kept || !attach || !seq || PyArray_DIM(kept, 0) != 4 * num_kept + (2 + width) * (num_kept + 1)) {
-        PyErr_SetString(PyExc_ValueError, "edit_forest: C-contiguous int64 arrays: the kept nodes packed, one attach "
-                                          "node and one length per request");
-        return NULL;
-    }
-    PyObject *counts = fresh(num_kept, NPY_INT64, 0);
-    if (counts == NULL) return NULL;
-    int64_t *q = (int64_t *)PyArray_DATA((PyArrayObject *)counts), members = 0;
-    for (Py_ssize_t k = 0; k < num_kept; k++) {
-        if (as_int64(PyList_GET_ITEM(kept_q, k), &q[k])) {
-            Py_DECREF(counts);
-            return NULL;
-        }
-        members += q[k];
-    }
+/* The edited forest's arrays (host_edit.c pat_edit_forest) as edit_forest's dict, from the kept nodes packed, their
+   member counts q (num_kept int64: kept by the caller, read only) and per request its attach node and length; None
+   where pat_edit_forest refuses (an empty leaf, counts that do not add up); NULL with an exception set on failure. */
+static PyObject *forest_arrays(PyArrayObject *kept, int64_t width, const int64_t *q, npy_intp num_kept,
+                               PyArrayObject *attach, PyArrayObject *seq) {
+    const npy_intp n = PyArray_DIM(attach, 0);
+    int64_t members = 0;
+    for (npy_intp k = 0; k < num_kept; k++) members += q[k];
     const npy_intp nodes = num_kept + n, entries = members + n, head = 8 * nodes + 1 + n;
     PyObject *buf = fresh(head + 2 * entries + (entries + 1) / 2 + (entries + 7) / 8, NPY_INT64, 0);
     PyObject *out = NULL, *v = NULL;
-    if (buf == NULL) goto fail;
+    if (buf == NULL) return NULL;
     int64_t *b = (int64_t *)PyArray_DATA((PyArrayObject *)buf);
     if (pat_edit_forest(num_kept, width, PyArray_DATA(kept), q, n, PyArray_DATA(attach), PyArray_DATA(seq), b,
                         entries) < 0) {
-        Py_DECREF(counts);
         Py_DECREF(buf);
         Py_RETURN_NONE;
     }
@@ -501,15 +482,251 @@ static PyObject *edit_forest(PyObject *self, PyObject *const *args, Py_ssize_t n
     if (PyDict_SetItemString(out, "shared", v) < 0) goto fail;
     Py_DECREF(v);
 #undef PUT
-    Py_DECREF(counts);
     Py_DECREF(buf);
     return out;
 fail:
     Py_XDECREF(v);
     Py_XDECREF(out);
-    Py_XDECREF(buf);
-    Py_DECREF(counts);
+    Py_DECREF(buf);
     return NULL;
+}
+
+/* Whether kept (the kept nodes packed, as edit_forest takes them) has 4 * num_kept + (2 + width) * (num_kept + 1)
+   entries */
+static int kept_fits(PyArrayObject *kept, npy_intp num_kept, int64_t width) {
+    return kept != NULL && width >= 1 && PyArray_DIM(kept, 0) == 4 * num_kept + (2 + width) * (num_kept + 1);
+}
+
+static PyObject *edit_forest(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (!takes("edit_forest", nargs, 5)) return NULL;
+    int64_t width;
+    if (as_int64(args[1], &width)) return NULL;
+    PyObject *kept_q = args[2];
+    if (!PyList_Check(kept_q)) {
+        PyErr_SetString(PyExc_TypeError, "edit_forest: kept_q must be a list of ints");
+        return NULL;
+    }
+    const Py_ssize_t num_kept = PyList_GET_SIZE(kept_q);
+    PyArrayObject *kept = vec(args[0], NPY_INT64, -1), *attach = vec(args[3], NPY_INT64, -1);
+    const npy_intp n = attach != NULL ? PyArray_DIM(attach, 0) : 0;
+    PyArrayObject *seq = vec(args[4], NPY_INT64, n);
+    if (!kept || !attach || !seq || PyArray_DIM(kept, 0) != 4 * num_kept + (2 + width) * (num_kept + 1)) {
+        PyErr_SetString(PyExc_ValueError, "edit_forest: C-contiguous int64 arrays: the kept nodes packed, one attach "
+                                          "node and one length per request");
+        return NULL;
+    }
+    PyObject *counts = fresh(num_kept, NPY_INT64, 0);
+    if (counts == NULL) return NULL;
+    int64_t *q = (int64_t *)PyArray_DATA((PyArrayObject *)counts);
+    for (Py_ssize_t k = 0; k < num_kept; k++) {
+        if (as_int64(PyList_GET_ITEM(kept_q, k), &q[k])) {
+            Py_DECREF(counts);
+            return NULL;
+        }
+    }
+    PyObject *out = forest_arrays(kept, width, q, num_kept, attach, seq);
+    Py_DECREF(counts);
+    return out;
+}
+
+/* A joining request's place among the kept nodes (forest_edit.RadixIndex._place): its signature (a tuple of
+   (node id, data pointer, tokens) tuples, its own node first) walked root first through chain (radix key -> kept
+   node). 1 with *attach, *key set; 0 where the path is not whole kept chains followed by radix nodes outside them
+   (refused); -1 where the arguments are not of that shape (NotImplemented; no exception left set). */
+static int place_joiner(PyObject *entry, PyObject *chain, PyObject *deepest, const int64_t *parent,
+                        const int64_t *kept_end, npy_intp num_kept, int64_t *attach_out, int64_t *key_out) {
+    PyObject *sig = PyObject_GetAttrString(entry, "signature");
+    if (sig == NULL || !PyTuple_Check(sig)) {
+        Py_XDECREF(sig);
+        PyErr_Clear();
+        return -1;
+    }
+    int64_t attach = -1, inside = -1, end = 0;
+    int got = -1;
+    for (Py_ssize_t i = PyTuple_GET_SIZE(sig) - 1; i >= 0; i--) {
+        PyObject *node = PyTuple_GET_ITEM(sig, i);
+        if (!PyTuple_Check(node) || PyTuple_GET_SIZE(node) < 3) goto done;
+        PyObject *key = PyTuple_GET_ITEM(node, 0);
+        int64_t length;
+        if (as_int64(PyTuple_GET_ITEM(node, 2), &length)) goto done;
+        PyObject *found = PyDict_GetItemWithError(chain, key);
+        if (found == NULL) {
+            if (PyErr_Occurred()) goto done;
+            if (inside >= 0) {
+                got = 0; /* leaves a kept chain before its kept node */
+                goto done;
+            }
+            if (as_int64(key, key_out)) goto done;
+            *attach_out = attach;
+            got = 1;
+            goto done;
+        }
+        int64_t k, deepest_key, key_id;
+        if (as_int64(found, &k) || k < 0 || k >= num_kept) goto done;
+        if (inside < 0) {
+            if (parent[k] != attach) {
+                got = 0;
+                goto done;
+            }
+            inside = k;
+        } else if (k != inside) {
+            got = 0;
+            goto done;
+        }
+        end += length;
+        if (as_int64(PyList_GET_ITEM(deepest, k), &deepest_key) || as_int64(key, &key_id)) goto done;
+        if (key_id == deepest_key) {
+            if (end != kept_end[k + 1]) {
+                got = 0;
+                goto done;
+            }
+            attach = k;
+            inside = -1;
+        }
+    }
+    if (inside >= 0) {
+        got = 0;
+    } else {
+        *attach_out = attach;
+        *key_out = -1;
+        got = 1;
+    }
+done:
+    Py_DECREF(sig);
+    if (got < 0) PyErr_Clear();
+    return got;
+}
+
+/* edit_common(old_of, joiners, leavers, entries, old_attach, old_first, kept, width, chain, deepest, q, seq):
+   forest_edit.RadixIndex.edit after its survivors (old_of, joiners, leavers from forest_edit.survivors, the order and
+   joiner count already checked) in one call, for the common change: the leavers' kept nodes lose them, each joiner is
+   placed (RadixIndex._place), every request's attach node and first private key set (RadixIndex._places), and when
+   no joiner comes to share a radix node beyond its attach node (no groups) and every kept node keeps two requests or
+   more (none gone), the fusion check and the forest's arrays (edit_forest's). Returns (the forest's arrays as
+   edit_forest's dict, attach, first private keys, the kept nodes' member counts as a list); None where the edit is
+   refused (a joiner not on whole kept chains, a parent that would be fused, an empty leaf, counts that do not add
+   up); NotImplemented where the Python edit decides (groups, gone kept nodes, arguments not of that shape): it then
+   starts again from its survivors. old_attach / old_first: the index's per request (padding included); seq: per
+   request of the new batch, padding included (its first len(old_of) are the real requests, entries' length). */
+static PyObject *edit_common(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (!takes("edit_common", nargs, 12)) return NULL;
+    PyArrayObject *old_of = vec(args[0], NPY_INT64, -1), *old_attach = vec(args[4], NPY_INT64, -1);
+    PyArrayObject *kept = vec(args[6], NPY_INT64, -1), *seq = vec(args[11], NPY_INT64, -1);
+    PyObject *joiners = args[1], *leavers = args[2], *entries = args[3], *chain = args[8], *deepest = args[9];
+    PyObject *kept_q = args[10];
+    int64_t width;
+    if (!old_of || !old_attach || !kept || !seq || !PyList_Check(joiners) || !PyList_Check(leavers) ||
+        !PyTuple_Check(entries) || !PyDict_Check(chain) || !PyList_Check(deepest) || !PyList_Check(kept_q))
+        Py_RETURN_NOTIMPLEMENTED;
+    if (as_int64(args[7], &width)) return NULL;
+    const npy_intp n_real = PyArray_DIM(old_of, 0), n = PyArray_DIM(seq, 0), num_old = PyArray_DIM(old_attach, 0);
+    const npy_intp num_kept = PyList_GET_SIZE(kept_q);
+    PyArrayObject *old_first = vec(args[5], NPY_INT64, num_old);
+    if (!old_first || !kept_fits(kept, num_kept, width) || PyList_GET_SIZE(deepest) != num_kept ||
+        PyTuple_GET_SIZE(entries) != n_real || n < n_real || n < 1)
+        Py_RETURN_NOTIMPLEMENTED;
+    const int64_t *packed = PyArray_DATA(kept), *parent = packed + 2 * num_kept, *kept_end = packed + 4 * num_kept;
+    const int64_t *num_anc = kept_end + num_kept + 1, *anc = num_anc + num_kept + 1;
+    const int64_t *olds = PyArray_DATA(old_of), *old_a = PyArray_DATA(old_attach), *old_f = PyArray_DATA(old_first);
+    const Py_ssize_t num_joiners = PyList_GET_SIZE(joiners);
+    PyObject *counts = fresh(num_kept, NPY_INT64, 0), *attach_arr = fresh(n, NPY_INT64, 0);
+    PyObject *first_arr = fresh(n, NPY_INT64, 0), *result = NULL, *forest = NULL, *q_list = NULL;
+    int64_t *placed = PyMem_Malloc(sizeof(int64_t) * (size_t)(2 * num_joiners + 1));
+    if (!counts || !attach_arr || !first_arr || !placed) {
+        if (placed == NULL) PyErr_NoMemory();
+        goto done;
+    }
+    int64_t *q = PyArray_DATA((PyArrayObject *)counts), *attach = PyArray_DATA((PyArrayObject *)attach_arr);
+    int64_t *first = PyArray_DATA((PyArrayObject *)first_arr);
+    for (npy_intp k = 0; k < num_kept; k++) {
+        if (as_int64(PyList_GET_ITEM(kept_q, k), &q[k])) goto done;
+    }
+#define NOT_TAKEN()                        \
+    do {                                   \
+        result = Py_NotImplemented;        \
+        Py_INCREF(result);                 \
+        goto done;                         \
+    } while (0)
+#define REFUSED()                          \
+    do {                                   \
+        result = Py_None;                  \
+        Py_INCREF(result);                 \
+        goto done;                         \
+    } while (0)
+    /* the leavers' kept nodes lose them */
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(leavers); i++) {
+        int64_t old;
+        if (as_int64(PyList_GET_ITEM(leavers, i), &old)) goto done;
+        if (old < 0 || old >= num_old) NOT_TAKEN();
+        const int64_t row = old_a[old] + 1;
+        if (row < 0 || row > num_kept) NOT_TAKEN();
+        for (int64_t j = 0; j < num_anc[row]; j++) q[anc[row * width + j]]--;
+    }
+    /* the joiners placed, their kept nodes gain them */
+    for (Py_ssize_t i = 0; i < num_joiners; i++) {
+        int64_t j;
+        if (as_int64(PyList_GET_ITEM(joiners, i), &j)) goto done;
+        if (j < 0 || j >= n_real) NOT_TAKEN();
+        const int got = place_joiner(PyTuple_GET_ITEM(entries, j), chain, deepest, parent, kept_end, num_kept,
+                                     &placed[2 * i], &placed[2 * i + 1]);
+        if (got < 0) NOT_TAKEN();
+        if (got == 0) REFUSED();
+        const int64_t row = placed[2 * i] + 1;
+        for (int64_t a = 0; a < num_anc[row]; a++) q[anc[row * width + a]]++;
+    }
+    /* every request's attach node and first private key */
+    for (npy_intp r = 0; r < n; r++) {
+        const int64_t k = r < n_real ? olds[r] : -1;
+        if (k >= num_old) NOT_TAKEN();
+        attach[r] = k >= 0 ? old_a[k] : -1;
+        first[r] = k >= 0 ? old_f[k] : -1;
+    }
+    for (Py_ssize_t i = 0; i < num_joiners; i++) {
+        const int64_t j = PyLong_AsLongLong(PyList_GET_ITEM(joiners, i)); /* read and checked above */
+        attach[j] = placed[2 * i];
+        first[j] = placed[2 * i + 1];
+    }
+    /* a joiner's first private key another request has: a new kept node (groups), left to the Python edit */
+    for (Py_ssize_t i = 0; i < num_joiners; i++) {
+        const int64_t key = placed[2 * i + 1];
+        if (key < 0) continue;
+        npy_intp count = 0;
+        for (npy_intp r = 0; r < n && count < 2; r++) count += first[r] == key;
+        if (count > 1) NOT_TAKEN();
+    }
+    for (npy_intp k = 0; k < num_kept; k++) {
+        if (q[k] < 2) NOT_TAKEN(); /* a kept node left with one request or none: the Python edit dissolves it */
+    }
+    for (npy_intp k = 0; k < num_kept; k++) {
+        if (parent[k] >= 0 && q[k] >= q[parent[k]]) REFUSED(); /* its parent would be fused into it */
+    }
+#undef NOT_TAKEN
+#undef REFUSED
+    forest = forest_arrays(kept, width, q, num_kept, (PyArrayObject *)attach_arr, seq);
+    if (forest == NULL) goto done;
+    if (forest == Py_None) {
+        result = forest;
+        forest = NULL;
+        goto done;
+    }
+    q_list = PyList_New(num_kept);
+    if (q_list == NULL) goto done;
+    for (npy_intp k = 0; k < num_kept; k++) {
+        PyObject *v = PyLong_FromLongLong(q[k]);
+        if (v == NULL) goto done;
+        PyList_SET_ITEM(q_list, k, v);
+    }
+    result = PyTuple_Pack(4, forest, attach_arr, first_arr, q_list);
+done:
+    PyMem_Free(placed);
+    Py_XDECREF(forest);
+    Py_XDECREF(q_list);
+    Py_XDECREF(counts);
+    Py_XDECREF(attach_arr);
+    Py_XDECREF(first_arr);
+    return result;
 }
 
 static PyObject *forest_from_paths(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -1271,6 +1488,8 @@ static PyMethodDef METHODS[] = {
     {"forest_from_paths", (PyCFunction)(void (*)(void))forest_from_paths, METH_FASTCALL,
      "forest.PrefixForest.from_paths"},
     {"edit_places", (PyCFunction)(void (*)(void))edit_places, METH_FASTCALL, "host_core._HostCore.edit_places"},
+    {"edit_common", (PyCFunction)(void (*)(void))edit_common, METH_FASTCALL, "forest_edit.RadixIndex.edit's common "
+     "change after its survivors"},
     {NULL, NULL, 0, NULL},
 };
 

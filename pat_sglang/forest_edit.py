@@ -12,7 +12,10 @@ each member list recomputed from the attach numbers, plus one leaf per request: 
 (``host_core``: which requests survive, where every request sits, then the forest's arrays with the derived ones the
 planner reads; ~30 numpy calls where the compiled host work does not load), and Python only for the joining requests'
 paths (a few radix nodes each, read from their signatures) and the kept nodes (tens). ``from_paths`` costs ~55 numpy
-calls plus gathering the batch's paths.
+calls plus gathering the batch's paths. A change that makes and dissolves no kept node (most changed decode steps)
+is edited in one call after the survivors (``kernels/host_glue.c`` ``edit_common``: the member counts, the joiners'
+places, where every request sits, the fusion check and the forest's arrays), the Python steps its reference and the
+path of every other change.
 
 ``RadixIndex`` holds what that needs, made from a ``from_paths(index=True)`` build: per radix key of a shared node
 the kept node whose chain holds it, per kept node its deepest radix key, and per request its attach node and its
@@ -279,6 +282,16 @@ class RadixIndex:
         if not ordered or len(joiners) > max_edit_joiners(n_real):
             return None  # survivors reordered, or a cheaper rebuild
         kept = self.kept
+        seq = np.ascontiguousarray(seq_lens, dtype=np.int64)
+        common = host_core.glue_call(
+            "edit_common", old_of, joiners, leavers, entries, self.attach, self.first_private, kept.packed,
+            kept.ancestors.shape[1], kept.chain, kept.deepest, self.q, seq,
+        )
+        if common is None:
+            return None
+        if common is not NotImplemented:  # the common change in one call: no new kept node, none dissolved
+            arrays, attach, first_private, q = common
+            return RadixIndex(_forest_of(arrays, seq, row_base), entries, new_rows, kept, q, attach, first_private)
         q = list(self.q)
         lineage = kept.lineage
         for a in self.attach[leavers].tolist():  # the leavers' kept nodes lose them
@@ -449,11 +462,18 @@ class RadixIndex:
         if core is None:
             return _forest_numpy(kept, attach, q, seq, row_base)
         arrays = core.edit_forest(kept.packed, kept.ancestors.shape[1], q, attach, seq)
-        if arrays is None:
-            return None
-        names = ("tok", "start", "parent", "depth", "req_ptr", "req_flat")
-        derived = {name: value for name, value in arrays.items() if name not in names}  # what _get would compute
-        return PrefixForest(*(arrays[name] for name in names), row_base, seq, None, derived)
+        return None if arrays is None else _forest_of(arrays, seq, row_base)
+
+
+_FOREST_ARRAYS = ("tok", "start", "parent", "depth", "req_ptr", "req_flat")
+
+
+def _forest_of(arrays: dict[str, np.ndarray], seq: np.ndarray, row_base: np.ndarray) -> PrefixForest:
+    """The forest of ``edit_forest``'s arrays (``kernels/host_glue.c``: the forest's and the derived ones that
+    ``PrefixForest._get`` would compute) with the requests' lengths and row bases."""
+    derived = {name: value for name, value in arrays.items() if name not in _FOREST_ARRAYS}
+    return PrefixForest(*(arrays[name] for name in _FOREST_ARRAYS), np.asarray(row_base, dtype=np.int64), seq, None,
+                        derived)
 
 
 def _path(entry: Any) -> tuple[list[int], list[int]]:

@@ -457,3 +457,97 @@ def test_kept_nodes_made_alike_with_and_without_the_extension(seed: int, monkeyp
         assert a.tok[0] == b.tok[0] + 1
         with pytest.raises(IndexError):
             _Kept.make([1] * k, [0] * k, [k] * k, [0] * k, {}, [0] * k, [(0, 0)] * k, [0] * k)
+
+
+def _index_steps(seed: int, pad: int, common: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[list, int]:
+    """Per step of ``_batches(seed, 120, burst=True)`` the edited index (or None), with ``host_glue.c``
+    ``edit_common`` serving the common change (``common``) or answering NotImplemented (the step-by-step edit with its
+    other compiled pieces); and how many steps it served."""
+    glue = host_core.loaded_glue()
+    assert glue is not None  # numpy's and Python's headers are there wherever tests run
+    real = glue.edit_common
+    served = 0
+
+    def counted(*args: object) -> object:
+        nonlocal served
+        if not common:
+            return NotImplemented
+        got = real(*args)
+        served += got is not NotImplemented
+        return got
+
+    out = []
+    index = None
+    with monkeypatch.context() as m:
+        m.setattr(glue, "edit_common", counted)
+        for entries, rows, seq in _batches(seed, 120, burst=True):
+            rows_all = np.concatenate([rows, np.zeros(pad, np.int64)])
+            seq_all = np.concatenate([seq, np.ones(pad, np.int64)])
+            edited = index.edit(entries, rows_all, seq_all, rows_all * ROW_STRIDE) if index is not None else None
+            out.append(edited)
+            index = edited if edited is not None else RadixIndex.of(_fresh(list(entries), rows, seq, pad), entries,
+                                                                       rows_all)
+    return out, served
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("pad", [0, 2])
+def test_the_common_change_in_one_call_equals_the_step_by_step_edit(seed: int, pad: int,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``host_glue.c`` ``edit_common`` (the leavers' and joiners' member counts, the joiners' places, every request's
+    attach node and first private key, the fusion check and the forest's arrays in one call) against the edit's
+    step-by-step path on the same random sequences: every step refused or edited alike, and every edited index equal
+    (forest arrays and derived arrays with their dtypes, attach nodes, first private keys, member counts, the kept
+    nodes). The one call serves most edits, and leaves steps with new or dissolved kept nodes to the Python edit."""
+    one_call, served = _index_steps(seed, pad, True, monkeypatch)
+    stepwise, _ = _index_steps(seed, pad, False, monkeypatch)
+    assert [i is None for i in one_call] == [i is None for i in stepwise]
+    edits = sum(i is not None for i in one_call)
+    assert 10 < served < edits + 1 and served > edits // 2, (served, edits)
+    for got, want in zip(one_call, stepwise, strict=True):
+        if got is None:
+            continue
+        for name in ARRAYS + DERIVED:
+            a, b = getattr(got.forest, name), getattr(want.forest, name)
+            assert a.dtype == b.dtype and a.tolist() == b.tolist(), name
+        assert got.attach.dtype == want.attach.dtype and got.attach.tolist() == want.attach.tolist()
+        assert got.first_private.tolist() == want.first_private.tolist()
+        assert got.q == want.q and got.rows.tolist() == want.rows.tolist() and got.entries == want.entries
+        assert got.kept.packed.tolist() == want.kept.packed.tolist() and got.kept.chain == want.kept.chain
+
+
+def test_the_common_change_refuses_a_joiner_off_the_kept_chains() -> None:
+    """A joiner whose path leaves a kept chain before its kept node, or passes its radix keys with other token counts:
+    the one call refuses the edit (None), as ``RadixIndex._place`` does; arguments of another shape are left to the
+    Python edit (NotImplemented)."""
+    entries = [ChainEntry(i, 0, ((10 + i, 2000 + i, 3), (2, 1002, 5), (1, 1001, 10))) for i in range(3)]
+    rows = np.arange(1, 4, dtype=np.int64)
+    seq = np.array([20, 21, 22], np.int64)
+    index = RadixIndex.of(_fresh(entries, rows, seq, 0), tuple(entries), rows)
+    assert index is not None and len(index.q) == 1  # one kept node: radix nodes 1 and 2
+    glue = host_core.loaded_glue()
+    assert glue is not None
+    kept = index.kept
+    off = ChainEntry(9, 0, ((30, 2030, 3), (1, 1001, 10)))  # through node 1 but not node 2: off the kept chain
+    on = ChainEntry(9, 0, ((30, 2030, 3), (2, 1002, 5), (1, 1001, 10)))
+    old_of = np.array([0, 1, 2, -1], np.int64)
+    seq4 = np.array([21, 22, 23, 19], np.int64)
+
+    def call(joiner: ChainEntry, **change: object) -> object:
+        args = dict(old_of=old_of, joiners=[3], leavers=[], entries=(*entries, joiner), attach=index.attach,
+                    first=index.first_private, packed=kept.packed, width=kept.ancestors.shape[1], chain=kept.chain,
+                    deepest=kept.deepest, q=index.q, seq=seq4)
+        args.update(change)
+        return glue.edit_common(*args.values())
+
+    assert call(off) is None
+    longer = ChainEntry(9, 0, ((30, 2030, 3), (2, 1002, 6), (1, 1001, 10)))  # the kept chain's ids, not its tokens
+    assert call(longer) is None
+    rows4 = np.arange(1, 5, dtype=np.int64)
+    assert index.edit((*entries, longer), rows4, seq4, rows4 * ROW_STRIDE) is None  # as the step-by-step edit
+    made = call(on)
+    assert made is not None and made is not NotImplemented
+    arrays, attach, first, q = made
+    assert attach.tolist() == [0, 0, 0, 0] and first.tolist() == [10, 11, 12, 30] and q == [4]
+    assert call(on, entries=tuple(entries)) is NotImplemented  # entries not one per request of old_of
+    assert call(on, seq=seq4.astype(np.int32)) is NotImplemented

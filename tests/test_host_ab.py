@@ -89,6 +89,34 @@ def test_publisher_switch_hides_the_whole_piece_and_restores_it(specs: list, com
     assert host_core.loaded_batch() is compiled
 
 
+def test_edit_common_switch_flips_the_one_call_edit(specs: list, compiled) -> None:
+    glue = host_core.loaded_glue()
+    assert glue is not None
+    real = glue.edit_common
+    answers: list[bool] = []  # per call of the switch's gate: whether the one call served (not NotImplemented)
+
+    def counted(*args):
+        got = real(*args)
+        answers.append(got is not NotImplemented)
+        return got
+
+    glue.edit_common = counted
+    try:
+        switch = ab.SWITCHES["edit-common"]()
+        with switch.installed():
+            gate = glue.edit_common
+            assert gate is not counted
+            switch.set_side(None, 1)
+            assert gate(*[None] * 12) is NotImplemented and not answers  # side 1: the call is not made
+        assert glue.edit_common is counted  # the gate taken off again
+        point = ab.run_paired(hr.quick_config(steps=60), specs, ab.SWITCHES["edit-common"](), seed=3)
+        assert point.sides == ("one call", "stepwise")
+        assert all(len(side) > 5 for side in point.steps)
+        assert any(answers)  # the one call served edits on its side
+    finally:
+        glue.edit_common = real
+
+
 def test_remake_switch_sets_the_planner() -> None:
     backend = SimpleNamespace(planner=SimpleNamespace(remake_plans=False))
     switch = ab.SWITCHES["remake-plans"]()
