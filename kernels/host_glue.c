@@ -17,9 +17,10 @@
          longest item's tokens, open items), or None over max_partials: host_core._HostCore.plan_items.
    edit_forest(kept, width, kept_q, attach, seq) -> dict of the forest's arrays, or None: _HostCore.edit_forest.
    edit_places(old_of, old_attach, old_first, joiners, placed, n) -> (attach, first, groups): _HostCore.edit_places.
-   edit_common(old_of, joiners, leavers, entries, ...) -> (edit_forest's dict, attach, first, member counts), None
-   (refused) or NotImplemented: forest_edit.RadixIndex.edit after its survivors, for a change that makes and
-   dissolves no kept node (most changed decode steps), in one call instead of its four Python loops and two calls.
+   edit_common(old_of, joiners, leavers, entries, ...) -> (edit_forest's dict or the staying kept nodes' _Kept.make
+   arguments, attach, first, member counts), None (refused) or NotImplemented: forest_edit.RadixIndex.edit after its
+   survivors, for a change that makes no kept node (most changed decode steps), in one call instead of its Python
+   loops, _Kept.without and two calls.
    write_paths(keys, lengths, rows, sigs): the published rows' pending node ids and tokens written into the row
    tables (chain_table._RowPaths.flush: ~3 ints per node through a Python iterator, 80-320 us before a forest built
    from the paths at 256 requests on the VM), None, or NotImplemented (nothing written) for what it does not take.
@@ -598,6 +599,154 @@ done:
     return got;
 }
 
+/* A new list of the items of `list` (num_kept of them) at the kept nodes that stay */
+static PyObject *kept_items(PyObject *list, const uint8_t *stays, npy_intp num_kept, npy_intp num_stay) {
+    PyObject *out = PyList_New(num_stay);
+    if (out == NULL) return NULL;
+    for (npy_intp k = 0, at = 0; k < num_kept; k++) {
+        if (!stays[k]) continue;
+        PyObject *v = PyList_GET_ITEM(list, k);
+        Py_INCREF(v);
+        PyList_SET_ITEM(out, at++, v);
+    }
+    return out;
+}
+
+/* A new list of the int64 values v[k] (k < num_kept, stride 1) at the kept nodes that stay, each mapped through map
+   (map[x + 1] for x, where map is not NULL) */
+static PyObject *kept_ints(const int64_t *v, const uint8_t *stays, npy_intp num_kept, npy_intp num_stay,
+                           const int64_t *map) {
+    PyObject *out = PyList_New(num_stay);
+    if (out == NULL) return NULL;
+    for (npy_intp k = 0, at = 0; k < num_kept; k++) {
+        if (!stays[k]) continue;
+        PyObject *x = PyLong_FromLongLong(map != NULL ? map[v[k] + 1] : v[k]);
+        if (x == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, at++, x);
+    }
+    return out;
+}
+
+/* edit_common's change that dissolves kept nodes: every kept node with q < 2 is dropped (with its kept descendants,
+   which have fewer requests still), each request's leaf then reaching up to its nearest staying ancestor (attach
+   remapped, in place) and its private part starting at the first radix key of the topmost node dropped above it
+   (first, in place). Returns ((tok, start, parents, depth, chain, deepest, rank, top): _Kept.make's arguments for the
+   staying kept nodes, attach, first, the staying member counts), None where a staying node would be fused with its
+   parent (refused), NULL with an exception set on failure. The same steps as RadixIndex.edit's `gone` block and
+   _Kept.without, in their order. */
+static PyObject *dissolved(PyArrayObject *kept, int64_t width, npy_intp num_kept, const int64_t *q, PyObject *chain,
+                           PyObject *deepest, PyObject *tops, PyObject *ranks, npy_intp n, int64_t *attach,
+                           int64_t *first) {
+    const int64_t *packed = PyArray_DATA(kept), *tok = packed, *start = packed + num_kept;
+    const int64_t *parent = packed + 2 * num_kept, *depth = packed + 3 * num_kept, *kept_end = packed + 4 * num_kept;
+    const int64_t *num_anc = kept_end + num_kept + 1, *anc = num_anc + num_kept + 1;
+    PyObject *result = NULL, *made = NULL, *q_list = NULL, *new_chain = NULL;
+    PyObject *lists[7] = {NULL};
+    uint8_t *stays = PyMem_Malloc((size_t)num_kept + 1);
+    int64_t *opens = PyMem_Malloc(sizeof(int64_t) * (size_t)(4 * (num_kept + 1)));
+    if (stays == NULL || opens == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int64_t *new_id = opens + (num_kept + 1), *moved = new_id + (num_kept + 1), *q_new = moved + (num_kept + 1);
+    npy_intp num_stay = 0;
+    for (npy_intp k = 0; k < num_kept; k++) {
+        stays[k] = q[k] >= 2;
+        num_stay += stays[k];
+    }
+    /* where each gone attach node's requests now start their private part: the topmost gone node's first key */
+    for (npy_intp a = 0; a <= num_kept; a++) opens[a] = -1;
+    for (npy_intp k = 0; k < num_kept; k++) {
+        if (stays[k] || !(parent[k] < 0 || q[parent[k]] >= 2)) continue;
+        int64_t top;
+        if (as_int64(PyList_GET_ITEM(tops, k), &top)) goto done;
+        for (npy_intp d = 0; d < num_kept; d++) {
+            if (q[d] >= 2) continue;
+            const int64_t *line = anc + (d + 1) * width;
+            for (int64_t j = 0; j < num_anc[d + 1]; j++) {
+                if (line[j] == k) {
+                    opens[d + 1] = top;
+                    break;
+                }
+            }
+        }
+    }
+    /* new indices: new_id[k] of a staying node, moved[a + 1] the nearest staying ancestor-or-self of a (-1: none) */
+    moved[0] = -1;
+    for (npy_intp k = 0, at = 0; k < num_kept; k++) {
+        new_id[k] = at;
+        at += stays[k];
+        moved[k + 1] = stays[k] ? new_id[k] : moved[parent[k] + 1]; /* parents first */
+    }
+    for (npy_intp r = 0; r < n; r++) {
+        const int64_t row = attach[r] + 1;
+        if (opens[row] >= 0) first[r] = opens[row];
+        attach[r] = moved[row];
+    }
+    /* the staying nodes' member counts, and the fusion check on their new parents */
+    q_list = PyList_New(num_stay);
+    if (q_list == NULL) goto done;
+    for (npy_intp k = 0, at = 0; k < num_kept; k++) {
+        if (!stays[k]) continue;
+        PyObject *v = PyLong_FromLongLong(q[k]);
+        if (v == NULL) goto done;
+        q_new[at] = q[k];
+        PyList_SET_ITEM(q_list, at++, v);
+    }
+    for (npy_intp k = 0; k < num_kept; k++) { /* on the new parents, as RadixIndex.edit checks after _Kept.without */
+        if (!stays[k]) continue;
+        const int64_t p = moved[parent[k] + 1];
+        if (p >= 0 && q_new[new_id[k]] >= q_new[p]) {
+            result = Py_None;
+            Py_INCREF(result);
+            goto done;
+        }
+    }
+    new_chain = PyDict_New();
+    if (new_chain == NULL) goto done;
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(chain, &pos, &key, &value)) {
+        int64_t k;
+        if (as_int64(value, &k)) goto done;
+        if (k < 0 || k >= num_kept) {
+            PyErr_SetString(PyExc_ValueError, "edit_common: a radix key of a kept node that does not exist");
+            goto done;
+        }
+        if (!stays[k]) continue;
+        PyObject *id = PyLong_FromLongLong(new_id[k]);
+        if (id == NULL || PyDict_SetItem(new_chain, key, id) < 0) {
+            Py_XDECREF(id);
+            goto done;
+        }
+        Py_DECREF(id);
+    }
+    lists[0] = kept_ints(tok, stays, num_kept, num_stay, NULL);
+    lists[1] = kept_ints(start, stays, num_kept, num_stay, NULL);
+    lists[2] = kept_ints(parent, stays, num_kept, num_stay, moved);
+    lists[3] = kept_ints(depth, stays, num_kept, num_stay, NULL);
+    lists[4] = kept_items(deepest, stays, num_kept, num_stay);
+    lists[5] = kept_items(ranks, stays, num_kept, num_stay);
+    lists[6] = kept_items(tops, stays, num_kept, num_stay);
+    for (int i = 0; i < 7; i++) {
+        if (lists[i] == NULL) goto done;
+    }
+    made = PyTuple_Pack(8, lists[0], lists[1], lists[2], lists[3], new_chain, lists[4], lists[5], lists[6]);
+    if (made == NULL) goto done;
+    result = PyTuple_Pack(2, made, q_list);
+done:
+    for (int i = 0; i < 7; i++) Py_XDECREF(lists[i]);
+    Py_XDECREF(made);
+    Py_XDECREF(q_list);
+    Py_XDECREF(new_chain);
+    PyMem_Free(stays);
+    PyMem_Free(opens);
+    return result;
+}
+
 /* edit_common(old_of, joiners, leavers, entries, old_attach, old_first, kept, width, chain, deepest, q, seq):
    forest_edit.RadixIndex.edit after its survivors (old_of, joiners, leavers from forest_edit.survivors, the order and
    joiner count already checked) in one call, for the common change: the leavers' kept nodes lose them, each joiner is
@@ -611,21 +760,23 @@ done:
    request of the new batch, padding included (its first len(old_of) are the real requests, entries' length). */
 static PyObject *edit_common(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (!takes("edit_common", nargs, 12)) return NULL;
+    if (!takes("edit_common", nargs, 14)) return NULL;
     PyArrayObject *old_of = vec(args[0], NPY_INT64, -1), *old_attach = vec(args[4], NPY_INT64, -1);
     PyArrayObject *kept = vec(args[6], NPY_INT64, -1), *seq = vec(args[11], NPY_INT64, -1);
     PyObject *joiners = args[1], *leavers = args[2], *entries = args[3], *chain = args[8], *deepest = args[9];
-    PyObject *kept_q = args[10];
+    PyObject *kept_q = args[10], *tops = args[12], *ranks = args[13];
     int64_t width;
     if (!old_of || !old_attach || !kept || !seq || !PyList_Check(joiners) || !PyList_Check(leavers) ||
-        !PyTuple_Check(entries) || !PyDict_Check(chain) || !PyList_Check(deepest) || !PyList_Check(kept_q))
+        !PyTuple_Check(entries) || !PyDict_Check(chain) || !PyList_Check(deepest) || !PyList_Check(kept_q) ||
+        !PyList_Check(tops) || !PyList_Check(ranks))
         Py_RETURN_NOTIMPLEMENTED;
     if (as_int64(args[7], &width)) return NULL;
     const npy_intp n_real = PyArray_DIM(old_of, 0), n = PyArray_DIM(seq, 0), num_old = PyArray_DIM(old_attach, 0);
     const npy_intp num_kept = PyList_GET_SIZE(kept_q);
     PyArrayObject *old_first = vec(args[5], NPY_INT64, num_old);
     if (!old_first || !kept_fits(kept, num_kept, width) || PyList_GET_SIZE(deepest) != num_kept ||
-        PyTuple_GET_SIZE(entries) != n_real || n < n_real || n < 1)
+        PyList_GET_SIZE(tops) != num_kept || PyList_GET_SIZE(ranks) != num_kept || PyTuple_GET_SIZE(entries) != n_real ||
+        n < n_real || n < 1)
         Py_RETURN_NOTIMPLEMENTED;
     const int64_t *packed = PyArray_DATA(kept), *parent = packed + 2 * num_kept, *kept_end = packed + 4 * num_kept;
     const int64_t *num_anc = kept_end + num_kept + 1, *anc = num_anc + num_kept + 1;
@@ -696,8 +847,18 @@ static PyObject *edit_common(PyObject *self, PyObject *const *args, Py_ssize_t n
         for (npy_intp r = 0; r < n && count < 2; r++) count += first[r] == key;
         if (count > 1) NOT_TAKEN();
     }
-    for (npy_intp k = 0; k < num_kept; k++) {
-        if (q[k] < 2) NOT_TAKEN(); /* a kept node left with one request or none: the Python edit dissolves it */
+    npy_intp num_gone = 0;
+    for (npy_intp k = 0; k < num_kept; k++) num_gone += q[k] < 2;
+    if (num_gone) {
+        /* kept nodes left with one request or none dissolve (as RadixIndex.edit's `gone` and _Kept.without) */
+        PyObject *got = dissolved(kept, width, num_kept, q, chain, deepest, tops, ranks, n, attach, first);
+        if (got == NULL || got == Py_None) {
+            result = got;
+            goto done;
+        }
+        result = PyTuple_Pack(4, PyTuple_GET_ITEM(got, 0), attach_arr, first_arr, PyTuple_GET_ITEM(got, 1));
+        Py_DECREF(got);
+        goto done;
     }
     for (npy_intp k = 0; k < num_kept; k++) {
         if (parent[k] >= 0 && q[k] >= q[parent[k]]) REFUSED(); /* its parent would be fused into it */

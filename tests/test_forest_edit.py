@@ -459,21 +459,22 @@ def test_kept_nodes_made_alike_with_and_without_the_extension(seed: int, monkeyp
             _Kept.make([1] * k, [0] * k, [k] * k, [0] * k, {}, [0] * k, [(0, 0)] * k, [0] * k)
 
 
-def _index_steps(seed: int, pad: int, common: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[list, int]:
+def _index_steps(seed: int, pad: int, common: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[list, list[str]]:
     """Per step of ``_batches(seed, 120, burst=True)`` the edited index (or None), with ``host_glue.c``
-    ``edit_common`` serving the common change (``common``) or answering NotImplemented (the step-by-step edit with its
-    other compiled pieces); and how many steps it served."""
+    ``edit_common`` serving the changes it takes (``common``) or answering NotImplemented (the step-by-step edit with
+    its other compiled pieces); and what it answered per call: "kept" (the forest's arrays, the kept nodes unchanged),
+    "dissolved" (kept nodes dissolved), "refused" or "python"."""
     glue = host_core.loaded_glue()
     assert glue is not None  # numpy's and Python's headers are there wherever tests run
     real = glue.edit_common
-    served = 0
+    served: list[str] = []
 
     def counted(*args: object) -> object:
-        nonlocal served
         if not common:
             return NotImplemented
         got = real(*args)
-        served += got is not NotImplemented
+        served.append("python" if got is NotImplemented else "refused" if got is None
+                      else "kept" if isinstance(got[0], dict) else "dissolved")
         return got
 
     out = []
@@ -495,15 +496,17 @@ def _index_steps(seed: int, pad: int, common: bool, monkeypatch: pytest.MonkeyPa
 def test_the_common_change_in_one_call_equals_the_step_by_step_edit(seed: int, pad: int,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """``host_glue.c`` ``edit_common`` (the leavers' and joiners' member counts, the joiners' places, every request's
-    attach node and first private key, the fusion check and the forest's arrays in one call) against the edit's
-    step-by-step path on the same random sequences: every step refused or edited alike, and every edited index equal
-    (forest arrays and derived arrays with their dtypes, attach nodes, first private keys, member counts, the kept
-    nodes). The one call serves most edits, and leaves steps with new or dissolved kept nodes to the Python edit."""
+    attach node and first private key, kept nodes left with one request dissolved, the fusion check and the forest's
+    arrays in one call) against the edit's step-by-step path on the same random sequences: every step refused or
+    edited alike, and every edited index equal (forest arrays and derived arrays with their dtypes, attach nodes,
+    first private keys, member counts, the kept nodes). The one call serves most edits, dissolving ones included, and
+    leaves steps with new kept nodes to the Python edit."""
     one_call, served = _index_steps(seed, pad, True, monkeypatch)
     stepwise, _ = _index_steps(seed, pad, False, monkeypatch)
     assert [i is None for i in one_call] == [i is None for i in stepwise]
     edits = sum(i is not None for i in one_call)
-    assert 10 < served < edits + 1 and served > edits // 2, (served, edits)
+    taken = served.count("kept") + served.count("dissolved")
+    assert 10 < taken <= edits and taken > edits // 2 and "python" in served, (served, edits)
     for got, want in zip(one_call, stepwise, strict=True):
         if got is None:
             continue
@@ -514,6 +517,8 @@ def test_the_common_change_in_one_call_equals_the_step_by_step_edit(seed: int, p
         assert got.first_private.tolist() == want.first_private.tolist()
         assert got.q == want.q and got.rows.tolist() == want.rows.tolist() and got.entries == want.entries
         assert got.kept.packed.tolist() == want.kept.packed.tolist() and got.kept.chain == want.kept.chain
+        assert (got.kept.deepest, got.kept.rank, got.kept.top, got.kept.parents, got.kept.lineage) == (
+            want.kept.deepest, want.kept.rank, want.kept.top, want.kept.parents, want.kept.lineage)
 
 
 def test_the_common_change_refuses_a_joiner_off_the_kept_chains() -> None:
@@ -536,7 +541,7 @@ def test_the_common_change_refuses_a_joiner_off_the_kept_chains() -> None:
     def call(joiner: ChainEntry, **change: object) -> object:
         args = dict(old_of=old_of, joiners=[3], leavers=[], entries=(*entries, joiner), attach=index.attach,
                     first=index.first_private, packed=kept.packed, width=kept.ancestors.shape[1], chain=kept.chain,
-                    deepest=kept.deepest, q=index.q, seq=seq4)
+                    deepest=kept.deepest, q=index.q, seq=seq4, top=kept.top, rank=kept.rank)
         args.update(change)
         return glue.edit_common(*args.values())
 
@@ -551,3 +556,12 @@ def test_the_common_change_refuses_a_joiner_off_the_kept_chains() -> None:
     assert attach.tolist() == [0, 0, 0, 0] and first.tolist() == [10, 11, 12, 30] and q == [4]
     assert call(on, entries=tuple(entries)) is NotImplemented  # entries not one per request of old_of
     assert call(on, seq=seq4.astype(np.int32)) is NotImplemented
+
+
+def test_the_one_call_serves_dissolving_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the random sequences the one call edits changes that keep the kept nodes and changes that dissolve some,
+    and refuses some: each kind occurs (the comparison above covers every one of them)."""
+    served: list[str] = []
+    for seed in range(4):
+        served += _index_steps(seed, 0, True, monkeypatch)[1]
+    assert served.count("dissolved") > 10 and served.count("kept") > 10 and served.count("refused") > 0, served
