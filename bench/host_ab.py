@@ -57,64 +57,52 @@ class Switch:
     installed: Callable[[], Any] = _nothing
 
 
-def _batch_piece_switch(methods: tuple[str, ...] | None) -> Switch:
-    """The compiled publisher piece's ``methods`` (None: the whole piece) on (side 0) or answering as if absent (1)."""
+def _gated_switch(owner_of: Callable[[], Any], what: str, names: tuple[str, ...], sides: tuple[str, str]) -> Switch:
+    """The functions ``names`` of the object ``owner_of()`` returns (``what``, for the error where it did not load)
+    on (side 0) or answering NotImplemented (1: their callers' own paths)."""
     state = {"side": 0}
 
     @contextmanager
     def installed() -> Iterator[None]:
-        core = host_core.loaded_batch()
-        if core is None:
-            raise SystemExit("host_ab: the compiled publisher piece did not load (kernels/host_batch.c)")
-        if methods is None:
-            loader = host_core.loaded_batch
-            host_core.loaded_batch = lambda: None if state["side"] else loader()  # type: ignore[assignment]
-            try:
-                yield
-            finally:
-                host_core.loaded_batch = loader  # type: ignore[assignment]
-            return
-        saved = {name: getattr(core, name) for name in methods}
+        owner = owner_of()
+        if owner is None:
+            raise SystemExit(f"host_ab: {what} did not load")
+        saved = {name: getattr(owner, name) for name in names}
         for name, call in saved.items():
             def gated(*args: Any, _call: Callable[..., Any] = call) -> Any:
                 return NotImplemented if state["side"] else _call(*args)
-            setattr(core, name, gated)
+            setattr(owner, name, gated)
         try:
             yield
         finally:
             for name, call in saved.items():
-                setattr(core, name, call)
+                setattr(owner, name, call)
+
+    def set_side(backend: Any, side: int) -> None:
+        state["side"] = side
+
+    return Switch(sides, set_side, installed)
+
+
+def _publisher_switch() -> Switch:
+    """The whole compiled publisher piece there (side 0) or absent (1: ``host_core.loaded_batch`` answers None)."""
+    state = {"side": 0}
+
+    @contextmanager
+    def installed() -> Iterator[None]:
+        if host_core.loaded_batch() is None:
+            raise SystemExit("host_ab: the compiled publisher piece (kernels/host_batch.c) did not load")
+        loader = host_core.loaded_batch
+        host_core.loaded_batch = lambda: None if state["side"] else loader()  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            host_core.loaded_batch = loader  # type: ignore[assignment]
 
     def set_side(backend: Any, side: int) -> None:
         state["side"] = side
 
     return Switch(("compiled", "python"), set_side, installed)
-
-
-def _glue_switch(name: str) -> Switch:
-    """The extension module's function ``name`` on (side 0) or answering NotImplemented (1: its caller's own path)."""
-    state = {"side": 0}
-
-    @contextmanager
-    def installed() -> Iterator[None]:
-        glue = host_core.loaded_glue()
-        if glue is None:
-            raise SystemExit("host_ab: the extension module did not load (kernels/host_glue.c)")
-        call = getattr(glue, name)
-
-        def gated(*args: Any) -> Any:
-            return NotImplemented if state["side"] else call(*args)
-
-        setattr(glue, name, gated)
-        try:
-            yield
-        finally:
-            setattr(glue, name, call)
-
-    def set_side(backend: Any, side: int) -> None:
-        state["side"] = side
-
-    return Switch(("one call", "stepwise"), set_side, installed)
 
 
 def _remake_switch() -> Switch:
@@ -125,10 +113,12 @@ def _remake_switch() -> Switch:
 
 
 SWITCHES: dict[str, Callable[[], Switch]] = {
-    "publish-read": lambda: _batch_piece_switch(("publish_read", "tally_changes")),
-    "publisher": lambda: _batch_piece_switch(None),
+    "publish-read": lambda: _gated_switch(host_core.loaded_batch, "the compiled publisher piece (kernels/host_batch.c)",
+                                          ("publish_read", "tally_changes"), ("compiled", "python")),
+    "publisher": _publisher_switch,
     "remake-plans": _remake_switch,
-    "edit-common": lambda: _glue_switch("edit_common"),
+    "edit-common": lambda: _gated_switch(host_core.loaded_glue, "the extension module (kernels/host_glue.c)",
+                                         ("edit_common",), ("one call", "stepwise")),
 }
 
 

@@ -794,18 +794,14 @@ static PyObject *edit_common(PyObject *self, PyObject *const *args, Py_ssize_t n
     for (npy_intp k = 0; k < num_kept; k++) {
         if (as_int64(PyList_GET_ITEM(kept_q, k), &q[k])) goto done;
     }
-#define NOT_TAKEN()                        \
-    do {                                   \
-        result = Py_NotImplemented;        \
-        Py_INCREF(result);                 \
-        goto done;                         \
+#define ANSWER(obj)          \
+    do {                     \
+        result = (obj);      \
+        Py_INCREF(result);   \
+        goto done;           \
     } while (0)
-#define REFUSED()                          \
-    do {                                   \
-        result = Py_None;                  \
-        Py_INCREF(result);                 \
-        goto done;                         \
-    } while (0)
+#define NOT_TAKEN() ANSWER(Py_NotImplemented) /* the Python edit decides */
+#define REFUSED() ANSWER(Py_None)
     /* the leavers' kept nodes lose them */
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(leavers); i++) {
         int64_t old;
@@ -865,6 +861,7 @@ static PyObject *edit_common(PyObject *self, PyObject *const *args, Py_ssize_t n
     }
 #undef NOT_TAKEN
 #undef REFUSED
+#undef ANSWER
     forest = forest_arrays(kept, width, q, num_kept, (PyArrayObject *)attach_arr, seq);
     if (forest == NULL) goto done;
     if (forest == Py_None) {
