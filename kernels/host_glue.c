@@ -19,8 +19,7 @@
    edit_places(old_of, old_attach, old_first, joiners, placed, n) -> (attach, first, groups): _HostCore.edit_places.
    edit_common(old_of, joiners, leavers, entries, ...) -> (edit_forest's dict or the staying kept nodes' _Kept.make
    arguments, attach, first, member counts), None (refused) or NotImplemented: forest_edit.RadixIndex.edit after its
-   survivors, for a change that makes no kept node (most changed decode steps), in one call instead of its Python
-   loops, _Kept.without and two calls.
+   survivors in one call instead of its Python loops, _shared, _Kept.with_nodes / without and two calls.
    write_paths(keys, lengths, rows, sigs): the published rows' pending node ids and tokens written into the row
    tables (chain_table._RowPaths.flush: ~3 ints per node through a Python iterator, 80-320 us before a forest built
    from the paths at 256 requests on the VM), None, or NotImplemented (nothing written) for what it does not take.
@@ -630,19 +629,17 @@ static PyObject *kept_ints(const int64_t *v, const uint8_t *stays, npy_intp num_
     return out;
 }
 
-/* edit_common's change that dissolves kept nodes: every kept node with q < 2 is dropped (with its kept descendants,
+/* edit_common's change of the kept nodes (num_kept of them: tok, start, parent, depth, q; deepest, ranks and tops lists,
+   chain the radix key -> kept node dict; parents first): every kept node with q < 2 is dropped (with its kept descendants,
    which have fewer requests still), each request's leaf then reaching up to its nearest staying ancestor (attach
    remapped, in place) and its private part starting at the first radix key of the topmost node dropped above it
    (first, in place). Returns ((tok, start, parents, depth, chain, deepest, rank, top): _Kept.make's arguments for the
    staying kept nodes, attach, first, the staying member counts), None where a staying node would be fused with its
    parent (refused), NULL with an exception set on failure. The same steps as RadixIndex.edit's `gone` block and
    _Kept.without, in their order. */
-static PyObject *dissolved(PyArrayObject *kept, int64_t width, npy_intp num_kept, const int64_t *q, PyObject *chain,
-                           PyObject *deepest, PyObject *tops, PyObject *ranks, npy_intp n, int64_t *attach,
-                           int64_t *first) {
-    const int64_t *packed = PyArray_DATA(kept), *tok = packed, *start = packed + num_kept;
-    const int64_t *parent = packed + 2 * num_kept, *depth = packed + 3 * num_kept, *kept_end = packed + 4 * num_kept;
-    const int64_t *num_anc = kept_end + num_kept + 1, *anc = num_anc + num_kept + 1;
+static PyObject *dissolved(npy_intp num_kept, const int64_t *tok, const int64_t *start, const int64_t *parent,
+                           const int64_t *depth, const int64_t *q, PyObject *chain, PyObject *deepest, PyObject *tops,
+                           PyObject *ranks, npy_intp n, int64_t *attach, int64_t *first) {
     PyObject *result = NULL, *made = NULL, *q_list = NULL, *new_chain = NULL;
     PyObject *lists[7] = {NULL};
     uint8_t *stays = PyMem_Malloc((size_t)num_kept + 1);
@@ -663,11 +660,10 @@ static PyObject *dissolved(PyArrayObject *kept, int64_t width, npy_intp num_kept
         if (stays[k] || !(parent[k] < 0 || q[parent[k]] >= 2)) continue;
         int64_t top;
         if (as_int64(PyList_GET_ITEM(tops, k), &top)) goto done;
-        for (npy_intp d = 0; d < num_kept; d++) {
+        for (npy_intp d = 0; d < num_kept; d++) { /* every gone node with k on its lineage (d, its ancestors) */
             if (q[d] >= 2) continue;
-            const int64_t *line = anc + (d + 1) * width;
-            for (int64_t j = 0; j < num_anc[d + 1]; j++) {
-                if (line[j] == k) {
+            for (int64_t x = d; x >= 0; x = parent[x]) {
+                if (x == k) {
                     opens[d + 1] = top;
                     break;
                 }
@@ -747,17 +743,292 @@ done:
     return result;
 }
 
-/* edit_common(old_of, joiners, leavers, entries, old_attach, old_first, kept, width, chain, deepest, q, seq):
-   forest_edit.RadixIndex.edit after its survivors (old_of, joiners, leavers from forest_edit.survivors, the order and
-   joiner count already checked) in one call, for the common change: the leavers' kept nodes lose them, each joiner is
-   placed (RadixIndex._place), every request's attach node and first private key set (RadixIndex._places), and when
-   no joiner comes to share a radix node beyond its attach node (no groups) and every kept node keeps two requests or
-   more (none gone), the fusion check and the forest's arrays (edit_forest's). Returns (the forest's arrays as
-   edit_forest's dict, attach, first private keys, the kept nodes' member counts as a list); None where the edit is
-   refused (a joiner not on whole kept chains, a parent that would be fused, an empty leaf, counts that do not add
-   up); NotImplemented where the Python edit decides (groups, gone kept nodes, arguments not of that shape): it then
-   starts again from its survivors. old_attach / old_first: the index's per request (padding included); seq: per
-   request of the new batch, padding included (its first len(old_of) are the real requests, entries' length). */
+/* A request's radix path, root first (forest_edit._path): its entry's signature's node ids and tokens appended to
+   keys and lens from index *len on (room: cap); 1, or 0 where the signature is not of that shape or too long, -1 with
+   an exception set on failure */
+static int append_path(PyObject *entry, int64_t *keys, int64_t *lens, Py_ssize_t *len, Py_ssize_t cap) {
+    PyObject *sig = PyObject_GetAttrString(entry, "signature");
+    if (sig == NULL) return -1;
+    int got = 0;
+    if (!PyTuple_Check(sig) || *len + PyTuple_GET_SIZE(sig) > cap) goto done;
+    for (Py_ssize_t i = PyTuple_GET_SIZE(sig) - 1; i >= 0; i--) {
+        PyObject *node = PyTuple_GET_ITEM(sig, i);
+        if (!PyTuple_Check(node) || PyTuple_GET_SIZE(node) < 3) goto done;
+        if (as_int64(PyTuple_GET_ITEM(node, 0), &keys[*len]) || as_int64(PyTuple_GET_ITEM(node, 2), &lens[*len])) {
+            got = -1;
+            goto done;
+        }
+        ++*len;
+    }
+    got = 1;
+done:
+    Py_DECREF(sig);
+    return got;
+}
+
+/* A (depth, key, index) triple: a kept node's rank (the depth on the paths and the key of its deepest radix node) and
+   its index among the old kept nodes then the new ones, as _Kept.with_nodes sorts them */
+typedef struct {
+    int64_t depth, key, index;
+} RankAt;
+
+static int rank_order(const void *a, const void *b) {
+    const RankAt *x = a, *y = b;
+    if (x->depth != y->depth) return x->depth < y->depth ? -1 : 1;
+    if (x->key != y->key) return x->key < y->key ? -1 : 1;
+    return x->index < y->index ? -1 : (x->index > y->index);
+}
+
+/* edit_common's change that makes kept nodes (RadixIndex._shared, _Kept.with_nodes, then the `gone` block through
+   dissolved): per group key (keys, ascending, each the first private key of two requests or more now) the requests
+   with it must share one attach node and their radix paths the key at one depth; their common chain from it is a new
+   kept node under that attach node, its members their requests, each one's first private key the radix key after the
+   chain. The kept nodes, old and new, are ordered by rank; attach and first are rewritten in place. Returns what
+   dissolved returns, None where RadixIndex._shared refuses, NotImplemented where a path is not of the shape read,
+   NULL with an exception set. */
+static PyObject *with_new_nodes(npy_intp num_kept, const int64_t *packed, const int64_t *q, PyObject *chain,
+                                PyObject *deepest, PyObject *tops, PyObject *ranks, PyObject *entries, npy_intp n_real,
+                                npy_intp n, int64_t *attach, int64_t *first, const int64_t *keys, npy_intp num_groups) {
+    const int64_t *tok = packed, *start = packed + num_kept, *parent = packed + 2 * num_kept;
+    const int64_t *depth = packed + 3 * num_kept, *kept_end = packed + 4 * num_kept;
+    const npy_intp total = num_kept + num_groups;
+    PyObject *result = NULL, *chain2 = NULL, *deepest2 = NULL, *ranks2 = NULL, *tops2 = NULL;
+    /* per group: parent, tok, rank depth, chain offset and length, member offset and count */
+    int64_t *g = PyMem_Malloc(sizeof(int64_t) * (size_t)(7 * num_groups + 1));
+    int64_t *member = PyMem_Malloc(sizeof(int64_t) * (size_t)(2 * n + 1)); /* members, then their next keys */
+    int64_t *arrays = PyMem_Malloc(sizeof(int64_t) * (size_t)(6 * total + 1)); /* tok2..q2, new_id */
+    RankAt *order = PyMem_Malloc(sizeof(RankAt) * (size_t)(total + 1));
+    int64_t *path_keys = NULL, *path_lens = NULL, *path_at = NULL, *chain_keys = NULL;
+    if (!g || !member || !arrays || !order) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    npy_intp members = 0, chained = 0;
+    for (npy_intp i = 0; i < num_groups; i++) { /* the groups' members, ascending (RadixIndex._groups) */
+        g[7 * i + 5] = members;
+        for (npy_intp r = 0; r < n; r++) {
+            if (first[r] == keys[i]) member[members++] = r;
+        }
+        g[7 * i + 6] = members - g[7 * i + 5];
+    }
+    /* the members' paths: every member's whole signature (room: their node counts) */
+    Py_ssize_t cap = 0;
+    for (npy_intp m = 0; m < members; m++) {
+        if (member[m] >= n_real) { /* a padding request: no path (RadixIndex._shared refuses) */
+            result = Py_None;
+            Py_INCREF(result);
+            goto done;
+        }
+        PyObject *sig = PyObject_GetAttrString(PyTuple_GET_ITEM(entries, member[m]), "signature");
+        if (sig == NULL) goto done;
+        cap += PyTuple_Check(sig) ? PyTuple_GET_SIZE(sig) : 0;
+        Py_DECREF(sig);
+    }
+    path_keys = PyMem_Malloc(sizeof(int64_t) * (size_t)(cap + 1));
+    path_lens = PyMem_Malloc(sizeof(int64_t) * (size_t)(cap + 1));
+    path_at = PyMem_Malloc(sizeof(int64_t) * (size_t)(members + 1)); /* where each member's path starts */
+    chain_keys = PyMem_Malloc(sizeof(int64_t) * (size_t)(cap + 1));
+    if (!path_keys || !path_lens || !path_at || !chain_keys) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t used = 0;
+    for (npy_intp m = 0; m < members; m++) {
+        path_at[m] = used;
+        const int got = append_path(PyTuple_GET_ITEM(entries, member[m]), path_keys, path_lens, &used, cap);
+        if (got < 0) goto done;
+        if (got == 0) {
+            result = Py_NotImplemented;
+            Py_INCREF(result);
+            goto done;
+        }
+    }
+    path_at[members] = used;
+#define MEMBER_LEN(m) (path_at[(m) + 1] - path_at[m])
+#define MEMBER_KEY(m, j) (path_keys[path_at[m] + (j)])
+#define MEMBER_TOKENS(m, j) (path_lens[path_at[m] + (j)])
+    for (npy_intp i = 0; i < num_groups; i++) { /* each group's common chain (RadixIndex._shared) */
+        const npy_intp lo = g[7 * i + 5], count = g[7 * i + 6];
+        const int64_t a = attach[member[lo]];
+        int64_t at = -1;
+        for (npy_intp m = lo; m < lo + count; m++) {
+            int64_t here = -1;
+            for (int64_t j = 0; j < MEMBER_LEN(m); j++) {
+                if (MEMBER_KEY(m, j) == keys[i]) {
+                    here = j;
+                    break;
+                }
+            }
+            if (here < 0) { /* the key is not on its path: keys.index raises there */
+                result = Py_NotImplemented;
+                Py_INCREF(result);
+                goto done;
+            }
+            if (attach[member[m]] != a || (at >= 0 && here != at)) { /* another attach node, another depth */
+                result = Py_None;
+                Py_INCREF(result);
+                goto done;
+            }
+            at = here;
+        }
+        int64_t tok_g = 0;
+        g[7 * i + 3] = chained;
+        for (;; at++) {
+            const int64_t key0 = at < MEMBER_LEN(lo) ? MEMBER_KEY(lo, at) : -1;
+            int same = key0 >= 0;
+            for (npy_intp m = lo + 1; same && m < lo + count; m++) {
+                same = at < MEMBER_LEN(m) && MEMBER_KEY(m, at) == key0;
+            }
+            if (!same) break;
+            for (npy_intp m = lo + 1; m < lo + count; m++) {
+                if (MEMBER_TOKENS(m, at) != MEMBER_TOKENS(lo, at)) {
+                    result = Py_None;
+                    Py_INCREF(result);
+                    goto done;
+                }
+            }
+            chain_keys[chained++] = key0;
+            tok_g += MEMBER_TOKENS(lo, at);
+        }
+        for (npy_intp m = lo; m < lo + count; m++) { /* the keys below the chain: distinct, or a second new level */
+            const int64_t below = at < MEMBER_LEN(m) ? MEMBER_KEY(m, at) : -1;
+            member[n + m] = below;
+            for (npy_intp o = lo; below >= 0 && o < m; o++) {
+                if (member[n + o] == below) {
+                    result = Py_None;
+                    Py_INCREF(result);
+                    goto done;
+                }
+            }
+        }
+        g[7 * i] = a;
+        g[7 * i + 1] = tok_g;
+        g[7 * i + 2] = at - 1; /* the rank's depth: its deepest radix node's index on the paths */
+        g[7 * i + 4] = chained - g[7 * i + 3];
+    }
+#undef MEMBER_LEN
+#undef MEMBER_KEY
+#undef MEMBER_TOKENS
+    /* the kept nodes, old and new, in rank order (_Kept.with_nodes) */
+    for (npy_intp k = 0; k < num_kept; k++) {
+        PyObject *rank = PyList_GET_ITEM(ranks, k);
+        if (!PyTuple_Check(rank) || PyTuple_GET_SIZE(rank) != 2) {
+            result = Py_NotImplemented;
+            Py_INCREF(result);
+            goto done;
+        }
+        if (as_int64(PyTuple_GET_ITEM(rank, 0), &order[k].depth) || as_int64(PyTuple_GET_ITEM(rank, 1), &order[k].key))
+            goto done;
+        order[k].index = k;
+    }
+    for (npy_intp i = 0; i < num_groups; i++) {
+        order[num_kept + i] = (RankAt){g[7 * i + 2], chain_keys[g[7 * i + 3] + g[7 * i + 4] - 1], num_kept + i};
+    }
+    qsort(order, (size_t)total, sizeof(RankAt), rank_order);
+    int64_t *tok2 = arrays, *start2 = tok2 + total, *parent2 = start2 + total, *depth2 = parent2 + total;
+    int64_t *q2 = depth2 + total, *new_id = q2 + total;
+    for (npy_intp at = 0; at < total; at++) new_id[order[at].index] = at;
+    deepest2 = PyList_New(total);
+    ranks2 = PyList_New(total);
+    tops2 = PyList_New(total);
+    chain2 = PyDict_New();
+    if (!deepest2 || !ranks2 || !tops2 || !chain2) goto done;
+    for (npy_intp at = 0; at < total; at++) {
+        const int64_t i = order[at].index;
+        PyObject *d, *r, *t;
+        if (i < num_kept) {
+            const int64_t p = parent[i];
+            tok2[at] = tok[i];
+            start2[at] = start[i];
+            depth2[at] = depth[i];
+            parent2[at] = p < 0 ? -1 : new_id[p];
+            q2[at] = q[i];
+            d = PyList_GET_ITEM(deepest, i);
+            r = PyList_GET_ITEM(ranks, i);
+            t = PyList_GET_ITEM(tops, i);
+            Py_INCREF(d);
+            Py_INCREF(r);
+            Py_INCREF(t);
+        } else {
+            const int64_t *h = g + 7 * (i - num_kept), p = h[0];
+            tok2[at] = h[1];
+            start2[at] = kept_end[p + 1];
+            depth2[at] = p < 0 ? 0 : depth[p] + 1;
+            parent2[at] = p < 0 ? -1 : new_id[p];
+            q2[at] = h[6];
+            d = PyLong_FromLongLong(chain_keys[h[3] + h[4] - 1]);
+            r = Py_BuildValue("(LL)", (long long)h[2], (long long)chain_keys[h[3] + h[4] - 1]);
+            t = PyLong_FromLongLong(chain_keys[h[3]]);
+        }
+        PyList_SET_ITEM(deepest2, at, d);
+        PyList_SET_ITEM(ranks2, at, r);
+        PyList_SET_ITEM(tops2, at, t);
+        if (!d || !r || !t) goto done;
+    }
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(chain, &pos, &key, &value)) { /* the old chains' keys at their nodes' new indices */
+        int64_t k;
+        if (as_int64(value, &k)) goto done;
+        if (k < 0 || k >= num_kept) {
+            PyErr_SetString(PyExc_ValueError, "edit_common: a radix key of a kept node that does not exist");
+            goto done;
+        }
+        PyObject *id = PyLong_FromLongLong(new_id[k]);
+        if (id == NULL || PyDict_SetItem(chain2, key, id) < 0) {
+            Py_XDECREF(id);
+            goto done;
+        }
+        Py_DECREF(id);
+    }
+    for (npy_intp i = 0; i < num_groups; i++) { /* and the new chains' */
+        const int64_t *h = g + 7 * i;
+        for (int64_t c = h[3]; c < h[3] + h[4]; c++) {
+            PyObject *k = PyLong_FromLongLong(chain_keys[c]), *id = PyLong_FromLongLong(new_id[num_kept + i]);
+            const int bad = k == NULL || id == NULL || PyDict_SetItem(chain2, k, id) < 0;
+            Py_XDECREF(k);
+            Py_XDECREF(id);
+            if (bad) goto done;
+        }
+    }
+    for (npy_intp r = 0; r < n; r++) attach[r] = attach[r] < 0 ? -1 : new_id[attach[r]];
+    for (npy_intp i = 0; i < num_groups; i++) {
+        const int64_t *h = g + 7 * i;
+        for (int64_t m = h[5]; m < h[5] + h[6]; m++) {
+            attach[member[m]] = new_id[num_kept + i];
+            first[member[m]] = member[n + m];
+        }
+    }
+    result = dissolved(total, tok2, start2, parent2, depth2, q2, chain2, deepest2, tops2, ranks2, n, attach, first);
+done:
+    Py_XDECREF(chain2);
+    Py_XDECREF(deepest2);
+    Py_XDECREF(ranks2);
+    Py_XDECREF(tops2);
+    PyMem_Free(g);
+    PyMem_Free(member);
+    PyMem_Free(arrays);
+    PyMem_Free(order);
+    PyMem_Free(path_keys);
+    PyMem_Free(path_lens);
+    PyMem_Free(path_at);
+    PyMem_Free(chain_keys);
+    return result;
+}
+
+/* edit_common(old_of, joiners, leavers, entries, old_attach, old_first, kept, width, chain, deepest, q, seq, top,
+   rank): forest_edit.RadixIndex.edit after its survivors (old_of, joiners, leavers from forest_edit.survivors, the
+   order and joiner count already checked) in one call: the leavers' kept nodes lose them, each joiner is placed
+   (RadixIndex._place), every request's attach node and first private key set (RadixIndex._places); requests that
+   come to share a radix node beyond their attach node make a kept node (with_new_nodes), kept nodes left with one
+   request dissolve (dissolved), then the fusion check. Returns (the forest's arrays as edit_forest's dict where the
+   kept nodes did not change, else _Kept.make's arguments for the new ones; attach; first private keys; the kept
+   nodes' member counts as a list); None where the edit is refused (a joiner not on whole kept chains, paths that
+   disagree on a new kept node, a second new level, a parent that would be fused, an empty leaf, counts that do not
+   add up); NotImplemented where the arguments are not of that shape (the Python edit then starts again from its
+   survivors). old_attach / old_first: the index's per request (padding included); kept, width, chain, deepest, top,
+   rank: the index's _Kept; seq: per request of the new batch, padding included (its first len(old_of) are the real
+   requests, entries' length). */
 static PyObject *edit_common(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (!takes("edit_common", nargs, 14)) return NULL;
@@ -784,11 +1055,12 @@ static PyObject *edit_common(PyObject *self, PyObject *const *args, Py_ssize_t n
     const Py_ssize_t num_joiners = PyList_GET_SIZE(joiners);
     PyObject *counts = fresh(num_kept, NPY_INT64, 0), *attach_arr = fresh(n, NPY_INT64, 0);
     PyObject *first_arr = fresh(n, NPY_INT64, 0), *result = NULL, *forest = NULL, *q_list = NULL;
-    int64_t *placed = PyMem_Malloc(sizeof(int64_t) * (size_t)(2 * num_joiners + 1));
+    int64_t *placed = PyMem_Malloc(sizeof(int64_t) * (size_t)(3 * num_joiners + 1)); /* then the group keys */
     if (!counts || !attach_arr || !first_arr || !placed) {
         if (placed == NULL) PyErr_NoMemory();
         goto done;
     }
+    int64_t *group_keys = placed + 2 * num_joiners;
     int64_t *q = PyArray_DATA((PyArrayObject *)counts), *attach = PyArray_DATA((PyArrayObject *)attach_arr);
     int64_t *first = PyArray_DATA((PyArrayObject *)first_arr);
     for (npy_intp k = 0; k < num_kept; k++) {
@@ -835,19 +1107,37 @@ static PyObject *edit_common(PyObject *self, PyObject *const *args, Py_ssize_t n
         attach[j] = placed[2 * i];
         first[j] = placed[2 * i + 1];
     }
-    /* a joiner's first private key another request has: a new kept node (groups), left to the Python edit */
-    for (Py_ssize_t i = 0; i < num_joiners; i++) {
-        const int64_t key = placed[2 * i + 1];
-        if (key < 0) continue;
+    /* a joiner's first private key another request has: a new kept node (groups), keys ascending */
+    npy_intp num_groups = 0;
+    for (int64_t prev = -1;;) {
+        int64_t key = -1;
+        for (Py_ssize_t i = 0; i < num_joiners; i++) {
+            const int64_t k = placed[2 * i + 1];
+            if (k > prev && (key < 0 || k < key)) key = k;
+        }
+        if (key < 0) break;
+        prev = key;
         npy_intp count = 0;
         for (npy_intp r = 0; r < n && count < 2; r++) count += first[r] == key;
-        if (count > 1) NOT_TAKEN();
+        if (count > 1) group_keys[num_groups++] = key;
+    }
+    if (num_groups) {
+        PyObject *got = with_new_nodes(num_kept, packed, q, chain, deepest, tops, ranks, entries, n_real, n, attach,
+                                       first, group_keys, num_groups);
+        if (got == NULL || got == Py_None || got == Py_NotImplemented) {
+            result = got;
+            goto done;
+        }
+        result = PyTuple_Pack(4, PyTuple_GET_ITEM(got, 0), attach_arr, first_arr, PyTuple_GET_ITEM(got, 1));
+        Py_DECREF(got);
+        goto done;
     }
     npy_intp num_gone = 0;
     for (npy_intp k = 0; k < num_kept; k++) num_gone += q[k] < 2;
     if (num_gone) {
         /* kept nodes left with one request or none dissolve (as RadixIndex.edit's `gone` and _Kept.without) */
-        PyObject *got = dissolved(kept, width, num_kept, q, chain, deepest, tops, ranks, n, attach, first);
+        PyObject *got = dissolved(num_kept, packed, packed + num_kept, parent, packed + 3 * num_kept, q, chain,
+                                  deepest, tops, ranks, n, attach, first);
         if (got == NULL || got == Py_None) {
             result = got;
             goto done;

@@ -12,10 +12,10 @@ each member list recomputed from the attach numbers, plus one leaf per request: 
 (``host_core``: which requests survive, where every request sits, then the forest's arrays with the derived ones the
 planner reads; ~30 numpy calls where the compiled host work does not load), and Python only for the joining requests'
 paths (a few radix nodes each, read from their signatures) and the kept nodes (tens). ``from_paths`` costs ~55 numpy
-calls plus gathering the batch's paths. A change that makes no kept node (most changed decode steps) is edited in
-one call after the survivors (``kernels/host_glue.c`` ``edit_common``: the member counts, the joiners' places, where
-every request sits, the kept nodes left with one request dissolved, the fusion check and, where none dissolved, the
-forest's arrays), the Python steps its reference and the path of a change that makes kept nodes.
+calls plus gathering the batch's paths. Where the extension module loads, all of the edit after the survivors is one
+call (``kernels/host_glue.c`` ``edit_common``: the member counts, the joiners' places, where every request sits, new
+kept nodes, dissolved ones, the fusion check and, where the kept nodes stay, the forest's arrays); the Python steps
+below are its reference and fallback.
 
 ``RadixIndex`` holds what that needs, made from a ``from_paths(index=True)`` build: per radix key of a shared node
 the kept node whose chain holds it, per kept node its deepest radix key, and per request its attach node and its
@@ -289,11 +289,11 @@ class RadixIndex:
         )
         if common is None:
             return None
-        if common is not NotImplemented:  # a change that makes no kept node, in one call
+        if common is not NotImplemented:  # the edit in one call
             made, attach, first_private, q = common
-            if isinstance(made, dict):  # none dissolved: the forest's arrays
+            if isinstance(made, dict):  # the kept nodes stay: the forest's arrays
                 forest = _forest_of(made, seq, row_base)
-            else:  # kept nodes dissolved: the staying ones' _Kept.make arguments
+            else:  # kept nodes made or dissolved: the new ones' _Kept.make arguments
                 kept = _Kept.make(*made)
                 forest = self._forest(kept, attach, q, seq, row_base)
                 if forest is None:
