@@ -559,6 +559,9 @@ def test_the_common_change_refuses_a_joiner_off_the_kept_chains() -> None:
     assert grown is not None and grown is not NotImplemented and not isinstance(grown[0], dict)
     assert grown[1].tolist() == [1, 0, 0, 1] and grown[2].tolist() == [-1, 11, 12, 31] and grown[3] == [4, 2]
     assert call(other, seq=seq_joined) is None
+    rootless = ChainEntry(9, 0, ((31, 2031, 2), (10, 2010, 3)))  # request 0's private node, but at the root
+    assert call(rootless, seq=np.array([21, 22, 23, 6], np.int64)) is None  # two attach nodes under one key
+    assert index.edit((*entries, rootless), rows4, np.array([21, 22, 23, 6], np.int64), rows4 * ROW_STRIDE) is None
     assert index.edit((*entries, other), rows4, seq_joined, rows4 * ROW_STRIDE) is None  # as the step-by-step edit
     made = call(on)
     assert made is not None and made is not NotImplemented
