@@ -11,8 +11,10 @@ planned state either way (the compiled pieces are tested against their Python ve
 - ``publisher``: every compiled publisher piece (``host_core.loaded_batch``: the read, the wave pieces, the batch pick,
   the tally count) against Python;
 - ``remake-plans``: the decode-step planner's re-made plans (``PAT_SGLANG_REMAKE_PLANS``) on against off;
-- ``edit-common``: the forest edit's common change in one call (``kernels/host_glue.c`` ``edit_common``) against the
-  edit's step-by-step path (its other compiled pieces kept).
+- ``edit-common``: the forest edit in one call (``kernels/host_glue.c`` ``edit_common``) against the edit's
+  step-by-step path (its other compiled pieces kept);
+- ``batch-binding``: the compiled publisher pieces (``kernels/host_batch.c``) called as the extension module's
+  functions against the same C through ctypes.PyDLL.
 
 Per (batch, context) point and side it prints the number of timed steps whose batch changed (requests joined or left)
 and, over them, the medians and 90th percentiles of the publishing part and of the whole host time (us), then the
@@ -105,6 +107,31 @@ def _publisher_switch() -> Switch:
     return Switch(("compiled", "python"), set_side, installed)
 
 
+def _binding_switch() -> Switch:
+    """The publisher piece's C functions as the extension module's (side 0) or through ctypes.PyDLL (1)."""
+    state: dict[str, Any] = {}
+
+    @contextmanager
+    def installed() -> Iterator[None]:
+        core = host_core.loaded_batch()
+        if core is None or not core.via_glue:
+            raise SystemExit("host_ab: the publisher piece is not bound to the extension module (kernels/host_glue.c)")
+        twin = host_core._HostBatch(core.lib)  # the same library, every function through ctypes
+        state["sides"] = [{name: getattr(c, name) for name in core.BOUND} for c in (core, twin)]
+        state["core"] = core
+        try:
+            yield
+        finally:
+            for name, call in state["sides"][0].items():
+                setattr(core, name, call)
+
+    def set_side(backend: Any, side: int) -> None:
+        for name, call in state["sides"][side].items():
+            setattr(state["core"], name, call)
+
+    return Switch(("glue", "ctypes"), set_side, installed)
+
+
 def _remake_switch() -> Switch:
     def set_side(backend: Any, side: int) -> None:
         backend.planner.remake_plans = side == 1
@@ -119,6 +146,7 @@ SWITCHES: dict[str, Callable[[], Switch]] = {
     "remake-plans": _remake_switch,
     "edit-common": lambda: _gated_switch(host_core.loaded_glue, "the extension module (kernels/host_glue.c)",
                                          ("edit_common",), ("one call", "stepwise")),
+    "batch-binding": _binding_switch,
 }
 
 

@@ -93,7 +93,7 @@ PY_SOURCE_NAMES = ("host_batch.c",)  # the CPython-API piece: a library of its o
 # their fallback) (``_load_glue``)
 GLUE_SOURCE_NAMES = (
     "host_glue.c", "host_items.c", "host_edit.c", "host_launch.c", "host_simulate.c", "host_paths.c", "host_remade.c",
-    "host_pass.c",
+    "host_pass.c", "host_batch.c",
 )
 GLUE_MODULE = "pat_host_glue"  # its PyInit_ name
 GLUE_ENV = "PAT_SGLANG_HOST_GLUE"  # "0": the ctypes wrappers and launches serve instead (the A/B and test switch)
@@ -102,7 +102,7 @@ HEADER_NAMES = ("host_sort.h", "host_plan.h", "host_launch.h")
 COMPILE_FLAGS = ("-O2", "-shared", "-fPIC", "-std=c99", "-pthread")  # pthread: host_rows.c's scan worker
 COMPILE_TIMEOUT_S = 120
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: the publisher piece's load takes the extension module's (_load_batch)
 _Lib = TypeVar("_Lib")
 
 
@@ -459,9 +459,15 @@ class SlotScan:
 
 
 class _HostBatch:
-    """The CPython-API library's entry point (``kernels/host_batch.c``), typed once."""
+    """The CPython-API library's entry point (``kernels/host_batch.c``), typed once; where the extension module
+    (``kernels/host_glue.c``, built with ``host_batch.c`` too) is given, its functions of the same names serve instead
+    of the ctypes.PyDLL ones (the same C, called without ctypes' ~1 us of argument conversion per call)."""
 
-    def __init__(self, lib: ctypes.PyDLL) -> None:
+    BOUND = ("pick", "match", "_signatures", "_wave_entries", "_set_wave", "_tally_refs", "_publish_read",
+             "_tally_changes")  # the attributes holding the C functions
+
+    def __init__(self, lib: ctypes.PyDLL, glue: Any = None) -> None:
+        self.lib = lib
         obj = ctypes.py_object
         self.pick = _typed(lib, "pat_pick_batch", obj, [obj] * 5 + [_I])
         self.match = _typed(lib, "pat_survivors", obj, [obj] * 6)
@@ -471,6 +477,13 @@ class _HostBatch:
         self._tally_refs = _typed(lib, "pat_tally_refs", obj, [obj] * 2)
         self._publish_read = _typed(lib, "pat_publish_read", obj, [obj] * 8 + [_I])
         self._tally_changes = _typed(lib, "pat_tally_changes", obj, [obj] * 4)
+        self.via_glue = glue is not None and hasattr(glue, "publish_read")
+        if self.via_glue:
+            self.pick, self.match = glue.pick_batch, glue.survivors
+            self._signatures, self._wave_entries, self._set_wave = (glue.chain_signatures, glue.wave_entries,
+                                                                    glue.set_wave)
+            self._tally_refs, self._publish_read, self._tally_changes = (glue.tally_refs, glue.publish_read,
+                                                                         glue.tally_changes)
         # pat_survivors' row table: every slot -1 between calls (each call holds the interpreter lock throughout and
         # leaves it so, so one table serves every thread), grown when a row is beyond it
         self._table = np.full(1024, -1, dtype=np.int64)
@@ -618,7 +631,8 @@ def _load_batch() -> _HostBatch | None:
         logger.info(f"PAT: {DISABLE_ENV}=0: the publisher picks a changed batch's tuples in Python")
         return None
     try:
-        return _HostBatch(ctypes.PyDLL(str(library_path(PY_SOURCE_NAMES, python_include_flags(), "pat_host_batch"))))
+        lib = ctypes.PyDLL(str(library_path(PY_SOURCE_NAMES, python_include_flags(), "pat_host_batch")))
+        return _HostBatch(lib, loaded_glue())
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
         logger.warning(f"PAT: the compiled publisher piece is unavailable ({e}); a changed decode batch's tuples are "
                        "picked in Python (same batches, more host time per changed step)")

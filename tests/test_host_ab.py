@@ -117,6 +117,21 @@ def test_edit_common_switch_flips_the_one_call_edit(specs: list, compiled) -> No
         glue.edit_common = real
 
 
+def test_batch_binding_switch_flips_the_publisher_calls(specs: list, compiled) -> None:
+    assert compiled.via_glue  # the extension module loads wherever tests run
+    bound = {name: getattr(compiled, name) for name in compiled.BOUND}
+    switch = ab.SWITCHES["batch-binding"]()
+    with switch.installed():
+        switch.set_side(None, 1)
+        assert all(type(getattr(compiled, name)).__name__ == "_FuncPtr" for name in compiled.BOUND)  # ctypes
+        switch.set_side(None, 0)
+        assert all(getattr(compiled, name) is call for name, call in bound.items())
+        switch.set_side(None, 1)
+    assert all(getattr(compiled, name) is call for name, call in bound.items())  # restored after the run
+    point = ab.run_paired(hr.quick_config(steps=40), specs, ab.SWITCHES["batch-binding"](), seed=4)
+    assert point.sides == ("glue", "ctypes") and all(side for side in point.steps)
+
+
 def test_remake_switch_sets_the_planner() -> None:
     backend = SimpleNamespace(planner=SimpleNamespace(remake_plans=False))
     switch = ab.SWITCHES["remake-plans"]()

@@ -363,22 +363,29 @@ def test_a_chain_that_cannot_be_read_is_published_as_absent(counters) -> None:
     assert_fresh(h, rb, table)
 
 
+@pytest.mark.parametrize("binding", ["glue", "ctypes"])
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_compiled_batch_pick_leaves_the_python_state(counters, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compiled_batch_pick_leaves_the_python_state(counters, seed: int, binding: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """``publish_rows`` with the compiled publisher pieces (``kernels/host_batch.c``: the changed rows marked, read
     and given entries in one call, the batch's tuples and change, the tally moved by the change) and the compiled row
     passes (``kernels/host_glue.c``: generations, rows to read, the batch's arrays), and with their Python versions
     (``ChainTable._publish_read``, ``chain_table._pick_batch``, ``_Tally.update_changes``' loop, the numpy row passes),
     fed the same random steps (arrivals splitting radix nodes, finishes whose rows are reused, reorders, unchanged
     steps): after every step the two tables hold the same state, published batch, tally (node counts, distinct tokens,
-    rows) and node index included."""
+    rows) and node index included. The publisher pieces are called as the extension module's functions ("glue",
+    where it loads) and through ctypes.PyDLL ("ctypes": the extension module off, so the row passes are numpy's)."""
     from pat_sglang import host_core
 
     monkeypatch.delenv(host_core.DISABLE_ENV, raising=False)  # compiled here even where the suite turns it off
+    if binding == "ctypes":
+        monkeypatch.setenv(host_core.GLUE_ENV, "0")
     host_core.reset()
     try:
-        assert host_core.loaded_batch() is not None, "the compiled publisher piece did not load"
-        assert host_core.loaded_glue() is not None, "the host core's extension module did not load"
+        core = host_core.loaded_batch()
+        assert core is not None, "the compiled publisher piece did not load"
+        assert core.via_glue == (binding == "glue")
+        assert (host_core.loaded_glue() is not None) == (binding == "glue"), "the extension module did not load"
         _compare_compiled_and_python(seed, monkeypatch)
     finally:
         host_core.reset()
