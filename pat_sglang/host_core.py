@@ -38,8 +38,10 @@ passes over the batch, the rows as a list and a set, two tuples, two set differe
 a changed batch of 256 on the 2-core VM), and ``pat_survivors`` tells which requests of a changed batch are last
 batch's (the same entry object in the same row: ``forest_edit.survivors``, read by the forest edit and the re-made
 plans; ~10 numpy calls and a Python pass over the entries). It uses the CPython API, so it is a library of its own,
-compiled with the interpreter's headers and loaded with ``ctypes.PyDLL`` (its calls hold the interpreter lock). Same
-cache, switch and fallbacks (``chain_table._pick_batch``, ``forest_edit._survivors``).
+compiled with the interpreter's headers and loaded with ``ctypes.PyDLL`` (its calls hold the interpreter lock); it is
+built into the extension module below too, whose functions of the same C serve where that module loads (a ctypes call
+of Python objects costs ~1 us of argument conversion, several run cold per changed step). Same cache, switch and
+fallbacks (``chain_table._pick_batch``, ``forest_edit._survivors``).
 
 The ctypes wrappers of the plan items and the forest edit (``_HostCore.plan_items``, ``edit_forest``, ``edit_places``)
 cost more than the compiled work they call when a changed decode step runs them cold (dtype and shape checks, output
@@ -88,9 +90,9 @@ DISABLE_ENV = "PAT_SGLANG_HOST_CORE"  # "0": the numpy/Python versions
 SOURCE_NAMES = ("host_simulate.c", "host_rows.c", "host_items.c", "host_edit.c")  # compiled together into one library
 PY_SOURCE_NAMES = ("host_batch.c",)  # the CPython-API piece: a library of its own, loaded with ctypes.PyDLL
 # The extension module that calls four of SOURCE_NAMES' functions (split_length, plan_items, edit_forest, edit_places)
-# without ctypes, launches built CUDA graphs (host_launch.c), builds forests from radix paths (host_paths.c), re-makes
-# plans (host_remade.c) and makes a planning pass's packs (host_pass.c; these three with no ctypes wrapper: numpy is
-# their fallback) (``_load_glue``)
+# and the publisher pieces (host_batch.c) without ctypes, launches built CUDA graphs (host_launch.c), builds forests
+# from radix paths (host_paths.c), re-makes plans (host_remade.c) and makes a planning pass's packs (host_pass.c; these
+# three with no ctypes wrapper: numpy is their fallback) (``_load_glue``)
 GLUE_SOURCE_NAMES = (
     "host_glue.c", "host_items.c", "host_edit.c", "host_launch.c", "host_simulate.c", "host_paths.c", "host_remade.c",
     "host_pass.c", "host_batch.c",
