@@ -120,15 +120,9 @@ int64_t pat_edit_places(int64_t n_real, int64_t n, const int64_t *old_of, int64_
         attach[joiners[i]] = joined[2 * i];
         first[joiners[i]] = joined[2 * i + 1];
     }
-    int64_t at = 0, prev = -1;
-    for (;;) { /* the joiners' distinct keys >= 0 in ascending order (a few: found by repeated minimum) */
-        int64_t key = -1;
-        for (int64_t i = 0; i < num_joiners; i++) {
-            const int64_t k = joined[2 * i + 1];
-            if (k > prev && (key < 0 || k < key)) key = k;
-        }
-        if (key < 0) break;
-        prev = key;
+    int64_t at = 0;
+    for (int64_t key = pat_next_joiner_key(joined, num_joiners, -1); key >= 0;
+         key = pat_next_joiner_key(joined, num_joiners, key)) { /* the joiners' distinct keys >= 0, ascending */
         int64_t count = 0;
         for (int64_t r = 0; r < n; r++) {
             if (first[r] == key) groups[at + 2 + count++] = r;
@@ -140,4 +134,13 @@ int64_t pat_edit_places(int64_t n_real, int64_t n, const int64_t *old_of, int64_
         }
     }
     return at;
+}
+
+int64_t pat_next_joiner_key(const int64_t *pairs, int64_t num, int64_t prev) {
+    int64_t key = -1;
+    for (int64_t i = 0; i < num; i++) {
+        const int64_t k = pairs[2 * i + 1];
+        if (k > prev && (key < 0 || k < key)) key = k;
+    }
+    return key;
 }

@@ -1109,14 +1109,8 @@ static PyObject *edit_common(PyObject *self, PyObject *const *args, Py_ssize_t n
     }
     /* a joiner's first private key another request has: a new kept node (groups), keys ascending */
     npy_intp num_groups = 0;
-    for (int64_t prev = -1;;) {
-        int64_t key = -1;
-        for (Py_ssize_t i = 0; i < num_joiners; i++) {
-            const int64_t k = placed[2 * i + 1];
-            if (k > prev && (key < 0 || k < key)) key = k;
-        }
-        if (key < 0) break;
-        prev = key;
+    for (int64_t key = pat_next_joiner_key(placed, num_joiners, -1); key >= 0;
+         key = pat_next_joiner_key(placed, num_joiners, key)) {
         npy_intp count = 0;
         for (npy_intp r = 0; r < n && count < 2; r++) count += first[r] == key;
         if (count > 1) group_keys[num_groups++] = key;

@@ -17,6 +17,9 @@ int64_t pat_plan_items(int64_t packs, const int64_t *pack_tokens, const int64_t 
                        int64_t *summary);
 int64_t pat_edit_forest(int64_t num_kept, int64_t width, const int64_t *kept, const int64_t *kept_q, int64_t n,
                         const int64_t *attach, const int64_t *seq, int64_t *out, int64_t entries);
+/* The smallest joiner's first private key above prev among (attach node, key) pairs (num of them), -1 for none:
+   the joiners' distinct keys in ascending order, one call each (a step has a few joiners) */
+int64_t pat_next_joiner_key(const int64_t *pairs, int64_t num, int64_t prev);
 int64_t pat_edit_places(int64_t n_real, int64_t n, const int64_t *old_of, int64_t num_old, const int64_t *old_attach,
                         const int64_t *old_first, int64_t num_joiners, const int64_t *joiners, const int64_t *joined,
                         int64_t *attach, int64_t *first, int64_t *groups);
