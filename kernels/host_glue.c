@@ -1115,24 +1115,17 @@ static PyObject *edit_common(PyObject *self, PyObject *const *args, Py_ssize_t n
         for (npy_intp r = 0; r < n && count < 2; r++) count += first[r] == key;
         if (count > 1) group_keys[num_groups++] = key;
     }
-    if (num_groups) {
-        PyObject *got = with_new_nodes(num_kept, packed, q, chain, deepest, tops, ranks, entries, n_real, n, attach,
-                                       first, group_keys, num_groups);
-        if (got == NULL || got == Py_None || got == Py_NotImplemented) {
-            result = got;
-            goto done;
-        }
-        result = PyTuple_Pack(4, PyTuple_GET_ITEM(got, 0), attach_arr, first_arr, PyTuple_GET_ITEM(got, 1));
-        Py_DECREF(got);
-        goto done;
-    }
     npy_intp num_gone = 0;
     for (npy_intp k = 0; k < num_kept; k++) num_gone += q[k] < 2;
-    if (num_gone) {
-        /* kept nodes left with one request or none dissolve (as RadixIndex.edit's `gone` and _Kept.without) */
-        PyObject *got = dissolved(num_kept, packed, packed + num_kept, parent, packed + 3 * num_kept, q, chain,
-                                  deepest, tops, ranks, n, attach, first);
-        if (got == NULL || got == Py_None) {
+    if (num_groups || num_gone) {
+        /* the kept nodes change: new ones made (then those left with one request dissolved, as RadixIndex.edit's
+           `gone` block after _shared), or only dissolved (_Kept.without) */
+        PyObject *got = num_groups
+                            ? with_new_nodes(num_kept, packed, q, chain, deepest, tops, ranks, entries, n_real, n,
+                                             attach, first, group_keys, num_groups)
+                            : dissolved(num_kept, packed, packed + num_kept, parent, packed + 3 * num_kept, q, chain,
+                                        deepest, tops, ranks, n, attach, first);
+        if (got == NULL || got == Py_None || got == Py_NotImplemented) {
             result = got;
             goto done;
         }
