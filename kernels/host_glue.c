@@ -598,6 +598,28 @@ done:
     return got;
 }
 
+/* Into the dict out: each key of chain (radix key -> kept node k < num_kept) whose node stays (stays[k], or every node
+   where stays is NULL), at the node's new index new_id[k]. 0, or -1 with an exception set. */
+static int remap_chain(PyObject *chain, npy_intp num_kept, const uint8_t *stays, const int64_t *new_id,
+                       PyObject *out) {
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(chain, &pos, &key, &value)) {
+        int64_t k;
+        if (as_int64(value, &k)) return -1;
+        if (k < 0 || k >= num_kept) {
+            PyErr_SetString(PyExc_ValueError, "edit_common: a radix key of a kept node that does not exist");
+            return -1;
+        }
+        if (stays != NULL && !stays[k]) continue;
+        PyObject *id = PyLong_FromLongLong(new_id[k]);
+        const int bad = id == NULL || PyDict_SetItem(out, key, id) < 0;
+        Py_XDECREF(id);
+        if (bad) return -1;
+    }
+    return 0;
+}
+
 /* A new list of the items of `list` (num_kept of them) at the kept nodes that stay */
 static PyObject *kept_items(PyObject *list, const uint8_t *stays, npy_intp num_kept, npy_intp num_stay) {
     PyObject *out = PyList_New(num_stay);
@@ -702,24 +724,7 @@ static PyObject *dissolved(npy_intp num_kept, const int64_t *tok, const int64_t 
         }
     }
     new_chain = PyDict_New();
-    if (new_chain == NULL) goto done;
-    Py_ssize_t pos = 0;
-    PyObject *key, *value;
-    while (PyDict_Next(chain, &pos, &key, &value)) {
-        int64_t k;
-        if (as_int64(value, &k)) goto done;
-        if (k < 0 || k >= num_kept) {
-            PyErr_SetString(PyExc_ValueError, "edit_common: a radix key of a kept node that does not exist");
-            goto done;
-        }
-        if (!stays[k]) continue;
-        PyObject *id = PyLong_FromLongLong(new_id[k]);
-        if (id == NULL || PyDict_SetItem(new_chain, key, id) < 0) {
-            Py_XDECREF(id);
-            goto done;
-        }
-        Py_DECREF(id);
-    }
+    if (new_chain == NULL || remap_chain(chain, num_kept, stays, new_id, new_chain) < 0) goto done;
     lists[0] = kept_ints(tok, stays, num_kept, num_stay, NULL);
     lists[1] = kept_ints(start, stays, num_kept, num_stay, NULL);
     lists[2] = kept_ints(parent, stays, num_kept, num_stay, moved);
@@ -743,27 +748,19 @@ done:
     return result;
 }
 
-/* A request's radix path, root first (forest_edit._path): its entry's signature's node ids and tokens appended to
-   keys and lens from index *len on (room: cap); 1, or 0 where the signature is not of that shape or too long, -1 with
-   an exception set on failure */
-static int append_path(PyObject *entry, int64_t *keys, int64_t *lens, Py_ssize_t *len, Py_ssize_t cap) {
-    PyObject *sig = PyObject_GetAttrString(entry, "signature");
-    if (sig == NULL) return -1;
-    int got = 0;
-    if (!PyTuple_Check(sig) || *len + PyTuple_GET_SIZE(sig) > cap) goto done;
+/* A request's radix path, root first (forest_edit._path): its entry's signature `sig` (a tuple) read into keys and
+   lens (node ids and tokens) from index *len on (room: cap); 1, or 0 where the signature is not of that shape or too
+   long, -1 with an exception set on failure */
+static int append_path(PyObject *sig, int64_t *keys, int64_t *lens, Py_ssize_t *len, Py_ssize_t cap) {
+    if (*len + PyTuple_GET_SIZE(sig) > cap) return 0;
     for (Py_ssize_t i = PyTuple_GET_SIZE(sig) - 1; i >= 0; i--) {
         PyObject *node = PyTuple_GET_ITEM(sig, i);
-        if (!PyTuple_Check(node) || PyTuple_GET_SIZE(node) < 3) goto done;
-        if (as_int64(PyTuple_GET_ITEM(node, 0), &keys[*len]) || as_int64(PyTuple_GET_ITEM(node, 2), &lens[*len])) {
-            got = -1;
-            goto done;
-        }
+        if (!PyTuple_Check(node) || PyTuple_GET_SIZE(node) < 3) return 0;
+        if (as_int64(PyTuple_GET_ITEM(node, 0), &keys[*len]) || as_int64(PyTuple_GET_ITEM(node, 2), &lens[*len]))
+            return -1;
         ++*len;
     }
-    got = 1;
-done:
-    Py_DECREF(sig);
-    return got;
+    return 1;
 }
 
 /* A (depth, key, index) triple: a kept node's rank (the depth on the paths and the key of its deepest radix node) and
@@ -799,11 +796,12 @@ static PyObject *with_new_nodes(npy_intp num_kept, const int64_t *packed, const 
     int64_t *arrays = PyMem_Malloc(sizeof(int64_t) * (size_t)(6 * total + 1)); /* tok2..q2, new_id */
     RankAt *order = PyMem_Malloc(sizeof(RankAt) * (size_t)(total + 1));
     int64_t *path_keys = NULL, *path_lens = NULL, *path_at = NULL, *chain_keys = NULL;
+    PyObject **sigs = NULL; /* the members' signatures (new references), read once */
+    npy_intp members = 0, chained = 0;
     if (!g || !member || !arrays || !order) {
         PyErr_NoMemory();
         goto done;
     }
-    npy_intp members = 0, chained = 0;
     for (npy_intp i = 0; i < num_groups; i++) { /* the groups' members, ascending (RadixIndex._groups) */
         g[7 * i + 5] = members;
         for (npy_intp r = 0; r < n; r++) {
@@ -812,6 +810,11 @@ static PyObject *with_new_nodes(npy_intp num_kept, const int64_t *packed, const 
         g[7 * i + 6] = members - g[7 * i + 5];
     }
     /* the members' paths: every member's whole signature (room: their node counts) */
+    sigs = PyMem_Calloc((size_t)members + 1, sizeof(PyObject *));
+    if (sigs == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
     Py_ssize_t cap = 0;
     for (npy_intp m = 0; m < members; m++) {
         if (member[m] >= n_real) { /* a padding request: no path (RadixIndex._shared refuses) */
@@ -819,10 +822,14 @@ static PyObject *with_new_nodes(npy_intp num_kept, const int64_t *packed, const 
             Py_INCREF(result);
             goto done;
         }
-        PyObject *sig = PyObject_GetAttrString(PyTuple_GET_ITEM(entries, member[m]), "signature");
-        if (sig == NULL) goto done;
-        cap += PyTuple_Check(sig) ? PyTuple_GET_SIZE(sig) : 0;
-        Py_DECREF(sig);
+        sigs[m] = PyObject_GetAttrString(PyTuple_GET_ITEM(entries, member[m]), "signature");
+        if (sigs[m] == NULL) goto done;
+        if (!PyTuple_Check(sigs[m])) {
+            result = Py_NotImplemented;
+            Py_INCREF(result);
+            goto done;
+        }
+        cap += PyTuple_GET_SIZE(sigs[m]);
     }
     path_keys = PyMem_Malloc(sizeof(int64_t) * (size_t)(cap + 1));
     path_lens = PyMem_Malloc(sizeof(int64_t) * (size_t)(cap + 1));
@@ -835,7 +842,7 @@ static PyObject *with_new_nodes(npy_intp num_kept, const int64_t *packed, const 
     Py_ssize_t used = 0;
     for (npy_intp m = 0; m < members; m++) {
         path_at[m] = used;
-        const int got = append_path(PyTuple_GET_ITEM(entries, member[m]), path_keys, path_lens, &used, cap);
+        const int got = append_path(sigs[m], path_keys, path_lens, &used, cap);
         if (got < 0) goto done;
         if (got == 0) {
             result = Py_NotImplemented;
@@ -965,22 +972,7 @@ static PyObject *with_new_nodes(npy_intp num_kept, const int64_t *packed, const 
         PyList_SET_ITEM(tops2, at, t);
         if (!d || !r || !t) goto done;
     }
-    Py_ssize_t pos = 0;
-    PyObject *key, *value;
-    while (PyDict_Next(chain, &pos, &key, &value)) { /* the old chains' keys at their nodes' new indices */
-        int64_t k;
-        if (as_int64(value, &k)) goto done;
-        if (k < 0 || k >= num_kept) {
-            PyErr_SetString(PyExc_ValueError, "edit_common: a radix key of a kept node that does not exist");
-            goto done;
-        }
-        PyObject *id = PyLong_FromLongLong(new_id[k]);
-        if (id == NULL || PyDict_SetItem(chain2, key, id) < 0) {
-            Py_XDECREF(id);
-            goto done;
-        }
-        Py_DECREF(id);
-    }
+    if (remap_chain(chain, num_kept, NULL, new_id, chain2) < 0) goto done; /* the old chains' keys, new indices */
     for (npy_intp i = 0; i < num_groups; i++) { /* and the new chains' */
         const int64_t *h = g + 7 * i;
         for (int64_t c = h[3]; c < h[3] + h[4]; c++) {
@@ -1013,6 +1005,10 @@ done:
     PyMem_Free(path_lens);
     PyMem_Free(path_at);
     PyMem_Free(chain_keys);
+    if (sigs != NULL) {
+        for (npy_intp m = 0; m < members; m++) Py_XDECREF(sigs[m]);
+        PyMem_Free(sigs);
+    }
     return result;
 }
 
