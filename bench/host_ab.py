@@ -116,7 +116,7 @@ def _binding_switch() -> Switch:
         core = host_core.loaded_batch()
         if core is None or not core.via_glue:
             raise SystemExit("host_ab: the publisher piece is not bound to the extension module (kernels/host_glue.c)")
-        twin = host_core._HostBatch(core.lib)  # the same library, every function through ctypes
+        twin = host_core._HostBatch(host_core.batch_library())  # the same C, every function through ctypes
         state["sides"] = [{name: getattr(c, name) for name in core.BOUND} for c in (core, twin)]
         state["core"] = core
         try:

@@ -37,10 +37,10 @@ batch's per-request tuples and its joined and left rows in one pass (``ChainTabl
 passes over the batch, the rows as a list and a set, two tuples, two set differences and a count, took 30-55 us p50 of
 a changed batch of 256 on the 2-core VM), and ``pat_survivors`` tells which requests of a changed batch are last
 batch's (the same entry object in the same row: ``forest_edit.survivors``, read by the forest edit and the re-made
-plans; ~10 numpy calls and a Python pass over the entries). It uses the CPython API, so it is a library of its own,
-compiled with the interpreter's headers and loaded with ``ctypes.PyDLL`` (its calls hold the interpreter lock); it is
-built into the extension module below too, whose functions of the same C serve where that module loads (a ctypes call
-of Python objects costs ~1 us of argument conversion, several run cold per changed step). Same cache, switch and
+plans; ~10 numpy calls and a Python pass over the entries). It uses the CPython API: it is built into the extension
+module below, whose functions serve where that module loads, else into a library of its own, compiled with the
+interpreter's headers and loaded with ``ctypes.PyDLL`` (a ctypes call of Python objects costs ~1 us of argument
+conversion, several run cold per changed step; either way the calls hold the interpreter lock). Same cache, switch and
 fallbacks (``chain_table._pick_batch``, ``forest_edit._survivors``).
 
 The ctypes wrappers of the plan items and the forest edit (``_HostCore.plan_items``, ``edit_forest``, ``edit_places``)
@@ -88,7 +88,7 @@ logger = logging.getLogger(__name__)
 
 DISABLE_ENV = "PAT_SGLANG_HOST_CORE"  # "0": the numpy/Python versions
 SOURCE_NAMES = ("host_simulate.c", "host_rows.c", "host_items.c", "host_edit.c")  # compiled together into one library
-PY_SOURCE_NAMES = ("host_batch.c",)  # the CPython-API piece: a library of its own, loaded with ctypes.PyDLL
+PY_SOURCE_NAMES = ("host_batch.c",)  # the CPython-API piece: a ctypes.PyDLL library where the extension module is off
 # The extension module that calls four of SOURCE_NAMES' functions (split_length, plan_items, edit_forest, edit_places)
 # and the publisher pieces (host_batch.c) without ctypes, launches built CUDA graphs (host_launch.c), builds forests
 # from radix paths (host_paths.c), re-makes plans (host_remade.c) and makes a planning pass's packs (host_pass.c; these
@@ -460,32 +460,32 @@ class SlotScan:
             self.result()
 
 
+# The publisher pieces (``kernels/host_batch.c``): per function, the ``_HostBatch`` attribute holding it, its C name
+# and ctypes argument types (through ctypes.PyDLL), and its name in the extension module (``kernels/host_glue.c``)
+_PY = ctypes.py_object
+_BATCH_FUNCTIONS = (
+    ("pick", "pat_pick_batch", [_PY] * 5 + [_I], "pick_batch"),
+    ("match", "pat_survivors", [_PY] * 6, "survivors"),
+    ("_signatures", "pat_chain_signatures", [_PY] * 3, "chain_signatures"),
+    ("_wave_entries", "pat_wave_entries", [_PY] * 7, "wave_entries"),
+    ("_set_wave", "pat_set_wave", [_PY] * 5, "set_wave"),
+    ("_tally_refs", "pat_tally_refs", [_PY] * 2, "tally_refs"),
+    ("_publish_read", "pat_publish_read", [_PY] * 8 + [_I], "publish_read"),
+    ("_tally_changes", "pat_tally_changes", [_PY] * 4, "tally_changes"),
+)
+
+
 class _HostBatch:
-    """The CPython-API library's entry point (``kernels/host_batch.c``), typed once; where the extension module
-    (``kernels/host_glue.c``, built with ``host_batch.c`` too) is given, its functions of the same names serve instead
-    of the ctypes.PyDLL ones (the same C, called without ctypes' ~1 us of argument conversion per call)."""
+    """The publisher pieces' entry point (``kernels/host_batch.c``): the extension module's functions (``glue``, built
+    with ``host_batch.c`` too: the same C, called without ctypes' ~1 us of argument conversion per call) or, where that
+    module does not serve, the ctypes.PyDLL library ``lib``'s, typed once."""
 
-    BOUND = ("pick", "match", "_signatures", "_wave_entries", "_set_wave", "_tally_refs", "_publish_read",
-             "_tally_changes")  # the attributes holding the C functions
+    BOUND = tuple(attribute for attribute, *_ in _BATCH_FUNCTIONS)  # the attributes holding the C functions
 
-    def __init__(self, lib: ctypes.PyDLL, glue: Any = None) -> None:
-        self.lib = lib
-        obj = ctypes.py_object
-        self.pick = _typed(lib, "pat_pick_batch", obj, [obj] * 5 + [_I])
-        self.match = _typed(lib, "pat_survivors", obj, [obj] * 6)
-        self._signatures = _typed(lib, "pat_chain_signatures", obj, [obj] * 3)
-        self._wave_entries = _typed(lib, "pat_wave_entries", obj, [obj] * 7)
-        self._set_wave = _typed(lib, "pat_set_wave", obj, [obj] * 5)
-        self._tally_refs = _typed(lib, "pat_tally_refs", obj, [obj] * 2)
-        self._publish_read = _typed(lib, "pat_publish_read", obj, [obj] * 8 + [_I])
-        self._tally_changes = _typed(lib, "pat_tally_changes", obj, [obj] * 4)
-        self.via_glue = glue is not None and hasattr(glue, "publish_read")
-        if self.via_glue:
-            self.pick, self.match = glue.pick_batch, glue.survivors
-            self._signatures, self._wave_entries, self._set_wave = (glue.chain_signatures, glue.wave_entries,
-                                                                    glue.set_wave)
-            self._tally_refs, self._publish_read, self._tally_changes = (glue.tally_refs, glue.publish_read,
-                                                                         glue.tally_changes)
+    def __init__(self, lib: ctypes.PyDLL | None, glue: Any = None) -> None:
+        self.via_glue = lib is None
+        for attribute, c_name, argtypes, glue_name in _BATCH_FUNCTIONS:
+            setattr(self, attribute, getattr(glue, glue_name) if lib is None else _typed(lib, c_name, _PY, argtypes))
         # pat_survivors' row table: every slot -1 between calls (each call holds the interpreter lock throughout and
         # leaves it so, so one table serves every thread), grown when a row is beyond it
         self._table = np.full(1024, -1, dtype=np.int64)
@@ -633,12 +633,20 @@ def _load_batch() -> _HostBatch | None:
         logger.info(f"PAT: {DISABLE_ENV}=0: the publisher picks a changed batch's tuples in Python")
         return None
     try:
-        lib = ctypes.PyDLL(str(library_path(PY_SOURCE_NAMES, python_include_flags(), "pat_host_batch")))
-        return _HostBatch(lib, loaded_glue())
+        glue = loaded_glue()
+        if glue is not None and hasattr(glue, "publish_read"):
+            return _HostBatch(None, glue)  # (the library is then neither built nor loaded)
+        return _HostBatch(batch_library())
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
         logger.warning(f"PAT: the compiled publisher piece is unavailable ({e}); a changed decode batch's tuples are "
                        "picked in Python (same batches, more host time per changed step)")
         return None
+
+
+def batch_library() -> ctypes.PyDLL:
+    """The publisher pieces as a ctypes.PyDLL library (``PY_SOURCE_NAMES``), built on first use: where the extension
+    module does not serve them (``GLUE_ENV`` "0", no numpy headers), and for ``bench/host_ab.py``'s binding A/B."""
+    return ctypes.PyDLL(str(library_path(PY_SOURCE_NAMES, python_include_flags(), "pat_host_batch")))
 
 
 # The loaders are looked up when a load runs (not bound here), so that tests can stand in for them.
