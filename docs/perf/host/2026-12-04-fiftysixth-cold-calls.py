@@ -89,7 +89,7 @@ def planning_pass() -> None:
     for n in (sizes[0], sizes[len(sizes) // 4], sizes[len(sizes) // 2], sizes[-1]):
         args = captured[n]
         glue.plan_pass(*args)
-        cells = [timed(lambda: glue.plan_pass(*args), mib, 15) for mib in (0, 2, 8, 32, 128)]
+        cells = [timed(lambda args=args: glue.plan_pass(*args), mib, 15) for mib in (0, 2, 8, 32, 128)]
         print(f"   {n:4d} forest nodes, {args[5].shape[0]:4d} (request, node) pairs: "
               + " / ".join(f"{c:6.1f}" for c in cells))
 
