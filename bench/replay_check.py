@@ -19,6 +19,7 @@ Usage (the replay's points; the replay's own timing is not the subject here, its
 
     .venv/bin/python bench/replay_check.py --batch 64 256 --context 1k 32k --gate
     .venv/bin/python bench/replay_check.py --batch 64 --context 1k --heads 8,2,64 --exact-every 1
+    .venv/bin/python bench/replay_check.py --workload gsp --batch 64 256
 
 It prints per point the planned steps checked by the kind of their forest (``StepPhases.forest``: edited, built,
 reused, remade; "none" = an unchanged batch's plan taken as it was), the steps the gate gave to the delegate, and the
@@ -198,16 +199,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gate", action="store_true", help="the server's dispatch gate on (declined steps: not planned)")
     ap.add_argument("--exact-every", type=int, default=0, help="also check every N-th planned step exactly (0: never)")
     ap.add_argument("--trace", type=Path, default=hr.DEFAULT_TRACE)
+    ap.add_argument("--workload", choices=("mooncake", "gsp"), default="mooncake",
+                    help="gsp: SGLang's generated shared prefix (64 groups x 16 prompts of a 2048-token system "
+                         "prompt), all at once at its own prompt length (--context ignored)")
     args = ap.parse_args(argv)
     heads = tuple(int(x) for x in args.heads.split(","))
-    specs = hr.load_mooncake(args.trace)
+    gsp = args.workload == "gsp"
+    specs = hr.gsp_specs(None) if gsp else hr.load_mooncake(args.trace)
+    if gsp:
+        args.context = [str(specs[0].input_len)]
     failed = False
     print(f"{'batch':>5} {'ctx':>6} {'steps':>6} {'planned':>7} {'edited':>7} {'built':>6} {'reused':>7} "
           f"{'remade':>7} {'same':>6} {'declined':>8} {'exact':>6} {'max_err':>9}  result")
     for batch in args.batch:
         for ctx in args.context:
             cfg = hr.PointConfig(batch=batch, context=hr.parse_tokens(ctx), steps=args.steps, heads=heads,
-                                 gate=args.gate, progress=False)
+                                 gate=args.gate, progress=False, time_scale=1.0 if gsp else None)
             try:
                 checker, res = run(cfg, specs, args.exact_every)
                 result, steps = "ok", len(res.records) + res.untimed_steps

@@ -47,7 +47,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -185,6 +185,14 @@ class _Planned:
     joined: int = 0  # real requests that joined in them (at most: some may have left again)
 
 
+class _Lengths(NamedTuple):
+    """What a changed step reads of its batch's lengths once, for the gate and the forest: the total length (padding
+    included; every length checked to lie within the row width) and whether a published path is stale."""
+
+    total: int
+    any_stale: bool | None  # None: nothing published for the batch
+
+
 @dataclass(frozen=True)
 class StepPhases:
     """Where one ``DecodeStepPlanner.plan`` call spent its host time (seconds): building or growing the forest and
@@ -268,12 +276,14 @@ class DecodeStepPlanner:
             return None
         return any_above(pb.cached, batch.seq_lens)
 
-    def unique_tokens(self, batch: StepBatch) -> int:
+    def _lengths(self, batch: StepBatch) -> _Lengths:
+        return _Lengths(self._check_lengths(batch), self._any_stale(batch))
+
+    def unique_tokens(self, batch: StepBatch, lengths: _Lengths | None = None) -> int:
         """The batch's distinct KV tokens, from its published paths alone: each radix node's tokens once, plus every
         request's tokens past its path (a whole request where its path is missing or stale). Equals the unique tokens
-        of ``forest(batch)``, without building it."""
-        total = self._check_lengths(batch)
-        any_stale = self._any_stale(batch)
+        of ``forest(batch)``, without building it. ``lengths``: ``_lengths(batch)``, where the caller has it."""
+        total, any_stale = lengths if lengths is not None else self._lengths(batch)
         if any_stale is None:
             return total
         pb = batch.published
@@ -289,9 +299,9 @@ class DecodeStepPlanner:
         _, first = np.unique(key, return_index=True)
         return total - int(length.sum()) + int(length[first].sum())
 
-    def forest(self, batch: StepBatch) -> PrefixForest:
-        self._check_lengths(batch)
-        any_stale = self._any_stale(batch)
+    def forest(self, batch: StepBatch, lengths: _Lengths | None = None) -> PrefixForest:
+        """The batch's forest (reused, edited or built). ``lengths``: ``_lengths(batch)``, where the caller has it."""
+        any_stale = (lengths if lengths is not None else self._lengths(batch)).any_stale
         last = self._reuse
         # a matching key means the batch is published (any_stale is a bool): the same entries, rows and real count
         if last is not None and last.key.matches(batch) and not any_stale:
@@ -356,10 +366,11 @@ class DecodeStepPlanner:
         declined = self._declined
         if min_saved > 0.0 and declined is not None and self.reuse_plans and declined.matches(batch):
             return self._decline(batch, planned=False)
+        lengths = self._lengths(batch)  # (the gate's bound and the forest read them: once per changed step)
         unique = None
         if min_saved > 0.0:
-            unique = self.unique_tokens(batch)
-            if unique > (1.0 - min_saved) * int(batch.seq_lens.sum()):
+            unique = self.unique_tokens(batch, lengths)
+            if unique > (1.0 - min_saved) * lengths.total:
                 return self._decline(batch, planned=False)  # no plan of this batch could save min_saved
         if last is not None and self.reuse_plans and self.remake_plans:
             plan = self._remade(last, batch, limits, min_saved, unique)
@@ -367,7 +378,7 @@ class DecodeStepPlanner:
                 return plan
         built, edited = self.counters.built, self.counters.edited
         start = time.perf_counter()
-        forest = self.forest(batch)
+        forest = self.forest(batch, lengths)
         forest_done = time.perf_counter()
         plan = plan_forest(
             forest, self.heads, self.device_spec, limits=limits, slot_table=self.slot_table, previous=self._last_plan,

@@ -378,8 +378,8 @@ def record_forests(planner: Any) -> list:
     seen: list = []
     original = planner.forest
 
-    def forest(batch: Any) -> Any:
-        f = original(batch)
+    def forest(batch: Any, *args: Any) -> Any:
+        f = original(batch, *args)
         seen.append(f)
         return f
 
