@@ -16,6 +16,20 @@ def torch_on_one_thread() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="session")
+def mooncake_specs() -> list:
+    """The head of the Mooncake conversation trace (2000 requests) as the host replay's request specs
+    (``bench/host_replay.py``), for the modules that replay it; skipped where the trace is absent."""
+    from scripts import BENCH, on_path
+
+    on_path(BENCH)
+    import host_replay as hr
+
+    if not hr.DEFAULT_TRACE.exists():
+        pytest.skip(f"trace not found: {hr.DEFAULT_TRACE}")
+    return hr.load_mooncake(hr.DEFAULT_TRACE, limit=2000)
+
+
 @pytest.fixture
 def host_core_loads(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
     """How often ``host_core`` loads each of its libraries during the test, from an unloaded start (``host_core.reset``

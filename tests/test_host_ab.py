@@ -21,10 +21,8 @@ from pat_sglang.sglang_patches.chain_table import ChainTable  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def specs() -> list:
-    if not hr.DEFAULT_TRACE.exists():
-        pytest.skip(f"trace not found: {hr.DEFAULT_TRACE}")
-    return hr.load_mooncake(hr.DEFAULT_TRACE, limit=2000)
+def specs(mooncake_specs: list) -> list:
+    return mooncake_specs
 
 
 @pytest.fixture()

@@ -28,10 +28,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def specs() -> list:
-    if not hr.DEFAULT_TRACE.exists():
-        pytest.skip(f"trace not found: {hr.DEFAULT_TRACE}")
-    return hr.load_mooncake(hr.DEFAULT_TRACE, limit=2000)
+def specs(mooncake_specs: list) -> list:
+    return mooncake_specs
 
 
 def test_quick_replay_times_every_decode_step(specs: list) -> None:

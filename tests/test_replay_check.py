@@ -26,19 +26,12 @@ from pat_sglang.planner import (  # noqa: E402
 SMALL_HEADS = (4, 2, 64)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_on_one_thread")
 
 
 @pytest.fixture(scope="module")
-def specs() -> list:
-    if not hr.DEFAULT_TRACE.exists():
-        pytest.skip(f"trace not found: {hr.DEFAULT_TRACE}")
-    return hr.load_mooncake(hr.DEFAULT_TRACE, limit=2000)
+def specs(mooncake_specs: list) -> list:
+    return mooncake_specs
 
 
 @pytest.fixture(scope="module")
