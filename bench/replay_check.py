@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="gsp: SGLang's generated shared prefix (64 groups x 16 prompts of a 2048-token system "
                          "prompt), all at once at its own prompt length (--context ignored)")
     args = ap.parse_args(argv)
+    torch.set_num_threads(1)  # as the replay's scheduler thread; the reference's small einsums gain nothing from more
     heads = tuple(int(x) for x in args.heads.split(","))
     gsp = args.workload == "gsp"
     specs = hr.gsp_specs(None) if gsp else hr.load_mooncake(args.trace)
