@@ -277,6 +277,7 @@ class DecodeStepPlanner:
         return any_above(pb.cached, batch.seq_lens)
 
     def _lengths(self, batch: StepBatch) -> _Lengths:
+        """The batch's total length (``ValueError`` for a length outside the row width) and whether a path is stale."""
         return _Lengths(self._check_lengths(batch), self._any_stale(batch))
 
     def unique_tokens(self, batch: StepBatch, lengths: _Lengths | None = None) -> int:
