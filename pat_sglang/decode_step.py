@@ -374,7 +374,7 @@ class DecodeStepPlanner:
             if unique > (1.0 - min_saved) * lengths.total:
                 return self._decline(batch, planned=False)  # no plan of this batch could save min_saved
         if last is not None and self.reuse_plans and self.remake_plans:
-            plan = self._remade(last, batch, limits, min_saved, unique)
+            plan = self._remade(last, batch, limits, min_saved, unique, lengths)
             if plan is not None:
                 return plan
         built, edited = self.counters.built, self.counters.edited
@@ -411,7 +411,8 @@ class DecodeStepPlanner:
         self._planned = _Planned(plan, key, seq, limits, cap, base, excess_tokens, chain, joined)
 
     def _remade(
-        self, last: _Planned, batch: StepBatch, limits: PlanLimits | None, min_saved: float, unique: int | None
+        self, last: _Planned, batch: StepBatch, limits: PlanLimits | None, min_saved: float, unique: int | None,
+        lengths: _Lengths,
     ) -> PackPlan | None:
         """Last step's plan re-made for ``batch`` (``planner.remade_plan``) when only requests left and joined since
         it and the re-made plan stays within the bounds (``REMAKE_MAX_*``, the split length's, ``limits``, the gate's
@@ -430,8 +431,8 @@ class DecodeStepPlanner:
         joiners = np.flatnonzero(old_index[: batch.n_real] < 0)
         joined = last.joined + joiners.shape[0]
         if unique is None:
-            unique = self.unique_tokens(batch)
-        bounds = self._planned_bounds(last, batch, unique, min_saved)
+            unique = self.unique_tokens(batch, lengths)
+        bounds = self._planned_bounds(last, lengths.total, unique, min_saved)
         # A re-made plan reads about the batch's unique KV plus the full plan's excess (plus what its joiners re-read):
         # outside the bounds already, it is not made (a full plan after a failed attempt was the replay's slowest step)
         if not bounds[0] <= unique + last.excess_tokens <= bounds[1]:
@@ -450,11 +451,12 @@ class DecodeStepPlanner:
         return plan
 
     @staticmethod
-    def _planned_bounds(last: _Planned, batch: StepBatch, unique: int, min_saved: float) -> tuple[int, int]:
-        """The KV tokens a re-made plan of ``batch`` may read (``remade_plan``'s ``planned_tokens``): at most its unique
-        tokens plus the full plan's excess plus ``REMAKE_MAX_EXTRA_FRACTION`` of itself (planned - unique - excess <=
-        fraction * planned), within ``SPLIT_KEEP_FRACTION`` of the KV the split length was chosen for, and no more than
-        the gate lets a plan read (``min_saved``; ``pat_pays`` adds the partials afterwards)."""
+    def _planned_bounds(last: _Planned, total: int, unique: int, min_saved: float) -> tuple[int, int]:
+        """The KV tokens a re-made plan of a batch of ``total`` tokens (padding included) and ``unique`` distinct ones
+        may read (``remade_plan``'s ``planned_tokens``): at most its unique tokens plus the full plan's excess plus
+        ``REMAKE_MAX_EXTRA_FRACTION`` of itself (planned - unique - excess <= fraction * planned), within
+        ``SPLIT_KEEP_FRACTION`` of the KV the split length was chosen for, and no more than the gate lets a plan read
+        (``min_saved``; ``pat_pays`` adds the partials afterwards)."""
         hi = int((unique + last.excess_tokens) / (1.0 - REMAKE_MAX_EXTRA_FRACTION))
         lo = 0
         regrow = last.base.regrow
@@ -463,7 +465,7 @@ class DecodeStepPlanner:
             lo = math.ceil((1.0 - SPLIT_KEEP_FRACTION) * chosen_for)
             hi = min(hi, int((1.0 + SPLIT_KEEP_FRACTION) * chosen_for))
         if min_saved > 0.0:
-            hi = min(hi, int((1.0 - min_saved) * int(batch.seq_lens.sum())))
+            hi = min(hi, int((1.0 - min_saved) * total))
         return lo, hi
 
     @staticmethod
