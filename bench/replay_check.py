@@ -151,7 +151,10 @@ class SoakChecker:
         rows = view.req_pool_indices.numpy()[:raw]
         seq = view.seq_lens_cpu.numpy()[:raw]
         kind = be.planner.phases.forest
-        err = coverage_error(plan, rows, seq, sim.r2t.reshape(-1))
+        if plan.num_requests != raw:
+            err: str | None = f"the plan has {plan.num_requests} requests, the batch {raw}"
+        else:
+            err = coverage_error(plan, rows, seq, sim.r2t.reshape(-1))
         if err is not None:
             raise PlanCheckError(f"step {sum(self.kinds.values()) + self.declined} ({kind}): {err}")
         self.kinds[kind] += 1
