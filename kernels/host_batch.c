@@ -63,10 +63,11 @@
    publishing with the two pieces above compiled. Returns None, or NotImplemented (nothing changed) where the
    arguments are not of that shape; Python errors (a node id that cannot be hashed) propagate.
 
-   pat_tally_refs(keys, tokens): chain_table._Tally.rebuild's count of a batch's flat radix paths (keys, tokens: int64
-   buffers of one length, PublishedBatch.paths' node ids and tokens): (refs, total), refs the dict {(node id, tokens):
-   how many of the paths pass through it} in first-seen order, total the sum of tokens over its keys; the same dict
-   as dict(Counter(zip(keys.tolist(), tokens.tolist()))), with the pairs counted in a C hash table first and a Python
+   pat_tally_refs(req, keys, tokens): chain_table._Tally.rebuild's count of a batch's flat radix paths (req, keys,
+   tokens: int64 buffers of one length, PublishedBatch.paths, each path root first): (refs, total, firsts), refs the
+   dict {(node id, tokens): how many of the paths pass through it} in first-seen order, total the sum of tokens over
+   its keys, firsts the same count of the paths' first nodes only; refs the same dict as
+   dict(Counter(zip(keys.tolist(), tokens.tolist()))), with the pairs counted in a C hash table first and a Python
    tuple made per distinct pair only (a wave of 256 requests on ~11-node chains: 2816 pairs, 548 distinct, ~290 us in
    the Counter on the project's 2-core VM). NotImplemented where the buffers are not of that shape.
 
@@ -89,8 +90,8 @@
    (docs/perf/host/2026-12-04-fiftieth-vm-statement-costs.txt); a wave of 256 joiners reads in ~0.68x the Python wave
    path's time with the wave pieces above (docs/perf/host/2026-12-04-fiftythird-vm-wave-by-rows.txt).
 
-   pat_tally_changes(tally, left, touched, entries): chain_table._Tally.update_changes: the tally (by_row, refs, total,
-   version) moved from the last batch to this one by the rows that left (a list) and the rows touched (a list: joined
+   pat_tally_changes(tally, left, touched, entries): chain_table._Tally.update_changes: the tally (by_row, refs, firsts,
+   total, version) moved from the last batch to this one by the rows that left (a list) and the rows touched (a list: joined
    or read again, a row may be there twice) with their entries now in the dict entries (absent: none), each node's
    count and the distinct tokens moved as _Tally._count moves them, in the same order. Returns the new total, or
    NotImplemented with nothing changed where the arguments are not lists and a dict or an entry's signature is not
@@ -702,69 +703,89 @@ PyObject *pat_set_wave(PyObject *entries, PyObject *row_entry, PyObject *rows_of
     Py_RETURN_NONE;
 }
 
-PyObject *pat_tally_refs(PyObject *keys_obj, PyObject *tokens_obj) {
-    Py_buffer kb, tb;
+PyObject *pat_tally_refs(PyObject *req_obj, PyObject *keys_obj, PyObject *tokens_obj) {
+    Py_buffer rb, kb, tb;
     if (int64_view(keys_obj, &kb, -1, 0) < 0) Py_RETURN_NOTIMPLEMENTED;
     if (int64_view(tokens_obj, &tb, kb.len / 8, 0) < 0) {
         PyBuffer_Release(&kb);
         Py_RETURN_NOTIMPLEMENTED;
     }
+    if (int64_view(req_obj, &rb, kb.len / 8, 0) < 0) {
+        PyBuffer_Release(&kb);
+        PyBuffer_Release(&tb);
+        Py_RETURN_NOTIMPLEMENTED;
+    }
     const Py_ssize_t n = kb.len / 8;
-    const int64_t *key = kb.buf, *tok = tb.buf;
+    const int64_t *key = kb.buf, *tok = tb.buf, *req = rb.buf;
     Py_ssize_t cap = 16;
     while (cap < 2 * n) cap *= 2;
     /* open addressing over (key, tokens) pairs: slot -> index of the pair's first occurrence + 1 (0: empty) */
     Py_ssize_t *slot = calloc((size_t)cap, sizeof(Py_ssize_t));
     Py_ssize_t *first = malloc(sizeof(Py_ssize_t) * (size_t)(n ? n : 1));  /* distinct pairs, first-seen order */
     int64_t *count = malloc(sizeof(int64_t) * (size_t)(n ? n : 1));  /* per distinct pair */
-    PyObject *refs = NULL, *out = NULL;
-    if (slot == NULL || first == NULL || count == NULL) {
+    int64_t *starts = malloc(sizeof(int64_t) * (size_t)(n ? n : 1));  /* per distinct pair: paths starting there */
+    Py_ssize_t *start_order = malloc(sizeof(Py_ssize_t) * (size_t)(n ? n : 1));  /* pairs first seen as a start */
+    PyObject *refs = NULL, *firsts = NULL, *out = NULL;
+    if (slot == NULL || first == NULL || count == NULL || starts == NULL || start_order == NULL) {
         PyErr_NoMemory();
         goto done;
     }
-    Py_ssize_t distinct = 0;
+    Py_ssize_t distinct = 0, started = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         uint64_t h = (uint64_t)key[i] * 0x9E3779B97F4A7C15ull ^ (uint64_t)tok[i] * 0xC2B2AE3D27D4EB4Full;
         h ^= h >> 29;
         Py_ssize_t at = (Py_ssize_t)(h & (uint64_t)(cap - 1));
+        Py_ssize_t d;
         for (;;) {
             const Py_ssize_t s = slot[at];
             if (s == 0) {
                 slot[at] = distinct + 1;
                 first[distinct] = i;
                 count[distinct] = 1;
-                distinct++;
+                starts[distinct] = 0;
+                d = distinct++;
                 break;
             }
             const Py_ssize_t j = first[s - 1];
             if (key[j] == key[i] && tok[j] == tok[i]) {
                 count[s - 1]++;
+                d = s - 1;
                 break;
             }
             at = (at + 1) & (cap - 1);
         }
+        if (i == 0 || req[i] != req[i - 1]) {  /* a path's first node (paths are root first) */
+            if (starts[d]++ == 0) start_order[started++] = d;
+        }
     }
     refs = PyDict_New();
-    if (refs == NULL) goto done;
+    firsts = PyDict_New();
+    if (refs == NULL || firsts == NULL) goto done;
     long long total = 0;
-    for (Py_ssize_t d = 0; d < distinct; d++) {
-        const Py_ssize_t i = first[d];
+    for (Py_ssize_t d = 0; d < distinct + started; d++) {
+        const int is_first = d >= distinct;
+        const Py_ssize_t pair = is_first ? start_order[d - distinct] : d;
+        const Py_ssize_t i = first[pair];
         PyObject *k = Py_BuildValue("(LL)", (long long)key[i], (long long)tok[i]);
-        PyObject *c = PyLong_FromLongLong(count[d]);
-        const int rc = k == NULL || c == NULL ? -1 : PyDict_SetItem(refs, k, c);
+        PyObject *c = PyLong_FromLongLong(is_first ? starts[pair] : count[pair]);
+        const int rc = k == NULL || c == NULL ? -1 : PyDict_SetItem(is_first ? firsts : refs, k, c);
         Py_XDECREF(k);
         Py_XDECREF(c);
         if (rc < 0) goto done;
-        total += tok[i];
+        if (!is_first) total += tok[i];
     }
-    out = Py_BuildValue("(OL)", refs, total);
+    out = Py_BuildValue("(OLO)", refs, total, firsts);
 done:
     Py_XDECREF(refs);
+    Py_XDECREF(firsts);
     free(slot);
     free(first);
     free(count);
+    free(starts);
+    free(start_order);
     PyBuffer_Release(&kb);
     PyBuffer_Release(&tb);
+    PyBuffer_Release(&rb);
     return out;
 }
 
@@ -1267,36 +1288,45 @@ done:
     return result;
 }
 
-/* _Tally._count(entry, step) over the signature sig: refs and *total moved; -1 on error */
-static int tally_count(PyObject *refs, PyObject *sig, int step, long long *total) {
-    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(sig); j++) {
+/* refs[key] += step, the key dropped at 0; the count before in *before; -1 on error */
+static int count_key(PyObject *refs, PyObject *key, int step, long long *before) {
+    PyObject *have = PyDict_GetItemWithError(refs, key);
+    long long c = 0;
+    if (have != NULL) {
+        c = PyLong_AsLongLong(have);
+        if (c == -1 && PyErr_Occurred()) return -1;
+    } else if (PyErr_Occurred()) {
+        return -1;
+    }
+    *before = c;
+    const long long n = c + step;
+    if (n == 0) return PyDict_DelItem(refs, key);
+    PyObject *v = PyLong_FromLongLong(n);
+    const int rc = v == NULL ? -1 : PyDict_SetItem(refs, key, v);
+    Py_XDECREF(v);
+    return rc;
+}
+
+/* _Tally._count(entry, step) over the signature sig: firsts (its last node: the one under the root), refs and *total
+   moved; -1 on error */
+static int tally_count(PyObject *refs, PyObject *firsts, PyObject *sig, int step, long long *total) {
+    const Py_ssize_t depth = PyTuple_GET_SIZE(sig);
+    if (depth > 0) {
+        PyObject *item = PyTuple_GET_ITEM(sig, depth - 1);
+        PyObject *key = PyTuple_Pack(2, PyTuple_GET_ITEM(item, 0), PyTuple_GET_ITEM(item, 2));
+        long long before;
+        const int rc = key == NULL ? -1 : count_key(firsts, key, step, &before);
+        Py_XDECREF(key);
+        if (rc < 0) return -1;
+    }
+    for (Py_ssize_t j = 0; j < depth; j++) {
         PyObject *item = PyTuple_GET_ITEM(sig, j);
         PyObject *key = PyTuple_Pack(2, PyTuple_GET_ITEM(item, 0), PyTuple_GET_ITEM(item, 2));
-        if (key == NULL) return -1;
-        PyObject *have = PyDict_GetItemWithError(refs, key);
-        long long n = step;
-        if (have != NULL) {
-            const long long c = PyLong_AsLongLong(have);
-            if (c == -1 && PyErr_Occurred()) {
-                Py_DECREF(key);
-                return -1;
-            }
-            n += c;
-        } else if (PyErr_Occurred()) {
-            Py_DECREF(key);
-            return -1;
-        }
-        int rc;
-        if (n != 0) {
-            PyObject *v = PyLong_FromLongLong(n);
-            rc = v == NULL ? -1 : PyDict_SetItem(refs, key, v);
-            Py_XDECREF(v);
-        } else {
-            rc = PyDict_DelItem(refs, key);
-        }
-        Py_DECREF(key);
+        long long before;
+        const int rc = key == NULL ? -1 : count_key(refs, key, step, &before);
+        Py_XDECREF(key);
         if (rc < 0) return -1;
-        if (n == (step > 0)) {  /* 0 -> 1 adds the node's tokens, 1 -> 0 removes them */
+        if (before + step == (step > 0)) {  /* 0 -> 1 adds the node's tokens, 1 -> 0 removes them */
             const long long tokens = PyLong_AsLongLong(PyTuple_GET_ITEM(item, 2));
             if (tokens == -1 && PyErr_Occurred()) return -1;
             *total += step * tokens;
@@ -1327,18 +1357,19 @@ static int tally_sig(PyObject *entry, PyObject *name, PyObject **sig) {
 }
 
 PyObject *pat_tally_changes(PyObject *tally, PyObject *left, PyObject *touched, PyObject *entries) {
-    static PyObject *names[5];
-    static const char *const text[5] = {"by_row", "refs", "total", "version", "signature"};
-    if (interned(names, text, 5) < 0) return NULL;
+    static PyObject *names[6];
+    static const char *const text[6] = {"by_row", "refs", "total", "version", "signature", "firsts"};
+    if (interned(names, text, 6) < 0) return NULL;
     if (!PyList_Check(left) || !PyList_Check(touched) || !PyDict_Check(entries)) Py_RETURN_NOTIMPLEMENTED;
-    PyObject *by_row = PyObject_GetAttr(tally, names[0]), *refs = NULL, *total_obj = NULL, *result = NULL;
+    PyObject *by_row = PyObject_GetAttr(tally, names[0]), *refs = NULL, *firsts = NULL, *total_obj = NULL;
+    PyObject *result = NULL;
     PyObject **sigs = NULL;  /* per left row its old entry's signature, then per touched row old and new */
     const Py_ssize_t nl = PyList_GET_SIZE(left), nt = PyList_GET_SIZE(touched);
     if (by_row == NULL || (refs = PyObject_GetAttr(tally, names[1])) == NULL ||
-        (total_obj = PyObject_GetAttr(tally, names[2])) == NULL)
+        (firsts = PyObject_GetAttr(tally, names[5])) == NULL || (total_obj = PyObject_GetAttr(tally, names[2])) == NULL)
         goto done;
     long long total = PyLong_AsLongLong(total_obj);
-    if ((total == -1 && PyErr_Occurred()) || !PyDict_Check(by_row) || !PyDict_Check(refs)) {
+    if ((total == -1 && PyErr_Occurred()) || !PyDict_Check(by_row) || !PyDict_Check(refs) || !PyDict_Check(firsts)) {
         PyErr_Clear();
         result = Py_NewRef(Py_NotImplemented);
         goto done;
@@ -1370,7 +1401,7 @@ PyObject *pat_tally_changes(PyObject *tally, PyObject *left, PyObject *touched, 
         PyObject *old = dict_pop(by_row, PyList_GET_ITEM(left, i));
         if (old == NULL) goto done;
         Py_DECREF(old);
-        if (sigs[i] != NULL && tally_count(refs, sigs[i], -1, &total) < 0) goto done;
+        if (sigs[i] != NULL && tally_count(refs, firsts, sigs[i], -1, &total) < 0) goto done;
     }
     for (Py_ssize_t i = 0; i < nt; i++) {  /* the rows that joined or were read again, with their entries now */
         PyObject *row = PyList_GET_ITEM(touched, i);
@@ -1382,10 +1413,11 @@ PyObject *pat_tally_changes(PyObject *tally, PyObject *left, PyObject *touched, 
                the new one its first touch put there, checked as entries' */
             PyObject *old_sig = old == NULL || old == Py_None ? NULL : PyObject_GetAttr(old, names[4]);
             if (old_sig == NULL && PyErr_Occurred()) goto done;
-            const int rc = old_sig == NULL ? 0 : tally_count(refs, old_sig, -1, &total);
+            const int rc = old_sig == NULL ? 0 : tally_count(refs, firsts, old_sig, -1, &total);
             Py_XDECREF(old_sig);
             if (rc < 0) goto done;
-            if (sigs[nl + 2 * i + 1] != NULL && tally_count(refs, sigs[nl + 2 * i + 1], 1, &total) < 0) goto done;
+            if (sigs[nl + 2 * i + 1] != NULL && tally_count(refs, firsts, sigs[nl + 2 * i + 1], 1, &total) < 0)
+                goto done;
         }
         if (PyDict_SetItem(by_row, row, now) < 0) goto done;
     }
@@ -1401,6 +1433,7 @@ done:
     free(sigs);
     Py_XDECREF(by_row);
     Py_XDECREF(refs);
+    Py_XDECREF(firsts);
     Py_XDECREF(total_obj);
     return result;
 }

@@ -38,6 +38,8 @@
    (planner._compiled_pass: host_pass.c, then host_items.c), or NotImplemented where planner._numpy_pass decides.
    stage_plan(stage, offsets, sizes, first, plan arrays, num_requests): a CUDA-graph load's host writes in one call
    (kernels._stage_plan's numpy copies the fallback and reference).
+   moved_bound(refs, firsts, cached, seq_lens, total, rpb, tok_bytes, partial_bytes): the dispatch gate's lower bound
+   of a batch's plan bytes from the publisher's node counts, before any forest (planner.moved_bound).
 
    The same holds for the publisher's passes over a changed decode batch's rows (sglang_patches/chain_table.py,
    publish.py): the rows' generations gathered, the rows to read found, the batch's read-only arrays copied were ~13
@@ -1173,7 +1175,7 @@ PyObject *pat_wave_entries(PyObject *changed, PyObject *cls, PyObject *keys_obj,
                            PyObject *depths_obj, PyObject *starts_obj, PyObject *cached_obj);
 PyObject *pat_set_wave(PyObject *entries, PyObject *row_entry, PyObject *rows_of_node, PyObject *rows,
                        PyObject *made);
-PyObject *pat_tally_refs(PyObject *keys_obj, PyObject *tokens_obj);
+PyObject *pat_tally_refs(PyObject *req_obj, PyObject *keys_obj, PyObject *tokens_obj);
 PyObject *pat_publish_read(PyObject *table, PyObject *reqs, PyObject *rows_obj, PyObject *gens_obj, PyObject *root,
                            PyObject *moved, PyObject *recached, PyObject *cls, int64_t wave);
 PyObject *pat_tally_changes(PyObject *tally, PyObject *left, PyObject *touched, PyObject *entries);
@@ -1211,8 +1213,8 @@ static PyObject *set_wave(PyObject *self, PyObject *const *args, Py_ssize_t narg
 
 static PyObject *tally_refs(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (!takes("tally_refs", nargs, 2)) return NULL;
-    return pat_tally_refs(args[0], args[1]);
+    if (!takes("tally_refs", nargs, 3)) return NULL;
+    return pat_tally_refs(args[0], args[1], args[2]);
 }
 
 static PyObject *publish_read(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -1704,6 +1706,71 @@ static PyObject *any_above(PyObject *self, PyObject *const *args, Py_ssize_t nar
     Py_RETURN_FALSE;
 }
 
+/* The key (node id, tokens) of a tally dict as its tokens and its count as r; 0 where the item is not so shaped */
+static int tally_item(PyObject *key, PyObject *value, int64_t *tokens, int64_t *r) {
+    if (!PyTuple_CheckExact(key) || PyTuple_GET_SIZE(key) != 2 || !PyLong_CheckExact(value)) return 0;
+    long long t = PyLong_AsLongLong(PyTuple_GET_ITEM(key, 1)), n = PyLong_AsLongLong(value);
+    if ((t == -1 || n == -1) && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    *tokens = t;
+    *r = n;
+    return t >= 0 && n >= 1;
+}
+
+/* moved_bound(refs, firsts, cached, seq_lens, total, rpb, tok_bytes, partial_bytes): planner.moved_bound (its
+   reference and fallback, where the derivation is) in one call: a lower bound of the KV plus merge bytes of every plan
+   of the batch, from the publisher's node counts (dicts {(node id, tokens): rows}), the real requests' cached lengths
+   (int64) and the batch's lengths (int64, at least as many), its total length (padding included) and the planner's
+   numbers. NotImplemented where the arguments are not of that shape. */
+static PyObject *moved_bound(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (!takes("moved_bound", nargs, 8)) return NULL;
+    PyArrayObject *cached = vec(args[2], NPY_INT64, -1), *seq = vec(args[3], NPY_INT64, -1);
+    int64_t total, rpb, tok_bytes, partial_bytes;
+    if (as_int64(args[4], &total) || as_int64(args[5], &rpb) || as_int64(args[6], &tok_bytes) ||
+        as_int64(args[7], &partial_bytes))
+        return NULL;
+    if (!PyDict_Check(args[0]) || !PyDict_Check(args[1]) || !cached || !seq ||
+        PyArray_DIM(seq, 0) < PyArray_DIM(cached, 0) || rpb < 1 || tok_bytes < 0 || partial_bytes < 0)
+        Py_RETURN_NOTIMPLEMENTED;
+    const npy_intp n = PyArray_DIM(cached, 0);
+    const int64_t *c = (const int64_t *)PyArray_DATA(cached), *s = (const int64_t *)PyArray_DATA(seq);
+    int64_t tokens = total;  /* private tokens (each request's past its path), then + each node's row-block reads */
+    int every_private = 1;
+    for (npy_intp i = 0; i < n; i++) {
+        tokens -= c[i];
+        every_private &= s[i] > c[i];
+    }
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    int64_t t, r;
+    while (PyDict_Next(args[0], &pos, &key, &value)) {
+        if (!tally_item(key, value, &t, &r)) Py_RETURN_NOTIMPLEMENTED;
+        tokens += t * ((r + rpb - 1) / rpb);
+    }
+    int64_t bound = tokens * tok_bytes;
+    pos = 0;
+    while (every_private && PyDict_Next(args[1], &pos, &key, &value)) {
+        if (!tally_item(key, value, &t, &r)) Py_RETURN_NOTIMPLEMENTED;
+        /* min over k (of its r rows, those reading it in a pack of their own) of
+           t * (k - ceil(k / rpb)) * tok_bytes + 2 * partial_bytes * (r - k): linear between k = m * rpb + 1 and
+           (m + 1) * rpb, so its minimum is at 0 or at one of those ends */
+        int64_t best = 2 * partial_bytes * r;
+        for (int64_t lo = 1; lo <= r; lo += rpb) {
+            const int64_t hi = lo + rpb - 1 < r ? lo + rpb - 1 : r;
+            for (int e = 0; e < 2; e++) {
+                const int64_t k = e ? hi : lo;
+                const int64_t h = t * (k - (k + rpb - 1) / rpb) * tok_bytes + 2 * partial_bytes * (r - k);
+                best = h < best ? h : best;
+            }
+        }
+        bound += best;
+    }
+    return PyLong_FromLongLong(bound);
+}
+
 /* Read list `lst` of n ints into out; -1 with an exception set where an item is not an int */
 static int read_ints(PyObject *lst, Py_ssize_t n, int64_t *out) {
     for (Py_ssize_t i = 0; i < n; i++)
@@ -1979,6 +2046,7 @@ static PyMethodDef METHODS[] = {
     {"batch_arrays", (PyCFunction)(void (*)(void))batch_arrays, METH_FASTCALL, "chain_table._batch_arrays"},
     {"plan_items", (PyCFunction)(void (*)(void))plan_items, METH_FASTCALL, "host_core._HostCore.plan_items"},
     {"plan_pass", (PyCFunction)(void (*)(void))plan_pass, METH_FASTCALL, "planner._plan's pass"},
+    {"moved_bound", (PyCFunction)(void (*)(void))moved_bound, METH_FASTCALL, "planner.moved_bound"},
     {"stage_plan", (PyCFunction)(void (*)(void))stage_plan, METH_FASTCALL, "kernels._stage_plan"},
     {"edit_forest", (PyCFunction)(void (*)(void))edit_forest, METH_FASTCALL, "host_core._HostCore.edit_forest"},
     {"write_paths", (PyCFunction)(void (*)(void))write_paths, METH_FASTCALL, "chain_table._RowPaths.flush"},

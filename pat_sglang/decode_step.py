@@ -38,7 +38,10 @@ KV bytes gets no plan (``None``: the delegate serves it). Most such batches are 
 plan reads fewer bytes than the batch's unique tokens, so ``1 - unique / per-request tokens`` bounds every plan's
 saving, and the unique tokens follow from the published paths alone (``unique_tokens``: each node's tokens once, plus
 every request's private part; the publisher keeps the first term up to date as requests come and go, so a declined
-batch never gathers its paths). A declined batch stays declined while it is unchanged (its private leaves only grow,
+batch never gathers its paths). The publisher's node counts bound more: a node read by ``r`` requests is read at least
+``ceil(r / rows per block)`` times, and requests that share a pack write merge partials (``planner.moved_bound``); a
+batch over that bound is declined before its forest too, which on the Mooncake replay is almost every batch the gate
+used to decline after planning it. A declined batch stays declined while it is unchanged (its private leaves only grow,
 its saving only shrinks), so its next steps cost one batch comparison.
 """
 
@@ -65,6 +68,7 @@ from .planner import (
     any_above,
     int_stats,
     kv_token_bytes,
+    moved_bound,
     plan_forest,
     remade_plan,
     same_ints,
@@ -300,6 +304,20 @@ class DecodeStepPlanner:
         _, first = np.unique(key, return_index=True)
         return total - int(length.sum()) + int(length[first].sum())
 
+    def _moves_over(self, batch: StepBatch, lengths: _Lengths, min_saved: float) -> bool:
+        """Whether every plan of ``batch`` moves more than ``pat_pays`` lets it (``planner.moved_bound``: its row blocks
+        and merge partials, from the publisher's node counts): the gate then declines it without a forest or a plan.
+        False where the counts do not cover the batch (a path missing or stale, or the publisher moved on)."""
+        pb = batch.published
+        if lengths.any_stale is not False or pb.absent:
+            return False
+        refs, firsts = pb.node_refs(), pb.first_refs()
+        if refs is None or firsts is None:
+            return False
+        bound = moved_bound(refs, firsts, pb.cached, batch.seq_lens, lengths.total, self.heads, self.device_spec)
+        # the very comparison pat_pays makes of the plan's bytes, which are at least the bound
+        return bound > (1.0 - min_saved) * (lengths.total * kv_token_bytes(self.heads))
+
     def forest(self, batch: StepBatch, lengths: _Lengths | None = None) -> PrefixForest:
         """The batch's forest (reused, edited or built). ``lengths``: ``_lengths(batch)``, where the caller has it."""
         any_stale = (lengths if lengths is not None else self._lengths(batch)).any_stale
@@ -367,11 +385,11 @@ class DecodeStepPlanner:
         declined = self._declined
         if min_saved > 0.0 and declined is not None and self.reuse_plans and declined.matches(batch):
             return self._decline(batch, planned=False)
-        lengths = self._lengths(batch)  # (the gate's bound and the forest read them: once per changed step)
+        lengths = self._lengths(batch)  # (the gate's bounds and the forest read them: once per changed step)
         unique = None
         if min_saved > 0.0:
             unique = self.unique_tokens(batch, lengths)
-            if unique > (1.0 - min_saved) * lengths.total:
+            if unique > (1.0 - min_saved) * lengths.total or self._moves_over(batch, lengths, min_saved):
                 return self._decline(batch, planned=False)  # no plan of this batch could save min_saved
         if last is not None and self.reuse_plans and self.remake_plans:
             plan = self._remade(last, batch, limits, min_saved, unique, lengths)

@@ -469,7 +469,7 @@ _BATCH_FUNCTIONS = (
     ("_signatures", "pat_chain_signatures", [_PY] * 3, "chain_signatures"),
     ("_wave_entries", "pat_wave_entries", [_PY] * 7, "wave_entries"),
     ("_set_wave", "pat_set_wave", [_PY] * 5, "set_wave"),
-    ("_tally_refs", "pat_tally_refs", [_PY] * 2, "tally_refs"),
+    ("_tally_refs", "pat_tally_refs", [_PY] * 3, "tally_refs"),
     ("_publish_read", "pat_publish_read", [_PY] * 8 + [_I], "publish_read"),
     ("_tally_changes", "pat_tally_changes", [_PY] * 4, "tally_changes"),
 )
@@ -519,11 +519,12 @@ class _HostBatch:
         that shape."""
         return self._set_wave(entries, row_entry, rows_of_node, rows, made)
 
-    def tally_refs(self, keys: np.ndarray, tokens: np.ndarray) -> Any:
+    def tally_refs(self, req: np.ndarray, keys: np.ndarray, tokens: np.ndarray) -> Any:
         """``chain_table._Tally.rebuild``'s count in one call (``kernels/host_batch.c`` ``pat_tally_refs``): (the dict
-        of (node id, tokens) -> paths through it, in first-seen order, the sum of tokens over its keys), or
-        NotImplemented where ``keys``/``tokens`` are not int64 buffers of one length."""
-        return self._tally_refs(keys, tokens)
+        of (node id, tokens) -> paths through it, in first-seen order, the sum of tokens over its keys, the same dict of
+        the paths' first nodes), or NotImplemented where ``req``/``keys``/``tokens`` are not int64 buffers of one
+        length."""
+        return self._tally_refs(req, keys, tokens)
 
     def publish_read(self, table: Any, reqs: list, rows: np.ndarray, gens: np.ndarray, root: Any, moved: tuple,
                      recached: list, cls: type, wave: int) -> Any:

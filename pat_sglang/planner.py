@@ -433,6 +433,55 @@ def any_above(a: np.ndarray, b: np.ndarray) -> bool:
     return bool((a > b[: a.shape[0]]).any())
 
 
+def moved_bound(
+    refs: dict[tuple[int, int], int], firsts: dict[tuple[int, int], int], cached: np.ndarray, seq_lens: np.ndarray,
+    total: int, heads: HeadConfig, device: DeviceSpec, tiles: TileTable | None = None,
+) -> int:
+    """A lower bound of the bytes every plan of a batch moves (``PlanStats.kv_bytes_planned + partial_bytes``, what
+    ``dispatch.pat_pays`` weighs), from its radix paths' node counts alone, before any forest: the dispatch gate
+    declines on it the batches whose plans it would decline after planning. ``refs`` / ``firsts``: per radix node
+    (id, tokens), the batch's rows whose path passes through it / starts there (``PublishedBatch.node_refs``,
+    ``first_refs``); ``cached``: each real request's path length (int64), ``seq_lens`` the batch's lengths (at least as
+    many, real requests first), ``total`` their sum with the padding.
+
+    Why it bounds every plan (``rpb``: the most requests of one row block, ``_PassRules.reqs_per_block``):
+    * each request's tokens past its path are read at least once (its own leaf);
+    * a node read by ``r`` rows is read at least ``ceil(r / rpb)`` times: the packs that read it split its rows
+      among them, and an item holds at most ``rpb`` requests;
+    * merge partials (one per entry of a request with two entries or more), counted only when every real request has
+      tokens past its path (its own leaf, never packed with another's): of the ``r`` rows starting at a node of ``t``
+      tokens, let ``k`` read it in packs of one request each; those packs read it ``k`` times, where the row-block
+      count above credits at most ``ceil(k / rpb)`` of them, and the other ``r - k`` read it in a pack of two or more,
+      a shared pack besides their leaf: two partials each. So that node adds at least
+      ``min over k of t * (k - ceil(k / rpb)) * token bytes + 2 * (r - k) * partial bytes``; each row starts at
+      one node, so no partial is counted twice.
+    Equal to the plan's bytes where every shared node is its own pack and the packs hold no more KV splits than
+    needed (the Mooncake replay's planned steps: within 0.3% of them)."""
+    rules = _pass_rules(heads, device, tiles or load_tile_table(device.arch))
+    got = host_core.glue_call("moved_bound", refs, firsts, cached, seq_lens, total, rules.reqs_per_block,
+                              rules.tok_bytes, rules.partial_bytes)
+    if got is not NotImplemented:
+        return got
+    return _moved_bound(refs, firsts, cached, seq_lens, total, rules.reqs_per_block, rules.tok_bytes,
+                        rules.partial_bytes)
+
+
+def _moved_bound(
+    refs: dict[tuple[int, int], int], firsts: dict[tuple[int, int], int], cached: np.ndarray, seq_lens: np.ndarray,
+    total: int, rpb: int, tok_bytes: int, partial_bytes: int,
+) -> int:
+    """``moved_bound`` in Python (the reference of ``kernels/host_glue.c`` ``moved_bound``)."""
+    n = cached.shape[0]
+    tokens = total - int(cached.sum()) + sum(t * -(-r // rpb) for (_, t), r in refs.items())
+    bound = tokens * tok_bytes
+    if bool((seq_lens[:n] > cached).all()):
+        for (_, t), r in firsts.items():
+            # linear in k between m * rpb + 1 and (m + 1) * rpb: its least value is at k = 0 or one of those ends
+            ends = {0, r, *range(1, r + 1, rpb), *(min(m + rpb - 1, r) for m in range(1, r + 1, rpb))}
+            bound += min(t * (k - -(-k // rpb)) * tok_bytes + 2 * partial_bytes * (r - k) for k in ends)
+    return bound
+
+
 def target_ctas(device: DeviceSpec, tiles: TileTable, heads: HeadConfig) -> int:
     """CTAs the forward launch keeps resident: SMs x the occupancy its variant is built for."""
     return device.sm_count * tiles.min_ctas_per_sm.get(heads.head_dim, device.ctas_per_sm)

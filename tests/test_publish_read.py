@@ -7,6 +7,7 @@ of a split outside the batch; and random tallies moved by random changes, rows t
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -194,8 +195,8 @@ def test_tally_changes_equal_the_python_loop(core: host_core._HostBatch, seed: i
                 now.pop(r, None)
         touched += touched[: int(rng.integers(0, 3))]  # a joiner is also a row read
         python = _Tally()  # the same counts and rows, the same entry objects (the loop tells entries by identity)
-        python.refs, python.by_row, python.total, python.version = (
-            dict(tally.refs), dict(tally.by_row), tally.total, tally.version)
+        python.refs, python.firsts, python.by_row, python.total, python.version = (
+            dict(tally.refs), dict(tally.firsts), dict(tally.by_row), tally.total, tally.version)
         got = core.tally_changes(tally, left, touched, now)
         python.version += 1
         by_row = python.by_row
@@ -209,6 +210,9 @@ def test_tally_changes_equal_the_python_loop(core: host_core._HostBatch, seed: i
             by_row[r] = e
         assert got == python.total == tally.total
         assert tally.refs == python.refs and list(tally.refs) == list(python.refs)
+        assert tally.firsts == python.firsts and list(tally.firsts) == list(python.firsts)
+        assert tally.firsts == Counter((e.signature[-1][0], e.signature[-1][2])  # each row's node under the root
+                                       for e in tally.by_row.values() if e is not None and e.signature)
         assert tally.by_row.keys() == python.by_row.keys() and tally.version == python.version
         assert all(tally.by_row[r] == python.by_row[r] for r in tally.by_row)
 
@@ -219,12 +223,12 @@ def test_tally_changes_refuse_what_they_cannot_read(core: host_core._HostBatch) 
     rng = np.random.default_rng(0)
     tally = _Tally()
     tally.update([1, 2], (_entry(rng, 10), _entry(rng, 10)))
-    before = (dict(tally.refs), tally.total, dict(tally.by_row), tally.version)
+    before = (dict(tally.refs), dict(tally.firsts), tally.total, dict(tally.by_row), tally.version)
     empty = np.zeros(0, dtype=np.int64)
     bad = ChainEntry.with_arrays("x", 0, ((1, 0, 2), (3, 0)), empty, empty, 2)  # type: ignore[arg-type]
     assert core.tally_changes(tally, [], [3], {3: bad}) is NotImplemented
     assert core.tally_changes(tally, (1,), [3], {}) is NotImplemented
-    assert (dict(tally.refs), tally.total, dict(tally.by_row), tally.version) == before
+    assert (dict(tally.refs), dict(tally.firsts), tally.total, dict(tally.by_row), tally.version) == before
 
 
 def test_long_logs_of_rows_mostly_outside_the_batch(core: host_core._HostBatch) -> None:

@@ -86,7 +86,8 @@ def table_state(t: ChainTable) -> dict[str, Any]:
         "row_paths": ([row[:d] for row, d in zip(paths.keys.tolist(), depth, strict=True)],
                       [row[:d] for row, d in zip(paths.lengths.tolist(), depth, strict=True)], paths.keys.shape,
                       depth, paths.cached.tolist(), paths.version),
-        "tally": (dict(t._tally.refs), t._tally.total, {row: entry(e) for row, e in t._tally.by_row.items()}),
+        "tally": (dict(t._tally.refs), dict(t._tally.firsts), t._tally.total,
+                  {row: entry(e) for row, e in t._tally.by_row.items()}),
         "batch": batch,
         "counts": (t.published, t.reused, t.unread, t.by_rows),
     }
@@ -579,9 +580,10 @@ def test_compiled_set_wave_equals_the_python_loop() -> None:
 
 
 def test_compiled_tally_refs_equal_the_counter() -> None:
-    """``host_core`` ``tally_refs`` (``kernels/host_batch.c``) against ``chain_table.tally_refs``: the same dict in the
-    same order and the same total over random flat paths (shared prefixes, equal node ids with other token counts,
-    large ids, empty paths); what it does not take (int32 arrays, unequal lengths) answers NotImplemented."""
+    """``host_core`` ``tally_refs`` (``kernels/host_batch.c``) against ``chain_table.tally_refs``: the same dicts (all
+    nodes, and the paths' first nodes) in the same order and the same total over random flat paths (shared prefixes,
+    equal node ids with other token counts, large ids, empty paths); what it does not take (int32 arrays, unequal
+    lengths) answers NotImplemented."""
     from pat_sglang import host_core
 
     core = host_core.loaded_batch()
@@ -592,10 +594,16 @@ def test_compiled_tally_refs_equal_the_counter() -> None:
         pool = rng.integers(-(1 << 40), 1 << 62, size=max(1, int(rng.integers(1, 600))))
         keys = pool[rng.integers(0, pool.shape[0], size=n)].astype(np.int64)
         tokens = (np.abs(keys) % int(rng.integers(1, 50)) + rng.integers(0, 2, size=n)).astype(np.int64)
+        req = np.sort(rng.integers(0, max(1, n // 4), size=n)).astype(np.int64)  # paths of 1-7 nodes, in order
         keys.setflags(write=False)
-        got = core.tally_refs(keys, tokens)
-        want = ct.tally_refs(keys, tokens)
+        got = core.tally_refs(req, keys, tokens)
+        want = ct.tally_refs(req, keys, tokens)
         assert got == want and list(got[0].items()) == list(want[0].items()), trial
+        assert list(got[2].items()) == list(want[2].items()), trial
+        starts = np.flatnonzero(np.diff(req, prepend=-1) != 0)  # (independent of both: each path's first pair)
+        assert sum(want[2].values()) == starts.shape[0] and all(
+            want[2][(int(keys[i]), int(tokens[i]))] >= 1 for i in starts), trial
     keys = np.arange(4, dtype=np.int64)
-    assert core.tally_refs(keys.astype(np.int32), keys.astype(np.int32)) is NotImplemented
-    assert core.tally_refs(keys, keys[:3]) is NotImplemented
+    assert core.tally_refs(keys, keys.astype(np.int32), keys.astype(np.int32)) is NotImplemented
+    assert core.tally_refs(keys, keys, keys[:3]) is NotImplemented
+    assert core.tally_refs(keys[:3], keys, keys) is NotImplemented

@@ -314,6 +314,14 @@ class PublishedBatch:
             return None
         return tally.refs
 
+    def first_refs(self) -> dict[tuple[int, int], int] | None:
+        """``node_refs`` of the nodes under the root only: per such node, how many of the batch's rows start there
+        (their first node); ``None`` as ``node_refs``."""
+        tally = self.tally
+        if tally is None or tally.version != self.tally_version:
+            return None
+        return tally.firsts
+
     @property
     def paths(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The radix paths as flat int64 arrays (request index, node id, tokens), requests in batch order, each root
@@ -528,20 +536,30 @@ class _LazyPaths:
         return self._value
 
 
-def tally_refs(keys: np.ndarray, tokens: np.ndarray) -> tuple[dict[tuple[int, int], int], int]:
-    """A batch's flat paths counted (``_Tally.rebuild``): {(node id, tokens): paths through it}, in first-seen order,
-    and the sum of tokens over its keys. The reference of ``kernels/host_batch.c`` ``pat_tally_refs``."""
-    refs = dict(Counter(zip(keys.tolist(), tokens.tolist(), strict=True)))
-    return refs, sum(t for _, t in refs)
+def tally_refs(
+    req: np.ndarray, keys: np.ndarray, tokens: np.ndarray
+) -> tuple[dict[tuple[int, int], int], int, dict[tuple[int, int], int]]:
+    """A batch's flat paths counted (``_Tally.rebuild``; ``req``, ``keys``, ``tokens``: ``PublishedBatch.paths``, each
+    request's nodes root first): {(node id, tokens): paths through it}, in first-seen order, the sum of tokens over its
+    keys, and the same count of the paths' first nodes only (those under the root). The reference of
+    ``kernels/host_batch.c`` ``pat_tally_refs``."""
+    pairs = list(zip(keys.tolist(), tokens.tolist(), strict=True))
+    refs = dict(Counter(pairs))
+    starts = np.flatnonzero(np.diff(req, prepend=-1) != 0) if req.shape[0] else _EMPTY
+    firsts = dict(Counter(pairs[i] for i in starts.tolist()))
+    return refs, sum(t for _, t in refs), firsts
 
 
 class _Tally:
     """The distinct cached tokens of the last batch given to ``update``, kept in proportion to what changed: per radix
-    node (id, tokens) the number of the batch's rows whose entry passes through it."""
+    node (id, tokens) the number of the batch's rows whose entry passes through it (``refs``), and of those whose
+    entry starts there (``firsts``: the node under the root; the dispatch gate's bound on merge partials reads it,
+    ``planner.moved_bound``)."""
 
     def __init__(self) -> None:
         self.by_row: dict[int, ChainEntry | None] = {}
         self.refs: dict[tuple[int, int], int] = {}
+        self.firsts: dict[tuple[int, int], int] = {}
         self.total = 0
         self.version = 0  # bumped per move (``PublishedBatch.node_refs`` tells its own counts by it)
 
@@ -581,25 +599,32 @@ class _Tally:
             by_row[row] = entry
         return self.total
 
-    def rebuild(self, rows: list[int], entries: tuple, keys: np.ndarray, tokens: np.ndarray) -> int:
-        """Move to the batch (distinct ``rows``, ``entries``) by counting it afresh from its flat paths (``keys``,
-        ``tokens``: ``PublishedBatch.paths``' node ids and tokens): for a wave, where most rows changed, one C-level
-        count of the batch's nodes costs less than a Python pass over the old and new entries' nodes. Its distinct
-        cached tokens."""
+    def rebuild(self, rows: list[int], entries: tuple, req: np.ndarray, keys: np.ndarray, tokens: np.ndarray) -> int:
+        """Move to the batch (distinct ``rows``, ``entries``) by counting it afresh from its flat paths (``req``,
+        ``keys``, ``tokens``: ``PublishedBatch.paths``): for a wave, where most rows changed, one C-level count of the
+        batch's nodes costs less than a Python pass over the old and new entries' nodes. Its distinct cached tokens."""
         self.version += 1
         self.by_row = dict(zip(rows, entries, strict=True))
         core = host_core.loaded_batch()
-        counted = NotImplemented if core is None else core.tally_refs(keys, tokens)
+        counted = NotImplemented if core is None else core.tally_refs(req, keys, tokens)
         if counted is NotImplemented:
-            counted = tally_refs(keys, tokens)
-        self.refs, self.total = counted
+            counted = tally_refs(req, keys, tokens)
+        self.refs, self.total, self.firsts = counted
         return self.total
 
     def _count(self, entry: ChainEntry | None, step: int) -> None:
         if entry is None:
             return
+        sig = entry.signature
+        if sig:  # the node under the root: the signature's last
+            first = (sig[-1][0], sig[-1][2])
+            n = self.firsts.get(first, 0) + step
+            if n:
+                self.firsts[first] = n
+            else:
+                del self.firsts[first]
         refs = self.refs
-        for node_id, _, tokens in entry.signature:
+        for node_id, _, tokens in sig:
             key = (node_id, tokens)
             n = refs.get(key, 0) + step
             if n:
@@ -931,7 +956,7 @@ class ChainTable:
             rows_list = rows.tolist()
         if is_wave(changed, len(rows_list)) and len(set(rows_list)) == len(rows_list):
             value = self._row_paths.paths(rows)
-            return tally.rebuild(rows_list, entries, value[1], value[2]), _LazyPaths(
+            return tally.rebuild(rows_list, entries, value[0], value[1], value[2]), _LazyPaths(
                 self._row_paths, rows, entries, self.lock, value
             )
         if moves is not None:
