@@ -91,7 +91,7 @@
    path's time with the wave pieces above (docs/perf/host/2026-12-04-fiftythird-vm-wave-by-rows.txt).
 
    pat_tally_changes(tally, left, touched, entries): chain_table._Tally.update_changes: the tally (by_row, refs, firsts,
-   total, version) moved from the last batch to this one by the rows that left (a list) and the rows touched (a list: joined
+   total, version, and where its shape is set the dispatch gate's terms blocks and partials, host_bound.h) moved from the last batch to this one by the rows that left (a list) and the rows touched (a list: joined
    or read again, a row may be there twice) with their entries now in the dict entries (absent: none), each node's
    count and the distinct tokens moved as _Tally._count moves them, in the same order. Returns the new total, or
    NotImplemented with nothing changed where the arguments are not lists and a dict or an entry's signature is not
@@ -102,6 +102,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "host_bound.h"
 
 /* The tuple of lst[rows[i]] over i; NULL with an IndexError where a row is outside lst. */
 static PyObject *pick(const int64_t *rows, Py_ssize_t n, PyObject *lst, Py_ssize_t *nones) {
@@ -1307,30 +1309,39 @@ static int count_key(PyObject *refs, PyObject *key, int step, long long *before)
     return rc;
 }
 
-/* _Tally._count(entry, step) over the signature sig: firsts (its last node: the one under the root), refs and *total
-   moved; -1 on error */
-static int tally_count(PyObject *refs, PyObject *firsts, PyObject *sig, int step, long long *total) {
+/* The dispatch gate's node terms a tally keeps (_Tally.shape, blocks, partials): on where its shape is set */
+typedef struct {
+    int on;
+    PatBoundShape shape;
+    int64_t blocks, partials;
+} TallyBound;
+
+/* dict[(item's node id, item's tokens)] += step (count_key), the count before in *before and the tokens in *tokens */
+static int count_item(PyObject *dict, PyObject *item, int step, long long *before, long long *tokens) {
+    PyObject *key = PyTuple_Pack(2, PyTuple_GET_ITEM(item, 0), PyTuple_GET_ITEM(item, 2));
+    const int rc = key == NULL ? -1 : count_key(dict, key, step, before);
+    Py_XDECREF(key);
+    if (rc < 0) return -1;
+    *tokens = PyLong_AsLongLong(PyTuple_GET_ITEM(item, 2));
+    return *tokens == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* _Tally._count(entry, step) over the signature sig: firsts (its last node: the one under the root), refs, *total and
+   the bound's terms moved, in _count's order; -1 on error */
+static int tally_count(PyObject *refs, PyObject *firsts, PyObject *sig, int step, long long *total, TallyBound *b) {
     const Py_ssize_t depth = PyTuple_GET_SIZE(sig);
+    long long before, tokens;
     if (depth > 0) {
-        PyObject *item = PyTuple_GET_ITEM(sig, depth - 1);
-        PyObject *key = PyTuple_Pack(2, PyTuple_GET_ITEM(item, 0), PyTuple_GET_ITEM(item, 2));
-        long long before;
-        const int rc = key == NULL ? -1 : count_key(firsts, key, step, &before);
-        Py_XDECREF(key);
-        if (rc < 0) return -1;
+        if (count_item(firsts, PyTuple_GET_ITEM(sig, depth - 1), step, &before, &tokens) < 0) return -1;
+        if (b->on)
+            b->partials += pat_first_node_partials(before + step, tokens, &b->shape) -
+                           pat_first_node_partials(before, tokens, &b->shape);
     }
     for (Py_ssize_t j = 0; j < depth; j++) {
-        PyObject *item = PyTuple_GET_ITEM(sig, j);
-        PyObject *key = PyTuple_Pack(2, PyTuple_GET_ITEM(item, 0), PyTuple_GET_ITEM(item, 2));
-        long long before;
-        const int rc = key == NULL ? -1 : count_key(refs, key, step, &before);
-        Py_XDECREF(key);
-        if (rc < 0) return -1;
-        if (before + step == (step > 0)) {  /* 0 -> 1 adds the node's tokens, 1 -> 0 removes them */
-            const long long tokens = PyLong_AsLongLong(PyTuple_GET_ITEM(item, 2));
-            if (tokens == -1 && PyErr_Occurred()) return -1;
-            *total += step * tokens;
-        }
+        if (count_item(refs, PyTuple_GET_ITEM(sig, j), step, &before, &tokens) < 0) return -1;
+        if (before + step == (step > 0)) *total += step * tokens; /* 0 -> 1 adds the node's tokens, 1 -> 0 removes */
+        if (b->on)
+            b->blocks += pat_node_blocks(before + step, tokens, &b->shape) - pat_node_blocks(before, tokens, &b->shape);
     }
     return 0;
 }
@@ -1356,10 +1367,56 @@ static int tally_sig(PyObject *entry, PyObject *name, PyObject **sig) {
     return 1;
 }
 
+/* obj.name = v (an int); -1 on error */
+static int set_int(PyObject *obj, PyObject *name, int64_t v) {
+    PyObject *o = PyLong_FromLongLong(v);
+    const int rc = o == NULL ? -1 : PyObject_SetAttr(obj, name, o);
+    Py_XDECREF(o);
+    return rc;
+}
+
+/* The tally's bound terms (names: "shape", "blocks", "partials") into *b: b->on 1 where its shape is a tuple of three
+   ints (rows per block >= 1) and its terms ints, 0 where its shape is None, -1 where they are not so shaped; -1 on
+   error (an exception set) */
+static int tally_bound(PyObject *tally, PyObject *const *names, TallyBound *b) {
+    PyObject *shape = PyObject_GetAttr(tally, names[0]);
+    if (shape == NULL) return -1;
+    b->on = 0;
+    if (shape != Py_None) {
+        PyObject *blocks = PyObject_GetAttr(tally, names[1]), *partials = blocks ? PyObject_GetAttr(tally, names[2]) : NULL;
+        long long v[5] = {0};
+        int ok = partials != NULL && PyTuple_Check(shape) && PyTuple_GET_SIZE(shape) == 3;
+        for (int i = 0; ok && i < 5; i++) {
+            PyObject *o = i < 3 ? PyTuple_GET_ITEM(shape, i) : i == 3 ? blocks : partials;
+            ok = PyLong_Check(o);
+            if (ok) v[i] = PyLong_AsLongLong(o);
+            if (ok && v[i] == -1 && PyErr_Occurred()) {
+                PyErr_Clear();
+                ok = 0;
+            }
+        }
+        Py_XDECREF(blocks);
+        Py_XDECREF(partials);
+        if (blocks == NULL || (partials == NULL && PyErr_Occurred())) {
+            Py_DECREF(shape);
+            return -1;
+        }
+        b->on = ok && v[0] >= 1 ? 1 : -1;
+        b->shape.rows_per_block = v[0];
+        b->shape.token_bytes = v[1];
+        b->shape.partial_bytes = v[2];
+        b->blocks = v[3];
+        b->partials = v[4];
+    }
+    Py_DECREF(shape);
+    return 0;
+}
+
 PyObject *pat_tally_changes(PyObject *tally, PyObject *left, PyObject *touched, PyObject *entries) {
-    static PyObject *names[6];
-    static const char *const text[6] = {"by_row", "refs", "total", "version", "signature", "firsts"};
-    if (interned(names, text, 6) < 0) return NULL;
+    static PyObject *names[9];
+    static const char *const text[9] = {"by_row", "refs", "total", "version", "signature", "firsts", "shape", "blocks",
+                                        "partials"};
+    if (interned(names, text, 9) < 0) return NULL;
     if (!PyList_Check(left) || !PyList_Check(touched) || !PyDict_Check(entries)) Py_RETURN_NOTIMPLEMENTED;
     PyObject *by_row = PyObject_GetAttr(tally, names[0]), *refs = NULL, *firsts = NULL, *total_obj = NULL;
     PyObject *result = NULL;
@@ -1371,6 +1428,12 @@ PyObject *pat_tally_changes(PyObject *tally, PyObject *left, PyObject *touched, 
     long long total = PyLong_AsLongLong(total_obj);
     if ((total == -1 && PyErr_Occurred()) || !PyDict_Check(by_row) || !PyDict_Check(refs) || !PyDict_Check(firsts)) {
         PyErr_Clear();
+        result = Py_NewRef(Py_NotImplemented);
+        goto done;
+    }
+    TallyBound bound = {0};
+    if (tally_bound(tally, names + 6, &bound) < 0) goto done;
+    if (bound.on < 0) {
         result = Py_NewRef(Py_NotImplemented);
         goto done;
     }
@@ -1401,7 +1464,7 @@ PyObject *pat_tally_changes(PyObject *tally, PyObject *left, PyObject *touched, 
         PyObject *old = dict_pop(by_row, PyList_GET_ITEM(left, i));
         if (old == NULL) goto done;
         Py_DECREF(old);
-        if (sigs[i] != NULL && tally_count(refs, firsts, sigs[i], -1, &total) < 0) goto done;
+        if (sigs[i] != NULL && tally_count(refs, firsts, sigs[i], -1, &total, &bound) < 0) goto done;
     }
     for (Py_ssize_t i = 0; i < nt; i++) {  /* the rows that joined or were read again, with their entries now */
         PyObject *row = PyList_GET_ITEM(touched, i);
@@ -1413,14 +1476,17 @@ PyObject *pat_tally_changes(PyObject *tally, PyObject *left, PyObject *touched, 
                the new one its first touch put there, checked as entries' */
             PyObject *old_sig = old == NULL || old == Py_None ? NULL : PyObject_GetAttr(old, names[4]);
             if (old_sig == NULL && PyErr_Occurred()) goto done;
-            const int rc = old_sig == NULL ? 0 : tally_count(refs, firsts, old_sig, -1, &total);
+            const int rc = old_sig == NULL ? 0 : tally_count(refs, firsts, old_sig, -1, &total, &bound);
             Py_XDECREF(old_sig);
             if (rc < 0) goto done;
-            if (sigs[nl + 2 * i + 1] != NULL && tally_count(refs, firsts, sigs[nl + 2 * i + 1], 1, &total) < 0)
+            if (sigs[nl + 2 * i + 1] != NULL &&
+                tally_count(refs, firsts, sigs[nl + 2 * i + 1], 1, &total, &bound) < 0)
                 goto done;
         }
         if (PyDict_SetItem(by_row, row, now) < 0) goto done;
     }
+    if (bound.on && (set_int(tally, names[7], bound.blocks) < 0 || set_int(tally, names[8], bound.partials) < 0))
+        goto done;
     PyObject *t = PyLong_FromLongLong(total);
     if (t == NULL || PyObject_SetAttr(tally, names[2], t) < 0) {
         Py_XDECREF(t);

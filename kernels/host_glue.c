@@ -38,8 +38,8 @@
    (planner._compiled_pass: host_pass.c, then host_items.c), or NotImplemented where planner._numpy_pass decides.
    stage_plan(stage, offsets, sizes, first, plan arrays, num_requests): a CUDA-graph load's host writes in one call
    (kernels._stage_plan's numpy copies the fallback and reference).
-   moved_bound(refs, firsts, cached, seq_lens, total, rpb, tok_bytes, partial_bytes): the dispatch gate's lower bound
-   of a batch's plan bytes from the publisher's node counts, before any forest (planner.moved_bound).
+   count_bound(refs, firsts, shape...) and moved_bound(blocks, partials, cached, seq_lens, total, token_bytes): the
+   dispatch gate's lower bound of a batch's plan bytes, before any forest (planner.count_bound, planner.moved_bound).
 
    The same holds for the publisher's passes over a changed decode batch's rows (sglang_patches/chain_table.py,
    publish.py): the rows' generations gathered, the rows to read found, the batch's read-only arrays copied were ~13
@@ -54,6 +54,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "host_bound.h"
 #include "host_launch.h"
 #include "host_plan.h"
 
@@ -1719,56 +1720,53 @@ static int tally_item(PyObject *key, PyObject *value, int64_t *tokens, int64_t *
     return t >= 0 && n >= 1;
 }
 
-/* moved_bound(refs, firsts, cached, seq_lens, total, rpb, tok_bytes, partial_bytes): planner.moved_bound (its
-   reference and fallback, where the derivation is) in one call: a lower bound of the KV plus merge bytes of every plan
-   of the batch, from the publisher's node counts (dicts {(node id, tokens): rows}), the real requests' cached lengths
-   (int64) and the batch's lengths (int64, at least as many), its total length (padding included) and the planner's
-   numbers. NotImplemented where the arguments are not of that shape. */
+/* count_bound(refs, firsts, rows_per_block, token_bytes, partial_bytes): planner.count_bound (its reference and
+   fallback) in one pass over the two dicts ({(node id, tokens): rows}): (the sum of node_blocks over refs, the sum of
+   first_node_partials over firsts), or NotImplemented where they are not so shaped. */
+static PyObject *count_bound(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (!takes("count_bound", nargs, 5)) return NULL;
+    PatBoundShape shape;
+    if (as_int64(args[2], &shape.rows_per_block) || as_int64(args[3], &shape.token_bytes) ||
+        as_int64(args[4], &shape.partial_bytes))
+        return NULL;
+    if (!PyDict_Check(args[0]) || !PyDict_Check(args[1]) || shape.rows_per_block < 1) Py_RETURN_NOTIMPLEMENTED;
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    int64_t t, r, blocks = 0, partials = 0;
+    while (PyDict_Next(args[0], &pos, &key, &value)) {
+        if (!tally_item(key, value, &t, &r)) Py_RETURN_NOTIMPLEMENTED;
+        blocks += pat_node_blocks(r, t, &shape);
+    }
+    pos = 0;
+    while (PyDict_Next(args[1], &pos, &key, &value)) {
+        if (!tally_item(key, value, &t, &r)) Py_RETURN_NOTIMPLEMENTED;
+        partials += pat_first_node_partials(r, t, &shape);
+    }
+    return Py_BuildValue("(LL)", (long long)blocks, (long long)partials);
+}
+
+/* moved_bound(blocks, partials, cached, seq_lens, total, token_bytes): planner.moved_bound (its reference and
+   fallback) in one pass over the real requests' cached lengths (int64) and the batch's lengths (int64, at least as
+   many), or NotImplemented for arrays it does not take. */
 static PyObject *moved_bound(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (!takes("moved_bound", nargs, 8)) return NULL;
+    if (!takes("moved_bound", nargs, 6)) return NULL;
     PyArrayObject *cached = vec(args[2], NPY_INT64, -1), *seq = vec(args[3], NPY_INT64, -1);
-    int64_t total, rpb, tok_bytes, partial_bytes;
-    if (as_int64(args[4], &total) || as_int64(args[5], &rpb) || as_int64(args[6], &tok_bytes) ||
-        as_int64(args[7], &partial_bytes))
+    int64_t blocks, partials, total, token_bytes;
+    if (as_int64(args[0], &blocks) || as_int64(args[1], &partials) || as_int64(args[4], &total) ||
+        as_int64(args[5], &token_bytes))
         return NULL;
-    if (!PyDict_Check(args[0]) || !PyDict_Check(args[1]) || !cached || !seq ||
-        PyArray_DIM(seq, 0) < PyArray_DIM(cached, 0) || rpb < 1 || tok_bytes < 0 || partial_bytes < 0)
-        Py_RETURN_NOTIMPLEMENTED;
+    if (!cached || !seq || PyArray_DIM(seq, 0) < PyArray_DIM(cached, 0)) Py_RETURN_NOTIMPLEMENTED;
     const npy_intp n = PyArray_DIM(cached, 0);
     const int64_t *c = (const int64_t *)PyArray_DATA(cached), *s = (const int64_t *)PyArray_DATA(seq);
-    int64_t tokens = total;  /* private tokens (each request's past its path), then + each node's row-block reads */
+    int64_t tokens = total + blocks;
     int every_private = 1;
     for (npy_intp i = 0; i < n; i++) {
         tokens -= c[i];
         every_private &= s[i] > c[i];
     }
-    Py_ssize_t pos = 0;
-    PyObject *key, *value;
-    int64_t t, r;
-    while (PyDict_Next(args[0], &pos, &key, &value)) {
-        if (!tally_item(key, value, &t, &r)) Py_RETURN_NOTIMPLEMENTED;
-        tokens += t * ((r + rpb - 1) / rpb);
-    }
-    int64_t bound = tokens * tok_bytes;
-    pos = 0;
-    while (every_private && PyDict_Next(args[1], &pos, &key, &value)) {
-        if (!tally_item(key, value, &t, &r)) Py_RETURN_NOTIMPLEMENTED;
-        /* min over k (of its r rows, those reading it in a pack of their own) of
-           t * (k - ceil(k / rpb)) * tok_bytes + 2 * partial_bytes * (r - k): linear between k = m * rpb + 1 and
-           (m + 1) * rpb, so its minimum is at 0 or at one of those ends */
-        int64_t best = 2 * partial_bytes * r;
-        for (int64_t lo = 1; lo <= r; lo += rpb) {
-            const int64_t hi = lo + rpb - 1 < r ? lo + rpb - 1 : r;
-            for (int e = 0; e < 2; e++) {
-                const int64_t k = e ? hi : lo;
-                const int64_t h = t * (k - (k + rpb - 1) / rpb) * tok_bytes + 2 * partial_bytes * (r - k);
-                best = h < best ? h : best;
-            }
-        }
-        bound += best;
-    }
-    return PyLong_FromLongLong(bound);
+    return PyLong_FromLongLong(tokens * token_bytes + (every_private ? partials : 0));
 }
 
 /* Read list `lst` of n ints into out; -1 with an exception set where an item is not an int */
@@ -2046,6 +2044,7 @@ static PyMethodDef METHODS[] = {
     {"batch_arrays", (PyCFunction)(void (*)(void))batch_arrays, METH_FASTCALL, "chain_table._batch_arrays"},
     {"plan_items", (PyCFunction)(void (*)(void))plan_items, METH_FASTCALL, "host_core._HostCore.plan_items"},
     {"plan_pass", (PyCFunction)(void (*)(void))plan_pass, METH_FASTCALL, "planner._plan's pass"},
+    {"count_bound", (PyCFunction)(void (*)(void))count_bound, METH_FASTCALL, "planner.count_bound"},
     {"moved_bound", (PyCFunction)(void (*)(void))moved_bound, METH_FASTCALL, "planner.moved_bound"},
     {"stage_plan", (PyCFunction)(void (*)(void))stage_plan, METH_FASTCALL, "kernels._stage_plan"},
     {"edit_forest", (PyCFunction)(void (*)(void))edit_forest, METH_FASTCALL, "host_core._HostCore.edit_forest"},

@@ -378,6 +378,8 @@ class PATAttnBackend(AttentionBackend):
             self.gate = configured_gate(heads, delegate_name)
         else:
             self.gate = DispatchGate(checked_fraction(min_saved_fraction, "min_saved_fraction"))
+        # The publisher keeps the gate's bound on every plan's bytes with its node counts (declined before a forest)
+        self.chain_table.count_bound(self.planner.bound_shape if self.gate.strictest > 0.0 else None)
         if self.gate.strictest > 0.0:
             logger.info(
                 f"PAT: decode batches whose plan saves less than {self.gate.describe()} of per-request KV bytes run on "

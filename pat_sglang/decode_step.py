@@ -66,6 +66,7 @@ from .planner import (
     PackPlan,
     PlanLimits,
     any_above,
+    bound_shape,
     int_stats,
     kv_token_bytes,
     moved_bound,
@@ -243,6 +244,7 @@ class DecodeStepPlanner:
         self.slot_table = table.view(-1)
         self.row_stride = int(table.stride(0))
         self.max_len = int(table.shape[1])
+        self.bound_shape = bound_shape(self.heads, self.device_spec)  # what the publisher counts for the gate
         # Load the compiled host work (the split search's cost model) now: its first load (the compiler's version
         # check, a subprocess, and the library's dlopen: 3-4 ms on the H200's host) would otherwise land in the first
         # step that searches, the start's first wave, and set the stats line's maximum.
@@ -306,17 +308,19 @@ class DecodeStepPlanner:
 
     def _moves_over(self, batch: StepBatch, lengths: _Lengths, min_saved: float) -> bool:
         """Whether every plan of ``batch`` moves more than ``pat_pays`` lets it (``planner.moved_bound``: its row blocks
-        and merge partials, from the publisher's node counts): the gate then declines it without a forest or a plan.
-        False where the counts do not cover the batch (a path missing or stale, or the publisher moved on)."""
+        and merge partials, from the publisher's node terms): the gate then declines it without a forest or a plan.
+        False where the terms do not cover the batch (a path missing or stale, the publisher moved on or keeps no terms
+        for these heads: ``ChainTable.count_bound``)."""
         pb = batch.published
         if lengths.any_stale is not False or pb.absent:
             return False
-        refs, firsts = pb.node_refs(), pb.first_refs()
-        if refs is None or firsts is None:
+        terms = pb.bound_terms(self.bound_shape)
+        if terms is None:
             return False
-        bound = moved_bound(refs, firsts, pb.cached, batch.seq_lens, lengths.total, self.heads, self.device_spec)
+        token_bytes = self.bound_shape.token_bytes
+        bound = moved_bound(*terms, pb.cached, batch.seq_lens, lengths.total, token_bytes)
         # the very comparison pat_pays makes of the plan's bytes, which are at least the bound
-        return bound > (1.0 - min_saved) * (lengths.total * kv_token_bytes(self.heads))
+        return bound > (1.0 - min_saved) * (lengths.total * token_bytes)
 
     def forest(self, batch: StepBatch, lengths: _Lengths | None = None) -> PrefixForest:
         """The batch's forest (reused, edited or built). ``lengths``: ``_lengths(batch)``, where the caller has it."""

@@ -100,7 +100,7 @@ GLUE_SOURCE_NAMES = (
 GLUE_MODULE = "pat_host_glue"  # its PyInit_ name
 GLUE_ENV = "PAT_SGLANG_HOST_GLUE"  # "0": the ctypes wrappers and launches serve instead (the A/B and test switch)
 # included by the sources: written beside them for every build, part of its hash
-HEADER_NAMES = ("host_sort.h", "host_plan.h", "host_launch.h")
+HEADER_NAMES = ("host_sort.h", "host_plan.h", "host_launch.h", "host_bound.h")
 COMPILE_FLAGS = ("-O2", "-shared", "-fPIC", "-std=c99", "-pthread")  # pthread: host_rows.c's scan worker
 COMPILE_TIMEOUT_S = 120
 

@@ -433,53 +433,78 @@ def any_above(a: np.ndarray, b: np.ndarray) -> bool:
     return bool((a > b[: a.shape[0]]).any())
 
 
-def moved_bound(
-    refs: dict[tuple[int, int], int], firsts: dict[tuple[int, int], int], cached: np.ndarray, seq_lens: np.ndarray,
-    total: int, heads: HeadConfig, device: DeviceSpec, tiles: TileTable | None = None,
-) -> int:
-    """A lower bound of the bytes every plan of a batch moves (``PlanStats.kv_bytes_planned + partial_bytes``, what
-    ``dispatch.pat_pays`` weighs), from its radix paths' node counts alone, before any forest: the dispatch gate
-    declines on it the batches whose plans it would decline after planning. ``refs`` / ``firsts``: per radix node
-    (id, tokens), the batch's rows whose path passes through it / starts there (``PublishedBatch.node_refs``,
-    ``first_refs``); ``cached``: each real request's path length (int64), ``seq_lens`` the batch's lengths (at least as
-    many, real requests first), ``total`` their sum with the padding.
+class BoundShape(NamedTuple):
+    """What ``moved_bound``'s node counts need of a configuration (``bound_shape``): the most requests of one row
+    block (``_PassRules.reqs_per_block``), KV bytes per token and bytes per merge partial."""
 
-    Why it bounds every plan (``rpb``: the most requests of one row block, ``_PassRules.reqs_per_block``):
-    * each request's tokens past its path are read at least once (its own leaf);
-    * a node read by ``r`` rows is read at least ``ceil(r / rpb)`` times: the packs that read it split its rows
-      among them, and an item holds at most ``rpb`` requests;
-    * merge partials (one per entry of a request with two entries or more), counted only when every real request has
-      tokens past its path (its own leaf, never packed with another's): of the ``r`` rows starting at a node of ``t``
-      tokens, let ``k`` read it in packs of one request each; those packs read it ``k`` times, where the row-block
-      count above credits at most ``ceil(k / rpb)`` of them, and the other ``r - k`` read it in a pack of two or more,
-      a shared pack besides their leaf: two partials each. So that node adds at least
-      ``min over k of t * (k - ceil(k / rpb)) * token bytes + 2 * (r - k) * partial bytes``; each row starts at
-      one node, so no partial is counted twice.
-    Equal to the plan's bytes where every shared node is its own pack and the packs hold no more KV splits than
-    needed (the Mooncake replay's planned steps: within 0.3% of them)."""
+    rows_per_block: int
+    token_bytes: int
+    partial_bytes: int
+
+
+def bound_shape(heads: HeadConfig, device: DeviceSpec, tiles: TileTable | None = None) -> BoundShape:
+    """The ``BoundShape`` of plans made by ``plan_forest`` for ``heads`` on ``device`` (its default tile table)."""
     rules = _pass_rules(heads, device, tiles or load_tile_table(device.arch))
-    got = host_core.glue_call("moved_bound", refs, firsts, cached, seq_lens, total, rules.reqs_per_block,
-                              rules.tok_bytes, rules.partial_bytes)
+    return BoundShape(rules.reqs_per_block, rules.tok_bytes, rules.partial_bytes)
+
+
+def node_blocks(rows: int, tokens: int, shape: BoundShape) -> int:
+    """KV tokens every plan reads at least of a radix node of ``tokens`` tokens on ``rows`` requests' paths: once per
+    row block, at least ``ceil(rows / rows_per_block)`` of them (0 for no rows)."""
+    return tokens * -(-rows // shape.rows_per_block)
+
+
+def first_node_partials(rows: int, tokens: int, shape: BoundShape) -> int:
+    """Bytes every plan moves beyond ``node_blocks`` because ``rows`` requests start at a node (the one under the root)
+    of ``tokens`` tokens, where each of them has tokens past its path: of the ``rows``, let ``k`` read the node in packs
+    of one request each; those packs read it ``k`` times, of which ``node_blocks`` credits at most ``ceil(k / rpb)``,
+    and the other ``rows - k`` read it in a pack of two or more besides their own leaf: two merge partials each. The
+    least over ``k`` of ``tokens * (k - ceil(k / rpb)) * token bytes + 2 * (rows - k) * partial bytes``, which is linear
+    between ``k = m * rpb + 1`` and ``(m + 1) * rpb``: the least of 0 and those ends."""
+    rpb, tb, pb = shape
+    best = 2 * pb * rows
+    for lo in range(1, rows + 1, rpb):
+        for k in (lo, min(lo + rpb - 1, rows)):
+            best = min(best, tokens * (k - -(-k // rpb)) * tb + 2 * pb * (rows - k))
+    return best
+
+
+def count_bound(
+    refs: dict[tuple[int, int], int], firsts: dict[tuple[int, int], int], shape: BoundShape
+) -> tuple[int, int]:
+    """(sum of ``node_blocks`` over ``refs``, sum of ``first_node_partials`` over ``firsts``): ``moved_bound``'s node
+    terms of a batch, counted afresh from the publisher's node counts ({(node id, tokens): rows}); the publisher keeps
+    them up to date as requests come and go (``chain_table._Tally``). One call of ``kernels/host_glue.c``
+    ``count_bound`` where it loads."""
+    got = host_core.glue_call("count_bound", refs, firsts, *shape)
     if got is not NotImplemented:
         return got
-    return _moved_bound(refs, firsts, cached, seq_lens, total, rules.reqs_per_block, rules.tok_bytes,
-                        rules.partial_bytes)
+    return (sum(node_blocks(r, t, shape) for (_, t), r in refs.items()),
+            sum(first_node_partials(r, t, shape) for (_, t), r in firsts.items()))
 
 
-def _moved_bound(
-    refs: dict[tuple[int, int], int], firsts: dict[tuple[int, int], int], cached: np.ndarray, seq_lens: np.ndarray,
-    total: int, rpb: int, tok_bytes: int, partial_bytes: int,
+def moved_bound(
+    blocks: int, partials: int, cached: np.ndarray, seq_lens: np.ndarray, total: int, token_bytes: int
 ) -> int:
-    """``moved_bound`` in Python (the reference of ``kernels/host_glue.c`` ``moved_bound``)."""
+    """A lower bound of the bytes every plan of a batch moves (``PlanStats.kv_bytes_planned + partial_bytes``, what
+    ``dispatch.pat_pays`` weighs), before any forest: the dispatch gate declines on it the batches whose plans it would
+    decline after planning. ``blocks`` / ``partials``: ``count_bound`` of the batch's radix paths; ``cached``: each real
+    request's path length (int64), ``seq_lens`` the batch's lengths (at least as many, real requests first), ``total``
+    their sum with the padding.
+
+    Why it bounds every plan: each request's tokens past its path are read at least once (its own leaf); each radix
+    node at least once per row block of its requests (``node_blocks``); and where every real request has tokens past
+    its path (its own leaf, never packed with another's), requests that share a pack write merge partials
+    (``first_node_partials``, counted at each request's first node: none twice). Equal to the plan's bytes where every
+    shared node is its own pack and the packs hold no more KV splits than needed (most of the Mooncake replay's
+    planned steps at 32/8 heads). O(requests): one pass over ``cached``."""
+    got = host_core.glue_call("moved_bound", blocks, partials, cached, seq_lens, total, token_bytes)
+    if got is not NotImplemented:
+        return got
     n = cached.shape[0]
-    tokens = total - int(cached.sum()) + sum(t * -(-r // rpb) for (_, t), r in refs.items())
-    bound = tokens * tok_bytes
-    if bool((seq_lens[:n] > cached).all()):
-        for (_, t), r in firsts.items():
-            # linear in k between m * rpb + 1 and (m + 1) * rpb: its least value is at k = 0 or one of those ends
-            ends = {0, r, *range(1, r + 1, rpb), *(min(m + rpb - 1, r) for m in range(1, r + 1, rpb))}
-            bound += min(t * (k - -(-k // rpb)) * tok_bytes + 2 * partial_bytes * (r - k) for k in ends)
-    return bound
+    tokens = total - int(cached.sum()) + blocks
+    every_private = bool((seq_lens[:n] > cached).all())
+    return tokens * token_bytes + (partials if every_private else 0)
 
 
 def target_ctas(device: DeviceSpec, tiles: TileTable, heads: HeadConfig) -> int:

@@ -13,7 +13,14 @@ from sglang_harness import RadixHarness
 from pat_sglang import host_core
 from pat_sglang.config import DeviceSpec, HeadConfig
 from pat_sglang.decode_step import DecodeStepPlanner, StepBatch
-from pat_sglang.planner import _moved_bound, moved_bound
+from pat_sglang.planner import (
+    BoundShape,
+    bound_shape,
+    count_bound,
+    first_node_partials,
+    moved_bound,
+    node_blocks,
+)
 from pat_sglang.sglang_patches.chain_table import ChainTable
 from pat_sglang.sglang_patches.publish import publish_decode_batch
 
@@ -26,31 +33,40 @@ def _random_counts(rng: np.random.Generator) -> tuple[dict, dict]:
 
 
 def test_compiled_bound_equals_python() -> None:
-    """``kernels/host_glue.c`` ``moved_bound`` against ``planner._moved_bound`` on random counts and lengths (with and
-    without every request past its path, row blocks of 1-64 requests); NotImplemented for what it does not take."""
+    """``kernels/host_glue.c`` ``count_bound`` and ``moved_bound`` against their Python versions on random counts and
+    lengths (with and without every request past its path, row blocks of 1-64 requests); NotImplemented for what they
+    do not take."""
     glue = host_core.loaded_glue()
     assert glue is not None, "the extension module did not load"
     rng = np.random.default_rng(3)
     for trial in range(300):
         refs, firsts = _random_counts(rng)
+        rpb = int(rng.choice([1, 2, 7, 8, 16, 64]))
+        shape = BoundShape(rpb, int(rng.integers(0, 9000)), int(rng.integers(0, 9000)))
+        want = (sum(node_blocks(r, t, shape) for (_, t), r in refs.items()),
+                sum(first_node_partials(r, t, shape) for (_, t), r in firsts.items()))
+        assert glue.count_bound(refs, firsts, *shape) == want == count_bound(refs, firsts, shape), trial
+        # first_node_partials: the least over every k, not only the ends it tries
+        for (_, t), r in firsts.items():
+            rpb, tb, pb = shape
+            assert first_node_partials(r, t, shape) == min(t * (k - -(-k // rpb)) * tb + 2 * pb * (r - k)
+                                                           for k in range(r + 1)), trial
         n = int(rng.integers(0, 40))
         cached = rng.integers(0, 2000, size=n).astype(np.int64)
         seq = np.concatenate([cached + rng.integers(0 if trial % 3 == 0 else 1, 50, size=n),
                               rng.integers(1, 9, size=int(rng.integers(0, 4)))]).astype(np.int64)
         total = int(seq.sum())
-        numbers = (int(rng.choice([1, 2, 7, 8, 16, 64])), int(rng.integers(0, 9000)), int(rng.integers(0, 9000)))
-        want = _moved_bound(refs, firsts, cached, seq, total, *numbers)
-        assert glue.moved_bound(refs, firsts, cached, seq, total, *numbers) == want, trial
-    cached = np.ones(3, dtype=np.int64)
-    seq = np.full(3, 2, dtype=np.int64)
-    good = ({(1, 5): 2}, {(1, 5): 2}, cached, seq, 6, 16, 4, 8)
-    assert glue.moved_bound(*good) == _moved_bound(*good)
-    bad_args = ((0, [((1, 5), 2)]), (0, {(1, 5, 0): 2}), (1, {1: 2}), (0, {(1, 5): "2"}),
-                (2, cached.astype(np.int32)), (3, seq[:2]), (5, 0))
-    for i, bad in bad_args:
-        args = list(good)
-        args[i] = bad
-        assert glue.moved_bound(*args) is NotImplemented, (i, bad)
+        every_private = bool((seq[:n] > cached).all())
+        expect = (total - int(cached.sum()) + want[0]) * shape.token_bytes + (want[1] if every_private else 0)
+        assert glue.moved_bound(*want, cached, seq, total, shape.token_bytes) == expect, trial
+    assert glue.count_bound([((1, 5), 2)], {}, 16, 4, 8) is NotImplemented
+    for bad in ({(1, 5, 0): 2}, {1: 2}, {(1, 5): "2"}, {(1, 5): 0}):
+        assert glue.count_bound(bad, {}, 16, 4, 8) is NotImplemented, bad
+        assert glue.count_bound({}, bad, 16, 4, 8) is NotImplemented, bad
+    assert glue.count_bound({}, {}, 0, 4, 8) is NotImplemented
+    cached, seq = np.ones(3, dtype=np.int64), np.full(3, 2, dtype=np.int64)
+    assert glue.moved_bound(1, 2, cached.astype(np.int32), seq, 6, 4) is NotImplemented
+    assert glue.moved_bound(1, 2, cached, seq[:2], 6, 4) is NotImplemented
 
 
 HEADS = [
@@ -97,14 +113,18 @@ def test_bound_never_exceeds_the_plan(heads: HeadConfig, page_size: int) -> None
         live = list(range(n))
         h.decode(steps=int(rng.integers(1, 4)), only=live)
         table = ChainTable(enabled=True)
+        shape = bound_shape(heads, DeviceSpec())
+        table.count_bound(shape)
         publish_decode_batch(h.schedule_batch(live), table)
         pb = table.batch
+        terms = pb.bound_terms(shape)
+        assert terms == count_bound(pb.node_refs(), pb.first_refs(), shape)
         seq = np.array([h.seq_lens[i] for i in live], np.int64)
         batch = StepBatch(np.asarray(pb.rows, np.int64), seq, n, pb)
         planner = DecodeStepPlanner(heads, DeviceSpec(), h.req_to_token, reuse_plans=False)
         plan = planner.plan(batch)
         moved = plan.stats.kv_bytes_planned + plan.stats.partial_bytes
-        bound = moved_bound(pb.node_refs(), pb.first_refs(), pb.cached, seq, int(seq.sum()), heads, DeviceSpec())
+        bound = moved_bound(*terms, pb.cached, seq, int(seq.sum()), shape.token_bytes)
         assert bound <= moved, (trial, bound, moved)
         assert bound >= plan.stats.kv_bytes_unique  # (at least the unique KV: every token read once)
         best = max(best, bound / moved)

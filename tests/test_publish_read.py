@@ -18,6 +18,7 @@ from sglang_harness import RadixHarness
 from test_publish_wave import python_pieces, table_state
 
 from pat_sglang import host_core
+from pat_sglang.planner import BoundShape, count_bound
 from pat_sglang.sglang_patches import chain_table as ct
 from pat_sglang.sglang_patches.chain_table import ChainEntry, ChainTable, _Tally, newest
 from pat_sglang.sglang_patches.core import COUNT_RADIX_RECACHING, COUNT_RADIX_SPLITS
@@ -174,12 +175,14 @@ def _entry(rng: np.random.Generator, nodes: int) -> ChainEntry:
 @pytest.mark.parametrize("seed", range(6))
 def test_tally_changes_equal_the_python_loop(core: host_core._HostBatch, seed: int) -> None:
     """Random tallies over shared nodes moved by random leavers and touched rows (absent entries, unchanged entries
-    and rows touched twice among them): the same counts, total, rows and version as the Python loop."""
+    and rows touched twice among them): the same counts, total, rows and version as the Python loop, and with a bound
+    shape (every other trial) the same gate terms, equal to ``planner.count_bound`` of the counts afresh."""
     rng = np.random.default_rng(seed)
-    for _ in range(20):
+    for trial in range(20):
         rows = rng.choice(200, size=int(rng.integers(1, 40)), replace=False).tolist()
         entries = [_entry(rng, 30) if rng.random() < 0.9 else None for _ in rows]
-        tally = _Tally()
+        shape = BoundShape(int(rng.choice([1, 3, 16])), 4096, 8320) if trial % 2 else None
+        tally = _Tally(shape)
         tally.update(rows, tuple(entries))
         now = {r: e for r, e in zip(rows, entries, strict=True) if e is not None}
         left = [r for r in rows if rng.random() < 0.2]
@@ -194,9 +197,10 @@ def test_tally_changes_equal_the_python_loop(core: host_core._HostBatch, seed: i
             elif roll < 0.7:
                 now.pop(r, None)
         touched += touched[: int(rng.integers(0, 3))]  # a joiner is also a row read
-        python = _Tally()  # the same counts and rows, the same entry objects (the loop tells entries by identity)
-        python.refs, python.firsts, python.by_row, python.total, python.version = (
-            dict(tally.refs), dict(tally.firsts), dict(tally.by_row), tally.total, tally.version)
+        python = _Tally(shape)  # the same counts and rows, the same entry objects (the loop tells entries by identity)
+        python.refs, python.firsts, python.by_row, python.total, python.version, python.blocks, python.partials = (
+            dict(tally.refs), dict(tally.firsts), dict(tally.by_row), tally.total, tally.version, tally.blocks,
+            tally.partials)
         got = core.tally_changes(tally, left, touched, now)
         python.version += 1
         by_row = python.by_row
@@ -213,6 +217,11 @@ def test_tally_changes_equal_the_python_loop(core: host_core._HostBatch, seed: i
         assert tally.firsts == python.firsts and list(tally.firsts) == list(python.firsts)
         assert tally.firsts == Counter((e.signature[-1][0], e.signature[-1][2])  # each row's node under the root
                                        for e in tally.by_row.values() if e is not None and e.signature)
+        assert (tally.blocks, tally.partials) == (python.blocks, python.partials)
+        if shape is not None:
+            assert (tally.blocks, tally.partials) == count_bound(tally.refs, tally.firsts, shape)
+        else:
+            assert (tally.blocks, tally.partials) == (0, 0)
         assert tally.by_row.keys() == python.by_row.keys() and tally.version == python.version
         assert all(tally.by_row[r] == python.by_row[r] for r in tally.by_row)
 

@@ -23,6 +23,7 @@ import torch
 from sglang_harness import RadixHarness
 
 from pat_sglang import host_core
+from pat_sglang.planner import BoundShape, count_bound
 from pat_sglang.sglang_patches import chain_table as ct
 from pat_sglang.sglang_patches.chain_table import (
     ChainEntry,
@@ -86,7 +87,7 @@ def table_state(t: ChainTable) -> dict[str, Any]:
         "row_paths": ([row[:d] for row, d in zip(paths.keys.tolist(), depth, strict=True)],
                       [row[:d] for row, d in zip(paths.lengths.tolist(), depth, strict=True)], paths.keys.shape,
                       depth, paths.cached.tolist(), paths.version),
-        "tally": (dict(t._tally.refs), dict(t._tally.firsts), t._tally.total,
+        "tally": (dict(t._tally.refs), dict(t._tally.firsts), t._tally.total, t._tally.blocks, t._tally.partials,
                   {row: entry(e) for row, e in t._tally.by_row.items()}),
         "batch": batch,
         "counts": (t.published, t.reused, t.unread, t.by_rows),
@@ -144,6 +145,9 @@ def python_pieces() -> Iterator[None]:
         host_core.loaded_batch = loader  # type: ignore[assignment]
 
 
+DRIVER_SHAPE = BoundShape(3, 4096, 8320)
+
+
 class Driver:
     """One harness's batches published into a wave table (threshold ``wave``), a one-joiner-at-a-time table and a
     table on the publisher's Python versions (threshold ``wave``: where the compiled read takes a wave by rows, the
@@ -154,6 +158,8 @@ class Driver:
         self.h, self.by_rows, self.wave = h, by_rows, wave
         self.table, self.reference = ChainTable(enabled=True), ChainTable(enabled=True)
         self.python = ChainTable(enabled=True)
+        for t in (self.table, self.reference, self.python):  # the gate's node terms kept with the counts (3 rows/block)
+            t.count_bound(DRIVER_SHAPE)
         self.live: list[int] = []
         self.batch = h.schedule_batch([])
 
@@ -173,6 +179,8 @@ class Driver:
         with wave_threshold(self.wave), python_pieces():
             publish_decode_batch(self.batch, self.python)
         assert table_state(self.table) == table_state(self.reference) == table_state(self.python)
+        tally = self.table._tally
+        assert (tally.blocks, tally.partials) == count_bound(tally.refs, tally.firsts, DRIVER_SHAPE)
         assert_radix_paths(h, self.live, self.table)
 
 

@@ -52,7 +52,7 @@ import numpy as np
 
 from pat_sglang import host_core
 from pat_sglang.gc_pauses import GcMark
-from pat_sglang.planner import copy_with, same_ints
+from pat_sglang.planner import BoundShape, copy_with, count_bound, first_node_partials, node_blocks, same_ints
 
 # (node id, data pointer, length) per node from ``last_node`` up: changes whenever the chain does. A
 # split gives the upper half a new id and shrinks the lower half, and nodes a running request holds are
@@ -322,6 +322,15 @@ class PublishedBatch:
             return None
         return tally.firsts
 
+    def bound_terms(self, shape: BoundShape) -> tuple[int, int] | None:
+        """``planner.count_bound(node_refs(), first_refs(), shape)``, kept by the publisher as requests come and go
+        (O(1) here); ``None`` where it keeps them for another shape or none (``ChainTable.count_bound``), or as
+        ``node_refs``."""
+        tally = self.tally
+        if tally is None or tally.version != self.tally_version or tally.shape != shape:
+            return None
+        return tally.blocks, tally.partials
+
     @property
     def paths(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The radix paths as flat int64 arrays (request index, node id, tokens), requests in batch order, each root
@@ -553,15 +562,24 @@ def tally_refs(
 class _Tally:
     """The distinct cached tokens of the last batch given to ``update``, kept in proportion to what changed: per radix
     node (id, tokens) the number of the batch's rows whose entry passes through it (``refs``), and of those whose
-    entry starts there (``firsts``: the node under the root; the dispatch gate's bound on merge partials reads it,
-    ``planner.moved_bound``)."""
+    entry starts there (``firsts``: the node under the root). With a ``shape`` (``planner.BoundShape``, set by
+    ``ChainTable.count_bound``) it also keeps the dispatch gate's node terms, ``planner.count_bound`` of its counts,
+    moved with every count (``blocks``: tokens, ``partials``: bytes; ``planner.moved_bound``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, shape: BoundShape | None = None) -> None:
         self.by_row: dict[int, ChainEntry | None] = {}
         self.refs: dict[tuple[int, int], int] = {}
         self.firsts: dict[tuple[int, int], int] = {}
         self.total = 0
         self.version = 0  # bumped per move (``PublishedBatch.node_refs`` tells its own counts by it)
+        self.shape = shape
+        self.blocks = 0
+        self.partials = 0
+
+    def set_shape(self, shape: BoundShape | None) -> None:
+        """Keep the gate's node terms for ``shape`` from now on (None: none), counted afresh from the counts."""
+        self.shape = shape
+        self.blocks, self.partials = count_bound(self.refs, self.firsts, shape) if shape is not None else (0, 0)
 
     def update(self, rows: list[int], entries: tuple) -> int:
         """Move to the batch (``rows``, ``entries``: a ChainEntry or None per row); its distinct cached tokens."""
@@ -610,29 +628,38 @@ class _Tally:
         if counted is NotImplemented:
             counted = tally_refs(req, keys, tokens)
         self.refs, self.total, self.firsts = counted
+        if self.shape is not None:
+            self.blocks, self.partials = count_bound(self.refs, self.firsts, self.shape)
         return self.total
 
     def _count(self, entry: ChainEntry | None, step: int) -> None:
         if entry is None:
             return
         sig = entry.signature
+        shape = self.shape
         if sig:  # the node under the root: the signature's last
             first = (sig[-1][0], sig[-1][2])
-            n = self.firsts.get(first, 0) + step
-            if n:
-                self.firsts[first] = n
+            before = self.firsts.get(first, 0)
+            if before + step:
+                self.firsts[first] = before + step
             else:
                 del self.firsts[first]
+            if shape is not None:
+                self.partials += (first_node_partials(before + step, first[1], shape)
+                                  - first_node_partials(before, first[1], shape))
         refs = self.refs
         for node_id, _, tokens in sig:
             key = (node_id, tokens)
-            n = refs.get(key, 0) + step
+            before = refs.get(key, 0)
+            n = before + step
             if n:
                 refs[key] = n
             else:
                 del refs[key]
             if n == (step > 0):  # 0 -> 1 adds the node's tokens, 1 -> 0 removes them
                 self.total += step * tokens
+            if shape is not None:
+                self.blocks += node_blocks(n, tokens, shape) - node_blocks(before, tokens, shape)
 
 
 @dataclass
@@ -1036,6 +1063,13 @@ class ChainTable:
         self.batch = new
         self.reused += 1
 
+    def count_bound(self, shape: BoundShape | None) -> None:
+        """Keep the dispatch gate's node terms for ``shape`` (``planner.bound_shape`` of the backend's heads) with the
+        node counts from now on (``PublishedBatch.bound_terms``); None: none. A PAT backend sets it when it binds."""
+        with self.lock:
+            if shape != self._tally.shape:
+                self._tally.set_shape(shape)
+
     def reserve_rows(self, rows: int) -> None:
         """Room for rows ``0..rows-1`` now (a pool's whole ``req_to_token``): the compiled changed-batch read declines
         rows beyond the per-row arrays (its Python version grows them), so a server's table is sized for its pool
@@ -1235,7 +1269,7 @@ class ChainTable:
             self._row_entry = []
             self._rows_of_node.clear()
             self._row_paths = _RowPaths()
-            self._tally = _Tally()
+            self._tally = _Tally(self._tally.shape)
             self._retired = []
             self.published = 0
             self.batch = None
