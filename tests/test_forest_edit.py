@@ -79,7 +79,7 @@ def _fresh(entries: list[ChainEntry], rows: np.ndarray, seq: np.ndarray, pad: in
 
 def _batches(seed: int, steps: int, burst: bool = False):
     """Random batches on a growing radix tree: (entries, rows, lengths) per step (see the module docstring);
-    ``burst``: now and then up to ``EDIT_JOINERS_MIN`` requests join in one step (several new kept nodes at once)."""
+    ``burst``: now and then up to half the batch joins in one step (several new kept nodes at once)."""
     rng = np.random.default_rng(seed)
     tree = Tree(rng)
     roots = [tree.add(0) for _ in range(3)]
@@ -104,7 +104,8 @@ def _batches(seed: int, steps: int, burst: bool = False):
         cached = sum(tree.nodes[n][1] for n in tree.path(last))
         row = free_rows.pop(int(rng.integers(0, len(free_rows))))
         reqs.append(dict(rid=next_rid, last=last, entry=tree.entry(next_rid, last), row=row,
-                         length=max(1, cached + int(rng.integers(0, 4)))))  # +0: ends at its last node (no leaf)
+                         # +0: ends at its last node (no leaf, which an edit refuses: not in bursts, to edit them)
+                         length=max(1, cached + int(rng.integers(1 if burst else 0, 4)))))
         next_rid += 1
 
     for _ in range(12):
@@ -112,12 +113,14 @@ def _batches(seed: int, steps: int, burst: bool = False):
     for _ in range(steps):
         for r in reqs:
             r["length"] += 1
-        for _ in range(int(rng.integers(0, 3))):  # finishes
+        for _ in range(int(rng.integers(0, 5 if burst else 3))):  # finishes
             if len(reqs) > 2:
                 free_rows.append(reqs.pop(int(rng.integers(0, len(reqs))))["row"])
-        joins = int(rng.integers(0, EDIT_JOINERS_MIN + 1)) if burst and rng.random() < 0.3 else int(rng.integers(0, 3))
+        # a burst: up to one more than an edit of the batch takes (half the batch, at least EDIT_JOINERS_MIN)
+        most = max(EDIT_JOINERS_MIN, len(reqs) // 2) + 1
+        joins = int(rng.integers(0, most + 1)) if burst and rng.random() < 0.3 else int(rng.integers(0, 3))
         for _ in range(joins):
-            if len(reqs) < 40:
+            if len(reqs) < (80 if burst else 40):
                 join()
         if rng.random() < 0.1:  # a radix split: requests through the node are read again (new entries)
             nid = int(rng.choice(list(tree.nodes)))
@@ -132,9 +135,12 @@ def _batches(seed: int, steps: int, burst: bool = False):
                np.array([r["length"] for r in reqs], dtype=np.int64))
 
 
-def _run(seed: int, steps: int, pad: int, burst: bool = False) -> tuple[int, int]:
-    edits = refused = 0
+def _run(seed: int, steps: int, pad: int, burst: bool = False) -> tuple[int, int, int]:
+    """Every step's batch edited from the last index (where it takes it) and compared with ``from_paths``: (edits,
+    refusals, the most joiners of one edit)."""
+    edits = refused = most = 0
     index = None
+    last: set[int] = set()
     for entries, rows, seq in _batches(seed, steps, burst):
         fresh = _fresh(list(entries), rows, seq, pad)
         seq_all = fresh.request_lengths
@@ -142,13 +148,15 @@ def _run(seed: int, steps: int, pad: int, burst: bool = False) -> tuple[int, int
         edited = index.edit(entries, rows_all, seq_all, rows_all * ROW_STRIDE) if index is not None else None
         if edited is not None:
             edits += 1
+            most = max(most, sum(id(e) not in last for e in entries))
             for name in ARRAYS:
                 assert np.array_equal(getattr(edited.forest, name), getattr(fresh, name)), name
             index = edited
         else:
             refused += index is not None
             index = RadixIndex.of(fresh, entries, rows_all)
-    return edits, refused
+        last = {id(e) for e in entries}
+    return edits, refused, most
 
 
 class _Paths:
@@ -329,16 +337,24 @@ def test_compiled_survivors_equal_the_numpy_ones(seed: int) -> None:
 @pytest.mark.parametrize("pad", [0, 3])
 def test_edited_forests_equal_from_paths(seed: int, pad: int) -> None:
     """Every edit equals ``from_paths`` of the new batch; both edits and refusals happen (the test can fail)."""
-    edits, refused = _run(seed, 120, pad)
+    edits, refused, _ = _run(seed, 120, pad)
     assert edits > 10 and refused > 5, (edits, refused)
 
 
 @pytest.mark.parametrize("seed", range(6))
 def test_bursts_of_joiners_are_edited_like_from_paths(seed: int) -> None:
-    """Steps where up to ``EDIT_JOINERS_MIN`` requests join at once (the most an edit of a batch under 128 requests
-    takes): several new kept nodes in one edit, each equal to ``from_paths``' forest."""
-    edits, refused = _run(seed, 120, 2, burst=True)
+    """Steps where up to half the batch joins at once (the most an edit takes beyond ``EDIT_JOINERS_MIN``): several new
+    kept nodes in one edit, each equal to ``from_paths``' forest."""
+    edits, refused, _ = _run(seed, 120, 2, burst=True)
     assert edits > 10 and refused > 5, (edits, refused)
+
+
+def test_edits_of_more_joiners_than_the_minimum() -> None:
+    """Over longer burst runs, edits of more than ``EDIT_JOINERS_MIN`` joiners (taken up to half the batch) happen, and
+    each equals ``from_paths`` (most random bursts are refused for their structure: a joiner ending at a node, a
+    split)."""
+    most = max(_run(seed, 300, 0, burst=True)[2] for seed in range(10, 14))
+    assert most > EDIT_JOINERS_MIN, most
 
 
 def _groups_of_joiners(joiners: int) -> tuple[list[ChainEntry], list[ChainEntry], np.ndarray, np.ndarray]:

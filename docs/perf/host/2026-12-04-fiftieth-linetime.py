@@ -50,7 +50,7 @@ def instrument(module: object, qualname: str) -> None:
     def wrap(body: list) -> list:
         out = []
         for stmt in body:
-            if isinstance(stmt, ast.With):
+            if isinstance(stmt, (ast.With, ast.Try)):  # (Try bodies: fifty-seventh session)
                 stmt.body = wrap(stmt.body)
             out.append(stmt)
             label = f"{qualname}:{stmt.lineno}:{lines[stmt.lineno - 1].strip()[:60]}"
