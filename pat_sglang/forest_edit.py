@@ -62,8 +62,8 @@ from .forest import RADIX_INDEX, PrefixForest, _indptr
 
 # Past this many joiners per request of the batch, and at least EDIT_JOINERS_MIN, the edit is refused before any of
 # its work and the forest built from the paths. With the edit in one compiled call (``edit_common``) a joiner costs
-# ~1 us: in the gated Mooncake replay at batch 256 x 1k (2-core VM) edits of 24-78 joiners took 85-160 us and one of
-# 157 joiners 255 us, builds from the paths 380-430 us (docs/perf/host/2026-12-05-fiftyseventh-vm-edit-joiners.txt);
+# ~1 us: in the gated Mooncake replay at batch 256 x 1k (2-core VM) edits of 24-78 joiners took 100-197 us and one of
+# 157 joiners 287 us, builds from the paths 248-399 us (docs/perf/host/2026-12-05-fiftyseventh-vm-edit-joiners.txt);
 # the edit walked them in Python at 4-15 us a joiner when 1/16 was set (2026-11-30-eighteenth-edit-worst.txt).
 EDIT_JOINERS_PER_REQUEST = 1 / 2
 EDIT_JOINERS_MIN = 8
