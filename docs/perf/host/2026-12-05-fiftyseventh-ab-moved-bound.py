@@ -24,4 +24,5 @@ if __name__ == "__main__":
     elif side != "on":
         raise SystemExit("usage: ... on|off")
     print(f"# side: moved_bound {side}")
-    hr.main(["--batch", "64", "256", "--context", "1k", "32k", "--gate", "--phases", "--no-progress", "--no-plan-speed"])
+    hr.main(["--batch", "64", "256", "--context", "1k", "32k", "--gate", "--phases", "--no-progress",
+             "--no-plan-speed"])
