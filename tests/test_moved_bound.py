@@ -73,6 +73,7 @@ HEADS = [
     HeadConfig(8, 2, 64),  # GQA 4
     HeadConfig(32, 8, 128),  # GQA 4 (Llama-3-8B)
     HeadConfig(32, 4, 128),  # GQA 8
+    HeadConfig(64, 4, 128),  # GQA 16: 4 requests per 64-row block
     HeadConfig(8, 8, 128),  # MHA
     HeadConfig(16, 2, 256),  # GQA 8 at head dim 256 (long packs on smaller row blocks)
     HeadConfig(32, 8, 128, kv_dtype=torch.float8_e4m3fn),
