@@ -1375,41 +1375,53 @@ static int set_int(PyObject *obj, PyObject *name, int64_t v) {
     return rc;
 }
 
+/* *out = obj as an int64; 0 (the error cleared) where it does not fit */
+static int as_int64_quiet(PyObject *obj, int64_t *out) {
+    const long long v = PyLong_AsLongLong(obj);
+    if (v == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    *out = (int64_t)v;
+    return 1;
+}
+
 /* The tally's bound terms (names: "shape", "blocks", "partials") into *b: b->on 1 where its shape is a tuple of three
    ints (rows per block >= 1) and its terms ints, 0 where its shape is None, -1 where they are not so shaped; -1 on
    error (an exception set) */
 static int tally_bound(PyObject *tally, PyObject *const *names, TallyBound *b) {
+    b->on = 0;
     PyObject *shape = PyObject_GetAttr(tally, names[0]);
     if (shape == NULL) return -1;
-    b->on = 0;
-    if (shape != Py_None) {
-        PyObject *blocks = PyObject_GetAttr(tally, names[1]), *partials = blocks ? PyObject_GetAttr(tally, names[2]) : NULL;
-        long long v[5] = {0};
-        int ok = partials != NULL && PyTuple_Check(shape) && PyTuple_GET_SIZE(shape) == 3;
+    if (shape == Py_None) {
+        Py_DECREF(shape);
+        return 0;
+    }
+    PyObject *blocks = PyObject_GetAttr(tally, names[1]);
+    PyObject *partials = blocks == NULL ? NULL : PyObject_GetAttr(tally, names[2]);
+    int rc = partials == NULL ? -1 : 0;
+    b->on = -1;
+    if (rc == 0 && PyTuple_Check(shape) && PyTuple_GET_SIZE(shape) == 3) {
+        PyObject *const items[5] = {PyTuple_GET_ITEM(shape, 0), PyTuple_GET_ITEM(shape, 1), PyTuple_GET_ITEM(shape, 2),
+                                    blocks, partials};
+        int64_t v[5];
+        int ok = 1;
         for (int i = 0; ok && i < 5; i++) {
-            PyObject *o = i < 3 ? PyTuple_GET_ITEM(shape, i) : i == 3 ? blocks : partials;
-            ok = PyLong_Check(o);
-            if (ok) v[i] = PyLong_AsLongLong(o);
-            if (ok && v[i] == -1 && PyErr_Occurred()) {
-                PyErr_Clear();
-                ok = 0;
-            }
+            ok = PyLong_Check(items[i]) && as_int64_quiet(items[i], &v[i]);
         }
-        Py_XDECREF(blocks);
-        Py_XDECREF(partials);
-        if (blocks == NULL || (partials == NULL && PyErr_Occurred())) {
-            Py_DECREF(shape);
-            return -1;
+        if (ok && v[0] >= 1) {
+            b->on = 1;
+            b->shape.rows_per_block = v[0];
+            b->shape.token_bytes = v[1];
+            b->shape.partial_bytes = v[2];
+            b->blocks = v[3];
+            b->partials = v[4];
         }
-        b->on = ok && v[0] >= 1 ? 1 : -1;
-        b->shape.rows_per_block = v[0];
-        b->shape.token_bytes = v[1];
-        b->shape.partial_bytes = v[2];
-        b->blocks = v[3];
-        b->partials = v[4];
     }
     Py_DECREF(shape);
-    return 0;
+    Py_XDECREF(blocks);
+    Py_XDECREF(partials);
+    return rc;
 }
 
 PyObject *pat_tally_changes(PyObject *tally, PyObject *left, PyObject *touched, PyObject *entries) {

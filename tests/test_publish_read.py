@@ -227,8 +227,8 @@ def test_tally_changes_equal_the_python_loop(core: host_core._HostBatch, seed: i
 
 
 def test_tally_changes_refuse_what_they_cannot_read(core: host_core._HostBatch) -> None:
-    """NotImplemented, the tally untouched, where an entry's signature is not 3-tuples of ints or the arguments are
-    not lists and a dict."""
+    """NotImplemented, the tally untouched, where an entry's signature is not 3-tuples of ints, the arguments are not
+    lists and a dict, or its bound shape is not three ints with a row per block."""
     rng = np.random.default_rng(0)
     tally = _Tally()
     tally.update([1, 2], (_entry(rng, 10), _entry(rng, 10)))
@@ -237,6 +237,10 @@ def test_tally_changes_refuse_what_they_cannot_read(core: host_core._HostBatch) 
     bad = ChainEntry.with_arrays("x", 0, ((1, 0, 2), (3, 0)), empty, empty, 2)  # type: ignore[arg-type]
     assert core.tally_changes(tally, [], [3], {3: bad}) is NotImplemented
     assert core.tally_changes(tally, (1,), [3], {}) is NotImplemented
+    tally.shape = (0, 4096, 8320)  # a bound shape it cannot count with (no row per block), then one of no ints
+    assert core.tally_changes(tally, [], [3], {3: _entry(rng, 10)}) is NotImplemented
+    tally.shape = ("16", 4096, 8320)
+    assert core.tally_changes(tally, [], [3], {3: _entry(rng, 10)}) is NotImplemented
     assert (dict(tally.refs), dict(tally.firsts), tally.total, dict(tally.by_row), tally.version) == before
 
 
