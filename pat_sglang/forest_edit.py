@@ -24,8 +24,8 @@ caller builds from the paths) unless all of these hold, which is when ``from_pat
 kept nodes, less those left unshared and plus those newly shared (below), and when it costs less than a rebuild:
 
 * at most ``max(EDIT_JOINERS_MIN, EDIT_JOINERS_PER_REQUEST * batch)`` joiners (a wave of arrivals, a batch replaced
-  at once): each joiner costs a Python walk of its path and maybe a new kept node, so past that count building from
-  the paths is cheaper; checked first on the rows new to the batch (a lower bound), then on the entries;
+  at once): each joiner costs a walk of its path and maybe a new kept node, so past that count building from the paths
+  costs about as much; checked first on the rows new to the batch (a lower bound), then on the entries;
 * survivors are the old batch's requests with the very same published entry (``ChainEntry`` identity: a request
   whose chain was read again, after a radix split, counts as leaving and joining), in the same relative order;
 * a joiner's path runs through whole kept chains, each one a child of the last, each ending at its kept node's token
