@@ -91,9 +91,10 @@
    path's time with the wave pieces above (docs/perf/host/2026-12-04-fiftythird-vm-wave-by-rows.txt).
 
    pat_tally_changes(tally, left, touched, entries): chain_table._Tally.update_changes: the tally (by_row, refs, firsts,
-   total, version, and where its shape is set the dispatch gate's terms blocks and partials, host_bound.h) moved from the last batch to this one by the rows that left (a list) and the rows touched (a list: joined
-   or read again, a row may be there twice) with their entries now in the dict entries (absent: none), each node's
-   count and the distinct tokens moved as _Tally._count moves them, in the same order. Returns the new total, or
+   total, version, and where its shape is set the dispatch gate's terms blocks and partials, host_bound.h) moved from
+   the last batch to this one by the rows that left (a list) and the rows touched (a list: joined or read again, a row
+   may be there twice) with their entries now in the dict entries (absent: none), each node's count and the distinct
+   tokens moved as _Tally._count moves them, in the same order. Returns the new total, or
    NotImplemented with nothing changed where the arguments are not lists and a dict or an entry's signature is not
    3-tuples of ints. */
 
@@ -1375,17 +1376,6 @@ static int set_int(PyObject *obj, PyObject *name, int64_t v) {
     return rc;
 }
 
-/* *out = obj as an int64; 0 (the error cleared) where it does not fit */
-static int as_int64_quiet(PyObject *obj, int64_t *out) {
-    const long long v = PyLong_AsLongLong(obj);
-    if (v == -1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        return 0;
-    }
-    *out = (int64_t)v;
-    return 1;
-}
-
 /* The tally's bound terms (names: "shape", "blocks", "partials") into *b: b->on 1 where its shape is a tuple of three
    ints (rows per block >= 1) and its terms ints, 0 where its shape is None, -1 where they are not so shaped; -1 on
    error (an exception set) */
@@ -1405,11 +1395,9 @@ static int tally_bound(PyObject *tally, PyObject *const *names, TallyBound *b) {
         PyObject *const items[5] = {PyTuple_GET_ITEM(shape, 0), PyTuple_GET_ITEM(shape, 1), PyTuple_GET_ITEM(shape, 2),
                                     blocks, partials};
         int64_t v[5];
-        int ok = 1;
-        for (int i = 0; ok && i < 5; i++) {
-            ok = PyLong_Check(items[i]) && as_int64_quiet(items[i], &v[i]);
-        }
-        if (ok && v[0] >= 1) {
+        int bad = 0;
+        for (int i = 0; !bad && i < 5; i++) v[i] = as_row(items[i], &bad);
+        if (!bad && v[0] >= 1) {
             b->on = 1;
             b->shape.rows_per_block = v[0];
             b->shape.token_bytes = v[1];

@@ -559,6 +559,16 @@ def tally_refs(
     return refs, sum(t for _, t in refs), firsts
 
 
+def _bump(counts: dict[tuple[int, int], int], key: tuple[int, int], step: int) -> int:
+    """``counts[key] += step``, the key dropped at 0 (``kernels/host_batch.c`` ``count_key``); the count before."""
+    before = counts.get(key, 0)
+    if before + step:
+        counts[key] = before + step
+    else:
+        del counts[key]
+    return before
+
+
 class _Tally:
     """The distinct cached tokens of the last batch given to ``update``, kept in proportion to what changed: per radix
     node (id, tokens) the number of the batch's rows whose entry passes through it (``refs``), and of those whose
@@ -638,24 +648,15 @@ class _Tally:
         sig = entry.signature
         shape = self.shape
         if sig:  # the node under the root: the signature's last
-            first = (sig[-1][0], sig[-1][2])
-            before = self.firsts.get(first, 0)
-            if before + step:
-                self.firsts[first] = before + step
-            else:
-                del self.firsts[first]
+            tokens = sig[-1][2]
+            before = _bump(self.firsts, (sig[-1][0], tokens), step)
             if shape is not None:
-                self.partials += (first_node_partials(before + step, first[1], shape)
-                                  - first_node_partials(before, first[1], shape))
+                self.partials += (first_node_partials(before + step, tokens, shape)
+                                  - first_node_partials(before, tokens, shape))
         refs = self.refs
         for node_id, _, tokens in sig:
-            key = (node_id, tokens)
-            before = refs.get(key, 0)
+            before = _bump(refs, (node_id, tokens), step)
             n = before + step
-            if n:
-                refs[key] = n
-            else:
-                del refs[key]
             if n == (step > 0):  # 0 -> 1 adds the node's tokens, 1 -> 0 removes them
                 self.total += step * tokens
             if shape is not None:
