@@ -10,6 +10,7 @@ needs that reader (and its tests) to follow.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,39 @@ from typing import Any
 from .decode_step import StepPhases
 from .gc_pauses import GcMark
 from .planner import PackPlan
+
+# The per-step host time's distribution is kept in geometric bins: constant memory over a server's life, O(1) per step,
+# and a percentile within half a bin (2^(1/32) - 1 = 2.2%) of the exact one. Steps under the first bin count in it.
+HOST_BIN_FIRST_S = 1e-6
+HOST_BINS_PER_OCTAVE = 16
+HOST_BINS = HOST_BINS_PER_OCTAVE * 20  # up to 2^20 us ~ 1 s; longer steps count in the last bin
+
+
+@dataclass
+class HostTimeBins:
+    """Counts of steps by host time in geometric bins (``HOST_BIN_FIRST_S`` x 2^(i / ``HOST_BINS_PER_OCTAVE``))."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * HOST_BINS)
+    total: int = 0
+
+    def add(self, seconds: float) -> None:
+        ratio = seconds / HOST_BIN_FIRST_S
+        i = int(math.log2(ratio) * HOST_BINS_PER_OCTAVE) if ratio > 1.0 else 0
+        self.counts[min(i, HOST_BINS - 1)] += 1
+        self.total += 1
+
+    def percentile(self, q: float) -> float:
+        """The ``q``-th percentile (0-100) of the steps' host time in seconds: the geometric middle of the bin holding
+        the step of rank ceil(q / 100 x steps) (the nearest-rank definition); 0.0 with no step."""
+        if self.total == 0:
+            return 0.0
+        rank = max(1, math.ceil(q / 100.0 * self.total))
+        seen = 0
+        for i, count in enumerate(self.counts):
+            seen += count
+            if seen >= rank:
+                return HOST_BIN_FIRST_S * 2.0 ** ((i + 0.5) / HOST_BINS_PER_OCTAVE)
+        raise AssertionError("unreachable: the counts sum to total")
 
 
 @dataclass
@@ -38,6 +72,7 @@ class StepStats:
     publish_s_total: float = 0.0
     publish_s_max: float = 0.0
     host_s_max: float = 0.0
+    host_bins: HostTimeBins = field(default_factory=HostTimeBins)  # each step's publishing + planning, since start
     slowest: str = ""  # what the slowest step was (``describe_step``): where the next host work should go
     last_log: float = field(default_factory=lambda: float("-inf"))
     # Since the last stats line (``new_interval``): its steps and their maxima, so that a log reader can tell the
@@ -64,6 +99,7 @@ class StepStats:
         self.publish_s_total += publish_seconds
         self.publish_s_max = max(self.publish_s_max, publish_seconds)
         host = seconds + publish_seconds
+        self.host_bins.add(host)
         if host > self.host_s_max and describe is not None:
             self.slowest = describe()
         self.host_s_max = max(self.host_s_max, host)
@@ -96,7 +132,8 @@ class StepStats:
         return (
             f"PAT: {self.steps} decode steps, host planning {self.plan_ms_mean:.3f} ms mean / "
             f"{1e3 * self.plan_s_max:.3f} ms max; publishing radix paths {self.publish_ms_mean:.3f} ms mean / "
-            f"{1e3 * self.publish_s_max:.3f} ms max, the two together {1e3 * self.host_s_max:.3f} ms max in one step; "
+            f"{1e3 * self.publish_s_max:.3f} ms max, the two together {1e3 * self.host_s_max:.3f} ms max in one step, "
+            f"{self.host_percentiles_clause}; "
             f"{routes + '; ' if routes else ''}"
             f"plans reused as they were {counters.plans_reused}; forests built "
             f"{counters.built} ({counters.edited} of them edited from the last), reused {counters.reused}; "
@@ -116,6 +153,13 @@ class StepStats:
         """Start the stretch the next stats line's "since the last line" clause covers (after a line is logged)."""
         self.interval_steps = 0
         self.interval_plan_s_max = self.interval_host_s_max = 0.0
+
+    @property
+    def host_percentiles_clause(self) -> str:
+        """The steps' publishing + planning time at p50 / p90 / p99 since the start (``HostTimeBins``): what the host
+        replay's per-step targets are read against, as the server meets them."""
+        p50, p90, p99 = (1e3 * self.host_bins.percentile(q) for q in (50, 90, 99))
+        return f"per step p50 {p50:.3f} / p90 {p90:.3f} / p99 {p99:.3f} ms"
 
     @property
     def slowest_clause(self) -> str:

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from scripts import BENCH, REPO, on_path
 
@@ -600,7 +601,9 @@ def test_pat_step_stats_per_point() -> None:
                    "pat_plan_ms_max_no_gc_since_start": 0.0, "pat_host_ms_max_no_gc_since_start": 0.0,
                    "pat_plan_cpu_ms_max_since_start": 0.0,
                    "pat_publish_ms_mean": 0.0, "pat_publish_ms_max_since_start": 0.0,
-                   "pat_host_ms_max_since_start": 0.0, "pat_plan_ms_max": 0.0, "pat_host_ms_max": 0.0}
+                   "pat_host_ms_max_since_start": 0.0, "pat_plan_ms_max": 0.0, "pat_host_ms_max": 0.0,
+                   "pat_host_ms_p50_since_start": 0.0, "pat_host_ms_p90_since_start": 0.0,
+                   "pat_host_ms_p99_since_start": 0.0}
     # steps recorded with and without a collection: the GC clause read back per point
     from pat_sglang.gc_pauses import GcMark
 
@@ -646,6 +649,42 @@ def test_pat_step_stats_per_point() -> None:
     assert "pat_gc_steps" not in client.pat_step_stats("", old_line)  # lines before the clause still parse
     assert client.pat_step_stats("", during)["pat_steps"] == 400.0  # no line before: since the start
     assert client.pat_step_stats(before, "Decode batch ...\n") == {}  # no line during the point
+
+
+def test_the_steps_host_time_percentiles_are_read_back() -> None:
+    """The stats line's per-step percentiles of publishing + planning (``HostTimeBins``), as the line writes them
+    and the client reads them back: within half a geometric bin of the exact nearest-rank percentile."""
+    from pat_sglang.decode_step import StepCounters
+    from pat_sglang.step_stats import HOST_BINS_PER_OCTAVE, StepStats
+
+    rng = np.random.default_rng(58)
+    plan_s = rng.lognormal(np.log(80e-6), 0.6, 3000)  # ~80 us steps with a long tail
+    publish_s = rng.lognormal(np.log(40e-6), 0.8, 3000)
+    stats = StepStats()
+    for p, q in zip(plan_s, publish_s, strict=True):
+        stats.record(float(p), None, float(p), publish_seconds=float(q))
+    got = client.pat_step_stats("", f"[t] {stats.summary(StepCounters())}\n")
+    host_ms = np.sort(1e3 * (plan_s + publish_s))
+    half_bin = 2.0 ** (0.5 / HOST_BINS_PER_OCTAVE)
+    for q in (50, 90, 99):
+        exact = host_ms[int(np.ceil(q / 100 * host_ms.size)) - 1]
+        read = got[f"pat_host_ms_p{q}_since_start"]
+        assert exact / half_bin * 0.999 <= read <= exact * half_bin * 1.001 + 5e-4, (q, exact, read)
+    assert got["pat_host_ms_p50_since_start"] < got["pat_host_ms_p90_since_start"] < got["pat_host_ms_p99_since_start"]
+    assert got["pat_host_ms_max_since_start"] == pytest.approx(host_ms[-1], rel=1e-3, abs=1e-3)
+
+
+def test_host_time_bins_edges() -> None:
+    """Steps under the first bin and past the last one are counted, not dropped; no step reads as 0."""
+    from pat_sglang.step_stats import HOST_BIN_FIRST_S, HOST_BINS, HostTimeBins
+
+    bins = HostTimeBins()
+    assert bins.percentile(50) == 0.0
+    for s in (0.0, 1e-9, 5.0, 5.0):
+        bins.add(s)
+    assert bins.total == 4 and bins.counts[0] == 2 and bins.counts[HOST_BINS - 1] == 2
+    assert bins.percentile(50) == pytest.approx(HOST_BIN_FIRST_S, rel=0.03)
+    assert bins.percentile(99) > 0.9  # the last bin, ~1 s
 
 
 def test_the_points_own_maxima_come_from_the_lines_logged_during_it() -> None:

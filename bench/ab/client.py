@@ -434,6 +434,10 @@ PAT_STATS_RE = re.compile(
 PAT_PUBLISH_RE = re.compile(
     r"publishing radix paths ([\d.]+) ms mean / ([\d.]+) ms max, the two together ([\d.]+) ms max in one step"
 )
+# since 2026-12-05 (fifty-eighth session): the steps' publishing + planning at p50 / p90 / p99 since the start
+PAT_HOST_PERCENTILES_RE = re.compile(
+    r"in one step, per step p50 ([\d.]+) / p90 ([\d.]+) / p99 ([\d.]+) ms"
+)
 
 
 def pat_step_stats(before: str, during: str) -> dict[str, float | str]:
@@ -448,6 +452,7 @@ def pat_step_stats(before: str, during: str) -> dict[str, float | str]:
     above it is waiting) and ``pat_slowest_step`` (that step's batch, forest, time by phase and plan size); where it
     has them, ``pat_publish_ms_mean`` (the point's own: publishing the steps' radix paths),
     ``pat_publish_ms_max_since_start`` and ``pat_host_ms_max_since_start`` (publishing and planning of one step);
+    where it has them, ``pat_host_ms_p50_since_start`` / ``_p90_`` / ``_p99_`` (the steps' publishing and planning);
     where the lines have their "since the last line" clause, ``pat_plan_ms_max`` and ``pat_host_ms_max``: the point's
     own maxima (planning; planning and publishing), over the lines logged during it.
     The line is written on decode steps at most once per ``PAT_SGLANG_LOG_INTERVAL_S``, so the steps of the previous
@@ -492,6 +497,10 @@ def pat_step_stats(before: str, during: str) -> dict[str, float | str]:
         out.update(pat_publish_ms_mean=(steps1 * float(published[1]) - sum0) / steps,
                    pat_publish_ms_max_since_start=float(published[2]),
                    pat_host_ms_max_since_start=float(published[3]))
+    percentiles = PAT_HOST_PERCENTILES_RE.search(end[0])
+    if percentiles is not None:
+        out.update(pat_host_ms_p50_since_start=float(percentiles[1]), pat_host_ms_p90_since_start=float(percentiles[2]),
+                   pat_host_ms_p99_since_start=float(percentiles[3]))
     return out
 
 

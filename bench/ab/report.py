@@ -191,6 +191,8 @@ PAT_COLUMNS: list[tuple[str, str, str]] = [
     ("pat_publish_ms_mean", "publishing ms mean", ".3f"),
     ("pat_host_ms_max_since_start", "publishing + planning max ms (since start)", ".2f"),
     ("pat_host_ms_max_no_gc_since_start", "publishing + planning max ms w/o GC (since start)", ".2f"),
+    ("pat_host_ms_p50_since_start", "publishing + planning p50 ms (since start)", ".3f"),
+    ("pat_host_ms_p99_since_start", "publishing + planning p99 ms (since start)", ".3f"),
     ("pat_gc_steps", "steps with GC", ".0f"),
     ("pat_declined_pct", "on the delegate %", ".1f"),
     ("pat_slowest_step", "the slowest step (since start)", "s"),
