@@ -65,7 +65,7 @@ from .gc_pauses import GC_PAUSES
 from .planner import PackPlan, host_int64, max_split_items, same_ints
 from .sglang_patches.chain_table import ChainTable, chain_table_for
 from .sglang_patches.core import graph_variants_patched
-from .step_stats import StepStats, describe_step, gc_seconds
+from .step_stats import StepLog, StepStats, describe_step, gc_seconds
 from .warm_up import WarmUp, warm_host_path
 
 logger = logging.getLogger(__name__)
@@ -399,6 +399,9 @@ class PATAttnBackend(AttentionBackend):
         # while the published rows are the same array (a republished batch keeps it) and the padding the same
         self._padded: tuple[np.ndarray, int, np.ndarray] | None = None
         self.stats = StepStats()
+        self.step_log = StepLog.from_env()  # every step's host time as a row, when PAT_SGLANG_STEP_LOG names a folder
+        if self.step_log is not None:
+            logger.info(f"PAT: every decode step's host time is logged to {self.step_log.path}")
         self._warned: set[str] = set()
         # (k_scale, v_scale) per layer id: fixed once the weights are loaded (checked at start-up by model_problems)
         self._kv_scales: dict[int, tuple[float, float]] = {}
@@ -510,10 +513,15 @@ class PATAttnBackend(AttentionBackend):
                           lambda: describe_step(batch.n_real, phases, now - planned, plan, publish_s,
                                                 gc_seconds(gc) + gc_seconds(publish_gc), route),
                           publish_s, publish_gc)
+        if self.step_log is not None:
+            self.step_log.add(batch.n_real, route, publish_s, now - start, phases, now - planned, plan,
+                              gc_seconds(gc) + gc_seconds(publish_gc))
         if now - self.stats.last_log >= LOG_INTERVAL_S:
             self.stats.last_log = now
             logger.info(self.stats.summary(self.planner.counters, self.chain_table.routes_clause()))
             self.stats.new_interval()
+            if self.step_log is not None:
+                self.step_log.flush()
         return md
 
     def _loaded(self, plan: PackPlan, static: bool) -> PackPlan:

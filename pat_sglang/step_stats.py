@@ -5,15 +5,19 @@ scheduler patch's publishing of radix paths, then the backend's planning and pla
 collections that ran in either part (``pat_sglang.gc_pauses``), the planning thread's own CPU time and, for the slowest
 step so far, what it was (``describe_step``). ``StepStats.summary`` is the line the backend logs every
 ``PAT_SGLANG_LOG_INTERVAL_S``; ``bench/ab/client.py`` reads it back per benchmark point, so a change to its wording
-needs that reader (and its tests) to follow.
+needs that reader (and its tests) to follow. ``StepLog`` (opt-in, ``PAT_SGLANG_STEP_LOG``) writes every step as a row,
+for what the line's percentiles and maxima summarize (``bench/step_log_report.py`` reads them).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 from .decode_step import StepPhases
 from .gc_pauses import GcMark
@@ -187,3 +191,49 @@ def describe_step(
     return (f"batch {batch_size}, publish {1e3 * publish_s:.3f} ms{how}, forest {phases.forest} "
             f"{1e3 * phases.forest_s:.3f} ms, plan_forest {1e3 * phases.plan_s:.3f} ms{search}, load "
             f"{1e3 * load_s:.3f} ms, {what}{collecting}")
+
+
+STEP_LOG_ENV = "PAT_SGLANG_STEP_LOG"  # a folder: each process (TP rank) writes pat-steps-<pid>.tsv there
+#: the step log's columns: wall-clock time (s since the epoch), requests, the publishing route (``chain_table.ROUTE_*``,
+#: "-" for a step whose batch was not published), publishing and planning (us), the forest (``StepPhases.forest``) and
+#: its time, ``plan_forest``'s time and whether it searched splits, the plan's load (us), who served the step ("pat",
+#: "delegate" after a forest, "declined" before any), the plan's items, and the collections' time in the step (us)
+STEP_LOG_COLUMNS = ("t_s", "batch", "route", "publish_us", "plan_us", "forest", "forest_us", "plan_forest_us",
+                    "split_search", "load_us", "served_by", "items", "gc_us")
+
+
+class StepLog:
+    """Every decode step's host time as one TSV row (``STEP_LOG_COLUMNS``), buffered and written out with each stats
+    line (a server stopped by a signal loses at most the steps since the last one)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: TextIO = path.open("w", encoding="utf-8")
+        self._rows: list[str] = ["\t".join(STEP_LOG_COLUMNS)]
+
+    @classmethod
+    def from_env(cls) -> StepLog | None:
+        """The log ``PAT_SGLANG_STEP_LOG`` asks for (its folder made if missing), or ``None`` when it is unset."""
+        folder = os.environ.get(STEP_LOG_ENV, "").strip()
+        if not folder:
+            return None
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        return cls(Path(folder) / f"pat-steps-{os.getpid()}.tsv")
+
+    def add(self, batch_size: int, route: str, publish_s: float, plan_s: float, phases: StepPhases, load_s: float,
+            plan: PackPlan | None, gc_s: float) -> None:
+        if plan is not None:
+            served, items = "pat", plan.num_items
+        else:
+            served, items = ("declined" if phases.forest == "none" else "delegate"), 0
+        self._rows.append(
+            f"{time.time():.6f}\t{batch_size}\t{route or '-'}\t{1e6 * publish_s:.1f}\t{1e6 * plan_s:.1f}\t"
+            f"{phases.forest}\t{1e6 * phases.forest_s:.1f}\t{1e6 * phases.plan_s:.1f}\t{int(phases.split_search)}\t"
+            f"{1e6 * load_s:.1f}\t{served}\t{items}\t{1e6 * gc_s:.1f}"
+        )
+
+    def flush(self) -> None:
+        if self._rows:
+            self._file.write("\n".join(self._rows) + "\n")
+            self._file.flush()
+            self._rows.clear()
