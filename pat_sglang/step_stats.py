@@ -217,8 +217,11 @@ class StepLog:
         folder = os.environ.get(STEP_LOG_ENV, "").strip()
         if not folder:
             return None
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        return cls(Path(folder) / f"pat-steps-{os.getpid()}.tsv")
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            return cls(Path(folder) / f"pat-steps-{os.getpid()}.tsv")
+        except OSError as e:
+            raise ValueError(f"{STEP_LOG_ENV}={folder!r}: cannot write the step log there ({e})") from e
 
     def add(self, batch_size: int, route: str, publish_s: float, plan_s: float, phases: StepPhases, load_s: float,
             plan: PackPlan | None, gc_s: float) -> None:

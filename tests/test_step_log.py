@@ -49,6 +49,14 @@ def test_no_log_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     assert StepLog.from_env() is None
 
 
+def test_a_folder_that_cannot_be_written_is_said_plainly(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    monkeypatch.setenv(STEP_LOG_ENV, str(blocker / "steps"))  # under a file: no folder can be made
+    with pytest.raises(ValueError, match="PAT_SGLANG_STEP_LOG=.*cannot write the step log"):
+        StepLog.from_env()
+
+
 def test_nearest_rank_is_the_stats_lines_definition() -> None:
     values = sorted(np.random.default_rng(3).exponential(100.0, 257).tolist())
     for q in (1, 50, 90, 99, 100):
