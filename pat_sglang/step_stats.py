@@ -11,6 +11,7 @@ for what the line's percentiles and maxima summarize (``bench/step_log_report.py
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 import time
@@ -202,14 +203,19 @@ STEP_LOG_COLUMNS = ("t_s", "batch", "route", "publish_us", "plan_us", "forest", 
                     "split_search", "load_us", "served_by", "items", "gc_us")
 
 
+STEP_LOG_FLUSH_ROWS = 256  # rows buffered before they are written (a few seconds of decode steps)
+
+
 class StepLog:
-    """Every decode step's host time as one TSV row (``STEP_LOG_COLUMNS``), buffered and written out with each stats
-    line (a server stopped by a signal loses at most the steps since the last one)."""
+    """Every decode step's host time as one TSV row (``STEP_LOG_COLUMNS``), buffered and written out every
+    ``STEP_LOG_FLUSH_ROWS`` rows, with each stats line and at the process's exit (a server killed by a signal loses at
+    most the rows since the last write)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._file: TextIO = path.open("w", encoding="utf-8")
         self._rows: list[str] = ["\t".join(STEP_LOG_COLUMNS)]
+        atexit.register(self.flush)
 
     @classmethod
     def from_env(cls) -> StepLog | None:
@@ -234,9 +240,11 @@ class StepLog:
             f"{phases.forest}\t{1e6 * phases.forest_s:.1f}\t{1e6 * phases.plan_s:.1f}\t{int(phases.split_search)}\t"
             f"{1e6 * load_s:.1f}\t{served}\t{items}\t{1e6 * gc_s:.1f}"
         )
+        if len(self._rows) >= STEP_LOG_FLUSH_ROWS:
+            self.flush()
 
     def flush(self) -> None:
-        if self._rows:
+        if self._rows and not self._file.closed:
             self._file.write("\n".join(self._rows) + "\n")
             self._file.flush()
             self._rows.clear()

@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,12 +15,14 @@ import torch
 from scripts import BENCH, on_path
 
 from pat_sglang.decode_step import NO_PHASES, StepPhases
-from pat_sglang.step_stats import HOST_BINS_PER_OCTAVE, STEP_LOG_ENV, StepLog
+from pat_sglang.step_stats import HOST_BINS_PER_OCTAVE, STEP_LOG_ENV, STEP_LOG_FLUSH_ROWS, StepLog
 
 on_path(BENCH)
 
 import host_replay as hr  # noqa: E402
 import step_log_report as slr  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class _Plan:
@@ -42,6 +48,24 @@ def test_rows_read_back_with_their_kind(tmp_path, monkeypatch: pytest.MonkeyPatc
     log.add(8, "by rows", 1e-6, 2e-6, NO_PHASES, 0.0, None, 0.0)
     log.flush()  # appended after the rows already written
     assert len(slr.load([log.path])) == 4
+    for _ in range(STEP_LOG_FLUSH_ROWS):  # a full buffer is written without a stats line
+        log.add(8, "unchanged", 1e-6, 2e-6, NO_PHASES, 0.0, None, 0.0)
+    assert len(slr.load([log.path])) == 4 + STEP_LOG_FLUSH_ROWS
+
+
+def test_rows_are_written_when_the_process_exits(tmp_path) -> None:
+    """A server that stops normally (or a replay that ends) between stats lines keeps its last rows."""
+    code = (
+        "from pat_sglang.decode_step import NO_PHASES\n"
+        "from pat_sglang.step_stats import StepLog\n"
+        "log = StepLog.from_env()\n"
+        "for _ in range(3):\n"
+        "    log.add(4, 'by rows', 1e-6, 2e-6, NO_PHASES, 0.0, None, 0.0)\n"
+    )
+    env = {**os.environ, STEP_LOG_ENV: str(tmp_path), "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+    (path,) = tmp_path.glob("pat-steps-*.tsv")
+    assert len(slr.load([path])) == 3
 
 
 def test_no_log_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
