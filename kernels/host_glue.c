@@ -659,8 +659,8 @@ static PyObject *kept_ints(const int64_t *v, const uint8_t *stays, npy_intp num_
    which have fewer requests still), each request's leaf then reaching up to its nearest staying ancestor (attach
    remapped, in place) and its private part starting at the first radix key of the topmost node dropped above it
    (first, in place). Returns ((tok, start, parents, depth, chain, deepest, rank, top): _Kept.make's arguments for the
-   staying kept nodes, attach, first, the staying member counts), None where a staying node would be fused with its
-   parent (refused), NULL with an exception set on failure. The same steps as RadixIndex.edit's `gone` block and
+   staying kept nodes, attach, first, the staying member counts; staying nodes with all of their parent's requests
+   not yet fused: RadixIndex.edit does that, _Kept.fused), NULL with an exception set on failure. The same steps as RadixIndex.edit's `gone` block and
    _Kept.without, in their order. */
 static PyObject *dissolved(npy_intp num_kept, const int64_t *tok, const int64_t *start, const int64_t *parent,
                            const int64_t *depth, const int64_t *q, PyObject *chain, PyObject *deepest, PyObject *tops,
@@ -707,7 +707,8 @@ static PyObject *dissolved(npy_intp num_kept, const int64_t *tok, const int64_t 
         if (opens[row] >= 0) first[r] = opens[row];
         attach[r] = moved[row];
     }
-    /* the staying nodes' member counts, and the fusion check on their new parents */
+    /* the staying nodes' member counts (a node left with all of its parent's requests is fused by the caller,
+       RadixIndex.edit's _Kept.fused) */
     q_list = PyList_New(num_stay);
     if (q_list == NULL) goto done;
     for (npy_intp k = 0, at = 0; k < num_kept; k++) {
@@ -716,15 +717,6 @@ static PyObject *dissolved(npy_intp num_kept, const int64_t *tok, const int64_t 
         if (v == NULL) goto done;
         q_new[at] = q[k];
         PyList_SET_ITEM(q_list, at++, v);
-    }
-    for (npy_intp k = 0; k < num_kept; k++) { /* on the new parents, as RadixIndex.edit checks after _Kept.without */
-        if (!stays[k]) continue;
-        const int64_t p = moved[parent[k] + 1];
-        if (p >= 0 && q_new[new_id[k]] >= q_new[p]) {
-            result = Py_None;
-            Py_INCREF(result);
-            goto done;
-        }
     }
     new_chain = PyDict_New();
     if (new_chain == NULL || remap_chain(chain, num_kept, stays, new_id, new_chain) < 0) goto done;
@@ -1020,12 +1012,13 @@ done:
    order and joiner count already checked) in one call: the leavers' kept nodes lose them, each joiner is placed
    (RadixIndex._place), every request's attach node and first private key set (RadixIndex._places); requests that
    come to share a radix node beyond their attach node make a kept node (with_new_nodes), kept nodes left with one
-   request dissolve (dissolved), then the fusion check. Returns (the forest's arrays as edit_forest's dict where the
-   kept nodes did not change, else _Kept.make's arguments for the new ones; attach; first private keys; the kept
-   nodes' member counts as a list); None where the edit is refused (a joiner not on whole kept chains, paths that
-   disagree on a new kept node, a second new level, a parent that would be fused, an empty leaf, counts that do not
-   add up); NotImplemented where the arguments are not of that shape (the Python edit then starts again from its
-   survivors). old_attach / old_first: the index's per request (padding included); kept, width, chain, deepest, top,
+   request dissolve (dissolved). Returns (the forest's arrays as edit_forest's dict where the kept nodes did not
+   change, _Kept.make's arguments for the new ones where some were made or dissolved, None where they change only by
+   a kept node having all of its parent's requests; attach; first private keys; the kept nodes' member counts as a
+   list): in the last two cases RadixIndex.edit fuses such nodes into their parents (_Kept.fused) and makes the
+   forest. None where the edit is refused (a joiner not on whole kept chains, paths that disagree on a new kept node,
+   a second new level, an empty leaf, counts that do not add up); NotImplemented where the arguments are not of that
+   shape (the Python edit then starts again from its survivors). old_attach / old_first: the index's per request (padding included); kept, width, chain, deepest, top,
    rank: the index's _Kept; seq: per request of the new batch, padding included (its first len(old_of) are the real
    requests, entries' length). */
 static PyObject *edit_common(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -1132,18 +1125,24 @@ static PyObject *edit_common(PyObject *self, PyObject *const *args, Py_ssize_t n
         Py_DECREF(got);
         goto done;
     }
+    int fuses = 0;
     for (npy_intp k = 0; k < num_kept; k++) {
-        if (parent[k] >= 0 && q[k] >= q[parent[k]]) REFUSED(); /* its parent would be fused into it */
+        if (parent[k] >= 0 && q[k] >= q[parent[k]]) fuses = 1; /* its parent would be fused into it */
     }
 #undef NOT_TAKEN
 #undef REFUSED
 #undef ANSWER
-    forest = forest_arrays(kept, width, q, num_kept, (PyArrayObject *)attach_arr, seq);
-    if (forest == NULL) goto done;
-    if (forest == Py_None) {
-        result = forest;
-        forest = NULL;
-        goto done;
+    if (fuses) { /* the kept nodes change only by fusing: None for the forest, RadixIndex.edit fuses (_Kept.fused) */
+        forest = Py_None;
+        Py_INCREF(forest);
+    } else {
+        forest = forest_arrays(kept, width, q, num_kept, (PyArrayObject *)attach_arr, seq);
+        if (forest == NULL) goto done;
+        if (forest == Py_None) {
+            result = forest;
+            forest = NULL;
+            goto done;
+        }
     }
     q_list = PyList_New(num_kept);
     if (q_list == NULL) goto done;

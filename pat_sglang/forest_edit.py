@@ -30,22 +30,21 @@ kept nodes, less those left unshared and plus those newly shared (below), and wh
   whose chain was read again, after a radix split, counts as leaving and joining), in the same relative order;
 * a joiner's path runs through whole kept chains, each one a child of the last, each ending at its kept node's token
   end, then (if it goes on) into radix nodes outside the kept chains;
-* no kept node that keeps two requests or more gets all of its parent's requests (then ``from_paths`` would fuse
-  them): counted from the attach numbers;
 * every request still has a private leaf (its length beyond its attach node's end).
 
 A kept node left with one request (or none: then its kept descendants too) is no longer shared: it is dropped, and
 its request's leaf reaches up to the end of its nearest kept ancestor, its private part starting at the first radix
-key of the topmost node dropped (``_Kept.without``). Requests that come to share a radix node beyond their attach
-node share their first private key (radix nodes below a node lie on its paths only), so a joiner whose first private
-key another request of the new batch has (one sort over the batch finds them all) makes a new kept node: their
-common radix chain from that key, under their attach node, placed in ``from_paths``' (depth, key) order
-(``_Kept.with_nodes``); if some of them share a further node below it (a second new level) the edit is refused.
-Anything else (no index, a stale or missing path, a joiner ending inside or at a shared node, an empty leaf, a
-fusion) is refused and built from the paths, which makes a new index. Before it returns, an edit checks its member
-counts against the kept nodes' (one ``bincount``): a wrong attach number is refused, never planned. Tests drive
-random join / leave / split sequences and compare every edited forest with ``from_paths`` of the same batch
-(``tests/test_forest_edit.py``).
+key of the topmost node dropped (``_Kept.without``). A kept node left with all of its parent's requests is fused into
+it, as ``from_paths`` makes them one node (``_Kept.fused``, after the compiled edit's placements).
+Requests that come to share a radix node beyond their attach node share their first private key (radix nodes below a
+node lie on its paths only), so a joiner whose first private key another request of the new batch has (one sort over
+the batch finds them all) makes a new kept node: their common radix chain from that key, under their attach node,
+placed in ``from_paths``' (depth, key) order (``_Kept.with_nodes``); if some of them share a further node below it (a
+second new level) the edit is refused. Anything else (no index, a stale or missing path, a joiner ending inside or at
+a shared node, an empty leaf) is refused and built from the paths, which makes a new index. Before it returns, an edit
+checks its member counts against the kept nodes' (one ``bincount``): a wrong attach number is refused, never planned.
+Tests drive random join / leave / split sequences and compare every edited forest with ``from_paths`` of the same
+batch (``tests/test_forest_edit.py``).
 """
 
 from __future__ import annotations
@@ -182,6 +181,40 @@ class _Kept:
             [key for key, stay in zip(self.top, stays, strict=True) if stay],
         ), remap
 
+    def fused(self, q: list[int]) -> tuple[_Kept, np.ndarray, list[int]] | None:
+        """These kept nodes with every one that holds all of its parent's ``q`` requests fused into that parent (one
+        node over both radix chains, as ``from_paths`` makes it), in ``from_paths``' order: (the kept nodes, per attach
+        node at a + 1 its new index, the member counts); ``None`` where no node fuses. A parent fused with its child
+        has no request of its own beyond the child's, so no request attaches to it: each one attached to the child
+        keeps its first private key, below the fused node's end."""
+        num_kept = len(self.parents)
+        into = list(range(num_kept))  # the node each one becomes part of (parents first, so a chain folds at its top)
+        for k, p in enumerate(self.parents):
+            if p >= 0 and q[k] >= q[p]:
+                into[k] = into[p]
+        if all(t == k for k, t in enumerate(into)):
+            return None
+        tok, deepest, rank = self.tok.tolist(), list(self.deepest), list(self.rank)
+        for k, t in enumerate(into):  # down each fused chain: the tokens add up, the deepest radix node is the last
+            if t != k:
+                tok[t] += tok[k]
+                deepest[t], rank[t] = deepest[k], rank[k]
+        # from_paths' order is by rank (depth on the paths, key of the deepest radix node): parents before children
+        order = sorted((rank[k], k) for k, t in enumerate(into) if t == k)
+        new_id = [0] * num_kept
+        for at, (_, k) in enumerate(order):
+            new_id[k] = at
+        remap = np.array([-1, *(new_id[t] for t in into)], dtype=np.int64)
+        start, old_parent = self.start.tolist(), self.parents
+        parent = [-1 if old_parent[k] < 0 else new_id[into[old_parent[k]]] for _, k in order]
+        depth: list[int] = []
+        for p in parent:  # parents come first in this order
+            depth.append(0 if p < 0 else depth[p] + 1)
+        kept = _Kept.make([tok[k] for _, k in order], [start[k] for _, k in order], parent, depth,
+                          {key: new_id[into[k]] for key, k in self.chain.items()}, [deepest[k] for _, k in order],
+                          [rank[k] for _, k in order], [self.top[k] for _, k in order])
+        return kept, remap, [q[k] for _, k in order]
+
     def with_nodes(self, new: list[_NewNode]) -> tuple[_Kept, np.ndarray, list[int]]:
         """These kept nodes and ``new`` ones (parents among these), in ``from_paths``' order: (the kept nodes, per
         attach node at a + 1 its new index, the new nodes' indices)."""
@@ -294,8 +327,13 @@ class RadixIndex:
             made, attach, first_private, q = common
             if isinstance(made, dict):  # the kept nodes stay: the forest's arrays
                 forest = _forest_of(made, seq, row_base)
-            else:  # kept nodes made or dissolved: the new ones' _Kept.make arguments
-                kept = _Kept.make(*made)
+            else:  # kept nodes made or dissolved (the new ones' _Kept.make arguments), or some to fuse (None)
+                if made is not None:
+                    kept = _Kept.make(*made)
+                fused = kept.fused(q)
+                if fused is not None:
+                    kept, remap, q = fused
+                    attach = remap[attach + 1]
                 forest = self._forest(kept, attach, q, seq, row_base)
                 if forest is None:
                     return None
@@ -347,9 +385,10 @@ class RadixIndex:
             kept, remap = kept.without(gone)
             attach = remap[row]
             q = [count for count in q if count >= 2]
-        for k, p in enumerate(kept.parents):
-            if p >= 0 and q[k] >= q[p]:
-                return None  # its parent would be fused into it
+        fused = kept.fused(q)
+        if fused is not None:  # a kept node with all of its parent's requests: the two are one node now
+            kept, remap, q = fused
+            attach = remap[attach + 1]
         forest = self._forest(kept, attach, q, seq_lens, row_base)
         if forest is None:
             return None

@@ -25,7 +25,7 @@ from pat_sglang import host_core
 from pat_sglang.config import DeviceSpec
 from pat_sglang.decode_step import DecodeStepPlanner, StepBatch
 from pat_sglang.forest import PrefixForest
-from pat_sglang.forest_edit import EDIT_JOINERS_MIN, RadixIndex, _survivors
+from pat_sglang.forest_edit import EDIT_JOINERS_MIN, RadixIndex, _Kept, _survivors
 from pat_sglang.sglang_patches.chain_table import ChainEntry, PublishedBatch, paths_of_entries
 
 ARRAYS = ("tok", "start", "parent", "depth", "req_ptr", "req_flat", "row_base", "request_lengths")
@@ -444,7 +444,6 @@ def test_kept_nodes_made_alike_with_and_without_the_extension(seed: int, monkeyp
     """``_Kept.make`` through ``host_glue.c`` ``kept_pack`` and in Python: the same lineages, packed array and views
     (values, dtypes, shapes, the views reading the packed array) on random kept-node trees (parents first), none at
     all included; a parent that is not an earlier node is refused."""
-    from pat_sglang.forest_edit import _Kept
 
     rng = np.random.default_rng(seed)
     k = int(rng.integers(0, 40))
@@ -480,11 +479,19 @@ def _index_steps(seed: int, pad: int, common: bool, monkeypatch: pytest.MonkeyPa
     """Per step of ``_batches(seed, 120, burst=True)`` the edited index (or None), with ``host_glue.c``
     ``edit_common`` serving the changes it takes (``common``) or answering NotImplemented (the step-by-step edit with
     its other compiled pieces); and what it answered per call: "kept" (the forest's arrays, the kept nodes unchanged),
-    "remade" (new kept nodes: some made, some dissolved, or both), "refused" or "python"."""
+    "remade" (new kept nodes: some made, some dissolved, or both, or some to fuse), "refused" or "python", and
+    "fused" for each edit in which ``_Kept.fused`` fused kept nodes."""
     glue = host_core.loaded_glue()
     assert glue is not None  # numpy's and Python's headers are there wherever tests run
     real = glue.edit_common
     served: list[str] = []
+    real_fused = _Kept.fused
+
+    def fused(kept: _Kept, q: list[int]) -> object:
+        got = real_fused(kept, q)
+        if got is not None:
+            served.append("fused")
+        return got
 
     def counted(*args: object) -> object:
         if not common:
@@ -498,6 +505,7 @@ def _index_steps(seed: int, pad: int, common: bool, monkeypatch: pytest.MonkeyPa
     index = None
     with monkeypatch.context() as m:
         m.setattr(glue, "edit_common", counted)
+        m.setattr(_Kept, "fused", fused)
         for entries, rows, seq in _batches(seed, 120, burst=True):
             rows_all = np.concatenate([rows, np.zeros(pad, np.int64)])
             seq_all = np.concatenate([seq, np.ones(pad, np.int64)])
@@ -517,7 +525,8 @@ def test_the_common_change_in_one_call_equals_the_step_by_step_edit(seed: int, p
     with one request dissolved, the fusion check and the forest's arrays in one call) against the edit's step-by-step
     path on the same random sequences: every step refused or edited alike, and every edited index equal (forest arrays
     and derived arrays with their dtypes, attach nodes, first private keys, member counts, the kept nodes). The one
-    call answers every change of these sequences itself."""
+    call answers every change of these sequences itself (those that fuse a kept node into its parent too: it places
+    them, ``_Kept.fused`` fuses)."""
     one_call, served = _index_steps(seed, pad, True, monkeypatch)
     stepwise, _ = _index_steps(seed, pad, False, monkeypatch)
     assert [i is None for i in one_call] == [i is None for i in stepwise]
@@ -602,3 +611,4 @@ def test_the_one_call_makes_and_dissolves_kept_nodes(monkeypatch: pytest.MonkeyP
                 dissolved += bool(set(before.kept.chain) - set(after.kept.chain))
     assert served.count("remade") > 10 and served.count("kept") > 10 and served.count("refused") > 0, served
     assert made > 5 and dissolved > 5, (made, dissolved)
+    assert served.count("fused") > 0, served  # kept nodes fused (the sequences also reach that case)
