@@ -659,8 +659,9 @@ static PyObject *kept_ints(const int64_t *v, const uint8_t *stays, npy_intp num_
    which have fewer requests still), each request's leaf then reaching up to its nearest staying ancestor (attach
    remapped, in place) and its private part starting at the first radix key of the topmost node dropped above it
    (first, in place). Returns ((tok, start, parents, depth, chain, deepest, rank, top): _Kept.make's arguments for the
-   staying kept nodes, attach, first, the staying member counts; staying nodes with all of their parent's requests
-   not yet fused: RadixIndex.edit does that, _Kept.fused), NULL with an exception set on failure. The same steps as RadixIndex.edit's `gone` block and
+   staying kept nodes, attach, first, the staying member counts, whether a staying node has all of its parent's
+   requests: those are not fused here, RadixIndex.edit does that with _Kept.fused), NULL with an exception set on
+   failure. The same steps as RadixIndex.edit's `gone` block and
    _Kept.without, in their order. */
 static PyObject *dissolved(npy_intp num_kept, const int64_t *tok, const int64_t *start, const int64_t *parent,
                            const int64_t *depth, const int64_t *q, PyObject *chain, PyObject *deepest, PyObject *tops,
@@ -718,6 +719,12 @@ static PyObject *dissolved(npy_intp num_kept, const int64_t *tok, const int64_t 
         q_new[at] = q[k];
         PyList_SET_ITEM(q_list, at++, v);
     }
+    int fuses = 0; /* a staying node with all of its new parent's requests (RadixIndex.edit fuses it: _Kept.fused) */
+    for (npy_intp k = 0; k < num_kept && !fuses; k++) {
+        if (!stays[k]) continue;
+        const int64_t p = moved[parent[k] + 1];
+        fuses = p >= 0 && q_new[new_id[k]] >= q_new[p];
+    }
     new_chain = PyDict_New();
     if (new_chain == NULL || remap_chain(chain, num_kept, stays, new_id, new_chain) < 0) goto done;
     lists[0] = kept_ints(tok, stays, num_kept, num_stay, NULL);
@@ -732,7 +739,7 @@ static PyObject *dissolved(npy_intp num_kept, const int64_t *tok, const int64_t 
     }
     made = PyTuple_Pack(8, lists[0], lists[1], lists[2], lists[3], new_chain, lists[4], lists[5], lists[6]);
     if (made == NULL) goto done;
-    result = PyTuple_Pack(2, made, q_list);
+    result = PyTuple_Pack(3, made, q_list, fuses ? Py_True : Py_False);
 done:
     for (int i = 0; i < 7; i++) Py_XDECREF(lists[i]);
     Py_XDECREF(made);
@@ -1015,8 +1022,8 @@ done:
    request dissolve (dissolved). Returns (the forest's arrays as edit_forest's dict where the kept nodes did not
    change, _Kept.make's arguments for the new ones where some were made or dissolved, None where they change only by
    a kept node having all of its parent's requests; attach; first private keys; the kept nodes' member counts as a
-   list): in the last two cases RadixIndex.edit fuses such nodes into their parents (_Kept.fused) and makes the
-   forest. None where the edit is refused (a joiner not on whole kept chains, paths that disagree on a new kept node,
+   list; whether some kept node has all of its parent's requests): RadixIndex.edit then fuses such nodes into their
+   parents (_Kept.fused) and makes the forest. None where the edit is refused (a joiner not on whole kept chains, paths that disagree on a new kept node,
    a second new level, an empty leaf, counts that do not add up); NotImplemented where the arguments are not of that
    shape (the Python edit then starts again from its survivors). old_attach / old_first: the index's per request (padding included); kept, width, chain, deepest, top,
    rank: the index's _Kept; seq: per request of the new batch, padding included (its first len(old_of) are the real
@@ -1121,7 +1128,8 @@ static PyObject *edit_common(PyObject *self, PyObject *const *args, Py_ssize_t n
             result = got;
             goto done;
         }
-        result = PyTuple_Pack(4, PyTuple_GET_ITEM(got, 0), attach_arr, first_arr, PyTuple_GET_ITEM(got, 1));
+        result = PyTuple_Pack(5, PyTuple_GET_ITEM(got, 0), attach_arr, first_arr, PyTuple_GET_ITEM(got, 1),
+                              PyTuple_GET_ITEM(got, 2));
         Py_DECREF(got);
         goto done;
     }
@@ -1151,7 +1159,7 @@ static PyObject *edit_common(PyObject *self, PyObject *const *args, Py_ssize_t n
         if (v == NULL) goto done;
         PyList_SET_ITEM(q_list, k, v);
     }
-    result = PyTuple_Pack(4, forest, attach_arr, first_arr, q_list);
+    result = PyTuple_Pack(5, forest, attach_arr, first_arr, q_list, fuses ? Py_True : Py_False);
 done:
     PyMem_Free(placed);
     Py_XDECREF(forest);

@@ -324,13 +324,13 @@ class RadixIndex:
         if common is None:
             return None
         if common is not NotImplemented:  # the edit in one call
-            made, attach, first_private, q = common
+            made, attach, first_private, q, fuses = common
             if isinstance(made, dict):  # the kept nodes stay: the forest's arrays
                 forest = _forest_of(made, seq, row_base)
             else:  # kept nodes made or dissolved (the new ones' _Kept.make arguments), or some to fuse (None)
                 if made is not None:
                     kept = _Kept.make(*made)
-                fused = kept.fused(q)
+                fused = kept.fused(q) if fuses else None
                 if fused is not None:
                     kept, remap, q = fused
                     attach = remap[attach + 1]

@@ -583,6 +583,7 @@ def test_the_common_change_refuses_a_joiner_off_the_kept_chains() -> None:
     grown = call(same, seq=seq_joined)
     assert grown is not None and grown is not NotImplemented and not isinstance(grown[0], dict)
     assert grown[1].tolist() == [1, 0, 0, 1] and grown[2].tolist() == [-1, 11, 12, 31] and grown[3] == [4, 2]
+    assert grown[4] is False  # no kept node with all of its parent's requests
     assert call(other, seq=seq_joined) is None
     rootless = ChainEntry(9, 0, ((31, 2031, 2), (10, 2010, 3)))  # request 0's private node, but at the root
     assert call(rootless, seq=np.array([21, 22, 23, 6], np.int64)) is None  # two attach nodes under one key
@@ -590,8 +591,8 @@ def test_the_common_change_refuses_a_joiner_off_the_kept_chains() -> None:
     assert index.edit((*entries, other), rows4, seq_joined, rows4 * ROW_STRIDE) is None  # as the step-by-step edit
     made = call(on)
     assert made is not None and made is not NotImplemented
-    arrays, attach, first, q = made
-    assert attach.tolist() == [0, 0, 0, 0] and first.tolist() == [10, 11, 12, 30] and q == [4]
+    arrays, attach, first, q, fuses = made
+    assert attach.tolist() == [0, 0, 0, 0] and first.tolist() == [10, 11, 12, 30] and q == [4] and fuses is False
     assert call(on, entries=tuple(entries)) is NotImplemented  # entries not one per request of old_of
     assert call(on, seq=seq4.astype(np.int32)) is NotImplemented
 
