@@ -20,6 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pat_sglang import step_stats  # noqa: E402
+
 PERCENTILES = (50, 90, 99)
 
 
@@ -55,10 +59,10 @@ def load(paths: Sequence[Path]) -> list[LoggedStep]:
 
 
 def nearest_rank(sorted_values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile by nearest rank (the value of rank ceil(q / 100 x n)), as the stats line defines it."""
+    """The ``q``-th percentile by nearest rank, as the stats line defines it (``step_stats.nearest_rank``)."""
     if not sorted_values:
         return math.nan
-    return sorted_values[max(1, math.ceil(q / 100.0 * len(sorted_values))) - 1]
+    return sorted_values[step_stats.nearest_rank(q, len(sorted_values)) - 1]
 
 
 def report(steps: Sequence[LoggedStep]) -> str:

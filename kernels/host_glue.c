@@ -661,8 +661,7 @@ static PyObject *kept_ints(const int64_t *v, const uint8_t *stays, npy_intp num_
    (first, in place). Returns ((tok, start, parents, depth, chain, deepest, rank, top): _Kept.make's arguments for the
    staying kept nodes, attach, first, the staying member counts, whether a staying node has all of its parent's
    requests: those are not fused here, RadixIndex.edit does that with _Kept.fused), NULL with an exception set on
-   failure. The same steps as RadixIndex.edit's `gone` block and
-   _Kept.without, in their order. */
+   failure. The same steps as RadixIndex.edit's `gone` block and _Kept.without, in their order. */
 static PyObject *dissolved(npy_intp num_kept, const int64_t *tok, const int64_t *start, const int64_t *parent,
                            const int64_t *depth, const int64_t *q, PyObject *chain, PyObject *deepest, PyObject *tops,
                            PyObject *ranks, npy_intp n, int64_t *attach, int64_t *first) {
@@ -1023,11 +1022,12 @@ done:
    change, _Kept.make's arguments for the new ones where some were made or dissolved, None where they change only by
    a kept node having all of its parent's requests; attach; first private keys; the kept nodes' member counts as a
    list; whether some kept node has all of its parent's requests): RadixIndex.edit then fuses such nodes into their
-   parents (_Kept.fused) and makes the forest. None where the edit is refused (a joiner not on whole kept chains, paths that disagree on a new kept node,
-   a second new level, an empty leaf, counts that do not add up); NotImplemented where the arguments are not of that
-   shape (the Python edit then starts again from its survivors). old_attach / old_first: the index's per request (padding included); kept, width, chain, deepest, top,
-   rank: the index's _Kept; seq: per request of the new batch, padding included (its first len(old_of) are the real
-   requests, entries' length). */
+   parents (_Kept.fused) and makes the forest. None where the edit is refused (a joiner not on whole kept chains,
+   paths that disagree on a new kept node, a second new level, an empty leaf, counts that do not add up);
+   NotImplemented where the arguments are not of that shape (the Python edit then starts again from its survivors).
+   old_attach / old_first: the index's per request (padding included); kept, width, chain, deepest, top, rank: the
+   index's _Kept; seq: per request of the new batch, padding included (its first len(old_of) are the real requests,
+   entries' length). */
 static PyObject *edit_common(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (!takes("edit_common", nargs, 14)) return NULL;
@@ -1134,8 +1134,8 @@ static PyObject *edit_common(PyObject *self, PyObject *const *args, Py_ssize_t n
         goto done;
     }
     int fuses = 0;
-    for (npy_intp k = 0; k < num_kept; k++) {
-        if (parent[k] >= 0 && q[k] >= q[parent[k]]) fuses = 1; /* its parent would be fused into it */
+    for (npy_intp k = 0; k < num_kept && !fuses; k++) { /* a kept node with all of its parent's requests */
+        fuses = parent[k] >= 0 && q[k] >= q[parent[k]];
     }
 #undef NOT_TAKEN
 #undef REFUSED

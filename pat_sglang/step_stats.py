@@ -31,6 +31,12 @@ HOST_BINS_PER_OCTAVE = 16
 HOST_BINS = HOST_BINS_PER_OCTAVE * 20  # up to 2^20 us ~ 1 s; longer steps count in the last bin
 
 
+def nearest_rank(q: float, n: int) -> int:
+    """The rank (1-based) of the ``q``-th percentile (0-100) among ``n`` values by the nearest-rank definition, which
+    the stats line's percentiles use (``HostTimeBins``, and ``bench/step_log_report.py`` reading the step log)."""
+    return max(1, math.ceil(q / 100.0 * n))
+
+
 @dataclass
 class HostTimeBins:
     """Counts of steps by host time in geometric bins (``HOST_BIN_FIRST_S`` x 2^(i / ``HOST_BINS_PER_OCTAVE``))."""
@@ -49,7 +55,7 @@ class HostTimeBins:
         the step of rank ceil(q / 100 x steps) (the nearest-rank definition); 0.0 with no step."""
         if self.total == 0:
             return 0.0
-        rank = max(1, math.ceil(q / 100.0 * self.total))
+        rank = nearest_rank(q, self.total)
         seen = 0
         for i, count in enumerate(self.counts):
             seen += count
